@@ -1,0 +1,315 @@
+//! The agent event vocabulary of wire protocol v1.
+//!
+//! An [`AgentEvent`] is what the engine, an agent or the tool dispatcher emits; it serialises
+//! to exactly the wire shape of `docs/protocol.md` minus the per-user `seq`, which only the
+//! bridge assigns. A [`SequencedEvent`] is the frame a client receives:
+//!
+//! ```json
+//! {"type":"agent_thinking","seq":43,"run_id":"run_..","thread_id":"thr_..","agent_name":"assistant",
+//!  "timestamp":"2026-11-24T10:00:00.001803Z","data":{"reasoning":"..","step":1}}
+//! ```
+//!
+//! Sub-runs add a top-level `parent_run_id`; it is absent (not `null`) for top-level runs.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::id::{RunId, ThreadId};
+
+/// Codes of `agent_error` events that the engine itself produces. Agents may use others.
+pub mod error_code {
+    /// The run exceeded its time limit.
+    pub const TIMEOUT: &str = "timeout";
+    /// The agent panicked.
+    pub const PANIC: &str = "panic";
+    /// The agent returned an error without a more specific code.
+    pub const AGENT_FAILED: &str = "agent_failed";
+    /// The engine could not start the agent (for example, its factory failed).
+    pub const START_FAILED: &str = "start_failed";
+}
+
+/// The `type` and `data` of an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The run began. Always the first event of a run.
+    AgentStarted {
+        /// The user's message.
+        message: String,
+    },
+    /// A reasoning step the agent wants the user to see.
+    AgentThinking {
+        /// What the agent is thinking.
+        reasoning: String,
+        /// 1-based step number within the run.
+        step: u32,
+    },
+    /// A tool call began.
+    ToolExecuting {
+        /// Pairs this event with its `tool_completed`.
+        tool_call_id: String,
+        /// The tool.
+        tool_name: String,
+        /// The arguments (sensitive values redacted, long values truncated).
+        arguments: Value,
+    },
+    /// A tool call ended (successfully or not).
+    ToolCompleted {
+        /// The id of the matching `tool_executing`.
+        tool_call_id: String,
+        /// The tool.
+        tool_name: String,
+        /// The result, or an error object when `is_error` (redacted and truncated).
+        result: Value,
+        /// Whether the call failed.
+        is_error: bool,
+        /// How long the call took.
+        duration_ms: u64,
+    },
+    /// A piece of the streamed answer.
+    AgentResponseChunk {
+        /// The text to append.
+        delta: String,
+    },
+    /// The run finished successfully. Terminal.
+    AgentCompleted {
+        /// The agent's result.
+        result: Value,
+        /// How long the run took.
+        duration_ms: u64,
+        /// Token usage, for agents backed by a model.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Value>,
+    },
+    /// The run failed. Terminal.
+    AgentError {
+        /// A machine-readable code such as `timeout`, `panic` or `agent_failed`.
+        code: String,
+        /// A message for the user.
+        message: String,
+    },
+    /// The run was cancelled. Terminal.
+    AgentCancelled {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl EventKind {
+    /// The wire `type` of this event.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::AgentStarted { .. } => "agent_started",
+            EventKind::AgentThinking { .. } => "agent_thinking",
+            EventKind::ToolExecuting { .. } => "tool_executing",
+            EventKind::ToolCompleted { .. } => "tool_completed",
+            EventKind::AgentResponseChunk { .. } => "agent_response_chunk",
+            EventKind::AgentCompleted { .. } => "agent_completed",
+            EventKind::AgentError { .. } => "agent_error",
+            EventKind::AgentCancelled { .. } => "agent_cancelled",
+        }
+    }
+
+    /// Whether this event ends its run.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            EventKind::AgentCompleted { .. }
+                | EventKind::AgentError { .. }
+                | EventKind::AgentCancelled { .. }
+        )
+    }
+}
+
+/// One event of one run, as emitted (before the bridge gives it a `seq`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+    /// The run it happened in.
+    pub run_id: RunId,
+    /// The parent run, for sub-runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run_id: Option<RunId>,
+    /// The run's thread.
+    pub thread_id: ThreadId,
+    /// The agent running.
+    pub agent_name: Arc<str>,
+    /// When the event was emitted.
+    pub timestamp: Timestamp,
+}
+
+/// An event with its per-user sequence number: exactly one server-to-client event frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequencedEvent {
+    /// Position in the user's stream; increases by exactly 1 per event within an epoch.
+    pub seq: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: AgentEvent,
+}
+
+/// The identity every event of one run shares; stamps events with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunScope {
+    /// The run.
+    pub run_id: RunId,
+    /// The parent run, for sub-runs.
+    pub parent_run_id: Option<RunId>,
+    /// The thread.
+    pub thread_id: ThreadId,
+    /// The agent.
+    pub agent_name: Arc<str>,
+}
+
+impl RunScope {
+    /// An event of this run, timestamped now.
+    pub fn event(&self, kind: EventKind) -> AgentEvent {
+        AgentEvent {
+            kind,
+            run_id: self.run_id.clone(),
+            parent_run_id: self.parent_run_id.clone(),
+            thread_id: self.thread_id.clone(),
+            agent_name: Arc::clone(&self.agent_name),
+            timestamp: Timestamp::now(),
+        }
+    }
+}
+
+/// A point in time that serialises as RFC 3339 UTC with microseconds
+/// (`2026-11-24T10:00:00.123456Z`), so clients can measure delivery latency.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(SystemTime);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        Self(SystemTime::now())
+    }
+    /// The underlying time.
+    pub fn as_system_time(self) -> SystemTime {
+        self.0
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        Self(t)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&humantime::format_rfc3339_micros(self.0), f)
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        humantime::parse_rfc3339(&raw)
+            .map(Self)
+            .map_err(|e| serde::de::Error::custom(format!("timestamp {raw:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const EXAMPLES: &str = include_str!("../../../docs/protocol-examples.json");
+
+    /// Decodes `frame` as an event frame, re-encodes it, and compares the JSON values.
+    fn check_round_trip(frame: &Value) {
+        let event: SequencedEvent = serde_json::from_value(frame.clone())
+            .unwrap_or_else(|e| panic!("{frame} does not decode: {e}"));
+        let back = serde_json::to_value(&event).expect("encode");
+        assert_eq!(&back, frame, "re-encoding changed the frame");
+    }
+
+    #[test]
+    fn every_event_frame_of_the_protocol_examples_round_trips() {
+        let examples: Value = serde_json::from_str(EXAMPLES).expect("examples are JSON");
+        let frames = examples["server_to_client"].as_array().expect("array");
+        let mut seen = std::collections::BTreeSet::new();
+        for frame in frames.iter().filter(|f| f.get("seq").is_some()) {
+            check_round_trip(frame);
+            seen.insert(frame["type"].as_str().expect("type").to_owned());
+        }
+        for needed in [
+            "agent_started",
+            "agent_thinking",
+            "tool_executing",
+            "tool_completed",
+            "agent_response_chunk",
+            "agent_completed",
+            "agent_error",
+            "agent_cancelled",
+        ] {
+            assert!(seen.contains(needed), "no example of {needed}");
+        }
+    }
+
+    #[test]
+    fn encodes_the_wire_shape_exactly() {
+        let scope = RunScope {
+            run_id: RunId::parse("run_a").expect("valid"),
+            parent_run_id: None,
+            thread_id: ThreadId::parse("thr_a").expect("valid"),
+            agent_name: Arc::from("assistant"),
+        };
+        let mut event = scope.event(EventKind::AgentThinking {
+            reasoning: "hm".into(),
+            step: 1,
+        });
+        event.timestamp =
+            Timestamp(humantime::parse_rfc3339("2026-11-24T10:00:00.001803Z").expect("valid"));
+        let frame = serde_json::to_value(SequencedEvent { seq: 43, event }).expect("encode");
+        assert_eq!(
+            frame,
+            json!({"type":"agent_thinking","seq":43,"run_id":"run_a","thread_id":"thr_a",
+                   "agent_name":"assistant","timestamp":"2026-11-24T10:00:00.001803Z",
+                   "data":{"reasoning":"hm","step":1}})
+        );
+    }
+
+    #[test]
+    fn timestamps_have_microseconds_and_utc() {
+        let t = Timestamp::now().to_string();
+        assert_eq!(t.len(), "2026-11-24T10:00:00.123456Z".len(), "{t}");
+        assert!(t.ends_with('Z'));
+    }
+
+    #[test]
+    fn terminal_events() {
+        let terminal: Vec<bool> = [
+            EventKind::AgentStarted { message: String::new() },
+            EventKind::AgentCompleted { result: json!(null), duration_ms: 0, usage: None },
+            EventKind::AgentError { code: "x".into(), message: String::new() },
+            EventKind::AgentCancelled { reason: String::new() },
+        ]
+        .iter()
+        .map(EventKind::is_terminal)
+        .collect();
+        assert_eq!(terminal, [false, true, true, true]);
+    }
+}

@@ -1,0 +1,25 @@
+//! The bottom layer of the agent engine: data and traits, no IO.
+//!
+//! Everything above depends on this crate and nothing here depends on anything above:
+//! - [`id`]: validated, typed ids (`UserId`, `ThreadId`, `RunId`, `RequestId`, `ConnectionId`).
+//!   An id that fails validation (empty, too long, unsafe characters, a placeholder such as
+//!   `test` or `default`) cannot be constructed, so no context can ever name a fake user.
+//! - [`context`]: the immutable [`UserExecutionContext`] every engine is built from.
+//! - [`event`]: the [`AgentEvent`] vocabulary, serialising exactly to wire protocol v1.
+//! - [`sink`]: the [`EventSink`] trait, the one way anything emits an event.
+//! - [`redact`]: redaction of sensitive values and truncation of long ones before they leave.
+//! - [`lifecycle`]: the checker of the run lifecycle guarantees, shared by every test that
+//!   claims them (and usable by clients that want to verify a stream).
+
+pub mod context;
+pub mod event;
+pub mod id;
+pub mod lifecycle;
+pub mod redact;
+pub mod sink;
+
+pub use context::{ContextError, UserExecutionContext, UserExecutionContextBuilder};
+pub use event::{AgentEvent, EventKind, RunScope, SequencedEvent, Timestamp};
+pub use id::{ConnectionId, IdError, RequestId, RunId, ThreadId, UserId};
+pub use sink::{EmitError, EventSink, RecordingSink};
+pub use tokio_util::sync::CancellationToken;

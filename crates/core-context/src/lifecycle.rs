@@ -1,0 +1,301 @@
+//! The run lifecycle guarantees, as one checker.
+//!
+//! Every test that claims the guarantees (engine, bridge, server, agents) runs its events
+//! through [`check_lifecycle`], so the guarantees are stated once:
+//! - every run's first event is its one `agent_started`;
+//! - every run has exactly one terminal event (`agent_completed`, `agent_error`,
+//!   `agent_cancelled`) and it is the run's last event;
+//! - every `tool_executing` is followed by exactly one `tool_completed` with the same
+//!   `tool_call_id` and tool name, before the terminal event, and no `tool_completed` comes
+//!   without its `tool_executing`;
+//! - `thinking` steps of a run increase;
+//! - a run keeps one thread, agent name and parent;
+//! - a sub-run starts after its parent started and ends before its parent ends.
+//!
+//! The events passed in must be one user's stream in the order it was emitted (or
+//! delivered); events of different runs may interleave freely.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::event::{AgentEvent, EventKind};
+use crate::id::RunId;
+
+/// A broken guarantee: which run, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("run {run_id}: {problem}")]
+pub struct LifecycleViolation {
+    /// The run whose events break a guarantee.
+    pub run_id: String,
+    /// What is wrong, in words.
+    pub problem: String,
+}
+
+/// What a stream that satisfies the guarantees held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LifecycleSummary {
+    /// Runs seen.
+    pub runs: usize,
+    /// Runs that ended in `agent_completed`.
+    pub completed: usize,
+    /// Runs that ended in `agent_error`, by code.
+    pub errors: BTreeMap<String, usize>,
+    /// Runs that ended in `agent_cancelled`.
+    pub cancelled: usize,
+    /// Tool calls seen (pairs).
+    pub tool_calls: usize,
+    /// Runs that are sub-runs.
+    pub sub_runs: usize,
+    /// Events seen.
+    pub events: usize,
+}
+
+#[derive(Default)]
+struct RunState<'a> {
+    first: Option<&'a AgentEvent>,
+    started_at: Option<usize>,
+    terminal_at: Option<usize>,
+    open_tools: HashMap<&'a str, &'a str>,
+    closed_tools: usize,
+    last_step: u32,
+}
+
+/// Checks the guarantees listed in the module documentation over `events`.
+pub fn check_lifecycle<'a>(
+    events: impl IntoIterator<Item = &'a AgentEvent>,
+) -> Result<LifecycleSummary, LifecycleViolation> {
+    let mut runs: HashMap<&'a RunId, RunState<'a>> = HashMap::new();
+    let mut order: Vec<&'a RunId> = Vec::new();
+    let mut summary = LifecycleSummary::default();
+
+    for (index, event) in events.into_iter().enumerate() {
+        summary.events += 1;
+        let fail = |problem: String| LifecycleViolation {
+            run_id: event.run_id.to_string(),
+            problem: format!("{problem} (event #{index}, {})", event.kind.type_name()),
+        };
+        let state = runs.entry(&event.run_id).or_insert_with(|| {
+            order.push(&event.run_id);
+            RunState::default()
+        });
+        match state.first {
+            None => state.first = Some(event),
+            Some(first) => {
+                if first.thread_id != event.thread_id
+                    || first.agent_name != event.agent_name
+                    || first.parent_run_id != event.parent_run_id
+                {
+                    return Err(fail(
+                        "thread, agent name or parent differs from the run's first event".into(),
+                    ));
+                }
+            }
+        }
+        if state.terminal_at.is_some() {
+            return Err(fail("event after the terminal event".into()));
+        }
+        match &event.kind {
+            EventKind::AgentStarted { .. } => {
+                if state.started_at.is_some() {
+                    return Err(fail("second agent_started".into()));
+                }
+                state.started_at = Some(index);
+            }
+            _ if state.started_at.is_none() => {
+                return Err(fail("first event is not agent_started".into()));
+            }
+            EventKind::AgentThinking { step, .. } => {
+                if *step <= state.last_step {
+                    return Err(fail(format!(
+                        "thinking step {step} after step {}",
+                        state.last_step
+                    )));
+                }
+                state.last_step = *step;
+            }
+            EventKind::ToolExecuting {
+                tool_call_id,
+                tool_name,
+                ..
+            } => {
+                if state
+                    .open_tools
+                    .insert(tool_call_id.as_str(), tool_name.as_str())
+                    .is_some()
+                {
+                    return Err(fail(format!("tool_call_id {tool_call_id} executing twice")));
+                }
+            }
+            EventKind::ToolCompleted {
+                tool_call_id,
+                tool_name,
+                ..
+            } => match state.open_tools.remove(tool_call_id.as_str()) {
+                None => {
+                    return Err(fail(format!(
+                        "tool_completed {tool_call_id} without an open tool_executing"
+                    )));
+                }
+                Some(name) if name != tool_name => {
+                    return Err(fail(format!(
+                        "tool_completed {tool_call_id} names {tool_name}, executing named {name}"
+                    )));
+                }
+                Some(_) => state.closed_tools += 1,
+            },
+            EventKind::AgentResponseChunk { .. } => {}
+            terminal => {
+                if let Some(open) = state.open_tools.keys().next() {
+                    return Err(fail(format!(
+                        "terminal event while tool call {open} is still open"
+                    )));
+                }
+                state.terminal_at = Some(index);
+                match terminal {
+                    EventKind::AgentCompleted { .. } => summary.completed += 1,
+                    EventKind::AgentError { code, .. } => {
+                        *summary.errors.entry(code.clone()).or_default() += 1;
+                    }
+                    _ => summary.cancelled += 1,
+                }
+            }
+        }
+    }
+
+    for run_id in &order {
+        let state = &runs[run_id];
+        let Some(terminal_at) = state.terminal_at else {
+            return Err(LifecycleViolation {
+                run_id: run_id.to_string(),
+                problem: "no terminal event".into(),
+            });
+        };
+        summary.runs += 1;
+        summary.tool_calls += state.closed_tools;
+        let Some(parent_id) = state.first.and_then(|e| e.parent_run_id.as_ref()) else {
+            continue;
+        };
+        summary.sub_runs += 1;
+        let Some(parent) = runs.get(parent_id) else {
+            continue;
+        };
+        let child_started = state.started_at.unwrap_or(0);
+        if parent.started_at.is_none_or(|p| p > child_started) {
+            return Err(LifecycleViolation {
+                run_id: run_id.to_string(),
+                problem: format!("sub-run started before its parent {parent_id} started"),
+            });
+        }
+        if parent.terminal_at.is_none_or(|p| p < terminal_at) {
+            return Err(LifecycleViolation {
+                run_id: run_id.to_string(),
+                problem: format!("sub-run ended after its parent {parent_id} ended"),
+            });
+        }
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::event::RunScope;
+    use crate::id::ThreadId;
+
+    fn scope(run: &str, parent: Option<&str>) -> RunScope {
+        RunScope {
+            run_id: RunId::parse(run).expect("valid"),
+            parent_run_id: parent.map(|p| RunId::parse(p).expect("valid")),
+            thread_id: ThreadId::parse("thr_x").expect("valid"),
+            agent_name: Arc::from("a"),
+        }
+    }
+
+    /// A compact event list: `S` started, `T` thinking, `X<id>` executing, `C<id>` completed
+    /// tool, `D` done, `E` error, `K` cancelled; each prefixed by its run (`r1:S`).
+    fn events(spec: &str) -> Vec<AgentEvent> {
+        let mut step = 0;
+        spec.split_whitespace()
+            .map(|item| {
+                let (run, code) = item.split_once(':').expect("run:code");
+                let (run, parent) = match run.split_once('<') {
+                    Some((r, p)) => (r, Some(p)),
+                    None => (run, None),
+                };
+                let kind = match &code[..1] {
+                    "S" => EventKind::AgentStarted { message: "m".into() },
+                    "T" => {
+                        step += 1;
+                        EventKind::AgentThinking { reasoning: "t".into(), step }
+                    }
+                    "X" => EventKind::ToolExecuting {
+                        tool_call_id: code[1..].into(),
+                        tool_name: "calc".into(),
+                        arguments: json!({}),
+                    },
+                    "C" => EventKind::ToolCompleted {
+                        tool_call_id: code[1..].into(),
+                        tool_name: "calc".into(),
+                        result: json!(1),
+                        is_error: false,
+                        duration_ms: 0,
+                    },
+                    "D" => EventKind::AgentCompleted { result: json!("ok"), duration_ms: 1, usage: None },
+                    "E" => EventKind::AgentError { code: "timeout".into(), message: "m".into() },
+                    "K" => EventKind::AgentCancelled { reason: "r".into() },
+                    other => panic!("unknown code {other}"),
+                };
+                scope(&format!("run_{run}"), parent.map(|p| format!("run_{p}")).as_deref()).event(kind)
+            })
+            .collect()
+    }
+
+    fn check(spec: &str, expected: Result<(), &str>) {
+        let got = check_lifecycle(&events(spec)).map(|_| ()).map_err(|e| e.to_string());
+        match (&got, expected) {
+            (Ok(()), Ok(())) => {}
+            (Err(msg), Err(fragment)) => assert!(msg.contains(fragment), "{spec}: {msg:?} lacks {fragment:?}"),
+            _ => panic!("{spec}: expected {expected:?}, got {got:?}"),
+        }
+    }
+
+    #[test]
+    fn lifecycle_table() {
+        let table: &[(&str, Result<(), &str>)] = &[
+            ("1:S 1:T 1:X1 1:C1 1:D", Ok(())),
+            ("1:S 2:S 1:X1 2:X1 2:C1 1:C1 2:E 1:K", Ok(())),
+            ("1:S 2<1:S 2<1:D 1:D", Ok(())),
+            ("1:T 1:S 1:D", Err("first event is not agent_started")),
+            ("1:S 1:S 1:D", Err("second agent_started")),
+            ("1:S 1:T", Err("no terminal event")),
+            ("1:S 1:D 1:T", Err("event after the terminal event")),
+            ("1:S 1:D 1:E", Err("event after the terminal event")),
+            ("1:S 1:X1 1:D", Err("still open")),
+            ("1:S 1:C1 1:D", Err("without an open tool_executing")),
+            ("1:S 1:X1 1:X1 1:C1 1:C1 1:D", Err("executing twice")),
+            ("1:S 2<1:S 1:D 2<1:D", Err("ended after its parent")),
+            ("2<1:S 1:S 2<1:D 1:D", Err("started before its parent")),
+        ];
+        for (spec, expected) in table {
+            check(spec, *expected);
+        }
+    }
+
+    #[test]
+    fn summary_counts() {
+        let summary = check_lifecycle(&events("1:S 1:X1 1:C1 1:D 2:S 2:E 3<1:S 3<1:K")).map_err(|e| e.to_string());
+        // Run 3's parent ended before run 3 did.
+        assert!(summary.is_err());
+        let summary = check_lifecycle(&events("1:S 3<1:S 3<1:K 1:X1 1:C1 1:D 2:S 2:E")).expect("valid");
+        assert_eq!(summary.runs, 3);
+        assert_eq!(summary.completed, 1);
+        assert_eq!(summary.cancelled, 1);
+        assert_eq!(summary.errors.get("timeout"), Some(&1));
+        assert_eq!(summary.tool_calls, 1);
+        assert_eq!(summary.sub_runs, 1);
+        assert_eq!(summary.events, 8);
+    }
+}
