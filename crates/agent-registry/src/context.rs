@@ -1,0 +1,506 @@
+//! [`AgentContext`]: what an agent sees of its run, and the tool dispatcher.
+//!
+//! The engine builds one context per run from [`AgentContextParts`]. Everything an agent
+//! emits goes through it, stamped with the run's [`RunScope`], to the user of the run's
+//! [`UserExecutionContext`]; an agent has no way to emit for another user or another run.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use core_context::event::EventKind;
+use core_context::redact::{self, Limits};
+use core_context::{CancellationToken, EventSink, RunScope, UserExecutionContext};
+use futures::FutureExt;
+use serde_json::Value;
+
+use crate::registry::{AgentRegistry, ToolInfo};
+use crate::tool::ToolError;
+
+/// Settings of the tool dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchConfig {
+    /// Time limit of a tool call whose tool does not set its own.
+    pub default_tool_timeout: Duration,
+    /// Bounds for arguments and results in events.
+    pub redaction: Limits,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            default_tool_timeout: Duration::from_secs(20),
+            redaction: Limits::default(),
+        }
+    }
+}
+
+/// Everything the engine hands a run's context.
+pub struct AgentContextParts {
+    /// The run's user context (a child context for sub-runs).
+    pub user_context: UserExecutionContext,
+    /// The run's identity, stamped on every event.
+    pub scope: RunScope,
+    /// Where events go.
+    pub sink: Arc<dyn EventSink>,
+    /// Where tools are found.
+    pub registry: Arc<AgentRegistry>,
+    /// Cancelled when the run is cancelled, times out or the engine shuts down.
+    pub cancellation: CancellationToken,
+    /// Tool dispatcher settings.
+    pub dispatch: DispatchConfig,
+}
+
+/// An agent's view of its run. Lent to [`Agent::run`](crate::Agent::run); not `Clone`, so it
+/// cannot escape the run.
+pub struct AgentContext {
+    parts: AgentContextParts,
+    steps: AtomicU32,
+    emit_failures: AtomicU64,
+}
+
+impl AgentContext {
+    /// Builds a run's context. Called by the engine.
+    pub fn new(parts: AgentContextParts) -> Self {
+        Self {
+            parts,
+            steps: AtomicU32::new(0),
+            emit_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The run's user context.
+    pub fn user_context(&self) -> &UserExecutionContext {
+        &self.parts.user_context
+    }
+
+    /// The run's identity.
+    pub fn scope(&self) -> &RunScope {
+        &self.parts.scope
+    }
+
+    /// The registry the run's tools come from (sub-runs look agents up here too).
+    pub fn registry(&self) -> &Arc<AgentRegistry> {
+        &self.parts.registry
+    }
+
+    /// The run's cancellation token. Long agent work should select on
+    /// [`cancelled`](CancellationToken::cancelled) so a cancel takes effect at once.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.parts.cancellation
+    }
+
+    /// Whether the run was cancelled (or timed out, or the engine is shutting down).
+    pub fn is_cancelled(&self) -> bool {
+        self.parts.cancellation.is_cancelled()
+    }
+
+    /// Events this context failed to hand to its sink (each one was also logged).
+    pub fn emit_failures(&self) -> u64 {
+        self.emit_failures.load(Ordering::Relaxed)
+    }
+
+    /// The tools an agent can call, with their schemas (what a model is offered).
+    pub fn tools(&self) -> Vec<ToolInfo> {
+        self.parts.registry.list_tools()
+    }
+
+    /// Emits `agent_thinking` with the next step number.
+    pub fn think(&self, reasoning: impl Into<String>) {
+        let step = self.steps.fetch_add(1, Ordering::Relaxed) + 1;
+        self.emit(EventKind::AgentThinking {
+            reasoning: reasoning.into(),
+            step,
+        });
+    }
+
+    /// Emits a piece of the streamed answer (`agent_response_chunk`).
+    pub fn respond_chunk(&self, delta: impl Into<String>) {
+        self.emit(EventKind::AgentResponseChunk {
+            delta: delta.into(),
+        });
+    }
+
+    /// Calls tool `name` with `args` under a fresh tool call id. See
+    /// [`call_tool_with_id`](Self::call_tool_with_id).
+    pub async fn call_tool(&self, name: &str, args: Value) -> Result<Value, ToolError> {
+        let id = format!("call_{}", ulid::Ulid::new());
+        self.call_tool_with_id(&id, name, args).await
+    }
+
+    /// Calls tool `name` with `args`, using `tool_call_id` (a model's own call id, say).
+    ///
+    /// Emits `tool_executing` before and exactly one `tool_completed` after, whatever
+    /// happens: success, failure, unknown tool, timeout, cancellation, a panicking tool, or
+    /// the run dropping this call half-way (then the completion says the call was abandoned).
+    pub async fn call_tool_with_id(
+        &self,
+        tool_call_id: &str,
+        name: &str,
+        args: Value,
+    ) -> Result<Value, ToolError> {
+        let limits = &self.parts.dispatch.redaction;
+        self.emit(EventKind::ToolExecuting {
+            tool_call_id: tool_call_id.to_owned(),
+            tool_name: name.to_owned(),
+            arguments: redact::redact(&args, limits),
+        });
+        let mut guard = OpenCall {
+            ctx: self,
+            tool_call_id,
+            tool_name: name,
+            started: Instant::now(),
+            open: true,
+        };
+        let outcome = self.dispatch(name, args).await;
+        let result = match &outcome {
+            Ok(value) => redact::redact(value, limits),
+            Err(error) => error.to_result(),
+        };
+        guard.close(result, outcome.is_err());
+        outcome
+    }
+
+    async fn dispatch(&self, name: &str, args: Value) -> Result<Value, ToolError> {
+        let registry = &self.parts.registry;
+        let tool = registry.tool(name).ok_or_else(|| ToolError::UnknownTool {
+            name: name.to_owned(),
+            available: registry.tool_names().join(", "),
+        })?;
+        let limit = tool
+            .timeout()
+            .unwrap_or(self.parts.dispatch.default_tool_timeout);
+        let call = AssertUnwindSafe(tool.call(&self.parts.user_context, args)).catch_unwind();
+        tokio::select! {
+            biased;
+            () = self.parts.cancellation.cancelled() => Err(ToolError::Cancelled),
+            outcome = tokio::time::timeout(limit, call) => match outcome {
+                Err(_) => Err(ToolError::Timeout(limit)),
+                Ok(Err(panic)) => Err(ToolError::Panicked(panic_message(&*panic))),
+                Ok(Ok(result)) => result,
+            },
+        }
+    }
+
+    fn emit(&self, kind: EventKind) {
+        let user = self.parts.user_context.user_id();
+        if let Err(error) = self.parts.sink.emit(user, self.parts.scope.event(kind)) {
+            self.emit_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                run_id = %self.parts.scope.run_id,
+                %error,
+                "an agent event could not be emitted"
+            );
+        }
+    }
+}
+
+/// The text of a panic payload, for error messages.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}
+
+/// Closes a `tool_executing` exactly once: by [`close`](Self::close), or on drop when the
+/// call is abandoned (the run was cancelled, timed out or panicked while the tool ran). The
+/// engine drops the agent's future before it emits the terminal event, so even an abandoned
+/// call is closed before the run ends.
+struct OpenCall<'a> {
+    ctx: &'a AgentContext,
+    tool_call_id: &'a str,
+    tool_name: &'a str,
+    started: Instant,
+    open: bool,
+}
+
+impl OpenCall<'_> {
+    fn close(&mut self, result: Value, is_error: bool) {
+        self.open = false;
+        self.ctx.emit(EventKind::ToolCompleted {
+            tool_call_id: self.tool_call_id.to_owned(),
+            tool_name: self.tool_name.to_owned(),
+            result,
+            is_error,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        });
+    }
+}
+
+impl Drop for OpenCall<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let error = serde_json::json!({
+                "code": "abandoned",
+                "error": "the run ended (cancelled, timed out or failed) while this tool was running",
+            });
+            self.close(error, true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use core_context::lifecycle::check_lifecycle;
+    use core_context::{RecordingSink, RunId, ThreadId, UserId};
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Agent, AgentError, AgentInput, AgentOutput, AgentSpec, Tool, parse_args};
+
+    struct Echo;
+    #[async_trait]
+    impl Tool for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+        fn description(&self) -> &str {
+            "returns its arguments"
+        }
+        fn parameters(&self) -> Value {
+            json!({"type": "object"})
+        }
+        async fn call(&self, _: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
+            Ok(args)
+        }
+    }
+
+    struct Sleepy;
+    #[async_trait]
+    impl Tool for Sleepy {
+        fn name(&self) -> &str {
+            "sleepy"
+        }
+        fn description(&self) -> &str {
+            "sleeps for `ms` milliseconds"
+        }
+        fn parameters(&self) -> Value {
+            json!({"type": "object", "properties": {"ms": {"type": "integer"}}, "required": ["ms"]})
+        }
+        fn timeout(&self) -> Option<Duration> {
+            Some(Duration::from_millis(100))
+        }
+        async fn call(&self, _: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
+            #[derive(serde::Deserialize)]
+            struct Args {
+                ms: u64,
+            }
+            let Args { ms } = parse_args(args)?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(json!({"slept_ms": ms}))
+        }
+    }
+
+    struct Panicky;
+    #[async_trait]
+    impl Tool for Panicky {
+        fn name(&self) -> &str {
+            "panicky"
+        }
+        fn description(&self) -> &str {
+            "panics"
+        }
+        fn parameters(&self) -> Value {
+            json!({"type": "object"})
+        }
+        async fn call(&self, _: &UserExecutionContext, _: Value) -> Result<Value, ToolError> {
+            panic!("boom")
+        }
+    }
+
+    fn context(sink: &Arc<RecordingSink>) -> AgentContext {
+        let mut registry = AgentRegistry::new();
+        registry.register_tool(Echo).expect("register");
+        registry.register_tool(Sleepy).expect("register");
+        registry.register_tool(Panicky).expect("register");
+        let user = UserId::parse("alice").expect("valid");
+        AgentContext::new(AgentContextParts {
+            user_context: UserExecutionContext::builder(user).build().expect("valid"),
+            scope: RunScope {
+                run_id: RunId::parse("run_t").expect("valid"),
+                parent_run_id: None,
+                thread_id: ThreadId::parse("thr_t").expect("valid"),
+                agent_name: Arc::from("tester"),
+            },
+            sink: Arc::clone(sink) as Arc<dyn EventSink>,
+            registry: Arc::new(registry),
+            cancellation: CancellationToken::new(),
+            dispatch: DispatchConfig::default(),
+        })
+    }
+
+    /// The `tool_completed` data of the only tool call in `sink`.
+    fn completion(sink: &RecordingSink) -> (Value, bool) {
+        let events: Vec<_> = sink.events().into_iter().map(|(_, e)| e.kind).collect();
+        assert_eq!(events.len(), 2, "{events:?}");
+        let EventKind::ToolExecuting { tool_call_id: a, .. } = &events[0] else {
+            panic!("first is {:?}", events[0]);
+        };
+        let EventKind::ToolCompleted {
+            tool_call_id: b,
+            result,
+            is_error,
+            ..
+        } = &events[1]
+        else {
+            panic!("second is {:?}", events[1]);
+        };
+        assert_eq!(a, b);
+        (result.clone(), *is_error)
+    }
+
+    /// Calls `tool` with `args` and compares the completion's error code (`None` = success).
+    async fn check(tool: &str, args: Value, expected_error: Option<&str>) {
+        let sink = Arc::new(RecordingSink::new());
+        let ctx = context(&sink);
+        let outcome = ctx.call_tool(tool, args).await;
+        let (result, is_error) = completion(&sink);
+        assert_eq!(is_error, outcome.is_err());
+        match expected_error {
+            None => assert!(outcome.is_ok(), "{tool}: {outcome:?}"),
+            Some(code) => assert_eq!(result["code"], code, "{tool}: {result}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn dispatch_table() {
+        check("echo", json!({"a": 1}), None).await;
+        check("nope", json!({}), Some("unknown_tool")).await;
+        check("sleepy", json!({"ms": "x"}), Some("invalid_arguments")).await;
+        check("sleepy", json!({"ms": 1}), None).await;
+        check("sleepy", json!({"ms": 5_000}), Some("timeout")).await;
+        check("panicky", json!({}), Some("panic")).await;
+    }
+
+    #[tokio::test]
+    async fn unknown_tool_lists_the_available_ones() {
+        let sink = Arc::new(RecordingSink::new());
+        let err = context(&sink).call_tool("nope", json!({})).await.expect_err("unknown");
+        assert_eq!(err.to_string(), "no tool named \"nope\"; available: echo, panicky, sleepy");
+    }
+
+    #[tokio::test]
+    async fn events_redact_but_the_agent_sees_real_values() {
+        let sink = Arc::new(RecordingSink::new());
+        let ctx = context(&sink);
+        let args = json!({"query": "q", "api_key": "sk-live-123"});
+        let result = ctx.call_tool("echo", args.clone()).await.expect("ok");
+        assert_eq!(result, args);
+        let events = sink.events();
+        let text = serde_json::to_string(&events.iter().map(|(_, e)| e).collect::<Vec<_>>())
+            .expect("encode");
+        assert!(!text.contains("sk-live-123"), "{text}");
+        assert!(text.contains("[REDACTED]"));
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_a_running_tool() {
+        let sink = Arc::new(RecordingSink::new());
+        let ctx = context(&sink);
+        ctx.cancellation().cancel();
+        let err = ctx.call_tool("sleepy", json!({"ms": 50})).await.expect_err("cancelled");
+        assert_eq!(err, ToolError::Cancelled);
+        assert_eq!(completion(&sink).0["code"], "cancelled");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_call_is_still_closed() {
+        let sink = Arc::new(RecordingSink::new());
+        let ctx = context(&sink);
+        {
+            let call = ctx.call_tool("sleepy", json!({"ms": 50}));
+            let polled = tokio::time::timeout(Duration::from_millis(5), call).await;
+            assert!(polled.is_err(), "the call should still be running");
+        }
+        let (result, is_error) = completion(&sink);
+        assert!(is_error);
+        assert_eq!(result["code"], "abandoned");
+    }
+
+    #[tokio::test]
+    async fn thinking_steps_count_up_and_the_stream_is_a_valid_lifecycle() {
+        let sink = Arc::new(RecordingSink::new());
+        let ctx = context(&sink);
+        // The engine emits start and end; emulate them around the agent's own events.
+        let scope = ctx.scope().clone();
+        let user = ctx.user_context().user_id().clone();
+        sink.emit(&user, scope.event(EventKind::AgentStarted { message: "m".into() }))
+            .expect("emit");
+        ctx.think("one");
+        ctx.call_tool("echo", json!({})).await.expect("ok");
+        ctx.think("two");
+        ctx.respond_chunk("done");
+        sink.emit(&user, scope.event(EventKind::AgentCompleted { result: json!("done"), duration_ms: 0, usage: None }))
+            .expect("emit");
+        let events: Vec<_> = sink.events_for(&user);
+        let summary = check_lifecycle(&events).expect("valid lifecycle");
+        assert_eq!(summary.tool_calls, 1);
+        let steps: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::AgentThinking { step, .. } => Some(step),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(steps, [1, 2]);
+    }
+
+    struct Counter {
+        runs: AtomicU32,
+    }
+    #[async_trait]
+    impl Agent for Counter {
+        async fn run(&self, _: &AgentContext, _: AgentInput) -> Result<AgentOutput, AgentError> {
+            Ok(json!(self.runs.fetch_add(1, Ordering::Relaxed) + 1).into())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_run_gets_a_fresh_agent() {
+        let mut registry = AgentRegistry::new();
+        registry
+            .register_agent(AgentSpec::new("counter", || Counter { runs: AtomicU32::new(0) }))
+            .expect("register");
+        let sink = Arc::new(RecordingSink::new());
+        let ctx = context(&sink);
+        for _ in 0..3 {
+            let (agent, name, _) = registry.create_agent("counter").expect("registered");
+            assert_eq!(&*name, "counter");
+            let out = agent.run(&ctx, AgentInput::message("hi")).await.expect("ok");
+            assert_eq!(out.result, json!(1), "state leaked from an earlier run");
+        }
+    }
+
+    #[test]
+    fn registration_errors_are_clear() {
+        let mut registry = AgentRegistry::new();
+        let spec = || AgentSpec::new("counter", || Counter { runs: AtomicU32::new(0) });
+        registry.register_agent(spec().description("counts").timeout(Duration::from_secs(2))).expect("first");
+        assert_eq!(
+            registry.register_agent(spec()).map_err(|e| e.to_string()),
+            Err("an agent named \"counter\" is already registered".into())
+        );
+        assert_eq!(
+            registry
+                .register_agent(AgentSpec::new("Bad Name", || Counter { runs: AtomicU32::new(0) }))
+                .map_err(|e| e.to_string()),
+            Err("agent name \"Bad Name\" is invalid: use 1 to 64 characters of a-z, 0-9, _ and -".into())
+        );
+        registry.register_tool(Echo).expect("first");
+        assert!(matches!(registry.register_tool(Echo), Err(RegistryError::Duplicate { kind: "tool", .. })));
+        let err = registry.create_agent("nope").map(|_| ()).expect_err("unknown");
+        assert_eq!(err.to_string(), "no agent named \"nope\"; available: counter");
+        let listed = registry.list_agents();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].timeout_ms, Some(2_000));
+        assert_eq!(registry.list_tools()[0].name, "echo");
+    }
+
+    use crate::RegistryError;
+}

@@ -1,0 +1,27 @@
+//! Agents, tools, and the registry the engine finds them in.
+//!
+//! - [`Agent`]: what the engine runs. It gets an [`AgentContext`] (its user context,
+//!   emitters for thinking steps and answer chunks, and [`AgentContext::call_tool`]) and the
+//!   user's input, and returns a result or an [`AgentError`].
+//! - [`Tool`]: a named, described function with a JSON Schema for its arguments.
+//! - [`AgentRegistry`]: agents (as factories, so every run gets a FRESH instance and no agent
+//!   state is shared between users) and tools, by name.
+//! - The tool dispatcher behind [`AgentContext::call_tool`] emits `tool_executing` and
+//!   `tool_completed` itself, so an agent cannot forget one: arguments and results are redacted
+//!   and truncated in the events, each call has a timeout, honours cancellation, turns a
+//!   panicking tool into a failed call, and closes its `tool_executing` even when the run is
+//!   abandoned mid-call.
+//!
+//! This crate does not know about WebSockets: it emits through
+//! [`core_context::EventSink`]. It does not know about the engine either; the engine builds
+//! the [`AgentContext`] of each run.
+
+mod agent;
+mod context;
+mod registry;
+mod tool;
+
+pub use agent::{Agent, AgentError, AgentInput, AgentOutput};
+pub use context::{AgentContext, AgentContextParts, DispatchConfig};
+pub use registry::{AgentInfo, AgentRegistry, AgentSpec, RegistryError, ToolInfo};
+pub use tool::{Tool, ToolError, parse_args};

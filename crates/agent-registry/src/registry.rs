@@ -1,0 +1,256 @@
+//! The [`AgentRegistry`]: agents and tools by name.
+//!
+//! The registry is filled at start-up (`&mut self` methods) and then shared read-only behind
+//! an `Arc`, so looking an agent up on the hot path takes no lock. Agents are registered as
+//! factories: [`AgentRegistry::create_agent`] calls the factory, so every run gets a fresh
+//! instance and no agent state outlives its run or crosses between users.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::agent::Agent;
+use crate::tool::Tool;
+
+type AgentFactory = Arc<dyn Fn() -> Box<dyn Agent> + Send + Sync>;
+
+/// How to make an agent, and its settings.
+#[derive(Clone)]
+pub struct AgentSpec {
+    name: String,
+    description: String,
+    timeout: Option<Duration>,
+    factory: AgentFactory,
+}
+
+impl AgentSpec {
+    /// An agent named `name` made by `factory` (called once per run).
+    pub fn new<A, F>(name: impl Into<String>, factory: F) -> Self
+    where
+        A: Agent + 'static,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        Self {
+            name: name.into(),
+            description: String::new(),
+            timeout: None,
+            factory: Arc::new(move || Box::new(factory())),
+        }
+    }
+
+    /// What the agent does, for people choosing one.
+    #[must_use]
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// A run timeout for this agent that overrides the engine's default.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+impl fmt::Debug for AgentSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentSpec")
+            .field("name", &self.name)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registered agent, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentInfo {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// Its timeout override, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A registered tool, as listed (and as offered to models).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolInfo {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// The JSON Schema of its arguments.
+    pub parameters: Value,
+}
+
+/// Why a registration or lookup failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No agent has that name.
+    #[error("no agent named {name:?}; available: {available}")]
+    UnknownAgent {
+        /// The requested name.
+        name: String,
+        /// The registered agents, comma-separated.
+        available: String,
+    },
+    /// The name is taken.
+    #[error("an {kind} named {name:?} is already registered")]
+    Duplicate {
+        /// `agent` or `tool`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// The name is not a valid agent or tool name.
+    #[error("{kind} name {name:?} is invalid: use 1 to 64 characters of a-z, 0-9, _ and -")]
+    InvalidName {
+        /// `agent` or `tool`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+}
+
+#[derive(Clone)]
+struct AgentEntry {
+    spec: AgentSpec,
+    name: Arc<str>,
+}
+
+/// Agents and tools by name. See the module documentation.
+#[derive(Clone, Default)]
+pub struct AgentRegistry {
+    agents: BTreeMap<String, AgentEntry>,
+    tools: BTreeMap<String, Arc<dyn Tool>>,
+}
+
+impl fmt::Debug for AgentRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentRegistry")
+            .field("agents", &self.agents.keys().collect::<Vec<_>>())
+            .field("tools", &self.tools.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+impl AgentRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers an agent. Fails on an invalid or taken name.
+    pub fn register_agent(&mut self, spec: AgentSpec) -> Result<(), RegistryError> {
+        if !valid_name(&spec.name) {
+            return Err(RegistryError::InvalidName {
+                kind: "agent",
+                name: spec.name,
+            });
+        }
+        if self.agents.contains_key(&spec.name) {
+            return Err(RegistryError::Duplicate {
+                kind: "agent",
+                name: spec.name,
+            });
+        }
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        self.agents
+            .insert(spec.name.clone(), AgentEntry { spec, name });
+        Ok(())
+    }
+
+    /// Registers a tool under its own name. Fails on an invalid or taken name.
+    pub fn register_tool(&mut self, tool: impl Tool + 'static) -> Result<(), RegistryError> {
+        self.register_shared_tool(Arc::new(tool))
+    }
+
+    /// Registers a tool that is already shared.
+    pub fn register_shared_tool(&mut self, tool: Arc<dyn Tool>) -> Result<(), RegistryError> {
+        let name = tool.name().to_owned();
+        if !valid_name(&name) {
+            return Err(RegistryError::InvalidName { kind: "tool", name });
+        }
+        if self.tools.contains_key(&name) {
+            return Err(RegistryError::Duplicate { kind: "tool", name });
+        }
+        self.tools.insert(name, tool);
+        Ok(())
+    }
+
+    /// A fresh instance of the agent `name`, with its shared name and timeout override.
+    pub fn create_agent(
+        &self,
+        name: &str,
+    ) -> Result<(Box<dyn Agent>, Arc<str>, Option<Duration>), RegistryError> {
+        let entry = self
+            .agents
+            .get(name)
+            .ok_or_else(|| RegistryError::UnknownAgent {
+                name: name.to_owned(),
+                available: self.agent_names().join(", "),
+            })?;
+        Ok((
+            (entry.spec.factory)(),
+            Arc::clone(&entry.name),
+            entry.spec.timeout,
+        ))
+    }
+
+    /// Whether an agent of that name is registered.
+    pub fn has_agent(&self, name: &str) -> bool {
+        self.agents.contains_key(name)
+    }
+
+    /// The tool `name`, if registered.
+    pub fn tool(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+
+    /// Registered agent names, sorted.
+    pub fn agent_names(&self) -> Vec<&str> {
+        self.agents.keys().map(String::as_str).collect()
+    }
+
+    /// Registered tool names, sorted.
+    pub fn tool_names(&self) -> Vec<&str> {
+        self.tools.keys().map(String::as_str).collect()
+    }
+
+    /// Registered agents, sorted by name.
+    pub fn list_agents(&self) -> Vec<AgentInfo> {
+        self.agents
+            .values()
+            .map(|e| AgentInfo {
+                name: e.spec.name.clone(),
+                description: e.spec.description.clone(),
+                timeout_ms: e.spec.timeout.map(|t| t.as_millis() as u64),
+            })
+            .collect()
+    }
+
+    /// Registered tools, sorted by name.
+    pub fn list_tools(&self) -> Vec<ToolInfo> {
+        self.tools
+            .values()
+            .map(|t| ToolInfo {
+                name: t.name().to_owned(),
+                description: t.description().to_owned(),
+                parameters: t.parameters(),
+            })
+            .collect()
+    }
+}
