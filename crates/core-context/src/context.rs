@@ -205,6 +205,17 @@ impl UserExecutionContext {
         })
     }
 
+    /// The context of one run of this request: the same request with run id `run_id` and a
+    /// cancellation token that is a child of this one. The engine gives every run it starts
+    /// (pipeline steps, retries) its own run context, so agents always see their run's id.
+    pub fn for_run(&self, run_id: RunId) -> Self {
+        Self {
+            run_id,
+            cancellation: self.cancellation.child_token(),
+            ..self.clone()
+        }
+    }
+
     /// A string that ties log lines of this request together: `user:thread:run:request`.
     pub fn correlation_id(&self) -> String {
         format!(

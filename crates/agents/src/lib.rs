@@ -1,0 +1,7 @@
+//! Agents and tools that ship with the engine.
+//!
+//! - [`synthetic`]: an agent whose shape (thinking steps, tool calls, answer chunks, pauses,
+//!   and failure modes) comes from its input, for tests, load tests and benchmarks. Servers
+//!   register it only on request.
+
+pub mod synthetic;

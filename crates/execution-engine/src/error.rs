@@ -1,0 +1,53 @@
+//! Why the engine refused a request.
+
+use agent_registry::RegistryError;
+
+/// Why a run (or an engine) was not started. Nothing was emitted for a refused run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The agent is not registered.
+    #[error(transparent)]
+    UnknownAgent(#[from] RegistryError),
+    /// The user already has the maximum of running and queued runs.
+    #[error(
+        "too many runs: {running} running and {queued} queued (limits {max_running} and {max_queued}); wait for one to finish or cancel one"
+    )]
+    TooManyRuns {
+        /// Runs executing.
+        running: usize,
+        /// Runs waiting.
+        queued: usize,
+        /// The concurrency limit.
+        max_running: usize,
+        /// The queue limit.
+        max_queued: usize,
+    },
+    /// The user holds the maximum number of engines in the factory.
+    #[error(
+        "user already holds {max} engines; close finished ones (ScopedEngine does it on drop)"
+    )]
+    TooManyEngines {
+        /// The limit.
+        max: usize,
+    },
+    /// The engine was shut down and accepts no new runs.
+    #[error("the engine is shut down and accepts no new runs; create a new one")]
+    EngineClosed,
+    /// There is no Tokio runtime to run on.
+    #[error("no Tokio runtime: call the engine from within a Tokio runtime")]
+    NoRuntime,
+}
+
+impl EngineError {
+    /// The wire `code` of an `error` frame for this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::UnknownAgent(RegistryError::UnknownAgent { .. }) => "unknown_agent",
+            EngineError::UnknownAgent(_) => "invalid_agent",
+            EngineError::TooManyRuns { .. } => "too_many_runs",
+            EngineError::TooManyEngines { .. } => "too_many_engines",
+            EngineError::EngineClosed => "engine_closed",
+            EngineError::NoRuntime => "internal_error",
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! [`ExecutionEngineFactory`]: per-user limits shared by all of a user's engines, a cap on
+//! engines per user, and cleanup of idle ones; and [`ScopedEngine`].
+//!
+//! The factory keeps one small entry per user (run slots and the user's live engines) and
+//! drops it once the user has neither engines nor runs, so its map is bounded by the users
+//! that are active, never by every user ever seen.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use agent_registry::AgentRegistry;
+use core_context::{EventSink, UserExecutionContext, UserId};
+use parking_lot::Mutex;
+
+use crate::config::EngineConfig;
+use crate::engine::UserExecutionEngine;
+use crate::error::EngineError;
+use crate::limits::UserLimits;
+
+/// Makes engines that share per-user limits. Cloning gives another handle to the same factory.
+#[derive(Clone)]
+pub struct ExecutionEngineFactory {
+    inner: Arc<FactoryInner>,
+}
+
+struct FactoryInner {
+    registry: Arc<AgentRegistry>,
+    sink: Arc<dyn EventSink>,
+    config: Arc<EngineConfig>,
+    users: Mutex<HashMap<UserId, UserEntry>>,
+}
+
+struct UserEntry {
+    limits: Arc<UserLimits>,
+    engines: Vec<UserExecutionEngine>,
+}
+
+impl UserEntry {
+    fn is_unused(&self) -> bool {
+        self.engines.is_empty() && self.limits.is_idle()
+    }
+}
+
+/// What [`ExecutionEngineFactory::cleanup_idle`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Idle engines closed.
+    pub engines_closed: usize,
+    /// Users whose entry was dropped (no engines, no runs).
+    pub users_dropped: usize,
+}
+
+/// A snapshot of the factory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FactoryStats {
+    /// Users with an entry.
+    pub users: usize,
+    /// Live engines, all users together.
+    pub engines: usize,
+    /// Runs executing, all users together.
+    pub running: usize,
+    /// Runs queued, all users together.
+    pub queued: usize,
+}
+
+impl ExecutionEngineFactory {
+    /// A factory running agents from `registry`, emitting through `bridge`, with `config`.
+    pub fn new(
+        registry: Arc<AgentRegistry>,
+        bridge: Arc<dyn EventSink>,
+        config: EngineConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(FactoryInner {
+                registry,
+                sink: bridge,
+                config: Arc::new(config),
+                users: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The factory's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The registry engines run agents from.
+    pub fn registry(&self) -> &Arc<AgentRegistry> {
+        &self.inner.registry
+    }
+
+    /// An engine for `user_context`, sharing run limits with the user's other engines.
+    ///
+    /// When the user holds the maximum of live engines, idle ones are closed first; if none
+    /// is idle the request is refused with `too_many_engines`.
+    pub fn create_for_user(
+        &self,
+        user_context: UserExecutionContext,
+    ) -> Result<UserExecutionEngine, EngineError> {
+        let config = &self.inner.config;
+        let mut users = self.inner.users.lock();
+        let entry = users
+            .entry(user_context.user_id().clone())
+            .or_insert_with(|| UserEntry {
+                limits: UserLimits::new(config),
+                engines: Vec::new(),
+            });
+        entry.engines.retain(|e| !e.inner.is_closed());
+        if entry.engines.len() >= config.max_engines_per_user {
+            entry.engines.retain(|e| {
+                let idle = e.inner.is_idle_for(config.engine_idle_timeout);
+                if idle {
+                    e.inner.close("the engine was idle");
+                }
+                !idle
+            });
+        }
+        if entry.engines.len() >= config.max_engines_per_user {
+            return Err(EngineError::TooManyEngines {
+                max: config.max_engines_per_user,
+            });
+        }
+        let engine = UserExecutionEngine::assemble(
+            user_context,
+            Arc::clone(&self.inner.registry),
+            Arc::clone(&self.inner.sink),
+            Arc::clone(config),
+            Arc::clone(&entry.limits),
+        );
+        entry.engines.push(engine.clone());
+        Ok(engine)
+    }
+
+    /// [`create_for_user`](Self::create_for_user), wrapped so that the engine is closed and
+    /// released when the scope ends.
+    pub fn create_scoped(
+        &self,
+        user_context: UserExecutionContext,
+    ) -> Result<ScopedEngine, EngineError> {
+        let engine = self.create_for_user(user_context)?;
+        Ok(ScopedEngine {
+            engine,
+            factory: Some(Arc::downgrade(&self.inner)),
+            closed: false,
+        })
+    }
+
+    /// Stops tracking `engine` and closes it to new runs; runs it already accepted go on to
+    /// their end. For callers that made the engine for one run and are done with it.
+    pub fn release(&self, engine: &UserExecutionEngine) {
+        engine.inner.seal();
+        self.inner.forget(engine);
+    }
+
+    /// Closes engines idle for longer than the configured idle timeout and drops users with
+    /// neither engines nor runs.
+    pub fn cleanup_idle(&self) -> CleanupReport {
+        let idle_after = self.inner.config.engine_idle_timeout;
+        let mut report = CleanupReport::default();
+        let mut users = self.inner.users.lock();
+        users.retain(|_, entry| {
+            entry.engines.retain(|e| {
+                if e.inner.is_closed() {
+                    return false;
+                }
+                let idle = e.inner.is_idle_for(idle_after);
+                if idle {
+                    e.inner.close("the engine was idle");
+                    report.engines_closed += 1;
+                }
+                !idle
+            });
+            let keep = !entry.is_unused();
+            if !keep {
+                report.users_dropped += 1;
+            }
+            keep
+        });
+        report
+    }
+
+    /// Runs [`cleanup_idle`](Self::cleanup_idle) every `every` on the current runtime, until
+    /// the factory is dropped.
+    pub fn spawn_cleanup(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let factory = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(inner) = factory.upgrade() else {
+                    return;
+                };
+                let report = ExecutionEngineFactory { inner }.cleanup_idle();
+                if report != CleanupReport::default() {
+                    tracing::debug!(?report, "engine cleanup");
+                }
+            }
+        })
+    }
+
+    /// Counts of users, engines and runs.
+    pub fn stats(&self) -> FactoryStats {
+        let users = self.inner.users.lock();
+        let mut stats = FactoryStats {
+            users: users.len(),
+            ..FactoryStats::default()
+        };
+        for entry in users.values() {
+            stats.engines += entry.engines.iter().filter(|e| !e.inner.is_closed()).count();
+            stats.running += entry.limits.running();
+            stats.queued += entry.limits.queued();
+        }
+        stats
+    }
+
+    /// Closes every engine (cancelling their runs) and waits for every run's terminal event.
+    pub async fn shutdown(&self) {
+        let engines: Vec<UserExecutionEngine> = self
+            .inner
+            .users
+            .lock()
+            .values()
+            .flat_map(|e| e.engines.iter().cloned())
+            .collect();
+        for engine in &engines {
+            engine.inner.close("the server is shutting down");
+        }
+        for engine in &engines {
+            engine.shutdown().await;
+        }
+        self.cleanup_idle();
+    }
+}
+
+impl FactoryInner {
+    fn forget(&self, engine: &UserExecutionEngine) {
+        let mut users = self.users.lock();
+        let user = engine.context().user_id();
+        if let Some(entry) = users.get_mut(user) {
+            entry.engines.retain(|e| e.inner.id != engine.inner.id);
+            if entry.is_unused() {
+                users.remove(user);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ExecutionEngineFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecutionEngineFactory")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An engine whose cleanup is guaranteed: [`close`](Self::close) shuts it down and waits for
+/// its runs' terminal events; dropping it without closing cancels its runs (they still emit
+/// their terminal events) and releases it from its factory.
+#[must_use = "dropping a ScopedEngine at once cancels its runs"]
+pub struct ScopedEngine {
+    engine: UserExecutionEngine,
+    factory: Option<Weak<FactoryInner>>,
+    closed: bool,
+}
+
+impl ScopedEngine {
+    pub(crate) fn standalone(engine: UserExecutionEngine) -> Self {
+        Self {
+            engine,
+            factory: None,
+            closed: false,
+        }
+    }
+
+    /// Shuts the engine down (cancelling active runs) and waits for their terminal events.
+    pub async fn close(mut self) {
+        self.closed = true;
+        self.engine.shutdown().await;
+    }
+}
+
+impl Deref for ScopedEngine {
+    type Target = UserExecutionEngine;
+    fn deref(&self) -> &UserExecutionEngine {
+        &self.engine
+    }
+}
+
+impl Drop for ScopedEngine {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.engine.inner.close("the request ended");
+        }
+        if let Some(factory) = self.factory.as_ref().and_then(Weak::upgrade) {
+            factory.forget(&self.engine);
+        }
+    }
+}
+
+impl fmt::Debug for ScopedEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ScopedEngine").field(&self.engine).finish()
+    }
+}

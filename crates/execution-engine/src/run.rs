@@ -1,0 +1,105 @@
+//! A handle to one run: its ids, its outcome, and a way to cancel it.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use agent_registry::{AgentError, AgentOutput};
+use core_context::{CancellationToken, RunId, ThreadId};
+use tokio::sync::oneshot;
+
+/// How a run ended; mirrors its terminal event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// `agent_completed`.
+    Completed {
+        /// What the agent returned.
+        output: AgentOutput,
+        /// How long the run took.
+        duration: Duration,
+    },
+    /// `agent_error`: the agent failed, panicked (`panic`) or timed out (`timeout`).
+    Failed(AgentError),
+    /// `agent_cancelled`, with the reason.
+    Cancelled(String),
+}
+
+impl RunOutcome {
+    /// Whether the run completed successfully.
+    pub fn is_completed(&self) -> bool {
+        matches!(self, RunOutcome::Completed { .. })
+    }
+
+    /// The error code of a failed run.
+    pub fn error_code(&self) -> Option<&str> {
+        match self {
+            RunOutcome::Failed(e) => Some(&e.code),
+            _ => None,
+        }
+    }
+}
+
+/// What a run's task and its handles share: the cancel switch and the first reason given.
+#[derive(Debug, Default)]
+pub(crate) struct RunControl {
+    pub(crate) token: CancellationToken,
+    reason: OnceLock<String>,
+}
+
+impl RunControl {
+    pub(crate) fn new(token: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            token,
+            reason: OnceLock::new(),
+        })
+    }
+
+    /// Cancels the run; the first reason given is the one reported.
+    pub(crate) fn cancel(&self, reason: &str) {
+        let _first = self.reason.set(reason.to_owned());
+        self.token.cancel();
+    }
+
+    pub(crate) fn reason(&self) -> String {
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "the request was cancelled".to_owned())
+    }
+}
+
+/// A run the engine accepted. Dropping the handle does not stop the run.
+#[derive(Debug)]
+pub struct RunHandle {
+    pub(crate) run_id: RunId,
+    pub(crate) thread_id: ThreadId,
+    pub(crate) control: Arc<RunControl>,
+    pub(crate) outcome: oneshot::Receiver<RunOutcome>,
+}
+
+impl RunHandle {
+    /// The run's id (what `run_accepted` reports and `cancel_run` names).
+    pub fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+
+    /// The run's thread.
+    pub fn thread_id(&self) -> &ThreadId {
+        &self.thread_id
+    }
+
+    /// Cancels the run. It ends with `agent_cancelled` carrying `reason` (unless it ended
+    /// already); the agent's work is dropped at its next await point.
+    pub fn cancel(&self, reason: &str) {
+        self.control.cancel(reason);
+    }
+
+    /// Waits for the run to end. Its terminal event has been emitted when this returns.
+    pub async fn wait(self) -> RunOutcome {
+        self.outcome.await.unwrap_or_else(|_| {
+            RunOutcome::Failed(AgentError::new(
+                "lost",
+                "the run's task ended without an outcome (the runtime shut down)",
+            ))
+        })
+    }
+}

@@ -1,0 +1,75 @@
+//! The `cargo xtask` binary: parses the command line and sets the exit code.
+//!
+//! Exit codes: 0 when the command succeeded, 1 when it ran and found problems (ssot-check
+//! findings, a failed CI step), 2 when it could not run (bad usage, unreadable configuration).
+//! The work itself lives in the `xtask` library so that tests can drive it.
+
+use std::process::ExitCode;
+
+use xtask::{Error, ci, ssot, workspace};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ssot-check   check that the workspace has exactly one execution engine type
+               (rules in [workspace.metadata.ssot-check] of the root Cargo.toml)
+  ci           run the CI gate in order, stopping at the first failure:
+               fmt, clippy, test, ssot-check, doc
+  help         print this message";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if !rest.is_empty() && command != "help" {
+        eprintln!(
+            "error: `{command}` takes no arguments, got `{}`\n\n{USAGE}",
+            rest.join(" ")
+        );
+        return ExitCode::from(2);
+    }
+    let result = match command {
+        "ssot-check" => ssot_check(),
+        "ci" => workspace::root()
+            .and_then(|root| ci::run(&root))
+            .map(|()| true),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("error: unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        // CI step errors already start with `ci:`, which says where they come from.
+        Err(error @ Error::StepFailed { .. }) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+        Err(error @ Error::Spawn { .. }) => {
+            eprintln!("{error}");
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the ssot-check on the workspace and says whether it is clean; the check prints the
+/// findings and the summary line itself.
+fn ssot_check() -> Result<bool, Error> {
+    let root = workspace::root()?;
+    Ok(ssot::run(&root)?.is_clean())
+}
