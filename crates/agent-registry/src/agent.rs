@@ -24,6 +24,8 @@ pub struct AgentInput {
     pub message: String,
     /// Agent-specific options (`payload.input` of `start_agent`), `Value::Null` when absent.
     pub input: Value,
+    /// In a pipeline, the result of the previous step that completed.
+    pub previous_result: Option<Value>,
 }
 
 impl AgentInput {
@@ -32,6 +34,7 @@ impl AgentInput {
         Self {
             message: message.into(),
             input: Value::Null,
+            previous_result: None,
         }
     }
 

@@ -470,9 +470,9 @@ mod tests {
         let sink = Arc::new(RecordingSink::new());
         let ctx = context(&sink);
         for _ in 0..3 {
-            let (agent, name, _) = registry.create_agent("counter").expect("registered");
-            assert_eq!(&*name, "counter");
-            let out = agent.run(&ctx, AgentInput::message("hi")).await.expect("ok");
+            let created = registry.create_agent("counter").expect("registered");
+            assert_eq!(&*created.name, "counter");
+            let out = created.agent.run(&ctx, AgentInput::message("hi")).await.expect("ok");
             assert_eq!(out.result, json!(1), "state leaked from an earlier run");
         }
     }

@@ -23,5 +23,5 @@ mod tool;
 
 pub use agent::{Agent, AgentError, AgentInput, AgentOutput};
 pub use context::{AgentContext, AgentContextParts, DispatchConfig, panic_message};
-pub use registry::{AgentInfo, AgentRegistry, AgentSpec, RegistryError, ToolInfo};
+pub use registry::{AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError, ToolInfo};
 pub use tool::{Tool, ToolError, parse_args};

@@ -118,6 +118,25 @@ pub enum RegistryError {
     },
 }
 
+/// A fresh agent instance for one run, from [`AgentRegistry::create_agent`].
+pub struct CreatedAgent {
+    /// The instance.
+    pub agent: Box<dyn Agent>,
+    /// Its registered name, shared (it is stamped on every event of the run).
+    pub name: Arc<str>,
+    /// Its run timeout override, if any.
+    pub timeout: Option<Duration>,
+}
+
+impl fmt::Debug for CreatedAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedAgent")
+            .field("name", &self.name)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone)]
 struct AgentEntry {
     spec: AgentSpec,
@@ -192,10 +211,7 @@ impl AgentRegistry {
     }
 
     /// A fresh instance of the agent `name`, with its shared name and timeout override.
-    pub fn create_agent(
-        &self,
-        name: &str,
-    ) -> Result<(Box<dyn Agent>, Arc<str>, Option<Duration>), RegistryError> {
+    pub fn create_agent(&self, name: &str) -> Result<CreatedAgent, RegistryError> {
         let entry = self
             .agents
             .get(name)
@@ -203,11 +219,11 @@ impl AgentRegistry {
                 name: name.to_owned(),
                 available: self.agent_names().join(", "),
             })?;
-        Ok((
-            (entry.spec.factory)(),
-            Arc::clone(&entry.name),
-            entry.spec.timeout,
-        ))
+        Ok(CreatedAgent {
+            agent: (entry.spec.factory)(),
+            name: Arc::clone(&entry.name),
+            timeout: entry.spec.timeout,
+        })
     }
 
     /// Whether an agent of that name is registered.

@@ -149,7 +149,7 @@ impl UserExecutionEngine {
     /// retries) get fresh ones. Each run's agent sees a context with its own run id.
     pub fn execute_agent(&self, agent: &str, input: AgentInput) -> Result<RunHandle, EngineError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
-        let (instance, agent_name, timeout_override) = self.inner.registry.create_agent(agent)?;
+        let created = self.inner.registry.create_agent(agent)?;
         let slot = self.inner.limits.claim()?;
         let run_context = {
             let mut table = self.inner.runs.lock();
@@ -190,14 +190,14 @@ impl UserExecutionEngine {
                 run_id: run_context.run_id().clone(),
                 parent_run_id: None,
                 thread_id: run_context.thread_id().clone(),
-                agent_name,
+                agent_name: created.name,
             },
-            agent: instance,
+            agent: created.agent,
             input,
             run_context,
             control,
             slot,
-            timeout: timeout_override.unwrap_or(self.inner.config.run_timeout),
+            timeout: created.timeout.unwrap_or(self.inner.config.run_timeout),
             outcome_tx,
         };
         self.inner.tasks.spawn_on(task.run(), &runtime);
@@ -371,8 +371,11 @@ impl RunTask {
                     dispatch: engine.config.dispatch.clone(),
                 });
                 let mut work = AssertUnwindSafe(agent.run(&ctx, input)).catch_unwind();
+                // Cancellation is polled first: once a run is cancelled it ends cancelled,
+                // even if the agent, seeing its tools cancelled, returns in the same instant.
                 let outcome = tokio::select! {
                     biased;
+                    () = control.token.cancelled() => RunOutcome::Cancelled(control.reason()),
                     finished = &mut work => match finished {
                         Ok(Ok(output)) => RunOutcome::Completed { output, duration: started.elapsed() },
                         Ok(Err(error)) => RunOutcome::Failed(error),
@@ -381,7 +384,6 @@ impl RunTask {
                             format!("the agent panicked: {}", panic_message(&*panic)),
                         )),
                     },
-                    () = control.token.cancelled() => RunOutcome::Cancelled(control.reason()),
                     () = tokio::time::sleep_until(deadline.into()) => RunOutcome::Failed(AgentError::new(
                         error_code::TIMEOUT,
                         format!("the run took longer than its {} limit", describe_limit(limit)),

@@ -2,7 +2,7 @@
 
 use agent_registry::AgentInput;
 use core_context::RunId;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::engine::UserExecutionEngine;
 use crate::error::EngineError;
@@ -13,8 +13,8 @@ use crate::run::RunOutcome;
 pub struct PipelineStep {
     /// The agent to run.
     pub agent: String,
-    /// Its input. When `input.input` is an object or null, the previous completed step's
-    /// result is added to it under `previous_result`.
+    /// Its input. The engine sets `input.previous_result` to the result of the previous step
+    /// that completed, if any.
     pub input: AgentInput,
     /// Whether the pipeline goes on when this step does not complete.
     pub continue_on_failure: bool,
@@ -86,15 +86,7 @@ impl UserExecutionEngine {
         for step in steps.by_ref() {
             let mut input = step.input;
             if let Some(result) = previous.take() {
-                match &mut input.input {
-                    Value::Object(map) => {
-                        map.insert("previous_result".into(), result);
-                    }
-                    v @ Value::Null => {
-                        *v = Value::Object(Map::from_iter([("previous_result".into(), result)]));
-                    }
-                    _ => {}
-                }
+                input.previous_result = Some(result);
             }
             let (run_id, outcome) = match self.execute_agent(&step.agent, input) {
                 Ok(handle) => {

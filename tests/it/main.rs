@@ -1,0 +1,10 @@
+//! The integration tests: the whole system as its users see it, one binary.
+//!
+//! One module per concern; `support` holds the shared harness (registry with test agents,
+//! recording sink, context builders). Every test that claims the run lifecycle uses
+//! `core_context::lifecycle::check_lifecycle`.
+#![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
+
+mod engine_isolation;
+mod engine_limits;
+mod support;
