@@ -99,3 +99,13 @@ pub fn terminal_of<'a>(events: &'a [AgentEvent], run_id: &core_context::RunId) -
         .expect("the run has events")
         .kind
 }
+
+/// Polls `condition` until it holds, failing the test after 10 s with `what`. For waiting on
+/// something that must happen, without a fixed sleep that a loaded machine could outlast.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
