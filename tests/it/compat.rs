@@ -112,7 +112,14 @@ fn legacy_caller_compiles_with_deprecation_warnings_and_runs() -> TestResult {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
 
     let build = Command::new(&cargo)
-        .args(["build", "--offline", "--message-format", "short", "--color", "never"])
+        .args([
+            "build",
+            "--offline",
+            "--message-format",
+            "short",
+            "--color",
+            "never",
+        ])
         .arg("--manifest-path")
         .arg(copy.join("Cargo.toml"))
         .current_dir(&copy)
@@ -146,7 +153,11 @@ fn legacy_caller_compiles_with_deprecation_warnings_and_runs() -> TestResult {
     let run = Command::new(&binary)
         .output()
         .map_err(|e| format!("could not run {}: {e}", binary.display()))?;
-    assert!(run.status.success(), "{}", describe("the legacy caller", &run));
+    assert!(
+        run.status.success(),
+        "{}",
+        describe("the legacy caller", &run)
+    );
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         stdout.contains("legacy caller: create_from_legacy(None) refused:")
@@ -197,7 +208,9 @@ fn legacy_engine(
                 context, registry, bridge,
             )
         }
-        LegacyPath::CreateFromLegacy => compat::create_from_legacy(registry, bridge, Some(context))?,
+        LegacyPath::CreateFromLegacy => {
+            compat::create_from_legacy(registry, bridge, Some(context))?
+        }
     })
 }
 

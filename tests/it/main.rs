@@ -5,6 +5,8 @@
 //! `core_context::lifecycle::check_lifecycle`.
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+mod bridge;
+mod compat;
 mod engine_isolation;
 mod engine_limits;
 mod support;

@@ -21,7 +21,6 @@ use agent_registry::AgentRegistry;
 use core_context::{EventSink, UserExecutionContext};
 use execution_engine::UserExecutionEngine;
 
-/// The old `supervisor` tree.
 pub mod supervisor {
     //! The old `supervisor` tree; only its engine path is kept.
 
@@ -29,7 +28,7 @@ pub mod supervisor {
         //! The old `supervisor::execution_engine` module; only its engine name is kept.
 
         /// The engine under its old `supervisor` path: the same type as
-        /// [`execution_engine::UserExecutionEngine`](::execution_engine::UserExecutionEngine).
+        /// [`execution_engine::UserExecutionEngine`].
         #[deprecated(
             since = "0.1.0",
             note = "use execution_engine::UserExecutionEngine (built by UserExecutionEngine::create_execution_engine or ExecutionEngineFactory); see docs/migration.md"
@@ -42,7 +41,7 @@ pub mod execution_engine_consolidated {
     //! The old `execution_engine_consolidated` module; only its engine name is kept.
 
     /// The engine under its old "consolidated" path: the same type as
-    /// [`execution_engine::UserExecutionEngine`](::execution_engine::UserExecutionEngine).
+    /// [`execution_engine::UserExecutionEngine`].
     #[deprecated(
         since = "0.1.0",
         note = "use execution_engine::UserExecutionEngine (built by UserExecutionEngine::create_execution_engine or ExecutionEngineFactory); see docs/migration.md"
@@ -124,7 +123,12 @@ mod tests {
     /// Builds an engine for `user` through `path`, runs the synthetic agent with `shape` on
     /// it, and checks that the run completed, its events are all `user`'s and keep the
     /// lifecycle, and it made `tool_calls` tool calls.
-    async fn check_run(path: LegacyPath, user: &str, shape: Value, tool_calls: usize) -> TestResult {
+    async fn check_run(
+        path: LegacyPath,
+        user: &str,
+        shape: Value,
+        tool_calls: usize,
+    ) -> TestResult {
         let user_id = UserId::parse(user)?;
         let context = UserExecutionContext::builder(user_id.clone()).build()?;
         let sink = Arc::new(RecordingSink::new());
@@ -132,12 +136,16 @@ mod tests {
         let engine: UserExecutionEngine = match path {
             LegacyPath::Supervisor => {
                 supervisor::execution_engine::ExecutionEngine::create_execution_engine(
-                    context, registry()?, bridge,
+                    context,
+                    registry()?,
+                    bridge,
                 )
             }
             LegacyPath::Consolidated => {
                 execution_engine_consolidated::ExecutionEngine::create_execution_engine(
-                    context, registry()?, bridge,
+                    context,
+                    registry()?,
+                    bridge,
                 )
             }
             LegacyPath::CreateFromLegacy => create_from_legacy(registry()?, bridge, Some(context))?,
@@ -170,10 +178,26 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_legacy_path_runs_an_agent_with_a_full_lifecycle() -> TestResult {
         let cases = [
-            (LegacyPath::Supervisor, json!({"thinking": 1, "tools": 1, "chunks": 1}), 1),
-            (LegacyPath::Consolidated, json!({"thinking": 2, "tools": 3, "chunks": 2}), 3),
-            (LegacyPath::CreateFromLegacy, json!({"thinking": 1, "tools": 1, "chunks": 1}), 1),
-            (LegacyPath::CreateFromLegacy, json!({"thinking": 0, "tools": 0, "chunks": 0}), 0),
+            (
+                LegacyPath::Supervisor,
+                json!({"thinking": 1, "tools": 1, "chunks": 1}),
+                1,
+            ),
+            (
+                LegacyPath::Consolidated,
+                json!({"thinking": 2, "tools": 3, "chunks": 2}),
+                3,
+            ),
+            (
+                LegacyPath::CreateFromLegacy,
+                json!({"thinking": 1, "tools": 1, "chunks": 1}),
+                1,
+            ),
+            (
+                LegacyPath::CreateFromLegacy,
+                json!({"thinking": 0, "tools": 0, "chunks": 0}),
+                0,
+            ),
         ];
         for (path, shape, tool_calls) in cases {
             check_run(path, "alice", shape, tool_calls).await?;
@@ -186,19 +210,20 @@ mod tests {
     fn check_missing_context(fragments: &[&str]) -> TestResult {
         let bridge: Arc<dyn EventSink> = Arc::new(RecordingSink::new());
         match create_from_legacy(registry()?, bridge, None) {
-            Ok(engine) => panic!(
-                "an engine with no user context was made (for {:?})",
+            Ok(engine) => Err(format!(
+                "an engine with no user context was made (it serves {:?})",
                 engine.context().user_id()
-            ),
+            )
+            .into()),
             Err(error) => {
                 assert_eq!(error, LegacyError::MissingUserContext);
                 let message = error.to_string();
                 for fragment in fragments {
                     assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
                 }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     #[test]

@@ -1,1 +1,27 @@
-//! ws-bridge
+//! [`AgentWebSocketBridge`]: routes every event to its user's connections, and to nobody else.
+//!
+//! The bridge implements [`core_context::EventSink`]. For each user it keeps one stream:
+//! - a `seq` that increases by exactly 1 per event, within an `epoch` (one life of the stream;
+//!   a new epoch starts when the history is lost: restart or eviction);
+//! - a replay log bounded by count and age, so an event for a user with no open connection is
+//!   kept, not dropped, and a client that reconnects gets every event it missed;
+//! - the user's open connections, each with a send queue bounded in events and bytes. A
+//!   connection whose queue is full is closed as a slow consumer (it can resume); it never
+//!   grows memory or delays anyone else.
+//!
+//! Each event is encoded to its wire frame once, and the one encoded frame is shared by the
+//! log and every connection. [`AgentWebSocketBridge::subscribe`] joins replay and live
+//! delivery under the stream's lock, so a connection never misses, repeats or reorders a
+//! `seq`.
+//!
+//! This crate has no transport: the server reads [`Subscription`]s and writes their frames to
+//! WebSockets. No lock is held across an await.
+
+mod bridge;
+mod queue;
+
+pub use bridge::{
+    AgentWebSocketBridge, BridgeConfig, BridgeError, Epoch, ResumeFailure, ResumeOutcome,
+    ResumeRequest, Subscription,
+};
+pub use queue::{CloseReason, Frame};

@@ -1,0 +1,135 @@
+//! A connection's send queue: bounded in events and bytes, closed with a reason.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// One encoded event frame, shared by the replay log and every connection of the user.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// The JSON text frame, exactly as sent.
+    pub text: Arc<str>,
+}
+
+/// Why a connection's queue was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client did not read fast enough; its queue hit a bound.
+    SlowConsumer,
+    /// The bridge is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// The WebSocket close code for this reason.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::SlowConsumer => 4008,
+            CloseReason::Shutdown => 1001,
+        }
+    }
+
+    /// The close reason text: tells the client what to do.
+    pub fn message(self) -> &'static str {
+        match self {
+            CloseReason::SlowConsumer => "slow consumer: reconnect with epoch and after_seq to resume",
+            CloseReason::Shutdown => "server shutting down: reconnect with epoch and after_seq to resume",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Arc<Frame>>,
+    bytes: usize,
+    closed: Option<CloseReason>,
+}
+
+/// The bounded queue between the bridge and one connection's writer.
+#[derive(Debug)]
+pub(crate) struct ConnectionQueue {
+    state: Mutex<State>,
+    ready: Notify,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+impl ConnectionQueue {
+    pub(crate) fn new(max_events: usize, max_bytes: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            max_events,
+            max_bytes,
+        }
+    }
+
+    /// Queues `frame`; a full queue closes the connection as a slow consumer. Returns whether
+    /// the connection is still open.
+    pub(crate) fn push(&self, frame: &Arc<Frame>) -> bool {
+        let open = {
+            let mut state = self.state.lock();
+            if state.closed.is_some() {
+                return false;
+            }
+            let bytes = state.bytes + frame.text.len();
+            if state.frames.len() >= self.max_events || bytes > self.max_bytes {
+                state.closed = Some(CloseReason::SlowConsumer);
+                state.frames.clear();
+                state.bytes = 0;
+                false
+            } else {
+                state.frames.push_back(Arc::clone(frame));
+                state.bytes = bytes;
+                true
+            }
+        };
+        self.ready.notify_one();
+        open
+    }
+
+    /// Queues replayed frames without applying the bounds: the replay log's own bounds limit
+    /// them, and a resuming client must get all of them or none.
+    pub(crate) fn preload<'a>(&self, frames: impl Iterator<Item = &'a Arc<Frame>>) -> usize {
+        let mut state = self.state.lock();
+        let before = state.frames.len();
+        for frame in frames {
+            state.bytes += frame.text.len();
+            state.frames.push_back(Arc::clone(frame));
+        }
+        state.frames.len() - before
+    }
+
+    pub(crate) fn close(&self, reason: CloseReason) {
+        self.state.lock().closed.get_or_insert(reason);
+        self.ready.notify_one();
+    }
+
+    /// The next frame, or why the queue closed. Frames queued before a shutdown are still
+    /// delivered; a slow consumer's are dropped (it resumes from its last `seq`).
+    pub(crate) async fn recv(&self) -> Result<Arc<Frame>, CloseReason> {
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut state = self.state.lock();
+                if let Some(frame) = state.frames.pop_front() {
+                    state.bytes -= frame.text.len();
+                    return Ok(frame);
+                }
+                if let Some(reason) = state.closed {
+                    return Err(reason);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn len(&self) -> (usize, usize) {
+        let state = self.state.lock();
+        (state.frames.len(), state.bytes)
+    }
+}
