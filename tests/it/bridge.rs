@@ -45,12 +45,20 @@ async fn each_user_receives_exactly_their_stream_in_order() {
     let factory = ExecutionEngineFactory::new(
         h.registry.clone(),
         Arc::new(bridge.clone()),
-        EngineConfig { max_concurrent_runs: 5, ..EngineConfig::default() },
+        EngineConfig {
+            max_concurrent_runs: 5,
+            ..EngineConfig::default()
+        },
     );
     let users: Vec<String> = (0..100).map(|u| format!("bridged{u:03}")).collect();
     let subs: Vec<(Subscription, Subscription)> = users
         .iter()
-        .map(|u| (bridge.subscribe(&user_id(u), None).unwrap(), bridge.subscribe(&user_id(u), None).unwrap()))
+        .map(|u| {
+            (
+                bridge.subscribe(&user_id(u), None).unwrap(),
+                bridge.subscribe(&user_id(u), None).unwrap(),
+            )
+        })
         .collect();
     let mut runs: BTreeMap<&str, Vec<core_context::RunId>> = BTreeMap::new();
     let mut handles = Vec::new();
@@ -58,7 +66,10 @@ async fn each_user_receives_exactly_their_stream_in_order() {
         for _ in 0..5 {
             let engine = factory.create_for_user(context(user)).unwrap();
             let run = engine
-                .execute_agent("synthetic", shape(json!({"thinking": 1, "tools": 2, "chunks": 2})))
+                .execute_agent(
+                    "synthetic",
+                    shape(json!({"thinking": 1, "tools": 2, "chunks": 2})),
+                )
                 .unwrap();
             runs.entry(user).or_default().push(run.run_id().clone());
             handles.push(run);
@@ -71,11 +82,21 @@ async fn each_user_receives_exactly_their_stream_in_order() {
     for (user, (a, b)) in users.iter().zip(&subs) {
         let first = read(a, 5 * per_run).await;
         let second = read(b, 5 * per_run).await;
-        assert_eq!(first, second, "{user}: two connections saw different streams");
+        assert_eq!(
+            first, second,
+            "{user}: two connections saw different streams"
+        );
         let seqs: Vec<u64> = first.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, (1..=(5 * per_run) as u64).collect::<Vec<_>>(), "{user}");
+        assert_eq!(
+            seqs,
+            (1..=(5 * per_run) as u64).collect::<Vec<_>>(),
+            "{user}"
+        );
         let mine = &runs[user.as_str()];
-        assert!(first.iter().all(|e| mine.contains(&e.event.run_id)), "{user} got a foreign event");
+        assert!(
+            first.iter().all(|e| mine.contains(&e.event.run_id)),
+            "{user} got a foreign event"
+        );
         let events: Vec<AgentEvent> = first.into_iter().map(|e| e.event).collect();
         assert_eq!(check_lifecycle(&events).unwrap().completed, 5);
         assert_eq!(a.queued(), (0, 0));
@@ -147,12 +168,17 @@ fn sample_event() -> AgentEvent {
         thread_id: core_context::ThreadId::generate(),
         agent_name: Arc::from("synthetic"),
     }
-    .event(core_context::EventKind::AgentResponseChunk { delta: "x".repeat(50) })
+    .event(core_context::EventKind::AgentResponseChunk {
+        delta: "x".repeat(50),
+    })
 }
 
 #[tokio::test]
 async fn events_without_a_connection_are_kept_and_failed_resumes_say_why() {
-    let config = BridgeConfig { replay_max_events: 10, ..BridgeConfig::default() };
+    let config = BridgeConfig {
+        replay_max_events: 10,
+        ..BridgeConfig::default()
+    };
     let bridge = AgentWebSocketBridge::new(config);
     let alice = user_id("alice");
     let first = bridge.subscribe(&alice, None).unwrap();
@@ -162,10 +188,25 @@ async fn events_without_a_connection_are_kept_and_failed_resumes_say_why() {
         bridge.emit(&alice, sample_event()).unwrap();
     }
     // Nobody was connected; the events wait in the log.
-    let back = bridge.subscribe(&alice, Some(&ResumeRequest { epoch: epoch.clone(), after_seq: 0 })).unwrap();
+    let back = bridge
+        .subscribe(
+            &alice,
+            Some(&ResumeRequest {
+                epoch: epoch.clone(),
+                after_seq: 0,
+            }),
+        )
+        .unwrap();
     assert_eq!(back.resume(), Some(&ResumeOutcome::Ok { replayed: 8 }));
     assert_eq!(back.last_seq(), 8);
-    assert_eq!(read(&back, 8).await.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+    assert_eq!(
+        read(&back, 8)
+            .await
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
     drop(back);
 
     for _ in 0..22 {
@@ -175,28 +216,72 @@ async fn events_without_a_connection_are_kept_and_failed_resumes_say_why() {
         let sub = bridge.subscribe(&alice, Some(&request)).unwrap();
         assert_eq!(sub.resume(), Some(&expected), "{request:?}");
     };
-    check(ResumeRequest { epoch: epoch.clone(), after_seq: 20 }, ResumeOutcome::Ok { replayed: 10 });
-    check(ResumeRequest { epoch: epoch.clone(), after_seq: 30 }, ResumeOutcome::Ok { replayed: 0 });
     check(
-        ResumeRequest { epoch: epoch.clone(), after_seq: 19 },
-        ResumeOutcome::Failed { reason: ResumeFailure::TooOld, oldest_seq: 21 },
+        ResumeRequest {
+            epoch: epoch.clone(),
+            after_seq: 20,
+        },
+        ResumeOutcome::Ok { replayed: 10 },
     );
     check(
-        ResumeRequest { epoch: epoch.clone(), after_seq: 31 },
-        ResumeOutcome::Failed { reason: ResumeFailure::SeqAhead, oldest_seq: 21 },
+        ResumeRequest {
+            epoch: epoch.clone(),
+            after_seq: 30,
+        },
+        ResumeOutcome::Ok { replayed: 0 },
     );
     check(
-        ResumeRequest { epoch: Epoch::from_client("ep_old"), after_seq: 20 },
-        ResumeOutcome::Failed { reason: ResumeFailure::EpochChanged, oldest_seq: 21 },
+        ResumeRequest {
+            epoch: epoch.clone(),
+            after_seq: 19,
+        },
+        ResumeOutcome::Failed {
+            reason: ResumeFailure::TooOld,
+            oldest_seq: 21,
+        },
     );
-    let wire = serde_json::to_value(ResumeOutcome::Failed { reason: ResumeFailure::TooOld, oldest_seq: 21 }).unwrap();
-    assert_eq!(wire, json!({"status": "failed", "reason": "too_old", "oldest_seq": 21}));
-    assert_eq!(serde_json::to_value(ResumeOutcome::Ok { replayed: 16 }).unwrap(), json!({"status": "ok", "replayed": 16}));
+    check(
+        ResumeRequest {
+            epoch: epoch.clone(),
+            after_seq: 31,
+        },
+        ResumeOutcome::Failed {
+            reason: ResumeFailure::SeqAhead,
+            oldest_seq: 21,
+        },
+    );
+    check(
+        ResumeRequest {
+            epoch: Epoch::from_client("ep_old"),
+            after_seq: 20,
+        },
+        ResumeOutcome::Failed {
+            reason: ResumeFailure::EpochChanged,
+            oldest_seq: 21,
+        },
+    );
+    let wire = serde_json::to_value(ResumeOutcome::Failed {
+        reason: ResumeFailure::TooOld,
+        oldest_seq: 21,
+    })
+    .unwrap();
+    assert_eq!(
+        wire,
+        json!({"status": "failed", "reason": "too_old", "oldest_seq": 21})
+    );
+    assert_eq!(
+        serde_json::to_value(ResumeOutcome::Ok { replayed: 16 }).unwrap(),
+        json!({"status": "ok", "replayed": 16})
+    );
 }
 
 #[tokio::test]
 async fn a_slow_consumer_is_closed_without_growing_or_hurting_others() {
-    let config = BridgeConfig { send_queue_events: 16, send_queue_bytes: 64 * 1024, ..BridgeConfig::default() };
+    let config = BridgeConfig {
+        send_queue_events: 16,
+        send_queue_bytes: 64 * 1024,
+        ..BridgeConfig::default()
+    };
     let bridge = AgentWebSocketBridge::new(config);
     let (alice, bob) = (user_id("alice"), user_id("bob"));
     let stalled = bridge.subscribe(&alice, None).unwrap();
@@ -204,7 +289,11 @@ async fn a_slow_consumer_is_closed_without_growing_or_hurting_others() {
     for i in 0..100 {
         bridge.emit(&alice, sample_event()).unwrap();
         bridge.emit(&bob, sample_event()).unwrap();
-        assert!(stalled.queued().0 <= 16, "the stalled queue grew to {:?}", stalled.queued());
+        assert!(
+            stalled.queued().0 <= 16,
+            "the stalled queue grew to {:?}",
+            stalled.queued()
+        );
         if i % 10 == 9 {
             read(&reader, 10).await;
         }
@@ -215,12 +304,21 @@ async fn a_slow_consumer_is_closed_without_growing_or_hurting_others() {
     assert_eq!(bridge.connection_count(&bob), 1);
     // The stalled client can resume and get everything the log kept.
     let again = bridge
-        .subscribe(&alice, Some(&ResumeRequest { epoch: stalled.epoch().clone(), after_seq: 0 }))
+        .subscribe(
+            &alice,
+            Some(&ResumeRequest {
+                epoch: stalled.epoch().clone(),
+                after_seq: 0,
+            }),
+        )
         .unwrap();
     assert_eq!(again.resume(), Some(&ResumeOutcome::Ok { replayed: 100 }));
 
     // The byte bound applies too.
-    let tight = AgentWebSocketBridge::new(BridgeConfig { send_queue_bytes: 1_000, ..BridgeConfig::default() });
+    let tight = AgentWebSocketBridge::new(BridgeConfig {
+        send_queue_bytes: 1_000,
+        ..BridgeConfig::default()
+    });
     let sub = tight.subscribe(&alice, None).unwrap();
     for _ in 0..10 {
         tight.emit(&alice, sample_event()).unwrap();
@@ -260,7 +358,21 @@ async fn connection_cap_frame_sharing_eviction_and_shutdown() {
     assert_eq!(bridge.evict_idle(), 1);
     assert_eq!(bridge.user_count(), 0);
     // History is gone: a resume reports the epoch change instead of silently missing events.
-    let c = bridge.subscribe(&alice, Some(&ResumeRequest { epoch, after_seq: 2 })).unwrap();
-    assert_eq!(c.resume(), Some(&ResumeOutcome::Failed { reason: ResumeFailure::EpochChanged, oldest_seq: 1 }));
+    let c = bridge
+        .subscribe(
+            &alice,
+            Some(&ResumeRequest {
+                epoch,
+                after_seq: 2,
+            }),
+        )
+        .unwrap();
+    assert_eq!(
+        c.resume(),
+        Some(&ResumeOutcome::Failed {
+            reason: ResumeFailure::EpochChanged,
+            oldest_seq: 1
+        })
+    );
     assert_eq!(c.last_seq(), 0);
 }

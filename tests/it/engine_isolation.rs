@@ -19,7 +19,10 @@ const RUNS_PER_USER: usize = 5;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_users_many_runs_each_user_sees_only_their_runs() {
     let h = Harness::new();
-    let config = EngineConfig { max_concurrent_runs: 5, ..EngineConfig::default() };
+    let config = EngineConfig {
+        max_concurrent_runs: 5,
+        ..EngineConfig::default()
+    };
     let factory = ExecutionEngineFactory::new(h.registry.clone(), h.sink(), config);
 
     let mut handles = Vec::new();
@@ -27,7 +30,8 @@ async fn many_users_many_runs_each_user_sees_only_their_runs() {
         let user = format!("user{u:03}");
         for r in 0..RUNS_PER_USER {
             let engine = factory.create_for_user(context(&user)).unwrap();
-            let input = shape(json!({"thinking": 2, "tools": 3, "chunks": 2, "sleep_ms": (u + r) % 3}));
+            let input =
+                shape(json!({"thinking": 2, "tools": 3, "chunks": 2, "sleep_ms": (u + r) % 3}));
             let handle = engine.execute_agent("synthetic", input).unwrap();
             handles.push((user.clone(), handle.run_id().clone(), handle));
         }
@@ -44,15 +48,27 @@ async fn many_users_many_runs_each_user_sees_only_their_runs() {
     for (user, runs) in &expected {
         let events = h.events(user);
         let seen: BTreeSet<RunId> = events.iter().map(|e| e.run_id.clone()).collect();
-        assert_eq!(&seen, runs, "{user} saw runs that are not theirs, or missed some");
+        assert_eq!(
+            &seen, runs,
+            "{user} saw runs that are not theirs, or missed some"
+        );
         let summary = check_lifecycle(&events).unwrap_or_else(|v| panic!("{user}: {v}"));
-        assert_eq!((summary.runs, summary.completed, summary.tool_calls), (5, 5, 15), "{user}");
+        assert_eq!(
+            (summary.runs, summary.completed, summary.tool_calls),
+            (5, 5, 15),
+            "{user}"
+        );
     }
     // No run id appears under two users.
     let mut owner: BTreeMap<&RunId, &str> = BTreeMap::new();
     for (user, event) in &all {
         let first = owner.entry(&event.run_id).or_insert(user.as_str());
-        assert_eq!(*first, user.as_str(), "run {} emitted for two users", event.run_id);
+        assert_eq!(
+            *first,
+            user.as_str(),
+            "run {} emitted for two users",
+            event.run_id
+        );
     }
 }
 
@@ -69,7 +85,15 @@ async fn mixed_outcomes_keep_the_lifecycle_for_every_run() {
         ..EngineConfig::default()
     };
     let factory = ExecutionEngineFactory::new(h.registry.clone(), h.sink(), config);
-    let modes = ["ok", "fail", "panic", "timeout", "cancel", "ok", "cancel_queued"];
+    let modes = [
+        "ok",
+        "fail",
+        "panic",
+        "timeout",
+        "cancel",
+        "ok",
+        "cancel_queued",
+    ];
 
     let mut runs = Vec::new();
     for u in 0..100 {
@@ -115,7 +139,12 @@ async fn mixed_outcomes_keep_the_lifecycle_for_every_run() {
         assert_eq!(summary.runs, modes.len());
         assert_eq!(summary.completed, 2);
         assert_eq!(summary.cancelled, 2);
-        assert_eq!(summary.errors.values().sum::<usize>(), 3, "{:?}", summary.errors);
+        assert_eq!(
+            summary.errors.values().sum::<usize>(),
+            3,
+            "{:?}",
+            summary.errors
+        );
     }
     assert_eq!(factory.stats().running, 0);
     assert_eq!(factory.stats().queued, 0);

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput, AgentRegistry, AgentSpec};
+use agent_registry::{
+    Agent, AgentContext, AgentError, AgentInput, AgentOutput, AgentRegistry, AgentSpec,
+};
 use async_trait::async_trait;
 use core_context::event::EventKind;
 use core_context::{AgentEvent, EventSink, RecordingSink, UserExecutionContext, UserId};
@@ -33,7 +35,11 @@ pub struct Ticker(pub Arc<AtomicU32>);
 
 #[async_trait]
 impl Agent for Ticker {
-    async fn run(&self, _ctx: &AgentContext, _input: AgentInput) -> Result<AgentOutput, AgentError> {
+    async fn run(
+        &self,
+        _ctx: &AgentContext,
+        _input: AgentInput,
+    ) -> Result<AgentOutput, AgentError> {
         loop {
             tokio::time::sleep(Duration::from_millis(10)).await;
             self.0.fetch_add(1, Ordering::SeqCst);
@@ -51,17 +57,25 @@ impl Harness {
     pub fn new() -> Self {
         let mut registry = AgentRegistry::new();
         agents::synthetic::register(&mut registry).unwrap();
-        registry.register_agent(AgentSpec::new("echo", || InputEcho)).unwrap();
+        registry
+            .register_agent(AgentSpec::new("echo", || InputEcho))
+            .unwrap();
         let ticks = Arc::new(AtomicU32::new(0));
         let t = Arc::clone(&ticks);
-        registry.register_agent(AgentSpec::new("ticker", move || Ticker(Arc::clone(&t)))).unwrap();
+        registry
+            .register_agent(AgentSpec::new("ticker", move || Ticker(Arc::clone(&t))))
+            .unwrap();
         registry
             .register_agent(
                 AgentSpec::new("quick_timeout", || agents::synthetic::SyntheticAgent)
                     .timeout(Duration::from_millis(50)),
             )
             .unwrap();
-        Self { registry: Arc::new(registry), sink: Arc::new(RecordingSink::new()), ticks }
+        Self {
+            registry: Arc::new(registry),
+            sink: Arc::new(RecordingSink::new()),
+            ticks,
+        }
     }
 
     pub fn sink(&self) -> Arc<dyn EventSink> {
@@ -78,7 +92,9 @@ pub fn user_id(name: &str) -> UserId {
 }
 
 pub fn context(user: &str) -> UserExecutionContext {
-    UserExecutionContext::builder(user_id(user)).build().unwrap()
+    UserExecutionContext::builder(user_id(user))
+        .build()
+        .unwrap()
 }
 
 /// A synthetic input.
@@ -105,7 +121,10 @@ pub fn terminal_of<'a>(events: &'a [AgentEvent], run_id: &core_context::RunId) -
 pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !condition() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

@@ -339,7 +339,10 @@ mod tests {
     fn completion(sink: &RecordingSink) -> (Value, bool) {
         let events: Vec<_> = sink.events().into_iter().map(|(_, e)| e.kind).collect();
         assert_eq!(events.len(), 2, "{events:?}");
-        let EventKind::ToolExecuting { tool_call_id: a, .. } = &events[0] else {
+        let EventKind::ToolExecuting {
+            tool_call_id: a, ..
+        } = &events[0]
+        else {
             panic!("first is {:?}", events[0]);
         };
         let EventKind::ToolCompleted {
@@ -381,8 +384,14 @@ mod tests {
     #[tokio::test]
     async fn unknown_tool_lists_the_available_ones() {
         let sink = Arc::new(RecordingSink::new());
-        let err = context(&sink).call_tool("nope", json!({})).await.expect_err("unknown");
-        assert_eq!(err.to_string(), "no tool named \"nope\"; available: echo, panicky, sleepy");
+        let err = context(&sink)
+            .call_tool("nope", json!({}))
+            .await
+            .expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "no tool named \"nope\"; available: echo, panicky, sleepy"
+        );
     }
 
     #[tokio::test]
@@ -404,7 +413,10 @@ mod tests {
         let sink = Arc::new(RecordingSink::new());
         let ctx = context(&sink);
         ctx.cancellation().cancel();
-        let err = ctx.call_tool("sleepy", json!({"ms": 50})).await.expect_err("cancelled");
+        let err = ctx
+            .call_tool("sleepy", json!({"ms": 50}))
+            .await
+            .expect_err("cancelled");
         assert_eq!(err, ToolError::Cancelled);
         assert_eq!(completion(&sink).0["code"], "cancelled");
     }
@@ -430,14 +442,26 @@ mod tests {
         // The engine emits start and end; emulate them around the agent's own events.
         let scope = ctx.scope().clone();
         let user = ctx.user_context().user_id().clone();
-        sink.emit(&user, scope.event(EventKind::AgentStarted { message: "m".into() }))
-            .expect("emit");
+        sink.emit(
+            &user,
+            scope.event(EventKind::AgentStarted {
+                message: "m".into(),
+            }),
+        )
+        .expect("emit");
         ctx.think("one");
         ctx.call_tool("echo", json!({})).await.expect("ok");
         ctx.think("two");
         ctx.respond_chunk("done");
-        sink.emit(&user, scope.event(EventKind::AgentCompleted { result: json!("done"), duration_ms: 0, usage: None }))
-            .expect("emit");
+        sink.emit(
+            &user,
+            scope.event(EventKind::AgentCompleted {
+                result: json!("done"),
+                duration_ms: 0,
+                usage: None,
+            }),
+        )
+        .expect("emit");
         let events: Vec<_> = sink.events_for(&user);
         let summary = check_lifecycle(&events).expect("valid lifecycle");
         assert_eq!(summary.tool_calls, 1);
@@ -465,14 +489,20 @@ mod tests {
     async fn every_run_gets_a_fresh_agent() {
         let mut registry = AgentRegistry::new();
         registry
-            .register_agent(AgentSpec::new("counter", || Counter { runs: AtomicU32::new(0) }))
+            .register_agent(AgentSpec::new("counter", || Counter {
+                runs: AtomicU32::new(0),
+            }))
             .expect("register");
         let sink = Arc::new(RecordingSink::new());
         let ctx = context(&sink);
         for _ in 0..3 {
             let created = registry.create_agent("counter").expect("registered");
             assert_eq!(&*created.name, "counter");
-            let out = created.agent.run(&ctx, AgentInput::message("hi")).await.expect("ok");
+            let out = created
+                .agent
+                .run(&ctx, AgentInput::message("hi"))
+                .await
+                .expect("ok");
             assert_eq!(out.result, json!(1), "state leaked from an earlier run");
         }
     }
@@ -480,22 +510,42 @@ mod tests {
     #[test]
     fn registration_errors_are_clear() {
         let mut registry = AgentRegistry::new();
-        let spec = || AgentSpec::new("counter", || Counter { runs: AtomicU32::new(0) });
-        registry.register_agent(spec().description("counts").timeout(Duration::from_secs(2))).expect("first");
+        let spec = || {
+            AgentSpec::new("counter", || Counter {
+                runs: AtomicU32::new(0),
+            })
+        };
+        registry
+            .register_agent(spec().description("counts").timeout(Duration::from_secs(2)))
+            .expect("first");
         assert_eq!(
             registry.register_agent(spec()).map_err(|e| e.to_string()),
             Err("an agent named \"counter\" is already registered".into())
         );
         assert_eq!(
             registry
-                .register_agent(AgentSpec::new("Bad Name", || Counter { runs: AtomicU32::new(0) }))
+                .register_agent(AgentSpec::new("Bad Name", || Counter {
+                    runs: AtomicU32::new(0)
+                }))
                 .map_err(|e| e.to_string()),
-            Err("agent name \"Bad Name\" is invalid: use 1 to 64 characters of a-z, 0-9, _ and -".into())
+            Err(
+                "agent name \"Bad Name\" is invalid: use 1 to 64 characters of a-z, 0-9, _ and -"
+                    .into()
+            )
         );
         registry.register_tool(Echo).expect("first");
-        assert!(matches!(registry.register_tool(Echo), Err(RegistryError::Duplicate { kind: "tool", .. })));
-        let err = registry.create_agent("nope").map(|_| ()).expect_err("unknown");
-        assert_eq!(err.to_string(), "no agent named \"nope\"; available: counter");
+        assert!(matches!(
+            registry.register_tool(Echo),
+            Err(RegistryError::Duplicate { kind: "tool", .. })
+        ));
+        let err = registry
+            .create_agent("nope")
+            .map(|_| ())
+            .expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "no agent named \"nope\"; available: counter"
+        );
         let listed = registry.list_agents();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].timeout_ms, Some(2_000));

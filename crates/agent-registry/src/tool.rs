@@ -93,7 +93,9 @@ mod tests {
     }
 
     fn check(args: Value, expected: Result<(), &str>) {
-        let got = parse_args::<Args>(args.clone()).map(|_| ()).map_err(|e| e.to_string());
+        let got = parse_args::<Args>(args.clone())
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         match (&got, expected) {
             (Ok(()), Ok(())) => {}
             (Err(m), Err(f)) => assert!(m.contains(f), "{args}: {m:?} lacks {f:?}"),
@@ -104,8 +106,14 @@ mod tests {
     #[test]
     fn argument_errors_name_the_problem() {
         check(json!({"expression": "1+1"}), Ok(()));
-        check(json!({}), Err("invalid arguments: missing field `expression`"));
-        check(json!({"expression": 3}), Err("invalid type: integer `3`, expected a string"));
+        check(
+            json!({}),
+            Err("invalid arguments: missing field `expression`"),
+        );
+        check(
+            json!({"expression": 3}),
+            Err("invalid type: integer `3`, expected a string"),
+        );
         check(json!({"expression": "1", "x": 1}), Err("unknown field `x`"));
         check(json!("1+1"), Err("invalid arguments"));
     }

@@ -75,7 +75,11 @@ impl Shape {
             Shape::deserialize(input)
                 .map_err(|e| AgentError::new("invalid_input", format!("synthetic input: {e}")))?
         };
-        for (field, value) in [("thinking", shape.thinking), ("tools", shape.tools), ("chunks", shape.chunks)] {
+        for (field, value) in [
+            ("thinking", shape.thinking),
+            ("tools", shape.tools),
+            ("chunks", shape.chunks),
+        ] {
             if value > MAX_STEPS {
                 return Err(AgentError::new(
                     "invalid_input",
@@ -86,7 +90,10 @@ impl Shape {
         if shape.sleep_ms > MAX_SLEEP_MS {
             return Err(AgentError::new(
                 "invalid_input",
-                format!("synthetic input: sleep_ms is {}; the limit is {MAX_SLEEP_MS}", shape.sleep_ms),
+                format!(
+                    "synthetic input: sleep_ms is {}; the limit is {MAX_SLEEP_MS}",
+                    shape.sleep_ms
+                ),
             ));
         }
         Ok(shape)
@@ -108,7 +115,10 @@ impl Agent for SyntheticAgent {
             }
         };
         for step in 1..=shape.thinking {
-            ctx.think(format!("synthetic thinking step {step} of {}", shape.thinking));
+            ctx.think(format!(
+                "synthetic thinking step {step} of {}",
+                shape.thinking
+            ));
             nap().await;
         }
         for call in 1..=shape.tools {
@@ -130,7 +140,10 @@ impl Agent for SyntheticAgent {
         if shape.hang {
             std::future::pending::<()>().await;
         }
-        Ok(json!({ "thinking": shape.thinking, "tools": shape.tools, "chunks": shape.chunks }).into())
+        Ok(
+            json!({ "thinking": shape.thinking, "tools": shape.tools, "chunks": shape.chunks })
+                .into(),
+        )
     }
 }
 
@@ -181,14 +194,41 @@ mod tests {
         check(Value::Null, Ok(Shape::default()));
         check(
             json!({"thinking": 2, "tools": 3, "chunks": 5, "sleep_ms": 10}),
-            Ok(Shape { thinking: 2, tools: 3, chunks: 5, sleep_ms: 10, ..Shape::default() }),
+            Ok(Shape {
+                thinking: 2,
+                tools: 3,
+                chunks: 5,
+                sleep_ms: 10,
+                ..Shape::default()
+            }),
         );
-        check(json!({"tools": 0}), Ok(Shape { tools: 0, ..Shape::default() }));
-        check(json!({"tools": -1}), Err("invalid_input: synthetic input: invalid value: integer `-1`"));
-        check(json!({"tools": "3"}), Err("invalid type: string \"3\", expected u32"));
+        check(
+            json!({"tools": 0}),
+            Ok(Shape {
+                tools: 0,
+                ..Shape::default()
+            }),
+        );
+        check(
+            json!({"tools": -1}),
+            Err("invalid_input: synthetic input: invalid value: integer `-1`"),
+        );
+        check(
+            json!({"tools": "3"}),
+            Err("invalid type: string \"3\", expected u32"),
+        );
         check(json!({"tool": 3}), Err("unknown field `tool`"));
-        check(json!({"chunks": 5000}), Err("chunks is 5000; the limit is 1000"));
-        check(json!({"sleep_ms": 600000}), Err("sleep_ms is 600000; the limit is 60000"));
-        check(json!([1]), Err("synthetic input must be a JSON object, got [1]"));
+        check(
+            json!({"chunks": 5000}),
+            Err("chunks is 5000; the limit is 1000"),
+        );
+        check(
+            json!({"sleep_ms": 600000}),
+            Err("sleep_ms is 600000; the limit is 60000"),
+        );
+        check(
+            json!([1]),
+            Err("synthetic input must be a JSON object, got [1]"),
+        );
     }
 }

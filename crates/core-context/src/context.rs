@@ -43,7 +43,9 @@ pub const RESERVED_KEYS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContextError {
     /// A metadata key is reserved for a typed field.
-    #[error("{map} key {key:?} is reserved (it names a field of the context itself); pick another key")]
+    #[error(
+        "{map} key {key:?} is reserved (it names a field of the context itself); pick another key"
+    )]
     ReservedKey {
         /// `agent_context` or `audit_metadata`.
         map: &'static str,
@@ -439,8 +441,16 @@ mod tests {
         let long = "k".repeat(MAX_METADATA_KEY_LEN + 1);
         let table: &[(&str, &str, Result<(), &str>)] = &[
             ("locale", "ip", Ok(())),
-            ("user_id", "ip", Err("agent_context key \"user_id\" is reserved")),
-            ("locale", "run_id", Err("audit_metadata key \"run_id\" is reserved")),
+            (
+                "user_id",
+                "ip",
+                Err("agent_context key \"user_id\" is reserved"),
+            ),
+            (
+                "locale",
+                "run_id",
+                Err("audit_metadata key \"run_id\" is reserved"),
+            ),
             ("", "ip", Err("agent_context key \"\" is invalid")),
             ("has space", "ip", Err("is invalid")),
             (&long, "ip", Err("is invalid")),
@@ -472,7 +482,9 @@ mod tests {
             .expect("valid");
         let mut ctx = root.clone();
         for depth in 1..=MAX_OPERATION_DEPTH {
-            let child = ctx.create_child_context("sub_agent").expect("within the limit");
+            let child = ctx
+                .create_child_context("sub_agent")
+                .expect("within the limit");
             assert_eq!(child.user_id(), root.user_id());
             assert_eq!(child.thread_id(), root.thread_id());
             assert_eq!(child.run_id(), root.run_id());
@@ -499,7 +511,9 @@ mod tests {
 
     #[test]
     fn cancelling_a_parent_cancels_its_children_but_not_the_reverse() {
-        let root = UserExecutionContext::builder(alice()).build().expect("valid");
+        let root = UserExecutionContext::builder(alice())
+            .build()
+            .expect("valid");
         let child = root.create_child_context("a").expect("valid");
         let grandchild = child.create_child_context("b").expect("valid");
         grandchild.cancellation().cancel();

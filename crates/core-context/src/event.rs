@@ -302,10 +302,21 @@ mod tests {
     #[test]
     fn terminal_events() {
         let terminal: Vec<bool> = [
-            EventKind::AgentStarted { message: String::new() },
-            EventKind::AgentCompleted { result: json!(null), duration_ms: 0, usage: None },
-            EventKind::AgentError { code: "x".into(), message: String::new() },
-            EventKind::AgentCancelled { reason: String::new() },
+            EventKind::AgentStarted {
+                message: String::new(),
+            },
+            EventKind::AgentCompleted {
+                result: json!(null),
+                duration_ms: 0,
+                usage: None,
+            },
+            EventKind::AgentError {
+                code: "x".into(),
+                message: String::new(),
+            },
+            EventKind::AgentCancelled {
+                reason: String::new(),
+            },
         ]
         .iter()
         .map(EventKind::is_terminal)

@@ -88,7 +88,9 @@ pub enum IdError {
         position: usize,
     },
     /// The id is a placeholder value, not a real id.
-    #[error("{kind} {value:?} is a placeholder, not a real id; pass the authenticated or generated id")]
+    #[error(
+        "{kind} {value:?} is a placeholder, not a real id; pass the authenticated or generated id"
+    )]
     Placeholder {
         /// Which id.
         kind: &'static str,
@@ -109,10 +111,9 @@ pub fn validate(kind: &'static str, value: &str) -> Result<(), IdError> {
             max: MAX_ID_LEN,
         });
     }
-    if let Some((position, ch)) = value
-        .char_indices()
-        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '+' | '|')))
-    {
+    if let Some((position, ch)) = value.char_indices().find(|&(_, c)| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '+' | '|'))
+    }) {
         return Err(IdError::InvalidChar { kind, ch, position });
     }
     let lower = value.to_ascii_lowercase();
@@ -298,6 +299,9 @@ mod tests {
         let back: ThreadId = serde_json::from_str("\"thr_abc\"").expect("decode");
         assert_eq!(back, id);
         let err = serde_json::from_str::<ThreadId>("\"default\"").expect_err("placeholder");
-        assert!(err.to_string().contains("thread id \"default\" is a placeholder"));
+        assert!(
+            err.to_string()
+                .contains("thread id \"default\" is a placeholder")
+        );
     }
 }

@@ -226,10 +226,15 @@ mod tests {
                     None => (run, None),
                 };
                 let kind = match &code[..1] {
-                    "S" => EventKind::AgentStarted { message: "m".into() },
+                    "S" => EventKind::AgentStarted {
+                        message: "m".into(),
+                    },
                     "T" => {
                         step += 1;
-                        EventKind::AgentThinking { reasoning: "t".into(), step }
+                        EventKind::AgentThinking {
+                            reasoning: "t".into(),
+                            step,
+                        }
                     }
                     "X" => EventKind::ToolExecuting {
                         tool_call_id: code[1..].into(),
@@ -243,21 +248,36 @@ mod tests {
                         is_error: false,
                         duration_ms: 0,
                     },
-                    "D" => EventKind::AgentCompleted { result: json!("ok"), duration_ms: 1, usage: None },
-                    "E" => EventKind::AgentError { code: "timeout".into(), message: "m".into() },
+                    "D" => EventKind::AgentCompleted {
+                        result: json!("ok"),
+                        duration_ms: 1,
+                        usage: None,
+                    },
+                    "E" => EventKind::AgentError {
+                        code: "timeout".into(),
+                        message: "m".into(),
+                    },
                     "K" => EventKind::AgentCancelled { reason: "r".into() },
                     other => panic!("unknown code {other}"),
                 };
-                scope(&format!("run_{run}"), parent.map(|p| format!("run_{p}")).as_deref()).event(kind)
+                scope(
+                    &format!("run_{run}"),
+                    parent.map(|p| format!("run_{p}")).as_deref(),
+                )
+                .event(kind)
             })
             .collect()
     }
 
     fn check(spec: &str, expected: Result<(), &str>) {
-        let got = check_lifecycle(&events(spec)).map(|_| ()).map_err(|e| e.to_string());
+        let got = check_lifecycle(&events(spec))
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         match (&got, expected) {
             (Ok(()), Ok(())) => {}
-            (Err(msg), Err(fragment)) => assert!(msg.contains(fragment), "{spec}: {msg:?} lacks {fragment:?}"),
+            (Err(msg), Err(fragment)) => {
+                assert!(msg.contains(fragment), "{spec}: {msg:?} lacks {fragment:?}")
+            }
             _ => panic!("{spec}: expected {expected:?}, got {got:?}"),
         }
     }
@@ -286,10 +306,12 @@ mod tests {
 
     #[test]
     fn summary_counts() {
-        let summary = check_lifecycle(&events("1:S 1:X1 1:C1 1:D 2:S 2:E 3<1:S 3<1:K")).map_err(|e| e.to_string());
+        let summary = check_lifecycle(&events("1:S 1:X1 1:C1 1:D 2:S 2:E 3<1:S 3<1:K"))
+            .map_err(|e| e.to_string());
         // Run 3's parent ended before run 3 did.
         assert!(summary.is_err());
-        let summary = check_lifecycle(&events("1:S 3<1:S 3<1:K 1:X1 1:C1 1:D 2:S 2:E")).expect("valid");
+        let summary =
+            check_lifecycle(&events("1:S 3<1:S 3<1:K 1:X1 1:C1 1:D 2:S 2:E")).expect("valid");
         assert_eq!(summary.runs, 3);
         assert_eq!(summary.completed, 1);
         assert_eq!(summary.cancelled, 1);

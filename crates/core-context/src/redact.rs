@@ -134,15 +134,39 @@ mod tests {
     #[test]
     fn redaction_table() {
         check(json!({"expression": "1+2"}), json!({"expression": "1+2"}));
-        check(json!({"password": "hunter2"}), json!({"password": REDACTED}));
-        check(json!({"apiKey": 1, "API-KEY": 2, "api_key": 3}), json!({"apiKey": REDACTED, "API-KEY": REDACTED, "api_key": REDACTED}));
-        check(json!({"Authorization": "Bearer x"}), json!({"Authorization": REDACTED}));
-        check(json!({"db": {"credentials": {"user": "u"}}}), json!({"db": {"credentials": REDACTED}}));
-        check(json!([{"access_token": "t"}]), json!([{"access_token": REDACTED}]));
-        check(json!({"note": "abcdefgh"}), json!({"note": "abcde…[truncated 3 chars]"}));
+        check(
+            json!({"password": "hunter2"}),
+            json!({"password": REDACTED}),
+        );
+        check(
+            json!({"apiKey": 1, "API-KEY": 2, "api_key": 3}),
+            json!({"apiKey": REDACTED, "API-KEY": REDACTED, "api_key": REDACTED}),
+        );
+        check(
+            json!({"Authorization": "Bearer x"}),
+            json!({"Authorization": REDACTED}),
+        );
+        check(
+            json!({"db": {"credentials": {"user": "u"}}}),
+            json!({"db": {"credentials": REDACTED}}),
+        );
+        check(
+            json!([{"access_token": "t"}]),
+            json!([{"access_token": REDACTED}]),
+        );
+        check(
+            json!({"note": "abcdefgh"}),
+            json!({"note": "abcde…[truncated 3 chars]"}),
+        );
         check(json!("héllo wörld"), json!("héllo…[truncated 6 chars]"));
-        check(json!([1, 2, 3, 4, 5]), json!([1, 2, 3, "[truncated: 2 more items]"]));
-        check(json!({"a": {"b": {"c": {"d": 1}}}}), json!({"a": {"b": {"c": "[truncated: nested too deep]"}}}));
+        check(
+            json!([1, 2, 3, 4, 5]),
+            json!([1, 2, 3, "[truncated: 2 more items]"]),
+        );
+        check(
+            json!({"a": {"b": {"c": {"d": 1}}}}),
+            json!({"a": {"b": {"c": "[truncated: nested too deep]"}}}),
+        );
         check(json!(42), json!(42));
     }
 }

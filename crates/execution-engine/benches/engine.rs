@@ -43,7 +43,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -141,7 +144,11 @@ fn main() {
     // Creation: the context clone (reference counts) is part of what a caller pays.
     let n = 1_000_000 / scale;
     for _ in 0..10_000 {
-        black_box(UserExecutionEngine::create_execution_engine(ctx.clone(), registry.clone(), bridge.clone()));
+        black_box(UserExecutionEngine::create_execution_engine(
+            ctx.clone(),
+            registry.clone(),
+            bridge.clone(),
+        ));
     }
     let start = Instant::now();
     for _ in 0..n {
@@ -152,21 +159,34 @@ fn main() {
         ));
     }
     let row = |m: &str, f: String| println!("{m:<58} {f:>16}");
-    row("create_execution_engine (create + drop)", per_op(start.elapsed(), n as u64));
+    row(
+        "create_execution_engine (create + drop)",
+        per_op(start.elapsed(), n as u64),
+    );
 
-    let factory = ExecutionEngineFactory::new(registry.clone(), bridge.clone(), EngineConfig::default());
+    let factory =
+        ExecutionEngineFactory::new(registry.clone(), bridge.clone(), EngineConfig::default());
     let start = Instant::now();
     for _ in 0..n {
         let engine = factory.create_for_user(ctx.clone()).unwrap();
         factory.release(&engine);
     }
-    row("factory create_for_user + release (per-user limits)", per_op(start.elapsed(), n as u64));
+    row(
+        "factory create_for_user + release (per-user limits)",
+        per_op(start.elapsed(), n as u64),
+    );
 
     // Memory: hold many idle engines and count the heap bytes they add.
     let held = 100_000 / scale;
     let before = LIVE_BYTES.load(Ordering::SeqCst);
     let engines: Vec<_> = (0..held)
-        .map(|_| UserExecutionEngine::create_execution_engine(ctx.clone(), registry.clone(), bridge.clone()))
+        .map(|_| {
+            UserExecutionEngine::create_execution_engine(
+                ctx.clone(),
+                registry.clone(),
+                bridge.clone(),
+            )
+        })
         .collect();
     let vec_bytes = (engines.capacity() * std::mem::size_of::<UserExecutionEngine>()) as isize;
     let after = LIVE_BYTES.load(Ordering::SeqCst);
@@ -182,12 +202,15 @@ fn main() {
         .build()
         .unwrap();
     let runs = 20_000 / scale;
-    let engine = UserExecutionEngine::create_execution_engine(ctx.clone(), registry.clone(), bridge.clone());
+    let engine =
+        UserExecutionEngine::create_execution_engine(ctx.clone(), registry.clone(), bridge.clone());
     let events_before = sink.0.load(Ordering::Relaxed);
     let start = Instant::now();
     runtime.block_on(async {
         for _ in 0..runs {
-            let run = engine.execute_agent("three_tools", AgentInput::message("go")).unwrap();
+            let run = engine
+                .execute_agent("three_tools", AgentInput::message("go"))
+                .unwrap();
             assert!(run.wait().await.is_completed());
         }
     });
@@ -204,7 +227,8 @@ fn main() {
     let per_user = 100 / scale;
     let start = Instant::now();
     runtime.block_on(async {
-        let factory = ExecutionEngineFactory::new(registry.clone(), bridge.clone(), EngineConfig::default());
+        let factory =
+            ExecutionEngineFactory::new(registry.clone(), bridge.clone(), EngineConfig::default());
         let mut tasks = Vec::new();
         for u in 0..users {
             let factory = factory.clone();
@@ -213,7 +237,9 @@ fn main() {
                 for _ in 0..per_user {
                     let ctx = UserExecutionContext::builder(user.clone()).build().unwrap();
                     let engine = factory.create_for_user(ctx).unwrap();
-                    let run = engine.execute_agent("three_tools", AgentInput::message("go")).unwrap();
+                    let run = engine
+                        .execute_agent("three_tools", AgentInput::message("go"))
+                        .unwrap();
                     assert!(run.wait().await.is_completed());
                     factory.release(&engine);
                 }

@@ -23,9 +23,7 @@ pub enum EngineError {
         max_queued: usize,
     },
     /// The user holds the maximum number of engines in the factory.
-    #[error(
-        "user already holds {max} engines; close finished ones (ScopedEngine does it on drop)"
-    )]
+    #[error("user already holds {max} engines; close finished ones (ScopedEngine does it on drop)")]
     TooManyEngines {
         /// The limit.
         max: usize,

@@ -211,7 +211,11 @@ impl ExecutionEngineFactory {
             ..FactoryStats::default()
         };
         for entry in users.values() {
-            stats.engines += entry.engines.iter().filter(|e| !e.inner.is_closed()).count();
+            stats.engines += entry
+                .engines
+                .iter()
+                .filter(|e| !e.inner.is_closed())
+                .count();
             stats.running += entry.limits.running();
             stats.queued += entry.limits.queued();
         }

@@ -60,19 +60,27 @@ fn micros(d: Duration) -> u64 {
 impl Counters {
     pub(crate) fn record_queue_wait(&self, wait: Duration) {
         self.started.fetch_add(1, Ordering::Relaxed);
-        self.queue_wait_us.fetch_add(micros(wait), Ordering::Relaxed);
-        self.max_queue_wait_us.fetch_max(micros(wait), Ordering::Relaxed);
+        self.queue_wait_us
+            .fetch_add(micros(wait), Ordering::Relaxed);
+        self.max_queue_wait_us
+            .fetch_max(micros(wait), Ordering::Relaxed);
     }
 
     pub(crate) fn record_duration(&self, duration: Duration) {
-        self.duration_us.fetch_add(micros(duration), Ordering::Relaxed);
-        self.max_duration_us.fetch_max(micros(duration), Ordering::Relaxed);
+        self.duration_us
+            .fetch_add(micros(duration), Ordering::Relaxed);
+        self.max_duration_us
+            .fetch_max(micros(duration), Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> EngineStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let started = get(&self.started).max(1);
-        let ended = (get(&self.completed) + get(&self.failed) + get(&self.timed_out) + get(&self.cancelled)).max(1);
+        let ended = (get(&self.completed)
+            + get(&self.failed)
+            + get(&self.timed_out)
+            + get(&self.cancelled))
+        .max(1);
         EngineStats {
             total_runs: get(&self.total),
             running: get(&self.running),

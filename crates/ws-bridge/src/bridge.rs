@@ -45,7 +45,9 @@ pub struct Epoch(Arc<str>);
 
 impl Epoch {
     fn generate() -> Self {
-        Self(Arc::from(format!("ep_{}", ulid::Ulid::new()).to_ascii_lowercase()))
+        Self(Arc::from(
+            format!("ep_{}", ulid::Ulid::new()).to_ascii_lowercase(),
+        ))
     }
 
     /// An epoch as a client sent it back.
@@ -240,11 +242,7 @@ impl AgentWebSocketBridge {
             } else if r.after_seq + 1 < s.oldest_seq() {
                 failed(ResumeFailure::TooOld)
             } else {
-                let replay = s
-                    .log
-                    .iter()
-                    .map(|(_, f)| f)
-                    .filter(|f| f.seq > r.after_seq);
+                let replay = s.log.iter().map(|(_, f)| f).filter(|f| f.seq > r.after_seq);
                 ResumeOutcome::Ok {
                     replayed: queue.preload(replay),
                 }

@@ -36,8 +36,12 @@ impl CloseReason {
     /// The close reason text: tells the client what to do.
     pub fn message(self) -> &'static str {
         match self {
-            CloseReason::SlowConsumer => "slow consumer: reconnect with epoch and after_seq to resume",
-            CloseReason::Shutdown => "server shutting down: reconnect with epoch and after_seq to resume",
+            CloseReason::SlowConsumer => {
+                "slow consumer: reconnect with epoch and after_seq to resume"
+            }
+            CloseReason::Shutdown => {
+                "server shutting down: reconnect with epoch and after_seq to resume"
+            }
         }
     }
 }
