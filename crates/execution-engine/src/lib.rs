@@ -34,7 +34,3 @@ pub use factory::{CleanupReport, ExecutionEngineFactory, FactoryStats, ScopedEng
 pub use pipeline::{PipelineReport, PipelineStep, StepReport};
 pub use run::{RunHandle, RunOutcome};
 pub use stats::EngineStats;
-
-// What callers need to use the engine without naming the lower crates themselves.
-pub use agent_registry::{AgentInput, AgentOutput, AgentRegistry};
-pub use core_context::{EventSink, UserExecutionContext};
