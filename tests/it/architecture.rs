@@ -11,7 +11,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ws-bridge", &["core-context"]),
     ("agents", &["core-context", "agent-registry"]),
     ("execution-engine", &["core-context", "agent-registry"]),
-    ("compat", &["core-context", "agent-registry", "execution-engine"]),
+    (
+        "compat",
+        &["core-context", "agent-registry", "execution-engine"],
+    ),
 ];
 
 /// External crates `core-context` may use: data and sync primitives, nothing that does IO.
@@ -29,7 +32,9 @@ fn dependencies(krate: &str) -> BTreeSet<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let path = root.join("crates").join(krate).join("Cargo.toml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let manifest: toml::Table = text.parse().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let manifest: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     manifest
         .get("dependencies")
         .and_then(|d| d.as_table())
@@ -40,17 +45,23 @@ fn dependencies(krate: &str) -> BTreeSet<String> {
 #[test]
 fn crates_depend_only_downwards() {
     let local: BTreeSet<&str> = ALLOWED.iter().map(|(k, _)| *k).collect();
-    let on_disk: BTreeSet<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let on_disk: BTreeSet<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
     for krate in &on_disk {
         let Some((_, allowed)) = ALLOWED.iter().find(|(k, _)| k == krate) else {
-            panic!("crate {krate} has no place in the layering table of tests/it/architecture.rs; add it");
+            panic!(
+                "crate {krate} has no place in the layering table of tests/it/architecture.rs; add it"
+            );
         };
         for dep in dependencies(krate) {
             if local.contains(dep.as_str()) || on_disk.contains(&dep) {
-                assert!(allowed.contains(&dep.as_str()), "{krate} depends on {dep}: an arrow pointing up or sideways");
+                assert!(
+                    allowed.contains(&dep.as_str()),
+                    "{krate} depends on {dep}: an arrow pointing up or sideways"
+                );
             }
         }
     }

@@ -45,7 +45,11 @@ fn short(id: &str) -> String {
 fn describe(outcome: &execution_engine::RunOutcome) -> String {
     match outcome {
         execution_engine::RunOutcome::Completed { output, duration } => {
-            format!("completed in {} ms: {}", duration.as_millis(), output.result)
+            format!(
+                "completed in {} ms: {}",
+                duration.as_millis(),
+                output.result
+            )
         }
         execution_engine::RunOutcome::Failed(e) => format!("failed: {e}"),
         execution_engine::RunOutcome::Cancelled(reason) => format!("cancelled: {reason}"),
@@ -63,7 +67,10 @@ async fn main() {
         Arc::new(bridge.clone()),
         EngineConfig::default(),
     );
-    let (alice, bob) = (UserId::parse("alice").unwrap(), UserId::parse("bob").unwrap());
+    let (alice, bob) = (
+        UserId::parse("alice").unwrap(),
+        UserId::parse("bob").unwrap(),
+    );
     let alice_sub = bridge.subscribe(&alice, None).unwrap();
     let bob_sub = bridge.subscribe(&bob, None).unwrap();
     println!(
@@ -81,8 +88,15 @@ async fn main() {
     };
     let a = start(&alice, shape.clone());
     let b = start(&bob, shape);
-    let b_hang = start(&bob, json!({"thinking": 1, "tools": 0, "chunks": 0, "hang": true}));
-    let (a_id, b_id, c_id) = (a.run_id().clone(), b.run_id().clone(), b_hang.run_id().clone());
+    let b_hang = start(
+        &bob,
+        json!({"thinking": 1, "tools": 0, "chunks": 0, "hang": true}),
+    );
+    let (a_id, b_id, c_id) = (
+        a.run_id().clone(),
+        b.run_id().clone(),
+        b_hang.run_id().clone(),
+    );
     tokio::time::sleep(Duration::from_millis(60)).await;
     b_hang.cancel("cancelled by the user");
 
@@ -91,9 +105,7 @@ async fn main() {
     let printers = tokio::join!(
         print_stream("alice", alice_sub, 11, raw),
         print_stream("bob", bob_sub, 11 + 3, raw),
-        async {
-            (a.wait().await, b.wait().await, b_hang.wait().await)
-        }
+        async { (a.wait().await, b.wait().await, b_hang.wait().await) }
     );
     let (a, b, c) = printers.2;
     println!("\nalice {}: {}", short(a_id.as_str()), describe(&a));
