@@ -10,4 +10,6 @@ mod bridge;
 mod compat;
 mod engine_isolation;
 mod engine_limits;
+mod server;
+mod server_support;
 mod support;

@@ -1,0 +1,237 @@
+//! Server settings: `agent-server serve` flags, each with an `AGENT_SERVER_*` variable.
+//!
+//! clap validates types and ranges (a zero limit or a non-number names the flag in its
+//! error); [`ServerConfig::from_args`] checks what clap cannot (the secret's length).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use execution_engine::EngineConfig;
+use ws_bridge::BridgeConfig;
+
+/// The shortest JWT secret accepted, in bytes (HS256 wants at least the hash size).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Flags of `agent-server serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    #[arg(long, env = "AGENT_SERVER_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// HS256 secret for JWTs (at least 32 bytes). Without it the server generates one and
+    /// serves POST /dev/token for local use.
+    #[arg(long, env = "AGENT_SERVER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Register the `synthetic` test and load agent.
+    #[arg(long, env = "AGENT_SERVER_SYNTHETIC_AGENT")]
+    pub synthetic_agent: bool,
+    /// The agent legacy `user_message` / `chat` frames start.
+    #[arg(long, env = "AGENT_SERVER_DEFAULT_AGENT", default_value = "assistant")]
+    pub default_agent: String,
+    /// Runs of one user executing at once.
+    #[arg(long, env = "AGENT_SERVER_MAX_RUNS_PER_USER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_runs_per_user: u32,
+    /// Runs of one user waiting for a slot before `too_many_runs`.
+    #[arg(long, env = "AGENT_SERVER_MAX_QUEUED_RUNS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub max_queued_runs_per_user: u32,
+    /// Run time limit in seconds.
+    #[arg(long, env = "AGENT_SERVER_RUN_TIMEOUT_SECS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub run_timeout_secs: u64,
+    /// Open WebSocket connections per user.
+    #[arg(long, env = "AGENT_SERVER_MAX_CONNECTIONS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_connections_per_user: u32,
+    /// Largest client frame in bytes; bigger ones get `frame_too_large` (4x closes the socket).
+    #[arg(long, env = "AGENT_SERVER_MAX_FRAME_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1_024..=16_777_216))]
+    pub max_frame_bytes: u32,
+    /// `start_agent` requests per user per minute.
+    #[arg(long, env = "AGENT_SERVER_START_RATE_PER_MINUTE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub start_rate_per_minute: u32,
+    /// Events a connection may have queued before it is closed as a slow consumer.
+    #[arg(long, env = "AGENT_SERVER_SEND_QUEUE_EVENTS", default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub send_queue_events: u32,
+    /// Bytes a connection may have queued before it is closed as a slow consumer.
+    #[arg(long, env = "AGENT_SERVER_SEND_QUEUE_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1_024..))]
+    pub send_queue_bytes: u32,
+    /// Events kept per user for resume.
+    #[arg(long, env = "AGENT_SERVER_REPLAY_MAX_EVENTS", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub replay_max_events: u32,
+    /// Seconds an event is kept for resume.
+    #[arg(long, env = "AGENT_SERVER_REPLAY_MAX_AGE_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub replay_max_age_secs: u64,
+    /// Seconds without any frame from the client before the connection is closed.
+    #[arg(long, env = "AGENT_SERVER_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    pub idle_timeout_secs: u64,
+    /// Seconds between server pings.
+    #[arg(long, env = "AGENT_SERVER_PING_INTERVAL_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub ping_interval_secs: u64,
+    /// Seconds runs may go on after a shutdown signal before they are cancelled.
+    #[arg(long, env = "AGENT_SERVER_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub shutdown_grace_secs: u64,
+}
+
+/// Why the settings are unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The JWT secret is too short to be safe.
+    #[error(
+        "the JWT secret (--jwt-secret / AGENT_SERVER_JWT_SECRET) is {len} bytes; use at least {MIN_SECRET_LEN} random bytes"
+    )]
+    SecretTooShort {
+        /// Its length.
+        len: usize,
+    },
+    /// The default agent name is not a valid agent name.
+    #[error("--default-agent {0:?} is not a valid agent name (1 to 64 of a-z, 0-9, _ and -)")]
+    DefaultAgent(String),
+}
+
+/// Validated settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// The configured JWT secret; `None` makes the server generate one and serve dev tokens.
+    pub jwt_secret: Option<Vec<u8>>,
+    /// Whether the synthetic agent is registered.
+    pub synthetic_agent: bool,
+    /// The agent of legacy frames.
+    pub default_agent: String,
+    /// Engine limits (per user).
+    pub engine: EngineConfig,
+    /// Bridge bounds.
+    pub bridge: BridgeConfig,
+    /// Largest client frame accepted.
+    pub max_frame_bytes: usize,
+    /// `start_agent` per user per minute.
+    pub start_rate_per_minute: u32,
+    /// Idle timeout of a connection.
+    pub idle_timeout: Duration,
+    /// Server ping interval.
+    pub ping_interval: Duration,
+    /// How long runs may go on after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            jwt_secret: None,
+            synthetic_agent: false,
+            default_agent: "assistant".into(),
+            engine: EngineConfig::default(),
+            bridge: BridgeConfig::default(),
+            max_frame_bytes: 65_536,
+            start_rate_per_minute: 30,
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Validates `args` into settings.
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        if let Some(secret) = &args.jwt_secret {
+            if secret.len() < MIN_SECRET_LEN {
+                return Err(ConfigError::SecretTooShort { len: secret.len() });
+            }
+        }
+        let agent = &args.default_agent;
+        let valid_agent = (1..=64).contains(&agent.len())
+            && agent
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !valid_agent {
+            return Err(ConfigError::DefaultAgent(agent.clone()));
+        }
+        let defaults = ServerConfig::default();
+        Ok(Self {
+            addr: args.addr,
+            jwt_secret: args.jwt_secret.map(String::into_bytes),
+            synthetic_agent: args.synthetic_agent,
+            default_agent: args.default_agent,
+            engine: EngineConfig {
+                max_concurrent_runs: args.max_runs_per_user as usize,
+                max_queued_runs: args.max_queued_runs_per_user as usize,
+                run_timeout: Duration::from_secs(args.run_timeout_secs),
+                ..defaults.engine
+            },
+            bridge: BridgeConfig {
+                replay_max_events: args.replay_max_events as usize,
+                replay_max_age: Duration::from_secs(args.replay_max_age_secs),
+                max_connections_per_user: args.max_connections_per_user as usize,
+                send_queue_events: args.send_queue_events as usize,
+                send_queue_bytes: args.send_queue_bytes as usize,
+            },
+            max_frame_bytes: args.max_frame_bytes as usize,
+            start_rate_per_minute: args.start_rate_per_minute,
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            ping_interval: Duration::from_secs(args.ping_interval_secs),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    /// Parses `argv` (after the program name) and validates it; `Err` holds the message.
+    fn check(argv: &[&str], expected: Result<(), &str>) {
+        let got = Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())
+            .and_then(|cli| ServerConfig::from_args(cli.args).map_err(|e| e.to_string()))
+            .map(|_| ());
+        match (&got, expected) {
+            (Ok(()), Ok(())) => {}
+            (Err(m), Err(f)) => assert!(m.contains(f), "{argv:?}: {m:?} lacks {f:?}"),
+            _ => panic!("{argv:?}: expected {expected:?}, got {got:?}"),
+        }
+    }
+
+    #[test]
+    fn flag_table() {
+        let secret = "s".repeat(32);
+        let table: &[(&[&str], Result<(), &str>)] = &[
+            (&[], Ok(())),
+            (
+                &[
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--jwt-secret",
+                    &secret,
+                    "--synthetic-agent",
+                ],
+                Ok(()),
+            ),
+            (
+                &["--addr", "localhost"],
+                Err("invalid value 'localhost' for '--addr <ADDR>'"),
+            ),
+            (
+                &["--jwt-secret", "short"],
+                Err("is 5 bytes; use at least 32"),
+            ),
+            (&["--max-runs-per-user", "0"], Err("--max-runs-per-user")),
+            (&["--max-frame-bytes", "lots"], Err("--max-frame-bytes")),
+            (
+                &["--default-agent", "Bad Agent"],
+                Err("--default-agent \"Bad Agent\" is not a valid agent name"),
+            ),
+        ];
+        for (argv, expected) in table {
+            check(argv, *expected);
+        }
+    }
+}

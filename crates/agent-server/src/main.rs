@@ -1,0 +1,47 @@
+//! `agent-server`: `serve` runs the server, `chat` talks to one from a terminal.
+
+use std::process::ExitCode;
+
+use agent_server::{chat, config, server};
+use clap::{Parser, Subcommand};
+
+/// Runs AI agents per user and streams what they do, live, to exactly that user.
+#[derive(Debug, Parser)]
+#[command(name = "agent-server", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the WebSocket endpoint (and the dev token endpoint when no secret is configured).
+    Serve(config::ServeArgs),
+    /// Connect to a server, start a run, and print its events as a readable timeline.
+    Chat(chat::ChatArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agent-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match cli.command {
+        Command::Serve(args) => runtime.block_on(server::serve_from_args(args)),
+        Command::Chat(args) => runtime.block_on(chat::run(args)).map_err(|e| e.to_string()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("agent-server: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

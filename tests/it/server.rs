@@ -1,0 +1,452 @@
+//! The server over real sockets: auth, protocol, isolation under load, resume, slow
+//! consumers, shutdown.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use core_context::lifecycle::check_lifecycle;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::server_support::{
+    Client, ConnectError, SECRET, assert_contiguous, events, now_secs, start_server, token,
+    token_with,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_table_refuses_with_401_and_no_socket() {
+    let server = start_server(|_| {}).await;
+    let addr = server.addr();
+    let unsigned = {
+        // `alg: none`, no signature: what an attacker would send.
+        let enc = |s: &str| {
+            const A: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let bytes = s.as_bytes();
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+                for i in 0..=chunk.len() {
+                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        };
+        format!(
+            "{}.{}.",
+            enc(r#"{"alg":"none","typ":"JWT"}"#),
+            enc(&format!(r#"{{"sub":"alice","exp":{}}}"#, now_secs() + 600))
+        )
+    };
+    let table: Vec<(&str, String, &str)> = vec![
+        ("garbage", "garbage".into(), "not a well-formed JWT"),
+        (
+            "expired",
+            token_with(json!({"sub": "alice", "exp": now_secs() - 3600}), SECRET),
+            "expired",
+        ),
+        (
+            "wrong key",
+            token_with(
+                json!({"sub": "alice", "exp": now_secs() + 600}),
+                "another-secret-another-secret-xxxxxxxx",
+            ),
+            "signature is invalid",
+        ),
+        ("alg none", unsigned, "only HS256"),
+        (
+            "no sub",
+            token_with(json!({"exp": now_secs() + 600}), SECRET),
+            "no `sub` claim",
+        ),
+        (
+            "no exp",
+            token_with(json!({"sub": "alice"}), SECRET),
+            "no `exp` claim",
+        ),
+        (
+            "placeholder sub",
+            token_with(json!({"sub": "test", "exp": now_secs() + 600}), SECRET),
+            "not a valid user id",
+        ),
+    ];
+    for (name, token, fragment) in table {
+        match Client::connect(addr, &token, None).await {
+            Err(ConnectError::Http(401, body)) => {
+                assert!(body.contains(fragment), "{name}: {body}")
+            }
+            Err(other) => panic!("{name}: expected 401, got {other:?}"),
+            Ok(_) => panic!("{name}: a socket was opened"),
+        }
+    }
+    // No token at all.
+    let request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    assert!(
+        matches!(Client::connect_request(request).await, Err(ConnectError::Http(401, b)) if b.contains("no token"))
+    );
+    // A bearer header works; a wrong scheme does not.
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token("alice")).parse().unwrap(),
+    );
+    let client = Client::connect_request(request).await.unwrap();
+    assert_eq!(client.established["user_id"], "alice");
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Basic {}", token("alice")).parse().unwrap(),
+    );
+    assert!(matches!(
+        Client::connect_request(request).await,
+        Err(ConnectError::Http(401, _))
+    ));
+    // Bad resume parameters are a 400 before any socket.
+    match Client::connect(addr, &token("alice"), Some(("ep_x", 1))).await {
+        Ok(c) => assert_eq!(c.established["resume"]["reason"], "epoch_changed"),
+        Err(e) => panic!("{e:?}"),
+    }
+    let url = format!("ws://{addr}/ws?token={}&epoch=ep_x", token("alice"));
+    assert!(
+        matches!(Client::connect_request(url.into_client_request().unwrap()).await, Err(ConnectError::Http(400, b)) if b.contains("both epoch and after_seq"))
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_streams_its_whole_lifecycle_to_the_user() {
+    let server = start_server(|_| {}).await;
+    let mut alice = Client::user(server.addr(), "alice").await;
+    assert_eq!(alice.established["last_seq"], 0);
+    let accepted = alice.start("r1", "assistant", Value::Null).await;
+    assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+    assert_eq!(accepted["request_id"], "r1");
+    let frames = alice.events_until_terminals(1).await;
+    assert_contiguous(&frames, 0);
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.event.run_id.as_str() == accepted["run_id"])
+    );
+    let summary = check_lifecycle(&events(&frames)).unwrap();
+    assert_eq!((summary.completed, summary.tool_calls), (1, 1));
+    let Some(last) = frames.last() else {
+        unreachable!()
+    };
+    let result = serde_json::to_value(&last.event.kind).unwrap();
+    assert!(
+        result["data"]["result"]
+            .as_str()
+            .unwrap()
+            .contains("[local rule-based agent]")
+    );
+
+    // Legacy frames start the default agent.
+    alice
+        .send(json!({"type": "user_message", "payload": {"content": "hello from an older client"}}))
+        .await;
+    assert_eq!(alice.reply().await["type"], "run_accepted");
+    let frames = alice.events_until_terminals(1).await;
+    assert_contiguous(&frames, summary.events as u64);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_error_codes_and_the_connection_stays_open() {
+    let server = start_server(|c| c.max_frame_bytes = 2_048).await;
+    let mut client = Client::user(server.addr(), "alice").await;
+    let big = "x".repeat(3_000);
+    let table: Vec<(Message, &str)> = vec![
+        (Message::Text("{not json".into()), "invalid_json"),
+        (Message::Text("[]".into()), "invalid_frame"),
+        (Message::Text(r#"{"type":"fly"}"#.into()), "unknown_type"),
+        (
+            Message::Text(r#"{"type":"start_agent","payload":{"agent":"assistant"}}"#.into()),
+            "missing_field",
+        ),
+        (
+            Message::Text(r#"{"type":"start_agent","payload":{"agent":1,"message":"m"}}"#.into()),
+            "invalid_field",
+        ),
+        (
+            Message::Text(
+                r#"{"type":"start_agent","payload":{"agent":"nope","message":"m"}}"#.into(),
+            ),
+            "unknown_agent",
+        ),
+        (
+            Message::Text(r#"{"type":"cancel_run","payload":{"run_id":"bad id"}}"#.into()),
+            "invalid_field",
+        ),
+        (
+            Message::Text(format!(r#"{{"type":"ping","pad":"{big}"}}"#).into()),
+            "frame_too_large",
+        ),
+        (
+            Message::Binary(vec![1, 2, 3].into()),
+            "binary_not_supported",
+        ),
+    ];
+    for (message, expected) in table {
+        let shown = format!("{message:?}");
+        client.send_raw(message).await;
+        let reply = client.next().await;
+        assert_eq!(reply["type"], "error", "{shown}: {reply}");
+        assert_eq!(reply["code"], expected, "{shown}: {reply}");
+        assert!(!reply["message"].as_str().unwrap().is_empty());
+    }
+    let unknown = client.start("r7", "summarizer", Value::Null).await;
+    assert_eq!(unknown["request_id"], "r7");
+    assert!(
+        unknown["message"]
+            .as_str()
+            .unwrap()
+            .contains("available: assistant, synthetic"),
+        "{unknown}"
+    );
+    client.send(json!({"type": "ping"})).await;
+    assert_eq!(client.next().await["type"], "pong");
+    // A frame over 4x the limit is abusive: the socket is closed with 1009.
+    client
+        .send_raw(Message::Text("y".repeat(9_000).into()))
+        .await;
+    assert_eq!(client.closed().await.0, 1009);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_cannot_cancel_each_others_runs_or_use_each_others_threads() {
+    let server = start_server(|_| {}).await;
+    let mut alice = Client::user(server.addr(), "alice").await;
+    let mut bob = Client::user(server.addr(), "bob").await;
+    let accepted = alice
+        .start(
+            "r1",
+            "synthetic",
+            json!({"thinking": 0, "tools": 0, "chunks": 0, "hang": true}),
+        )
+        .await;
+    let run_id = accepted["run_id"].as_str().unwrap().to_owned();
+    let thread_id = accepted["thread_id"].as_str().unwrap().to_owned();
+
+    bob.send(json!({"type": "cancel_run", "request_id": "x", "payload": {"run_id": run_id}}))
+        .await;
+    let refused = bob.reply().await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["request_id"].as_str()),
+        (Some("run_not_found"), Some("x"))
+    );
+    bob.send(json!({"type": "start_agent", "request_id": "y",
+                    "payload": {"agent": "assistant", "message": "m", "thread_id": thread_id}}))
+        .await;
+    assert_eq!(bob.reply().await["code"], "thread_not_found");
+
+    // Alice's run is untouched: started, still running; her own cancel ends it.
+    alice
+        .send(json!({"type": "cancel_run", "payload": {"run_id": run_id}}))
+        .await;
+    let frames = alice.events_until_terminals(1).await;
+    let kinds: Vec<_> = frames.iter().map(|f| f.event.kind.type_name()).collect();
+    assert_eq!(kinds, ["agent_started", "agent_cancelled"]);
+    // Alice may continue her own thread.
+    alice.send(json!({"type": "start_agent", "payload": {"agent": "assistant", "message": "again", "thread_id": thread_id}})).await;
+    assert_eq!(alice.reply().await["thread_id"], thread_id.as_str());
+    // Bob saw nothing of Alice's: his next frame is the pong.
+    bob.send(json!({"type": "ping"})).await;
+    assert_eq!(bob.next().await["type"], "pong");
+    server.shutdown().await;
+}
+
+/// 100 users with 2 connections each (200 sockets), 10 runs per user (1,000 runs): every
+/// frame belongs to its user, the lifecycle holds, seq is contiguous, both connections of a
+/// user see the same stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_users_and_connections_each_see_exactly_their_stream() {
+    const USERS: usize = 100;
+    const RUNS: usize = 10;
+    let server = start_server(|c| c.engine.max_concurrent_runs = 10).await;
+    let addr = server.addr();
+    let mut tasks = Vec::new();
+    for u in 0..USERS {
+        tasks.push(tokio::spawn(async move {
+            let user = format!("load{u:03}");
+            let mut main = Client::user(addr, &user).await;
+            let mut second = Client::user(addr, &user).await;
+            let shape = json!({"thinking": 1, "tools": 2, "chunks": 2, "sleep_ms": 1});
+            let mut runs = BTreeSet::new();
+            for r in 0..RUNS {
+                let accepted = main
+                    .start(&format!("r{r}"), "synthetic", shape.clone())
+                    .await;
+                assert_eq!(accepted["type"], "run_accepted", "{user}: {accepted}");
+                runs.insert(accepted["run_id"].as_str().unwrap().to_owned());
+            }
+            // run_accepted replies may interleave with events on `main`; `start` skipped
+            // those, so count on `second`, which gets only events.
+            let seen = second.events_until_terminals(RUNS).await;
+            assert_contiguous(&seen, 0);
+            let owned: BTreeSet<String> = seen.iter().map(|f| f.event.run_id.to_string()).collect();
+            assert_eq!(owned, runs, "{user} saw a foreign run or missed one");
+            let summary = check_lifecycle(&events(&seen)).unwrap_or_else(|v| panic!("{user}: {v}"));
+            assert_eq!((summary.completed, summary.tool_calls), (RUNS, 2 * RUNS));
+            seen.len()
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, USERS * RUNS * (1 + 1 + 4 + 2 + 1));
+    server.shutdown().await;
+}
+
+/// A client that drops its socket at random moments mid-run and resumes gets every event
+/// exactly once, in order; stale epochs and too-old seqs get a failed resume that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_and_resume_at_random_moments() {
+    let server = start_server(|c| c.bridge.replay_max_events = 200).await;
+    let addr = server.addr();
+    let mut client = Client::user(addr, "alice").await;
+    let epoch = client.established["epoch"].as_str().unwrap().to_owned();
+    let runs = 8;
+    for r in 0..runs {
+        let accepted = client
+            .start(
+                &format!("r{r}"),
+                "synthetic",
+                json!({"thinking": 2, "tools": 3, "chunks": 4, "sleep_ms": 3}),
+            )
+            .await;
+        assert_eq!(accepted["type"], "run_accepted");
+    }
+    let total = runs * (1 + 2 + 6 + 4 + 1);
+    let mut received: Vec<core_context::SequencedEvent> = Vec::new();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut reconnects = 0;
+    while received.len() < total {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let take = 1 + (rng % 15) as usize;
+        for _ in 0..take {
+            if received.len() == total {
+                break;
+            }
+            let frame = client.next().await;
+            if frame.get("seq").is_some() {
+                received.push(serde_json::from_value(frame).unwrap());
+            }
+        }
+        drop(client);
+        reconnects += 1;
+        let last = received.last().map_or(0, |f| f.seq);
+        client = Client::connect(addr, &token("alice"), Some((&epoch, last)))
+            .await
+            .unwrap();
+        assert_eq!(
+            client.established["resume"]["status"], "ok",
+            "{}",
+            client.established
+        );
+    }
+    assert!(reconnects >= 5, "only {reconnects} reconnects");
+    assert_contiguous(&received, 0);
+    assert_eq!(check_lifecycle(&events(&received)).unwrap().completed, runs);
+
+    let stale = Client::connect(addr, &token("alice"), Some(("ep_stale", 3)))
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.established["resume"],
+        json!({"status": "failed", "reason": "epoch_changed", "oldest_seq": 1})
+    );
+    // Push the first events out of the 200-event log, then ask for them.
+    for r in 0..3 {
+        client
+            .start(
+                &format!("x{r}"),
+                "synthetic",
+                json!({"thinking": 30, "tools": 0, "chunks": 30}),
+            )
+            .await;
+    }
+    client.events_until_terminals(3).await;
+    let old = Client::connect(addr, &token("alice"), Some((&epoch, 1)))
+        .await
+        .unwrap();
+    assert_eq!(old.established["resume"]["status"], "failed");
+    assert_eq!(old.established["resume"]["reason"], "too_old");
+    server.shutdown().await;
+}
+
+/// A client that stops reading is closed with 4008; its queue never exceeds the bound; other
+/// users' runs complete normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_disconnected_and_others_are_unaffected() {
+    let server = start_server(|c| {
+        c.bridge.send_queue_events = 256;
+        c.bridge.send_queue_bytes = 1 << 20;
+    })
+    .await;
+    let addr = server.addr();
+    let mut stalled = Client::user(addr, "stalled").await;
+    let mut busy = Client::user(addr, "stalled").await;
+    let mut other = Client::user(addr, "other").await;
+    // 6 runs x 1,000 tool calls whose arguments and results carry a 1.9 KB message: about
+    // 24 MB, paced at 1 ms a step so a reading client keeps up, and far more than the
+    // kernel's socket buffers plus the 1 MiB queue hold for a client that never reads.
+    let flood = json!({"thinking": 0, "tools": 1000, "chunks": 0, "sleep_ms": 1});
+    for r in 0..6 {
+        busy.send(json!({"type": "start_agent", "request_id": format!("f{r}"),
+                         "payload": {"agent": "synthetic", "message": "x".repeat(1_900), "input": flood}}))
+            .await;
+    }
+    let accepted = other.start("o1", "synthetic", json!({"tools": 3})).await;
+    assert_eq!(accepted["type"], "run_accepted");
+    let frames = other.events_until_terminals(1).await;
+    assert_eq!(check_lifecycle(&events(&frames)).unwrap().completed, 1);
+    // `busy` keeps reading and gets everything; `stalled` never reads and is cut off.
+    let seen = busy.events_until_terminals(6).await;
+    assert_contiguous(&seen, 0);
+    assert_eq!(stalled.closed().await.0, 4008);
+    server.shutdown().await;
+}
+
+/// Shutdown: clients get 1001 after every event; a resume against a new server instance says
+/// `epoch_changed` instead of silently missing events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_closes_with_1001_and_a_new_instance_reports_epoch_changed() {
+    let server = start_server(|c| c.shutdown_grace = Duration::from_millis(200)).await;
+    let addr = server.addr();
+    let mut client = Client::user(addr, "alice").await;
+    let epoch = client.established["epoch"].as_str().unwrap().to_owned();
+    client
+        .start("quick", "synthetic", json!({"tools": 1}))
+        .await;
+    client
+        .start("hang", "synthetic", json!({"tools": 0, "hang": true}))
+        .await;
+    let shutdown = tokio::spawn(server.shutdown());
+    // Both runs end (the hanging one cancelled after the grace period), then the close.
+    let frames = client.events_until_terminals(2).await;
+    let summary = check_lifecycle(&events(&frames)).unwrap();
+    assert_eq!((summary.completed, summary.cancelled), (1, 1));
+    let (code, reason) = client.closed().await;
+    assert_eq!(code, 1001);
+    assert!(reason.contains("resume"), "{reason}");
+    shutdown.await.unwrap();
+
+    let again = start_server(|_| {}).await;
+    let last = frames.last().unwrap().seq;
+    let resumed = Client::connect(again.addr(), &token("alice"), Some((&epoch, last)))
+        .await
+        .unwrap();
+    assert_eq!(resumed.established["resume"]["status"], "failed");
+    assert_eq!(resumed.established["resume"]["reason"], "epoch_changed");
+    let _ = addr;
+    again.shutdown().await;
+}

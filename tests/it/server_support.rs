@@ -1,0 +1,227 @@
+//! A real server on a free port and a real WebSocket client, for the socket-level tests.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use agent_server::config::ServerConfig;
+use agent_server::server::RunningServer;
+use core_context::{AgentEvent, SequencedEvent};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+/// A server with the synthetic agent and a known secret; `tune` adjusts the config.
+pub async fn start_server(tune: impl FnOnce(&mut ServerConfig)) -> RunningServer {
+    let mut config = ServerConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        jwt_secret: Some(SECRET.as_bytes().to_vec()),
+        synthetic_agent: true,
+        ..ServerConfig::default()
+    };
+    tune(&mut config);
+    RunningServer::start(config).await.expect("server starts")
+}
+
+/// A token for `user` signed with `secret`, expiring in `ttl_secs` (negative: expired).
+pub fn token_with(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn token(user: &str) -> String {
+    token_with(json!({"sub": user, "exp": now_secs() + 3600}), SECRET)
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub established: Value,
+    /// Event frames read while waiting for a reply, handed out by `next` first.
+    pending: std::collections::VecDeque<Value>,
+}
+
+/// Why a connection attempt failed: the HTTP status and body, or a transport error.
+#[derive(Debug)]
+pub enum ConnectError {
+    Http(u16, String),
+    Other(#[allow(dead_code)] String),
+}
+
+impl Client {
+    /// Connects with `?token=` (and resume parameters, if any).
+    pub async fn connect(
+        addr: SocketAddr,
+        token: &str,
+        resume: Option<(&str, u64)>,
+    ) -> Result<Client, ConnectError> {
+        let mut url = format!("ws://{addr}/ws?token={token}");
+        if let Some((epoch, seq)) = resume {
+            url.push_str(&format!("&epoch={epoch}&after_seq={seq}"));
+        }
+        Self::connect_request(url.into_client_request().unwrap()).await
+    }
+
+    pub async fn connect_request(
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<Client, ConnectError> {
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => {
+                let mut client = Client {
+                    ws,
+                    established: Value::Null,
+                    pending: Default::default(),
+                };
+                client.established = client.next().await;
+                assert_eq!(
+                    client.established["type"], "connection_established",
+                    "{}",
+                    client.established
+                );
+                Ok(client)
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err(ConnectError::Http(status, body))
+            }
+            Err(e) => Err(ConnectError::Other(e.to_string())),
+        }
+    }
+
+    pub async fn user(addr: SocketAddr, user: &str) -> Client {
+        Client::connect(addr, &token(user), None)
+            .await
+            .expect("connects")
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.unwrap();
+    }
+
+    /// The next JSON frame (pings and pongs of the WebSocket layer skipped).
+    pub async fn next(&mut self) -> Value {
+        if let Some(frame) = self.pending.pop_front() {
+            return frame;
+        }
+        self.next_from_socket().await
+    }
+
+    async fn next_from_socket(&mut self) -> Value {
+        match self.next_message().await {
+            Message::Text(text) => serde_json::from_str(&text).unwrap(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next message that is not a ping or pong, within 10 s.
+    pub async fn next_message(&mut self) -> Message {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("no frame within 10 s")
+                .expect("the stream ended")
+                .expect("a WebSocket error");
+            if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
+                return message;
+            }
+        }
+    }
+
+    /// The close frame's code and reason, reading past any frames before it.
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), self.ws.next())
+                .await
+                .expect("no close within 15 s")
+            {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (frame.code.into(), frame.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("error before close: {e}"),
+            }
+        }
+    }
+
+    /// Sends `start_agent` and returns the `run_accepted` (or `error`) reply; event frames
+    /// that arrive first are kept for `next`.
+    pub async fn start(&mut self, request_id: &str, agent: &str, input: Value) -> Value {
+        self.send(json!({"type": "start_agent", "request_id": request_id,
+                         "payload": {"agent": agent, "message": "go", "input": input}}))
+            .await;
+        self.reply().await
+    }
+
+    /// The next frame that is not an event; events before it are kept for `next`.
+    pub async fn reply(&mut self) -> Value {
+        loop {
+            let frame = self.next_from_socket().await;
+            if frame.get("seq").is_none() {
+                return frame;
+            }
+            self.pending.push_back(frame);
+        }
+    }
+
+    /// Reads event frames until `runs` terminal events arrived; returns them in order.
+    /// `run_accepted` replies (to this connection's own requests) are skipped.
+    pub async fn events_until_terminals(&mut self, runs: usize) -> Vec<SequencedEvent> {
+        let mut out = Vec::new();
+        let mut ended = 0;
+        while ended < runs {
+            let frame = self.next().await;
+            if frame["type"] == "run_accepted" {
+                continue;
+            }
+            assert!(frame.get("seq").is_some(), "expected an event, got {frame}");
+            let event: SequencedEvent = serde_json::from_value(frame).unwrap();
+            if event.event.kind.is_terminal() {
+                ended += 1;
+            }
+            out.push(event);
+        }
+        out
+    }
+}
+
+pub fn events(frames: &[SequencedEvent]) -> Vec<AgentEvent> {
+    frames.iter().map(|f| f.event.clone()).collect()
+}
+
+/// Asserts the seqs are contiguous, starting after `after`.
+pub fn assert_contiguous(frames: &[SequencedEvent], after: u64) {
+    for (i, frame) in frames.iter().enumerate() {
+        assert_eq!(
+            frame.seq,
+            after + 1 + i as u64,
+            "seq gap or repeat at index {i}"
+        );
+    }
+}
