@@ -15,6 +15,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "compat",
         &["core-context", "agent-registry", "execution-engine"],
     ),
+    // The composition root: it may use every library crate, and no crate may use it.
+    (
+        "agent-server",
+        &[
+            "core-context",
+            "agent-registry",
+            "ws-bridge",
+            "execution-engine",
+            "agents",
+        ],
+    ),
 ];
 
 /// External crates `core-context` may use: data and sync primitives, nothing that does IO.
