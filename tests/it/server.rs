@@ -450,3 +450,114 @@ async fn graceful_shutdown_closes_with_1001_and_a_new_instance_reports_epoch_cha
     let _ = addr;
     again.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_rate_limit_and_flooding_are_refused() {
+    let server = start_server(|c| c.start_rate_per_minute = 5).await;
+    let mut client = Client::user(server.addr(), "alice").await;
+    for r in 0..5 {
+        let reply = client
+            .start(&format!("r{r}"), "assistant", Value::Null)
+            .await;
+        assert_eq!(reply["type"], "run_accepted", "{reply}");
+    }
+    let limited = client.start("r5", "assistant", Value::Null).await;
+    assert_eq!(limited["code"], "rate_limited");
+    assert!(
+        limited["message"]
+            .as_str()
+            .unwrap()
+            .contains("5 per minute per user"),
+        "{limited}"
+    );
+    // The limit is per user: a second connection of the same user is limited too.
+    let mut second = Client::user(server.addr(), "alice").await;
+    assert_eq!(
+        second.start("s1", "assistant", Value::Null).await["code"],
+        "rate_limited"
+    );
+    // The connection stays usable.
+    client.send(json!({"type": "ping"})).await;
+    assert_eq!(client.reply().await["type"], "pong");
+
+    // More than 100 frames in 10 s is abusive: the socket is closed with 1008.
+    let mut flooder = Client::user(server.addr(), "mallory").await;
+    for _ in 0..150 {
+        flooder.send(json!({"type": "ping"})).await;
+    }
+    let (code, reason) = flooder.closed().await;
+    assert_eq!(code, 1008, "{reason}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_answering_pings_keeps_them_open() {
+    let server = start_server(|c| {
+        c.ping_interval = Duration::from_millis(100);
+        c.idle_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let mut silent = Client::user(server.addr(), "alice").await;
+    let mut lively = Client::user(server.addr(), "bob").await;
+    // `lively` keeps reading, so its WebSocket layer answers the server's pings, but sends
+    // nothing of its own; `silent` reads nothing.
+    let keep_reading = tokio::spawn(async move {
+        lively.pump(Duration::from_millis(1_200)).await;
+        lively.send(json!({"type": "ping"})).await;
+        lively.reply().await
+    });
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let (code, _) = silent.closed().await;
+    assert_eq!(code, 4000);
+    assert_eq!(keep_reading.await.unwrap()["type"], "pong");
+    server.shutdown().await;
+}
+
+/// A raw HTTP request; returns the status code and body.
+async fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_tokens_exist_only_without_a_configured_secret() {
+    let post = |body: &str| {
+        format!(
+            "POST /dev/token HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let configured = start_server(|_| {}).await;
+    assert_eq!(
+        http(configured.addr(), &post(r#"{"user":"alice"}"#))
+            .await
+            .0,
+        404
+    );
+    configured.shutdown().await;
+
+    let embedded = start_server(|c| c.jwt_secret = None).await;
+    let (status, body) = http(embedded.addr(), &post(r#"{"user":"alice"}"#)).await;
+    assert_eq!(status, 200, "{body}");
+    let token: Value = serde_json::from_str(&body).unwrap();
+    let client = Client::connect(embedded.addr(), token["token"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(client.established["user_id"], "alice");
+    let (status, body) = http(embedded.addr(), &post(r#"{"user":"default"}"#)).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("placeholder"), "{body}");
+    let (status, _) = http(embedded.addr(), &post("not json")).await;
+    assert_eq!(status, 400);
+    embedded.shutdown().await;
+}

@@ -179,6 +179,16 @@ impl Client {
         self.reply().await
     }
 
+    /// Keeps reading for `duration` (so the WebSocket layer answers pings), keeping frames.
+    pub async fn pump(&mut self, duration: Duration) {
+        let until = tokio::time::Instant::now() + duration;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, self.ws.next()).await {
+            if let Message::Text(text) = message {
+                self.pending.push_back(serde_json::from_str(&text).unwrap());
+            }
+        }
+    }
+
     /// The next frame that is not an event; events before it are kept for `next`.
     pub async fn reply(&mut self) -> Value {
         loop {

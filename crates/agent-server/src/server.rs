@@ -19,6 +19,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use core_context::{
     CancellationToken, ConnectionId, RunId, ThreadId, UserExecutionContext, UserId,
@@ -36,6 +37,8 @@ use crate::protocol::{self, ClientRequest, ServerFrame, StartAgent, code};
 
 /// A socket write that takes longer than this closes the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection waits for the client's close reply.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Threads remembered per user (oldest forgotten first).
 pub const MAX_THREADS_PER_USER: usize = 1_000;
 /// Frames one connection may send per [`FLOOD_WINDOW`] before it is closed (1008).
@@ -459,12 +462,25 @@ async fn send_frame(socket: &mut WebSocket, frame: &ServerFrame) -> bool {
     send(socket, Message::Text(frame.to_text().into())).await
 }
 
+/// Sends a close frame and waits (up to [`CLOSE_LINGER`]) for the client's close reply, as
+/// RFC 6455 asks: dropping the socket at once would reset the connection under a client that
+/// is still answering pings, and it would never see the close code.
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _best_effort = send(socket, Message::Close(Some(frame))).await;
+    if !send(socket, Message::Close(Some(frame))).await {
+        return;
+    }
+    let _lingered = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn connection(
@@ -618,6 +634,13 @@ impl RunningServer {
         let state = AppState::new(config)?;
         let stop = state.stop_accepting.clone();
         let app = router(Arc::clone(&state));
+        // Events are small frames that must go out at once: disable Nagle's algorithm, which
+        // would hold them back for up to 40 ms waiting for more data.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::warn!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let serve = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
