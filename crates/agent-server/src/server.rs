@@ -7,6 +7,7 @@
 //! stalls longer than [`WRITE_TIMEOUT`] closes the connection too.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -722,12 +723,16 @@ pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
              WARNING: hands a token to ANYONE who asks. For local use only."
         );
     }
-    println!(
-        "agent-server listening on http://{} (WebSocket at ws://{}/ws)",
-        server.addr(),
-        server.addr()
+    // `println!` panics when stdout is closed (say, a supervisor that read only the first
+    // line); a server must not die of that, so write and ignore the error.
+    let mut out = std::io::stdout();
+    let addr = server.addr();
+    let _ = writeln!(
+        out,
+        "agent-server listening on http://{addr} (WebSocket at ws://{addr}/ws)"
     );
-    println!("agents: {}", server.state().agent_names().join(", "));
+    let _ = writeln!(out, "agents: {}", server.state().agent_names().join(", "));
+    let _ = out.flush();
     shutdown_signal().await;
     eprintln!("agent-server: shutting down (runs get up to the grace period to finish)");
     server.shutdown().await;
