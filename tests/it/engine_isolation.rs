@@ -78,10 +78,12 @@ async fn many_users_many_runs_each_user_sees_only_their_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mixed_outcomes_keep_the_lifecycle_for_every_run() {
     let h = Harness::new();
+    // The default 25 s run timeout: only the `timeout` mode may time out, through the agent
+    // `quick_timeout` and its own 50 ms limit, so a loaded machine cannot turn an `ok` run
+    // into a timeout.
     let config = EngineConfig {
         max_concurrent_runs: 3,
         max_queued_runs: 10,
-        run_timeout: Duration::from_millis(300),
         ..EngineConfig::default()
     };
     let factory = ExecutionEngineFactory::new(h.registry.clone(), h.sink(), config);
@@ -106,8 +108,13 @@ async fn mixed_outcomes_keep_the_lifecycle_for_every_run() {
                 "timeout" | "cancel" | "cancel_queued" => json!({"tools": 1, "hang": true}),
                 _ => unreachable!(),
             };
+            let agent = if *mode == "timeout" {
+                "quick_timeout"
+            } else {
+                "synthetic"
+            };
             let engine = factory.create_for_user(context(&user)).unwrap();
-            let handle = engine.execute_agent("synthetic", shape(input)).unwrap();
+            let handle = engine.execute_agent(agent, shape(input)).unwrap();
             runs.push((user.clone(), i, *mode, handle));
         }
     }

@@ -482,3 +482,45 @@ async fn runs_see_their_own_context_and_events_carry_the_thread() {
     let stats = engine.stats();
     assert_eq!((stats.total_runs, stats.completed), (2, 2));
 }
+
+/// Cancels its own run and fails in the same poll: the exact interleaving of a cancel that
+/// lands while the engine is polling the agent.
+struct CancelledMidPoll;
+#[async_trait::async_trait]
+impl agent_registry::Agent for CancelledMidPoll {
+    async fn run(
+        &self,
+        ctx: &agent_registry::AgentContext,
+        _: agent_registry::AgentInput,
+    ) -> Result<agent_registry::AgentOutput, agent_registry::AgentError> {
+        ctx.cancellation().cancel();
+        Err(agent_registry::AgentError::new(
+            "tool_failed",
+            "the tool call was cancelled",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_failure_caused_by_a_cancel_is_reported_as_the_cancel() {
+    let h = Harness::new();
+    let mut registry = agent_registry::AgentRegistry::new();
+    registry
+        .register_agent(agent_registry::AgentSpec::new("mid_poll", || {
+            CancelledMidPoll
+        }))
+        .unwrap();
+    let engine = UserExecutionEngine::create_execution_engine(
+        context("alice"),
+        std::sync::Arc::new(registry),
+        h.sink(),
+    );
+    let outcome = engine
+        .execute_agent("mid_poll", hang())
+        .unwrap()
+        .wait()
+        .await;
+    assert!(matches!(outcome, RunOutcome::Cancelled(_)), "{outcome:?}");
+    let events = h.events("alice");
+    assert_eq!(types(&events), ["agent_started", "agent_cancelled"]);
+}

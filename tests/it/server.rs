@@ -388,8 +388,8 @@ async fn disconnect_and_resume_at_random_moments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_disconnected_and_others_are_unaffected() {
     let server = start_server(|c| {
-        c.bridge.send_queue_events = 256;
-        c.bridge.send_queue_bytes = 1 << 20;
+        c.bridge.send_queue_events = 4_096;
+        c.bridge.send_queue_bytes = 8 << 20;
     })
     .await;
     let addr = server.addr();
@@ -398,7 +398,7 @@ async fn a_slow_consumer_is_disconnected_and_others_are_unaffected() {
     let mut other = Client::user(addr, "other").await;
     // 6 runs x 1,000 tool calls whose arguments and results carry a 1.9 KB message: about
     // 24 MB, paced at 1 ms a step so a reading client keeps up, and far more than the
-    // kernel's socket buffers plus the 1 MiB queue hold for a client that never reads.
+    // kernel's socket buffers plus the 8 MiB queue hold for a client that never reads.
     let flood = json!({"thinking": 0, "tools": 1000, "chunks": 0, "sleep_ms": 1});
     for r in 0..6 {
         busy.send(json!({"type": "start_agent", "request_id": format!("f{r}"),
@@ -420,7 +420,9 @@ async fn a_slow_consumer_is_disconnected_and_others_are_unaffected() {
 /// `epoch_changed` instead of silently missing events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_closes_with_1001_and_a_new_instance_reports_epoch_changed() {
-    let server = start_server(|c| c.shutdown_grace = Duration::from_millis(200)).await;
+    // The grace period is long enough for the quick run on a loaded machine; the hanging run
+    // outlasts any grace period and is cancelled.
+    let server = start_server(|c| c.shutdown_grace = Duration::from_secs(2)).await;
     let addr = server.addr();
     let mut client = Client::user(addr, "alice").await;
     let epoch = client.established["epoch"].as_str().unwrap().to_owned();
@@ -494,7 +496,7 @@ async fn start_rate_limit_and_flooding_are_refused() {
 async fn idle_connections_are_closed_and_answering_pings_keeps_them_open() {
     let server = start_server(|c| {
         c.ping_interval = Duration::from_millis(100);
-        c.idle_timeout = Duration::from_millis(400);
+        c.idle_timeout = Duration::from_millis(600);
     })
     .await;
     let mut silent = Client::user(server.addr(), "alice").await;
@@ -502,11 +504,11 @@ async fn idle_connections_are_closed_and_answering_pings_keeps_them_open() {
     // `lively` keeps reading, so its WebSocket layer answers the server's pings, but sends
     // nothing of its own; `silent` reads nothing.
     let keep_reading = tokio::spawn(async move {
-        lively.pump(Duration::from_millis(1_200)).await;
+        lively.pump(Duration::from_millis(1_800)).await;
         lively.send(json!({"type": "ping"})).await;
         lively.reply().await
     });
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     let (code, _) = silent.closed().await;
     assert_eq!(code, 4000);
     assert_eq!(keep_reading.await.unwrap()["type"], "pong");

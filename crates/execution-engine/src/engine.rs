@@ -389,6 +389,18 @@ impl RunTask {
                         format!("the run took longer than its {} limit", describe_limit(limit)),
                     )),
                 };
+                // A cancel can land between the select's look at the token and the agent's
+                // next step (on another worker thread), so the agent may return the
+                // cancellation as an error of its own (a tool call saying "cancelled"). A run
+                // whose token is cancelled when its agent fails was cancelled.
+                let outcome = match outcome {
+                    RunOutcome::Failed(error)
+                        if control.token.is_cancelled() && error.code != error_code::TIMEOUT =>
+                    {
+                        RunOutcome::Cancelled(control.reason())
+                    }
+                    other => other,
+                };
                 // Stop whatever the agent left running (sub-runs, tools) and drop its work
                 // now, before the terminal event: dropping closes any open tool call.
                 control.token.cancel();
