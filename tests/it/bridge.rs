@@ -1,5 +1,9 @@
 //! The bridge: per-user seq, isolation, replay and resume, slow consumers. Driven by real
 //! engines where the claim is about what users see.
+//!
+//! These are the broker conformance tests: each runs against every [`Broker`]
+//! implementation listed in `bridges` (the in-process one today; a networked one joins the
+//! list), because the guarantees belong to the bridge whatever broker is behind it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,12 +13,26 @@ use core_context::lifecycle::check_lifecycle;
 use core_context::{AgentEvent, EventSink, SequencedEvent};
 use execution_engine::{EngineConfig, ExecutionEngineFactory};
 use serde_json::json;
+use ws_bridge::broker::ReplayBounds;
 use ws_bridge::{
-    AgentWebSocketBridge, BridgeConfig, BridgeError, CloseReason, Epoch, ResumeFailure,
-    ResumeOutcome, ResumeRequest, Subscription,
+    AgentWebSocketBridge, BridgeConfig, BridgeError, Broker, CloseReason, Epoch, InProcessBroker,
+    ResumeFailure, ResumeOutcome, ResumeRequest, Subscription,
 };
 
 use crate::support::{Harness, context, shape, user_id};
+
+/// A bridge over each broker implementation, named for failure messages.
+fn bridges(config: &BridgeConfig) -> Vec<(&'static str, AgentWebSocketBridge)> {
+    let bounds = ReplayBounds {
+        max_events: config.replay_max_events,
+        max_age: config.replay_max_age,
+    };
+    let in_process: Arc<dyn Broker> = Arc::new(InProcessBroker::new(bounds));
+    vec![(
+        "in-process",
+        AgentWebSocketBridge::with_broker(config.clone(), in_process),
+    )]
+}
 
 fn decode(text: &str) -> SequencedEvent {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("bad frame {text}: {e}"))
@@ -41,65 +59,65 @@ async fn read(sub: &Subscription, n: usize) -> Vec<SequencedEvent> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_user_receives_exactly_their_stream_in_order() {
     let h = Harness::new();
-    let bridge = AgentWebSocketBridge::default();
-    let factory = ExecutionEngineFactory::new(
-        h.registry.clone(),
-        Arc::new(bridge.clone()),
-        EngineConfig {
-            max_concurrent_runs: 5,
-            ..EngineConfig::default()
-        },
-    );
-    let users: Vec<String> = (0..100).map(|u| format!("bridged{u:03}")).collect();
-    let subs: Vec<(Subscription, Subscription)> = users
-        .iter()
-        .map(|u| {
-            (
-                bridge.subscribe(&user_id(u), None).unwrap(),
-                bridge.subscribe(&user_id(u), None).unwrap(),
-            )
-        })
-        .collect();
-    let mut runs: BTreeMap<&str, Vec<core_context::RunId>> = BTreeMap::new();
-    let mut handles = Vec::new();
-    for user in &users {
-        for _ in 0..5 {
-            let engine = factory.create_for_user(context(user)).unwrap();
-            let run = engine
-                .execute_agent(
-                    "synthetic",
-                    shape(json!({"thinking": 1, "tools": 2, "chunks": 2})),
-                )
-                .unwrap();
-            runs.entry(user).or_default().push(run.run_id().clone());
-            handles.push(run);
+    for (broker, bridge) in bridges(&BridgeConfig::default()) {
+        eprintln!("broker under test: {broker}");
+        let factory = ExecutionEngineFactory::new(
+            h.registry.clone(),
+            Arc::new(bridge.clone()),
+            EngineConfig {
+                max_concurrent_runs: 5,
+                ..EngineConfig::default()
+            },
+        );
+        let users: Vec<String> = (0..100).map(|u| format!("bridged{u:03}")).collect();
+        let mut subs: Vec<(Subscription, Subscription)> = Vec::new();
+        for u in &users {
+            subs.push((
+                bridge.subscribe(&user_id(u), None).await.unwrap(),
+                bridge.subscribe(&user_id(u), None).await.unwrap(),
+            ));
         }
-    }
-    for run in handles {
-        assert!(run.wait().await.is_completed());
-    }
-    let per_run = 1 + 1 + 4 + 2 + 1;
-    for (user, (a, b)) in users.iter().zip(&subs) {
-        let first = read(a, 5 * per_run).await;
-        let second = read(b, 5 * per_run).await;
-        assert_eq!(
-            first, second,
-            "{user}: two connections saw different streams"
-        );
-        let seqs: Vec<u64> = first.iter().map(|e| e.seq).collect();
-        assert_eq!(
-            seqs,
-            (1..=(5 * per_run) as u64).collect::<Vec<_>>(),
-            "{user}"
-        );
-        let mine = &runs[user.as_str()];
-        assert!(
-            first.iter().all(|e| mine.contains(&e.event.run_id)),
-            "{user} got a foreign event"
-        );
-        let events: Vec<AgentEvent> = first.into_iter().map(|e| e.event).collect();
-        assert_eq!(check_lifecycle(&events).unwrap().completed, 5);
-        assert_eq!(a.queued(), (0, 0));
+        let mut runs: BTreeMap<&str, Vec<core_context::RunId>> = BTreeMap::new();
+        let mut handles = Vec::new();
+        for user in &users {
+            for _ in 0..5 {
+                let engine = factory.create_for_user(context(user)).unwrap();
+                let run = engine
+                    .execute_agent(
+                        "synthetic",
+                        shape(json!({"thinking": 1, "tools": 2, "chunks": 2})),
+                    )
+                    .unwrap();
+                runs.entry(user).or_default().push(run.run_id().clone());
+                handles.push(run);
+            }
+        }
+        for run in handles {
+            assert!(run.wait().await.is_completed());
+        }
+        let per_run = 1 + 1 + 4 + 2 + 1;
+        for (user, (a, b)) in users.iter().zip(&subs) {
+            let first = read(a, 5 * per_run).await;
+            let second = read(b, 5 * per_run).await;
+            assert_eq!(
+                first, second,
+                "{user}: two connections saw different streams"
+            );
+            let seqs: Vec<u64> = first.iter().map(|e| e.seq).collect();
+            assert_eq!(
+                seqs,
+                (1..=(5 * per_run) as u64).collect::<Vec<_>>(),
+                "{user}"
+            );
+            let mine = &runs[user.as_str()];
+            assert!(
+                first.iter().all(|e| mine.contains(&e.event.run_id)),
+                "{user} got a foreign event"
+            );
+            let events: Vec<AgentEvent> = first.into_iter().map(|e| e.event).collect();
+            assert_eq!(check_lifecycle(&events).unwrap().completed, 5);
+            assert_eq!(a.queued(), (0, 0));
+        }
     }
 }
 
@@ -107,58 +125,60 @@ async fn each_user_receives_exactly_their_stream_in_order() {
 /// coming from several tasks, receives every seq exactly once and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resume_at_random_moments_loses_and_repeats_nothing() {
-    let bridge = AgentWebSocketBridge::default();
-    let alice = user_id("alice");
-    let emitters = 4;
-    let per_emitter = 200;
-    let total = (emitters * per_emitter) as u64;
-    let sample = sample_event();
-    let mut tasks = Vec::new();
-    for _ in 0..emitters {
-        let bridge = bridge.clone();
-        let alice = alice.clone();
-        let sample = sample.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..per_emitter {
-                bridge.emit(&alice, sample.clone()).unwrap();
-                if i % 7 == 0 {
-                    tokio::task::yield_now().await;
+    for (broker, bridge) in bridges(&BridgeConfig::default()) {
+        eprintln!("broker under test: {broker}");
+        let alice = user_id("alice");
+        let emitters = 4;
+        let per_emitter = 200;
+        let total = (emitters * per_emitter) as u64;
+        let sample = sample_event();
+        let mut tasks = Vec::new();
+        for _ in 0..emitters {
+            let bridge = bridge.clone();
+            let alice = alice.clone();
+            let sample = sample.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per_emitter {
+                    bridge.emit(&alice, sample.clone()).unwrap();
+                    if i % 7 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }));
+        }
+        let mut received: Vec<u64> = Vec::new();
+        let mut resume: Option<ResumeRequest> = None;
+        let mut sessions = 0;
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        while received.last().copied() != Some(total) {
+            let sub = bridge.subscribe(&alice, resume.as_ref()).await.unwrap();
+            if let Some(outcome) = sub.resume() {
+                assert!(matches!(outcome, ResumeOutcome::Ok { .. }), "{outcome:?}");
+            }
+            sessions += 1;
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let take = 1 + (rng % 40) as usize;
+            for _ in 0..take {
+                match tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
+                    Ok(Ok(frame)) => received.push(frame.seq),
+                    Ok(Err(reason)) => panic!("closed: {reason:?}"),
+                    Err(_) => break,
                 }
             }
-        }));
-    }
-    let mut received: Vec<u64> = Vec::new();
-    let mut resume: Option<ResumeRequest> = None;
-    let mut sessions = 0;
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    while received.last().copied() != Some(total) {
-        let sub = bridge.subscribe(&alice, resume.as_ref()).unwrap();
-        if let Some(outcome) = sub.resume() {
-            assert!(matches!(outcome, ResumeOutcome::Ok { .. }), "{outcome:?}");
+            resume = Some(ResumeRequest {
+                epoch: sub.epoch().clone(),
+                after_seq: received.last().copied().unwrap_or(0),
+            });
+            drop(sub);
         }
-        sessions += 1;
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let take = 1 + (rng % 40) as usize;
-        for _ in 0..take {
-            match tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
-                Ok(Ok(frame)) => received.push(frame.seq),
-                Ok(Err(reason)) => panic!("closed: {reason:?}"),
-                Err(_) => break,
-            }
+        for t in tasks {
+            t.await.unwrap();
         }
-        resume = Some(ResumeRequest {
-            epoch: sub.epoch().clone(),
-            after_seq: received.last().copied().unwrap_or(0),
-        });
-        drop(sub);
+        assert!(sessions > 10, "only {sessions} sessions");
+        assert_eq!(received, (1..=total).collect::<Vec<_>>());
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert!(sessions > 10, "only {sessions} sessions");
-    assert_eq!(received, (1..=total).collect::<Vec<_>>());
 }
 
 fn sample_event() -> AgentEvent {
@@ -179,100 +199,112 @@ async fn events_without_a_connection_are_kept_and_failed_resumes_say_why() {
         replay_max_events: 10,
         ..BridgeConfig::default()
     };
-    let bridge = AgentWebSocketBridge::new(config);
-    let alice = user_id("alice");
-    let first = bridge.subscribe(&alice, None).unwrap();
-    let epoch = first.epoch().clone();
-    drop(first);
-    for _ in 0..8 {
-        bridge.emit(&alice, sample_event()).unwrap();
-    }
-    // Nobody was connected; the events wait in the log.
-    let back = bridge
-        .subscribe(
-            &alice,
-            Some(&ResumeRequest {
-                epoch: epoch.clone(),
-                after_seq: 0,
-            }),
-        )
-        .unwrap();
-    assert_eq!(back.resume(), Some(&ResumeOutcome::Ok { replayed: 8 }));
-    assert_eq!(back.last_seq(), 8);
-    assert_eq!(
-        read(&back, 8)
+    for (broker, bridge) in bridges(&config) {
+        eprintln!("broker under test: {broker}");
+        let alice = user_id("alice");
+        let first = bridge.subscribe(&alice, None).await.unwrap();
+        let epoch = first.epoch().clone();
+        drop(first);
+        for _ in 0..8 {
+            bridge.emit(&alice, sample_event()).unwrap();
+        }
+        // Nobody was connected; the events wait in the log.
+        let back = bridge
+            .subscribe(
+                &alice,
+                Some(&ResumeRequest {
+                    epoch: epoch.clone(),
+                    after_seq: 0,
+                }),
+            )
             .await
-            .iter()
-            .map(|e| e.seq)
-            .collect::<Vec<_>>(),
-        (1..=8).collect::<Vec<_>>()
-    );
-    drop(back);
+            .unwrap();
+        assert_eq!(back.resume(), Some(&ResumeOutcome::Ok { replayed: 8 }));
+        assert_eq!(back.last_seq(), 8);
+        assert_eq!(
+            read(&back, 8)
+                .await
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            (1..=8).collect::<Vec<_>>()
+        );
+        drop(back);
 
-    for _ in 0..22 {
-        bridge.emit(&alice, sample_event()).unwrap();
-    }
-    let check = |request: ResumeRequest, expected: ResumeOutcome| {
-        let sub = bridge.subscribe(&alice, Some(&request)).unwrap();
-        assert_eq!(sub.resume(), Some(&expected), "{request:?}");
-    };
-    check(
-        ResumeRequest {
-            epoch: epoch.clone(),
-            after_seq: 20,
-        },
-        ResumeOutcome::Ok { replayed: 10 },
-    );
-    check(
-        ResumeRequest {
-            epoch: epoch.clone(),
-            after_seq: 30,
-        },
-        ResumeOutcome::Ok { replayed: 0 },
-    );
-    check(
-        ResumeRequest {
-            epoch: epoch.clone(),
-            after_seq: 19,
-        },
-        ResumeOutcome::Failed {
+        for _ in 0..22 {
+            bridge.emit(&alice, sample_event()).unwrap();
+        }
+        let check = |request: ResumeRequest, expected: ResumeOutcome| {
+            let bridge = bridge.clone();
+            let alice = alice.clone();
+            async move {
+                let sub = bridge.subscribe(&alice, Some(&request)).await.unwrap();
+                assert_eq!(sub.resume(), Some(&expected), "{request:?}");
+            }
+        };
+        check(
+            ResumeRequest {
+                epoch: epoch.clone(),
+                after_seq: 20,
+            },
+            ResumeOutcome::Ok { replayed: 10 },
+        )
+        .await;
+        check(
+            ResumeRequest {
+                epoch: epoch.clone(),
+                after_seq: 30,
+            },
+            ResumeOutcome::Ok { replayed: 0 },
+        )
+        .await;
+        check(
+            ResumeRequest {
+                epoch: epoch.clone(),
+                after_seq: 19,
+            },
+            ResumeOutcome::Failed {
+                reason: ResumeFailure::TooOld,
+                oldest_seq: 21,
+            },
+        )
+        .await;
+        check(
+            ResumeRequest {
+                epoch: epoch.clone(),
+                after_seq: 31,
+            },
+            ResumeOutcome::Failed {
+                reason: ResumeFailure::SeqAhead,
+                oldest_seq: 21,
+            },
+        )
+        .await;
+        check(
+            ResumeRequest {
+                epoch: Epoch::from_client("ep_old"),
+                after_seq: 20,
+            },
+            ResumeOutcome::Failed {
+                reason: ResumeFailure::EpochChanged,
+                oldest_seq: 21,
+            },
+        )
+        .await;
+        let wire = serde_json::to_value(ResumeOutcome::Failed {
             reason: ResumeFailure::TooOld,
             oldest_seq: 21,
-        },
-    );
-    check(
-        ResumeRequest {
-            epoch: epoch.clone(),
-            after_seq: 31,
-        },
-        ResumeOutcome::Failed {
-            reason: ResumeFailure::SeqAhead,
-            oldest_seq: 21,
-        },
-    );
-    check(
-        ResumeRequest {
-            epoch: Epoch::from_client("ep_old"),
-            after_seq: 20,
-        },
-        ResumeOutcome::Failed {
-            reason: ResumeFailure::EpochChanged,
-            oldest_seq: 21,
-        },
-    );
-    let wire = serde_json::to_value(ResumeOutcome::Failed {
-        reason: ResumeFailure::TooOld,
-        oldest_seq: 21,
-    })
-    .unwrap();
-    assert_eq!(
-        wire,
-        json!({"status": "failed", "reason": "too_old", "oldest_seq": 21})
-    );
-    assert_eq!(
-        serde_json::to_value(ResumeOutcome::Ok { replayed: 16 }).unwrap(),
-        json!({"status": "ok", "replayed": 16})
-    );
+        })
+        .unwrap();
+        assert_eq!(
+            wire,
+            json!({"status": "failed", "reason": "too_old", "oldest_seq": 21})
+        );
+        assert_eq!(
+            serde_json::to_value(ResumeOutcome::Ok { replayed: 16 }).unwrap(),
+            json!({"status": "ok", "replayed": 16})
+        );
+    }
 }
 
 #[tokio::test]
@@ -282,97 +314,164 @@ async fn a_slow_consumer_is_closed_without_growing_or_hurting_others() {
         send_queue_bytes: 64 * 1024,
         ..BridgeConfig::default()
     };
-    let bridge = AgentWebSocketBridge::new(config);
-    let (alice, bob) = (user_id("alice"), user_id("bob"));
-    let stalled = bridge.subscribe(&alice, None).unwrap();
-    let reader = bridge.subscribe(&bob, None).unwrap();
-    for i in 0..100 {
-        bridge.emit(&alice, sample_event()).unwrap();
-        bridge.emit(&bob, sample_event()).unwrap();
-        assert!(
-            stalled.queued().0 <= 16,
-            "the stalled queue grew to {:?}",
-            stalled.queued()
-        );
-        if i % 10 == 9 {
-            read(&reader, 10).await;
+    for (broker, bridge) in bridges(&config) {
+        eprintln!("broker under test: {broker}");
+        let (alice, bob) = (user_id("alice"), user_id("bob"));
+        let stalled = bridge.subscribe(&alice, None).await.unwrap();
+        let reader = bridge.subscribe(&bob, None).await.unwrap();
+        for i in 0..100 {
+            bridge.emit(&alice, sample_event()).unwrap();
+            bridge.emit(&bob, sample_event()).unwrap();
+            assert!(
+                stalled.queued().0 <= 16,
+                "the stalled queue grew to {:?}",
+                stalled.queued()
+            );
+            if i % 10 == 9 {
+                read(&reader, 10).await;
+            }
         }
+        assert_eq!(stalled.recv().await.unwrap_err(), CloseReason::SlowConsumer);
+        assert_eq!(CloseReason::SlowConsumer.code(), 4008);
+        assert_eq!(bridge.connection_count(&alice), 0);
+        assert_eq!(bridge.connection_count(&bob), 1);
+        // The stalled client can resume and get everything the log kept.
+        let again = bridge
+            .subscribe(
+                &alice,
+                Some(&ResumeRequest {
+                    epoch: stalled.epoch().clone(),
+                    after_seq: 0,
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.resume(), Some(&ResumeOutcome::Ok { replayed: 100 }));
     }
-    assert_eq!(stalled.recv().await.unwrap_err(), CloseReason::SlowConsumer);
-    assert_eq!(CloseReason::SlowConsumer.code(), 4008);
-    assert_eq!(bridge.connection_count(&alice), 0);
-    assert_eq!(bridge.connection_count(&bob), 1);
-    // The stalled client can resume and get everything the log kept.
-    let again = bridge
-        .subscribe(
-            &alice,
-            Some(&ResumeRequest {
-                epoch: stalled.epoch().clone(),
-                after_seq: 0,
-            }),
-        )
-        .unwrap();
-    assert_eq!(again.resume(), Some(&ResumeOutcome::Ok { replayed: 100 }));
 
     // The byte bound applies too.
-    let tight = AgentWebSocketBridge::new(BridgeConfig {
+    let tight_config = BridgeConfig {
         send_queue_bytes: 1_000,
         ..BridgeConfig::default()
-    });
-    let sub = tight.subscribe(&alice, None).unwrap();
-    for _ in 0..10 {
-        tight.emit(&alice, sample_event()).unwrap();
+    };
+    let alice = user_id("alice");
+    for (_, tight) in bridges(&tight_config) {
+        let sub = tight.subscribe(&alice, None).await.unwrap();
+        for _ in 0..10 {
+            tight.emit(&alice, sample_event()).unwrap();
+        }
+        assert!(sub.queued().1 <= 1_000);
+        assert_eq!(tight.connection_count(&alice), 0);
     }
-    assert!(sub.queued().1 <= 1_000);
-    assert_eq!(tight.connection_count(&alice), 0);
 }
 
 #[tokio::test]
 async fn connection_cap_frame_sharing_eviction_and_shutdown() {
-    let bridge = AgentWebSocketBridge::new(BridgeConfig {
+    let config = BridgeConfig {
         max_connections_per_user: 2,
         replay_max_age: Duration::from_millis(30),
         ..BridgeConfig::default()
-    });
-    let alice = user_id("alice");
-    let a = bridge.subscribe(&alice, None).unwrap();
-    let b = bridge.subscribe(&alice, None).unwrap();
-    assert_eq!(
-        bridge.subscribe(&alice, None).unwrap_err(),
-        BridgeError::TooManyConnections { max: 2 }
-    );
-    bridge.emit(&alice, sample_event()).unwrap();
-    let (fa, fb) = (a.recv().await.unwrap(), b.recv().await.unwrap());
-    assert!(Arc::ptr_eq(&fa, &fb), "the frame was encoded twice");
-    assert!(Arc::ptr_eq(&fa, &bridge.replay_log(&alice)[0]));
+    };
+    for (broker, bridge) in bridges(&config) {
+        eprintln!("broker under test: {broker}");
+        let alice = user_id("alice");
+        let a = bridge.subscribe(&alice, None).await.unwrap();
+        let b = bridge.subscribe(&alice, None).await.unwrap();
+        assert_eq!(
+            bridge.subscribe(&alice, None).await.unwrap_err(),
+            BridgeError::TooManyConnections { max: 2 }
+        );
+        bridge.emit(&alice, sample_event()).unwrap();
+        let (fa, fb) = (a.recv().await.unwrap(), b.recv().await.unwrap());
+        assert!(Arc::ptr_eq(&fa, &fb), "the frame was encoded twice");
 
-    bridge.emit(&alice, sample_event()).unwrap();
-    bridge.close_all();
-    // Frames queued before shutdown still arrive, then the close.
-    assert_eq!(a.recv().await.unwrap().seq, 2);
-    assert_eq!(a.recv().await.unwrap_err(), CloseReason::Shutdown);
-    let epoch = a.epoch().clone();
-    drop((a, b));
+        bridge.emit(&alice, sample_event()).unwrap();
+        bridge.close_all();
+        // Frames queued before shutdown still arrive, then the close.
+        assert_eq!(a.recv().await.unwrap().seq, 2);
+        assert_eq!(a.recv().await.unwrap_err(), CloseReason::Shutdown);
+        let epoch = a.epoch().clone();
+        drop((a, b));
 
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(bridge.evict_idle(), 1);
-    assert_eq!(bridge.user_count(), 0);
-    // History is gone: a resume reports the epoch change instead of silently missing events.
-    let c = bridge
-        .subscribe(
-            &alice,
-            Some(&ResumeRequest {
-                epoch,
-                after_seq: 2,
-            }),
-        )
-        .unwrap();
-    assert_eq!(
-        c.resume(),
-        Some(&ResumeOutcome::Failed {
-            reason: ResumeFailure::EpochChanged,
-            oldest_seq: 1
-        })
-    );
-    assert_eq!(c.last_seq(), 0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(bridge.evict_idle(), 1);
+        assert_eq!(bridge.user_count(), 0);
+        // History is gone: a resume reports the epoch change instead of silently missing events.
+        let c = bridge
+            .subscribe(
+                &alice,
+                Some(&ResumeRequest {
+                    epoch,
+                    after_seq: 2,
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            c.resume(),
+            Some(&ResumeOutcome::Failed {
+                reason: ResumeFailure::EpochChanged,
+                oldest_seq: 1
+            })
+        );
+        assert_eq!(c.last_seq(), 0);
+    }
+}
+
+/// Connections that open while events flow (the user already attached on this node by an
+/// earlier connection) start exactly after the `last_seq` they are told, with no gap and no
+/// repeat; with a resume they get the replay joined to live frames the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_opened_mid_stream_join_without_gap_or_repeat() {
+    for (broker, bridge) in bridges(&BridgeConfig::default()) {
+        eprintln!("broker under test: {broker}");
+        let alice = user_id("alice");
+        let anchor = bridge.subscribe(&alice, None).await.unwrap();
+        let emitter = {
+            let bridge = bridge.clone();
+            let alice = alice.clone();
+            tokio::spawn(async move {
+                for i in 0..3_000 {
+                    bridge.emit(&alice, sample_event()).unwrap();
+                    if i % 50 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        };
+        let mut joins = 0;
+        while !emitter.is_finished() {
+            let plain = bridge.subscribe(&alice, None).await.unwrap();
+            let after = plain.last_seq();
+            if after + 5 > 3_000 {
+                // Too close to the end for five more frames to come.
+                break;
+            }
+            let resumed = bridge
+                .subscribe(
+                    &alice,
+                    Some(&ResumeRequest {
+                        epoch: plain.epoch().clone(),
+                        after_seq: after.saturating_sub(5),
+                    }),
+                )
+                .await
+                .unwrap();
+            let from_plain = read(&plain, 5).await;
+            assert_eq!(
+                from_plain.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                (after + 1..=after + 5).collect::<Vec<_>>()
+            );
+            let from_resumed = read(&resumed, 10).await;
+            let start = after.saturating_sub(5) + 1;
+            assert_eq!(
+                from_resumed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                (start..start + 10).collect::<Vec<_>>()
+            );
+            joins += 1;
+        }
+        emitter.await.unwrap();
+        assert!(joins > 3, "only {joins} joins happened while events flowed");
+        drop(anchor);
+    }
 }

@@ -492,7 +492,7 @@ async fn connection(
 ) {
     state.open_connections.fetch_add(1, Ordering::Relaxed);
     let _open = OpenConnection(&state.open_connections);
-    let subscription = match state.bridge.subscribe(&user, resume.as_ref()) {
+    let subscription = match state.bridge.subscribe(&user, resume.as_ref()).await {
         Ok(s) => s,
         Err(e) => {
             close(&mut socket, 1008, &e.to_string()).await;

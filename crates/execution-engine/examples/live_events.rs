@@ -71,8 +71,8 @@ async fn main() {
         UserId::parse("alice").unwrap(),
         UserId::parse("bob").unwrap(),
     );
-    let alice_sub = bridge.subscribe(&alice, None).unwrap();
-    let bob_sub = bridge.subscribe(&bob, None).unwrap();
+    let alice_sub = bridge.subscribe(&alice, None).await.unwrap();
+    let bob_sub = bridge.subscribe(&bob, None).await.unwrap();
     println!(
         "alice's stream epoch {}, bob's stream epoch {}\n",
         alice_sub.epoch(),

@@ -1,14 +1,18 @@
-//! The bridge: per-user streams, subscriptions and resume.
+//! The bridge: a node's connections, per user, fed by the [`Broker`] that keeps the streams.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use core_context::{AgentEvent, ConnectionId, EmitError, EventSink, SequencedEvent, UserId};
+use core_context::{AgentEvent, ConnectionId, EmitError, EventSink, UserId};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
 
+use crate::broker::{
+    AttachmentId, Broker, BrokerError, FrameListener, InProcessBroker, ReplayBounds,
+};
 use crate::queue::{CloseReason, ConnectionQueue, Frame};
 
 /// Bounds of the bridge; the defaults are those of `docs/ARCHITECTURE.md`.
@@ -44,7 +48,7 @@ impl Default for BridgeConfig {
 pub struct Epoch(Arc<str>);
 
 impl Epoch {
-    fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         Self(Arc::from(
             format!("ep_{}", ulid::Ulid::new()).to_ascii_lowercase(),
         ))
@@ -115,57 +119,51 @@ pub enum BridgeError {
         /// The limit.
         max: usize,
     },
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
-struct Stream {
-    epoch: Epoch,
-    next_seq: u64,
-    log: VecDeque<(Instant, Arc<Frame>)>,
-    connections: Vec<(ConnectionId, Arc<ConnectionQueue>)>,
-    last_activity: Instant,
+/// The user's connections on this node: the broker's listener for the user.
+struct LocalUser {
+    user: UserId,
+    connections: Mutex<Vec<(ConnectionId, Arc<ConnectionQueue>)>>,
+    attachment: OnceCell<AttachmentId>,
 }
 
-impl Stream {
-    fn new() -> Self {
-        Self {
-            epoch: Epoch::generate(),
-            next_seq: 1,
-            log: VecDeque::new(),
-            connections: Vec::new(),
-            last_activity: Instant::now(),
-        }
-    }
-
-    fn trim(&mut self, config: &BridgeConfig, now: Instant) {
-        while self.log.len() > config.replay_max_events {
-            self.log.pop_front();
-        }
-        while let Some((at, _)) = self.log.front() {
-            if now.duration_since(*at) <= config.replay_max_age {
-                break;
-            }
-            self.log.pop_front();
-        }
-    }
-
-    fn oldest_seq(&self) -> u64 {
-        self.log.front().map_or(self.next_seq, |(_, f)| f.seq)
+impl FrameListener for LocalUser {
+    fn deliver(&self, frame: &Arc<Frame>) {
+        // A full queue closes its connection as a slow consumer and leaves the set.
+        self.connections
+            .lock()
+            .retain(|(_, queue)| queue.push(frame));
     }
 }
 
 struct Inner {
     config: BridgeConfig,
-    streams: Mutex<HashMap<UserId, Arc<Mutex<Stream>>>>,
+    broker: Arc<dyn Broker>,
+    locals: Mutex<HashMap<UserId, Arc<LocalUser>>>,
 }
 
 impl Inner {
-    fn stream(&self, user: &UserId) -> Arc<Mutex<Stream>> {
-        Arc::clone(
-            self.streams
-                .lock()
-                .entry(user.clone())
-                .or_insert_with(|| Arc::new(Mutex::new(Stream::new()))),
-        )
+    /// Removes connection `id` of `local`; the last one out detaches the user from the broker.
+    fn leave(&self, local: &Arc<LocalUser>, id: &ConnectionId) {
+        let mut locals = self.locals.lock();
+        let mut connections = local.connections.lock();
+        connections.retain(|(c, _)| c != id);
+        if connections.is_empty() {
+            drop(connections);
+            if locals
+                .get(&local.user)
+                .is_some_and(|l| Arc::ptr_eq(l, local))
+            {
+                locals.remove(&local.user);
+            }
+            if let Some(attachment) = local.attachment.get() {
+                self.broker.detach(&local.user, *attachment);
+            }
+        }
     }
 }
 
@@ -185,18 +183,28 @@ impl Default for AgentWebSocketBridge {
 impl fmt::Debug for AgentWebSocketBridge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentWebSocketBridge")
-            .field("users", &self.inner.streams.lock().len())
+            .field("local_users", &self.inner.locals.lock().len())
             .finish_non_exhaustive()
     }
 }
 
 impl AgentWebSocketBridge {
-    /// A bridge with `config`.
+    /// A bridge with `config` and the embedded [`InProcessBroker`].
     pub fn new(config: BridgeConfig) -> Self {
+        let broker = InProcessBroker::new(ReplayBounds {
+            max_events: config.replay_max_events,
+            max_age: config.replay_max_age,
+        });
+        Self::with_broker(config, Arc::new(broker))
+    }
+
+    /// A bridge with `config` whose streams live in `broker`.
+    pub fn with_broker(config: BridgeConfig, broker: Arc<dyn Broker>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
-                streams: Mutex::new(HashMap::new()),
+                broker,
+                locals: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -207,130 +215,133 @@ impl AgentWebSocketBridge {
     }
 
     /// Opens a connection to `user`'s stream. With `resume`, every event after
-    /// `resume.after_seq` is queued first (or the outcome says why not); live events follow
-    /// with no gap and no repeat, because both happen under the stream's lock.
-    pub fn subscribe(
+    /// `resume.after_seq` comes first (or the outcome says why not); live events follow
+    /// with no gap and no repeat.
+    ///
+    /// The connection's queue is registered before the stream's position is read and before
+    /// the replay is fetched, so every frame published from then on reaches it; frames the
+    /// replay (or the position) already covers are then dropped by `seq`. This join needs no
+    /// lock shared with the broker, so it works the same for a networked broker.
+    pub async fn subscribe(
         &self,
         user: &UserId,
         resume: Option<&ResumeRequest>,
     ) -> Result<Subscription, BridgeError> {
         let config = &self.inner.config;
-        let stream = self.inner.stream(user);
-        let mut s = stream.lock();
-        if s.connections.len() >= config.max_connections_per_user {
-            return Err(BridgeError::TooManyConnections {
-                max: config.max_connections_per_user,
-            });
-        }
-        let now = Instant::now();
-        s.trim(config, now);
-        s.last_activity = now;
         let queue = Arc::new(ConnectionQueue::new(
             config.send_queue_events,
             config.send_queue_bytes,
         ));
-        let resume = resume.map(|r| {
-            let failed = |reason| ResumeOutcome::Failed {
-                reason,
-                oldest_seq: s.oldest_seq(),
-            };
-            let last_seq = s.next_seq - 1;
-            if r.epoch != s.epoch {
-                failed(ResumeFailure::EpochChanged)
-            } else if r.after_seq > last_seq {
-                failed(ResumeFailure::SeqAhead)
-            } else if r.after_seq + 1 < s.oldest_seq() {
-                failed(ResumeFailure::TooOld)
-            } else {
-                let replay = s.log.iter().map(|(_, f)| f).filter(|f| f.seq > r.after_seq);
-                ResumeOutcome::Ok {
-                    replayed: queue.preload(replay),
-                }
-            }
-        });
         let connection_id = ConnectionId::generate();
-        s.connections
-            .push((connection_id.clone(), Arc::clone(&queue)));
-        Ok(Subscription {
+        let local = {
+            let mut locals = self.inner.locals.lock();
+            let local = Arc::clone(locals.entry(user.clone()).or_insert_with(|| {
+                Arc::new(LocalUser {
+                    user: user.clone(),
+                    connections: Mutex::new(Vec::new()),
+                    attachment: OnceCell::new(),
+                })
+            }));
+            let mut connections = local.connections.lock();
+            if connections.len() >= config.max_connections_per_user {
+                return Err(BridgeError::TooManyConnections {
+                    max: config.max_connections_per_user,
+                });
+            }
+            connections.push((connection_id.clone(), Arc::clone(&queue)));
+            drop(connections);
+            local
+        };
+        // From here on, dropping the subscription (on any error below) leaves cleanly.
+        let mut subscription = Subscription {
             bridge: Arc::downgrade(&self.inner),
-            user_id: user.clone(),
+            local: Arc::clone(&local),
             connection_id,
-            epoch: s.epoch.clone(),
-            last_seq: s.next_seq - 1,
-            resume,
-            queue,
-        })
+            epoch: Epoch::from_client(""),
+            last_seq: 0,
+            resume: None,
+            queue: Arc::clone(&queue),
+        };
+        let broker = &self.inner.broker;
+        let mut first_position = None;
+        local
+            .attachment
+            .get_or_try_init(|| async {
+                let listener: Arc<dyn FrameListener> = Arc::clone(&local) as Arc<dyn FrameListener>;
+                let (id, position) = broker.attach(user, listener).await?;
+                first_position = Some(position);
+                Ok::<_, BrokerError>(id)
+            })
+            .await?;
+        let position = match first_position {
+            Some(position) => position,
+            None => broker.position(user).await?,
+        };
+        let mut floor = position.last_seq;
+        if let Some(request) = resume {
+            subscription.resume = Some(
+                match broker
+                    .replay(user, &request.epoch, request.after_seq)
+                    .await?
+                {
+                    Ok(frames) => {
+                        floor = frames
+                            .last()
+                            .map_or(request.after_seq, |f| f.seq)
+                            .max(request.after_seq);
+                        ResumeOutcome::Ok {
+                            replayed: queue.splice(&frames, request.after_seq),
+                        }
+                    }
+                    Err(refused) => ResumeOutcome::Failed {
+                        reason: refused.reason,
+                        oldest_seq: refused.oldest_seq,
+                    },
+                },
+            );
+        }
+        if !matches!(subscription.resume, Some(ResumeOutcome::Ok { .. })) {
+            queue.splice(&[], floor);
+        }
+        subscription.epoch = position.epoch;
+        subscription.last_seq = position.last_seq;
+        Ok(subscription)
     }
 
-    /// Drops streams with no connection whose newest event is older than the replay age (or
-    /// that hold none). Their next event starts a new epoch. Returns how many were dropped.
+    /// Forgets idle streams (see [`Broker::evict_idle`]). Returns how many were forgotten.
     pub fn evict_idle(&self) -> usize {
-        let max_age = self.inner.config.replay_max_age;
-        let mut streams = self.inner.streams.lock();
-        let before = streams.len();
-        streams.retain(|_, stream| {
-            let s = stream.lock();
-            !s.connections.is_empty() || s.last_activity.elapsed() <= max_age
-        });
-        before - streams.len()
+        self.inner.broker.evict_idle()
     }
 
     /// Closes every connection with [`CloseReason::Shutdown`]; queued frames are still
     /// delivered first.
     pub fn close_all(&self) {
-        let streams: Vec<_> = self.inner.streams.lock().values().cloned().collect();
-        for stream in streams {
-            for (_, queue) in &stream.lock().connections {
+        let locals: Vec<_> = self.inner.locals.lock().values().cloned().collect();
+        for local in locals {
+            for (_, queue) in local.connections.lock().iter() {
                 queue.close(CloseReason::Shutdown);
             }
         }
     }
 
-    /// Users with a stream.
+    /// Users whose stream the broker holds.
     pub fn user_count(&self) -> usize {
-        self.inner.streams.lock().len()
+        self.inner.broker.stream_count()
     }
 
-    /// Open connections of `user`.
+    /// Open connections of `user` on this node.
     pub fn connection_count(&self, user: &UserId) -> usize {
         self.inner
-            .streams
+            .locals
             .lock()
             .get(user)
-            .map_or(0, |s| s.lock().connections.len())
-    }
-
-    /// The frames `user`'s replay log holds now, oldest first.
-    pub fn replay_log(&self, user: &UserId) -> Vec<Arc<Frame>> {
-        let Some(stream) = self.inner.streams.lock().get(user).cloned() else {
-            return Vec::new();
-        };
-        let s = stream.lock();
-        s.log.iter().map(|(_, f)| Arc::clone(f)).collect()
+            .map_or(0, |l| l.connections.lock().len())
     }
 }
 
 impl EventSink for AgentWebSocketBridge {
     fn emit(&self, user_id: &UserId, event: AgentEvent) -> Result<(), EmitError> {
-        let config = &self.inner.config;
-        let stream = self.inner.stream(user_id);
-        let mut s = stream.lock();
-        let seq = s.next_seq;
-        // Encoding under the stream's lock keeps log order, delivery order and seq order one
-        // and the same; it costs a few microseconds and only this user's stream waits.
-        let text = serde_json::to_string(&SequencedEvent { seq, event })
-            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
-        s.next_seq += 1;
-        let frame = Arc::new(Frame {
-            seq,
-            text: Arc::from(text),
-        });
-        let now = Instant::now();
-        s.log.push_back((now, Arc::clone(&frame)));
-        s.trim(config, now);
-        s.last_activity = now;
-        s.connections.retain(|(_, queue)| queue.push(&frame));
-        Ok(())
+        self.inner.broker.publish(user_id, event)
     }
 }
 
@@ -338,7 +349,7 @@ impl EventSink for AgentWebSocketBridge {
 /// the stream.
 pub struct Subscription {
     bridge: Weak<Inner>,
-    user_id: UserId,
+    local: Arc<LocalUser>,
     connection_id: ConnectionId,
     epoch: Epoch,
     last_seq: u64,
@@ -353,7 +364,7 @@ impl Subscription {
     }
     /// The authenticated user whose stream this is.
     pub fn user_id(&self) -> &UserId {
-        &self.user_id
+        &self.local.user
     }
     /// The stream's epoch when the connection opened.
     pub fn epoch(&self) -> &Epoch {
@@ -380,7 +391,7 @@ impl Subscription {
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("user_id", &self.user_id)
+            .field("user_id", &self.local.user)
             .field("connection_id", &self.connection_id)
             .field("epoch", &self.epoch)
             .finish_non_exhaustive()
@@ -389,14 +400,8 @@ impl fmt::Debug for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let Some(inner) = self.bridge.upgrade() else {
-            return;
-        };
-        let stream = inner.streams.lock().get(&self.user_id).cloned();
-        if let Some(stream) = stream {
-            let mut s = stream.lock();
-            s.connections.retain(|(id, _)| id != &self.connection_id);
-            s.last_activity = Instant::now();
+        if let Some(inner) = self.bridge.upgrade() {
+            inner.leave(&self.local, &self.connection_id);
         }
     }
 }

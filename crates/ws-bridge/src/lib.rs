@@ -14,14 +14,20 @@
 //! delivery under the stream's lock, so a connection never misses, repeats or reorders a
 //! `seq`.
 //!
+//! Where the streams live is a [`Broker`]: the embedded [`InProcessBroker`] keeps them in
+//! memory; a networked one (Redis) lets several nodes share users, each node holding only its
+//! own connections.
+//!
 //! This crate has no transport: the server reads [`Subscription`]s and writes their frames to
 //! WebSockets. No lock is held across an await.
 
 mod bridge;
+pub mod broker;
 mod queue;
 
 pub use bridge::{
     AgentWebSocketBridge, BridgeConfig, BridgeError, Epoch, ResumeFailure, ResumeOutcome,
     ResumeRequest, Subscription,
 };
+pub use broker::{Broker, InProcessBroker};
 pub use queue::{CloseReason, Frame};

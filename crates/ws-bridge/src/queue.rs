@@ -96,16 +96,19 @@ impl ConnectionQueue {
         open
     }
 
-    /// Queues replayed frames without applying the bounds: the replay log's own bounds limit
-    /// them, and a resuming client must get all of them or none.
-    pub(crate) fn preload<'a>(&self, frames: impl Iterator<Item = &'a Arc<Frame>>) -> usize {
+    /// Joins a replay to the live frames already queued: drops queued frames at or below
+    /// `floor` or covered by `replay`, and puts `replay`'s frames above `floor` in front.
+    /// Returns how many replayed frames were queued. The bounds do not apply to the replay:
+    /// the replay log's own bounds limit it, and a resuming client must get all of it.
+    pub(crate) fn splice(&self, replay: &[Arc<Frame>], floor: u64) -> usize {
         let mut state = self.state.lock();
-        let before = state.frames.len();
-        for frame in frames {
-            state.bytes += frame.text.len();
-            state.frames.push_back(Arc::clone(frame));
-        }
-        state.frames.len() - before
+        let covered = replay.last().map_or(floor, |f| f.seq.max(floor));
+        let live: Vec<Arc<Frame>> = state.frames.drain(..).filter(|f| f.seq > covered).collect();
+        let replayed: Vec<Arc<Frame>> = replay.iter().filter(|f| f.seq > floor).cloned().collect();
+        let count = replayed.len();
+        state.frames = replayed.into_iter().chain(live).collect();
+        state.bytes = state.frames.iter().map(|f| f.text.len()).sum();
+        count
     }
 
     pub(crate) fn close(&self, reason: CloseReason) {
