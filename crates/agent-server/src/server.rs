@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use agent_registry::{AgentInput, AgentRegistry};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -521,7 +521,7 @@ async fn connection(
         tokio::select! {
             frame = subscription.recv() => match frame {
                 Ok(frame) => {
-                    if !send(&mut socket, Message::Text(frame.text.as_ref().into())).await {
+                    if !send(&mut socket, Message::Text(shared_text(&frame.text))).await {
                         break;
                     }
                 }
@@ -579,6 +579,23 @@ async fn connection(
         }
     }
     tracing::debug!(%user, %connection_id, "connection closed");
+}
+
+/// The frame's text as a WebSocket payload without copying it: every connection of the user
+/// sends the one encoding the broker made.
+fn shared_text(text: &Arc<str>) -> Utf8Bytes {
+    let bytes = bytes::Bytes::from_owner(ArcText(Arc::clone(text)));
+    // The bytes come from a `str`, so they are UTF-8; the fallback copy is unreachable.
+    Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from(&**text))
+}
+
+/// An `Arc<str>` seen as bytes, to own a shared frame inside `Bytes`.
+struct ArcText(Arc<str>);
+
+impl AsRef<[u8]> for ArcText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 /// Whether a read failed because the client sent a message over the size limit.
@@ -759,5 +776,54 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_sent_without_copying_the_shared_encoding() {
+        let text: Arc<str> = Arc::from(r#"{"type":"agent_thinking","seq":1}"#);
+        let payload = shared_text(&text);
+        assert_eq!(payload.as_str(), &*text);
+        assert_eq!(
+            payload.as_str().as_ptr(),
+            text.as_ptr(),
+            "the frame was copied"
+        );
+    }
+
+    #[test]
+    fn resume_parameters_table() {
+        let check = |pairs: &[(&str, &str)], expected: Result<Option<u64>, &str>| {
+            let query: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            let got = resume_request(&query).map(|r| r.map(|r| r.after_seq));
+            match (&got, expected) {
+                (Ok(a), Ok(b)) => assert_eq!(*a, b),
+                (Err(m), Err(f)) => assert!(m.contains(f), "{m:?} lacks {f:?}"),
+                _ => panic!("{pairs:?}: expected {expected:?}, got {got:?}"),
+            }
+        };
+        check(&[], Ok(None));
+        check(&[("epoch", "ep_1"), ("after_seq", "41")], Ok(Some(41)));
+        check(&[("epoch", "ep_1")], Err("both epoch and after_seq"));
+        check(&[("after_seq", "4")], Err("both epoch and after_seq"));
+        check(
+            &[("epoch", "ep_1"), ("after_seq", "-1")],
+            Err("non-negative integer"),
+        );
+        check(
+            &[("epoch", "ep_1"), ("after_seq", "x")],
+            Err("non-negative integer"),
+        );
+        check(
+            &[("epoch", ""), ("after_seq", "1")],
+            Err("1 to 64 characters"),
+        );
     }
 }
