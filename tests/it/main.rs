@@ -12,4 +12,5 @@ mod engine_isolation;
 mod engine_limits;
 mod server;
 mod server_support;
+mod subruns;
 mod support;

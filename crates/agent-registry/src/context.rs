@@ -15,6 +15,7 @@ use core_context::{CancellationToken, EventSink, RunScope, UserExecutionContext}
 use futures::FutureExt;
 use serde_json::Value;
 
+use crate::agent::{AgentError, AgentInput, AgentOutput};
 use crate::registry::{AgentRegistry, ToolInfo};
 use crate::tool::ToolError;
 
@@ -50,6 +51,23 @@ pub struct AgentContextParts {
     pub cancellation: CancellationToken,
     /// Tool dispatcher settings.
     pub dispatch: DispatchConfig,
+    /// Starts sub-runs for [`AgentContext::run_sub_agent`]; the engine provides it.
+    pub sub_runner: Option<Arc<dyn SubRunner>>,
+    /// When the run times out.
+    pub deadline: Option<Instant>,
+}
+
+/// Runs another agent as a sub-run of a run: a run of its own, with its own lifecycle and a
+/// `parent_run_id`, under a child context of the parent. Implemented by the engine.
+#[async_trait::async_trait]
+pub trait SubRunner: Send + Sync {
+    /// Runs `agent` on `input` as a sub-run of `parent`'s run and returns its result.
+    async fn run_sub_agent(
+        &self,
+        parent: &AgentContext,
+        agent: &str,
+        input: AgentInput,
+    ) -> Result<AgentOutput, AgentError>;
 }
 
 /// An agent's view of its run. Lent to [`Agent::run`](crate::Agent::run); not `Clone`, so it
@@ -91,6 +109,12 @@ impl AgentContext {
         &self.parts.cancellation
     }
 
+    /// When the run times out, if it has a limit. Sub-runs never outlive it; agents can use
+    /// it to bound their own waits (an HTTP request, say).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.parts.deadline
+    }
+
     /// Whether the run was cancelled (or timed out, or the engine is shutting down).
     pub fn is_cancelled(&self) -> bool {
         self.parts.cancellation.is_cancelled()
@@ -104,6 +128,24 @@ impl AgentContext {
     /// The tools an agent can call, with their schemas (what a model is offered).
     pub fn tools(&self) -> Vec<ToolInfo> {
         self.parts.registry.list_tools()
+    }
+
+    /// Hands part of the work to `agent` as a sub-run: its events carry this run as
+    /// `parent_run_id`, it ends (with its own terminal event) before this run does, and
+    /// cancelling this run cancels it. A cancelled sub-run returns an error with code
+    /// `cancelled`.
+    pub async fn run_sub_agent(
+        &self,
+        agent: &str,
+        input: AgentInput,
+    ) -> Result<AgentOutput, AgentError> {
+        match &self.parts.sub_runner {
+            Some(runner) => runner.run_sub_agent(self, agent, input).await,
+            None => Err(AgentError::new(
+                "sub_runs_unavailable",
+                "this run's context cannot start sub-runs",
+            )),
+        }
     }
 
     /// Emits `agent_thinking` with the next step number.
@@ -252,7 +294,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{Agent, AgentError, AgentInput, AgentOutput, AgentSpec, Tool, parse_args};
+    use crate::{Agent, AgentSpec, Tool, parse_args};
 
     struct Echo;
     #[async_trait]
@@ -332,6 +374,8 @@ mod tests {
             registry: Arc::new(registry),
             cancellation: CancellationToken::new(),
             dispatch: DispatchConfig::default(),
+            sub_runner: None,
+            deadline: None,
         })
     }
 

@@ -22,6 +22,6 @@ mod registry;
 mod tool;
 
 pub use agent::{Agent, AgentError, AgentInput, AgentOutput};
-pub use context::{AgentContext, AgentContextParts, DispatchConfig, panic_message};
+pub use context::{AgentContext, AgentContextParts, DispatchConfig, SubRunner, panic_message};
 pub use registry::{AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError, ToolInfo};
 pub use tool::{Tool, ToolError, parse_args};

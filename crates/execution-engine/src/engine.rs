@@ -8,7 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use agent_registry::{
-    Agent, AgentContext, AgentContextParts, AgentError, AgentInput, AgentRegistry, panic_message,
+    Agent, AgentContext, AgentContextParts, AgentError, AgentInput, AgentOutput, AgentRegistry,
+    SubRunner, panic_message,
 };
 use core_context::event::{EventKind, error_code};
 use core_context::{EventSink, RunId, RunScope, UserExecutionContext};
@@ -293,6 +294,214 @@ impl fmt::Debug for UserExecutionEngine {
     }
 }
 
+/// How long a run may take: its timeout, and a point it may not outlive (a sub-run's
+/// parent's deadline).
+#[derive(Clone, Copy)]
+struct TimeLimit {
+    timeout: Duration,
+    not_after: Option<Instant>,
+}
+
+/// Runs `agent` for the run `scope` until it ends, and says how. Emits nothing of the run's
+/// own lifecycle (the caller emits `agent_started` and, through [`finish`], the terminal
+/// event); the agent's own events go through its context. Shared by top-level runs and
+/// sub-runs, so both keep exactly the same guarantees.
+async fn execute(
+    engine: &Arc<EngineInner>,
+    scope: &RunScope,
+    agent: &dyn Agent,
+    input: AgentInput,
+    run_context: UserExecutionContext,
+    control: &RunControl,
+    limit: TimeLimit,
+) -> RunOutcome {
+    let counters = &engine.counters;
+    counters.running.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let deadline = [run_context.deadline(), limit.not_after]
+        .into_iter()
+        .flatten()
+        .fold(started + limit.timeout, Instant::min);
+    let limit = deadline.saturating_duration_since(started);
+    let ctx = AgentContext::new(AgentContextParts {
+        user_context: run_context,
+        scope: scope.clone(),
+        sink: Arc::clone(&engine.sink),
+        registry: Arc::clone(&engine.registry),
+        cancellation: control.token.clone(),
+        dispatch: engine.config.dispatch.clone(),
+        sub_runner: Some(Arc::new(SubRuns {
+            engine: Arc::clone(engine),
+        })),
+        deadline: Some(deadline),
+    });
+    let mut work = AssertUnwindSafe(agent.run(&ctx, input)).catch_unwind();
+    // Cancellation is polled first, then the deadline, then the work: once a run is
+    // cancelled it ends cancelled, and once its time is up it timed out, even if the agent
+    // returns in the same instant (for example with the error of a sub-run that hit the same
+    // deadline).
+    let outcome = tokio::select! {
+        biased;
+        () = control.token.cancelled() => RunOutcome::Cancelled(control.reason()),
+        () = tokio::time::sleep_until(deadline.into()) => RunOutcome::Failed(AgentError::new(
+            error_code::TIMEOUT,
+            format!("the run took longer than its {} limit", describe_limit(limit)),
+        )),
+        finished = &mut work => match finished {
+            Ok(Ok(output)) => RunOutcome::Completed { output, duration: started.elapsed() },
+            Ok(Err(error)) => RunOutcome::Failed(error),
+            Err(panic) => RunOutcome::Failed(AgentError::new(
+                error_code::PANIC,
+                format!("the agent panicked: {}", panic_message(&*panic)),
+            )),
+        },
+    };
+    // A cancel can land between the select's look at the token and the agent's next step
+    // (on another worker thread), so the agent may return the cancellation as an error of
+    // its own (a tool call saying "cancelled"). A run whose token is cancelled when its agent
+    // fails was cancelled.
+    let outcome = match outcome {
+        RunOutcome::Failed(error)
+            if control.token.is_cancelled() && error.code != error_code::TIMEOUT =>
+        {
+            RunOutcome::Cancelled(control.reason())
+        }
+        other => other,
+    };
+    // Stop whatever the agent left running (sub-runs, tools) and drop its work now, before
+    // the terminal event: dropping closes any open tool call and ends any open sub-run.
+    control.token.cancel();
+    drop(work);
+    drop(ctx);
+    counters.running.fetch_sub(1, Ordering::Relaxed);
+    outcome
+}
+
+/// Counts the run's outcome and emits its one terminal event.
+fn finish(engine: &EngineInner, scope: &RunScope, outcome: &RunOutcome, duration: Duration) {
+    let counters = &engine.counters;
+    let terminal = match outcome {
+        RunOutcome::Completed { output, .. } => {
+            counters.completed.fetch_add(1, Ordering::Relaxed);
+            EventKind::AgentCompleted {
+                result: output.result.clone(),
+                duration_ms: duration.as_millis() as u64,
+                usage: output.usage.clone(),
+            }
+        }
+        RunOutcome::Failed(error) => {
+            match error.code.as_str() {
+                error_code::TIMEOUT => &counters.timed_out,
+                error_code::PANIC => {
+                    counters.panicked.fetch_add(1, Ordering::Relaxed);
+                    &counters.failed
+                }
+                _ => &counters.failed,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            EventKind::AgentError {
+                code: error.code.clone(),
+                message: error.message.clone(),
+            }
+        }
+        RunOutcome::Cancelled(reason) => {
+            counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            EventKind::AgentCancelled {
+                reason: reason.clone(),
+            }
+        }
+    };
+    counters.record_duration(duration);
+    engine.emit(scope, terminal);
+}
+
+/// Starts sub-runs for the agents of one engine's runs.
+struct SubRuns {
+    engine: Arc<EngineInner>,
+}
+
+/// Ends a sub-run whose parent dropped it half-way (the parent was cancelled, timed out or
+/// failed): emits its `agent_cancelled`. The parent drops its work before its own terminal
+/// event, so the sub-run still ends first; its open tool calls close before this runs,
+/// because they live in the sub-run's work, which is dropped before this guard.
+struct OpenSubRun<'a> {
+    engine: &'a EngineInner,
+    scope: &'a RunScope,
+    started: Instant,
+    open: bool,
+}
+
+impl Drop for OpenSubRun<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let outcome = RunOutcome::Cancelled("the parent run ended".to_owned());
+            finish(self.engine, self.scope, &outcome, self.started.elapsed());
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SubRunner for SubRuns {
+    async fn run_sub_agent(
+        &self,
+        parent: &AgentContext,
+        agent: &str,
+        input: AgentInput,
+    ) -> Result<AgentOutput, AgentError> {
+        let engine = &self.engine;
+        let created = engine
+            .registry
+            .create_agent(agent)
+            .map_err(|e| AgentError::new("unknown_agent", e.to_string()))?;
+        let child = parent
+            .user_context()
+            .create_child_context(&format!("sub_run:{agent}"))
+            .map_err(|e| AgentError::new("too_deep", e.to_string()))?;
+        let run_context = child.for_run(RunId::generate());
+        let control = RunControl::new(run_context.cancellation().clone());
+        let scope = RunScope {
+            run_id: run_context.run_id().clone(),
+            parent_run_id: Some(parent.scope().run_id.clone()),
+            thread_id: run_context.thread_id().clone(),
+            agent_name: created.name,
+        };
+        engine.counters.total.fetch_add(1, Ordering::Relaxed);
+        engine.emit(
+            &scope,
+            EventKind::AgentStarted {
+                message: input.message.clone(),
+            },
+        );
+        let mut open = OpenSubRun {
+            engine,
+            scope: &scope,
+            started: Instant::now(),
+            open: true,
+        };
+        let timeout = created.timeout.unwrap_or(engine.config.run_timeout);
+        let outcome = execute(
+            engine,
+            &scope,
+            &*created.agent,
+            input,
+            run_context,
+            &control,
+            TimeLimit {
+                timeout,
+                not_after: parent.deadline(),
+            },
+        )
+        .await;
+        open.open = false;
+        finish(engine, &scope, &outcome, open.started.elapsed());
+        match outcome {
+            RunOutcome::Completed { output, .. } => Ok(output),
+            RunOutcome::Failed(error) => Err(error),
+            RunOutcome::Cancelled(reason) => Err(AgentError::new("cancelled", reason)),
+        }
+    }
+}
+
 /// Everything one run's task owns.
 struct RunTask {
     engine: Arc<EngineInner>,
@@ -349,102 +558,28 @@ impl RunTask {
             },
         );
         let started = Instant::now();
-
         let outcome = match permit {
             // Cancelled while queued: the run still gets its start and its end, so a client
             // that saw `run_accepted` sees the run close.
             None => RunOutcome::Cancelled(control.reason()),
             Some(_) => {
                 counters.record_queue_wait(started - queued_at);
-                counters.running.fetch_add(1, Ordering::Relaxed);
-                let deadline = match run_context.deadline() {
-                    Some(d) => d.min(started + timeout),
-                    None => started + timeout,
-                };
-                let limit = deadline.saturating_duration_since(started);
-                let ctx = AgentContext::new(AgentContextParts {
-                    user_context: run_context,
-                    scope: scope.clone(),
-                    sink: Arc::clone(&engine.sink),
-                    registry: Arc::clone(&engine.registry),
-                    cancellation: control.token.clone(),
-                    dispatch: engine.config.dispatch.clone(),
-                });
-                let mut work = AssertUnwindSafe(agent.run(&ctx, input)).catch_unwind();
-                // Cancellation is polled first: once a run is cancelled it ends cancelled,
-                // even if the agent, seeing its tools cancelled, returns in the same instant.
-                let outcome = tokio::select! {
-                    biased;
-                    () = control.token.cancelled() => RunOutcome::Cancelled(control.reason()),
-                    finished = &mut work => match finished {
-                        Ok(Ok(output)) => RunOutcome::Completed { output, duration: started.elapsed() },
-                        Ok(Err(error)) => RunOutcome::Failed(error),
-                        Err(panic) => RunOutcome::Failed(AgentError::new(
-                            error_code::PANIC,
-                            format!("the agent panicked: {}", panic_message(&*panic)),
-                        )),
+                execute(
+                    &engine,
+                    &scope,
+                    &*agent,
+                    input,
+                    run_context,
+                    &control,
+                    TimeLimit {
+                        timeout,
+                        not_after: None,
                     },
-                    () = tokio::time::sleep_until(deadline.into()) => RunOutcome::Failed(AgentError::new(
-                        error_code::TIMEOUT,
-                        format!("the run took longer than its {} limit", describe_limit(limit)),
-                    )),
-                };
-                // A cancel can land between the select's look at the token and the agent's
-                // next step (on another worker thread), so the agent may return the
-                // cancellation as an error of its own (a tool call saying "cancelled"). A run
-                // whose token is cancelled when its agent fails was cancelled.
-                let outcome = match outcome {
-                    RunOutcome::Failed(error)
-                        if control.token.is_cancelled() && error.code != error_code::TIMEOUT =>
-                    {
-                        RunOutcome::Cancelled(control.reason())
-                    }
-                    other => other,
-                };
-                // Stop whatever the agent left running (sub-runs, tools) and drop its work
-                // now, before the terminal event: dropping closes any open tool call.
-                control.token.cancel();
-                drop(work);
-                drop(ctx);
-                counters.running.fetch_sub(1, Ordering::Relaxed);
-                outcome
+                )
+                .await
             }
         };
-
-        let duration = started.elapsed();
-        let terminal = match &outcome {
-            RunOutcome::Completed { output, .. } => {
-                counters.completed.fetch_add(1, Ordering::Relaxed);
-                EventKind::AgentCompleted {
-                    result: output.result.clone(),
-                    duration_ms: duration.as_millis() as u64,
-                    usage: output.usage.clone(),
-                }
-            }
-            RunOutcome::Failed(error) => {
-                match error.code.as_str() {
-                    error_code::TIMEOUT => &counters.timed_out,
-                    error_code::PANIC => {
-                        counters.panicked.fetch_add(1, Ordering::Relaxed);
-                        &counters.failed
-                    }
-                    _ => &counters.failed,
-                }
-                .fetch_add(1, Ordering::Relaxed);
-                EventKind::AgentError {
-                    code: error.code.clone(),
-                    message: error.message.clone(),
-                }
-            }
-            RunOutcome::Cancelled(reason) => {
-                counters.cancelled.fetch_add(1, Ordering::Relaxed);
-                EventKind::AgentCancelled {
-                    reason: reason.clone(),
-                }
-            }
-        };
-        counters.record_duration(duration);
-        engine.emit(&scope, terminal);
+        finish(&engine, &scope, &outcome, started.elapsed());
         engine.runs.lock().active.remove(&scope.run_id);
         engine.touch();
         // Free the slot before reporting, so a caller that awaited this run can start the
