@@ -5,6 +5,7 @@
 //! `core_context::lifecycle::check_lifecycle`.
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+mod agents;
 mod architecture;
 mod bridge;
 mod compat;

@@ -100,7 +100,7 @@ impl AppState {
     /// The state of a server with `config`: registers the built-in agents and sets up auth.
     pub fn new(config: ServerConfig) -> Result<Arc<Self>, ServeError> {
         let mut registry = AgentRegistry::new();
-        agents::local::register(&mut registry)?;
+        agents::register_local(&mut registry)?;
         if config.synthetic_agent {
             agents::synthetic::register(&mut registry)?;
         }

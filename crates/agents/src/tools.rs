@@ -1,0 +1,424 @@
+//! The local tools: real work, no network.
+//!
+//! - `calculator`: arithmetic with the `evalexpr` crate (not a hand-written parser).
+//! - `current_time`: the time now in an IANA time zone, with `jiff` and its bundled time zone
+//!   database (so the answer does not depend on the host's `/usr/share/zoneinfo`).
+//! - `text_stats`: characters, words, sentences and lines of a text.
+//! - `search_docs`: a ranked search over the project's own `docs/`, bundled into the binary.
+//!
+//! Every tool checks its arguments against its schema by decoding them into a struct that
+//! denies unknown fields, and says what was wrong.
+
+use agent_registry::{Tool, ToolError, parse_args};
+use async_trait::async_trait;
+use core_context::UserExecutionContext;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The longest expression the calculator accepts.
+pub const MAX_EXPRESSION_LEN: usize = 500;
+
+/// Evaluates arithmetic expressions.
+#[derive(Debug, Default)]
+pub struct CalculatorTool;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CalculatorArgs {
+    expression: String,
+}
+
+/// Evaluates `expression`; the result is a number (or a boolean for comparisons).
+pub fn calculate(expression: &str) -> Result<Value, ToolError> {
+    let expression = expression.trim();
+    if expression.is_empty() {
+        return Err(ToolError::InvalidArguments("expression is empty".into()));
+    }
+    if expression.len() > MAX_EXPRESSION_LEN {
+        return Err(ToolError::InvalidArguments(format!(
+            "expression is {} characters; the limit is {MAX_EXPRESSION_LEN}",
+            expression.len()
+        )));
+    }
+    let value = evalexpr::eval(expression)
+        .map_err(|e| ToolError::InvalidArguments(format!("cannot evaluate {expression:?}: {e}")))?;
+    let value = match value {
+        evalexpr::Value::Int(i) => json!(i),
+        evalexpr::Value::Float(f) if f.is_finite() => json!(f),
+        evalexpr::Value::Float(_) => {
+            return Err(ToolError::Failed(format!(
+                "{expression:?} has no finite value"
+            )));
+        }
+        evalexpr::Value::Boolean(b) => json!(b),
+        other => {
+            return Err(ToolError::InvalidArguments(format!(
+                "{expression:?} is not arithmetic (it gives {other})"
+            )));
+        }
+    };
+    Ok(json!({ "expression": expression, "value": value }))
+}
+
+#[async_trait]
+impl Tool for CalculatorTool {
+    fn name(&self) -> &str {
+        "calculator"
+    }
+    fn description(&self) -> &str {
+        "Evaluates an arithmetic expression: + - * / % ^, parentheses, comparisons, and math functions such as math::sqrt(2)."
+    }
+    fn parameters(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {"expression": {"type": "string", "maxLength": MAX_EXPRESSION_LEN, "description": "For example (12 + 3) * 7"}},
+            "required": ["expression"],
+            "additionalProperties": false
+        })
+    }
+    async fn call(&self, _ctx: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
+        let CalculatorArgs { expression } = parse_args(args)?;
+        calculate(&expression)
+    }
+}
+
+/// The current time in an IANA time zone.
+#[derive(Debug, Default)]
+pub struct CurrentTimeTool;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CurrentTimeArgs {
+    timezone: String,
+}
+
+/// The time `now` (a UTC instant) in `timezone`.
+pub fn time_in(timezone: &str, now: jiff::Timestamp) -> Result<Value, ToolError> {
+    let zone = jiff::tz::TimeZone::get(timezone).map_err(|_| {
+        ToolError::InvalidArguments(format!(
+            "unknown time zone {timezone:?}; use an IANA name such as Europe/Zurich or Asia/Tokyo"
+        ))
+    })?;
+    let zoned = now.to_zoned_datetime(zone);
+    Ok(json!({
+        "timezone": timezone,
+        "local_time": zoned.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        "utc_offset": zoned.strftime("%:z").to_string(),
+        "weekday": zoned.strftime("%A").to_string(),
+    }))
+}
+
+#[async_trait]
+impl Tool for CurrentTimeTool {
+    fn name(&self) -> &str {
+        "current_time"
+    }
+    fn description(&self) -> &str {
+        "The current date and time in an IANA time zone (for example Asia/Tokyo)."
+    }
+    fn parameters(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {"timezone": {"type": "string", "description": "An IANA time zone name, e.g. Europe/Zurich"}},
+            "required": ["timezone"],
+            "additionalProperties": false
+        })
+    }
+    async fn call(&self, _ctx: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
+        let CurrentTimeArgs { timezone } = parse_args(args)?;
+        time_in(&timezone, jiff::Timestamp::now())
+    }
+}
+
+/// Counts characters, words, sentences and lines of a text.
+#[derive(Debug, Default)]
+pub struct TextStatsTool;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextStatsArgs {
+    text: String,
+}
+
+/// The statistics `text_stats` returns.
+pub fn text_stats(text: &str) -> Value {
+    let sentences = text
+        .split(['.', '!', '?'])
+        .filter(|s| s.chars().any(char::is_alphanumeric))
+        .count();
+    json!({
+        "characters": text.chars().count(),
+        "words": text.split_whitespace().count(),
+        "sentences": sentences,
+        "lines": if text.is_empty() { 0 } else { text.lines().count() },
+    })
+}
+
+#[async_trait]
+impl Tool for TextStatsTool {
+    fn name(&self) -> &str {
+        "text_stats"
+    }
+    fn description(&self) -> &str {
+        "Counts the characters, words, sentences and lines of a text."
+    }
+    fn parameters(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {"text": {"type": "string", "description": "The text to measure."}},
+            "required": ["text"],
+            "additionalProperties": false
+        })
+    }
+    async fn call(&self, _ctx: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
+        let TextStatsArgs { text } = parse_args(args)?;
+        Ok(text_stats(&text))
+    }
+}
+
+/// The project's documents, bundled at build time.
+pub const DOCS: &[(&str, &str)] = &[
+    ("README.md", include_str!("../../../README.md")),
+    (
+        "docs/ARCHITECTURE.md",
+        include_str!("../../../docs/ARCHITECTURE.md"),
+    ),
+    (
+        "docs/protocol.md",
+        include_str!("../../../docs/protocol.md"),
+    ),
+    (
+        "docs/migration.md",
+        include_str!("../../../docs/migration.md"),
+    ),
+];
+
+/// Searches the bundled documents.
+#[derive(Debug, Default)]
+pub struct SearchDocsTool;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchDocsArgs {
+    query: String,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    3
+}
+
+fn terms(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric() && c != '_')
+        .filter(|w| w.len() >= 3)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The sections of the bundled documents that best match `query`, best first: a section
+/// scores one point per occurrence of each query term, and two per term in its heading.
+pub fn search_docs(query: &str, limit: usize) -> Result<Value, ToolError> {
+    if !(1..=10).contains(&limit) {
+        return Err(ToolError::InvalidArguments(format!(
+            "limit is {limit}; use 1 to 10"
+        )));
+    }
+    let wanted = terms(query);
+    if wanted.is_empty() {
+        return Err(ToolError::InvalidArguments(
+            "query has no word of 3 or more letters to search for".into(),
+        ));
+    }
+    let mut hits = Vec::new();
+    for (doc, text) in DOCS {
+        let mut heading = String::new();
+        let mut body = String::new();
+        let mut flush = |heading: &str, body: &str| {
+            let words = terms(body);
+            let title = terms(heading);
+            let score: usize = wanted
+                .iter()
+                .map(|t| {
+                    words.iter().filter(|w| *w == t).count()
+                        + 2 * title.iter().filter(|w| *w == t).count()
+                })
+                .sum();
+            if score > 0 {
+                let snippet: String = body
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .chars()
+                    .take(240)
+                    .collect();
+                hits.push((score, json!({"document": doc, "section": heading, "score": score, "snippet": snippet})));
+            }
+        };
+        for line in text.lines() {
+            if line.starts_with('#') {
+                flush(&heading, &body);
+                heading = line.trim_start_matches('#').trim().to_owned();
+                body.clear();
+            } else {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        flush(&heading, &body);
+    }
+    hits.sort_by_key(|hit| std::cmp::Reverse(hit.0));
+    let results: Vec<Value> = hits.into_iter().take(limit).map(|(_, v)| v).collect();
+    Ok(json!({ "query": query, "results": results }))
+}
+
+#[async_trait]
+impl Tool for SearchDocsTool {
+    fn name(&self) -> &str {
+        "search_docs"
+    }
+    fn description(&self) -> &str {
+        "Searches this project's documentation (README, architecture, protocol, migration) and returns the best sections."
+    }
+    fn parameters(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "description": "Words to look for."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3}
+            },
+            "required": ["query"],
+            "additionalProperties": false
+        })
+    }
+    async fn call(&self, _ctx: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
+        let SearchDocsArgs { query, limit } = parse_args(args)?;
+        search_docs(&query, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(got: Result<Value, ToolError>, expected: Result<Value, &str>) {
+        match (&got, &expected) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(e), Err(fragment)) => {
+                assert!(e.to_string().contains(fragment), "{e} lacks {fragment:?}")
+            }
+            _ => panic!("expected {expected:?}, got {got:?}"),
+        }
+    }
+
+    #[test]
+    fn calculator_table() {
+        let value = |v: Value| Ok(v);
+        check(
+            calculate("12*7").map(|v| v["value"].clone()),
+            value(json!(84)),
+        );
+        check(
+            calculate(" (2 + 3) * 4 ").map(|v| v["value"].clone()),
+            value(json!(20)),
+        );
+        check(
+            calculate("7 / 2").map(|v| v["value"].clone()),
+            value(json!(3)),
+        );
+        check(
+            calculate("7.0 / 2").map(|v| v["value"].clone()),
+            value(json!(3.5)),
+        );
+        check(
+            calculate("2 ^ 10").map(|v| v["value"].clone()),
+            value(json!(1024.0)),
+        );
+        check(
+            calculate("math::sqrt(16)").map(|v| v["value"].clone()),
+            value(json!(4.0)),
+        );
+        check(
+            calculate("3 > 2").map(|v| v["value"].clone()),
+            value(json!(true)),
+        );
+        check(calculate(""), Err("expression is empty"));
+        check(calculate("1 +"), Err("cannot evaluate \"1 +\""));
+        check(calculate("1 / 0"), Err("cannot evaluate"));
+        check(calculate("\"text\""), Err("is not arithmetic"));
+        check(calculate(&"1+".repeat(300)), Err("the limit is 500"));
+    }
+
+    #[test]
+    fn time_table() {
+        let noon_utc: jiff::Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
+        check(
+            time_in("Asia/Tokyo", noon_utc),
+            Ok(
+                json!({"timezone": "Asia/Tokyo", "local_time": "2026-11-24T21:00:00+09:00", "utc_offset": "+09:00", "weekday": "Tuesday"}),
+            ),
+        );
+        check(
+            time_in("Europe/Zurich", noon_utc).map(|v| v["utc_offset"].clone()),
+            Ok(json!("+01:00")),
+        );
+        let summer: jiff::Timestamp = "2026-07-01T12:00:00Z".parse().unwrap();
+        check(
+            time_in("Europe/Zurich", summer).map(|v| v["utc_offset"].clone()),
+            Ok(json!("+02:00")),
+        );
+        check(
+            time_in("UTC", noon_utc).map(|v| v["local_time"].clone()),
+            Ok(json!("2026-11-24T12:00:00+00:00")),
+        );
+        check(
+            time_in("Mars/Olympus", noon_utc),
+            Err("unknown time zone \"Mars/Olympus\""),
+        );
+        check(time_in("", noon_utc), Err("unknown time zone"));
+    }
+
+    #[test]
+    fn text_stats_table() {
+        let cases = [
+            (
+                "",
+                json!({"characters": 0, "words": 0, "sentences": 0, "lines": 0}),
+            ),
+            (
+                "Hello world.",
+                json!({"characters": 12, "words": 2, "sentences": 1, "lines": 1}),
+            ),
+            (
+                "One. Two! Three?\nFour",
+                json!({"characters": 21, "words": 4, "sentences": 4, "lines": 2}),
+            ),
+            (
+                "héllo",
+                json!({"characters": 5, "words": 1, "sentences": 1, "lines": 1}),
+            ),
+        ];
+        for (text, expected) in cases {
+            check(Ok(text_stats(text)), Ok(expected));
+        }
+    }
+
+    #[test]
+    fn search_docs_table() {
+        let top = search_docs("resume after_seq epoch", 3).unwrap();
+        let first = &top["results"][0];
+        assert_eq!(first["document"], "docs/protocol.md", "{top}");
+        assert!(top["results"].as_array().unwrap().len() <= 3);
+        let migration = search_docs("create_from_legacy migration", 1).unwrap();
+        assert_eq!(
+            migration["results"][0]["document"], "docs/migration.md",
+            "{migration}"
+        );
+        check(
+            search_docs("xyzzyplugh", 3).map(|v| v["results"].clone()),
+            Ok(json!([])),
+        );
+        check(search_docs("a b", 3), Err("no word of 3 or more letters"));
+        check(search_docs("resume", 0), Err("use 1 to 10"));
+    }
+}
