@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["core-context", "agent-registry", "execution-engine"],
     ),
     // The composition root: it may use every library crate, and no crate may use it.
+    ("llm-agent", &["core-context", "agent-registry"]),
     (
         "agent-server",
         &[
@@ -24,6 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ws-bridge",
             "execution-engine",
             "agents",
+            "llm-agent",
         ],
     ),
 ];

@@ -11,6 +11,7 @@ mod bridge;
 mod compat;
 mod engine_isolation;
 mod engine_limits;
+mod llm;
 mod server;
 mod server_support;
 mod subruns;

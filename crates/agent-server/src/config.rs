@@ -65,6 +65,19 @@ pub struct ServeArgs {
     /// Seconds between server pings.
     #[arg(long, env = "AGENT_SERVER_PING_INTERVAL_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub ping_interval_secs: u64,
+    /// OpenAI-compatible API root for the `llm` agent (e.g. https://api.openai.com/v1 or
+    /// http://localhost:11434/v1). The agent is served only when this and --llm-model are set.
+    #[arg(long, env = "LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// API key for the `llm` agent (never logged).
+    #[arg(long, env = "LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// Model name for the `llm` agent.
+    #[arg(long, env = "LLM_MODEL")]
+    pub llm_model: Option<String>,
+    /// Model calls per `llm` run before it fails with `max_turns`.
+    #[arg(long, env = "LLM_MAX_TURNS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub llm_max_turns: u32,
     /// Seconds runs may go on after a shutdown signal before they are cancelled.
     #[arg(long, env = "AGENT_SERVER_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub shutdown_grace_secs: u64,
@@ -81,6 +94,9 @@ pub enum ConfigError {
         /// Its length.
         len: usize,
     },
+    /// The `llm` agent is half configured.
+    #[error("{0}")]
+    Llm(String),
     /// The default agent name is not a valid agent name.
     #[error("--default-agent {0:?} is not a valid agent name (1 to 64 of a-z, 0-9, _ and -)")]
     DefaultAgent(String),
@@ -111,6 +127,8 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// How long runs may go on after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// The `llm` agent's settings, when it is served.
+    pub llm: Option<llm_agent::LlmConfig>,
 }
 
 impl Default for ServerConfig {
@@ -127,6 +145,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(10),
+            llm: None,
         }
     }
 }
@@ -147,6 +166,21 @@ impl ServerConfig {
         if !valid_agent {
             return Err(ConfigError::DefaultAgent(agent.clone()));
         }
+        let llm = match (&args.llm_base_url, &args.llm_model) {
+            (None, None) => None,
+            (Some(url), Some(model)) => {
+                let mut llm = llm_agent::LlmConfig::new(url.clone(), model.clone());
+                llm.api_key = args.llm_api_key.clone().map(llm_agent::Secret::new);
+                llm.max_turns = args.llm_max_turns;
+                llm.validate().map_err(ConfigError::Llm)?;
+                Some(llm)
+            }
+            _ => {
+                return Err(ConfigError::Llm(
+                    "the llm agent needs both --llm-base-url (LLM_BASE_URL) and --llm-model (LLM_MODEL)".into(),
+                ));
+            }
+        };
         let defaults = ServerConfig::default();
         Ok(Self {
             addr: args.addr,
@@ -171,6 +205,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             ping_interval: Duration::from_secs(args.ping_interval_secs),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            llm,
         })
     }
 }

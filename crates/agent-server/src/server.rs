@@ -63,6 +63,9 @@ pub enum ServeError {
     /// The agents could not be registered.
     #[error("cannot register the built-in agents: {0}")]
     Registry(#[from] agent_registry::RegistryError),
+    /// The `llm` agent could not be set up.
+    #[error("cannot set up the llm agent: {0}")]
+    Llm(String),
     /// The auth secret could not be set up.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -103,6 +106,9 @@ impl AppState {
         agents::register_local(&mut registry)?;
         if config.synthetic_agent {
             agents::synthetic::register(&mut registry)?;
+        }
+        if let Some(llm) = &config.llm {
+            llm_agent::register(&mut registry, llm.clone()).map_err(ServeError::Llm)?;
         }
         let registry = Arc::new(registry);
         let auth = match &config.jwt_secret {
