@@ -503,3 +503,19 @@ async fn cancelling_mid_stream_drops_the_request() {
     .await;
     check_lifecycle(&h.events("alice")).unwrap();
 }
+
+#[tokio::test]
+async fn a_model_slower_than_the_request_timeout_is_reported_as_a_timeout() {
+    let h = Harness::new();
+    let model = Model::start(vec![Reply::Stream(vec![
+        content("I am"),
+        Piece::HangUntilDropped,
+    ])])
+    .await;
+    let engine = engine(&h, &model, |c| {
+        c.request_timeout = Duration::from_millis(300)
+    });
+    let outcome = run(&engine, "hi").await;
+    assert_eq!(outcome.error_code(), Some("model_timeout"), "{outcome:?}");
+    check_lifecycle(&h.events("alice")).unwrap();
+}

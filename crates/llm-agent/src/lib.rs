@@ -397,10 +397,24 @@ impl LlmAgent {
                 }
                 Some(Err(error)) => {
                     flush(&mut pending, &mut last_flush);
-                    return Err(failed(
-                        "stream_interrupted",
-                        format!("the model's stream broke off: {error}"),
-                    ));
+                    let timed_out = matches!(
+                        &error,
+                        eventsource_stream::EventStreamError::Transport(e) if e.is_timeout()
+                    );
+                    return Err(if timed_out {
+                        failed(
+                            "model_timeout",
+                            format!(
+                                "the model took longer than {} s to answer",
+                                self.config.request_timeout.as_secs_f64()
+                            ),
+                        )
+                    } else {
+                        failed(
+                            "stream_interrupted",
+                            format!("the model's stream broke off: {error}"),
+                        )
+                    });
                 }
                 Some(Ok(event)) => event,
             };
