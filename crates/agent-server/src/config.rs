@@ -65,8 +65,8 @@ pub struct ServeArgs {
     /// Seconds between server pings.
     #[arg(long, env = "AGENT_SERVER_PING_INTERVAL_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub ping_interval_secs: u64,
-    /// OpenAI-compatible API root for the `llm` agent (e.g. https://api.openai.com/v1 or
-    /// http://localhost:11434/v1). The agent is served only when this and --llm-model are set.
+    /// OpenAI-compatible API root for the `llm` agent (e.g. `https://api.openai.com/v1` or
+    /// `http://localhost:11434/v1`). The agent is served only when this and --llm-model are set.
     #[arg(long, env = "LLM_BASE_URL")]
     pub llm_base_url: Option<String>,
     /// API key for the `llm` agent (never logged).
