@@ -8,6 +8,7 @@
 mod agents;
 mod architecture;
 mod bridge;
+mod browser;
 mod compat;
 mod engine_isolation;
 mod engine_limits;

@@ -18,7 +18,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
@@ -322,15 +322,26 @@ impl AppState {
     }
 }
 
-/// The routes: `/ws`, `/health`, and `/dev/token` when the secret was generated.
+/// The routes: the chat page at `/`, `/agents`, `/ws`, `/health`, and `/dev/token` when the
+/// secret was generated.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
+        .route("/", get(|| async { Html(CHAT_PAGE) }))
+        .route("/agents", get(list_agents))
         .route("/ws", get(ws_handler))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }));
     if state.auth.dev_tokens() {
         router = router.route("/dev/token", post(dev_token));
     }
     router.with_state(state)
+}
+
+/// The chat page: one self-contained file, embedded so the binary needs no build step.
+pub const CHAT_PAGE: &str = include_str!("../static/index.html");
+
+/// The agents a client can start, with their descriptions (public: names are not secrets).
+async fn list_agents(State(state): State<Arc<AppState>>) -> Json<Vec<agent_registry::AgentInfo>> {
+    Json(state.registry.list_agents())
 }
 
 fn refuse(status: StatusCode, error: &str, message: String) -> Response {

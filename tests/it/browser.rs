@@ -1,0 +1,435 @@
+//! The chat page in a real browser: Debian's headless Chromium driven through ChromeDriver
+//! (WebDriver, via `fantoccini`). `.ci/run` installs both; without them these tests fail and
+//! say what to install.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::server_support::start_server;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// One browser (its own profile, so its own cookies and storage) and its driver.
+struct Browser {
+    client: Client,
+    driver: Child,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn browser() -> Browser {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
+        "the browser tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (.ci/run does)"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": CHROMIUM, "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", "--disable-quic", "--window-size=1100,1000"]}),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let mut last_error = String::new();
+    for _ in 0..100 {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(client) => return Browser { client, driver },
+            Err(e) => last_error = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot start a browser session: {last_error}");
+}
+
+async fn js(client: &Client, script: &str) -> Value {
+    client
+        .execute(script, vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+/// Polls `script` until it returns `true`, for up to 15 s.
+async fn wait_js(client: &Client, what: &str, script: &str) {
+    for _ in 0..300 {
+        if js(client, script).await == json!(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = js(client, "return window.chat && window.chat.stats").await;
+    let notices = js(
+        client,
+        "return document.getElementById('notices').innerText",
+    )
+    .await;
+    panic!("timed out waiting until {what}; stats {stats}; notices {notices}");
+}
+
+/// Opens the page and signs in as `user` (the page fetches a dev token) with the keyboard.
+async fn sign_in(client: &Client, addr: SocketAddr, user: &str) {
+    client.goto(&format!("http://{addr}/")).await.unwrap();
+    let field = client
+        .wait()
+        .for_element(Locator::Id("user"))
+        .await
+        .unwrap();
+    let visible = js(
+        client,
+        "return document.getElementById('composer').offsetParent !== null",
+    )
+    .await;
+    assert_eq!(visible, false, "the composer shows before sign-in");
+    field.send_keys(user).await.unwrap();
+    field.send_keys("\u{E007}").await.unwrap(); // Enter submits the form.
+    wait_js(
+        client,
+        "the page is connected",
+        "return document.getElementById('status').dataset.state === 'connected'",
+    )
+    .await;
+    let visible = js(client, "return [document.getElementById('signin'), document.getElementById('composer')].map(f => f.offsetParent !== null)").await;
+    assert_eq!(
+        visible,
+        json!([false, true]),
+        "after sign-in the sign-in form hides and the composer shows"
+    );
+}
+
+/// Starts `agent` with `message` (and options) from the page's form.
+async fn start(client: &Client, agent: &str, message: &str, input: Option<&str>) {
+    client
+        .find(Locator::Id("agent"))
+        .await
+        .unwrap()
+        .select_by_value(agent)
+        .await
+        .unwrap();
+    if let Some(input) = input {
+        let field = client.find(Locator::Id("input")).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(input).await.unwrap();
+    }
+    let message_field = client.find(Locator::Id("message")).await.unwrap();
+    message_field.send_keys(message).await.unwrap();
+    message_field.send_keys("\u{E007}").await.unwrap(); // Enter sends.
+}
+
+/// True once the newest top-level run completed.
+const COMPLETED: &str = "const r = document.querySelector('#runs > .run'); return !!r && r.dataset.state === 'completed'";
+
+async fn artifact(client: &Client, name: &str) -> std::path::PathBuf {
+    let png = client.screenshot().await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, png).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_shows_its_whole_timeline_live() {
+    let server = start_server(|c| c.jwt_secret = None).await;
+    let b = browser().await;
+    sign_in(&b.client, server.addr(), "alice").await;
+    let agents = js(
+        &b.client,
+        "return [...document.querySelectorAll('#agent option')].map(o => o.value)",
+    )
+    .await;
+    assert_eq!(agents, json!(["assistant", "synthetic", "triage"]));
+    start(
+        &b.client,
+        "triage",
+        "What is 12*7? And the time in Tokyo?",
+        None,
+    )
+    .await;
+    wait_js(&b.client, "the run completed", COMPLETED).await;
+    let kinds = js(&b.client, "return [...document.querySelectorAll('#runs > .run > .timeline .kind')].map(k => k.textContent)").await;
+    assert_eq!(
+        kinds,
+        json!(["started", "thinking", "thinking", "completed"]),
+        "the parent's own rows"
+    );
+    let sub_kinds = js(&b.client, "return [...document.querySelectorAll('.run.sub')].map(s => [...s.querySelectorAll('.kind')].map(k => k.textContent))").await;
+    assert_eq!(sub_kinds.as_array().unwrap().len(), 2, "{sub_kinds}");
+    for sub in sub_kinds.as_array().unwrap() {
+        let sub: Vec<&str> = sub
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            sub,
+            [
+                "started",
+                "thinking",
+                "thinking",
+                "tool",
+                "tool done",
+                "completed"
+            ]
+        );
+    }
+    let answer = js(
+        &b.client,
+        "return document.querySelector('#runs > .run > .answer').textContent",
+    )
+    .await;
+    let answer = answer.as_str().unwrap();
+    assert!(
+        answer.contains("12*7 = 84") && answer.contains("Asia/Tokyo"),
+        "{answer}"
+    );
+    let status = js(
+        &b.client,
+        "return document.querySelector('#runs > .run .run-state').textContent",
+    )
+    .await;
+    assert!(
+        status.as_str().unwrap().starts_with("completed in"),
+        "{status}"
+    );
+    let stats = js(&b.client, "return window.chat.stats").await;
+    assert_eq!(
+        (stats["duplicates"].as_u64(), stats["gaps"].as_u64()),
+        (Some(0), Some(0)),
+        "{stats}"
+    );
+    let path = artifact(&b.client, "chat-page-finished-run.png").await;
+    eprintln!("screenshot of a finished run: {}", path.display());
+    // Readable on a narrow screen: nothing wider than the viewport.
+    b.client.set_window_size(420, 900).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let overflow = js(
+        &b.client,
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+    )
+    .await;
+    assert_eq!(overflow, 0, "the page scrolls sideways on a narrow screen");
+    artifact(&b.client, "chat-page-narrow.png").await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stop_button_cancels_the_run() {
+    let server = start_server(|c| c.jwt_secret = None).await;
+    let b = browser().await;
+    sign_in(&b.client, server.addr(), "alice").await;
+    start(
+        &b.client,
+        "synthetic",
+        "wait forever",
+        Some(r#"{"thinking":1,"tools":0,"chunks":0,"hang":true}"#),
+    )
+    .await;
+    wait_js(
+        &b.client,
+        "the run is running",
+        "return !!document.querySelector('#runs > .run .timeline .row')",
+    )
+    .await;
+    b.client
+        .find(Locator::Css("#runs > .run .stop"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(&b.client, "the run is cancelled", "const r = document.querySelector('#runs > .run'); return !!r && r.dataset.state === 'cancelled'").await;
+    let last = js(&b.client, "const k = [...document.querySelectorAll('#runs > .run .kind')]; return k[k.length - 1].textContent").await;
+    assert_eq!(last, "cancelled");
+    let disabled = js(
+        &b.client,
+        "return document.querySelector('#runs > .run .stop').disabled",
+    )
+    .await;
+    assert_eq!(disabled, true);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_socket_is_resumed_and_every_event_shows_exactly_once() {
+    let server = start_server(|c| c.jwt_secret = None).await;
+    let b = browser().await;
+    sign_in(&b.client, server.addr(), "alice").await;
+    // 1 + 4 + 2 * 4 + 12 + 1 = 26 events over about 1.5 s.
+    start(
+        &b.client,
+        "synthetic",
+        "slow run",
+        Some(r#"{"thinking":4,"tools":4,"chunks":12,"sleep_ms":60}"#),
+    )
+    .await;
+    wait_js(
+        &b.client,
+        "a few events arrived",
+        "return window.chat.stats.events >= 4",
+    )
+    .await;
+    js(&b.client, "window.chat.dropConnection(); return true").await;
+    wait_js(
+        &b.client,
+        "the page reconnected",
+        "return window.chat.stats.connects >= 2",
+    )
+    .await;
+    wait_js(
+        &b.client,
+        "more events arrived",
+        "return window.chat.stats.events >= 14",
+    )
+    .await;
+    js(&b.client, "window.chat.dropConnection(); return true").await;
+    wait_js(&b.client, "the run completed", COMPLETED).await;
+    let stats = js(&b.client, "return window.chat.stats").await;
+    assert_eq!(stats["events"], 26, "{stats}");
+    assert_eq!(
+        (stats["duplicates"].as_u64(), stats["gaps"].as_u64()),
+        (Some(0), Some(0)),
+        "{stats}"
+    );
+    assert!(stats["connects"].as_u64().unwrap() >= 3, "{stats}");
+    let notices = js(
+        &b.client,
+        "return document.getElementById('notices').innerText",
+    )
+    .await;
+    assert!(
+        notices
+            .as_str()
+            .unwrap()
+            .contains("Reconnected and resumed"),
+        "{notices}"
+    );
+    let seqs = js(
+        &b.client,
+        "return [...document.querySelectorAll('#runs .row')].map(r => Number(r.dataset.seq))",
+    )
+    .await;
+    let seqs: Vec<u64> = seqs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seqs.len(), "a row shown twice: {seqs:?}");
+    let answer = js(
+        &b.client,
+        "return document.querySelector('#runs > .run > .answer').textContent",
+    )
+    .await;
+    let expected: String = (1..=12).map(|i| format!("chunk {i} ")).collect();
+    assert_eq!(
+        answer,
+        json!(expected),
+        "the streamed answer lost or repeated a chunk"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tabs_of_a_user_share_runs_and_other_users_see_none() {
+    let server = start_server(|c| c.jwt_secret = None).await;
+    let alice = browser().await;
+    let bob = browser().await;
+    sign_in(&alice.client, server.addr(), "alice").await;
+    sign_in(&bob.client, server.addr(), "bob").await;
+    start(&alice.client, "assistant", "What is 6*7?", None).await;
+    wait_js(&alice.client, "alice's run completed", COMPLETED).await;
+
+    // A second tab of alice's shows her earlier run, and then both tabs see a new one.
+    let first_tab = alice.client.window().await.unwrap();
+    let tab = alice.client.new_window(true).await.unwrap();
+    alice.client.switch_to_window(tab.handle).await.unwrap();
+    sign_in(&alice.client, server.addr(), "alice").await;
+    wait_js(
+        &alice.client,
+        "the second tab shows the earlier run",
+        "return document.querySelectorAll('#runs > .run').length === 1",
+    )
+    .await;
+    start(&alice.client, "assistant", "What is 2+2?", None).await;
+    wait_js(&alice.client, "the second tab's run completed", "const r = document.querySelector('#runs > .run'); return !!r && r.dataset.state === 'completed' && document.querySelectorAll('#runs > .run').length === 2").await;
+    alice.client.switch_to_window(first_tab).await.unwrap();
+    wait_js(
+        &alice.client,
+        "the first tab shows both runs",
+        "return document.querySelectorAll('#runs > .run').length === 2",
+    )
+    .await;
+    let answers = js(
+        &alice.client,
+        "return [...document.querySelectorAll('#runs > .run > .answer')].map(a => a.textContent)",
+    )
+    .await;
+    assert!(
+        answers[0].as_str().unwrap().contains("2+2 = 4"),
+        "{answers}"
+    );
+    assert!(
+        answers[1].as_str().unwrap().contains("6*7 = 42"),
+        "{answers}"
+    );
+
+    // Bob saw none of it; his own run shows only to him.
+    assert_eq!(
+        js(
+            &bob.client,
+            "return document.querySelectorAll('#runs .run').length"
+        )
+        .await,
+        0
+    );
+    start(&bob.client, "assistant", "What is 1+1?", None).await;
+    wait_js(&bob.client, "bob's run completed", COMPLETED).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        js(
+            &alice.client,
+            "return document.querySelectorAll('#runs > .run').length"
+        )
+        .await,
+        2
+    );
+    let text = js(
+        &alice.client,
+        "return document.getElementById('runs').innerText",
+    )
+    .await;
+    assert!(
+        !text.as_str().unwrap().contains("1+1"),
+        "bob's run reached alice: {text}"
+    );
+    server.shutdown().await;
+}
