@@ -132,6 +132,12 @@ async fn resume_at_random_moments_loses_and_repeats_nothing() {
         let per_emitter = 200;
         let total = (emitters * per_emitter) as u64;
         let sample = sample_event();
+        let epoch = bridge
+            .subscribe(&alice, None)
+            .await
+            .unwrap()
+            .epoch()
+            .clone();
         let mut tasks = Vec::new();
         for _ in 0..emitters {
             let bridge = bridge.clone();
@@ -147,7 +153,12 @@ async fn resume_at_random_moments_loses_and_repeats_nothing() {
             }));
         }
         let mut received: Vec<u64> = Vec::new();
-        let mut resume: Option<ResumeRequest> = None;
+        // Every session, the first included, resumes from the last seq it has; the epoch was
+        // learnt before any event (see the subscription taken above the emitters).
+        let mut resume = Some(ResumeRequest {
+            epoch: epoch.clone(),
+            after_seq: 0,
+        });
         let mut sessions = 0;
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         while received.last().copied() != Some(total) {
@@ -176,8 +187,12 @@ async fn resume_at_random_moments_loses_and_repeats_nothing() {
         for t in tasks {
             t.await.unwrap();
         }
+        assert_eq!(
+            received,
+            (1..=total).collect::<Vec<_>>(),
+            "after {sessions} sessions"
+        );
         assert!(sessions > 10, "only {sessions} sessions");
-        assert_eq!(received, (1..=total).collect::<Vec<_>>());
     }
 }
 
