@@ -433,3 +433,65 @@ async fn tabs_of_a_user_share_runs_and_other_users_see_none() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_server_restart_the_page_says_the_resume_failed_and_reloads() {
+    let server = start_server(|_| {}).await;
+    let addr = server.addr();
+    let b = browser().await;
+    // A configured secret survives the restart, so the pasted token stays valid.
+    b.client.goto(&format!("http://{addr}/")).await.unwrap();
+    let field = b
+        .client
+        .wait()
+        .for_element(Locator::Id("token"))
+        .await
+        .unwrap();
+    field
+        .send_keys(&crate::server_support::token("alice"))
+        .await
+        .unwrap();
+    field.send_keys("\u{E007}").await.unwrap();
+    wait_js(
+        &b.client,
+        "the page is connected",
+        "return document.getElementById('status').dataset.state === 'connected'",
+    )
+    .await;
+    start(&b.client, "assistant", "What is 3*3?", None).await;
+    wait_js(&b.client, "the run completed", COMPLETED).await;
+
+    server.shutdown().await;
+    wait_js(
+        &b.client,
+        "the page noticed the restart",
+        "return document.getElementById('status').dataset.state === 'reconnecting'",
+    )
+    .await;
+    let again = start_server(|c| c.addr = addr).await;
+    wait_js(&b.client, "the page reconnected", "return window.chat.stats.failedResumes === 1 && document.getElementById('status').dataset.state === 'connected'").await;
+    let notices = js(
+        &b.client,
+        "return document.getElementById('notices').innerText",
+    )
+    .await;
+    assert!(
+        notices
+            .as_str()
+            .unwrap()
+            .contains("could not be replayed (epoch_changed)"),
+        "{notices}"
+    );
+    // The old view is gone (the new server has no history of it), and the page works on.
+    assert_eq!(
+        js(
+            &b.client,
+            "return document.querySelectorAll('#runs .run').length"
+        )
+        .await,
+        0
+    );
+    start(&b.client, "assistant", "What is 4*4?", None).await;
+    wait_js(&b.client, "the new run completed", COMPLETED).await;
+    again.shutdown().await;
+}
