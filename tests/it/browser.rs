@@ -93,10 +93,16 @@ async fn wait_js(client: &Client, what: &str, script: &str) {
 
 /// Opens the page and signs in as `user` (the page fetches a dev token) with the keyboard.
 async fn sign_in(client: &Client, addr: SocketAddr, user: &str) {
+    sign_in_as(client, addr, "user", user).await;
+}
+
+/// Opens the page, types `value` into the sign-in field `field_id`, presses Enter, and waits
+/// until the page is connected, with the sign-in form hidden and the composer shown.
+async fn sign_in_as(client: &Client, addr: SocketAddr, field_id: &str, value: &str) {
     client.goto(&format!("http://{addr}/")).await.unwrap();
     let field = client
         .wait()
-        .for_element(Locator::Id("user"))
+        .for_element(Locator::Id(field_id))
         .await
         .unwrap();
     let visible = js(
@@ -105,7 +111,7 @@ async fn sign_in(client: &Client, addr: SocketAddr, user: &str) {
     )
     .await;
     assert_eq!(visible, false, "the composer shows before sign-in");
-    field.send_keys(user).await.unwrap();
+    field.send_keys(value).await.unwrap();
     field.send_keys("\u{E007}").await.unwrap(); // Enter submits the form.
     wait_js(
         client,
@@ -440,22 +446,11 @@ async fn after_a_server_restart_the_page_says_the_resume_failed_and_reloads() {
     let addr = server.addr();
     let b = browser().await;
     // A configured secret survives the restart, so the pasted token stays valid.
-    b.client.goto(&format!("http://{addr}/")).await.unwrap();
-    let field = b
-        .client
-        .wait()
-        .for_element(Locator::Id("token"))
-        .await
-        .unwrap();
-    field
-        .send_keys(&crate::server_support::token("alice"))
-        .await
-        .unwrap();
-    field.send_keys("\u{E007}").await.unwrap();
-    wait_js(
+    sign_in_as(
         &b.client,
-        "the page is connected",
-        "return document.getElementById('status').dataset.state === 'connected'",
+        addr,
+        "token",
+        &crate::server_support::token("alice"),
     )
     .await;
     start(&b.client, "assistant", "What is 3*3?", None).await;

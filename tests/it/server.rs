@@ -20,27 +20,10 @@ async fn auth_table_refuses_with_401_and_no_socket() {
     let addr = server.addr();
     let unsigned = {
         // `alg: none`, no signature: what an attacker would send.
-        let enc = |s: &str| {
-            const A: &[u8; 64] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            let bytes = s.as_bytes();
-            let mut out = String::new();
-            for chunk in bytes.chunks(3) {
-                let n = chunk
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-                for i in 0..=chunk.len() {
-                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                }
-            }
-            out
-        };
-        format!(
-            "{}.{}.",
-            enc(r#"{"alg":"none","typ":"JWT"}"#),
-            enc(&format!(r#"{{"sub":"alice","exp":{}}}"#, now_secs() + 600))
-        )
+        use base64::Engine;
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let claims = format!(r#"{{"sub":"alice","exp":{}}}"#, now_secs() + 600);
+        format!("{}.{}.", enc(r#"{"alg":"none","typ":"JWT"}"#), enc(&claims))
     };
     let table: Vec<(&str, String, &str)> = vec![
         ("garbage", "garbage".into(), "not a well-formed JWT"),

@@ -167,31 +167,13 @@ mod tests {
 
     /// `alg: none` with no signature, built by hand as an attacker would.
     fn unsigned(claims: serde_json::Value) -> String {
-        use base64_url::encode;
+        use base64::Engine;
+        let enc = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         format!(
             "{}.{}.",
-            encode(br#"{"alg":"none","typ":"JWT"}"#),
-            encode(claims.to_string().as_bytes())
+            enc(br#"{"alg":"none","typ":"JWT"}"#),
+            enc(claims.to_string().as_bytes())
         )
-    }
-
-    mod base64_url {
-        /// Minimal unpadded base64url, only to forge test tokens.
-        pub(super) fn encode(bytes: &[u8]) -> String {
-            const A: &[u8; 64] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            let mut out = String::new();
-            for chunk in bytes.chunks(3) {
-                let n = chunk
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-                for i in 0..=chunk.len() {
-                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                }
-            }
-            out
-        }
     }
 
     fn check(token: &str, expected: Result<&str, AuthError>) {

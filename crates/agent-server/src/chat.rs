@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::protocol::json_kind;
 use futures::{SinkExt as _, StreamExt as _};
 use http_body_util::{BodyExt as _, Full, Limited};
 use serde_json::{Map, Value, json};
@@ -307,17 +308,6 @@ fn parse_input(raw: &str) -> Result<Map<String, Value>, String> {
             json_kind(&other)
         )),
         Err(e) => Err(format!("is not valid JSON: {e}")),
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

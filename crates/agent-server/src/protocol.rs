@@ -124,7 +124,7 @@ pub fn parse_client_frame(text: &str, default_agent: &str) -> Result<ClientReque
             return Err(ProtocolError::new(
                 None,
                 code::INVALID_FIELD,
-                format!("request_id must be a string, got {}", kind(other)),
+                format!("request_id must be a string, got {}", json_kind(other)),
             ));
         }
     };
@@ -134,7 +134,7 @@ pub fn parse_client_frame(text: &str, default_agent: &str) -> Result<ClientReque
         Some(other) => {
             return Err(fail(
                 code::INVALID_FRAME,
-                format!("\"type\" must be a string, got {}", kind(other)),
+                format!("\"type\" must be a string, got {}", json_kind(other)),
             ));
         }
         None => {
@@ -163,7 +163,10 @@ pub fn parse_client_frame(text: &str, default_agent: &str) -> Result<ClientReque
                 Some(other) => {
                     return Err(fail(
                         code::INVALID_FIELD,
-                        format!("payload.input must be a JSON object, got {}", kind(other)),
+                        format!(
+                            "payload.input must be a JSON object, got {}",
+                            json_kind(other)
+                        ),
                     ));
                 }
             };
@@ -203,7 +206,7 @@ pub fn parse_client_frame(text: &str, default_agent: &str) -> Result<ClientReque
                     code::INVALID_FIELD,
                     format!(
                         "the message of {kind_name} must be a string, got {}",
-                        kind(message)
+                        json_kind(message)
                     ),
                 ));
             };
@@ -222,7 +225,8 @@ pub fn parse_client_frame(text: &str, default_agent: &str) -> Result<ClientReque
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// How a JSON value's type is named in error messages ("a number", "an array", ...).
+pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -247,7 +251,7 @@ fn payload<'a>(
         Some(other) => Err(ProtocolError::new(
             request_id,
             code::INVALID_FIELD,
-            format!("\"payload\" must be an object, got {}", kind(other)),
+            format!("\"payload\" must be an object, got {}", json_kind(other)),
         )),
     }
 }
@@ -267,7 +271,7 @@ fn required_str<'a>(
         Some(other) => Err(ProtocolError::new(
             request_id,
             code::INVALID_FIELD,
-            format!("payload.{field} must be a string, got {}", kind(other)),
+            format!("payload.{field} must be a string, got {}", json_kind(other)),
         )),
     }
 }
@@ -288,7 +292,10 @@ fn thread_id(
         Some(other) => Err(ProtocolError::new(
             request_id,
             code::INVALID_FIELD,
-            format!("payload.thread_id must be a string, got {}", kind(other)),
+            format!(
+                "payload.thread_id must be a string, got {}",
+                json_kind(other)
+            ),
         )),
     }
 }
