@@ -16,15 +16,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::protocol::json_kind;
 use futures::{SinkExt as _, StreamExt as _};
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncRead as _, AsyncWrite as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message, protocol::CloseFrame};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -945,7 +943,7 @@ async fn post_json(
             address: server.address(),
             source,
         })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo(stream))
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| http_error(&e))?;
     // The connection future does the actual IO; it ends when `sender` is dropped.
@@ -971,49 +969,6 @@ async fn post_json(
     .await;
     driver.abort();
     outcome
-}
-
-/// Lets hyper drive a tokio `TcpStream`: what `hyper-util`'s `TokioIo` does, written out here
-/// because one small client request does not justify another dependency.
-struct TokioIo(TcpStream);
-
-impl hyper::rt::Read for TokioIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        // Reading through a stack buffer and `put_slice` keeps this free of `unsafe` (the
-        // workspace denies it); the extra copy is nothing for a dev token answer.
-        let mut scratch = [0u8; 4096];
-        let len = buf.remaining().min(scratch.len());
-        let mut read = tokio::io::ReadBuf::new(&mut scratch[..len]);
-        match Pin::new(&mut self.get_mut().0).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => {
-                buf.put_slice(read.filled());
-                Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
-    }
-}
-
-impl hyper::rt::Write for TokioIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
