@@ -146,8 +146,14 @@ async fn start(client: &Client, agent: &str, message: &str, input: Option<&str>)
     message_field.send_keys("\u{E007}").await.unwrap(); // Enter sends.
 }
 
-/// True once the newest top-level run completed.
-const COMPLETED: &str = "const r = document.querySelector('#runs > .run'); return !!r && r.dataset.state === 'completed'";
+/// Waits until the newest top-level run on the page is in `run_state` (`completed`,
+/// `cancelled`, `error`).
+async fn wait_newest_run(client: &Client, run_state: &str) {
+    let script = format!(
+        "const r = document.querySelector('#runs > .run'); return !!r && r.dataset.state === '{run_state}'"
+    );
+    wait_js(client, &format!("the newest run is {run_state}"), &script).await;
+}
 
 async fn artifact(client: &Client, name: &str) -> std::path::PathBuf {
     let png = client.screenshot().await.unwrap();
@@ -176,7 +182,7 @@ async fn a_run_shows_its_whole_timeline_live() {
         None,
     )
     .await;
-    wait_js(&b.client, "the run completed", COMPLETED).await;
+    wait_newest_run(&b.client, "completed").await;
     let kinds = js(&b.client, "return [...document.querySelectorAll('#runs > .run > .timeline .kind')].map(k => k.textContent)").await;
     assert_eq!(
         kinds,
@@ -269,7 +275,7 @@ async fn the_stop_button_cancels_the_run() {
         .click()
         .await
         .unwrap();
-    wait_js(&b.client, "the run is cancelled", "const r = document.querySelector('#runs > .run'); return !!r && r.dataset.state === 'cancelled'").await;
+    wait_newest_run(&b.client, "cancelled").await;
     let last = js(&b.client, "const k = [...document.querySelectorAll('#runs > .run .kind')]; return k[k.length - 1].textContent").await;
     assert_eq!(last, "cancelled");
     let disabled = js(
@@ -314,7 +320,7 @@ async fn a_dropped_socket_is_resumed_and_every_event_shows_exactly_once() {
     )
     .await;
     js(&b.client, "window.chat.dropConnection(); return true").await;
-    wait_js(&b.client, "the run completed", COMPLETED).await;
+    wait_newest_run(&b.client, "completed").await;
     let stats = js(&b.client, "return window.chat.stats").await;
     assert_eq!(stats["events"], 26, "{stats}");
     assert_eq!(
@@ -372,7 +378,7 @@ async fn tabs_of_a_user_share_runs_and_other_users_see_none() {
     sign_in(&alice.client, server.addr(), "alice").await;
     sign_in(&bob.client, server.addr(), "bob").await;
     start(&alice.client, "assistant", "What is 6*7?", None).await;
-    wait_js(&alice.client, "alice's run completed", COMPLETED).await;
+    wait_newest_run(&alice.client, "completed").await;
 
     // A second tab of alice's shows her earlier run, and then both tabs see a new one.
     let first_tab = alice.client.window().await.unwrap();
@@ -418,7 +424,7 @@ async fn tabs_of_a_user_share_runs_and_other_users_see_none() {
         0
     );
     start(&bob.client, "assistant", "What is 1+1?", None).await;
-    wait_js(&bob.client, "bob's run completed", COMPLETED).await;
+    wait_newest_run(&bob.client, "completed").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         js(
@@ -454,7 +460,7 @@ async fn after_a_server_restart_the_page_says_the_resume_failed_and_reloads() {
     )
     .await;
     start(&b.client, "assistant", "What is 3*3?", None).await;
-    wait_js(&b.client, "the run completed", COMPLETED).await;
+    wait_newest_run(&b.client, "completed").await;
 
     server.shutdown().await;
     wait_js(
@@ -487,6 +493,6 @@ async fn after_a_server_restart_the_page_says_the_resume_failed_and_reloads() {
         0
     );
     start(&b.client, "assistant", "What is 4*4?", None).await;
-    wait_js(&b.client, "the new run completed", COMPLETED).await;
+    wait_newest_run(&b.client, "completed").await;
     again.shutdown().await;
 }
