@@ -4,11 +4,14 @@
 //! - [`ssot`]: `cargo xtask ssot-check`, which keeps the execution engine single: exactly one
 //!   engine type, defined in one crate, aliased only in the crates allowed to alias it.
 //! - [`ci`]: `cargo xtask ci`, the whole CI gate (fmt, clippy, tests, ssot-check, docs) in order.
-//! - [`workspace`]: finding the workspace root that both commands work on.
+//! - [`mod@bench`]: `cargo xtask bench`, which runs loadgen against agent-server and the bare
+//!   baseline in release mode and writes `docs/benchmarks.md`.
+//! - [`workspace`]: finding the workspace root that the commands work on.
 //!
 //! The binary (`src/main.rs`) only parses arguments and sets the exit code; everything it
 //! runs lives here so that tests can drive it directly.
 
+pub mod bench;
 pub mod ci;
 pub mod ssot;
 pub mod workspace;
@@ -54,6 +57,8 @@ pub enum Error {
         /// What the operating system said.
         source: io::Error,
     },
+    /// The benchmark could not run (a build failed, cargo printed no metadata).
+    Bench(String),
     /// A CI step ran and failed.
     StepFailed {
         /// The CI step, e.g. `clippy`.
@@ -92,6 +97,7 @@ impl fmt::Display for Error {
                  [workspace] table); run cargo xtask from inside the workspace",
                 start.display()
             ),
+            Error::Bench(problem) => write!(f, "bench: {problem}"),
             Error::Spawn {
                 step,
                 command,
@@ -128,7 +134,7 @@ impl std::error::Error for Error {
             Error::Io { source, .. } | Error::Spawn { source, .. } => Some(source),
             Error::Walk(source) => Some(source),
             Error::Config { problem, .. } => Some(problem),
-            Error::NoWorkspaceRoot { .. } | Error::StepFailed { .. } => None,
+            Error::NoWorkspaceRoot { .. } | Error::StepFailed { .. } | Error::Bench(_) => None,
         }
     }
 }

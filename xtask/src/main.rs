@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use xtask::{Error, ci, ssot, workspace};
+use xtask::{Error, bench, ci, ssot, workspace};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -16,6 +16,10 @@ commands:
                (rules in [workspace.metadata.ssot-check] of the root Cargo.toml)
   ci           run the CI gate in order, stopping at the first failure:
                fmt, clippy, test, ssot-check, doc
+  bench        build agent-server and loadgen in release mode, load agent-server and
+               the bare baseline in every scenario, write docs/benchmarks.md
+               [--quick] a one-minute version (written under the target directory)
+               [--only NAME,...] some scenarios  [--out PATH] another file
   help         print this message";
 
 fn main() -> ExitCode {
@@ -27,7 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !rest.is_empty() && command != "help" {
+    if !rest.is_empty() && command != "help" && command != "bench" {
         eprintln!(
             "error: `{command}` takes no arguments, got `{}`\n\n{USAGE}",
             rest.join(" ")
@@ -39,6 +43,13 @@ fn main() -> ExitCode {
         "ci" => workspace::root()
             .and_then(|root| ci::run(&root))
             .map(|()| true),
+        "bench" => match bench::Options::parse(rest) {
+            Ok(options) => workspace::root().and_then(|root| bench::run(&root, &options)),
+            Err(message) => {
+                eprintln!("error: {message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

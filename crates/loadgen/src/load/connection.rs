@@ -1,0 +1,249 @@
+//! One task per socket: it sends the `start_agent` frames the scenario asks for and reads
+//! everything the server sends, timing and verifying each event as it arrives.
+//!
+//! The task owns the socket and its [`StreamVerifier`]; it hands the verifier back when told
+//! to close, so the final verdict (every run of the user arrived here) is given once all
+//! acceptances are in. At its first violation the task reports it and stops reading.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use agent_protocol::{ClientFrame, ServerFrame, ServerMessage, StartAgent};
+use core_context::RunId;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::connect::Socket;
+use crate::load::shared::{Pending, Shared};
+use crate::shape::AGENT;
+use crate::verify::{Place, StreamVerifier, Violation};
+
+/// What the scenario asks of a connection.
+#[derive(Debug)]
+pub enum Command {
+    /// Send a `start_agent` with this request id.
+    Start(String),
+    /// Stop and hand back the verifier.
+    Close,
+}
+
+/// A running connection task.
+#[derive(Debug)]
+pub struct Connection {
+    /// Commands to the task.
+    pub commands: mpsc::UnboundedSender<Command>,
+    /// The task; it ends with the connection's verifier.
+    pub task: tokio::task::JoinHandle<StreamVerifier>,
+    /// The user's index.
+    pub user: usize,
+}
+
+/// What every connection task needs besides its socket.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The shared state.
+    pub shared: Arc<Shared>,
+    /// The `input` of every `start_agent`.
+    pub input: Map<String, Value>,
+}
+
+/// Starts the task of connection `index` of user `user` on `socket`.
+pub fn spawn(
+    context: &Context,
+    socket: Socket,
+    index: usize,
+    user: usize,
+    last_seq: u64,
+) -> Connection {
+    let (commands, receiver) = mpsc::unbounded_channel();
+    let shared = Arc::clone(&context.shared);
+    let place = Place {
+        connection: index,
+        user: shared.users[user].id.clone(),
+    };
+    let verifier = StreamVerifier::new(place, last_seq, shared.events_per_run);
+    let task = Task {
+        shared,
+        input: context.input.clone(),
+        user,
+        verifier,
+        started: HashMap::new(),
+        requests: HashSet::new(),
+    };
+    Connection {
+        commands,
+        task: tokio::spawn(task.run(socket, receiver)),
+        user,
+    }
+}
+
+struct Task {
+    shared: Arc<Shared>,
+    input: Map<String, Value>,
+    user: usize,
+    verifier: StreamVerifier,
+    /// Runs this connection started, with their request ids.
+    started: HashMap<RunId, String>,
+    /// Requests sent from here and not yet accepted.
+    requests: HashSet<String>,
+}
+
+/// How handling one message went.
+enum Flow {
+    Continue,
+    Stop(Violation),
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut socket: Socket,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) -> StreamVerifier {
+        loop {
+            let flow = tokio::select! {
+                message = socket.next() => self.on_message(message),
+                command = commands.recv() => match command {
+                    Some(Command::Start(request_id)) => self.start(&mut socket, request_id).await,
+                    Some(Command::Close) | None => break,
+                },
+            };
+            if let Flow::Stop(violation) = flow {
+                self.shared.fail(violation);
+                // Keep the verifier for the final report, but stop loading this socket.
+                let _closed = commands.recv().await;
+                break;
+            }
+        }
+        self.verifier
+    }
+
+    fn place(&self) -> Place {
+        self.verifier.place().clone()
+    }
+
+    fn protocol(&self, problem: String) -> Flow {
+        Flow::Stop(Violation::Protocol {
+            place: self.place(),
+            problem,
+        })
+    }
+
+    async fn start(&mut self, socket: &mut Socket, request_id: String) -> Flow {
+        let frame = ClientFrame::start_agent(
+            Some(request_id.clone()),
+            StartAgent {
+                agent: AGENT.to_owned(),
+                message: "load".to_owned(),
+                thread_id: None,
+                input: Some(self.input.clone()),
+            },
+        );
+        let now = Instant::now();
+        let pending = Pending {
+            sent: now,
+            place: self.place(),
+        };
+        self.shared
+            .pending
+            .lock()
+            .insert(request_id.clone(), pending);
+        self.requests.insert(request_id);
+        self.shared.request_sent(now);
+        match socket.send(Message::Text(frame.to_text().into())).await {
+            Ok(()) => Flow::Continue,
+            Err(e) => self.protocol(format!("sending start_agent failed: {e}")),
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Flow {
+        let received = SystemTime::now();
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                return Flow::Continue;
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return self.protocol(format!("the server closed the connection: {frame:?}"));
+            }
+            Some(Ok(Message::Binary(_))) => {
+                return self.protocol("a binary frame; the protocol has text frames only".into());
+            }
+            Some(Err(e)) => return self.protocol(format!("the connection failed: {e}")),
+            None => return self.protocol("the connection ended without a close frame".into()),
+        };
+        match ServerMessage::parse(&text) {
+            Ok(ServerMessage::Event(event)) => {
+                let emitted = event.event.timestamp.as_system_time();
+                self.shared.latencies.lock().record(emitted, received);
+                self.shared.event_received(Instant::now());
+                self.on_event(event)
+            }
+            Ok(ServerMessage::Frame(frame)) => self.on_frame(frame),
+            Ok(ServerMessage::Unknown(frame)) => {
+                self.protocol(format!("a frame of unknown type {:?}", frame.kind))
+            }
+            Err(e) => self.protocol(e.to_string()),
+        }
+    }
+
+    fn on_event(&mut self, event: core_context::SequencedEvent) -> Flow {
+        let user = &self.shared.users[self.user];
+        let known = |run: &RunId| user.runs.lock().contains(run);
+        match self.verifier.on_event(event, known) {
+            Err(violation) => Flow::Stop(violation),
+            Ok(None) => Flow::Continue,
+            Ok(Some(ended)) => {
+                self.shared.deliveries_done.fetch_add(1, Ordering::Relaxed);
+                if let Some(request_id) = self.started.remove(&ended.run_id) {
+                    self.shared.pending.lock().remove(&request_id);
+                    self.shared.finished.fetch_add(1, Ordering::Relaxed);
+                    self.shared.progress.notify_waiters();
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: ServerFrame) -> Flow {
+        match frame {
+            ServerFrame::RunAccepted {
+                request_id: Some(request_id),
+                run_id,
+                ..
+            } if self.requests.remove(&request_id) => {
+                let user = &self.shared.users[self.user];
+                user.runs.lock().insert(run_id.clone());
+                self.started.insert(run_id, request_id);
+                self.shared.accepted.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .deliveries_expected
+                    .fetch_add(user.connections, Ordering::Relaxed);
+                Flow::Continue
+            }
+            ServerFrame::RunAccepted { request_id, .. } => self.protocol(format!(
+                "run_accepted for request {request_id:?}, which this connection did not send"
+            )),
+            ServerFrame::Error {
+                request_id,
+                code,
+                message,
+            } => self.protocol(format!(
+                "the server refused request {}: {code}: {message} (raise the server's limit \
+                 for this scenario)",
+                request_id.as_deref().unwrap_or("(none)")
+            )),
+            ServerFrame::Pong { .. } => Flow::Continue,
+            ServerFrame::ConnectionEstablished { .. } => {
+                self.protocol("a second connection_established".into())
+            }
+        }
+    }
+}

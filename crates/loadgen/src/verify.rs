@@ -1,0 +1,289 @@
+//! Verification of one connection's stream while it loads: every event is its user's, `seq`
+//! increases by exactly 1, and every run is complete and whole.
+//!
+//! A [`StreamVerifier`] sees the events of one connection in the order they arrived:
+//! - `seq` must be the previous one plus 1, starting after `connection_established.last_seq`;
+//! - an event's run must be one this connection's user started (its id came back in a
+//!   `run_accepted` on one of the user's connections). The `run_accepted` may still be on its
+//!   way on a sibling connection when an event of the run arrives here, so an unknown run is
+//!   noted and judged at [`finish`](StreamVerifier::finish), when every acceptance is in;
+//!   a run still unknown then is another user's: a wrong-user frame;
+//! - when a run's terminal event arrives, its events go through
+//!   [`core_context::lifecycle::check_lifecycle`] (one `agent_started` first, tool calls
+//!   paired, one terminal last), the run must have completed (not failed or been cancelled)
+//!   and delivered exactly the shape's number of events.
+//!
+//! Runs are checked one at a time as they end, not per user at the end, so memory stays
+//! bounded by the runs in flight however long a steady load goes on; the synthetic agent
+//! makes no sub-runs, so a run's own events are all the checker needs.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use core_context::lifecycle::check_lifecycle;
+use core_context::{AgentEvent, RunId, SequencedEvent, UserId};
+
+/// Where a violation happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The connection's index (0-based, in the order they were opened).
+    pub connection: usize,
+    /// Its user.
+    pub user: UserId,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connection {} of user {}", self.connection, self.user)
+    }
+}
+
+/// A broken guarantee, with where it broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// `seq` skipped or went back.
+    #[error("{place}: seq {got} where {expected} was due (the stream skipped or repeated)")]
+    SeqGap {
+        /// Where.
+        place: Place,
+        /// The `seq` that was due.
+        expected: u64,
+        /// The `seq` that came.
+        got: u64,
+    },
+    /// An event of a run its user never started.
+    #[error(
+        "{place}: wrong-user frame: event of run {run_id} (seq {seq}), which this user never started"
+    )]
+    WrongUser {
+        /// Where.
+        place: Place,
+        /// The foreign run.
+        run_id: String,
+        /// The first such event's `seq`.
+        seq: u64,
+    },
+    /// A run broke the lifecycle rules.
+    #[error("{place}: {problem}")]
+    Lifecycle {
+        /// Where.
+        place: Place,
+        /// What the checker said.
+        problem: String,
+    },
+    /// A run ended other than completed.
+    #[error("{place}: run {run_id} ended with {ending} instead of agent_completed")]
+    NotCompleted {
+        /// Where.
+        place: Place,
+        /// The run.
+        run_id: String,
+        /// Its terminal event, in words.
+        ending: String,
+    },
+    /// A run delivered the wrong number of events.
+    #[error("{place}: run {run_id} delivered {got} events; its shape makes {expected}")]
+    EventCount {
+        /// Where.
+        place: Place,
+        /// The run.
+        run_id: String,
+        /// Expected events.
+        expected: u64,
+        /// Delivered events.
+        got: u64,
+    },
+    /// A run had begun on this connection but not ended when the load was over.
+    #[error("{place}: run {run_id} delivered {events} events but never its terminal event")]
+    Unfinished {
+        /// Where.
+        place: Place,
+        /// The run.
+        run_id: String,
+        /// Events delivered.
+        events: usize,
+    },
+    /// The connection saw fewer complete runs than its user started.
+    #[error("{place}: {seen} complete runs arrived; the user started {started}")]
+    MissingRuns {
+        /// Where.
+        place: Place,
+        /// Runs completed on this connection.
+        seen: u64,
+        /// Runs the user started.
+        started: u64,
+    },
+    /// Anything else the protocol does not allow at this point (a refusal, a close, a frame
+    /// that does not parse), in words.
+    #[error("{place}: {problem}")]
+    Protocol {
+        /// Where.
+        place: Place,
+        /// What happened.
+        problem: String,
+    },
+    /// The load ended with runs unaccounted for and no other violation naming them.
+    #[error("the load stalled: {0}")]
+    Incomplete(String),
+    /// A run did not finish in time.
+    #[error("{place}: run of request {request_id} not finished {secs} s after it was requested")]
+    Timeout {
+        /// Where (the connection that started it).
+        place: Place,
+        /// The request.
+        request_id: String,
+        /// The timeout.
+        secs: u64,
+    },
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnded {
+    /// The run.
+    pub run_id: RunId,
+}
+
+/// The verifier of one connection's stream.
+#[derive(Debug)]
+pub struct StreamVerifier {
+    place: Place,
+    next_seq: u64,
+    events_per_run: u64,
+    open: HashMap<RunId, Vec<AgentEvent>>,
+    /// Runs whose events arrived before the user's acceptance of them was known here, with
+    /// the first such event's `seq`.
+    unconfirmed: HashMap<RunId, u64>,
+    completed: u64,
+    events: u64,
+}
+
+impl StreamVerifier {
+    /// A verifier for a connection whose `connection_established` said `last_seq`.
+    pub fn new(place: Place, last_seq: u64, events_per_run: u64) -> Self {
+        Self {
+            place,
+            next_seq: last_seq + 1,
+            events_per_run,
+            open: HashMap::new(),
+            unconfirmed: HashMap::new(),
+            completed: 0,
+            events: 0,
+        }
+    }
+
+    /// Where this verifier is.
+    pub fn place(&self) -> &Place {
+        &self.place
+    }
+
+    /// Runs completed and verified on this connection.
+    pub fn completed(&self) -> u64 {
+        self.completed
+    }
+
+    /// Events seen.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Checks one event; `known` says whether the user started a run (as far as known now).
+    /// Returns the run when this event ended it.
+    pub fn on_event(
+        &mut self,
+        event: SequencedEvent,
+        known: impl Fn(&RunId) -> bool,
+    ) -> Result<Option<RunEnded>, Violation> {
+        if event.seq != self.next_seq {
+            return Err(Violation::SeqGap {
+                place: self.place.clone(),
+                expected: self.next_seq,
+                got: event.seq,
+            });
+        }
+        self.next_seq += 1;
+        self.events += 1;
+        let seq = event.seq;
+        let event = event.event;
+        let run_id = event.run_id.clone();
+        let terminal = event.kind.is_terminal();
+        let buffer = self.open.entry(run_id.clone()).or_default();
+        if buffer.is_empty() && !known(&run_id) {
+            self.unconfirmed.entry(run_id.clone()).or_insert(seq);
+        }
+        buffer.push(event);
+        if !terminal {
+            return Ok(None);
+        }
+        let events = self.open.remove(&run_id).unwrap_or_default();
+        self.check_run(&run_id, &events)?;
+        self.completed += 1;
+        Ok(Some(RunEnded { run_id }))
+    }
+
+    fn check_run(&self, run_id: &RunId, events: &[AgentEvent]) -> Result<(), Violation> {
+        let summary = check_lifecycle(events).map_err(|v| Violation::Lifecycle {
+            place: self.place.clone(),
+            problem: v.to_string(),
+        })?;
+        if summary.completed != 1 {
+            let ending = events
+                .last()
+                .map(|e| serde_json::to_string(&e.kind).unwrap_or_default())
+                .unwrap_or_default();
+            return Err(Violation::NotCompleted {
+                place: self.place.clone(),
+                run_id: run_id.to_string(),
+                ending,
+            });
+        }
+        let got = events.len() as u64;
+        if got != self.events_per_run {
+            return Err(Violation::EventCount {
+                place: self.place.clone(),
+                run_id: run_id.to_string(),
+                expected: self.events_per_run,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// The final verdict, once every run of the load is over: runs still open, runs never
+    /// confirmed as the user's (`user_runs` is the user's complete set), and whether every run
+    /// the user started reached this connection.
+    pub fn finish(&self, user_runs: &HashSet<RunId>) -> Result<(), Violation> {
+        let mut foreign: Vec<(&RunId, &u64)> = self
+            .unconfirmed
+            .iter()
+            .filter(|(run, _)| !user_runs.contains(*run))
+            .collect();
+        foreign.sort_by_key(|(_, seq)| **seq);
+        if let Some((run_id, seq)) = foreign.first() {
+            return Err(Violation::WrongUser {
+                place: self.place.clone(),
+                run_id: run_id.to_string(),
+                seq: **seq,
+            });
+        }
+        if let Some((run_id, events)) = self.open.iter().next() {
+            return Err(Violation::Unfinished {
+                place: self.place.clone(),
+                run_id: run_id.to_string(),
+                events: events.len(),
+            });
+        }
+        let started = user_runs.len() as u64;
+        if self.completed != started {
+            return Err(Violation::MissingRuns {
+                place: self.place.clone(),
+                seen: self.completed,
+                started,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! Scripted frame sequences through the verifier: each case is the frames one connection
+//! receives (as wire text, parsed the way the load loop parses them), the runs its user
+//! started, and the verdict expected.
+
+use std::sync::Arc;
+
+use agent_protocol::ServerMessage;
+use core_context::{EventKind, RunScope, ThreadId};
+
+use super::*;
+use crate::baseline::script::{Step, run_script};
+use crate::shape::Shape;
+
+const SHAPE: Shape = Shape {
+    thinking: 1,
+    tools: 1,
+    chunks: 1,
+    sleep_ms: 0,
+};
+
+fn run(tag: &str) -> RunId {
+    RunId::parse(&format!("run_{tag}")).expect("valid id")
+}
+
+/// The events of a complete run `tag` of [`SHAPE`].
+fn events_of(tag: &str) -> Vec<AgentEvent> {
+    let scope = RunScope {
+        run_id: run(tag),
+        parent_run_id: None,
+        thread_id: ThreadId::parse(&format!("thr_{tag}")).expect("valid id"),
+        agent_name: Arc::from("synthetic"),
+    };
+    run_script(&SHAPE, "load", tag)
+        .into_iter()
+        .filter_map(|step| match step {
+            Step::Emit(kind) => Some(scope.event(kind)),
+            Step::Pause => None,
+        })
+        .collect()
+}
+
+/// Numbers `events` from `first_seq` and encodes them as the server would.
+fn frames(events: Vec<AgentEvent>, first_seq: u64) -> Vec<String> {
+    events
+        .into_iter()
+        .zip(first_seq..)
+        .map(|(event, seq)| ServerMessage::Event(SequencedEvent { seq, event }).to_text())
+        .collect()
+}
+
+/// Interleaves two event lists one by one.
+fn interleave(a: Vec<AgentEvent>, b: Vec<AgentEvent>) -> Vec<AgentEvent> {
+    let mut out = Vec::new();
+    let (mut a, mut b) = (a.into_iter(), b.into_iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return out,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+}
+
+/// Feeds `texts` to a verifier of a connection after `last_seq` whose user started
+/// `started` (known from the start) and `confirmed_late` (known only at the end); the verdict
+/// is the first violation's message, or `Ok(completed runs)`.
+fn check(
+    texts: &[String],
+    last_seq: u64,
+    started: &[&str],
+    confirmed_late: &[&str],
+    expected: Result<u64, &str>,
+) {
+    let place = Place {
+        connection: 3,
+        user: UserId::parse("lg-user-3").expect("valid id"),
+    };
+    let early: HashSet<RunId> = started.iter().map(|t| run(t)).collect();
+    let mut verifier = StreamVerifier::new(place, last_seq, SHAPE.events_per_run());
+    let verdict = (|| {
+        for text in texts {
+            let Ok(ServerMessage::Event(event)) = ServerMessage::parse(text) else {
+                panic!("not an event: {text}")
+            };
+            verifier.on_event(event, |r| early.contains(r))?;
+        }
+        let all: HashSet<RunId> = early
+            .iter()
+            .cloned()
+            .chain(confirmed_late.iter().map(|t| run(t)))
+            .collect();
+        verifier.finish(&all)?;
+        Ok::<u64, Violation>(verifier.completed())
+    })()
+    .map_err(|v| v.to_string());
+    match (&verdict, expected) {
+        (Ok(n), Ok(m)) => assert_eq!(*n, m),
+        (Err(message), Err(fragment)) => {
+            assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
+            assert!(
+                message.contains("connection 3 of user lg-user-3"),
+                "{message}"
+            );
+        }
+        _ => panic!("expected {expected:?}, got {verdict:?}"),
+    }
+}
+
+#[test]
+fn whole_runs_in_order_pass() {
+    check(&frames(events_of("a"), 1), 0, &["a"], &[], Ok(1));
+    check(&frames(events_of("a"), 42), 41, &["a"], &[], Ok(1));
+    let both = interleave(events_of("a"), events_of("b"));
+    check(&frames(both, 1), 0, &["a", "b"], &[], Ok(2));
+}
+
+#[test]
+fn seq_must_increase_by_exactly_one() {
+    let mut texts = frames(events_of("a"), 1);
+    texts.remove(2);
+    check(&texts, 0, &["a"], &[], Err("seq 4 where 3 was due"));
+    let mut texts = frames(events_of("a"), 1);
+    texts.insert(3, texts[2].clone());
+    check(&texts, 0, &["a"], &[], Err("seq 3 where 4 was due"));
+    check(
+        &frames(events_of("a"), 1),
+        5,
+        &["a"],
+        &[],
+        Err("seq 1 where 6 was due"),
+    );
+}
+
+#[test]
+fn runs_of_other_users_are_wrong_user_frames() {
+    let both = interleave(events_of("a"), events_of("z"));
+    check(
+        &frames(both, 1),
+        0,
+        &["a"],
+        &[],
+        Err("wrong-user frame: event of run run_z (seq 2)"),
+    );
+}
+
+#[test]
+fn a_run_accepted_on_a_sibling_connection_after_its_first_event_is_the_users() {
+    check(&frames(events_of("a"), 1), 0, &[], &["a"], Ok(1));
+}
+
+#[test]
+fn broken_lifecycles_and_short_runs_fail() {
+    let mut no_close = events_of("a");
+    no_close.retain(|e| !matches!(e.kind, EventKind::ToolCompleted { .. }));
+    check(&frames(no_close, 1), 0, &["a"], &[], Err("run run_a:"));
+
+    let mut failed = events_of("a");
+    if let Some(last) = failed.last_mut() {
+        last.kind = EventKind::AgentError {
+            code: "timeout".into(),
+            message: "too slow".into(),
+        };
+    }
+    check(
+        &frames(failed, 1),
+        0,
+        &["a"],
+        &[],
+        Err("ended with {\"type\":\"agent_error\""),
+    );
+
+    let mut short = events_of("a");
+    short.retain(|e| !matches!(e.kind, EventKind::AgentResponseChunk { .. }));
+    check(
+        &frames(short, 1),
+        0,
+        &["a"],
+        &[],
+        Err("run run_a delivered 5 events; its shape makes 6"),
+    );
+}
+
+#[test]
+fn unfinished_and_missing_runs_fail_at_the_end() {
+    let mut cut = events_of("a");
+    cut.pop();
+    check(
+        &frames(cut, 1),
+        0,
+        &["a"],
+        &[],
+        Err("run run_a delivered 5 events but never its terminal"),
+    );
+    check(
+        &frames(events_of("a"), 1),
+        0,
+        &["a", "b"],
+        &[],
+        Err("1 complete runs arrived; the user started 2"),
+    );
+}

@@ -1,0 +1,465 @@
+//! `cargo xtask bench`: builds `agent-server` and `loadgen` in release mode, then for each
+//! scenario starts a fresh server (agent-server with the limits the scenario needs, then the
+//! bare baseline), runs loadgen against it, and writes the figures to `docs/benchmarks.md`
+//! (with `--quick`, a small version of each scenario, written under the target directory so
+//! the committed figures stay the full run's).
+//!
+//! - [`scenarios`]: what each scenario does;
+//! - [`markdown`]: the document.
+//!
+//! A run that fails verification is reported in the document and makes the command fail.
+
+pub mod markdown;
+pub mod scenarios;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use markdown::{Outcome, Run};
+use scenarios::Scenario;
+
+use crate::Error;
+
+/// The secret both servers and loadgen share (the server wants at least 32 bytes).
+const SECRET: &str = "loadgen-bench-secret-0123456789abcdef";
+
+/// Flags of `cargo xtask bench`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// A small version of each scenario.
+    pub quick: bool,
+    /// Only these scenarios (by name); all when empty.
+    pub only: Vec<String>,
+    /// Where to write the document; default `docs/benchmarks.md` (`--quick`: under the
+    /// target directory).
+    pub out: Option<PathBuf>,
+}
+
+impl Options {
+    /// Parses the arguments after `bench`.
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let mut options = Options::default();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--quick" => options.quick = true,
+                "--only" => {
+                    let names = args
+                        .next()
+                        .ok_or("--only needs scenario names, like burst,steady")?;
+                    options.only = names.split(',').map(str::to_owned).collect();
+                }
+                "--out" => {
+                    let path = args.next().ok_or("--out needs a file path")?;
+                    options.out = Some(PathBuf::from(path));
+                }
+                other => {
+                    return Err(format!(
+                        "bench: unknown argument `{other}` (expected --quick, --only NAMES, --out PATH)"
+                    ));
+                }
+            }
+        }
+        let known: Vec<&str> = scenarios::scenarios(options.quick)
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        if let Some(bad) = options.only.iter().find(|n| !known.contains(&n.as_str())) {
+            return Err(format!(
+                "bench: no scenario `{bad}`; the scenarios are {}",
+                known.join(", ")
+            ));
+        }
+        Ok(options)
+    }
+}
+
+/// The release binaries.
+struct Binaries {
+    server: PathBuf,
+    loadgen: PathBuf,
+}
+
+/// Runs the benchmark in the workspace at `root`; `Ok(false)` when a run failed verification.
+pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
+    let binaries = build(root)?;
+    let log_dir = target_dir(root)?.join("bench");
+    std::fs::create_dir_all(&log_dir).map_err(|source| Error::Io {
+        path: log_dir.clone(),
+        source,
+    })?;
+    let chosen: Vec<Scenario> = scenarios::scenarios(options.quick)
+        .into_iter()
+        .filter(|s| options.only.is_empty() || options.only.iter().any(|n| n == s.name))
+        .collect();
+    let total = chosen.len() * 2;
+    let mut outcomes = Vec::new();
+    for (i, scenario) in chosen.into_iter().enumerate() {
+        println!(
+            "bench [{}/{total}] {} on agent-server: {}",
+            2 * i + 1,
+            scenario.name,
+            scenario.what
+        );
+        let server = run_one(&binaries, &scenario, Kind::AgentServer, &log_dir);
+        print_line(&server);
+        println!(
+            "bench [{}/{total}] {} on the baseline",
+            2 * i + 2,
+            scenario.name
+        );
+        let baseline = run_one(&binaries, &scenario, Kind::Baseline, &log_dir);
+        print_line(&baseline);
+        outcomes.push(Outcome {
+            scenario,
+            server,
+            baseline,
+        });
+    }
+    let out = match &options.out {
+        Some(path) => path.clone(),
+        None if options.quick => log_dir.join("benchmarks-quick.md"),
+        None => root.join("docs/benchmarks.md"),
+    };
+    let doc = markdown::render(&outcomes, &machine(), &today(), options.quick);
+    std::fs::write(&out, doc).map_err(|source| Error::Io {
+        path: out.clone(),
+        source,
+    })?;
+    println!("bench: wrote {}", out.display());
+    Ok(outcomes.iter().all(|o| o.server.ok && o.baseline.ok))
+}
+
+fn print_line(run: &Run) {
+    let figure = |pointer: &str| {
+        run.report
+            .as_ref()
+            .and_then(|r| r.pointer(pointer))
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    let verdict = if run.ok { "verified" } else { "FAILED" };
+    println!(
+        "  {verdict}: {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, server {:.1} µs/event, {:.1} KiB/connection{}",
+        figure("/load/events_per_second"),
+        figure("/latency_ms/p50_ms"),
+        figure("/latency_ms/p99_ms"),
+        figure("/server/cpu_us_per_event"),
+        figure("/server/rss_per_connection_kib"),
+        run.error
+            .as_ref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    );
+}
+
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// `cargo build --release` of the two binaries, and where they are.
+fn build(root: &Path) -> Result<Binaries, Error> {
+    let command = "cargo build --release -p agent-server -p loadgen";
+    println!("bench: {command}");
+    let status = Command::new(cargo())
+        .args(["build", "--release", "-p", "agent-server", "-p", "loadgen"])
+        .current_dir(root)
+        .status()
+        .map_err(|source| Error::Spawn {
+            step: "bench",
+            command: command.into(),
+            source,
+        })?;
+    if !status.success() {
+        return Err(Error::Bench(format!("`{command}` failed ({status})")));
+    }
+    let release = target_dir(root)?.join("release");
+    Ok(Binaries {
+        server: release.join("agent-server"),
+        loadgen: release.join("loadgen"),
+    })
+}
+
+/// The target directory, as cargo reports it (it honours `CARGO_TARGET_DIR`).
+fn target_dir(root: &Path) -> Result<PathBuf, Error> {
+    let command = "cargo metadata --format-version 1 --no-deps";
+    let output = Command::new(cargo())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(root)
+        .output()
+        .map_err(|source| Error::Spawn {
+            step: "bench",
+            command: command.into(),
+            source,
+        })?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| Error::Bench(format!("`{command}` printed no JSON: {e}")))?;
+    metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::Bench(format!("`{command}` has no target_directory")))
+}
+
+/// Which server a run loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    AgentServer,
+    Baseline,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::AgentServer => "agent-server",
+            Kind::Baseline => "baseline",
+        }
+    }
+}
+
+/// The server's command line for `scenario`.
+fn server_command(binaries: &Binaries, scenario: &Scenario, kind: Kind) -> (PathBuf, Vec<String>) {
+    let mut args: Vec<String> = Vec::new();
+    let program = match kind {
+        Kind::AgentServer => {
+            args.extend(
+                [
+                    "serve",
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--synthetic-agent",
+                    "--jwt-secret",
+                    SECRET,
+                ]
+                .map(String::from),
+            );
+            args.extend(scenario.server.iter().map(|s| (*s).to_owned()));
+            binaries.server.clone()
+        }
+        Kind::Baseline => {
+            args.extend(
+                [
+                    "baseline-server",
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--jwt-secret",
+                    SECRET,
+                ]
+                .map(String::from),
+            );
+            binaries.loadgen.clone()
+        }
+    };
+    (program, args)
+}
+
+/// The address a server printed on its first line (`http://ADDR` or `ws://ADDR/ws`).
+pub fn listen_address(line: &str) -> Option<&str> {
+    let rest = line.split("://").nth(1)?;
+    rest.split(['/', ' ', ')']).next().filter(|a| !a.is_empty())
+}
+
+fn shell_line(program: &Path, args: &[String]) -> String {
+    let name = program
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.contains(['{', '"', ' ']) {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    format!("{name} {}", quoted.join(" "))
+}
+
+/// Starts the server, runs loadgen against it, stops the server.
+fn run_one(binaries: &Binaries, scenario: &Scenario, kind: Kind, log_dir: &Path) -> Run {
+    let (program, args) = server_command(binaries, scenario, kind);
+    let mut run = Run {
+        server_command: shell_line(&program, &args),
+        ..Run::default()
+    };
+    let log = log_dir.join(format!("{}-{}.log", scenario.name, kind.label()));
+    let (mut child, addr) = match start_server(&program, &args, &log) {
+        Ok(started) => started,
+        Err(e) => {
+            run.error = Some(e);
+            return run;
+        }
+    };
+    let mut loadgen_args = scenario.loadgen.clone();
+    loadgen_args.extend([
+        "--url".into(),
+        format!("ws://{addr}/ws"),
+        "--jwt-secret".into(),
+        SECRET.into(),
+        "--server-pid".into(),
+        child.id().to_string(),
+        "--json".into(),
+    ]);
+    run.loadgen_command = shell_line(&binaries.loadgen, &loadgen_args)
+        .replace(
+            &format!("--server-pid {}", child.id()),
+            "--server-pid $SERVER_PID",
+        )
+        .replace(&addr, "$ADDR");
+    match Command::new(&binaries.loadgen)
+        .args(&loadgen_args)
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(output) => {
+            run.ok = output.status.success();
+            run.report = serde_json::from_slice(&output.stdout).ok();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            run.error = (!run.ok).then(|| {
+                stderr
+                    .lines()
+                    .rfind(|l| l.starts_with("loadgen:"))
+                    .unwrap_or("loadgen failed without a message")
+                    .to_owned()
+            });
+        }
+        Err(e) => run.error = Some(format!("cannot start loadgen: {e}")),
+    }
+    let _killed = child.kill();
+    let _reaped = child.wait();
+    // Let the closed sockets' TIME_WAIT and the server's memory go before the next run.
+    std::thread::sleep(Duration::from_secs(1));
+    run
+}
+
+/// Starts a server with its stderr in `log`, and reads the address from its first line.
+fn start_server(program: &Path, args: &[String], log: &Path) -> Result<(Child, String), String> {
+    let log_file =
+        std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let Some(stdout) = child.stdout.take() else {
+        return Err("the server's stdout is not piped".into());
+    };
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    let read = stdout.read_line(&mut line);
+    // Keep draining stdout so the server never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    match (read, listen_address(&line)) {
+        (Ok(_), Some(addr)) => Ok((child, addr.to_owned())),
+        _ => {
+            let _killed = child.kill();
+            let _reaped = child.wait();
+            Err(format!(
+                "the server printed no address (first line {line:?}); see {}",
+                log.display()
+            ))
+        }
+    }
+}
+
+/// CPU model and cores from `/proc/cpuinfo`, and `uname -srm`.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim());
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let uname = Command::new("uname")
+        .arg("-srm")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kib: u64 = m.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!(
+                ", {:.0} GiB of memory",
+                kib as f64 / 1024.0 / 1024.0
+            ))
+        })
+        .unwrap_or_default();
+    format!("{model}, {cores} cores{memory}, {uname}")
+}
+
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(args: &[&str], expected: Result<Options, &str>) {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        match (Options::parse(&args), expected) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want),
+            (Err(got), Err(fragment)) => {
+                assert!(got.contains(fragment), "{got:?} lacks {fragment:?}")
+            }
+            (got, want) => panic!("{args:?}: expected {want:?}, got {got:?}"),
+        }
+    }
+
+    #[test]
+    fn flags() {
+        check(&[], Ok(Options::default()));
+        check(
+            &["--quick"],
+            Ok(Options {
+                quick: true,
+                ..Options::default()
+            }),
+        );
+        check(
+            &["--only", "burst,steady", "--out", "/tmp/b.md"],
+            Ok(Options {
+                only: vec!["burst".into(), "steady".into()],
+                out: Some(PathBuf::from("/tmp/b.md")),
+                ..Options::default()
+            }),
+        );
+        check(&["--only"], Err("--only needs scenario names"));
+        check(
+            &["--only", "flood"],
+            Err("no scenario `flood`; the scenarios are burst, steady"),
+        );
+        check(&["--fast"], Err("unknown argument `--fast`"));
+    }
+
+    #[test]
+    fn servers_print_their_address_first() {
+        let cases = [
+            (
+                "agent-server listening on http://127.0.0.1:40555 (WebSocket at ws://127.0.0.1:40555/ws)",
+                Some("127.0.0.1:40555"),
+            ),
+            (
+                "loadgen baseline-server listening on ws://127.0.0.1:32833/ws (pid 18149)",
+                Some("127.0.0.1:32833"),
+            ),
+            ("error: no", None),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(listen_address(line), expected, "{line}");
+        }
+    }
+}

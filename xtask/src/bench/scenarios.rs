@@ -1,0 +1,178 @@
+//! The benchmark's scenarios: what loadgen does in each, and which server limits it needs
+//! raised. `--quick` runs a small version of each, about a minute in all.
+
+/// The synthetic run of every load scenario (issue 9's): 17 events, about 600 ms.
+pub const SHAPE: &str = r#"{"thinking":4,"tools":3,"chunks":5,"sleep_ms":50}"#;
+
+/// One scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    /// A short name, used in progress lines, file names and `--only`.
+    pub name: &'static str,
+    /// The group its row belongs to in the table (`idle` and `scaling` have several sizes).
+    pub group: &'static str,
+    /// What it does, in words, for the table.
+    pub what: String,
+    /// loadgen's arguments after the URL, secret and pid.
+    pub loadgen: Vec<String>,
+    /// agent-server's extra `serve` flags (the baseline has no limits to raise).
+    pub server: Vec<&'static str>,
+}
+
+/// Limits raised for load scenarios: the start rate is a per-user abuse guard, and a steady
+/// load restarts runs on the same users faster than 30 a minute.
+const LOAD_LIMITS: &[&str] = &["--start-rate-per-minute", "100000"];
+
+fn args(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| (*w).to_owned()).collect()
+}
+
+fn burst(name: &'static str, connections: u64, runs: u64) -> Scenario {
+    let (c, r) = (connections.to_string(), runs.to_string());
+    Scenario {
+        name,
+        group: name,
+        what: format!(
+            "{} users × 1 connection, {} runs at once",
+            thousands(connections),
+            thousands(runs)
+        ),
+        loadgen: args(&["burst", "--connections", &c, "--runs", &r, "--shape", SHAPE]),
+        server: LOAD_LIMITS.to_vec(),
+    }
+}
+
+fn steady(
+    name: &'static str,
+    group: &'static str,
+    connections: u64,
+    in_flight: u64,
+    secs: u64,
+) -> Scenario {
+    let (c, f, d) = (
+        connections.to_string(),
+        in_flight.to_string(),
+        secs.to_string(),
+    );
+    Scenario {
+        name,
+        group,
+        what: format!(
+            "{} connections, {} runs in flight, started steadily for {secs} s",
+            thousands(connections),
+            thousands(in_flight)
+        ),
+        loadgen: args(&[
+            "steady",
+            "--connections",
+            &c,
+            "--in-flight",
+            &f,
+            "--duration",
+            &d,
+            "--shape",
+            SHAPE,
+        ]),
+        server: LOAD_LIMITS.to_vec(),
+    }
+}
+
+fn idle(name: &'static str, connections: u64) -> Scenario {
+    let c = connections.to_string();
+    Scenario {
+        name,
+        group: "idle",
+        what: format!("{} idle connections", thousands(connections)),
+        loadgen: args(&["idle", "--connections", &c]),
+        server: Vec::new(),
+    }
+}
+
+/// The scenarios, full or quick.
+pub fn scenarios(quick: bool) -> Vec<Scenario> {
+    if quick {
+        return vec![
+            burst("burst", 500, 1_000),
+            steady("steady", "steady", 1_000, 100, 3),
+            burst("light", 200, 10),
+            idle("idle-100", 100),
+            idle("idle-1k", 1_000),
+            idle("idle-1.9k", 1_900),
+            steady("scaling-100", "scaling", 100, 100, 3),
+            steady("scaling-1.9k", "scaling", 1_900, 100, 3),
+        ];
+    }
+    vec![
+        burst("burst", 5_000, 10_000),
+        steady("steady", "steady", 10_000, 1_000, 20),
+        burst("light", 2_000, 100),
+        idle("idle-1k", 1_000),
+        idle("idle-10k", 10_000),
+        idle("idle-19k", 19_000),
+        steady("scaling-1k", "scaling", 1_000, 1_000, 20),
+        steady("scaling-19k", "scaling", 19_000, 1_000, 20),
+    ]
+}
+
+/// `12345` as `12,345`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_and_quick_have_the_same_scenarios_by_group() {
+        let groups = |quick| {
+            let mut g: Vec<&str> = scenarios(quick).iter().map(|s| s.group).collect();
+            g.dedup();
+            g
+        };
+        assert_eq!(
+            groups(false),
+            ["burst", "steady", "light", "idle", "scaling"]
+        );
+        assert_eq!(groups(true), groups(false));
+    }
+
+    #[test]
+    fn the_full_scenarios_are_issue_9s() {
+        let all = scenarios(false);
+        let line = |name: &str| {
+            let s = all.iter().find(|s| s.name == name).expect("scenario");
+            format!("{}: {}", s.what, s.loadgen.join(" "))
+        };
+        assert_eq!(
+            line("burst"),
+            format!(
+                "5,000 users × 1 connection, 10,000 runs at once: burst --connections 5000 --runs 10000 --shape {SHAPE}"
+            )
+        );
+        assert!(line("steady").contains("steady --connections 10000 --in-flight 1000"));
+        assert!(line("idle-19k").ends_with("idle --connections 19000"));
+        assert!(line("scaling-19k").contains("--connections 19000 --in-flight 1000"));
+    }
+
+    #[test]
+    fn thousands_separators() {
+        for (n, s) in [
+            (0, "0"),
+            (999, "999"),
+            (1_000, "1,000"),
+            (19_000, "19,000"),
+            (1_234_567, "1,234,567"),
+        ] {
+            assert_eq!(thousands(n), s);
+        }
+    }
+}
