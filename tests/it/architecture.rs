@@ -1,10 +1,12 @@
 //! The layering of `docs/ARCHITECTURE.md`, checked on the manifests: arrows point down only,
-//! `agent-registry` and `ws-bridge` do not know each other, and `core-context` does no IO.
+//! `agent-registry` and `ws-bridge` do not know each other, `core-context` and
+//! `agent-protocol` do no IO; and the rooms stay small: no source file over 600 lines.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// The workspace crates each crate may depend on (normal dependencies, not dev ones).
+/// The workspace crates (by package name) each crate may depend on (normal dependencies, not
+/// dev ones).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("core-context", &[]),
     ("agent-registry", &["core-context"]),
@@ -15,8 +17,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "compat",
         &["core-context", "agent-registry", "execution-engine"],
     ),
-    // The composition root: it may use every library crate, and no crate may use it.
     ("llm-agent", &["core-context", "agent-registry"]),
+    // The wire, and the client that speaks it: below the server, above nothing but the ids
+    // and events; no crate below the server may use them.
+    ("agent-protocol", &["core-context"]),
+    ("agent-client", &["core-context", "agent-protocol"]),
+    // The load generator measures the server from outside: it speaks the wire through the
+    // protocol's types and nothing else of the workspace. No crate may use it (no other row
+    // lists it).
+    ("loadgen", &["core-context", "agent-protocol"]),
+    // The composition root: it may use every library crate, and no crate may use it.
     (
         "agent-server",
         &[
@@ -26,9 +36,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "execution-engine",
             "agents",
             "llm-agent",
+            "agent-protocol",
+            "agent-client",
         ],
     ),
 ];
+
+/// External crates `agent-protocol` may use: serialisation only.
+const PROTOCOL_EXTERNAL: &[&str] = &["serde", "serde_json", "thiserror"];
+
+/// The longest source file allowed under `crates/*/src`: past it, a file holds two ideas.
+const MAX_FILE_LINES: usize = 600;
 
 /// External crates `core-context` may use: data and sync primitives, nothing that does IO.
 const CORE_CONTEXT_EXTERNAL: &[&str] = &[
@@ -41,41 +59,68 @@ const CORE_CONTEXT_EXTERNAL: &[&str] = &[
     "ulid",
 ];
 
+fn crates_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates")
+}
+
+/// Every crate under `crates/`: its package name and its normal dependencies.
+fn manifests() -> Vec<(String, BTreeSet<String>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(crates_dir()).unwrap() {
+        let path = entry.unwrap().path().join("Cargo.toml");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let manifest: toml::Table = text
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = manifest["package"]["name"].as_str().unwrap().to_owned();
+        let deps = manifest
+            .get("dependencies")
+            .and_then(|d| d.as_table())
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default();
+        out.push((name, deps));
+    }
+    out
+}
+
 fn dependencies(krate: &str) -> BTreeSet<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let path = root.join("crates").join(krate).join("Cargo.toml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let manifest: toml::Table = text
-        .parse()
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    manifest
-        .get("dependencies")
-        .and_then(|d| d.as_table())
-        .map(|d| d.keys().cloned().collect())
-        .unwrap_or_default()
+    manifests()
+        .into_iter()
+        .find(|(name, _)| name == krate)
+        .unwrap_or_else(|| panic!("no crate {krate} under crates/"))
+        .1
 }
 
 #[test]
 fn crates_depend_only_downwards() {
-    let local: BTreeSet<&str> = ALLOWED.iter().map(|(k, _)| *k).collect();
-    let on_disk: BTreeSet<String> =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-    for krate in &on_disk {
+    let manifests = manifests();
+    let local: BTreeSet<&str> = manifests.iter().map(|(name, _)| name.as_str()).collect();
+    for (krate, deps) in &manifests {
         let Some((_, allowed)) = ALLOWED.iter().find(|(k, _)| k == krate) else {
             panic!(
                 "crate {krate} has no place in the layering table of tests/it/architecture.rs; add it"
             );
         };
-        for dep in dependencies(krate) {
-            if local.contains(dep.as_str()) || on_disk.contains(&dep) {
+        for dep in deps {
+            if local.contains(dep.as_str()) {
                 assert!(
                     allowed.contains(&dep.as_str()),
                     "{krate} depends on {dep}: an arrow pointing up or sideways"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn nothing_depends_on_the_binaries() {
+    for (krate, deps) in manifests() {
+        for binary in ["agent-server", "loadgen"] {
+            assert!(
+                !deps.contains(binary),
+                "{krate} depends on {binary}: binaries sit at the top and nothing uses them"
+            );
         }
     }
 }
@@ -88,4 +133,40 @@ fn core_context_does_no_io() {
             "core-context depends on {dep}; it holds data and traits only (see docs/ARCHITECTURE.md)"
         );
     }
+}
+
+#[test]
+fn the_protocol_does_no_io() {
+    for dep in dependencies("agent-protocol") {
+        assert!(
+            dep == "core-context" || PROTOCOL_EXTERNAL.contains(&dep.as_str()),
+            "agent-protocol depends on {dep}; it holds the wire's types and parsing only"
+        );
+    }
+}
+
+#[test]
+fn no_source_file_is_over_the_limit() {
+    let mut too_long = Vec::new();
+    for krate in std::fs::read_dir(crates_dir()).unwrap() {
+        let src = krate.unwrap().path().join("src");
+        let mut dirs = vec![src];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+                    if lines > MAX_FILE_LINES {
+                        too_long.push(format!("{} ({lines} lines)", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        too_long.is_empty(),
+        "split these by concern (limit {MAX_FILE_LINES} lines): {too_long:#?}"
+    );
 }

@@ -306,17 +306,22 @@ async fn events_without_a_connection_are_kept_and_failed_resumes_say_why() {
             },
         )
         .await;
-        let wire = serde_json::to_value(ResumeOutcome::Failed {
-            reason: ResumeFailure::TooOld,
-            oldest_seq: 21,
-        })
-        .unwrap();
+        // The server reports outcomes in the protocol's wire shape.
+        let wire =
+            serde_json::to_value(agent_server::wire::resume_status(&ResumeOutcome::Failed {
+                reason: ResumeFailure::TooOld,
+                oldest_seq: 21,
+            }))
+            .unwrap();
         assert_eq!(
             wire,
             json!({"status": "failed", "reason": "too_old", "oldest_seq": 21})
         );
         assert_eq!(
-            serde_json::to_value(ResumeOutcome::Ok { replayed: 16 }).unwrap(),
+            serde_json::to_value(agent_server::wire::resume_status(&ResumeOutcome::Ok {
+                replayed: 16
+            }))
+            .unwrap(),
             json!({"status": "ok", "replayed": 16})
         );
     }
@@ -347,7 +352,10 @@ async fn a_slow_consumer_is_closed_without_growing_or_hurting_others() {
             }
         }
         assert_eq!(stalled.recv().await.unwrap_err(), CloseReason::SlowConsumer);
-        assert_eq!(CloseReason::SlowConsumer.code(), 4008);
+        assert_eq!(
+            agent_server::wire::close_code(CloseReason::SlowConsumer).code(),
+            4008
+        );
         assert_eq!(bridge.connection_count(&alice), 0);
         assert_eq!(bridge.connection_count(&bob), 1);
         // The stalled client can resume and get everything the log kept.
@@ -488,5 +496,55 @@ async fn connections_opened_mid_stream_join_without_gap_or_repeat() {
         emitter.await.unwrap();
         assert!(joins > 3, "only {joins} joins happened while events flowed");
         drop(anchor);
+    }
+}
+
+/// A writer that takes what is queued in batches (the server's connection loop) gets every
+/// frame once, in seq order, never more than it asked for at a time, and still gets what was
+/// queued before a shutdown ahead of the close.
+#[tokio::test]
+async fn batches_keep_order_and_deliver_before_the_close() {
+    for (broker, bridge) in bridges(&BridgeConfig::default()) {
+        eprintln!("broker under test: {broker}");
+        let alice = user_id("alice");
+        let sub = bridge.subscribe(&alice, None).await.unwrap();
+        for _ in 0..10 {
+            bridge.emit(&alice, sample_event()).unwrap();
+        }
+        let mut batch = Vec::new();
+        let mut seqs = Vec::new();
+        while seqs.len() < 10 {
+            sub.recv_batch(&mut batch, 4).await.unwrap();
+            assert!((1..=4).contains(&batch.len()), "a batch of {}", batch.len());
+            seqs.extend(batch.drain(..).map(|f| f.seq));
+        }
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+        assert_eq!(sub.queued(), (0, 0));
+        assert_eq!(
+            sub.drain_into(&mut batch, 64),
+            0,
+            "nothing queued, nothing waits"
+        );
+
+        // What was queued meanwhile joins a batch without waiting, up to the room left.
+        for _ in 0..5 {
+            bridge.emit(&alice, sample_event()).unwrap();
+        }
+        sub.recv_batch(&mut batch, 1).await.unwrap();
+        assert_eq!(sub.drain_into(&mut batch, 3), 3);
+        assert_eq!(sub.drain_into(&mut batch, 64), 1);
+        let seqs: Vec<u64> = batch.drain(..).map(|f| f.seq).collect();
+        assert_eq!(seqs, [11, 12, 13, 14, 15]);
+
+        bridge.emit(&alice, sample_event()).unwrap();
+        bridge.emit(&alice, sample_event()).unwrap();
+        bridge.close_all();
+        sub.recv_batch(&mut batch, 64).await.unwrap();
+        assert_eq!(batch.iter().map(|f| f.seq).collect::<Vec<_>>(), [16, 17]);
+        batch.clear();
+        assert_eq!(
+            sub.recv_batch(&mut batch, 64).await.unwrap_err(),
+            CloseReason::Shutdown
+        );
     }
 }

@@ -22,6 +22,15 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Ending the WebDriver session makes chromedriver quit Chromium; killing only the
+        // driver would leave Chromium's processes behind after every test. The tests run on
+        // the multi-thread runtime, where blocking here for the session's end is allowed.
+        let client = self.client.clone();
+        let _ = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), client.close()).await
+            })
+        });
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

@@ -1,17 +1,24 @@
 //! The server over real sockets: auth, protocol, isolation under load, resume, slow
 //! consumers, shutdown.
+//!
+//! Tests of what an application sees (lifecycles, isolation, resume) use the typed client,
+//! `agent_client::Client`; tests of the wire itself (bad frames, floods, close codes, the
+//! auth table, idle timeouts) use the raw socket client of `server_support`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use agent_client::{ClientConfig, Notice, StreamItem};
+use agent_protocol::{Epoch, ErrorCode, ResumeParams, StartAgent};
 use core_context::lifecycle::check_lifecycle;
+use futures::FutureExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::server_support::{
-    Client, ConnectError, SECRET, assert_contiguous, events, now_secs, start_server, token,
-    token_with,
+    Client, ConnectError, SECRET, assert_contiguous, events, next_event, next_item, now_secs,
+    start_server, synthetic, terminals, token, token_with, typed, url,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,18 +110,15 @@ async fn auth_table_refuses_with_401_and_no_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_streams_its_whole_lifecycle_to_the_user() {
     let server = start_server(|_| {}).await;
-    let mut alice = Client::user(server.addr(), "alice").await;
-    assert_eq!(alice.established["last_seq"], 0);
-    let accepted = alice.start("r1", "assistant", Value::Null).await;
-    assert_eq!(accepted["type"], "run_accepted", "{accepted}");
-    assert_eq!(accepted["request_id"], "r1");
-    let frames = alice.events_until_terminals(1).await;
+    let mut alice = typed(server.addr(), "alice").await;
+    assert_eq!(alice.position().after_seq, 0);
+    let accepted = alice
+        .start_agent("assistant", "What is 12*7?")
+        .await
+        .unwrap();
+    let frames = terminals(&mut alice, 1).await;
     assert_contiguous(&frames, 0);
-    assert!(
-        frames
-            .iter()
-            .all(|f| f.event.run_id.as_str() == accepted["run_id"])
-    );
+    assert!(frames.iter().all(|f| f.event.run_id == accepted.run_id));
     let summary = check_lifecycle(&events(&frames)).unwrap();
     assert_eq!((summary.completed, summary.tool_calls), (1, 1));
     let Some(last) = frames.last() else {
@@ -127,14 +131,36 @@ async fn a_run_streams_its_whole_lifecycle_to_the_user() {
             .unwrap()
             .contains("[local rule-based agent]")
     );
+    server.shutdown().await;
+}
+
+/// Answers echo the request's `request_id` (what clients match answers by), and legacy
+/// `user_message` frames start the default agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_echo_request_ids_and_legacy_frames_start_the_default_agent() {
+    let server = start_server(|_| {}).await;
+    let mut alice = Client::user(server.addr(), "alice").await;
+    let accepted = alice.start("r1", "assistant", Value::Null).await;
+    assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+    assert_eq!(accepted["request_id"], "r1");
+    let frames = alice.events_until_terminals(1).await;
+    assert_contiguous(&frames, 0);
+    alice
+        .send(json!({"type": "cancel_run", "request_id": "x", "payload": {"run_id": accepted["run_id"]}}))
+        .await;
+    let refused = alice.reply().await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["request_id"].as_str()),
+        (Some("run_not_found"), Some("x"))
+    );
 
     // Legacy frames start the default agent.
     alice
         .send(json!({"type": "user_message", "payload": {"content": "hello from an older client"}}))
         .await;
     assert_eq!(alice.reply().await["type"], "run_accepted");
-    let frames = alice.events_until_terminals(1).await;
-    assert_contiguous(&frames, summary.events as u64);
+    let more = alice.events_until_terminals(1).await;
+    assert_contiguous(&more, frames.len() as u64);
     server.shutdown().await;
 }
 
@@ -204,43 +230,37 @@ async fn bad_frames_get_error_codes_and_the_connection_stays_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_cannot_cancel_each_others_runs_or_use_each_others_threads() {
     let server = start_server(|_| {}).await;
-    let mut alice = Client::user(server.addr(), "alice").await;
-    let mut bob = Client::user(server.addr(), "bob").await;
-    let accepted = alice
-        .start(
-            "r1",
-            "synthetic",
-            json!({"thinking": 0, "tools": 0, "chunks": 0, "hang": true}),
-        )
-        .await;
-    let run_id = accepted["run_id"].as_str().unwrap().to_owned();
-    let thread_id = accepted["thread_id"].as_str().unwrap().to_owned();
+    let mut alice = typed(server.addr(), "alice").await;
+    let mut bob = typed(server.addr(), "bob").await;
+    let hang = json!({"thinking": 0, "tools": 0, "chunks": 0, "hang": true});
+    let run = alice.start(synthetic(hang)).await.unwrap();
+    let in_thread = |message: &str| StartAgent {
+        agent: "assistant".into(),
+        message: message.into(),
+        thread_id: Some(run.thread_id.clone()),
+        input: None,
+    };
 
-    bob.send(json!({"type": "cancel_run", "request_id": "x", "payload": {"run_id": run_id}}))
-        .await;
-    let refused = bob.reply().await;
-    assert_eq!(
-        (refused["code"].as_str(), refused["request_id"].as_str()),
-        (Some("run_not_found"), Some("x"))
-    );
-    bob.send(json!({"type": "start_agent", "request_id": "y",
-                    "payload": {"agent": "assistant", "message": "m", "thread_id": thread_id}}))
-        .await;
-    assert_eq!(bob.reply().await["code"], "thread_not_found");
+    let refused = bob.cancel_run(&run.run_id).await.unwrap_err();
+    assert_eq!(refused.code(), Some(&ErrorCode::RunNotFound), "{refused}");
+    let stolen = bob.start(in_thread("m")).await.unwrap_err();
+    assert_eq!(stolen.code(), Some(&ErrorCode::ThreadNotFound), "{stolen}");
 
     // Alice's run is untouched: started, still running; her own cancel ends it.
-    alice
-        .send(json!({"type": "cancel_run", "payload": {"run_id": run_id}}))
-        .await;
-    let frames = alice.events_until_terminals(1).await;
+    alice.cancel_run(&run.run_id).await.unwrap();
+    let frames = terminals(&mut alice, 1).await;
     let kinds: Vec<_> = frames.iter().map(|f| f.event.kind.type_name()).collect();
     assert_eq!(kinds, ["agent_started", "agent_cancelled"]);
     // Alice may continue her own thread.
-    alice.send(json!({"type": "start_agent", "payload": {"agent": "assistant", "message": "again", "thread_id": thread_id}})).await;
-    assert_eq!(alice.reply().await["thread_id"], thread_id.as_str());
-    // Bob saw nothing of Alice's: his next frame is the pong.
-    bob.send(json!({"type": "ping"})).await;
-    assert_eq!(bob.next().await["type"], "pong");
+    let again = alice.start(in_thread("again")).await.unwrap();
+    assert_eq!(again.thread_id, run.thread_id);
+    // Bob saw nothing of Alice's: whatever reached him before his pong has been read, and
+    // there is nothing.
+    bob.ping().await.unwrap();
+    assert!(
+        bob.next_item().now_or_never().is_none(),
+        "bob received an item"
+    );
     server.shutdown().await;
 }
 
@@ -257,25 +277,26 @@ async fn many_users_and_connections_each_see_exactly_their_stream() {
     for u in 0..USERS {
         tasks.push(tokio::spawn(async move {
             let user = format!("load{u:03}");
-            let mut main = Client::user(addr, &user).await;
-            let mut second = Client::user(addr, &user).await;
+            let mut main = typed(addr, &user).await;
+            let mut second = typed(addr, &user).await;
             let shape = json!({"thinking": 1, "tools": 2, "chunks": 2, "sleep_ms": 1});
             let mut runs = BTreeSet::new();
-            for r in 0..RUNS {
-                let accepted = main
-                    .start(&format!("r{r}"), "synthetic", shape.clone())
-                    .await;
-                assert_eq!(accepted["type"], "run_accepted", "{user}: {accepted}");
-                runs.insert(accepted["run_id"].as_str().unwrap().to_owned());
+            for _ in 0..RUNS {
+                let accepted = main.start(synthetic(shape.clone())).await;
+                let accepted = accepted.unwrap_or_else(|e| panic!("{user}: {e}"));
+                runs.insert(accepted.run_id);
             }
-            // run_accepted replies may interleave with events on `main`; `start` skipped
-            // those, so count on `second`, which gets only events.
-            let seen = second.events_until_terminals(RUNS).await;
+            let seen = terminals(&mut second, RUNS).await;
             assert_contiguous(&seen, 0);
-            let owned: BTreeSet<String> = seen.iter().map(|f| f.event.run_id.to_string()).collect();
+            let owned: BTreeSet<_> = seen.iter().map(|f| f.event.run_id.clone()).collect();
             assert_eq!(owned, runs, "{user} saw a foreign run or missed one");
             let summary = check_lifecycle(&events(&seen)).unwrap_or_else(|v| panic!("{user}: {v}"));
             assert_eq!((summary.completed, summary.tool_calls), (RUNS, 2 * RUNS));
+            let on_main = terminals(&mut main, RUNS).await;
+            assert!(
+                on_main == seen,
+                "{user}: the two connections saw different streams"
+            );
             seen.len()
         }));
     }
@@ -287,24 +308,26 @@ async fn many_users_and_connections_each_see_exactly_their_stream() {
     server.shutdown().await;
 }
 
-/// A client that drops its socket at random moments mid-run and resumes gets every event
-/// exactly once, in order; stale epochs and too-old seqs get a failed resume that says why.
+/// A client that drops its socket at random moments mid-run and resumes from its saved
+/// position gets every event exactly once, in order; stale epochs and too-old seqs get a
+/// failed resume that says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_and_resume_at_random_moments() {
     let server = start_server(|c| c.bridge.replay_max_events = 200).await;
     let addr = server.addr();
-    let mut client = Client::user(addr, "alice").await;
-    let epoch = client.established["epoch"].as_str().unwrap().to_owned();
+    let resume_from = |epoch: &Epoch, after_seq| ClientConfig {
+        resume_from: Some(ResumeParams {
+            epoch: epoch.clone(),
+            after_seq,
+        }),
+        ..ClientConfig::default()
+    };
+    let mut client = typed(addr, "alice").await;
+    let epoch = client.position().epoch.clone();
     let runs = 8;
-    for r in 0..runs {
-        let accepted = client
-            .start(
-                &format!("r{r}"),
-                "synthetic",
-                json!({"thinking": 2, "tools": 3, "chunks": 4, "sleep_ms": 3}),
-            )
-            .await;
-        assert_eq!(accepted["type"], "run_accepted");
+    for _ in 0..runs {
+        let shape = json!({"thinking": 2, "tools": 3, "chunks": 4, "sleep_ms": 3});
+        client.start(synthetic(shape)).await.unwrap();
     }
     let total = runs * (1 + 2 + 6 + 4 + 1);
     let mut received: Vec<core_context::SequencedEvent> = Vec::new();
@@ -319,50 +342,49 @@ async fn disconnect_and_resume_at_random_moments() {
             if received.len() == total {
                 break;
             }
-            let frame = client.next().await;
-            if frame.get("seq").is_some() {
-                received.push(serde_json::from_value(frame).unwrap());
-            }
+            // A notice (a failed resume) fails the test here.
+            received.push(next_event(&mut client).await);
         }
+        let saved = client.position().clone();
         drop(client);
         reconnects += 1;
-        let last = received.last().map_or(0, |f| f.seq);
-        client = Client::connect(addr, &token("alice"), Some((&epoch, last)))
+        let config = resume_from(&saved.epoch, saved.after_seq);
+        client = agent_client::Client::connect_with(&url(addr), &token("alice"), config)
             .await
             .unwrap();
-        assert_eq!(
-            client.established["resume"]["status"], "ok",
-            "{}",
-            client.established
-        );
+        // A failed resume would have moved the position (and queued a notice).
+        assert_eq!(client.position(), &saved, "the resume failed");
     }
     assert!(reconnects >= 5, "only {reconnects} reconnects");
     assert_contiguous(&received, 0);
     assert_eq!(check_lifecycle(&events(&received)).unwrap().completed, runs);
 
-    let stale = Client::connect(addr, &token("alice"), Some(("ep_stale", 3)))
+    let stale_epoch = Epoch::new("ep_stale");
+    let config = resume_from(&stale_epoch, 3);
+    let mut stale = agent_client::Client::connect_with(&url(addr), &token("alice"), config)
         .await
         .unwrap();
-    assert_eq!(
-        stale.established["resume"],
-        json!({"status": "failed", "reason": "epoch_changed", "oldest_seq": 1})
-    );
+    let expected = Notice::EpochChanged {
+        previous: stale_epoch,
+        epoch: epoch.clone(),
+        oldest_seq: 1,
+        last_seq: total as u64,
+    };
+    assert_eq!(next_item(&mut stale).await, StreamItem::Notice(expected));
     // Push the first events out of the 200-event log, then ask for them.
-    for r in 0..3 {
-        client
-            .start(
-                &format!("x{r}"),
-                "synthetic",
-                json!({"thinking": 30, "tools": 0, "chunks": 30}),
-            )
-            .await;
+    for _ in 0..3 {
+        let shape = json!({"thinking": 30, "tools": 0, "chunks": 30});
+        client.start(synthetic(shape)).await.unwrap();
     }
-    client.events_until_terminals(3).await;
-    let old = Client::connect(addr, &token("alice"), Some((&epoch, 1)))
+    terminals(&mut client, 3).await;
+    let config = resume_from(&epoch, 1);
+    let mut old = agent_client::Client::connect_with(&url(addr), &token("alice"), config)
         .await
         .unwrap();
-    assert_eq!(old.established["resume"]["status"], "failed");
-    assert_eq!(old.established["resume"]["reason"], "too_old");
+    match next_item(&mut old).await {
+        StreamItem::Notice(Notice::TooOld { after_seq: 1, .. }) => {}
+        other => panic!("expected too_old, got {other:?}"),
+    }
     server.shutdown().await;
 }
 

@@ -235,3 +235,58 @@ pub fn assert_contiguous(frames: &[SequencedEvent], after: u64) {
         );
     }
 }
+
+// The typed client (`agent_client`), for tests that use the server as an application would.
+
+/// The server's URL as an application passes it to `agent_client`.
+pub fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+/// A `start_agent` of the synthetic agent shaped by `input`.
+pub fn synthetic(input: Value) -> agent_protocol::StartAgent {
+    agent_protocol::StartAgent {
+        agent: "synthetic".into(),
+        message: "go".into(),
+        thread_id: None,
+        input: input.as_object().cloned(),
+    }
+}
+
+/// A typed client of `user` with the default settings.
+pub async fn typed(addr: SocketAddr, user: &str) -> agent_client::Client {
+    agent_client::Client::connect(&url(addr), &token(user))
+        .await
+        .expect("connects")
+}
+
+/// The next item of `client`'s stream within 10 s.
+pub async fn next_item(client: &mut agent_client::Client) -> agent_client::StreamItem {
+    tokio::time::timeout(Duration::from_secs(10), client.next_item())
+        .await
+        .expect("no item within 10 s")
+        .expect("the stream ended")
+        .expect("the stream failed")
+}
+
+/// The next event of `client`'s stream; a notice fails the test.
+pub async fn next_event(client: &mut agent_client::Client) -> SequencedEvent {
+    match next_item(client).await {
+        agent_client::StreamItem::Event(event) => event,
+        agent_client::StreamItem::Notice(notice) => panic!("expected an event, got {notice:?}"),
+    }
+}
+
+/// Reads `client`'s events until `runs` terminal events arrived; a notice fails the test.
+pub async fn terminals(client: &mut agent_client::Client, runs: usize) -> Vec<SequencedEvent> {
+    let mut out = Vec::new();
+    let mut ended = 0;
+    while ended < runs {
+        let event = next_event(client).await;
+        if event.event.kind.is_terminal() {
+            ended += 1;
+        }
+        out.push(event);
+    }
+    out
+}

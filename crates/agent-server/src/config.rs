@@ -172,7 +172,8 @@ impl ServerConfig {
                 let mut llm = llm_agent::LlmConfig::new(url.clone(), model.clone());
                 llm.api_key = args.llm_api_key.clone().map(llm_agent::Secret::new);
                 llm.max_turns = args.llm_max_turns;
-                llm.validate().map_err(ConfigError::Llm)?;
+                llm.validate()
+                    .map_err(|e| ConfigError::Llm(e.to_string()))?;
                 Some(llm)
             }
             _ => {

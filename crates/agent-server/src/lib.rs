@@ -4,17 +4,27 @@
 //! - [`config`]: every setting, from flags and environment variables, validated.
 //! - [`auth`]: JWT verification before the upgrade (HS256), and dev tokens for the embedded
 //!   default.
-//! - [`protocol`]: wire protocol v1, parsing and encoding (`docs/protocol.md`).
-//! - [`server`]: the composition root: state, routes, the connection loop, graceful shutdown.
+//! - [`app`]: the composition root: the shared state, starting and cancelling runs.
+//! - [`sessions`]: per-user rules: the start rate limit, thread ownership, active runs.
+//! - [`routes`]: the HTTP routes and the handlers that answer before a socket exists.
+//! - [`connection`]: the loop of one WebSocket: client frames in, the user's stream out.
+//! - [`wire`]: where the bridge's stream types meet the protocol's wire types.
+//! - [`server`]: startup, `agent-server serve`, and graceful shutdown.
 //! - [`chat`]: a terminal client that prints a run as a live timeline.
+//!
+//! The wire protocol itself is the `agent-protocol` crate.
 //!
 //! **Architecture Invariant:** the user id of a connection comes from its verified token
 //! only; no message can name another user, and every lookup of runs and threads is keyed by
 //! that id.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod app;
 pub mod auth;
 pub mod chat;
 pub mod config;
-pub mod protocol;
+pub mod connection;
+pub mod routes;
 pub mod server;
+pub mod sessions;
+pub mod wire;

@@ -66,133 +66,167 @@ pub fn check_lifecycle<'a>(
     let mut runs: HashMap<&'a RunId, RunState<'a>> = HashMap::new();
     let mut order: Vec<&'a RunId> = Vec::new();
     let mut summary = LifecycleSummary::default();
-
     for (index, event) in events.into_iter().enumerate() {
         summary.events += 1;
-        let fail = |problem: String| LifecycleViolation {
-            run_id: event.run_id.to_string(),
-            problem: format!("{problem} (event #{index}, {})", event.kind.type_name()),
-        };
         let state = runs.entry(&event.run_id).or_insert_with(|| {
             order.push(&event.run_id);
             RunState::default()
         });
-        match state.first {
-            None => state.first = Some(event),
-            Some(first) => {
-                if first.thread_id != event.thread_id
-                    || first.agent_name != event.agent_name
-                    || first.parent_run_id != event.parent_run_id
-                {
-                    return Err(fail(
-                        "thread, agent name or parent differs from the run's first event".into(),
-                    ));
-                }
-            }
-        }
-        if state.terminal_at.is_some() {
-            return Err(fail("event after the terminal event".into()));
+        state
+            .observe(index, event, &mut summary)
+            .map_err(|problem| LifecycleViolation {
+                run_id: event.run_id.to_string(),
+                problem: format!("{problem} (event #{index}, {})", event.kind.type_name()),
+            })?;
+    }
+    for run_id in &order {
+        check_ended(run_id, &runs, &mut summary).map_err(|problem| LifecycleViolation {
+            run_id: run_id.to_string(),
+            problem,
+        })?;
+    }
+    Ok(summary)
+}
+
+impl<'a> RunState<'a> {
+    /// Checks the run's event at `index` against what the run did so far.
+    fn observe(
+        &mut self,
+        index: usize,
+        event: &'a AgentEvent,
+        summary: &mut LifecycleSummary,
+    ) -> Result<(), String> {
+        self.check_same_run(event)?;
+        if self.terminal_at.is_some() {
+            return Err("event after the terminal event".into());
         }
         match &event.kind {
             EventKind::AgentStarted { .. } => {
-                if state.started_at.is_some() {
-                    return Err(fail("second agent_started".into()));
+                if self.started_at.is_some() {
+                    return Err("second agent_started".into());
                 }
-                state.started_at = Some(index);
+                self.started_at = Some(index);
             }
-            _ if state.started_at.is_none() => {
-                return Err(fail("first event is not agent_started".into()));
+            _ if self.started_at.is_none() => {
+                return Err("first event is not agent_started".into());
             }
             EventKind::AgentThinking { step, .. } => {
-                if *step <= state.last_step {
-                    return Err(fail(format!(
+                if *step <= self.last_step {
+                    return Err(format!(
                         "thinking step {step} after step {}",
-                        state.last_step
-                    )));
+                        self.last_step
+                    ));
                 }
-                state.last_step = *step;
+                self.last_step = *step;
             }
             EventKind::ToolExecuting {
                 tool_call_id,
                 tool_name,
                 ..
-            } => {
-                if state
-                    .open_tools
-                    .insert(tool_call_id.as_str(), tool_name.as_str())
-                    .is_some()
-                {
-                    return Err(fail(format!("tool_call_id {tool_call_id} executing twice")));
-                }
-            }
+            } => self.tool_executing(tool_call_id, tool_name)?,
             EventKind::ToolCompleted {
                 tool_call_id,
                 tool_name,
                 ..
-            } => match state.open_tools.remove(tool_call_id.as_str()) {
-                None => {
-                    return Err(fail(format!(
-                        "tool_completed {tool_call_id} without an open tool_executing"
-                    )));
-                }
-                Some(name) if name != tool_name => {
-                    return Err(fail(format!(
-                        "tool_completed {tool_call_id} names {tool_name}, executing named {name}"
-                    )));
-                }
-                Some(_) => state.closed_tools += 1,
-            },
+            } => self.tool_completed(tool_call_id, tool_name)?,
             EventKind::AgentResponseChunk { .. } => {}
-            terminal => {
-                if let Some(open) = state.open_tools.keys().next() {
-                    return Err(fail(format!(
-                        "terminal event while tool call {open} is still open"
-                    )));
+            terminal => self.terminal(index, terminal, summary)?,
+        }
+        Ok(())
+    }
+
+    /// A run keeps the thread, agent name and parent of its first event.
+    fn check_same_run(&mut self, event: &'a AgentEvent) -> Result<(), String> {
+        match self.first {
+            None => self.first = Some(event),
+            Some(first) => {
+                if first.thread_id != event.thread_id
+                    || first.agent_name != event.agent_name
+                    || first.parent_run_id != event.parent_run_id
+                {
+                    return Err(
+                        "thread, agent name or parent differs from the run's first event".into(),
+                    );
                 }
-                state.terminal_at = Some(index);
-                match terminal {
-                    EventKind::AgentCompleted { .. } => summary.completed += 1,
-                    EventKind::AgentError { code, .. } => {
-                        *summary.errors.entry(code.clone()).or_default() += 1;
-                    }
-                    _ => summary.cancelled += 1,
-                }
+            }
+        }
+        Ok(())
+    }
+
+    fn tool_executing(&mut self, tool_call_id: &'a str, tool_name: &'a str) -> Result<(), String> {
+        if self.open_tools.insert(tool_call_id, tool_name).is_some() {
+            return Err(format!("tool_call_id {tool_call_id} executing twice"));
+        }
+        Ok(())
+    }
+
+    fn tool_completed(&mut self, tool_call_id: &str, tool_name: &str) -> Result<(), String> {
+        match self.open_tools.remove(tool_call_id) {
+            None => Err(format!(
+                "tool_completed {tool_call_id} without an open tool_executing"
+            )),
+            Some(name) if name != tool_name => Err(format!(
+                "tool_completed {tool_call_id} names {tool_name}, executing named {name}"
+            )),
+            Some(_) => {
+                self.closed_tools += 1;
+                Ok(())
             }
         }
     }
 
-    for run_id in &order {
-        let state = &runs[run_id];
-        let Some(terminal_at) = state.terminal_at else {
-            return Err(LifecycleViolation {
-                run_id: run_id.to_string(),
-                problem: "no terminal event".into(),
-            });
-        };
-        summary.runs += 1;
-        summary.tool_calls += state.closed_tools;
-        let Some(parent_id) = state.first.and_then(|e| e.parent_run_id.as_ref()) else {
-            continue;
-        };
-        summary.sub_runs += 1;
-        let Some(parent) = runs.get(parent_id) else {
-            continue;
-        };
-        let child_started = state.started_at.unwrap_or(0);
-        if parent.started_at.is_none_or(|p| p > child_started) {
-            return Err(LifecycleViolation {
-                run_id: run_id.to_string(),
-                problem: format!("sub-run started before its parent {parent_id} started"),
-            });
+    fn terminal(
+        &mut self,
+        index: usize,
+        terminal: &EventKind,
+        summary: &mut LifecycleSummary,
+    ) -> Result<(), String> {
+        if let Some(open) = self.open_tools.keys().next() {
+            return Err(format!(
+                "terminal event while tool call {open} is still open"
+            ));
         }
-        if parent.terminal_at.is_none_or(|p| p < terminal_at) {
-            return Err(LifecycleViolation {
-                run_id: run_id.to_string(),
-                problem: format!("sub-run ended after its parent {parent_id} ended"),
-            });
+        self.terminal_at = Some(index);
+        match terminal {
+            EventKind::AgentCompleted { .. } => summary.completed += 1,
+            EventKind::AgentError { code, .. } => {
+                *summary.errors.entry(code.clone()).or_default() += 1;
+            }
+            _ => summary.cancelled += 1,
         }
+        Ok(())
     }
-    Ok(summary)
+}
+
+/// At the end of the stream: the run ended, and a sub-run lies within its parent.
+fn check_ended(
+    run_id: &RunId,
+    runs: &HashMap<&RunId, RunState<'_>>,
+    summary: &mut LifecycleSummary,
+) -> Result<(), String> {
+    let state = &runs[run_id];
+    let Some(terminal_at) = state.terminal_at else {
+        return Err("no terminal event".into());
+    };
+    summary.runs += 1;
+    summary.tool_calls += state.closed_tools;
+    let Some(parent_id) = state.first.and_then(|e| e.parent_run_id.as_ref()) else {
+        return Ok(());
+    };
+    summary.sub_runs += 1;
+    let Some(parent) = runs.get(parent_id) else {
+        return Ok(());
+    };
+    let child_started = state.started_at.unwrap_or(0);
+    if parent.started_at.is_none_or(|p| p > child_started) {
+        return Err(format!(
+            "sub-run started before its parent {parent_id} started"
+        ));
+    }
+    if parent.terminal_at.is_none_or(|p| p < terminal_at) {
+        return Err(format!("sub-run ended after its parent {parent_id} ended"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -123,6 +123,10 @@ fn per_op(total: Duration, n: u64) -> String {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "a benchmark script: one measurement after another, read top to bottom"
+)]
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = if quick { 10 } else { 1 };

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use core_context::{AgentEvent, ConnectionId, EmitError, EventSink, UserId};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use crate::broker::{
-    AttachmentId, Broker, BrokerError, FrameListener, InProcessBroker, ReplayBounds,
+    AttachmentId, Broker, BrokerError, Epoch, FrameListener, InProcessBroker, ReplayBounds,
+    ResumeOutcome, ResumeRequest,
 };
 use crate::queue::{CloseReason, ConnectionQueue, Frame};
 
@@ -40,74 +40,6 @@ impl Default for BridgeConfig {
             send_queue_bytes: 1 << 20,
         }
     }
-}
-
-/// Names one life of a user's stream; `seq` restarts only under a new epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Epoch(Arc<str>);
-
-impl Epoch {
-    pub(crate) fn generate() -> Self {
-        Self(Arc::from(
-            format!("ep_{}", ulid::Ulid::new()).to_ascii_lowercase(),
-        ))
-    }
-
-    /// An epoch as a client sent it back.
-    pub fn from_client(value: &str) -> Self {
-        Self(Arc::from(value))
-    }
-
-    /// The epoch as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Where a reconnecting client left off.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResumeRequest {
-    /// The epoch of the stream the client was reading.
-    pub epoch: Epoch,
-    /// The last `seq` the client received.
-    pub after_seq: u64,
-}
-
-/// Why a resume could not replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResumeFailure {
-    /// Events after `after_seq` have already left the replay log.
-    TooOld,
-    /// The stream's history was lost (restart or eviction); the client must refetch state.
-    EpochChanged,
-    /// The client claims a `seq` this stream never reached.
-    SeqAhead,
-}
-
-/// The result of a resume, as `connection_established.resume` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum ResumeOutcome {
-    /// Every event after `after_seq` is queued ahead of live ones.
-    Ok {
-        /// How many events were replayed.
-        replayed: usize,
-    },
-    /// Nothing was replayed; the client must refetch state.
-    Failed {
-        /// Why.
-        reason: ResumeFailure,
-        /// The oldest `seq` the log still holds (the next `seq` if the log is empty).
-        oldest_seq: u64,
-    },
 }
 
 /// Why a subscription was refused.
@@ -381,6 +313,24 @@ impl Subscription {
     /// The next frame for this connection, or why it was closed.
     pub async fn recv(&self) -> Result<Arc<Frame>, CloseReason> {
         self.queue.recv().await
+    }
+
+    /// Waits for the next frame, then takes up to `max` queued frames at once (in order) into
+    /// `out`, so a writer can send them with one flush. Fails with why the connection was
+    /// closed once nothing is left to send.
+    pub async fn recv_batch(
+        &self,
+        out: &mut Vec<Arc<Frame>>,
+        max: usize,
+    ) -> Result<(), CloseReason> {
+        self.queue.recv_batch(out, max).await
+    }
+
+    /// Moves up to `max` frames that are queued now into `out`, without waiting; returns how
+    /// many. A writer calls it after giving other tasks a turn, to send what they queued in
+    /// the same flush.
+    pub fn drain_into(&self, out: &mut Vec<Arc<Frame>>, max: usize) -> usize {
+        self.queue.drain_into(out, max)
     }
     /// Frames and bytes waiting in this connection's queue.
     pub fn queued(&self) -> (usize, usize) {

@@ -18,6 +18,7 @@
 //! - `publish` never waits on IO: it is called on the agent's path.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,8 +27,72 @@ use async_trait::async_trait;
 use core_context::{AgentEvent, EmitError, SequencedEvent, UserId};
 use parking_lot::Mutex;
 
-use crate::bridge::{Epoch, ResumeFailure};
 use crate::queue::Frame;
+
+/// Names one life of a user's stream; `seq` restarts only under a new epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Epoch(Arc<str>);
+
+impl Epoch {
+    pub(crate) fn generate() -> Self {
+        Self(Arc::from(
+            format!("ep_{}", ulid::Ulid::new()).to_ascii_lowercase(),
+        ))
+    }
+
+    /// An epoch as a client sent it back.
+    pub fn from_client(value: &str) -> Self {
+        Self(Arc::from(value))
+    }
+
+    /// The epoch as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a reconnecting client left off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeRequest {
+    /// The epoch of the stream the client was reading.
+    pub epoch: Epoch,
+    /// The last `seq` the client received.
+    pub after_seq: u64,
+}
+
+/// Why a resume could not replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeFailure {
+    /// Events after `after_seq` have already left the replay log.
+    TooOld,
+    /// The stream's history was lost (restart or eviction); the client must refetch state.
+    EpochChanged,
+    /// The client claims a `seq` this stream never reached.
+    SeqAhead,
+}
+
+/// The result of a resume (the server reports it in `connection_established.resume`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeOutcome {
+    /// Every event after `after_seq` is queued ahead of live ones.
+    Ok {
+        /// How many events were replayed.
+        replayed: usize,
+    },
+    /// Nothing was replayed; the client must refetch state.
+    Failed {
+        /// Why.
+        reason: ResumeFailure,
+        /// The oldest `seq` the log still holds (the next `seq` if the log is empty).
+        oldest_seq: u64,
+    },
+}
 
 /// Receives a user's frames on one node, in seq order.
 pub trait FrameListener: Send + Sync {
@@ -170,9 +235,13 @@ impl InProcessBroker {
     }
 
     fn stream(&self, user: &UserId) -> Arc<Mutex<Stream>> {
+        let mut streams = self.streams.lock();
+        // Looked up on every event: clone the user id only for a stream that is new.
+        if let Some(stream) = streams.get(user) {
+            return Arc::clone(stream);
+        }
         Arc::clone(
-            self.streams
-                .lock()
+            streams
                 .entry(user.clone())
                 .or_insert_with(|| Arc::new(Mutex::new(Stream::new()))),
         )

@@ -11,23 +11,25 @@
 //!
 //! Each event is encoded to its wire frame once, and the one encoded frame is shared by the
 //! log and every connection. [`AgentWebSocketBridge::subscribe`] joins replay and live
-//! delivery under the stream's lock, so a connection never misses, repeats or reorders a
-//! `seq`.
+//! delivery without a lock shared with the broker: it registers the connection's queue
+//! first, then reads the stream's position or fetches the replay, and drops by `seq` every
+//! live frame the replay already covers. So a connection never misses, repeats or reorders a
+//! `seq`, and a networked broker plugs in unchanged.
 //!
-//! Where the streams live is a [`Broker`]: the embedded [`InProcessBroker`] keeps them in
+//! Where the streams live is a [`Broker`] ([`broker`] also holds the stream's types: [`Epoch`],
+//! [`ResumeRequest`], [`ResumeOutcome`]): the embedded [`InProcessBroker`] keeps them in
 //! memory; a networked one (Redis) lets several nodes share users, each node holding only its
 //! own connections.
 //!
-//! This crate has no transport: the server reads [`Subscription`]s and writes their frames to
-//! WebSockets. No lock is held across an await.
+//! This crate holds no transport: no sockets, no HTTP, no wire protocol types. The server
+//! reads [`Subscription`]s, writes their frames to WebSockets, and maps a [`CloseReason`] and
+//! a [`ResumeOutcome`] to the protocol's close codes and `resume` status. No lock is held
+//! across an await.
 
 mod bridge;
 pub mod broker;
 mod queue;
 
-pub use bridge::{
-    AgentWebSocketBridge, BridgeConfig, BridgeError, Epoch, ResumeFailure, ResumeOutcome,
-    ResumeRequest, Subscription,
-};
-pub use broker::{Broker, InProcessBroker};
+pub use bridge::{AgentWebSocketBridge, BridgeConfig, BridgeError, Subscription};
+pub use broker::{Broker, Epoch, InProcessBroker, ResumeFailure, ResumeOutcome, ResumeRequest};
 pub use queue::{CloseReason, Frame};

@@ -15,35 +15,13 @@ pub struct Frame {
     pub text: Arc<str>,
 }
 
-/// Why a connection's queue was closed.
+/// Why a connection's queue was closed (the server maps it to a WebSocket close code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// The client did not read fast enough; its queue hit a bound.
     SlowConsumer,
     /// The bridge is shutting down.
     Shutdown,
-}
-
-impl CloseReason {
-    /// The WebSocket close code for this reason.
-    pub fn code(self) -> u16 {
-        match self {
-            CloseReason::SlowConsumer => 4008,
-            CloseReason::Shutdown => 1001,
-        }
-    }
-
-    /// The close reason text: tells the client what to do.
-    pub fn message(self) -> &'static str {
-        match self {
-            CloseReason::SlowConsumer => {
-                "slow consumer: reconnect with epoch and after_seq to resume"
-            }
-            CloseReason::Shutdown => {
-                "server shutting down: reconnect with epoch and after_seq to resume"
-            }
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +111,45 @@ impl ConnectionQueue {
             }
             notified.await;
         }
+    }
+
+    /// Waits for at least one frame, then moves up to `max` queued frames into `out`, in
+    /// order, so the writer can send them with one flush. Fails only when the queue is closed
+    /// and empty: frames queued before a shutdown are still delivered.
+    pub(crate) async fn recv_batch(
+        &self,
+        out: &mut Vec<Arc<Frame>>,
+        max: usize,
+    ) -> Result<(), CloseReason> {
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut state = self.state.lock();
+                if Self::take(&mut state, out, max.max(1)) > 0 {
+                    return Ok(());
+                }
+                if let Some(reason) = state.closed {
+                    return Err(reason);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Moves up to `max` queued frames into `out` without waiting; returns how many.
+    pub(crate) fn drain_into(&self, out: &mut Vec<Arc<Frame>>, max: usize) -> usize {
+        Self::take(&mut self.state.lock(), out, max)
+    }
+
+    fn take(state: &mut State, out: &mut Vec<Arc<Frame>>, max: usize) -> usize {
+        let take = state.frames.len().min(max);
+        let mut bytes = 0;
+        for frame in state.frames.drain(..take) {
+            bytes += frame.text.len();
+            out.push(frame);
+        }
+        state.bytes -= bytes;
+        take
     }
 
     pub(crate) fn len(&self) -> (usize, usize) {

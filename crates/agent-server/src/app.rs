@@ -1,0 +1,227 @@
+//! The composition root: the state every handler shares (registry, auth, bridge, engine
+//! factory, sessions) and the two things a client asks of it, starting and cancelling runs.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use agent_protocol::{ErrorCode, ServerFrame, StartAgent};
+use agent_registry::{AgentInput, AgentRegistry};
+use core_context::{
+    CancellationToken, ConnectionId, RunId, ThreadId, UserExecutionContext, UserId,
+};
+use execution_engine::ExecutionEngineFactory;
+use serde_json::{Value, json};
+use ws_bridge::AgentWebSocketBridge;
+
+use crate::auth::{Auth, AuthError};
+use crate::config::ServerConfig;
+use crate::sessions::Sessions;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The agents could not be registered.
+    #[error("cannot register the built-in agents: {0}")]
+    Registry(#[from] agent_registry::RegistryError),
+    /// The `llm` agent could not be set up.
+    #[error("cannot set up the llm agent: {0}")]
+    Llm(#[source] llm_agent::LlmError),
+    /// The auth secret could not be set up.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A setting is out of range (settings built in code skip the flags' validation).
+    #[error("invalid setting: {0}")]
+    Config(&'static str),
+}
+
+/// Everything a request handler needs. Shared by all connections.
+pub struct AppState {
+    pub(crate) config: ServerConfig,
+    pub(crate) auth: Auth,
+    registry: Arc<AgentRegistry>,
+    pub(crate) bridge: AgentWebSocketBridge,
+    pub(crate) factory: ExecutionEngineFactory,
+    sessions: Sessions,
+    pub(crate) draining: AtomicBool,
+    pub(crate) open_connections: AtomicUsize,
+    pub(crate) stop_accepting: CancellationToken,
+}
+
+/// A run the engine refused to start, as its `error` frame's code and message.
+struct Refused(ErrorCode, String);
+
+impl AppState {
+    /// The state of a server with `config`: registers the built-in agents and sets up auth.
+    pub fn new(config: ServerConfig) -> Result<Arc<Self>, ServeError> {
+        let mut registry = AgentRegistry::new();
+        agents::register_local(&mut registry)?;
+        if config.synthetic_agent {
+            agents::synthetic::register(&mut registry)?;
+        }
+        if let Some(llm) = &config.llm {
+            llm_agent::register(&mut registry, llm.clone()).map_err(ServeError::Llm)?;
+        }
+        let registry = Arc::new(registry);
+        let auth = match &config.jwt_secret {
+            Some(secret) => Auth::from_secret(secret, false),
+            None => Auth::generated()?,
+        };
+        let starts_per_minute = NonZeroU32::new(config.start_rate_per_minute).ok_or(
+            ServeError::Config("start_rate_per_minute must be at least 1"),
+        )?;
+        let bridge = AgentWebSocketBridge::new(config.bridge.clone());
+        let factory = ExecutionEngineFactory::new(
+            Arc::clone(&registry),
+            Arc::new(bridge.clone()),
+            config.engine.clone(),
+        );
+        Ok(Arc::new(Self {
+            sessions: Sessions::new(starts_per_minute),
+            config,
+            auth,
+            registry,
+            bridge,
+            factory,
+            draining: AtomicBool::new(false),
+            open_connections: AtomicUsize::new(0),
+            stop_accepting: CancellationToken::new(),
+        }))
+    }
+
+    /// The registered agents' names.
+    pub fn agent_names(&self) -> Vec<String> {
+        self.registry
+            .agent_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The registry (the agents a client can start).
+    pub fn registry(&self) -> &AgentRegistry {
+        &self.registry
+    }
+
+    /// The bridge (for tests and metrics).
+    pub fn bridge(&self) -> &AgentWebSocketBridge {
+        &self.bridge
+    }
+
+    /// Open WebSocket connections.
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Handles `start_agent`: refused while draining, then the session's rules (start rate,
+    /// thread ownership), then a run on a fresh engine of the user's.
+    pub(crate) fn start_run(
+        self: &Arc<Self>,
+        user: &UserId,
+        connection: &ConnectionId,
+        request_id: Option<String>,
+        start: StartAgent,
+    ) -> ServerFrame {
+        if self.draining.load(Ordering::Relaxed) {
+            return ServerFrame::error(
+                request_id,
+                ErrorCode::ShuttingDown,
+                "the server is shutting down and starts no new runs; reconnect shortly",
+            );
+        }
+        let thread = match self.sessions.admit(user, start.thread_id.clone()) {
+            Ok(thread) => thread,
+            Err(refusal) => {
+                return ServerFrame::error(request_id, refusal.code(), refusal.to_string());
+            }
+        };
+        match self.launch(user, connection, request_id.as_deref(), thread, start) {
+            Ok((run_id, thread_id)) => ServerFrame::RunAccepted {
+                request_id,
+                run_id,
+                thread_id,
+            },
+            Err(Refused(code, message)) => ServerFrame::error(request_id, code, message),
+        }
+    }
+
+    /// Starts the run on an engine made for this request, and tracks it until it ends.
+    fn launch(
+        self: &Arc<Self>,
+        user: &UserId,
+        connection: &ConnectionId,
+        request_id: Option<&str>,
+        thread: ThreadId,
+        start: StartAgent,
+    ) -> Result<(RunId, ThreadId), Refused> {
+        let mut builder = UserExecutionContext::builder(user.clone())
+            .thread_id(thread)
+            .connection_id(connection.clone());
+        if let Some(id) = request_id {
+            builder = builder.audit("client_request_id", json!(id));
+        }
+        let context = builder
+            .build()
+            .map_err(|e| Refused(ErrorCode::InternalError, e.to_string()))?;
+        let engine = self
+            .factory
+            .create_for_user(context)
+            .map_err(|e| Refused(ErrorCode::from_wire(e.code()), e.to_string()))?;
+        let input = AgentInput {
+            message: start.message,
+            input: start.input.map_or(Value::Null, Value::Object),
+            previous_result: None,
+        };
+        let handle = match engine.execute_agent(&start.agent, input) {
+            Ok(handle) => handle,
+            Err(e) => {
+                self.factory.release(&engine);
+                return Err(Refused(ErrorCode::from_wire(e.code()), e.to_string()));
+            }
+        };
+        let run_id = handle.run_id().clone();
+        let thread_id = handle.thread_id().clone();
+        self.sessions.track(user, run_id.clone(), engine.clone());
+        let state = Arc::clone(self);
+        let (user, finished) = (user.clone(), run_id.clone());
+        tokio::spawn(async move {
+            handle.wait().await;
+            state.sessions.finished(&user, &finished);
+            state.factory.release(&engine);
+        });
+        Ok((run_id, thread_id))
+    }
+
+    /// Handles `cancel_run`: only the user's own active runs are found. No reply on success:
+    /// the run's `agent_cancelled` event is the answer.
+    pub(crate) fn cancel_run(
+        &self,
+        user: &UserId,
+        request_id: Option<String>,
+        run_id: &RunId,
+    ) -> Option<ServerFrame> {
+        match self.sessions.active_run(user, run_id) {
+            Some(engine) if engine.cancel_run(run_id, "cancelled by the user") => None,
+            _ => Some(ServerFrame::error(
+                request_id,
+                ErrorCode::RunNotFound,
+                format!("no active run {run_id} for this user"),
+            )),
+        }
+    }
+
+    /// Drops idle per-user state: engines, streams, and sessions with no runs.
+    pub fn maintain(&self) {
+        self.factory.cleanup_idle();
+        self.bridge.evict_idle();
+        self.sessions.evict_idle(self.config.bridge.replay_max_age);
+    }
+}

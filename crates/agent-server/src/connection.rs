@@ -1,0 +1,294 @@
+//! The connection loop: one task per WebSocket that both reads the client's frames and writes
+//! the user's stream.
+//!
+//! Because one task does both, a reply (`run_accepted`) is always written before any event of
+//! the run it accepted reaches that connection. Events come from the connection's bounded
+//! bridge queue; a client that does not read is closed as a slow consumer by the bridge, and
+//! a socket write that stalls longer than [`WRITE_TIMEOUT`] closes the connection too. A
+//! client that floods ([`FLOOD_LIMIT`] frames per [`FLOOD_WINDOW`]), sends a message far over
+//! the frame limit, or goes silent past the idle timeout is closed with a code that says so.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use agent_protocol::{
+    ClientFrame, CloseCode, ErrorCode, ResumeParams, ServerFrame, Timestamp, parse_client_frame,
+};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use core_context::{ConnectionId, UserId};
+use futures::SinkExt as _;
+use governor::{DefaultDirectRateLimiter, Quota};
+
+use crate::app::AppState;
+use crate::wire;
+
+/// A socket write that takes longer than this closes the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection waits for the client's close reply.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Frames one connection may send in a burst, refilled over [`FLOOD_WINDOW`]; more closes it
+/// (1008).
+pub const FLOOD_LIMIT: u32 = 100;
+/// The window of [`FLOOD_LIMIT`].
+pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+/// Frames over this many times the frame limit close the connection (1009).
+pub const ABUSIVE_FRAME_FACTOR: usize = 4;
+/// Queued events written with one flush at the most: what queued up while the socket was
+/// busy goes out in as few `send` calls as the socket's write buffer allows.
+pub const MAX_BATCH: usize = 64;
+
+/// Counts a connection as open while it lives.
+struct OpenConnection<'a>(&'a AtomicUsize);
+
+impl<'a> OpenConnection<'a> {
+    fn count(open: &'a AtomicUsize) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the loop does after handling one message from the client.
+enum Next {
+    Continue,
+    Stop,
+}
+
+/// Serves one authenticated WebSocket of `user` until either side ends it.
+pub(crate) async fn serve(
+    state: Arc<AppState>,
+    user: UserId,
+    resume: Option<ResumeParams>,
+    mut socket: WebSocket,
+) {
+    let _open = OpenConnection::count(&state.open_connections);
+    let resume = resume.as_ref().map(wire::resume_request);
+    let subscription = match state.bridge.subscribe(&user, resume.as_ref()).await {
+        Ok(s) => s,
+        Err(e) => {
+            close(&mut socket, CloseCode::PolicyViolation, &e.to_string()).await;
+            return;
+        }
+    };
+    let connection_id = subscription.connection_id().clone();
+    let established = ServerFrame::ConnectionEstablished {
+        connection_id: connection_id.clone(),
+        user_id: user.clone(),
+        epoch: wire::epoch(subscription.epoch()),
+        last_seq: subscription.last_seq(),
+        server_time: Timestamp::now(),
+        resume: subscription.resume().map(wire::resume_status),
+    };
+    if !send_frame(&mut socket, &established).await {
+        return;
+    }
+    tracing::debug!(%user, %connection_id, "connection open");
+    let mut client = ClientSide {
+        state: &state,
+        user: &user,
+        connection_id: &connection_id,
+        last_heard: Instant::now(),
+        flood: flood_guard(),
+    };
+    let mut ping = tokio::time::interval(state.config.ping_interval);
+    ping.tick().await;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        tokio::select! {
+            ready = subscription.recv_batch(&mut batch, MAX_BATCH) => match ready {
+                Ok(()) => {
+                    // Agents woken by the same timer tick are about to emit too: let them
+                    // run first, so their events leave in this flush, not a send each.
+                    tokio::task::yield_now().await;
+                    let room = MAX_BATCH.saturating_sub(batch.len());
+                    subscription.drain_into(&mut batch, room);
+                    if !send_batch(&mut socket, &mut batch).await {
+                        break;
+                    }
+                }
+                Err(reason) => {
+                    let code = wire::close_code(reason);
+                    close(&mut socket, code, code.default_reason()).await;
+                    break;
+                }
+            },
+            message = socket.recv() => {
+                if let Next::Stop = client.on_message(message, &mut socket).await {
+                    break;
+                }
+            },
+            _ = ping.tick() => {
+                if client.last_heard.elapsed() > state.config.idle_timeout {
+                    let code = CloseCode::IdleTimeout;
+                    close(&mut socket, code, code.default_reason()).await;
+                    break;
+                }
+                if !send(&mut socket, Message::Ping(Vec::new().into())).await {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!(%user, %connection_id, "connection closed");
+}
+
+/// The per-connection limiter of client frames.
+fn flood_guard() -> DefaultDirectRateLimiter {
+    let burst = NonZeroU32::new(FLOOD_LIMIT).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(FLOOD_WINDOW / FLOOD_LIMIT)
+        .map_or_else(|| Quota::per_second(burst), |q| q.allow_burst(burst));
+    DefaultDirectRateLimiter::direct(quota)
+}
+
+/// The client's side of one connection: what it sent, and how the server answers.
+struct ClientSide<'a> {
+    state: &'a Arc<AppState>,
+    user: &'a UserId,
+    connection_id: &'a ConnectionId,
+    last_heard: Instant,
+    flood: DefaultDirectRateLimiter,
+}
+
+impl ClientSide<'_> {
+    async fn on_message(
+        &mut self,
+        message: Option<Result<Message, axum::Error>>,
+        socket: &mut WebSocket,
+    ) -> Next {
+        let message = match message {
+            None => return Next::Stop,
+            Some(Err(error)) => {
+                if is_too_big(error) {
+                    let limit = self.state.config.max_frame_bytes * ABUSIVE_FRAME_FACTOR;
+                    let reason = format!("message over {limit} bytes");
+                    close(socket, CloseCode::MessageTooBig, &reason).await;
+                }
+                return Next::Stop;
+            }
+            Some(Ok(message)) => message,
+        };
+        self.last_heard = Instant::now();
+        if self.flood.check().is_err() {
+            let reason = "too many messages: slow down and reconnect";
+            close(socket, CloseCode::PolicyViolation, reason).await;
+            return Next::Stop;
+        }
+        let reply = match message {
+            Message::Text(text) => self.on_text(text.as_str()),
+            Message::Binary(_) => Some(ServerFrame::error(
+                None,
+                ErrorCode::BinaryNotSupported,
+                "binary frames are not part of the protocol; send JSON text frames",
+            )),
+            Message::Ping(_) | Message::Pong(_) => None,
+            Message::Close(_) => return Next::Stop,
+        };
+        match reply {
+            Some(reply) if !send_frame(socket, &reply).await => Next::Stop,
+            _ => Next::Continue,
+        }
+    }
+
+    fn on_text(&self, text: &str) -> Option<ServerFrame> {
+        let limit = self.state.config.max_frame_bytes;
+        if text.len() > limit {
+            return Some(ServerFrame::error(
+                None,
+                ErrorCode::FrameTooLarge,
+                format!("the frame is {} bytes; the limit is {limit}", text.len()),
+            ));
+        }
+        match parse_client_frame(text, &self.state.config.default_agent) {
+            Err(error) => Some(error.into()),
+            Ok(ClientFrame::Ping) => Some(ServerFrame::Pong {
+                server_time: Timestamp::now(),
+            }),
+            Ok(ClientFrame::CancelRun {
+                request_id,
+                payload,
+            }) => self
+                .state
+                .cancel_run(self.user, request_id, &payload.run_id),
+            Ok(ClientFrame::StartAgent {
+                request_id,
+                payload,
+            }) => Some(
+                self.state
+                    .start_run(self.user, self.connection_id, request_id, payload),
+            ),
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Writes `batch` (emptying it) with one flush at the end, all within [`WRITE_TIMEOUT`].
+async fn send_batch(socket: &mut WebSocket, batch: &mut Vec<Arc<ws_bridge::Frame>>) -> bool {
+    let write = async {
+        for frame in batch.drain(..) {
+            socket
+                .feed(Message::Text(wire::shared_text(&frame.text)))
+                .await?;
+        }
+        socket.flush().await
+    };
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+}
+
+async fn send_frame(socket: &mut WebSocket, frame: &ServerFrame) -> bool {
+    send(socket, Message::Text(frame.to_text().into())).await
+}
+
+/// Sends a close frame and waits (up to [`CLOSE_LINGER`]) for the client's close reply, as
+/// RFC 6455 asks: dropping the socket at once would reset the connection under a client that
+/// is still answering pings, and it would never see the close code.
+async fn close(socket: &mut WebSocket, code: CloseCode, reason: &str) {
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: reason.into(),
+    };
+    if !send(socket, Message::Close(Some(frame))).await {
+        return;
+    }
+    let _lingered = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Whether a read failed because the client sent a message over the size limit.
+fn is_too_big(error: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = error.into_inner();
+    matches!(inner.downcast_ref::<WsError>(), Some(WsError::Capacity(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flood_guard_allows_a_burst_of_the_limit_then_refuses() {
+        let guard = flood_guard();
+        for i in 0..FLOOD_LIMIT {
+            assert!(guard.check().is_ok(), "frame {i} refused");
+        }
+        assert!(guard.check().is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! The HTTP side: the routes, and the handlers that answer before any socket exists (the chat
+//! page, the agent list, health, dev tokens, and the WebSocket upgrade, which authenticates
+//! and validates the resume parameters first).
+//!
+//! **Architecture Invariant:** a request without a valid token never gets a socket: the
+//! upgrade answers 401 with an [`HttpError`] body first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agent_protocol::http::{DevTokenRequest, DevTokenResponse, HttpError};
+use agent_protocol::{ErrorCode, ResumeParams};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use core_context::UserId;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::auth::{AuthError, DEV_TOKEN_TTL};
+use crate::connection::{self, ABUSIVE_FRAME_FACTOR};
+
+/// The chat page: one self-contained file, embedded so the binary needs no build step.
+pub const CHAT_PAGE: &str = include_str!("../static/index.html");
+
+/// The routes: the chat page at `/`, `/agents`, `/ws`, `/health`, and `/dev/token` when the
+/// secret was generated.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new()
+        .route("/", get(|| async { Html(CHAT_PAGE) }))
+        .route("/agents", get(list_agents))
+        .route("/ws", get(ws_handler))
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }));
+    if state.auth.dev_tokens() {
+        router = router.route("/dev/token", post(dev_token));
+    }
+    router.with_state(state)
+}
+
+/// The agents a client can start, with their descriptions (public: names are not secrets).
+async fn list_agents(State(state): State<Arc<AppState>>) -> Json<Vec<agent_registry::AgentInfo>> {
+    Json(state.registry().list_agents())
+}
+
+/// An HTTP refusal with the protocol's error body.
+fn refuse(status: StatusCode, error: ErrorCode, message: String) -> Response {
+    (status, Json(HttpError { error, message })).into_response()
+}
+
+async fn dev_token(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                format!("expected a JSON body {{\"user\":\"<name>\"}}: {e}"),
+            );
+        }
+    };
+    let user = match UserId::parse(&request.user) {
+        Ok(user) => user,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                e.to_string(),
+            );
+        }
+    };
+    match state.auth.issue(&user, DEV_TOKEN_TTL) {
+        Ok(token) => Json(DevTokenResponse {
+            token,
+            user_id: user,
+            expires_in_secs: DEV_TOKEN_TTL.as_secs(),
+        })
+        .into_response(),
+        Err(e) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::InternalError,
+            e.to_string(),
+        ),
+    }
+}
+
+/// The token of a connect request: the `Authorization: Bearer` header, else `?token=` (for
+/// browsers, which cannot set headers on a WebSocket).
+fn bearer(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, AuthError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| AuthError::BadScheme)?;
+        return match value.split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                Ok(token.trim().to_owned())
+            }
+            _ => Err(AuthError::BadScheme),
+        };
+    }
+    query.get("token").cloned().ok_or(AuthError::Missing)
+}
+
+/// `GET /ws`: authenticate, read the resume parameters, check the user's connection cap,
+/// then upgrade with buffers sized for many small frames.
+async fn ws_handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let user = match bearer(&headers, &query).and_then(|token| state.auth.verify(&token)) {
+        Ok(user) => user,
+        Err(e) => {
+            tracing::info!(reason = %e, "refused a connection");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                e.to_string(),
+            );
+        }
+    };
+    let resume = match ResumeParams::from_query(
+        query.get("epoch").map(String::as_str),
+        query.get("after_seq").map(String::as_str),
+    ) {
+        Ok(resume) => resume,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message),
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let max = state.config.bridge.max_connections_per_user;
+    if state.bridge.connection_count(&user) >= max {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyConnections,
+            format!("this user already has {max} open connections; close one first"),
+        );
+    }
+    let frame_limit = state.config.max_frame_bytes;
+    upgrade
+        // tungstenite allocates the read buffer up front (its default is 128 KiB) and zeroes
+        // up to that much before every read; client frames are small, so 2 KiB serves them
+        // (a larger frame grows the buffer as it arrives). The write buffer is a threshold:
+        // queued frames are written once 8 KiB gather, and at the batch's flush.
+        .read_buffer_size(2 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(state.config.bridge.send_queue_bytes + 64 * 1024)
+        .max_message_size(frame_limit * ABUSIVE_FRAME_FACTOR)
+        .max_frame_size(frame_limit * ABUSIVE_FRAME_FACTOR)
+        .on_upgrade(move |socket| connection::serve(state, user, resume, socket))
+}

@@ -1,0 +1,82 @@
+//! Adapters between the bridge's stream types and the protocol's wire types.
+//!
+//! `ws-bridge` holds no transport and knows no wire format; `agent-protocol` knows nothing of
+//! streams. The server speaks both, and this is the one place where they meet.
+
+use std::sync::Arc;
+
+use agent_protocol::{CloseCode, Epoch, ResumeFailure, ResumeParams, ResumeStatus};
+use axum::extract::ws::Utf8Bytes;
+use ws_bridge::{CloseReason, ResumeOutcome, ResumeRequest};
+
+/// The close code for a connection whose queue the bridge closed.
+pub fn close_code(reason: CloseReason) -> CloseCode {
+    match reason {
+        CloseReason::SlowConsumer => CloseCode::SlowConsumer,
+        CloseReason::Shutdown => CloseCode::GoingAway,
+    }
+}
+
+/// The `connection_established.resume` status of a bridge resume outcome.
+pub fn resume_status(outcome: &ResumeOutcome) -> ResumeStatus {
+    match outcome {
+        ResumeOutcome::Ok { replayed } => ResumeStatus::Ok {
+            replayed: *replayed,
+        },
+        ResumeOutcome::Failed { reason, oldest_seq } => ResumeStatus::Failed {
+            reason: match reason {
+                ws_bridge::ResumeFailure::TooOld => ResumeFailure::TooOld,
+                ws_bridge::ResumeFailure::EpochChanged => ResumeFailure::EpochChanged,
+                ws_bridge::ResumeFailure::SeqAhead => ResumeFailure::SeqAhead,
+            },
+            oldest_seq: *oldest_seq,
+        },
+    }
+}
+
+/// The stream's epoch as the wire writes it.
+pub fn epoch(epoch: &ws_bridge::Epoch) -> Epoch {
+    Epoch::new(epoch.as_str())
+}
+
+/// The bridge's resume request for a connect URL's resume parameters.
+pub fn resume_request(params: &ResumeParams) -> ResumeRequest {
+    ResumeRequest {
+        epoch: ws_bridge::Epoch::from_client(params.epoch.as_str()),
+        after_seq: params.after_seq,
+    }
+}
+
+/// The frame's text as a WebSocket payload without copying it: every connection of the user
+/// sends the one encoding the broker made.
+pub fn shared_text(text: &Arc<str>) -> Utf8Bytes {
+    let bytes = bytes::Bytes::from_owner(ArcText(Arc::clone(text)));
+    // The bytes come from a `str`, so they are UTF-8; the fallback copy is unreachable.
+    Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from(&**text))
+}
+
+/// An `Arc<str>` seen as bytes, to own a shared frame inside `Bytes`.
+struct ArcText(Arc<str>);
+
+impl AsRef<[u8]> for ArcText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_sent_without_copying_the_shared_encoding() {
+        let text: Arc<str> = Arc::from(r#"{"type":"agent_thinking","seq":1}"#);
+        let payload = shared_text(&text);
+        assert_eq!(payload.as_str(), &*text);
+        assert_eq!(
+            payload.as_str().as_ptr(),
+            text.as_ptr(),
+            "the frame was copied"
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! [`LlmAgent`] and its run: the tool-calling loop of turns.
+//!
+//! Each turn sends the conversation and the registry's tools to the model. When the model
+//! asks for tools, they run at once through the context's tool dispatcher (which emits their
+//! `tool_executing` / `tool_completed` events) and their results join the conversation for
+//! the next turn. The run ends with the first turn that calls no tools, or fails with
+//! `max_turns`.
+
+use std::fmt;
+
+use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use crate::client::ModelClient;
+use crate::error::RunFailure;
+use crate::stream::ToolCall;
+use crate::{LlmConfig, LlmError};
+
+/// The `llm` agent. Cheap to make per run: it shares the HTTP client and the settings.
+#[derive(Clone)]
+pub struct LlmAgent {
+    model: ModelClient,
+}
+
+impl fmt::Debug for LlmAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmAgent")
+            .field("config", self.model.config())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlmAgent {
+    /// An agent for `config` (which the caller has validated).
+    pub(crate) fn new(config: LlmConfig) -> Result<Self, LlmError> {
+        Ok(Self {
+            model: ModelClient::new(config)?,
+        })
+    }
+
+    /// The agent's settings.
+    pub(crate) fn config(&self) -> &LlmConfig {
+        self.model.config()
+    }
+
+    /// The turn loop: calls the model until it answers without tool calls.
+    async fn converse(
+        &self,
+        ctx: &AgentContext,
+        message: String,
+    ) -> Result<AgentOutput, RunFailure> {
+        let config = self.config();
+        let tools = tool_specs(ctx);
+        let mut messages = opening_messages(config.system_prompt.as_deref(), message);
+        let mut usage = None;
+        for _turn in 0..config.max_turns {
+            let turn = self.model.complete(ctx, &messages, &tools).await?;
+            add_usage(&mut usage, turn.usage);
+            if turn.tool_calls.is_empty() {
+                return Ok(AgentOutput {
+                    result: Value::String(turn.content),
+                    usage,
+                });
+            }
+            messages.push(assistant_message(turn.content, &turn.tool_calls));
+            messages.extend(run_tools(ctx, &turn.tool_calls).await);
+        }
+        Err(RunFailure::MaxTurns(config.max_turns))
+    }
+}
+
+#[async_trait]
+impl Agent for LlmAgent {
+    async fn run(&self, ctx: &AgentContext, input: AgentInput) -> Result<AgentOutput, AgentError> {
+        Ok(self.converse(ctx, input.message).await?)
+    }
+}
+
+/// The registry's tools as Chat Completions `function` tools.
+fn tool_specs(ctx: &AgentContext) -> Vec<Value> {
+    ctx.tools()
+        .into_iter()
+        .map(|t| {
+            json!({"type": "function", "function": {
+                "name": t.name, "description": t.description, "parameters": t.parameters}})
+        })
+        .collect()
+}
+
+/// The conversation before the first turn: the system prompt, if any, and the user's message.
+fn opening_messages(system_prompt: Option<&str>, message: String) -> Vec<Value> {
+    let mut messages = Vec::new();
+    if let Some(system) = system_prompt {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    messages.push(json!({"role": "user", "content": message}));
+    messages
+}
+
+/// The model's own turn as the next request repeats it: its text (null when it sent none)
+/// and the tool calls it made.
+fn assistant_message(content: String, calls: &[ToolCall]) -> Value {
+    let calls: Vec<Value> = calls
+        .iter()
+        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+        .collect();
+    let content = if content.is_empty() {
+        Value::Null
+    } else {
+        Value::String(content)
+    };
+    json!({"role": "assistant", "content": content, "tool_calls": calls})
+}
+
+/// Runs a turn's tool calls at once and returns one `tool` message per call, in the model's
+/// order. A failed call becomes an `{"error": ...}` result for the model to read, not a
+/// failed run.
+async fn run_tools(ctx: &AgentContext, calls: &[ToolCall]) -> Vec<Value> {
+    let results = futures::future::join_all(calls.iter().map(|call| {
+        // Arguments that are not JSON still reach the tool, as a string, so its argument
+        // check fails with an `invalid arguments` result the model can read and correct.
+        let args = serde_json::from_str(&call.arguments)
+            .unwrap_or_else(|_| Value::String(call.arguments.clone()));
+        ctx.call_tool_with_id(&call.id, &call.name, args)
+    }))
+    .await;
+    calls
+        .iter()
+        .zip(results)
+        .map(|(call, result)| {
+            let content = match result {
+                Ok(value) => value.to_string(),
+                Err(error) => json!({"error": error.to_string()}).to_string(),
+            };
+            json!({"role": "tool", "tool_call_id": call.id, "content": content})
+        })
+        .collect()
+}
+
+/// Adds the token counts of `turn` to `total`.
+fn add_usage(total: &mut Option<Value>, turn: Option<Value>) {
+    let Some(turn) = turn else { return };
+    let sum = total.get_or_insert_with(|| json!({}));
+    for key in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        let n = turn[key].as_u64().unwrap_or(0) + sum[key].as_u64().unwrap_or(0);
+        sum[key] = json!(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_sums_over_turns() {
+        let mut total = None;
+        add_usage(
+            &mut total,
+            Some(json!({"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12})),
+        );
+        add_usage(&mut total, None);
+        add_usage(
+            &mut total,
+            Some(json!({"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25})),
+        );
+        assert_eq!(
+            total,
+            Some(json!({"prompt_tokens": 30, "completion_tokens": 7, "total_tokens": 37}))
+        );
+    }
+
+    #[test]
+    fn assistant_turns_repeat_text_and_calls() {
+        let calls = [ToolCall {
+            id: "c1".into(),
+            name: "calc".into(),
+            arguments: "{}".into(),
+        }];
+        let expected_calls = json!([{"id": "c1", "type": "function", "function": {"name": "calc", "arguments": "{}"}}]);
+        let check = |content: &str, expected: Value| {
+            assert_eq!(
+                assistant_message(content.to_owned(), &calls),
+                json!({"role": "assistant", "content": expected, "tool_calls": expected_calls})
+            );
+        };
+        check("", Value::Null);
+        check("Let me compute.", json!("Let me compute."));
+    }
+}

@@ -1,0 +1,164 @@
+//! The agent's settings: [`LlmConfig`] (endpoint, model, limits, batching) and [`Secret`],
+//! the API key wrapper that never prints.
+//!
+//! `agent-server` builds an [`LlmConfig`] from its flags and calls [`LlmConfig::validate`]
+//! at startup, so a bad setting stops the server before any run; [`crate::register`]
+//! validates again for callers that skip that step.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::LlmError;
+
+/// A value that must never be printed (an API key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The key itself. Only the `Authorization` header may use it.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Settings of the `llm` agent.
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    /// The API root, such as `https://api.openai.com/v1` or `http://localhost:11434/v1`.
+    pub base_url: String,
+    /// The API key, if the server needs one.
+    pub api_key: Option<Secret>,
+    /// The model name.
+    pub model: String,
+    /// A system prompt, if any.
+    pub system_prompt: Option<String>,
+    /// Turns (model calls) per run before the run fails with `max_turns`.
+    pub max_turns: u32,
+    /// Retries after a 429, a 5xx or a connection failure.
+    pub max_retries: u32,
+    /// The first retry's wait; each retry doubles it (a `Retry-After` header wins, up to
+    /// [`max_backoff`](Self::max_backoff)).
+    pub initial_backoff: Duration,
+    /// The longest wait between retries.
+    pub max_backoff: Duration,
+    /// The longest a single model call may take (the run's own timeout still applies).
+    pub request_timeout: Duration,
+    /// Answer text is sent to the user at least this often while it streams.
+    pub chunk_interval: Duration,
+    /// Answer text is sent to the user once this many characters are waiting.
+    pub chunk_max_chars: usize,
+}
+
+impl LlmConfig {
+    /// Settings for `model` at `base_url`, with the defaults for everything else.
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key: None,
+            model: model.into(),
+            system_prompt: None,
+            max_turns: 10,
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+            chunk_interval: Duration::from_millis(50),
+            chunk_max_chars: 200,
+        }
+    }
+
+    /// Checks the settings a user gave.
+    pub fn validate(&self) -> Result<(), LlmError> {
+        let url = self.base_url.trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(LlmError::BadBaseUrl {
+                url: url.to_owned(),
+            });
+        }
+        if self.model.trim().is_empty() {
+            return Err(LlmError::EmptyModel);
+        }
+        if self.max_turns == 0 {
+            return Err(LlmError::ZeroMaxTurns);
+        }
+        Ok(())
+    }
+
+    /// The Chat Completions endpoint under [`base_url`](Self::base_url).
+    pub(crate) fn completions_url(&self) -> String {
+        format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let config = LlmConfig {
+            api_key: Some(Secret::new("sk-live-123")),
+            ..LlmConfig::new("http://x/v1", "m")
+        };
+        let shown = format!("{config:?} {}", Secret::new("sk-live-123"));
+        assert!(!shown.contains("sk-live"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn config_validation_table() {
+        let check = |config: LlmConfig, expected: Result<(), &str>| {
+            let got = config.validate().map_err(|e| e.to_string());
+            match (&got, expected) {
+                (Ok(()), Ok(())) => {}
+                (Err(m), Err(f)) => assert!(m.contains(f), "{m:?} lacks {f:?}"),
+                _ => panic!("{config:?}: expected {expected:?}, got {got:?}"),
+            }
+        };
+        let config = LlmConfig::new;
+        check(config("https://api.openai.com/v1", "gpt-4o-mini"), Ok(()));
+        check(config("http://localhost:11434/v1/", "llama3"), Ok(()));
+        check(
+            config("localhost:11434", "llama3"),
+            Err("LLM base URL \"localhost:11434\" must start with http:// or https://"),
+        );
+        check(
+            config("http://x/v1", " "),
+            Err("the LLM model name is empty"),
+        );
+        check(
+            LlmConfig {
+                max_turns: 0,
+                ..config("http://x/v1", "m")
+            },
+            Err("max_turns must be at least 1"),
+        );
+    }
+
+    #[test]
+    fn completions_url_ignores_a_trailing_slash() {
+        for base in ["http://x/v1", "http://x/v1/"] {
+            assert_eq!(
+                LlmConfig::new(base, "m").completions_url(),
+                "http://x/v1/chat/completions"
+            );
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The protocol's codes: the `code` of an `error` frame and the WebSocket close codes.
+//!
+//! Each list is written once, in a macro, so the enum, its wire form and its parsing cannot
+//! disagree. A code this version does not know parses as `Other`, so a client built against
+//! an older list still understands a newer server.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = $wire:literal,)*) => {
+        /// The `code` of an `error` frame (and of HTTP refusals' `error`).
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+            /// A code this version of the protocol does not name.
+            Other(String),
+        }
+
+        impl ErrorCode {
+            /// The code as it is written on the wire.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(ErrorCode::$variant => $wire,)*
+                    ErrorCode::Other(code) => code,
+                }
+            }
+
+            /// The code written as `wire`.
+            pub fn from_wire(wire: &str) -> Self {
+                match wire {
+                    $($wire => ErrorCode::$variant,)*
+                    other => ErrorCode::Other(other.to_owned()),
+                }
+            }
+
+            /// Every code this version names, for tables and tests.
+            pub const KNOWN: &'static [&'static str] = &[$($wire),*];
+        }
+    };
+}
+
+error_codes! {
+    /// The frame is not JSON.
+    InvalidJson = "invalid_json",
+    /// The frame is JSON but not an object with a string `type`.
+    InvalidFrame = "invalid_frame",
+    /// The `type` is not one the server knows.
+    UnknownType = "unknown_type",
+    /// A required field is missing.
+    MissingField = "missing_field",
+    /// A field has the wrong type or an invalid value.
+    InvalidField = "invalid_field",
+    /// The frame is larger than the limit.
+    FrameTooLarge = "frame_too_large",
+    /// Binary frames are not part of the protocol.
+    BinaryNotSupported = "binary_not_supported",
+    /// Too many `start_agent` requests.
+    RateLimited = "rate_limited",
+    /// The run does not exist or is not the user's (the two are not told apart).
+    RunNotFound = "run_not_found",
+    /// The thread does not exist for this user (another user's thread looks the same).
+    ThreadNotFound = "thread_not_found",
+    /// The server is shutting down and takes no new runs.
+    ShuttingDown = "shutting_down",
+    /// No agent has that name.
+    UnknownAgent = "unknown_agent",
+    /// The agent name is not a valid name.
+    InvalidAgent = "invalid_agent",
+    /// The user has too many runs running and queued.
+    TooManyRuns = "too_many_runs",
+    /// The user holds too many engines.
+    TooManyEngines = "too_many_engines",
+    /// The engine was shut down.
+    EngineClosed = "engine_closed",
+    /// The server failed; nothing the client did.
+    InternalError = "internal_error",
+    /// HTTP: no valid token (missing, malformed, expired, wrong signature).
+    Unauthorized = "unauthorized",
+    /// HTTP: the request is malformed (bad resume parameters, bad JSON body).
+    BadRequest = "bad_request",
+    /// HTTP: the user already has the maximum number of open connections.
+    TooManyConnections = "too_many_connections",
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(ErrorCode::from_wire(&raw))
+    }
+}
+
+macro_rules! close_codes {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal, $reason:literal,)*) => {
+        /// Why the server closed a WebSocket, as the close frame's code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum CloseCode {
+            $($(#[$doc])* $variant,)*
+            /// A code this version of the protocol does not name.
+            Other(u16),
+        }
+
+        impl CloseCode {
+            /// The close frame's code.
+            pub fn code(self) -> u16 {
+                match self {
+                    $(CloseCode::$variant => $code,)*
+                    CloseCode::Other(code) => code,
+                }
+            }
+
+            /// The code `code` names.
+            pub fn from_code(code: u16) -> Self {
+                match code {
+                    $($code => CloseCode::$variant,)*
+                    other => CloseCode::Other(other),
+                }
+            }
+
+            /// The reason text the server sends with this code, which tells the client what
+            /// to do (empty for codes whose reason is made per case).
+            pub fn default_reason(self) -> &'static str {
+                match self {
+                    $(CloseCode::$variant => $reason,)*
+                    CloseCode::Other(_) => "",
+                }
+            }
+        }
+    };
+}
+
+close_codes! {
+    /// The server is shutting down: reconnect (to another node) and resume.
+    GoingAway = 1001, "server shutting down: reconnect with epoch and after_seq to resume",
+    /// The client broke a rule (flooding) or the server refused the subscription.
+    PolicyViolation = 1008, "",
+    /// The client sent a message far over the frame limit.
+    MessageTooBig = 1009, "",
+    /// The client sent nothing (not even a pong) for the idle timeout.
+    IdleTimeout = 4000, "idle timeout: no message from the client",
+    /// The client did not read fast enough; reconnect and resume.
+    SlowConsumer = 4008, "slow consumer: reconnect with epoch and after_seq to resume",
+}
+
+impl CloseCode {
+    /// Whether a client should reconnect and resume after this close: the server asked it
+    /// to (shutdown, slow consumer) or the cause was transient (idle).
+    pub fn should_resume(self) -> bool {
+        matches!(
+            self,
+            CloseCode::GoingAway | CloseCode::SlowConsumer | CloseCode::IdleTimeout
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip_their_wire_strings() {
+        for wire in ErrorCode::KNOWN {
+            let code = ErrorCode::from_wire(wire);
+            assert!(!matches!(code, ErrorCode::Other(_)), "{wire}");
+            assert_eq!(code.as_str(), *wire);
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{wire}\""));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+        let newer = ErrorCode::from_wire("quota_exceeded");
+        assert_eq!(newer, ErrorCode::Other("quota_exceeded".into()));
+        assert_eq!(newer.as_str(), "quota_exceeded");
+    }
+
+    #[test]
+    fn close_codes_keep_their_numbers() {
+        let table = [
+            (CloseCode::GoingAway, 1001),
+            (CloseCode::PolicyViolation, 1008),
+            (CloseCode::MessageTooBig, 1009),
+            (CloseCode::IdleTimeout, 4000),
+            (CloseCode::SlowConsumer, 4008),
+        ];
+        for (close, code) in table {
+            assert_eq!(close.code(), code);
+            assert_eq!(CloseCode::from_code(code), close);
+        }
+        assert_eq!(CloseCode::from_code(4999), CloseCode::Other(4999));
+        assert!(
+            CloseCode::SlowConsumer
+                .default_reason()
+                .contains("after_seq")
+        );
+    }
+}

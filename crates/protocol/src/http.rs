@@ -1,0 +1,34 @@
+//! The JSON bodies of the server's HTTP side: refusals (a connect without a valid token gets
+//! one with status 401, before any socket exists) and dev tokens.
+
+use core_context::UserId;
+use serde::{Deserialize, Serialize};
+
+use crate::codes::ErrorCode;
+
+/// The body of every HTTP refusal: `{"error": code, "message": text}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpError {
+    /// What kind of refusal (`unauthorized`, `bad_request`, `too_many_connections`, ...).
+    pub error: ErrorCode,
+    /// What was wrong, for a human.
+    pub message: String,
+}
+
+/// `POST /dev/token` request body (served only when the server generated its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevTokenRequest {
+    /// The user to sign a token for.
+    pub user: String,
+}
+
+/// `POST /dev/token` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevTokenResponse {
+    /// The signed JWT.
+    pub token: String,
+    /// Its subject.
+    pub user_id: UserId,
+    /// Its lifetime.
+    pub expires_in_secs: u64,
+}
