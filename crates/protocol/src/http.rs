@@ -25,10 +25,43 @@ pub struct DevTokenRequest {
 /// `POST /dev/token` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DevTokenResponse {
+    // Fields in the order the server has always written them (alphabetical), so the
+    // answer stays the same bytes.
+    /// Its lifetime.
+    pub expires_in_secs: u64,
     /// The signed JWT.
     pub token: String,
     /// Its subject.
     pub user_id: UserId,
-    /// Its lifetime.
-    pub expires_in_secs: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_bodies_keep_their_bytes() {
+        let refusal = HttpError {
+            error: ErrorCode::Unauthorized,
+            message: "no token".to_owned(),
+        };
+        let token = DevTokenResponse {
+            expires_in_secs: 3600,
+            token: "t.o.k".to_owned(),
+            user_id: UserId::parse("alice").unwrap(),
+        };
+        let cases = [
+            (
+                serde_json::to_string(&refusal).unwrap(),
+                r#"{"error":"unauthorized","message":"no token"}"#,
+            ),
+            (
+                serde_json::to_string(&token).unwrap(),
+                r#"{"expires_in_secs":3600,"token":"t.o.k","user_id":"alice"}"#,
+            ),
+        ];
+        for (written, expected) in cases {
+            assert_eq!(written, expected);
+        }
+    }
 }
