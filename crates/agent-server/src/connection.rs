@@ -104,11 +104,9 @@ pub(crate) async fn serve(
         tokio::select! {
             ready = subscription.recv_batch(&mut batch, MAX_BATCH) => match ready {
                 Ok(()) => {
-                    // Agents woken by the same timer tick are about to emit too: let them
-                    // run first, so their events leave in this flush, not a send each.
-                    tokio::task::yield_now().await;
-                    let room = MAX_BATCH.saturating_sub(batch.len());
-                    subscription.drain_into(&mut batch, room);
+                    // Sent at once, with whatever queued behind it. Waiting a scheduling
+                    // round for more (`yield_now`) saved sends but tripled p99 under load:
+                    // see docs/benchmarks.md.
                     if !send_batch(&mut socket, &mut batch).await {
                         break;
                     }

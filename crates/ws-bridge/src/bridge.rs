@@ -326,12 +326,6 @@ impl Subscription {
         self.queue.recv_batch(out, max).await
     }
 
-    /// Moves up to `max` frames that are queued now into `out`, without waiting; returns how
-    /// many. A writer calls it after giving other tasks a turn, to send what they queued in
-    /// the same flush.
-    pub fn drain_into(&self, out: &mut Vec<Arc<Frame>>, max: usize) -> usize {
-        self.queue.drain_into(out, max)
-    }
     /// Frames and bytes waiting in this connection's queue.
     pub fn queued(&self) -> (usize, usize) {
         self.queue.len()

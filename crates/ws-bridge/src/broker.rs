@@ -17,7 +17,7 @@
 //! - [`replay`](Broker::replay) returns the frames after a seq, or says why it cannot.
 //! - `publish` never waits on IO: it is called on the agent's path.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use core_context::{AgentEvent, EmitError, SequencedEvent, UserId};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::queue::Frame;
 
@@ -176,7 +176,7 @@ pub struct ReplayBounds {
 struct Stream {
     epoch: Epoch,
     next_seq: u64,
-    log: VecDeque<(Instant, Arc<Frame>)>,
+    log: VecDeque<Arc<Frame>>,
     listener: Option<(AttachmentId, Arc<dyn FrameListener>)>,
     last_activity: Instant,
 }
@@ -196,8 +196,8 @@ impl Stream {
         while self.log.len() > bounds.max_events {
             self.log.pop_front();
         }
-        while let Some((at, _)) = self.log.front() {
-            if now.duration_since(*at) <= bounds.max_age {
+        while let Some(frame) = self.log.front() {
+            if now.duration_since(frame.published_at) <= bounds.max_age {
                 break;
             }
             self.log.pop_front();
@@ -205,7 +205,7 @@ impl Stream {
     }
 
     fn oldest_seq(&self) -> u64 {
-        self.log.front().map_or(self.next_seq, |(_, f)| f.seq)
+        self.log.front().map_or(self.next_seq, |f| f.seq)
     }
 
     fn position(&self) -> StreamPosition {
@@ -220,7 +220,8 @@ impl Stream {
 /// which a resuming client learns as `epoch_changed`.
 pub struct InProcessBroker {
     bounds: ReplayBounds,
-    streams: Mutex<HashMap<UserId, Arc<Mutex<Stream>>>>,
+    // Read on every event, written when a user's first stream opens or idle ones go.
+    streams: RwLock<foldhash::HashMap<UserId, Arc<Mutex<Stream>>>>,
     next_attachment: AtomicU64,
 }
 
@@ -229,19 +230,19 @@ impl InProcessBroker {
     pub fn new(bounds: ReplayBounds) -> Self {
         Self {
             bounds,
-            streams: Mutex::new(HashMap::new()),
+            streams: RwLock::new(foldhash::HashMap::default()),
             next_attachment: AtomicU64::new(1),
         }
     }
 
     fn stream(&self, user: &UserId) -> Arc<Mutex<Stream>> {
-        let mut streams = self.streams.lock();
-        // Looked up on every event: clone the user id only for a stream that is new.
-        if let Some(stream) = streams.get(user) {
+        // Looked up on every event: shared, and the user id is cloned only for a new stream.
+        if let Some(stream) = self.streams.read().get(user) {
             return Arc::clone(stream);
         }
         Arc::clone(
-            streams
+            self.streams
+                .write()
                 .entry(user.clone())
                 .or_insert_with(|| Arc::new(Mutex::new(Stream::new()))),
         )
@@ -249,11 +250,11 @@ impl InProcessBroker {
 
     /// The frames `user`'s log holds now, oldest first.
     pub fn replay_log(&self, user: &UserId) -> Vec<Arc<Frame>> {
-        let Some(stream) = self.streams.lock().get(user).cloned() else {
+        let Some(stream) = self.streams.read().get(user).cloned() else {
             return Vec::new();
         };
         let s = stream.lock();
-        s.log.iter().map(|(_, f)| Arc::clone(f)).collect()
+        s.log.iter().map(Arc::clone).collect()
     }
 }
 
@@ -277,12 +278,13 @@ impl Broker for InProcessBroker {
         let text = serde_json::to_string(&SequencedEvent { seq, event })
             .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
         s.next_seq += 1;
+        let now = Instant::now();
         let frame = Arc::new(Frame {
             seq,
             text: Arc::from(text),
+            published_at: now,
         });
-        let now = Instant::now();
-        s.log.push_back((now, Arc::clone(&frame)));
+        s.log.push_back(Arc::clone(&frame));
         s.trim(&self.bounds, now);
         s.last_activity = now;
         if let Some((_, listener)) = &s.listener {
@@ -309,7 +311,7 @@ impl Broker for InProcessBroker {
     }
 
     fn detach(&self, user: &UserId, id: AttachmentId) {
-        let Some(stream) = self.streams.lock().get(user).cloned() else {
+        let Some(stream) = self.streams.read().get(user).cloned() else {
             return;
         };
         let mut s = stream.lock();
@@ -349,14 +351,14 @@ impl Broker for InProcessBroker {
         Ok(Ok(s
             .log
             .iter()
-            .filter(|(_, f)| f.seq > after_seq)
-            .map(|(_, f)| Arc::clone(f))
+            .filter(|f| f.seq > after_seq)
+            .map(Arc::clone)
             .collect()))
     }
 
     fn evict_idle(&self) -> usize {
         let max_age = self.bounds.max_age;
-        let mut streams = self.streams.lock();
+        let mut streams = self.streams.write();
         let before = streams.len();
         streams.retain(|_, stream| {
             let s = stream.lock();
@@ -366,6 +368,6 @@ impl Broker for InProcessBroker {
     }
 
     fn stream_count(&self) -> usize {
-        self.streams.lock().len()
+        self.streams.read().len()
     }
 }

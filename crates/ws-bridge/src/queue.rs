@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -13,6 +14,8 @@ pub struct Frame {
     pub seq: u64,
     /// The JSON text frame, exactly as sent.
     pub text: Arc<str>,
+    /// When this node published it (the replay log ages frames by it).
+    pub published_at: Instant,
 }
 
 /// Why a connection's queue was closed (the server maps it to a WebSocket close code).
@@ -134,11 +137,6 @@ impl ConnectionQueue {
             }
             notified.await;
         }
-    }
-
-    /// Moves up to `max` queued frames into `out` without waiting; returns how many.
-    pub(crate) fn drain_into(&self, out: &mut Vec<Arc<Frame>>, max: usize) -> usize {
-        Self::take(&mut self.state.lock(), out, max)
     }
 
     fn take(state: &mut State, out: &mut Vec<Arc<Frame>>, max: usize) -> usize {
