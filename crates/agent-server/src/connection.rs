@@ -99,7 +99,8 @@ pub(crate) async fn serve(
     };
     let mut ping = tokio::time::interval(state.config.ping_interval);
     ping.tick().await;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Grows on the first event: an idle connection holds no batch buffer.
+    let mut batch = Vec::new();
     loop {
         tokio::select! {
             ready = subscription.recv_batch(&mut batch, MAX_BATCH) => match ready {

@@ -148,10 +148,10 @@ async fn ws_handler(
     let frame_limit = state.config.max_frame_bytes;
     upgrade
         // tungstenite allocates the read buffer up front (its default is 128 KiB) and zeroes
-        // up to that much before every read; client frames are small, so 2 KiB serves them
+        // up to that much before every read; client frames are small, so 1 KiB serves them
         // (a larger frame grows the buffer as it arrives). The write buffer is a threshold:
         // queued frames are written once 8 KiB gather, and at the batch's flush.
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(state.config.bridge.send_queue_bytes + 64 * 1024)
         .max_message_size(frame_limit * ABUSIVE_FRAME_FACTOR)

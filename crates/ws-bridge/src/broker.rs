@@ -176,7 +176,9 @@ pub struct ReplayBounds {
 struct Stream {
     epoch: Epoch,
     next_seq: u64,
-    log: VecDeque<Arc<Frame>>,
+    // Each frame with when it was published, side by side: trimming reads the times of the
+    // oldest frames on every publish, and these stay in the deque's own (warm) buffer.
+    log: VecDeque<(Instant, Arc<Frame>)>,
     listener: Option<(AttachmentId, Arc<dyn FrameListener>)>,
     last_activity: Instant,
 }
@@ -196,8 +198,8 @@ impl Stream {
         while self.log.len() > bounds.max_events {
             self.log.pop_front();
         }
-        while let Some(frame) = self.log.front() {
-            if now.duration_since(frame.published_at) <= bounds.max_age {
+        while let Some((at, _)) = self.log.front() {
+            if now.duration_since(*at) <= bounds.max_age {
                 break;
             }
             self.log.pop_front();
@@ -205,7 +207,7 @@ impl Stream {
     }
 
     fn oldest_seq(&self) -> u64 {
-        self.log.front().map_or(self.next_seq, |f| f.seq)
+        self.log.front().map_or(self.next_seq, |(_, f)| f.seq)
     }
 
     fn position(&self) -> StreamPosition {
@@ -254,7 +256,7 @@ impl InProcessBroker {
             return Vec::new();
         };
         let s = stream.lock();
-        s.log.iter().map(Arc::clone).collect()
+        s.log.iter().map(|(_, f)| Arc::clone(f)).collect()
     }
 }
 
@@ -278,13 +280,12 @@ impl Broker for InProcessBroker {
         let text = serde_json::to_string(&SequencedEvent { seq, event })
             .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
         s.next_seq += 1;
-        let now = Instant::now();
         let frame = Arc::new(Frame {
             seq,
             text: Arc::from(text),
-            published_at: now,
         });
-        s.log.push_back(Arc::clone(&frame));
+        let now = Instant::now();
+        s.log.push_back((now, Arc::clone(&frame)));
         s.trim(&self.bounds, now);
         s.last_activity = now;
         if let Some((_, listener)) = &s.listener {
@@ -351,8 +352,8 @@ impl Broker for InProcessBroker {
         Ok(Ok(s
             .log
             .iter()
-            .filter(|f| f.seq > after_seq)
-            .map(Arc::clone)
+            .filter(|(_, f)| f.seq > after_seq)
+            .map(|(_, f)| Arc::clone(f))
             .collect()))
     }
 

@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -14,8 +13,6 @@ pub struct Frame {
     pub seq: u64,
     /// The JSON text frame, exactly as sent.
     pub text: Arc<str>,
-    /// When this node published it (the replay log ages frames by it).
-    pub published_at: Instant,
 }
 
 /// Why a connection's queue was closed (the server maps it to a WebSocket close code).
