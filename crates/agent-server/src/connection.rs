@@ -107,7 +107,7 @@ pub(crate) async fn serve(
                 Ok(()) => {
                     // Sent at once, with whatever queued behind it. Waiting a scheduling
                     // round for more (`yield_now`) saved sends but tripled p99 under load:
-                    // see docs/benchmarks.md.
+                    // see docs/performance.md.
                     if !send_batch(&mut socket, &mut batch).await {
                         break;
                     }
