@@ -21,6 +21,7 @@ mod compat;
 mod engine_isolation;
 mod engine_limits;
 mod llm;
+mod loadgen;
 mod server;
 mod server_support;
 mod subruns;
