@@ -297,7 +297,7 @@ async fn events_without_a_connection_are_kept_and_failed_resumes_say_why() {
         .await;
         check(
             ResumeRequest {
-                epoch: Epoch::from_client("ep_old"),
+                epoch: Epoch::new("ep_old"),
                 after_seq: 20,
             },
             ResumeOutcome::Failed {

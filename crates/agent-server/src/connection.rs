@@ -81,7 +81,7 @@ pub(crate) async fn serve(
     let established = ServerFrame::ConnectionEstablished {
         connection_id: connection_id.clone(),
         user_id: user.clone(),
-        epoch: wire::epoch(subscription.epoch()),
+        epoch: subscription.epoch().clone(),
         last_seq: subscription.last_seq(),
         server_time: Timestamp::now(),
         resume: subscription.resume().map(wire::resume_status),

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use agent_protocol::{CloseCode, Epoch, ResumeFailure, ResumeParams, ResumeStatus};
+use agent_protocol::{CloseCode, ResumeFailure, ResumeParams, ResumeStatus};
 use axum::extract::ws::Utf8Bytes;
 use ws_bridge::{CloseReason, ResumeOutcome, ResumeRequest};
 
@@ -34,15 +34,10 @@ pub fn resume_status(outcome: &ResumeOutcome) -> ResumeStatus {
     }
 }
 
-/// The stream's epoch as the wire writes it.
-pub fn epoch(epoch: &ws_bridge::Epoch) -> Epoch {
-    Epoch::new(epoch.as_str())
-}
-
 /// The bridge's resume request for a connect URL's resume parameters.
 pub fn resume_request(params: &ResumeParams) -> ResumeRequest {
     ResumeRequest {
-        epoch: ws_bridge::Epoch::from_client(params.epoch.as_str()),
+        epoch: params.epoch.clone(),
         after_seq: params.after_seq,
     }
 }

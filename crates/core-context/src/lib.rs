@@ -12,6 +12,7 @@
 //!   claims them (and usable by clients that want to verify a stream).
 
 pub mod context;
+pub mod epoch;
 pub mod event;
 pub mod id;
 pub mod lifecycle;
@@ -19,6 +20,7 @@ pub mod redact;
 pub mod sink;
 
 pub use context::{ContextError, UserExecutionContext, UserExecutionContextBuilder};
+pub use epoch::Epoch;
 pub use event::{AgentEvent, EventKind, RunScope, SequencedEvent, Timestamp};
 pub use id::{ConnectionId, IdError, RequestId, RunId, ThreadId, UserId};
 pub use sink::{EmitError, EventSink, RecordingSink};

@@ -5,35 +5,13 @@
 //! gap or a duplicate; the stream is always the authenticated user's own.
 
 use std::fmt;
-use std::sync::Arc;
 
+/// The stream's epoch: core-context's, the one type the bridge makes and the wire carries.
+pub use core_context::Epoch;
 use serde::{Deserialize, Serialize};
 
 /// The longest epoch a client may send back, in bytes.
 pub const MAX_EPOCH_LEN: usize = 64;
-
-/// Names one life of a user's stream; `seq` restarts only under a new epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Epoch(Arc<str>);
-
-impl Epoch {
-    /// An epoch as the server wrote it or a client sent it back.
-    pub fn new(value: &str) -> Self {
-        Self(Arc::from(value))
-    }
-
-    /// The epoch as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// The resume parameters of a connect URL: `/ws?epoch=E&after_seq=N`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -189,7 +189,7 @@ impl AgentWebSocketBridge {
             bridge: Arc::downgrade(&self.inner),
             local: Arc::clone(&local),
             connection_id,
-            epoch: Epoch::from_client(""),
+            epoch: Epoch::new(""),
             last_seq: 0,
             resume: None,
             queue: Arc::clone(&queue),

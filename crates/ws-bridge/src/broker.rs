@@ -18,44 +18,16 @@
 //! - `publish` never waits on IO: it is called on the agent's path.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+pub use core_context::Epoch;
 use core_context::{AgentEvent, EmitError, SequencedEvent, UserId};
 use parking_lot::{Mutex, RwLock};
 
 use crate::queue::Frame;
-
-/// Names one life of a user's stream; `seq` restarts only under a new epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Epoch(Arc<str>);
-
-impl Epoch {
-    pub(crate) fn generate() -> Self {
-        Self(Arc::from(
-            format!("ep_{}", ulid::Ulid::new()).to_ascii_lowercase(),
-        ))
-    }
-
-    /// An epoch as a client sent it back.
-    pub fn from_client(value: &str) -> Self {
-        Self(Arc::from(value))
-    }
-
-    /// The epoch as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Where a reconnecting client left off.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,8 +16,9 @@
 //! live frame the replay already covers. So a connection never misses, repeats or reorders a
 //! `seq`, and a networked broker plugs in unchanged.
 //!
-//! Where the streams live is a [`Broker`] ([`broker`] also holds the stream's types: [`Epoch`],
-//! [`ResumeRequest`], [`ResumeOutcome`]): the embedded [`InProcessBroker`] keeps them in
+//! Where the streams live is a [`Broker`] ([`broker`] also holds the stream's types:
+//! [`ResumeRequest`], [`ResumeOutcome`], and re-exports core-context's [`Epoch`], the one
+//! type the wire carries too): the embedded [`InProcessBroker`] keeps them in
 //! memory; a networked one (Redis) lets several nodes share users, each node holding only its
 //! own connections.
 //!
