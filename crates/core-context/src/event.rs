@@ -100,6 +100,18 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every event's wire `type`, in the order of the variants.
+    pub const TYPE_NAMES: &'static [&'static str] = &[
+        "agent_started",
+        "agent_thinking",
+        "tool_executing",
+        "tool_completed",
+        "agent_response_chunk",
+        "agent_completed",
+        "agent_error",
+        "agent_cancelled",
+    ];
+
     /// The wire `type` of this event.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -255,16 +267,7 @@ mod tests {
             check_round_trip(frame);
             seen.insert(frame["type"].as_str().expect("type").to_owned());
         }
-        for needed in [
-            "agent_started",
-            "agent_thinking",
-            "tool_executing",
-            "tool_completed",
-            "agent_response_chunk",
-            "agent_completed",
-            "agent_error",
-            "agent_cancelled",
-        ] {
+        for &needed in EventKind::TYPE_NAMES {
             assert!(seen.contains(needed), "no example of {needed}");
         }
     }

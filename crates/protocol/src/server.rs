@@ -110,16 +110,7 @@ pub struct UnknownFrame {
 pub const CONTROL_TYPES: &[&str] = &["connection_established", "run_accepted", "error", "pong"];
 
 /// The `type`s of the events of a user's stream (`core_context::EventKind`'s wire names).
-pub const EVENT_TYPES: &[&str] = &[
-    "agent_started",
-    "agent_thinking",
-    "tool_executing",
-    "tool_completed",
-    "agent_response_chunk",
-    "agent_completed",
-    "agent_error",
-    "agent_cancelled",
-];
+pub const EVENT_TYPES: &[&str] = core_context::EventKind::TYPE_NAMES;
 
 /// A text frame that is not a frame of protocol v1.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
