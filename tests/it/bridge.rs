@@ -2,8 +2,10 @@
 //! engines where the claim is about what users see.
 //!
 //! These are the broker conformance tests: each runs against every [`Broker`]
-//! implementation listed in `bridges` (the in-process one today; a networked one joins the
-//! list), because the guarantees belong to the bridge whatever broker is behind it.
+//! implementation listed in `bridges` (the in-process one, and Redis on a private
+//! `redis-server`), because the guarantees belong to the bridge whatever broker is behind it.
+//! A networked broker publishes in the background, so where a test asserts what is stored
+//! or queued right after emitting, it first waits with `flush` (as graceful shutdown does).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,26 +14,51 @@ use std::time::Duration;
 use core_context::lifecycle::check_lifecycle;
 use core_context::{AgentEvent, EventSink, SequencedEvent};
 use execution_engine::{EngineConfig, ExecutionEngineFactory};
+use redis_broker::{RedisBroker, RedisBrokerConfig};
 use serde_json::json;
-use ws_bridge::broker::ReplayBounds;
 use ws_bridge::{
     AgentWebSocketBridge, BridgeConfig, BridgeError, Broker, CloseReason, Epoch, InProcessBroker,
     ResumeFailure, ResumeOutcome, ResumeRequest, Subscription,
 };
 
+use crate::redis_support::RedisServer;
 use crate::support::{Harness, context, shape, user_id};
 
-/// A bridge over each broker implementation, named for failure messages.
-fn bridges(config: &BridgeConfig) -> Vec<(&'static str, AgentWebSocketBridge)> {
-    let bounds = ReplayBounds {
-        max_events: config.replay_max_events,
-        max_age: config.replay_max_age,
-    };
+/// A bridge over each broker implementation, named for failure messages, with the private
+/// Redis behind the networked one (stopped when this is dropped).
+struct Bridges {
+    list: Vec<(&'static str, AgentWebSocketBridge)>,
+    _redis: RedisServer,
+}
+
+impl Bridges {
+    fn each(&self) -> Vec<(&'static str, AgentWebSocketBridge)> {
+        self.list.clone()
+    }
+}
+
+async fn bridges(config: &BridgeConfig) -> Bridges {
+    let bounds = config.replay_bounds();
     let in_process: Arc<dyn Broker> = Arc::new(InProcessBroker::new(bounds));
-    vec![(
-        "in-process",
-        AgentWebSocketBridge::with_broker(config.clone(), in_process),
-    )]
+    let redis = RedisServer::start();
+    let networked: Arc<dyn Broker> = Arc::new(
+        RedisBroker::connect(RedisBrokerConfig::new(redis.url(), bounds))
+            .await
+            .unwrap(),
+    );
+    Bridges {
+        list: vec![
+            (
+                "in-process",
+                AgentWebSocketBridge::with_broker(config.clone(), in_process),
+            ),
+            (
+                "redis",
+                AgentWebSocketBridge::with_broker(config.clone(), networked),
+            ),
+        ],
+        _redis: redis,
+    }
 }
 
 fn decode(text: &str) -> SequencedEvent {
@@ -59,7 +86,8 @@ async fn read(sub: &Subscription, n: usize) -> Vec<SequencedEvent> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_user_receives_exactly_their_stream_in_order() {
     let h = Harness::new();
-    for (broker, bridge) in bridges(&BridgeConfig::default()) {
+    let under_test = bridges(&BridgeConfig::default()).await;
+    for (broker, bridge) in under_test.each() {
         eprintln!("broker under test: {broker}");
         let factory = ExecutionEngineFactory::new(
             h.registry.clone(),
@@ -125,7 +153,8 @@ async fn each_user_receives_exactly_their_stream_in_order() {
 /// coming from several tasks, receives every seq exactly once and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resume_at_random_moments_loses_and_repeats_nothing() {
-    for (broker, bridge) in bridges(&BridgeConfig::default()) {
+    let under_test = bridges(&BridgeConfig::default()).await;
+    for (broker, bridge) in under_test.each() {
         eprintln!("broker under test: {broker}");
         let alice = user_id("alice");
         let emitters = 4;
@@ -214,7 +243,8 @@ async fn events_without_a_connection_are_kept_and_failed_resumes_say_why() {
         replay_max_events: 10,
         ..BridgeConfig::default()
     };
-    for (broker, bridge) in bridges(&config) {
+    let under_test = bridges(&config).await;
+    for (broker, bridge) in under_test.each() {
         eprintln!("broker under test: {broker}");
         let alice = user_id("alice");
         let first = bridge.subscribe(&alice, None).await.unwrap();
@@ -223,6 +253,7 @@ async fn events_without_a_connection_are_kept_and_failed_resumes_say_why() {
         for _ in 0..8 {
             bridge.emit(&alice, sample_event()).unwrap();
         }
+        bridge.flush().await.unwrap();
         // Nobody was connected; the events wait in the log.
         let back = bridge
             .subscribe(
@@ -249,6 +280,7 @@ async fn events_without_a_connection_are_kept_and_failed_resumes_say_why() {
         for _ in 0..22 {
             bridge.emit(&alice, sample_event()).unwrap();
         }
+        bridge.flush().await.unwrap();
         let check = |request: ResumeRequest, expected: ResumeOutcome| {
             let bridge = bridge.clone();
             let alice = alice.clone();
@@ -334,7 +366,8 @@ async fn a_slow_consumer_is_closed_without_growing_or_hurting_others() {
         send_queue_bytes: 64 * 1024,
         ..BridgeConfig::default()
     };
-    for (broker, bridge) in bridges(&config) {
+    let under_test = bridges(&config).await;
+    for (broker, bridge) in under_test.each() {
         eprintln!("broker under test: {broker}");
         let (alice, bob) = (user_id("alice"), user_id("bob"));
         let stalled = bridge.subscribe(&alice, None).await.unwrap();
@@ -378,11 +411,13 @@ async fn a_slow_consumer_is_closed_without_growing_or_hurting_others() {
         ..BridgeConfig::default()
     };
     let alice = user_id("alice");
-    for (_, tight) in bridges(&tight_config) {
+    let under_test = bridges(&tight_config).await;
+    for (_, tight) in under_test.each() {
         let sub = tight.subscribe(&alice, None).await.unwrap();
         for _ in 0..10 {
             tight.emit(&alice, sample_event()).unwrap();
         }
+        tight.flush().await.unwrap();
         assert!(sub.queued().1 <= 1_000);
         assert_eq!(tight.connection_count(&alice), 0);
     }
@@ -395,7 +430,8 @@ async fn connection_cap_frame_sharing_eviction_and_shutdown() {
         replay_max_age: Duration::from_millis(30),
         ..BridgeConfig::default()
     };
-    for (broker, bridge) in bridges(&config) {
+    let under_test = bridges(&config).await;
+    for (broker, bridge) in under_test.each() {
         eprintln!("broker under test: {broker}");
         let alice = user_id("alice");
         let a = bridge.subscribe(&alice, None).await.unwrap();
@@ -409,6 +445,7 @@ async fn connection_cap_frame_sharing_eviction_and_shutdown() {
         assert!(Arc::ptr_eq(&fa, &fb), "the frame was encoded twice");
 
         bridge.emit(&alice, sample_event()).unwrap();
+        bridge.flush().await.unwrap();
         bridge.close_all();
         // Frames queued before shutdown still arrive, then the close.
         assert_eq!(a.recv().await.unwrap().seq, 2);
@@ -417,7 +454,10 @@ async fn connection_cap_frame_sharing_eviction_and_shutdown() {
         drop((a, b));
 
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(bridge.evict_idle(), 1);
+        // The in-process broker forgets the idle stream when asked; Redis has expired its
+        // keys by itself (they live for the replay age after the last event).
+        let evicted = if broker == "redis" { 0 } else { 1 };
+        assert_eq!(bridge.evict_idle(), evicted);
         assert_eq!(bridge.user_count(), 0);
         // History is gone: a resume reports the epoch change instead of silently missing events.
         let c = bridge
@@ -446,7 +486,8 @@ async fn connection_cap_frame_sharing_eviction_and_shutdown() {
 /// repeat; with a resume they get the replay joined to live frames the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_opened_mid_stream_join_without_gap_or_repeat() {
-    for (broker, bridge) in bridges(&BridgeConfig::default()) {
+    let under_test = bridges(&BridgeConfig::default()).await;
+    for (broker, bridge) in under_test.each() {
         eprintln!("broker under test: {broker}");
         let alice = user_id("alice");
         let anchor = bridge.subscribe(&alice, None).await.unwrap();
@@ -504,7 +545,8 @@ async fn connections_opened_mid_stream_join_without_gap_or_repeat() {
 /// queued before a shutdown ahead of the close.
 #[tokio::test]
 async fn batches_keep_order_and_deliver_before_the_close() {
-    for (broker, bridge) in bridges(&BridgeConfig::default()) {
+    let under_test = bridges(&BridgeConfig::default()).await;
+    for (broker, bridge) in under_test.each() {
         eprintln!("broker under test: {broker}");
         let alice = user_id("alice");
         let sub = bridge.subscribe(&alice, None).await.unwrap();
@@ -525,6 +567,7 @@ async fn batches_keep_order_and_deliver_before_the_close() {
         for _ in 0..5 {
             bridge.emit(&alice, sample_event()).unwrap();
         }
+        bridge.flush().await.unwrap();
         sub.recv_batch(&mut batch, 3).await.unwrap();
         assert_eq!(batch.len(), 3);
         sub.recv_batch(&mut batch, 64).await.unwrap();
@@ -533,6 +576,7 @@ async fn batches_keep_order_and_deliver_before_the_close() {
 
         bridge.emit(&alice, sample_event()).unwrap();
         bridge.emit(&alice, sample_event()).unwrap();
+        bridge.flush().await.unwrap();
         bridge.close_all();
         sub.recv_batch(&mut batch, 64).await.unwrap();
         assert_eq!(batch.iter().map(|f| f.seq).collect::<Vec<_>>(), [16, 17]);

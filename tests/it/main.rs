@@ -22,6 +22,8 @@ mod engine_isolation;
 mod engine_limits;
 mod llm;
 mod loadgen;
+mod multinode;
+mod redis_support;
 mod server;
 mod server_support;
 mod subruns;

@@ -138,7 +138,7 @@ impl ClientError {
 /// Whether the client reconnects and resumes after the server closed with `code`.
 ///
 /// It does after the codes the protocol says to resume after (1001 shutdown, 4008 slow
-/// consumer, 4000 idle), after transient server-side codes (1011, 1012, 1013), and after
+/// consumer, 4009 stream reset, 4000 idle), after transient server-side codes (1011, 1012, 1013), and after
 /// codes it does not know. It does not after the client broke a rule or sent something the
 /// server cannot take (1002, 1003, 1007, 1008, 1009): doing the same again would fail again.
 pub(crate) fn close_is_resumable(code: u16) -> bool {
@@ -183,7 +183,7 @@ mod tests {
         let check = |code: u16, resumable: bool| {
             assert_eq!(close_is_resumable(code), resumable, "close code {code}");
         };
-        for code in [1000, 1001, 1006, 1011, 1012, 1013, 4000, 4008, 4999] {
+        for code in [1000, 1001, 1006, 1011, 1012, 1013, 4000, 4008, 4009, 4999] {
             check(code, true);
         }
         for code in [1002, 1003, 1007, 1008, 1009] {

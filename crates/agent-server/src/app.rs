@@ -12,7 +12,7 @@ use core_context::{
 };
 use execution_engine::ExecutionEngineFactory;
 use serde_json::{Value, json};
-use ws_bridge::AgentWebSocketBridge;
+use ws_bridge::{AgentWebSocketBridge, Broker, InProcessBroker};
 
 use crate::auth::{Auth, AuthError};
 use crate::config::ServerConfig;
@@ -41,6 +41,9 @@ pub enum ServeError {
     /// A setting is out of range (settings built in code skip the flags' validation).
     #[error("invalid setting: {0}")]
     Config(&'static str),
+    /// The Redis broker could not start.
+    #[error(transparent)]
+    Broker(#[from] redis_broker::RedisBrokerError),
 }
 
 /// Everything a request handler needs. Shared by all connections.
@@ -60,8 +63,18 @@ pub struct AppState {
 struct Refused(ErrorCode, String);
 
 impl AppState {
-    /// The state of a server with `config`: registers the built-in agents and sets up auth.
+    /// The state of a server with `config` and the in-process broker: registers the
+    /// built-in agents and sets up auth.
     pub fn new(config: ServerConfig) -> Result<Arc<Self>, ServeError> {
+        let broker = Arc::new(InProcessBroker::new(config.bridge.replay_bounds()));
+        Self::with_broker(config, broker)
+    }
+
+    /// The state of a server with `config` whose users' streams live in `broker`.
+    pub fn with_broker(
+        config: ServerConfig,
+        broker: Arc<dyn Broker>,
+    ) -> Result<Arc<Self>, ServeError> {
         let mut registry = AgentRegistry::new();
         agents::register_local(&mut registry)?;
         if config.synthetic_agent {
@@ -78,7 +91,7 @@ impl AppState {
         let starts_per_minute = NonZeroU32::new(config.start_rate_per_minute).ok_or(
             ServeError::Config("start_rate_per_minute must be at least 1"),
         )?;
-        let bridge = AgentWebSocketBridge::new(config.bridge.clone());
+        let bridge = AgentWebSocketBridge::with_broker(config.bridge.clone(), broker);
         let factory = ExecutionEngineFactory::new(
             Arc::clone(&registry),
             Arc::new(bridge.clone()),

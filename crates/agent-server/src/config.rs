@@ -81,6 +81,52 @@ pub struct ServeArgs {
     /// Seconds runs may go on after a shutdown signal before they are cancelled.
     #[arg(long, env = "AGENT_SERVER_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub shutdown_grace_secs: u64,
+    /// Where users' streams live: `in-process` (one node, the default) or
+    /// `redis://[:password@]host:port[/db]` (several nodes share users through Redis).
+    #[arg(
+        long,
+        env = "AGENT_SERVER_BROKER",
+        default_value = "in-process",
+        hide_env_values = true
+    )]
+    pub broker: String,
+}
+
+/// Where users' streams live.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BrokerChoice {
+    /// In this process's memory: one node.
+    InProcess,
+    /// In Redis at this URL: several nodes share users.
+    Redis(String),
+}
+
+impl BrokerChoice {
+    /// Reads a `--broker` value.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        if value == "in-process" {
+            return Ok(Self::InProcess);
+        }
+        let valid = ["redis://", "redis+unix://"].iter().any(|scheme| {
+            value
+                .strip_prefix(scheme)
+                .is_some_and(|rest| !rest.is_empty())
+        });
+        if valid {
+            Ok(Self::Redis(value.to_owned()))
+        } else {
+            Err(ConfigError::Broker(redis_broker::redacted_url(value)))
+        }
+    }
+}
+
+impl std::fmt::Debug for BrokerChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InProcess => f.write_str("InProcess"),
+            Self::Redis(url) => write!(f, "Redis({})", redis_broker::redacted_url(url)),
+        }
+    }
 }
 
 /// Why the settings are unusable.
@@ -100,6 +146,11 @@ pub enum ConfigError {
     /// The default agent name is not a valid agent name.
     #[error("--default-agent {0:?} is not a valid agent name (1 to 64 of a-z, 0-9, _ and -)")]
     DefaultAgent(String),
+    /// The broker is neither `in-process` nor a Redis URL.
+    #[error(
+        "--broker (AGENT_SERVER_BROKER) {0:?} is neither `in-process` nor a Redis URL (redis://host:port)"
+    )]
+    Broker(String),
 }
 
 /// Validated settings of a server.
@@ -129,6 +180,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// The `llm` agent's settings, when it is served.
     pub llm: Option<llm_agent::LlmConfig>,
+    /// Where users' streams live.
+    pub broker: BrokerChoice,
 }
 
 impl Default for ServerConfig {
@@ -146,6 +199,7 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(10),
             llm: None,
+            broker: BrokerChoice::InProcess,
         }
     }
 }
@@ -207,6 +261,7 @@ impl ServerConfig {
             ping_interval: Duration::from_secs(args.ping_interval_secs),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             llm,
+            broker: BrokerChoice::parse(&args.broker)?,
         })
     }
 }
@@ -265,6 +320,18 @@ mod tests {
                 &["--default-agent", "Bad Agent"],
                 Err("--default-agent \"Bad Agent\" is not a valid agent name"),
             ),
+            (&["--broker", "in-process"], Ok(())),
+            (&["--broker", "redis://127.0.0.1:6379"], Ok(())),
+            (&["--broker", "redis://:pw@10.0.0.5:6379/2"], Ok(())),
+            (
+                &["--broker", "redis://"],
+                Err("--broker (AGENT_SERVER_BROKER) \"redis://\" is neither"),
+            ),
+            (
+                &["--broker", "http://user:secret@cache:6379"],
+                Err("\"http://<credentials>@cache:6379\" is neither"),
+            ),
+            (&["--broker", "memory"], Err("is neither `in-process` nor")),
         ];
         for (argv, expected) in table {
             check(argv, *expected);

@@ -11,8 +11,10 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use crate::app::{AppState, ServeError};
-use crate::config::{ServeArgs, ServerConfig};
+use crate::config::{BrokerChoice, ServeArgs, ServerConfig};
 use crate::routes::router;
+use redis_broker::{RedisBroker, RedisBrokerConfig};
+use ws_bridge::{Broker, InProcessBroker};
 
 /// A server that is listening.
 pub struct RunningServer {
@@ -32,7 +34,14 @@ impl RunningServer {
         let addr = listener
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
-        let state = AppState::new(config)?;
+        let bounds = config.bridge.replay_bounds();
+        let broker: Arc<dyn Broker> = match &config.broker {
+            BrokerChoice::InProcess => Arc::new(InProcessBroker::new(bounds)),
+            BrokerChoice::Redis(url) => {
+                Arc::new(RedisBroker::connect(RedisBrokerConfig::new(url.clone(), bounds)).await?)
+            }
+        };
+        let state = AppState::with_broker(config, broker)?;
         let stop = state.stop_accepting.clone();
         let app = router(Arc::clone(&state));
         // Events are small frames that must go out at once: disable Nagle's algorithm, which
@@ -92,6 +101,17 @@ impl RunningServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         state.factory.shutdown().await;
+        // A networked broker may still be sending the last events: they go out first.
+        if let Err(error) = tokio::time::timeout(Duration::from_secs(5), state.bridge.flush())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ws_bridge::broker::BrokerError(
+                    "flush timed out after 5 s".into(),
+                ))
+            })
+        {
+            tracing::warn!(%error, "shutdown: some events may not reach their connections before the close");
+        }
         state.bridge.close_all();
         let deadline = Instant::now() + Duration::from_secs(5);
         while state.open_connections() > 0 && Instant::now() < deadline {

@@ -14,6 +14,7 @@ pub fn close_code(reason: CloseReason) -> CloseCode {
     match reason {
         CloseReason::SlowConsumer => CloseCode::SlowConsumer,
         CloseReason::Shutdown => CloseCode::GoingAway,
+        CloseReason::StreamReset => CloseCode::StreamReset,
     }
 }
 

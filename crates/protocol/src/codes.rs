@@ -153,6 +153,9 @@ close_codes! {
     IdleTimeout = 4000, "idle timeout: no message from the client",
     /// The client did not read fast enough; reconnect and resume.
     SlowConsumer = 4008, "slow consumer: reconnect with epoch and after_seq to resume",
+    /// The server lost the stream the connection was reading (its broker's store restarted
+    /// without its data): reconnect and resume; the resume says what was lost.
+    StreamReset = 4009, "stream reset: reconnect with epoch and after_seq to learn what was lost",
 }
 
 impl CloseCode {
@@ -161,7 +164,10 @@ impl CloseCode {
     pub fn should_resume(self) -> bool {
         matches!(
             self,
-            CloseCode::GoingAway | CloseCode::SlowConsumer | CloseCode::IdleTimeout
+            CloseCode::GoingAway
+                | CloseCode::SlowConsumer
+                | CloseCode::IdleTimeout
+                | CloseCode::StreamReset
         )
     }
 }
@@ -193,6 +199,7 @@ mod tests {
             (CloseCode::MessageTooBig, 1009),
             (CloseCode::IdleTimeout, 4000),
             (CloseCode::SlowConsumer, 4008),
+            (CloseCode::StreamReset, 4009),
         ];
         for (close, code) in table {
             assert_eq!(close.code(), code);

@@ -42,6 +42,16 @@ impl Default for BridgeConfig {
     }
 }
 
+impl BridgeConfig {
+    /// The replay log's bounds.
+    pub fn replay_bounds(&self) -> ReplayBounds {
+        ReplayBounds {
+            max_events: self.replay_max_events,
+            max_age: self.replay_max_age,
+        }
+    }
+}
+
 /// Why a subscription was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BridgeError {
@@ -69,6 +79,12 @@ impl FrameListener for LocalUser {
         self.connections
             .lock()
             .retain(|(_, queue)| queue.push(frame));
+    }
+
+    fn close(&self, reason: CloseReason) {
+        for (_, queue) in self.connections.lock().drain(..) {
+            queue.close(reason);
+        }
     }
 }
 
@@ -123,10 +139,7 @@ impl fmt::Debug for AgentWebSocketBridge {
 impl AgentWebSocketBridge {
     /// A bridge with `config` and the embedded [`InProcessBroker`].
     pub fn new(config: BridgeConfig) -> Self {
-        let broker = InProcessBroker::new(ReplayBounds {
-            max_events: config.replay_max_events,
-            max_age: config.replay_max_age,
-        });
+        let broker = InProcessBroker::new(config.replay_bounds());
         Self::with_broker(config, Arc::new(broker))
     }
 
@@ -243,6 +256,12 @@ impl AgentWebSocketBridge {
     /// Forgets idle streams (see [`Broker::evict_idle`]). Returns how many were forgotten.
     pub fn evict_idle(&self) -> usize {
         self.inner.broker.evict_idle()
+    }
+
+    /// Waits until every event emitted before the call is stored and queued to this node's
+    /// connections (see [`Broker::flush`]).
+    pub async fn flush(&self) -> Result<(), BrokerError> {
+        self.inner.broker.flush().await
     }
 
     /// Closes every connection with [`CloseReason::Shutdown`]; queued frames are still

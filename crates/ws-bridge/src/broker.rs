@@ -15,7 +15,9 @@
 //!   [`detach`](Broker::detach) stops it. Frames published while no listener is attached
 //!   are kept in the log, not dropped.
 //! - [`replay`](Broker::replay) returns the frames after a seq, or says why it cannot.
-//! - `publish` never waits on IO: it is called on the agent's path.
+//! - `publish` never waits on IO: it is called on the agent's path. A networked broker sends
+//!   in the background; [`flush`](Broker::flush) waits until what was published is stored
+//!   and delivered on this node.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ pub use core_context::Epoch;
 use core_context::{AgentEvent, EmitError, SequencedEvent, UserId};
 use parking_lot::{Mutex, RwLock};
 
-use crate::queue::Frame;
+use crate::queue::{CloseReason, Frame};
 
 /// Where a reconnecting client left off.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,11 +72,23 @@ pub enum ResumeOutcome {
 pub trait FrameListener: Send + Sync {
     /// Called once per frame, in seq order, never concurrently for one user. Must not block.
     fn deliver(&self, frame: &Arc<Frame>);
+
+    /// The broker cannot go on with the stream the listener's connections are reading (its
+    /// history was lost, or frames were lost and cannot be fetched again): closes them with
+    /// `reason`, so their clients reconnect and learn it from their resume. Must not block.
+    fn close(&self, reason: CloseReason);
 }
 
 /// Names one attachment, so a late `detach` cannot remove a newer listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AttachmentId(u64);
+
+impl AttachmentId {
+    /// The attachment numbered `n` (a broker numbers its own attachments).
+    pub fn new(n: u64) -> Self {
+        Self(n)
+    }
+}
 
 /// Where a user's stream stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +148,13 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Users whose stream is held.
     fn stream_count(&self) -> usize;
+
+    /// Waits until every event published before the call is stored and handed to this
+    /// node's listeners (a networked broker sends in the background). Graceful shutdown
+    /// calls it before closing connections, so they get everything emitted first.
+    async fn flush(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
 }
 
 /// Bounds of a replay log.

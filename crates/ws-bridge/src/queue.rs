@@ -22,6 +22,10 @@ pub enum CloseReason {
     SlowConsumer,
     /// The bridge is shutting down.
     Shutdown,
+    /// The broker lost the stream the connection was reading (a networked broker's store
+    /// restarted without its data, or frames were lost for good): the client reconnects and
+    /// its resume says what was lost.
+    StreamReset,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +33,9 @@ struct State {
     frames: VecDeque<Arc<Frame>>,
     bytes: usize,
     closed: Option<CloseReason>,
+    /// Frames at or below this seq were covered by the join (position or replay): a
+    /// networked broker may still deliver some of them late, and they are dropped.
+    floor: u64,
 }
 
 /// The bounded queue between the bridge and one connection's writer.
@@ -58,6 +65,9 @@ impl ConnectionQueue {
             if state.closed.is_some() {
                 return false;
             }
+            if frame.seq <= state.floor {
+                return true;
+            }
             let bytes = state.bytes + frame.text.len();
             if state.frames.len() >= self.max_events || bytes > self.max_bytes {
                 state.closed = Some(CloseReason::SlowConsumer);
@@ -75,7 +85,8 @@ impl ConnectionQueue {
     }
 
     /// Joins a replay to the live frames already queued: drops queued frames at or below
-    /// `floor` or covered by `replay`, and puts `replay`'s frames above `floor` in front.
+    /// `floor` or covered by `replay` (and those that come later), and puts `replay`'s
+    /// frames above `floor` in front.
     /// Returns how many replayed frames were queued. The bounds do not apply to the replay:
     /// the replay log's own bounds limit it, and a resuming client must get all of it.
     pub(crate) fn splice(&self, replay: &[Arc<Frame>], floor: u64) -> usize {
@@ -85,6 +96,7 @@ impl ConnectionQueue {
         let replayed: Vec<Arc<Frame>> = replay.iter().filter(|f| f.seq > floor).cloned().collect();
         let count = replayed.len();
         state.frames = replayed.into_iter().chain(live).collect();
+        state.floor = covered;
         state.bytes = state.frames.iter().map(|f| f.text.len()).sum();
         count
     }

@@ -1,0 +1,462 @@
+//! [`RedisBroker`]: users' streams in Redis, so several `agent-server` nodes share them.
+//!
+//! Every node publishes each event once; the stream's `seq`, epoch and replay log live in
+//! Redis ([`scripts`] holds the keys and the atomic scripts), so a user's tabs on different
+//! nodes read one stream and a reconnect resumes on any node. A node receives a user's
+//! frames only while it holds a connection of that user: it subscribes to the user's
+//! channel on attach and unsubscribes on detach ([`subscriber`]).
+//!
+//! Faults: [`Broker::publish`] only queues (the [`publisher`] task sends, retrying while
+//! Redis is unreachable, bounded by [`RedisBrokerConfig::publish_queue`]); the subscriber
+//! reconnects with backoff, resubscribes, and fetches from the log what its users missed
+//! while it was away. When that is not possible (Redis restarted without its data, or the
+//! missed frames left the log) the user's connections on the node are closed with
+//! [`CloseReason::StreamReset`], and their resume reports `epoch_changed` or `too_old`:
+//! never a stream with a silent hole. Counters in [`BrokerStats`] say what happened.
+
+mod publisher;
+mod scripts;
+mod subscriber;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use core_context::{AgentEvent, EmitError, UserId};
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot, watch};
+use ws_bridge::broker::{
+    AttachmentId, Broker, BrokerError, Epoch, FrameListener, ReplayBounds, ReplayRefused,
+    StreamPosition,
+};
+use ws_bridge::{Frame, ResumeFailure};
+
+use crate::publisher::Outgoing;
+use crate::scripts::{Scripts, StreamKeys};
+use crate::subscriber::{Attached, Command};
+
+/// Settings of a [`RedisBroker`].
+#[derive(Debug, Clone)]
+pub struct RedisBrokerConfig {
+    /// `redis://host:port[/db]` (or `rediss://`, `redis+unix://`).
+    pub url: String,
+    /// Bounds of each user's replay log.
+    pub bounds: ReplayBounds,
+    /// Prefix of every key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Events a node may hold while Redis is unreachable; past it `publish` fails.
+    pub publish_queue: usize,
+}
+
+impl RedisBrokerConfig {
+    /// Settings for `url` with the given replay bounds and the default prefix and queue.
+    pub fn new(url: impl Into<String>, bounds: ReplayBounds) -> Self {
+        Self {
+            url: url.into(),
+            bounds,
+            key_prefix: "agentws".into(),
+            publish_queue: 100_000,
+        }
+    }
+}
+
+/// Why a [`RedisBroker`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisBrokerError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL {url:?}: {source}")]
+    Url {
+        /// The URL, without its password.
+        url: String,
+        /// Why.
+        source: redis::RedisError,
+    },
+    /// Redis did not answer.
+    #[error("cannot reach Redis at {url}: {source}")]
+    Connect {
+        /// The URL, without its password.
+        url: String,
+        /// Why.
+        source: redis::RedisError,
+    },
+}
+
+/// What a [`RedisBroker`] has done since it started.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    /// Events Redis accepted.
+    pub events_published: AtomicU64,
+    /// Pipelines sent again after a connection error.
+    pub publish_retries: AtomicU64,
+    /// Events refused at `publish` because the queue was full (Redis unreachable too long).
+    pub events_rejected: AtomicU64,
+    /// Events Redis refused for good (its own error, not the connection's).
+    pub events_lost: AtomicU64,
+    /// Times the live connection was lost.
+    pub subscriber_disconnects: AtomicU64,
+    /// Frames fetched from the log because the live channel missed them.
+    pub frames_recovered: AtomicU64,
+    /// Times a user's connections on this node were closed because their stream was lost.
+    pub stream_resets: AtomicU64,
+}
+
+/// State shared by the broker and its tasks.
+pub(crate) struct Shared {
+    prefix: String,
+    node_id: String,
+    bounds: ReplayBounds,
+    scripts: Scripts,
+    conn: ConnectionManager,
+    /// The users this node follows, by channel.
+    attached: Mutex<HashMap<String, Arc<Attached>>>,
+    /// Events waiting for the publisher.
+    queued: AtomicUsize,
+    /// The publish counter of the last event the publisher is done with.
+    sent_through: watch::Sender<u64>,
+    next_attachment: AtomicU64,
+    stats: BrokerStats,
+}
+
+impl Shared {
+    /// How long a stream's keys live without a publish.
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.bounds.max_age.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn keys(&self, user: &UserId) -> StreamKeys {
+        StreamKeys::new(&self.prefix, user)
+    }
+
+    async fn position(&self, keys: &StreamKeys) -> redis::RedisResult<StreamPosition> {
+        let (epoch, last_seq): (String, u64) = self
+            .scripts
+            .position
+            .key(&keys.meta)
+            .key(&keys.log)
+            .arg(Epoch::generate().as_str())
+            .arg(self.ttl_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(StreamPosition {
+            epoch: Epoch::new(&epoch),
+            last_seq,
+        })
+    }
+
+    /// Runs the replay script; `Err` in the inner result says why not, with where the
+    /// stream stands now.
+    async fn replay(
+        &self,
+        keys: &StreamKeys,
+        epoch: &Epoch,
+        after_seq: u64,
+    ) -> redis::RedisResult<Replay> {
+        let reply: Vec<redis::Value> = self
+            .scripts
+            .replay
+            .key(&keys.meta)
+            .key(&keys.log)
+            .arg(Epoch::generate().as_str())
+            .arg(self.ttl_ms())
+            .arg(epoch.as_str())
+            .arg(after_seq)
+            .arg(self.ttl_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Replay::decode(reply).ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the replay script answered something else",
+            ))
+        })
+    }
+}
+
+/// What the replay script answered.
+pub(crate) struct Replay {
+    /// The frames, or why not.
+    outcome: Result<Vec<Arc<Frame>>, ReplayRefused>,
+    /// Where the stream stands.
+    position: StreamPosition,
+}
+
+impl Replay {
+    fn decode(reply: Vec<redis::Value>) -> Option<Self> {
+        use redis::FromRedisValue;
+        let mut items = reply.into_iter();
+        let status = String::from_redis_value(items.next()?).ok()?;
+        let oldest_seq = u64::from_redis_value(items.next()?).ok()?;
+        let epoch = String::from_redis_value(items.next()?).ok()?;
+        let last_seq = u64::from_redis_value(items.next()?).ok()?;
+        let refused = |reason| Err(ReplayRefused { reason, oldest_seq });
+        let outcome = match status.as_str() {
+            "ok" => Ok(items
+                .map(|value| {
+                    let text = String::from_redis_value(value).ok()?;
+                    let seq = scripts::frame_seq(&text)?;
+                    Some(Arc::new(Frame {
+                        seq,
+                        text: Arc::from(text),
+                    }))
+                })
+                .collect::<Option<Vec<_>>>()?),
+            "epoch_changed" => refused(ResumeFailure::EpochChanged),
+            "seq_ahead" => refused(ResumeFailure::SeqAhead),
+            "too_old" => refused(ResumeFailure::TooOld),
+            _ => return None,
+        };
+        Some(Self {
+            outcome,
+            position: StreamPosition {
+                epoch: Epoch::new(&epoch),
+                last_seq,
+            },
+        })
+    }
+}
+
+/// Users' streams in Redis; see the crate documentation. Its tasks stop when it is dropped.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    /// The publish queue with the next publish counter: numbering and queueing under one
+    /// lock keeps the queue in counter order, which the publish script's retry check needs.
+    publish: Mutex<(u64, mpsc::Sender<Outgoing>)>,
+    subscriber: mpsc::UnboundedSender<Command>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    url: String,
+}
+
+/// `url` without its credentials, for messages and logs.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://<credentials>@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl RedisBroker {
+    /// Connects to Redis and starts the node's publisher, subscriber and key renewal tasks.
+    pub async fn connect(config: RedisBrokerConfig) -> Result<Self, RedisBrokerError> {
+        let url = redacted_url(&config.url);
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|source| RedisBrokerError::Url {
+                url: url.clone(),
+                source,
+            })?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client.clone(), manager)
+            .await
+            .map_err(|source| RedisBrokerError::Connect {
+                url: url.clone(),
+                source,
+            })?;
+        let shared = Arc::new(Shared {
+            prefix: config.key_prefix,
+            node_id: format!("node:{}", ulid::Ulid::new()),
+            bounds: config.bounds,
+            scripts: Scripts::new(),
+            conn: conn.clone(),
+            attached: Mutex::new(HashMap::new()),
+            queued: AtomicUsize::new(0),
+            sent_through: watch::Sender::new(0),
+            next_attachment: AtomicU64::new(1),
+            stats: BrokerStats::default(),
+        });
+        let (publish, queue) = mpsc::channel(config.publish_queue.max(1));
+        let (subscriber, commands) = mpsc::unbounded_channel();
+        let tasks = vec![
+            tokio::spawn(publisher::run(Arc::clone(&shared), conn, queue)),
+            tokio::spawn(subscriber::run(Arc::clone(&shared), client, commands)),
+            tokio::spawn(subscriber::renew_keys(Arc::downgrade(&shared))),
+        ];
+        tracing::info!(%url, node = %shared.node_id, "redis broker connected");
+        Ok(Self {
+            shared,
+            publish: Mutex::new((1, publish)),
+            subscriber,
+            tasks,
+            url,
+        })
+    }
+
+    /// What the broker has done since it started.
+    pub fn stats(&self) -> &BrokerStats {
+        &self.shared.stats
+    }
+
+    /// Events waiting to be sent to Redis.
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("url", &self.url)
+            .field("node_id", &self.shared.node_id)
+            .field("attached", &self.shared.attached.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn broker_error(error: &redis::RedisError) -> BrokerError {
+    BrokerError(format!("Redis: {error}"))
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn publish(&self, user: &UserId, event: AgentEvent) -> Result<(), EmitError> {
+        let body = serde_json::to_string(&event)
+            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
+        let mut publish = self.publish.lock();
+        let (next_counter, queue) = &mut *publish;
+        let outgoing = Outgoing {
+            user: user.clone(),
+            body,
+            counter: *next_counter,
+        };
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let queued = queue.try_send(outgoing);
+        if queued.is_ok() {
+            *next_counter += 1;
+        }
+        drop(publish);
+        queued.map_err(|error| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .events_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            let why = match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    "Redis has been unreachable long enough to fill the publish queue"
+                }
+                mpsc::error::TrySendError::Closed(_) => "the broker stopped",
+            };
+            EmitError::Rejected(format!("broker unavailable: {why}"))
+        })
+    }
+
+    async fn attach(
+        &self,
+        user: &UserId,
+        listener: Arc<dyn FrameListener>,
+    ) -> Result<(AttachmentId, StreamPosition), BrokerError> {
+        let keys = self.shared.keys(user);
+        let id = AttachmentId::new(self.shared.next_attachment.fetch_add(1, Ordering::Relaxed));
+        let attached = Arc::new(Attached::new(keys.clone(), id, listener));
+        self.shared
+            .attached
+            .lock()
+            .insert(keys.channel.clone(), Arc::clone(&attached));
+        let (reply, subscribed) = oneshot::channel();
+        let joined = async {
+            self.subscriber
+                .send(Command::Subscribe {
+                    channel: keys.channel.clone(),
+                    reply,
+                })
+                .map_err(|_| BrokerError("the broker stopped".into()))?;
+            subscribed
+                .await
+                .map_err(|_| BrokerError("the broker stopped".into()))?
+                .map_err(|e| broker_error(&e))?;
+            self.shared
+                .position(&keys)
+                .await
+                .map_err(|e| broker_error(&e))
+        };
+        match joined.await {
+            Ok(position) => {
+                if attached.go_live(&position) {
+                    let _ = self.subscriber.send(Command::CatchUp {
+                        channel: keys.channel,
+                    });
+                }
+                Ok((id, position))
+            }
+            Err(error) => {
+                self.detach(user, id);
+                Err(error)
+            }
+        }
+    }
+
+    async fn position(&self, user: &UserId) -> Result<StreamPosition, BrokerError> {
+        self.shared
+            .position(&self.shared.keys(user))
+            .await
+            .map_err(|e| broker_error(&e))
+    }
+
+    fn detach(&self, user: &UserId, id: AttachmentId) {
+        let channel = self.shared.keys(user).channel;
+        let mut attached = self.shared.attached.lock();
+        if attached.get(&channel).is_some_and(|a| a.id == id) {
+            attached.remove(&channel);
+            drop(attached);
+            let _ = self.subscriber.send(Command::Unsubscribe { channel });
+        }
+    }
+
+    async fn replay(
+        &self,
+        user: &UserId,
+        epoch: &Epoch,
+        after_seq: u64,
+    ) -> Result<Result<Vec<Arc<Frame>>, ReplayRefused>, BrokerError> {
+        self.shared
+            .replay(&self.shared.keys(user), epoch, after_seq)
+            .await
+            .map(|replay| replay.outcome)
+            .map_err(|e| broker_error(&e))
+    }
+
+    /// Redis forgets idle streams itself (their keys expire after the replay age), so there
+    /// is nothing to evict here.
+    fn evict_idle(&self) -> usize {
+        0
+    }
+
+    /// Users this node follows (holds connections of).
+    fn stream_count(&self) -> usize {
+        self.shared.attached.lock().len()
+    }
+
+    async fn flush(&self) -> Result<(), BrokerError> {
+        let target = self.publish.lock().0 - 1;
+        let mut sent = self.shared.sent_through.subscribe();
+        sent.wait_for(|through| *through >= target)
+            .await
+            .map_err(|_| BrokerError("the broker stopped".into()))?;
+        let (reply, synced) = oneshot::channel();
+        self.subscriber
+            .send(Command::Sync { reply })
+            .map_err(|_| BrokerError("the broker stopped".into()))?;
+        synced
+            .await
+            .map_err(|_| BrokerError("the broker stopped".into()))?
+            .map_err(|e| broker_error(&e))
+    }
+}

@@ -1,0 +1,125 @@
+//! The node's publisher: takes encoded events off a bounded queue in order and runs the
+//! publish script for each, pipelined, retrying with backoff while Redis is unreachable.
+//!
+//! [`Broker::publish`](ws_bridge::Broker::publish) must not wait on IO, so it only queues.
+//! A batch whose pipeline failed midway is sent again whole: each event carries this node's
+//! publish counter, and the script applies a counter at most once per user, so a retry never
+//! duplicates an event and never reorders one node's events for a user.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use core_context::UserId;
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+
+use crate::Shared;
+use crate::scripts::StreamKeys;
+
+/// One event waiting to be published.
+pub(crate) struct Outgoing {
+    pub(crate) user: UserId,
+    /// The event's JSON without its seq.
+    pub(crate) body: String,
+    /// This node's publish counter for it.
+    pub(crate) counter: u64,
+}
+
+/// Events sent in one pipeline.
+const BATCH: usize = 256;
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Runs until every sender is gone (the broker was dropped).
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut conn: ConnectionManager,
+    mut queue: mpsc::Receiver<Outgoing>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut batch, BATCH).await > 0 {
+        let mut backoff = MIN_BACKOFF;
+        let mut failed_before = false;
+        loop {
+            match send(&shared, &mut conn, &batch).await {
+                Ok(()) => {
+                    if failed_before {
+                        tracing::info!(events = batch.len(), "redis broker: publishing again");
+                    }
+                    break;
+                }
+                Err(error) if retryable(&error) => {
+                    shared.stats.publish_retries.fetch_add(1, Ordering::Relaxed);
+                    if !failed_before {
+                        tracing::warn!(%error, events = batch.len(), "redis broker: publish failed; retrying with backoff");
+                    }
+                    failed_before = true;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(error) => {
+                    // Redis refused the commands themselves (out of memory, a key of the
+                    // wrong type): sending them again would fail again.
+                    shared
+                        .stats
+                        .events_lost
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::error!(%error, events = batch.len(), "redis broker: Redis refused a publish; these events are lost (clients resuming past them get too_old)");
+                    break;
+                }
+            }
+        }
+        shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        if let Some(last) = batch.last() {
+            shared.sent_through.send_replace(last.counter);
+        }
+        batch.clear();
+    }
+}
+
+/// Whether `error` is the connection's or a passing state of the server (worth a retry)
+/// rather than the command's: the client library's own classification.
+fn retryable(error: &redis::RedisError) -> bool {
+    !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
+}
+
+async fn send(
+    shared: &Shared,
+    conn: &mut ConnectionManager,
+    batch: &[Outgoing],
+) -> redis::RedisResult<()> {
+    let script = &shared.scripts.publish;
+    let max_events = shared.bounds.max_events;
+    let ttl_ms = shared.ttl_ms();
+    let invocations: Vec<_> = batch
+        .iter()
+        .map(|event| {
+            let keys = StreamKeys::new(&shared.prefix, &event.user);
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(keys.meta)
+                .key(keys.log)
+                .arg(ws_bridge::Epoch::generate().as_str())
+                .arg(ttl_ms)
+                .arg(&shared.node_id)
+                .arg(event.counter)
+                .arg(&event.body)
+                .arg(max_events)
+                .arg(keys.channel);
+            invocation
+        })
+        .collect();
+    // Loading first makes the pipeline work on a Redis that restarted without its scripts.
+    let mut pipe = redis::pipe();
+    pipe.load_script(script).ignore();
+    for invocation in &invocations {
+        pipe.invoke_script(invocation).ignore();
+    }
+    pipe.query_async::<()>(conn).await?;
+    shared
+        .stats
+        .events_published
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    Ok(())
+}

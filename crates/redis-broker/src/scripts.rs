@@ -1,0 +1,183 @@
+//! Where a user's stream lives in Redis (its keys and channel) and the Lua scripts that
+//! change or read it atomically.
+//!
+//! A user's stream is two keys and a channel, all with the user's id as the hash tag (so a
+//! Redis Cluster keeps them on one slot):
+//! - `<prefix>:{<user>}:meta`, a hash: `epoch`, `seq` (the last seq given), and per
+//!   publishing node the highest publish counter applied (so a publish retried after a lost
+//!   connection is applied once);
+//! - `<prefix>:{<user>}:log`, a Stream: entry `<seq>-0` holds the frame (`f`) and its publish
+//!   time in ms (`t`), capped at the replay log's length;
+//! - `<prefix>:{<user>}:live`, the pub/sub channel: `<epoch>\n<frame>` per event.
+//!
+//! Both keys expire after the replay age without a publish (nodes holding the user's
+//! connections renew them); a stream whose meta is gone starts a new epoch and an empty log.
+
+use core_context::UserId;
+use redis::Script;
+
+/// The keys and channel of one user's stream.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamKeys {
+    pub(crate) meta: String,
+    pub(crate) log: String,
+    pub(crate) channel: String,
+}
+
+impl StreamKeys {
+    pub(crate) fn new(prefix: &str, user: &UserId) -> Self {
+        let base = format!("{prefix}:{{{}}}", user.as_str());
+        Self {
+            meta: format!("{base}:meta"),
+            log: format!("{base}:log"),
+            channel: format!("{base}:live"),
+        }
+    }
+}
+
+/// Opens the stream if its meta is gone: a new epoch, seq 0, an empty log. `KEYS[1]` meta,
+/// `KEYS[2]` log, `ARGV[1]` the epoch to use if a new one starts, `ARGV[2]` the TTL in ms.
+const OPEN: &str = r"
+local function open_stream()
+  local epoch = redis.call('HGET', KEYS[1], 'epoch')
+  if not epoch then
+    epoch = ARGV[1]
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  end
+  return epoch
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+";
+
+/// Appends one event: `ARGV[3]` node id, `ARGV[4]` the node's publish counter, `ARGV[5]` the
+/// event's JSON without its seq, `ARGV[6]` the log's length cap, `ARGV[7]` the channel.
+/// Returns the event's seq, or 0 when this node's counter was already applied (a retry).
+const PUBLISH: &str = r#"
+local epoch = open_stream()
+local applied = redis.call('HGET', KEYS[1], ARGV[3])
+if applied and tonumber(applied) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local frame = '{"seq":' .. seq .. ',' .. string.sub(ARGV[5], 2)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], seq .. '-0', 'f', frame, 't', now_ms())
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[7], epoch .. '\n' .. frame)
+return seq
+"#;
+
+/// Where the stream stands: `{epoch, last seq}` (opening it if needed).
+const POSITION: &str = r"
+local epoch = open_stream()
+return {epoch, redis.call('HGET', KEYS[1], 'seq')}
+";
+
+/// The frames after a seq: `ARGV[3]` the client's epoch, `ARGV[4]` its last seq, `ARGV[5]`
+/// the replay age in ms. Returns `{status, oldest seq, epoch, last seq, frames...}` where
+/// status is `ok`, `epoch_changed`, `seq_ahead` or `too_old`, and oldest seq is the oldest
+/// seq the log still holds within the replay age (the next seq when none).
+const REPLAY: &str = r"
+local epoch = open_stream()
+local last = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+local after = tonumber(ARGV[4])
+local oldest_age = now_ms() - tonumber(ARGV[5])
+local function oldest_kept()
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+    if tonumber(entry[2][4]) >= oldest_age then
+      return tonumber((string.gsub(entry[1], '-0$', '')))
+    end
+  end
+  return last + 1
+end
+local function refuse(status)
+  return {status, oldest_kept(), epoch, last}
+end
+if epoch ~= ARGV[3] then return refuse('epoch_changed') end
+if after > last then return refuse('seq_ahead') end
+local reply = {'ok', 0, epoch, last}
+if after == last then return reply end
+local entries = redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+')
+local first = entries[1]
+if not first or first[1] ~= (after + 1) .. '-0' or tonumber(first[2][4]) < oldest_age then
+  return refuse('too_old')
+end
+for i, entry in ipairs(entries) do
+  reply[4 + i] = entry[2][2]
+end
+return reply
+";
+
+/// The scripts, each with the stream-opening prelude.
+pub(crate) struct Scripts {
+    pub(crate) publish: Script,
+    pub(crate) position: Script,
+    pub(crate) replay: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            publish: Script::new(&format!("{OPEN}{PUBLISH}")),
+            position: Script::new(&format!("{OPEN}{POSITION}")),
+            replay: Script::new(&format!("{OPEN}{REPLAY}")),
+        }
+    }
+}
+
+/// Splits a live message (`<epoch>\n<frame>`) and reads the frame's seq, which the publish
+/// script wrote first: `{"seq":N,...`.
+pub(crate) fn parse_live(payload: &[u8]) -> Option<(&str, u64, &str)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (epoch, frame) = text.split_once('\n')?;
+    let digits = frame.strip_prefix("{\"seq\":")?;
+    let end = digits.find(',')?;
+    let seq = digits[..end].parse().ok()?;
+    Some((epoch, seq, frame))
+}
+
+/// Reads a frame's seq (see [`parse_live`]).
+pub(crate) fn frame_seq(frame: &str) -> Option<u64> {
+    let digits = frame.strip_prefix("{\"seq\":")?;
+    digits[..digits.find(',')?].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A live message's bytes and what it parses to (epoch and seq), if anything.
+    type LiveCase = (&'static [u8], Option<(&'static str, u64)>);
+
+    #[test]
+    fn live_messages_parse_or_are_refused() {
+        let table: &[LiveCase] = &[
+            (b"ep1\n{\"seq\":42,\"type\":\"x\"}", Some(("ep1", 42))),
+            (b"ep1\n{\"seq\":1,\"type\":\"x\"}", Some(("ep1", 1))),
+            (b"ep1{\"seq\":1,\"type\":\"x\"}", None),
+            (b"ep1\n{\"type\":\"x\",\"seq\":1}", None),
+            (b"ep1\n{\"seq\":x1,\"type\":\"x\"}", None),
+            (b"ep1\n{\"seq\":1}", None),
+            (b"\xff\n{\"seq\":1,\"type\":\"x\"}", None),
+        ];
+        for (payload, expected) in table {
+            let got = parse_live(payload).map(|(e, s, _)| (e, s));
+            assert_eq!(got, *expected, "{:?}", String::from_utf8_lossy(payload));
+        }
+    }
+
+    #[test]
+    fn keys_share_the_users_hash_tag() {
+        let user = UserId::parse("alice").expect("valid id");
+        let keys = StreamKeys::new("agentws", &user);
+        assert_eq!(keys.meta, "agentws:{alice}:meta");
+        assert_eq!(keys.log, "agentws:{alice}:log");
+        assert_eq!(keys.channel, "agentws:{alice}:live");
+    }
+}

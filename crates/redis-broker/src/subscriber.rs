@@ -1,0 +1,364 @@
+//! The node's live connection: subscribes to the channels of the users it holds
+//! connections of, hands their frames to the bridge's listeners in seq order, and after
+//! losing the connection reconnects with backoff, resubscribes, and fetches from the log
+//! what it missed.
+//!
+//! Each followed user's [`Attached`] remembers the epoch and the last seq it delivered, so
+//! a frame seen twice (a live one the log fetch already gave) is dropped, a gap is filled
+//! from the log before the frame after it is delivered, and a new epoch or a gap the log can
+//! no longer fill closes the user's connections here with [`CloseReason::StreamReset`].
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use ws_bridge::broker::{AttachmentId, Epoch, FrameListener, StreamPosition};
+use ws_bridge::{CloseReason, Frame};
+
+use crate::Shared;
+use crate::scripts::{StreamKeys, parse_live};
+
+/// What the broker asks of the subscriber task.
+pub(crate) enum Command {
+    /// Subscribe to a user's channel; the reply says when Redis confirmed it.
+    Subscribe {
+        channel: String,
+        reply: oneshot::Sender<redis::RedisResult<()>>,
+    },
+    /// Unsubscribe, unless the user was attached again since.
+    Unsubscribe { channel: String },
+    /// Fetch from the log what a user's listener missed.
+    CatchUp { channel: String },
+    /// Reply once every message Redis sent before this command was handed to listeners.
+    Sync {
+        reply: oneshot::Sender<redis::RedisResult<()>>,
+    },
+}
+
+/// Where a followed user's delivery stands.
+enum Delivery {
+    /// Subscribed, position not read yet: frames wait here.
+    Joining(Vec<(Epoch, Arc<Frame>)>),
+    /// Delivering: the epoch and the last seq handed to the listener.
+    Live { epoch: Epoch, last_seq: u64 },
+}
+
+/// What to do with one frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Offer {
+    Delivered,
+    Duplicate,
+    /// Frames between the last delivered and this one are missing.
+    Gap,
+    Waiting,
+}
+
+/// One user this node follows.
+pub(crate) struct Attached {
+    pub(crate) keys: StreamKeys,
+    pub(crate) id: AttachmentId,
+    listener: Arc<dyn FrameListener>,
+    delivery: Mutex<Delivery>,
+}
+
+impl Attached {
+    pub(crate) fn new(
+        keys: StreamKeys,
+        id: AttachmentId,
+        listener: Arc<dyn FrameListener>,
+    ) -> Self {
+        Self {
+            keys,
+            id,
+            listener,
+            delivery: Mutex::new(Delivery::Joining(Vec::new())),
+        }
+    }
+
+    /// Starts delivering after `position`, with the frames that came while joining. Returns
+    /// whether frames are missing (the caller asks for a catch-up).
+    pub(crate) fn go_live(&self, position: &StreamPosition) -> bool {
+        let mut delivery = self.delivery.lock();
+        let waiting = match std::mem::replace(
+            &mut *delivery,
+            Delivery::Live {
+                epoch: position.epoch.clone(),
+                last_seq: position.last_seq,
+            },
+        ) {
+            Delivery::Joining(waiting) => waiting,
+            live @ Delivery::Live { .. } => {
+                *delivery = live;
+                return false;
+            }
+        };
+        let mut gap = false;
+        for (epoch, frame) in waiting {
+            gap |= self.offer_locked(&mut delivery, &epoch, &frame) == Offer::Gap;
+        }
+        gap
+    }
+
+    fn offer(&self, epoch: &Epoch, frame: &Arc<Frame>) -> Offer {
+        self.offer_locked(&mut self.delivery.lock(), epoch, frame)
+    }
+
+    /// Delivers `frame` if it is the next one; the lock is held while the listener takes it,
+    /// which keeps one user's frames in order and never concurrent.
+    fn offer_locked(&self, delivery: &mut Delivery, epoch: &Epoch, frame: &Arc<Frame>) -> Offer {
+        match delivery {
+            Delivery::Joining(waiting) => {
+                waiting.push((epoch.clone(), Arc::clone(frame)));
+                Offer::Waiting
+            }
+            Delivery::Live {
+                epoch: current,
+                last_seq,
+            } => {
+                if epoch != current {
+                    // The stream started again: this node's connections read a lost one.
+                    self.listener.close(CloseReason::StreamReset);
+                    *current = epoch.clone();
+                    *last_seq = frame.seq;
+                    self.listener.deliver(frame);
+                    return Offer::Delivered;
+                }
+                if frame.seq <= *last_seq {
+                    Offer::Duplicate
+                } else if frame.seq == *last_seq + 1 {
+                    *last_seq = frame.seq;
+                    self.listener.deliver(frame);
+                    Offer::Delivered
+                } else {
+                    Offer::Gap
+                }
+            }
+        }
+    }
+
+    /// Gives up on the frames the listener missed: closes its connections and goes on from
+    /// where the stream stands.
+    fn reset(&self, shared: &Shared, position: StreamPosition) {
+        shared
+            .stats
+            .stream_resets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(channel = %self.keys.channel, epoch = %position.epoch, last_seq = position.last_seq, "redis broker: a user's stream was lost; closing their connections here so they resume");
+        self.listener.close(CloseReason::StreamReset);
+        *self.delivery.lock() = Delivery::Live {
+            epoch: position.epoch,
+            last_seq: position.last_seq,
+        };
+    }
+
+    fn live_position(&self) -> Option<(Epoch, u64)> {
+        match &*self.delivery.lock() {
+            Delivery::Live { epoch, last_seq } => Some((epoch.clone(), *last_seq)),
+            Delivery::Joining(_) => None,
+        }
+    }
+}
+
+/// Fetches from the log what `attached`'s listener missed and delivers it; closes its
+/// connections if the log cannot fill the gap. A Redis error leaves it for the next try.
+async fn catch_up(shared: &Shared, attached: &Attached) {
+    let Some((epoch, last_seq)) = attached.live_position() else {
+        return;
+    };
+    let replay = match shared.replay(&attached.keys, &epoch, last_seq).await {
+        Ok(replay) => replay,
+        Err(error) => {
+            tracing::warn!(%error, channel = %attached.keys.channel, "redis broker: cannot fetch missed frames yet");
+            return;
+        }
+    };
+    match replay.outcome {
+        Ok(frames) => {
+            for frame in &frames {
+                if attached.offer(&epoch, frame) == Offer::Delivered {
+                    shared
+                        .stats
+                        .frames_recovered
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        Err(_) => attached.reset(shared, replay.position),
+    }
+}
+
+/// A live message: hands its frame to the user's listener, filling a gap from the log first.
+async fn on_message(shared: &Shared, message: &redis::Msg) {
+    let channel = message.get_channel_name();
+    let Some(attached) = shared.attached.lock().get(channel).cloned() else {
+        return;
+    };
+    let Some((epoch, seq, text)) = parse_live(message.get_payload_bytes()) else {
+        tracing::error!(%channel, "redis broker: a live message is not `<epoch>\\n<frame>`; ignored");
+        return;
+    };
+    let epoch = Epoch::new(epoch);
+    let frame = Arc::new(Frame {
+        seq,
+        text: Arc::from(text),
+    });
+    if attached.offer(&epoch, &frame) == Offer::Gap {
+        catch_up(shared, &attached).await;
+        if attached.offer(&epoch, &frame) == Offer::Gap {
+            let position = StreamPosition {
+                epoch,
+                last_seq: frame.seq,
+            };
+            attached.reset(shared, position);
+        }
+    }
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Runs until the broker is dropped (its command sender closes).
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    client: redis::Client,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    let mut connected_before = false;
+    loop {
+        let (mut sink, mut stream) = match client.get_async_pubsub().await {
+            Ok(pubsub) => pubsub.split(),
+            Err(error) => {
+                tracing::warn!(%error, ?backoff, "redis broker: cannot open the live connection; retrying");
+                if !wait_refusing(&mut commands, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let channels: Vec<String> = shared.attached.lock().keys().cloned().collect();
+        if !channels.is_empty() {
+            if let Err(error) = sink.subscribe(&channels).await {
+                tracing::warn!(%error, "redis broker: cannot resubscribe; retrying");
+                continue;
+            }
+        }
+        backoff = MIN_BACKOFF;
+        if connected_before {
+            tracing::info!(
+                users = channels.len(),
+                "redis broker: live connection back; fetching what was missed"
+            );
+            let followed: Vec<_> = shared.attached.lock().values().cloned().collect();
+            for attached in followed {
+                catch_up(&shared, &attached).await;
+            }
+        }
+        connected_before = true;
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::Sync { reply }) => {
+                        // Redis answers the ping after every message it sent before it.
+                        let pong = sink.ping::<redis::Value>().await.map(drop);
+                        while let Some(Some(message)) = stream.next().now_or_never() {
+                            on_message(&shared, &message).await;
+                        }
+                        let _ = reply.send(pong);
+                    }
+                    Some(command) => handle(&shared, &mut sink, command).await,
+                },
+                message = stream.next() => match message {
+                    Some(message) => on_message(&shared, &message).await,
+                    None => break,
+                },
+            }
+        }
+        shared
+            .stats
+            .subscriber_disconnects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!("redis broker: live connection lost; reconnecting");
+    }
+}
+
+async fn handle(shared: &Shared, sink: &mut redis::aio::PubSubSink, command: Command) {
+    match command {
+        Command::Subscribe { channel, reply } => {
+            let _ = reply.send(sink.subscribe(&channel).await);
+        }
+        Command::Unsubscribe { channel } => {
+            if !shared.attached.lock().contains_key(&channel) {
+                if let Err(error) = sink.unsubscribe(&channel).await {
+                    tracing::debug!(%error, %channel, "redis broker: unsubscribe failed (the connection is going)");
+                }
+            }
+        }
+        Command::CatchUp { channel } => {
+            let attached = shared.attached.lock().get(&channel).cloned();
+            if let Some(attached) = attached {
+                catch_up(shared, &attached).await;
+            }
+        }
+        Command::Sync { reply } => {
+            let _ = reply.send(sink.ping::<redis::Value>().await.map(drop));
+        }
+    }
+}
+
+/// Waits `backoff` while disconnected, refusing subscriptions meanwhile (a connection that
+/// cannot be followed is refused, not left without events). False when the broker is gone.
+async fn wait_refusing(commands: &mut mpsc::UnboundedReceiver<Command>, backoff: Duration) -> bool {
+    let sleep = tokio::time::sleep(backoff);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return true,
+            command = commands.recv() => match command {
+                None => return false,
+                Some(Command::Subscribe { reply, .. } | Command::Sync { reply }) => {
+                    let _ = reply.send(Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "Redis is unreachable",
+                    ))));
+                }
+                // Resubscribing after the reconnect reads the attached set, and catches up.
+                Some(Command::Unsubscribe { .. } | Command::CatchUp { .. }) => {}
+            },
+        }
+    }
+}
+
+/// Keeps the streams of followed users from expiring while their connections are open and
+/// idle: renews their keys' TTL every third of the replay age (at most every minute).
+pub(crate) async fn renew_keys(shared: Weak<Shared>) {
+    let every = match shared.upgrade() {
+        Some(shared) => {
+            (shared.bounds.max_age / 3).clamp(Duration::from_millis(5), Duration::from_secs(60))
+        }
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let ttl = i64::try_from(shared.ttl_ms()).unwrap_or(i64::MAX);
+        let mut pipe = redis::pipe();
+        for attached in shared.attached.lock().values() {
+            pipe.pexpire(&attached.keys.meta, ttl).ignore();
+            pipe.pexpire(&attached.keys.log, ttl).ignore();
+        }
+        if pipe.is_empty() {
+            continue;
+        }
+        if let Err(error) = pipe.query_async::<()>(&mut shared.conn.clone()).await {
+            tracing::debug!(%error, "redis broker: cannot renew followed streams yet");
+        }
+    }
+}
