@@ -11,6 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("core-context", &[]),
     ("agent-registry", &["core-context"]),
     ("ws-bridge", &["core-context"]),
+    // A networked broker: implements ws-bridge's Broker, knows nothing above it.
+    ("redis-broker", &["core-context", "ws-bridge"]),
     ("agents", &["core-context", "agent-registry"]),
     ("execution-engine", &["core-context", "agent-registry"]),
     (
@@ -33,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "core-context",
             "agent-registry",
             "ws-bridge",
+            "redis-broker",
             "execution-engine",
             "agents",
             "llm-agent",
