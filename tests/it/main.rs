@@ -23,6 +23,7 @@ mod engine_limits;
 mod llm;
 mod loadgen;
 mod multinode;
+mod multinode_runs;
 mod redis_support;
 mod server;
 mod server_support;

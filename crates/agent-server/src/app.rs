@@ -8,13 +8,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use agent_protocol::{ErrorCode, ServerFrame, StartAgent};
 use agent_registry::{AgentInput, AgentRegistry};
 use core_context::{
-    CancellationToken, ConnectionId, RunId, ThreadId, UserExecutionContext, UserId,
+    CancellationToken, ConnectionId, RunId, RunScope, ThreadId, UserExecutionContext, UserId,
 };
 use execution_engine::ExecutionEngineFactory;
+use redis_broker::{Lease, RedisBroker};
 use serde_json::{Value, json};
 use ws_bridge::{AgentWebSocketBridge, Broker, InProcessBroker};
 
 use crate::auth::{Auth, AuthError};
+use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::sessions::Sessions;
 
@@ -53,7 +55,9 @@ pub struct AppState {
     registry: Arc<AgentRegistry>,
     pub(crate) bridge: AgentWebSocketBridge,
     pub(crate) factory: ExecutionEngineFactory,
-    sessions: Sessions,
+    pub(crate) sessions: Sessions,
+    /// Runs across nodes, when the streams live in Redis.
+    pub(crate) cluster: Option<Cluster>,
     pub(crate) draining: AtomicBool,
     pub(crate) open_connections: AtomicUsize,
     pub(crate) stop_accepting: CancellationToken,
@@ -70,10 +74,29 @@ impl AppState {
         Self::with_broker(config, broker)
     }
 
-    /// The state of a server with `config` whose users' streams live in `broker`.
+    /// The state of a server with `config` whose users' streams live in `broker` (runs stay
+    /// on this node: no cluster-wide limit or cancel).
     pub fn with_broker(
         config: ServerConfig,
         broker: Arc<dyn Broker>,
+    ) -> Result<Arc<Self>, ServeError> {
+        Self::build(config, broker, None)
+    }
+
+    /// The state of one node of a cluster sharing `redis`: streams in Redis, and runs
+    /// coordinated with the other nodes (the per-user limit, `cancel_run`, lost nodes).
+    pub fn clustered(
+        config: ServerConfig,
+        redis: Arc<RedisBroker>,
+    ) -> Result<Arc<Self>, ServeError> {
+        let cluster = Cluster::new(Arc::clone(&redis), config.run_lease_ttl);
+        Self::build(config, redis, Some(cluster))
+    }
+
+    fn build(
+        config: ServerConfig,
+        broker: Arc<dyn Broker>,
+        cluster: Option<Cluster>,
     ) -> Result<Arc<Self>, ServeError> {
         let mut registry = AgentRegistry::new();
         agents::register_local(&mut registry)?;
@@ -99,6 +122,7 @@ impl AppState {
         );
         Ok(Arc::new(Self {
             sessions: Sessions::new(starts_per_minute),
+            cluster,
             config,
             auth,
             registry,
@@ -136,7 +160,7 @@ impl AppState {
 
     /// Handles `start_agent`: refused while draining, then the session's rules (start rate,
     /// thread ownership), then a run on a fresh engine of the user's.
-    pub(crate) fn start_run(
+    pub(crate) async fn start_run(
         self: &Arc<Self>,
         user: &UserId,
         connection: &ConnectionId,
@@ -156,13 +180,69 @@ impl AppState {
                 return ServerFrame::error(request_id, refusal.code(), refusal.to_string());
             }
         };
-        match self.launch(user, connection, request_id.as_deref(), thread, start) {
-            Ok((run_id, thread_id)) => ServerFrame::RunAccepted {
-                request_id,
-                run_id,
-                thread_id,
-            },
-            Err(Refused(code, message)) => ServerFrame::error(request_id, code, message),
+        let lease = match self.cluster_slot(user).await {
+            Ok(lease) => lease,
+            Err(Refused(code, message)) => return ServerFrame::error(request_id, code, message),
+        };
+        let agent_name = start.agent.clone();
+        match self.launch(
+            user,
+            connection,
+            request_id.as_deref(),
+            thread,
+            start,
+            lease.clone(),
+        ) {
+            Ok((run_id, thread_id)) => {
+                if let (Some(cluster), Some(lease)) = (&self.cluster, lease) {
+                    let scope = RunScope {
+                        run_id: run_id.clone(),
+                        parent_run_id: None,
+                        thread_id: thread_id.clone(),
+                        agent_name: Arc::from(agent_name.as_str()),
+                    };
+                    if let Err(error) = cluster.started(lease, &scope).await {
+                        tracing::warn!(%error, "cluster: cannot record a run; cancel_run from other nodes will not find it");
+                    }
+                }
+                ServerFrame::RunAccepted {
+                    request_id,
+                    run_id,
+                    thread_id,
+                }
+            }
+            Err(Refused(code, message)) => {
+                if let (Some(cluster), Some(lease)) = (&self.cluster, &lease) {
+                    cluster.release(lease, None).await;
+                }
+                ServerFrame::error(request_id, code, message)
+            }
+        }
+    }
+
+    /// In a cluster, one of the user's run slots across all nodes (runs beyond the limit
+    /// are refused, not queued: no queue spans nodes).
+    async fn cluster_slot(&self, user: &UserId) -> Result<Option<Lease>, Refused> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let limit = self.config.engine.max_concurrent_runs;
+        match cluster.acquire(user, limit).await {
+            Ok(Some(lease)) => Ok(Some(lease)),
+            Ok(None) => Err(Refused(
+                ErrorCode::TooManyRuns,
+                format!(
+                    "this user already has {limit} runs going across the servers (the limit); wait for one to end or cancel one"
+                ),
+            )),
+            Err(error) => {
+                tracing::error!(%error, "cluster: cannot claim a run slot");
+                Err(Refused(
+                    ErrorCode::InternalError,
+                    "the server cannot reach its run registry (Redis) right now; retry shortly"
+                        .into(),
+                ))
+            }
         }
     }
 
@@ -174,6 +254,7 @@ impl AppState {
         request_id: Option<&str>,
         thread: ThreadId,
         start: StartAgent,
+        lease: Option<Lease>,
     ) -> Result<(RunId, ThreadId), Refused> {
         let mut builder = UserExecutionContext::builder(user.clone())
             .thread_id(thread)
@@ -209,21 +290,36 @@ impl AppState {
             handle.wait().await;
             state.sessions.finished(&user, &finished);
             state.factory.release(&engine);
+            if let (Some(cluster), Some(lease)) = (&state.cluster, lease) {
+                cluster.release(&lease, Some(&finished)).await;
+            }
         });
         Ok((run_id, thread_id))
     }
 
     /// Handles `cancel_run`: only the user's own active runs are found. No reply on success:
     /// the run's `agent_cancelled` event is the answer.
-    pub(crate) fn cancel_run(
+    pub(crate) async fn cancel_run(
         &self,
         user: &UserId,
         request_id: Option<String>,
         run_id: &RunId,
     ) -> Option<ServerFrame> {
-        match self.sessions.active_run(user, run_id) {
-            Some(engine) if engine.cancel_run(run_id, "cancelled by the user") => None,
-            _ => Some(ServerFrame::error(
+        if let Some(engine) = self.sessions.active_run(user, run_id) {
+            if engine.cancel_run(run_id, "cancelled by the user") {
+                return None;
+            }
+        }
+        let elsewhere = match &self.cluster {
+            Some(cluster) => cluster.cancel(user, run_id).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "cluster: cannot route cancel_run");
+                false
+            }),
+            None => false,
+        };
+        match elsewhere {
+            true => None,
+            false => Some(ServerFrame::error(
                 request_id,
                 ErrorCode::RunNotFound,
                 format!("no active run {run_id} for this user"),

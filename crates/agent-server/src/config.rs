@@ -90,6 +90,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub broker: String,
+    /// With a Redis broker: seconds a node's claim on a running run lasts unrenewed; a node
+    /// that dies has its runs ended (`agent_error` `node_lost`) this long after.
+    #[arg(long, env = "AGENT_SERVER_RUN_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub run_lease_secs: u64,
 }
 
 /// Where users' streams live.
@@ -182,6 +186,8 @@ pub struct ServerConfig {
     pub llm: Option<llm_agent::LlmConfig>,
     /// Where users' streams live.
     pub broker: BrokerChoice,
+    /// How long a node's claim on a run lasts unrenewed (with a Redis broker).
+    pub run_lease_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -200,6 +206,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             llm: None,
             broker: BrokerChoice::InProcess,
+            run_lease_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -262,6 +269,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             llm,
             broker: BrokerChoice::parse(&args.broker)?,
+            run_lease_ttl: Duration::from_secs(args.run_lease_secs),
         })
     }
 }

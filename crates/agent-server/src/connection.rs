@@ -180,7 +180,7 @@ impl ClientSide<'_> {
             return Next::Stop;
         }
         let reply = match message {
-            Message::Text(text) => self.on_text(text.as_str()),
+            Message::Text(text) => self.on_text(text.as_str()).await,
             Message::Binary(_) => Some(ServerFrame::error(
                 None,
                 ErrorCode::BinaryNotSupported,
@@ -195,7 +195,7 @@ impl ClientSide<'_> {
         }
     }
 
-    fn on_text(&self, text: &str) -> Option<ServerFrame> {
+    async fn on_text(&self, text: &str) -> Option<ServerFrame> {
         let limit = self.state.config.max_frame_bytes;
         if text.len() > limit {
             return Some(ServerFrame::error(
@@ -212,15 +212,18 @@ impl ClientSide<'_> {
             Ok(ClientFrame::CancelRun {
                 request_id,
                 payload,
-            }) => self
-                .state
-                .cancel_run(self.user, request_id, &payload.run_id),
+            }) => {
+                self.state
+                    .cancel_run(self.user, request_id, &payload.run_id)
+                    .await
+            }
             Ok(ClientFrame::StartAgent {
                 request_id,
                 payload,
             }) => Some(
                 self.state
-                    .start_run(self.user, self.connection_id, request_id, payload),
+                    .start_run(self.user, self.connection_id, request_id, payload)
+                    .await,
             ),
         }
     }

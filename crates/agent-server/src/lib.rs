@@ -5,6 +5,8 @@
 //! - [`auth`]: JWT verification before the upgrade (HS256), and dev tokens for the embedded
 //!   default.
 //! - [`app`]: the composition root: the shared state, starting and cancelling runs.
+//! - [`cluster`]: runs across nodes (with a Redis broker): the cluster-wide run limit,
+//!   cross-node `cancel_run`, and ending the runs of a node that died.
 //! - [`sessions`]: per-user rules: the start rate limit, thread ownership, active runs.
 //! - [`routes`]: the HTTP routes and the handlers that answer before a socket exists.
 //! - [`connection`]: the loop of one WebSocket: client frames in, the user's stream out.
@@ -22,6 +24,7 @@
 pub mod app;
 pub mod auth;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod routes;

@@ -14,7 +14,6 @@ pub use crate::app::{AppState, ServeError};
 use crate::config::{BrokerChoice, ServeArgs, ServerConfig};
 use crate::routes::router;
 use redis_broker::{RedisBroker, RedisBrokerConfig};
-use ws_bridge::{Broker, InProcessBroker};
 
 /// A server that is listening.
 pub struct RunningServer {
@@ -22,6 +21,8 @@ pub struct RunningServer {
     state: Arc<AppState>,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     maintenance: tokio::task::JoinHandle<()>,
+    /// Lease renewal and reaping, and cancels routed from other nodes (with Redis).
+    cluster_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -35,13 +36,15 @@ impl RunningServer {
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
         let bounds = config.bridge.replay_bounds();
-        let broker: Arc<dyn Broker> = match &config.broker {
-            BrokerChoice::InProcess => Arc::new(InProcessBroker::new(bounds)),
+        let state = match &config.broker {
+            BrokerChoice::InProcess => AppState::new(config)?,
             BrokerChoice::Redis(url) => {
-                Arc::new(RedisBroker::connect(RedisBrokerConfig::new(url.clone(), bounds)).await?)
+                let redis =
+                    RedisBroker::connect(RedisBrokerConfig::new(url.clone(), bounds)).await?;
+                AppState::clustered(config, Arc::new(redis))?
             }
         };
-        let state = AppState::with_broker(config, broker)?;
+        let cluster_tasks = crate::cluster::spawn_tasks(&state);
         let stop = state.stop_accepting.clone();
         let app = router(Arc::clone(&state));
         // Events are small frames that must go out at once: disable Nagle's algorithm, which
@@ -72,6 +75,7 @@ impl RunningServer {
             state,
             serve,
             maintenance,
+            cluster_tasks,
         })
     }
 
@@ -118,6 +122,9 @@ impl RunningServer {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.maintenance.abort();
+        for task in &self.cluster_tasks {
+            task.abort();
+        }
         let _finished = tokio::time::timeout(Duration::from_secs(5), self.serve).await;
     }
 }

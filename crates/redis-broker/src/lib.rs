@@ -15,8 +15,11 @@
 //! never a stream with a silent hole. Counters in [`BrokerStats`] say what happened.
 
 mod publisher;
+mod runs;
 mod scripts;
 mod subscriber;
+
+pub use runs::{CancelRequest, ClusterRuns, Lease, LostRun, NODE_LOST};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -113,6 +116,10 @@ pub(crate) struct Shared {
     conn: ConnectionManager,
     /// The users this node follows, by channel.
     attached: Mutex<HashMap<String, Arc<Attached>>>,
+    /// This node's own channel (`cancel_run` for its runs, from other nodes).
+    node_channel: String,
+    /// Where cancel requests from other nodes go, once someone asked for them.
+    cancels: Mutex<Option<mpsc::UnboundedSender<CancelRequest>>>,
     /// Events waiting for the publisher.
     queued: AtomicUsize,
     /// The publish counter of the last event the publisher is done with.
@@ -262,9 +269,12 @@ impl RedisBroker {
                 url: url.clone(),
                 source,
             })?;
+        let node_id = ulid::Ulid::new().to_string();
         let shared = Arc::new(Shared {
+            node_channel: format!("{}:node:{node_id}", config.key_prefix),
+            cancels: Mutex::new(None),
             prefix: config.key_prefix,
-            node_id: format!("node:{}", ulid::Ulid::new()),
+            node_id,
             bounds: config.bounds,
             scripts: Scripts::new(),
             conn: conn.clone(),
@@ -300,6 +310,24 @@ impl RedisBroker {
     pub fn queued(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
     }
+
+    /// This node's id in Redis (a new one per process).
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    /// Users' runs across the nodes, with leases that expire after `lease_ttl` unrenewed.
+    pub fn runs(&self, lease_ttl: Duration) -> ClusterRuns {
+        ClusterRuns::new(Arc::clone(&self.shared), lease_ttl)
+    }
+
+    /// The `cancel_run` requests other nodes route to this node's runs (a later call
+    /// replaces the earlier receiver).
+    pub fn cancel_requests(&self) -> mpsc::UnboundedReceiver<CancelRequest> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        *self.shared.cancels.lock() = Some(sender);
+        receiver
+    }
 }
 
 impl Drop for RedisBroker {
@@ -320,7 +348,7 @@ impl fmt::Debug for RedisBroker {
     }
 }
 
-fn broker_error(error: &redis::RedisError) -> BrokerError {
+pub(crate) fn broker_error(error: &redis::RedisError) -> BrokerError {
     BrokerError(format!("Redis: {error}"))
 }
 

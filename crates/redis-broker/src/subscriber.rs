@@ -192,6 +192,19 @@ async fn catch_up(shared: &Shared, attached: &Attached) {
 /// A live message: hands its frame to the user's listener, filling a gap from the log first.
 async fn on_message(shared: &Shared, message: &redis::Msg) {
     let channel = message.get_channel_name();
+    if channel == shared.node_channel {
+        match crate::runs::parse_cancel(message.get_payload_bytes()) {
+            Some(request) => {
+                if let Some(cancels) = &*shared.cancels.lock() {
+                    let _ = cancels.send(request);
+                }
+            }
+            None => tracing::error!(
+                "redis broker: a node message is not `cancel\\n<user>\\n<run>`; ignored"
+            ),
+        }
+        return;
+    }
     let Some(attached) = shared.attached.lock().get(channel).cloned() else {
         return;
     };
@@ -239,12 +252,11 @@ pub(crate) async fn run(
                 continue;
             }
         };
-        let channels: Vec<String> = shared.attached.lock().keys().cloned().collect();
-        if !channels.is_empty() {
-            if let Err(error) = sink.subscribe(&channels).await {
-                tracing::warn!(%error, "redis broker: cannot resubscribe; retrying");
-                continue;
-            }
+        let mut channels: Vec<String> = shared.attached.lock().keys().cloned().collect();
+        channels.push(shared.node_channel.clone());
+        if let Err(error) = sink.subscribe(&channels).await {
+            tracing::warn!(%error, "redis broker: cannot resubscribe; retrying");
+            continue;
         }
         backoff = MIN_BACKOFF;
         if connected_before {

@@ -1,0 +1,134 @@
+//! Runs across nodes (with `--broker redis://…`): the per-user run limit held cluster-wide by
+//! leases, `cancel_run` for a run executing on another node, and the runs of a node that
+//! died ended by this one. The Redis side is `redis_broker::ClusterRuns`.
+//!
+//! A node holds a lease per run it executes and renews them all every third of the lease
+//! TTL; the same tick reaps leases other nodes stopped renewing (each taken by one node,
+//! which emits the run's terminal `agent_error` with code `node_lost`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use core_context::{RunId, RunScope, UserId};
+use parking_lot::Mutex;
+use redis_broker::{ClusterRuns, Lease, RedisBroker};
+use ws_bridge::broker::BrokerError;
+
+use crate::app::AppState;
+
+/// This node's part in the cluster's runs.
+pub struct Cluster {
+    broker: Arc<RedisBroker>,
+    runs: ClusterRuns,
+    /// The leases of the runs this node executes.
+    held: Mutex<HashMap<RunId, Lease>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("runs", &self.runs)
+            .field("held", &self.held.lock().len())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// The cluster of the nodes sharing `broker`'s Redis, with leases of `lease_ttl`.
+    pub fn new(broker: Arc<RedisBroker>, lease_ttl: std::time::Duration) -> Self {
+        let runs = broker.runs(lease_ttl);
+        Self {
+            broker,
+            runs,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Claims one of `user`'s `limit` slots across the cluster (`None`: all are held).
+    pub(crate) async fn acquire(
+        &self,
+        user: &UserId,
+        limit: usize,
+    ) -> Result<Option<Lease>, BrokerError> {
+        self.runs.acquire(user, limit).await
+    }
+
+    /// The run of `lease` started here: record it for cross-node cancel and for renewal.
+    pub(crate) async fn started(&self, lease: Lease, scope: &RunScope) -> Result<(), BrokerError> {
+        self.held.lock().insert(scope.run_id.clone(), lease.clone());
+        self.runs.started(&lease, scope).await
+    }
+
+    /// Gives a lease back: its run ended (`run`), or never started.
+    pub(crate) async fn release(&self, lease: &Lease, run: Option<&RunId>) {
+        if let Some(run) = run {
+            self.held.lock().remove(run);
+        }
+        if let Err(error) = self.runs.release(lease, run).await {
+            tracing::warn!(%error, "cluster: cannot give a run slot back now; it expires with its lease");
+        }
+    }
+
+    /// Routes `cancel_run` to the node executing `user`'s run; false when none does.
+    pub(crate) async fn cancel(&self, user: &UserId, run: &RunId) -> Result<bool, BrokerError> {
+        self.runs.cancel(user, run).await
+    }
+
+    /// Renews this node's leases and ends the runs of nodes that stopped renewing theirs.
+    async fn tick(&self) {
+        let held: Vec<Lease> = self.held.lock().values().cloned().collect();
+        match self.runs.renew(&held).await {
+            Ok(lost) if !lost.is_empty() => tracing::error!(
+                leases = lost.len(),
+                "cluster: this node lost leases of runs still executing (it could not reach Redis for a whole lease TTL); another node ended those runs for their users"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cluster: cannot renew run leases now"),
+        }
+        match self.runs.reap(&self.broker).await {
+            Ok(lost) if !lost.is_empty() => {
+                tracing::warn!(
+                    runs = lost.len(),
+                    "cluster: ended runs of a node that stopped"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cluster: cannot reap expired run leases now"),
+        }
+    }
+}
+
+/// Runs the cluster's chores for `state` until it is dropped: lease renewal and reaping, and
+/// the `cancel_run` requests other nodes route here.
+pub(crate) fn spawn_tasks(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(cluster) = &state.cluster else {
+        return Vec::new();
+    };
+    let mut cancels = cluster.broker.cancel_requests();
+    let every = cluster.runs.renew_every();
+    let weak: Weak<AppState> = Arc::downgrade(state);
+    let ticking = weak.clone();
+    let tick = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            let Some(state) = ticking.upgrade() else {
+                return;
+            };
+            if let Some(cluster) = &state.cluster {
+                cluster.tick().await;
+            }
+        }
+    });
+    let cancel = tokio::spawn(async move {
+        while let Some(request) = cancels.recv().await {
+            let Some(state) = weak.upgrade() else {
+                return;
+            };
+            if let Some(engine) = state.sessions.active_run(&request.user, &request.run_id) {
+                engine.cancel_run(&request.run_id, "cancelled by the user");
+            }
+        }
+    });
+    vec![tick, cancel]
+}
