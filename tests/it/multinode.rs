@@ -209,6 +209,54 @@ async fn resume_on_another_node_loses_nothing() {
     }
 }
 
+/// The nodes' live (pub/sub) connections are cut again and again while a run streams to a
+/// tab on the other node; Redis keeps its data. The nodes reconnect and fetch what they missed
+/// from the log: the tab gets every event, in order, and is never closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_live_connections_lose_nothing() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis.url(), 2).await;
+    let mut runner = Client::user(nodes[0].addr(), "erin").await;
+    let mut watcher = Client::user(nodes[1].addr(), "erin").await;
+    let accepted = runner
+        .start(
+            "r1",
+            "synthetic",
+            json!({"thinking": 120, "tools": 0, "chunks": 0, "sleep_ms": 5}),
+        )
+        .await;
+    assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+    let mut seen: Vec<u64> = Vec::new();
+    let mut cuts = 0;
+    loop {
+        let frame = watcher.next().await;
+        let Some(seq) = frame["seq"].as_u64() else {
+            continue;
+        };
+        seen.push(seq);
+        if seq % 20 == 0 && cuts < 4 {
+            // Cut them for 100 ms: each reconnect is cut again, and events published
+            // meanwhile reach no node live.
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_millis(100) {
+                let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+                assert!(killed.starts_with(':'), "CLIENT KILL answered {killed}");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            cuts += 1;
+        }
+        if event(frame).event.kind.is_terminal() {
+            break;
+        }
+    }
+    assert_eq!(cuts, 4);
+    // started + 120 thinking + completed, each once, in order, on a connection never closed.
+    assert_eq!(seen, (1..=122).collect::<Vec<_>>());
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
 /// Redis is killed and restarted empty while a run streams to a tab on another node. The
 /// nodes survive; the tab is closed with 4009 (stream reset) after a gapless prefix; its
 /// resume says `epoch_changed`; the new epoch's events arrive contiguous from 1 up to the

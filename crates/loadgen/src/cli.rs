@@ -67,7 +67,8 @@ pub enum Command {
 /// Flags every load scenario shares.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// The server's WebSocket URL.
+    /// The server's WebSocket URL; several, comma-separated, for the nodes of a cluster (a
+    /// user's k-th connection goes to the k-th node, modulo their count).
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
     /// The server's HS256 secret, to sign each user's token.

@@ -6,7 +6,17 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::scenarios::Scenario;
+use super::scenarios::{MULTI_NODE, Scenario};
+
+/// The names of a scenario's two runs: agent-server and the baseline, or, for the
+/// multi-node scenarios, agent-server on one node and on two nodes sharing Redis.
+pub fn labels(scenario: &Scenario) -> (&'static str, &'static str) {
+    if scenario.group == MULTI_NODE {
+        ("1 node", "2 nodes + Redis")
+    } else {
+        ("agent-server", "baseline")
+    }
+}
 
 /// One run of loadgen against one server.
 #[derive(Debug, Clone, Default)]
@@ -156,6 +166,7 @@ pub fn render(outcomes: &[Outcome], machine: &str, date: &str, quick: bool) -> S
     );
     table(&mut out, outcomes);
     scaling(&mut out, outcomes);
+    multi_node(&mut out, outcomes);
     notes(&mut out, outcomes);
     reproduce(&mut out, outcomes, command);
     out
@@ -168,7 +179,7 @@ fn table(out: &mut String, outcomes: &[Outcome]) {
         "| scenario | figure | agent-server | baseline | agent-server / baseline |"
     );
     let _ = writeln!(out, "|---|---|---:|---:|---:|");
-    for outcome in outcomes {
+    for outcome in outcomes.iter().filter(|o| o.scenario.group != MULTI_NODE) {
         let figures = if outcome.scenario.group == "idle" {
             IDLE_FIGURES
         } else {
@@ -232,14 +243,58 @@ fn scaling(out: &mut String, outcomes: &[Outcome]) {
     let _ = writeln!(out);
 }
 
+/// Delivery figures only: loadgen reads one server process's `/proc`, which on two nodes is
+/// half the server side.
+fn multi_node(out: &mut String, outcomes: &[Outcome]) {
+    let runs: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.scenario.group == MULTI_NODE)
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## Many nodes (Redis)\n");
+    let _ = writeln!(
+        out,
+        "The same loads on one agent-server node (in-process broker) and on two nodes sharing a \
+         private Redis (`--broker redis://…`), on the same 2 cores (Redis, both nodes and loadgen \
+         share them). Every user has two connections; on two nodes they sit on different nodes, \
+         and a user's runs start on either in turn, so every event is published once to Redis \
+         and reaches one connection on the node that ran it and one on the other node. Latency \
+         is emit-to-client as above, so on two nodes it includes the trip through Redis.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | figure | 1 node | 2 nodes + Redis | 2 nodes / 1 node |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+    for outcome in runs {
+        for (i, f) in LOAD_FIGURES.iter().take(6).enumerate() {
+            let name = if i == 0 {
+                format!("**{}**: {}", outcome.scenario.name, outcome.scenario.what)
+            } else {
+                String::new()
+            };
+            let (a, b) = (value(&outcome.server, f), value(&outcome.baseline, f));
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} |",
+                f.label,
+                cell(a, f.decimals),
+                cell(b, f.decimals),
+                ratio(b, a)
+            );
+        }
+    }
+    let _ = writeln!(out);
+}
+
 fn notes(out: &mut String, outcomes: &[Outcome]) {
     let _ = writeln!(out, "## Where the box limited a figure\n");
     let mut any = false;
     for outcome in outcomes {
-        for (label, run) in [
-            ("agent-server", &outcome.server),
-            ("baseline", &outcome.baseline),
-        ] {
+        let (first, second) = labels(&outcome.scenario);
+        for (label, run) in [(first, &outcome.server), (second, &outcome.baseline)] {
             let warnings = run
                 .report
                 .as_ref()
@@ -262,10 +317,8 @@ fn notes(out: &mut String, outcomes: &[Outcome]) {
     let _ = writeln!(out, "\n## Verification\n");
     let mut failed = false;
     for outcome in outcomes {
-        for (label, run) in [
-            ("agent-server", &outcome.server),
-            ("baseline", &outcome.baseline),
-        ] {
+        let (first, second) = labels(&outcome.scenario);
+        for (label, run) in [(first, &outcome.server), (second, &outcome.baseline)] {
             if !run.ok {
                 failed = true;
                 let why = run.error.clone().unwrap_or_else(|| "see its report".into());

@@ -5,10 +5,12 @@
 //! the committed figures stay the full run's).
 //!
 //! - [`scenarios`]: what each scenario does;
+//! - `cluster`: the multi-node runs (a private Redis and two agent-server nodes);
 //! - [`markdown`]: the document.
 //!
 //! A run that fails verification is reported in the document and makes the command fail.
 
+mod cluster;
 pub mod markdown;
 pub mod scenarios;
 
@@ -23,7 +25,7 @@ use scenarios::Scenario;
 use crate::Error;
 
 /// The secret both servers and loadgen share (the server wants at least 32 bytes).
-const SECRET: &str = "loadgen-bench-secret-0123456789abcdef";
+pub(crate) const SECRET: &str = "loadgen-bench-secret-0123456789abcdef";
 
 /// Flags of `cargo xtask bench`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,9 +79,9 @@ impl Options {
 }
 
 /// The release binaries.
-struct Binaries {
-    server: PathBuf,
-    loadgen: PathBuf,
+pub(crate) struct Binaries {
+    pub(crate) server: PathBuf,
+    pub(crate) loadgen: PathBuf,
 }
 
 /// Runs the benchmark in the workspace at `root`; `Ok(false)` when a run failed verification.
@@ -106,11 +108,16 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
         let server = run_one(&binaries, &scenario, Kind::AgentServer, &log_dir);
         print_line(&server);
         println!(
-            "bench [{}/{total}] {} on the baseline",
+            "bench [{}/{total}] {} on {}",
             2 * i + 2,
-            scenario.name
+            scenario.name,
+            markdown::labels(&scenario).1
         );
-        let baseline = run_one(&binaries, &scenario, Kind::Baseline, &log_dir);
+        let baseline = if scenario.group == scenarios::MULTI_NODE {
+            cluster::run(&binaries, &scenario, &log_dir)
+        } else {
+            run_one(&binaries, &scenario, Kind::Baseline, &log_dir)
+        };
         print_line(&baseline);
         outcomes.push(Outcome {
             scenario,
@@ -260,7 +267,7 @@ pub fn listen_address(line: &str) -> Option<&str> {
     rest.split(['/', ' ', ')']).next().filter(|a| !a.is_empty())
 }
 
-fn shell_line(program: &Path, args: &[String]) -> String {
+pub(crate) fn shell_line(program: &Path, args: &[String]) -> String {
     let name = program
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -292,22 +299,45 @@ fn run_one(binaries: &Binaries, scenario: &Scenario, kind: Kind, log_dir: &Path)
             return run;
         }
     };
+    load(binaries, scenario, &[addr], child.id(), &mut run);
+    let _killed = child.kill();
+    let _reaped = child.wait();
+    // Let the closed sockets' TIME_WAIT and the server's memory go before the next run.
+    std::thread::sleep(Duration::from_secs(1));
+    run
+}
+
+/// Runs loadgen against the servers at `addrs` (one URL each; `pid` is the one whose
+/// `/proc` it reads), filling `run`'s command, report, and verdict.
+pub(crate) fn load(
+    binaries: &Binaries,
+    scenario: &Scenario,
+    addrs: &[String],
+    pid: u32,
+    run: &mut Run,
+) {
+    let urls: Vec<String> = addrs.iter().map(|a| format!("ws://{a}/ws")).collect();
     let mut loadgen_args = scenario.loadgen.clone();
     loadgen_args.extend([
         "--url".into(),
-        format!("ws://{addr}/ws"),
+        urls.join(","),
         "--jwt-secret".into(),
         SECRET.into(),
         "--server-pid".into(),
-        child.id().to_string(),
+        pid.to_string(),
         "--json".into(),
     ]);
-    run.loadgen_command = shell_line(&binaries.loadgen, &loadgen_args)
-        .replace(
-            &format!("--server-pid {}", child.id()),
-            "--server-pid $SERVER_PID",
-        )
-        .replace(&addr, "$ADDR");
+    let mut command = shell_line(&binaries.loadgen, &loadgen_args)
+        .replace(&format!("--server-pid {pid}"), "--server-pid $SERVER_PID");
+    for (i, addr) in addrs.iter().enumerate() {
+        let name = if addrs.len() == 1 {
+            "$ADDR".to_owned()
+        } else {
+            format!("$ADDR{}", i + 1)
+        };
+        command = command.replace(addr.as_str(), &name);
+    }
+    run.loadgen_command = command;
     match Command::new(&binaries.loadgen)
         .args(&loadgen_args)
         .stderr(Stdio::piped())
@@ -327,15 +357,14 @@ fn run_one(binaries: &Binaries, scenario: &Scenario, kind: Kind, log_dir: &Path)
         }
         Err(e) => run.error = Some(format!("cannot start loadgen: {e}")),
     }
-    let _killed = child.kill();
-    let _reaped = child.wait();
-    // Let the closed sockets' TIME_WAIT and the server's memory go before the next run.
-    std::thread::sleep(Duration::from_secs(1));
-    run
 }
 
 /// Starts a server with its stderr in `log`, and reads the address from its first line.
-fn start_server(program: &Path, args: &[String], log: &Path) -> Result<(Child, String), String> {
+pub(crate) fn start_server(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+) -> Result<(Child, String), String> {
     let log_file =
         std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let mut child = Command::new(program)

@@ -88,8 +88,51 @@ fn idle(name: &'static str, connections: u64) -> Scenario {
     }
 }
 
+/// The group of the multi-node scenarios: each runs on one node (in-process broker) and on
+/// two nodes sharing a private Redis, with every user's two connections on different nodes.
+pub const MULTI_NODE: &str = "multi-node";
+
+/// A multi-node scenario: `users` users with one connection on each of two nodes; a user's
+/// runs are started on either connection in turn, so every run's events reach one connection
+/// on the node running it and one on the other node.
+fn cross_node(name: &'static str, users: u64, mut base: Scenario) -> Scenario {
+    let (c, u) = ((2 * users).to_string(), users.to_string());
+    for (flag, value) in [("--connections", &c)] {
+        if let Some(i) = base.loadgen.iter().position(|a| a == flag) {
+            base.loadgen[i + 1] = value.clone();
+        }
+    }
+    base.loadgen.extend(["--users".to_owned(), u]);
+    base.what = format!(
+        "{} users × 2 connections (one per node), {}",
+        thousands(users),
+        base.what.split(", ").skip(1).collect::<Vec<_>>().join(", ")
+    );
+    Scenario {
+        name,
+        group: MULTI_NODE,
+        ..base
+    }
+}
+
 /// The scenarios, full or quick.
 pub fn scenarios(quick: bool) -> Vec<Scenario> {
+    let mut all = single_node(quick);
+    all.extend(if quick {
+        vec![
+            cross_node("cross-burst", 200, burst("", 0, 400)),
+            cross_node("cross-steady", 500, steady("", "", 0, 100, 3)),
+        ]
+    } else {
+        vec![
+            cross_node("cross-burst", 2_000, burst("", 0, 4_000)),
+            cross_node("cross-steady", 5_000, steady("", "", 0, 500, 20)),
+        ]
+    });
+    all
+}
+
+fn single_node(quick: bool) -> Vec<Scenario> {
     if quick {
         return vec![
             burst("burst", 500, 1_000),
@@ -140,7 +183,7 @@ mod tests {
         };
         assert_eq!(
             groups(false),
-            ["burst", "steady", "light", "idle", "scaling"]
+            ["burst", "steady", "light", "idle", "scaling", MULTI_NODE]
         );
         assert_eq!(groups(true), groups(false));
     }
@@ -161,6 +204,13 @@ mod tests {
         assert!(line("steady").contains("steady --connections 10000 --in-flight 1000"));
         assert!(line("idle-19k").ends_with("idle --connections 19000"));
         assert!(line("scaling-19k").contains("--connections 19000 --in-flight 1000"));
+        assert_eq!(
+            line("cross-burst"),
+            format!(
+                "2,000 users × 2 connections (one per node), 4,000 runs at once: burst --connections 4000 --runs 4000 --shape {SHAPE} --users 2000"
+            )
+        );
+        assert!(line("cross-steady").contains("steady --connections 10000 --in-flight 500"));
     }
 
     #[test]

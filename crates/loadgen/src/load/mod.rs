@@ -66,9 +66,14 @@ impl LoadError {
 /// Runs `plan` and reports. `limit` is the open-file limit in force.
 pub async fn run(plan: &LoadPlan, limit: FileLimit) -> Result<Report, LoadError> {
     let args = &plan.args;
-    let target = Target::resolve(&args.url, args.sources)
-        .await
-        .map_err(LoadError::Target)?;
+    let mut targets = Vec::new();
+    for url in args.url.split(',') {
+        targets.push(
+            Target::resolve(url.trim(), args.sources)
+                .await
+                .map_err(LoadError::Target)?,
+        );
+    }
     let server = args
         .server_pid
         .map(|pid| (pid, ProcessProbe::new(Some(pid))));
@@ -88,7 +93,7 @@ pub async fn run(plan: &LoadPlan, limit: FileLimit) -> Result<Report, LoadError>
         shared: Arc::clone(&shared),
         input: plan.shape.to_input(),
     };
-    let (connections, connect) = open_all(plan, &target, &context).await?;
+    let (connections, connect) = open_all(plan, &targets, &context).await?;
     tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
     let rss_idle = server.as_ref().and_then(|(_, p)| p.rss_kib().ok());
     let server_probe = server.as_ref().map(|(_, p)| p.clone());
@@ -128,10 +133,12 @@ fn users(plan: &LoadPlan) -> Vec<UserRuns> {
 }
 
 /// Opens every connection with at most `--connect-concurrency` in progress, starting each
-/// one's task as soon as it is greeted (so it answers the server's pings from then on).
+/// one's task as soon as it is greeted (so it answers the server's pings from then on). With
+/// several servers (nodes), a user's k-th connection goes to server k mod their count, so
+/// runs started on one node stream to the user's connections on the others.
 async fn open_all(
     plan: &LoadPlan,
-    target: &Target,
+    targets: &[Target],
     context: &Context,
 ) -> Result<(Vec<Connection>, ConnectFigures), LoadError> {
     let layout = plan.layout;
@@ -152,6 +159,7 @@ async fn open_all(
             let user = layout.user_of(index);
             let id = context.shared.users[user].id.as_str();
             let token = &tokens[user];
+            let target = &targets[(index / layout.users) % targets.len()];
             async move {
                 let began = Instant::now();
                 let result = connect::open(target, index, id, token).await;

@@ -1,0 +1,131 @@
+//! A multi-node run: a private `redis-server` (free port, temp dir, no persistence) and two
+//! agent-server nodes on it, loaded by one loadgen that spreads each user's connections over
+//! both nodes.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::markdown::Run;
+use super::scenarios::Scenario;
+use super::{Binaries, SECRET, load, shell_line, start_server};
+
+/// Nodes in a multi-node run.
+const NODES: usize = 2;
+
+/// Starts Redis and the nodes, runs loadgen against them, stops everything.
+pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> Run {
+    let mut run = Run::default();
+    let mut redis = match Redis::start(log_dir) {
+        Ok(redis) => redis,
+        Err(e) => {
+            run.error = Some(e);
+            return run;
+        }
+    };
+    let mut args: Vec<String> = [
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--synthetic-agent",
+        "--jwt-secret",
+        SECRET,
+        "--broker",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(redis.url());
+    args.extend(scenario.server.iter().map(|s| (*s).to_owned()));
+    run.server_command = format!(
+        "redis-server --port $REDIS_PORT --save '' --appendonly no & {} (× {NODES})",
+        shell_line(&binaries.server, &args).replace(&redis.url(), "redis://127.0.0.1:$REDIS_PORT")
+    );
+    let mut nodes: Vec<Child> = Vec::new();
+    let mut addrs = Vec::new();
+    for n in 1..=NODES {
+        let log = log_dir.join(format!("{}-node{n}.log", scenario.name));
+        match start_server(&binaries.server, &args, &log) {
+            Ok((child, addr)) => {
+                nodes.push(child);
+                addrs.push(addr);
+            }
+            Err(e) => {
+                run.error = Some(e);
+                break;
+            }
+        }
+    }
+    if run.error.is_none() {
+        load(binaries, scenario, &addrs, nodes[0].id(), &mut run);
+    }
+    for mut node in nodes {
+        let _killed = node.kill();
+        let _reaped = node.wait();
+    }
+    redis.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    run
+}
+
+/// A private Redis for one run.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Redis {
+    fn start(log_dir: &Path) -> Result<Self, String> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port for redis-server: {e}"))?
+            .port();
+        let dir = log_dir.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!("cannot start redis-server ({e}); install Debian's redis-server")
+            })?;
+        let mut redis = Redis {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                redis.stop();
+                return Err(format!("redis-server did not listen on {port} within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _killed = child.kill();
+            let _reaped = child.wait();
+        }
+        let _removed = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
