@@ -100,9 +100,10 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
     let mut outcomes = Vec::new();
     for (i, scenario) in chosen.into_iter().enumerate() {
         println!(
-            "bench [{}/{total}] {} on agent-server: {}",
+            "bench [{}/{total}] {} on {}: {}",
             2 * i + 1,
             scenario.name,
+            markdown::labels(&scenario).0,
             scenario.what
         );
         let server = run_one(&binaries, &scenario, Kind::AgentServer, &log_dir);
