@@ -2,8 +2,9 @@
 //! publish script for each, pipelined, retrying with backoff while Redis is unreachable.
 //!
 //! [`Broker::publish`](ws_bridge::Broker::publish) must not wait on IO, so it only queues.
-//! A batch whose pipeline failed midway is sent again whole: each event carries this node's
-//! publish counter, and the script applies a counter at most once per user, so a retry never
+//! A batch goes in one script call. A batch whose call failed with the connection (applied
+//! or not, nobody knows) is sent again whole: each event carries this node's publish
+//! counter, and the script applies a counter at most once per user, so a retry never
 //! duplicates an event and never reorders one node's events for a user.
 
 use std::sync::Arc;
@@ -90,32 +91,26 @@ async fn send(
     batch: &[Outgoing],
 ) -> redis::RedisResult<()> {
     let script = &shared.scripts.publish;
-    let max_events = shared.bounds.max_events;
-    let ttl_ms = shared.ttl_ms();
-    let invocations: Vec<_> = batch
-        .iter()
-        .map(|event| {
-            let keys = StreamKeys::new(&shared.prefix, &event.user);
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(keys.meta)
-                .key(keys.log)
-                .arg(ws_bridge::Epoch::generate().as_str())
-                .arg(ttl_ms)
-                .arg(&shared.node_id)
-                .arg(event.counter)
-                .arg(&event.body)
-                .arg(max_events)
-                .arg(keys.channel);
-            invocation
-        })
-        .collect();
+    let mut invocation = script.prepare_invoke();
+    // A new candidate per attempt: a stream lost between attempts starts a new epoch.
+    invocation
+        .arg(ws_bridge::Epoch::generate().as_str())
+        .arg(shared.ttl_ms())
+        .arg(&shared.node_id)
+        .arg(shared.bounds.max_events);
+    for event in batch {
+        let keys = StreamKeys::new(&shared.prefix, &event.user);
+        invocation
+            .key(keys.meta)
+            .key(keys.log)
+            .arg(event.counter)
+            .arg(&event.body)
+            .arg(keys.channel);
+    }
     // Loading first makes the pipeline work on a Redis that restarted without its scripts.
     let mut pipe = redis::pipe();
     pipe.load_script(script).ignore();
-    for invocation in &invocations {
-        pipe.invoke_script(invocation).ignore();
-    }
+    pipe.invoke_script(&invocation).ignore();
     pipe.query_async::<()>(conn).await?;
     shared
         .stats
