@@ -1,17 +1,17 @@
 //! [`RedisBroker`]: users' streams in Redis, so several `agent-server` nodes share them.
 //!
 //! Every node publishes each event once; the stream's `seq`, epoch and replay log live in
-//! Redis ([`scripts`] holds the keys and the atomic scripts), so a user's tabs on different
+//! Redis (`scripts` holds the keys and the atomic scripts), so a user's tabs on different
 //! nodes read one stream and a reconnect resumes on any node. A node receives a user's
 //! frames only while it holds a connection of that user: it subscribes to the user's
-//! channel on attach and unsubscribes on detach ([`subscriber`]).
+//! channel on attach and unsubscribes on detach (`subscriber`).
 //!
-//! Faults: [`Broker::publish`] only queues (the [`publisher`] task sends, retrying while
+//! Faults: [`Broker::publish`] only queues (the `publisher` task sends, retrying while
 //! Redis is unreachable, bounded by [`RedisBrokerConfig::publish_queue`]); the subscriber
 //! reconnects with backoff, resubscribes, and fetches from the log what its users missed
 //! while it was away. When that is not possible (Redis restarted without its data, or the
 //! missed frames left the log) the user's connections on the node are closed with
-//! [`CloseReason::StreamReset`], and their resume reports `epoch_changed` or `too_old`:
+//! [`CloseReason::StreamReset`](ws_bridge::CloseReason::StreamReset), and their resume reports `epoch_changed` or `too_old`:
 //! never a stream with a silent hole. Counters in [`BrokerStats`] say what happened.
 
 mod publisher;

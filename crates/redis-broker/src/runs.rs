@@ -2,7 +2,7 @@
 //! leases that expire, `cancel_run` routed to the node executing the run, and the runs of a
 //! node that died ended for their users by a surviving node.
 //!
-//! Keys (beside the streams' of [`scripts`](crate::scripts)):
+//! Keys (beside the streams' of the `scripts` module):
 //! - `<prefix>:{<user>}:slots`, a sorted set: the user's leases, scored by expiry (ms);
 //! - `<prefix>:leases`, a sorted set: every lease, scored by expiry, for the reaper;
 //! - `<prefix>:lease:<id>`, a hash: the lease's user, node, and once it started its run's id,
