@@ -222,3 +222,55 @@ async fn the_runs_of_a_killed_node_end_for_their_users() {
     assert_eq!(started["type"], "run_accepted", "{started}");
     survivor.shutdown().await;
 }
+
+/// A node that still runs a run whose lease expired (as when it could not reach Redis for a
+/// whole lease TTL): the run is ended once, with `node_lost`, and nothing of it follows; the
+/// node cancels it, and what the run emits meanwhile is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_whose_lease_expired_ends_once() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis.url(), 3).await, node(&redis.url(), 3).await);
+    let mut on_a = Client::user(a.addr(), "kate").await;
+    let mut watcher = Client::user(b.addr(), "kate").await;
+    let accepted = on_a
+        .start(
+            "r1",
+            "synthetic",
+            json!({"thinking": 300, "tools": 0, "chunks": 0, "sleep_ms": 10}),
+        )
+        .await;
+    let run = accepted["run_id"].as_str().unwrap().to_owned();
+    let mut events = until(&mut watcher, &run, "agent_thinking").await;
+    // Expire every lease now, as if node A had stopped renewing.
+    let expired = redis.command(&[
+        "EVAL",
+        "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('ZADD', KEYS[1], 0, m) end return 1",
+        "1",
+        "agentws:leases",
+    ]);
+    assert_eq!(expired, ":1");
+    events.extend(until(&mut watcher, &run, "agent_error").await);
+    let end = serde_json::to_value(&events.last().unwrap().event).unwrap();
+    assert_eq!(end["data"]["code"], "node_lost", "{end}");
+    // A later run of the user streams to its end; nothing of the ended run comes meanwhile.
+    let second = on_a
+        .start(
+            "r2",
+            "synthetic",
+            json!({"thinking": 3, "tools": 0, "chunks": 0, "sleep_ms": 400}),
+        )
+        .await;
+    let second = second["run_id"].as_str().unwrap().to_owned();
+    loop {
+        let frame = watcher.next().await;
+        assert_ne!(frame["run_id"], run, "an event after the run's end: {frame}");
+        if frame["run_id"] == second && frame["type"] == "agent_completed" {
+            break;
+        }
+    }
+    let all: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
+    check_lifecycle(&all).unwrap();
+    for node in [a, b] {
+        node.shutdown().await;
+    }
+}

@@ -75,13 +75,29 @@ impl Cluster {
     }
 
     /// Renews this node's leases and ends the runs of nodes that stopped renewing theirs.
-    async fn tick(&self) {
-        let held: Vec<Lease> = self.held.lock().values().cloned().collect();
-        match self.runs.renew(&held).await {
-            Ok(lost) if !lost.is_empty() => tracing::error!(
-                leases = lost.len(),
-                "cluster: this node lost leases of runs still executing (it could not reach Redis for a whole lease TTL); another node ended those runs for their users"
-            ),
+    /// Returns the runs this node executes whose leases it lost (another node ended them for
+    /// their users): the caller cancels them.
+    async fn tick(&self) -> Vec<(UserId, RunId)> {
+        let held: Vec<(RunId, Lease)> = self
+            .held
+            .lock()
+            .iter()
+            .map(|(run, lease)| (run.clone(), lease.clone()))
+            .collect();
+        let leases: Vec<Lease> = held.iter().map(|(_, lease)| lease.clone()).collect();
+        let mut orphans = Vec::new();
+        match self.runs.renew(&self.broker, &leases).await {
+            Ok(lost) if !lost.is_empty() => {
+                tracing::error!(
+                    leases = lost.len(),
+                    "cluster: this node lost leases of runs still executing (it could not reach Redis for a whole lease TTL); another node ended those runs for their users, so they are cancelled here"
+                );
+                for (run, lease) in held {
+                    if lost.contains(&lease) {
+                        orphans.push((lease.user().clone(), run));
+                    }
+                }
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cluster: cannot renew run leases now"),
         }
@@ -95,6 +111,7 @@ impl Cluster {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cluster: cannot reap expired run leases now"),
         }
+        orphans
     }
 }
 
@@ -116,7 +133,11 @@ pub(crate) fn spawn_tasks(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<
                 return;
             };
             if let Some(cluster) = &state.cluster {
-                cluster.tick().await;
+                for (user, run) in cluster.tick().await {
+                    if let Some(engine) = state.sessions.active_run(&user, &run) {
+                        engine.cancel_run(&run, "this server lost the run's lease");
+                    }
+                }
             }
         }
     });

@@ -311,6 +311,53 @@ impl RedisBroker {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
+    /// Queues `event` for the publisher; see [`Broker::publish`].
+    fn enqueue(
+        &self,
+        user: &UserId,
+        event: AgentEvent,
+        ends_lost_run: bool,
+    ) -> Result<(), EmitError> {
+        let body = serde_json::to_string(&event)
+            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
+        let run = event.run_id;
+        let mut publish = self.publish.lock();
+        let (next_counter, queue) = &mut *publish;
+        let outgoing = Outgoing {
+            user: user.clone(),
+            body,
+            counter: *next_counter,
+            run,
+            ends_lost_run,
+        };
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let queued = queue.try_send(outgoing);
+        if queued.is_ok() {
+            *next_counter += 1;
+        }
+        drop(publish);
+        queued.map_err(|error| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .events_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            let why = match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    "Redis has been unreachable long enough to fill the publish queue"
+                }
+                mpsc::error::TrySendError::Closed(_) => "the broker stopped",
+            };
+            EmitError::Rejected(format!("broker unavailable: {why}"))
+        })
+    }
+
+    /// Publishes the terminal event of a run whose lease was taken (its node stopped): the
+    /// one event of that run that passes its ended mark.
+    pub(crate) fn publish_final(&self, user: &UserId, event: AgentEvent) -> Result<(), EmitError> {
+        self.enqueue(user, event, true)
+    }
+
     /// This node's id in Redis (a new one per process).
     pub fn node_id(&self) -> &str {
         &self.shared.node_id
@@ -355,35 +402,7 @@ pub(crate) fn broker_error(error: &redis::RedisError) -> BrokerError {
 #[async_trait]
 impl Broker for RedisBroker {
     fn publish(&self, user: &UserId, event: AgentEvent) -> Result<(), EmitError> {
-        let body = serde_json::to_string(&event)
-            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
-        let mut publish = self.publish.lock();
-        let (next_counter, queue) = &mut *publish;
-        let outgoing = Outgoing {
-            user: user.clone(),
-            body,
-            counter: *next_counter,
-        };
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        let queued = queue.try_send(outgoing);
-        if queued.is_ok() {
-            *next_counter += 1;
-        }
-        drop(publish);
-        queued.map_err(|error| {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            self.shared
-                .stats
-                .events_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            let why = match error {
-                mpsc::error::TrySendError::Full(_) => {
-                    "Redis has been unreachable long enough to fill the publish queue"
-                }
-                mpsc::error::TrySendError::Closed(_) => "the broker stopped",
-            };
-            EmitError::Rejected(format!("broker unavailable: {why}"))
-        })
+        self.enqueue(user, event, false)
     }
 
     async fn attach(

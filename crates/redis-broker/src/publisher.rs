@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use core_context::UserId;
+use core_context::{RunId, UserId};
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
@@ -25,6 +25,10 @@ pub(crate) struct Outgoing {
     pub(crate) body: String,
     /// This node's publish counter for it.
     pub(crate) counter: u64,
+    /// Its run (an ended run's late events are dropped by the script).
+    pub(crate) run: RunId,
+    /// The terminal event of a run whose lease was taken: passes the run's ended mark.
+    pub(crate) ends_lost_run: bool,
 }
 
 /// Events sent in one pipeline.
@@ -97,7 +101,8 @@ async fn send(
         .arg(ws_bridge::Epoch::generate().as_str())
         .arg(shared.ttl_ms())
         .arg(&shared.node_id)
-        .arg(shared.bounds.max_events);
+        .arg(shared.bounds.max_events)
+        .arg(&shared.prefix);
     for event in batch {
         let keys = StreamKeys::new(&shared.prefix, &event.user);
         invocation
@@ -105,7 +110,9 @@ async fn send(
             .key(keys.log)
             .arg(event.counter)
             .arg(&event.body)
-            .arg(keys.channel);
+            .arg(keys.channel)
+            .arg(event.run.as_str())
+            .arg(u8::from(event.ends_lost_run));
     }
     // Loading first makes the pipeline work on a Redis that restarted without its scripts.
     let mut pipe = redis::pipe();

@@ -8,11 +8,14 @@
 //! - `<prefix>:lease:<id>`, a hash: the lease's user, node, and once it started its run's id,
 //!   thread and agent (what a terminal event for it needs);
 //! - `<prefix>:run:<run id>`, a hash: the run's user, node and lease (for `cancel_run`);
+//! - `<prefix>:ended:<run id>`: the run was ended by a reaper; its node's later events are
+//!   dropped, so the `node_lost` terminal event stays the run's last;
 //! - `<prefix>:node:<node id>`, a pub/sub channel: `cancel` commands for the node's runs.
 //!
 //! A node renews its leases every third of their TTL. A lease not renewed in time (its node
 //! died or lost Redis for that long) is taken by exactly one surviving node's reaper, which
-//! emits the run's terminal `agent_error` (code [`NODE_LOST`]).
+//! emits the run's terminal `agent_error` (code [`NODE_LOST`]). A node that finds it lost a
+//! lease of a run it still executes cancels that run; what the run emits meanwhile is dropped.
 //!
 //! These scripts name keys they build themselves, so they need a single Redis (or a cluster
 //! where these keys share a slot); the streams' scripts work on a cluster too.
@@ -22,7 +25,7 @@ use std::time::Duration;
 
 use core_context::{AgentEvent, EventKind, RunId, RunScope, ThreadId, UserId};
 use redis::Script;
-use ws_bridge::broker::{Broker, BrokerError};
+use ws_bridge::broker::BrokerError;
 
 use crate::{RedisBroker, Shared, broker_error};
 
@@ -45,45 +48,67 @@ redis.call('HSET', KEYS[3], 'user', ARGV[4], 'node', ARGV[5])
 return 1
 ";
 
-/// Renews leases: `KEYS[1]` all leases, `ARGV[1]` TTL ms, then pairs of (user slots key,
-/// lease id). Returns the ids no longer held (reaped meanwhile).
-const RENEW: &str = r"
-local t = redis.call('TIME')
-local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
-local lost = {}
-for i = 2, #ARGV, 2 do
-  if redis.call('ZADD', KEYS[1], 'XX', 'CH', expiry, ARGV[i + 1]) == 0
-     and not redis.call('ZSCORE', KEYS[1], ARGV[i + 1]) then
-    table.insert(lost, ARGV[i + 1])
-  else
-    redis.call('ZADD', ARGV[i], 'XX', expiry, ARGV[i + 1])
-    redis.call('PEXPIRE', ARGV[i], ARGV[1])
-  end
+/// Takes a lease off the books and marks its run ended for a day (`<prefix>:ended:<run>`:
+/// the publish script drops the run's later events, so its `node_lost` stays its last).
+/// Returns `{user, run, thread, agent}` for a lease whose run had started, else nil.
+const TAKE: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-return lost
-";
-
-/// Takes up to 100 expired leases: `KEYS[1]` all leases, `ARGV[1]` the key prefix. Returns,
-/// per lease that had started its run, `{user, run, thread, agent}`.
-const REAP: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)) do
-  redis.call('ZREM', KEYS[1], id)
-  local lease = ARGV[1] .. ':lease:' .. id
+local function take(prefix, leases, id)
+  redis.call('ZREM', leases, id)
+  local lease = prefix .. ':lease:' .. id
   local f = redis.call('HMGET', lease, 'user', 'run', 'thread', 'agent')
   redis.call('DEL', lease)
   if f[1] and f[2] then
-    redis.call('DEL', ARGV[1] .. ':run:' .. f[2])
-    table.insert(out, {f[1], f[2], f[3], f[4]})
+    redis.call('DEL', prefix .. ':run:' .. f[2])
+    redis.call('SET', prefix .. ':ended:' .. f[2], 1, 'PX', 86400000)
+    return {f[1], f[2], f[3], f[4]}
   end
+  return nil
+end
+";
+
+/// Renews leases: `KEYS[1]` all leases, `ARGV[1]` TTL ms, `ARGV[2]` the key prefix, then
+/// pairs of (user slots key, lease id). A lease already expired is not renewed (a reaper may
+/// be ending its run): it is taken here instead. Returns `{lost ids, taken runs}`: the ids no
+/// longer held, and the runs of those this call took (the caller ends them).
+const RENEW: &str = r"
+local now = now_ms()
+local expiry = now + tonumber(ARGV[1])
+local lost, taken = {}, {}
+for i = 3, #ARGV, 2 do
+  local slots, id = ARGV[i], ARGV[i + 1]
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if not score then
+    table.insert(lost, id)
+  elseif tonumber(score) <= now then
+    table.insert(lost, id)
+    local run = take(ARGV[2], KEYS[1], id)
+    if run then table.insert(taken, run) end
+  else
+    redis.call('ZADD', KEYS[1], 'XX', expiry, id)
+    redis.call('ZADD', slots, 'XX', expiry, id)
+    redis.call('PEXPIRE', slots, ARGV[1])
+  end
+end
+return {lost, taken}
+";
+
+/// Takes up to 100 expired leases: `KEYS[1]` all leases, `ARGV[1]` the key prefix. Returns
+/// the runs of those that had started.
+const REAP: &str = r"
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, 100)) do
+  local run = take(ARGV[1], KEYS[1], id)
+  if run then table.insert(out, run) end
 end
 return out
 ";
 
 /// A run slot held in the cluster; give it back with [`ClusterRuns::release`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     id: String,
     user: UserId,
@@ -121,6 +146,13 @@ pub struct ClusterRuns {
     reap: Arc<Script>,
 }
 
+impl Lease {
+    /// Whose run slot it is.
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+}
+
 impl std::fmt::Debug for ClusterRuns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterRuns")
@@ -136,8 +168,8 @@ impl ClusterRuns {
             shared,
             lease_ttl,
             acquire: Arc::new(Script::new(ACQUIRE)),
-            renew: Arc::new(Script::new(RENEW)),
-            reap: Arc::new(Script::new(REAP)),
+            renew: Arc::new(Script::new(&format!("{TAKE}{RENEW}"))),
+            reap: Arc::new(Script::new(&format!("{TAKE}{REAP}"))),
         }
     }
 
@@ -229,20 +261,26 @@ impl ClusterRuns {
             .map_err(|e| broker_error(&e))
     }
 
-    /// Renews `leases` (this node's runs); returns those this node no longer holds.
-    pub async fn renew(&self, leases: &[Lease]) -> Result<Vec<Lease>, BrokerError> {
+    /// Renews `leases` (this node's runs); returns those this node no longer holds. Leases
+    /// found expired are taken and their runs ended (through `broker`) here.
+    pub async fn renew(
+        &self,
+        broker: &RedisBroker,
+        leases: &[Lease],
+    ) -> Result<Vec<Lease>, BrokerError> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
         let mut invocation = self.renew.key(self.key("leases"));
-        invocation.arg(self.ttl_ms());
+        invocation.arg(self.ttl_ms()).arg(&self.shared.prefix);
         for lease in leases {
             invocation.arg(self.slots_key(&lease.user)).arg(&lease.id);
         }
-        let lost: Vec<String> = invocation
+        let (lost, taken): (Vec<String>, Vec<TakenRun>) = invocation
             .invoke_async(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
+        end_runs(broker, taken);
         Ok(leases
             .iter()
             .filter(|lease| lost.contains(&lease.id))
@@ -253,45 +291,14 @@ impl ClusterRuns {
     /// Takes expired leases (of nodes that stopped renewing) and ends their runs: emits each
     /// run's terminal `agent_error` through `broker`. Returns the runs ended.
     pub async fn reap(&self, broker: &RedisBroker) -> Result<Vec<LostRun>, BrokerError> {
-        let found: Vec<(String, String, String, String)> = self
+        let taken: Vec<TakenRun> = self
             .reap
             .key(self.key("leases"))
             .arg(&self.shared.prefix)
             .invoke_async(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
-        let mut lost = Vec::new();
-        for (user, run, thread, agent) in found {
-            let (Ok(user), Ok(run_id), Ok(thread_id)) = (
-                UserId::parse(&user),
-                RunId::parse(&run),
-                ThreadId::parse(&thread),
-            ) else {
-                tracing::error!(%run, "redis broker: an expired lease names invalid ids; skipped");
-                continue;
-            };
-            let scope = RunScope {
-                run_id: run_id.clone(),
-                parent_run_id: None,
-                thread_id: thread_id.clone(),
-                agent_name: Arc::from(agent.as_str()),
-            };
-            let event: AgentEvent = scope.event(EventKind::AgentError {
-                code: NODE_LOST.into(),
-                message: "the server running this run stopped; start it again".into(),
-            });
-            if let Err(error) = broker.publish(&user, event) {
-                tracing::error!(%error, %run, "redis broker: cannot emit the end of a lost run");
-            }
-            tracing::warn!(%run, user = %user.as_str(), "redis broker: ended a run whose node stopped renewing its lease");
-            lost.push(LostRun {
-                user,
-                run_id,
-                thread_id,
-                agent_name: agent,
-            });
-        }
-        Ok(lost)
+        Ok(end_runs(broker, taken))
     }
 
     /// Sends `cancel_run` to the node executing `user`'s run `run`. False when no node runs
@@ -320,6 +327,46 @@ impl ClusterRuns {
             .map_err(|e| broker_error(&e))?;
         Ok(true)
     }
+}
+
+/// A run whose lease a script took: `(user, run, thread, agent)`.
+type TakenRun = (String, String, String, String);
+
+/// Emits the terminal `agent_error` `node_lost` of each taken run (past its run's ended
+/// mark, which drops every other late event of it).
+fn end_runs(broker: &RedisBroker, taken: Vec<TakenRun>) -> Vec<LostRun> {
+    let mut lost = Vec::new();
+    for (user, run, thread, agent) in taken {
+        let (Ok(user), Ok(run_id), Ok(thread_id)) = (
+            UserId::parse(&user),
+            RunId::parse(&run),
+            ThreadId::parse(&thread),
+        ) else {
+            tracing::error!(%run, "redis broker: an expired lease names invalid ids; skipped");
+            continue;
+        };
+        let scope = RunScope {
+            run_id: run_id.clone(),
+            parent_run_id: None,
+            thread_id: thread_id.clone(),
+            agent_name: Arc::from(agent.as_str()),
+        };
+        let event: AgentEvent = scope.event(EventKind::AgentError {
+            code: NODE_LOST.into(),
+            message: "the server running this run stopped; start it again".into(),
+        });
+        if let Err(error) = broker.publish_final(&user, event) {
+            tracing::error!(%error, %run, "redis broker: cannot emit the end of a lost run");
+        }
+        tracing::warn!(%run, user = %user.as_str(), "redis broker: ended a run whose node stopped renewing its lease");
+        lost.push(LostRun {
+            user,
+            run_id,
+            thread_id,
+            agent_name: agent,
+        });
+    }
+    lost
 }
 
 /// Reads a node channel message (`cancel\n<user>\n<run>`).

@@ -59,9 +59,12 @@ end
 
 /// Appends a batch of events, in order, each to its user's stream: `KEYS` are pairs of (meta,
 /// log) per event; `ARGV[1]` the epoch for a stream that starts, `ARGV[2]` the TTL in ms,
-/// `ARGV[3]` the node id, `ARGV[4]` the log's length cap, then per event its node publish
-/// counter, its JSON without the seq, and its channel. An event whose counter the stream
-/// already applied (a retried batch) is skipped. Returns how many were appended.
+/// `ARGV[3]` the node id, `ARGV[4]` the log's length cap, `ARGV[5]` the key prefix, then per
+/// event its node publish counter, its JSON without the seq, its channel, its run id, and
+/// `1` for the terminal event of a run whose lease was taken (else `0`). Skipped: an event
+/// whose counter the stream already applied (a retried batch), and any other event of a run
+/// already ended that way (`<prefix>:ended:<run>`), so that terminal event stays the run's
+/// last. Returns how many were appended.
 ///
 /// One script per batch rather than per event halves Redis's work per event; its keys are
 /// many users', so it needs a single Redis (not a Redis Cluster).
@@ -70,10 +73,12 @@ local now = now_ms()
 local appended = 0
 for i = 0, #KEYS / 2 - 1 do
   local meta, log = KEYS[2 * i + 1], KEYS[2 * i + 2]
-  local counter, body, channel = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
+  local at = 6 + 5 * i
+  local counter, body, channel, run = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local epoch = open(meta, log, ARGV[1], ARGV[2])
   local applied = redis.call('HGET', meta, ARGV[3])
-  if not applied or tonumber(applied) < tonumber(counter) then
+  if (not applied or tonumber(applied) < tonumber(counter))
+     and (ARGV[at + 4] == '1' or redis.call('EXISTS', ARGV[5] .. ':ended:' .. run) == 0) then
     redis.call('HSET', meta, ARGV[3], counter)
     local seq = redis.call('HINCRBY', meta, 'seq', 1)
     local frame = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
