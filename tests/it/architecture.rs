@@ -11,6 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("core-context", &[]),
     ("agent-registry", &["core-context"]),
     ("ws-bridge", &["core-context"]),
+    // The history store: data and SQL, knows nothing of streams, engines or the wire.
+    ("history", &["core-context"]),
     // A networked broker: implements ws-bridge's Broker, knows nothing above it.
     ("redis-broker", &["core-context", "ws-bridge"]),
     ("agents", &["core-context", "agent-registry"]),
@@ -36,6 +38,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "agent-registry",
             "ws-bridge",
             "redis-broker",
+            "history",
             "execution-engine",
             "agents",
             "llm-agent",

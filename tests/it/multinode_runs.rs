@@ -263,7 +263,10 @@ async fn a_run_whose_lease_expired_ends_once() {
     let second = second["run_id"].as_str().unwrap().to_owned();
     loop {
         let frame = watcher.next().await;
-        assert_ne!(frame["run_id"], run, "an event after the run's end: {frame}");
+        assert_ne!(
+            frame["run_id"], run,
+            "an event after the run's end: {frame}"
+        );
         if frame["run_id"] == second && frame["type"] == "agent_completed" {
             break;
         }

@@ -1,0 +1,88 @@
+//! The history store: users' threads, their runs, and each run's events as the user saw
+//! them, kept past the process.
+//!
+//! - [`HistoryStore`] is the trait the server reads and writes through; [`SqlStore`] is its
+//!   implementation on sqlx's `Any` driver, so one set of portable SQL serves SQLite (the
+//!   embedded default, a file) and Postgres (many nodes sharing one history). Migrations are
+//!   versioned in `crates/history/migrations` and run at start ([`SqlStore::connect`]).
+//! - [`HistoryWriter`] keeps writes off the live path: a bounded queue that a task drains in
+//!   batches, one transaction each. A full queue or a failing database is logged and counted
+//!   ([`WriterStats`]); the live stream never waits on it.
+//!
+//! **Architecture Invariant:** every read and every delete is keyed by the authenticated
+//! user: another user's thread or run reads exactly like a missing one.
+
+mod model;
+mod sql;
+mod writer;
+
+pub use model::{Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadSummary, Write};
+pub use sql::SqlStore;
+pub use writer::{HistoryWriter, WriterConfig, WriterStats};
+
+use async_trait::async_trait;
+use core_context::{RunId, ThreadId, UserId};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The URL names no store this build knows.
+    #[error(
+        "--store {0:?} is not a store URL: use sqlite://path/to/file.db, postgres://user@host/db, or none"
+    )]
+    Url(String),
+    /// The database refused or failed.
+    #[error("history store: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The migrations failed.
+    #[error("history store migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A pagination cursor that this store did not hand out.
+    #[error("invalid cursor {0:?}: pass back the next_cursor of the previous page")]
+    Cursor(String),
+}
+
+/// Users' threads, runs and events; see the crate documentation.
+#[async_trait]
+pub trait HistoryStore: Send + Sync + 'static {
+    /// Applies `batch` in order, in one transaction.
+    async fn apply(&self, batch: &[Write]) -> Result<(), HistoryError>;
+
+    /// `user`'s threads, newest first, `limit` at most, after `cursor` (from the previous
+    /// page's `next_cursor`).
+    async fn threads(
+        &self,
+        user: &UserId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<ThreadSummary>, HistoryError>;
+
+    /// `user`'s thread with its runs (oldest first); `None` for another user's or a missing one.
+    async fn thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> Result<Option<ThreadDetail>, HistoryError>;
+
+    /// `user`'s run with its events in order; `None` for another user's or a missing one.
+    async fn run(&self, user: &UserId, run: &RunId) -> Result<Option<RunDetail>, HistoryError>;
+
+    /// Erases `user`'s thread with its runs and events; false for another user's or a
+    /// missing one.
+    async fn delete_thread(&self, user: &UserId, thread: &ThreadId) -> Result<bool, HistoryError>;
+
+    /// Records that `node` is alive at `now_ms`.
+    async fn heartbeat(&self, node: &str, now_ms: i64) -> Result<(), HistoryError>;
+
+    /// Marks `interrupted` the runs still `running` on nodes not seen since `seen_before_ms`
+    /// (all nodes but `except`). Returns how many.
+    async fn interrupt_orphans(
+        &self,
+        seen_before_ms: i64,
+        except: &str,
+        now_ms: i64,
+    ) -> Result<u64, HistoryError>;
+
+    /// Whether several nodes may share this store (Postgres) rather than one (SQLite).
+    fn is_shared(&self) -> bool;
+}

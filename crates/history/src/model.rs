@@ -1,0 +1,182 @@
+//! What the store keeps and returns: threads, runs, events, pages, and the writes.
+
+use core_context::{AgentEvent, RunId, ThreadId, UserId};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Started, not ended.
+    Running,
+    /// Ended with `agent_completed`.
+    Completed,
+    /// Ended with `agent_error`.
+    Failed,
+    /// Ended with `agent_cancelled`.
+    Cancelled,
+    /// Was running when its server stopped without ending it.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+            RunStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
+/// A thread, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreadSummary {
+    /// The thread.
+    pub thread_id: String,
+    /// Its first message, shortened.
+    pub title: String,
+    /// When its first run started (Unix ms).
+    pub created_ms: i64,
+    /// When its latest run started (Unix ms).
+    pub updated_ms: i64,
+}
+
+/// A run, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// The run.
+    pub run_id: String,
+    /// Its thread.
+    pub thread_id: String,
+    /// The agent.
+    pub agent: String,
+    /// The user's message that started it.
+    pub message: String,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// The `agent_completed` result, when it completed.
+    pub outcome: Option<Value>,
+    /// The `agent_error` code, when it failed.
+    pub error_code: Option<String>,
+    /// When it started (Unix ms).
+    pub started_ms: i64,
+    /// When it ended (Unix ms).
+    pub finished_ms: Option<i64>,
+}
+
+/// A thread with its runs, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThreadDetail {
+    /// The thread.
+    #[serde(flatten)]
+    pub thread: ThreadSummary,
+    /// Its runs.
+    pub runs: Vec<RunSummary>,
+}
+
+/// A run with its events in order (each as its wire frame, without the stream's `seq`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunDetail {
+    /// The run.
+    #[serde(flatten)]
+    pub run: RunSummary,
+    /// Its events, and its sub-runs' events, in the order they were emitted.
+    pub events: Vec<Value>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass it back for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// One change to the history.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A run started (creates its thread on the thread's first run).
+    RunStarted {
+        /// Whose.
+        user: UserId,
+        /// The run.
+        run_id: RunId,
+        /// Its thread.
+        thread_id: ThreadId,
+        /// The agent.
+        agent: String,
+        /// The user's message.
+        message: String,
+        /// The node executing it.
+        node: String,
+        /// When (Unix ms).
+        at_ms: i64,
+    },
+    /// An event of a run (a sub-run's events go under the top-level run, `root`).
+    Event {
+        /// The top-level run it belongs to.
+        root: RunId,
+        /// The event.
+        event: AgentEvent,
+        /// When (Unix ms).
+        at_ms: i64,
+    },
+}
+
+/// A thread's title: its first message, first line, at most 80 characters.
+pub(crate) fn title_of(message: &str) -> String {
+    let line = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let line = line.trim();
+    if line.chars().count() <= 80 {
+        return line.to_owned();
+    }
+    let mut title: String = line.chars().take(79).collect();
+    title.push('…');
+    title
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles() {
+        let long = "x".repeat(100);
+        let table = [
+            ("What is 12*7?", "What is 12*7?"),
+            ("\n  first line  \nsecond", "first line"),
+            ("", ""),
+            (long.as_str(), &*format!("{}…", "x".repeat(79))),
+        ];
+        for (message, title) in table {
+            assert_eq!(title_of(message), title, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for name in ["running", "completed", "failed", "cancelled", "interrupted"] {
+            assert_eq!(RunStatus::parse(name).map(RunStatus::as_str), Some(name));
+        }
+        assert_eq!(RunStatus::parse("done"), None);
+    }
+}

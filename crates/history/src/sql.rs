@@ -1,0 +1,378 @@
+//! [`SqlStore`]: the history on sqlx's `Any` driver: SQLite or Postgres by URL, the same
+//! portable SQL for both (`$N` parameters, which SQLite reads in order too).
+
+use std::borrow::Cow;
+
+use async_trait::async_trait;
+use core_context::{EventKind, RunId, ThreadId, UserId};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{AnyPool, Row};
+
+use crate::model::{
+    Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadSummary, Write, title_of,
+};
+use crate::{HistoryError, HistoryStore};
+
+/// The migrations, embedded from `crates/history/migrations` (version, name, SQL).
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "history", include_str!("../migrations/0001_history.sql"))];
+
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*name),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// The history in SQLite or Postgres.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    shared: bool,
+}
+
+const RUN_COLUMNS: &str =
+    "id, thread_id, agent, message, status, outcome, error_code, started_ms, finished_ms";
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://file.db`, created if missing, or `postgres://…`) and
+    /// runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self, HistoryError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        if !sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(HistoryError::Url(url.to_owned()));
+        }
+        let url = if sqlite && !url.contains('?') {
+            format!("{url}?mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let options = AnyPoolOptions::new().max_connections(if sqlite { 4 } else { 8 });
+        let options = if sqlite {
+            options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Readers do not wait for the writer; a busy writer is waited for.
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+        } else {
+            options
+        };
+        let pool = options.connect(&url).await?;
+        Migrator::new(Embedded).await?.run(&pool).await?;
+        Ok(Self {
+            pool,
+            shared: !sqlite,
+        })
+    }
+
+    async fn apply_one(tx: &mut sqlx::AnyConnection, write: &Write) -> Result<(), sqlx::Error> {
+        match write {
+            Write::RunStarted {
+                user,
+                run_id,
+                thread_id,
+                agent,
+                message,
+                node,
+                at_ms,
+            } => {
+                sqlx::query(
+                    "INSERT INTO threads (id, user_id, title, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $4) \
+                     ON CONFLICT (id) DO UPDATE SET updated_ms = $4",
+                )
+                .bind(thread_id.as_str())
+                .bind(user.as_str())
+                .bind(title_of(message))
+                .bind(*at_ms)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO runs (id, thread_id, user_id, agent, message, status, node, started_ms) \
+                     VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(run_id.as_str())
+                .bind(thread_id.as_str())
+                .bind(user.as_str())
+                .bind(agent.as_str())
+                .bind(message.as_str())
+                .bind(node.as_str())
+                .bind(*at_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Write::Event { root, event, at_ms } => {
+                let text = serde_json::to_string(event)
+                    .map_err(|e| sqlx::Error::Protocol(format!("event encoding: {e}")))?;
+                sqlx::query(
+                    "INSERT INTO run_events (run_id, idx, event) \
+                     SELECT $1, COALESCE(MAX(idx), -1) + 1, $2 FROM run_events WHERE run_id = $1",
+                )
+                .bind(root.as_str())
+                .bind(text)
+                .execute(&mut *tx)
+                .await?;
+                if event.parent_run_id.is_none() {
+                    if let Some((status, outcome, code)) = ending(&event.kind) {
+                        sqlx::query(
+                            "UPDATE runs SET status = $2, outcome = $3, error_code = $4, finished_ms = $5 \
+                             WHERE id = $1 AND status = 'running'",
+                        )
+                        .bind(event.run_id.as_str())
+                        .bind(status.as_str())
+                        .bind(outcome)
+                        .bind(code)
+                        .bind(*at_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a terminal event ends its run: status, outcome (JSON), error code.
+fn ending(kind: &EventKind) -> Option<(RunStatus, Option<String>, Option<String>)> {
+    match kind {
+        EventKind::AgentCompleted { result, .. } => Some((
+            RunStatus::Completed,
+            serde_json::to_string(result).ok(),
+            None,
+        )),
+        EventKind::AgentError { code, .. } => Some((RunStatus::Failed, None, Some(code.clone()))),
+        EventKind::AgentCancelled { .. } => Some((RunStatus::Cancelled, None, None)),
+        _ => None,
+    }
+}
+
+fn run_summary(row: &AnyRow) -> Result<RunSummary, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let outcome: Option<String> = row.try_get("outcome")?;
+    Ok(RunSummary {
+        run_id: row.try_get("id")?,
+        thread_id: row.try_get("thread_id")?,
+        agent: row.try_get("agent")?,
+        message: row.try_get("message")?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown run status {status:?}").into()))?,
+        outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+        error_code: row.try_get("error_code")?,
+        started_ms: row.try_get("started_ms")?,
+        finished_ms: row.try_get("finished_ms")?,
+    })
+}
+
+fn thread_summary(row: &AnyRow) -> Result<ThreadSummary, sqlx::Error> {
+    Ok(ThreadSummary {
+        thread_id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+/// A cursor names the last thread of a page: `<created_ms>.<thread id>`.
+fn parse_cursor(cursor: &str) -> Result<(i64, String), HistoryError> {
+    let bad = || HistoryError::Cursor(cursor.to_owned());
+    let (ms, id) = cursor.split_once('.').ok_or_else(bad)?;
+    let ms = ms.parse().map_err(|_| bad())?;
+    ThreadId::parse(id).map_err(|_| bad())?;
+    Ok((ms, id.to_owned()))
+}
+
+#[async_trait]
+impl HistoryStore for SqlStore {
+    async fn apply(&self, batch: &[Write]) -> Result<(), HistoryError> {
+        let mut tx = self.pool.begin().await?;
+        for write in batch {
+            Self::apply_one(&mut tx, write).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn threads(
+        &self,
+        user: &UserId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<ThreadSummary>, HistoryError> {
+        let (before_ms, before_id) = match cursor {
+            Some(cursor) => parse_cursor(cursor)?,
+            None => (i64::MAX, String::new()),
+        };
+        let limit = limit.clamp(1, 200);
+        let rows = sqlx::query(
+            "SELECT id, title, created_ms, updated_ms FROM threads WHERE user_id = $1 \
+             AND (created_ms < $2 OR (created_ms = $2 AND id < $3) OR $4 = 0) \
+             ORDER BY created_ms DESC, id DESC LIMIT $5",
+        )
+        .bind(user.as_str())
+        .bind(before_ms)
+        .bind(before_id)
+        .bind(i64::from(cursor.is_some()))
+        .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(thread_summary)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items
+                .last()
+                .map(|t| format!("{}.{}", t.created_ms, t.thread_id))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> Result<Option<ThreadDetail>, HistoryError> {
+        let Some(row) = sqlx::query(
+            "SELECT id, title, created_ms, updated_ms FROM threads WHERE id = $1 AND user_id = $2",
+        )
+        .bind(thread.as_str())
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let runs = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE thread_id = $1 AND user_id = $2 ORDER BY started_ms, id"
+        ))
+        .bind(thread.as_str())
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(ThreadDetail {
+            thread: thread_summary(&row)?,
+            runs: runs.iter().map(run_summary).collect::<Result<_, _>>()?,
+        }))
+    }
+
+    async fn run(&self, user: &UserId, run: &RunId) -> Result<Option<RunDetail>, HistoryError> {
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND user_id = $2"
+        ))
+        .bind(run.as_str())
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let events = sqlx::query("SELECT event FROM run_events WHERE run_id = $1 ORDER BY idx")
+            .bind(run.as_str())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let text: String = row.try_get("event")?;
+                serde_json::from_str::<Value>(&text)
+                    .map_err(|e| sqlx::Error::Decode(format!("stored event: {e}").into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(RunDetail {
+            run: run_summary(&row)?,
+            events,
+        }))
+    }
+
+    async fn delete_thread(&self, user: &UserId, thread: &ThreadId) -> Result<bool, HistoryError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM threads WHERE id = $1 AND user_id = $2")
+            .bind(thread.as_str())
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted > 0 {
+            sqlx::query(
+                "DELETE FROM run_events WHERE run_id IN (SELECT id FROM runs WHERE thread_id = $1 AND user_id = $2)",
+            )
+            .bind(thread.as_str())
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM runs WHERE thread_id = $1 AND user_id = $2")
+                .bind(thread.as_str())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
+    async fn heartbeat(&self, node: &str, now_ms: i64) -> Result<(), HistoryError> {
+        sqlx::query(
+            "INSERT INTO nodes (id, last_seen_ms) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET last_seen_ms = $2",
+        )
+        .bind(node)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn interrupt_orphans(
+        &self,
+        seen_before_ms: i64,
+        except: &str,
+        now_ms: i64,
+    ) -> Result<u64, HistoryError> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'interrupted', finished_ms = $3 WHERE status = 'running' AND node <> $2 \
+             AND node NOT IN (SELECT id FROM nodes WHERE last_seen_ms >= $1)",
+        )
+        .bind(seen_before_ms)
+        .bind(except)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    fn is_shared(&self) -> bool {
+        self.shared
+    }
+}

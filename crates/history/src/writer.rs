@@ -1,0 +1,184 @@
+//! [`HistoryWriter`]: writes reach the store off the live path. Recording only queues
+//! (bounded; a full queue drops the write, logged and counted); one task drains the queue
+//! in batches, one transaction each, retrying a failed batch a few times before dropping it
+//! (logged and counted). [`HistoryWriter::flush`] waits until everything queued before it
+//! is stored: graceful shutdown calls it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use core_context::{AgentEvent, RunId};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{HistoryStore, Write};
+
+/// Bounds of a [`HistoryWriter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterConfig {
+    /// Writes waiting at most; past it new writes are dropped (and counted).
+    pub queue: usize,
+    /// Writes per transaction at most.
+    pub batch: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            queue: 100_000,
+            batch: 512,
+        }
+    }
+}
+
+/// What the writer has done.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Writes stored.
+    pub written: AtomicU64,
+    /// Writes dropped because the queue was full.
+    pub dropped_full: AtomicU64,
+    /// Writes dropped because the store failed them repeatedly.
+    pub dropped_failed: AtomicU64,
+}
+
+enum Job {
+    Write(Write),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The queue in front of a [`HistoryStore`]; cloning gives another handle to it.
+#[derive(Clone)]
+pub struct HistoryWriter {
+    queue: mpsc::Sender<Job>,
+    stats: Arc<WriterStats>,
+    /// Sub-runs' top-level runs, so their events are kept with the run the user started.
+    roots: Arc<Mutex<HashMap<RunId, RunId>>>,
+}
+
+impl std::fmt::Debug for HistoryWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryWriter")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HistoryWriter {
+    /// Starts the writer's task on the current runtime.
+    pub fn start(store: Arc<dyn HistoryStore>, config: WriterConfig) -> Self {
+        let (queue, jobs) = mpsc::channel(config.queue.max(1));
+        let stats = Arc::new(WriterStats::default());
+        tokio::spawn(drain(store, jobs, config.batch.max(1), Arc::clone(&stats)));
+        Self {
+            queue,
+            stats,
+            roots: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// What the writer has done.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Queues `write`; never waits.
+    pub fn record(&self, write: Write) {
+        if self.queue.try_send(Job::Write(write)).is_err() {
+            let dropped = self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+            if dropped.is_power_of_two() {
+                tracing::error!(
+                    dropped = dropped + 1,
+                    "history: the write queue is full (the store is too slow or failing); writes are dropped, the live stream is not affected"
+                );
+            }
+        }
+    }
+
+    /// Queues an event of a run, under its top-level run.
+    pub fn record_event(&self, event: &AgentEvent, at_ms: i64) {
+        let root = {
+            let mut roots = self.roots.lock();
+            let root = match &event.parent_run_id {
+                Some(parent) => roots.get(parent).cloned().unwrap_or_else(|| parent.clone()),
+                None => event.run_id.clone(),
+            };
+            if event.parent_run_id.is_some() {
+                if event.kind.is_terminal() {
+                    roots.remove(&event.run_id);
+                } else {
+                    roots.insert(event.run_id.clone(), root.clone());
+                }
+            }
+            root
+        };
+        self.record(Write::Event {
+            root,
+            event: event.clone(),
+            at_ms,
+        });
+    }
+
+    /// Waits until everything queued before the call is stored (or dropped).
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.queue.send(Job::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    }
+}
+
+/// Attempts per batch before it is dropped.
+const ATTEMPTS: u32 = 5;
+
+async fn drain(
+    store: Arc<dyn HistoryStore>,
+    mut jobs: mpsc::Receiver<Job>,
+    batch_size: usize,
+    stats: Arc<WriterStats>,
+) {
+    let mut received = Vec::with_capacity(batch_size);
+    while jobs.recv_many(&mut received, batch_size).await > 0 {
+        let mut writes = Vec::with_capacity(received.len());
+        let mut flushes = Vec::new();
+        for job in received.drain(..) {
+            match job {
+                Job::Write(write) => writes.push(write),
+                Job::Flush(done) => flushes.push(done),
+            }
+        }
+        if !writes.is_empty() {
+            store_batch(store.as_ref(), &writes, &stats).await;
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn store_batch(store: &dyn HistoryStore, writes: &[Write], stats: &WriterStats) {
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 1..=ATTEMPTS {
+        match store.apply(writes).await {
+            Ok(()) => {
+                stats
+                    .written
+                    .fetch_add(writes.len() as u64, Ordering::Relaxed);
+                return;
+            }
+            Err(error) if attempt < ATTEMPTS => {
+                tracing::warn!(%error, attempt, "history: a batch failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(error) => {
+                stats
+                    .dropped_failed
+                    .fetch_add(writes.len() as u64, Ordering::Relaxed);
+                tracing::error!(%error, writes = writes.len(), "history: a batch failed {ATTEMPTS} times and is dropped; the live stream is not affected");
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! A private PostgreSQL per test: `initdb` in a temp dir, `postgres` on a free loopback port
+//! with no durability (fsync off), trust auth. Stopped and removed on drop. As root (CI), the
+//! server runs as the `postgres` user, which Debian's package creates.
+//!
+//! The tests need Debian's PostgreSQL server (`.ci/run` installs it when missing).
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running private PostgreSQL.
+pub struct PostgresServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// The newest installed server's `bin` directory.
+fn bin_dir() -> PathBuf {
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap_or_else(|e| {
+            panic!("no PostgreSQL server in {root:?} ({e}); install Debian's postgresql package")
+        })
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no PostgreSQL server binaries; install Debian's postgresql package")
+}
+
+/// The `postgres` account's uid and gid, when running as root (the server refuses root).
+fn run_as() -> Option<(u32, u32)> {
+    let me = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid_line = me.lines().find(|l| l.starts_with("Uid:"))?;
+    if uid_line.split_whitespace().nth(1)? != "0" {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let fields: Vec<&str> = passwd
+        .lines()
+        .find(|l| l.starts_with("postgres:"))?
+        .split(':')
+        .collect();
+    Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?))
+}
+
+fn command(program: PathBuf, user: Option<(u32, u32)>) -> Command {
+    let mut command = Command::new(program);
+    if let Some((uid, gid)) = user {
+        command.uid(uid).gid(gid);
+    }
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    command
+}
+
+impl PostgresServer {
+    /// Initialises and starts a server on a free port; panics with what to install if it
+    /// cannot.
+    pub fn start() -> Self {
+        let bin = bin_dir();
+        let user = run_as();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("agent-it-pg-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the temp dir");
+        }
+        let data = dir.join("data");
+        let status = command(bin.join("initdb"), user)
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .status()
+            .expect("run initdb");
+        assert!(status.success(), "initdb failed in {dir:?}");
+        let child = command(bin.join("postgres"), user)
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-k")
+            .arg(&dir)
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .spawn()
+            .expect("run postgres");
+        let server = Self {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
