@@ -201,6 +201,16 @@ async fn another_users_threads_and_runs_read_like_missing_ones() {
         );
         assert!(store.run(&bob, &run).await.unwrap().is_none(), "{kind}");
         assert!(!store.delete_thread(&bob, &thread).await.unwrap(), "{kind}");
+        assert_eq!(
+            store.thread_owner(&thread).await.unwrap(),
+            Some(alice.clone()),
+            "{kind}"
+        );
+        assert_eq!(
+            store.thread_owner(&ThreadId::generate()).await.unwrap(),
+            None,
+            "{kind}"
+        );
         assert!(
             store
                 .threads(&bob, 10, None)

@@ -21,6 +21,7 @@ mod compat;
 mod engine_isolation;
 mod engine_limits;
 mod history;
+mod history_server;
 mod llm;
 mod loadgen;
 mod multinode;

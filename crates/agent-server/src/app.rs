@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use agent_protocol::{ErrorCode, ServerFrame, StartAgent};
 use agent_registry::{AgentInput, AgentRegistry};
 use core_context::{
-    CancellationToken, ConnectionId, RunId, RunScope, ThreadId, UserExecutionContext, UserId,
+    CancellationToken, ConnectionId, EventSink, RunId, RunScope, ThreadId, UserExecutionContext,
+    UserId,
 };
 use execution_engine::ExecutionEngineFactory;
 use redis_broker::{Lease, RedisBroker};
@@ -18,6 +19,7 @@ use ws_bridge::{AgentWebSocketBridge, Broker, InProcessBroker};
 use crate::auth::{Auth, AuthError};
 use crate::cluster::Cluster;
 use crate::config::ServerConfig;
+use crate::recorder::{Recorder, RecordingSink};
 use crate::sessions::Sessions;
 
 /// Why the server could not start.
@@ -46,6 +48,9 @@ pub enum ServeError {
     /// The Redis broker could not start.
     #[error(transparent)]
     Broker(#[from] redis_broker::RedisBrokerError),
+    /// The history store could not open.
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
 }
 
 /// Everything a request handler needs. Shared by all connections.
@@ -58,6 +63,8 @@ pub struct AppState {
     pub(crate) sessions: Sessions,
     /// Runs across nodes, when the streams live in Redis.
     pub(crate) cluster: Option<Cluster>,
+    /// Threads, runs and events kept past the process, with `--store`.
+    pub(crate) recorder: Option<Arc<Recorder>>,
     pub(crate) draining: AtomicBool,
     pub(crate) open_connections: AtomicUsize,
     pub(crate) stop_accepting: CancellationToken,
@@ -80,7 +87,7 @@ impl AppState {
         config: ServerConfig,
         broker: Arc<dyn Broker>,
     ) -> Result<Arc<Self>, ServeError> {
-        Self::build(config, broker, None)
+        Self::build(config, broker, None, None)
     }
 
     /// The state of one node of a cluster sharing `redis`: streams in Redis, and runs
@@ -90,13 +97,16 @@ impl AppState {
         redis: Arc<RedisBroker>,
     ) -> Result<Arc<Self>, ServeError> {
         let cluster = Cluster::new(Arc::clone(&redis), config.run_lease_ttl);
-        Self::build(config, redis, Some(cluster))
+        Self::build(config, redis, Some(cluster), None)
     }
 
-    fn build(
+    /// The state from its parts: where streams live, the cluster's runs (with Redis), the
+    /// history (with `--store`).
+    pub fn build(
         config: ServerConfig,
         broker: Arc<dyn Broker>,
         cluster: Option<Cluster>,
+        recorder: Option<Recorder>,
     ) -> Result<Arc<Self>, ServeError> {
         let mut registry = AgentRegistry::new();
         agents::register_local(&mut registry)?;
@@ -115,14 +125,20 @@ impl AppState {
             ServeError::Config("start_rate_per_minute must be at least 1"),
         )?;
         let bridge = AgentWebSocketBridge::with_broker(config.bridge.clone(), broker);
-        let factory = ExecutionEngineFactory::new(
-            Arc::clone(&registry),
-            Arc::new(bridge.clone()),
-            config.engine.clone(),
-        );
+        let recorder = recorder.map(Arc::new);
+        let sink: Arc<dyn EventSink> = match &recorder {
+            Some(recorder) => Arc::new(RecordingSink {
+                live: Arc::new(bridge.clone()),
+                writer: recorder.writer().clone(),
+            }),
+            None => Arc::new(bridge.clone()),
+        };
+        let factory =
+            ExecutionEngineFactory::new(Arc::clone(&registry), sink, config.engine.clone());
         Ok(Arc::new(Self {
             sessions: Sessions::new(starts_per_minute),
             cluster,
+            recorder,
             config,
             auth,
             registry,
@@ -174,6 +190,12 @@ impl AppState {
                 "the server is shutting down and starts no new runs; reconnect shortly",
             );
         }
+        if let Err(Refused(code, message)) = self
+            .stored_thread_is_theirs(user, start.thread_id.as_ref())
+            .await
+        {
+            return ServerFrame::error(request_id, code, message);
+        }
         let thread = match self.sessions.admit(user, start.thread_id.clone()) {
             Ok(thread) => thread,
             Err(refusal) => {
@@ -220,6 +242,29 @@ impl AppState {
         }
     }
 
+    /// With a history, a thread named by `start_agent` that is stored must be the user's
+    /// (threads outlive the process, so the sessions' memory alone does not know them all).
+    async fn stored_thread_is_theirs(
+        &self,
+        user: &UserId,
+        thread: Option<&ThreadId>,
+    ) -> Result<(), Refused> {
+        let (Some(recorder), Some(thread)) = (&self.recorder, thread) else {
+            return Ok(());
+        };
+        match recorder.store().thread_owner(thread).await {
+            Ok(Some(owner)) if owner != *user => Err(Refused(
+                ErrorCode::ThreadNotFound,
+                format!("no thread {thread} for this user"),
+            )),
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "history: cannot check a thread's owner; starting the run anyway");
+                Ok(())
+            }
+        }
+    }
+
     /// In a cluster, one of the user's run slots across all nodes (runs beyond the limit
     /// are refused, not queued: no queue spans nodes).
     async fn cluster_slot(&self, user: &UserId) -> Result<Option<Lease>, Refused> {
@@ -256,8 +301,11 @@ impl AppState {
         start: StartAgent,
         lease: Option<Lease>,
     ) -> Result<(RunId, ThreadId), Refused> {
+        // The run's id is chosen here, so its start is recorded before any of its events.
+        let run_id = RunId::generate();
         let mut builder = UserExecutionContext::builder(user.clone())
-            .thread_id(thread)
+            .thread_id(thread.clone())
+            .run_id(run_id.clone())
             .connection_id(connection.clone());
         if let Some(id) = request_id {
             builder = builder.audit("client_request_id", json!(id));
@@ -269,6 +317,9 @@ impl AppState {
             .factory
             .create_for_user(context)
             .map_err(|e| Refused(ErrorCode::from_wire(e.code()), e.to_string()))?;
+        if let Some(recorder) = &self.recorder {
+            recorder.run_started(user, &run_id, &thread, &start.agent, &start.message);
+        }
         let input = AgentInput {
             message: start.message,
             input: start.input.map_or(Value::Null, Value::Object),
@@ -277,6 +328,9 @@ impl AppState {
         let handle = match engine.execute_agent(&start.agent, input) {
             Ok(handle) => handle,
             Err(e) => {
+                if let Some(recorder) = &self.recorder {
+                    recorder.run_refused(&run_id, &thread);
+                }
                 self.factory.release(&engine);
                 return Err(Refused(ErrorCode::from_wire(e.code()), e.to_string()));
             }

@@ -94,6 +94,34 @@ pub struct ServeArgs {
     /// that dies has its runs ended (`agent_error` `node_lost`) this long after.
     #[arg(long, env = "AGENT_SERVER_RUN_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub run_lease_secs: u64,
+    /// Where threads, runs and their events are kept: `sqlite://file.db` (created if
+    /// missing), `postgres://user@host/db` (many nodes share it), or `none`.
+    #[arg(
+        long,
+        env = "AGENT_SERVER_STORE",
+        default_value = "sqlite://agent-history.db",
+        hide_env_values = true
+    )]
+    pub store: String,
+}
+
+/// Reads a `--store` value: `None` for `none`.
+fn store_url(value: &str) -> Result<Option<String>, ConfigError> {
+    if value == "none" {
+        return Ok(None);
+    }
+    let known = ["sqlite://", "sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| {
+            value
+                .strip_prefix(scheme)
+                .is_some_and(|rest| !rest.trim_matches('/').is_empty())
+        });
+    if known {
+        Ok(Some(value.to_owned()))
+    } else {
+        Err(ConfigError::Store(redis_broker::redacted_url(value)))
+    }
 }
 
 /// Where users' streams live.
@@ -150,6 +178,11 @@ pub enum ConfigError {
     /// The default agent name is not a valid agent name.
     #[error("--default-agent {0:?} is not a valid agent name (1 to 64 of a-z, 0-9, _ and -)")]
     DefaultAgent(String),
+    /// The store is none of the kinds the server knows.
+    #[error(
+        "--store (AGENT_SERVER_STORE) {0:?} is not a store: use sqlite://path/to/file.db, postgres://user@host/db, or none"
+    )]
+    Store(String),
     /// The broker is neither `in-process` nor a Redis URL.
     #[error(
         "--broker (AGENT_SERVER_BROKER) {0:?} is neither `in-process` nor a Redis URL (redis://host:port)"
@@ -188,6 +221,8 @@ pub struct ServerConfig {
     pub broker: BrokerChoice,
     /// How long a node's claim on a run lasts unrenewed (with a Redis broker).
     pub run_lease_ttl: Duration,
+    /// The history store's URL; `None` keeps no history.
+    pub store: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -207,6 +242,7 @@ impl Default for ServerConfig {
             llm: None,
             broker: BrokerChoice::InProcess,
             run_lease_ttl: Duration::from_secs(15),
+            store: None,
         }
     }
 }
@@ -270,6 +306,7 @@ impl ServerConfig {
             llm,
             broker: BrokerChoice::parse(&args.broker)?,
             run_lease_ttl: Duration::from_secs(args.run_lease_secs),
+            store: store_url(&args.store)?,
         })
     }
 }
@@ -340,6 +377,16 @@ mod tests {
                 Err("\"http://<credentials>@cache:6379\" is neither"),
             ),
             (&["--broker", "memory"], Err("is neither `in-process` nor")),
+            (&["--store", "none"], Ok(())),
+            (&["--store", "sqlite://data/history.db"], Ok(())),
+            (&["--store", "postgres://app:pw@db:5432/agents"], Ok(())),
+            (
+                &["--store", "mysql://root:secret@db/agents"],
+                Err(
+                    "--store (AGENT_SERVER_STORE) \"mysql://<credentials>@db/agents\" is not a store",
+                ),
+            ),
+            (&["--store", "sqlite://"], Err("is not a store")),
         ];
         for (argv, expected) in table {
             check(argv, *expected);

@@ -8,6 +8,8 @@
 //! - [`cluster`]: runs across nodes (with a Redis broker): the cluster-wide run limit,
 //!   cross-node `cancel_run`, and ending the runs of a node that died.
 //! - [`sessions`]: per-user rules: the start rate limit, thread ownership, active runs.
+//! - [`recorder`]: the history (with `--store`): runs and events recorded, interrupted runs.
+//! - [`history_http`]: the history's HTTP API for the signed-in user (`/v1/threads`, `/v1/runs`).
 //! - [`routes`]: the HTTP routes and the handlers that answer before a socket exists.
 //! - [`connection`]: the loop of one WebSocket: client frames in, the user's stream out.
 //! - [`wire`]: where the bridge's stream types meet the protocol's wire types.
@@ -27,6 +29,8 @@ pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod history_http;
+pub mod recorder;
 pub mod routes;
 pub mod server;
 pub mod sessions;

@@ -27,14 +27,15 @@ use crate::connection::{self, ABUSIVE_FRAME_FACTOR};
 /// The chat page: one self-contained file, embedded so the binary needs no build step.
 pub const CHAT_PAGE: &str = include_str!("../static/index.html");
 
-/// The routes: the chat page at `/`, `/agents`, `/ws`, `/health`, and `/dev/token` when the
-/// secret was generated.
+/// The routes: the chat page at `/`, `/agents`, `/ws`, `/health`, the history under `/v1`,
+/// and `/dev/token` when the secret was generated.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/", get(|| async { Html(CHAT_PAGE) }))
         .route("/agents", get(list_agents))
         .route("/ws", get(ws_handler))
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }));
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(crate::history_http::routes());
     if state.auth.dev_tokens() {
         router = router.route("/dev/token", post(dev_token));
     }
@@ -92,7 +93,10 @@ async fn dev_token(
 
 /// The token of a connect request: the `Authorization: Bearer` header, else `?token=` (for
 /// browsers, which cannot set headers on a WebSocket).
-fn bearer(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, AuthError> {
+pub(crate) fn bearer(
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<String, AuthError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| AuthError::BadScheme)?;
         return match value.split_once(' ') {

@@ -11,9 +11,12 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use crate::app::{AppState, ServeError};
+use crate::cluster::Cluster;
 use crate::config::{BrokerChoice, ServeArgs, ServerConfig};
+use crate::recorder::{HEARTBEAT, Recorder};
 use crate::routes::router;
 use redis_broker::{RedisBroker, RedisBrokerConfig};
+use ws_bridge::InProcessBroker;
 
 /// A server that is listening.
 pub struct RunningServer {
@@ -21,7 +24,8 @@ pub struct RunningServer {
     state: Arc<AppState>,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     maintenance: tokio::task::JoinHandle<()>,
-    /// Lease renewal and reaping, and cancels routed from other nodes (with Redis).
+    /// Lease renewal and reaping, and cancels routed from other nodes (with Redis); the
+    /// history's heartbeat (with a store).
     cluster_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -36,15 +40,25 @@ impl RunningServer {
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
         let bounds = config.bridge.replay_bounds();
+        let recorder = match &config.store {
+            Some(url) => Some(Recorder::open(url).await?),
+            None => None,
+        };
         let state = match &config.broker {
-            BrokerChoice::InProcess => AppState::new(config)?,
+            BrokerChoice::InProcess => {
+                let broker = Arc::new(InProcessBroker::new(bounds));
+                AppState::build(config, broker, None, recorder)?
+            }
             BrokerChoice::Redis(url) => {
-                let redis =
-                    RedisBroker::connect(RedisBrokerConfig::new(url.clone(), bounds)).await?;
-                AppState::clustered(config, Arc::new(redis))?
+                let redis = Arc::new(
+                    RedisBroker::connect(RedisBrokerConfig::new(url.clone(), bounds)).await?,
+                );
+                let cluster = Cluster::new(Arc::clone(&redis), config.run_lease_ttl);
+                AppState::build(config, redis, Some(cluster), recorder)?
             }
         };
-        let cluster_tasks = crate::cluster::spawn_tasks(&state);
+        let mut cluster_tasks = crate::cluster::spawn_tasks(&state);
+        cluster_tasks.extend(spawn_history_tick(&state));
         let stop = state.stop_accepting.clone();
         let app = router(Arc::clone(&state));
         // Events are small frames that must go out at once: disable Nagle's algorithm, which
@@ -117,6 +131,16 @@ impl RunningServer {
             tracing::warn!(%error, "shutdown: some events may not reach their connections before the close");
         }
         state.bridge.close_all();
+        if let Some(recorder) = &state.recorder {
+            if tokio::time::timeout(Duration::from_secs(5), recorder.writer().flush())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "shutdown: the history store did not take the last writes within 5 s"
+                );
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while state.open_connections() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -127,6 +151,25 @@ impl RunningServer {
         }
         let _finished = tokio::time::timeout(Duration::from_secs(5), self.serve).await;
     }
+}
+
+/// The history's heartbeat and interrupted-run sweep, every [`HEARTBEAT`].
+fn spawn_history_tick(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
+    state.recorder.as_ref()?;
+    let weak = Arc::downgrade(state);
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(HEARTBEAT);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(state) = weak.upgrade() else {
+                return;
+            };
+            if let Some(recorder) = &state.recorder {
+                recorder.tick().await;
+            }
+        }
+    }))
 }
 
 /// `agent-server serve`: starts, prints where it listens, runs until SIGTERM or Ctrl-C.

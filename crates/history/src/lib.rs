@@ -67,6 +67,10 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// `user`'s run with its events in order; `None` for another user's or a missing one.
     async fn run(&self, user: &UserId, run: &RunId) -> Result<Option<RunDetail>, HistoryError>;
 
+    /// Who owns `thread`, if it is stored (a start naming a thread must not write into
+    /// another user's).
+    async fn thread_owner(&self, thread: &ThreadId) -> Result<Option<UserId>, HistoryError>;
+
     /// Erases `user`'s thread with its runs and events; false for another user's or a
     /// missing one.
     async fn delete_thread(&self, user: &UserId, thread: &ThreadId) -> Result<bool, HistoryError>;

@@ -131,6 +131,14 @@ pub enum Write {
         /// When (Unix ms).
         at_ms: i64,
     },
+    /// A run recorded as started was refused before it ran: it is forgotten (and its thread,
+    /// if it has no other run).
+    RunRefused {
+        /// The run.
+        run_id: RunId,
+        /// Its thread.
+        thread_id: ThreadId,
+    },
     /// An event of a run (a sub-run's events go under the top-level run, `root`).
     Event {
         /// The top-level run it belongs to.

@@ -130,6 +130,18 @@ impl SqlStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            Write::RunRefused { run_id, thread_id } => {
+                sqlx::query("DELETE FROM runs WHERE id = $1")
+                    .bind(run_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "DELETE FROM threads WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM runs WHERE thread_id = $1)",
+                )
+                .bind(thread_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
             Write::Event { root, event, at_ms } => {
                 let text = serde_json::to_string(event)
                     .map_err(|e| sqlx::Error::Protocol(format!("event encoding: {e}")))?;
@@ -314,6 +326,16 @@ impl HistoryStore for SqlStore {
             run: run_summary(&row)?,
             events,
         }))
+    }
+
+    async fn thread_owner(&self, thread: &ThreadId) -> Result<Option<UserId>, HistoryError> {
+        let owner: Option<String> = sqlx::query("SELECT user_id FROM threads WHERE id = $1")
+            .bind(thread.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| row.try_get("user_id"))
+            .transpose()?;
+        Ok(owner.and_then(|o| UserId::parse(&o).ok()))
     }
 
     async fn delete_thread(&self, user: &UserId, thread: &ThreadId) -> Result<bool, HistoryError> {

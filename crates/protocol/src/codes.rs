@@ -82,6 +82,10 @@ error_codes! {
     BadRequest = "bad_request",
     /// HTTP: the user already has the maximum number of open connections.
     TooManyConnections = "too_many_connections",
+    /// HTTP: this server does not serve that (the history API of a server with no store).
+    NotFound = "not_found",
+    /// HTTP: the history store is unavailable for now; retry.
+    Unavailable = "unavailable",
 }
 
 impl fmt::Display for ErrorCode {

@@ -1,0 +1,207 @@
+//! The history's HTTP API, for the signed-in user (the same JWT as the socket, as
+//! `Authorization: Bearer`):
+//!
+//! - `GET /v1/threads?limit=&cursor=`: the user's threads, newest first, by cursor;
+//! - `GET /v1/threads/{thread_id}`: a thread with its runs;
+//! - `GET /v1/runs/{run_id}`: a run with its events;
+//! - `DELETE /v1/threads/{thread_id}`: erases a thread with its runs and events.
+//!
+//! Another user's thread or run answers 404 exactly like a missing one. Without a store
+//! (`--store none`) the routes answer 404 `not_found` naming the flag.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agent_protocol::ErrorCode;
+use agent_protocol::http::HttpError;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use core_context::{RunId, ThreadId, UserId};
+use history::{HistoryError, HistoryStore};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::routes::bearer;
+
+/// Threads per page by default, and at most.
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 100;
+
+/// The routes under `/v1`.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/threads", get(list_threads))
+        .route(
+            "/v1/threads/{thread_id}",
+            get(get_thread).delete(delete_thread),
+        )
+        .route("/v1/runs/{run_id}", get(get_run))
+}
+
+fn refuse(status: StatusCode, error: ErrorCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(HttpError {
+            error,
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// The signed-in user and the store, or the refusal.
+#[expect(
+    clippy::result_large_err,
+    reason = "the refusal is the response itself"
+)]
+fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(UserId, Arc<dyn HistoryStore>), Response> {
+    let user = bearer(headers, &HashMap::new())
+        .and_then(|token| state.auth.verify(&token))
+        .map_err(|e| {
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                e.to_string(),
+            )
+        })?;
+    let store = state
+        .recorder
+        .as_ref()
+        .map(|r| Arc::clone(r.store()))
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "this server keeps no history (started with --store none)",
+            )
+        })?;
+    Ok((user, store))
+}
+
+fn failed(error: &HistoryError) -> Response {
+    match error {
+        HistoryError::Cursor(_) => refuse(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            error.to_string(),
+        ),
+        _ => {
+            tracing::error!(%error, "history: a read failed");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "the history store is unavailable; retry shortly",
+            )
+        }
+    }
+}
+
+async fn list_threads(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let (user, store) = match caller(&state, &headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(limit)) if (1..=MAX_LIMIT).contains(&limit) => limit,
+        Some(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                format!("limit must be a number from 1 to {MAX_LIMIT}"),
+            );
+        }
+    };
+    match store
+        .threads(&user, limit, query.get("cursor").map(String::as_str))
+        .await
+    {
+        Ok(page) => {
+            Json(json!({"threads": page.items, "next_cursor": page.next_cursor})).into_response()
+        }
+        Err(error) => failed(&error),
+    }
+}
+
+fn thread_not_found(raw: &str) -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        ErrorCode::ThreadNotFound,
+        format!("no thread {raw} for this user"),
+    )
+}
+
+fn run_not_found(raw: &str) -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        ErrorCode::RunNotFound,
+        format!("no run {raw} for this user"),
+    )
+}
+
+async fn get_thread(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let (user, store) = match caller(&state, &headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
+    let Ok(thread) = ThreadId::parse(&raw) else {
+        return thread_not_found(&raw);
+    };
+    match store.thread(&user, &thread).await {
+        Ok(Some(detail)) => Json(detail).into_response(),
+        Ok(None) => thread_not_found(&raw),
+        Err(error) => failed(&error),
+    }
+}
+
+async fn delete_thread(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let (user, store) = match caller(&state, &headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
+    let Ok(thread) = ThreadId::parse(&raw) else {
+        return thread_not_found(&raw);
+    };
+    match store.delete_thread(&user, &thread).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => thread_not_found(&raw),
+        Err(error) => failed(&error),
+    }
+}
+
+async fn get_run(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let (user, store) = match caller(&state, &headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
+    let Ok(run) = RunId::parse(&raw) else {
+        return run_not_found(&raw);
+    };
+    match store.run(&user, &run).await {
+        Ok(Some(detail)) => Json(detail).into_response(),
+        Ok(None) => run_not_found(&raw),
+        Err(error) => failed(&error),
+    }
+}
