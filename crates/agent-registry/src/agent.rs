@@ -26,6 +26,18 @@ pub struct AgentInput {
     pub input: Value,
     /// In a pipeline, the result of the previous step that completed.
     pub previous_result: Option<Value>,
+    /// The thread's earlier turns, oldest first (bounded by the server); empty for a new
+    /// thread. A conversational agent shows them to its model before `message`.
+    pub history: Vec<Turn>,
+}
+
+/// One earlier turn of a thread: what the user said and the agent's final answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// The user's message.
+    pub user: String,
+    /// The agent's answer.
+    pub assistant: String,
 }
 
 impl AgentInput {
@@ -35,6 +47,7 @@ impl AgentInput {
             message: message.into(),
             input: Value::Null,
             previous_result: None,
+            history: Vec::new(),
         }
     }
 

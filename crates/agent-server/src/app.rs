@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use agent_protocol::{ErrorCode, ServerFrame, StartAgent};
-use agent_registry::{AgentInput, AgentRegistry};
+use agent_registry::{AgentInput, AgentRegistry, Turn};
 use core_context::{
     CancellationToken, ConnectionId, EventSink, RunId, RunScope, ThreadId, UserExecutionContext,
     UserId,
@@ -207,12 +207,17 @@ impl AppState {
             Err(Refused(code, message)) => return ServerFrame::error(request_id, code, message),
         };
         let agent_name = start.agent.clone();
+        let history = match (&self.recorder, &start.thread_id) {
+            (Some(recorder), Some(thread)) => recorder.turns(user, thread).await,
+            _ => Vec::new(),
+        };
         match self.launch(
             user,
             connection,
             request_id.as_deref(),
             thread,
             start,
+            history,
             lease.clone(),
         ) {
             Ok((run_id, thread_id)) => {
@@ -299,6 +304,7 @@ impl AppState {
         request_id: Option<&str>,
         thread: ThreadId,
         start: StartAgent,
+        history: Vec<Turn>,
         lease: Option<Lease>,
     ) -> Result<(RunId, ThreadId), Refused> {
         // The run's id is chosen here, so its start is recorded before any of its events.
@@ -324,6 +330,7 @@ impl AppState {
             message: start.message,
             input: start.input.map_or(Value::Null, Value::Object),
             previous_result: None,
+            history,
         };
         let handle = match engine.execute_agent(&start.agent, input) {
             Ok(handle) => handle,

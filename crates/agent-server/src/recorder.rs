@@ -8,8 +8,17 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use agent_registry::Turn;
 use core_context::{AgentEvent, EmitError, EventSink, RunId, ThreadId, UserId};
-use history::{HistoryError, HistoryStore, HistoryWriter, SqlStore, Write, WriterConfig};
+use history::{
+    HistoryError, HistoryStore, HistoryWriter, RunStatus, SqlStore, Write, WriterConfig,
+};
+use serde_json::Value;
+
+/// Earlier turns an agent gets at most, and their size at most (oldest left out first).
+pub const MAX_TURNS: usize = 20;
+/// See [`MAX_TURNS`].
+pub const MAX_TURN_BYTES: usize = 32 * 1024;
 
 /// How often a node says it is alive and looks for runs of stopped nodes.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -109,6 +118,43 @@ impl Recorder {
         });
     }
 
+    /// The thread's earlier turns for a new run: each completed run's message and answer,
+    /// oldest first, the newest [`MAX_TURNS`] that fit in [`MAX_TURN_BYTES`]. Waits for the
+    /// writer first, so a follow-up sent right after an answer sees it.
+    pub async fn turns(&self, user: &UserId, thread: &ThreadId) -> Vec<Turn> {
+        self.writer.flush().await;
+        let detail = match self.store.thread(user, thread).await {
+            Ok(Some(detail)) => detail,
+            Ok(None) => return Vec::new(),
+            Err(error) => {
+                tracing::warn!(%error, "history: cannot read the thread's earlier turns; the run starts without them");
+                return Vec::new();
+            }
+        };
+        let mut turns: Vec<Turn> = detail
+            .runs
+            .into_iter()
+            .filter(|run| run.status == RunStatus::Completed)
+            .filter_map(|run| {
+                Some(Turn {
+                    user: run.message,
+                    assistant: answer_text(&run.outcome?),
+                })
+            })
+            .collect();
+        let mut bytes = 0;
+        let mut keep = 0;
+        for turn in turns.iter().rev().take(MAX_TURNS) {
+            bytes += turn.user.len() + turn.assistant.len();
+            if bytes > MAX_TURN_BYTES {
+                break;
+            }
+            keep += 1;
+        }
+        turns.drain(..turns.len() - keep);
+        turns
+    }
+
     /// Says this node is alive and interrupts the runs of nodes that stopped (Postgres).
     pub async fn tick(&self) {
         let now = now_ms();
@@ -131,6 +177,18 @@ impl Recorder {
     }
 }
 
+/// An answer as text: a string result as it is, an object's `answer` string, else the JSON.
+fn answer_text(outcome: &Value) -> String {
+    match outcome {
+        Value::String(text) => text.clone(),
+        Value::Object(fields) => match fields.get("answer") {
+            Some(Value::String(text)) => text.clone(),
+            _ => outcome.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
 /// The engine's sink with history: records each event, then hands it to the live stream.
 pub struct RecordingSink {
     /// Where events go live.
@@ -143,5 +201,25 @@ impl EventSink for RecordingSink {
     fn emit(&self, user_id: &UserId, event: AgentEvent) -> Result<(), EmitError> {
         self.writer.record_event(&event, now_ms());
         self.live.emit(user_id, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn answers_as_text() {
+        let table = [
+            (json!("84"), "84"),
+            (json!({"answer": "12*7 = 84", "steps": 2}), "12*7 = 84"),
+            (json!({"total": 84}), r#"{"total":84}"#),
+            (json!(84), "84"),
+        ];
+        for (outcome, text) in table {
+            assert_eq!(answer_text(&outcome), text, "{outcome}");
+        }
     }
 }

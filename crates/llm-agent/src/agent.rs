@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput};
+use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput, Turn};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
@@ -48,11 +48,15 @@ impl LlmAgent {
     async fn converse(
         &self,
         ctx: &AgentContext,
-        message: String,
+        input: AgentInput,
     ) -> Result<AgentOutput, RunFailure> {
         let config = self.config();
         let tools = tool_specs(ctx);
-        let mut messages = opening_messages(config.system_prompt.as_deref(), message);
+        let mut messages = opening_messages(
+            config.system_prompt.as_deref(),
+            &input.history,
+            input.message,
+        );
         let mut usage = None;
         for _turn in 0..config.max_turns {
             let turn = self.model.complete(ctx, &messages, &tools).await?;
@@ -73,7 +77,7 @@ impl LlmAgent {
 #[async_trait]
 impl Agent for LlmAgent {
     async fn run(&self, ctx: &AgentContext, input: AgentInput) -> Result<AgentOutput, AgentError> {
-        Ok(self.converse(ctx, input.message).await?)
+        Ok(self.converse(ctx, input).await?)
     }
 }
 
@@ -88,11 +92,16 @@ fn tool_specs(ctx: &AgentContext) -> Vec<Value> {
         .collect()
 }
 
-/// The conversation before the first turn: the system prompt, if any, and the user's message.
-fn opening_messages(system_prompt: Option<&str>, message: String) -> Vec<Value> {
+/// The conversation before the first turn: the system prompt, if any, the thread's earlier
+/// turns (each the user's message and the final answer), and the user's message.
+fn opening_messages(system_prompt: Option<&str>, history: &[Turn], message: String) -> Vec<Value> {
     let mut messages = Vec::new();
     if let Some(system) = system_prompt {
         messages.push(json!({"role": "system", "content": system}));
+    }
+    for turn in history {
+        messages.push(json!({"role": "user", "content": turn.user}));
+        messages.push(json!({"role": "assistant", "content": turn.assistant}));
     }
     messages.push(json!({"role": "user", "content": message}));
     messages
@@ -151,6 +160,47 @@ fn add_usage(total: &mut Option<Value>, turn: Option<Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn earlier_turns_come_before_the_message() {
+        let history = [Turn {
+            user: "What is 12*7?".into(),
+            assistant: "84".into(),
+        }];
+        let roles = |messages: Vec<Value>| -> Vec<(String, String)> {
+            messages
+                .iter()
+                .map(|m| {
+                    (
+                        m["role"].as_str().unwrap().to_owned(),
+                        m["content"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(r, c)| ((*r).to_owned(), (*c).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            roles(opening_messages(
+                Some("be brief"),
+                &history,
+                "and 12*8?".into()
+            )),
+            pairs(&[
+                ("system", "be brief"),
+                ("user", "What is 12*7?"),
+                ("assistant", "84"),
+                ("user", "and 12*8?"),
+            ])
+        );
+        assert_eq!(
+            roles(opening_messages(None, &[], "hi".into())),
+            pairs(&[("user", "hi")])
+        );
+    }
 
     #[test]
     fn usage_sums_over_turns() {
