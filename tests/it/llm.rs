@@ -22,7 +22,7 @@ use crate::support::{Harness, context, types, wait_until};
 
 /// One scripted piece of a streamed response.
 #[derive(Clone)]
-enum Piece {
+pub(crate) enum Piece {
     /// An SSE `data:` event with this JSON.
     Data(Value),
     /// Bytes sent as they are.
@@ -37,7 +37,7 @@ enum Piece {
 
 /// One scripted response.
 #[derive(Clone)]
-enum Reply {
+pub(crate) enum Reply {
     Stream(Vec<Piece>),
     Status(u16, &'static str),
 }
@@ -49,7 +49,7 @@ struct Script {
     dropped: AtomicBool,
 }
 
-fn content(text: &str) -> Piece {
+pub(crate) fn content(text: &str) -> Piece {
     Piece::Data(json!({"choices": [{"index": 0, "delta": {"content": text}}]}))
 }
 fn reasoning(text: &str) -> Piece {
@@ -143,13 +143,13 @@ async fn completions(
     }
 }
 
-struct Model {
-    addr: SocketAddr,
+pub(crate) struct Model {
+    pub(crate) addr: SocketAddr,
     script: Arc<Script>,
 }
 
 impl Model {
-    async fn start(replies: Vec<Reply>) -> Model {
+    pub(crate) async fn start(replies: Vec<Reply>) -> Model {
         let script = Arc::new(Script::default());
         script.replies.lock().extend(replies);
         let app = axum::Router::new()
@@ -161,7 +161,7 @@ impl Model {
         Model { addr, script }
     }
 
-    fn requests(&self) -> Vec<(Option<String>, Value)> {
+    pub(crate) fn requests(&self) -> Vec<(Option<String>, Value)> {
         self.script.requests.lock().clone()
     }
 }
@@ -518,92 +518,4 @@ async fn a_model_slower_than_the_request_timeout_is_reported_as_a_timeout() {
     let outcome = run(&engine, "hi").await;
     assert_eq!(outcome.error_code(), Some("model_timeout"), "{outcome:?}");
     check_lifecycle(&h.events("alice")).unwrap();
-}
-
-/// A follow-up in a thread reaches the model with the thread's earlier turns (from the
-/// history store), before the new question; a new thread starts with none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follow_up_reaches_the_model_with_the_earlier_turns() {
-    use crate::server_support::{Client, start_server};
-    let answer =
-        |text: &'static str| Reply::Stream(vec![content(text), Piece::Raw("data: [DONE]\n\n")]);
-    let model = Model::start(vec![answer("84"), answer("96"), answer("hello")]).await;
-    let dir =
-        std::env::temp_dir().join(format!("agent-it-llm-{}", core_context::RunId::generate()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = format!("sqlite://{}", dir.join("history.db").display());
-    let base = format!("http://{}/v1", model.addr);
-    let server = start_server(move |config| {
-        config.store = Some(store);
-        config.llm = Some(LlmConfig::new(base, "test-model"));
-    })
-    .await;
-    let mut alice = Client::user(server.addr(), "alice").await;
-    let ask = |message: &str, thread: Option<&str>| {
-        let mut payload = json!({"agent": "llm", "message": message});
-        if let Some(thread) = thread {
-            payload["thread_id"] = json!(thread);
-        }
-        json!({"type": "start_agent", "payload": payload})
-    };
-    let mut thread = None;
-    for (message, continue_thread) in [("What is 12*7?", false), ("and 12*8?", true), ("hi", false)]
-    {
-        alice
-            .send(ask(
-                message,
-                if continue_thread {
-                    thread.as_deref()
-                } else {
-                    None
-                },
-            ))
-            .await;
-        let accepted = alice.reply().await;
-        assert_eq!(accepted["type"], "run_accepted", "{accepted}");
-        thread.get_or_insert_with(|| accepted["thread_id"].as_str().unwrap().to_owned());
-        let run = accepted["run_id"].clone();
-        loop {
-            let frame = alice.next().await;
-            if frame["run_id"] == run && frame["type"] == "agent_completed" {
-                break;
-            }
-        }
-    }
-    let conversations: Vec<Vec<(String, String)>> = model
-        .requests()
-        .iter()
-        .map(|(_, body)| {
-            body["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| {
-                    (
-                        m["role"].as_str().unwrap().to_owned(),
-                        m["content"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .collect();
-    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
-        list.iter()
-            .map(|(r, c)| ((*r).to_owned(), (*c).to_owned()))
-            .collect()
-    };
-    assert_eq!(
-        conversations,
-        [
-            pairs(&[("user", "What is 12*7?")]),
-            pairs(&[
-                ("user", "What is 12*7?"),
-                ("assistant", "84"),
-                ("user", "and 12*8?")
-            ]),
-            pairs(&[("user", "hi")]),
-        ]
-    );
-    server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

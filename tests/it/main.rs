@@ -18,6 +18,7 @@ mod browser;
 mod chat_page;
 mod client;
 mod compat;
+mod conversation;
 mod engine_isolation;
 mod engine_limits;
 mod history;

@@ -70,6 +70,13 @@ pub struct AppState {
     pub(crate) stop_accepting: CancellationToken,
 }
 
+/// Who asks for a run, and from where.
+struct Origin<'a> {
+    user: &'a UserId,
+    connection: &'a ConnectionId,
+    request_id: Option<&'a str>,
+}
+
 /// A run the engine refused to start, as its `error` frame's code and message.
 struct Refused(ErrorCode, String);
 
@@ -211,15 +218,12 @@ impl AppState {
             (Some(recorder), Some(thread)) => recorder.turns(user, thread).await,
             _ => Vec::new(),
         };
-        match self.launch(
+        let origin = Origin {
             user,
             connection,
-            request_id.as_deref(),
-            thread,
-            start,
-            history,
-            lease.clone(),
-        ) {
+            request_id: request_id.as_deref(),
+        };
+        match self.launch(origin, thread, start, history, lease.clone()) {
             Ok((run_id, thread_id)) => {
                 if let (Some(cluster), Some(lease)) = (&self.cluster, lease) {
                     let scope = RunScope {
@@ -299,9 +303,11 @@ impl AppState {
     /// Starts the run on an engine made for this request, and tracks it until it ends.
     fn launch(
         self: &Arc<Self>,
-        user: &UserId,
-        connection: &ConnectionId,
-        request_id: Option<&str>,
+        Origin {
+            user,
+            connection,
+            request_id,
+        }: Origin<'_>,
         thread: ThreadId,
         start: StartAgent,
         history: Vec<Turn>,

@@ -1,0 +1,95 @@
+//! Conversations: a follow-up in a thread reaches the `llm` agent's model with the thread's
+//! earlier turns, read from the history store; a new thread starts with none.
+
+use llm_agent::LlmConfig;
+use serde_json::json;
+
+use crate::llm::{Model, Piece, Reply, content};
+use crate::server_support::{Client, start_server};
+
+/// A follow-up in a thread reaches the model with the thread's earlier turns (from the
+/// history store), before the new question; a new thread starts with none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_reaches_the_model_with_the_earlier_turns() {
+    let answer =
+        |text: &'static str| Reply::Stream(vec![content(text), Piece::Raw("data: [DONE]\n\n")]);
+    let model = Model::start(vec![answer("84"), answer("96"), answer("hello")]).await;
+    let dir =
+        std::env::temp_dir().join(format!("agent-it-llm-{}", core_context::RunId::generate()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = format!("sqlite://{}", dir.join("history.db").display());
+    let base = format!("http://{}/v1", model.addr);
+    let server = start_server(move |config| {
+        config.store = Some(store);
+        config.llm = Some(LlmConfig::new(base, "test-model"));
+    })
+    .await;
+    let mut alice = Client::user(server.addr(), "alice").await;
+    let ask = |message: &str, thread: Option<&str>| {
+        let mut payload = json!({"agent": "llm", "message": message});
+        if let Some(thread) = thread {
+            payload["thread_id"] = json!(thread);
+        }
+        json!({"type": "start_agent", "payload": payload})
+    };
+    let mut thread = None;
+    for (message, continue_thread) in [("What is 12*7?", false), ("and 12*8?", true), ("hi", false)]
+    {
+        alice
+            .send(ask(
+                message,
+                if continue_thread {
+                    thread.as_deref()
+                } else {
+                    None
+                },
+            ))
+            .await;
+        let accepted = alice.reply().await;
+        assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+        thread.get_or_insert_with(|| accepted["thread_id"].as_str().unwrap().to_owned());
+        let run = accepted["run_id"].clone();
+        loop {
+            let frame = alice.next().await;
+            if frame["run_id"] == run && frame["type"] == "agent_completed" {
+                break;
+            }
+        }
+    }
+    let conversations: Vec<Vec<(String, String)>> = model
+        .requests()
+        .iter()
+        .map(|(_, body)| {
+            body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        m["role"].as_str().unwrap().to_owned(),
+                        m["content"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(r, c)| ((*r).to_owned(), (*c).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        conversations,
+        [
+            pairs(&[("user", "What is 12*7?")]),
+            pairs(&[
+                ("user", "What is 12*7?"),
+                ("assistant", "84"),
+                ("user", "and 12*8?")
+            ]),
+            pairs(&[("user", "hi")]),
+        ]
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
