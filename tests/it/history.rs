@@ -431,3 +431,72 @@ async fn the_writer_keeps_sub_runs_with_their_run_and_flushes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_erases_old_threads_and_each_users_oldest_past_the_cap() {
+    let stores = stores().await;
+    for (kind, store) in &stores.list {
+        let (gina, hugo) = (user("gina"), user("hugo"));
+        let mut ginas = Vec::new();
+        for at in [10, 20, 30, 40, 50] {
+            let (thread, run) = (ThreadId::generate(), RunId::generate());
+            store
+                .apply(&[
+                    started(&gina, &run, &thread, "q", at),
+                    on(&run, thinking(1), at),
+                ])
+                .await
+                .unwrap();
+            ginas.push((thread, run));
+        }
+        let hugos = ThreadId::generate();
+        store
+            .apply(&[started(&hugo, &RunId::generate(), &hugos, "q", 5)])
+            .await
+            .unwrap();
+        // Older than 15 ms: gina's first (10) and hugo's (5); past a cap of 2: gina's 20 and 30.
+        let erased = store.prune(15, 2).await.unwrap();
+        assert_eq!(erased, 4, "{kind}");
+        let left: Vec<String> = store
+            .threads(&gina, 10, None)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|t| t.thread_id)
+            .collect();
+        let expected: Vec<String> = [&ginas[4].0, &ginas[3].0]
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect();
+        assert_eq!(left, expected, "{kind}");
+        assert!(
+            store.run(&gina, &ginas[0].1).await.unwrap().is_none(),
+            "{kind}: a pruned run stays"
+        );
+        assert!(
+            store.run(&gina, &ginas[2].1).await.unwrap().is_none(),
+            "{kind}"
+        );
+        let kept = store
+            .run(&gina, &ginas[4].1)
+            .await
+            .unwrap()
+            .expect("the newest run");
+        assert_eq!(kept.events.len(), 1, "{kind}");
+        assert!(
+            store
+                .threads(&hugo, 10, None)
+                .await
+                .unwrap()
+                .items
+                .is_empty(),
+            "{kind}"
+        );
+        assert_eq!(
+            store.prune(15, 2).await.unwrap(),
+            0,
+            "{kind}: nothing more to erase"
+        );
+    }
+}

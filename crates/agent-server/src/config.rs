@@ -103,6 +103,12 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub store: String,
+    /// Threads not updated for this long are erased with their runs (`90d`, `12h`, ...).
+    #[arg(long, env = "AGENT_SERVER_HISTORY_MAX_AGE", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub history_max_age: Duration,
+    /// Threads kept per user; past it the oldest are erased.
+    #[arg(long, env = "AGENT_SERVER_HISTORY_MAX_THREADS_PER_USER", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub history_max_threads_per_user: u64,
 }
 
 /// Reads a `--store` value: `None` for `none`.
@@ -223,6 +229,10 @@ pub struct ServerConfig {
     pub run_lease_ttl: Duration,
     /// The history store's URL; `None` keeps no history.
     pub store: Option<String>,
+    /// How long a thread is kept after its last update.
+    pub history_max_age: Duration,
+    /// Threads kept per user.
+    pub history_max_threads_per_user: u64,
 }
 
 impl Default for ServerConfig {
@@ -243,6 +253,8 @@ impl Default for ServerConfig {
             broker: BrokerChoice::InProcess,
             run_lease_ttl: Duration::from_secs(15),
             store: None,
+            history_max_age: Duration::from_secs(90 * 86_400),
+            history_max_threads_per_user: 1_000,
         }
     }
 }
@@ -307,6 +319,8 @@ impl ServerConfig {
             broker: BrokerChoice::parse(&args.broker)?,
             run_lease_ttl: Duration::from_secs(args.run_lease_secs),
             store: store_url(&args.store)?,
+            history_max_age: args.history_max_age,
+            history_max_threads_per_user: args.history_max_threads_per_user,
         })
     }
 }
@@ -387,6 +401,12 @@ mod tests {
                 ),
             ),
             (&["--store", "sqlite://"], Err("is not a store")),
+            (&["--history-max-age", "30d"], Ok(())),
+            (&["--history-max-age", "soon"], Err("--history-max-age")),
+            (
+                &["--history-max-threads-per-user", "0"],
+                Err("--history-max-threads-per-user"),
+            ),
         ];
         for (argv, expected) in table {
             check(argv, *expected);

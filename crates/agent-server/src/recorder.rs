@@ -155,6 +155,18 @@ impl Recorder {
         turns
     }
 
+    /// Erases threads older than `max_age` and each user's past `max_threads`.
+    pub async fn prune(&self, max_age: Duration, max_threads: u64) {
+        let before = now_ms() - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        match self.store.prune(before, max_threads).await {
+            Ok(0) => {}
+            Ok(threads) => {
+                tracing::info!(threads, "history: erased threads past the retention limits")
+            }
+            Err(error) => tracing::warn!(%error, "history: cannot apply the retention limits now"),
+        }
+    }
+
     /// Says this node is alive and interrupts the runs of nodes that stopped (Postgres).
     pub async fn tick(&self) {
         let now = now_ms();

@@ -153,20 +153,34 @@ impl RunningServer {
     }
 }
 
-/// The history's heartbeat and interrupted-run sweep, every [`HEARTBEAT`].
+/// How often the history's retention limits are applied (and once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+
+/// The history's heartbeat and interrupted-run sweep, every [`HEARTBEAT`], and its
+/// retention, every [`PRUNE_EVERY`].
 fn spawn_history_tick(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
     state.recorder.as_ref()?;
     let weak = Arc::downgrade(state);
     Some(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(HEARTBEAT);
-        ticks.tick().await;
+        let mut last_prune: Option<Instant> = None;
         loop {
             ticks.tick().await;
             let Some(state) = weak.upgrade() else {
                 return;
             };
-            if let Some(recorder) = &state.recorder {
+            let Some(recorder) = &state.recorder else {
+                return;
+            };
+            if last_prune.is_some() {
                 recorder.tick().await;
+            }
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                let config = &state.config;
+                recorder
+                    .prune(config.history_max_age, config.history_max_threads_per_user)
+                    .await;
+                last_prune = Some(Instant::now());
             }
         }
     }))

@@ -75,6 +75,15 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// missing one.
     async fn delete_thread(&self, user: &UserId, thread: &ThreadId) -> Result<bool, HistoryError>;
 
+    /// Erases threads (with their runs and events) not updated since `updated_before_ms`,
+    /// and each user's oldest threads past their newest `max_threads_per_user`. Returns how
+    /// many threads were erased.
+    async fn prune(
+        &self,
+        updated_before_ms: i64,
+        max_threads_per_user: u64,
+    ) -> Result<u64, HistoryError>;
+
     /// Records that `node` is alive at `now_ms`.
     async fn heartbeat(&self, node: &str, now_ms: i64) -> Result<(), HistoryError>;
 

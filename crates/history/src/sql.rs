@@ -364,6 +364,42 @@ impl HistoryStore for SqlStore {
         Ok(deleted > 0)
     }
 
+    async fn prune(
+        &self,
+        updated_before_ms: i64,
+        max_threads_per_user: u64,
+    ) -> Result<u64, HistoryError> {
+        let mut tx = self.pool.begin().await?;
+        let old = sqlx::query("DELETE FROM threads WHERE updated_ms < $1")
+            .bind(updated_before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let over = sqlx::query(
+            "DELETE FROM threads WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
+             (PARTITION BY user_id ORDER BY updated_ms DESC, id DESC) AS newest FROM threads) ranked \
+             WHERE newest > $1)",
+        )
+        .bind(i64::try_from(max_threads_per_user).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if old + over > 0 {
+            sqlx::query(
+                "DELETE FROM runs WHERE NOT EXISTS (SELECT 1 FROM threads t WHERE t.id = runs.thread_id)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM run_events WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = run_events.run_id)",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(old + over)
+    }
+
     async fn heartbeat(&self, node: &str, now_ms: i64) -> Result<(), HistoryError> {
         sqlx::query(
             "INSERT INTO nodes (id, last_seen_ms) VALUES ($1, $2) \
