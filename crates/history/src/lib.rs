@@ -12,6 +12,7 @@
 //! **Architecture Invariant:** every read and every delete is keyed by the authenticated
 //! user: another user's thread or run reads exactly like a missing one.
 
+mod apply;
 mod model;
 mod sql;
 mod writer;

@@ -2,6 +2,10 @@
 //! portable SQL for both (`$N` parameters, which SQLite reads in order too).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 use core_context::{EventKind, RunId, ThreadId, UserId};
@@ -12,14 +16,18 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyPool, Row};
 
-use crate::model::{
-    Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadSummary, Write, title_of,
-};
+use crate::model::{Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadSummary, Write};
 use crate::{HistoryError, HistoryStore};
 
 /// The migrations, embedded from `crates/history/migrations` (version, name, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "history", include_str!("../migrations/0001_history.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "history", include_str!("../migrations/0001_history.sql")),
+    (
+        2,
+        "event chunks",
+        include_str!("../migrations/0002_event_chunks.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded;
@@ -48,6 +56,8 @@ impl MigrationSource<'static> for Embedded {
 pub struct SqlStore {
     pool: AnyPool,
     shared: bool,
+    /// The next chunk number of each run started through this store and not ended.
+    chunks: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 const RUN_COLUMNS: &str =
@@ -92,90 +102,13 @@ impl SqlStore {
         Ok(Self {
             pool,
             shared: !sqlite,
+            chunks: Arc::new(Mutex::new(HashMap::new())),
         })
-    }
-
-    async fn apply_one(tx: &mut sqlx::AnyConnection, write: &Write) -> Result<(), sqlx::Error> {
-        match write {
-            Write::RunStarted {
-                user,
-                run_id,
-                thread_id,
-                agent,
-                message,
-                node,
-                at_ms,
-            } => {
-                sqlx::query(
-                    "INSERT INTO threads (id, user_id, title, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $4) \
-                     ON CONFLICT (id) DO UPDATE SET updated_ms = $4",
-                )
-                .bind(thread_id.as_str())
-                .bind(user.as_str())
-                .bind(title_of(message))
-                .bind(*at_ms)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO runs (id, thread_id, user_id, agent, message, status, node, started_ms) \
-                     VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(run_id.as_str())
-                .bind(thread_id.as_str())
-                .bind(user.as_str())
-                .bind(agent.as_str())
-                .bind(message.as_str())
-                .bind(node.as_str())
-                .bind(*at_ms)
-                .execute(&mut *tx)
-                .await?;
-            }
-            Write::RunRefused { run_id, thread_id } => {
-                sqlx::query("DELETE FROM runs WHERE id = $1")
-                    .bind(run_id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "DELETE FROM threads WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM runs WHERE thread_id = $1)",
-                )
-                .bind(thread_id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            Write::Event { root, event, at_ms } => {
-                let text = serde_json::to_string(event)
-                    .map_err(|e| sqlx::Error::Protocol(format!("event encoding: {e}")))?;
-                sqlx::query(
-                    "INSERT INTO run_events (run_id, idx, event) \
-                     SELECT $1, COALESCE(MAX(idx), -1) + 1, $2 FROM run_events WHERE run_id = $1",
-                )
-                .bind(root.as_str())
-                .bind(text)
-                .execute(&mut *tx)
-                .await?;
-                if event.parent_run_id.is_none() {
-                    if let Some((status, outcome, code)) = ending(&event.kind) {
-                        sqlx::query(
-                            "UPDATE runs SET status = $2, outcome = $3, error_code = $4, finished_ms = $5 \
-                             WHERE id = $1 AND status = 'running'",
-                        )
-                        .bind(event.run_id.as_str())
-                        .bind(status.as_str())
-                        .bind(outcome)
-                        .bind(code)
-                        .bind(*at_ms)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 }
 
 /// How a terminal event ends its run: status, outcome (JSON), error code.
-fn ending(kind: &EventKind) -> Option<(RunStatus, Option<String>, Option<String>)> {
+pub(crate) fn ending(kind: &EventKind) -> Option<(RunStatus, Option<String>, Option<String>)> {
     match kind {
         EventKind::AgentCompleted { result, .. } => Some((
             RunStatus::Completed,
@@ -227,9 +160,7 @@ fn parse_cursor(cursor: &str) -> Result<(i64, String), HistoryError> {
 impl HistoryStore for SqlStore {
     async fn apply(&self, batch: &[Write]) -> Result<(), HistoryError> {
         let mut tx = self.pool.begin().await?;
-        for write in batch {
-            Self::apply_one(&mut tx, write).await?;
-        }
+        crate::apply::apply(&mut tx, batch, &self.chunks, !self.shared).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -311,17 +242,18 @@ impl HistoryStore for SqlStore {
         else {
             return Ok(None);
         };
-        let events = sqlx::query("SELECT event FROM run_events WHERE run_id = $1 ORDER BY idx")
-            .bind(run.as_str())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| {
-                let text: String = row.try_get("event")?;
-                serde_json::from_str::<Value>(&text)
-                    .map_err(|e| sqlx::Error::Decode(format!("stored event: {e}").into()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut events = Vec::new();
+        for row in
+            sqlx::query("SELECT events FROM run_event_chunks WHERE run_id = $1 ORDER BY chunk")
+                .bind(run.as_str())
+                .fetch_all(&self.pool)
+                .await?
+        {
+            let text: String = row.try_get("events")?;
+            let chunk: Vec<Value> = serde_json::from_str(&text)
+                .map_err(|e| sqlx::Error::Decode(format!("stored events: {e}").into()))?;
+            events.extend(chunk);
+        }
         Ok(Some(RunDetail {
             run: run_summary(&row)?,
             events,
@@ -348,7 +280,7 @@ impl HistoryStore for SqlStore {
             .rows_affected();
         if deleted > 0 {
             sqlx::query(
-                "DELETE FROM run_events WHERE run_id IN (SELECT id FROM runs WHERE thread_id = $1 AND user_id = $2)",
+                "DELETE FROM run_event_chunks WHERE run_id IN (SELECT id FROM runs WHERE thread_id = $1 AND user_id = $2)",
             )
             .bind(thread.as_str())
             .bind(user.as_str())
@@ -391,7 +323,7 @@ impl HistoryStore for SqlStore {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "DELETE FROM run_events WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = run_events.run_id)",
+                "DELETE FROM run_event_chunks WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = run_event_chunks.run_id)",
             )
             .execute(&mut *tx)
             .await?;

@@ -20,7 +20,8 @@ use crate::{HistoryStore, Write};
 pub struct WriterConfig {
     /// Writes waiting at most; past it new writes are dropped (and counted).
     pub queue: usize,
-    /// Writes per transaction at most.
+    /// Writes per transaction at most (each transaction is a handful of multi-row
+    /// statements whatever its size).
     pub batch: usize,
 }
 
@@ -28,7 +29,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             queue: 100_000,
-            batch: 512,
+            batch: 2_048,
         }
     }
 }
@@ -49,13 +50,21 @@ enum Job {
     Flush(oneshot::Sender<()>),
 }
 
+/// What the writer follows of the runs in flight.
+#[derive(Default)]
+struct Tracking {
+    /// Sub-runs' top-level runs, so their events are kept with the run the user started.
+    roots: HashMap<RunId, RunId>,
+}
+
 /// The queue in front of a [`HistoryStore`]; cloning gives another handle to it.
 #[derive(Clone)]
 pub struct HistoryWriter {
     queue: mpsc::Sender<Job>,
     stats: Arc<WriterStats>,
-    /// Sub-runs' top-level runs, so their events are kept with the run the user started.
-    roots: Arc<Mutex<HashMap<RunId, RunId>>>,
+    /// Finding an event's run and queueing it happen under this lock, so a run's events are
+    /// queued in the order they were recorded.
+    tracking: Arc<Mutex<Tracking>>,
 }
 
 impl std::fmt::Debug for HistoryWriter {
@@ -67,15 +76,30 @@ impl std::fmt::Debug for HistoryWriter {
 }
 
 impl HistoryWriter {
-    /// Starts the writer's task on the current runtime.
+    /// Starts the writer on a thread of its own.
     pub fn start(store: Arc<dyn HistoryStore>, config: WriterConfig) -> Self {
         let (queue, jobs) = mpsc::channel(config.queue.max(1));
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(drain(store, jobs, config.batch.max(1), Arc::clone(&stats)));
+        let drained = drain(store, jobs, config.batch.max(1), Arc::clone(&stats));
+        // Its own thread and runtime: under load the server's runtime has thousands of
+        // connection tasks ready, and a writer queued behind them for every statement's
+        // answer falls behind a burst. Its database connections are the store's, which work
+        // from any runtime.
+        let spawned = std::thread::Builder::new()
+            .name("history-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime.block_on(drained),
+                    Err(error) => tracing::error!(%error, "history: cannot start the writer's runtime; nothing will be stored"),
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "history: cannot start the writer's thread; nothing will be stored");
+        }
         Self {
             queue,
             stats,
-            roots: Arc::new(Mutex::new(HashMap::new())),
+            tracking: Arc::new(Mutex::new(Tracking::default())),
         }
     }
 
@@ -84,8 +108,13 @@ impl HistoryWriter {
         &self.stats
     }
 
-    /// Queues `write`; never waits.
+    /// Queues `write`; never waits. A run's start must come before its events.
     pub fn record(&self, write: Write) {
+        let _order = self.tracking.lock();
+        self.send(write);
+    }
+
+    fn send(&self, write: Write) {
         if self.queue.try_send(Job::Write(write)).is_err() {
             let dropped = self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
             if dropped.is_power_of_two() {
@@ -99,22 +128,24 @@ impl HistoryWriter {
 
     /// Queues an event of a run, under its top-level run.
     pub fn record_event(&self, event: &AgentEvent, at_ms: i64) {
-        let root = {
-            let mut roots = self.roots.lock();
-            let root = match &event.parent_run_id {
-                Some(parent) => roots.get(parent).cloned().unwrap_or_else(|| parent.clone()),
-                None => event.run_id.clone(),
-            };
-            if event.parent_run_id.is_some() {
-                if event.kind.is_terminal() {
-                    roots.remove(&event.run_id);
-                } else {
-                    roots.insert(event.run_id.clone(), root.clone());
-                }
-            }
-            root
+        let mut tracking = self.tracking.lock();
+        let root = match &event.parent_run_id {
+            Some(parent) => tracking
+                .roots
+                .get(parent)
+                .cloned()
+                .unwrap_or_else(|| parent.clone()),
+            None => event.run_id.clone(),
         };
-        self.record(Write::Event {
+        let ends = event.kind.is_terminal();
+        if event.parent_run_id.is_some() {
+            if ends {
+                tracking.roots.remove(&event.run_id);
+            } else {
+                tracking.roots.insert(event.run_id.clone(), root.clone());
+            }
+        }
+        self.send(Write::Event {
             root,
             event: event.clone(),
             at_ms,

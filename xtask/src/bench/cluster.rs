@@ -37,6 +37,7 @@ pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> R
     .to_vec();
     args.push(redis.url());
     args.extend(scenario.server.iter().map(|s| (*s).to_owned()));
+    args.extend(["--store".to_owned(), "none".to_owned()]);
     run.server_command = format!(
         "redis-server --port $REDIS_PORT --save '' --appendonly no & {} (× {NODES})",
         shell_line(&binaries.server, &args).replace(&redis.url(), "redis://127.0.0.1:$REDIS_PORT")

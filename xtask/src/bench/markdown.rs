@@ -6,13 +6,15 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::scenarios::{MULTI_NODE, Scenario};
+use super::scenarios::{HISTORY, MULTI_NODE, Scenario};
 
 /// The names of a scenario's two runs: agent-server and the baseline, or, for the
 /// multi-node scenarios, agent-server on one node and on two nodes sharing Redis.
 pub fn labels(scenario: &Scenario) -> (&'static str, &'static str) {
     if scenario.group == MULTI_NODE {
         ("1 node", "2 nodes + Redis")
+    } else if scenario.group == HISTORY {
+        ("store off", "store on (SQLite)")
     } else {
         ("agent-server", "baseline")
     }
@@ -166,6 +168,7 @@ pub fn render(outcomes: &[Outcome], machine: &str, date: &str, quick: bool) -> S
     );
     table(&mut out, outcomes);
     scaling(&mut out, outcomes);
+    history(&mut out, outcomes);
     multi_node(&mut out, outcomes);
     notes(&mut out, outcomes);
     reproduce(&mut out, outcomes, command);
@@ -179,7 +182,10 @@ fn table(out: &mut String, outcomes: &[Outcome]) {
         "| scenario | figure | agent-server | baseline | agent-server / baseline |"
     );
     let _ = writeln!(out, "|---|---|---:|---:|---:|");
-    for outcome in outcomes.iter().filter(|o| o.scenario.group != MULTI_NODE) {
+    for outcome in outcomes
+        .iter()
+        .filter(|o| o.scenario.group != MULTI_NODE && o.scenario.group != HISTORY)
+    {
         let figures = if outcome.scenario.group == "idle" {
             IDLE_FIGURES
         } else {
@@ -239,6 +245,50 @@ fn scaling(out: &mut String, outcomes: &[Outcome]) {
             cell(b, 2),
             ratio(b, a)
         );
+    }
+    let _ = writeln!(out);
+}
+
+/// The cost of the history store: the same burst with no store and with SQLite.
+fn history(out: &mut String, outcomes: &[Outcome]) {
+    let runs: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.scenario.group == HISTORY)
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## History store\n");
+    let _ = writeln!(
+        out,
+        "The burst and the steady load with no history (`--store none`, as in every other \
+         agent-server run above) and with the SQLite store on (`--store sqlite://…`, a fresh \
+         file): every run recorded when it starts and every event as it is emitted, written by \
+         the batching writer on its own thread. Server CPU includes the writer's and SQLite's \
+         threads. The target is at most 10% fewer events/s with the store on.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | figure | store off | store on (SQLite) | on / off |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+    for outcome in runs {
+        for (i, f) in LOAD_FIGURES.iter().take(8).enumerate() {
+            let name = if i == 0 {
+                format!("**{}**: {}", outcome.scenario.name, outcome.scenario.what)
+            } else {
+                String::new()
+            };
+            let (a, b) = (value(&outcome.server, f), value(&outcome.baseline, f));
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} |",
+                f.label,
+                cell(a, f.decimals),
+                cell(b, f.decimals),
+                ratio(b, a)
+            );
+        }
     }
     let _ = writeln!(out);
 }

@@ -106,7 +106,7 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
             markdown::labels(&scenario).0,
             scenario.what
         );
-        let server = run_one(&binaries, &scenario, Kind::AgentServer, &log_dir);
+        let server = run_one(&binaries, &scenario, Kind::AgentServer, &[], &log_dir);
         print_line(&server);
         println!(
             "bench [{}/{total}] {} on {}",
@@ -116,8 +116,24 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
         );
         let baseline = if scenario.group == scenarios::MULTI_NODE {
             cluster::run(&binaries, &scenario, &log_dir)
+        } else if scenario.group == scenarios::HISTORY {
+            let store = log_dir.join(format!("{}.db", scenario.name));
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
+            }
+            let with_store = [
+                "--store".to_owned(),
+                format!("sqlite://{}", store.display()),
+            ];
+            run_one(
+                &binaries,
+                &scenario,
+                Kind::AgentServer,
+                &with_store,
+                &log_dir,
+            )
         } else {
-            run_one(&binaries, &scenario, Kind::Baseline, &log_dir)
+            run_one(&binaries, &scenario, Kind::Baseline, &[], &log_dir)
         };
         print_line(&baseline);
         outcomes.push(Outcome {
@@ -227,7 +243,14 @@ impl Kind {
 }
 
 /// The server's command line for `scenario`.
-fn server_command(binaries: &Binaries, scenario: &Scenario, kind: Kind) -> (PathBuf, Vec<String>) {
+/// The server's command line for `scenario`; agent-server keeps no history unless `extra`
+/// names a store.
+fn server_command(
+    binaries: &Binaries,
+    scenario: &Scenario,
+    kind: Kind,
+    extra: &[String],
+) -> (PathBuf, Vec<String>) {
     let mut args: Vec<String> = Vec::new();
     let program = match kind {
         Kind::AgentServer => {
@@ -243,6 +266,10 @@ fn server_command(binaries: &Binaries, scenario: &Scenario, kind: Kind) -> (Path
                 .map(String::from),
             );
             args.extend(scenario.server.iter().map(|s| (*s).to_owned()));
+            if !extra.iter().any(|a| a == "--store") {
+                args.extend(["--store".to_owned(), "none".to_owned()]);
+            }
+            args.extend(extra.iter().cloned());
             binaries.server.clone()
         }
         Kind::Baseline => {
@@ -286,13 +313,24 @@ pub(crate) fn shell_line(program: &Path, args: &[String]) -> String {
 }
 
 /// Starts the server, runs loadgen against it, stops the server.
-fn run_one(binaries: &Binaries, scenario: &Scenario, kind: Kind, log_dir: &Path) -> Run {
-    let (program, args) = server_command(binaries, scenario, kind);
+fn run_one(
+    binaries: &Binaries,
+    scenario: &Scenario,
+    kind: Kind,
+    extra: &[String],
+    log_dir: &Path,
+) -> Run {
+    let (program, args) = server_command(binaries, scenario, kind, extra);
     let mut run = Run {
         server_command: shell_line(&program, &args),
         ..Run::default()
     };
-    let log = log_dir.join(format!("{}-{}.log", scenario.name, kind.label()));
+    let label = if extra.is_empty() {
+        kind.label()
+    } else {
+        "with-store"
+    };
+    let log = log_dir.join(format!("{}-{label}.log", scenario.name));
     let (mut child, addr) = match start_server(&program, &args, &log) {
         Ok(started) => started,
         Err(e) => {

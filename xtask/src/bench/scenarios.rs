@@ -115,9 +115,28 @@ fn cross_node(name: &'static str, users: u64, mut base: Scenario) -> Scenario {
     }
 }
 
+/// The group of the history scenarios: each runs with no store (`--store none`, as every
+/// other agent-server run here) and with the SQLite store on.
+pub const HISTORY: &str = "history";
+
 /// The scenarios, full or quick.
 pub fn scenarios(quick: bool) -> Vec<Scenario> {
     let mut all = single_node(quick);
+    let mut with_store = if quick {
+        vec![
+            burst("burst-store", 500, 1_000),
+            steady("steady-store", HISTORY, 1_000, 100, 3),
+        ]
+    } else {
+        vec![
+            burst("burst-store", 5_000, 10_000),
+            steady("steady-store", HISTORY, 10_000, 1_000, 20),
+        ]
+    };
+    for scenario in &mut with_store {
+        scenario.group = HISTORY;
+    }
+    all.extend(with_store);
     all.extend(if quick {
         vec![
             cross_node("cross-burst", 200, burst("", 0, 400)),
@@ -183,7 +202,9 @@ mod tests {
         };
         assert_eq!(
             groups(false),
-            ["burst", "steady", "light", "idle", "scaling", MULTI_NODE]
+            [
+                "burst", "steady", "light", "idle", "scaling", HISTORY, MULTI_NODE
+            ]
         );
         assert_eq!(groups(true), groups(false));
     }
