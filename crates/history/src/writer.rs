@@ -161,6 +161,9 @@ impl HistoryWriter {
     }
 }
 
+/// How long a small batch waits for more writes.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Attempts per batch before it is dropped.
 const ATTEMPTS: u32 = 5;
 
@@ -172,6 +175,18 @@ async fn drain(
 ) {
     let mut received = Vec::with_capacity(batch_size);
     while jobs.recv_many(&mut received, batch_size).await > 0 {
+        // A small batch waits a little for more (unless a flush is waiting): a transaction
+        // per handful of writes would cost more than the writes.
+        let flushing = received.iter().any(|job| matches!(job, Job::Flush(_)));
+        if received.len() < batch_size && !flushing {
+            tokio::time::sleep(LINGER).await;
+            while received.len() < batch_size {
+                match jobs.try_recv() {
+                    Ok(job) => received.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut writes = Vec::with_capacity(received.len());
         let mut flushes = Vec::new();
         for job in received.drain(..) {
