@@ -107,7 +107,7 @@ async fn runs_keep_their_events_and_end_with_their_terminal_event() {
                 EventKind::AgentCompleted {
                     result: json!({"answer": 84}),
                     duration_ms: 5,
-                    usage: None,
+                    usage: Some(json!({"prompt_tokens": 12, "completion_tokens": 3})),
                 },
                 RunStatus::Completed,
             ),

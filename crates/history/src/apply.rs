@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use sqlx::AnyConnection;
 
 use crate::Write;
-use crate::model::{RunStatus, title_of};
+use crate::model::title_of;
 use crate::sql::ending;
 
 /// Rows per multi-row statement (at most 7 parameters a row: 3,500, far below SQLite's
@@ -148,7 +148,7 @@ pub(crate) async fn apply(
     end_and_refuse(tx, endings, refusals, sqlite).await
 }
 
-type Ending<'a> = (&'a str, (RunStatus, Option<String>, Option<String>), i64);
+type Ending<'a> = (&'a str, crate::sql::Ending, i64);
 
 async fn insert_events(
     tx: &mut AnyConnection,
@@ -194,33 +194,36 @@ async fn end_and_refuse(
         // busy scheduler, so fewer statements is what keeps the writer ahead.
         let rows: Vec<String> = (0..chunk.len())
             .map(|row| {
-                let at = row * 5;
+                let at = row * 6;
                 format!(
-                    "(${}, ${}, ${}, ${}, CAST(${} AS BIGINT))",
+                    "(${}, ${}, ${}, ${}, ${}, CAST(${} AS BIGINT))",
                     at + 1,
                     at + 2,
                     at + 3,
                     at + 4,
-                    at + 5
+                    at + 5,
+                    at + 6
                 )
             })
             .collect();
         let sql = dialect(
             format!(
-                "WITH e(id, status, outcome, error_code, finished_ms) AS (VALUES {}) \
+                "WITH e(id, status, outcome, error_code, usage, finished_ms) AS (VALUES {}) \
                  UPDATE runs SET status = e.status, outcome = e.outcome, error_code = e.error_code, \
-                 finished_ms = e.finished_ms FROM e WHERE runs.id = e.id AND runs.status = 'running'",
+                 usage = e.usage, finished_ms = e.finished_ms FROM e \
+                 WHERE runs.id = e.id AND runs.status = 'running'",
                 rows.join(", ")
             ),
             sqlite,
         );
         let mut query = sqlx::query(&sql);
-        for (run, (status, outcome, code), at_ms) in chunk {
+        for (run, end, at_ms) in chunk {
             query = query
                 .bind(*run)
-                .bind(status.as_str())
-                .bind(outcome.clone())
-                .bind(code.clone())
+                .bind(end.status.as_str())
+                .bind(end.outcome.clone())
+                .bind(end.error_code.clone())
+                .bind(end.usage.clone())
                 .bind(*at_ms);
         }
         query.execute(&mut *tx).await?;

@@ -76,6 +76,8 @@ pub struct RunSummary {
     pub outcome: Option<Value>,
     /// The `agent_error` code, when it failed.
     pub error_code: Option<String>,
+    /// Token usage, for a model-backed run that completed.
+    pub usage: Option<Value>,
     /// When it started (Unix ms).
     pub started_ms: i64,
     /// When it ended (Unix ms).

@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event chunks",
         include_str!("../migrations/0002_event_chunks.sql"),
     ),
+    (
+        3,
+        "run usage",
+        include_str!("../migrations/0003_run_usage.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -61,7 +66,7 @@ pub struct SqlStore {
 }
 
 const RUN_COLUMNS: &str =
-    "id, thread_id, agent, message, status, outcome, error_code, started_ms, finished_ms";
+    "id, thread_id, agent, message, status, outcome, error_code, usage, started_ms, finished_ms";
 
 impl SqlStore {
     /// Connects to `url` (`sqlite://file.db`, created if missing, or `postgres://…`) and
@@ -107,16 +112,38 @@ impl SqlStore {
     }
 }
 
-/// How a terminal event ends its run: status, outcome (JSON), error code.
-pub(crate) fn ending(kind: &EventKind) -> Option<(RunStatus, Option<String>, Option<String>)> {
+/// How a terminal event ends its run.
+pub(crate) struct Ending {
+    pub(crate) status: RunStatus,
+    /// The result, as JSON.
+    pub(crate) outcome: Option<String>,
+    pub(crate) error_code: Option<String>,
+    /// Token usage, as JSON.
+    pub(crate) usage: Option<String>,
+}
+
+/// How `kind` ends its run, if it is terminal.
+pub(crate) fn ending(kind: &EventKind) -> Option<Ending> {
+    let end = |status,
+               outcome: Option<String>,
+               error_code: Option<String>,
+               usage: Option<String>| Ending {
+        status,
+        outcome,
+        error_code,
+        usage,
+    };
     match kind {
-        EventKind::AgentCompleted { result, .. } => Some((
+        EventKind::AgentCompleted { result, usage, .. } => Some(end(
             RunStatus::Completed,
             serde_json::to_string(result).ok(),
             None,
+            usage.as_ref().and_then(|u| serde_json::to_string(u).ok()),
         )),
-        EventKind::AgentError { code, .. } => Some((RunStatus::Failed, None, Some(code.clone()))),
-        EventKind::AgentCancelled { .. } => Some((RunStatus::Cancelled, None, None)),
+        EventKind::AgentError { code, .. } => {
+            Some(end(RunStatus::Failed, None, Some(code.clone()), None))
+        }
+        EventKind::AgentCancelled { .. } => Some(end(RunStatus::Cancelled, None, None, None)),
         _ => None,
     }
 }
@@ -124,6 +151,7 @@ pub(crate) fn ending(kind: &EventKind) -> Option<(RunStatus, Option<String>, Opt
 fn run_summary(row: &AnyRow) -> Result<RunSummary, sqlx::Error> {
     let status: String = row.try_get("status")?;
     let outcome: Option<String> = row.try_get("outcome")?;
+    let usage: Option<String> = row.try_get("usage")?;
     Ok(RunSummary {
         run_id: row.try_get("id")?,
         thread_id: row.try_get("thread_id")?,
@@ -133,6 +161,7 @@ fn run_summary(row: &AnyRow) -> Result<RunSummary, sqlx::Error> {
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown run status {status:?}").into()))?,
         outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
         error_code: row.try_get("error_code")?,
+        usage: usage.and_then(|u| serde_json::from_str(&u).ok()),
         started_ms: row.try_get("started_ms")?,
         finished_ms: row.try_get("finished_ms")?,
     })
