@@ -343,3 +343,74 @@ async fn history_outlives_restarts_and_a_killed_run_is_interrupted() {
     assert_eq!(continued, thread);
     again.shutdown().await;
 }
+
+/// Two nodes share one history on Postgres: a run on one node is read, continued and erased
+/// through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_on_postgres_share_one_history() {
+    let postgres = crate::postgres_support::PostgresServer::start();
+    let url = postgres.url();
+    // The server's first connection may meet a database still starting up.
+    let mut first = None;
+    for _ in 0..100 {
+        if history::SqlStore::connect(&url).await.is_ok() {
+            first = Some(server(&url).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = first.expect("postgres came up");
+    let b = server(&url).await;
+    let mut on_a = Client::user(a.addr(), "ivy").await;
+    let (run, thread) = run_to_end(&mut on_a, "r1", None).await;
+    let detail = eventually(b.addr(), &format!("/v1/runs/{run}"), "ivy", |r| {
+        r["status"] == "completed"
+    })
+    .await;
+    assert_eq!(detail["events"].as_array().unwrap().len(), 6);
+    // The thread started on node A continues on node B, and is still ivy's alone.
+    let mut on_b = Client::user(b.addr(), "ivy").await;
+    let (_, continued) = run_to_end(&mut on_b, "r2", Some(&thread)).await;
+    assert_eq!(continued, thread);
+    let listed = eventually(a.addr(), &format!("/v1/threads/{thread}"), "ivy", |t| {
+        t["runs"].as_array().is_some_and(|r| r.len() == 2)
+    })
+    .await;
+    assert_eq!(listed["title"], "question r1");
+    assert_eq!(
+        http(
+            a.addr(),
+            "GET",
+            &format!("/v1/threads/{thread}"),
+            Some("jack")
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        http(
+            b.addr(),
+            "DELETE",
+            &format!("/v1/threads/{thread}"),
+            Some("ivy")
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        http(
+            a.addr(),
+            "GET",
+            &format!("/v1/threads/{thread}"),
+            Some("ivy")
+        )
+        .await
+        .0,
+        404
+    );
+    for node in [a, b] {
+        node.shutdown().await;
+    }
+}
