@@ -48,7 +48,12 @@ async fn server(store: &str) -> RunningServer {
 }
 
 /// One HTTP/1.1 request as `user`; returns the status and the JSON body (`Null` if none).
-async fn http(addr: SocketAddr, method: &str, path: &str, user: Option<&str>) -> (u16, Value) {
+pub(crate) async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    user: Option<&str>,
+) -> (u16, Value) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = user.map_or(String::new(), |u| {
         format!("Authorization: Bearer {}\r\n", token(u))

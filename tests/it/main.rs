@@ -27,6 +27,7 @@ mod llm;
 mod loadgen;
 mod multinode;
 mod multinode_runs;
+mod operations;
 mod postgres_support;
 mod redis_support;
 mod server;

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 /// Runs AI agents per user and streams what they do, live, to exactly that user.
 #[derive(Debug, Parser)]
-#[command(name = "agent-server", version)]
+#[command(name = "agent-server", version, long_version = env!("AGENT_SERVER_LONG_VERSION"))]
 struct Cli {
     #[command(subcommand)]
     command: Command,

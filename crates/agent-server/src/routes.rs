@@ -35,11 +35,69 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/agents", get(list_agents))
         .route("/ws", get(ws_handler))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .merge(crate::history_http::routes());
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .route("/version", get(version))
+        .merge(crate::history_http::routes())
+        .fallback(unknown_route);
     if state.auth.dev_tokens() {
         router = router.route("/dev/token", post(dev_token));
     }
     router.with_state(state)
+}
+
+/// The routes a client can use, for the 404 of an unknown one.
+const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /ws, GET /health, GET /healthz, GET /readyz, \
+    GET /version, GET /v1/threads, GET /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
+    GET /v1/runs/{run_id}, POST /dev/token (only without a configured secret)";
+
+/// An unknown route: a JSON 404 that names the known ones.
+async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!(
+            "no route {method} {}; the routes are {KNOWN_ROUTES}",
+            uri.path()
+        ),
+    )
+}
+
+/// `GET /readyz`: 200 when the server takes traffic; 503 while it drains, or while its
+/// broker (Redis) or its history store fails, with each check's state.
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let broker = state.bridge.broker_healthy();
+    let store = state.recorder.as_ref().map(|r| {
+        r.writer()
+            .stats()
+            .last_ok
+            .load(std::sync::atomic::Ordering::Relaxed)
+    });
+    let word = |ok: bool| if ok { "ok" } else { "failing" };
+    let ready = !draining && broker && store.unwrap_or(true);
+    let body = json!({
+        "status": if draining { "draining" } else if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "broker": word(broker),
+            "store": store.map_or("none", word),
+        },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /version`: the server's version and the git revision it was built from.
+async fn version() -> Json<serde_json::Value> {
+    Json(json!({
+        "name": "agent-server",
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_revision": option_env!("AGENT_SERVER_GIT_REVISION").unwrap_or("unknown"),
+    }))
 }
 
 /// The agents a client can start, with their descriptions (public: names are not secrets).
@@ -141,6 +199,13 @@ async fn ws_handler(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown,
+            "the server is shutting down; connect again (to another node) and resume".into(),
+        );
+    }
     let max = state.config.bridge.max_connections_per_user;
     if state.bridge.connection_count(&user) >= max {
         return refuse(

@@ -103,13 +103,14 @@ impl RunningServer {
         &self.state
     }
 
-    /// Graceful shutdown: stop accepting connections and runs, let runs finish for up to the
+    /// Graceful shutdown: refuse new sockets and runs (HTTP stays up, so `/readyz` answers
+    /// 503 `draining` and load balancers move traffic away), let runs finish for up to the
     /// grace period, cancel the rest (their terminal events are emitted), deliver everything
-    /// queued, then close every connection with 1001 and a reason that says to resume.
+    /// queued, close every connection with 1001 and a reason that says to resume, then stop
+    /// listening.
     pub async fn shutdown(self) {
         let state = &self.state;
         state.draining.store(true, Ordering::Relaxed);
-        state.stop_accepting.cancel();
         let deadline = Instant::now() + state.config.shutdown_grace;
         while Instant::now() < deadline {
             let stats = state.factory.stats();
@@ -145,6 +146,7 @@ impl RunningServer {
         while state.open_connections() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        state.stop_accepting.cancel();
         self.maintenance.abort();
         for task in &self.cluster_tasks {
             task.abort();

@@ -43,6 +43,10 @@ pub struct WriterStats {
     pub dropped_full: AtomicU64,
     /// Writes dropped because the store failed them repeatedly.
     pub dropped_failed: AtomicU64,
+    /// Batches that failed at least once (each retry counts).
+    pub failed_attempts: AtomicU64,
+    /// Whether the last batch reached the store (true until one fails).
+    pub last_ok: std::sync::atomic::AtomicBool,
 }
 
 enum Job {
@@ -79,7 +83,10 @@ impl HistoryWriter {
     /// Starts the writer on a thread of its own.
     pub fn start(store: Arc<dyn HistoryStore>, config: WriterConfig) -> Self {
         let (queue, jobs) = mpsc::channel(config.queue.max(1));
-        let stats = Arc::new(WriterStats::default());
+        let stats = Arc::new(WriterStats {
+            last_ok: std::sync::atomic::AtomicBool::new(true),
+            ..WriterStats::default()
+        });
         let drained = drain(store, jobs, config.batch.max(1), Arc::clone(&stats));
         // Its own thread and runtime: under load the server's runtime has thousands of
         // connection tasks ready, and a writer queued behind them for every statement's
@@ -209,12 +216,15 @@ async fn store_batch(store: &dyn HistoryStore, writes: &[Write], stats: &WriterS
     for attempt in 1..=ATTEMPTS {
         match store.apply(writes).await {
             Ok(()) => {
+                stats.last_ok.store(true, Ordering::Relaxed);
                 stats
                     .written
                     .fetch_add(writes.len() as u64, Ordering::Relaxed);
                 return;
             }
             Err(error) if attempt < ATTEMPTS => {
+                stats.last_ok.store(false, Ordering::Relaxed);
+                stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, attempt, "history: a batch failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;

@@ -24,7 +24,7 @@ pub use runs::{CancelRequest, ClusterRuns, Lease, LostRun, NODE_LOST};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -122,6 +122,10 @@ pub(crate) struct Shared {
     cancels: Mutex<Option<mpsc::UnboundedSender<CancelRequest>>>,
     /// Events waiting for the publisher.
     queued: AtomicUsize,
+    /// Whether the live (pub/sub) connection is up.
+    live_up: AtomicBool,
+    /// Whether the publisher's last attempt reached Redis.
+    publish_up: AtomicBool,
     /// The publish counter of the last event the publisher is done with.
     sent_through: watch::Sender<u64>,
     next_attachment: AtomicU64,
@@ -280,6 +284,8 @@ impl RedisBroker {
             conn: conn.clone(),
             attached: Mutex::new(HashMap::new()),
             queued: AtomicUsize::new(0),
+            live_up: AtomicBool::new(false),
+            publish_up: AtomicBool::new(true),
             sent_through: watch::Sender::new(0),
             next_attachment: AtomicU64::new(1),
             stats: BrokerStats::default(),
@@ -489,6 +495,11 @@ impl Broker for RedisBroker {
     /// Users this node follows (holds connections of).
     fn stream_count(&self) -> usize {
         self.shared.attached.lock().len()
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.live_up.load(Ordering::Relaxed)
+            && self.shared.publish_up.load(Ordering::Relaxed)
     }
 
     async fn flush(&self) -> Result<(), BrokerError> {

@@ -49,12 +49,14 @@ pub(crate) async fn run(
         loop {
             match send(&shared, &mut conn, &batch).await {
                 Ok(()) => {
+                    shared.publish_up.store(true, Ordering::Relaxed);
                     if failed_before {
                         tracing::info!(events = batch.len(), "redis broker: publishing again");
                     }
                     break;
                 }
                 Err(error) if retryable(&error) => {
+                    shared.publish_up.store(false, Ordering::Relaxed);
                     shared.stats.publish_retries.fetch_add(1, Ordering::Relaxed);
                     if !failed_before {
                         tracing::warn!(%error, events = batch.len(), "redis broker: publish failed; retrying with backoff");

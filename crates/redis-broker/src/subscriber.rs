@@ -270,6 +270,9 @@ pub(crate) async fn run(
             }
         }
         connected_before = true;
+        shared
+            .live_up
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -290,6 +293,9 @@ pub(crate) async fn run(
                 },
             }
         }
+        shared
+            .live_up
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         shared
             .stats
             .subscriber_disconnects

@@ -264,6 +264,11 @@ impl AgentWebSocketBridge {
         self.inner.broker.flush().await
     }
 
+    /// Whether the broker can take and deliver events now (see [`Broker::healthy`]).
+    pub fn broker_healthy(&self) -> bool {
+        self.inner.broker.healthy()
+    }
+
     /// Closes every connection with [`CloseReason::Shutdown`]; queued frames are still
     /// delivered first.
     pub fn close_all(&self) {

@@ -155,6 +155,12 @@ pub trait Broker: Send + Sync + 'static {
     async fn flush(&self) -> Result<(), BrokerError> {
         Ok(())
     }
+
+    /// Whether the broker can take and deliver events now (a networked broker's connection
+    /// is up). Readiness checks report it.
+    fn healthy(&self) -> bool {
+        true
+    }
 }
 
 /// Bounds of a replay log.
