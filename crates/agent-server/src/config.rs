@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// Threads kept per user; past it the oldest are erased.
     #[arg(long, env = "AGENT_SERVER_HISTORY_MAX_THREADS_PER_USER", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub history_max_threads_per_user: u64,
+    /// Without --jwt-secret, serve POST /dev/token (a token for ANY user, to anyone who asks)
+    /// on a non-loopback address too. Refused without this flag: only for trusted networks.
+    #[arg(long, env = "AGENT_SERVER_DEV_TOKENS_ON_NETWORK")]
+    pub dev_tokens_on_network: bool,
 }
 
 /// Reads a `--store` value: `None` for `none`.
@@ -184,6 +188,13 @@ pub enum ConfigError {
     /// The default agent name is not a valid agent name.
     #[error("--default-agent {0:?} is not a valid agent name (1 to 64 of a-z, 0-9, _ and -)")]
     DefaultAgent(String),
+    /// Dev tokens would be served to the network.
+    #[error(
+        "--addr {0} is not a loopback address and no --jwt-secret (AGENT_SERVER_JWT_SECRET) is set: \
+         the server would hand a token for any user to anyone on the network. Set a secret, listen on \
+         127.0.0.1, or pass --dev-tokens-on-network (AGENT_SERVER_DEV_TOKENS_ON_NETWORK) on a trusted network"
+    )]
+    DevTokensOnNetwork(SocketAddr),
     /// The store is none of the kinds the server knows.
     #[error(
         "--store (AGENT_SERVER_STORE) {0:?} is not a store: use sqlite://path/to/file.db, postgres://user@host/db, or none"
@@ -266,6 +277,10 @@ impl ServerConfig {
             if secret.len() < MIN_SECRET_LEN {
                 return Err(ConfigError::SecretTooShort { len: secret.len() });
             }
+        }
+        if args.jwt_secret.is_none() && !args.addr.ip().is_loopback() && !args.dev_tokens_on_network
+        {
+            return Err(ConfigError::DevTokensOnNetwork(args.addr));
         }
         let agent = &args.default_agent;
         let valid_agent = (1..=64).contains(&agent.len())
@@ -402,6 +417,16 @@ mod tests {
             ),
             (&["--store", "sqlite://"], Err("is not a store")),
             (&["--history-max-age", "30d"], Ok(())),
+            (
+                &["--addr", "0.0.0.0:8080"],
+                Err("--addr 0.0.0.0:8080 is not a loopback address and no --jwt-secret"),
+            ),
+            (
+                &["--addr", "0.0.0.0:8080", "--dev-tokens-on-network"],
+                Ok(()),
+            ),
+            (&["--addr", "0.0.0.0:8080", "--jwt-secret", &secret], Ok(())),
+            (&["--addr", "[::1]:8080"], Ok(())),
             (&["--history-max-age", "soon"], Err("--history-max-age")),
             (
                 &["--history-max-threads-per-user", "0"],

@@ -8,6 +8,7 @@
 //! - [`cluster`]: runs across nodes (with a Redis broker): the cluster-wide run limit,
 //!   cross-node `cancel_run`, and ending the runs of a node that died.
 //! - [`sessions`]: per-user rules: the start rate limit, thread ownership, active runs.
+//! - [`mint`]: `agent-server token`, a token minted with the configured secret.
 //! - [`recorder`]: the history (with `--store`): runs and events recorded, interrupted runs.
 //! - [`history_http`]: the history's HTTP API for the signed-in user (`/v1/threads`, `/v1/runs`).
 //! - [`routes`]: the HTTP routes and the handlers that answer before a socket exists.
@@ -30,6 +31,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod history_http;
+pub mod mint;
 pub mod recorder;
 pub mod routes;
 pub mod server;

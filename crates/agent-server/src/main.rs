@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use agent_server::{chat, config, server};
+use agent_server::{chat, config, mint, server};
 use clap::{Parser, Subcommand};
 
 /// Runs AI agents per user and streams what they do, live, to exactly that user.
@@ -19,6 +19,8 @@ enum Command {
     Serve(config::ServeArgs),
     /// Connect to a server, start a run, and print its events as a readable timeline.
     Chat(chat::ChatArgs),
+    /// Print a token for a user, signed with the server's secret (for tests and tools).
+    Token(mint::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,9 +35,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Token(args) = &cli.command {
+        return match mint::mint(args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("agent-server token: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let outcome = match cli.command {
         Command::Serve(args) => runtime.block_on(server::serve_from_args(args)),
         Command::Chat(args) => runtime.block_on(chat::run(args)).map_err(|e| e.to_string()),
+        Command::Token(_) => Ok(()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

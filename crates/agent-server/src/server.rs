@@ -196,6 +196,8 @@ pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a log file or a collector.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let config = ServerConfig::from_args(args).map_err(|e| e.to_string())?;
     let generated = config.jwt_secret.is_none();
