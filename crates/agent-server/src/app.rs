@@ -353,8 +353,16 @@ impl AppState {
         self.sessions.track(user, run_id.clone(), engine.clone());
         let state = Arc::clone(self);
         let (user, finished) = (user.clone(), run_id.clone());
+        let tag = crate::auth::user_tag(&user);
+        tracing::info!(user = %tag, run_id = %run_id, agent = %start.agent, "run started");
         tokio::spawn(async move {
-            handle.wait().await;
+            let outcome = handle.wait().await;
+            let how = match &outcome {
+                execution_engine::RunOutcome::Completed { .. } => "completed",
+                execution_engine::RunOutcome::Failed(_) => "failed",
+                execution_engine::RunOutcome::Cancelled(_) => "cancelled",
+            };
+            tracing::info!(user = %tag, run_id = %finished, how, code = outcome.error_code(), "run ended");
             state.sessions.finished(&user, &finished);
             state.factory.release(&engine);
             if let (Some(cluster), Some(lease)) = (&state.cluster, lease) {

@@ -89,7 +89,10 @@ pub(crate) async fn serve(
     if !send_frame(&mut socket, &established).await {
         return;
     }
-    tracing::debug!(%user, %connection_id, "connection open");
+    let tag = crate::auth::user_tag(&user);
+    let opened = Instant::now();
+    tracing::info!(user = %tag, %connection_id, resume = ?subscription.resume().map(wire::resume_status), "connection opened");
+    let mut ended = "the client left";
     let mut client = ClientSide {
         state: &state,
         user: &user,
@@ -115,6 +118,11 @@ pub(crate) async fn serve(
                 Err(reason) => {
                     let code = wire::close_code(reason);
                     close(&mut socket, code, code.default_reason()).await;
+                    ended = match code {
+                        CloseCode::SlowConsumer => "closed as a slow consumer (4008)",
+                        CloseCode::StreamReset => "closed: stream reset (4009)",
+                        _ => "closed by the server (1001)",
+                    };
                     break;
                 }
             },
@@ -127,6 +135,7 @@ pub(crate) async fn serve(
                 if client.last_heard.elapsed() > state.config.idle_timeout {
                     let code = CloseCode::IdleTimeout;
                     close(&mut socket, code, code.default_reason()).await;
+                    ended = "closed as idle (4000)";
                     break;
                 }
                 if !send(&mut socket, Message::Ping(Vec::new().into())).await {
@@ -135,7 +144,7 @@ pub(crate) async fn serve(
             }
         }
     }
-    tracing::debug!(%user, %connection_id, "connection closed");
+    tracing::info!(user = %tag, %connection_id, after = ?opened.elapsed(), how = ended, "connection closed");
 }
 
 /// The per-connection limiter of client frames.
