@@ -159,7 +159,10 @@ mod tests {
 
     #[test]
     fn user_tags_correlate_without_naming_the_user() {
-        let (alice, bob) = (UserId::parse("alice").unwrap(), UserId::parse("bob").unwrap());
+        let (alice, bob) = (
+            UserId::parse("alice").unwrap(),
+            UserId::parse("bob").unwrap(),
+        );
         let tag = user_tag(&alice);
         assert_eq!(tag, user_tag(&alice));
         assert_ne!(tag, user_tag(&bob));

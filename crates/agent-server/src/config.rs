@@ -113,6 +113,12 @@ pub struct ServeArgs {
     /// on a non-loopback address too. Refused without this flag: only for trusted networks.
     #[arg(long, env = "AGENT_SERVER_DEV_TOKENS_ON_NETWORK")]
     pub dev_tokens_on_network: bool,
+    /// Frames a connection may send in a burst before it is closed as flooding (1008).
+    #[arg(long, env = "AGENT_SERVER_FLOOD_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub flood_burst: u32,
+    /// Seconds over which the flood burst refills.
+    #[arg(long, env = "AGENT_SERVER_FLOOD_WINDOW_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub flood_window_secs: u64,
 }
 
 /// Reads a `--store` value: `None` for `none`.
@@ -244,6 +250,10 @@ pub struct ServerConfig {
     pub history_max_age: Duration,
     /// Threads kept per user.
     pub history_max_threads_per_user: u64,
+    /// Frames a connection may send in a burst.
+    pub flood_burst: u32,
+    /// The window over which the burst refills.
+    pub flood_window: Duration,
 }
 
 impl Default for ServerConfig {
@@ -266,6 +276,8 @@ impl Default for ServerConfig {
             store: None,
             history_max_age: Duration::from_secs(90 * 86_400),
             history_max_threads_per_user: 1_000,
+            flood_burst: crate::connection::FLOOD_LIMIT,
+            flood_window: crate::connection::FLOOD_WINDOW,
         }
     }
 }
@@ -336,6 +348,8 @@ impl ServerConfig {
             store: store_url(&args.store)?,
             history_max_age: args.history_max_age,
             history_max_threads_per_user: args.history_max_threads_per_user,
+            flood_burst: args.flood_burst,
+            flood_window: Duration::from_secs(args.flood_window_secs),
         })
     }
 }
@@ -427,6 +441,11 @@ mod tests {
             ),
             (&["--addr", "0.0.0.0:8080", "--jwt-secret", &secret], Ok(())),
             (&["--addr", "[::1]:8080"], Ok(())),
+            (
+                &["--flood-burst", "500", "--flood-window-secs", "60"],
+                Ok(()),
+            ),
+            (&["--flood-burst", "0"], Err("--flood-burst")),
             (&["--history-max-age", "soon"], Err("--history-max-age")),
             (
                 &["--history-max-threads-per-user", "0"],

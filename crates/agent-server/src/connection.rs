@@ -28,10 +28,11 @@ use crate::wire;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for the client's close reply.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
-/// Frames one connection may send in a burst, refilled over [`FLOOD_WINDOW`]; more closes it
+/// The default of `--flood-burst`: frames one connection may send in a burst, refilled over
+/// [`FLOOD_WINDOW`]; more closes it
 /// (1008).
 pub const FLOOD_LIMIT: u32 = 100;
-/// The window of [`FLOOD_LIMIT`].
+/// The default of `--flood-window-secs`: the window of [`FLOOD_LIMIT`].
 pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 /// Frames over this many times the frame limit close the connection (1009).
 pub const ABUSIVE_FRAME_FACTOR: usize = 4;
@@ -98,7 +99,7 @@ pub(crate) async fn serve(
         user: &user,
         connection_id: &connection_id,
         last_heard: Instant::now(),
-        flood: flood_guard(),
+        flood: flood_guard(state.config.flood_burst, state.config.flood_window),
     };
     let mut ping = tokio::time::interval(state.config.ping_interval);
     ping.tick().await;
@@ -148,9 +149,10 @@ pub(crate) async fn serve(
 }
 
 /// The per-connection limiter of client frames.
-fn flood_guard() -> DefaultDirectRateLimiter {
-    let burst = NonZeroU32::new(FLOOD_LIMIT).unwrap_or(NonZeroU32::MIN);
-    let quota = Quota::with_period(FLOOD_WINDOW / FLOOD_LIMIT)
+/// A burst of `limit` frames, refilled at `limit` per `window`.
+fn flood_guard(limit: u32, window: Duration) -> DefaultDirectRateLimiter {
+    let burst = NonZeroU32::new(limit).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(window / burst.get())
         .map_or_else(|| Quota::per_second(burst), |q| q.allow_burst(burst));
     DefaultDirectRateLimiter::direct(quota)
 }
@@ -296,10 +298,12 @@ mod tests {
 
     #[test]
     fn the_flood_guard_allows_a_burst_of_the_limit_then_refuses() {
-        let guard = flood_guard();
-        for i in 0..FLOOD_LIMIT {
-            assert!(guard.check().is_ok(), "frame {i} refused");
+        for limit in [FLOOD_LIMIT, 1, 7] {
+            let guard = flood_guard(limit, FLOOD_WINDOW);
+            for i in 0..limit {
+                assert!(guard.check().is_ok(), "frame {i} of {limit} refused");
+            }
+            assert!(guard.check().is_err(), "frame {limit} of {limit} allowed");
         }
-        assert!(guard.check().is_err());
     }
 }
