@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::markdown::Run;
 use super::scenarios::Scenario;
-use super::{Binaries, SECRET, load, shell_line, start_server};
+use super::{Binaries, Kind, load, server_command, shell_line, start_server};
 
 /// Nodes in a multi-node run.
 const NODES: usize = 2;
@@ -24,29 +24,17 @@ pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> R
             return run;
         }
     };
-    let mut args: Vec<String> = [
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-        "--synthetic-agent",
-        "--jwt-secret",
-        SECRET,
-        "--broker",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.push(redis.url());
-    args.extend(scenario.server.iter().map(|s| (*s).to_owned()));
-    args.extend(["--store".to_owned(), "none".to_owned()]);
+    let broker = ["--broker".to_owned(), redis.url()];
+    let (program, args) = server_command(binaries, scenario, Kind::AgentServer, &broker);
     run.server_command = format!(
         "redis-server --port $REDIS_PORT --save '' --appendonly no & {} (× {NODES})",
-        shell_line(&binaries.server, &args).replace(&redis.url(), "redis://127.0.0.1:$REDIS_PORT")
+        shell_line(&program, &args).replace(&redis.url(), "redis://127.0.0.1:$REDIS_PORT")
     );
     let mut nodes: Vec<Child> = Vec::new();
     let mut addrs = Vec::new();
     for n in 1..=NODES {
         let log = log_dir.join(format!("{}-node{n}.log", scenario.name));
-        match start_server(&binaries.server, &args, &log) {
+        match start_server(&program, &args, &log) {
             Ok((child, addr)) => {
                 nodes.push(child);
                 addrs.push(addr);

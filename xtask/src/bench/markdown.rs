@@ -249,77 +249,66 @@ fn scaling(out: &mut String, outcomes: &[Outcome]) {
     let _ = writeln!(out);
 }
 
-/// The cost of the history store: the same burst with no store and with SQLite.
+/// The cost of the history store: the same loads with no store and with SQLite.
 fn history(out: &mut String, outcomes: &[Outcome]) {
-    let runs: Vec<&Outcome> = outcomes
-        .iter()
-        .filter(|o| o.scenario.group == HISTORY)
-        .collect();
-    if runs.is_empty() {
-        return;
-    }
-    let _ = writeln!(out, "## History store\n");
-    let _ = writeln!(
+    paired_section(
         out,
+        outcomes,
+        HISTORY,
+        "History store",
         "The burst and the steady load with no history (`--store none`, as in every other \
          agent-server run above) and with the SQLite store on (`--store sqlite://…`, a fresh \
          file): every run recorded when it starts and every event as it is emitted, written by \
          the batching writer on its own thread. Server CPU includes the writer's and SQLite's \
-         threads. The target is at most 10% fewer events/s with the store on.\n"
+         threads. The target is at most 10% fewer events/s with the store on.",
+        8,
     );
-    let _ = writeln!(
-        out,
-        "| scenario | figure | store off | store on (SQLite) | on / off |"
-    );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|");
-    for outcome in runs {
-        for (i, f) in LOAD_FIGURES.iter().take(8).enumerate() {
-            let name = if i == 0 {
-                format!("**{}**: {}", outcome.scenario.name, outcome.scenario.what)
-            } else {
-                String::new()
-            };
-            let (a, b) = (value(&outcome.server, f), value(&outcome.baseline, f));
-            let _ = writeln!(
-                out,
-                "| {name} | {} | {} | {} | {} |",
-                f.label,
-                cell(a, f.decimals),
-                cell(b, f.decimals),
-                ratio(b, a)
-            );
-        }
-    }
-    let _ = writeln!(out);
 }
 
 /// Delivery figures only: loadgen reads one server process's `/proc`, which on two nodes is
 /// half the server side.
 fn multi_node(out: &mut String, outcomes: &[Outcome]) {
-    let runs: Vec<&Outcome> = outcomes
-        .iter()
-        .filter(|o| o.scenario.group == MULTI_NODE)
-        .collect();
-    if runs.is_empty() {
-        return;
-    }
-    let _ = writeln!(out, "## Many nodes (Redis)\n");
-    let _ = writeln!(
+    paired_section(
         out,
+        outcomes,
+        MULTI_NODE,
+        "Many nodes (Redis)",
         "The same loads on one agent-server node (in-process broker) and on two nodes sharing a \
          private Redis (`--broker redis://…`), on the same 2 cores (Redis, both nodes and loadgen \
          share them). Every user has two connections; on two nodes they sit on different nodes, \
          and a user's runs start on either in turn, so every event is published once to Redis \
          and reaches one connection on the node that ran it and one on the other node. Latency \
-         is emit-to-client as above, so on two nodes it includes the trip through Redis.\n"
+         is emit-to-client as above, so on two nodes it includes the trip through Redis.",
+        6,
     );
+}
+
+/// A section comparing a group's two runs of each scenario (named by [`labels`]): the first
+/// `figures` load figures, and the second run's ratio to the first.
+fn paired_section(
+    out: &mut String,
+    outcomes: &[Outcome],
+    group: &str,
+    title: &str,
+    intro: &str,
+    figures: usize,
+) {
+    let runs: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.scenario.group == group)
+        .collect();
+    let Some(first) = runs.first() else {
+        return;
+    };
+    let (a_label, b_label) = labels(&first.scenario);
+    let _ = writeln!(out, "## {title}\n\n{intro}\n");
     let _ = writeln!(
         out,
-        "| scenario | figure | 1 node | 2 nodes + Redis | 2 nodes / 1 node |"
+        "| scenario | figure | {a_label} | {b_label} | {b_label} / {a_label} |"
     );
     let _ = writeln!(out, "|---|---|---:|---:|---:|");
     for outcome in runs {
-        for (i, f) in LOAD_FIGURES.iter().take(6).enumerate() {
+        for (i, f) in LOAD_FIGURES.iter().take(figures).enumerate() {
             let name = if i == 0 {
                 format!("**{}**: {}", outcome.scenario.name, outcome.scenario.what)
             } else {

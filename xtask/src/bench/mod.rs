@@ -228,7 +228,7 @@ fn target_dir(root: &Path) -> Result<PathBuf, Error> {
 
 /// Which server a run loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     AgentServer,
     Baseline,
 }
@@ -242,10 +242,9 @@ impl Kind {
     }
 }
 
-/// The server's command line for `scenario`.
-/// The server's command line for `scenario`; agent-server keeps no history unless `extra`
-/// names a store.
-fn server_command(
+/// The server's command line for `scenario`, with `extra` flags; agent-server keeps no
+/// history unless `extra` names a store.
+pub(crate) fn server_command(
     binaries: &Binaries,
     scenario: &Scenario,
     kind: Kind,
