@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use agent_server::config::ServerConfig;
 use agent_server::server::RunningServer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::server_support::{Client, start_server, token};
+use crate::server_support::{Client, KillableServer, start_server, token};
 
 /// A temp dir for a SQLite file, removed on drop.
 struct TempDir(PathBuf);
@@ -37,14 +38,18 @@ impl Drop for TempDir {
     }
 }
 
-async fn server(store: &str) -> RunningServer {
+/// Settings of a server keeping its history at `store`.
+fn with_store(store: &str) -> impl FnOnce(&mut ServerConfig) + Send + use<> {
     let store = store.to_owned();
-    start_server(move |config| {
+    move |config| {
         config.store = Some(store);
         config.start_rate_per_minute = 1_000;
         config.shutdown_grace = Duration::from_millis(50);
-    })
-    .await
+    }
+}
+
+async fn server(store: &str) -> RunningServer {
+    start_server(with_store(store)).await
 }
 
 /// One HTTP/1.1 request as `user`; returns the status and the JSON body (`Null` if none).
@@ -254,42 +259,6 @@ async fn each_user_reads_and_erases_only_their_own_history() {
     node.shutdown().await;
 }
 
-/// A node on its own runtime, so the test can kill it the way a crash does.
-struct Doomed {
-    runtime: Option<tokio::runtime::Runtime>,
-    addr: SocketAddr,
-    _server: RunningServer,
-}
-
-impl Doomed {
-    fn start(store: &str) -> Self {
-        let store = store.to_owned();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            let server = runtime.block_on(server(&store));
-            Doomed {
-                addr: server.addr(),
-                runtime: Some(runtime),
-                _server: server,
-            }
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for Doomed {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_outlives_restarts_and_a_killed_run_is_interrupted() {
     let dir = TempDir::new();
@@ -300,7 +269,7 @@ async fn history_outlives_restarts_and_a_killed_run_is_interrupted() {
     drop(client);
     first.shutdown().await;
     // A crash mid-run: the run is stored as running, then the server dies.
-    let mut doomed = Doomed::start(&dir.store());
+    let mut doomed = KillableServer::start(with_store(&dir.store()));
     let mut client = Client::user(doomed.addr, "frank").await;
     client
         .send(json!({"type": "start_agent", "request_id": "r2", "payload": {"agent": "synthetic",
@@ -312,9 +281,7 @@ async fn history_outlives_restarts_and_a_killed_run_is_interrupted() {
         b["events"].as_array().is_some_and(|e| e.len() == 2)
     })
     .await;
-    if let Some(runtime) = doomed.runtime.take() {
-        runtime.shutdown_background();
-    }
+    doomed.kill();
     // The next start marks it interrupted; the completed run is whole.
     let again = server(&dir.store()).await;
     let addr = again.addr();

@@ -3,7 +3,6 @@
 //! missing one), the per-user run limit holds across nodes, and the runs of a node that died
 //! end for their users with `agent_error` `node_lost` once its leases expire.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use agent_server::config::BrokerChoice;
@@ -13,11 +12,14 @@ use core_context::lifecycle::check_lifecycle;
 use serde_json::{Value, json};
 
 use crate::redis_support::RedisServer;
-use crate::server_support::{Client, start_server};
+use crate::server_support::{Client, KillableServer, start_server};
 
 const LEASE: Duration = Duration::from_millis(900);
 
-fn tune(url: &str, max_runs: usize) -> impl FnOnce(&mut agent_server::config::ServerConfig) {
+fn tune(
+    url: &str,
+    max_runs: usize,
+) -> impl FnOnce(&mut agent_server::config::ServerConfig) + Send + use<> {
     let url = url.to_owned();
     move |config| {
         config.broker = BrokerChoice::Redis(url);
@@ -149,52 +151,11 @@ async fn the_run_limit_holds_across_nodes() {
     }
 }
 
-/// A node on its own runtime, so a test can kill it the way a crash does: every task (its
-/// runs, its sockets, its lease renewal, its broker) stops at once, nothing is flushed.
-struct DetachedNode {
-    runtime: Option<tokio::runtime::Runtime>,
-    addr: SocketAddr,
-    _server: RunningServer,
-}
-
-impl DetachedNode {
-    fn start(url: &str, max_runs: usize) -> Self {
-        let url = url.to_owned();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            let server = runtime.block_on(node(&url, max_runs));
-            DetachedNode {
-                addr: server.addr(),
-                runtime: Some(runtime),
-                _server: server,
-            }
-        })
-        .join()
-        .unwrap()
-    }
-
-    fn kill(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for DetachedNode {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_runs_of_a_killed_node_end_for_their_users() {
     let redis = RedisServer::start();
     let survivor = node(&redis.url(), 1).await;
-    let mut doomed = DetachedNode::start(&redis.url(), 1);
+    let mut doomed = KillableServer::start(tune(&redis.url(), 1));
     let mut watcher = Client::user(survivor.addr(), "judy").await;
     let mut on_doomed = Client::user(doomed.addr, "judy").await;
     let accepted = on_doomed.start("r1", "synthetic", hang()).await;

@@ -27,6 +27,49 @@ pub async fn start_server(tune: impl FnOnce(&mut ServerConfig)) -> RunningServer
     RunningServer::start(config).await.expect("server starts")
 }
 
+/// A server on its own runtime, so a test can kill it the way a crash does: every task (its
+/// runs, its sockets, its broker and store tasks) stops at once and nothing is flushed.
+pub struct KillableServer {
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _server: RunningServer,
+}
+
+impl KillableServer {
+    /// Starts a server as [`start_server`] does, on a runtime of its own.
+    pub fn start(tune: impl FnOnce(&mut ServerConfig) + Send + 'static) -> Self {
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let server = runtime.block_on(start_server(tune));
+            KillableServer {
+                addr: server.addr(),
+                runtime: Some(runtime),
+                _server: server,
+            }
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Stops it the way a crash does.
+    pub fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for KillableServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A token for `user` signed with `secret`, expiring in `ttl_secs` (negative: expired).
 pub fn token_with(claims: Value, secret: &str) -> String {
     jsonwebtoken::encode(
