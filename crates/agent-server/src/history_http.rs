@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use agent_protocol::ErrorCode;
 use agent_protocol::http::HttpError;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -52,36 +53,42 @@ fn refuse(status: StatusCode, error: ErrorCode, message: impl Into<String>) -> R
         .into_response()
 }
 
-/// The signed-in user and the store, or the refusal.
-#[expect(
-    clippy::result_large_err,
-    reason = "the refusal is the response itself"
-)]
-fn caller(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<(UserId, Arc<dyn HistoryStore>), Response> {
-    let user = bearer(headers, &HashMap::new())
-        .and_then(|token| state.auth.verify(&token))
-        .map_err(|e| {
-            refuse(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthorized,
-                e.to_string(),
-            )
-        })?;
-    let store = state
-        .recorder
-        .as_ref()
-        .map(|r| Arc::clone(r.store()))
-        .ok_or_else(|| {
-            refuse(
-                StatusCode::NOT_FOUND,
-                ErrorCode::NotFound,
-                "this server keeps no history (started with --store none)",
-            )
-        })?;
-    Ok((user, store))
+/// The signed-in user and the store: every handler here starts from it, and a request
+/// without a valid token, or to a server with no store, is refused before the handler.
+struct Caller {
+    user: UserId,
+    store: Arc<dyn HistoryStore>,
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let user = bearer(&parts.headers, &HashMap::new())
+            .and_then(|token| state.auth.verify(&token))
+            .map_err(|e| {
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::Unauthorized,
+                    e.to_string(),
+                )
+            })?;
+        let store = state
+            .recorder
+            .as_ref()
+            .map(|r| Arc::clone(r.store()))
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::NotFound,
+                    "this server keeps no history (started with --store none)",
+                )
+            })?;
+        Ok(Self { user, store })
+    }
 }
 
 fn failed(error: &HistoryError) -> Response {
@@ -103,14 +110,9 @@ fn failed(error: &HistoryError) -> Response {
 }
 
 async fn list_threads(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller { user, store }: Caller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let (user, store) = match caller(&state, &headers) {
-        Ok(caller) => caller,
-        Err(refusal) => return refusal,
-    };
     let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
         None => DEFAULT_LIMIT,
         Some(Ok(limit)) if (1..=MAX_LIMIT).contains(&limit) => limit,
@@ -149,15 +151,7 @@ fn run_not_found(raw: &str) -> Response {
     )
 }
 
-async fn get_thread(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
-) -> Response {
-    let (user, store) = match caller(&state, &headers) {
-        Ok(caller) => caller,
-        Err(refusal) => return refusal,
-    };
+async fn get_thread(Caller { user, store }: Caller, Path(raw): Path<String>) -> Response {
     let Ok(thread) = ThreadId::parse(&raw) else {
         return thread_not_found(&raw);
     };
@@ -168,15 +162,7 @@ async fn get_thread(
     }
 }
 
-async fn delete_thread(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
-) -> Response {
-    let (user, store) = match caller(&state, &headers) {
-        Ok(caller) => caller,
-        Err(refusal) => return refusal,
-    };
+async fn delete_thread(Caller { user, store }: Caller, Path(raw): Path<String>) -> Response {
     let Ok(thread) = ThreadId::parse(&raw) else {
         return thread_not_found(&raw);
     };
@@ -187,15 +173,7 @@ async fn delete_thread(
     }
 }
 
-async fn get_run(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(raw): Path<String>,
-) -> Response {
-    let (user, store) = match caller(&state, &headers) {
-        Ok(caller) => caller,
-        Err(refusal) => return refusal,
-    };
+async fn get_run(Caller { user, store }: Caller, Path(raw): Path<String>) -> Response {
     let Ok(run) = RunId::parse(&raw) else {
         return run_not_found(&raw);
     };
