@@ -148,7 +148,8 @@ pub(crate) async fn apply(
     end_and_refuse(tx, endings, refusals, sqlite).await
 }
 
-type Ending<'a> = (&'a str, crate::sql::Ending, i64);
+/// A run that ends in this batch: its id, how, and when.
+type RunEnd<'a> = (&'a str, crate::sql::Ending, i64);
 
 async fn insert_events(
     tx: &mut AnyConnection,
@@ -185,7 +186,7 @@ async fn insert_events(
 
 async fn end_and_refuse(
     tx: &mut AnyConnection,
-    endings: Vec<Ending<'_>>,
+    endings: Vec<RunEnd<'_>>,
     refusals: Vec<(&RunId, &ThreadId)>,
     sqlite: bool,
 ) -> Result<(), sqlx::Error> {

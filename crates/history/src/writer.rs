@@ -117,11 +117,6 @@ impl HistoryWriter {
 
     /// Queues `write`; never waits. A run's start must come before its events.
     pub fn record(&self, write: Write) {
-        let _order = self.tracking.lock();
-        self.send(write);
-    }
-
-    fn send(&self, write: Write) {
         if self.queue.try_send(Job::Write(write)).is_err() {
             let dropped = self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
             if dropped.is_power_of_two() {
@@ -152,7 +147,7 @@ impl HistoryWriter {
                 tracking.roots.insert(event.run_id.clone(), root.clone());
             }
         }
-        self.send(Write::Event {
+        self.record(Write::Event {
             root,
             event: event.clone(),
             at_ms,

@@ -155,10 +155,7 @@ impl Scripts {
 pub(crate) fn parse_live(payload: &[u8]) -> Option<(&str, u64, &str)> {
     let text = std::str::from_utf8(payload).ok()?;
     let (epoch, frame) = text.split_once('\n')?;
-    let digits = frame.strip_prefix("{\"seq\":")?;
-    let end = digits.find(',')?;
-    let seq = digits[..end].parse().ok()?;
-    Some((epoch, seq, frame))
+    Some((epoch, frame_seq(frame)?, frame))
 }
 
 /// Reads a frame's seq (see [`parse_live`]).
