@@ -484,35 +484,40 @@ async fn connection_cap_frame_sharing_eviction_and_shutdown() {
 /// Connections that open while events flow (the user already attached on this node by an
 /// earlier connection) start exactly after the `last_seq` they are told, with no gap and no
 /// repeat; with a resume they get the replay joined to live frames the same way.
+///
+/// Each round joins while an emitter task is mid-burst, then emits more after the join, so
+/// every round has frames on both sides of its join whatever the scheduling (the number of
+/// rounds does not depend on timing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_opened_mid_stream_join_without_gap_or_repeat() {
+    const ROUNDS: u64 = 12;
+    const BURST: u64 = 200;
+    const AFTER_JOIN: u64 = 20;
     let under_test = bridges(&BridgeConfig::default()).await;
     for (broker, bridge) in under_test.each() {
         eprintln!("broker under test: {broker}");
         let alice = user_id("alice");
+        let total = ROUNDS * (BURST + AFTER_JOIN);
         let anchor = bridge.subscribe(&alice, None).await.unwrap();
-        let emitter = {
-            let bridge = bridge.clone();
-            let alice = alice.clone();
-            tokio::spawn(async move {
-                for i in 0..3_000 {
-                    bridge.emit(&alice, sample_event()).unwrap();
-                    if i % 50 == 0 {
-                        tokio::task::yield_now().await;
+        // The first connection reads along (its queue is bounded) and must see everything.
+        let anchor = tokio::spawn(async move {
+            read(&anchor, usize::try_from(total).unwrap()).await
+        });
+        for _ in 0..ROUNDS {
+            let burst = {
+                let bridge = bridge.clone();
+                let alice = alice.clone();
+                tokio::spawn(async move {
+                    for i in 0..BURST {
+                        bridge.emit(&alice, sample_event()).unwrap();
+                        if i % 20 == 0 {
+                            tokio::task::yield_now().await;
+                        }
                     }
-                }
-            })
-        };
-        let mut joins = 0;
-        // Join until the stream's position nears its end (a networked broker's emitter
-        // finishes queueing long before the stream gets there).
-        loop {
+                })
+            };
             let plain = bridge.subscribe(&alice, None).await.unwrap();
             let after = plain.last_seq();
-            if after + 5 > 3_000 {
-                // Too close to the end for five more frames to come.
-                break;
-            }
             let resumed = bridge
                 .subscribe(
                     &alice,
@@ -523,6 +528,10 @@ async fn connections_opened_mid_stream_join_without_gap_or_repeat() {
                 )
                 .await
                 .unwrap();
+            burst.await.unwrap();
+            for _ in 0..AFTER_JOIN {
+                bridge.emit(&alice, sample_event()).unwrap();
+            }
             let from_plain = read(&plain, 5).await;
             assert_eq!(
                 from_plain.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -534,11 +543,13 @@ async fn connections_opened_mid_stream_join_without_gap_or_repeat() {
                 from_resumed.iter().map(|e| e.seq).collect::<Vec<_>>(),
                 (start..start + 10).collect::<Vec<_>>()
             );
-            joins += 1;
         }
-        emitter.await.unwrap();
-        assert!(joins > 3, "only {joins} joins happened while events flowed");
-        drop(anchor);
+        let everything = anchor.await.unwrap();
+        assert_eq!(
+            everything.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=total).collect::<Vec<_>>(),
+            "the first connection saw the whole stream once, in order"
+        );
     }
 }
 
