@@ -500,9 +500,8 @@ async fn connections_opened_mid_stream_join_without_gap_or_repeat() {
         let total = ROUNDS * (BURST + AFTER_JOIN);
         let anchor = bridge.subscribe(&alice, None).await.unwrap();
         // The first connection reads along (its queue is bounded) and must see everything.
-        let anchor = tokio::spawn(async move {
-            read(&anchor, usize::try_from(total).unwrap()).await
-        });
+        let anchor =
+            tokio::spawn(async move { read(&anchor, usize::try_from(total).unwrap()).await });
         for _ in 0..ROUNDS {
             let burst = {
                 let bridge = bridge.clone();

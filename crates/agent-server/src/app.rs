@@ -135,7 +135,7 @@ impl AppState {
         let recorder = recorder.map(Arc::new);
         let sink: Arc<dyn EventSink> = match &recorder {
             Some(recorder) => Arc::new(RecordingSink {
-                live: Arc::new(bridge.clone()),
+                live: bridge.clone(),
                 writer: recorder.writer().clone(),
             }),
             None => Arc::new(bridge.clone()),

@@ -55,6 +55,9 @@ fn refuse(status: StatusCode, error: ErrorCode, message: impl Into<String>) -> R
 
 /// The signed-in user and the store: every handler here starts from it, and a request
 /// without a valid token, or to a server with no store, is refused before the handler.
+/// Handlers run once the writer has stored what was recorded before the request (it holds
+/// a live run's events a little), so a live run shows the events emitted before it and an
+/// erased thread takes every event recorded before the erasure with it.
 struct Caller {
     user: UserId,
     store: Arc<dyn HistoryStore>,
@@ -76,10 +79,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                     e.to_string(),
                 )
             })?;
-        let store = state
+        let (store, writer) = state
             .recorder
             .as_ref()
-            .map(|r| Arc::clone(r.store()))
+            .map(|r| (Arc::clone(r.store()), r.writer().clone()))
             .ok_or_else(|| {
                 refuse(
                     StatusCode::NOT_FOUND,
@@ -87,6 +90,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                     "this server keeps no history (started with --store none)",
                 )
             })?;
+        writer.flush().await;
         Ok(Self { user, store })
     }
 }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_registry::Turn;
-use core_context::{AgentEvent, EmitError, EventSink, RunId, ThreadId, UserId};
+use core_context::{AgentEvent, EmitError, EncodedEvent, EventSink, RunId, ThreadId, UserId};
 use history::{
     HistoryError, HistoryStore, HistoryWriter, RunStatus, SqlStore, Write, WriterConfig,
 };
 use serde_json::Value;
+use ws_bridge::AgentWebSocketBridge;
 
 /// Earlier turns an agent gets at most, and their size at most (oldest left out first).
 pub const MAX_TURNS: usize = 20;
@@ -201,18 +202,22 @@ fn answer_text(outcome: &Value) -> String {
     }
 }
 
-/// The engine's sink with history: records each event, then hands it to the live stream.
+/// The engine's sink with history: encodes each event once, records the encoding, then
+/// publishes it on the live stream.
 pub struct RecordingSink {
     /// Where events go live.
-    pub live: Arc<dyn EventSink>,
+    pub live: AgentWebSocketBridge,
     /// Where they are recorded.
     pub writer: HistoryWriter,
 }
 
 impl EventSink for RecordingSink {
     fn emit(&self, user_id: &UserId, event: AgentEvent) -> Result<(), EmitError> {
-        self.writer.record_event(&event, now_ms());
-        self.live.emit(user_id, event)
+        let encoded = EncodedEvent::encode(&event)
+            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
+        self.writer
+            .record_event(&event, Arc::clone(&encoded.json), now_ms());
+        self.live.publish(user_id, encoded)
     }
 }
 

@@ -166,6 +166,41 @@ pub struct SequencedEvent {
     pub event: AgentEvent,
 }
 
+/// An event encoded once: its JSON object (without `seq`), shared by everything that sends
+/// or keeps it (the stream's frames, a networked broker, the history), with the run it
+/// belongs to for routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    /// The run the event belongs to.
+    pub run_id: RunId,
+    /// The event as a JSON object, exactly as [`AgentEvent`] serialises.
+    pub json: Arc<str>,
+}
+
+impl EncodedEvent {
+    /// Encodes `event`.
+    pub fn encode(event: &AgentEvent) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            run_id: event.run_id.clone(),
+            json: Arc::from(serde_json::to_string(event)?),
+        })
+    }
+
+    /// The wire frame at `seq`: byte for byte what encoding the [`SequencedEvent`] gives
+    /// (`seq` first, then the event's fields).
+    pub fn frame(&self, seq: u64) -> String {
+        // An encoded event is a JSON object with at least its `type`: `{"type":...}`.
+        let fields = self.json.strip_prefix('{').unwrap_or(&self.json);
+        let mut frame = String::with_capacity(fields.len() + 30);
+        frame.push_str("{\"seq\":");
+        // Writing to a String cannot fail.
+        let _ = fmt::Write::write_fmt(&mut frame, format_args!("{seq}"));
+        frame.push(',');
+        frame.push_str(fields);
+        frame
+    }
+}
+
 /// The identity every event of one run shares; stamps events with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunScope {
@@ -269,6 +304,25 @@ mod tests {
         }
         for &needed in EventKind::TYPE_NAMES {
             assert!(seen.contains(needed), "no example of {needed}");
+        }
+    }
+
+    #[test]
+    fn an_encoded_event_frames_byte_for_byte_as_the_sequenced_event() {
+        let examples: Value = serde_json::from_str(EXAMPLES).expect("examples are JSON");
+        let frames = examples["server_to_client"].as_array().expect("array");
+        for frame in frames.iter().filter(|f| f.get("seq").is_some()) {
+            let sequenced: SequencedEvent = serde_json::from_value(frame.clone()).expect("decodes");
+            for seq in [0, 1, 42, u64::MAX] {
+                let encoded = EncodedEvent::encode(&sequenced.event).expect("encodes");
+                assert_eq!(encoded.run_id, sequenced.event.run_id);
+                let expected = serde_json::to_string(&SequencedEvent {
+                    seq,
+                    event: sequenced.event.clone(),
+                })
+                .expect("encodes");
+                assert_eq!(encoded.frame(seq), expected);
+            }
         }
     }
 

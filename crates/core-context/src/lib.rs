@@ -21,7 +21,7 @@ pub mod sink;
 
 pub use context::{ContextError, UserExecutionContext, UserExecutionContextBuilder};
 pub use epoch::Epoch;
-pub use event::{AgentEvent, EventKind, RunScope, SequencedEvent, Timestamp};
+pub use event::{AgentEvent, EncodedEvent, EventKind, RunScope, SequencedEvent, Timestamp};
 pub use id::{ConnectionId, IdError, RequestId, RunId, ThreadId, UserId};
 pub use sink::{EmitError, EventSink, RecordingSink};
 pub use tokio_util::sync::CancellationToken;

@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 use sqlx::AnyConnection;
 
 use crate::Write;
+use crate::model::Ending;
 use crate::model::title_of;
-use crate::sql::ending;
 
 /// Rows per multi-row statement (at most 7 parameters a row: 3,500, far below SQLite's
 /// 32,766 and Postgres's 65,535).
@@ -79,7 +79,7 @@ pub(crate) async fn apply(
 ) -> Result<(), sqlx::Error> {
     let mut starts = Vec::new();
     // Each run's events of this batch, in order, as one JSON array.
-    let mut runs: Vec<(&str, Vec<String>)> = Vec::new();
+    let mut runs: Vec<(&str, Vec<&str>)> = Vec::new();
     let mut at: HashMap<&str, usize> = HashMap::new();
     let mut endings = Vec::new();
     let mut refusals = Vec::new();
@@ -103,18 +103,19 @@ pub(crate) async fn apply(
                 at_ms: *at_ms,
             }),
             Write::RunRefused { run_id, thread_id } => refusals.push((run_id, thread_id)),
-            Write::Event { root, event, at_ms } => {
-                let text = serde_json::to_string(event)
-                    .map_err(|e| sqlx::Error::Protocol(format!("event encoding: {e}")))?;
+            Write::Event {
+                root,
+                json,
+                ending,
+                at_ms,
+            } => {
                 let i = *at.entry(root.as_str()).or_insert_with(|| {
                     runs.push((root.as_str(), Vec::new()));
                     runs.len() - 1
                 });
-                runs[i].1.push(text);
-                if event.parent_run_id.is_none() {
-                    if let Some(end) = ending(&event.kind) {
-                        endings.push((event.run_id.as_str(), end, *at_ms));
-                    }
+                runs[i].1.push(json);
+                if let Some(end) = ending {
+                    endings.push((root.as_str(), end, *at_ms));
                 }
             }
         }
@@ -149,7 +150,7 @@ pub(crate) async fn apply(
 }
 
 /// A run that ends in this batch: its id, how, and when.
-type RunEnd<'a> = (&'a str, crate::sql::Ending, i64);
+type RunEnd<'a> = (&'a str, &'a Ending, i64);
 
 async fn insert_events(
     tx: &mut AnyConnection,

@@ -17,9 +17,11 @@ mod model;
 mod sql;
 mod writer;
 
-pub use model::{Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadSummary, Write};
+pub use model::{
+    Ending, Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadSummary, Write,
+};
 pub use sql::SqlStore;
-pub use writer::{HistoryWriter, WriterConfig, WriterStats};
+pub use writer::{BACKGROUND_NICE, HistoryWriter, WriterConfig, WriterStats};
 
 use async_trait::async_trait;
 use core_context::{RunId, ThreadId, UserId};

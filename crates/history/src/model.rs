@@ -1,6 +1,8 @@
 //! What the store keeps and returns: threads, runs, events, pages, and the writes.
 
-use core_context::{AgentEvent, RunId, ThreadId, UserId};
+use std::sync::Arc;
+
+use core_context::{AgentEvent, EventKind, RunId, ThreadId, UserId};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -145,11 +147,68 @@ pub enum Write {
     Event {
         /// The top-level run it belongs to.
         root: RunId,
-        /// The event.
-        event: AgentEvent,
+        /// The event as its stream carries it (its JSON object, without `seq`).
+        json: Arc<str>,
+        /// How it ends `root`, when it is `root`'s own terminal event.
+        ending: Option<Ending>,
         /// When (Unix ms).
         at_ms: i64,
     },
+}
+
+impl Write {
+    /// An event of the top-level run `root`, with `json` its encoding.
+    pub fn event(root: RunId, event: &AgentEvent, json: Arc<str>, at_ms: i64) -> Self {
+        let ending = if event.parent_run_id.is_none() {
+            Ending::of(&event.kind)
+        } else {
+            None
+        };
+        Self::Event {
+            root,
+            json,
+            ending,
+            at_ms,
+        }
+    }
+}
+
+/// How a terminal event ends its run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    /// The run's status from now on.
+    pub status: RunStatus,
+    /// The result, as JSON (completed runs).
+    pub outcome: Option<String>,
+    /// The error code (failed runs).
+    pub error_code: Option<String>,
+    /// Token usage, as JSON (completed model-backed runs).
+    pub usage: Option<String>,
+}
+
+impl Ending {
+    /// How `kind` ends its run, if it is terminal.
+    pub fn of(kind: &EventKind) -> Option<Self> {
+        let end = |status, outcome, error_code, usage| Self {
+            status,
+            outcome,
+            error_code,
+            usage,
+        };
+        match kind {
+            EventKind::AgentCompleted { result, usage, .. } => Some(end(
+                RunStatus::Completed,
+                serde_json::to_string(result).ok(),
+                None,
+                usage.as_ref().and_then(|u| serde_json::to_string(u).ok()),
+            )),
+            EventKind::AgentError { code, .. } => {
+                Some(end(RunStatus::Failed, None, Some(code.clone()), None))
+            }
+            EventKind::AgentCancelled { .. } => Some(end(RunStatus::Cancelled, None, None, None)),
+            _ => None,
+        }
+    }
 }
 
 /// A thread's title: its first message, first line, at most 80 characters.

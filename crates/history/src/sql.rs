@@ -8,7 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use async_trait::async_trait;
-use core_context::{EventKind, RunId, ThreadId, UserId};
+use core_context::{RunId, ThreadId, UserId};
 use futures::future::BoxFuture;
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -57,9 +57,14 @@ impl MigrationSource<'static> for Embedded {
 }
 
 /// The history in SQLite or Postgres.
+///
+/// Two pools: one for reads and the housekeeping statements, and one connection for the
+/// writer's batches, opened by the first batch (on the writer's thread, so a SQLite
+/// connection's worker thread inherits the writer's lower priority).
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    writes: AnyPool,
     shared: bool,
     /// The next chunk number of each run started through this store and not ended.
     chunks: Arc<Mutex<HashMap<String, i64>>>,
@@ -67,6 +72,33 @@ pub struct SqlStore {
 
 const RUN_COLUMNS: &str =
     "id, thread_id, agent, message, status, outcome, error_code, usage, started_ms, finished_ms";
+
+/// WAL pages the writer's SQLite connection gathers before it copies them into the
+/// database (SQLite's default is 1,000: 4 MiB). Fewer, larger checkpoints cost less per
+/// event under a burst; the WAL file stays around this size (40 MiB) once it grew to it.
+const WAL_AUTOCHECKPOINT: u32 = 10_000;
+
+/// Pool options: SQLite connections run in WAL mode (readers do not wait for the writer; a
+/// busy writer is waited for); `checkpoint` is the connection's WAL auto-checkpoint.
+fn options(sqlite: bool, connections: u32, checkpoint: u32) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new().max_connections(connections);
+    if !sqlite {
+        return options;
+    }
+    options.after_connect(move |conn, _| {
+        Box::pin(async move {
+            for pragma in [
+                "PRAGMA journal_mode = WAL".to_owned(),
+                "PRAGMA busy_timeout = 5000".to_owned(),
+                "PRAGMA synchronous = NORMAL".to_owned(),
+                format!("PRAGMA wal_autocheckpoint = {checkpoint}"),
+            ] {
+                sqlx::query(&pragma).execute(&mut *conn).await?;
+            }
+            Ok(())
+        })
+    })
+}
 
 impl SqlStore {
     /// Connects to `url` (`sqlite://file.db`, created if missing, or `postgres://…`) and
@@ -82,69 +114,17 @@ impl SqlStore {
         } else {
             url.to_owned()
         };
-        let options = AnyPoolOptions::new().max_connections(if sqlite { 4 } else { 8 });
-        let options = if sqlite {
-            options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    // Readers do not wait for the writer; a busy writer is waited for.
-                    sqlx::query("PRAGMA journal_mode = WAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA busy_timeout = 5000")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA synchronous = NORMAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })
-            })
-        } else {
-            options
-        };
-        let pool = options.connect(&url).await?;
+        let pool = options(sqlite, if sqlite { 4 } else { 8 }, 1_000)
+            .connect(&url)
+            .await?;
         Migrator::new(Embedded).await?.run(&pool).await?;
+        let writes = options(sqlite, 1, WAL_AUTOCHECKPOINT).connect_lazy(&url)?;
         Ok(Self {
             pool,
+            writes,
             shared: !sqlite,
             chunks: Arc::new(Mutex::new(HashMap::new())),
         })
-    }
-}
-
-/// How a terminal event ends its run.
-pub(crate) struct Ending {
-    pub(crate) status: RunStatus,
-    /// The result, as JSON.
-    pub(crate) outcome: Option<String>,
-    pub(crate) error_code: Option<String>,
-    /// Token usage, as JSON.
-    pub(crate) usage: Option<String>,
-}
-
-/// How `kind` ends its run, if it is terminal.
-pub(crate) fn ending(kind: &EventKind) -> Option<Ending> {
-    let end = |status,
-               outcome: Option<String>,
-               error_code: Option<String>,
-               usage: Option<String>| Ending {
-        status,
-        outcome,
-        error_code,
-        usage,
-    };
-    match kind {
-        EventKind::AgentCompleted { result, usage, .. } => Some(end(
-            RunStatus::Completed,
-            serde_json::to_string(result).ok(),
-            None,
-            usage.as_ref().and_then(|u| serde_json::to_string(u).ok()),
-        )),
-        EventKind::AgentError { code, .. } => {
-            Some(end(RunStatus::Failed, None, Some(code.clone()), None))
-        }
-        EventKind::AgentCancelled { .. } => Some(end(RunStatus::Cancelled, None, None, None)),
-        _ => None,
     }
 }
 
@@ -188,7 +168,7 @@ fn parse_cursor(cursor: &str) -> Result<(i64, String), HistoryError> {
 #[async_trait]
 impl HistoryStore for SqlStore {
     async fn apply(&self, batch: &[Write]) -> Result<(), HistoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         crate::apply::apply(&mut tx, batch, &self.chunks, !self.shared).await?;
         tx.commit().await?;
         Ok(())

@@ -1,13 +1,14 @@
 //! [`HistoryWriter`]: writes reach the store off the live path. Recording only queues
 //! (bounded; a full queue drops the write, logged and counted); one task drains the queue
-//! in batches, one transaction each, retrying a failed batch a few times before dropping it
+//! in batches, one transaction each (a running run's events are held up to [`HOLD`] so
+//! they are stored together), retrying a failed batch a few times before dropping it
 //! (logged and counted). [`HistoryWriter::flush`] waits until everything queued before it
 //! is stored: graceful shutdown calls it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use core_context::{AgentEvent, RunId};
 use parking_lot::Mutex;
@@ -23,13 +24,22 @@ pub struct WriterConfig {
     /// Writes per transaction at most (each transaction is a handful of multi-row
     /// statements whatever its size).
     pub batch: usize,
+    /// Whether the writer's thread (and the database threads it starts) runs below the
+    /// priority of the live path: nice [`BACKGROUND_NICE`] on Linux. When the cores are
+    /// busy, the live stream goes first and the history catches up after.
+    pub background: bool,
 }
+
+/// The writer's niceness when [`WriterConfig::background`]: a tenth of a normal thread's
+/// share of a busy core (nice 19 would be 1.5%, starving the history under a long load).
+pub const BACKGROUND_NICE: i32 = 10;
 
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             queue: 100_000,
-            batch: 2_048,
+            batch: 4_096,
+            background: true,
         }
     }
 }
@@ -87,7 +97,7 @@ impl HistoryWriter {
             last_ok: std::sync::atomic::AtomicBool::new(true),
             ..WriterStats::default()
         });
-        let drained = drain(store, jobs, config.batch.max(1), Arc::clone(&stats));
+        let drained = drain(store, jobs, config, Arc::clone(&stats));
         // Its own thread and runtime: under load the server's runtime has thousands of
         // connection tasks ready, and a writer queued behind them for every statement's
         // answer falls behind a burst. Its database connections are the store's, which work
@@ -95,6 +105,9 @@ impl HistoryWriter {
         let spawned = std::thread::Builder::new()
             .name("history-writer".into())
             .spawn(move || {
+                if config.background {
+                    lower_priority();
+                }
                 match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(runtime) => runtime.block_on(drained),
                     Err(error) => tracing::error!(%error, "history: cannot start the writer's runtime; nothing will be stored"),
@@ -128,8 +141,9 @@ impl HistoryWriter {
         }
     }
 
-    /// Queues an event of a run, under its top-level run.
-    pub fn record_event(&self, event: &AgentEvent, at_ms: i64) {
+    /// Queues an event of a run, under its top-level run; `json` is its encoding (the one
+    /// its stream carries).
+    pub fn record_event(&self, event: &AgentEvent, json: Arc<str>, at_ms: i64) {
         let mut tracking = self.tracking.lock();
         let root = match &event.parent_run_id {
             Some(parent) => tracking
@@ -147,11 +161,7 @@ impl HistoryWriter {
                 tracking.roots.insert(event.run_id.clone(), root.clone());
             }
         }
-        self.record(Write::Event {
-            root,
-            event: event.clone(),
-            at_ms,
-        });
+        self.record(Write::event(root, event, json, at_ms));
     }
 
     /// Waits until everything queued before the call is stored (or dropped).
@@ -163,24 +173,145 @@ impl HistoryWriter {
     }
 }
 
+/// Lowers the calling thread's priority to [`BACKGROUND_NICE`]; threads it starts inherit
+/// it. Failing (a platform without niceness) only means the writer competes as an equal.
+fn lower_priority() {
+    use thread_priority::{ThreadPriority, ThreadPriorityValue};
+    // thread-priority maps 0..=99 linearly onto niceness 19..-20 for the normal policies
+    // (rounding down): 22 is 10. A test reads the niceness back.
+    let lowered = ThreadPriorityValue::try_from(22u8)
+        .map_err(|e| e.to_owned())
+        .and_then(|value| {
+            ThreadPriority::Crossplatform(value)
+                .set_for_current()
+                .map_err(|e| e.to_string())
+        });
+    if let Err(error) = lowered {
+        tracing::warn!(%error, "history: cannot lower the writer's priority; it competes with the live path as an equal");
+    }
+}
+
 /// How long a small batch waits for more writes.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+const LINGER: Duration = Duration::from_millis(50);
+
+/// How long a running run's events wait at most to be stored together: a run's events
+/// then take one row, not one per batch they were spread over (under load a batch holds a
+/// few events of each of thousands of runs).
+pub(crate) const HOLD: Duration = Duration::from_millis(500);
+
+/// Events of one run held at most before they are stored.
+const HOLD_EVENTS: usize = 256;
 
 /// Attempts per batch before it is dropped.
 const ATTEMPTS: u32 = 5;
 
+/// Events of one running run, waiting to be stored together.
+struct Held {
+    since: Instant,
+    writes: Vec<Write>,
+}
+
+/// Sorts writes into those to store now and the events of running runs, held until their
+/// run ends, [`HOLD_EVENTS`] gather, [`HOLD`] passes, or a flush asks for everything.
+/// Released writes keep the order they were recorded in, per run.
+struct Holding {
+    held: HashMap<RunId, Held>,
+    /// Events held, all runs together.
+    count: usize,
+    /// At most this many held (the queue's bound): past it everything is released.
+    bound: usize,
+    ready: Vec<Write>,
+}
+
+impl Holding {
+    fn new(bound: usize) -> Self {
+        Self {
+            held: HashMap::new(),
+            count: 0,
+            bound,
+            ready: Vec::new(),
+        }
+    }
+
+    fn take(&mut self, write: Write) {
+        let Write::Event { root, ending, .. } = &write else {
+            self.ready.push(write);
+            return;
+        };
+        let ends = ending.is_some();
+        let root = root.clone();
+        let held = self.held.entry(root.clone()).or_insert_with(|| Held {
+            since: Instant::now(),
+            writes: Vec::new(),
+        });
+        held.writes.push(write);
+        self.count += 1;
+        if ends || held.writes.len() >= HOLD_EVENTS {
+            self.release(&root);
+        }
+        if self.count > self.bound {
+            self.release_all();
+        }
+    }
+
+    fn release(&mut self, root: &RunId) {
+        if let Some(held) = self.held.remove(root) {
+            self.count -= held.writes.len();
+            self.ready.extend(held.writes);
+        }
+    }
+
+    fn release_all(&mut self) {
+        for (_, held) in self.held.drain() {
+            self.ready.extend(held.writes);
+        }
+        self.count = 0;
+    }
+
+    /// Releases the runs held since before `before`.
+    fn release_older(&mut self, before: Instant) {
+        let old: Vec<RunId> = self
+            .held
+            .iter()
+            .filter(|(_, held)| held.since < before)
+            .map(|(root, _)| root.clone())
+            .collect();
+        for root in &old {
+            self.release(root);
+        }
+    }
+
+    /// When the run held longest is due.
+    fn due(&self) -> Option<Instant> {
+        self.held.values().map(|held| held.since + HOLD).min()
+    }
+}
+
 async fn drain(
     store: Arc<dyn HistoryStore>,
     mut jobs: mpsc::Receiver<Job>,
-    batch_size: usize,
+    config: WriterConfig,
     stats: Arc<WriterStats>,
 ) {
+    let batch_size = config.batch.max(1);
+    let mut holding = Holding::new(config.queue);
     let mut received = Vec::with_capacity(batch_size);
-    while jobs.recv_many(&mut received, batch_size).await > 0 {
+    loop {
+        let got = match holding.due() {
+            Some(due) => {
+                tokio::time::timeout_at(due.into(), jobs.recv_many(&mut received, batch_size))
+                    .await
+                    .ok()
+            }
+            None => Some(jobs.recv_many(&mut received, batch_size).await),
+        };
+        if got == Some(0) {
+            break;
+        }
         // A small batch waits a little for more (unless a flush is waiting): a transaction
         // per handful of writes would cost more than the writes.
         let flushing = received.iter().any(|job| matches!(job, Job::Flush(_)));
-        if received.len() < batch_size && !flushing {
+        if got.is_some() && received.len() < batch_size && !flushing {
             tokio::time::sleep(LINGER).await;
             while received.len() < batch_size {
                 match jobs.try_recv() {
@@ -189,20 +320,32 @@ async fn drain(
                 }
             }
         }
-        let mut writes = Vec::with_capacity(received.len());
         let mut flushes = Vec::new();
         for job in received.drain(..) {
             match job {
-                Job::Write(write) => writes.push(write),
+                Job::Write(write) => holding.take(write),
                 Job::Flush(done) => flushes.push(done),
             }
         }
-        if !writes.is_empty() {
-            store_batch(store.as_ref(), &writes, &stats).await;
+        if flushes.is_empty() {
+            if let Some(before) = Instant::now().checked_sub(HOLD) {
+                holding.release_older(before);
+            }
+        } else {
+            holding.release_all();
+        }
+        let ready = std::mem::take(&mut holding.ready);
+        if !ready.is_empty() {
+            store_batch(store.as_ref(), &ready, &stats).await;
         }
         for done in flushes {
             let _ = done.send(());
         }
+    }
+    // Closed: what is held is stored before the writer ends.
+    holding.release_all();
+    if !holding.ready.is_empty() {
+        store_batch(store.as_ref(), &holding.ready, &stats).await;
     }
 }
 

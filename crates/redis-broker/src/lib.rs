@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use core_context::{AgentEvent, EmitError, UserId};
+use core_context::{AgentEvent, EmitError, EncodedEvent, UserId};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -321,12 +321,13 @@ impl RedisBroker {
     fn enqueue(
         &self,
         user: &UserId,
-        event: AgentEvent,
+        event: EncodedEvent,
         ends_lost_run: bool,
     ) -> Result<(), EmitError> {
-        let body = serde_json::to_string(&event)
-            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
-        let run = event.run_id;
+        let EncodedEvent {
+            run_id: run,
+            json: body,
+        } = event;
         let mut publish = self.publish.lock();
         let (next_counter, queue) = &mut *publish;
         let outgoing = Outgoing {
@@ -361,7 +362,9 @@ impl RedisBroker {
     /// Publishes the terminal event of a run whose lease was taken (its node stopped): the
     /// one event of that run that passes its ended mark.
     pub(crate) fn publish_final(&self, user: &UserId, event: AgentEvent) -> Result<(), EmitError> {
-        self.enqueue(user, event, true)
+        let encoded = EncodedEvent::encode(&event)
+            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
+        self.enqueue(user, encoded, true)
     }
 
     /// This node's id in Redis (a new one per process).
@@ -407,7 +410,7 @@ pub(crate) fn broker_error(error: &redis::RedisError) -> BrokerError {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    fn publish(&self, user: &UserId, event: AgentEvent) -> Result<(), EmitError> {
+    fn publish(&self, user: &UserId, event: EncodedEvent) -> Result<(), EmitError> {
         self.enqueue(user, event, false)
     }
 

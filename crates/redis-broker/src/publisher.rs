@@ -22,7 +22,7 @@ use crate::scripts::StreamKeys;
 pub(crate) struct Outgoing {
     pub(crate) user: UserId,
     /// The event's JSON without its seq.
-    pub(crate) body: String,
+    pub(crate) body: Arc<str>,
     /// This node's publish counter for it.
     pub(crate) counter: u64,
     /// Its run (an ended run's late events are dropped by the script).
@@ -111,7 +111,7 @@ async fn send(
             .key(keys.meta)
             .key(keys.log)
             .arg(event.counter)
-            .arg(&event.body)
+            .arg(&*event.body)
             .arg(keys.channel)
             .arg(event.run.as_str())
             .arg(u8::from(event.ends_lost_run));

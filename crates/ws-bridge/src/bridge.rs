@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use core_context::{AgentEvent, ConnectionId, EmitError, EventSink, UserId};
+use core_context::{AgentEvent, ConnectionId, EmitError, EncodedEvent, EventSink, UserId};
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
@@ -295,9 +295,19 @@ impl AgentWebSocketBridge {
     }
 }
 
+impl AgentWebSocketBridge {
+    /// Publishes an event encoded already (by a caller that also keeps the encoding, such
+    /// as the server's history): the same as [`EventSink::emit`] without encoding again.
+    pub fn publish(&self, user_id: &UserId, event: EncodedEvent) -> Result<(), EmitError> {
+        self.inner.broker.publish(user_id, event)
+    }
+}
+
 impl EventSink for AgentWebSocketBridge {
     fn emit(&self, user_id: &UserId, event: AgentEvent) -> Result<(), EmitError> {
-        self.inner.broker.publish(user_id, event)
+        let encoded = EncodedEvent::encode(&event)
+            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
+        self.inner.broker.publish(user_id, encoded)
     }
 }
 

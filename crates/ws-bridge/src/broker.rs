@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 pub use core_context::Epoch;
-use core_context::{AgentEvent, EmitError, SequencedEvent, UserId};
+use core_context::{EmitError, EncodedEvent, UserId};
 use parking_lot::{Mutex, RwLock};
 
 use crate::queue::{CloseReason, Frame};
@@ -117,7 +117,7 @@ pub struct BrokerError(pub String);
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Appends `event` to `user`'s stream and delivers it. Must not wait on IO.
-    fn publish(&self, user: &UserId, event: AgentEvent) -> Result<(), EmitError>;
+    fn publish(&self, user: &UserId, event: EncodedEvent) -> Result<(), EmitError>;
 
     /// Starts delivering `user`'s new frames to `listener`, and says where the stream stands
     /// at that moment: every frame after `last_seq` goes to the listener.
@@ -270,14 +270,13 @@ impl std::fmt::Debug for InProcessBroker {
 
 #[async_trait]
 impl Broker for InProcessBroker {
-    fn publish(&self, user: &UserId, event: AgentEvent) -> Result<(), EmitError> {
+    fn publish(&self, user: &UserId, event: EncodedEvent) -> Result<(), EmitError> {
         let stream = self.stream(user);
         let mut s = stream.lock();
         let seq = s.next_seq;
-        // Encoding and delivering under the stream's lock keeps seq order, log order and
+        // Framing and delivering under the stream's lock keeps seq order, log order and
         // delivery order one and the same; only this user's stream waits.
-        let text = serde_json::to_string(&SequencedEvent { seq, event })
-            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
+        let text = event.frame(seq);
         s.next_seq += 1;
         let frame = Arc::new(Frame {
             seq,

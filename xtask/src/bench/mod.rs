@@ -6,11 +6,13 @@
 //!
 //! - [`scenarios`]: what each scenario does;
 //! - `cluster`: the multi-node runs (a private Redis and two agent-server nodes);
+//! - `history`: the store-off / store-on runs, repeated, reported by their medians;
 //! - [`markdown`]: the document.
 //!
 //! A run that fails verification is reported in the document and makes the command fail.
 
 mod cluster;
+mod history;
 pub mod markdown;
 pub mod scenarios;
 
@@ -99,6 +101,23 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
     let total = chosen.len() * 2;
     let mut outcomes = Vec::new();
     for (i, scenario) in chosen.into_iter().enumerate() {
+        if scenario.group == scenarios::HISTORY {
+            println!(
+                "bench [{}-{}/{total}] {}: store off and on, in turns: {}",
+                2 * i + 1,
+                2 * i + 2,
+                scenario.name,
+                scenario.what
+            );
+            let repeats = if options.quick { 1 } else { history::REPEATS };
+            let (server, baseline) = history::paired(&binaries, &scenario, repeats, &log_dir);
+            outcomes.push(Outcome {
+                scenario,
+                server,
+                baseline,
+            });
+            continue;
+        }
         println!(
             "bench [{}/{total}] {} on {}: {}",
             2 * i + 1,
@@ -106,7 +125,7 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
             markdown::labels(&scenario).0,
             scenario.what
         );
-        let server = run_one(&binaries, &scenario, Kind::AgentServer, &[], &log_dir);
+        let server = run_one(&binaries, &scenario, Kind::AgentServer, &[], &log_dir, None);
         print_line(&server);
         println!(
             "bench [{}/{total}] {} on {}",
@@ -116,24 +135,8 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
         );
         let baseline = if scenario.group == scenarios::MULTI_NODE {
             cluster::run(&binaries, &scenario, &log_dir)
-        } else if scenario.group == scenarios::HISTORY {
-            let store = log_dir.join(format!("{}.db", scenario.name));
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
-            }
-            let with_store = [
-                "--store".to_owned(),
-                format!("sqlite://{}", store.display()),
-            ];
-            run_one(
-                &binaries,
-                &scenario,
-                Kind::AgentServer,
-                &with_store,
-                &log_dir,
-            )
         } else {
-            run_one(&binaries, &scenario, Kind::Baseline, &[], &log_dir)
+            run_one(&binaries, &scenario, Kind::Baseline, &[], &log_dir, None)
         };
         print_line(&baseline);
         outcomes.push(Outcome {
@@ -156,7 +159,7 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
     Ok(outcomes.iter().all(|o| o.server.ok && o.baseline.ok))
 }
 
-fn print_line(run: &Run) {
+pub(crate) fn print_line(run: &Run) {
     let figure = |pointer: &str| {
         run.report
             .as_ref()
@@ -311,13 +314,19 @@ pub(crate) fn shell_line(program: &Path, args: &[String]) -> String {
     format!("{name} {}", quoted.join(" "))
 }
 
-/// Starts the server, runs loadgen against it, stops the server.
-fn run_one(
+/// What a run does after the load, before its server stops: given the server's pid, its
+/// log, and the run so far.
+pub(crate) type AfterLoad<'a> = &'a dyn Fn(u32, &Path, &mut Run);
+
+/// Starts the server (with `extra` flags), runs loadgen against it, calls `after_load`,
+/// stops the server.
+pub(crate) fn run_one(
     binaries: &Binaries,
     scenario: &Scenario,
     kind: Kind,
     extra: &[String],
     log_dir: &Path,
+    after_load: Option<AfterLoad<'_>>,
 ) -> Run {
     let (program, args) = server_command(binaries, scenario, kind, extra);
     let mut run = Run {
@@ -338,6 +347,9 @@ fn run_one(
         }
     };
     load(binaries, scenario, &[addr], child.id(), &mut run);
+    if let Some(after_load) = after_load {
+        after_load(child.id(), &log, &mut run);
+    }
     let _killed = child.kill();
     let _reaped = child.wait();
     // Let the closed sockets' TIME_WAIT and the server's memory go before the next run.
