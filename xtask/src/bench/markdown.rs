@@ -275,7 +275,7 @@ fn history(out: &mut String, outcomes: &[Outcome]) {
         "The burst and the steady load with no history (`--store none`, as in every other \
          agent-server run above) and with the SQLite store on (`--store sqlite://…`, a fresh \
          file): every run recorded when it starts and every event as it is emitted, written by \
-         the batching writer on its own thread at a lower priority (nice 10), so under a full \
+         the batching writer on its own thread at the lowest priority (nice 19), so under a full \
          load the live stream goes first and the history catches up after. Each side ran 3 \
          times, in turns; each column is its median run by events/s (one run varies by about \
          ±10% here). Server CPU is the load phase's, the writer's and SQLite's threads \
