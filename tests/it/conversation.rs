@@ -1,18 +1,25 @@
 //! Conversations: a follow-up in a thread reaches the `llm` agent's model with the thread's
-//! earlier turns, read from the history store; a new thread starts with none.
+//! earlier turns, read from the history store; a new thread starts with none. The model's
+//! calls and tokens show in the metrics.
 
 use llm_agent::LlmConfig;
 use serde_json::json;
 
-use crate::llm::{Model, Piece, Reply, content};
+use crate::history_server::http_text;
+use crate::llm::{Model, Piece, Reply, content, usage};
 use crate::server_support::{Client, start_server};
 
 /// A follow-up in a thread reaches the model with the thread's earlier turns (from the
 /// history store), before the new question; a new thread starts with none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follow_up_reaches_the_model_with_the_earlier_turns() {
-    let answer =
-        |text: &'static str| Reply::Stream(vec![content(text), Piece::Raw("data: [DONE]\n\n")]);
+    let answer = |text: &'static str| {
+        Reply::Stream(vec![
+            content(text),
+            usage(10, 2),
+            Piece::Raw("data: [DONE]\n\n"),
+        ])
+    };
     let model = Model::start(vec![answer("84"), answer("96"), answer("hello")]).await;
     let dir =
         std::env::temp_dir().join(format!("agent-it-llm-{}", core_context::RunId::generate()));
@@ -90,6 +97,22 @@ async fn a_follow_up_reaches_the_model_with_the_earlier_turns() {
             pairs(&[("user", "hi")]),
         ]
     );
+    // The model's calls and the store's writes are in the metrics.
+    let (_, metrics) = http_text(server.addr(), "GET", "/metrics", None).await;
+    for line in [
+        "agent_server_model_requests_total 3",
+        "agent_server_model_calls_total{outcome=\"answered\"} 3",
+        "agent_server_model_tokens_total{kind=\"prompt\"} 30",
+        "agent_server_model_tokens_total{kind=\"completion\"} 6",
+        "agent_server_store_up 1",
+        "agent_server_history_dropped_total{why=\"queue_full\"} 0",
+        "agent_server_runs_finished_total{agent=\"llm\",outcome=\"completed\"} 3",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -59,6 +59,22 @@ pub(crate) async fn http(
     path: &str,
     user: Option<&str>,
 ) -> (u16, Value) {
+    let (status, body) = http_text(addr, method, path, user).await;
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body:?} is not JSON: {e}"))
+    };
+    (status, body)
+}
+
+/// One HTTP request (with `user`'s token, if any); the status and the body as text.
+pub(crate) async fn http_text(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    user: Option<&str>,
+) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = user.map_or(String::new(), |u| {
         format!("Authorization: Bearer {}\r\n", token(u))
@@ -75,12 +91,7 @@ pub(crate) async fn http(
     let text = String::from_utf8(response).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{body:?} is not JSON: {e}"))
-    };
-    (status, body)
+    (status, body.to_owned())
 }
 
 /// Starts a run and reads the user's events until it ends; returns (run id, thread id).

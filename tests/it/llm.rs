@@ -66,7 +66,7 @@ fn tool_piece(index: u64, id: Option<&str>, name: Option<&str>, arguments: &str)
     }
     Piece::Data(json!({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}))
 }
-fn usage(prompt: u64, completion: u64) -> Piece {
+pub(crate) fn usage(prompt: u64, completion: u64) -> Piece {
     Piece::Data(
         json!({"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}),
     )

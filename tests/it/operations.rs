@@ -1,14 +1,16 @@
 //! What an operator probes: `/healthz`, `/readyz` (draining, and a broker that is down),
-//! `/version`, and the JSON 404 of an unknown route.
+//! `/version`, `/metrics`, and the JSON 404 of an unknown route.
 
 use std::time::Duration;
 
 use agent_server::config::BrokerChoice;
 use serde_json::json;
 
-use crate::history_server::http;
+use std::collections::HashMap;
+
+use crate::history_server::{http, http_text};
 use crate::redis_support::RedisServer;
-use crate::server_support::{Client, start_server};
+use crate::server_support::{Client, start_server, token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_version_and_unknown_routes() {
@@ -94,5 +96,126 @@ async fn readiness_follows_the_redis_broker() {
     );
     redis.restart();
     assert_eq!(ready_is(200).await["status"], "ready");
+    server.shutdown().await;
+}
+
+/// The samples of a Prometheus text exposition: `name{labels}` to value.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').expect("a sample is `name value`");
+            (name.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// `/metrics` counts what happened (connections and how they ended, a resume, refusals, runs
+/// by agent and outcome, tool calls, events delivered) and names no user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened_and_name_no_user() {
+    let server = start_server(|_| {}).await;
+    let addr = server.addr();
+    let refused = Client::connect(addr, "not-a-token", None).await;
+    assert!(refused.is_err(), "a bad token got a socket");
+    let mut client = Client::user(addr, "metrics-user-7").await;
+    let epoch = client.established["epoch"].as_str().unwrap().to_owned();
+    let shapes = [
+        json!({"thinking": 1, "tools": 2, "chunks": 1}),
+        json!({"tools": 0, "fail": "on purpose"}),
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        let accepted = client
+            .start(&format!("r{i}"), "synthetic", shape.clone())
+            .await;
+        assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+    }
+    let mut seen = client.events_until_terminals(2).await.len();
+    let hanging = client
+        .start("r2", "synthetic", json!({"tools": 0, "hang": true}))
+        .await;
+    let run_id = hanging["run_id"].clone();
+    client
+        .send(json!({"type": "cancel_run", "payload": {"run_id": run_id}}))
+        .await;
+    seen += client.events_until_terminals(1).await.len();
+    client.send(json!({"type": "no_such_frame"})).await;
+    assert_eq!(client.reply().await["type"], "error");
+    drop(client);
+    let mut resumed = Client::connect(addr, &token("metrics-user-7"), Some((&epoch, 0)))
+        .await
+        .unwrap();
+    assert_eq!(resumed.established["resume"]["status"], "ok");
+    assert_eq!(resumed.events_until_terminals(3).await.len(), seen);
+
+    let expected = [
+        ("agent_server_connections_opened_total", 2.0),
+        ("agent_server_connections_open", 1.0),
+        (
+            "agent_server_connections_closed_total{code=\"client\"}",
+            1.0,
+        ),
+        ("agent_server_resumes_total{outcome=\"ok\"}", 1.0),
+        ("agent_server_refusals_total{code=\"unauthorized\"}", 1.0),
+        ("agent_server_runs_started_total{agent=\"synthetic\"}", 3.0),
+        (
+            "agent_server_runs_finished_total{agent=\"synthetic\",outcome=\"completed\"}",
+            1.0,
+        ),
+        (
+            "agent_server_runs_finished_total{agent=\"synthetic\",outcome=\"failed\"}",
+            1.0,
+        ),
+        (
+            "agent_server_runs_finished_total{agent=\"synthetic\",outcome=\"cancelled\"}",
+            1.0,
+        ),
+        ("agent_server_runs_active", 0.0),
+        (
+            "agent_server_tool_calls_total{tool=\"synthetic_echo\",outcome=\"ok\"}",
+            2.0,
+        ),
+        (
+            "agent_server_run_duration_seconds_count{agent=\"synthetic\"}",
+            3.0,
+        ),
+        ("agent_server_run_queue_wait_seconds_count", 3.0),
+        ("agent_server_broker_up", 1.0),
+        // The first connection's events, then all of them again as the resume's replay
+        // (replayed frames are not live: no emit-to-send latency).
+        ("agent_server_events_delivered_total", 2.0 * seen as f64),
+        ("agent_server_emit_to_send_seconds_count", seen as f64),
+    ];
+    // A frame's count follows its write: the client may read it a moment before.
+    let mut scraped = String::new();
+    for _ in 0..100 {
+        let (status, text) = http_text(addr, "GET", "/metrics", None).await;
+        assert_eq!(status, 200);
+        scraped = text;
+        let got = samples(&scraped);
+        if expected.iter().all(|(name, v)| got.get(*name) == Some(v)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = scraped;
+    assert!(text.ends_with("# EOF\n"), "not OpenMetrics text:\n{text}");
+    assert!(
+        !text.contains("metrics-user-7"),
+        "a user id in the metrics:\n{text}"
+    );
+    let got = samples(&text);
+    for (name, value) in expected {
+        assert_eq!(got.get(name), Some(&value), "{name} in\n{text}");
+    }
+    let error_frames: f64 = got
+        .iter()
+        .filter(|(name, _)| {
+            name.starts_with("agent_server_refusals_total") && !name.contains("unauthorized")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(error_frames, 1.0, "the unknown frame's error:\n{text}");
+    drop(resumed);
     server.shutdown().await;
 }

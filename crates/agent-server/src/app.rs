@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use agent_protocol::{ErrorCode, ServerFrame, StartAgent};
 use agent_registry::{AgentInput, AgentRegistry, Turn};
 use core_context::{
-    CancellationToken, ConnectionId, EventSink, RunId, RunScope, ThreadId, UserExecutionContext,
-    UserId,
+    CancellationToken, ConnectionId, RunId, RunScope, ThreadId, UserExecutionContext, UserId,
 };
 use execution_engine::ExecutionEngineFactory;
 use redis_broker::{Lease, RedisBroker};
@@ -19,8 +18,10 @@ use ws_bridge::{AgentWebSocketBridge, Broker, InProcessBroker};
 use crate::auth::{Auth, AuthError};
 use crate::cluster::Cluster;
 use crate::config::ServerConfig;
-use crate::recorder::{Recorder, RecordingSink};
+use crate::metrics::Metrics;
+use crate::recorder::Recorder;
 use crate::sessions::Sessions;
+use crate::sink::ServerSink;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,10 @@ pub struct AppState {
     pub(crate) cluster: Option<Cluster>,
     /// Threads, runs and events kept past the process, with `--store`.
     pub(crate) recorder: Option<Arc<Recorder>>,
+    /// What the server counts (`/metrics`).
+    pub(crate) metrics: Arc<Metrics>,
+    /// The `llm` agent's model counts, when it is registered.
+    pub(crate) model_stats: Option<Arc<llm_agent::ModelStats>>,
     pub(crate) draining: AtomicBool,
     pub(crate) open_connections: AtomicUsize,
     pub(crate) stop_accepting: CancellationToken,
@@ -120,9 +125,12 @@ impl AppState {
         if config.synthetic_agent {
             agents::synthetic::register(&mut registry)?;
         }
-        if let Some(llm) = &config.llm {
-            llm_agent::register(&mut registry, llm.clone()).map_err(ServeError::Llm)?;
-        }
+        let model_stats = match &config.llm {
+            Some(llm) => {
+                Some(llm_agent::register(&mut registry, llm.clone()).map_err(ServeError::Llm)?)
+            }
+            None => None,
+        };
         let registry = Arc::new(registry);
         let auth = match &config.jwt_secret {
             Some(secret) => Auth::from_secret(secret, false),
@@ -133,19 +141,20 @@ impl AppState {
         )?;
         let bridge = AgentWebSocketBridge::with_broker(config.bridge.clone(), broker);
         let recorder = recorder.map(Arc::new);
-        let sink: Arc<dyn EventSink> = match &recorder {
-            Some(recorder) => Arc::new(RecordingSink {
-                live: bridge.clone(),
-                writer: recorder.writer().clone(),
-            }),
-            None => Arc::new(bridge.clone()),
-        };
+        let metrics = Arc::new(Metrics::new());
+        let sink = Arc::new(ServerSink {
+            live: bridge.clone(),
+            history: recorder.as_ref().map(|r| r.writer().clone()),
+            metrics: Arc::clone(&metrics),
+        });
         let factory =
             ExecutionEngineFactory::new(Arc::clone(&registry), sink, config.engine.clone());
         Ok(Arc::new(Self {
             sessions: Sessions::new(starts_per_minute),
             cluster,
             recorder,
+            metrics,
+            model_stats,
             config,
             auth,
             registry,
@@ -174,6 +183,11 @@ impl AppState {
     /// The bridge (for tests and metrics).
     pub fn bridge(&self) -> &AgentWebSocketBridge {
         &self.bridge
+    }
+
+    /// What the server counts.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Open WebSocket connections.
@@ -332,6 +346,7 @@ impl AppState {
         if let Some(recorder) = &self.recorder {
             recorder.run_started(user, &run_id, &thread, &start.agent, &start.message);
         }
+        self.metrics.run_accepted(&run_id);
         let input = AgentInput {
             message: start.message,
             input: start.input.map_or(Value::Null, Value::Object),
@@ -344,6 +359,7 @@ impl AppState {
                 if let Some(recorder) = &self.recorder {
                     recorder.run_refused(&run_id, &thread);
                 }
+                self.metrics.run_refused(&run_id);
                 self.factory.release(&engine);
                 return Err(Refused(ErrorCode::from_wire(e.code()), e.to_string()));
             }

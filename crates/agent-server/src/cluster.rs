@@ -44,6 +44,11 @@ impl Cluster {
         }
     }
 
+    /// The Redis broker's counts.
+    pub fn broker_stats(&self) -> &redis_broker::BrokerStats {
+        self.broker.stats()
+    }
+
     /// Claims one of `user`'s `limit` slots across the cluster (`None`: all are held).
     pub(crate) async fn acquire(
         &self,

@@ -22,7 +22,9 @@ use futures::SinkExt as _;
 use governor::{DefaultDirectRateLimiter, Quota};
 
 use crate::app::AppState;
+use crate::metrics::Metrics;
 use crate::wire;
+use ws_bridge::Subscription;
 
 /// A socket write that takes longer than this closes the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,26 +72,13 @@ pub(crate) async fn serve(
     mut socket: WebSocket,
 ) {
     let _open = OpenConnection::count(&state.open_connections);
-    let resume = resume.as_ref().map(wire::resume_request);
-    let subscription = match state.bridge.subscribe(&user, resume.as_ref()).await {
-        Ok(s) => s,
-        Err(e) => {
-            close(&mut socket, CloseCode::PolicyViolation, &e.to_string()).await;
-            return;
-        }
-    };
-    let connection_id = subscription.connection_id().clone();
-    let established = ServerFrame::ConnectionEstablished {
-        connection_id: connection_id.clone(),
-        user_id: user.clone(),
-        epoch: subscription.epoch().clone(),
-        last_seq: subscription.last_seq(),
-        server_time: Timestamp::now(),
-        resume: subscription.resume().map(wire::resume_status),
-    };
-    if !send_frame(&mut socket, &established).await {
+    let Some(subscription) = join(&state, &user, resume, &mut socket).await else {
         return;
-    }
+    };
+    let metrics = &state.metrics;
+    // Frames after this seq are live; those up to it are the resume's replay.
+    let live_after = subscription.last_seq();
+    let connection_id = subscription.connection_id().clone();
     let tag = crate::auth::user_tag(&user);
     let opened = Instant::now();
     tracing::info!(user = %tag, %connection_id, resume = ?subscription.resume().map(wire::resume_status), "connection opened");
@@ -100,6 +89,8 @@ pub(crate) async fn serve(
         connection_id: &connection_id,
         last_heard: Instant::now(),
         flood: flood_guard(state.config.flood_burst, state.config.flood_window),
+        closed: None,
+        write_failed: false,
     };
     let mut ping = tokio::time::interval(state.config.ping_interval);
     ping.tick().await;
@@ -112,13 +103,15 @@ pub(crate) async fn serve(
                     // Sent at once, with whatever queued behind it. Waiting a scheduling
                     // round for more (`yield_now`) saved sends but tripled p99 under load:
                     // see docs/performance.md.
-                    if !send_batch(&mut socket, &mut batch).await {
+                    if !send_batch(&mut socket, &mut batch, metrics, live_after).await {
+                        client.write_failed = true;
                         break;
                     }
                 }
                 Err(reason) => {
                     let code = wire::close_code(reason);
                     close(&mut socket, code, code.default_reason()).await;
+                    client.closed = Some(code);
                     ended = match code {
                         CloseCode::SlowConsumer => "closed as a slow consumer (4008)",
                         CloseCode::StreamReset => "closed: stream reset (4009)",
@@ -136,16 +129,55 @@ pub(crate) async fn serve(
                 if client.last_heard.elapsed() > state.config.idle_timeout {
                     let code = CloseCode::IdleTimeout;
                     close(&mut socket, code, code.default_reason()).await;
+                    client.closed = Some(code);
                     ended = "closed as idle (4000)";
                     break;
                 }
                 if !send(&mut socket, Message::Ping(Vec::new().into())).await {
+                    client.write_failed = true;
                     break;
                 }
             }
         }
     }
+    metrics.connection_closed(client.closed, client.write_failed);
     tracing::info!(user = %tag, %connection_id, after = ?opened.elapsed(), how = ended, "connection closed");
+}
+
+/// Joins `user`'s stream (resuming if asked) and says so to the client with
+/// `connection_established`; `None` when the connection ended instead.
+async fn join(
+    state: &AppState,
+    user: &UserId,
+    resume: Option<ResumeParams>,
+    socket: &mut WebSocket,
+) -> Option<Subscription> {
+    let resume = resume.as_ref().map(wire::resume_request);
+    let subscription = match state.bridge.subscribe(user, resume.as_ref()).await {
+        Ok(s) => s,
+        Err(e) => {
+            close(socket, CloseCode::PolicyViolation, &e.to_string()).await;
+            return None;
+        }
+    };
+    let metrics = &state.metrics;
+    metrics.connection_opened();
+    if let Some(outcome) = subscription.resume() {
+        metrics.resumed(outcome);
+    }
+    let established = ServerFrame::ConnectionEstablished {
+        connection_id: subscription.connection_id().clone(),
+        user_id: user.clone(),
+        epoch: subscription.epoch().clone(),
+        last_seq: subscription.last_seq(),
+        server_time: Timestamp::now(),
+        resume: subscription.resume().map(wire::resume_status),
+    };
+    if !send_frame(socket, &established).await {
+        metrics.connection_closed(None, true);
+        return None;
+    }
+    Some(subscription)
 }
 
 /// The per-connection limiter of client frames.
@@ -164,6 +196,10 @@ struct ClientSide<'a> {
     connection_id: &'a ConnectionId,
     last_heard: Instant,
     flood: DefaultDirectRateLimiter,
+    /// How the server closed the connection, when it did.
+    closed: Option<CloseCode>,
+    /// Whether a write failed or stalled.
+    write_failed: bool,
 }
 
 impl ClientSide<'_> {
@@ -179,6 +215,7 @@ impl ClientSide<'_> {
                     let limit = self.state.config.max_frame_bytes * ABUSIVE_FRAME_FACTOR;
                     let reason = format!("message over {limit} bytes");
                     close(socket, CloseCode::MessageTooBig, &reason).await;
+                    self.closed = Some(CloseCode::MessageTooBig);
                 }
                 return Next::Stop;
             }
@@ -188,6 +225,7 @@ impl ClientSide<'_> {
         if self.flood.check().is_err() {
             let reason = "too many messages: slow down and reconnect";
             close(socket, CloseCode::PolicyViolation, reason).await;
+            self.closed = Some(CloseCode::PolicyViolation);
             return Next::Stop;
         }
         let reply = match message {
@@ -200,8 +238,14 @@ impl ClientSide<'_> {
             Message::Ping(_) | Message::Pong(_) => None,
             Message::Close(_) => return Next::Stop,
         };
+        if let Some(ServerFrame::Error { code, .. }) = &reply {
+            self.state.metrics.refused(code);
+        }
         match reply {
-            Some(reply) if !send_frame(socket, &reply).await => Next::Stop,
+            Some(reply) if !send_frame(socket, &reply).await => {
+                self.write_failed = true;
+                Next::Stop
+            }
             _ => Next::Continue,
         }
     }
@@ -247,17 +291,29 @@ async fn send(socket: &mut WebSocket, message: Message) -> bool {
     )
 }
 
-/// Writes `batch` (emptying it) with one flush at the end, all within [`WRITE_TIMEOUT`].
-async fn send_batch(socket: &mut WebSocket, batch: &mut Vec<Arc<ws_bridge::Frame>>) -> bool {
+/// Writes `batch` (emptying it) with one flush at the end, all within [`WRITE_TIMEOUT`],
+/// and counts it (frames after `live_after` towards the emit-to-send latency).
+async fn send_batch(
+    socket: &mut WebSocket,
+    batch: &mut Vec<Arc<ws_bridge::Frame>>,
+    metrics: &Metrics,
+    live_after: u64,
+) -> bool {
     let write = async {
-        for frame in batch.drain(..) {
+        for frame in batch.iter() {
             socket
                 .feed(Message::Text(wire::shared_text(&frame.text)))
                 .await?;
         }
         socket.flush().await
     };
-    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+    let written = matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())));
+    if written {
+        let live = batch.iter().filter(|f| f.seq > live_after);
+        metrics.delivered(batch.len(), live.map(|f| f.published));
+    }
+    batch.clear();
+    written
 }
 
 async fn send_frame(socket: &mut WebSocket, frame: &ServerFrame) -> bool {

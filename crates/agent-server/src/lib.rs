@@ -11,6 +11,8 @@
 //! - [`mint`]: `agent-server token`, a token minted with the configured secret.
 //! - [`recorder`]: the history (with `--store`): runs and events recorded, interrupted runs.
 //! - [`history_http`]: the history's HTTP API for the signed-in user (`/v1/threads`, `/v1/runs`).
+//! - [`metrics`]: what the server counts, served at `/metrics` for Prometheus.
+//! - `sink`: the engine's event sink: counted, encoded once, recorded, published.
 //! - [`routes`]: the HTTP routes and the handlers that answer before a socket exists.
 //! - [`connection`]: the loop of one WebSocket: client frames in, the user's stream out.
 //! - [`wire`]: where the bridge's stream types meet the protocol's wire types.
@@ -31,9 +33,11 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod history_http;
+pub mod metrics;
 pub mod mint;
 pub mod recorder;
 pub mod routes;
 pub mod server;
 pub mod sessions;
+mod sink;
 pub mod wire;

@@ -1,6 +1,6 @@
 //! The server's history (with `--store`): what it records and when. Runs are recorded when
-//! they start (with the user's message), every event as it is emitted (the engine's sink is
-//! the bridge behind [`RecordingSink`]), and runs a stopped node left `running` are marked
+//! they start (with the user's message), every event as it is emitted (by the server's event
+//! sink, `sink.rs`), and runs a stopped node left `running` are marked
 //! `interrupted`: all of them at start with SQLite (one node owns the file), and those of
 //! nodes not seen for [`NODE_STALE`] with Postgres (many nodes share it), checked every
 //! [`HEARTBEAT`].
@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_registry::Turn;
-use core_context::{AgentEvent, EmitError, EncodedEvent, EventSink, RunId, ThreadId, UserId};
+use core_context::{RunId, ThreadId, UserId};
 use history::{
     HistoryError, HistoryStore, HistoryWriter, RunStatus, SqlStore, Write, WriterConfig,
 };
 use serde_json::Value;
-use ws_bridge::AgentWebSocketBridge;
 
 /// Earlier turns an agent gets at most, and their size at most (oldest left out first).
 pub const MAX_TURNS: usize = 20;
@@ -199,25 +198,6 @@ fn answer_text(outcome: &Value) -> String {
             _ => outcome.to_string(),
         },
         other => other.to_string(),
-    }
-}
-
-/// The engine's sink with history: encodes each event once, records the encoding, then
-/// publishes it on the live stream.
-pub struct RecordingSink {
-    /// Where events go live.
-    pub live: AgentWebSocketBridge,
-    /// Where they are recorded.
-    pub writer: HistoryWriter,
-}
-
-impl EventSink for RecordingSink {
-    fn emit(&self, user_id: &UserId, event: AgentEvent) -> Result<(), EmitError> {
-        let encoded = EncodedEvent::encode(&event)
-            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
-        self.writer
-            .record_event(&event, Arc::clone(&encoded.json), now_ms());
-        self.live.publish(user_id, encoded)
     }
 }
 

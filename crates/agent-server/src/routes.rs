@@ -38,6 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .route("/version", get(version))
+        .route("/metrics", get(metrics))
         .merge(crate::history_http::routes())
         .fallback(unknown_route);
     if state.auth.dev_tokens() {
@@ -48,7 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// The routes a client can use, for the 404 of an unknown one.
 const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /ws, GET /health, GET /healthz, GET /readyz, \
-    GET /version, GET /v1/threads, GET /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
+    GET /version, GET /metrics, GET /v1/threads, GET /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
     GET /v1/runs/{run_id}, POST /dev/token (only without a configured secret)";
 
 /// An unknown route: a JSON 404 that names the known ones.
@@ -89,6 +90,13 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: the server's metrics for Prometheus (no user's data: counts by agent,
+/// tool, code and outcome).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.render(&state);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// `GET /version`: the server's version and the git revision it was built from.
@@ -177,6 +185,10 @@ async fn ws_handler(
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let refuse = |status, code: ErrorCode, message| {
+        state.metrics.refused(&code);
+        refuse(status, code, message)
+    };
     let user = match bearer(&headers, &query).and_then(|token| state.auth.verify(&token)) {
         Ok(user) => user,
         Err(e) => {

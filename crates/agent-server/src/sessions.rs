@@ -173,6 +173,27 @@ impl Sessions {
     pub fn user_count(&self) -> usize {
         self.users.lock().sessions.len()
     }
+
+    /// How close users are to `limit` concurrent runs on this node.
+    pub fn run_load(&self, limit: usize) -> RunLoad {
+        let users = self.users.lock();
+        let mut load = RunLoad::default();
+        for session in users.sessions.values() {
+            let runs = session.runs.len();
+            load.users_with_runs += usize::from(runs > 0);
+            load.users_at_limit += usize::from(runs > 0 && runs >= limit);
+        }
+        load
+    }
+}
+
+/// See [`Sessions::run_load`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunLoad {
+    /// Users with at least one active run.
+    pub users_with_runs: usize,
+    /// Users whose active runs reach the limit.
+    pub users_at_limit: usize,
 }
 
 #[cfg(test)]

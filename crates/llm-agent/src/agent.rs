@@ -7,6 +7,7 @@
 //! `max_turns`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput, Turn};
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::client::ModelClient;
 use crate::error::RunFailure;
+use crate::stats::ModelStats;
 use crate::stream::ToolCall;
 use crate::{LlmConfig, LlmError};
 
@@ -37,6 +39,11 @@ impl LlmAgent {
         Ok(Self {
             model: ModelClient::new(config)?,
         })
+    }
+
+    /// What the agent's model calls came to (shared by its clones).
+    pub fn stats(&self) -> Arc<ModelStats> {
+        Arc::clone(self.model.stats())
     }
 
     /// The agent's settings.

@@ -13,6 +13,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{Value, json};
 
 use crate::error::RunFailure;
+use crate::stats::ModelStats;
 use crate::stream::{self, Turn};
 use crate::{LlmConfig, LlmError};
 
@@ -24,6 +25,7 @@ const REJECTION_BODY_CHARS: usize = 300;
 pub(crate) struct ModelClient {
     config: Arc<LlmConfig>,
     http: reqwest::Client,
+    stats: Arc<ModelStats>,
 }
 
 /// What one attempt at a model call came to.
@@ -49,7 +51,13 @@ impl ModelClient {
         Ok(Self {
             config: Arc::new(config),
             http,
+            stats: Arc::default(),
         })
+    }
+
+    /// What this client's calls came to.
+    pub(crate) fn stats(&self) -> &Arc<ModelStats> {
+        &self.stats
     }
 
     /// The settings this client calls the model with.
@@ -65,10 +73,26 @@ impl ModelClient {
         messages: &[Value],
         tools: &[Value],
     ) -> Result<Turn, RunFailure> {
+        let outcome = self.attempts(ctx, messages, tools).await;
+        match &outcome {
+            Ok(turn) => self.stats.answered(turn.usage.as_ref()),
+            Err(failure) => self.stats.failed(failure.code()),
+        }
+        outcome
+    }
+
+    /// The attempts of one model call, until one is answered or retrying stops.
+    async fn attempts(
+        &self,
+        ctx: &AgentContext,
+        messages: &[Value],
+        tools: &[Value],
+    ) -> Result<Turn, RunFailure> {
         let body = request_body(&self.config.model, messages, tools);
         let url = self.config.completions_url();
         let mut attempt = 0;
         loop {
+            self.stats.request();
             let (failure, wait) = match self.send(&url, &body).await {
                 Attempt::Accepted(response) => {
                     return stream::read_turn(ctx, &self.config, response).await;

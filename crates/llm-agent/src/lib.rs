@@ -36,21 +36,29 @@ mod agent;
 mod client;
 mod config;
 mod error;
+mod stats;
 mod stream;
+
+use std::sync::Arc;
 
 use agent_registry::{AgentRegistry, AgentSpec};
 
 pub use crate::agent::LlmAgent;
 pub use crate::config::{LlmConfig, Secret};
 pub use crate::error::LlmError;
+pub use crate::stats::{ModelStats, ModelStatsSnapshot};
 
 /// The agent's registered name.
 pub const AGENT_NAME: &str = "llm";
 
-/// Registers the `llm` agent with `config`.
-pub fn register(registry: &mut AgentRegistry, config: LlmConfig) -> Result<(), LlmError> {
+/// Registers the `llm` agent with `config`; returns its model calls' counts.
+pub fn register(
+    registry: &mut AgentRegistry,
+    config: LlmConfig,
+) -> Result<Arc<ModelStats>, LlmError> {
     config.validate()?;
     let agent = LlmAgent::new(config)?;
+    let stats = agent.stats();
     let description = format!(
         "Model `{}` behind an OpenAI-compatible API.",
         agent.config().model
@@ -58,5 +66,5 @@ pub fn register(registry: &mut AgentRegistry, config: LlmConfig) -> Result<(), L
     registry.register_agent(
         AgentSpec::new(AGENT_NAME, move || agent.clone()).description(description),
     )?;
-    Ok(())
+    Ok(stats)
 }

@@ -214,6 +214,7 @@ impl Replay {
                     Some(Arc::new(Frame {
                         seq,
                         text: Arc::from(text),
+                        published: std::time::Instant::now(),
                     }))
                 })
                 .collect::<Option<Vec<_>>>()?),

@@ -216,6 +216,7 @@ async fn on_message(shared: &Shared, message: &redis::Msg) {
     let frame = Arc::new(Frame {
         seq,
         text: Arc::from(text),
+        published: std::time::Instant::now(),
     });
     if attached.offer(&epoch, &frame) == Offer::Gap {
         catch_up(shared, &attached).await;

@@ -269,6 +269,12 @@ impl AgentWebSocketBridge {
         self.inner.broker.healthy()
     }
 
+    /// Frames the replay logs hold on this node (`None` when they live in a networked
+    /// broker).
+    pub fn replay_frames(&self) -> Option<u64> {
+        self.inner.broker.replay_frames()
+    }
+
     /// Closes every connection with [`CloseReason::Shutdown`]; queued frames are still
     /// delivered first.
     pub fn close_all(&self) {

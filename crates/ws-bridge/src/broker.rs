@@ -149,6 +149,12 @@ pub trait Broker: Send + Sync + 'static {
     /// Users whose stream is held.
     fn stream_count(&self) -> usize;
 
+    /// Frames the replay logs hold on this node, all users together (`None` for a broker
+    /// whose logs live elsewhere).
+    fn replay_frames(&self) -> Option<u64> {
+        None
+    }
+
     /// Waits until every event published before the call is stored and handed to this
     /// node's listeners (a networked broker sends in the background). Graceful shutdown
     /// calls it before closing connections, so they get everything emitted first.
@@ -278,11 +284,12 @@ impl Broker for InProcessBroker {
         // delivery order one and the same; only this user's stream waits.
         let text = event.frame(seq);
         s.next_seq += 1;
+        let now = Instant::now();
         let frame = Arc::new(Frame {
             seq,
             text: Arc::from(text),
+            published: now,
         });
-        let now = Instant::now();
         s.log.push_back((now, Arc::clone(&frame)));
         s.trim(&self.bounds, now);
         s.last_activity = now;
@@ -368,5 +375,10 @@ impl Broker for InProcessBroker {
 
     fn stream_count(&self) -> usize {
         self.streams.read().len()
+    }
+
+    fn replay_frames(&self) -> Option<u64> {
+        let streams: Vec<_> = self.streams.read().values().cloned().collect();
+        Some(streams.iter().map(|s| s.lock().log.len() as u64).sum())
     }
 }

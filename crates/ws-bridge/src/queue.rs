@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -13,6 +14,9 @@ pub struct Frame {
     pub seq: u64,
     /// The JSON text frame, exactly as sent.
     pub text: Arc<str>,
+    /// When this node had it: published here, or received from a networked broker (the
+    /// start of the emit-to-send latency the server measures).
+    pub published: Instant,
 }
 
 /// Why a connection's queue was closed (the server maps it to a WebSocket close code).

@@ -1,0 +1,347 @@
+//! The server's metrics, served at `GET /metrics` in the Prometheus text format (OpenMetrics).
+//!
+//! One registry per server, no global recorder: tests run many servers in one process, and
+//! each must count only its own. What happens as it happens is counted here (connections,
+//! resumes, refusals, deliveries, and every event the engine emits: runs, tools, durations);
+//! what is a state is read when scraped ([`Metrics::render`]: open connections, users at their
+//! run limit, replay logs, broker and store health, the history writer's and the model's
+//! counts).
+//!
+//! Labels never carry a user id or anything a client chooses freely: agents and tools are
+//! names from the registry (a start naming an unknown agent is refused before it counts),
+//! codes and outcomes are the protocol's own.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use agent_protocol::{CloseCode, ErrorCode};
+use core_context::{AgentEvent, EventKind, RunId};
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use ws_bridge::{ResumeFailure, ResumeOutcome};
+
+use crate::app::AppState;
+
+mod scrape;
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Agent {
+    agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunEnd {
+    agent: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Tool {
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolEnd {
+    tool: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventType {
+    r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Code {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+/// When a run was accepted and when it started (left the user's queue).
+#[derive(Debug, Clone, Copy, Default)]
+struct RunClock {
+    accepted: Option<Instant>,
+    started: Option<Instant>,
+}
+
+/// Seconds buckets from 1 ms to about 9 minutes (×2 each).
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
+}
+
+/// Seconds buckets from 50 µs to about 26 s (×2 each): latencies on the live path.
+fn fast_seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+/// What the server counts; see the module documentation.
+pub struct Metrics {
+    registry: Registry,
+    connections_opened: Counter,
+    connections_closed: Family<Code, Counter>,
+    slow_consumers: Counter,
+    resumes: Family<Outcome, Counter>,
+    refusals: Family<Code, Counter>,
+    events_emitted: Family<EventType, Counter>,
+    events_delivered: Counter,
+    emit_to_send: Histogram,
+    runs_started: Family<Agent, Counter>,
+    runs_finished: Family<RunEnd, Counter>,
+    run_duration: Histograms<Agent>,
+    queue_wait: Histogram,
+    tool_calls: Family<ToolEnd, Counter>,
+    tool_duration: Histograms<Tool>,
+    runs: Mutex<HashMap<RunId, RunClock>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric at zero, registered under `agent_server_`.
+    pub fn new() -> Self {
+        let mut metrics = Self {
+            registry: Registry::with_prefix("agent_server"),
+            connections_opened: Counter::default(),
+            connections_closed: Family::default(),
+            slow_consumers: Counter::default(),
+            resumes: Family::default(),
+            refusals: Family::default(),
+            events_emitted: Family::default(),
+            events_delivered: Counter::default(),
+            emit_to_send: fast_seconds(),
+            runs_started: Family::default(),
+            runs_finished: Family::default(),
+            run_duration: Family::new_with_constructor(seconds),
+            queue_wait: seconds(),
+            tool_calls: Family::default(),
+            tool_duration: Family::new_with_constructor(seconds),
+            runs: Mutex::new(HashMap::new()),
+        };
+        metrics.register();
+        metrics
+    }
+
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "connections_opened",
+            "WebSocket connections accepted",
+            self.connections_opened.clone(),
+        );
+        r.register("connections_closed", "WebSocket connections ended, by close code (`client`: the client left; `write_failed`: a write failed or stalled)", self.connections_closed.clone());
+        r.register(
+            "slow_consumer_disconnects",
+            "Connections closed because the client did not read fast enough (4008)",
+            self.slow_consumers.clone(),
+        );
+        r.register(
+            "resumes",
+            "Connections that asked to resume, by outcome",
+            self.resumes.clone(),
+        );
+        r.register("refusals", "Refusals, by error code: error frames sent to clients (limits, rate limits, bad frames) and refused WebSocket upgrades (401, 429, 503)", self.refusals.clone());
+        r.register(
+            "events_emitted",
+            "Events the engine emitted, by type",
+            self.events_emitted.clone(),
+        );
+        r.register(
+            "events_delivered",
+            "Event frames written to sockets (each connection counts)",
+            self.events_delivered.clone(),
+        );
+        r.register("emit_to_send_seconds", "From an event's frame reaching this node to its write to a socket (live frames, not replays)", self.emit_to_send.clone());
+        r.register(
+            "runs_started",
+            "Runs started (sub-runs included), by agent",
+            self.runs_started.clone(),
+        );
+        r.register(
+            "runs_finished",
+            "Runs ended, by agent and outcome",
+            self.runs_finished.clone(),
+        );
+        r.register(
+            "run_duration_seconds",
+            "From a run's start to its end, by agent",
+            self.run_duration.clone(),
+        );
+        r.register(
+            "run_queue_wait_seconds",
+            "From a run's acceptance to its start (waiting for one of the user's run slots)",
+            self.queue_wait.clone(),
+        );
+        r.register(
+            "tool_calls",
+            "Tool calls ended, by tool and outcome",
+            self.tool_calls.clone(),
+        );
+        r.register(
+            "tool_duration_seconds",
+            "Tool call durations, by tool",
+            self.tool_duration.clone(),
+        );
+    }
+
+    /// A connection was accepted.
+    pub(crate) fn connection_opened(&self) {
+        self.connections_opened.inc();
+    }
+
+    /// A connection ended: closed by the server with `code`, or `None` when the client
+    /// left or a write failed (`write_failed`).
+    pub(crate) fn connection_closed(&self, code: Option<CloseCode>, write_failed: bool) {
+        let code = match code {
+            Some(code) => {
+                if code == CloseCode::SlowConsumer {
+                    self.slow_consumers.inc();
+                }
+                code.code().to_string()
+            }
+            None if write_failed => "write_failed".to_owned(),
+            None => "client".to_owned(),
+        };
+        self.connections_closed.get_or_create(&Code { code }).inc();
+    }
+
+    /// A connection asked to resume, with `outcome`.
+    pub(crate) fn resumed(&self, outcome: &ResumeOutcome) {
+        let outcome = match outcome {
+            ResumeOutcome::Ok { .. } => "ok",
+            ResumeOutcome::Failed { reason, .. } => match reason {
+                ResumeFailure::TooOld => "too_old",
+                ResumeFailure::EpochChanged => "epoch_changed",
+                ResumeFailure::SeqAhead => "seq_ahead",
+            },
+        };
+        self.resumes.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// An error frame with `code` went to a client.
+    pub(crate) fn refused(&self, code: &ErrorCode) {
+        let code = code.as_str().to_owned();
+        self.refusals.get_or_create(&Code { code }).inc();
+    }
+
+    /// Frames written to a socket: `live` of them (by when each reached this node) count
+    /// towards the emit-to-send latency, all of them as delivered.
+    pub(crate) fn delivered(&self, count: usize, live: impl IntoIterator<Item = Instant>) {
+        self.events_delivered.inc_by(count as u64);
+        let now = Instant::now();
+        for published in live {
+            self.emit_to_send
+                .observe(now.saturating_duration_since(published).as_secs_f64());
+        }
+    }
+
+    /// `run` was accepted (before the engine may start it): its queue wait starts.
+    pub(crate) fn run_accepted(&self, run: &RunId) {
+        self.runs.lock().entry(run.clone()).or_default().accepted = Some(Instant::now());
+    }
+
+    /// `run` was refused after [`Metrics::run_accepted`].
+    pub(crate) fn run_refused(&self, run: &RunId) {
+        self.runs.lock().remove(run);
+    }
+
+    /// Runs between their start and their end.
+    pub(crate) fn runs_active(&self) -> usize {
+        self.runs
+            .lock()
+            .values()
+            .filter(|c| c.started.is_some())
+            .count()
+    }
+
+    /// Counts what `event` says happened.
+    pub(crate) fn observe(&self, event: &AgentEvent) {
+        self.events_emitted
+            .get_or_create(&EventType {
+                r#type: event.kind.type_name(),
+            })
+            .inc();
+        let agent = || Agent {
+            agent: event.agent_name.to_string(),
+        };
+        match &event.kind {
+            EventKind::AgentStarted { .. } => {
+                self.runs_started.get_or_create(&agent()).inc();
+                let now = Instant::now();
+                let mut runs = self.runs.lock();
+                let clock = runs.entry(event.run_id.clone()).or_default();
+                clock.started = Some(now);
+                if let Some(accepted) = clock.accepted {
+                    self.queue_wait
+                        .observe(now.saturating_duration_since(accepted).as_secs_f64());
+                }
+            }
+            EventKind::ToolCompleted {
+                tool_name,
+                is_error,
+                duration_ms,
+                ..
+            } => {
+                let outcome = if *is_error { "error" } else { "ok" };
+                let tool = tool_name.clone();
+                self.tool_calls
+                    .get_or_create(&ToolEnd { tool, outcome })
+                    .inc();
+                self.tool_duration
+                    .get_or_create(&Tool {
+                        tool: tool_name.clone(),
+                    })
+                    .observe(*duration_ms as f64 / 1000.0);
+            }
+            kind if kind.is_terminal() => self.run_ended(event, agent()),
+            _ => {}
+        }
+    }
+
+    fn run_ended(&self, event: &AgentEvent, agent: Agent) {
+        let outcome = match event.kind {
+            EventKind::AgentCompleted { .. } => "completed",
+            EventKind::AgentError { .. } => "failed",
+            _ => "cancelled",
+        };
+        let clock = self.runs.lock().remove(&event.run_id);
+        if let Some(started) = clock.and_then(|c| c.started) {
+            self.run_duration
+                .get_or_create(&agent)
+                .observe(started.elapsed().as_secs_f64());
+        }
+        self.runs_finished
+            .get_or_create(&RunEnd {
+                agent: agent.agent,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// The metrics as Prometheus text, with the states of `state` read now.
+    pub fn render(&self, state: &AppState) -> String {
+        scrape::render(&self.registry, self, state)
+    }
+}

@@ -1,0 +1,253 @@
+//! What a scrape reads at the time it is made: states (gauges) and the counts other parts
+//! keep themselves (the history writer, the Redis broker, the `llm` agent), put in a
+//! registry made for this scrape and written after the live one.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::Metrics;
+use crate::app::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Why {
+    why: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let gauge: Gauge = Gauge::default();
+    gauge.set(value);
+    registry.register(name, help, gauge);
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let counter: Counter = Counter::default();
+    counter.inc_by(value);
+    registry.register(name, help, counter);
+}
+
+fn flag(on: bool) -> i64 {
+    i64::from(on)
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// `live` (the counts kept as things happen) followed by the states of `state` now.
+pub(super) fn render(live: &Registry, metrics: &Metrics, state: &AppState) -> String {
+    let mut now = Registry::with_prefix("agent_server");
+    states(&mut now, metrics, state);
+    history(&mut now, state);
+    broker(&mut now, state);
+    model(&mut now, state);
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode_registry(&mut out, live)
+        .and_then(|()| encode_registry(&mut out, &now))
+        .and_then(|()| encode_eof(&mut out));
+    out
+}
+
+fn states(r: &mut Registry, metrics: &Metrics, state: &AppState) {
+    let limit = state.config.engine.max_concurrent_runs;
+    let load = state.sessions.run_load(limit);
+    gauge(
+        r,
+        "connections_open",
+        "WebSocket connections open now",
+        count(state.open_connections()),
+    );
+    gauge(
+        r,
+        "runs_active",
+        "Runs between their start and their end now (sub-runs included)",
+        count(metrics.runs_active()),
+    );
+    gauge(
+        r,
+        "users_with_runs",
+        "Users with at least one run going on this node",
+        count(load.users_with_runs),
+    );
+    gauge(
+        r,
+        "users_at_run_limit",
+        "Users whose runs on this node reach the per-user limit (more starts wait or are refused)",
+        count(load.users_at_limit),
+    );
+    gauge(
+        r,
+        "run_limit_per_user",
+        "The per-user limit of concurrent runs",
+        count(limit),
+    );
+    gauge(
+        r,
+        "streams",
+        "Users whose stream this node holds",
+        count(state.bridge.user_count()),
+    );
+    if let Some(frames) = state.bridge.replay_frames() {
+        gauge(
+            r,
+            "replay_log_frames",
+            "Frames the replay logs hold, all users together",
+            i64::try_from(frames).unwrap_or(i64::MAX),
+        );
+    }
+    gauge(
+        r,
+        "broker_up",
+        "Whether the broker takes and delivers events (1) or not (0)",
+        flag(state.bridge.broker_healthy()),
+    );
+    gauge(
+        r,
+        "draining",
+        "Whether the server is shutting down (1)",
+        flag(state.draining.load(std::sync::atomic::Ordering::Relaxed)),
+    );
+}
+
+fn history(r: &mut Registry, state: &AppState) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(recorder) = &state.recorder else {
+        return;
+    };
+    let stats = recorder.writer().stats();
+    gauge(
+        r,
+        "store_up",
+        "Whether the history store took the last batch (1) or not (0)",
+        flag(stats.last_ok.load(Relaxed)),
+    );
+    counter(
+        r,
+        "history_writes",
+        "Writes (run starts, events, endings) stored",
+        stats.written.load(Relaxed),
+    );
+    let dropped = Family::<Why, Counter>::default();
+    dropped
+        .get_or_create(&Why { why: "queue_full" })
+        .inc_by(stats.dropped_full.load(Relaxed));
+    dropped
+        .get_or_create(&Why {
+            why: "store_failed",
+        })
+        .inc_by(stats.dropped_failed.load(Relaxed));
+    r.register(
+        "history_dropped",
+        "Writes dropped: the queue was full, or the store failed the batch repeatedly",
+        dropped,
+    );
+    counter(
+        r,
+        "history_failed_batches",
+        "Batch attempts the store failed (each retry counts)",
+        stats.failed_attempts.load(Relaxed),
+    );
+}
+
+fn broker(r: &mut Registry, state: &AppState) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    let stats = cluster.broker_stats();
+    counter(
+        r,
+        "redis_events_published",
+        "Events Redis accepted from this node",
+        stats.events_published.load(Relaxed),
+    );
+    counter(
+        r,
+        "redis_publish_retries",
+        "Batches sent to Redis again after a connection error",
+        stats.publish_retries.load(Relaxed),
+    );
+    counter(
+        r,
+        "redis_events_rejected",
+        "Events refused because Redis was unreachable long enough to fill the publish queue",
+        stats.events_rejected.load(Relaxed),
+    );
+    counter(
+        r,
+        "redis_events_lost",
+        "Events Redis refused for good",
+        stats.events_lost.load(Relaxed),
+    );
+    counter(
+        r,
+        "redis_subscriber_disconnects",
+        "Times the live (pub/sub) connection to Redis was lost",
+        stats.subscriber_disconnects.load(Relaxed),
+    );
+    counter(
+        r,
+        "redis_frames_recovered",
+        "Frames fetched from the log because the live channel missed them",
+        stats.frames_recovered.load(Relaxed),
+    );
+    counter(
+        r,
+        "redis_stream_resets",
+        "Times a user's connections here were closed because Redis lost their stream (4009)",
+        stats.stream_resets.load(Relaxed),
+    );
+}
+
+fn model(r: &mut Registry, state: &AppState) {
+    let Some(stats) = &state.model_stats else {
+        return;
+    };
+    let stats = stats.snapshot();
+    counter(
+        r,
+        "model_requests",
+        "HTTP requests the llm agent sent to its model (retries count)",
+        stats.requests,
+    );
+    let calls = Family::<Outcome, Counter>::default();
+    calls
+        .get_or_create(&Outcome {
+            outcome: "answered",
+        })
+        .inc_by(stats.answered);
+    for (code, n) in &stats.failures {
+        calls.get_or_create(&Outcome { outcome: code }).inc_by(*n);
+    }
+    r.register(
+        "model_calls",
+        "Model calls of the llm agent, by outcome (`answered`, or the failure code after retries)",
+        calls,
+    );
+    let tokens = Family::<Kind, Counter>::default();
+    tokens
+        .get_or_create(&Kind { kind: "prompt" })
+        .inc_by(stats.prompt_tokens);
+    tokens
+        .get_or_create(&Kind { kind: "completion" })
+        .inc_by(stats.completion_tokens);
+    r.register(
+        "model_tokens",
+        "Tokens the model reported for the llm agent's calls, by kind",
+        tokens,
+    );
+}
