@@ -94,8 +94,22 @@ async fn readiness_follows_the_redis_broker() {
         down,
         json!({"status": "not_ready", "checks": {"broker": "failing", "store": "none"}})
     );
+    let broker_metrics = || async move {
+        let (_, text) = http_text(addr, "GET", "/metrics", None).await;
+        samples(&text)
+    };
+    let metrics = broker_metrics().await;
+    assert_eq!(metrics.get("agent_server_broker_up"), Some(&0.0));
+    assert!(
+        metrics["agent_server_redis_subscriber_disconnects_total"] >= 1.0,
+        "{metrics:?}"
+    );
     redis.restart();
     assert_eq!(ready_is(200).await["status"], "ready");
+    assert_eq!(
+        broker_metrics().await.get("agent_server_broker_up"),
+        Some(&1.0)
+    );
     server.shutdown().await;
 }
 

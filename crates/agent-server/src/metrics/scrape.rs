@@ -164,53 +164,55 @@ fn history(r: &mut Registry, state: &AppState) {
 }
 
 fn broker(r: &mut Registry, state: &AppState) {
-    use std::sync::atomic::Ordering::Relaxed;
     let Some(cluster) = &state.cluster else {
         return;
     };
     let stats = cluster.broker_stats();
-    counter(
-        r,
-        "redis_events_published",
-        "Events Redis accepted from this node",
-        stats.events_published.load(Relaxed),
-    );
-    counter(
-        r,
-        "redis_publish_retries",
-        "Batches sent to Redis again after a connection error",
-        stats.publish_retries.load(Relaxed),
-    );
-    counter(
-        r,
-        "redis_events_rejected",
-        "Events refused because Redis was unreachable long enough to fill the publish queue",
-        stats.events_rejected.load(Relaxed),
-    );
-    counter(
-        r,
-        "redis_events_lost",
-        "Events Redis refused for good",
-        stats.events_lost.load(Relaxed),
-    );
-    counter(
-        r,
-        "redis_subscriber_disconnects",
-        "Times the live (pub/sub) connection to Redis was lost",
-        stats.subscriber_disconnects.load(Relaxed),
-    );
-    counter(
-        r,
-        "redis_frames_recovered",
-        "Frames fetched from the log because the live channel missed them",
-        stats.frames_recovered.load(Relaxed),
-    );
-    counter(
-        r,
-        "redis_stream_resets",
-        "Times a user's connections here were closed because Redis lost their stream (4009)",
-        stats.stream_resets.load(Relaxed),
-    );
+    let table = [
+        (
+            "redis_events_published",
+            "Events Redis accepted from this node",
+            &stats.events_published,
+        ),
+        (
+            "redis_publish_retries",
+            "Batches sent to Redis again after a connection error",
+            &stats.publish_retries,
+        ),
+        (
+            "redis_events_rejected",
+            "Events refused because Redis was unreachable long enough to fill the publish queue",
+            &stats.events_rejected,
+        ),
+        (
+            "redis_events_lost",
+            "Events Redis refused for good",
+            &stats.events_lost,
+        ),
+        (
+            "redis_subscriber_disconnects",
+            "Times the live (pub/sub) connection to Redis was lost",
+            &stats.subscriber_disconnects,
+        ),
+        (
+            "redis_frames_recovered",
+            "Frames fetched from the log because the live channel missed them",
+            &stats.frames_recovered,
+        ),
+        (
+            "redis_stream_resets",
+            "Times a user's connections here were closed because Redis lost their stream (4009)",
+            &stats.stream_resets,
+        ),
+    ];
+    for (name, help, value) in table {
+        counter(
+            r,
+            name,
+            help,
+            value.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
 }
 
 fn model(r: &mut Registry, state: &AppState) {
