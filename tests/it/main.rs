@@ -25,6 +25,7 @@ mod history;
 mod history_server;
 mod llm;
 mod loadgen;
+mod logs;
 mod multinode;
 mod multinode_runs;
 mod operations;

@@ -195,7 +195,10 @@ impl AgentContext {
             started: Instant::now(),
             open: true,
         };
-        let outcome = self.dispatch(name, args).await;
+        let span = tracing::info_span!("tool", tool = %name, tool_call_id = %tool_call_id);
+        let outcome =
+            tracing::Instrument::instrument(self.dispatch(name, args), span.clone()).await;
+        span.in_scope(|| tracing::debug!(failed = outcome.is_err(), "tool call ended"));
         let result = match &outcome {
             Ok(value) => redact::redact(value, limits),
             Err(error) => error.to_result(),

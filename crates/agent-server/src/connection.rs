@@ -75,17 +75,32 @@ pub(crate) async fn serve(
     let Some(subscription) = join(&state, &user, resume, &mut socket).await else {
         return;
     };
+    // Everything the connection logs, and every run it starts, is within this span.
+    let span = tracing::info_span!(
+        "connection",
+        user = %crate::auth::user_tag(&user),
+        connection_id = %subscription.connection_id(),
+    );
+    tracing::Instrument::instrument(stream(&state, &user, subscription, socket), span).await;
+}
+
+/// The connection's loop once it joined the stream: client frames in, the stream out.
+async fn stream(
+    state: &Arc<AppState>,
+    user: &UserId,
+    subscription: Subscription,
+    mut socket: WebSocket,
+) {
     let metrics = &state.metrics;
     // Frames after this seq are live; those up to it are the resume's replay.
     let live_after = subscription.last_seq();
     let connection_id = subscription.connection_id().clone();
-    let tag = crate::auth::user_tag(&user);
     let opened = Instant::now();
-    tracing::info!(user = %tag, %connection_id, resume = ?subscription.resume().map(wire::resume_status), "connection opened");
+    tracing::info!(resume = ?subscription.resume().map(wire::resume_status), "connection opened");
     let mut ended = "the client left";
     let mut client = ClientSide {
-        state: &state,
-        user: &user,
+        state,
+        user,
         connection_id: &connection_id,
         last_heard: Instant::now(),
         flood: flood_guard(state.config.flood_burst, state.config.flood_window),
@@ -141,7 +156,7 @@ pub(crate) async fn serve(
         }
     }
     metrics.connection_closed(client.closed, client.write_failed);
-    tracing::info!(user = %tag, %connection_id, after = ?opened.elapsed(), how = ended, "connection closed");
+    tracing::info!(after = ?opened.elapsed(), how = ended, "connection closed");
 }
 
 /// Joins `user`'s stream (resuming if asked) and says so to the client with

@@ -201,7 +201,16 @@ impl UserExecutionEngine {
             timeout: created.timeout.unwrap_or(self.inner.config.run_timeout),
             outcome_tx,
         };
-        self.inner.tasks.spawn_on(task.run(), &runtime);
+        // One span per run, a child of the caller's (the server's connection span names the
+        // user, hashed); the agent's tool calls are spans within it.
+        let span = tracing::info_span!(
+            "run",
+            run_id = %task.scope.run_id,
+            agent = %task.scope.agent_name,
+        );
+        self.inner
+            .tasks
+            .spawn_on(tracing::Instrument::instrument(task.run(), span), &runtime);
         Ok(handle)
     }
 
@@ -379,6 +388,7 @@ async fn execute(
 
 /// Counts the run's outcome and emits its one terminal event.
 fn finish(engine: &EngineInner, scope: &RunScope, outcome: &RunOutcome, duration: Duration) {
+    tracing::debug!(code = outcome.error_code(), ?duration, "run finished");
     let counters = &engine.counters;
     let terminal = match outcome {
         RunOutcome::Completed { output, .. } => {
@@ -479,17 +489,25 @@ impl SubRunner for SubRuns {
             open: true,
         };
         let timeout = created.timeout.unwrap_or(engine.config.run_timeout);
-        let outcome = execute(
-            engine,
-            &scope,
-            &*created.agent,
-            input,
-            run_context,
-            &control,
-            TimeLimit {
-                timeout,
-                not_after: parent.deadline(),
-            },
+        let span = tracing::info_span!(
+            "sub_run",
+            run_id = %scope.run_id,
+            agent = %scope.agent_name,
+        );
+        let outcome = tracing::Instrument::instrument(
+            execute(
+                engine,
+                &scope,
+                &*created.agent,
+                input,
+                run_context,
+                &control,
+                TimeLimit {
+                    timeout,
+                    not_after: parent.deadline(),
+                },
+            ),
+            span,
         )
         .await;
         open.open = false;
