@@ -233,3 +233,113 @@ async fn metrics_count_what_happened_and_name_no_user() {
     drop(resumed);
     server.shutdown().await;
 }
+
+/// The metric families of a scrape, from its `# TYPE` lines.
+fn families(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A sample or family name without its counter or histogram suffix.
+fn family_of(name: &str) -> &str {
+    ["_total", "_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name)
+}
+
+/// The `agent_server_*` names `text` mentions anywhere.
+fn mentioned(text: &str) -> std::collections::BTreeSet<String> {
+    text.split("agent_server_")
+        .skip(1)
+        .filter_map(|rest| {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()))
+                .unwrap_or(rest.len());
+            (end > 0).then(|| format!("agent_server_{}", family_of(&rest[..end])))
+        })
+        .collect()
+}
+
+/// The metrics `docs/operations.md`'s tables document: each row's first cell, without the
+/// prefix.
+fn documented(guide: &str) -> std::collections::BTreeSet<String> {
+    guide
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .filter(|name| !name.starts_with('/') && !name.starts_with("GET"))
+        .map(|name| format!("agent_server_{}", family_of(name)))
+        .collect()
+}
+
+/// Every metric the dashboard (`docs/grafana-dashboard.json`) and the operations guide
+/// (`docs/operations.md`) name is one the server exposes, and the guide documents every one
+/// it exposes (with Redis, a store and the `llm` agent, so every family is there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_the_guide_name_exactly_the_metrics_served() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let dir = std::env::temp_dir().join(format!(
+        "agent-it-dashboard-{}",
+        core_context::RunId::generate()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = format!("sqlite://{}", dir.join("history.db").display());
+    let server = start_server(move |c| {
+        c.broker = BrokerChoice::Redis(url);
+        c.store = Some(store);
+        c.llm = Some(llm_agent::LlmConfig::new("http://127.0.0.1:9/v1", "unused"));
+    })
+    .await;
+    let plain = start_server(|_| {}).await;
+    let mut served = std::collections::BTreeSet::new();
+    for addr in [server.addr(), plain.addr()] {
+        exercise(addr).await;
+        let (_, text) = http_text(addr, "GET", "/metrics", None).await;
+        served.extend(families(&text));
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard = std::fs::read_to_string(root.join("docs/grafana-dashboard.json")).unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let guide = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    for (doc, names) in [
+        ("the dashboard", mentioned(&dashboard)),
+        ("the guide's alerts", mentioned(&guide)),
+        ("the guide's tables", documented(&guide)),
+    ] {
+        let unknown: Vec<_> = names.difference(&served).collect();
+        assert!(
+            unknown.is_empty(),
+            "{doc} names metrics the server does not serve: {unknown:?}"
+        );
+    }
+    let documented = documented(&guide);
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "docs/operations.md does not document {undocumented:?}"
+    );
+    server.shutdown().await;
+    plain.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Makes the server count something of each kind (a family with no sample is not served): a
+/// refused upgrade, a run with a tool call, a connection that ends, a resume.
+async fn exercise(addr: std::net::SocketAddr) {
+    assert!(Client::connect(addr, "not-a-token", None).await.is_err());
+    let mut client = Client::user(addr, "dashboard-user").await;
+    let epoch = client.established["epoch"].as_str().unwrap().to_owned();
+    let accepted = client.start("r1", "synthetic", json!({"tools": 1})).await;
+    assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+    client.events_until_terminals(1).await;
+    drop(client);
+    let resumed = Client::connect(addr, &token("dashboard-user"), Some((&epoch, 0)))
+        .await
+        .unwrap();
+    drop(resumed);
+}
