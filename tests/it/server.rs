@@ -47,7 +47,7 @@ async fn auth_table_refuses_with_401_and_no_socket() {
             ),
             "signature is invalid",
         ),
-        ("alg none", unsigned, "only HS256"),
+        ("alg none", unsigned, "never `none`"),
         (
             "no sub",
             token_with(json!({"exp": now_secs() + 600}), SECRET),

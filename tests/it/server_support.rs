@@ -196,6 +196,18 @@ impl Client {
         }
     }
 
+    /// The next JSON frame, or the close code when the server closed the socket.
+    pub async fn next_or_close(&mut self) -> Result<Value, u16> {
+        if let Some(frame) = self.pending.pop_front() {
+            return Ok(frame);
+        }
+        match self.next_message().await {
+            Message::Text(text) => Ok(serde_json::from_str(&text).unwrap()),
+            Message::Close(frame) => Err(frame.map_or(1005, |f| f.code.into())),
+            other => panic!("expected a text or close frame, got {other:?}"),
+        }
+    }
+
     /// The close frame's code and reason, reading past any frames before it.
     pub async fn closed(&mut self) -> (u16, String) {
         loop {

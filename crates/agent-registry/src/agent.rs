@@ -113,3 +113,14 @@ impl AgentError {
         Self::new(error_code::AGENT_FAILED, message)
     }
 }
+
+/// The text of a panic payload, for error messages.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}

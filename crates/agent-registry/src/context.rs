@@ -14,6 +14,7 @@ use core_context::redact::{self, Limits};
 use core_context::{CancellationToken, EventSink, RunScope, UserExecutionContext};
 use futures::FutureExt;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::agent::{AgentError, AgentInput, AgentOutput};
 use crate::registry::{AgentRegistry, ToolInfo};
@@ -196,8 +197,7 @@ impl AgentContext {
             open: true,
         };
         let span = tracing::info_span!("tool", tool = %name, tool_call_id = %tool_call_id);
-        let outcome =
-            tracing::Instrument::instrument(self.dispatch(name, args), span.clone()).await;
+        let outcome = self.dispatch(name, args).instrument(span.clone()).await;
         span.in_scope(|| tracing::debug!(failed = outcome.is_err(), "tool call ended"));
         let result = match &outcome {
             Ok(value) => redact::redact(value, limits),
@@ -222,7 +222,7 @@ impl AgentContext {
             () = self.parts.cancellation.cancelled() => Err(ToolError::Cancelled),
             outcome = tokio::time::timeout(limit, call) => match outcome {
                 Err(_) => Err(ToolError::Timeout(limit)),
-                Ok(Err(panic)) => Err(ToolError::Panicked(panic_message(&*panic))),
+                Ok(Err(panic)) => Err(ToolError::Panicked(crate::agent::panic_message(&*panic))),
                 Ok(Ok(result)) => result,
             },
         }
@@ -238,17 +238,6 @@ impl AgentContext {
                 "an agent event could not be emitted"
             );
         }
-    }
-}
-
-/// The text of a panic payload, for error messages.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a non-string panic payload".to_owned()
     }
 }
 

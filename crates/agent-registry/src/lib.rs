@@ -21,7 +21,7 @@ mod context;
 mod registry;
 mod tool;
 
-pub use agent::{Agent, AgentError, AgentInput, AgentOutput, Turn};
-pub use context::{AgentContext, AgentContextParts, DispatchConfig, SubRunner, panic_message};
+pub use agent::{Agent, AgentError, AgentInput, AgentOutput, Turn, panic_message};
+pub use context::{AgentContext, AgentContextParts, DispatchConfig, SubRunner};
 pub use registry::{AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError, ToolInfo};
 pub use tool::{Tool, ToolError, parse_args};

@@ -15,7 +15,7 @@ use redis_broker::{Lease, RedisBroker};
 use serde_json::{Value, json};
 use ws_bridge::{AgentWebSocketBridge, Broker, InProcessBroker};
 
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Auth, AuthError, Identity};
 use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
@@ -132,9 +132,14 @@ impl AppState {
             None => None,
         };
         let registry = Arc::new(registry);
-        let auth = match &config.jwt_secret {
-            Some(secret) => Auth::from_secret(secret, false),
-            None => Auth::generated()?,
+        let identity = Identity {
+            secret: config.jwt_secret.clone(),
+            ..config.identity.clone()
+        };
+        let auth = if identity.is_configured() {
+            Auth::from_identity(&identity)?
+        } else {
+            Auth::generated()?
         };
         let starts_per_minute = NonZeroU32::new(config.start_rate_per_minute).ok_or(
             ServeError::Config("start_rate_per_minute must be at least 1"),
@@ -150,7 +155,11 @@ impl AppState {
         let factory =
             ExecutionEngineFactory::new(Arc::clone(&registry), sink, config.engine.clone());
         Ok(Arc::new(Self {
-            sessions: Sessions::new(starts_per_minute),
+            sessions: {
+                let sessions = Sessions::new(starts_per_minute);
+                sessions.set_max_threads_per_user(config.max_threads_per_user);
+                sessions
+            },
             cluster,
             recorder,
             metrics,

@@ -1,21 +1,49 @@
-//! Server settings: `agent-server serve` flags, each with an `AGENT_SERVER_*` variable.
+//! Server settings: `agent-server serve` flags, each with an `AGENT_SERVER_*` variable, and
+//! the same settings in a TOML file named by `--config`.
 //!
-//! clap validates types and ranges (a zero limit or a non-number names the flag in its
-//! error); [`ServerConfig::from_args`] checks what clap cannot (the secret's length).
+//! Precedence: flags > environment > file > defaults. [`ServeArgs`] is the one list of
+//! settings: its clap attributes give each setting's flag, variable, file key (the field's
+//! name), default and range, and the file's values go through the same parsers as flags do
+//! ([`with_file`]). clap validates types and ranges (a zero limit or a non-number names the
+//! flag, or the file's key, in its error); [`ServerConfig::from_args`] checks what clap cannot
+//! (the secret's length, URLs, settings that only make sense together).
+//! [`Parsed::effective_toml`] prints the settings in effect, secrets masked.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use execution_engine::EngineConfig;
 use ws_bridge::BridgeConfig;
+
+mod file;
+mod show;
+#[cfg(test)]
+mod tests;
+
+pub use file::{Parsed, with_file};
 
 /// The shortest JWT secret accepted, in bytes (HS256 wants at least the hash size).
 pub const MIN_SECRET_LEN: usize = 32;
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people (coloured on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// Flags of `agent-server serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// A TOML file with any of these settings, keyed by the flag's name with `_` for `-`
+    /// (`max_runs_per_user = 5`); flags and environment variables override it.
+    #[arg(long, env = "AGENT_SERVER_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port (printed at start).
     #[arg(long, env = "AGENT_SERVER_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
@@ -23,6 +51,23 @@ pub struct ServeArgs {
     /// serves POST /dev/token for local use.
     #[arg(long, env = "AGENT_SERVER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// An identity provider's public key (PEM file: RSA for RS256 tokens, EC P-256 for
+    /// ES256). With it (or --jwks-url) the server needs no secret and serves no dev tokens.
+    #[arg(long, env = "AGENT_SERVER_JWT_PUBLIC_KEY", value_name = "PATH")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// An identity provider's JWKS URL: tokens name their key with `kid`; the key set is
+    /// cached and fetched again for an unknown `kid`, at most once per --jwks-min-refresh-secs.
+    #[arg(long, env = "AGENT_SERVER_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Seconds between two fetches of the JWKS at the least.
+    #[arg(long, env = "AGENT_SERVER_JWKS_MIN_REFRESH_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub jwks_min_refresh_secs: u64,
+    /// Tokens must carry this issuer (`iss`).
+    #[arg(long, env = "AGENT_SERVER_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Tokens' audience (`aud`) must name this.
+    #[arg(long, env = "AGENT_SERVER_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
     /// Register the `synthetic` test and load agent.
     #[arg(long, env = "AGENT_SERVER_SYNTHETIC_AGENT")]
     pub synthetic_agent: bool,
@@ -35,9 +80,20 @@ pub struct ServeArgs {
     /// Runs of one user waiting for a slot before `too_many_runs`.
     #[arg(long, env = "AGENT_SERVER_MAX_QUEUED_RUNS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub max_queued_runs_per_user: u32,
+    /// Engines (one per run, queued or running) one user may hold; more starts are refused
+    /// with `too_many_engines`, so keep it at least runs + queued runs.
+    #[arg(long, env = "AGENT_SERVER_MAX_ENGINES_PER_USER", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_engines_per_user: u32,
     /// Run time limit in seconds.
     #[arg(long, env = "AGENT_SERVER_RUN_TIMEOUT_SECS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub run_timeout_secs: u64,
+    /// Time limit in seconds of a tool call whose tool sets none.
+    #[arg(long, env = "AGENT_SERVER_TOOL_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub tool_timeout_secs: u64,
+    /// Threads per user whose owner this node remembers (the oldest are forgotten first;
+    /// with a store, the history still knows whose they are).
+    #[arg(long, env = "AGENT_SERVER_MAX_THREADS_PER_USER", default_value_t = crate::sessions::MAX_THREADS_PER_USER as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_threads_per_user: u32,
     /// Open WebSocket connections per user.
     #[arg(long, env = "AGENT_SERVER_MAX_CONNECTIONS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_connections_per_user: u32,
@@ -114,11 +170,15 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENT_SERVER_DEV_TOKENS_ON_NETWORK")]
     pub dev_tokens_on_network: bool,
     /// Frames a connection may send in a burst before it is closed as flooding (1008).
-    #[arg(long, env = "AGENT_SERVER_FLOOD_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "AGENT_SERVER_FLOOD_BURST", default_value_t = crate::connection::FLOOD_LIMIT, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub flood_burst: u32,
     /// Seconds over which the flood burst refills.
-    #[arg(long, env = "AGENT_SERVER_FLOOD_WINDOW_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    #[arg(long, env = "AGENT_SERVER_FLOOD_WINDOW_SECS", default_value_t = crate::connection::FLOOD_WINDOW.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub flood_window_secs: u64,
+    /// Log lines as `text` (for people) or `json` (one object per line, for collectors);
+    /// `RUST_LOG` sets the level (`info` by default).
+    #[arg(long, env = "AGENT_SERVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Reads a `--store` value: `None` for `none`.
@@ -182,7 +242,7 @@ impl std::fmt::Debug for BrokerChoice {
 pub enum ConfigError {
     /// The JWT secret is too short to be safe.
     #[error(
-        "the JWT secret (--jwt-secret / AGENT_SERVER_JWT_SECRET) is {len} bytes; use at least {MIN_SECRET_LEN} random bytes"
+        "the JWT secret (--jwt-secret / AGENT_SERVER_JWT_SECRET / jwt_secret in --config) is {len} bytes; use at least {MIN_SECRET_LEN} random bytes"
     )]
     SecretTooShort {
         /// Its length.
@@ -201,6 +261,9 @@ pub enum ConfigError {
          127.0.0.1, or pass --dev-tokens-on-network (AGENT_SERVER_DEV_TOKENS_ON_NETWORK) on a trusted network"
     )]
     DevTokensOnNetwork(SocketAddr),
+    /// The identity provider's settings cannot be used.
+    #[error("{0}")]
+    Identity(String),
     /// The store is none of the kinds the server knows.
     #[error(
         "--store (AGENT_SERVER_STORE) {0:?} is not a store: use sqlite://path/to/file.db, postgres://user@host/db, or none"
@@ -211,6 +274,41 @@ pub enum ConfigError {
         "--broker (AGENT_SERVER_BROKER) {0:?} is neither `in-process` nor a Redis URL (redis://host:port)"
     )]
     Broker(String),
+    /// The `--config` file cannot be read, or is not TOML.
+    #[error("--config {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong (from the OS, or the TOML parser with line and column).
+        reason: String,
+    },
+    /// The `--config` file holds a key that is no setting (a typo, most likely).
+    #[error("--config {path}: unknown setting `{key}`{hint} (the settings are: {allowed})")]
+    UnknownKey {
+        /// The file.
+        path: String,
+        /// The unknown key.
+        key: String,
+        /// `; did you mean `…`?` when a setting is close, else empty.
+        hint: String,
+        /// Every setting a file may hold.
+        allowed: String,
+    },
+    /// A value in the `--config` file has the wrong type or is out of range.
+    #[error("--config {path}: `{key} = {value}` is refused: {allowed}")]
+    BadValue {
+        /// The file.
+        path: String,
+        /// The setting.
+        key: String,
+        /// The value as written (secrets and URL credentials masked).
+        value: String,
+        /// What the setting takes.
+        allowed: String,
+    },
+    /// The command line, with the file's settings in, does not parse (clap's message).
+    #[error("{0}")]
+    Args(String),
 }
 
 /// Validated settings of a server.
@@ -218,8 +316,12 @@ pub enum ConfigError {
 pub struct ServerConfig {
     /// Listen address.
     pub addr: SocketAddr,
-    /// The configured JWT secret; `None` makes the server generate one and serve dev tokens.
+    /// The configured JWT secret; with no [`identity`](Self::identity) key either, the
+    /// server generates one and serves dev tokens.
     pub jwt_secret: Option<Vec<u8>>,
+    /// An identity provider's keys and the claims tokens must carry (its `secret` is unused:
+    /// the secret is [`jwt_secret`](Self::jwt_secret)).
+    pub identity: crate::auth::Identity,
     /// Whether the synthetic agent is registered.
     pub synthetic_agent: bool,
     /// The agent of legacy frames.
@@ -254,6 +356,8 @@ pub struct ServerConfig {
     pub flood_burst: u32,
     /// The window over which the burst refills.
     pub flood_window: Duration,
+    /// Threads per user whose owner the sessions remember.
+    pub max_threads_per_user: usize,
 }
 
 impl Default for ServerConfig {
@@ -261,6 +365,10 @@ impl Default for ServerConfig {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             jwt_secret: None,
+            identity: crate::auth::Identity {
+                jwks_min_refresh: Duration::from_secs(30),
+                ..crate::auth::Identity::default()
+            },
             synthetic_agent: false,
             default_agent: "assistant".into(),
             engine: EngineConfig::default(),
@@ -278,8 +386,36 @@ impl Default for ServerConfig {
             history_max_threads_per_user: 1_000,
             flood_burst: crate::connection::FLOOD_LIMIT,
             flood_window: crate::connection::FLOOD_WINDOW,
+            max_threads_per_user: crate::sessions::MAX_THREADS_PER_USER,
         }
     }
+}
+
+/// The identity provider's settings of `args` (the public key file read now).
+fn identity(args: &ServeArgs) -> Result<crate::auth::Identity, ConfigError> {
+    let public_key_pem = match &args.jwt_public_key {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            ConfigError::Identity(format!(
+                "cannot read --jwt-public-key (AGENT_SERVER_JWT_PUBLIC_KEY) {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let identity = crate::auth::Identity {
+        secret: None,
+        public_key_pem,
+        jwks_url: args.jwks_url.clone(),
+        jwks_min_refresh: Duration::from_secs(args.jwks_min_refresh_secs),
+        issuer: args.jwt_issuer.clone(),
+        audience: args.jwt_audience.clone(),
+    };
+    if identity.is_configured() {
+        // Refuses a key file that is no key, or a JWKS URL that is no URL, at start.
+        crate::auth::Auth::from_identity(&identity)
+            .map_err(|e| ConfigError::Identity(e.to_string()))?;
+    }
+    Ok(identity)
 }
 
 impl ServerConfig {
@@ -290,7 +426,11 @@ impl ServerConfig {
                 return Err(ConfigError::SecretTooShort { len: secret.len() });
             }
         }
-        if args.jwt_secret.is_none() && !args.addr.ip().is_loopback() && !args.dev_tokens_on_network
+        let identity = identity(&args)?;
+        if args.jwt_secret.is_none()
+            && !identity.is_configured()
+            && !args.addr.ip().is_loopback()
+            && !args.dev_tokens_on_network
         {
             return Err(ConfigError::DevTokensOnNetwork(args.addr));
         }
@@ -322,12 +462,18 @@ impl ServerConfig {
         Ok(Self {
             addr: args.addr,
             jwt_secret: args.jwt_secret.map(String::into_bytes),
+            identity,
             synthetic_agent: args.synthetic_agent,
             default_agent: args.default_agent,
             engine: EngineConfig {
                 max_concurrent_runs: args.max_runs_per_user as usize,
                 max_queued_runs: args.max_queued_runs_per_user as usize,
                 run_timeout: Duration::from_secs(args.run_timeout_secs),
+                max_engines_per_user: args.max_engines_per_user as usize,
+                dispatch: agent_registry::DispatchConfig {
+                    default_tool_timeout: Duration::from_secs(args.tool_timeout_secs),
+                    ..defaults.engine.dispatch
+                },
                 ..defaults.engine
             },
             bridge: BridgeConfig {
@@ -350,110 +496,7 @@ impl ServerConfig {
             history_max_threads_per_user: args.history_max_threads_per_user,
             flood_burst: args.flood_burst,
             flood_window: Duration::from_secs(args.flood_window_secs),
+            max_threads_per_user: args.max_threads_per_user as usize,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: ServeArgs,
-    }
-
-    /// Parses `argv` (after the program name) and validates it; `Err` holds the message.
-    fn check(argv: &[&str], expected: Result<(), &str>) {
-        let got = Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
-            .map_err(|e| e.to_string())
-            .and_then(|cli| ServerConfig::from_args(cli.args).map_err(|e| e.to_string()))
-            .map(|_| ());
-        match (&got, expected) {
-            (Ok(()), Ok(())) => {}
-            (Err(m), Err(f)) => assert!(m.contains(f), "{argv:?}: {m:?} lacks {f:?}"),
-            _ => panic!("{argv:?}: expected {expected:?}, got {got:?}"),
-        }
-    }
-
-    #[test]
-    fn flag_table() {
-        let secret = "s".repeat(32);
-        let table: &[(&[&str], Result<(), &str>)] = &[
-            (&[], Ok(())),
-            (
-                &[
-                    "--addr",
-                    "127.0.0.1:0",
-                    "--jwt-secret",
-                    &secret,
-                    "--synthetic-agent",
-                ],
-                Ok(()),
-            ),
-            (
-                &["--addr", "localhost"],
-                Err("invalid value 'localhost' for '--addr <ADDR>'"),
-            ),
-            (
-                &["--jwt-secret", "short"],
-                Err("is 5 bytes; use at least 32"),
-            ),
-            (&["--max-runs-per-user", "0"], Err("--max-runs-per-user")),
-            (&["--max-frame-bytes", "lots"], Err("--max-frame-bytes")),
-            (
-                &["--default-agent", "Bad Agent"],
-                Err("--default-agent \"Bad Agent\" is not a valid agent name"),
-            ),
-            (&["--broker", "in-process"], Ok(())),
-            (&["--broker", "redis://127.0.0.1:6379"], Ok(())),
-            (&["--broker", "redis://:pw@10.0.0.5:6379/2"], Ok(())),
-            (
-                &["--broker", "redis://"],
-                Err("--broker (AGENT_SERVER_BROKER) \"redis://\" is neither"),
-            ),
-            (
-                &["--broker", "http://user:secret@cache:6379"],
-                Err("\"http://<credentials>@cache:6379\" is neither"),
-            ),
-            (&["--broker", "memory"], Err("is neither `in-process` nor")),
-            (&["--store", "none"], Ok(())),
-            (&["--store", "sqlite://data/history.db"], Ok(())),
-            (&["--store", "postgres://app:pw@db:5432/agents"], Ok(())),
-            (
-                &["--store", "mysql://root:secret@db/agents"],
-                Err(
-                    "--store (AGENT_SERVER_STORE) \"mysql://<credentials>@db/agents\" is not a store",
-                ),
-            ),
-            (&["--store", "sqlite://"], Err("is not a store")),
-            (&["--history-max-age", "30d"], Ok(())),
-            (
-                &["--addr", "0.0.0.0:8080"],
-                Err("--addr 0.0.0.0:8080 is not a loopback address and no --jwt-secret"),
-            ),
-            (
-                &["--addr", "0.0.0.0:8080", "--dev-tokens-on-network"],
-                Ok(()),
-            ),
-            (&["--addr", "0.0.0.0:8080", "--jwt-secret", &secret], Ok(())),
-            (&["--addr", "[::1]:8080"], Ok(())),
-            (
-                &["--flood-burst", "500", "--flood-window-secs", "60"],
-                Ok(()),
-            ),
-            (&["--flood-burst", "0"], Err("--flood-burst")),
-            (&["--history-max-age", "soon"], Err("--history-max-age")),
-            (
-                &["--history-max-threads-per-user", "0"],
-                Err("--history-max-threads-per-user"),
-            ),
-        ];
-        for (argv, expected) in table {
-            check(argv, *expected);
-        }
     }
 }

@@ -70,15 +70,17 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let user = bearer(&parts.headers, &HashMap::new())
-            .and_then(|token| state.auth.verify(&token))
-            .map_err(|e| {
-                refuse(
-                    StatusCode::UNAUTHORIZED,
-                    ErrorCode::Unauthorized,
-                    e.to_string(),
-                )
-            })?;
+        let verified = match bearer(&parts.headers, &HashMap::new()) {
+            Ok(token) => state.auth.verify(&token).await,
+            Err(e) => Err(e),
+        };
+        let user = verified.map_err(|e| {
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                e.to_string(),
+            )
+        })?;
         let (store, writer) = state
             .recorder
             .as_ref()

@@ -1,9 +1,9 @@
 //! The agent server: a WebSocket endpoint that runs agents per user and streams their events
 //! live to exactly that user.
 //!
-//! - [`config`]: every setting, from flags and environment variables, validated.
-//! - [`auth`]: JWT verification before the upgrade (HS256), and dev tokens for the embedded
-//!   default.
+//! - [`config`]: every setting, from flags, environment variables and a TOML file, validated.
+//! - [`auth`]: JWT verification before the upgrade (an HS256 secret, or an identity provider's
+//!   RS256/ES256 public key or JWKS), and dev tokens for the embedded default.
 //! - [`app`]: the composition root: the shared state, starting and cancelling runs.
 //! - [`cluster`]: runs across nodes (with a Redis broker): the cluster-wide run limit,
 //!   cross-node `cancel_run`, and ending the runs of a node that died.

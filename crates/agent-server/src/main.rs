@@ -1,9 +1,12 @@
-//! `agent-server`: `serve` runs the server, `chat` talks to one from a terminal.
+//! `agent-server`: `serve` runs the server, `config` prints the settings it would run with,
+//! `chat` talks to one from a terminal, `token` mints a token.
 
+use std::ffi::OsString;
+use std::io::Write;
 use std::process::ExitCode;
 
 use agent_server::{chat, config, mint, server};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Runs AI agents per user and streams what they do, live, to exactly that user.
 #[derive(Debug, Parser)]
@@ -17,40 +20,61 @@ struct Cli {
 enum Command {
     /// Serve the WebSocket endpoint (and the dev token endpoint when no secret is configured).
     Serve(config::ServeArgs),
+    /// Print the settings `serve` would run with, as TOML that --config reads back.
+    ///
+    /// Flags > environment > --config file > defaults; each line says where its value came
+    /// from; secrets and URL credentials are masked. Exits non-zero if they are unusable.
+    Config(config::ServeArgs),
     /// Connect to a server, start a run, and print its events as a readable timeline.
     Chat(chat::ChatArgs),
     /// Print a token for a user, signed with the server's secret (for tests and tools).
     Token(mint::TokenArgs),
 }
 
+/// The command line with the `--config` file in; clap's own errors and `--help` exit here.
+fn parse() -> Result<(Cli, config::Parsed), String> {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&argv);
+    let parsed = config::with_file(Cli::command(), &argv, matches).map_err(|e| e.to_string())?;
+    let cli = Cli::from_arg_matches(&parsed.matches).unwrap_or_else(|e| e.exit());
+    Ok((cli, parsed))
+}
+
+/// `agent-server config`: the settings, validated, printed with secrets masked.
+fn print_config(args: config::ServeArgs, parsed: &config::Parsed) -> Result<(), String> {
+    config::ServerConfig::from_args(args).map_err(|e| e.to_string())?;
+    let text = parsed.effective_toml().unwrap_or_default();
+    // Like the server's banner: a closed stdout (`| head`) must not turn into a panic.
+    let mut out = std::io::stdout();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("agent-server: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Command::Token(args) = &cli.command {
-        return match mint::mint(args) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
+    let outcome = match parse() {
+        Err(message) => Err(message),
+        Ok((cli, parsed)) => match cli.command {
+            Command::Config(args) => print_config(args, &parsed),
+            Command::Token(args) => {
+                return match mint::mint(&args) {
+                    Ok(token) => {
+                        println!("{token}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(message) => {
+                        eprintln!("agent-server token: {message}");
+                        ExitCode::FAILURE
+                    }
+                };
             }
-            Err(message) => {
-                eprintln!("agent-server token: {message}");
-                ExitCode::FAILURE
+            Command::Serve(args) => {
+                runtime().and_then(|rt| rt.block_on(server::serve_from_args(args)))
             }
-        };
-    }
-    let outcome = match cli.command {
-        Command::Serve(args) => runtime.block_on(server::serve_from_args(args)),
-        Command::Chat(args) => runtime.block_on(chat::run(args)).map_err(|e| e.to_string()),
-        Command::Token(_) => Ok(()),
+            Command::Chat(args) => {
+                runtime().and_then(|rt| rt.block_on(chat::run(args)).map_err(|e| e.to_string()))
+            }
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,4 +83,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }

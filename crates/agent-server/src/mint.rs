@@ -58,15 +58,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn minted_tokens_verify_and_bad_input_is_named() {
+    #[tokio::test]
+    async fn minted_tokens_verify_and_bad_input_is_named() {
         let secret = "s".repeat(32);
         let token = mint(&args("alice", Duration::from_secs(60), &secret)).unwrap();
         let auth = Auth::from_secret(secret.as_bytes(), false);
-        assert_eq!(auth.verify(&token).unwrap().as_str(), "alice");
+        assert_eq!(auth.verify(&token).await.unwrap().as_str(), "alice");
         let other = Auth::from_secret("t".repeat(32).as_bytes(), false);
         assert!(
-            other.verify(&token).is_err(),
+            other.verify(&token).await.is_err(),
             "another secret must not verify it"
         );
         let table = [

@@ -189,7 +189,11 @@ async fn ws_handler(
         state.metrics.refused(&code);
         refuse(status, code, message)
     };
-    let user = match bearer(&headers, &query).and_then(|token| state.auth.verify(&token)) {
+    let verified = match bearer(&headers, &query) {
+        Ok(token) => state.auth.verify(&token).await,
+        Err(e) => Err(e),
+    };
+    let user = match verified {
         Ok(user) => user,
         Err(e) => {
             tracing::info!(reason = %e, "refused a connection");

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 pub use crate::app::{AppState, ServeError};
 use crate::cluster::Cluster;
-use crate::config::{BrokerChoice, ServeArgs, ServerConfig};
+use crate::config::{BrokerChoice, LogFormat, ServeArgs, ServerConfig};
 use crate::recorder::{HEARTBEAT, Recorder};
 use crate::routes::router;
 use redis_broker::{RedisBroker, RedisBrokerConfig};
@@ -188,28 +188,58 @@ fn spawn_history_tick(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<(
     }))
 }
 
+/// The process's log subscriber: the `RUST_LOG` filter (`info` without it), lines in
+/// `format` to `writer`, colour codes only when `ansi` (a person at a terminal).
+fn log_subscriber<W>(
+    format: LogFormat,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().finish()),
+    }
+}
+
+/// Logs to stderr in `format` from now on (once per process; later calls do nothing).
+pub fn init_logging(format: LogFormat) {
+    // Colour codes only for a person at a terminal, not in a log file or a collector.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _already_set =
+        tracing::subscriber::set_global_default(log_subscriber(format, std::io::stderr, ansi));
+}
+
 /// `agent-server serve`: starts, prints where it listens, runs until SIGTERM or Ctrl-C.
 pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
-    let _logging = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in a log file or a collector.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let format = args.log_format;
+    init_logging(format);
     let config = ServerConfig::from_args(args).map_err(|e| e.to_string())?;
-    let generated = config.jwt_secret.is_none();
+    let generated = config.jwt_secret.is_none() && !config.identity.is_configured();
     let server = RunningServer::start(config)
         .await
         .map_err(|e| e.to_string())?;
-    if generated {
-        eprintln!(
+    // A collector reads stderr as one JSON object per line: there, notices are log events.
+    match (generated, format) {
+        (false, _) => {}
+        (true, LogFormat::Text) => eprintln!(
             "WARNING: no JWT secret configured (--jwt-secret / AGENT_SERVER_JWT_SECRET).\n\
              WARNING: generated a random one for this run and enabled POST /dev/token, which\n\
              WARNING: hands a token to ANYONE who asks. For local use only."
-        );
+        ),
+        (true, LogFormat::Json) => tracing::warn!(
+            "no JWT secret configured (--jwt-secret / AGENT_SERVER_JWT_SECRET): generated a random \
+             one for this run and enabled POST /dev/token, which hands a token to ANYONE who asks; \
+             for local use only"
+        ),
     }
     // `println!` panics when stdout is closed (say, a supervisor that read only the first
     // line); a server must not die of that, so write and ignore the error.
@@ -222,7 +252,14 @@ pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
     let _ = writeln!(out, "agents: {}", server.state().agent_names().join(", "));
     let _ = out.flush();
     shutdown_signal().await;
-    eprintln!("agent-server: shutting down (runs get up to the grace period to finish)");
+    match format {
+        LogFormat::Text => {
+            eprintln!("agent-server: shutting down (runs get up to the grace period to finish)");
+        }
+        LogFormat::Json => {
+            tracing::info!("shutting down (runs get up to the grace period to finish)");
+        }
+    }
     server.shutdown().await;
     Ok(())
 }

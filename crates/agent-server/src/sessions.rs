@@ -2,8 +2,9 @@
 //! which of their runs are active (so `cancel_run` finds only their own).
 //!
 //! **Architecture Invariant:** every entry is keyed by the authenticated user id, and every
-//! map is bounded: threads per user ([`MAX_THREADS_PER_USER`], oldest forgotten first), and
-//! users with no active run are dropped by [`Sessions::evict_idle`].
+//! map is bounded: threads per user (`--max-threads-per-user`, [`MAX_THREADS_PER_USER`] by
+//! default, oldest forgotten first), and users with no active run are dropped by
+//! [`Sessions::evict_idle`].
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
@@ -16,7 +17,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use parking_lot::Mutex;
 
-/// Threads remembered per user (oldest forgotten first).
+/// Threads remembered per user (oldest forgotten first) unless `--max-threads-per-user`
+/// says otherwise.
 pub const MAX_THREADS_PER_USER: usize = 1_000;
 
 /// Why a `start_agent` was refused before any engine was involved.
@@ -64,10 +66,11 @@ impl Session {
     }
 }
 
-#[derive(Default)]
 struct Users {
     sessions: HashMap<UserId, Session>,
     thread_owner: HashMap<ThreadId, UserId>,
+    /// Threads remembered per user; under the same lock as the threads it bounds.
+    max_threads: usize,
 }
 
 /// All users' sessions on this node.
@@ -83,11 +86,21 @@ impl Sessions {
     /// many, refilled evenly over the minute).
     pub fn new(starts_per_minute: NonZeroU32) -> Self {
         Self {
-            users: Mutex::new(Users::default()),
+            users: Mutex::new(Users {
+                sessions: HashMap::new(),
+                thread_owner: HashMap::new(),
+                max_threads: MAX_THREADS_PER_USER,
+            }),
             starts: DefaultKeyedRateLimiter::keyed(Quota::per_minute(starts_per_minute)),
             starts_per_minute: starts_per_minute.get(),
             clock: DefaultClock::default(),
         }
+    }
+
+    /// Remembers at most `max` threads per user from now on (at least one); a user past it
+    /// forgets their oldest at their next new thread.
+    pub fn set_max_threads_per_user(&self, max: usize) {
+        self.users.lock().max_threads = max.max(1);
     }
 
     /// Admits a run of `user`: counts it against the start rate, then claims `thread` (a new
@@ -114,7 +127,7 @@ impl Sessions {
             None => {
                 users.thread_owner.insert(thread.clone(), user.clone());
                 session.threads.push_back(thread.clone());
-                if session.threads.len() > MAX_THREADS_PER_USER {
+                while session.threads.len() > users.max_threads {
                     if let Some(old) = session.threads.pop_front() {
                         users.thread_owner.remove(&old);
                     }
@@ -219,6 +232,24 @@ mod tests {
         assert!((1..=20).contains(&retry_in_secs), "{retry_in_secs}");
         assert!(refused.to_string().contains("3 per minute per user"));
         sessions.admit(&user("bob"), None).unwrap();
+    }
+
+    /// With a cap of `max`, a user's `max` newest threads stay theirs and older ones are
+    /// forgotten (another user may then take them).
+    #[test]
+    fn threads_per_user_are_capped_oldest_first() {
+        for max in [1, 2, 5] {
+            let sessions = Sessions::new(NonZeroU32::new(100).unwrap());
+            sessions.set_max_threads_per_user(max);
+            let threads: Vec<ThreadId> = (0..max + 2)
+                .map(|_| sessions.admit(&user("alice"), None).unwrap())
+                .collect();
+            for (i, thread) in threads.iter().enumerate() {
+                let forgotten = i < 2;
+                let taken = sessions.admit(&user("bob"), Some(thread.clone()));
+                assert_eq!(taken.is_ok(), forgotten, "cap {max}, thread {i}: {taken:?}");
+            }
+        }
     }
 
     #[test]

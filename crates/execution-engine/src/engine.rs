@@ -17,6 +17,7 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info_span};
 
 use crate::config::EngineConfig;
 use crate::error::EngineError;
@@ -201,16 +202,11 @@ impl UserExecutionEngine {
             timeout: created.timeout.unwrap_or(self.inner.config.run_timeout),
             outcome_tx,
         };
-        // One span per run, a child of the caller's (the server's connection span names the
-        // user, hashed); the agent's tool calls are spans within it.
-        let span = tracing::info_span!(
-            "run",
-            run_id = %task.scope.run_id,
-            agent = %task.scope.agent_name,
-        );
+        // A span per run, within the caller's (the server's connection, naming the user).
+        let span = info_span!("run", run_id = %task.scope.run_id, agent = %task.scope.agent_name);
         self.inner
             .tasks
-            .spawn_on(tracing::Instrument::instrument(task.run(), span), &runtime);
+            .spawn_on(task.run().instrument(span), &runtime);
         Ok(handle)
     }
 
@@ -354,7 +350,7 @@ async fn execute(
         () = control.token.cancelled() => RunOutcome::Cancelled(control.reason()),
         () = tokio::time::sleep_until(deadline.into()) => RunOutcome::Failed(AgentError::new(
             error_code::TIMEOUT,
-            format!("the run took longer than its {} limit", describe_limit(limit)),
+            format!("the run took longer than its {} limit", crate::run::describe_limit(limit)),
         )),
         finished = &mut work => match finished {
             Ok(Ok(output)) => RunOutcome::Completed { output, duration: started.elapsed() },
@@ -489,26 +485,21 @@ impl SubRunner for SubRuns {
             open: true,
         };
         let timeout = created.timeout.unwrap_or(engine.config.run_timeout);
-        let span = tracing::info_span!(
-            "sub_run",
-            run_id = %scope.run_id,
-            agent = %scope.agent_name,
-        );
-        let outcome = tracing::Instrument::instrument(
-            execute(
-                engine,
-                &scope,
-                &*created.agent,
-                input,
-                run_context,
-                &control,
-                TimeLimit {
-                    timeout,
-                    not_after: parent.deadline(),
-                },
-            ),
-            span,
+        let span = info_span!("sub_run", run_id = %scope.run_id, agent = %scope.agent_name);
+        let limit = TimeLimit {
+            timeout,
+            not_after: parent.deadline(),
+        };
+        let outcome = execute(
+            engine,
+            &scope,
+            &*created.agent,
+            input,
+            run_context,
+            &control,
+            limit,
         )
+        .instrument(span)
         .await;
         open.open = false;
         finish(engine, &scope, &outcome, open.started.elapsed());
@@ -531,14 +522,6 @@ struct RunTask {
     slot: Slot,
     timeout: Duration,
     outcome_tx: oneshot::Sender<RunOutcome>,
-}
-
-fn describe_limit(limit: Duration) -> String {
-    if limit.as_millis() < 1_000 {
-        format!("{} ms", limit.as_millis())
-    } else {
-        format!("{} s", limit.as_secs_f64())
-    }
 }
 
 impl RunTask {

@@ -103,3 +103,12 @@ impl RunHandle {
         })
     }
 }
+
+/// A time limit as people read it: `250 ms`, `25 s`.
+pub(crate) fn describe_limit(limit: Duration) -> String {
+    if limit.as_millis() < 1_000 {
+        format!("{} ms", limit.as_millis())
+    } else {
+        format!("{} s", limit.as_secs_f64())
+    }
+}

@@ -1,0 +1,170 @@
+//! Flags alone: types, ranges and the checks of `ServerConfig::from_args`.
+
+use clap::Parser;
+
+use super::*;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+/// Parses `argv` (after the program name) and validates it; `Err` holds the message.
+fn check(argv: &[&str], expected: Result<(), &str>) {
+    let got = Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+        .map_err(|e| e.to_string())
+        .and_then(|cli| ServerConfig::from_args(cli.args).map_err(|e| e.to_string()))
+        .map(|_| ());
+    match (&got, expected) {
+        (Ok(()), Ok(())) => {}
+        (Err(m), Err(f)) => assert!(m.contains(f), "{argv:?}: {m:?} lacks {f:?}"),
+        _ => panic!("{argv:?}: expected {expected:?}, got {got:?}"),
+    }
+}
+
+#[test]
+fn flag_table() {
+    let secret = "s".repeat(32);
+    let table: &[(&[&str], Result<(), &str>)] = &[
+        (&[], Ok(())),
+        (
+            &[
+                "--addr",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                &secret,
+                "--synthetic-agent",
+            ],
+            Ok(()),
+        ),
+        (
+            &["--addr", "localhost"],
+            Err("invalid value 'localhost' for '--addr <ADDR>'"),
+        ),
+        (
+            &["--jwt-secret", "short"],
+            Err("is 5 bytes; use at least 32"),
+        ),
+        (&["--max-runs-per-user", "0"], Err("--max-runs-per-user")),
+        (&["--max-frame-bytes", "lots"], Err("--max-frame-bytes")),
+        (
+            &["--default-agent", "Bad Agent"],
+            Err("--default-agent \"Bad Agent\" is not a valid agent name"),
+        ),
+        (&["--broker", "in-process"], Ok(())),
+        (&["--broker", "redis://127.0.0.1:6379"], Ok(())),
+        (&["--broker", "redis://:pw@10.0.0.5:6379/2"], Ok(())),
+        (
+            &["--broker", "redis://"],
+            Err("--broker (AGENT_SERVER_BROKER) \"redis://\" is neither"),
+        ),
+        (
+            &["--broker", "http://user:secret@cache:6379"],
+            Err("\"http://<credentials>@cache:6379\" is neither"),
+        ),
+        (&["--broker", "memory"], Err("is neither `in-process` nor")),
+        (&["--store", "none"], Ok(())),
+        (&["--store", "sqlite://data/history.db"], Ok(())),
+        (&["--store", "postgres://app:pw@db:5432/agents"], Ok(())),
+        (
+            &["--store", "mysql://root:secret@db/agents"],
+            Err("--store (AGENT_SERVER_STORE) \"mysql://<credentials>@db/agents\" is not a store"),
+        ),
+        (&["--store", "sqlite://"], Err("is not a store")),
+        (&["--history-max-age", "30d"], Ok(())),
+        (
+            &["--addr", "0.0.0.0:8080"],
+            Err("--addr 0.0.0.0:8080 is not a loopback address and no --jwt-secret"),
+        ),
+        (
+            &["--addr", "0.0.0.0:8080", "--dev-tokens-on-network"],
+            Ok(()),
+        ),
+        (&["--addr", "0.0.0.0:8080", "--jwt-secret", &secret], Ok(())),
+        (&["--addr", "[::1]:8080"], Ok(())),
+        (
+            &["--flood-burst", "500", "--flood-window-secs", "60"],
+            Ok(()),
+        ),
+        (&["--flood-burst", "0"], Err("--flood-burst")),
+        (&["--history-max-age", "soon"], Err("--history-max-age")),
+        (
+            &["--history-max-threads-per-user", "0"],
+            Err("--history-max-threads-per-user"),
+        ),
+    ];
+    for (argv, expected) in table {
+        check(argv, *expected);
+    }
+}
+
+#[test]
+fn limit_and_log_flag_table() {
+    let table: &[(&[&str], Result<(), &str>)] = &[
+        (&["--max-threads-per-user", "1"], Ok(())),
+        (
+            &["--max-threads-per-user", "0"],
+            Err("0 is not in 1..=1000000"),
+        ),
+        (
+            &["--max-engines-per-user", "0"],
+            Err("--max-engines-per-user"),
+        ),
+        (&["--tool-timeout-secs", "0"], Err("--tool-timeout-secs")),
+        (&["--log-format", "json"], Ok(())),
+        (
+            &["--log-format", "xml"],
+            Err("[possible values: text, json]"),
+        ),
+        (&["--max-engines-per-user", "40"], Ok(())),
+        (&["--tool-timeout-secs", "5"], Ok(())),
+    ];
+    for (argv, expected) in table {
+        check(argv, *expected);
+    }
+}
+
+/// The flags' defaults are the defaults of the config the library starts from (the store
+/// aside: the binary keeps a history by default, a library user opts in).
+#[test]
+fn flag_defaults_are_the_config_defaults() {
+    let args = Cli::try_parse_from(["serve"]).unwrap().args;
+    let from_flags = ServerConfig::from_args(args).unwrap();
+    let defaults = ServerConfig::default();
+    let shown = |config: &ServerConfig| {
+        format!(
+            "{:?}",
+            ServerConfig {
+                store: None,
+                ..config.clone()
+            }
+        )
+    };
+    assert_eq!(shown(&from_flags), shown(&defaults));
+}
+
+/// With the settings on the root command (no subcommand), the file is read as well.
+#[test]
+fn a_file_under_a_flat_command() {
+    let dir = std::env::temp_dir().join(format!("agent-config-flat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, "max_runs_per_user = 4\nstart_rate_per_minute = 9\n").unwrap();
+    let argv: Vec<std::ffi::OsString> = ["serve", "--config", path.to_str().unwrap()]
+        .into_iter()
+        .chain(["--start-rate-per-minute", "11"])
+        .map(Into::into)
+        .collect();
+    let command = || <Cli as clap::CommandFactory>::command();
+    let matches = command().try_get_matches_from(&argv).unwrap();
+    let parsed = with_file(command(), &argv, matches).unwrap();
+    let args = <Cli as clap::FromArgMatches>::from_arg_matches(&parsed.matches)
+        .unwrap()
+        .args;
+    assert_eq!(
+        (args.max_runs_per_user, args.start_rate_per_minute),
+        (4, 11)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
