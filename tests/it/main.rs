@@ -33,6 +33,7 @@ mod multinode;
 mod multinode_runs;
 mod operations;
 mod postgres_support;
+mod properties;
 mod redis_support;
 mod server;
 mod server_support;
