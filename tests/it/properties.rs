@@ -4,7 +4,7 @@
 //! with a code and a message, and never panics; what is valid round-trips.
 
 use agent_protocol::{ClientFrame, ResumeParams, parse_client_frame};
-use agent_server::auth::Auth;
+use agent_server::auth::{Auth, AuthError};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -156,8 +156,8 @@ proptest! {
         prop_assert_eq!(params.epoch.as_str(), epoch.as_str());
     }
 
-    /// Any text, and any three dot-separated base64url parts, is refused with a reason; the
-    /// reason never quotes the token.
+    /// Any text, and any three dot-separated base64url parts, is refused with one of the
+    /// fixed reasons (which carry nothing of the token).
     #[test]
     fn any_token_is_refused_with_a_reason(
         text in any::<String>(),
@@ -170,10 +170,14 @@ proptest! {
         let auth = Auth::from_secret(b"0123456789abcdef0123456789abcdef", false);
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         for token in [text, parts.join("."), format!("{}.{}.{}", b64(&header), b64(&claims), parts[2])] {
-            let refused = runtime.block_on(auth.verify(&token));
-            prop_assert!(refused.is_err(), "accepted {token:?}");
-            let reason = refused.unwrap_err().to_string();
-            prop_assert!(token.len() < 12 || !reason.contains(&token), "{reason}");
+            // One of the fixed reasons: nothing of the token is in it.
+            match runtime.block_on(auth.verify(&token)) {
+                Err(AuthError::MissingClaim(claim)) => {
+                    prop_assert!(["sub", "exp"].contains(&claim.as_str()), "{claim}")
+                }
+                Err(AuthError::Malformed | AuthError::Algorithm | AuthError::BadSignature) => {}
+                other => prop_assert!(false, "{token:?} was answered {other:?}"),
+            }
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod ci;
+pub mod fuzz;
 pub mod ssot;
 pub mod workspace;
 

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use xtask::{Error, bench, ci, ssot, workspace};
+use xtask::{Error, bench, ci, fuzz, ssot, workspace};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -20,6 +20,8 @@ commands:
                the bare baseline in every scenario, write docs/benchmarks.md
                [--quick] a one-minute version (written under the target directory)
                [--only NAME,...] some scenarios  [--out PATH] another file
+  fuzz         run each fuzz target in fuzz/ (cargo-fuzz, libFuzzer, stable: no sanitizer)
+               [SECONDS] per target (default 60)
   help         print this message";
 
 fn main() -> ExitCode {
@@ -31,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !rest.is_empty() && command != "help" && command != "bench" {
+    if !rest.is_empty() && !matches!(command, "help" | "bench" | "fuzz") {
         eprintln!(
             "error: `{command}` takes no arguments, got `{}`\n\n{USAGE}",
             rest.join(" ")
@@ -47,6 +49,16 @@ fn main() -> ExitCode {
             Ok(options) => workspace::root().and_then(|root| bench::run(&root, &options)),
             Err(message) => {
                 eprintln!("error: {message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+        "fuzz" => match rest {
+            [] => workspace::root().and_then(|root| fuzz::run(&root, 60)),
+            [seconds] if seconds.parse::<u64>().is_ok_and(|s| s > 0) => {
+                workspace::root().and_then(|root| fuzz::run(&root, seconds.parse().unwrap_or(60)))
+            }
+            _ => {
+                eprintln!("error: `fuzz` takes one number of seconds per target\n\n{USAGE}");
                 return ExitCode::from(2);
             }
         },
