@@ -12,7 +12,7 @@ use core_context::lifecycle::check_lifecycle;
 use serde_json::json;
 
 use crate::redis_support::RedisServer;
-use crate::server_support::{Client, start_server, token};
+use crate::server_support::{Client, start_server};
 
 const USERS: usize = 200;
 const RUNS: usize = 2;
@@ -25,12 +25,6 @@ struct Seen {
     on_b: usize,
 }
 
-async fn connect(addr: SocketAddr, user: &str, resume: Option<(&str, u64)>) -> Client {
-    Client::connect(addr, &token(user), resume)
-        .await
-        .unwrap_or_else(|e| panic!("{user} cannot connect to {addr}: {e:?}"))
-}
-
 /// Starts the user's runs on `a`, then reads until they all ended, moving to `b` (resuming)
 /// when `a` closes with 1001.
 async fn user_session(
@@ -39,7 +33,7 @@ async fn user_session(
     user: String,
     started: tokio::sync::mpsc::Sender<()>,
 ) -> Seen {
-    let mut client = connect(a, &user, None).await;
+    let mut client = Client::resuming(a, &user, None).await;
     let epoch = client.established["epoch"].as_str().unwrap().to_owned();
     // A fifth of the users' runs are short (they end within A's grace if they started early
     // enough); the others' never end by themselves, so A cancels them when its grace is over.
@@ -69,7 +63,7 @@ async fn user_session(
             Ok(_) => {}
             Err(1001) if !seen.moved => {
                 let after = seen.events.last().map_or(0, |e| e.seq);
-                client = connect(b, &user, Some((&epoch, after))).await;
+                client = Client::resuming(b, &user, Some((&epoch, after))).await;
                 assert_eq!(client.established["resume"]["status"], "ok", "{user}");
                 seen.moved = true;
             }

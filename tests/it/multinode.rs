@@ -5,7 +5,6 @@
 //! Each test starts its own private `redis-server` (see `redis_support`) and its nodes.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use agent_server::config::BrokerChoice;
@@ -14,7 +13,7 @@ use core_context::SequencedEvent;
 use serde_json::{Value, json};
 
 use crate::redis_support::RedisServer;
-use crate::server_support::{Client, start_server, token};
+use crate::server_support::{Client, start_server};
 
 /// `count` nodes on free ports, all on the Redis at `url`.
 async fn nodes(url: &str, count: usize) -> Vec<RunningServer> {
@@ -62,12 +61,6 @@ fn epoch_of(client: &Client) -> String {
 
 fn resume_url_parts(client: &Client, after_seq: u64) -> (String, u64) {
     (epoch_of(client), after_seq)
-}
-
-async fn connect(addr: SocketAddr, user: &str, resume: Option<(&str, u64)>) -> Client {
-    Client::connect(addr, &token(user), resume)
-        .await
-        .unwrap_or_else(|e| panic!("{user} cannot connect to {addr}: {e:?}"))
 }
 
 /// A user's tabs on three different nodes read one stream: the same frames, in the same
@@ -125,8 +118,8 @@ async fn many_users_alternating_nodes_get_only_their_own_events() {
         };
         let user = user.clone();
         tasks.push(tokio::spawn(async move {
-            let mut first = connect(a, &user, None).await;
-            let mut second = connect(b, &user, None).await;
+            let mut first = Client::resuming(a, &user, None).await;
+            let mut second = Client::resuming(b, &user, None).await;
             let mut runs = BTreeSet::new();
             let shape = json!({"thinking": 2, "tools": 1, "chunks": 2});
             for (i, tab) in [&mut first, &mut second].into_iter().enumerate() {
@@ -193,7 +186,7 @@ async fn resume_on_another_node_loses_nothing() {
     let (epoch, after) = resume_url_parts(&on_a, *seen.last().unwrap());
     drop(on_a);
     tokio::time::sleep(Duration::from_millis(60)).await;
-    let mut on_b = connect(nodes[1].addr(), "bob", Some((&epoch, after))).await;
+    let mut on_b = Client::resuming(nodes[1].addr(), "bob", Some((&epoch, after))).await;
     assert_eq!(
         on_b.established["resume"]["status"], "ok",
         "{}",
@@ -308,7 +301,7 @@ async fn redis_restarted_mid_stream_ends_in_an_explicit_failed_resume() {
         "a gap before the reset"
     );
     let last = *before.last().unwrap();
-    let mut again = connect(nodes[1].addr(), "carol", Some((&old_epoch, last))).await;
+    let mut again = Client::resuming(nodes[1].addr(), "carol", Some((&old_epoch, last))).await;
     assert_eq!(
         again.established["resume"]["status"], "failed",
         "{}",

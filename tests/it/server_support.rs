@@ -151,9 +151,14 @@ impl Client {
     }
 
     pub async fn user(addr: SocketAddr, user: &str) -> Client {
-        Client::connect(addr, &token(user), None)
+        Self::resuming(addr, user, None).await
+    }
+
+    /// `user`'s connection to `addr`, resuming from `(epoch, after_seq)` if given.
+    pub async fn resuming(addr: SocketAddr, user: &str, resume: Option<(&str, u64)>) -> Client {
+        Client::connect(addr, &token(user), resume)
             .await
-            .expect("connects")
+            .unwrap_or_else(|e| panic!("{user} cannot connect to {addr}: {e:?}"))
     }
 
     pub async fn send(&mut self, frame: Value) {

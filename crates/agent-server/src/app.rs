@@ -155,11 +155,7 @@ impl AppState {
         let factory =
             ExecutionEngineFactory::new(Arc::clone(&registry), sink, config.engine.clone());
         Ok(Arc::new(Self {
-            sessions: {
-                let sessions = Sessions::new(starts_per_minute);
-                sessions.set_max_threads_per_user(config.max_threads_per_user);
-                sessions
-            },
+            sessions: Sessions::new(starts_per_minute, config.max_threads_per_user),
             cluster,
             recorder,
             metrics,

@@ -83,24 +83,19 @@ pub struct Sessions {
 
 impl Sessions {
     /// Sessions whose users may start `starts_per_minute` runs per minute (a burst of that
-    /// many, refilled evenly over the minute).
-    pub fn new(starts_per_minute: NonZeroU32) -> Self {
+    /// many, refilled evenly over the minute), each remembering at most `max_threads` threads
+    /// (at least one; a user past it forgets their oldest at their next new thread).
+    pub fn new(starts_per_minute: NonZeroU32, max_threads: usize) -> Self {
         Self {
             users: Mutex::new(Users {
                 sessions: HashMap::new(),
                 thread_owner: HashMap::new(),
-                max_threads: MAX_THREADS_PER_USER,
+                max_threads: max_threads.max(1),
             }),
             starts: DefaultKeyedRateLimiter::keyed(Quota::per_minute(starts_per_minute)),
             starts_per_minute: starts_per_minute.get(),
             clock: DefaultClock::default(),
         }
-    }
-
-    /// Remembers at most `max` threads per user from now on (at least one); a user past it
-    /// forgets their oldest at their next new thread.
-    pub fn set_max_threads_per_user(&self, max: usize) {
-        self.users.lock().max_threads = max.max(1);
     }
 
     /// Admits a run of `user`: counts it against the start rate, then claims `thread` (a new
@@ -219,7 +214,7 @@ mod tests {
 
     #[test]
     fn the_start_rate_is_per_user_and_says_when_to_retry() {
-        let sessions = Sessions::new(NonZeroU32::new(3).unwrap());
+        let sessions = Sessions::new(NonZeroU32::new(3).unwrap(), MAX_THREADS_PER_USER);
         for _ in 0..3 {
             sessions.admit(&user("alice"), None).unwrap();
         }
@@ -239,8 +234,7 @@ mod tests {
     #[test]
     fn threads_per_user_are_capped_oldest_first() {
         for max in [1, 2, 5] {
-            let sessions = Sessions::new(NonZeroU32::new(100).unwrap());
-            sessions.set_max_threads_per_user(max);
+            let sessions = Sessions::new(NonZeroU32::new(100).unwrap(), max);
             let threads: Vec<ThreadId> = (0..max + 2)
                 .map(|_| sessions.admit(&user("alice"), None).unwrap())
                 .collect();
@@ -254,7 +248,7 @@ mod tests {
 
     #[test]
     fn threads_belong_to_one_user_and_idle_users_are_forgotten() {
-        let sessions = Sessions::new(NonZeroU32::new(100).unwrap());
+        let sessions = Sessions::new(NonZeroU32::new(100).unwrap(), MAX_THREADS_PER_USER);
         let thread = sessions.admit(&user("alice"), None).unwrap();
         assert_eq!(
             sessions
