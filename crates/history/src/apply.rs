@@ -3,7 +3,7 @@
 //! bottleneck of a burst.
 //!
 //! The batch is applied in phases that keep each run's order: run starts (threads, then
-//! runs), events (one row per run per batch: a JSON array of its events in order), run
+//! runs), events (one row per run per batch: its events in order, [packed](crate::pack)), run
 //! endings, then refusals (a refusal always follows its start).
 
 use std::collections::HashMap;
@@ -130,13 +130,13 @@ pub(crate) async fn apply(
         let mut numbered = Vec::new();
         let mut unnumbered = Vec::new();
         for (run, events) in runs {
-            let array = format!("[{}]", events.join(","));
+            let packed = crate::pack::pack(&events);
             match next.get_mut(run) {
                 Some(chunk) => {
-                    numbered.push((run, *chunk, array));
+                    numbered.push((run, *chunk, packed));
                     *chunk += 1;
                 }
-                None => unnumbered.push((run, array)),
+                None => unnumbered.push((run, packed)),
             }
         }
         for (run, ..) in &endings {
@@ -154,31 +154,31 @@ type RunEnd<'a> = (&'a str, &'a Ending, i64);
 
 async fn insert_events(
     tx: &mut AnyConnection,
-    numbered: &[(&str, i64, String)],
-    unnumbered: Vec<(&str, String)>,
+    numbered: &[(&str, i64, Vec<u8>)],
+    unnumbered: Vec<(&str, Vec<u8>)>,
     sqlite: bool,
 ) -> Result<(), sqlx::Error> {
     for chunk in numbered.chunks(ROWS) {
         let sql = dialect(
             format!(
-                "INSERT INTO run_event_chunks (run_id, chunk, events) VALUES {}",
-                values(chunk.len(), 3)
+                "INSERT INTO run_event_chunks (run_id, chunk, events, packed) VALUES {}",
+                values(chunk.len(), 4)
             ),
             sqlite,
         );
         let mut query = sqlx::query(&sql);
-        for (run, idx, text) in chunk {
-            query = query.bind(*run).bind(*idx).bind(text.as_str());
+        for (run, idx, packed) in chunk {
+            query = query.bind(*run).bind(*idx).bind("").bind(packed.as_slice());
         }
         query.execute(&mut *tx).await?;
     }
-    for (run, text) in unnumbered {
+    for (run, packed) in unnumbered {
         sqlx::query(
-            "INSERT INTO run_event_chunks (run_id, chunk, events) \
-             SELECT $1, COALESCE(MAX(chunk), -1) + 1, $2 FROM run_event_chunks WHERE run_id = $1",
+            "INSERT INTO run_event_chunks (run_id, chunk, events, packed) \
+             SELECT $1, COALESCE(MAX(chunk), -1) + 1, '', $2 FROM run_event_chunks WHERE run_id = $1",
         )
         .bind(run)
-        .bind(text)
+        .bind(packed)
         .execute(&mut *tx)
         .await?;
     }

@@ -14,6 +14,7 @@
 
 mod apply;
 mod model;
+mod pack;
 mod sql;
 mod writer;
 
