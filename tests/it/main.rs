@@ -32,6 +32,7 @@ mod logs;
 mod multinode;
 mod multinode_runs;
 mod operations;
+mod otlp;
 mod postgres_support;
 mod properties;
 mod redis_support;

@@ -37,6 +37,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// How spans are encoded for an OpenTelemetry collector (OTLP/HTTP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    /// Protocol buffers (`application/x-protobuf`), OTLP's default.
+    #[default]
+    Protobuf,
+    /// JSON (`application/json`).
+    Json,
+}
+
+/// Why `--otlp-endpoint` cannot be used in a build without the `otlp` feature.
+pub const NO_OTLP: &str = "this agent-server was built without OpenTelemetry export; build it with \
+     `cargo build --release -p agent-server --features otlp`, or leave --otlp-endpoint unset";
+
 /// Flags of `agent-server serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -179,6 +193,59 @@ pub struct ServeArgs {
     /// `RUST_LOG` sets the level (`info` by default).
     #[arg(long, env = "AGENT_SERVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// An OpenTelemetry collector's OTLP/HTTP address (`http://collector:4318`): the
+    /// server's spans (connections, runs, sub-runs, tool calls) are exported to its
+    /// `/v1/traces`. Off by default; needs a build with the `otlp` feature.
+    #[arg(long, env = "AGENT_SERVER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// How spans are encoded for the collector: `protobuf` (OTLP's default) or `json`.
+    #[arg(long, env = "AGENT_SERVER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::Protobuf)]
+    pub otlp_protocol: OtlpProtocol,
+}
+
+/// Reads `--otlp-endpoint`: an `http://` or `https://` URL with a host; spans go to its
+/// `/v1/traces` (as with OpenTelemetry's own `OTEL_EXPORTER_OTLP_ENDPOINT`), or to the URL
+/// itself when it already ends so.
+fn otlp(args: &ServeArgs) -> Result<Option<crate::telemetry::Otlp>, ConfigError> {
+    let Some(endpoint) = &args.otlp_endpoint else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| {
+        ConfigError::Otlp(format!(
+            "--otlp-endpoint (AGENT_SERVER_OTLP_ENDPOINT) {:?} {why}",
+            redis_broker::redacted_url(endpoint)
+        ))
+    };
+    let Some(rest) = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| endpoint.strip_prefix(scheme))
+    else {
+        return Err(refuse(
+            "is not an http:// or https:// URL (a collector's OTLP/HTTP address, http://collector:4318)",
+        ));
+    };
+    if rest.is_empty() || rest.starts_with(['/', ':']) {
+        return Err(refuse("names no host"));
+    }
+    if rest.contains(['?', '#', ' ']) {
+        return Err(refuse(
+            "holds a query, a fragment or a space; give the collector's address only",
+        ));
+    }
+    if !cfg!(feature = "otlp") {
+        return Err(ConfigError::Otlp(NO_OTLP.to_owned()));
+    }
+    let base = endpoint.trim_end_matches('/');
+    // The collector's address, or (as people often paste) its traces URL itself.
+    let traces_url = if base.ends_with("/v1/traces") {
+        base.to_owned()
+    } else {
+        format!("{base}/v1/traces")
+    };
+    Ok(Some(crate::telemetry::Otlp {
+        traces_url,
+        protocol: args.otlp_protocol,
+    }))
 }
 
 /// Reads a `--store` value: `None` for `none`.
@@ -269,6 +336,9 @@ pub enum ConfigError {
         "--store (AGENT_SERVER_STORE) {0:?} is not a store: use sqlite://path/to/file.db, postgres://user@host/db, or none"
     )]
     Store(String),
+    /// The OpenTelemetry export cannot be set up as configured.
+    #[error("{0}")]
+    Otlp(String),
     /// The broker is neither `in-process` nor a Redis URL.
     #[error(
         "--broker (AGENT_SERVER_BROKER) {0:?} is neither `in-process` nor a Redis URL (redis://host:port)"
@@ -342,6 +412,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// The `llm` agent's settings, when it is served.
     pub llm: Option<llm_agent::LlmConfig>,
+    /// Where spans are exported (`--otlp-endpoint`), if anywhere.
+    pub otlp: Option<crate::telemetry::Otlp>,
     /// Where users' streams live.
     pub broker: BrokerChoice,
     /// How long a node's claim on a run lasts unrenewed (with a Redis broker).
@@ -379,6 +451,7 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(10),
             llm: None,
+            otlp: None,
             broker: BrokerChoice::InProcess,
             run_lease_ttl: Duration::from_secs(15),
             store: None,
@@ -458,6 +531,7 @@ impl ServerConfig {
                 ));
             }
         };
+        let otlp = otlp(&args)?;
         let defaults = ServerConfig::default();
         Ok(Self {
             addr: args.addr,
@@ -497,6 +571,7 @@ impl ServerConfig {
             flood_burst: args.flood_burst,
             flood_window: Duration::from_secs(args.flood_window_secs),
             max_threads_per_user: args.max_threads_per_user as usize,
+            otlp,
         })
     }
 }

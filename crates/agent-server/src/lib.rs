@@ -40,4 +40,5 @@ pub mod routes;
 pub mod server;
 pub mod sessions;
 mod sink;
+pub mod telemetry;
 pub mod wire;

@@ -188,41 +188,19 @@ fn spawn_history_tick(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<(
     }))
 }
 
-/// The process's log subscriber: the `RUST_LOG` filter (`info` without it), lines in
-/// `format` to `writer`, colour codes only when `ansi` (a person at a terminal).
-fn log_subscriber<W>(
-    format: LogFormat,
-    writer: W,
-    ansi: bool,
-) -> Box<dyn tracing::Subscriber + Send + Sync>
-where
-    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
-{
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => Box::new(builder.finish()),
-        LogFormat::Json => Box::new(builder.json().finish()),
-    }
-}
-
-/// Logs to stderr in `format` from now on (once per process; later calls do nothing).
+/// Logs to stderr in `format` from now on (once per process; later calls do nothing). The
+/// OTLP export, when configured, is set up by `serve` itself.
 pub fn init_logging(format: LogFormat) {
-    // Colour codes only for a person at a terminal, not in a log file or a collector.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _already_set =
-        tracing::subscriber::set_global_default(log_subscriber(format, std::io::stderr, ansi));
+    let _inert = crate::telemetry::init(format, None);
 }
 
 /// `agent-server serve`: starts, prints where it listens, runs until SIGTERM or Ctrl-C.
 pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
     let format = args.log_format;
-    init_logging(format);
+    // Validated before logging starts (its errors are printed by `main`), since the
+    // configuration says where spans go.
     let config = ServerConfig::from_args(args).map_err(|e| e.to_string())?;
+    let telemetry = crate::telemetry::init(format, config.otlp.as_ref())?;
     let generated = config.jwt_secret.is_none() && !config.identity.is_configured();
     let server = RunningServer::start(config)
         .await
@@ -261,6 +239,8 @@ pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
         }
     }
     server.shutdown().await;
+    // The spans of the drain go out before the process ends.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     Ok(())
 }
 

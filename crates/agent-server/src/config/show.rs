@@ -17,7 +17,7 @@ use super::file::{Kind, setting_args, settings};
 /// Settings whose values are secret: never shown.
 pub(super) const SECRETS: &[&str] = &["jwt_secret", "llm_api_key"];
 /// Settings that are URLs, whose credentials (`redis://:password@host`) are never shown.
-pub(super) const URLS: &[&str] = &["broker", "store", "llm_base_url"];
+pub(super) const URLS: &[&str] = &["broker", "store", "llm_base_url", "otlp_endpoint"];
 
 const HEADER: &str = "\
 # agent-server settings in effect (flags > environment > --config file > defaults).

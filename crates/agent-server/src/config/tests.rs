@@ -168,3 +168,69 @@ fn a_file_under_a_flat_command() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(feature = "otlp")]
+#[test]
+fn spans_go_to_the_collectors_traces_url() {
+    let cases = [
+        ("http://collector:4318", "http://collector:4318/v1/traces"),
+        ("http://collector:4318/", "http://collector:4318/v1/traces"),
+        (
+            "https://otel.example/base",
+            "https://otel.example/base/v1/traces",
+        ),
+        (
+            "http://collector:4318/v1/traces",
+            "http://collector:4318/v1/traces",
+        ),
+    ];
+    for (endpoint, url) in cases {
+        let cli = Cli::try_parse_from(["serve", "--otlp-endpoint", endpoint]).unwrap();
+        let config = ServerConfig::from_args(cli.args).unwrap();
+        assert_eq!(config.otlp.unwrap().traces_url, url, "{endpoint}");
+    }
+}
+
+#[test]
+fn otlp_flag_table() {
+    // A good endpoint works only where the exporter is built in.
+    let exports = if cfg!(feature = "otlp") {
+        Ok(())
+    } else {
+        Err("built without OpenTelemetry export")
+    };
+    let table: &[(&[&str], Result<(), &str>)] = &[
+        (&["--otlp-endpoint", "http://collector:4318"], exports),
+        (
+            &[
+                "--otlp-endpoint",
+                "https://otel.example.com/",
+                "--otlp-protocol",
+                "json",
+            ],
+            exports,
+        ),
+        (
+            &["--otlp-endpoint", "collector:4318"],
+            Err("\"collector:4318\" is not an http:// or https:// URL"),
+        ),
+        (&["--otlp-endpoint", "http://"], Err("names no host")),
+        (&["--otlp-endpoint", "http://:4318"], Err("names no host")),
+        (
+            &["--otlp-endpoint", "http://c:4318/v1/traces?x=1"],
+            Err("holds a query"),
+        ),
+        (
+            &[
+                "--otlp-endpoint",
+                "http://c:4318",
+                "--otlp-protocol",
+                "grpc",
+            ],
+            Err("invalid value 'grpc' for '--otlp-protocol"),
+        ),
+    ];
+    for (argv, expected) in table {
+        check(argv, *expected);
+    }
+}

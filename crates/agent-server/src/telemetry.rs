@@ -1,0 +1,193 @@
+//! The process's telemetry: log lines to stderr (text or JSON, filtered by `RUST_LOG`), and,
+//! in a build with the `otlp` feature and with `--otlp-endpoint` set, the same spans
+//! (connections, runs, sub-runs, tool calls) exported to an OpenTelemetry collector over
+//! OTLP/HTTP. Spans carry what the log lines carry: run ids, agent and tool names, the
+//! user's hashed tag; never a token or a raw user id.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::config::{LogFormat, OtlpProtocol};
+
+/// Where and how spans are exported (validated by the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Otlp {
+    /// The collector's traces URL: `--otlp-endpoint` followed by `/v1/traces`.
+    pub traces_url: String,
+    /// The encoding.
+    pub protocol: OtlpProtocol,
+}
+
+/// The subscriber's layers sit on the `RUST_LOG` filter: what it leaves out is neither
+/// logged nor exported.
+type Filtered = tracing_subscriber::layer::Layered<EnvFilter, Registry>;
+
+/// What must outlive the subscriber: the exporter, flushed by [`Telemetry::shutdown`].
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered and stops the exporter. Blocks until the collector
+    /// answered or the export timed out: call it off the async runtime.
+    pub fn shutdown(self) {
+        #[cfg(feature = "otlp")]
+        if let Some(provider) = self.provider {
+            if let Err(error) = provider.shutdown() {
+                tracing::warn!(%error, "telemetry: the last spans did not reach the collector");
+            }
+        }
+    }
+}
+
+/// The process's subscriber: the `RUST_LOG` filter (`info` without it), lines in `format`
+/// to `writer` (colour codes only when `ansi`), and the OTLP export when `otlp` is set.
+/// Fails when `otlp` is set in a build without the `otlp` feature (the configuration
+/// refuses that first) or the exporter cannot be built.
+pub fn subscriber<W>(
+    format: LogFormat,
+    writer: W,
+    ansi: bool,
+    otlp: Option<&Otlp>,
+) -> Result<(Box<dyn tracing::Subscriber + Send + Sync>, Telemetry), String>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().boxed(),
+    };
+    let (export, telemetry) = exporting(otlp)?;
+    let layers: Vec<BoxedLayer> = std::iter::once(lines).chain(export).collect();
+    let subscriber = Registry::default().with(filter).with(layers);
+    Ok((Box::new(subscriber), telemetry))
+}
+
+/// A layer of the subscriber.
+type BoxedLayer = Box<dyn Layer<Filtered> + Send + Sync>;
+
+/// The export layer for `otlp`, when set, and what flushes it.
+#[cfg(feature = "otlp")]
+fn exporting(otlp: Option<&Otlp>) -> Result<(Option<BoxedLayer>, Telemetry), String> {
+    let Some(otlp) = otlp else {
+        return Ok((None, Telemetry::default()));
+    };
+    let (layer, provider) = export::layer(otlp)?;
+    let telemetry = Telemetry {
+        provider: Some(provider),
+    };
+    Ok((Some(layer), telemetry))
+}
+
+/// A build without the exporter refuses an export.
+#[cfg(not(feature = "otlp"))]
+fn exporting(otlp: Option<&Otlp>) -> Result<(Option<BoxedLayer>, Telemetry), String> {
+    match otlp {
+        None => Ok((None, Telemetry::default())),
+        Some(otlp) => Err(format!(
+            "cannot export spans to {}: {}",
+            otlp.traces_url,
+            crate::config::NO_OTLP
+        )),
+    }
+}
+
+/// Logs to stderr in `format` from now on, and exports spans when `otlp` is set (once per
+/// process; later calls change nothing and return an inert [`Telemetry`]).
+pub fn init(format: LogFormat, otlp: Option<&Otlp>) -> Result<Telemetry, String> {
+    // Colour codes only for a person at a terminal, not in a log file or a collector.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (subscriber, telemetry) = subscriber(format, std::io::stderr, ansi, otlp)?;
+    match tracing::subscriber::set_global_default(subscriber) {
+        Ok(()) => Ok(telemetry),
+        Err(_) => Ok(Telemetry::default()),
+    }
+}
+
+#[cfg(feature = "otlp")]
+mod export {
+    //! The OTLP exporter: the SDK's batching span processor (its own thread), the OTLP/HTTP
+    //! encoders, and the server's HTTP client (reqwest with rustls, so `https://` collectors
+    //! work) in its blocking form, on the processor's thread.
+
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+    use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+    use opentelemetry_sdk::Resource;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::Layer;
+
+    use super::{BoxedLayer, Otlp};
+    use crate::config::OtlpProtocol;
+
+    /// How long one export may take, the collector's answer included.
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A collector's answer is a small status message; a larger one is not read.
+    const MAX_ANSWER: u64 = 64 * 1024;
+
+    /// The tracing layer that exports to `otlp`, and the provider that flushes it.
+    pub(super) fn layer(otlp: &Otlp) -> Result<(BoxedLayer, SdkTracerProvider), String> {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(Blocking::default())
+            .with_protocol(match otlp.protocol {
+                OtlpProtocol::Protobuf => Protocol::HttpBinary,
+                OtlpProtocol::Json => Protocol::HttpJson,
+            })
+            .with_endpoint(otlp.traces_url.clone())
+            .with_timeout(TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot export spans to {}: {e}", otlp.traces_url))?;
+        let resource = Resource::builder()
+            .with_service_name("agent-server")
+            .with_attribute(opentelemetry::KeyValue::new(
+                "service.version",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("agent-server");
+        let layer = tracing_opentelemetry::layer().with_tracer(tracer).boxed();
+        Ok((layer, provider))
+    }
+
+    /// reqwest's blocking client, made on first use: on the span processor's own thread,
+    /// outside the async runtime, where a blocking client may be made, used and dropped.
+    #[derive(Debug, Default)]
+    struct Blocking(OnceLock<Result<reqwest::blocking::Client, String>>);
+
+    #[async_trait::async_trait]
+    impl HttpClient for Blocking {
+        async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+            use std::io::Read;
+            let client = self
+                .0
+                .get_or_init(|| {
+                    reqwest::blocking::Client::builder()
+                        .timeout(TIMEOUT)
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
+                .as_ref()
+                .map_err(|e| HttpError::from(e.clone()))?;
+            let answer = client.execute(request.try_into()?)?;
+            let status = answer.status();
+            let mut body = Vec::new();
+            answer.take(MAX_ANSWER).read_to_end(&mut body)?;
+            Ok(Response::builder().status(status).body(Bytes::from(body))?)
+        }
+    }
+}
