@@ -15,8 +15,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// One browser (its own profile, so its own cookies and storage) and its driver.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     driver: Child,
 }
 
@@ -36,7 +36,7 @@ impl Drop for Browser {
     }
 }
 
-async fn browser() -> Browser {
+pub(crate) async fn browser() -> Browser {
     assert!(
         std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
         "the browser tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (.ci/run does)"
@@ -76,7 +76,7 @@ async fn browser() -> Browser {
     panic!("cannot start a browser session: {last_error}");
 }
 
-async fn js(client: &Client, script: &str) -> Value {
+pub(crate) async fn js(client: &Client, script: &str) -> Value {
     client
         .execute(script, vec![])
         .await
@@ -84,7 +84,7 @@ async fn js(client: &Client, script: &str) -> Value {
 }
 
 /// Polls `script` until it returns `true`, for up to 15 s.
-async fn wait_js(client: &Client, what: &str, script: &str) {
+pub(crate) async fn wait_js(client: &Client, what: &str, script: &str) {
     for _ in 0..300 {
         if js(client, script).await == json!(true) {
             return;
@@ -101,13 +101,13 @@ async fn wait_js(client: &Client, what: &str, script: &str) {
 }
 
 /// Opens the page and signs in as `user` (the page fetches a dev token) with the keyboard.
-async fn sign_in(client: &Client, addr: SocketAddr, user: &str) {
+pub(crate) async fn sign_in(client: &Client, addr: SocketAddr, user: &str) {
     sign_in_as(client, addr, "user", user).await;
 }
 
 /// Opens the page, types `value` into the sign-in field `field_id`, presses Enter, and waits
 /// until the page is connected, with the sign-in form hidden and the composer shown.
-async fn sign_in_as(client: &Client, addr: SocketAddr, field_id: &str, value: &str) {
+pub(crate) async fn sign_in_as(client: &Client, addr: SocketAddr, field_id: &str, value: &str) {
     client.goto(&format!("http://{addr}/")).await.unwrap();
     let field = client
         .wait()
@@ -137,7 +137,7 @@ async fn sign_in_as(client: &Client, addr: SocketAddr, field_id: &str, value: &s
 }
 
 /// Starts `agent` with `message` (and options) from the page's form.
-async fn start(client: &Client, agent: &str, message: &str, input: Option<&str>) {
+pub(crate) async fn start(client: &Client, agent: &str, message: &str, input: Option<&str>) {
     client
         .find(Locator::Id("agent"))
         .await
@@ -146,6 +146,11 @@ async fn start(client: &Client, agent: &str, message: &str, input: Option<&str>)
         .await
         .unwrap();
     if let Some(input) = input {
+        js(
+            client,
+            "document.getElementById('advanced').open = true; return true",
+        )
+        .await;
         let field = client.find(Locator::Id("input")).await.unwrap();
         field.clear().await.unwrap();
         field.send_keys(input).await.unwrap();
@@ -155,16 +160,16 @@ async fn start(client: &Client, agent: &str, message: &str, input: Option<&str>)
     message_field.send_keys("\u{E007}").await.unwrap(); // Enter sends.
 }
 
-/// Waits until the newest top-level run on the page is in `run_state` (`completed`,
-/// `cancelled`, `error`).
-async fn wait_newest_run(client: &Client, run_state: &str) {
+/// Waits until the newest top-level run on the page (the last of the conversation) is in
+/// `run_state` (`completed`, `cancelled`, `error`).
+pub(crate) async fn wait_newest_run(client: &Client, run_state: &str) {
     let script = format!(
-        "const r = document.querySelector('#runs > .run'); return !!r && r.dataset.state === '{run_state}'"
+        "const r = [...document.querySelectorAll('#conversation > .run')].pop(); return !!r && r.dataset.state === '{run_state}'"
     );
     wait_js(client, &format!("the newest run is {run_state}"), &script).await;
 }
 
-async fn artifact(client: &Client, name: &str) -> std::path::PathBuf {
+pub(crate) async fn artifact(client: &Client, name: &str) -> std::path::PathBuf {
     let png = client.screenshot().await.unwrap();
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
@@ -192,11 +197,11 @@ async fn a_run_shows_its_whole_timeline_live() {
     )
     .await;
     wait_newest_run(&b.client, "completed").await;
-    let kinds = js(&b.client, "return [...document.querySelectorAll('#runs > .run > .timeline .kind')].map(k => k.textContent)").await;
+    let kinds = js(&b.client, "return [...document.querySelectorAll('#conversation > .run .steps > .timeline .kind')].map(k => k.textContent)").await;
     assert_eq!(
         kinds,
-        json!(["started", "thinking", "thinking", "completed"]),
-        "the parent's own rows"
+        json!(["thinking", "thinking"]),
+        "the parent's own steps"
     );
     let sub_kinds = js(&b.client, "return [...document.querySelectorAll('.run.sub')].map(s => [...s.querySelectorAll('.kind')].map(k => k.textContent))").await;
     assert_eq!(sub_kinds.as_array().unwrap().len(), 2, "{sub_kinds}");
@@ -207,21 +212,11 @@ async fn a_run_shows_its_whole_timeline_live() {
             .iter()
             .map(|k| k.as_str().unwrap())
             .collect();
-        assert_eq!(
-            sub,
-            [
-                "started",
-                "thinking",
-                "thinking",
-                "tool",
-                "tool done",
-                "completed"
-            ]
-        );
+        assert_eq!(sub, ["thinking", "thinking", "tool", "result"]);
     }
     let answer = js(
         &b.client,
-        "return document.querySelector('#runs > .run > .answer').textContent",
+        "return document.querySelector('#conversation > .run > .reply > .answer').textContent",
     )
     .await;
     let answer = answer.as_str().unwrap();
@@ -231,11 +226,11 @@ async fn a_run_shows_its_whole_timeline_live() {
     );
     let status = js(
         &b.client,
-        "return document.querySelector('#runs > .run .run-state').textContent",
+        "return document.querySelector('#conversation > .run .run-state').textContent",
     )
     .await;
     assert!(
-        status.as_str().unwrap().starts_with("completed in"),
+        status.as_str().unwrap().starts_with("answered in"),
         "{status}"
     );
     let stats = js(&b.client, "return window.chat.stats").await;
@@ -274,25 +269,32 @@ async fn the_stop_button_cancels_the_run() {
     wait_js(
         &b.client,
         "the run is running",
-        "return !!document.querySelector('#runs > .run .timeline .row')",
+        "return !!document.querySelector('#conversation > .run .timeline .row')",
     )
     .await;
+    // While the run is live its steps are open, and it has a typing indicator.
+    let live = js(&b.client, "const r = document.querySelector('#conversation > .run'); return [r.querySelector('.steps').open, r.querySelector('.typing').offsetParent !== null]").await;
+    assert_eq!(
+        live,
+        json!([true, true]),
+        "steps open and typing while live"
+    );
     b.client
-        .find(Locator::Css("#runs > .run .stop"))
+        .find(Locator::Css("#conversation > .run .stop"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
     wait_newest_run(&b.client, "cancelled").await;
-    let last = js(&b.client, "const k = [...document.querySelectorAll('#runs > .run .kind')]; return k[k.length - 1].textContent").await;
-    assert_eq!(last, "cancelled");
-    let disabled = js(
-        &b.client,
-        "return document.querySelector('#runs > .run .stop').disabled",
-    )
-    .await;
-    assert_eq!(disabled, true);
+    let last = js(&b.client, "const k = [...document.querySelectorAll('#conversation > .run .kind')]; return k[k.length - 1].textContent").await;
+    assert_eq!(last, "stopped");
+    let after = js(&b.client, "const r = document.querySelector('#conversation > .run'); return [!!r.querySelector('.stop'), r.querySelector('.typing').offsetParent !== null, r.querySelector('.run-state').textContent]").await;
+    assert_eq!(
+        after,
+        json!([false, false, "stopped"]),
+        "no Stop button and no typing indicator once stopped"
+    );
     server.shutdown().await;
 }
 
@@ -352,7 +354,7 @@ async fn a_dropped_socket_is_resumed_and_every_event_shows_exactly_once() {
     );
     let seqs = js(
         &b.client,
-        "return [...document.querySelectorAll('#runs .row')].map(r => Number(r.dataset.seq))",
+        "return [...document.querySelectorAll('#conversation .row')].map(r => Number(r.dataset.seq))",
     )
     .await;
     let seqs: Vec<u64> = seqs
@@ -367,13 +369,13 @@ async fn a_dropped_socket_is_resumed_and_every_event_shows_exactly_once() {
     assert_eq!(sorted.len(), seqs.len(), "a row shown twice: {seqs:?}");
     let answer = js(
         &b.client,
-        "return document.querySelector('#runs > .run > .answer').textContent",
+        "return [[...window.chat.state.runs.values()][0].text, document.querySelector('#conversation > .run .answer').textContent.trim()]",
     )
     .await;
     let expected: String = (1..=12).map(|i| format!("chunk {i} ")).collect();
     assert_eq!(
         answer,
-        json!(expected),
+        json!([expected, expected.trim_end()]),
         "the streamed answer lost or repeated a chunk"
     );
     server.shutdown().await;
@@ -397,29 +399,29 @@ async fn tabs_of_a_user_share_runs_and_other_users_see_none() {
     wait_js(
         &alice.client,
         "the second tab shows the earlier run",
-        "return document.querySelectorAll('#runs > .run').length === 1",
+        "return document.querySelectorAll('#conversation > .run').length === 1",
     )
     .await;
     start(&alice.client, "assistant", "What is 2+2?", None).await;
-    wait_js(&alice.client, "the second tab's run completed", "const r = document.querySelector('#runs > .run'); return !!r && r.dataset.state === 'completed' && document.querySelectorAll('#runs > .run').length === 2").await;
+    wait_js(&alice.client, "the second tab's run completed", "const r = [...document.querySelectorAll('#conversation > .run')].pop(); return !!r && r.dataset.state === 'completed' && document.querySelectorAll('#conversation > .run').length === 2").await;
     alice.client.switch_to_window(first_tab).await.unwrap();
     wait_js(
         &alice.client,
         "the first tab shows both runs",
-        "return document.querySelectorAll('#runs > .run').length === 2",
+        "return document.querySelectorAll('#conversation > .run').length === 2",
     )
     .await;
     let answers = js(
         &alice.client,
-        "return [...document.querySelectorAll('#runs > .run > .answer')].map(a => a.textContent)",
+        "return [...document.querySelectorAll('#conversation > .run .answer')].map(a => a.textContent)",
     )
     .await;
     assert!(
-        answers[0].as_str().unwrap().contains("2+2 = 4"),
-        "{answers}"
+        answers[0].as_str().unwrap().contains("6*7 = 42"),
+        "oldest first: {answers}"
     );
     assert!(
-        answers[1].as_str().unwrap().contains("6*7 = 42"),
+        answers[1].as_str().unwrap().contains("2+2 = 4"),
         "{answers}"
     );
 
@@ -427,7 +429,7 @@ async fn tabs_of_a_user_share_runs_and_other_users_see_none() {
     assert_eq!(
         js(
             &bob.client,
-            "return document.querySelectorAll('#runs .run').length"
+            "return document.querySelectorAll('#conversation .run').length"
         )
         .await,
         0
@@ -438,14 +440,14 @@ async fn tabs_of_a_user_share_runs_and_other_users_see_none() {
     assert_eq!(
         js(
             &alice.client,
-            "return document.querySelectorAll('#runs > .run').length"
+            "return document.querySelectorAll('#conversation > .run').length"
         )
         .await,
         2
     );
     let text = js(
         &alice.client,
-        "return document.getElementById('runs').innerText",
+        "return document.getElementById('conversation').innerText",
     )
     .await;
     assert!(
@@ -496,7 +498,7 @@ async fn after_a_server_restart_the_page_says_the_resume_failed_and_reloads() {
     assert_eq!(
         js(
             &b.client,
-            "return document.querySelectorAll('#runs .run').length"
+            "return document.querySelectorAll('#conversation .run').length"
         )
         .await,
         0
@@ -546,7 +548,7 @@ async fn a_conversation_survives_a_server_restart_in_the_page() {
          && document.getElementById('status').dataset.state === 'connected'",
     )
     .await;
-    let shown = js(&b.client, "return [...document.querySelectorAll('#runs > .run')].map(r => [r.dataset.state, r.querySelector('.answer').textContent])").await;
+    let shown = js(&b.client, "return [...document.querySelectorAll('#conversation > .run')].map(r => [r.dataset.state, r.querySelector('.answer').textContent])").await;
     let shown = shown.as_array().unwrap();
     assert_eq!(shown.len(), 1, "{shown:?}");
     assert_eq!(shown[0][0], "completed");
@@ -561,8 +563,8 @@ async fn a_conversation_survives_a_server_restart_in_the_page() {
     wait_js(
         &b.client,
         "the follow-up completed",
-        "return document.querySelectorAll('#runs > .run').length === 2 \
-         && document.querySelector('#runs > .run').dataset.state === 'completed'",
+        "return document.querySelectorAll('#conversation > .run').length === 2 \
+         && [...document.querySelectorAll('#conversation > .run')].pop().dataset.state === 'completed'",
     )
     .await;
     assert_eq!(
@@ -571,7 +573,7 @@ async fn a_conversation_survives_a_server_restart_in_the_page() {
     );
     let answer = js(
         &b.client,
-        "return document.querySelector('#runs > .run .answer').textContent",
+        "return [...document.querySelectorAll('#conversation > .run .answer')].pop().textContent",
     )
     .await;
     assert!(answer.as_str().unwrap().contains("16"), "{answer}");

@@ -15,6 +15,7 @@ mod agents;
 mod architecture;
 mod bridge;
 mod browser;
+mod browser_chat;
 mod chat_page;
 mod client;
 mod compat;

@@ -343,3 +343,57 @@ async fn exercise(addr: std::net::SocketAddr) {
         .unwrap();
     drop(resumed);
 }
+
+/// A raw HTTP/1.1 GET with `headers`: the status line's code, the headers' text, the body.
+async fn raw_get(addr: std::net::SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (
+        head[9..12].parse().unwrap(),
+        head.to_lowercase(),
+        body.to_owned(),
+    )
+}
+
+/// `GET /v1/me` names the token's user (a browser checks its token with it: it cannot read a
+/// refused upgrade's status) and refuses a missing or bad token with the reason; the chat
+/// page's vendored scripts are served as JavaScript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn me_names_the_tokens_user_and_the_page_scripts_are_served() {
+    let server = start_server(|_| {}).await;
+    let addr = server.addr();
+    assert_eq!(
+        http(addr, "GET", "/v1/me", Some("alice")).await,
+        (200, json!({"user_id": "alice"}))
+    );
+    let bad = "Authorization: Bearer not-a-token\r\n";
+    for (headers, reason) in [("", "no token"), (bad, "well-formed")] {
+        let (status, _, body) = raw_get(addr, "/v1/me", headers).await;
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (status, &body["error"]),
+            (401, &json!("unauthorized")),
+            "{body}"
+        );
+        let message = body["message"].as_str().unwrap().to_lowercase();
+        assert!(message.contains(reason), "{reason}: {message}");
+    }
+    for (path, starts) in [
+        ("/static/marked.js", "/**\n * marked v18"),
+        ("/static/purify.js", "/*! @license DOMPurify 3"),
+    ] {
+        let (status, head, body) = raw_get(addr, path, "").await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            head.contains("content-type: text/javascript"),
+            "{path}: {head}"
+        );
+        assert!(body.starts_with(starts), "{path}");
+    }
+    server.shutdown().await;
+}

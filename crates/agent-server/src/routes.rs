@@ -24,8 +24,25 @@ use crate::app::AppState;
 use crate::auth::{AuthError, DEV_TOKEN_TTL};
 use crate::connection::{self, ABUSIVE_FRAME_FACTOR};
 
-/// The chat page: one self-contained file, embedded so the binary needs no build step.
+/// The chat page: one file, embedded so the binary needs no build step.
 pub const CHAT_PAGE: &str = include_str!("../static/index.html");
+
+/// The page's markdown renderer and HTML sanitizer, vendored unchanged from npm (versions,
+/// licences and checksums in `static/vendor/README.md`).
+const MARKED: &str = include_str!("../static/vendor/marked.umd.js");
+const PURIFY: &str = include_str!("../static/vendor/purify.min.js");
+
+/// A vendored script, cached by browsers for a day.
+fn script(body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
+}
 
 /// The routes: the chat page at `/`, `/agents`, `/ws`, `/health`, the history under `/v1`,
 /// and `/dev/token` when the secret was generated.
@@ -33,6 +50,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/", get(|| async { Html(CHAT_PAGE) }))
         .route("/agents", get(list_agents))
+        .route("/static/marked.js", get(|| async { script(MARKED) }))
+        .route("/static/purify.js", get(|| async { script(PURIFY) }))
+        .route("/v1/me", get(me))
         .route("/ws", get(ws_handler))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -48,7 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The routes a client can use, for the 404 of an unknown one.
-const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /ws, GET /health, GET /healthz, GET /readyz, \
+const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, GET /health, GET /healthz, GET /readyz, \
     GET /version, GET /metrics, GET /v1/threads, GET /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
     GET /v1/runs/{run_id}, POST /dev/token (only without a configured secret)";
 
@@ -111,6 +131,24 @@ async fn version() -> Json<serde_json::Value> {
 /// The agents a client can start, with their descriptions (public: names are not secrets).
 async fn list_agents(State(state): State<Arc<AppState>>) -> Json<Vec<agent_registry::AgentInfo>> {
     Json(state.registry().list_agents())
+}
+
+/// `GET /v1/me`: whom the bearer token identifies (`{"user_id"}`), or 401 with the reason it
+/// is refused; a client checks a token with it, since a browser cannot read the status of a
+/// refused WebSocket upgrade.
+async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let verified = match bearer(&headers, &HashMap::new()) {
+        Ok(token) => state.auth.verify(&token).await,
+        Err(e) => Err(e),
+    };
+    match verified {
+        Ok(user) => Json(json!({ "user_id": user.as_str() })).into_response(),
+        Err(e) => refuse(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            e.to_string(),
+        ),
+    }
 }
 
 /// An HTTP refusal with the protocol's error body.
