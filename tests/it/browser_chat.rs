@@ -347,6 +347,31 @@ async fn the_sidebar_opens_an_old_conversation_after_a_restart_and_continues_it(
     )
     .await;
     assert_eq!(threads(&b.client).await, json!([["What is 2+3?", true]]));
+    // Renaming: the item becomes a field; Enter saves the new title.
+    js(
+        &b.client,
+        "document.querySelector('#threads li .rename').click(); return true",
+    )
+    .await;
+    // (WebDriver's clear() would leave the field, which saves it: the value is set instead.)
+    js(
+        &b.client,
+        "document.querySelector('#threads .rename-input').value = 'Sums'; return true",
+    )
+    .await;
+    let field = b
+        .client
+        .find(Locator::Css("#threads .rename-input"))
+        .await
+        .unwrap();
+    field.send_keys("\u{E007}").await.unwrap();
+    wait_js(
+        &b.client,
+        "the new title shows",
+        "const t = document.querySelector('#threads li .title'); return !!t && t.textContent === 'Sums'",
+    )
+    .await;
+    assert_eq!(threads(&b.client).await, json!([["Sums", true]]));
 
     // A narrow screen: no sideways scroll; the sidebar opens from the header.
     b.client.set_window_size(420, 900).await.unwrap();

@@ -202,6 +202,13 @@ async fn another_users_threads_and_runs_read_like_missing_ones() {
         );
         assert!(store.run(&bob, &run).await.unwrap().is_none(), "{kind}");
         assert!(!store.delete_thread(&bob, &thread).await.unwrap(), "{kind}");
+        assert!(
+            !store
+                .rename_thread(&bob, &thread, "bob's now")
+                .await
+                .unwrap(),
+            "{kind}"
+        );
         assert_eq!(
             store.thread_owner(&thread).await.unwrap(),
             Some(alice.clone()),
@@ -221,8 +228,27 @@ async fn another_users_threads_and_runs_read_like_missing_ones() {
                 .is_empty(),
             "{kind}"
         );
-        // Still there for alice after bob's attempts; then she erases it.
+        // Still there for alice after bob's attempts, with its title; she renames it, then
+        // erases it.
         assert!(store.run(&alice, &run).await.unwrap().is_some(), "{kind}");
+        let title = |store: &Arc<dyn HistoryStore>| {
+            let (store, alice, thread) = (Arc::clone(store), alice.clone(), thread.clone());
+            async move {
+                store
+                    .thread(&alice, &thread)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .thread
+                    .title
+            }
+        };
+        assert_eq!(title(store).await, "mine", "{kind}");
+        assert!(
+            store.rename_thread(&alice, &thread, "Ours").await.unwrap(),
+            "{kind}"
+        );
+        assert_eq!(title(store).await, "Ours", "{kind}");
         assert!(
             store.delete_thread(&alice, &thread).await.unwrap(),
             "{kind}"

@@ -75,12 +75,26 @@ pub(crate) async fn http_text(
     path: &str,
     user: Option<&str>,
 ) -> (u16, String) {
+    http_sending(addr, method, path, user, "").await
+}
+
+/// One HTTP request with a JSON `body` (with `user`'s token, if any); the status and the
+/// body as text.
+pub(crate) async fn http_sending(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    user: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = user.map_or(String::new(), |u| {
         format!("Authorization: Bearer {}\r\n", token(u))
     });
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
@@ -396,4 +410,79 @@ async fn nodes_on_postgres_share_one_history() {
     for node in [a, b] {
         node.shutdown().await;
     }
+}
+
+/// `PATCH /v1/threads/{id}` renames the user's own thread; another user's reads like a
+/// missing one; a bad title or body is refused with what is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_a_thread_checks_its_owner_and_the_title() {
+    let dir = TempDir::new();
+    let server = server(&dir.store()).await;
+    let addr = server.addr();
+    let mut alice = Client::user(addr, "alice").await;
+    let (_, thread) = run_to_end(&mut alice, "to rename", None).await;
+    let path = format!("/v1/threads/{thread}");
+    let missing = "/v1/threads/thr_01JD6QA0B1C2D3E4F5G6H7J8K9".to_owned();
+    let long = format!(r#"{{"title": "{}"}}"#, "a".repeat(121));
+    let cases: [(Option<&str>, &str, &str, u16, &str); 9] = [
+        (
+            Some("alice"),
+            &path,
+            r#"{"title": "  Trip plans "}"#,
+            200,
+            "Trip plans",
+        ),
+        (
+            Some("bob"),
+            &path,
+            r#"{"title": "bob's"}"#,
+            404,
+            "thread_not_found",
+        ),
+        (
+            Some("alice"),
+            &missing,
+            r#"{"title": "x"}"#,
+            404,
+            "thread_not_found",
+        ),
+        (
+            Some("alice"),
+            &path,
+            r#"{"title": "   "}"#,
+            400,
+            "1 to 120 characters",
+        ),
+        (Some("alice"), &path, &long, 400, "1 to 120 characters"),
+        (
+            Some("alice"),
+            &path,
+            r#"{"title": "a\u0007b"}"#,
+            400,
+            "control characters",
+        ),
+        (
+            Some("alice"),
+            &path,
+            r#"{"name": "x"}"#,
+            400,
+            "unknown field",
+        ),
+        (
+            Some("alice"),
+            &path,
+            "not json",
+            400,
+            "parse the request body as JSON",
+        ),
+        (None, &path, r#"{"title": "x"}"#, 401, "unauthorized"),
+    ];
+    for (user, target, body, status, says) in cases {
+        let (got, text) = http_sending(addr, "PATCH", target, user, body).await;
+        assert_eq!(got, status, "{user:?} {body}: {text}");
+        assert!(text.contains(says), "{user:?} {body}: {text} lacks {says}");
+    }
+    let (_, detail) = http(addr, "GET", &path, Some("alice")).await;
+    assert_eq!(detail["title"], "Trip plans", "only alice's rename took");
+    server.shutdown().await;
 }

@@ -4,6 +4,7 @@
 //! - `GET /v1/threads?limit=&cursor=`: the user's threads, newest first, by cursor;
 //! - `GET /v1/threads/{thread_id}`: a thread with its runs;
 //! - `GET /v1/runs/{run_id}`: a run with its events;
+//! - `PATCH /v1/threads/{thread_id}` with `{"title"}`: renames a thread;
 //! - `DELETE /v1/threads/{thread_id}`: erases a thread with its runs and events.
 //!
 //! Another user's thread or run answers 404 exactly like a missing one. Without a store
@@ -37,7 +38,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/threads", get(list_threads))
         .route(
             "/v1/threads/{thread_id}",
-            get(get_thread).delete(delete_thread),
+            get(get_thread).patch(rename_thread).delete(delete_thread),
         )
         .route("/v1/runs/{run_id}", get(get_run))
 }
@@ -164,6 +165,54 @@ async fn get_thread(Caller { user, store }: Caller, Path(raw): Path<String>) -> 
     match store.thread(&user, &thread).await {
         Ok(Some(detail)) => Json(detail).into_response(),
         Ok(None) => thread_not_found(&raw),
+        Err(error) => failed(&error),
+    }
+}
+
+/// A thread's title at most, in characters.
+const MAX_TITLE_CHARS: usize = 120;
+
+/// The body of `PATCH /v1/threads/{thread_id}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    title: String,
+}
+
+async fn rename_thread(
+    Caller { user, store }: Caller,
+    Path(raw): Path<String>,
+    body: Result<Json<Rename>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(thread) = ThreadId::parse(&raw) else {
+        return thread_not_found(&raw);
+    };
+    let title = match &body {
+        Ok(Json(rename)) => rename.title.trim(),
+        Err(rejection) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                format!(
+                    "the body must be {{\"title\": \"…\"}}: {}",
+                    rejection.body_text()
+                ),
+            );
+        }
+    };
+    let chars = title.chars().count();
+    if chars == 0 || chars > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!(
+                "title must be 1 to {MAX_TITLE_CHARS} characters, without control characters (it has {chars})"
+            ),
+        );
+    }
+    match store.rename_thread(&user, &thread, title).await {
+        Ok(true) => Json(json!({"thread_id": thread.as_str(), "title": title})).into_response(),
+        Ok(false) => thread_not_found(&raw),
         Err(error) => failed(&error),
     }
 }

@@ -69,7 +69,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// The routes a client can use, for the 404 of an unknown one.
 const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, GET /health, GET /healthz, GET /readyz, \
-    GET /version, GET /metrics, GET /v1/threads, GET /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
+    GET /version, GET /metrics, GET /v1/threads, GET /v1/threads/{thread_id}, PATCH /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
     GET /v1/runs/{run_id}, POST /dev/token (only without a configured secret)";
 
 /// An unknown route: a JSON 404 that names the known ones.

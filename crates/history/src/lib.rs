@@ -77,6 +77,14 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// another user's).
     async fn thread_owner(&self, thread: &ThreadId) -> Result<Option<UserId>, HistoryError>;
 
+    /// Gives `user`'s thread the title `title`; false for another user's or a missing one.
+    async fn rename_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        title: &str,
+    ) -> Result<bool, HistoryError>;
+
     /// Erases `user`'s thread with its runs and events; false for another user's or a
     /// missing one.
     async fn delete_thread(&self, user: &UserId, thread: &ThreadId) -> Result<bool, HistoryError>;

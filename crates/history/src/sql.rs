@@ -318,6 +318,22 @@ impl HistoryStore for SqlStore {
         Ok(owner.and_then(|o| UserId::parse(&o).ok()))
     }
 
+    async fn rename_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        title: &str,
+    ) -> Result<bool, HistoryError> {
+        let renamed = sqlx::query("UPDATE threads SET title = $1 WHERE id = $2 AND user_id = $3")
+            .bind(title)
+            .bind(thread.as_str())
+            .bind(user.as_str())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(renamed > 0)
+    }
+
     async fn delete_thread(&self, user: &UserId, thread: &ThreadId) -> Result<bool, HistoryError> {
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM threads WHERE id = $1 AND user_id = $2")
