@@ -10,6 +10,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::server_support::start_server;
+use agent_server::server::RunningServer;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -167,6 +168,30 @@ pub(crate) async fn wait_newest_run(client: &Client, run_state: &str) {
         "const r = [...document.querySelectorAll('#conversation > .run')].pop(); return !!r && r.dataset.state === '{run_state}'"
     );
     wait_js(client, &format!("the newest run is {run_state}"), &script).await;
+}
+
+/// Restarts `server` on its address with the history `store`, and waits until the page has
+/// reconnected (its resume failed: a new stream) and shows the stored conversation (one run).
+pub(crate) async fn restart_keeping_history(
+    server: RunningServer,
+    store: String,
+    client: &Client,
+) -> RunningServer {
+    let addr = server.addr();
+    server.shutdown().await;
+    let again = start_server(move |c| {
+        c.addr = addr;
+        c.store = Some(store);
+    })
+    .await;
+    wait_js(
+        client,
+        "the page shows the stored conversation",
+        "return window.chat.stats.failedResumes === 1 && window.chat.stats.stored === 1 \
+         && document.getElementById('status').dataset.state === 'connected'",
+    )
+    .await;
+    again
 }
 
 pub(crate) async fn artifact(client: &Client, name: &str) -> std::path::PathBuf {
@@ -535,19 +560,7 @@ async fn a_conversation_survives_a_server_restart_in_the_page() {
         "{thread}"
     );
 
-    server.shutdown().await;
-    let again = start_server(move |c| {
-        c.addr = addr;
-        c.store = Some(store);
-    })
-    .await;
-    wait_js(
-        &b.client,
-        "the page shows the stored conversation",
-        "return window.chat.stats.failedResumes === 1 && window.chat.stats.stored === 1 \
-         && document.getElementById('status').dataset.state === 'connected'",
-    )
-    .await;
+    let again = restart_keeping_history(server, store, &b.client).await;
     let shown = js(&b.client, "return [...document.querySelectorAll('#conversation > .run')].map(r => [r.dataset.state, r.querySelector('.answer').textContent])").await;
     let shown = shown.as_array().unwrap();
     assert_eq!(shown.len(), 1, "{shown:?}");

@@ -11,7 +11,10 @@ use fantoccini::Locator;
 use llm_agent::LlmConfig;
 use serde_json::json;
 
-use crate::browser::{artifact, browser, js, sign_in, sign_in_as, start, wait_js, wait_newest_run};
+use crate::browser::{
+    artifact, browser, js, restart_keeping_history, sign_in, sign_in_as, start, wait_js,
+    wait_newest_run,
+};
 use crate::llm::{Model, Piece, Reply, content};
 use crate::server_support::{start_server, token};
 
@@ -285,19 +288,7 @@ async fn the_sidebar_opens_an_old_conversation_after_a_restart_and_continues_it(
         json!([["What is 5*5?", true], ["What is 2+3?", false]])
     );
 
-    server.shutdown().await;
-    let again = start_server(move |c| {
-        c.addr = addr;
-        c.store = Some(store);
-    })
-    .await;
-    wait_js(
-        &b.client,
-        "the page shows the latest conversation again",
-        "return window.chat.stats.failedResumes === 1 && window.chat.stats.stored === 1 \
-         && document.getElementById('status').dataset.state === 'connected'",
-    )
-    .await;
+    let again = restart_keeping_history(server, store, &b.client).await;
     b.client
         .find(Locator::Css("#threads li:nth-child(2) .open"))
         .await
