@@ -1,4 +1,5 @@
-//! The local agents end to end, over a real socket, checked with the lifecycle checker.
+//! The local agents end to end, over a real socket, checked with the lifecycle checker, and
+//! the assistant's help answer checked against the server's real command line.
 
 use core_context::event::EventKind;
 use core_context::lifecycle::check_lifecycle;
@@ -53,13 +54,103 @@ fn answer(events: &[core_context::AgentEvent], run_id: &str) -> Value {
         .expect("the run completed")
 }
 
+fn tools_called(events: &[core_context::AgentEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ToolExecuting { tool_name, .. } => Some(tool_name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn streamed(events: &[core_context::AgentEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::AgentResponseChunk { delta } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the assistant should do with a message: the tools it calls (none when no rule fits)
+/// and fragments its answer must hold.
+type AssistantCase<'a> = (&'a str, &'a [&'a str], &'a [&'a str]);
+
+/// How every help answer (no rule fits) says what the assistant is and how to connect a model.
+const HELP: &[&str] = &[
+    "local rule-based assistant without a language model",
+    "`What time is it in Tokyo?`",
+    "--llm-base-url URL --llm-model NAME",
+    "`LLM_API_KEY`",
+    "the `llm` agent",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_assistant_picks_tools_streams_and_says_it_is_rule_based() {
+async fn the_assistant_answers_by_its_rules_or_says_what_it_can_do() {
     let server = start_server(|_| {}).await;
     let mut client = Client::user(server.addr(), "alice").await;
+    let table: &[AssistantCase<'_>] = &[
+        ("What is 12*7?", &["calculator"], &["`12*7` = 84."]),
+        (
+            "And the time in Tokyo?",
+            &["current_time"],
+            &["In Asia/Tokyo it is"],
+        ),
+        (
+            "How does resume work?",
+            &["search_docs"],
+            &["docs/protocol.md"],
+        ),
+        (
+            "count the words in: the quick brown fox",
+            &["text_stats"],
+            &["The text has 4 words in 1 sentence(s) and 19 characters."],
+        ),
+        ("hello", &[], &["Hello!"]),
+        ("Write me a haiku", &[], &["I cannot answer that."]),
+        (
+            "What time is it in Atlantis?",
+            &[],
+            &["I do not know a place called \"Atlantis\"", "Tokyo, London"],
+        ),
+    ];
+    for &(message, tools, fragments) in table {
+        let (run_id, evs) = run(&mut client, "assistant", message, 1).await;
+        check_lifecycle(&evs).unwrap_or_else(|e| panic!("{message:?}: {e:?}"));
+        assert_eq!(tools_called(&evs), tools, "{message:?}");
+        let text = answer(&evs, &run_id);
+        let text = text.as_str().unwrap();
+        assert_eq!(
+            streamed(&evs),
+            text,
+            "{message:?}: the answer is what was streamed"
+        );
+        let help = if tools.is_empty() { HELP } else { &[] };
+        for fragment in fragments.iter().chain(help) {
+            assert!(
+                text.contains(fragment),
+                "{message:?} lacks {fragment:?}: {text}"
+            );
+        }
+        assert!(!text.contains("[local rule-based agent]"), "{text}");
+        if !tools.is_empty() {
+            assert!(!text.contains("--llm-base-url"), "{message:?}: {text}");
+        }
+        assert!(
+            evs.iter().any(|e| matches!(&e.kind, EventKind::AgentThinking { reasoning, .. } if reasoning.contains("no language model"))),
+            "{message:?}"
+        );
+    }
+    server.shutdown().await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_assistants_tools_do_real_work() {
+    let server = start_server(|_| {}).await;
+    let mut client = Client::user(server.addr(), "alice").await;
     let (run_id, evs) = run(&mut client, "assistant", "What is 12*7?", 1).await;
-    check_lifecycle(&evs).unwrap();
     assert_eq!(
         tool_results(&evs),
         [(
@@ -67,17 +158,7 @@ async fn the_assistant_picks_tools_streams_and_says_it_is_rule_based() {
             json!({"expression": "12*7", "value": 84})
         )]
     );
-    let text = answer(&evs, &run_id);
-    assert_eq!(text, "[local rule-based agent] 12*7 = 84.");
-    let streamed: String = evs
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::AgentResponseChunk { delta } => Some(delta.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(streamed, text.as_str().unwrap());
-    assert!(evs.iter().any(|e| matches!(&e.kind, EventKind::AgentThinking { reasoning, .. } if reasoning.contains("no language model"))));
+    assert_eq!(answer(&evs, &run_id), "`12*7` = 84.");
 
     let (_, evs) = run(&mut client, "assistant", "And the time in Tokyo?", 1).await;
     let results = tool_results(&evs);
@@ -90,6 +171,42 @@ async fn the_assistant_picks_tools_streams_and_says_it_is_rule_based() {
     assert_eq!(results[0].0, "search_docs");
     assert!(!results[0].1["results"].as_array().unwrap().is_empty());
     server.shutdown().await;
+}
+
+/// The command line the help answer gives is one `agent-server serve` accepts, and the
+/// variables it names are the ones the server reads.
+#[test]
+fn the_help_answer_names_the_servers_real_model_settings() {
+    use agent_server::config::ServeArgs;
+    use clap::{Args, Command, FromArgMatches};
+
+    let help = agents::assistant::help_answer(&agents::assistant::Help::Other);
+    let line = help
+        .split('`')
+        .find(|part| part.starts_with("agent-server serve"))
+        .unwrap_or_else(|| panic!("no command line in {help}"));
+    let words = line
+        .replace("URL", "http://localhost:11434/v1")
+        .replace("NAME", "llama3");
+    let serve = ServeArgs::augment_args(Command::new("agent-server serve")).no_binary_name(true);
+    let matches = serve
+        .clone()
+        .try_get_matches_from(words.split_whitespace().skip(2))
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    let args = ServeArgs::from_arg_matches(&matches).unwrap();
+    assert_eq!(
+        (args.llm_base_url.as_deref(), args.llm_model.as_deref()),
+        (Some("http://localhost:11434/v1"), Some("llama3"))
+    );
+    for (id, env) in [
+        ("llm_base_url", "LLM_BASE_URL"),
+        ("llm_model", "LLM_MODEL"),
+        ("llm_api_key", "LLM_API_KEY"),
+    ] {
+        let arg = serve.get_arguments().find(|a| a.get_id() == id).unwrap();
+        assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env), "{id}");
+        assert!(help.contains(&format!("`{env}`")), "{help} lacks {env}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,8 +239,10 @@ async fn triage_hands_parts_to_sub_runs_that_end_before_it() {
     }
     let result = answer(&evs, &run_id);
     let text = result["answer"].as_str().unwrap();
-    assert!(text.contains("12*7 = 84"), "{text}");
-    assert!(text.contains("Asia/Tokyo"), "{text}");
+    assert!(
+        text.starts_with("1. `12*7` = 84.\n2. In Asia/Tokyo it is "),
+        "{text}"
+    );
     assert_eq!(result["parts"].as_array().unwrap().len(), 2);
     server.shutdown().await;
 }

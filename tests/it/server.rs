@@ -125,12 +125,7 @@ async fn a_run_streams_its_whole_lifecycle_to_the_user() {
         unreachable!()
     };
     let result = serde_json::to_value(&last.event.kind).unwrap();
-    assert!(
-        result["data"]["result"]
-            .as_str()
-            .unwrap()
-            .contains("[local rule-based agent]")
-    );
+    assert_eq!(result["data"]["result"], "`12*7` = 84.", "{result}");
     server.shutdown().await;
 }
 
@@ -169,44 +164,69 @@ async fn bad_frames_get_error_codes_and_the_connection_stays_open() {
     let server = start_server(|c| c.max_frame_bytes = 2_048).await;
     let mut client = Client::user(server.addr(), "alice").await;
     let big = "x".repeat(3_000);
-    let table: Vec<(Message, &str)> = vec![
-        (Message::Text("{not json".into()), "invalid_json"),
-        (Message::Text("[]".into()), "invalid_frame"),
-        (Message::Text(r#"{"type":"fly"}"#.into()), "unknown_type"),
+    // Each bad frame, the code of the error that answers it, and a fragment of its message.
+    let text = |frame: &str| Message::Text(frame.into());
+    let empty = "the message is empty: type something for the agent";
+    let table: Vec<(Message, &str, &str)> = vec![
+        (text("{not json"), "invalid_json", "not valid JSON"),
+        (text("[]"), "invalid_frame", "must be a JSON object"),
+        (text(r#"{"type":"fly"}"#), "unknown_type", "\"fly\""),
         (
-            Message::Text(r#"{"type":"start_agent","payload":{"agent":"assistant"}}"#.into()),
+            text(r#"{"type":"start_agent","payload":{"agent":"assistant"}}"#),
             "missing_field",
+            "payload.message is required",
         ),
         (
-            Message::Text(r#"{"type":"start_agent","payload":{"agent":1,"message":"m"}}"#.into()),
+            text(r#"{"type":"start_agent","payload":{"agent":1,"message":"m"}}"#),
             "invalid_field",
+            "payload.agent must be a string",
         ),
         (
-            Message::Text(
-                r#"{"type":"start_agent","payload":{"agent":"nope","message":"m"}}"#.into(),
-            ),
+            text(r#"{"type":"start_agent","payload":{"agent":"assistant","message":""}}"#),
+            "invalid_field",
+            empty,
+        ),
+        (
+            text(r#"{"type":"start_agent","payload":{"agent":"assistant","message":" \n "}}"#),
+            "invalid_field",
+            empty,
+        ),
+        (
+            text(r#"{"type":"user_message","payload":{"content":" "}}"#),
+            "invalid_field",
+            empty,
+        ),
+        (
+            text(r#"{"type":"start_agent","payload":{"agent":"nope","message":"m"}}"#),
             "unknown_agent",
+            "no agent named",
         ),
         (
-            Message::Text(r#"{"type":"cancel_run","payload":{"run_id":"bad id"}}"#.into()),
+            text(r#"{"type":"cancel_run","payload":{"run_id":"bad id"}}"#),
             "invalid_field",
+            "payload.run_id",
         ),
         (
-            Message::Text(format!(r#"{{"type":"ping","pad":"{big}"}}"#).into()),
+            text(&format!(r#"{{"type":"ping","pad":"{big}"}}"#)),
             "frame_too_large",
+            "the limit is 2048",
         ),
         (
             Message::Binary(vec![1, 2, 3].into()),
             "binary_not_supported",
+            "binary frames are not part of the protocol",
         ),
     ];
-    for (message, expected) in table {
+    for (message, expected, fragment) in table {
         let shown = format!("{message:?}");
         client.send_raw(message).await;
         let reply = client.next().await;
         assert_eq!(reply["type"], "error", "{shown}: {reply}");
         assert_eq!(reply["code"], expected, "{shown}: {reply}");
-        assert!(!reply["message"].as_str().unwrap().is_empty());
+        assert!(
+            reply["message"].as_str().unwrap().contains(fragment),
+            "{shown}: {reply} lacks {fragment:?}"
+        );
     }
     let unknown = client.start("r7", "summarizer", Value::Null).await;
     assert_eq!(unknown["request_id"], "r7");

@@ -1,134 +1,65 @@
 //! `assistant`: a local rule-based agent (no language model) that picks tools by rules.
 //!
-//! It reads the message, says what it is doing (`agent_thinking`), calls the tools that fit
-//! (arithmetic → `calculator`, "time in `<place>`" → `current_time`, questions about this
-//! project → `search_docs`, anything else → `text_stats`), streams its answer
-//! (`agent_response_chunk`), and completes with that answer. Every answer says it comes from
-//! a local rule-based agent: it never pretends to be a model.
+//! It reads the message ([`plan`], in `rules`), says what it is doing (`agent_thinking`), and
+//! when a rule fits calls the tools (arithmetic → `calculator`, the time in a known city or an
+//! IANA zone → `current_time`, questions about this project → `search_docs`, an explicit
+//! request such as "count the words in: …" → `text_stats`), streams its answer
+//! (`agent_response_chunk`) and completes with it. When no rule fits (a greeting, a haiku, a
+//! place it does not know, a general question) it calls no tool: it says plainly that it is a
+//! local rule-based assistant without a language model, what it can do, and how to connect a
+//! model (the `llm` agent). Its answers never pretend to come from a model.
 
 use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput};
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-/// The label every answer starts with.
-pub const LABEL: &str = "[local rule-based agent]";
+mod rules;
 
-/// A tool call the assistant plans: the tool, its arguments, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    /// The tool.
-    pub tool: &'static str,
-    /// Its arguments.
-    pub args: Value,
-    /// Why, as said in `agent_thinking`.
-    pub why: String,
-}
+pub use rules::{Help, Plan, Step, plan};
 
-const CITIES: &[(&str, &str)] = &[
-    ("tokyo", "Asia/Tokyo"),
-    ("london", "Europe/London"),
-    ("paris", "Europe/Paris"),
-    ("berlin", "Europe/Berlin"),
-    ("zurich", "Europe/Zurich"),
-    ("new york", "America/New_York"),
-    ("los angeles", "America/Los_Angeles"),
-    ("san francisco", "America/Los_Angeles"),
-    ("sydney", "Australia/Sydney"),
-    ("singapore", "Asia/Singapore"),
-    ("mumbai", "Asia/Kolkata"),
-    ("delhi", "Asia/Kolkata"),
-    ("utc", "UTC"),
+/// What the assistant can do, as the help answer lists it: each example is answered by a tool.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("arithmetic", "What is (12 + 3) * 7?"),
+    ("the time in a city", "What time is it in Tokyo?"),
+    ("questions about this server", "How does resume work?"),
+    ("text statistics", "Count the words in: the quick brown fox"),
 ];
 
-/// The arithmetic expression in `message`, if any: the longest run of digits, operators,
-/// parentheses, dots and spaces that holds a digit and an operator between operands.
-pub fn find_expression(message: &str) -> Option<String> {
-    let allowed = |c: char| c.is_ascii_digit() || "+-*/%^(). ".contains(c);
-    let mut best: Option<String> = None;
-    for run in message.split(|c: char| !allowed(c)) {
-        let run = run.trim().trim_end_matches(['.', ' ']);
-        let has_digit = run.chars().any(|c| c.is_ascii_digit());
-        let has_operator = run.char_indices().any(|(i, c)| {
-            "+-*/%^".contains(c) && i > 0 && run[..i].chars().any(|d| d.is_ascii_digit())
-        });
-        if has_digit && has_operator && best.as_ref().is_none_or(|b| run.len() > b.len()) {
-            best = Some(run.to_owned());
-        }
-    }
-    best
+/// How to connect a model, with the server's real flags and variables (`agent-server serve`).
+const CONNECT_MODEL: &str = "For anything else, connect a language model: start the server \
+with `agent-server serve --llm-base-url URL --llm-model NAME` (or set `LLM_BASE_URL` and \
+`LLM_MODEL`, and `LLM_API_KEY` for a hosted API), then choose the `llm` agent.";
+
+/// The sentence for a place whose time the assistant does not know, with the cities it knows.
+fn unknown_place_sentence(place: &str) -> String {
+    let names: Vec<&str> = rules::CITIES.iter().map(|(_, name, _)| *name).collect();
+    let (last, first) = names.split_last().unwrap_or((&"UTC", &[]));
+    format!(
+        "I do not know a place called \"{place}\", so I cannot tell its time. I know the time \
+         in {} and {last}, and in any IANA time zone such as `Europe/Zurich`.",
+        first.join(", ")
+    )
 }
 
-/// The IANA time zone `message` asks the time in, if it asks for a time.
-pub fn find_timezone(message: &str) -> Option<String> {
-    let lower = message.to_lowercase();
-    if !["time", "clock", "date"].iter().any(|w| lower.contains(w)) {
-        return None;
-    }
-    let iana = message
-        .split(|c: char| c.is_whitespace() || ",?!;".contains(c))
-        .find(|w| {
-            let parts: Vec<_> = w.trim_end_matches('.').split('/').collect();
-            parts.len() >= 2
-                && parts
-                    .iter()
-                    .all(|p| p.chars().next().is_some_and(char::is_uppercase))
-        });
-    if let Some(zone) = iana {
-        return Some(zone.trim_end_matches('.').to_owned());
-    }
-    CITIES
+/// The answer when no rule fits: why, what the assistant can do, and how to connect a model.
+pub fn help_answer(help: &Help) -> String {
+    const WHAT_I_AM: &str = "I am a local rule-based assistant without a language model";
+    let opening = match help {
+        Help::Greeting => format!("Hello! {WHAT_I_AM}, so I answer only what my rules know."),
+        Help::UnknownPlace(place) => format!(
+            "{} {WHAT_I_AM}, so I answer only what my rules know.",
+            unknown_place_sentence(place)
+        ),
+        Help::Other => format!(
+            "I cannot answer that. {WHAT_I_AM}: I cannot chat, write (a poem, a story) or \
+             answer general questions."
+        ),
+    };
+    let examples: String = EXAMPLES
         .iter()
-        .find(|(city, _)| lower.contains(city))
-        .map(|(_, zone)| (*zone).to_owned())
-}
-
-/// The tools the assistant calls for `message`, in order.
-pub fn plan(message: &str) -> Vec<Step> {
-    let mut steps = Vec::new();
-    if let Some(expression) = find_expression(message) {
-        steps.push(Step {
-            tool: "calculator",
-            args: json!({ "expression": expression }),
-            why: format!(
-                "The message contains arithmetic ({expression}); I will use the calculator."
-            ),
-        });
-    }
-    if let Some(zone) = find_timezone(message) {
-        steps.push(Step {
-            tool: "current_time",
-            args: json!({ "timezone": zone }),
-            why: format!("The message asks for the time; I will look it up for {zone}."),
-        });
-    }
-    let lower = message.to_lowercase();
-    let about_docs = [
-        "doc",
-        "how do",
-        "how does",
-        "how can",
-        "protocol",
-        "explain",
-        "what does",
-    ]
-    .iter()
-    .any(|w| lower.contains(w));
-    if steps.is_empty() && about_docs {
-        steps.push(Step {
-            tool: "search_docs",
-            args: json!({ "query": message, "limit": 2 }),
-            why: "This looks like a question about this project; I will search its documentation."
-                .into(),
-        });
-    }
-    if steps.is_empty() {
-        steps.push(Step {
-            tool: "text_stats",
-            args: json!({ "text": message }),
-            why: "No tool fits a question here; I will measure the message instead.".into(),
-        });
-    }
-    steps
+        .map(|(what, example)| format!("\n- {what}: `{example}`"))
+        .collect();
+    format!("{opening}\n\nWhat I can do, for example:{examples}\n\n{CONNECT_MODEL}")
 }
 
 /// One sentence of the answer for a tool's result.
@@ -138,8 +69,10 @@ pub fn describe(step: &Step, result: &Result<Value, String>) -> String {
         Ok(r) => r,
     };
     match step.tool {
+        // The expression is a code span: answers are rendered as markdown, where the `*`s
+        // of "2*3*4" would otherwise become emphasis.
         "calculator" => format!(
-            "{} = {}.",
+            "`{}` = {}.",
             r["expression"].as_str().unwrap_or("?"),
             r["value"]
         ),
@@ -173,10 +106,11 @@ pub fn describe(step: &Step, result: &Result<Value, String>) -> String {
                 .collect::<Vec<_>>()
                 .join(" ")
         }
-        _ => format!(
-            "Your message has {} words in {} sentence(s) and {} characters.",
+        "text_stats" => format!(
+            "The text has {} words in {} sentence(s) and {} characters.",
             r["words"], r["sentences"], r["characters"]
         ),
+        other => format!("{other} returned {r}."),
     }
 }
 
@@ -188,16 +122,28 @@ pub struct AssistantAgent;
 impl Agent for AssistantAgent {
     async fn run(&self, ctx: &AgentContext, input: AgentInput) -> Result<AgentOutput, AgentError> {
         ctx.think("I am a local rule-based agent (no language model). Reading your message.");
-        let mut sentences = Vec::new();
-        for step in plan(&input.message) {
-            ctx.think(step.why.clone());
-            let result = ctx
-                .call_tool(step.tool, step.args.clone())
-                .await
-                .map_err(|e| e.to_string());
-            sentences.push(describe(&step, &result));
-        }
-        let answer = format!("{LABEL} {}", sentences.join(" "));
+        let answer = match plan(&input.message) {
+            Plan::Tools {
+                steps,
+                unknown_place,
+            } => {
+                let mut sentences = Vec::new();
+                for step in steps {
+                    ctx.think(step.why.clone());
+                    let result = ctx
+                        .call_tool(step.tool, step.args.clone())
+                        .await
+                        .map_err(|e| e.to_string());
+                    sentences.push(describe(&step, &result));
+                }
+                sentences.extend(unknown_place.as_deref().map(unknown_place_sentence));
+                sentences.join(" ")
+            }
+            Plan::Help(help) => {
+                ctx.think("No rule of mine fits this message; I will say what I can do and how to connect a model.");
+                help_answer(&help)
+            }
+        };
         for piece in answer.split_inclusive(' ') {
             ctx.respond_chunk(piece);
         }
@@ -207,90 +153,110 @@ impl Agent for AssistantAgent {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
-    fn check(message: &str, expected: &[(&str, Value)]) {
-        let got: Vec<(&str, Value)> = plan(message)
-            .into_iter()
-            .map(|s| (s.tool, s.args))
-            .collect();
-        let expected: Vec<(&str, Value)> = expected.to_vec();
-        assert_eq!(got, expected, "{message:?}");
-    }
-
-    #[test]
-    fn plan_table() {
-        check(
-            "What is 12*7?",
-            &[("calculator", json!({"expression": "12*7"}))],
-        );
-        check(
-            "compute (2 + 3) * 4 please",
-            &[("calculator", json!({"expression": "(2 + 3) * 4"}))],
-        );
-        check(
-            "And the time in Tokyo?",
-            &[("current_time", json!({"timezone": "Asia/Tokyo"}))],
-        );
-        check(
-            "what time is it in America/New_York",
-            &[("current_time", json!({"timezone": "America/New_York"}))],
-        );
-        check(
-            "What is 2+2 and the time in Zurich?",
-            &[
-                ("calculator", json!({"expression": "2+2"})),
-                ("current_time", json!({"timezone": "Europe/Zurich"})),
-            ],
-        );
-        check(
-            "How does resume work?",
-            &[(
-                "search_docs",
-                json!({"query": "How does resume work?", "limit": 2}),
-            )],
-        );
-        check(
-            "I went to Tokyo in 2019.",
-            &[("text_stats", json!({"text": "I went to Tokyo in 2019."}))],
-        );
-        check("hello", &[("text_stats", json!({"text": "hello"}))]);
-        check(
-            "version 1.2.3 - 4",
-            &[("calculator", json!({"expression": "1.2.3 - 4"}))],
-        );
+    fn step(tool: &'static str) -> Step {
+        Step {
+            tool,
+            args: json!({}),
+            why: String::new(),
+        }
     }
 
     #[test]
     fn answers_describe_results_and_errors() {
-        let step = |tool| Step {
-            tool,
-            args: json!({}),
-            why: String::new(),
-        };
-        assert_eq!(
-            describe(
-                &step("calculator"),
-                &Ok(json!({"expression": "12*7", "value": 84}))
+        let table = [
+            (
+                "calculator",
+                Ok(json!({"expression": "12*7", "value": 84})),
+                "`12*7` = 84.",
             ),
-            "12*7 = 84."
-        );
-        assert_eq!(
-            describe(
-                &step("current_time"),
-                &Ok(
-                    json!({"timezone": "Asia/Tokyo", "local_time": "2026-11-24T21:00:00+09:00", "weekday": "Tuesday", "utc_offset": "+09:00"})
-                )
+            (
+                "calculator",
+                Ok(json!({"expression": "2*3*4", "value": 24})),
+                "`2*3*4` = 24.",
             ),
-            "In Asia/Tokyo it is 2026-11-24T21:00:00+09:00 (Tuesday, UTC+09:00)."
+            (
+                "current_time",
+                Ok(
+                    json!({"timezone": "Asia/Tokyo", "local_time": "2026-11-24T21:00:00+09:00", "weekday": "Tuesday", "utc_offset": "+09:00"}),
+                ),
+                "In Asia/Tokyo it is 2026-11-24T21:00:00+09:00 (Tuesday, UTC+09:00).",
+            ),
+            (
+                "text_stats",
+                Ok(json!({"words": 4, "sentences": 1, "characters": 19, "lines": 1})),
+                "The text has 4 words in 1 sentence(s) and 19 characters.",
+            ),
+            (
+                "calculator",
+                Err("bad".to_owned()),
+                "I could not use calculator: bad.",
+            ),
+            (
+                "search_docs",
+                Ok(json!({"results": []})),
+                "I found nothing about that in the documentation.",
+            ),
+        ];
+        for (tool, result, expected) in table {
+            assert_eq!(
+                describe(&step(tool), &result),
+                expected,
+                "{tool} {result:?}"
+            );
+        }
+    }
+
+    /// Every help answer says what the assistant is, what it can do and how to connect a
+    /// model, with the server's real flags; each kind opens its own way.
+    #[test]
+    fn help_answers_are_honest_and_say_how_to_connect_a_model() {
+        let table = [
+            (Help::Greeting, "Hello!"),
+            (Help::Other, "I cannot answer that."),
+            (
+                Help::UnknownPlace("Atlantis".into()),
+                "I do not know a place called \"Atlantis\"",
+            ),
+        ];
+        for (help, opening) in table {
+            let answer = help_answer(&help);
+            assert!(answer.starts_with(opening), "{answer}");
+            for needed in [
+                "local rule-based assistant without a language model",
+                "`What is (12 + 3) * 7?`",
+                "--llm-base-url URL --llm-model NAME",
+                "`LLM_BASE_URL`",
+                "`LLM_MODEL`",
+                "`LLM_API_KEY`",
+                "the `llm` agent",
+            ] {
+                assert!(
+                    answer.contains(needed),
+                    "{help:?} lacks {needed:?}: {answer}"
+                );
+            }
+            assert!(!answer.contains("[local rule-based agent]"), "{answer}");
+        }
+        let atlantis = help_answer(&Help::UnknownPlace("Atlantis".into()));
+        assert!(
+            atlantis.contains("Tokyo, London, Paris") && atlantis.contains("Delhi and UTC"),
+            "{atlantis}"
         );
-        assert_eq!(
-            describe(&step("calculator"), &Err("bad".into())),
-            "I could not use calculator: bad."
-        );
-        assert_eq!(
-            describe(&step("search_docs"), &Ok(json!({"results": []}))),
-            "I found nothing about that in the documentation."
-        );
+    }
+
+    /// The examples the help answer offers are answered by tools, not by more help.
+    #[test]
+    fn every_example_of_the_help_answer_is_answered_by_a_tool() {
+        for (what, example) in EXAMPLES {
+            assert!(
+                matches!(plan(example), Plan::Tools { .. }),
+                "{what}: {example:?} gets {:?}",
+                plan(example)
+            );
+        }
     }
 }

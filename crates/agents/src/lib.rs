@@ -25,7 +25,7 @@ pub fn register_local(registry: &mut AgentRegistry) -> Result<(), RegistryError>
     registry.register_tool(tools::SearchDocsTool)?;
     registry.register_agent(
         AgentSpec::new("assistant", || assistant::AssistantAgent).description(
-            "Local rule-based assistant (no language model): calculator, time zones, text statistics, documentation search.",
+            "Local rule-based assistant (no language model): calculator, time zones, text statistics, documentation search. For anything else, connect a model and choose the llm agent.",
         ),
     )?;
     registry.register_agent(

@@ -4,13 +4,12 @@
 //! Each sub-run has its own run id and lifecycle, runs under a child context of the triage
 //! run, and carries `parent_run_id`; the parts run at once, and the triage run's own terminal
 //! event comes after all of theirs (the engine guarantees both, and cancelling the triage run
-//! cancels its sub-runs). Like the assistant, it is rule-based and says so.
+//! cancels its sub-runs). Like the assistant, it is rule-based and says so in its thinking; its
+//! answer is a markdown list with one item per part.
 
 use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput};
 use async_trait::async_trait;
 use serde_json::{Value, json};
-
-use crate::assistant::LABEL;
 
 /// At most this many parts are handed out; the rest stay with the last part.
 pub const MAX_PARTS: usize = 5;
@@ -74,19 +73,15 @@ impl Agent for TriageAgent {
         let mut results = Vec::new();
         for (i, (part, answer)) in parts.iter().zip(answers).enumerate() {
             let text = match answer {
-                Ok(output) => output
-                    .result
-                    .as_str()
-                    .unwrap_or_default()
-                    .trim_start_matches(LABEL)
-                    .trim()
-                    .to_owned(),
+                Ok(output) => output.result.as_str().unwrap_or_default().trim().to_owned(),
                 Err(error) => format!("(this part failed: {error})"),
             };
-            lines.push(format!("{}. {text}", i + 1));
+            // Continuation lines are indented so a multi-line answer (the assistant's help)
+            // stays inside its item of the markdown list.
+            lines.push(format!("{}. {}", i + 1, text.replace('\n', "\n   ")));
             results.push(json!({ "part": part, "answer": text }));
         }
-        let answer = format!("{LABEL} {}", lines.join(" "));
+        let answer = lines.join("\n");
         for piece in answer.split_inclusive(' ') {
             ctx.respond_chunk(piece);
         }

@@ -270,7 +270,7 @@ impl Fields<'_> {
                 format!("payload.agent must be 1 to {MAX_AGENT_NAME_LEN} characters"),
             ));
         }
-        let message = self.required_str(payload, "message")?;
+        let message = self.non_empty(self.required_str(payload, "message")?)?;
         let input = match payload.get("input") {
             None | Some(Value::Null) => None,
             Some(Value::Object(input)) => Some(input.clone()),
@@ -286,7 +286,7 @@ impl Fields<'_> {
         };
         Ok(StartAgent {
             agent: agent.to_owned(),
-            message: message.to_owned(),
+            message,
             thread_id: self.thread_id(payload)?,
             input,
         })
@@ -318,10 +318,22 @@ impl Fields<'_> {
         };
         Ok(StartAgent {
             agent: default_agent.to_owned(),
-            message: message.clone(),
+            message: self.non_empty(message)?,
             thread_id: self.thread_id(payload)?,
             input: None,
         })
+    }
+
+    /// The message of a run, refused when it has no text (empty or only whitespace): no agent
+    /// can answer nothing, and the user should hear so before a run starts.
+    fn non_empty(&self, message: &str) -> Result<String, ProtocolError> {
+        if message.trim().is_empty() {
+            return Err(self.fail(
+                ErrorCode::InvalidField,
+                "the message is empty: type something for the agent".into(),
+            ));
+        }
+        Ok(message.to_owned())
     }
 
     fn thread_id(&self, payload: &Map<String, Value>) -> Result<Option<ThreadId>, ProtocolError> {
@@ -434,6 +446,21 @@ mod tests {
                 Err((code::MissingField, "payload.message is required")),
             ),
             (
+                r#"{"type":"start_agent","payload":{"agent":"a","message":""}}"#,
+                Err((
+                    code::InvalidField,
+                    "the message is empty: type something for the agent",
+                )),
+            ),
+            (
+                r#"{"type":"start_agent","payload":{"agent":"a","message":" \n\t "}}"#,
+                Err((code::InvalidField, "the message is empty")),
+            ),
+            (
+                r#"{"type":"start_agent","payload":{"agent":"a","message":" . "}}"#,
+                Ok("start_agent"),
+            ),
+            (
                 r#"{"type":"start_agent","payload":{"agent":5,"message":"hi"}}"#,
                 Err((
                     code::InvalidField,
@@ -476,6 +503,14 @@ mod tests {
                     code::MissingField,
                     "payload.message, payload.content or payload.text",
                 )),
+            ),
+            (
+                r#"{"type":"user_message","payload":{"content":""}}"#,
+                Err((code::InvalidField, "the message is empty")),
+            ),
+            (
+                r#"{"type":"chat","payload":{"text":"\u00a0 "}}"#,
+                Err((code::InvalidField, "the message is empty")),
             ),
             (
                 r#"{"type":"chat","payload":{"text":3}}"#,
