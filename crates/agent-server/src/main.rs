@@ -25,7 +25,8 @@ enum Command {
     /// Flags > environment > --config file > defaults; each line says where its value came
     /// from; secrets and URL credentials are masked. Exits non-zero if they are unusable.
     Config(config::ServeArgs),
-    /// Connect to a server, start a run, and print its events as a readable timeline.
+    /// Talk to an agent: one message and its run as a live timeline, or, without a message, a
+    /// conversation in one thread.
     Chat(chat::ChatArgs),
     /// Print a token for a user, signed with the server's secret (for tests and tools).
     Token(mint::TokenArgs),

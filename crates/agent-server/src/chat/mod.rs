@@ -1,32 +1,46 @@
-//! `agent-server chat`: a terminal client that starts one run and prints it as a live timeline.
+//! `agent-server chat`: a terminal client. With a message it starts one run and prints it as
+//! a live timeline; without one it opens a conversation in one thread (`conversation`).
 //!
 //! It is a newcomer's first look at the server and a worked example of the Rust client
 //! (`agent-client`): get a token (a dev token from `POST /dev/token`, or a JWT the caller
 //! already has), connect, start the run, then print the events of that run (and of its
-//! sub-runs, indented) until the run's terminal event. A dropped connection is resumed by the
-//! client, so the timeline has no gap. Ctrl-C sends `cancel_run` once and keeps printing until
-//! the run says it was cancelled; a second Ctrl-C quits without waiting.
+//! sub-runs, indented) until the run's terminal event (`follow`). A dropped connection is
+//! resumed by the client, so the timeline has no gap. Ctrl-C sends `cancel_run` once and keeps
+//! printing until the run says it was cancelled; a second Ctrl-C quits without waiting.
 //!
-//! How events are printed is the `timeline` module, kept apart from IO and tested without a
-//! server.
+//! How events are printed is the `timeline` module (and `markdown` for a conversation's answer
+//! on a terminal), kept apart from IO and tested without a server; `terminal` decides what
+//! the terminal gets, `prompt` reads the conversation's lines.
 
+mod conversation;
+mod follow;
+mod markdown;
+mod prompt;
+mod terminal;
 mod timeline;
 
-use std::io::{self, Write as _};
-use std::time::{Duration, Instant};
+use std::io;
 
-use agent_client::{Backoff, Client, ClientConfig, ClientError, Notice, RunAccepted, StreamItem};
-use agent_protocol::{EventKind, SequencedEvent, ServerFrame, StartAgent, UnknownFrame, json_kind};
+use agent_client::{Backoff, Client, ClientConfig, ClientError, RunAccepted};
+use agent_protocol::{EventKind, ServerFrame, StartAgent, json_kind};
 use core_context::ThreadId;
 use serde_json::{Map, Value};
 
-use self::timeline::{RunFilter, Timeline};
+use self::follow::{RunView, follow};
+use self::terminal::Output;
+use self::timeline::Look;
 
 /// Reconnect attempts before the command gives up on a server that went away.
 const RECONNECT_ATTEMPTS: u32 = 5;
 
 /// Arguments of `agent-server chat`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Without MESSAGE: a conversation in one thread. Each line typed is a \
+message; Ctrl-C cancels a running answer, Ctrl-D quits, /help lists the commands \
+(/agent, /input, /new, /quit). On a terminal the answer is rendered from markdown and the \
+steps are dimmed (NO_COLOR turns the colours off); from a pipe, lines are read plainly."
+)]
 pub struct ChatArgs {
     /// The server's base URL (http:// or ws://; the WebSocket is at /ws).
     #[arg(
@@ -60,9 +74,10 @@ pub struct ChatArgs {
     /// Print the raw protocol frames (one JSON object per line) instead of the timeline.
     #[arg(long)]
     pub json: bool,
-    /// The message to send to the agent.
+    /// The message to send to the agent. Without one, a conversation starts: every line
+    /// typed is a message in the same thread.
     #[arg(value_name = "MESSAGE")]
-    pub message: String,
+    pub message: Option<String>,
 }
 
 /// Why `agent-server chat` failed; every message says what to do about it.
@@ -114,9 +129,13 @@ pub enum ChatError {
     /// Writing to the terminal failed (for example, a closed pipe).
     #[error("cannot write the output: {0}")]
     Output(#[source] io::Error),
+    /// Reading the conversation's next line failed.
+    #[error("cannot read the next message: {0}")]
+    Input(#[source] io::Error),
 }
 
-/// Runs `agent-server chat`: one run, printed until it ends.
+/// Runs `agent-server chat`: one run, printed until it ends; or, without a message, a
+/// conversation until Ctrl-D.
 pub async fn run(args: ChatArgs) -> Result<(), ChatError> {
     let token = match (&args.user, &args.token) {
         (Some(user), _) => agent_client::get_dev_token(&args.server, user).await?.token,
@@ -131,32 +150,42 @@ pub async fn run(args: ChatArgs) -> Result<(), ChatError> {
         ..ClientConfig::default()
     };
     let mut client = Client::connect_with(&args.server, &token, config).await?;
-    status(&format!(
+    let mut out = Output::plain(args.json);
+    out.note(&format!(
         "connected to {} as {}",
         args.server,
         client.user_id()
     ));
-    let mut out = Output { json: args.json };
-    let accepted = start(&client, &args, &mut out).await?;
-    let mut view = RunView {
-        filter: RunFilter::new(accepted.run_id.as_str()),
-        timeline: Timeline::default(),
-        accepted_at: Instant::now(),
+    let outcome = match &args.message {
+        Some(message) => one_run(&mut client, &args, message, &mut out).await,
+        None => conversation::converse(&mut client, &args).await,
     };
-    let outcome = follow(&mut client, &accepted, &mut view, &mut out).await;
     client.close().await;
     outcome
+}
+
+/// The one-shot command: starts the run and follows it until it ends.
+async fn one_run(
+    client: &mut Client,
+    args: &ChatArgs,
+    message: &str,
+    out: &mut Output,
+) -> Result<(), ChatError> {
+    let accepted = start(client, args, message, out).await?;
+    let mut view = RunView::new(&accepted, Look::default());
+    follow(client, &accepted, &mut view, out, "quit without waiting").await
 }
 
 /// Sends `start_agent` and reports its acceptance.
 async fn start(
     client: &Client,
     args: &ChatArgs,
+    message: &str,
     out: &mut Output,
 ) -> Result<RunAccepted, ChatError> {
     let request = StartAgent {
         agent: args.agent.clone(),
-        message: args.message.clone(),
+        message: message.to_owned(),
         thread_id: args.thread.clone(),
         input: args.input.clone(),
     };
@@ -175,60 +204,12 @@ async fn start(
         }
         .to_text(),
     )?;
-    status(&format!(
+    out.note(&format!(
         "run {run} accepted on thread {thread} (continue it with --thread {thread}); Ctrl-C cancels",
         run = accepted.run_id,
         thread = accepted.thread_id,
     ));
     Ok(accepted)
-}
-
-/// Prints the run's events until its terminal event; Ctrl-C cancels it (twice: quits).
-async fn follow(
-    client: &mut Client,
-    accepted: &RunAccepted,
-    view: &mut RunView,
-    out: &mut Output,
-) -> Result<(), ChatError> {
-    let run_id = accepted.run_id.to_string();
-    // The handler is installed only once the run is accepted: before that there is nothing to
-    // cancel, and the default Ctrl-C (end the process) is the right thing.
-    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
-    let mut ctrl_c_works = true;
-    let mut cancel_sent = false;
-    loop {
-        tokio::select! {
-            item = client.next_item() => match item {
-                None => return Err(ChatError::Ended { run_id }),
-                Some(Err(e)) => {
-                    out.text(&view.timeline.finish())?;
-                    return Err(e.into());
-                }
-                Some(Ok(item)) => {
-                    if let Some(outcome) = view.show(&item, out)? {
-                        return outcome;
-                    }
-                }
-            },
-            signal = &mut ctrl_c, if ctrl_c_works => {
-                if signal.is_err() {
-                    // Without a signal handler Ctrl-C keeps its default meaning; keep waiting.
-                    ctrl_c_works = false;
-                    continue;
-                }
-                out.text(&view.timeline.finish())?;
-                if cancel_sent {
-                    return Err(ChatError::Interrupted { run_id });
-                }
-                cancel_sent = true;
-                status(&format!("cancelling run {run_id}; press Ctrl-C again to quit without waiting"));
-                if let Err(e) = client.cancel_run(&accepted.run_id).await {
-                    status(&format!("the server refused to cancel: {e}"));
-                }
-                ctrl_c = Box::pin(tokio::signal::ctrl_c());
-            }
-        }
-    }
 }
 
 /// Parses `--input`: it must be a JSON object, because the server hands it to the agent as its
@@ -265,119 +246,9 @@ fn terminal_outcome(kind: &EventKind) -> Option<Result<(), ChatError>> {
     }
 }
 
-/// A status line for the human, on stderr so that stdout holds only the timeline (or, with
-/// `--json`, only frames).
-fn status(line: &str) {
-    eprintln!("{line}");
-}
-
-/// Where the timeline or the raw frames go.
-struct Output {
-    json: bool,
-}
-
-impl Output {
-    /// Writes a raw frame, in `--json` mode only.
-    fn raw(&mut self, frame: &str) -> Result<(), ChatError> {
-        if self.json {
-            self.text(&format!("{frame}\n"))?;
-        }
-        Ok(())
-    }
-
-    /// Writes text and flushes it at once: answer chunks must appear as they stream.
-    fn text(&mut self, text: &str) -> Result<(), ChatError> {
-        if text.is_empty() {
-            return Ok(());
-        }
-        let mut stdout = io::stdout().lock();
-        stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-            .map_err(ChatError::Output)
-    }
-}
-
-/// The run being shown: which events belong to it, and how they are printed.
-struct RunView {
-    filter: RunFilter,
-    timeline: Timeline,
-    /// The timeline's origin: when `run_accepted` arrived. Local time, not the events'
-    /// timestamps, so that a server clock that differs from ours does not skew the figures.
-    accepted_at: Instant,
-}
-
-impl RunView {
-    /// Shows one item of the stream. Returns the command's outcome when it ends the run
-    /// itself (a sub-run's end is just another line).
-    fn show(
-        &mut self,
-        item: &StreamItem,
-        out: &mut Output,
-    ) -> Result<Option<Result<(), ChatError>>, ChatError> {
-        match item {
-            StreamItem::Event(event) => self.event(event, out),
-            StreamItem::Notice(Notice::NewerFrame(frame)) => {
-                self.unknown(frame, out)?;
-                Ok(None)
-            }
-            StreamItem::Notice(notice) => {
-                out.text(&self.timeline.finish())?;
-                status(&notice.to_string());
-                Ok(None)
-            }
-        }
-    }
-
-    fn event(
-        &mut self,
-        event: &SequencedEvent,
-        out: &mut Output,
-    ) -> Result<Option<Result<(), ChatError>>, ChatError> {
-        let inner = &event.event;
-        let parent = inner.parent_run_id.as_ref().map(|p| p.as_str());
-        let Some(depth) = self.filter.depth_of(inner.run_id.as_str(), parent) else {
-            return Ok(None);
-        };
-        if out.json {
-            out.raw(&serde_json::to_string(event).unwrap_or_default())?;
-        } else {
-            out.text(&self.timeline.render(inner, self.elapsed(), depth))?;
-        }
-        let outcome = if depth == 0 {
-            terminal_outcome(&inner.kind)
-        } else {
-            None
-        };
-        if outcome.is_some() {
-            out.text(&self.timeline.finish())?;
-        }
-        Ok(outcome)
-    }
-
-    /// An event of a type newer than this client, shown raw if it is of the run's tree.
-    fn unknown(&mut self, frame: &UnknownFrame, out: &mut Output) -> Result<(), ChatError> {
-        let run_id = frame.value["run_id"].as_str().unwrap_or("");
-        let parent = frame.value["parent_run_id"].as_str();
-        let Some(depth) = self.filter.depth_of(run_id, parent) else {
-            return Ok(());
-        };
-        if out.json {
-            return out.raw(&frame.value.to_string());
-        }
-        let text =
-            self.timeline
-                .render_unknown(&frame.kind, &frame.value["data"], self.elapsed(), depth);
-        out.text(&text)
-    }
-
-    fn elapsed(&self) -> Duration {
-        self.accepted_at.elapsed()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use agent_protocol::SequencedEvent;
     use serde_json::json;
 
     use super::timeline::tests::example;

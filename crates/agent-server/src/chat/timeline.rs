@@ -1,6 +1,11 @@
 //! How `agent-server chat` prints a run: one line per event, sub-runs indented, the streamed
 //! answer on one line as its chunks arrive. Kept apart from IO, so it is tested against the
 //! frames of `docs/protocol-examples.json` without a server.
+//!
+//! Two layouts ([`Look`]): the one-shot command's timeline, where the answer is one more line,
+//! and the conversation's, where the run's own answer is a message of its own (rendered from
+//! markdown on a terminal, see `markdown`), the steps around it are dimmed, and the run's end
+//! is said in plain words.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -8,6 +13,8 @@ use std::time::Duration;
 
 use agent_protocol::{AgentEvent, EventKind};
 use serde_json::Value;
+
+use super::markdown::MarkdownLines;
 
 /// Width of the event label column of the timeline (the longest label is `tool failed`).
 const LABEL_WIDTH: usize = 11;
@@ -39,26 +46,59 @@ impl RunFilter {
     }
 }
 
+/// ANSI: dim on, and back to normal intensity.
+const DIM: &str = "\x1b[2m";
+const UNDIM: &str = "\x1b[22m";
+
+/// How a run is laid out and styled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Look {
+    /// The conversation's layout: the run's own answer is a message without a prefix, its
+    /// `started` line is left out (the prompt shows the message), and its end is said in plain
+    /// words. Otherwise every event is a line of the timeline.
+    pub(crate) conversation: bool,
+    /// ANSI styles: in the conversation, the steps dimmed and the answer rendered from
+    /// markdown.
+    pub(crate) ansi: bool,
+}
+
 /// Renders events as a readable timeline, one line per event, with the answer streamed onto
 /// a single line as its chunks arrive.
 #[derive(Debug, Default)]
 pub(crate) struct Timeline {
+    look: Look,
     /// The run whose answer line is still open (no newline written yet).
     open_answer: Option<String>,
     /// The answer text streamed so far per run, so `completed` does not repeat it.
     answers: HashMap<String, String>,
+    /// Conversation with ANSI: the run's own answer, rendered a complete line at a time.
+    message: MarkdownLines,
 }
 
 impl Timeline {
+    pub(crate) fn new(look: Look) -> Self {
+        Self {
+            look,
+            ..Self::default()
+        }
+    }
+
     /// The text to print for `event`, seen `elapsed` after the run was accepted, for a run at
     /// `depth` in the run tree (sub-runs are indented).
     pub(crate) fn render(&mut self, event: &AgentEvent, elapsed: Duration, depth: usize) -> String {
+        if self.look.conversation && depth == 0 {
+            if let Some(text) = self.message_event(event, elapsed) {
+                return text;
+            }
+        }
         let run_id = event.run_id.as_str();
+        let steps = self.look.conversation;
         if let EventKind::AgentResponseChunk { delta } = &event.kind {
-            return self.answer_chunk(run_id, delta, elapsed, depth);
+            let text = self.answer_chunk(run_id, delta, elapsed, depth);
+            return self.dim(text, steps);
         }
         let (label, body) = self.describe(event, depth);
-        self.line(elapsed, depth, label, &body)
+        self.line(elapsed, depth, label, &body, steps)
     }
 
     /// The text to print for an event of a type newer than this client: still shown, raw,
@@ -70,7 +110,8 @@ impl Timeline {
         elapsed: Duration,
         depth: usize,
     ) -> String {
-        self.line(elapsed, depth, "event", &format!("{kind} {data}"))
+        let steps = self.look.conversation;
+        self.line(elapsed, depth, "event", &format!("{kind} {data}"), steps)
     }
 
     /// Ends an open answer line; returns what to print for that (a newline, or nothing).
@@ -81,13 +122,119 @@ impl Timeline {
         }
     }
 
-    fn line(&mut self, elapsed: Duration, depth: usize, label: &str, body: &str) -> String {
+    /// Ends everything the run left unfinished, when the run is no longer followed: an open
+    /// line, and the last line of the answer not yet rendered.
+    pub(crate) fn flush(&mut self) -> String {
+        let mut text = self.finish();
+        text.push_str(&self.message.finish());
+        text
+    }
+
+    /// One line of the timeline; dimmed when it is a `step` and styles are on.
+    fn line(
+        &mut self,
+        elapsed: Duration,
+        depth: usize,
+        label: &str,
+        body: &str,
+        step: bool,
+    ) -> String {
         let mut text = self.finish();
         let head = prefix(elapsed, depth, label);
         let pad = " ".repeat(head.chars().count());
-        text.push_str(&head);
-        text.push_str(&continued(body, &pad));
+        let mut line = head;
+        line.push_str(&continued(body, &pad));
+        text.push_str(&self.dim(line, step));
         text.push('\n');
+        text
+    }
+
+    /// `text` dimmed, when it is a `step` and styles are on.
+    fn dim(&self, text: String, step: bool) -> String {
+        if self.look.ansi && step && !text.is_empty() {
+            format!("{DIM}{text}{UNDIM}")
+        } else {
+            text
+        }
+    }
+
+    /// Conversation layout: the run's own events that are not lines of the timeline (its
+    /// start, its answer, its end), or `None` for its steps.
+    fn message_event(&mut self, event: &AgentEvent, elapsed: Duration) -> Option<String> {
+        let run_id = event.run_id.as_str();
+        let (label, body) = match &event.kind {
+            EventKind::AgentStarted { .. } => return Some(String::new()),
+            EventKind::AgentResponseChunk { delta } => return Some(self.message(run_id, delta)),
+            EventKind::AgentCompleted {
+                result,
+                duration_ms,
+                usage,
+            } => {
+                return Some(self.message_completed(
+                    event,
+                    result,
+                    *duration_ms,
+                    usage.as_ref(),
+                    elapsed,
+                ));
+            }
+            EventKind::AgentError { code, message } => ("failed", format!("{message} ({code})")),
+            EventKind::AgentCancelled { reason } => ("cancelled", reason.clone()),
+            _ => return None,
+        };
+        self.answers.remove(run_id);
+        let mut text = self.flush();
+        text.push_str(&self.line(elapsed, 0, label, &body, false));
+        Some(text)
+    }
+
+    /// Conversation layout: answer text of the run itself, as a message without a prefix.
+    fn message(&mut self, run_id: &str, delta: &str) -> String {
+        self.answers
+            .entry(run_id.to_owned())
+            .or_default()
+            .push_str(delta);
+        if self.look.ansi {
+            let mut text = self.finish();
+            text.push_str(&self.message.push(delta));
+            return text;
+        }
+        let mut text = if self.open_answer.as_deref() == Some(run_id) {
+            String::new()
+        } else {
+            self.finish()
+        };
+        text.push_str(&continued(delta, ""));
+        if !delta.is_empty() {
+            self.open_answer = (!delta.ends_with('\n')).then(|| run_id.to_owned());
+        }
+        text
+    }
+
+    /// Conversation layout: the run completed. A result that was not streamed is the message
+    /// when it is text (or `{"answer": text}`); the `completed` line says how long it took,
+    /// and shows only a result that is neither streamed nor text.
+    fn message_completed(
+        &mut self,
+        event: &AgentEvent,
+        result: &Value,
+        duration_ms: u64,
+        usage: Option<&Value>,
+        elapsed: Duration,
+    ) -> String {
+        let run_id = event.run_id.as_str();
+        let null = Value::Null;
+        let mut shown = &null;
+        let mut text = String::new();
+        if self.answers.remove(run_id).is_none() {
+            match result.as_str().or_else(|| result["answer"].as_str()) {
+                Some(answer) => text.push_str(&self.message(run_id, answer)),
+                None => shown = result,
+            }
+        }
+        text.push_str(&self.flush());
+        let body = self.completed(run_id, shown, duration_ms, usage);
+        text.push_str(&self.line(elapsed, 0, "completed", &body, true));
         text
     }
 
@@ -207,6 +354,11 @@ fn prefix(elapsed: Duration, depth: usize, label: &str) -> String {
     )
 }
 
+/// `text` made safe for a terminal: control characters shown escaped, newlines and tabs kept.
+pub(super) fn escape_controls(text: &str) -> String {
+    continued(text, "")
+}
+
 /// `text` made safe for a terminal, with continuation lines indented by `pad`.
 ///
 /// Agent output is untrusted: control characters (ANSI escapes among them) could rewrite the
@@ -228,208 +380,4 @@ fn continued(text: &str, pad: &str) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use agent_protocol::ServerMessage;
-    use serde_json::json;
-
-    use super::*;
-
-    const EXAMPLES: &str = include_str!("../../../../docs/protocol-examples.json");
-
-    /// The first server-to-client example frame that `matches`.
-    pub(crate) fn example_where(matches: impl Fn(&Value) -> bool) -> Value {
-        let examples: Value = serde_json::from_str(EXAMPLES).unwrap();
-        examples["server_to_client"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| matches(f))
-            .unwrap()
-            .clone()
-    }
-
-    /// The first server-to-client example frame of type `kind`.
-    pub(crate) fn example(kind: &str) -> Value {
-        example_where(|f| f["type"] == kind)
-    }
-
-    /// Renders `frame` as the chat does: through the protocol's types.
-    fn render(timeline: &mut Timeline, frame: &Value, elapsed: Duration, depth: usize) -> String {
-        match ServerMessage::parse(&frame.to_string()).unwrap() {
-            ServerMessage::Event(event) => timeline.render(&event.event, elapsed, depth),
-            ServerMessage::Unknown(frame) => {
-                timeline.render_unknown(&frame.kind, &frame.value["data"], elapsed, depth)
-            }
-            ServerMessage::Frame(other) => panic!("not an event: {other:?}"),
-        }
-    }
-
-    /// The depth the filter gives `frame`, or `None` for frames that are not events.
-    fn depth_of(filter: &mut RunFilter, frame: &Value) -> Option<usize> {
-        match ServerMessage::parse(&frame.to_string()).unwrap() {
-            ServerMessage::Event(event) => filter.depth_of(
-                event.event.run_id.as_str(),
-                event.event.parent_run_id.as_ref().map(|p| p.as_str()),
-            ),
-            _ => None,
-        }
-    }
-
-    /// Renders `frames` (each seen at its elapsed milliseconds, at depth 0) with one timeline
-    /// and compares the whole output.
-    fn check(frames: &[(Value, u64)], expected: &str) {
-        let mut timeline = Timeline::default();
-        let mut got = String::new();
-        for (frame, ms) in frames {
-            got.push_str(&render(&mut timeline, frame, Duration::from_millis(*ms), 0));
-        }
-        got.push_str(&timeline.finish());
-        assert_eq!(
-            got, expected,
-            "\n--- got ---\n{got}\n--- expected ---\n{expected}"
-        );
-    }
-
-    fn with_data(kind: &str, data: Value) -> Value {
-        let mut frame = example(kind);
-        frame["data"] = data;
-        frame
-    }
-
-    #[test]
-    fn each_event_of_the_examples_renders_as_one_line() {
-        let table: &[(&str, u64, &str)] = &[
-            (
-                "agent_started",
-                0,
-                "+0.000s  started     \"What is 12*7?\"\n",
-            ),
-            (
-                "agent_thinking",
-                1,
-                "+0.001s  thinking    (1) This is arithmetic; I will use the calculator.\n",
-            ),
-            (
-                "tool_executing",
-                2,
-                "+0.002s  tool        calculator {\"expression\":\"12*7\"}\n",
-            ),
-            (
-                "tool_completed",
-                3,
-                "+0.003s  tool done   calculator -> {\"value\":84} (0 ms)\n",
-            ),
-            (
-                "agent_response_chunk",
-                3,
-                "+0.003s  answer      12*7 = 84\n",
-            ),
-            (
-                "agent_completed",
-                12,
-                "+0.012s  completed   in 1 ms: 12*7 = 84\n",
-            ),
-            (
-                "agent_error",
-                25_001,
-                "+25.001s  error       timeout: the run took longer than its 25 s limit\n",
-            ),
-            (
-                "agent_cancelled",
-                900,
-                "+0.900s  cancelled   cancelled by the user\n",
-            ),
-        ];
-        for (kind, ms, expected) in table {
-            check(&[(example(kind), *ms)], expected);
-        }
-    }
-
-    #[test]
-    fn a_whole_run_reads_as_a_timeline() {
-        let chunk = |delta: &str| with_data("agent_response_chunk", json!({ "delta": delta }));
-        check(
-            &[
-                (example("agent_started"), 0),
-                (example("tool_executing"), 1),
-                (chunk("12*7"), 2),
-                (chunk(" = 84"), 3),
-                (example("agent_completed"), 4),
-            ],
-            "+0.000s  started     \"What is 12*7?\"\n\
-             +0.001s  tool        calculator {\"expression\":\"12*7\"}\n\
-             +0.002s  answer      12*7 = 84\n\
-             +0.004s  completed   in 1 ms\n",
-        );
-    }
-
-    #[test]
-    fn variants_of_events_render_readably() {
-        let table: Vec<(Value, &str)> = vec![
-            (
-                with_data(
-                    "tool_completed",
-                    json!({"tool_call_id":"c1","tool_name":"clock","result":{"error":"no zone"},
-                           "is_error":true,"duration_ms":3}),
-                ),
-                "+0.000s  tool failed clock -> {\"error\":\"no zone\"} (3 ms)\n",
-            ),
-            (
-                with_data(
-                    "agent_completed",
-                    json!({"result":{"n":1},"duration_ms":7,"usage":{"input_tokens":5}}),
-                ),
-                "+0.000s  completed   in 7 ms: {\"n\":1} (usage {\"input_tokens\":5})\n",
-            ),
-            (
-                with_data(
-                    "agent_thinking",
-                    json!({"reasoning":"one\ntwo\u{1b}[2J","step":2}),
-                ),
-                "+0.000s  thinking    (2) one\n                     two\\u{1b}[2J\n",
-            ),
-            (
-                with_data("agent_completed", json!({"result":null,"duration_ms":0})),
-                "+0.000s  completed   in 0 ms\n",
-            ),
-            (
-                json!({"type":"agent_dreaming","seq":1,"run_id":"r","data":{"x":1}}),
-                "+0.000s  event       agent_dreaming {\"x\":1}\n",
-            ),
-        ];
-        for (frame, expected) in table {
-            check(&[(frame, 0)], expected);
-        }
-    }
-
-    #[test]
-    fn sub_runs_are_indented_and_other_runs_ignored() {
-        let mut sub_run = example("agent_started");
-        sub_run["run_id"] = json!("run_sub");
-        sub_run["parent_run_id"] = json!("run_01JD6QA0B1C2D3E4F5G6H7J8K9");
-        let mut grandchild = sub_run.clone();
-        grandchild["run_id"] = json!("run_grandchild");
-        grandchild["parent_run_id"] = json!("run_sub");
-
-        // (frame, depth it is shown at, or None when ignored), for the run of the examples.
-        let table: Vec<(Value, Option<usize>)> = vec![
-            (example("agent_started"), Some(0)),
-            (sub_run.clone(), Some(1)),
-            (grandchild, Some(2)),
-            // The example's sub-run belongs to another parent: another tab's run.
-            (example_where(|f| f.get("parent_run_id").is_some()), None),
-            (example("agent_error"), None),
-            (example("run_accepted"), None),
-        ];
-        let mut filter = RunFilter::new("run_01JD6QA0B1C2D3E4F5G6H7J8K9");
-        for (frame, expected) in table {
-            assert_eq!(depth_of(&mut filter, &frame), expected, "{frame}");
-        }
-
-        let mut timeline = Timeline::default();
-        assert_eq!(
-            render(&mut timeline, &sub_run, Duration::from_millis(5), 1),
-            "+0.005s    started     sub-run assistant: \"What is 12*7?\"\n"
-        );
-    }
-}
+pub(crate) mod tests;

@@ -1,0 +1,207 @@
+//! Following one run until it ends: its events (and its sub-runs', indented) printed through
+//! the `timeline`, Ctrl-C sent as `cancel_run`, and while waiting, a status line that counts
+//! the time. The one-shot command and each turn of the conversation use the same loop; they
+//! differ only in what they do with its outcome.
+//!
+//! A dropped connection is resumed by the client, so the timeline has no gap. Ctrl-C sends
+//! `cancel_run` once and keeps printing until the run says it was cancelled; a second Ctrl-C
+//! stops waiting ([`ChatError::Interrupted`]).
+
+use std::time::{Duration, Instant};
+
+use agent_client::{Client, Notice, RunAccepted, StreamItem};
+use agent_protocol::{SequencedEvent, UnknownFrame};
+use tokio::time::MissedTickBehavior;
+
+use super::terminal::{Output, status_text};
+use super::timeline::{Look, RunFilter, Timeline};
+use super::{ChatError, terminal_outcome};
+
+/// How often the status line is redrawn: often enough that its tenths of a second move.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Prints the run's events until its terminal event; Ctrl-C cancels it, and a second Ctrl-C
+/// stops waiting: `again` says what that means to the user ("quit without waiting").
+pub(crate) async fn follow(
+    client: &mut Client,
+    accepted: &RunAccepted,
+    view: &mut RunView,
+    out: &mut Output,
+    again: &str,
+) -> Result<(), ChatError> {
+    let run_id = accepted.run_id.to_string();
+    // The handler is installed only once the run is accepted: before that there is nothing to
+    // cancel, and the default Ctrl-C (end the process) is the right thing.
+    let mut ctrl_c = CtrlC::listen();
+    let mut cancel_sent = false;
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let outcome = loop {
+        tokio::select! {
+            item = client.next_item() => match item {
+                None => break Err(ChatError::Ended { run_id }),
+                Some(Err(e)) => break Err(e.into()),
+                Some(Ok(item)) => {
+                    if let Some(outcome) = view.show(&item, out)? {
+                        break outcome;
+                    }
+                }
+            },
+            () = ctrl_c.pressed() => {
+                out.text(&view.timeline.finish())?;
+                if cancel_sent {
+                    break Err(ChatError::Interrupted { run_id });
+                }
+                cancel_sent = true;
+                out.note(&format!("cancelling run {run_id}; press Ctrl-C again to {again}"));
+                if let Err(e) = client.cancel_run(&accepted.run_id).await {
+                    out.note(&format!("the server refused to cancel: {e}"));
+                }
+            }
+            _ = ticker.tick(), if out.has_status() => {
+                out.show_status(&status_text(view.elapsed(), cancel_sent, view.look.ansi));
+            }
+        }
+    };
+    out.text(&view.timeline.flush())?;
+    out.clear_status();
+    outcome
+}
+
+/// Ctrl-C, listened to from the moment the listener is made: a Ctrl-C pressed as soon as the
+/// run's first line shows is not missed. (`tokio::signal::ctrl_c()` listens only from its
+/// first poll.)
+pub(crate) struct CtrlC {
+    #[cfg(not(unix))]
+    listening: bool,
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl CtrlC {
+    /// Listens from now on. Once it has, the process no longer ends at a Ctrl-C.
+    pub(crate) fn listen() -> Self {
+        Self {
+            #[cfg(not(unix))]
+            listening: true,
+            // Without a signal handler Ctrl-C keeps its default meaning (the process ends).
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// Does not listen: Ctrl-C keeps whatever meaning it has.
+    pub(crate) fn ignore() -> Self {
+        Self {
+            #[cfg(not(unix))]
+            listening: false,
+            #[cfg(unix)]
+            signal: None,
+        }
+    }
+
+    /// Resolves at the next Ctrl-C; never, when not listening or there is no handler.
+    /// Cancel-safe.
+    pub(crate) async fn pressed(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            if signal.recv().await.is_some() {
+                return;
+            }
+        }
+        #[cfg(not(unix))]
+        if self.listening && tokio::signal::ctrl_c().await.is_ok() {
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The run being shown: which events belong to it, and how they are printed.
+pub(crate) struct RunView {
+    filter: RunFilter,
+    pub(crate) timeline: Timeline,
+    look: Look,
+    /// The timeline's origin: when `run_accepted` arrived. Local time, not the events'
+    /// timestamps, so that a server clock that differs from ours does not skew the figures.
+    accepted_at: Instant,
+}
+
+impl RunView {
+    /// The view of the run `accepted` just started, laid out as `look` says.
+    pub(crate) fn new(accepted: &RunAccepted, look: Look) -> Self {
+        Self {
+            filter: RunFilter::new(accepted.run_id.as_str()),
+            timeline: Timeline::new(look),
+            look,
+            accepted_at: Instant::now(),
+        }
+    }
+
+    /// Shows one item of the stream. Returns the command's outcome when it ends the run
+    /// itself (a sub-run's end is just another line).
+    fn show(
+        &mut self,
+        item: &StreamItem,
+        out: &mut Output,
+    ) -> Result<Option<Result<(), ChatError>>, ChatError> {
+        match item {
+            StreamItem::Event(event) => self.event(event, out),
+            StreamItem::Notice(Notice::NewerFrame(frame)) => {
+                self.unknown(frame, out)?;
+                Ok(None)
+            }
+            StreamItem::Notice(notice) => {
+                out.text(&self.timeline.finish())?;
+                out.note(&notice.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    fn event(
+        &mut self,
+        event: &SequencedEvent,
+        out: &mut Output,
+    ) -> Result<Option<Result<(), ChatError>>, ChatError> {
+        let inner = &event.event;
+        let parent = inner.parent_run_id.as_ref().map(|p| p.as_str());
+        let Some(depth) = self.filter.depth_of(inner.run_id.as_str(), parent) else {
+            return Ok(None);
+        };
+        if out.json {
+            out.raw(&serde_json::to_string(event).unwrap_or_default())?;
+        } else {
+            out.text(&self.timeline.render(inner, self.elapsed(), depth))?;
+        }
+        let outcome = if depth == 0 {
+            terminal_outcome(&inner.kind)
+        } else {
+            None
+        };
+        if outcome.is_some() {
+            out.text(&self.timeline.finish())?;
+        }
+        Ok(outcome)
+    }
+
+    /// An event of a type newer than this client, shown raw if it is of the run's tree.
+    fn unknown(&mut self, frame: &UnknownFrame, out: &mut Output) -> Result<(), ChatError> {
+        let run_id = frame.value["run_id"].as_str().unwrap_or("");
+        let parent = frame.value["parent_run_id"].as_str();
+        let Some(depth) = self.filter.depth_of(run_id, parent) else {
+            return Ok(());
+        };
+        if out.json {
+            return out.raw(&frame.value.to_string());
+        }
+        let text =
+            self.timeline
+                .render_unknown(&frame.kind, &frame.value["data"], self.elapsed(), depth);
+        out.text(&text)
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.accepted_at.elapsed()
+    }
+}
