@@ -12,10 +12,13 @@
 )]
 
 mod agents;
+mod agui;
+mod agui_client;
 mod architecture;
 mod bridge;
 mod browser;
 mod browser_chat;
+mod chat_cli;
 mod chat_page;
 mod client;
 mod compat;

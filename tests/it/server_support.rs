@@ -95,7 +95,7 @@ pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub established: Value,
     /// Event frames read while waiting for a reply, handed out by `next` first.
-    pending: std::collections::VecDeque<Value>,
+    pub(crate) pending: std::collections::VecDeque<Value>,
 }
 
 /// Why a connection attempt failed: the HTTP status and body, or a transport error.

@@ -26,6 +26,7 @@
 //! that id.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod agui;
 pub mod app;
 pub mod auth;
 pub mod chat;

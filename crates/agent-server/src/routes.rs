@@ -53,6 +53,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/static/marked.js", get(|| async { script(MARKED) }))
         .route("/static/purify.js", get(|| async { script(PURIFY) }))
         .route("/v1/me", get(me))
+        .route(
+            "/agui/{agent}",
+            post(crate::agui::run).layer(axum::extract::DefaultBodyLimit::max(
+                crate::agui::MAX_BODY_BYTES,
+            )),
+        )
         .route("/ws", get(ws_handler))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -68,7 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The routes a client can use, for the 404 of an unknown one.
-const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, GET /health, GET /healthz, GET /readyz, \
+const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, POST /agui/{agent}, GET /health, GET /healthz, GET /readyz, \
     GET /version, GET /metrics, GET /v1/threads, GET /v1/threads/{thread_id}, PATCH /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
     GET /v1/runs/{run_id}, POST /dev/token (only without a configured secret)";
 
@@ -152,7 +158,7 @@ async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response 
 }
 
 /// An HTTP refusal with the protocol's error body.
-fn refuse(status: StatusCode, error: ErrorCode, message: String) -> Response {
+pub(crate) fn refuse(status: StatusCode, error: ErrorCode, message: String) -> Response {
     (status, Json(HttpError { error, message })).into_response()
 }
 

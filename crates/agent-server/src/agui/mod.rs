@@ -1,0 +1,310 @@
+//! `POST /agui/{agent}`: a run for any AG-UI frontend. The body is AG-UI's `RunAgentInput`;
+//! the answer is the run's events as AG-UI events, as server-sent events (the `map` module).
+//!
+//! The run goes through the same path as a socket's `start_agent` (the token's user, the
+//! session's rules, the engine's limits), and its events are the user's stream's: the handler
+//! joins the user's stream like a connection (so it counts toward the connection limit and has
+//! a connection's bounded queue) before it starts the run, and sends that run's events (and
+//! its sub-runs'). A tab of the same user shows the run live, under the same run id. Closing
+//! the request cancels the run; a reader too slow for its queue gets `RUN_ERROR`
+//! `slow_consumer` and the run is cancelled.
+//!
+//! From `RunAgentInput` the server takes the last message (it must be the user's, as text) as
+//! the run's message, `forwardedProps` (an object) as the agent's options, and `threadId` as
+//! the run's thread when it is a valid thread id here (letters, digits and `_ - . @ + |`,
+//! not a placeholder such as `test`; a UUID is one): runs with the same `threadId` share the thread, and its earlier
+//! turns reach the agent from the history, as on the socket; another user's thread is refused
+//! like a missing one. Any other `threadId` gets a new thread. `tools`,
+//! `context` and `state` are accepted and not used: the engine's agents call the server's own
+//! tools. `docs/agui.md` has the details.
+
+mod map;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use agent_protocol::{ErrorCode, SequencedEvent, ServerFrame, StartAgent};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use core_context::{RunId, ThreadId, UserId};
+use serde_json::{Map, Value, json};
+use ws_bridge::Subscription;
+
+use self::map::{ClientIds, Mapper};
+use crate::app::AppState;
+use crate::routes::{bearer, refuse};
+
+/// The largest request body: a `RunAgentInput` carries the conversation so far.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// An id of the client's (`threadId`, `runId`) at most, in bytes.
+const MAX_ID_BYTES: usize = 256;
+
+/// What the server takes from a valid `RunAgentInput`.
+#[derive(Debug)]
+struct Input {
+    ids: ClientIds,
+    message: String,
+    thread: Option<ThreadId>,
+    options: Option<Map<String, Value>>,
+}
+
+/// `POST /agui/{agent}`.
+pub(crate) async fn run(
+    State(state): State<Arc<AppState>>,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let verified = match bearer(&headers, &HashMap::new()) {
+        Ok(token) => state.auth.verify(&token).await,
+        Err(e) => Err(e),
+    };
+    let user = match verified {
+        Ok(user) => user,
+        Err(e) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                e.to_string(),
+            );
+        }
+    };
+    let input = match body
+        .map_err(|e| format!("the body is not a RunAgentInput: {}", e.body_text()))
+        .and_then(|Json(body)| input(&body, state.config.max_frame_bytes))
+    {
+        Ok(input) => input,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message),
+    };
+    let subscription = match state.bridge().subscribe(&user, None).await {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyConnections,
+                e.to_string(),
+            );
+        }
+    };
+    let start = StartAgent {
+        agent,
+        message: input.message,
+        thread_id: input.thread,
+        input: input.options,
+    };
+    let connection = subscription.connection_id().clone();
+    match state.start_run(&user, &connection, None, start).await {
+        ServerFrame::RunAccepted {
+            run_id, thread_id, ..
+        } => {
+            let mapper = Mapper::new(input.ids, run_id.as_str());
+            let opening = mapper.started(
+                thread_id.as_str(),
+                subscription.epoch().as_str(),
+                subscription.last_seq(),
+            );
+            let stream = RunStream {
+                subscription,
+                mapper,
+                tree: HashSet::from([run_id.to_string()]),
+                pending: opening.into(),
+                done: false,
+                guard: CancelOnDrop {
+                    state,
+                    user,
+                    run: run_id,
+                    armed: true,
+                },
+            };
+            Sse::new(stream.into_events())
+                .keep_alive(KeepAlive::default())
+                .into_response()
+        }
+        ServerFrame::Error { code, message, .. } => refuse(status_of(&code), code, message),
+        other => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::InternalError,
+            format!("unexpected answer to a run's start: {}", other.to_text()),
+        ),
+    }
+}
+
+/// The HTTP status of a refused start.
+fn status_of(code: &ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::UnknownAgent | ErrorCode::ThreadNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::RateLimited | ErrorCode::TooManyRuns | ErrorCode::TooManyEngines => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        ErrorCode::ShuttingDown | ErrorCode::EngineClosed => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// Reads a `RunAgentInput`; the error names the field and what is allowed.
+fn input(body: &Value, max_message_bytes: usize) -> Result<Input, String> {
+    let id = |field: &str| -> Result<String, String> {
+        match body.get(field) {
+            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_ID_BYTES => Ok(id.clone()),
+            Some(Value::String(_)) => Err(format!("`{field}` must be 1 to {MAX_ID_BYTES} bytes")),
+            Some(_) => Err(format!("`{field}` must be a string")),
+            None => Err(format!(
+                "`{field}` is missing (RunAgentInput needs threadId, runId and messages)"
+            )),
+        }
+    };
+    if !body.is_object() {
+        return Err("the body must be a JSON object (a RunAgentInput)".into());
+    }
+    let ids = ClientIds {
+        thread_id: id("threadId")?,
+        run_id: id("runId")?,
+    };
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+        return Err("`messages` must be an array of messages, the user's last".into());
+    };
+    let Some(last) = messages.last() else {
+        return Err("`messages` is empty: the last message must be the user's".into());
+    };
+    if last.get("role").and_then(Value::as_str) != Some("user") {
+        return Err(
+            "the last of `messages` must have role \"user\": it is what the agent answers".into(),
+        );
+    }
+    let message = text_of(last.get("content"))?;
+    if message.trim().is_empty() {
+        return Err("the user's message is empty: send some text for the agent".into());
+    }
+    if message.len() > max_message_bytes {
+        return Err(format!(
+            "the user's message is {} bytes; the limit is {max_message_bytes}",
+            message.len()
+        ));
+    }
+    let options = match body.get("forwardedProps") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(props)) => Some(props.clone()),
+        Some(_) => return Err("`forwardedProps` must be an object (the agent's options)".into()),
+    };
+    let thread = ThreadId::parse(&ids.thread_id).ok();
+    Ok(Input {
+        ids,
+        message,
+        thread,
+        options,
+    })
+}
+
+/// A message's content as text: a string, or text parts joined.
+fn text_of(content: Option<&Value>) -> Result<String, String> {
+    match content {
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.get("type").and_then(Value::as_str), part.get("text")) {
+                    (Some("text"), Some(Value::String(piece))) => text.push_str(piece),
+                    (kind, _) => {
+                        return Err(format!(
+                            "the user's message has a {} part; this server takes text only",
+                            kind.unwrap_or("untyped")
+                        ));
+                    }
+                }
+            }
+            Ok(text)
+        }
+        _ => Err("the user's message has no `content` (a string or text parts)".into()),
+    }
+}
+
+/// The run's events, as AG-UI events, until the run ends.
+struct RunStream {
+    subscription: Subscription,
+    mapper: Mapper,
+    /// The run and its sub-runs (a sub-run's events name their parent).
+    tree: HashSet<String>,
+    pending: VecDeque<Value>,
+    done: bool,
+    guard: CancelOnDrop,
+}
+
+impl RunStream {
+    fn into_events(self) -> impl futures::Stream<Item = Result<Event, Infallible>> {
+        futures::stream::unfold(self, |mut stream| async move {
+            loop {
+                if let Some(event) = stream.pending.pop_front() {
+                    return Some((Ok(Event::default().data(event.to_string())), stream));
+                }
+                if stream.done {
+                    return None;
+                }
+                match stream.subscription.recv().await {
+                    Ok(frame) => stream.take(&frame.text),
+                    Err(reason) => {
+                        let code = match reason {
+                            ws_bridge::CloseReason::SlowConsumer => "slow_consumer",
+                            _ => "shutting_down",
+                        };
+                        stream.pending.push_back(json!({"type": "RUN_ERROR", "code": code,
+                            "message": "the server stopped sending this run's events; the run is cancelled"}));
+                        stream.done = true;
+                    }
+                }
+            }
+        })
+    }
+
+    /// One frame of the user's stream: mapped if it is of this run's tree.
+    fn take(&mut self, text: &str) {
+        let Ok(raw) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        let Ok(sequenced) = serde_json::from_value::<SequencedEvent>(raw.clone()) else {
+            return;
+        };
+        let event = &sequenced.event;
+        let parent = event.parent_run_id.as_ref().map(RunId::as_str);
+        if !self.tree.contains(event.run_id.as_str()) {
+            if !parent.is_some_and(|p| self.tree.contains(p)) {
+                return;
+            }
+            self.tree.insert(event.run_id.to_string());
+        }
+        self.pending.extend(self.mapper.map(event, &raw));
+        if event.run_id == self.guard.run && event.kind.is_terminal() {
+            self.done = true;
+            self.guard.armed = false;
+        }
+    }
+}
+
+/// Cancels the run when the response ends before the run did (the client went away).
+struct CancelOnDrop {
+    state: Arc<AppState>,
+    user: UserId,
+    run: RunId,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (state, user, run) = (Arc::clone(&self.state), self.user.clone(), self.run.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tracing::info!(run_id = %run, "agui: the client left; cancelling the run");
+                let _ = state.cancel_run(&user, None, &run).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! `POST /agui/{agent}` over real HTTP: the token first, then the `RunAgentInput` checked
+//! with a reason for each refusal; a run's AG-UI events in order, the same run live on the
+//! user's socket (and on no one else's); closing the request cancels the run; the client's
+//! thread id is the run's thread when it is a valid id here, and only its owner's.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::server_support::{Client, start_server, token};
+
+/// A `RunAgentInput` asking `message`, with the agent's options in `forwardedProps`.
+fn run_input(thread: &str, message: &str, options: Value) -> Value {
+    json!({"threadId": thread, "runId": "client-run-1", "state": {}, "tools": [], "context": [],
+           "messages": [{"id": "m1", "role": "user", "content": message}],
+           "forwardedProps": options})
+}
+
+async fn post(addr: SocketAddr, agent: &str, user: Option<&str>, body: &str) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{addr}/agui/{agent}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(user) = user {
+        request = request.bearer_auth(token(user));
+    }
+    request.send().await.unwrap()
+}
+
+/// Reads server-sent events until the stream ends (or `until` says stop); their data as JSON.
+async fn events(response: &mut reqwest::Response, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut buffer = String::new();
+    let mut out = Vec::new();
+    while !until(&out) {
+        let chunk = tokio::time::timeout(Duration::from_secs(15), response.chunk())
+            .await
+            .expect("an event within 15 s")
+            .unwrap();
+        let Some(chunk) = chunk else { break };
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            for line in block.lines() {
+                if let Some(data) = line.strip_prefix("data: ") {
+                    out.push(serde_json::from_str(data).unwrap());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agui_runs_need_a_token_and_a_valid_input() {
+    let server = start_server(|c| c.synthetic_agent = true).await;
+    let addr = server.addr();
+    let good = run_input("t-1", "hi", json!({})).to_string();
+    let user_last = json!({"threadId": "t", "runId": "r", "messages": [
+        {"id": "1", "role": "user", "content": "hi"}, {"id": "2", "role": "assistant", "content": "hello"}]});
+    let image = json!({"threadId": "t", "runId": "r", "messages": [
+        {"id": "1", "role": "user", "content": [{"type": "image", "source": {"type": "url", "value": "x"}}]}]});
+    let cases: Vec<(&str, Option<&str>, String, u16, &str)> = vec![
+        ("synthetic", None, good.clone(), 401, "no token"),
+        (
+            "synthetic",
+            Some("alice"),
+            "{oops".into(),
+            400,
+            "not a RunAgentInput",
+        ),
+        (
+            "synthetic",
+            Some("alice"),
+            "[]".into(),
+            400,
+            "a JSON object",
+        ),
+        (
+            "synthetic",
+            Some("alice"),
+            json!({"runId": "r", "messages": []}).to_string(),
+            400,
+            "`threadId` is missing",
+        ),
+        (
+            "synthetic",
+            Some("alice"),
+            json!({"threadId": 7, "runId": "r", "messages": []}).to_string(),
+            400,
+            "`threadId` must be a string",
+        ),
+        (
+            "synthetic",
+            Some("alice"),
+            json!({"threadId": "t", "runId": "r", "messages": []}).to_string(),
+            400,
+            "`messages` is empty",
+        ),
+        (
+            "synthetic",
+            Some("alice"),
+            user_last.to_string(),
+            400,
+            "must have role \\\"user\\\"",
+        ),
+        (
+            "synthetic",
+            Some("alice"),
+            image.to_string(),
+            400,
+            "has a image part",
+        ),
+        (
+            "synthetic",
+            Some("alice"),
+            run_input("t", "   ", json!({})).to_string(),
+            400,
+            "the user's message is empty",
+        ),
+        (
+            "synthetic",
+            Some("alice"),
+            run_input("t", "hi", json!([1])).to_string(),
+            400,
+            "`forwardedProps` must be an object",
+        ),
+        ("nobody", Some("alice"), good.clone(), 404, "unknown_agent"),
+    ];
+    for (agent, user, body, status, says) in cases {
+        let response = post(addr, agent, user, &body).await;
+        let got = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert_eq!(got, status, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text} lacks {says}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agui_run_streams_its_events_and_shows_on_the_users_socket_only() {
+    let server = start_server(|c| c.synthetic_agent = true).await;
+    let addr = server.addr();
+    let mut alice = Client::user(addr, "alice").await;
+    let mut bob = Client::user(addr, "bob").await;
+    let options = json!({"thinking": 1, "tools": 1, "chunks": 2});
+    let mut response = post(
+        addr,
+        "synthetic",
+        Some("alice"),
+        &run_input("t-1", "hi", options).to_string(),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let got = events(&mut response, |_| false).await;
+    let types: Vec<&str> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "RUN_STARTED",
+            "CUSTOM",
+            "REASONING_START",
+            "REASONING_MESSAGE_START",
+            "REASONING_MESSAGE_CONTENT",
+            "REASONING_MESSAGE_END",
+            "REASONING_END",
+            "TOOL_CALL_START",
+            "TOOL_CALL_ARGS",
+            "TOOL_CALL_END",
+            "TOOL_CALL_RESULT",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_END",
+            "RUN_FINISHED",
+        ]
+    );
+    assert_eq!(
+        (&got[0]["threadId"], &got[0]["runId"]),
+        (&json!("t-1"), &json!("client-run-1"))
+    );
+    let run_id = got[1]["value"]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(got[15]["runId"], "client-run-1");
+    // The same run, event for event, on alice's socket: same run id, same seqs.
+    let socket = alice.events_until_terminals(1).await;
+    let seqs: Vec<u64> = socket.iter().map(|e| e.seq).collect();
+    assert!(socket.iter().all(|e| e.event.run_id.as_str() == run_id));
+    let mut raw: Vec<u64> = got[2..]
+        .iter()
+        .map(|e| e["rawEvent"]["seq"].as_u64().unwrap())
+        .collect();
+    raw.dedup();
+    let mapped: Vec<u64> = seqs.iter().copied().filter(|s| raw.contains(s)).collect();
+    assert_eq!(
+        raw, mapped,
+        "the AG-UI events carry the socket's seqs, in order"
+    );
+    // Bob sees nothing of it.
+    bob.pump(Duration::from_millis(200)).await;
+    assert!(bob.pending.is_empty(), "bob got {:?}", bob.pending);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_request_cancels_the_run() {
+    let server = start_server(|c| c.synthetic_agent = true).await;
+    let addr = server.addr();
+    let mut alice = Client::user(addr, "alice").await;
+    let options = json!({"thinking": 1, "tools": 0, "chunks": 0, "hang": true});
+    let mut response = post(
+        addr,
+        "synthetic",
+        Some("alice"),
+        &run_input("t", "wait", options).to_string(),
+    )
+    .await;
+    let got = events(&mut response, |e| {
+        e.iter().any(|e| e["type"] == "REASONING_END")
+    })
+    .await;
+    let run_id = got[1]["value"]["run_id"].as_str().unwrap().to_owned();
+    drop(response);
+    let ended = alice.events_until_terminals(1).await;
+    let last = &ended.last().unwrap().event;
+    assert_eq!(last.run_id.as_str(), run_id);
+    assert_eq!(last.kind.type_name(), "agent_cancelled", "{last:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_thread_id_is_the_thread() {
+    let server = start_server(|c| c.synthetic_agent = true).await;
+    let addr = server.addr();
+    // A thread id valid here (a UUID, say) is the thread: runs in it share it.
+    for message in ["one", "two"] {
+        let body = run_input("3f1c9a2e-agui-thread", message, json!({})).to_string();
+        let mut response = post(addr, "synthetic", Some("alice"), &body).await;
+        let got = events(&mut response, |_| false).await;
+        assert_eq!(
+            got[1]["value"]["thread_id"], "3f1c9a2e-agui-thread",
+            "{message}"
+        );
+    }
+    // Another user cannot run in it.
+    let body = run_input("3f1c9a2e-agui-thread", "three", json!({})).to_string();
+    let theirs = post(addr, "synthetic", Some("bob"), &body).await;
+    assert_eq!(theirs.status(), 404);
+    assert!(theirs.text().await.unwrap().contains("thread_not_found"));
+    // One that is not (a space in it) gets a new thread of the server's.
+    let body = run_input("not an id", "four", json!({})).to_string();
+    let mut response = post(addr, "synthetic", Some("alice"), &body).await;
+    let got = events(&mut response, |_| false).await;
+    assert!(
+        got[1]["value"]["thread_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("thr_")
+    );
+    assert_eq!(
+        got[0]["threadId"], "not an id",
+        "the client's ids are echoed"
+    );
+    server.shutdown().await;
+}
