@@ -52,16 +52,26 @@ async fn answers_render_markdown_show_html_as_text_and_fold_their_steps() {
     // The user's message is a bubble with a time in the user's locale.
     let bubble = js(&b.client, "const b = document.querySelector('#conversation > .run .bubble'); return [b.querySelector('.text').textContent, !!b.querySelector('time').dateTime]").await;
     assert_eq!(bubble, json!(["Show me markdown", true]));
-    // Finished: the steps fold; a click unfolds them.
-    let steps = "return document.querySelector('#conversation > .run .steps').open";
+    // A run without steps shows no fold; a finished run's steps fold, and a click unfolds them.
+    let no_steps = "return document.querySelector('#conversation > .run .steps').hidden";
+    assert_eq!(
+        js(&b.client, no_steps).await,
+        true,
+        "an answer without steps"
+    );
+    artifact(&b.client, "chat-markdown-answer.png").await;
+    start(&b.client, "assistant", "What is 2+2?", None).await;
+    wait_newest_run(&b.client, "completed").await;
+    let steps = "return [...document.querySelectorAll('#conversation > .run .steps')].pop().open";
     assert_eq!(
         js(&b.client, steps).await,
         false,
         "steps fold once answered"
     );
-    artifact(&b.client, "chat-markdown-answer.png").await;
     b.client
-        .find(Locator::Css("#conversation > .run .steps > summary"))
+        .find(Locator::Css(
+            "#conversation > .run:last-child .steps > summary",
+        ))
         .await
         .unwrap()
         .click()
