@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::history_server::http_text;
 use crate::server_support::{Client, start_server, token};
 
 /// A `RunAgentInput` asking `message`, with the agent's options in `forwardedProps`.
@@ -267,6 +268,120 @@ async fn the_clients_thread_id_is_the_thread() {
     assert_eq!(
         got[0]["threadId"], "not an id",
         "the client's ids are echoed"
+    );
+    server.shutdown().await;
+}
+
+/// A de-chunked HTTP/1.1 response body (`Transfer-Encoding: chunked`).
+fn dechunk(mut raw: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, rest)) = raw.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        body.push_str(&rest[..size]);
+        raw = rest[size..].trim_start_matches("\r\n");
+    }
+    body
+}
+
+/// Bounded like a socket: the body size (413), the user's runs (429), and a reader too slow
+/// for its queue (`RUN_ERROR slow_consumer`, and the run is cancelled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agui_runs_are_bounded_like_socket_runs() {
+    let server = start_server(|c| {
+        c.synthetic_agent = true;
+        c.engine.max_concurrent_runs = 1;
+        c.engine.max_queued_runs = 0;
+        c.bridge.send_queue_events = 16;
+    })
+    .await;
+    let addr = server.addr();
+    let huge = run_input("t", &"x".repeat(2 * 1024 * 1024), json!({})).to_string();
+    let response = post(addr, "synthetic", Some("alice"), &huge).await;
+    assert_eq!(response.status(), 413);
+    assert!(response.text().await.unwrap().contains("bad_request"));
+
+    let mut alice = Client::user(addr, "alice").await;
+    let hang = json!({"thinking": 1, "tools": 0, "chunks": 0, "hang": true});
+    let mut first = post(
+        addr,
+        "synthetic",
+        Some("alice"),
+        &run_input("t", "one", hang).to_string(),
+    )
+    .await;
+    events(&mut first, |e| {
+        e.iter().any(|e| e["type"] == "REASONING_END")
+    })
+    .await;
+    let second = post(
+        addr,
+        "synthetic",
+        Some("alice"),
+        &run_input("t2", "two", json!({})).to_string(),
+    )
+    .await;
+    assert_eq!(second.status(), 429);
+    assert!(second.text().await.unwrap().contains("too_many_runs"));
+    drop(first);
+    alice.events_until_terminals(1).await;
+    drop(alice);
+
+    // A reader that reads nothing, with a small receive window: the run's 3,000 events
+    // overflow its queue of 16.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let body = run_input(
+        "t3",
+        "flood",
+        json!({"thinking": 1000, "tools": 1000, "chunks": 1000}),
+    )
+    .to_string();
+    let request = format!(
+        "POST /agui/synthetic HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        token("alice"),
+        body.len()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // The server counts the slow consumer; alice's own socket (queue of 16 too) is not read
+    // here, so the figure comes from the metrics.
+    let mut counted = false;
+    for _ in 0..300 {
+        let (_, text) = http_text(addr, "GET", "/metrics", None).await;
+        if text
+            .lines()
+            .any(|l| l.contains("slow_consumer_disconnects_total") && l.ends_with(" 1"))
+        {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(counted, "no slow consumer counted");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut raw))
+        .await
+        .expect("the response ends")
+        .unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (_, body) = raw.split_once("\r\n\r\n").unwrap();
+    let last = dechunk(body)
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .last()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap());
+    let last = last.expect("events before the end");
+    assert_eq!(
+        (&last["type"], &last["code"]),
+        (&json!("RUN_ERROR"), &json!("slow_consumer")),
+        "{last}"
     );
     server.shutdown().await;
 }

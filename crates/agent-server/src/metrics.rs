@@ -227,6 +227,12 @@ impl Metrics {
         self.connections_closed.get_or_create(&Code { code }).inc();
     }
 
+    /// An AG-UI response fell behind its queue and was ended (a slow consumer that is not a
+    /// socket).
+    pub(crate) fn slow_consumer(&self) {
+        self.slow_consumers.inc();
+    }
+
     /// A connection asked to resume, with `outcome`.
     pub(crate) fn resumed(&self, outcome: &ResumeOutcome) {
         let outcome = match outcome {

@@ -75,12 +75,17 @@ pub(crate) async fn run(
             );
         }
     };
+    // A body over the limit is 413, anything else wrong with it 400.
     let input = match body
-        .map_err(|e| format!("the body is not a RunAgentInput: {}", e.body_text()))
-        .and_then(|Json(body)| input(&body, state.config.max_frame_bytes))
-    {
+        .map_err(|e| {
+            let message = format!("the body is not a RunAgentInput: {}", e.body_text());
+            (e.status(), message)
+        })
+        .and_then(|Json(body)| {
+            input(&body, state.config.max_frame_bytes).map_err(|m| (StatusCode::BAD_REQUEST, m))
+        }) {
         Ok(input) => input,
-        Err(message) => return refuse(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message),
+        Err((status, message)) => return refuse(status, ErrorCode::BadRequest, message),
     };
     let subscription = match state.bridge().subscribe(&user, None).await {
         Ok(subscription) => subscription,
@@ -250,7 +255,10 @@ impl RunStream {
                     Ok(frame) => stream.take(&frame.text),
                     Err(reason) => {
                         let code = match reason {
-                            ws_bridge::CloseReason::SlowConsumer => "slow_consumer",
+                            ws_bridge::CloseReason::SlowConsumer => {
+                                stream.guard.state.metrics().slow_consumer();
+                                "slow_consumer"
+                            }
                             _ => "shutting_down",
                         };
                         stream.pending.push_back(json!({"type": "RUN_ERROR", "code": code,
