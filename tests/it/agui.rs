@@ -375,7 +375,7 @@ async fn agui_runs_are_bounded_like_socket_runs() {
     let last = dechunk(body)
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
-        .last()
+        .next_back()
         .map(|l| serde_json::from_str::<Value>(l).unwrap());
     let last = last.expect("events before the end");
     assert_eq!(
