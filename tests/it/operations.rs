@@ -397,3 +397,31 @@ async fn me_names_the_tokens_user_and_the_page_scripts_are_served() {
     }
     server.shutdown().await;
 }
+
+/// `GET /tools` lists every tool agents can call, with its schema and where it comes from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_are_listed_with_their_schema_and_source() {
+    let server = start_server(|c| c.synthetic_agent = true).await;
+    let (status, tools) = http(server.addr(), "GET", "/tools", None).await;
+    assert_eq!(status, 200);
+    let tools = tools.as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    for expected in [
+        "calculator",
+        "current_time",
+        "search_docs",
+        "synthetic_echo",
+        "text_stats",
+    ] {
+        assert!(names.contains(&expected), "no {expected} in {names:?}");
+    }
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "sorted by name");
+    for tool in tools {
+        assert_eq!(tool["source"], "built-in", "{tool}");
+        assert_eq!(tool["parameters"]["type"], "object", "{tool}");
+        assert!(!tool["description"].as_str().unwrap().is_empty(), "{tool}");
+    }
+    server.shutdown().await;
+}

@@ -87,6 +87,8 @@ pub struct ToolInfo {
     pub description: String,
     /// The JSON Schema of its arguments.
     pub parameters: Value,
+    /// Where it comes from ([`Tool::source`]).
+    pub source: String,
 }
 
 /// Why a registration or lookup failed.
@@ -266,6 +268,7 @@ impl AgentRegistry {
                 name: t.name().to_owned(),
                 description: t.description().to_owned(),
                 parameters: t.parameters(),
+                source: t.source().to_owned(),
             })
             .collect()
     }

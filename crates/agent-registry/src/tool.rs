@@ -18,6 +18,11 @@ pub trait Tool: Send + Sync {
     fn description(&self) -> &str;
     /// A JSON Schema of its arguments.
     fn parameters(&self) -> Value;
+    /// Where it comes from, as `GET /tools` lists it: `built-in` (the default) for a tool
+    /// compiled into the server; another source names itself (an MCP server, say).
+    fn source(&self) -> &str {
+        "built-in"
+    }
     /// Its time limit, when it differs from the dispatcher's default.
     fn timeout(&self) -> Option<Duration> {
         None

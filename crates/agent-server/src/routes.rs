@@ -50,6 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/", get(|| async { Html(CHAT_PAGE) }))
         .route("/agents", get(list_agents))
+        .route("/tools", get(list_tools))
         .route("/static/marked.js", get(|| async { script(MARKED) }))
         .route("/static/purify.js", get(|| async { script(PURIFY) }))
         .route("/v1/me", get(me))
@@ -74,7 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The routes a client can use, for the 404 of an unknown one.
-const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, POST /agui/{agent}, GET /health, GET /healthz, GET /readyz, \
+const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /tools, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, POST /agui/{agent}, GET /health, GET /healthz, GET /readyz, \
     GET /version, GET /metrics, GET /v1/threads, GET /v1/threads/{thread_id}, PATCH /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
     GET /v1/runs/{run_id}, POST /dev/token (only without a configured secret)";
 
@@ -155,6 +156,11 @@ async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response 
             e.to_string(),
         ),
     }
+}
+
+/// `GET /tools`: every tool agents can call, sorted by name, with its JSON Schema and source.
+async fn list_tools(State(state): State<Arc<AppState>>) -> Json<Vec<agent_registry::ToolInfo>> {
+    Json(state.registry().list_tools())
 }
 
 /// An HTTP refusal with the protocol's error body.
