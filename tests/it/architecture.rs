@@ -22,6 +22,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["core-context", "agent-registry", "execution-engine"],
     ),
     ("llm-agent", &["core-context", "agent-registry"]),
+    // Tools from MCP servers: the registry's Tool over rmcp, nothing above it.
+    ("mcp-tools", &["core-context", "agent-registry"]),
     // The wire, and the client that speaks it: below the server, above nothing but the ids
     // and events; no crate below the server may use them.
     ("agent-protocol", &["core-context"]),
@@ -42,6 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "execution-engine",
             "agents",
             "llm-agent",
+            "mcp-tools",
             "agent-protocol",
             "agent-client",
         ],

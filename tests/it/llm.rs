@@ -55,7 +55,12 @@ pub(crate) fn content(text: &str) -> Piece {
 fn reasoning(text: &str) -> Piece {
     Piece::Data(json!({"choices": [{"index": 0, "delta": {"reasoning_content": text}}]}))
 }
-fn tool_piece(index: u64, id: Option<&str>, name: Option<&str>, arguments: &str) -> Piece {
+pub(crate) fn tool_piece(
+    index: u64,
+    id: Option<&str>,
+    name: Option<&str>,
+    arguments: &str,
+) -> Piece {
     let mut call = json!({"index": index, "function": {"arguments": arguments}});
     if let Some(id) = id {
         call["id"] = json!(id);
@@ -71,7 +76,7 @@ pub(crate) fn usage(prompt: u64, completion: u64) -> Piece {
         json!({"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}),
     )
 }
-const DONE: Piece = Piece::Raw("data: [DONE]\n\n");
+pub(crate) const DONE: Piece = Piece::Raw("data: [DONE]\n\n");
 
 async fn completions(
     axum::extract::State(script): axum::extract::State<Arc<Script>>,

@@ -33,6 +33,7 @@ mod identity;
 mod llm;
 mod loadgen;
 mod logs;
+mod mcp;
 mod multinode;
 mod multinode_runs;
 mod operations;

@@ -131,6 +131,9 @@ impl AppState {
             }
             None => None,
         };
+        for tool in &config.tools.0 {
+            registry.register_shared_tool(Arc::clone(tool))?;
+        }
         let registry = Arc::new(registry);
         let identity = Identity {
             secret: config.jwt_secret.clone(),

@@ -18,11 +18,13 @@ use execution_engine::EngineConfig;
 use ws_bridge::BridgeConfig;
 
 mod file;
+mod read;
 mod show;
 #[cfg(test)]
 mod tests;
 
 pub use file::{Parsed, with_file};
+use read::{identity, llm, mcp_servers, otlp, store_url};
 
 /// The shortest JWT secret accepted, in bytes (HS256 wants at least the hash size).
 pub const MIN_SECRET_LEN: usize = 32;
@@ -45,6 +47,18 @@ pub enum OtlpProtocol {
     Protobuf,
     /// JSON (`application/json`).
     Json,
+}
+
+/// Tools a server registers beside the built-in ones.
+#[derive(Clone, Default)]
+pub struct ExtraTools(pub Vec<std::sync::Arc<dyn agent_registry::Tool>>);
+
+impl std::fmt::Debug for ExtraTools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|tool| tool.name()))
+            .finish()
+    }
 }
 
 /// Why `--otlp-endpoint` cannot be used in a build without the `otlp` feature.
@@ -201,70 +215,16 @@ pub struct ServeArgs {
     /// How spans are encoded for the collector: `protobuf` (OTLP's default) or `json`.
     #[arg(long, env = "AGENT_SERVER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::Protobuf)]
     pub otlp_protocol: OtlpProtocol,
-}
-
-/// Reads `--otlp-endpoint`: an `http://` or `https://` URL with a host; spans go to its
-/// `/v1/traces` (as with OpenTelemetry's own `OTEL_EXPORTER_OTLP_ENDPOINT`), or to the URL
-/// itself when it already ends so.
-fn otlp(args: &ServeArgs) -> Result<Option<crate::telemetry::Otlp>, ConfigError> {
-    let Some(endpoint) = &args.otlp_endpoint else {
-        return Ok(None);
-    };
-    let refuse = |why: &str| {
-        ConfigError::Otlp(format!(
-            "--otlp-endpoint (AGENT_SERVER_OTLP_ENDPOINT) {:?} {why}",
-            redis_broker::redacted_url(endpoint)
-        ))
-    };
-    let Some(rest) = ["http://", "https://"]
-        .iter()
-        .find_map(|scheme| endpoint.strip_prefix(scheme))
-    else {
-        return Err(refuse(
-            "is not an http:// or https:// URL (a collector's OTLP/HTTP address, http://collector:4318)",
-        ));
-    };
-    if rest.is_empty() || rest.starts_with(['/', ':']) {
-        return Err(refuse("names no host"));
-    }
-    if rest.contains(['?', '#', ' ']) {
-        return Err(refuse(
-            "holds a query, a fragment or a space; give the collector's address only",
-        ));
-    }
-    if !cfg!(feature = "otlp") {
-        return Err(ConfigError::Otlp(NO_OTLP.to_owned()));
-    }
-    let base = endpoint.trim_end_matches('/');
-    // The collector's address, or (as people often paste) its traces URL itself.
-    let traces_url = if base.ends_with("/v1/traces") {
-        base.to_owned()
-    } else {
-        format!("{base}/v1/traces")
-    };
-    Ok(Some(crate::telemetry::Otlp {
-        traces_url,
-        protocol: args.otlp_protocol,
-    }))
-}
-
-/// Reads a `--store` value: `None` for `none`.
-fn store_url(value: &str) -> Result<Option<String>, ConfigError> {
-    if value == "none" {
-        return Ok(None);
-    }
-    let known = ["sqlite://", "sqlite:", "postgres://", "postgresql://"]
-        .iter()
-        .any(|scheme| {
-            value
-                .strip_prefix(scheme)
-                .is_some_and(|rest| !rest.trim_matches('/').is_empty())
-        });
-    if known {
-        Ok(Some(value.to_owned()))
-    } else {
-        Err(ConfigError::Store(redis_broker::redacted_url(value)))
-    }
+    /// An MCP server whose tools the agents may call, as NAME=COMMAND [ARGS...], run over its
+    /// stdio (`everything=npx -y @modelcontextprotocol/server-everything`); repeat the flag for
+    /// more (in the variable, separate them with `;`). Its tools are named `mcp_NAME_TOOL`.
+    #[arg(
+        long = "mcp-server",
+        value_name = "NAME=COMMAND",
+        env = "AGENT_SERVER_MCP_SERVERS",
+        value_delimiter = ';'
+    )]
+    pub mcp_server: Vec<String>,
 }
 
 /// Where users' streams live.
@@ -336,6 +296,9 @@ pub enum ConfigError {
         "--store (AGENT_SERVER_STORE) {0:?} is not a store: use sqlite://path/to/file.db, postgres://user@host/db, or none"
     )]
     Store(String),
+    /// An `--mcp-server` value cannot be used.
+    #[error("{0}")]
+    Mcp(String),
     /// The OpenTelemetry export cannot be set up as configured.
     #[error("{0}")]
     Otlp(String),
@@ -414,6 +377,11 @@ pub struct ServerConfig {
     pub llm: Option<llm_agent::LlmConfig>,
     /// Where spans are exported (`--otlp-endpoint`), if anywhere.
     pub otlp: Option<crate::telemetry::Otlp>,
+    /// The MCP servers to start (`--mcp-server`).
+    pub mcp_servers: Vec<mcp_tools::McpServerSpec>,
+    /// Tools registered beside the built-in ones: the MCP servers' tools, filled in by
+    /// [`RunningServer::start`](crate::server::RunningServer::start) (tests add their own).
+    pub tools: ExtraTools,
     /// Where users' streams live.
     pub broker: BrokerChoice,
     /// How long a node's claim on a run lasts unrenewed (with a Redis broker).
@@ -452,6 +420,8 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             llm: None,
             otlp: None,
+            mcp_servers: Vec::new(),
+            tools: ExtraTools::default(),
             broker: BrokerChoice::InProcess,
             run_lease_ttl: Duration::from_secs(15),
             store: None,
@@ -462,33 +432,6 @@ impl Default for ServerConfig {
             max_threads_per_user: crate::sessions::MAX_THREADS_PER_USER,
         }
     }
-}
-
-/// The identity provider's settings of `args` (the public key file read now).
-fn identity(args: &ServeArgs) -> Result<crate::auth::Identity, ConfigError> {
-    let public_key_pem = match &args.jwt_public_key {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            ConfigError::Identity(format!(
-                "cannot read --jwt-public-key (AGENT_SERVER_JWT_PUBLIC_KEY) {}: {e}",
-                path.display()
-            ))
-        })?),
-        None => None,
-    };
-    let identity = crate::auth::Identity {
-        secret: None,
-        public_key_pem,
-        jwks_url: args.jwks_url.clone(),
-        jwks_min_refresh: Duration::from_secs(args.jwks_min_refresh_secs),
-        issuer: args.jwt_issuer.clone(),
-        audience: args.jwt_audience.clone(),
-    };
-    if identity.is_configured() {
-        // Refuses a key file that is no key, or a JWKS URL that is no URL, at start.
-        crate::auth::Auth::from_identity(&identity)
-            .map_err(|e| ConfigError::Identity(e.to_string()))?;
-    }
-    Ok(identity)
 }
 
 impl ServerConfig {
@@ -515,23 +458,9 @@ impl ServerConfig {
         if !valid_agent {
             return Err(ConfigError::DefaultAgent(agent.clone()));
         }
-        let llm = match (&args.llm_base_url, &args.llm_model) {
-            (None, None) => None,
-            (Some(url), Some(model)) => {
-                let mut llm = llm_agent::LlmConfig::new(url.clone(), model.clone());
-                llm.api_key = args.llm_api_key.clone().map(llm_agent::Secret::new);
-                llm.max_turns = args.llm_max_turns;
-                llm.validate()
-                    .map_err(|e| ConfigError::Llm(e.to_string()))?;
-                Some(llm)
-            }
-            _ => {
-                return Err(ConfigError::Llm(
-                    "the llm agent needs both --llm-base-url (LLM_BASE_URL) and --llm-model (LLM_MODEL)".into(),
-                ));
-            }
-        };
+        let llm = llm(&args)?;
         let otlp = otlp(&args)?;
+        let mcp_servers = mcp_servers(&args)?;
         let defaults = ServerConfig::default();
         Ok(Self {
             addr: args.addr,
@@ -572,6 +501,8 @@ impl ServerConfig {
             flood_window: Duration::from_secs(args.flood_window_secs),
             max_threads_per_user: args.max_threads_per_user as usize,
             otlp,
+            mcp_servers,
+            tools: ExtraTools::default(),
         })
     }
 }

@@ -31,8 +31,10 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// Binds `config.addr` and starts serving.
-    pub async fn start(config: ServerConfig) -> Result<Self, ServeError> {
+    pub async fn start(mut config: ServerConfig) -> Result<Self, ServeError> {
         let addr = config.addr;
+        let mcp = mcp_tools::start(&config.mcp_servers).await;
+        config.tools.0.extend(mcp);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;

@@ -160,15 +160,22 @@ fn holder(cmd: &Command, matches: &ArgMatches) -> Option<Holder> {
     has_config(cmd.find_subcommand(name)?).then(|| Holder::Sub(name.to_owned()))
 }
 
-/// `cmd` with `values` (setting id, checked value) as its arguments' defaults.
-fn as_defaults(cmd: Command, values: &[(String, String)]) -> Command {
-    values.iter().fold(cmd, |cmd, (key, value)| {
-        cmd.mut_arg(key, |arg| arg.default_value(value.clone()))
+/// `cmd` with `values` (setting id, checked values) as its arguments' defaults.
+fn as_defaults(cmd: Command, values: &[(String, Vec<String>)]) -> Command {
+    values.iter().fold(cmd, |cmd, (key, values)| {
+        cmd.mut_arg(key, |arg| arg.default_values(values.clone()))
     })
 }
 
-/// Reads the file: each key a setting, each value one its parser accepts, as clap's text.
-fn read(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+/// Whether `arg` takes its flag several times (`--mcp-server a=… --mcp-server b=…`): in the
+/// file, an array of strings.
+pub(super) fn repeats(arg: &Arg) -> bool {
+    matches!(arg.get_action(), clap::ArgAction::Append)
+}
+
+/// Reads the file: each key a setting, each value one its parser accepts, as clap's text (an
+/// array for a setting that repeats).
+fn read(path: &Path) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
     let shown = path.display().to_string();
     let file_error = |reason: String| ConfigError::File {
         path: shown.clone(),
@@ -181,8 +188,29 @@ fn read(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     let cmd = settings();
     table
         .iter()
-        .map(|(key, value)| setting(&cmd, &shown, key, value))
+        .map(|(key, value)| settings_of(&cmd, &shown, key, value))
         .collect()
+}
+
+/// One entry of the file: a setting that repeats takes an array of strings (or one string),
+/// each checked as the flag would be; any other setting, one value.
+fn settings_of(
+    cmd: &Command,
+    path: &str,
+    key: &str,
+    value: &toml::Value,
+) -> Result<(String, Vec<String>), ConfigError> {
+    let repeated = setting_args(cmd).any(|arg| arg.get_id() == key && repeats(arg));
+    match (repeated, value) {
+        (true, toml::Value::Array(items)) => {
+            let mut values = Vec::new();
+            for item in items {
+                values.push(setting(cmd, path, key, item)?.1);
+            }
+            Ok((key.to_owned(), values))
+        }
+        _ => setting(cmd, path, key, value).map(|(key, value)| (key, vec![value])),
+    }
 }
 
 /// One entry of the file, checked: its setting's id and its value as clap reads it.

@@ -59,7 +59,7 @@ pub(super) fn render(matches: &ArgMatches, file: Option<&(PathBuf, BTreeSet<Stri
     for arg in setting_args(&cmd) {
         let key = arg.get_id().as_str();
         let from_file = file.is_some_and(|(_, keys)| keys.contains(key));
-        let Some(value) = value(matches, key, Kind::of(arg)) else {
+        let Some(value) = value(matches, key, Kind::of(arg), super::file::repeats(arg)) else {
             let _ = writeln!(out, "# {key} is not set");
             continue;
         };
@@ -79,11 +79,19 @@ pub(super) fn render(matches: &ArgMatches, file: Option<&(PathBuf, BTreeSet<Stri
     out
 }
 
-/// The value of setting `key`, typed for TOML; `None` when it has none.
-fn value(matches: &ArgMatches, key: &str, kind: Kind) -> Option<toml::Value> {
+/// The value of setting `key`, typed for TOML (an array of strings for a setting that
+/// `repeats`); `None` when it has none.
+fn value(matches: &ArgMatches, key: &str, kind: Kind, repeats: bool) -> Option<toml::Value> {
     if kind == Kind::Bool {
         let flag = matches.try_get_one::<bool>(key).ok().flatten()?;
         return Some(toml::Value::Boolean(*flag));
+    }
+    if repeats {
+        let values: Vec<toml::Value> = matches
+            .get_raw(key)?
+            .map(|raw| toml::Value::String(raw.to_string_lossy().into_owned()))
+            .collect();
+        return (!values.is_empty()).then_some(toml::Value::Array(values));
     }
     // The raw text is what was given (`90d`, not a `Duration`), so it reads back the same.
     let raw = matches.get_raw(key)?.next()?.to_string_lossy().into_owned();

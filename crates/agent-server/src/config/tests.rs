@@ -234,3 +234,32 @@ fn otlp_flag_table() {
         check(argv, *expected);
     }
 }
+
+#[test]
+fn mcp_servers_are_checked_at_start() {
+    let table: &[(&[&str], Result<(), &str>)] = &[
+        (
+            &[
+                "--mcp-server",
+                "everything=npx -y @modelcontextprotocol/server-everything",
+            ],
+            Ok(()),
+        ),
+        (
+            &["--mcp-server", "a=node a.js", "--mcp-server", "b=node b.js"],
+            Ok(()),
+        ),
+        (
+            &["--mcp-server", "Bad=node x.js"],
+            Err("--mcp-server name \"Bad\" must be"),
+        ),
+        (&["--mcp-server", "node x.js"], Err("must be NAME=COMMAND")),
+        (
+            &["--mcp-server", "web=https://mcp.example/mcp"],
+            Err("not supported by this build yet"),
+        ),
+    ];
+    for (argv, expected) in table {
+        check(argv, *expected);
+    }
+}

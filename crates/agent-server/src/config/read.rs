@@ -1,0 +1,125 @@
+//! Settings that need more than clap's parsers: each reads `ServeArgs` and says what is
+//! wrong in a [`ConfigError`].
+
+use std::time::Duration;
+
+use super::{ConfigError, NO_OTLP, ServeArgs};
+
+/// The `llm` agent's settings, when both its URL and its model are given.
+pub(super) fn llm(args: &ServeArgs) -> Result<Option<llm_agent::LlmConfig>, ConfigError> {
+    match (&args.llm_base_url, &args.llm_model) {
+        (None, None) => Ok(None),
+        (Some(url), Some(model)) => {
+            let mut llm = llm_agent::LlmConfig::new(url.clone(), model.clone());
+            llm.api_key = args.llm_api_key.clone().map(llm_agent::Secret::new);
+            llm.max_turns = args.llm_max_turns;
+            llm.validate()
+                .map_err(|e| ConfigError::Llm(e.to_string()))?;
+            Ok(Some(llm))
+        }
+        _ => Err(ConfigError::Llm(
+            "the llm agent needs both --llm-base-url (LLM_BASE_URL) and --llm-model (LLM_MODEL)"
+                .into(),
+        )),
+    }
+}
+
+/// Reads each `--mcp-server`.
+pub(super) fn mcp_servers(args: &ServeArgs) -> Result<Vec<mcp_tools::McpServerSpec>, ConfigError> {
+    args.mcp_server
+        .iter()
+        .map(|value| mcp_tools::McpServerSpec::parse(value))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::Mcp(e.to_string()))
+}
+
+/// Reads `--otlp-endpoint`: an `http://` or `https://` URL with a host; spans go to its
+/// `/v1/traces` (as with OpenTelemetry's own `OTEL_EXPORTER_OTLP_ENDPOINT`), or to the URL
+/// itself when it already ends so.
+pub(super) fn otlp(args: &ServeArgs) -> Result<Option<crate::telemetry::Otlp>, ConfigError> {
+    let Some(endpoint) = &args.otlp_endpoint else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| {
+        ConfigError::Otlp(format!(
+            "--otlp-endpoint (AGENT_SERVER_OTLP_ENDPOINT) {:?} {why}",
+            redis_broker::redacted_url(endpoint)
+        ))
+    };
+    let Some(rest) = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| endpoint.strip_prefix(scheme))
+    else {
+        return Err(refuse(
+            "is not an http:// or https:// URL (a collector's OTLP/HTTP address, http://collector:4318)",
+        ));
+    };
+    if rest.is_empty() || rest.starts_with(['/', ':']) {
+        return Err(refuse("names no host"));
+    }
+    if rest.contains(['?', '#', ' ']) {
+        return Err(refuse(
+            "holds a query, a fragment or a space; give the collector's address only",
+        ));
+    }
+    if !cfg!(feature = "otlp") {
+        return Err(ConfigError::Otlp(NO_OTLP.to_owned()));
+    }
+    let base = endpoint.trim_end_matches('/');
+    // The collector's address, or (as people often paste) its traces URL itself.
+    let traces_url = if base.ends_with("/v1/traces") {
+        base.to_owned()
+    } else {
+        format!("{base}/v1/traces")
+    };
+    Ok(Some(crate::telemetry::Otlp {
+        traces_url,
+        protocol: args.otlp_protocol,
+    }))
+}
+
+/// Reads a `--store` value: `None` for `none`.
+pub(super) fn store_url(value: &str) -> Result<Option<String>, ConfigError> {
+    if value == "none" {
+        return Ok(None);
+    }
+    let known = ["sqlite://", "sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| {
+            value
+                .strip_prefix(scheme)
+                .is_some_and(|rest| !rest.trim_matches('/').is_empty())
+        });
+    if known {
+        Ok(Some(value.to_owned()))
+    } else {
+        Err(ConfigError::Store(redis_broker::redacted_url(value)))
+    }
+}
+
+/// The identity provider's settings of `args` (the public key file read now).
+pub(super) fn identity(args: &ServeArgs) -> Result<crate::auth::Identity, ConfigError> {
+    let public_key_pem = match &args.jwt_public_key {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            ConfigError::Identity(format!(
+                "cannot read --jwt-public-key (AGENT_SERVER_JWT_PUBLIC_KEY) {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let identity = crate::auth::Identity {
+        secret: None,
+        public_key_pem,
+        jwks_url: args.jwks_url.clone(),
+        jwks_min_refresh: Duration::from_secs(args.jwks_min_refresh_secs),
+        issuer: args.jwt_issuer.clone(),
+        audience: args.jwt_audience.clone(),
+    };
+    if identity.is_configured() {
+        // Refuses a key file that is no key, or a JWKS URL that is no URL, at start.
+        crate::auth::Auth::from_identity(&identity)
+            .map_err(|e| ConfigError::Identity(e.to_string()))?;
+    }
+    Ok(identity)
+}

@@ -1,0 +1,186 @@
+//! Tools from MCP servers, with real third-party servers run by node from `tests/mcp-servers`
+//! (`npm ci --prefix tests/mcp-servers`; `.ci/run` does): the reference "everything" server
+//! and a small one on the official SDK whose tools a test controls. Their tools are listed at
+//! `GET /tools` and called by the `llm` agent (a scripted OpenAI-compatible model) through the
+//! dispatcher; a hanging tool times out; a server that dies mid-call fails that call and is
+//! started again after its backoff.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use core_context::EventKind;
+use llm_agent::LlmConfig;
+use mcp_tools::{McpServer, McpServerSpec, McpTool};
+use serde_json::{Value, json};
+
+use crate::history_server::http;
+use crate::llm::{DONE, Model, Reply, content, tool_piece};
+use crate::server_support::{Client, start_server};
+
+fn servers() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mcp-servers");
+    assert!(
+        dir.join("node_modules/@modelcontextprotocol/server-everything")
+            .exists(),
+        "the MCP test servers are not installed: npm ci --prefix tests/mcp-servers (.ci/run does)"
+    );
+    dir
+}
+
+fn everything() -> McpServerSpec {
+    let path = servers().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    McpServerSpec::parse(&format!("everything=node '{}' stdio", path.display())).unwrap()
+}
+
+fn scripted() -> McpServerSpec {
+    let path = servers().join("scripted.mjs");
+    McpServerSpec::parse(&format!("scripted=node '{}'", path.display())).unwrap()
+}
+
+/// A model that calls `tool` with `args` once, then answers "done".
+async fn model_calling(tool: &str, args: Value) -> Model {
+    Model::start(vec![
+        Reply::Stream(vec![
+            tool_piece(0, Some("call_1"), Some(tool), &args.to_string()),
+            DONE,
+        ]),
+        Reply::Stream(vec![content("done"), DONE]),
+    ])
+    .await
+}
+
+/// The `tool_completed` of a run of `alice`'s: (is_error, result).
+async fn tool_result(client: &mut Client) -> (bool, Value) {
+    let events = client.events_until_terminals(1).await;
+    events
+        .iter()
+        .find_map(|e| match &e.event.kind {
+            EventKind::ToolCompleted {
+                is_error, result, ..
+            } => Some((*is_error, result.clone())),
+            _ => None,
+        })
+        .expect("a tool_completed event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_tools_are_listed_and_called_by_the_llm_agent() {
+    let model = model_calling(
+        "mcp_everything_echo",
+        json!({"message": "hi from the model"}),
+    )
+    .await;
+    let base = format!("http://{}/v1", model.addr);
+    let server = start_server(move |c| {
+        c.mcp_servers = vec![everything(), scripted()];
+        c.llm = Some(LlmConfig::new(base, "test-model"));
+    })
+    .await;
+    let addr = server.addr();
+    let (_, tools) = http(addr, "GET", "/tools", None).await;
+    let listed = |name: &str| {
+        tools
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+    };
+    let echo = listed("mcp_everything_echo").expect("the everything server's echo");
+    assert_eq!(echo["source"], "mcp:everything");
+    assert!(
+        echo["parameters"]["properties"]["message"].is_object(),
+        "{echo}"
+    );
+    for name in [
+        "mcp_everything_get-sum",
+        "mcp_scripted_pid",
+        "mcp_scripted_sleep",
+        "mcp_scripted_crash",
+    ] {
+        assert!(listed(name).is_some(), "no {name}");
+    }
+    assert_eq!(listed("calculator").unwrap()["source"], "built-in");
+
+    let mut alice = Client::user(addr, "alice").await;
+    alice.start("r1", "llm", json!({})).await;
+    let (is_error, result) = tool_result(&mut alice).await;
+    assert!(!is_error, "{result}");
+    assert!(
+        result["text"]
+            .as_str()
+            .unwrap()
+            .contains("hi from the model"),
+        "{result}"
+    );
+    // The model got the result back as the tool's message.
+    let requests = model.requests();
+    let second = &requests[1].1["messages"];
+    let tool_message = second
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap();
+    assert!(
+        tool_message["content"]
+            .as_str()
+            .unwrap()
+            .contains("hi from the model")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_mcp_tool_times_out_through_the_dispatcher() {
+    let model = model_calling("mcp_scripted_sleep", json!({"ms": 60_000})).await;
+    let base = format!("http://{}/v1", model.addr);
+    let server = start_server(move |c| {
+        c.mcp_servers = vec![scripted()];
+        c.llm = Some(LlmConfig::new(base, "test-model"));
+        c.engine.dispatch.default_tool_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut alice = Client::user(server.addr(), "alice").await;
+    alice.start("r1", "llm", json!({})).await;
+    let (is_error, result) = tool_result(&mut alice).await;
+    assert!(is_error);
+    assert_eq!(result["code"], "timeout", "{result}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_mid_call_fails_that_call_and_is_started_again() {
+    let (server, listed) = McpServer::start(scripted(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    let tool = |name: &str| {
+        let remote = listed.iter().find(|t| t.name == name).unwrap();
+        McpTool::new(Arc::clone(&server), remote)
+    };
+    let ctx = crate::support::context("alice");
+    use agent_registry::Tool;
+    let pid = |value: Value| value["text"].as_str().unwrap().to_owned();
+    let first = pid(tool("pid").call(&ctx, json!({})).await.unwrap());
+
+    let crashed = tool("crash").call(&ctx, json!({})).await.unwrap_err();
+    assert!(
+        crashed.to_string().contains("stopped during the call"),
+        "{crashed}"
+    );
+    // Right after, it is restarting (its backoff has not passed): said, not hung.
+    let waiting = tool("pid").call(&ctx, json!({})).await.unwrap_err();
+    assert!(waiting.to_string().contains("being restarted"), "{waiting}");
+    // Once the backoff has passed, the next call starts it again: another process.
+    let mut again = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(value) = tool("pid").call(&ctx, json!({})).await {
+            again = Some(pid(value));
+            break;
+        }
+    }
+    let again = again.expect("the server started again within 10 s");
+    assert_ne!(first, again, "a new process");
+}
