@@ -12,7 +12,7 @@
 //! A few commands start with `/` ([`Command`]): `/help` lists them.
 
 use agent_client::{Client, ClientError, RunAccepted};
-use agent_protocol::{ServerFrame, StartAgent};
+use agent_protocol::StartAgent;
 use core_context::ThreadId;
 use serde_json::{Map, Value};
 
@@ -212,14 +212,7 @@ impl Conversation {
 
     /// The run was accepted: the frame in `--json` mode, and the thread when it is new.
     fn accepted(&mut self, accepted: &RunAccepted) -> Result<(), ChatError> {
-        self.out.raw(
-            &ServerFrame::RunAccepted {
-                request_id: None,
-                run_id: accepted.run_id.clone(),
-                thread_id: accepted.thread_id.clone(),
-            }
-            .to_text(),
-        )?;
+        self.out.raw(&super::accepted_frame(accepted))?;
         if self.thread.as_ref() != Some(&accepted.thread_id) {
             self.out.note(&format!(
                 "thread {thread}; later messages continue it (another session can with --thread {thread})",

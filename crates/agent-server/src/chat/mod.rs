@@ -196,20 +196,23 @@ async fn start(
         },
         other => ChatError::Client(other),
     })?;
-    out.raw(
-        &ServerFrame::RunAccepted {
-            request_id: None,
-            run_id: accepted.run_id.clone(),
-            thread_id: accepted.thread_id.clone(),
-        }
-        .to_text(),
-    )?;
+    out.raw(&accepted_frame(&accepted))?;
     out.note(&format!(
         "run {run} accepted on thread {thread} (continue it with --thread {thread}); Ctrl-C cancels",
         run = accepted.run_id,
         thread = accepted.thread_id,
     ));
     Ok(accepted)
+}
+
+/// The `run_accepted` frame of `accepted`, as `--json` prints it.
+fn accepted_frame(accepted: &RunAccepted) -> String {
+    ServerFrame::RunAccepted {
+        request_id: None,
+        run_id: accepted.run_id.clone(),
+        thread_id: accepted.thread_id.clone(),
+    }
+    .to_text()
 }
 
 /// Parses `--input`: it must be a JSON object, because the server hands it to the agent as its
