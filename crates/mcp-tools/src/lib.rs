@@ -10,9 +10,10 @@
 //!
 //! A server that fails to start is logged and its tools are not offered (the registry is fixed
 //! when the server starts). A server that dies or breaks its transport fails the call it was
-//! serving with a clear tool error and is started again on the next call, with a backoff
-//! between attempts (1 s doubling to 30 s), so a server that keeps crashing costs little. It
-//! never takes the engine down.
+//! serving with a clear tool error and is started again in the background, with a backoff
+//! between attempts (1 s doubling to 30 s); calls meanwhile are told it is restarting. A server
+//! found dead when a call comes (it died while idle) is restarted the same way. It never takes
+//! the engine down.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

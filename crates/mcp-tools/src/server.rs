@@ -1,6 +1,6 @@
 //! One MCP server: its child process and client session, started again after it fails.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use agent_registry::ToolError;
@@ -21,6 +21,8 @@ pub struct McpServer {
     spec: McpServerSpec,
     start_timeout: Duration,
     live: Mutex<Live>,
+    /// Itself, for the task that starts it again.
+    me: Weak<McpServer>,
 }
 
 impl std::fmt::Debug for McpServer {
@@ -42,6 +44,8 @@ struct Live {
     failures: u32,
     /// No start before this.
     retry_at: Option<Instant>,
+    /// Whether a task is starting the server again.
+    restarting: bool,
 }
 
 impl McpServer {
@@ -55,7 +59,7 @@ impl McpServer {
             .await
             .map_err(|_| format!("it did not list its tools within {start_timeout:?}"))?
             .map_err(|e| format!("listing its tools failed: {e}"))?;
-        let server = Arc::new(Self {
+        let server = Arc::new_cyclic(|me| Self {
             spec,
             start_timeout,
             live: Mutex::new(Live {
@@ -63,6 +67,7 @@ impl McpServer {
                 generation: 1,
                 ..Live::default()
             }),
+            me: me.clone(),
         });
         Ok((server, tools))
     }
@@ -88,15 +93,15 @@ impl McpServer {
             Err(error) => {
                 self.lost(generation, &error.to_string()).await;
                 Err(ToolError::Failed(format!(
-                    "the MCP server {} stopped during the call ({error}); it is started again on the next call",
+                    "the MCP server {} stopped during the call ({error}); it is being started again",
                     self.spec.name
                 )))
             }
         }
     }
 
-    /// The live session's peer, starting the server again if it is gone and its backoff has
-    /// passed.
+    /// The live session's peer; when the server is gone, a task starts it again (after the
+    /// backoff) and the call is told so.
     async fn session(&self) -> Result<(Peer<RoleClient>, u64), ToolError> {
         let mut live = self.live.lock().await;
         if let Some(session) = &live.session {
@@ -107,45 +112,69 @@ impl McpServer {
             note_failure(&mut live);
             tracing::warn!(server = %self.spec.name, "mcp: the server stopped");
         }
-        if let Some(at) = live.retry_at {
-            let now = Instant::now();
-            if at > now {
-                return Err(ToolError::Failed(format!(
-                    "the MCP server {} is being restarted after a failure; try again in {} s",
-                    self.spec.name,
-                    (at - now).as_secs() + 1
-                )));
-            }
-        }
-        match connect(&self.spec, self.start_timeout).await {
-            Ok(session) => {
-                tracing::info!(server = %self.spec.name, "mcp: the server started again");
-                let peer = session.peer().clone();
-                live.session = Some(session);
-                live.generation += 1;
-                live.failures = 0;
-                live.retry_at = None;
-                Ok((peer, live.generation))
-            }
-            Err(error) => {
-                note_failure(&mut live);
-                tracing::error!(server = %self.spec.name, %error, "mcp: the server did not start again");
-                Err(ToolError::Failed(format!(
-                    "the MCP server {} is down and did not start again: {error}",
-                    self.spec.name
-                )))
-            }
-        }
+        self.restart(&mut live);
+        let wait = live.retry_at.map_or(0, |at| {
+            at.saturating_duration_since(Instant::now()).as_secs() + 1
+        });
+        Err(ToolError::Failed(format!(
+            "the MCP server {} is being restarted after a failure; try again in about {wait} s",
+            self.spec.name
+        )))
     }
 
-    /// The session of `generation` failed: it is ended (the child is stopped) and the next
-    /// call starts the server again, after the backoff.
+    /// Whether the server has a live session (it is up, or started again).
+    pub async fn is_up(&self) -> bool {
+        let live = self.live.lock().await;
+        live.session
+            .as_ref()
+            .is_some_and(|s| !s.is_closed() && !s.peer().is_transport_closed())
+    }
+
+    /// Starts a task that starts the server again, waiting out the backoff before each try,
+    /// unless one runs already. It ends when the server is up, or when the server is dropped.
+    fn restart(&self, live: &mut Live) {
+        if live.restarting {
+            return;
+        }
+        live.restarting = true;
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(server) = me.upgrade() else { return };
+                let at = server.live.lock().await.retry_at;
+                if let Some(at) = at {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let started = connect(&server.spec, server.start_timeout).await;
+                let mut live = server.live.lock().await;
+                match started {
+                    Ok(session) => {
+                        tracing::info!(server = %server.spec.name, "mcp: the server started again");
+                        live.session = Some(session);
+                        live.generation += 1;
+                        live.failures = 0;
+                        live.retry_at = None;
+                        live.restarting = false;
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::error!(server = %server.spec.name, %error, "mcp: the server did not start again; retrying");
+                        note_failure(&mut live);
+                    }
+                }
+            }
+        });
+    }
+
+    /// The session of `generation` failed: it is ended (the child is stopped) and the server
+    /// is started again in the background, after the backoff.
     async fn lost(&self, generation: u64, why: &str) {
         let mut live = self.live.lock().await;
         if live.generation == generation && live.session.is_some() {
             tracing::warn!(server = %self.spec.name, why, "mcp: the server failed during a call");
             live.session = None;
             note_failure(&mut live);
+            self.restart(&mut live);
         }
     }
 }
