@@ -185,4 +185,25 @@ async fn a_server_that_dies_mid_call_fails_that_call_and_is_started_again() {
     assert!(up, "the server started again within 10 s");
     let again = pid(tool("pid").call(&ctx, json!({})).await.unwrap());
     assert_ne!(first, again, "a new process");
+
+    // Killed while idle: noticed and started again with no call at all.
+    let status = std::process::Command::new("kill")
+        .args(["-9", &again])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Down, then up again, watched with no call in between.
+    for want in [false, true] {
+        let mut reached = false;
+        for _ in 0..150 {
+            if server.is_up().await == want {
+                reached = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(reached, "the server was never up == {want} within 15 s");
+    }
+    let third = pid(tool("pid").call(&ctx, json!({})).await.unwrap());
+    assert_ne!(third, again, "a new process after the kill");
 }

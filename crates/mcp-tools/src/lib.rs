@@ -12,8 +12,8 @@
 //! when the server starts). A server that dies or breaks its transport fails the call it was
 //! serving with a clear tool error and is started again in the background, with a backoff
 //! between attempts (1 s doubling to 30 s); calls meanwhile are told it is restarting. A server
-//! found dead when a call comes (it died while idle) is restarted the same way. It never takes
-//! the engine down.
+//! that dies while idle is noticed within a second (its session is checked) and restarted the
+//! same way. It never takes the engine down.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

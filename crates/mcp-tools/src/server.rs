@@ -13,6 +13,10 @@ use tokio::sync::Mutex;
 
 use crate::McpServerSpec;
 
+/// How often a server's session is checked between calls (a server that dies while idle is
+/// started again without waiting for a call to find it dead).
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
 /// The longest wait between two starts of a failing server.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -69,7 +73,31 @@ impl McpServer {
             }),
             me: me.clone(),
         });
+        server.watch();
         Ok((server, tools))
+    }
+
+    /// Checks the session every [`WATCH_EVERY`] while the server exists: a session whose
+    /// process has ended is dropped and the server started again.
+    fn watch(&self) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                let Some(server) = me.upgrade() else { return };
+                let mut live = server.live.lock().await;
+                let dead = live
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.is_closed() || s.peer().is_transport_closed());
+                if dead {
+                    tracing::warn!(server = %server.spec.name, "mcp: the server stopped while idle");
+                    live.session = None;
+                    note_failure(&mut live);
+                    server.restart(&mut live);
+                }
+            }
+        });
     }
 
     /// The server's name.
