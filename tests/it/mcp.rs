@@ -207,3 +207,93 @@ async fn a_server_that_dies_mid_call_fails_that_call_and_is_started_again() {
     let third = pid(tool("pid").call(&ctx, json!({})).await.unwrap());
     assert_ne!(third, again, "a new process after the kill");
 }
+
+/// The "everything" server running on its own over streamable HTTP, on a free port; killed
+/// when dropped.
+struct HttpEverything {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for HttpEverything {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_everything() -> HttpEverything {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = servers().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let mut child = std::process::Command::new("node")
+        .arg(path)
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("node runs");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let listening = lines
+        .by_ref()
+        .take(50)
+        .map_while(Result::ok)
+        .any(|l| l.contains("listening on port"));
+    assert!(listening, "the HTTP server did not start");
+    std::thread::spawn(move || for _ in lines {});
+    HttpEverything {
+        child,
+        url: format!("http://127.0.0.1:{port}/mcp"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_over_streamable_http_lends_its_tools() {
+    let remote = http_everything();
+    let spec = McpServerSpec::parse(&format!("web={}", remote.url)).unwrap();
+    let server = start_server(move |c| c.mcp_servers = vec![spec]).await;
+    let (_, tools) = http(server.addr(), "GET", "/tools", None).await;
+    let echo = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "mcp_web_echo")
+        .cloned()
+        .expect("the HTTP server's echo");
+    assert_eq!(echo["source"], "mcp:web");
+    server.shutdown().await;
+
+    let (web, listed) = McpServer::start(
+        McpServerSpec::parse(&format!("web={}", remote.url)).unwrap(),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    let echo = McpTool::new(
+        Arc::clone(&web),
+        listed.iter().find(|t| t.name == "echo").unwrap(),
+    );
+    use agent_registry::Tool;
+    let ctx = crate::support::context("alice");
+    let said = echo
+        .call(&ctx, json!({"message": "over http"}))
+        .await
+        .unwrap();
+    assert!(
+        said["text"].as_str().unwrap().contains("over http"),
+        "{said}"
+    );
+    // The server goes away: the call fails with a tool error, it does not hang.
+    drop(remote);
+    let failed = echo
+        .call(&ctx, json!({"message": "anyone?"}))
+        .await
+        .unwrap_err();
+    assert!(failed.to_string().contains("MCP server web"), "{failed}");
+}

@@ -215,8 +215,9 @@ pub struct ServeArgs {
     /// How spans are encoded for the collector: `protobuf` (OTLP's default) or `json`.
     #[arg(long, env = "AGENT_SERVER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::Protobuf)]
     pub otlp_protocol: OtlpProtocol,
-    /// An MCP server whose tools the agents may call, as NAME=COMMAND [ARGS...], run over its
-    /// stdio (`everything=npx -y @modelcontextprotocol/server-everything`); repeat the flag for
+    /// An MCP server whose tools the agents may call: NAME=COMMAND [ARGS...], run over its
+    /// stdio (`everything=npx -y @modelcontextprotocol/server-everything`), or NAME=URL of one
+    /// running over streamable HTTP (`search=https://mcp.example.com/mcp`); repeat the flag for
     /// more (in the variable, separate them with `;`). Its tools are named `mcp_NAME_TOOL`.
     #[arg(
         long = "mcp-server",

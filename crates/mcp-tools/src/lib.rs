@@ -2,7 +2,8 @@
 //!
 //! `agent-server serve --mcp-server NAME=COMMAND [ARGS...]` names a server that speaks MCP
 //! over its standard input and output (most published servers do: `npx -y
-//! @modelcontextprotocol/server-everything`). At start [`start`] runs each server, lists its
+//! @modelcontextprotocol/server-everything`); `--mcp-server NAME=https://host/mcp` one that
+//! runs on its own, over MCP's streamable HTTP. At start [`start`] runs each server, lists its
 //! tools and gives them as the registry's tools ([`McpTool`]), each under a namespaced name
 //! valid as an OpenAI function name (`mcp_NAME_TOOL`), with the server's JSON Schema, so the
 //! `llm` agent offers them to its model and every call goes through the dispatcher (events,
@@ -19,6 +20,7 @@
 
 mod server;
 mod spec;
+mod tls;
 mod tool;
 
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use std::time::Duration;
 use agent_registry::Tool;
 
 pub use server::McpServer;
-pub use spec::{MAX_NAME_LEN, McpServerSpec, SpecError};
+pub use spec::{MAX_NAME_LEN, McpServerSpec, SpecError, Target};
 pub use tool::{McpTool, tool_name};
 
 /// How long a server may take to start and list its tools.

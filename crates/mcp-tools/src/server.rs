@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use agent_registry::ToolError;
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool as RemoteTool};
 use rmcp::service::{Peer, RunningService};
-use rmcp::transport::TokioChildProcess;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::McpServerSpec;
+use crate::spec::Target;
 
 /// How often a server's session is checked between calls (a server that dies while idle is
 /// started again without waiting for a call to find it dead).
@@ -214,17 +215,27 @@ fn note_failure(live: &mut Live) {
     live.retry_at = Some(Instant::now() + wait);
 }
 
-/// Runs the server's command and opens an MCP session over its stdio.
+/// Opens an MCP session: over the stdio of the server's command, run now, or over
+/// streamable HTTP to its URL.
 async fn connect(
     spec: &McpServerSpec,
     timeout: Duration,
 ) -> Result<RunningService<RoleClient, ()>, String> {
-    let mut command = tokio::process::Command::new(&spec.program);
-    command.args(&spec.args);
-    let transport = TokioChildProcess::new(command)
-        .map_err(|e| format!("cannot run {:?}: {e}", spec.program))?;
-    tokio::time::timeout(timeout, ().serve(transport))
-        .await
+    let started = match &spec.target {
+        Target::Stdio { program, args } => {
+            let mut command = tokio::process::Command::new(program);
+            command.args(args);
+            let transport = TokioChildProcess::new(command)
+                .map_err(|e| format!("cannot run {program:?}: {e}"))?;
+            tokio::time::timeout(timeout, ().serve(transport)).await
+        }
+        Target::Http { url } => {
+            crate::tls::install_provider();
+            let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+            tokio::time::timeout(timeout, ().serve(transport)).await
+        }
+    };
+    started
         .map_err(|_| format!("it did not answer MCP's initialize within {timeout:?}"))?
         .map_err(|e| format!("its MCP session did not start: {e}"))
 }

@@ -1,14 +1,29 @@
 //! `--mcp-server NAME=COMMAND [ARGS...]`, read and checked.
 
-/// A server to run: its name (in its tools' names) and its command.
+/// A server to use: its name (in its tools' names) and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McpServerSpec {
     /// 1 to [`MAX_NAME_LEN`] of `a-z`, `0-9`, `_` and `-`.
     pub name: String,
-    /// The program.
-    pub program: String,
-    /// Its arguments.
-    pub args: Vec<String>,
+    /// How to reach it.
+    pub target: Target,
+}
+
+/// How a server is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A command run by the server, speaking MCP over its stdio.
+    Stdio {
+        /// The program.
+        program: String,
+        /// Its arguments.
+        args: Vec<String>,
+    },
+    /// A server already running, over MCP's streamable HTTP at this URL.
+    Http {
+        /// `http://` or `https://`.
+        url: String,
+    },
 }
 
 /// A server's name at most, so that `mcp_NAME_TOOL` has room for the tool in 64 characters.
@@ -36,12 +51,11 @@ pub enum SpecError {
         /// Its command.
         command: String,
     },
-    /// A URL: MCP over HTTP is not built yet.
+    /// A URL that names no host or holds a space.
     #[error(
-        "--mcp-server {name}: MCP servers over HTTP ({url}) are not supported by this build yet; \
-         run the server over stdio (NAME=COMMAND)"
+        "--mcp-server {name}: {url:?} is not a URL of an MCP server (http(s)://host[:port]/path)"
     )]
-    Http {
+    Url {
         /// The server.
         name: String,
         /// Its URL.
@@ -64,10 +78,24 @@ impl McpServerSpec {
         if !valid {
             return Err(SpecError::Name(name.to_owned()));
         }
-        if command.starts_with("http://") || command.starts_with("https://") {
-            return Err(SpecError::Http {
+        if let Some(rest) = ["http://", "https://"]
+            .iter()
+            .find_map(|scheme| command.strip_prefix(scheme))
+        {
+            if rest.is_empty()
+                || rest.starts_with(['/', ':'])
+                || command.contains(char::is_whitespace)
+            {
+                return Err(SpecError::Url {
+                    name: name.to_owned(),
+                    url: command.to_owned(),
+                });
+            }
+            return Ok(Self {
                 name: name.to_owned(),
-                url: command.to_owned(),
+                target: Target::Http {
+                    url: command.to_owned(),
+                },
             });
         }
         let words = shlex::split(command).ok_or_else(|| SpecError::Words {
@@ -79,8 +107,10 @@ impl McpServerSpec {
         };
         Ok(Self {
             name: name.to_owned(),
-            program: program.clone(),
-            args: args.to_vec(),
+            target: Target::Stdio {
+                program: program.clone(),
+                args: args.to_vec(),
+            },
         })
     }
 }
@@ -93,8 +123,14 @@ mod tests {
     fn values_are_read_or_refused_with_the_reason() {
         let spec = |name: &str, program: &str, args: &[&str]| McpServerSpec {
             name: name.into(),
-            program: program.into(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            target: Target::Stdio {
+                program: program.into(),
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
+            },
+        };
+        let http = |name: &str, url: &str| McpServerSpec {
+            name: name.into(),
+            target: Target::Http { url: url.into() },
         };
         let long = format!("{}=node x.js", "n".repeat(25));
         let table: &[(&str, Result<McpServerSpec, &str>)] = &[
@@ -118,8 +154,15 @@ mod tests {
             ("x=node 'unclosed", Err("cannot be split into words")),
             (
                 "web=https://mcp.example/mcp",
-                Err("not supported by this build yet"),
+                Ok(http("web", "https://mcp.example/mcp")),
             ),
+            (
+                "local = http://127.0.0.1:3001/mcp",
+                Ok(http("local", "http://127.0.0.1:3001/mcp")),
+            ),
+            ("web=https://", Err("is not a URL of an MCP server")),
+            ("web=http://:80/mcp", Err("is not a URL of an MCP server")),
+            ("web=https://a b/mcp", Err("is not a URL of an MCP server")),
         ];
         for (value, expected) in table {
             match (McpServerSpec::parse(value), expected) {

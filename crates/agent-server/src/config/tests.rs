@@ -254,10 +254,7 @@ fn mcp_servers_are_checked_at_start() {
             Err("--mcp-server name \"Bad\" must be"),
         ),
         (&["--mcp-server", "node x.js"], Err("must be NAME=COMMAND")),
-        (
-            &["--mcp-server", "web=https://mcp.example/mcp"],
-            Err("not supported by this build yet"),
-        ),
+        (&["--mcp-server", "web=https://mcp.example/mcp"], Ok(())),
     ];
     for (argv, expected) in table {
         check(argv, *expected);
