@@ -26,7 +26,7 @@ use history::{HistoryError, HistoryStore};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::routes::bearer;
+use crate::routes::authenticate;
 
 /// Threads per page by default, and at most.
 const DEFAULT_LIMIT: usize = 20;
@@ -71,10 +71,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let verified = match bearer(&parts.headers, &HashMap::new()) {
-            Ok(token) => state.auth.verify(&token).await,
-            Err(e) => Err(e),
-        };
+        let verified = authenticate(state, &parts.headers, &HashMap::new()).await;
         let user = verified.map_err(|e| {
             refuse(
                 StatusCode::UNAUTHORIZED,

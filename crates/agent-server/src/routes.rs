@@ -144,11 +144,7 @@ async fn list_agents(State(state): State<Arc<AppState>>) -> Json<Vec<agent_regis
 /// is refused; a client checks a token with it, since a browser cannot read the status of a
 /// refused WebSocket upgrade.
 async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let verified = match bearer(&headers, &HashMap::new()) {
-        Ok(token) => state.auth.verify(&token).await,
-        Err(e) => Err(e),
-    };
-    match verified {
+    match authenticate(&state, &headers, &HashMap::new()).await {
         Ok(user) => Json(json!({ "user_id": user.as_str() })).into_response(),
         Err(e) => refuse(
             StatusCode::UNAUTHORIZED,
@@ -207,12 +203,18 @@ async fn dev_token(
     }
 }
 
-/// The token of a connect request: the `Authorization: Bearer` header, else `?token=` (for
-/// browsers, which cannot set headers on a WebSocket).
-pub(crate) fn bearer(
+/// The user of a request: its token (see [`bearer`]) verified.
+pub(crate) async fn authenticate(
+    state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
-) -> Result<String, AuthError> {
+) -> Result<UserId, AuthError> {
+    state.auth.verify(&bearer(headers, query)?).await
+}
+
+/// The token of a connect request: the `Authorization: Bearer` header, else `?token=` (for
+/// browsers, which cannot set headers on a WebSocket).
+fn bearer(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, AuthError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| AuthError::BadScheme)?;
         return match value.split_once(' ') {
@@ -239,11 +241,7 @@ async fn ws_handler(
         state.metrics.refused(&code);
         refuse(status, code, message)
     };
-    let verified = match bearer(&headers, &query) {
-        Ok(token) => state.auth.verify(&token).await,
-        Err(e) => Err(e),
-    };
-    let user = match verified {
+    let user = match authenticate(&state, &headers, &query).await {
         Ok(user) => user,
         Err(e) => {
             tracing::info!(reason = %e, "refused a connection");

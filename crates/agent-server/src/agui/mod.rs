@@ -37,7 +37,7 @@ use ws_bridge::Subscription;
 
 use self::map::{ClientIds, Mapper};
 use crate::app::AppState;
-use crate::routes::{bearer, refuse};
+use crate::routes::{authenticate, refuse};
 
 /// The largest request body: a `RunAgentInput` carries the conversation so far.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -61,11 +61,7 @@ pub(crate) async fn run(
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let verified = match bearer(&headers, &HashMap::new()) {
-        Ok(token) => state.auth.verify(&token).await,
-        Err(e) => Err(e),
-    };
-    let user = match verified {
+    let user = match authenticate(&state, &headers, &HashMap::new()).await {
         Ok(user) => user,
         Err(e) => {
             return refuse(
