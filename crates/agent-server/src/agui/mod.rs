@@ -32,6 +32,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use core_context::{RunId, ThreadId, UserId};
+use serde::Deserialize as _;
 use serde_json::{Map, Value, json};
 use ws_bridge::Subscription;
 
@@ -271,17 +272,20 @@ impl RunStream {
         let Ok(raw) = serde_json::from_str::<Value>(text) else {
             return;
         };
-        let Ok(sequenced) = serde_json::from_value::<SequencedEvent>(raw.clone()) else {
+        // The run tree is decided from the two ids, so another run's frame is not decoded.
+        let (Some(run), parent) = (raw["run_id"].as_str(), raw["parent_run_id"].as_str()) else {
             return;
         };
-        let event = &sequenced.event;
-        let parent = event.parent_run_id.as_ref().map(RunId::as_str);
-        if !self.tree.contains(event.run_id.as_str()) {
+        if !self.tree.contains(run) {
             if !parent.is_some_and(|p| self.tree.contains(p)) {
                 return;
             }
-            self.tree.insert(event.run_id.to_string());
+            self.tree.insert(run.to_owned());
         }
+        let Ok(sequenced) = SequencedEvent::deserialize(&raw) else {
+            return;
+        };
+        let event = &sequenced.event;
         self.pending.extend(self.mapper.map(event, &raw));
         if event.run_id == self.guard.run && event.kind.is_terminal() {
             self.done = true;
