@@ -154,7 +154,7 @@ impl Metrics {
         r.register("connections_closed", "WebSocket connections ended, by close code (`client`: the client left; `write_failed`: a write failed or stalled)", self.connections_closed.clone());
         r.register(
             "slow_consumer_disconnects",
-            "Connections closed because the client did not read fast enough (4008)",
+            "Connections (4008) and AG-UI responses closed because the client did not read fast enough",
             self.slow_consumers.clone(),
         );
         r.register(

@@ -87,15 +87,8 @@ impl McpServer {
                 tokio::time::sleep(WATCH_EVERY).await;
                 let Some(server) = me.upgrade() else { return };
                 let mut live = server.live.lock().await;
-                let dead = live
-                    .session
-                    .as_ref()
-                    .is_some_and(|s| s.is_closed() || s.peer().is_transport_closed());
-                if dead {
-                    tracing::warn!(server = %server.spec.name, "mcp: the server stopped while idle");
-                    live.session = None;
-                    note_failure(&mut live);
-                    server.restart(&mut live);
+                if live.session.is_some() && live.peer().is_none() {
+                    server.end_session(&mut live, "it stopped while idle");
                 }
             }
         });
@@ -133,13 +126,11 @@ impl McpServer {
     /// backoff) and the call is told so.
     async fn session(&self) -> Result<(Peer<RoleClient>, u64), ToolError> {
         let mut live = self.live.lock().await;
-        if let Some(session) = &live.session {
-            if !session.is_closed() && !session.peer().is_transport_closed() {
-                return Ok((session.peer().clone(), live.generation));
-            }
-            live.session = None;
-            note_failure(&mut live);
-            tracing::warn!(server = %self.spec.name, "mcp: the server stopped");
+        if let Some(peer) = live.peer() {
+            return Ok((peer, live.generation));
+        }
+        if live.session.is_some() {
+            self.end_session(&mut live, "it stopped");
         }
         self.restart(&mut live);
         let wait = live.retry_at.map_or(0, |at| {
@@ -153,10 +144,7 @@ impl McpServer {
 
     /// Whether the server has a live session (it is up, or started again).
     pub async fn is_up(&self) -> bool {
-        let live = self.live.lock().await;
-        live.session
-            .as_ref()
-            .is_some_and(|s| !s.is_closed() && !s.peer().is_transport_closed())
+        self.live.lock().await.peer().is_some()
     }
 
     /// Starts a task that starts the server again, waiting out the backoff before each try,
@@ -200,11 +188,26 @@ impl McpServer {
     async fn lost(&self, generation: u64, why: &str) {
         let mut live = self.live.lock().await;
         if live.generation == generation && live.session.is_some() {
-            tracing::warn!(server = %self.spec.name, why, "mcp: the server failed during a call");
-            live.session = None;
-            note_failure(&mut live);
-            self.restart(&mut live);
+            self.end_session(&mut live, why);
         }
+    }
+
+    /// Ends the session (which stops the child), counts the failure and starts the server
+    /// again in the background.
+    fn end_session(&self, live: &mut Live, why: &str) {
+        tracing::warn!(server = %self.spec.name, why, "mcp: the server failed");
+        live.session = None;
+        note_failure(live);
+        self.restart(live);
+    }
+}
+
+impl Live {
+    /// The session's peer, when it has a session that is still open.
+    fn peer(&self) -> Option<Peer<RoleClient>> {
+        let session = self.session.as_ref()?;
+        let open = !session.is_closed() && !session.peer().is_transport_closed();
+        open.then(|| session.peer().clone())
     }
 }
 
