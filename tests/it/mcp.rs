@@ -3,15 +3,16 @@
 //! and a small one on the official SDK whose tools a test controls. Their tools are listed at
 //! `GET /tools` and called by the `llm` agent (a scripted OpenAI-compatible model) through the
 //! dispatcher; a hanging tool times out; a server that dies mid-call fails that call and is
-//! started again in the background after its backoff.
+//! started again in the background after its backoff; a server that fails at start answers
+//! its calls with the reason, is tried again, and lends its tools once up; a server whose
+//! tools change says so and they are listed again.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use core_context::EventKind;
 use llm_agent::LlmConfig;
-use mcp_tools::{McpServer, McpServerSpec, McpTool};
+use mcp_tools::{McpServer, McpServerSpec};
 use serde_json::{Value, json};
 
 use crate::history_server::http;
@@ -36,6 +37,32 @@ fn everything() -> McpServerSpec {
 fn scripted() -> McpServerSpec {
     let path = servers().join("scripted.mjs");
     McpServerSpec::parse(&format!("scripted=node '{}'", path.display())).unwrap()
+}
+
+/// The scripted server named `late`, which fails at start until `marker` exists.
+fn late(marker: &Path) -> McpServerSpec {
+    let path = servers().join("scripted.mjs");
+    let spec = format!(
+        "late=node '{}' --wait-for '{}'",
+        path.display(),
+        marker.display()
+    );
+    McpServerSpec::parse(&spec).unwrap()
+}
+
+/// Waits (up to `seconds`) until `check` holds.
+async fn eventually<F, Fut>(seconds: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..seconds * 10 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within {seconds} s");
 }
 
 /// A model that calls `tool` with `args` once, then answers "done".
@@ -152,13 +179,8 @@ async fn a_hanging_mcp_tool_times_out_through_the_dispatcher() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_dies_mid_call_fails_that_call_and_is_started_again() {
-    let (server, listed) = McpServer::start(scripted(), Duration::from_secs(20))
-        .await
-        .unwrap();
-    let tool = |name: &str| {
-        let remote = listed.iter().find(|t| t.name == name).unwrap();
-        McpTool::new(Arc::clone(&server), remote)
-    };
+    let server = McpServer::launch(scripted(), Duration::from_secs(20)).await;
+    let tool = |name: &str| server.tool(&format!("mcp_scripted_{name}")).unwrap();
     let ctx = crate::support::context("alice");
     use agent_registry::Tool;
     let pid = |value: Value| value["text"].as_str().unwrap().to_owned();
@@ -269,16 +291,12 @@ async fn a_server_over_streamable_http_lends_its_tools() {
     assert_eq!(echo["source"], "mcp:web");
     server.shutdown().await;
 
-    let (web, listed) = McpServer::start(
+    let web = McpServer::launch(
         McpServerSpec::parse(&format!("web={}", remote.url)).unwrap(),
         Duration::from_secs(20),
     )
-    .await
-    .unwrap();
-    let echo = McpTool::new(
-        Arc::clone(&web),
-        listed.iter().find(|t| t.name == "echo").unwrap(),
-    );
+    .await;
+    let echo = web.tool("mcp_web_echo").expect("the HTTP server's echo");
     use agent_registry::Tool;
     let ctx = crate::support::context("alice");
     let said = echo
@@ -296,4 +314,110 @@ async fn a_server_over_streamable_http_lends_its_tools() {
         .await
         .unwrap_err();
     assert!(failed.to_string().contains("MCP server web"), "{failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_fails_at_start_is_tried_again_and_lends_its_tools_once_up() {
+    let dir =
+        std::env::temp_dir().join(format!("agent-it-mcp-{}", core_context::RunId::generate()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("ready");
+    // Two runs, each calling the late server's pid tool once.
+    let call = || {
+        [
+            Reply::Stream(vec![
+                tool_piece(0, Some("call_1"), Some("mcp_late_pid"), "{}"),
+                DONE,
+            ]),
+            Reply::Stream(vec![content("done"), DONE]),
+        ]
+    };
+    let model = Model::start(call().into_iter().chain(call()).collect()).await;
+    let base = format!("http://{}/v1", model.addr);
+    let spec = late(&marker);
+    let server = start_server(move |c| {
+        c.mcp_servers = vec![spec];
+        c.llm = Some(LlmConfig::new(base, "test-model"));
+    })
+    .await;
+    let addr = server.addr();
+    let late_tools = || async move {
+        let (_, tools) = http(addr, "GET", "/tools", None).await;
+        let names: Vec<String> = tools
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .filter(|n| n.starts_with("mcp_late_"))
+            .collect();
+        names
+    };
+    // Down: no tools listed, the node ready (the server's state shown, not deciding).
+    assert!(late_tools().await.is_empty());
+    let (status, ready) = http(addr, "GET", "/readyz", None).await;
+    assert_eq!(
+        (status, &ready["checks"]["mcp"]["late"]),
+        (200, &json!("failing")),
+        "{ready}"
+    );
+
+    // A call of its tool meanwhile is a clear tool error, not "no such tool".
+    let mut alice = Client::user(addr, "alice").await;
+    alice.start("r1", "llm", json!({})).await;
+    let (is_error, result) = tool_result(&mut alice).await;
+    assert!(is_error, "{result}");
+    let said = result["error"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("the MCP server late has not started")
+            && said.contains("does not exist yet")
+            && said.contains("tried again"),
+        "{result}"
+    );
+
+    // Its dependency comes up: at its next try it starts, and its tools are listed.
+    std::fs::write(&marker, b"").unwrap();
+    eventually(60, "the late server's tools listed", || async {
+        late_tools().await.contains(&"mcp_late_pid".to_owned())
+    })
+    .await;
+    let (_, ready) = http(addr, "GET", "/readyz", None).await;
+    assert_eq!(ready["checks"]["mcp"]["late"], "ok", "{ready}");
+    alice.start("r2", "llm", json!({})).await;
+    let (is_error, result) = tool_result(&mut alice).await;
+    assert!(!is_error, "{result}");
+    assert!(
+        result["text"].as_str().unwrap().parse::<u32>().is_ok(),
+        "{result}"
+    );
+    // The model was offered the tool once it was listed, not before.
+    let offered = |request: &Value| {
+        request["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["function"]["name"] == "mcp_late_pid")
+    };
+    let requests = model.requests();
+    assert_eq!(requests.len(), 4);
+    assert!(!offered(&requests[0].1));
+    assert!(offered(&requests[2].1));
+    server.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_tools_change_has_them_listed_again() {
+    use agent_registry::Tool;
+    let server = McpServer::launch(scripted(), Duration::from_secs(20)).await;
+    assert!(server.tool("mcp_scripted_grown").is_none());
+    let ctx = crate::support::context("alice");
+    let grow = server.tool("mcp_scripted_grow").unwrap();
+    grow.call(&ctx, json!({})).await.unwrap();
+    eventually(10, "the grown tool listed", || async {
+        server.tool("mcp_scripted_grown").is_some()
+    })
+    .await;
+    let grown = server.tool("mcp_scripted_grown").unwrap();
+    let said = grown.call(&ctx, json!({})).await.unwrap();
+    assert_eq!(said["text"], "grown");
 }

@@ -1,9 +1,20 @@
 // A small MCP server on the official SDK (stdio), for tests/it/mcp.rs: tools whose behaviour
 // a test controls. `pid` answers the server's process id (so a test sees a restart), `sleep`
-// waits `ms` milliseconds, `crash` ends the process mid-call.
+// waits `ms` milliseconds, `crash` ends the process mid-call, `grow` adds a tool `grown` (the
+// SDK tells the client its tool list changed).
+//
+// `--wait-for PATH`: the server fails at start (exit 1, before speaking MCP) until PATH exists,
+// like a server whose dependency is not up yet.
+import { existsSync } from "node:fs";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { z } from "zod";
+
+const waitFor = process.argv.indexOf("--wait-for");
+if (waitFor !== -1 && !existsSync(process.argv[waitFor + 1])) {
+  console.error(`scripted: ${process.argv[waitFor + 1]} does not exist yet`);
+  process.exit(1);
+}
 
 const server = new McpServer({ name: "scripted", version: "1.0.0" });
 const text = (value) => ({ content: [{ type: "text", text: String(value) }] });
@@ -18,5 +29,9 @@ server.registerTool(
 );
 server.registerTool("crash", { description: "Ends the server's process during the call." }, async () => {
   process.exit(3);
+});
+server.registerTool("grow", { description: "Adds the tool `grown`." }, async () => {
+  server.registerTool("grown", { description: "Added by `grow`." }, async () => text("grown"));
+  return text("added grown");
 });
 await server.connect(new StdioServerTransport());

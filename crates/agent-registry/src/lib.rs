@@ -4,6 +4,7 @@
 //!   emitters for thinking steps and answer chunks, and [`AgentContext::call_tool`]) and the
 //!   user's input, and returns a result or an [`AgentError`].
 //! - [`Tool`]: a named, described function with a JSON Schema for its arguments.
+//! - [`ToolSet`]: tools that come and go while the server runs (an MCP server's).
 //! - [`AgentRegistry`]: agents (as factories, so every run gets a FRESH instance and no agent
 //!   state is shared between users) and tools, by name.
 //! - The tool dispatcher behind [`AgentContext::call_tool`] emits `tool_executing` and
@@ -16,6 +17,8 @@
 //! [`core_context::EventSink`]. It does not know about the engine either; the engine builds
 //! the [`AgentContext`] of each run.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod agent;
 mod context;
 mod registry;
@@ -24,4 +27,4 @@ mod tool;
 pub use agent::{Agent, AgentError, AgentInput, AgentOutput, Turn, panic_message};
 pub use context::{AgentContext, AgentContextParts, DispatchConfig, SubRunner};
 pub use registry::{AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError, ToolInfo};
-pub use tool::{Tool, ToolError, parse_args};
+pub use tool::{Tool, ToolError, ToolSet, parse_args};

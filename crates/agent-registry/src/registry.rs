@@ -1,7 +1,9 @@
 //! The [`AgentRegistry`]: agents and tools by name.
 //!
 //! The registry is filled at start-up (`&mut self` methods) and then shared read-only behind
-//! an `Arc`, so looking an agent up on the hot path takes no lock. Agents are registered as
+//! an `Arc`, so looking an agent or a built-in tool up on the hot path takes no lock. Tools
+//! that come and go while the server runs (an MCP server's) are registered as a [`ToolSet`],
+//! asked on each lookup; a built-in tool wins a name both have. Agents are registered as
 //! factories: [`AgentRegistry::create_agent`] calls the factory, so every run gets a fresh
 //! instance and no agent state outlives its run or crosses between users.
 
@@ -14,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::agent::Agent;
-use crate::tool::Tool;
+use crate::tool::{Tool, ToolSet};
 
 type AgentFactory = Arc<dyn Fn() -> Box<dyn Agent> + Send + Sync>;
 
@@ -150,6 +152,7 @@ struct AgentEntry {
 pub struct AgentRegistry {
     agents: BTreeMap<String, AgentEntry>,
     tools: BTreeMap<String, Arc<dyn Tool>>,
+    tool_sets: Vec<Arc<dyn ToolSet>>,
 }
 
 impl fmt::Debug for AgentRegistry {
@@ -157,6 +160,7 @@ impl fmt::Debug for AgentRegistry {
         f.debug_struct("AgentRegistry")
             .field("agents", &self.agents.keys().collect::<Vec<_>>())
             .field("tools", &self.tools.keys().collect::<Vec<_>>())
+            .field("tool_sets", &self.tool_sets.len())
             .finish()
     }
 }
@@ -212,6 +216,13 @@ impl AgentRegistry {
         Ok(())
     }
 
+    /// Registers a set of tools that can change while the server runs. Its tools are looked
+    /// up after the built-in ones (a built-in tool wins a name both have) and after the sets
+    /// registered before it; a listed tool whose name is invalid is left out.
+    pub fn register_tool_set(&mut self, set: Arc<dyn ToolSet>) {
+        self.tool_sets.push(set);
+    }
+
     /// A fresh instance of the agent `name`, with its shared name and timeout override.
     pub fn create_agent(&self, name: &str) -> Result<CreatedAgent, RegistryError> {
         let entry = self
@@ -233,9 +244,12 @@ impl AgentRegistry {
         self.agents.contains_key(name)
     }
 
-    /// The tool `name`, if registered.
-    pub fn tool(&self, name: &str) -> Option<&Arc<dyn Tool>> {
-        self.tools.get(name)
+    /// The tool `name`: a built-in one, or one a tool set answers now.
+    pub fn tool(&self, name: &str) -> Option<Arc<dyn Tool>> {
+        if let Some(tool) = self.tools.get(name) {
+            return Some(Arc::clone(tool));
+        }
+        self.tool_sets.iter().find_map(|set| set.tool(name))
     }
 
     /// Registered agent names, sorted.
@@ -243,9 +257,24 @@ impl AgentRegistry {
         self.agents.keys().map(String::as_str).collect()
     }
 
-    /// Registered tool names, sorted.
-    pub fn tool_names(&self) -> Vec<&str> {
-        self.tools.keys().map(String::as_str).collect()
+    /// The tools now, by name: the built-in ones, then each set's, the first of a name kept.
+    fn all_tools(&self) -> BTreeMap<String, Arc<dyn Tool>> {
+        let mut all = self.tools.clone();
+        for tool in self.tool_sets.iter().flat_map(|set| set.tools()) {
+            let name = tool.name();
+            if valid_name(name) && !all.contains_key(name) {
+                all.insert(name.to_owned(), tool);
+            }
+        }
+        all
+    }
+
+    /// The tools' names now, sorted.
+    pub fn tool_names(&self) -> Vec<String> {
+        if self.tool_sets.is_empty() {
+            return self.tools.keys().cloned().collect();
+        }
+        self.all_tools().into_keys().collect()
     }
 
     /// Registered agents, sorted by name.
@@ -260,9 +289,9 @@ impl AgentRegistry {
             .collect()
     }
 
-    /// Registered tools, sorted by name.
+    /// The tools now, sorted by name.
     pub fn list_tools(&self) -> Vec<ToolInfo> {
-        self.tools
+        self.all_tools()
             .values()
             .map(|t| ToolInfo {
                 name: t.name().to_owned(),
@@ -273,3 +302,6 @@ impl AgentRegistry {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

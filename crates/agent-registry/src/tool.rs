@@ -1,5 +1,6 @@
 //! The [`Tool`] trait and its errors.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +30,18 @@ pub trait Tool: Send + Sync {
     }
     /// Runs the tool. Validate `args` (see [`parse_args`]) and say what was wrong.
     async fn call(&self, ctx: &UserExecutionContext, args: Value) -> Result<Value, ToolError>;
+}
+
+/// Tools that come and go while the server runs: an MCP server's, listed each time the server
+/// starts and whenever it says its list changed. The registry asks the set on every lookup, so
+/// a tool that appears later is callable and listed from then on.
+pub trait ToolSet: Send + Sync {
+    /// The set's tools now.
+    fn tools(&self) -> Vec<Arc<dyn Tool>>;
+    /// The tool `name`, when the set answers it. It may answer a name [`tools`](Self::tools)
+    /// does not list: a set whose source has not started yet answers the names it would own
+    /// with a tool whose call says so, rather than leaving the caller with "no such tool".
+    fn tool(&self, name: &str) -> Option<Arc<dyn Tool>>;
 }
 
 /// Why a tool call failed. Shown to the user in `tool_completed` with `is_error: true`.

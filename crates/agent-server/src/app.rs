@@ -131,8 +131,11 @@ impl AppState {
             }
             None => None,
         };
-        for tool in &config.tools.0 {
+        for tool in &config.tools.tools {
             registry.register_shared_tool(Arc::clone(tool))?;
+        }
+        if let Some(mcp) = &config.tools.mcp {
+            registry.register_tool_set(Arc::clone(mcp) as Arc<dyn agent_registry::ToolSet>);
         }
         let registry = Arc::new(registry);
         let identity = Identity {

@@ -51,12 +51,22 @@ pub enum OtlpProtocol {
 
 /// Tools a server registers beside the built-in ones.
 #[derive(Clone, Default)]
-pub struct ExtraTools(pub Vec<std::sync::Arc<dyn agent_registry::Tool>>);
+pub struct ExtraTools {
+    /// Tools registered as they are.
+    pub tools: Vec<std::sync::Arc<dyn agent_registry::Tool>>,
+    /// The MCP servers' tools, which come and go with their servers (filled at start from
+    /// `mcp_servers`).
+    pub mcp: Option<std::sync::Arc<mcp_tools::McpTools>>,
+}
 
 impl std::fmt::Debug for ExtraTools {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|tool| tool.name()))
+        f.debug_struct("ExtraTools")
+            .field(
+                "tools",
+                &self.tools.iter().map(|t| t.name()).collect::<Vec<_>>(),
+            )
+            .field("mcp", &self.mcp)
             .finish()
     }
 }

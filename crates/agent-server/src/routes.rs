@@ -92,7 +92,9 @@ async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Resp
 }
 
 /// `GET /readyz`: 200 when the server takes traffic; 503 while it drains, or while its
-/// broker (Redis) or its history store fails, with each check's state.
+/// broker (Redis) or its history store fails, with each check's state. Each MCP server's
+/// state is shown too but does not decide readiness: a server that is down costs its tools,
+/// not the node.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
     let broker = state.bridge.broker_healthy();
@@ -104,13 +106,21 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     });
     let word = |ok: bool| if ok { "ok" } else { "failing" };
     let ready = !draining && broker && store.unwrap_or(true);
-    let body = json!({
+    let mut body = json!({
         "status": if draining { "draining" } else if ready { "ready" } else { "not_ready" },
         "checks": {
             "broker": word(broker),
             "store": store.map_or("none", word),
         },
     });
+    if let Some(mcp) = &state.config.tools.mcp {
+        let mut servers = serde_json::Map::new();
+        for server in mcp.servers() {
+            let up = server.is_up().await;
+            servers.insert(server.name().to_owned(), json!(word(up)));
+        }
+        body["checks"]["mcp"] = servers.into();
+    }
     let status = if ready {
         StatusCode::OK
     } else {

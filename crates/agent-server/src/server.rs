@@ -33,8 +33,9 @@ impl RunningServer {
     /// Binds `config.addr` and starts serving.
     pub async fn start(mut config: ServerConfig) -> Result<Self, ServeError> {
         let addr = config.addr;
-        let mcp = mcp_tools::start(&config.mcp_servers).await;
-        config.tools.0.extend(mcp);
+        if !config.mcp_servers.is_empty() {
+            config.tools.mcp = Some(mcp_tools::McpTools::start(&config.mcp_servers).await);
+        }
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;

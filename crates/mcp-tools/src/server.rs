@@ -1,22 +1,28 @@
-//! One MCP server: its child process and client session, started again after it fails.
+//! One MCP server: its child process and client session, its tools as last listed, and the
+//! task that starts it again after it fails (or when it failed to start at all).
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use agent_registry::ToolError;
+use agent_registry::{Tool, ToolError};
+use parking_lot::RwLock;
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool as RemoteTool};
-use rmcp::service::{Peer, RunningService};
+use rmcp::service::{NotificationContext, Peer, RunningService};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::McpServerSpec;
 use crate::spec::Target;
+use crate::stderr::StderrTail;
+use crate::{McpServerSpec, McpTool};
 
 /// How often a server's session is checked between calls (a server that dies while idle is
 /// started again without waiting for a call to find it dead).
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a server that failed to start is given to finish writing to its standard error.
+const LAST_WORDS_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest wait between two starts of a failing server.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -26,6 +32,8 @@ pub struct McpServer {
     spec: McpServerSpec,
     start_timeout: Duration,
     live: Mutex<Live>,
+    /// Its tools as last listed (none before it first started).
+    tools: RwLock<Vec<Arc<McpTool>>>,
     /// Itself, for the task that starts it again.
     me: Weak<McpServer>,
 }
@@ -41,10 +49,12 @@ impl std::fmt::Debug for McpServer {
 /// The session, when there is one, and how the last starts went.
 #[derive(Default)]
 struct Live {
-    session: Option<RunningService<RoleClient, ()>>,
-    /// Counts sessions, so a failure reported by a call of an older session does not end a
-    /// newer one.
+    session: Option<RunningService<RoleClient, Listener>>,
+    /// Counts sessions (0: it never started), so a failure reported by a call of an older
+    /// session does not end a newer one.
     generation: u64,
+    /// Why the last start failed.
+    last_error: Option<String>,
     /// Failures since the last good start.
     failures: u32,
     /// No start before this.
@@ -54,28 +64,52 @@ struct Live {
 }
 
 impl McpServer {
-    /// Starts the server and lists its tools.
-    pub async fn start(
-        spec: McpServerSpec,
-        start_timeout: Duration,
-    ) -> Result<(Arc<Self>, Vec<RemoteTool>), String> {
-        let session = connect(&spec, start_timeout).await?;
-        let tools = tokio::time::timeout(start_timeout, session.list_all_tools())
-            .await
-            .map_err(|_| format!("it did not list its tools within {start_timeout:?}"))?
-            .map_err(|e| format!("listing its tools failed: {e}"))?;
+    /// Starts the server and lists its tools, waiting at most `start_timeout` for each. A
+    /// server that does not start is logged and tried again in the background with the
+    /// backoff; until it starts, it has no tools and its calls are refused with the reason.
+    pub async fn launch(spec: McpServerSpec, start_timeout: Duration) -> Arc<Self> {
         let server = Arc::new_cyclic(|me| Self {
             spec,
             start_timeout,
-            live: Mutex::new(Live {
-                session: Some(session),
-                generation: 1,
-                ..Live::default()
-            }),
+            live: Mutex::new(Live::default()),
+            tools: RwLock::new(Vec::new()),
             me: me.clone(),
         });
+        let opened = server.open().await;
+        let mut live = server.live.lock().await;
+        match opened {
+            Ok(session) => live.up(session),
+            Err(error) => {
+                tracing::error!(server = %server.spec.name, %error, "mcp: the server did not start; it is tried again in the background");
+                live.last_error = Some(error);
+                note_failure(&mut live);
+                server.restart(&mut live);
+            }
+        }
+        drop(live);
         server.watch();
-        Ok((server, tools))
+        server
+    }
+
+    /// Opens a session and lists the server's tools, which become its tools.
+    async fn open(&self) -> Result<RunningService<RoleClient, Listener>, String> {
+        let listener = Listener {
+            server: self.me.clone(),
+        };
+        let session = connect(&self.spec, self.start_timeout, listener).await?;
+        let listed = list_tools(session.peer(), self.start_timeout).await?;
+        self.set_tools(&listed);
+        Ok(session)
+    }
+
+    /// Makes `listed` the server's tools.
+    fn set_tools(&self, listed: &[RemoteTool]) {
+        let tools: Vec<Arc<McpTool>> = listed
+            .iter()
+            .map(|remote| Arc::new(McpTool::new(self.me.clone(), self.name(), remote)))
+            .collect();
+        tracing::info!(server = %self.spec.name, tools = tools.len(), "mcp: the server's tools are listed");
+        *self.tools.write() = tools;
     }
 
     /// Checks the session every [`WATCH_EVERY`] while the server exists: a session whose
@@ -97,6 +131,16 @@ impl McpServer {
     /// The server's name.
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// Its tools as last listed.
+    pub fn tools(&self) -> Vec<Arc<McpTool>> {
+        self.tools.read().clone()
+    }
+
+    /// Its tool `name` (the registry's name, `mcp_SERVER_TOOL`), if it listed one.
+    pub fn tool(&self, name: &str) -> Option<Arc<McpTool>> {
+        self.tools.read().iter().find(|t| t.name() == name).cloned()
     }
 
     /// Calls the server's tool `tool` with `args` (a JSON object).
@@ -133,13 +177,38 @@ impl McpServer {
             self.end_session(&mut live, "it stopped");
         }
         self.restart(&mut live);
+        Err(self.down(&live))
+    }
+
+    /// Why a call cannot reach the server now: it has not started yet, or it is being
+    /// started again, and when the next try is.
+    fn down(&self, live: &Live) -> ToolError {
         let wait = live.retry_at.map_or(0, |at| {
             at.saturating_duration_since(Instant::now()).as_secs() + 1
         });
-        Err(ToolError::Failed(format!(
-            "the MCP server {} is being restarted after a failure; try again in about {wait} s",
-            self.spec.name
-        )))
+        let name = &self.spec.name;
+        ToolError::Failed(match (&live.last_error, live.generation) {
+            (Some(error), 0) => format!(
+                "the MCP server {name} has not started ({error}); it is tried again in about {wait} s"
+            ),
+            _ => format!(
+                "the MCP server {name} is being restarted after a failure; try again in about {wait} s"
+            ),
+        })
+    }
+
+    /// The error a call of an unlisted tool `name` gets: the server is down (and why), or it
+    /// is up and has no such tool.
+    pub(crate) async fn unlisted(&self, name: &str) -> ToolError {
+        let live = self.live.lock().await;
+        if live.peer().is_none() {
+            return self.down(&live);
+        }
+        let names: Vec<String> = self.tools().iter().map(|t| t.name().to_owned()).collect();
+        ToolError::UnknownTool {
+            name: name.to_owned(),
+            available: names.join(", "),
+        }
     }
 
     /// Whether the server has a live session (it is up, or started again).
@@ -162,20 +231,17 @@ impl McpServer {
                 if let Some(at) = at {
                     tokio::time::sleep_until(at.into()).await;
                 }
-                let started = connect(&server.spec, server.start_timeout).await;
+                let opened = server.open().await;
                 let mut live = server.live.lock().await;
-                match started {
+                match opened {
                     Ok(session) => {
-                        tracing::info!(server = %server.spec.name, "mcp: the server started again");
-                        live.session = Some(session);
-                        live.generation += 1;
-                        live.failures = 0;
-                        live.retry_at = None;
-                        live.restarting = false;
+                        tracing::info!(server = %server.spec.name, "mcp: the server started");
+                        live.up(session);
                         return;
                     }
                     Err(error) => {
-                        tracing::error!(server = %server.spec.name, %error, "mcp: the server did not start again; retrying");
+                        tracing::error!(server = %server.spec.name, %error, "mcp: the server did not start; retrying");
+                        live.last_error = Some(error);
                         note_failure(&mut live);
                     }
                 }
@@ -203,6 +269,16 @@ impl McpServer {
 }
 
 impl Live {
+    /// A session started: the server is up, its failures forgotten.
+    fn up(&mut self, session: RunningService<RoleClient, Listener>) {
+        self.session = Some(session);
+        self.generation += 1;
+        self.failures = 0;
+        self.retry_at = None;
+        self.restarting = false;
+        self.last_error = None;
+    }
+
     /// The session's peer, when it has a session that is still open.
     fn peer(&self) -> Option<Peer<RoleClient>> {
         let session = self.session.as_ref()?;
@@ -218,27 +294,90 @@ fn note_failure(live: &mut Live) {
     live.retry_at = Some(Instant::now() + wait);
 }
 
+/// The client's side of a session: it lists the server's tools again when the server says
+/// they changed (`notifications/tools/list_changed`).
+pub(crate) struct Listener {
+    server: Weak<McpServer>,
+}
+
+impl ClientHandler for Listener {
+    async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
+        let Some(server) = self.server.upgrade() else {
+            return;
+        };
+        // Listed in a task of its own: the session's loop, which runs this, carries the answer.
+        tokio::spawn(async move {
+            match list_tools(&context.peer, server.start_timeout).await {
+                Ok(listed) => server.set_tools(&listed),
+                Err(error) => {
+                    tracing::warn!(server = %server.spec.name, %error, "mcp: the server's changed tools could not be listed; the last list is kept");
+                }
+            }
+        });
+    }
+}
+
+/// Every tool `peer` lists, waiting at most `timeout`.
+async fn list_tools(peer: &Peer<RoleClient>, timeout: Duration) -> Result<Vec<RemoteTool>, String> {
+    tokio::time::timeout(timeout, peer.list_all_tools())
+        .await
+        .map_err(|_| format!("it did not list its tools within {timeout:?}"))?
+        .map_err(|e| format!("listing its tools failed: {e}"))
+}
+
 /// Opens an MCP session: over the stdio of the server's command, run now, or over
 /// streamable HTTP to its URL.
 async fn connect(
     spec: &McpServerSpec,
     timeout: Duration,
-) -> Result<RunningService<RoleClient, ()>, String> {
+    listener: Listener,
+) -> Result<RunningService<RoleClient, Listener>, String> {
     let started = match &spec.target {
         Target::Stdio { program, args } => {
             let mut command = tokio::process::Command::new(program);
             command.args(args);
-            let transport = TokioChildProcess::new(command)
+            let (transport, stderr) = TokioChildProcess::builder(command)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
                 .map_err(|e| format!("cannot run {program:?}: {e}"))?;
-            tokio::time::timeout(timeout, ().serve(transport)).await
+            let tail = stderr.map(|stderr| StderrTail::follow(&spec.name, stderr));
+            let started = tokio::time::timeout(timeout, listener.serve(transport)).await;
+            if matches!(started, Ok(Ok(_))) {
+                started
+            } else {
+                // Its own words say best why it failed (a missing file, a bad key, ...).
+                let said = match tail {
+                    Some(tail) => tail.last_words(LAST_WORDS_WAIT).await,
+                    None => None,
+                };
+                return Err(start_error(started, timeout, said));
+            }
         }
         Target::Http { url } => {
             crate::tls::install_provider();
             let transport = StreamableHttpClientTransport::from_uri(url.as_str());
-            tokio::time::timeout(timeout, ().serve(transport)).await
+            tokio::time::timeout(timeout, listener.serve(transport)).await
         }
     };
-    started
-        .map_err(|_| format!("it did not answer MCP's initialize within {timeout:?}"))?
-        .map_err(|e| format!("its MCP session did not start: {e}"))
+    match started {
+        Ok(Ok(session)) => Ok(session),
+        failed => Err(start_error(failed, timeout, None)),
+    }
+}
+
+/// Why a session did not start, with what the server said on its standard error, if anything.
+fn start_error<T, E: std::fmt::Display>(
+    started: Result<Result<T, E>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+    said: Option<String>,
+) -> String {
+    let why = match started {
+        Ok(Ok(_)) => "it started".to_owned(),
+        Ok(Err(e)) => format!("its MCP session did not start: {e}"),
+        Err(_) => format!("it did not answer MCP's initialize within {timeout:?}"),
+    };
+    match said {
+        Some(said) => format!("{why}; it said: {said}"),
+        None => why,
+    }
 }

@@ -1,6 +1,6 @@
 //! An MCP server's tool as one of the registry's.
 
-use std::sync::Arc;
+use std::sync::Weak;
 
 use agent_registry::{Tool, ToolError};
 use async_trait::async_trait;
@@ -31,7 +31,8 @@ pub fn tool_name(server: &str, tool: &str) -> String {
 /// A tool of an MCP server.
 #[derive(Debug)]
 pub struct McpTool {
-    server: Arc<McpServer>,
+    /// Its server, which holds its tools (so not kept alive by them).
+    server: Weak<McpServer>,
     /// The tool's name on its server.
     remote: String,
     name: String,
@@ -41,16 +42,16 @@ pub struct McpTool {
 }
 
 impl McpTool {
-    /// `remote`, a tool `server` listed.
-    pub fn new(server: Arc<McpServer>, remote: &RemoteTool) -> Self {
+    /// `remote`, a tool the server `server_name` listed.
+    pub(crate) fn new(server: Weak<McpServer>, server_name: &str, remote: &RemoteTool) -> Self {
         let description = remote
             .description
             .as_deref()
             .unwrap_or("(no description)")
             .to_owned();
         Self {
-            name: tool_name(server.name(), &remote.name),
-            source: format!("mcp:{}", server.name()),
+            name: tool_name(server_name, &remote.name),
+            source: format!("mcp:{server_name}"),
             remote: remote.name.to_string(),
             description,
             parameters: Value::Object((*remote.input_schema).clone()),
@@ -83,7 +84,8 @@ impl Tool for McpTool {
                 "the arguments must be a JSON object".into(),
             ));
         }
-        let result = self.server.call(&self.remote, args).await?;
+        let server = self.server.upgrade().ok_or_else(|| gone(&self.source))?;
+        let result = server.call(&self.remote, args).await?;
         let value = result_value(&result);
         if result.is_error == Some(true) {
             return Err(ToolError::Failed(match &value["text"] {
@@ -92,6 +94,48 @@ impl Tool for McpTool {
             }));
         }
         Ok(value)
+    }
+}
+
+/// The error of a call made after its server was shut down (the server stopping).
+fn gone(source: &str) -> ToolError {
+    ToolError::Failed(format!("the {source} server has shut down"))
+}
+
+/// A name an MCP server would own (`mcp_SERVER_…`) while the server has listed no tools (it
+/// has not started yet): its call says why, or, once the server is up, calls the tool of
+/// that name if the server listed one.
+#[derive(Debug)]
+pub(crate) struct Unlisted {
+    pub(crate) server: Weak<McpServer>,
+    pub(crate) name: String,
+    pub(crate) source: String,
+}
+
+#[async_trait]
+impl Tool for Unlisted {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn description(&self) -> &str {
+        "a tool of an MCP server that has not listed its tools"
+    }
+
+    fn parameters(&self) -> Value {
+        json!({"type": "object"})
+    }
+
+    fn source(&self) -> &str {
+        &self.source
+    }
+
+    async fn call(&self, ctx: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
+        let server = self.server.upgrade().ok_or_else(|| gone(&self.source))?;
+        match server.tool(&self.name) {
+            Some(tool) => tool.call(ctx, args).await,
+            None => Err(server.unlisted(&self.name).await),
+        }
     }
 }
 
