@@ -3,9 +3,9 @@
 //! and a small one on the official SDK whose tools a test controls. Their tools are listed at
 //! `GET /tools` and called by the `llm` agent (a scripted OpenAI-compatible model) through the
 //! dispatcher; a hanging tool times out; a server that dies mid-call fails that call and is
-//! started again in the background after its backoff; a server that fails at start answers
-//! its calls with the reason, is tried again, and lends its tools once up; a server whose
-//! tools change says so and they are listed again.
+//! started again in the background after its backoff, as is one that hangs (found by its ping);
+//! a server that fails at start answers its calls with the reason, is tried again, and lends
+//! its tools once up; a server whose tools change says so and they are listed again.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -420,4 +420,43 @@ async fn a_server_whose_tools_change_has_them_listed_again() {
     let grown = server.tool("mcp_scripted_grown").unwrap();
     let said = grown.call(&ctx, json!({})).await.unwrap();
     assert_eq!(said["text"], "grown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_hangs_is_found_by_its_ping_and_started_again() {
+    use agent_registry::Tool;
+    let server = McpServer::launch(scripted(), Duration::from_secs(20)).await;
+    let ctx = crate::support::context("alice");
+    let tool = |name: &str| server.tool(&format!("mcp_scripted_{name}")).unwrap();
+    let pid = |value: Value| value["text"].as_str().unwrap().to_owned();
+    let first = pid(tool("pid").call(&ctx, json!({})).await.unwrap());
+    // The call hangs the server. While it waits (12 s: longer than a ping's interval and
+    // timeout together) the server is left alone, busy as it may be: the call is not failed
+    // by a restart, it runs out of its own time (as the dispatcher's timeout would end it).
+    let freeze = tool("freeze");
+    let frozen = tokio::time::timeout(Duration::from_secs(12), freeze.call(&ctx, json!({}))).await;
+    assert!(frozen.is_err(), "the frozen call ended before its time");
+    // Then, with no call waiting, the next ping goes unanswered: it is started again.
+    let mut again = None;
+    for _ in 0..60 {
+        let pid_tool = tool("pid");
+        let call = pid_tool.call(&ctx, json!({}));
+        if let Ok(Ok(value)) = tokio::time::timeout(Duration::from_secs(1), call).await {
+            again = Some(pid(value));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let again = again.expect("a new process answered within 90 s");
+    assert_ne!(again, first, "a new process");
+    // The hung one is stopped (MCP's stdio shutdown: its input closed, 3 s, SIGTERM, 3 s, kill).
+    eventually(15, "the hung process ending", || async {
+        let alive = std::process::Command::new("kill")
+            .args(["-0", &first])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        !alive.success()
+    })
+    .await;
 }

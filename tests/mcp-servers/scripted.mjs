@@ -1,6 +1,7 @@
 // A small MCP server on the official SDK (stdio), for tests/it/mcp.rs: tools whose behaviour
 // a test controls. `pid` answers the server's process id (so a test sees a restart), `sleep`
-// waits `ms` milliseconds, `crash` ends the process mid-call, `grow` adds a tool `grown` (the
+// waits `ms` milliseconds, `crash` ends the process mid-call, `freeze` hangs it,
+// `grow` adds a tool `grown` (the
 // SDK tells the client its tool list changed).
 //
 // `--wait-for PATH`: the server fails at start (exit 1, before speaking MCP) until PATH exists,
@@ -29,6 +30,9 @@ server.registerTool(
 );
 server.registerTool("crash", { description: "Ends the server's process during the call." }, async () => {
   process.exit(3);
+});
+server.registerTool("freeze", { description: "Hangs the whole server (it answers nothing, not even a ping)." }, async () => {
+  for (;;) {}
 });
 server.registerTool("grow", { description: "Adds the tool `grown`." }, async () => {
   server.registerTool("grown", { description: "Added by `grow`." }, async () => text("grown"));

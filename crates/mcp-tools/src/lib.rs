@@ -15,7 +15,8 @@
 //! starts its tools are listed and callable (the registry asks [`McpTools`] on each lookup).
 //! A server that dies or breaks its transport fails the call it was serving with a clear tool
 //! error and is started again the same way; calls meanwhile are told it is restarting. A
-//! server that dies while idle is noticed within a second (its session is checked). Its tools
+//! server that dies while idle is noticed within a second (its session is checked), and one
+//! that hangs within ten (it is pinged every 5 s and has 5 s to answer). Its tools
 //! are listed again at each start and whenever it says they changed. It never takes the
 //! engine down.
 

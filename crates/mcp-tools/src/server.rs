@@ -1,12 +1,13 @@
 //! One MCP server: its child process and client session, its tools as last listed, and the
 //! task that starts it again after it fails (or when it failed to start at all).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use agent_registry::{Tool, ToolError};
 use parking_lot::RwLock;
-use rmcp::model::{CallToolRequestParams, CallToolResult, Tool as RemoteTool};
+use rmcp::model::{CallToolRequestParams, CallToolResult, PingRequest, Tool as RemoteTool};
 use rmcp::service::{NotificationContext, Peer, RunningService};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
@@ -21,6 +22,12 @@ use crate::{McpServerSpec, McpTool};
 /// started again without waiting for a call to find it dead).
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a live server is pinged.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a server has to answer a ping.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a server that failed to start is given to finish writing to its standard error.
 const LAST_WORDS_WAIT: Duration = Duration::from_secs(1);
 
@@ -34,6 +41,8 @@ pub struct McpServer {
     live: Mutex<Live>,
     /// Its tools as last listed (none before it first started).
     tools: RwLock<Vec<Arc<McpTool>>>,
+    /// Calls waiting for its answer.
+    in_flight: AtomicUsize,
     /// Itself, for the task that starts it again.
     me: Weak<McpServer>,
 }
@@ -73,6 +82,7 @@ impl McpServer {
             start_timeout,
             live: Mutex::new(Live::default()),
             tools: RwLock::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
             me: me.clone(),
         });
         let opened = server.open().await;
@@ -113,19 +123,51 @@ impl McpServer {
     }
 
     /// Checks the session every [`WATCH_EVERY`] while the server exists: a session whose
-    /// process has ended is dropped and the server started again.
+    /// process has ended is dropped and the server started again; every [`PING_EVERY`] the
+    /// server is pinged, and one that does not answer within [`PING_TIMEOUT`] (hung, or its
+    /// connection silently gone) is treated the same way.
     fn watch(&self) {
         let me = self.me.clone();
         tokio::spawn(async move {
+            let mut since_ping = Duration::ZERO;
             loop {
                 tokio::time::sleep(WATCH_EVERY).await;
                 let Some(server) = me.upgrade() else { return };
-                let mut live = server.live.lock().await;
-                if live.session.is_some() && live.peer().is_none() {
-                    server.end_session(&mut live, "it stopped while idle");
+                let open = {
+                    let mut live = server.live.lock().await;
+                    if live.session.is_some() && live.peer().is_none() {
+                        server.end_session(&mut live, "it stopped while idle");
+                    }
+                    live.peer().map(|peer| (peer, live.generation))
+                };
+                since_ping += WATCH_EVERY;
+                if let Some((peer, generation)) = open.filter(|_| since_ping >= PING_EVERY) {
+                    since_ping = Duration::ZERO;
+                    server.ping(&peer, generation).await;
                 }
             }
         });
+    }
+
+    /// Pings the session of `generation`; when it does not answer, it is ended and the server
+    /// started again. An answer that is an error still shows the server alive. A server busy
+    /// with calls may be slow to answer (one that runs its tools on its only thread cannot):
+    /// it is left alone while a call of ours waits for it, each within its own time limit.
+    async fn ping(&self, peer: &Peer<RoleClient>, generation: u64) {
+        let ping = peer.send_request(PingRequest::default().into());
+        let why = match tokio::time::timeout(PING_TIMEOUT, ping).await {
+            Ok(Ok(_) | Err(rmcp::ServiceError::McpError(_))) => return,
+            Ok(Err(error)) => format!("its ping failed: {error}"),
+            Err(_) => {
+                let calls = self.in_flight.load(Ordering::Relaxed);
+                if calls > 0 {
+                    tracing::debug!(server = %self.spec.name, calls, "mcp: no answer to a ping while calls run; left alone");
+                    return;
+                }
+                format!("it did not answer a ping within {PING_TIMEOUT:?}")
+            }
+        };
+        self.lost(generation, &why).await;
     }
 
     /// The server's name.
@@ -150,7 +192,11 @@ impl McpServer {
         if let Value::Object(args) = args {
             params = params.with_arguments(args);
         }
-        match peer.call_tool(params).await {
+        let answer = {
+            let _waiting = InFlight::enter(&self.in_flight);
+            peer.call_tool(params).await
+        };
+        match answer {
             Ok(result) => Ok(result),
             Err(rmcp::ServiceError::McpError(error)) => Err(ToolError::Failed(format!(
                 "the MCP server {} refused the call: {}",
@@ -284,6 +330,23 @@ impl Live {
         let session = self.session.as_ref()?;
         let open = !session.is_closed() && !session.peer().is_transport_closed();
         open.then(|| session.peer().clone())
+    }
+}
+
+/// A call waiting for the server's answer, counted until it ends (or is dropped: cancelled, or
+/// timed out by the dispatcher).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
