@@ -19,7 +19,7 @@ use crate::history_server::http;
 use crate::llm::{DONE, Model, Reply, content, tool_piece};
 use crate::server_support::{Client, start_server};
 
-fn servers() -> PathBuf {
+pub(crate) fn servers() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mcp-servers");
     assert!(
         dir.join("node_modules/@modelcontextprotocol/server-everything")
@@ -232,9 +232,9 @@ async fn a_server_that_dies_mid_call_fails_that_call_and_is_started_again() {
 
 /// The "everything" server running on its own over streamable HTTP, on a free port; killed
 /// when dropped.
-struct HttpEverything {
+pub(crate) struct HttpEverything {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for HttpEverything {
@@ -244,7 +244,7 @@ impl Drop for HttpEverything {
     }
 }
 
-fn http_everything() -> HttpEverything {
+pub(crate) fn http_everything() -> HttpEverything {
     use std::io::{BufRead, BufReader};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

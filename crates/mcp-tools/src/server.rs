@@ -203,9 +203,10 @@ impl McpServer {
                 self.spec.name, error.message
             ))),
             Err(error) => {
-                self.lost(generation, &error.to_string()).await;
+                let why = with_causes(&error);
+                self.lost(generation, &why).await;
                 Err(ToolError::Failed(format!(
-                    "the MCP server {} stopped during the call ({error}); it is being started again",
+                    "the MCP server {} stopped during the call ({why}); it is being started again",
                     self.spec.name
                 )))
             }
@@ -429,18 +430,102 @@ async fn connect(
 }
 
 /// Why a session did not start, with what the server said on its standard error, if anything.
-fn start_error<T, E: std::fmt::Display>(
+fn start_error<T, E: std::error::Error + 'static>(
     started: Result<Result<T, E>, tokio::time::error::Elapsed>,
     timeout: Duration,
     said: Option<String>,
 ) -> String {
     let why = match started {
         Ok(Ok(_)) => "it started".to_owned(),
-        Ok(Err(e)) => format!("its MCP session did not start: {e}"),
+        Ok(Err(e)) => format!("its MCP session did not start: {}", with_causes(&e)),
         Err(_) => format!("it did not answer MCP's initialize within {timeout:?}"),
     };
     match said {
         Some(said) => format!("{why}; it said: {said}"),
         None => why,
+    }
+}
+
+/// `error` and the errors that caused it, each once: the cause is often the useful part (an
+/// HTTP client's "error sending request" hides "invalid peer certificate: UnknownIssuer").
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = cause_of(error);
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = cause_of(inner);
+    }
+    text
+}
+
+/// What caused `error`: its source, or what two of rmcp's errors hold without giving it as
+/// their source (the transport's error in a failed initialize, the HTTP client's error in a
+/// streamable HTTP error).
+fn cause_of<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    use rmcp::service::ClientInitializeError;
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    if let Some(ClientInitializeError::TransportError { error, .. }) = error.downcast_ref() {
+        return Some(error);
+    }
+    match error.downcast_ref::<StreamableHttpError<rmcp_reqwest::Error>>() {
+        Some(StreamableHttpError::Client(client)) => Some(client),
+        _ => error.source(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error saying `0`, caused by `1`.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    fn chain(texts: &[&'static str]) -> Layer {
+        texts
+            .iter()
+            .rev()
+            .fold(None, |cause, text| Some(Layer(text, cause.map(Box::new))))
+            .unwrap()
+    }
+
+    #[test]
+    fn an_error_is_told_with_its_causes_each_once() {
+        let table: [(&[&str], &str); 3] = [
+            (&["refused"], "refused"),
+            (
+                &[
+                    "error sending request",
+                    "client error (Connect)",
+                    "invalid peer certificate: UnknownIssuer",
+                ],
+                "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer",
+            ),
+            (
+                &["io failed: broken pipe", "broken pipe"],
+                "io failed: broken pipe",
+            ),
+        ];
+        for (texts, told) in table {
+            assert_eq!(with_causes(&chain(texts)), told);
+        }
     }
 }
