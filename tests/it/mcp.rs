@@ -2,7 +2,7 @@
 //! (`npm ci --prefix tests/mcp-servers`; `.ci/run` does): the reference "everything" server
 //! and a small one on the official SDK whose tools a test controls. Their tools are listed at
 //! `GET /tools` and called by the `llm` agent (a scripted OpenAI-compatible model) through the
-//! dispatcher; a hanging tool times out; a server that dies mid-call fails that call and is
+//! dispatcher; a hanging tool times out; a cancelled run cancels its call on the server; a server that dies mid-call fails that call and is
 //! started again in the background after its backoff, as is one that hangs (found by its ping);
 //! a server that fails at start answers its calls with the reason, is tried again, and lends
 //! its tools once up; a server whose tools change says so and they are listed again.
@@ -174,6 +174,48 @@ async fn a_hanging_mcp_tool_times_out_through_the_dispatcher() {
     let (is_error, result) = tool_result(&mut alice).await;
     assert!(is_error);
     assert_eq!(result["code"], "timeout", "{result}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_run_cancels_its_call_on_the_mcp_server() {
+    let call = |id: &str, tool: &str, args: &str| {
+        Reply::Stream(vec![tool_piece(0, Some(id), Some(tool), args), DONE])
+    };
+    let model = Model::start(vec![
+        call("call_1", "mcp_scripted_sleep", r#"{"ms": 60000}"#),
+        call("call_2", "mcp_scripted_cancelled", r#"{"at_least": 1}"#),
+        Reply::Stream(vec![content("done"), DONE]),
+    ])
+    .await;
+    let base = format!("http://{}/v1", model.addr);
+    let server = start_server(move |c| {
+        c.mcp_servers = vec![scripted()];
+        c.llm = Some(LlmConfig::new(base, "test-model"));
+    })
+    .await;
+    let mut alice = Client::user(server.addr(), "alice").await;
+    let accepted = alice.start("r1", "llm", json!({})).await;
+    loop {
+        let frame = alice.next().await;
+        if frame["type"] == "tool_executing" {
+            break;
+        }
+    }
+    let run_id = accepted["run_id"].clone();
+    alice
+        .send(json!({"type": "cancel_run", "payload": {"run_id": run_id}}))
+        .await;
+    let (is_error, result) = tool_result(&mut alice).await;
+    // The run ended while its tool ran: the call was dropped and its event closed.
+    assert!(is_error);
+    assert_eq!(result["code"], "abandoned", "{result}");
+    // The server was told (its notice may trail the run's end by a moment): its sleep
+    // stopped early, and it counts such calls.
+    alice.start("r2", "llm", json!({})).await;
+    let (is_error, result) = tool_result(&mut alice).await;
+    assert!(!is_error, "{result}");
+    assert_eq!(result["text"], "1", "{result}");
     server.shutdown().await;
 }
 

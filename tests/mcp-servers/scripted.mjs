@@ -1,6 +1,6 @@
 // A small MCP server on the official SDK (stdio), for tests/it/mcp.rs: tools whose behaviour
 // a test controls. `pid` answers the server's process id (so a test sees a restart), `sleep`
-// waits `ms` milliseconds, `crash` ends the process mid-call, `freeze` hangs it,
+// waits `ms` milliseconds (unless the client cancels the call: `cancelled` counts those), `crash` ends the process mid-call, `freeze` hangs it,
 // `grow` adds a tool `grown` (the
 // SDK tells the client its tool list changed).
 //
@@ -20,12 +20,33 @@ if (waitFor !== -1 && !existsSync(process.argv[waitFor + 1])) {
 const server = new McpServer({ name: "scripted", version: "1.0.0" });
 const text = (value) => ({ content: [{ type: "text", text: String(value) }] });
 server.registerTool("pid", { description: "The server's process id." }, async () => text(process.pid));
+let cancelled = 0;
 server.registerTool(
   "sleep",
   { description: "Waits ms milliseconds, then says so.", inputSchema: { ms: z.number().int().min(0) } },
-  async ({ ms }) => {
-    await new Promise((done) => setTimeout(done, ms));
-    return text(`slept ${ms} ms`);
+  async ({ ms }, extra) => {
+    const stopped = await new Promise((done) => {
+      const timer = setTimeout(() => done(false), ms);
+      extra.signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        done(true);
+      });
+    });
+    if (stopped) cancelled += 1;
+    return text(stopped ? "cancelled" : `slept ${ms} ms`);
+  },
+);
+server.registerTool(
+  "cancelled",
+  {
+    description: "How many sleeps the client cancelled, once at least `at_least` (waiting up to 5 s for them).",
+    inputSchema: { at_least: z.number().int().min(0) },
+  },
+  async ({ at_least }) => {
+    for (let waited = 0; cancelled < at_least && waited < 5000; waited += 50) {
+      await new Promise((done) => setTimeout(done, 50));
+    }
+    return text(cancelled);
   },
 );
 server.registerTool("crash", { description: "Ends the server's process during the call." }, async () => {
