@@ -182,8 +182,13 @@ async fn cancelling_a_run_cancels_its_call_on_the_mcp_server() {
     let call = |id: &str, tool: &str, args: &str| {
         Reply::Stream(vec![tool_piece(0, Some(id), Some(tool), args), DONE])
     };
+    let started = std::env::temp_dir().join(format!(
+        "agent-it-mcp-sleep-{}",
+        core_context::RunId::generate()
+    ));
+    let sleep = json!({"ms": 60_000, "started": started}).to_string();
     let model = Model::start(vec![
-        call("call_1", "mcp_scripted_sleep", r#"{"ms": 60000}"#),
+        call("call_1", "mcp_scripted_sleep", &sleep),
         call("call_2", "mcp_scripted_cancelled", r#"{"at_least": 1}"#),
         Reply::Stream(vec![content("done"), DONE]),
     ])
@@ -196,12 +201,11 @@ async fn cancelling_a_run_cancels_its_call_on_the_mcp_server() {
     .await;
     let mut alice = Client::user(server.addr(), "alice").await;
     let accepted = alice.start("r1", "llm", json!({})).await;
-    loop {
-        let frame = alice.next().await;
-        if frame["type"] == "tool_executing" {
-            break;
-        }
-    }
+    // Cancelled once the server runs the call.
+    eventually(20, "the sleep started on the server", || async {
+        started.exists()
+    })
+    .await;
     let run_id = accepted["run_id"].clone();
     alice
         .send(json!({"type": "cancel_run", "payload": {"run_id": run_id}}))
@@ -217,6 +221,7 @@ async fn cancelling_a_run_cancels_its_call_on_the_mcp_server() {
     assert!(!is_error, "{result}");
     assert_eq!(result["text"], "1", "{result}");
     server.shutdown().await;
+    std::fs::remove_file(&started).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 //
 // `--wait-for PATH`: the server fails at start (exit 1, before speaking MCP) until PATH exists,
 // like a server whose dependency is not up yet.
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { z } from "zod";
@@ -23,8 +23,12 @@ server.registerTool("pid", { description: "The server's process id." }, async ()
 let cancelled = 0;
 server.registerTool(
   "sleep",
-  { description: "Waits ms milliseconds, then says so.", inputSchema: { ms: z.number().int().min(0) } },
-  async ({ ms }, extra) => {
+  {
+    description: "Waits ms milliseconds, then says so; creates the file `started` (if given) as it begins.",
+    inputSchema: { ms: z.number().int().min(0), started: z.string().optional() },
+  },
+  async ({ ms, started }, extra) => {
+    if (started) writeFileSync(started, "");
     const stopped = await new Promise((done) => {
       const timer = setTimeout(() => done(false), ms);
       extra.signal.addEventListener("abort", () => {
