@@ -493,11 +493,20 @@ async fn connections_opened_mid_stream_join_without_gap_or_repeat() {
     const ROUNDS: u64 = 12;
     const BURST: u64 = 200;
     const AFTER_JOIN: u64 = 20;
-    let under_test = bridges(&BridgeConfig::default()).await;
+    const TOTAL: u64 = ROUNDS * (BURST + AFTER_JOIN);
+    // Queues that hold the whole stream: this is about joins, not slow consumers, and a
+    // reader starved by a loaded machine (CI runs every test at once on 2 cores) must not
+    // be closed as one (with the default 1,024 it was, once).
+    let config = BridgeConfig {
+        send_queue_events: 2 * TOTAL as usize,
+        send_queue_bytes: 64 << 20,
+        ..BridgeConfig::default()
+    };
+    let under_test = bridges(&config).await;
     for (broker, bridge) in under_test.each() {
         eprintln!("broker under test: {broker}");
         let alice = user_id("alice");
-        let total = ROUNDS * (BURST + AFTER_JOIN);
+        let total = TOTAL;
         let anchor = bridge.subscribe(&alice, None).await.unwrap();
         // The first connection reads along (its queue is bounded) and must see everything.
         let anchor =

@@ -255,12 +255,24 @@ fn environment_sits_between_flags_and_file() {
             &[("AGENT_SERVER_MAX_THREADS_PER_USER", "0")],
             Err("'--max-threads-per-user <MAX_THREADS_PER_USER>': 0 is not in 1..=1000000"),
         ),
+        // An MCP server's bearer token comes from its own variable, checked, never echoed.
+        (
+            &["--mcp-server", "fs=node fs.js"],
+            &[("AGENT_SERVER_MCP_TOKEN_FS", "tok-123")],
+            Err("AGENT_SERVER_MCP_TOKEN_FS: a bearer token is for a server over HTTP"),
+        ),
+        (
+            &["--mcp-server", "my-web=https://mcp.example/mcp"],
+            &[("AGENT_SERVER_MCP_TOKEN_MY_WEB", "leaked secret")],
+            Err("AGENT_SERVER_MCP_TOKEN_MY_WEB: the token holds a space"),
+        ),
     ];
     for (flags, env, expected) in table {
         let argv: Vec<&str> = std::iter::once("config")
             .chain(flags.iter().copied())
             .collect();
         let (answer, _) = in_child(&argv, env);
+        assert!(!answer.contains("leaked secret"), "{answer}");
         match expected {
             Ok((key, shown)) => assert_eq!(line(&answer, key), *shown, "{argv:?} {env:?}"),
             Err(message) => assert!(

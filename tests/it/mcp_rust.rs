@@ -1,8 +1,12 @@
 //! A Rust MCP server written with `rmcp`, served by the test over streamable HTTP (axum), as
 //! agent-server's `--mcp-server NAME=http://…`: its tool is listed and the `llm` agent calls it
-//! through the dispatcher, arguments in and result out.
+//! through the dispatcher, arguments in and result out. Behind a bearer token, the server is
+//! reached with the token it is given, and refused with the reason without one.
 
 use std::sync::Arc;
+
+use agent_registry::ToolSet;
+use axum::response::IntoResponse;
 
 use rmcp::ServerHandler;
 use rmcp::model::{
@@ -16,7 +20,7 @@ use serde_json::{Value, json};
 
 use core_context::EventKind;
 use llm_agent::LlmConfig;
-use mcp_tools::McpServerSpec;
+use mcp_tools::{McpServerSpec, McpTools};
 
 use crate::history_server::http;
 use crate::llm::{DONE, Model, Reply, content, tool_piece};
@@ -66,12 +70,32 @@ impl ServerHandler for Adder {
 
 /// Serves [`Adder`] at `http://127.0.0.1:PORT/mcp`; its URL.
 async fn serve_adder() -> String {
+    serve_adder_behind(None).await
+}
+
+/// Serves [`Adder`], answering 401 to a request without `Authorization: Bearer TOKEN` when
+/// `token` is given; its URL.
+async fn serve_adder_behind(token: Option<&'static str>) -> String {
     let service = StreamableHttpService::new(
         || Ok(Adder),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default(),
     );
-    let app = axum::Router::new().nest_service("/mcp", service);
+    let check = move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+        let sent = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match token {
+            Some(token) if sent != Some(&format!("Bearer {token}")) => {
+                axum::http::StatusCode::UNAUTHORIZED.into_response()
+            }
+            _ => next.run(request).await,
+        }
+    };
+    let app = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(check));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -135,4 +159,39 @@ async fn a_rust_mcp_server_over_http_lends_its_tool_to_the_llm_agent() {
     assert_eq!(arguments.unwrap(), json!({"a": 2, "b": 40}));
     assert_eq!(result.unwrap()["text"], "42");
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_behind_a_bearer_token_is_reached_with_it_and_refused_without() {
+    let url = serve_adder_behind(Some("s3cret-token")).await;
+    let ctx = crate::support::context("alice");
+    let spec = McpServerSpec::parse(&format!("rusty={url}")).unwrap();
+    let variable = mcp_tools::token_variable("rusty");
+
+    let with =
+        McpTools::start(&[spec.clone().with_token(&variable, "s3cret-token").unwrap()]).await;
+    let names: Vec<String> = with.tools().iter().map(|t| t.name().to_owned()).collect();
+    assert_eq!(names, ["mcp_rusty_add"]);
+    let add = with.tool("mcp_rusty_add").unwrap();
+    let sum = add.call(&ctx, json!({"a": 1, "b": 2})).await.unwrap();
+    assert_eq!(sum["text"], "3");
+
+    for (token, case) in [(None, "no token"), (Some("wrong"), "a wrong token")] {
+        let spec = match token {
+            Some(token) => spec.clone().with_token(&variable, token).unwrap(),
+            None => spec.clone(),
+        };
+        let without = McpTools::start(&[spec]).await;
+        assert!(without.tools().is_empty(), "{case}");
+        let refused = without.tool("mcp_rusty_add").unwrap();
+        let error = refused
+            .call(&ctx, json!({"a": 1, "b": 2}))
+            .await
+            .unwrap_err();
+        let said = error.to_string();
+        assert!(
+            said.contains("the MCP server rusty has not started") && said.contains("401"),
+            "{case}: {said}"
+        );
+    }
 }

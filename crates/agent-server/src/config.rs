@@ -229,6 +229,8 @@ pub struct ServeArgs {
     /// stdio (`everything=npx -y @modelcontextprotocol/server-everything`), or NAME=URL of one
     /// running over streamable HTTP (`search=https://mcp.example.com/mcp`); repeat the flag for
     /// more (in the variable, separate them with `;`). Its tools are named `mcp_NAME_TOOL`.
+    /// A server over HTTP that needs a bearer token gets it from AGENT_SERVER_MCP_TOKEN_NAME
+    /// (NAME in capitals, `-` as `_`).
     #[arg(
         long = "mcp-server",
         value_name = "NAME=COMMAND",

@@ -34,7 +34,7 @@ use std::time::Duration;
 use agent_registry::{Tool, ToolSet};
 
 pub use server::McpServer;
-pub use spec::{MAX_NAME_LEN, McpServerSpec, SpecError, Target};
+pub use spec::{MAX_NAME_LEN, McpServerSpec, SpecError, Target, Token, token_variable};
 pub use tool::{McpTool, tool_name};
 
 /// How long a server may take to start and list its tools.

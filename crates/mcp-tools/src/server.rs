@@ -9,6 +9,7 @@ use agent_registry::{Tool, ToolError};
 use parking_lot::RwLock;
 use rmcp::model::{CallToolRequestParams, CallToolResult, PingRequest, Tool as RemoteTool};
 use rmcp::service::{NotificationContext, Peer, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::Value;
@@ -419,7 +420,11 @@ async fn connect(
         }
         Target::Http { url } => {
             crate::tls::install_provider();
-            let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+            let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            if let Some(token) = &spec.token {
+                config = config.auth_header(token.expose());
+            }
+            let transport = StreamableHttpClientTransport::from_config(config);
             tokio::time::timeout(timeout, listener.serve(transport)).await
         }
     };

@@ -1,4 +1,5 @@
-//! `--mcp-server NAME=COMMAND [ARGS...]`, read and checked.
+//! `--mcp-server NAME=COMMAND [ARGS...]`, read and checked, and the bearer token of a server
+//! over HTTP (`AGENT_SERVER_MCP_TOKEN_NAME`).
 
 /// A server to use: its name (in its tools' names) and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -7,6 +8,34 @@ pub struct McpServerSpec {
     pub name: String,
     /// How to reach it.
     pub target: Target,
+    /// The bearer token sent to a server over HTTP (`Authorization: Bearer …`), if it needs one.
+    pub token: Option<Token>,
+}
+
+/// A bearer token: visible ASCII, never shown (its `Debug` says `<hidden>`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// The token, to send.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<hidden>)")
+    }
+}
+
+/// The environment variable that holds the bearer token of the server `name`:
+/// `AGENT_SERVER_MCP_TOKEN_` and the name in capitals, `-` as `_`.
+pub fn token_variable(name: &str) -> String {
+    format!(
+        "AGENT_SERVER_MCP_TOKEN_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 /// How a server is reached.
@@ -50,6 +79,14 @@ pub enum SpecError {
         name: String,
         /// Its command.
         command: String,
+    },
+    /// A token that cannot be sent, or one for a server that is not reached over HTTP.
+    #[error("{variable}: {reason}")]
+    Token {
+        /// The variable that held it.
+        variable: String,
+        /// What is wrong (never the token itself).
+        reason: &'static str,
     },
     /// A URL that names no host or holds a space.
     #[error(
@@ -96,6 +133,7 @@ impl McpServerSpec {
                 target: Target::Http {
                     url: command.to_owned(),
                 },
+                token: None,
             });
         }
         let words = shlex::split(command).ok_or_else(|| SpecError::Words {
@@ -111,7 +149,34 @@ impl McpServerSpec {
                 program: program.clone(),
                 args: args.to_vec(),
             },
+            token: None,
         })
+    }
+
+    /// The spec with `token` (read from `variable`, named in errors) as its bearer token:
+    /// 1 to 4096 characters of visible ASCII, for a server over HTTP only (a command's
+    /// secrets go in its own environment, which it inherits).
+    pub fn with_token(mut self, variable: &str, token: &str) -> Result<Self, SpecError> {
+        let refuse = |reason| SpecError::Token {
+            variable: variable.to_owned(),
+            reason,
+        };
+        if matches!(self.target, Target::Stdio { .. }) {
+            return Err(refuse(
+                "a bearer token is for a server over HTTP; this server runs a command (give it \
+                 its secrets in its environment)",
+            ));
+        }
+        if !(1..=4096).contains(&token.len()) {
+            return Err(refuse("the token must be 1 to 4096 characters"));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(refuse(
+                "the token holds a space, a control character or a non-ASCII character",
+            ));
+        }
+        self.token = Some(Token(token.to_owned()));
+        Ok(self)
     }
 }
 
@@ -127,10 +192,12 @@ mod tests {
                 program: program.into(),
                 args: args.iter().map(|a| (*a).to_owned()).collect(),
             },
+            token: None,
         };
         let http = |name: &str, url: &str| McpServerSpec {
             name: name.into(),
             target: Target::Http { url: url.into() },
+            token: None,
         };
         let long = format!("{}=node x.js", "n".repeat(25));
         let table: &[(&str, Result<McpServerSpec, &str>)] = &[
@@ -169,6 +236,42 @@ mod tests {
                 (Ok(got), Ok(want)) => assert_eq!(&got, want, "{value}"),
                 (Err(e), Err(says)) => assert!(e.to_string().contains(says), "{value}: {e}"),
                 (got, _) => panic!("{value}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tokens_are_checked_and_never_shown() {
+        let web = || McpServerSpec::parse("web=https://mcp.example/mcp").unwrap();
+        let command = || McpServerSpec::parse("fs=node fs.js").unwrap();
+        let variable = token_variable("my-web");
+        assert_eq!(variable, "AGENT_SERVER_MCP_TOKEN_MY_WEB");
+        let long = "t".repeat(4097);
+        let table: &[(McpServerSpec, &str, Result<(), &str>)] = &[
+            (web(), "ghp_s3cret-token.value", Ok(())),
+            (web(), "", Err("1 to 4096 characters")),
+            (web(), &long, Err("1 to 4096 characters")),
+            (web(), "two words", Err("holds a space")),
+            (web(), "line\nbreak", Err("control character")),
+            (web(), "caf\u{e9}", Err("non-ASCII")),
+            (command(), "ghp_s3cret", Err("is for a server over HTTP")),
+        ];
+        for (spec, token, expected) in table {
+            match (spec.clone().with_token(&variable, token), expected) {
+                (Ok(spec), Ok(())) => {
+                    assert_eq!(spec.token.as_ref().unwrap().expose(), *token);
+                    let shown = format!("{spec:?}");
+                    assert!(
+                        !shown.contains(token) && shown.contains("<hidden>"),
+                        "{shown}"
+                    );
+                }
+                (Err(e), Err(says)) => {
+                    let said = e.to_string();
+                    assert!(said.starts_with(&variable) && said.contains(says), "{said}");
+                    assert!(token.is_empty() || !said.contains(token), "{said}");
+                }
+                (got, _) => panic!("{token:?}: expected {expected:?}, got {got:?}"),
             }
         }
     }

@@ -24,11 +24,25 @@ pub(super) fn llm(args: &ServeArgs) -> Result<Option<llm_agent::LlmConfig>, Conf
     }
 }
 
-/// Reads each `--mcp-server`.
+/// Reads each `--mcp-server`, with the bearer token of a server over HTTP from its
+/// `AGENT_SERVER_MCP_TOKEN_NAME` (an environment variable only: a secret on the command line
+/// or in a file is easier to leak).
 pub(super) fn mcp_servers(args: &ServeArgs) -> Result<Vec<mcp_tools::McpServerSpec>, ConfigError> {
+    let read = |value: &String| {
+        let spec = mcp_tools::McpServerSpec::parse(value)?;
+        let variable = mcp_tools::token_variable(&spec.name);
+        match std::env::var(&variable) {
+            Ok(token) => spec.with_token(&variable, &token),
+            Err(std::env::VarError::NotPresent) => Ok(spec),
+            Err(std::env::VarError::NotUnicode(_)) => Err(mcp_tools::SpecError::Token {
+                variable,
+                reason: "the token is not UTF-8",
+            }),
+        }
+    };
     args.mcp_server
         .iter()
-        .map(|value| mcp_tools::McpServerSpec::parse(value))
+        .map(read)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError::Mcp(e.to_string()))
 }
