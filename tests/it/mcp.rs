@@ -15,7 +15,7 @@ use llm_agent::LlmConfig;
 use mcp_tools::{McpServer, McpServerSpec};
 use serde_json::{Value, json};
 
-use crate::history_server::http;
+use crate::history_server::{http, http_text};
 use crate::llm::{DONE, Model, Reply, content, tool_piece};
 use crate::server_support::{Client, start_server};
 
@@ -401,6 +401,23 @@ async fn a_server_that_fails_at_start_is_tried_again_and_lends_its_tools_once_up
     };
     // Down: no tools listed, the node ready (the server's state shown, not deciding).
     assert!(late_tools().await.is_empty());
+    let metric = |name: &'static str| async move {
+        let (_, text) = http_text(addr, "GET", "/metrics", None).await;
+        let prefix = format!("agent_server_{name}{{server=\"late\"}} ");
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned));
+        line.unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    };
+    assert_eq!(metric("mcp_server_up").await, "0");
+    assert_eq!(metric("mcp_server_tools").await, "0");
+    assert!(
+        metric("mcp_server_failures_total")
+            .await
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
     let (status, ready) = http(addr, "GET", "/readyz", None).await;
     assert_eq!(
         (status, &ready["checks"]["mcp"]["late"]),
@@ -429,6 +446,8 @@ async fn a_server_that_fails_at_start_is_tried_again_and_lends_its_tools_once_up
     .await;
     let (_, ready) = http(addr, "GET", "/readyz", None).await;
     assert_eq!(ready["checks"]["mcp"]["late"], "ok", "{ready}");
+    assert_eq!(metric("mcp_server_up").await, "1");
+    assert_eq!(metric("mcp_server_tools").await, "6");
     alice.start("r2", "llm", json!({})).await;
     let (is_error, result) = tool_result(&mut alice).await;
     assert!(!is_error, "{result}");

@@ -278,7 +278,8 @@ fn documented(guide: &str) -> std::collections::BTreeSet<String> {
 
 /// Every metric the dashboard (`docs/grafana-dashboard.json`) and the operations guide
 /// (`docs/operations.md`) name is one the server exposes, and the guide documents every one
-/// it exposes (with Redis, a store and the `llm` agent, so every family is there).
+/// it exposes (with Redis, a store, the `llm` agent and an MCP server, so every family is
+/// there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_and_the_guide_name_exactly_the_metrics_served() {
     let redis = RedisServer::start();
@@ -293,6 +294,8 @@ async fn the_dashboard_and_the_guide_name_exactly_the_metrics_served() {
         c.broker = BrokerChoice::Redis(url);
         c.store = Some(store);
         c.llm = Some(llm_agent::LlmConfig::new("http://127.0.0.1:9/v1", "unused"));
+        // An MCP server whose command does not exist: down, but its metrics are served.
+        c.mcp_servers = vec![mcp_tools::McpServerSpec::parse("absent=/nonexistent/mcp").unwrap()];
     })
     .await;
     let plain = start_server(|_| {}).await;

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use agent_registry::{Tool, ToolSet};
 
-pub use server::McpServer;
+pub use server::{McpServer, McpServerStatus};
 pub use spec::{MAX_NAME_LEN, McpServerSpec, SpecError, Target, Token, token_variable};
 pub use tool::{McpTool, tool_name};
 

@@ -1,7 +1,7 @@
 //! One MCP server: its child process and client session, its tools as last listed, and the
 //! task that starts it again after it fails (or when it failed to start at all).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,17 @@ const LAST_WORDS_WAIT: Duration = Duration::from_secs(1);
 /// The longest wait between two starts of a failing server.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// An MCP server's state, as [`McpServer::status`] gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct McpServerStatus {
+    /// Whether it has a session.
+    pub up: bool,
+    /// How many tools it listed last.
+    pub tools: usize,
+    /// Failed starts and lost sessions since the engine started.
+    pub failures: u64,
+}
+
 /// A running (or restarting) MCP server.
 pub struct McpServer {
     spec: McpServerSpec,
@@ -44,6 +55,10 @@ pub struct McpServer {
     tools: RwLock<Vec<Arc<McpTool>>>,
     /// Calls waiting for its answer.
     in_flight: AtomicUsize,
+    /// Whether it has a session (as of its last start or failure), for [`McpServer::status`].
+    up: AtomicBool,
+    /// Failed starts and lost sessions, ever.
+    failures: AtomicU64,
     /// Itself, for the task that starts it again.
     me: Weak<McpServer>,
 }
@@ -84,16 +99,18 @@ impl McpServer {
             live: Mutex::new(Live::default()),
             tools: RwLock::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
+            up: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
             me: me.clone(),
         });
         let opened = server.open().await;
         let mut live = server.live.lock().await;
         match opened {
-            Ok(session) => live.up(session),
+            Ok(session) => server.up(&mut live, session),
             Err(error) => {
                 tracing::error!(server = %server.spec.name, %error, "mcp: the server did not start; it is tried again in the background");
                 live.last_error = Some(error);
-                note_failure(&mut live);
+                server.note_failure(&mut live);
                 server.restart(&mut live);
             }
         }
@@ -264,6 +281,33 @@ impl McpServer {
         self.live.lock().await.peer().is_some()
     }
 
+    /// Its state without waiting: up as of its last start or failure (a server that died
+    /// is seen within a second), its tools, its failures.
+    pub fn status(&self) -> McpServerStatus {
+        McpServerStatus {
+            up: self.up.load(Ordering::Relaxed),
+            tools: self.tools.read().len(),
+            failures: self.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A session started: the server is up, its failures since forgotten.
+    fn up(&self, live: &mut Live, session: RunningService<RoleClient, Listener>) {
+        live.up(session);
+        self.up.store(true, Ordering::Relaxed);
+    }
+
+    /// One more failure: counted, and the next start waits 1 s, then 2, 4, … up to
+    /// [`MAX_BACKOFF`].
+    fn note_failure(&self, live: &mut Live) {
+        self.up.store(false, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        live.failures += 1;
+        let wait =
+            Duration::from_secs(1 << live.failures.saturating_sub(1).min(5)).min(MAX_BACKOFF);
+        live.retry_at = Some(Instant::now() + wait);
+    }
+
     /// Starts a task that starts the server again, waiting out the backoff before each try,
     /// unless one runs already. It ends when the server is up, or when the server is dropped.
     fn restart(&self, live: &mut Live) {
@@ -284,13 +328,13 @@ impl McpServer {
                 match opened {
                     Ok(session) => {
                         tracing::info!(server = %server.spec.name, "mcp: the server started");
-                        live.up(session);
+                        server.up(&mut live, session);
                         return;
                     }
                     Err(error) => {
                         tracing::error!(server = %server.spec.name, %error, "mcp: the server did not start; retrying");
                         live.last_error = Some(error);
-                        note_failure(&mut live);
+                        server.note_failure(&mut live);
                     }
                 }
             }
@@ -311,7 +355,7 @@ impl McpServer {
     fn end_session(&self, live: &mut Live, why: &str) {
         tracing::warn!(server = %self.spec.name, why, "mcp: the server failed");
         live.session = None;
-        note_failure(live);
+        self.note_failure(live);
         self.restart(live);
     }
 }
@@ -350,13 +394,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// One more failure: the next start waits 1 s, then 2, 4, … up to [`MAX_BACKOFF`].
-fn note_failure(live: &mut Live) {
-    live.failures += 1;
-    let wait = Duration::from_secs(1 << live.failures.saturating_sub(1).min(5)).min(MAX_BACKOFF);
-    live.retry_at = Some(Instant::now() + wait);
 }
 
 /// The client's side of a session: it lists the server's tools again when the server says

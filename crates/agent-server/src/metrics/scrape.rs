@@ -23,6 +23,11 @@ struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Server {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Kind {
     kind: &'static str,
 }
@@ -54,6 +59,7 @@ pub(super) fn render(live: &Registry, metrics: &Metrics, state: &AppState) -> St
     history(&mut now, state);
     broker(&mut now, state);
     model(&mut now, state);
+    mcp(&mut now, state);
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode_registry(&mut out, live)
@@ -120,6 +126,40 @@ fn states(r: &mut Registry, metrics: &Metrics, state: &AppState) {
         "draining",
         "Whether the server is shutting down (1)",
         flag(state.draining.load(std::sync::atomic::Ordering::Relaxed)),
+    );
+}
+
+/// Each MCP server's state (with `--mcp-server`).
+fn mcp(r: &mut Registry, state: &AppState) {
+    let Some(mcp) = &state.config.tools.mcp else {
+        return;
+    };
+    let up = Family::<Server, Gauge>::default();
+    let tools = Family::<Server, Gauge>::default();
+    let failures = Family::<Server, Counter>::default();
+    for server in mcp.servers() {
+        let status = server.status();
+        let label = Server {
+            server: server.name().to_owned(),
+        };
+        up.get_or_create(&label).set(flag(status.up));
+        tools.get_or_create(&label).set(count(status.tools));
+        failures.get_or_create(&label).inc_by(status.failures);
+    }
+    r.register(
+        "mcp_server_up",
+        "Whether the MCP server has a session (1) or is being started again (0)",
+        up,
+    );
+    r.register(
+        "mcp_server_tools",
+        "Tools the MCP server listed last",
+        tools,
+    );
+    r.register(
+        "mcp_server_failures",
+        "Failed starts and lost sessions of the MCP server (each is followed by a restart)",
+        failures,
     );
 }
 
