@@ -271,9 +271,6 @@ impl AgentRegistry {
 
     /// The tools' names now, sorted.
     pub fn tool_names(&self) -> Vec<String> {
-        if self.tool_sets.is_empty() {
-            return self.tools.keys().cloned().collect();
-        }
         self.all_tools().into_keys().collect()
     }
 

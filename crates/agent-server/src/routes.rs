@@ -116,7 +116,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if let Some(mcp) = &state.config.tools.mcp {
         let mut servers = serde_json::Map::new();
         for server in mcp.servers() {
-            let up = server.is_up().await;
+            let up = server.status().up;
             servers.insert(server.name().to_owned(), json!(word(up)));
         }
         body["checks"]["mcp"] = servers.into();

@@ -276,13 +276,9 @@ impl McpServer {
         }
     }
 
-    /// Whether the server has a live session (it is up, or started again).
-    pub async fn is_up(&self) -> bool {
-        self.live.lock().await.peer().is_some()
-    }
-
-    /// Its state without waiting: up as of its last start or failure (a server that died
-    /// is seen within a second), its tools, its failures.
+    /// Its state, without waiting for a call in progress: up as of its last start or failure
+    /// (a server that died while idle is seen within a second, one that hangs within ten),
+    /// its tools, its failures.
     pub fn status(&self) -> McpServerStatus {
         McpServerStatus {
             up: self.up.load(Ordering::Relaxed),
@@ -434,7 +430,7 @@ async fn connect(
     timeout: Duration,
     listener: Listener,
 ) -> Result<RunningService<RoleClient, Listener>, String> {
-    let started = match &spec.target {
+    let (started, stderr) = match &spec.target {
         Target::Stdio { program, args } => {
             let mut command = tokio::process::Command::new(program);
             command.args(args);
@@ -442,18 +438,9 @@ async fn connect(
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .map_err(|e| format!("cannot run {program:?}: {e}"))?;
-            let tail = stderr.map(|stderr| StderrTail::follow(&spec.name, stderr));
+            let stderr = stderr.map(|stderr| StderrTail::follow(&spec.name, stderr));
             let started = tokio::time::timeout(timeout, listener.serve(transport)).await;
-            if matches!(started, Ok(Ok(_))) {
-                started
-            } else {
-                // Its own words say best why it failed (a missing file, a bad key, ...).
-                let said = match tail {
-                    Some(tail) => tail.last_words(LAST_WORDS_WAIT).await,
-                    None => None,
-                };
-                return Err(start_error(started, timeout, said));
-            }
+            (started, stderr)
         }
         Target::Http { url } => {
             crate::tls::install_provider();
@@ -462,30 +449,24 @@ async fn connect(
                 config = config.auth_header(token.expose());
             }
             let transport = StreamableHttpClientTransport::from_config(config);
-            tokio::time::timeout(timeout, listener.serve(transport)).await
+            let started = tokio::time::timeout(timeout, listener.serve(transport)).await;
+            (started, None)
         }
     };
-    match started {
-        Ok(Ok(session)) => Ok(session),
-        failed => Err(start_error(failed, timeout, None)),
-    }
-}
-
-/// Why a session did not start, with what the server said on its standard error, if anything.
-fn start_error<T, E: std::error::Error + 'static>(
-    started: Result<Result<T, E>, tokio::time::error::Elapsed>,
-    timeout: Duration,
-    said: Option<String>,
-) -> String {
     let why = match started {
-        Ok(Ok(_)) => "it started".to_owned(),
-        Ok(Err(e)) => format!("its MCP session did not start: {}", with_causes(&e)),
+        Ok(Ok(session)) => return Ok(session),
+        Ok(Err(error)) => format!("its MCP session did not start: {}", with_causes(&error)),
         Err(_) => format!("it did not answer MCP's initialize within {timeout:?}"),
     };
-    match said {
+    // Its own words say best why it failed (a missing file, a bad key, ...).
+    let said = match stderr {
+        Some(stderr) => stderr.last_words(LAST_WORDS_WAIT).await,
+        None => None,
+    };
+    Err(match said {
         Some(said) => format!("{why}; it said: {said}"),
         None => why,
-    }
+    })
 }
 
 /// `error` and the errors that caused it, each once: the cause is often the useful part (an
