@@ -269,8 +269,14 @@ impl RunStream {
 
     /// One frame of the user's stream: mapped if it is of this run's tree.
     fn take(&mut self, text: &str) {
-        let Ok(raw) = serde_json::from_str::<Value>(text) else {
-            return;
+        // The stream's frames are the server's own: one that does not decode is a bug, said
+        // in the log rather than dropped unseen.
+        let raw = match serde_json::from_str::<Value>(text) {
+            Ok(raw) => raw,
+            Err(error) => {
+                tracing::warn!(run_id = %self.guard.run, %error, "agui: a frame of the stream is not JSON; not sent");
+                return;
+            }
         };
         // The run tree is decided from the two ids, so another run's frame is not decoded.
         let (Some(run), parent) = (raw["run_id"].as_str(), raw["parent_run_id"].as_str()) else {
@@ -282,8 +288,12 @@ impl RunStream {
             }
             self.tree.insert(run.to_owned());
         }
-        let Ok(sequenced) = SequencedEvent::deserialize(&raw) else {
-            return;
+        let sequenced = match SequencedEvent::deserialize(&raw) {
+            Ok(sequenced) => sequenced,
+            Err(error) => {
+                tracing::warn!(run_id = %self.guard.run, %error, "agui: a frame of the run is not an event; not sent");
+                return;
+            }
         };
         let event = &sequenced.event;
         self.pending.extend(self.mapper.map(event, &raw));
