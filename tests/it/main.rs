@@ -43,6 +43,7 @@ mod otlp;
 mod postgres_support;
 mod properties;
 mod redis_support;
+mod secrets;
 mod server;
 mod server_support;
 mod subruns;

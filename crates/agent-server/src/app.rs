@@ -157,6 +157,7 @@ impl AppState {
             live: bridge.clone(),
             history: recorder.as_ref().map(|r| r.writer().clone()),
             metrics: Arc::clone(&metrics),
+            scrubber: Arc::clone(&config.scrubber),
         });
         let factory =
             ExecutionEngineFactory::new(Arc::clone(&registry), sink, config.engine.clone());

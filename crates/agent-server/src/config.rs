@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -19,6 +20,7 @@ use ws_bridge::BridgeConfig;
 
 mod file;
 mod read;
+mod secrets;
 mod show;
 #[cfg(test)]
 mod tests;
@@ -238,6 +240,19 @@ pub struct ServeArgs {
         value_delimiter = ';'
     )]
     pub mcp_server: Vec<String>,
+    /// A variable of the server's environment whose value is a secret (repeatable; in the
+    /// variable, separate names with `;`). Like the JWT secret, the model's API key, MCP
+    /// tokens, URL passwords and every variable whose name says it is sensitive (`*_TOKEN`,
+    /// `*SECRET*`, `*PASSWORD*`, `*API_KEY*`, ...), its value (raw, base64, hex or
+    /// URL-encoded) is removed from everything the server sends out: events, history, model
+    /// requests, logs, error messages.
+    #[arg(
+        long = "secret-env",
+        value_name = "VAR",
+        env = "AGENT_SERVER_SECRET_ENV",
+        value_delimiter = ';'
+    )]
+    pub secret_env: Vec<String>,
 }
 
 /// Where users' streams live.
@@ -355,6 +370,9 @@ pub enum ConfigError {
     /// The command line, with the file's settings in, does not parse (clap's message).
     #[error("{0}")]
     Args(String),
+    /// A `--secret-env` variable is not set.
+    #[error("{0}")]
+    SecretEnv(String),
 }
 
 /// Validated settings of a server.
@@ -411,6 +429,10 @@ pub struct ServerConfig {
     pub flood_window: Duration,
     /// Threads per user whose owner the sessions remember.
     pub max_threads_per_user: usize,
+    /// Removes the server's secrets from everything it sends out.
+    pub scrubber: Arc<::secrets::Scrubber>,
+    /// Secrets too short to be scrubbed (the server warns of each at start).
+    pub unscrubbed: Vec<::secrets::TooShort>,
 }
 
 impl Default for ServerConfig {
@@ -443,6 +465,8 @@ impl Default for ServerConfig {
             flood_burst: crate::connection::FLOOD_LIMIT,
             flood_window: crate::connection::FLOOD_WINDOW,
             max_threads_per_user: crate::sessions::MAX_THREADS_PER_USER,
+            scrubber: Arc::default(),
+            unscrubbed: Vec::new(),
         }
     }
 }
@@ -471,9 +495,14 @@ impl ServerConfig {
         if !valid_agent {
             return Err(ConfigError::DefaultAgent(agent.clone()));
         }
-        let llm = llm(&args)?;
         let otlp = otlp(&args)?;
         let mcp_servers = mcp_servers(&args)?;
+        let gathered = secrets::gather(&args, &mcp_servers)?;
+        let scrubber = Arc::new(::secrets::Scrubber::new(&gathered.secrets));
+        let llm = llm(&args)?.map(|llm| llm_agent::LlmConfig {
+            scrubber: Arc::clone(&scrubber),
+            ..llm
+        });
         let defaults = ServerConfig::default();
         Ok(Self {
             addr: args.addr,
@@ -516,6 +545,8 @@ impl ServerConfig {
             otlp,
             mcp_servers,
             tools: ExtraTools::default(),
+            scrubber,
+            unscrubbed: gathered.too_short,
         })
     }
 }

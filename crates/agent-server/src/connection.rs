@@ -20,6 +20,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use core_context::{ConnectionId, UserId};
 use futures::SinkExt as _;
 use governor::{DefaultDirectRateLimiter, Quota};
+use secrets::{Scrubber, Site};
 
 use crate::app::AppState;
 use crate::metrics::Metrics;
@@ -171,7 +172,10 @@ async fn join(
     let subscription = match state.bridge.subscribe(user, resume.as_ref()).await {
         Ok(s) => s,
         Err(e) => {
-            close(socket, CloseCode::PolicyViolation, &e.to_string()).await;
+            // A broker's error may quote its URL: the close reason goes out scrubbed.
+            let reason = e.to_string();
+            let reason = state.config.scrubber.scrub(Site::Socket, &reason);
+            close(socket, CloseCode::PolicyViolation, &reason).await;
             return None;
         }
     };
@@ -188,7 +192,7 @@ async fn join(
         server_time: Timestamp::now(),
         resume: subscription.resume().map(wire::resume_status),
     };
-    if !send_frame(socket, &established).await {
+    if !send_frame(socket, &state.config.scrubber, &established).await {
         metrics.connection_closed(None, true);
         return None;
     }
@@ -257,7 +261,7 @@ impl ClientSide<'_> {
             self.state.metrics.refused(code);
         }
         match reply {
-            Some(reply) if !send_frame(socket, &reply).await => {
+            Some(reply) if !send_frame(socket, &self.state.config.scrubber, &reply).await => {
                 self.write_failed = true;
                 Next::Stop
             }
@@ -331,8 +335,12 @@ async fn send_batch(
     written
 }
 
-async fn send_frame(socket: &mut WebSocket, frame: &ServerFrame) -> bool {
-    send(socket, Message::Text(frame.to_text().into())).await
+/// Sends a frame that is not an event (events were scrubbed when emitted), scrubbed of the
+/// server's secrets: an error's message may quote a failing service's own words.
+async fn send_frame(socket: &mut WebSocket, scrubber: &Scrubber, frame: &ServerFrame) -> bool {
+    let mut text = frame.to_text();
+    scrubber.scrub_string(Site::Socket, &mut text);
+    send(socket, Message::Text(text.into())).await
 }
 
 /// Sends a close frame and waits (up to [`CLOSE_LINGER`]) for the client's close reply, as

@@ -12,7 +12,8 @@
 //! - [`recorder`]: the history (with `--store`): runs and events recorded, interrupted runs.
 //! - [`history_http`]: the history's HTTP API for the signed-in user (`/v1/threads`, `/v1/runs`).
 //! - [`metrics`]: what the server counts, served at `/metrics` for Prometheus.
-//! - `sink`: the engine's event sink: counted, encoded once, recorded, published.
+//! - `sink`: the engine's event sink: counted, scrubbed, encoded once, recorded, published.
+//! - `scrub`: HTTP response bodies scrubbed of the server's secrets on their way out.
 //! - [`routes`]: the HTTP routes and the handlers that answer before a socket exists.
 //! - [`connection`]: the loop of one WebSocket: client frames in, the user's stream out.
 //! - [`wire`]: where the bridge's stream types meet the protocol's wire types.
@@ -20,6 +21,11 @@
 //! - [`chat`]: a terminal client that prints a run as a live timeline.
 //!
 //! The wire protocol itself is the `agent-protocol` crate.
+//!
+//! **Architecture Invariant:** nothing leaves the process unscrubbed of the server's secrets:
+//! events (the sink), other socket frames (the connection), HTTP bodies (`scrub`), model
+//! requests (the `llm` agent) and log lines (`telemetry`) each pass the one `Scrubber` the
+//! configuration builds.
 //!
 //! **Architecture Invariant:** the user id of a connection comes from its verified token
 //! only; no message can name another user, and every lookup of runs and threads is keyed by
@@ -38,6 +44,7 @@ pub mod metrics;
 pub mod mint;
 pub mod recorder;
 pub mod routes;
+mod scrub;
 pub mod server;
 pub mod sessions;
 mod sink;

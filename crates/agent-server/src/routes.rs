@@ -71,7 +71,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     if state.auth.dev_tokens() {
         router = router.route("/dev/token", post(dev_token));
     }
-    router.with_state(state)
+    let scrubber = Arc::clone(&state.config.scrubber);
+    router
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            scrubber,
+            crate::scrub::responses,
+        ))
 }
 
 /// The routes a client can use, for the 404 of an unknown one.

@@ -1,10 +1,14 @@
-//! The engine's event sink in the server: each event is counted, encoded once, recorded in
-//! the history (with `--store`) and published on the user's live stream, in that order.
+//! The engine's event sink in the server: each event is counted, scrubbed of the server's
+//! secrets, encoded once, recorded in the history (with `--store`) and published on the
+//! user's live stream, in that order; so the stream, its replay, AG-UI and the history all
+//! hold the scrubbed event.
 
 use std::sync::Arc;
 
+use core_context::event::EventKind;
 use core_context::{AgentEvent, EmitError, EncodedEvent, EventSink, UserId};
 use history::HistoryWriter;
+use secrets::{Scrubber, Site};
 use ws_bridge::AgentWebSocketBridge;
 
 use crate::metrics::Metrics;
@@ -18,11 +22,14 @@ pub(crate) struct ServerSink {
     pub(crate) history: Option<HistoryWriter>,
     /// What counts them.
     pub(crate) metrics: Arc<Metrics>,
+    /// What removes the server's secrets from them.
+    pub(crate) scrubber: Arc<Scrubber>,
 }
 
 impl EventSink for ServerSink {
-    fn emit(&self, user_id: &UserId, event: AgentEvent) -> Result<(), EmitError> {
+    fn emit(&self, user_id: &UserId, mut event: AgentEvent) -> Result<(), EmitError> {
         self.metrics.observe(&event);
+        scrub(&self.scrubber, &mut event.kind);
         let encoded = EncodedEvent::encode(&event)
             .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
         if let Some(history) = &self.history {
@@ -30,4 +37,28 @@ impl EventSink for ServerSink {
         }
         self.live.publish(user_id, encoded)
     }
+}
+
+/// Scrubs every text an agent or a tool put into `kind` (the ids, names and codes around
+/// them are the server's own).
+fn scrub(scrubber: &Scrubber, kind: &mut EventKind) {
+    if !scrubber.is_active() {
+        return;
+    }
+    let site = Site::Events;
+    match kind {
+        EventKind::AgentStarted { message } => scrubber.scrub_string(site, message),
+        EventKind::AgentThinking { reasoning, .. } => scrubber.scrub_string(site, reasoning),
+        EventKind::ToolExecuting { arguments, .. } => scrubber.scrub_json(site, arguments),
+        EventKind::ToolCompleted { result, .. } => scrubber.scrub_json(site, result),
+        EventKind::AgentResponseChunk { delta } => scrubber.scrub_string(site, delta),
+        EventKind::AgentCompleted { result, usage, .. } => {
+            let usage = usage
+                .as_mut()
+                .is_some_and(|usage| scrubber.scrub_json(site, usage));
+            scrubber.scrub_json(site, result) | usage
+        }
+        EventKind::AgentError { message, .. } => scrubber.scrub_string(site, message),
+        EventKind::AgentCancelled { reason } => scrubber.scrub_string(site, reason),
+    };
 }

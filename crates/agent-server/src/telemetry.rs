@@ -4,6 +4,9 @@
 //! OTLP/HTTP. Spans carry what the log lines carry: run ids, agent and tool names, the
 //! user's hashed tag; never a token or a raw user id.
 
+use std::sync::Arc;
+
+use secrets::{Scrubber, Site};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -98,15 +101,66 @@ fn exporting(otlp: Option<&Otlp>) -> Result<(Option<BoxedLayer>, Telemetry), Str
     }
 }
 
-/// Logs to stderr in `format` from now on, and exports spans when `otlp` is set (once per
-/// process; later calls change nothing and return an inert [`Telemetry`]).
-pub fn init(format: LogFormat, otlp: Option<&Otlp>) -> Result<Telemetry, String> {
+/// Logs to stderr in `format` from now on, each line scrubbed of the server's secrets by
+/// `scrubber`, and exports spans when `otlp` is set (once per process; later calls change
+/// nothing and return an inert [`Telemetry`]).
+pub fn init(
+    format: LogFormat,
+    otlp: Option<&Otlp>,
+    scrubber: Arc<Scrubber>,
+) -> Result<Telemetry, String> {
     // Colour codes only for a person at a terminal, not in a log file or a collector.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (subscriber, telemetry) = subscriber(format, std::io::stderr, ansi, otlp)?;
+    let writer = Scrubbed {
+        scrubber,
+        inner: std::io::stderr,
+    };
+    let (subscriber, telemetry) = subscriber(format, writer, ansi, otlp)?;
     match tracing::subscriber::set_global_default(subscriber) {
         Ok(()) => Ok(telemetry),
         Err(_) => Ok(Telemetry::default()),
+    }
+}
+
+/// Log lines written through `inner`, scrubbed of the server's secrets first. The
+/// formatter writes each line with one `write`, so a secret is never split between two.
+#[derive(Debug, Clone)]
+pub struct Scrubbed<W> {
+    /// What removes the secrets.
+    pub scrubber: Arc<Scrubber>,
+    /// Where the lines go.
+    pub inner: W,
+}
+
+impl<'w, W: tracing_subscriber::fmt::MakeWriter<'w>> tracing_subscriber::fmt::MakeWriter<'w>
+    for Scrubbed<W>
+{
+    type Writer = ScrubbedLine<'w, W::Writer>;
+
+    fn make_writer(&'w self) -> Self::Writer {
+        ScrubbedLine {
+            scrubber: &self.scrubber,
+            inner: self.inner.make_writer(),
+        }
+    }
+}
+
+/// One log line's writer of [`Scrubbed`].
+#[derive(Debug)]
+pub struct ScrubbedLine<'w, W> {
+    scrubber: &'w Scrubber,
+    inner: W,
+}
+
+impl<W: std::io::Write> std::io::Write for ScrubbedLine<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner
+            .write_all(&self.scrubber.scrub_bytes(Site::Logs, buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

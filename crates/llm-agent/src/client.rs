@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use agent_registry::AgentContext;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+use secrets::Site;
 use serde_json::{Value, json};
 
 use crate::error::RunFailure;
@@ -88,7 +89,10 @@ impl ModelClient {
         messages: &[Value],
         tools: &[Value],
     ) -> Result<Turn, RunFailure> {
-        let body = request_body(&self.config.model, messages, tools);
+        let mut body = request_body(&self.config.model, messages, tools);
+        // Whatever the conversation holds (a tool's result, an earlier answer, the user's
+        // message), the model never receives one of the server's secrets.
+        self.config.scrubber.scrub_json(Site::Model, &mut body);
         let url = self.config.completions_url();
         let mut attempt = 0;
         loop {

@@ -6,7 +6,10 @@
 //! validates again for callers that skip that step.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use secrets::Scrubber;
 
 use crate::LlmError;
 
@@ -64,6 +67,9 @@ pub struct LlmConfig {
     pub chunk_interval: Duration,
     /// Answer text is sent to the user once this many characters are waiting.
     pub chunk_max_chars: usize,
+    /// Removes the server's secrets from every request to the model and from the answer
+    /// text streamed to the user (a secret split across two chunks included).
+    pub scrubber: Arc<Scrubber>,
 }
 
 impl LlmConfig {
@@ -81,6 +87,7 @@ impl LlmConfig {
             request_timeout: Duration::from_secs(120),
             chunk_interval: Duration::from_millis(50),
             chunk_max_chars: 200,
+            scrubber: Arc::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use agent_registry::AgentContext;
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::StreamExt;
+use secrets::{Scrubber, Site, StreamScrub};
 use serde_json::{Map, Value};
 
 use crate::LlmConfig;
@@ -91,10 +92,15 @@ struct Relay<'a> {
     last_flush: Instant,
     /// Reasoning not sent yet.
     reasoning: String,
+    /// The server's secrets, removed from the answer before it is sent.
+    scrubber: &'a Scrubber,
+    /// The end of the answer sent so far that could be the start of a secret, held back
+    /// until the next chunk shows.
+    scrub: StreamScrub,
 }
 
 impl<'a> Relay<'a> {
-    fn new(ctx: &'a AgentContext, config: &LlmConfig) -> Self {
+    fn new(ctx: &'a AgentContext, config: &'a LlmConfig) -> Self {
         Self {
             ctx,
             interval: config.chunk_interval,
@@ -102,6 +108,8 @@ impl<'a> Relay<'a> {
             pending: String::new(),
             last_flush: Instant::now(),
             reasoning: String::new(),
+            scrubber: &config.scrubber,
+            scrub: StreamScrub::new(),
         }
     }
 
@@ -141,15 +149,25 @@ impl<'a> Relay<'a> {
     /// Sends the pending answer text as one `agent_response_chunk` event.
     fn flush(&mut self) {
         if !self.pending.is_empty() {
-            self.ctx.respond_chunk(std::mem::take(&mut self.pending));
+            let pending = std::mem::take(&mut self.pending);
+            let clean = self.scrub.push(self.scrubber, Site::Events, &pending);
+            self.send(clean);
         }
         self.last_flush = Instant::now();
     }
 
-    /// Sends whatever is left at the end of the turn.
+    /// Sends whatever is left at the end of the turn, held-back text included.
     fn finish(&mut self) {
         self.think();
         self.flush();
+        let rest = self.scrub.finish(self.scrubber, Site::Events);
+        self.send(rest);
+    }
+
+    fn send(&self, text: String) {
+        if !text.is_empty() {
+            self.ctx.respond_chunk(text);
+        }
     }
 }
 

@@ -60,6 +60,7 @@ pub(super) fn render(live: &Registry, metrics: &Metrics, state: &AppState) -> St
     broker(&mut now, state);
     model(&mut now, state);
     mcp(&mut now, state);
+    secrets(&mut now, state);
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode_registry(&mut out, live)
@@ -126,6 +127,28 @@ fn states(r: &mut Registry, metrics: &Metrics, state: &AppState) {
         "draining",
         "Whether the server is shutting down (1)",
         flag(state.draining.load(std::sync::atomic::Ordering::Relaxed)),
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScrubSite {
+    site: &'static str,
+}
+
+/// The secrets removed from outgoing text, by where the text was going.
+fn secrets(r: &mut Registry, state: &AppState) {
+    let scrubbed = Family::<ScrubSite, Counter>::default();
+    for site in secrets::Site::ALL {
+        scrubbed
+            .get_or_create(&ScrubSite {
+                site: site.as_str(),
+            })
+            .inc_by(state.config.scrubber.scrubbed(site));
+    }
+    r.register(
+        "secrets_scrubbed",
+        "Secrets of the server removed from outgoing text (events and history, model requests, logs, HTTP bodies, socket frames, exported spans), by where it was going",
+        scrubbed,
     );
 }
 

@@ -1,0 +1,141 @@
+//! The server's secrets, gathered from its settings and its environment, for the scrubber
+//! that removes them from everything the server sends out (see the `secrets` crate).
+//!
+//! A secret is: the JWT secret; the `llm` agent's API key; each MCP server's bearer token
+//! and every value the configuration hands an MCP server in its environment; the password
+//! in the broker's and the store's URL (user-info or a `password` query parameter); the
+//! value of each variable named by `--secret-env`; and the value of every variable of the
+//! server's own environment whose name marks it as sensitive (`*_TOKEN`, `*_SECRET`,
+//! `*PASSWORD*`, `*API_KEY*`, ...: the key list the event redaction uses).
+
+use std::borrow::Cow;
+
+use secrets::{Secrets, TooShort};
+
+use super::{ConfigError, ServeArgs};
+
+/// What was gathered: the secrets, and those too short to scrub (the server warns of each).
+#[derive(Debug, Default)]
+pub(crate) struct Gathered {
+    pub(crate) secrets: Secrets,
+    pub(crate) too_short: Vec<TooShort>,
+}
+
+impl Gathered {
+    fn add(&mut self, source: &str, value: &str) {
+        if let Err(short) = self.secrets.add(source, value) {
+            self.too_short.push(short);
+        }
+    }
+
+    /// The password of `url`, if it holds one: its user-info's, and a `password` or
+    /// `sslpassword` query parameter's (as libpq reads them), each as written and decoded.
+    fn add_url_passwords(&mut self, source: &str, url: &str) {
+        let Ok(parsed) = url::Url::parse(url) else {
+            return;
+        };
+        let mut found: Vec<Cow<'_, str>> = Vec::new();
+        if let Some(password) = parsed.password() {
+            found.push(Cow::Owned(password.to_owned()));
+        }
+        for (key, value) in parsed.query_pairs() {
+            if key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword") {
+                found.push(value);
+            }
+        }
+        for password in found {
+            let decoded = percent_encoding::percent_decode_str(&password).decode_utf8_lossy();
+            let source = format!("the password in {source}");
+            self.add(&source, &decoded);
+            if decoded != password {
+                self.add(&source, &password);
+            }
+        }
+    }
+}
+
+/// The secrets of the settings `args` (with the MCP servers already read from them) and of
+/// the process's environment. Fails when `--secret-env` names a variable that is not set.
+pub(crate) fn gather(
+    args: &ServeArgs,
+    mcp: &[mcp_tools::McpServerSpec],
+) -> Result<Gathered, ConfigError> {
+    let mut gathered = Gathered::default();
+    if let Some(secret) = &args.jwt_secret {
+        gathered.add("the JWT secret (--jwt-secret)", secret);
+    }
+    if let Some(key) = &args.llm_api_key {
+        gathered.add("the llm agent's API key (--llm-api-key)", key);
+    }
+    for spec in mcp {
+        // MERGE: spec.secret_values() once the mcp-env branch lands.
+        for value in spec.token.iter().map(mcp_tools::Token::expose) {
+            gathered.add(&format!("the MCP server {}'s settings", spec.name), value);
+        }
+    }
+    gathered.add_url_passwords("--broker", &args.broker);
+    gathered.add_url_passwords("--store", &args.store);
+    for name in &args.secret_env {
+        let name = name.trim();
+        match std::env::var(name) {
+            Ok(value) => gathered.add(name, &value),
+            Err(_) => {
+                return Err(ConfigError::SecretEnv(format!(
+                    "--secret-env (AGENT_SERVER_SECRET_ENV) names {name:?}, which is not set in \
+                     the server's environment (or is not UTF-8); set it or leave it out"
+                )));
+            }
+        }
+    }
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+            continue;
+        };
+        if core_context::redact::is_sensitive_key(name) {
+            gathered.add(name, value);
+        }
+    }
+    Ok(gathered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_are_found_in_user_info_and_query() {
+        let table: &[(&str, &[&str])] = &[
+            ("redis://:hunter2-long@127.0.0.1:6379", &["hunter2-long"]),
+            (
+                "postgres://app:p%40ss%2Fword-1@db/app",
+                &["p@ss/word-1", "p%40ss%2Fword-1"],
+            ),
+            (
+                "postgres://app@db/app?sslmode=require&password=from-the-query",
+                &["from-the-query"],
+            ),
+            ("sqlite://agent-history.db", &[]),
+            ("in-process", &[]),
+            ("none", &[]),
+        ];
+        for (url, expected) in table {
+            let mut gathered = Gathered::default();
+            gathered.add_url_passwords("--store", url);
+            let scrubber = secrets::Scrubber::new(&gathered.secrets);
+            for password in *expected {
+                let said = format!("connect failed for {password}");
+                assert!(
+                    !scrubber
+                        .scrub(secrets::Site::Logs, &said)
+                        .contains(password),
+                    "{url}: {password} not a secret"
+                );
+            }
+            assert_eq!(gathered.secrets.is_empty(), expected.is_empty(), "{url}");
+        }
+        let mut gathered = Gathered::default();
+        gathered.add_url_passwords("--store", "postgres://u:pw@h/db");
+        assert_eq!(gathered.too_short.len(), 1);
+        assert!(gathered.too_short[0].to_string().contains("--store"));
+    }
+}

@@ -1,0 +1,232 @@
+//! The server's secrets never leave it: a tool that returns them (raw, base64-encoded, hex,
+//! inside a URL, in its error message) and logs one, and a model that echoes one split
+//! across streamed chunks; no secret reaches the user's events, the history, the model's
+//! next request or the log lines, each place shows the marker, and the metric counts it.
+//!
+//! The server runs on a current-thread runtime under the server's own log subscriber
+//! (`telemetry::subscriber` writing through `telemetry::Scrubbed`), so what it logs is
+//! captured as an operator would read it.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use agent_registry::{Tool, ToolError};
+use agent_server::config::LogFormat;
+use agent_server::telemetry::{Scrubbed, subscriber};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use core_context::UserExecutionContext;
+use llm_agent::{LlmConfig, Secret};
+use parking_lot::Mutex;
+use secrets::{MARKER, Scrubber, Secrets};
+use serde_json::{Value, json};
+
+use crate::history_server::http_text;
+use crate::llm::{DONE, Model, Reply, content, tool_piece};
+use crate::server_support::{Client, SECRET, start_server};
+
+const API_KEY: &str = "sk-test-api-key-scrubbed-5c2e9d";
+const USER: &str = "secrets-user";
+
+/// Every form of the two secrets that must not appear anywhere.
+fn forbidden() -> Vec<String> {
+    let mut forms = Vec::new();
+    for secret in [SECRET, API_KEY] {
+        forms.push(secret.to_owned());
+        forms.push(STANDARD.encode(secret));
+        forms.push(secret.bytes().map(|b| format!("{b:02x}")).collect());
+        // The secret's middle: what would survive of a half-scrubbed copy.
+        forms.push(secret[4..secret.len() - 4].to_owned());
+    }
+    forms
+}
+
+fn assert_clean(place: &str, text: &str) {
+    for form in forbidden() {
+        assert!(!text.contains(&form), "{place} holds {form:?}:\n{text}");
+    }
+}
+
+/// A tool that hands the server's secrets back in every form, and logs one.
+struct Leaky;
+
+#[async_trait::async_trait]
+impl Tool for Leaky {
+    fn name(&self) -> &str {
+        "leaky"
+    }
+    fn description(&self) -> &str {
+        "returns the server's secrets"
+    }
+    fn parameters(&self) -> Value {
+        json!({"type": "object", "properties": {"fail": {"type": "boolean"}}})
+    }
+    async fn call(&self, _: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
+        tracing::warn!(leaked = %SECRET, "the leaky tool logs a secret");
+        if args["fail"] == true {
+            return Err(ToolError::Failed(format!(
+                "cannot reach https://user:{API_KEY}@example.com/"
+            )));
+        }
+        let environment = format!("HOME=/root\nAGENT_SERVER_JWT_SECRET={SECRET}\nLANG=C\n");
+        Ok(json!({
+            "raw": SECRET,
+            "base64": STANDARD.encode(&environment),
+            "hex": API_KEY.bytes().map(|b| format!("{b:02x}")).collect::<String>(),
+            "url": format!(
+                "https://example.com/callback?key={}&next=1",
+                percent_encoding::utf8_percent_encode(API_KEY, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            "clean": "nothing secret here",
+        }))
+    }
+}
+
+/// A writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn scrubber() -> Arc<Scrubber> {
+    let mut secrets = Secrets::new();
+    secrets.add("AGENT_SERVER_JWT_SECRET", SECRET).unwrap();
+    secrets.add("LLM_API_KEY", API_KEY).unwrap();
+    Arc::new(Scrubber::new(&secrets))
+}
+
+/// The model: first it calls the tool twice (one call fails), then it echoes the JWT
+/// secret in its answer, cut across three chunks.
+fn script() -> Vec<Reply> {
+    let (a, rest) = SECRET.split_at(9);
+    let (b, c) = rest.split_at(11);
+    vec![
+        Reply::Stream(vec![
+            tool_piece(0, Some("call_ok"), Some("leaky"), "{}"),
+            tool_piece(1, Some("call_fail"), Some("leaky"), r#"{"fail":true}"#),
+            DONE,
+        ]),
+        Reply::Stream(vec![
+            content("The secret is "),
+            content(a),
+            content(b),
+            content(c),
+            content(", as you asked."),
+            DONE,
+        ]),
+    ]
+}
+
+async fn session(scrubber: Arc<Scrubber>) {
+    let model = Model::start(script()).await;
+    let base = format!("http://{}/v1", model.addr);
+    let dir = std::env::temp_dir().join(format!(
+        "agent-it-secrets-{}",
+        core_context::RunId::generate()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = format!("sqlite://{}", dir.join("history.db").display());
+    let server = start_server(move |config| {
+        let mut llm = LlmConfig::new(base, "test-model");
+        llm.api_key = Some(Secret::new(API_KEY));
+        llm.scrubber = Arc::clone(&scrubber);
+        config.llm = Some(llm);
+        config.store = Some(store);
+        config.scrubber = scrubber;
+        config.tools.tools.push(Arc::new(Leaky));
+    })
+    .await;
+    let addr = server.addr();
+    let mut client = Client::user(addr, USER).await;
+    let payload = json!({"agent": "llm", "message": "Show me the server's secrets"});
+    client
+        .send(json!({"type": "start_agent", "payload": payload}))
+        .await;
+    let accepted = client.reply().await;
+    let run_id = accepted["run_id"].as_str().unwrap().to_owned();
+    let frames = client.events_until_terminals(1).await;
+    let stream: Vec<String> = frames
+        .iter()
+        .map(|f| serde_json::to_string(f).unwrap())
+        .collect();
+    let stream = stream.join("\n");
+    assert_clean("the user's stream", &stream);
+    let answer: String = crate::server_support::events(&frames)
+        .iter()
+        .filter_map(|e| match &e.kind {
+            core_context::event::EventKind::AgentResponseChunk { delta } => Some(delta.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answer, format!("The secret is {MARKER}, as you asked."));
+    assert!(stream.contains("nothing secret here"), "{stream}");
+
+    // The model's second request carries both tool results back, scrubbed; the key is only
+    // in the Authorization header, where it belongs.
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(
+        requests[1].0.as_deref(),
+        Some(&*format!("Bearer {API_KEY}"))
+    );
+    let second = requests[1].1.to_string();
+    assert_clean("the model's request", &second);
+    assert!(second.contains(MARKER), "{second}");
+
+    let history = loop {
+        let (status, text) =
+            http_text(addr, "GET", &format!("/v1/runs/{run_id}"), Some(USER)).await;
+        if status == 200 && text.contains("agent_completed") {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_clean("the history", &history);
+    assert!(history.contains(MARKER), "{history}");
+
+    let (_, metrics) = http_text(addr, "GET", "/metrics", None).await;
+    for site in ["events", "model", "logs"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "agent_server_secrets_scrubbed_total{{site=\"{site}\"}}"
+                ))
+            })
+            .unwrap_or_else(|| panic!("no {site} line:\n{metrics}"));
+        let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count > 0, "{line}");
+    }
+    drop(client);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_leaking_tool_and_an_echoing_model_leak_nothing_anywhere() {
+    let scrubber = scrubber();
+    let captured = Capture::default();
+    let writer = captured.clone();
+    let lines = Scrubbed {
+        scrubber: Arc::clone(&scrubber),
+        inner: move || writer.clone(),
+    };
+    let (subscriber, _telemetry) = subscriber(LogFormat::Json, lines, false, None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || runtime.block_on(session(scrubber)));
+    let logs = String::from_utf8(captured.0.lock().clone()).unwrap();
+    assert!(logs.contains("the leaky tool logs a secret"), "{logs}");
+    assert_clean("the logs", &logs);
+    assert!(logs.contains(MARKER), "{logs}");
+}
