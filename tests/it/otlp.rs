@@ -1,7 +1,8 @@
 //! OpenTelemetry export (feature `otlp`, on in the test build): with an OTLP endpoint the
 //! server's spans reach a collector (here one served by the test), in either encoding: the
 //! connection, the run with its id and agent, and the tool call as the run's child, under
-//! the `agent-server` service; and, as in the logs, no token and no raw user id.
+//! the `agent-server` service; and, as in the logs, no token, no raw user id and no secret
+//! of the server (one logged inside a span is scrubbed before export).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,7 +61,13 @@ fn collector() -> Collector {
 }
 
 /// A run of the synthetic agent with one tool call; its run id.
+/// A secret of the server's that a bug logs inside a span: scrubbed before export.
+const LEAKED: &str = "otlp-leaked-secret-value-31337";
+
 async fn session() -> String {
+    tracing::info_span!("leak_check", detail = LEAKED).in_scope(|| {
+        tracing::warn!(leaked = LEAKED, "a secret logged inside a span");
+    });
     let server = start_server(|_| {}).await;
     let mut client = Client::user(server.addr(), USER).await;
     let payload = json!({"agent": "synthetic", "message": "trace me", "input": {"tools": 1}});
@@ -134,9 +141,17 @@ fn spans_reach_an_otlp_collector_in_either_encoding() {
             traces_url: format!("http://{}/v1/traces", collector.addr),
             protocol,
         };
-        let (subscriber, telemetry) =
-            agent_server::telemetry::subscriber(LogFormat::Text, std::io::sink, false, Some(&otlp))
-                .unwrap();
+        let mut secrets = secrets::Secrets::new();
+        secrets.add("test", LEAKED).unwrap();
+        let scrubber = Arc::new(secrets::Scrubber::new(&secrets));
+        let (subscriber, telemetry) = agent_server::telemetry::subscriber(
+            LogFormat::Text,
+            std::io::sink,
+            false,
+            Some(&otlp),
+            &scrubber,
+        )
+        .unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -151,13 +166,20 @@ fn spans_reach_an_otlp_collector_in_either_encoding() {
             assert_eq!(kind, content_type, "{protocol:?}");
             let text = String::from_utf8_lossy(body);
             assert!(text.contains(run_id.as_str()), "{protocol:?}: no {run_id}");
-            for secret in [USER, token.as_str()] {
+            for secret in [USER, token.as_str(), LEAKED] {
                 assert!(
                     !text.contains(secret),
                     "{protocol:?}: `{secret}` was exported"
                 );
             }
         }
+        assert!(
+            received
+                .iter()
+                .any(|(_, body)| String::from_utf8_lossy(body).contains(secrets::MARKER)),
+            "{protocol:?}: the scrubbed secret's span was not exported"
+        );
+        assert!(scrubber.scrubbed(secrets::Site::Telemetry) > 0);
         if protocol == OtlpProtocol::Json {
             let bodies: Vec<Vec<u8>> = received.into_iter().map(|(_, body)| body).collect();
             check_json(&bodies, &run_id);

@@ -219,7 +219,8 @@ fn a_leaking_tool_and_an_echoing_model_leak_nothing_anywhere() {
         scrubber: Arc::clone(&scrubber),
         inner: move || writer.clone(),
     };
-    let (subscriber, _telemetry) = subscriber(LogFormat::Json, lines, false, None).unwrap();
+    let (subscriber, _telemetry) =
+        subscriber(LogFormat::Json, lines, false, None, &Arc::default()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

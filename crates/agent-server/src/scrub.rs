@@ -62,3 +62,64 @@ fn scrub(scrubber: &Scrubber, bytes: Bytes) -> (Bytes, bool) {
         Cow::Owned(clean) => (Bytes::from(clean), true),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::routing::get;
+
+    use super::*;
+
+    const SECRET: &str = "http-secret-value-0123456789";
+
+    /// Serves `router` behind the scrubber and returns the body and `Content-Length` of `path`.
+    async fn fetch(path: &str) -> (String, Option<String>) {
+        let mut secrets = secrets::Secrets::new();
+        secrets.add("test", SECRET).unwrap();
+        let scrubber = Arc::new(Scrubber::new(&secrets));
+        let router = Router::new()
+            .route(
+                "/full",
+                get(|| async { format!("{{\"error\":\"{SECRET}\"}}") }),
+            )
+            .route("/clean", get(|| async { "nothing to hide" }))
+            .route(
+                "/stream",
+                get(|| async {
+                    let frames =
+                        ["data: one\n\n", "data: {SECRET}\n\n", "data: three\n\n"].map(|f| {
+                            Ok::<_, std::io::Error>(Bytes::from(f.replace("{SECRET}", SECRET)))
+                        });
+                    Body::from_stream(futures::stream::iter(frames))
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(scrubber, responses));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .map(|v| v.to_str().unwrap().to_owned());
+        (response.text().await.unwrap(), length)
+    }
+
+    #[tokio::test]
+    async fn bodies_whole_and_streamed_leave_scrubbed() {
+        let marker = secrets::MARKER;
+        let (full, length) = fetch("/full").await;
+        assert_eq!(full, format!("{{\"error\":\"{marker}\"}}"));
+        assert_eq!(length, Some(full.len().to_string()));
+        let (clean, length) = fetch("/clean").await;
+        assert_eq!(
+            (clean.as_str(), length),
+            ("nothing to hide", Some("15".into()))
+        );
+        let (stream, _) = fetch("/stream").await;
+        assert_eq!(
+            stream,
+            format!("data: one\n\ndata: {marker}\n\ndata: three\n\n")
+        );
+    }
+}

@@ -46,7 +46,8 @@ impl Telemetry {
 }
 
 /// The process's subscriber: the `RUST_LOG` filter (`info` without it), lines in `format`
-/// to `writer` (colour codes only when `ansi`), and the OTLP export when `otlp` is set.
+/// to `writer` (colour codes only when `ansi`), and the OTLP export when `otlp` is set (its
+/// spans scrubbed of the server's secrets by `scrubber` before they are exported).
 /// Fails when `otlp` is set in a build without the `otlp` feature (the configuration
 /// refuses that first) or the exporter cannot be built.
 pub fn subscriber<W>(
@@ -54,6 +55,7 @@ pub fn subscriber<W>(
     writer: W,
     ansi: bool,
     otlp: Option<&Otlp>,
+    scrubber: &Arc<Scrubber>,
 ) -> Result<(Box<dyn tracing::Subscriber + Send + Sync>, Telemetry), String>
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
@@ -66,7 +68,7 @@ where
         LogFormat::Text => lines.boxed(),
         LogFormat::Json => lines.json().boxed(),
     };
-    let (export, telemetry) = exporting(otlp)?;
+    let (export, telemetry) = exporting(otlp, scrubber)?;
     let layers: Vec<BoxedLayer> = std::iter::once(lines).chain(export).collect();
     let subscriber = Registry::default().with(filter).with(layers);
     Ok((Box::new(subscriber), telemetry))
@@ -77,11 +79,14 @@ type BoxedLayer = Box<dyn Layer<Filtered> + Send + Sync>;
 
 /// The export layer for `otlp`, when set, and what flushes it.
 #[cfg(feature = "otlp")]
-fn exporting(otlp: Option<&Otlp>) -> Result<(Option<BoxedLayer>, Telemetry), String> {
+fn exporting(
+    otlp: Option<&Otlp>,
+    scrubber: &Arc<Scrubber>,
+) -> Result<(Option<BoxedLayer>, Telemetry), String> {
     let Some(otlp) = otlp else {
         return Ok((None, Telemetry::default()));
     };
-    let (layer, provider) = export::layer(otlp)?;
+    let (layer, provider) = export::layer(otlp, Arc::clone(scrubber))?;
     let telemetry = Telemetry {
         provider: Some(provider),
     };
@@ -90,7 +95,10 @@ fn exporting(otlp: Option<&Otlp>) -> Result<(Option<BoxedLayer>, Telemetry), Str
 
 /// A build without the exporter refuses an export.
 #[cfg(not(feature = "otlp"))]
-fn exporting(otlp: Option<&Otlp>) -> Result<(Option<BoxedLayer>, Telemetry), String> {
+fn exporting(
+    otlp: Option<&Otlp>,
+    _scrubber: &Arc<Scrubber>,
+) -> Result<(Option<BoxedLayer>, Telemetry), String> {
     match otlp {
         None => Ok((None, Telemetry::default())),
         Some(otlp) => Err(format!(
@@ -112,10 +120,10 @@ pub fn init(
     // Colour codes only for a person at a terminal, not in a log file or a collector.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let writer = Scrubbed {
-        scrubber,
+        scrubber: Arc::clone(&scrubber),
         inner: std::io::stderr,
     };
-    let (subscriber, telemetry) = subscriber(format, writer, ansi, otlp)?;
+    let (subscriber, telemetry) = subscriber(format, writer, ansi, otlp, &scrubber)?;
     match tracing::subscriber::set_global_default(subscriber) {
         Ok(()) => Ok(telemetry),
         Err(_) => Ok(Telemetry::default()),
@@ -170,8 +178,14 @@ mod export {
     //! encoders, and the server's HTTP client (reqwest with rustls, so `https://` collectors
     //! work) in its blocking form, on the processor's thread.
 
-    use std::sync::OnceLock;
+    use std::borrow::Cow;
+    use std::sync::{Arc, OnceLock};
     use std::time::Duration;
+
+    use opentelemetry::trace::Status;
+    use opentelemetry::{Array, KeyValue, StringValue, Value};
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
@@ -180,7 +194,7 @@ mod export {
     use opentelemetry_sdk::trace::SdkTracerProvider;
     use tracing_subscriber::Layer;
 
-    use super::{BoxedLayer, Otlp};
+    use super::{BoxedLayer, Otlp, Scrubber, Site};
     use crate::config::OtlpProtocol;
 
     /// How long one export may take, the collector's answer included.
@@ -190,7 +204,10 @@ mod export {
     const MAX_ANSWER: u64 = 64 * 1024;
 
     /// The tracing layer that exports to `otlp`, and the provider that flushes it.
-    pub(super) fn layer(otlp: &Otlp) -> Result<(BoxedLayer, SdkTracerProvider), String> {
+    pub(super) fn layer(
+        otlp: &Otlp,
+        scrubber: Arc<Scrubber>,
+    ) -> Result<(BoxedLayer, SdkTracerProvider), String> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(Blocking::default())
@@ -209,6 +226,10 @@ mod export {
                 env!("CARGO_PKG_VERSION"),
             ))
             .build();
+        let exporter = ScrubbedSpans {
+            inner: exporter,
+            scrubber,
+        };
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource)
@@ -216,6 +237,79 @@ mod export {
         let tracer = provider.tracer("agent-server");
         let layer = tracing_opentelemetry::layer().with_tracer(tracer).boxed();
         Ok((layer, provider))
+    }
+
+    /// Spans scrubbed of the server's secrets (their names, attributes, events and error
+    /// status) before `inner` exports them: an error logged inside a span travels as one of
+    /// its events' attributes.
+    #[derive(Debug)]
+    struct ScrubbedSpans<E> {
+        inner: E,
+        scrubber: Arc<Scrubber>,
+    }
+
+    impl<E: SpanExporter> SpanExporter for ScrubbedSpans<E> {
+        fn export(
+            &self,
+            mut batch: Vec<SpanData>,
+        ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+            if self.scrubber.is_active() {
+                for span in &mut batch {
+                    self.scrub_span(span);
+                }
+            }
+            self.inner.export(batch)
+        }
+
+        fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+            self.inner.shutdown_with_timeout(timeout)
+        }
+
+        fn force_flush(&self) -> OTelSdkResult {
+            self.inner.force_flush()
+        }
+
+        fn set_resource(&mut self, resource: &Resource) {
+            self.inner.set_resource(resource);
+        }
+    }
+
+    impl<E> ScrubbedSpans<E> {
+        fn scrub_span(&self, span: &mut SpanData) {
+            self.scrub_text(&mut span.name);
+            self.scrub_attributes(&mut span.attributes);
+            for event in &mut span.events.events {
+                self.scrub_text(&mut event.name);
+                self.scrub_attributes(&mut event.attributes);
+            }
+            if let Status::Error { description } = &mut span.status {
+                self.scrub_text(description);
+            }
+        }
+
+        fn scrub_text(&self, text: &mut Cow<'static, str>) {
+            if let Cow::Owned(clean) = self.scrubber.scrub(Site::Telemetry, text) {
+                *text = Cow::Owned(clean);
+            }
+        }
+
+        fn scrub_attributes(&self, attributes: &mut [KeyValue]) {
+            for attribute in attributes {
+                match &mut attribute.value {
+                    Value::String(text) => self.scrub_value(text),
+                    Value::Array(Array::String(texts)) => {
+                        texts.iter_mut().for_each(|text| self.scrub_value(text));
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        fn scrub_value(&self, value: &mut StringValue) {
+            if let Cow::Owned(clean) = self.scrubber.scrub(Site::Telemetry, value.as_str()) {
+                *value = StringValue::from(clean);
+            }
+        }
     }
 
     /// reqwest's blocking client, made on first use: on the span processor's own thread,

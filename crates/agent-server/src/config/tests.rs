@@ -260,3 +260,62 @@ fn mcp_servers_are_checked_at_start() {
         check(argv, *expected);
     }
 }
+
+#[test]
+fn every_secret_setting_reaches_the_scrubber() {
+    let secret = "jwt-secret-for-the-scrubber-test-0123456789";
+    let parse = |argv: &[&str]| {
+        Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())
+            .and_then(|cli| ServerConfig::from_args(cli.args).map_err(|e| e.to_string()))
+    };
+    let config = parse(&[
+        "--jwt-secret",
+        secret,
+        "--llm-base-url",
+        "http://127.0.0.1:9/v1",
+        "--llm-model",
+        "m",
+        "--llm-api-key",
+        "sk-model-key-0123",
+        "--broker",
+        "redis://:broker-password-1@127.0.0.1:6379",
+        "--store",
+        "postgres://app@db/app?password=store%2Fpassword-2",
+        "--secret-env",
+        "PATH",
+    ])
+    .unwrap();
+    let path = std::env::var("PATH").unwrap();
+    let scrubbed = |text: &str| {
+        config
+            .scrubber
+            .scrub(::secrets::Site::Logs, text)
+            .into_owned()
+    };
+    for value in [
+        secret,
+        "sk-model-key-0123",
+        "broker-password-1",
+        "store/password-2",
+        path.as_str(),
+    ] {
+        let said = format!("before {value} after");
+        assert_eq!(
+            scrubbed(&said),
+            format!("before {} after", ::secrets::MARKER)
+        );
+    }
+    // The llm agent scrubs with the same scrubber.
+    let llm = config.llm.as_ref().unwrap();
+    assert!(Arc::ptr_eq(&llm.scrubber, &config.scrubber));
+    // A short URL password is not scrubbed, and said so; an unset --secret-env is refused.
+    let short = parse(&["--store", "postgres://app:pw@db/app"]).unwrap();
+    assert_eq!(short.unscrubbed.len(), 1);
+    assert!(short.unscrubbed[0].to_string().contains("--store"));
+    let unset = parse(&["--secret-env", "AGENT_SERVER_TEST_NEVER_SET_4242"]).unwrap_err();
+    assert!(
+        unset.contains("--secret-env") && unset.contains("AGENT_SERVER_TEST_NEVER_SET_4242"),
+        "{unset}"
+    );
+}
