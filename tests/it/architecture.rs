@@ -9,6 +9,8 @@ use std::path::Path;
 /// dev ones).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("core-context", &[]),
+    // The secret scrubber: text in, text out, beside core-context; knows no other crate.
+    ("secrets", &[]),
     ("agent-registry", &["core-context"]),
     ("ws-bridge", &["core-context"]),
     // The history store: data and SQL, knows nothing of streams, engines or the wire.
@@ -21,7 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "compat",
         &["core-context", "agent-registry", "execution-engine"],
     ),
-    ("llm-agent", &["core-context", "agent-registry"]),
+    ("llm-agent", &["core-context", "agent-registry", "secrets"]),
     // Tools from MCP servers: the registry's Tool over rmcp, nothing above it.
     ("mcp-tools", &["core-context", "agent-registry"]),
     // The wire, and the client that speaks it: below the server, above nothing but the ids
@@ -47,6 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "mcp-tools",
             "agent-protocol",
             "agent-client",
+            "secrets",
         ],
     ),
 ];
