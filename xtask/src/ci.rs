@@ -1,16 +1,27 @@
 //! `cargo xtask ci`: the whole CI gate, one step after another, stopping at the first failure.
 //!
-//! The steps are the README's test command: formatting, clippy with warnings denied, the
-//! tests, the ssot-check (run in-process, it needs no build) and the documentation build with
-//! rustdoc warnings denied. Running them from one place means CI and a developer's machine run
-//! the same thing; each step prints its name, its command and how long it took.
+//! The steps are the README's test command: formatting, the dependency policy (`cargo deny`:
+//! licenses, banned and duplicate crates, sources; rules in `deny.toml`), clippy with warnings
+//! denied, the tests, the ssot-check (run in-process, it needs no build) and the documentation
+//! build with rustdoc warnings denied. Running them from one place means CI and a developer's
+//! machine run the same thing; each step prints its name, its command and how long it took.
+//!
+//! The dependency policy runs second because it takes seconds and its failures (a new
+//! dependency under a refused license, a second version of a crate) are cheaper to see before
+//! the long build than after it. It runs offline, so it needs every crate of the lock file on
+//! disk: the `fetch` step before it downloads what is missing from crates.io, as a build would.
+//! Tools a step needs beyond cargo itself (cargo-deny) are looked for before the first step
+//! runs, so a machine without them fails at once, with the command that installs them.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use crate::{Error, StepOutcome, ssot};
+
+/// The cargo-deny release CI installs (`.ci/run`) and `deny.toml` is written for.
+pub const CARGO_DENY_VERSION: &str = "0.20.2";
 
 /// One step of the gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +30,30 @@ pub struct Step {
     pub name: &'static str,
     /// What the step does.
     pub action: Action,
+    /// A cargo subcommand the step needs that does not come with cargo.
+    pub requires: Option<Tool>,
+}
+
+/// A cargo subcommand installed separately (`cargo-NAME` on `PATH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tool {
+    /// The subcommand, as in `cargo deny`.
+    pub subcommand: &'static str,
+    /// The release the gate is written for.
+    pub version: &'static str,
+    /// The command that installs that release.
+    pub install: String,
+}
+
+impl Tool {
+    /// cargo-deny, pinned to [`CARGO_DENY_VERSION`].
+    pub fn cargo_deny() -> Self {
+        Tool {
+            subcommand: "deny",
+            version: CARGO_DENY_VERSION,
+            install: format!("cargo install --locked cargo-deny --version {CARGO_DENY_VERSION}"),
+        }
+    }
 }
 
 /// What a step does.
@@ -56,9 +91,19 @@ pub fn steps() -> Vec<Step> {
     let cargo = |name, args, env| Step {
         name,
         action: Action::Cargo { args, env },
+        requires: None,
     };
     vec![
         cargo("fmt", &["fmt", "--all", "--", "--check"], &[]),
+        cargo("fetch", &["fetch"], &[]),
+        Step {
+            requires: Some(Tool::cargo_deny()),
+            ..cargo(
+                "deny",
+                &["deny", "--offline", "check", "licenses", "bans", "sources"],
+                &[],
+            )
+        },
         cargo(
             "clippy",
             &[
@@ -75,6 +120,7 @@ pub fn steps() -> Vec<Step> {
         Step {
             name: "ssot-check",
             action: Action::SsotCheck,
+            requires: None,
         },
         cargo(
             "doc",
@@ -88,6 +134,7 @@ pub fn steps() -> Vec<Step> {
 pub fn run(root: &Path) -> Result<(), Error> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let steps = steps();
+    check_tools(&cargo, &steps)?;
     let total = steps.len();
     let started = Instant::now();
     for (i, step) in steps.iter().enumerate() {
@@ -136,6 +183,53 @@ pub fn run(root: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Makes sure every tool the steps need answers `cargo SUBCOMMAND --version`, before the first
+/// step runs; a tool of another release than the pinned one gets a note, not an error (its
+/// output may still pass, and the note says what to install if it does not).
+pub fn check_tools(cargo: &OsStr, steps: &[Step]) -> Result<(), Error> {
+    for step in steps {
+        let Some(tool) = &step.requires else {
+            continue;
+        };
+        let command = format!("cargo {} --version", tool.subcommand);
+        let output = Command::new(cargo)
+            .args([tool.subcommand, "--version"])
+            .output()
+            .map_err(|source| Error::Spawn {
+                step: step.name,
+                command: command.clone(),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(Error::MissingTool {
+                step: step.name,
+                subcommand: tool.subcommand,
+                install: tool.install.clone(),
+            });
+        }
+        if let Some(note) = version_note(tool, &String::from_utf8_lossy(&output.stdout)) {
+            println!("ci: {note}");
+        }
+    }
+    Ok(())
+}
+
+/// What to say when `cargo SUBCOMMAND --version` printed `version_output` and that is not the
+/// pinned release; `None` when it is.
+pub fn version_note(tool: &Tool, version_output: &str) -> Option<String> {
+    let found = version_output
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("an unknown version");
+    (found != tool.version).then(|| {
+        format!(
+            "cargo-{} {found} found, CI pins {}; if its step fails on its configuration, \
+             install the pinned one: `{}`",
+            tool.subcommand, tool.version, tool.install
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,11 +242,87 @@ mod tests {
             .collect();
         let expected = [
             "fmt: cargo fmt --all -- --check",
+            "fetch: cargo fetch",
+            "deny: cargo deny --offline check licenses bans sources",
             "clippy: cargo clippy --workspace --all-targets -- -D warnings",
             "test: cargo test --workspace",
             "ssot-check: cargo xtask ssot-check",
             "doc: RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps",
         ];
         assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn only_the_deny_step_needs_a_tool_and_it_is_cargo_deny_pinned() {
+        let needing: Vec<(&str, Option<Tool>)> = steps()
+            .into_iter()
+            .filter(|s| s.requires.is_some())
+            .map(|s| (s.name, s.requires))
+            .collect();
+        assert_eq!(needing, [("deny", Some(Tool::cargo_deny()))]);
+        assert_eq!(
+            Tool::cargo_deny().install,
+            "cargo install --locked cargo-deny --version 0.20.2"
+        );
+    }
+
+    /// `.ci/run` installs cargo-deny itself; it must install the release the gate pins.
+    #[test]
+    fn ci_run_installs_the_pinned_cargo_deny() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/run");
+        let text = std::fs::read_to_string(&script).expect("xtask lives next to .ci/run");
+        let pin = format!("CARGO_DENY_VERSION={CARGO_DENY_VERSION}");
+        assert!(
+            text.lines().any(|line| line.trim() == pin),
+            "{} should set `{pin}`",
+            script.display()
+        );
+    }
+
+    #[track_caller]
+    fn check_note(version_output: &str, expected: Option<&str>) {
+        assert_eq!(
+            version_note(&Tool::cargo_deny(), version_output).as_deref(),
+            expected
+        );
+    }
+
+    #[test]
+    fn a_tool_of_another_release_gets_a_note_naming_both_releases() {
+        check_note("cargo-deny 0.20.2\n", None);
+        check_note(
+            "cargo-deny 0.18.3\n",
+            Some(
+                "cargo-deny 0.18.3 found, CI pins 0.20.2; if its step fails on its \
+                 configuration, install the pinned one: \
+                 `cargo install --locked cargo-deny --version 0.20.2`",
+            ),
+        );
+        check_note(
+            "",
+            Some(
+                "cargo-deny an unknown version found, CI pins 0.20.2; if its step fails on \
+                 its configuration, install the pinned one: \
+                 `cargo install --locked cargo-deny --version 0.20.2`",
+            ),
+        );
+    }
+
+    /// A cargo that does not know the subcommand (here `false`, which fails whatever it is
+    /// asked) stops the gate before any step, with the install command in the message.
+    #[test]
+    fn a_missing_tool_fails_before_the_first_step_and_says_how_to_install_it() {
+        let error = check_tools(OsStr::new("false"), &steps()).expect_err("false never succeeds");
+        assert!(
+            matches!(error, Error::MissingTool { step: "deny", .. }),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "ci: step `deny` needs cargo-deny, which is not installed (`cargo deny --version` \
+             failed); install it with `cargo install --locked cargo-deny --version 0.20.2` \
+             (.ci/run installs it into /var/tmp/agent-engine-ci-tools/bin and puts that on PATH)"
+        );
+        check_tools(OsStr::new("true"), &steps()).expect("a cargo that answers is enough");
     }
 }

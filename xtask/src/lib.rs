@@ -3,7 +3,8 @@
 //!
 //! - [`ssot`]: `cargo xtask ssot-check`, which keeps the execution engine single: exactly one
 //!   engine type, defined in one crate, aliased only in the crates allowed to alias it.
-//! - [`ci`]: `cargo xtask ci`, the whole CI gate (fmt, clippy, tests, ssot-check, docs) in order.
+//! - [`ci`]: `cargo xtask ci`, the whole CI gate (fmt, cargo deny, clippy, tests, ssot-check,
+//!   docs) in order.
 //! - [`mod@bench`]: `cargo xtask bench`, which runs loadgen against agent-server and the bare
 //!   baseline in release mode and writes `docs/benchmarks.md`.
 //! - [`workspace`]: finding the workspace root that the commands work on.
@@ -58,6 +59,15 @@ pub enum Error {
         /// What the operating system said.
         source: io::Error,
     },
+    /// A CI step needs a cargo subcommand that is not installed (`cargo deny`, say).
+    MissingTool {
+        /// The CI step, e.g. `deny`.
+        step: &'static str,
+        /// The subcommand, e.g. `deny` for cargo-deny.
+        subcommand: &'static str,
+        /// The command that installs the release CI pins.
+        install: String,
+    },
     /// The benchmark could not run (a build failed, cargo printed no metadata).
     Bench(String),
     /// A CI step ran and failed.
@@ -99,6 +109,16 @@ impl fmt::Display for Error {
                 start.display()
             ),
             Error::Bench(problem) => write!(f, "bench: {problem}"),
+            Error::MissingTool {
+                step,
+                subcommand,
+                install,
+            } => write!(
+                f,
+                "ci: step `{step}` needs cargo-{subcommand}, which is not installed (`cargo \
+                 {subcommand} --version` failed); install it with `{install}` (.ci/run installs it \
+                 into /var/tmp/agent-engine-ci-tools/bin and puts that on PATH)"
+            ),
             Error::Spawn {
                 step,
                 command,
@@ -135,7 +155,10 @@ impl std::error::Error for Error {
             Error::Io { source, .. } | Error::Spawn { source, .. } => Some(source),
             Error::Walk(source) => Some(source),
             Error::Config { problem, .. } => Some(problem),
-            Error::NoWorkspaceRoot { .. } | Error::StepFailed { .. } | Error::Bench(_) => None,
+            Error::NoWorkspaceRoot { .. }
+            | Error::StepFailed { .. }
+            | Error::MissingTool { .. }
+            | Error::Bench(_) => None,
         }
     }
 }

@@ -15,7 +15,8 @@ commands:
   ssot-check   check that the workspace has exactly one execution engine type
                (rules in [workspace.metadata.ssot-check] of the root Cargo.toml)
   ci           run the CI gate in order, stopping at the first failure:
-               fmt, clippy, test, ssot-check, doc
+               fmt, fetch, deny (cargo-deny: licenses, bans, sources; deny.toml),
+               clippy, test, ssot-check, doc
   bench        build agent-server and loadgen in release mode, load agent-server and
                the bare baseline in every scenario, write docs/benchmarks.md
                [--quick] a one-minute version (written under the target directory)
@@ -79,7 +80,7 @@ fn main() -> ExitCode {
             eprintln!("{error}");
             ExitCode::FAILURE
         }
-        Err(error @ Error::Spawn { .. }) => {
+        Err(error @ (Error::Spawn { .. } | Error::MissingTool { .. })) => {
             eprintln!("{error}");
             ExitCode::from(2)
         }
