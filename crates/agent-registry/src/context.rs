@@ -3,6 +3,10 @@
 //! The engine builds one context per run from [`AgentContextParts`]. Everything an agent
 //! emits goes through it, stamped with the run's [`RunScope`], to the user of the run's
 //! [`UserExecutionContext`]; an agent has no way to emit for another user or another run.
+//!
+//! Every tool call goes through [`AgentContext::call_tool_with_id`]: built-in tools, a
+//! model's calls, MCP tools. It checks the arguments against the tool's schema first
+//! ([`crate::schema`]), and bounds the size of what comes back ([`crate::bound`]).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -17,7 +21,8 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::agent::{AgentError, AgentInput, AgentOutput};
-use crate::registry::{AgentRegistry, ToolInfo};
+use crate::bound;
+use crate::registry::{AgentRegistry, Resolved, ToolInfo};
 use crate::tool::ToolError;
 
 /// Settings of the tool dispatcher.
@@ -27,13 +32,20 @@ pub struct DispatchConfig {
     pub default_tool_timeout: Duration,
     /// Bounds for arguments and results in events.
     pub redaction: Limits,
+    /// The largest tool result, in bytes of its JSON text, that the agent (and so the model)
+    /// and the events get whole; a larger one is replaced by a marked preview of this size.
+    pub max_result_bytes: usize,
 }
+
+/// [`DispatchConfig::max_result_bytes`] by default: 256 KiB.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 256 * 1024;
 
 impl Default for DispatchConfig {
     fn default() -> Self {
         Self {
             default_tool_timeout: Duration::from_secs(20),
             redaction: Limits::default(),
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
         }
     }
 }
@@ -175,8 +187,11 @@ impl AgentContext {
     /// Calls tool `name` with `args`, using `tool_call_id` (a model's own call id, say).
     ///
     /// Emits `tool_executing` before and exactly one `tool_completed` after, whatever
-    /// happens: success, failure, unknown tool, timeout, cancellation, a panicking tool, or
-    /// the run dropping this call half-way (then the completion says the call was abandoned).
+    /// happens: success, failure, unknown tool, arguments that do not fit the tool's schema
+    /// (the tool is not called), timeout, cancellation, a panicking tool, or the run dropping
+    /// this call half-way (then the completion says the call was abandoned). A result (or a
+    /// failure's message) over [`DispatchConfig::max_result_bytes`] comes back, and is
+    /// shown, truncated.
     pub async fn call_tool_with_id(
         &self,
         tool_call_id: &str,
@@ -198,6 +213,7 @@ impl AgentContext {
         };
         let span = tracing::info_span!("tool", tool = %name, tool_call_id = %tool_call_id);
         let outcome = self.dispatch(name, args).instrument(span.clone()).await;
+        let outcome = self.bound(name, outcome);
         span.in_scope(|| tracing::debug!(failed = outcome.is_err(), "tool call ended"));
         let result = match &outcome {
             Ok(value) => redact::redact(value, limits),
@@ -209,10 +225,17 @@ impl AgentContext {
 
     async fn dispatch(&self, name: &str, args: Value) -> Result<Value, ToolError> {
         let registry = &self.parts.registry;
-        let tool = registry.tool(name).ok_or_else(|| ToolError::UnknownTool {
-            name: name.to_owned(),
-            available: registry.tool_names().join(", "),
-        })?;
+        let Resolved { tool, schema } =
+            registry
+                .resolve(name)
+                .ok_or_else(|| ToolError::UnknownTool {
+                    name: name.to_owned(),
+                    available: registry.tool_names().join(", "),
+                })?;
+        if let Some(Err(problems)) = schema.map(|schema| schema.check(&args)) {
+            registry.count(name, |c| c.invalid_arguments += 1);
+            return Err(ToolError::InvalidArguments(problems));
+        }
         let limit = tool
             .timeout()
             .unwrap_or(self.parts.dispatch.default_tool_timeout);
@@ -226,6 +249,28 @@ impl AgentContext {
                 Ok(Ok(result)) => result,
             },
         }
+    }
+
+    /// `outcome` within [`DispatchConfig::max_result_bytes`], counted when it was cut.
+    fn bound(&self, name: &str, outcome: Result<Value, ToolError>) -> Result<Value, ToolError> {
+        let max = self.parts.dispatch.max_result_bytes;
+        let (outcome, cut) = match outcome {
+            Ok(value) => {
+                let (value, cut) = bound::bound_value(value, max);
+                (Ok(value), cut)
+            }
+            Err(error) => {
+                let (error, cut) = bound::bound_error(error, max);
+                (Err(error), cut)
+            }
+        };
+        if cut {
+            self.parts
+                .registry
+                .count(name, |c| c.truncated_results += 1);
+            tracing::debug!(tool = %name, max_bytes = max, "a tool's result was truncated");
+        }
+        outcome
     }
 
     fn emit(&self, kind: EventKind) {
@@ -590,3 +635,6 @@ mod tests {
 
     use crate::RegistryError;
 }
+
+#[cfg(test)]
+mod bounds_tests;
