@@ -1,6 +1,7 @@
 //! What a scrape reads at the time it is made: states (gauges) and the counts other parts
-//! keep themselves (the history writer, the Redis broker, the `llm` agent), put in a
-//! registry made for this scrape and written after the live one.
+//! keep themselves (the history writer, the Redis broker, the `llm` agent, the tool
+//! dispatcher's refusals and cuts), put in a registry made for this scrape and written after
+//! the live one.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -25,6 +26,11 @@ struct Outcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Server {
     server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Tool {
+    tool: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +66,7 @@ pub(super) fn render(live: &Registry, metrics: &Metrics, state: &AppState) -> St
     broker(&mut now, state);
     model(&mut now, state);
     mcp(&mut now, state);
+    tools(&mut now, state);
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode_registry(&mut out, live)
@@ -160,6 +167,36 @@ fn mcp(r: &mut Registry, state: &AppState) {
         "mcp_server_failures",
         "Failed starts and lost sessions of the MCP server (each is followed by a restart)",
         failures,
+    );
+}
+
+/// What the tool dispatcher refused or cut, by tool (the registry counts both: neither is
+/// visible in an event without matching on its text).
+fn tools(r: &mut Registry, state: &AppState) {
+    let invalid = Family::<Tool, Counter>::default();
+    let truncated = Family::<Tool, Counter>::default();
+    for (tool, counts) in state.registry().tool_counts() {
+        let label = Tool { tool };
+        if counts.invalid_arguments > 0 {
+            invalid
+                .get_or_create(&label)
+                .inc_by(counts.invalid_arguments);
+        }
+        if counts.truncated_results > 0 {
+            truncated
+                .get_or_create(&label)
+                .inc_by(counts.truncated_results);
+        }
+    }
+    r.register(
+        "tool_arguments_invalid",
+        "Tool calls refused before the call: their arguments did not fit the tool's JSON Schema",
+        invalid,
+    );
+    r.register(
+        "tool_results_truncated",
+        "Tool results (or failure messages) cut to the dispatcher's size bound",
+        truncated,
     );
 }
 
