@@ -171,22 +171,27 @@ fn mcp(r: &mut Registry, state: &AppState) {
 }
 
 /// What the tool dispatcher refused or cut, by tool (the registry counts both: neither is
-/// visible in an event without matching on its text).
+/// visible in an event without matching on its text). Every tool listed now has a sample,
+/// zero until something is counted, so a rate is defined from the first scrape.
 fn tools(r: &mut Registry, state: &AppState) {
     let invalid = Family::<Tool, Counter>::default();
     let truncated = Family::<Tool, Counter>::default();
-    for (tool, counts) in state.registry().tool_counts() {
+    let registry = state.registry();
+    let counts = registry.tool_counts();
+    let names: std::collections::BTreeSet<String> = registry
+        .tool_names()
+        .into_iter()
+        .chain(counts.keys().cloned())
+        .collect();
+    for tool in names {
+        let counted = counts.get(&tool).copied().unwrap_or_default();
         let label = Tool { tool };
-        if counts.invalid_arguments > 0 {
-            invalid
-                .get_or_create(&label)
-                .inc_by(counts.invalid_arguments);
-        }
-        if counts.truncated_results > 0 {
-            truncated
-                .get_or_create(&label)
-                .inc_by(counts.truncated_results);
-        }
+        invalid
+            .get_or_create(&label)
+            .inc_by(counted.invalid_arguments);
+        truncated
+            .get_or_create(&label)
+            .inc_by(counted.truncated_results);
     }
     r.register(
         "tool_arguments_invalid",
