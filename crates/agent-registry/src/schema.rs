@@ -63,7 +63,7 @@ impl ArgumentSchema {
             Err(error) => {
                 tracing::warn!(
                     tool,
-                    error = %format!("{error:#}"),
+                    %error,
                     "the tool's argument schema does not compile; its arguments are not checked"
                 );
                 None
@@ -71,13 +71,17 @@ impl ArgumentSchema {
         }
     }
 
-    fn try_compile(schema: &Value) -> Result<Self, boon::CompileError> {
+    /// `schema` compiled, or why not (with its cause, which the alternate form adds).
+    fn try_compile(schema: &Value) -> Result<Self, String> {
+        let why = |error: boon::CompileError| format!("{error:#}");
         let mut compiler = boon::Compiler::new();
         compiler.set_default_draft(boon::Draft::V2020_12);
         compiler.use_loader(Box::new(NoLoader));
-        compiler.add_resource(LOCATION, schema.clone())?;
+        compiler
+            .add_resource(LOCATION, schema.clone())
+            .map_err(why)?;
         let mut schemas = boon::Schemas::new();
-        let index = compiler.compile(LOCATION, &mut schemas)?;
+        let index = compiler.compile(LOCATION, &mut schemas).map_err(why)?;
         Ok(Self { schemas, index })
     }
 
