@@ -48,3 +48,4 @@ mod server;
 mod server_support;
 mod subruns;
 mod support;
+mod tool_bounds;

@@ -2,7 +2,9 @@
 // a test controls. `pid` answers the server's process id (so a test sees a restart), `sleep`
 // waits `ms` milliseconds (unless the client cancels the call: `cancelled` counts those), `crash` ends the process mid-call, `freeze` hangs it,
 // `grow` adds a tool `grown` (the
-// SDK tells the client its tool list changed).
+// SDK tells the client its tool list changed), `big` answers `bytes` bytes of text, `calls` says
+// how many `tools/call` requests reached the server before it (so a test sees that a call was
+// refused before it was sent).
 //
 // `--wait-for PATH`: the server fails at start (exit 1, before speaking MCP) until PATH exists,
 // like a server whose dependency is not up yet.
@@ -63,4 +65,23 @@ server.registerTool("grow", { description: "Adds the tool `grown`." }, async () 
   server.registerTool("grown", { description: "Added by `grow`." }, async () => text("grown"));
   return text("added grown");
 });
-await server.connect(new StdioServerTransport());
+server.registerTool(
+  "big",
+  {
+    description: "Answers `bytes` bytes of text.",
+    inputSchema: { bytes: z.number().int().min(0).max(10_000_000) },
+  },
+  async ({ bytes }) => text("x".repeat(bytes)),
+);
+let toolCalls = 0;
+server.registerTool("calls", { description: "How many tools/call requests reached the server before this one." }, async () =>
+  text(toolCalls - 1),
+);
+const transport = new StdioServerTransport();
+await server.connect(transport);
+// Counted as they arrive, before the SDK checks their arguments against the tool's schema.
+const receive = transport.onmessage;
+transport.onmessage = (message, extra) => {
+  if (message.method === "tools/call") toolCalls += 1;
+  receive(message, extra);
+};

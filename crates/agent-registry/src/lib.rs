@@ -11,7 +11,9 @@
 //!   `tool_completed` itself, so an agent cannot forget one: arguments and results are redacted
 //!   and truncated in the events, each call has a timeout, honours cancellation, turns a
 //!   panicking tool into a failed call, and closes its `tool_executing` even when the run is
-//!   abandoned mid-call.
+//!   abandoned mid-call. Before the call it checks the arguments against the tool's JSON
+//!   Schema (a refusal the model can read, the tool not called); after it, it bounds the
+//!   result's size (a larger one is replaced by a marked preview that the agent sees too).
 //!
 //! This crate does not know about WebSockets: it emits through
 //! [`core_context::EventSink`]. It does not know about the engine either; the engine builds
@@ -20,11 +22,17 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod agent;
+mod bound;
 mod context;
 mod registry;
+mod schema;
 mod tool;
 
 pub use agent::{Agent, AgentError, AgentInput, AgentOutput, Turn, panic_message};
-pub use context::{AgentContext, AgentContextParts, DispatchConfig, SubRunner};
-pub use registry::{AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError, ToolInfo};
+pub use context::{
+    AgentContext, AgentContextParts, DEFAULT_MAX_RESULT_BYTES, DispatchConfig, SubRunner,
+};
+pub use registry::{
+    AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError, ToolCounts, ToolInfo,
+};
 pub use tool::{Tool, ToolError, ToolSet, parse_args};

@@ -6,16 +6,23 @@
 //! asked on each lookup; a built-in tool wins a name both have. Agents are registered as
 //! factories: [`AgentRegistry::create_agent`] calls the factory, so every run gets a fresh
 //! instance and no agent state outlives its run or crosses between users.
+//!
+//! Each built-in tool's argument schema is compiled when it is registered and kept beside it,
+//! so the dispatcher checks arguments without a lock; a tool set's tool's schema is compiled
+//! on its first call and cached by name and schema. The registry also counts what the
+//! dispatcher refused or cut, per tool ([`AgentRegistry::tool_counts`]), for the server's
+//! metrics.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::agent::Agent;
+use crate::schema::{ArgumentSchema, SchemaCache};
 use crate::tool::{Tool, ToolSet};
 
 type AgentFactory = Arc<dyn Fn() -> Box<dyn Agent> + Send + Sync>;
@@ -147,12 +154,40 @@ struct AgentEntry {
     name: Arc<str>,
 }
 
+/// A built-in tool and its compiled argument schema (`None` when it does not compile).
+#[derive(Clone)]
+struct ToolEntry {
+    tool: Arc<dyn Tool>,
+    schema: Option<Arc<ArgumentSchema>>,
+}
+
+/// What the dispatcher refused or cut for one tool, since the registry was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ToolCounts {
+    /// Calls refused because their arguments did not fit the tool's schema (the tool was
+    /// not called).
+    pub invalid_arguments: u64,
+    /// Results (or failure messages) cut to the dispatcher's size bound.
+    pub truncated_results: u64,
+}
+
 /// Agents and tools by name. See the module documentation.
+///
+/// A clone shares the original's counts and its cache of tool-set schemas.
 #[derive(Clone, Default)]
 pub struct AgentRegistry {
     agents: BTreeMap<String, AgentEntry>,
-    tools: BTreeMap<String, Arc<dyn Tool>>,
+    tools: BTreeMap<String, ToolEntry>,
     tool_sets: Vec<Arc<dyn ToolSet>>,
+    set_schemas: Arc<SchemaCache>,
+    // Touched only when a call is refused or cut, so a lock costs the hot path nothing.
+    counts: Arc<Mutex<BTreeMap<String, ToolCounts>>>,
+}
+
+/// A tool found for a call, with its compiled schema.
+pub(crate) struct Resolved {
+    pub(crate) tool: Arc<dyn Tool>,
+    pub(crate) schema: Option<Arc<ArgumentSchema>>,
 }
 
 impl fmt::Debug for AgentRegistry {
@@ -203,7 +238,8 @@ impl AgentRegistry {
         self.register_shared_tool(Arc::new(tool))
     }
 
-    /// Registers a tool that is already shared.
+    /// Registers a tool that is already shared. Its argument schema is compiled now; one
+    /// that does not compile is logged, and the tool's arguments then go to it unchecked.
     pub fn register_shared_tool(&mut self, tool: Arc<dyn Tool>) -> Result<(), RegistryError> {
         let name = tool.name().to_owned();
         if !valid_name(&name) {
@@ -212,7 +248,8 @@ impl AgentRegistry {
         if self.tools.contains_key(&name) {
             return Err(RegistryError::Duplicate { kind: "tool", name });
         }
-        self.tools.insert(name, tool);
+        let schema = ArgumentSchema::compile(&name, &tool.parameters());
+        self.tools.insert(name, ToolEntry { tool, schema });
         Ok(())
     }
 
@@ -246,10 +283,38 @@ impl AgentRegistry {
 
     /// The tool `name`: a built-in one, or one a tool set answers now.
     pub fn tool(&self, name: &str) -> Option<Arc<dyn Tool>> {
-        if let Some(tool) = self.tools.get(name) {
-            return Some(Arc::clone(tool));
+        if let Some(entry) = self.tools.get(name) {
+            return Some(Arc::clone(&entry.tool));
         }
         self.tool_sets.iter().find_map(|set| set.tool(name))
+    }
+
+    /// The tool `name` with its compiled argument schema, for the dispatcher.
+    pub(crate) fn resolve(&self, name: &str) -> Option<Resolved> {
+        if let Some(entry) = self.tools.get(name) {
+            return Some(Resolved {
+                tool: Arc::clone(&entry.tool),
+                schema: entry.schema.clone(),
+            });
+        }
+        let tool = self.tool_sets.iter().find_map(|set| set.tool(name))?;
+        let schema = self.set_schemas.get(name, tool.parameters());
+        Some(Resolved { tool, schema })
+    }
+
+    /// What the dispatcher refused or cut, by tool name (tools with nothing counted are
+    /// absent).
+    pub fn tool_counts(&self) -> BTreeMap<String, ToolCounts> {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Counts one refusal or cut of tool `name`'s call.
+    pub(crate) fn count(&self, name: &str, what: impl FnOnce(&mut ToolCounts)) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        what(counts.entry(name.to_owned()).or_default());
     }
 
     /// Registered agent names, sorted.
@@ -259,7 +324,11 @@ impl AgentRegistry {
 
     /// The tools now, by name: the built-in ones, then each set's, the first of a name kept.
     fn all_tools(&self) -> BTreeMap<String, Arc<dyn Tool>> {
-        let mut all = self.tools.clone();
+        let mut all: BTreeMap<String, Arc<dyn Tool>> = self
+            .tools
+            .iter()
+            .map(|(name, entry)| (name.clone(), Arc::clone(&entry.tool)))
+            .collect();
         for tool in self.tool_sets.iter().flat_map(|set| set.tools()) {
             let name = tool.name();
             if valid_name(name) && !all.contains_key(name) {

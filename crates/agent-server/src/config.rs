@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// Time limit in seconds of a tool call whose tool sets none.
     #[arg(long, env = "AGENT_SERVER_TOOL_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub tool_timeout_secs: u64,
+    /// Largest tool result in bytes (of its JSON text) that agents, models and clients get
+    /// whole; a larger one is replaced by `{"truncated": true, "bytes": N, "preview": ...}`.
+    #[arg(long, env = "AGENT_SERVER_TOOL_RESULT_MAX_BYTES", default_value_t = agent_registry::DEFAULT_MAX_RESULT_BYTES as u64, value_parser = clap::value_parser!(u64).range(1_024..=67_108_864))]
+    pub tool_result_max_bytes: u64,
     /// Threads per user whose owner this node remembers (the oldest are forgotten first;
     /// with a store, the history still knows whose they are).
     #[arg(long, env = "AGENT_SERVER_MAX_THREADS_PER_USER", default_value_t = crate::sessions::MAX_THREADS_PER_USER as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -517,6 +521,7 @@ impl ServerConfig {
                 max_engines_per_user: args.max_engines_per_user as usize,
                 dispatch: agent_registry::DispatchConfig {
                     default_tool_timeout: Duration::from_secs(args.tool_timeout_secs),
+                    max_result_bytes: args.tool_result_max_bytes as usize,
                     ..defaults.engine.dispatch
                 },
                 ..defaults.engine

@@ -1,6 +1,7 @@
 //! What a scrape reads at the time it is made: states (gauges) and the counts other parts
-//! keep themselves (the history writer, the Redis broker, the `llm` agent), put in a
-//! registry made for this scrape and written after the live one.
+//! keep themselves (the history writer, the Redis broker, the `llm` agent, the tool
+//! dispatcher's refusals and cuts), put in a registry made for this scrape and written after
+//! the live one.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -25,6 +26,11 @@ struct Outcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Server {
     server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Tool {
+    tool: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +67,7 @@ pub(super) fn render(live: &Registry, metrics: &Metrics, state: &AppState) -> St
     model(&mut now, state);
     mcp(&mut now, state);
     secrets(&mut now, state);
+    tools(&mut now, state);
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode_registry(&mut out, live)
@@ -183,6 +190,41 @@ fn mcp(r: &mut Registry, state: &AppState) {
         "mcp_server_failures",
         "Failed starts and lost sessions of the MCP server (each is followed by a restart)",
         failures,
+    );
+}
+
+/// What the tool dispatcher refused or cut, by tool (the registry counts both: neither is
+/// visible in an event without matching on its text). Every tool listed now has a sample,
+/// zero until something is counted, so a rate is defined from the first scrape.
+fn tools(r: &mut Registry, state: &AppState) {
+    let invalid = Family::<Tool, Counter>::default();
+    let truncated = Family::<Tool, Counter>::default();
+    let registry = state.registry();
+    let counts = registry.tool_counts();
+    let names: std::collections::BTreeSet<String> = registry
+        .tool_names()
+        .into_iter()
+        .chain(counts.keys().cloned())
+        .collect();
+    for tool in names {
+        let counted = counts.get(&tool).copied().unwrap_or_default();
+        let label = Tool { tool };
+        invalid
+            .get_or_create(&label)
+            .inc_by(counted.invalid_arguments);
+        truncated
+            .get_or_create(&label)
+            .inc_by(counted.truncated_results);
+    }
+    r.register(
+        "tool_arguments_invalid",
+        "Tool calls refused before the call: their arguments did not fit the tool's JSON Schema",
+        invalid,
+    );
+    r.register(
+        "tool_results_truncated",
+        "Tool results (or failure messages) cut to the dispatcher's size bound",
+        truncated,
     );
 }
 
