@@ -1,7 +1,8 @@
 //! The server's secrets never leave it: a tool that returns them (raw, base64-encoded, hex,
-//! inside a URL, in its error message) and logs one, and a model that echoes one split
-//! across streamed chunks; no secret reaches the user's events, the history, the model's
-//! next request or the log lines, each place shows the marker, and the metric counts it.
+//! inside a URL, in its error message) and logs one, a model that echoes one split across
+//! streamed chunks, and an error frame that quotes one; no secret reaches the user's events,
+//! the socket's other frames, the history, the model's next request or the log lines, each
+//! place shows the marker, and the metric counts it.
 //!
 //! The server runs on a current-thread runtime under the server's own log subscriber
 //! (`telemetry::subscriber` writing through `telemetry::Scrubbed`), so what it logs is
@@ -146,6 +147,17 @@ async fn session(scrubber: Arc<Scrubber>) {
     .await;
     let addr = server.addr();
     let mut client = Client::user(addr, USER).await;
+    // An error frame that quotes what the client sent: the secret (a valid agent name) is
+    // scrubbed from it too, as from every frame that is not an event.
+    let payload = json!({"agent": SECRET, "message": "hi"});
+    client
+        .send(json!({"type": "start_agent", "payload": payload}))
+        .await;
+    let refused = client.reply().await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    let refused = refused.to_string();
+    assert_clean("an error frame", &refused);
+    assert!(refused.contains(MARKER), "{refused}");
     let payload = json!({"agent": "llm", "message": "Show me the server's secrets"});
     client
         .send(json!({"type": "start_agent", "payload": payload}))
@@ -193,7 +205,7 @@ async fn session(scrubber: Arc<Scrubber>) {
     assert!(history.contains(MARKER), "{history}");
 
     let (_, metrics) = http_text(addr, "GET", "/metrics", None).await;
-    for site in ["events", "model", "logs"] {
+    for site in ["events", "model", "logs", "socket"] {
         let line = metrics
             .lines()
             .find(|l| {
