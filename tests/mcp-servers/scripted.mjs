@@ -2,7 +2,8 @@
 // a test controls. `pid` answers the server's process id (so a test sees a restart), `sleep`
 // waits `ms` milliseconds (unless the client cancels the call: `cancelled` counts those), `crash` ends the process mid-call, `freeze` hangs it,
 // `grow` adds a tool `grown` (the
-// SDK tells the client its tool list changed).
+// SDK tells the client its tool list changed), `environment` answers its working directory and
+// its whole environment (as JSON: {"cwd": ..., "env": {...}}).
 //
 // `--wait-for PATH`: the server fails at start (exit 1, before speaking MCP) until PATH exists,
 // like a server whose dependency is not up yet.
@@ -63,4 +64,9 @@ server.registerTool("grow", { description: "Adds the tool `grown`." }, async () 
   server.registerTool("grown", { description: "Added by `grow`." }, async () => text("grown"));
   return text("added grown");
 });
+server.registerTool(
+  "environment",
+  { description: "The server's working directory and environment, as JSON." },
+  async () => text(JSON.stringify({ cwd: process.cwd(), env: process.env })),
+);
 await server.connect(new StdioServerTransport());
