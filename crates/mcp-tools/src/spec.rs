@@ -410,6 +410,9 @@ mod tests {
     /// error begins.
     type Outcome<'a> = Result<&'a [&'a str], &'a str>;
 
+    /// A spec, the variables given to it (name, passed with `--mcp-pass-env`), the outcome.
+    type EnvCase<'a> = (McpServerSpec, &'a [(&'a str, bool)], Outcome<'a>);
+
     /// A variable no test environment sets.
     const UNSET: &str = "AGENT_ENGINE_TEST_SURELY_UNSET_4711";
 
@@ -418,7 +421,7 @@ mod tests {
         let command = || McpServerSpec::parse("fs=node fs.js").unwrap();
         let web = || McpServerSpec::parse("web=https://mcp.example/mcp").unwrap();
         // (variable, passed): set with `--mcp-env` to a secret-looking value, or passed.
-        let table: &[(McpServerSpec, &[(&str, bool)], Outcome<'_>)] = &[
+        let table: &[EnvCase<'_>] = &[
             (command(), &[("API_KEY", false)], Ok(&["API_KEY"])),
             (
                 command(),
@@ -466,47 +469,52 @@ mod tests {
                 Err("--mcp-pass-env web:PATH: the MCP server web"),
             ),
         ];
-        let given = |var: &str| format!("value-of-{var}-s3cret");
-        let value = |var: &str, passed: bool| {
-            if passed {
-                std::env::var(var).unwrap()
-            } else {
-                given(var)
-            }
-        };
         for (spec, vars, expected) in table {
-            let mut spec = spec.clone();
-            let got = vars.iter().try_for_each(|(var, passed)| {
-                if *passed {
-                    spec.pass_env(var)
-                } else {
-                    spec.set_env(var, &given(var))
-                }
-            });
-            match (got, expected) {
-                (Ok(()), Ok(names)) => {
-                    let Target::Stdio { env, .. } = &spec.target else {
-                        panic!("{spec:?} runs no command");
-                    };
-                    let got: Vec<&str> = env.iter().map(EnvVar::name).collect();
-                    assert_eq!(&got, names);
-                    let values: Vec<String> = vars
-                        .iter()
-                        .map(|(var, passed)| value(var, *passed))
-                        .collect();
-                    assert_eq!(spec.secret_values(), values);
-                    assert!(!format!("{spec:?}").contains("s3cret"), "{spec:?}");
-                }
-                (Err(e), Err(says)) => {
-                    let said = e.to_string();
-                    assert!(
-                        said.starts_with(says),
-                        "{said:?} does not start with {says:?}"
-                    );
-                    assert!(!said.contains("s3cret"), "{said}");
-                }
-                (got, _) => panic!("{vars:?}: expected {expected:?}, got {got:?}"),
+            check_env(spec.clone(), vars, *expected);
+        }
+    }
+
+    /// The value a test gives `var` with `--mcp-env`.
+    fn given(var: &str) -> String {
+        format!("value-of-{var}-s3cret")
+    }
+
+    /// Gives `spec` each of `vars` (name, passed) and checks the outcome: the variables and
+    /// their values as its secrets, or the error; never a value shown.
+    fn check_env(mut spec: McpServerSpec, vars: &[(&str, bool)], expected: Outcome<'_>) {
+        let got = vars.iter().try_for_each(|(var, passed)| {
+            if *passed {
+                spec.pass_env(var)
+            } else {
+                spec.set_env(var, &given(var))
             }
+        });
+        match (got, expected) {
+            (Ok(()), Ok(names)) => {
+                let Target::Stdio { env, .. } = &spec.target else {
+                    panic!("{spec:?} runs no command");
+                };
+                let got: Vec<&str> = env.iter().map(EnvVar::name).collect();
+                assert_eq!(got, names);
+                let values: Vec<String> = vars
+                    .iter()
+                    .map(|(var, passed)| match passed {
+                        true => std::env::var(var).unwrap(),
+                        false => given(var),
+                    })
+                    .collect();
+                assert_eq!(spec.secret_values(), values);
+                assert!(!format!("{spec:?}").contains("s3cret"), "{spec:?}");
+            }
+            (Err(e), Err(says)) => {
+                let said = e.to_string();
+                assert!(
+                    said.starts_with(says),
+                    "{said:?} does not start with {says:?}"
+                );
+                assert!(!said.contains("s3cret"), "{said}");
+            }
+            (got, _) => panic!("{vars:?}: expected {expected:?}, got {got:?}"),
         }
     }
 
