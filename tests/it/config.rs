@@ -266,6 +266,36 @@ fn environment_sits_between_flags_and_file() {
             &[("AGENT_SERVER_MCP_TOKEN_MY_WEB", "leaked secret")],
             Err("AGENT_SERVER_MCP_TOKEN_MY_WEB: the token holds a space"),
         ),
+        // A server's own environment: values given with --mcp-env are masked, passed ones
+        // must be set.
+        (
+            &[],
+            &[
+                ("AGENT_SERVER_MCP_SERVERS", "gh=node gh.js"),
+                (
+                    "AGENT_SERVER_MCP_ENV",
+                    "gh:TOKEN=leaked secret;gh:LEVEL=debug",
+                ),
+                ("GH_PROXY", "http://proxy:3128"),
+                ("AGENT_SERVER_MCP_PASS_ENV", "gh:GH_PROXY"),
+            ],
+            Ok((
+                "# mcp_env",
+                "[\"gh:TOKEN=****\", \"gh:LEVEL=****\"]  # environment AGENT_SERVER_MCP_ENV, masked",
+            )),
+        ),
+        (
+            &[
+                "--mcp-server",
+                "gh=node gh.js",
+                "--mcp-pass-env",
+                "gh:GH_PROXY",
+            ],
+            &[],
+            Err(
+                "--mcp-pass-env gh:GH_PROXY: GH_PROXY is not set in the agent-server's environment",
+            ),
+        ),
     ];
     for (flags, env, expected) in table {
         let argv: Vec<&str> = std::iter::once("config")
@@ -399,6 +429,11 @@ fn bad_values_are_refused_naming_key_value_and_range() {
             "broker = \"memory://:hunter2@cache\"\n",
             &["\"memory://<credentials>@cache\" is neither `in-process` nor a Redis URL"],
             &["hunter2"],
+        ),
+        (
+            "mcp_env = [[\"gh:TOKEN=hunter3\"]]\n",
+            &["`mcp_env = <hidden>` is refused: expected a string, not an array"],
+            &["hunter3"],
         ),
         (
             "max_runs_per_user = \n",

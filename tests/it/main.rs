@@ -34,6 +34,7 @@ mod llm;
 mod loadgen;
 mod logs;
 mod mcp;
+mod mcp_env;
 mod mcp_https;
 mod mcp_rust;
 mod multinode;

@@ -447,7 +447,7 @@ async fn a_server_that_fails_at_start_is_tried_again_and_lends_its_tools_once_up
     let (_, ready) = http(addr, "GET", "/readyz", None).await;
     assert_eq!(ready["checks"]["mcp"]["late"], "ok", "{ready}");
     assert_eq!(metric("mcp_server_up").await, "1");
-    assert_eq!(metric("mcp_server_tools").await, "8");
+    assert_eq!(metric("mcp_server_tools").await, "9");
     alice.start("r2", "llm", json!({})).await;
     let (is_error, result) = tool_result(&mut alice).await;
     assert!(!is_error, "{result}");

@@ -4,7 +4,8 @@
 // `grow` adds a tool `grown` (the
 // SDK tells the client its tool list changed), `big` answers `bytes` bytes of text, `calls` says
 // how many `tools/call` requests reached the server before it (so a test sees that a call was
-// refused before it was sent).
+// refused before it was sent), `environment` answers its working directory and its whole
+// environment (as JSON: {"cwd": ..., "env": {...}}).
 //
 // `--wait-for PATH`: the server fails at start (exit 1, before speaking MCP) until PATH exists,
 // like a server whose dependency is not up yet.
@@ -72,6 +73,11 @@ server.registerTool(
     inputSchema: { bytes: z.number().int().min(0).max(10_000_000) },
   },
   async ({ bytes }) => text("x".repeat(bytes)),
+);
+server.registerTool(
+  "environment",
+  { description: "The server's working directory and environment, as JSON." },
+  async () => text(JSON.stringify({ cwd: process.cwd(), env: process.env })),
 );
 let toolCalls = 0;
 server.registerTool("calls", { description: "How many tools/call requests reached the server before this one." }, async () =>

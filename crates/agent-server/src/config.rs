@@ -257,6 +257,39 @@ pub struct ServeArgs {
         value_delimiter = ';'
     )]
     pub secret_env: Vec<String>,
+    /// Sets VAR to VALUE in the environment of the MCP server NAME (one that runs a command):
+    /// NAME:VAR=VALUE, repeat for more (in the variable, separate them with `;`). A command
+    /// starts with a minimal environment (HOME, LOGNAME, PATH, SHELL, TERM, USER, LANG,
+    /// LC_ALL, TMPDIR, TZ when set), never the agent-server's own, so this is how it gets an
+    /// API key of its own. Values are never shown.
+    #[arg(
+        long = "mcp-env",
+        value_name = "NAME:VAR=VALUE",
+        env = "AGENT_SERVER_MCP_ENV",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
+    pub mcp_env: Vec<String>,
+    /// Passes the agent-server's own variable VAR (which must be set) to the MCP server NAME
+    /// (one that runs a command): NAME:VAR, repeat for more (in the variable, separate them
+    /// with `;`).
+    #[arg(
+        long = "mcp-pass-env",
+        value_name = "NAME:VAR",
+        env = "AGENT_SERVER_MCP_PASS_ENV",
+        value_delimiter = ';'
+    )]
+    pub mcp_pass_env: Vec<String>,
+    /// The working directory (which must exist) of the MCP server NAME (one that runs a
+    /// command): NAME=PATH, repeat for more servers (in the variable, separate them with
+    /// `;`). By default it is the agent-server's.
+    #[arg(
+        long = "mcp-cwd",
+        value_name = "NAME=PATH",
+        env = "AGENT_SERVER_MCP_CWD",
+        value_delimiter = ';'
+    )]
+    pub mcp_cwd: Vec<String>,
 }
 
 /// Where users' streams live.
@@ -328,7 +361,7 @@ pub enum ConfigError {
         "--store (AGENT_SERVER_STORE) {0:?} is not a store: use sqlite://path/to/file.db, postgres://user@host/db, or none"
     )]
     Store(String),
-    /// An `--mcp-server` value cannot be used.
+    /// An `--mcp-server`, `--mcp-env`, `--mcp-pass-env` or `--mcp-cwd` value cannot be used.
     #[error("{0}")]
     Mcp(String),
     /// The OpenTelemetry export cannot be set up as configured.
@@ -412,7 +445,8 @@ pub struct ServerConfig {
     pub llm: Option<llm_agent::LlmConfig>,
     /// Where spans are exported (`--otlp-endpoint`), if anywhere.
     pub otlp: Option<crate::telemetry::Otlp>,
-    /// The MCP servers to start (`--mcp-server`).
+    /// The MCP servers to start (`--mcp-server`), with their environments and working
+    /// directories (`--mcp-env`, `--mcp-pass-env`, `--mcp-cwd`).
     pub mcp_servers: Vec<mcp_tools::McpServerSpec>,
     /// Tools registered beside the built-in ones: the MCP servers' tools, filled in by
     /// [`RunningServer::start`](crate::server::RunningServer::start) (tests add their own).

@@ -3,7 +3,9 @@
 //! `agent-server serve --mcp-server NAME=COMMAND [ARGS...]` names a server that speaks MCP
 //! over its standard input and output (most published servers do: `npx -y
 //! @modelcontextprotocol/server-everything`); `--mcp-server NAME=https://host/mcp` one that
-//! runs on its own, over MCP's streamable HTTP. At start [`McpTools::start`] runs each server, lists its
+//! runs on its own, over MCP's streamable HTTP. A command starts with a minimal environment
+//! ([`INHERITED_VARIABLES`]) and what its configuration gives it ([`EnvVar`]), never the
+//! agent-server's whole environment and the secrets in it. At start [`McpTools::start`] runs each server, lists its
 //! tools and gives them as the registry's tools ([`McpTool`]), each under a namespaced name
 //! valid as an OpenAI function name (`mcp_NAME_TOOL`), with the server's JSON Schema, so the
 //! `llm` agent offers them to its model and every call goes through the dispatcher (events,
@@ -22,6 +24,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod env;
 mod server;
 mod spec;
 mod stderr;
@@ -33,6 +36,7 @@ use std::time::Duration;
 
 use agent_registry::{Tool, ToolSet};
 
+pub use env::{EnvSource, EnvVar, INHERITED_VARIABLES};
 pub use server::{McpServer, McpServerStatus};
 pub use spec::{MAX_NAME_LEN, McpServerSpec, SpecError, Target, Token, token_variable};
 pub use tool::{McpTool, tool_name};

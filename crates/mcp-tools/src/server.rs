@@ -431,9 +431,15 @@ async fn connect(
     listener: Listener,
 ) -> Result<RunningService<RoleClient, Listener>, String> {
     let (started, stderr) = match &spec.target {
-        Target::Stdio { program, args } => {
+        Target::Stdio {
+            program,
+            args,
+            env,
+            cwd,
+        } => {
             let mut command = tokio::process::Command::new(program);
             command.args(args);
+            crate::env::prepare(&mut command, env, cwd.as_deref());
             let (transport, stderr) = TokioChildProcess::builder(command)
                 .stderr(std::process::Stdio::piped())
                 .spawn()

@@ -1,5 +1,10 @@
-//! `--mcp-server NAME=COMMAND [ARGS...]`, read and checked, and the bearer token of a server
-//! over HTTP (`AGENT_SERVER_MCP_TOKEN_NAME`).
+//! `--mcp-server NAME=COMMAND [ARGS...]`, read and checked, with the bearer token of a server
+//! over HTTP (`AGENT_SERVER_MCP_TOKEN_NAME`) and the environment and working directory of a
+//! server that runs a command (`--mcp-env`, `--mcp-pass-env`, `--mcp-cwd`).
+
+use std::path::{Path, PathBuf};
+
+use crate::env::{EnvSource, EnvVar, is_variable_name};
 
 /// A server to use: its name (in its tools' names) and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +52,11 @@ pub enum Target {
         program: String,
         /// Its arguments.
         args: Vec<String>,
+        /// The variables its configuration sets, over the few it inherits
+        /// ([`INHERITED_VARIABLES`](crate::INHERITED_VARIABLES)); in the order given.
+        env: Vec<EnvVar>,
+        /// Its working directory (absolute); `None`: the agent-server's.
+        cwd: Option<PathBuf>,
     },
     /// A server already running, over MCP's streamable HTTP at this URL.
     Http {
@@ -87,6 +97,16 @@ pub enum SpecError {
         variable: String,
         /// What is wrong (never the token itself).
         reason: &'static str,
+    },
+    /// A `--mcp-env`, `--mcp-pass-env` or `--mcp-cwd` that cannot be used.
+    #[error("{flag} {entry}: {reason}")]
+    Setting {
+        /// The flag.
+        flag: &'static str,
+        /// `NAME:VAR` or `NAME=PATH` (never a variable's value).
+        entry: String,
+        /// What is wrong.
+        reason: String,
     },
     /// A URL that names no host or holds a space.
     #[error(
@@ -148,14 +168,16 @@ impl McpServerSpec {
             target: Target::Stdio {
                 program: program.clone(),
                 args: args.to_vec(),
+                env: Vec::new(),
+                cwd: None,
             },
             token: None,
         })
     }
 
     /// The spec with `token` (read from `variable`, named in errors) as its bearer token:
-    /// 1 to 4096 characters of visible ASCII, for a server over HTTP only (a command's
-    /// secrets go in its own environment, which it inherits).
+    /// 1 to 4096 characters of visible ASCII, for a server over HTTP only (a command gets
+    /// its secrets in its environment: `--mcp-env NAME:VAR=VALUE` or `--mcp-pass-env NAME:VAR`).
     pub fn with_token(mut self, variable: &str, token: &str) -> Result<Self, SpecError> {
         let refuse = |reason| SpecError::Token {
             variable: variable.to_owned(),
@@ -164,7 +186,8 @@ impl McpServerSpec {
         if matches!(self.target, Target::Stdio { .. }) {
             return Err(refuse(
                 "a bearer token is for a server over HTTP; this server runs a command (give it \
-                 its secrets in its environment)",
+                 its secrets in its environment with --mcp-env NAME:VAR=VALUE or \
+                 --mcp-pass-env NAME:VAR)",
             ));
         }
         if !(1..=4096).contains(&token.len()) {
@@ -178,6 +201,116 @@ impl McpServerSpec {
         self.token = Some(Token(token.to_owned()));
         Ok(self)
     }
+
+    /// Sets the variable `var` to `value` in the environment of this server's command
+    /// (`--mcp-env NAME:VAR=VALUE`; errors name `var`, never `value`).
+    pub fn set_env(&mut self, var: &str, value: &str) -> Result<(), SpecError> {
+        let env = self.env_of(var, EnvSource::Set)?;
+        env.push(EnvVar::new(var, value.to_owned(), EnvSource::Set));
+        Ok(())
+    }
+
+    /// Passes the agent-server's own variable `var`, which must be set, to this server's
+    /// command (`--mcp-pass-env NAME:VAR`). Its value is read now: the command gets the same
+    /// value at every start.
+    pub fn pass_env(&mut self, var: &str) -> Result<(), SpecError> {
+        let entry = format!("{}:{var}", self.name);
+        let env = self.env_of(var, EnvSource::Passed)?;
+        let value = std::env::var(var).map_err(|e| SpecError::Setting {
+            flag: EnvSource::Passed.flag(),
+            entry,
+            reason: match e {
+                std::env::VarError::NotPresent => {
+                    format!("{var} is not set in the agent-server's environment")
+                }
+                std::env::VarError::NotUnicode(_) => format!("the value of {var} is not UTF-8"),
+            },
+        })?;
+        env.push(EnvVar::new(var, value, EnvSource::Passed));
+        Ok(())
+    }
+
+    /// The variables of this server's command, to which `var` (given by `source`'s flag) may
+    /// be added: `var` is a variable name (`[A-Za-z_][A-Za-z0-9_]*`) not given yet, and the
+    /// server runs a command.
+    fn env_of(&mut self, var: &str, source: EnvSource) -> Result<&mut Vec<EnvVar>, SpecError> {
+        let name = &self.name;
+        let refuse = |reason: String| SpecError::Setting {
+            flag: source.flag(),
+            entry: format!("{name}:{var}"),
+            reason,
+        };
+        if !is_variable_name(var) {
+            return Err(refuse(format!(
+                "{var:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"
+            )));
+        }
+        let Target::Stdio { env, .. } = &mut self.target else {
+            return Err(refuse(reached_over_http(name)));
+        };
+        if let Some(given) = env.iter().find(|given| given.name() == var) {
+            return Err(refuse(format!(
+                "{var} is already given to this server by {}",
+                given.source().flag()
+            )));
+        }
+        Ok(env)
+    }
+
+    /// Makes `dir` (an existing directory, made absolute) this server's working directory;
+    /// the server must run a command, and be given one directory.
+    pub fn set_cwd(&mut self, dir: &Path) -> Result<(), SpecError> {
+        let name = &self.name;
+        let refuse = |reason: String| SpecError::Setting {
+            flag: "--mcp-cwd",
+            entry: format!("{name}={}", dir.display()),
+            reason,
+        };
+        let Target::Stdio { cwd, .. } = &mut self.target else {
+            return Err(refuse(reached_over_http(name)));
+        };
+        if cwd.is_some() {
+            return Err(refuse(
+                "this server is given a working directory twice".into(),
+            ));
+        }
+        let absolute = std::fs::canonicalize(dir)
+            .map_err(|e| refuse(format!("the directory cannot be used: {e}")))?;
+        if !absolute.is_dir() {
+            return Err(refuse("it is not a directory".into()));
+        }
+        *cwd = Some(absolute);
+        Ok(())
+    }
+
+    /// The values this spec holds that must never leave the process: its bearer token, and
+    /// the value of each variable its configuration puts in its command's environment (given
+    /// with `--mcp-env` or passed with `--mcp-pass-env`) whose name `is_secret` picks (the
+    /// server picks names that say they are sensitive, and those the operator marks).
+    pub fn secret_values(&self, is_secret: impl Fn(&str) -> bool) -> Vec<&str> {
+        let env = match &self.target {
+            Target::Stdio { env, .. } => env.as_slice(),
+            Target::Http { .. } => &[],
+        };
+        self.token
+            .iter()
+            .map(Token::expose)
+            .chain(
+                env.iter()
+                    .filter(|var| is_secret(var.name()))
+                    .map(EnvVar::expose),
+            )
+            .collect()
+    }
+}
+
+/// Why a setting of a command's process does not apply to the server `name`.
+fn reached_over_http(name: &str) -> String {
+    format!(
+        "the MCP server {name} is reached over HTTP, and this setting is for a server that \
+         runs a command (a server over HTTP gets a bearer token from {variable})",
+        variable = token_variable(name),
+    )
 }
 
 #[cfg(test)]
@@ -191,6 +324,8 @@ mod tests {
             target: Target::Stdio {
                 program: program.into(),
                 args: args.iter().map(|a| (*a).to_owned()).collect(),
+                env: Vec::new(),
+                cwd: None,
             },
             token: None,
         };
@@ -274,5 +409,176 @@ mod tests {
                 (got, _) => panic!("{token:?}: expected {expected:?}, got {got:?}"),
             }
         }
+    }
+
+    /// What a spec's settings do: `Ok` with the names of its variables, or `Err` with how the
+    /// error begins.
+    type Outcome<'a> = Result<&'a [&'a str], &'a str>;
+
+    /// A spec, the variables given to it (name, passed with `--mcp-pass-env`), the outcome.
+    type EnvCase<'a> = (McpServerSpec, &'a [(&'a str, bool)], Outcome<'a>);
+
+    /// A variable no test environment sets.
+    const UNSET: &str = "AGENT_ENGINE_TEST_SURELY_UNSET_4711";
+
+    #[test]
+    fn environment_settings_are_checked_and_their_values_never_shown() {
+        let command = || McpServerSpec::parse("fs=node fs.js").unwrap();
+        let web = || McpServerSpec::parse("web=https://mcp.example/mcp").unwrap();
+        // (variable, passed): set with `--mcp-env` to a secret-looking value, or passed.
+        let table: &[EnvCase<'_>] = &[
+            (command(), &[("API_KEY", false)], Ok(&["API_KEY"])),
+            (
+                command(),
+                &[("API_KEY", false), ("PATH", true), ("_OTHER1", false)],
+                Ok(&["API_KEY", "PATH", "_OTHER1"]),
+            ),
+            (
+                command(),
+                &[("1KEY", false)],
+                Err("--mcp-env fs:1KEY: \"1KEY\" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"),
+            ),
+            (
+                command(),
+                &[("MY-KEY", true)],
+                Err("--mcp-pass-env fs:MY-KEY: \"MY-KEY\" is not a variable name"),
+            ),
+            (
+                command(),
+                &[("", false)],
+                Err("--mcp-env fs:: \"\" is not a variable name"),
+            ),
+            (
+                command(),
+                &[(UNSET, true)],
+                Err("--mcp-pass-env fs:AGENT_ENGINE_TEST_SURELY_UNSET_4711: \
+                     AGENT_ENGINE_TEST_SURELY_UNSET_4711 is not set in the agent-server's environment"),
+            ),
+            (
+                command(),
+                &[("PATH", false), ("PATH", true)],
+                Err("--mcp-pass-env fs:PATH: PATH is already given to this server by --mcp-env"),
+            ),
+            (
+                web(),
+                &[("API_KEY", false)],
+                Err(
+                    "--mcp-env web:API_KEY: the MCP server web is reached over HTTP, and this \
+                     setting is for a server that runs a command (a server over HTTP gets a \
+                     bearer token from AGENT_SERVER_MCP_TOKEN_WEB)",
+                ),
+            ),
+            (
+                web(),
+                &[("PATH", true)],
+                Err("--mcp-pass-env web:PATH: the MCP server web"),
+            ),
+        ];
+        for (spec, vars, expected) in table {
+            check_env(spec.clone(), vars, *expected);
+        }
+    }
+
+    /// The value a test gives `var` with `--mcp-env`.
+    fn given(var: &str) -> String {
+        format!("value-of-{var}-s3cret")
+    }
+
+    /// Gives `spec` each of `vars` (name, passed) and checks the outcome: the variables and
+    /// their values as its secrets, or the error; never a value shown.
+    fn check_env(mut spec: McpServerSpec, vars: &[(&str, bool)], expected: Outcome<'_>) {
+        let got = vars.iter().try_for_each(|(var, passed)| {
+            if *passed {
+                spec.pass_env(var)
+            } else {
+                spec.set_env(var, &given(var))
+            }
+        });
+        match (got, expected) {
+            (Ok(()), Ok(names)) => {
+                let Target::Stdio { env, .. } = &spec.target else {
+                    panic!("{spec:?} runs no command");
+                };
+                let got: Vec<&str> = env.iter().map(EnvVar::name).collect();
+                assert_eq!(got, names);
+                let values: Vec<String> = vars
+                    .iter()
+                    .map(|(var, passed)| match passed {
+                        true => std::env::var(var).unwrap(),
+                        false => given(var),
+                    })
+                    .collect();
+                assert_eq!(spec.secret_values(|_| true), values);
+                assert_eq!(spec.secret_values(|_| false), Vec::<&str>::new());
+                assert!(!format!("{spec:?}").contains("s3cret"), "{spec:?}");
+            }
+            (Err(e), Err(says)) => {
+                let said = e.to_string();
+                assert!(
+                    said.starts_with(says),
+                    "{said:?} does not start with {says:?}"
+                );
+                assert!(!said.contains("s3cret"), "{said}");
+            }
+            (got, _) => panic!("{vars:?}: expected {expected:?}, got {got:?}"),
+        }
+    }
+
+    #[test]
+    fn working_directories_must_exist() {
+        let dir = std::env::temp_dir();
+        let absolute = std::fs::canonicalize(&dir).unwrap();
+        let file = std::env::current_exe().unwrap();
+        let missing = dir.join("agent-engine-no-such-directory");
+        let command = || McpServerSpec::parse("fs=node fs.js").unwrap();
+        let web = McpServerSpec::parse("web=https://mcp.example/mcp").unwrap();
+        let table: &[(McpServerSpec, &[&Path], Result<(), &str>)] = &[
+            (command(), &[&dir], Ok(())),
+            (
+                command(),
+                &[&missing],
+                Err("the directory cannot be used: "),
+            ),
+            (command(), &[&file], Err("it is not a directory")),
+            (
+                command(),
+                &[&dir, &dir],
+                Err("given a working directory twice"),
+            ),
+            (web, &[&dir], Err("the MCP server web is reached over HTTP")),
+        ];
+        for (spec, dirs, expected) in table {
+            let mut spec = spec.clone();
+            let got = dirs.iter().try_for_each(|dir| spec.set_cwd(dir));
+            match (got, expected) {
+                (Ok(()), Ok(())) => {
+                    let Target::Stdio { cwd, .. } = &spec.target else {
+                        panic!("{spec:?} runs no command");
+                    };
+                    assert_eq!(cwd.as_deref(), Some(absolute.as_path()));
+                }
+                (Err(e), Err(says)) => {
+                    let said = e.to_string();
+                    let entry = format!(
+                        "--mcp-cwd {}={}: ",
+                        spec.name,
+                        dirs.last().unwrap().display()
+                    );
+                    assert!(said.starts_with(&entry) && said.contains(says), "{said}");
+                }
+                (got, _) => panic!("{dirs:?}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn secret_values_hold_the_token_too() {
+        let web = McpServerSpec::parse("web=https://mcp.example/mcp")
+            .unwrap()
+            .with_token("AGENT_SERVER_MCP_TOKEN_WEB", "tok-1")
+            .unwrap();
+        assert_eq!(web.secret_values(|_| true), ["tok-1"]);
+        let plain = McpServerSpec::parse("fs=node fs.js").unwrap();
+        assert!(plain.secret_values(|_| true).is_empty());
     }
 }

@@ -26,7 +26,8 @@ pub(super) fn llm(args: &ServeArgs) -> Result<Option<llm_agent::LlmConfig>, Conf
 
 /// Reads each `--mcp-server`, with the bearer token of a server over HTTP from its
 /// `AGENT_SERVER_MCP_TOKEN_NAME` (an environment variable only: a secret on the command line
-/// or in a file is easier to leak).
+/// or in a file is easier to leak), and the environment and working directory of a server
+/// that runs a command (`--mcp-env`, `--mcp-pass-env`, `--mcp-cwd`).
 pub(super) fn mcp_servers(args: &ServeArgs) -> Result<Vec<mcp_tools::McpServerSpec>, ConfigError> {
     let read = |value: &String| {
         let spec = mcp_tools::McpServerSpec::parse(value)?;
@@ -40,11 +41,90 @@ pub(super) fn mcp_servers(args: &ServeArgs) -> Result<Vec<mcp_tools::McpServerSp
             }),
         }
     };
-    args.mcp_server
+    let mut specs = args
+        .mcp_server
         .iter()
         .map(read)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError::Mcp(e.to_string()))
+        .map_err(|e| ConfigError::Mcp(e.to_string()))?;
+    mcp_processes(args, &mut specs)?;
+    Ok(specs)
+}
+
+/// Gives the servers of `specs` what `--mcp-env`, `--mcp-pass-env` and `--mcp-cwd` say. An
+/// error never shows a `--mcp-env` entry's text, which holds a secret (or part of one, when a
+/// `;` in it split it).
+fn mcp_processes(
+    args: &ServeArgs,
+    specs: &mut [mcp_tools::McpServerSpec],
+) -> Result<(), ConfigError> {
+    for (index, entry) in args.mcp_env.iter().enumerate() {
+        let read = entry
+            .split_once(':')
+            .and_then(|(name, rest)| Some((name.trim(), rest.split_once('=')?)));
+        let Some((name, (var, value))) = read else {
+            return Err(ConfigError::Mcp(format!(
+                "--mcp-env (AGENT_SERVER_MCP_ENV): entry {} of {} is not NAME:VAR=VALUE (the entry \
+                 is not shown, as it may hold a secret; a `;` in a value splits it: give such a \
+                 value with --mcp-pass-env)",
+                index + 1,
+                args.mcp_env.len()
+            )));
+        };
+        let var = var.trim();
+        server(specs, "--mcp-env", name, var)?
+            .set_env(var, value)
+            .map_err(|e| ConfigError::Mcp(e.to_string()))?;
+    }
+    for entry in &args.mcp_pass_env {
+        let Some((name, var)) = entry.split_once(':') else {
+            return Err(ConfigError::Mcp(format!(
+                "--mcp-pass-env (AGENT_SERVER_MCP_PASS_ENV) {entry:?} is not NAME:VAR, for \
+                 example github:GITHUB_PERSONAL_ACCESS_TOKEN"
+            )));
+        };
+        let (name, var) = (name.trim(), var.trim());
+        server(specs, "--mcp-pass-env", name, var)?
+            .pass_env(var)
+            .map_err(|e| ConfigError::Mcp(e.to_string()))?;
+    }
+    for entry in &args.mcp_cwd {
+        let Some((name, dir)) = entry.split_once('=') else {
+            return Err(ConfigError::Mcp(format!(
+                "--mcp-cwd (AGENT_SERVER_MCP_CWD) {entry:?} is not NAME=PATH, for example \
+                 fs=/srv/files"
+            )));
+        };
+        let name = name.trim();
+        server(specs, "--mcp-cwd", name, dir)?
+            .set_cwd(std::path::Path::new(dir.trim()))
+            .map_err(|e| ConfigError::Mcp(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The server of `specs` named `name`, which `flag`'s entry `name` + `what` (a variable's name
+/// or a directory, never a value) refers to.
+fn server<'a>(
+    specs: &'a mut [mcp_tools::McpServerSpec],
+    flag: &str,
+    name: &str,
+    what: &str,
+) -> Result<&'a mut mcp_tools::McpServerSpec, ConfigError> {
+    let names: Vec<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
+    let servers = if names.is_empty() {
+        "there are none".to_owned()
+    } else {
+        format!("the servers are: {}", names.join(", "))
+    };
+    let separator = if flag == "--mcp-cwd" { '=' } else { ':' };
+    let refused = ConfigError::Mcp(format!(
+        "{flag} {name}{separator}{what}: no --mcp-server is named {name:?} ({servers})"
+    ));
+    specs
+        .iter_mut()
+        .find(|spec| spec.name == name)
+        .ok_or(refused)
 }
 
 /// Reads `--otlp-endpoint`: an `http://` or `https://` URL with a host; spans go to its

@@ -2,7 +2,8 @@
 //! that removes them from everything the server sends out (see the `secrets` crate).
 //!
 //! A secret is: the JWT secret; the `llm` agent's API key; each MCP server's bearer token
-//! and every value the configuration hands an MCP server in its environment; the password
+//! and each variable the configuration hands an MCP server (`--mcp-env`, `--mcp-pass-env`)
+//! whose name says it is sensitive or that `--secret-env` names; the password
 //! in the broker's and the store's URL (user-info or a `password` query parameter); the
 //! value of each variable named by `--secret-env`; and the value of every variable of the
 //! server's own environment whose name marks it as sensitive (`*_TOKEN`, `*_SECRET`,
@@ -67,22 +68,32 @@ pub(crate) fn gather(
     if let Some(key) = &args.llm_api_key {
         gathered.add("the llm agent's API key (--llm-api-key)", key);
     }
+    let marked = |name: &str| args.secret_env.iter().any(|marked| marked.trim() == name);
+    let is_secret = |name: &str| core_context::redact::is_sensitive_key(name) || marked(name);
     for spec in mcp {
-        // MERGE: spec.secret_values() once the mcp-env branch lands.
-        for value in spec.token.iter().map(mcp_tools::Token::expose) {
+        for value in spec.secret_values(is_secret) {
             gathered.add(&format!("the MCP server {}'s settings", spec.name), value);
         }
     }
+    let given_to_mcp = |name: &str| {
+        mcp.iter().any(|spec| match &spec.target {
+            mcp_tools::Target::Stdio { env, .. } => env.iter().any(|var| var.name() == name),
+            mcp_tools::Target::Http { .. } => false,
+        })
+    };
     gathered.add_url_passwords("--broker", &args.broker);
     gathered.add_url_passwords("--store", &args.store);
     for name in &args.secret_env {
         let name = name.trim();
         match std::env::var(name) {
             Ok(value) => gathered.add(name, &value),
+            // A variable only an MCP server's configuration sets was gathered above.
+            Err(_) if given_to_mcp(name) => {}
             Err(_) => {
                 return Err(ConfigError::SecretEnv(format!(
-                    "--secret-env (AGENT_SERVER_SECRET_ENV) names {name:?}, which is not set in \
-                     the server's environment (or is not UTF-8); set it or leave it out"
+                    "--secret-env (AGENT_SERVER_SECRET_ENV) names {name:?}, which is neither set \
+                     in the server's environment (as UTF-8) nor given to an MCP server with \
+                     --mcp-env; set it or leave it out"
                 )));
             }
         }

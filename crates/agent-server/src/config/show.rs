@@ -16,6 +16,9 @@ use super::file::{Kind, setting_args, settings};
 
 /// Settings whose values are secret: never shown.
 pub(super) const SECRETS: &[&str] = &["jwt_secret", "llm_api_key"];
+/// Settings whose entries are `NAME:VAR=VALUE` with a secret VALUE (`--mcp-env`): shown as
+/// `NAME:VAR=****`.
+pub(super) const ENTRY_SECRETS: &[&str] = &["mcp_env"];
 /// Settings that are URLs, whose credentials (`redis://:password@host`) are never shown.
 pub(super) const URLS: &[&str] = &["broker", "store", "llm_base_url", "otlp_endpoint"];
 
@@ -29,6 +32,13 @@ const HEADER: &str = "\
 fn masked(key: &str, value: &str) -> Option<String> {
     if SECRETS.contains(&key) {
         return Some("<hidden>".into());
+    }
+    if ENTRY_SECRETS.contains(&key) {
+        // An entry without `=` is no entry, but may still be a piece of a secret.
+        return Some(match value.split_once('=') {
+            Some((head, _)) => format!("{head}=****"),
+            None => "****".into(),
+        });
     }
     if URLS.contains(&key) {
         let redacted = redis_broker::redacted_url(value);
@@ -44,8 +54,30 @@ pub(super) fn masked_value(key: &str, value: &toml::Value) -> String {
             Some(shown) => toml::Value::String(shown).to_string(),
             None => value.to_string(),
         },
-        _ if SECRETS.contains(&key) => "<hidden>".into(),
+        _ if SECRETS.contains(&key) || ENTRY_SECRETS.contains(&key) => "<hidden>".into(),
         _ => value.to_string(),
+    }
+}
+
+/// `value` of setting `key` as it may be shown (each string of an array masked on its own),
+/// or `None` when it may be shown as it is.
+fn masked_toml(key: &str, value: &toml::Value) -> Option<toml::Value> {
+    match value {
+        toml::Value::String(text) => masked(key, text).map(toml::Value::String),
+        toml::Value::Array(items) => {
+            let shown: Vec<Option<toml::Value>> =
+                items.iter().map(|item| masked_toml(key, item)).collect();
+            if shown.iter().all(Option::is_none) {
+                return None;
+            }
+            let items = items.iter().zip(shown);
+            Some(toml::Value::Array(
+                items
+                    .map(|(item, shown)| shown.unwrap_or_else(|| item.clone()))
+                    .collect(),
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -64,16 +96,9 @@ pub(super) fn render(matches: &ArgMatches, file: Option<&(PathBuf, BTreeSet<Stri
             continue;
         };
         let source = source(arg, matches, from_file);
-        let shown = match &value {
-            toml::Value::String(text) => masked(key, text),
-            _ => None,
-        };
-        let _ = match shown {
+        let _ = match masked_toml(key, &value) {
             None => writeln!(out, "{key} = {value}  # {source}"),
-            Some(shown) => {
-                let shown = toml::Value::String(shown);
-                writeln!(out, "# {key} = {shown}  # {source}, masked")
-            }
+            Some(shown) => writeln!(out, "# {key} = {shown}  # {source}, masked"),
         };
     }
     out
@@ -127,12 +152,12 @@ mod tests {
             let key = arg.get_id().as_str();
             if arg.is_hide_env_values_set() {
                 assert!(
-                    SECRETS.contains(&key) || URLS.contains(&key),
+                    SECRETS.contains(&key) || ENTRY_SECRETS.contains(&key) || URLS.contains(&key),
                     "{key} hides its environment value but `agent-server config` would show it"
                 );
             }
         }
-        for key in SECRETS.iter().chain(URLS) {
+        for key in SECRETS.iter().chain(ENTRY_SECRETS).chain(URLS) {
             assert!(
                 setting_args(&cmd).any(|arg| arg.get_id() == *key),
                 "{key} is no setting"
@@ -164,6 +189,14 @@ mod tests {
                 Some("https://<credentials>@llm.example/v1"),
             ),
             ("default_agent", "assistant", None),
+            (
+                "mcp_env",
+                "github:GITHUB_TOKEN=ghp_s3cret=with=equals",
+                Some("github:GITHUB_TOKEN=****"),
+            ),
+            ("mcp_env", "s3cret-piece", Some("****")),
+            ("mcp_pass_env", "github:GITHUB_TOKEN", None),
+            ("mcp_cwd", "fs=/srv/files", None),
         ];
         for (key, value, expected) in table {
             assert_eq!(masked(key, value).as_deref(), *expected, "{key} = {value}");
@@ -171,6 +204,53 @@ mod tests {
         assert_eq!(
             masked_value("jwt_secret", &toml::Value::Integer(42)),
             "<hidden>"
+        );
+        let nested = toml::Value::Array(vec![toml::Value::String("a:B=s3cret".into())]);
+        assert_eq!(masked_value("mcp_env", &nested), "<hidden>");
+    }
+
+    /// `agent-server config` with `argv`: the lines of the MCP settings.
+    fn mcp_lines(argv: &[&str]) -> Vec<String> {
+        let matches = settings()
+            .no_binary_name(true)
+            .try_get_matches_from(argv)
+            .unwrap();
+        render(&matches, None)
+            .lines()
+            .filter(|line| line.contains("mcp_"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn mcp_environments_are_shown_with_their_values_masked() {
+        let lines = mcp_lines(&[
+            "--mcp-server",
+            "github=npx -y @modelcontextprotocol/server-github",
+            "--mcp-env",
+            "github:GITHUB_TOKEN=ghp_s3cret",
+            "--mcp-env",
+            "github:LOG_LEVEL=debug=loud",
+            "--mcp-pass-env",
+            "github:HTTPS_PROXY",
+            "--mcp-cwd",
+            "github=/srv/github",
+        ]);
+        let expected = [
+            "mcp_server = [\"github=npx -y @modelcontextprotocol/server-github\"]  # flag --mcp-server",
+            "# mcp_env = [\"github:GITHUB_TOKEN=****\", \"github:LOG_LEVEL=****\"]  # flag --mcp-env, masked",
+            "mcp_pass_env = [\"github:HTTPS_PROXY\"]  # flag --mcp-pass-env",
+            "mcp_cwd = [\"github=/srv/github\"]  # flag --mcp-cwd",
+        ];
+        assert_eq!(lines, expected);
+        assert_eq!(
+            mcp_lines(&[]),
+            [
+                "# mcp_server is not set",
+                "# mcp_env is not set",
+                "# mcp_pass_env is not set",
+                "# mcp_cwd is not set"
+            ]
         );
     }
 }
