@@ -29,6 +29,7 @@ mod engine_isolation;
 mod engine_limits;
 mod history;
 mod history_server;
+mod http_edge;
 mod identity;
 mod llm;
 mod loadgen;
