@@ -213,7 +213,7 @@ async fn the_socket_and_the_api_take_only_allowed_origins() {
 }
 
 /// A preflight from a listed origin is answered with the methods and headers the API takes;
-/// one from another origin gets no CORS header, so the browser keeps the answer from it.
+/// one from another origin gets 403 and no CORS header, so the browser sends nothing after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_answers_listed_origins_only() {
     let server =

@@ -18,6 +18,7 @@ mod architecture;
 mod bridge;
 mod browser;
 mod browser_chat;
+mod browser_origin;
 mod chat_cli;
 mod chat_page;
 mod client;

@@ -10,8 +10,8 @@
 //!   server's own nor listed in `--allowed-origins` is refused with 403 `origin_not_allowed`
 //!   ([`origin`]). A request without `Origin` (a client that is not a browser) passes.
 //! - `/v1/*` and `/agui/*`: CORS for the listed origins (preflights answered with
-//!   `Authorization` and `Content-Type` allowed; other origins get no CORS headers, so
-//!   browsers keep the answers from them), and rate limits per user and per address;
+//!   `Authorization` and `Content-Type` allowed; a preflight from another origin gets the
+//!   403 and no CORS header, so browsers send nothing after it), and rate limits per user and per address;
 //!   `POST /dev/token`: a rate limit per address ([`rate`]). Over a limit: 429 `rate_limited`
 //!   with `Retry-After`.
 //!
@@ -109,11 +109,13 @@ pub(crate) fn guard(
     guarded: Guarded,
     route: MethodRouter<Arc<AppState>>,
 ) -> MethodRouter<Arc<AppState>> {
-    let route = route.layer(from_fn_with_state((Arc::clone(state), guarded), check));
-    match guarded {
+    // The origin check is the outer layer, so a preflight from an origin that is not allowed
+    // gets a 403 without any CORS header, and CORS answers only allowed ones.
+    let route = match guarded {
         Guarded::History | Guarded::Agui => route.layer(cors(&state.config.allowed_origins)),
         Guarded::DevToken | Guarded::Socket => route,
-    }
+    };
+    route.layer(from_fn_with_state((Arc::clone(state), guarded), check))
 }
 
 /// CORS for the listed origins (the server's own page needs none).
@@ -143,6 +145,8 @@ async fn check(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| peer.ip());
     let limited = match guarded {
+        // A preflight (answered by CORS, cached by the browser for 10 minutes) is not counted.
+        _ if request.method() == Method::OPTIONS => Ok(()),
         Guarded::Socket => Ok(()),
         Guarded::DevToken => address.map_or(Ok(()), |a| state.http_limits.dev_token(a)),
         Guarded::History | Guarded::Agui => {
