@@ -432,7 +432,8 @@ impl AppState {
         }
     }
 
-    /// Drops idle per-user state: engines, streams, and sessions with no runs.
+    /// Drops idle per-user state: engines, streams, sessions with no runs, and the HTTP
+    /// rate limiters' keys that are full again.
     pub fn maintain(&self) {
         self.factory.cleanup_idle();
         self.bridge.evict_idle();

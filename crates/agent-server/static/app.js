@@ -292,6 +292,10 @@ function reloadWithHistory(epoch) {
 
 async function getJson(path) {
   const r = await fetch(path, { headers: authHeaders() });
+  if (r.status === 429) {
+    const body = await r.json().catch(() => ({}));
+    notice(`The server is limiting requests from you: ${body.message || "wait a moment"}.`, "warn");
+  }
   return r.ok ? r.json() : null;
 }
 // Lists the user's threads in the sidebar; false when the server keeps no history.
