@@ -207,9 +207,9 @@ pub struct ServeArgs {
     /// on a non-loopback address too. Refused without this flag: only for trusted networks.
     #[arg(long, env = "AGENT_SERVER_DEV_TOKENS_ON_NETWORK")]
     pub dev_tokens_on_network: bool,
-    /// Origins (scheme://host[:port]) whose pages may open sockets and call the HTTP API
-    /// besides the server's own (http:// + the Host the browser used), e.g.
-    /// https://chat.example.com behind a proxy that terminates TLS; repeat the flag or separate
+    /// Origins (`scheme://host[:port]`) whose pages may open sockets and call the HTTP API
+    /// besides the server's own (`http://` + the Host the browser used), e.g.
+    /// `https://chat.example.com` behind a proxy that terminates TLS; repeat the flag or separate
     /// with `,` or `;`. `*` allows every origin: unsafe, for development only. Requests without
     /// an Origin header (clients that are not browsers) are not affected.
     #[arg(

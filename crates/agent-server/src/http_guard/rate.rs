@@ -6,7 +6,7 @@
 //! per client at the proxy). IPv6 peers are keyed by their /64, the block one host usually
 //! holds. Each limiter is a `governor` keyed limiter (GCRA: a burst of the per-minute figure,
 //! refilled evenly over the minute); keys idle for a full window are dropped by
-//! [`HttpLimits::retain_recent`], which the server's maintenance calls, so the maps stay
+//! `HttpLimits::retain_recent`, which the server's maintenance calls, so the maps stay
 //! bounded by the clients of the last minute.
 
 use std::net::IpAddr;
