@@ -135,6 +135,11 @@ pub(crate) async fn sign_in_as(client: &Client, addr: SocketAddr, field_id: &str
         json!([false, true]),
         "after sign-in the sign-in form hides and the composer shows"
     );
+    assert_eq!(
+        js(client, "return window.chat.stats.cspViolations").await,
+        json!(0),
+        "the page's Content Security Policy blocked something (the browser's console says what)"
+    );
 }
 
 /// Starts `agent` with `message` (and options) from the page's form.

@@ -62,6 +62,8 @@ pub struct AppState {
     pub(crate) bridge: AgentWebSocketBridge,
     pub(crate) factory: ExecutionEngineFactory,
     pub(crate) sessions: Sessions,
+    /// The HTTP API's rate limits (per user, per address).
+    pub(crate) http_limits: crate::http_guard::HttpLimits,
     /// Runs across nodes, when the streams live in Redis.
     pub(crate) cluster: Option<Cluster>,
     /// Threads, runs and events kept past the process, with `--store`.
@@ -163,6 +165,7 @@ impl AppState {
             ExecutionEngineFactory::new(Arc::clone(&registry), sink, config.engine.clone());
         Ok(Arc::new(Self {
             sessions: Sessions::new(starts_per_minute, config.max_threads_per_user),
+            http_limits: crate::http_guard::HttpLimits::new(config.http_rates),
             cluster,
             recorder,
             metrics,
@@ -430,10 +433,12 @@ impl AppState {
         }
     }
 
-    /// Drops idle per-user state: engines, streams, and sessions with no runs.
+    /// Drops idle per-user state: engines, streams, sessions with no runs, and the HTTP
+    /// rate limiters' keys that are full again.
     pub fn maintain(&self) {
         self.factory.cleanup_idle();
         self.bridge.evict_idle();
         self.sessions.evict_idle(self.config.bridge.replay_max_age);
+        self.http_limits.retain_recent();
     }
 }

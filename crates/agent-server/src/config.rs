@@ -213,6 +213,29 @@ pub struct ServeArgs {
     /// on a non-loopback address too. Refused without this flag: only for trusted networks.
     #[arg(long, env = "AGENT_SERVER_DEV_TOKENS_ON_NETWORK")]
     pub dev_tokens_on_network: bool,
+    /// Origins (`scheme://host[:port]`) whose pages may open sockets and call the HTTP API
+    /// besides the server's own (`http://` + the Host the browser used), e.g.
+    /// `https://chat.example.com` behind a proxy that terminates TLS; repeat the flag or separate
+    /// with `,` or `;`. `*` allows every origin: unsafe, for development only. Requests without
+    /// an Origin header (clients that are not browsers) are not affected.
+    #[arg(
+        long,
+        env = "AGENT_SERVER_ALLOWED_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Requests per minute one user may make to the HTTP API (/v1 and /agui together);
+    /// beyond it 429 `rate_limited` with Retry-After.
+    #[arg(long, env = "AGENT_SERVER_HTTP_RATE_PER_USER_PER_MINUTE", default_value_t = crate::http_guard::HttpRates::default().per_user_per_minute, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_rate_per_user_per_minute: u32,
+    /// Requests per minute one client address (the TCP peer: behind a proxy, the proxy) may
+    /// make to the HTTP API (/v1 and /agui together).
+    #[arg(long, env = "AGENT_SERVER_HTTP_RATE_PER_ADDRESS_PER_MINUTE", default_value_t = crate::http_guard::HttpRates::default().per_address_per_minute, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_rate_per_address_per_minute: u32,
+    /// POST /dev/token requests per minute from one client address.
+    #[arg(long, env = "AGENT_SERVER_DEV_TOKEN_RATE_PER_ADDRESS_PER_MINUTE", default_value_t = crate::http_guard::HttpRates::default().dev_token_per_address_per_minute, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub dev_token_rate_per_address_per_minute: u32,
     /// Frames a connection may send in a burst before it is closed as flooding (1008).
     #[arg(long, env = "AGENT_SERVER_FLOOD_BURST", default_value_t = crate::connection::FLOOD_LIMIT, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub flood_burst: u32,
@@ -404,6 +427,9 @@ pub enum ConfigError {
         /// What the setting takes.
         allowed: String,
     },
+    /// An `--allowed-origins` value is not an origin.
+    #[error(transparent)]
+    AllowedOrigins(#[from] crate::http_guard::OriginError),
     /// The command line, with the file's settings in, does not parse (clap's message).
     #[error("{0}")]
     Args(String),
@@ -471,6 +497,10 @@ pub struct ServerConfig {
     pub scrubber: Arc<::secrets::Scrubber>,
     /// Secrets too short to be scrubbed (the server warns of each at start).
     pub unscrubbed: Vec<::secrets::TooShort>,
+    /// Browser origins allowed besides the server's own (`--allowed-origins`).
+    pub allowed_origins: crate::http_guard::AllowedOrigins,
+    /// The HTTP API's rate limits.
+    pub http_rates: crate::http_guard::HttpRates,
 }
 
 impl Default for ServerConfig {
@@ -505,6 +535,8 @@ impl Default for ServerConfig {
             max_threads_per_user: crate::sessions::MAX_THREADS_PER_USER,
             scrubber: Arc::default(),
             unscrubbed: Vec::new(),
+            allowed_origins: crate::http_guard::AllowedOrigins::default(),
+            http_rates: crate::http_guard::HttpRates::default(),
         }
     }
 }
@@ -541,6 +573,7 @@ impl ServerConfig {
             scrubber: Arc::clone(&scrubber),
             ..llm
         });
+        let allowed_origins = crate::http_guard::AllowedOrigins::parse(&args.allowed_origins)?;
         let defaults = ServerConfig::default();
         Ok(Self {
             addr: args.addr,
@@ -581,6 +614,12 @@ impl ServerConfig {
             flood_burst: args.flood_burst,
             flood_window: Duration::from_secs(args.flood_window_secs),
             max_threads_per_user: args.max_threads_per_user as usize,
+            allowed_origins,
+            http_rates: crate::http_guard::HttpRates {
+                per_user_per_minute: args.http_rate_per_user_per_minute,
+                per_address_per_minute: args.http_rate_per_address_per_minute,
+                dev_token_per_address_per_minute: args.dev_token_rate_per_address_per_minute,
+            },
             otlp,
             mcp_servers,
             tools: ExtraTools::default(),

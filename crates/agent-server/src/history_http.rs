@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use agent_protocol::ErrorCode;
 use agent_protocol::http::HttpError;
+use axum::Json;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{MethodRouter, get};
 use core_context::{RunId, ThreadId, UserId};
 use history::{HistoryError, HistoryStore};
 use serde_json::json;
@@ -32,15 +32,16 @@ use crate::routes::authenticate;
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
 
-/// The routes under `/v1`.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/threads", get(list_threads))
-        .route(
+/// The routes under `/v1`, by path (the router puts them behind the HTTP API's guard).
+pub fn routes() -> [(&'static str, MethodRouter<Arc<AppState>>); 3] {
+    [
+        ("/v1/threads", get(list_threads)),
+        (
             "/v1/threads/{thread_id}",
             get(get_thread).patch(rename_thread).delete(delete_thread),
-        )
-        .route("/v1/runs/{run_id}", get(get_run))
+        ),
+        ("/v1/runs/{run_id}", get(get_run)),
+    ]
 }
 
 fn refuse(status: StatusCode, error: ErrorCode, message: impl Into<String>) -> Response {

@@ -66,6 +66,12 @@ struct Code {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimited {
+    route: &'static str,
+    key: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     outcome: &'static str,
 }
@@ -104,6 +110,7 @@ pub struct Metrics {
     queue_wait: Histogram,
     tool_calls: Family<ToolEnd, Counter>,
     tool_duration: Histograms<Tool>,
+    http_rate_limited: Family<RateLimited, Counter>,
     runs: Mutex<HashMap<RunId, RunClock>>,
 }
 
@@ -138,8 +145,22 @@ impl Metrics {
             queue_wait: seconds(),
             tool_calls: Family::default(),
             tool_duration: Family::new_with_constructor(seconds),
+            http_rate_limited: Family::default(),
             runs: Mutex::new(HashMap::new()),
         };
+        // Every series exists from the start at 0, so `rate()` and `increase()` see the
+        // first refusal.
+        for (route, key) in [
+            ("history", "user"),
+            ("history", "address"),
+            ("agui", "user"),
+            ("agui", "address"),
+            ("dev_token", "address"),
+        ] {
+            let _ = metrics
+                .http_rate_limited
+                .get_or_create(&RateLimited { route, key });
+        }
         metrics.register();
         metrics
     }
@@ -204,6 +225,11 @@ impl Metrics {
             "Tool call durations, by tool",
             self.tool_duration.clone(),
         );
+        r.register(
+            "http_rate_limited",
+            "HTTP requests refused with 429 by a rate limit, by route (`history`, `agui`, `dev_token`) and key (`user`, `address`)",
+            self.http_rate_limited.clone(),
+        );
     }
 
     /// A connection was accepted.
@@ -250,6 +276,13 @@ impl Metrics {
     pub(crate) fn refused(&self, code: &ErrorCode) {
         let code = code.as_str().to_owned();
         self.refusals.get_or_create(&Code { code }).inc();
+    }
+
+    /// An HTTP request to `route` was over the limit of its `key` (`user` or `address`).
+    pub(crate) fn http_rate_limited(&self, route: &'static str, key: &'static str) {
+        self.http_rate_limited
+            .get_or_create(&RateLimited { route, key })
+            .inc();
     }
 
     /// Frames written to a socket: `live` of them (by when each reached this node) count

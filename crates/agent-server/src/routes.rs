@@ -23,9 +23,15 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::auth::{AuthError, DEV_TOKEN_TTL};
 use crate::connection::{self, ABUSIVE_FRAME_FACTOR};
+use crate::http_guard::{Guarded, guard, with_security_headers};
 
-/// The chat page: one file, embedded so the binary needs no build step.
+/// The chat page, its script and its styles, embedded so the binary needs no build step.
+/// They are separate files because the page's Content Security Policy runs no inline script
+/// and applies no inline style.
 pub const CHAT_PAGE: &str = include_str!("../static/index.html");
+/// The chat page's script (`/static/app.js`).
+pub const CHAT_SCRIPT: &str = include_str!("../static/app.js");
+const CHAT_STYLE: &str = include_str!("../static/app.css");
 
 /// The page's markdown renderer and HTML sanitizer, vendored unchanged from npm (versions,
 /// licences and checksums in `static/vendor/README.md`).
@@ -34,10 +40,23 @@ const PURIFY: &str = include_str!("../static/vendor/purify.min.js");
 
 /// A vendored script, cached by browsers for a day.
 fn script(body: &'static str) -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        "public, max-age=86400",
+        body,
+    )
+}
+
+/// One of the page's own files, checked again on each load (it changes with the server).
+fn own(content_type: &'static str, body: &'static str) -> Response {
+    asset(content_type, "no-cache", body)
+}
+
+fn asset(content_type: &'static str, cache: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, cache),
         ],
         body,
     )
@@ -45,43 +64,50 @@ fn script(body: &'static str) -> Response {
 }
 
 /// The routes: the chat page at `/`, `/agents`, `/ws`, `/health`, the history under `/v1`,
-/// and `/dev/token` when the secret was generated.
+/// and `/dev/token` when the secret was generated. The API and the socket are behind the
+/// origin check and the rate limits (see [`crate::http_guard`]); every response carries the
+/// security headers.
 pub fn router(state: Arc<AppState>) -> Router {
+    let guarded = |kind, route| guard(&state, kind, route);
+    let agui = post(crate::agui::run).layer(axum::extract::DefaultBodyLimit::max(
+        crate::agui::MAX_BODY_BYTES,
+    ));
     let mut router = Router::new()
         .route("/", get(|| async { Html(CHAT_PAGE) }))
         .route("/agents", get(list_agents))
         .route("/tools", get(list_tools))
+        .route(
+            "/static/app.js",
+            get(|| async { own("text/javascript; charset=utf-8", CHAT_SCRIPT) }),
+        )
+        .route(
+            "/static/app.css",
+            get(|| async { own("text/css; charset=utf-8", CHAT_STYLE) }),
+        )
         .route("/static/marked.js", get(|| async { script(MARKED) }))
         .route("/static/purify.js", get(|| async { script(PURIFY) }))
-        .route("/v1/me", get(me))
-        .route(
-            "/agui/{agent}",
-            post(crate::agui::run).layer(axum::extract::DefaultBodyLimit::max(
-                crate::agui::MAX_BODY_BYTES,
-            )),
-        )
-        .route("/ws", get(ws_handler))
+        .route("/v1/me", guarded(Guarded::History, get(me)))
+        .route("/agui/{agent}", guarded(Guarded::Agui, agui))
+        .route("/ws", guarded(Guarded::Socket, get(ws_handler)))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .route("/version", get(version))
-        .route("/metrics", get(metrics))
-        .merge(crate::history_http::routes())
-        .fallback(unknown_route);
+        .route("/metrics", get(metrics));
+    for (path, route) in crate::history_http::routes() {
+        router = router.route(path, guarded(Guarded::History, route));
+    }
     if state.auth.dev_tokens() {
-        router = router.route("/dev/token", post(dev_token));
+        router = router.route("/dev/token", guarded(Guarded::DevToken, post(dev_token)));
     }
     let scrubber = Arc::clone(&state.config.scrubber);
-    router
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            scrubber,
-            crate::scrub::responses,
-        ))
+    with_security_headers(router.fallback(unknown_route).with_state(state)).layer(
+        axum::middleware::from_fn_with_state(scrubber, crate::scrub::responses),
+    )
 }
 
 /// The routes a client can use, for the 404 of an unknown one.
-const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /tools, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, POST /agui/{agent}, GET /health, GET /healthz, GET /readyz, \
+const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /tools, GET /static/app.js, GET /static/app.css, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, POST /agui/{agent}, GET /health, GET /healthz, GET /readyz, \
     GET /version, GET /metrics, GET /v1/threads, GET /v1/threads/{thread_id}, PATCH /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
     GET /v1/runs/{run_id}, POST /dev/token (only without a configured secret)";
 

@@ -72,9 +72,13 @@ impl RunningServer {
             }
         });
         let serve = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
+            // Each request knows its peer's address: the HTTP API's per-address limits key on it.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
         });
         let maintained = Arc::downgrade(&state);
         let maintenance = tokio::spawn(async move {

@@ -56,7 +56,7 @@ error_codes! {
     FrameTooLarge = "frame_too_large",
     /// Binary frames are not part of the protocol.
     BinaryNotSupported = "binary_not_supported",
-    /// Too many `start_agent` requests.
+    /// Too many requests: `start_agent` frames, or HTTP requests (429 with `Retry-After`).
     RateLimited = "rate_limited",
     /// The run does not exist or is not the user's (the two are not told apart).
     RunNotFound = "run_not_found",
@@ -86,6 +86,8 @@ error_codes! {
     NotFound = "not_found",
     /// HTTP: the history store is unavailable for now; retry.
     Unavailable = "unavailable",
+    /// HTTP: the request comes from a page of an origin the server does not allow (403).
+    OriginNotAllowed = "origin_not_allowed",
 }
 
 impl fmt::Display for ErrorCode {

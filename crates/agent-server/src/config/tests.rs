@@ -468,3 +468,79 @@ fn mcp_process_settings_reach_the_server_spec() {
     assert_eq!(config.unscrubbed.len(), 1, "{:?}", config.unscrubbed);
     assert!(config.unscrubbed[0].source.contains("MCP server fs"));
 }
+
+/// `--allowed-origins` takes origins (repeated, or separated by `,` or `;`; a file's array),
+/// refuses anything else naming the flag, and the HTTP rates take 1 and up.
+#[test]
+fn origin_and_http_rate_flags() {
+    let table: &[(&[&str], Result<(), &str>)] = &[
+        (&["--allowed-origins", "https://chat.example.com"], Ok(())),
+        (&["--allowed-origins", "*"], Ok(())),
+        (
+            &["--allowed-origins", "chat.example.com"],
+            Err(
+                "--allowed-origins (AGENT_SERVER_ALLOWED_ORIGINS) \"chat.example.com\" is not an origin: it has no scheme",
+            ),
+        ),
+        (
+            &["--allowed-origins", "https://a.test,https://b.test/app"],
+            Err("\"https://b.test/app\" is not an origin: an origin has no path"),
+        ),
+        (
+            &["--http-rate-per-user-per-minute", "0"],
+            Err("--http-rate-per-user-per-minute"),
+        ),
+        (&["--http-rate-per-address-per-minute", "5000"], Ok(())),
+        (
+            &["--dev-token-rate-per-address-per-minute", "0"],
+            Err("--dev-token-rate-per-address-per-minute"),
+        ),
+    ];
+    for (argv, expected) in table {
+        check(argv, *expected);
+    }
+    let argv = [
+        "serve",
+        "--allowed-origins",
+        "https://a.test",
+        "--allowed-origins",
+        "http://b.test:8080;HTTPS://C.test:443",
+        "--http-rate-per-user-per-minute",
+        "7",
+    ];
+    let config = ServerConfig::from_args(Cli::try_parse_from(argv).unwrap().args).unwrap();
+    assert_eq!(
+        config.allowed_origins.listed(),
+        ["https://a.test", "http://b.test:8080", "https://c.test"]
+    );
+    assert_eq!(config.http_rates.per_user_per_minute, 7);
+}
+
+/// A file lists origins as an array.
+#[test]
+fn a_file_lists_allowed_origins() {
+    let dir = std::env::temp_dir().join(format!("agent-config-origins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        "allowed_origins = [\"https://a.test\", \"http://localhost:3000\"]\n",
+    )
+    .unwrap();
+    let argv: Vec<std::ffi::OsString> = ["serve", "--config", path.to_str().unwrap()]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let command = || <Cli as clap::CommandFactory>::command();
+    let matches = command().try_get_matches_from(&argv).unwrap();
+    let parsed = with_file(command(), &argv, matches).unwrap();
+    let args = <Cli as clap::FromArgMatches>::from_arg_matches(&parsed.matches)
+        .unwrap()
+        .args;
+    let config = ServerConfig::from_args(args).unwrap();
+    assert_eq!(
+        config.allowed_origins.listed(),
+        ["https://a.test", "http://localhost:3000"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
