@@ -104,9 +104,15 @@ fn scrubber() -> Arc<Scrubber> {
     Arc::new(Scrubber::new(&secrets))
 }
 
-/// The model: first it calls the tool twice (one call fails), then it echoes the JWT
-/// secret in its answer, cut across three chunks.
+/// The model, twice (a run over the socket, then one over AG-UI): first it calls the tool
+/// twice (one call fails), then it echoes the JWT secret in its answer, cut across three
+/// chunks.
 fn script() -> Vec<Reply> {
+    let run = one_run();
+    run.iter().chain(&run).cloned().collect()
+}
+
+fn one_run() -> Vec<Reply> {
     let (a, rest) = SECRET.split_at(9);
     let (b, c) = rest.split_at(11);
     vec![
@@ -203,6 +209,24 @@ async fn session(scrubber: Arc<Scrubber>) {
     };
     assert_clean("the history", &history);
     assert!(history.contains(MARKER), "{history}");
+
+    // The same run over AG-UI: its server-sent events are the scrubbed events, and its body
+    // passes the HTTP scrub too.
+    let input = json!({"threadId": core_context::ThreadId::generate().as_str(), "runId": "r1",
+        "state": {}, "tools": [], "context": [], "forwardedProps": {},
+        "messages": [{"id": "m1", "role": "user", "content": "Show me the server's secrets"}]});
+    let agui = reqwest::Client::new()
+        .post(format!("http://{addr}/agui/llm"))
+        .bearer_auth(crate::server_support::token(USER))
+        .json(&input)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(agui.status(), 200);
+    let agui = agui.text().await.unwrap();
+    assert!(agui.contains("RUN_FINISHED"), "{agui}");
+    assert_clean("the AG-UI stream", &agui);
+    assert!(agui.contains(MARKER), "{agui}");
 
     let (_, metrics) = http_text(addr, "GET", "/metrics", None).await;
     for site in ["events", "model", "logs", "socket"] {
