@@ -267,3 +267,49 @@ fn a_leaking_tool_and_an_echoing_model_leak_nothing_anywhere() {
     assert_clean("the logs", &logs);
     assert!(logs.contains(MARKER), "{logs}");
 }
+
+/// Set in the child that [`a_panic_message_reaches_the_logs_scrubbed`] starts.
+const PANIC_CHILD: &str = "AGENT_IT_SECRETS_PANIC_CHILD";
+
+/// Not a test of its own: the child of [`a_panic_message_reaches_the_logs_scrubbed`] (this
+/// binary again). It logs as `agent-server serve` does (the server's subscriber, its scrubbing
+/// writer to stderr, its panic hook) and panics with a secret in the message.
+#[test]
+fn panic_child() {
+    if std::env::var(PANIC_CHILD).is_err() {
+        return;
+    }
+    let lines = Scrubbed {
+        scrubber: scrubber(),
+        inner: std::io::stderr,
+    };
+    let (subscriber, _telemetry) =
+        agent_server::telemetry::subscriber(LogFormat::Text, lines, false, None, &Arc::default())
+            .unwrap();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    agent_server::server::log_panics();
+    let panicked = std::thread::spawn(|| panic!("a tool panicked holding {SECRET}")).join();
+    assert!(panicked.is_err());
+}
+
+#[test]
+fn a_panic_message_reaches_the_logs_scrubbed() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "secrets::panic_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PANIC_CHILD, "1")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("panic: ") && stderr.contains(MARKER),
+        "no scrubbed panic line:\n{stderr}"
+    );
+    assert_clean("a panic's log line", &stderr);
+}

@@ -212,6 +212,7 @@ pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
     for short in &config.unscrubbed {
         tracing::warn!("{short}: it is not removed from what the server sends out");
     }
+    log_panics();
     let generated = config.jwt_secret.is_none() && !config.identity.is_configured();
     let server = RunningServer::start(config)
         .await
@@ -253,6 +254,22 @@ pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
     // The spans of the drain go out before the process ends.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     Ok(())
+}
+
+/// Panics are logged through the log subscriber (whose lines are scrubbed of the server's
+/// secrets) instead of the default hook's raw write to stderr: a panicking agent or tool is
+/// caught and its run ends in `agent_error`, but its message, which may quote anything it
+/// held, would otherwise reach the logs unscrubbed.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let backtrace = std::backtrace::Backtrace::capture();
+        match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => {
+                tracing::error!(%backtrace, "panic: {info}");
+            }
+            _ => tracing::error!("panic: {info}"),
+        }
+    }));
 }
 
 async fn shutdown_signal() {
