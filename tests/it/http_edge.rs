@@ -389,6 +389,50 @@ async fn dev_tokens_are_rate_limited_per_address() {
     server.shutdown().await;
 }
 
+/// A dev-token server takes requests for loopback names only: a site its owner pointed at
+/// 127.0.0.1 (DNS rebinding) is its own origin to the browser, and is refused all the same,
+/// with or without `Origin`. A server with a configured secret serves any `Host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_token_server_refuses_hosts_that_are_not_loopback() {
+    let server = server_without_secret(100).await;
+    let addr = server.addr();
+    let port = addr.port();
+    let mint = |host: &str, origin: bool| {
+        let mut request = reqwest::Client::new()
+            .post(format!("http://{addr}/dev/token"))
+            .header("host", host)
+            .json(&json!({"user": "dev-a"}));
+        if origin {
+            request = request.header("origin", format!("http://{host}"));
+        }
+        request
+    };
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let (status, _, body) = send(mint(&host, true)).await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    let rebound = format!("rebound.example:{port}");
+    for origin in [true, false] {
+        let (status, _, body) = send(mint(&rebound, origin)).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"], "origin_not_allowed", "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("rebound.example") && message.contains("localhost"),
+            "{message}"
+        );
+    }
+    let socket = get(addr, "/ws", None, None).header("host", &rebound);
+    assert_eq!(send(socket).await.0, 403);
+    server.shutdown().await;
+
+    let server = start_server(|_| {}).await;
+    let addr = server.addr();
+    let me = get(addr, "/v1/me", Some("host-user"), None).header("host", "chat.example.com");
+    assert_eq!(send(me).await.0, 200);
+    server.shutdown().await;
+}
+
 /// A server with a generated secret (so it serves `/dev/token`) and `per_minute` dev tokens
 /// per address.
 async fn server_without_secret(per_minute: u32) -> agent_server::server::RunningServer {

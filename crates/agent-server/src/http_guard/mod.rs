@@ -15,6 +15,9 @@
 //!   `POST /dev/token`: a rate limit per address ([`rate`]). Over a limit: 429 `rate_limited`
 //!   with `Retry-After`.
 //!
+//! - With dev tokens (a generated secret, on loopback), the same routes take only requests
+//!   that name a loopback `Host` (`localhost`, `127.0.0.1`, `[::1]`), against DNS rebinding.
+//!
 //! **Architecture Invariant:** a page of another site never gets a socket or an API answer
 //! with a user's token: browsers name the page's origin, and it is checked before the token.
 
@@ -137,7 +140,9 @@ async fn check(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(refusal) = foreign_origin(&state, &request) {
+    if let Some(refusal) =
+        rebound_host(&state, &request).or_else(|| foreign_origin(&state, &request))
+    {
         return refusal;
     }
     let address = request
@@ -172,6 +177,40 @@ async fn check(
             too_many(guarded, limited)
         }
     }
+}
+
+/// The 403 of a request to a dev-token server (a generated secret, listening on loopback)
+/// that does not name a loopback host, if it is one. A page of another site whose name its
+/// owner pointed at 127.0.0.1 (DNS rebinding) is same-origin to the browser, `Origin` and
+/// `Host` both naming that site; without this check it could take a token for any user from
+/// `POST /dev/token` and use it.
+fn rebound_host(state: &AppState, request: &Request) -> Option<Response> {
+    if !state.auth.dev_tokens() || !state.config.addr.ip().is_loopback() {
+        return None;
+    }
+    let host = request.headers().get(header::HOST);
+    if host.is_some_and(origin::is_loopback_host) {
+        return None;
+    }
+    let shown: String = host
+        .map(|h| {
+            String::from_utf8_lossy(h.as_bytes())
+                .chars()
+                .take(200)
+                .collect()
+        })
+        .unwrap_or_default();
+    tracing::info!(host = %shown, path = %request.uri().path(), "refused a request that names no loopback host");
+    state.metrics.refused(&ErrorCode::OriginNotAllowed);
+    Some(refuse(
+        StatusCode::FORBIDDEN,
+        ErrorCode::OriginNotAllowed,
+        format!(
+            "this server hands out dev tokens and takes requests for localhost only, not for \
+             {shown:?} (a site pointed at this machine could otherwise take tokens); use \
+             http://localhost or http://127.0.0.1, or configure a secret (--jwt-secret)"
+        ),
+    ))
 }
 
 /// The 403 of a request from a page of an origin that is not allowed, if it is one.

@@ -141,9 +141,51 @@ fn normalize(value: &str) -> Result<String, &'static str> {
     })
 }
 
+/// Whether `host` (a `Host` header: a name or address, and maybe a port) names this machine's
+/// loopback: `localhost`, a name under `.localhost`, `127.0.0.0/8` or `[::1]`.
+pub(crate) fn is_loopback_host(host: &HeaderValue) -> bool {
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // `[::1]:8080`: the address is between the brackets.
+        Some(rest) => rest.split_once(']').map_or("", |(address, _)| address),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        let table = [
+            ("localhost", true),
+            ("localhost:8080", true),
+            ("LOCALHOST.:8080", true),
+            ("app.localhost:3000", true),
+            ("127.0.0.1:8080", true),
+            ("127.1.2.3", true),
+            ("[::1]:8080", true),
+            ("[::1]", true),
+            ("evil.example:8080", false),
+            ("localhost.evil.example", false),
+            ("10.0.0.1:8080", false),
+            ("[2001:db8::1]:80", false),
+            ("", false),
+        ];
+        for (host, loopback) in table {
+            let value = HeaderValue::from_str(host).unwrap();
+            assert_eq!(is_loopback_host(&value), loopback, "{host}");
+        }
+    }
 
     fn check_parse(value: &str, expected: Result<&[&str], &str>) {
         let got = AllowedOrigins::parse(&[value]);
