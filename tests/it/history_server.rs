@@ -9,7 +9,6 @@ use std::time::Duration;
 use agent_server::config::ServerConfig;
 use agent_server::server::RunningServer;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::server_support::{Client, KillableServer, start_server, token};
 
@@ -87,25 +86,18 @@ pub(crate) async fn http_sending(
     user: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = user.map_or(String::new(), |u| {
-        format!("Authorization: Bearer {}\r\n", token(u))
-    });
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .expect("an HTTP answer within 10 s")
-        .unwrap();
-    let text = String::from_utf8(response).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = reqwest::Client::new()
+        .request(method, format!("http://{addr}{path}"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .timeout(Duration::from_secs(10))
+        .body(body.to_owned());
+    if let Some(user) = user {
+        request = request.bearer_auth(token(user));
+    }
+    let response = request.send().await.expect("an HTTP answer within 10 s");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
 }
 
 /// Starts a run and reads the user's events until it ends; returns (run id, thread id).

@@ -75,13 +75,16 @@ struct JwksServer {
     addr: SocketAddr,
     keys: Arc<Mutex<Vec<Jwk>>>,
     fetches: Arc<AtomicUsize>,
+    /// While closed, a fetch waits at the provider (a slow provider) until it opens.
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl JwksServer {
     async fn start(keys: Vec<Jwk>) -> Self {
         let keys = Arc::new(Mutex::new(keys));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (served, counted) = (Arc::clone(&keys), Arc::clone(&fetches));
+        let gate = Arc::new(tokio::sync::watch::Sender::new(true));
+        let (served, counted, open) = (Arc::clone(&keys), Arc::clone(&fetches), gate.subscribe());
         let app = axum::Router::new().route(
             "/.well-known/jwks.json",
             axum::routing::get(move || {
@@ -89,7 +92,11 @@ impl JwksServer {
                 let set = JwkSet {
                     keys: served.lock().clone(),
                 };
-                async move { axum::Json(set) }
+                let mut open = open.clone();
+                async move {
+                    let _ = open.wait_for(|open| *open).await;
+                    axum::Json(set)
+                }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -99,6 +106,7 @@ impl JwksServer {
             addr,
             keys,
             fetches,
+            gate,
         }
     }
 
@@ -217,6 +225,45 @@ async fn a_jwks_is_cached_refetched_for_a_rotated_key_and_at_a_bounded_rate() {
     }
     assert_eq!(idp.fetches.load(Ordering::SeqCst), before + 1);
     assert_eq!(bounded.jwks_fetches().await, 1);
+}
+
+/// While the provider is slow to answer a fetch (a rotated key), tokens of keys already
+/// cached verify at once: the fetch does not hold the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_fetch_does_not_hold_up_tokens_of_cached_keys() {
+    let (rsa, rotated) = (
+        Signer::rsa("rsa-private.pem", "r1"),
+        Signer::rsa("rsa2-private.pem", "r2"),
+    );
+    let idp = JwksServer::start(vec![rsa.jwk()]).await;
+    let auth = Arc::new(
+        Auth::from_identity(&Identity {
+            jwks_url: Some(idp.url()),
+            jwks_min_refresh: Duration::ZERO,
+            ..Identity::default()
+        })
+        .unwrap(),
+    );
+    let cached = rsa.sign(&claims(json!({})), true);
+    assert_eq!(user(auth.verify(&cached).await), Ok("idp-user".into()));
+    // The provider rotates and becomes slow: the new key's token starts a fetch that waits.
+    idp.gate.send_replace(false);
+    idp.keys.lock().push(rotated.jwk());
+    let waiting = {
+        let (auth, token) = (Arc::clone(&auth), rotated.sign(&claims(json!({})), true));
+        tokio::spawn(async move { user(auth.verify(&token).await) })
+    };
+    while idp.fetches.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The fetch is held at the provider; a cached key's token is not held behind it (the
+    // timeout only turns a hang into a failure).
+    let verified = tokio::time::timeout(Duration::from_secs(10), auth.verify(&cached)).await;
+    assert_eq!(verified.map(user), Ok(Ok("idp-user".into())));
+    assert!(!waiting.is_finished(), "the fetch was not held");
+    idp.gate.send_replace(true);
+    assert_eq!(waiting.await.unwrap(), Ok("idp-user".into()));
+    assert_eq!(idp.fetches.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

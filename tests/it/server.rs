@@ -540,51 +540,35 @@ async fn idle_connections_are_closed_and_answering_pings_keeps_them_open() {
     server.shutdown().await;
 }
 
-/// A raw HTTP request; returns the status code and body.
-async fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_tokens_exist_only_without_a_configured_secret() {
-    let post = |body: &str| {
-        format!(
-            "POST /dev/token HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
+    let post = |addr: std::net::SocketAddr, body: &str| {
+        let request = reqwest::Client::new()
+            .post(format!("http://{addr}/dev/token"))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
     };
     let configured = start_server(|_| {}).await;
-    assert_eq!(
-        http(configured.addr(), &post(r#"{"user":"alice"}"#))
-            .await
-            .0,
-        404
-    );
+    assert_eq!(post(configured.addr(), r#"{"user":"alice"}"#).await.0, 404);
     configured.shutdown().await;
 
     let embedded = start_server(|c| c.jwt_secret = None).await;
-    let (status, body) = http(embedded.addr(), &post(r#"{"user":"alice"}"#)).await;
+    let (status, body) = post(embedded.addr(), r#"{"user":"alice"}"#).await;
     assert_eq!(status, 200, "{body}");
     let token: Value = serde_json::from_str(&body).unwrap();
     let client = Client::connect(embedded.addr(), token["token"].as_str().unwrap(), None)
         .await
         .unwrap();
     assert_eq!(client.established["user_id"], "alice");
-    let (status, body) = http(embedded.addr(), &post(r#"{"user":"default"}"#)).await;
+    let (status, body) = post(embedded.addr(), r#"{"user":"default"}"#).await;
     assert_eq!(status, 400);
     assert!(body.contains("placeholder"), "{body}");
-    let (status, _) = http(embedded.addr(), &post("not json")).await;
+    let (status, _) = post(embedded.addr(), "not json").await;
     assert_eq!(status, 400);
     embedded.shutdown().await;
 }

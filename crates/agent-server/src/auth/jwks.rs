@@ -2,14 +2,16 @@
 //! them, cached, fetched again when a token names a key id the cache does not hold (the
 //! provider rotated its keys) or when the cache is older than [`MAX_AGE`], but never more
 //! often than the configured minimum interval, so tokens with made-up key ids cannot make the
-//! server hammer the provider. A failed fetch keeps the keys it had, and is logged.
+//! server hammer the provider. A failed fetch keeps the keys it had, and is logged. One fetch
+//! runs at a time, and the cache is not locked across it: while the provider answers (up to
+//! the fetch timeout), tokens of keys already cached verify at once.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use tokio::sync::RwLock;
+use tokio::sync::{Mutex, RwLock};
 
 use super::AuthError;
 
@@ -32,6 +34,9 @@ pub(crate) struct Jwks {
     min_refresh: Duration,
     http: reqwest::Client,
     cached: RwLock<Cached>,
+    /// Held while a fetch runs, so that one fetch runs at a time; the cache's lock is not held
+    /// across it, so tokens of keys already cached verify while the provider answers.
+    fetching: Mutex<()>,
 }
 
 impl Jwks {
@@ -51,6 +56,7 @@ impl Jwks {
             min_refresh,
             http,
             cached: RwLock::new(Cached::default()),
+            fetching: Mutex::new(()),
         })
     }
 
@@ -61,33 +67,48 @@ impl Jwks {
 
     /// The key `kid` for a token signed with `alg`.
     pub(crate) async fn key(&self, kid: &str, alg: Algorithm) -> Result<DecodingKey, AuthError> {
-        {
-            let cached = self.cached.read().await;
-            let fresh = cached.fetched.is_some_and(|at| at.elapsed() < MAX_AGE);
-            if fresh {
-                if let Some(found) = pick(&cached.keys, kid, alg) {
-                    return found;
-                }
-            }
+        if let Some(found) = self.cached_key(kid, alg).await {
+            return found;
         }
-        let mut cached = self.cached.write().await;
+        let _one_fetch_at_a_time = self.fetching.lock().await;
         // Another request may have fetched while this one waited.
-        let due = cached
-            .fetched
-            .is_none_or(|at| at.elapsed() >= self.min_refresh);
-        let known = cached.keys.contains_key(kid)
-            && cached.fetched.is_some_and(|at| at.elapsed() < MAX_AGE);
-        if due && !known {
-            cached.fetches += 1;
-            cached.fetched = Some(Instant::now());
+        let due = {
+            let cached = self.cached.read().await;
+            let due = cached
+                .fetched
+                .is_none_or(|at| at.elapsed() >= self.min_refresh);
+            let known = cached.keys.contains_key(kid) && is_fresh(&cached);
+            due && !known
+        };
+        if due {
+            {
+                let mut cached = self.cached.write().await;
+                cached.fetches += 1;
+                cached.fetched = Some(Instant::now());
+            }
             match self.fetch().await {
-                Ok(keys) => cached.keys = keys,
+                Ok(keys) => self.cached.write().await.keys = keys,
                 Err(error) => {
                     tracing::warn!(url = %self.url, %error, "cannot fetch the identity provider's keys; keeping the ones fetched before");
                 }
             }
         }
+        let cached = self.cached.read().await;
         pick(&cached.keys, kid, alg).unwrap_or(Err(AuthError::UnknownKey))
+    }
+
+    /// The key `kid` from a cache young enough to trust, if it holds it.
+    async fn cached_key(
+        &self,
+        kid: &str,
+        alg: Algorithm,
+    ) -> Option<Result<DecodingKey, AuthError>> {
+        let cached = self.cached.read().await;
+        if is_fresh(&cached) {
+            pick(&cached.keys, kid, alg)
+        } else {
+            None
+        }
     }
 
     async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
@@ -115,6 +136,11 @@ impl Jwks {
         }
         Ok(keys)
     }
+}
+
+/// Whether the cache was fetched less than [`MAX_AGE`] ago.
+fn is_fresh(cached: &Cached) -> bool {
+    cached.fetched.is_some_and(|at| at.elapsed() < MAX_AGE)
 }
 
 /// The cached key `kid`, if any: refused when the token's `alg` is not the key's.
