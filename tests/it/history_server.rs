@@ -101,7 +101,11 @@ pub(crate) async fn http_sending(
 }
 
 /// Starts a run and reads the user's events until it ends; returns (run id, thread id).
-async fn run_to_end(client: &mut Client, request: &str, thread: Option<&str>) -> (String, String) {
+pub(crate) async fn run_to_end(
+    client: &mut Client,
+    request: &str,
+    thread: Option<&str>,
+) -> (String, String) {
     let mut payload = json!({"agent": "synthetic", "message": format!("question {request}"),
                              "input": {"thinking": 1, "tools": 1, "chunks": 1}});
     if let Some(thread) = thread {

@@ -25,6 +25,7 @@ mod client;
 mod compat;
 mod config;
 mod conversation;
+mod data_tls;
 mod drain;
 mod engine_isolation;
 mod engine_limits;

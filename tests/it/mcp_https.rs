@@ -38,8 +38,8 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A private CA (`ca.pem`) and a certificate it signed for 127.0.0.1 (`server.pem`,
-/// `server.key`), in `dir`.
-fn certificates(dir: &Path) {
+/// `server.key`), in `dir`. The data stores' TLS tests (`data_tls`) use them too.
+pub(crate) fn certificates(dir: &Path) {
     let ec = [
         "-newkey",
         "ec",

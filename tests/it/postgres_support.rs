@@ -2,6 +2,9 @@
 //! with no durability (fsync off), trust auth. Stopped and removed on drop. As root (CI), the
 //! server runs as the `postgres` user, which Debian's package creates.
 //!
+//! [`PostgresServer::start_tls`] accepts TCP connections over TLS only (`hostssl`), with a
+//! certificate the test made.
+//!
 //! The tests need Debian's PostgreSQL server (`.ci/run` installs it when missing).
 
 use std::net::{TcpListener, TcpStream};
@@ -62,6 +65,17 @@ impl PostgresServer {
     /// Initialises and starts a server on a free port; panics with what to install if it
     /// cannot.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Like [`PostgresServer::start`], but TCP clients must speak TLS: the server presents
+    /// `certificates`' `server.pem` (key `server.key`, made by `mcp_https::certificates`), and
+    /// `pg_hba.conf` has only a `hostssl` line for loopback.
+    pub fn start_tls(certificates: &Path) -> Self {
+        Self::start_with(Some(certificates))
+    }
+
+    fn start_with(tls: Option<&Path>) -> Self {
         let bin = bin_dir();
         let user = run_as();
         let port = TcpListener::bind("127.0.0.1:0")
@@ -81,15 +95,18 @@ impl PostgresServer {
             .status()
             .expect("run initdb");
         assert!(status.success(), "initdb failed in {dir:?}");
-        let child = command(bin.join("postgres"), user)
+        let mut postgres = command(bin.join("postgres"), user);
+        postgres
             .arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
             .arg("-k")
             .arg(&dir)
-            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
-            .spawn()
-            .expect("run postgres");
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
+        if let Some(certificates) = tls {
+            postgres.args(tls_options(certificates, &data, user));
+        }
+        let child = postgres.spawn().expect("run postgres");
         let server = Self {
             child: Some(child),
             port,
@@ -110,6 +127,34 @@ impl PostgresServer {
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
+}
+
+/// Copies the server's certificate and key next to its data (the key readable by the server's
+/// account only, as PostgreSQL demands), allows TCP clients over TLS only, and returns the
+/// `-c` options that turn TLS on.
+fn tls_options(certificates: &Path, data: &Path, user: Option<(u32, u32)>) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["server.pem", "server.key"] {
+        let copy = data.join(file);
+        std::fs::copy(certificates.join(file), &copy).expect("copy the certificate");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&copy, Some(uid), Some(gid)).expect("chown the certificate");
+        }
+    }
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+    )
+    .expect("write pg_hba.conf");
+    [
+        "ssl=on",
+        "ssl_cert_file=server.pem",
+        "ssl_key_file=server.key",
+    ]
+    .iter()
+    .flat_map(|option| ["-c".to_owned(), (*option).to_owned()])
+    .collect()
 }
 
 impl Drop for PostgresServer {

@@ -1,10 +1,12 @@
 //! A private `redis-server` per test: a free port on loopback, a temp dir, no persistence
 //! (so a restart loses everything, as a flushed or crashed Redis does). Stopped on drop.
 //!
+//! [`RedisServer::start_tls`] serves TLS only (`rediss://`), with a certificate the test made.
+//!
 //! The tests need Debian's `redis-server` (`.ci/run` installs it when missing).
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// The directory of `ca.pem`, `server.pem` and `server.key` when it serves TLS only.
+    tls: Option<PathBuf>,
 }
 
 fn binary() -> &'static str {
@@ -33,6 +37,17 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a Redis on a free port; panics with what to install if it cannot.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a Redis that speaks TLS only, on a free port, with `certificates`'
+    /// `server.pem` and `server.key` (made by `mcp_https::certificates`); clients need no
+    /// certificate of their own.
+    pub fn start_tls(certificates: &Path) -> Self {
+        Self::start_with(Some(certificates.to_owned()))
+    }
+
+    fn start_with(tls: Option<PathBuf>) -> Self {
         for _ in 0..5 {
             let port = free_port();
             let dir =
@@ -42,6 +57,7 @@ impl RedisServer {
                 child: None,
                 port,
                 dir,
+                tls: tls.clone(),
             };
             if server.launch() {
                 return server;
@@ -52,8 +68,22 @@ impl RedisServer {
 
     /// Spawns on `self.port`; false if it did not come up (the port was taken meanwhile).
     fn launch(&mut self) -> bool {
-        let child = Command::new(binary())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let port = self.port.to_string();
+        let mut command = Command::new(binary());
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some(files) => command
+                .args(["--port", "0", "--tls-port", &port])
+                .arg("--tls-cert-file")
+                .arg(files.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(files.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(files.join("ca.pem"))
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -81,9 +111,14 @@ impl RedisServer {
         false
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (`rediss://` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (SIGKILL: nothing is saved, clients see their sockets drop).

@@ -49,9 +49,15 @@ pub enum ServeError {
     /// The Redis broker could not start.
     #[error(transparent)]
     Broker(#[from] redis_broker::RedisBrokerError),
-    /// The history store could not open.
-    #[error(transparent)]
-    History(#[from] history::HistoryError),
+    /// The history store could not open: unreachable, its certificate refused, or its
+    /// migrations failed.
+    #[error("cannot open the history store at {url}: {source}")]
+    History {
+        /// The store's URL, without its password.
+        url: String,
+        /// Why.
+        source: history::HistoryError,
+    },
 }
 
 /// Everything a request handler needs. Shared by all connections.

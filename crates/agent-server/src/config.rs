@@ -93,11 +93,13 @@ impl BrokerChoice {
         if value == "in-process" {
             return Ok(Self::InProcess);
         }
-        let valid = ["redis://", "redis+unix://"].iter().any(|scheme| {
-            value
-                .strip_prefix(scheme)
-                .is_some_and(|rest| !rest.is_empty())
-        });
+        let valid = ["redis://", "rediss://", "redis+unix://"]
+            .iter()
+            .any(|scheme| {
+                value
+                    .strip_prefix(scheme)
+                    .is_some_and(|rest| !rest.is_empty())
+            });
         if valid {
             Ok(Self::Redis(value.to_owned()))
         } else {
@@ -155,7 +157,7 @@ pub enum ConfigError {
     Otlp(String),
     /// The broker is neither `in-process` nor a Redis URL.
     #[error(
-        "--broker (AGENT_SERVER_BROKER) {0:?} is neither `in-process` nor a Redis URL (redis://host:port)"
+        "--broker (AGENT_SERVER_BROKER) {0:?} is neither `in-process` nor a Redis URL (redis://host:port, or rediss://host:port for TLS)"
     )]
     Broker(String),
     /// The `--config` file cannot be read, or is not TOML.
@@ -242,6 +244,9 @@ pub struct ServerConfig {
     pub tools: ExtraTools,
     /// Where users' streams live.
     pub broker: BrokerChoice,
+    /// The CA certificates a `rediss://` broker's certificate must chain to, instead of the
+    /// machine's roots (`--broker-ca-file`).
+    pub broker_ca_file: Option<std::path::PathBuf>,
     /// How long a node's claim on a run lasts unrenewed (with a Redis broker).
     pub run_lease_ttl: Duration,
     /// The history store's URL; `None` keeps no history.
@@ -289,6 +294,7 @@ impl Default for ServerConfig {
             mcp_servers: Vec::new(),
             tools: ExtraTools::default(),
             broker: BrokerChoice::InProcess,
+            broker_ca_file: None,
             run_lease_ttl: Duration::from_secs(15),
             store: None,
             history_max_age: Duration::from_secs(90 * 86_400),
@@ -358,6 +364,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             llm,
             broker: BrokerChoice::parse(&args.broker)?,
+            broker_ca_file: args.broker_ca_file,
             run_lease_ttl: Duration::from_secs(args.run_lease_secs),
             store: store_url(&args.store)?,
             history_max_age: args.history_max_age,

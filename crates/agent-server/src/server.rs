@@ -44,7 +44,14 @@ impl RunningServer {
             .map_err(|source| ServeError::Bind { addr, source })?;
         let bounds = config.bridge.replay_bounds();
         let recorder = match &config.store {
-            Some(url) => Some(Recorder::open(url).await?),
+            Some(url) => Some(
+                Recorder::open(url)
+                    .await
+                    .map_err(|source| ServeError::History {
+                        url: redis_broker::redacted_url(url),
+                        source,
+                    })?,
+            ),
             None => None,
         };
         let state = match &config.broker {
@@ -53,9 +60,11 @@ impl RunningServer {
                 AppState::build(config, broker, None, recorder)?
             }
             BrokerChoice::Redis(url) => {
-                let redis = Arc::new(
-                    RedisBroker::connect(RedisBrokerConfig::new(url.clone(), bounds)).await?,
-                );
+                let redis_config = RedisBrokerConfig {
+                    ca_file: config.broker_ca_file.clone(),
+                    ..RedisBrokerConfig::new(url.clone(), bounds)
+                };
+                let redis = Arc::new(RedisBroker::connect(redis_config).await?);
                 let cluster = Cluster::new(Arc::clone(&redis), config.run_lease_ttl);
                 AppState::build(config, redis, Some(cluster), recorder)?
             }

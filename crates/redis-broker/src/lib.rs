@@ -18,11 +18,13 @@ mod publisher;
 mod runs;
 mod scripts;
 mod subscriber;
+mod tls;
 
 pub use runs::{CancelRequest, ClusterRuns, Lease, LostRun, NODE_LOST};
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -53,6 +55,9 @@ pub struct RedisBrokerConfig {
     pub key_prefix: String,
     /// Events a node may hold while Redis is unreachable; past it `publish` fails.
     pub publish_queue: usize,
+    /// With `rediss://`: a PEM file of the CA certificates that Redis's certificate must chain
+    /// to, instead of the machine's roots (`SSL_CERT_FILE`); `None` trusts the machine's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RedisBrokerConfig {
@@ -63,6 +68,7 @@ impl RedisBrokerConfig {
             bounds,
             key_prefix: "agentws".into(),
             publish_queue: 100_000,
+            ca_file: None,
         }
     }
 }
@@ -78,7 +84,23 @@ pub enum RedisBrokerError {
         /// Why.
         source: redis::RedisError,
     },
-    /// Redis did not answer.
+    /// A CA file for a URL without TLS.
+    #[error(
+        "a Redis CA file (--broker-ca-file) is for TLS, but {url} is not a rediss:// URL: use rediss://host:port, or no CA file"
+    )]
+    CaWithoutTls {
+        /// The URL, without its password.
+        url: String,
+    },
+    /// The CA file cannot be read or holds no certificate.
+    #[error("cannot use the Redis CA file {path} (--broker-ca-file): {reason}")]
+    Ca {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Redis did not answer, or its certificate was refused.
     #[error("cannot reach Redis at {url}: {source}")]
     Connect {
         /// The URL, without its password.
@@ -258,11 +280,7 @@ impl RedisBroker {
     /// Connects to Redis and starts the node's publisher, subscriber and key renewal tasks.
     pub async fn connect(config: RedisBrokerConfig) -> Result<Self, RedisBrokerError> {
         let url = redacted_url(&config.url);
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|source| RedisBrokerError::Url {
-                url: url.clone(),
-                source,
-            })?;
+        let client = tls::client(&config)?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))

@@ -115,7 +115,8 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENT_SERVER_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub shutdown_grace_secs: u64,
     /// Where users' streams live: `in-process` (one node, the default) or
-    /// `redis://[:password@]host:port[/db]` (several nodes share users through Redis).
+    /// `redis://[:password@]host:port[/db]` (several nodes share users through Redis;
+    /// `rediss://` for TLS, verifying Redis's certificate against the machine's roots).
     #[arg(
         long,
         env = "AGENT_SERVER_BROKER",
@@ -123,6 +124,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub broker: String,
+    /// With a `rediss://` broker: a PEM file of the CA certificates Redis's certificate must
+    /// chain to, trusted instead of the machine's roots (for a Redis with a private CA).
+    #[arg(long, env = "AGENT_SERVER_BROKER_CA_FILE", value_name = "PATH")]
+    pub broker_ca_file: Option<PathBuf>,
     /// With a Redis broker: seconds a node's claim on a running run lasts unrenewed; a node
     /// that dies has its runs ended (`agent_error` `node_lost`) this long after.
     #[arg(long, env = "AGENT_SERVER_RUN_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3_600))]

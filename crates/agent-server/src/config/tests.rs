@@ -55,6 +55,12 @@ fn flag_table() {
         (&["--broker", "in-process"], Ok(())),
         (&["--broker", "redis://127.0.0.1:6379"], Ok(())),
         (&["--broker", "redis://:pw@10.0.0.5:6379/2"], Ok(())),
+        (&["--broker", "rediss://:pw@cache.example.com:6380"], Ok(())),
+        (
+            &["--broker", "rediss://h:1", "--broker-ca-file", "a.pem"],
+            Ok(()),
+        ),
+        (&["--broker", "rediss://"], Err("\"rediss://\" is neither")),
         (
             &["--broker", "redis://"],
             Err("--broker (AGENT_SERVER_BROKER) \"redis://\" is neither"),
