@@ -93,17 +93,12 @@ impl BrokerChoice {
         if value == "in-process" {
             return Ok(Self::InProcess);
         }
-        let valid = ["redis://", "rediss://", "redis+unix://"]
-            .iter()
-            .any(|scheme| {
-                value
-                    .strip_prefix(scheme)
-                    .is_some_and(|rest| !rest.is_empty())
-            });
-        if valid {
-            Ok(Self::Redis(value.to_owned()))
-        } else {
-            Err(ConfigError::Broker(redis_broker::redacted_url(value)))
+        match ::secrets::url::check(value, read::BROKER_SCHEMES) {
+            Ok(_) => Ok(Self::Redis(value.to_owned())),
+            Err(why) => Err(ConfigError::Broker {
+                url: ::secrets::url::redacted(value),
+                why,
+            }),
         }
     }
 }
@@ -112,7 +107,7 @@ impl std::fmt::Debug for BrokerChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::InProcess => f.write_str("InProcess"),
-            Self::Redis(url) => write!(f, "Redis({})", redis_broker::redacted_url(url)),
+            Self::Redis(url) => write!(f, "Redis({})", ::secrets::url::redacted(url)),
         }
     }
 }
@@ -146,9 +141,14 @@ pub enum ConfigError {
     Identity(String),
     /// The store is none of the kinds the server knows.
     #[error(
-        "--store (AGENT_SERVER_STORE) {0:?} is not a store: use sqlite://path/to/file.db, postgres://user@host/db, or none"
+        "--store (AGENT_SERVER_STORE) {url:?} is not a store ({why}): use sqlite://path/to/file.db, postgres://user@host/db, or none"
     )]
-    Store(String),
+    Store {
+        /// The value given, credentials hidden.
+        url: String,
+        /// What is wrong with it.
+        why: ::secrets::url::UrlError,
+    },
     /// An `--mcp-server`, `--mcp-env`, `--mcp-pass-env` or `--mcp-cwd` value cannot be used.
     #[error("{0}")]
     Mcp(String),
@@ -157,9 +157,14 @@ pub enum ConfigError {
     Otlp(String),
     /// The broker is neither `in-process` nor a Redis URL.
     #[error(
-        "--broker (AGENT_SERVER_BROKER) {0:?} is neither `in-process` nor a Redis URL (redis://host:port, or rediss://host:port for TLS)"
+        "--broker (AGENT_SERVER_BROKER) {url:?} is neither `in-process` nor a Redis URL ({why}): use redis://host:port, rediss://host:port (TLS) or redis+unix:///path/to/socket"
     )]
-    Broker(String),
+    Broker {
+        /// The value given, credentials hidden.
+        url: String,
+        /// What is wrong with it.
+        why: ::secrets::url::UrlError,
+    },
     /// The `--config` file cannot be read, or is not TOML.
     #[error("--config {path}: {reason}")]
     File {

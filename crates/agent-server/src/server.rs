@@ -48,7 +48,7 @@ impl RunningServer {
                 Recorder::open(url)
                     .await
                     .map_err(|source| ServeError::History {
-                        url: redis_broker::redacted_url(url),
+                        url: secrets::url::redacted(url),
                         source,
                     })?,
             ),

@@ -96,7 +96,7 @@ impl LlmConfig {
         let url = self.base_url.trim_end_matches('/');
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(LlmError::BadBaseUrl {
-                url: url.to_owned(),
+                url: secrets::url::redacted(url),
             });
         }
         if self.model.trim().is_empty() {

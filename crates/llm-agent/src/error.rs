@@ -21,7 +21,7 @@ pub enum LlmError {
     /// The base URL is not an `http://` or `https://` URL.
     #[error("LLM base URL {url:?} must start with http:// or https://")]
     BadBaseUrl {
-        /// The URL as given, without trailing slashes.
+        /// The URL as given, without trailing slashes, credentials hidden.
         url: String,
     },
     /// The model name is empty or blank.

@@ -13,11 +13,11 @@ use redis::IntoConnectionInfo;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::{RedisBrokerConfig, RedisBrokerError, redacted_url};
+use crate::{RedisBrokerConfig, RedisBrokerError};
 
 /// A client for `config.url`, trusting `config.ca_file` if there is one.
 pub(crate) fn client(config: &RedisBrokerConfig) -> Result<redis::Client, RedisBrokerError> {
-    let url = redacted_url(&config.url);
+    let url = secrets::url::redacted(&config.url);
     let info = config
         .url
         .as_str()

@@ -22,6 +22,9 @@
 //! [`StreamScrub`], which holds back the end of a piece while it could be the start of a
 //! secret, so a secret split across two chunks is still found.
 //!
+//! The [`url`] module checks the URLs the server is configured with and owns which of their
+//! parts are secret, both for showing them redacted and for handing them to the scrubber.
+//!
 //! **Invariant:** a secret shorter than [`MIN_LEN`] bytes is refused by [`Secrets::add`]
 //! (replacing every occurrence of, say, `pw` would mangle ordinary text while protecting
 //! nothing); the caller says so to the operator.
@@ -36,6 +39,8 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
+
+pub mod url;
 
 /// What a secret is replaced with.
 pub const MARKER: &str = "[secret removed]";

@@ -3,13 +3,38 @@
 
 use std::time::Duration;
 
+use secrets::url::{Scheme, redacted};
+
 use super::{ConfigError, NO_OTLP, ServeArgs};
+
+/// What `--broker` takes besides `in-process`: Redis over TCP, over TLS, or a Unix socket.
+pub(super) const BROKER_SCHEMES: &[Scheme] = &[
+    Scheme::with_host("redis"),
+    Scheme::with_host("rediss"),
+    Scheme::with_host_or_path("redis+unix"),
+];
+/// What `--store` takes besides `none`. A Postgres URL may leave its host to libpq's
+/// default (`postgres:///agents`, a local socket).
+const STORE_SCHEMES: &[Scheme] = &[
+    Scheme::with_host_or_path("sqlite"),
+    Scheme::with_host_or_path("postgres"),
+    Scheme::with_host_or_path("postgresql"),
+];
+/// What `--otlp-endpoint` and `--llm-base-url` take.
+const HTTP_SCHEMES: &[Scheme] = &[Scheme::with_host("http"), Scheme::with_host("https")];
 
 /// The `llm` agent's settings, when both its URL and its model are given.
 pub(super) fn llm(args: &ServeArgs) -> Result<Option<llm_agent::LlmConfig>, ConfigError> {
     match (&args.llm_base_url, &args.llm_model) {
         (None, None) => Ok(None),
         (Some(url), Some(model)) => {
+            secrets::url::check(url, HTTP_SCHEMES).map_err(|why| {
+                ConfigError::Llm(format!(
+                    "--llm-base-url (LLM_BASE_URL) {:?} is not a model API's root ({why}): use \
+                     http://host:port/v1 or https://host/v1",
+                    redacted(url)
+                ))
+            })?;
             let mut llm = llm_agent::LlmConfig::new(url.clone(), model.clone());
             llm.api_key = args.llm_api_key.clone().map(llm_agent::Secret::new);
             llm.max_turns = args.llm_max_turns;
@@ -137,21 +162,15 @@ pub(super) fn otlp(args: &ServeArgs) -> Result<Option<crate::telemetry::Otlp>, C
     let refuse = |why: &str| {
         ConfigError::Otlp(format!(
             "--otlp-endpoint (AGENT_SERVER_OTLP_ENDPOINT) {:?} {why}",
-            redis_broker::redacted_url(endpoint)
+            redacted(endpoint)
         ))
     };
-    let Some(rest) = ["http://", "https://"]
-        .iter()
-        .find_map(|scheme| endpoint.strip_prefix(scheme))
-    else {
-        return Err(refuse(
-            "is not an http:// or https:// URL (a collector's OTLP/HTTP address, http://collector:4318)",
-        ));
-    };
-    if rest.is_empty() || rest.starts_with(['/', ':']) {
-        return Err(refuse("names no host"));
+    if let Err(why) = secrets::url::check(endpoint, HTTP_SCHEMES) {
+        return Err(refuse(&format!(
+            "is not a collector's address ({why}): give its OTLP/HTTP address, http://collector:4318"
+        )));
     }
-    if rest.contains(['?', '#', ' ']) {
+    if endpoint.contains(['?', '#', ' ']) {
         return Err(refuse(
             "holds a query, a fragment or a space; give the collector's address only",
         ));
@@ -177,18 +196,20 @@ pub(super) fn store_url(value: &str) -> Result<Option<String>, ConfigError> {
     if value == "none" {
         return Ok(None);
     }
-    let known = ["sqlite://", "sqlite:", "postgres://", "postgresql://"]
-        .iter()
-        .any(|scheme| {
-            value
-                .strip_prefix(scheme)
-                .is_some_and(|rest| !rest.trim_matches('/').is_empty())
-        });
-    if known {
-        Ok(Some(value.to_owned()))
-    } else {
-        Err(ConfigError::Store(redis_broker::redacted_url(value)))
+    let refused = |why| ConfigError::Store {
+        url: redacted(value),
+        why,
+    };
+    // sqlx reads what follows `sqlite:` as a file path, not a URL host (`sqlite://my data.db`
+    // is a file with a space in its name), so only its emptiness is checked here.
+    if let Some(path) = value.strip_prefix("sqlite:") {
+        if path.trim_matches('/').is_empty() {
+            return Err(refused(secrets::url::UrlError::Empty("sqlite".into())));
+        }
+        return Ok(Some(value.to_owned()));
     }
+    secrets::url::check(value, STORE_SCHEMES).map_err(refused)?;
+    Ok(Some(value.to_owned()))
 }
 
 /// The identity provider's settings of `args` (the public key file read now).

@@ -9,8 +9,6 @@
 //! server's own environment whose name marks it as sensitive (`*_TOKEN`, `*_SECRET`,
 //! `*PASSWORD*`, `*API_KEY*`, ...: the key list the event redaction uses).
 
-use std::borrow::Cow;
-
 use secrets::{Secrets, TooShort};
 
 use super::{ConfigError, ServeArgs};
@@ -29,28 +27,13 @@ impl Gathered {
         }
     }
 
-    /// The password of `url`, if it holds one: its user-info's, and a `password` or
-    /// `sslpassword` query parameter's (as libpq reads them), each as written and decoded.
+    /// The secrets of `url`, if it holds any: its user-info's password and the value of
+    /// each secret query parameter, as written and decoded; the same parts that
+    /// `agent-server config` and error messages hide (`secrets::url` owns the list).
     fn add_url_passwords(&mut self, source: &str, url: &str) {
-        let Ok(parsed) = url::Url::parse(url) else {
-            return;
-        };
-        let mut found: Vec<Cow<'_, str>> = Vec::new();
-        if let Some(password) = parsed.password() {
-            found.push(Cow::Owned(password.to_owned()));
-        }
-        for (key, value) in parsed.query_pairs() {
-            if key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword") {
-                found.push(value);
-            }
-        }
-        for password in found {
-            let decoded = percent_encoding::percent_decode_str(&password).decode_utf8_lossy();
-            let source = format!("the password in {source}");
-            self.add(&source, &decoded);
-            if decoded != password {
-                self.add(&source, &password);
-            }
+        let source = format!("the password in {source}");
+        for secret in secrets::url::secrets_in(url) {
+            self.add(&source, &secret);
         }
     }
 }

@@ -41,8 +41,7 @@ fn masked(key: &str, value: &str) -> Option<String> {
         });
     }
     if URLS.contains(&key) {
-        let redacted = redis_broker::redacted_url(value);
-        return (redacted != value).then_some(redacted);
+        return secrets::url::has_credentials(value).then(|| secrets::url::redacted(value));
     }
     None
 }
@@ -183,6 +182,20 @@ mod tests {
                 Some("postgres://<credentials>@db/agents"),
             ),
             ("store", "sqlite://agent-history.db", None),
+            // A password in the query (as libpq reads it) is hidden, the other parameters kept.
+            (
+                "store",
+                "postgres://u@h/db?sslmode=require&password=pw",
+                Some("postgres://<credentials>@h/db?sslmode=require&password=<hidden>"),
+            ),
+            ("store", "postgres://h/db?sslmode=require", None),
+            // An `@` in a path is no user-info.
+            ("llm_base_url", "https://llm.example/@team/v1", None),
+            (
+                "otlp_endpoint",
+                "https://collector.example/?token=t",
+                Some("https://collector.example/?token=<hidden>"),
+            ),
             (
                 "llm_base_url",
                 "https://user:key@llm.example/v1",

@@ -52,32 +52,6 @@ fn flag_table() {
             &["--default-agent", "Bad Agent"],
             Err("--default-agent \"Bad Agent\" is not a valid agent name"),
         ),
-        (&["--broker", "in-process"], Ok(())),
-        (&["--broker", "redis://127.0.0.1:6379"], Ok(())),
-        (&["--broker", "redis://:pw@10.0.0.5:6379/2"], Ok(())),
-        (&["--broker", "rediss://:pw@cache.example.com:6380"], Ok(())),
-        (
-            &["--broker", "rediss://h:1", "--broker-ca-file", "a.pem"],
-            Ok(()),
-        ),
-        (&["--broker", "rediss://"], Err("\"rediss://\" is neither")),
-        (
-            &["--broker", "redis://"],
-            Err("--broker (AGENT_SERVER_BROKER) \"redis://\" is neither"),
-        ),
-        (
-            &["--broker", "http://user:secret@cache:6379"],
-            Err("\"http://<credentials>@cache:6379\" is neither"),
-        ),
-        (&["--broker", "memory"], Err("is neither `in-process` nor")),
-        (&["--store", "none"], Ok(())),
-        (&["--store", "sqlite://data/history.db"], Ok(())),
-        (&["--store", "postgres://app:pw@db:5432/agents"], Ok(())),
-        (
-            &["--store", "mysql://root:secret@db/agents"],
-            Err("--store (AGENT_SERVER_STORE) \"mysql://<credentials>@db/agents\" is not a store"),
-        ),
-        (&["--store", "sqlite://"], Err("is not a store")),
         (&["--history-max-age", "30d"], Ok(())),
         (
             &["--addr", "0.0.0.0:8080"],
@@ -99,6 +73,77 @@ fn flag_table() {
             &["--history-max-threads-per-user", "0"],
             Err("--history-max-threads-per-user"),
         ),
+    ];
+    for (argv, expected) in table {
+        check(argv, *expected);
+    }
+}
+
+/// The URL settings: checked with `secrets::url`, shown redacted when refused.
+#[test]
+fn url_flag_table() {
+    let table: &[(&[&str], Result<(), &str>)] = &[
+        (&["--broker", "in-process"], Ok(())),
+        (&["--broker", "redis://127.0.0.1:6379"], Ok(())),
+        (&["--broker", "redis://:pw@10.0.0.5:6379/2"], Ok(())),
+        (
+            &["--broker", "redis://"],
+            Err("--broker (AGENT_SERVER_BROKER) \"redis://\" is neither"),
+        ),
+        (
+            &["--broker", "http://user:secret@cache:6379"],
+            Err("\"http://<credentials>@cache:6379\" is neither"),
+        ),
+        (&["--broker", "memory"], Err("is neither `in-process` nor")),
+        (&["--broker", "rediss://:pw@cache:6380/0"], Ok(())),
+        (
+            &["--broker", "rediss://h:1", "--broker-ca-file", "a.pem"],
+            Ok(()),
+        ),
+        (&["--broker", "rediss://"], Err("\"rediss://\" is neither")),
+        (&["--broker", "redis+unix:///run/redis.sock"], Ok(())),
+        (
+            &["--broker", "redis://:pw@cache:99999"],
+            Err(
+                "\"redis://<credentials>@cache:99999\" is neither `in-process` nor a Redis URL (its port is not a number in 1..=65535)",
+            ),
+        ),
+        (
+            &["--broker", "redis://:6379"],
+            Err("is neither `in-process` nor a Redis URL (it names no host)"),
+        ),
+        (&["--store", "postgres://db/agents?sslmode=require"], Ok(())),
+        (&["--store", "postgresql:///agents"], Ok(())),
+        (&["--store", "sqlite:data/history.db"], Ok(())),
+        (
+            &["--store", "postgres://u@db:5432x/agents?password=hunter2"],
+            Err(
+                "\"postgres://<credentials>@db:5432x/agents?password=<hidden>\" is not a store (its port is not a number in 1..=65535)",
+            ),
+        ),
+        (
+            &[
+                "--llm-base-url",
+                "ftp://u:pw@llm.example/v1",
+                "--llm-model",
+                "m",
+            ],
+            Err(
+                "--llm-base-url (LLM_BASE_URL) \"ftp://<credentials>@llm.example/v1\" is not a model API's root (its scheme is `ftp`, not http:// or https://)",
+            ),
+        ),
+        (
+            &["--llm-base-url", "http://:8080/v1", "--llm-model", "m"],
+            Err("is not a model API's root (it names no host)"),
+        ),
+        (&["--store", "none"], Ok(())),
+        (&["--store", "sqlite://data/history.db"], Ok(())),
+        (&["--store", "postgres://app:pw@db:5432/agents"], Ok(())),
+        (
+            &["--store", "mysql://root:secret@db/agents"],
+            Err("--store (AGENT_SERVER_STORE) \"mysql://<credentials>@db/agents\" is not a store"),
+        ),
+        (&["--store", "sqlite://"], Err("is not a store")),
     ];
     for (argv, expected) in table {
         check(argv, *expected);
@@ -218,7 +263,9 @@ fn otlp_flag_table() {
         ),
         (
             &["--otlp-endpoint", "collector:4318"],
-            Err("\"collector:4318\" is not an http:// or https:// URL"),
+            Err(
+                "\"collector:4318\" is not a collector's address (its scheme is `collector`, not http:// or https://)",
+            ),
         ),
         (&["--otlp-endpoint", "http://"], Err("names no host")),
         (&["--otlp-endpoint", "http://:4318"], Err("names no host")),
