@@ -426,5 +426,23 @@ async fn tools_are_listed_with_their_schema_and_source() {
         assert_eq!(tool["parameters"]["type"], "object", "{tool}");
         assert!(!tool["description"].as_str().unwrap().is_empty(), "{tool}");
     }
+    // The local tools' schemas are derived from their argument structs: the fields, the
+    // bounds and an example call, without the Rust type's name.
+    let calculator = tools.iter().find(|t| t["name"] == "calculator").unwrap();
+    let schema = &calculator["parameters"];
+    assert_eq!(schema["required"], json!(["expression"]), "{schema}");
+    assert_eq!(schema["additionalProperties"], false, "{schema}");
+    assert_eq!(
+        schema["properties"]["expression"]["maxLength"], 500,
+        "{schema}"
+    );
+    assert_eq!(
+        schema["examples"][0]["expression"], "(12 + 3) * 7",
+        "{schema}"
+    );
+    assert!(
+        schema.get("title").is_none() && schema.get("$schema").is_none(),
+        "{schema}"
+    );
     server.shutdown().await;
 }

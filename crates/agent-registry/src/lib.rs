@@ -35,4 +35,5 @@ pub use context::{
 pub use registry::{
     AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError, ToolCounts, ToolInfo,
 };
+pub use schema::check_args;
 pub use tool::{Tool, ToolError, ToolSet, parse_args};

@@ -99,6 +99,21 @@ impl ArgumentSchema {
     }
 }
 
+/// Checks `args` against `schema` as the dispatcher does before a call, for a tool's own
+/// tests (its schema accepts what its parser accepts) and for a tool that checks nested
+/// values. A refusal names each failing path; a schema that does not compile is a
+/// [`ToolError::Failed`](crate::ToolError::Failed) that says why.
+pub fn check_args(schema: &Value, args: &Value) -> Result<(), crate::ToolError> {
+    let compiled = ArgumentSchema::try_compile(schema).map_err(|why| {
+        crate::ToolError::Failed(format!(
+            "the tool's argument schema does not compile: {why}"
+        ))
+    })?;
+    compiled
+        .check(args)
+        .map_err(crate::ToolError::InvalidArguments)
+}
+
 /// The leaves of `error`'s tree (the specific problems, not "validation failed" around
 /// them), as `path: why`, at most [`MAX_PROBLEMS`] of them.
 fn describe(error: &boon::ValidationError<'_, '_>) -> String {

@@ -6,14 +6,29 @@
 //! - `text_stats`: characters, words, sentences and lines of a text.
 //! - `search_docs`: a ranked search over the project's own `docs/`, bundled into the binary.
 //!
-//! Every tool checks its arguments against its schema by decoding them into a struct that
-//! denies unknown fields, and says what was wrong.
+//! Every tool's argument schema (its `parameters()`, what a model is shown and what the
+//! dispatcher checks calls against) is derived with `schemars` from the struct the tool decodes
+//! its arguments into, which denies unknown fields: the schema and the parsing cannot drift.
+//! Each schema carries an example call, which the tests check against both.
 
 use agent_registry::{Tool, ToolError, parse_args};
 use async_trait::async_trait;
 use core_context::UserExecutionContext;
+use schemars::JsonSchema;
+use schemars::generate::SchemaSettings;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+/// The JSON Schema of `T` as a tool's `parameters()`: draft 2020-12 (what the dispatcher and
+/// MCP read), without `$schema` and the Rust type's name, which a model does not need.
+fn schema_of<T: JsonSchema>() -> Value {
+    let mut schema = SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>();
+    schema.remove("$schema");
+    schema.remove("title");
+    schema.into()
+}
 
 /// The longest expression the calculator accepts.
 pub const MAX_EXPRESSION_LEN: usize = 500;
@@ -22,9 +37,12 @@ pub const MAX_EXPRESSION_LEN: usize = 500;
 #[derive(Debug, Default)]
 pub struct CalculatorTool;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = json!({"expression": "(12 + 3) * 7"}))]
 struct CalculatorArgs {
+    /// For example (12 + 3) * 7
+    #[schemars(length(max = MAX_EXPRESSION_LEN))]
     expression: String,
 }
 
@@ -69,12 +87,7 @@ impl Tool for CalculatorTool {
         "Evaluates an arithmetic expression: + - * / % ^, parentheses, comparisons, and math functions such as math::sqrt(2)."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {"expression": {"type": "string", "maxLength": MAX_EXPRESSION_LEN, "description": "For example (12 + 3) * 7"}},
-            "required": ["expression"],
-            "additionalProperties": false
-        })
+        schema_of::<CalculatorArgs>()
     }
     async fn call(&self, _ctx: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
         let CalculatorArgs { expression } = parse_args(args)?;
@@ -86,9 +99,11 @@ impl Tool for CalculatorTool {
 #[derive(Debug, Default)]
 pub struct CurrentTimeTool;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = json!({"timezone": "Asia/Tokyo"}))]
 struct CurrentTimeArgs {
+    /// An IANA time zone name, e.g. Europe/Zurich
     timezone: String,
 }
 
@@ -117,12 +132,7 @@ impl Tool for CurrentTimeTool {
         "The current date and time in an IANA time zone (for example Asia/Tokyo)."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {"timezone": {"type": "string", "description": "An IANA time zone name, e.g. Europe/Zurich"}},
-            "required": ["timezone"],
-            "additionalProperties": false
-        })
+        schema_of::<CurrentTimeArgs>()
     }
     async fn call(&self, _ctx: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
         let CurrentTimeArgs { timezone } = parse_args(args)?;
@@ -134,9 +144,11 @@ impl Tool for CurrentTimeTool {
 #[derive(Debug, Default)]
 pub struct TextStatsTool;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = json!({"text": "One. Two! Three?"}))]
 struct TextStatsArgs {
+    /// The text to measure.
     text: String,
 }
 
@@ -163,12 +175,7 @@ impl Tool for TextStatsTool {
         "Counts the characters, words, sentences and lines of a text."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {"text": {"type": "string", "description": "The text to measure."}},
-            "required": ["text"],
-            "additionalProperties": false
-        })
+        schema_of::<TextStatsArgs>()
     }
     async fn call(&self, _ctx: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
         let TextStatsArgs { text } = parse_args(args)?;
@@ -197,11 +204,15 @@ pub const DOCS: &[(&str, &str)] = &[
 #[derive(Debug, Default)]
 pub struct SearchDocsTool;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = json!({"query": "resume after a reconnect", "limit": 3}))]
 struct SearchDocsArgs {
+    /// Words to look for.
     query: String,
+    /// How many sections to return, best first.
     #[serde(default = "default_limit")]
+    #[schemars(range(min = 1, max = 10))]
     limit: usize,
 }
 
@@ -281,15 +292,7 @@ impl Tool for SearchDocsTool {
         "Searches this project's documentation (README, architecture, protocol, migration) and returns the best sections."
     }
     fn parameters(&self) -> Value {
-        json!({
-            "type": "object",
-            "properties": {
-                "query": {"type": "string", "description": "Words to look for."},
-                "limit": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3}
-            },
-            "required": ["query"],
-            "additionalProperties": false
-        })
+        schema_of::<SearchDocsArgs>()
     }
     async fn call(&self, _ctx: &UserExecutionContext, args: Value) -> Result<Value, ToolError> {
         let SearchDocsArgs { query, limit } = parse_args(args)?;
@@ -420,5 +423,96 @@ mod tests {
         );
         check(search_docs("a b", 3), Err("no word of 3 or more letters"));
         check(search_docs("resume", 0), Err("use 1 to 10"));
+    }
+
+    /// Decodes arguments as a tool's `call` does, keeping only whether that worked.
+    type Parse = fn(Value) -> Result<(), ToolError>;
+
+    /// Every built-in tool with its arguments decoded as its `call` decodes them.
+    fn tools() -> Vec<(Box<dyn Tool>, Parse)> {
+        vec![
+            (Box::new(CalculatorTool), |v| {
+                parse_args::<CalculatorArgs>(v).map(drop)
+            }),
+            (Box::new(CurrentTimeTool), |v| {
+                parse_args::<CurrentTimeArgs>(v).map(drop)
+            }),
+            (Box::new(TextStatsTool), |v| {
+                parse_args::<TextStatsArgs>(v).map(drop)
+            }),
+            (Box::new(SearchDocsTool), |v| {
+                parse_args::<SearchDocsArgs>(v).map(drop)
+            }),
+        ]
+    }
+
+    /// Each tool's schema documents an example that the dispatcher's check and the tool's
+    /// parsing both accept; a wrong type, a missing field and an unknown field each fail both.
+    #[test]
+    fn schemas_and_parsing_agree() {
+        for (tool, parse) in tools() {
+            let schema = tool.parameters();
+            let name = tool.name();
+            let examples = schema["examples"].as_array().cloned().unwrap_or_default();
+            assert!(!examples.is_empty(), "{name}: no example in {schema}");
+            for example in examples {
+                agent_registry::check_args(&schema, &example)
+                    .unwrap_or_else(|e| panic!("{name}: {example} refused by the schema: {e}"));
+                parse(example.clone())
+                    .unwrap_or_else(|e| panic!("{name}: {example} refused by parsing: {e}"));
+            }
+            let required = schema["required"][0].as_str().unwrap();
+            let refused = [
+                json!({ required: 42 }),
+                json!({}),
+                json!({ required: "x", "unexpected": 1 }),
+            ];
+            for args in refused {
+                let checked = agent_registry::check_args(&schema, &args);
+                assert!(
+                    matches!(checked, Err(ToolError::InvalidArguments(_))),
+                    "{name}: {args} passed the schema: {checked:?}"
+                );
+                assert!(parse(args.clone()).is_err(), "{name}: {args} parsed");
+            }
+            // serde also reads a struct from an array of its fields, so here the schema is
+            // what refuses a call whose arguments are no object.
+            let positional = json!([required]);
+            assert!(
+                agent_registry::check_args(&schema, &positional).is_err(),
+                "{name}: {positional} passed the schema"
+            );
+        }
+    }
+
+    /// The bounds the tools enforce are in their schemas, so a model sees them.
+    #[test]
+    fn schemas_state_the_bounds() {
+        let check = |tool: &dyn Tool, args: Value, ok: bool| {
+            let checked = agent_registry::check_args(&tool.parameters(), &args);
+            assert_eq!(checked.is_ok(), ok, "{}: {args}: {checked:?}", tool.name());
+        };
+        check(&SearchDocsTool, json!({"query": "resume"}), true);
+        check(
+            &SearchDocsTool,
+            json!({"query": "resume", "limit": 10}),
+            true,
+        );
+        check(
+            &SearchDocsTool,
+            json!({"query": "resume", "limit": 0}),
+            false,
+        );
+        check(
+            &SearchDocsTool,
+            json!({"query": "resume", "limit": 11}),
+            false,
+        );
+        let long = "1".repeat(MAX_EXPRESSION_LEN + 1);
+        check(&CalculatorTool, json!({"expression": long}), false);
+        assert_eq!(
+            CalculatorTool.parameters()["properties"]["expression"]["description"],
+            "For example (12 + 3) * 7"
+        );
     }
 }
