@@ -40,6 +40,7 @@ mod mcp;
 mod mcp_env;
 mod mcp_https;
 mod mcp_rust;
+mod model_https;
 mod multinode;
 mod multinode_runs;
 mod operations;

@@ -97,10 +97,10 @@ pub(crate) fn certificates(dir: &Path) {
 }
 
 /// The TLS front, stopped (and its directory removed) on drop.
-struct TlsFront {
-    dir: PathBuf,
+pub(crate) struct TlsFront {
+    pub(crate) dir: PathBuf,
     proxy: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for TlsFront {
@@ -112,7 +112,7 @@ impl Drop for TlsFront {
 }
 
 /// Serves `target` (`http://127.0.0.1:PORT/mcp`) at `https://127.0.0.1:PORT2/mcp`.
-fn tls_front(target: &str) -> TlsFront {
+pub(crate) fn tls_front(target: &str) -> TlsFront {
     let dir =
         std::env::temp_dir().join(format!("agent-it-tls-{}", core_context::RunId::generate()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -23,6 +23,9 @@ pub async fn get_dev_token(server_url: &str, user: &str) -> Result<DevTokenRespo
         url: url.clone(),
         reason,
     };
+    // reqwest's rustls takes the process's crypto provider: ring, as everywhere in the
+    // workspace, unless one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .build()

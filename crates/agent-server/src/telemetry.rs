@@ -324,6 +324,7 @@ mod export {
             let client = self
                 .0
                 .get_or_init(|| {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
                     reqwest::blocking::Client::builder()
                         .timeout(TIMEOUT)
                         .build()

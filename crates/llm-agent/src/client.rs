@@ -45,6 +45,9 @@ enum Attempt {
 impl ModelClient {
     /// A client for `config`, whose `request_timeout` bounds every call.
     pub(crate) fn new(config: LlmConfig) -> Result<Self, LlmError> {
+        // reqwest's rustls takes the process's crypto provider: ring, as everywhere in the
+        // workspace, unless one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .build()

@@ -42,7 +42,7 @@ pub enum LlmError {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RunFailure {
     /// The request did not get a response (connection refused, DNS, timeout).
-    #[error("cannot reach the model server: {0}")]
+    #[error("cannot reach the model server: {}", with_causes(.0))]
     Unreachable(reqwest::Error),
     /// HTTP 401 or 403.
     #[error("the model server refused the API key (HTTP {status})")]
@@ -114,6 +114,22 @@ impl From<RunFailure> for AgentError {
     fn from(failure: RunFailure) -> Self {
         AgentError::new(failure.code(), failure.to_string())
     }
+}
+
+/// `error` and the causes under it (reqwest's own message says only "error sending
+/// request"; the reason, such as an untrusted certificate, is in its sources).
+fn with_causes(error: &reqwest::Error) -> String {
+    let mut said = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !said.contains(&text) {
+            said.push_str(": ");
+            said.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    said
 }
 
 #[cfg(test)]

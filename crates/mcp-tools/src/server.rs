@@ -502,7 +502,7 @@ fn cause_of<'a>(
     if let Some(ClientInitializeError::TransportError { error, .. }) = error.downcast_ref() {
         return Some(error);
     }
-    match error.downcast_ref::<StreamableHttpError<rmcp_reqwest::Error>>() {
+    match error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
         Some(StreamableHttpError::Client(client)) => Some(client),
         _ => error.source(),
     }

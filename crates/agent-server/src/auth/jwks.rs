@@ -47,6 +47,9 @@ impl Jwks {
                 "the JWKS URL must be http(s)://…, not {url:?}"
             )));
         }
+        // reqwest's rustls takes the process's crypto provider: ring, as everywhere in the
+        // workspace, unless one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .build()
