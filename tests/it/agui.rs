@@ -19,7 +19,7 @@ fn run_input(thread: &str, message: &str, options: Value) -> Value {
 }
 
 async fn post(addr: SocketAddr, agent: &str, user: Option<&str>, body: &str) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
+    let mut request = crate::support::http_client()
         .post(format!("http://{addr}/agui/{agent}"))
         .header("content-type", "application/json")
         .body(body.to_owned());

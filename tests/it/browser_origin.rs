@@ -51,7 +51,9 @@ async fn attempt(client: &fantoccini::Client, site: SocketAddr, target: SocketAd
 
 /// The refusals with `code` a server counted.
 async fn refusals(addr: SocketAddr, code: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
+    let text = crate::support::http_client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

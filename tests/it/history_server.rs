@@ -87,7 +87,7 @@ pub(crate) async fn http_sending(
     body: &str,
 ) -> (u16, String) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = reqwest::Client::new()
+    let mut request = crate::support::http_client()
         .request(method, format!("http://{addr}{path}"))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .timeout(Duration::from_secs(10))

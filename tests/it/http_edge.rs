@@ -57,7 +57,7 @@ fn get(
     user: Option<&str>,
     origin: Option<&str>,
 ) -> reqwest::RequestBuilder {
-    let mut request = reqwest::Client::new().get(format!("http://{addr}{path}"));
+    let mut request = crate::support::http_client().get(format!("http://{addr}{path}"));
     if let Some(user) = user {
         request = request.bearer_auth(token(user));
     }
@@ -150,7 +150,7 @@ async fn outcome(addr: SocketAddr, route: &str, origin: Option<&str>) -> (u16, V
         "agui" => {
             let body = json!({"threadId": "t-origin", "runId": "r", "state": {}, "tools": [], "context": [],
                 "messages": [{"id": "m1", "role": "user", "content": "hi"}]});
-            let mut request = reqwest::Client::new()
+            let mut request = crate::support::http_client()
                 .post(format!("http://{addr}/agui/assistant"))
                 .bearer_auth(token("origin-user"))
                 .json(&body);
@@ -221,7 +221,7 @@ async fn cors_answers_listed_origins_only() {
     let addr = server.addr();
     for path in ["/v1/threads", "/agui/assistant"] {
         for (origin, listed) in [(LISTED, true), ("http://evil.test", false)] {
-            let preflight = reqwest::Client::new()
+            let preflight = crate::support::http_client()
                 .request(reqwest::Method::OPTIONS, format!("http://{addr}{path}"))
                 .header("origin", origin)
                 .header("access-control-request-method", "POST")
@@ -281,7 +281,9 @@ async fn cors_answers_listed_origins_only() {
 
 /// The `agent_server_http_rate_limited_total` samples of a scrape, by `route,key`.
 async fn rate_limited(addr: SocketAddr) -> std::collections::BTreeMap<String, f64> {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
+    let text = crate::support::http_client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -369,7 +371,7 @@ async fn dev_tokens_are_rate_limited_per_address() {
     let server = server_without_secret(3).await;
     let addr = server.addr();
     let mint = |user: &str| {
-        reqwest::Client::new()
+        crate::support::http_client()
             .post(format!("http://{addr}/dev/token"))
             .json(&json!({"user": user}))
     };
@@ -398,7 +400,7 @@ async fn a_dev_token_server_refuses_hosts_that_are_not_loopback() {
     let addr = server.addr();
     let port = addr.port();
     let mint = |host: &str, origin: bool| {
-        let mut request = reqwest::Client::new()
+        let mut request = crate::support::http_client()
             .post(format!("http://{addr}/dev/token"))
             .header("host", host)
             .json(&json!({"user": "dev-a"}));

@@ -215,7 +215,7 @@ async fn session(scrubber: Arc<Scrubber>) {
     let input = json!({"threadId": core_context::ThreadId::generate().as_str(), "runId": "r1",
         "state": {}, "tools": [], "context": [], "forwardedProps": {},
         "messages": [{"id": "m1", "role": "user", "content": "Show me the server's secrets"}]});
-    let agui = reqwest::Client::new()
+    let agui = crate::support::http_client()
         .post(format!("http://{addr}/agui/llm"))
         .bearer_auth(crate::server_support::token(USER))
         .json(&input)

@@ -543,7 +543,7 @@ async fn idle_connections_are_closed_and_answering_pings_keeps_them_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_tokens_exist_only_without_a_configured_secret() {
     let post = |addr: std::net::SocketAddr, body: &str| {
-        let request = reqwest::Client::new()
+        let request = crate::support::http_client()
             .post(format!("http://{addr}/dev/token"))
             .header("content-type", "application/json")
             .body(body.to_owned());

@@ -128,3 +128,11 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// An HTTP client for the tests. reqwest's rustls takes the process's crypto provider, which
+/// the server's own clients install (ring) when they are first made; a test may make its
+/// client before any of them, so it installs ring too.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}

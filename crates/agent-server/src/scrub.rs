@@ -97,6 +97,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await });
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
         let length = response
             .headers()
