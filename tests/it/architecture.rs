@@ -105,6 +105,24 @@ fn dependencies(krate: &str) -> BTreeSet<String> {
         .1
 }
 
+/// The client crate speaks WebSocket; its one use of HTTP (dev tokens) is a feature, so an
+/// embedder that does not want an HTTP stack leaves it out (`default-features = false`).
+#[test]
+fn the_clients_http_stack_is_a_feature() {
+    let text = std::fs::read_to_string(crates_dir().join("agent-client/Cargo.toml")).unwrap();
+    let manifest: toml::Value = toml::from_str(&text).unwrap();
+    for dependency in ["reqwest", "rustls"] {
+        let optional = manifest["dependencies"][dependency].get("optional");
+        assert_eq!(
+            optional.and_then(toml::Value::as_bool),
+            Some(true),
+            "agent-client's {dependency} must be optional"
+        );
+    }
+    let feature = manifest["features"]["dev-token"].as_array().unwrap();
+    assert!(feature.iter().any(|f| f.as_str() == Some("dep:reqwest")));
+}
+
 #[test]
 fn crates_depend_only_downwards() {
     let manifests = manifests();

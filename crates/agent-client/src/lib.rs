@@ -51,6 +51,7 @@ mod backoff;
 mod client;
 mod config;
 mod connect;
+#[cfg(feature = "dev-token")]
 mod dev_token;
 mod driver;
 mod error;
@@ -65,6 +66,7 @@ mod scripted_server_tests;
 pub use backoff::Backoff;
 pub use client::{Client, ClientHandle};
 pub use config::ClientConfig;
+#[cfg(feature = "dev-token")]
 pub use dev_token::get_dev_token;
 pub use error::ClientError;
 pub use stream::{Notice, RunAccepted, StreamItem};

@@ -9,8 +9,8 @@
 
 use std::fmt;
 
+use ::url::Url;
 use agent_protocol::ResumeParams;
-use reqwest::Url;
 
 use crate::error::ClientError;
 
@@ -96,6 +96,7 @@ impl ServerUrl {
     }
 
     /// The HTTP URL of `path` (relative, like `dev/token`) on this server.
+    #[cfg_attr(not(feature = "dev-token"), allow(dead_code))]
     pub(crate) fn http(&self, path: &str) -> String {
         let mut url = self.base.clone();
         url.set_path(&format!("{}{path}", self.base.path()));

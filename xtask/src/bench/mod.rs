@@ -297,21 +297,41 @@ pub fn listen_address(line: &str) -> Option<&str> {
     rest.split(['/', ' ', ')']).next().filter(|a| !a.is_empty())
 }
 
+/// `program`'s name and `args` as one line a POSIX shell reads back into exactly those words
+/// (quoted by shlex: a JSON shape, a space, a `$` or a quote in an argument survive pasting).
 pub(crate) fn shell_line(program: &Path, args: &[String]) -> String {
     let name = program
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let quoted: Vec<String> = args
-        .iter()
-        .map(|a| {
-            if a.contains(['{', '"', ' ']) {
-                format!("'{a}'")
-            } else {
-                a.clone()
-            }
-        })
-        .collect();
-    format!("{name} {}", quoted.join(" "))
+    // Quoting fails only for an argument with a NUL byte, which no command line can carry.
+    let quoted =
+        shlex::try_join(args.iter().map(String::as_str)).unwrap_or_else(|_| args.join(" "));
+    format!("{name} {quoted}")
+}
+
+#[cfg(test)]
+mod shell_line_tests {
+    use super::*;
+
+    #[test]
+    fn reproduce_lines_read_back_into_the_same_words() {
+        let args: Vec<String> = [
+            "burst",
+            "--shape",
+            r#"{"thinking":4,"tools":3}"#,
+            "--jwt-secret",
+            "it's a $ecret with spaces",
+            "--url",
+            "ws://127.0.0.1:8080/ws",
+            "",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let line = shell_line(Path::new("/x/target/release/loadgen"), &args);
+        let words = shlex::split(&line).expect("a shell reads it");
+        assert_eq!(words[0], "loadgen");
+        assert_eq!(&words[1..], args.as_slice(), "{line}");
+    }
 }
 
 /// What a run does after the load, before its server stops: given the server's pid, its
