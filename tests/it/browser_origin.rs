@@ -51,14 +51,7 @@ async fn attempt(client: &fantoccini::Client, site: SocketAddr, target: SocketAd
 
 /// The refusals with `code` a server counted.
 async fn refusals(addr: SocketAddr, code: &str) -> f64 {
-    let text = crate::support::http_client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::support::metrics_text(addr).await;
     let sample = format!("agent_server_refusals_total{{code=\"{code}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&sample))

@@ -281,14 +281,7 @@ async fn cors_answers_listed_origins_only() {
 
 /// The `agent_server_http_rate_limited_total` samples of a scrape, by `route,key`.
 async fn rate_limited(addr: SocketAddr) -> std::collections::BTreeMap<String, f64> {
-    let text = crate::support::http_client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::support::metrics_text(addr).await;
     text.lines()
         .filter_map(|line| line.strip_prefix("agent_server_http_rate_limited_total{"))
         .filter_map(|rest| rest.split_once("} "))

@@ -17,9 +17,9 @@ use crate::history_server::http_text;
 use crate::llm::{Model, Piece, Reply, content};
 use crate::server_support::{Client, SECRET, start_server, token, token_with};
 
-/// A writer into a shared buffer.
+/// A writer into a shared buffer (the log tests capture what a subscriber writes).
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Capture(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

@@ -8,7 +8,6 @@
 //! (`telemetry::subscriber` writing through `telemetry::Scrubbed`), so what it logs is
 //! captured as an operator would read it.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use agent_registry::{Tool, ToolError};
@@ -18,12 +17,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use core_context::UserExecutionContext;
 use llm_agent::{LlmConfig, Secret};
-use parking_lot::Mutex;
 use secrets::{MARKER, Scrubber, Secrets};
 use serde_json::{Value, json};
 
 use crate::history_server::http_text;
 use crate::llm::{DONE, Model, Reply, content, tool_piece};
+use crate::logs::Capture;
 use crate::server_support::{Client, SECRET, start_server};
 
 const API_KEY: &str = "sk-test-api-key-scrubbed-5c2e9d";
@@ -80,20 +79,6 @@ impl Tool for Leaky {
             ),
             "clean": "nothing secret here",
         }))
-    }
-}
-
-/// A writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

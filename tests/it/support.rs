@@ -136,3 +136,15 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// The server's `/metrics` at `addr`, as text.
+pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    http_client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
