@@ -20,8 +20,9 @@ use crate::mcp::{http_everything, servers};
 
 /// The child's MCP server URL; without it the child test has nothing to do.
 const CHILD_URL: &str = "AGENT_IT_MCP_HTTPS_URL";
-const BEGIN: &str = "---- mcp https child ----";
-const END: &str = "---- end ----";
+/// Where a child's answer starts and ends in its output (the test harness prints around it).
+pub(crate) const BEGIN: &str = "---- https child ----";
+pub(crate) const END: &str = "---- end ----";
 
 /// Runs `openssl ARGS` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -138,15 +139,21 @@ pub(crate) fn tls_front(target: &str) -> TlsFront {
 /// What a child (this binary again, with `SSL_CERT_FILE` set to `roots` or unset) answers for
 /// `url`: `ok: TEXT` from the echo tool, or `error: WHY`.
 fn in_child(url: &str, roots: Option<&Path>) -> String {
+    answer_in_child("mcp_https::child_process", (CHILD_URL, url), roots)
+}
+
+/// What the child test `test` (this binary again, with `variable` set and `SSL_CERT_FILE` set
+/// to `roots` or unset, so it reads its own trust at its first TLS client) printed between
+/// [`BEGIN`] and [`END`].
+pub(crate) fn answer_in_child(
+    test: &str,
+    (variable, value): (&str, &str),
+    roots: Option<&Path>,
+) -> String {
     let mut child = Command::new(std::env::current_exe().unwrap());
     child
-        .args([
-            "--exact",
-            "mcp_https::child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_URL, url)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(variable, value)
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR");
     if let Some(roots) = roots {

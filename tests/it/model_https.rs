@@ -7,7 +7,6 @@
 //! `SSL_CERT_FILE`, read when its first TLS client is made.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use agent_registry::{AgentInput, AgentRegistry};
@@ -15,13 +14,11 @@ use execution_engine::{RunOutcome, UserExecutionEngine};
 use llm_agent::LlmConfig;
 
 use crate::llm::{DONE, Model, Reply, content};
-use crate::mcp_https::tls_front;
+use crate::mcp_https::{BEGIN, END, answer_in_child, tls_front};
 use crate::support::{Harness, context};
 
 /// The model's base URL in the child; without it the child test has nothing to do.
 const CHILD_BASE: &str = "AGENT_IT_MODEL_HTTPS_BASE";
-const BEGIN: &str = "---- model https child ----";
-const END: &str = "---- end ----";
 
 /// Not a test of its own: the body of the child [`in_child`] starts.
 #[test]
@@ -56,26 +53,7 @@ fn child_process() {
 /// What the child answers for the model at `base`, with `SSL_CERT_FILE` set to `roots` or
 /// unset.
 fn in_child(base: &str, roots: Option<&Path>) -> String {
-    let mut child = Command::new(std::env::current_exe().unwrap());
-    child
-        .args([
-            "--exact",
-            "model_https::child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_BASE, base)
-        .env_remove("SSL_CERT_FILE")
-        .env_remove("SSL_CERT_DIR");
-    if let Some(roots) = roots {
-        child.env("SSL_CERT_FILE", roots);
-    }
-    let output = child.output().unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(output.status.success(), "child failed: {stdout}");
-    let start = stdout.find(BEGIN).expect("the child answers") + BEGIN.len() + 1;
-    let end = stdout.find(END).expect("the child ends its answer");
-    stdout[start..end].trim().to_owned()
+    answer_in_child("model_https::child_process", (CHILD_BASE, base), roots)
 }
 
 #[test]
