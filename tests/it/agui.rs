@@ -332,7 +332,8 @@ async fn agui_runs_are_bounded_like_socket_runs() {
     drop(alice);
 
     // A reader that reads nothing, with a small receive window: the run's 3,000 events
-    // overflow its queue of 16.
+    // overflow its queue of 16. A raw socket, not an HTTP client: the point is a reader whose
+    // receive buffer is 4 KiB and who does not read, which no client library offers.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(addr).await.unwrap();

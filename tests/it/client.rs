@@ -28,7 +28,6 @@ fn patient() -> ClientConfig {
         backoff: Backoff {
             initial: Duration::from_millis(2),
             max: Duration::from_millis(40),
-            jitter: 0.5,
             max_attempts: None,
         },
         connect_timeout: Duration::from_secs(5),

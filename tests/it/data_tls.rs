@@ -314,3 +314,133 @@ async fn a_store_with_an_untrusted_certificate_is_refused_by_name() {
         &["tls-store-password"],
     );
 }
+
+/// A Redis that asks its clients for a certificate (`tls-auth-clients yes`): a node with
+/// `--broker-client-cert` and `--broker-client-key` streams as usual; one without them does
+/// not start, and says which Redis refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_asks_for_client_certificates_takes_the_nodes() {
+    let certificates = Certificates::new();
+    let redis = RedisServer::start_mtls(certificates.dir());
+    let url = redis.url();
+    let address = url.trim_start_matches("rediss://").to_owned();
+    let message = refusal({
+        let (url, ca) = (url.clone(), certificates.ca());
+        move |config| {
+            config.broker = BrokerChoice::Redis(url);
+            config.broker_ca_file = Some(ca);
+        }
+    })
+    .await;
+    assert_says(
+        &message,
+        &[
+            &format!("cannot reach Redis at rediss://{address}"),
+            "CertificateRequired",
+        ],
+        &[],
+    );
+    let identity = redis_broker::ClientIdentity {
+        cert_file: certificates.dir().join("client.pem"),
+        key_file: certificates.dir().join("client.key"),
+    };
+    let node = start_server({
+        let (url, ca, identity) = (url.clone(), certificates.ca(), identity.clone());
+        move |config| {
+            config.broker = BrokerChoice::Redis(url);
+            config.broker_ca_file = Some(ca);
+            config.broker_client_identity = Some(identity);
+        }
+    })
+    .await;
+    let mut tab = Client::user(node.addr(), "mtls-alice").await;
+    let accepted = tab.start("r1", "synthetic", json!({"thinking": 2})).await;
+    assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+    let frames = events_until_terminal(&mut tab).await;
+    assert_eq!(
+        frames.last().unwrap()["type"],
+        "agent_completed",
+        "{frames:?}"
+    );
+    node.shutdown().await;
+}
+
+/// The client certificate and key are checked before anything is sent: PEM files of a
+/// certificate and a private key, for a `rediss://` URL.
+#[tokio::test]
+async fn a_broker_client_certificate_is_checked_at_start() {
+    let certificates = Certificates::new();
+    let dir = certificates.dir();
+    let check = async |url: &str, cert: &str, key: &str, expected: &str| {
+        let config = RedisBrokerConfig {
+            client_identity: Some(redis_broker::ClientIdentity {
+                cert_file: dir.join(cert),
+                key_file: dir.join(key),
+            }),
+            ..RedisBrokerConfig::new(url, ws_bridge::BridgeConfig::default().replay_bounds())
+        };
+        let message = match RedisBroker::connect(config).await {
+            Ok(_) => panic!("{url} with {cert} and {key} connected"),
+            Err(error) => error.to_string(),
+        };
+        assert_says(&message, &[expected], &["pw-in-url"]);
+    };
+    check(
+        "redis://:pw-in-url@127.0.0.1:1",
+        "client.pem",
+        "client.key",
+        "a Redis client certificate (--broker-client-cert) is for TLS, but redis://<credentials>@127.0.0.1:1 is not a rediss:// URL",
+    )
+    .await;
+    check(
+        "rediss://127.0.0.1:1",
+        "missing.pem",
+        "client.key",
+        "cannot use the Redis client certificate",
+    )
+    .await;
+    check(
+        "rediss://127.0.0.1:1",
+        "client.key",
+        "client.key",
+        "no PEM certificate",
+    )
+    .await;
+    check(
+        "rediss://127.0.0.1:1",
+        "client.pem",
+        "client.pem",
+        "cannot use the Redis client key",
+    )
+    .await;
+}
+
+/// A PostgreSQL that asks its clients for a certificate (`clientcert=verify-ca`): the store
+/// URL's `sslcert` and `sslkey` are shown, and without them the database refuses the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_asks_for_client_certificates_takes_the_url_ones() {
+    let certificates = Certificates::new();
+    let postgres = PostgresServer::start_mtls(certificates.dir());
+    let dir = certificates.dir().display().to_string();
+    let base = format!(
+        "{}?sslmode=verify-full&sslrootcert={dir}/ca.pem",
+        postgres.url()
+    );
+    let with_identity = format!("{base}&sslcert={dir}/client.pem&sslkey={dir}/client.key");
+    ready(&with_identity).await;
+    let refused = history::SqlStore::connect(&base).await.map(drop);
+    assert!(
+        refused.as_ref().is_err_and(|e| e
+            .to_string()
+            .contains("connection requires a valid client certificate")),
+        "{base}: {refused:?}"
+    );
+    let server = start_server(store(&with_identity)).await;
+    let mut client = Client::user(server.addr(), "mtls-bob").await;
+    let (_, thread) = run_to_end(&mut client, "r1", None).await;
+    let path = format!("/v1/threads/{thread}");
+    let (status, body) = http(server.addr(), "GET", &path, Some("mtls-bob")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["runs"].as_array().map(Vec::len), Some(1), "{body}");
+    server.shutdown().await;
+}

@@ -47,6 +47,7 @@ mod operations;
 mod otlp;
 mod postgres_support;
 mod properties;
+mod redis_outage;
 mod redis_support;
 mod secrets;
 mod server;

@@ -38,16 +38,19 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A private CA (`ca.pem`) and a certificate it signed for 127.0.0.1 (`server.pem`,
-/// `server.key`), in `dir`. The data stores' TLS tests (`data_tls`) use them too.
+/// openssl's options for a new P-256 key, unencrypted.
+const NEW_EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+/// A private CA (`ca.pem`), a certificate it signed for 127.0.0.1 (`server.pem`,
+/// `server.key`) and a client certificate it signed (`client.pem`, `client.key`, CN
+/// `agent-node`), in `dir`. The data stores' TLS tests (`data_tls`) use them too.
 pub(crate) fn certificates(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
     let ca = [
         "req", "-x509", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
     ];
@@ -58,43 +61,39 @@ pub(crate) fn certificates(dir: &Path) {
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
     ];
-    openssl(dir, &[&ca[..], &ec, &ca_name, &ca_ext].concat());
-    let csr = [
-        "req",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
+    openssl(dir, &[&ca[..], &NEW_EC_KEY, &ca_name, &ca_ext].concat());
+    sign(
+        dir,
+        "server",
         "/CN=127.0.0.1",
-    ];
-    openssl(dir, &[&csr[..], &ec].concat());
-    std::fs::write(
-        dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
          keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
     );
+    sign(
+        dir,
+        "client",
+        "/CN=agent-node",
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    );
+}
+
+/// A new P-256 key `NAME.key` and a certificate `NAME.pem` for `subject` with the extensions
+/// `extensions`, signed by the CA in `dir`.
+fn sign(dir: &Path, name: &str, subject: &str, extensions: &str) {
+    let (key, csr, ext, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.ext"),
+        format!("{name}.pem"),
+    );
+    let request = ["req", "-keyout", &key, "-out", &csr, "-subj", subject];
+    openssl(dir, &[&request[..], &NEW_EC_KEY].concat());
+    std::fs::write(dir.join(&ext), extensions).unwrap();
+    let ca = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"];
+    let x509 = [
+        "x509", "-req", "-in", &csr, "-out", &pem, "-days", "2", "-extfile", &ext,
+    ];
+    openssl(dir, &[&x509[..], &ca].concat());
 }
 
 /// The TLS front, stopped (and its directory removed) on drop.

@@ -72,10 +72,17 @@ impl PostgresServer {
     /// `certificates`' `server.pem` (key `server.key`, made by `mcp_https::certificates`), and
     /// `pg_hba.conf` has only a `hostssl` line for loopback.
     pub fn start_tls(certificates: &Path) -> Self {
-        Self::start_with(Some(certificates))
+        Self::start_with(Some((certificates, false)))
     }
 
-    fn start_with(tls: Option<&Path>) -> Self {
+    /// Like [`PostgresServer::start_tls`], but TCP clients must also show a certificate signed
+    /// by `certificates`' `ca.pem` (`clientcert=verify-ca`).
+    pub fn start_mtls(certificates: &Path) -> Self {
+        Self::start_with(Some((certificates, true)))
+    }
+
+    /// `tls`: the certificates' directory, and whether clients need a certificate too.
+    fn start_with(tls: Option<(&Path, bool)>) -> Self {
         let bin = bin_dir();
         let user = run_as();
         let port = TcpListener::bind("127.0.0.1:0")
@@ -103,8 +110,8 @@ impl PostgresServer {
             .arg("-k")
             .arg(&dir)
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
-        if let Some(certificates) = tls {
-            postgres.args(tls_options(certificates, &data, user));
+        if let Some((certificates, client_certificates)) = tls {
+            postgres.args(tls_options(certificates, client_certificates, &data, user));
         }
         let child = postgres.spawn().expect("run postgres");
         let server = Self {
@@ -129,12 +136,18 @@ impl PostgresServer {
     }
 }
 
-/// Copies the server's certificate and key next to its data (the key readable by the server's
-/// account only, as PostgreSQL demands), allows TCP clients over TLS only, and returns the
-/// `-c` options that turn TLS on.
-fn tls_options(certificates: &Path, data: &Path, user: Option<(u32, u32)>) -> Vec<String> {
+/// Copies the server's certificate and key (and the CA) next to its data (the key readable by
+/// the server's account only, as PostgreSQL demands), allows TCP clients over TLS only (with a
+/// certificate the CA signed, when `client_certificates`), and returns the `-c` options that
+/// turn TLS on.
+fn tls_options(
+    certificates: &Path,
+    client_certificates: bool,
+    data: &Path,
+    user: Option<(u32, u32)>,
+) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
-    for file in ["server.pem", "server.key"] {
+    for file in ["server.pem", "server.key", "ca.pem"] {
         let copy = data.join(file);
         std::fs::copy(certificates.join(file), &copy).expect("copy the certificate");
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -142,15 +155,21 @@ fn tls_options(certificates: &Path, data: &Path, user: Option<(u32, u32)>) -> Ve
             std::os::unix::fs::chown(&copy, Some(uid), Some(gid)).expect("chown the certificate");
         }
     }
+    let client = if client_certificates {
+        " clientcert=verify-ca"
+    } else {
+        ""
+    };
     std::fs::write(
         data.join("pg_hba.conf"),
-        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        format!("local all all trust\nhostssl all all 127.0.0.1/32 trust{client}\n"),
     )
     .expect("write pg_hba.conf");
     [
         "ssl=on",
         "ssl_cert_file=server.pem",
         "ssl_key_file=server.key",
+        "ssl_ca_file=ca.pem",
     ]
     .iter()
     .flat_map(|option| ["-c".to_owned(), (*option).to_owned()])

@@ -17,6 +17,11 @@ pub struct RedisServer {
     dir: PathBuf,
     /// The directory of `ca.pem`, `server.pem` and `server.key` when it serves TLS only.
     tls: Option<PathBuf>,
+    /// Whether it asks TLS clients for a certificate signed by `ca.pem`.
+    client_auth: bool,
+    /// Whether it keeps its data across [`RedisServer::shut_down`] (an append-only file
+    /// written before each reply).
+    persistent: bool,
 }
 
 fn binary() -> &'static str {
@@ -37,17 +42,29 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a Redis on a free port; panics with what to install if it cannot.
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, false, false)
     }
 
     /// Starts a Redis that speaks TLS only, on a free port, with `certificates`'
     /// `server.pem` and `server.key` (made by `mcp_https::certificates`); clients need no
     /// certificate of their own.
     pub fn start_tls(certificates: &Path) -> Self {
-        Self::start_with(Some(certificates.to_owned()))
+        Self::start_with(Some(certificates.to_owned()), false, false)
     }
 
-    fn start_with(tls: Option<PathBuf>) -> Self {
+    /// Like [`RedisServer::start_tls`], but clients must present a certificate signed by
+    /// `certificates`' `ca.pem` (`--tls-auth-clients yes`).
+    pub fn start_mtls(certificates: &Path) -> Self {
+        Self::start_with(Some(certificates.to_owned()), true, false)
+    }
+
+    /// Starts a Redis that keeps its data across [`RedisServer::shut_down`] and
+    /// [`RedisServer::start_again`], as a managed Redis with persistence does.
+    pub fn start_persistent() -> Self {
+        Self::start_with(None, false, true)
+    }
+
+    fn start_with(tls: Option<PathBuf>, client_auth: bool, persistent: bool) -> Self {
         for _ in 0..5 {
             let port = free_port();
             let dir =
@@ -58,6 +75,8 @@ impl RedisServer {
                 port,
                 dir,
                 tls: tls.clone(),
+                client_auth,
+                persistent,
             };
             if server.launch() {
                 return server;
@@ -80,11 +99,15 @@ impl RedisServer {
                 .arg(files.join("server.key"))
                 .arg("--tls-ca-cert-file")
                 .arg(files.join("ca.pem"))
-                .args(["--tls-auth-clients", "no"]),
+                .args([
+                    "--tls-auth-clients",
+                    if self.client_auth { "yes" } else { "no" },
+                ]),
         };
+        let appendonly = if self.persistent { "yes" } else { "no" };
         let child = command
             .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", "", "--appendonly", appendonly, "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -147,9 +170,30 @@ impl RedisServer {
         line.trim_end().to_owned()
     }
 
-    /// Starts it again on the same port, empty.
-    pub fn restart(&mut self) {
-        self.stop();
+    /// Stops it the way an operator does (SHUTDOWN: a persistent one keeps its data); its
+    /// port refuses connections until [`RedisServer::start_again`].
+    pub fn shut_down(&mut self) {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("redis is up");
+        stream
+            .write_all(b"*1\r\n$8\r\nSHUTDOWN\r\n")
+            .expect("write to redis");
+        // Redis answers a SHUTDOWN that worked by closing the connection.
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        assert!(
+            answer.is_empty(),
+            "SHUTDOWN answered {}",
+            String::from_utf8_lossy(&answer)
+        );
+        if let Some(mut child) = self.child.take() {
+            let status = child.wait().expect("wait for redis-server");
+            assert!(status.success(), "redis-server exited with {status}");
+        }
+    }
+
+    /// Starts it again on the same port, with what it kept (everything, when persistent).
+    pub fn start_again(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.launch() {
             assert!(
@@ -159,6 +203,13 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills it and starts it again on the same port, empty (unless persistent: SIGKILL
+    /// loses nothing an `appendfsync always` Redis answered).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
     }
 }
 

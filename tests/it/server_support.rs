@@ -39,9 +39,19 @@ pub struct KillableServer {
 impl KillableServer {
     /// Starts a server as [`start_server`] does, on a runtime of its own.
     pub fn start(tune: impl FnOnce(&mut ServerConfig) + Send + 'static) -> Self {
+        Self::start_named("killable-node", tune)
+    }
+
+    /// Starts it on a runtime whose threads are called `threads` (at most 15 bytes, as
+    /// Linux keeps them), so [`thread_cpu`] can measure what it spends.
+    pub fn start_named(
+        threads: &'static str,
+        tune: impl FnOnce(&mut ServerConfig) + Send + 'static,
+    ) -> Self {
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                .thread_name(threads)
                 .enable_all()
                 .build()
                 .unwrap();
@@ -68,6 +78,29 @@ impl Drop for KillableServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The CPU time (user and system) this process's live threads called `name` have used.
+pub fn thread_cpu(name: &str) -> Duration {
+    // utime and stime are in clock ticks: 100 per second on Linux (USER_HZ).
+    const TICK: Duration = Duration::from_millis(10);
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").expect("Linux /proc") {
+        let dir = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if comm.trim_end() != name {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // The fields after the command's closing parenthesis: state is field 3, utime 14.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        ticks += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    }
+    TICK * ticks as u32
 }
 
 /// A token for `user` signed with `secret`, expiring in `ttl_secs` (negative: expired).

@@ -91,12 +91,12 @@ mod tests {
         check(
             ClientConfig {
                 backoff: Backoff {
-                    jitter: -0.1,
+                    initial: Duration::ZERO,
                     ..Backoff::default()
                 },
                 ..ClientConfig::default()
             },
-            Err("backoff.jitter"),
+            Err("backoff.initial is zero"),
         );
     }
 }

@@ -17,7 +17,6 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::backoff::Jitter;
 use crate::config::ClientConfig;
 use crate::connect::{self, Endpoint, Opened, Socket};
 use crate::error::{ClientError, close_is_resumable};
@@ -88,7 +87,6 @@ pub(crate) struct Driver {
     backlog: Arc<Backlog>,
     sequencer: Sequencer,
     in_flight: InFlight,
-    jitter: Jitter,
 }
 
 impl Driver {
@@ -109,7 +107,6 @@ impl Driver {
             backlog,
             sequencer,
             in_flight: InFlight::default(),
-            jitter: Jitter::new(),
         }
     }
 
@@ -261,11 +258,10 @@ impl Driver {
 
     /// Connects again, with backoff, and resumes from the position.
     async fn reconnect(&mut self) -> Result<Socket, Ended> {
-        let backoff = self.config.backoff.clone();
+        let mut last = None;
         let mut attempt = 0u32;
-        loop {
+        for pause in self.config.backoff.schedule() {
             attempt += 1;
-            let pause = backoff.delay(attempt, self.jitter.next());
             self.while_disconnected(tokio::time::sleep(pause)).await?;
             let endpoint = Arc::clone(&self.endpoint);
             let position = self.sequencer.position().clone();
@@ -275,19 +271,21 @@ impl Driver {
                     connect::open(&endpoint, Some(&position), timeout).await
                 })
                 .await?;
-            let error = match opened {
+            match opened {
                 Ok(opened) => return self.joined(opened, attempt),
-                Err(error) if error.is_retryable() => error,
+                Err(error) if error.is_retryable() => {
+                    tracing::debug!(%error, attempt, "reconnect attempt failed");
+                    last = Some(error);
+                }
                 Err(error) => return Err(Ended::Fatal(error)),
-            };
-            tracing::debug!(%error, attempt, "reconnect attempt failed");
-            if backoff.max_attempts.is_some_and(|max| attempt >= max) {
-                return Err(Ended::Fatal(ClientError::ReconnectFailed {
-                    attempts: attempt,
-                    last: Box::new(error),
-                }));
             }
         }
+        // The schedule ended: `max_attempts` attempts (at least one, as validated) failed.
+        let last = last.unwrap_or(ClientError::ConnectionLost);
+        Err(Ended::Fatal(ClientError::ReconnectFailed {
+            attempts: attempt,
+            last: Box::new(last),
+        }))
     }
 
     /// Applies a new connection's greeting to the position and tells the application.

@@ -127,7 +127,6 @@ fn quick() -> ClientConfig {
         backoff: Backoff {
             initial: Duration::from_millis(1),
             max: Duration::from_millis(5),
-            jitter: 0.5,
             max_attempts: Some(5),
         },
         ..ClientConfig::default()

@@ -24,10 +24,12 @@ mod secrets;
 mod show;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mcp;
 
 pub use args::ServeArgs;
 pub use file::{Parsed, with_file};
-use read::{identity, llm, mcp_servers, otlp, store_url};
+use read::{client_identity, identity, llm, mcp_servers, otlp, store_url};
 
 /// The shortest JWT secret accepted, in bytes (HS256 wants at least the hash size).
 pub const MIN_SECRET_LEN: usize = 32;
@@ -115,6 +117,11 @@ impl std::fmt::Debug for BrokerChoice {
 /// Why the settings are unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// Half of a client certificate.
+    #[error(
+        "--broker-client-cert and --broker-client-key go together (AGENT_SERVER_BROKER_CLIENT_CERT/KEY, broker_client_cert/key in --config): {0} is missing"
+    )]
+    HalfClientIdentity(&'static str),
     /// The JWT secret is too short to be safe.
     #[error(
         "the JWT secret (--jwt-secret / AGENT_SERVER_JWT_SECRET / jwt_secret in --config) is {len} bytes; use at least {MIN_SECRET_LEN} random bytes"
@@ -252,6 +259,9 @@ pub struct ServerConfig {
     /// The CA certificates a `rediss://` broker's certificate must chain to, instead of the
     /// machine's roots (`--broker-ca-file`).
     pub broker_ca_file: Option<std::path::PathBuf>,
+    /// The certificate and key a `rediss://` broker that asks for one is shown
+    /// (`--broker-client-cert`, `--broker-client-key`).
+    pub broker_client_identity: Option<redis_broker::ClientIdentity>,
     /// How long a node's claim on a run lasts unrenewed (with a Redis broker).
     pub run_lease_ttl: Duration,
     /// The history store's URL; `None` keeps no history.
@@ -300,6 +310,7 @@ impl Default for ServerConfig {
             tools: ExtraTools::default(),
             broker: BrokerChoice::InProcess,
             broker_ca_file: None,
+            broker_client_identity: None,
             run_lease_ttl: Duration::from_secs(15),
             store: None,
             history_max_age: Duration::from_secs(90 * 86_400),
@@ -369,6 +380,10 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             llm,
             broker: BrokerChoice::parse(&args.broker)?,
+            broker_client_identity: client_identity(
+                args.broker_client_cert,
+                args.broker_client_key,
+            )?,
             broker_ca_file: args.broker_ca_file,
             run_lease_ttl: Duration::from_secs(args.run_lease_secs),
             store: store_url(&args.store)?,

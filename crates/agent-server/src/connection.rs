@@ -172,10 +172,13 @@ async fn join(
     let subscription = match state.bridge.subscribe(user, resume.as_ref()).await {
         Ok(s) => s,
         Err(e) => {
-            // A broker's error may quote its URL: the close reason goes out scrubbed.
-            let reason = e.to_string();
+            // The broker cannot follow the stream now (Redis down, or refusing): the client
+            // is told to come back later. A broker's error may quote its URL: the close
+            // reason goes out scrubbed.
+            tracing::warn!(error = %e, "cannot join the user's stream; closing with 1013");
+            let reason = format!("try again later: {e}");
             let reason = state.config.scrubber.scrub(Site::Socket, &reason);
-            close(socket, CloseCode::PolicyViolation, &reason).await;
+            close(socket, CloseCode::TryAgainLater, &reason).await;
             return None;
         }
     };
@@ -343,13 +346,21 @@ async fn send_frame(socket: &mut WebSocket, scrubber: &Scrubber, frame: &ServerF
     send(socket, Message::Text(text.into())).await
 }
 
+/// The longest close reason a close frame can carry, in bytes.
+const MAX_CLOSE_REASON: usize = 123;
+
 /// Sends a close frame and waits (up to [`CLOSE_LINGER`]) for the client's close reply, as
 /// RFC 6455 asks: dropping the socket at once would reset the connection under a client that
 /// is still answering pings, and it would never see the close code.
 async fn close(socket: &mut WebSocket, code: CloseCode, reason: &str) {
+    // A close frame is a control frame: 125 bytes at most, 2 of them the code.
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     let frame = CloseFrame {
         code: code.code(),
-        reason: reason.into(),
+        reason: reason[..end].into(),
     };
     if !send(socket, Message::Close(Some(frame))).await {
         return;

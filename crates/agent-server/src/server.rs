@@ -62,6 +62,7 @@ impl RunningServer {
             BrokerChoice::Redis(url) => {
                 let redis_config = RedisBrokerConfig {
                     ca_file: config.broker_ca_file.clone(),
+                    client_identity: config.broker_client_identity.clone(),
                     ..RedisBrokerConfig::new(url.clone(), bounds)
                 };
                 let redis = Arc::new(RedisBroker::connect(redis_config).await?);

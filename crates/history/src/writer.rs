@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use core_context::{AgentEvent, RunId};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -197,8 +198,15 @@ pub(crate) const HOLD: Duration = Duration::from_millis(500);
 /// Events of one run held at most before they are stored.
 const HOLD_EVENTS: usize = 256;
 
-/// Attempts per batch before it is dropped.
-const ATTEMPTS: u32 = 5;
+/// How a failed batch is retried (the workspace's one policy: exponential, with jitter,
+/// capped): 50 ms doubling to 2 s, 6 retries, so a batch is dropped after about 3 to 6 s
+/// of failures (a database failover or restart of that length loses nothing). Retries hold
+/// up the batches behind it, which wait in the queue meanwhile.
+const RETRY: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(50))
+    .with_max_delay(Duration::from_secs(2))
+    .with_max_times(6)
+    .with_jitter();
 
 /// Events of one running run, waiting to be stored together.
 struct Held {
@@ -345,9 +353,11 @@ async fn drain(
 }
 
 async fn store_batch(store: &dyn HistoryStore, writes: &[Write], stats: &WriterStats) {
-    let mut backoff = Duration::from_millis(50);
-    for attempt in 1..=ATTEMPTS {
-        match store.apply(writes).await {
+    let mut retries = RETRY.build();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match store.apply(writes).await {
             Ok(()) => {
                 stats.last_ok.store(true, Ordering::Relaxed);
                 stats
@@ -355,19 +365,147 @@ async fn store_batch(store: &dyn HistoryStore, writes: &[Write], stats: &WriterS
                     .fetch_add(writes.len() as u64, Ordering::Relaxed);
                 return;
             }
-            Err(error) if attempt < ATTEMPTS => {
-                stats.last_ok.store(false, Ordering::Relaxed);
-                stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, attempt, "history: a batch failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+            Err(error) => error,
+        };
+        stats.last_ok.store(false, Ordering::Relaxed);
+        let Some(pause) = retries.next() else {
+            stats
+                .dropped_failed
+                .fetch_add(writes.len() as u64, Ordering::Relaxed);
+            tracing::error!(%error, writes = writes.len(), attempts = attempt, "history: a batch failed every attempt and is dropped; the live stream is not affected");
+            return;
+        };
+        stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%error, attempt, ?pause, "history: a batch failed; retrying");
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use async_trait::async_trait;
+    use core_context::{ThreadId, UserId};
+
+    use super::*;
+    use crate::{HistoryError, Page, RunDetail, ThreadDetail, ThreadSummary};
+
+    /// A store whose `apply` fails its first `failures` calls, then counts what it stored.
+    #[derive(Default)]
+    struct Flaky {
+        failures: u32,
+        calls: AtomicU32,
+        stored: AtomicU64,
+    }
+
+    #[async_trait]
+    impl HistoryStore for Flaky {
+        async fn apply(&self, batch: &[Write]) -> Result<(), HistoryError> {
+            if self.calls.fetch_add(1, Ordering::Relaxed) < self.failures {
+                return Err(HistoryError::Database(sqlx::Error::PoolTimedOut));
             }
-            Err(error) => {
-                stats
-                    .dropped_failed
-                    .fetch_add(writes.len() as u64, Ordering::Relaxed);
-                tracing::error!(%error, writes = writes.len(), "history: a batch failed {ATTEMPTS} times and is dropped; the live stream is not affected");
-            }
+            self.stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            Ok(())
         }
+        async fn threads(
+            &self,
+            _: &UserId,
+            _: usize,
+            _: Option<&str>,
+        ) -> Result<Page<ThreadSummary>, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn thread(
+            &self,
+            _: &UserId,
+            _: &ThreadId,
+        ) -> Result<Option<ThreadDetail>, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn run(&self, _: &UserId, _: &RunId) -> Result<Option<RunDetail>, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn thread_owner(&self, _: &ThreadId) -> Result<Option<UserId>, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn rename_thread(
+            &self,
+            _: &UserId,
+            _: &ThreadId,
+            _: &str,
+        ) -> Result<bool, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn delete_thread(&self, _: &UserId, _: &ThreadId) -> Result<bool, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn prune(&self, _: i64, _: u64) -> Result<u64, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn heartbeat(&self, _: &str, _: i64) -> Result<(), HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn interrupt_orphans(&self, _: i64, _: &str, _: i64) -> Result<u64, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        fn is_shared(&self) -> bool {
+            false
+        }
+    }
+
+    fn writes(count: usize) -> Vec<Write> {
+        (0..count)
+            .map(|i| Write::RunRefused {
+                run_id: RunId::parse(&format!("run_{i}")).unwrap(),
+                thread_id: ThreadId::parse(&format!("thr_{i}")).unwrap(),
+            })
+            .collect()
+    }
+
+    /// A store down for a few attempts loses nothing; the pauses between attempts grow
+    /// (with jitter) within the policy's bounds.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_retried_with_growing_pauses_until_the_store_answers() {
+        let store = Flaky {
+            failures: 5,
+            ..Flaky::default()
+        };
+        let stats = WriterStats::default();
+        let started = tokio::time::Instant::now();
+        store_batch(&store, &writes(3), &stats).await;
+        let waited = started.elapsed();
+        assert_eq!(store.stored.load(Ordering::Relaxed), 3);
+        assert_eq!(store.calls.load(Ordering::Relaxed), 6);
+        assert_eq!(stats.failed_attempts.load(Ordering::Relaxed), 5);
+        assert_eq!(stats.dropped_failed.load(Ordering::Relaxed), 0);
+        assert!(stats.last_ok.load(Ordering::Relaxed));
+        // 50 + 100 + 200 + 400 + 800 ms, each plus up to itself of jitter.
+        let base = Duration::from_millis(1_550);
+        assert!(
+            waited >= base && waited < base * 2,
+            "waited {waited:?} for five retries"
+        );
+    }
+
+    /// A store that never answers: the batch is dropped (and counted) after the policy's
+    /// retries, not retried forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_always_fails_is_dropped_after_its_retries() {
+        let store = Flaky {
+            failures: u32::MAX,
+            ..Flaky::default()
+        };
+        let stats = WriterStats::default();
+        store_batch(&store, &writes(4), &stats).await;
+        assert_eq!(
+            store.calls.load(Ordering::Relaxed),
+            7,
+            "one attempt and 6 retries"
+        );
+        assert_eq!(stats.failed_attempts.load(Ordering::Relaxed), 6);
+        assert_eq!(stats.dropped_failed.load(Ordering::Relaxed), 4);
+        assert_eq!(store.stored.load(Ordering::Relaxed), 0);
+        assert!(!stats.last_ok.load(Ordering::Relaxed));
     }
 }

@@ -97,6 +97,7 @@ impl ModelClient {
         // message), the model never receives one of the server's secrets.
         self.config.scrubber.scrub_json(Site::Model, &mut body);
         let url = self.config.completions_url();
+        let mut retries = self.config.retry_schedule();
         let mut attempt = 0;
         loop {
             self.stats.request();
@@ -107,17 +108,17 @@ impl ModelClient {
                 Attempt::Final(failure) => return Err(failure),
                 Attempt::Retryable { failure, wait } => (failure, wait),
             };
-            if attempt >= self.config.max_retries {
+            let Some(pause) = retries.next() else {
                 return Err(RunFailure::GaveUp {
                     last: Box::new(failure),
                     retries: self.config.max_retries,
                 });
-            }
-            let backoff =
-                wait.unwrap_or_else(|| self.config.initial_backoff * 2u32.saturating_pow(attempt));
-            tracing::info!(code = %failure.code(), attempt, ?backoff, "retrying the model call");
-            tokio::time::sleep(backoff.min(self.config.max_backoff)).await;
+            };
+            // The server's Retry-After wins over the schedule, up to the longest wait.
+            let backoff = wait.map_or(pause, |wait| wait.min(self.config.max_backoff));
             attempt += 1;
+            tracing::info!(code = %failure.code(), attempt, ?backoff, "retrying the model call");
+            tokio::time::sleep(backoff).await;
         }
     }
 

@@ -56,10 +56,11 @@ pub struct LlmConfig {
     pub max_turns: u32,
     /// Retries after a 429, a 5xx or a connection failure.
     pub max_retries: u32,
-    /// The first retry's wait; each retry doubles it (a `Retry-After` header wins, up to
-    /// [`max_backoff`](Self::max_backoff)).
+    /// The first retry's wait before its jitter; each retry doubles it, up to
+    /// [`max_backoff`](Self::max_backoff), and adds a random share of up to itself (the
+    /// workspace's one retry policy). A `Retry-After` header wins, up to `max_backoff`.
     pub initial_backoff: Duration,
-    /// The longest wait between retries.
+    /// The longest wait between retries before its jitter.
     pub max_backoff: Duration,
     /// The longest a single model call may take (the run's own timeout still applies).
     pub request_timeout: Duration,
@@ -89,6 +90,18 @@ impl LlmConfig {
             chunk_max_chars: 200,
             scrubber: Arc::default(),
         }
+    }
+
+    /// The pauses before retries 1, 2, ... of one model call, [`max_retries`](Self::max_retries)
+    /// of them.
+    pub(crate) fn retry_schedule(&self) -> backon::ExponentialBackoff {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::new()
+            .with_min_delay(self.initial_backoff)
+            .with_max_delay(self.max_backoff)
+            .with_max_times(self.max_retries as usize)
+            .with_jitter()
+            .build()
     }
 
     /// Checks the settings a user gave.
@@ -127,6 +140,29 @@ mod tests {
         let shown = format!("{config:?} {}", Secret::new("sk-live-123"));
         assert!(!shown.contains("sk-live"), "{shown}");
         assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn retries_double_with_jitter_up_to_the_cap_and_stop_at_max_retries() {
+        let config = LlmConfig {
+            max_retries: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(3),
+            ..LlmConfig::new("http://x/v1", "m")
+        };
+        let bases = [500, 1_000, 2_000, 3_000, 3_000].map(Duration::from_millis);
+        for _ in 0..100 {
+            let pauses: Vec<Duration> = config.retry_schedule().collect();
+            assert_eq!(pauses.len(), 5, "{pauses:?}");
+            for (pause, base) in pauses.into_iter().zip(bases) {
+                assert!(pause >= base && pause < base * 2, "{pause:?} vs {base:?}");
+            }
+        }
+        let none = LlmConfig {
+            max_retries: 0,
+            ..config
+        };
+        assert_eq!(none.retry_schedule().count(), 0);
     }
 
     #[test]

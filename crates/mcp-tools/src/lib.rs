@@ -12,7 +12,8 @@
 //! timeouts, redaction, cancellation) like a built-in tool's.
 //!
 //! A server that fails to start is logged, offers no tools, and is tried again in the
-//! background with a backoff between attempts (1 s doubling to 30 s); until it starts, a call
+//! background with a backoff between attempts (0.5 s doubling to 15 s, plus jitter of up to as
+//! much again); until it starts, a call
 //! of a name it would own (`mcp_NAME_…`) is answered with a tool error saying why, and once it
 //! starts its tools are listed and callable (the registry asks [`McpTools`] on each lookup).
 //! A server that dies or breaks its transport fails the call it was serving with a clear tool

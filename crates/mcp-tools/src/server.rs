@@ -6,6 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use agent_registry::{Tool, ToolError};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use parking_lot::RwLock;
 use rmcp::model::{CallToolRequestParams, CallToolResult, PingRequest, Tool as RemoteTool};
 use rmcp::service::{NotificationContext, Peer, RunningService};
@@ -32,8 +33,14 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a server that failed to start is given to finish writing to its standard error.
 const LAST_WORDS_WAIT: Duration = Duration::from_secs(1);
 
-/// The longest wait between two starts of a failing server.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a failing server waits before each new start (the workspace's one retry policy:
+/// exponential, with jitter, capped): 0.5 to 1 s after the first failure, doubling, up to
+/// 15 to 30 s; it retries until the server starts or is dropped.
+const RESTART: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(500))
+    .with_max_delay(Duration::from_secs(15))
+    .without_max_times()
+    .with_jitter();
 
 /// An MCP server's state, as [`McpServer::status`] gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +87,8 @@ struct Live {
     generation: u64,
     /// Why the last start failed.
     last_error: Option<String>,
-    /// Failures since the last good start.
-    failures: u32,
+    /// The pauses before the next starts, since the first failure after the last good start.
+    backoff: Option<ExponentialBackoff>,
     /// No start before this.
     retry_at: Option<Instant>,
     /// Whether a task is starting the server again.
@@ -293,14 +300,15 @@ impl McpServer {
         self.up.store(true, Ordering::Relaxed);
     }
 
-    /// One more failure: counted, and the next start waits 1 s, then 2, 4, … up to
-    /// [`MAX_BACKOFF`].
+    /// One more failure: counted, and the next start waits the next pause of [`RESTART`].
     fn note_failure(&self, live: &mut Live) {
         self.up.store(false, Ordering::Relaxed);
         self.failures.fetch_add(1, Ordering::Relaxed);
-        live.failures += 1;
-        let wait =
-            Duration::from_secs(1 << live.failures.saturating_sub(1).min(5)).min(MAX_BACKOFF);
+        let wait = live
+            .backoff
+            .get_or_insert_with(|| RESTART.build())
+            .next()
+            .unwrap_or(Duration::from_secs(30));
         live.retry_at = Some(Instant::now() + wait);
     }
 
@@ -361,7 +369,7 @@ impl Live {
     fn up(&mut self, session: RunningService<RoleClient, Listener>) {
         self.session = Some(session);
         self.generation += 1;
-        self.failures = 0;
+        self.backoff = None;
         self.retry_at = None;
         self.restarting = false;
         self.last_error = None;

@@ -151,10 +151,13 @@ macro_rules! close_codes {
 close_codes! {
     /// The server is shutting down: reconnect (to another node) and resume.
     GoingAway = 1001, "server shutting down: reconnect with epoch and after_seq to resume",
-    /// The client broke a rule (flooding) or the server refused the subscription.
+    /// The client broke a rule (flooding, or a connection past the user's limit).
     PolicyViolation = 1008, "",
     /// The client sent a message far over the frame limit.
     MessageTooBig = 1009, "",
+    /// The server cannot follow the user's stream right now (its broker, Redis, is down or
+    /// refuses it): reconnect after a pause and resume.
+    TryAgainLater = 1013, "",
     /// The client sent nothing (not even a pong) for the idle timeout.
     IdleTimeout = 4000, "idle timeout: no message from the client",
     /// The client did not read fast enough; reconnect and resume.
@@ -174,6 +177,7 @@ impl CloseCode {
                 | CloseCode::SlowConsumer
                 | CloseCode::IdleTimeout
                 | CloseCode::StreamReset
+                | CloseCode::TryAgainLater
         )
     }
 }

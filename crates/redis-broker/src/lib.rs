@@ -58,6 +58,18 @@ pub struct RedisBrokerConfig {
     /// With `rediss://`: a PEM file of the CA certificates that Redis's certificate must chain
     /// to, instead of the machine's roots (`SSL_CERT_FILE`); `None` trusts the machine's.
     pub ca_file: Option<PathBuf>,
+    /// With `rediss://`: the certificate and key this node shows Redis, for a Redis that asks
+    /// its clients for one (`tls-auth-clients yes`).
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A client certificate and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate (chain), leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 impl RedisBrokerConfig {
@@ -69,6 +81,7 @@ impl RedisBrokerConfig {
             key_prefix: "agentws".into(),
             publish_queue: 100_000,
             ca_file: None,
+            client_identity: None,
         }
     }
 }
@@ -84,17 +97,31 @@ pub enum RedisBrokerError {
         /// Why.
         source: redis::RedisError,
     },
-    /// A CA file for a URL without TLS.
+    /// A CA file or a client certificate for a URL without TLS.
     #[error(
-        "a Redis CA file (--broker-ca-file) is for TLS, but {url} is not a rediss:// URL: use rediss://host:port, or no CA file"
+        "{what} is for TLS, but {url} is not a rediss:// URL: use rediss://host:port, or no {what}"
     )]
     CaWithoutTls {
+        /// What was given: the CA file or the client certificate, with its flag.
+        what: &'static str,
         /// The URL, without its password.
         url: String,
     },
     /// The CA file cannot be read or holds no certificate.
     #[error("cannot use the Redis CA file {path} (--broker-ca-file): {reason}")]
     Ca {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The client certificate or its key cannot be read or used.
+    #[error("cannot use the Redis client {what} {path} ({flag}): {reason}")]
+    Identity {
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// Its flag.
+        flag: &'static str,
         /// The file.
         path: String,
         /// Why.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use core_context::{RunId, UserId};
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
@@ -33,8 +34,14 @@ pub(crate) struct Outgoing {
 
 /// Events sent in one pipeline.
 const BATCH: usize = 256;
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How a batch is sent again while Redis is unreachable (the workspace's one retry policy:
+/// exponential, with jitter, capped): 50 to 100 ms, doubling, up to 1 to 2 s, until it
+/// is through. Shared with the subscriber's reconnects.
+pub(crate) const RETRY: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(50))
+    .with_max_delay(Duration::from_secs(1))
+    .without_max_times()
+    .with_jitter();
 
 /// Runs until every sender is gone (the broker was dropped).
 pub(crate) async fn run(
@@ -44,7 +51,7 @@ pub(crate) async fn run(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut batch, BATCH).await > 0 {
-        let mut backoff = MIN_BACKOFF;
+        let mut retries = RETRY.build();
         let mut failed_before = false;
         loop {
             match send(&shared, &mut conn, &batch).await {
@@ -62,8 +69,8 @@ pub(crate) async fn run(
                         tracing::warn!(%error, events = batch.len(), "redis broker: publish failed; retrying with backoff");
                     }
                     failed_before = true;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let pause = retries.next().unwrap_or(Duration::from_secs(2));
+                    tokio::time::sleep(pause).await;
                 }
                 Err(error) => {
                     // Redis refused the commands themselves (out of memory, a key of the

@@ -8,9 +8,11 @@
 //! from the log before the frame after it is delivered, and a new epoch or a gap the log can
 //! no longer fill closes the user's connections here with [`CloseReason::StreamReset`].
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use backon::BackoffBuilder;
 use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -18,6 +20,7 @@ use ws_bridge::broker::{AttachmentId, Epoch, FrameListener, StreamPosition};
 use ws_bridge::{CloseReason, Frame};
 
 use crate::Shared;
+use crate::publisher::RETRY;
 use crate::scripts::{StreamKeys, parse_live};
 
 /// What the broker asks of the subscriber task.
@@ -230,8 +233,14 @@ async fn on_message(shared: &Shared, message: &redis::Msg) {
     }
 }
 
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long Redis has to confirm the live connection's subscriptions. Past it the connection
+/// is dropped and opened again after a pause: a subscription Redis refuses (an ACL without
+/// the channels, answered with NOPERM) is otherwise never confirmed at all.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A live connection that lasted this long resets the reconnect pauses; one lost sooner is
+/// reopened after the next pause.
+const STABLE: Duration = Duration::from_secs(5);
 
 /// Runs until the broker is dropped (its command sender closes).
 pub(crate) async fn run(
@@ -239,76 +248,151 @@ pub(crate) async fn run(
     client: redis::Client,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let mut backoff = MIN_BACKOFF;
+    // The pauses between failed attempts, from the first failure to the next success.
+    let mut retries = RETRY.build();
     let mut connected_before = false;
     loop {
-        let (mut sink, mut stream) = match client.get_async_pubsub().await {
-            Ok(pubsub) => pubsub.split(),
+        let (mut sink, mut stream) = match open(&shared, &client).await {
+            Ok(opened) => opened,
             Err(error) => {
-                tracing::warn!(%error, ?backoff, "redis broker: cannot open the live connection; retrying");
-                if !wait_refusing(&mut commands, backoff).await {
+                // A connection Redis refuses, or a SUBSCRIBE it refuses, is not tried again
+                // at once.
+                let pause = retries.next().unwrap_or(SUBSCRIBE_TIMEOUT);
+                tracing::warn!(%error, ?pause, "redis broker: cannot open the live connection; retrying");
+                if !wait_refusing(&mut commands, pause, &error.to_string()).await {
                     return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        let mut channels: Vec<String> = shared.attached.lock().keys().cloned().collect();
-        channels.push(shared.node_channel.clone());
-        if let Err(error) = sink.subscribe(&channels).await {
-            tracing::warn!(%error, "redis broker: cannot resubscribe; retrying");
-            continue;
-        }
-        backoff = MIN_BACKOFF;
+        let connected_at = std::time::Instant::now();
         if connected_before {
+            let followed: Vec<_> = shared.attached.lock().values().cloned().collect();
             tracing::info!(
-                users = channels.len(),
+                users = followed.len(),
                 "redis broker: live connection back; fetching what was missed"
             );
-            let followed: Vec<_> = shared.attached.lock().values().cloned().collect();
             for attached in followed {
                 catch_up(&shared, &attached).await;
             }
         }
         connected_before = true;
-        shared
-            .live_up
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        loop {
-            tokio::select! {
-                command = commands.recv() => match command {
-                    None => return,
-                    Some(Command::Sync { reply }) => {
-                        // Redis answers the ping after every message it sent before it.
-                        let pong = sink.ping::<redis::Value>().await.map(drop);
-                        while let Some(Some(message)) = stream.next().now_or_never() {
-                            on_message(&shared, &message).await;
-                        }
-                        let _ = reply.send(pong);
-                    }
-                    Some(command) => handle(&shared, &mut sink, command).await,
-                },
-                message = stream.next() => match message {
-                    Some(message) => on_message(&shared, &message).await,
-                    None => break,
-                },
-            }
+        shared.live_up.store(true, Ordering::Relaxed);
+        if !follow(&shared, &mut sink, &mut stream, &mut commands).await {
+            return;
         }
-        shared
-            .live_up
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        shared.live_up.store(false, Ordering::Relaxed);
         shared
             .stats
             .subscriber_disconnects
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!("redis broker: live connection lost; reconnecting");
+            .fetch_add(1, Ordering::Relaxed);
+        if connected_at.elapsed() < STABLE {
+            // Lost again soon after it was made: wait the next pause before reconnecting, so
+            // a Redis that accepts and drops connections is not hammered.
+            let pause = retries.next().unwrap_or(SUBSCRIBE_TIMEOUT);
+            tracing::warn!(
+                ?pause,
+                "redis broker: live connection lost again; reconnecting after a pause"
+            );
+            let why = "its live connection to Redis was lost; reconnecting";
+            if !wait_refusing(&mut commands, pause, why).await {
+                return;
+            }
+        } else {
+            retries = RETRY.build();
+            tracing::warn!("redis broker: live connection lost; reconnecting");
+        }
     }
+}
+
+/// Opens a live connection subscribed to the node's channel and every followed user's.
+async fn open(
+    shared: &Shared,
+    client: &redis::Client,
+) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+    let (mut sink, stream) = client.get_async_pubsub().await?.split();
+    let mut channels: Vec<String> = shared.attached.lock().keys().cloned().collect();
+    channels.push(shared.node_channel.clone());
+    tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
+        sink.subscribe(&channels).await?;
+        confirm_node_channel(shared).await
+    })
+    .await
+    .unwrap_or_else(|_| Err(unconfirmed()))?;
+    Ok((sink, stream))
+}
+
+/// Serves the broker's commands and Redis's messages on a live connection until it drops
+/// (true) or the broker is dropped (false).
+async fn follow(
+    shared: &Shared,
+    sink: &mut redis::aio::PubSubSink,
+    stream: &mut redis::aio::PubSubStream,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> bool {
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                None => return false,
+                Some(Command::Sync { reply }) => {
+                    // Redis answers the ping after every message it sent before it.
+                    let pong = sink.ping::<redis::Value>().await.map(drop);
+                    while let Some(Some(message)) = stream.next().now_or_never() {
+                        on_message(shared, &message).await;
+                    }
+                    let _ = reply.send(pong);
+                }
+                Some(command) => handle(shared, sink, command).await,
+            },
+            message = stream.next() => match message {
+                Some(message) => on_message(shared, &message).await,
+                None => return true,
+            },
+        }
+    }
+}
+
+/// Checks that the live connection really follows this node's channel. The client library
+/// reports a SUBSCRIBE that Redis refused (NOPERM: the node's Redis user lacks the channel
+/// in its ACL) as done, so the count of the channel's subscribers, which only this node's
+/// live connection subscribes, is asked on the command connection.
+async fn confirm_node_channel(shared: &Shared) -> redis::RedisResult<()> {
+    let mut conn = shared.conn.clone();
+    let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&shared.node_channel)
+        .query_async(&mut conn)
+        .await?;
+    if counts.first().is_some_and(|(_, count)| *count > 0) {
+        return Ok(());
+    }
+    tracing::warn!(channel = %shared.node_channel, "redis broker: SUBSCRIBE answered but the channel has no subscriber (NOPERM?)");
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm),
+        "NOPERM",
+        format!(
+            "the node's Redis user needs &{}:* in its ACL",
+            shared.prefix
+        ),
+    )))
+}
+
+/// The error of a SUBSCRIBE Redis did not confirm within [`SUBSCRIBE_TIMEOUT`].
+fn unconfirmed() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "Redis did not confirm the subscription",
+        format!("no answer within {SUBSCRIBE_TIMEOUT:?}"),
+    ))
 }
 
 async fn handle(shared: &Shared, sink: &mut redis::aio::PubSubSink, command: Command) {
     match command {
         Command::Subscribe { channel, reply } => {
-            let _ = reply.send(sink.subscribe(&channel).await);
+            let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&channel))
+                .await
+                .unwrap_or_else(|_| Err(unconfirmed()));
+            let _ = reply.send(subscribed);
         }
         Command::Unsubscribe { channel } => {
             if !shared.attached.lock().contains_key(&channel) {
@@ -329,10 +413,14 @@ async fn handle(shared: &Shared, sink: &mut redis::aio::PubSubSink, command: Com
     }
 }
 
-/// Waits `backoff` while disconnected, refusing subscriptions meanwhile (a connection that
+/// Waits `pause` while disconnected, refusing subscriptions meanwhile (a connection that
 /// cannot be followed is refused, not left without events). False when the broker is gone.
-async fn wait_refusing(commands: &mut mpsc::UnboundedReceiver<Command>, backoff: Duration) -> bool {
-    let sleep = tokio::time::sleep(backoff);
+async fn wait_refusing(
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    pause: Duration,
+    why: &str,
+) -> bool {
+    let sleep = tokio::time::sleep(pause);
     tokio::pin!(sleep);
     loop {
         tokio::select! {
@@ -342,7 +430,8 @@ async fn wait_refusing(commands: &mut mpsc::UnboundedReceiver<Command>, backoff:
                 Some(Command::Subscribe { reply, .. } | Command::Sync { reply }) => {
                     let _ = reply.send(Err(redis::RedisError::from((
                         redis::ErrorKind::Io,
-                        "Redis is unreachable",
+                        "unavailable",
+                        why.to_owned(),
                     ))));
                 }
                 // Resubscribing after the reconnect reads the attached set, and catches up.

@@ -5,17 +5,19 @@
 //! server's certificate is verified against the machine's roots (or `SSL_CERT_FILE`, which
 //! rustls-native-certs reads instead of them), or, when [`RedisBrokerConfig::ca_file`] is set,
 //! against that file's certificates only: a managed Redis with a private CA needs no change to
-//! what the rest of the process trusts.
+//! what the rest of the process trusts. A Redis that asks its clients for a certificate
+//! (`tls-auth-clients yes`) is shown [`RedisBrokerConfig::client_identity`].
 
 use std::path::Path;
 
 use redis::IntoConnectionInfo;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::{RedisBrokerConfig, RedisBrokerError};
+use crate::{ClientIdentity, RedisBrokerConfig, RedisBrokerError};
 
-/// A client for `config.url`, trusting `config.ca_file` if there is one.
+/// A client for `config.url`, trusting `config.ca_file` if there is one and showing
+/// `config.client_identity` if there is one.
 pub(crate) fn client(config: &RedisBrokerConfig) -> Result<redis::Client, RedisBrokerError> {
     let url = secrets::url::redacted(&config.url);
     let info = config
@@ -30,20 +32,44 @@ pub(crate) fn client(config: &RedisBrokerConfig) -> Result<redis::Client, RedisB
     if tls {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    let Some(ca_file) = &config.ca_file else {
+    if config.ca_file.is_none() && config.client_identity.is_none() {
         return redis::Client::open(info).map_err(|source| RedisBrokerError::Url { url, source });
-    };
-    if !tls {
-        return Err(RedisBrokerError::CaWithoutTls { url });
     }
-    let root_cert = read_ca(ca_file)?;
+    if !tls {
+        let what = if config.ca_file.is_some() {
+            "a Redis CA file (--broker-ca-file)"
+        } else {
+            "a Redis client certificate (--broker-client-cert)"
+        };
+        return Err(RedisBrokerError::CaWithoutTls { what, url });
+    }
+    let root_cert = config.ca_file.as_deref().map(read_ca).transpose()?;
+    let client_tls = config
+        .client_identity
+        .as_ref()
+        .map(read_identity)
+        .transpose()?;
     let certificates = redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(root_cert),
+        client_tls,
+        root_cert,
     };
-    redis::Client::build_with_tls(info, certificates).map_err(|source| RedisBrokerError::Ca {
-        path: ca_file.display().to_string(),
-        reason: source.to_string(),
+    redis::Client::build_with_tls(info, certificates).map_err(|source| {
+        // Both files were read and parsed above; what is left is their use together.
+        match (&config.client_identity, &config.ca_file) {
+            (Some(identity), _) => RedisBrokerError::Identity {
+                what: "certificate",
+                flag: "--broker-client-cert",
+                path: identity.cert_file.display().to_string(),
+                reason: source.to_string(),
+            },
+            (None, ca_file) => RedisBrokerError::Ca {
+                path: ca_file
+                    .as_deref()
+                    .map(|path| path.display().to_string())
+                    .unwrap_or_default(),
+                reason: source.to_string(),
+            },
+        }
     })
 }
 
@@ -54,13 +80,46 @@ fn read_ca(path: &Path) -> Result<Vec<u8>, RedisBrokerError> {
         reason,
     };
     let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(format!("not PEM certificates: {e}")))?;
-    if certificates.is_empty() {
-        return Err(fail(
-            "no PEM certificate (`-----BEGIN CERTIFICATE-----`) in it".into(),
-        ));
-    }
+    certificates_in(&pem).map_err(fail)?;
     Ok(pem)
+}
+
+/// The PEM certificates in `pem`: at least one, all readable.
+fn certificates_in(pem: &[u8]) -> Result<(), String> {
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM certificates: {e}"))?;
+    if certificates.is_empty() {
+        return Err("no PEM certificate (`-----BEGIN CERTIFICATE-----`) in it".into());
+    }
+    Ok(())
+}
+
+/// The client certificate and key files' PEM text, checked to hold a certificate and a
+/// private key.
+fn read_identity(identity: &ClientIdentity) -> Result<redis::ClientTlsConfig, RedisBrokerError> {
+    let cert_fail = |reason: String| RedisBrokerError::Identity {
+        what: "certificate",
+        flag: "--broker-client-cert",
+        path: identity.cert_file.display().to_string(),
+        reason,
+    };
+    let key_fail = |reason: String| RedisBrokerError::Identity {
+        what: "key",
+        flag: "--broker-client-key",
+        path: identity.key_file.display().to_string(),
+        reason,
+    };
+    let client_cert = std::fs::read(&identity.cert_file).map_err(|e| cert_fail(e.to_string()))?;
+    certificates_in(&client_cert).map_err(cert_fail)?;
+    let client_key = std::fs::read(&identity.key_file).map_err(|e| key_fail(e.to_string()))?;
+    PrivateKeyDer::from_pem_slice(&client_key).map_err(|e| {
+        key_fail(format!(
+            "no PEM private key (`-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`) in it: {e}"
+        ))
+    })?;
+    Ok(redis::ClientTlsConfig {
+        client_cert,
+        client_key,
+    })
 }

@@ -128,6 +128,13 @@ pub struct ServeArgs {
     /// chain to, trusted instead of the machine's roots (for a Redis with a private CA).
     #[arg(long, env = "AGENT_SERVER_BROKER_CA_FILE", value_name = "PATH")]
     pub broker_ca_file: Option<PathBuf>,
+    /// With a `rediss://` broker that asks its clients for a certificate: this node's
+    /// certificate (PEM), with `--broker-client-key`.
+    #[arg(long, env = "AGENT_SERVER_BROKER_CLIENT_CERT", value_name = "PATH")]
+    pub broker_client_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--broker-client-cert`.
+    #[arg(long, env = "AGENT_SERVER_BROKER_CLIENT_KEY", value_name = "PATH")]
+    pub broker_client_key: Option<PathBuf>,
     /// With a Redis broker: seconds a node's claim on a running run lasts unrenewed; a node
     /// that dies has its runs ended (`agent_error` `node_lost`) this long after.
     #[arg(long, env = "AGENT_SERVER_RUN_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3_600))]

@@ -191,6 +191,22 @@ pub(super) fn otlp(args: &ServeArgs) -> Result<Option<crate::telemetry::Otlp>, C
     }))
 }
 
+/// The broker's client certificate and key: both or neither.
+pub(super) fn client_identity(
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+) -> Result<Option<redis_broker::ClientIdentity>, ConfigError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert_file), Some(key_file)) => Ok(Some(redis_broker::ClientIdentity {
+            cert_file,
+            key_file,
+        })),
+        (Some(_), None) => Err(ConfigError::HalfClientIdentity("--broker-client-key")),
+        (None, Some(_)) => Err(ConfigError::HalfClientIdentity("--broker-client-cert")),
+    }
+}
+
 /// Reads a `--store` value: `None` for `none`.
 pub(super) fn store_url(value: &str) -> Result<Option<String>, ConfigError> {
     if value == "none" {
