@@ -201,3 +201,69 @@ fn no_source_file_is_over_the_limit() {
         "split these by concern (limit {MAX_FILE_LINES} lines): {too_long:#?}"
     );
 }
+
+/// The source files of the server crate, with their text.
+fn server_sources() -> Vec<(std::path::PathBuf, String)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![crates_dir().join("agent-server/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                files.push((path, text));
+            }
+        }
+    }
+    files
+}
+
+/// Starting and cancelling runs knows no transport: the run service answers with its own
+/// types, and each transport (socket, AG-UI, history API) renders them.
+#[test]
+fn the_run_service_has_no_transport() {
+    let runs = std::fs::read_to_string(crates_dir().join("agent-server/src/runs.rs")).unwrap();
+    for transport in ["agent_protocol", "ServerFrame", "axum", "StatusCode", "Sse"] {
+        assert!(
+            !runs.contains(transport),
+            "agent-server/src/runs.rs names {transport}: the run service has no transport"
+        );
+    }
+    // Its refusals' codes are the protocol's: each one the transports render is known.
+    let mut codes = 0;
+    for piece in runs.split("Refusal::new(").skip(1) {
+        let Some(code) = piece.trim_start().strip_prefix('"') else {
+            continue; // a code passed through from the engine, whose codes have their own test
+        };
+        let code = &code[..code.find('"').unwrap()];
+        assert!(
+            !matches!(
+                agent_protocol::ErrorCode::from_wire(code),
+                agent_protocol::ErrorCode::Other(_)
+            ),
+            "runs.rs refuses with {code:?}, which is no code of the protocol"
+        );
+        codes += 1;
+    }
+    assert!(codes >= 5, "found only {codes} refusal codes in runs.rs");
+}
+
+/// Wire frames are the WebSocket code's (the socket loop, `connection.rs`, and its adapters,
+/// `wire.rs`): no other module of the server names `ServerFrame`.
+#[test]
+fn only_the_socket_code_names_server_frames() {
+    for (path, text) in server_sources() {
+        // The terminal client is a WebSocket client of its own (it moves to agent-chat).
+        let socket_code = path.ends_with("connection.rs") || path.ends_with("wire.rs");
+        if socket_code || path.components().any(|c| c.as_os_str() == "chat") {
+            continue;
+        }
+        assert!(
+            !text.contains("ServerFrame"),
+            "{} names ServerFrame; only the WebSocket code (connection.rs, wire.rs) frames answers",
+            path.display()
+        );
+    }
+}

@@ -7,14 +7,12 @@
 //! which emits the run's terminal `agent_error` with code `node_lost`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use core_context::{RunId, RunScope, UserId};
 use parking_lot::Mutex;
 use redis_broker::{ClusterRuns, Lease, RedisBroker};
 use ws_bridge::broker::BrokerError;
-
-use crate::app::AppState;
 
 /// This node's part in the cluster's runs.
 pub struct Cluster {
@@ -47,6 +45,18 @@ impl Cluster {
     /// The Redis broker's counts.
     pub fn broker_stats(&self) -> &redis_broker::BrokerStats {
         self.broker.stats()
+    }
+
+    /// The `cancel_run` requests other nodes route to this one (one receiver per node).
+    pub(crate) fn cancel_requests(
+        &self,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<redis_broker::CancelRequest> {
+        self.broker.cancel_requests()
+    }
+
+    /// How often [`Cluster::tick`] must run to keep this node's leases.
+    pub(crate) fn renew_every(&self) -> std::time::Duration {
+        self.runs.renew_every()
     }
 
     /// Claims one of `user`'s `limit` slots across the cluster (`None`: all are held).
@@ -82,7 +92,7 @@ impl Cluster {
     /// Renews this node's leases and ends the runs of nodes that stopped renewing theirs.
     /// Returns the runs this node executes whose leases it lost (another node ended them for
     /// their users): the caller cancels them.
-    async fn tick(&self) -> Vec<(UserId, RunId)> {
+    pub(crate) async fn tick(&self) -> Vec<(UserId, RunId)> {
         let held: Vec<(RunId, Lease)> = self
             .held
             .lock()
@@ -118,43 +128,4 @@ impl Cluster {
         }
         orphans
     }
-}
-
-/// Runs the cluster's chores for `state` until it is dropped: lease renewal and reaping, and
-/// the `cancel_run` requests other nodes route here.
-pub(crate) fn spawn_tasks(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
-    let Some(cluster) = &state.cluster else {
-        return Vec::new();
-    };
-    let mut cancels = cluster.broker.cancel_requests();
-    let every = cluster.runs.renew_every();
-    let weak: Weak<AppState> = Arc::downgrade(state);
-    let ticking = weak.clone();
-    let tick = tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        loop {
-            ticks.tick().await;
-            let Some(state) = ticking.upgrade() else {
-                return;
-            };
-            if let Some(cluster) = &state.cluster {
-                for (user, run) in cluster.tick().await {
-                    if let Some(engine) = state.sessions.active_run(&user, &run) {
-                        engine.cancel_run(&run, "this server lost the run's lease");
-                    }
-                }
-            }
-        }
-    });
-    let cancel = tokio::spawn(async move {
-        while let Some(request) = cancels.recv().await {
-            let Some(state) = weak.upgrade() else {
-                return;
-            };
-            if let Some(engine) = state.sessions.active_run(&request.user, &request.run_id) {
-                engine.cancel_run(&request.run_id, "cancelled by the user");
-            }
-        }
-    });
-    vec![tick, cancel]
 }

@@ -290,18 +290,33 @@ impl ClientSide<'_> {
                 request_id,
                 payload,
             }) => {
-                self.state
-                    .cancel_run(self.user, request_id, &payload.run_id)
-                    .await
+                // No reply on success: the run's `agent_cancelled` event is the answer.
+                let cancelled = self.state.runs.cancel(self.user, &payload.run_id).await;
+                cancelled
+                    .err()
+                    .map(|refusal| wire::refused(request_id, refusal))
             }
             Ok(ClientFrame::StartAgent {
                 request_id,
                 payload,
-            }) => Some(
-                self.state
-                    .start_run(self.user, self.connection_id, request_id, payload)
-                    .await,
-            ),
+            }) => {
+                let request = wire::run_request(payload, request_id.clone());
+                Some(
+                    match self
+                        .state
+                        .runs
+                        .start(self.user, self.connection_id, request)
+                        .await
+                    {
+                        Ok(accepted) => ServerFrame::RunAccepted {
+                            request_id,
+                            run_id: accepted.run_id,
+                            thread_id: accepted.thread_id,
+                        },
+                        Err(refusal) => wire::refused(request_id, refusal),
+                    },
+                )
+            }
         }
     }
 }

@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod mint;
 pub mod recorder;
 pub mod routes;
+pub mod runs;
 mod scrub;
 pub mod server;
 pub mod sessions;

@@ -128,7 +128,7 @@ async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Resp
 /// state is shown too but does not decide readiness: a server that is down costs its tools,
 /// not the node.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let draining = state.runs.is_draining();
     let broker = state.bridge.broker_healthy();
     let store = state.recorder.as_ref().map(|r| {
         r.writer()
@@ -305,7 +305,7 @@ async fn ws_handler(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+    if state.runs.is_draining() {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::ShuttingDown,

@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
@@ -70,7 +69,7 @@ impl RunningServer {
                 AppState::build(config, redis, Some(cluster), recorder)?
             }
         };
-        let mut cluster_tasks = crate::cluster::spawn_tasks(&state);
+        let mut cluster_tasks = state.runs.spawn_cluster_tasks();
         cluster_tasks.extend(spawn_history_tick(&state));
         let stop = state.stop_accepting.clone();
         let app = router(Arc::clone(&state));
@@ -127,16 +126,16 @@ impl RunningServer {
     /// listening.
     pub async fn shutdown(self) {
         let state = &self.state;
-        state.draining.store(true, Ordering::Relaxed);
+        state.runs.drain();
         let deadline = Instant::now() + state.config.shutdown_grace;
         while Instant::now() < deadline {
-            let stats = state.factory.stats();
+            let stats = state.runs.factory().stats();
             if stats.running + stats.queued == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        state.factory.shutdown().await;
+        state.runs.factory().shutdown().await;
         // A networked broker may still be sending the last events: they go out first.
         if let Err(error) = tokio::time::timeout(Duration::from_secs(5), state.bridge.flush())
             .await

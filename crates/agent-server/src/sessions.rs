@@ -10,7 +10,6 @@ use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use agent_protocol::ErrorCode;
 use core_context::{RunId, ThreadId, UserId};
 use execution_engine::UserExecutionEngine;
 use governor::clock::{Clock, DefaultClock};
@@ -40,11 +39,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The `error` frame's code.
-    pub fn code(&self) -> ErrorCode {
+    /// The error code (`rate_limited`, `thread_not_found`).
+    pub fn code(&self) -> &'static str {
         match self {
-            Refusal::RateLimited { .. } => ErrorCode::RateLimited,
-            Refusal::ThreadNotFound(_) => ErrorCode::ThreadNotFound,
+            Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::ThreadNotFound(_) => "thread_not_found",
         }
     }
 }
@@ -219,7 +218,7 @@ mod tests {
             sessions.admit(&user("alice"), None).unwrap();
         }
         let refused = sessions.admit(&user("alice"), None).unwrap_err();
-        assert_eq!(refused.code(), ErrorCode::RateLimited);
+        assert_eq!(refused.code(), "rate_limited");
         let Refusal::RateLimited { retry_in_secs, .. } = refused else {
             panic!("{refused:?}")
         };

@@ -60,6 +60,29 @@ impl AsRef<[u8]> for ArcText {
     }
 }
 
+/// The run service's request for a `start_agent` frame's payload.
+pub fn run_request(
+    start: agent_protocol::StartAgent,
+    request_id: Option<String>,
+) -> crate::runs::RunRequest {
+    crate::runs::RunRequest {
+        agent: start.agent,
+        message: start.message,
+        thread_id: start.thread_id,
+        input: start.input,
+        request_id,
+    }
+}
+
+/// The `error` frame of a refused request.
+pub fn refused(
+    request_id: Option<String>,
+    refusal: crate::runs::Refusal,
+) -> agent_protocol::ServerFrame {
+    let code = agent_protocol::ErrorCode::from_wire(refusal.code);
+    agent_protocol::ServerFrame::error(request_id, code, refusal.message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

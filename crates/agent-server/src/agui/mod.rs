@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use agent_protocol::{ErrorCode, SequencedEvent, ServerFrame, StartAgent};
+use agent_protocol::{ErrorCode, SequencedEvent};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -39,6 +39,7 @@ use ws_bridge::Subscription;
 use self::map::{ClientIds, Mapper};
 use crate::app::AppState;
 use crate::routes::{authenticate, refuse};
+use crate::runs::RunRequest;
 
 /// The largest request body: a `RunAgentInput` carries the conversation so far.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -94,47 +95,43 @@ pub(crate) async fn run(
             );
         }
     };
-    let start = StartAgent {
+    let request = RunRequest {
         agent,
         message: input.message,
         thread_id: input.thread,
         input: input.options,
+        request_id: None,
     };
     let connection = subscription.connection_id().clone();
-    match state.start_run(&user, &connection, None, start).await {
-        ServerFrame::RunAccepted {
-            run_id, thread_id, ..
-        } => {
-            let mapper = Mapper::new(input.ids, run_id.as_str());
-            let opening = mapper.started(
-                thread_id.as_str(),
-                subscription.epoch().as_str(),
-                subscription.last_seq(),
-            );
-            let stream = RunStream {
-                subscription,
-                mapper,
-                tree: HashSet::from([run_id.to_string()]),
-                pending: opening.into(),
-                done: false,
-                guard: CancelOnDrop {
-                    state,
-                    user,
-                    run: run_id,
-                    armed: true,
-                },
-            };
-            Sse::new(stream.into_events())
-                .keep_alive(KeepAlive::default())
-                .into_response()
+    let accepted = match state.runs.start(&user, &connection, request).await {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            let code = ErrorCode::from_wire(refusal.code);
+            return refuse(status_of(&code), code, refusal.message);
         }
-        ServerFrame::Error { code, message, .. } => refuse(status_of(&code), code, message),
-        other => refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::InternalError,
-            format!("unexpected answer to a run's start: {}", other.to_text()),
-        ),
-    }
+    };
+    let mapper = Mapper::new(input.ids, accepted.run_id.as_str());
+    let opening = mapper.started(
+        accepted.thread_id.as_str(),
+        subscription.epoch().as_str(),
+        subscription.last_seq(),
+    );
+    let stream = RunStream {
+        subscription,
+        mapper,
+        tree: HashSet::from([accepted.run_id.to_string()]),
+        pending: opening.into(),
+        done: false,
+        guard: CancelOnDrop {
+            state,
+            user,
+            run: accepted.run_id,
+            armed: true,
+        },
+    };
+    Sse::new(stream.into_events())
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// The HTTP status of a refused start.
@@ -321,7 +318,7 @@ impl Drop for CancelOnDrop {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 tracing::info!(run_id = %run, "agui: the client left; cancelling the run");
-                let _ = state.cancel_run(&user, None, &run).await;
+                let _ = state.runs.cancel(&user, &run).await;
             });
         }
     }

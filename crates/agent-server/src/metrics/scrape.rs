@@ -78,7 +78,7 @@ pub(super) fn render(live: &Registry, metrics: &Metrics, state: &AppState) -> St
 
 fn states(r: &mut Registry, metrics: &Metrics, state: &AppState) {
     let limit = state.config.engine.max_concurrent_runs;
-    let load = state.sessions.run_load(limit);
+    let load = state.runs.sessions().run_load(limit);
     gauge(
         r,
         "connections_open",
@@ -133,7 +133,7 @@ fn states(r: &mut Registry, metrics: &Metrics, state: &AppState) {
         r,
         "draining",
         "Whether the server is shutting down (1)",
-        flag(state.draining.load(std::sync::atomic::Ordering::Relaxed)),
+        flag(state.runs.is_draining()),
     );
 }
 
@@ -269,7 +269,7 @@ fn history(r: &mut Registry, state: &AppState) {
 }
 
 fn broker(r: &mut Registry, state: &AppState) {
-    let Some(cluster) = &state.cluster else {
+    let Some(cluster) = state.runs.cluster() else {
         return;
     };
     let stats = cluster.broker_stats();

@@ -1,0 +1,375 @@
+//! The run service: starting and cancelling a user's runs, with the rules they need (draining,
+//! thread ownership, the start rate, the per-user limit across nodes, the thread's earlier
+//! turns), and no transport. It answers with typed results, [`RunAccepted`] or a [`Refusal`];
+//! the WebSocket loop renders them as frames, the AG-UI handler as HTTP statuses and SSE.
+//!
+//! **Architecture Invariant:** this module names no wire frame and no HTTP type: the three
+//! transports (socket, AG-UI, history API) all start and cancel runs here and render the
+//! result in their own terms (`tests/it/architecture.rs`, `the_run_service_has_no_transport`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use agent_registry::{AgentInput, Turn};
+use core_context::{ConnectionId, RunId, RunScope, ThreadId, UserExecutionContext, UserId};
+use execution_engine::ExecutionEngineFactory;
+use redis_broker::Lease;
+use serde_json::{Map, Value, json};
+
+use crate::cluster::Cluster;
+use crate::metrics::Metrics;
+use crate::recorder::Recorder;
+use crate::sessions::Sessions;
+
+/// What a client asks to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The agent's name.
+    pub agent: String,
+    /// The user's message.
+    pub message: String,
+    /// The thread to continue; a new one when `None`.
+    pub thread_id: Option<ThreadId>,
+    /// The agent's structured input, if any.
+    pub input: Option<Map<String, Value>>,
+    /// The client's id for the request (kept in the run's audit trail).
+    pub request_id: Option<String>,
+}
+
+/// A run that started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAccepted {
+    /// The run.
+    pub run_id: RunId,
+    /// Its thread (new, or the one asked for).
+    pub thread_id: ThreadId,
+}
+
+/// Why a run was not started or not cancelled: a code every transport knows and a message
+/// that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    /// The error code, in the vocabulary the engine's errors use (`too_many_runs`,
+    /// `thread_not_found`, …): each transport renders it (`error` frames, AG-UI and history
+    /// API bodies, HTTP statuses).
+    pub code: &'static str,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::sessions::Refusal> for Refusal {
+    fn from(refusal: crate::sessions::Refusal) -> Self {
+        Self::new(refusal.code(), refusal.to_string())
+    }
+}
+
+/// Starts and cancels runs; one per server, shared by every transport.
+pub struct RunService {
+    factory: ExecutionEngineFactory,
+    sessions: Sessions,
+    /// Runs across nodes, when the streams live in Redis.
+    cluster: Option<Cluster>,
+    /// Threads, runs and events kept past the process, with `--store`.
+    recorder: Option<Arc<Recorder>>,
+    metrics: Arc<Metrics>,
+    /// The per-user limit of running runs (across nodes with a cluster).
+    max_concurrent_runs: usize,
+    /// Set by graceful shutdown: no new runs.
+    draining: AtomicBool,
+}
+
+impl RunService {
+    /// A service starting runs on `factory`'s engines under `sessions`' rules.
+    pub(crate) fn new(
+        factory: ExecutionEngineFactory,
+        sessions: Sessions,
+        cluster: Option<Cluster>,
+        recorder: Option<Arc<Recorder>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let max_concurrent_runs = factory.config().max_concurrent_runs;
+        Self {
+            factory,
+            sessions,
+            cluster,
+            recorder,
+            metrics,
+            max_concurrent_runs,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The engines' factory.
+    pub(crate) fn factory(&self) -> &ExecutionEngineFactory {
+        &self.factory
+    }
+
+    /// The users' sessions on this node.
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// The cluster's runs, with a Redis broker.
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    /// Whether graceful shutdown began (no new runs).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Refuses new runs from now on.
+    pub(crate) fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts a run of `user`'s, asked on `connection`: refused while draining, then the
+    /// session's rules (thread ownership, start rate), a slot across nodes, the thread's
+    /// earlier turns, and the run on a fresh engine of the user's.
+    pub(crate) async fn start(
+        self: &Arc<Self>,
+        user: &UserId,
+        connection: &ConnectionId,
+        request: RunRequest,
+    ) -> Result<RunAccepted, Refusal> {
+        if self.is_draining() {
+            return Err(Refusal::new(
+                "shutting_down",
+                "the server is shutting down and starts no new runs; reconnect shortly",
+            ));
+        }
+        self.stored_thread_is_theirs(user, request.thread_id.as_ref())
+            .await?;
+        let thread = self.sessions.admit(user, request.thread_id.clone())?;
+        let lease = self.cluster_slot(user).await?;
+        let history = match (&self.recorder, &request.thread_id) {
+            (Some(recorder), Some(thread)) => recorder.turns(user, thread).await,
+            _ => Vec::new(),
+        };
+        let agent_name = request.agent.clone();
+        match self.launch(user, connection, thread, request, history, lease.clone()) {
+            Ok(accepted) => {
+                if let (Some(cluster), Some(lease)) = (&self.cluster, lease) {
+                    let scope = RunScope {
+                        run_id: accepted.run_id.clone(),
+                        parent_run_id: None,
+                        thread_id: accepted.thread_id.clone(),
+                        agent_name: Arc::from(agent_name.as_str()),
+                    };
+                    if let Err(error) = cluster.started(lease, &scope).await {
+                        tracing::warn!(%error, "cluster: cannot record a run; cancel_run from other nodes will not find it");
+                    }
+                }
+                Ok(accepted)
+            }
+            Err(refusal) => {
+                if let (Some(cluster), Some(lease)) = (&self.cluster, &lease) {
+                    cluster.release(lease, None).await;
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    /// With a history, a thread named by the request that is stored must be the user's
+    /// (threads outlive the process, so the sessions' memory alone does not know them all).
+    async fn stored_thread_is_theirs(
+        &self,
+        user: &UserId,
+        thread: Option<&ThreadId>,
+    ) -> Result<(), Refusal> {
+        let (Some(recorder), Some(thread)) = (&self.recorder, thread) else {
+            return Ok(());
+        };
+        match recorder.store().thread_owner(thread).await {
+            Ok(Some(owner)) if owner != *user => Err(Refusal::new(
+                "thread_not_found",
+                format!("no thread {thread} for this user"),
+            )),
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "history: cannot check a thread's owner; starting the run anyway");
+                Ok(())
+            }
+        }
+    }
+
+    /// In a cluster, one of the user's run slots across all nodes (runs beyond the limit
+    /// are refused, not queued: no queue spans nodes).
+    async fn cluster_slot(&self, user: &UserId) -> Result<Option<Lease>, Refusal> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let limit = self.max_concurrent_runs;
+        match cluster.acquire(user, limit).await {
+            Ok(Some(lease)) => Ok(Some(lease)),
+            Ok(None) => Err(Refusal::new(
+                "too_many_runs",
+                format!(
+                    "this user already has {limit} runs going across the servers (the limit); wait for one to end or cancel one"
+                ),
+            )),
+            Err(error) => {
+                tracing::error!(%error, "cluster: cannot claim a run slot");
+                Err(Refusal::new(
+                    "internal_error",
+                    "the server cannot reach its run registry (Redis) right now; retry shortly",
+                ))
+            }
+        }
+    }
+
+    /// Starts the run on an engine made for this request, and tracks it until it ends.
+    fn launch(
+        self: &Arc<Self>,
+        user: &UserId,
+        connection: &ConnectionId,
+        thread: ThreadId,
+        request: RunRequest,
+        history: Vec<Turn>,
+        lease: Option<Lease>,
+    ) -> Result<RunAccepted, Refusal> {
+        // The run's id is chosen here, so its start is recorded before any of its events.
+        let run_id = RunId::generate();
+        let mut builder = UserExecutionContext::builder(user.clone())
+            .thread_id(thread.clone())
+            .run_id(run_id.clone())
+            .connection_id(connection.clone());
+        if let Some(id) = &request.request_id {
+            builder = builder.audit("client_request_id", json!(id));
+        }
+        let context = builder
+            .build()
+            .map_err(|e| Refusal::new("internal_error", e.to_string()))?;
+        let engine = self
+            .factory
+            .create_for_user(context)
+            .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+        if let Some(recorder) = &self.recorder {
+            recorder.run_started(user, &run_id, &thread, &request.agent, &request.message);
+        }
+        self.metrics.run_accepted(&run_id);
+        let input = AgentInput {
+            message: request.message,
+            input: request.input.map_or(Value::Null, Value::Object),
+            previous_result: None,
+            history,
+        };
+        let handle = match engine.execute_agent(&request.agent, input) {
+            Ok(handle) => handle,
+            Err(e) => {
+                if let Some(recorder) = &self.recorder {
+                    recorder.run_refused(&run_id, &thread);
+                }
+                self.metrics.run_refused(&run_id);
+                self.factory.release(&engine);
+                return Err(Refusal::new(e.code(), e.to_string()));
+            }
+        };
+        let accepted = RunAccepted {
+            run_id: handle.run_id().clone(),
+            thread_id: handle.thread_id().clone(),
+        };
+        self.sessions
+            .track(user, accepted.run_id.clone(), engine.clone());
+        let service = Arc::clone(self);
+        let (user, finished) = (user.clone(), accepted.run_id.clone());
+        let tag = crate::auth::user_tag(&user);
+        tracing::info!(user = %tag, run_id = %finished, agent = %request.agent, "run started");
+        tokio::spawn(async move {
+            let outcome = handle.wait().await;
+            let how = match &outcome {
+                execution_engine::RunOutcome::Completed { .. } => "completed",
+                execution_engine::RunOutcome::Failed(_) => "failed",
+                execution_engine::RunOutcome::Cancelled(_) => "cancelled",
+            };
+            tracing::info!(user = %tag, run_id = %finished, how, code = outcome.error_code(), "run ended");
+            service.sessions.finished(&user, &finished);
+            service.factory.release(&engine);
+            if let (Some(cluster), Some(lease)) = (&service.cluster, lease) {
+                cluster.release(&lease, Some(&finished)).await;
+            }
+        });
+        Ok(accepted)
+    }
+
+    /// Cancels `user`'s active run `run_id`, on this node or on the one executing it; only
+    /// the user's own runs are found. The run's `agent_cancelled` event follows.
+    pub(crate) async fn cancel(&self, user: &UserId, run_id: &RunId) -> Result<(), Refusal> {
+        if let Some(engine) = self.sessions.active_run(user, run_id) {
+            if engine.cancel_run(run_id, "cancelled by the user") {
+                return Ok(());
+            }
+        }
+        let elsewhere = match &self.cluster {
+            Some(cluster) => cluster.cancel(user, run_id).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "cluster: cannot route cancel_run");
+                false
+            }),
+            None => false,
+        };
+        if elsewhere {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            "run_not_found",
+            format!("no active run {run_id} for this user"),
+        ))
+    }
+
+    /// Drops idle engines and sessions with no runs that were idle for `idle`.
+    pub(crate) fn maintain(&self, idle: std::time::Duration) {
+        self.factory.cleanup_idle();
+        self.sessions.evict_idle(idle);
+    }
+
+    /// Runs the cluster's chores until the service is dropped: lease renewal and reaping,
+    /// and the `cancel_run` requests other nodes route here. None without a cluster.
+    pub(crate) fn spawn_cluster_tasks(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let mut cancels = cluster.cancel_requests();
+        let every = cluster.renew_every();
+        let weak: Weak<RunService> = Arc::downgrade(self);
+        let ticking = weak.clone();
+        let tick = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let Some(service) = ticking.upgrade() else {
+                    return;
+                };
+                if let Some(cluster) = &service.cluster {
+                    for (user, run) in cluster.tick().await {
+                        if let Some(engine) = service.sessions.active_run(&user, &run) {
+                            engine.cancel_run(&run, "this server lost the run's lease");
+                        }
+                    }
+                }
+            }
+        });
+        let cancel = tokio::spawn(async move {
+            while let Some(request) = cancels.recv().await {
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
+                if let Some(engine) = service.sessions.active_run(&request.user, &request.run_id) {
+                    engine.cancel_run(&request.run_id, "cancelled by the user");
+                }
+            }
+        });
+        vec![tick, cancel]
+    }
+}
