@@ -29,6 +29,7 @@ mod data_tls;
 mod drain;
 mod engine_isolation;
 mod engine_limits;
+mod event_frame;
 mod history;
 mod history_server;
 mod http_edge;
