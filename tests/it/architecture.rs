@@ -31,6 +31,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // and events; no crate below the server may use them.
     ("agent-protocol", &["core-context"]),
     ("agent-client", &["core-context", "agent-protocol"]),
+    // The terminal client (`agent-server chat`): a client of the server like any other, on
+    // agent-client; it knows nothing of the server's code. Only the server's binary uses it,
+    // for its `chat` subcommand (no other row lists it).
+    (
+        "agent-chat",
+        &["core-context", "agent-protocol", "agent-client"],
+    ),
     // The load generator measures the server from outside: it speaks the wire through the
     // protocol's types and nothing else of the workspace. No crate may use it (no other row
     // lists it).
@@ -50,6 +57,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "mcp-tools",
             "agent-protocol",
             "agent-client",
+            "agent-chat",
             "secrets",
         ],
     ),
@@ -154,6 +162,24 @@ fn nothing_depends_on_the_binaries() {
             );
         }
     }
+}
+
+/// The terminal's crates (a line editor, a markdown parser) belong to the chat client, not
+/// to the server: `agent-server chat` is `agent-chat`, and the server itself never draws on a
+/// terminal.
+#[test]
+fn the_server_leaves_the_terminal_to_agent_chat() {
+    let server = dependencies("agent-server");
+    for terminal_only in ["rustyline", "pulldown-cmark"] {
+        assert!(
+            !server.contains(terminal_only),
+            "agent-server depends on {terminal_only}; the terminal client is agent-chat's"
+        );
+    }
+    assert!(
+        server.contains("agent-chat"),
+        "`agent-server chat` runs agent-chat"
+    );
 }
 
 #[test]

@@ -13,8 +13,8 @@ use std::io::{Read as _, Write};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use agent_chat::ChatArgs;
 use agent_protocol::EventKind;
-use agent_server::chat::ChatArgs;
 use clap::{Args, FromArgMatches};
 use portable_pty::{Child, CommandBuilder, ExitStatus, MasterPty, PtySize, native_pty_system};
 
@@ -45,7 +45,7 @@ fn child_process() {
     let args = ChatArgs::from_arg_matches(&matches).unwrap();
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(agent_server::chat::run(args))
+        .block_on(agent_chat::run(args))
         .unwrap();
 }
 

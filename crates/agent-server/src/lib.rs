@@ -20,9 +20,9 @@
 //! - [`connection`]: the loop of one WebSocket: client frames in, the user's stream out.
 //! - [`wire`]: where the bridge's stream types meet the protocol's wire types.
 //! - [`server`]: startup, `agent-server serve`, and graceful shutdown.
-//! - [`chat`]: a terminal client that prints a run as a live timeline.
 //!
-//! The wire protocol itself is the `agent-protocol` crate.
+//! The wire protocol itself is the `agent-protocol` crate; `agent-server chat`, the terminal
+//! client, is the `agent-chat` crate.
 //!
 //! **Architecture Invariant:** nothing leaves the process unscrubbed of the server's secrets:
 //! events (the sink), other socket frames (the connection), HTTP bodies (`scrub`), model
@@ -37,7 +37,6 @@
 pub mod agui;
 pub mod app;
 pub mod auth;
-pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod connection;

@@ -1,11 +1,11 @@
 //! `agent-server`: `serve` runs the server, `config` prints the settings it would run with,
-//! `chat` talks to one from a terminal, `token` mints a token.
+//! `chat` talks to one from a terminal (the `agent-chat` crate), `token` mints a token.
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
-use agent_server::{chat, config, mint, server};
+use agent_server::{config, mint, server};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Runs AI agents per user and streams what they do, live, to exactly that user.
@@ -27,7 +27,7 @@ enum Command {
     Config(config::ServeArgs),
     /// Talk to an agent: one message and its run as a live timeline, or, without a message, a
     /// conversation in one thread.
-    Chat(chat::ChatArgs),
+    Chat(agent_chat::ChatArgs),
     /// Print a token for a user, signed with the server's secret (for tests and tools).
     Token(mint::TokenArgs),
 }
@@ -72,9 +72,10 @@ fn main() -> ExitCode {
             Command::Serve(args) => {
                 runtime().and_then(|rt| rt.block_on(server::serve_from_args(args)))
             }
-            Command::Chat(args) => {
-                runtime().and_then(|rt| rt.block_on(chat::run(args)).map_err(|e| e.to_string()))
-            }
+            Command::Chat(args) => runtime().and_then(|rt| {
+                rt.block_on(agent_chat::run(args))
+                    .map_err(|e| e.to_string())
+            }),
         },
     };
     match outcome {

@@ -14,7 +14,8 @@ use std::time::Duration;
 use agent_protocol::{AgentEvent, EventKind};
 use serde_json::Value;
 
-use super::markdown::MarkdownLines;
+use crate::markdown::MarkdownLines;
+use crate::terminal::continued;
 
 /// Width of the event label column of the timeline (the longest label is `tool failed`).
 const LABEL_WIDTH: usize = 11;
@@ -352,31 +353,6 @@ fn prefix(elapsed: Duration, depth: usize, label: &str) -> String {
         elapsed.subsec_millis(),
         "  ".repeat(depth)
     )
-}
-
-/// `text` made safe for a terminal: control characters shown escaped, newlines and tabs kept.
-pub(super) fn escape_controls(text: &str) -> String {
-    continued(text, "")
-}
-
-/// `text` made safe for a terminal, with continuation lines indented by `pad`.
-///
-/// Agent output is untrusted: control characters (ANSI escapes among them) could rewrite the
-/// user's terminal, so they are printed escaped. Newlines stay, aligned under the first line.
-fn continued(text: &str, pad: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' => {
-                out.push('\n');
-                out.push_str(pad);
-            }
-            '\t' => out.push(c),
-            c if c.is_control() => out.extend(c.escape_default()),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::*;
 
-const EXAMPLES: &str = include_str!("../../../../../docs/protocol-examples.json");
+const EXAMPLES: &str = include_str!("../../../../docs/protocol-examples.json");
 
 /// The first server-to-client example frame that `matches`.
 pub(crate) fn example_where(matches: impl Fn(&Value) -> bool) -> Value {

@@ -10,12 +10,12 @@
 use std::time::{Duration, Instant};
 
 use agent_client::{Client, Notice, RunAccepted, StreamItem};
-use agent_protocol::{SequencedEvent, UnknownFrame};
+use agent_protocol::{EventKind, SequencedEvent, ServerFrame, UnknownFrame};
 use tokio::time::MissedTickBehavior;
 
-use super::terminal::{Output, status_text};
-use super::timeline::{Look, RunFilter, Timeline};
-use super::{ChatError, terminal_outcome};
+use crate::error::ChatError;
+use crate::terminal::{Output, status_text};
+use crate::timeline::{Look, RunFilter, Timeline};
 
 /// How often the status line is redrawn: often enough that its tenths of a second move.
 const TICK: Duration = Duration::from_millis(100);
@@ -203,5 +203,63 @@ impl RunView {
 
     fn elapsed(&self) -> Duration {
         self.accepted_at.elapsed()
+    }
+}
+
+/// The `run_accepted` frame of `accepted`, as `--json` prints it before the run's events.
+pub(crate) fn accepted_frame(accepted: &RunAccepted) -> String {
+    ServerFrame::RunAccepted {
+        request_id: None,
+        run_id: accepted.run_id.clone(),
+        thread_id: accepted.thread_id.clone(),
+    }
+    .to_text()
+}
+
+/// The outcome a terminal event of the run means for the command, or `None` if `kind` does
+/// not end a run.
+fn terminal_outcome(kind: &EventKind) -> Option<Result<(), ChatError>> {
+    match kind {
+        EventKind::AgentCompleted { .. } => Some(Ok(())),
+        EventKind::AgentError { code, message } => Some(Err(ChatError::RunFailed {
+            code: code.clone(),
+            message: message.clone(),
+        })),
+        EventKind::AgentCancelled { reason } => Some(Err(ChatError::RunCancelled {
+            reason: reason.clone(),
+        })),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::timeline::tests::example;
+
+    use super::*;
+
+    #[test]
+    fn terminal_events_decide_the_exit() {
+        let table: &[(&str, Option<Result<(), &str>>)] = &[
+            ("agent_started", None),
+            ("agent_response_chunk", None),
+            ("agent_completed", Some(Ok(()))),
+            (
+                "agent_error",
+                Some(Err(
+                    "the run failed (timeout): the run took longer than its 25 s limit",
+                )),
+            ),
+            (
+                "agent_cancelled",
+                Some(Err("the run was cancelled: cancelled by the user")),
+            ),
+        ];
+        for (kind, expected) in table {
+            let event: SequencedEvent = serde_json::from_value(example(kind)).unwrap();
+            let got = terminal_outcome(&event.event.kind).map(|r| r.map_err(|e| e.to_string()));
+            let expected = expected.map(|r| r.map_err(str::to_owned));
+            assert_eq!(got, expected, "{kind}");
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 
-use super::timeline::escape_controls;
+use crate::terminal::escape_controls;
 
 const RESET: &str = "\x1b[0m";
 const BOLD: &str = "\x1b[1m";

@@ -16,11 +16,12 @@ use agent_protocol::StartAgent;
 use core_context::ThreadId;
 use serde_json::{Map, Value};
 
-use super::follow::{CtrlC, RunView, follow};
-use super::prompt::{Line, Lines};
-use super::terminal::{Caps, Output};
-use super::timeline::Look;
-use super::{ChatArgs, ChatError, parse_input};
+use crate::args::{ChatArgs, parse_input};
+use crate::error::ChatError;
+use crate::follow::{CtrlC, RunView, accepted_frame, follow};
+use crate::prompt::{Line, Lines};
+use crate::terminal::{Caps, Output};
+use crate::timeline::Look;
 
 /// The editor's prompt.
 const PROMPT: &str = "> ";
@@ -212,7 +213,7 @@ impl Conversation {
 
     /// The run was accepted: the frame in `--json` mode, and the thread when it is new.
     fn accepted(&mut self, accepted: &RunAccepted) -> Result<(), ChatError> {
-        self.out.raw(&super::accepted_frame(accepted))?;
+        self.out.raw(&accepted_frame(accepted))?;
         if self.thread.as_ref() != Some(&accepted.thread_id) {
             self.out.note(&format!(
                 "thread {thread}; later messages continue it (another session can with --thread {thread})",

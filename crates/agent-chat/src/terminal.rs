@@ -5,12 +5,15 @@
 //! What a terminal gets is decided once, by [`Caps`]: ANSI styles only when stdout is a
 //! terminal and `NO_COLOR` is not set; the status line only when stderr is a terminal. Neither
 //! with `TERM=dumb`. So pipes and files get plain text.
+//!
+//! Agent text reaches the terminal only through [`continued`] (or [`escape_controls`]), which
+//! show its control characters escaped: the timeline and the markdown renderer both use them.
 
 use std::ffi::OsStr;
 use std::io::{self, IsTerminal as _, Write as _};
 use std::time::Duration;
 
-use super::ChatError;
+use crate::error::ChatError;
 
 /// Clears the terminal's current line and goes back to its start.
 const CLEAR_LINE: &str = "\r\x1b[2K";
@@ -162,6 +165,31 @@ pub(crate) fn status_text(elapsed: Duration, cancelling: bool, ansi: bool) -> St
     } else {
         text
     }
+}
+
+/// `text` made safe for a terminal: control characters shown escaped, newlines and tabs kept.
+pub(crate) fn escape_controls(text: &str) -> String {
+    continued(text, "")
+}
+
+/// `text` made safe for a terminal, with continuation lines indented by `pad`.
+///
+/// Agent output is untrusted: control characters (ANSI escapes among them) could rewrite the
+/// user's terminal, so they are printed escaped. Newlines stay, aligned under the first line.
+pub(crate) fn continued(text: &str, pad: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => {
+                out.push('\n');
+                out.push_str(pad);
+            }
+            '\t' => out.push(c),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

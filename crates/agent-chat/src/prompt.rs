@@ -14,7 +14,7 @@ use rustyline::error::ReadlineError;
 use rustyline::{Behavior, Config, DefaultEditor};
 use tokio::sync::mpsc;
 
-use super::ChatError;
+use crate::error::ChatError;
 
 /// Lines the editor remembers for the up arrow.
 const HISTORY: usize = 1_000;

@@ -1,0 +1,59 @@
+//! [`ChatError`]: why `agent-server chat` failed, the one error type of this crate.
+
+use std::io;
+
+use agent_client::ClientError;
+
+/// Why `agent-server chat` failed; every message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// Neither `--user` nor `--token` was given.
+    #[error(
+        "no credentials: pass --user NAME (a dev token from a server without a configured \
+         secret) or --token JWT (or set AGENT_SERVER_TOKEN)"
+    )]
+    NoCredentials,
+    /// Connecting, a request, or the stream failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The server answered `start_agent` with an `error` frame.
+    #[error("the server refused the run ({code}): {message}")]
+    RunRefused {
+        /// The error code (`unknown_agent`, `rate_limited`, `too_many_runs`, ...).
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The run ended with `agent_error`.
+    #[error("the run failed ({code}): {message}")]
+    RunFailed {
+        /// The error code (`timeout`, `panic`, `agent_failed`, ...).
+        code: String,
+        /// The agent's or engine's explanation.
+        message: String,
+    },
+    /// The run ended with `agent_cancelled`.
+    #[error("the run was cancelled: {reason}")]
+    RunCancelled {
+        /// Why.
+        reason: String,
+    },
+    /// The stream ended before the run did.
+    #[error("the connection ended before run {run_id} did; it may still be running on the server")]
+    Ended {
+        /// The run.
+        run_id: String,
+    },
+    /// The user pressed Ctrl-C twice.
+    #[error("interrupted before run {run_id} ended; it may still be running on the server")]
+    Interrupted {
+        /// The run.
+        run_id: String,
+    },
+    /// Writing to the terminal failed (for example, a closed pipe).
+    #[error("cannot write the output: {0}")]
+    Output(#[source] io::Error),
+    /// Reading the conversation's next line failed.
+    #[error("cannot read the next message: {0}")]
+    Input(#[source] io::Error),
+}
