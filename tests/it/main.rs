@@ -22,6 +22,7 @@ mod browser_origin;
 mod chat_cli;
 mod chat_page;
 mod client;
+mod code_map;
 mod compat;
 mod config;
 mod conversation;
