@@ -89,20 +89,6 @@ impl UserExecutionEngine {
         Self::assemble(user_context, registry, bridge, Arc::new(config), limits)
     }
 
-    /// A [`ScopedEngine`](crate::ScopedEngine) for one request: closed on
-    /// [`close`](crate::ScopedEngine::close), or on drop (its runs are cancelled).
-    pub fn create_request_scoped_engine(
-        user_context: UserExecutionContext,
-        registry: Arc<AgentRegistry>,
-        bridge: Arc<dyn EventSink>,
-    ) -> crate::ScopedEngine {
-        crate::ScopedEngine::standalone(Self::create_execution_engine(
-            user_context,
-            registry,
-            bridge,
-        ))
-    }
-
     pub(crate) fn assemble(
         context: UserExecutionContext,
         registry: Arc<AgentRegistry>,

@@ -272,8 +272,25 @@ pub struct ScopedEngine {
     closed: bool,
 }
 
+// With the scoped engine it makes (not in engine.rs, which knows nothing of scopes).
+impl UserExecutionEngine {
+    /// A [`ScopedEngine`] for one request: closed on [`close`](ScopedEngine::close), or on
+    /// drop (its runs are cancelled).
+    pub fn create_request_scoped_engine(
+        user_context: UserExecutionContext,
+        registry: Arc<AgentRegistry>,
+        bridge: Arc<dyn EventSink>,
+    ) -> ScopedEngine {
+        ScopedEngine::standalone(Self::create_execution_engine(
+            user_context,
+            registry,
+            bridge,
+        ))
+    }
+}
+
 impl ScopedEngine {
-    pub(crate) fn standalone(engine: UserExecutionEngine) -> Self {
+    fn standalone(engine: UserExecutionEngine) -> Self {
         Self {
             engine,
             factory: None,
