@@ -6,6 +6,9 @@
 //! `redis-server`), because the guarantees belong to the bridge whatever broker is behind it.
 //! A networked broker publishes in the background, so where a test asserts what is stored
 //! or queued right after emitting, it first waits with `flush` (as graceful shutdown does).
+//!
+//! This file holds the streams (isolation, resume, joins mid-stream) and the helpers;
+//! `bridge_queues.rs` the connections' queues (slow consumers, caps, batches, shutdown).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,8 +20,8 @@ use execution_engine::{EngineConfig, ExecutionEngineFactory};
 use redis_broker::{RedisBroker, RedisBrokerConfig};
 use serde_json::json;
 use ws_bridge::{
-    AgentWebSocketBridge, BridgeConfig, BridgeError, Broker, CloseReason, Epoch, InProcessBroker,
-    ResumeFailure, ResumeOutcome, ResumeRequest, Subscription,
+    AgentWebSocketBridge, BridgeConfig, Broker, Epoch, InProcessBroker, ResumeFailure,
+    ResumeOutcome, ResumeRequest, Subscription,
 };
 
 use crate::redis_support::RedisServer;
@@ -26,18 +29,18 @@ use crate::support::{Harness, context, shape, user_id};
 
 /// A bridge over each broker implementation, named for failure messages, with the private
 /// Redis behind the networked one (stopped when this is dropped).
-struct Bridges {
+pub struct Bridges {
     list: Vec<(&'static str, AgentWebSocketBridge)>,
     _redis: RedisServer,
 }
 
 impl Bridges {
-    fn each(&self) -> Vec<(&'static str, AgentWebSocketBridge)> {
+    pub fn each(&self) -> Vec<(&'static str, AgentWebSocketBridge)> {
         self.list.clone()
     }
 }
 
-async fn bridges(config: &BridgeConfig) -> Bridges {
+pub async fn bridges(config: &BridgeConfig) -> Bridges {
     let bounds = config.replay_bounds();
     let in_process: Arc<dyn Broker> = Arc::new(InProcessBroker::new(bounds));
     let redis = RedisServer::start();
@@ -66,7 +69,7 @@ fn decode(text: &str) -> SequencedEvent {
 }
 
 /// Reads frames until `n` arrived.
-async fn read(sub: &Subscription, n: usize) -> Vec<SequencedEvent> {
+pub async fn read(sub: &Subscription, n: usize) -> Vec<SequencedEvent> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let frame = tokio::time::timeout(Duration::from_secs(10), sub.recv())
@@ -225,7 +228,8 @@ async fn resume_at_random_moments_loses_and_repeats_nothing() {
     }
 }
 
-fn sample_event() -> AgentEvent {
+/// A small event of a run of its own.
+pub fn sample_event() -> AgentEvent {
     core_context::RunScope {
         run_id: core_context::RunId::generate(),
         parent_run_id: None,
@@ -359,128 +363,6 @@ async fn events_without_a_connection_are_kept_and_failed_resumes_say_why() {
     }
 }
 
-#[tokio::test]
-async fn a_slow_consumer_is_closed_without_growing_or_hurting_others() {
-    let config = BridgeConfig {
-        send_queue_events: 16,
-        send_queue_bytes: 64 * 1024,
-        ..BridgeConfig::default()
-    };
-    let under_test = bridges(&config).await;
-    for (broker, bridge) in under_test.each() {
-        eprintln!("broker under test: {broker}");
-        let (alice, bob) = (user_id("alice"), user_id("bob"));
-        let stalled = bridge.subscribe(&alice, None).await.unwrap();
-        let reader = bridge.subscribe(&bob, None).await.unwrap();
-        for i in 0..100 {
-            bridge.emit(&alice, sample_event()).unwrap();
-            bridge.emit(&bob, sample_event()).unwrap();
-            assert!(
-                stalled.queued().0 <= 16,
-                "the stalled queue grew to {:?}",
-                stalled.queued()
-            );
-            if i % 10 == 9 {
-                read(&reader, 10).await;
-            }
-        }
-        assert_eq!(stalled.recv().await.unwrap_err(), CloseReason::SlowConsumer);
-        assert_eq!(
-            agent_server::wire::close_code(CloseReason::SlowConsumer).code(),
-            4008
-        );
-        assert_eq!(bridge.connection_count(&alice), 0);
-        assert_eq!(bridge.connection_count(&bob), 1);
-        // The stalled client can resume and get everything the log kept.
-        let again = bridge
-            .subscribe(
-                &alice,
-                Some(&ResumeRequest {
-                    epoch: stalled.epoch().clone(),
-                    after_seq: 0,
-                }),
-            )
-            .await
-            .unwrap();
-        assert_eq!(again.resume(), Some(&ResumeOutcome::Ok { replayed: 100 }));
-    }
-
-    // The byte bound applies too.
-    let tight_config = BridgeConfig {
-        send_queue_bytes: 1_000,
-        ..BridgeConfig::default()
-    };
-    let alice = user_id("alice");
-    let under_test = bridges(&tight_config).await;
-    for (_, tight) in under_test.each() {
-        let sub = tight.subscribe(&alice, None).await.unwrap();
-        for _ in 0..10 {
-            tight.emit(&alice, sample_event()).unwrap();
-        }
-        tight.flush().await.unwrap();
-        assert!(sub.queued().1 <= 1_000);
-        assert_eq!(tight.connection_count(&alice), 0);
-    }
-}
-
-#[tokio::test]
-async fn connection_cap_frame_sharing_eviction_and_shutdown() {
-    let config = BridgeConfig {
-        max_connections_per_user: 2,
-        replay_max_age: Duration::from_millis(30),
-        ..BridgeConfig::default()
-    };
-    let under_test = bridges(&config).await;
-    for (broker, bridge) in under_test.each() {
-        eprintln!("broker under test: {broker}");
-        let alice = user_id("alice");
-        let a = bridge.subscribe(&alice, None).await.unwrap();
-        let b = bridge.subscribe(&alice, None).await.unwrap();
-        assert_eq!(
-            bridge.subscribe(&alice, None).await.unwrap_err(),
-            BridgeError::TooManyConnections { max: 2 }
-        );
-        bridge.emit(&alice, sample_event()).unwrap();
-        let (fa, fb) = (a.recv().await.unwrap(), b.recv().await.unwrap());
-        assert!(Arc::ptr_eq(&fa, &fb), "the frame was encoded twice");
-
-        bridge.emit(&alice, sample_event()).unwrap();
-        bridge.flush().await.unwrap();
-        bridge.close_all();
-        // Frames queued before shutdown still arrive, then the close.
-        assert_eq!(a.recv().await.unwrap().seq, 2);
-        assert_eq!(a.recv().await.unwrap_err(), CloseReason::Shutdown);
-        let epoch = a.epoch().clone();
-        drop((a, b));
-
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // The in-process broker forgets the idle stream when asked; Redis has expired its
-        // keys by itself (they live for the replay age after the last event).
-        let evicted = if broker == "redis" { 0 } else { 1 };
-        assert_eq!(bridge.evict_idle(), evicted);
-        assert_eq!(bridge.user_count(), 0);
-        // History is gone: a resume reports the epoch change instead of silently missing events.
-        let c = bridge
-            .subscribe(
-                &alice,
-                Some(&ResumeRequest {
-                    epoch,
-                    after_seq: 2,
-                }),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            c.resume(),
-            Some(&ResumeOutcome::Failed {
-                reason: ResumeFailure::EpochChanged,
-                oldest_seq: 1
-            })
-        );
-        assert_eq!(c.last_seq(), 0);
-    }
-}
-
 /// Connections that open while events flow (the user already attached on this node by an
 /// earlier connection) start exactly after the `last_seq` they are told, with no gap and no
 /// repeat; with a resume they get the replay joined to live frames the same way.
@@ -557,54 +439,6 @@ async fn connections_opened_mid_stream_join_without_gap_or_repeat() {
             everything.iter().map(|e| e.seq).collect::<Vec<_>>(),
             (1..=total).collect::<Vec<_>>(),
             "the first connection saw the whole stream once, in order"
-        );
-    }
-}
-
-/// A writer that takes what is queued in batches (the server's connection loop) gets every
-/// frame once, in seq order, never more than it asked for at a time, and still gets what was
-/// queued before a shutdown ahead of the close.
-#[tokio::test]
-async fn batches_keep_order_and_deliver_before_the_close() {
-    let under_test = bridges(&BridgeConfig::default()).await;
-    for (broker, bridge) in under_test.each() {
-        eprintln!("broker under test: {broker}");
-        let alice = user_id("alice");
-        let sub = bridge.subscribe(&alice, None).await.unwrap();
-        for _ in 0..10 {
-            bridge.emit(&alice, sample_event()).unwrap();
-        }
-        let mut batch = Vec::new();
-        let mut seqs = Vec::new();
-        while seqs.len() < 10 {
-            sub.recv_batch(&mut batch, 4).await.unwrap();
-            assert!((1..=4).contains(&batch.len()), "a batch of {}", batch.len());
-            seqs.extend(batch.drain(..).map(|f| f.seq));
-        }
-        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
-        assert_eq!(sub.queued(), (0, 0));
-
-        // Everything queued joins one batch, up to the room asked for.
-        for _ in 0..5 {
-            bridge.emit(&alice, sample_event()).unwrap();
-        }
-        bridge.flush().await.unwrap();
-        sub.recv_batch(&mut batch, 3).await.unwrap();
-        assert_eq!(batch.len(), 3);
-        sub.recv_batch(&mut batch, 64).await.unwrap();
-        let seqs: Vec<u64> = batch.drain(..).map(|f| f.seq).collect();
-        assert_eq!(seqs, [11, 12, 13, 14, 15]);
-
-        bridge.emit(&alice, sample_event()).unwrap();
-        bridge.emit(&alice, sample_event()).unwrap();
-        bridge.flush().await.unwrap();
-        bridge.close_all();
-        sub.recv_batch(&mut batch, 64).await.unwrap();
-        assert_eq!(batch.iter().map(|f| f.seq).collect::<Vec<_>>(), [16, 17]);
-        batch.clear();
-        assert_eq!(
-            sub.recv_batch(&mut batch, 64).await.unwrap_err(),
-            CloseReason::Shutdown
         );
     }
 }

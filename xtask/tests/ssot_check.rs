@@ -1,8 +1,9 @@
 //! Tests of `cargo xtask ssot-check` on whole trees: the fixture workspaces under
 //! `xtask/fixtures/` and the real workspace, which must keep the engine single.
 //!
-//! The rules themselves are tested file by file in `src/ssot.rs`; these tests cover what only
-//! a tree has: walking, excluding, crate names from paths, and the engine defined exactly once.
+//! The rules themselves are tested file by file in `src/ssot/tests_scan.rs` (the configuration
+//! in `src/ssot/tests_config.rs`); these tests cover what only a tree has: walking, excluding,
+//! crate names from paths, and the engine defined exactly once.
 
 #![allow(clippy::unwrap_used)]
 

@@ -13,8 +13,8 @@ use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput, T
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::client::ModelClient;
 use crate::error::RunFailure;
+use crate::model_client::ModelClient;
 use crate::stats::ModelStats;
 use crate::stream::ToolCall;
 use crate::{LlmConfig, LlmError};

@@ -26,16 +26,16 @@
 //! Setting the agent up ([`LlmConfig::validate`], [`register`]) fails with an [`LlmError`].
 //!
 //! Where things are: `config.rs` (settings and [`Secret`]), `agent.rs` ([`LlmAgent`] and the
-//! turn loop), `client.rs` (one model call: request, status codes, retries), `stream.rs`
+//! turn loop), `model_client.rs` (one model call: request, status codes, retries), `stream.rs`
 //! (reading the events into a turn, batching), `error.rs` ([`LlmError`] and the run failure
 //! codes).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod agent;
-mod client;
 mod config;
 mod error;
+mod model_client;
 mod stats;
 mod stream;
 

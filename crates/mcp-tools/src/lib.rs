@@ -26,9 +26,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod env;
-mod server;
 mod spec;
 mod stderr;
+mod supervised;
 mod tls;
 mod tool;
 
@@ -38,8 +38,8 @@ use std::time::Duration;
 use agent_registry::{Tool, ToolSet};
 
 pub use env::{EnvSource, EnvVar, INHERITED_VARIABLES};
-pub use server::{McpServer, McpServerStatus};
 pub use spec::{MAX_NAME_LEN, McpServerSpec, SpecError, Target, Token, token_variable};
+pub use supervised::{McpServer, McpServerStatus};
 pub use tool::{McpTool, tool_name};
 
 /// How long a server may take to start and list its tools.

@@ -13,14 +13,25 @@
 //! missed frames left the log) the user's connections on the node are closed with
 //! [`CloseReason::StreamReset`](ws_bridge::CloseReason::StreamReset), and their resume reports `epoch_changed` or `too_old`:
 //! never a stream with a silent hole. Counters in [`BrokerStats`] say what happened.
+//!
+//! Where things are: `shared` (what the broker and its tasks share: `Shared`,
+//! the counters, the replay script's answer), `attached` (one followed user's delivery state),
+//! `publisher`, `subscriber` and `runs` (the tasks and [`ClusterRuns`]), `scripts` (the keys
+//! and Lua scripts), `tls` (the Redis client). The modules import downwards only: `attached`
+//! knows `scripts`; `shared` knows those two; the tasks know `shared`; the subscriber also
+//! reads the publisher's retry policy and the runs' cancel messages. None imports this root's
+//! private items; `tls` and `runs` name its public types.
 
+mod attached;
 mod publisher;
 mod runs;
 mod scripts;
+mod shared;
 mod subscriber;
 mod tls;
 
-pub use runs::{CancelRequest, ClusterRuns, Lease, LostRun, NODE_LOST};
+pub use runs::{ClusterRuns, Lease, LostRun, NODE_LOST};
+pub use shared::{BrokerStats, CancelRequest};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,15 +45,17 @@ use core_context::{AgentEvent, EmitError, EncodedEvent, UserId};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot, watch};
+use ws_bridge::Frame;
 use ws_bridge::broker::{
     AttachmentId, Broker, BrokerError, Epoch, FrameListener, ReplayBounds, ReplayRefused,
     StreamPosition,
 };
-use ws_bridge::{Frame, ResumeFailure};
 
+use crate::attached::Attached;
 use crate::publisher::Outgoing;
-use crate::scripts::{Scripts, StreamKeys};
-use crate::subscriber::{Attached, Command};
+use crate::scripts::Scripts;
+use crate::shared::{Shared, broker_error};
+use crate::subscriber::Command;
 
 /// Settings of a [`RedisBroker`].
 #[derive(Debug, Clone)]
@@ -135,151 +148,6 @@ pub enum RedisBrokerError {
         /// Why.
         source: redis::RedisError,
     },
-}
-
-/// What a [`RedisBroker`] has done since it started.
-#[derive(Debug, Default)]
-pub struct BrokerStats {
-    /// Events Redis accepted.
-    pub events_published: AtomicU64,
-    /// Pipelines sent again after a connection error.
-    pub publish_retries: AtomicU64,
-    /// Events refused at `publish` because the queue was full (Redis unreachable too long).
-    pub events_rejected: AtomicU64,
-    /// Events Redis refused for good (its own error, not the connection's).
-    pub events_lost: AtomicU64,
-    /// Times the live connection was lost.
-    pub subscriber_disconnects: AtomicU64,
-    /// Frames fetched from the log because the live channel missed them.
-    pub frames_recovered: AtomicU64,
-    /// Times a user's connections on this node were closed because their stream was lost.
-    pub stream_resets: AtomicU64,
-}
-
-/// State shared by the broker and its tasks.
-pub(crate) struct Shared {
-    prefix: String,
-    node_id: String,
-    bounds: ReplayBounds,
-    scripts: Scripts,
-    conn: ConnectionManager,
-    /// The users this node follows, by channel.
-    attached: Mutex<HashMap<String, Arc<Attached>>>,
-    /// This node's own channel (`cancel_run` for its runs, from other nodes).
-    node_channel: String,
-    /// Where cancel requests from other nodes go, once someone asked for them.
-    cancels: Mutex<Option<mpsc::UnboundedSender<CancelRequest>>>,
-    /// Events waiting for the publisher.
-    queued: AtomicUsize,
-    /// Whether the live (pub/sub) connection is up.
-    live_up: AtomicBool,
-    /// Whether the publisher's last attempt reached Redis.
-    publish_up: AtomicBool,
-    /// The publish counter of the last event the publisher is done with.
-    sent_through: watch::Sender<u64>,
-    next_attachment: AtomicU64,
-    stats: BrokerStats,
-}
-
-impl Shared {
-    /// How long a stream's keys live without a publish.
-    fn ttl_ms(&self) -> u64 {
-        u64::try_from(self.bounds.max_age.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-
-    fn keys(&self, user: &UserId) -> StreamKeys {
-        StreamKeys::new(&self.prefix, user)
-    }
-
-    async fn position(&self, keys: &StreamKeys) -> redis::RedisResult<StreamPosition> {
-        let (epoch, last_seq): (String, u64) = self
-            .scripts
-            .position
-            .key(&keys.meta)
-            .key(&keys.log)
-            .arg(Epoch::generate().as_str())
-            .arg(self.ttl_ms())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(StreamPosition {
-            epoch: Epoch::new(&epoch),
-            last_seq,
-        })
-    }
-
-    /// Runs the replay script; `Err` in the inner result says why not, with where the
-    /// stream stands now.
-    async fn replay(
-        &self,
-        keys: &StreamKeys,
-        epoch: &Epoch,
-        after_seq: u64,
-    ) -> redis::RedisResult<Replay> {
-        let reply: Vec<redis::Value> = self
-            .scripts
-            .replay
-            .key(&keys.meta)
-            .key(&keys.log)
-            .arg(Epoch::generate().as_str())
-            .arg(self.ttl_ms())
-            .arg(epoch.as_str())
-            .arg(after_seq)
-            .arg(self.ttl_ms())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Replay::decode(reply).ok_or_else(|| {
-            redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "the replay script answered something else",
-            ))
-        })
-    }
-}
-
-/// What the replay script answered.
-pub(crate) struct Replay {
-    /// The frames, or why not.
-    outcome: Result<Vec<Arc<Frame>>, ReplayRefused>,
-    /// Where the stream stands.
-    position: StreamPosition,
-}
-
-impl Replay {
-    fn decode(reply: Vec<redis::Value>) -> Option<Self> {
-        use redis::FromRedisValue;
-        let mut items = reply.into_iter();
-        let status = String::from_redis_value(items.next()?).ok()?;
-        let oldest_seq = u64::from_redis_value(items.next()?).ok()?;
-        let epoch = String::from_redis_value(items.next()?).ok()?;
-        let last_seq = u64::from_redis_value(items.next()?).ok()?;
-        let refused = |reason| Err(ReplayRefused { reason, oldest_seq });
-        let outcome = match status.as_str() {
-            "ok" => Ok(items
-                .map(|value| {
-                    let text = String::from_redis_value(value).ok()?;
-                    let seq = scripts::frame_seq(&text)?;
-                    Some(Arc::new(Frame {
-                        seq,
-                        text: Arc::from(text),
-                        published: std::time::Instant::now(),
-                    }))
-                })
-                .collect::<Option<Vec<_>>>()?),
-            "epoch_changed" => refused(ResumeFailure::EpochChanged),
-            "seq_ahead" => refused(ResumeFailure::SeqAhead),
-            "too_old" => refused(ResumeFailure::TooOld),
-            _ => return None,
-        };
-        Some(Self {
-            outcome,
-            position: StreamPosition {
-                epoch: Epoch::new(&epoch),
-                last_seq,
-            },
-        })
-    }
 }
 
 /// Users' streams in Redis; see the crate documentation. Its tasks stop when it is dropped.
@@ -438,10 +306,6 @@ impl fmt::Debug for RedisBroker {
             .field("attached", &self.shared.attached.lock().len())
             .finish_non_exhaustive()
     }
-}
-
-pub(crate) fn broker_error(error: &redis::RedisError) -> BrokerError {
-    BrokerError(format!("Redis: {error}"))
 }
 
 #[async_trait]

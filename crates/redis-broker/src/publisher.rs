@@ -16,8 +16,8 @@ use core_context::{RunId, UserId};
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
-use crate::Shared;
 use crate::scripts::StreamKeys;
+use crate::shared::Shared;
 
 /// One event waiting to be published.
 pub(crate) struct Outgoing {

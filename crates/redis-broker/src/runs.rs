@@ -27,7 +27,8 @@ use core_context::{AgentEvent, EventKind, RunId, RunScope, ThreadId, UserId};
 use redis::Script;
 use ws_bridge::broker::BrokerError;
 
-use crate::{RedisBroker, Shared, broker_error};
+use crate::RedisBroker;
+use crate::shared::{CancelRequest, Shared, broker_error};
 
 /// The `agent_error` code of a run whose node stopped renewing its lease.
 pub const NODE_LOST: &str = "node_lost";
@@ -125,15 +126,6 @@ pub struct LostRun {
     pub thread_id: ThreadId,
     /// Its agent.
     pub agent_name: String,
-}
-
-/// A `cancel_run` another node routed to this one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CancelRequest {
-    /// Whose run.
-    pub user: UserId,
-    /// The run.
-    pub run_id: RunId,
 }
 
 /// Users' runs across the nodes sharing one Redis; see the module documentation.

@@ -6,7 +6,8 @@
 //! Each followed user's [`Attached`] remembers the epoch and the last seq it delivered, so
 //! a frame seen twice (a live one the log fetch already gave) is dropped, a gap is filled
 //! from the log before the frame after it is delivered, and a new epoch or a gap the log can
-//! no longer fill closes the user's connections here with [`CloseReason::StreamReset`].
+//! no longer fill closes the user's connections here with
+//! [`CloseReason::StreamReset`](ws_bridge::CloseReason::StreamReset).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -14,14 +15,14 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use futures::{FutureExt, StreamExt};
-use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
-use ws_bridge::broker::{AttachmentId, Epoch, FrameListener, StreamPosition};
-use ws_bridge::{CloseReason, Frame};
+use ws_bridge::Frame;
+use ws_bridge::broker::{Epoch, StreamPosition};
 
-use crate::Shared;
+use crate::attached::{Attached, Offer};
 use crate::publisher::RETRY;
-use crate::scripts::{StreamKeys, parse_live};
+use crate::scripts::parse_live;
+use crate::shared::Shared;
 
 /// What the broker asks of the subscriber task.
 pub(crate) enum Command {
@@ -38,130 +39,6 @@ pub(crate) enum Command {
     Sync {
         reply: oneshot::Sender<redis::RedisResult<()>>,
     },
-}
-
-/// Where a followed user's delivery stands.
-enum Delivery {
-    /// Subscribed, position not read yet: frames wait here.
-    Joining(Vec<(Epoch, Arc<Frame>)>),
-    /// Delivering: the epoch and the last seq handed to the listener.
-    Live { epoch: Epoch, last_seq: u64 },
-}
-
-/// What to do with one frame.
-#[derive(Debug, PartialEq, Eq)]
-enum Offer {
-    Delivered,
-    Duplicate,
-    /// Frames between the last delivered and this one are missing.
-    Gap,
-    Waiting,
-}
-
-/// One user this node follows.
-pub(crate) struct Attached {
-    pub(crate) keys: StreamKeys,
-    pub(crate) id: AttachmentId,
-    listener: Arc<dyn FrameListener>,
-    delivery: Mutex<Delivery>,
-}
-
-impl Attached {
-    pub(crate) fn new(
-        keys: StreamKeys,
-        id: AttachmentId,
-        listener: Arc<dyn FrameListener>,
-    ) -> Self {
-        Self {
-            keys,
-            id,
-            listener,
-            delivery: Mutex::new(Delivery::Joining(Vec::new())),
-        }
-    }
-
-    /// Starts delivering after `position`, with the frames that came while joining. Returns
-    /// whether frames are missing (the caller asks for a catch-up).
-    pub(crate) fn go_live(&self, position: &StreamPosition) -> bool {
-        let mut delivery = self.delivery.lock();
-        let waiting = match std::mem::replace(
-            &mut *delivery,
-            Delivery::Live {
-                epoch: position.epoch.clone(),
-                last_seq: position.last_seq,
-            },
-        ) {
-            Delivery::Joining(waiting) => waiting,
-            live @ Delivery::Live { .. } => {
-                *delivery = live;
-                return false;
-            }
-        };
-        let mut gap = false;
-        for (epoch, frame) in waiting {
-            gap |= self.offer_locked(&mut delivery, &epoch, &frame) == Offer::Gap;
-        }
-        gap
-    }
-
-    fn offer(&self, epoch: &Epoch, frame: &Arc<Frame>) -> Offer {
-        self.offer_locked(&mut self.delivery.lock(), epoch, frame)
-    }
-
-    /// Delivers `frame` if it is the next one; the lock is held while the listener takes it,
-    /// which keeps one user's frames in order and never concurrent.
-    fn offer_locked(&self, delivery: &mut Delivery, epoch: &Epoch, frame: &Arc<Frame>) -> Offer {
-        match delivery {
-            Delivery::Joining(waiting) => {
-                waiting.push((epoch.clone(), Arc::clone(frame)));
-                Offer::Waiting
-            }
-            Delivery::Live {
-                epoch: current,
-                last_seq,
-            } => {
-                if epoch != current {
-                    // The stream started again: this node's connections read a lost one.
-                    self.listener.close(CloseReason::StreamReset);
-                    *current = epoch.clone();
-                    *last_seq = frame.seq;
-                    self.listener.deliver(frame);
-                    return Offer::Delivered;
-                }
-                if frame.seq <= *last_seq {
-                    Offer::Duplicate
-                } else if frame.seq == *last_seq + 1 {
-                    *last_seq = frame.seq;
-                    self.listener.deliver(frame);
-                    Offer::Delivered
-                } else {
-                    Offer::Gap
-                }
-            }
-        }
-    }
-
-    /// Gives up on the frames the listener missed: closes its connections and goes on from
-    /// where the stream stands.
-    fn reset(&self, shared: &Shared, position: StreamPosition) {
-        shared
-            .stats
-            .stream_resets
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(channel = %self.keys.channel, epoch = %position.epoch, last_seq = position.last_seq, "redis broker: a user's stream was lost; closing their connections here so they resume");
-        self.listener.close(CloseReason::StreamReset);
-        *self.delivery.lock() = Delivery::Live {
-            epoch: position.epoch,
-            last_seq: position.last_seq,
-        };
-    }
-
-    fn live_position(&self) -> Option<(Epoch, u64)> {
-        match &*self.delivery.lock() {
-            Delivery::Live { epoch, last_seq } => Some((epoch.clone(), *last_seq)),
-            Delivery::Joining(_) => None,
-        }
-    }
 }
 
 /// Fetches from the log what `attached`'s listener missed and delivers it; closes its
@@ -188,8 +65,18 @@ async fn catch_up(shared: &Shared, attached: &Attached) {
                 }
             }
         }
-        Err(_) => attached.reset(shared, replay.position),
+        Err(_) => reset(shared, attached, replay.position),
     }
+}
+
+/// Closes `attached`'s connections on this node and goes on from `position`, counted in
+/// [`BrokerStats::stream_resets`](crate::shared::BrokerStats::stream_resets).
+fn reset(shared: &Shared, attached: &Attached, position: StreamPosition) {
+    shared
+        .stats
+        .stream_resets
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    attached.reset(position);
 }
 
 /// A live message: hands its frame to the user's listener, filling a gap from the log first.
@@ -228,7 +115,7 @@ async fn on_message(shared: &Shared, message: &redis::Msg) {
                 epoch,
                 last_seq: frame.seq,
             };
-            attached.reset(shared, position);
+            reset(shared, &attached, position);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! One MCP server: its child process and client session, its tools as last listed, and the
-//! task that starts it again after it fails (or when it failed to start at all).
+//! One supervised MCP server: its child process and client session, its tools as last listed,
+//! the watch that pings it to find it dead or hung, and the task that starts it again after it
+//! fails (or when it failed to start at all).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};

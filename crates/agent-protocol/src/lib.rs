@@ -1,9 +1,9 @@
 //! Wire protocol v1 (`docs/protocol.md`) as types, shared by everything that speaks it: the
 //! server, the Rust client, the chat CLI and the tests.
 //!
-//! - [`client`]: frames a client sends ([`ClientFrame`]) and the parser the server runs on
+//! - [`client_frames`]: frames a client sends ([`ClientFrame`]) and the parser the server runs on
 //!   them, whose error codes and messages are part of the contract.
-//! - [`server`]: frames the server sends that are not events ([`ServerFrame`]), and
+//! - [`server_frames`]: frames the server sends that are not events ([`ServerFrame`]), and
 //!   [`ServerMessage`], everything a client can receive, events included.
 //! - [`codes`]: the `code` of `error` frames ([`ErrorCode`]) and the WebSocket close codes
 //!   ([`CloseCode`]), as enums whose wire strings and numbers never change.
@@ -17,17 +17,17 @@
 //! serde). Every frame of `docs/protocol-examples.json` round-trips through these types.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::too_many_lines))]
 
-pub mod client;
+pub mod client_frames;
 pub mod codes;
 pub mod http;
 pub mod resume;
-pub mod server;
+pub mod server_frames;
 
-pub use client::{CancelRun, ClientFrame, ProtocolError, StartAgent, parse_client_frame};
+pub use client_frames::{CancelRun, ClientFrame, ProtocolError, StartAgent, parse_client_frame};
 pub use codes::{CloseCode, ErrorCode};
 pub use core_context::{AgentEvent, EventKind, SequencedEvent, Timestamp};
 pub use resume::{Epoch, ResumeFailure, ResumeParams, ResumeStatus};
-pub use server::{
+pub use server_frames::{
     CONTROL_TYPES, EVENT_TYPES, ServerFrame, ServerMessage, UnexpectedFrame, UnknownFrame,
 };
 

@@ -5,7 +5,7 @@
 use core_context::{ConnectionId, RunId, SequencedEvent, ThreadId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::client::ProtocolError;
+use crate::client_frames::ProtocolError;
 use crate::codes::ErrorCode;
 use crate::resume::{Epoch, ResumeStatus};
 

@@ -1,0 +1,181 @@
+//! What the broker and its tasks share: [`Shared`] (the node's identity, its Redis
+//! connection and scripts, the users it follows, its counters), the replay script's answer,
+//! and the types the tasks hand each other or the server ([`BrokerStats`],
+//! [`CancelRequest`]).
+//!
+//! Every task module (`publisher`, `subscriber`, `runs`) imports this one, and this one
+//! imports none of them (only `scripts` and `attached`), so the crate's modules form no
+//! circle; the crate root builds [`Shared`] and re-exports what is public.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+
+use core_context::{RunId, UserId};
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, watch};
+use ws_bridge::broker::{BrokerError, Epoch, ReplayBounds, ReplayRefused, StreamPosition};
+use ws_bridge::{Frame, ResumeFailure};
+
+use crate::attached::Attached;
+use crate::scripts::{Scripts, StreamKeys, frame_seq};
+
+/// What a [`RedisBroker`](crate::RedisBroker) has done since it started.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    /// Events Redis accepted.
+    pub events_published: AtomicU64,
+    /// Pipelines sent again after a connection error.
+    pub publish_retries: AtomicU64,
+    /// Events refused at `publish` because the queue was full (Redis unreachable too long).
+    pub events_rejected: AtomicU64,
+    /// Events Redis refused for good (its own error, not the connection's).
+    pub events_lost: AtomicU64,
+    /// Times the live connection was lost.
+    pub subscriber_disconnects: AtomicU64,
+    /// Frames fetched from the log because the live channel missed them.
+    pub frames_recovered: AtomicU64,
+    /// Times a user's connections on this node were closed because their stream was lost.
+    pub stream_resets: AtomicU64,
+}
+
+/// State shared by the broker and its tasks.
+pub(crate) struct Shared {
+    pub(crate) prefix: String,
+    pub(crate) node_id: String,
+    pub(crate) bounds: ReplayBounds,
+    pub(crate) scripts: Scripts,
+    pub(crate) conn: ConnectionManager,
+    /// The users this node follows, by channel.
+    pub(crate) attached: Mutex<HashMap<String, Arc<Attached>>>,
+    /// This node's own channel (`cancel_run` for its runs, from other nodes).
+    pub(crate) node_channel: String,
+    /// Where cancel requests from other nodes go, once someone asked for them.
+    pub(crate) cancels: Mutex<Option<mpsc::UnboundedSender<CancelRequest>>>,
+    /// Events waiting for the publisher.
+    pub(crate) queued: AtomicUsize,
+    /// Whether the live (pub/sub) connection is up.
+    pub(crate) live_up: AtomicBool,
+    /// Whether the publisher's last attempt reached Redis.
+    pub(crate) publish_up: AtomicBool,
+    /// The publish counter of the last event the publisher is done with.
+    pub(crate) sent_through: watch::Sender<u64>,
+    pub(crate) next_attachment: AtomicU64,
+    pub(crate) stats: BrokerStats,
+}
+
+impl Shared {
+    /// How long a stream's keys live without a publish.
+    pub(crate) fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.bounds.max_age.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    pub(crate) fn keys(&self, user: &UserId) -> StreamKeys {
+        StreamKeys::new(&self.prefix, user)
+    }
+
+    pub(crate) async fn position(&self, keys: &StreamKeys) -> redis::RedisResult<StreamPosition> {
+        let (epoch, last_seq): (String, u64) = self
+            .scripts
+            .position
+            .key(&keys.meta)
+            .key(&keys.log)
+            .arg(Epoch::generate().as_str())
+            .arg(self.ttl_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(StreamPosition {
+            epoch: Epoch::new(&epoch),
+            last_seq,
+        })
+    }
+
+    /// Runs the replay script; `Err` in the inner result says why not, with where the
+    /// stream stands now.
+    pub(crate) async fn replay(
+        &self,
+        keys: &StreamKeys,
+        epoch: &Epoch,
+        after_seq: u64,
+    ) -> redis::RedisResult<Replay> {
+        let reply: Vec<redis::Value> = self
+            .scripts
+            .replay
+            .key(&keys.meta)
+            .key(&keys.log)
+            .arg(Epoch::generate().as_str())
+            .arg(self.ttl_ms())
+            .arg(epoch.as_str())
+            .arg(after_seq)
+            .arg(self.ttl_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Replay::decode(reply).ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the replay script answered something else",
+            ))
+        })
+    }
+}
+
+/// What the replay script answered.
+pub(crate) struct Replay {
+    /// The frames, or why not.
+    pub(crate) outcome: Result<Vec<Arc<Frame>>, ReplayRefused>,
+    /// Where the stream stands.
+    pub(crate) position: StreamPosition,
+}
+
+impl Replay {
+    fn decode(reply: Vec<redis::Value>) -> Option<Self> {
+        use redis::FromRedisValue;
+        let mut items = reply.into_iter();
+        let status = String::from_redis_value(items.next()?).ok()?;
+        let oldest_seq = u64::from_redis_value(items.next()?).ok()?;
+        let epoch = String::from_redis_value(items.next()?).ok()?;
+        let last_seq = u64::from_redis_value(items.next()?).ok()?;
+        let refused = |reason| Err(ReplayRefused { reason, oldest_seq });
+        let outcome = match status.as_str() {
+            "ok" => Ok(items
+                .map(|value| {
+                    let text = String::from_redis_value(value).ok()?;
+                    let seq = frame_seq(&text)?;
+                    Some(Arc::new(Frame {
+                        seq,
+                        text: Arc::from(text),
+                        published: std::time::Instant::now(),
+                    }))
+                })
+                .collect::<Option<Vec<_>>>()?),
+            "epoch_changed" => refused(ResumeFailure::EpochChanged),
+            "seq_ahead" => refused(ResumeFailure::SeqAhead),
+            "too_old" => refused(ResumeFailure::TooOld),
+            _ => return None,
+        };
+        Some(Self {
+            outcome,
+            position: StreamPosition {
+                epoch: Epoch::new(&epoch),
+                last_seq,
+            },
+        })
+    }
+}
+
+/// A `cancel_run` another node routed to this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequest {
+    /// Whose run.
+    pub user: UserId,
+    /// The run.
+    pub run_id: RunId,
+}
+
+/// A Redis error as the bridge's [`BrokerError`].
+pub(crate) fn broker_error(error: &redis::RedisError) -> BrokerError {
+    BrokerError(format!("Redis: {error}"))
+}
