@@ -101,7 +101,7 @@ impl Cluster {
             .collect();
         let leases: Vec<Lease> = held.iter().map(|(_, lease)| lease.clone()).collect();
         let mut orphans = Vec::new();
-        match self.runs.renew(&self.broker, &leases).await {
+        match self.runs.renew(&leases).await {
             Ok(lost) if !lost.is_empty() => {
                 tracing::error!(
                     leases = lost.len(),
@@ -116,7 +116,7 @@ impl Cluster {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cluster: cannot renew run leases now"),
         }
-        match self.runs.reap(&self.broker).await {
+        match self.runs.reap().await {
             Ok(lost) if !lost.is_empty() => {
                 tracing::warn!(
                     runs = lost.len(),

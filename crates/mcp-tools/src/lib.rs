@@ -98,7 +98,7 @@ impl ToolSet for McpTools {
             .max_by_key(|(prefix, _)| prefix.len())?
             .1;
         Some(Arc::new(tool::Unlisted {
-            server: Arc::downgrade(owner),
+            server: owner.host(),
             name: name.to_owned(),
             source: format!("mcp:{}", owner.name()),
         }))

@@ -19,6 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::spec::Target;
 use crate::stderr::StderrTail;
+use crate::tool::ToolHost;
 use crate::{McpServerSpec, McpTool};
 
 /// How often a server's session is checked between calls (a server that dies while idle is
@@ -142,7 +143,7 @@ impl McpServer {
     fn set_tools(&self, listed: &[RemoteTool]) {
         let tools: Vec<Arc<McpTool>> = listed
             .iter()
-            .map(|remote| Arc::new(McpTool::new(self.me.clone(), self.name(), remote)))
+            .map(|remote| Arc::new(McpTool::new(self.host(), self.name(), remote)))
             .collect();
         tracing::info!(server = %self.spec.name, tools = tools.len(), "mcp: the server's tools are listed");
         *self.tools.write() = tools;
@@ -204,6 +205,11 @@ impl McpServer {
     /// Its tools as last listed.
     pub fn tools(&self) -> Vec<Arc<McpTool>> {
         self.tools.read().clone()
+    }
+
+    /// Itself, as its tools' host (not kept alive by them).
+    pub(crate) fn host(&self) -> Weak<dyn ToolHost> {
+        self.me.clone()
     }
 
     /// Its tool `name` (the registry's name, `mcp_SERVER_TOOL`), if it listed one.
@@ -514,6 +520,22 @@ fn cause_of<'a>(
     match error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
         Some(StreamableHttpError::Client(client)) => Some(client),
         _ => error.source(),
+    }
+}
+
+// The tools it lists call it back through this trait (tool.rs does not know this type).
+#[async_trait::async_trait]
+impl ToolHost for McpServer {
+    async fn call(&self, tool: &str, args: Value) -> Result<CallToolResult, ToolError> {
+        McpServer::call(self, tool, args).await
+    }
+
+    fn tool(&self, name: &str) -> Option<Arc<McpTool>> {
+        McpServer::tool(self, name)
+    }
+
+    async fn unlisted(&self, name: &str) -> ToolError {
+        McpServer::unlisted(self, name).await
     }
 }
 

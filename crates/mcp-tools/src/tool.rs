@@ -1,6 +1,6 @@
 //! An MCP server's tool as one of the registry's.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use agent_registry::{Tool, ToolError};
 use async_trait::async_trait;
@@ -8,7 +8,19 @@ use core_context::UserExecutionContext;
 use rmcp::model::{CallToolResult, Tool as RemoteTool};
 use serde_json::{Value, json};
 
-use crate::McpServer;
+/// What a tool needs of the server that listed it: to call it, to find a tool it listed,
+/// and to say why a name it would own is not listed. The supervised server
+/// (`supervised.rs`) is the host; this module knows it only through this trait, so the two
+/// do not import each other.
+#[async_trait]
+pub(crate) trait ToolHost: Send + Sync + std::fmt::Debug {
+    /// Calls the server's tool `tool` with `args`.
+    async fn call(&self, tool: &str, args: Value) -> Result<CallToolResult, ToolError>;
+    /// The server's tool whose registry name is `name`, if it listed one.
+    fn tool(&self, name: &str) -> Option<Arc<McpTool>>;
+    /// Why `name` cannot be called now (the server is down, or has no such tool).
+    async fn unlisted(&self, name: &str) -> ToolError;
+}
 
 /// The registry's name of `server`'s tool `tool`: `mcp_SERVER_TOOL`, lower case, any
 /// character other than `a-z 0-9 _ -` as `_`, at most 64 characters (valid as a registry
@@ -32,7 +44,7 @@ pub fn tool_name(server: &str, tool: &str) -> String {
 #[derive(Debug)]
 pub struct McpTool {
     /// Its server, which holds its tools (so not kept alive by them).
-    server: Weak<McpServer>,
+    server: Weak<dyn ToolHost>,
     /// The tool's name on its server.
     remote: String,
     name: String,
@@ -43,7 +55,7 @@ pub struct McpTool {
 
 impl McpTool {
     /// `remote`, a tool the server `server_name` listed.
-    pub(crate) fn new(server: Weak<McpServer>, server_name: &str, remote: &RemoteTool) -> Self {
+    pub(crate) fn new(server: Weak<dyn ToolHost>, server_name: &str, remote: &RemoteTool) -> Self {
         let description = remote
             .description
             .as_deref()
@@ -107,7 +119,7 @@ fn gone(source: &str) -> ToolError {
 /// that name if the server listed one.
 #[derive(Debug)]
 pub(crate) struct Unlisted {
-    pub(crate) server: Weak<McpServer>,
+    pub(crate) server: Weak<dyn ToolHost>,
     pub(crate) name: String,
     pub(crate) source: String,
 }

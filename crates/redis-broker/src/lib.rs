@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use core_context::{AgentEvent, EmitError, EncodedEvent, UserId};
+use core_context::{EmitError, EncodedEvent, UserId};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -52,7 +52,7 @@ use ws_bridge::broker::{
 };
 
 use crate::attached::Attached;
-use crate::publisher::Outgoing;
+use crate::publisher::PublishQueue;
 use crate::scripts::Scripts;
 use crate::shared::{Shared, broker_error};
 use crate::subscriber::Command;
@@ -153,9 +153,8 @@ pub enum RedisBrokerError {
 /// Users' streams in Redis; see the crate documentation. Its tasks stop when it is dropped.
 pub struct RedisBroker {
     shared: Arc<Shared>,
-    /// The publish queue with the next publish counter: numbering and queueing under one
-    /// lock keeps the queue in counter order, which the publish script's retry check needs.
-    publish: Mutex<(u64, mpsc::Sender<Outgoing>)>,
+    /// Where `publish` puts events for the publisher task.
+    publish: Arc<PublishQueue>,
     subscriber: mpsc::UnboundedSender<Command>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     url: String,
@@ -194,7 +193,8 @@ impl RedisBroker {
             next_attachment: AtomicU64::new(1),
             stats: BrokerStats::default(),
         });
-        let (publish, queue) = mpsc::channel(config.publish_queue.max(1));
+        let (sender, queue) = mpsc::channel(config.publish_queue.max(1));
+        let publish = Arc::new(PublishQueue::new(Arc::clone(&shared), sender));
         let (subscriber, commands) = mpsc::unbounded_channel();
         let tasks = vec![
             tokio::spawn(publisher::run(Arc::clone(&shared), conn, queue)),
@@ -204,7 +204,7 @@ impl RedisBroker {
         tracing::info!(%url, node = %shared.node_id, "redis broker connected");
         Ok(Self {
             shared,
-            publish: Mutex::new((1, publish)),
+            publish,
             subscriber,
             tasks,
             url,
@@ -221,56 +221,8 @@ impl RedisBroker {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
-    /// Queues `event` for the publisher; see [`Broker::publish`].
-    fn enqueue(
-        &self,
-        user: &UserId,
-        event: EncodedEvent,
-        ends_lost_run: bool,
-    ) -> Result<(), EmitError> {
-        let EncodedEvent {
-            run_id: run,
-            json: body,
-        } = event;
-        let mut publish = self.publish.lock();
-        let (next_counter, queue) = &mut *publish;
-        let outgoing = Outgoing {
-            user: user.clone(),
-            body,
-            counter: *next_counter,
-            run,
-            ends_lost_run,
-        };
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        let queued = queue.try_send(outgoing);
-        if queued.is_ok() {
-            *next_counter += 1;
-        }
-        drop(publish);
-        queued.map_err(|error| {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            self.shared
-                .stats
-                .events_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            let why = match error {
-                mpsc::error::TrySendError::Full(_) => {
-                    "Redis has been unreachable long enough to fill the publish queue"
-                }
-                mpsc::error::TrySendError::Closed(_) => "the broker stopped",
-            };
-            EmitError::Rejected(format!("broker unavailable: {why}"))
-        })
-    }
-
     /// Publishes the terminal event of a run whose lease was taken (its node stopped): the
     /// one event of that run that passes its ended mark.
-    pub(crate) fn publish_final(&self, user: &UserId, event: AgentEvent) -> Result<(), EmitError> {
-        let encoded = EncodedEvent::encode(&event)
-            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))?;
-        self.enqueue(user, encoded, true)
-    }
-
     /// This node's id in Redis (a new one per process).
     pub fn node_id(&self) -> &str {
         &self.shared.node_id
@@ -278,7 +230,11 @@ impl RedisBroker {
 
     /// Users' runs across the nodes, with leases that expire after `lease_ttl` unrenewed.
     pub fn runs(&self, lease_ttl: Duration) -> ClusterRuns {
-        ClusterRuns::new(Arc::clone(&self.shared), lease_ttl)
+        ClusterRuns::new(
+            Arc::clone(&self.shared),
+            Arc::clone(&self.publish),
+            lease_ttl,
+        )
     }
 
     /// The `cancel_run` requests other nodes route to this node's runs (a later call
@@ -311,7 +267,7 @@ impl fmt::Debug for RedisBroker {
 #[async_trait]
 impl Broker for RedisBroker {
     fn publish(&self, user: &UserId, event: EncodedEvent) -> Result<(), EmitError> {
-        self.enqueue(user, event, false)
+        self.publish.enqueue(user, event, false)
     }
 
     async fn attach(
@@ -406,7 +362,7 @@ impl Broker for RedisBroker {
     }
 
     async fn flush(&self) -> Result<(), BrokerError> {
-        let target = self.publish.lock().0 - 1;
+        let target = self.publish.last_counter();
         let mut sent = self.shared.sent_through.subscribe();
         sent.wait_for(|through| *through >= target)
             .await

@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use core_context::{RunId, UserId};
+use core_context::{EmitError, EncodedEvent, RunId, UserId};
+use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
@@ -30,6 +31,71 @@ pub(crate) struct Outgoing {
     pub(crate) run: RunId,
     /// The terminal event of a run whose lease was taken: passes the run's ended mark.
     pub(crate) ends_lost_run: bool,
+}
+
+/// The node's publish queue with its next publish counter: numbering and queueing under one
+/// lock keeps the queue in counter order, which the publish script's retry check needs.
+pub(crate) struct PublishQueue {
+    shared: Arc<Shared>,
+    state: Mutex<(u64, mpsc::Sender<Outgoing>)>,
+}
+
+impl PublishQueue {
+    /// A queue into `sender`, numbering from 1.
+    pub(crate) fn new(shared: Arc<Shared>, sender: mpsc::Sender<Outgoing>) -> Self {
+        Self {
+            shared,
+            state: Mutex::new((1, sender)),
+        }
+    }
+
+    /// Queues `event` for the publisher; see [`Broker::publish`](ws_bridge::Broker::publish).
+    /// `ends_lost_run`: the terminal event of a run whose lease was taken.
+    pub(crate) fn enqueue(
+        &self,
+        user: &UserId,
+        event: EncodedEvent,
+        ends_lost_run: bool,
+    ) -> Result<(), EmitError> {
+        let EncodedEvent {
+            run_id: run,
+            json: body,
+        } = event;
+        let mut state = self.state.lock();
+        let (next_counter, queue) = &mut *state;
+        let outgoing = Outgoing {
+            user: user.clone(),
+            body,
+            counter: *next_counter,
+            run,
+            ends_lost_run,
+        };
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let queued = queue.try_send(outgoing);
+        if queued.is_ok() {
+            *next_counter += 1;
+        }
+        drop(state);
+        queued.map_err(|error| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .events_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            let why = match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    "Redis has been unreachable long enough to fill the publish queue"
+                }
+                mpsc::error::TrySendError::Closed(_) => "the broker stopped",
+            };
+            EmitError::Rejected(format!("broker unavailable: {why}"))
+        })
+    }
+
+    /// The counter of the last event queued (0 before the first).
+    pub(crate) fn last_counter(&self) -> u64 {
+        self.state.lock().0 - 1
+    }
 }
 
 /// Events sent in one pipeline.

@@ -23,11 +23,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use core_context::{AgentEvent, EventKind, RunId, RunScope, ThreadId, UserId};
+use core_context::{
+    AgentEvent, EmitError, EncodedEvent, EventKind, RunId, RunScope, ThreadId, UserId,
+};
 use redis::Script;
 use ws_bridge::broker::BrokerError;
 
-use crate::RedisBroker;
+use crate::publisher::PublishQueue;
 use crate::shared::{CancelRequest, Shared, broker_error};
 
 /// The `agent_error` code of a run whose node stopped renewing its lease.
@@ -132,6 +134,8 @@ pub struct LostRun {
 #[derive(Clone)]
 pub struct ClusterRuns {
     shared: Arc<Shared>,
+    /// Where the end of a lost run is published.
+    publish: Arc<PublishQueue>,
     lease_ttl: Duration,
     acquire: Arc<Script>,
     renew: Arc<Script>,
@@ -155,9 +159,14 @@ impl std::fmt::Debug for ClusterRuns {
 }
 
 impl ClusterRuns {
-    pub(crate) fn new(shared: Arc<Shared>, lease_ttl: Duration) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        publish: Arc<PublishQueue>,
+        lease_ttl: Duration,
+    ) -> Self {
         Self {
             shared,
+            publish,
             lease_ttl,
             acquire: Arc::new(Script::new(ACQUIRE)),
             renew: Arc::new(Script::new(&format!("{TAKE}{RENEW}"))),
@@ -254,12 +263,8 @@ impl ClusterRuns {
     }
 
     /// Renews `leases` (this node's runs); returns those this node no longer holds. Leases
-    /// found expired are taken and their runs ended (through `broker`) here.
-    pub async fn renew(
-        &self,
-        broker: &RedisBroker,
-        leases: &[Lease],
-    ) -> Result<Vec<Lease>, BrokerError> {
+    /// found expired are taken and their runs ended here.
+    pub async fn renew(&self, leases: &[Lease]) -> Result<Vec<Lease>, BrokerError> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -272,7 +277,7 @@ impl ClusterRuns {
             .invoke_async(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
-        end_runs(broker, taken);
+        end_runs(&self.publish, taken);
         Ok(leases
             .iter()
             .filter(|lease| lost.contains(&lease.id))
@@ -281,8 +286,8 @@ impl ClusterRuns {
     }
 
     /// Takes expired leases (of nodes that stopped renewing) and ends their runs: emits each
-    /// run's terminal `agent_error` through `broker`. Returns the runs ended.
-    pub async fn reap(&self, broker: &RedisBroker) -> Result<Vec<LostRun>, BrokerError> {
+    /// run's terminal `agent_error`. Returns the runs ended.
+    pub async fn reap(&self) -> Result<Vec<LostRun>, BrokerError> {
         let taken: Vec<TakenRun> = self
             .reap
             .key(self.key("leases"))
@@ -290,7 +295,7 @@ impl ClusterRuns {
             .invoke_async(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
-        Ok(end_runs(broker, taken))
+        Ok(end_runs(&self.publish, taken))
     }
 
     /// Sends `cancel_run` to the node executing `user`'s run `run`. False when no node runs
@@ -326,7 +331,7 @@ type TakenRun = (String, String, String, String);
 
 /// Emits the terminal `agent_error` `node_lost` of each taken run (past its run's ended
 /// mark, which drops every other late event of it).
-fn end_runs(broker: &RedisBroker, taken: Vec<TakenRun>) -> Vec<LostRun> {
+fn end_runs(publish: &PublishQueue, taken: Vec<TakenRun>) -> Vec<LostRun> {
     let mut lost = Vec::new();
     for (user, run, thread, agent) in taken {
         let (Ok(user), Ok(run_id), Ok(thread_id)) = (
@@ -347,7 +352,10 @@ fn end_runs(broker: &RedisBroker, taken: Vec<TakenRun>) -> Vec<LostRun> {
             code: NODE_LOST.into(),
             message: "the server running this run stopped; start it again".into(),
         });
-        if let Err(error) = broker.publish_final(&user, event) {
+        let queued = EncodedEvent::encode(&event)
+            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))
+            .and_then(|encoded| publish.enqueue(&user, encoded, true));
+        if let Err(error) = queued {
             tracing::error!(%error, %run, "redis broker: cannot emit the end of a lost run");
         }
         tracing::warn!(%run, user = %user.as_str(), "redis broker: ended a run whose node stopped renewing its lease");
