@@ -2,7 +2,7 @@
 //!
 //! A tool (an MCP server's, above all) can return far more than a model's context or a
 //! user's event stream should carry. The dispatcher measures each result as JSON text and
-//! replaces one over [`DispatchConfig::max_result_bytes`](crate::DispatchConfig) by
+//! replaces one over `DispatchConfig::max_result_bytes` by
 //!
 //! ```json
 //! {"truncated": true, "bytes": 300000, "max_bytes": 262144, "preview": "{\"text\":\"The first…"}

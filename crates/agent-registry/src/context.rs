@@ -1,12 +1,17 @@
 //! [`AgentContext`]: what an agent sees of its run, and the tool dispatcher.
 //!
-//! The engine builds one context per run from [`AgentContextParts`]. Everything an agent
-//! emits goes through it, stamped with the run's [`RunScope`], to the user of the run's
-//! [`UserExecutionContext`]; an agent has no way to emit for another user or another run.
+//! The engine builds one context per run from an `AgentContextParts` (`context_parts.rs`).
+//! Everything an agent emits goes through it, stamped with the run's [`RunScope`], to the
+//! user of the run's [`UserExecutionContext`]; an agent has no way to emit for another user
+//! or another run.
 //!
 //! Every tool call goes through [`AgentContext::call_tool_with_id`]: built-in tools, a
 //! model's calls, MCP tools. It checks the arguments against the tool's schema first
 //! ([`crate::schema`]), and bounds the size of what comes back ([`crate::bound`]).
+//!
+//! A context holds the registry's tools (a share of its [`ToolTable`]), not the registry: the
+//! registry stores agents and an agent is lent a context, so this module names neither the
+//! registry nor the `Agent` trait, and both of them may name it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -20,10 +25,10 @@ use futures::FutureExt;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::agent::{AgentError, AgentInput, AgentOutput};
 use crate::bound;
-use crate::registry::{AgentRegistry, Resolved, ToolInfo};
+use crate::run_types::{AgentError, AgentInput, AgentOutput, panic_message};
 use crate::tool::ToolError;
+use crate::tool_table::{Resolved, ToolInfo, ToolTable};
 
 /// Settings of the tool dispatcher.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,24 +55,18 @@ impl Default for DispatchConfig {
     }
 }
 
-/// Everything the engine hands a run's context.
-pub struct AgentContextParts {
-    /// The run's user context (a child context for sub-runs).
-    pub user_context: UserExecutionContext,
-    /// The run's identity, stamped on every event.
-    pub scope: RunScope,
-    /// Where events go.
-    pub sink: Arc<dyn EventSink>,
-    /// Where tools are found.
-    pub registry: Arc<AgentRegistry>,
-    /// Cancelled when the run is cancelled, times out or the engine shuts down.
-    pub cancellation: CancellationToken,
-    /// Tool dispatcher settings.
-    pub dispatch: DispatchConfig,
-    /// Starts sub-runs for [`AgentContext::run_sub_agent`]; the engine provides it.
-    pub sub_runner: Option<Arc<dyn SubRunner>>,
-    /// When the run times out.
-    pub deadline: Option<Instant>,
+/// What a run's context is made of: the engine's `AgentContextParts` with the registry
+/// narrowed to its tools (`context_parts.rs` does the narrowing), so this module never names
+/// the registry.
+pub(crate) struct RunParts {
+    pub(crate) user_context: UserExecutionContext,
+    pub(crate) scope: RunScope,
+    pub(crate) sink: Arc<dyn EventSink>,
+    pub(crate) tools: Arc<ToolTable>,
+    pub(crate) cancellation: CancellationToken,
+    pub(crate) dispatch: DispatchConfig,
+    pub(crate) sub_runner: Option<Arc<dyn SubRunner>>,
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// Runs another agent as a sub-run of a run: a run of its own, with its own lifecycle and a
@@ -83,17 +82,18 @@ pub trait SubRunner: Send + Sync {
     ) -> Result<AgentOutput, AgentError>;
 }
 
-/// An agent's view of its run. Lent to [`Agent::run`](crate::Agent::run); not `Clone`, so it
-/// cannot escape the run.
+/// An agent's view of its run. Lent to `Agent::run`; not `Clone`, so it cannot escape the
+/// run.
 pub struct AgentContext {
-    parts: AgentContextParts,
+    parts: RunParts,
     steps: AtomicU32,
     emit_failures: AtomicU64,
 }
 
 impl AgentContext {
-    /// Builds a run's context. Called by the engine.
-    pub fn new(parts: AgentContextParts) -> Self {
+    /// Builds a run's context from its parts; `AgentContext::new` (the engine's way in) calls
+    /// it.
+    pub(crate) fn from_parts(parts: RunParts) -> Self {
         Self {
             parts,
             steps: AtomicU32::new(0),
@@ -109,11 +109,6 @@ impl AgentContext {
     /// The run's identity.
     pub fn scope(&self) -> &RunScope {
         &self.parts.scope
-    }
-
-    /// The registry the run's tools come from (sub-runs look agents up here too).
-    pub fn registry(&self) -> &Arc<AgentRegistry> {
-        &self.parts.registry
     }
 
     /// The run's cancellation token. Long agent work should select on
@@ -140,7 +135,7 @@ impl AgentContext {
 
     /// The tools an agent can call, with their schemas (what a model is offered).
     pub fn tools(&self) -> Vec<ToolInfo> {
-        self.parts.registry.list_tools()
+        self.parts.tools.list_tools()
     }
 
     /// Hands part of the work to `agent` as a sub-run: its events carry this run as
@@ -224,16 +219,14 @@ impl AgentContext {
     }
 
     async fn dispatch(&self, name: &str, args: Value) -> Result<Value, ToolError> {
-        let registry = &self.parts.registry;
+        let tools = &self.parts.tools;
         let Resolved { tool, schema } =
-            registry
-                .resolve(name)
-                .ok_or_else(|| ToolError::UnknownTool {
-                    name: name.to_owned(),
-                    available: registry.tool_names().join(", "),
-                })?;
+            tools.resolve(name).ok_or_else(|| ToolError::UnknownTool {
+                name: name.to_owned(),
+                available: tools.tool_names().join(", "),
+            })?;
         if let Some(Err(problems)) = schema.map(|schema| schema.check(&args)) {
-            registry.count(name, |c| c.invalid_arguments += 1);
+            tools.count(name, |c| c.invalid_arguments += 1);
             return Err(ToolError::InvalidArguments(problems));
         }
         let limit = tool
@@ -245,7 +238,7 @@ impl AgentContext {
             () = self.parts.cancellation.cancelled() => Err(ToolError::Cancelled),
             outcome = tokio::time::timeout(limit, call) => match outcome {
                 Err(_) => Err(ToolError::Timeout(limit)),
-                Ok(Err(panic)) => Err(ToolError::Panicked(crate::agent::panic_message(&*panic))),
+                Ok(Err(panic)) => Err(ToolError::Panicked(panic_message(&*panic))),
                 Ok(Ok(result)) => result,
             },
         }
@@ -265,9 +258,7 @@ impl AgentContext {
             }
         };
         if cut {
-            self.parts
-                .registry
-                .count(name, |c| c.truncated_results += 1);
+            self.parts.tools.count(name, |c| c.truncated_results += 1);
             tracing::debug!(tool = %name, max_bytes = max, "a tool's result was truncated");
         }
         outcome

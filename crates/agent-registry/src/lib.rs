@@ -18,22 +18,43 @@
 //! This crate does not know about WebSockets: it emits through
 //! [`core_context::EventSink`]. It does not know about the engine either; the engine builds
 //! the [`AgentContext`] of each run.
+//!
+//! # Layering
+//!
+//! The three main types name each other in a loop: an [`Agent`] is lent an [`AgentContext`],
+//! the context's parts carry the [`AgentRegistry`], and the registry stores agents. Their
+//! files do not: each module imports only the ones listed under it here, so no two import
+//! each other, directly or around a loop.
+//!
+//! - `context_parts`: [`AgentContextParts`] and [`AgentContext::new`], the one place that
+//!   names both the context and the registry (it hands the context the registry's tools);
+//!   imports `context`, `registry`.
+//! - `registry`: [`AgentRegistry`], [`AgentSpec`]; imports `agent`, `tool_table`, `tool`.
+//! - `agent`: the [`Agent`] trait; imports `context`, `run_types`.
+//! - `context`: [`AgentContext`] and the tool dispatcher, holding a share of the registry's
+//!   tool table, not the registry; imports `tool_table`, `run_types`, `tool`, `bound`.
+//! - `tool_table`: the tools by name, their schemas and counts; imports `tool`, `schema`.
+//! - `bound`, `schema`: size bounds and argument checks; import `tool`.
+//! - `tool`, `run_types`: the [`Tool`] traits, and an agent's input, output and error; import
+//!   nothing of this crate.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod agent;
 mod bound;
 mod context;
+mod context_parts;
 mod registry;
+mod run_types;
 mod schema;
 mod tool;
+mod tool_table;
 
-pub use agent::{Agent, AgentError, AgentInput, AgentOutput, Turn, panic_message};
-pub use context::{
-    AgentContext, AgentContextParts, DEFAULT_MAX_RESULT_BYTES, DispatchConfig, SubRunner,
-};
-pub use registry::{
-    AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError, ToolCounts, ToolInfo,
-};
+pub use agent::Agent;
+pub use context::{AgentContext, DEFAULT_MAX_RESULT_BYTES, DispatchConfig, SubRunner};
+pub use context_parts::AgentContextParts;
+pub use registry::{AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError};
+pub use run_types::{AgentError, AgentInput, AgentOutput, Turn, panic_message};
 pub use schema::check_args;
 pub use tool::{Tool, ToolError, ToolSet, parse_args};
+pub use tool_table::{ToolCounts, ToolInfo};

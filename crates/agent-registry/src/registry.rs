@@ -7,23 +7,21 @@
 //! factories: [`AgentRegistry::create_agent`] calls the factory, so every run gets a fresh
 //! instance and no agent state outlives its run or crosses between users.
 //!
-//! Each built-in tool's argument schema is compiled when it is registered and kept beside it,
-//! so the dispatcher checks arguments without a lock; a tool set's tool's schema is compiled
-//! on its first call and cached by name and schema. The registry also counts what the
-//! dispatcher refused or cut, per tool ([`AgentRegistry::tool_counts`]), for the server's
-//! metrics.
+//! The tools live in a [`ToolTable`] (`tool_table.rs`): each built-in tool's argument schema
+//! compiled when it is registered, a tool set's tool's schema compiled on its first call, and
+//! the counts of what the dispatcher refused or cut, per tool ([`AgentRegistry::tool_counts`]),
+//! for the server's metrics. A run's context holds a share of that table, not the registry.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::agent::Agent;
-use crate::schema::{ArgumentSchema, SchemaCache};
 use crate::tool::{Tool, ToolSet};
+use crate::tool_table::{ToolCounts, ToolInfo, ToolTable, valid_name};
 
 type AgentFactory = Arc<dyn Fn() -> Box<dyn Agent> + Send + Sync>;
 
@@ -87,19 +85,6 @@ pub struct AgentInfo {
     pub timeout_ms: Option<u64>,
 }
 
-/// A registered tool, as listed (and as offered to models).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ToolInfo {
-    /// Its name.
-    pub name: String,
-    /// What it does.
-    pub description: String,
-    /// The JSON Schema of its arguments.
-    pub parameters: Value,
-    /// Where it comes from ([`Tool::source`]).
-    pub source: String,
-}
-
 /// Why a registration or lookup failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -154,57 +139,25 @@ struct AgentEntry {
     name: Arc<str>,
 }
 
-/// A built-in tool and its compiled argument schema (`None` when it does not compile).
-#[derive(Clone)]
-struct ToolEntry {
-    tool: Arc<dyn Tool>,
-    schema: Option<Arc<ArgumentSchema>>,
-}
-
-/// What the dispatcher refused or cut for one tool, since the registry was made.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ToolCounts {
-    /// Calls refused because their arguments did not fit the tool's schema (the tool was
-    /// not called).
-    pub invalid_arguments: u64,
-    /// Results (or failure messages) cut to the dispatcher's size bound.
-    pub truncated_results: u64,
-}
-
 /// Agents and tools by name. See the module documentation.
 ///
 /// A clone shares the original's counts and its cache of tool-set schemas.
 #[derive(Clone, Default)]
 pub struct AgentRegistry {
     agents: BTreeMap<String, AgentEntry>,
-    tools: BTreeMap<String, ToolEntry>,
-    tool_sets: Vec<Arc<dyn ToolSet>>,
-    set_schemas: Arc<SchemaCache>,
-    // Touched only when a call is refused or cut, so a lock costs the hot path nothing.
-    counts: Arc<Mutex<BTreeMap<String, ToolCounts>>>,
-}
-
-/// A tool found for a call, with its compiled schema.
-pub(crate) struct Resolved {
-    pub(crate) tool: Arc<dyn Tool>,
-    pub(crate) schema: Option<Arc<ArgumentSchema>>,
+    // Shared with every run's context; registering a tool after a clone or a context took a
+    // share copies the table (`Arc::make_mut`), so what was shared never changes.
+    tools: Arc<ToolTable>,
 }
 
 impl fmt::Debug for AgentRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentRegistry")
             .field("agents", &self.agents.keys().collect::<Vec<_>>())
-            .field("tools", &self.tools.keys().collect::<Vec<_>>())
-            .field("tool_sets", &self.tool_sets.len())
+            .field("tools", &self.tools.built_in_names())
+            .field("tool_sets", &self.tools.set_count())
             .finish()
     }
-}
-
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 impl AgentRegistry {
@@ -245,11 +198,10 @@ impl AgentRegistry {
         if !valid_name(&name) {
             return Err(RegistryError::InvalidName { kind: "tool", name });
         }
-        if self.tools.contains_key(&name) {
+        if self.tools.has_built_in(&name) {
             return Err(RegistryError::Duplicate { kind: "tool", name });
         }
-        let schema = ArgumentSchema::compile(&name, &tool.parameters());
-        self.tools.insert(name, ToolEntry { tool, schema });
+        Arc::make_mut(&mut self.tools).insert(name, tool);
         Ok(())
     }
 
@@ -257,7 +209,7 @@ impl AgentRegistry {
     /// up after the built-in ones (a built-in tool wins a name both have) and after the sets
     /// registered before it; a listed tool whose name is invalid is left out.
     pub fn register_tool_set(&mut self, set: Arc<dyn ToolSet>) {
-        self.tool_sets.push(set);
+        Arc::make_mut(&mut self.tools).add_set(set);
     }
 
     /// A fresh instance of the agent `name`, with its shared name and timeout override.
@@ -283,38 +235,18 @@ impl AgentRegistry {
 
     /// The tool `name`: a built-in one, or one a tool set answers now.
     pub fn tool(&self, name: &str) -> Option<Arc<dyn Tool>> {
-        if let Some(entry) = self.tools.get(name) {
-            return Some(Arc::clone(&entry.tool));
-        }
-        self.tool_sets.iter().find_map(|set| set.tool(name))
+        self.tools.tool(name)
     }
 
-    /// The tool `name` with its compiled argument schema, for the dispatcher.
-    pub(crate) fn resolve(&self, name: &str) -> Option<Resolved> {
-        if let Some(entry) = self.tools.get(name) {
-            return Some(Resolved {
-                tool: Arc::clone(&entry.tool),
-                schema: entry.schema.clone(),
-            });
-        }
-        let tool = self.tool_sets.iter().find_map(|set| set.tool(name))?;
-        let schema = self.set_schemas.get(name, tool.parameters());
-        Some(Resolved { tool, schema })
+    /// The registry's tools, shared: what a run's context dispatches calls to.
+    pub(crate) fn tool_table(&self) -> Arc<ToolTable> {
+        Arc::clone(&self.tools)
     }
 
     /// What the dispatcher refused or cut, by tool name (tools with nothing counted are
     /// absent).
     pub fn tool_counts(&self) -> BTreeMap<String, ToolCounts> {
-        self.counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Counts one refusal or cut of tool `name`'s call.
-    pub(crate) fn count(&self, name: &str, what: impl FnOnce(&mut ToolCounts)) {
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        what(counts.entry(name.to_owned()).or_default());
+        self.tools.counts()
     }
 
     /// Registered agent names, sorted.
@@ -322,25 +254,9 @@ impl AgentRegistry {
         self.agents.keys().map(String::as_str).collect()
     }
 
-    /// The tools now, by name: the built-in ones, then each set's, the first of a name kept.
-    fn all_tools(&self) -> BTreeMap<String, Arc<dyn Tool>> {
-        let mut all: BTreeMap<String, Arc<dyn Tool>> = self
-            .tools
-            .iter()
-            .map(|(name, entry)| (name.clone(), Arc::clone(&entry.tool)))
-            .collect();
-        for tool in self.tool_sets.iter().flat_map(|set| set.tools()) {
-            let name = tool.name();
-            if valid_name(name) && !all.contains_key(name) {
-                all.insert(name.to_owned(), tool);
-            }
-        }
-        all
-    }
-
     /// The tools' names now, sorted.
     pub fn tool_names(&self) -> Vec<String> {
-        self.all_tools().into_keys().collect()
+        self.tools.tool_names()
     }
 
     /// Registered agents, sorted by name.
@@ -357,15 +273,7 @@ impl AgentRegistry {
 
     /// The tools now, sorted by name.
     pub fn list_tools(&self) -> Vec<ToolInfo> {
-        self.all_tools()
-            .values()
-            .map(|t| ToolInfo {
-                name: t.name().to_owned(),
-                description: t.description().to_owned(),
-                parameters: t.parameters(),
-                source: t.source().to_owned(),
-            })
-            .collect()
+        self.tools.list_tools()
     }
 }
 

@@ -21,6 +21,7 @@ mod args;
 mod file;
 mod read;
 mod secrets;
+mod settings;
 mod show;
 #[cfg(test)]
 mod tests;

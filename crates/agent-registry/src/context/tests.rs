@@ -7,7 +7,7 @@ use core_context::{RecordingSink, RunId, ThreadId, UserId};
 use serde_json::json;
 
 use super::*;
-use crate::{Agent, AgentSpec, Tool, parse_args};
+use crate::{Agent, AgentContextParts, AgentRegistry, AgentSpec, Tool, parse_args};
 
 struct Echo;
 #[async_trait]

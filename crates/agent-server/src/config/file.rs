@@ -13,64 +13,11 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::error::{ContextKind, ContextValue};
-use clap::{Arg, ArgMatches, Args, Command};
+use clap::{ArgMatches, Command};
 
+use super::ConfigError;
+use super::settings::{CONFIG, Kind, repeats, setting_args, settings};
 use super::show;
-use super::{ConfigError, ServeArgs};
-
-/// The id of the argument that names the file (a file cannot name another).
-const CONFIG: &str = "config";
-
-/// The TOML type a setting takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    /// A flag without a value (`--synthetic-agent`): `true` or `false`.
-    Bool,
-    /// A number.
-    Integer,
-    /// Everything else: addresses, names, URLs, durations (`"90d"`), choices (`"json"`).
-    String,
-}
-
-impl Kind {
-    /// The kind of `arg`, from its action and its value parser's type.
-    pub(super) fn of(arg: &Arg) -> Self {
-        if !arg.get_action().takes_values() {
-            return Self::Bool;
-        }
-        let parsed = arg.get_value_parser().type_id();
-        let integers = [
-            std::any::TypeId::of::<u16>(),
-            std::any::TypeId::of::<u32>(),
-            std::any::TypeId::of::<u64>(),
-            std::any::TypeId::of::<i64>(),
-            std::any::TypeId::of::<usize>(),
-        ];
-        if integers.iter().any(|integer| parsed == *integer) {
-            Self::Integer
-        } else {
-            Self::String
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Bool => "true or false",
-            Self::Integer => "an integer",
-            Self::String => "a string",
-        }
-    }
-}
-
-/// The command whose arguments are the settings ([`ServeArgs`]).
-pub(super) fn settings() -> Command {
-    ServeArgs::augment_args(Command::new("settings"))
-}
-
-/// The settings' arguments in `--help` order: all of `cmd`'s but `--config`.
-pub(super) fn setting_args(cmd: &Command) -> impl Iterator<Item = &Arg> {
-    cmd.get_arguments().filter(|arg| arg.get_id() != CONFIG)
-}
 
 /// Which command of the command line holds the settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,12 +112,6 @@ fn as_defaults(cmd: Command, values: &[(String, Vec<String>)]) -> Command {
     values.iter().fold(cmd, |cmd, (key, values)| {
         cmd.mut_arg(key, |arg| arg.default_values(values.clone()))
     })
-}
-
-/// Whether `arg` takes its flag several times (`--mcp-server a=… --mcp-server b=…`): in the
-/// file, an array of strings.
-pub(super) fn repeats(arg: &Arg) -> bool {
-    matches!(arg.get_action(), clap::ArgAction::Append)
 }
 
 /// Reads the file: each key a setting, each value one its parser accepts, as clap's text (an

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches};
 
-use super::file::{Kind, setting_args, settings};
+use super::settings::{Kind, repeats, setting_args, settings};
 
 /// Settings whose values are secret: never shown.
 pub(super) const SECRETS: &[&str] = &["jwt_secret", "llm_api_key"];
@@ -90,7 +90,7 @@ pub(super) fn render(matches: &ArgMatches, file: Option<&(PathBuf, BTreeSet<Stri
     for arg in setting_args(&cmd) {
         let key = arg.get_id().as_str();
         let from_file = file.is_some_and(|(_, keys)| keys.contains(key));
-        let Some(value) = value(matches, key, Kind::of(arg), super::file::repeats(arg)) else {
+        let Some(value) = value(matches, key, Kind::of(arg), repeats(arg)) else {
             let _ = writeln!(out, "# {key} is not set");
             continue;
         };

@@ -1,0 +1,62 @@
+//! [`AgentContextParts`]: what the engine hands a run's context, and [`AgentContext::new`].
+//!
+//! This is the one module that names both the context and the registry, and it sits above
+//! both. The engine gives a run the whole [`AgentRegistry`]; the context keeps only the
+//! registry's tool table. Keeping that narrowing here, not in `context.rs`, is what breaks the
+//! loop the three types would otherwise make between their files: an [`Agent`](crate::Agent)
+//! is lent an [`AgentContext`], the registry stores agents, and a context that named the
+//! registry would bring it back to the agent.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use core_context::{CancellationToken, EventSink, RunScope, UserExecutionContext};
+
+use crate::context::{AgentContext, DispatchConfig, RunParts, SubRunner};
+use crate::registry::AgentRegistry;
+
+/// Everything the engine hands a run's context.
+pub struct AgentContextParts {
+    /// The run's user context (a child context for sub-runs).
+    pub user_context: UserExecutionContext,
+    /// The run's identity, stamped on every event.
+    pub scope: RunScope,
+    /// Where events go.
+    pub sink: Arc<dyn EventSink>,
+    /// Where tools are found.
+    pub registry: Arc<AgentRegistry>,
+    /// Cancelled when the run is cancelled, times out or the engine shuts down.
+    pub cancellation: CancellationToken,
+    /// Tool dispatcher settings.
+    pub dispatch: DispatchConfig,
+    /// Starts sub-runs for [`AgentContext::run_sub_agent`]; the engine provides it.
+    pub sub_runner: Option<Arc<dyn SubRunner>>,
+    /// When the run times out.
+    pub deadline: Option<Instant>,
+}
+
+impl AgentContext {
+    /// Builds a run's context. Called by the engine.
+    pub fn new(parts: AgentContextParts) -> Self {
+        let AgentContextParts {
+            user_context,
+            scope,
+            sink,
+            registry,
+            cancellation,
+            dispatch,
+            sub_runner,
+            deadline,
+        } = parts;
+        Self::from_parts(RunParts {
+            user_context,
+            scope,
+            sink,
+            tools: registry.tool_table(),
+            cancellation,
+            dispatch,
+            sub_runner,
+            deadline,
+        })
+    }
+}
