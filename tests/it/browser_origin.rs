@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use agent_server::http_guard::AllowedOrigins;
+use agent_server::config::AllowedOrigins;
 use axum::response::Html;
 use serde_json::{Value, json};
 

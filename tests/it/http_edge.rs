@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use agent_server::config::ServerConfig;
-use agent_server::http_guard::{AllowedOrigins, HttpRates};
+use agent_server::config::{AllowedOrigins, HttpRates};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

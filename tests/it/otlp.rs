@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use agent_server::config::Otlp;
 use agent_server::config::{LogFormat, OtlpProtocol};
-use agent_server::telemetry::Otlp;
 use axum::http::HeaderMap;
 use parking_lot::Mutex;
 use serde_json::{Value, json};

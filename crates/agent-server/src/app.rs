@@ -15,7 +15,8 @@ use ws_bridge::{AgentWebSocketBridge, Broker, InProcessBroker};
 use crate::auth::{Auth, AuthError, Identity};
 use crate::cluster::Cluster;
 use crate::config::ServerConfig;
-use crate::metrics::Metrics;
+use crate::http_guard::HttpLimits;
+use crate::metrics::{Metrics, Snapshot};
 use crate::recorder::Recorder;
 use crate::runs::RunService;
 use crate::sessions::Sessions;
@@ -61,13 +62,13 @@ pub enum ServeError {
 /// Everything a request handler needs. Shared by all connections.
 pub struct AppState {
     pub(crate) config: ServerConfig,
-    pub(crate) auth: Auth,
+    pub(crate) auth: Arc<Auth>,
     registry: Arc<AgentRegistry>,
     pub(crate) bridge: AgentWebSocketBridge,
     /// Starts and cancels runs, for every transport.
     pub(crate) runs: Arc<RunService>,
     /// The HTTP API's rate limits (per user, per address).
-    pub(crate) http_limits: crate::http_guard::HttpLimits,
+    pub(crate) http_limits: Arc<HttpLimits>,
     /// Threads, runs and events kept past the process, with `--store`.
     pub(crate) recorder: Option<Arc<Recorder>>,
     /// What the server counts (`/metrics`).
@@ -163,13 +164,13 @@ impl AppState {
             Arc::clone(&metrics),
         );
         Ok(Arc::new(Self {
-            http_limits: crate::http_guard::HttpLimits::new(config.http_rates),
+            http_limits: Arc::new(HttpLimits::new(config.http_rates)),
             runs: Arc::new(runs),
             recorder,
             metrics,
             model_stats,
             config,
-            auth,
+            auth: Arc::new(auth),
             registry,
             bridge,
             open_connections: AtomicUsize::new(0),
@@ -204,6 +205,29 @@ impl AppState {
     /// Open WebSocket connections.
     pub fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// What a metrics scrape reads now: the states of this moment and the parts that keep
+    /// their own counts (see [`Metrics::render`]).
+    pub(crate) fn snapshot(&self) -> Snapshot<'_> {
+        let limit = self.config.engine.max_concurrent_runs;
+        let load = self.runs.sessions().run_load(limit);
+        Snapshot {
+            connections_open: self.open_connections(),
+            run_limit_per_user: limit,
+            users_with_runs: load.users_with_runs,
+            users_at_run_limit: load.users_at_limit,
+            streams: self.bridge.user_count(),
+            replay_log_frames: self.bridge.replay_frames(),
+            broker_up: self.bridge.broker_healthy(),
+            draining: self.runs.is_draining(),
+            history: self.recorder.as_ref().map(|r| r.writer().stats()),
+            redis: self.runs.cluster().map(|c| c.broker_stats()),
+            model: self.model_stats.as_deref(),
+            mcp: self.config.tools.mcp.as_deref(),
+            scrubber: &self.config.scrubber,
+            registry: &self.registry,
+        }
     }
 
     /// Drops idle per-user state: engines, streams, sessions with no runs, and the HTTP

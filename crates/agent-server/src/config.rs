@@ -19,6 +19,7 @@ use ws_bridge::BridgeConfig;
 
 mod args;
 mod file;
+mod origins;
 mod read;
 mod secrets;
 mod settings;
@@ -30,6 +31,7 @@ mod tests_mcp;
 
 pub use args::ServeArgs;
 pub use file::{Parsed, with_file};
+pub use origins::{AllowedOrigins, OriginError};
 use read::{client_identity, identity, llm, mcp_servers, otlp, store_url};
 
 /// The shortest JWT secret accepted, in bytes (HS256 wants at least the hash size).
@@ -53,6 +55,45 @@ pub enum OtlpProtocol {
     Protobuf,
     /// JSON (`application/json`).
     Json,
+}
+
+/// Where and how spans are exported (validated from `--otlp-endpoint` and
+/// `--otlp-protocol`; the telemetry module exports them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Otlp {
+    /// The collector's traces URL: `--otlp-endpoint` followed by `/v1/traces`.
+    pub traces_url: String,
+    /// The encoding.
+    pub protocol: OtlpProtocol,
+}
+
+/// The default of `--flood-burst`: frames one connection may send in a burst, refilled over
+/// [`FLOOD_WINDOW`]; more closes it (1008).
+pub const FLOOD_LIMIT: u32 = 100;
+/// The default of `--flood-window-secs`: the window of [`FLOOD_LIMIT`].
+pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+
+/// Requests per minute allowed on the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpRates {
+    /// Per user, on `/v1/*` and `/agui/*` together.
+    pub per_user_per_minute: u32,
+    /// Per client address, on `/v1/*` and `/agui/*` together.
+    pub per_address_per_minute: u32,
+    /// Per client address, on `POST /dev/token`.
+    pub dev_token_per_address_per_minute: u32,
+}
+
+impl Default for HttpRates {
+    /// Far above what the chat page asks for (at start: `/v1/me`, the thread list, the open
+    /// thread and each of its runs), so a person never meets them; a script looping does.
+    fn default() -> Self {
+        Self {
+            per_user_per_minute: 600,
+            per_address_per_minute: 1_200,
+            dev_token_per_address_per_minute: 30,
+        }
+    }
 }
 
 /// Tools a server registers beside the built-in ones.
@@ -207,7 +248,7 @@ pub enum ConfigError {
     },
     /// An `--allowed-origins` value is not an origin.
     #[error(transparent)]
-    AllowedOrigins(#[from] crate::http_guard::OriginError),
+    AllowedOrigins(#[from] OriginError),
     /// The command line, with the file's settings in, does not parse (clap's message).
     #[error("{0}")]
     Args(String),
@@ -248,12 +289,12 @@ pub struct ServerConfig {
     /// The `llm` agent's settings, when it is served.
     pub llm: Option<llm_agent::LlmConfig>,
     /// Where spans are exported (`--otlp-endpoint`), if anywhere.
-    pub otlp: Option<crate::telemetry::Otlp>,
+    pub otlp: Option<Otlp>,
     /// The MCP servers to start (`--mcp-server`), with their environments and working
     /// directories (`--mcp-env`, `--mcp-pass-env`, `--mcp-cwd`).
     pub mcp_servers: Vec<mcp_tools::McpServerSpec>,
     /// Tools registered beside the built-in ones: the MCP servers' tools, filled in by
-    /// [`RunningServer::start`](crate::server::RunningServer::start) (tests add their own).
+    /// `RunningServer::start` (`server.rs`; tests add their own).
     pub tools: ExtraTools,
     /// Where users' streams live.
     pub broker: BrokerChoice,
@@ -282,9 +323,9 @@ pub struct ServerConfig {
     /// Secrets too short to be scrubbed (the server warns of each at start).
     pub unscrubbed: Vec<::secrets::TooShort>,
     /// Browser origins allowed besides the server's own (`--allowed-origins`).
-    pub allowed_origins: crate::http_guard::AllowedOrigins,
+    pub allowed_origins: AllowedOrigins,
     /// The HTTP API's rate limits.
-    pub http_rates: crate::http_guard::HttpRates,
+    pub http_rates: HttpRates,
 }
 
 impl Default for ServerConfig {
@@ -316,13 +357,13 @@ impl Default for ServerConfig {
             store: None,
             history_max_age: Duration::from_secs(90 * 86_400),
             history_max_threads_per_user: 1_000,
-            flood_burst: crate::connection::FLOOD_LIMIT,
-            flood_window: crate::connection::FLOOD_WINDOW,
+            flood_burst: FLOOD_LIMIT,
+            flood_window: FLOOD_WINDOW,
             max_threads_per_user: crate::sessions::MAX_THREADS_PER_USER,
             scrubber: Arc::default(),
             unscrubbed: Vec::new(),
-            allowed_origins: crate::http_guard::AllowedOrigins::default(),
-            http_rates: crate::http_guard::HttpRates::default(),
+            allowed_origins: AllowedOrigins::default(),
+            http_rates: HttpRates::default(),
         }
     }
 }
@@ -347,7 +388,7 @@ impl ServerConfig {
             scrubber: Arc::clone(&scrubber),
             ..llm
         });
-        let allowed_origins = crate::http_guard::AllowedOrigins::parse(&args.allowed_origins)?;
+        let allowed_origins = AllowedOrigins::parse(&args.allowed_origins)?;
         let defaults = ServerConfig::default();
         Ok(Self {
             addr: args.addr,
@@ -394,7 +435,7 @@ impl ServerConfig {
             flood_window: Duration::from_secs(args.flood_window_secs),
             max_threads_per_user: args.max_threads_per_user as usize,
             allowed_origins,
-            http_rates: crate::http_guard::HttpRates {
+            http_rates: HttpRates {
                 per_user_per_minute: args.http_rate_per_user_per_minute,
                 per_address_per_minute: args.http_rate_per_address_per_minute,
                 dev_token_per_address_per_minute: args.dev_token_rate_per_address_per_minute,

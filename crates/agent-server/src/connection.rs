@@ -5,8 +5,9 @@
 //! the run it accepted reaches that connection. Events come from the connection's bounded
 //! bridge queue; a client that does not read is closed as a slow consumer by the bridge, and
 //! a socket write that stalls longer than [`WRITE_TIMEOUT`] closes the connection too. A
-//! client that floods ([`FLOOD_LIMIT`] frames per [`FLOOD_WINDOW`]), sends a message far over
-//! the frame limit, or goes silent past the idle timeout is closed with a code that says so.
+//! client that floods (`--flood-burst` frames per `--flood-window-secs`), sends a message far
+//! over the frame limit, or goes silent past the idle timeout is closed with a code that says
+//! so.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -31,12 +32,6 @@ use ws_bridge::Subscription;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for the client's close reply.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
-/// The default of `--flood-burst`: frames one connection may send in a burst, refilled over
-/// [`FLOOD_WINDOW`]; more closes it
-/// (1008).
-pub const FLOOD_LIMIT: u32 = 100;
-/// The default of `--flood-window-secs`: the window of [`FLOOD_LIMIT`].
-pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 /// Frames over this many times the frame limit close the connection (1009).
 pub const ABUSIVE_FRAME_FACTOR: usize = 4;
 /// Queued events written with one flush at the most: what queued up while the socket was
@@ -400,6 +395,7 @@ fn is_too_big(error: axum::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{FLOOD_LIMIT, FLOOD_WINDOW};
 
     #[test]
     fn the_flood_guard_allows_a_burst_of_the_limit_then_refuses() {

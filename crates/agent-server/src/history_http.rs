@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use agent_protocol::ErrorCode;
-use agent_protocol::http::HttpError;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::StatusCode;
@@ -26,7 +25,7 @@ use history::{HistoryError, HistoryStore};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::routes::authenticate;
+use crate::http_auth::{authenticate, refuse};
 
 /// Threads per page by default, and at most.
 const DEFAULT_LIMIT: usize = 20;
@@ -42,17 +41,6 @@ pub fn routes() -> [(&'static str, MethodRouter<Arc<AppState>>); 3] {
         ),
         ("/v1/runs/{run_id}", get(get_run)),
     ]
-}
-
-fn refuse(status: StatusCode, error: ErrorCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(HttpError {
-            error,
-            message: message.into(),
-        }),
-    )
-        .into_response()
 }
 
 /// The signed-in user and the store: every handler here starts from it, and a request
@@ -72,7 +60,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let verified = authenticate(state, &parts.headers, &HashMap::new()).await;
+        let verified = authenticate(&state.auth, &parts.headers, &HashMap::new()).await;
         let user = verified.map_err(|e| {
             refuse(
                 StatusCode::UNAUTHORIZED,

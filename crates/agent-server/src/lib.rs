@@ -16,6 +16,7 @@
 //! - `scrub`: HTTP response bodies scrubbed of the server's secrets on their way out.
 //! - [`http_guard`]: the HTTP edge: security headers, the origin check, CORS and the HTTP
 //!   API's rate limits.
+//! - `http_auth`: a request's bearer token verified, and the HTTP refusal body.
 //! - [`routes`]: the HTTP routes and the handlers that answer before a socket exists.
 //! - [`connection`]: the loop of one WebSocket: client frames in, the user's stream out.
 //! - [`wire`]: where the bridge's stream types meet the protocol's wire types.
@@ -41,6 +42,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod history_http;
+mod http_auth;
 pub mod http_guard;
 pub mod metrics;
 pub mod mint;

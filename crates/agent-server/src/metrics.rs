@@ -3,9 +3,9 @@
 //! One registry per server, no global recorder: tests run many servers in one process, and
 //! each must count only its own. What happens as it happens is counted here (connections,
 //! resumes, refusals, deliveries, and every event the engine emits: runs, tools, durations);
-//! what is a state is read when scraped ([`Metrics::render`]: open connections, users at their
-//! run limit, replay logs, broker and store health, the history writer's and the model's
-//! counts).
+//! what is a state is read when scraped ([`Metrics::render`] of a [`Snapshot`]: open
+//! connections, users at their run limit, replay logs, broker and store health, the history
+//! writer's and the model's counts).
 //!
 //! Labels never carry a user id or anything a client chooses freely: agents and tools are
 //! names from the registry (a start naming an unknown agent is refused before it counts),
@@ -24,9 +24,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use ws_bridge::{ResumeFailure, ResumeOutcome};
 
-use crate::app::AppState;
-
 mod scrape;
+
+pub use scrape::Snapshot;
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -379,8 +379,8 @@ impl Metrics {
             .inc();
     }
 
-    /// The metrics as Prometheus text, with the states of `state` read now.
-    pub fn render(&self, state: &AppState) -> String {
-        scrape::render(&self.registry, self, state)
+    /// The metrics as Prometheus text, with the states of `state` (filled now) read.
+    pub fn render(&self, state: &Snapshot<'_>) -> String {
+        scrape::render(&self.registry, self.runs_active(), state)
     }
 }

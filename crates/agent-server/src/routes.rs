@@ -3,12 +3,12 @@
 //! and validates the resume parameters first).
 //!
 //! **Architecture Invariant:** a request without a valid token never gets a socket: the
-//! upgrade answers 401 with an [`HttpError`] body first.
+//! upgrade answers 401 with an [`HttpError`](agent_protocol::http::HttpError) body first.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use agent_protocol::http::{DevTokenRequest, DevTokenResponse, HttpError};
+use agent_protocol::http::{DevTokenRequest, DevTokenResponse};
 use agent_protocol::{ErrorCode, ResumeParams};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -21,9 +21,10 @@ use core_context::UserId;
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::auth::{AuthError, DEV_TOKEN_TTL};
+use crate::auth::DEV_TOKEN_TTL;
 use crate::connection::{self, ABUSIVE_FRAME_FACTOR};
-use crate::http_guard::{Guarded, guard, with_security_headers};
+use crate::http_auth::{authenticate, refuse};
+use crate::http_guard::{Edge, Guarded, guard, with_security_headers};
 
 /// The chat page, its script and its styles, embedded so the binary needs no build step.
 /// They are separate files because the page's Content Security Policy runs no inline script
@@ -68,7 +69,14 @@ fn asset(content_type: &'static str, cache: &'static str, body: &'static str) ->
 /// origin check and the rate limits (see [`crate::http_guard`]); every response carries the
 /// security headers.
 pub fn router(state: Arc<AppState>) -> Router {
-    let guarded = |kind, route| guard(&state, kind, route);
+    let edge = Arc::new(Edge {
+        allowed_origins: state.config.allowed_origins.clone(),
+        loopback_only: state.auth.dev_tokens() && state.config.addr.ip().is_loopback(),
+        auth: Arc::clone(&state.auth),
+        limits: Arc::clone(&state.http_limits),
+        metrics: Arc::clone(&state.metrics),
+    });
+    let guarded = |kind, route| guard(&edge, kind, route);
     let agui = post(crate::agui::run).layer(axum::extract::DefaultBodyLimit::max(
         crate::agui::MAX_BODY_BYTES,
     ));
@@ -164,7 +172,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /metrics`: the server's metrics for Prometheus (no user's data: counts by agent,
 /// tool, code and outcome).
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state.metrics.render(&state);
+    let text = state.metrics.render(&state.snapshot());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
@@ -186,7 +194,7 @@ async fn list_agents(State(state): State<Arc<AppState>>) -> Json<Vec<agent_regis
 /// is refused; a client checks a token with it, since a browser cannot read the status of a
 /// refused WebSocket upgrade.
 async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match authenticate(&state, &headers, &HashMap::new()).await {
+    match authenticate(&state.auth, &headers, &HashMap::new()).await {
         Ok(user) => Json(json!({ "user_id": user.as_str() })).into_response(),
         Err(e) => refuse(
             StatusCode::UNAUTHORIZED,
@@ -199,11 +207,6 @@ async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response 
 /// `GET /tools`: every tool agents can call, sorted by name, with its JSON Schema and source.
 async fn list_tools(State(state): State<Arc<AppState>>) -> Json<Vec<agent_registry::ToolInfo>> {
     Json(state.registry().list_tools())
-}
-
-/// An HTTP refusal with the protocol's error body.
-pub(crate) fn refuse(status: StatusCode, error: ErrorCode, message: String) -> Response {
-    (status, Json(HttpError { error, message })).into_response()
 }
 
 async fn dev_token(
@@ -245,32 +248,6 @@ async fn dev_token(
     }
 }
 
-/// The user of a request: its token (see [`bearer`]) verified.
-pub(crate) async fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<UserId, AuthError> {
-    state.auth.verify(&bearer(headers, query)?).await
-}
-
-/// The token of a connect request: the `Authorization: Bearer` header, else `?token=` (for
-/// browsers, which cannot set headers on a WebSocket).
-fn bearer(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, AuthError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| AuthError::BadScheme)?;
-        return match value.split_once(' ') {
-            Some((scheme, token))
-                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-            {
-                Ok(token.trim().to_owned())
-            }
-            _ => Err(AuthError::BadScheme),
-        };
-    }
-    query.get("token").cloned().ok_or(AuthError::Missing)
-}
-
 /// `GET /ws`: authenticate, read the resume parameters, check the user's connection cap,
 /// then upgrade with buffers sized for many small frames.
 async fn ws_handler(
@@ -279,11 +256,11 @@ async fn ws_handler(
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let refuse = |status, code: ErrorCode, message| {
+    let refuse = |status, code: ErrorCode, message: String| {
         state.metrics.refused(&code);
         refuse(status, code, message)
     };
-    let user = match authenticate(&state, &headers, &query).await {
+    let user = match authenticate(&state.auth, &headers, &query).await {
         Ok(user) => user,
         Err(e) => {
             tracing::info!(reason = %e, "refused a connection");

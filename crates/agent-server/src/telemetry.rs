@@ -10,16 +10,7 @@ use secrets::{Scrubber, Site};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::{LogFormat, OtlpProtocol};
-
-/// Where and how spans are exported (validated by the configuration).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Otlp {
-    /// The collector's traces URL: `--otlp-endpoint` followed by `/v1/traces`.
-    pub traces_url: String,
-    /// The encoding.
-    pub protocol: OtlpProtocol,
-}
+use crate::config::{LogFormat, Otlp};
 
 /// The subscriber's layers sit on the `RUST_LOG` filter: what it leaves out is neither
 /// logged nor exported.

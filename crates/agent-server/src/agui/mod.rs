@@ -38,7 +38,7 @@ use ws_bridge::Subscription;
 
 use self::map::{ClientIds, Mapper};
 use crate::app::AppState;
-use crate::routes::{authenticate, refuse};
+use crate::http_auth::{authenticate, refuse};
 use crate::runs::RunRequest;
 
 /// The largest request body: a `RunAgentInput` carries the conversation so far.
@@ -63,7 +63,7 @@ pub(crate) async fn run(
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let user = match authenticate(&state, &headers, &HashMap::new()).await {
+    let user = match authenticate(&state.auth, &headers, &HashMap::new()).await {
         Ok(user) => user,
         Err(e) => {
             return refuse(

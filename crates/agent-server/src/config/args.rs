@@ -172,20 +172,20 @@ pub struct ServeArgs {
     pub allowed_origins: Vec<String>,
     /// Requests per minute one user may make to the HTTP API (/v1 and /agui together);
     /// beyond it 429 `rate_limited` with Retry-After.
-    #[arg(long, env = "AGENT_SERVER_HTTP_RATE_PER_USER_PER_MINUTE", default_value_t = crate::http_guard::HttpRates::default().per_user_per_minute, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "AGENT_SERVER_HTTP_RATE_PER_USER_PER_MINUTE", default_value_t = super::HttpRates::default().per_user_per_minute, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub http_rate_per_user_per_minute: u32,
     /// Requests per minute one client address (the TCP peer: behind a proxy, the proxy) may
     /// make to the HTTP API (/v1 and /agui together).
-    #[arg(long, env = "AGENT_SERVER_HTTP_RATE_PER_ADDRESS_PER_MINUTE", default_value_t = crate::http_guard::HttpRates::default().per_address_per_minute, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "AGENT_SERVER_HTTP_RATE_PER_ADDRESS_PER_MINUTE", default_value_t = super::HttpRates::default().per_address_per_minute, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub http_rate_per_address_per_minute: u32,
     /// POST /dev/token requests per minute from one client address.
-    #[arg(long, env = "AGENT_SERVER_DEV_TOKEN_RATE_PER_ADDRESS_PER_MINUTE", default_value_t = crate::http_guard::HttpRates::default().dev_token_per_address_per_minute, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "AGENT_SERVER_DEV_TOKEN_RATE_PER_ADDRESS_PER_MINUTE", default_value_t = super::HttpRates::default().dev_token_per_address_per_minute, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub dev_token_rate_per_address_per_minute: u32,
     /// Frames a connection may send in a burst before it is closed as flooding (1008).
-    #[arg(long, env = "AGENT_SERVER_FLOOD_BURST", default_value_t = crate::connection::FLOOD_LIMIT, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "AGENT_SERVER_FLOOD_BURST", default_value_t = super::FLOOD_LIMIT, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub flood_burst: u32,
     /// Seconds over which the flood burst refills.
-    #[arg(long, env = "AGENT_SERVER_FLOOD_WINDOW_SECS", default_value_t = crate::connection::FLOOD_WINDOW.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    #[arg(long, env = "AGENT_SERVER_FLOOD_WINDOW_SECS", default_value_t = super::FLOOD_WINDOW.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub flood_window_secs: u64,
     /// Log lines as `text` (for people) or `json` (one object per line, for collectors);
     /// `RUST_LOG` sets the level (`info` by default).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrets::url::{Scheme, redacted};
 
-use super::{ConfigError, NO_OTLP, ServeArgs};
+use super::{ConfigError, NO_OTLP, Otlp, ServeArgs};
 
 /// What `--broker` takes besides `in-process`: Redis over TCP, over TLS, or a Unix socket.
 pub(super) const BROKER_SCHEMES: &[Scheme] = &[
@@ -155,7 +155,7 @@ fn server<'a>(
 /// Reads `--otlp-endpoint`: an `http://` or `https://` URL with a host; spans go to its
 /// `/v1/traces` (as with OpenTelemetry's own `OTEL_EXPORTER_OTLP_ENDPOINT`), or to the URL
 /// itself when it already ends so.
-pub(super) fn otlp(args: &ServeArgs) -> Result<Option<crate::telemetry::Otlp>, ConfigError> {
+pub(super) fn otlp(args: &ServeArgs) -> Result<Option<Otlp>, ConfigError> {
     let Some(endpoint) = &args.otlp_endpoint else {
         return Ok(None);
     };
@@ -185,7 +185,7 @@ pub(super) fn otlp(args: &ServeArgs) -> Result<Option<crate::telemetry::Otlp>, C
     } else {
         format!("{base}/v1/traces")
     };
-    Ok(Some(crate::telemetry::Otlp {
+    Ok(Some(Otlp {
         traces_url,
         protocol: args.otlp_protocol,
     }))

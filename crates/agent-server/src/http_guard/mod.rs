@@ -8,7 +8,8 @@
 //!   anything either).
 //! - `/ws`, `/v1/*`, `/agui/*` and `POST /dev/token`: a request whose `Origin` is neither the
 //!   server's own nor listed in `--allowed-origins` is refused with 403 `origin_not_allowed`
-//!   ([`origin`]). A request without `Origin` (a client that is not a browser) passes.
+//!   ([`AllowedOrigins`], a setting). A request without `Origin` (a client that is not a
+//!   browser) passes.
 //! - `/v1/*` and `/agui/*`: CORS for the listed origins (preflights answered with
 //!   `Authorization` and `Content-Type` allowed; a preflight from another origin gets the
 //!   403 and no CORS header, so browsers send nothing after it), and rate limits per user and per address;
@@ -17,6 +18,9 @@
 //!
 //! - With dev tokens (a generated secret, on loopback), the same routes take only requests
 //!   that name a loopback `Host` (`localhost`, `127.0.0.1`, `[::1]`), against DNS rebinding.
+//!
+//! The checks read an `Edge`, the few parts of the server's state they need, so the edge
+//! does not depend on the state's owner (`app.rs`).
 //!
 //! **Architecture Invariant:** a page of another site never gets a socket or an API answer
 //! with a user's token: browsers name the page's origin, and it is checked before the token.
@@ -35,15 +39,30 @@ use axum::routing::MethodRouter;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::app::AppState;
-use crate::routes::{authenticate, refuse};
+use crate::auth::Auth;
+use crate::config::AllowedOrigins;
+use crate::http_auth::{authenticate, refuse};
+use crate::metrics::Metrics;
 
-pub mod origin;
 pub mod rate;
 
-pub use origin::{AllowedOrigins, OriginError};
 pub(crate) use rate::HttpLimits;
-pub use rate::HttpRates;
+
+/// What the edge's checks read: taken from the server's state when the router is built, so
+/// the edge depends on these parts and not on the state that holds them.
+pub(crate) struct Edge {
+    /// Browser origins allowed besides the server's own (`--allowed-origins`).
+    pub(crate) allowed_origins: AllowedOrigins,
+    /// Whether requests must name a loopback `Host`: dev tokens served on a loopback
+    /// address (see [`rebound_host`]).
+    pub(crate) loopback_only: bool,
+    /// Verifies the token a per-user rate limit is keyed by.
+    pub(crate) auth: Arc<Auth>,
+    /// The HTTP API's rate limits (per user, per address).
+    pub(crate) limits: Arc<HttpLimits>,
+    /// Counts refusals and rate-limited requests.
+    pub(crate) metrics: Arc<Metrics>,
+}
 
 /// The Content Security Policy of every response. `connect-src 'self'` covers `ws://` and
 /// `wss://` to the page's own host and port (CSP level 3); images may be `data:` URLs (the
@@ -107,18 +126,21 @@ where
 }
 
 /// `route` behind the origin check and the rate limits of `guarded` (and CORS, for the API).
-pub(crate) fn guard(
-    state: &Arc<AppState>,
+pub(crate) fn guard<S>(
+    edge: &Arc<Edge>,
     guarded: Guarded,
-    route: MethodRouter<Arc<AppState>>,
-) -> MethodRouter<Arc<AppState>> {
+    route: MethodRouter<S>,
+) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     // The origin check is the outer layer, so a preflight from an origin that is not allowed
     // gets a 403 without any CORS header, and CORS answers only allowed ones.
     let route = match guarded {
-        Guarded::History | Guarded::Agui => route.layer(cors(&state.config.allowed_origins)),
+        Guarded::History | Guarded::Agui => route.layer(cors(&edge.allowed_origins)),
         Guarded::DevToken | Guarded::Socket => route,
     };
-    route.layer(from_fn_with_state((Arc::clone(state), guarded), check))
+    route.layer(from_fn_with_state((Arc::clone(edge), guarded), check))
 }
 
 /// CORS for the listed origins (the server's own page needs none).
@@ -136,12 +158,11 @@ fn cors(allowed: &AllowedOrigins) -> CorsLayer {
 
 /// The middleware: the origin, then the rate limits, then the handler.
 async fn check(
-    State((state, guarded)): State<(Arc<AppState>, Guarded)>,
+    State((edge, guarded)): State<(Arc<Edge>, Guarded)>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(refusal) =
-        rebound_host(&state, &request).or_else(|| foreign_origin(&state, &request))
+    if let Some(refusal) = rebound_host(&edge, &request).or_else(|| foreign_origin(&edge, &request))
     {
         return refusal;
     }
@@ -153,26 +174,25 @@ async fn check(
         // A preflight (answered by CORS, cached by the browser for 10 minutes) is not counted.
         _ if request.method() == Method::OPTIONS => Ok(()),
         Guarded::Socket => Ok(()),
-        Guarded::DevToken => address.map_or(Ok(()), |a| state.http_limits.dev_token(a)),
+        Guarded::DevToken => address.map_or(Ok(()), |a| edge.limits.dev_token(a)),
         Guarded::History | Guarded::Agui => {
             // The per-user limit needs the verified user: a forged `sub` must not spend
             // someone else's requests. An invalid token counts against the address only, and
             // its handler answers 401.
             let user = if request.headers().contains_key(header::AUTHORIZATION) {
-                authenticate(&state, request.headers(), &HashMap::new())
+                authenticate(&edge.auth, request.headers(), &HashMap::new())
                     .await
                     .ok()
             } else {
                 None
             };
-            state.http_limits.api(address, user.as_ref())
+            edge.limits.api(address, user.as_ref())
         }
     };
     match limited {
         Ok(()) => next.run(request).await,
         Err(limited) => {
-            state
-                .metrics
+            edge.metrics
                 .http_rate_limited(guarded.label(), limited.key.label());
             too_many(guarded, limited)
         }
@@ -184,12 +204,12 @@ async fn check(
 /// owner pointed at 127.0.0.1 (DNS rebinding) is same-origin to the browser, `Origin` and
 /// `Host` both naming that site; without this check it could take a token for any user from
 /// `POST /dev/token` and use it.
-fn rebound_host(state: &AppState, request: &Request) -> Option<Response> {
-    if !state.auth.dev_tokens() || !state.config.addr.ip().is_loopback() {
+fn rebound_host(edge: &Edge, request: &Request) -> Option<Response> {
+    if !edge.loopback_only {
         return None;
     }
     let host = request.headers().get(header::HOST);
-    if host.is_some_and(origin::is_loopback_host) {
+    if host.is_some_and(is_loopback_host) {
         return None;
     }
     let shown: String = host
@@ -201,7 +221,7 @@ fn rebound_host(state: &AppState, request: &Request) -> Option<Response> {
         })
         .unwrap_or_default();
     tracing::info!(host = %shown, path = %request.uri().path(), "refused a request that names no loopback host");
-    state.metrics.refused(&ErrorCode::OriginNotAllowed);
+    edge.metrics.refused(&ErrorCode::OriginNotAllowed);
     Some(refuse(
         StatusCode::FORBIDDEN,
         ErrorCode::OriginNotAllowed,
@@ -213,11 +233,30 @@ fn rebound_host(state: &AppState, request: &Request) -> Option<Response> {
     ))
 }
 
+/// Whether `host` (a `Host` header: a name or address, and maybe a port) names this machine's
+/// loopback: `localhost`, a name under `.localhost`, `127.0.0.0/8` or `[::1]`.
+fn is_loopback_host(host: &HeaderValue) -> bool {
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // `[::1]:8080`: the address is between the brackets.
+        Some(rest) => rest.split_once(']').map_or("", |(address, _)| address),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The 403 of a request from a page of an origin that is not allowed, if it is one.
-fn foreign_origin(state: &AppState, request: &Request) -> Option<Response> {
+fn foreign_origin(edge: &Edge, request: &Request) -> Option<Response> {
     let origin = request.headers().get(header::ORIGIN)?;
     let host = request.headers().get(header::HOST);
-    if state.config.allowed_origins.allows(origin, host) {
+    if edge.allowed_origins.allows(origin, host) {
         return None;
     }
     let shown: String = String::from_utf8_lossy(origin.as_bytes())
@@ -225,7 +264,7 @@ fn foreign_origin(state: &AppState, request: &Request) -> Option<Response> {
         .take(200)
         .collect();
     tracing::info!(origin = %shown, path = %request.uri().path(), "refused a request from a foreign origin");
-    state.metrics.refused(&ErrorCode::OriginNotAllowed);
+    edge.metrics.refused(&ErrorCode::OriginNotAllowed);
     Some(refuse(
         StatusCode::FORBIDDEN,
         ErrorCode::OriginNotAllowed,
@@ -264,5 +303,33 @@ fn describe(guarded: Guarded) -> &'static str {
         Guarded::History | Guarded::Agui => "the HTTP API (/v1 and /agui together)",
         Guarded::DevToken => "POST /dev/token",
         Guarded::Socket => "GET /ws",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        let table = [
+            ("localhost", true),
+            ("localhost:8080", true),
+            ("LOCALHOST.:8080", true),
+            ("app.localhost:3000", true),
+            ("127.0.0.1:8080", true),
+            ("127.1.2.3", true),
+            ("[::1]:8080", true),
+            ("[::1]", true),
+            ("evil.example:8080", false),
+            ("localhost.evil.example", false),
+            ("10.0.0.1:8080", false),
+            ("[2001:db8::1]:80", false),
+            ("", false),
+        ];
+        for (host, loopback) in table {
+            let value = HeaderValue::from_str(host).unwrap();
+            assert_eq!(is_loopback_host(&value), loopback, "{host}");
+        }
     }
 }

@@ -17,28 +17,7 @@ use core_context::UserId;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-/// Requests per minute allowed on the HTTP API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpRates {
-    /// Per user, on `/v1/*` and `/agui/*` together.
-    pub per_user_per_minute: u32,
-    /// Per client address, on `/v1/*` and `/agui/*` together.
-    pub per_address_per_minute: u32,
-    /// Per client address, on `POST /dev/token`.
-    pub dev_token_per_address_per_minute: u32,
-}
-
-impl Default for HttpRates {
-    /// Far above what the chat page asks for (at start: `/v1/me`, the thread list, the open
-    /// thread and each of its runs), so a person never meets them; a script looping does.
-    fn default() -> Self {
-        Self {
-            per_user_per_minute: 600,
-            per_address_per_minute: 1_200,
-            dev_token_per_address_per_minute: 30,
-        }
-    }
-}
+use crate::config::HttpRates;
 
 /// What a request was counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

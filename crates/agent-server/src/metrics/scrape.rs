@@ -2,6 +2,9 @@
 //! keep themselves (the history writer, the Redis broker, the `llm` agent, the tool
 //! dispatcher's refusals and cuts), put in a registry made for this scrape and written after
 //! the live one.
+//!
+//! It reads a [`Snapshot`] that the state's owner fills (`AppState::snapshot`), not the state
+//! itself, so metrics depends on the parts it reads and not on the composition root.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -10,8 +13,39 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::Metrics;
-use crate::app::AppState;
+/// What a scrape reads from the rest of the server: the states of this moment, and the parts
+/// that keep their own counts. The server's state fills one per scrape.
+#[derive(Clone, Copy)]
+pub struct Snapshot<'a> {
+    /// WebSocket connections open.
+    pub connections_open: usize,
+    /// The per-user limit of concurrent runs.
+    pub run_limit_per_user: usize,
+    /// Users with at least one run going on this node.
+    pub users_with_runs: usize,
+    /// Users whose runs on this node reach the per-user limit.
+    pub users_at_run_limit: usize,
+    /// Users whose stream this node holds.
+    pub streams: usize,
+    /// Frames the replay logs hold, all users together, when the broker counts them.
+    pub replay_log_frames: Option<u64>,
+    /// Whether the broker takes and delivers events.
+    pub broker_up: bool,
+    /// Whether the server is shutting down.
+    pub draining: bool,
+    /// The history writer's counts, with `--store`.
+    pub history: Option<&'a history::WriterStats>,
+    /// The Redis broker's counts, with a Redis broker.
+    pub redis: Option<&'a redis_broker::BrokerStats>,
+    /// The `llm` agent's model counts, when it is registered.
+    pub model: Option<&'a llm_agent::ModelStats>,
+    /// The MCP servers, with `--mcp-server`.
+    pub mcp: Option<&'a mcp_tools::McpTools>,
+    /// What removes the server's secrets (it counts what it removed).
+    pub scrubber: &'a secrets::Scrubber,
+    /// The registry (its tools, and what the dispatcher refused or cut).
+    pub registry: &'a agent_registry::AgentRegistry,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Why {
@@ -58,10 +92,11 @@ fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// `live` (the counts kept as things happen) followed by the states of `state` now.
-pub(super) fn render(live: &Registry, metrics: &Metrics, state: &AppState) -> String {
+/// `live` (the counts kept as things happen) followed by what `state` read now and the
+/// runs going on now (`runs_active`, which the live counts keep).
+pub(super) fn render(live: &Registry, runs_active: usize, state: &Snapshot<'_>) -> String {
     let mut now = Registry::with_prefix("agent_server");
-    states(&mut now, metrics, state);
+    states(&mut now, runs_active, state);
     history(&mut now, state);
     broker(&mut now, state);
     model(&mut now, state);
@@ -76,46 +111,44 @@ pub(super) fn render(live: &Registry, metrics: &Metrics, state: &AppState) -> St
     out
 }
 
-fn states(r: &mut Registry, metrics: &Metrics, state: &AppState) {
-    let limit = state.config.engine.max_concurrent_runs;
-    let load = state.runs.sessions().run_load(limit);
+fn states(r: &mut Registry, runs_active: usize, state: &Snapshot<'_>) {
     gauge(
         r,
         "connections_open",
         "WebSocket connections open now",
-        count(state.open_connections()),
+        count(state.connections_open),
     );
     gauge(
         r,
         "runs_active",
         "Runs between their start and their end now (sub-runs included)",
-        count(metrics.runs_active()),
+        count(runs_active),
     );
     gauge(
         r,
         "users_with_runs",
         "Users with at least one run going on this node",
-        count(load.users_with_runs),
+        count(state.users_with_runs),
     );
     gauge(
         r,
         "users_at_run_limit",
         "Users whose runs on this node reach the per-user limit (more starts wait or are refused)",
-        count(load.users_at_limit),
+        count(state.users_at_run_limit),
     );
     gauge(
         r,
         "run_limit_per_user",
         "The per-user limit of concurrent runs",
-        count(limit),
+        count(state.run_limit_per_user),
     );
     gauge(
         r,
         "streams",
         "Users whose stream this node holds",
-        count(state.bridge.user_count()),
+        count(state.streams),
     );
-    if let Some(frames) = state.bridge.replay_frames() {
+    if let Some(frames) = state.replay_log_frames {
         gauge(
             r,
             "replay_log_frames",
@@ -127,13 +160,13 @@ fn states(r: &mut Registry, metrics: &Metrics, state: &AppState) {
         r,
         "broker_up",
         "Whether the broker takes and delivers events (1) or not (0)",
-        flag(state.bridge.broker_healthy()),
+        flag(state.broker_up),
     );
     gauge(
         r,
         "draining",
         "Whether the server is shutting down (1)",
-        flag(state.runs.is_draining()),
+        flag(state.draining),
     );
 }
 
@@ -143,14 +176,14 @@ struct ScrubSite {
 }
 
 /// The secrets removed from outgoing text, by where the text was going.
-fn secrets(r: &mut Registry, state: &AppState) {
+fn secrets(r: &mut Registry, state: &Snapshot<'_>) {
     let scrubbed = Family::<ScrubSite, Counter>::default();
     for site in secrets::Site::ALL {
         scrubbed
             .get_or_create(&ScrubSite {
                 site: site.as_str(),
             })
-            .inc_by(state.config.scrubber.scrubbed(site));
+            .inc_by(state.scrubber.scrubbed(site));
     }
     r.register(
         "secrets_scrubbed",
@@ -160,8 +193,8 @@ fn secrets(r: &mut Registry, state: &AppState) {
 }
 
 /// Each MCP server's state (with `--mcp-server`).
-fn mcp(r: &mut Registry, state: &AppState) {
-    let Some(mcp) = &state.config.tools.mcp else {
+fn mcp(r: &mut Registry, state: &Snapshot<'_>) {
+    let Some(mcp) = state.mcp else {
         return;
     };
     let up = Family::<Server, Gauge>::default();
@@ -196,10 +229,10 @@ fn mcp(r: &mut Registry, state: &AppState) {
 /// What the tool dispatcher refused or cut, by tool (the registry counts both: neither is
 /// visible in an event without matching on its text). Every tool listed now has a sample,
 /// zero until something is counted, so a rate is defined from the first scrape.
-fn tools(r: &mut Registry, state: &AppState) {
+fn tools(r: &mut Registry, state: &Snapshot<'_>) {
     let invalid = Family::<Tool, Counter>::default();
     let truncated = Family::<Tool, Counter>::default();
-    let registry = state.registry();
+    let registry = state.registry;
     let counts = registry.tool_counts();
     let names: std::collections::BTreeSet<String> = registry
         .tool_names()
@@ -228,12 +261,11 @@ fn tools(r: &mut Registry, state: &AppState) {
     );
 }
 
-fn history(r: &mut Registry, state: &AppState) {
+fn history(r: &mut Registry, state: &Snapshot<'_>) {
     use std::sync::atomic::Ordering::Relaxed;
-    let Some(recorder) = &state.recorder else {
+    let Some(stats) = state.history else {
         return;
     };
-    let stats = recorder.writer().stats();
     gauge(
         r,
         "store_up",
@@ -268,11 +300,10 @@ fn history(r: &mut Registry, state: &AppState) {
     );
 }
 
-fn broker(r: &mut Registry, state: &AppState) {
-    let Some(cluster) = state.runs.cluster() else {
+fn broker(r: &mut Registry, state: &Snapshot<'_>) {
+    let Some(stats) = state.redis else {
         return;
     };
-    let stats = cluster.broker_stats();
     let table = [
         (
             "redis_events_published",
@@ -320,8 +351,8 @@ fn broker(r: &mut Registry, state: &AppState) {
     }
 }
 
-fn model(r: &mut Registry, state: &AppState) {
-    let Some(stats) = &state.model_stats else {
+fn model(r: &mut Registry, state: &Snapshot<'_>) {
+    let Some(stats) = state.model else {
         return;
     };
     let stats = stats.snapshot();

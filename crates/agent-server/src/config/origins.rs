@@ -1,11 +1,13 @@
-//! Which browser origins may use the API and open sockets: the server's own (the `Origin`
-//! names the `Host` the request was sent to, over plain HTTP), plus the `--allowed-origins`
-//! list.
+//! `--allowed-origins`: which browser origins may use the API and open sockets: the server's
+//! own (the `Origin` names the `Host` the request was sent to, over plain HTTP), plus the
+//! listed ones.
 //!
 //! Browsers send `Origin` on every WebSocket upgrade and on every cross-origin request, so a
-//! page of another site that holds (or guesses its way to) a user's token is refused here.
-//! Clients that are not browsers (the CLI, `agent-client`, loadgen, curl) send no `Origin`
-//! and are not affected: they are authenticated by their token alone.
+//! page of another site that holds (or guesses its way to) a user's token is refused by the
+//! HTTP edge (`http_guard`), which asks [`AllowedOrigins::allows`]. Clients that are not
+//! browsers (the CLI, `agent-client`, loadgen, curl) send no `Origin` and are not affected:
+//! they are authenticated by their token alone. The list is a setting, so it lives with the
+//! configuration, which the edge depends on and not the other way round.
 
 use axum::http::HeaderValue;
 use axum::http::uri::Authority;
@@ -141,51 +143,9 @@ fn normalize(value: &str) -> Result<String, &'static str> {
     })
 }
 
-/// Whether `host` (a `Host` header: a name or address, and maybe a port) names this machine's
-/// loopback: `localhost`, a name under `.localhost`, `127.0.0.0/8` or `[::1]`.
-pub(crate) fn is_loopback_host(host: &HeaderValue) -> bool {
-    let Ok(host) = host.to_str() else {
-        return false;
-    };
-    let name = match host.strip_prefix('[') {
-        // `[::1]:8080`: the address is between the brackets.
-        Some(rest) => rest.split_once(']').map_or("", |(address, _)| address),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_hosts() {
-        let table = [
-            ("localhost", true),
-            ("localhost:8080", true),
-            ("LOCALHOST.:8080", true),
-            ("app.localhost:3000", true),
-            ("127.0.0.1:8080", true),
-            ("127.1.2.3", true),
-            ("[::1]:8080", true),
-            ("[::1]", true),
-            ("evil.example:8080", false),
-            ("localhost.evil.example", false),
-            ("10.0.0.1:8080", false),
-            ("[2001:db8::1]:80", false),
-            ("", false),
-        ];
-        for (host, loopback) in table {
-            let value = HeaderValue::from_str(host).unwrap();
-            assert_eq!(is_loopback_host(&value), loopback, "{host}");
-        }
-    }
 
     fn check_parse(value: &str, expected: Result<&[&str], &str>) {
         let got = AllowedOrigins::parse(&[value]);
