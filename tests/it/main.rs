@@ -38,6 +38,7 @@ mod history_server;
 mod history_writer;
 mod http_edge;
 mod identity;
+mod import_cycles;
 mod llm;
 mod loadgen;
 mod logs;
