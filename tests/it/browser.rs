@@ -161,16 +161,24 @@ pub(crate) async fn start(client: &Client, agent: &str, message: &str, input: Op
         field.clear().await.unwrap();
         field.send_keys(input).await.unwrap();
     }
+    // How many runs show before this one, so that waiting for "the newest run" waits for
+    // this run's view rather than taking the previous run for it.
+    js(
+        client,
+        "window.runsBefore = document.querySelectorAll('#conversation > .run').length; return true",
+    )
+    .await;
     let message_field = client.find(Locator::Id("message")).await.unwrap();
     message_field.send_keys(message).await.unwrap();
     message_field.send_keys("\u{E007}").await.unwrap(); // Enter sends.
 }
 
 /// Waits until the newest top-level run on the page (the last of the conversation) is in
-/// `run_state` (`completed`, `cancelled`, `error`).
+/// `run_state` (`completed`, `cancelled`, `error`); after [`start`], the run it started (the
+/// page shows more runs than before it).
 pub(crate) async fn wait_newest_run(client: &Client, run_state: &str) {
     let script = format!(
-        "const r = [...document.querySelectorAll('#conversation > .run')].pop(); return !!r && r.dataset.state === '{run_state}'"
+        "const all = [...document.querySelectorAll('#conversation > .run')]; const r = all[all.length - 1]; return all.length > (window.runsBefore || 0) && !!r && r.dataset.state === '{run_state}'"
     );
     wait_js(client, &format!("the newest run is {run_state}"), &script).await;
 }
@@ -536,65 +544,4 @@ async fn after_a_server_restart_the_page_says_the_resume_failed_and_reloads() {
     start(&b.client, "assistant", "What is 4*4?", None).await;
     wait_newest_run(&b.client, "completed").await;
     again.shutdown().await;
-}
-
-/// With a history store, a conversation survives a real server restart in the page: the
-/// page shows the stored run with its answer, and a follow-up continues the same thread.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_conversation_survives_a_server_restart_in_the_page() {
-    let dir =
-        std::env::temp_dir().join(format!("agent-it-page-{}", core_context::RunId::generate()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = format!("sqlite://{}", dir.join("history.db").display());
-    let kept = store.clone();
-    let server = start_server(move |c| c.store = Some(kept)).await;
-    let addr = server.addr();
-    let b = browser().await;
-    sign_in_as(
-        &b.client,
-        addr,
-        "token",
-        &crate::server_support::token("alice"),
-    )
-    .await;
-    start(&b.client, "assistant", "What is 3*3?", None).await;
-    wait_newest_run(&b.client, "completed").await;
-    let thread = js(&b.client, "return window.chat.state.thread").await;
-    assert!(
-        thread.as_str().is_some_and(|t| t.starts_with("thr_")),
-        "{thread}"
-    );
-
-    let again = restart_keeping_history(server, store, &b.client).await;
-    let shown = js(&b.client, "return [...document.querySelectorAll('#conversation > .run')].map(r => [r.dataset.state, r.querySelector('.answer').textContent])").await;
-    let shown = shown.as_array().unwrap();
-    assert_eq!(shown.len(), 1, "{shown:?}");
-    assert_eq!(shown[0][0], "completed");
-    assert!(shown[0][1].as_str().unwrap().contains('9'), "{shown:?}");
-    assert_eq!(
-        js(&b.client, "return window.chat.state.thread").await,
-        thread
-    );
-
-    // A follow-up continues the thread (the server accepts it in the same thread).
-    start(&b.client, "assistant", "What is 4*4?", None).await;
-    wait_js(
-        &b.client,
-        "the follow-up completed",
-        "return document.querySelectorAll('#conversation > .run').length === 2 \
-         && [...document.querySelectorAll('#conversation > .run')].pop().dataset.state === 'completed'",
-    )
-    .await;
-    assert_eq!(
-        js(&b.client, "return window.chat.state.thread").await,
-        thread
-    );
-    let answer = js(
-        &b.client,
-        "return [...document.querySelectorAll('#conversation > .run .answer')].pop().textContent",
-    )
-    .await;
-    assert!(answer.as_str().unwrap().contains("16"), "{answer}");
-    again.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,7 +2,8 @@
 //! answer rendered as markdown with any HTML in it shown as text, the steps folded under it;
 //! sign-in that recovers from a bad token and from a restarted server; nothing typed lost to
 //! a refusal; a session that survives a reload and ends with sign-out; the threads sidebar,
-//! which opens an old conversation after a restart and continues it; and a narrow screen.
+//! which opens an old conversation after a restart and continues it; a conversation that
+//! survives a server restart in the page; and a narrow screen.
 //! Each state is saved as a screenshot under the target directory's `browser-artifacts`.
 
 use std::time::Duration;
@@ -400,6 +401,67 @@ async fn the_sidebar_opens_an_old_conversation_after_a_restart_and_continues_it(
         "sideways scroll with the sidebar open"
     );
     artifact(&b.client, "chat-narrow-sidebar.png").await;
+    again.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With a history store, a conversation survives a real server restart in the page: the
+/// page shows the stored run with its answer, and a follow-up continues the same thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_survives_a_server_restart_in_the_page() {
+    let dir =
+        std::env::temp_dir().join(format!("agent-it-page-{}", core_context::RunId::generate()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = format!("sqlite://{}", dir.join("history.db").display());
+    let kept = store.clone();
+    let server = start_server(move |c| c.store = Some(kept)).await;
+    let addr = server.addr();
+    let b = browser().await;
+    sign_in_as(
+        &b.client,
+        addr,
+        "token",
+        &crate::server_support::token("alice"),
+    )
+    .await;
+    start(&b.client, "assistant", "What is 3*3?", None).await;
+    wait_newest_run(&b.client, "completed").await;
+    let thread = js(&b.client, "return window.chat.state.thread").await;
+    assert!(
+        thread.as_str().is_some_and(|t| t.starts_with("thr_")),
+        "{thread}"
+    );
+
+    let again = restart_keeping_history(server, store, &b.client).await;
+    let shown = js(&b.client, "return [...document.querySelectorAll('#conversation > .run')].map(r => [r.dataset.state, r.querySelector('.answer').textContent])").await;
+    let shown = shown.as_array().unwrap();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0][0], "completed");
+    assert!(shown[0][1].as_str().unwrap().contains('9'), "{shown:?}");
+    assert_eq!(
+        js(&b.client, "return window.chat.state.thread").await,
+        thread
+    );
+
+    // A follow-up continues the thread (the server accepts it in the same thread).
+    start(&b.client, "assistant", "What is 4*4?", None).await;
+    wait_js(
+        &b.client,
+        "the follow-up completed",
+        "return document.querySelectorAll('#conversation > .run').length === 2 \
+         && [...document.querySelectorAll('#conversation > .run')].pop().dataset.state === 'completed'",
+    )
+    .await;
+    assert_eq!(
+        js(&b.client, "return window.chat.state.thread").await,
+        thread
+    );
+    let answer = js(
+        &b.client,
+        "return [...document.querySelectorAll('#conversation > .run .answer')].pop().textContent",
+    )
+    .await;
+    assert!(answer.as_str().unwrap().contains("16"), "{answer}");
     again.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
