@@ -43,6 +43,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // protocol's types and nothing else of the workspace. No crate may use it (no other row
     // lists it).
     ("loadgen", &["core-context", "agent-protocol"]),
+    // The run service: starting and cancelling runs with their rules, on the engine, the
+    // history and the Redis broker; no transport (no wire, no HTTP), and only the server uses
+    // it.
+    (
+        "run-service",
+        &[
+            "core-context",
+            "agent-registry",
+            "ws-bridge",
+            "redis-broker",
+            "history",
+            "execution-engine",
+        ],
+    ),
     // The composition root: it may use every library crate but the client (the terminal
     // client is agent-chat's), and no crate may use it.
     (
@@ -54,6 +68,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "redis-broker",
             "history",
             "execution-engine",
+            "run-service",
             "agents",
             "llm-agent",
             "mcp-tools",
@@ -257,10 +272,10 @@ fn no_source_file_is_over_the_limit() {
     );
 }
 
-/// The source files of the server crate, with their text.
-fn server_sources() -> Vec<(std::path::PathBuf, String)> {
+/// The source files of `krate` (under `crates/<krate>/src`), with their text.
+fn crate_sources(krate: &str) -> Vec<(std::path::PathBuf, String)> {
     let mut files = Vec::new();
-    let mut dirs = vec![crates_dir().join("agent-server/src")];
+    let mut dirs = vec![crates_dir().join(krate).join("src")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -275,41 +290,60 @@ fn server_sources() -> Vec<(std::path::PathBuf, String)> {
     files
 }
 
-/// Starting and cancelling runs knows no transport: the run service answers with its own
-/// types, and each transport (socket, AG-UI, history API) renders them.
+/// Starting and cancelling runs knows no transport: the run service (the `run-service`
+/// crate) depends on no wire and no HTTP crate, answers with its own types, and each
+/// transport (socket, AG-UI, history API) renders them.
 #[test]
 fn the_run_service_has_no_transport() {
-    let runs = std::fs::read_to_string(crates_dir().join("agent-server/src/runs.rs")).unwrap();
-    for transport in ["agent_protocol", "ServerFrame", "axum", "StatusCode", "Sse"] {
+    let dependencies = dependencies("run-service");
+    for transport in ["agent-protocol", "axum", "agent-server"] {
         assert!(
-            !runs.contains(transport),
-            "agent-server/src/runs.rs names {transport}: the run service has no transport"
+            !dependencies.contains(transport),
+            "run-service depends on {transport}: the run service has no transport"
         );
     }
-    // Its refusals' codes are the protocol's: each one the transports render is known.
+    let sources = crate_sources("run-service");
+    assert!(
+        sources.iter().any(|(path, _)| path.ends_with("service.rs")),
+        "run-service has no service.rs"
+    );
     let mut codes = 0;
-    for piece in runs.split("Refusal::new(").skip(1) {
-        let Some(code) = piece.trim_start().strip_prefix('"') else {
-            continue; // a code passed through from the engine, whose codes have their own test
-        };
-        let code = &code[..code.find('"').unwrap()];
-        assert!(
-            !matches!(
-                agent_protocol::ErrorCode::from_wire(code),
-                agent_protocol::ErrorCode::Other(_)
-            ),
-            "runs.rs refuses with {code:?}, which is no code of the protocol"
-        );
-        codes += 1;
+    for (path, text) in &sources {
+        for transport in ["agent_protocol", "ServerFrame", "axum", "StatusCode", "Sse"] {
+            assert!(
+                !text.contains(transport),
+                "{} names {transport}: the run service has no transport",
+                path.display()
+            );
+        }
+        // Its refusals' codes are the protocol's: each one the transports render is known.
+        for piece in text.split("Refusal::new(").skip(1) {
+            let Some(code) = piece.trim_start().strip_prefix('"') else {
+                continue; // a code passed through from the engine, whose codes have their own test
+            };
+            let code = &code[..code.find('"').unwrap()];
+            assert!(
+                !matches!(
+                    agent_protocol::ErrorCode::from_wire(code),
+                    agent_protocol::ErrorCode::Other(_)
+                ),
+                "{} refuses with {code:?}, which is no code of the protocol",
+                path.display()
+            );
+            codes += 1;
+        }
     }
-    assert!(codes >= 5, "found only {codes} refusal codes in runs.rs");
+    assert!(
+        codes >= 5,
+        "found only {codes} refusal codes in run-service"
+    );
 }
 
 /// Wire frames are the WebSocket code's (the socket loop, `connection.rs`, and its adapters,
 /// `wire.rs`): no other module of the server names `ServerFrame`.
 #[test]
 fn only_the_socket_code_names_server_frames() {
-    for (path, text) in server_sources() {
+    for (path, text) in crate_sources("agent-server") {
         if path.ends_with("connection.rs") || path.ends_with("wire.rs") {
             continue;
         }

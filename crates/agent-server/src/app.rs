@@ -1,6 +1,6 @@
 //! The composition root: the state every handler shares (registry, auth, bridge, the run
 //! service, the history, metrics). Starting and cancelling runs is the run service's
-//! (`runs.rs`).
+//! (the `run-service` crate).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -10,16 +10,16 @@ use agent_registry::AgentRegistry;
 use core_context::CancellationToken;
 use execution_engine::ExecutionEngineFactory;
 use redis_broker::RedisBroker;
+use run_service::RunService;
+use run_service::cluster::Cluster;
+use run_service::recorder::Recorder;
+use run_service::sessions::Sessions;
 use ws_bridge::{AgentWebSocketBridge, Broker, InProcessBroker};
 
 use crate::auth::{Auth, AuthError, Identity};
-use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::http_guard::HttpLimits;
 use crate::metrics::{Metrics, Snapshot};
-use crate::recorder::Recorder;
-use crate::runs::RunService;
-use crate::sessions::Sessions;
 use crate::sink::ServerSink;
 
 /// Why the server could not start.
@@ -161,7 +161,7 @@ impl AppState {
             sessions,
             cluster,
             recorder.clone(),
-            Arc::clone(&metrics),
+            Arc::<Metrics>::clone(&metrics),
         );
         Ok(Arc::new(Self {
             http_limits: Arc::new(HttpLimits::new(config.http_rates)),

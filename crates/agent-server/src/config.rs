@@ -359,7 +359,7 @@ impl Default for ServerConfig {
             history_max_threads_per_user: 1_000,
             flood_burst: FLOOD_LIMIT,
             flood_window: FLOOD_WINDOW,
-            max_threads_per_user: crate::sessions::MAX_THREADS_PER_USER,
+            max_threads_per_user: run_service::sessions::MAX_THREADS_PER_USER,
             scrubber: Arc::default(),
             unscrubbed: Vec::new(),
             allowed_origins: AllowedOrigins::default(),

@@ -74,7 +74,7 @@ pub(crate) async fn serve(
     // Everything the connection logs, and every run it starts, is within this span.
     let span = tracing::info_span!(
         "connection",
-        user = %crate::auth::user_tag(&user),
+        user = %run_service::user_tag(&user),
         connection_id = %subscription.connection_id(),
     );
     tracing::Instrument::instrument(stream(&state, &user, subscription, socket), span).await;

@@ -4,12 +4,9 @@
 //! - [`config`]: every setting, from flags, environment variables and a TOML file, validated.
 //! - [`auth`]: JWT verification before the upgrade (an HS256 secret, or an identity provider's
 //!   RS256/ES256 public key or JWKS), and dev tokens for the embedded default.
-//! - [`app`]: the composition root: the shared state, starting and cancelling runs.
-//! - [`cluster`]: runs across nodes (with a Redis broker): the cluster-wide run limit,
-//!   cross-node `cancel_run`, and ending the runs of a node that died.
-//! - [`sessions`]: per-user rules: the start rate limit, thread ownership, active runs.
+//! - [`app`]: the composition root: the shared state, with the run service (the `run-service`
+//!   crate: starting and cancelling runs, sessions, the cluster's runs, the history's records).
 //! - [`mint`]: `agent-server token`, a token minted with the configured secret.
-//! - [`recorder`]: the history (with `--store`): runs and events recorded, interrupted runs.
 //! - [`history_http`]: the history's HTTP API for the signed-in user (`/v1/threads`, `/v1/runs`).
 //! - [`metrics`]: what the server counts, served at `/metrics` for Prometheus.
 //! - `sink`: the engine's event sink: counted, scrubbed, encoded once, recorded, published.
@@ -38,7 +35,6 @@
 pub mod agui;
 pub mod app;
 pub mod auth;
-pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod history_http;
@@ -46,12 +42,9 @@ mod http_auth;
 pub mod http_guard;
 pub mod metrics;
 pub mod mint;
-pub mod recorder;
 pub mod routes;
-pub mod runs;
 mod scrub;
 pub mod server;
-pub mod sessions;
 mod sink;
 pub mod telemetry;
 pub mod wire;

@@ -22,6 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use run_service::RunCounter;
 use ws_bridge::{ResumeFailure, ResumeOutcome};
 
 mod scrape;
@@ -123,6 +124,19 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The run service counts through the metrics: a run's queue wait starts when it is accepted.
+impl RunCounter for Metrics {
+    /// `run` was accepted (before the engine may start it): its queue wait starts.
+    fn run_accepted(&self, run: &RunId) {
+        self.runs.lock().entry(run.clone()).or_default().accepted = Some(Instant::now());
+    }
+
+    /// `run` was refused after [`RunCounter::run_accepted`].
+    fn run_refused(&self, run: &RunId) {
+        self.runs.lock().remove(run);
     }
 }
 
@@ -294,16 +308,6 @@ impl Metrics {
             self.emit_to_send
                 .observe(now.saturating_duration_since(published).as_secs_f64());
         }
-    }
-
-    /// `run` was accepted (before the engine may start it): its queue wait starts.
-    pub(crate) fn run_accepted(&self, run: &RunId) {
-        self.runs.lock().entry(run.clone()).or_default().accepted = Some(Instant::now());
-    }
-
-    /// `run` was refused after [`Metrics::run_accepted`].
-    pub(crate) fn run_refused(&self, run: &RunId) {
-        self.runs.lock().remove(run);
     }
 
     /// Runs between their start and their end.

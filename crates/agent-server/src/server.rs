@@ -10,11 +10,11 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use crate::app::{AppState, ServeError};
-use crate::cluster::Cluster;
 use crate::config::{BrokerChoice, LogFormat, ServeArgs, ServerConfig};
-use crate::recorder::{HEARTBEAT, Recorder};
 use crate::routes::router;
 use redis_broker::{RedisBroker, RedisBrokerConfig};
+use run_service::cluster::Cluster;
+use run_service::recorder::{HEARTBEAT, Recorder};
 use ws_bridge::InProcessBroker;
 
 /// A server that is listening.

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use core_context::event::EventKind;
 use core_context::{AgentEvent, EmitError, EncodedEvent, EventSink, UserId};
 use history::HistoryWriter;
+use run_service::recorder::now_ms;
 use secrets::{Scrubber, Site};
 use ws_bridge::AgentWebSocketBridge;
 
 use crate::metrics::Metrics;
-use crate::recorder::now_ms;
 
 /// See the module documentation.
 pub(crate) struct ServerSink {

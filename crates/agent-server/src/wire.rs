@@ -64,8 +64,8 @@ impl AsRef<[u8]> for ArcText {
 pub fn run_request(
     start: agent_protocol::StartAgent,
     request_id: Option<String>,
-) -> crate::runs::RunRequest {
-    crate::runs::RunRequest {
+) -> run_service::RunRequest {
+    run_service::RunRequest {
         agent: start.agent,
         message: start.message,
         thread_id: start.thread_id,
@@ -77,7 +77,7 @@ pub fn run_request(
 /// The `error` frame of a refused request.
 pub fn refused(
     request_id: Option<String>,
-    refusal: crate::runs::Refusal,
+    refusal: run_service::Refusal,
 ) -> agent_protocol::ServerFrame {
     let code = agent_protocol::ErrorCode::from_wire(refusal.code);
     agent_protocol::ServerFrame::error(request_id, code, refusal.message)

@@ -32,6 +32,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use core_context::{RunId, ThreadId, UserId};
+use run_service::RunRequest;
 use serde::Deserialize as _;
 use serde_json::{Map, Value, json};
 use ws_bridge::Subscription;
@@ -39,7 +40,6 @@ use ws_bridge::Subscription;
 use self::map::{ClientIds, Mapper};
 use crate::app::AppState;
 use crate::http_auth::{authenticate, refuse};
-use crate::runs::RunRequest;
 
 /// The largest request body: a `RunAgentInput` carries the conversation so far.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -20,16 +20,9 @@ use serde::{Deserialize, Serialize};
 /// How long a dev token lives.
 pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 
-/// A short tag for `user` in log lines: the same for one user within a process, and not the
-/// user id itself (a keyed hash with a key made at start), so logs correlate a user's lines
-/// without naming them.
-pub fn user_tag(user: &UserId) -> String {
-    use std::hash::BuildHasher;
-    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-        std::sync::OnceLock::new();
-    let hash = KEY.get_or_init(Default::default).hash_one(user.as_str());
-    format!("u{:012x}", hash & 0xffff_ffff_ffff)
-}
+/// A user's tag in log lines (the run service's, so the server's lines and the run
+/// service's name a user alike).
+pub use run_service::user_tag;
 
 /// Why a token was refused. Every variant ends in HTTP 401.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -327,19 +320,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn user_tags_correlate_without_naming_the_user() {
-        let (alice, bob) = (
-            UserId::parse("alice").unwrap(),
-            UserId::parse("bob").unwrap(),
-        );
-        let tag = user_tag(&alice);
-        assert_eq!(tag, user_tag(&alice));
-        assert_ne!(tag, user_tag(&bob));
-        assert!(!tag.contains("alice"), "{tag}");
-        assert_eq!(tag.len(), 13, "{tag}");
-    }
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 

@@ -69,7 +69,7 @@ pub struct ServeArgs {
     pub tool_result_max_bytes: u64,
     /// Threads per user whose owner this node remembers (the oldest are forgotten first;
     /// with a store, the history still knows whose they are).
-    #[arg(long, env = "AGENT_SERVER_MAX_THREADS_PER_USER", default_value_t = crate::sessions::MAX_THREADS_PER_USER as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "AGENT_SERVER_MAX_THREADS_PER_USER", default_value_t = run_service::sessions::MAX_THREADS_PER_USER as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_threads_per_user: u32,
     /// Open WebSocket connections per user.
     #[arg(long, env = "AGENT_SERVER_MAX_CONNECTIONS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]

@@ -6,6 +6,8 @@
 //! **Architecture Invariant:** this module names no wire frame and no HTTP type: the three
 //! transports (socket, AG-UI, history API) all start and cancel runs here and render the
 //! result in their own terms (`tests/it/architecture.rs`, `the_run_service_has_no_transport`).
+//! What it counts goes through [`RunCounter`], which the server's metrics implement, so the
+//! service knows nothing of Prometheus or the server.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -17,9 +19,18 @@ use redis_broker::Lease;
 use serde_json::{Map, Value, json};
 
 use crate::cluster::Cluster;
-use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::sessions::Sessions;
+use crate::tag::user_tag;
+
+/// What the run service counts: a run accepted (before the engine may start it), and a run
+/// refused after it was accepted. The server's metrics implement it (the run's queue wait).
+pub trait RunCounter: Send + Sync {
+    /// `run` was accepted (before the engine may start it).
+    fn run_accepted(&self, run: &RunId);
+    /// `run` was refused after [`RunCounter::run_accepted`].
+    fn run_refused(&self, run: &RunId);
+}
 
 /// What a client asks to run.
 #[derive(Debug, Clone)]
@@ -81,7 +92,7 @@ pub struct RunService {
     cluster: Option<Cluster>,
     /// Threads, runs and events kept past the process, with `--store`.
     recorder: Option<Arc<Recorder>>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn RunCounter>,
     /// The per-user limit of running runs (across nodes with a cluster).
     max_concurrent_runs: usize,
     /// Set by graceful shutdown: no new runs.
@@ -89,13 +100,14 @@ pub struct RunService {
 }
 
 impl RunService {
-    /// A service starting runs on `factory`'s engines under `sessions`' rules.
-    pub(crate) fn new(
+    /// A service starting runs on `factory`'s engines under `sessions`' rules, across nodes
+    /// with `cluster`, recorded by `recorder`, counted by `metrics`.
+    pub fn new(
         factory: ExecutionEngineFactory,
         sessions: Sessions,
         cluster: Option<Cluster>,
         recorder: Option<Arc<Recorder>>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<dyn RunCounter>,
     ) -> Self {
         let max_concurrent_runs = factory.config().max_concurrent_runs;
         Self {
@@ -110,34 +122,34 @@ impl RunService {
     }
 
     /// The engines' factory.
-    pub(crate) fn factory(&self) -> &ExecutionEngineFactory {
+    pub fn factory(&self) -> &ExecutionEngineFactory {
         &self.factory
     }
 
     /// The users' sessions on this node.
-    pub(crate) fn sessions(&self) -> &Sessions {
+    pub fn sessions(&self) -> &Sessions {
         &self.sessions
     }
 
     /// The cluster's runs, with a Redis broker.
-    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+    pub fn cluster(&self) -> Option<&Cluster> {
         self.cluster.as_ref()
     }
 
     /// Whether graceful shutdown began (no new runs).
-    pub(crate) fn is_draining(&self) -> bool {
+    pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
     /// Refuses new runs from now on.
-    pub(crate) fn drain(&self) {
+    pub fn drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Starts a run of `user`'s, asked on `connection`: refused while draining, then the
     /// session's rules (thread ownership, start rate), a slot across nodes, the thread's
     /// earlier turns, and the run on a fresh engine of the user's.
-    pub(crate) async fn start(
+    pub async fn start(
         self: &Arc<Self>,
         user: &UserId,
         connection: &ConnectionId,
@@ -285,7 +297,7 @@ impl RunService {
             .track(user, accepted.run_id.clone(), engine.clone());
         let service = Arc::clone(self);
         let (user, finished) = (user.clone(), accepted.run_id.clone());
-        let tag = crate::auth::user_tag(&user);
+        let tag = user_tag(&user);
         tracing::info!(user = %tag, run_id = %finished, agent = %request.agent, "run started");
         tokio::spawn(async move {
             let outcome = handle.wait().await;
@@ -306,7 +318,7 @@ impl RunService {
 
     /// Cancels `user`'s active run `run_id`, on this node or on the one executing it; only
     /// the user's own runs are found. The run's `agent_cancelled` event follows.
-    pub(crate) async fn cancel(&self, user: &UserId, run_id: &RunId) -> Result<(), Refusal> {
+    pub async fn cancel(&self, user: &UserId, run_id: &RunId) -> Result<(), Refusal> {
         if let Some(engine) = self.sessions.active_run(user, run_id) {
             if engine.cancel_run(run_id, "cancelled by the user") {
                 return Ok(());
@@ -329,14 +341,14 @@ impl RunService {
     }
 
     /// Drops idle engines and sessions with no runs that were idle for `idle`.
-    pub(crate) fn maintain(&self, idle: std::time::Duration) {
+    pub fn maintain(&self, idle: std::time::Duration) {
         self.factory.cleanup_idle();
         self.sessions.evict_idle(idle);
     }
 
     /// Runs the cluster's chores until the service is dropped: lease renewal and reaping,
     /// and the `cancel_run` requests other nodes route here. None without a cluster.
-    pub(crate) fn spawn_cluster_tasks(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn spawn_cluster_tasks(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         let Some(cluster) = &self.cluster else {
             return Vec::new();
         };

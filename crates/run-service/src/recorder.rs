@@ -1,6 +1,6 @@
 //! The server's history (with `--store`): what it records and when. Runs are recorded when
 //! they start (with the user's message), every event as it is emitted (by the server's event
-//! sink, `sink.rs`), and runs a stopped node left `running` are marked
+//! sink, agent-server's `sink.rs`, through [`Recorder::writer`]), and runs a stopped node left `running` are marked
 //! `interrupted`: all of them at start with SQLite (one node owns the file), and those of
 //! nodes not seen for [`NODE_STALE`] with Postgres (many nodes share it), checked every
 //! [`HEARTBEAT`].

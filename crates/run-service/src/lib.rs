@@ -1,0 +1,28 @@
+//! The run service: starting and cancelling a user's runs, below the server and with no
+//! transport. The server's three transports (the WebSocket loop, AG-UI, the history API) all
+//! start and cancel runs here and render the typed answers in their own terms.
+//!
+//! - [`service`]: [`RunService`]: draining, the stored thread's owner, the session's rules, a
+//!   slot across nodes, the thread's earlier turns, and the run on a fresh engine; answers
+//!   [`RunAccepted`] or a [`Refusal`]. What it counts goes to a [`RunCounter`] (the server's
+//!   metrics).
+//! - [`sessions`]: per-user rules: the start rate limit, thread ownership, active runs.
+//! - [`cluster`]: runs across nodes (with a Redis broker): the cluster-wide run limit,
+//!   cross-node `cancel_run`, and ending the runs of a node that died.
+//! - [`recorder`]: the history (with `--store`): runs recorded, earlier turns read back,
+//!   interrupted runs.
+//! - [`tag`]: a user's tag in log lines, which names no user.
+//!
+//! **Architecture Invariant:** this crate depends on neither the wire protocol's crate nor an
+//! HTTP framework, and its source names no wire frame and no HTTP type
+//! (`tests/it/architecture.rs`, `the_run_service_has_no_transport`).
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod cluster;
+pub mod recorder;
+pub mod service;
+pub mod sessions;
+pub mod tag;
+
+pub use service::{Refusal, RunAccepted, RunCounter, RunRequest, RunService};
+pub use tag::user_tag;
