@@ -32,6 +32,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // and events; no crate below the server may use them.
     ("agent-protocol", &["core-context"]),
     ("agent-client", &["core-context", "agent-protocol"]),
+    // Tokens into user ids: below the server, beside the client; the ids only.
+    ("agent-auth", &["core-context"]),
     // The terminal client (`agent-server chat`): a client of the server like any other, on
     // agent-client; it knows nothing of the server's code. Only the server's binary uses it,
     // for its `chat` subcommand (no other row lists it).
@@ -74,6 +76,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "mcp-tools",
             "agent-protocol",
             "agent-chat",
+            "agent-auth",
             "secrets",
         ],
     ),

@@ -2,7 +2,7 @@
 //! live to exactly that user.
 //!
 //! - [`config`]: every setting, from flags, environment variables and a TOML file, validated.
-//! - [`auth`]: JWT verification before the upgrade (an HS256 secret, or an identity provider's
+//! - [`auth`]: the `agent-auth` crate re-exported: JWT verification before the upgrade (an HS256 secret, or an identity provider's
 //!   RS256/ES256 public key or JWKS), and dev tokens for the embedded default.
 //! - [`app`]: the composition root: the shared state, with the run service (the `run-service`
 //!   crate: starting and cancelling runs, sessions, the cluster's runs, the history's records).
@@ -34,7 +34,12 @@
 
 pub mod agui;
 pub mod app;
-pub mod auth;
+/// Tokens: the `agent-auth` crate, and the logs' user tag (the run service's), under the
+/// path the server's callers know.
+pub mod auth {
+    pub use agent_auth::*;
+    pub use run_service::user_tag;
+}
 pub mod config;
 pub mod connection;
 pub mod history_http;

@@ -8,6 +8,8 @@
 //! placeholder such as `test` is refused like any invalid id). Tokens are never logged: the
 //! errors below describe what is wrong with a token without quoting it.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod jwks;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,10 +21,6 @@ use serde::{Deserialize, Serialize};
 
 /// How long a dev token lives.
 pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
-
-/// A user's tag in log lines (the run service's, so the server's lines and the run
-/// service's name a user alike).
-pub use run_service::user_tag;
 
 /// Why a token was refused. Every variant ends in HTTP 401.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
