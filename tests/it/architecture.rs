@@ -59,6 +59,25 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "execution-engine",
         ],
     ),
+    // The server's metrics: one Prometheus registry per server and the states read at scrape
+    // time from a snapshot the server fills; it reads the parts it counts (protocol codes for
+    // labels, the bridge's resumes, the counts other crates keep) and knows nothing of the
+    // server. Only the server uses it.
+    (
+        "server-metrics",
+        &[
+            "core-context",
+            "agent-registry",
+            "ws-bridge",
+            "redis-broker",
+            "history",
+            "run-service",
+            "llm-agent",
+            "mcp-tools",
+            "agent-protocol",
+            "secrets",
+        ],
+    ),
     // The composition root: it may use every library crate but the client (the terminal
     // client is agent-chat's), and no crate may use it.
     (
@@ -71,6 +90,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "history",
             "execution-engine",
             "run-service",
+            "server-metrics",
             "agents",
             "llm-agent",
             "mcp-tools",

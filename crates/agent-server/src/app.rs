@@ -19,8 +19,8 @@ use ws_bridge::{AgentWebSocketBridge, Broker, InProcessBroker};
 use crate::auth::{Auth, AuthError, Identity};
 use crate::config::ServerConfig;
 use crate::http_guard::HttpLimits;
-use crate::metrics::{Metrics, Snapshot};
 use crate::sink::ServerSink;
+use server_metrics::{Metrics, Snapshot};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -24,8 +24,8 @@ use governor::{DefaultDirectRateLimiter, Quota};
 use secrets::{Scrubber, Site};
 
 use crate::app::AppState;
-use crate::metrics::Metrics;
 use crate::wire;
+use server_metrics::Metrics;
 use ws_bridge::Subscription;
 
 /// A socket write that takes longer than this closes the connection.

@@ -8,7 +8,6 @@
 //!   crate: starting and cancelling runs, sessions, the cluster's runs, the history's records).
 //! - [`mint`]: `agent-server token`, a token minted with the configured secret.
 //! - [`history_http`]: the history's HTTP API for the signed-in user (`/v1/threads`, `/v1/runs`).
-//! - [`metrics`]: what the server counts, served at `/metrics` for Prometheus.
 //! - `sink`: the engine's event sink: counted, scrubbed, encoded once, recorded, published.
 //! - `scrub`: HTTP response bodies scrubbed of the server's secrets on their way out.
 //! - [`http_guard`]: the HTTP edge: security headers, the origin check, CORS and the HTTP
@@ -20,7 +19,8 @@
 //! - [`server`]: startup, `agent-server serve`, and graceful shutdown.
 //!
 //! The wire protocol itself is the `agent-protocol` crate; `agent-server chat`, the terminal
-//! client, is the `agent-chat` crate.
+//! client, is the `agent-chat` crate; what the server counts, served at `/metrics` for
+//! Prometheus, is the `server-metrics` crate.
 //!
 //! **Architecture Invariant:** nothing leaves the process unscrubbed of the server's secrets:
 //! events (the sink), other socket frames (the connection), HTTP bodies (`scrub`), model
@@ -45,7 +45,6 @@ pub mod connection;
 pub mod history_http;
 mod http_auth;
 pub mod http_guard;
-pub mod metrics;
 pub mod mint;
 pub mod routes;
 mod scrub;

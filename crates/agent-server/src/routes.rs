@@ -173,7 +173,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 /// tool, code and outcome).
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state.metrics.render(&state.snapshot());
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+    ([(header::CONTENT_TYPE, server_metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// `GET /version`: the server's version and the git revision it was built from.

@@ -12,7 +12,7 @@ use run_service::recorder::now_ms;
 use secrets::{Scrubber, Site};
 use ws_bridge::AgentWebSocketBridge;
 
-use crate::metrics::Metrics;
+use server_metrics::Metrics;
 
 /// See the module documentation.
 pub(crate) struct ServerSink {

@@ -42,7 +42,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::auth::Auth;
 use crate::config::AllowedOrigins;
 use crate::http_auth::{authenticate, refuse};
-use crate::metrics::Metrics;
+use server_metrics::Metrics;
 
 pub mod rate;
 

@@ -3,8 +3,8 @@
 //! dispatcher's refusals and cuts), put in a registry made for this scrape and written after
 //! the live one.
 //!
-//! It reads a [`Snapshot`] that the state's owner fills (`AppState::snapshot`), not the state
-//! itself, so metrics depends on the parts it reads and not on the composition root.
+//! It reads a [`Snapshot`] that the state's owner fills (the server's `AppState::snapshot`), not
+//! the state itself, so this crate depends on the parts it reads and not on the server.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};

@@ -247,13 +247,13 @@ impl Metrics {
     }
 
     /// A connection was accepted.
-    pub(crate) fn connection_opened(&self) {
+    pub fn connection_opened(&self) {
         self.connections_opened.inc();
     }
 
     /// A connection ended: closed by the server with `code`, or `None` when the client
     /// left or a write failed (`write_failed`).
-    pub(crate) fn connection_closed(&self, code: Option<CloseCode>, write_failed: bool) {
+    pub fn connection_closed(&self, code: Option<CloseCode>, write_failed: bool) {
         let code = match code {
             Some(code) => {
                 if code == CloseCode::SlowConsumer {
@@ -269,12 +269,12 @@ impl Metrics {
 
     /// An AG-UI response fell behind its queue and was ended (a slow consumer that is not a
     /// socket).
-    pub(crate) fn slow_consumer(&self) {
+    pub fn slow_consumer(&self) {
         self.slow_consumers.inc();
     }
 
     /// A connection asked to resume, with `outcome`.
-    pub(crate) fn resumed(&self, outcome: &ResumeOutcome) {
+    pub fn resumed(&self, outcome: &ResumeOutcome) {
         let outcome = match outcome {
             ResumeOutcome::Ok { .. } => "ok",
             ResumeOutcome::Failed { reason, .. } => match reason {
@@ -287,13 +287,13 @@ impl Metrics {
     }
 
     /// An error frame with `code` went to a client.
-    pub(crate) fn refused(&self, code: &ErrorCode) {
+    pub fn refused(&self, code: &ErrorCode) {
         let code = code.as_str().to_owned();
         self.refusals.get_or_create(&Code { code }).inc();
     }
 
     /// An HTTP request to `route` was over the limit of its `key` (`user` or `address`).
-    pub(crate) fn http_rate_limited(&self, route: &'static str, key: &'static str) {
+    pub fn http_rate_limited(&self, route: &'static str, key: &'static str) {
         self.http_rate_limited
             .get_or_create(&RateLimited { route, key })
             .inc();
@@ -301,7 +301,7 @@ impl Metrics {
 
     /// Frames written to a socket: `live` of them (by when each reached this node) count
     /// towards the emit-to-send latency, all of them as delivered.
-    pub(crate) fn delivered(&self, count: usize, live: impl IntoIterator<Item = Instant>) {
+    pub fn delivered(&self, count: usize, live: impl IntoIterator<Item = Instant>) {
         self.events_delivered.inc_by(count as u64);
         let now = Instant::now();
         for published in live {
@@ -320,7 +320,7 @@ impl Metrics {
     }
 
     /// Counts what `event` says happened.
-    pub(crate) fn observe(&self, event: &AgentEvent) {
+    pub fn observe(&self, event: &AgentEvent) {
         self.events_emitted
             .get_or_create(&EventType {
                 r#type: event.kind.type_name(),
