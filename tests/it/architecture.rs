@@ -34,6 +34,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("agent-client", &["core-context", "agent-protocol"]),
     // Tokens into user ids: below the server, beside the client; the ids only.
     ("agent-auth", &["core-context"]),
+    // The HTTP edge: headers, origins, bearer tokens, rate limits; what it reads (the token
+    // verifier, the counters) from the crates below it, never the server.
+    (
+        "http-guard",
+        &[
+            "core-context",
+            "agent-protocol",
+            "agent-auth",
+            "server-metrics",
+        ],
+    ),
     // The terminal client (`agent-server chat`): a client of the server like any other, on
     // agent-client; it knows nothing of the server's code. Only the server's binary uses it,
     // for its `chat` subcommand (no other row lists it).
@@ -97,6 +108,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "agent-protocol",
             "agent-chat",
             "agent-auth",
+            "http-guard",
             "secrets",
         ],
     ),

@@ -18,8 +18,8 @@ use ws_bridge::{AgentWebSocketBridge, Broker, InProcessBroker};
 
 use crate::auth::{Auth, AuthError, Identity};
 use crate::config::ServerConfig;
-use crate::http_guard::HttpLimits;
 use crate::sink::ServerSink;
+use http_guard::HttpLimits;
 use server_metrics::{Metrics, Snapshot};
 
 /// Why the server could not start.

@@ -19,7 +19,6 @@ use ws_bridge::BridgeConfig;
 
 mod args;
 mod file;
-mod origins;
 mod read;
 mod secrets;
 mod settings;
@@ -31,7 +30,7 @@ mod tests_mcp;
 
 pub use args::ServeArgs;
 pub use file::{Parsed, with_file};
-pub use origins::{AllowedOrigins, OriginError};
+pub use http_guard::{AllowedOrigins, HttpRates, OriginError};
 use read::{client_identity, identity, llm, mcp_servers, otlp, store_url};
 
 /// The shortest JWT secret accepted, in bytes (HS256 wants at least the hash size).
@@ -72,29 +71,6 @@ pub struct Otlp {
 pub const FLOOD_LIMIT: u32 = 100;
 /// The default of `--flood-window-secs`: the window of [`FLOOD_LIMIT`].
 pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
-
-/// Requests per minute allowed on the HTTP API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpRates {
-    /// Per user, on `/v1/*` and `/agui/*` together.
-    pub per_user_per_minute: u32,
-    /// Per client address, on `/v1/*` and `/agui/*` together.
-    pub per_address_per_minute: u32,
-    /// Per client address, on `POST /dev/token`.
-    pub dev_token_per_address_per_minute: u32,
-}
-
-impl Default for HttpRates {
-    /// Far above what the chat page asks for (at start: `/v1/me`, the thread list, the open
-    /// thread and each of its runs), so a person never meets them; a script looping does.
-    fn default() -> Self {
-        Self {
-            per_user_per_minute: 600,
-            per_address_per_minute: 1_200,
-            dev_token_per_address_per_minute: 30,
-        }
-    }
-}
 
 /// Tools a server registers beside the built-in ones.
 #[derive(Clone, Default)]

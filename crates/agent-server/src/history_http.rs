@@ -25,7 +25,7 @@ use history::{HistoryError, HistoryStore};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::http_auth::{authenticate, refuse};
+use http_guard::bearer::{authenticate, refuse};
 
 /// Threads per page by default, and at most.
 const DEFAULT_LIMIT: usize = 20;

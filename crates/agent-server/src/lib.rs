@@ -10,9 +10,8 @@
 //! - [`history_http`]: the history's HTTP API for the signed-in user (`/v1/threads`, `/v1/runs`).
 //! - `sink`: the engine's event sink: counted, scrubbed, encoded once, recorded, published.
 //! - `scrub`: HTTP response bodies scrubbed of the server's secrets on their way out.
-//! - [`http_guard`]: the HTTP edge: security headers, the origin check, CORS and the HTTP
-//!   API's rate limits.
-//! - `http_auth`: a request's bearer token verified, and the HTTP refusal body.
+//! - the HTTP edge (security headers, the origin check, CORS, bearer tokens, the HTTP rate
+//!   limits) is the `http-guard` crate's;
 //! - [`routes`]: the HTTP routes and the handlers that answer before a socket exists.
 //! - [`connection`]: the loop of one WebSocket: client frames in, the user's stream out.
 //! - [`wire`]: where the bridge's stream types meet the protocol's wire types.
@@ -43,8 +42,6 @@ pub mod auth {
 pub mod config;
 pub mod connection;
 pub mod history_http;
-mod http_auth;
-pub mod http_guard;
 pub mod mint;
 pub mod routes;
 mod scrub;

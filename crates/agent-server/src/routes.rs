@@ -23,8 +23,8 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::auth::DEV_TOKEN_TTL;
 use crate::connection::{self, ABUSIVE_FRAME_FACTOR};
-use crate::http_auth::{authenticate, refuse};
-use crate::http_guard::{Edge, Guarded, guard, with_security_headers};
+use http_guard::bearer::{authenticate, refuse};
+use http_guard::{Edge, Guarded, guard, with_security_headers};
 
 /// The chat page, its script and its styles, embedded so the binary needs no build step.
 /// They are separate files because the page's Content Security Policy runs no inline script
@@ -66,7 +66,7 @@ fn asset(content_type: &'static str, cache: &'static str, body: &'static str) ->
 
 /// The routes: the chat page at `/`, `/agents`, `/ws`, `/health`, the history under `/v1`,
 /// and `/dev/token` when the secret was generated. The API and the socket are behind the
-/// origin check and the rate limits (see [`crate::http_guard`]); every response carries the
+/// origin check and the rate limits (see the `http-guard` crate); every response carries the
 /// security headers.
 pub fn router(state: Arc<AppState>) -> Router {
     let edge = Arc::new(Edge {

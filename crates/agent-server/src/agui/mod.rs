@@ -39,7 +39,7 @@ use ws_bridge::Subscription;
 
 use self::map::{ClientIds, Mapper};
 use crate::app::AppState;
-use crate::http_auth::{authenticate, refuse};
+use http_guard::bearer::{authenticate, refuse};
 
 /// The largest request body: a `RunAgentInput` carries the conversation so far.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

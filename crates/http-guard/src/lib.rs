@@ -25,6 +25,8 @@
 //! **Architecture Invariant:** a page of another site never gets a socket or an API answer
 //! with a user's token: browsers name the page's origin, and it is checked before the token.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,29 +41,32 @@ use axum::routing::MethodRouter;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::auth::Auth;
-use crate::config::AllowedOrigins;
-use crate::http_auth::{authenticate, refuse};
+use agent_auth::Auth;
 use server_metrics::Metrics;
 
+use crate::bearer::{authenticate, refuse};
+
+pub mod bearer;
+mod origins;
 pub mod rate;
 
-pub(crate) use rate::HttpLimits;
+pub use origins::{AllowedOrigins, OriginError};
+pub use rate::{HttpLimits, HttpRates};
 
 /// What the edge's checks read: taken from the server's state when the router is built, so
 /// the edge depends on these parts and not on the state that holds them.
-pub(crate) struct Edge {
+pub struct Edge {
     /// Browser origins allowed besides the server's own (`--allowed-origins`).
-    pub(crate) allowed_origins: AllowedOrigins,
+    pub allowed_origins: AllowedOrigins,
     /// Whether requests must name a loopback `Host`: dev tokens served on a loopback
     /// address (see [`rebound_host`]).
-    pub(crate) loopback_only: bool,
+    pub loopback_only: bool,
     /// Verifies the token a per-user rate limit is keyed by.
-    pub(crate) auth: Arc<Auth>,
+    pub auth: Arc<Auth>,
     /// The HTTP API's rate limits (per user, per address).
-    pub(crate) limits: Arc<HttpLimits>,
+    pub limits: Arc<HttpLimits>,
     /// Counts refusals and rate-limited requests.
-    pub(crate) metrics: Arc<Metrics>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The Content Security Policy of every response. `connect-src 'self'` covers `ws://` and
@@ -74,7 +79,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 
 /// The guarded routes, as their metric label says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Guarded {
+pub enum Guarded {
     /// `/v1/*`: the history API and `/v1/me`.
     History,
     /// `POST /agui/{agent}`.
@@ -87,7 +92,7 @@ pub(crate) enum Guarded {
 
 impl Guarded {
     /// The `route` label of the rate-limit metric.
-    pub(crate) fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Self::History => "history",
             Self::Agui => "agui",
@@ -107,7 +112,7 @@ impl Guarded {
 }
 
 /// The headers of every response, applied to the whole router.
-pub(crate) fn with_security_headers<S>(router: axum::Router<S>) -> axum::Router<S>
+pub fn with_security_headers<S>(router: axum::Router<S>) -> axum::Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -126,11 +131,7 @@ where
 }
 
 /// `route` behind the origin check and the rate limits of `guarded` (and CORS, for the API).
-pub(crate) fn guard<S>(
-    edge: &Arc<Edge>,
-    guarded: Guarded,
-    route: MethodRouter<S>,
-) -> MethodRouter<S>
+pub fn guard<S>(edge: &Arc<Edge>, guarded: Guarded, route: MethodRouter<S>) -> MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {

@@ -14,10 +14,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use core_context::UserId;
 
-use crate::auth::{Auth, AuthError};
+use agent_auth::{Auth, AuthError};
 
 /// The user of a request: its token (see [`bearer`]) verified by `auth`.
-pub(crate) async fn authenticate(
+pub async fn authenticate(
     auth: &Auth,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
@@ -43,7 +43,7 @@ fn bearer(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String
 }
 
 /// An HTTP refusal with the protocol's error body.
-pub(crate) fn refuse(status: StatusCode, error: ErrorCode, message: impl Into<String>) -> Response {
+pub fn refuse(status: StatusCode, error: ErrorCode, message: impl Into<String>) -> Response {
     (
         status,
         Json(HttpError {

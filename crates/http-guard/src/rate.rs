@@ -17,11 +17,32 @@ use core_context::UserId;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::config::HttpRates;
+/// Requests per minute allowed on the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpRates {
+    /// Per user, on `/v1/*` and `/agui/*` together.
+    pub per_user_per_minute: u32,
+    /// Per client address, on `/v1/*` and `/agui/*` together.
+    pub per_address_per_minute: u32,
+    /// Per client address, on `POST /dev/token`.
+    pub dev_token_per_address_per_minute: u32,
+}
+
+impl Default for HttpRates {
+    /// Far above what the chat page asks for (at start: `/v1/me`, the thread list, the open
+    /// thread and each of its runs), so a person never meets them; a script looping does.
+    fn default() -> Self {
+        Self {
+            per_user_per_minute: 600,
+            per_address_per_minute: 1_200,
+            dev_token_per_address_per_minute: 30,
+        }
+    }
+}
 
 /// What a request was counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Key {
+pub enum Key {
     /// The signed-in user.
     User,
     /// The client's address.
@@ -30,7 +51,7 @@ pub(crate) enum Key {
 
 impl Key {
     /// The metric label.
-    pub(crate) fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Self::User => "user",
             Self::Address => "address",
@@ -40,13 +61,13 @@ impl Key {
 
 /// A request over its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limited {
+pub struct Limited {
     /// Which limit.
-    pub(crate) key: Key,
+    pub key: Key,
     /// The limit, per minute.
-    pub(crate) per_minute: u32,
+    pub per_minute: u32,
     /// When a request would pass again.
-    pub(crate) retry_after: Duration,
+    pub retry_after: Duration,
 }
 
 /// One keyed limiter and its per-minute figure.
@@ -74,7 +95,7 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
 }
 
 /// The HTTP API's limiters; one per server.
-pub(crate) struct HttpLimits {
+pub struct HttpLimits {
     per_user: Limiter<UserId>,
     per_address: Limiter<IpAddr>,
     dev_token: Limiter<IpAddr>,
@@ -82,7 +103,8 @@ pub(crate) struct HttpLimits {
 }
 
 impl HttpLimits {
-    pub(crate) fn new(rates: HttpRates) -> Self {
+    /// Limiters allowing `rates`.
+    pub fn new(rates: HttpRates) -> Self {
         Self {
             per_user: Limiter::new(rates.per_user_per_minute),
             per_address: Limiter::new(rates.per_address_per_minute),
@@ -92,11 +114,7 @@ impl HttpLimits {
     }
 
     /// Counts an API request from `address` (when known) by `user` (when its token is valid).
-    pub(crate) fn api(
-        &self,
-        address: Option<IpAddr>,
-        user: Option<&UserId>,
-    ) -> Result<(), Limited> {
+    pub fn api(&self, address: Option<IpAddr>, user: Option<&UserId>) -> Result<(), Limited> {
         if let Some(address) = address {
             self.per_address
                 .check(&block(address), Key::Address, &self.clock)?;
@@ -108,13 +126,13 @@ impl HttpLimits {
     }
 
     /// Counts a `POST /dev/token` from `address`.
-    pub(crate) fn dev_token(&self, address: IpAddr) -> Result<(), Limited> {
+    pub fn dev_token(&self, address: IpAddr) -> Result<(), Limited> {
         self.dev_token
             .check(&block(address), Key::Address, &self.clock)
     }
 
     /// Forgets the keys whose limits are full again (idle for their window).
-    pub(crate) fn retain_recent(&self) {
+    pub fn retain_recent(&self) {
         self.per_user.limiter.retain_recent();
         self.per_address.limiter.retain_recent();
         self.dev_token.limiter.retain_recent();

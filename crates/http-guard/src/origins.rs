@@ -72,7 +72,7 @@ impl AllowedOrigins {
 
     /// Whether `origin` is on the list (or the list is `*`); the server's own origin is
     /// checked by [`AllowedOrigins::allows`].
-    pub(crate) fn lists(&self, origin: &HeaderValue) -> bool {
+    pub fn lists(&self, origin: &HeaderValue) -> bool {
         if self.any {
             return true;
         }
@@ -84,7 +84,7 @@ impl AllowedOrigins {
 
     /// Whether a request with `Origin: origin` sent to `Host: host` may go on: it is the
     /// server's own page, or a listed origin.
-    pub(crate) fn allows(&self, origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
+    pub fn allows(&self, origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
         same_origin(origin, host) || self.lists(origin)
     }
 }
