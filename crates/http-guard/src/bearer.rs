@@ -16,7 +16,7 @@ use core_context::UserId;
 
 use agent_auth::{Auth, AuthError};
 
-/// The user of a request: its token (see [`bearer`]) verified by `auth`.
+/// The user of a request: its token (see `bearer`) verified by `auth`.
 pub async fn authenticate(
     auth: &Auth,
     headers: &HeaderMap,

@@ -59,7 +59,7 @@ pub struct Edge {
     /// Browser origins allowed besides the server's own (`--allowed-origins`).
     pub allowed_origins: AllowedOrigins,
     /// Whether requests must name a loopback `Host`: dev tokens served on a loopback
-    /// address (see [`rebound_host`]).
+    /// address (see `rebound_host`).
     pub loopback_only: bool,
     /// Verifies the token a per-user rate limit is keyed by.
     pub auth: Arc<Auth>,
