@@ -167,13 +167,14 @@ async fn join(
     let subscription = match state.bridge.subscribe(user, resume.as_ref()).await {
         Ok(s) => s,
         Err(e) => {
-            // The broker cannot follow the stream now (Redis down, or refusing): the client
-            // is told to come back later. A broker's error may quote its URL: the close
-            // reason goes out scrubbed.
-            tracing::warn!(error = %e, "cannot join the user's stream; closing with 1013");
-            let reason = format!("try again later: {e}");
+            // A racing connection past the user's limit is a policy close (1008); a broker
+            // that cannot follow the stream now (Redis down, or refusing) tells the client to
+            // come back later (1013). A broker's error may quote its URL: the close reason
+            // goes out scrubbed.
+            let (code, reason) = wire::join_refused(&e);
+            tracing::warn!(error = %e, code = code.code(), "cannot join the user's stream");
             let reason = state.config.scrubber.scrub(Site::Socket, &reason);
-            close(socket, CloseCode::TryAgainLater, &reason).await;
+            close(socket, code, &reason).await;
             return None;
         }
     };

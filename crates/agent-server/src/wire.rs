@@ -83,6 +83,21 @@ pub fn refused(
     agent_protocol::ServerFrame::error(request_id, code, refusal.message)
 }
 
+/// The close of a connection that could not join its user's stream: 1008 when the user's
+/// connection limit was reached by a racing connection, 1013 (try again later) when the
+/// broker cannot follow the stream now; with the reason.
+pub fn join_refused(error: &ws_bridge::BridgeError) -> (CloseCode, String) {
+    match error {
+        ws_bridge::BridgeError::TooManyConnections { .. } => {
+            (CloseCode::PolicyViolation, error.to_string())
+        }
+        ws_bridge::BridgeError::Broker(_) => (
+            CloseCode::TryAgainLater,
+            format!("try again later: {error}"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +112,19 @@ mod tests {
             text.as_ptr(),
             "the frame was copied"
         );
+    }
+
+    #[test]
+    fn a_refused_join_closes_by_cause() {
+        let limit = ws_bridge::BridgeError::TooManyConnections { max: 3 };
+        let (code, reason) = join_refused(&limit);
+        assert_eq!(code, CloseCode::PolicyViolation);
+        assert!(reason.contains("too many connections"), "{reason}");
+        let broker = ws_bridge::BridgeError::Broker(ws_bridge::broker::BrokerError(
+            "Redis: unavailable".into(),
+        ));
+        let (code, reason) = join_refused(&broker);
+        assert_eq!(code, CloseCode::TryAgainLater);
+        assert!(reason.starts_with("try again later: "), "{reason}");
     }
 }
