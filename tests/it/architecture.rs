@@ -368,8 +368,10 @@ fn the_run_service_has_no_transport() {
             codes += 1;
         }
     }
+    // The service's own refusals (draining, threads, cancel); the run limit's codes come
+    // from the engine's run slots.
     assert!(
-        codes >= 5,
+        codes >= 4,
         "found only {codes} refusal codes in run-service"
     );
 }

@@ -118,6 +118,7 @@ async fn each_user_receives_exactly_their_stream_in_order() {
                         "synthetic",
                         shape(json!({"thinking": 1, "tools": 2, "chunks": 2})),
                     )
+                    .await
                     .unwrap();
                 runs.entry(user).or_default().push(run.run_id().clone());
                 handles.push(run);

@@ -231,7 +231,7 @@ async fn check_legacy_path(path: LegacyPath, users: &[&str], tools: usize) -> Te
         let engine = legacy_engine(path, context, Arc::clone(&registry), bridge)?;
         let input = AgentInput::message(format!("hi from {user}"))
             .with_input(json!({"thinking": 2, "tools": tools, "chunks": 2, "sleep_ms": 1}));
-        let handle = engine.execute_agent("synthetic", input)?;
+        let handle = engine.execute_agent("synthetic", input).await?;
         runs.push((user_id, handle.run_id().clone(), handle));
     }
     for (user_id, run_id, handle) in runs {

@@ -32,7 +32,7 @@ async fn many_users_many_runs_each_user_sees_only_their_runs() {
             let engine = factory.create_for_user(context(&user)).unwrap();
             let input =
                 shape(json!({"thinking": 2, "tools": 3, "chunks": 2, "sleep_ms": (u + r) % 3}));
-            let handle = engine.execute_agent("synthetic", input).unwrap();
+            let handle = engine.execute_agent("synthetic", input).await.unwrap();
             handles.push((user.clone(), handle.run_id().clone(), handle));
         }
     }
@@ -114,7 +114,7 @@ async fn mixed_outcomes_keep_the_lifecycle_for_every_run() {
                 "synthetic"
             };
             let engine = factory.create_for_user(context(&user)).unwrap();
-            let handle = engine.execute_agent(agent, shape(input)).unwrap();
+            let handle = engine.execute_agent(agent, shape(input)).await.unwrap();
             runs.push((user.clone(), i, *mode, handle));
         }
     }

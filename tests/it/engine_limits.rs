@@ -29,14 +29,16 @@ async fn concurrency_limit_queues_then_refuses_and_is_per_user() {
         ExecutionEngineFactory::new(h.registry.clone(), h.sink(), EngineConfig::default());
     let alice = factory.create_for_user(context("alice")).unwrap();
 
-    let running: Vec<_> = (0..3)
-        .map(|_| alice.execute_agent("synthetic", hang()).unwrap())
-        .collect();
+    let mut running = Vec::new();
+    for _ in 0..3 {
+        running.push(alice.execute_agent("synthetic", hang()).await.unwrap());
+    }
     // A second engine of the same user shares the limits.
     let other = factory.create_for_user(context("alice")).unwrap();
-    let queued: Vec<_> = (0..10)
-        .map(|_| other.execute_agent("synthetic", hang()).unwrap())
-        .collect();
+    let mut queued = Vec::new();
+    for _ in 0..10 {
+        queued.push(other.execute_agent("synthetic", hang()).await.unwrap());
+    }
     wait_until("three runs start", || h.events("alice").len() >= 3).await;
     // Give a queued run every chance to start wrongly.
     settle().await;
@@ -48,7 +50,7 @@ async fn concurrency_limit_queues_then_refuses_and_is_per_user() {
     assert_eq!(other.stats().queued, 10);
     assert_eq!(alice.stats().running, 3);
 
-    let refused = alice.execute_agent("synthetic", hang()).unwrap_err();
+    let refused = alice.execute_agent("synthetic", hang()).await.unwrap_err();
     assert_eq!(refused.code(), "too_many_runs");
     assert_eq!(
         refused.to_string(),
@@ -57,7 +59,10 @@ async fn concurrency_limit_queues_then_refuses_and_is_per_user() {
 
     // Bob is not affected by Alice's full queue.
     let bob = factory.create_for_user(context("bob")).unwrap();
-    let bob_run = bob.execute_agent("synthetic", shape(json!({}))).unwrap();
+    let bob_run = bob
+        .execute_agent("synthetic", shape(json!({})))
+        .await
+        .unwrap();
     assert!(bob_run.wait().await.is_completed());
 
     // Freeing a slot starts the first queued run (fair order).
@@ -105,7 +110,7 @@ async fn run_timeout_default_per_agent_override_and_context_deadline() {
         config.clone(),
     );
 
-    let by_default = engine.execute_agent("synthetic", hang()).unwrap();
+    let by_default = engine.execute_agent("synthetic", hang()).await.unwrap();
     let outcome = by_default.wait().await;
     assert_eq!(outcome.error_code(), Some("timeout"));
     let RunOutcome::Failed(error) = outcome else {
@@ -114,7 +119,7 @@ async fn run_timeout_default_per_agent_override_and_context_deadline() {
     assert_eq!(error.message, "the run took longer than its 100 ms limit");
 
     // The agent's own timeout (50 ms) wins over the engine's.
-    let overridden = engine.execute_agent("quick_timeout", hang()).unwrap();
+    let overridden = engine.execute_agent("quick_timeout", hang()).await.unwrap();
     let id = overridden.run_id().clone();
     assert_eq!(overridden.wait().await.error_code(), Some("timeout"));
     assert!(matches!(
@@ -131,6 +136,7 @@ async fn run_timeout_default_per_agent_override_and_context_deadline() {
     assert_eq!(
         engine
             .execute_agent("synthetic", hang())
+            .await
             .unwrap()
             .wait()
             .await
@@ -149,7 +155,10 @@ async fn cancel_really_stops_the_agent_and_closes_open_tool_calls() {
         h.registry.clone(),
         h.sink(),
     );
-    let run = engine.execute_agent("ticker", shape(json!(null))).unwrap();
+    let run = engine
+        .execute_agent("ticker", shape(json!(null)))
+        .await
+        .unwrap();
     wait_until("the ticker ticks", || h.ticks.load(Ordering::SeqCst) > 0).await;
     run.cancel("stop it");
     assert_eq!(run.wait().await, RunOutcome::Cancelled("stop it".into()));
@@ -177,6 +186,7 @@ async fn cancel_really_stops_the_agent_and_closes_open_tool_calls() {
     );
     let run = engine
         .execute_agent("slow_tool_user", shape(json!(null)))
+        .await
         .unwrap();
     wait_until("the tool call starts", || h.events("bob").len() == 2).await;
     assert!(engine.cancel_run(run.run_id(), "user pressed stop"));
@@ -240,7 +250,7 @@ async fn a_user_cannot_cancel_another_users_run() {
         ExecutionEngineFactory::new(h.registry.clone(), h.sink(), EngineConfig::default());
     let alice = factory.create_for_user(context("alice")).unwrap();
     let bob = factory.create_for_user(context("bob")).unwrap();
-    let run = alice.execute_agent("synthetic", hang()).unwrap();
+    let run = alice.execute_agent("synthetic", hang()).await.unwrap();
     assert!(!bob.cancel_run(run.run_id(), "not yours"));
     wait_until("alice's run starts", || !h.events("alice").is_empty()).await;
     settle().await;
@@ -260,9 +270,11 @@ async fn a_panicking_agent_ends_in_agent_error_and_harms_no_other_run() {
     );
     let calm = engine
         .execute_agent("synthetic", shape(json!({"tools": 3, "sleep_ms": 20})))
+        .await
         .unwrap();
     let panicky = engine
         .execute_agent("synthetic", shape(json!({"tools": 1, "panic": true})))
+        .await
         .unwrap();
     let outcome = panicky.wait().await;
     let RunOutcome::Failed(error) = outcome else {
@@ -300,7 +312,10 @@ async fn unknown_agent_is_refused_with_the_list_and_emits_nothing() {
         h.registry.clone(),
         h.sink(),
     );
-    let err = engine.execute_agent("summarizer", hang()).unwrap_err();
+    let err = engine
+        .execute_agent("summarizer", hang())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "unknown_agent");
     assert_eq!(
         err.to_string(),
@@ -374,9 +389,10 @@ async fn shutdown_cancels_running_and_queued_runs_and_waits_for_their_end() {
         h.registry.clone(),
         h.sink(),
     );
-    let handles: Vec<_> = (0..5)
-        .map(|_| engine.execute_agent("synthetic", hang()).unwrap())
-        .collect();
+    let mut handles = Vec::new();
+    for _ in 0..5 {
+        handles.push(engine.execute_agent("synthetic", hang()).await.unwrap());
+    }
     settle().await;
     engine.shutdown().await;
     // Every terminal event is out when shutdown returns.
@@ -389,7 +405,7 @@ async fn shutdown_cancels_running_and_queued_runs_and_waits_for_their_end() {
             RunOutcome::Cancelled("the engine is shutting down".into())
         );
     }
-    let err = engine.execute_agent("synthetic", hang()).unwrap_err();
+    let err = engine.execute_agent("synthetic", hang()).await.unwrap_err();
     assert_eq!(err, EngineError::EngineClosed);
 }
 
@@ -401,7 +417,7 @@ async fn scoped_engines_clean_up_on_close_and_on_drop() {
         h.registry.clone(),
         h.sink(),
     );
-    let run = scoped.execute_agent("synthetic", hang()).unwrap();
+    let run = scoped.execute_agent("synthetic", hang()).await.unwrap();
     settle().await;
     scoped.close().await;
     assert!(matches!(run.wait().await, RunOutcome::Cancelled(_)));
@@ -411,7 +427,7 @@ async fn scoped_engines_clean_up_on_close_and_on_drop() {
     let run = {
         let scoped = factory.create_scoped(context("bob")).unwrap();
         assert_eq!(factory.stats().engines, 1);
-        scoped.execute_agent("synthetic", hang()).unwrap()
+        scoped.execute_agent("synthetic", hang()).await.unwrap()
     };
     assert_eq!(
         run.wait().await,
@@ -433,7 +449,7 @@ async fn factory_caps_engines_per_user_and_cleans_up_idle_ones() {
     let factory = ExecutionEngineFactory::new(h.registry.clone(), h.sink(), config);
     let a = factory.create_for_user(context("alice")).unwrap();
     let b = factory.create_for_user(context("alice")).unwrap();
-    let busy = b.execute_agent("synthetic", hang()).unwrap();
+    let busy = b.execute_agent("synthetic", hang()).await.unwrap();
     let err = factory.create_for_user(context("alice")).unwrap_err();
     assert_eq!(err, EngineError::TooManyEngines { max: 2 });
     factory.create_for_user(context("bob")).unwrap();
@@ -465,8 +481,14 @@ async fn runs_see_their_own_context_and_events_carry_the_thread() {
         .build()
         .unwrap();
     let engine = UserExecutionEngine::create_execution_engine(ctx, h.registry.clone(), h.sink());
-    let first = engine.execute_agent("echo", shape(json!({}))).unwrap();
-    let second = engine.execute_agent("echo", shape(json!({}))).unwrap();
+    let first = engine
+        .execute_agent("echo", shape(json!({})))
+        .await
+        .unwrap();
+    let second = engine
+        .execute_agent("echo", shape(json!({})))
+        .await
+        .unwrap();
     for run in [first, second] {
         let id = run.run_id().clone();
         let RunOutcome::Completed { output, .. } = run.wait().await else {
@@ -517,6 +539,7 @@ async fn a_failure_caused_by_a_cancel_is_reported_as_the_cancel() {
     );
     let outcome = engine
         .execute_agent("mid_poll", hang())
+        .await
         .unwrap()
         .wait()
         .await;

@@ -188,6 +188,7 @@ fn engine(h: &Harness, model: &Model, tune: impl FnOnce(&mut LlmConfig)) -> User
 async fn run(engine: &UserExecutionEngine, message: &str) -> RunOutcome {
     engine
         .execute_agent("llm", agent_registry::AgentInput::message(message))
+        .await
         .unwrap()
         .wait()
         .await
@@ -495,6 +496,7 @@ async fn cancelling_mid_stream_drops_the_request() {
     let engine = engine(&h, &model, |_| {});
     let handle = engine
         .execute_agent("llm", agent_registry::AgentInput::message("hi"))
+        .await
         .unwrap();
     wait_until("the first chunk arrives", || {
         types(&h.events("alice")).contains(&"agent_response_chunk")

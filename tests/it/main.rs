@@ -55,6 +55,7 @@ mod postgres_support;
 mod properties;
 mod redis_outage;
 mod redis_support;
+mod run_slots;
 mod secrets;
 mod server;
 mod server_support;

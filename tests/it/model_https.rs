@@ -40,6 +40,7 @@ fn child_process() {
         );
         let run = engine
             .execute_agent("llm", AgentInput::message("hello over https"))
+            .await
             .unwrap();
         match run.wait().await {
             RunOutcome::Completed { output, .. } => format!("ok: {}", output.result),

@@ -1,6 +1,6 @@
 //! Runs across nodes sharing Redis, over real sockets: `cancel_run` sent to one node stops
 //! the run executing on another (and another user's run stays indistinguishable from a
-//! missing one), the per-user run limit holds across nodes, and the runs of a node that died
+//! missing one), the per-user run limit and queue hold across nodes, and the runs of a node that died
 //! end for their users with `agent_error` `node_lost` once its leases expire.
 
 use std::time::Duration;
@@ -25,6 +25,8 @@ fn tune(
         config.broker = BrokerChoice::Redis(url);
         config.run_lease_ttl = LEASE;
         config.engine.max_concurrent_runs = max_runs;
+        // No queue: a run past the limit is refused (the queue across nodes has its own test).
+        config.engine.max_queued_runs = 0;
         config.start_rate_per_minute = 1_000;
         // The hanging runs are cancelled at once on shutdown.
         config.shutdown_grace = Duration::from_millis(50);
@@ -146,6 +148,55 @@ async fn the_run_limit_holds_across_nodes() {
             .start(&format!("r5-{attempt}"), "synthetic", hang())
             .await;
     }
+    for node in [a, b] {
+        node.shutdown().await;
+    }
+}
+
+/// A run past the limit queues across nodes exactly as on one node: accepted, started when
+/// a slot frees on any node, in order; past the queue bound refused; cancellable from any
+/// node while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_past_the_limit_queues_across_nodes() {
+    let redis = RedisServer::start();
+    let queueing = |url: &str| {
+        let tune = tune(url, 1);
+        move |config: &mut agent_server::config::ServerConfig| {
+            tune(config);
+            config.engine.max_queued_runs = 2;
+        }
+    };
+    let a = start_server(queueing(&redis.url())).await;
+    let b = start_server(queueing(&redis.url())).await;
+    let mut on_a = Client::user(a.addr(), "nina").await;
+    let mut on_b = Client::user(b.addr(), "nina").await;
+    let first = on_a.start("r1", "synthetic", hang()).await;
+    assert_eq!(first["type"], "run_accepted", "{first}");
+    let first = first["run_id"].as_str().unwrap().to_owned();
+    until(&mut on_a, &first, "agent_started").await;
+    // Past the limit of 1, on the other node: accepted and queued behind the first.
+    let second = on_b.start("r2", "synthetic", json!({})).await;
+    assert_eq!(second["type"], "run_accepted", "{second}");
+    let second = second["run_id"].as_str().unwrap().to_owned();
+    let third = on_a.start("r3", "synthetic", hang()).await;
+    assert_eq!(third["type"], "run_accepted", "{third}");
+    let third = third["run_id"].as_str().unwrap().to_owned();
+    // Past the queue bound of 2: refused, on either node.
+    let refused = on_b.start("r4", "synthetic", hang()).await;
+    assert_eq!(refused["code"], "too_many_runs", "{refused}");
+
+    // The third, queued on node A, is cancelled from node B: it starts and ends at once.
+    cancel(&mut on_b, "c1", &third).await;
+    let ended = until(&mut on_b, &third, "agent_cancelled").await;
+    let kinds: Vec<_> = ended.iter().map(|e| e.event.kind.type_name()).collect();
+    assert_eq!(kinds, ["agent_started", "agent_cancelled"]);
+
+    // Ending the first (on A) lets the second (queued on B) start, and it completes.
+    cancel(&mut on_a, "c2", &first).await;
+    let events = until(&mut on_a, &second, "agent_completed").await;
+    let all: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
+    check_lifecycle(&all).unwrap();
+    assert_eq!(all[0].kind.type_name(), "agent_started");
     for node in [a, b] {
         node.shutdown().await;
     }

@@ -39,6 +39,11 @@ async fn redis_down_for_ten_seconds_costs_no_cpu_and_loses_nothing() {
     let url = redis.url();
     let node = KillableServer::start_named(THREADS, move |config| {
         config.broker = BrokerChoice::Redis(url);
+        // A run survives an outage shorter than its lease TTL less one renewal period (a
+        // third of the TTL); past that, its lease is taken and the run ends with `node_lost`,
+        // as designed. The default 15 s leaves no margin over this 10 s outage on a loaded
+        // machine, so this node's leases last a minute.
+        config.run_lease_ttl = Duration::from_secs(60);
     });
     let mut tab = Client::user(node.addr, "olga").await;
     // A run that streams through the outage: an event every 50 ms for about 15 s.

@@ -86,7 +86,7 @@ async fn sub_runs_have_their_own_lifecycle_and_end_before_their_parent() {
         "subs": [["synthetic", {"tools": 2, "sleep_ms": 2}], ["echo", {"n": 1}], ["synthetic", {"fail": "broken part"}]],
         "then": "echo",
     });
-    let run = engine.execute_agent("fanout", shape(input)).unwrap();
+    let run = engine.execute_agent("fanout", shape(input)).await.unwrap();
     let parent = run.run_id().clone();
     let RunOutcome::Completed { output, .. } = run.wait().await else {
         panic!("the parent failed")
@@ -133,7 +133,7 @@ async fn cancelling_the_parent_cancels_its_sub_runs_first() {
     let h = Harness::new();
     let engine = engine(&h, EngineConfig::default());
     let input = json!({"subs": [["synthetic", {"tools": 1, "hang": true}], ["ticker", null]]});
-    let run = engine.execute_agent("fanout", shape(input)).unwrap();
+    let run = engine.execute_agent("fanout", shape(input)).await.unwrap();
     wait_until("both sub-runs started", || {
         h.events("alice")
             .iter()
@@ -171,6 +171,7 @@ async fn a_parent_timeout_ends_the_sub_run_before_the_parent() {
     let input = json!({"subs": [["synthetic", {"tools": 0, "hang": true}]]});
     let outcome = engine
         .execute_agent("fanout", shape(input))
+        .await
         .unwrap()
         .wait()
         .await;
@@ -197,6 +198,7 @@ async fn sub_runs_nest_to_the_depth_limit_and_unknown_agents_are_refused() {
     let engine = engine(&h, EngineConfig::default());
     let RunOutcome::Completed { output, .. } = engine
         .execute_agent("recursive", shape(Value::Null))
+        .await
         .unwrap()
         .wait()
         .await
@@ -219,6 +221,7 @@ async fn sub_runs_nest_to_the_depth_limit_and_unknown_agents_are_refused() {
     let input = json!({"subs": [["nope", null]]});
     let RunOutcome::Completed { output, .. } = engine
         .execute_agent("fanout", shape(input))
+        .await
         .unwrap()
         .wait()
         .await

@@ -133,6 +133,7 @@ async fn the_model_reads_argument_refusals_and_truncated_results() {
     );
     let outcome = engine
         .execute_agent("llm", agent_registry::AgentInput::message("go"))
+        .await
         .unwrap()
         .wait()
         .await;

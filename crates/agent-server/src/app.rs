@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use agent_registry::AgentRegistry;
 use core_context::CancellationToken;
 use execution_engine::ExecutionEngineFactory;
-use redis_broker::RedisBroker;
+use redis_broker::{RedisBroker, SlotLimits};
 use run_service::RunService;
 use run_service::cluster::Cluster;
 use run_service::recorder::Recorder;
@@ -153,8 +153,22 @@ impl AppState {
             metrics: Arc::clone(&metrics),
             scrubber: Arc::clone(&config.scrubber),
         });
-        let factory =
-            ExecutionEngineFactory::new(Arc::clone(&registry), sink, config.engine.clone());
+        // The per-user run limit and queue: on this node, or across the cluster's nodes.
+        let factory = match &cluster {
+            None => ExecutionEngineFactory::new(Arc::clone(&registry), sink, config.engine.clone()),
+            Some(cluster) => {
+                let slots = cluster.slots(SlotLimits {
+                    max_running: config.engine.max_concurrent_runs,
+                    max_queued: config.engine.max_queued_runs,
+                });
+                ExecutionEngineFactory::with_slots(
+                    Arc::clone(&registry),
+                    sink,
+                    config.engine.clone(),
+                    Arc::new(slots),
+                )
+            }
+        };
         let sessions = Sessions::new(starts_per_minute, config.max_threads_per_user);
         let runs = RunService::new(
             factory,

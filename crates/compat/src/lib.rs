@@ -156,7 +156,8 @@ mod tests {
             .execute_agent(
                 agents::synthetic::AGENT_NAME,
                 AgentInput::message("hi").with_input(shape.clone()),
-            )?
+            )
+            .await?
             .wait()
             .await;
         assert!(outcome.is_completed(), "{path:?} {shape}: {outcome:?}");

@@ -214,6 +214,7 @@ fn main() {
         for _ in 0..runs {
             let run = engine
                 .execute_agent("three_tools", AgentInput::message("go"))
+                .await
                 .unwrap();
             assert!(run.wait().await.is_completed());
         }
@@ -243,6 +244,7 @@ fn main() {
                     let engine = factory.create_for_user(ctx).unwrap();
                     let run = engine
                         .execute_agent("three_tools", AgentInput::message("go"))
+                        .await
                         .unwrap();
                     assert!(run.wait().await.is_completed());
                     factory.release(&engine);

@@ -80,18 +80,19 @@ async fn main() {
     );
 
     let shape = json!({"thinking": 2, "tools": 2, "chunks": 3, "sleep_ms": 20});
-    let start = |user: &UserId, shape: serde_json::Value| {
+    let start = async |user: &UserId, shape: serde_json::Value| {
         let ctx = UserExecutionContext::builder(user.clone()).build().unwrap();
         let engine = factory.create_for_user(ctx).unwrap();
         let input = AgentInput::message("show me what you do").with_input(shape);
-        engine.execute_agent("synthetic", input).unwrap()
+        engine.execute_agent("synthetic", input).await.unwrap()
     };
-    let a = start(&alice, shape.clone());
-    let b = start(&bob, shape);
+    let a = start(&alice, shape.clone()).await;
+    let b = start(&bob, shape).await;
     let b_hang = start(
         &bob,
         json!({"thinking": 1, "tools": 0, "chunks": 0, "hang": true}),
-    );
+    )
+    .await;
     let (a_id, b_id, c_id) = (
         a.run_id().clone(),
         b.run_id().clone(),

@@ -1,19 +1,13 @@
 //! [`UserExecutionEngine`] and the task that drives one run.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use agent_registry::{
-    Agent, AgentContext, AgentContextParts, AgentError, AgentInput, AgentOutput, AgentRegistry,
-    SubRunner, panic_message,
-};
-use core_context::event::{EventKind, error_code};
+use agent_registry::{Agent, AgentInput, AgentRegistry};
+use core_context::event::EventKind;
 use core_context::{EventSink, RunId, RunScope, UserExecutionContext};
-use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
@@ -21,8 +15,11 @@ use tracing::{Instrument, info_span};
 
 use crate::config::EngineConfig;
 use crate::error::EngineError;
-use crate::limits::{Slot, UserLimits};
+use crate::execute::{TimeLimit, execute, finish};
+use crate::inner::{EngineInner, RunTable, now_ms};
+use crate::local_slots::LocalSlots;
 use crate::run::{RunControl, RunHandle, RunOutcome};
+use crate::slots::{Claim, RunSlots};
 use crate::stats::{Counters, EngineStats};
 
 /// The engine that runs agents for one request of one user. The only engine type.
@@ -33,33 +30,6 @@ use crate::stats::{Counters, EngineStats};
 #[derive(Clone)]
 pub struct UserExecutionEngine {
     pub(crate) inner: Arc<EngineInner>,
-}
-
-pub(crate) struct EngineInner {
-    pub(crate) id: u64,
-    context: UserExecutionContext,
-    registry: Arc<AgentRegistry>,
-    sink: Arc<dyn EventSink>,
-    config: Arc<EngineConfig>,
-    limits: Arc<UserLimits>,
-    counters: Counters,
-    runs: Mutex<RunTable>,
-    tasks: TaskTracker,
-    last_active_ms: AtomicU64,
-}
-
-#[derive(Default)]
-struct RunTable {
-    closed: bool,
-    context_run_id_used: bool,
-    active: HashMap<RunId, Arc<RunControl>>,
-}
-
-/// Milliseconds since the first call, on the monotonic clock (for idle tracking).
-pub(crate) fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
@@ -85,8 +55,11 @@ impl UserExecutionEngine {
         bridge: Arc<dyn EventSink>,
         config: EngineConfig,
     ) -> Self {
-        let limits = UserLimits::new(&config);
-        Self::assemble(user_context, registry, bridge, Arc::new(config), limits)
+        let slots = Arc::new(LocalSlots::new(
+            config.max_concurrent_runs,
+            config.max_queued_runs,
+        ));
+        Self::assemble(user_context, registry, bridge, Arc::new(config), slots)
     }
 
     pub(crate) fn assemble(
@@ -94,7 +67,7 @@ impl UserExecutionEngine {
         registry: Arc<AgentRegistry>,
         sink: Arc<dyn EventSink>,
         config: Arc<EngineConfig>,
-        limits: Arc<UserLimits>,
+        slots: Arc<dyn RunSlots>,
     ) -> Self {
         Self {
             inner: Arc::new(EngineInner {
@@ -103,7 +76,7 @@ impl UserExecutionEngine {
                 registry,
                 sink,
                 config,
-                limits,
+                slots,
                 counters: Counters::default(),
                 runs: Mutex::new(RunTable::default()),
                 tasks: TaskTracker::new(),
@@ -127,40 +100,71 @@ impl UserExecutionEngine {
         &self.inner.config
     }
 
-    /// Starts agent `agent` on `input` and returns at once with the run's handle.
+    /// Starts agent `agent` on `input` and returns with the run's handle once the run has a
+    /// slot or a place in the user's queue (it does not wait for the run).
     ///
     /// Refused (nothing emitted) when the agent is unknown, the user has the maximum of
-    /// running and queued runs, or the engine is shut down. An accepted run that must wait
-    /// for a slot emits `agent_started` when it gets one.
+    /// running and queued runs, the run slots cannot be reached, or the engine is shut down.
+    /// An accepted run that must wait for a slot emits `agent_started` when it gets one.
     ///
     /// The first run of an engine takes the context's run id; later runs (pipeline steps,
     /// retries) get fresh ones. Each run's agent sees a context with its own run id.
-    pub fn execute_agent(&self, agent: &str, input: AgentInput) -> Result<RunHandle, EngineError> {
+    pub async fn execute_agent(
+        &self,
+        agent: &str,
+        input: AgentInput,
+    ) -> Result<RunHandle, EngineError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         let created = self.inner.registry.create_agent(agent)?;
-        let slot = self.inner.limits.claim()?;
-        let run_context = {
+        let (run_id, took_context_id) = {
             let mut table = self.inner.runs.lock();
             if table.closed {
                 return Err(EngineError::EngineClosed);
             }
-            let run_id = if table.context_run_id_used {
-                RunId::generate()
+            if table.context_run_id_used {
+                (RunId::generate(), false)
             } else {
                 table.context_run_id_used = true;
-                self.inner.context.run_id().clone()
-            };
-            let run_context = self.inner.context.for_run(run_id);
-            let control = RunControl::new(run_context.cancellation().clone());
-            table
-                .active
-                .insert(run_context.run_id().clone(), Arc::clone(&control));
-            (run_context, control)
+                (self.inner.context.run_id().clone(), true)
+            }
         };
-        let (run_context, control) = run_context;
+        let run_context = self.inner.context.for_run(run_id);
+        let scope = RunScope {
+            run_id: run_context.run_id().clone(),
+            parent_run_id: None,
+            thread_id: run_context.thread_id().clone(),
+            agent_name: created.name,
+        };
+        let user = self.inner.context.user_id();
+        let claimed = self.inner.slots.claim(user, &scope).await;
+        let control = {
+            let mut table = self.inner.runs.lock();
+            let refused = match claimed {
+                Err(error) => Err(EngineError::from(error)),
+                // Shut down while the claim was made: the claim goes back.
+                Ok(_) if table.closed => Err(EngineError::EngineClosed),
+                Ok(claim) => Ok(claim),
+            };
+            match refused {
+                Ok(claim) => {
+                    let control = RunControl::new(run_context.cancellation().clone());
+                    table
+                        .active
+                        .insert(scope.run_id.clone(), Arc::clone(&control));
+                    (control, claim)
+                }
+                Err(error) => {
+                    if took_context_id {
+                        table.context_run_id_used = false;
+                    }
+                    return Err(error);
+                }
+            }
+        };
+        let (control, slot) = control;
         let counters = &self.inner.counters;
         counters.total.fetch_add(1, Ordering::Relaxed);
-        if matches!(slot, Slot::Queued(_)) {
+        if matches!(slot, Claim::Queued(_)) {
             counters.queued.fetch_add(1, Ordering::Relaxed);
         }
         self.inner.touch();
@@ -174,12 +178,7 @@ impl UserExecutionEngine {
         };
         let task = RunTask {
             engine: Arc::clone(&self.inner),
-            scope: RunScope {
-                run_id: run_context.run_id().clone(),
-                parent_run_id: None,
-                thread_id: run_context.thread_id().clone(),
-                agent_name: created.name,
-            },
+            scope,
             agent: created.agent,
             input,
             run_context,
@@ -232,48 +231,6 @@ impl UserExecutionEngine {
     }
 }
 
-impl EngineInner {
-    /// Stops accepting runs and cancels the active ones; does not wait.
-    pub(crate) fn close(&self, reason: &str) {
-        let controls: Vec<_> = {
-            let mut table = self.runs.lock();
-            table.closed = true;
-            table.active.values().cloned().collect()
-        };
-        for control in controls {
-            control.cancel(reason);
-        }
-        self.tasks.close();
-    }
-
-    /// Stops accepting runs; the active ones go on to their end.
-    pub(crate) fn seal(&self) {
-        self.runs.lock().closed = true;
-        self.tasks.close();
-    }
-
-    pub(crate) fn is_idle_for(&self, idle: Duration) -> bool {
-        let quiet_ms = now_ms().saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
-        self.runs.lock().active.is_empty() && Duration::from_millis(quiet_ms) >= idle
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.runs.lock().closed
-    }
-
-    fn touch(&self) {
-        self.last_active_ms.store(now_ms(), Ordering::Relaxed);
-    }
-
-    fn emit(&self, scope: &RunScope, kind: EventKind) {
-        let user = self.context.user_id();
-        if let Err(error) = self.sink.emit(user, scope.event(kind)) {
-            self.counters.emit_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(run_id = %scope.run_id, %error, "a run event could not be emitted");
-        }
-    }
-}
-
 impl fmt::Debug for UserExecutionEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserExecutionEngine")
@@ -285,218 +242,6 @@ impl fmt::Debug for UserExecutionEngine {
     }
 }
 
-/// How long a run may take: its timeout, and a point it may not outlive (a sub-run's
-/// parent's deadline).
-#[derive(Clone, Copy)]
-struct TimeLimit {
-    timeout: Duration,
-    not_after: Option<Instant>,
-}
-
-/// Runs `agent` for the run `scope` until it ends, and says how. Emits nothing of the run's
-/// own lifecycle (the caller emits `agent_started` and, through [`finish`], the terminal
-/// event); the agent's own events go through its context. Shared by top-level runs and
-/// sub-runs, so both keep exactly the same guarantees.
-async fn execute(
-    engine: &Arc<EngineInner>,
-    scope: &RunScope,
-    agent: &dyn Agent,
-    input: AgentInput,
-    run_context: UserExecutionContext,
-    control: &RunControl,
-    limit: TimeLimit,
-) -> RunOutcome {
-    let counters = &engine.counters;
-    counters.running.fetch_add(1, Ordering::Relaxed);
-    let started = Instant::now();
-    let deadline = [run_context.deadline(), limit.not_after]
-        .into_iter()
-        .flatten()
-        .fold(started + limit.timeout, Instant::min);
-    let limit = deadline.saturating_duration_since(started);
-    let ctx = AgentContext::new(AgentContextParts {
-        user_context: run_context,
-        scope: scope.clone(),
-        sink: Arc::clone(&engine.sink),
-        registry: Arc::clone(&engine.registry),
-        cancellation: control.token.clone(),
-        dispatch: engine.config.dispatch.clone(),
-        sub_runner: Some(Arc::new(SubRuns {
-            engine: Arc::clone(engine),
-        })),
-        deadline: Some(deadline),
-    });
-    let mut work = AssertUnwindSafe(agent.run(&ctx, input)).catch_unwind();
-    // Cancellation is polled first, then the deadline, then the work: once a run is
-    // cancelled it ends cancelled, and once its time is up it timed out, even if the agent
-    // returns in the same instant (for example with the error of a sub-run that hit the same
-    // deadline).
-    let outcome = tokio::select! {
-        biased;
-        () = control.token.cancelled() => RunOutcome::Cancelled(control.reason()),
-        () = tokio::time::sleep_until(deadline.into()) => RunOutcome::Failed(AgentError::new(
-            error_code::TIMEOUT,
-            format!("the run took longer than its {} limit", crate::run::describe_limit(limit)),
-        )),
-        finished = &mut work => match finished {
-            Ok(Ok(output)) => RunOutcome::Completed { output, duration: started.elapsed() },
-            Ok(Err(error)) => RunOutcome::Failed(error),
-            Err(panic) => RunOutcome::Failed(AgentError::new(
-                error_code::PANIC,
-                format!("the agent panicked: {}", panic_message(&*panic)),
-            )),
-        },
-    };
-    // A cancel can land between the select's look at the token and the agent's next step
-    // (on another worker thread), so the agent may return the cancellation as an error of
-    // its own (a tool call saying "cancelled"). A run whose token is cancelled when its agent
-    // fails was cancelled.
-    let outcome = match outcome {
-        RunOutcome::Failed(error)
-            if control.token.is_cancelled() && error.code != error_code::TIMEOUT =>
-        {
-            RunOutcome::Cancelled(control.reason())
-        }
-        other => other,
-    };
-    // Stop whatever the agent left running (sub-runs, tools) and drop its work now, before
-    // the terminal event: dropping closes any open tool call and ends any open sub-run.
-    control.token.cancel();
-    drop(work);
-    drop(ctx);
-    counters.running.fetch_sub(1, Ordering::Relaxed);
-    outcome
-}
-
-/// Counts the run's outcome and emits its one terminal event.
-fn finish(engine: &EngineInner, scope: &RunScope, outcome: &RunOutcome, duration: Duration) {
-    tracing::debug!(code = outcome.error_code(), ?duration, "run finished");
-    let counters = &engine.counters;
-    let terminal = match outcome {
-        RunOutcome::Completed { output, .. } => {
-            counters.completed.fetch_add(1, Ordering::Relaxed);
-            EventKind::AgentCompleted {
-                result: output.result.clone(),
-                duration_ms: duration.as_millis() as u64,
-                usage: output.usage.clone(),
-            }
-        }
-        RunOutcome::Failed(error) => {
-            match error.code.as_str() {
-                error_code::TIMEOUT => &counters.timed_out,
-                error_code::PANIC => {
-                    counters.panicked.fetch_add(1, Ordering::Relaxed);
-                    &counters.failed
-                }
-                _ => &counters.failed,
-            }
-            .fetch_add(1, Ordering::Relaxed);
-            EventKind::AgentError {
-                code: error.code.clone(),
-                message: error.message.clone(),
-            }
-        }
-        RunOutcome::Cancelled(reason) => {
-            counters.cancelled.fetch_add(1, Ordering::Relaxed);
-            EventKind::AgentCancelled {
-                reason: reason.clone(),
-            }
-        }
-    };
-    counters.record_duration(duration);
-    engine.emit(scope, terminal);
-}
-
-/// Starts sub-runs for the agents of one engine's runs.
-struct SubRuns {
-    engine: Arc<EngineInner>,
-}
-
-/// Ends a sub-run whose parent dropped it half-way (the parent was cancelled, timed out or
-/// failed): emits its `agent_cancelled`. The parent drops its work before its own terminal
-/// event, so the sub-run still ends first; its open tool calls close before this runs,
-/// because they live in the sub-run's work, which is dropped before this guard.
-struct OpenSubRun<'a> {
-    engine: &'a EngineInner,
-    scope: &'a RunScope,
-    started: Instant,
-    open: bool,
-}
-
-impl Drop for OpenSubRun<'_> {
-    fn drop(&mut self) {
-        if self.open {
-            let outcome = RunOutcome::Cancelled("the parent run ended".to_owned());
-            finish(self.engine, self.scope, &outcome, self.started.elapsed());
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl SubRunner for SubRuns {
-    async fn run_sub_agent(
-        &self,
-        parent: &AgentContext,
-        agent: &str,
-        input: AgentInput,
-    ) -> Result<AgentOutput, AgentError> {
-        let engine = &self.engine;
-        let created = engine
-            .registry
-            .create_agent(agent)
-            .map_err(|e| AgentError::new("unknown_agent", e.to_string()))?;
-        let child = parent
-            .user_context()
-            .create_child_context(&format!("sub_run:{agent}"))
-            .map_err(|e| AgentError::new("too_deep", e.to_string()))?;
-        let run_context = child.for_run(RunId::generate());
-        let control = RunControl::new(run_context.cancellation().clone());
-        let scope = RunScope {
-            run_id: run_context.run_id().clone(),
-            parent_run_id: Some(parent.scope().run_id.clone()),
-            thread_id: run_context.thread_id().clone(),
-            agent_name: created.name,
-        };
-        engine.counters.total.fetch_add(1, Ordering::Relaxed);
-        engine.emit(
-            &scope,
-            EventKind::AgentStarted {
-                message: input.message.clone(),
-            },
-        );
-        let mut open = OpenSubRun {
-            engine,
-            scope: &scope,
-            started: Instant::now(),
-            open: true,
-        };
-        let timeout = created.timeout.unwrap_or(engine.config.run_timeout);
-        let span = info_span!("sub_run", run_id = %scope.run_id, agent = %scope.agent_name);
-        let limit = TimeLimit {
-            timeout,
-            not_after: parent.deadline(),
-        };
-        let outcome = execute(
-            engine,
-            &scope,
-            &*created.agent,
-            input,
-            run_context,
-            &control,
-            limit,
-        )
-        .instrument(span)
-        .await;
-        open.open = false;
-        finish(engine, &scope, &outcome, open.started.elapsed());
-        match outcome {
-            RunOutcome::Completed { output, .. } => Ok(output),
-            RunOutcome::Failed(error) => Err(error),
-            RunOutcome::Cancelled(reason) => Err(AgentError::new("cancelled", reason)),
-        }
-    }
-}
-
 /// Everything one run's task owns.
 struct RunTask {
     engine: Arc<EngineInner>,
@@ -505,7 +250,7 @@ struct RunTask {
     input: AgentInput,
     run_context: UserExecutionContext,
     control: Arc<RunControl>,
-    slot: Slot,
+    slot: Claim,
     timeout: Duration,
     outcome_tx: oneshot::Sender<RunOutcome>,
 }
@@ -527,12 +272,12 @@ impl RunTask {
 
         let queued_at = Instant::now();
         let permit = match slot {
-            Slot::Running(permit) => Some(permit),
-            Slot::Queued(ticket) => {
+            Claim::Running(permit) => Some(permit),
+            Claim::Queued(place) => {
                 let permit = tokio::select! {
                     biased;
                     () = control.token.cancelled() => None,
-                    permit = engine.limits.wait(ticket) => Some(permit),
+                    permit = place.wait() => Some(permit),
                 };
                 counters.queued.fetch_sub(1, Ordering::Relaxed);
                 permit

@@ -2,6 +2,8 @@
 
 use agent_registry::RegistryError;
 
+use crate::slots::SlotError;
+
 /// Why a run (or an engine) was not started. Nothing was emitted for a refused run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -28,6 +30,9 @@ pub enum EngineError {
         /// The limit.
         max: usize,
     },
+    /// The user's run slots cannot be reached now (across nodes: Redis is down).
+    #[error("{0}")]
+    SlotsUnavailable(String),
     /// The engine was shut down and accepts no new runs.
     #[error("the engine is shut down and accepts no new runs; create a new one")]
     EngineClosed,
@@ -45,7 +50,28 @@ impl EngineError {
             EngineError::TooManyRuns { .. } => "too_many_runs",
             EngineError::TooManyEngines { .. } => "too_many_engines",
             EngineError::EngineClosed => "engine_closed",
-            EngineError::NoRuntime => "internal_error",
+            EngineError::SlotsUnavailable(_) | EngineError::NoRuntime => "internal_error",
+        }
+    }
+}
+
+impl From<SlotError> for EngineError {
+    fn from(error: SlotError) -> Self {
+        match error {
+            SlotError::Full {
+                running,
+                queued,
+                max_running,
+                max_queued,
+            } => EngineError::TooManyRuns {
+                running,
+                queued,
+                max_running,
+                max_queued,
+            },
+            unavailable @ SlotError::Unavailable(_) => {
+                EngineError::SlotsUnavailable(unavailable.to_string())
+            }
         }
     }
 }

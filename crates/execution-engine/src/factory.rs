@@ -1,9 +1,9 @@
-//! [`ExecutionEngineFactory`]: per-user limits shared by all of a user's engines, a cap on
-//! engines per user, and cleanup of idle ones; and [`ScopedEngine`].
+//! [`ExecutionEngineFactory`]: per-user run slots shared by all of a user's engines, a cap
+//! on engines per user, and cleanup of idle ones; and [`ScopedEngine`].
 //!
-//! The factory keeps one small entry per user (run slots and the user's live engines) and
-//! drops it once the user has neither engines nor runs, so its map is bounded by the users
-//! that are active, never by every user ever seen.
+//! The factory keeps one small entry per user (the user's live engines) and drops it once
+//! the user has no engine, so its map is bounded by the users that are active, never by
+//! every user ever seen. The run slots keep their own per-user state ([`RunSlots`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,9 +18,10 @@ use parking_lot::Mutex;
 use crate::config::EngineConfig;
 use crate::engine::UserExecutionEngine;
 use crate::error::EngineError;
-use crate::limits::UserLimits;
+use crate::local_slots::LocalSlots;
+use crate::slots::RunSlots;
 
-/// Makes engines that share per-user limits. Cloning gives another handle to the same factory.
+/// Makes engines that share per-user run slots. Cloning gives another handle to the same factory.
 #[derive(Clone)]
 pub struct ExecutionEngineFactory {
     inner: Arc<FactoryInner>,
@@ -30,17 +31,17 @@ struct FactoryInner {
     registry: Arc<AgentRegistry>,
     sink: Arc<dyn EventSink>,
     config: Arc<EngineConfig>,
+    slots: Arc<dyn RunSlots>,
     users: Mutex<HashMap<UserId, UserEntry>>,
 }
 
 struct UserEntry {
-    limits: Arc<UserLimits>,
     engines: Vec<UserExecutionEngine>,
 }
 
 impl UserEntry {
     fn is_unused(&self) -> bool {
-        self.engines.is_empty() && self.limits.is_idle()
+        self.engines.is_empty()
     }
 }
 
@@ -49,38 +50,60 @@ impl UserEntry {
 pub struct CleanupReport {
     /// Idle engines closed.
     pub engines_closed: usize,
-    /// Users whose entry was dropped (no engines, no runs).
+    /// Users whose entry was dropped (no engines).
     pub users_dropped: usize,
 }
 
 /// A snapshot of the factory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FactoryStats {
-    /// Users with an entry.
+    /// Users with a live engine.
     pub users: usize,
     /// Live engines, all users together.
     pub engines: usize,
-    /// Runs executing, all users together.
+    /// Runs executing in this process, all users together.
     pub running: usize,
-    /// Runs queued, all users together.
+    /// Runs of this process waiting for a slot, all users together.
     pub queued: usize,
 }
 
 impl ExecutionEngineFactory {
-    /// A factory running agents from `registry`, emitting through `bridge`, with `config`.
+    /// A factory running agents from `registry`, emitting through `bridge`, with `config`;
+    /// its users' run slots are in this process ([`LocalSlots`] with `config`'s limits).
     pub fn new(
         registry: Arc<AgentRegistry>,
         bridge: Arc<dyn EventSink>,
         config: EngineConfig,
+    ) -> Self {
+        let slots = Arc::new(LocalSlots::new(
+            config.max_concurrent_runs,
+            config.max_queued_runs,
+        ));
+        Self::with_slots(registry, bridge, config, slots)
+    }
+
+    /// [`new`](Self::new) with the users' run slots in `slots` (for example across nodes).
+    /// `slots` enforces its own limits; `config`'s run limits are for `slots` to follow.
+    pub fn with_slots(
+        registry: Arc<AgentRegistry>,
+        bridge: Arc<dyn EventSink>,
+        config: EngineConfig,
+        slots: Arc<dyn RunSlots>,
     ) -> Self {
         Self {
             inner: Arc::new(FactoryInner {
                 registry,
                 sink: bridge,
                 config: Arc::new(config),
+                slots,
                 users: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The users' run slots.
+    pub fn slots(&self) -> &Arc<dyn RunSlots> {
+        &self.inner.slots
     }
 
     /// The factory's settings.
@@ -106,7 +129,6 @@ impl ExecutionEngineFactory {
         let entry = users
             .entry(user_context.user_id().clone())
             .or_insert_with(|| UserEntry {
-                limits: UserLimits::new(config),
                 engines: Vec::new(),
             });
         entry.engines.retain(|e| !e.inner.is_closed());
@@ -129,7 +151,7 @@ impl ExecutionEngineFactory {
             Arc::clone(&self.inner.registry),
             Arc::clone(&self.inner.sink),
             Arc::clone(config),
-            Arc::clone(&entry.limits),
+            Arc::clone(&self.inner.slots),
         );
         entry.engines.push(engine.clone());
         Ok(engine)
@@ -157,7 +179,7 @@ impl ExecutionEngineFactory {
     }
 
     /// Closes engines idle for longer than the configured idle timeout and drops users with
-    /// neither engines nor runs.
+    /// no engine left.
     pub fn cleanup_idle(&self) -> CleanupReport {
         let idle_after = self.inner.config.engine_idle_timeout;
         let mut report = CleanupReport::default();
@@ -205,9 +227,12 @@ impl ExecutionEngineFactory {
 
     /// Counts of users, engines and runs.
     pub fn stats(&self) -> FactoryStats {
+        let load = self.inner.slots.load();
         let users = self.inner.users.lock();
         let mut stats = FactoryStats {
             users: users.len(),
+            running: load.running,
+            queued: load.queued,
             ..FactoryStats::default()
         };
         for entry in users.values() {
@@ -216,8 +241,6 @@ impl ExecutionEngineFactory {
                 .iter()
                 .filter(|e| !e.inner.is_closed())
                 .count();
-            stats.running += entry.limits.running();
-            stats.queued += entry.limits.queued();
         }
         stats
     }

@@ -5,8 +5,9 @@
 //! - [`UserExecutionEngine::create_execution_engine`]: the primary factory, for one request;
 //! - [`UserExecutionEngine::create_request_scoped_engine`]: the same, wrapped in a
 //!   [`ScopedEngine`] whose cleanup is guaranteed (explicit [`ScopedEngine::close`], or drop);
-//! - [`ExecutionEngineFactory`]: for servers; shares one set of limits per USER across all of
-//!   that user's engines, caps engines per user and cleans up idle ones.
+//! - [`ExecutionEngineFactory`]: for servers; shares one set of run slots per USER across
+//!   all of that user's engines (in this process, or across nodes through any [`RunSlots`]),
+//!   caps engines per user and cleans up idle ones.
 //!
 //! Every run the engine accepts keeps the lifecycle guarantees of
 //! [`core_context::lifecycle`]: one `agent_started` first, exactly one terminal event last
@@ -21,16 +22,21 @@
 mod config;
 mod engine;
 mod error;
+mod execute;
 mod factory;
-mod limits;
+mod inner;
+mod local_slots;
 mod pipeline;
 mod run;
+pub mod slots;
 mod stats;
 
 pub use config::EngineConfig;
 pub use engine::UserExecutionEngine;
 pub use error::EngineError;
 pub use factory::{CleanupReport, ExecutionEngineFactory, FactoryStats, ScopedEngine};
+pub use local_slots::LocalSlots;
 pub use pipeline::{PipelineReport, PipelineStep, StepReport};
 pub use run::{RunHandle, RunOutcome};
+pub use slots::RunSlots;
 pub use stats::EngineStats;

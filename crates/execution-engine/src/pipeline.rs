@@ -88,7 +88,7 @@ impl UserExecutionEngine {
             if let Some(result) = previous.take() {
                 input.previous_result = Some(result);
             }
-            let (run_id, outcome) = match self.execute_agent(&step.agent, input) {
+            let (run_id, outcome) = match self.execute_agent(&step.agent, input).await {
                 Ok(handle) => {
                     let run_id = handle.run_id().clone();
                     (Some(run_id), Ok(handle.wait().await))

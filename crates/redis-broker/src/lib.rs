@@ -30,7 +30,7 @@ mod shared;
 mod subscriber;
 mod tls;
 
-pub use runs::{ClusterRuns, Lease, LostRun, NODE_LOST};
+pub use runs::{ClaimState, ClusterRuns, Lease, LostRun, NODE_LOST, SlotLimits};
 pub use shared::{BrokerStats, CancelRequest};
 
 use std::collections::HashMap;

@@ -1,13 +1,17 @@
-//! [`ClusterRuns`]: users' runs across nodes: a cluster-wide per-user run limit held by
-//! leases that expire, `cancel_run` routed to the node executing the run, and the runs of a
-//! node that died ended for their users by a surviving node.
+//! [`ClusterRuns`]: users' runs across nodes: a cluster-wide per-user run limit and queue
+//! held by leases that expire, `cancel_run` routed to the node executing the run, and the
+//! runs of a node that died ended for their users by a surviving node.
 //!
 //! Keys (beside the streams' of the `scripts` module):
-//! - `<prefix>:{<user>}:slots`, a sorted set: the user's leases, scored by expiry (ms);
-//! - `<prefix>:leases`, a sorted set: every lease, scored by expiry, for the reaper;
-//! - `<prefix>:lease:<id>`, a hash: the lease's user, node, and once it started its run's id,
-//!   thread and agent (what a terminal event for it needs);
-//! - `<prefix>:run:<run id>`, a hash: the run's user, node and lease (for `cancel_run`);
+//! - `<prefix>:{<user>}:slots`, a sorted set: the user's held slots, scored by expiry (ms);
+//! - `<prefix>:{<user>}:queue`, a sorted set: the user's claims waiting for a slot, scored by
+//!   arrival (ms), and `<prefix>:{<user>}:queued`, the same claims scored by expiry (a
+//!   waiting claim renews its place each time it asks again);
+//! - `<prefix>:leases`, a sorted set: every held slot, scored by expiry, for the reaper;
+//! - `<prefix>:lease:<id>`, a hash: a held slot's user, node, run id, thread and agent (what a
+//!   terminal event for its run needs);
+//! - `<prefix>:run:<run id>`, a hash: the run's user, node and lease, from the moment its
+//!   claim holds a slot or a place (for `cancel_run`, queued runs too);
 //! - `<prefix>:ended:<run id>`: the run was ended by a reaper; its node's later events are
 //!   dropped, so the `node_lost` terminal event stays the run's last;
 //! - `<prefix>:node:<node id>`, a pub/sub channel: `cancel` commands for the node's runs.
@@ -35,25 +39,67 @@ use crate::shared::{CancelRequest, Shared, broker_error};
 /// The `agent_error` code of a run whose node stopped renewing its lease.
 pub const NODE_LOST: &str = "node_lost";
 
-/// Claims a lease: `KEYS[1]` the user's slots, `KEYS[2]` all leases, `KEYS[3]` the lease;
-/// `ARGV[1]` lease id, `ARGV[2]` TTL ms, `ARGV[3]` the limit, `ARGV[4]` user, `ARGV[5]` node.
-/// Returns 1, or 0 when the user holds the limit already.
-const ACQUIRE: &str = r"
+/// Claims a run slot or a place in the user's queue. `KEYS[1]` the user's slots (scored by
+/// expiry), `KEYS[2]` all leases, `KEYS[3]` this claim's lease hash, `KEYS[4]` the user's
+/// queue (scored by arrival, strictly increasing), `KEYS[5]` the queue's expiries, `KEYS[6]` the run's hash;
+/// `ARGV[1]` the claim's id, `ARGV[2]` TTL ms, `ARGV[3]` max running, `ARGV[4]` max queued,
+/// `ARGV[5]` user, `ARGV[6]` node, `ARGV[7]` run, `ARGV[8]` thread, `ARGV[9]` agent.
+///
+/// A claim already in the queue (a waiter asking again) takes a slot when fewer claims are
+/// ahead of it than slots are free, else renews its place; a new claim does the same as if
+/// it stood at the end of the queue, and queues while the queue has room. Slots and places
+/// not renewed within their TTL (their node died) are dropped first.
+/// Returns `{1}` running, `{2, position}` queued, `{0, running, queued}` refused.
+const CLAIM: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local expiry = now + ttl
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-local expiry = now + tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], expiry, ARGV[1])
-redis.call('ZADD', KEYS[2], expiry, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[3], 'user', ARGV[4], 'node', ARGV[5])
-return 1
+local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
+for _, id in ipairs(dead) do redis.call('ZREM', KEYS[4], id) end
+if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now) end
+local running = redis.call('ZCARD', KEYS[1])
+local queued = redis.call('ZCARD', KEYS[4])
+local rank = redis.call('ZRANK', KEYS[4], ARGV[1])
+local ahead = rank or queued
+if ahead < tonumber(ARGV[3]) - running then
+  if rank then
+    redis.call('ZREM', KEYS[4], ARGV[1])
+    redis.call('ZREM', KEYS[5], ARGV[1])
+  end
+  redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+  redis.call('ZADD', KEYS[2], expiry, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('HSET', KEYS[3], 'user', ARGV[5], 'node', ARGV[6], 'run', ARGV[7],
+    'thread', ARGV[8], 'agent', ARGV[9])
+  redis.call('HSET', KEYS[6], 'user', ARGV[5], 'node', ARGV[6], 'lease', ARGV[1])
+  redis.call('PEXPIRE', KEYS[6], 86400000)
+  return {1}
+end
+if rank then
+  redis.call('ZADD', KEYS[5], 'XX', expiry, ARGV[1])
+  redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('PEXPIRE', KEYS[5], ttl)
+  return {2, rank}
+end
+if queued >= tonumber(ARGV[4]) then return {0, running, queued} end
+-- Arrival order, strictly after the last place (several may arrive in one millisecond).
+local arrival = now
+local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
+if last[2] and tonumber(last[2]) >= arrival then arrival = tonumber(last[2]) + 1 end
+redis.call('ZADD', KEYS[4], arrival, ARGV[1])
+redis.call('ZADD', KEYS[5], expiry, ARGV[1])
+redis.call('PEXPIRE', KEYS[4], ttl)
+redis.call('PEXPIRE', KEYS[5], ttl)
+redis.call('HSET', KEYS[6], 'user', ARGV[5], 'node', ARGV[6], 'lease', ARGV[1])
+redis.call('PEXPIRE', KEYS[6], 86400000)
+return {2, queued}
 ";
 
 /// Takes a lease off the books and marks its run ended for a day (`<prefix>:ended:<run>`:
 /// the publish script drops the run's later events, so its `node_lost` stays its last).
-/// Returns `{user, run, thread, agent}` for a lease whose run had started, else nil.
+/// Returns `{user, run, thread, agent}` for a lease that names its run, else nil.
 const TAKE: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
@@ -110,11 +156,42 @@ end
 return out
 ";
 
-/// A run slot held in the cluster; give it back with [`ClusterRuns::release`].
+/// A claim on one of a user's run slots in the cluster: a slot held, or a place in the
+/// user's queue. Give it back with [`ClusterRuns::release`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     id: String,
     user: UserId,
+    run: RunId,
+}
+
+/// What [`ClusterRuns::claim`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimState {
+    /// The slot is held: the run may start.
+    Running,
+    /// The claim waits in the user's queue, with `position` claims ahead of it; claim again
+    /// (with the same lease) to renew the place and take a slot once it is its turn.
+    Queued {
+        /// Claims ahead of this one.
+        position: usize,
+    },
+    /// The user has `max running` runs and `max queued` waiting: refused.
+    Full {
+        /// The user's runs running, all nodes together.
+        running: usize,
+        /// The user's runs waiting, all nodes together.
+        queued: usize,
+    },
+}
+
+/// A user's limits in the cluster: runs at once, and runs waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotLimits {
+    /// Runs of one user executing at once, all nodes together.
+    pub max_running: usize,
+    /// Runs of one user waiting for a slot, all nodes together.
+    pub max_queued: usize,
 }
 
 /// What the reaper found: a run whose node stopped renewing its lease.
@@ -137,15 +214,29 @@ pub struct ClusterRuns {
     /// Where the end of a lost run is published.
     publish: Arc<PublishQueue>,
     lease_ttl: Duration,
-    acquire: Arc<Script>,
+    claim: Arc<Script>,
     renew: Arc<Script>,
     reap: Arc<Script>,
 }
 
 impl Lease {
+    /// A claim for `user`'s run `run` (a new one: claim it with [`ClusterRuns::claim`]).
+    pub fn new(user: UserId, run: RunId) -> Self {
+        Self {
+            id: ulid::Ulid::new().to_string(),
+            user,
+            run,
+        }
+    }
+
     /// Whose run slot it is.
     pub fn user(&self) -> &UserId {
         &self.user
+    }
+
+    /// The run it is for.
+    pub fn run(&self) -> &RunId {
+        &self.run
     }
 }
 
@@ -168,7 +259,7 @@ impl ClusterRuns {
             shared,
             publish,
             lease_ttl,
-            acquire: Arc::new(Script::new(ACQUIRE)),
+            claim: Arc::new(Script::new(CLAIM)),
             renew: Arc::new(Script::new(&format!("{TAKE}{RENEW}"))),
             reap: Arc::new(Script::new(&format!("{TAKE}{REAP}"))),
         }
@@ -191,72 +282,80 @@ impl ClusterRuns {
         self.lease_ttl / 3
     }
 
-    /// Claims one of `user`'s `limit` run slots across the cluster; `None` when they are
-    /// all held.
-    pub async fn acquire(&self, user: &UserId, limit: usize) -> Result<Option<Lease>, BrokerError> {
-        let id = ulid::Ulid::new().to_string();
-        let acquired: u8 = self
-            .acquire
-            .key(self.slots_key(user))
+    fn queue_keys(&self, user: &UserId) -> [String; 2] {
+        let user = user.as_str();
+        let prefix = &self.shared.prefix;
+        [
+            format!("{prefix}:{{{user}}}:queue"),
+            format!("{prefix}:{{{user}}}:queued"),
+        ]
+    }
+
+    /// Claims a run slot for `lease`'s run (`scope`) within `limits` across the cluster: held
+    /// at once, or a place in the user's queue (claim again with the same lease to renew the
+    /// place, at least once per lease TTL, and to take a slot when it is its turn), or
+    /// refused. A claim that holds a slot or a place is where `cancel_run` finds its run; a
+    /// held slot is renewed with [`renew`](Self::renew), and its run ended by a reaper if
+    /// its node stops renewing it.
+    pub async fn claim(
+        &self,
+        lease: &Lease,
+        scope: &RunScope,
+        limits: SlotLimits,
+    ) -> Result<ClaimState, BrokerError> {
+        let [queue, queued] = self.queue_keys(&lease.user);
+        let answer: Vec<usize> = self
+            .claim
+            .key(self.slots_key(&lease.user))
             .key(self.key("leases"))
-            .key(self.key(&format!("lease:{id}")))
-            .arg(&id)
+            .key(self.key(&format!("lease:{}", lease.id)))
+            .key(queue)
+            .key(queued)
+            .key(self.key(&format!("run:{}", lease.run)))
+            .arg(&lease.id)
             .arg(self.ttl_ms())
-            .arg(limit)
-            .arg(user.as_str())
+            .arg(limits.max_running)
+            .arg(limits.max_queued)
+            .arg(lease.user.as_str())
             .arg(&self.shared.node_id)
+            .arg(lease.run.as_str())
+            .arg(scope.thread_id.as_str())
+            .arg(&*scope.agent_name)
             .invoke_async(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
-        Ok((acquired == 1).then(|| Lease {
-            id,
-            user: user.clone(),
-        }))
+        match answer.as_slice() {
+            [1] => Ok(ClaimState::Running),
+            [2, position] => Ok(ClaimState::Queued {
+                position: *position,
+            }),
+            [0, running, queued] => Ok(ClaimState::Full {
+                running: *running,
+                queued: *queued,
+            }),
+            other => Err(BrokerError(format!(
+                "Redis: the claim script answered {other:?}"
+            ))),
+        }
     }
 
-    /// Records the run `lease` was taken for: where `cancel_run` finds it, and what the
-    /// reaper needs to end it.
-    pub async fn started(&self, lease: &Lease, scope: &RunScope) -> Result<(), BrokerError> {
-        let lease_key = self.key(&format!("lease:{}", lease.id));
-        let run_key = self.key(&format!("run:{}", scope.run_id));
-        let mut pipe = redis::pipe();
-        pipe.hset_multiple(
-            &lease_key,
-            &[
-                ("run", scope.run_id.as_str()),
-                ("thread", scope.thread_id.as_str()),
-                ("agent", &*scope.agent_name),
-            ],
-        )
-        .ignore()
-        .hset_multiple(
-            &run_key,
-            &[
-                ("user", lease.user.as_str()),
-                ("node", self.shared.node_id.as_str()),
-                ("lease", lease.id.as_str()),
-            ],
-        )
-        .ignore()
-        .pexpire(&run_key, 86_400_000)
-        .ignore();
-        pipe.query_async::<()>(&mut self.shared.conn.clone())
-            .await
-            .map_err(|e| broker_error(&e))
-    }
-
-    /// Gives `lease` back (its run ended, or never started).
-    pub async fn release(&self, lease: &Lease, run: Option<&RunId>) -> Result<(), BrokerError> {
+    /// Gives `lease` back: its slot or its place in the queue (its run ended, was cancelled
+    /// while queued, or never started), and its run's record.
+    pub async fn release(&self, lease: &Lease) -> Result<(), BrokerError> {
+        let [queue, queued] = self.queue_keys(&lease.user);
         let mut pipe = redis::pipe();
         pipe.zrem(self.slots_key(&lease.user), &lease.id)
+            .ignore()
+            .zrem(queue, &lease.id)
+            .ignore()
+            .zrem(queued, &lease.id)
             .ignore()
             .zrem(self.key("leases"), &lease.id)
             .ignore()
             .del(self.key(&format!("lease:{}", lease.id)))
+            .ignore()
+            .del(self.key(&format!("run:{}", lease.run)))
             .ignore();
-        if let Some(run) = run {
-            pipe.del(self.key(&format!("run:{run}"))).ignore();
-        }
         pipe.query_async::<()>(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))

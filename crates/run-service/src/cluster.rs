@@ -1,25 +1,30 @@
-//! Runs across nodes (with `--broker redis://…`): the per-user run limit held cluster-wide by
-//! leases, `cancel_run` for a run executing on another node, and the runs of a node that
-//! died ended by this one. The Redis side is `redis_broker::ClusterRuns`.
+//! Runs across nodes (with `--broker redis://…`): the per-user run limit and queue held
+//! cluster-wide by leases (the engine's run slots, [`ClusterSlots`]), `cancel_run` for a run
+//! executing on another node, and the runs of a node that died ended by this one. The Redis
+//! side is `redis_broker::ClusterRuns`.
 //!
 //! A node holds a lease per run it executes and renews them all every third of the lease
 //! TTL; the same tick reaps leases other nodes stopped renewing (each taken by one node,
 //! which emits the run's terminal `agent_error` with code `node_lost`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use core_context::{RunId, RunScope, UserId};
-use parking_lot::Mutex;
-use redis_broker::{ClusterRuns, Lease, RedisBroker};
+use core_context::{RunId, UserId};
+use redis_broker::{ClusterRuns, Lease, RedisBroker, SlotLimits};
+use tokio::sync::Notify;
 use ws_bridge::broker::BrokerError;
+
+pub use crate::cluster_slots::ClusterSlots;
+use crate::cluster_slots::Held;
 
 /// This node's part in the cluster's runs.
 pub struct Cluster {
     broker: Arc<RedisBroker>,
     runs: ClusterRuns,
-    /// The leases of the runs this node executes.
-    held: Mutex<HashMap<RunId, Lease>>,
+    /// The leases of the runs this node executes (shared with its [`ClusterSlots`]).
+    held: Held,
+    /// Told when this node gives a slot back, so its queued runs ask again at once.
+    freed: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -38,8 +43,19 @@ impl Cluster {
         Self {
             broker,
             runs,
-            held: Mutex::new(HashMap::new()),
+            held: Held::default(),
+            freed: Arc::new(Notify::new()),
         }
+    }
+
+    /// The engine's run slots across the cluster, with `limits` per user.
+    pub fn slots(&self, limits: SlotLimits) -> ClusterSlots {
+        ClusterSlots::new(
+            self.runs.clone(),
+            Arc::clone(&self.held),
+            Arc::clone(&self.freed),
+            limits,
+        )
     }
 
     /// The Redis broker's counts.
@@ -57,31 +73,6 @@ impl Cluster {
     /// How often [`Cluster::tick`] must run to keep this node's leases.
     pub(crate) fn renew_every(&self) -> std::time::Duration {
         self.runs.renew_every()
-    }
-
-    /// Claims one of `user`'s `limit` slots across the cluster (`None`: all are held).
-    pub(crate) async fn acquire(
-        &self,
-        user: &UserId,
-        limit: usize,
-    ) -> Result<Option<Lease>, BrokerError> {
-        self.runs.acquire(user, limit).await
-    }
-
-    /// The run of `lease` started here: record it for cross-node cancel and for renewal.
-    pub(crate) async fn started(&self, lease: Lease, scope: &RunScope) -> Result<(), BrokerError> {
-        self.held.lock().insert(scope.run_id.clone(), lease.clone());
-        self.runs.started(&lease, scope).await
-    }
-
-    /// Gives a lease back: its run ended (`run`), or never started.
-    pub(crate) async fn release(&self, lease: &Lease, run: Option<&RunId>) {
-        if let Some(run) = run {
-            self.held.lock().remove(run);
-        }
-        if let Err(error) = self.runs.release(lease, run).await {
-            tracing::warn!(%error, "cluster: cannot give a run slot back now; it expires with its lease");
-        }
     }
 
     /// Routes `cancel_run` to the node executing `user`'s run; false when none does.

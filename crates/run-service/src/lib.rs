@@ -2,13 +2,14 @@
 //! transport. The server's three transports (the WebSocket loop, AG-UI, the history API) all
 //! start and cancel runs here and render the typed answers in their own terms.
 //!
-//! - [`service`]: [`RunService`]: draining, the stored thread's owner, the session's rules, a
-//!   slot across nodes, the thread's earlier turns, and the run on a fresh engine; answers
+//! - [`service`]: [`RunService`]: draining, the stored thread's owner, the session's rules,
+//!   the thread's earlier turns, and the run on a fresh engine (which claims its slot); answers
 //!   [`RunAccepted`] or a [`Refusal`]. What it counts goes to a [`RunCounter`] (the server's
 //!   metrics).
 //! - [`sessions`]: per-user rules: the start rate limit, thread ownership, active runs.
-//! - [`cluster`]: runs across nodes (with a Redis broker): the cluster-wide run limit,
-//!   cross-node `cancel_run`, and ending the runs of a node that died.
+//! - [`cluster`]: runs across nodes (with a Redis broker): the engine's run slots across
+//!   nodes ([`cluster::ClusterSlots`], the cluster-wide run limit and queue), cross-node
+//!   `cancel_run`, and ending the runs of a node that died.
 //! - [`recorder`]: the history (with `--store`): runs recorded, earlier turns read back,
 //!   interrupted runs.
 //! - [`tag`]: a user's tag in log lines, which names no user.
@@ -19,6 +20,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cluster;
+mod cluster_slots;
 pub mod recorder;
 pub mod service;
 pub mod sessions;

@@ -1,6 +1,6 @@
 //! The run service: starting and cancelling a user's runs, with the rules they need (draining,
-//! thread ownership, the start rate, the per-user limit across nodes, the thread's earlier
-//! turns), and no transport. It answers with typed results, [`RunAccepted`] or a [`Refusal`];
+//! thread ownership, the start rate, the thread's earlier turns; the per-user run limit is the
+//! engine's run slots), and no transport. It answers with typed results, [`RunAccepted`] or a [`Refusal`];
 //! the WebSocket loop renders them as frames, the AG-UI handler as HTTP statuses and SSE.
 //!
 //! **Architecture Invariant:** this module names no wire frame and no HTTP type: the three
@@ -13,9 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use agent_registry::{AgentInput, Turn};
-use core_context::{ConnectionId, RunId, RunScope, ThreadId, UserExecutionContext, UserId};
+use core_context::{ConnectionId, RunId, ThreadId, UserExecutionContext, UserId};
 use execution_engine::ExecutionEngineFactory;
-use redis_broker::Lease;
 use serde_json::{Map, Value, json};
 
 use crate::cluster::Cluster;
@@ -93,8 +92,6 @@ pub struct RunService {
     /// Threads, runs and events kept past the process, with `--store`.
     recorder: Option<Arc<Recorder>>,
     metrics: Arc<dyn RunCounter>,
-    /// The per-user limit of running runs (across nodes with a cluster).
-    max_concurrent_runs: usize,
     /// Set by graceful shutdown: no new runs.
     draining: AtomicBool,
 }
@@ -109,14 +106,12 @@ impl RunService {
         recorder: Option<Arc<Recorder>>,
         metrics: Arc<dyn RunCounter>,
     ) -> Self {
-        let max_concurrent_runs = factory.config().max_concurrent_runs;
         Self {
             factory,
             sessions,
             cluster,
             recorder,
             metrics,
-            max_concurrent_runs,
             draining: AtomicBool::new(false),
         }
     }
@@ -147,8 +142,8 @@ impl RunService {
     }
 
     /// Starts a run of `user`'s, asked on `connection`: refused while draining, then the
-    /// session's rules (thread ownership, start rate), a slot across nodes, the thread's
-    /// earlier turns, and the run on a fresh engine of the user's.
+    /// session's rules (thread ownership, start rate), the thread's earlier turns, and the
+    /// run on a fresh engine of the user's, which claims its slot (or a place in the queue).
     pub async fn start(
         self: &Arc<Self>,
         user: &UserId,
@@ -164,34 +159,12 @@ impl RunService {
         self.stored_thread_is_theirs(user, request.thread_id.as_ref())
             .await?;
         let thread = self.sessions.admit(user, request.thread_id.clone())?;
-        let lease = self.cluster_slot(user).await?;
         let history = match (&self.recorder, &request.thread_id) {
             (Some(recorder), Some(thread)) => recorder.turns(user, thread).await,
             _ => Vec::new(),
         };
-        let agent_name = request.agent.clone();
-        match self.launch(user, connection, thread, request, history, lease.clone()) {
-            Ok(accepted) => {
-                if let (Some(cluster), Some(lease)) = (&self.cluster, lease) {
-                    let scope = RunScope {
-                        run_id: accepted.run_id.clone(),
-                        parent_run_id: None,
-                        thread_id: accepted.thread_id.clone(),
-                        agent_name: Arc::from(agent_name.as_str()),
-                    };
-                    if let Err(error) = cluster.started(lease, &scope).await {
-                        tracing::warn!(%error, "cluster: cannot record a run; cancel_run from other nodes will not find it");
-                    }
-                }
-                Ok(accepted)
-            }
-            Err(refusal) => {
-                if let (Some(cluster), Some(lease)) = (&self.cluster, &lease) {
-                    cluster.release(lease, None).await;
-                }
-                Err(refusal)
-            }
-        }
+        self.launch(user, connection, thread, request, history)
+            .await
     }
 
     /// With a history, a thread named by the request that is stored must be the user's
@@ -217,40 +190,15 @@ impl RunService {
         }
     }
 
-    /// In a cluster, one of the user's run slots across all nodes (runs beyond the limit
-    /// are refused, not queued: no queue spans nodes).
-    async fn cluster_slot(&self, user: &UserId) -> Result<Option<Lease>, Refusal> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(None);
-        };
-        let limit = self.max_concurrent_runs;
-        match cluster.acquire(user, limit).await {
-            Ok(Some(lease)) => Ok(Some(lease)),
-            Ok(None) => Err(Refusal::new(
-                "too_many_runs",
-                format!(
-                    "this user already has {limit} runs going across the servers (the limit); wait for one to end or cancel one"
-                ),
-            )),
-            Err(error) => {
-                tracing::error!(%error, "cluster: cannot claim a run slot");
-                Err(Refusal::new(
-                    "internal_error",
-                    "the server cannot reach its run registry (Redis) right now; retry shortly",
-                ))
-            }
-        }
-    }
-
-    /// Starts the run on an engine made for this request, and tracks it until it ends.
-    fn launch(
+    /// Starts the run on an engine made for this request (the engine claims the run's slot:
+    /// on this node, or across nodes with a cluster), and tracks it until it ends.
+    async fn launch(
         self: &Arc<Self>,
         user: &UserId,
         connection: &ConnectionId,
         thread: ThreadId,
         request: RunRequest,
         history: Vec<Turn>,
-        lease: Option<Lease>,
     ) -> Result<RunAccepted, Refusal> {
         // The run's id is chosen here, so its start is recorded before any of its events.
         let run_id = RunId::generate();
@@ -278,7 +226,7 @@ impl RunService {
             previous_result: None,
             history,
         };
-        let handle = match engine.execute_agent(&request.agent, input) {
+        let handle = match engine.execute_agent(&request.agent, input).await {
             Ok(handle) => handle,
             Err(e) => {
                 if let Some(recorder) = &self.recorder {
@@ -309,9 +257,6 @@ impl RunService {
             tracing::info!(user = %tag, run_id = %finished, how, code = outcome.error_code(), "run ended");
             service.sessions.finished(&user, &finished);
             service.factory.release(&engine);
-            if let (Some(cluster), Some(lease)) = (&service.cluster, lease) {
-                cluster.release(&lease, Some(&finished)).await;
-            }
         });
         Ok(accepted)
     }

@@ -55,7 +55,7 @@ async fn run(
 ) -> Result<(), Box<dyn Error>> {
     let input =
         AgentInput::message("hi").with_input(json!({"thinking": 1, "tools": 1, "chunks": 1}));
-    let outcome = engine.execute_agent("synthetic", input)?.wait().await;
+    let outcome = engine.execute_agent("synthetic", input).await?.wait().await;
     if !outcome.is_completed() {
         return Err(format!("the run did not complete: {outcome:?}").into());
     }

@@ -1,0 +1,129 @@
+//! The per-user run slots seam: how many runs of one user execute at once, and how many may
+//! wait for a slot. Engines claim through [`RunSlots`], which has two implementations with
+//! the same semantics: [`LocalSlots`](crate::LocalSlots) (this process), and the run
+//! service's Redis leases (`run_service::cluster::ClusterSlots`, across nodes).
+//!
+//! The contract, which the conformance tests in `tests/it/run_slots.rs` check for both:
+//! - a claim runs at once while the user has fewer than `max_running` runs and nobody is
+//!   queued ahead of it; otherwise it queues while fewer than `max_queued` wait, and is
+//!   refused ([`SlotError::Full`]) beyond that;
+//! - queued claims get slots in the order they queued (first come, first served);
+//! - dropping a [`SlotPermit`] gives its slot back (to the head of the queue, if any);
+//!   dropping a [`QueuedSlot`] gives its place in the queue back;
+//! - users never share slots.
+
+use std::fmt;
+use std::future::Future;
+
+use async_trait::async_trait;
+use core_context::{RunScope, UserId};
+use futures::future::BoxFuture;
+
+/// Where a user's run limit and queue live. See the module documentation for the contract.
+#[async_trait]
+pub trait RunSlots: Send + Sync + fmt::Debug {
+    /// Claims a slot for the run `scope` of `user`: it runs at once, waits in the user's
+    /// queue, or is refused when the user has the maximum of running and queued runs.
+    async fn claim(&self, user: &UserId, scope: &RunScope) -> Result<Claim, SlotError>;
+
+    /// The permits and queue places this process holds now, all users together.
+    fn load(&self) -> SlotLoad;
+}
+
+/// A claim's answer: a slot now, or a place in the queue.
+#[derive(Debug)]
+pub enum Claim {
+    /// A slot was free: the run starts at once.
+    Running(SlotPermit),
+    /// The run waits for a slot; [`QueuedSlot::wait`] gives the permit.
+    Queued(QueuedSlot),
+}
+
+/// Why a claim was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    /// The user has the maximum of running and queued runs.
+    #[error(
+        "too many runs: {running} running and {queued} queued (limits {max_running} and {max_queued}); wait for one to finish or cancel one"
+    )]
+    Full {
+        /// The user's runs executing.
+        running: usize,
+        /// The user's runs waiting.
+        queued: usize,
+        /// The concurrency limit.
+        max_running: usize,
+        /// The queue limit.
+        max_queued: usize,
+    },
+    /// The slots cannot be reached now (their store is down); nothing was claimed.
+    #[error("the run slots cannot be reached now: {0}; retry shortly")]
+    Unavailable(String),
+}
+
+/// Counts of permits and queue places held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotLoad {
+    /// Permits held (runs executing).
+    pub running: usize,
+    /// Queue places held (runs waiting).
+    pub queued: usize,
+}
+
+/// A run slot. Dropping it gives the slot back.
+#[must_use = "dropping a permit gives its slot back at once"]
+pub struct SlotPermit {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl SlotPermit {
+    /// A permit that gives its slot back when `held` is dropped (an implementation's guard).
+    pub fn new(held: impl Send + Sync + 'static) -> Self {
+        Self {
+            _held: Box::new(held),
+        }
+    }
+}
+
+impl fmt::Debug for SlotPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SlotPermit")
+    }
+}
+
+/// A place in a user's queue. Dropping it (or the future of [`wait`](Self::wait)) gives the
+/// place back: a queued run that is cancelled.
+#[must_use = "dropping a queue place gives it back at once"]
+pub struct QueuedSlot {
+    position: usize,
+    wait: BoxFuture<'static, SlotPermit>,
+}
+
+impl QueuedSlot {
+    /// A place `position` runs from the head of the queue (0: next), whose permit `wait`
+    /// gives. `wait` must give the place back when dropped before it is ready.
+    pub fn new(position: usize, wait: impl Future<Output = SlotPermit> + Send + 'static) -> Self {
+        Self {
+            position,
+            wait: Box::pin(wait),
+        }
+    }
+
+    /// How many claims were ahead of this one when it queued (0: it is next).
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Waits for a slot, in the order claims queued.
+    pub async fn wait(self) -> SlotPermit {
+        self.wait.await
+    }
+}
+
+impl fmt::Debug for QueuedSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueuedSlot")
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,240 @@
+//! [`ClusterSlots`]: the engine's run slots ([`RunSlots`]) across the nodes sharing one
+//! Redis, with the same semantics as the in-process slots: a run past the user's limit
+//! queues (first come, first served, whichever node it came to) up to the queue bound, and
+//! is refused beyond it. The conformance tests in `tests/it/run_slots.rs` run against both.
+//!
+//! A queued claim asks Redis again whenever this node gives a slot back, and at least every
+//! [`POLL`] otherwise (a slot given back on another node), which also renews its place; a
+//! place not renewed within the lease TTL (its node died) is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use core_context::{RunId, RunScope, UserId};
+use execution_engine::slots::{Claim, QueuedSlot, RunSlots, SlotError, SlotLoad, SlotPermit};
+use parking_lot::Mutex;
+use redis_broker::{ClaimState, ClusterRuns, Lease, SlotLimits};
+use tokio::sync::Notify;
+
+/// The leases of the runs this node executes, by run (shared with its `Cluster`, which renews
+/// them).
+pub(crate) type Held = Arc<Mutex<HashMap<RunId, Lease>>>;
+
+/// How often a queued claim asks again at most (and so how late it may notice a slot freed
+/// on another node).
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+/// Per-user run slots across the cluster; see the module documentation.
+#[derive(Clone)]
+pub struct ClusterSlots {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runs: ClusterRuns,
+    held: Held,
+    freed: Arc<Notify>,
+    limits: SlotLimits,
+    /// How often a queued claim asks again: [`POLL`], or less than the lease TTL allows.
+    poll: Duration,
+    running: AtomicUsize,
+    queued: AtomicUsize,
+}
+
+impl std::fmt::Debug for ClusterSlots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSlots")
+            .field("limits", &self.inner.limits)
+            .field("load", &self.load())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterSlots {
+    pub(crate) fn new(
+        runs: ClusterRuns,
+        held: Held,
+        freed: Arc<Notify>,
+        limits: SlotLimits,
+    ) -> Self {
+        // A place is renewed each time it asks: several times per TTL.
+        let poll = POLL.min(runs.renew_every() / 2);
+        Self {
+            inner: Arc::new(Inner {
+                runs,
+                held,
+                freed,
+                limits,
+                poll,
+                running: AtomicUsize::new(0),
+                queued: AtomicUsize::new(0),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    /// The slot of `lease` is held: renewed by this node until the permit goes.
+    fn permit(self: &Arc<Self>, lease: Lease) -> SlotPermit {
+        self.held.lock().insert(lease.run().clone(), lease.clone());
+        self.running.fetch_add(1, Ordering::AcqRel);
+        SlotPermit::new(HeldSlot {
+            inner: Arc::clone(self),
+            lease,
+        })
+    }
+
+    /// Gives `lease` back in the background (from a drop), then wakes this node's queued
+    /// claims. Without a runtime (the process is ending) the lease expires with its TTL.
+    fn give_back(self: &Arc<Self>, lease: Lease) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "cluster: no runtime to give a run slot back; it expires with its lease"
+            );
+            return;
+        };
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            if let Err(error) = inner.runs.release(&lease).await {
+                tracing::warn!(%error, "cluster: cannot give a run slot back now; it expires with its lease");
+            }
+            inner.freed.notify_waiters();
+        });
+    }
+}
+
+/// A held slot: stops renewing it and gives it back when dropped.
+struct HeldSlot {
+    inner: Arc<Inner>,
+    lease: Lease,
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        self.inner.held.lock().remove(self.lease.run());
+        self.inner.running.fetch_sub(1, Ordering::AcqRel);
+        self.inner.give_back(self.lease.clone());
+    }
+}
+
+/// A place in the user's queue; gives it back when dropped before it got a slot (the run was
+/// cancelled while queued).
+struct Place {
+    inner: Arc<Inner>,
+    lease: Lease,
+    scope: RunScope,
+    got_slot: bool,
+}
+
+impl Place {
+    async fn wait(mut self) -> SlotPermit {
+        let inner = Arc::clone(&self.inner);
+        let mut failing = false;
+        loop {
+            let freed = inner.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let answer = inner
+                .runs
+                .claim(&self.lease, &self.scope, inner.limits)
+                .await;
+            let pause = match answer {
+                Ok(ClaimState::Running) => {
+                    self.got_slot = true;
+                    return inner.permit(self.lease.clone());
+                }
+                // Still queued; or the place lapsed (Redis was out of reach for a whole TTL)
+                // and the queue is full now: the run was accepted, so it keeps asking.
+                Ok(ClaimState::Queued { .. } | ClaimState::Full { .. }) => {
+                    failing = false;
+                    inner.poll
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, "cluster: a queued run cannot ask for its slot now; it keeps trying");
+                    }
+                    failing = true;
+                    inner.poll * 10
+                }
+            };
+            tokio::select! {
+                () = &mut freed => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+        if !self.got_slot {
+            // A claim dropped mid-way may have taken the slot: giving back covers both.
+            self.inner.give_back(self.lease.clone());
+        }
+    }
+}
+
+/// A claim on its way: gives back what it may hold unless it was answered.
+struct Pending {
+    inner: Arc<Inner>,
+    lease: Option<Lease>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.inner.give_back(lease);
+        }
+    }
+}
+
+#[async_trait]
+impl RunSlots for ClusterSlots {
+    async fn claim(&self, user: &UserId, scope: &RunScope) -> Result<Claim, SlotError> {
+        let inner = &self.inner;
+        let lease = Lease::new(user.clone(), scope.run_id.clone());
+        // Dropped mid-claim (its caller went away), the slot Redis may have granted goes back.
+        let mut pending = Pending {
+            inner: Arc::clone(inner),
+            lease: Some(lease.clone()),
+        };
+        let state = inner.runs.claim(&lease, scope, inner.limits).await;
+        let state = match state {
+            Ok(state) => {
+                pending.lease = None;
+                state
+            }
+            Err(error) => return Err(SlotError::Unavailable(error.to_string())),
+        };
+        match state {
+            ClaimState::Running => Ok(Claim::Running(inner.permit(lease))),
+            ClaimState::Queued { position } => {
+                inner.queued.fetch_add(1, Ordering::AcqRel);
+                let place = Place {
+                    inner: Arc::clone(inner),
+                    lease,
+                    scope: scope.clone(),
+                    got_slot: false,
+                };
+                Ok(Claim::Queued(QueuedSlot::new(position, place.wait())))
+            }
+            ClaimState::Full { running, queued } => Err(SlotError::Full {
+                running,
+                queued,
+                max_running: inner.limits.max_running,
+                max_queued: inner.limits.max_queued,
+            }),
+        }
+    }
+
+    fn load(&self) -> SlotLoad {
+        SlotLoad {
+            running: self.inner.running.load(Ordering::Acquire),
+            queued: self.inner.queued.load(Ordering::Acquire),
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The run slots conformance tests: each runs against every [`RunSlots`] implementation, the
+//! in-process one and the cluster's Redis leases (two nodes on a private `redis-server`),
+//! because a user's run limit and queue must mean the same on one node and across nodes
+//! (`execution_engine::slots` states the contract).
+//!
+//! For the in-process slots both "nodes" are the same slots; for the cluster each node is a
+//! `Cluster` of its own with its own Redis connection, and claims alternate between them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use core_context::{RunId, RunScope, ThreadId, UserId};
+use execution_engine::LocalSlots;
+use execution_engine::slots::{Claim, QueuedSlot, RunSlots, SlotError, SlotPermit};
+use parking_lot::Mutex;
+use redis_broker::{RedisBroker, RedisBrokerConfig, SlotLimits};
+use run_service::cluster::Cluster;
+use ws_bridge::BridgeConfig;
+
+use crate::redis_support::RedisServer;
+use crate::support::user_id;
+
+/// Two nodes' slots over one implementation, named for failure messages.
+struct Nodes {
+    name: &'static str,
+    a: Arc<dyn RunSlots>,
+    b: Arc<dyn RunSlots>,
+    _keep: Vec<Cluster>,
+}
+
+/// Each implementation with `max_running` and `max_queued` per user, and the private Redis
+/// behind the cluster's (stopped when dropped).
+async fn implementations(max_running: usize, max_queued: usize) -> (Vec<Nodes>, RedisServer) {
+    let local: Arc<dyn RunSlots> = Arc::new(LocalSlots::new(max_running, max_queued));
+    let redis = RedisServer::start();
+    let limits = SlotLimits {
+        max_running,
+        max_queued,
+    };
+    let mut clusters = Vec::new();
+    for _ in 0..2 {
+        let bounds = BridgeConfig::default().replay_bounds();
+        let broker = RedisBroker::connect(RedisBrokerConfig::new(redis.url(), bounds))
+            .await
+            .unwrap();
+        clusters.push(Cluster::new(Arc::new(broker), Duration::from_secs(5)));
+    }
+    let (a, b): (Arc<dyn RunSlots>, Arc<dyn RunSlots>) = (
+        Arc::new(clusters[0].slots(limits)),
+        Arc::new(clusters[1].slots(limits)),
+    );
+    let nodes = vec![
+        Nodes {
+            name: "in-process",
+            a: Arc::clone(&local),
+            b: local,
+            _keep: Vec::new(),
+        },
+        Nodes {
+            name: "redis",
+            a,
+            b,
+            _keep: clusters,
+        },
+    ];
+    (nodes, redis)
+}
+
+fn scope() -> RunScope {
+    RunScope {
+        run_id: RunId::generate(),
+        parent_run_id: None,
+        thread_id: ThreadId::generate(),
+        agent_name: Arc::from("synthetic"),
+    }
+}
+
+async fn claim(slots: &Arc<dyn RunSlots>, user: &UserId) -> Result<Claim, SlotError> {
+    slots.claim(user, &scope()).await
+}
+
+fn running(claim: Result<Claim, SlotError>, what: &str) -> SlotPermit {
+    match claim {
+        Ok(Claim::Running(permit)) => permit,
+        other => panic!("{what}: expected a slot at once, got {other:?}"),
+    }
+}
+
+fn queued(claim: Result<Claim, SlotError>, what: &str) -> QueuedSlot {
+    match claim {
+        Ok(Claim::Queued(place)) => place,
+        other => panic!("{what}: expected a place in the queue, got {other:?}"),
+    }
+}
+
+/// Waits for a queued claim's slot, failing the test after a few seconds.
+async fn slot_of(place: QueuedSlot, what: &str) -> SlotPermit {
+    tokio::time::timeout(Duration::from_secs(5), place.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the queued claim never got its slot"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_limit_a_run_queues_up_to_the_bound_then_is_refused() {
+    let (impls, _redis) = implementations(2, 2).await;
+    for nodes in impls {
+        let n = nodes.name;
+        let alice = user_id("alice");
+        let first = running(claim(&nodes.a, &alice).await, n);
+        let second = running(claim(&nodes.b, &alice).await, n);
+        let third = queued(claim(&nodes.a, &alice).await, n);
+        let fourth = queued(claim(&nodes.b, &alice).await, n);
+        assert_eq!((third.position(), fourth.position()), (0, 1), "{n}");
+        match claim(&nodes.a, &alice).await {
+            Err(SlotError::Full {
+                running,
+                queued,
+                max_running,
+                max_queued,
+            }) => assert_eq!(
+                (running, queued, max_running, max_queued),
+                (2, 2, 2, 2),
+                "{n}"
+            ),
+            other => panic!("{n}: past the queue bound, expected Full, got {other:?}"),
+        }
+        // Another user is not limited by alice's runs.
+        let bob = user_id("bob");
+        let his = running(claim(&nodes.b, &bob).await, n);
+        drop((first, second, third, fourth, his));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_runs_get_slots_first_come_first_served_whichever_node() {
+    let (impls, _redis) = implementations(1, 4).await;
+    for nodes in impls {
+        let n = nodes.name;
+        let carol = user_id("carol");
+        let holder = running(claim(&nodes.a, &carol).await, n);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for (i, node) in [&nodes.b, &nodes.a, &nodes.b].into_iter().enumerate() {
+            let place = queued(claim(node, &carol).await, n);
+            assert_eq!(place.position(), i, "{n}");
+            let order = Arc::clone(&order);
+            waiters.push(tokio::spawn(async move {
+                let permit = slot_of(place, n).await;
+                order.lock().push(i);
+                // Hold the slot a moment, so the next waiter's turn is clearly after.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(permit);
+            }));
+        }
+        // A newcomer never jumps the queue, even when a slot is about to free.
+        drop(holder);
+        let newcomer = claim(&nodes.a, &carol).await;
+        assert!(
+            matches!(newcomer, Ok(Claim::Queued(_))),
+            "{n}: a new claim took a slot ahead of the queue: {newcomer:?}"
+        );
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert_eq!(*order.lock(), [0, 1, 2], "{n}: slots went out of order");
+        let last = match newcomer {
+            Ok(Claim::Queued(place)) => slot_of(place, n).await,
+            other => panic!("{n}: {other:?}"),
+        };
+        drop(last);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_place_or_permit_is_given_back() {
+    let (impls, _redis) = implementations(1, 1).await;
+    for nodes in impls {
+        let n = nodes.name;
+        let dan = user_id("dan");
+        let holder = running(claim(&nodes.a, &dan).await, n);
+        let place = queued(claim(&nodes.b, &dan).await, n);
+        // A queued run cancelled: its place is free for another claim.
+        drop(place);
+        let again = eventually(n, "the dropped place to be given back", || {
+            let slots = Arc::clone(&nodes.a);
+            let dan = dan.clone();
+            async move {
+                match claim(&slots, &dan).await {
+                    Ok(Claim::Queued(place)) => Some(place),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+        // A run ended: its slot goes to the queued claim.
+        drop(holder);
+        let permit = slot_of(again, n).await;
+        drop(permit);
+        // Everything given back: a new claim runs at once.
+        let fresh = eventually(n, "the last slot to be given back", || {
+            let slots = Arc::clone(&nodes.b);
+            let dan = dan.clone();
+            async move {
+                match claim(&slots, &dan).await {
+                    Ok(Claim::Running(permit)) => Some(permit),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+        drop(fresh);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_users_on_two_nodes_never_pass_their_limit_and_every_accepted_run_runs() {
+    const USERS: usize = 12;
+    const CLAIMS: usize = 8;
+    let (impls, _redis) = implementations(2, 4).await;
+    for nodes in impls {
+        let n = nodes.name;
+        let held: Arc<Mutex<HashMap<usize, usize>>> = Arc::default();
+        let most = Arc::new(Mutex::new(HashMap::<usize, usize>::new()));
+        let (ran, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut tasks = Vec::new();
+        for u in 0..USERS {
+            for c in 0..CLAIMS {
+                let node = Arc::clone(if c % 2 == 0 { &nodes.a } else { &nodes.b });
+                let (held, most) = (Arc::clone(&held), Arc::clone(&most));
+                let (ran, refused) = (Arc::clone(&ran), Arc::clone(&refused));
+                tasks.push(tokio::spawn(async move {
+                    let user = user_id(&format!("user{u}"));
+                    let permit = match claim(&node, &user).await {
+                        Ok(Claim::Running(permit)) => permit,
+                        Ok(Claim::Queued(place)) => slot_of(place, n).await,
+                        Err(SlotError::Full { .. }) => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(other) => panic!("{n}: {other}"),
+                    };
+                    {
+                        let mut held = held.lock();
+                        let now = held.entry(u).or_default();
+                        *now += 1;
+                        let mut most = most.lock();
+                        let top = most.entry(u).or_default();
+                        *top = (*top).max(*now);
+                    }
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    *held.lock().get_mut(&u).unwrap() -= 1;
+                    drop(permit);
+                    ran.fetch_add(1, Ordering::SeqCst);
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let most = most.lock();
+        assert!(
+            most.values().all(|&m| m <= 2),
+            "{n}: a user ran more than 2 at once: {most:?}"
+        );
+        let (ran, refused) = (ran.load(Ordering::SeqCst), refused.load(Ordering::SeqCst));
+        assert_eq!(ran + refused, USERS * CLAIMS, "{n}: a claim was lost");
+        // Each user's 8 claims arrive together: at least 2 run and 4 queue.
+        assert!(ran >= USERS * 6, "{n}: only {ran} ran");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_counts_this_process_holders() {
+    let (impls, _redis) = implementations(1, 1).await;
+    for nodes in impls {
+        let n = nodes.name;
+        let erin = user_id("erin");
+        let permit = running(claim(&nodes.a, &erin).await, n);
+        let place = queued(claim(&nodes.a, &erin).await, n);
+        let load = nodes.a.load();
+        assert_eq!((load.running, load.queued), (1, 1), "{n}");
+        drop(place);
+        drop(permit);
+        let load = nodes.a.load();
+        assert_eq!((load.running, load.queued), (0, 0), "{n}");
+    }
+}
+
+/// Asks `attempt` until it answers, for a few seconds (a networked implementation gives back
+/// in the background).
+async fn eventually<T, F, Fut>(n: &str, what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..100 {
+        if let Some(found) = attempt().await {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{n}: waited in vain for {what}");
+}
