@@ -144,7 +144,7 @@ fn spans_reach_an_otlp_collector_in_either_encoding() {
         let mut secrets = secrets::Secrets::new();
         secrets.add("test", LEAKED).unwrap();
         let scrubber = Arc::new(secrets::Scrubber::new(&secrets));
-        let (subscriber, telemetry) = agent_server::telemetry::subscriber(
+        let (subscriber, telemetry) = server_telemetry::subscriber(
             LogFormat::Text,
             std::io::sink,
             false,

@@ -5,20 +5,20 @@
 //! place shows the marker, and the metric counts it.
 //!
 //! The server runs on a current-thread runtime under the server's own log subscriber
-//! (`telemetry::subscriber` writing through `telemetry::Scrubbed`), so what it logs is
+//! (`server_telemetry::subscriber` writing through `server_telemetry::Scrubbed`), so what it logs is
 //! captured as an operator would read it.
 
 use std::sync::Arc;
 
 use agent_registry::{Tool, ToolError};
 use agent_server::config::LogFormat;
-use agent_server::telemetry::{Scrubbed, subscriber};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use core_context::UserExecutionContext;
 use llm_agent::{LlmConfig, Secret};
 use secrets::{MARKER, Scrubber, Secrets};
 use serde_json::{Value, json};
+use server_telemetry::{Scrubbed, subscriber};
 
 use crate::history_server::http_text;
 use crate::llm::{DONE, Model, Reply, content, tool_piece};
@@ -269,8 +269,7 @@ fn panic_child() {
         inner: std::io::stderr,
     };
     let (subscriber, _telemetry) =
-        agent_server::telemetry::subscriber(LogFormat::Text, lines, false, None, &Arc::default())
-            .unwrap();
+        server_telemetry::subscriber(LogFormat::Text, lines, false, None, &Arc::default()).unwrap();
     tracing::subscriber::set_global_default(subscriber).unwrap();
     agent_server::server::log_panics();
     let panicked = std::thread::spawn(|| panic!("a tool panicked holding {SECRET}")).join();

@@ -1,12 +1,18 @@
 //! The composition root: the state every handler shares (registry, auth, bridge, the run
 //! service, the history, metrics). Starting and cancelling runs is the run service's
 //! (the `run-service` crate).
+//!
+//! Handlers do not take the whole state: the router's state, [`RouterState`], hands each one
+//! only the parts it reads, by type (axum's `FromRef`): `Arc<Auth>`, `Arc<AgentRegistry>`,
+//! the history's `Option<Arc<Recorder>>`, and for handlers that read several parts a struct
+//! named for what they do (`Live`, `Health`).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use agent_registry::AgentRegistry;
+use axum::extract::FromRef;
 use core_context::CancellationToken;
 use execution_engine::ExecutionEngineFactory;
 use redis_broker::{RedisBroker, SlotLimits};
@@ -61,7 +67,7 @@ pub enum ServeError {
 
 /// Everything a request handler needs. Shared by all connections.
 pub struct AppState {
-    pub(crate) config: ServerConfig,
+    pub(crate) config: Arc<ServerConfig>,
     pub(crate) auth: Arc<Auth>,
     registry: Arc<AgentRegistry>,
     pub(crate) bridge: AgentWebSocketBridge,
@@ -75,8 +81,89 @@ pub struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     /// The `llm` agent's model counts, when it is registered.
     pub(crate) model_stats: Option<Arc<llm_agent::ModelStats>>,
-    pub(crate) open_connections: AtomicUsize,
+    pub(crate) open_connections: Arc<AtomicUsize>,
     pub(crate) stop_accepting: CancellationToken,
+}
+
+/// The router's state: the shared state, from which each handler takes the parts it reads
+/// (see the module's documentation). A type of this crate, because `FromRef` may be
+/// implemented for another crate's type (`Arc<Auth>`) only from one (`Arc<AppState>` is
+/// not).
+#[derive(Clone)]
+pub struct RouterState(pub(crate) Arc<AppState>);
+
+impl FromRef<RouterState> for Arc<Auth> {
+    fn from_ref(state: &RouterState) -> Self {
+        Arc::clone(&state.0.auth)
+    }
+}
+
+impl FromRef<RouterState> for Arc<AgentRegistry> {
+    fn from_ref(state: &RouterState) -> Self {
+        Arc::clone(&state.0.registry)
+    }
+}
+
+impl FromRef<RouterState> for Option<Arc<Recorder>> {
+    fn from_ref(state: &RouterState) -> Self {
+        state.0.recorder.clone()
+    }
+}
+
+/// The whole state, for `/metrics` only: a scrape reads the state of every part at once.
+impl FromRef<RouterState> for Arc<AppState> {
+    fn from_ref(state: &RouterState) -> Self {
+        Arc::clone(&state.0)
+    }
+}
+
+/// What serves a user's live stream, on a WebSocket (the upgrade and the connection's loop)
+/// or as an AG-UI run: the token check, the settings, the stream, the run service and the
+/// counts.
+#[derive(Clone)]
+pub(crate) struct Live {
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) bridge: AgentWebSocketBridge,
+    pub(crate) runs: Arc<RunService>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Open WebSocket connections (the drain waits for them to close).
+    pub(crate) open_connections: Arc<AtomicUsize>,
+}
+
+impl FromRef<RouterState> for Live {
+    fn from_ref(state: &RouterState) -> Self {
+        let state = &state.0;
+        Self {
+            config: Arc::clone(&state.config),
+            auth: Arc::clone(&state.auth),
+            bridge: state.bridge.clone(),
+            runs: Arc::clone(&state.runs),
+            metrics: Arc::clone(&state.metrics),
+            open_connections: Arc::clone(&state.open_connections),
+        }
+    }
+}
+
+/// What `/readyz` checks: the drain, the broker, the history store, the MCP servers.
+#[derive(Clone)]
+pub(crate) struct Health {
+    pub(crate) runs: Arc<RunService>,
+    pub(crate) bridge: AgentWebSocketBridge,
+    pub(crate) recorder: Option<Arc<Recorder>>,
+    pub(crate) mcp: Option<Arc<mcp_tools::McpTools>>,
+}
+
+impl FromRef<RouterState> for Health {
+    fn from_ref(state: &RouterState) -> Self {
+        let state = &state.0;
+        Self {
+            runs: Arc::clone(&state.runs),
+            bridge: state.bridge.clone(),
+            recorder: state.recorder.clone(),
+            mcp: state.config.tools.mcp.clone(),
+        }
+    }
 }
 
 impl AppState {
@@ -183,11 +270,11 @@ impl AppState {
             recorder,
             metrics,
             model_stats,
-            config,
+            config: Arc::new(config),
             auth: Arc::new(auth),
             registry,
             bridge,
-            open_connections: AtomicUsize::new(0),
+            open_connections: Arc::default(),
             stop_accepting: CancellationToken::new(),
         }))
     }

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::ValueEnum;
 use execution_engine::EngineConfig;
 use ws_bridge::BridgeConfig;
 
@@ -32,39 +31,10 @@ pub use args::ServeArgs;
 pub use file::{Parsed, with_file};
 pub use http_guard::{AllowedOrigins, HttpRates, OriginError};
 use read::{client_identity, identity, llm, mcp_servers, otlp, store_url};
+pub use server_telemetry::{LogFormat, NO_OTLP, Otlp, OtlpProtocol};
 
 /// The shortest JWT secret accepted, in bytes (HS256 wants at least the hash size).
 pub const MIN_SECRET_LEN: usize = 32;
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Lines for people (coloured on a terminal).
-    #[default]
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
-
-/// How spans are encoded for an OpenTelemetry collector (OTLP/HTTP).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum OtlpProtocol {
-    /// Protocol buffers (`application/x-protobuf`), OTLP's default.
-    #[default]
-    Protobuf,
-    /// JSON (`application/json`).
-    Json,
-}
-
-/// Where and how spans are exported (validated from `--otlp-endpoint` and
-/// `--otlp-protocol`; the telemetry module exports them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Otlp {
-    /// The collector's traces URL: `--otlp-endpoint` followed by `/v1/traces`.
-    pub traces_url: String,
-    /// The encoding.
-    pub protocol: OtlpProtocol,
-}
 
 /// The default of `--flood-burst`: frames one connection may send in a burst, refilled over
 /// [`FLOOD_WINDOW`]; more closes it (1008).
@@ -93,10 +63,6 @@ impl std::fmt::Debug for ExtraTools {
             .finish()
     }
 }
-
-/// Why `--otlp-endpoint` cannot be used in a build without the `otlp` feature.
-pub const NO_OTLP: &str = "this agent-server was built without OpenTelemetry export; build it with \
-     `cargo build --release -p agent-server --features otlp`, or leave --otlp-endpoint unset";
 
 /// Where users' streams live.
 #[derive(Clone, PartialEq, Eq)]

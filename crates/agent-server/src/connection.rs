@@ -23,7 +23,7 @@ use futures::SinkExt as _;
 use governor::{DefaultDirectRateLimiter, Quota};
 use secrets::{Scrubber, Site};
 
-use crate::app::AppState;
+use crate::app::Live;
 use crate::wire;
 use server_metrics::Metrics;
 use ws_bridge::Subscription;
@@ -62,7 +62,7 @@ enum Next {
 
 /// Serves one authenticated WebSocket of `user` until either side ends it.
 pub(crate) async fn serve(
-    state: Arc<AppState>,
+    state: Live,
     user: UserId,
     resume: Option<ResumeParams>,
     mut socket: WebSocket,
@@ -81,12 +81,7 @@ pub(crate) async fn serve(
 }
 
 /// The connection's loop once it joined the stream: client frames in, the stream out.
-async fn stream(
-    state: &Arc<AppState>,
-    user: &UserId,
-    subscription: Subscription,
-    mut socket: WebSocket,
-) {
+async fn stream(state: &Live, user: &UserId, subscription: Subscription, mut socket: WebSocket) {
     let metrics = &state.metrics;
     // Frames after this seq are live; those up to it are the resume's replay.
     let live_after = subscription.last_seq();
@@ -158,7 +153,7 @@ async fn stream(
 /// Joins `user`'s stream (resuming if asked) and says so to the client with
 /// `connection_established`; `None` when the connection ended instead.
 async fn join(
-    state: &AppState,
+    state: &Live,
     user: &UserId,
     resume: Option<ResumeParams>,
     socket: &mut WebSocket,
@@ -209,7 +204,7 @@ fn flood_guard(limit: u32, window: Duration) -> DefaultDirectRateLimiter {
 
 /// The client's side of one connection: what it sent, and how the server answers.
 struct ClientSide<'a> {
-    state: &'a Arc<AppState>,
+    state: &'a Live,
     user: &'a UserId,
     connection_id: &'a ConnectionId,
     last_heard: Instant,

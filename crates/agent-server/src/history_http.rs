@@ -15,16 +15,18 @@ use std::sync::Arc;
 
 use agent_protocol::ErrorCode;
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{FromRef, FromRequestParts, Path, Query};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use core_context::{RunId, ThreadId, UserId};
 use history::{HistoryError, HistoryStore};
+use run_service::recorder::Recorder;
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::app::RouterState;
+use crate::auth::Auth;
 use http_guard::bearer::{authenticate, refuse};
 
 /// Threads per page by default, and at most.
@@ -32,7 +34,7 @@ const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
 
 /// The routes under `/v1`, by path (the router puts them behind the HTTP API's guard).
-pub fn routes() -> [(&'static str, MethodRouter<Arc<AppState>>); 3] {
+pub fn routes() -> [(&'static str, MethodRouter<RouterState>); 3] {
     [
         ("/v1/threads", get(list_threads)),
         (
@@ -53,14 +55,18 @@ struct Caller {
     store: Arc<dyn HistoryStore>,
 }
 
-impl FromRequestParts<Arc<AppState>> for Caller {
+/// It reads two parts of any state that has them: the token's verifier and the history.
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    Arc<Auth>: FromRef<S>,
+    Option<Arc<Recorder>>: FromRef<S>,
+{
     type Rejection = Response;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        let verified = authenticate(&state.auth, &parts.headers, &HashMap::new()).await;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = Arc::<Auth>::from_ref(state);
+        let verified = authenticate(&auth, &parts.headers, &HashMap::new()).await;
         let user = verified.map_err(|e| {
             refuse(
                 StatusCode::UNAUTHORIZED,
@@ -68,8 +74,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 e.to_string(),
             )
         })?;
-        let (store, writer) = state
-            .recorder
+        let (store, writer) = Option::<Arc<Recorder>>::from_ref(state)
             .as_ref()
             .map(|r| (Arc::clone(r.store()), r.writer().clone()))
             .ok_or_else(|| {

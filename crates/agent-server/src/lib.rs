@@ -19,11 +19,12 @@
 //!
 //! The wire protocol itself is the `agent-protocol` crate; `agent-server chat`, the terminal
 //! client, is the `agent-chat` crate; what the server counts, served at `/metrics` for
-//! Prometheus, is the `server-metrics` crate.
+//! Prometheus, is the `server-metrics` crate; its log lines and exported spans are the
+//! `server-telemetry` crate's.
 //!
 //! **Architecture Invariant:** nothing leaves the process unscrubbed of the server's secrets:
 //! events (the sink), other socket frames (the connection), HTTP bodies (`scrub`), model
-//! requests (the `llm` agent) and log lines (`telemetry`) each pass the one `Scrubber` the
+//! requests (the `llm` agent) and log lines (the `server-telemetry` crate) each pass the one `Scrubber` the
 //! configuration builds.
 //!
 //! **Architecture Invariant:** the user id of a connection comes from its verified token
@@ -47,5 +48,4 @@ pub mod routes;
 mod scrub;
 pub mod server;
 mod sink;
-pub mod telemetry;
 pub mod wire;

@@ -20,8 +20,10 @@ use axum::{Json, Router};
 use core_context::UserId;
 use serde_json::json;
 
-use crate::app::AppState;
-use crate::auth::DEV_TOKEN_TTL;
+use agent_registry::AgentRegistry;
+
+use crate::app::{AppState, Health, Live, RouterState};
+use crate::auth::{Auth, DEV_TOKEN_TTL};
 use crate::connection::{self, ABUSIVE_FRAME_FACTOR};
 use http_guard::bearer::{authenticate, refuse};
 use http_guard::{Edge, Guarded, guard, with_security_headers};
@@ -109,6 +111,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         router = router.route("/dev/token", guarded(Guarded::DevToken, post(dev_token)));
     }
     let scrubber = Arc::clone(&state.config.scrubber);
+    let state = RouterState(state);
     with_security_headers(router.fallback(unknown_route).with_state(state)).layer(
         axum::middleware::from_fn_with_state(scrubber, crate::scrub::responses),
     )
@@ -135,10 +138,10 @@ async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Resp
 /// broker (Redis) or its history store fails, with each check's state. Each MCP server's
 /// state is shown too but does not decide readiness: a server that is down costs its tools,
 /// not the node.
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let draining = state.runs.is_draining();
-    let broker = state.bridge.broker_healthy();
-    let store = state.recorder.as_ref().map(|r| {
+async fn ready(State(health): State<Health>) -> Response {
+    let draining = health.runs.is_draining();
+    let broker = health.bridge.broker_healthy();
+    let store = health.recorder.as_ref().map(|r| {
         r.writer()
             .stats()
             .last_ok
@@ -153,7 +156,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
             "store": store.map_or("none", word),
         },
     });
-    if let Some(mcp) = &state.config.tools.mcp {
+    if let Some(mcp) = &health.mcp {
         let mut servers = serde_json::Map::new();
         for server in mcp.servers() {
             let up = server.status().up;
@@ -170,7 +173,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /metrics`: the server's metrics for Prometheus (no user's data: counts by agent,
-/// tool, code and outcome).
+/// tool, code and outcome). It reads the whole state: a scrape is every part's state now.
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state.metrics.render(&state.snapshot());
     ([(header::CONTENT_TYPE, server_metrics::CONTENT_TYPE)], text).into_response()
@@ -186,15 +189,17 @@ async fn version() -> Json<serde_json::Value> {
 }
 
 /// The agents a client can start, with their descriptions (public: names are not secrets).
-async fn list_agents(State(state): State<Arc<AppState>>) -> Json<Vec<agent_registry::AgentInfo>> {
-    Json(state.registry().list_agents())
+async fn list_agents(
+    State(registry): State<Arc<AgentRegistry>>,
+) -> Json<Vec<agent_registry::AgentInfo>> {
+    Json(registry.list_agents())
 }
 
 /// `GET /v1/me`: whom the bearer token identifies (`{"user_id"}`), or 401 with the reason it
 /// is refused; a client checks a token with it, since a browser cannot read the status of a
 /// refused WebSocket upgrade.
-async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match authenticate(&state.auth, &headers, &HashMap::new()).await {
+async fn me(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
+    match authenticate(&auth, &headers, &HashMap::new()).await {
         Ok(user) => Json(json!({ "user_id": user.as_str() })).into_response(),
         Err(e) => refuse(
             StatusCode::UNAUTHORIZED,
@@ -205,12 +210,14 @@ async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response 
 }
 
 /// `GET /tools`: every tool agents can call, sorted by name, with its JSON Schema and source.
-async fn list_tools(State(state): State<Arc<AppState>>) -> Json<Vec<agent_registry::ToolInfo>> {
-    Json(state.registry().list_tools())
+async fn list_tools(
+    State(registry): State<Arc<AgentRegistry>>,
+) -> Json<Vec<agent_registry::ToolInfo>> {
+    Json(registry.list_tools())
 }
 
 async fn dev_token(
-    State(state): State<Arc<AppState>>,
+    State(auth): State<Arc<Auth>>,
     body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(request) = match body {
@@ -233,7 +240,7 @@ async fn dev_token(
             );
         }
     };
-    match state.auth.issue(&user, DEV_TOKEN_TTL) {
+    match auth.issue(&user, DEV_TOKEN_TTL) {
         Ok(token) => Json(DevTokenResponse {
             token,
             user_id: user,
@@ -251,16 +258,16 @@ async fn dev_token(
 /// `GET /ws`: authenticate, read the resume parameters, check the user's connection cap,
 /// then upgrade with buffers sized for many small frames.
 async fn ws_handler(
-    State(state): State<Arc<AppState>>,
+    State(live): State<Live>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let refuse = |status, code: ErrorCode, message: String| {
-        state.metrics.refused(&code);
+        live.metrics.refused(&code);
         refuse(status, code, message)
     };
-    let user = match authenticate(&state.auth, &headers, &query).await {
+    let user = match authenticate(&live.auth, &headers, &query).await {
         Ok(user) => user,
         Err(e) => {
             tracing::info!(reason = %e, "refused a connection");
@@ -282,22 +289,22 @@ async fn ws_handler(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    if state.runs.is_draining() {
+    if live.runs.is_draining() {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::ShuttingDown,
             "the server is shutting down; connect again (to another node) and resume".into(),
         );
     }
-    let max = state.config.bridge.max_connections_per_user;
-    if state.bridge.connection_count(&user) >= max {
+    let max = live.config.bridge.max_connections_per_user;
+    if live.bridge.connection_count(&user) >= max {
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooManyConnections,
             format!("this user already has {max} open connections; close one first"),
         );
     }
-    let frame_limit = state.config.max_frame_bytes;
+    let frame_limit = live.config.max_frame_bytes;
     upgrade
         // tungstenite allocates the read buffer up front (its default is 128 KiB) and zeroes
         // up to that much before every read; client frames are small, so 1 KiB serves them
@@ -305,8 +312,8 @@ async fn ws_handler(
         // queued frames are written once 8 KiB gather, and at the batch's flush.
         .read_buffer_size(1024)
         .write_buffer_size(8 * 1024)
-        .max_write_buffer_size(state.config.bridge.send_queue_bytes + 64 * 1024)
+        .max_write_buffer_size(live.config.bridge.send_queue_bytes + 64 * 1024)
         .max_message_size(frame_limit * ABUSIVE_FRAME_FACTOR)
         .max_frame_size(frame_limit * ABUSIVE_FRAME_FACTOR)
-        .on_upgrade(move |socket| connection::serve(state, user, resume, socket))
+        .on_upgrade(move |socket| connection::serve(live, user, resume, socket))
 }

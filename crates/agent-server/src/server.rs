@@ -207,7 +207,7 @@ fn spawn_history_tick(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<(
 /// Logs to stderr in `format` from now on (once per process; later calls do nothing). The
 /// OTLP export, when configured, is set up by `serve` itself.
 pub fn init_logging(format: LogFormat) {
-    let _inert = crate::telemetry::init(format, None, Arc::default());
+    let _inert = server_telemetry::init(format, None, Arc::default());
 }
 
 /// `agent-server serve`: starts, prints where it listens, runs until SIGTERM or Ctrl-C.
@@ -217,7 +217,7 @@ pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
     // configuration says where spans go.
     let config = ServerConfig::from_args(args).map_err(|e| e.to_string())?;
     let telemetry =
-        crate::telemetry::init(format, config.otlp.as_ref(), Arc::clone(&config.scrubber))?;
+        server_telemetry::init(format, config.otlp.as_ref(), Arc::clone(&config.scrubber))?;
     for short in &config.unscrubbed {
         tracing::warn!("{short}: it is not removed from what the server sends out");
     }

@@ -32,14 +32,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use core_context::{RunId, ThreadId, UserId};
-use run_service::RunRequest;
+use run_service::{RunRequest, RunService};
 use serde::Deserialize as _;
 use serde_json::{Map, Value, json};
 use ws_bridge::Subscription;
 
 use self::map::{ClientIds, Mapper};
-use crate::app::AppState;
+use crate::app::Live;
 use http_guard::bearer::{authenticate, refuse};
+use server_metrics::Metrics;
 
 /// The largest request body: a `RunAgentInput` carries the conversation so far.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -58,12 +59,12 @@ struct Input {
 
 /// `POST /agui/{agent}`.
 pub(crate) async fn run(
-    State(state): State<Arc<AppState>>,
+    State(live): State<Live>,
     Path(agent): Path<String>,
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let user = match authenticate(&state.auth, &headers, &HashMap::new()).await {
+    let user = match authenticate(&live.auth, &headers, &HashMap::new()).await {
         Ok(user) => user,
         Err(e) => {
             return refuse(
@@ -80,12 +81,12 @@ pub(crate) async fn run(
             (e.status(), message)
         })
         .and_then(|Json(body)| {
-            input(&body, state.config.max_frame_bytes).map_err(|m| (StatusCode::BAD_REQUEST, m))
+            input(&body, live.config.max_frame_bytes).map_err(|m| (StatusCode::BAD_REQUEST, m))
         }) {
         Ok(input) => input,
         Err((status, message)) => return refuse(status, ErrorCode::BadRequest, message),
     };
-    let subscription = match state.bridge().subscribe(&user, None).await {
+    let subscription = match live.bridge.subscribe(&user, None).await {
         Ok(subscription) => subscription,
         Err(e) => {
             return refuse(
@@ -103,7 +104,7 @@ pub(crate) async fn run(
         request_id: None,
     };
     let connection = subscription.connection_id().clone();
-    let accepted = match state.runs.start(&user, &connection, request).await {
+    let accepted = match live.runs.start(&user, &connection, request).await {
         Ok(accepted) => accepted,
         Err(refusal) => {
             let code = ErrorCode::from_wire(refusal.code);
@@ -122,8 +123,9 @@ pub(crate) async fn run(
         tree: HashSet::from([accepted.run_id.to_string()]),
         pending: opening.into(),
         done: false,
+        metrics: live.metrics,
         guard: CancelOnDrop {
-            state,
+            runs: live.runs,
             user,
             run: accepted.run_id,
             armed: true,
@@ -232,6 +234,7 @@ struct RunStream {
     tree: HashSet<String>,
     pending: VecDeque<Value>,
     done: bool,
+    metrics: Arc<Metrics>,
     guard: CancelOnDrop,
 }
 
@@ -250,7 +253,7 @@ impl RunStream {
                     Err(reason) => {
                         let code = match reason {
                             ws_bridge::CloseReason::SlowConsumer => {
-                                stream.guard.state.metrics().slow_consumer();
+                                stream.metrics.slow_consumer();
                                 "slow_consumer"
                             }
                             _ => "shutting_down",
@@ -303,7 +306,7 @@ impl RunStream {
 
 /// Cancels the run when the response ends before the run did (the client went away).
 struct CancelOnDrop {
-    state: Arc<AppState>,
+    runs: Arc<RunService>,
     user: UserId,
     run: RunId,
     armed: bool,
@@ -314,11 +317,11 @@ impl Drop for CancelOnDrop {
         if !self.armed {
             return;
         }
-        let (state, user, run) = (Arc::clone(&self.state), self.user.clone(), self.run.clone());
+        let (runs, user, run) = (Arc::clone(&self.runs), self.user.clone(), self.run.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 tracing::info!(run_id = %run, "agui: the client left; cancelling the run");
-                let _ = state.runs.cancel(&user, &run).await;
+                let _ = runs.cancel(&user, &run).await;
             });
         }
     }

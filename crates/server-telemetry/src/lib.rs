@@ -1,16 +1,57 @@
-//! The process's telemetry: log lines to stderr (text or JSON, filtered by `RUST_LOG`), and,
-//! in a build with the `otlp` feature and with `--otlp-endpoint` set, the same spans
-//! (connections, runs, sub-runs, tool calls) exported to an OpenTelemetry collector over
-//! OTLP/HTTP. Spans carry what the log lines carry: run ids, agent and tool names, the
-//! user's hashed tag; never a token or a raw user id.
+//! The agent server's telemetry: log lines to stderr (text or JSON, filtered by `RUST_LOG`),
+//! each scrubbed of the server's secrets, and, in a build with the `otlp` feature and with
+//! `--otlp-endpoint` set, the same spans (connections, runs, sub-runs, tool calls) exported to
+//! an OpenTelemetry collector over OTLP/HTTP. Spans carry what the log lines carry: run ids,
+//! agent and tool names, the user's hashed tag; never a token or a raw user id.
+//!
+//! Only the server (`agent-server`, which forwards its `otlp` feature here) uses it; it knows
+//! nothing of the server but the settings below, which the server's configuration reads from
+//! its flags and re-exports under `agent_server::config`.
+//!
+//! **Architecture Invariant:** what it writes or exports passes the one `Scrubber` it is given:
+//! log lines through [`Scrubbed`], spans through the exporter's scrubbing wrapper
+//! (`tests/it/secrets.rs`, `tests/it/otlp.rs`).
 
 use std::sync::Arc;
 
+use clap::ValueEnum;
 use secrets::{Scrubber, Site};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::{LogFormat, Otlp};
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people (coloured on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// How spans are encoded for an OpenTelemetry collector (OTLP/HTTP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    /// Protocol buffers (`application/x-protobuf`), OTLP's default.
+    #[default]
+    Protobuf,
+    /// JSON (`application/json`).
+    Json,
+}
+
+/// Where and how spans are exported (validated by the server's configuration from
+/// `--otlp-endpoint` and `--otlp-protocol`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Otlp {
+    /// The collector's traces URL: `--otlp-endpoint` followed by `/v1/traces`.
+    pub traces_url: String,
+    /// The encoding.
+    pub protocol: OtlpProtocol,
+}
+
+/// Why `--otlp-endpoint` cannot be used in a build without the `otlp` feature.
+pub const NO_OTLP: &str = "this agent-server was built without OpenTelemetry export; build it with \
+     `cargo build --release -p agent-server --features otlp`, or leave --otlp-endpoint unset";
 
 /// The subscriber's layers sit on the `RUST_LOG` filter: what it leaves out is neither
 /// logged nor exported.
@@ -94,8 +135,7 @@ fn exporting(
         None => Ok((None, Telemetry::default())),
         Some(otlp) => Err(format!(
             "cannot export spans to {}: {}",
-            otlp.traces_url,
-            crate::config::NO_OTLP
+            otlp.traces_url, NO_OTLP
         )),
     }
 }
@@ -185,8 +225,7 @@ mod export {
     use opentelemetry_sdk::trace::SdkTracerProvider;
     use tracing_subscriber::Layer;
 
-    use super::{BoxedLayer, Otlp, Scrubber, Site};
-    use crate::config::OtlpProtocol;
+    use super::{BoxedLayer, Otlp, OtlpProtocol, Scrubber, Site};
 
     /// How long one export may take, the collector's answer included.
     const TIMEOUT: Duration = Duration::from_secs(10);
