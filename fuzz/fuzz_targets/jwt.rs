@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use agent_server::auth::{Auth, AuthError};
+use agent_auth::{Auth, AuthError};
 use libfuzzer_sys::fuzz_target;
 
 fn runtime() -> &'static tokio::runtime::Runtime {

@@ -282,7 +282,8 @@ impl ClientSide<'_> {
                 payload,
             }) => {
                 // No reply on success: the run's `agent_cancelled` event is the answer.
-                let cancelled = self.state.runs.cancel(self.user, &payload.run_id).await;
+                // Boxed, like `start`: an idle connection's task does not carry their state.
+                let cancelled = Box::pin(self.state.runs.cancel(self.user, &payload.run_id)).await;
                 cancelled
                     .err()
                     .map(|refusal| wire::refused(request_id, refusal))
@@ -293,11 +294,14 @@ impl ClientSide<'_> {
             }) => {
                 let request = wire::run_request(payload, request_id.clone());
                 Some(
-                    match self
-                        .state
-                        .runs
-                        .start(self.user, self.connection_id, request)
-                        .await
+                    // Boxed: starting a run (the thread's history, the slot's claim) is a
+                    // large future, and every idle connection's task would carry its size.
+                    match Box::pin(
+                        self.state
+                            .runs
+                            .start(self.user, self.connection_id, request),
+                    )
+                    .await
                     {
                         Ok(accepted) => ServerFrame::RunAccepted {
                             request_id,
