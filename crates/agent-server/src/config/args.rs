@@ -47,10 +47,11 @@ pub struct ServeArgs {
     /// The agent legacy `user_message` / `chat` frames start.
     #[arg(long, env = "AGENT_SERVER_DEFAULT_AGENT", default_value = "assistant")]
     pub default_agent: String,
-    /// Runs of one user executing at once.
+    /// Runs of one user executing at once (all nodes together with a Redis broker).
     #[arg(long, env = "AGENT_SERVER_MAX_RUNS_PER_USER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_runs_per_user: u32,
-    /// Runs of one user waiting for a slot before `too_many_runs`.
+    /// Runs of one user waiting for a slot before `too_many_runs` (one queue across the
+    /// nodes with a Redis broker, first come first served).
     #[arg(long, env = "AGENT_SERVER_MAX_QUEUED_RUNS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub max_queued_runs_per_user: u32,
     /// Engines (one per run, queued or running) one user may hold; more starts are refused
@@ -136,7 +137,8 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENT_SERVER_BROKER_CLIENT_KEY", value_name = "PATH")]
     pub broker_client_key: Option<PathBuf>,
     /// With a Redis broker: seconds a node's claim on a running run lasts unrenewed; a node
-    /// that dies has its runs ended (`agent_error` `node_lost`) this long after.
+    /// that dies has its runs ended (`agent_error` `node_lost`) this long after, and a node
+    /// that cannot reach Redis for longer than two thirds of it loses its runs the same way.
     #[arg(long, env = "AGENT_SERVER_RUN_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub run_lease_secs: u64,
     /// Where threads, runs and their events are kept: `sqlite://file.db` (created if
