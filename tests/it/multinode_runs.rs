@@ -235,6 +235,47 @@ async fn the_runs_of_a_killed_node_end_for_their_users() {
     survivor.shutdown().await;
 }
 
+/// A run queued on a node that dies (accepted, waiting for the user's slot held elsewhere)
+/// still ends for its user: once its place expires a surviving node emits its start and its
+/// `node_lost` end, and the queue is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_queued_on_a_killed_node_ends_for_its_user() {
+    let redis = RedisServer::start();
+    let queueing = |url: &str| {
+        let tune = tune(url, 1);
+        move |config: &mut agent_server::config::ServerConfig| {
+            tune(config);
+            config.engine.max_queued_runs = 1;
+        }
+    };
+    let survivor = start_server(queueing(&redis.url())).await;
+    let mut doomed = KillableServer::start(queueing(&redis.url()));
+    let mut watcher = Client::user(survivor.addr(), "lena").await;
+    let mut on_doomed = Client::user(doomed.addr, "lena").await;
+    let holder = watcher.start("r1", "synthetic", hang()).await;
+    let holder = holder["run_id"].as_str().unwrap().to_owned();
+    until(&mut watcher, &holder, "agent_started").await;
+    let queued = on_doomed.start("r2", "synthetic", json!({})).await;
+    assert_eq!(queued["type"], "run_accepted", "{queued}");
+    let queued = queued["run_id"].as_str().unwrap().to_owned();
+    // The queue (1) is full: the place on the doomed node counts.
+    let refused = watcher.start("r3", "synthetic", hang()).await;
+    assert_eq!(refused["code"], "too_many_runs", "{refused}");
+
+    doomed.kill();
+    let events = until(&mut watcher, &queued, "agent_error").await;
+    let kinds: Vec<_> = events.iter().map(|e| e.event.kind.type_name()).collect();
+    assert_eq!(kinds, ["agent_started", "agent_error"]);
+    let end = serde_json::to_value(&events[1].event).unwrap();
+    assert_eq!(end["data"]["code"], "node_lost", "{end}");
+    let start = serde_json::to_value(&events[0].event).unwrap();
+    assert_eq!(start["data"]["message"], "go", "{start}");
+    // The dead node's place is gone: a new run queues behind the holder again.
+    let again = watcher.start("r4", "synthetic", json!({})).await;
+    assert_eq!(again["type"], "run_accepted", "{again}");
+    survivor.shutdown().await;
+}
+
 /// A node that still runs a run whose lease expired (as when it could not reach Redis for a
 /// whole lease TTL): the run is ended once, with `node_lost`, and nothing of it follows; the
 /// node cancels it, and what the run emits meanwhile is dropped.

@@ -78,7 +78,7 @@ fn scope() -> RunScope {
 }
 
 async fn claim(slots: &Arc<dyn RunSlots>, user: &UserId) -> Result<Claim, SlotError> {
-    slots.claim(user, &scope()).await
+    slots.claim(user, &scope(), "go").await
 }
 
 fn running(claim: Result<Claim, SlotError>, what: &str) -> SlotPermit {
@@ -100,6 +100,7 @@ async fn slot_of(place: QueuedSlot, what: &str) -> SlotPermit {
     tokio::time::timeout(Duration::from_secs(5), place.wait())
         .await
         .unwrap_or_else(|_| panic!("{what}: the queued claim never got its slot"))
+        .unwrap_or_else(|lost| panic!("{what}: {lost}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,7 +136,7 @@ impl UserExecutionEngine {
             agent_name: created.name,
         };
         let user = self.inner.context.user_id();
-        let claimed = self.inner.slots.claim(user, &scope).await;
+        let claimed = self.inner.slots.claim(user, &scope, &input.message).await;
         let control = {
             let mut table = self.inner.runs.lock();
             let refused = match claimed {
@@ -277,7 +277,14 @@ impl RunTask {
                 let permit = tokio::select! {
                     biased;
                     () = control.token.cancelled() => None,
-                    permit = place.wait() => Some(permit),
+                    permit = place.wait() => match permit {
+                        Ok(permit) => Some(permit),
+                        // Ended for its user elsewhere: what it emits now is dropped.
+                        Err(lost) => {
+                            control.cancel(&lost.to_string());
+                            None
+                        }
+                    },
                 };
                 counters.queued.fetch_sub(1, Ordering::Relaxed);
                 permit

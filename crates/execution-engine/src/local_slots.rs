@@ -15,7 +15,7 @@ use core_context::{RunScope, UserId};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::slots::{Claim, QueuedSlot, RunSlots, SlotError, SlotLoad, SlotPermit};
+use crate::slots::{Claim, QueuedSlot, RunSlots, SlotError, SlotLoad, SlotLost, SlotPermit};
 
 /// Per-user run slots in this process; see the module documentation.
 #[derive(Clone)]
@@ -113,7 +113,7 @@ struct Waiting {
 }
 
 impl Waiting {
-    async fn wait(mut self) -> SlotPermit {
+    async fn wait(mut self) -> Result<SlotPermit, SlotLost> {
         let arrived = match self.slot.as_mut() {
             Some(slot) => slot.await.is_ok(),
             None => false,
@@ -122,10 +122,10 @@ impl Waiting {
         // waiter leaves, so the slot always arrives.
         debug_assert!(arrived, "a queued run's slot never arrived");
         self.slot = None;
-        SlotPermit::new(LocalPermit {
+        Ok(SlotPermit::new(LocalPermit {
             inner: Arc::clone(&self.inner),
             user: self.user.clone(),
-        })
+        }))
     }
 }
 
@@ -159,7 +159,12 @@ impl Drop for Waiting {
 
 #[async_trait]
 impl RunSlots for LocalSlots {
-    async fn claim(&self, user: &UserId, _scope: &RunScope) -> Result<Claim, SlotError> {
+    async fn claim(
+        &self,
+        user: &UserId,
+        _scope: &RunScope,
+        _message: &str,
+    ) -> Result<Claim, SlotError> {
         let inner = &self.inner;
         let mut state = inner.state.lock();
         state.next_ticket += 1;

@@ -8,6 +8,8 @@
 //!   queued ahead of it; otherwise it queues while fewer than `max_queued` wait, and is
 //!   refused ([`SlotError::Full`]) beyond that;
 //! - queued claims get slots in the order they queued (first come, first served);
+//! - a queued claim waits until it gets its slot, unless its place is lost (a networked
+//!   implementation whose node lost the store for longer than a place lasts: [`SlotLost`]);
 //! - dropping a [`SlotPermit`] gives its slot back (to the head of the queue, if any);
 //!   dropping a [`QueuedSlot`] gives its place in the queue back;
 //! - users never share slots.
@@ -22,9 +24,16 @@ use futures::future::BoxFuture;
 /// Where a user's run limit and queue live. See the module documentation for the contract.
 #[async_trait]
 pub trait RunSlots: Send + Sync + fmt::Debug {
-    /// Claims a slot for the run `scope` of `user`: it runs at once, waits in the user's
-    /// queue, or is refused when the user has the maximum of running and queued runs.
-    async fn claim(&self, user: &UserId, scope: &RunScope) -> Result<Claim, SlotError>;
+    /// Claims a slot for the run `scope` of `user`, started with `message`: it runs at once,
+    /// waits in the user's queue, or is refused when the user has the maximum of running and
+    /// queued runs. (`message` is what the run's `agent_started` says, for an implementation
+    /// that may have to end a queued run on behalf of a node that died.)
+    async fn claim(
+        &self,
+        user: &UserId,
+        scope: &RunScope,
+        message: &str,
+    ) -> Result<Claim, SlotError>;
 
     /// The permits and queue places this process holds now, all users together.
     fn load(&self) -> SlotLoad;
@@ -61,6 +70,12 @@ pub enum SlotError {
     Unavailable(String),
 }
 
+/// A queued claim's place was taken from it: its node lost the slots' store for longer than a
+/// place lasts, and another node ended the run for its user (the run must not start).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the run's place in the queue was lost: another node ended the run")]
+pub struct SlotLost;
+
 /// Counts of permits and queue places held.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SlotLoad {
@@ -96,13 +111,16 @@ impl fmt::Debug for SlotPermit {
 #[must_use = "dropping a queue place gives it back at once"]
 pub struct QueuedSlot {
     position: usize,
-    wait: BoxFuture<'static, SlotPermit>,
+    wait: BoxFuture<'static, Result<SlotPermit, SlotLost>>,
 }
 
 impl QueuedSlot {
     /// A place `position` runs from the head of the queue (0: next), whose permit `wait`
     /// gives. `wait` must give the place back when dropped before it is ready.
-    pub fn new(position: usize, wait: impl Future<Output = SlotPermit> + Send + 'static) -> Self {
+    pub fn new(
+        position: usize,
+        wait: impl Future<Output = Result<SlotPermit, SlotLost>> + Send + 'static,
+    ) -> Self {
         Self {
             position,
             wait: Box::pin(wait),
@@ -114,8 +132,9 @@ impl QueuedSlot {
         self.position
     }
 
-    /// Waits for a slot, in the order claims queued.
-    pub async fn wait(self) -> SlotPermit {
+    /// Waits for a slot, in the order claims queued; [`SlotLost`] when the place was taken
+    /// (the run was ended elsewhere and must not start).
+    pub async fn wait(self) -> Result<SlotPermit, SlotLost> {
         self.wait.await
     }
 }

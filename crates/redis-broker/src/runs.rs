@@ -40,17 +40,21 @@ use crate::shared::{CancelRequest, Shared, broker_error};
 pub const NODE_LOST: &str = "node_lost";
 
 /// Claims a run slot or a place in the user's queue. `KEYS[1]` the user's slots (scored by
-/// expiry), `KEYS[2]` all leases, `KEYS[3]` this claim's lease hash, `KEYS[4]` the user's
-/// queue (scored by arrival, strictly increasing), `KEYS[5]` the queue's expiries, `KEYS[6]` the run's hash;
-/// `ARGV[1]` the claim's id, `ARGV[2]` TTL ms, `ARGV[3]` max running, `ARGV[4]` max queued,
-/// `ARGV[5]` user, `ARGV[6]` node, `ARGV[7]` run, `ARGV[8]` thread, `ARGV[9]` agent.
+/// expiry), `KEYS[2]` all leases (slots and places, scored by expiry, for the reaper),
+/// `KEYS[3]` this claim's lease hash, `KEYS[4]` the user's queue (scored by arrival, strictly
+/// increasing), `KEYS[5]` the queue's expiries, `KEYS[6]` the run's hash, `KEYS[7]` the run's
+/// ended mark; `ARGV[1]` the claim's id, `ARGV[2]` TTL ms, `ARGV[3]` max running,
+/// `ARGV[4]` max queued, `ARGV[5]` user, `ARGV[6]` node, `ARGV[7]` run, `ARGV[8]` thread,
+/// `ARGV[9]` agent, `ARGV[10]` the run's message, `ARGV[11]` 1 when a queued claim asks again.
 ///
 /// A claim already in the queue (a waiter asking again) takes a slot when fewer claims are
 /// ahead of it than slots are free, else renews its place; a new claim does the same as if
 /// it stood at the end of the queue, and queues while the queue has room. Slots and places
-/// not renewed within their TTL (their node died) are dropped first.
-/// Returns `{1}` running, `{2, position}` queued, `{0, running, queued}` refused.
+/// not renewed within their TTL (their node died) are dropped first; a reaper ends their
+/// runs. A waiter whose place a reaper took (its run ended) is told so.
+/// Returns `{1}` running, `{2, position}` queued, `{0, running, queued}` refused, `{3}` lost.
 const CLAIM: &str = r"
+if ARGV[11] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then return {3} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
@@ -63,22 +67,26 @@ local running = redis.call('ZCARD', KEYS[1])
 local queued = redis.call('ZCARD', KEYS[4])
 local rank = redis.call('ZRANK', KEYS[4], ARGV[1])
 local ahead = rank or queued
+local function record(is_queued)
+  redis.call('ZADD', KEYS[2], expiry, ARGV[1])
+  redis.call('HSET', KEYS[3], 'user', ARGV[5], 'node', ARGV[6], 'run', ARGV[7],
+    'thread', ARGV[8], 'agent', ARGV[9], 'queued', is_queued, 'message', ARGV[10])
+  redis.call('HSET', KEYS[6], 'user', ARGV[5], 'node', ARGV[6], 'lease', ARGV[1])
+  redis.call('PEXPIRE', KEYS[6], 86400000)
+end
 if ahead < tonumber(ARGV[3]) - running then
   if rank then
     redis.call('ZREM', KEYS[4], ARGV[1])
     redis.call('ZREM', KEYS[5], ARGV[1])
   end
   redis.call('ZADD', KEYS[1], expiry, ARGV[1])
-  redis.call('ZADD', KEYS[2], expiry, ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('HSET', KEYS[3], 'user', ARGV[5], 'node', ARGV[6], 'run', ARGV[7],
-    'thread', ARGV[8], 'agent', ARGV[9])
-  redis.call('HSET', KEYS[6], 'user', ARGV[5], 'node', ARGV[6], 'lease', ARGV[1])
-  redis.call('PEXPIRE', KEYS[6], 86400000)
+  record('0')
   return {1}
 end
 if rank then
   redis.call('ZADD', KEYS[5], 'XX', expiry, ARGV[1])
+  redis.call('ZADD', KEYS[2], 'XX', expiry, ARGV[1])
   redis.call('PEXPIRE', KEYS[4], ttl)
   redis.call('PEXPIRE', KEYS[5], ttl)
   return {2, rank}
@@ -92,14 +100,14 @@ redis.call('ZADD', KEYS[4], arrival, ARGV[1])
 redis.call('ZADD', KEYS[5], expiry, ARGV[1])
 redis.call('PEXPIRE', KEYS[4], ttl)
 redis.call('PEXPIRE', KEYS[5], ttl)
-redis.call('HSET', KEYS[6], 'user', ARGV[5], 'node', ARGV[6], 'lease', ARGV[1])
-redis.call('PEXPIRE', KEYS[6], 86400000)
+record('1')
 return {2, queued}
 ";
 
 /// Takes a lease off the books and marks its run ended for a day (`<prefix>:ended:<run>`:
 /// the publish script drops the run's later events, so its `node_lost` stays its last).
-/// Returns `{user, run, thread, agent}` for a lease that names its run, else nil.
+/// Returns `{user, run, thread, agent, queued, message}` for a lease that names its run, else
+/// nil (`queued`: '1' for a place in the queue, whose run never started).
 const TAKE: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
@@ -108,12 +116,12 @@ end
 local function take(prefix, leases, id)
   redis.call('ZREM', leases, id)
   local lease = prefix .. ':lease:' .. id
-  local f = redis.call('HMGET', lease, 'user', 'run', 'thread', 'agent')
+  local f = redis.call('HMGET', lease, 'user', 'run', 'thread', 'agent', 'queued', 'message')
   redis.call('DEL', lease)
   if f[1] and f[2] then
     redis.call('DEL', prefix .. ':run:' .. f[2])
     redis.call('SET', prefix .. ':ended:' .. f[2], 1, 'PX', 86400000)
-    return {f[1], f[2], f[3], f[4]}
+    return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or ''}
   end
   return nil
 end
@@ -176,6 +184,9 @@ pub enum ClaimState {
         /// Claims ahead of this one.
         position: usize,
     },
+    /// A claim asking again whose place a reaper took (its node could not renew it for a
+    /// whole TTL): its run was ended for its user and must not start.
+    Lost,
     /// The user has `max running` runs and `max queued` waiting: refused.
     Full {
         /// The user's runs running, all nodes together.
@@ -295,13 +306,16 @@ impl ClusterRuns {
     /// at once, or a place in the user's queue (claim again with the same lease to renew the
     /// place, at least once per lease TTL, and to take a slot when it is its turn), or
     /// refused. A claim that holds a slot or a place is where `cancel_run` finds its run; a
-    /// held slot is renewed with [`renew`](Self::renew), and its run ended by a reaper if
-    /// its node stops renewing it.
+    /// held slot is renewed with [`renew`](Self::renew), a place by asking again (`again`),
+    /// and either's run is ended by a reaper if its node stops renewing it (a queued run's
+    /// `agent_started`, saying `started_with`, then its `agent_error`).
     pub async fn claim(
         &self,
         lease: &Lease,
         scope: &RunScope,
         limits: SlotLimits,
+        started_with: &str,
+        again: bool,
     ) -> Result<ClaimState, BrokerError> {
         let [queue, queued] = self.queue_keys(&lease.user);
         let answer: Vec<usize> = self
@@ -312,6 +326,7 @@ impl ClusterRuns {
             .key(queue)
             .key(queued)
             .key(self.key(&format!("run:{}", lease.run)))
+            .key(self.key(&format!("ended:{}", lease.run)))
             .arg(&lease.id)
             .arg(self.ttl_ms())
             .arg(limits.max_running)
@@ -321,11 +336,14 @@ impl ClusterRuns {
             .arg(lease.run.as_str())
             .arg(scope.thread_id.as_str())
             .arg(&*scope.agent_name)
+            .arg(started_with)
+            .arg(u8::from(again))
             .invoke_async(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
         match answer.as_slice() {
             [1] => Ok(ClaimState::Running),
+            [3] => Ok(ClaimState::Lost),
             [2, position] => Ok(ClaimState::Queued {
                 position: *position,
             }),
@@ -425,14 +443,14 @@ impl ClusterRuns {
     }
 }
 
-/// A run whose lease a script took: `(user, run, thread, agent)`.
-type TakenRun = (String, String, String, String);
+/// A run whose lease a script took: `(user, run, thread, agent, queued, message)`.
+type TakenRun = (String, String, String, String, String, String);
 
 /// Emits the terminal `agent_error` `node_lost` of each taken run (past its run's ended
 /// mark, which drops every other late event of it).
 fn end_runs(publish: &PublishQueue, taken: Vec<TakenRun>) -> Vec<LostRun> {
     let mut lost = Vec::new();
-    for (user, run, thread, agent) in taken {
+    for (user, run, thread, agent, queued, message) in taken {
         let (Ok(user), Ok(run_id), Ok(thread_id)) = (
             UserId::parse(&user),
             RunId::parse(&run),
@@ -447,15 +465,23 @@ fn end_runs(publish: &PublishQueue, taken: Vec<TakenRun>) -> Vec<LostRun> {
             thread_id: thread_id.clone(),
             agent_name: Arc::from(agent.as_str()),
         };
-        let event: AgentEvent = scope.event(EventKind::AgentError {
+        // A queued run never started: it gets its start, then its end, as a queued run
+        // cancelled on its own node does.
+        let mut events: Vec<AgentEvent> = Vec::with_capacity(2);
+        if queued == "1" {
+            events.push(scope.event(EventKind::AgentStarted { message }));
+        }
+        events.push(scope.event(EventKind::AgentError {
             code: NODE_LOST.into(),
             message: "the server running this run stopped; start it again".into(),
-        });
-        let queued = EncodedEvent::encode(&event)
-            .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))
-            .and_then(|encoded| publish.enqueue(&user, encoded, true));
-        if let Err(error) = queued {
-            tracing::error!(%error, %run, "redis broker: cannot emit the end of a lost run");
+        }));
+        for event in events {
+            let sent = EncodedEvent::encode(&event)
+                .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))
+                .and_then(|encoded| publish.enqueue(&user, encoded, true));
+            if let Err(error) = sent {
+                tracing::error!(%error, %run, "redis broker: cannot emit the end of a lost run");
+            }
         }
         tracing::warn!(%run, user = %user.as_str(), "redis broker: ended a run whose node stopped renewing its lease");
         lost.push(LostRun {

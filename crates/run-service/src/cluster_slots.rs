@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use core_context::{RunId, RunScope, UserId};
-use execution_engine::slots::{Claim, QueuedSlot, RunSlots, SlotError, SlotLoad, SlotPermit};
+use execution_engine::slots::{
+    Claim, QueuedSlot, RunSlots, SlotError, SlotLoad, SlotLost, SlotPermit,
+};
 use parking_lot::Mutex;
 use redis_broker::{ClaimState, ClusterRuns, Lease, SlotLimits};
 use tokio::sync::Notify;
@@ -126,11 +128,13 @@ struct Place {
     inner: Arc<Inner>,
     lease: Lease,
     scope: RunScope,
+    /// What the run's `agent_started` says (kept with the place, for a reaper).
+    message: String,
     got_slot: bool,
 }
 
 impl Place {
-    async fn wait(mut self) -> SlotPermit {
+    async fn wait(mut self) -> Result<SlotPermit, SlotLost> {
         let inner = Arc::clone(&self.inner);
         let mut failing = false;
         loop {
@@ -139,12 +143,18 @@ impl Place {
             freed.as_mut().enable();
             let answer = inner
                 .runs
-                .claim(&self.lease, &self.scope, inner.limits)
+                .claim(&self.lease, &self.scope, inner.limits, &self.message, true)
                 .await;
             let pause = match answer {
                 Ok(ClaimState::Running) => {
                     self.got_slot = true;
-                    return inner.permit(self.lease.clone());
+                    return Ok(inner.permit(self.lease.clone()));
+                }
+                // A reaper took the place (this node could not renew it for a whole TTL) and
+                // ended the run for its user: it must not start.
+                Ok(ClaimState::Lost) => {
+                    tracing::warn!(run_id = %self.lease.run(), "cluster: a queued run's place was taken by another node, which ended the run; it will not start");
+                    return Err(SlotLost);
                 }
                 // Still queued; or the place lapsed (Redis was out of reach for a whole TTL)
                 // and the queue is full now: the run was accepted, so it keeps asking.
@@ -194,7 +204,12 @@ impl Drop for Pending {
 
 #[async_trait]
 impl RunSlots for ClusterSlots {
-    async fn claim(&self, user: &UserId, scope: &RunScope) -> Result<Claim, SlotError> {
+    async fn claim(
+        &self,
+        user: &UserId,
+        scope: &RunScope,
+        message: &str,
+    ) -> Result<Claim, SlotError> {
         let inner = &self.inner;
         let lease = Lease::new(user.clone(), scope.run_id.clone());
         // Dropped mid-claim (its caller went away), the slot Redis may have granted goes back.
@@ -202,7 +217,10 @@ impl RunSlots for ClusterSlots {
             inner: Arc::clone(inner),
             lease: Some(lease.clone()),
         };
-        let state = inner.runs.claim(&lease, scope, inner.limits).await;
+        let state = inner
+            .runs
+            .claim(&lease, scope, inner.limits, message, false)
+            .await;
         let state = match state {
             Ok(state) => {
                 pending.lease = None;
@@ -218,10 +236,15 @@ impl RunSlots for ClusterSlots {
                     inner: Arc::clone(inner),
                     lease,
                     scope: scope.clone(),
+                    message: message.to_owned(),
                     got_slot: false,
                 };
                 Ok(Claim::Queued(QueuedSlot::new(position, place.wait())))
             }
+            // Only a claim asking again can find its place lost.
+            ClaimState::Lost => Err(SlotError::Unavailable(
+                "the slots' store answered `lost` to a new claim".into(),
+            )),
             ClaimState::Full { running, queued } => Err(SlotError::Full {
                 running,
                 queued,
