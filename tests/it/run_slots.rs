@@ -304,3 +304,44 @@ where
     }
     panic!("{n}: waited in vain for {what}");
 }
+
+/// Across nodes only (the in-process slots cannot lose a place): a queued claim whose place a
+/// reaper took, as when its node could not renew it for a whole lease TTL, is told so and
+/// never gets a slot; the reaper ended its run for its user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_place_a_reaper_took_is_lost() {
+    let redis = RedisServer::start();
+    let bounds = BridgeConfig::default().replay_bounds();
+    let broker = Arc::new(
+        RedisBroker::connect(RedisBrokerConfig::new(redis.url(), bounds))
+            .await
+            .unwrap(),
+    );
+    let cluster = Cluster::new(Arc::clone(&broker), Duration::from_secs(5));
+    let slots: Arc<dyn RunSlots> = Arc::new(cluster.slots(SlotLimits {
+        max_running: 1,
+        max_queued: 1,
+    }));
+    let fay = user_id("fay");
+    let holder = running(claim(&slots, &fay).await, "redis");
+    let place = queued(claim(&slots, &fay).await, "redis");
+    // Expire every lease and place now, and reap them as a surviving node would.
+    let expired = redis.command(&[
+        "EVAL",
+        "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('ZADD', KEYS[1], 0, m) end return 1",
+        "1",
+        "agentws:leases",
+    ]);
+    assert_eq!(expired, ":1");
+    let reaped = broker.runs(Duration::from_secs(5)).reap().await.unwrap();
+    assert_eq!(
+        reaped.len(),
+        2,
+        "the held slot's run and the queued one: {reaped:?}"
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(5), place.wait())
+        .await
+        .expect("the waiter never heard");
+    assert!(answer.is_err(), "a reaped place still got a slot");
+    drop(holder);
+}
