@@ -295,13 +295,7 @@ async fn a_run_whose_lease_expired_ends_once() {
     let run = accepted["run_id"].as_str().unwrap().to_owned();
     let mut events = until(&mut watcher, &run, "agent_thinking").await;
     // Expire every lease now, as if node A had stopped renewing.
-    let expired = redis.command(&[
-        "EVAL",
-        "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('ZADD', KEYS[1], 0, m) end return 1",
-        "1",
-        "agentws:leases",
-    ]);
-    assert_eq!(expired, ":1");
+    redis.expire_run_leases();
     events.extend(until(&mut watcher, &run, "agent_error").await);
     let end = serde_json::to_value(&events.last().unwrap().event).unwrap();
     assert_eq!(end["data"]["code"], "node_lost", "{end}");

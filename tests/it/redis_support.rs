@@ -152,6 +152,18 @@ impl RedisServer {
         }
     }
 
+    /// Expires every run lease (held slots and queue places) now, as if their nodes had
+    /// stopped renewing them: the next reap takes them all.
+    pub fn expire_run_leases(&self) {
+        let expired = self.command(&[
+            "EVAL",
+            "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('ZADD', KEYS[1], 0, m) end return 1",
+            "1",
+            "agentws:leases",
+        ]);
+        assert_eq!(expired, ":1", "expiring the run leases");
+    }
+
     /// Sends one command (RESP array of `args`) and returns the raw reply's first line.
     pub fn command(&self, args: &[&str]) -> String {
         use std::io::{BufRead, BufReader, Write};

@@ -39,14 +39,7 @@ async fn implementations(max_running: usize, max_queued: usize) -> (Vec<Nodes>, 
         max_running,
         max_queued,
     };
-    let mut clusters = Vec::new();
-    for _ in 0..2 {
-        let bounds = BridgeConfig::default().replay_bounds();
-        let broker = RedisBroker::connect(RedisBrokerConfig::new(redis.url(), bounds))
-            .await
-            .unwrap();
-        clusters.push(Cluster::new(Arc::new(broker), Duration::from_secs(5)));
-    }
+    let clusters = vec![node(&redis).await.1, node(&redis).await.1];
     let (a, b): (Arc<dyn RunSlots>, Arc<dyn RunSlots>) = (
         Arc::new(clusters[0].slots(limits)),
         Arc::new(clusters[1].slots(limits)),
@@ -66,6 +59,18 @@ async fn implementations(max_running: usize, max_queued: usize) -> (Vec<Nodes>, 
         },
     ];
     (nodes, redis)
+}
+
+/// One node on `redis`: its broker, and its part in the cluster's runs (5 s leases).
+async fn node(redis: &RedisServer) -> (Arc<RedisBroker>, Cluster) {
+    let bounds = BridgeConfig::default().replay_bounds();
+    let broker = Arc::new(
+        RedisBroker::connect(RedisBrokerConfig::new(redis.url(), bounds))
+            .await
+            .unwrap(),
+    );
+    let cluster = Cluster::new(Arc::clone(&broker), Duration::from_secs(5));
+    (broker, cluster)
 }
 
 fn scope() -> RunScope {
@@ -184,32 +189,32 @@ async fn a_dropped_place_or_permit_is_given_back() {
         let place = queued(claim(&nodes.b, &dan).await, n);
         // A queued run cancelled: its place is free for another claim.
         drop(place);
-        let again = eventually(n, "the dropped place to be given back", || {
-            let slots = Arc::clone(&nodes.a);
-            let dan = dan.clone();
-            async move {
-                match claim(&slots, &dan).await {
-                    Ok(Claim::Queued(place)) => Some(place),
-                    _ => None,
-                }
-            }
-        })
+        let again = claim_until(
+            n,
+            "the dropped place to be given back",
+            &nodes.a,
+            &dan,
+            |c| match c {
+                Ok(Claim::Queued(place)) => Some(place),
+                _ => None,
+            },
+        )
         .await;
         // A run ended: its slot goes to the queued claim.
         drop(holder);
         let permit = slot_of(again, n).await;
         drop(permit);
         // Everything given back: a new claim runs at once.
-        let fresh = eventually(n, "the last slot to be given back", || {
-            let slots = Arc::clone(&nodes.b);
-            let dan = dan.clone();
-            async move {
-                match claim(&slots, &dan).await {
-                    Ok(Claim::Running(permit)) => Some(permit),
-                    _ => None,
-                }
-            }
-        })
+        let fresh = claim_until(
+            n,
+            "the last slot to be given back",
+            &nodes.b,
+            &dan,
+            |c| match c {
+                Ok(Claim::Running(permit)) => Some(permit),
+                _ => None,
+            },
+        )
         .await;
         drop(fresh);
     }
@@ -289,15 +294,17 @@ async fn load_counts_this_process_holders() {
     }
 }
 
-/// Asks `attempt` until it answers, for a few seconds (a networked implementation gives back
-/// in the background).
-async fn eventually<T, F, Fut>(n: &str, what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
+/// Claims for `user` until `pick` takes the answer, for a few seconds (a networked
+/// implementation gives back in the background); answers `pick` passes over are dropped.
+async fn claim_until<T>(
+    n: &str,
+    what: &str,
+    slots: &Arc<dyn RunSlots>,
+    user: &UserId,
+    pick: impl Fn(Result<Claim, SlotError>) -> Option<T>,
+) -> T {
     for _ in 0..100 {
-        if let Some(found) = attempt().await {
+        if let Some(found) = pick(claim(slots, user).await) {
             return found;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -311,13 +318,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_place_a_reaper_took_is_lost() {
     let redis = RedisServer::start();
-    let bounds = BridgeConfig::default().replay_bounds();
-    let broker = Arc::new(
-        RedisBroker::connect(RedisBrokerConfig::new(redis.url(), bounds))
-            .await
-            .unwrap(),
-    );
-    let cluster = Cluster::new(Arc::clone(&broker), Duration::from_secs(5));
+    let (broker, cluster) = node(&redis).await;
     let slots: Arc<dyn RunSlots> = Arc::new(cluster.slots(SlotLimits {
         max_running: 1,
         max_queued: 1,
@@ -326,13 +327,7 @@ async fn a_place_a_reaper_took_is_lost() {
     let holder = running(claim(&slots, &fay).await, "redis");
     let place = queued(claim(&slots, &fay).await, "redis");
     // Expire every lease and place now, and reap them as a surviving node would.
-    let expired = redis.command(&[
-        "EVAL",
-        "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('ZADD', KEYS[1], 0, m) end return 1",
-        "1",
-        "agentws:leases",
-    ]);
-    assert_eq!(expired, ":1");
+    redis.expire_run_leases();
     let reaped = broker.runs(Duration::from_secs(5)).reap().await.unwrap();
     assert_eq!(
         reaped.len(),

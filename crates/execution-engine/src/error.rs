@@ -10,29 +10,17 @@ pub enum EngineError {
     /// The agent is not registered.
     #[error(transparent)]
     UnknownAgent(#[from] RegistryError),
-    /// The user already has the maximum of running and queued runs.
-    #[error(
-        "too many runs: {running} running and {queued} queued (limits {max_running} and {max_queued}); wait for one to finish or cancel one"
-    )]
-    TooManyRuns {
-        /// Runs executing.
-        running: usize,
-        /// Runs waiting.
-        queued: usize,
-        /// The concurrency limit.
-        max_running: usize,
-        /// The queue limit.
-        max_queued: usize,
-    },
+    /// The user's run slots refused the run: the user already has the maximum of running
+    /// and queued runs (`too_many_runs`), or the slots cannot be reached now (across nodes:
+    /// Redis is down).
+    #[error(transparent)]
+    Slots(#[from] SlotError),
     /// The user holds the maximum number of engines in the factory.
     #[error("user already holds {max} engines; close finished ones (ScopedEngine does it on drop)")]
     TooManyEngines {
         /// The limit.
         max: usize,
     },
-    /// The user's run slots cannot be reached now (across nodes: Redis is down).
-    #[error("{0}")]
-    SlotsUnavailable(String),
     /// The engine was shut down and accepts no new runs.
     #[error("the engine is shut down and accepts no new runs; create a new one")]
     EngineClosed,
@@ -47,30 +35,11 @@ impl EngineError {
         match self {
             EngineError::UnknownAgent(RegistryError::UnknownAgent { .. }) => "unknown_agent",
             EngineError::UnknownAgent(_) => "invalid_agent",
-            EngineError::TooManyRuns { .. } => "too_many_runs",
+            EngineError::Slots(SlotError::Full { .. }) => "too_many_runs",
             EngineError::TooManyEngines { .. } => "too_many_engines",
             EngineError::EngineClosed => "engine_closed",
-            EngineError::SlotsUnavailable(_) | EngineError::NoRuntime => "internal_error",
-        }
-    }
-}
-
-impl From<SlotError> for EngineError {
-    fn from(error: SlotError) -> Self {
-        match error {
-            SlotError::Full {
-                running,
-                queued,
-                max_running,
-                max_queued,
-            } => EngineError::TooManyRuns {
-                running,
-                queued,
-                max_running,
-                max_queued,
-            },
-            unavailable @ SlotError::Unavailable(_) => {
-                EngineError::SlotsUnavailable(unavailable.to_string())
+            EngineError::Slots(SlotError::Unavailable(_)) | EngineError::NoRuntime => {
+                "internal_error"
             }
         }
     }
