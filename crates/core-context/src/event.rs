@@ -30,6 +30,8 @@ pub mod error_code {
     pub const AGENT_FAILED: &str = "agent_failed";
     /// The engine could not start the agent (for example, its factory failed).
     pub const START_FAILED: &str = "start_failed";
+    /// The run reached a tool call that waits for approval but its state could not be saved.
+    pub const PAUSE_FAILED: &str = "pause_failed";
 }
 
 /// The `type` and `data` of an event.
@@ -97,6 +99,26 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A tool call waits for a person's decision; the run pauses (it holds no slot and no
+    /// task) until every call it waits on is decided or expires.
+    ApprovalRequested {
+        /// The call waiting; its `tool_executing` follows when it is approved.
+        tool_call_id: String,
+        /// The tool.
+        tool_name: String,
+        /// The arguments the agent asked for (sensitive values redacted, long values truncated).
+        arguments: Value,
+        /// When the call is rejected as expired if nobody decides (RFC 3339).
+        expires_at: Timestamp,
+    },
+    /// A person decided a waiting call (`approve`, `edit`, `reject`, `respond`), or it
+    /// expired (`expired`).
+    ApprovalResolved {
+        /// The call decided.
+        tool_call_id: String,
+        /// The decision.
+        decision: String,
+    },
 }
 
 impl EventKind {
@@ -110,6 +132,8 @@ impl EventKind {
         "agent_completed",
         "agent_error",
         "agent_cancelled",
+        "approval_requested",
+        "approval_resolved",
     ];
 
     /// The wire `type` of this event.
@@ -123,6 +147,8 @@ impl EventKind {
             EventKind::AgentCompleted { .. } => "agent_completed",
             EventKind::AgentError { .. } => "agent_error",
             EventKind::AgentCancelled { .. } => "agent_cancelled",
+            EventKind::ApprovalRequested { .. } => "approval_requested",
+            EventKind::ApprovalResolved { .. } => "approval_resolved",
         }
     }
 

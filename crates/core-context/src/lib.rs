@@ -8,9 +8,11 @@
 //! - [`event`]: the [`AgentEvent`] vocabulary, serialising exactly to wire protocol v1.
 //! - [`sink`]: the [`EventSink`] trait, the one way anything emits an event.
 //! - [`redact`]: redaction of sensitive values and truncation of long ones before they leave.
+//! - [`approval`]: a tool call waiting for a person, and the person's decision.
 //! - [`lifecycle`]: the checker of the run lifecycle guarantees, shared by every test that
 //!   claims them (and usable by clients that want to verify a stream).
 
+pub mod approval;
 pub mod context;
 pub mod epoch;
 pub mod event;

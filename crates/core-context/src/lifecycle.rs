@@ -9,13 +9,17 @@
 //!   `tool_call_id` and tool name, before the terminal event, and no `tool_completed` comes
 //!   without its `tool_executing`;
 //! - `thinking` steps of a run increase;
+//! - an `approval_requested` is resolved at most once (`approval_resolved`, same
+//!   `tool_call_id`), and that call's `tool_executing` comes only after it is resolved; a run
+//!   whose stream ends while it waits on approvals is paused (counted, not a violation), and
+//!   only a cancel ends a run that still waits;
 //! - a run keeps one thread, agent name and parent;
 //! - a sub-run starts after its parent started and ends before its parent ends.
 //!
 //! The events passed in must be one user's stream in the order it was emitted (or
 //! delivered); events of different runs may interleave freely.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::event::{AgentEvent, EventKind};
 use crate::id::RunId;
@@ -45,6 +49,10 @@ pub struct LifecycleSummary {
     pub tool_calls: usize,
     /// Runs that are sub-runs.
     pub sub_runs: usize,
+    /// Runs whose stream ends while they wait for approvals (no terminal event yet).
+    pub paused: usize,
+    /// Approvals requested.
+    pub approvals: usize,
     /// Events seen.
     pub events: usize,
 }
@@ -57,6 +65,10 @@ struct RunState<'a> {
     open_tools: HashMap<&'a str, &'a str>,
     closed_tools: usize,
     last_step: u32,
+    /// Approvals requested and not yet resolved.
+    waiting: HashSet<&'a str>,
+    /// Every approval requested.
+    requested: HashSet<&'a str>,
 }
 
 /// Checks the guarantees listed in the module documentation over `events`.
@@ -130,6 +142,25 @@ impl<'a> RunState<'a> {
                 ..
             } => self.tool_completed(tool_call_id, tool_name)?,
             EventKind::AgentResponseChunk { .. } => {}
+            EventKind::ApprovalRequested { tool_call_id, .. } => {
+                if !self.requested.insert(tool_call_id) {
+                    return Err(format!("approval for {tool_call_id} requested twice"));
+                }
+                if self.open_tools.contains_key(tool_call_id.as_str()) {
+                    return Err(format!(
+                        "approval for {tool_call_id} requested while it executes"
+                    ));
+                }
+                self.waiting.insert(tool_call_id);
+                summary.approvals += 1;
+            }
+            EventKind::ApprovalResolved { tool_call_id, .. } => {
+                if !self.waiting.remove(tool_call_id.as_str()) {
+                    return Err(format!(
+                        "approval_resolved {tool_call_id} without a waiting approval_requested"
+                    ));
+                }
+            }
             terminal => self.terminal(index, terminal, summary)?,
         }
         Ok(())
@@ -154,6 +185,11 @@ impl<'a> RunState<'a> {
     }
 
     fn tool_executing(&mut self, tool_call_id: &'a str, tool_name: &'a str) -> Result<(), String> {
+        if self.waiting.contains(tool_call_id) {
+            return Err(format!(
+                "tool_call_id {tool_call_id} executing before its approval was resolved"
+            ));
+        }
         if self.open_tools.insert(tool_call_id, tool_name).is_some() {
             return Err(format!("tool_call_id {tool_call_id} executing twice"));
         }
@@ -186,6 +222,9 @@ impl<'a> RunState<'a> {
                 "terminal event while tool call {open} is still open"
             ));
         }
+        if !self.waiting.is_empty() && !matches!(terminal, EventKind::AgentCancelled { .. }) {
+            return Err("a run that waits for approvals ended other than by a cancel".into());
+        }
         self.terminal_at = Some(index);
         match terminal {
             EventKind::AgentCompleted { .. } => summary.completed += 1,
@@ -206,6 +245,12 @@ fn check_ended(
 ) -> Result<(), String> {
     let state = &runs[run_id];
     let Some(terminal_at) = state.terminal_at else {
+        if !state.waiting.is_empty() && state.open_tools.is_empty() {
+            summary.runs += 1;
+            summary.paused += 1;
+            summary.tool_calls += state.closed_tools;
+            return Ok(());
+        }
         return Err("no terminal event".into());
     };
     summary.runs += 1;
@@ -249,7 +294,8 @@ mod tests {
     }
 
     /// A compact event list: `S` started, `T` thinking, `X<id>` executing, `C<id>` completed
-    /// tool, `D` done, `E` error, `K` cancelled; each prefixed by its run (`r1:S`).
+    /// tool, `A<id>` approval requested, `R<id>` approval resolved, `D` done, `E` error, `K`
+    /// cancelled; each prefixed by its run (`r1:S`).
     fn events(spec: &str) -> Vec<AgentEvent> {
         let mut step = 0;
         spec.split_whitespace()
@@ -292,6 +338,16 @@ mod tests {
                         message: "m".into(),
                     },
                     "K" => EventKind::AgentCancelled { reason: "r".into() },
+                    "A" => EventKind::ApprovalRequested {
+                        tool_call_id: code[1..].into(),
+                        tool_name: "calc".into(),
+                        arguments: json!({}),
+                        expires_at: crate::Timestamp::now(),
+                    },
+                    "R" => EventKind::ApprovalResolved {
+                        tool_call_id: code[1..].into(),
+                        decision: "approve".into(),
+                    },
                     other => panic!("unknown code {other}"),
                 };
                 scope(
@@ -332,6 +388,17 @@ mod tests {
             ("1:S 1:X1 1:X1 1:C1 1:C1 1:D", Err("executing twice")),
             ("1:S 2<1:S 1:D 2<1:D", Err("ended after its parent")),
             ("2<1:S 1:S 2<1:D 1:D", Err("started before its parent")),
+            // Approvals: a paused run may end its stream waiting; a resumed one goes on.
+            ("1:S 1:A1 1:A2", Ok(())),
+            ("1:S 1:A1 1:R1 1:X1 1:C1 1:D", Ok(())),
+            ("1:S 1:A1 1:K", Ok(())),
+            ("1:S 1:A1 1:D", Err("ended other than by a cancel")),
+            ("1:S 1:A1 1:X1 1:C1 1:D", Err("before its approval was resolved")),
+            ("1:S 1:R1 1:D", Err("without a waiting approval_requested")),
+            ("1:S 1:A1 1:R1 1:R1 1:D", Err("without a waiting approval_requested")),
+            ("1:S 1:A1 1:R1 1:A1 1:D", Err("requested twice")),
+            ("1:S 1:X1 1:A1 1:C1 1:D", Err("requested while it executes")),
+            ("1:S 1:A1 1:X2", Err("no terminal event")),
         ];
         for (spec, expected) in table {
             check(spec, *expected);
@@ -353,5 +420,9 @@ mod tests {
         assert_eq!(summary.tool_calls, 1);
         assert_eq!(summary.sub_runs, 1);
         assert_eq!(summary.events, 8);
+        let paused = check_lifecycle(&events("1:S 1:A1 1:A2 2:S 2:A1 2:R1 2:X1 2:C1 2:D"))
+            .expect("valid");
+        assert_eq!((paused.runs, paused.paused, paused.approvals), (2, 1, 3));
+        assert_eq!((paused.completed, paused.tool_calls), (1, 1));
     }
 }
