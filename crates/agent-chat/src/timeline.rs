@@ -314,6 +314,19 @@ impl Timeline {
                 self.answers.remove(run_id);
                 ("cancelled", reason.clone())
             }
+            EventKind::ApprovalRequested {
+                tool_call_id,
+                tool_name,
+                arguments,
+                expires_at,
+            } => (
+                "approval?",
+                format!("{tool_name}({arguments}) [{tool_call_id}, expires {expires_at}]"),
+            ),
+            EventKind::ApprovalResolved {
+                tool_call_id,
+                decision,
+            } => ("approval", format!("{decision} [{tool_call_id}]")),
         }
     }
 

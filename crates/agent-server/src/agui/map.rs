@@ -123,6 +123,8 @@ impl Mapper {
             EventKind::AgentCancelled { reason } => {
                 out.push(failed(sub.as_deref(), "cancelled", reason))
             }
+            // Mapped when the run's response ends (the interrupt outcome of `RUN_FINISHED`).
+            EventKind::ApprovalRequested { .. } | EventKind::ApprovalResolved { .. } => {}
         }
         let at = unix_ms(event);
         for mapped in &mut out {
