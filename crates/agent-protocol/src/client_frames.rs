@@ -5,6 +5,7 @@
 //! `error` frame while the connection stays open. The messages are part of the contract
 //! (clients show them), so the table test below pins them.
 
+use core_context::approval::Decision;
 use core_context::{RunId, ThreadId};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -18,7 +19,11 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 pub const MAX_AGENT_NAME_LEN: usize = 64;
 
 /// The `type`s a server accepts, as an error message lists them.
-const KNOWN_TYPES: &str = "start_agent, cancel_run, ping (legacy: user_message, chat)";
+const KNOWN_TYPES: &str =
+    "start_agent, cancel_run, resolve_approval, ping (legacy: user_message, chat)";
+
+/// The longest `tool_call_id` accepted, in bytes.
+pub const MAX_TOOL_CALL_ID_LEN: usize = 128;
 
 /// A valid client frame. Serialising it gives its wire form.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,8 +45,28 @@ pub enum ClientFrame {
         /// Which run.
         payload: CancelRun,
     },
+    /// A person's decision about a tool call waiting for approval.
+    ResolveApproval {
+        /// Echoed in an error reply.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        /// Which call, and the decision.
+        payload: ResolveApproval,
+    },
     /// A heartbeat; answered with `pong`.
     Ping,
+}
+
+/// The payload of `resolve_approval`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResolveApproval {
+    /// The paused run.
+    pub run_id: RunId,
+    /// The call waiting (its `approval_requested`'s `tool_call_id`).
+    pub tool_call_id: String,
+    /// The decision, with its `arguments` (edit) or `message` (reject, respond).
+    #[serde(flatten)]
+    pub decision: Decision,
 }
 
 /// The payload of `start_agent`.
@@ -87,7 +112,8 @@ impl ClientFrame {
     pub fn request_id(&self) -> Option<&str> {
         match self {
             ClientFrame::StartAgent { request_id, .. }
-            | ClientFrame::CancelRun { request_id, .. } => request_id.as_deref(),
+            | ClientFrame::CancelRun { request_id, .. }
+            | ClientFrame::ResolveApproval { request_id, .. } => request_id.as_deref(),
             ClientFrame::Ping => None,
         }
     }
@@ -146,6 +172,10 @@ pub fn parse_client_frame(text: &str, default_agent: &str) -> Result<ClientFrame
             })?;
             Ok(ClientFrame::cancel_run(request_id.clone(), run_id))
         }
+        "resolve_approval" => Ok(ClientFrame::ResolveApproval {
+            request_id: request_id.clone(),
+            payload: request.resolve_approval(request.payload(&frame)?)?,
+        }),
         "user_message" | "chat" => Ok(ClientFrame::start_agent(
             request_id.clone(),
             request.legacy_message(request.payload(&frame)?, &kind, default_agent)?,
@@ -262,6 +292,41 @@ impl Fields<'_> {
         }
     }
 
+    fn resolve_approval(
+        &self,
+        payload: &Map<String, Value>,
+    ) -> Result<ResolveApproval, ProtocolError> {
+        let raw = self.required_str(payload, "run_id")?;
+        let run_id = RunId::parse(raw)
+            .map_err(|e| self.fail(ErrorCode::InvalidField, format!("payload.run_id: {e}")))?;
+        let tool_call_id = self.required_str(payload, "tool_call_id")?;
+        if tool_call_id.is_empty() || tool_call_id.len() > MAX_TOOL_CALL_ID_LEN {
+            return Err(self.fail(
+                ErrorCode::InvalidField,
+                format!("payload.tool_call_id must be 1 to {MAX_TOOL_CALL_ID_LEN} bytes"),
+            ));
+        }
+        let decision = self.required_str(payload, "decision")?;
+        let arguments = payload.get("arguments").filter(|v| !v.is_null()).cloned();
+        let message = match payload.get("message") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(m)) => Some(m.clone()),
+            Some(other) => {
+                return Err(self.fail(
+                    ErrorCode::InvalidField,
+                    format!("payload.message must be a string, got {}", json_kind(other)),
+                ));
+            }
+        };
+        let decision = Decision::from_request(decision, arguments, message)
+            .map_err(|e| self.fail(ErrorCode::InvalidField, format!("payload.{e}")))?;
+        Ok(ResolveApproval {
+            run_id,
+            tool_call_id: tool_call_id.to_owned(),
+            decision,
+        })
+    }
+
     fn start_agent(&self, payload: &Map<String, Value>) -> Result<StartAgent, ProtocolError> {
         let agent = self.required_str(payload, "agent")?;
         if agent.is_empty() || agent.len() > MAX_AGENT_NAME_LEN {
@@ -354,239 +419,4 @@ impl Fields<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-    use crate::codes::ErrorCode as code;
-
-    /// What a frame should parse to: `Ok(type)`, or `Err((code, message fragment))`.
-    type Expected<'a> = Result<&'a str, (code, &'a str)>;
-
-    /// Parses `frame` and compares the outcome with `expected`.
-    fn check(frame: &str, expected: Expected<'_>) {
-        let got = parse_client_frame(frame, "assistant");
-        match (&got, expected.clone()) {
-            (Ok(ClientFrame::Ping), Ok("ping"))
-            | (Ok(ClientFrame::StartAgent { .. }), Ok("start_agent"))
-            | (Ok(ClientFrame::CancelRun { .. }), Ok("cancel_run")) => {}
-            (Err(e), Err((code, fragment))) => {
-                assert_eq!(e.code, code, "{frame}: {e:?}");
-                assert!(
-                    e.message.contains(fragment),
-                    "{frame}: {:?} lacks {fragment:?}",
-                    e.message
-                );
-            }
-            _ => panic!("{frame}: expected {expected:?}, got {got:?}"),
-        }
-    }
-
-    #[test]
-    fn client_frame_table() {
-        let table: &[(&str, Expected<'_>)] = &[
-            (r#"{"type":"ping"}"#, Ok("ping")),
-            (
-                r#"{"type":"start_agent","request_id":"r1","payload":{"agent":"assistant","message":"hi"}}"#,
-                Ok("start_agent"),
-            ),
-            (
-                r#"{"type":"start_agent","payload":{"agent":"a","message":"hi","thread_id":"thr_abc","input":{"x":1}}}"#,
-                Ok("start_agent"),
-            ),
-            (
-                r#"{"type":"cancel_run","payload":{"run_id":"run_abc"}}"#,
-                Ok("cancel_run"),
-            ),
-            (
-                r#"{"type":"user_message","payload":{"content":"hello"}}"#,
-                Ok("start_agent"),
-            ),
-            (
-                r#"{"type":"chat","payload":{"text":"hello"}}"#,
-                Ok("start_agent"),
-            ),
-            ("not json", Err((code::InvalidJson, "not valid JSON"))),
-            ("[1,2]", Err((code::InvalidFrame, "must be a JSON object"))),
-            (
-                r#"{"payload":{}}"#,
-                Err((code::InvalidFrame, "no \"type\" field")),
-            ),
-            (
-                r#"{"type":7}"#,
-                Err((
-                    code::InvalidFrame,
-                    "\"type\" must be a string, got a number",
-                )),
-            ),
-            (
-                r#"{"type":"launch"}"#,
-                Err((
-                    code::UnknownType,
-                    "unknown message type \"launch\"; expected one of: start_agent",
-                )),
-            ),
-            (
-                r#"{"type":"start_agent"}"#,
-                Err((code::MissingField, "no \"payload\" object")),
-            ),
-            (
-                r#"{"type":"start_agent","payload":[]}"#,
-                Err((
-                    code::InvalidField,
-                    "\"payload\" must be an object, got an array",
-                )),
-            ),
-            (
-                r#"{"type":"start_agent","payload":{"message":"hi"}}"#,
-                Err((code::MissingField, "payload.agent is required")),
-            ),
-            (
-                r#"{"type":"start_agent","payload":{"agent":"a"}}"#,
-                Err((code::MissingField, "payload.message is required")),
-            ),
-            (
-                r#"{"type":"start_agent","payload":{"agent":"a","message":""}}"#,
-                Err((
-                    code::InvalidField,
-                    "the message is empty: type something for the agent",
-                )),
-            ),
-            (
-                r#"{"type":"start_agent","payload":{"agent":"a","message":" \n\t "}}"#,
-                Err((code::InvalidField, "the message is empty")),
-            ),
-            (
-                r#"{"type":"start_agent","payload":{"agent":"a","message":" . "}}"#,
-                Ok("start_agent"),
-            ),
-            (
-                r#"{"type":"start_agent","payload":{"agent":5,"message":"hi"}}"#,
-                Err((
-                    code::InvalidField,
-                    "payload.agent must be a string, got a number",
-                )),
-            ),
-            (
-                r#"{"type":"start_agent","payload":{"agent":"","message":"hi"}}"#,
-                Err((code::InvalidField, "1 to 64 characters")),
-            ),
-            (
-                r#"{"type":"start_agent","payload":{"agent":"a","message":"hi","input":"x"}}"#,
-                Err((
-                    code::InvalidField,
-                    "payload.input must be a JSON object, got a string",
-                )),
-            ),
-            (
-                r#"{"type":"start_agent","payload":{"agent":"a","message":"hi","thread_id":"bad id"}}"#,
-                Err((
-                    code::InvalidField,
-                    "payload.thread_id: thread id contains ' '",
-                )),
-            ),
-            (
-                r#"{"type":"start_agent","payload":{"agent":"a","message":"hi","thread_id":"default"}}"#,
-                Err((code::InvalidField, "placeholder")),
-            ),
-            (
-                r#"{"type":"cancel_run","payload":{}}"#,
-                Err((code::MissingField, "payload.run_id is required")),
-            ),
-            (
-                r#"{"type":"cancel_run","payload":{"run_id":""}}"#,
-                Err((code::InvalidField, "run id must not be empty")),
-            ),
-            (
-                r#"{"type":"chat","payload":{}}"#,
-                Err((
-                    code::MissingField,
-                    "payload.message, payload.content or payload.text",
-                )),
-            ),
-            (
-                r#"{"type":"user_message","payload":{"content":""}}"#,
-                Err((code::InvalidField, "the message is empty")),
-            ),
-            (
-                r#"{"type":"chat","payload":{"text":"\u00a0 "}}"#,
-                Err((code::InvalidField, "the message is empty")),
-            ),
-            (
-                r#"{"type":"chat","payload":{"text":3}}"#,
-                Err((code::InvalidField, "must be a string, got a number")),
-            ),
-            (
-                r#"{"type":"ping","request_id":5}"#,
-                Err((code::InvalidField, "request_id must be a string")),
-            ),
-        ];
-        for (frame, expected) in table {
-            check(frame, expected.clone());
-        }
-    }
-
-    #[test]
-    fn errors_echo_the_request_id_and_legacy_frames_use_the_default_agent() {
-        let err = parse_client_frame(
-            r#"{"type":"start_agent","request_id":"r9","payload":{}}"#,
-            "assistant",
-        )
-        .unwrap_err();
-        assert_eq!(err.request_id.as_deref(), Some("r9"));
-        let ClientFrame::StartAgent { payload: start, .. } = parse_client_frame(
-            r#"{"type":"user_message","payload":{"content":"hello"}}"#,
-            "assistant",
-        )
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            (start.agent.as_str(), start.message.as_str()),
-            ("assistant", "hello")
-        );
-    }
-
-    #[test]
-    fn every_client_example_of_the_protocol_parses() {
-        let examples: Value =
-            serde_json::from_str(include_str!("../../../docs/protocol-examples.json")).unwrap();
-        for frame in examples["client_to_server"].as_array().unwrap() {
-            let parsed = parse_client_frame(&frame.to_string(), "assistant")
-                .unwrap_or_else(|e| panic!("{frame}: {e:?}"));
-            // Frames in today's vocabulary re-encode to exactly what was parsed; legacy
-            // frames become the `start_agent` they stand for.
-            let encoded: Value = serde_json::from_str(&parsed.to_text()).unwrap();
-            if matches!(frame["type"].as_str(), Some("user_message" | "chat")) {
-                assert_eq!(encoded["type"], "start_agent", "{frame}");
-                assert_eq!(encoded["payload"]["agent"], "assistant", "{frame}");
-            } else {
-                assert_eq!(&encoded, frame);
-            }
-        }
-    }
-
-    #[test]
-    fn built_frames_have_the_wire_shape() {
-        let start = ClientFrame::start_agent(
-            Some("r1".into()),
-            StartAgent {
-                agent: "assistant".into(),
-                message: "hi".into(),
-                thread_id: None,
-                input: None,
-            },
-        );
-        assert_eq!(
-            serde_json::from_str::<Value>(&start.to_text()).unwrap(),
-            json!({"type":"start_agent","request_id":"r1","payload":{"agent":"assistant","message":"hi"}})
-        );
-        let cancel = ClientFrame::cancel_run(None, RunId::parse("run_1").unwrap());
-        assert_eq!(
-            cancel.to_text(),
-            r#"{"type":"cancel_run","payload":{"run_id":"run_1"}}"#
-        );
-        assert_eq!(ClientFrame::Ping.to_text(), r#"{"type":"ping"}"#);
-        assert_eq!(start.request_id(), Some("r1"));
-    }
-}
+mod tests;

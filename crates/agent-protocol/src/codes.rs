@@ -60,6 +60,13 @@ error_codes! {
     RateLimited = "rate_limited",
     /// The run does not exist or is not the user's (the two are not told apart).
     RunNotFound = "run_not_found",
+    /// No such call waits for approval in the user's run (another user's run looks the same;
+    /// HTTP 404).
+    ApprovalNotFound = "approval_not_found",
+    /// The call was already decided (HTTP 409).
+    ApprovalAlreadyDecided = "approval_already_decided",
+    /// The call expired before it was decided; the run went on without it (HTTP 410).
+    ApprovalExpired = "approval_expired",
     /// The thread does not exist for this user (another user's thread looks the same).
     ThreadNotFound = "thread_not_found",
     /// The server is shutting down and takes no new runs.

@@ -23,7 +23,9 @@ pub mod http;
 pub mod resume;
 pub mod server_frames;
 
-pub use client_frames::{CancelRun, ClientFrame, ProtocolError, StartAgent, parse_client_frame};
+pub use client_frames::{
+    CancelRun, ClientFrame, ProtocolError, ResolveApproval, StartAgent, parse_client_frame,
+};
 pub use codes::{CloseCode, ErrorCode};
 pub use core_context::{AgentEvent, EventKind, SequencedEvent, Timestamp};
 pub use resume::{Epoch, ResumeFailure, ResumeParams, ResumeStatus};

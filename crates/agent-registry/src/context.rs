@@ -14,10 +14,11 @@
 //! registry nor the `Agent` trait, and both of them may name it.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use core_context::approval::{Decision, PendingCall};
 use core_context::event::EventKind;
 use core_context::redact::{self, Limits};
 use core_context::{CancellationToken, EventSink, RunScope, UserExecutionContext};
@@ -25,6 +26,7 @@ use futures::FutureExt;
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::approval::{ApprovalGate, DecidedCall};
 use crate::bound;
 use crate::run_types::{AgentError, AgentInput, AgentOutput, panic_message};
 use crate::tool::ToolError;
@@ -67,6 +69,8 @@ pub(crate) struct RunParts {
     pub(crate) dispatch: DispatchConfig,
     pub(crate) sub_runner: Option<Arc<dyn SubRunner>>,
     pub(crate) deadline: Option<Instant>,
+    pub(crate) approvals: ApprovalGate,
+    pub(crate) steps_taken: u32,
 }
 
 /// Runs another agent as a sub-run of a run: a run of its own, with its own lifecycle and a
@@ -88,6 +92,10 @@ pub struct AgentContext {
     parts: RunParts,
     steps: AtomicU32,
     emit_failures: AtomicU64,
+    /// Calls held for approval since the run (or its resumption) began.
+    held: Mutex<Vec<PendingCall>>,
+    /// The state the agent paused with ([`pause`](Self::pause)).
+    paused: Mutex<Option<Value>>,
 }
 
 impl AgentContext {
@@ -95,9 +103,11 @@ impl AgentContext {
     /// it.
     pub(crate) fn from_parts(parts: RunParts) -> Self {
         Self {
+            steps: AtomicU32::new(parts.steps_taken),
             parts,
-            steps: AtomicU32::new(0),
             emit_failures: AtomicU64::new(0),
+            held: Mutex::new(Vec::new()),
+            paused: Mutex::new(None),
         }
     }
 
@@ -187,7 +197,166 @@ impl AgentContext {
     /// this call half-way (then the completion says the call was abandoned). A result (or a
     /// failure's message) over [`DispatchConfig::max_result_bytes`] comes back, and is
     /// shown, truncated.
+    ///
+    /// A call that needs a person's approval (the server's `--approve-tools`, or the tool's
+    /// own [`Tool::needs_approval`](crate::Tool::needs_approval)) emits nothing yet: it is
+    /// held and returns [`ToolError::AwaitingApproval`], and the agent ends its turn with
+    /// [`pause`](Self::pause). In a resumed run, a call with a held call's id gets the
+    /// decision: the tool runs (with the edited arguments for `edit`; its result is recorded
+    /// under the id, and a call already recorded is not run again), or the call completes as
+    /// rejected, expired, or with the person's response as its result.
     pub async fn call_tool_with_id(
+        &self,
+        tool_call_id: &str,
+        name: &str,
+        args: Value,
+    ) -> Result<Value, ToolError> {
+        let gate = &self.parts.approvals;
+        if let Some(decided) = gate.decided.get(tool_call_id) {
+            return self.call_decided(tool_call_id, decided).await;
+        }
+        if self.needs_approval(name, &args) {
+            if !gate.can_pause {
+                let why =
+                    "a sub-run, an agent that cannot pause, or a server that keeps no paused runs";
+                let error = ToolError::ApprovalUnavailable(why.to_owned());
+                return self.complete_unrun(tool_call_id, name, &args, Err(error));
+            }
+            self.held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(PendingCall {
+                    tool_call_id: tool_call_id.to_owned(),
+                    tool_name: name.to_owned(),
+                    arguments: args,
+                });
+            return Err(ToolError::AwaitingApproval);
+        }
+        self.run_call(tool_call_id, name, args).await
+    }
+
+    /// Pauses the run: the calls held since the run (or its resumption) began wait for a
+    /// person, and `state` is what [`Agent::resume`](crate::Agent::resume) gets to go on.
+    /// Return the error it gives from `run` (or `resume`): the engine saves the state, emits
+    /// `approval_requested` for each held call, and ends the run's task without a terminal
+    /// event. Without held calls this is an error of its own (`nothing_to_approve`).
+    pub fn pause(&self, state: Value) -> AgentError {
+        if self.held_calls().is_empty() {
+            return AgentError::new(
+                "nothing_to_approve",
+                "the agent paused its run, but no tool call waits for approval",
+            );
+        }
+        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
+        AgentError::new("paused", "the run waits for a person's approval")
+    }
+
+    /// The calls held for approval since the run (or its resumption) began.
+    pub fn held_calls(&self) -> Vec<PendingCall> {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The pause the agent asked for, if it did and held calls: its state, the held calls
+    /// and the thinking steps taken. For the engine, once the agent returned.
+    pub fn take_pause(&self) -> Option<(Value, Vec<PendingCall>, u32)> {
+        let state = self
+            .paused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        let calls = std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner));
+        (!calls.is_empty()).then(|| (state, calls, self.steps.load(Ordering::Relaxed)))
+    }
+
+    /// Whether a call of tool `name` with `args` waits for a person.
+    fn needs_approval(&self, name: &str, args: &Value) -> bool {
+        self.parts.approvals.policy.covers(name)
+            || self
+                .parts
+                .tools
+                .resolve(name)
+                .is_some_and(|resolved| resolved.tool.needs_approval(args))
+    }
+
+    /// A held call, decided: see [`call_tool_with_id`](Self::call_tool_with_id).
+    async fn call_decided(
+        &self,
+        tool_call_id: &str,
+        decided: &DecidedCall,
+    ) -> Result<Value, ToolError> {
+        let call = &decided.call;
+        if let Some(result) = &decided.result {
+            // It ran before this resumption; its events were emitted then.
+            return Ok(result.clone());
+        }
+        let (name, args) = (call.tool_name.as_str(), &call.arguments);
+        let outcome = match &decided.decision {
+            Decision::Approve => self.run_call(tool_call_id, name, args.clone()).await,
+            Decision::Edit { arguments } => {
+                self.run_call(tool_call_id, name, arguments.clone()).await
+            }
+            Decision::Reject { message } => {
+                let error = ToolError::Rejected(message.clone());
+                return self.complete_unrun(tool_call_id, name, args, Err(error));
+            }
+            Decision::Expired => {
+                return self.complete_unrun(
+                    tool_call_id,
+                    name,
+                    args,
+                    Err(ToolError::ApprovalExpired),
+                );
+            }
+            Decision::Respond { message } => {
+                let answer = Ok(Value::String(message.clone()));
+                return self.complete_unrun(tool_call_id, name, args, answer);
+            }
+        };
+        if let Some(log) = &self.parts.approvals.results {
+            let recorded = match &outcome {
+                Ok(value) => value.clone(),
+                Err(error) => error.to_result(),
+            };
+            log.record(&self.parts.scope.run_id, tool_call_id, &recorded)
+                .await;
+        }
+        outcome
+    }
+
+    /// A call that ends without running its tool: its `tool_executing` and `tool_completed`
+    /// with `outcome`.
+    fn complete_unrun(
+        &self,
+        tool_call_id: &str,
+        name: &str,
+        args: &Value,
+        outcome: Result<Value, ToolError>,
+    ) -> Result<Value, ToolError> {
+        let limits = &self.parts.dispatch.redaction;
+        self.emit(EventKind::ToolExecuting {
+            tool_call_id: tool_call_id.to_owned(),
+            tool_name: name.to_owned(),
+            arguments: redact::redact(args, limits),
+        });
+        let (result, is_error) = match &outcome {
+            Ok(value) => (redact::redact(value, limits), false),
+            Err(error) => (error.to_result(), true),
+        };
+        self.emit(EventKind::ToolCompleted {
+            tool_call_id: tool_call_id.to_owned(),
+            tool_name: name.to_owned(),
+            result,
+            is_error,
+            duration_ms: 0,
+        });
+        outcome
+    }
+
+    /// Runs the call: see [`call_tool_with_id`](Self::call_tool_with_id).
+    async fn run_call(
         &self,
         tool_call_id: &str,
         name: &str,

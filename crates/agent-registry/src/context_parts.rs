@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use core_context::{CancellationToken, EventSink, RunScope, UserExecutionContext};
 
+use crate::approval::ApprovalGate;
 use crate::context::{AgentContext, DispatchConfig, RunParts, SubRunner};
 use crate::registry::AgentRegistry;
 
@@ -33,6 +34,11 @@ pub struct AgentContextParts {
     pub sub_runner: Option<Arc<dyn SubRunner>>,
     /// When the run times out.
     pub deadline: Option<Instant>,
+    /// Which calls wait for approval, whether the run can pause, and a resumed run's
+    /// decisions.
+    pub approvals: ApprovalGate,
+    /// Thinking steps the run already took (a resumed run goes on counting from there).
+    pub steps_taken: u32,
 }
 
 impl AgentContext {
@@ -47,6 +53,8 @@ impl AgentContext {
             dispatch,
             sub_runner,
             deadline,
+            approvals,
+            steps_taken,
         } = parts;
         Self::from_parts(RunParts {
             user_context,
@@ -57,6 +65,8 @@ impl AgentContext {
             dispatch,
             sub_runner,
             deadline,
+            approvals,
+            steps_taken,
         })
     }
 }

@@ -28,11 +28,14 @@
 //!
 //! - `context_parts`: [`AgentContextParts`] and [`AgentContext::new`], the one place that
 //!   names both the context and the registry (it hands the context the registry's tools);
-//!   imports `context`, `registry`.
+//!   imports `approval`, `context`, `registry`.
 //! - `registry`: [`AgentRegistry`], [`AgentSpec`]; imports `agent`, `tool_table`, `tool`.
 //! - `agent`: the [`Agent`] trait; imports `context`, `run_types`.
 //! - `context`: [`AgentContext`] and the tool dispatcher, holding a share of the registry's
-//!   tool table, not the registry; imports `tool_table`, `run_types`, `tool`, `bound`.
+//!   tool table, not the registry; imports `approval`, `tool_table`, `run_types`, `tool`,
+//!   `bound`.
+//! - `approval`: [`ApprovalPolicy`] (which calls wait for a person) and a run's
+//!   [`ApprovalGate`]; imports nothing of this crate.
 //! - `tool_table`: the tools by name, their schemas and counts; imports `tool`, `schema`.
 //! - `bound`, `schema`: size bounds and argument checks; import `tool`.
 //! - `tool`, `run_types`: the [`Tool`] traits, and an agent's input, output and error; import
@@ -41,6 +44,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod agent;
+mod approval;
 mod bound;
 mod context;
 mod context_parts;
@@ -51,6 +55,7 @@ mod tool;
 mod tool_table;
 
 pub use agent::Agent;
+pub use approval::{ApprovalGate, ApprovalPolicy, DecidedCall, PolicyError, ResultLog};
 pub use context::{AgentContext, DEFAULT_MAX_RESULT_BYTES, DispatchConfig, SubRunner};
 pub use context_parts::AgentContextParts;
 pub use registry::{AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError};

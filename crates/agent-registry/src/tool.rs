@@ -28,6 +28,12 @@ pub trait Tool: Send + Sync {
     fn timeout(&self) -> Option<Duration> {
         None
     }
+    /// Whether this call needs a person's approval before it runs, whatever the server's
+    /// `--approve-tools` patterns say: for every call, or depending on `args` (a file tool
+    /// that deletes, say). No by default.
+    fn needs_approval(&self, _args: &Value) -> bool {
+        false
+    }
     /// Runs the tool. Validate `args` (see [`parse_args`]) and say what was wrong.
     async fn call(&self, ctx: &UserExecutionContext, args: Value) -> Result<Value, ToolError>;
 }
@@ -70,6 +76,23 @@ pub enum ToolError {
     /// The tool panicked.
     #[error("the tool panicked: {0}")]
     Panicked(String),
+    /// The call needs a person's approval and is held: the agent pauses its run
+    /// (`AgentContext::pause`) and gets the decision when the run resumes.
+    #[error("the call waits for a person's approval")]
+    AwaitingApproval,
+    /// The call needs a person's approval and this run cannot wait for one; the tool was
+    /// not called.
+    #[error(
+        "this call needs a person's approval and this run cannot wait for one ({0}); the tool was not called"
+    )]
+    ApprovalUnavailable(String),
+    /// A person rejected the call (with their reason, if they gave one); the tool was not
+    /// called.
+    #[error("a person rejected this call{}", .0.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Rejected(Option<String>),
+    /// Nobody decided in time; the tool was not called.
+    #[error("nobody approved this call in time; the tool was not called")]
+    ApprovalExpired,
 }
 
 impl ToolError {
@@ -82,6 +105,10 @@ impl ToolError {
             ToolError::Timeout(_) => "timeout",
             ToolError::Cancelled => "cancelled",
             ToolError::Panicked(_) => "panic",
+            ToolError::AwaitingApproval => "awaiting_approval",
+            ToolError::ApprovalUnavailable(_) => "approval_unavailable",
+            ToolError::Rejected(_) => "rejected",
+            ToolError::ApprovalExpired => "approval_expired",
         }
     }
 

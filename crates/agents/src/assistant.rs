@@ -9,8 +9,9 @@
 //! local rule-based assistant without a language model, what it can do, and how to connect a
 //! model (the `llm` agent). Its answers never pretend to come from a model.
 
-use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput};
+use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput, ToolError};
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod rules;
@@ -118,24 +119,57 @@ pub fn describe(step: &Step, result: &Result<Value, String>) -> String {
 #[derive(Debug, Default)]
 pub struct AssistantAgent;
 
-#[async_trait]
-impl Agent for AssistantAgent {
-    async fn run(&self, ctx: &AgentContext, input: AgentInput) -> Result<AgentOutput, AgentError> {
-        ctx.think("I am a local rule-based agent (no language model). Reading your message.");
-        let answer = match plan(&input.message) {
+/// How far the assistant got through its plan: what a paused run keeps. The plan itself is
+/// made again from the message (it depends on nothing else).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Progress {
+    /// The answer's sentences for the steps done.
+    sentences: Vec<String>,
+    /// The step to do next.
+    next: usize,
+    /// The id of the next step's call, when it waits for approval.
+    held: Option<String>,
+}
+
+impl AssistantAgent {
+    /// Works through the plan for `message` from `progress` and answers; pauses when a
+    /// step's tool call waits for approval.
+    async fn answer(
+        &self,
+        ctx: &AgentContext,
+        message: &str,
+        mut progress: Progress,
+    ) -> Result<AgentOutput, AgentError> {
+        let answer = match plan(message) {
             Plan::Tools {
                 steps,
                 unknown_place,
             } => {
-                let mut sentences = Vec::new();
-                for step in steps {
-                    ctx.think(step.why.clone());
+                for (index, step) in steps.iter().enumerate().skip(progress.next) {
+                    let id = match progress.held.take() {
+                        Some(held) => held,
+                        None => {
+                            ctx.think(step.why.clone());
+                            format!("call_{}_{index}", ctx.scope().run_id.as_str())
+                        }
+                    };
                     let result = ctx
-                        .call_tool(step.tool, step.args.clone())
-                        .await
-                        .map_err(|e| e.to_string());
-                    sentences.push(describe(&step, &result));
+                        .call_tool_with_id(&id, step.tool, step.args.clone())
+                        .await;
+                    if let Err(ToolError::AwaitingApproval) = result {
+                        ctx.think(format!(
+                            "Using {} needs your approval; I will go on once you decide.",
+                            step.tool
+                        ));
+                        progress.next = index;
+                        progress.held = Some(id);
+                        let state = serde_json::to_value(&progress).unwrap_or_default();
+                        return Err(ctx.pause(state));
+                    }
+                    let result = result.map_err(|e| e.to_string());
+                    progress.sentences.push(describe(step, &result));
                 }
+                let mut sentences = progress.sentences;
                 sentences.extend(unknown_place.as_deref().map(unknown_place_sentence));
                 sentences.join(" ")
             }
@@ -148,6 +182,33 @@ impl Agent for AssistantAgent {
             ctx.respond_chunk(piece);
         }
         Ok(Value::String(answer).into())
+    }
+}
+
+#[async_trait]
+impl Agent for AssistantAgent {
+    async fn run(&self, ctx: &AgentContext, input: AgentInput) -> Result<AgentOutput, AgentError> {
+        ctx.think("I am a local rule-based agent (no language model). Reading your message.");
+        self.answer(ctx, &input.message, Progress::default()).await
+    }
+
+    fn can_pause(&self) -> bool {
+        true
+    }
+
+    async fn resume(
+        &self,
+        ctx: &AgentContext,
+        input: AgentInput,
+        state: Value,
+    ) -> Result<AgentOutput, AgentError> {
+        let progress: Progress = serde_json::from_value(state).map_err(|e| {
+            AgentError::new(
+                "bad_state",
+                format!("the paused run's progress cannot be read: {e}"),
+            )
+        })?;
+        self.answer(ctx, &input.message, progress).await
     }
 }
 

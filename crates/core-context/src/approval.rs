@@ -36,6 +36,7 @@ pub enum Decision {
     /// Do not run it; the agent gets a result saying so, with the person's reason.
     Reject {
         /// Why, for the agent (and the model) to read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
     /// Do not run it; the person's message is the tool's result.
@@ -150,10 +151,16 @@ impl Decision {
 
     /// A decision from its stored parts ([`parts`](Self::parts)); `None` for a name that is
     /// not one or parts that do not fit it.
-    pub fn from_parts(name: &str, arguments: Option<Value>, message: Option<String>) -> Option<Self> {
+    pub fn from_parts(
+        name: &str,
+        arguments: Option<Value>,
+        message: Option<String>,
+    ) -> Option<Self> {
         Some(match name {
             "approve" => Decision::Approve,
-            "edit" => Decision::Edit { arguments: arguments? },
+            "edit" => Decision::Edit {
+                arguments: arguments?,
+            },
             "reject" => Decision::Reject { message },
             "respond" => Decision::Respond { message: message? },
             "expired" => Decision::Expired,

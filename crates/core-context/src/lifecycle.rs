@@ -393,9 +393,15 @@ mod tests {
             ("1:S 1:A1 1:R1 1:X1 1:C1 1:D", Ok(())),
             ("1:S 1:A1 1:K", Ok(())),
             ("1:S 1:A1 1:D", Err("ended other than by a cancel")),
-            ("1:S 1:A1 1:X1 1:C1 1:D", Err("before its approval was resolved")),
+            (
+                "1:S 1:A1 1:X1 1:C1 1:D",
+                Err("before its approval was resolved"),
+            ),
             ("1:S 1:R1 1:D", Err("without a waiting approval_requested")),
-            ("1:S 1:A1 1:R1 1:R1 1:D", Err("without a waiting approval_requested")),
+            (
+                "1:S 1:A1 1:R1 1:R1 1:D",
+                Err("without a waiting approval_requested"),
+            ),
             ("1:S 1:A1 1:R1 1:A1 1:D", Err("requested twice")),
             ("1:S 1:X1 1:A1 1:C1 1:D", Err("requested while it executes")),
             ("1:S 1:A1 1:X2", Err("no terminal event")),
@@ -420,8 +426,8 @@ mod tests {
         assert_eq!(summary.tool_calls, 1);
         assert_eq!(summary.sub_runs, 1);
         assert_eq!(summary.events, 8);
-        let paused = check_lifecycle(&events("1:S 1:A1 1:A2 2:S 2:A1 2:R1 2:X1 2:C1 2:D"))
-            .expect("valid");
+        let paused =
+            check_lifecycle(&events("1:S 1:A1 1:A2 2:S 2:A1 2:R1 2:X1 2:C1 2:D")).expect("valid");
         assert_eq!((paused.runs, paused.paused, paused.approvals), (2, 1, 3));
         assert_eq!((paused.completed, paused.tool_calls), (1, 1));
     }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use agent_registry::DispatchConfig;
+use agent_registry::{ApprovalPolicy, DispatchConfig};
+
+use crate::approvals::DEFAULT_APPROVAL_TIMEOUT;
 
 /// Limits and timeouts of engines. Limits are per user when engines come from an
 /// [`ExecutionEngineFactory`](crate::ExecutionEngineFactory).
@@ -20,6 +22,10 @@ pub struct EngineConfig {
     pub max_engines_per_user: usize,
     /// A factory's engine with no run for this long is closed by cleanup.
     pub engine_idle_timeout: Duration,
+    /// Tools whose calls wait for a person's approval (`--approve-tools`).
+    pub approve_tools: ApprovalPolicy,
+    /// How long a held call waits for a decision before it is rejected as expired.
+    pub approval_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -31,6 +37,8 @@ impl Default for EngineConfig {
             dispatch: DispatchConfig::default(),
             max_engines_per_user: 20,
             engine_idle_timeout: Duration::from_secs(300),
+            approve_tools: ApprovalPolicy::default(),
+            approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
         }
     }
 }

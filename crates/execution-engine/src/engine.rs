@@ -1,26 +1,40 @@
 //! [`UserExecutionEngine`] and the task that drives one run.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use agent_registry::{Agent, AgentInput, AgentRegistry};
-use core_context::event::EventKind;
-use core_context::{EventSink, RunId, RunScope, UserExecutionContext};
+use agent_registry::{
+    Agent, AgentError, AgentInput, AgentRegistry, ApprovalGate, DecidedCall, ResultLog,
+};
+use core_context::approval::PendingCall;
+use core_context::event::{EventKind, error_code};
+use core_context::redact;
+use core_context::{EventSink, RunId, RunScope, Timestamp, UserExecutionContext};
 use parking_lot::Mutex;
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span};
 
+use crate::approvals::{PausedRun, PausedRuns, Resume};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
-use crate::execute::{TimeLimit, execute, finish};
+use crate::execute::{RunRules, TimeLimit, Work, execute, finish};
 use crate::inner::{EngineInner, RunTable, now_ms};
 use crate::local_slots::LocalSlots;
 use crate::run::{RunControl, RunHandle, RunOutcome};
 use crate::slots::{Claim, RunSlots};
 use crate::stats::{Counters, EngineStats};
+
+/// What an engine shares with the user's other engines: their run slots, and where runs
+/// that pause for approval are saved.
+pub(crate) struct Seams {
+    pub(crate) slots: Arc<dyn RunSlots>,
+    pub(crate) paused: Option<Arc<dyn PausedRuns>>,
+}
 
 /// The engine that runs agents for one request of one user. The only engine type.
 ///
@@ -59,7 +73,16 @@ impl UserExecutionEngine {
             config.max_concurrent_runs,
             config.max_queued_runs,
         ));
-        Self::assemble(user_context, registry, bridge, Arc::new(config), slots)
+        Self::assemble(
+            user_context,
+            registry,
+            bridge,
+            Arc::new(config),
+            Seams {
+                slots,
+                paused: None,
+            },
+        )
     }
 
     pub(crate) fn assemble(
@@ -67,7 +90,7 @@ impl UserExecutionEngine {
         registry: Arc<AgentRegistry>,
         sink: Arc<dyn EventSink>,
         config: Arc<EngineConfig>,
-        slots: Arc<dyn RunSlots>,
+        seams: Seams,
     ) -> Self {
         Self {
             inner: Arc::new(EngineInner {
@@ -75,8 +98,10 @@ impl UserExecutionEngine {
                 context,
                 registry,
                 sink,
+                approve_tools: Arc::new(config.approve_tools.clone()),
                 config,
-                slots,
+                slots: seams.slots,
+                paused: seams.paused,
                 counters: Counters::default(),
                 runs: Mutex::new(RunTable::default()),
                 tasks: TaskTracker::new(),
@@ -114,6 +139,50 @@ impl UserExecutionEngine {
         agent: &str,
         input: AgentInput,
     ) -> Result<RunHandle, EngineError> {
+        self.start(agent, Work::Start(input), None).await
+    }
+
+    /// Resumes the paused run this engine's context names (its run id and thread, which
+    /// must be the engine's first run) with agent `agent`, from what
+    /// [`PausedRuns::save`] kept and the decisions of its held calls. Like
+    /// [`execute_agent`](Self::execute_agent) it claims a slot (or a place in the queue) and
+    /// returns the run's handle; the run emits no second `agent_started`: it goes on with
+    /// the decided calls' `tool_executing` / `tool_completed` and ends with one terminal
+    /// event (or pauses again).
+    pub async fn resume_agent(
+        &self,
+        agent: &str,
+        resume: Resume,
+    ) -> Result<RunHandle, EngineError> {
+        let (state, steps) = crate::approvals::open_envelope(resume.state);
+        let input = AgentInput {
+            message: resume.message,
+            input: resume.input,
+            previous_result: None,
+            history: Vec::new(),
+        };
+        let decided = resume
+            .decided
+            .into_iter()
+            .map(|d| (d.call.tool_call_id.clone(), d))
+            .collect();
+        let resumed = Resumed {
+            decided: Arc::new(decided),
+            steps,
+        };
+        self.start(agent, Work::Resume { input, state }, Some(resumed))
+            .await
+    }
+
+    async fn start(
+        &self,
+        agent: &str,
+        work: Work,
+        resumed: Option<Resumed>,
+    ) -> Result<RunHandle, EngineError> {
+        let message = match &work {
+            Work::Start(input) | Work::Resume { input, .. } => input.message.clone(),
+        };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         let created = self.inner.registry.create_agent(agent)?;
         let (run_id, took_context_id) = {
@@ -136,7 +205,7 @@ impl UserExecutionEngine {
             agent_name: created.name,
         };
         let user = self.inner.context.user_id();
-        let claimed = self.inner.slots.claim(user, &scope, &input.message).await;
+        let claimed = self.inner.slots.claim(user, &scope, &message).await;
         let control = {
             let mut table = self.inner.runs.lock();
             let refused = match claimed {
@@ -180,7 +249,8 @@ impl UserExecutionEngine {
             engine: Arc::clone(&self.inner),
             scope,
             agent: created.agent,
-            input,
+            work,
+            resumed,
             run_context,
             control,
             slot,
@@ -193,6 +263,41 @@ impl UserExecutionEngine {
             .tasks
             .spawn_on(task.run().instrument(span), &runtime);
         Ok(handle)
+    }
+
+    /// Emits `approval_resolved` for a call of the paused run this engine's context names
+    /// (run `agent`): a person decided it, or it expired (`decision` is the wire name).
+    pub fn announce_decision(&self, agent: &str, tool_call_id: &str, decision: &str) {
+        self.inner.emit(
+            &self.context_scope(agent),
+            EventKind::ApprovalResolved {
+                tool_call_id: tool_call_id.to_owned(),
+                decision: decision.to_owned(),
+            },
+        );
+    }
+
+    /// Ends the paused run this engine's context names (run `agent`) with its terminal
+    /// event: `agent_cancelled` with `reason` (the run was cancelled while it waited), or
+    /// `agent_error` (it could not be resumed). Its store has already marked it ended.
+    pub fn end_paused_run(&self, agent: &str, outcome: &RunOutcome) {
+        finish(
+            &self.inner,
+            &self.context_scope(agent),
+            outcome,
+            Duration::ZERO,
+        );
+    }
+
+    /// The scope of the run this engine's context names.
+    fn context_scope(&self, agent: &str) -> RunScope {
+        let context = &self.inner.context;
+        RunScope {
+            run_id: context.run_id().clone(),
+            parent_run_id: None,
+            thread_id: context.thread_id().clone(),
+            agent_name: Arc::from(agent),
+        }
     }
 
     /// Cancels run `run_id` of this engine with `reason`. Returns whether such a run was
@@ -242,17 +347,74 @@ impl fmt::Debug for UserExecutionEngine {
     }
 }
 
+/// A resumed run's decisions, by call id, and the thinking steps it took before it paused.
+struct Resumed {
+    decided: Arc<HashMap<String, DecidedCall>>,
+    steps: u32,
+}
+
 /// Everything one run's task owns.
 struct RunTask {
     engine: Arc<EngineInner>,
     scope: RunScope,
     agent: Box<dyn Agent>,
-    input: AgentInput,
+    work: Work,
+    resumed: Option<Resumed>,
     run_context: UserExecutionContext,
     control: Arc<RunControl>,
     slot: Claim,
     timeout: Duration,
     outcome_tx: oneshot::Sender<RunOutcome>,
+}
+
+/// Saves a run that paused for approval of `calls`, then emits their `approval_requested`
+/// (never before the save: a decision must find the run). A run that cannot be saved fails
+/// with `pause_failed` instead.
+async fn pause(
+    engine: &EngineInner,
+    scope: &RunScope,
+    (message, input, state): (String, Value, Value),
+    calls: Vec<PendingCall>,
+) -> RunOutcome {
+    let Some(store) = &engine.paused else {
+        return RunOutcome::Failed(AgentError::new(
+            error_code::PAUSE_FAILED,
+            "the run waits for approval but this server keeps no paused runs",
+        ));
+    };
+    let now = SystemTime::now();
+    let expires = now + engine.config.approval_timeout;
+    let run = PausedRun {
+        user: engine.context.user_id().clone(),
+        scope: scope.clone(),
+        message,
+        input,
+        state,
+        calls: calls.iter().map(|c| (c.clone(), expires)).collect(),
+        paused_at: now,
+    };
+    if let Err(error) = store.save(&run).await {
+        tracing::warn!(run_id = %scope.run_id, %error, "a paused run could not be saved");
+        return RunOutcome::Failed(AgentError::new(
+            error_code::PAUSE_FAILED,
+            format!(
+                "the run waits for a person's approval, but its state could not be saved ({error}); start it again"
+            ),
+        ));
+    }
+    let limits = &engine.config.dispatch.redaction;
+    for call in &calls {
+        engine.emit(
+            scope,
+            EventKind::ApprovalRequested {
+                tool_call_id: call.tool_call_id.clone(),
+                tool_name: call.tool_name.clone(),
+                arguments: redact::redact(&call.arguments, limits),
+                expires_at: Timestamp::from(expires),
+            },
+        );
+    }
+    RunOutcome::Paused(calls)
 }
 
 impl RunTask {
@@ -261,7 +423,8 @@ impl RunTask {
             engine,
             scope,
             agent,
-            input,
+            work,
+            resumed,
             run_context,
             control,
             slot,
@@ -290,12 +453,20 @@ impl RunTask {
                 permit
             }
         };
-        engine.emit(
-            &scope,
-            EventKind::AgentStarted {
-                message: input.message.clone(),
-            },
-        );
+        let (message, options) = match &work {
+            Work::Start(input) | Work::Resume { input, .. } => {
+                (input.message.clone(), input.input.clone())
+            }
+        };
+        // A resumed run started before it paused.
+        if resumed.is_none() {
+            engine.emit(
+                &scope,
+                EventKind::AgentStarted {
+                    message: message.clone(),
+                },
+            );
+        }
         let started = Instant::now();
         let outcome = match permit {
             // Cancelled while queued: the run still gets its start and its end, so a client
@@ -303,19 +474,34 @@ impl RunTask {
             None => RunOutcome::Cancelled(control.reason()),
             Some(_) => {
                 counters.record_queue_wait(started - queued_at);
-                execute(
-                    &engine,
-                    &scope,
-                    &*agent,
-                    input,
-                    run_context,
-                    &control,
-                    TimeLimit {
+                let (decided, steps_taken) =
+                    resumed.map(|r| (r.decided, r.steps)).unwrap_or_default();
+                let gate = ApprovalGate {
+                    policy: Arc::clone(&engine.approve_tools),
+                    can_pause: engine.paused.is_some() && agent.can_pause(),
+                    decided,
+                    results: engine
+                        .paused
+                        .clone()
+                        .map(|store| store as Arc<dyn ResultLog>),
+                };
+                let rules = RunRules {
+                    limit: TimeLimit {
                         timeout,
                         not_after: None,
                     },
-                )
-                .await
+                    gate,
+                    steps_taken,
+                };
+                let (outcome, state) =
+                    execute(&engine, &scope, &*agent, work, run_context, &control, rules).await;
+                match (outcome, state) {
+                    (RunOutcome::Paused(calls), Some(state)) => {
+                        let run = (message, options, state);
+                        pause(&engine, &scope, run, calls).await
+                    }
+                    (outcome, _) => outcome,
+                }
             }
         };
         finish(&engine, &scope, &outcome, started.elapsed());

@@ -12,16 +12,35 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use agent_registry::{
-    Agent, AgentContext, AgentContextParts, AgentError, AgentInput, AgentOutput, SubRunner,
-    panic_message,
+    Agent, AgentContext, AgentContextParts, AgentError, AgentInput, AgentOutput, ApprovalGate,
+    SubRunner, panic_message,
 };
 use core_context::event::{EventKind, error_code};
 use core_context::{RunId, RunScope, UserExecutionContext};
 use futures::FutureExt;
+use serde_json::Value;
 use tracing::{Instrument, info_span};
 
 use crate::inner::EngineInner;
 use crate::run::{RunControl, RunOutcome};
+
+/// What the agent is asked to do: start on its input, or go on from a paused state.
+pub(crate) enum Work {
+    Start(AgentInput),
+    Resume {
+        input: AgentInput,
+        /// The agent's own state, as it paused.
+        state: Value,
+    },
+}
+
+/// What a run goes by: its time limit, how its tool calls meet approvals, and the thinking
+/// steps it took before (a resumed run counts on).
+pub(crate) struct RunRules {
+    pub(crate) limit: TimeLimit,
+    pub(crate) gate: ApprovalGate,
+    pub(crate) steps_taken: u32,
+}
 
 /// How long a run may take: its timeout, and a point it may not outlive (a sub-run's
 /// parent's deadline).
@@ -35,15 +54,23 @@ pub(crate) struct TimeLimit {
 /// own lifecycle (the caller emits `agent_started` and, through [`finish`], the terminal
 /// event); the agent's own events go through its context. Shared by top-level runs and
 /// sub-runs, so both keep exactly the same guarantees.
+///
+/// A run that paused for approvals ends [`RunOutcome::Paused`], with the state to save
+/// (the agent's and its steps, `approvals::envelope`) next to it.
 pub(crate) async fn execute(
     engine: &Arc<EngineInner>,
     scope: &RunScope,
     agent: &dyn Agent,
-    input: AgentInput,
+    work: Work,
     run_context: UserExecutionContext,
     control: &RunControl,
-    limit: TimeLimit,
-) -> RunOutcome {
+    rules: RunRules,
+) -> (RunOutcome, Option<Value>) {
+    let RunRules {
+        limit,
+        gate,
+        steps_taken,
+    } = rules;
     let counters = &engine.counters;
     counters.running.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
@@ -63,8 +90,15 @@ pub(crate) async fn execute(
             engine: Arc::clone(engine),
         })),
         deadline: Some(deadline),
+        approvals: gate,
+        steps_taken,
     });
-    let mut work = AssertUnwindSafe(agent.run(&ctx, input)).catch_unwind();
+    let mut paused = None;
+    let run = match work {
+        Work::Start(input) => agent.run(&ctx, input),
+        Work::Resume { input, state } => agent.resume(&ctx, input, state),
+    };
+    let mut work = AssertUnwindSafe(run).catch_unwind();
     // Cancellation is polled first, then the deadline, then the work: once a run is
     // cancelled it ends cancelled, and once its time is up it timed out, even if the agent
     // returns in the same instant (for example with the error of a sub-run that hit the same
@@ -78,7 +112,13 @@ pub(crate) async fn execute(
         )),
         finished = &mut work => match finished {
             Ok(Ok(output)) => RunOutcome::Completed { output, duration: started.elapsed() },
-            Ok(Err(error)) => RunOutcome::Failed(error),
+            Ok(Err(error)) => match ctx.take_pause() {
+                Some((state, calls, steps)) => {
+                    paused = Some(crate::approvals::envelope(state, steps));
+                    RunOutcome::Paused(calls)
+                }
+                None => RunOutcome::Failed(error),
+            },
             Err(panic) => RunOutcome::Failed(AgentError::new(
                 error_code::PANIC,
                 format!("the agent panicked: {}", panic_message(&*panic)),
@@ -95,6 +135,11 @@ pub(crate) async fn execute(
         {
             RunOutcome::Cancelled(control.reason())
         }
+        // Cancelled as it paused: the cancel wins (its held calls never ran).
+        RunOutcome::Paused(_) if control.token.is_cancelled() => {
+            paused = None;
+            RunOutcome::Cancelled(control.reason())
+        }
         other => other,
     };
     // Stop whatever the agent left running (sub-runs, tools) and drop its work now, before
@@ -103,7 +148,7 @@ pub(crate) async fn execute(
     drop(work);
     drop(ctx);
     counters.running.fetch_sub(1, Ordering::Relaxed);
-    outcome
+    (outcome, paused)
 }
 
 /// Counts the run's outcome and emits its one terminal event.
@@ -145,6 +190,8 @@ pub(crate) fn finish(
                 reason: reason.clone(),
             }
         }
+        // Not an end: the engine saved the run and emitted its `approval_requested`s.
+        RunOutcome::Paused(_) => return,
     };
     counters.record_duration(duration);
     engine.emit(scope, terminal);
@@ -219,14 +266,24 @@ impl SubRunner for SubRuns {
             timeout,
             not_after: parent.deadline(),
         };
-        let outcome = execute(
+        // A sub-run cannot pause (its parent would have to pause with it): a call of its
+        // that needs approval is refused.
+        let rules = RunRules {
+            limit,
+            gate: ApprovalGate {
+                policy: Arc::clone(&engine.approve_tools),
+                ..ApprovalGate::default()
+            },
+            steps_taken: 0,
+        };
+        let (outcome, _) = execute(
             engine,
             &scope,
             &*created.agent,
-            input,
+            Work::Start(input),
             run_context,
             &control,
-            limit,
+            rules,
         )
         .instrument(span)
         .await;
@@ -236,6 +293,10 @@ impl SubRunner for SubRuns {
             RunOutcome::Completed { output, .. } => Ok(output),
             RunOutcome::Failed(error) => Err(error),
             RunOutcome::Cancelled(reason) => Err(AgentError::new("cancelled", reason)),
+            RunOutcome::Paused(_) => Err(AgentError::new(
+                "cannot_pause",
+                "a sub-run cannot pause for approval",
+            )),
         }
     }
 }

@@ -15,8 +15,9 @@ use agent_registry::AgentRegistry;
 use core_context::{EventSink, UserExecutionContext, UserId};
 use parking_lot::Mutex;
 
+use crate::approvals::PausedRuns;
 use crate::config::EngineConfig;
-use crate::engine::UserExecutionEngine;
+use crate::engine::{Seams, UserExecutionEngine};
 use crate::error::EngineError;
 use crate::local_slots::LocalSlots;
 use crate::slots::RunSlots;
@@ -32,6 +33,7 @@ struct FactoryInner {
     sink: Arc<dyn EventSink>,
     config: Arc<EngineConfig>,
     slots: Arc<dyn RunSlots>,
+    paused: Option<Arc<dyn PausedRuns>>,
     users: Mutex<HashMap<UserId, UserEntry>>,
 }
 
@@ -96,9 +98,33 @@ impl ExecutionEngineFactory {
                 sink: bridge,
                 config: Arc::new(config),
                 slots,
+                paused: None,
                 users: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// This factory with runs that pause for approval saved in `store` (the server's
+    /// history). Without one, no run can pause: a call that needs approval is refused. Call
+    /// it before making engines: engines made earlier keep no paused runs.
+    #[must_use]
+    pub fn with_paused_runs(self, store: Arc<dyn PausedRuns>) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(FactoryInner {
+                registry: Arc::clone(&inner.registry),
+                sink: Arc::clone(&inner.sink),
+                config: Arc::clone(&inner.config),
+                slots: Arc::clone(&inner.slots),
+                paused: Some(store),
+                users: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Whether runs can pause for approval ([`with_paused_runs`](Self::with_paused_runs)).
+    pub fn keeps_paused_runs(&self) -> bool {
+        self.inner.paused.is_some()
     }
 
     /// The users' run slots.
@@ -151,7 +177,10 @@ impl ExecutionEngineFactory {
             Arc::clone(&self.inner.registry),
             Arc::clone(&self.inner.sink),
             Arc::clone(config),
-            Arc::clone(&self.inner.slots),
+            Seams {
+                slots: Arc::clone(&self.inner.slots),
+                paused: self.inner.paused.clone(),
+            },
         );
         entry.engines.push(engine.clone());
         Ok(engine)

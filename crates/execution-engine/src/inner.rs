@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use agent_registry::AgentRegistry;
+use agent_registry::{AgentRegistry, ApprovalPolicy};
 use core_context::event::EventKind;
 use core_context::{EventSink, RunId, RunScope, UserExecutionContext};
 use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 
+use crate::approvals::PausedRuns;
 use crate::config::EngineConfig;
 use crate::run::RunControl;
 use crate::slots::RunSlots;
@@ -24,6 +25,10 @@ pub(crate) struct EngineInner {
     pub(crate) sink: Arc<dyn EventSink>,
     pub(crate) config: Arc<EngineConfig>,
     pub(crate) slots: Arc<dyn RunSlots>,
+    /// `config.approve_tools`, shared with every run's dispatcher.
+    pub(crate) approve_tools: Arc<ApprovalPolicy>,
+    /// Where runs that pause for approval are saved; without it no run can pause.
+    pub(crate) paused: Option<Arc<dyn PausedRuns>>,
     pub(crate) counters: Counters,
     pub(crate) runs: Mutex<RunTable>,
     pub(crate) tasks: TaskTracker,

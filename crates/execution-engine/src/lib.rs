@@ -19,6 +19,7 @@
 //! private and it has no public constructor other than the factories above; `cargo xtask
 //! ssot-check` fails if another crate defines an engine type.
 
+pub mod approvals;
 mod config;
 mod engine;
 mod error;
@@ -31,6 +32,7 @@ mod run;
 pub mod slots;
 mod stats;
 
+pub use approvals::{PausedRun, PausedRuns, Resume};
 pub use config::EngineConfig;
 pub use engine::UserExecutionEngine;
 pub use error::EngineError;

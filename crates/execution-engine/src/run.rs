@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agent_registry::{AgentError, AgentOutput};
+use core_context::approval::PendingCall;
 use core_context::{CancellationToken, RunId, ThreadId};
 use tokio::sync::oneshot;
 
@@ -21,6 +22,9 @@ pub enum RunOutcome {
     Failed(AgentError),
     /// `agent_cancelled`, with the reason.
     Cancelled(String),
+    /// The run paused for a person's approval of these calls (`approval_requested`), with
+    /// no terminal event yet: it resumes, maybe on another node, once they are decided.
+    Paused(Vec<PendingCall>),
 }
 
 impl RunOutcome {

@@ -9,8 +9,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput, Turn};
+use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput, ToolError, Turn};
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::RunFailure;
@@ -51,40 +52,119 @@ impl LlmAgent {
         self.model.config()
     }
 
-    /// The turn loop: calls the model until it answers without tool calls.
+    /// The turn loop: runs the last turn's tool calls, then calls the model, until it
+    /// answers without tool calls. A turn whose calls wait for approval pauses the run with
+    /// the conversation so far.
     async fn converse(
         &self,
         ctx: &AgentContext,
-        input: AgentInput,
-    ) -> Result<AgentOutput, RunFailure> {
-        let config = self.config();
+        mut talk: Conversation,
+    ) -> Result<AgentOutput, AgentError> {
+        let max_turns = self.config().max_turns;
         let tools = tool_specs(ctx);
-        let mut messages = opening_messages(
-            config.system_prompt.as_deref(),
-            &input.history,
-            input.message,
-        );
-        let mut usage = None;
-        for _turn in 0..config.max_turns {
-            let turn = self.model.complete(ctx, &messages, &tools).await?;
-            add_usage(&mut usage, turn.usage);
+        loop {
+            if !talk.calls.is_empty() {
+                run_tools(ctx, &mut talk.calls).await;
+                if talk.calls.iter().any(|c| c.result.is_none()) {
+                    let state = serde_json::to_value(&talk).map_err(|e| {
+                        AgentError::new(
+                            "pause_failed",
+                            format!("cannot keep the conversation: {e}"),
+                        )
+                    })?;
+                    return Err(ctx.pause(state));
+                }
+                talk.messages.extend(
+                    talk.calls.drain(..).map(
+                        |c| json!({"role": "tool", "tool_call_id": c.id, "content": c.result}),
+                    ),
+                );
+            }
+            if talk.turns >= max_turns {
+                return Err(RunFailure::MaxTurns(max_turns).into());
+            }
+            talk.turns += 1;
+            let turn = self.model.complete(ctx, &talk.messages, &tools).await?;
+            add_usage(&mut talk.usage, turn.usage);
             if turn.tool_calls.is_empty() {
                 return Ok(AgentOutput {
                     result: Value::String(turn.content),
-                    usage,
+                    usage: talk.usage,
                 });
             }
-            messages.push(assistant_message(turn.content, &turn.tool_calls));
-            messages.extend(run_tools(ctx, &turn.tool_calls).await);
+            talk.messages
+                .push(assistant_message(turn.content, &turn.tool_calls));
+            talk.calls = turn
+                .tool_calls
+                .into_iter()
+                .map(|c| Call {
+                    id: c.id,
+                    name: c.name,
+                    arguments: c.arguments,
+                    result: None,
+                })
+                .collect();
         }
-        Err(RunFailure::MaxTurns(config.max_turns))
     }
+}
+
+/// A run's conversation: what the model has been sent and has answered, and the calls of
+/// its last turn. It is all a paused run keeps: resuming it goes on from here, never
+/// calling the model again for a turn it already answered.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Conversation {
+    /// The Chat Completions messages so far.
+    messages: Vec<Value>,
+    /// Token usage of the turns so far.
+    usage: Option<Value>,
+    /// Model calls made.
+    turns: u32,
+    /// The last turn's tool calls, while their results are not all in the conversation.
+    calls: Vec<Call>,
+}
+
+/// One tool call of a turn and, once it is in, its result as the model reads it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Call {
+    id: String,
+    name: String,
+    arguments: String,
+    /// `None` while it waits for approval.
+    result: Option<String>,
 }
 
 #[async_trait]
 impl Agent for LlmAgent {
     async fn run(&self, ctx: &AgentContext, input: AgentInput) -> Result<AgentOutput, AgentError> {
-        Ok(self.converse(ctx, input).await?)
+        let messages = opening_messages(
+            self.config().system_prompt.as_deref(),
+            &input.history,
+            input.message,
+        );
+        let talk = Conversation {
+            messages,
+            ..Conversation::default()
+        };
+        self.converse(ctx, talk).await
+    }
+
+    fn can_pause(&self) -> bool {
+        true
+    }
+
+    async fn resume(
+        &self,
+        ctx: &AgentContext,
+        _input: AgentInput,
+        state: Value,
+    ) -> Result<AgentOutput, AgentError> {
+        let talk: Conversation = serde_json::from_value(state).map_err(|e| {
+            AgentError::new(
+                "bad_state",
+                format!("the paused conversation cannot be read: {e}"),
+            )
+        })?;
+        self.converse(ctx, talk).await
     }
 }
 
@@ -129,11 +209,12 @@ fn assistant_message(content: String, calls: &[ToolCall]) -> Value {
     json!({"role": "assistant", "content": content, "tool_calls": calls})
 }
 
-/// Runs a turn's tool calls at once and returns one `tool` message per call, in the model's
-/// order. A failed call becomes an `{"error": ...}` result for the model to read, not a
-/// failed run.
-async fn run_tools(ctx: &AgentContext, calls: &[ToolCall]) -> Vec<Value> {
-    let results = futures::future::join_all(calls.iter().map(|call| {
+/// Runs a turn's calls that have no result yet, at once, and fills in their results as the
+/// model reads them. A failed call gets an `{"error": ...}` result for the model to read,
+/// not a failed run; a call held for approval stays without one.
+async fn run_tools(ctx: &AgentContext, calls: &mut [Call]) {
+    let open: Vec<&mut Call> = calls.iter_mut().filter(|c| c.result.is_none()).collect();
+    let results = futures::future::join_all(open.iter().map(|call| {
         // Arguments that are not JSON still reach the tool, as a string, so its argument
         // check fails with an `invalid arguments` result the model can read and correct.
         let args = serde_json::from_str(&call.arguments)
@@ -141,17 +222,13 @@ async fn run_tools(ctx: &AgentContext, calls: &[ToolCall]) -> Vec<Value> {
         ctx.call_tool_with_id(&call.id, &call.name, args)
     }))
     .await;
-    calls
-        .iter()
-        .zip(results)
-        .map(|(call, result)| {
-            let content = match result {
-                Ok(value) => value.to_string(),
-                Err(error) => json!({"error": error.to_string()}).to_string(),
-            };
-            json!({"role": "tool", "tool_call_id": call.id, "content": content})
-        })
-        .collect()
+    for (call, result) in open.into_iter().zip(results) {
+        call.result = match result {
+            Ok(value) => Some(value.to_string()),
+            Err(ToolError::AwaitingApproval) => None,
+            Err(error) => Some(json!({"error": error.to_string()}).to_string()),
+        };
+    }
 }
 
 /// Adds the token counts of `turn` to `total`.

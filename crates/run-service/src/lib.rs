@@ -12,6 +12,8 @@
 //!   `cancel_run`, and ending the runs of a node that died.
 //! - [`recorder`]: the history (with `--store`): runs recorded, earlier turns read back,
 //!   interrupted runs.
+//! - [`approvals`]: a person's decisions about tool calls that wait for approval, resuming
+//!   and cancelling paused runs, expiring undecided calls.
 //! - [`tag`]: a user's tag in log lines, which names no user.
 //!
 //! **Architecture Invariant:** this crate depends on neither the wire protocol's crate nor an
@@ -19,6 +21,7 @@
 //! (`tests/it/architecture.rs`, `the_run_service_has_no_transport`).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod approvals;
 pub mod cluster;
 mod cluster_slots;
 pub mod recorder;

@@ -85,6 +85,11 @@ impl Recorder {
         &self.store
     }
 
+    /// This node's name in the history (runs it executes are recorded under it).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// The writer.
     pub fn writer(&self) -> &HistoryWriter {
         &self.writer

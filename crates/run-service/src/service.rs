@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 
 use agent_registry::{AgentInput, Turn};
 use core_context::{ConnectionId, RunId, ThreadId, UserExecutionContext, UserId};
-use execution_engine::ExecutionEngineFactory;
+use execution_engine::{ExecutionEngineFactory, RunHandle, RunOutcome, UserExecutionEngine};
 use serde_json::{Map, Value, json};
 
 use crate::cluster::Cluster;
@@ -29,6 +29,15 @@ pub trait RunCounter: Send + Sync {
     fn run_accepted(&self, run: &RunId);
     /// `run` was refused after [`RunCounter::run_accepted`].
     fn run_refused(&self, run: &RunId);
+    /// A run paused with `calls` tool calls waiting for approval.
+    fn approvals_requested(&self, calls: usize) {
+        let _ = calls;
+    }
+    /// A waiting call was decided (`decision`: `approve`, `edit`, `reject`, `respond`, or
+    /// `expired`) after waiting `waited`.
+    fn approval_resolved(&self, decision: &str, waited: std::time::Duration) {
+        let _ = (decision, waited);
+    }
 }
 
 /// What a client asks to run.
@@ -69,7 +78,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -106,6 +115,13 @@ impl RunService {
         recorder: Option<Arc<Recorder>>,
         metrics: Arc<dyn RunCounter>,
     ) -> Self {
+        // With a history, runs that wait for approval are kept there (and outlive the process).
+        let factory = match &recorder {
+            Some(recorder) => factory.with_paused_runs(Arc::new(
+                crate::approvals::HistoryPausedRuns::new(Arc::clone(recorder)),
+            )),
+            None => factory,
+        };
         Self {
             factory,
             sessions,
@@ -129,6 +145,15 @@ impl RunService {
     /// The cluster's runs, with a Redis broker.
     pub fn cluster(&self) -> Option<&Cluster> {
         self.cluster.as_ref()
+    }
+
+    /// The history, with `--store`.
+    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.recorder.as_ref()
+    }
+
+    pub(crate) fn metrics(&self) -> &dyn RunCounter {
+        &*self.metrics
     }
 
     /// Whether graceful shutdown began (no new runs).
@@ -241,24 +266,41 @@ impl RunService {
             run_id: handle.run_id().clone(),
             thread_id: handle.thread_id().clone(),
         };
-        self.sessions
-            .track(user, accepted.run_id.clone(), engine.clone());
+        tracing::info!(user = %user_tag(user), run_id = %accepted.run_id, agent = %request.agent, "run started");
+        self.follow(user, engine, handle, &request.agent);
+        Ok(accepted)
+    }
+
+    /// Tracks a run (started or resumed) on `engine` until it ends or pauses, then lets the
+    /// engine go.
+    pub(crate) fn follow(
+        self: &Arc<Self>,
+        user: &UserId,
+        engine: UserExecutionEngine,
+        handle: RunHandle,
+        agent: &str,
+    ) {
+        let run = handle.run_id().clone();
+        self.sessions.track(user, run.clone(), engine.clone());
         let service = Arc::clone(self);
-        let (user, finished) = (user.clone(), accepted.run_id.clone());
+        let user = user.clone();
         let tag = user_tag(&user);
-        tracing::info!(user = %tag, run_id = %finished, agent = %request.agent, "run started");
+        let agent = agent.to_owned();
         tokio::spawn(async move {
             let outcome = handle.wait().await;
             let how = match &outcome {
-                execution_engine::RunOutcome::Completed { .. } => "completed",
-                execution_engine::RunOutcome::Failed(_) => "failed",
-                execution_engine::RunOutcome::Cancelled(_) => "cancelled",
+                RunOutcome::Completed { .. } => "completed",
+                RunOutcome::Failed(_) => "failed",
+                RunOutcome::Cancelled(_) => "cancelled",
+                RunOutcome::Paused(calls) => {
+                    service.metrics.approvals_requested(calls.len());
+                    "paused for approval"
+                }
             };
-            tracing::info!(user = %tag, run_id = %finished, how, code = outcome.error_code(), "run ended");
-            service.sessions.finished(&user, &finished);
+            tracing::info!(user = %tag, run_id = %run, agent, how, code = outcome.error_code(), "run ended");
+            service.sessions.finished(&user, &run);
             service.factory.release(&engine);
         });
-        Ok(accepted)
     }
 
     /// Cancels `user`'s active run `run_id`, on this node or on the one executing it; only
@@ -276,7 +318,7 @@ impl RunService {
             }),
             None => false,
         };
-        if elsewhere {
+        if elsewhere || self.cancel_paused(user, run_id).await? {
             return Ok(());
         }
         Err(Refusal::new(

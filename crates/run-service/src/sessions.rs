@@ -133,9 +133,13 @@ impl Sessions {
 
     /// Records `run` of `user` as active on `engine`.
     pub fn track(&self, user: &UserId, run: RunId, engine: UserExecutionEngine) {
-        if let Some(session) = self.users.lock().sessions.get_mut(user) {
-            session.runs.insert(run, engine);
-        }
+        // A resumed run may have no session on this node yet (its decision came over HTTP).
+        let mut users = self.users.lock();
+        let session = users
+            .sessions
+            .entry(user.clone())
+            .or_insert_with(Session::new);
+        session.runs.insert(run, engine);
     }
 
     /// Records that `run` of `user` ended.

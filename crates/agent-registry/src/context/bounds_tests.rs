@@ -119,6 +119,8 @@ fn fixture(max_result_bytes: usize) -> Fixture {
         },
         sub_runner: None,
         deadline: None,
+        approvals: Default::default(),
+        steps_taken: 0,
     });
     Fixture {
         ctx,

@@ -89,6 +89,8 @@ fn context(sink: &Arc<RecordingSink>) -> AgentContext {
         dispatch: DispatchConfig::default(),
         sub_runner: None,
         deadline: None,
+        approvals: Default::default(),
+        steps_taken: 0,
     })
 }
 
