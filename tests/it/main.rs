@@ -14,6 +14,9 @@
 mod agents;
 mod agui;
 mod agui_client;
+mod approvals;
+mod approvals_durable;
+mod approvals_engine;
 mod architecture;
 mod bridge;
 mod bridge_queues;

@@ -104,6 +104,12 @@ impl FromRef<RouterState> for Arc<AgentRegistry> {
     }
 }
 
+impl FromRef<RouterState> for Arc<RunService> {
+    fn from_ref(state: &RouterState) -> Self {
+        Arc::clone(&state.0.runs)
+    }
+}
+
 impl FromRef<RouterState> for Option<Arc<Recorder>> {
     fn from_ref(state: &RouterState) -> Self {
         state.0.recorder.clone()

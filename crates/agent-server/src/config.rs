@@ -117,6 +117,14 @@ pub enum ConfigError {
     /// The `llm` agent is half configured.
     #[error("{0}")]
     Llm(String),
+    /// An `--approve-tools` pattern is not one.
+    #[error("{0} (--approve-tools / AGENT_SERVER_APPROVE_TOOLS / approve_tools in --config)")]
+    ApproveTools(#[from] agent_registry::PolicyError),
+    /// Approvals without a store to keep paused runs in.
+    #[error(
+        "--approve-tools needs a history store to keep paused runs in, and --store is none: use the default SQLite store or --store postgres://…"
+    )]
+    ApprovalsWithoutStore,
     /// The default agent name is not a valid agent name.
     #[error("--default-agent {0:?} is not a valid agent name (1 to 64 of a-z, 0-9, _ and -)")]
     DefaultAgent(String),
@@ -331,6 +339,12 @@ impl ServerConfig {
             ..llm
         });
         let allowed_origins = AllowedOrigins::parse(&args.allowed_origins)?;
+        let approve_tools =
+            agent_registry::ApprovalPolicy::new(args.approve_tools.iter().map(|p| p.trim()))?;
+        let store = store_url(&args.store)?;
+        if !approve_tools.is_empty() && store.is_none() {
+            return Err(ConfigError::ApprovalsWithoutStore);
+        }
         let defaults = ServerConfig::default();
         Ok(Self {
             addr: args.addr,
@@ -348,6 +362,8 @@ impl ServerConfig {
                     max_result_bytes: args.tool_result_max_bytes as usize,
                     ..defaults.engine.dispatch
                 },
+                approve_tools,
+                approval_timeout: args.approval_timeout,
                 ..defaults.engine
             },
             bridge: BridgeConfig {
@@ -370,7 +386,7 @@ impl ServerConfig {
             )?,
             broker_ca_file: args.broker_ca_file,
             run_lease_ttl: Duration::from_secs(args.run_lease_secs),
-            store: store_url(&args.store)?,
+            store,
             history_max_age: args.history_max_age,
             history_max_threads_per_user: args.history_max_threads_per_user,
             flood_burst: args.flood_burst,

@@ -288,6 +288,23 @@ impl ClientSide<'_> {
                     .err()
                     .map(|refusal| wire::refused(request_id, refusal))
             }
+            Ok(ClientFrame::ResolveApproval {
+                request_id,
+                payload,
+            }) => {
+                // No reply on success: the run's `approval_resolved` event is the answer,
+                // on every connection of the user.
+                let resolved = Box::pin(self.state.runs.resolve_approval(
+                    self.user,
+                    &payload.run_id,
+                    &payload.tool_call_id,
+                    payload.decision,
+                ))
+                .await;
+                resolved
+                    .err()
+                    .map(|refusal| wire::refused(request_id, refusal))
+            }
             Ok(ClientFrame::StartAgent {
                 request_id,
                 payload,

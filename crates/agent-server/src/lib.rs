@@ -7,6 +7,8 @@
 //! - [`app`]: the composition root: the shared state, with the run service (the `run-service`
 //!   crate: starting and cancelling runs, sessions, the cluster's runs, the history's records).
 //! - [`mint`]: `agent-server token`, a token minted with the configured secret.
+//! - [`approvals_http`]: approvals over HTTP (`GET /v1/approvals`, `POST
+//!   /v1/runs/{run_id}/approvals/{tool_call_id}`).
 //! - [`history_http`]: the history's HTTP API for the signed-in user (`/v1/threads`, `/v1/runs`).
 //! - `sink`: the engine's event sink: counted, scrubbed, encoded once, recorded, published.
 //! - `scrub`: HTTP response bodies scrubbed of the server's secrets on their way out.
@@ -34,6 +36,7 @@
 
 pub mod agui;
 pub mod app;
+pub mod approvals_http;
 /// Tokens: the `agent-auth` crate, and the logs' user tag (the run service's), under the
 /// path the server's callers know.
 pub mod auth {

@@ -174,8 +174,8 @@ impl RunningServer {
 /// How often the history's retention limits are applied (and once at start).
 const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
 
-/// The history's heartbeat and interrupted-run sweep, every [`HEARTBEAT`], and its
-/// retention, every [`PRUNE_EVERY`].
+/// The history's heartbeat, interrupted-run sweep and expired approvals, every
+/// [`HEARTBEAT`], and its retention, every [`PRUNE_EVERY`].
 fn spawn_history_tick(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
     state.recorder.as_ref()?;
     let weak = Arc::downgrade(state);
@@ -193,6 +193,8 @@ fn spawn_history_tick(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<(
             if last_prune.is_some() {
                 recorder.tick().await;
             }
+            // Calls nobody decided in time are rejected as expired; their runs go on.
+            state.runs.expire_approvals().await;
             if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 let config = &state.config;
                 recorder

@@ -67,6 +67,10 @@ pub fn help_answer(help: &Help) -> String {
 pub fn describe(step: &Step, result: &Result<Value, String>) -> String {
     let r = match result {
         Err(error) => return format!("I could not use {}: {error}.", step.tool),
+        // A person answered in the tool's place (an approval's `respond`).
+        Ok(Value::String(answer)) => {
+            return format!("A person answered for {}: {answer}", step.tool);
+        }
         Ok(r) => r,
     };
     match step.tool {
@@ -260,6 +264,11 @@ mod tests {
                 "search_docs",
                 Ok(json!({"results": []})),
                 "I found nothing about that in the documentation.",
+            ),
+            (
+                "calculator",
+                Ok(json!("about 84")),
+                "A person answered for calculator: about 84",
             ),
         ];
         for (tool, result, expected) in table {

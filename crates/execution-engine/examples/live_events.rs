@@ -53,6 +53,9 @@ fn describe(outcome: &execution_engine::RunOutcome) -> String {
         }
         execution_engine::RunOutcome::Failed(e) => format!("failed: {e}"),
         execution_engine::RunOutcome::Cancelled(reason) => format!("cancelled: {reason}"),
+        execution_engine::RunOutcome::Paused(calls) => {
+            format!("paused: {} call(s) wait for approval", calls.len())
+        }
     }
 }
 

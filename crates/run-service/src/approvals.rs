@@ -54,8 +54,12 @@ impl ResultLog for HistoryPausedRuns {
             .await
         {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(%run, tool_call_id, "approvals: a call's result was already recorded"),
-            Err(error) => tracing::warn!(%run, tool_call_id, %error, "approvals: cannot record a call's result"),
+            Ok(false) => {
+                tracing::warn!(%run, tool_call_id, "approvals: a call's result was already recorded")
+            }
+            Err(error) => {
+                tracing::warn!(%run, tool_call_id, %error, "approvals: cannot record a call's result")
+            }
         }
     }
 }
@@ -158,7 +162,9 @@ impl RunService {
                 tokio::spawn(async move { service.expire_approvals().await });
                 return Err(Refusal::new(
                     "approval_expired",
-                    format!("approval {tool_call_id} expired before it was decided; the run went on without the call"),
+                    format!(
+                        "approval {tool_call_id} expired before it was decided; the run went on without the call"
+                    ),
                 ));
             }
         };
@@ -190,7 +196,11 @@ impl RunService {
         let Some(recorder) = self.recorder().cloned() else {
             return;
         };
-        let expired = match recorder.store().expire_approvals(now_ms(), EXPIRE_BATCH).await {
+        let expired = match recorder
+            .store()
+            .expire_approvals(now_ms(), EXPIRE_BATCH)
+            .await
+        {
             Ok(expired) => expired,
             Err(error) => {
                 tracing::warn!(%error, "approvals: cannot look for expired calls now");
@@ -205,7 +215,9 @@ impl RunService {
                     engine.announce_decision(&call.agent, &call.tool_call_id, "expired");
                     self.factory().release(&engine);
                 }
-                Err(refusal) => tracing::warn!(%refusal, "approvals: cannot announce an expired call"),
+                Err(refusal) => {
+                    tracing::warn!(%refusal, "approvals: cannot announce an expired call")
+                }
             }
             self.resume(&call.user, &call.run_id).await;
         }
@@ -238,7 +250,11 @@ impl RunService {
         let Some(recorder) = self.recorder().cloned() else {
             return false;
         };
-        let claimed = match recorder.store().claim_resume(run, recorder.node(), now_ms()).await {
+        let claimed = match recorder
+            .store()
+            .claim_resume(run, recorder.node(), now_ms())
+            .await
+        {
             Ok(Some(claimed)) => claimed,
             Ok(None) => return false,
             Err(error) => {
@@ -310,11 +326,16 @@ impl RunService {
         let Some(info) = registry.list_tools().into_iter().find(|t| t.name == tool) else {
             return Err(Refusal::new(
                 "invalid_field",
-                format!("arguments: the tool {tool} is gone, so edited arguments cannot be checked; approve, reject or respond"),
+                format!(
+                    "arguments: the tool {tool} is gone, so edited arguments cannot be checked; approve, reject or respond"
+                ),
             ));
         };
         agent_registry::check_args(&info.parameters, arguments).map_err(|e| {
-            Refusal::new("invalid_field", format!("arguments do not fit {tool}'s schema: {e}"))
+            Refusal::new(
+                "invalid_field",
+                format!("arguments do not fit {tool}'s schema: {e}"),
+            )
         })
     }
 }

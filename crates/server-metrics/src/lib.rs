@@ -112,7 +112,20 @@ pub struct Metrics {
     tool_calls: Family<ToolEnd, Counter>,
     tool_duration: Histograms<Tool>,
     http_rate_limited: Family<RateLimited, Counter>,
+    approvals_requested: Counter,
+    approvals_resolved: Family<DecisionLabel, Counter>,
+    approval_wait: Histogram,
     runs: Mutex<HashMap<RunId, RunClock>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: String,
+}
+
+/// Seconds buckets from 1 s to about 36 hours (×2 each): a person's time to decide.
+fn human_seconds() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 18))
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,6 +151,19 @@ impl RunCounter for Metrics {
     fn run_refused(&self, run: &RunId) {
         self.runs.lock().remove(run);
     }
+
+    fn approvals_requested(&self, calls: usize) {
+        self.approvals_requested.inc_by(calls as u64);
+    }
+
+    fn approval_resolved(&self, decision: &str, waited: std::time::Duration) {
+        self.approvals_resolved
+            .get_or_create(&DecisionLabel {
+                decision: decision.to_owned(),
+            })
+            .inc();
+        self.approval_wait.observe(waited.as_secs_f64());
+    }
 }
 
 impl Metrics {
@@ -160,8 +186,16 @@ impl Metrics {
             tool_calls: Family::default(),
             tool_duration: Family::new_with_constructor(seconds),
             http_rate_limited: Family::default(),
+            approvals_requested: Counter::default(),
+            approvals_resolved: Family::default(),
+            approval_wait: human_seconds(),
             runs: Mutex::new(HashMap::new()),
         };
+        for decision in ["approve", "edit", "reject", "respond", "expired"] {
+            let _ = metrics.approvals_resolved.get_or_create(&DecisionLabel {
+                decision: decision.to_owned(),
+            });
+        }
         // Every series exists from the start at 0, so `rate()` and `increase()` see the
         // first refusal.
         for (route, key) in [
@@ -228,6 +262,21 @@ impl Metrics {
             "run_queue_wait_seconds",
             "From a run's acceptance to its start (waiting for one of the user's run slots)",
             self.queue_wait.clone(),
+        );
+        r.register(
+            "approvals_requested",
+            "Tool calls that waited for a person's approval (each pausing its run)",
+            self.approvals_requested.clone(),
+        );
+        r.register(
+            "approvals_resolved",
+            "Waiting tool calls decided, by decision (`expired`: nobody decided in time)",
+            self.approvals_resolved.clone(),
+        );
+        r.register(
+            "approval_wait_seconds",
+            "From a tool call's approval request to its decision (or expiry)",
+            self.approval_wait.clone(),
         );
         r.register(
             "tool_calls",

@@ -150,6 +150,20 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub store: String,
+    /// Tools whose calls wait for a person's approval before they run: a tool name with `*`
+    /// and `?` wildcards (`calculator`, `mcp_*`); repeat the flag or separate with `,`. A
+    /// paused run is kept in the history store (`--store`), so it needs one.
+    #[arg(
+        long,
+        env = "AGENT_SERVER_APPROVE_TOOLS",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    pub approve_tools: Vec<String>,
+    /// How long a call waits for a decision before it is rejected as expired and its run goes
+    /// on (`24h`, `30m`, ...).
+    #[arg(long, env = "AGENT_SERVER_APPROVAL_TIMEOUT", default_value = "24h", value_parser = parse_approval_timeout)]
+    pub approval_timeout: Duration,
     /// Threads not updated for this long are erased with their runs (`90d`, `12h`, ...).
     #[arg(long, env = "AGENT_SERVER_HISTORY_MAX_AGE", default_value = "90d", value_parser = humantime::parse_duration)]
     pub history_max_age: Duration,
@@ -260,4 +274,13 @@ pub struct ServeArgs {
         value_delimiter = ';'
     )]
     pub mcp_cwd: Vec<String>,
+}
+
+/// `--approval-timeout`: a duration from one second to a year.
+fn parse_approval_timeout(raw: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(366 * 24 * 3600) {
+        return Err(format!("{raw:?} is outside 1s to 366d"));
+    }
+    Ok(timeout)
 }

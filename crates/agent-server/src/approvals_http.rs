@@ -1,0 +1,177 @@
+//! Approvals over HTTP, for the signed-in user (`Authorization: Bearer`, like the history):
+//!
+//! - `GET /v1/approvals`: the user's tool calls waiting for a decision, across threads,
+//!   oldest first;
+//! - `POST /v1/runs/{run_id}/approvals/{tool_call_id}` with `{"decision", "arguments"?,
+//!   "message"?}`: decides one (200); 404 for a call that is not the user's (exactly like a
+//!   missing one), 409 when it was already decided, 410 when it expired, 400 naming a bad
+//!   field.
+//!
+//! The decision goes through the run service, as the socket's `resolve_approval` does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agent_protocol::ErrorCode;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use core_context::RunId;
+use core_context::approval::Decision;
+use http_guard::bearer::{authenticate, refuse};
+use run_service::{Refusal, RunService};
+use serde_json::{Value, json};
+
+use crate::app::RouterState;
+use crate::auth::Auth;
+
+/// The routes, by path (the router puts them behind the HTTP API's guard).
+pub fn routes() -> [(&'static str, MethodRouter<RouterState>); 2] {
+    [
+        ("/v1/approvals", get(list_approvals)),
+        (
+            "/v1/runs/{run_id}/approvals/{tool_call_id}",
+            post(resolve_approval),
+        ),
+    ]
+}
+
+/// The user a request's token names, or the 401 that refuses it.
+async fn caller(
+    auth: &Auth,
+    headers: &axum::http::HeaderMap,
+) -> Result<core_context::UserId, Response> {
+    authenticate(auth, headers, &HashMap::new())
+        .await
+        .map_err(|e| {
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                e.to_string(),
+            )
+        })
+}
+
+/// A refusal of the run service as an HTTP answer.
+fn refused(refusal: Refusal) -> Response {
+    let status = match refusal.code {
+        "approval_not_found" => StatusCode::NOT_FOUND,
+        "approval_already_decided" => StatusCode::CONFLICT,
+        "approval_expired" => StatusCode::GONE,
+        "invalid_field" => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    refuse(status, ErrorCode::from_wire(refusal.code), refusal.message)
+}
+
+async fn list_approvals(
+    State(auth): State<Arc<Auth>>,
+    State(runs): State<Arc<RunService>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let user = match caller(&auth, &headers).await {
+        Ok(user) => user,
+        Err(refusal) => return refusal,
+    };
+    match runs.pending_approvals(&user).await {
+        Ok(approvals) => Json(json!({ "approvals": approvals })).into_response(),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, message)
+}
+
+async fn resolve_approval(
+    State(auth): State<Arc<Auth>>,
+    State(runs): State<Arc<RunService>>,
+    Path((raw_run, tool_call_id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let user = match caller(&auth, &headers).await {
+        Ok(user) => user,
+        Err(refusal) => return refusal,
+    };
+    let not_found = || {
+        refuse(
+            StatusCode::NOT_FOUND,
+            ErrorCode::ApprovalNotFound,
+            format!("no approval {tool_call_id} of run {raw_run} for this user"),
+        )
+    };
+    let Ok(run) = RunId::parse(&raw_run) else {
+        return not_found();
+    };
+    let body = match body {
+        Ok(Json(Value::Object(body))) => body,
+        Ok(Json(other)) => {
+            return bad_request(format!(
+                "the body must be a JSON object such as {{\"decision\": \"approve\"}}, got {other}"
+            ));
+        }
+        Err(rejection) => {
+            return bad_request(format!(
+                "the body must be a JSON object such as {{\"decision\": \"approve\"}}: {}",
+                rejection.body_text()
+            ));
+        }
+    };
+    for (field, path_value) in [
+        ("run_id", raw_run.as_str()),
+        ("tool_call_id", &tool_call_id),
+    ] {
+        if let Some(given) = body.get(field) {
+            if given.as_str() != Some(path_value) {
+                return bad_request(format!(
+                    "{field} in the body ({given}) differs from the path's {path_value:?}"
+                ));
+            }
+        }
+    }
+    if let Some(unknown) = body.keys().find(|k| {
+        !["decision", "arguments", "message", "run_id", "tool_call_id"].contains(&k.as_str())
+    }) {
+        return bad_request(format!(
+            "unknown field {unknown:?}; the body has decision, arguments (edit) and message (reject, respond)"
+        ));
+    }
+    let decision = match body.get("decision") {
+        Some(Value::String(decision)) => decision.clone(),
+        Some(other) => return bad_request(format!("decision must be a string, got {other}")),
+        None => {
+            return bad_request(format!(
+                "decision is required: one of {}",
+                Decision::NAMES.join(", ")
+            ));
+        }
+    };
+    let message = match body.get("message") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(message)) => Some(message.clone()),
+        Some(other) => return bad_request(format!("message must be a string, got {other}")),
+    };
+    let arguments = body.get("arguments").filter(|a| !a.is_null()).cloned();
+    let decision = match Decision::from_request(&decision, arguments, message) {
+        Ok(decision) => decision,
+        Err(error) => return bad_request(error.to_string()),
+    };
+    let name = decision.name();
+    match runs
+        .resolve_approval(&user, &run, &tool_call_id, decision)
+        .await
+    {
+        Ok(resolved) => Json(json!({
+            "run_id": run.as_str(),
+            "tool_call_id": tool_call_id,
+            "decision": name,
+            "waiting": resolved.waiting,
+            "resumed": resolved.resumed,
+        }))
+        .into_response(),
+        Err(refusal) => refused(refusal),
+    }
+}
