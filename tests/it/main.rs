@@ -37,6 +37,7 @@ mod engine_isolation;
 mod engine_limits;
 mod event_frame;
 mod history;
+mod history_approvals;
 mod history_server;
 mod history_writer;
 mod http_edge;

@@ -5,6 +5,9 @@
 //!   implementation on sqlx's `Any` driver, so one set of portable SQL serves SQLite (the
 //!   embedded default, a file) and Postgres (many nodes sharing one history). Migrations are
 //!   versioned in `crates/history/migrations` and run at start ([`SqlStore::connect`]).
+//! - [`ApprovalStore`] (a part of every [`HistoryStore`]) keeps runs paused for tool-call
+//!   approvals and their approvals: a decision is recorded once and a run resumes once, across
+//!   nodes sharing Postgres too.
 //! - [`HistoryWriter`] keeps writes off the live path: a bounded queue that a task drains in
 //!   batches, one transaction each. A full queue or a failing database is logged and counted
 //!   ([`WriterStats`]); the live stream never waits on it.
@@ -15,11 +18,17 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod apply;
+mod approvals;
+mod approvals_sql;
 mod model;
 mod pack;
 mod sql;
 mod writer;
 
+pub use approvals::{
+    ApprovalRecord, ApprovalStatus, ApprovalStore, CancelledRun, DecideOutcome, ExpiredCall,
+    PausedRun, ResolvedCall, Resumable, WaitingCall,
+};
 pub use model::{
     Ending, Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadSummary, Write,
 };
@@ -48,9 +57,10 @@ pub enum HistoryError {
     Cursor(String),
 }
 
-/// Users' threads, runs and events; see the crate documentation.
+/// Users' threads, runs and events, and runs paused for approvals ([`ApprovalStore`]); see
+/// the crate documentation.
 #[async_trait]
-pub trait HistoryStore: Send + Sync + 'static {
+pub trait HistoryStore: ApprovalStore + Send + Sync + 'static {
     /// Applies `batch` in order, in one transaction.
     async fn apply(&self, batch: &[Write]) -> Result<(), HistoryError>;
 
@@ -85,13 +95,13 @@ pub trait HistoryStore: Send + Sync + 'static {
         title: &str,
     ) -> Result<bool, HistoryError>;
 
-    /// Erases `user`'s thread with its runs and events; false for another user's or a
-    /// missing one.
+    /// Erases `user`'s thread with its runs, events and approvals; false for another user's
+    /// or a missing one.
     async fn delete_thread(&self, user: &UserId, thread: &ThreadId) -> Result<bool, HistoryError>;
 
-    /// Erases threads (with their runs and events) not updated since `updated_before_ms`,
-    /// and each user's oldest threads past their newest `max_threads_per_user`. Returns how
-    /// many threads were erased.
+    /// Erases threads (with their runs, events and approvals) not updated since
+    /// `updated_before_ms`, and each user's oldest threads past their newest
+    /// `max_threads_per_user`. Returns how many threads were erased.
     async fn prune(
         &self,
         updated_before_ms: i64,
@@ -102,7 +112,8 @@ pub trait HistoryStore: Send + Sync + 'static {
     async fn heartbeat(&self, node: &str, now_ms: i64) -> Result<(), HistoryError>;
 
     /// Marks `interrupted` the runs still `running` on nodes not seen since `seen_before_ms`
-    /// (all nodes but `except`). Returns how many.
+    /// (all nodes but `except`). Returns how many. A run waiting for approval has no task a
+    /// node could lose: it stays waiting.
     async fn interrupt_orphans(
         &self,
         seen_before_ms: i64,

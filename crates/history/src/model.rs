@@ -20,6 +20,8 @@ pub enum RunStatus {
     Cancelled,
     /// Was running when its server stopped without ending it.
     Interrupted,
+    /// Paused until a person decides on its tool calls (no task runs it meanwhile).
+    WaitingForApproval,
 }
 
 impl RunStatus {
@@ -31,6 +33,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::WaitingForApproval => "waiting_for_approval",
         }
     }
 
@@ -42,6 +45,7 @@ impl RunStatus {
             RunStatus::Failed,
             RunStatus::Cancelled,
             RunStatus::Interrupted,
+            RunStatus::WaitingForApproval,
         ]
         .into_iter()
         .find(|s| s.as_str() == name)
@@ -243,8 +247,18 @@ mod tests {
 
     #[test]
     fn statuses_round_trip() {
-        for name in ["running", "completed", "failed", "cancelled", "interrupted"] {
-            assert_eq!(RunStatus::parse(name).map(RunStatus::as_str), Some(name));
+        for name in [
+            "running",
+            "completed",
+            "failed",
+            "cancelled",
+            "interrupted",
+            "waiting_for_approval",
+        ] {
+            let status = RunStatus::parse(name).unwrap();
+            assert_eq!(status.as_str(), name);
+            // The API serializes the stored name.
+            assert_eq!(serde_json::to_value(status).unwrap(), name);
         }
         assert_eq!(RunStatus::parse("done"), None);
     }

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "packed events",
         include_str!("../migrations/0004_packed_events.sql"),
     ),
+    (
+        5,
+        "approvals",
+        include_str!("../migrations/0005_approvals.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -68,7 +73,7 @@ impl MigrationSource<'static> for Embedded {
 /// connection's worker thread inherits the writer's lower priority).
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     writes: AnyPool,
     shared: bool,
     /// The next chunk number of each run started through this store and not ended.
@@ -343,13 +348,15 @@ impl HistoryStore for SqlStore {
             .await?
             .rows_affected();
         if deleted > 0 {
-            sqlx::query(
-                "DELETE FROM run_event_chunks WHERE run_id IN (SELECT id FROM runs WHERE thread_id = $1 AND user_id = $2)",
-            )
-            .bind(thread.as_str())
-            .bind(user.as_str())
-            .execute(&mut *tx)
-            .await?;
+            for table in ["run_event_chunks", "paused_runs", "approvals"] {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE run_id IN (SELECT id FROM runs WHERE thread_id = $1 AND user_id = $2)",
+                ))
+                .bind(thread.as_str())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query("DELETE FROM runs WHERE thread_id = $1 AND user_id = $2")
                 .bind(thread.as_str())
                 .bind(user.as_str())
@@ -386,11 +393,13 @@ impl HistoryStore for SqlStore {
             )
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "DELETE FROM run_event_chunks WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = run_event_chunks.run_id)",
-            )
-            .execute(&mut *tx)
-            .await?;
+            for table in ["run_event_chunks", "paused_runs", "approvals"] {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = {table}.run_id)",
+                ))
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(old + over)

@@ -389,7 +389,13 @@ mod tests {
     use core_context::{ThreadId, UserId};
 
     use super::*;
-    use crate::{HistoryError, Page, RunDetail, ThreadDetail, ThreadSummary};
+    use core_context::approval::Decision;
+    use serde_json::Value;
+
+    use crate::{
+        ApprovalRecord, ApprovalStore, CancelledRun, DecideOutcome, ExpiredCall, HistoryError,
+        Page, PausedRun, Resumable, RunDetail, ThreadDetail, ThreadSummary,
+    };
 
     /// A store whose `apply` fails its first `failures` calls, then counts what it stored.
     #[derive(Default)]
@@ -397,6 +403,63 @@ mod tests {
         failures: u32,
         calls: AtomicU32,
         stored: AtomicU64,
+    }
+
+    #[async_trait]
+    impl ApprovalStore for Flaky {
+        async fn pause_run(&self, _: &PausedRun) -> Result<(), HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn pending_approvals(
+            &self,
+            _: &UserId,
+            _: usize,
+        ) -> Result<Vec<ApprovalRecord>, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn run_approvals(
+            &self,
+            _: &UserId,
+            _: &RunId,
+        ) -> Result<Vec<ApprovalRecord>, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn decide(
+            &self,
+            _: &UserId,
+            _: &RunId,
+            _: &str,
+            _: &Decision,
+            _: i64,
+        ) -> Result<DecideOutcome, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn claim_resume(
+            &self,
+            _: &RunId,
+            _: &str,
+            _: i64,
+        ) -> Result<Option<Resumable>, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn record_result(&self, _: &RunId, _: &str, _: &Value) -> Result<bool, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn cancel_paused(
+            &self,
+            _: &UserId,
+            _: &RunId,
+            _: i64,
+        ) -> Result<Option<CancelledRun>, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn expire_approvals(
+            &self,
+            _: i64,
+            _: usize,
+        ) -> Result<Vec<ExpiredCall>, HistoryError> {
+            unreachable!("the writer only applies")
+        }
     }
 
     #[async_trait]
