@@ -85,7 +85,13 @@ fn types(frames: &[Value]) -> Vec<&str> {
 }
 
 /// POSTs a decision as `user`; the status and the JSON body.
-pub async fn decide(addr: SocketAddr, user: &str, run: &str, call: &str, body: Value) -> (u16, Value) {
+pub async fn decide(
+    addr: SocketAddr,
+    user: &str,
+    run: &str,
+    call: &str,
+    body: Value,
+) -> (u16, Value) {
     let (status, text) = http_sending(
         addr,
         "POST",
@@ -113,10 +119,19 @@ async fn each_decision_over_the_socket_and_http_resumes_the_assistant() {
     let expires = serde_json::from_value::<core_context::Timestamp>(data["expires_at"].clone())
         .unwrap()
         .as_system_time();
-    let ahead = expires.duration_since(std::time::SystemTime::now()).unwrap();
-    assert!(ahead > Duration::from_secs(23 * 3600) && ahead <= Duration::from_secs(24 * 3600), "{ahead:?}");
+    let ahead = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(
+        ahead > Duration::from_secs(23 * 3600) && ahead <= Duration::from_secs(24 * 3600),
+        "{ahead:?}"
+    );
     let (status, detail) = http(addr, "GET", &format!("/v1/runs/{run}"), Some("alice")).await;
-    assert_eq!((status, detail["status"].as_str()), (200, Some("waiting_for_approval")), "{detail}");
+    assert_eq!(
+        (status, detail["status"].as_str()),
+        (200, Some("waiting_for_approval")),
+        "{detail}"
+    );
     let (_, listed) = http(addr, "GET", "/v1/approvals", Some("alice")).await;
     let listed = listed["approvals"].as_array().unwrap().clone();
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -127,51 +142,102 @@ async fn each_decision_over_the_socket_and_http_resumes_the_assistant() {
     let (_, theirs) = http(addr, "GET", "/v1/approvals", Some("bob")).await;
     assert_eq!(theirs["approvals"], json!([]));
     let (status, body) = decide(addr, "bob", &run, &call, json!({"decision": "approve"})).await;
-    assert_eq!((status, body["error"].as_str()), (404, Some("approval_not_found")), "{body}");
-    let (missing, body_missing) =
-        decide(addr, "bob", "run_nope", "call_nope", json!({"decision": "approve"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("approval_not_found")),
+        "{body}"
+    );
+    let (missing, body_missing) = decide(
+        addr,
+        "bob",
+        "run_nope",
+        "call_nope",
+        json!({"decision": "approve"}),
+    )
+    .await;
     assert_eq!(missing, 404);
     assert_eq!(
-        body["message"].as_str().unwrap().replace(&run, "R").replace(&call, "C"),
-        body_missing["message"].as_str().unwrap().replace("run_nope", "R").replace("call_nope", "C")
+        body["message"]
+            .as_str()
+            .unwrap()
+            .replace(&call, "C")
+            .replace(&run, "R"),
+        body_missing["message"]
+            .as_str()
+            .unwrap()
+            .replace("run_nope", "R")
+            .replace("call_nope", "C")
     );
     let mut bob = Client::user(addr, "bob").await;
-    bob.send(json!({"type": "resolve_approval", "request_id": "b1", "payload":
-        {"run_id": run, "tool_call_id": call, "decision": "approve"}}))
-        .await;
+    bob.send(
+        json!({"type": "resolve_approval", "request_id": "b1", "payload":
+        {"run_id": run, "tool_call_id": call, "decision": "approve"}}),
+    )
+    .await;
     let refused = bob.reply().await;
     assert_eq!(refused["code"], "approval_not_found", "{refused}");
-    bob.send(json!({"type": "cancel_run", "request_id": "b2", "payload": {"run_id": run}})).await;
+    bob.send(json!({"type": "cancel_run", "request_id": "b2", "payload": {"run_id": run}}))
+        .await;
     assert_eq!(bob.reply().await["code"], "run_not_found");
     // Bad decisions are refused naming the field, and change nothing.
     for (body, field) in [
         (json!({}), "decision is required"),
-        (json!({"decision": "maybe"}), "decision \"maybe\" is not a decision"),
-        (json!({"decision": "edit"}), "arguments is required for edit"),
-        (json!({"decision": "edit", "arguments": {"expression": 5}}), "arguments do not fit calculator's schema"),
-        (json!({"decision": "approve", "extra": 1}), "unknown field \"extra\""),
+        (
+            json!({"decision": "maybe"}),
+            "decision \"maybe\" is not a decision",
+        ),
+        (
+            json!({"decision": "edit"}),
+            "arguments is required for edit",
+        ),
+        (
+            json!({"decision": "edit", "arguments": {"expression": 5}}),
+            "arguments do not fit calculator's schema",
+        ),
+        (
+            json!({"decision": "approve", "extra": 1}),
+            "unknown field \"extra\"",
+        ),
     ] {
         let (status, answer) = decide(addr, "alice", &run, &call, body.clone()).await;
         assert_eq!(status, 400, "{body}: {answer}");
-        assert!(answer["message"].as_str().unwrap().contains(field), "{body}: {answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(field),
+            "{body}: {answer}"
+        );
     }
     alice
-        .send(json!({"type": "resolve_approval", "request_id": "a1", "payload":
-            {"run_id": run, "tool_call_id": call, "decision": "approve"}}))
+        .send(
+            json!({"type": "resolve_approval", "request_id": "a1", "payload":
+            {"run_id": run, "tool_call_id": call, "decision": "approve"}}),
+        )
         .await;
     let rest = rest_of_run(&mut alice, &run).await;
-    assert_eq!(types(&rest)[..3], ["approval_resolved", "tool_executing", "tool_completed"]);
-    assert_eq!(rest[0]["data"], json!({"tool_call_id": call, "decision": "approve"}));
+    assert_eq!(
+        types(&rest)[..3],
+        ["approval_resolved", "tool_executing", "tool_completed"]
+    );
+    assert_eq!(
+        rest[0]["data"],
+        json!({"tool_call_id": call, "decision": "approve"})
+    );
     assert_eq!(rest.last().unwrap()["data"]["result"], "`12*7` = 84.");
     // A second decision: 409.
     let (status, body) = decide(addr, "alice", &run, &call, json!({"decision": "reject"})).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("approval_already_decided")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("approval_already_decided")),
+        "{body}"
+    );
     let (_, detail) = http(addr, "GET", &format!("/v1/runs/{run}"), Some("alice")).await;
     assert_eq!(detail["status"], "completed");
 
     // edit, reject and respond over HTTP.
     for (body, answer) in [
-        (json!({"decision": "edit", "arguments": {"expression": "12*8"}}), "`12*8` = 96."),
+        (
+            json!({"decision": "edit", "arguments": {"expression": "12*8"}}),
+            "`12*8` = 96.",
+        ),
         (
             json!({"decision": "reject", "message": "not now"}),
             "I could not use calculator: a person rejected this call: not now.",
@@ -186,7 +252,10 @@ async fn each_decision_over_the_socket_and_http_resumes_the_assistant() {
         let (status, reply) = decide(addr, "alice", &run, &call, body.clone()).await;
         assert_eq!(status, 200, "{body}: {reply}");
         assert_eq!(reply["decision"], body["decision"]);
-        assert_eq!((reply["waiting"].as_u64(), reply["resumed"].as_bool()), (Some(0), Some(true)));
+        assert_eq!(
+            (reply["waiting"].as_u64(), reply["resumed"].as_bool()),
+            (Some(0), Some(true))
+        );
         let rest = rest_of_run(&mut alice, &run).await;
         assert_eq!(rest[0]["data"]["decision"], body["decision"], "{body}");
         assert_eq!(rest.last().unwrap()["data"]["result"], answer, "{body}");
@@ -195,7 +264,9 @@ async fn each_decision_over_the_socket_and_http_resumes_the_assistant() {
     // Cancelling a waiting run ends it; a decision after that is 409.
     let (run, asked) = paused_run(&mut alice, "assistant", "What is 12*7?").await;
     let call = asked["data"]["tool_call_id"].as_str().unwrap().to_owned();
-    alice.send(json!({"type": "cancel_run", "payload": {"run_id": run}})).await;
+    alice
+        .send(json!({"type": "cancel_run", "payload": {"run_id": run}}))
+        .await;
     let rest = rest_of_run(&mut alice, &run).await;
     assert_eq!(types(&rest), ["agent_cancelled"]);
     let (status, _) = decide(addr, "alice", &run, &call, json!({"decision": "approve"})).await;
@@ -223,20 +294,31 @@ async fn an_undecided_call_expires_and_the_run_goes_on() {
     let (run, asked) = paused_run(&mut alice, "assistant", "What is 12*7?").await;
     let call = asked["data"]["tool_call_id"].as_str().unwrap().to_owned();
     let rest = rest_of_run(&mut alice, &run).await;
-    assert_eq!(rest[0]["data"], json!({"tool_call_id": call, "decision": "expired"}));
+    assert_eq!(
+        rest[0]["data"],
+        json!({"tool_call_id": call, "decision": "expired"})
+    );
     assert_eq!(
         rest.last().unwrap()["data"]["result"],
         "I could not use calculator: nobody approved this call in time; the tool was not called."
     );
     let (status, body) = decide(addr, "alice", &run, &call, json!({"decision": "approve"})).await;
-    assert_eq!((status, body["error"].as_str()), (410, Some("approval_expired")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (410, Some("approval_expired")),
+        "{body}"
+    );
     // A call past its expiry that the sweep (every 5 s, and it just ran) has not reached
     // yet: 410 as well, and the run goes on at once rather than at the next sweep.
     let (run, asked) = paused_run(&mut alice, "assistant", "What is 2*3?").await;
     let call = asked["data"]["tool_call_id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let (status, body) = decide(addr, "alice", &run, &call, json!({"decision": "approve"})).await;
-    assert_eq!((status, body["error"].as_str()), (410, Some("approval_expired")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (410, Some("approval_expired")),
+        "{body}"
+    );
     let rest = rest_of_run(&mut alice, &run).await;
     assert_eq!(rest[0]["data"]["decision"], "expired");
     server.shutdown().await;

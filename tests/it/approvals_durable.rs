@@ -25,7 +25,10 @@ fn turns(calls: &[(&str, &str, &str)], answer: &str) -> Vec<Reply> {
         first.push(tool_piece(index as u64, Some(id), Some(tool), args));
     }
     first.push(DONE);
-    vec![Reply::Stream(first), Reply::Stream(vec![content(answer), DONE])]
+    vec![
+        Reply::Stream(first),
+        Reply::Stream(vec![content(answer), DONE]),
+    ]
 }
 
 /// Settings with the `llm` agent on `model`, approvals for `patterns`, and the tally tool.
@@ -84,13 +87,29 @@ async fn two_calls_of_one_turn_wait_together_and_a_rejection_reaches_the_model()
     assert_eq!(second["data"]["tool_call_id"], "call_b");
     assert_eq!(model.requests().len(), 1);
 
-    let (status, reply) = decide(addr, "alice", &run, "call_a", json!({"decision": "approve"})).await;
+    let (status, reply) = decide(
+        addr,
+        "alice",
+        &run,
+        "call_a",
+        json!({"decision": "approve"}),
+    )
+    .await;
     assert_eq!(status, 200, "{reply}");
-    assert_eq!((reply["waiting"].as_u64(), reply["resumed"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(
+        (reply["waiting"].as_u64(), reply["resumed"].as_bool()),
+        (Some(1), Some(false))
+    );
     let resolved = alice.next().await;
-    assert_eq!(resolved["data"], json!({"tool_call_id": "call_a", "decision": "approve"}));
+    assert_eq!(
+        resolved["data"],
+        json!({"tool_call_id": "call_a", "decision": "approve"})
+    );
     let (_, detail) = http(addr, "GET", &format!("/v1/runs/{run}"), Some("alice")).await;
-    assert_eq!(detail["status"], "waiting_for_approval", "one call still waits");
+    assert_eq!(
+        detail["status"], "waiting_for_approval",
+        "one call still waits"
+    );
 
     let (status, reply) = decide(
         addr,
@@ -103,15 +122,23 @@ async fn two_calls_of_one_turn_wait_together_and_a_rejection_reaches_the_model()
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["resumed"], true);
     let rest = rest_of_run(&mut alice, &run).await;
-    assert_eq!(rest[0]["data"], json!({"tool_call_id": "call_b", "decision": "reject"}));
-    assert_eq!(rest.last().unwrap()["data"]["result"], "Four, and I skipped the other.");
+    assert_eq!(
+        rest[0]["data"],
+        json!({"tool_call_id": "call_b", "decision": "reject"})
+    );
+    assert_eq!(
+        rest.last().unwrap()["data"]["result"],
+        "Four, and I skipped the other."
+    );
     let results = tool_results(&model, 1);
     assert_eq!(results.len(), 2, "{results:?}");
     assert_eq!(results[0].0, "call_a");
     assert!(results[0].1.contains("\"value\":4"), "{results:?}");
     assert_eq!(results[1].0, "call_b");
     assert!(
-        results[1].1.contains("a person rejected this call: use mental math"),
+        results[1]
+            .1
+            .contains("a person rejected this call: use mental math"),
         "{results:?}"
     );
     // The model was asked twice: the resumed run did not call it again for the first turn.
@@ -150,9 +177,19 @@ async fn a_paused_run_resumes_after_a_graceful_restart_and_after_a_crash() {
     let addr = second.addr();
     let detail = status_becomes(addr, "alice", &graceful, "waiting_for_approval").await;
     assert!(detail["finished_ms"].is_null(), "{detail}");
-    let (status, reply) =
-        decide(addr, "alice", &graceful, "call_t1", json!({"decision": "approve"})).await;
-    assert_eq!((status, reply["resumed"].as_bool()), (200, Some(true)), "{reply}");
+    let (status, reply) = decide(
+        addr,
+        "alice",
+        &graceful,
+        "call_t1",
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["resumed"].as_bool()),
+        (200, Some(true)),
+        "{reply}"
+    );
     let done = status_becomes(addr, "alice", &graceful, "completed").await;
     assert_eq!(done["outcome"], "counted once");
     assert_eq!(tally.load(Ordering::SeqCst), 1);
@@ -186,9 +223,20 @@ async fn a_paused_run_resumes_after_a_graceful_restart_and_after_a_crash() {
         .await;
     let rest = rest_of_run(&mut alice, &crashed).await;
     assert_eq!(rest.last().unwrap()["data"]["result"], "counted again");
-    assert_eq!(tally.load(Ordering::SeqCst), 2, "each approved call ran once");
+    assert_eq!(
+        tally.load(Ordering::SeqCst),
+        2,
+        "each approved call ran once"
+    );
     // Deciding again after the resume changes nothing.
-    let (status, _) = decide(addr, "alice", &crashed, "call_t2", json!({"decision": "approve"})).await;
+    let (status, _) = decide(
+        addr,
+        "alice",
+        &crashed,
+        "call_t2",
+        json!({"decision": "approve"}),
+    )
+    .await;
     assert_eq!(status, 409);
     assert_eq!(tally.load(Ordering::SeqCst), 2);
     third.shutdown().await;

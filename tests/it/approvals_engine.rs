@@ -451,6 +451,9 @@ async fn paused_runs_hold_no_slot_and_many_users_pause_and_resume_at_once() {
                 .build()
                 .unwrap();
             let engine = w.factory.create_for_user(context).unwrap();
+            for (call, _) in &paused.calls {
+                engine.announce_decision("assistant", &call.tool_call_id, "approve");
+            }
             let resume = Resume {
                 message: paused.message,
                 input: paused.input,

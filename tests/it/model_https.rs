@@ -46,6 +46,7 @@ fn child_process() {
             RunOutcome::Completed { output, .. } => format!("ok: {}", output.result),
             RunOutcome::Failed(error) => format!("error: {error}"),
             RunOutcome::Cancelled(reason) => format!("cancelled: {reason}"),
+            RunOutcome::Paused(calls) => format!("paused: {} call(s)", calls.len()),
         }
     });
     println!("{BEGIN}\n{answer}\n{END}");

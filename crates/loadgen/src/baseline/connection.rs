@@ -90,6 +90,11 @@ async fn on_message(socket: &mut WebSocket, stream: &Arc<UserStream>, message: M
             ErrorCode::RunNotFound,
             "the baseline does not cancel runs",
         ),
+        Ok(ClientFrame::ResolveApproval { request_id, .. }) => ServerFrame::error(
+            request_id,
+            ErrorCode::ApprovalNotFound,
+            "the baseline pauses no runs for approval",
+        ),
         Ok(ClientFrame::StartAgent {
             request_id,
             payload,
