@@ -322,7 +322,7 @@ async fn a_decided_call_runs_once_and_a_recorded_one_never_again() {
         AgentInput::message("count").with_input(json!({"tool": "tally", "args": {"risky": risky}}))
     };
     let (_, outcome) = w.start("bob", "one_call", input(false)).await;
-    assert_eq!(outcome.is_completed(), true, "{outcome:?}");
+    assert!(outcome.is_completed(), "{outcome:?}");
     assert_eq!(w.tallies.load(Ordering::SeqCst), 1);
 
     let (run, outcome) = w.start("bob", "one_call", input(true)).await;
@@ -402,7 +402,7 @@ async fn runs_that_cannot_pause_refuse_such_calls_without_running_the_tool() {
                 _ => None,
             })
             .unwrap();
-        assert_eq!(completed.1, true);
+        assert!(completed.1);
         assert_eq!(completed.0["code"], "approval_unavailable", "{agent}");
         assert!(w.store.runs.lock().is_empty());
     }

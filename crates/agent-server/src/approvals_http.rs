@@ -106,58 +106,9 @@ async fn resolve_approval(
     let Ok(run) = RunId::parse(&raw_run) else {
         return not_found();
     };
-    let body = match body {
-        Ok(Json(Value::Object(body))) => body,
-        Ok(Json(other)) => {
-            return bad_request(format!(
-                "the body must be a JSON object such as {{\"decision\": \"approve\"}}, got {other}"
-            ));
-        }
-        Err(rejection) => {
-            return bad_request(format!(
-                "the body must be a JSON object such as {{\"decision\": \"approve\"}}: {}",
-                rejection.body_text()
-            ));
-        }
-    };
-    for (field, path_value) in [
-        ("run_id", raw_run.as_str()),
-        ("tool_call_id", &tool_call_id),
-    ] {
-        if let Some(given) = body.get(field) {
-            if given.as_str() != Some(path_value) {
-                return bad_request(format!(
-                    "{field} in the body ({given}) differs from the path's {path_value:?}"
-                ));
-            }
-        }
-    }
-    if let Some(unknown) = body.keys().find(|k| {
-        !["decision", "arguments", "message", "run_id", "tool_call_id"].contains(&k.as_str())
-    }) {
-        return bad_request(format!(
-            "unknown field {unknown:?}; the body has decision, arguments (edit) and message (reject, respond)"
-        ));
-    }
-    let decision = match body.get("decision") {
-        Some(Value::String(decision)) => decision.clone(),
-        Some(other) => return bad_request(format!("decision must be a string, got {other}")),
-        None => {
-            return bad_request(format!(
-                "decision is required: one of {}",
-                Decision::NAMES.join(", ")
-            ));
-        }
-    };
-    let message = match body.get("message") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(message)) => Some(message.clone()),
-        Some(other) => return bad_request(format!("message must be a string, got {other}")),
-    };
-    let arguments = body.get("arguments").filter(|a| !a.is_null()).cloned();
-    let decision = match Decision::from_request(&decision, arguments, message) {
+    let decision = match read_decision(body, &raw_run, &tool_call_id) {
         Ok(decision) => decision,
-        Err(error) => return bad_request(error.to_string()),
+        Err(problem) => return bad_request(problem),
     };
     let name = decision.name();
     match runs
@@ -174,4 +125,52 @@ async fn resolve_approval(
         .into_response(),
         Err(refusal) => refused(refusal),
     }
+}
+
+/// The decision in a request's body: `decision`, with `arguments` (edit) or `message`
+/// (reject, respond); a `run_id` or `tool_call_id` in it must match the path's. The error
+/// says what is wrong.
+fn read_decision(
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    raw_run: &str,
+    tool_call_id: &str,
+) -> Result<Decision, String> {
+    const SHAPE: &str = "the body must be a JSON object such as {\"decision\": \"approve\"}";
+    let body = match body {
+        Ok(Json(Value::Object(body))) => body,
+        Ok(Json(other)) => return Err(format!("{SHAPE}, got {other}")),
+        Err(rejection) => return Err(format!("{SHAPE}: {}", rejection.body_text())),
+    };
+    for (field, path_value) in [("run_id", raw_run), ("tool_call_id", tool_call_id)] {
+        if let Some(given) = body.get(field) {
+            if given.as_str() != Some(path_value) {
+                return Err(format!(
+                    "{field} in the body ({given}) differs from the path's {path_value:?}"
+                ));
+            }
+        }
+    }
+    const FIELDS: [&str; 5] = ["decision", "arguments", "message", "run_id", "tool_call_id"];
+    if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown field {unknown:?}; the body has decision, arguments (edit) and message (reject, respond)"
+        ));
+    }
+    let decision = match body.get("decision") {
+        Some(Value::String(decision)) => decision.clone(),
+        Some(other) => return Err(format!("decision must be a string, got {other}")),
+        None => {
+            return Err(format!(
+                "decision is required: one of {}",
+                Decision::NAMES.join(", ")
+            ));
+        }
+    };
+    let message = match body.get("message") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(message)) => Some(message.clone()),
+        Some(other) => return Err(format!("message must be a string, got {other}")),
+    };
+    let arguments = body.get("arguments").filter(|a| !a.is_null()).cloned();
+    Decision::from_request(&decision, arguments, message).map_err(|e| e.to_string())
 }

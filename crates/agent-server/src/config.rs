@@ -339,12 +339,8 @@ impl ServerConfig {
             ..llm
         });
         let allowed_origins = AllowedOrigins::parse(&args.allowed_origins)?;
-        let approve_tools =
-            agent_registry::ApprovalPolicy::new(args.approve_tools.iter().map(|p| p.trim()))?;
         let store = store_url(&args.store)?;
-        if !approve_tools.is_empty() && store.is_none() {
-            return Err(ConfigError::ApprovalsWithoutStore);
-        }
+        let approve_tools = approve_tools(&args.approve_tools, store.as_deref())?;
         let defaults = ServerConfig::default();
         Ok(Self {
             addr: args.addr,
@@ -405,6 +401,18 @@ impl ServerConfig {
             unscrubbed: gathered.too_short,
         })
     }
+}
+
+/// The `--approve-tools` policy; approvals need a store to keep paused runs in.
+fn approve_tools(
+    patterns: &[String],
+    store: Option<&str>,
+) -> Result<agent_registry::ApprovalPolicy, ConfigError> {
+    let policy = agent_registry::ApprovalPolicy::new(patterns.iter().map(|p| p.trim()))?;
+    if !policy.is_empty() && store.is_none() {
+        return Err(ConfigError::ApprovalsWithoutStore);
+    }
+    Ok(policy)
 }
 
 /// The identity provider's settings, after checking the secret's length and that dev tokens

@@ -197,11 +197,11 @@ mod tests {
     #[test]
     fn decisions_are_read_from_requests_naming_the_wrong_field() {
         let ok = |d: &str, a: Option<Value>, m: Option<&str>| {
-            Decision::from_request(d, a, m.map(str::to_owned)).unwrap()
+            Decision::from_request(d, a, m.map(str::to_owned)).expect("a valid decision")
         };
         let err = |d: &str, a: Option<Value>, m: Option<&str>| {
             Decision::from_request(d, a, m.map(str::to_owned))
-                .unwrap_err()
+                .expect_err("an invalid decision")
                 .to_string()
         };
         assert_eq!(ok("approve", None, None), Decision::Approve);

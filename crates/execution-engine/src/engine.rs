@@ -180,9 +180,7 @@ impl UserExecutionEngine {
         work: Work,
         resumed: Option<Resumed>,
     ) -> Result<RunHandle, EngineError> {
-        let message = match &work {
-            Work::Start(input) | Work::Resume { input, .. } => input.message.clone(),
-        };
+        let message = work.input().message.clone();
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         let created = self.inner.registry.create_agent(agent)?;
         let (run_id, took_context_id) = {
@@ -417,6 +415,34 @@ async fn pause(
     RunOutcome::Paused(calls)
 }
 
+/// What a top-level run goes by: its timeout, the server's approval policy, whether it can
+/// pause (its agent can, and the engine keeps paused runs), and a resumed run's decisions and
+/// steps.
+fn rules(
+    engine: &EngineInner,
+    agent: &dyn Agent,
+    resumed: Option<Resumed>,
+    timeout: Duration,
+) -> RunRules {
+    let (decided, steps_taken) = resumed.map(|r| (r.decided, r.steps)).unwrap_or_default();
+    RunRules {
+        limit: TimeLimit {
+            timeout,
+            not_after: None,
+        },
+        gate: ApprovalGate {
+            policy: Arc::clone(&engine.approve_tools),
+            can_pause: engine.paused.is_some() && agent.can_pause(),
+            decided,
+            results: engine
+                .paused
+                .clone()
+                .map(|store| store as Arc<dyn ResultLog>),
+        },
+        steps_taken,
+    }
+}
+
 impl RunTask {
     async fn run(self) {
         let RunTask {
@@ -453,11 +479,7 @@ impl RunTask {
                 permit
             }
         };
-        let (message, options) = match &work {
-            Work::Start(input) | Work::Resume { input, .. } => {
-                (input.message.clone(), input.input.clone())
-            }
-        };
+        let (message, options) = (work.input().message.clone(), work.input().input.clone());
         // A resumed run started before it paused.
         if resumed.is_none() {
             engine.emit(
@@ -474,25 +496,7 @@ impl RunTask {
             None => RunOutcome::Cancelled(control.reason()),
             Some(_) => {
                 counters.record_queue_wait(started - queued_at);
-                let (decided, steps_taken) =
-                    resumed.map(|r| (r.decided, r.steps)).unwrap_or_default();
-                let gate = ApprovalGate {
-                    policy: Arc::clone(&engine.approve_tools),
-                    can_pause: engine.paused.is_some() && agent.can_pause(),
-                    decided,
-                    results: engine
-                        .paused
-                        .clone()
-                        .map(|store| store as Arc<dyn ResultLog>),
-                };
-                let rules = RunRules {
-                    limit: TimeLimit {
-                        timeout,
-                        not_after: None,
-                    },
-                    gate,
-                    steps_taken,
-                };
+                let rules = rules(&engine, &*agent, resumed, timeout);
                 let (outcome, state) =
                     execute(&engine, &scope, &*agent, work, run_context, &control, rules).await;
                 match (outcome, state) {

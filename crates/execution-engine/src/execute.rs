@@ -42,6 +42,15 @@ pub(crate) struct RunRules {
     pub(crate) steps_taken: u32,
 }
 
+impl Work {
+    /// The run's input (its message and options).
+    pub(crate) fn input(&self) -> &AgentInput {
+        match self {
+            Work::Start(input) | Work::Resume { input, .. } => input,
+        }
+    }
+}
+
 /// How long a run may take: its timeout, and a point it may not outlive (a sub-run's
 /// parent's deadline).
 #[derive(Clone, Copy)]
