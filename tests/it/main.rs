@@ -13,6 +13,7 @@
 
 mod agents;
 mod agui;
+mod agui_approvals;
 mod agui_client;
 mod approvals;
 mod approvals_durable;

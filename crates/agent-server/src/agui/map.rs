@@ -12,6 +12,8 @@
 //! | `agent_completed` | `TEXT_MESSAGE_END` (or a whole text message for an answer that was not streamed), then `RUN_FINISHED` / `SUBAGENT_FINISHED` |
 //! | `agent_error` | `RUN_ERROR` / `SUBAGENT_ERROR` with its code |
 //! | `agent_cancelled` | `RUN_ERROR` / `SUBAGENT_ERROR` with code `cancelled` |
+//! | `approval_requested` (the run paused) | `RUN_FINISHED` with outcome `{"type": "interrupt", "interrupts": [...]}` (one per waiting call, `interrupted`) |
+//! | `approval_resolved` | nothing (a resumed run's response shows the decided calls' `TOOL_CALL_*`) |
 //!
 //! A sub-run's events carry `subagentRunId` (its run id). Every mapped event carries the
 //! engine's frame as `rawEvent` (with its `seq`) and its time as `timestamp` (ms), so a
@@ -139,6 +141,20 @@ impl Mapper {
             mapped["timestamp"] = json!(at);
             mapped["rawEvent"] = raw.clone();
         }
+        out
+    }
+
+    /// The end of the response of a run that paused: open text closed, then `RUN_FINISHED`
+    /// with the interrupt outcome.
+    pub(crate) fn interrupted(&mut self, interrupts: Vec<Value>, at_ms: u64) -> Vec<Value> {
+        let mut out = Vec::new();
+        let run = self.run_id.clone();
+        self.close_text(&run, &mut out);
+        out.push(
+            json!({"type": "RUN_FINISHED", "threadId": self.ids.thread_id,
+                        "runId": self.ids.run_id, "timestamp": at_ms,
+                        "outcome": {"type": "interrupt", "interrupts": interrupts}}),
+        );
         out
     }
 

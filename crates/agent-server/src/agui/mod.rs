@@ -17,7 +17,12 @@
 //! like a missing one. Any other `threadId` gets a new thread. `tools`,
 //! `context` and `state` are accepted and not used: the engine's agents call the server's own
 //! tools. `docs/agui.md` has the details.
+//!
+//! A run that pauses for approvals ends its response with `RUN_FINISHED` carrying an
+//! interrupt outcome, and a later `RunAgentInput` whose `resume` answers the interrupts
+//! resumes it and streams the rest of it (the `interrupts` module).
 
+mod interrupts;
 mod map;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -55,6 +60,8 @@ struct Input {
     message: String,
     thread: Option<ThreadId>,
     options: Option<Map<String, Value>>,
+    /// The answers to a paused run's interrupts, when this input resumes it.
+    resume: Option<Vec<interrupts::Answer>>,
 }
 
 /// `POST /agui/{agent}`.
@@ -96,15 +103,22 @@ pub(crate) async fn run(
             );
         }
     };
-    let request = RunRequest {
-        agent,
-        message: input.message,
-        thread_id: input.thread,
-        input: input.options,
-        request_id: None,
+    let accepted = match input.resume {
+        // Subscribed first, so no event of the resumed run is missed.
+        Some(answers) => resume(&live.runs, &user, answers).await,
+        None => {
+            let request = RunRequest {
+                agent,
+                message: input.message,
+                thread_id: input.thread,
+                input: input.options,
+                request_id: None,
+            };
+            let connection = subscription.connection_id().clone();
+            live.runs.start(&user, &connection, request).await
+        }
     };
-    let connection = subscription.connection_id().clone();
-    let accepted = match live.runs.start(&user, &connection, request).await {
+    let accepted = match accepted {
         Ok(accepted) => accepted,
         Err(refusal) => {
             let code = ErrorCode::from_wire(refusal.code);
@@ -123,6 +137,7 @@ pub(crate) async fn run(
         tree: HashSet::from([accepted.run_id.to_string()]),
         pending: opening.into(),
         done: false,
+        paused: false,
         metrics: live.metrics,
         guard: CancelOnDrop {
             runs: live.runs,
@@ -145,8 +160,48 @@ fn status_of(code: &ErrorCode) -> StatusCode {
         }
         ErrorCode::ShuttingDown | ErrorCode::EngineClosed => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::ApprovalNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::ApprovalAlreadyDecided => StatusCode::CONFLICT,
+        ErrorCode::ApprovalExpired => StatusCode::GONE,
         _ => StatusCode::BAD_REQUEST,
     }
+}
+
+/// Decides a paused run's calls with a resume's answers (they must all be of one run of the
+/// user's); the run resumes with the last. Refused like the socket's `resolve_approval`.
+async fn resume(
+    runs: &Arc<RunService>,
+    user: &UserId,
+    answers: Vec<interrupts::Answer>,
+) -> Result<run_service::RunAccepted, run_service::Refusal> {
+    let run = answers[0].run.clone();
+    if answers.iter().any(|a| a.run != run) {
+        return Err(run_service::Refusal {
+            code: "invalid_field",
+            message:
+                "resume: the entries answer interrupts of different runs; resume one run at a time"
+                    .into(),
+        });
+    }
+    let waiting = runs.pending_approvals(user).await?;
+    let Some(thread) = waiting
+        .iter()
+        .find(|w| w.run_id == run.as_str())
+        .and_then(|w| ThreadId::parse(&w.thread_id).ok())
+    else {
+        return Err(run_service::Refusal {
+            code: "approval_not_found",
+            message: format!("no interrupt of run {run} waits for this user"),
+        });
+    };
+    for answer in answers {
+        runs.resolve_approval(user, &run, &answer.tool_call_id, answer.decision)
+            .await?;
+    }
+    Ok(run_service::RunAccepted {
+        run_id: run,
+        thread_id: thread,
+    })
 }
 
 /// Reads a `RunAgentInput`; the error names the field and what is allowed.
@@ -168,9 +223,23 @@ fn input(body: &Value, max_message_bytes: usize) -> Result<Input, String> {
         thread_id: id("threadId")?,
         run_id: id("runId")?,
     };
+    let resume = match body.get("resume") {
+        None | Some(Value::Null) => None,
+        Some(resume) => Some(interrupts::answers(resume)?),
+    };
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
         return Err("`messages` must be an array of messages, the user's last".into());
     };
+    if resume.is_some() {
+        // The answers are the input: the messages are the conversation so far.
+        return Ok(Input {
+            ids,
+            message: String::new(),
+            thread: None,
+            options: None,
+            resume,
+        });
+    }
     let Some(last) = messages.last() else {
         return Err("`messages` is empty: the last message must be the user's".into());
     };
@@ -200,6 +269,7 @@ fn input(body: &Value, max_message_bytes: usize) -> Result<Input, String> {
         message,
         thread,
         options,
+        resume: None,
     })
 }
 
@@ -234,6 +304,8 @@ struct RunStream {
     tree: HashSet<String>,
     pending: VecDeque<Value>,
     done: bool,
+    /// The run paused for approvals: the response ends with its interrupts.
+    paused: bool,
     metrics: Arc<Metrics>,
     guard: CancelOnDrop,
 }
@@ -247,6 +319,10 @@ impl RunStream {
                 }
                 if stream.done {
                     return None;
+                }
+                if stream.paused {
+                    stream.interrupted().await;
+                    continue;
                 }
                 match stream.subscription.recv().await {
                     Ok(frame) => stream.take(&frame.text),
@@ -297,10 +373,51 @@ impl RunStream {
         };
         let event = &sequenced.event;
         self.pending.extend(self.mapper.map(event, &raw));
+        if event.run_id == self.guard.run
+            && matches!(
+                event.kind,
+                core_context::EventKind::ApprovalRequested { .. }
+            )
+        {
+            self.paused = true;
+        }
         if event.run_id == self.guard.run && event.kind.is_terminal() {
             self.done = true;
             self.guard.armed = false;
         }
+    }
+}
+
+impl RunStream {
+    /// Ends the response of a run that paused: `RUN_FINISHED` with one interrupt per call it
+    /// waits on (all saved before the first `approval_requested`). The run is not cancelled
+    /// when the response ends: it waits for its answers.
+    async fn interrupted(&mut self) {
+        self.paused = false;
+        self.done = true;
+        self.guard.armed = false;
+        let runs = &self.guard.runs;
+        let waiting = match runs.pending_approvals(&self.guard.user).await {
+            Ok(waiting) => waiting,
+            Err(refusal) => {
+                self.pending.push_back(json!({"type": "RUN_ERROR", "code": refusal.code,
+                    "message": format!("the run waits for approvals, which cannot be read now: {}", refusal.message)}));
+                return;
+            }
+        };
+        let tools = runs.factory().registry().list_tools();
+        let interrupts: Vec<Value> = waiting
+            .iter()
+            .filter(|w| w.run_id == self.guard.run.as_str())
+            .map(|w| {
+                let parameters = tools.iter().find(|t| t.name == w.tool_name);
+                interrupts::interrupt(w, parameters.map(|t| &t.parameters))
+            })
+            .collect();
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.pending.extend(self.mapper.interrupted(interrupts, at));
     }
 }
 
