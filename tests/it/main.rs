@@ -18,6 +18,7 @@ mod agui_client;
 mod approvals;
 mod approvals_durable;
 mod approvals_engine;
+mod approvals_nodes;
 mod architecture;
 mod bridge;
 mod bridge_queues;

@@ -26,7 +26,7 @@ use crate::execute::{RunRules, TimeLimit, Work, execute, finish};
 use crate::inner::{EngineInner, RunTable, now_ms};
 use crate::local_slots::LocalSlots;
 use crate::run::{RunControl, RunHandle, RunOutcome};
-use crate::slots::{Claim, RunSlots};
+use crate::slots::{Claim, RunSlots, SlotPermit};
 use crate::stats::{Counters, EngineStats};
 
 /// What an engine shares with the user's other engines: their run slots, and where runs
@@ -373,6 +373,7 @@ async fn pause(
     scope: &RunScope,
     (message, input, state): (String, Value, Value),
     calls: Vec<PendingCall>,
+    permit: Option<SlotPermit>,
 ) -> RunOutcome {
     let Some(store) = &engine.paused else {
         return RunOutcome::Failed(AgentError::new(
@@ -399,6 +400,11 @@ async fn pause(
                 "the run waits for a person's approval, but its state could not be saved ({error}); start it again"
             ),
         ));
+    }
+    // The slot is given back before the pause is announced: across nodes, no node may take
+    // the run for one whose node died while it waits.
+    if let Some(permit) = permit {
+        permit.give_back().await;
     }
     let limits = &engine.config.dispatch.redaction;
     for call in &calls {
@@ -460,7 +466,7 @@ impl RunTask {
         let counters = &engine.counters;
 
         let queued_at = Instant::now();
-        let permit = match slot {
+        let mut permit = match slot {
             Claim::Running(permit) => Some(permit),
             Claim::Queued(place) => {
                 let permit = tokio::select! {
@@ -490,22 +496,21 @@ impl RunTask {
             );
         }
         let started = Instant::now();
-        let outcome = match permit {
+        let outcome = if permit.is_none() {
             // Cancelled while queued: the run still gets its start and its end, so a client
             // that saw `run_accepted` sees the run close.
-            None => RunOutcome::Cancelled(control.reason()),
-            Some(_) => {
-                counters.record_queue_wait(started - queued_at);
-                let rules = rules(&engine, &*agent, resumed, timeout);
-                let (outcome, state) =
-                    execute(&engine, &scope, &*agent, work, run_context, &control, rules).await;
-                match (outcome, state) {
-                    (RunOutcome::Paused(calls), Some(state)) => {
-                        let run = (message, options, state);
-                        pause(&engine, &scope, run, calls).await
-                    }
-                    (outcome, _) => outcome,
+            RunOutcome::Cancelled(control.reason())
+        } else {
+            counters.record_queue_wait(started - queued_at);
+            let rules = rules(&engine, &*agent, resumed, timeout);
+            let (outcome, state) =
+                execute(&engine, &scope, &*agent, work, run_context, &control, rules).await;
+            match (outcome, state) {
+                (RunOutcome::Paused(calls), Some(state)) => {
+                    let run = (message, options, state);
+                    pause(&engine, &scope, run, calls, permit.take()).await
                 }
+                (outcome, _) => outcome,
             }
         };
         finish(&engine, &scope, &outcome, started.elapsed());

@@ -89,6 +89,8 @@ pub struct SlotLoad {
 #[must_use = "dropping a permit gives its slot back at once"]
 pub struct SlotPermit {
     _held: Box<dyn Send + Sync>,
+    /// Gives the slot back and resolves once it is given back everywhere.
+    release: Option<BoxFuture<'static, ()>>,
 }
 
 impl SlotPermit {
@@ -96,6 +98,29 @@ impl SlotPermit {
     pub fn new(held: impl Send + Sync + 'static) -> Self {
         Self {
             _held: Box::new(held),
+            release: None,
+        }
+    }
+
+    /// A permit whose slot `release` gives back and waits for (across nodes: until the
+    /// shared store has it), for [`give_back`](Self::give_back); dropping the permit without
+    /// it still gives the slot back, through `held`, without waiting. `release` runs only
+    /// when awaited, so `held` must not give the slot back again once it has run.
+    pub fn releasing(
+        held: impl Send + Sync + 'static,
+        release: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        Self {
+            _held: Box::new(held),
+            release: Some(Box::pin(release)),
+        }
+    }
+
+    /// Gives the slot back and returns once it is given back (a run that pauses must not
+    /// hold a slot another node could still see when it announces the pause).
+    pub async fn give_back(mut self) {
+        if let Some(release) = self.release.take() {
+            release.await;
         }
     }
 }

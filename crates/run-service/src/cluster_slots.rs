@@ -83,9 +83,24 @@ impl Inner {
     fn permit(self: &Arc<Self>, lease: Lease) -> SlotPermit {
         self.held.lock().insert(lease.run().clone(), lease.clone());
         self.running.fetch_add(1, Ordering::AcqRel);
-        SlotPermit::new(HeldSlot {
+        let given_back = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = HeldSlot {
             inner: Arc::clone(self),
-            lease,
+            lease: lease.clone(),
+            given_back: Arc::clone(&given_back),
+        };
+        let inner = Arc::clone(self);
+        SlotPermit::releasing(held, async move {
+            // Awaited by a run that pauses: the lease is gone from Redis before the pause
+            // is announced, so no node can take the paused run for a lost one.
+            if given_back.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            inner.held.lock().remove(lease.run());
+            if let Err(error) = inner.runs.release(&lease).await {
+                tracing::warn!(%error, "cluster: cannot give a run slot back now; it expires with its lease");
+            }
+            inner.freed.notify_waiters();
         })
     }
 
@@ -112,12 +127,17 @@ impl Inner {
 struct HeldSlot {
     inner: Arc<Inner>,
     lease: Lease,
+    /// Set once the permit's awaited release gave the lease back.
+    given_back: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for HeldSlot {
     fn drop(&mut self) {
-        self.inner.held.lock().remove(self.lease.run());
         self.inner.running.fetch_sub(1, Ordering::AcqRel);
+        if self.given_back.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.held.lock().remove(self.lease.run());
         self.inner.give_back(self.lease.clone());
     }
 }
