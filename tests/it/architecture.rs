@@ -33,6 +33,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // and events; no crate below the server may use them.
     ("agent-protocol", &["core-context"]),
     ("agent-client", &["core-context", "agent-protocol"]),
+    // AG-UI as the server speaks it: the engine's events (the wire's types) as AG-UI events,
+    // interrupts and resume answers; no transport, nothing above it. Only the server uses it.
+    ("agui-protocol", &["core-context", "agent-protocol"]),
     // Tokens into user ids: below the server, beside the client; the ids only.
     ("agent-auth", &["core-context"]),
     // The HTTP edge: headers, origins, bearer tokens, rate limits; what it reads (the token
@@ -112,6 +115,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "llm-agent",
             "mcp-tools",
             "agent-protocol",
+            "agui-protocol",
             "agent-chat",
             "agent-auth",
             "http-guard",

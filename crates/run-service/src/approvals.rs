@@ -6,19 +6,18 @@
 //! and the resume is claimed by exactly one node, the one whose decision (or expiry sweep)
 //! decided the run's last waiting call; that node resumes the run on a fresh engine of the
 //! user's, which claims a run slot like any run. The engine saves paused runs through
-//! [`HistoryPausedRuns`].
+//! [`HistoryPausedRuns`](crate::paused_runs::HistoryPausedRuns).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use agent_registry::{AgentError, DecidedCall, ResultLog};
-use async_trait::async_trait;
+use agent_registry::{AgentError, DecidedCall};
 use core_context::approval::Decision;
 use core_context::{RunId, ThreadId, UserExecutionContext, UserId};
-use execution_engine::{PausedRun, PausedRuns, Resume, RunOutcome, UserExecutionEngine};
-use history::{ApprovalRecord, DecideOutcome, WaitingCall};
+use execution_engine::{Resume, RunOutcome, UserExecutionEngine};
+use history::{ApprovalRecord, DecideOutcome};
 
-use crate::recorder::{Recorder, now_ms};
+use crate::recorder::now_ms;
 use crate::service::{Refusal, RunService};
 
 /// How many pending approvals `GET /v1/approvals` lists at most.
@@ -26,74 +25,6 @@ pub const MAX_LISTED_APPROVALS: usize = 200;
 
 /// Expired calls handled per sweep (the next sweep takes the rest).
 const EXPIRE_BATCH: usize = 100;
-
-/// The engine's paused runs, kept in the server's history store.
-pub struct HistoryPausedRuns {
-    recorder: Arc<Recorder>,
-}
-
-impl HistoryPausedRuns {
-    /// Paused runs kept by `recorder`'s store.
-    pub fn new(recorder: Arc<Recorder>) -> Self {
-        Self { recorder }
-    }
-}
-
-fn unix_ms(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-#[async_trait]
-impl ResultLog for HistoryPausedRuns {
-    async fn record(&self, run: &RunId, tool_call_id: &str, result: &serde_json::Value) {
-        match self
-            .recorder
-            .store()
-            .record_result(run, tool_call_id, result)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(%run, tool_call_id, "approvals: a call's result was already recorded")
-            }
-            Err(error) => {
-                tracing::warn!(%run, tool_call_id, %error, "approvals: cannot record a call's result")
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl PausedRuns for HistoryPausedRuns {
-    async fn save(&self, run: &PausedRun) -> Result<(), String> {
-        // The run's start (and its events so far) are written first.
-        self.recorder.writer().flush().await;
-        let stored = history::PausedRun {
-            user: run.user.clone(),
-            run_id: run.scope.run_id.clone(),
-            thread_id: run.scope.thread_id.clone(),
-            agent: run.scope.agent_name.to_string(),
-            message: run.message.clone(),
-            input: run.input.clone(),
-            state: run.state.clone(),
-            paused_ms: unix_ms(run.paused_at),
-            calls: run
-                .calls
-                .iter()
-                .map(|(call, expires)| WaitingCall {
-                    call: call.clone(),
-                    expires_ms: unix_ms(*expires),
-                })
-                .collect(),
-        };
-        self.recorder
-            .store()
-            .pause_run(&stored)
-            .await
-            .map_err(|e| e.to_string())
-    }
-}
 
 /// A decision that was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]

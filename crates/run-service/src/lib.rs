@@ -14,6 +14,7 @@
 //!   interrupted runs.
 //! - [`approvals`]: a person's decisions about tool calls that wait for approval, resuming
 //!   and cancelling paused runs, expiring undecided calls.
+//! - [`paused_runs`]: the engine's paused runs, kept in the history store.
 //! - [`tag`]: a user's tag in log lines, which names no user.
 //!
 //! **Architecture Invariant:** this crate depends on neither the wire protocol's crate nor an
@@ -24,6 +25,7 @@
 pub mod approvals;
 pub mod cluster;
 mod cluster_slots;
+pub mod paused_runs;
 pub mod recorder;
 pub mod service;
 pub mod sessions;

@@ -118,7 +118,7 @@ impl RunService {
         // With a history, runs that wait for approval are kept there (and outlive the process).
         let factory = match &recorder {
             Some(recorder) => factory.with_paused_runs(Arc::new(
-                crate::approvals::HistoryPausedRuns::new(Arc::clone(recorder)),
+                crate::paused_runs::HistoryPausedRuns::new(Arc::clone(recorder)),
             )),
             None => factory,
         };

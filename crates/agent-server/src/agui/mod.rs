@@ -1,5 +1,5 @@
 //! `POST /agui/{agent}`: a run for any AG-UI frontend. The body is AG-UI's `RunAgentInput`;
-//! the answer is the run's events as AG-UI events, as server-sent events (the `map` module).
+//! the answer is the run's events as AG-UI events, as server-sent events (the `agui-protocol` crate's `Mapper`).
 //!
 //! The run goes through the same path as a socket's `start_agent` (the token's user, the
 //! session's rules, the engine's limits), and its events are the user's stream's: the handler
@@ -20,10 +20,7 @@
 //!
 //! A run that pauses for approvals ends its response with `RUN_FINISHED` carrying an
 //! interrupt outcome, and a later `RunAgentInput` whose `resume` answers the interrupts
-//! resumes it and streams the rest of it (the `interrupts` module).
-
-mod interrupts;
-mod map;
+//! resumes it and streams the rest of it (`agui_protocol::interrupt`, `agui_protocol::answers`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -42,8 +39,8 @@ use serde::Deserialize as _;
 use serde_json::{Map, Value, json};
 use ws_bridge::Subscription;
 
-use self::map::{ClientIds, Mapper};
 use crate::app::Live;
+use agui_protocol::{ClientIds, Mapper};
 use http_guard::bearer::{authenticate, refuse};
 use server_metrics::Metrics;
 
@@ -61,7 +58,7 @@ struct Input {
     thread: Option<ThreadId>,
     options: Option<Map<String, Value>>,
     /// The answers to a paused run's interrupts, when this input resumes it.
-    resume: Option<Vec<interrupts::Answer>>,
+    resume: Option<Vec<agui_protocol::Answer>>,
 }
 
 /// `POST /agui/{agent}`.
@@ -172,7 +169,7 @@ fn status_of(code: &ErrorCode) -> StatusCode {
 async fn resume(
     runs: &Arc<RunService>,
     user: &UserId,
-    answers: Vec<interrupts::Answer>,
+    answers: Vec<agui_protocol::Answer>,
 ) -> Result<run_service::RunAccepted, run_service::Refusal> {
     let run = answers[0].run.clone();
     if answers.iter().any(|a| a.run != run) {
@@ -225,7 +222,7 @@ fn input(body: &Value, max_message_bytes: usize) -> Result<Input, String> {
     };
     let resume = match body.get("resume") {
         None | Some(Value::Null) => None,
-        Some(resume) => Some(interrupts::answers(resume)?),
+        Some(resume) => Some(agui_protocol::answers(resume)?),
     };
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
         return Err("`messages` must be an array of messages, the user's last".into());
@@ -411,7 +408,14 @@ impl RunStream {
             .filter(|w| w.run_id == self.guard.run.as_str())
             .map(|w| {
                 let parameters = tools.iter().find(|t| t.name == w.tool_name);
-                interrupts::interrupt(w, parameters.map(|t| &t.parameters))
+                let waiting = agui_protocol::Waiting {
+                    run_id: &w.run_id,
+                    tool_call_id: &w.tool_call_id,
+                    tool_name: &w.tool_name,
+                    arguments: &w.arguments,
+                    expires_ms: w.expires_ms,
+                };
+                agui_protocol::interrupt(&waiting, parameters.map(|t| &t.parameters))
             })
             .collect();
         let at = std::time::SystemTime::now()

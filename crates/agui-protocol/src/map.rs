@@ -27,14 +27,16 @@ use serde_json::{Map, Value, json};
 
 /// The client's own ids for the run (from `RunAgentInput`), echoed in the run's events.
 #[derive(Debug, Clone)]
-pub(crate) struct ClientIds {
-    pub(crate) thread_id: String,
-    pub(crate) run_id: String,
+pub struct ClientIds {
+    /// The client's `threadId`.
+    pub thread_id: String,
+    /// The client's `runId`.
+    pub run_id: String,
 }
 
 /// Turns one run's engine events into AG-UI events.
 #[derive(Debug)]
-pub(crate) struct Mapper {
+pub struct Mapper {
     ids: ClientIds,
     /// The top-level run (the engine's id).
     run_id: String,
@@ -48,7 +50,8 @@ pub(crate) struct Mapper {
 }
 
 impl Mapper {
-    pub(crate) fn new(ids: ClientIds, run_id: &str) -> Self {
+    /// A mapper for the run `run_id` (the engine's id), answering with the client's `ids`.
+    pub fn new(ids: ClientIds, run_id: &str) -> Self {
         Self {
             ids,
             run_id: run_id.to_owned(),
@@ -59,7 +62,7 @@ impl Mapper {
     }
 
     /// The events that open the stream once the run is accepted.
-    pub(crate) fn started(&self, thread_id: &str, epoch: &str, seq: u64) -> Vec<Value> {
+    pub fn started(&self, thread_id: &str, epoch: &str, seq: u64) -> Vec<Value> {
         vec![
             json!({"type": "RUN_STARTED", "threadId": self.ids.thread_id, "runId": self.ids.run_id,
                    "protocolVersion": "1.0"}),
@@ -70,7 +73,7 @@ impl Mapper {
 
     /// The AG-UI events for `event` (of the run or one of its sub-runs); `raw` is the
     /// engine's frame, carried as `rawEvent`.
-    pub(crate) fn map(&mut self, event: &AgentEvent, raw: &Value) -> Vec<Value> {
+    pub fn map(&mut self, event: &AgentEvent, raw: &Value) -> Vec<Value> {
         let run = event.run_id.as_str();
         let sub = (run != self.run_id).then(|| run.to_owned());
         let mut out = Vec::new();
@@ -146,7 +149,7 @@ impl Mapper {
 
     /// The end of the response of a run that paused: open text closed, then `RUN_FINISHED`
     /// with the interrupt outcome.
-    pub(crate) fn interrupted(&mut self, interrupts: Vec<Value>, at_ms: u64) -> Vec<Value> {
+    pub fn interrupted(&mut self, interrupts: Vec<Value>, at_ms: u64) -> Vec<Value> {
         let mut out = Vec::new();
         let run = self.run_id.clone();
         self.close_text(&run, &mut out);

@@ -12,19 +12,36 @@
 
 use core_context::RunId;
 use core_context::approval::Decision;
-use history::ApprovalRecord;
 use serde_json::{Value, json};
 
 /// One answered interrupt: the run, the call, and what was decided.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Answer {
-    pub(super) run: RunId,
-    pub(super) tool_call_id: String,
-    pub(super) decision: Decision,
+pub struct Answer {
+    /// The paused run (the engine's id).
+    pub run: RunId,
+    /// The waiting call.
+    pub tool_call_id: String,
+    /// What the answer decides.
+    pub decision: Decision,
+}
+
+/// A tool call waiting for a decision, as an interrupt names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting<'a> {
+    /// The paused run (the engine's id).
+    pub run_id: &'a str,
+    /// The call.
+    pub tool_call_id: &'a str,
+    /// Its tool.
+    pub tool_name: &'a str,
+    /// The arguments the agent asked for.
+    pub arguments: &'a Value,
+    /// When it expires (Unix ms).
+    pub expires_ms: i64,
 }
 
 /// The interrupt of a waiting call; `parameters` is the tool's argument schema, when known.
-pub(super) fn interrupt(record: &ApprovalRecord, parameters: Option<&Value>) -> Value {
+pub fn interrupt(record: &Waiting<'_>, parameters: Option<&Value>) -> Value {
     let expires = std::time::UNIX_EPOCH
         + std::time::Duration::from_millis(u64::try_from(record.expires_ms).unwrap_or(0));
     json!({
@@ -57,7 +74,7 @@ fn response_schema(parameters: Option<&Value>) -> Value {
 }
 
 /// The answers of a `RunAgentInput`'s `resume`; the error names the entry and the field.
-pub(super) fn answers(resume: &Value) -> Result<Vec<Answer>, String> {
+pub fn answers(resume: &Value) -> Result<Vec<Answer>, String> {
     let Some(entries) = resume.as_array() else {
         return Err("`resume` must be an array of {interruptId, status, payload}".into());
     };
@@ -185,18 +202,13 @@ mod tests {
 
     #[test]
     fn an_interrupt_names_its_run_call_and_answer() {
-        let record = ApprovalRecord {
-            run_id: "run_9".into(),
-            thread_id: "thr_9".into(),
-            agent: "assistant".into(),
-            tool_call_id: "call_9".into(),
-            tool_name: "calculator".into(),
-            arguments: json!({"expression": "12*7"}),
-            requested_ms: 0,
+        let arguments = json!({"expression": "12*7"});
+        let record = Waiting {
+            run_id: "run_9",
+            tool_call_id: "call_9",
+            tool_name: "calculator",
+            arguments: &arguments,
             expires_ms: 86_400_000,
-            status: history::ApprovalStatus::Pending,
-            decision: None,
-            decided_ms: None,
         };
         let params = json!({"type": "object", "properties": {"expression": {"type": "string"}}});
         let interrupt = interrupt(&record, Some(&params));

@@ -1,0 +1,19 @@
+//! AG-UI 1.0 as this server speaks it, with no transport: the server's `POST /agui/{agent}`
+//! handler (`crates/agent-server/src/agui/`) reads the request and writes server-sent events;
+//! what goes in them is decided here.
+//!
+//! - [`Mapper`]: one run's engine events (and its sub-runs') as AG-UI events, in `seq`
+//!   order; a run that paused for approvals ends with `RUN_FINISHED` carrying an interrupt
+//!   outcome ([`Mapper::interrupted`]).
+//! - [`interrupt`] and [`answers`]: a waiting tool call as an AG-UI interrupt, and a
+//!   `RunAgentInput`'s `resume` entries as the decisions they mean.
+//!
+//! `docs/agui.md` is the contract.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod interrupts;
+mod map;
+
+pub use interrupts::{Answer, Waiting, answers, interrupt};
+pub use map::{ClientIds, Mapper};
