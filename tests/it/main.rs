@@ -23,6 +23,7 @@ mod architecture;
 mod bridge;
 mod bridge_queues;
 mod browser;
+mod browser_approvals;
 mod browser_chat;
 mod browser_origin;
 mod chat_cli;

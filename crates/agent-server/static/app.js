@@ -59,6 +59,8 @@ function timeEl(ms, text) {
 }
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
 const json = (v) => { const p = el("pre", "json"); p.textContent = JSON.stringify(v, null, 2); return p; };
+// Tool-call approvals live in approvals.js (window.approvals); without it the page still works.
+function approvalHook(hook, ...args) { const a = window.approvals; return a && a[hook] ? a[hook](...args) : undefined; }
 
 // Markdown, sanitized: marked renders, with any raw HTML in the answer shown as text (a
 // model that writes `<script>` shows `<script>`), and DOMPurify keeps only safe HTML of what
@@ -129,6 +131,7 @@ function signOut(reason) {
   state.requests.clear();
   $("conversation").replaceChildren();
   $("threads").replaceChildren();
+  approvalHook("reset");
   clearNotices();
   composerNotice("");
   showSignIn(reason);
@@ -225,6 +228,7 @@ function onFrame(f) {
       break;
     }
     case "error": {
+      if (approvalHook("refused", f)) break;
       // A refusal of what was just sent (a frame too large to parse carries no request id)
       // shows next to the composer, where the text stays: nothing typed is lost.
       const mine = f.request_id ? state.requests.has(f.request_id) : state.requests.size > 0;
@@ -243,6 +247,7 @@ function onEstablished(f) {
   state.backoff = 500;
   setStatus("connected", "connected");
   for (const p of [...$("notices").querySelectorAll("p.warn")]) p.remove();
+  approvalHook("refresh");
   if (!f.resume && !state.historyTried) {
     // A new tab: show the user's latest conversation from the server's history; a server
     // that keeps none replays its stream's log instead, so every tab shows the same runs.
@@ -328,6 +333,7 @@ async function refreshThreads() {
     return li;
   });
   $("threads").replaceChildren(...items);
+  approvalHook("mark");
   return true;
 }
 // Shows thread `id` (or the newest, for null) from the history, and makes it the one the next
@@ -509,6 +515,7 @@ const rootOf = (run) => { while (run.parent) run = run.parent; return run; };
 function finish(run, stateName, text) {
   run.el.dataset.state = stateName;
   run.status.textContent = text;
+  approvalHook("settle", run);
   if (run.parent) return;
   const stop = run.el.querySelector(".reply-head .stop");
   if (stop) stop.remove();
@@ -545,6 +552,7 @@ function scrollToEnd(always) {
 // conversation and the live stream can overlap by a few events) is skipped.
 function render(e, seq) {
   const d = e.data || {};
+  approvalHook("track", e, seq);
   if (!e.parent_run_id && !belongs(e.thread_id)) { if (e.type === "agent_started") refreshThreads(); return; }
   const run = runView(e.run_id, e.parent_run_id, e.agent_name, d.message || "", e.thread_id);
   if (!run) return;
@@ -584,7 +592,11 @@ function render(e, seq) {
       row(run, seq, "stopped", d.reason);
       finish(run, "cancelled", "stopped");
       break;
+    // The run paused at a call a person decides: a card where it paused (approvals.js).
+    case "approval_requested": approvalHook("show", run, e); break;
+    case "approval_resolved": approvalHook("resolve", run, e); break;
   }
+  if (e.type === "tool_executing" || e.type === "tool_completed") approvalHook("followUp", run, e);
 }
 
 // ---- Sending ------------------------------------------------------------------------------
