@@ -29,7 +29,7 @@ pub(crate) fn servers() -> PathBuf {
     dir
 }
 
-fn everything() -> McpServerSpec {
+pub(crate) fn everything() -> McpServerSpec {
     let path = servers().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
     McpServerSpec::parse(&format!("everything=node '{}' stdio", path.display())).unwrap()
 }
