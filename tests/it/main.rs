@@ -24,6 +24,7 @@ mod bridge_queues;
 mod browser;
 mod browser_chat;
 mod browser_origin;
+mod chat_approvals;
 mod chat_cli;
 mod chat_page;
 mod client;
