@@ -28,6 +28,7 @@ mod browser;
 mod browser_approvals;
 mod browser_chat;
 mod browser_origin;
+mod chat_approvals;
 mod chat_cli;
 mod chat_page;
 mod client;

@@ -9,16 +9,20 @@
 //!
 //! Ctrl-C while an answer runs cancels that run; a second one stops waiting for it. Ctrl-C at
 //! the prompt clears the line (in a pipe, where there is no line to clear, it ends the input).
-//! A few commands start with `/` ([`Command`]): `/help` lists them.
+//! A run that asks for approval of a tool call is asked about (`ask`), one call after the
+//! other, and goes on once decided. A few commands start with `/` ([`Command`]): `/help`
+//! lists them.
 
 use agent_client::{Client, ClientError, RunAccepted};
 use agent_protocol::StartAgent;
 use core_context::ThreadId;
 use serde_json::{Map, Value};
 
+use crate::approval::{Invocation, listing};
 use crate::args::{ChatArgs, parse_input};
+use crate::ask::{Asked, ask};
 use crate::error::ChatError;
-use crate::follow::{CtrlC, RunView, accepted_frame, follow};
+use crate::follow::{CtrlC, Followed, RunView, accepted_frame, cancel, follow};
 use crate::prompt::{Line, Lines};
 use crate::terminal::{Caps, Output};
 use crate::timeline::Look;
@@ -30,14 +34,20 @@ const PROMPT: &str = "> ";
 const WELCOME: &str = "Type a message and press Enter; Ctrl-C cancels a running answer, \
                        Ctrl-D quits, /help lists the commands.";
 
+/// What a second Ctrl-C during a run does.
+const AGAIN: &str = "stop waiting for it";
+
 /// What `/help` says.
 const HELP: &str = "\
 Each line is a message to the agent, in the same thread. Commands:
   /agent NAME   talk to another agent from the next message on (/agent alone: which one)
   /input JSON   agent options for the next messages, a JSON object (/input alone: none)
   /new          start a new thread with the next message
+  /approvals    list the tool calls that wait for your approval, in any thread
   /quit         end the conversation (as Ctrl-D does)
-  //text        send \"/text\" as a message";
+  //text        send \"/text\" as a message
+A tool call that needs your approval is asked about: y runs it, n does not (you may say
+why), e runs it with other arguments (one JSON object); Ctrl-C there cancels the run.";
 
 /// One line of the conversation, read.
 #[derive(Debug, PartialEq)]
@@ -52,6 +62,7 @@ enum Command<'a> {
     /// `/input JSON`, read (`None`: no options).
     Input(Option<Map<String, Value>>),
     NewThread,
+    Approvals,
     Quit,
     /// A command that is not one, or a command's bad argument: what to tell the user.
     Wrong(String),
@@ -82,8 +93,9 @@ impl<'a> Command<'a> {
                 Err(e) => Command::Wrong(format!("/input {e}")),
             },
             ("new", None) => Command::NewThread,
+            ("approvals", None) => Command::Approvals,
             ("quit", None) => Command::Quit,
-            ("help" | "new" | "quit", Some(_)) => {
+            ("help" | "new" | "approvals" | "quit", Some(_)) => {
                 Command::Wrong(format!("/{name} takes nothing after it"))
             }
             _ => Command::Wrong(format!(
@@ -93,8 +105,17 @@ impl<'a> Command<'a> {
     }
 }
 
+/// Whether the conversation goes on after a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Next,
+    Quit,
+}
+
 /// The conversation: what the next message is sent with, and where output goes.
-struct Conversation {
+struct Conversation<'a> {
+    args: &'a ChatArgs,
+    token: &'a str,
     agent: String,
     input: Option<Map<String, Value>>,
     thread: Option<ThreadId>,
@@ -103,9 +124,16 @@ struct Conversation {
 }
 
 /// Runs the conversation on `client` until Ctrl-D, the end of the input, or a lost server.
-pub(crate) async fn converse(client: &mut Client, args: &ChatArgs) -> Result<(), ChatError> {
+/// `token` is the one the client connected with (for `/approvals`, over HTTP).
+pub(crate) async fn converse(
+    client: &mut Client,
+    args: &ChatArgs,
+    token: &str,
+) -> Result<(), ChatError> {
     let caps = Caps::detect();
     let mut chat = Conversation {
+        args,
+        token,
         agent: args.agent.clone(),
         input: args.input.clone(),
         thread: args.thread.clone(),
@@ -129,7 +157,12 @@ pub(crate) async fn converse(client: &mut Client, args: &ChatArgs) -> Result<(),
         }
         match Command::parse(&line) {
             Command::Empty => {}
-            Command::Say(message) => chat.turn(client, message).await?,
+            Command::Say(message) => {
+                if chat.turn(client, &mut lines, message).await? == Flow::Quit {
+                    return Ok(());
+                }
+            }
+            Command::Approvals => chat.approvals().await,
             Command::Quit => return Ok(()),
             command => chat.command(command),
         }
@@ -170,9 +203,15 @@ async fn next_line(lines: &mut Lines, client: &mut Client) -> Result<Line, ChatE
     }
 }
 
-impl Conversation {
-    /// Sends `message` and follows the run it starts until it ends.
-    async fn turn(&mut self, client: &mut Client, message: &str) -> Result<(), ChatError> {
+impl Conversation<'_> {
+    /// Sends `message` and follows the run it starts until it ends, asking about the tool
+    /// calls it waits on.
+    async fn turn(
+        &mut self,
+        client: &mut Client,
+        lines: &mut Lines,
+        message: &str,
+    ) -> Result<Flow, ChatError> {
         let request = StartAgent {
             agent: self.agent.clone(),
             message: message.to_owned(),
@@ -183,7 +222,7 @@ impl Conversation {
             Ok(accepted) => accepted,
             Err(ClientError::Server { code, message }) => {
                 self.out.note(&format!("not sent: {message} ({code})"));
-                return Ok(());
+                return Ok(Flow::Next);
             }
             Err(
                 e @ (ClientError::NotConnected
@@ -191,24 +230,52 @@ impl Conversation {
                 | ClientError::Timeout { .. }),
             ) => {
                 self.out.note(&format!("not sent: {e}"));
-                return Ok(());
+                return Ok(Flow::Next);
             }
             Err(e) => return Err(e.into()),
         };
         self.accepted(&accepted)?;
-        let mut view = RunView::new(&accepted, self.look);
-        let again = "stop waiting for it";
-        match follow(client, &accepted, &mut view, &mut self.out, again).await {
-            // The timeline said how the run ended.
-            Ok(()) | Err(ChatError::RunFailed { .. } | ChatError::RunCancelled { .. }) => Ok(()),
-            Err(ChatError::Interrupted { run_id }) => {
-                self.out.note(&format!(
-                    "stopped waiting for run {run_id}; it may still be running on the server"
-                ));
-                Ok(())
+        let run = &accepted.run_id;
+        let mut view = RunView::new(run, self.look);
+        loop {
+            let call = match follow(client, run, &mut view, &mut self.out, AGAIN).await {
+                Ok(Followed::Paused(call)) => call,
+                // The timeline said how the run ended.
+                Ok(Followed::Completed)
+                | Err(ChatError::RunFailed { .. } | ChatError::RunCancelled { .. }) => {
+                    return Ok(Flow::Next);
+                }
+                Err(ChatError::Interrupted { run_id }) => {
+                    self.out.note(&format!(
+                        "stopped waiting for run {run_id}; it may still be running on the server"
+                    ));
+                    return Ok(Flow::Next);
+                }
+                Err(e) => return Err(e),
+            };
+            match ask(client, lines, &mut self.out, run, &call).await? {
+                Asked::Decided => {}
+                Asked::Cancel => cancel(client, run, &mut view, &mut self.out, AGAIN).await?,
+                Asked::Quit => {
+                    self.out.note(&format!(
+                        "run {run} still waits for your approval; decide it later with {} \
+                         (or --reject, or --edit with --arguments JSON)",
+                        Invocation::of(self.args)
+                            .command(&["--approve", &format!("{run}/{}", call.tool_call_id)])
+                    ));
+                    return Ok(Flow::Quit);
+                }
             }
-            Err(e) => Err(e),
         }
+    }
+
+    /// `/approvals`: the calls that wait for the user, in any thread.
+    async fn approvals(&mut self) {
+        let said = match agent_client::pending_approvals(&self.args.server, self.token).await {
+            Ok(all) => listing(&all, &Invocation::of(self.args)),
+            Err(e) => format!("cannot list the approvals: {e}"),
+        };
+        self.out.note(said.trim_end());
     }
 
     /// The run was accepted: the frame in `--json` mode, and the thread when it is new.
@@ -247,7 +314,7 @@ impl Conversation {
                 "the next message starts a new thread".to_owned()
             }
             Command::Wrong(why) => why,
-            Command::Empty | Command::Say(_) | Command::Quit => return,
+            Command::Empty | Command::Say(_) | Command::Approvals | Command::Quit => return,
         };
         self.out.note(&said);
     }
@@ -274,6 +341,7 @@ mod tests {
             ("/input", Command::Input(None)),
             (r#"/input {"hang":true}"#, options(json!({"hang": true}))),
             ("/new", Command::NewThread),
+            ("/approvals", Command::Approvals),
             ("/quit", Command::Quit),
             (
                 "/input [1]",
@@ -284,6 +352,10 @@ mod tests {
             (
                 "/new thread",
                 Command::Wrong("/new takes nothing after it".into()),
+            ),
+            (
+                "/approvals all",
+                Command::Wrong("/approvals takes nothing after it".into()),
             ),
             (
                 "/etc",

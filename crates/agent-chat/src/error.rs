@@ -4,6 +4,8 @@ use std::io;
 
 use agent_client::ClientError;
 
+use crate::args::EXIT_WAITING_FOR_APPROVAL;
+
 /// Why `agent-server chat` failed; every message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -38,6 +40,28 @@ pub enum ChatError {
         /// Why.
         reason: String,
     },
+    /// The run paused for a person's approval; the commands that decide were printed.
+    #[error(
+        "run {run_id} waits for your approval of {}; decide with the commands above (exit code {EXIT_WAITING_FOR_APPROVAL})",
+        tool_calls(*calls)
+    )]
+    WaitingForApproval {
+        /// The paused run.
+        run_id: String,
+        /// How many of its calls wait.
+        calls: usize,
+    },
+    /// The server refused `--approve`, `--reject` or `--edit`.
+    #[error("the server refused the decision about {call} ({code}): {message}")]
+    DecisionRefused {
+        /// The call, as `RUN_ID/TOOL_CALL_ID`.
+        call: String,
+        /// The error code (`approval_not_found`, `approval_already_decided`,
+        /// `approval_expired`, `invalid_field`).
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
     /// The stream ended before the run did.
     #[error("the connection ended before run {run_id} did; it may still be running on the server")]
     Ended {
@@ -56,4 +80,24 @@ pub enum ChatError {
     /// Reading the conversation's next line failed.
     #[error("cannot read the next message: {0}")]
     Input(#[source] io::Error),
+}
+
+impl ChatError {
+    /// The process's exit code for this outcome: [`EXIT_WAITING_FOR_APPROVAL`] for a run that
+    /// waits for approval (a script can tell it apart), 1 for every failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ChatError::WaitingForApproval { .. } => EXIT_WAITING_FOR_APPROVAL,
+            _ => 1,
+        }
+    }
+}
+
+/// `n` tool calls, in words: "1 tool call", "2 tool calls".
+pub(crate) fn tool_calls(n: usize) -> String {
+    if n == 1 {
+        "1 tool call".to_owned()
+    } else {
+        format!("{n} tool calls")
+    }
 }

@@ -1,7 +1,9 @@
 //! Following one run until it ends: its events (and its sub-runs', indented) printed through
 //! the `timeline`, Ctrl-C sent as `cancel_run`, and while waiting, a status line that counts
 //! the time. The one-shot command and each turn of the conversation use the same loop; they
-//! differ only in what they do with its outcome.
+//! differ only in what they do with its outcome. A run that asks for approval (its own
+//! `approval_requested`, not a sub-run's) stops the loop too ([`Followed::Paused`]): the
+//! conversation asks the person and follows on; the one-shot command says how to decide.
 //!
 //! A dropped connection is resumed by the client, so the timeline has no gap. Ctrl-C sends
 //! `cancel_run` once and keeps printing until the run says it was cancelled; a second Ctrl-C
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use agent_client::{Client, Notice, RunAccepted, StreamItem};
 use agent_protocol::{EventKind, SequencedEvent, ServerFrame, UnknownFrame};
+use core_context::RunId;
+use core_context::approval::PendingCall;
 use tokio::time::MissedTickBehavior;
 
 use crate::error::ChatError;
@@ -20,20 +24,30 @@ use crate::timeline::{Look, RunFilter, Timeline};
 /// How often the status line is redrawn: often enough that its tenths of a second move.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Prints the run's events until its terminal event; Ctrl-C cancels it, and a second Ctrl-C
-/// stops waiting: `again` says what that means to the user ("quit without waiting").
+/// Where following a run stopped, short of a failure (an error).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Followed {
+    /// The run completed.
+    Completed,
+    /// The run asks for approval of this call (the first of its calls that wait, when
+    /// several do: following again gives the next).
+    Paused(PendingCall),
+}
+
+/// Prints the run's events until its terminal event, or until it asks for approval; Ctrl-C
+/// cancels it, and a second Ctrl-C stops waiting: `again` says what that means to the user
+/// ("quit without waiting"). Called again after a pause, it goes on where it stopped.
 pub(crate) async fn follow(
     client: &mut Client,
-    accepted: &RunAccepted,
+    run: &RunId,
     view: &mut RunView,
     out: &mut Output,
     again: &str,
-) -> Result<(), ChatError> {
-    let run_id = accepted.run_id.to_string();
+) -> Result<Followed, ChatError> {
+    let run_id = run.to_string();
     // The handler is installed only once the run is accepted: before that there is nothing to
     // cancel, and the default Ctrl-C (end the process) is the right thing.
     let mut ctrl_c = CtrlC::listen();
-    let mut cancel_sent = false;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let outcome = loop {
@@ -48,24 +62,40 @@ pub(crate) async fn follow(
                 }
             },
             () = ctrl_c.pressed() => {
-                out.text(&view.timeline.finish())?;
-                if cancel_sent {
+                if view.cancel_sent {
+                    out.text(&view.timeline.finish())?;
                     break Err(ChatError::Interrupted { run_id });
                 }
-                cancel_sent = true;
-                out.note(&format!("cancelling run {run_id}; press Ctrl-C again to {again}"));
-                if let Err(e) = client.cancel_run(&accepted.run_id).await {
-                    out.note(&format!("the server refused to cancel: {e}"));
-                }
+                cancel(client, run, view, out, again).await?;
             }
             _ = ticker.tick(), if out.has_status() => {
-                out.show_status(&status_text(view.elapsed(), cancel_sent, view.look.ansi));
+                out.show_status(&status_text(view.elapsed(), view.cancel_sent, view.look.ansi));
             }
         }
     };
     out.text(&view.timeline.flush())?;
     out.clear_status();
     outcome
+}
+
+/// Sends `cancel_run` for the run, saying so: its `agent_cancelled` follows in the stream,
+/// and a second Ctrl-C stops waiting for it (`again`).
+pub(crate) async fn cancel(
+    client: &Client,
+    run: &RunId,
+    view: &mut RunView,
+    out: &mut Output,
+    again: &str,
+) -> Result<(), ChatError> {
+    out.text(&view.timeline.finish())?;
+    view.cancel_sent = true;
+    out.note(&format!(
+        "cancelling run {run}; press Ctrl-C again to {again}"
+    ));
+    if let Err(e) = client.cancel_run(run).await {
+        out.note(&format!("the server refused to cancel: {e}"));
+    }
+    Ok(())
 }
 
 /// Ctrl-C, listened to from the moment the listener is made: a Ctrl-C pressed as soon as the
@@ -122,29 +152,32 @@ pub(crate) struct RunView {
     filter: RunFilter,
     pub(crate) timeline: Timeline,
     look: Look,
+    /// `cancel_run` was sent: a Ctrl-C now stops waiting.
+    cancel_sent: bool,
     /// The timeline's origin: when `run_accepted` arrived. Local time, not the events'
     /// timestamps, so that a server clock that differs from ours does not skew the figures.
     accepted_at: Instant,
 }
 
 impl RunView {
-    /// The view of the run `accepted` just started, laid out as `look` says.
-    pub(crate) fn new(accepted: &RunAccepted, look: Look) -> Self {
+    /// The view of `run`, started (or decided about) just now, laid out as `look` says.
+    pub(crate) fn new(run: &RunId, look: Look) -> Self {
         Self {
-            filter: RunFilter::new(accepted.run_id.as_str()),
+            filter: RunFilter::new(run.as_str()),
             timeline: Timeline::new(look),
             look,
+            cancel_sent: false,
             accepted_at: Instant::now(),
         }
     }
 
-    /// Shows one item of the stream. Returns the command's outcome when it ends the run
-    /// itself (a sub-run's end is just another line).
+    /// Shows one item of the stream. Returns where following stops when the item ends or
+    /// pauses the run itself (a sub-run's end is just another line).
     fn show(
         &mut self,
         item: &StreamItem,
         out: &mut Output,
-    ) -> Result<Option<Result<(), ChatError>>, ChatError> {
+    ) -> Result<Option<Result<Followed, ChatError>>, ChatError> {
         match item {
             StreamItem::Event(event) => self.event(event, out),
             StreamItem::Notice(Notice::NewerFrame(frame)) => {
@@ -163,7 +196,7 @@ impl RunView {
         &mut self,
         event: &SequencedEvent,
         out: &mut Output,
-    ) -> Result<Option<Result<(), ChatError>>, ChatError> {
+    ) -> Result<Option<Result<Followed, ChatError>>, ChatError> {
         let inner = &event.event;
         let parent = inner.parent_run_id.as_ref().map(|p| p.as_str());
         let Some(depth) = self.filter.depth_of(inner.run_id.as_str(), parent) else {
@@ -174,11 +207,7 @@ impl RunView {
         } else {
             out.text(&self.timeline.render(inner, self.elapsed(), depth))?;
         }
-        let outcome = if depth == 0 {
-            terminal_outcome(&inner.kind)
-        } else {
-            None
-        };
+        let outcome = if depth == 0 { stop(&inner.kind) } else { None };
         if outcome.is_some() {
             out.text(&self.timeline.finish())?;
         }
@@ -216,11 +245,21 @@ pub(crate) fn accepted_frame(accepted: &RunAccepted) -> String {
     .to_text()
 }
 
-/// The outcome a terminal event of the run means for the command, or `None` if `kind` does
-/// not end a run.
-fn terminal_outcome(kind: &EventKind) -> Option<Result<(), ChatError>> {
+/// Where an event of the run itself stops following it: its end (the outcome for the
+/// command), its asking for approval, or `None` for an event the run goes on after.
+fn stop(kind: &EventKind) -> Option<Result<Followed, ChatError>> {
     match kind {
-        EventKind::AgentCompleted { .. } => Some(Ok(())),
+        EventKind::AgentCompleted { .. } => Some(Ok(Followed::Completed)),
+        EventKind::ApprovalRequested {
+            tool_call_id,
+            tool_name,
+            arguments,
+            ..
+        } => Some(Ok(Followed::Paused(PendingCall {
+            tool_call_id: tool_call_id.clone(),
+            tool_name: tool_name.clone(),
+            arguments: arguments.clone(),
+        }))),
         EventKind::AgentError { code, message } => Some(Err(ChatError::RunFailed {
             code: code.clone(),
             message: message.clone(),
@@ -239,11 +278,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn terminal_events_decide_the_exit() {
-        let table: &[(&str, Option<Result<(), &str>>)] = &[
+    fn terminal_events_decide_the_exit_and_approvals_pause() {
+        let paused = Followed::Paused(PendingCall {
+            tool_call_id: "call_01JD6QE0C1".into(),
+            tool_name: "calculator".into(),
+            arguments: serde_json::json!({"expression": "12*7"}),
+        });
+        let table: &[(&str, Option<Result<Followed, &str>>)] = &[
             ("agent_started", None),
             ("agent_response_chunk", None),
-            ("agent_completed", Some(Ok(()))),
+            ("approval_resolved", None),
+            ("approval_requested", Some(Ok(paused))),
+            ("agent_completed", Some(Ok(Followed::Completed))),
             (
                 "agent_error",
                 Some(Err(
@@ -257,8 +303,8 @@ mod tests {
         ];
         for (kind, expected) in table {
             let event: SequencedEvent = serde_json::from_value(example(kind)).unwrap();
-            let got = terminal_outcome(&event.event.kind).map(|r| r.map_err(|e| e.to_string()));
-            let expected = expected.map(|r| r.map_err(str::to_owned));
+            let got = stop(&event.event.kind).map(|r| r.map_err(|e| e.to_string()));
+            let expected = expected.clone().map(|r| r.map_err(str::to_owned));
             assert_eq!(got, expected, "{kind}");
         }
     }

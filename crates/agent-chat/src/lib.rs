@@ -8,51 +8,72 @@
 //! resumed by the client, so the timeline has no gap. Ctrl-C sends `cancel_run` once and keeps
 //! printing until the run says it was cancelled; a second Ctrl-C quits without waiting.
 //!
+//! A run that pauses for a person's approval of a tool call is asked about in a conversation
+//! (`ask`: y, n or e); the one-shot command prints the waiting calls and the commands that
+//! decide them (`--approve`, `--reject`, `--edit`, which then follow the run) and exits with
+//! [`EXIT_WAITING_FOR_APPROVAL`] (`oneshot`).
+//!
 //! How events are printed is the `timeline` module (and `markdown` for a conversation's answer
-//! on a terminal), kept apart from IO and tested without a server; `terminal` decides what
-//! the terminal gets, `prompt` reads the conversation's lines. The command line is `args`
-//! ([`ChatArgs`], which the server's binary shows as its `chat` subcommand), the one error type
-//! `error` ([`ChatError`]).
+//! on a terminal), kept apart from IO and tested without a server, like `approval`, what is
+//! said and read about waiting calls; `terminal` decides what the terminal gets, `prompt`
+//! reads the conversation's lines. The command line is `args` ([`ChatArgs`], which the
+//! server's binary shows as its `chat` subcommand), the one error type `error`
+//! ([`ChatError`]).
 //!
 //! The crate knows nothing of the server's code: it speaks to a server over the wire, through
 //! `agent-client`, like any other client. Its modules use each other downwards only; this root
 //! uses them, and none uses the root:
-//! - `conversation` uses `args`, `error`, `follow`, `prompt`, `terminal`, `timeline`;
+//! - `conversation` uses `approval`, `args`, `ask`, `error`, `follow`, `prompt`, `terminal`,
+//!   `timeline`;
+//! - `oneshot` uses `approval`, `args`, `error`, `follow`, `terminal`, `timeline`;
+//! - `ask` uses `approval`, `args`, `error`, `follow`, `prompt`, `terminal`;
+//! - `approval` uses `args` and `terminal`;
 //! - `follow` uses `error`, `terminal`, `timeline`;
 //! - `timeline` uses `markdown` and `terminal`; `markdown` uses `terminal`, which makes agent
 //!   text safe to print;
-//! - `terminal` and `prompt` use `error`; `args` and `error` use nothing of the crate.
+//! - `terminal` and `prompt` use `error`, `error` uses `args`; `args` uses nothing of the
+//!   crate.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod approval;
 mod args;
+mod ask;
 mod conversation;
 mod error;
 mod follow;
 mod markdown;
+mod oneshot;
 mod prompt;
 mod terminal;
 mod timeline;
 
-use agent_client::{Backoff, Client, ClientConfig, ClientError, RunAccepted};
-use agent_protocol::StartAgent;
+use agent_client::{Backoff, Client, ClientConfig};
 
-pub use crate::args::ChatArgs;
+pub use crate::args::{CallRef, ChatArgs, EXIT_WAITING_FOR_APPROVAL};
 pub use crate::error::ChatError;
-use crate::follow::{RunView, accepted_frame, follow};
+use crate::oneshot::OneShot;
 use crate::terminal::Output;
-use crate::timeline::Look;
 
 /// Reconnect attempts before the command gives up on a server that went away.
 const RECONNECT_ATTEMPTS: u32 = 5;
 
-/// Runs `agent-server chat`: one run, printed until it ends; or, without a message, a
-/// conversation until Ctrl-D.
+/// Runs `agent-server chat`: one run, printed until it ends; a decision about a waiting tool
+/// call, then its run; the list of waiting calls; or, without a message, a conversation until
+/// Ctrl-D. [`ChatError::exit_code`] is the process's exit code for a failure.
 pub async fn run(args: ChatArgs) -> Result<(), ChatError> {
     let token = match (&args.user, &args.token) {
         (Some(user), _) => agent_client::get_dev_token(&args.server, user).await?.token,
         (None, Some(token)) => token.clone(),
         (None, None) => return Err(ChatError::NoCredentials),
     };
+    let mut one_shot = OneShot {
+        args: &args,
+        token: &token,
+        out: Output::plain(args.json),
+    };
+    if args.approvals {
+        return one_shot.list().await;
+    }
     let config = ClientConfig {
         backoff: Backoff {
             max_attempts: Some(RECONNECT_ATTEMPTS),
@@ -61,57 +82,16 @@ pub async fn run(args: ChatArgs) -> Result<(), ChatError> {
         ..ClientConfig::default()
     };
     let mut client = Client::connect_with(&args.server, &token, config).await?;
-    let mut out = Output::plain(args.json);
-    out.note(&format!(
+    one_shot.out.note(&format!(
         "connected to {} as {}",
         args.server,
         client.user_id()
     ));
-    let outcome = match &args.message {
-        Some(message) => one_run(&mut client, &args, message, &mut out).await,
-        None => conversation::converse(&mut client, &args).await,
+    let outcome = match (args.decision(), &args.message) {
+        (Some((call, decision)), _) => one_shot.decide(&mut client, call, decision).await,
+        (None, Some(message)) => one_shot.run(&mut client, message).await,
+        (None, None) => conversation::converse(&mut client, &args, &token).await,
     };
     client.close().await;
     outcome
-}
-
-/// The one-shot command: starts the run and follows it until it ends.
-async fn one_run(
-    client: &mut Client,
-    args: &ChatArgs,
-    message: &str,
-    out: &mut Output,
-) -> Result<(), ChatError> {
-    let accepted = start(client, args, message, out).await?;
-    let mut view = RunView::new(&accepted, Look::default());
-    follow(client, &accepted, &mut view, out, "quit without waiting").await
-}
-
-/// Sends `start_agent` and reports its acceptance.
-async fn start(
-    client: &Client,
-    args: &ChatArgs,
-    message: &str,
-    out: &mut Output,
-) -> Result<RunAccepted, ChatError> {
-    let request = StartAgent {
-        agent: args.agent.clone(),
-        message: message.to_owned(),
-        thread_id: args.thread.clone(),
-        input: args.input.clone(),
-    };
-    let accepted = client.start(request).await.map_err(|e| match e {
-        ClientError::Server { code, message } => ChatError::RunRefused {
-            code: code.to_string(),
-            message,
-        },
-        other => ChatError::Client(other),
-    })?;
-    out.raw(&accepted_frame(&accepted))?;
-    out.note(&format!(
-        "run {run} accepted on thread {thread} (continue it with --thread {thread}); Ctrl-C cancels",
-        run = accepted.run_id,
-        thread = accepted.thread_id,
-    ));
-    Ok(accepted)
 }

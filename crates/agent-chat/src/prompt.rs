@@ -30,11 +30,17 @@ pub(crate) enum Line {
     End,
 }
 
+/// A request for one line: the prompt, and whether the line goes into the editor's history
+/// (messages do; answers to a question, such as `y`, would only be in the way).
+type Ask = (String, bool);
+
 /// The conversation's source of lines.
 #[derive(Debug)]
 pub(crate) struct Lines {
+    /// The conversation's prompt.
+    prompt: &'static str,
     /// Asks the thread for one line.
-    ask: std_mpsc::Sender<()>,
+    ask: std_mpsc::Sender<Ask>,
     answers: mpsc::Receiver<io::Result<Line>>,
     /// A line was asked for and has not been received yet.
     asked: bool,
@@ -42,7 +48,8 @@ pub(crate) struct Lines {
 }
 
 impl Lines {
-    /// Reads stdin with `prompt` (shown by the editor, on a terminal only).
+    /// Reads stdin with `prompt` (shown by the editor, on a terminal only) unless another is
+    /// asked for ([`next_with`](Lines::next_with)).
     pub(crate) fn open(prompt: &'static str) -> Result<Self, ChatError> {
         let terminal = io::stdin().is_terminal();
         let (ask, asks) = std_mpsc::channel();
@@ -51,13 +58,14 @@ impl Lines {
             .name("chat-input".into())
             .spawn(move || {
                 if terminal {
-                    edit(prompt, &asks, &answer);
+                    edit(&asks, &answer);
                 } else {
                     plain(&asks, &answer);
                 }
             })
             .map_err(ChatError::Input)?;
         Ok(Self {
+            prompt,
             ask,
             answers,
             asked: false,
@@ -73,8 +81,19 @@ impl Lines {
 
     /// The next line. Cancel-safe: a line asked for by a dropped call is the next call's.
     pub(crate) async fn next(&mut self) -> Result<Line, ChatError> {
+        self.read((self.prompt.to_owned(), true)).await
+    }
+
+    /// The next line, read after `prompt` (on a terminal; in a pipe there is no prompt).
+    /// Cancel-safe like [`next`](Lines::next): a line asked for by a dropped call is the next
+    /// call's, read after the prompt it was asked with.
+    pub(crate) async fn next_with(&mut self, prompt: &str) -> Result<Line, ChatError> {
+        self.read((prompt.to_owned(), false)).await
+    }
+
+    async fn read(&mut self, ask: Ask) -> Result<Line, ChatError> {
         if !self.asked {
-            if self.ask.send(()).is_err() {
+            if self.ask.send(ask).is_err() {
                 return Ok(Line::End);
             }
             self.asked = true;
@@ -89,13 +108,13 @@ impl Lines {
     }
 }
 
-/// The thread's loop on a terminal: one edited line per request.
-fn edit(prompt: &str, asks: &std_mpsc::Receiver<()>, answers: &mpsc::Sender<io::Result<Line>>) {
+/// The thread's loop on a terminal: one edited line per request, after the request's prompt.
+fn edit(asks: &std_mpsc::Receiver<Ask>, answers: &mpsc::Sender<io::Result<Line>>) {
     // The terminal itself (/dev/tty) rather than stdout: with stdout piped (`chat | tee`), the
     // prompt and the line being typed still belong on the screen, not in the output.
     let editor = Config::builder()
         .behavior(Behavior::PreferTerm)
-        .auto_add_history(true)
+        .auto_add_history(false)
         .max_history_size(HISTORY)
         .map(|config| DefaultEditor::with_config(config.build()));
     let mut editor = match editor {
@@ -105,9 +124,15 @@ fn edit(prompt: &str, asks: &std_mpsc::Receiver<()>, answers: &mpsc::Sender<io::
             return;
         }
     };
-    for () in asks {
-        let line = match editor.readline(prompt) {
-            Ok(line) => Ok(Line::Text(line)),
+    for (prompt, remember) in asks {
+        let line = match editor.readline(&prompt) {
+            Ok(line) => {
+                if remember && !line.trim().is_empty() {
+                    // Only a full history fails to take a line; the line is still read.
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                Ok(Line::Text(line))
+            }
             // A resize or another signal the editor gave up on: ask again, like Ctrl-C.
             Err(ReadlineError::Interrupted | ReadlineError::Signal(_)) => Ok(Line::Cleared),
             Err(ReadlineError::Eof) => Ok(Line::End),
@@ -120,9 +145,9 @@ fn edit(prompt: &str, asks: &std_mpsc::Receiver<()>, answers: &mpsc::Sender<io::
 }
 
 /// The thread's loop on a pipe or a file: one line per request, no prompt.
-fn plain(asks: &std_mpsc::Receiver<()>, answers: &mpsc::Sender<io::Result<Line>>) {
+fn plain(asks: &std_mpsc::Receiver<Ask>, answers: &mpsc::Sender<io::Result<Line>>) {
     let mut lines = io::stdin().lock().lines();
-    for () in asks {
+    for _prompt in asks {
         let line = match lines.next() {
             Some(Ok(line)) => Ok(Line::Text(line.trim_end_matches('\r').to_owned())),
             Some(Err(e)) => Err(e),

@@ -9,7 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_protocol::{ResumeParams, StartAgent};
+use agent_protocol::{ResolveApproval, ResumeParams, StartAgent};
+use core_context::approval::Decision;
 use core_context::{RunId, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -176,6 +177,18 @@ impl Client {
         self.handle.cancel_run(run_id).await
     }
 
+    /// See [`ClientHandle::resolve_approval`].
+    pub async fn resolve_approval(
+        &self,
+        run_id: &RunId,
+        tool_call_id: &str,
+        decision: Decision,
+    ) -> Result<(), ClientError> {
+        self.handle
+            .resolve_approval(run_id, tool_call_id, decision)
+            .await
+    }
+
     /// See [`ClientHandle::ping`].
     pub async fn ping(&self) -> Result<Duration, ClientError> {
         self.handle.ping().await
@@ -249,6 +262,38 @@ impl ClientHandle {
             .await?
         {
             Reply::Cancelled => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Decides a tool call that waits for approval in one of the user's paused runs (its
+    /// `approval_requested` event gave `tool_call_id`). `Ok` means the server took the
+    /// decision: the run's `approval_resolved` follows in the stream, and once none of its
+    /// calls waits, the rest of the run (the server answers nothing else on success; the client
+    /// learns of it from a `ping` it sends right after, as for a cancel). A refusal is
+    /// [`ClientError::Server`] with the server's message and
+    /// [`ApprovalNotFound`](agent_protocol::ErrorCode::ApprovalNotFound) (not a call waiting
+    /// in one of the user's runs), [`ApprovalAlreadyDecided`](agent_protocol::ErrorCode::ApprovalAlreadyDecided),
+    /// [`ApprovalExpired`](agent_protocol::ErrorCode::ApprovalExpired), or
+    /// [`InvalidField`](agent_protocol::ErrorCode::InvalidField) (say, edited arguments that
+    /// do not fit the tool's schema).
+    ///
+    /// Like a `start`, it is not sent again after a dropped socket
+    /// ([`ClientError::ConnectionLost`]): the decision may have been taken, and a second one
+    /// would be refused as already decided.
+    pub async fn resolve_approval(
+        &self,
+        run_id: &RunId,
+        tool_call_id: &str,
+        decision: Decision,
+    ) -> Result<(), ClientError> {
+        let request = Request::Resolve(ResolveApproval {
+            run_id: run_id.clone(),
+            tool_call_id: tool_call_id.to_owned(),
+            decision,
+        });
+        match self.request(request, "answer to resolve_approval").await? {
+            Reply::Resolved => Ok(()),
             other => Err(unexpected(&other)),
         }
     }

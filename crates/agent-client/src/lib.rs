@@ -3,7 +3,8 @@
 //!
 //! A [`Client`] holds one user's connection (wire protocol v1, `docs/protocol.md`). It
 //! starts and cancels runs ([`Client::start_agent`], [`Client::start`],
-//! [`Client::cancel_run`]), matching answers to requests by `request_id` so that any number of
+//! [`Client::cancel_run`]) and decides tool calls that wait for approval
+//! ([`Client::resolve_approval`]), matching answers to requests by `request_id` so that any number of
 //! tasks can make requests at once ([`Client::handle`]); and it hands out the user's event
 //! stream ([`Client::next_item`]) with every `seq` exactly once and in order. When the socket
 //! drops, it reconnects with exponential backoff and jitter ([`Backoff`]) and resumes from the
@@ -11,7 +12,8 @@
 //! why (`TooOld`, `EpochChanged`, `SeqAhead`) and the stream continues from the new position.
 //! Requests in flight when the socket dropped fail with [`ClientError::ConnectionLost`] and
 //! are never sent twice. [`get_dev_token`] gets a development token from a server that serves
-//! them.
+//! them, and [`pending_approvals`] lists the user's calls waiting for a decision (both over HTTP,
+//! the `dev-token` feature).
 //!
 //! ```no_run
 //! use agent_client::{Client, StreamItem, get_dev_token};
@@ -47,6 +49,8 @@
 //! The vocabulary (frames, codes, events) is `agent-protocol`'s, never restated here.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(feature = "dev-token")]
+mod approvals;
 mod backoff;
 mod client;
 mod config;
@@ -55,6 +59,8 @@ mod connect;
 mod dev_token;
 mod driver;
 mod error;
+#[cfg(feature = "dev-token")]
+mod http;
 mod requests;
 mod sequence;
 mod stream;
@@ -63,6 +69,8 @@ mod url;
 #[cfg(test)]
 mod scripted_server_tests;
 
+#[cfg(feature = "dev-token")]
+pub use approvals::{PendingApproval, pending_approvals};
 pub use backoff::Backoff;
 pub use client::{Client, ClientHandle};
 pub use config::ClientConfig;

@@ -2,10 +2,10 @@
 //!
 //! The server handles one connection's frames in order and answers each before reading the
 //! next, so answers come in the order the requests were sent: `start_agent` gets exactly one
-//! (`run_accepted` or `error`), `ping` exactly one (`pong`), `cancel_run` an `error` or nothing.
-//! Answers are matched by the `request_id` the client generates; since a successful cancel has
-//! no answer, the client sends a `ping` after it, and a cancel still waiting when a later
-//! request is answered has succeeded. An `error` without a `request_id` (the server could not
+//! (`run_accepted` or `error`), `ping` exactly one (`pong`), `cancel_run` and
+//! `resolve_approval` an `error` or nothing. Answers are matched by the `request_id` the client
+//! generates; since a successful cancel or decision has no answer, the client sends a `ping`
+//! after it, and one still waiting when a later request is answered has succeeded. An `error` without a `request_id` (the server could not
 //! read the frame's id, for example a frame over its size limit) answers the oldest request;
 //! a `run_accepted` always carries its id, and one without is ignored.
 //!
@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use agent_protocol::{ClientFrame, ServerFrame, StartAgent};
+use agent_protocol::{ClientFrame, ResolveApproval, ServerFrame, StartAgent};
 use core_context::RunId;
 use tokio::sync::oneshot;
 
@@ -28,6 +28,8 @@ pub(crate) enum Request {
     Start(StartAgent),
     /// `cancel_run`.
     Cancel(RunId),
+    /// `resolve_approval`.
+    Resolve(ResolveApproval),
     /// `ping`.
     Ping,
 }
@@ -39,6 +41,8 @@ pub(crate) enum Reply {
     Accepted(RunAccepted),
     /// No `error` came for a `cancel_run`.
     Cancelled,
+    /// No `error` came for a `resolve_approval`.
+    Resolved,
     /// `pong`.
     Pong,
 }
@@ -50,7 +54,15 @@ pub(crate) type Responder = oneshot::Sender<Result<Reply, ClientError>>;
 enum Kind {
     Start,
     Cancel,
+    Resolve,
     Ping,
+}
+
+impl Kind {
+    /// Whether success has no answer of its own, so a `ping` follows to learn of it.
+    fn answered_by_silence(self) -> bool {
+        matches!(self, Kind::Cancel | Kind::Resolve)
+    }
 }
 
 #[derive(Debug)]
@@ -69,11 +81,13 @@ impl Entry {
         }
     }
 
-    /// Resolves an entry that a later answer went past: a cancel that drew no error has
-    /// succeeded; anything else was never answered, which the protocol does not allow.
+    /// Resolves an entry that a later answer went past: a cancel or a decision that drew no
+    /// error has succeeded; anything else was never answered, which the protocol does not
+    /// allow.
     fn passed(self) {
         let outcome = match self.kind {
             Kind::Cancel => Ok(Reply::Cancelled),
+            Kind::Resolve => Ok(Reply::Resolved),
             Kind::Start | Kind::Ping => Err(ClientError::Protocol(
                 "the server answered a later request before this one".into(),
             )),
@@ -103,6 +117,13 @@ impl InFlight {
                 Kind::Cancel,
                 ClientFrame::cancel_run(Some(request_id.clone()), run_id),
             ),
+            Request::Resolve(payload) => (
+                Kind::Resolve,
+                ClientFrame::ResolveApproval {
+                    request_id: Some(request_id.clone()),
+                    payload,
+                },
+            ),
             Request::Ping => (Kind::Ping, ClientFrame::Ping),
         };
         self.entries.push_back(Entry {
@@ -111,7 +132,7 @@ impl InFlight {
             responder: Some(responder),
         });
         let mut frames = vec![frame];
-        if kind == Kind::Cancel {
+        if kind.answered_by_silence() {
             self.entries.push_back(Entry {
                 request_id: None,
                 kind: Kind::Ping,
@@ -213,6 +234,7 @@ impl InFlight {
 mod tests {
     use agent_protocol::{ErrorCode, Timestamp};
     use core_context::ThreadId;
+    use core_context::approval::Decision;
 
     use super::*;
 
@@ -224,6 +246,14 @@ mod tests {
             message: "hi".into(),
             thread_id: None,
             input: None,
+        })
+    }
+
+    fn resolve() -> Request {
+        Request::Resolve(ResolveApproval {
+            run_id: run(1),
+            tool_call_id: "call_1".into(),
+            decision: Decision::Approve,
         })
     }
 
@@ -367,6 +397,33 @@ mod tests {
     }
 
     #[test]
+    fn decisions_are_answered_like_cancels() {
+        // Refused, or taken (its ping is answered first, or a later start's answer
+        // goes past it).
+        check(
+            vec![resolve()],
+            vec![
+                error(Some("req-1"), ErrorCode::ApprovalAlreadyDecided),
+                pong(),
+            ],
+            vec![Some(refused(ErrorCode::ApprovalAlreadyDecided))],
+            0,
+        );
+        check(
+            vec![resolve()],
+            vec![pong()],
+            vec![Some(Ok(Reply::Resolved))],
+            0,
+        );
+        check(
+            vec![resolve(), start()],
+            vec![accepted("req-2", 2)],
+            vec![Some(Ok(Reply::Resolved)), Some(ok_accepted(2))],
+            0,
+        );
+    }
+
+    #[test]
     fn a_lost_connection_fails_every_waiting_request() {
         let mut in_flight = InFlight::default();
         let mut receivers = Vec::new();
@@ -389,9 +446,16 @@ mod tests {
         let (a, _ra) = oneshot::channel();
         let (b, _rb) = oneshot::channel();
         let first = in_flight.send(start(), a);
+        let (c, _rc) = oneshot::channel();
         let second = in_flight.send(Request::Cancel(run(1)), b);
+        let third = in_flight.send(resolve(), c);
         assert_eq!(first[0].request_id(), Some("req-1"));
         assert_eq!(second[0].request_id(), Some("req-2"));
         assert_eq!(second[1], ClientFrame::Ping);
+        assert_eq!(
+            third[0].to_text(),
+            r#"{"type":"resolve_approval","request_id":"req-3","payload":{"run_id":"run_1","tool_call_id":"call_1","decision":"approve"}}"#
+        );
+        assert_eq!(third[1], ClientFrame::Ping);
     }
 }

@@ -15,6 +15,9 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use agent_protocol::ErrorCode;
+use core_context::approval::Decision;
+
 use crate::{Backoff, Client, ClientConfig, ClientError, Notice, StreamItem};
 
 /// A scripted server's listening socket.
@@ -388,4 +391,59 @@ async fn frames_of_newer_types_are_handed_on_in_order_with_their_seq() {
     assert_eq!(frame.value["data"]["x"], 1);
     drop(client);
     server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_decision_is_taken_by_silence_and_refused_by_an_error() {
+    let (script, url) = Script::start().await;
+    let server = tokio::spawn(async move {
+        let mut conn = script.next(None).await.unwrap();
+        conn.greet("ep_1", 0, None).await;
+        // Refused: the error names the request; the ping after it is answered as usual.
+        let refused = conn.frame().await;
+        assert_eq!(conn.frame().await["type"], "ping");
+        conn.send(format!(
+            r#"{{"type":"error","request_id":{},"code":"approval_expired","message":"too late"}}"#,
+            refused["request_id"]
+        ))
+        .await;
+        conn.send(r#"{"type":"pong","server_time":"2026-11-24T10:00:01.000000Z"}"#.into())
+            .await;
+        // Taken: nothing but the pong.
+        let taken = conn.frame().await;
+        assert_eq!(conn.frame().await["type"], "ping");
+        conn.send(r#"{"type":"pong","server_time":"2026-11-24T10:00:02.000000Z"}"#.into())
+            .await;
+        (refused, taken)
+    });
+    let client = Client::connect(&url, "t.t.t").await.unwrap();
+    let run = core_context::RunId::parse("run_x1").unwrap();
+    let late = client
+        .resolve_approval(&run, "call_1", Decision::Approve)
+        .await;
+    assert_eq!(
+        late,
+        Err(ClientError::Server {
+            code: ErrorCode::ApprovalExpired,
+            message: "too late".into(),
+        })
+    );
+    let edited = Decision::Edit {
+        arguments: serde_json::json!({"expression": "12*8"}),
+    };
+    client
+        .resolve_approval(&run, "call_2", edited)
+        .await
+        .unwrap();
+    let (refused, taken) = server.await.unwrap();
+    assert_eq!(refused["type"], "resolve_approval");
+    assert_eq!(
+        refused["payload"],
+        serde_json::json!({"run_id": "run_x1", "tool_call_id": "call_1", "decision": "approve"})
+    );
+    assert_eq!(
+        taken["payload"],
+        serde_json::json!({"run_id": "run_x1", "tool_call_id": "call_2", "decision": "edit",
+            "arguments": {"expression": "12*8"}})
+    );
 }

@@ -72,10 +72,21 @@ fn main() -> ExitCode {
             Command::Serve(args) => {
                 runtime().and_then(|rt| rt.block_on(server::serve_from_args(args)))
             }
-            Command::Chat(args) => runtime().and_then(|rt| {
-                rt.block_on(agent_chat::run(args))
-                    .map_err(|e| e.to_string())
-            }),
+            Command::Chat(args) => {
+                let chatted = runtime().map(|rt| rt.block_on(agent_chat::run(args)));
+                return match chatted {
+                    Ok(Ok(())) => ExitCode::SUCCESS,
+                    // A distinct code for a run that waits for approval, so a script can tell.
+                    Ok(Err(e)) => {
+                        eprintln!("agent-server: {e}");
+                        ExitCode::from(e.exit_code())
+                    }
+                    Err(message) => {
+                        eprintln!("agent-server: {message}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
         },
     };
     match outcome {
