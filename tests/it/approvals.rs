@@ -275,6 +275,19 @@ async fn each_decision_over_the_socket_and_http_resumes_the_assistant() {
     assert_eq!(detail["status"], "cancelled");
     let (_, listed) = http(addr, "GET", "/v1/approvals", Some("alice")).await;
     assert_eq!(listed["approvals"], json!([]));
+    // Five pauses, four decisions (one of each kind) and the time each waited, counted.
+    let metrics = crate::support::metrics_text(addr).await;
+    for line in [
+        "agent_server_approvals_requested_total 5",
+        "agent_server_approvals_resolved_total{decision=\"approve\"} 1",
+        "agent_server_approvals_resolved_total{decision=\"edit\"} 1",
+        "agent_server_approvals_resolved_total{decision=\"reject\"} 1",
+        "agent_server_approvals_resolved_total{decision=\"respond\"} 1",
+        "agent_server_approvals_resolved_total{decision=\"expired\"} 0",
+        "agent_server_approval_wait_seconds_count 4",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line:?} is not in {metrics}");
+    }
     server.shutdown().await;
 }
 
