@@ -286,7 +286,10 @@ async fn each_decision_over_the_socket_and_http_resumes_the_assistant() {
         "agent_server_approvals_resolved_total{decision=\"expired\"} 0",
         "agent_server_approval_wait_seconds_count 4",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "{line:?} is not in {metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} is not in {metrics}"
+        );
     }
     server.shutdown().await;
 }
