@@ -277,6 +277,13 @@ async fn approve_edit_and_reject_from_the_card() {
          && document.querySelectorAll('#conversation > .run[data-state=\"completed\"]').length === 3",
     )
     .await;
+    // The stopped run's events come in a request of their own: wait for its card too.
+    wait_js(
+        &b.client,
+        "the reloaded page shows the four cards",
+        "return document.querySelectorAll('.approval').length === 4",
+    )
+    .await;
     let stored = js(&b.client, "return [...document.querySelectorAll('.approval')].map(c => [c.dataset.status, c.querySelector('.approval-badge').textContent, c.querySelectorAll('.approval-actions button').length && c.querySelector('.approval-actions').offsetParent !== null])").await;
     assert_eq!(
         stored,

@@ -20,6 +20,7 @@ mod approvals_durable;
 mod approvals_engine;
 mod approvals_mcp;
 mod approvals_nodes;
+mod approvals_process;
 mod approvals_state;
 mod architecture;
 mod bridge;
