@@ -125,7 +125,7 @@ impl Paused {
 
     async fn cancel_as(&self, user: &UserId, at_ms: i64) -> Option<CancelledRun> {
         self.store
-            .cancel_paused(user, self.id(), at_ms)
+            .cancel_paused(user, self.id(), history::RunStatus::Cancelled, at_ms)
             .await
             .unwrap()
     }

@@ -22,6 +22,7 @@ mod approvals_mcp;
 mod approvals_nodes;
 mod approvals_process;
 mod approvals_state;
+mod approvals_thread;
 mod architecture;
 mod bridge;
 mod bridge_queues;

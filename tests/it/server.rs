@@ -259,6 +259,7 @@ async fn users_cannot_cancel_each_others_runs_or_use_each_others_threads() {
         message: message.into(),
         thread_id: Some(run.thread_id.clone()),
         input: None,
+        multitask: None,
     };
 
     let refused = bob.cancel_run(&run.run_id).await.unwrap_err();

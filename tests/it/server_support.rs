@@ -343,6 +343,7 @@ pub fn synthetic(input: Value) -> agent_protocol::StartAgent {
         message: "go".into(),
         thread_id: None,
         input: input.as_object().cloned(),
+        multitask: None,
     }
 }
 

@@ -217,6 +217,7 @@ impl Conversation<'_> {
             message: message.to_owned(),
             thread_id: self.thread.clone(),
             input: self.input.clone(),
+            multitask: None,
         };
         let accepted = match client.start(request).await {
             Ok(accepted) => accepted,

@@ -96,6 +96,7 @@ impl OneShot<'_> {
             message: message.to_owned(),
             thread_id: args.thread.clone(),
             input: args.input.clone(),
+            multitask: None,
         };
         let accepted = client.start(request).await.map_err(|e| match e {
             ClientError::Server { code, message } => ChatError::RunRefused {

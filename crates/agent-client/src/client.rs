@@ -231,6 +231,7 @@ impl ClientHandle {
             message: message.to_owned(),
             thread_id: None,
             input: None,
+            multitask: None,
         })
         .await
     }

@@ -246,6 +246,7 @@ mod tests {
             message: "hi".into(),
             thread_id: None,
             input: None,
+            multitask: None,
         })
     }
 

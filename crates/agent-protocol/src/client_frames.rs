@@ -6,6 +6,7 @@
 //! (clients show them), so the table test below pins them.
 
 use core_context::approval::Decision;
+use core_context::multitask::Multitask;
 use core_context::{RunId, ThreadId};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -82,6 +83,9 @@ pub struct StartAgent {
     /// Agent-specific options, handed to the agent as they are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<Map<String, Value>>,
+    /// What to do with the thread's live run, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multitask: Option<Multitask>,
 }
 
 /// The payload of `cancel_run`.
@@ -349,11 +353,33 @@ impl Fields<'_> {
                 ));
             }
         };
+        let multitask = match payload.get("multitask") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) => Some(Multitask::parse(name).ok_or_else(|| {
+                self.fail(
+                    ErrorCode::InvalidField,
+                    format!(
+                        "payload.multitask {name:?} is not a strategy; use one of {}",
+                        Multitask::NAMES.join(", ")
+                    ),
+                )
+            })?),
+            Some(other) => {
+                return Err(self.fail(
+                    ErrorCode::InvalidField,
+                    format!(
+                        "payload.multitask must be a string, got {}",
+                        json_kind(other)
+                    ),
+                ));
+            }
+        };
         Ok(StartAgent {
             agent: agent.to_owned(),
             message,
             thread_id: self.thread_id(payload)?,
             input,
+            multitask,
         })
     }
 
@@ -386,6 +412,7 @@ impl Fields<'_> {
             message: self.non_empty(message)?,
             thread_id: self.thread_id(payload)?,
             input: None,
+            multitask: None,
         })
     }
 

@@ -67,6 +67,9 @@ error_codes! {
     ApprovalAlreadyDecided = "approval_already_decided",
     /// The call expired before it was decided; the run went on without it (HTTP 410).
     ApprovalExpired = "approval_expired",
+    /// The thread's run waits for approvals: decide them, or send with `multitask`
+    /// `interrupt` or `rollback` to drop it.
+    ThreadWaitingForApproval = "thread_waiting_for_approval",
     /// The thread does not exist for this user (another user's thread looks the same).
     ThreadNotFound = "thread_not_found",
     /// The server is shutting down and takes no new runs.

@@ -71,6 +71,7 @@ pub fn run_request(
         thread_id: start.thread_id,
         input: start.input,
         request_id,
+        multitask: start.multitask,
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`sink`]: the [`EventSink`] trait, the one way anything emits an event.
 //! - [`redact`]: redaction of sensitive values and truncation of long ones before they leave.
 //! - [`approval`]: a tool call waiting for a person, and the person's decision.
+//! - [`multitask`]: what a new message into a thread does to the thread's live run.
 //! - [`lifecycle`]: the checker of the run lifecycle guarantees, shared by every test that
 //!   claims them (and usable by clients that want to verify a stream).
 
@@ -18,6 +19,7 @@ pub mod epoch;
 pub mod event;
 pub mod id;
 pub mod lifecycle;
+pub mod multitask;
 pub mod redact;
 pub mod sink;
 

@@ -230,15 +230,23 @@ pub trait ApprovalStore: Send + Sync {
         result: &Value,
     ) -> Result<bool, HistoryError>;
 
-    /// Cancels `user`'s paused run: its waiting calls become `cancelled` and the run
-    /// `cancelled` at `now_ms`. `None` when it is not `user`'s, not paused, or was resumed or
-    /// cancelled first.
+    /// Ends `user`'s paused run: its waiting calls become `cancelled` and the run `ending`
+    /// (`cancelled`, or `interrupted` by a new message in its thread) at `now_ms`. `None` when
+    /// it is not `user`'s, not paused, or was resumed or ended first.
     async fn cancel_paused(
         &self,
         user: &UserId,
         run: &RunId,
+        ending: crate::RunStatus,
         now_ms: i64,
     ) -> Result<Option<CancelledRun>, HistoryError>;
+
+    /// `user`'s run paused in `thread`, if one is (a thread holds at most one live run).
+    async fn paused_in_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> Result<Option<RunId>, HistoryError>;
 
     /// Expires up to `limit` pending calls past their expiry at `now_ms`. Returns only the
     /// calls this call expired: concurrent sweepers never both return one.

@@ -363,6 +363,7 @@ impl ApprovalStore for SqlStore {
         &self,
         user: &UserId,
         run: &RunId,
+        ending: crate::RunStatus,
         now_ms: i64,
     ) -> Result<Option<CancelledRun>, HistoryError> {
         let mut tx = self.pool.begin().await?;
@@ -385,11 +386,12 @@ impl ApprovalStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE runs SET status = 'cancelled', finished_ms = $2 \
+            "UPDATE runs SET status = $3, finished_ms = $2 \
              WHERE id = $1 AND status = 'waiting_for_approval'",
         )
         .bind(run.as_str())
         .bind(now_ms)
+        .bind(ending.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -398,6 +400,27 @@ impl ApprovalStore for SqlStore {
             thread_id: id("thread id", ThreadId::parse, &thread)?,
             agent: paused.try_get("agent")?,
         }))
+    }
+
+    async fn paused_in_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> Result<Option<RunId>, HistoryError> {
+        let row = sqlx::query(
+            "SELECT run_id FROM paused_runs WHERE thread_id = $1 AND user_id = $2 LIMIT 1",
+        )
+        .bind(thread.as_str())
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => {
+                let run: String = row.try_get("run_id")?;
+                Ok(Some(id("run id", RunId::parse, &run)?))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn expire_approvals(

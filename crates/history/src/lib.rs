@@ -95,6 +95,10 @@ pub trait HistoryStore: ApprovalStore + Send + Sync + 'static {
         title: &str,
     ) -> Result<bool, HistoryError>;
 
+    /// Erases `user`'s run with its events and approvals (its thread stays); false for
+    /// another user's or a missing one.
+    async fn delete_run(&self, user: &UserId, run: &RunId) -> Result<bool, HistoryError>;
+
     /// Erases `user`'s thread with its runs, events and approvals; false for another user's
     /// or a missing one.
     async fn delete_thread(&self, user: &UserId, thread: &ThreadId) -> Result<bool, HistoryError>;

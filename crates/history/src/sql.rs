@@ -339,6 +339,26 @@ impl HistoryStore for SqlStore {
         Ok(renamed > 0)
     }
 
+    async fn delete_run(&self, user: &UserId, run: &RunId) -> Result<bool, HistoryError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM runs WHERE id = $1 AND user_id = $2")
+            .bind(run.as_str())
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted > 0 {
+            for table in ["run_event_chunks", "paused_runs", "approvals"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE run_id = $1"))
+                    .bind(run.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
     async fn delete_thread(&self, user: &UserId, thread: &ThreadId) -> Result<bool, HistoryError> {
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM threads WHERE id = $1 AND user_id = $2")

@@ -394,7 +394,7 @@ mod tests {
 
     use crate::{
         ApprovalRecord, ApprovalStore, CancelledRun, DecideOutcome, ExpiredCall, HistoryError,
-        Page, PausedRun, Resumable, RunDetail, ThreadDetail, ThreadSummary,
+        Page, PausedRun, Resumable, RunDetail, RunStatus, ThreadDetail, ThreadSummary,
     };
 
     /// A store whose `apply` fails its first `failures` calls, then counts what it stored.
@@ -449,8 +449,16 @@ mod tests {
             &self,
             _: &UserId,
             _: &RunId,
+            _: RunStatus,
             _: i64,
         ) -> Result<Option<CancelledRun>, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn paused_in_thread(
+            &self,
+            _: &UserId,
+            _: &ThreadId,
+        ) -> Result<Option<RunId>, HistoryError> {
             unreachable!("the writer only applies")
         }
         async fn expire_approvals(
@@ -498,6 +506,9 @@ mod tests {
             _: &ThreadId,
             _: &str,
         ) -> Result<bool, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn delete_run(&self, _: &UserId, _: &RunId) -> Result<bool, HistoryError> {
             unreachable!("the writer only applies")
         }
         async fn delete_thread(&self, _: &UserId, _: &ThreadId) -> Result<bool, HistoryError> {

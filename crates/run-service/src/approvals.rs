@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use agent_registry::{AgentError, DecidedCall};
 use core_context::approval::Decision;
+use core_context::multitask::Multitask;
 use core_context::{RunId, ThreadId, UserExecutionContext, UserId};
 use execution_engine::{Resume, RunOutcome, UserExecutionEngine};
-use history::{ApprovalRecord, DecideOutcome};
+use history::{ApprovalRecord, DecideOutcome, RunStatus};
 
 use crate::recorder::now_ms;
 use crate::service::{Refusal, RunService};
@@ -154,25 +155,84 @@ impl RunService {
         }
     }
 
-    /// Cancels `user`'s paused run `run`: its waiting calls are dropped and it ends with
-    /// `agent_cancelled`. False when it is not a paused run of theirs.
-    pub(crate) async fn cancel_paused(&self, user: &UserId, run: &RunId) -> Result<bool, Refusal> {
+    /// Ends `user`'s paused run `run` as `ending` says: its waiting calls are dropped and it
+    /// ends with `agent_cancelled`. False when it is not a paused run of theirs.
+    pub(crate) async fn cancel_paused(
+        &self,
+        user: &UserId,
+        run: &RunId,
+        ending: Ending,
+    ) -> Result<bool, Refusal> {
         let Some(recorder) = self.recorder() else {
             return Ok(false);
         };
+        let (status, reason) = match ending {
+            Ending::Cancelled(reason) => (RunStatus::Cancelled, reason),
+            Ending::Interrupted | Ending::RolledBack => (
+                RunStatus::Interrupted,
+                "interrupted by a new message in its thread",
+            ),
+        };
         let Some(cancelled) = recorder
             .store()
-            .cancel_paused(user, run, now_ms())
+            .cancel_paused(user, run, status, now_ms())
             .await
             .map_err(store_failed)?
         else {
             return Ok(false);
         };
         let engine = self.paused_engine(user, &cancelled.thread_id, run)?;
-        let outcome = RunOutcome::Cancelled("cancelled by the user".to_owned());
+        let outcome = RunOutcome::Cancelled(reason.to_owned());
         engine.end_paused_run(&cancelled.agent, &outcome);
         self.factory().release(&engine);
+        if ending == Ending::RolledBack {
+            // Its end is stored first, so nothing of it comes back after the erasure.
+            recorder.writer().flush().await;
+            recorder
+                .store()
+                .delete_run(user, run)
+                .await
+                .map_err(store_failed)?;
+        }
         Ok(true)
+    }
+
+    /// A new message into `thread`: when the thread's run waits for approvals, `interrupt`
+    /// and `rollback` end it first; any other strategy is refused with
+    /// `thread_waiting_for_approval`, naming the run (the waiting run is never dropped
+    /// silently).
+    pub(crate) async fn settle_waiting_run(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        multitask: Option<Multitask>,
+    ) -> Result<(), Refusal> {
+        let Some(recorder) = self.recorder() else {
+            return Ok(());
+        };
+        let Some(run) = recorder
+            .store()
+            .paused_in_thread(user, thread)
+            .await
+            .map_err(store_failed)?
+        else {
+            return Ok(());
+        };
+        let ending = match multitask {
+            Some(Multitask::Interrupt) => Ending::Interrupted,
+            Some(Multitask::Rollback) => Ending::RolledBack,
+            _ => {
+                return Err(Refusal::new(
+                    "thread_waiting_for_approval",
+                    format!(
+                        "run {run} of this thread waits for your approval of a tool call: decide it (GET /v1/approvals), or send this message with multitask \"interrupt\" (the run ends as interrupted) or \"rollback\" (the run is erased)"
+                    ),
+                ));
+            }
+        };
+        // Decided or resumed meanwhile: the thread no longer waits, the message goes on.
+        self.cancel_paused(user, &run, ending).await?;
+        Ok(())
     }
 
     /// Claims `run`'s resume (exactly one node does, once its calls are all decided) and
@@ -269,6 +329,17 @@ impl RunService {
             )
         })
     }
+}
+
+/// How a paused run ends when it is not resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Cancelled (by its user), with the reason its `agent_cancelled` gives.
+    Cancelled(&'static str),
+    /// Ended by a new message in its thread (`multitask` `interrupt`): status `interrupted`.
+    Interrupted,
+    /// Ended and erased by a new message in its thread (`multitask` `rollback`).
+    RolledBack,
 }
 
 /// How long a call waited since `requested_ms`.

@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use agent_registry::{AgentInput, Turn};
+use core_context::multitask::Multitask;
 use core_context::{ConnectionId, RunId, ThreadId, UserExecutionContext, UserId};
 use execution_engine::{ExecutionEngineFactory, RunHandle, RunOutcome, UserExecutionEngine};
 use serde_json::{Map, Value, json};
 
+use crate::approvals::Ending;
 use crate::cluster::Cluster;
 use crate::recorder::Recorder;
 use crate::sessions::Sessions;
@@ -53,6 +55,8 @@ pub struct RunRequest {
     pub input: Option<Map<String, Value>>,
     /// The client's id for the request (kept in the run's audit trail).
     pub request_id: Option<String>,
+    /// What to do with the thread's live run (today: one that waits for approvals).
+    pub multitask: Option<Multitask>,
 }
 
 /// A run that started.
@@ -183,6 +187,10 @@ impl RunService {
         }
         self.stored_thread_is_theirs(user, request.thread_id.as_ref())
             .await?;
+        if let Some(thread) = &request.thread_id {
+            self.settle_waiting_run(user, thread, request.multitask)
+                .await?;
+        }
         let thread = self.sessions.admit(user, request.thread_id.clone())?;
         let history = match (&self.recorder, &request.thread_id) {
             (Some(recorder), Some(thread)) => recorder.turns(user, thread).await,
@@ -318,7 +326,12 @@ impl RunService {
             }),
             None => false,
         };
-        if elsewhere || self.cancel_paused(user, run_id).await? {
+        let reason = "cancelled by the user";
+        if elsewhere
+            || self
+                .cancel_paused(user, run_id, Ending::Cancelled(reason))
+                .await?
+        {
             return Ok(());
         }
         Err(Refusal::new(

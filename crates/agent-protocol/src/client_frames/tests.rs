@@ -266,6 +266,7 @@ fn built_frames_have_the_wire_shape() {
             message: "hi".into(),
             thread_id: None,
             input: None,
+            multitask: None,
         },
     );
     assert_eq!(

@@ -33,6 +33,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use core_context::multitask::Multitask;
 use core_context::{RunId, ThreadId, UserId};
 use run_service::{RunRequest, RunService};
 use serde::Deserialize as _;
@@ -59,6 +60,8 @@ struct Input {
     options: Option<Map<String, Value>>,
     /// The answers to a paused run's interrupts, when this input resumes it.
     resume: Option<Vec<agui_protocol::Answer>>,
+    /// `forwardedProps.multitask`: what to do with the thread's live run.
+    multitask: Option<Multitask>,
 }
 
 /// `POST /agui/{agent}`.
@@ -110,6 +113,7 @@ pub(crate) async fn run(
                 thread_id: input.thread,
                 input: input.options,
                 request_id: None,
+                multitask: input.multitask,
             };
             let connection = subscription.connection_id().clone();
             live.runs.start(&user, &connection, request).await
@@ -158,7 +162,9 @@ fn status_of(code: &ErrorCode) -> StatusCode {
         ErrorCode::ShuttingDown | ErrorCode::EngineClosed => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::ApprovalNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::ApprovalAlreadyDecided => StatusCode::CONFLICT,
+        ErrorCode::ApprovalAlreadyDecided | ErrorCode::ThreadWaitingForApproval => {
+            StatusCode::CONFLICT
+        }
         ErrorCode::ApprovalExpired => StatusCode::GONE,
         _ => StatusCode::BAD_REQUEST,
     }
@@ -235,6 +241,7 @@ fn input(body: &Value, max_message_bytes: usize) -> Result<Input, String> {
             thread: None,
             options: None,
             resume,
+            multitask: None,
         });
     }
     let Some(last) = messages.last() else {
@@ -255,10 +262,20 @@ fn input(body: &Value, max_message_bytes: usize) -> Result<Input, String> {
             message.len()
         ));
     }
-    let options = match body.get("forwardedProps") {
+    let mut options = match body.get("forwardedProps") {
         None | Some(Value::Null) => None,
         Some(Value::Object(props)) => Some(props.clone()),
         Some(_) => return Err("`forwardedProps` must be an object (the agent's options)".into()),
+    };
+    let multitask = match options.as_mut().and_then(|o| o.remove("multitask")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(Multitask::parse(&name).ok_or_else(|| {
+            format!(
+                "`forwardedProps.multitask` {name:?} is not a strategy; use one of {}",
+                Multitask::NAMES.join(", ")
+            )
+        })?),
+        Some(_) => return Err("`forwardedProps.multitask` must be a string".into()),
     };
     let thread = ThreadId::parse(&ids.thread_id).ok();
     Ok(Input {
@@ -267,6 +284,7 @@ fn input(body: &Value, max_message_bytes: usize) -> Result<Input, String> {
         thread,
         options,
         resume: None,
+        multitask,
     })
 }
 

@@ -141,6 +141,7 @@ impl Task {
                 message: "load".to_owned(),
                 thread_id: None,
                 input: Some(self.input.clone()),
+                multitask: None,
             },
         );
         let now = Instant::now();
