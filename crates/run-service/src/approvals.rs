@@ -18,6 +18,7 @@ use core_context::{RunId, ThreadId, UserExecutionContext, UserId};
 use execution_engine::{Resume, RunOutcome, UserExecutionEngine};
 use history::{ApprovalRecord, DecideOutcome, RunStatus};
 
+use crate::paused_runs::Ending;
 use crate::recorder::now_ms;
 use crate::service::{Refusal, RunService};
 
@@ -329,17 +330,6 @@ impl RunService {
             )
         })
     }
-}
-
-/// How a paused run ends when it is not resumed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ending {
-    /// Cancelled (by its user), with the reason its `agent_cancelled` gives.
-    Cancelled(&'static str),
-    /// Ended by a new message in its thread (`multitask` `interrupt`): status `interrupted`.
-    Interrupted,
-    /// Ended and erased by a new message in its thread (`multitask` `rollback`).
-    RolledBack,
 }
 
 /// How long a call waited since `requested_ms`.

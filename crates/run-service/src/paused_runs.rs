@@ -1,5 +1,7 @@
 //! [`HistoryPausedRuns`]: the engine's paused runs (`execution_engine::PausedRuns`), kept in
-//! the server's history store, and the results of approved calls recorded there.
+//! the server's history store, and the results of approved calls recorded there; and how a
+//! paused run ends when it is not resumed (`Ending`), which the service's cancel and the
+//! approvals share.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -78,4 +80,15 @@ impl PausedRuns for HistoryPausedRuns {
             .await
             .map_err(|e| e.to_string())
     }
+}
+
+/// How a paused run ends when it is not resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Cancelled (by its user), with the reason its `agent_cancelled` gives.
+    Cancelled(&'static str),
+    /// Ended by a new message in its thread (`multitask` `interrupt`): status `interrupted`.
+    Interrupted,
+    /// Ended and erased by a new message in its thread (`multitask` `rollback`).
+    RolledBack,
 }

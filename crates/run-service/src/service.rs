@@ -18,8 +18,8 @@ use core_context::{ConnectionId, RunId, ThreadId, UserExecutionContext, UserId};
 use execution_engine::{ExecutionEngineFactory, RunHandle, RunOutcome, UserExecutionEngine};
 use serde_json::{Map, Value, json};
 
-use crate::approvals::Ending;
 use crate::cluster::Cluster;
+use crate::paused_runs::Ending;
 use crate::recorder::Recorder;
 use crate::sessions::Sessions;
 use crate::tag::user_tag;
