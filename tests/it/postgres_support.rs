@@ -83,6 +83,18 @@ impl PostgresServer {
 
     /// `tls`: the certificates' directory, and whether clients need a certificate too.
     fn start_with(tls: Option<(&Path, bool)>) -> Self {
+        // The free port is found by binding and letting go, so another test's server may take
+        // it first; then this postgres exits at once, and what answers on the port is not a
+        // database. Such a start is seen (the child has exited) and tried again on another port.
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start(tls) {
+                return server;
+            }
+        }
+        panic!("postgres did not start on any of 5 free ports");
+    }
+
+    fn try_start(tls: Option<(&Path, bool)>) -> Option<Self> {
         let bin = bin_dir();
         let user = run_as();
         let port = TcpListener::bind("127.0.0.1:0")
@@ -114,20 +126,37 @@ impl PostgresServer {
             postgres.args(tls_options(certificates, client_certificates, &data, user));
         }
         let child = postgres.spawn().expect("run postgres");
-        let server = Self {
+        let mut server = Self {
             child: Some(child),
             port,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            let exited = server
+                .child
+                .as_mut()
+                .is_some_and(|child| !matches!(child.try_wait(), Ok(None)));
+            if exited {
+                // Dropping it removes its directory.
+                return None;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "postgres did not listen on {port}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+        // Listening, and still ours: a postgres that lost the port exits within moments.
+        std::thread::sleep(Duration::from_millis(50));
+        let alive = server
+            .child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)));
+        alive.then_some(server)
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.
