@@ -70,7 +70,11 @@ async fn two_calls_of_one_turn_wait_together_and_a_rejection_reaches_the_model()
     let model = Model::start(turns(
         &[
             ("call_a", "calculator", r#"{"expression":"2+2"}"#),
-            ("call_b", "calculator", r#"{"expression":"3*3"}"#),
+            (
+                "call_b",
+                "calculator",
+                r#"{"expression":"3*3","api_key":"sk-live-secret-42"}"#,
+            ),
         ],
         "Four, and I skipped the other.",
     ))
@@ -86,6 +90,17 @@ async fn two_calls_of_one_turn_wait_together_and_a_rejection_reaches_the_model()
     assert_eq!(second["type"], "approval_requested", "{second}");
     assert_eq!(second["data"]["tool_call_id"], "call_b");
     assert_eq!(model.requests().len(), 1);
+    // A sensitive argument is shown redacted, in the event and in the listing alike.
+    assert_eq!(second["data"]["arguments"]["api_key"], "[REDACTED]");
+    let (_, listed) = http(addr, "GET", "/v1/approvals", Some("alice")).await;
+    assert_eq!(
+        listed["approvals"][1]["arguments"]["api_key"], "[REDACTED]",
+        "{listed}"
+    );
+    assert!(
+        !listed.to_string().contains("sk-live-secret-42"),
+        "{listed}"
+    );
 
     let (status, reply) = decide(
         addr,

@@ -111,16 +111,23 @@ impl RunService {
         Ok(Resolved { waiting, resumed })
     }
 
-    /// `user`'s calls waiting for a decision, across threads, oldest first.
+    /// `user`'s calls waiting for a decision, across threads, oldest first, their arguments
+    /// redacted and bounded as `approval_requested` shows them (the store keeps them whole:
+    /// the tool runs with them).
     pub async fn pending_approvals(&self, user: &UserId) -> Result<Vec<ApprovalRecord>, Refusal> {
-        match self.recorder() {
-            Some(recorder) => recorder
-                .store()
-                .pending_approvals(user, MAX_LISTED_APPROVALS)
-                .await
-                .map_err(store_failed),
-            None => Ok(Vec::new()),
+        let Some(recorder) = self.recorder() else {
+            return Ok(Vec::new());
+        };
+        let mut waiting = recorder
+            .store()
+            .pending_approvals(user, MAX_LISTED_APPROVALS)
+            .await
+            .map_err(store_failed)?;
+        let limits = &self.factory().config().dispatch.redaction;
+        for call in &mut waiting {
+            call.arguments = core_context::redact::redact(&call.arguments, limits);
         }
+        Ok(waiting)
     }
 
     /// Rejects the calls nobody decided in time (each announced `expired`, once across
