@@ -7,9 +7,9 @@
 //!   missing one), 409 when it was already decided, 410 when it expired, 400 naming a bad
 //!   field.
 //!
-//! The decision goes through the run service, as the socket's `resolve_approval` does.
+//! The decision goes through the run service, as the socket's `resolve_approval` does. The
+//! caller is the history API's (`history_http::Caller`): a token, and a server with a store.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use agent_protocol::ErrorCode;
@@ -20,12 +20,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use core_context::RunId;
 use core_context::approval::Decision;
-use http_guard::bearer::{authenticate, refuse};
+use http_guard::bearer::refuse;
 use run_service::{Refusal, RunService};
 use serde_json::{Value, json};
 
 use crate::app::RouterState;
-use crate::auth::Auth;
+use crate::history_http::Caller;
 
 /// The routes, by path (the router puts them behind the HTTP API's guard).
 pub fn routes() -> [(&'static str, MethodRouter<RouterState>); 2] {
@@ -38,43 +38,16 @@ pub fn routes() -> [(&'static str, MethodRouter<RouterState>); 2] {
     ]
 }
 
-/// The user a request's token names, or the 401 that refuses it.
-async fn caller(
-    auth: &Auth,
-    headers: &axum::http::HeaderMap,
-) -> Result<core_context::UserId, Response> {
-    authenticate(auth, headers, &HashMap::new())
-        .await
-        .map_err(|e| {
-            refuse(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthorized,
-                e.to_string(),
-            )
-        })
-}
-
 /// A refusal of the run service as an HTTP answer.
 fn refused(refusal: Refusal) -> Response {
-    let status = match refusal.code {
-        "approval_not_found" => StatusCode::NOT_FOUND,
-        "approval_already_decided" => StatusCode::CONFLICT,
-        "approval_expired" => StatusCode::GONE,
-        "invalid_field" => StatusCode::BAD_REQUEST,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    refuse(status, ErrorCode::from_wire(refusal.code), refusal.message)
+    let code = ErrorCode::from_wire(refusal.code);
+    refuse(crate::wire::http_status(&code), code, refusal.message)
 }
 
 async fn list_approvals(
-    State(auth): State<Arc<Auth>>,
+    Caller { user, .. }: Caller,
     State(runs): State<Arc<RunService>>,
-    headers: axum::http::HeaderMap,
 ) -> Response {
-    let user = match caller(&auth, &headers).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal,
-    };
     match runs.pending_approvals(&user).await {
         Ok(approvals) => Json(json!({ "approvals": approvals })).into_response(),
         Err(refusal) => refused(refusal),
@@ -86,16 +59,11 @@ fn bad_request(message: impl Into<String>) -> Response {
 }
 
 async fn resolve_approval(
-    State(auth): State<Arc<Auth>>,
+    Caller { user, .. }: Caller,
     State(runs): State<Arc<RunService>>,
     Path((raw_run, tool_call_id)): Path<(String, String)>,
-    headers: axum::http::HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let user = match caller(&auth, &headers).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal,
-    };
     let not_found = || {
         refuse(
             StatusCode::NOT_FOUND,

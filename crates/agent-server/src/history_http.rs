@@ -50,9 +50,9 @@ pub fn routes() -> [(&'static str, MethodRouter<RouterState>); 3] {
 /// Handlers run once the writer has stored what was recorded before the request (it holds
 /// a live run's events a little), so a live run shows the events emitted before it and an
 /// erased thread takes every event recorded before the erasure with it.
-struct Caller {
-    user: UserId,
-    store: Arc<dyn HistoryStore>,
+pub(crate) struct Caller {
+    pub(crate) user: UserId,
+    pub(crate) store: Arc<dyn HistoryStore>,
 }
 
 /// It reads two parts of any state that has them: the token's verifier and the history.

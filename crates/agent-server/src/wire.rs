@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
-use agent_protocol::{CloseCode, ResumeFailure, ResumeParams, ResumeStatus};
+use agent_protocol::{CloseCode, ErrorCode, ResumeFailure, ResumeParams, ResumeStatus};
 use axum::extract::ws::Utf8Bytes;
+use axum::http::StatusCode;
 use ws_bridge::{CloseReason, ResumeOutcome, ResumeRequest};
 
 /// The close code for a connection whose queue the bridge closed.
@@ -96,6 +97,25 @@ pub fn join_refused(error: &ws_bridge::BridgeError) -> (CloseCode, String) {
             CloseCode::TryAgainLater,
             format!("try again later: {error}"),
         ),
+    }
+}
+
+/// The HTTP status of a run service refusal (a start, a decision), for the HTTP transports
+/// (AG-UI, the approvals API).
+pub fn http_status(code: &ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::UnknownAgent | ErrorCode::ThreadNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::RateLimited | ErrorCode::TooManyRuns | ErrorCode::TooManyEngines => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        ErrorCode::ShuttingDown | ErrorCode::EngineClosed => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::ApprovalNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::ApprovalAlreadyDecided | ErrorCode::ThreadWaitingForApproval => {
+            StatusCode::CONFLICT
+        }
+        ErrorCode::ApprovalExpired => StatusCode::GONE,
+        _ => StatusCode::BAD_REQUEST,
     }
 }
 

@@ -123,7 +123,7 @@ pub(crate) async fn run(
         Ok(accepted) => accepted,
         Err(refusal) => {
             let code = ErrorCode::from_wire(refusal.code);
-            return refuse(status_of(&code), code, refusal.message);
+            return refuse(crate::wire::http_status(&code), code, refusal.message);
         }
     };
     let mapper = Mapper::new(input.ids, accepted.run_id.as_str());
@@ -150,24 +150,6 @@ pub(crate) async fn run(
     Sse::new(stream.into_events())
         .keep_alive(KeepAlive::default())
         .into_response()
-}
-
-/// The HTTP status of a refused start.
-fn status_of(code: &ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::UnknownAgent | ErrorCode::ThreadNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::RateLimited | ErrorCode::TooManyRuns | ErrorCode::TooManyEngines => {
-            StatusCode::TOO_MANY_REQUESTS
-        }
-        ErrorCode::ShuttingDown | ErrorCode::EngineClosed => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorCode::ApprovalNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::ApprovalAlreadyDecided | ErrorCode::ThreadWaitingForApproval => {
-            StatusCode::CONFLICT
-        }
-        ErrorCode::ApprovalExpired => StatusCode::GONE,
-        _ => StatusCode::BAD_REQUEST,
-    }
 }
 
 /// Decides a paused run's calls with a resume's answers (they must all be of one run of the
