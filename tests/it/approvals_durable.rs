@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use agent_server::config::ServerConfig;
 use llm_agent::LlmConfig;
@@ -14,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::approvals::{approving, decide, paused_run, rest_of_run, sqlite, store_dir};
 use crate::approvals_engine::Tally;
-use crate::history_server::http;
+use crate::history_server::{eventually, http};
 use crate::llm::{DONE, Model, Reply, content, tool_piece};
 use crate::server_support::{Client, KillableServer, start_server};
 
@@ -163,14 +162,8 @@ async fn two_calls_of_one_turn_wait_together_and_a_rejection_reaches_the_model()
 
 /// Polls `/v1/runs/{run}` until its status is `status`.
 async fn status_becomes(addr: std::net::SocketAddr, user: &str, run: &str, status: &str) -> Value {
-    for _ in 0..400 {
-        let (code, body) = http(addr, "GET", &format!("/v1/runs/{run}"), Some(user)).await;
-        if code == 200 && body["status"] == status {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("run {run} never became {status}");
+    let path = format!("/v1/runs/{run}");
+    eventually(addr, &path, user, |body| body["status"] == status).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

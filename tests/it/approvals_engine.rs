@@ -170,41 +170,8 @@ impl World {
     /// Resumes `user`'s paused run with `decision` for each held call.
     async fn resume(&self, user: &str, decide: impl Fn(&PendingCall) -> Decision) -> RunOutcome {
         let paused = self.store.runs.lock().pop().expect("a paused run");
-        let context = UserExecutionContext::builder(user_id(user))
-            .thread_id(paused.scope.thread_id.clone())
-            .run_id(paused.scope.run_id.clone())
-            .build()
-            .unwrap();
-        let engine = self.factory.create_for_user(context).unwrap();
-        let decided = paused
-            .calls
-            .iter()
-            .map(|(call, _)| DecidedCall {
-                call: call.clone(),
-                decision: decide(call),
-                result: None,
-            })
-            .collect::<Vec<_>>();
-        for call in &decided {
-            engine.announce_decision(
-                &paused.scope.agent_name,
-                &call.call.tool_call_id,
-                call.decision.name(),
-            );
-        }
-        let resume = Resume {
-            message: paused.message,
-            input: paused.input,
-            state: paused.state,
-            decided,
-        };
-        let handle = engine
-            .resume_agent(&paused.scope.agent_name, resume)
-            .await
-            .unwrap();
-        let outcome = handle.wait().await;
-        self.factory.release(&engine);
-        outcome
+        assert_eq!(paused.user, user_id(user));
+        resume_paused(&self.factory, paused, decide, None).await
     }
 
     fn events(&self, user: &str, run: &RunId) -> Vec<core_context::AgentEvent> {
@@ -214,6 +181,50 @@ impl World {
             .filter(|e| &e.run_id == run)
             .collect()
     }
+}
+
+/// Resumes `paused` on an engine of `factory` whose context names the run, as the server
+/// does: `decide`'s decision for each held call announced, then the run resumed with them
+/// (each with `recorded` as its recorded result); its outcome.
+pub async fn resume_paused(
+    factory: &ExecutionEngineFactory,
+    paused: PausedRun,
+    decide: impl Fn(&PendingCall) -> Decision,
+    recorded: Option<Value>,
+) -> RunOutcome {
+    let context = UserExecutionContext::builder(paused.user.clone())
+        .thread_id(paused.scope.thread_id.clone())
+        .run_id(paused.scope.run_id.clone())
+        .build()
+        .unwrap();
+    let engine = factory.create_for_user(context).unwrap();
+    let agent = paused.scope.agent_name.clone();
+    let decided: Vec<DecidedCall> = paused
+        .calls
+        .iter()
+        .map(|(call, _)| DecidedCall {
+            call: call.clone(),
+            decision: decide(call),
+            result: recorded.clone(),
+        })
+        .collect();
+    for call in &decided {
+        engine.announce_decision(&agent, &call.call.tool_call_id, call.decision.name());
+    }
+    let resume = Resume {
+        message: paused.message,
+        input: paused.input,
+        state: paused.state,
+        decided,
+    };
+    let outcome = engine
+        .resume_agent(&agent, resume)
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    factory.release(&engine);
+    outcome
 }
 
 fn answer(outcome: &RunOutcome) -> String {
@@ -343,28 +354,7 @@ async fn a_decided_call_runs_once_and_a_recorded_one_never_again() {
     // The same pause resumed again (a retry) with the recorded result: not run again.
     w.store.runs.lock().push(saved);
     let paused = w.store.runs.lock().pop().unwrap();
-    let context = UserExecutionContext::builder(user_id("bob"))
-        .thread_id(paused.scope.thread_id.clone())
-        .run_id(paused.scope.run_id.clone())
-        .build()
-        .unwrap();
-    let engine = w.factory.create_for_user(context).unwrap();
-    let resume = Resume {
-        message: paused.message.clone(),
-        input: paused.input.clone(),
-        state: paused.state.clone(),
-        decided: vec![DecidedCall {
-            call: paused.calls[0].0.clone(),
-            decision: Decision::Approve,
-            result: recorded,
-        }],
-    };
-    let again = engine
-        .resume_agent("one_call", resume)
-        .await
-        .unwrap()
-        .wait()
-        .await;
+    let again = resume_paused(&w.factory, paused, |_| Decision::Approve, recorded).await;
     assert_eq!(answer_value(&again), json!({"count": 2}));
     assert_eq!(w.tallies.load(Ordering::SeqCst), 2, "never run twice");
 }
@@ -444,37 +434,9 @@ async fn paused_runs_hold_no_slot_and_many_users_pause_and_resume_at_once() {
     let outcomes = futures::future::join_all(saved.into_iter().map(|paused| {
         let w = Arc::clone(&w);
         async move {
-            let user = paused.user.to_string();
-            let context = UserExecutionContext::builder(paused.user.clone())
-                .thread_id(paused.scope.thread_id.clone())
-                .run_id(paused.scope.run_id.clone())
-                .build()
-                .unwrap();
-            let engine = w.factory.create_for_user(context).unwrap();
-            for (call, _) in &paused.calls {
-                engine.announce_decision("assistant", &call.tool_call_id, "approve");
-            }
-            let resume = Resume {
-                message: paused.message,
-                input: paused.input,
-                state: paused.state,
-                decided: paused
-                    .calls
-                    .iter()
-                    .map(|(call, _)| DecidedCall {
-                        call: call.clone(),
-                        decision: Decision::Approve,
-                        result: None,
-                    })
-                    .collect(),
-            };
-            let outcome = engine
-                .resume_agent("assistant", resume)
-                .await
-                .unwrap()
-                .wait()
-                .await;
-            (user, paused.scope.run_id, outcome)
+            let (user, run) = (paused.user.to_string(), paused.scope.run_id.clone());
+            let outcome = resume_paused(&w.factory, paused, |_| Decision::Approve, None).await;
+            (user, run, outcome)
         }
     }))
     .await;

@@ -7,14 +7,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use agent_registry::{AgentInput, AgentRegistry, ApprovalPolicy, DecidedCall, Turn};
+use agent_registry::{AgentInput, AgentRegistry, ApprovalPolicy, Turn};
 use core_context::approval::Decision;
 use core_context::{RecordingSink, UserExecutionContext};
-use execution_engine::{EngineConfig, ExecutionEngineFactory, Resume, RunOutcome};
+use execution_engine::{EngineConfig, ExecutionEngineFactory, RunOutcome};
 use llm_agent::LlmConfig;
 use serde_json::Value;
 
-use crate::approvals_engine::{MemoryPaused, Tally};
+use crate::approvals_engine::{MemoryPaused, Tally, resume_paused};
 use crate::llm::{DONE, Model, Reply, content, tool_piece};
 use crate::support::user_id;
 
@@ -117,28 +117,7 @@ async fn a_twenty_turn_conversation_pauses_with_its_whole_state_and_resumes_from
     );
 
     // Resumed, approved: the model is asked once more (not again for turns 1 to 20).
-    let context = UserExecutionContext::builder(user_id("alice"))
-        .thread_id(paused.scope.thread_id.clone())
-        .run_id(paused.scope.run_id.clone())
-        .build()
-        .unwrap();
-    let engine = factory.create_for_user(context).unwrap();
-    let resume = Resume {
-        message: paused.message.clone(),
-        input: paused.input.clone(),
-        state: paused.state.clone(),
-        decided: vec![DecidedCall {
-            call: paused.calls[0].0.clone(),
-            decision: Decision::Approve,
-            result: None,
-        }],
-    };
-    let done = engine
-        .resume_agent("llm", resume)
-        .await
-        .unwrap()
-        .wait()
-        .await;
+    let done = resume_paused(&factory, paused.clone(), |_| Decision::Approve, None).await;
     let RunOutcome::Completed { output, .. } = done else {
         panic!("{done:?}");
     };

@@ -128,7 +128,7 @@ pub(crate) async fn run_to_end(
 
 /// Polls until `path` answers 200 for `user` with a body `ready` accepts (the writer stores
 /// in the background).
-async fn eventually(
+pub(crate) async fn eventually(
     addr: SocketAddr,
     path: &str,
     user: &str,
