@@ -64,10 +64,12 @@ async fn a_waiting_run_blocks_its_thread_until_interrupted_or_rolled_back() {
         let ended = rest_of_run(&mut alice, &run).await;
         assert_eq!(ended.len(), 1, "{ended:?}");
         assert_eq!(ended[0]["type"], "agent_cancelled");
-        assert_eq!(
-            ended[0]["data"]["reason"],
-            "interrupted by a new message in its thread"
-        );
+        let reason = if strategy == "rollback" {
+            "rolled_back"
+        } else {
+            "interrupted"
+        };
+        assert_eq!(ended[0]["data"]["reason"], reason);
         let new_run = accepted["run_id"].as_str().unwrap();
         let rest = rest_of_run(&mut alice, new_run).await;
         assert_eq!(rest.last().unwrap()["type"], "agent_completed", "{rest:?}");

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use core_context::{RunId, RunScope, ThreadId, UserId};
 use execution_engine::LocalSlots;
-use execution_engine::slots::{Claim, QueuedSlot, RunSlots, SlotError, SlotPermit};
+use execution_engine::slots::{Claim, QueuedSlot, RunSlots, SlotError, SlotPermit, ThreadRule};
 use parking_lot::Mutex;
 use redis_broker::{RedisBroker, RedisBrokerConfig, SlotLimits};
 use run_service::cluster::Cluster;
@@ -23,16 +23,19 @@ use crate::redis_support::RedisServer;
 use crate::support::user_id;
 
 /// Two nodes' slots over one implementation, named for failure messages.
-struct Nodes {
-    name: &'static str,
-    a: Arc<dyn RunSlots>,
-    b: Arc<dyn RunSlots>,
+pub(crate) struct Nodes {
+    pub(crate) name: &'static str,
+    pub(crate) a: Arc<dyn RunSlots>,
+    pub(crate) b: Arc<dyn RunSlots>,
     _keep: Vec<Cluster>,
 }
 
 /// Each implementation with `max_running` and `max_queued` per user, and the private Redis
 /// behind the cluster's (stopped when dropped).
-async fn implementations(max_running: usize, max_queued: usize) -> (Vec<Nodes>, RedisServer) {
+pub(crate) async fn implementations(
+    max_running: usize,
+    max_queued: usize,
+) -> (Vec<Nodes>, RedisServer) {
     let local: Arc<dyn RunSlots> = Arc::new(LocalSlots::new(max_running, max_queued));
     let redis = RedisServer::start();
     let limits = SlotLimits {
@@ -83,17 +86,19 @@ fn scope() -> RunScope {
 }
 
 async fn claim(slots: &Arc<dyn RunSlots>, user: &UserId) -> Result<Claim, SlotError> {
-    slots.claim(user, &scope(), "go").await
+    slots
+        .claim(user, &scope(), "go", ThreadRule::Parallel)
+        .await
 }
 
-fn running(claim: Result<Claim, SlotError>, what: &str) -> SlotPermit {
+pub(crate) fn running(claim: Result<Claim, SlotError>, what: &str) -> SlotPermit {
     match claim {
         Ok(Claim::Running(permit)) => permit,
         other => panic!("{what}: expected a slot at once, got {other:?}"),
     }
 }
 
-fn queued(claim: Result<Claim, SlotError>, what: &str) -> QueuedSlot {
+pub(crate) fn queued(claim: Result<Claim, SlotError>, what: &str) -> QueuedSlot {
     match claim {
         Ok(Claim::Queued(place)) => place,
         other => panic!("{what}: expected a place in the queue, got {other:?}"),
@@ -101,7 +106,7 @@ fn queued(claim: Result<Claim, SlotError>, what: &str) -> QueuedSlot {
 }
 
 /// Waits for a queued claim's slot, failing the test after a few seconds.
-async fn slot_of(place: QueuedSlot, what: &str) -> SlotPermit {
+pub(crate) async fn slot_of(place: QueuedSlot, what: &str) -> SlotPermit {
     tokio::time::timeout(Duration::from_secs(5), place.wait())
         .await
         .unwrap_or_else(|_| panic!("{what}: the queued claim never got its slot"))

@@ -241,6 +241,8 @@ pub(crate) fn accepted_frame(accepted: &RunAccepted) -> String {
         request_id: None,
         run_id: accepted.run_id.clone(),
         thread_id: accepted.thread_id.clone(),
+        queued: accepted.queued.is_some(),
+        position: accepted.queued,
     }
     .to_text()
 }

@@ -151,8 +151,14 @@ impl InFlight {
                 request_id,
                 run_id,
                 thread_id,
+                queued,
+                position,
             } => {
-                let accepted = Reply::Accepted(RunAccepted { run_id, thread_id });
+                let accepted = Reply::Accepted(RunAccepted {
+                    run_id,
+                    thread_id,
+                    queued: queued.then_some(position.unwrap_or(1)),
+                });
                 // The server always echoes the id of a `start_agent` it accepted; a
                 // `run_accepted` without one cannot be told apart from another's.
                 match request_id.as_deref().and_then(|id| self.take_by_id(id)) {
@@ -267,6 +273,8 @@ mod tests {
             request_id: Some(request_id.into()),
             run_id: run(n),
             thread_id: ThreadId::parse("thr_1").unwrap(),
+            queued: false,
+            position: None,
         }
     }
 
@@ -291,6 +299,7 @@ mod tests {
         Ok(Reply::Accepted(RunAccepted {
             run_id: run(n),
             thread_id: ThreadId::parse("thr_1").unwrap(),
+            queued: None,
         }))
     }
 
@@ -381,6 +390,8 @@ mod tests {
             request_id: None,
             run_id: run(1),
             thread_id: ThreadId::parse("thr_1").unwrap(),
+            queued: false,
+            position: None,
         };
         check(vec![start()], vec![anonymous], vec![None], 0);
         // A pong that overtakes a start is a protocol violation, reported to the start.

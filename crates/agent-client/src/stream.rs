@@ -176,4 +176,7 @@ pub struct RunAccepted {
     pub run_id: RunId,
     /// Its thread: pass it to the next `start` to continue the conversation.
     pub thread_id: ThreadId,
+    /// When the run waits before it starts (behind its thread's running run, or for a run
+    /// slot): its place in line, 1 when it is next.
+    pub queued: Option<u64>,
 }

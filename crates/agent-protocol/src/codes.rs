@@ -70,6 +70,9 @@ error_codes! {
     /// The thread's run waits for approvals: decide them, or send with `multitask`
     /// `interrupt` or `rollback` to drop it.
     ThreadWaitingForApproval = "thread_waiting_for_approval",
+    /// The thread has a run going and the message said `multitask` `reject` (or the server's
+    /// default is `reject`); the message names the run.
+    ThreadBusy = "thread_busy",
     /// The thread does not exist for this user (another user's thread looks the same).
     ThreadNotFound = "thread_not_found",
     /// The server is shutting down and takes no new runs.

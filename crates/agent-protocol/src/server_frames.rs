@@ -38,6 +38,14 @@ pub enum ServerFrame {
         run_id: RunId,
         /// Its thread.
         thread_id: ThreadId,
+        /// Whether the run waits before it starts: behind its thread's running run (one run
+        /// per thread; `multitask`), or for one of the user's run slots.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        queued: bool,
+        /// A queued run's place in line: 1 when it is next (of its thread's waiting runs, or
+        /// of the user's queue).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<u64>,
     },
     /// A request was refused or a frame was invalid.
     Error {
@@ -209,11 +217,23 @@ mod tests {
             request_id: Some("r1".into()),
             run_id: RunId::parse("run_1").unwrap(),
             thread_id: ThreadId::parse("thr_1").unwrap(),
+            queued: false,
+            position: None,
         };
         assert_eq!(
             serde_json::to_value(&frame).unwrap(),
             json!({"type":"run_accepted","request_id":"r1","run_id":"run_1","thread_id":"thr_1"})
         );
+        let queued = ServerFrame::RunAccepted {
+            request_id: None,
+            run_id: RunId::parse("run_2").unwrap(),
+            thread_id: ThreadId::parse("thr_1").unwrap(),
+            queued: true,
+            position: Some(1),
+        };
+        let wire = json!({"type":"run_accepted","run_id":"run_2","thread_id":"thr_1","queued":true,"position":1});
+        assert_eq!(serde_json::to_value(&queued).unwrap(), wire);
+        assert_eq!(serde_json::from_value::<ServerFrame>(wire).unwrap(), queued);
         let pong: Value = serde_json::from_str(
             &ServerFrame::Pong {
                 server_time: Timestamp::now(),

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use agent_registry::AgentRegistry;
 use axum::extract::FromRef;
 use core_context::CancellationToken;
-use execution_engine::ExecutionEngineFactory;
+use execution_engine::{ExecutionEngineFactory, RunSettle};
 use redis_broker::{RedisBroker, SlotLimits};
 use run_service::RunService;
 use run_service::cluster::Cluster;
@@ -254,12 +254,16 @@ impl AppState {
                     max_running: config.engine.max_concurrent_runs,
                     max_queued: config.engine.max_queued_runs,
                 });
+                // A run's events are in Redis (and the shared history) before its slot goes
+                // to the next run of its thread, which may start on another node.
+                let settle = Arc::clone(&sink) as Arc<dyn RunSettle>;
                 ExecutionEngineFactory::with_slots(
                     Arc::clone(&registry),
                     sink,
                     config.engine.clone(),
                     Arc::new(slots),
                 )
+                .with_settle(settle)
             }
         };
         let sessions = Sessions::new(starts_per_minute, config.max_threads_per_user);
@@ -269,7 +273,8 @@ impl AppState {
             cluster,
             recorder.clone(),
             Arc::<Metrics>::clone(&metrics),
-        );
+        )
+        .with_multitask_default(config.multitask_default);
         Ok(Arc::new(Self {
             http_limits: Arc::new(HttpLimits::new(config.http_rates)),
             runs: Arc::new(runs),

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use core_context::multitask::Multitask;
 use execution_engine::EngineConfig;
 use ws_bridge::BridgeConfig;
 
@@ -258,6 +259,8 @@ pub struct ServerConfig {
     pub run_lease_ttl: Duration,
     /// The history store's URL; `None` keeps no history.
     pub store: Option<String>,
+    /// What a message into a busy thread does when it does not say (`--multitask-default`).
+    pub multitask_default: Multitask,
     /// How long a thread is kept after its last update.
     pub history_max_age: Duration,
     /// Threads kept per user.
@@ -305,6 +308,7 @@ impl Default for ServerConfig {
             broker_client_identity: None,
             run_lease_ttl: Duration::from_secs(15),
             store: None,
+            multitask_default: Multitask::Enqueue,
             history_max_age: Duration::from_secs(90 * 86_400),
             history_max_threads_per_user: 1_000,
             flood_burst: FLOOD_LIMIT,
@@ -383,6 +387,7 @@ impl ServerConfig {
             broker_ca_file: args.broker_ca_file,
             run_lease_ttl: Duration::from_secs(args.run_lease_secs),
             store,
+            multitask_default: args.multitask_default,
             history_max_age: args.history_max_age,
             history_max_threads_per_user: args.history_max_threads_per_user,
             flood_burst: args.flood_burst,

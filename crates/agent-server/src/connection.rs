@@ -324,6 +324,8 @@ impl ClientSide<'_> {
                             request_id,
                             run_id: accepted.run_id,
                             thread_id: accepted.thread_id,
+                            queued: accepted.queued.is_some(),
+                            position: accepted.queued.map(|ahead| ahead as u64 + 1),
                         },
                         Err(refusal) => wire::refused(request_id, refusal),
                     },

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use core_context::event::EventKind;
-use core_context::{AgentEvent, EmitError, EncodedEvent, EventSink, UserId};
+use core_context::{AgentEvent, EmitError, EncodedEvent, EventSink, RunScope, UserId};
+use execution_engine::RunSettle;
 use history::HistoryWriter;
 use run_service::recorder::now_ms;
 use secrets::{Scrubber, Site};
@@ -36,6 +37,21 @@ impl EventSink for ServerSink {
             history.record_event(&event, Arc::clone(&encoded.json), now_ms());
         }
         self.live.publish(user_id, encoded)
+    }
+}
+
+#[async_trait::async_trait]
+impl RunSettle for ServerSink {
+    /// Across nodes: the run's events are in Redis (so the next run of its thread, on any
+    /// node, is sequenced after them) and, with a shared store, in the history (so that run
+    /// reads this one's answer) before the run's slot goes back.
+    async fn settle(&self, _user: &UserId, scope: &RunScope) {
+        if let Err(error) = self.live.flush().await {
+            tracing::warn!(run_id = %scope.run_id, %error, "a run's events could not be flushed to the broker before its slot went back");
+        }
+        if let Some(history) = &self.history {
+            history.flush().await;
+        }
     }
 }
 

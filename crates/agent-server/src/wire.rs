@@ -111,9 +111,9 @@ pub fn http_status(code: &ErrorCode) -> StatusCode {
         ErrorCode::ShuttingDown | ErrorCode::EngineClosed => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::ApprovalNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::ApprovalAlreadyDecided | ErrorCode::ThreadWaitingForApproval => {
-            StatusCode::CONFLICT
-        }
+        ErrorCode::ApprovalAlreadyDecided
+        | ErrorCode::ThreadWaitingForApproval
+        | ErrorCode::ThreadBusy => StatusCode::CONFLICT,
         ErrorCode::ApprovalExpired => StatusCode::GONE,
         _ => StatusCode::BAD_REQUEST,
     }

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span};
 
+use crate::admission::{Admission, Prelude, QueuedAt, RunSettle};
 use crate::approvals::{PausedRun, PausedRuns, Resume};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
@@ -26,7 +27,7 @@ use crate::execute::{RunRules, TimeLimit, Work, execute, finish};
 use crate::inner::{EngineInner, RunTable, now_ms};
 use crate::local_slots::LocalSlots;
 use crate::run::{RunControl, RunHandle, RunOutcome};
-use crate::slots::{Claim, RunSlots, SlotPermit};
+use crate::slots::{Claim, RunSlots, SlotPermit, ThreadRule};
 use crate::stats::{Counters, EngineStats};
 
 /// What an engine shares with the user's other engines: their run slots, and where runs
@@ -34,6 +35,7 @@ use crate::stats::{Counters, EngineStats};
 pub(crate) struct Seams {
     pub(crate) slots: Arc<dyn RunSlots>,
     pub(crate) paused: Option<Arc<dyn PausedRuns>>,
+    pub(crate) settle: Option<Arc<dyn RunSettle>>,
 }
 
 /// The engine that runs agents for one request of one user. The only engine type.
@@ -81,6 +83,7 @@ impl UserExecutionEngine {
             Seams {
                 slots,
                 paused: None,
+                settle: None,
             },
         )
     }
@@ -102,6 +105,7 @@ impl UserExecutionEngine {
                 config,
                 slots: seams.slots,
                 paused: seams.paused,
+                settle: seams.settle,
                 counters: Counters::default(),
                 runs: Mutex::new(RunTable::default()),
                 tasks: TaskTracker::new(),
@@ -139,7 +143,22 @@ impl UserExecutionEngine {
         agent: &str,
         input: AgentInput,
     ) -> Result<RunHandle, EngineError> {
-        self.start(agent, Work::Start(input), None).await
+        self.start(agent, Work::Start(input), None, Admission::default())
+            .await
+    }
+
+    /// [`execute_agent`](Self::execute_agent), entering the run's thread by `admission`: one
+    /// run per thread at a time (the run queues behind its thread's run, or is refused with
+    /// `thread_busy`, by [`ThreadRule`]), and with the thread's earlier turns read by the
+    /// admission's prelude once the run holds its slot. [`RunHandle::queued`] says where it
+    /// queued.
+    pub async fn execute_agent_with(
+        &self,
+        agent: &str,
+        input: AgentInput,
+        admission: Admission,
+    ) -> Result<RunHandle, EngineError> {
+        self.start(agent, Work::Start(input), None, admission).await
     }
 
     /// Resumes the paused run this engine's context names (its run id and thread, which
@@ -170,8 +189,18 @@ impl UserExecutionEngine {
             decided: Arc::new(decided),
             steps,
         };
-        self.start(agent, Work::Resume { input, state }, Some(resumed))
-            .await
+        // A resumed run goes on in its thread after whatever runs there now.
+        let admission = Admission {
+            thread: ThreadRule::Queue,
+            prelude: None,
+        };
+        self.start(
+            agent,
+            Work::Resume { input, state },
+            Some(resumed),
+            admission,
+        )
+        .await
     }
 
     async fn start(
@@ -179,6 +208,7 @@ impl UserExecutionEngine {
         agent: &str,
         work: Work,
         resumed: Option<Resumed>,
+        admission: Admission,
     ) -> Result<RunHandle, EngineError> {
         let message = work.input().message.clone();
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
@@ -203,37 +233,24 @@ impl UserExecutionEngine {
             agent_name: created.name,
         };
         let user = self.inner.context.user_id();
-        let claimed = self.inner.slots.claim(user, &scope, &message).await;
-        let control = {
-            let mut table = self.inner.runs.lock();
-            let refused = match claimed {
-                Err(error) => Err(EngineError::from(error)),
-                // Shut down while the claim was made: the claim goes back.
-                Ok(_) if table.closed => Err(EngineError::EngineClosed),
-                Ok(claim) => Ok(claim),
-            };
-            match refused {
-                Ok(claim) => {
-                    let control = RunControl::new(run_context.cancellation().clone());
-                    table
-                        .active
-                        .insert(scope.run_id.clone(), Arc::clone(&control));
-                    (control, claim)
-                }
-                Err(error) => {
-                    if took_context_id {
-                        table.context_run_id_used = false;
-                    }
-                    return Err(error);
-                }
-            }
-        };
-        let (control, slot) = control;
+        let claimed = self
+            .inner
+            .slots
+            .claim(user, &scope, &message, admission.thread)
+            .await;
+        let (control, slot) = self.register(claimed, &scope, &run_context, took_context_id)?;
         let counters = &self.inner.counters;
         counters.total.fetch_add(1, Ordering::Relaxed);
-        if matches!(slot, Claim::Queued(_)) {
-            counters.queued.fetch_add(1, Ordering::Relaxed);
-        }
+        let queued = match &slot {
+            Claim::Queued(place) => {
+                counters.queued.fetch_add(1, Ordering::Relaxed);
+                Some(QueuedAt {
+                    position: place.position(),
+                    behind: place.thread_active().cloned(),
+                })
+            }
+            Claim::Running(_) => None,
+        };
         self.inner.touch();
 
         let (outcome_tx, outcome_rx) = oneshot::channel();
@@ -241,6 +258,7 @@ impl UserExecutionEngine {
             run_id: run_context.run_id().clone(),
             thread_id: run_context.thread_id().clone(),
             control: Arc::clone(&control),
+            queued,
             outcome: outcome_rx,
         };
         let task = RunTask {
@@ -252,6 +270,7 @@ impl UserExecutionEngine {
             run_context,
             control,
             slot,
+            prelude: admission.prelude,
             timeout: created.timeout.unwrap_or(self.inner.config.run_timeout),
             outcome_tx,
         };
@@ -261,6 +280,40 @@ impl UserExecutionEngine {
             .tasks
             .spawn_on(task.run().instrument(span), &runtime);
         Ok(handle)
+    }
+
+    /// Registers a run whose slot was `claimed` as active (its cancel switch), or gives the
+    /// claim back: refused, or the engine shut down meanwhile (then the context's run id is
+    /// free again if the run took it).
+    fn register(
+        &self,
+        claimed: Result<Claim, crate::slots::SlotError>,
+        scope: &RunScope,
+        run_context: &UserExecutionContext,
+        took_context_id: bool,
+    ) -> Result<(Arc<RunControl>, Claim), EngineError> {
+        let mut table = self.inner.runs.lock();
+        let refused = match claimed {
+            Err(error) => Err(EngineError::from(error)),
+            // Shut down while the claim was made: the claim goes back.
+            Ok(_) if table.closed => Err(EngineError::EngineClosed),
+            Ok(claim) => Ok(claim),
+        };
+        match refused {
+            Ok(claim) => {
+                let control = RunControl::new(run_context.cancellation().clone());
+                table
+                    .active
+                    .insert(scope.run_id.clone(), Arc::clone(&control));
+                Ok((control, claim))
+            }
+            Err(error) => {
+                if took_context_id {
+                    table.context_run_id_used = false;
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Emits `approval_resolved` for a call of the paused run this engine's context names
@@ -361,6 +414,7 @@ struct RunTask {
     run_context: UserExecutionContext,
     control: Arc<RunControl>,
     slot: Claim,
+    prelude: Option<Prelude>,
     timeout: Duration,
     outcome_tx: oneshot::Sender<RunOutcome>,
 }
@@ -455,17 +509,22 @@ impl RunTask {
             engine,
             scope,
             agent,
-            work,
+            mut work,
             resumed,
             run_context,
             control,
             slot,
+            prelude,
             timeout,
             outcome_tx,
         } = self;
         let counters = &engine.counters;
 
         let queued_at = Instant::now();
+        let behind = match &slot {
+            Claim::Queued(place) => place.thread_active().cloned(),
+            Claim::Running(_) => None,
+        };
         let mut permit = match slot {
             Claim::Running(permit) => Some(permit),
             Claim::Queued(place) => {
@@ -485,6 +544,11 @@ impl RunTask {
                 permit
             }
         };
+        // Read when the run starts: the runs of its thread ahead of it have ended.
+        let starts = permit.is_some();
+        if let Some(prelude) = prelude.filter(|_| starts) {
+            work.input_mut().history = prelude(behind).await;
+        }
         let (message, options) = (work.input().message.clone(), work.input().input.clone());
         // A resumed run started before it paused.
         if resumed.is_none() {
@@ -514,6 +578,9 @@ impl RunTask {
             }
         };
         finish(&engine, &scope, &outcome, started.elapsed());
+        if let Some(settle) = &engine.settle {
+            settle.settle(engine.context.user_id(), &scope).await;
+        }
         engine.runs.lock().active.remove(&scope.run_id);
         engine.touch();
         // Free the slot before reporting, so a caller that awaited this run can start the

@@ -36,6 +36,7 @@ impl EngineError {
             EngineError::UnknownAgent(RegistryError::UnknownAgent { .. }) => "unknown_agent",
             EngineError::UnknownAgent(_) => "invalid_agent",
             EngineError::Slots(SlotError::Full { .. }) => "too_many_runs",
+            EngineError::Slots(SlotError::ThreadBusy { .. }) => "thread_busy",
             EngineError::TooManyEngines { .. } => "too_many_engines",
             EngineError::EngineClosed => "engine_closed",
             EngineError::Slots(SlotError::Unavailable(_)) | EngineError::NoRuntime => {

@@ -49,6 +49,13 @@ impl Work {
             Work::Start(input) | Work::Resume { input, .. } => input,
         }
     }
+
+    /// The run's input, to fill in (its earlier turns, read when it starts).
+    pub(crate) fn input_mut(&mut self) -> &mut AgentInput {
+        match self {
+            Work::Start(input) | Work::Resume { input, .. } => input,
+        }
+    }
 }
 
 /// How long a run may take: its timeout, and a point it may not outlive (a sub-run's

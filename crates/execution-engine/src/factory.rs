@@ -15,6 +15,7 @@ use agent_registry::AgentRegistry;
 use core_context::{EventSink, UserExecutionContext, UserId};
 use parking_lot::Mutex;
 
+use crate::admission::RunSettle;
 use crate::approvals::PausedRuns;
 use crate::config::EngineConfig;
 use crate::engine::{Seams, UserExecutionEngine};
@@ -34,6 +35,7 @@ struct FactoryInner {
     config: Arc<EngineConfig>,
     slots: Arc<dyn RunSlots>,
     paused: Option<Arc<dyn PausedRuns>>,
+    settle: Option<Arc<dyn RunSettle>>,
     users: Mutex<HashMap<UserId, UserEntry>>,
 }
 
@@ -99,6 +101,7 @@ impl ExecutionEngineFactory {
                 config: Arc::new(config),
                 slots,
                 paused: None,
+                settle: None,
                 users: Mutex::new(HashMap::new()),
             }),
         }
@@ -117,6 +120,25 @@ impl ExecutionEngineFactory {
                 config: Arc::clone(&inner.config),
                 slots: Arc::clone(&inner.slots),
                 paused: Some(store),
+                settle: inner.settle.clone(),
+                users: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// This factory with runs settled by `settle` between their terminal event and their
+    /// slot going back (see [`RunSettle`]). Call it before making engines.
+    #[must_use]
+    pub fn with_settle(self, settle: Arc<dyn RunSettle>) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(FactoryInner {
+                registry: Arc::clone(&inner.registry),
+                sink: Arc::clone(&inner.sink),
+                config: Arc::clone(&inner.config),
+                slots: Arc::clone(&inner.slots),
+                paused: inner.paused.clone(),
+                settle: Some(settle),
                 users: Mutex::new(HashMap::new()),
             }),
         }
@@ -180,6 +202,7 @@ impl ExecutionEngineFactory {
             Seams {
                 slots: Arc::clone(&self.inner.slots),
                 paused: self.inner.paused.clone(),
+                settle: self.inner.settle.clone(),
             },
         );
         entry.engines.push(engine.clone());

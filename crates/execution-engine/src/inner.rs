@@ -12,6 +12,7 @@ use core_context::{EventSink, RunId, RunScope, UserExecutionContext};
 use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::RunSettle;
 use crate::approvals::PausedRuns;
 use crate::config::EngineConfig;
 use crate::run::RunControl;
@@ -29,6 +30,8 @@ pub(crate) struct EngineInner {
     pub(crate) approve_tools: Arc<ApprovalPolicy>,
     /// Where runs that pause for approval are saved; without it no run can pause.
     pub(crate) paused: Option<Arc<dyn PausedRuns>>,
+    /// Awaited between a run's terminal event and its slot going back.
+    pub(crate) settle: Option<Arc<dyn RunSettle>>,
     pub(crate) counters: Counters,
     pub(crate) runs: Mutex<RunTable>,
     pub(crate) tasks: TaskTracker,

@@ -19,6 +19,7 @@
 //! private and it has no public constructor other than the factories above; `cargo xtask
 //! ssot-check` fails if another crate defines an engine type.
 
+pub mod admission;
 pub mod approvals;
 mod config;
 mod engine;
@@ -32,6 +33,7 @@ mod run;
 pub mod slots;
 mod stats;
 
+pub use admission::{Admission, Prelude, QueuedAt, RunSettle};
 pub use approvals::{PausedRun, PausedRuns, Resume};
 pub use config::EngineConfig;
 pub use engine::UserExecutionEngine;
@@ -40,5 +42,5 @@ pub use factory::{CleanupReport, ExecutionEngineFactory, FactoryStats, ScopedEng
 pub use local_slots::LocalSlots;
 pub use pipeline::{PipelineReport, PipelineStep, StepReport};
 pub use run::{RunHandle, RunOutcome};
-pub use slots::RunSlots;
+pub use slots::{RunSlots, ThreadRule};
 pub use stats::EngineStats;

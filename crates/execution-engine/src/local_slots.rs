@@ -2,20 +2,25 @@
 //! at once, and a first-come-first-served queue of up to `max_queued` more. A factory shares
 //! one among all of a user's engines; a standalone engine has its own.
 //!
-//! A slot given back goes straight to the head of the user's queue (never to a newcomer), so
-//! queued runs start in the order they were claimed. The map holds a user only while they
-//! hold a slot or a queue place: it is bounded by the users with runs, not by every user
-//! ever seen.
+//! A slot given back goes to the first claims of the user's queue that may run (never to a
+//! newcomer), so queued runs start in the order they were claimed. A claim that keeps one
+//! run per thread ([`ThreadRule::serializes`]) may run only while its thread has no run
+//! holding a slot and no such claim queued ahead of it; one blocked by its thread alone lets
+//! the user's claims of other threads behind it go first. The map holds a user only while
+//! they hold a slot or a queue place: it is bounded by the users with runs, not by every
+//! user ever seen.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use core_context::{RunScope, UserId};
+use core_context::{RunId, RunScope, ThreadId, UserId};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::slots::{Claim, QueuedSlot, RunSlots, SlotError, SlotLoad, SlotLost, SlotPermit};
+use crate::slots::{
+    Claim, QueuedSlot, RunSlots, SlotError, SlotLoad, SlotLost, SlotPermit, ThreadRule,
+};
 
 /// Per-user run slots in this process; see the module documentation.
 #[derive(Clone)]
@@ -35,11 +40,81 @@ struct State {
     next_ticket: u64,
 }
 
-/// One user's slots: how many are held, and who waits, in order.
+/// One user's slots: how many are held, which run holds each serialized thread, and who
+/// waits, in order.
 #[derive(Default)]
 struct UserSlots {
     running: usize,
-    waiting: VecDeque<(u64, oneshot::Sender<()>)>,
+    holders: HashMap<ThreadId, RunId>,
+    waiting: VecDeque<Waiter>,
+}
+
+/// A queued claim: its ticket, its thread (when it keeps one run per thread), whether it
+/// queued with [`ThreadRule::Front`], its run, and where its slot is sent.
+struct Waiter {
+    ticket: u64,
+    thread: Option<ThreadId>,
+    front: bool,
+    run: RunId,
+    slot: oneshot::Sender<()>,
+}
+
+impl UserSlots {
+    fn is_empty(&self) -> bool {
+        self.running == 0 && self.waiting.is_empty()
+    }
+
+    /// Hands free slots to the waiters that may run, in queue order: a waiter runs when a
+    /// slot is free, and (keeping one run per thread) its thread has no holder and no
+    /// waiter ahead of it.
+    fn grant(&mut self, max_running: usize) {
+        let mut seen: HashSet<ThreadId> = HashSet::new();
+        let mut at = 0;
+        while self.running < max_running && at < self.waiting.len() {
+            let waiter = &self.waiting[at];
+            let free = waiter
+                .thread
+                .as_ref()
+                .is_none_or(|t| !self.holders.contains_key(t) && !seen.contains(t));
+            if !free {
+                if let Some(thread) = &waiter.thread {
+                    seen.insert(thread.clone());
+                }
+                at += 1;
+                continue;
+            }
+            let Some(waiter) = self.waiting.remove(at) else {
+                break;
+            };
+            // A waiter leaves the queue under this lock before its receiver goes, so the
+            // send fails only for a waiter dropped mid-way; the slot then goes on.
+            if waiter.slot.send(()).is_ok() {
+                self.running += 1;
+                if let Some(thread) = waiter.thread {
+                    self.holders.insert(thread, waiter.run);
+                }
+            }
+        }
+    }
+
+    /// Where a new claim of `thread` queues: after the thread's `Front` waiters when it is
+    /// one, before the thread's other waiters; at the end otherwise. With the number of the
+    /// thread's waiters ahead of it.
+    fn place_for(&self, thread: Option<&ThreadId>, front: bool) -> (usize, usize) {
+        let Some(thread) = thread else {
+            return (self.waiting.len(), self.waiting.len());
+        };
+        let same = |w: &&Waiter| w.thread.as_ref() == Some(thread);
+        let ahead_all = self.waiting.iter().filter(same).count();
+        if !front {
+            return (self.waiting.len(), ahead_all);
+        }
+        let fronts = self.waiting.iter().filter(same).filter(|w| w.front).count();
+        match self.waiting.iter().position(|w| same(&w) && !w.front) {
+            Some(at) => (at, fronts),
+            None => (self.waiting.len(), ahead_all),
+        }
+    }
 }
 
 impl std::fmt::Debug for LocalSlots {
@@ -71,36 +146,43 @@ impl LocalSlots {
 }
 
 impl Inner {
-    /// Gives one of `user`'s slots back: to the head of their queue, or to no one.
-    fn release(&self, user: &UserId) {
+    /// Gives one of `user`'s slots back (and `thread`, which it held): to the first waiters
+    /// that may run, or to no one.
+    fn release(&self, user: &UserId, thread: Option<&ThreadId>) {
         let mut state = self.state.lock();
         let Some(slots) = state.users.get_mut(user) else {
             return;
         };
-        while let Some((_, next)) = slots.waiting.pop_front() {
-            // A waiter leaves the queue under this lock before its receiver goes, so the
-            // send fails only for a waiter dropped mid-way; the slot then goes to the next.
-            if next.send(()).is_ok() {
-                return;
-            }
-        }
         debug_assert!(slots.running > 0, "a slot given back that was not held");
         slots.running = slots.running.saturating_sub(1);
-        if slots.running == 0 {
+        if let Some(thread) = thread {
+            slots.holders.remove(thread);
+        }
+        slots.grant(self.max_running);
+        if slots.is_empty() {
             state.users.remove(user);
         }
     }
+
+    fn permit(self: &Arc<Self>, user: &UserId, thread: Option<ThreadId>) -> SlotPermit {
+        SlotPermit::new(LocalPermit {
+            inner: Arc::clone(self),
+            user: user.clone(),
+            thread,
+        })
+    }
 }
 
-/// A held slot: gives it back when dropped.
+/// A held slot (and the thread it holds): gives it back when dropped.
 struct LocalPermit {
     inner: Arc<Inner>,
     user: UserId,
+    thread: Option<ThreadId>,
 }
 
 impl Drop for LocalPermit {
     fn drop(&mut self) {
-        self.inner.release(&self.user);
+        self.inner.release(&self.user, self.thread.as_ref());
     }
 }
 
@@ -108,6 +190,7 @@ impl Drop for LocalPermit {
 struct Waiting {
     inner: Arc<Inner>,
     user: UserId,
+    thread: Option<ThreadId>,
     ticket: u64,
     slot: Option<oneshot::Receiver<()>>,
 }
@@ -122,10 +205,7 @@ impl Waiting {
         // waiter leaves, so the slot always arrives.
         debug_assert!(arrived, "a queued run's slot never arrived");
         self.slot = None;
-        Ok(SlotPermit::new(LocalPermit {
-            inner: Arc::clone(&self.inner),
-            user: self.user.clone(),
-        }))
+        Ok(self.inner.permit(&self.user, self.thread.clone()))
     }
 }
 
@@ -139,10 +219,12 @@ impl Drop for Waiting {
             let Some(slots) = state.users.get_mut(&self.user) else {
                 return;
             };
-            match slots.waiting.iter().position(|(t, _)| *t == self.ticket) {
+            match slots.waiting.iter().position(|w| w.ticket == self.ticket) {
                 Some(at) => {
                     slots.waiting.remove(at);
-                    if slots.running == 0 && slots.waiting.is_empty() {
+                    // A waiter gone may have held up its thread's next one.
+                    slots.grant(self.inner.max_running);
+                    if slots.is_empty() {
                         state.users.remove(&self.user);
                     }
                     false
@@ -152,7 +234,7 @@ impl Drop for Waiting {
             }
         };
         if handed {
-            self.inner.release(&self.user);
+            self.inner.release(&self.user, self.thread.as_ref());
         }
     }
 }
@@ -162,45 +244,80 @@ impl RunSlots for LocalSlots {
     async fn claim(
         &self,
         user: &UserId,
-        _scope: &RunScope,
+        scope: &RunScope,
         _message: &str,
+        rule: ThreadRule,
     ) -> Result<Claim, SlotError> {
         let inner = &self.inner;
+        let thread = rule.serializes().then(|| scope.thread_id.clone());
         let mut state = inner.state.lock();
         state.next_ticket += 1;
         let ticket = state.next_ticket;
         let slots = state.users.entry(user.clone()).or_default();
-        if slots.running < inner.max_running && slots.waiting.is_empty() {
-            slots.running += 1;
-            return Ok(Claim::Running(SlotPermit::new(LocalPermit {
-                inner: Arc::clone(inner),
-                user: user.clone(),
-            })));
+        let active = thread.as_ref().and_then(|t| slots.holders.get(t)).cloned();
+        let first_waiting = thread.as_ref().and_then(|t| {
+            slots
+                .waiting
+                .iter()
+                .find(|w| w.thread.as_ref() == Some(t))
+                .map(|w| w.run.clone())
+        });
+        if rule == ThreadRule::Reject {
+            if let Some(run) = active.clone().or_else(|| first_waiting.clone()) {
+                if slots.is_empty() {
+                    state.users.remove(user);
+                }
+                return Err(SlotError::ThreadBusy { run });
+            }
         }
-        let position = slots.waiting.len();
-        if position >= inner.max_queued {
+        // While a slot is free every waiter left waits for its thread (slots go to the first
+        // waiters that may run), so a claim whose thread is free runs while a slot is.
+        let thread_free = active.is_none() && first_waiting.is_none();
+        if slots.running < inner.max_running && thread_free {
+            slots.running += 1;
+            if let Some(thread) = &thread {
+                slots.holders.insert(thread.clone(), scope.run_id.clone());
+            }
+            return Ok(Claim::Running(inner.permit(user, thread)));
+        }
+        let queued = slots.waiting.len();
+        if queued >= inner.max_queued {
             let running = slots.running;
-            if running == 0 && position == 0 {
+            if slots.is_empty() {
                 // Limits of zero: nothing of this user's is held.
                 state.users.remove(user);
             }
             return Err(SlotError::Full {
                 running,
-                queued: position,
+                queued,
                 max_running: inner.max_running,
                 max_queued: inner.max_queued,
             });
         }
+        let front = rule == ThreadRule::Front;
+        let (at, position) = slots.place_for(thread.as_ref(), front);
         let (send, slot) = oneshot::channel();
-        slots.waiting.push_back((ticket, send));
+        slots.waiting.insert(
+            at,
+            Waiter {
+                ticket,
+                thread: thread.clone(),
+                front,
+                run: scope.run_id.clone(),
+                slot: send,
+            },
+        );
         drop(state);
         let waiting = Waiting {
             inner: Arc::clone(inner),
             user: user.clone(),
+            thread,
             ticket,
             slot: Some(slot),
         };
-        Ok(Claim::Queued(QueuedSlot::new(position, waiting.wait())))
+        Ok(Claim::Queued(
+            QueuedSlot::new(position, waiting.wait()).behind(active),
+        ))
     }
 
     fn load(&self) -> SlotLoad {

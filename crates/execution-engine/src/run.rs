@@ -8,6 +8,8 @@ use core_context::approval::PendingCall;
 use core_context::{CancellationToken, RunId, ThreadId};
 use tokio::sync::oneshot;
 
+use crate::admission::QueuedAt;
+
 /// How a run ended; mirrors its terminal event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
@@ -77,6 +79,7 @@ pub struct RunHandle {
     pub(crate) run_id: RunId,
     pub(crate) thread_id: ThreadId,
     pub(crate) control: Arc<RunControl>,
+    pub(crate) queued: Option<QueuedAt>,
     pub(crate) outcome: oneshot::Receiver<RunOutcome>,
 }
 
@@ -89,6 +92,11 @@ impl RunHandle {
     /// The run's thread.
     pub fn thread_id(&self) -> &ThreadId {
         &self.thread_id
+    }
+
+    /// Where the run queued when it was accepted (`None`: it had a slot at once).
+    pub fn queued(&self) -> Option<&QueuedAt> {
+        self.queued.as_ref()
     }
 
     /// Cancels the run. It ends with `agent_cancelled` carrying `reason` (unless it ended

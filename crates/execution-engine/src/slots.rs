@@ -12,27 +12,37 @@
 //!   implementation whose node lost the store for longer than a place lasts: [`SlotLost`]);
 //! - dropping a [`SlotPermit`] gives its slot back (to the head of the queue, if any);
 //!   dropping a [`QueuedSlot`] gives its place in the queue back;
-//! - users never share slots.
+//! - users never share slots;
+//! - claims under a thread rule other than [`ThreadRule::Parallel`] keep one run per thread:
+//!   such a claim runs only while no other serialized run of its thread holds a slot and none
+//!   is queued ahead of it; the thread's runs start in the order they queued (a
+//!   [`ThreadRule::Front`] claim queues ahead of the thread's other waiting claims, after
+//!   earlier `Front` ones); a claim blocked only by its thread does not hold up the user's
+//!   runs of other threads; [`ThreadRule::Reject`] is refused ([`SlotError::ThreadBusy`])
+//!   when the thread has a run.
 
 use std::fmt;
 use std::future::Future;
 
 use async_trait::async_trait;
-use core_context::{RunScope, UserId};
+pub use core_context::multitask::ThreadRule;
+use core_context::{RunId, RunScope, UserId};
 use futures::future::BoxFuture;
 
 /// Where a user's run limit and queue live. See the module documentation for the contract.
 #[async_trait]
 pub trait RunSlots: Send + Sync + fmt::Debug {
-    /// Claims a slot for the run `scope` of `user`, started with `message`: it runs at once,
-    /// waits in the user's queue, or is refused when the user has the maximum of running and
-    /// queued runs. (`message` is what the run's `agent_started` says, for an implementation
-    /// that may have to end a queued run on behalf of a node that died.)
+    /// Claims a slot for the run `scope` of `user`, started with `message`, sharing its
+    /// thread by `rule`: it runs at once, waits in the user's queue, or is refused when the
+    /// user has the maximum of running and queued runs (or, with [`ThreadRule::Reject`], when
+    /// its thread has a run). (`message` is what the run's `agent_started` says, for an
+    /// implementation that may have to end a queued run on behalf of a node that died.)
     async fn claim(
         &self,
         user: &UserId,
         scope: &RunScope,
         message: &str,
+        rule: ThreadRule,
     ) -> Result<Claim, SlotError>;
 
     /// The permits and queue places this process holds now, all users together.
@@ -64,6 +74,15 @@ pub enum SlotError {
         max_running: usize,
         /// The queue limit.
         max_queued: usize,
+    },
+    /// The claim's thread has a run (running, or queued ahead), and the claim said
+    /// [`ThreadRule::Reject`].
+    #[error(
+        "the thread has a run in progress ({run}); wait for it to end, cancel it, or send with another multitask strategy"
+    )]
+    ThreadBusy {
+        /// The thread's running run (or, when none runs, the first one queued).
+        run: RunId,
     },
     /// The slots cannot be reached now (their store is down); nothing was claimed.
     #[error("the run slots cannot be reached now: {0}; retry shortly")]
@@ -136,6 +155,7 @@ impl fmt::Debug for SlotPermit {
 #[must_use = "dropping a queue place gives it back at once"]
 pub struct QueuedSlot {
     position: usize,
+    thread_active: Option<RunId>,
     wait: BoxFuture<'static, Result<SlotPermit, SlotLost>>,
 }
 
@@ -148,13 +168,28 @@ impl QueuedSlot {
     ) -> Self {
         Self {
             position,
+            thread_active: None,
             wait: Box::pin(wait),
         }
     }
 
-    /// How many claims were ahead of this one when it queued (0: it is next).
+    /// This place, which waits (also) for `run`, the run of its thread holding a slot when
+    /// it queued.
+    pub fn behind(mut self, run: Option<RunId>) -> Self {
+        self.thread_active = run;
+        self
+    }
+
+    /// How many claims were ahead of this one when it queued (0: it is next): of its
+    /// thread, for a claim that keeps one run per thread; of the user's queue otherwise.
     pub fn position(&self) -> usize {
         self.position
+    }
+
+    /// The run of this claim's thread that held a slot when it queued, if any (the run a
+    /// new message that interrupts cancels).
+    pub fn thread_active(&self) -> Option<&RunId> {
+        self.thread_active.as_ref()
     }
 
     /// Waits for a slot, in the order claims queued; [`SlotLost`] when the place was taken
@@ -168,6 +203,7 @@ impl fmt::Debug for QueuedSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QueuedSlot")
             .field("position", &self.position)
+            .field("thread_active", &self.thread_active)
             .finish_non_exhaustive()
     }
 }

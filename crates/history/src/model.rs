@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use core_context::multitask;
 use core_context::{AgentEvent, EventKind, RunId, ThreadId, UserId};
 use serde::Serialize;
 use serde_json::Value;
@@ -208,6 +209,10 @@ impl Ending {
             )),
             EventKind::AgentError { code, .. } => {
                 Some(end(RunStatus::Failed, None, Some(code.clone()), None))
+            }
+            // Ended by a new message in its thread (`multitask` `interrupt`).
+            EventKind::AgentCancelled { reason } if reason == multitask::INTERRUPTED => {
+                Some(end(RunStatus::Interrupted, None, None, None))
             }
             EventKind::AgentCancelled { .. } => Some(end(RunStatus::Cancelled, None, None, None)),
             _ => None,

@@ -17,20 +17,22 @@
 //! Where things are: `shared` (what the broker and its tasks share: `Shared`,
 //! the counters, the replay script's answer), `attached` (one followed user's delivery state),
 //! `publisher`, `subscriber` and `runs` (the tasks and [`ClusterRuns`]), `scripts` (the keys
-//! and Lua scripts), `tls` (the Redis client). The modules import downwards only: `attached`
+//! and Lua scripts of the streams), `run_scripts` (those of the runs: slots, queue, one run
+//! per thread, leases), `tls` (the Redis client). The modules import downwards only: `attached`
 //! knows `scripts`; `shared` knows those two; the tasks know `shared`; the subscriber also
 //! reads the publisher's retry policy and the runs' cancel messages. None imports this root's
 //! private items; `tls` and `runs` name its public types.
 
 mod attached;
 mod publisher;
+mod run_scripts;
 mod runs;
 mod scripts;
 mod shared;
 mod subscriber;
 mod tls;
 
-pub use runs::{ClaimState, ClusterRuns, Lease, LostRun, NODE_LOST, SlotLimits};
+pub use runs::{ClaimState, ClusterRuns, Lease, LostRun, NODE_LOST, SlotLimits, USER_CANCELLED};
 pub use shared::{BrokerStats, CancelRequest};
 
 use std::collections::HashMap;

@@ -4,6 +4,10 @@
 //!
 //! Keys (beside the streams' of the `scripts` module):
 //! - `<prefix>:{<user>}:slots`, a sorted set: the user's held slots, scored by expiry (ms);
+//! - `<prefix>:{<user>}:threads`, a hash: for each thread kept to one run at a time, the
+//!   lease and run holding a slot in it (valid while that lease is in the slots);
+//! - `<prefix>:{<user>}:qthreads`, a hash: each queued claim's thread, whether it queued to
+//!   the front of its thread, and its run;
 //! - `<prefix>:{<user>}:queue`, a sorted set: the user's claims waiting for a slot, scored by
 //!   arrival (ms), and `<prefix>:{<user>}:queued`, the same claims scored by expiry (a
 //!   waiting claim renews its place each time it asks again);
@@ -27,6 +31,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use core_context::multitask::ThreadRule;
 use core_context::{
     AgentEvent, EmitError, EncodedEvent, EventKind, RunId, RunScope, ThreadId, UserId,
 };
@@ -34,135 +39,11 @@ use redis::Script;
 use ws_bridge::broker::BrokerError;
 
 use crate::publisher::PublishQueue;
+use crate::run_scripts::{CLAIM, REAP, RELEASE, RENEW, TAKE};
 use crate::shared::{CancelRequest, Shared, broker_error};
 
 /// The `agent_error` code of a run whose node stopped renewing its lease.
 pub const NODE_LOST: &str = "node_lost";
-
-/// Claims a run slot or a place in the user's queue. `KEYS[1]` the user's slots (scored by
-/// expiry), `KEYS[2]` all leases (slots and places, scored by expiry, for the reaper),
-/// `KEYS[3]` this claim's lease hash, `KEYS[4]` the user's queue (scored by arrival, strictly
-/// increasing), `KEYS[5]` the queue's expiries, `KEYS[6]` the run's hash, `KEYS[7]` the run's
-/// ended mark; `ARGV[1]` the claim's id, `ARGV[2]` TTL ms, `ARGV[3]` max running,
-/// `ARGV[4]` max queued, `ARGV[5]` user, `ARGV[6]` node, `ARGV[7]` run, `ARGV[8]` thread,
-/// `ARGV[9]` agent, `ARGV[10]` the run's message, `ARGV[11]` 1 when a queued claim asks again.
-///
-/// A claim already in the queue (a waiter asking again) takes a slot when fewer claims are
-/// ahead of it than slots are free, else renews its place; a new claim does the same as if
-/// it stood at the end of the queue, and queues while the queue has room. Slots and places
-/// not renewed within their TTL (their node died) are dropped first; a reaper ends their
-/// runs. A waiter whose place a reaper took (its run ended) is told so.
-/// Returns `{1}` running, `{2, position}` queued, `{0, running, queued}` refused, `{3}` lost.
-const CLAIM: &str = r"
-if ARGV[11] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then return {3} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-local expiry = now + ttl
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
-for _, id in ipairs(dead) do redis.call('ZREM', KEYS[4], id) end
-if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now) end
-local running = redis.call('ZCARD', KEYS[1])
-local queued = redis.call('ZCARD', KEYS[4])
-local rank = redis.call('ZRANK', KEYS[4], ARGV[1])
-local ahead = rank or queued
-local function record(is_queued)
-  redis.call('ZADD', KEYS[2], expiry, ARGV[1])
-  redis.call('HSET', KEYS[3], 'user', ARGV[5], 'node', ARGV[6], 'run', ARGV[7],
-    'thread', ARGV[8], 'agent', ARGV[9], 'queued', is_queued, 'message', ARGV[10])
-  redis.call('HSET', KEYS[6], 'user', ARGV[5], 'node', ARGV[6], 'lease', ARGV[1])
-  redis.call('PEXPIRE', KEYS[6], 86400000)
-end
-if ahead < tonumber(ARGV[3]) - running then
-  if rank then
-    redis.call('ZREM', KEYS[4], ARGV[1])
-    redis.call('ZREM', KEYS[5], ARGV[1])
-  end
-  redis.call('ZADD', KEYS[1], expiry, ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  record('0')
-  return {1}
-end
-if rank then
-  redis.call('ZADD', KEYS[5], 'XX', expiry, ARGV[1])
-  redis.call('ZADD', KEYS[2], 'XX', expiry, ARGV[1])
-  redis.call('PEXPIRE', KEYS[4], ttl)
-  redis.call('PEXPIRE', KEYS[5], ttl)
-  return {2, rank}
-end
-if queued >= tonumber(ARGV[4]) then return {0, running, queued} end
--- Arrival order, strictly after the last place (several may arrive in one millisecond).
-local arrival = now
-local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
-if last[2] and tonumber(last[2]) >= arrival then arrival = tonumber(last[2]) + 1 end
-redis.call('ZADD', KEYS[4], arrival, ARGV[1])
-redis.call('ZADD', KEYS[5], expiry, ARGV[1])
-redis.call('PEXPIRE', KEYS[4], ttl)
-redis.call('PEXPIRE', KEYS[5], ttl)
-record('1')
-return {2, queued}
-";
-
-/// Takes a lease off the books and marks its run ended for a day (`<prefix>:ended:<run>`:
-/// the publish script drops the run's later events, so its `node_lost` stays its last).
-/// Returns `{user, run, thread, agent, queued, message}` for a lease that names its run, else
-/// nil (`queued`: '1' for a place in the queue, whose run never started).
-const TAKE: &str = r"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function take(prefix, leases, id)
-  redis.call('ZREM', leases, id)
-  local lease = prefix .. ':lease:' .. id
-  local f = redis.call('HMGET', lease, 'user', 'run', 'thread', 'agent', 'queued', 'message')
-  redis.call('DEL', lease)
-  if f[1] and f[2] then
-    redis.call('DEL', prefix .. ':run:' .. f[2])
-    redis.call('SET', prefix .. ':ended:' .. f[2], 1, 'PX', 86400000)
-    return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or ''}
-  end
-  return nil
-end
-";
-
-/// Renews leases: `KEYS[1]` all leases, `ARGV[1]` TTL ms, `ARGV[2]` the key prefix, then
-/// pairs of (user slots key, lease id). A lease already expired is not renewed (a reaper may
-/// be ending its run): it is taken here instead. Returns `{lost ids, taken runs}`: the ids no
-/// longer held, and the runs of those this call took (the caller ends them).
-const RENEW: &str = r"
-local now = now_ms()
-local expiry = now + tonumber(ARGV[1])
-local lost, taken = {}, {}
-for i = 3, #ARGV, 2 do
-  local slots, id = ARGV[i], ARGV[i + 1]
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if not score then
-    table.insert(lost, id)
-  elseif tonumber(score) <= now then
-    table.insert(lost, id)
-    local run = take(ARGV[2], KEYS[1], id)
-    if run then table.insert(taken, run) end
-  else
-    redis.call('ZADD', KEYS[1], 'XX', expiry, id)
-    redis.call('ZADD', slots, 'XX', expiry, id)
-    redis.call('PEXPIRE', slots, ARGV[1])
-  end
-end
-return {lost, taken}
-";
-
-/// Takes up to 100 expired leases: `KEYS[1]` all leases, `ARGV[1]` the key prefix. Returns
-/// the runs of those that had started.
-const REAP: &str = r"
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, 100)) do
-  local run = take(ARGV[1], KEYS[1], id)
-  if run then table.insert(out, run) end
-end
-return out
-";
 
 /// A claim on one of a user's run slots in the cluster: a slot held, or a place in the
 /// user's queue. Give it back with [`ClusterRuns::release`].
@@ -174,15 +55,23 @@ pub struct Lease {
 }
 
 /// What [`ClusterRuns::claim`] got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimState {
     /// The slot is held: the run may start.
     Running,
     /// The claim waits in the user's queue, with `position` claims ahead of it; claim again
     /// (with the same lease) to renew the place and take a slot once it is its turn.
     Queued {
-        /// Claims ahead of this one.
+        /// Claims ahead of this one (of its thread, for a claim kept one run per thread).
         position: usize,
+        /// The run of its thread holding a slot, if any.
+        behind: Option<RunId>,
+    },
+    /// The claim's thread has a run (`run`, running or queued) and the claim said
+    /// [`ThreadRule::Reject`]: refused.
+    ThreadBusy {
+        /// The thread's run.
+        run: RunId,
     },
     /// A claim asking again whose place a reaper took (its node could not renew it for a
     /// whole TTL): its run was ended for its user and must not start.
@@ -226,6 +115,7 @@ pub struct ClusterRuns {
     publish: Arc<PublishQueue>,
     lease_ttl: Duration,
     claim: Arc<Script>,
+    release: Arc<Script>,
     renew: Arc<Script>,
     reap: Arc<Script>,
 }
@@ -271,6 +161,7 @@ impl ClusterRuns {
             publish,
             lease_ttl,
             claim: Arc::new(Script::new(CLAIM)),
+            release: Arc::new(Script::new(RELEASE)),
             renew: Arc::new(Script::new(&format!("{TAKE}{RENEW}"))),
             reap: Arc::new(Script::new(&format!("{TAKE}{REAP}"))),
         }
@@ -302,13 +193,24 @@ impl ClusterRuns {
         ]
     }
 
+    /// The user's serialized threads and queued claims' threads.
+    fn thread_keys(&self, user: &UserId) -> [String; 2] {
+        let user = user.as_str();
+        let prefix = &self.shared.prefix;
+        [
+            format!("{prefix}:{{{user}}}:threads"),
+            format!("{prefix}:{{{user}}}:qthreads"),
+        ]
+    }
+
     /// Claims a run slot for `lease`'s run (`scope`) within `limits` across the cluster: held
     /// at once, or a place in the user's queue (claim again with the same lease to renew the
     /// place, at least once per lease TTL, and to take a slot when it is its turn), or
     /// refused. A claim that holds a slot or a place is where `cancel_run` finds its run; a
     /// held slot is renewed with [`renew`](Self::renew), a place by asking again (`again`),
     /// and either's run is ended by a reaper if its node stops renewing it (a queued run's
-    /// `agent_started`, saying `started_with`, then its `agent_error`).
+    /// `agent_started`, saying `started_with`, then its `agent_error`). `rule` keeps the
+    /// run's thread to one run at a time (see [`ThreadRule`]).
     pub async fn claim(
         &self,
         lease: &Lease,
@@ -316,9 +218,11 @@ impl ClusterRuns {
         limits: SlotLimits,
         started_with: &str,
         again: bool,
+        rule: ThreadRule,
     ) -> Result<ClaimState, BrokerError> {
         let [queue, queued] = self.queue_keys(&lease.user);
-        let answer: Vec<usize> = self
+        let [threads, qthreads] = self.thread_keys(&lease.user);
+        let answer: Vec<String> = self
             .claim
             .key(self.slots_key(&lease.user))
             .key(self.key("leases"))
@@ -327,6 +231,8 @@ impl ClusterRuns {
             .key(queued)
             .key(self.key(&format!("run:{}", lease.run)))
             .key(self.key(&format!("ended:{}", lease.run)))
+            .key(threads)
+            .key(qthreads)
             .arg(&lease.id)
             .arg(self.ttl_ms())
             .arg(limits.max_running)
@@ -338,43 +244,30 @@ impl ClusterRuns {
             .arg(&*scope.agent_name)
             .arg(started_with)
             .arg(u8::from(again))
+            .arg(rule.name())
             .invoke_async(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
-        match answer.as_slice() {
-            [1] => Ok(ClaimState::Running),
-            [3] => Ok(ClaimState::Lost),
-            [2, position] => Ok(ClaimState::Queued {
-                position: *position,
-            }),
-            [0, running, queued] => Ok(ClaimState::Full {
-                running: *running,
-                queued: *queued,
-            }),
-            other => Err(BrokerError(format!(
-                "Redis: the claim script answered {other:?}"
-            ))),
-        }
+        parse_claim(&answer)
+            .ok_or_else(|| BrokerError(format!("Redis: the claim script answered {answer:?}")))
     }
 
     /// Gives `lease` back: its slot or its place in the queue (its run ended, was cancelled
     /// while queued, or never started), and its run's record.
     pub async fn release(&self, lease: &Lease) -> Result<(), BrokerError> {
         let [queue, queued] = self.queue_keys(&lease.user);
-        let mut pipe = redis::pipe();
-        pipe.zrem(self.slots_key(&lease.user), &lease.id)
-            .ignore()
-            .zrem(queue, &lease.id)
-            .ignore()
-            .zrem(queued, &lease.id)
-            .ignore()
-            .zrem(self.key("leases"), &lease.id)
-            .ignore()
-            .del(self.key(&format!("lease:{}", lease.id)))
-            .ignore()
-            .del(self.key(&format!("run:{}", lease.run)))
-            .ignore();
-        pipe.query_async::<()>(&mut self.shared.conn.clone())
+        let [threads, qthreads] = self.thread_keys(&lease.user);
+        self.release
+            .key(self.slots_key(&lease.user))
+            .key(queue)
+            .key(queued)
+            .key(self.key("leases"))
+            .key(self.key(&format!("lease:{}", lease.id)))
+            .key(self.key(&format!("run:{}", lease.run)))
+            .key(threads)
+            .key(qthreads)
+            .arg(&lease.id)
+            .invoke_async::<()>(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))
     }
@@ -415,9 +308,15 @@ impl ClusterRuns {
         Ok(end_runs(&self.publish, taken))
     }
 
-    /// Sends `cancel_run` to the node executing `user`'s run `run`. False when no node runs
-    /// it for this user (another user's run and a missing one alike).
-    pub async fn cancel(&self, user: &UserId, run: &RunId) -> Result<bool, BrokerError> {
+    /// Sends `cancel_run` to the node executing `user`'s run `run`, which cancels it with
+    /// `reason` (one line; its `agent_cancelled` says it). False when no node runs it for this
+    /// user (another user's run and a missing one alike).
+    pub async fn cancel(
+        &self,
+        user: &UserId,
+        run: &RunId,
+        reason: &str,
+    ) -> Result<bool, BrokerError> {
         let mut conn = self.shared.conn.clone();
         let (owner, node): (Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(self.key(&format!("run:{run}")))
@@ -435,12 +334,40 @@ impl ClusterRuns {
         let channel = self.key(&format!("node:{node}"));
         let _receivers: u64 = redis::cmd("PUBLISH")
             .arg(channel)
-            .arg(format!("cancel\n{}\n{run}", user.as_str()))
+            .arg(format!(
+                "cancel\n{}\n{run}\n{}",
+                user.as_str(),
+                reason.replace('\n', " ")
+            ))
             .query_async(&mut conn)
             .await
             .map_err(|e| broker_error(&e))?;
         Ok(true)
     }
+}
+
+/// Reads the claim script's answer (see `run_scripts::CLAIM`).
+fn parse_claim(answer: &[String]) -> Option<ClaimState> {
+    let number = |text: &String| text.parse::<usize>().ok();
+    let run = |text: &String| {
+        (!text.is_empty())
+            .then(|| RunId::parse(text).ok())
+            .flatten()
+    };
+    Some(match answer {
+        [code] if code == "1" => ClaimState::Running,
+        [code] if code == "3" => ClaimState::Lost,
+        [code, position, behind] if code == "2" => ClaimState::Queued {
+            position: number(position)?,
+            behind: run(behind),
+        },
+        [code, running, queued] if code == "0" => ClaimState::Full {
+            running: number(running)?,
+            queued: number(queued)?,
+        },
+        [code, busy] if code == "4" => ClaimState::ThreadBusy { run: run(busy)? },
+        _ => return None,
+    })
 }
 
 /// A run whose lease a script took: `(user, run, thread, agent, queued, message)`.
@@ -494,15 +421,21 @@ fn end_runs(publish: &PublishQueue, taken: Vec<TakenRun>) -> Vec<LostRun> {
     lost
 }
 
-/// Reads a node channel message (`cancel\n<user>\n<run>`).
+/// Reads a node channel message (`cancel\n<user>\n<run>\n<reason>`; without the reason,
+/// from a node of an earlier version: cancelled by the user).
 pub(crate) fn parse_cancel(payload: &[u8]) -> Option<CancelRequest> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut parts = text.split('\n');
     (parts.next()? == "cancel").then_some(())?;
     let user = UserId::parse(parts.next()?).ok()?;
     let run_id = RunId::parse(parts.next()?).ok()?;
-    parts
-        .next()
-        .is_none()
-        .then_some(CancelRequest { user, run_id })
+    let reason = parts.next().unwrap_or(USER_CANCELLED).to_owned();
+    parts.next().is_none().then_some(CancelRequest {
+        user,
+        run_id,
+        reason,
+    })
 }
+
+/// The `agent_cancelled` reason of a run its user cancelled.
+pub const USER_CANCELLED: &str = "cancelled by the user";

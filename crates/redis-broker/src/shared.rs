@@ -173,6 +173,8 @@ pub struct CancelRequest {
     pub user: UserId,
     /// The run.
     pub run_id: RunId,
+    /// Why (what its `agent_cancelled` says).
+    pub reason: String,
 }
 
 /// A Redis error as the bridge's [`BrokerError`].

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use agent_registry::{AgentError, DecidedCall};
 use core_context::approval::Decision;
-use core_context::multitask::Multitask;
+use core_context::multitask::{self, Multitask};
 use core_context::{RunId, ThreadId, UserExecutionContext, UserId};
 use execution_engine::{Resume, RunOutcome, UserExecutionEngine};
 use history::{ApprovalRecord, DecideOutcome, RunStatus};
@@ -176,10 +176,8 @@ impl RunService {
         };
         let (status, reason) = match ending {
             Ending::Cancelled(reason) => (RunStatus::Cancelled, reason),
-            Ending::Interrupted | Ending::RolledBack => (
-                RunStatus::Interrupted,
-                "interrupted by a new message in its thread",
-            ),
+            Ending::Interrupted => (RunStatus::Interrupted, multitask::INTERRUPTED),
+            Ending::RolledBack => (RunStatus::Interrupted, multitask::ROLLED_BACK),
         };
         let Some(cancelled) = recorder
             .store()

@@ -75,9 +75,15 @@ impl Cluster {
         self.runs.renew_every()
     }
 
-    /// Routes `cancel_run` to the node executing `user`'s run; false when none does.
-    pub(crate) async fn cancel(&self, user: &UserId, run: &RunId) -> Result<bool, BrokerError> {
-        self.runs.cancel(user, run).await
+    /// Routes `cancel_run` (with `reason`) to the node executing `user`'s run; false when
+    /// none does.
+    pub(crate) async fn cancel(
+        &self,
+        user: &UserId,
+        run: &RunId,
+        reason: &str,
+    ) -> Result<bool, BrokerError> {
+        self.runs.cancel(user, run, reason).await
     }
 
     /// Renews this node's leases and ends the runs of nodes that stopped renewing theirs.

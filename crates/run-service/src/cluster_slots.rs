@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use core_context::{RunId, RunScope, UserId};
 use execution_engine::slots::{
-    Claim, QueuedSlot, RunSlots, SlotError, SlotLoad, SlotLost, SlotPermit,
+    Claim, QueuedSlot, RunSlots, SlotError, SlotLoad, SlotLost, SlotPermit, ThreadRule,
 };
 use parking_lot::Mutex;
 use redis_broker::{ClaimState, ClusterRuns, Lease, SlotLimits};
@@ -150,6 +150,7 @@ struct Place {
     scope: RunScope,
     /// What the run's `agent_started` says (kept with the place, for a reaper).
     message: String,
+    rule: ThreadRule,
     got_slot: bool,
 }
 
@@ -163,7 +164,14 @@ impl Place {
             freed.as_mut().enable();
             let answer = inner
                 .runs
-                .claim(&self.lease, &self.scope, inner.limits, &self.message, true)
+                .claim(
+                    &self.lease,
+                    &self.scope,
+                    inner.limits,
+                    &self.message,
+                    true,
+                    self.rule,
+                )
                 .await;
             let pause = match answer {
                 Ok(ClaimState::Running) => {
@@ -178,7 +186,11 @@ impl Place {
                 }
                 // Still queued; or the place lapsed (Redis was out of reach for a whole TTL)
                 // and the queue is full now: the run was accepted, so it keeps asking.
-                Ok(ClaimState::Queued { .. } | ClaimState::Full { .. }) => {
+                Ok(
+                    ClaimState::Queued { .. }
+                    | ClaimState::Full { .. }
+                    | ClaimState::ThreadBusy { .. },
+                ) => {
                     failing = false;
                     inner.poll
                 }
@@ -229,6 +241,7 @@ impl RunSlots for ClusterSlots {
         user: &UserId,
         scope: &RunScope,
         message: &str,
+        rule: ThreadRule,
     ) -> Result<Claim, SlotError> {
         let inner = &self.inner;
         let lease = Lease::new(user.clone(), scope.run_id.clone());
@@ -239,7 +252,7 @@ impl RunSlots for ClusterSlots {
         };
         let state = inner
             .runs
-            .claim(&lease, scope, inner.limits, message, false)
+            .claim(&lease, scope, inner.limits, message, false, rule)
             .await;
         let state = match state {
             Ok(state) => {
@@ -250,21 +263,25 @@ impl RunSlots for ClusterSlots {
         };
         match state {
             ClaimState::Running => Ok(Claim::Running(inner.permit(lease))),
-            ClaimState::Queued { position } => {
+            ClaimState::Queued { position, behind } => {
                 inner.queued.fetch_add(1, Ordering::AcqRel);
                 let place = Place {
                     inner: Arc::clone(inner),
                     lease,
                     scope: scope.clone(),
                     message: message.to_owned(),
+                    rule,
                     got_slot: false,
                 };
-                Ok(Claim::Queued(QueuedSlot::new(position, place.wait())))
+                Ok(Claim::Queued(
+                    QueuedSlot::new(position, place.wait()).behind(behind),
+                ))
             }
             // Only a claim asking again can find its place lost.
             ClaimState::Lost => Err(SlotError::Unavailable(
                 "the slots' store answered `lost` to a new claim".into(),
             )),
+            ClaimState::ThreadBusy { run } => Err(SlotError::ThreadBusy { run }),
             ClaimState::Full { running, queued } => Err(SlotError::Full {
                 running,
                 queued,

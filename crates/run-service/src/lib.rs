@@ -15,6 +15,9 @@
 //! - [`approvals`]: a person's decisions about tool calls that wait for approval, resuming
 //!   and cancelling paused runs, expiring undecided calls.
 //! - [`paused_runs`]: the engine's paused runs, kept in the history store.
+//! - `threads`: one run per thread: what a new message into a busy thread does to its run
+//!   (`multitask`: reject, enqueue, interrupt, rollback), the run's admission into its
+//!   thread, and its earlier turns read when it starts.
 //! - [`tag`]: a user's tag in log lines, which names no user.
 //!
 //! **Architecture Invariant:** this crate depends on neither the wire protocol's crate nor an
@@ -30,6 +33,7 @@ pub mod recorder;
 pub mod service;
 pub mod sessions;
 pub mod tag;
+mod threads;
 
 pub use service::{Refusal, RunAccepted, RunCounter, RunRequest, RunService};
 pub use tag::user_tag;

@@ -124,8 +124,9 @@ impl Recorder {
     }
 
     /// The thread's earlier turns for a new run: each completed run's message and answer,
-    /// oldest first, the newest [`MAX_TURNS`] that fit in [`MAX_TURN_BYTES`]. Waits for the
-    /// writer first, so a follow-up sent right after an answer sees it.
+    /// and each interrupted run's message and partial answer (marked as cut short), oldest
+    /// first, the newest [`MAX_TURNS`] that fit in [`MAX_TURN_BYTES`]. Waits for the writer
+    /// first, so a follow-up sent right after an answer sees it.
     pub async fn turns(&self, user: &UserId, thread: &ThreadId) -> Vec<Turn> {
         self.writer.flush().await;
         let detail = match self.store.thread(user, thread).await {
@@ -136,20 +137,31 @@ impl Recorder {
                 return Vec::new();
             }
         };
-        let mut turns: Vec<Turn> = detail
+        let runs: Vec<_> = detail
             .runs
             .into_iter()
-            .filter(|run| run.status == RunStatus::Completed)
-            .filter_map(|run| {
-                Some(Turn {
-                    user: run.message,
-                    assistant: answer_text(&run.outcome?),
-                })
+            .filter(|run| {
+                (run.status == RunStatus::Completed && run.outcome.is_some())
+                    || run.status == RunStatus::Interrupted
             })
             .collect();
+        let skip = runs.len().saturating_sub(MAX_TURNS);
+        let mut turns: Vec<Turn> = Vec::with_capacity(runs.len() - skip);
+        for run in runs.into_iter().skip(skip) {
+            match run.outcome {
+                Some(outcome) if run.status == RunStatus::Completed => turns.push(Turn {
+                    user: run.message,
+                    assistant: answer_text(&outcome),
+                }),
+                _ => {
+                    let chunks = self.streamed_text(user, &run.run_id).await;
+                    turns.push(partial_turn(run.message, &chunks));
+                }
+            }
+        }
         let mut bytes = 0;
         let mut keep = 0;
-        for turn in turns.iter().rev().take(MAX_TURNS) {
+        for turn in turns.iter().rev() {
             bytes += turn.user.len() + turn.assistant.len();
             if bytes > MAX_TURN_BYTES {
                 break;
@@ -158,6 +170,29 @@ impl Recorder {
         }
         turns.drain(..turns.len() - keep);
         turns
+    }
+
+    /// The text run `run` streamed (its `agent_response_chunk`s), for a run that did not
+    /// finish.
+    async fn streamed_text(&self, user: &UserId, run: &str) -> Vec<String> {
+        let Ok(run) = RunId::parse(run) else {
+            return Vec::new();
+        };
+        match self.store.run(user, &run).await {
+            Ok(Some(detail)) => detail
+                .events
+                .iter()
+                .filter(|event| {
+                    event["type"] == "agent_response_chunk" && event["run_id"] == run.as_str()
+                })
+                .filter_map(|event| event["data"]["delta"].as_str().map(str::to_owned))
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(error) => {
+                tracing::warn!(%error, "history: cannot read an interrupted run's partial answer");
+                Vec::new()
+            }
+        }
     }
 
     /// Erases threads older than `max_age` and each user's past `max_threads`.
@@ -191,6 +226,21 @@ impl Recorder {
                 }
             }
         }
+    }
+}
+
+/// The partial answer of a run ended by a new message: its streamed text, marked as cut
+/// short (so the next run's model knows it was not finished).
+fn partial_turn(message: String, chunks: &[String]) -> Turn {
+    let text = chunks.concat();
+    let assistant = if text.trim().is_empty() {
+        "(interrupted by the user's next message before answering)".to_owned()
+    } else {
+        format!("{text}\n\n(interrupted by the user's next message)")
+    };
+    Turn {
+        user: message,
+        assistant,
     }
 }
 

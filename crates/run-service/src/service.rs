@@ -12,10 +12,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
-use agent_registry::{AgentInput, Turn};
+use agent_registry::AgentInput;
 use core_context::multitask::Multitask;
 use core_context::{ConnectionId, RunId, ThreadId, UserExecutionContext, UserId};
-use execution_engine::{ExecutionEngineFactory, RunHandle, RunOutcome, UserExecutionEngine};
+use execution_engine::slots::SlotError;
+use execution_engine::{
+    Admission, EngineError, ExecutionEngineFactory, RunHandle, RunOutcome, UserExecutionEngine,
+};
 use serde_json::{Map, Value, json};
 
 use crate::cluster::Cluster;
@@ -40,6 +43,11 @@ pub trait RunCounter: Send + Sync {
     fn approval_resolved(&self, decision: &str, waited: std::time::Duration) {
         let _ = (decision, waited);
     }
+    /// A message came into a thread that had a run (running or queued), with `strategy`
+    /// (the request's, or the server's default); `accepted` whether it was taken.
+    fn busy_thread(&self, strategy: Multitask, accepted: bool) {
+        let _ = (strategy, accepted);
+    }
 }
 
 /// What a client asks to run.
@@ -55,7 +63,8 @@ pub struct RunRequest {
     pub input: Option<Map<String, Value>>,
     /// The client's id for the request (kept in the run's audit trail).
     pub request_id: Option<String>,
-    /// What to do with the thread's live run (today: one that waits for approvals).
+    /// What to do with the thread's live run (running, queued, or waiting for approvals);
+    /// the server's default when `None`.
     pub multitask: Option<Multitask>,
 }
 
@@ -66,6 +75,9 @@ pub struct RunAccepted {
     pub run_id: RunId,
     /// Its thread (new, or the one asked for).
     pub thread_id: ThreadId,
+    /// When it waits (behind its thread's runs, or for one of the user's run slots): how
+    /// many runs are ahead of it (0: it is next).
+    pub queued: Option<usize>,
 }
 
 /// Why a run was not started or not cancelled: a code every transport knows and a message
@@ -105,6 +117,8 @@ pub struct RunService {
     /// Threads, runs and events kept past the process, with `--store`.
     recorder: Option<Arc<Recorder>>,
     metrics: Arc<dyn RunCounter>,
+    /// What a message into a busy thread does when it does not say (`--multitask-default`).
+    multitask_default: Multitask,
     /// Set by graceful shutdown: no new runs.
     draining: AtomicBool,
 }
@@ -132,8 +146,22 @@ impl RunService {
             cluster,
             recorder,
             metrics,
+            multitask_default: Multitask::Enqueue,
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// This service with `strategy` for messages into a busy thread that do not say
+    /// (`enqueue` unless set). `steer` is taken as `enqueue` until an agent can take one.
+    #[must_use]
+    pub fn with_multitask_default(mut self, strategy: Multitask) -> Self {
+        self.multitask_default = strategy;
+        self
+    }
+
+    /// What a message into a busy thread does when it does not say.
+    pub fn multitask_default(&self) -> Multitask {
+        self.multitask_default
     }
 
     /// The engines' factory.
@@ -187,16 +215,15 @@ impl RunService {
         }
         self.stored_thread_is_theirs(user, request.thread_id.as_ref())
             .await?;
+        let strategy = self.strategy(request.multitask);
         if let Some(thread) = &request.thread_id {
-            self.settle_waiting_run(user, thread, request.multitask)
+            self.settle_waiting_run(user, thread, Some(strategy))
                 .await?;
         }
         let thread = self.sessions.admit(user, request.thread_id.clone())?;
-        let history = match (&self.recorder, &request.thread_id) {
-            (Some(recorder), Some(thread)) => recorder.turns(user, thread).await,
-            _ => Vec::new(),
-        };
-        self.launch(user, connection, thread, request, history)
+        // The thread's earlier turns are read when the run starts (after the runs ahead).
+        let admission = self.admission(user, request.thread_id.as_ref(), strategy);
+        self.launch(user, connection, thread, request, admission, strategy)
             .await
     }
 
@@ -231,7 +258,8 @@ impl RunService {
         connection: &ConnectionId,
         thread: ThreadId,
         request: RunRequest,
-        history: Vec<Turn>,
+        admission: Admission,
+        strategy: Multitask,
     ) -> Result<RunAccepted, Refusal> {
         // The run's id is chosen here, so its start is recorded before any of its events.
         let run_id = RunId::generate();
@@ -257,9 +285,12 @@ impl RunService {
             message: request.message,
             input: request.input.map_or(Value::Null, Value::Object),
             previous_result: None,
-            history,
+            history: Vec::new(),
         };
-        let handle = match engine.execute_agent(&request.agent, input).await {
+        let started = engine
+            .execute_agent_with(&request.agent, input, admission)
+            .await;
+        let handle = match started {
             Ok(handle) => handle,
             Err(e) => {
                 if let Some(recorder) = &self.recorder {
@@ -267,15 +298,24 @@ impl RunService {
                 }
                 self.metrics.run_refused(&run_id);
                 self.factory.release(&engine);
+                if matches!(e, EngineError::Slots(SlotError::ThreadBusy { .. })) {
+                    self.metrics.busy_thread(strategy, false);
+                }
                 return Err(Refusal::new(e.code(), e.to_string()));
             }
         };
+        let queued = handle.queued().cloned();
+        if queued.as_ref().is_some_and(|q| q.behind.is_some()) {
+            self.metrics.busy_thread(strategy, true);
+        }
         let accepted = RunAccepted {
             run_id: handle.run_id().clone(),
             thread_id: handle.thread_id().clone(),
+            queued: queued.as_ref().map(|q| q.position),
         };
-        tracing::info!(user = %user_tag(user), run_id = %accepted.run_id, agent = %request.agent, "run started");
+        tracing::info!(user = %user_tag(user), run_id = %accepted.run_id, agent = %request.agent, queued = ?accepted.queued, "run started");
         self.follow(user, engine, handle, &request.agent);
+        self.end_run_ahead(user, strategy, queued.as_ref()).await;
         Ok(accepted)
     }
 
@@ -314,20 +354,8 @@ impl RunService {
     /// Cancels `user`'s active run `run_id`, on this node or on the one executing it; only
     /// the user's own runs are found. The run's `agent_cancelled` event follows.
     pub async fn cancel(&self, user: &UserId, run_id: &RunId) -> Result<(), Refusal> {
-        if let Some(engine) = self.sessions.active_run(user, run_id) {
-            if engine.cancel_run(run_id, "cancelled by the user") {
-                return Ok(());
-            }
-        }
-        let elsewhere = match &self.cluster {
-            Some(cluster) => cluster.cancel(user, run_id).await.unwrap_or_else(|error| {
-                tracing::warn!(%error, "cluster: cannot route cancel_run");
-                false
-            }),
-            None => false,
-        };
-        let reason = "cancelled by the user";
-        if elsewhere
+        let reason = redis_broker::USER_CANCELLED;
+        if self.cancel_active(user, run_id, reason).await?
             || self
                 .cancel_paused(user, run_id, Ending::Cancelled(reason))
                 .await?
@@ -378,7 +406,7 @@ impl RunService {
                     return;
                 };
                 if let Some(engine) = service.sessions.active_run(&request.user, &request.run_id) {
-                    engine.cancel_run(&request.run_id, "cancelled by the user");
+                    engine.cancel_run(&request.run_id, &request.reason);
                 }
             }
         });

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use agent_protocol::{CloseCode, ErrorCode};
+use core_context::multitask::Multitask;
 use core_context::{AgentEvent, EventKind, RunId};
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -115,7 +116,15 @@ pub struct Metrics {
     approvals_requested: Counter,
     approvals_resolved: Family<DecisionLabel, Counter>,
     approval_wait: Histogram,
+    busy_threads: Family<BusyThread, Counter>,
     runs: Mutex<HashMap<RunId, RunClock>>,
+}
+
+/// A message into a thread that had a run: its strategy, and whether it was taken.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BusyThread {
+    strategy: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -164,6 +173,15 @@ impl RunCounter for Metrics {
             .inc();
         self.approval_wait.observe(waited.as_secs_f64());
     }
+
+    fn busy_thread(&self, strategy: Multitask, accepted: bool) {
+        self.busy_threads
+            .get_or_create(&BusyThread {
+                strategy: strategy.name(),
+                outcome: if accepted { "accepted" } else { "refused" },
+            })
+            .inc();
+    }
 }
 
 impl Metrics {
@@ -189,8 +207,17 @@ impl Metrics {
             approvals_requested: Counter::default(),
             approvals_resolved: Family::default(),
             approval_wait: human_seconds(),
+            busy_threads: Family::default(),
             runs: Mutex::new(HashMap::new()),
         };
+        for strategy in Multitask::NAMES {
+            if let Some(strategy) = Multitask::parse(strategy) {
+                let _ = metrics.busy_threads.get_or_create(&BusyThread {
+                    strategy: strategy.name(),
+                    outcome: "accepted",
+                });
+            }
+        }
         for decision in ["approve", "edit", "reject", "respond", "expired"] {
             let _ = metrics.approvals_resolved.get_or_create(&DecisionLabel {
                 decision: decision.to_owned(),
@@ -213,7 +240,33 @@ impl Metrics {
         metrics
     }
 
+    /// What people and messages decide about runs: approvals, and messages into busy threads.
+    fn register_decisions(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "approvals_requested",
+            "Tool calls that waited for a person's approval (each pausing its run)",
+            self.approvals_requested.clone(),
+        );
+        r.register(
+            "approvals_resolved",
+            "Waiting tool calls decided, by decision (`expired`: nobody decided in time)",
+            self.approvals_resolved.clone(),
+        );
+        r.register(
+            "approval_wait_seconds",
+            "From a tool call's approval request to its decision (or expiry)",
+            self.approval_wait.clone(),
+        );
+        r.register(
+            "busy_thread_messages",
+            "Messages into a thread whose run was still going or queued, by multitask strategy (the request's or the server's default) and outcome (`accepted`: queued behind it, or ending it; `refused`: `thread_busy`)",
+            self.busy_threads.clone(),
+        );
+    }
+
     fn register(&mut self) {
+        self.register_decisions();
         let r = &mut self.registry;
         r.register(
             "connections_opened",
@@ -262,21 +315,6 @@ impl Metrics {
             "run_queue_wait_seconds",
             "From a run's acceptance to its start (waiting for one of the user's run slots)",
             self.queue_wait.clone(),
-        );
-        r.register(
-            "approvals_requested",
-            "Tool calls that waited for a person's approval (each pausing its run)",
-            self.approvals_requested.clone(),
-        );
-        r.register(
-            "approvals_resolved",
-            "Waiting tool calls decided, by decision (`expired`: nobody decided in time)",
-            self.approvals_resolved.clone(),
-        );
-        r.register(
-            "approval_wait_seconds",
-            "From a tool call's approval request to its decision (or expiry)",
-            self.approval_wait.clone(),
         );
         r.register(
             "tool_calls",

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use core_context::multitask::Multitask;
 
 use super::{LogFormat, OtlpProtocol};
 
@@ -164,6 +165,12 @@ pub struct ServeArgs {
     /// on (`24h`, `30m`, ...).
     #[arg(long, env = "AGENT_SERVER_APPROVAL_TIMEOUT", default_value = "24h", value_parser = parse_approval_timeout)]
     pub approval_timeout: Duration,
+    /// What a new message into a thread whose run is still going does when it does not say
+    /// (`payload.multitask`): `enqueue` (run after it), `reject` (`thread_busy`), `interrupt`
+    /// (end it, keep its partial answer, run next), `rollback` (end and erase it, run next),
+    /// or `steer` (taken as `enqueue` until an agent can take a message mid-run).
+    #[arg(long, env = "AGENT_SERVER_MULTITASK_DEFAULT", default_value = "enqueue", value_parser = parse_multitask)]
+    pub multitask_default: Multitask,
     /// Threads not updated for this long are erased with their runs (`90d`, `12h`, ...).
     #[arg(long, env = "AGENT_SERVER_HISTORY_MAX_AGE", default_value = "90d", value_parser = humantime::parse_duration)]
     pub history_max_age: Duration,
@@ -274,6 +281,16 @@ pub struct ServeArgs {
         value_delimiter = ';'
     )]
     pub mcp_cwd: Vec<String>,
+}
+
+/// `--multitask-default`: one of the strategies.
+fn parse_multitask(raw: &str) -> Result<Multitask, String> {
+    Multitask::parse(raw).ok_or_else(|| {
+        format!(
+            "{raw:?} is not a strategy; use one of {}",
+            Multitask::NAMES.join(", ")
+        )
+    })
 }
 
 /// `--approval-timeout`: a duration from one second to a year.

@@ -196,6 +196,57 @@ fn limit_and_log_flag_table() {
     }
 }
 
+/// `--multitask-default`: one of the strategies (`enqueue` unless set), by flag or file;
+/// anything else is refused naming the strategies.
+#[test]
+fn the_multitask_default_is_a_strategy() {
+    let parse = |argv: &[&str]| {
+        let args = Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?
+            .args;
+        ServerConfig::from_args(args)
+            .map(|config| config.multitask_default)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(parse(&[]), Ok(Multitask::Enqueue));
+    for name in Multitask::NAMES {
+        assert_eq!(
+            parse(&["--multitask-default", name]).map(Multitask::name),
+            Ok(*name)
+        );
+    }
+    let refused = parse(&["--multitask-default", "later"]).unwrap_err();
+    assert!(
+        refused.contains(
+            "\"later\" is not a strategy; use one of reject, enqueue, interrupt, rollback, steer"
+        ),
+        "{refused}"
+    );
+    let dir = std::env::temp_dir().join(format!("agent-config-multitask-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, "multitask_default = \"reject\"\n").unwrap();
+    let argv: Vec<std::ffi::OsString> = ["serve", "--config", path.to_str().unwrap()]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let command = || <Cli as clap::CommandFactory>::command();
+    let matches = command().try_get_matches_from(&argv).unwrap();
+    let parsed = with_file(command(), &argv, matches).unwrap();
+    let args = <Cli as clap::FromArgMatches>::from_arg_matches(&parsed.matches)
+        .unwrap()
+        .args;
+    assert_eq!(args.multitask_default, Multitask::Reject);
+    std::fs::write(&path, "multitask_default = \"sometimes\"\n").unwrap();
+    let matches = command().try_get_matches_from(&argv).unwrap();
+    let refused = with_file(command(), &argv, matches)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("multitask_default"), "{refused}");
+    assert!(refused.contains("is not a strategy"), "{refused}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The flags' defaults are the defaults of the config the library starts from (the store
 /// aside: the binary keeps a history by default, a library user opts in).
 #[test]

@@ -137,6 +137,8 @@ fn start(
         request_id,
         run_id,
         thread_id,
+        queued: false,
+        position: None,
     }
 }
 

@@ -1,0 +1,242 @@
+//! The Lua scripts of the runs across nodes ([`ClusterRuns`](crate::ClusterRuns)): claiming
+//! a run slot or a place in the queue (with one run per thread), giving it back, renewing
+//! leases, and reaping those of nodes that died. The keys they use are listed in the `runs`
+//! module's documentation.
+
+/// Claims a run slot or a place in the user's queue. `KEYS[1]` the user's slots (scored by
+/// expiry), `KEYS[2]` all leases (slots and places, scored by expiry, for the reaper),
+/// `KEYS[3]` this claim's lease hash, `KEYS[4]` the user's queue (scored by arrival, strictly
+/// increasing), `KEYS[5]` the queue's expiries, `KEYS[6]` the run's hash, `KEYS[7]` the run's
+/// ended mark, `KEYS[8]` the user's serialized threads (thread → `<lease> <run>` of the run
+/// holding a slot in it), `KEYS[9]` the user's queued claims (lease → `<thread> <front>
+/// <run>`); `ARGV[1]` the claim's id, `ARGV[2]` TTL ms, `ARGV[3]` max running, `ARGV[4]` max
+/// queued, `ARGV[5]` user, `ARGV[6]` node, `ARGV[7]` run, `ARGV[8]` thread, `ARGV[9]` agent,
+/// `ARGV[10]` the run's message, `ARGV[11]` 1 when a queued claim asks again, `ARGV[12]` the
+/// thread rule (`parallel`, `queue`, `reject`, `front`).
+///
+/// A claim takes a slot when fewer claims ahead of it may run than slots are free, and
+/// (keeping one run per thread, every rule but `parallel`) its thread has no holder and no
+/// claim queued ahead of it; a claim ahead "may run" unless its own thread holds it up. A
+/// claim already in the queue (a waiter asking again) renews its place otherwise; a new one
+/// queues while the queue has room: at the end, or (`front`) ahead of its thread's waiters
+/// after their `front` ones; `reject` is refused while its thread has a run. Slots and places
+/// not renewed within their TTL (their node died) are dropped first; a reaper ends their
+/// runs. A waiter whose place a reaper took (its run ended) is told so. Returns `{1}`
+/// running, `{2, position, holder}` queued (`position` claims ahead: of its thread when it
+/// keeps one run per thread; `holder` the thread's running run or ''), `{0, running,
+/// queued}` refused, `{3}` lost, `{4, run}` its thread is busy with `run`.
+pub(crate) const CLAIM: &str = r"
+if ARGV[11] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then return {'3'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local expiry = now + ttl
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
+for _, id in ipairs(dead) do
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('HDEL', KEYS[9], id)
+end
+if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now) end
+local running = redis.call('ZCARD', KEYS[1])
+local queued = redis.call('ZCARD', KEYS[4])
+local rule = ARGV[12]
+local mine = nil
+if rule ~= 'parallel' then mine = ARGV[8] end
+local holders = {}
+local function holder(thread)
+  if holders[thread] == nil then
+    holders[thread] = false
+    local h = redis.call('HGET', KEYS[8], thread)
+    if h then
+      local lease, run = string.match(h, '^(%S+) (%S+)$')
+      if lease and redis.call('ZSCORE', KEYS[1], lease) then
+        holders[thread] = run
+      else
+        redis.call('HDEL', KEYS[8], thread)
+      end
+    end
+  end
+  return holders[thread]
+end
+local entries = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
+local rank, may_ahead, same_ahead, fronts, first_same = nil, 0, 0, 0, nil
+local last_front, first_normal = nil, nil
+local blocked = {}
+for i = 1, #entries, 2 do
+  local id = entries[i]
+  if id == ARGV[1] then
+    rank = (i - 1) / 2
+    break
+  end
+  local q = redis.call('HGET', KEYS[9], id) or ''
+  local thread, front, run = string.match(q, '^(%S*) (%d) (%S+)$')
+  if thread == nil or thread == '' then
+    may_ahead = may_ahead + 1
+  else
+    if not blocked[thread] and not holder(thread) then may_ahead = may_ahead + 1 end
+    blocked[thread] = true
+    if thread == mine then
+      same_ahead = same_ahead + 1
+      if not first_same then first_same = run end
+      if front == '1' then
+        fronts = fronts + 1
+        last_front = i
+      elseif not first_normal then
+        first_normal = i
+      end
+    end
+  end
+end
+local active = false
+if mine then active = holder(mine) end
+if not rank and rule == 'reject' and (active or first_same) then
+  return {'4', active or first_same}
+end
+local thread_free = (not mine) or (not active and not blocked[mine])
+local function record(is_queued)
+  redis.call('ZADD', KEYS[2], expiry, ARGV[1])
+  redis.call('HSET', KEYS[3], 'user', ARGV[5], 'node', ARGV[6], 'run', ARGV[7],
+    'thread', ARGV[8], 'agent', ARGV[9], 'queued', is_queued, 'message', ARGV[10])
+  redis.call('HSET', KEYS[6], 'user', ARGV[5], 'node', ARGV[6], 'lease', ARGV[1])
+  redis.call('PEXPIRE', KEYS[6], 86400000)
+end
+if thread_free and may_ahead < tonumber(ARGV[3]) - running then
+  if rank then
+    redis.call('ZREM', KEYS[4], ARGV[1])
+    redis.call('ZREM', KEYS[5], ARGV[1])
+    redis.call('HDEL', KEYS[9], ARGV[1])
+  end
+  redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if mine then
+    redis.call('HSET', KEYS[8], mine, ARGV[1] .. ' ' .. ARGV[7])
+    redis.call('PEXPIRE', KEYS[8], 86400000)
+  end
+  record('0')
+  return {'1'}
+end
+if rank then
+  redis.call('ZADD', KEYS[5], 'XX', expiry, ARGV[1])
+  redis.call('ZADD', KEYS[2], 'XX', expiry, ARGV[1])
+  redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('PEXPIRE', KEYS[5], ttl)
+  redis.call('PEXPIRE', KEYS[9], ttl)
+  local position = rank
+  if mine then position = same_ahead end
+  return {'2', tostring(position), active or ''}
+end
+if queued >= tonumber(ARGV[4]) then return {'0', tostring(running), tostring(queued)} end
+-- Arrival order, strictly after the last place (several may arrive in one millisecond).
+local arrival = now
+local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
+if last[2] and tonumber(last[2]) >= arrival then arrival = tonumber(last[2]) + 1 end
+local position = queued
+if mine then position = same_ahead end
+local front = '0'
+if rule == 'front' and mine and (last_front or first_normal) then
+  front = '1'
+  local function score(i) return tonumber(entries[i + 1]) end
+  if last_front then
+    local after = score(last_front) + 2
+    if entries[last_front + 2] then after = score(last_front + 2) end
+    arrival = (score(last_front) + after) / 2
+  else
+    local before = score(first_normal) - 2
+    if first_normal > 1 then before = score(first_normal - 2) end
+    arrival = (before + score(first_normal)) / 2
+  end
+  position = fronts
+elseif rule == 'front' then
+  front = '1'
+end
+redis.call('ZADD', KEYS[4], arrival, ARGV[1])
+redis.call('ZADD', KEYS[5], expiry, ARGV[1])
+redis.call('HSET', KEYS[9], ARGV[1], (mine or '') .. ' ' .. front .. ' ' .. ARGV[7])
+redis.call('PEXPIRE', KEYS[4], ttl)
+redis.call('PEXPIRE', KEYS[5], ttl)
+redis.call('PEXPIRE', KEYS[9], ttl)
+record('1')
+return {'2', tostring(position), active or ''}
+";
+
+/// Gives a lease back: its slot or its place, its records, and its thread when it holds
+/// it. `KEYS[1]` the user's slots, `KEYS[2]` the queue, `KEYS[3]` the queue's expiries,
+/// `KEYS[4]` all leases, `KEYS[5]` the lease hash, `KEYS[6]` the run's hash, `KEYS[7]` the
+/// user's serialized threads, `KEYS[8]` the user's queued claims; `ARGV[1]` the lease id.
+pub(crate) const RELEASE: &str = r"
+local thread = redis.call('HGET', KEYS[5], 'thread')
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('DEL', KEYS[5], KEYS[6])
+redis.call('HDEL', KEYS[8], ARGV[1])
+if thread then
+  local h = redis.call('HGET', KEYS[7], thread)
+  if h and string.sub(h, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+    redis.call('HDEL', KEYS[7], thread)
+  end
+end
+return 1
+";
+
+/// Takes a lease off the books and marks its run ended for a day (`<prefix>:ended:<run>`:
+/// the publish script drops the run's later events, so its `node_lost` stays its last).
+/// Returns `{user, run, thread, agent, queued, message}` for a lease that names its run, else
+/// nil (`queued`: '1' for a place in the queue, whose run never started).
+pub(crate) const TAKE: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function take(prefix, leases, id)
+  redis.call('ZREM', leases, id)
+  local lease = prefix .. ':lease:' .. id
+  local f = redis.call('HMGET', lease, 'user', 'run', 'thread', 'agent', 'queued', 'message')
+  redis.call('DEL', lease)
+  if f[1] and f[2] then
+    redis.call('DEL', prefix .. ':run:' .. f[2])
+    redis.call('SET', prefix .. ':ended:' .. f[2], 1, 'PX', 86400000)
+    return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or ''}
+  end
+  return nil
+end
+";
+
+/// Renews leases: `KEYS[1]` all leases, `ARGV[1]` TTL ms, `ARGV[2]` the key prefix, then
+/// pairs of (user slots key, lease id). A lease already expired is not renewed (a reaper may
+/// be ending its run): it is taken here instead. Returns `{lost ids, taken runs}`: the ids no
+/// longer held, and the runs of those this call took (the caller ends them).
+pub(crate) const RENEW: &str = r"
+local now = now_ms()
+local expiry = now + tonumber(ARGV[1])
+local lost, taken = {}, {}
+for i = 3, #ARGV, 2 do
+  local slots, id = ARGV[i], ARGV[i + 1]
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if not score then
+    table.insert(lost, id)
+  elseif tonumber(score) <= now then
+    table.insert(lost, id)
+    local run = take(ARGV[2], KEYS[1], id)
+    if run then table.insert(taken, run) end
+  else
+    redis.call('ZADD', KEYS[1], 'XX', expiry, id)
+    redis.call('ZADD', slots, 'XX', expiry, id)
+    redis.call('PEXPIRE', slots, ARGV[1])
+  end
+end
+return {lost, taken}
+";
+
+/// Takes up to 100 expired leases: `KEYS[1]` all leases, `ARGV[1]` the key prefix. Returns
+/// the runs of those that had started.
+pub(crate) const REAP: &str = r"
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, 100)) do
+  local run = take(ARGV[1], KEYS[1], id)
+  if run then table.insert(out, run) end
+end
+return out
+";
