@@ -64,6 +64,7 @@ mod multinode;
 mod multinode_runs;
 mod multitask;
 mod multitask_nodes;
+mod multitask_steer;
 mod operations;
 mod otlp;
 mod postgres_support;

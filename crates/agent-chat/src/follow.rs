@@ -243,6 +243,7 @@ pub(crate) fn accepted_frame(accepted: &RunAccepted) -> String {
         thread_id: accepted.thread_id.clone(),
         queued: accepted.queued.is_some(),
         position: accepted.queued,
+        steered: accepted.steered,
     }
     .to_text()
 }

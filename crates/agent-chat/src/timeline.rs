@@ -327,6 +327,7 @@ impl Timeline {
                 tool_call_id,
                 decision,
             } => ("approval", format!("{decision} [{tool_call_id}]")),
+            EventKind::MessageReceived { message } => ("you added", format!("{message:?}")),
         }
     }
 

@@ -153,11 +153,13 @@ impl InFlight {
                 thread_id,
                 queued,
                 position,
+                steered,
             } => {
                 let accepted = Reply::Accepted(RunAccepted {
                     run_id,
                     thread_id,
                     queued: queued.then_some(position.unwrap_or(1)),
+                    steered,
                 });
                 // The server always echoes the id of a `start_agent` it accepted; a
                 // `run_accepted` without one cannot be told apart from another's.
@@ -275,6 +277,7 @@ mod tests {
             thread_id: ThreadId::parse("thr_1").unwrap(),
             queued: false,
             position: None,
+            steered: false,
         }
     }
 
@@ -300,6 +303,7 @@ mod tests {
             run_id: run(n),
             thread_id: ThreadId::parse("thr_1").unwrap(),
             queued: None,
+            steered: false,
         }))
     }
 
@@ -392,6 +396,7 @@ mod tests {
             thread_id: ThreadId::parse("thr_1").unwrap(),
             queued: false,
             position: None,
+            steered: false,
         };
         check(vec![start()], vec![anonymous], vec![None], 0);
         // A pong that overtakes a start is a protocol violation, reported to the start.

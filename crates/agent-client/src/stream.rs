@@ -179,4 +179,7 @@ pub struct RunAccepted {
     /// When the run waits before it starts (behind its thread's running run, or for a run
     /// slot): its place in line, 1 when it is next.
     pub queued: Option<u64>,
+    /// The message joined the thread's running run (`run_id` is that run's; `multitask`
+    /// `steer`).
+    pub steered: bool,
 }

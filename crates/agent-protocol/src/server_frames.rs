@@ -46,6 +46,10 @@ pub enum ServerFrame {
         /// of the user's queue).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         position: Option<u64>,
+        /// The message joined the thread's running run (`run_id` is that run's; `multitask`
+        /// `steer`): it shows there as `message_received`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        steered: bool,
     },
     /// A request was refused or a frame was invalid.
     Error {
@@ -219,6 +223,7 @@ mod tests {
             thread_id: ThreadId::parse("thr_1").unwrap(),
             queued: false,
             position: None,
+            steered: false,
         };
         assert_eq!(
             serde_json::to_value(&frame).unwrap(),
@@ -230,6 +235,7 @@ mod tests {
             thread_id: ThreadId::parse("thr_1").unwrap(),
             queued: true,
             position: Some(1),
+            steered: false,
         };
         let wire = json!({"type":"run_accepted","run_id":"run_2","thread_id":"thr_1","queued":true,"position":1});
         assert_eq!(serde_json::to_value(&queued).unwrap(), wire);

@@ -25,6 +25,14 @@ pub trait Agent: Send + Sync {
         false
     }
 
+    /// Whether this agent takes messages the user sends while it runs (`multitask` `steer`),
+    /// by calling [`AgentContext::take_messages`] at its safe points (the `llm` agent: before
+    /// each model call). A message for an agent that cannot is queued as a run of its own. No
+    /// by default.
+    fn can_steer(&self) -> bool {
+        false
+    }
+
     /// Continues a run this agent paused with [`AgentContext::pause`], from the `state` it
     /// gave there, once every held call is decided. The calls it then makes again with the
     /// held calls' `tool_call_id`s get the person's decision: the tool runs (approved, or

@@ -28,6 +28,7 @@ use tracing::Instrument;
 
 use crate::approval::{ApprovalGate, DecidedCall};
 use crate::bound;
+use crate::inbox::Inbox;
 use crate::run_types::{AgentError, AgentInput, AgentOutput, panic_message};
 use crate::tool::ToolError;
 use crate::tool_table::{Resolved, ToolInfo, ToolTable};
@@ -71,6 +72,7 @@ pub(crate) struct RunParts {
     pub(crate) deadline: Option<Instant>,
     pub(crate) approvals: ApprovalGate,
     pub(crate) steps_taken: u32,
+    pub(crate) inbox: Option<Inbox>,
 }
 
 /// Runs another agent as a sub-run of a run: a run of its own, with its own lifecycle and a
@@ -109,6 +111,23 @@ impl AgentContext {
             held: Mutex::new(Vec::new()),
             paused: Mutex::new(None),
         }
+    }
+
+    /// Takes the messages the user sent into the thread since the run began (or since the
+    /// last call), oldest first, each announced with `message_received` here: call it where
+    /// the agent can take new input (the `llm` agent: before each model call). Empty for a
+    /// run without an inbox (a sub-run, or an agent that does not take messages).
+    pub fn take_messages(&self) -> Vec<String> {
+        let Some(inbox) = &self.parts.inbox else {
+            return Vec::new();
+        };
+        let messages = inbox.take();
+        for message in &messages {
+            self.emit(EventKind::MessageReceived {
+                message: message.clone(),
+            });
+        }
+        messages
     }
 
     /// The run's user context.

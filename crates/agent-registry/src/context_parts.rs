@@ -14,6 +14,7 @@ use core_context::{CancellationToken, EventSink, RunScope, UserExecutionContext}
 
 use crate::approval::ApprovalGate;
 use crate::context::{AgentContext, DispatchConfig, RunParts, SubRunner};
+use crate::inbox::Inbox;
 use crate::registry::AgentRegistry;
 
 /// Everything the engine hands a run's context.
@@ -39,6 +40,9 @@ pub struct AgentContextParts {
     pub approvals: ApprovalGate,
     /// Thinking steps the run already took (a resumed run goes on counting from there).
     pub steps_taken: u32,
+    /// Messages sent into the thread while the run goes ([`AgentContext::take_messages`]);
+    /// `None` for a run that takes none.
+    pub inbox: Option<Inbox>,
 }
 
 impl AgentContext {
@@ -55,6 +59,7 @@ impl AgentContext {
             deadline,
             approvals,
             steps_taken,
+            inbox,
         } = parts;
         Self::from_parts(RunParts {
             user_context,
@@ -67,6 +72,7 @@ impl AgentContext {
             deadline,
             approvals,
             steps_taken,
+            inbox,
         })
     }
 }

@@ -83,6 +83,8 @@ pub struct AgentInfo {
     /// Its timeout override, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Whether a run of it takes messages sent while it runs (`multitask` `steer`).
+    pub steerable: bool,
 }
 
 /// Why a registration or lookup failed.
@@ -267,8 +269,17 @@ impl AgentRegistry {
                 name: e.spec.name.clone(),
                 description: e.spec.description.clone(),
                 timeout_ms: e.spec.timeout.map(|t| t.as_millis() as u64),
+                steerable: (e.spec.factory)().can_steer(),
             })
             .collect()
+    }
+
+    /// Whether agent `name`'s runs take messages sent while they run (`multitask` `steer`);
+    /// false for an unknown name.
+    pub fn can_steer(&self, name: &str) -> bool {
+        self.agents
+            .get(name)
+            .is_some_and(|e| (e.spec.factory)().can_steer())
     }
 
     /// The tools now, sorted by name.

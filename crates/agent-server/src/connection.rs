@@ -326,6 +326,7 @@ impl ClientSide<'_> {
                             thread_id: accepted.thread_id,
                             queued: accepted.queued.is_some(),
                             position: accepted.queued.map(|ahead| ahead as u64 + 1),
+                            steered: accepted.steered,
                         },
                         Err(refusal) => wire::refused(request_id, refusal),
                     },

@@ -78,5 +78,6 @@ fn scrub(scrubber: &Scrubber, kind: &mut EventKind) {
         EventKind::AgentCancelled { reason } => scrubber.scrub_string(site, reason),
         EventKind::ApprovalRequested { arguments, .. } => scrubber.scrub_json(site, arguments),
         EventKind::ApprovalResolved { .. } => false,
+        EventKind::MessageReceived { message } => scrubber.scrub_string(site, message),
     };
 }

@@ -595,6 +595,8 @@ function render(e, seq) {
     // The run paused at a call a person decides: a card where it paused (approvals.js).
     case "approval_requested": approvalHook("show", run, e); break;
     case "approval_resolved": approvalHook("resolve", run, e); break;
+    // A message sent while the run ran (multitask "steer"), taken here.
+    case "message_received": row(run, seq, "you added", d.message); break;
   }
   if (e.type === "tool_executing" || e.type === "tool_completed") approvalHook("followUp", run, e);
 }

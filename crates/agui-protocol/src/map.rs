@@ -14,6 +14,7 @@
 //! | `agent_cancelled` | `RUN_ERROR` / `SUBAGENT_ERROR` with code `cancelled` |
 //! | `approval_requested` (the run paused) | `RUN_FINISHED` with outcome `{"type": "interrupt", "interrupts": [...]}` (one per waiting call, `interrupted`) |
 //! | `approval_resolved` | nothing (a resumed run's response shows the decided calls' `TOOL_CALL_*`) |
+//! | `message_received` (the run took a message sent while it ran) | `CUSTOM` `agent-engine.message_received` (value: `{message}`) |
 //!
 //! A sub-run's events carry `subagentRunId` (its run id). Every mapped event carries the
 //! engine's frame as `rawEvent` (with its `seq`) and its time as `timestamp` (ms), so a
@@ -130,6 +131,9 @@ impl Mapper {
             }
             // Mapped when the run's response ends (the interrupt outcome of `RUN_FINISHED`).
             EventKind::ApprovalRequested { .. } | EventKind::ApprovalResolved { .. } => {}
+            EventKind::MessageReceived { message } => out.push(
+                json!({"type": "CUSTOM", "name": "agent-engine.message_received", "value": {"message": message}}),
+            ),
         }
         let at = unix_ms(event);
         for mapped in &mut out {

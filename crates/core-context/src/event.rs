@@ -119,6 +119,12 @@ pub enum EventKind {
         /// The decision.
         decision: String,
     },
+    /// The running run took a message the user sent into its thread while it ran
+    /// (`multitask` `steer`), at this point of its work.
+    MessageReceived {
+        /// The user's message.
+        message: String,
+    },
 }
 
 impl EventKind {
@@ -134,6 +140,7 @@ impl EventKind {
         "agent_cancelled",
         "approval_requested",
         "approval_resolved",
+        "message_received",
     ];
 
     /// The wire `type` of this event.
@@ -149,6 +156,7 @@ impl EventKind {
             EventKind::AgentCancelled { .. } => "agent_cancelled",
             EventKind::ApprovalRequested { .. } => "approval_requested",
             EventKind::ApprovalResolved { .. } => "approval_resolved",
+            EventKind::MessageReceived { .. } => "message_received",
         }
     }
 

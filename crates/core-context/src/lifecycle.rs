@@ -141,7 +141,7 @@ impl<'a> RunState<'a> {
                 tool_name,
                 ..
             } => self.tool_completed(tool_call_id, tool_name)?,
-            EventKind::AgentResponseChunk { .. } => {}
+            EventKind::AgentResponseChunk { .. } | EventKind::MessageReceived { .. } => {}
             EventKind::ApprovalRequested { tool_call_id, .. } => {
                 if !self.requested.insert(tool_call_id) {
                     return Err(format!("approval for {tool_call_id} requested twice"));

@@ -4,30 +4,28 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use agent_registry::{
-    Agent, AgentError, AgentInput, AgentRegistry, ApprovalGate, DecidedCall, ResultLog,
+    Agent, AgentInput, AgentRegistry, ApprovalGate, DecidedCall, Inbox, ResultLog,
 };
-use core_context::approval::PendingCall;
-use core_context::event::{EventKind, error_code};
-use core_context::redact;
-use core_context::{EventSink, RunId, RunScope, Timestamp, UserExecutionContext};
+use core_context::event::EventKind;
+use core_context::{EventSink, RunId, RunScope, UserExecutionContext};
 use parking_lot::Mutex;
-use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span};
 
 use crate::admission::{Admission, Prelude, QueuedAt, RunSettle};
-use crate::approvals::{PausedRun, PausedRuns, Resume};
+use crate::approvals::{PausedRuns, Resume};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::execute::{RunRules, TimeLimit, Work, execute, finish};
 use crate::inner::{EngineInner, RunTable, now_ms};
 use crate::local_slots::LocalSlots;
+use crate::pause::pause;
 use crate::run::{RunControl, RunHandle, RunOutcome};
-use crate::slots::{Claim, RunSlots, SlotPermit, ThreadRule};
+use crate::slots::{Claim, RunSlots, ThreadRule};
 use crate::stats::{Counters, EngineStats};
 
 /// What an engine shares with the user's other engines: their run slots, and where runs
@@ -238,7 +236,9 @@ impl UserExecutionEngine {
             .slots
             .claim(user, &scope, &message, admission.thread)
             .await;
-        let (control, slot) = self.register(claimed, &scope, &run_context, took_context_id)?;
+        let inbox = created.agent.can_steer().then(Inbox::new);
+        let (control, slot) =
+            self.register(claimed, &scope, &run_context, took_context_id, inbox)?;
         let counters = &self.inner.counters;
         counters.total.fetch_add(1, Ordering::Relaxed);
         let queued = match &slot {
@@ -291,6 +291,7 @@ impl UserExecutionEngine {
         scope: &RunScope,
         run_context: &UserExecutionContext,
         took_context_id: bool,
+        inbox: Option<Inbox>,
     ) -> Result<(Arc<RunControl>, Claim), EngineError> {
         let mut table = self.inner.runs.lock();
         let refused = match claimed {
@@ -301,7 +302,7 @@ impl UserExecutionEngine {
         };
         match refused {
             Ok(claim) => {
-                let control = RunControl::new(run_context.cancellation().clone());
+                let control = RunControl::new(run_context.cancellation().clone(), inbox);
                 table
                     .active
                     .insert(scope.run_id.clone(), Arc::clone(&control));
@@ -364,6 +365,18 @@ impl UserExecutionEngine {
         }
     }
 
+    /// Leaves `message` (sent by the user into the run's thread, `multitask` `steer`) for
+    /// run `run_id` of this engine, whose agent takes it at its next safe point
+    /// (`message_received`). Gives the message back when the run cannot take it: not active
+    /// here, its agent takes no messages, or its work has ended.
+    pub fn steer_run(&self, run_id: &RunId, message: String) -> Result<(), String> {
+        let control = self.inner.runs.lock().active.get(run_id).cloned();
+        match control.as_ref().and_then(|c| c.inbox.as_ref()) {
+            Some(inbox) => inbox.push(message),
+            None => Err(message),
+        }
+    }
+
     /// The ids of runs accepted and not yet ended.
     pub fn active_runs(&self) -> Vec<RunId> {
         self.inner.runs.lock().active.keys().cloned().collect()
@@ -417,62 +430,6 @@ struct RunTask {
     prelude: Option<Prelude>,
     timeout: Duration,
     outcome_tx: oneshot::Sender<RunOutcome>,
-}
-
-/// Saves a run that paused for approval of `calls`, then emits their `approval_requested`
-/// (never before the save: a decision must find the run). A run that cannot be saved fails
-/// with `pause_failed` instead.
-async fn pause(
-    engine: &EngineInner,
-    scope: &RunScope,
-    (message, input, state): (String, Value, Value),
-    calls: Vec<PendingCall>,
-    permit: Option<SlotPermit>,
-) -> RunOutcome {
-    let Some(store) = &engine.paused else {
-        return RunOutcome::Failed(AgentError::new(
-            error_code::PAUSE_FAILED,
-            "the run waits for approval but this server keeps no paused runs",
-        ));
-    };
-    let now = SystemTime::now();
-    let expires = now + engine.config.approval_timeout;
-    let run = PausedRun {
-        user: engine.context.user_id().clone(),
-        scope: scope.clone(),
-        message,
-        input,
-        state,
-        calls: calls.iter().map(|c| (c.clone(), expires)).collect(),
-        paused_at: now,
-    };
-    if let Err(error) = store.save(&run).await {
-        tracing::warn!(run_id = %scope.run_id, %error, "a paused run could not be saved");
-        return RunOutcome::Failed(AgentError::new(
-            error_code::PAUSE_FAILED,
-            format!(
-                "the run waits for a person's approval, but its state could not be saved ({error}); start it again"
-            ),
-        ));
-    }
-    // The slot is given back before the pause is announced: across nodes, no node may take
-    // the run for one whose node died while it waits.
-    if let Some(permit) = permit {
-        permit.give_back().await;
-    }
-    let limits = &engine.config.dispatch.redaction;
-    for call in &calls {
-        engine.emit(
-            scope,
-            EventKind::ApprovalRequested {
-                tool_call_id: call.tool_call_id.clone(),
-                tool_name: call.tool_name.clone(),
-                arguments: redact::redact(&call.arguments, limits),
-                expires_at: Timestamp::from(expires),
-            },
-        );
-    }
-    RunOutcome::Paused(calls)
 }
 
 /// What a top-level run goes by: its timeout, the server's approval policy, whether it can
@@ -569,6 +526,8 @@ impl RunTask {
             let rules = rules(&engine, &*agent, resumed, timeout);
             let (outcome, state) =
                 execute(&engine, &scope, &*agent, work, run_context, &control, rules).await;
+            // The agent's work is over: a message it did not take goes back to the caller.
+            control.close_inbox();
             match (outcome, state) {
                 (RunOutcome::Paused(calls), Some(state)) => {
                     let run = (message, options, state);

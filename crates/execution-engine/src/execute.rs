@@ -108,6 +108,7 @@ pub(crate) async fn execute(
         deadline: Some(deadline),
         approvals: gate,
         steps_taken,
+        inbox: control.inbox.clone(),
     });
     let mut paused = None;
     let run = match work {
@@ -256,7 +257,7 @@ impl SubRunner for SubRuns {
             .create_child_context(&format!("sub_run:{agent}"))
             .map_err(|e| AgentError::new("too_deep", e.to_string()))?;
         let run_context = child.for_run(RunId::generate());
-        let control = RunControl::new(run_context.cancellation().clone());
+        let control = RunControl::new(run_context.cancellation().clone(), None);
         let scope = RunScope {
             run_id: run_context.run_id().clone(),
             parent_run_id: Some(parent.scope().run_id.clone()),

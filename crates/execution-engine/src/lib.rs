@@ -28,6 +28,7 @@ mod execute;
 mod factory;
 mod inner;
 mod local_slots;
+mod pause;
 mod pipeline;
 mod run;
 pub mod slots;

@@ -45,7 +45,8 @@ struct State {
 #[derive(Default)]
 struct UserSlots {
     running: usize,
-    holders: HashMap<ThreadId, RunId>,
+    /// Each serialized thread's running run, with its agent's name.
+    holders: HashMap<ThreadId, (RunId, Arc<str>)>,
     waiting: VecDeque<Waiter>,
 }
 
@@ -56,6 +57,7 @@ struct Waiter {
     thread: Option<ThreadId>,
     front: bool,
     run: RunId,
+    agent: Arc<str>,
     slot: oneshot::Sender<()>,
 }
 
@@ -91,7 +93,7 @@ impl UserSlots {
             if waiter.slot.send(()).is_ok() {
                 self.running += 1;
                 if let Some(thread) = waiter.thread {
-                    self.holders.insert(thread, waiter.run);
+                    self.holders.insert(thread, (waiter.run, waiter.agent));
                 }
             }
         }
@@ -254,7 +256,10 @@ impl RunSlots for LocalSlots {
         state.next_ticket += 1;
         let ticket = state.next_ticket;
         let slots = state.users.entry(user.clone()).or_default();
-        let active = thread.as_ref().and_then(|t| slots.holders.get(t)).cloned();
+        let active = thread
+            .as_ref()
+            .and_then(|t| slots.holders.get(t))
+            .map(|(run, _)| run.clone());
         let first_waiting = thread.as_ref().and_then(|t| {
             slots
                 .waiting
@@ -276,7 +281,10 @@ impl RunSlots for LocalSlots {
         if slots.running < inner.max_running && thread_free {
             slots.running += 1;
             if let Some(thread) = &thread {
-                slots.holders.insert(thread.clone(), scope.run_id.clone());
+                slots.holders.insert(
+                    thread.clone(),
+                    (scope.run_id.clone(), Arc::clone(&scope.agent_name)),
+                );
             }
             return Ok(Claim::Running(inner.permit(user, thread)));
         }
@@ -304,6 +312,7 @@ impl RunSlots for LocalSlots {
                 thread: thread.clone(),
                 front,
                 run: scope.run_id.clone(),
+                agent: Arc::clone(&scope.agent_name),
                 slot: send,
             },
         );
@@ -318,6 +327,19 @@ impl RunSlots for LocalSlots {
         Ok(Claim::Queued(
             QueuedSlot::new(position, waiting.wait()).behind(active),
         ))
+    }
+
+    async fn thread_runner(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> Result<Option<(RunId, String)>, SlotError> {
+        let state = self.inner.state.lock();
+        Ok(state
+            .users
+            .get(user)
+            .and_then(|slots| slots.holders.get(thread))
+            .map(|(run, agent)| (run.clone(), agent.to_string())))
     }
 
     fn load(&self) -> SlotLoad {

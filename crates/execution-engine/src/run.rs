@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use agent_registry::{AgentError, AgentOutput};
+use agent_registry::{AgentError, AgentOutput, Inbox};
 use core_context::approval::PendingCall;
 use core_context::{CancellationToken, RunId, ThreadId};
 use tokio::sync::oneshot;
@@ -44,19 +44,32 @@ impl RunOutcome {
     }
 }
 
-/// What a run's task and its handles share: the cancel switch and the first reason given.
+/// What a run's task and its handles share: the cancel switch and the first reason given,
+/// and (for an agent that takes them) the messages sent while it runs, with those it never
+/// took.
 #[derive(Debug, Default)]
 pub(crate) struct RunControl {
     pub(crate) token: CancellationToken,
     reason: OnceLock<String>,
+    pub(crate) inbox: Option<Inbox>,
+    untaken: OnceLock<Vec<String>>,
 }
 
 impl RunControl {
-    pub(crate) fn new(token: CancellationToken) -> Arc<Self> {
+    pub(crate) fn new(token: CancellationToken, inbox: Option<Inbox>) -> Arc<Self> {
         Arc::new(Self {
             token,
             reason: OnceLock::new(),
+            inbox,
+            untaken: OnceLock::new(),
         })
+    }
+
+    /// Closes the run's inbox once its agent's work ended, keeping what it never took.
+    pub(crate) fn close_inbox(&self) {
+        if let Some(inbox) = &self.inbox {
+            let _first = self.untaken.set(inbox.close());
+        }
     }
 
     /// Cancels the run; the first reason given is the one reported.
@@ -107,12 +120,22 @@ impl RunHandle {
 
     /// Waits for the run to end. Its terminal event has been emitted when this returns.
     pub async fn wait(self) -> RunOutcome {
-        self.outcome.await.unwrap_or_else(|_| {
+        self.wait_with_untaken().await.0
+    }
+
+    /// [`wait`](Self::wait), with the messages sent into the run
+    /// ([`UserExecutionEngine::steer_run`](crate::UserExecutionEngine::steer_run)) that its
+    /// agent never took: the caller gives each a run of its own, so none is lost.
+    pub async fn wait_with_untaken(self) -> (RunOutcome, Vec<String>) {
+        let outcome = self.outcome.await.unwrap_or_else(|_| {
             RunOutcome::Failed(AgentError::new(
                 "lost",
                 "the run's task ended without an outcome (the runtime shut down)",
             ))
-        })
+        });
+        self.control.close_inbox();
+        let untaken = self.control.untaken.get().cloned().unwrap_or_default();
+        (outcome, untaken)
     }
 }
 

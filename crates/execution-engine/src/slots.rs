@@ -26,7 +26,7 @@ use std::future::Future;
 
 use async_trait::async_trait;
 pub use core_context::multitask::ThreadRule;
-use core_context::{RunId, RunScope, UserId};
+use core_context::{RunId, RunScope, ThreadId, UserId};
 use futures::future::BoxFuture;
 
 /// Where a user's run limit and queue live. See the module documentation for the contract.
@@ -44,6 +44,14 @@ pub trait RunSlots: Send + Sync + fmt::Debug {
         message: &str,
         rule: ThreadRule,
     ) -> Result<Claim, SlotError>;
+
+    /// The run of `user`'s `thread` holding a slot now (one claimed with a rule that keeps
+    /// one run per thread), with its agent's name; `None` when no run holds it.
+    async fn thread_runner(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> Result<Option<(RunId, String)>, SlotError>;
 
     /// The permits and queue places this process holds now, all users together.
     fn load(&self) -> SlotLoad;

@@ -4,7 +4,9 @@
 //! asks for tools, they run at once through the context's tool dispatcher (which emits their
 //! `tool_executing` / `tool_completed` events) and their results join the conversation for
 //! the next turn. The run ends with the first turn that calls no tools, or fails with
-//! `max_turns`.
+//! `max_turns`. Before each model call the run takes the messages the user sent into its
+//! thread meanwhile (`multitask` `steer`, `message_received`); one that came while the model
+//! gave its answer gets an answer of its own, in the same run.
 
 use std::fmt;
 use std::sync::Arc;
@@ -62,6 +64,8 @@ impl LlmAgent {
     ) -> Result<AgentOutput, AgentError> {
         let max_turns = self.config().max_turns;
         let tools = tool_specs(ctx);
+        // The run's answers: one, or more when the user added messages after one.
+        let mut answered: Vec<String> = Vec::new();
         loop {
             if !talk.calls.is_empty() {
                 run_tools(ctx, &mut talk.calls).await;
@@ -83,12 +87,34 @@ impl LlmAgent {
             if talk.turns >= max_turns {
                 return Err(RunFailure::MaxTurns(max_turns).into());
             }
+            // The safe point: messages the user sent meanwhile join the conversation here.
+            take_messages(ctx, &mut talk.messages);
             talk.turns += 1;
             let turn = self.model.complete(ctx, &talk.messages, &tools).await?;
             add_usage(&mut talk.usage, turn.usage);
             if turn.tool_calls.is_empty() {
+                answered.push(turn.content);
+                // A message that came while the model answered gets an answer of its own in
+                // this run (while turns remain; else it starts a run of its own).
+                let added = if talk.turns < max_turns {
+                    ctx.take_messages()
+                } else {
+                    Vec::new()
+                };
+                if !added.is_empty() {
+                    let last = answered.last().cloned().unwrap_or_default();
+                    talk.messages
+                        .push(json!({"role": "assistant", "content": last}));
+                    talk.messages.extend(
+                        added
+                            .into_iter()
+                            .map(|message| json!({"role": "user", "content": message})),
+                    );
+                    ctx.respond_chunk("\n\n");
+                    continue;
+                }
                 return Ok(AgentOutput {
-                    result: Value::String(turn.content),
+                    result: Value::String(answered.join("\n\n")),
                     usage: talk.usage,
                 });
             }
@@ -149,6 +175,10 @@ impl Agent for LlmAgent {
     }
 
     fn can_pause(&self) -> bool {
+        true
+    }
+
+    fn can_steer(&self) -> bool {
         true
     }
 
@@ -229,6 +259,16 @@ async fn run_tools(ctx: &AgentContext, calls: &mut [Call]) {
             Err(error) => Some(json!({"error": error.to_string()}).to_string()),
         };
     }
+}
+
+/// Adds the messages the user sent into the thread while the run went (`multitask` `steer`)
+/// to the conversation as user turns.
+fn take_messages(ctx: &AgentContext, messages: &mut Vec<Value>) {
+    messages.extend(
+        ctx.take_messages()
+            .into_iter()
+            .map(|message| json!({"role": "user", "content": message})),
+    );
 }
 
 /// Adds the token counts of `turn` to `total`.

@@ -33,7 +33,7 @@ mod subscriber;
 mod tls;
 
 pub use runs::{ClaimState, ClusterRuns, Lease, LostRun, NODE_LOST, SlotLimits, USER_CANCELLED};
-pub use shared::{BrokerStats, CancelRequest};
+pub use shared::{BrokerStats, CancelRequest, NodeRequest, SteerRequest};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -239,9 +239,9 @@ impl RedisBroker {
         )
     }
 
-    /// The `cancel_run` requests other nodes route to this node's runs (a later call
-    /// replaces the earlier receiver).
-    pub fn cancel_requests(&self) -> mpsc::UnboundedReceiver<CancelRequest> {
+    /// The requests other nodes route to this node's runs (`cancel_run`, messages for them);
+    /// a later call replaces the earlier receiver.
+    pub fn node_requests(&self) -> mpsc::UnboundedReceiver<NodeRequest> {
         let (sender, receiver) = mpsc::unbounded_channel();
         *self.shared.cancels.lock() = Some(sender);
         receiver

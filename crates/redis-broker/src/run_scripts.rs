@@ -240,3 +240,15 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMI
 end
 return out
 ";
+
+/// The run holding a thread's slot: `KEYS[1]` the user's serialized threads, `KEYS[2]` the
+/// user's slots; `ARGV[1]` the thread, `ARGV[2]` the key prefix. Returns `{run, agent}`, or nil
+/// when no run holds it.
+pub(crate) const RUNNER: &str = r"
+local h = redis.call('HGET', KEYS[1], ARGV[1])
+if not h then return nil end
+local lease, run = string.match(h, '^(%S+) (%S+)$')
+if not lease or not redis.call('ZSCORE', KEYS[2], lease) then return nil end
+local agent = redis.call('HGET', ARGV[2] .. ':lease:' .. lease, 'agent') or ''
+return {run, agent}
+";

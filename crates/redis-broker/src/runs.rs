@@ -39,8 +39,8 @@ use redis::Script;
 use ws_bridge::broker::BrokerError;
 
 use crate::publisher::PublishQueue;
-use crate::run_scripts::{CLAIM, REAP, RELEASE, RENEW, TAKE};
-use crate::shared::{CancelRequest, Shared, broker_error};
+use crate::run_scripts::{CLAIM, REAP, RELEASE, RENEW, RUNNER, TAKE};
+use crate::shared::{CancelRequest, NodeRequest, Shared, SteerRequest, broker_error};
 
 /// The `agent_error` code of a run whose node stopped renewing its lease.
 pub const NODE_LOST: &str = "node_lost";
@@ -116,6 +116,7 @@ pub struct ClusterRuns {
     lease_ttl: Duration,
     claim: Arc<Script>,
     release: Arc<Script>,
+    runner: Arc<Script>,
     renew: Arc<Script>,
     reap: Arc<Script>,
 }
@@ -162,6 +163,7 @@ impl ClusterRuns {
             lease_ttl,
             claim: Arc::new(Script::new(CLAIM)),
             release: Arc::new(Script::new(RELEASE)),
+            runner: Arc::new(Script::new(RUNNER)),
             renew: Arc::new(Script::new(&format!("{TAKE}{RENEW}"))),
             reap: Arc::new(Script::new(&format!("{TAKE}{REAP}"))),
         }
@@ -308,6 +310,55 @@ impl ClusterRuns {
         Ok(end_runs(&self.publish, taken))
     }
 
+    /// The run of `user`'s `thread` holding a slot now (kept one run per thread), with its
+    /// agent's name; `None` when no run holds the thread.
+    pub async fn thread_runner(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> Result<Option<(RunId, String)>, BrokerError> {
+        let [threads, _] = self.thread_keys(user);
+        let found: Option<(String, String)> = self
+            .runner
+            .key(threads)
+            .key(self.slots_key(user))
+            .arg(thread.as_str())
+            .arg(&self.shared.prefix)
+            .invoke_async(&mut self.shared.conn.clone())
+            .await
+            .map_err(|e| broker_error(&e))?;
+        Ok(found.and_then(|(run, agent)| RunId::parse(&run).ok().map(|run| (run, agent))))
+    }
+
+    /// Sends `steer` to the node executing the run `request` names (the node hands the
+    /// message to the run, or starts it as a run of its own). False when no node executes
+    /// it for this user, or no node listened.
+    pub async fn steer(&self, request: &SteerRequest) -> Result<bool, BrokerError> {
+        let mut conn = self.shared.conn.clone();
+        let (owner, node): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.key(&format!("run:{}", request.run_id)))
+            .arg("user")
+            .arg("node")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| broker_error(&e))?;
+        let (Some(owner), Some(node)) = (owner, node) else {
+            return Ok(false);
+        };
+        if owner != request.user.as_str() {
+            return Ok(false);
+        }
+        let payload = serde_json::to_string(request)
+            .map_err(|e| BrokerError(format!("a steer request could not be encoded: {e}")))?;
+        let receivers: u64 = redis::cmd("PUBLISH")
+            .arg(self.key(&format!("node:{node}")))
+            .arg(format!("steer\n{payload}"))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| broker_error(&e))?;
+        Ok(receivers > 0)
+    }
+
     /// Sends `cancel_run` to the node executing `user`'s run `run`, which cancels it with
     /// `reason` (one line; its `agent_cancelled` says it). False when no node runs it for this
     /// user (another user's run and a missing one alike).
@@ -421,10 +472,17 @@ fn end_runs(publish: &PublishQueue, taken: Vec<TakenRun>) -> Vec<LostRun> {
     lost
 }
 
-/// Reads a node channel message (`cancel\n<user>\n<run>\n<reason>`; without the reason,
-/// from a node of an earlier version: cancelled by the user).
-pub(crate) fn parse_cancel(payload: &[u8]) -> Option<CancelRequest> {
+/// Reads a node channel message: `cancel\n<user>\n<run>\n<reason>` (without the reason,
+/// from a node of an earlier version: cancelled by the user), or `steer\n<json>`.
+pub(crate) fn parse_node_request(payload: &[u8]) -> Option<NodeRequest> {
     let text = std::str::from_utf8(payload).ok()?;
+    if let Some(json) = text.strip_prefix("steer\n") {
+        return serde_json::from_str(json).ok().map(NodeRequest::Steer);
+    }
+    parse_cancel(text).map(NodeRequest::Cancel)
+}
+
+fn parse_cancel(text: &str) -> Option<CancelRequest> {
     let mut parts = text.split('\n');
     (parts.next()? == "cancel").then_some(())?;
     let user = UserId::parse(parts.next()?).ok()?;

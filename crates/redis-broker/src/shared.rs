@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
-use core_context::{RunId, UserId};
+use core_context::{RunId, ThreadId, UserId};
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
@@ -52,7 +52,7 @@ pub(crate) struct Shared {
     /// This node's own channel (`cancel_run` for its runs, from other nodes).
     pub(crate) node_channel: String,
     /// Where cancel requests from other nodes go, once someone asked for them.
-    pub(crate) cancels: Mutex<Option<mpsc::UnboundedSender<CancelRequest>>>,
+    pub(crate) cancels: Mutex<Option<mpsc::UnboundedSender<NodeRequest>>>,
     /// Events waiting for the publisher.
     pub(crate) queued: AtomicUsize,
     /// Whether the live (pub/sub) connection is up.
@@ -164,6 +164,31 @@ impl Replay {
             },
         })
     }
+}
+
+/// A request another node routed to this one, about a run this node executes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeRequest {
+    /// `cancel_run`, with its reason.
+    Cancel(CancelRequest),
+    /// A message the user sent into the run's thread (`multitask` `steer`).
+    Steer(SteerRequest),
+}
+
+/// A message for a run another node executes (`multitask` `steer`): that node hands it to the
+/// run, or (the run cannot take it, or has ended) starts it as a run of its own in the thread.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SteerRequest {
+    /// Whose run.
+    pub user: UserId,
+    /// The run.
+    pub run_id: RunId,
+    /// Its thread.
+    pub thread_id: ThreadId,
+    /// The agent the message was sent to (for a run of its own).
+    pub agent: String,
+    /// The user's message.
+    pub message: String,
 }
 
 /// A `cancel_run` another node routed to this one.

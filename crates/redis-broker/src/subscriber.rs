@@ -83,14 +83,14 @@ fn reset(shared: &Shared, attached: &Attached, position: StreamPosition) {
 async fn on_message(shared: &Shared, message: &redis::Msg) {
     let channel = message.get_channel_name();
     if channel == shared.node_channel {
-        match crate::runs::parse_cancel(message.get_payload_bytes()) {
+        match crate::runs::parse_node_request(message.get_payload_bytes()) {
             Some(request) => {
-                if let Some(cancels) = &*shared.cancels.lock() {
-                    let _ = cancels.send(request);
+                if let Some(requests) = &*shared.cancels.lock() {
+                    let _ = requests.send(request);
                 }
             }
             None => tracing::error!(
-                "redis broker: a node message is not `cancel\\n<user>\\n<run>`; ignored"
+                "redis broker: a node message is neither `cancel\\n<user>\\n<run>` nor `steer\\n<json>`; ignored"
             ),
         }
         return;

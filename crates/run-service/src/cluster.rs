@@ -63,11 +63,21 @@ impl Cluster {
         self.broker.stats()
     }
 
-    /// The `cancel_run` requests other nodes route to this one (one receiver per node).
-    pub(crate) fn cancel_requests(
+    /// The requests other nodes route to this one's runs (`cancel_run`, messages for a
+    /// running run); one receiver per node.
+    pub(crate) fn node_requests(
         &self,
-    ) -> tokio::sync::mpsc::UnboundedReceiver<redis_broker::CancelRequest> {
-        self.broker.cancel_requests()
+    ) -> tokio::sync::mpsc::UnboundedReceiver<redis_broker::NodeRequest> {
+        self.broker.node_requests()
+    }
+
+    /// Routes a message for a running run (`multitask` `steer`) to the node executing it;
+    /// false when no node took it.
+    pub(crate) async fn steer(
+        &self,
+        request: &redis_broker::SteerRequest,
+    ) -> Result<bool, BrokerError> {
+        self.runs.steer(request).await
     }
 
     /// How often [`Cluster::tick`] must run to keep this node's leases.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use core_context::{RunId, RunScope, UserId};
+use core_context::{RunId, RunScope, ThreadId, UserId};
 use execution_engine::slots::{
     Claim, QueuedSlot, RunSlots, SlotError, SlotLoad, SlotLost, SlotPermit, ThreadRule,
 };
@@ -289,6 +289,18 @@ impl RunSlots for ClusterSlots {
                 max_queued: inner.limits.max_queued,
             }),
         }
+    }
+
+    async fn thread_runner(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> Result<Option<(RunId, String)>, SlotError> {
+        self.inner
+            .runs
+            .thread_runner(user, thread)
+            .await
+            .map_err(|e| SlotError::Unavailable(e.to_string()))
     }
 
     fn load(&self) -> SlotLoad {

@@ -19,6 +19,7 @@ use execution_engine::slots::SlotError;
 use execution_engine::{
     Admission, EngineError, ExecutionEngineFactory, RunHandle, RunOutcome, UserExecutionEngine,
 };
+use redis_broker::NodeRequest;
 use serde_json::{Map, Value, json};
 
 use crate::cluster::Cluster;
@@ -75,6 +76,9 @@ pub struct RunAccepted {
     pub run_id: RunId,
     /// Its thread (new, or the one asked for).
     pub thread_id: ThreadId,
+    /// The message joined the thread's running run (`run_id`; `multitask` `steer`) instead of
+    /// starting a run of its own.
+    pub steered: bool,
     /// When it waits (behind its thread's runs, or for one of the user's run slots): how
     /// many runs are ahead of it (0: it is next).
     pub queued: Option<usize>,
@@ -152,7 +156,7 @@ impl RunService {
     }
 
     /// This service with `strategy` for messages into a busy thread that do not say
-    /// (`enqueue` unless set). `steer` is taken as `enqueue` until an agent can take one.
+    /// (`enqueue` unless set).
     #[must_use]
     pub fn with_multitask_default(mut self, strategy: Multitask) -> Self {
         self.multitask_default = strategy;
@@ -221,6 +225,11 @@ impl RunService {
                 .await?;
         }
         let thread = self.sessions.admit(user, request.thread_id.clone())?;
+        if strategy == Multitask::Steer && request.thread_id.is_some() {
+            if let Some(steered) = self.steer(user, &thread, &request).await? {
+                return Ok(steered);
+            }
+        }
         // The thread's earlier turns are read when the run starts (after the runs ahead).
         let admission = self.admission(user, request.thread_id.as_ref(), strategy);
         self.launch(user, connection, thread, request, admission, strategy)
@@ -311,6 +320,7 @@ impl RunService {
         let accepted = RunAccepted {
             run_id: handle.run_id().clone(),
             thread_id: handle.thread_id().clone(),
+            steered: false,
             queued: queued.as_ref().map(|q| q.position),
         };
         tracing::info!(user = %user_tag(user), run_id = %accepted.run_id, agent = %request.agent, queued = ?accepted.queued, "run started");
@@ -329,13 +339,14 @@ impl RunService {
         agent: &str,
     ) {
         let run = handle.run_id().clone();
+        let thread = handle.thread_id().clone();
         self.sessions.track(user, run.clone(), engine.clone());
         let service = Arc::clone(self);
         let user = user.clone();
         let tag = user_tag(&user);
         let agent = agent.to_owned();
         tokio::spawn(async move {
-            let outcome = handle.wait().await;
+            let (outcome, untaken) = handle.wait_with_untaken().await;
             let how = match &outcome {
                 RunOutcome::Completed { .. } => "completed",
                 RunOutcome::Failed(_) => "failed",
@@ -348,6 +359,12 @@ impl RunService {
             tracing::info!(user = %tag, run_id = %run, agent, how, code = outcome.error_code(), "run ended");
             service.sessions.finished(&user, &run);
             service.factory.release(&engine);
+            // Messages sent into the run that it never took: each a run of its own.
+            for message in untaken {
+                service
+                    .run_of_its_own(&user, &thread, &agent, message)
+                    .await;
+            }
         });
     }
 
@@ -380,7 +397,7 @@ impl RunService {
         let Some(cluster) = &self.cluster else {
             return Vec::new();
         };
-        let mut cancels = cluster.cancel_requests();
+        let mut requests = cluster.node_requests();
         let every = cluster.renew_every();
         let weak: Weak<RunService> = Arc::downgrade(self);
         let ticking = weak.clone();
@@ -401,12 +418,19 @@ impl RunService {
             }
         });
         let cancel = tokio::spawn(async move {
-            while let Some(request) = cancels.recv().await {
+            while let Some(request) = requests.recv().await {
                 let Some(service) = weak.upgrade() else {
                     return;
                 };
-                if let Some(engine) = service.sessions.active_run(&request.user, &request.run_id) {
-                    engine.cancel_run(&request.run_id, &request.reason);
+                match request {
+                    NodeRequest::Cancel(request) => {
+                        if let Some(engine) =
+                            service.sessions.active_run(&request.user, &request.run_id)
+                        {
+                            engine.cancel_run(&request.run_id, &request.reason);
+                        }
+                    }
+                    NodeRequest::Steer(request) => service.deliver_steer(request).await,
                 }
             }
         });

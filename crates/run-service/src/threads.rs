@@ -10,16 +10,17 @@
 //! | `enqueue` | goes on | runs after the thread's runs ahead of it, in order |
 //! | `interrupt` | `agent_cancelled` `interrupted` (status `interrupted`, its partial answer kept) | runs next, with the partial turn in its memory |
 //! | `rollback` | `agent_cancelled` `rolled_back`, then erased | runs next, as if the run had never been |
-//! | `steer` | goes on | enqueued (no agent takes a message mid-run yet) |
+//! | `steer` | takes the message at its next safe point (`message_received`) | joins that run (`run_accepted` names it, `steered`); queued as `enqueue` when the run's agent takes no messages; a run of its own when the run ends first |
 
 use std::sync::Arc;
 
 use core_context::multitask::{self, Multitask};
-use core_context::{RunId, ThreadId, UserId};
+use core_context::{ConnectionId, RunId, ThreadId, UserId};
 use execution_engine::{Admission, QueuedAt};
+use redis_broker::SteerRequest;
 
 use crate::recorder::Recorder;
-use crate::service::{Refusal, RunService};
+use crate::service::{Refusal, RunAccepted, RunRequest, RunService};
 
 impl RunService {
     /// How a run of `strategy` into `thread` (an existing one: `Some`) enters it: its rule,
@@ -120,6 +121,99 @@ async fn erase(recorder: &Arc<Recorder>, user: &UserId, run: &RunId) {
         Ok(_) => {}
         Err(error) => {
             tracing::warn!(%run, %error, "history: cannot erase a rolled-back run; it stays, cancelled")
+        }
+    }
+}
+
+impl RunService {
+    /// `steer`: hands the request's message to `thread`'s running run when its agent takes
+    /// messages (on this node, or routed to the node executing it), and answers with that
+    /// run. `None` when the message must run on its own instead (no running run, or one that
+    /// takes no messages or ended meanwhile): the caller queues it.
+    pub(crate) async fn steer(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        request: &RunRequest,
+    ) -> Result<Option<RunAccepted>, Refusal> {
+        let runner = self
+            .factory()
+            .slots()
+            .thread_runner(user, thread)
+            .await
+            .map_err(|e| Refusal::new("internal_error", e.to_string()))?;
+        let Some((run, agent)) = runner else {
+            return Ok(None);
+        };
+        if !self.factory().registry().can_steer(&agent) {
+            return Ok(None);
+        }
+        let accepted = RunAccepted {
+            run_id: run.clone(),
+            thread_id: thread.clone(),
+            steered: true,
+            queued: None,
+        };
+        if let Some(engine) = self.sessions().active_run(user, &run) {
+            return Ok(engine
+                .steer_run(&run, request.message.clone())
+                .is_ok()
+                .then_some(accepted));
+        }
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        let routed = SteerRequest {
+            user: user.clone(),
+            run_id: run,
+            thread_id: thread.clone(),
+            agent: request.agent.clone(),
+            message: request.message.clone(),
+        };
+        match cluster.steer(&routed).await {
+            Ok(true) => Ok(Some(accepted)),
+            Ok(false) => Ok(None),
+            Err(error) => {
+                tracing::warn!(%error, "cluster: cannot route a message to its running run; it is queued instead");
+                Ok(None)
+            }
+        }
+    }
+
+    /// A message another node routed to a run here: the run takes it, or (it cannot, or
+    /// ended) the message starts a run of its own in the thread.
+    pub(crate) async fn deliver_steer(self: &Arc<Self>, request: SteerRequest) {
+        let message = match self.sessions().active_run(&request.user, &request.run_id) {
+            Some(engine) => match engine.steer_run(&request.run_id, request.message) {
+                Ok(()) => return,
+                Err(message) => message,
+            },
+            None => request.message,
+        };
+        self.run_of_its_own(&request.user, &request.thread_id, &request.agent, message)
+            .await;
+    }
+
+    /// Starts `message` as a run of its own in `thread` (queued behind the thread's runs): a
+    /// message sent into a run that ended before taking it is never lost.
+    pub(crate) async fn run_of_its_own(
+        self: &Arc<Self>,
+        user: &UserId,
+        thread: &ThreadId,
+        agent: &str,
+        message: String,
+    ) {
+        let request = RunRequest {
+            agent: agent.to_owned(),
+            message,
+            thread_id: Some(thread.clone()),
+            input: None,
+            request_id: None,
+            multitask: Some(Multitask::Enqueue),
+        };
+        let connection = ConnectionId::generate();
+        if let Err(refusal) = Box::pin(self.start(user, &connection, request)).await {
+            tracing::warn!(%refusal, code = refusal.code, "a message its run never took could not start a run of its own");
         }
     }
 }

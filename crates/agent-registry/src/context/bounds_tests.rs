@@ -121,6 +121,7 @@ fn fixture(max_result_bytes: usize) -> Fixture {
         deadline: None,
         approvals: Default::default(),
         steps_taken: 0,
+        inbox: None,
     });
     Fixture {
         ctx,

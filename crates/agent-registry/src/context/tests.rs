@@ -91,6 +91,7 @@ fn context(sink: &Arc<RecordingSink>) -> AgentContext {
         deadline: None,
         approvals: Default::default(),
         steps_taken: 0,
+        inbox: None,
     })
 }
 

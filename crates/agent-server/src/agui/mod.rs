@@ -186,6 +186,7 @@ async fn resume(
     Ok(run_service::RunAccepted {
         run_id: run,
         thread_id: thread,
+        steered: false,
         queued: None,
     })
 }

@@ -168,7 +168,7 @@ pub struct ServeArgs {
     /// What a new message into a thread whose run is still going does when it does not say
     /// (`payload.multitask`): `enqueue` (run after it), `reject` (`thread_busy`), `interrupt`
     /// (end it, keep its partial answer, run next), `rollback` (end and erase it, run next),
-    /// or `steer` (taken as `enqueue` until an agent can take a message mid-run).
+    /// or `steer` (the running run takes it, when its agent can; else `enqueue`).
     #[arg(long, env = "AGENT_SERVER_MULTITASK_DEFAULT", default_value = "enqueue", value_parser = parse_multitask)]
     pub multitask_default: Multitask,
     /// Threads not updated for this long are erased with their runs (`90d`, `12h`, ...).

@@ -139,6 +139,7 @@ fn start(
         thread_id,
         queued: false,
         position: None,
+        steered: false,
     }
 }
 
