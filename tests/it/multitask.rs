@@ -187,6 +187,15 @@ async fn enqueue_and_reject_keep_one_run_per_thread_in_order() {
         Some(3),
         "the refused message left no run: {listed}"
     );
+    // Counted by strategy: two queued behind a running run, one refused.
+    let metrics = crate::support::metrics_text(addr).await;
+    for line in [
+        "agent_server_busy_thread_messages_total{strategy=\"enqueue\",outcome=\"accepted\"} 2",
+        "agent_server_busy_thread_messages_total{strategy=\"reject\",outcome=\"refused\"} 1",
+        "agent_server_busy_thread_messages_total{strategy=\"interrupt\",outcome=\"accepted\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,4 +448,44 @@ async fn interrupting_a_tool_call_closes_it_before_the_run_ends() {
     );
     let runs = one_at_a_time(&frames, &thread);
     assert_eq!(runs[1].1["type"], "agent_completed", "{}", runs[1].1);
+}
+
+/// Over AG-UI, `forwardedProps.multitask` does the same: `reject` is refused with 409
+/// `thread_busy`, `interrupt` ends the socket's run in that thread and streams the new run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agui_takes_the_strategy_from_forwarded_props() {
+    let server = start_server(|config| config.start_rate_per_minute = 10_000).await;
+    let addr = server.addr();
+    let mut alice = Client::user(addr, "alice").await;
+    alice
+        .send(ask("synthetic", "long", long(40, 100), None, None))
+        .await;
+    let first = alice.reply().await;
+    let a = run_id(&first);
+    let thread = first["thread_id"].as_str().unwrap().to_owned();
+    let post = |props: Value| {
+        let body = json!({"threadId": thread, "runId": "client-run", "tools": [], "context": [],
+               "forwardedProps": props,
+               "messages": [{"id": "m1", "role": "user", "content": "now this"}]});
+        crate::support::http_client()
+            .post(format!("http://{addr}/agui/synthetic"))
+            .bearer_auth(crate::server_support::token("alice"))
+            .json(&body)
+            .send()
+    };
+    let refused = post(json!({"multitask": "reject"})).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 409);
+    let answer: Value = refused.json().await.unwrap();
+    assert_eq!(answer["error"], "thread_busy", "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains(&a), "{answer}");
+    let going = post(json!({"multitask": "interrupt", "chunks": 1}))
+        .await
+        .unwrap();
+    assert_eq!(going.status().as_u16(), 200);
+    let text = going.text().await.unwrap();
+    assert!(text.contains("RUN_FINISHED"), "{text}");
+    let frames = until_ended(&mut alice, &[&a]).await;
+    let end = frames.last().unwrap();
+    assert_eq!(end["type"], "agent_cancelled", "{end}");
+    assert_eq!(end["data"]["reason"], "interrupted");
 }
