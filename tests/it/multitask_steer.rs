@@ -2,6 +2,7 @@
 //! (the `llm` agent) joins that run before its next model call (`message_received`, and the
 //! model hears it), on one node and from another node; for an agent that takes none it is
 //! queued as a run of its own; and one the run never took starts a run of its own: never lost.
+//! And a message queued behind a run that then pauses for approval waits for that run.
 
 use std::time::Duration;
 
@@ -214,4 +215,80 @@ async fn a_message_the_run_never_took_starts_a_run_of_its_own() {
     assert_eq!(runs[0].0, a);
     assert_eq!(runs[1].1["type"], "agent_completed", "{}", runs[1].1);
     assert!(!frames.iter().any(|f| f["type"] == "message_received"));
+}
+
+/// A message queued behind a run that then pauses for a person's approval waits for that
+/// run: it starts only after the run resumed and ended, never while the approval is pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_queued_behind_a_run_that_pauses_waits_for_it() {
+    let arguments = json!({"expression": "12*7"}).to_string();
+    let model = Model::start(vec![
+        Reply::Stream(vec![
+            content("Let me compute."),
+            Piece::Sleep(1_000),
+            crate::llm::tool_piece(0, Some("call_c"), Some("calculator"), &arguments),
+            DONE,
+        ]),
+        Reply::Stream(vec![content("It is 84."), DONE]),
+    ])
+    .await;
+    let dir = crate::approvals::store_dir();
+    let base = crate::approvals::approving(&crate::approvals::sqlite(&dir), &["calculator"]);
+    let url = format!("http://{}/v1", model.addr);
+    let server = start_server(move |config| {
+        base(config);
+        config.llm = Some(LlmConfig::new(url, "test-model"));
+    })
+    .await;
+    let addr = server.addr();
+    let mut alice = Client::user(addr, "alice").await;
+    alice
+        .send(ask("llm", "What is 12*7?", json!({}), None, None))
+        .await;
+    let accepted = alice.reply().await;
+    let a = accepted["run_id"].as_str().unwrap().to_owned();
+    let thread = accepted["thread_id"].as_str().unwrap().to_owned();
+    let mut frames = Vec::new();
+    loop {
+        let frame = alice.next().await;
+        let chunk = frame["run_id"] == a.as_str() && frame["type"] == "agent_response_chunk";
+        frames.push(frame);
+        if chunk {
+            break;
+        }
+    }
+    alice
+        .send(ask(
+            "synthetic",
+            "next",
+            long(1, 0),
+            Some(&thread),
+            Some("enqueue"),
+        ))
+        .await;
+    let queued = alice.reply().await;
+    assert_eq!(queued["queued"], true, "{queued}");
+    let b = queued["run_id"].as_str().unwrap().to_owned();
+    loop {
+        let frame = alice.next().await;
+        let asked = frame["type"] == "approval_requested";
+        frames.push(frame);
+        if asked {
+            break;
+        }
+    }
+    alice.pump(Duration::from_millis(600)).await;
+    let (status, reply) =
+        crate::approvals::decide(addr, "alice", &a, "call_c", json!({"decision": "approve"})).await;
+    assert_eq!(status, 200, "{reply}");
+    frames.extend(until_ended(&mut alice, &[&a, &b]).await);
+    let runs = one_at_a_time(&frames, &thread);
+    let order: Vec<&str> = runs.iter().map(|(run, _)| run.as_str()).collect();
+    assert_eq!(
+        order,
+        [a.as_str(), b.as_str()],
+        "the queued message ran while the run waited"
+    );
+    assert_eq!(runs[0].1["type"], "agent_completed", "{}", runs[0].1);
+    assert_eq!(runs[1].1["type"], "agent_completed", "{}", runs[1].1);
 }

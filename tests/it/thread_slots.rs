@@ -176,3 +176,64 @@ async fn a_cancelled_place_lets_the_next_of_its_thread_go() {
         drop(slot_of(next, n).await);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_run_keeps_its_thread_until_it_resumes_and_ends_or_is_released() {
+    let (all, _redis) = implementations(3, 10).await;
+    for nodes in all {
+        let n = nodes.name;
+        let user = user_id(&format!("thr-paused-{n}"));
+        let thread = ThreadId::generate();
+        let a = scope_in(&thread);
+        let held = running(claim_in(&nodes.a, &user, &a, ThreadRule::Queue).await, n);
+        let next = queued(
+            claim_in(&nodes.b, &user, &scope_in(&thread), ThreadRule::Queue).await,
+            n,
+        );
+        // The run pauses: its slot goes back, its thread stays its own.
+        nodes
+            .a
+            .hold_thread(&user, &thread, &a.run_id)
+            .await
+            .unwrap();
+        drop(held);
+        let next = tokio::spawn(async move { next.wait().await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            !next.is_finished(),
+            "{n}: a queued message ran while the thread's run was paused"
+        );
+        // Resumed (on either node): it claims again and runs at once, ahead of the queue.
+        let resumed = running(claim_in(&nodes.b, &user, &a, ThreadRule::Queue).await, n);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!next.is_finished(), "{n}");
+        drop(resumed);
+        let got = tokio::time::timeout(Duration::from_secs(5), next)
+            .await
+            .expect("the queued message never ran after the resumed run ended")
+            .unwrap();
+        assert!(got, "{n}");
+
+        // Paused again, then ended without resuming: release frees the thread.
+        let thread = ThreadId::generate();
+        let c = scope_in(&thread);
+        let held = running(claim_in(&nodes.a, &user, &c, ThreadRule::Queue).await, n);
+        let after = queued(
+            claim_in(&nodes.b, &user, &scope_in(&thread), ThreadRule::Queue).await,
+            n,
+        );
+        nodes
+            .a
+            .hold_thread(&user, &thread, &c.run_id)
+            .await
+            .unwrap();
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        nodes
+            .b
+            .release_thread(&user, &thread, &c.run_id)
+            .await
+            .unwrap();
+        drop(slot_of(after, n).await);
+    }
+}

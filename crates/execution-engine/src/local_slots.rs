@@ -45,9 +45,17 @@ struct State {
 #[derive(Default)]
 struct UserSlots {
     running: usize,
-    /// Each serialized thread's running run, with its agent's name.
-    holders: HashMap<ThreadId, (RunId, Arc<str>)>,
+    /// Each serialized thread's run: running, or paused for approvals (it keeps its thread).
+    holders: HashMap<ThreadId, Holder>,
     waiting: VecDeque<Waiter>,
+}
+
+/// The run a serialized thread belongs to now.
+struct Holder {
+    run: RunId,
+    agent: Arc<str>,
+    /// Paused for approvals: it holds no slot, but its thread waits for it.
+    paused: bool,
 }
 
 /// A queued claim: its ticket, its thread (when it keeps one run per thread), whether it
@@ -62,8 +70,9 @@ struct Waiter {
 }
 
 impl UserSlots {
+    /// Nothing of the user's is held: no slot, no place, no thread of a paused run.
     fn is_empty(&self) -> bool {
-        self.running == 0 && self.waiting.is_empty()
+        self.running == 0 && self.waiting.is_empty() && self.holders.is_empty()
     }
 
     /// Hands free slots to the waiters that may run, in queue order: a waiter runs when a
@@ -74,10 +83,14 @@ impl UserSlots {
         let mut at = 0;
         while self.running < max_running && at < self.waiting.len() {
             let waiter = &self.waiting[at];
+            // A thread is free for its own paused run's claim, even with others waiting.
             let free = waiter
                 .thread
                 .as_ref()
-                .is_none_or(|t| !self.holders.contains_key(t) && !seen.contains(t));
+                .is_none_or(|t| match self.holders.get(t) {
+                    Some(holder) => holder.run == waiter.run,
+                    None => !seen.contains(t),
+                });
             if !free {
                 if let Some(thread) = &waiter.thread {
                     seen.insert(thread.clone());
@@ -93,7 +106,12 @@ impl UserSlots {
             if waiter.slot.send(()).is_ok() {
                 self.running += 1;
                 if let Some(thread) = waiter.thread {
-                    self.holders.insert(thread, (waiter.run, waiter.agent));
+                    let holder = Holder {
+                        run: waiter.run,
+                        agent: waiter.agent,
+                        paused: false,
+                    };
+                    self.holders.insert(thread, holder);
                 }
             }
         }
@@ -148,17 +166,23 @@ impl LocalSlots {
 }
 
 impl Inner {
-    /// Gives one of `user`'s slots back (and `thread`, which it held): to the first waiters
-    /// that may run, or to no one.
-    fn release(&self, user: &UserId, thread: Option<&ThreadId>) {
+    /// Gives one of `user`'s slots back (and `thread`, which `run` held, unless the run
+    /// paused in it): to the first waiters that may run, or to no one.
+    fn release(&self, user: &UserId, thread: Option<&(ThreadId, RunId)>) {
         let mut state = self.state.lock();
         let Some(slots) = state.users.get_mut(user) else {
             return;
         };
         debug_assert!(slots.running > 0, "a slot given back that was not held");
         slots.running = slots.running.saturating_sub(1);
-        if let Some(thread) = thread {
-            slots.holders.remove(thread);
+        if let Some((thread, run)) = thread {
+            let ours = slots
+                .holders
+                .get(thread)
+                .is_some_and(|h| h.run == *run && !h.paused);
+            if ours {
+                slots.holders.remove(thread);
+            }
         }
         slots.grant(self.max_running);
         if slots.is_empty() {
@@ -166,7 +190,7 @@ impl Inner {
         }
     }
 
-    fn permit(self: &Arc<Self>, user: &UserId, thread: Option<ThreadId>) -> SlotPermit {
+    fn permit(self: &Arc<Self>, user: &UserId, thread: Option<(ThreadId, RunId)>) -> SlotPermit {
         SlotPermit::new(LocalPermit {
             inner: Arc::clone(self),
             user: user.clone(),
@@ -175,11 +199,11 @@ impl Inner {
     }
 }
 
-/// A held slot (and the thread it holds): gives it back when dropped.
+/// A held slot (and the thread it holds, for its run): gives it back when dropped.
 struct LocalPermit {
     inner: Arc<Inner>,
     user: UserId,
-    thread: Option<ThreadId>,
+    thread: Option<(ThreadId, RunId)>,
 }
 
 impl Drop for LocalPermit {
@@ -192,7 +216,7 @@ impl Drop for LocalPermit {
 struct Waiting {
     inner: Arc<Inner>,
     user: UserId,
-    thread: Option<ThreadId>,
+    thread: Option<(ThreadId, RunId)>,
     ticket: u64,
     slot: Option<oneshot::Receiver<()>>,
 }
@@ -256,10 +280,12 @@ impl RunSlots for LocalSlots {
         state.next_ticket += 1;
         let ticket = state.next_ticket;
         let slots = state.users.entry(user.clone()).or_default();
-        let active = thread
-            .as_ref()
-            .and_then(|t| slots.holders.get(t))
-            .map(|(run, _)| run.clone());
+        let holder = thread.as_ref().and_then(|t| slots.holders.get(t));
+        // The thread's own paused run, claiming again to resume: its thread waits for it.
+        let own = holder.is_some_and(|h| h.run == scope.run_id);
+        let active = holder
+            .filter(|h| h.run != scope.run_id)
+            .map(|h| h.run.clone());
         let first_waiting = thread.as_ref().and_then(|t| {
             slots
                 .waiting
@@ -277,16 +303,19 @@ impl RunSlots for LocalSlots {
         }
         // While a slot is free every waiter left waits for its thread (slots go to the first
         // waiters that may run), so a claim whose thread is free runs while a slot is.
-        let thread_free = active.is_none() && first_waiting.is_none();
+        let thread_free = own || (active.is_none() && first_waiting.is_none());
         if slots.running < inner.max_running && thread_free {
             slots.running += 1;
             if let Some(thread) = &thread {
-                slots.holders.insert(
-                    thread.clone(),
-                    (scope.run_id.clone(), Arc::clone(&scope.agent_name)),
-                );
+                let holder = Holder {
+                    run: scope.run_id.clone(),
+                    agent: Arc::clone(&scope.agent_name),
+                    paused: false,
+                };
+                slots.holders.insert(thread.clone(), holder);
             }
-            return Ok(Claim::Running(inner.permit(user, thread)));
+            let held = thread.map(|t| (t, scope.run_id.clone()));
+            return Ok(Claim::Running(inner.permit(user, held)));
         }
         let queued = slots.waiting.len();
         if queued >= inner.max_queued {
@@ -320,7 +349,7 @@ impl RunSlots for LocalSlots {
         let waiting = Waiting {
             inner: Arc::clone(inner),
             user: user.clone(),
-            thread,
+            thread: thread.map(|t| (t, scope.run_id.clone())),
             ticket,
             slot: Some(slot),
         };
@@ -339,7 +368,50 @@ impl RunSlots for LocalSlots {
             .users
             .get(user)
             .and_then(|slots| slots.holders.get(thread))
-            .map(|(run, agent)| (run.clone(), agent.to_string())))
+            .filter(|holder| !holder.paused)
+            .map(|holder| (holder.run.clone(), holder.agent.to_string())))
+    }
+
+    async fn hold_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        run: &RunId,
+    ) -> Result<(), SlotError> {
+        let mut state = self.inner.state.lock();
+        let holder = state
+            .users
+            .get_mut(user)
+            .and_then(|slots| slots.holders.get_mut(thread))
+            .filter(|holder| holder.run == *run);
+        if let Some(holder) = holder {
+            holder.paused = true;
+        }
+        Ok(())
+    }
+
+    async fn release_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        run: &RunId,
+    ) -> Result<(), SlotError> {
+        let mut state = self.inner.state.lock();
+        let Some(slots) = state.users.get_mut(user) else {
+            return Ok(());
+        };
+        if slots
+            .holders
+            .get(thread)
+            .is_some_and(|h| h.run == *run && h.paused)
+        {
+            slots.holders.remove(thread);
+            slots.grant(self.inner.max_running);
+        }
+        if slots.is_empty() {
+            state.users.remove(user);
+        }
+        Ok(())
     }
 
     fn load(&self) -> SlotLoad {

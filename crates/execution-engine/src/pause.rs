@@ -54,6 +54,15 @@ pub(crate) async fn pause(
     // The slot is given back before the pause is announced: across nodes, no node may take
     // the run for one whose node died while it waits.
     if let Some(permit) = permit {
+        // Its thread waits for it: messages queued there run after the resumed run.
+        let user = engine.context.user_id();
+        if let Err(error) = engine
+            .slots
+            .hold_thread(user, &scope.thread_id, &scope.run_id)
+            .await
+        {
+            tracing::warn!(run_id = %scope.run_id, %error, "a paused run could not keep its thread; queued messages there may run before it resumes");
+        }
         permit.give_back().await;
     }
     let limits = &engine.config.dispatch.redaction;

@@ -19,7 +19,9 @@
 //!   [`ThreadRule::Front`] claim queues ahead of the thread's other waiting claims, after
 //!   earlier `Front` ones); a claim blocked only by its thread does not hold up the user's
 //!   runs of other threads; [`ThreadRule::Reject`] is refused ([`SlotError::ThreadBusy`])
-//!   when the thread has a run.
+//!   when the thread has a run; a run paused for approvals keeps its thread
+//!   ([`RunSlots::hold_thread`]) until it claims again (resumed) and ends, or
+//!   [`RunSlots::release_thread`].
 
 use std::fmt;
 use std::future::Future;
@@ -52,6 +54,26 @@ pub trait RunSlots: Send + Sync + fmt::Debug {
         user: &UserId,
         thread: &ThreadId,
     ) -> Result<Option<(RunId, String)>, SlotError>;
+
+    /// Keeps `thread` for `run` (holding a slot in it) while the run is paused for approvals:
+    /// its slot goes back, but the thread's other claims wait until the run claims again
+    /// (resumed: the thread is free for its own claim) and ends, or
+    /// [`release_thread`](Self::release_thread). Nothing when `run` does not hold `thread`.
+    async fn hold_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        run: &RunId,
+    ) -> Result<(), SlotError>;
+
+    /// Frees `thread` from `run`, paused in it and ending without resuming (cancelled,
+    /// interrupted, rolled back): the thread's next claim may run.
+    async fn release_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        run: &RunId,
+    ) -> Result<(), SlotError>;
 
     /// The permits and queue places this process holds now, all users together.
     fn load(&self) -> SlotLoad;

@@ -8,7 +8,7 @@
 /// `KEYS[3]` this claim's lease hash, `KEYS[4]` the user's queue (scored by arrival, strictly
 /// increasing), `KEYS[5]` the queue's expiries, `KEYS[6]` the run's hash, `KEYS[7]` the run's
 /// ended mark, `KEYS[8]` the user's serialized threads (thread → `<lease> <run>` of the run
-/// holding a slot in it), `KEYS[9]` the user's queued claims (lease → `<thread> <front>
+/// holding a slot in it, or `paused <run>` of a run paused there for approvals), `KEYS[9]` the user's queued claims (lease → `<thread> <front>
 /// <run>`); `ARGV[1]` the claim's id, `ARGV[2]` TTL ms, `ARGV[3]` max running, `ARGV[4]` max
 /// queued, `ARGV[5]` user, `ARGV[6]` node, `ARGV[7]` run, `ARGV[8]` thread, `ARGV[9]` agent,
 /// `ARGV[10]` the run's message, `ARGV[11]` 1 when a queued claim asks again, `ARGV[12]` the
@@ -50,7 +50,7 @@ local function holder(thread)
     local h = redis.call('HGET', KEYS[8], thread)
     if h then
       local lease, run = string.match(h, '^(%S+) (%S+)$')
-      if lease and redis.call('ZSCORE', KEYS[1], lease) then
+      if lease and (lease == 'paused' or redis.call('ZSCORE', KEYS[1], lease)) then
         holders[thread] = run
       else
         redis.call('HDEL', KEYS[8], thread)
@@ -74,7 +74,8 @@ for i = 1, #entries, 2 do
   if thread == nil or thread == '' then
     may_ahead = may_ahead + 1
   else
-    if not blocked[thread] and not holder(thread) then may_ahead = may_ahead + 1 end
+    local h = holder(thread)
+    if (not blocked[thread] and not h) or h == run then may_ahead = may_ahead + 1 end
     blocked[thread] = true
     if thread == mine then
       same_ahead = same_ahead + 1
@@ -90,10 +91,13 @@ for i = 1, #entries, 2 do
 end
 local active = false
 if mine then active = holder(mine) end
+-- The thread's own paused run claiming again (resumed): the thread waits for it.
+local own = active and active == ARGV[7]
+if own then active = false end
 if not rank and rule == 'reject' and (active or first_same) then
   return {'4', active or first_same}
 end
-local thread_free = (not mine) or (not active and not blocked[mine])
+local thread_free = (not mine) or own or (not active and not blocked[mine])
 local function record(is_queued)
   redis.call('ZADD', KEYS[2], expiry, ARGV[1])
   redis.call('HSET', KEYS[3], 'user', ARGV[5], 'node', ARGV[6], 'run', ARGV[7],
@@ -251,4 +255,24 @@ local lease, run = string.match(h, '^(%S+) (%S+)$')
 if not lease or not redis.call('ZSCORE', KEYS[2], lease) then return nil end
 local agent = redis.call('HGET', ARGV[2] .. ':lease:' .. lease, 'agent') or ''
 return {run, agent}
+";
+
+/// Keeps a thread for its run while the run is paused: `KEYS[1]` the user's serialized
+/// threads; `ARGV[1]` the thread, `ARGV[2]` the run. Only when the run holds the thread.
+pub(crate) const HOLD: &str = r"
+local h = redis.call('HGET', KEYS[1], ARGV[1])
+if h and string.match(h, ' (%S+)$') == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], 'paused ' .. ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], 86400000)
+end
+return 1
+";
+
+/// Frees a thread from its paused run: `KEYS[1]` the user's serialized threads; `ARGV[1]`
+/// the thread, `ARGV[2]` the run.
+pub(crate) const UNHOLD: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == 'paused ' .. ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 1
 ";

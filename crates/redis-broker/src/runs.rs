@@ -39,7 +39,7 @@ use redis::Script;
 use ws_bridge::broker::BrokerError;
 
 use crate::publisher::PublishQueue;
-use crate::run_scripts::{CLAIM, REAP, RELEASE, RENEW, RUNNER, TAKE};
+use crate::run_scripts::{CLAIM, HOLD, REAP, RELEASE, RENEW, RUNNER, TAKE, UNHOLD};
 use crate::shared::{CancelRequest, NodeRequest, Shared, SteerRequest, broker_error};
 
 /// The `agent_error` code of a run whose node stopped renewing its lease.
@@ -117,6 +117,8 @@ pub struct ClusterRuns {
     claim: Arc<Script>,
     release: Arc<Script>,
     runner: Arc<Script>,
+    hold: Arc<Script>,
+    unhold: Arc<Script>,
     renew: Arc<Script>,
     reap: Arc<Script>,
 }
@@ -164,6 +166,8 @@ impl ClusterRuns {
             claim: Arc::new(Script::new(CLAIM)),
             release: Arc::new(Script::new(RELEASE)),
             runner: Arc::new(Script::new(RUNNER)),
+            hold: Arc::new(Script::new(HOLD)),
+            unhold: Arc::new(Script::new(UNHOLD)),
             renew: Arc::new(Script::new(&format!("{TAKE}{RENEW}"))),
             reap: Arc::new(Script::new(&format!("{TAKE}{REAP}"))),
         }
@@ -328,6 +332,26 @@ impl ClusterRuns {
             .await
             .map_err(|e| broker_error(&e))?;
         Ok(found.and_then(|(run, agent)| RunId::parse(&run).ok().map(|run| (run, agent))))
+    }
+
+    /// Keeps `thread` for `run` while the run is paused for approvals (see
+    /// `RunSlots::hold_thread`), or (`hold` false) frees it from the paused run.
+    pub async fn hold_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        run: &RunId,
+        hold: bool,
+    ) -> Result<(), BrokerError> {
+        let [threads, _] = self.thread_keys(user);
+        let script = if hold { &self.hold } else { &self.unhold };
+        script
+            .key(threads)
+            .arg(thread.as_str())
+            .arg(run.as_str())
+            .invoke_async::<()>(&mut self.shared.conn.clone())
+            .await
+            .map_err(|e| broker_error(&e))
     }
 
     /// Sends `steer` to the node executing the run `request` names (the node hands the

@@ -191,6 +191,7 @@ impl RunService {
         let outcome = RunOutcome::Cancelled(reason.to_owned());
         engine.end_paused_run(&cancelled.agent, &outcome);
         self.factory().release(&engine);
+        self.free_thread(user, &cancelled.thread_id, run).await;
         if ending == Ending::RolledBack {
             // Its end is stored first, so nothing of it comes back after the erasure.
             recorder.writer().flush().await;
@@ -295,8 +296,22 @@ impl RunService {
                 ));
                 engine.end_paused_run(&agent, &outcome);
                 self.factory().release(&engine);
+                self.free_thread(user, &paused.thread_id, run).await;
                 false
             }
+        }
+    }
+
+    /// Frees `thread` from `user`'s paused run `run`, which ended without resuming: the
+    /// messages queued there go on.
+    async fn free_thread(&self, user: &UserId, thread: &ThreadId, run: &RunId) {
+        if let Err(error) = self
+            .factory()
+            .slots()
+            .release_thread(user, thread, run)
+            .await
+        {
+            tracing::warn!(%run, %error, "a paused run that ended could not free its thread; messages queued in that thread stay queued (across nodes, up to a day) unless cancelled");
         }
     }
 

@@ -303,6 +303,34 @@ impl RunSlots for ClusterSlots {
             .map_err(|e| SlotError::Unavailable(e.to_string()))
     }
 
+    async fn hold_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        run: &RunId,
+    ) -> Result<(), SlotError> {
+        self.inner
+            .runs
+            .hold_thread(user, thread, run, true)
+            .await
+            .map_err(|e| SlotError::Unavailable(e.to_string()))
+    }
+
+    async fn release_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        run: &RunId,
+    ) -> Result<(), SlotError> {
+        self.inner
+            .runs
+            .hold_thread(user, thread, run, false)
+            .await
+            .map_err(|e| SlotError::Unavailable(e.to_string()))?;
+        self.inner.freed.notify_waiters();
+        Ok(())
+    }
+
     fn load(&self) -> SlotLoad {
         SlotLoad {
             running: self.inner.running.load(Ordering::Acquire),
