@@ -61,6 +61,24 @@ pub(crate) async fn until_ended(client: &mut Client, runs: &[&str]) -> Vec<Value
     frames
 }
 
+/// Adds to `seen` the events read until every run of `runs` has ended (those that ended
+/// within `seen` already are not waited for).
+pub(crate) async fn read_until_ended(client: &mut Client, runs: &[&str], seen: &mut Vec<Value>) {
+    let ended = |run: &str| {
+        seen.iter().any(|f| {
+            f["run_id"] == run
+                && f.get("parent_run_id").is_none()
+                && matches!(
+                    f["type"].as_str(),
+                    Some("agent_completed" | "agent_error" | "agent_cancelled")
+                )
+        })
+    };
+    let open: Vec<&str> = runs.iter().copied().filter(|run| !ended(run)).collect();
+    let rest = until_ended(client, &open).await;
+    seen.extend(rest);
+}
+
 /// The runs of `thread` in the order they started, each with its terminal event, checking
 /// that no two of them were ever open at once.
 pub(crate) fn one_at_a_time(frames: &[Value], thread: &str) -> Vec<(String, Value)> {

@@ -9,7 +9,8 @@ use agent_server::config::BrokerChoice;
 use agent_server::server::RunningServer;
 use serde_json::{Value, json};
 
-use crate::multitask::{ask, long, one_at_a_time, until_ended};
+use crate::history_server::http;
+use crate::multitask::{ask, long, one_at_a_time, read_until_ended, until_ended};
 use crate::redis_support::RedisServer;
 use crate::server_support::{Client, start_server};
 
@@ -129,5 +130,99 @@ async fn a_hundred_users_double_texting_at_once_on_two_nodes_get_what_they_asked
             .await
             .expect("a user's double texting did not finish in time")
             .expect("a user's checks failed");
+    }
+}
+
+/// With the history in Postgres shared by two nodes: a message on node two interrupts the
+/// run on node one (status `interrupted` in the shared history, its streamed chunks kept),
+/// and another rolls the next run back (erased: both nodes answer 404), each new run
+/// starting after the run it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_and_rollback_across_nodes_sharing_the_history() {
+    let redis = RedisServer::start();
+    let postgres = crate::postgres_support::PostgresServer::start();
+    let shared = |redis: String, store: String| {
+        move |config: &mut agent_server::config::ServerConfig| {
+            config.broker = BrokerChoice::Redis(redis);
+            config.store = Some(store);
+            config.run_lease_ttl = Duration::from_secs(3);
+            config.start_rate_per_minute = 10_000;
+            config.shutdown_grace = Duration::from_millis(50);
+        }
+    };
+    let one = start_server(shared(redis.url(), postgres.url())).await;
+    let two = start_server(shared(redis.url(), postgres.url())).await;
+    let mut on_one = Client::user(one.addr(), "alice").await;
+    let mut on_two = Client::user(two.addr(), "alice").await;
+
+    on_one
+        .send(ask("synthetic", "first", long(40, 50), None, None))
+        .await;
+    let first = on_one.reply().await;
+    let a = first["run_id"].as_str().unwrap().to_owned();
+    let thread = first["thread_id"].as_str().unwrap().to_owned();
+    // Some of its answer streams before the interruption.
+    let mut frames = Vec::new();
+    while frames
+        .iter()
+        .filter(|f: &&Value| f["type"] == "agent_response_chunk")
+        .count()
+        < 2
+    {
+        frames.push(on_two.next().await);
+    }
+    on_two
+        .send(ask(
+            "synthetic",
+            "second",
+            long(40, 50),
+            Some(&thread),
+            Some("interrupt"),
+        ))
+        .await;
+    let b = on_two.reply().await["run_id"].as_str().unwrap().to_owned();
+    // Once the second run streams, roll it back from node one.
+    loop {
+        let frame = on_two.next().await;
+        let streaming = frame["run_id"] == b.as_str() && frame["type"] == "agent_response_chunk";
+        frames.push(frame);
+        if streaming {
+            break;
+        }
+    }
+    on_one
+        .send(ask(
+            "synthetic",
+            "third",
+            long(1, 0),
+            Some(&thread),
+            Some("rollback"),
+        ))
+        .await;
+    let c = on_one.reply().await["run_id"].as_str().unwrap().to_owned();
+    read_until_ended(&mut on_two, &[&a, &b, &c], &mut frames).await;
+    let runs = one_at_a_time(&frames, &thread);
+    let order: Vec<&str> = runs.iter().map(|(run, _)| run.as_str()).collect();
+    assert_eq!(order, [a.as_str(), b.as_str(), c.as_str()]);
+    assert_eq!(runs[0].1["data"]["reason"], "interrupted", "{}", runs[0].1);
+    assert_eq!(runs[1].1["data"]["reason"], "rolled_back", "{}", runs[1].1);
+    assert_eq!(runs[2].1["type"], "agent_completed", "{}", runs[2].1);
+
+    for node in [one.addr(), two.addr()] {
+        let (code, detail) = http(node, "GET", &format!("/v1/runs/{a}"), Some("alice")).await;
+        assert_eq!(code, 200, "{detail}");
+        assert_eq!(detail["status"], "interrupted", "{detail}");
+        let kept = detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "agent_response_chunk")
+            .count();
+        assert!(kept >= 2, "its partial answer is kept: {detail}");
+        let (code, gone) = http(node, "GET", &format!("/v1/runs/{b}"), Some("alice")).await;
+        assert_eq!(
+            code, 404,
+            "the rolled-back run is erased everywhere: {gone}"
+        );
     }
 }
