@@ -225,10 +225,12 @@ impl RunService {
         else {
             return Ok(());
         };
-        let ending = match multitask {
-            Some(Multitask::Interrupt) => Ending::Interrupted,
-            Some(Multitask::Rollback) => Ending::RolledBack,
+        let strategy = multitask.unwrap_or(Multitask::Enqueue);
+        let ending = match strategy {
+            Multitask::Interrupt => Ending::Interrupted,
+            Multitask::Rollback => Ending::RolledBack,
             _ => {
+                self.metrics().busy_thread(strategy, false);
                 return Err(Refusal::new(
                     "thread_waiting_for_approval",
                     format!(
@@ -238,7 +240,9 @@ impl RunService {
             }
         };
         // Decided or resumed meanwhile: the thread no longer waits, the message goes on.
-        self.cancel_paused(user, &run, ending).await?;
+        if self.cancel_paused(user, &run, ending).await? {
+            self.metrics().busy_thread(strategy, true);
+        }
         Ok(())
     }
 

@@ -155,10 +155,11 @@ impl RunService {
             queued: None,
         };
         if let Some(engine) = self.sessions().active_run(user, &run) {
-            return Ok(engine
-                .steer_run(&run, request.message.clone())
-                .is_ok()
-                .then_some(accepted));
+            let taken = engine.steer_run(&run, request.message.clone()).is_ok();
+            if taken {
+                self.metrics().busy_thread(Multitask::Steer, true);
+            }
+            return Ok(taken.then_some(accepted));
         }
         let Some(cluster) = self.cluster() else {
             return Ok(None);
@@ -171,7 +172,10 @@ impl RunService {
             message: request.message.clone(),
         };
         match cluster.steer(&routed).await {
-            Ok(true) => Ok(Some(accepted)),
+            Ok(true) => {
+                self.metrics().busy_thread(Multitask::Steer, true);
+                Ok(Some(accepted))
+            }
             Ok(false) => Ok(None),
             Err(error) => {
                 tracing::warn!(%error, "cluster: cannot route a message to its running run; it is queued instead");

@@ -260,7 +260,7 @@ impl Metrics {
         );
         r.register(
             "busy_thread_messages",
-            "Messages into a thread whose run was still going or queued, by multitask strategy (the request's or the server's default) and outcome (`accepted`: queued behind it, or ending it; `refused`: `thread_busy`)",
+            "Messages into a thread whose run was still going or queued, by multitask strategy (the request's or the server's default) and outcome (`accepted`: queued behind it, taken by it, or ending it; `refused`: `thread_busy` or `thread_waiting_for_approval`)",
             self.busy_threads.clone(),
         );
     }
