@@ -29,6 +29,7 @@ mod bridge_queues;
 mod browser;
 mod browser_approvals;
 mod browser_chat;
+mod browser_multitask;
 mod browser_origin;
 mod chat_approvals;
 mod chat_cli;

@@ -27,8 +27,13 @@ const PLAIN = {
   invalid_field: "The server could not accept this message.",
   missing_field: "The server could not accept this message.",
   internal_error: "The server failed to start the answer. Try again.",
+  thread_busy: "This conversation is still answering, and this server does not queue messages. Send again when the answer ends, or press \u201cSend now (interrupt)\u201d to stop it and send this message.",
+  thread_waiting_for_approval: "This conversation waits for your decision on a tool call. Decide it above, or press \u201cSend now (interrupt)\u201d to stop that answer and send this message.",
 };
-const plain = (f) => `${PLAIN[f.code] || "The server refused this message."} (${f.message})`;
+// Refusals that are no fault: the message waits in the composer until the thread can take it,
+// and the notice says all there is (the server's own words speak of the protocol).
+const BUSY = new Set(["thread_busy", "thread_waiting_for_approval"]);
+const plain = (f) => (BUSY.has(f.code) ? PLAIN[f.code] : `${PLAIN[f.code] || "The server refused this message."} (${f.message})`);
 
 // A notice at the top; all but errors go by themselves after a while.
 function notice(text, kind) {
@@ -40,9 +45,10 @@ function notice(text, kind) {
   if (kind !== "error") setTimeout(() => p.remove(), 10000);
 }
 function clearNotices() { $("notices").replaceChildren(); }
-function composerNotice(text) {
+function composerNotice(text, kind) {
   $("composer-notice").textContent = text || "";
   $("composer-notice").hidden = !text;
+  if (kind) $("composer-notice").dataset.kind = kind; else delete $("composer-notice").dataset.kind;
 }
 function setStatus(name, text) {
   $("status").dataset.state = name;
@@ -59,8 +65,10 @@ function timeEl(ms, text) {
 }
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
 const json = (v) => { const p = el("pre", "json"); p.textContent = JSON.stringify(v, null, 2); return p; };
-// Tool-call approvals live in approvals.js (window.approvals); without it the page still works.
+// Tool-call approvals live in approvals.js (window.approvals), and messages sent into a busy
+// thread (queued, steered) in multitask.js (window.multitask); without them the page still works.
 function approvalHook(hook, ...args) { const a = window.approvals; return a && a[hook] ? a[hook](...args) : undefined; }
+function multitaskHook(hook, ...args) { const m = window.multitask; return m && m[hook] ? m[hook](...args) : undefined; }
 
 // Markdown, sanitized: marked renders, with any raw HTML in the answer shown as text (a
 // model that writes `<script>` shows `<script>`), and DOMPurify keeps only safe HTML of what
@@ -127,9 +135,8 @@ function signOut(reason) {
   if (ws) ws.close(1000, "signed out");
   sessionStorage.removeItem(SESSION_KEY);
   Object.assign(state, { token: null, devUser: null, user: null, epoch: null, lastSeq: 0, backoff: 500, historyTried: false, loadingHistory: false, thread: null, parked: null, history: null });
-  state.runs.clear();
+  clearConversation();
   state.requests.clear();
-  $("conversation").replaceChildren();
   $("threads").replaceChildren();
   approvalHook("reset");
   clearNotices();
@@ -181,6 +188,7 @@ async function loadAgents() {
   }
   if (kept && state.agents.some((a) => a.name === kept)) select.value = kept;
   describeAgent();
+  multitaskHook("composer");
 }
 function describeAgent() {
   const a = state.agents.find((x) => x.name === $("agent").value);
@@ -223,7 +231,11 @@ function onFrame(f) {
       state.thread = f.thread_id;
       if ($("message").value === request.message) $("message").value = "";
       composerNotice("");
-      runView(f.run_id, null, request.agent, request.message, f.thread_id);
+      // A steered message joined the running run (f.run_id is that run's); a queued one waits
+      // for its turn (its agent_started comes later).
+      if (f.steered) multitaskHook("steered", f.run_id, request.message);
+      else runView(f.run_id, null, request.agent, request.message, f.thread_id, f.queued ? { position: f.position } : null);
+      multitaskHook("composer");
       refreshThreads();
       break;
     }
@@ -234,7 +246,9 @@ function onFrame(f) {
       const mine = f.request_id ? state.requests.has(f.request_id) : state.requests.size > 0;
       if (mine) {
         if (f.request_id) state.requests.delete(f.request_id); else state.requests.clear();
-        composerNotice(plain(f));
+        composerNotice(plain(f), BUSY.has(f.code) ? "busy" : null);
+        // The page never asks for `reject`: this server refuses by default what the page queues.
+        if (f.code === "thread_busy") { state.defaultRejects = true; multitaskHook("composer"); }
         $("message").focus();
       } else notice(plain(f), "error");
       break;
@@ -269,8 +283,7 @@ function onEstablished(f) {
     // what the server has now: the stored conversation, or its new stream from the start.
     stats.failedResumes += 1;
     notice(`Reconnected, but missed events could not be replayed (${f.resume.reason}); reloading.`, "warn");
-    state.runs.clear();
-    $("conversation").replaceChildren();
+    clearConversation();
     state.lastSeq = f.last_seq;
     state.epoch = f.epoch;
     openThread(state.thread).then((shown) => { if (!shown && f.last_seq > 0) reloadWithHistory(f.epoch); });
@@ -344,8 +357,7 @@ async function openThread(id) {
     if (!(await refreshThreads())) return false;
     const first = $("threads").querySelector("li");
     const wanted = id && $("threads").querySelector(`li[data-thread-id="${CSS.escape(id)}"]`) ? id : first && first.dataset.threadId;
-    state.runs.clear();
-    $("conversation").replaceChildren();
+    clearConversation();
     state.thread = wanted || null;
     stats.stored = 0;
     markCurrent();
@@ -355,9 +367,13 @@ async function openThread(id) {
     for (const r of thread.runs) {
       const run = await getJson(`/v1/runs/${encodeURIComponent(r.run_id)}`);
       if (!run) continue;
-      const view = runView(r.run_id, null, r.agent, r.message, r.thread_id);
+      // A run accepted but not started yet has no events: it waits in the thread's queue.
+      const waiting = r.status === "running" && run.events.length === 0;
+      const view = runView(r.run_id, null, r.agent, r.message, r.thread_id, waiting ? { position: null } : null);
       for (const e of run.events) render(e, "stored");
-      if (view && r.status === "interrupted") finish(view, "interrupted", "interrupted: the server stopped during this answer");
+      // Interrupted without an ending of its own: its server stopped (a run a newer message
+      // interrupted ended with agent_cancelled, shown as such).
+      if (view && r.status === "interrupted" && live(view)) finish(view, "interrupted", "interrupted: the server stopped during this answer");
     }
     stats.stored = thread.runs.length;
     scrollToEnd(true);
@@ -369,6 +385,7 @@ async function openThread(id) {
     const parked = state.parked || [];
     state.parked = null;
     for (const e of parked) render(e, e.seq);
+    multitaskHook("composer");
   }
 }
 // Turns a sidebar item into a title field: Enter (or leaving it) saves, Escape keeps the old
@@ -432,8 +449,7 @@ async function deleteThread(id, button) {
 }
 function newConversation() {
   state.thread = null;
-  state.runs.clear();
-  $("conversation").replaceChildren();
+  clearConversation();
   markCurrent();
   closeSidebar();
   $("message").focus();
@@ -449,8 +465,20 @@ $("sidebar-toggle").addEventListener("click", () => {
 
 // Whether a run belongs in the view: with threads, only the open thread's runs show.
 const belongs = (threadId) => !state.history || !threadId || threadId === state.thread;
+// Whether a run shown has not ended (running, or waiting for an approval).
+const live = (run) => run.el.dataset.state === "running" || run.el.dataset.state === "waiting";
+// Empties the conversation (and the messages waiting their turn in it).
+function clearConversation() {
+  state.runs.clear();
+  $("conversation").replaceChildren();
+  $("queue").replaceChildren();
+  multitaskHook("composer");
+}
+function cancelRun(runId) { return send({ type: "cancel_run", payload: { run_id: runId } }); }
 
-function runView(runId, parentId, agent, message, threadId) {
+// A run's view, made on its first sign (its run_accepted, or its first event). A run accepted
+// `queued` ({ position }) waits below the conversation until its agent_started (multitask.js).
+function runView(runId, parentId, agent, message, threadId, queued) {
   let run = state.runs.get(runId);
   if (run) return run;
   const parent = parentId && state.runs.get(parentId);
@@ -462,7 +490,7 @@ function runView(runId, parentId, agent, message, threadId) {
   const subs = el("div", "subs");
   const answer = el("div", parentId ? "answer sub-answer" : "answer");
   const status = el("span", "run-state");
-  run = { el: root, status, timeline, subs, answer, text: "", title: null, seen: new Set(), steps: 0, agent, parent };
+  run = { id: runId, el: root, status, timeline, subs, answer, text: "", title: null, seen: new Set(), steps: 0, agent, parent, threadId };
   if (parentId) {
     run.title = el("div", "sub-head", `sub-run · ${agent}: ${message}`);
     root.append(run.title, timeline, subs, answer);
@@ -478,7 +506,7 @@ function runView(runId, parentId, agent, message, threadId) {
     head.append(el("span", "agent-name", agent), run.agentTime, status);
     const stop = el("button", "secondary stop", "Stop");
     stop.type = "button";
-    stop.addEventListener("click", () => send({ type: "cancel_run", payload: { run_id: runId } }));
+    stop.addEventListener("click", () => cancelRun(runId));
     head.append(stop);
     run.details = el("details", "steps");
     run.details.open = true;
@@ -491,9 +519,9 @@ function runView(runId, parentId, agent, message, threadId) {
     run.error = el("p", "run-error");
     reply.append(head, run.details, typing, answer, run.error);
     root.append(bubble, reply);
-    $("conversation").append(root);
   }
   state.runs.set(runId, run);
+  if (!parentId && !(queued && multitaskHook("queue", run, queued.position))) $("conversation").append(root);
   scrollToEnd(false);
   return run;
 }
@@ -517,6 +545,7 @@ function finish(run, stateName, text) {
   run.status.textContent = text;
   approvalHook("settle", run);
   if (run.parent) return;
+  multitaskHook("settle", run);
   const stop = run.el.querySelector(".reply-head .stop");
   if (stop) stop.remove();
   run.summary.textContent = `Steps (${run.steps})`;
@@ -560,6 +589,9 @@ function render(e, seq) {
   if (run.seen.has(key)) return;
   run.seen.add(key);
   const at = Date.parse(e.timestamp);
+  // A queued message's turn came (its agent_started; or any event, when a thread loaded from
+  // the history showed a run as not started that had started): it joins the conversation.
+  if (run.el.dataset.state === "queued") multitaskHook("start", run);
   switch (e.type) {
     case "agent_started":
       if (run.title) run.title.textContent = `sub-run · ${e.agent_name}: ${d.message}`;
@@ -575,7 +607,7 @@ function render(e, seq) {
       break;
     case "agent_response_chunk": run.text += d.delta; run.answer.dataset.seq = seq; paintAnswer(run); break;
     case "agent_completed": {
-      if (!run.text) run.text = typeof d.result === "string" ? d.result : "```json\n" + JSON.stringify(d.result, null, 2) + "\n```";
+      if (!run.text && !run.earlier) run.text = typeof d.result === "string" ? d.result : "```json\n" + JSON.stringify(d.result, null, 2) + "\n```";
       // Painted now, not at the next frame: a finished run shows its whole answer.
       pendingPaint.delete(run);
       renderMarkdown(run.answer, run.text);
@@ -588,17 +620,30 @@ function render(e, seq) {
       if (run.error) run.error.textContent = `The agent failed: ${d.message}`;
       finish(run, "error", "failed");
       break;
-    case "agent_cancelled":
+    case "agent_cancelled": {
+      const text = cancelledText(run, d.reason);
       row(run, seq, "stopped", d.reason);
-      finish(run, "cancelled", "stopped");
+      finish(run, "cancelled", text);
       break;
+    }
     // The run paused at a call a person decides: a card where it paused (approvals.js).
     case "approval_requested": approvalHook("show", run, e); break;
     case "approval_resolved": approvalHook("resolve", run, e); break;
-    // A message sent while the run ran (multitask "steer"), taken here.
-    case "message_received": row(run, seq, "you added", d.message); break;
+    // A message sent while the run ran (multitask "steer"), taken here: shown as the user's
+    // message at this point of the answer (multitask.js), or else as a step.
+    case "message_received": if (!multitaskHook("received", run, d.message, at)) row(run, seq, "you added", d.message); break;
   }
   if (e.type === "tool_executing" || e.type === "tool_completed") approvalHook("followUp", run, e);
+  if (!e.parent_run_id && LIFECYCLE.has(e.type)) multitaskHook("composer");
+}
+// The events after which a thread may have become busy or free (the composer says which).
+const LIFECYCLE = new Set(["agent_started", "agent_completed", "agent_error", "agent_cancelled", "approval_requested", "approval_resolved"]);
+// What a cancelled run's state says, by who ended it (and whether it had begun).
+function cancelledText(run, reason) {
+  if (run.cancelledWhileQueued && run.steps === 0 && !run.text && !run.earlier) return "cancelled before it started";
+  if (reason === "interrupted") return "interrupted by your newer message";
+  if (reason === "rolled_back") return "rolled back";
+  return "stopped";
 }
 
 // ---- Sending ------------------------------------------------------------------------------
@@ -611,10 +656,11 @@ function send(frame) {
   state.ws.send(JSON.stringify(frame));
   return true;
 }
-$("composer").addEventListener("submit", (e) => {
-  e.preventDefault();
+// Sends the composer's message; `multitask` says what it does to a run still going in the
+// thread ("interrupt", "steer"), or null for the server's default (it waits its turn).
+function sendMessage(multitask) {
   const message = $("message").value;
-  if (!message.trim()) { composerNotice("Type a message first."); return; }
+  if (!message.trim()) { composerNotice("Type a message first."); $("message").focus(); return; }
   let input;
   const raw = $("input").value.trim();
   if (raw) {
@@ -626,7 +672,12 @@ $("composer").addEventListener("submit", (e) => {
   const payload = { agent, message };
   if (input) payload.input = input;
   if (state.thread) payload.thread_id = state.thread;
+  if (multitask && state.thread) payload.multitask = multitask;
   if (send({ type: "start_agent", request_id, payload })) state.requests.set(request_id, { agent, message });
+}
+$("composer").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sendMessage(null);
 });
 $("message").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("composer").requestSubmit(); }
