@@ -32,6 +32,7 @@ mod browser_chat;
 mod browser_origin;
 mod chat_approvals;
 mod chat_cli;
+mod chat_multitask;
 mod chat_page;
 mod client;
 mod code_map;
