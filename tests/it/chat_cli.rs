@@ -7,7 +7,8 @@
 //! binary runs itself again as the child (see `child_process`), with the chat's command line in
 //! an environment variable; here the child's stdin, stdout and stderr are a pty's, so it sees
 //! a terminal. The test reads the other end with a deadline for each thing it waits for, and
-//! checks the server's side through a second client of the same user.
+//! checks the server's side through a second client of the same user. `chat_multitask` drives
+//! the chat through the same [`Terminal`].
 
 use std::io::{Read as _, Write};
 use std::sync::mpsc;
@@ -23,11 +24,11 @@ use crate::server_support::{next_event, start_server, url};
 /// The child's command line after `chat`, one word a line; set only in a child.
 const CHILD_ARGV: &str = "AGENT_IT_CHAT_CHILD_ARGV";
 /// How long the test waits for any one thing the child should write.
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 /// The chat's prompt.
-const PROMPT: &str = "> ";
+pub(crate) const PROMPT: &str = "> ";
 /// ANSI dim, which the conversation's step lines start with on a terminal.
-const DIM: &str = "\x1b[2m";
+pub(crate) const DIM: &str = "\x1b[2m";
 const USER: &str = "pty-user";
 
 /// Not a test of its own: the body of the child that [`Terminal::start`] starts (this binary
@@ -50,7 +51,7 @@ fn child_process() {
 }
 
 /// The child on a pseudo-terminal: what it writes, read as it comes, and what is typed to it.
-struct Terminal {
+pub(crate) struct Terminal {
     child: Box<dyn Child + Send + Sync>,
     keyboard: Box<dyn Write + Send>,
     screen: mpsc::Receiver<Vec<u8>>,
@@ -63,7 +64,7 @@ struct Terminal {
 
 impl Terminal {
     /// Starts `agent-server chat` with `argv` on a new 40x120 pty.
-    fn start(argv: &[&str]) -> Self {
+    pub(crate) fn start(argv: &[&str]) -> Self {
         let pty = native_pty_system()
             .openpty(PtySize {
                 rows: 40,
@@ -110,14 +111,14 @@ impl Terminal {
     }
 
     /// Types `keys` (`\r` is Enter, `\x03` Ctrl-C, `\x04` Ctrl-D).
-    fn type_keys(&mut self, keys: &str) {
+    pub(crate) fn type_keys(&mut self, keys: &str) {
         self.keyboard.write_all(keys.as_bytes()).unwrap();
         self.keyboard.flush().unwrap();
     }
 
     /// Reads until the child has written `pattern`; returns what it wrote up to and with it.
     /// Fails after [`WAIT`], showing everything read.
-    fn expect(&mut self, pattern: &str) -> String {
+    pub(crate) fn expect(&mut self, pattern: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(at) = find(&self.unread, pattern.as_bytes()) {
@@ -139,8 +140,13 @@ impl Terminal {
         }
     }
 
+    /// Whether the child is still running.
+    pub(crate) fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// How the child ended, within [`WAIT`].
-    fn exit_status(&mut self) -> ExitStatus {
+    pub(crate) fn exit_status(&mut self) -> ExitStatus {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -159,7 +165,7 @@ impl Terminal {
     }
 
     /// Everything read so far, with escape codes visible.
-    fn transcript(&self) -> String {
+    pub(crate) fn transcript(&self) -> String {
         format!("{:?}", String::from_utf8_lossy(&self.transcript)).replace("\\r\\n", "\\r\\n\n")
     }
 }
@@ -177,7 +183,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The thread id in the chat's note about a new thread (`thread thr_…; later messages …`).
-fn thread_of(text: &str) -> Option<String> {
+pub(crate) fn thread_of(text: &str) -> Option<String> {
     let start = text.find("thread thr_")? + "thread ".len();
     let id = &text[start..];
     let len = id

@@ -33,6 +33,7 @@ mod browser_multitask;
 mod browser_origin;
 mod chat_approvals;
 mod chat_cli;
+mod chat_multitask;
 mod chat_page;
 mod client;
 mod code_map;

@@ -18,10 +18,14 @@ pub const EXIT_WAITING_FOR_APPROVAL: u8 = 3;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Without MESSAGE: a conversation in one thread. Each line typed is a \
-message; Ctrl-C cancels a running answer, Ctrl-D quits, /help lists the commands \
-(/agent, /input, /new, /approvals, /quit); a tool call that needs approval is asked about \
+message; one typed while an answer runs is sent at once and queued behind it; /interrupt \
+MESSAGE stops the running answer and answers MESSAGE instead, /steer MESSAGE adds MESSAGE to \
+the running answer (when its agent takes messages while it answers; otherwise it is queued). \
+Ctrl-C cancels a running answer, Ctrl-D quits, /help lists the commands (/interrupt, /steer, \
+/agent, /input, /new, /approvals, /quit); a tool call that needs approval is asked about \
 (y, n or e). On a terminal the answer is rendered from markdown and the steps are dimmed \
-(NO_COLOR turns the colours off); from a pipe, lines are read plainly.
+(NO_COLOR turns the colours off); from a pipe, lines are read plainly, each once the \
+answers before it have ended.
 
 With MESSAGE, a run that waits for approval prints its waiting calls and the commands that \
 decide them (--approve, --reject, --edit), then exits with code 3; those commands decide, \

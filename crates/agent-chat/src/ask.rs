@@ -119,11 +119,16 @@ async fn edited(lines: &mut Lines, out: &mut Output) -> Result<Edited, ChatError
 
 /// One line, read after `prompt`; a Ctrl-C (on a terminal the editor's, in a pipe the
 /// signal) is [`Line::Cleared`]. In a pipe, where no editor shows the prompt, the prompt and
-/// the line are written out (to stderr with `--json`, whose stdout holds only frames).
+/// the line are written out (to stderr with `--json`, whose stdout holds only frames). On a
+/// terminal whose editor already shows another prompt (the conversation's, which it shows
+/// while answers run), the line typed there is the answer, and `prompt` is printed above it.
 async fn read(lines: &mut Lines, out: &mut Output, prompt: &str) -> Result<Line, ChatError> {
     let piped = !lines.is_terminal();
     if piped && !out.json {
         out.text(prompt)?;
+    }
+    if !piped && lines.waiting().is_some_and(|shown| shown != prompt) {
+        out.note(prompt);
     }
     let mut ctrl_c = CtrlC::listen();
     let line = tokio::select! {

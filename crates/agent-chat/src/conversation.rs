@@ -2,28 +2,41 @@
 //!
 //! Each line typed is a `start_agent` in the same thread (the first run's thread, or the one
 //! `--thread` names), followed like the one-shot command's run but laid out as a chat: the
-//! answer as a message, the steps dimmed, a status line counting the time. The session
-//! outlives what happens to one run: a refusal, a failure or a cancellation is said in plain
-//! words and the prompt comes back. Only a lost server ends it (with the error), and Ctrl-D or
-//! the end of the input (exit code 0).
+//! answer as a message, the steps dimmed. On a terminal the next line can be typed while an
+//! answer runs ("double texting"): it is sent at once, with `multitask` `enqueue`, the server
+//! queues it behind the answers before it ("queued (#1): ..."), and its answer follows theirs.
+//! `/interrupt MESSAGE` stops the running answer and answers MESSAGE instead (`interrupt`);
+//! `/steer MESSAGE` adds MESSAGE to the running answer (`steer`; queued when the agent takes
+//! no messages while it answers). `runs` keeps track of them. From a pipe or a file the lines
+//! are a script: each is read once the answers before it have ended, so that an answer to a
+//! tool call's question reaches the question.
 //!
-//! Ctrl-C while an answer runs cancels that run; a second one stops waiting for it. Ctrl-C at
-//! the prompt clears the line (in a pipe, where there is no line to clear, it ends the input).
-//! A run that asks for approval of a tool call is asked about (`ask`), one call after the
-//! other, and goes on once decided. A few commands start with `/` ([`Command`]): `/help`
-//! lists them.
+//! The session outlives what happens to one run: a refusal, a failure or a cancellation is
+//! said in plain words and the conversation goes on. Only a lost server ends it (with the
+//! error), and Ctrl-D or the end of the input (exit code 0).
+//!
+//! Ctrl-C while an answer runs cancels that run; a second one stops waiting for it (with none
+//! running, a Ctrl-C stops waiting for the queued ones). Ctrl-C at an idle prompt clears the
+//! line (in a pipe, where there is no line to clear, it ends the input). A run that asks for
+//! approval of a tool call is asked about (`ask`), one call after the other, and goes on once
+//! decided. A few commands start with `/` (`command`): `/help` lists them.
 
-use agent_client::{Client, ClientError, RunAccepted};
+use agent_client::{Client, ClientError};
 use agent_protocol::StartAgent;
 use core_context::ThreadId;
+use core_context::approval::PendingCall;
+use core_context::multitask::Multitask;
 use serde_json::{Map, Value};
+use tokio::time::MissedTickBehavior;
 
 use crate::approval::{Invocation, listing};
-use crate::args::{ChatArgs, parse_input};
+use crate::args::ChatArgs;
 use crate::ask::{Asked, ask};
+use crate::command::{Command, HELP};
 use crate::error::ChatError;
-use crate::follow::{CtrlC, Followed, RunView, accepted_frame, cancel, follow};
+use crate::follow::{CtrlC, TICK, accepted_frame, cancel};
 use crate::prompt::{Line, Lines};
+use crate::runs::{Runs, Shown};
 use crate::terminal::{Caps, Output};
 use crate::timeline::Look;
 
@@ -31,95 +44,28 @@ use crate::timeline::Look;
 const PROMPT: &str = "> ";
 
 /// Said once, when the conversation starts.
-const WELCOME: &str = "Type a message and press Enter; Ctrl-C cancels a running answer, \
-                       Ctrl-D quits, /help lists the commands.";
+const WELCOME: &str = "Type a message and press Enter, also while an answer runs (it is queued); \
+                       Ctrl-C cancels a running answer, Ctrl-D quits, /help lists the commands.";
 
 /// What a second Ctrl-C during a run does.
 const AGAIN: &str = "stop waiting for it";
 
-/// What `/help` says.
-const HELP: &str = "\
-Each line is a message to the agent, in the same thread. Commands:
-  /agent NAME   talk to another agent from the next message on (/agent alone: which one)
-  /input JSON   agent options for the next messages, a JSON object (/input alone: none)
-  /new          start a new thread with the next message
-  /approvals    list the tool calls that wait for your approval, in any thread
-  /quit         end the conversation (as Ctrl-D does)
-  //text        send \"/text\" as a message
-A tool call that needs your approval is asked about: y runs it, n does not (you may say
-why), e runs it with other arguments (one JSON object); Ctrl-C there cancels the run.";
-
-/// One line of the conversation, read.
-#[derive(Debug, PartialEq)]
-enum Command<'a> {
-    /// Nothing to send.
-    Empty,
-    /// A message for the agent.
-    Say(&'a str),
-    Help,
-    /// `/agent NAME` (`None`: which agent is it?).
-    Agent(Option<&'a str>),
-    /// `/input JSON`, read (`None`: no options).
-    Input(Option<Map<String, Value>>),
-    NewThread,
-    Approvals,
-    Quit,
-    /// A command that is not one, or a command's bad argument: what to tell the user.
-    Wrong(String),
-}
-
-impl<'a> Command<'a> {
-    fn parse(line: &'a str) -> Self {
-        let line = line.trim();
-        if line.is_empty() {
-            return Command::Empty;
-        }
-        if let Some(escaped) = line.strip_prefix("//") {
-            return Command::Say(&line[line.len() - escaped.len() - 1..]);
-        }
-        let Some(command) = line.strip_prefix('/') else {
-            return Command::Say(line);
-        };
-        let (name, rest) = command
-            .split_once(char::is_whitespace)
-            .map_or((command, ""), |(name, rest)| (name, rest.trim()));
-        let rest = (!rest.is_empty()).then_some(rest);
-        match (name, rest) {
-            ("help", None) => Command::Help,
-            ("agent", name) => Command::Agent(name),
-            ("input", None) => Command::Input(None),
-            ("input", Some(json)) => match parse_input(json) {
-                Ok(map) => Command::Input(Some(map)),
-                Err(e) => Command::Wrong(format!("/input {e}")),
-            },
-            ("new", None) => Command::NewThread,
-            ("approvals", None) => Command::Approvals,
-            ("quit", None) => Command::Quit,
-            ("help" | "new" | "approvals" | "quit", Some(_)) => {
-                Command::Wrong(format!("/{name} takes nothing after it"))
-            }
-            _ => Command::Wrong(format!(
-                "there is no command /{name}; /help lists them (//{name} sends it as a message)"
-            )),
-        }
-    }
-}
-
-/// Whether the conversation goes on after a turn.
+/// Whether the conversation goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
     Next,
     Quit,
 }
 
-/// The conversation: what the next message is sent with, and where output goes.
+/// The conversation: what the next message is sent with, the runs it shows, and where output
+/// goes.
 struct Conversation<'a> {
     args: &'a ChatArgs,
     token: &'a str,
     agent: String,
     input: Option<Map<String, Value>>,
     thread: Option<ThreadId>,
-    look: Look,
+    runs: Runs,
     out: Output,
 }
 
@@ -131,99 +77,136 @@ pub(crate) async fn converse(
     token: &str,
 ) -> Result<(), ChatError> {
     let caps = Caps::detect();
+    let look = Look {
+        conversation: true,
+        ansi: caps.ansi && !args.json,
+    };
     let mut chat = Conversation {
         args,
         token,
         agent: args.agent.clone(),
         input: args.input.clone(),
         thread: args.thread.clone(),
-        look: Look {
-            conversation: true,
-            ansi: caps.ansi && !args.json,
-        },
+        runs: Runs::new(look),
         out: Output::terminal(args.json, caps),
     };
-    let mut lines = Lines::open(PROMPT)?;
+    let mut lines = Lines::open(PROMPT).await?;
+    // Before the editor's first prompt is up: written at once, it comes first.
     chat.out.note(WELCOME);
-    loop {
-        let line = match next_line(&mut lines, client).await? {
-            Line::Text(line) => line,
-            Line::Cleared => continue,
-            Line::End => return Ok(()),
-        };
-        if !lines.is_terminal() && !chat.out.json && !line.trim().is_empty() {
-            // The input is not on the screen: the transcript shows what was asked.
-            chat.out.text(&format!("{PROMPT}{line}\n"))?;
-        }
-        match Command::parse(&line) {
-            Command::Empty => {}
-            Command::Say(message) => {
-                if chat.turn(client, &mut lines, message).await? == Flow::Quit {
-                    return Ok(());
-                }
-            }
-            Command::Approvals => chat.approvals().await,
-            Command::Quit => return Ok(()),
-            command => chat.command(command),
+    chat.out.set_above(lines.above());
+    let outcome = chat.talk(client, &mut lines).await;
+    if !chat.runs.is_idle() {
+        if let Some(thread) = &chat.thread {
+            chat.out.note(&format!(
+                "the answers running or queued go on on the server, in thread {thread}"
+            ));
         }
     }
-}
-
-/// The next line typed, while the stream goes on in the background: events of runs no longer
-/// followed (and of the user's other clients) are dropped, and a stream that ends ends the
-/// conversation. In a pipe at once; on a terminal when the line comes, because the editor
-/// holds the terminal in raw mode until then, and the process must not end and leave it so.
-async fn next_line(lines: &mut Lines, client: &mut Client) -> Result<Line, ChatError> {
-    let mut lost: Option<ClientError> = None;
-    // On a terminal the editor turns Ctrl-C into a cleared line; in a pipe it is the end of
-    // the conversation.
-    let mut ctrl_c = if lines.is_terminal() {
-        CtrlC::ignore()
-    } else {
-        CtrlC::listen()
-    };
-    loop {
-        tokio::select! {
-            line = lines.next() => {
-                let line = line?;
-                return match (line, lost) {
-                    (Line::End, _) => Ok(Line::End),
-                    (_, Some(e)) => Err(e.into()),
-                    (line, None) => Ok(line),
-                };
-            }
-            item = client.next_item(), if lost.is_none() => match item {
-                Some(Ok(_)) => {}
-                Some(Err(e)) if !lines.is_terminal() => return Err(e.into()),
-                Some(Err(e)) => lost = Some(e),
-                None => lost = Some(ClientError::Closed),
-            },
-            () = ctrl_c.pressed() => return Ok(Line::End),
+    if let Err(e) = &outcome {
+        if lines.is_terminal() && lines.waiting().is_some() {
+            // The editor holds the terminal in raw mode until it gives its line back: the
+            // process must not end and leave the terminal so.
+            chat.out.note(&format!("{e}; press Enter to quit"));
+            // Whatever comes (a line, Ctrl-C, Ctrl-D, a failure to read), the editor is done.
+            let _ = lines.next().await;
         }
     }
+    chat.out.settle();
+    outcome
 }
 
 impl Conversation<'_> {
-    /// Sends `message` and follows the run it starts until it ends, asking about the tool
-    /// calls it waits on.
-    async fn turn(
+    /// Reads lines and shows the runs' events, whichever comes first, until the conversation
+    /// ends.
+    async fn talk(&mut self, client: &mut Client, lines: &mut Lines) -> Result<(), ChatError> {
+        let terminal = lines.is_terminal();
+        // On a terminal the editor turns a Ctrl-C into a cleared line; the signal comes only
+        // between two lines. In a pipe it is the only Ctrl-C there is.
+        let mut ctrl_c = CtrlC::listen();
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            let reading = terminal || self.runs.is_idle();
+            let status = self.out.has_status() && self.runs.current().is_some();
+            let flow = tokio::select! {
+                // The line first: its request must reach the editor at once, so that its prompt
+                // is up (and the keys typed are its) while the events of a busy run are shown.
+                biased;
+                line = lines.next(), if reading => match line? {
+                    Line::Text(line) => self.line(client, lines, &line).await?,
+                    Line::Cleared => self.ctrl_c(client, terminal).await?,
+                    Line::End => Flow::Quit,
+                },
+                item = client.next_item() => match item {
+                    None => return Err(ClientError::Closed.into()),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(item)) => match self.runs.show(&item, &mut self.out)? {
+                        Some(Shown::Paused(call)) => self.paused(client, lines, &call).await?,
+                        Some(Shown::Ended) | None => Flow::Next,
+                    },
+                },
+                () = ctrl_c.pressed() => self.ctrl_c(client, terminal).await?,
+                _ = ticker.tick(), if status => {
+                    if let Some(current) = self.runs.current() {
+                        self.out.show_status(&current.view.status());
+                    }
+                    Flow::Next
+                }
+            };
+            if flow == Flow::Quit {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A line typed: a message to send, or a command.
+    async fn line(
         &mut self,
-        client: &mut Client,
+        client: &Client,
         lines: &mut Lines,
-        message: &str,
+        line: &str,
     ) -> Result<Flow, ChatError> {
+        if !lines.is_terminal() && !self.out.json && !line.trim().is_empty() {
+            // The input is not on the screen: the transcript shows what was asked.
+            self.out.text(&format!("{PROMPT}{line}\n"))?;
+        }
+        match Command::parse(line) {
+            Command::Empty => {}
+            Command::Say(message, multitask) => {
+                // The next line can be typed while this one is sent.
+                lines.ask_next();
+                self.send(client, message, multitask).await?;
+            }
+            Command::Approvals => self.approvals().await,
+            Command::Quit => return Ok(Flow::Quit),
+            Command::NewThread if !self.runs.is_idle() => self.out.note(
+                "/new waits until no answer runs or is queued in this thread: wait for them, \
+                 or press Ctrl-C to cancel the running one",
+            ),
+            command => self.command(command),
+        }
+        Ok(Flow::Next)
+    }
+
+    /// Sends `message` into the thread with `multitask`, and says what became of it.
+    async fn send(
+        &mut self,
+        client: &Client,
+        message: &str,
+        multitask: Multitask,
+    ) -> Result<(), ChatError> {
         let request = StartAgent {
             agent: self.agent.clone(),
             message: message.to_owned(),
             thread_id: self.thread.clone(),
             input: self.input.clone(),
-            multitask: None,
+            multitask: Some(multitask),
         };
         let accepted = match client.start(request).await {
             Ok(accepted) => accepted,
             Err(ClientError::Server { code, message }) => {
                 self.out.note(&format!("not sent: {message} ({code})"));
-                return Ok(Flow::Next);
+                return Ok(());
             }
             Err(
                 e @ (ClientError::NotConnected
@@ -231,43 +214,91 @@ impl Conversation<'_> {
                 | ClientError::Timeout { .. }),
             ) => {
                 self.out.note(&format!("not sent: {e}"));
-                return Ok(Flow::Next);
+                return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
-        self.accepted(&accepted)?;
-        let run = &accepted.run_id;
-        let mut view = RunView::new(run, self.look);
-        loop {
-            let call = match follow(client, run, &mut view, &mut self.out, AGAIN).await {
-                Ok(Followed::Paused(call)) => call,
-                // The timeline said how the run ended.
-                Ok(Followed::Completed)
-                | Err(ChatError::RunFailed { .. } | ChatError::RunCancelled { .. }) => {
-                    return Ok(Flow::Next);
-                }
-                Err(ChatError::Interrupted { run_id }) => {
-                    self.out.note(&format!(
-                        "stopped waiting for run {run_id}; it may still be running on the server"
-                    ));
-                    return Ok(Flow::Next);
-                }
-                Err(e) => return Err(e),
-            };
-            match ask(client, lines, &mut self.out, run, &call).await? {
-                Asked::Decided => {}
-                Asked::Cancel => cancel(client, run, &mut view, &mut self.out, AGAIN).await?,
-                Asked::Quit => {
-                    self.out.note(&format!(
-                        "run {run} still waits for your approval; decide it later with {} \
-                         (or --reject, or --edit with --arguments JSON)",
-                        Invocation::of(self.args)
-                            .command(&["--approve", &format!("{run}/{}", call.tool_call_id)])
-                    ));
-                    return Ok(Flow::Quit);
-                }
+        self.out.raw(&accepted_frame(&accepted))?;
+        if self.thread.as_ref() != Some(&accepted.thread_id) {
+            self.out.note(&format!(
+                "thread {thread}; later messages continue it (another session can with --thread {thread})",
+                thread = accepted.thread_id
+            ));
+            self.thread = Some(accepted.thread_id.clone());
+        }
+        if let Some(said) = self.runs.accepted(&accepted, message, multitask) {
+            self.out.note(&said);
+        }
+        Ok(())
+    }
+
+    /// Ctrl-C: cancels the run shown, or stops waiting for it once cancelled; with none shown,
+    /// stops waiting for the runs queued; with none either, nothing on a terminal (the editor
+    /// cleared the line) and the end of the input in a pipe.
+    async fn ctrl_c(&mut self, client: &Client, terminal: bool) -> Result<Flow, ChatError> {
+        if let Some(current) = self.runs.current() {
+            if !current.view.cancel_sent() {
+                cancel(
+                    client,
+                    &current.run,
+                    &mut current.view,
+                    &mut self.out,
+                    AGAIN,
+                )
+                .await?;
+                return Ok(Flow::Next);
+            }
+            self.out.text(&current.view.timeline.flush())?;
+            if let Some(run) = self.runs.drop_current() {
+                self.out.note(&format!(
+                    "stopped waiting for run {run}; it may still be running on the server"
+                ));
+            }
+            return Ok(Flow::Next);
+        }
+        match self.runs.forget() {
+            0 if terminal => Ok(Flow::Next),
+            0 => Ok(Flow::Quit),
+            n => {
+                self.out.note(&format!(
+                    "stopped waiting for {n} queued message{}; the server still answers them",
+                    if n == 1 { "" } else { "s" }
+                ));
+                Ok(Flow::Next)
             }
         }
+    }
+
+    /// The run shown asks for approval of `call`: asks the person, and sends the decision (or
+    /// cancels the run).
+    async fn paused(
+        &mut self,
+        client: &Client,
+        lines: &mut Lines,
+        call: &PendingCall,
+    ) -> Result<Flow, ChatError> {
+        let Some(current) = self.runs.current() else {
+            return Ok(Flow::Next);
+        };
+        let run = current.run.clone();
+        match ask(client, lines, &mut self.out, &run, call).await? {
+            Asked::Decided => {}
+            Asked::Cancel => {
+                if let Some(current) = self.runs.current() {
+                    cancel(client, &run, &mut current.view, &mut self.out, AGAIN).await?;
+                }
+            }
+            Asked::Quit => {
+                self.out.note(&format!(
+                    "run {run} still waits for your approval; decide it later with {} \
+                     (or --reject, or --edit with --arguments JSON)",
+                    Invocation::of(self.args)
+                        .command(&["--approve", &format!("{run}/{}", call.tool_call_id)])
+                ));
+                return Ok(Flow::Quit);
+            }
+        }
+        Ok(Flow::Next)
     }
 
     /// `/approvals`: the calls that wait for the user, in any thread.
@@ -277,19 +308,6 @@ impl Conversation<'_> {
             Err(e) => format!("cannot list the approvals: {e}"),
         };
         self.out.note(said.trim_end());
-    }
-
-    /// The run was accepted: the frame in `--json` mode, and the thread when it is new.
-    fn accepted(&mut self, accepted: &RunAccepted) -> Result<(), ChatError> {
-        self.out.raw(&accepted_frame(accepted))?;
-        if self.thread.as_ref() != Some(&accepted.thread_id) {
-            self.out.note(&format!(
-                "thread {thread}; later messages continue it (another session can with --thread {thread})",
-                thread = accepted.thread_id
-            ));
-            self.thread = Some(accepted.thread_id.clone());
-        }
-        Ok(())
     }
 
     /// A command other than a message.
@@ -315,59 +333,8 @@ impl Conversation<'_> {
                 "the next message starts a new thread".to_owned()
             }
             Command::Wrong(why) => why,
-            Command::Empty | Command::Say(_) | Command::Approvals | Command::Quit => return,
+            Command::Empty | Command::Say(..) | Command::Approvals | Command::Quit => return,
         };
         self.out.note(&said);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn lines_are_messages_or_commands() {
-        let options = |v: Value| Command::Input(v.as_object().cloned());
-        let table: Vec<(&str, Command<'_>)> = vec![
-            ("", Command::Empty),
-            ("   \t", Command::Empty),
-            ("What is 2+2?", Command::Say("What is 2+2?")),
-            ("  padded  ", Command::Say("padded")),
-            ("//etc/hosts", Command::Say("/etc/hosts")),
-            ("/help", Command::Help),
-            ("/agent", Command::Agent(None)),
-            ("/agent  synthetic ", Command::Agent(Some("synthetic"))),
-            ("/input", Command::Input(None)),
-            (r#"/input {"hang":true}"#, options(json!({"hang": true}))),
-            ("/new", Command::NewThread),
-            ("/approvals", Command::Approvals),
-            ("/quit", Command::Quit),
-            (
-                "/input [1]",
-                Command::Wrong(
-                    "/input must be a JSON object such as '{\"thinking\":2}', got an array".into(),
-                ),
-            ),
-            (
-                "/new thread",
-                Command::Wrong("/new takes nothing after it".into()),
-            ),
-            (
-                "/approvals all",
-                Command::Wrong("/approvals takes nothing after it".into()),
-            ),
-            (
-                "/etc",
-                Command::Wrong(
-                    "there is no command /etc; /help lists them (//etc sends it as a message)"
-                        .into(),
-                ),
-            ),
-        ];
-        for (line, expected) in table {
-            assert_eq!(Command::parse(line), expected, "{line:?}");
-        }
     }
 }

@@ -22,7 +22,7 @@ use crate::terminal::{Output, status_text};
 use crate::timeline::{Look, RunFilter, Timeline};
 
 /// How often the status line is redrawn: often enough that its tenths of a second move.
-const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 /// Where following a run stopped, short of a failure (an error).
 #[derive(Debug, Clone, PartialEq)]
@@ -68,9 +68,7 @@ pub(crate) async fn follow(
                 }
                 cancel(client, run, view, out, again).await?;
             }
-            _ = ticker.tick(), if out.has_status() => {
-                out.show_status(&status_text(view.elapsed(), view.cancel_sent, view.look.ansi));
-            }
+            _ = ticker.tick(), if out.has_status() => out.show_status(&view.status()),
         }
     };
     out.text(&view.timeline.flush())?;
@@ -120,16 +118,6 @@ impl CtrlC {
         }
     }
 
-    /// Does not listen: Ctrl-C keeps whatever meaning it has.
-    pub(crate) fn ignore() -> Self {
-        Self {
-            #[cfg(not(unix))]
-            listening: false,
-            #[cfg(unix)]
-            signal: None,
-        }
-    }
-
     /// Resolves at the next Ctrl-C; never, when not listening or there is no handler.
     /// Cancel-safe.
     pub(crate) async fn pressed(&mut self) {
@@ -171,9 +159,20 @@ impl RunView {
         }
     }
 
-    /// Shows one item of the stream. Returns where following stops when the item ends or
-    /// pauses the run itself (a sub-run's end is just another line).
-    fn show(
+    /// Whether `cancel_run` was sent for the run (so a Ctrl-C now stops waiting).
+    pub(crate) fn cancel_sent(&self) -> bool {
+        self.cancel_sent
+    }
+
+    /// The status line's text now.
+    pub(crate) fn status(&self) -> String {
+        status_text(self.elapsed(), self.cancel_sent, self.look.ansi)
+    }
+
+    /// Shows one item of the stream (nothing, when it is not of the run's tree). Returns where
+    /// following stops when the item ends or pauses the run itself (a sub-run's end is just
+    /// another line).
+    pub(crate) fn show(
         &mut self,
         item: &StreamItem,
         out: &mut Output,

@@ -8,6 +8,15 @@
 //! resumed by the client, so the timeline has no gap. Ctrl-C sends `cancel_run` once and keeps
 //! printing until the run says it was cancelled; a second Ctrl-C quits without waiting.
 //!
+//! Without a message, each line typed is a message in the conversation's thread
+//! (`conversation`). On a terminal a line can be typed while an answer runs: it is sent at once
+//! and the server queues it ("queued (#1): ..."), and its answer is shown after the running
+//! one's; `/interrupt MESSAGE` stops the running answer and answers MESSAGE instead, and
+//! `/steer MESSAGE` adds MESSAGE to the running answer when its agent takes messages while it
+//! answers (the `multitask` of `start_agent`: `enqueue`, `interrupt`, `steer`). `runs` keeps
+//! track of the run shown and the ones awaited. From a pipe the lines are a script, each read
+//! once the answers before it have ended.
+//!
 //! A run that pauses for a person's approval of a tool call is asked about in a conversation
 //! (`ask`: y, n or e); the one-shot command prints the waiting calls and the commands that
 //! decide them (`--approve`, `--reject`, `--edit`, which then follow the run) and exits with
@@ -15,35 +24,39 @@
 //!
 //! How events are printed is the `timeline` module (and `markdown` for a conversation's answer
 //! on a terminal), kept apart from IO and tested without a server, like `approval`, what is
-//! said and read about waiting calls; `terminal` decides what the terminal gets, `prompt`
-//! reads the conversation's lines. The command line is `args` ([`ChatArgs`], which the
-//! server's binary shows as its `chat` subcommand), the one error type `error`
+//! said and read about waiting calls, and `command`, what a line typed means; `terminal`
+//! decides what the terminal gets (on a terminal, printed above the line editor's prompt),
+//! `prompt` reads the conversation's lines. The command line is `args` ([`ChatArgs`], which
+//! the server's binary shows as its `chat` subcommand), the one error type `error`
 //! ([`ChatError`]).
 //!
 //! The crate knows nothing of the server's code: it speaks to a server over the wire, through
 //! `agent-client`, like any other client. Its modules use each other downwards only; this root
 //! uses them, and none uses the root:
-//! - `conversation` uses `approval`, `args`, `ask`, `error`, `follow`, `prompt`, `terminal`,
-//!   `timeline`;
+//! - `conversation` uses `approval`, `args`, `ask`, `command`, `error`, `follow`, `prompt`,
+//!   `runs`, `terminal`, `timeline`;
 //! - `oneshot` uses `approval`, `args`, `error`, `follow`, `terminal`, `timeline`;
 //! - `ask` uses `approval`, `args`, `error`, `follow`, `prompt`, `terminal`;
-//! - `approval` uses `args` and `terminal`;
+//! - `runs` uses `error`, `follow`, `terminal`, `timeline`;
+//! - `approval` uses `args`, `error` and `terminal`; `command` uses `args`;
 //! - `follow` uses `error`, `terminal`, `timeline`;
 //! - `timeline` uses `markdown` and `terminal`; `markdown` uses `terminal`, which makes agent
 //!   text safe to print;
-//! - `terminal` and `prompt` use `error`, `error` uses `args`; `args` uses nothing of the
-//!   crate.
+//! - `prompt` uses `error` and `terminal`; `terminal` uses `error`, `error` uses `args`;
+//!   `args` uses nothing of the crate.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod approval;
 mod args;
 mod ask;
+mod command;
 mod conversation;
 mod error;
 mod follow;
 mod markdown;
 mod oneshot;
 mod prompt;
+mod runs;
 mod terminal;
 mod timeline;
 

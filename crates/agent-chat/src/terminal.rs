@@ -6,17 +6,39 @@
 //! terminal and `NO_COLOR` is not set; the status line only when stderr is a terminal. Neither
 //! with `TERM=dumb`. So pipes and files get plain text.
 //!
+//! In a conversation on a terminal the line editor shows its prompt while answers run (a line
+//! typed then is sent at once), so what goes to the terminal is printed above the prompt,
+//! which the editor redraws under it ([`Above`], given by `prompt`): a whole line at a time,
+//! and without the status line, whose place the prompt takes.
+//!
 //! Agent text reaches the terminal only through [`continued`] (or [`escape_controls`]), which
 //! show its control characters escaped: the timeline and the markdown renderer both use them.
 
 use std::ffi::OsStr;
 use std::io::{self, IsTerminal as _, Write as _};
+use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use crate::error::ChatError;
 
 /// Clears the terminal's current line and goes back to its start.
 const CLEAR_LINE: &str = "\r\x1b[2K";
+
+/// How long [`Output::settle`] waits for the lines printed above the prompt to be on the
+/// screen.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Where lines go to be printed above the line editor's prompt (see `prompt`).
+pub(crate) type Above = std_mpsc::Sender<Print>;
+
+/// What is sent to be printed above the prompt.
+#[derive(Debug)]
+pub(crate) enum Print {
+    /// Whole lines (the text ends with a newline).
+    Lines(String),
+    /// Answer once everything sent before is on the screen.
+    Flushed(std_mpsc::SyncSender<()>),
+}
 
 /// What the terminal the chat writes to can show.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,6 +49,8 @@ pub(crate) struct Caps {
     pub(crate) live_status: bool,
     /// Stdout is a terminal (so a line left open there is where the status line would go).
     pub(crate) stdout_tty: bool,
+    /// Stderr is a terminal (so its notes are printed above the prompt, when there is one).
+    pub(crate) stderr_tty: bool,
 }
 
 impl Caps {
@@ -54,6 +78,7 @@ impl Caps {
             ansi: stdout_tty && !no_color && !dumb,
             live_status: stderr_tty && !dumb,
             stdout_tty,
+            stderr_tty,
         }
     }
 }
@@ -68,6 +93,10 @@ pub(crate) struct Output {
     open_line: bool,
     /// The status line is on the screen.
     status_shown: bool,
+    /// The line editor's prompt is on the terminal: lines for the terminal go above it.
+    above: Option<Above>,
+    /// Text for stdout above the prompt whose line is not complete yet.
+    partial: String,
 }
 
 impl Output {
@@ -88,9 +117,15 @@ impl Output {
         }
     }
 
-    /// Whether a status line can be shown at all.
+    /// From now on, lines for the terminal go `above` the line editor's prompt (`None`: no
+    /// editor shows a prompt while answers run, so they are written as they come).
+    pub(crate) fn set_above(&mut self, above: Option<Above>) {
+        self.above = above;
+    }
+
+    /// Whether a status line can be shown at all: not where the prompt takes its place.
     pub(crate) fn has_status(&self) -> bool {
-        self.caps.live_status
+        self.caps.live_status && self.above.is_none()
     }
 
     /// Writes a raw frame, in `--json` mode only.
@@ -101,26 +136,81 @@ impl Output {
         Ok(())
     }
 
-    /// Writes text and flushes it at once: answer chunks must appear as they stream.
+    /// Writes text and flushes it at once: answer chunks must appear as they stream. Above
+    /// the prompt, a line appears once it is complete.
     pub(crate) fn text(&mut self, text: &str) -> Result<(), ChatError> {
         if text.is_empty() {
             return Ok(());
         }
+        if self.caps.stdout_tty && self.above.is_some() {
+            self.partial.push_str(text);
+            self.open_line = !self.partial.ends_with('\n');
+            let Some(end) = self.partial.rfind('\n') else {
+                return Ok(());
+            };
+            let rest = self.partial.split_off(end + 1);
+            let lines = std::mem::replace(&mut self.partial, rest);
+            return match self.print_above(lines) {
+                None => Ok(()),
+                Some(lines) => write_stdout(&lines),
+            };
+        }
         self.clear_status();
-        let mut stdout = io::stdout().lock();
-        stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-            .map_err(ChatError::Output)?;
         self.open_line = !text.ends_with('\n');
-        Ok(())
+        write_stdout(text)
     }
 
     /// A line for the human, on stderr so that stdout holds only the timeline (or, with
     /// `--json`, only frames).
     pub(crate) fn note(&mut self, line: &str) {
+        if self.caps.stderr_tty && self.above.is_some() {
+            if !self.partial.is_empty() {
+                // The open line ends here: the note cannot go in the middle of it.
+                let mut open = std::mem::take(&mut self.partial);
+                open.push('\n');
+                self.open_line = false;
+                if let Some(open) = self.print_above(open) {
+                    let _ = write_stdout(&open);
+                }
+            }
+            if self.print_above(format!("{line}\n")).is_none() {
+                return;
+            }
+        }
         self.clear_status();
         eprintln!("{line}");
+    }
+
+    /// Hands `lines` to be printed above the prompt; gives them back when that is no longer
+    /// possible (the editor is gone), for the caller to write itself, as it does from then on.
+    fn print_above(&mut self, lines: String) -> Option<String> {
+        let above = self.above.as_ref()?;
+        match above.send(Print::Lines(lines)) {
+            Ok(()) => None,
+            Err(std_mpsc::SendError(Print::Lines(lines))) => {
+                self.above = None;
+                Some(lines)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Waits (briefly) until what was printed above the prompt is on the screen, so that what
+    /// the process writes next, on its way out, comes after it.
+    pub(crate) fn settle(&mut self) {
+        if !self.partial.is_empty() {
+            let open = format!("{}\n", std::mem::take(&mut self.partial));
+            if let Some(open) = self.print_above(open) {
+                let _ = write_stdout(&open);
+            }
+        }
+        let Some(above) = &self.above else {
+            return;
+        };
+        let (done, flushed) = std_mpsc::sync_channel(1);
+        if above.send(Print::Flushed(done)).is_ok() {
+            let _ = flushed.recv_timeout(SETTLE);
+        }
     }
 
     /// Shows `text` as the status line, in place of the previous one. Not while a line on a
@@ -143,6 +233,15 @@ impl Output {
             self.status_shown = false;
         }
     }
+}
+
+/// Writes `text` to stdout and flushes it.
+fn write_stdout(text: &str) -> Result<(), ChatError> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(ChatError::Output)
 }
 
 /// The status line's text while a run is followed: a spinner, the time since the run was
@@ -225,6 +324,36 @@ mod tests {
                 "{out} {err} {no_color:?} {term:?}"
             );
         }
+    }
+
+    #[test]
+    fn above_the_prompt_whole_lines_are_printed_and_notes_close_an_open_line() {
+        let caps = Caps::from(true, true, None, Some(OsStr::new("xterm")));
+        let mut out = Output::terminal(false, caps);
+        assert!(out.has_status());
+        let (above, printed) = std_mpsc::channel();
+        out.set_above(Some(above));
+        assert!(
+            !out.has_status(),
+            "the prompt takes the status line's place"
+        );
+        let next = || match printed.try_recv() {
+            Ok(Print::Lines(text)) => Some(text),
+            Ok(Print::Flushed(_)) => Some("flushed".into()),
+            Err(_) => None,
+        };
+        out.text("chunk 1 ").unwrap();
+        out.text("chunk 2").unwrap();
+        assert_eq!(next(), None, "a line appears once it is complete");
+        out.text("\nline 2\nline").unwrap();
+        assert_eq!(next().as_deref(), Some("chunk 1 chunk 2\nline 2\n"));
+        assert_eq!(next(), None);
+        out.note("queued (#1): hi");
+        assert_eq!(next().as_deref(), Some("line\n"));
+        assert_eq!(next().as_deref(), Some("queued (#1): hi\n"));
+        out.text(" 3\n").unwrap();
+        assert_eq!(next().as_deref(), Some(" 3\n"));
+        assert_eq!(next(), None);
     }
 
     #[test]

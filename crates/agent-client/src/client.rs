@@ -237,7 +237,11 @@ impl ClientHandle {
     }
 
     /// Starts a run described in full: a `thread_id` to continue a conversation, an `input`
-    /// object of agent-specific options.
+    /// object of agent-specific options, and a `multitask` saying what the message does when
+    /// its thread has a run going (`enqueue`, `interrupt`, `steer`, ...; without it, the
+    /// server's default). The answer says whether the run waits in line
+    /// ([`RunAccepted::queued`]) or the message joined the running run
+    /// ([`RunAccepted::steered`]).
     ///
     /// If the socket drops before the answer arrives, this fails with
     /// [`ClientError::ConnectionLost`] and is not sent again: the run may have started (its

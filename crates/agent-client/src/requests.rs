@@ -474,5 +474,17 @@ mod tests {
             r#"{"type":"resolve_approval","request_id":"req-3","payload":{"run_id":"run_1","tool_call_id":"call_1","decision":"approve"}}"#
         );
         assert_eq!(third[1], ClientFrame::Ping);
+        // A start's `multitask` is sent as given.
+        let (d, _rd) = oneshot::channel();
+        let Request::Start(mut payload) = start() else {
+            unreachable!("start() is a start")
+        };
+        payload.thread_id = Some(ThreadId::parse("thr_1").unwrap());
+        payload.multitask = Some(core_context::multitask::Multitask::Interrupt);
+        let fourth = in_flight.send(Request::Start(payload), d);
+        assert_eq!(
+            fourth[0].to_text(),
+            r#"{"type":"start_agent","request_id":"req-4","payload":{"agent":"assistant","message":"hi","thread_id":"thr_1","multitask":"interrupt"}}"#
+        );
     }
 }
