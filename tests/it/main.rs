@@ -50,6 +50,7 @@ mod event_frame;
 mod history;
 mod history_approvals;
 mod history_server;
+mod history_usage;
 mod history_writer;
 mod http_edge;
 mod identity;

@@ -8,6 +8,12 @@
 //! - [`ApprovalStore`] (a part of every [`HistoryStore`]) keeps runs paused for tool-call
 //!   approvals and their approvals: a decision is recorded once and a run resumes once, across
 //!   nodes sharing Postgres too.
+//! - [`UsageStore`] (a part of every [`HistoryStore`]) keeps what each model call used
+//!   (migration 6, the `model_usage` table: one row per call id, so a call is counted once
+//!   across nodes too) and sums a user's usage since a time or of a run, for budgets. No
+//!   foreign key ties a usage row to its run or thread, and nothing erases it: deleting a run
+//!   or a thread and retention ([`HistoryStore::prune`]) leave it, since a budget counts what
+//!   was spent.
 //! - [`HistoryWriter`] keeps writes off the live path: a bounded queue that a task drains in
 //!   batches, one transaction each. A full queue or a failing database is logged and counted
 //!   ([`WriterStats`]); the live stream never waits on it.
@@ -23,6 +29,8 @@ mod approvals_sql;
 mod model;
 mod pack;
 mod sql;
+mod usage;
+mod usage_sql;
 mod writer;
 
 pub use approvals::{
@@ -33,6 +41,7 @@ pub use model::{
     Ending, Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadSummary, Write,
 };
 pub use sql::SqlStore;
+pub use usage::{ModelUsage, UsageStore, UsageTotals};
 pub use writer::{BACKGROUND_NICE, HistoryWriter, WriterConfig, WriterStats};
 
 use async_trait::async_trait;
@@ -57,10 +66,10 @@ pub enum HistoryError {
     Cursor(String),
 }
 
-/// Users' threads, runs and events, and runs paused for approvals ([`ApprovalStore`]); see
-/// the crate documentation.
+/// Users' threads, runs and events, runs paused for approvals ([`ApprovalStore`]), and model
+/// calls' usage ([`UsageStore`]); see the crate documentation.
 #[async_trait]
-pub trait HistoryStore: ApprovalStore + Send + Sync + 'static {
+pub trait HistoryStore: ApprovalStore + UsageStore + Send + Sync + 'static {
     /// Applies `batch` in order, in one transaction.
     async fn apply(&self, batch: &[Write]) -> Result<(), HistoryError>;
 
@@ -95,17 +104,17 @@ pub trait HistoryStore: ApprovalStore + Send + Sync + 'static {
         title: &str,
     ) -> Result<bool, HistoryError>;
 
-    /// Erases `user`'s run with its events and approvals (its thread stays); false for
-    /// another user's or a missing one.
+    /// Erases `user`'s run with its events and approvals (its thread stays; its model usage
+    /// stays too); false for another user's or a missing one.
     async fn delete_run(&self, user: &UserId, run: &RunId) -> Result<bool, HistoryError>;
 
-    /// Erases `user`'s thread with its runs, events and approvals; false for another user's
-    /// or a missing one.
+    /// Erases `user`'s thread with its runs, events and approvals (their model usage stays);
+    /// false for another user's or a missing one.
     async fn delete_thread(&self, user: &UserId, thread: &ThreadId) -> Result<bool, HistoryError>;
 
     /// Erases threads (with their runs, events and approvals) not updated since
     /// `updated_before_ms`, and each user's oldest threads past their newest
-    /// `max_threads_per_user`. Returns how many threads were erased.
+    /// `max_threads_per_user`. Returns how many threads were erased. Model usage stays.
     async fn prune(
         &self,
         updated_before_ms: i64,

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "approvals",
         include_str!("../migrations/0005_approvals.sql"),
     ),
+    (
+        6,
+        "model usage",
+        include_str!("../migrations/0006_model_usage.sql"),
+    ),
 ];
 
 #[derive(Debug)]

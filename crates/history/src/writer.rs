@@ -394,7 +394,8 @@ mod tests {
 
     use crate::{
         ApprovalRecord, ApprovalStore, CancelledRun, DecideOutcome, ExpiredCall, HistoryError,
-        Page, PausedRun, Resumable, RunDetail, RunStatus, ThreadDetail, ThreadSummary,
+        ModelUsage, Page, PausedRun, Resumable, RunDetail, RunStatus, ThreadDetail, ThreadSummary,
+        UsageStore, UsageTotals,
     };
 
     /// A store whose `apply` fails its first `failures` calls, then counts what it stored.
@@ -466,6 +467,19 @@ mod tests {
             _: i64,
             _: usize,
         ) -> Result<Vec<ExpiredCall>, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+    }
+
+    #[async_trait]
+    impl UsageStore for Flaky {
+        async fn record_usage(&self, _: &ModelUsage) -> Result<bool, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn usage_since(&self, _: &UserId, _: i64) -> Result<UsageTotals, HistoryError> {
+            unreachable!("the writer only applies")
+        }
+        async fn run_usage(&self, _: &UserId, _: &RunId) -> Result<UsageTotals, HistoryError> {
             unreachable!("the writer only applies")
         }
     }
