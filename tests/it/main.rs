@@ -31,6 +31,7 @@ mod browser_approvals;
 mod browser_chat;
 mod browser_multitask;
 mod browser_origin;
+mod budgets;
 mod chat_approvals;
 mod chat_cli;
 mod chat_multitask;

@@ -73,6 +73,10 @@ error_codes! {
     /// The thread has a run going and the message said `multitask` `reject` (or the server's
     /// default is `reject`); the message names the run.
     ThreadBusy = "thread_busy",
+    /// The user's budget for the period (`--token-budget-per-user`,
+    /// `--cost-budget-per-user`) is used up; the message says what is used and when it
+    /// resets.
+    BudgetExceeded = "budget_exceeded",
     /// The thread does not exist for this user (another user's thread looks the same).
     ThreadNotFound = "thread_not_found",
     /// The server is shutting down and takes no new runs.

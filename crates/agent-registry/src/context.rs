@@ -29,6 +29,7 @@ use tracing::Instrument;
 use crate::approval::{ApprovalGate, DecidedCall};
 use crate::bound;
 use crate::inbox::Inbox;
+use crate::meter::{CallUsage, UsageMeter};
 use crate::run_types::{AgentError, AgentInput, AgentOutput, panic_message};
 use crate::tool::ToolError;
 use crate::tool_table::{Resolved, ToolInfo, ToolTable};
@@ -73,6 +74,7 @@ pub(crate) struct RunParts {
     pub(crate) approvals: ApprovalGate,
     pub(crate) steps_taken: u32,
     pub(crate) inbox: Option<Inbox>,
+    pub(crate) meter: Option<Arc<dyn UsageMeter>>,
 }
 
 /// Runs another agent as a sub-run of a run: a run of its own, with its own lifecycle and a
@@ -128,6 +130,17 @@ impl AgentContext {
             });
         }
         messages
+    }
+
+    /// Reports a model call's usage (an agent backed by a model calls it once per call, when
+    /// the call answered): the server counts it for the run and the user. Nothing without a
+    /// meter (a bare engine).
+    pub async fn record_usage(&self, usage: CallUsage) {
+        if let Some(meter) = &self.parts.meter {
+            meter
+                .record(self.parts.user_context.user_id(), &self.parts.scope, usage)
+                .await;
+        }
     }
 
     /// The run's user context.

@@ -15,6 +15,7 @@ use core_context::{CancellationToken, EventSink, RunScope, UserExecutionContext}
 use crate::approval::ApprovalGate;
 use crate::context::{AgentContext, DispatchConfig, RunParts, SubRunner};
 use crate::inbox::Inbox;
+use crate::meter::UsageMeter;
 use crate::registry::AgentRegistry;
 
 /// Everything the engine hands a run's context.
@@ -43,6 +44,8 @@ pub struct AgentContextParts {
     /// Messages sent into the thread while the run goes ([`AgentContext::take_messages`]);
     /// `None` for a run that takes none.
     pub inbox: Option<Inbox>,
+    /// Where its model calls' usage goes ([`AgentContext::record_usage`]).
+    pub meter: Option<Arc<dyn UsageMeter>>,
 }
 
 impl AgentContext {
@@ -60,6 +63,7 @@ impl AgentContext {
             approvals,
             steps_taken,
             inbox,
+            meter,
         } = parts;
         Self::from_parts(RunParts {
             user_context,
@@ -73,6 +77,7 @@ impl AgentContext {
             approvals,
             steps_taken,
             inbox,
+            meter,
         })
     }
 }

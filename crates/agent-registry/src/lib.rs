@@ -49,6 +49,7 @@ mod bound;
 mod context;
 mod context_parts;
 mod inbox;
+mod meter;
 mod registry;
 mod run_types;
 mod schema;
@@ -60,6 +61,7 @@ pub use approval::{ApprovalGate, ApprovalPolicy, DecidedCall, PolicyError, Resul
 pub use context::{AgentContext, DEFAULT_MAX_RESULT_BYTES, DispatchConfig, SubRunner};
 pub use context_parts::AgentContextParts;
 pub use inbox::Inbox;
+pub use meter::{CallUsage, UsageMeter};
 pub use registry::{AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError};
 pub use run_types::{AgentError, AgentInput, AgentOutput, Turn, panic_message};
 pub use schema::check_args;

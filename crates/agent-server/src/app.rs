@@ -274,7 +274,8 @@ impl AppState {
             recorder.clone(),
             Arc::<Metrics>::clone(&metrics),
         )
-        .with_multitask_default(config.multitask_default);
+        .with_multitask_default(config.multitask_default)
+        .with_usage(config.prices.clone(), config.budget);
         Ok(Arc::new(Self {
             http_limits: Arc::new(HttpLimits::new(config.http_rates)),
             runs: Arc::new(runs),

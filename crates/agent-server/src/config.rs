@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use core_context::multitask::Multitask;
 use execution_engine::EngineConfig;
+use run_service::usage::{Budget, Prices};
 use ws_bridge::BridgeConfig;
 
 mod args;
@@ -126,6 +127,14 @@ pub enum ConfigError {
         "--approve-tools needs a history store to keep paused runs in, and --store is none: use the default SQLite store or --store postgres://…"
     )]
     ApprovalsWithoutStore,
+    /// Budgets are counted in the history store, and there is none.
+    #[error(
+        "--token-budget-per-user and --cost-budget-per-user count usage in the history store, and --store is none: use the default SQLite store or --store postgres://…"
+    )]
+    BudgetWithoutStore,
+    /// A `--model-price` entry is wrong.
+    #[error("{0} (--model-price / AGENT_SERVER_MODEL_PRICE / model_price in --config)")]
+    ModelPrice(String),
     /// The default agent name is not a valid agent name.
     #[error("--default-agent {0:?} is not a valid agent name (1 to 64 of a-z, 0-9, _ and -)")]
     DefaultAgent(String),
@@ -261,6 +270,10 @@ pub struct ServerConfig {
     pub store: Option<String>,
     /// What a message into a busy thread does when it does not say (`--multitask-default`).
     pub multitask_default: Multitask,
+    /// Model prices (`--model-price`).
+    pub prices: Prices,
+    /// What each user's runs may spend per period (`--token-budget-per-user`, ...).
+    pub budget: Budget,
     /// How long a thread is kept after its last update.
     pub history_max_age: Duration,
     /// Threads kept per user.
@@ -309,6 +322,8 @@ impl Default for ServerConfig {
             run_lease_ttl: Duration::from_secs(15),
             store: None,
             multitask_default: Multitask::Enqueue,
+            prices: Prices::default(),
+            budget: Budget::default(),
             history_max_age: Duration::from_secs(90 * 86_400),
             history_max_threads_per_user: 1_000,
             flood_burst: FLOOD_LIMIT,
@@ -326,14 +341,7 @@ impl ServerConfig {
     /// Validates `args` into settings.
     pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
         let identity = who_signs(&args)?;
-        let agent = &args.default_agent;
-        let valid_agent = (1..=64).contains(&agent.len())
-            && agent
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !valid_agent {
-            return Err(ConfigError::DefaultAgent(agent.clone()));
-        }
+        check_default_agent(&args.default_agent)?;
         let otlp = otlp(&args)?;
         let mcp_servers = mcp_servers(&args)?;
         let gathered = secrets::gather(&args, &mcp_servers)?;
@@ -345,6 +353,7 @@ impl ServerConfig {
         let allowed_origins = AllowedOrigins::parse(&args.allowed_origins)?;
         let store = store_url(&args.store)?;
         let approve_tools = approve_tools(&args.approve_tools, store.as_deref())?;
+        let (prices, budget) = spending(&args, store.as_deref())?;
         let defaults = ServerConfig::default();
         Ok(Self {
             addr: args.addr,
@@ -388,6 +397,8 @@ impl ServerConfig {
             run_lease_ttl: Duration::from_secs(args.run_lease_secs),
             store,
             multitask_default: args.multitask_default,
+            prices,
+            budget,
             history_max_age: args.history_max_age,
             history_max_threads_per_user: args.history_max_threads_per_user,
             flood_burst: args.flood_burst,
@@ -418,6 +429,35 @@ fn approve_tools(
         return Err(ConfigError::ApprovalsWithoutStore);
     }
     Ok(policy)
+}
+
+/// `--default-agent` must be a valid agent name.
+fn check_default_agent(agent: &str) -> Result<(), ConfigError> {
+    let valid = (1..=64).contains(&agent.len())
+        && agent
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::DefaultAgent(agent.to_owned()))
+    }
+}
+
+/// The model prices and the per-user budget; budgets need a store (usage is counted there).
+fn spending(args: &ServeArgs, store: Option<&str>) -> Result<(Prices, Budget), ConfigError> {
+    let prices = Prices::parse(&args.model_price).map_err(ConfigError::ModelPrice)?;
+    let budget = Budget {
+        tokens: args.token_budget_per_user,
+        cost_micro_usd: args
+            .cost_budget_per_user
+            .map(|usd| (usd * 1_000_000.0).round() as u64),
+        period: args.budget_period,
+    };
+    if budget.is_set() && store.is_none() {
+        return Err(ConfigError::BudgetWithoutStore);
+    }
+    Ok((prices, budget))
 }
 
 /// The identity provider's settings, after checking the secret's length and that dev tokens

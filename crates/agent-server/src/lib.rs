@@ -7,6 +7,7 @@
 //! - [`app`]: the composition root: the shared state, with the run service (the `run-service`
 //!   crate: starting and cancelling runs, sessions, the cluster's runs, the history's records).
 //! - [`mint`]: `agent-server token`, a token minted with the configured secret.
+//! - [`usage_http`]: what the user's runs spent (`GET /v1/me/usage`).
 //! - [`approvals_http`]: approvals over HTTP (`GET /v1/approvals`, `POST
 //!   /v1/runs/{run_id}/approvals/{tool_call_id}`).
 //! - [`history_http`]: the history's HTTP API for the signed-in user (`/v1/threads`, `/v1/runs`).
@@ -51,4 +52,5 @@ pub mod routes;
 mod scrub;
 pub mod server;
 mod sink;
+pub mod usage_http;
 pub mod wire;

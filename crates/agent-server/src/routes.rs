@@ -123,6 +123,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     for (path, route) in crate::approvals_http::routes() {
         router = router.route(path, guarded(Guarded::History, route));
     }
+    for (path, route) in crate::usage_http::routes() {
+        router = router.route(path, guarded(Guarded::History, route));
+    }
     if state.auth.dev_tokens() {
         router = router.route("/dev/token", guarded(Guarded::DevToken, post(dev_token)));
     }
@@ -136,7 +139,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The routes a client can use, for the 404 of an unknown one.
 const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /tools, GET /static/app.js, GET /static/approvals.js, GET /static/multitask.js, GET /static/app.css, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, POST /agui/{agent}, GET /health, GET /healthz, GET /readyz, \
     GET /version, GET /metrics, GET /v1/threads, GET /v1/threads/{thread_id}, PATCH /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
-    GET /v1/runs/{run_id}, GET /v1/approvals, POST /v1/runs/{run_id}/approvals/{tool_call_id}, POST /dev/token (only without a configured secret)";
+    GET /v1/runs/{run_id}, GET /v1/approvals, GET /v1/me/usage, POST /v1/runs/{run_id}/approvals/{tool_call_id}, POST /dev/token (only without a configured secret)";
 
 /// An unknown route: a JSON 404 that names the known ones.
 async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {

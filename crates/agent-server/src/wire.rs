@@ -105,9 +105,10 @@ pub fn join_refused(error: &ws_bridge::BridgeError) -> (CloseCode, String) {
 pub fn http_status(code: &ErrorCode) -> StatusCode {
     match code {
         ErrorCode::UnknownAgent | ErrorCode::ThreadNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::RateLimited | ErrorCode::TooManyRuns | ErrorCode::TooManyEngines => {
-            StatusCode::TOO_MANY_REQUESTS
-        }
+        ErrorCode::RateLimited
+        | ErrorCode::TooManyRuns
+        | ErrorCode::TooManyEngines
+        | ErrorCode::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::ShuttingDown | ErrorCode::EngineClosed => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::ApprovalNotFound => StatusCode::NOT_FOUND,

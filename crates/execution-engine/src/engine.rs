@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use agent_registry::{
-    Agent, AgentInput, AgentRegistry, ApprovalGate, DecidedCall, Inbox, ResultLog,
+    Agent, AgentInput, AgentRegistry, ApprovalGate, DecidedCall, Inbox, ResultLog, UsageMeter,
 };
 use core_context::event::EventKind;
 use core_context::{EventSink, RunId, RunScope, UserExecutionContext};
@@ -34,6 +34,7 @@ pub(crate) struct Seams {
     pub(crate) slots: Arc<dyn RunSlots>,
     pub(crate) paused: Option<Arc<dyn PausedRuns>>,
     pub(crate) settle: Option<Arc<dyn RunSettle>>,
+    pub(crate) meter: Option<Arc<dyn UsageMeter>>,
 }
 
 /// The engine that runs agents for one request of one user. The only engine type.
@@ -82,6 +83,7 @@ impl UserExecutionEngine {
                 slots,
                 paused: None,
                 settle: None,
+                meter: None,
             },
         )
     }
@@ -104,6 +106,7 @@ impl UserExecutionEngine {
                 slots: seams.slots,
                 paused: seams.paused,
                 settle: seams.settle,
+                meter: seams.meter,
                 counters: Counters::default(),
                 runs: Mutex::new(RunTable::default()),
                 tasks: TaskTracker::new(),

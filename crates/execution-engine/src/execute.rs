@@ -109,6 +109,7 @@ pub(crate) async fn execute(
         approvals: gate,
         steps_taken,
         inbox: control.inbox.clone(),
+        meter: engine.meter.clone(),
     });
     let mut paused = None;
     let run = match work {

@@ -11,7 +11,7 @@ use std::ops::Deref;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use agent_registry::AgentRegistry;
+use agent_registry::{AgentRegistry, UsageMeter};
 use core_context::{EventSink, UserExecutionContext, UserId};
 use parking_lot::Mutex;
 
@@ -36,6 +36,7 @@ struct FactoryInner {
     slots: Arc<dyn RunSlots>,
     paused: Option<Arc<dyn PausedRuns>>,
     settle: Option<Arc<dyn RunSettle>>,
+    meter: Option<Arc<dyn UsageMeter>>,
     users: Mutex<HashMap<UserId, UserEntry>>,
 }
 
@@ -102,6 +103,7 @@ impl ExecutionEngineFactory {
                 slots,
                 paused: None,
                 settle: None,
+                meter: None,
                 users: Mutex::new(HashMap::new()),
             }),
         }
@@ -121,6 +123,7 @@ impl ExecutionEngineFactory {
                 slots: Arc::clone(&inner.slots),
                 paused: Some(store),
                 settle: inner.settle.clone(),
+                meter: inner.meter.clone(),
                 users: Mutex::new(HashMap::new()),
             }),
         }
@@ -139,6 +142,26 @@ impl ExecutionEngineFactory {
                 slots: Arc::clone(&inner.slots),
                 paused: inner.paused.clone(),
                 settle: Some(settle),
+                meter: inner.meter.clone(),
+                users: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// This factory with every run's model usage reported to `meter` (see
+    /// [`UsageMeter`]). Call it before making engines.
+    #[must_use]
+    pub fn with_meter(self, meter: Arc<dyn UsageMeter>) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(FactoryInner {
+                registry: Arc::clone(&inner.registry),
+                sink: Arc::clone(&inner.sink),
+                config: Arc::clone(&inner.config),
+                slots: Arc::clone(&inner.slots),
+                paused: inner.paused.clone(),
+                settle: inner.settle.clone(),
+                meter: Some(meter),
                 users: Mutex::new(HashMap::new()),
             }),
         }
@@ -203,6 +226,7 @@ impl ExecutionEngineFactory {
                 slots: Arc::clone(&self.inner.slots),
                 paused: self.inner.paused.clone(),
                 settle: self.inner.settle.clone(),
+                meter: self.inner.meter.clone(),
             },
         );
         entry.engines.push(engine.clone());

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use agent_registry::{AgentRegistry, ApprovalPolicy};
+use agent_registry::{AgentRegistry, ApprovalPolicy, UsageMeter};
 use core_context::event::EventKind;
 use core_context::{EventSink, RunId, RunScope, UserExecutionContext};
 use parking_lot::Mutex;
@@ -32,6 +32,8 @@ pub(crate) struct EngineInner {
     pub(crate) paused: Option<Arc<dyn PausedRuns>>,
     /// Awaited between a run's terminal event and its slot going back.
     pub(crate) settle: Option<Arc<dyn RunSettle>>,
+    /// Where runs report their model calls' usage.
+    pub(crate) meter: Option<Arc<dyn UsageMeter>>,
     pub(crate) counters: Counters,
     pub(crate) runs: Mutex<RunTable>,
     pub(crate) tasks: TaskTracker,

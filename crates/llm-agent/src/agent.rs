@@ -11,7 +11,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput, ToolError, Turn};
+use agent_registry::{
+    Agent, AgentContext, AgentError, AgentInput, AgentOutput, CallUsage, ToolError, Turn,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -91,6 +93,14 @@ impl LlmAgent {
             take_messages(ctx, &mut talk.messages);
             talk.turns += 1;
             let turn = self.model.complete(ctx, &talk.messages, &tools).await?;
+            // Counted once per call, as soon as it answered (a later failure keeps it).
+            let counted = turn
+                .usage
+                .as_ref()
+                .and_then(|usage| CallUsage::from_openai(&self.config().model, usage));
+            if let Some(usage) = counted {
+                ctx.record_usage(usage).await;
+            }
             add_usage(&mut talk.usage, turn.usage);
             if turn.tool_calls.is_empty() {
                 answered.push(turn.content);

@@ -81,7 +81,9 @@ pub(crate) enum RunFailure {
     #[error("tool call {0} has no function name")]
     ToolWithoutName(usize),
     /// The model called tools on every one of `max_turns` turns.
-    #[error("the model kept calling tools for {0} turns without answering")]
+    #[error(
+        "the model kept calling tools for {0} turns without answering, so the run was stopped (the limit is --llm-max-turns, {0} here); ask again more narrowly, or raise the limit"
+    )]
     MaxTurns(u32),
     /// A retryable failure that was still there after `retries` retries.
     #[error("{last} (gave up after {retries} retries)")]

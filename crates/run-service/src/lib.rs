@@ -15,6 +15,9 @@
 //! - [`approvals`]: a person's decisions about tool calls that wait for approval, resuming
 //!   and cancelling paused runs, expiring undecided calls.
 //! - [`paused_runs`]: the engine's paused runs, kept in the history store.
+//! - [`usage`]: what users' runs spend: each model call counted once in the history, priced,
+//!   and the per-user budgets; `spending`: a user's usage against their budget, and the check
+//!   a new run passes.
 //! - `threads`: one run per thread: what a new message into a busy thread does to its run
 //!   (`multitask`: reject, enqueue, interrupt, rollback), the run's admission into its
 //!   thread, and its earlier turns read when it starts.
@@ -32,8 +35,10 @@ pub mod paused_runs;
 pub mod recorder;
 pub mod service;
 pub mod sessions;
+mod spending;
 pub mod tag;
 mod threads;
+pub mod usage;
 
 pub use service::{Refusal, RunAccepted, RunCounter, RunRequest, RunService};
 pub use tag::user_tag;

@@ -27,6 +27,7 @@ use crate::paused_runs::Ending;
 use crate::recorder::Recorder;
 use crate::sessions::Sessions;
 use crate::tag::user_tag;
+use crate::usage::{Budget, Prices};
 
 /// What the run service counts: a run accepted (before the engine may start it), and a run
 /// refused after it was accepted. The server's metrics implement it (the run's queue wait).
@@ -123,6 +124,8 @@ pub struct RunService {
     metrics: Arc<dyn RunCounter>,
     /// What a message into a busy thread does when it does not say (`--multitask-default`).
     multitask_default: Multitask,
+    /// What each user's runs may spend per period.
+    budget: Budget,
     /// Set by graceful shutdown: no new runs.
     draining: AtomicBool,
 }
@@ -151,8 +154,28 @@ impl RunService {
             recorder,
             metrics,
             multitask_default: Multitask::Enqueue,
+            budget: Budget::default(),
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// This service with each model call's usage counted in the history, priced by
+    /// `prices`, and new runs refused (`budget_exceeded`) once a user's `budget` for the
+    /// period is used up. Without a history nothing is counted (the server refuses budgets
+    /// without a store at start).
+    #[must_use]
+    pub fn with_usage(mut self, prices: Prices, budget: Budget) -> Self {
+        if let Some(recorder) = &self.recorder {
+            let book = crate::usage::UsageBook::new(Arc::clone(recorder), prices);
+            self.factory = self.factory.with_meter(Arc::new(book));
+        }
+        self.budget = budget;
+        self
+    }
+
+    /// What each user's runs may spend per period.
+    pub fn budget(&self) -> Budget {
+        self.budget
     }
 
     /// This service with `strategy` for messages into a busy thread that do not say
@@ -219,6 +242,7 @@ impl RunService {
         }
         self.stored_thread_is_theirs(user, request.thread_id.as_ref())
             .await?;
+        self.check_budget(user).await?;
         let strategy = self.strategy(request.multitask);
         if let Some(thread) = &request.thread_id {
             self.settle_waiting_run(user, thread, Some(strategy))

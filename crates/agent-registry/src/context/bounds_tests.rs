@@ -122,6 +122,7 @@ fn fixture(max_result_bytes: usize) -> Fixture {
         approvals: Default::default(),
         steps_taken: 0,
         inbox: None,
+        meter: None,
     });
     Fixture {
         ctx,

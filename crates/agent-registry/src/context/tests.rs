@@ -92,6 +92,7 @@ fn context(sink: &Arc<RecordingSink>) -> AgentContext {
         approvals: Default::default(),
         steps_taken: 0,
         inbox: None,
+        meter: None,
     })
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use core_context::multitask::Multitask;
+use run_service::usage::Period;
 
 use super::{LogFormat, OtlpProtocol};
 
@@ -171,6 +172,28 @@ pub struct ServeArgs {
     /// or `steer` (the running run takes it, when its agent can; else `enqueue`).
     #[arg(long, env = "AGENT_SERVER_MULTITASK_DEFAULT", default_value = "enqueue", value_parser = parse_multitask)]
     pub multitask_default: Multitask,
+    /// Prompt and answer tokens each user's runs may spend per `--budget-period` (all models
+    /// together); past it a new run is refused with `budget_exceeded`. Needs a store.
+    #[arg(long, env = "AGENT_SERVER_TOKEN_BUDGET_PER_USER", value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_budget_per_user: Option<u64>,
+    /// US dollars each user's runs may spend per `--budget-period` (priced by
+    /// `--model-price`); past it a new run is refused with `budget_exceeded`. Needs a store.
+    #[arg(long, env = "AGENT_SERVER_COST_BUDGET_PER_USER", value_name = "USD", value_parser = parse_usd)]
+    pub cost_budget_per_user: Option<f64>,
+    /// The calendar period in UTC a budget counts over: `day`, `week` (from Monday) or
+    /// `month`.
+    #[arg(long, env = "AGENT_SERVER_BUDGET_PERIOD", default_value = "month", value_parser = parse_period)]
+    pub budget_period: Period,
+    /// A model's price, `MODEL=INPUT/OUTPUT` in US dollars per million prompt and answer
+    /// tokens (`gpt-4o=2.5/10`); repeat the flag or separate with `,`. A model without a price
+    /// counts in tokens only.
+    #[arg(
+        long,
+        env = "AGENT_SERVER_MODEL_PRICE",
+        value_name = "MODEL=IN/OUT",
+        value_delimiter = ','
+    )]
+    pub model_price: Vec<String>,
     /// Threads not updated for this long are erased with their runs (`90d`, `12h`, ...).
     #[arg(long, env = "AGENT_SERVER_HISTORY_MAX_AGE", default_value = "90d", value_parser = humantime::parse_duration)]
     pub history_max_age: Duration,
@@ -281,6 +304,19 @@ pub struct ServeArgs {
         value_delimiter = ';'
     )]
     pub mcp_cwd: Vec<String>,
+}
+
+/// `--cost-budget-per-user`: dollars, more than 0.
+fn parse_usd(raw: &str) -> Result<f64, String> {
+    raw.parse::<f64>()
+        .ok()
+        .filter(|usd| usd.is_finite() && *usd > 0.0 && *usd <= 1e9)
+        .ok_or_else(|| format!("{raw:?} is not an amount of US dollars above 0 (like 5 or 0.50)"))
+}
+
+/// `--budget-period`: `day`, `week` or `month`.
+fn parse_period(raw: &str) -> Result<Period, String> {
+    Period::parse(raw).ok_or_else(|| format!("{raw:?} is not a period; use day, week or month"))
 }
 
 /// `--multitask-default`: one of the strategies.

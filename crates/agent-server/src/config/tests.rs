@@ -247,6 +247,61 @@ fn the_multitask_default_is_a_strategy() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Budgets and prices: checked by name, and budgets need a store (usage is counted there).
+#[test]
+fn budget_and_price_flags_are_checked() {
+    let table: &[(&[&str], Result<(), &str>)] = &[
+        (
+            &[
+                "--token-budget-per-user",
+                "1000",
+                "--store",
+                "sqlite://x.db",
+            ],
+            Ok(()),
+        ),
+        (
+            &["--token-budget-per-user", "0"],
+            Err("--token-budget-per-user"),
+        ),
+        (
+            &["--cost-budget-per-user=0"],
+            Err("\"0\" is not an amount of US dollars above 0"),
+        ),
+        (
+            &["--budget-period", "year"],
+            Err("\"year\" is not a period; use day, week or month"),
+        ),
+        (
+            &["--token-budget-per-user", "1000", "--store", "none"],
+            Err("count usage in the history store, and --store is none"),
+        ),
+        (&["--model-price", "gpt-4o=2.5/10,mini=0.15/0.6"], Ok(())),
+        (
+            &["--model-price", "gpt-4o=2.5"],
+            Err("model price \"gpt-4o=2.5\": no `/`"),
+        ),
+    ];
+    for (argv, expected) in table {
+        check(argv, *expected);
+    }
+    let args = Cli::try_parse_from([
+        "serve",
+        "--cost-budget-per-user",
+        "0.5",
+        "--budget-period",
+        "week",
+        "--store",
+        "sqlite://x.db",
+    ])
+    .unwrap()
+    .args;
+    let config = ServerConfig::from_args(args).unwrap();
+    assert_eq!(config.budget.cost_micro_usd, Some(500_000));
+    assert_eq!(config.budget.period, run_service::usage::Period::Week);
+    assert_eq!(config.budget.tokens, None);
+}
+
 /// The flags' defaults are the defaults of the config the library starts from (the store
 /// aside: the binary keeps a history by default, a library user opts in).
 #[test]

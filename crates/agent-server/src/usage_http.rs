@@ -1,0 +1,51 @@
+//! What the signed-in user's runs spent, over HTTP (`Authorization: Bearer`, like the
+//! history): `GET /v1/me/usage` answers the budget's period, when it began and when it
+//! resets, the tokens and dollars used this period, and the limits (`null` without a budget).
+//! The caller is the history API's (`history_http::Caller`): a token, and a server with a
+//! store, where usage is counted.
+
+use std::sync::Arc;
+
+use agent_protocol::ErrorCode;
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use http_guard::bearer::refuse;
+use run_service::RunService;
+use serde_json::json;
+
+use crate::app::RouterState;
+use crate::history_http::Caller;
+
+/// The routes, by path (the router puts them behind the HTTP API's guard).
+pub fn routes() -> [(&'static str, MethodRouter<RouterState>); 1] {
+    [("/v1/me/usage", get(usage))]
+}
+
+async fn usage(Caller { user, .. }: Caller, State(runs): State<Arc<RunService>>) -> Response {
+    match runs.usage_report(&user).await {
+        Ok(report) => {
+            let at = |ms: i64| {
+                jiff::Timestamp::from_millisecond(ms)
+                    .map_or_else(|_| json!(null), |t| json!(t.to_string()))
+            };
+            Json(json!({
+                "period": report.period,
+                "period_start": at(report.period_start_ms),
+                "resets_at": at(report.resets_at_ms),
+                "tokens": {"used": report.tokens_used, "limit": report.tokens_limit,
+                           "remaining": report.tokens_limit.map(|l| l.saturating_sub(report.tokens_used))},
+                "cost_usd": {"used": report.cost_usd_used, "limit": report.cost_usd_limit,
+                             "remaining": report.cost_usd_limit.map(|l| (l - report.cost_usd_used).max(0.0))},
+                "calls": report.calls,
+                "unpriced_calls": report.unpriced_calls,
+            }))
+            .into_response()
+        }
+        Err(refusal) => {
+            let code = ErrorCode::from_wire(refusal.code);
+            refuse(crate::wire::http_status(&code), code, refusal.message)
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! What users' runs spend: each model call's usage counted once in the history
+//! ([`UsageBook`], the engine's `UsageMeter`), priced by the configured price table
+//! ([`Prices`]), and the per-user budgets per calendar period ([`Budget`], [`Period`]) that a
+//! new run is checked against and `GET /v1/me/usage` reports ([`UsageReport`], from
+//! [`RunService::usage_report`](crate::RunService::usage_report)).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agent_registry::{CallUsage, UsageMeter};
+use async_trait::async_trait;
+use core_context::{RunId, RunScope, UserId};
+use history::ModelUsage;
+use serde::Serialize;
+
+use crate::recorder::{Recorder, now_ms};
+
+/// A calendar period in UTC over which a budget counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    /// From midnight UTC.
+    Day,
+    /// From Monday, midnight UTC.
+    Week,
+    /// From the first of the month, midnight UTC.
+    #[default]
+    Month,
+}
+
+impl Period {
+    /// Every period's name.
+    pub const NAMES: &'static [&'static str] = &["day", "week", "month"];
+
+    /// The period named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "day" => Some(Self::Day),
+            "week" => Some(Self::Week),
+            "month" => Some(Self::Month),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+        }
+    }
+
+    /// The period holding `now_ms` (Unix ms): its start and when the next one begins.
+    pub fn bounds(self, now_ms: i64) -> (i64, i64) {
+        use jiff::ToSpan;
+        use jiff::civil::Weekday;
+        use jiff::tz::Offset;
+        let Ok(now) = jiff::Timestamp::from_millisecond(now_ms) else {
+            return (now_ms, now_ms);
+        };
+        let date = Offset::UTC.to_datetime(now).date();
+        let (start, next) = match self {
+            Self::Day => (date, date.checked_add(1.day())),
+            Self::Week => {
+                let back = i64::from(date.weekday().since(Weekday::Monday));
+                let monday = date.checked_sub(back.days()).unwrap_or(date);
+                (monday, monday.checked_add(1.week()))
+            }
+            Self::Month => {
+                let first = date.first_of_month();
+                (first, first.checked_add(1.month()))
+            }
+        };
+        let ms = |date: jiff::civil::Date| {
+            Offset::UTC
+                .to_timestamp(date.to_datetime(jiff::civil::Time::midnight()))
+                .map_or(now_ms, |t| t.as_millisecond())
+        };
+        (ms(start), next.map_or(i64::MAX, ms))
+    }
+}
+
+/// Model prices, in US dollars per million tokens (input and output), by model name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prices(HashMap<String, (f64, f64)>);
+
+impl Prices {
+    /// Reads `MODEL=INPUT/OUTPUT` entries (`gpt-4o=2.5/10`: $2.50 per million prompt
+    /// tokens, $10 per million answer tokens); the error names the entry and what is wrong.
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut prices = HashMap::new();
+        for entry in entries {
+            let wrong = |why: &str| {
+                format!(
+                    "model price {entry:?}: {why} (expected MODEL=INPUT/OUTPUT in US dollars per million tokens, like gpt-4o=2.5/10)"
+                )
+            };
+            let (model, pair) = entry.split_once('=').ok_or_else(|| wrong("no `=`"))?;
+            let (input, output) = pair.split_once('/').ok_or_else(|| wrong("no `/`"))?;
+            let price = |text: &str| {
+                text.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| p.is_finite() && *p >= 0.0 && *p <= 1_000_000.0)
+                    .ok_or_else(|| wrong(&format!("{text:?} is not a price from 0 to 1000000")))
+            };
+            let model = model.trim();
+            if model.is_empty() {
+                return Err(wrong("the model name is empty"));
+            }
+            prices.insert(model.to_owned(), (price(input)?, price(output)?));
+        }
+        Ok(Self(prices))
+    }
+
+    /// What `usage` cost in millionths of a dollar; `None` for a model with no price.
+    pub fn cost_micro_usd(&self, usage: &CallUsage) -> Option<u64> {
+        let (input, output) = self.0.get(&usage.model)?;
+        // $X per million tokens is X millionths of a dollar per token.
+        let cost = usage.prompt_tokens as f64 * input + usage.completion_tokens as f64 * output;
+        Some(cost.round().min(u64::MAX as f64) as u64)
+    }
+
+    /// Whether no model has a price.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What each user's runs may spend per period; nothing is bounded without a limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Prompt and answer tokens per user per period.
+    pub tokens: Option<u64>,
+    /// Cost per user per period, in millionths of a dollar.
+    pub cost_micro_usd: Option<u64>,
+    /// The period.
+    pub period: Period,
+}
+
+impl Budget {
+    /// Whether any limit is set.
+    pub fn is_set(&self) -> bool {
+        self.tokens.is_some() || self.cost_micro_usd.is_some()
+    }
+}
+
+/// The engine's usage meter: each model call counted once in the history, priced.
+pub(crate) struct UsageBook {
+    recorder: Arc<Recorder>,
+    prices: Prices,
+}
+
+impl UsageBook {
+    pub(crate) fn new(recorder: Arc<Recorder>, prices: Prices) -> Self {
+        Self { recorder, prices }
+    }
+}
+
+#[async_trait]
+impl UsageMeter for UsageBook {
+    async fn record(&self, user: &UserId, scope: &RunScope, usage: CallUsage) {
+        let record = ModelUsage {
+            // Unique per call: a retried write of the same call counts once.
+            call_id: format!("{}:{}", scope.run_id, RunId::generate().as_str()),
+            user: user.clone(),
+            run_id: scope.run_id.clone(),
+            model: usage.model.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            cost_micro_usd: self.prices.cost_micro_usd(&usage),
+            at_ms: now_ms(),
+        };
+        if let Err(error) = self.recorder.store().record_usage(&record).await {
+            tracing::warn!(run_id = %scope.run_id, %error, "history: a model call's usage could not be recorded; the user's totals miss it");
+        }
+    }
+}
+
+/// A user's spending in the current period, as `GET /v1/me/usage` answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageReport {
+    /// The budget's period (`day`, `week`, `month`).
+    pub period: Period,
+    /// When it began (Unix ms).
+    pub period_start_ms: i64,
+    /// When the next one begins (Unix ms): the budget resets then.
+    pub resets_at_ms: i64,
+    /// Prompt and answer tokens used.
+    pub tokens_used: u64,
+    /// The token budget, if any.
+    pub tokens_limit: Option<u64>,
+    /// Dollars spent (calls of priced models).
+    pub cost_usd_used: f64,
+    /// The cost budget in dollars, if any.
+    pub cost_usd_limit: Option<f64>,
+    /// Model calls counted.
+    pub calls: u64,
+    /// Of those, calls of models without a price (counted in tokens only).
+    pub unpriced_calls: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(text: &str) -> i64 {
+        text.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    #[test]
+    fn periods_are_calendar_periods_in_utc() {
+        let now = ms("2026-12-05T10:24:18Z"); // a Saturday
+        assert_eq!(
+            Period::Day.bounds(now),
+            (ms("2026-12-05T00:00:00Z"), ms("2026-12-06T00:00:00Z"))
+        );
+        assert_eq!(
+            Period::Week.bounds(now),
+            (ms("2026-11-30T00:00:00Z"), ms("2026-12-07T00:00:00Z"))
+        );
+        assert_eq!(
+            Period::Month.bounds(now),
+            (ms("2026-12-01T00:00:00Z"), ms("2027-01-01T00:00:00Z"))
+        );
+        let monday = ms("2026-11-30T00:00:00Z");
+        assert_eq!(Period::Week.bounds(monday).0, monday);
+    }
+
+    #[test]
+    fn prices_are_read_and_applied_per_million_tokens() {
+        let prices = Prices::parse(&["gpt-4o=2.5/10".into(), "free=0/0".into()]).unwrap();
+        let usage = |model: &str| CallUsage {
+            model: model.into(),
+            prompt_tokens: 1_000,
+            completion_tokens: 100,
+            cached_tokens: 0,
+        };
+        // 1000 * $2.5/M + 100 * $10/M = $0.0035 = 3500 millionths.
+        assert_eq!(prices.cost_micro_usd(&usage("gpt-4o")), Some(3_500));
+        assert_eq!(prices.cost_micro_usd(&usage("free")), Some(0));
+        assert_eq!(prices.cost_micro_usd(&usage("other")), None);
+        for (bad, says) in [
+            ("gpt-4o", "no `=`"),
+            ("gpt-4o=2.5", "no `/`"),
+            ("=1/2", "the model name is empty"),
+            ("m=x/2", "\"x\" is not a price"),
+            ("m=-1/2", "\"-1\" is not a price"),
+        ] {
+            let error = Prices::parse(&[bad.into()]).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+}
