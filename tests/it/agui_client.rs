@@ -18,9 +18,9 @@ fn client_dir() -> PathBuf {
 
 /// What the client printed for one run: the events it accepted, and how the run ended
 /// (`done` or `failed`).
-struct Seen {
-    events: Vec<Value>,
-    end: Value,
+pub(crate) struct Seen {
+    pub(crate) events: Vec<Value>,
+    pub(crate) end: Value,
 }
 
 impl Seen {
@@ -42,7 +42,7 @@ impl Seen {
 }
 
 /// Runs the client: `agent` on `addr` as `user` (no token for `None`).
-async fn run(
+pub(crate) async fn run(
     addr: SocketAddr,
     agent: &str,
     user: Option<&str>,

@@ -157,4 +157,36 @@ async fn a_cost_budget_counts_priced_calls() {
             .contains("$0.3000 of $0.20 spent"),
         "{refused}"
     );
+    // Counted by model, with no user in the labels.
+    let metrics = crate::support::metrics_text(addr).await;
+    for line in [
+        "agent_server_model_usage_tokens_total{model=\"test-model\",kind=\"prompt\"} 200",
+        "agent_server_model_usage_tokens_total{model=\"test-model\",kind=\"completion\"} 100",
+        "agent_server_model_cost_usd_total{model=\"test-model\"} 0.3",
+        "agent_server_refusals_total{code=\"budget_exceeded\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+}
+
+/// The reference AG-UI client reads the run's usage on `RUN_FINISHED`, and the call counts
+/// toward the user's usage like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agui_run_finished_carries_the_runs_usage() {
+    let model = Model::start(vec![answer()]).await;
+    let dir = store_dir();
+    let server = server(&dir, &model, |_| {}).await;
+    let addr = server.addr();
+    let seen = crate::agui_client::run(addr, "llm", Some("alice"), "hello", json!({}), "").await;
+    assert!(seen.end.get("done").is_some(), "{}", seen.end);
+    let finished = seen
+        .events
+        .iter()
+        .find(|e| e["type"] == "RUN_FINISHED")
+        .expect("RUN_FINISHED");
+    let usage = finished["usage"].to_string();
+    assert!(usage.contains("100") && usage.contains("50"), "{finished}");
+    let (_, used) = http(addr, "GET", "/v1/me/usage", Some("alice")).await;
+    assert_eq!(used["tokens"]["used"], 150, "{used}");
+    assert_eq!(used["tokens"]["limit"], Value::Null, "no budget: {used}");
 }

@@ -50,6 +50,16 @@ pub trait RunCounter: Send + Sync {
     fn busy_thread(&self, strategy: Multitask, accepted: bool) {
         let _ = (strategy, accepted);
     }
+    /// A model call of `model` used `prompt` and `completion` tokens (`cached` of the prompt
+    /// from the provider's cache) and cost `cost_micro_usd` (`None`: the model has no price).
+    fn model_usage(
+        &self,
+        model: &str,
+        (prompt, completion, cached): (u64, u64, u64),
+        cost_micro_usd: Option<u64>,
+    ) {
+        let _ = (model, prompt, completion, cached, cost_micro_usd);
+    }
 }
 
 /// What a client asks to run.
@@ -166,7 +176,11 @@ impl RunService {
     #[must_use]
     pub fn with_usage(mut self, prices: Prices, budget: Budget) -> Self {
         if let Some(recorder) = &self.recorder {
-            let book = crate::usage::UsageBook::new(Arc::clone(recorder), prices);
+            let book = crate::usage::UsageBook::new(
+                Arc::clone(recorder),
+                prices,
+                Arc::clone(&self.metrics),
+            );
             self.factory = self.factory.with_meter(Arc::new(book));
         }
         self.budget = budget;

@@ -14,6 +14,7 @@ use history::ModelUsage;
 use serde::Serialize;
 
 use crate::recorder::{Recorder, now_ms};
+use crate::service::RunCounter;
 
 /// A calendar period in UTC over which a budget counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -150,11 +151,20 @@ impl Budget {
 pub(crate) struct UsageBook {
     recorder: Arc<Recorder>,
     prices: Prices,
+    metrics: Arc<dyn RunCounter>,
 }
 
 impl UsageBook {
-    pub(crate) fn new(recorder: Arc<Recorder>, prices: Prices) -> Self {
-        Self { recorder, prices }
+    pub(crate) fn new(
+        recorder: Arc<Recorder>,
+        prices: Prices,
+        metrics: Arc<dyn RunCounter>,
+    ) -> Self {
+        Self {
+            recorder,
+            prices,
+            metrics,
+        }
     }
 }
 
@@ -173,6 +183,15 @@ impl UsageMeter for UsageBook {
             cost_micro_usd: self.prices.cost_micro_usd(&usage),
             at_ms: now_ms(),
         };
+        self.metrics.model_usage(
+            &usage.model,
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+            ),
+            record.cost_micro_usd,
+        );
         if let Err(error) = self.recorder.store().record_usage(&record).await {
             tracing::warn!(run_id = %scope.run_id, %error, "history: a model call's usage could not be recorded; the user's totals miss it");
         }

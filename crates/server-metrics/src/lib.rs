@@ -12,6 +12,7 @@
 //! codes and outcomes are the protocol's own.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use agent_protocol::{CloseCode, ErrorCode};
@@ -117,7 +118,22 @@ pub struct Metrics {
     approvals_resolved: Family<DecisionLabel, Counter>,
     approval_wait: Histogram,
     busy_threads: Family<BusyThread, Counter>,
+    usage_tokens: Family<ModelTokens, Counter>,
+    usage_cost: Family<ModelLabel, Counter<f64, AtomicU64>>,
     runs: Mutex<HashMap<RunId, RunClock>>,
+}
+
+/// A model's tokens of one kind (`prompt`, `completion`, `cached`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelTokens {
+    model: String,
+    kind: &'static str,
+}
+
+/// A model.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
 }
 
 /// A message into a thread that had a run: its strategy, and whether it was taken.
@@ -174,6 +190,33 @@ impl RunCounter for Metrics {
         self.approval_wait.observe(waited.as_secs_f64());
     }
 
+    fn model_usage(
+        &self,
+        model: &str,
+        (prompt, completion, cached): (u64, u64, u64),
+        cost_micro_usd: Option<u64>,
+    ) {
+        for (kind, tokens) in [
+            ("prompt", prompt),
+            ("completion", completion),
+            ("cached", cached),
+        ] {
+            self.usage_tokens
+                .get_or_create(&ModelTokens {
+                    model: model.to_owned(),
+                    kind,
+                })
+                .inc_by(tokens);
+        }
+        if let Some(cost) = cost_micro_usd {
+            self.usage_cost
+                .get_or_create(&ModelLabel {
+                    model: model.to_owned(),
+                })
+                .inc_by(cost as f64 / 1_000_000.0);
+        }
+    }
+
     fn busy_thread(&self, strategy: Multitask, accepted: bool) {
         self.busy_threads
             .get_or_create(&BusyThread {
@@ -208,6 +251,8 @@ impl Metrics {
             approvals_resolved: Family::default(),
             approval_wait: human_seconds(),
             busy_threads: Family::default(),
+            usage_tokens: Family::default(),
+            usage_cost: Family::default(),
             runs: Mutex::new(HashMap::new()),
         };
         for strategy in Multitask::NAMES {
@@ -257,6 +302,16 @@ impl Metrics {
             "approval_wait_seconds",
             "From a tool call's approval request to its decision (or expiry)",
             self.approval_wait.clone(),
+        );
+        r.register(
+            "model_usage_tokens",
+            "Tokens of model calls counted toward users' usage (with a store), by model and kind (`prompt`, `completion`, `cached`: of the prompt, from the provider's cache)",
+            self.usage_tokens.clone(),
+        );
+        r.register(
+            "model_cost_usd",
+            "US dollars of model calls counted toward users' usage, by model (models with a `--model-price`)",
+            self.usage_cost.clone(),
         );
         r.register(
             "busy_thread_messages",
