@@ -176,7 +176,7 @@ mod tests {
         check(
             RunFailure::MaxTurns(3),
             "max_turns",
-            "the model kept calling tools for 3 turns without answering",
+            "the model kept calling tools for 3 turns without answering, so the run was stopped (the limit is --llm-max-turns, 3 here); ask again more narrowly, or raise the limit",
         );
         check(
             RunFailure::ToolWithoutName(0),
