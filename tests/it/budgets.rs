@@ -190,3 +190,68 @@ async fn agui_run_finished_carries_the_runs_usage() {
     assert_eq!(used["tokens"]["used"], 150, "{used}");
     assert_eq!(used["tokens"]["limit"], Value::Null, "no budget: {used}");
 }
+
+/// A token's `agent_engine_budget` claim gives its user limits of their own (an identity
+/// provider's plans), from the request that carried it on; a malformed claim is refused by
+/// name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_plan_claim_sets_its_users_budget() {
+    use crate::server_support::{SECRET, now_secs, token_with};
+    let model = Model::start(vec![answer(), answer()]).await;
+    let dir = store_dir();
+    let server = server(&dir, &model, |config| config.budget.tokens = Some(10_000)).await;
+    let addr = server.addr();
+    let plan = |claim: Value| {
+        token_with(
+            json!({"sub": "carol", "exp": now_secs() + 600, "agent_engine_budget": claim}),
+            SECRET,
+        )
+    };
+    let small = plan(json!({"tokens": 150}));
+    let mut carol = Client::connect(addr, &small, None).await.unwrap();
+    assert_eq!(run(&mut carol, "one").await["type"], "agent_completed");
+    let refused = run(&mut carol, "two").await;
+    assert_eq!(refused["code"], "budget_exceeded", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("150 of 150 tokens"),
+        "{refused}"
+    );
+    let used = crate::support::http_client()
+        .get(format!("http://{addr}/v1/me/usage"))
+        .bearer_auth(&small)
+        .send()
+        .await
+        .unwrap();
+    let used: Value = used.json().await.unwrap();
+    assert_eq!(
+        used["tokens"],
+        json!({"used": 150, "limit": 150, "remaining": 0})
+    );
+    // A token without the claim gives the server's budget back.
+    let (_, plain) = http(addr, "GET", "/v1/me/usage", Some("carol")).await;
+    assert_eq!(plain["tokens"]["limit"], 10_000, "{plain}");
+    // A malformed claim is refused, naming it.
+    let bad = plan(json!({"tokens": -5}));
+    let refused = crate::support::http_client()
+        .get(format!("http://{addr}/v1/me/usage"))
+        .bearer_auth(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("agent_engine_budget"),
+        "{body}"
+    );
+    assert!(
+        Client::connect(addr, &bad, None).await.is_err(),
+        "the socket refuses it too"
+    );
+}

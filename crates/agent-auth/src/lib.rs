@@ -243,6 +243,15 @@ impl Auth {
 
     /// The user a token speaks for.
     pub async fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        self.verify_claims(token).await.map(|(user, _)| user)
+    }
+
+    /// The user a token speaks for, with all its claims (a server reads its own from them,
+    /// such as a per-user budget).
+    pub async fn verify_claims(
+        &self,
+        token: &str,
+    ) -> Result<(UserId, serde_json::Value), AuthError> {
         let header = match jsonwebtoken::decode_header(token) {
             Ok(header) => header,
             // An unknown `alg` (such as `none`) fails to parse as a header.
@@ -267,7 +276,8 @@ impl Auth {
             .get("sub")
             .and_then(|s| s.as_str())
             .ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
-        UserId::parse(sub).map_err(AuthError::InvalidSubject)
+        let user = UserId::parse(sub).map_err(AuthError::InvalidSubject)?;
+        Ok((user, data.claims))
     }
 
     /// A token for `user` valid for `ttl`.

@@ -137,6 +137,25 @@ pub(crate) struct Live {
     pub(crate) open_connections: Arc<AtomicUsize>,
 }
 
+impl Live {
+    /// The user a request's token speaks for, whose plan (a per-user budget in the token's
+    /// claims) the run service takes; the refusal says why not (an error message naming the
+    /// token's problem, or the malformed claim).
+    pub(crate) async fn user(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query: &std::collections::HashMap<String, String>,
+    ) -> Result<core_context::UserId, String> {
+        let (user, claims) = http_guard::bearer::authenticate_claims(&self.auth, headers, query)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.runs
+            .note_plan(&user, &claims)
+            .map_err(|refusal| refusal.message)?;
+        Ok(user)
+    }
+}
+
 impl FromRef<RouterState> for Live {
     fn from_ref(state: &RouterState) -> Self {
         let state = &state.0;

@@ -286,15 +286,11 @@ async fn ws_handler(
         live.metrics.refused(&code);
         refuse(status, code, message)
     };
-    let user = match authenticate(&live.auth, &headers, &query).await {
+    let user = match live.user(&headers, &query).await {
         Ok(user) => user,
-        Err(e) => {
-            tracing::info!(reason = %e, "refused a connection");
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthorized,
-                e.to_string(),
-            );
+        Err(reason) => {
+            tracing::info!(%reason, "refused a connection");
+            return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, reason);
         }
     };
     let resume = match ResumeParams::from_query(

@@ -4,18 +4,18 @@
 //! The caller is the history API's (`history_http::Caller`): a token, and a server with a
 //! store, where usage is counted.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use agent_protocol::ErrorCode;
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use http_guard::bearer::refuse;
-use run_service::RunService;
 use serde_json::json;
 
-use crate::app::RouterState;
+use crate::app::{Live, RouterState};
 use crate::history_http::Caller;
 
 /// The routes, by path (the router puts them behind the HTTP API's guard).
@@ -23,8 +23,16 @@ pub fn routes() -> [(&'static str, MethodRouter<RouterState>); 1] {
     [("/v1/me/usage", get(usage))]
 }
 
-async fn usage(Caller { user, .. }: Caller, State(runs): State<Arc<RunService>>) -> Response {
-    match runs.usage_report(&user).await {
+async fn usage(
+    Caller { user, .. }: Caller,
+    State(live): State<Live>,
+    headers: HeaderMap,
+) -> Response {
+    // The token's plan, if it carries one, is the user's budget from this request on.
+    if let Err(reason) = live.user(&headers, &HashMap::new()).await {
+        return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, reason);
+    }
+    match live.runs.usage_report(&user).await {
         Ok(report) => {
             let at = |ms: i64| {
                 jiff::Timestamp::from_millisecond(ms)

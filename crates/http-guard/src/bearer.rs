@@ -25,6 +25,15 @@ pub async fn authenticate(
     auth.verify(&bearer(headers, query)?).await
 }
 
+/// [`authenticate`], with the token's claims.
+pub async fn authenticate_claims(
+    auth: &Auth,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<(UserId, serde_json::Value), AuthError> {
+    auth.verify_claims(&bearer(headers, query)?).await
+}
+
 /// The token of a request: the `Authorization: Bearer` header, else `?token=` (for
 /// browsers, which cannot set headers on a WebSocket).
 fn bearer(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, AuthError> {

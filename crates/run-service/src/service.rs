@@ -27,7 +27,7 @@ use crate::paused_runs::Ending;
 use crate::recorder::Recorder;
 use crate::sessions::Sessions;
 use crate::tag::user_tag;
-use crate::usage::{Budget, Prices};
+use crate::usage::{Budget, Plan, Prices};
 
 /// What the run service counts: a run accepted (before the engine may start it), and a run
 /// refused after it was accepted. The server's metrics implement it (the run's queue wait).
@@ -136,6 +136,8 @@ pub struct RunService {
     multitask_default: Multitask,
     /// What each user's runs may spend per period.
     budget: Budget,
+    /// Users' own limits, from the claim of their latest token that carried one.
+    plans: parking_lot::Mutex<std::collections::HashMap<UserId, Plan>>,
     /// Set by graceful shutdown: no new runs.
     draining: AtomicBool,
 }
@@ -165,6 +167,7 @@ impl RunService {
             metrics,
             multitask_default: Multitask::Enqueue,
             budget: Budget::default(),
+            plans: parking_lot::Mutex::default(),
             draining: AtomicBool::new(false),
         }
     }
@@ -190,6 +193,29 @@ impl RunService {
     /// What each user's runs may spend per period.
     pub fn budget(&self) -> Budget {
         self.budget
+    }
+
+    /// What `user`'s runs may spend per period: the server's budget, or the limits of their
+    /// token's plan.
+    pub fn budget_for(&self, user: &UserId) -> Budget {
+        self.budget.with_plan(self.plans.lock().get(user).copied())
+    }
+
+    /// Takes `user`'s plan from the `claims` of the token of a request of theirs (a token
+    /// without the claim gives them the server's budget again). Refused, naming the claim,
+    /// when the claim is malformed.
+    pub fn note_plan(&self, user: &UserId, claims: &Value) -> Result<(), Refusal> {
+        let plan = Plan::from_claims(claims).map_err(|e| Refusal::new("unauthorized", e))?;
+        let mut plans = self.plans.lock();
+        match plan {
+            Some(plan) => {
+                plans.insert(user.clone(), plan);
+            }
+            None => {
+                plans.remove(user);
+            }
+        }
+        Ok(())
     }
 
     /// This service with `strategy` for messages into a busy thread that do not say

@@ -16,7 +16,7 @@ fn usd(micro: u64) -> f64 {
 impl RunService {
     /// `user`'s spending this period, against the budget.
     pub async fn usage_report(&self, user: &UserId) -> Result<UsageReport, Refusal> {
-        let budget = self.budget();
+        let budget = self.budget_for(user);
         let (start, resets) = budget.period.bounds(now_ms());
         let totals = match self.recorder() {
             Some(recorder) => recorder
@@ -42,7 +42,7 @@ impl RunService {
     /// Refuses a new run of `user`'s with `budget_exceeded` when their budget for this period
     /// is used up; the message says what is used, what is allowed and when it resets.
     pub(crate) async fn check_budget(&self, user: &UserId) -> Result<(), Refusal> {
-        if !self.budget().is_set() {
+        if !self.budget_for(user).is_set() {
             return Ok(());
         }
         let report = self.usage_report(user).await?;

@@ -145,6 +145,69 @@ impl Budget {
     pub fn is_set(&self) -> bool {
         self.tokens.is_some() || self.cost_micro_usd.is_some()
     }
+
+    /// This budget with a user's own limits (a token's [`PLAN_CLAIM`]) in place of the
+    /// server's.
+    pub fn with_plan(self, plan: Option<Plan>) -> Self {
+        let Some(plan) = plan else { return self };
+        Self {
+            tokens: plan.tokens.or(self.tokens),
+            cost_micro_usd: plan.cost_micro_usd.or(self.cost_micro_usd),
+            period: self.period,
+        }
+    }
+}
+
+/// The claim of a token that grants its user limits of their own (an identity provider's
+/// plans): `{"tokens": 500000, "cost_usd": 20}`, either or both; they replace the server's
+/// `--token-budget-per-user` and `--cost-budget-per-user` for that user from the request that
+/// carried it on.
+pub const PLAN_CLAIM: &str = "agent_engine_budget";
+
+/// A user's own limits, from their token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Tokens per period.
+    pub tokens: Option<u64>,
+    /// Millionths of a dollar per period.
+    pub cost_micro_usd: Option<u64>,
+}
+
+impl Plan {
+    /// The plan in a token's `claims`: `None` without [`PLAN_CLAIM`]; an error naming the
+    /// claim when it is not `{"tokens": N, "cost_usd": X}` (either or both, not negative).
+    pub fn from_claims(claims: &serde_json::Value) -> Result<Option<Self>, String> {
+        let Some(claim) = claims.get(PLAN_CLAIM) else {
+            return Ok(None);
+        };
+        let wrong = || {
+            format!(
+                "the token's {PLAN_CLAIM} claim must be an object like {{\"tokens\": 500000, \"cost_usd\": 20}} (either or both, not negative), got {claim}"
+            )
+        };
+        let fields = claim.as_object().ok_or_else(wrong)?;
+        if fields.keys().any(|k| k != "tokens" && k != "cost_usd") {
+            return Err(wrong());
+        }
+        let tokens = match fields.get("tokens") {
+            None => None,
+            Some(n) => Some(n.as_u64().ok_or_else(wrong)?),
+        };
+        let cost_micro_usd = match fields.get("cost_usd") {
+            None => None,
+            Some(usd) => {
+                let usd = usd
+                    .as_f64()
+                    .filter(|u| u.is_finite() && *u >= 0.0 && *u <= 1e9)
+                    .ok_or_else(wrong)?;
+                Some((usd * 1_000_000.0).round() as u64)
+            }
+        };
+        Ok(Some(Self {
+            tokens,
+            cost_micro_usd,
+        }))
+    }
 }
 
 /// The engine's usage meter: each model call counted once in the history, priced.
@@ -246,6 +309,44 @@ mod tests {
         );
         let monday = ms("2026-11-30T00:00:00Z");
         assert_eq!(Period::Week.bounds(monday).0, monday);
+    }
+
+    #[test]
+    fn a_plan_claim_replaces_the_servers_limits() {
+        let claims = |claim: serde_json::Value| serde_json::json!({"sub": "u", PLAN_CLAIM: claim});
+        let plan = Plan::from_claims(&claims(serde_json::json!({"tokens": 500, "cost_usd": 2.5})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (plan.tokens, plan.cost_micro_usd),
+            (Some(500), Some(2_500_000))
+        );
+        let server = Budget {
+            tokens: Some(100),
+            cost_micro_usd: Some(1),
+            period: Period::Week,
+        };
+        let only_tokens = Plan::from_claims(&claims(serde_json::json!({"tokens": 7}))).unwrap();
+        assert_eq!(
+            server.with_plan(only_tokens),
+            Budget {
+                tokens: Some(7),
+                ..server
+            }
+        );
+        assert_eq!(
+            Plan::from_claims(&serde_json::json!({"sub": "u"})),
+            Ok(None)
+        );
+        for bad in [
+            serde_json::json!(5),
+            serde_json::json!({"tokens": -1}),
+            serde_json::json!({"tokens": "5"}),
+            serde_json::json!({"usd": 5}),
+        ] {
+            let error = Plan::from_claims(&claims(bad.clone())).unwrap_err();
+            assert!(error.contains(PLAN_CLAIM), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ use ws_bridge::Subscription;
 
 use crate::app::Live;
 use agui_protocol::{ClientIds, Mapper};
-use http_guard::bearer::{authenticate, refuse};
+use http_guard::bearer::refuse;
 use server_metrics::Metrics;
 
 /// The largest request body: a `RunAgentInput` carries the conversation so far.
@@ -71,15 +71,9 @@ pub(crate) async fn run(
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let user = match authenticate(&live.auth, &headers, &HashMap::new()).await {
+    let user = match live.user(&headers, &HashMap::new()).await {
         Ok(user) => user,
-        Err(e) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthorized,
-                e.to_string(),
-            );
-        }
+        Err(reason) => return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, reason),
     };
     // A body over the limit is 413, anything else wrong with it 400.
     let input = match body
