@@ -18,6 +18,8 @@ sent at once and queued: it is answered after the answers before it. Commands:
   /input JSON         agent options for the next messages, a JSON object (/input alone: none)
   /new                start a new thread with the next message
   /approvals          list the tool calls that wait for your approval, in any thread
+  /usage              what your messages used this budget period, what your budget allows,
+                      and when it resets
   /quit               end the conversation (as Ctrl-D does)
   //text              send \"/text\" as a message
 Ctrl-C cancels the running answer. A tool call that needs your approval is asked about: y runs
@@ -39,6 +41,7 @@ pub(crate) enum Command<'a> {
     Input(Option<Map<String, Value>>),
     NewThread,
     Approvals,
+    Usage,
     Quit,
     /// A command that is not one, or a command's bad argument: what to tell the user.
     Wrong(String),
@@ -75,8 +78,9 @@ impl<'a> Command<'a> {
             },
             ("new", None) => Command::NewThread,
             ("approvals", None) => Command::Approvals,
+            ("usage", None) => Command::Usage,
             ("quit", None) => Command::Quit,
-            ("help" | "new" | "approvals" | "quit", Some(_)) => {
+            ("help" | "new" | "approvals" | "usage" | "quit", Some(_)) => {
                 Command::Wrong(format!("/{name} takes nothing after it"))
             }
             _ => Command::Wrong(format!(
@@ -110,6 +114,7 @@ mod tests {
             (r#"/input {"hang":true}"#, options(json!({"hang": true}))),
             ("/new", Command::NewThread),
             ("/approvals", Command::Approvals),
+            ("/usage", Command::Usage),
             ("/quit", Command::Quit),
             (
                 "/input [1]",
@@ -124,6 +129,10 @@ mod tests {
             (
                 "/approvals all",
                 Command::Wrong("/approvals takes nothing after it".into()),
+            ),
+            (
+                "/usage today",
+                Command::Wrong("/usage takes nothing after it".into()),
             ),
             (
                 "/etc",
@@ -204,6 +213,7 @@ mod tests {
             "/input",
             "/new",
             "/approvals",
+            "/usage",
             "/quit",
             "//",
         ] {

@@ -19,10 +19,12 @@
 //! running, a Ctrl-C stops waiting for the queued ones). Ctrl-C at an idle prompt clears the
 //! line (in a pipe, where there is no line to clear, it ends the input). A run that asks for
 //! approval of a tool call is asked about (`ask`), one call after the other, and goes on once
-//! decided. A few commands start with `/` (`command`): `/help` lists them.
+//! decided. A few commands start with `/` (`command`): `/help` lists them; `/usage` prints what
+//! the user's runs spent this budget period (`usage`). A message refused because the budget is
+//! used up (`budget_exceeded`) is said plainly, with when it resets.
 
 use agent_client::{Client, ClientError};
-use agent_protocol::StartAgent;
+use agent_protocol::{ErrorCode, StartAgent};
 use core_context::ThreadId;
 use core_context::approval::PendingCall;
 use core_context::multitask::Multitask;
@@ -39,6 +41,7 @@ use crate::prompt::{Line, Lines};
 use crate::runs::{Runs, Shown};
 use crate::terminal::{Caps, Output};
 use crate::timeline::Look;
+use crate::usage::{budget_refusal, usage_text};
 
 /// The editor's prompt.
 const PROMPT: &str = "> ";
@@ -70,7 +73,7 @@ struct Conversation<'a> {
 }
 
 /// Runs the conversation on `client` until Ctrl-D, the end of the input, or a lost server.
-/// `token` is the one the client connected with (for `/approvals`, over HTTP).
+/// `token` is the one the client connected with (for `/approvals` and `/usage`, over HTTP).
 pub(crate) async fn converse(
     client: &mut Client,
     args: &ChatArgs,
@@ -178,6 +181,7 @@ impl Conversation<'_> {
                 self.send(client, message, multitask).await?;
             }
             Command::Approvals => self.approvals().await,
+            Command::Usage => self.usage().await,
             Command::Quit => return Ok(Flow::Quit),
             Command::NewThread if !self.runs.is_idle() => self.out.note(
                 "/new waits until no answer runs or is queued in this thread: wait for them, \
@@ -204,6 +208,13 @@ impl Conversation<'_> {
         };
         let accepted = match client.start(request).await {
             Ok(accepted) => accepted,
+            Err(ClientError::Server {
+                code: ErrorCode::BudgetExceeded,
+                message,
+            }) => {
+                self.out.note(&budget_refusal(&message));
+                return Ok(());
+            }
             Err(ClientError::Server { code, message }) => {
                 self.out.note(&format!("not sent: {message} ({code})"));
                 return Ok(());
@@ -310,6 +321,15 @@ impl Conversation<'_> {
         self.out.note(said.trim_end());
     }
 
+    /// `/usage`: what the user's runs spent this budget period, and what the budget allows.
+    async fn usage(&mut self) {
+        let said = match agent_client::usage(&self.args.server, self.token).await {
+            Ok(usage) => usage_text(&usage),
+            Err(e) => format!("cannot show your usage: {e}"),
+        };
+        self.out.note(&said);
+    }
+
     /// A command other than a message.
     fn command(&mut self, command: Command<'_>) {
         let said = match command {
@@ -333,7 +353,11 @@ impl Conversation<'_> {
                 "the next message starts a new thread".to_owned()
             }
             Command::Wrong(why) => why,
-            Command::Empty | Command::Say(..) | Command::Approvals | Command::Quit => return,
+            Command::Empty
+            | Command::Say(..)
+            | Command::Approvals
+            | Command::Usage
+            | Command::Quit => return,
         };
         self.out.note(&said);
     }

@@ -24,7 +24,8 @@
 //!
 //! How events are printed is the `timeline` module (and `markdown` for a conversation's answer
 //! on a terminal), kept apart from IO and tested without a server, like `approval`, what is
-//! said and read about waiting calls, and `command`, what a line typed means; `terminal`
+//! said and read about waiting calls, `command`, what a line typed means, and `usage`, what
+//! `/usage` prints of `GET /v1/me/usage` (and a message refused for a spent budget); `terminal`
 //! decides what the terminal gets (on a terminal, printed above the line editor's prompt),
 //! `prompt` reads the conversation's lines. The command line is `args` ([`ChatArgs`], which
 //! the server's binary shows as its `chat` subcommand), the one error type `error`
@@ -34,7 +35,7 @@
 //! `agent-client`, like any other client. Its modules use each other downwards only; this root
 //! uses them, and none uses the root:
 //! - `conversation` uses `approval`, `args`, `ask`, `command`, `error`, `follow`, `prompt`,
-//!   `runs`, `terminal`, `timeline`;
+//!   `runs`, `terminal`, `timeline`, `usage`;
 //! - `oneshot` uses `approval`, `args`, `error`, `follow`, `terminal`, `timeline`;
 //! - `ask` uses `approval`, `args`, `error`, `follow`, `prompt`, `terminal`;
 //! - `runs` uses `error`, `follow`, `terminal`, `timeline`;
@@ -43,7 +44,7 @@
 //! - `timeline` uses `markdown` and `terminal`; `markdown` uses `terminal`, which makes agent
 //!   text safe to print;
 //! - `prompt` uses `error` and `terminal`; `terminal` uses `error`, `error` uses `args`;
-//!   `args` uses nothing of the crate.
+//!   `args` and `usage` use nothing of the crate.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod approval;
@@ -59,6 +60,7 @@ mod prompt;
 mod runs;
 mod terminal;
 mod timeline;
+mod usage;
 
 use agent_client::{Backoff, Client, ClientConfig};
 

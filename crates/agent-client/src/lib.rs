@@ -12,8 +12,9 @@
 //! why (`TooOld`, `EpochChanged`, `SeqAhead`) and the stream continues from the new position.
 //! Requests in flight when the socket dropped fail with [`ClientError::ConnectionLost`] and
 //! are never sent twice. [`get_dev_token`] gets a development token from a server that serves
-//! them, and [`pending_approvals`] lists the user's calls waiting for a decision (both over HTTP,
-//! the `dev-token` feature).
+//! them, [`pending_approvals`] lists the user's calls waiting for a decision, and [`usage()`]
+//! says what the user's runs spent this budget period and what their budget allows (all over
+//! HTTP, the `dev-token` feature).
 //!
 //! ```no_run
 //! use agent_client::{Client, StreamItem, get_dev_token};
@@ -65,6 +66,8 @@ mod requests;
 mod sequence;
 mod stream;
 mod url;
+#[cfg(feature = "dev-token")]
+mod usage;
 
 #[cfg(test)]
 mod scripted_server_tests;
@@ -78,3 +81,5 @@ pub use config::ClientConfig;
 pub use dev_token::get_dev_token;
 pub use error::ClientError;
 pub use stream::{Notice, RunAccepted, StreamItem};
+#[cfg(feature = "dev-token")]
+pub use usage::{Allowance, Usage, usage};

@@ -40,6 +40,8 @@ const APPROVALS_SCRIPT: &str = include_str!("../static/approvals.js");
 /// The page's messages into a busy thread (`/static/multitask.js`: queued, interrupting,
 /// steering), kept apart from `app.js`.
 const MULTITASK_SCRIPT: &str = include_str!("../static/multitask.js");
+/// The page's usage line (`/static/usage.js`: `GET /v1/me/usage` under the composer).
+const USAGE_SCRIPT: &str = include_str!("../static/usage.js");
 
 /// The page's markdown renderer and HTML sanitizer, vendored unchanged from npm (versions,
 /// licences and checksums in `static/vendor/README.md`).
@@ -104,6 +106,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { own("text/javascript; charset=utf-8", MULTITASK_SCRIPT) }),
         )
         .route(
+            "/static/usage.js",
+            get(|| async { own("text/javascript; charset=utf-8", USAGE_SCRIPT) }),
+        )
+        .route(
             "/static/app.css",
             get(|| async { own("text/css; charset=utf-8", CHAT_STYLE) }),
         )
@@ -137,7 +143,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The routes a client can use, for the 404 of an unknown one.
-const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /tools, GET /static/app.js, GET /static/approvals.js, GET /static/multitask.js, GET /static/app.css, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, POST /agui/{agent}, GET /health, GET /healthz, GET /readyz, \
+const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /tools, GET /static/app.js, GET /static/approvals.js, GET /static/multitask.js, GET /static/usage.js, GET /static/app.css, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, POST /agui/{agent}, GET /health, GET /healthz, GET /readyz, \
     GET /version, GET /metrics, GET /v1/threads, GET /v1/threads/{thread_id}, PATCH /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
     GET /v1/runs/{run_id}, GET /v1/approvals, GET /v1/me/usage, POST /v1/runs/{run_id}/approvals/{tool_call_id}, POST /dev/token (only without a configured secret)";
 

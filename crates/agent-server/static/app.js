@@ -29,11 +29,13 @@ const PLAIN = {
   internal_error: "The server failed to start the answer. Try again.",
   thread_busy: "This conversation is still answering, and this server does not queue messages. Send again when the answer ends, or press \u201cSend now (interrupt)\u201d to stop it and send this message.",
   thread_waiting_for_approval: "This conversation waits for your decision on a tool call. Decide it above, or press \u201cSend now (interrupt)\u201d to stop that answer and send this message.",
+  budget_exceeded: "Your usage budget on this server is used up. Your message is still here: send it again once the budget resets.",
 };
 // Refusals that are no fault: the message waits in the composer until the thread can take it,
 // and the notice says all there is (the server's own words speak of the protocol).
 const BUSY = new Set(["thread_busy", "thread_waiting_for_approval"]);
-const plain = (f) => (BUSY.has(f.code) ? PLAIN[f.code] : `${PLAIN[f.code] || "The server refused this message."} (${f.message})`);
+// A spent budget is said by usage.js, with when it resets in the reader's time.
+const plain = (f) => (BUSY.has(f.code) ? PLAIN[f.code] : (f.code === "budget_exceeded" && usageHook("refused", f)) || `${PLAIN[f.code] || "The server refused this message."} (${f.message})`);
 
 // A notice at the top; all but errors go by themselves after a while.
 function notice(text, kind) {
@@ -65,10 +67,13 @@ function timeEl(ms, text) {
 }
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
 const json = (v) => { const p = el("pre", "json"); p.textContent = JSON.stringify(v, null, 2); return p; };
-// Tool-call approvals live in approvals.js (window.approvals), and messages sent into a busy
-// thread (queued, steered) in multitask.js (window.multitask); without them the page still works.
+// Tool-call approvals live in approvals.js (window.approvals), messages sent into a busy
+// thread (queued, steered) in multitask.js (window.multitask), and the usage line in usage.js
+// (window.usage); without them the page still works.
 function approvalHook(hook, ...args) { const a = window.approvals; return a && a[hook] ? a[hook](...args) : undefined; }
 function multitaskHook(hook, ...args) { const m = window.multitask; return m && m[hook] ? m[hook](...args) : undefined; }
+// What the user's runs used this budget period: the line under the composer (usage.js).
+function usageHook(hook, ...args) { const u = window.usage; return u && u[hook] ? u[hook](...args) : undefined; }
 
 // Markdown, sanitized: marked renders, with any raw HTML in the answer shown as text (a
 // model that writes `<script>` shows `<script>`), and DOMPurify keeps only safe HTML of what
@@ -126,6 +131,7 @@ async function signIn(token, devUser) {
   $("token").value = "";
   await loadAgents();
   connect();
+  usageHook("refresh");
   $("message").focus();
   return true;
 }
@@ -139,6 +145,7 @@ function signOut(reason) {
   state.requests.clear();
   $("threads").replaceChildren();
   approvalHook("reset");
+  usageHook("reset");
   clearNotices();
   composerNotice("");
   showSignIn(reason);
@@ -246,7 +253,7 @@ function onFrame(f) {
       const mine = f.request_id ? state.requests.has(f.request_id) : state.requests.size > 0;
       if (mine) {
         if (f.request_id) state.requests.delete(f.request_id); else state.requests.clear();
-        composerNotice(plain(f), BUSY.has(f.code) ? "busy" : null);
+        composerNotice(plain(f), BUSY.has(f.code) ? "busy" : f.code === "budget_exceeded" ? "budget" : null);
         // The page never asks for `reject`: this server refuses by default what the page queues.
         if (f.code === "thread_busy") { state.defaultRejects = true; multitaskHook("composer"); }
         $("message").focus();
@@ -558,6 +565,8 @@ function onEvent(e) {
   if (e.seq !== state.lastSeq + 1) stats.gaps += 1;
   state.lastSeq = e.seq;
   stats.events += 1;
+  // A run of the user's ended (in any thread): what it used shows in the usage line.
+  if (!e.parent_run_id && TERMINAL.has(e.type)) usageHook("soon");
   if (state.parked) state.parked.push(e);
   else render(e, e.seq);
 }
@@ -636,6 +645,7 @@ function render(e, seq) {
   if (e.type === "tool_executing" || e.type === "tool_completed") approvalHook("followUp", run, e);
   if (!e.parent_run_id && LIFECYCLE.has(e.type)) multitaskHook("composer");
 }
+const TERMINAL = new Set(["agent_completed", "agent_error", "agent_cancelled"]);
 // The events after which a thread may have become busy or free (the composer says which).
 const LIFECYCLE = new Set(["agent_started", "agent_completed", "agent_error", "agent_cancelled", "approval_requested", "approval_resolved"]);
 // What a cancelled run's state says, by who ended it (and whether it had begun).

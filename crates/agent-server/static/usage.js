@@ -1,0 +1,125 @@
+// The chat page's usage line, served as /static/usage.js and loaded after app.js, whose helpers
+// (el, state, authHeaders, …) it uses: under the composer, a quiet line with what the user's
+// runs used this budget period (GET /v1/me/usage), with the budget and when it resets when the
+// server sets one, shown as a warning from 80% of a limit on. It is fetched after sign-in and
+// once after runs end (debounced: a burst of endings asks once), and stays hidden on a server
+// that counts no usage (no history store: the endpoint answers 404), with nothing said. A new
+// message refused with `budget_exceeded` gets a plain notice by the composer saying when the
+// budget resets; the message stays typed.
+// app.js calls in through window.usage, so a page without this script still works.
+"use strict";
+(() => {
+  // How long after a run ends the line is fetched again (more endings meanwhile wait with it).
+  const SETTLE_MS = 700;
+  // From this share of a limit on, the line is a warning.
+  const WARN_AT = 0.8;
+  const stats = { fetches: 0, shown: 0 };
+  const usage = { off: false, timer: null, resetTimer: null, generation: 0, last: null };
+
+  const count = (n) => Math.round(n).toLocaleString();
+  // Dollars: cents, or four places below a cent (a few cheap calls are not "$0.00").
+  const dollars = (n) => (n > 0 && n < 0.01 ? `$${n.toFixed(4)}` : `$${n.toFixed(2)}`);
+  const THIS = { day: "today", week: "this week", month: "this month" };
+  const thisPeriod = (p) => THIS[p] || `this ${p}`;
+  // When the period ends, in the reader's time: a date, and the time too for a daily budget.
+  function resetsText(iso, period) {
+    const at = new Date(iso);
+    if (Number.isNaN(at.getTime())) return iso;
+    if (period === "day") return at.toLocaleString(undefined, { weekday: "short", hour: "2-digit", minute: "2-digit" });
+    return at.toLocaleDateString(undefined, { month: "short", day: "numeric" });
+  }
+  // The share of the most used limit (0 without one), and whether one is used up.
+  function pressure(u) {
+    let share = 0, out = false;
+    for (const part of [u.tokens, u.cost_usd]) {
+      if (!part || part.limit === null || part.limit === undefined) continue;
+      share = Math.max(share, part.limit > 0 ? part.used / part.limit : 1);
+      if (part.remaining !== null && part.remaining <= 0) out = true;
+    }
+    return { share, out };
+  }
+  // What the line says for a /v1/me/usage answer; "" when there is nothing to say (nothing
+  // used, no budget). Cost shows when a limit is set or some call was priced.
+  function text(u) {
+    const tokens = u.tokens || {}, cost = u.cost_usd || {};
+    const tokenLimit = tokens.limit !== null && tokens.limit !== undefined;
+    const costLimit = cost.limit !== null && cost.limit !== undefined;
+    const priced = (u.calls || 0) > (u.unpriced_calls || 0);
+    if (!tokenLimit && !costLimit && !u.calls) return "";
+    const parts = [];
+    if (tokenLimit) parts.push(`${count(tokens.used)} of ${count(tokens.limit)} tokens`);
+    else parts.push(`${count(tokens.used || 0)} tokens`);
+    if (costLimit) parts.push(`${dollars(cost.used)} of ${dollars(cost.limit)}`);
+    else if (priced) parts.push(dollars(cost.used || 0));
+    let line = tokenLimit || costLimit ? `${parts.join(" and ")} ${thisPeriod(u.period)}` : `Used ${parts.join(" · ")} ${thisPeriod(u.period)}`;
+    const { out } = pressure(u);
+    if (out) line += ": used up";
+    if (tokenLimit || costLimit) line += ` · resets ${resetsText(u.resets_at, u.period)}`;
+    return line;
+  }
+
+  function paint(u) {
+    const line = $("usage");
+    const said = text(u);
+    const { share, out } = pressure(u);
+    line.textContent = said;
+    line.hidden = !said;
+    if (out) line.dataset.level = "out";
+    else if (share >= WARN_AT) line.dataset.level = "warn";
+    else delete line.dataset.level;
+    line.title = said ? `${u.calls} model call(s) ${thisPeriod(u.period)}${u.unpriced_calls ? `, ${u.unpriced_calls} of them without a price (counted in tokens only)` : ""}` : "";
+    if (said) stats.shown += 1;
+  }
+
+  // Fetches the line now. A server without a store answers 404: the line stays hidden and is
+  // not asked for again until the next sign-in; any other failure keeps what the line showed.
+  async function refresh() {
+    clearTimeout(usage.timer);
+    usage.timer = null;
+    if (usage.off || !state.token) return;
+    const generation = ++usage.generation;
+    stats.fetches += 1;
+    const res = await fetch("/v1/me/usage", { headers: authHeaders() }).catch(() => null);
+    if (generation !== usage.generation) return;
+    if (res && res.status === 404) { usage.off = true; $("usage").hidden = true; return; }
+    if (!res || !res.ok) return;
+    const u = await res.json().catch(() => null);
+    if (!u || generation !== usage.generation) return;
+    usage.last = u;
+    paint(u);
+    // A new period begins while the page is open: the line starts over by itself.
+    clearTimeout(usage.resetTimer);
+    const wait = Date.parse(u.resets_at) - Date.now();
+    if (wait > 0 && wait < 86400000) usage.resetTimer = setTimeout(refresh, wait + 1000);
+  }
+  // A run of the user's ended: fetch once things settle.
+  function soon() {
+    if (usage.off || !state.token) return;
+    clearTimeout(usage.timer);
+    usage.timer = setTimeout(refresh, SETTLE_MS);
+  }
+  function reset() {
+    clearTimeout(usage.timer);
+    clearTimeout(usage.resetTimer);
+    Object.assign(usage, { off: false, timer: null, resetTimer: null, last: null });
+    usage.generation += 1;
+    $("usage").hidden = true;
+    $("usage").textContent = "";
+    delete $("usage").dataset.level;
+  }
+
+  // The notice for a message refused with `budget_exceeded`: the server's words with the reset
+  // time in the reader's time, and what to do. The line is fetched again too.
+  function refused(f) {
+    refresh();
+    const m = /^(.*?);? it resets at (\S+?)\.?$/.exec(f.message || "");
+    const at = m ? new Date(m[2]) : null;
+    const what = m ? m[1] : f.message || "your budget on this server is used up";
+    const when = at && !Number.isNaN(at.getTime()) ? ` It resets ${at.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" })}.` : "";
+    const said = what.charAt(0).toUpperCase() + what.slice(1);
+    return `${said}.${when} Your message is still here: send it again once the budget resets, or ask the server's operator for a larger budget.`;
+  }
+
+  // The last answer and whether the server counts usage at all, for the browser tests.
+  window.usage = { refresh, soon, reset, refused, text, stats, get last() { return usage.last; }, get off() { return usage.off; } };
+})();
