@@ -231,12 +231,9 @@ impl AppState {
         if config.synthetic_agent {
             agents::synthetic::register(&mut registry)?;
         }
-        let model_stats = match &config.llm {
-            Some(llm) => {
-                Some(llm_agent::register(&mut registry, llm.clone()).map_err(ServeError::Llm)?)
-            }
-            None => None,
-        };
+        let model_stats = (config.llm.as_ref())
+            .map(|llm| llm_agent::register(&mut registry, llm.clone()).map_err(ServeError::Llm))
+            .transpose()?;
         for tool in &config.tools.tools {
             registry.register_shared_tool(Arc::clone(tool))?;
         }
@@ -259,6 +256,9 @@ impl AppState {
         let bridge = AgentWebSocketBridge::with_broker(config.bridge.clone(), broker);
         let recorder = recorder.map(Arc::new);
         let metrics = Arc::new(Metrics::new());
+        if let Some(llm) = &config.llm {
+            metrics.know_model(&llm.model);
+        }
         let sink = Arc::new(ServerSink {
             live: bridge.clone(),
             history: recorder.as_ref().map(|r| r.writer().clone()),

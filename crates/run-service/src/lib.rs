@@ -31,6 +31,7 @@
 pub mod approvals;
 pub mod cluster;
 mod cluster_slots;
+pub mod counter;
 pub mod paused_runs;
 pub mod recorder;
 pub mod service;

@@ -13,8 +13,8 @@ use core_context::{RunId, RunScope, UserId};
 use history::ModelUsage;
 use serde::Serialize;
 
+use crate::counter::RunCounter;
 use crate::recorder::{Recorder, now_ms};
-use crate::service::RunCounter;
 
 /// A calendar period in UTC over which a budget counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -388,6 +388,20 @@ impl Metrics {
         );
     }
 
+    /// The series of `model`'s usage exist from the start at 0 (the configured model), so
+    /// `rate()` and `increase()` see its first call.
+    pub fn know_model(&self, model: &str) {
+        for kind in ["prompt", "completion", "cached"] {
+            let _ = self.usage_tokens.get_or_create(&ModelTokens {
+                model: model.to_owned(),
+                kind,
+            });
+        }
+        let _ = self.usage_cost.get_or_create(&ModelLabel {
+            model: model.to_owned(),
+        });
+    }
+
     /// A connection was accepted.
     pub fn connection_opened(&self) {
         self.connections_opened.inc();
