@@ -409,11 +409,16 @@ impl ClusterRuns {
         let channel = self.key(&format!("node:{node}"));
         let _receivers: u64 = redis::cmd("PUBLISH")
             .arg(channel)
-            .arg(format!(
-                "cancel\n{}\n{run}\n{}",
-                user.as_str(),
-                reason.replace('\n', " ")
-            ))
+            .arg(if reason == USER_CANCELLED {
+                // What nodes of the previous version read too.
+                format!("cancel\n{}\n{run}", user.as_str())
+            } else {
+                format!(
+                    "cancel\n{}\n{run}\n{}",
+                    user.as_str(),
+                    reason.replace('\n', " ")
+                )
+            })
             .query_async(&mut conn)
             .await
             .map_err(|e| broker_error(&e))?;
@@ -521,3 +526,41 @@ fn parse_cancel(text: &str) -> Option<CancelRequest> {
 
 /// The `agent_cancelled` reason of a run its user cancelled.
 pub const USER_CANCELLED: &str = "cancelled by the user";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_messages_are_cancels_with_a_reason_or_messages_for_a_run() {
+        let cancel = |text: &str| match parse_node_request(text.as_bytes()) {
+            Some(NodeRequest::Cancel(request)) => Some(request.reason),
+            _ => None,
+        };
+        // From a node of the previous version: cancelled by the user.
+        assert_eq!(
+            cancel("cancel\nalice\nrun_1").as_deref(),
+            Some(USER_CANCELLED)
+        );
+        assert_eq!(
+            cancel("cancel\nalice\nrun_1\ninterrupted").as_deref(),
+            Some("interrupted")
+        );
+        assert_eq!(cancel("cancel\nalice\nrun_1\na\nb"), None);
+        assert_eq!(cancel("stop\nalice\nrun_1"), None);
+        let steer = SteerRequest {
+            user: UserId::parse("alice").unwrap(),
+            run_id: RunId::parse("run_1").unwrap(),
+            thread_id: ThreadId::parse("thr_1").unwrap(),
+            agent: "llm".into(),
+            message: "two\nlines".into(),
+        };
+        let text = format!("steer\n{}", serde_json::to_string(&steer).unwrap());
+        assert_eq!(
+            parse_node_request(text.as_bytes()),
+            Some(NodeRequest::Steer(steer))
+        );
+        assert_eq!(parse_node_request(b"steer\n{not json"), None);
+    }
+}

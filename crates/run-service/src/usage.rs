@@ -1,5 +1,5 @@
 //! What users' runs spend: each model call's usage counted once in the history
-//! ([`UsageBook`], the engine's `UsageMeter`), priced by the configured price table
+//! (`UsageBook`, the engine's `UsageMeter`), priced by the configured price table
 //! ([`Prices`]), and the per-user budgets per calendar period ([`Budget`], [`Period`]) that a
 //! new run is checked against and `GET /v1/me/usage` reports ([`UsageReport`], from
 //! [`RunService::usage_report`](crate::RunService::usage_report)).
