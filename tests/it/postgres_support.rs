@@ -91,7 +91,7 @@ impl PostgresServer {
                 return server;
             }
         }
-        panic!("postgres did not start on any of 5 free ports");
+        panic!("postgres did not start in 5 tries (initdb or the server failed; see above)");
     }
 
     fn try_start(tls: Option<(&Path, bool)>) -> Option<Self> {
@@ -101,7 +101,12 @@ impl PostgresServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let dir = std::env::temp_dir().join(format!("agent-it-pg-{}-{port}", std::process::id()));
+        // Unique even when the OS hands the same free port to two tests in a row.
+        let dir = std::env::temp_dir().join(format!(
+            "agent-it-pg-{}-{port}-{}",
+            std::process::id(),
+            core_context::RunId::generate().as_str()
+        ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the temp dir");
@@ -111,9 +116,17 @@ impl PostgresServer {
             .arg("-D")
             .arg(&data)
             .args(["-A", "trust", "-U", "postgres", "--no-sync"])
-            .status()
+            .output()
             .expect("run initdb");
-        assert!(status.success(), "initdb failed in {dir:?}");
+        if !status.status.success() {
+            // Say why, and try again (the loop above gives up after 5 tries).
+            eprintln!(
+                "initdb failed in {dir:?}: {}",
+                String::from_utf8_lossy(&status.stderr)
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        }
         let mut postgres = command(bin.join("postgres"), user);
         postgres
             .arg("-D")
