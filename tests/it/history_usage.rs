@@ -216,3 +216,18 @@ async fn counts_past_the_stored_range_are_refused_not_wrapped() {
         assert!(store.run_usage(&fay, &run).await.is_err(), "{kind}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_older_than_its_retention_is_erased_for_every_user() {
+    let stores = stores().await;
+    for (kind, store) in &stores.list {
+        let (gus, hal, run) = (user("gus"), user("hal"), RunId::generate());
+        for (n, who, at) in [("1", &gus, 100), ("2", &hal, 900), ("3", &gus, 1_500)] {
+            assert!(record(store, &call(n, who, &run, (10, 5), None, at)).await);
+        }
+        assert_eq!(store.prune_usage(1_000).await.unwrap(), 2, "{kind}");
+        assert_eq!(since(store, &gus, 0).await.calls, 1, "{kind}");
+        assert_eq!(since(store, &hal, 0).await.calls, 0, "{kind}");
+        assert_eq!(store.prune_usage(1_000).await.unwrap(), 0, "{kind}");
+    }
+}

@@ -11,9 +11,9 @@
 //! - [`UsageStore`] (a part of every [`HistoryStore`]) keeps what each model call used
 //!   (migration 6, the `model_usage` table: one row per call id, so a call is counted once
 //!   across nodes too) and sums a user's usage since a time or of a run, for budgets. No
-//!   foreign key ties a usage row to its run or thread, and nothing erases it: deleting a run
-//!   or a thread and retention ([`HistoryStore::prune`]) leave it, since a budget counts what
-//!   was spent.
+//!   foreign key ties a usage row to its run or thread: deleting a run or a thread and the
+//!   threads' retention ([`HistoryStore::prune`]) leave it, since a budget counts what was
+//!   spent; old usage has a retention of its own ([`UsageStore::prune_usage`]).
 //! - [`HistoryWriter`] keeps writes off the live path: a bounded queue that a task drains in
 //!   batches, one transaction each. A full queue or a failing database is logged and counted
 //!   ([`WriterStats`]); the live stream never waits on it.

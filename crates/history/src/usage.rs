@@ -70,4 +70,12 @@ pub trait UsageStore: Send + Sync {
 
     /// The totals of `user`'s run `run`: zeros for another user's run or one that made no call.
     async fn run_usage(&self, user: &UserId, run: &RunId) -> Result<UsageTotals, HistoryError>;
+
+    /// Erases the calls made before `before_ms` (every user's); how many. The server keeps
+    /// usage longer than any budget period (see `run_service`'s recorder). A store that keeps
+    /// no usage erases nothing.
+    async fn prune_usage(&self, before_ms: i64) -> Result<u64, HistoryError> {
+        let _ = before_ms;
+        Ok(0)
+    }
 }

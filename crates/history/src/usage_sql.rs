@@ -83,6 +83,15 @@ impl UsageStore for SqlStore {
         Ok(inserted > 0)
     }
 
+    async fn prune_usage(&self, before_ms: i64) -> Result<u64, HistoryError> {
+        let erased = sqlx::query("DELETE FROM model_usage WHERE at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(erased)
+    }
+
     async fn usage_since(&self, user: &UserId, since_ms: i64) -> Result<UsageTotals, HistoryError> {
         let row = sqlx::query(&format!("{TOTALS}at_ms >= $2"))
             .bind(user.as_str())

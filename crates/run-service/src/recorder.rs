@@ -20,6 +20,10 @@ pub const MAX_TURNS: usize = 20;
 /// See [`MAX_TURNS`].
 pub const MAX_TURN_BYTES: usize = 32 * 1024;
 
+/// Model usage is kept at least this long (two months: more than the longest budget period),
+/// or as long as threads (`--history-max-age`) when that is longer.
+pub const USAGE_KEPT: Duration = Duration::from_secs(62 * 24 * 3600);
+
 /// How often a node says it is alive and looks for runs of stopped nodes.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A node not seen for this long is taken as stopped (its running runs are interrupted).
@@ -197,13 +201,20 @@ impl Recorder {
 
     /// Erases threads older than `max_age` and each user's past `max_threads`.
     pub async fn prune(&self, max_age: Duration, max_threads: u64) {
-        let before = now_ms() - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
-        match self.store.prune(before, max_threads).await {
+        let ms = |age: Duration| now_ms() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        match self.store.prune(ms(max_age), max_threads).await {
             Ok(0) => {}
             Ok(threads) => {
                 tracing::info!(threads, "history: erased threads past the retention limits")
             }
             Err(error) => tracing::warn!(%error, "history: cannot apply the retention limits now"),
+        }
+        // Model usage is kept as long as threads, and at least USAGE_KEPT: longer than any
+        // budget period, whose count must not lose a call (erased threads keep their usage).
+        match self.store.prune_usage(ms(max_age.max(USAGE_KEPT))).await {
+            Ok(0) => {}
+            Ok(calls) => tracing::info!(calls, "history: erased model usage past its retention"),
+            Err(error) => tracing::warn!(%error, "history: cannot erase old model usage now"),
         }
     }
 
