@@ -302,7 +302,10 @@ async fn llm_server(dir: &TempDir, model: &Model) -> agent_server::server::Runni
 
 /// Starts an `llm` run in a new thread and reads until its first streamed chunk; with the
 /// run's frames so far.
-async fn started_answering(alice: &mut Client, message: &str) -> (String, String, Vec<Value>) {
+pub(crate) async fn started_answering(
+    alice: &mut Client,
+    message: &str,
+) -> (String, String, Vec<Value>) {
     alice.send(ask("llm", message, json!({}), None, None)).await;
     let accepted = alice.reply().await;
     let run = run_id(&accepted);

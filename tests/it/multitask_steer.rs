@@ -11,7 +11,7 @@ use llm_agent::LlmConfig;
 use serde_json::{Value, json};
 
 use crate::llm::{DONE, Model, Piece, Reply, content};
-use crate::multitask::{ask, long, one_at_a_time, until_ended};
+use crate::multitask::{ask, long, one_at_a_time, started_answering, until_ended};
 use crate::redis_support::RedisServer;
 use crate::server_support::{Client, start_server};
 
@@ -170,21 +170,7 @@ async fn a_message_the_run_never_took_starts_a_run_of_its_own() {
     let model = Model::start(replies()).await;
     let server = llm_node(&model, None, 1).await;
     let mut alice = Client::user(server.addr(), "alice").await;
-    alice
-        .send(ask("llm", "How warm is it?", json!({}), None, None))
-        .await;
-    let accepted = alice.reply().await;
-    let a = accepted["run_id"].as_str().unwrap().to_owned();
-    let thread = accepted["thread_id"].as_str().unwrap().to_owned();
-    let mut frames = Vec::new();
-    loop {
-        let frame = alice.next().await;
-        let chunk = frame["run_id"] == a.as_str() && frame["type"] == "agent_response_chunk";
-        frames.push(frame);
-        if chunk {
-            break;
-        }
-    }
+    let (a, thread, mut frames) = started_answering(&mut alice, "How warm is it?").await;
     alice
         .send(ask(
             "llm",
@@ -242,21 +228,7 @@ async fn a_message_queued_behind_a_run_that_pauses_waits_for_it() {
     .await;
     let addr = server.addr();
     let mut alice = Client::user(addr, "alice").await;
-    alice
-        .send(ask("llm", "What is 12*7?", json!({}), None, None))
-        .await;
-    let accepted = alice.reply().await;
-    let a = accepted["run_id"].as_str().unwrap().to_owned();
-    let thread = accepted["thread_id"].as_str().unwrap().to_owned();
-    let mut frames = Vec::new();
-    loop {
-        let frame = alice.next().await;
-        let chunk = frame["run_id"] == a.as_str() && frame["type"] == "agent_response_chunk";
-        frames.push(frame);
-        if chunk {
-            break;
-        }
-    }
+    let (a, thread, mut frames) = started_answering(&mut alice, "What is 12*7?").await;
     alice
         .send(ask(
             "synthetic",

@@ -28,8 +28,10 @@ use crate::run::{RunControl, RunHandle, RunOutcome};
 use crate::slots::{Claim, RunSlots, ThreadRule};
 use crate::stats::{Counters, EngineStats};
 
-/// What an engine shares with the user's other engines: their run slots, and where runs
-/// that pause for approval are saved.
+/// What an engine shares with the user's other engines and the server: their run slots,
+/// where runs that pause for approval are saved, how a run is settled before its slot goes
+/// back, and where model usage goes.
+#[derive(Clone)]
 pub(crate) struct Seams {
     pub(crate) slots: Arc<dyn RunSlots>,
     pub(crate) paused: Option<Arc<dyn PausedRuns>>,

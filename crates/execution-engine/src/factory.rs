@@ -33,10 +33,7 @@ struct FactoryInner {
     registry: Arc<AgentRegistry>,
     sink: Arc<dyn EventSink>,
     config: Arc<EngineConfig>,
-    slots: Arc<dyn RunSlots>,
-    paused: Option<Arc<dyn PausedRuns>>,
-    settle: Option<Arc<dyn RunSettle>>,
-    meter: Option<Arc<dyn UsageMeter>>,
+    seams: Seams,
     users: Mutex<HashMap<UserId, UserEntry>>,
 }
 
@@ -100,10 +97,29 @@ impl ExecutionEngineFactory {
                 registry,
                 sink: bridge,
                 config: Arc::new(config),
-                slots,
-                paused: None,
-                settle: None,
-                meter: None,
+                seams: Seams {
+                    slots,
+                    paused: None,
+                    settle: None,
+                    meter: None,
+                },
+                users: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// This factory with its seams changed by `change` (a fresh factory: engines made
+    /// earlier keep the seams they were made with).
+    fn with_seams(self, change: impl FnOnce(&mut Seams)) -> Self {
+        let inner = &self.inner;
+        let mut seams = inner.seams.clone();
+        change(&mut seams);
+        Self {
+            inner: Arc::new(FactoryInner {
+                registry: Arc::clone(&inner.registry),
+                sink: Arc::clone(&inner.sink),
+                config: Arc::clone(&inner.config),
+                seams,
                 users: Mutex::new(HashMap::new()),
             }),
         }
@@ -114,67 +130,31 @@ impl ExecutionEngineFactory {
     /// it before making engines: engines made earlier keep no paused runs.
     #[must_use]
     pub fn with_paused_runs(self, store: Arc<dyn PausedRuns>) -> Self {
-        let inner = &self.inner;
-        Self {
-            inner: Arc::new(FactoryInner {
-                registry: Arc::clone(&inner.registry),
-                sink: Arc::clone(&inner.sink),
-                config: Arc::clone(&inner.config),
-                slots: Arc::clone(&inner.slots),
-                paused: Some(store),
-                settle: inner.settle.clone(),
-                meter: inner.meter.clone(),
-                users: Mutex::new(HashMap::new()),
-            }),
-        }
+        self.with_seams(|seams| seams.paused = Some(store))
     }
 
     /// This factory with runs settled by `settle` between their terminal event and their
     /// slot going back (see [`RunSettle`]). Call it before making engines.
     #[must_use]
     pub fn with_settle(self, settle: Arc<dyn RunSettle>) -> Self {
-        let inner = &self.inner;
-        Self {
-            inner: Arc::new(FactoryInner {
-                registry: Arc::clone(&inner.registry),
-                sink: Arc::clone(&inner.sink),
-                config: Arc::clone(&inner.config),
-                slots: Arc::clone(&inner.slots),
-                paused: inner.paused.clone(),
-                settle: Some(settle),
-                meter: inner.meter.clone(),
-                users: Mutex::new(HashMap::new()),
-            }),
-        }
+        self.with_seams(|seams| seams.settle = Some(settle))
     }
 
     /// This factory with every run's model usage reported to `meter` (see
     /// [`UsageMeter`]). Call it before making engines.
     #[must_use]
     pub fn with_meter(self, meter: Arc<dyn UsageMeter>) -> Self {
-        let inner = &self.inner;
-        Self {
-            inner: Arc::new(FactoryInner {
-                registry: Arc::clone(&inner.registry),
-                sink: Arc::clone(&inner.sink),
-                config: Arc::clone(&inner.config),
-                slots: Arc::clone(&inner.slots),
-                paused: inner.paused.clone(),
-                settle: inner.settle.clone(),
-                meter: Some(meter),
-                users: Mutex::new(HashMap::new()),
-            }),
-        }
+        self.with_seams(|seams| seams.meter = Some(meter))
     }
 
     /// Whether runs can pause for approval ([`with_paused_runs`](Self::with_paused_runs)).
     pub fn keeps_paused_runs(&self) -> bool {
-        self.inner.paused.is_some()
+        self.inner.seams.paused.is_some()
     }
 
     /// The users' run slots.
     pub fn slots(&self) -> &Arc<dyn RunSlots> {
-        &self.inner.slots
+        &self.inner.seams.slots
     }
 
     /// The factory's settings.
@@ -222,12 +202,7 @@ impl ExecutionEngineFactory {
             Arc::clone(&self.inner.registry),
             Arc::clone(&self.inner.sink),
             Arc::clone(config),
-            Seams {
-                slots: Arc::clone(&self.inner.slots),
-                paused: self.inner.paused.clone(),
-                settle: self.inner.settle.clone(),
-                meter: self.inner.meter.clone(),
-            },
+            self.inner.seams.clone(),
         );
         entry.engines.push(engine.clone());
         Ok(engine)
@@ -303,7 +278,7 @@ impl ExecutionEngineFactory {
 
     /// Counts of users, engines and runs.
     pub fn stats(&self) -> FactoryStats {
-        let load = self.inner.slots.load();
+        let load = self.inner.seams.slots.load();
         let users = self.inner.users.lock();
         let mut stats = FactoryStats {
             users: users.len(),
