@@ -14,9 +14,11 @@ use crate::llm::{DONE, Model, Reply, content, usage};
 use crate::multitask::{ask, until_ended};
 use crate::server_support::{Client, start_server, token};
 
-/// An answer that used 100 prompt and 50 answer tokens.
+/// An answer that used 1,000 prompt and 500 answer tokens (a call's prompt here, the
+/// `llm` agent's tools with the message, is estimated at several hundred tokens: a budget
+/// must hold at least one).
 fn answer() -> Reply {
-    Reply::Stream(vec![content("ok"), usage(100, 50), DONE])
+    Reply::Stream(vec![content("ok"), usage(1_000, 500), DONE])
 }
 
 async fn server(
@@ -53,7 +55,7 @@ async fn a_token_budget_refuses_the_run_after_it_is_used_up_and_outlives_a_resta
     let model = Model::start(vec![answer(), answer(), answer(), answer()]).await;
     let dir = store_dir();
     let budget = |config: &mut agent_server::config::ServerConfig| {
-        config.budget.tokens = Some(300);
+        config.budget.tokens = Some(3_000);
     };
     let first = server(&dir, &model, budget).await;
     let addr = first.addr();
@@ -67,7 +69,7 @@ async fn a_token_budget_refuses_the_run_after_it_is_used_up_and_outlives_a_resta
     assert_eq!(refused["code"], "budget_exceeded", "{refused}");
     let message = refused["message"].as_str().unwrap();
     assert!(
-        message.contains("300 of 300 tokens used, 0 remaining"),
+        message.contains("3000 of 3000 tokens used, 0 remaining"),
         "{message}"
     );
     assert!(message.contains("it resets at 20"), "{message}");
@@ -77,7 +79,7 @@ async fn a_token_budget_refuses_the_run_after_it_is_used_up_and_outlives_a_resta
     assert_eq!(used["period"], "month");
     assert_eq!(
         used["tokens"],
-        json!({"used": 300, "limit": 300, "remaining": 0})
+        json!({"used": 3_000, "limit": 3_000, "remaining": 0})
     );
     assert_eq!(used["calls"], 2);
     assert_eq!(used["unpriced_calls"], 2);
@@ -94,7 +96,7 @@ async fn a_token_budget_refuses_the_run_after_it_is_used_up_and_outlives_a_resta
     let end = run(&mut bob, "hello").await;
     assert_eq!(end["type"], "agent_completed", "{end}");
     let (_, bobs) = http(addr, "GET", "/v1/me/usage", Some("bob")).await;
-    assert_eq!(bobs["tokens"]["used"], 150, "{bobs}");
+    assert_eq!(bobs["tokens"]["used"], 1_500, "{bobs}");
 
     // AG-UI is refused as well: 429.
     let refused = crate::support::http_client()
@@ -118,7 +120,7 @@ async fn a_token_budget_refuses_the_run_after_it_is_used_up_and_outlives_a_resta
     let refused = run(&mut alice, "after the restart").await;
     assert_eq!(refused["code"], "budget_exceeded", "{refused}");
     let (_, used) = http(second.addr(), "GET", "/v1/me/usage", Some("alice")).await;
-    assert_eq!(used["tokens"]["used"], 300, "{used}");
+    assert_eq!(used["tokens"]["used"], 3_000, "{used}");
     assert_eq!(
         model.requests().len(),
         3,
@@ -128,12 +130,12 @@ async fn a_token_budget_refuses_the_run_after_it_is_used_up_and_outlives_a_resta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cost_budget_counts_priced_calls() {
-    let model = Model::start(vec![answer(), answer(), answer()]).await;
+    let big = || Reply::Stream(vec![content("ok"), usage(10_000, 5_000), DONE]);
+    let model = Model::start(vec![big(), big(), big()]).await;
     let dir = store_dir();
     let priced = |config: &mut agent_server::config::ServerConfig| {
-        // $1,000 per million tokens: each answer (150 tokens) costs $0.15.
-        config.prices =
-            run_service::usage::Prices::parse(&["test-model=1000/1000".into()]).unwrap();
+        // $10 per million tokens: each answer (15,000 tokens) costs $0.15.
+        config.prices = run_service::usage::Prices::parse(&["test-model=10/10".into()]).unwrap();
         config.budget.cost_micro_usd = Some(200_000);
         config.budget.period = run_service::usage::Period::Day;
     };
@@ -146,7 +148,8 @@ async fn a_cost_budget_counts_priced_calls() {
     assert_eq!(used["cost_usd"]["used"], 0.15, "{used}");
     assert_eq!(used["cost_usd"]["limit"], 0.2, "{used}");
     assert_eq!(used["unpriced_calls"], 0);
-    // Under the budget when it starts: it runs, and may pass it (by up to one run).
+    // Under the budget when it starts: it runs, its call asking for no more than what
+    // remains (`max_tokens`); this scripted model answers with 15,000 tokens anyway.
     assert_eq!(run(&mut alice, "two").await["type"], "agent_completed");
     let refused = run(&mut alice, "three").await;
     assert_eq!(refused["code"], "budget_exceeded", "{refused}");
@@ -160,8 +163,8 @@ async fn a_cost_budget_counts_priced_calls() {
     // Counted by model, with no user in the labels.
     let metrics = crate::support::metrics_text(addr).await;
     for line in [
-        "agent_server_model_usage_tokens_total{model=\"test-model\",kind=\"prompt\"} 200",
-        "agent_server_model_usage_tokens_total{model=\"test-model\",kind=\"completion\"} 100",
+        "agent_server_model_usage_tokens_total{model=\"test-model\",kind=\"prompt\"} 20000",
+        "agent_server_model_usage_tokens_total{model=\"test-model\",kind=\"completion\"} 10000",
         "agent_server_model_cost_usd_total{model=\"test-model\"} 0.3",
         "agent_server_refusals_total{code=\"budget_exceeded\"} 1",
     ] {
@@ -185,9 +188,12 @@ async fn agui_run_finished_carries_the_runs_usage() {
         .find(|e| e["type"] == "RUN_FINISHED")
         .expect("RUN_FINISHED");
     let usage = finished["usage"].to_string();
-    assert!(usage.contains("100") && usage.contains("50"), "{finished}");
+    assert!(
+        usage.contains("1000") && usage.contains("500"),
+        "{finished}"
+    );
     let (_, used) = http(addr, "GET", "/v1/me/usage", Some("alice")).await;
-    assert_eq!(used["tokens"]["used"], 150, "{used}");
+    assert_eq!(used["tokens"]["used"], 1_500, "{used}");
     assert_eq!(used["tokens"]["limit"], Value::Null, "no budget: {used}");
 }
 
@@ -207,7 +213,7 @@ async fn a_tokens_plan_claim_sets_its_users_budget() {
             SECRET,
         )
     };
-    let small = plan(json!({"tokens": 150}));
+    let small = plan(json!({"tokens": 1_500}));
     let mut carol = Client::connect(addr, &small, None).await.unwrap();
     assert_eq!(run(&mut carol, "one").await["type"], "agent_completed");
     let refused = run(&mut carol, "two").await;
@@ -216,7 +222,7 @@ async fn a_tokens_plan_claim_sets_its_users_budget() {
         refused["message"]
             .as_str()
             .unwrap()
-            .contains("150 of 150 tokens"),
+            .contains("1500 of 1500 tokens"),
         "{refused}"
     );
     let used = crate::support::http_client()
@@ -228,7 +234,7 @@ async fn a_tokens_plan_claim_sets_its_users_budget() {
     let used: Value = used.json().await.unwrap();
     assert_eq!(
         used["tokens"],
-        json!({"used": 150, "limit": 150, "remaining": 0})
+        json!({"used": 1_500, "limit": 1_500, "remaining": 0})
     );
     // A token without the claim gives the server's budget back.
     let (_, plain) = http(addr, "GET", "/v1/me/usage", Some("carol")).await;

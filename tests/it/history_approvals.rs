@@ -81,6 +81,7 @@ impl Paused {
             state: json!({"messages": ["x".repeat(40_000)], "step": 3}),
             paused_ms: at_ms,
             calls,
+            budget: None,
         };
         store.pause_run(&run).await.unwrap();
         Self {

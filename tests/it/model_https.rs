@@ -47,6 +47,7 @@ fn child_process() {
             RunOutcome::Failed(error) => format!("error: {error}"),
             RunOutcome::Cancelled(reason) => format!("cancelled: {reason}"),
             RunOutcome::Paused(calls) => format!("paused: {} call(s)", calls.len()),
+            RunOutcome::WaitingForBudget(why) => format!("waiting for budget: {why:?}"),
         }
     });
     println!("{BEGIN}\n{answer}\n{END}");

@@ -328,6 +328,12 @@ impl Timeline {
                 decision,
             } => ("approval", format!("{decision} [{tool_call_id}]")),
             EventKind::MessageReceived { message } => ("you added", format!("{message:?}")),
+            EventKind::BudgetExhausted {
+                budget,
+                used,
+                limit,
+                resets_at,
+            } => ("budget", budget_wait(*budget, *used, *limit, *resets_at)),
         }
     }
 
@@ -371,3 +377,27 @@ fn prefix(elapsed: Duration, depth: usize, label: &str) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// A run that waits for its user's budget, in words: what is used of what, and when it goes
+/// on by itself.
+pub(crate) fn budget_wait(
+    budget: core_context::budget::BudgetKind,
+    used: core_context::budget::Amount,
+    limit: core_context::budget::Amount,
+    resets_at: core_context::Timestamp,
+) -> String {
+    use core_context::budget::{Amount, BudgetKind};
+    let amount = |a: Amount| match a {
+        Amount::Tokens(n) => format!("{n} tokens"),
+        Amount::Usd(usd) => format!("${usd:.2}"),
+    };
+    let what = match budget {
+        BudgetKind::Tokens => "token",
+        BudgetKind::CostUsd => "cost",
+    };
+    format!(
+        "your {what} budget is used up ({} of {}): the run waits and goes on by itself when it resets at {resets_at} or your limit is raised; /cancel stops it",
+        amount(used),
+        amount(limit)
+    )
+}

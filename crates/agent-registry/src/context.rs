@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use core_context::approval::{Decision, PendingCall};
+use core_context::budget::Exhausted;
 use core_context::event::EventKind;
 use core_context::redact::{self, Limits};
 use core_context::{CancellationToken, EventSink, RunScope, UserExecutionContext};
@@ -29,7 +30,7 @@ use tracing::Instrument;
 use crate::approval::{ApprovalGate, DecidedCall};
 use crate::bound;
 use crate::inbox::Inbox;
-use crate::meter::{CallUsage, UsageMeter};
+use crate::meter::{Pause, UsageMeter};
 use crate::run_types::{AgentError, AgentInput, AgentOutput, panic_message};
 use crate::tool::ToolError;
 use crate::tool_table::{Resolved, ToolInfo, ToolTable};
@@ -98,8 +99,9 @@ pub struct AgentContext {
     emit_failures: AtomicU64,
     /// Calls held for approval since the run (or its resumption) began.
     held: Mutex<Vec<PendingCall>>,
-    /// The state the agent paused with ([`pause`](Self::pause)).
-    paused: Mutex<Option<Value>>,
+    /// The state the agent paused with ([`pause`](Self::pause)), and, for a pause for the
+    /// user's budget, what the budget says (`meter.rs`).
+    paused: Mutex<Option<(Value, Option<Exhausted>)>>,
 }
 
 impl AgentContext {
@@ -132,15 +134,9 @@ impl AgentContext {
         messages
     }
 
-    /// Reports a model call's usage (an agent backed by a model calls it once per call, when
-    /// the call answered): the server counts it for the run and the user. Nothing without a
-    /// meter (a bare engine).
-    pub async fn record_usage(&self, usage: CallUsage) {
-        if let Some(meter) = &self.parts.meter {
-            meter
-                .record(self.parts.user_context.user_id(), &self.parts.scope, usage)
-                .await;
-        }
+    /// The run's meter, if the server counts usage; `meter.rs` builds on it.
+    pub(crate) fn meter(&self) -> Option<&Arc<dyn UsageMeter>> {
+        self.parts.meter.as_ref()
     }
 
     /// The run's user context.
@@ -279,7 +275,7 @@ impl AgentContext {
                 "the agent paused its run, but no tool call waits for approval",
             );
         }
-        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
+        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = Some((state, None));
         AgentError::new("paused", "the run waits for a person's approval")
     }
 
@@ -291,16 +287,34 @@ impl AgentContext {
             .clone()
     }
 
-    /// The pause the agent asked for, if it did and held calls: its state, the held calls
-    /// and the thinking steps taken. For the engine, once the agent returned.
-    pub fn take_pause(&self) -> Option<(Value, Vec<PendingCall>, u32)> {
-        let state = self
+    /// Records a pause for the user's budget (`meter.rs`'s `wait_for_budget`).
+    pub(crate) fn pause_for_budget(&self, state: Value, exhausted: Exhausted) {
+        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((state, Some(exhausted)));
+    }
+
+    /// The pause the agent asked for, if it did: for approval (it held calls), or for the
+    /// user's budget. For the engine, once the agent returned.
+    pub fn take_pause(&self) -> Option<Pause> {
+        let (state, budget) = self
             .paused
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()?;
+        let steps = self.steps.load(Ordering::Relaxed);
+        if let Some(exhausted) = budget {
+            return Some(Pause::Budget {
+                state,
+                exhausted,
+                steps,
+            });
+        }
         let calls = std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner));
-        (!calls.is_empty()).then(|| (state, calls, self.steps.load(Ordering::Relaxed)))
+        (!calls.is_empty()).then_some(Pause::Approval {
+            state,
+            calls,
+            steps,
+        })
     }
 
     /// Whether a call of tool `name` with `args` waits for a person.

@@ -61,7 +61,10 @@ pub use approval::{ApprovalGate, ApprovalPolicy, DecidedCall, PolicyError, Resul
 pub use context::{AgentContext, DEFAULT_MAX_RESULT_BYTES, DispatchConfig, SubRunner};
 pub use context_parts::AgentContextParts;
 pub use inbox::Inbox;
-pub use meter::{CallUsage, UsageMeter};
+pub use meter::{
+    BUDGET_EXCEEDED, BudgetStop, CallEstimate, CallUsage, Grant, Pause, Reservation, UsageMeter,
+    estimate_tokens,
+};
 pub use registry::{AgentInfo, AgentRegistry, AgentSpec, CreatedAgent, RegistryError};
 pub use run_types::{AgentError, AgentInput, AgentOutput, Turn, panic_message};
 pub use schema::check_args;

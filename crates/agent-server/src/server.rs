@@ -195,6 +195,8 @@ fn spawn_history_tick(state: &Arc<AppState>) -> Option<tokio::task::JoinHandle<(
             }
             // Calls nobody decided in time are rejected as expired; their runs go on.
             state.runs.expire_approvals().await;
+            // Runs that waited for their budget go on once a period begins or it is raised.
+            state.runs.resume_budget_waits().await;
             if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 let config = &state.config;
                 recorder

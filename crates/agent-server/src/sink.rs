@@ -77,7 +77,7 @@ fn scrub(scrubber: &Scrubber, kind: &mut EventKind) {
         EventKind::AgentError { message, .. } => scrubber.scrub_string(site, message),
         EventKind::AgentCancelled { reason } => scrubber.scrub_string(site, reason),
         EventKind::ApprovalRequested { arguments, .. } => scrubber.scrub_json(site, arguments),
-        EventKind::ApprovalResolved { .. } => false,
+        EventKind::ApprovalResolved { .. } | EventKind::BudgetExhausted { .. } => false,
         EventKind::MessageReceived { message } => scrubber.scrub_string(site, message),
     };
 }

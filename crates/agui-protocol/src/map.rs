@@ -134,6 +134,17 @@ impl Mapper {
             EventKind::MessageReceived { message } => out.push(
                 json!({"type": "CUSTOM", "name": "agent-engine.message_received", "value": {"message": message}}),
             ),
+            // The run waits, and the response with it: the run's events go on in it once
+            // the budget allows (a response that ends first cancels the run, as always).
+            EventKind::BudgetExhausted {
+                budget,
+                used,
+                limit,
+                resets_at,
+            } => out.push(
+                json!({"type": "CUSTOM", "name": "agent-engine.budget_exhausted", "value": {
+                    "budget": budget, "used": used, "limit": limit, "resets_at": resets_at}}),
+            ),
         }
         let at = unix_ms(event);
         for mapped in &mut out {

@@ -11,6 +11,33 @@ use serde_json::Value;
 /// The longest `message` a person may give with a decision, in bytes.
 pub const MAX_DECISION_MESSAGE_BYTES: usize = 16 * 1024;
 
+/// What a paused run waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitingFor {
+    /// People's decisions on its tool calls (`approval_requested`).
+    Approval,
+    /// Its user's budget, for its next model call (`budget_exhausted`).
+    Budget,
+}
+
+impl WaitingFor {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitingFor::Approval => "approval",
+            WaitingFor::Budget => "budget",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [WaitingFor::Approval, WaitingFor::Budget]
+            .into_iter()
+            .find(|w| w.as_str() == name)
+    }
+}
+
 /// A tool call that waits for a person's decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingCall {

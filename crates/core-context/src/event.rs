@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::budget::{Amount, BudgetKind};
 use crate::id::{RunId, ThreadId};
 
 /// Codes of `agent_error` events that the engine itself produces. Agents may use others.
@@ -125,6 +126,19 @@ pub enum EventKind {
         /// The user's message.
         message: String,
     },
+    /// The run's next model call would pass its user's budget: the run pauses (it holds no
+    /// slot and no task) until a new period begins or the limit is raised, then goes on by
+    /// itself; the user may cancel it meanwhile.
+    BudgetExhausted {
+        /// The budget in the way (`tokens`, `cost_usd`).
+        budget: BudgetKind,
+        /// Used this period (tokens, or US dollars).
+        used: Amount,
+        /// Allowed per period.
+        limit: Amount,
+        /// When the next period begins (RFC 3339).
+        resets_at: Timestamp,
+    },
 }
 
 impl EventKind {
@@ -141,6 +155,7 @@ impl EventKind {
         "approval_requested",
         "approval_resolved",
         "message_received",
+        "budget_exhausted",
     ];
 
     /// The wire `type` of this event.
@@ -157,6 +172,7 @@ impl EventKind {
             EventKind::ApprovalRequested { .. } => "approval_requested",
             EventKind::ApprovalResolved { .. } => "approval_resolved",
             EventKind::MessageReceived { .. } => "message_received",
+            EventKind::BudgetExhausted { .. } => "budget_exhausted",
         }
     }
 

@@ -9,11 +9,13 @@
 //! - [`sink`]: the [`EventSink`] trait, the one way anything emits an event.
 //! - [`redact`]: redaction of sensitive values and truncation of long ones before they leave.
 //! - [`approval`]: a tool call waiting for a person, and the person's decision.
+//! - [`budget`]: a budget a run used up, and what its pause reports.
 //! - [`multitask`]: what a new message into a thread does to the thread's live run.
 //! - [`lifecycle`]: the checker of the run lifecycle guarantees, shared by every test that
 //!   claims them (and usable by clients that want to verify a stream).
 
 pub mod approval;
+pub mod budget;
 pub mod context;
 pub mod epoch;
 pub mod event;

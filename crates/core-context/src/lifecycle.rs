@@ -13,6 +13,8 @@
 //!   `tool_call_id`), and that call's `tool_executing` comes only after it is resolved; a run
 //!   whose stream ends while it waits on approvals is paused (counted, not a violation), and
 //!   only a cancel ends a run that still waits;
+//! - a `budget_exhausted` comes with no tool call open; a run whose stream ends right after
+//!   it waits for its budget (counted as paused, not a violation);
 //! - a run keeps one thread, agent name and parent;
 //! - a sub-run starts after its parent started and ends before its parent ends.
 //!
@@ -49,7 +51,8 @@ pub struct LifecycleSummary {
     pub tool_calls: usize,
     /// Runs that are sub-runs.
     pub sub_runs: usize,
-    /// Runs whose stream ends while they wait for approvals (no terminal event yet).
+    /// Runs whose stream ends while they wait for approvals or for their budget (no
+    /// terminal event yet).
     pub paused: usize,
     /// Approvals requested.
     pub approvals: usize,
@@ -69,6 +72,8 @@ struct RunState<'a> {
     waiting: HashSet<&'a str>,
     /// Every approval requested.
     requested: HashSet<&'a str>,
+    /// Its last event was `budget_exhausted`: it waits for its user's budget.
+    waits_for_budget: bool,
 }
 
 /// Checks the guarantees listed in the module documentation over `events`.
@@ -112,6 +117,8 @@ impl<'a> RunState<'a> {
         if self.terminal_at.is_some() {
             return Err("event after the terminal event".into());
         }
+        // A run that waited for its budget went on (or ended) with this event.
+        self.waits_for_budget = false;
         match &event.kind {
             EventKind::AgentStarted { .. } => {
                 if self.started_at.is_some() {
@@ -142,6 +149,14 @@ impl<'a> RunState<'a> {
                 ..
             } => self.tool_completed(tool_call_id, tool_name)?,
             EventKind::AgentResponseChunk { .. } | EventKind::MessageReceived { .. } => {}
+            EventKind::BudgetExhausted { .. } => {
+                if let Some(open) = self.open_tools.keys().next() {
+                    return Err(format!(
+                        "budget_exhausted while tool call {open} is still open"
+                    ));
+                }
+                self.waits_for_budget = true;
+            }
             EventKind::ApprovalRequested { tool_call_id, .. } => {
                 if !self.requested.insert(tool_call_id) {
                     return Err(format!("approval for {tool_call_id} requested twice"));
@@ -245,7 +260,7 @@ fn check_ended(
 ) -> Result<(), String> {
     let state = &runs[run_id];
     let Some(terminal_at) = state.terminal_at else {
-        if !state.waiting.is_empty() && state.open_tools.is_empty() {
+        if (!state.waiting.is_empty() || state.waits_for_budget) && state.open_tools.is_empty() {
             summary.runs += 1;
             summary.paused += 1;
             summary.tool_calls += state.closed_tools;
@@ -295,7 +310,7 @@ mod tests {
 
     /// A compact event list: `S` started, `T` thinking, `X<id>` executing, `C<id>` completed
     /// tool, `A<id>` approval requested, `R<id>` approval resolved, `D` done, `E` error, `K`
-    /// cancelled; each prefixed by its run (`r1:S`).
+    /// cancelled, `B` budget exhausted; each prefixed by its run (`r1:S`).
     fn events(spec: &str) -> Vec<AgentEvent> {
         let mut step = 0;
         spec.split_whitespace()
@@ -338,6 +353,12 @@ mod tests {
                         message: "m".into(),
                     },
                     "K" => EventKind::AgentCancelled { reason: "r".into() },
+                    "B" => EventKind::BudgetExhausted {
+                        budget: crate::budget::BudgetKind::Tokens,
+                        used: crate::budget::Amount::Tokens(10),
+                        limit: crate::budget::Amount::Tokens(10),
+                        resets_at: crate::Timestamp::now(),
+                    },
                     "A" => EventKind::ApprovalRequested {
                         tool_call_id: code[1..].into(),
                         tool_name: "calc".into(),
@@ -405,6 +426,15 @@ mod tests {
             ("1:S 1:A1 1:R1 1:A1 1:D", Err("requested twice")),
             ("1:S 1:X1 1:A1 1:C1 1:D", Err("requested while it executes")),
             ("1:S 1:A1 1:X2", Err("no terminal event")),
+            // Budgets: a run may end its stream waiting for its budget; it goes on after.
+            ("1:S 1:T 1:B", Ok(())),
+            ("1:S 1:B 1:T 1:D", Ok(())),
+            ("1:S 1:B 1:K", Ok(())),
+            ("1:S 1:B 1:T", Err("no terminal event")),
+            (
+                "1:S 1:X1 1:B",
+                Err("budget_exhausted while tool call 1 is still open"),
+            ),
         ];
         for (spec, expected) in table {
             check(spec, *expected);

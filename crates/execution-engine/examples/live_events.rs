@@ -56,6 +56,9 @@ fn describe(outcome: &execution_engine::RunOutcome) -> String {
         execution_engine::RunOutcome::Paused(calls) => {
             format!("paused: {} call(s) wait for approval", calls.len())
         }
+        execution_engine::RunOutcome::WaitingForBudget(why) => {
+            format!("paused: its user's {} budget is used up", why.budget.name())
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Runs that pause for a person's approval: the store a paused run is saved in
+//! Runs that pause for a person's approval (or for their user's budget, `pause.rs`): the
+//! store a paused run is saved in
 //! ([`PausedRuns`]), what is saved ([`PausedRun`]), and what a resumed run is given
 //! ([`Resume`]).
 //!
@@ -15,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use agent_registry::{DecidedCall, ResultLog};
 use async_trait::async_trait;
 use core_context::approval::PendingCall;
+use core_context::budget::Exhausted;
 use core_context::{RunScope, UserId};
 use serde_json::{Value, json};
 
@@ -32,8 +34,10 @@ pub struct PausedRun {
     /// What the engine needs to resume it: the agent's state and the run's own counters.
     /// Opaque to the store; hand it back in [`Resume::state`].
     pub state: Value,
-    /// The calls waiting, each with when it expires.
+    /// The calls waiting, each with when it expires (none for a run waiting for its budget).
     pub calls: Vec<(PendingCall, SystemTime)>,
+    /// Why it waits for its user's budget, when it does (it waits for approvals otherwise).
+    pub budget: Option<Exhausted>,
     /// When it paused.
     pub paused_at: SystemTime,
 }

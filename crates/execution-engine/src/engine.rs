@@ -23,7 +23,7 @@ use crate::error::EngineError;
 use crate::execute::{RunRules, TimeLimit, Work, execute, finish};
 use crate::inner::{EngineInner, RunTable, now_ms};
 use crate::local_slots::LocalSlots;
-use crate::pause::pause;
+use crate::pause::{Waiting, pause};
 use crate::run::{RunControl, RunHandle, RunOutcome};
 use crate::slots::{Claim, RunSlots, ThreadRule};
 use crate::stats::{Counters, EngineStats};
@@ -536,7 +536,25 @@ impl RunTask {
             match (outcome, state) {
                 (RunOutcome::Paused(calls), Some(state)) => {
                     let run = (message, options, state);
-                    pause(&engine, &scope, run, calls, permit.take()).await
+                    pause(
+                        &engine,
+                        &scope,
+                        run,
+                        Waiting::Approval(calls),
+                        permit.take(),
+                    )
+                    .await
+                }
+                (RunOutcome::WaitingForBudget(exhausted), Some(state)) => {
+                    let run = (message, options, state);
+                    pause(
+                        &engine,
+                        &scope,
+                        run,
+                        Waiting::Budget(exhausted),
+                        permit.take(),
+                    )
+                    .await
                 }
                 (outcome, _) => outcome,
             }

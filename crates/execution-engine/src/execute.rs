@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use agent_registry::{
     Agent, AgentContext, AgentContextParts, AgentError, AgentInput, AgentOutput, ApprovalGate,
-    SubRunner, panic_message,
+    Pause, SubRunner, panic_message,
 };
 use core_context::event::{EventKind, error_code};
 use core_context::{RunId, RunScope, UserExecutionContext};
@@ -131,9 +131,13 @@ pub(crate) async fn execute(
         finished = &mut work => match finished {
             Ok(Ok(output)) => RunOutcome::Completed { output, duration: started.elapsed() },
             Ok(Err(error)) => match ctx.take_pause() {
-                Some((state, calls, steps)) => {
+                Some(Pause::Approval { state, calls, steps }) => {
                     paused = Some(crate::approvals::envelope(state, steps));
                     RunOutcome::Paused(calls)
+                }
+                Some(Pause::Budget { state, exhausted, steps }) => {
+                    paused = Some(crate::approvals::envelope(state, steps));
+                    RunOutcome::WaitingForBudget(exhausted)
                 }
                 None => RunOutcome::Failed(error),
             },
@@ -154,7 +158,7 @@ pub(crate) async fn execute(
             RunOutcome::Cancelled(control.reason())
         }
         // Cancelled as it paused: the cancel wins (its held calls never ran).
-        RunOutcome::Paused(_) if control.token.is_cancelled() => {
+        RunOutcome::Paused(_) | RunOutcome::WaitingForBudget(_) if control.token.is_cancelled() => {
             paused = None;
             RunOutcome::Cancelled(control.reason())
         }
@@ -208,8 +212,9 @@ pub(crate) fn finish(
                 reason: reason.clone(),
             }
         }
-        // Not an end: the engine saved the run and emitted its `approval_requested`s.
-        RunOutcome::Paused(_) => return,
+        // Not an end: the engine saved the run and emitted its `approval_requested`s (or
+        // its `budget_exhausted`).
+        RunOutcome::Paused(_) | RunOutcome::WaitingForBudget(_) => return,
     };
     counters.record_duration(duration);
     engine.emit(scope, terminal);
@@ -314,6 +319,15 @@ impl SubRunner for SubRuns {
             RunOutcome::Paused(_) => Err(AgentError::new(
                 "cannot_pause",
                 "a sub-run cannot pause for approval",
+            )),
+            // Its parent's next model call waits for the budget instead.
+            RunOutcome::WaitingForBudget(exhausted) => Err(AgentError::new(
+                agent_registry::BUDGET_EXCEEDED,
+                format!(
+                    "the sub-run stopped: its user's {} budget is used up until {}",
+                    exhausted.budget.name(),
+                    exhausted.resets_at
+                ),
             )),
         }
     }

@@ -1,11 +1,13 @@
-//! [`pause`]: how the engine pauses a run whose agent holds tool calls for approval: it
-//! saves the run through the [`PausedRuns`](crate::PausedRuns) seam, gives its slot back,
-//! then announces each held call.
+//! [`pause`]: how the engine pauses a run: one whose agent holds tool calls for approval, or
+//! one whose next model call would pass its user's budget. It saves the run through the
+//! [`PausedRuns`](crate::PausedRuns) seam, gives its slot back (its thread stays held),
+//! then announces why it waits: each held call's `approval_requested`, or `budget_exhausted`.
 
 use std::time::SystemTime;
 
 use agent_registry::AgentError;
 use core_context::approval::PendingCall;
+use core_context::budget::Exhausted;
 use core_context::event::{EventKind, error_code};
 use core_context::{RunScope, Timestamp, redact};
 use serde_json::Value;
@@ -15,31 +17,54 @@ use crate::inner::EngineInner;
 use crate::run::RunOutcome;
 use crate::slots::SlotPermit;
 
-/// Saves a run that paused for approval of `calls`, then emits their `approval_requested`
-/// (never before the save: a decision must find the run). A run that cannot be saved fails
-/// with `pause_failed` instead.
+/// What a pausing run waits for.
+pub(crate) enum Waiting {
+    /// People's decisions on these calls.
+    Approval(Vec<PendingCall>),
+    /// Its user's budget.
+    Budget(Exhausted),
+}
+
+impl Waiting {
+    fn what(&self) -> &'static str {
+        match self {
+            Waiting::Approval(_) => "a person's approval",
+            Waiting::Budget(_) => "its user's budget",
+        }
+    }
+}
+
+/// Saves a run that paused, then announces why it waits (never before the save: a
+/// decision, or a budget that allows it again, must find the run). A run that cannot be
+/// saved fails with `pause_failed` instead.
 pub(crate) async fn pause(
     engine: &EngineInner,
     scope: &RunScope,
     (message, input, state): (String, Value, Value),
-    calls: Vec<PendingCall>,
+    waiting: Waiting,
     permit: Option<SlotPermit>,
 ) -> RunOutcome {
+    let what = waiting.what();
     let Some(store) = &engine.paused else {
         return RunOutcome::Failed(AgentError::new(
             error_code::PAUSE_FAILED,
-            "the run waits for approval but this server keeps no paused runs",
+            format!("the run waits for {what} but this server keeps no paused runs"),
         ));
     };
     let now = SystemTime::now();
     let expires = now + engine.config.approval_timeout;
+    let (calls, budget) = match &waiting {
+        Waiting::Approval(calls) => (calls.iter().map(|c| (c.clone(), expires)).collect(), None),
+        Waiting::Budget(exhausted) => (Vec::new(), Some(exhausted.clone())),
+    };
     let run = PausedRun {
         user: engine.context.user_id().clone(),
         scope: scope.clone(),
         message,
         input,
         state,
-        calls: calls.iter().map(|c| (c.clone(), expires)).collect(),
+        calls,
+        budget,
         paused_at: now,
     };
     if let Err(error) = store.save(&run).await {
@@ -47,7 +72,7 @@ pub(crate) async fn pause(
         return RunOutcome::Failed(AgentError::new(
             error_code::PAUSE_FAILED,
             format!(
-                "the run waits for a person's approval, but its state could not be saved ({error}); start it again"
+                "the run waits for {what}, but its state could not be saved ({error}); start it again"
             ),
         ));
     }
@@ -65,17 +90,33 @@ pub(crate) async fn pause(
         }
         permit.give_back().await;
     }
-    let limits = &engine.config.dispatch.redaction;
-    for call in &calls {
-        engine.emit(
-            scope,
-            EventKind::ApprovalRequested {
-                tool_call_id: call.tool_call_id.clone(),
-                tool_name: call.tool_name.clone(),
-                arguments: redact::redact(&call.arguments, limits),
-                expires_at: Timestamp::from(expires),
-            },
-        );
+    match waiting {
+        Waiting::Approval(calls) => {
+            let limits = &engine.config.dispatch.redaction;
+            for call in &calls {
+                engine.emit(
+                    scope,
+                    EventKind::ApprovalRequested {
+                        tool_call_id: call.tool_call_id.clone(),
+                        tool_name: call.tool_name.clone(),
+                        arguments: redact::redact(&call.arguments, limits),
+                        expires_at: Timestamp::from(expires),
+                    },
+                );
+            }
+            RunOutcome::Paused(calls)
+        }
+        Waiting::Budget(exhausted) => {
+            engine.emit(
+                scope,
+                EventKind::BudgetExhausted {
+                    budget: exhausted.budget,
+                    used: exhausted.used,
+                    limit: exhausted.limit,
+                    resets_at: exhausted.resets_at,
+                },
+            );
+            RunOutcome::WaitingForBudget(exhausted)
+        }
     }
-    RunOutcome::Paused(calls)
 }

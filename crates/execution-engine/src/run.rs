@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use agent_registry::{AgentError, AgentOutput, Inbox};
 use core_context::approval::PendingCall;
+use core_context::budget::Exhausted;
 use core_context::{CancellationToken, RunId, ThreadId};
 use tokio::sync::oneshot;
 
@@ -27,6 +28,10 @@ pub enum RunOutcome {
     /// The run paused for a person's approval of these calls (`approval_requested`), with
     /// no terminal event yet: it resumes, maybe on another node, once they are decided.
     Paused(Vec<PendingCall>),
+    /// The run's next model call would pass its user's budget (`budget_exhausted`): it
+    /// waits, with no terminal event yet, and resumes (maybe on another node) once the budget
+    /// allows.
+    WaitingForBudget(Exhausted),
 }
 
 impl RunOutcome {

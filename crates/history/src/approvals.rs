@@ -8,7 +8,8 @@
 //! holds across nodes that share Postgres as well as within one process on SQLite.
 
 use async_trait::async_trait;
-use core_context::approval::{Decision, PendingCall};
+use core_context::approval::{Decision, PendingCall, WaitingFor};
+use core_context::budget::Exhausted;
 use core_context::{RunId, ThreadId, UserId};
 use serde::Serialize;
 use serde_json::Value;
@@ -34,8 +35,22 @@ pub struct PausedRun {
     pub state: Value,
     /// When it paused (Unix ms): its calls' request time.
     pub paused_ms: i64,
-    /// The calls it waits on, in the order they were requested.
+    /// The calls it waits on, in the order they were requested (none when it waits for its
+    /// budget).
     pub calls: Vec<WaitingCall>,
+    /// Why it waits for its budget, when it does (it waits for approvals otherwise).
+    pub budget: Option<Exhausted>,
+}
+
+impl PausedRun {
+    /// What it waits for.
+    pub fn waiting_for(&self) -> WaitingFor {
+        if self.budget.is_some() {
+            WaitingFor::Budget
+        } else {
+            WaitingFor::Approval
+        }
+    }
 }
 
 /// A tool call of a paused run, with the time its approval expires.
@@ -166,6 +181,17 @@ pub struct ExpiredCall {
     pub tool_call_id: String,
 }
 
+/// A run that waits for its user's budget ([`ApprovalStore::budget_waits`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetWait {
+    /// Whose run.
+    pub user: UserId,
+    /// The run.
+    pub run_id: RunId,
+    /// What the budget said when it paused.
+    pub exhausted: Exhausted,
+}
+
 /// A paused run that [`ApprovalStore::cancel_paused`] cancelled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelledRun {
@@ -181,7 +207,8 @@ pub struct CancelledRun {
 pub trait ApprovalStore: Send + Sync {
     /// Pauses `run` in one transaction: stores its continuation, one pending approval per
     /// call (re-arming a call of the same id from an earlier pause of the run, its result
-    /// cleared), and marks the run `waiting_for_approval` if it is `running`.
+    /// cleared), and marks the run `waiting_for_approval` (or `waiting_for_budget`, as
+    /// [`PausedRun::waiting_for`] says) if it is `running`.
     async fn pause_run(&self, run: &PausedRun) -> Result<(), HistoryError>;
 
     /// `user`'s pending approvals across threads, oldest first, `limit` at most.
@@ -210,7 +237,8 @@ pub trait ApprovalStore: Send + Sync {
         now_ms: i64,
     ) -> Result<DecideOutcome, HistoryError>;
 
-    /// Claims the resumption of `run` once none of its calls waits: marks it `running` on
+    /// Claims the resumption of `run` once none of its calls waits (a run waiting for its
+    /// budget has none: the caller checks the budget first): marks it `running` on
     /// `node` and returns its continuation and decisions. Of any number of concurrent
     /// claimers, exactly one gets `Some`; a run still waiting, cancelled or already claimed
     /// gives `None`. `now_ms` is the claim's time (nothing stores it yet).
@@ -241,12 +269,22 @@ pub trait ApprovalStore: Send + Sync {
         now_ms: i64,
     ) -> Result<Option<CancelledRun>, HistoryError>;
 
-    /// `user`'s run paused in `thread`, if one is (a thread holds at most one live run).
+    /// `user`'s run paused in `thread`, if one is (a thread holds at most one live run), and
+    /// what it waits for.
     async fn paused_in_thread(
         &self,
         user: &UserId,
         thread: &ThreadId,
-    ) -> Result<Option<RunId>, HistoryError>;
+    ) -> Result<Option<(RunId, WaitingFor)>, HistoryError>;
+
+    /// Runs that wait for their user's budget, up to `limit`, in the order of their user and
+    /// run ids, from the first after `after` (a user id and a run id; `("", "")` from the
+    /// start, `(user, "")` from that user's first).
+    async fn budget_waits(
+        &self,
+        after: (&str, &str),
+        limit: usize,
+    ) -> Result<Vec<BudgetWait>, HistoryError>;
 
     /// Expires up to `limit` pending calls past their expiry at `now_ms`. Returns only the
     /// calls this call expired: concurrent sweepers never both return one.

@@ -7,17 +7,18 @@
 //! when another connection wrote in between, instead of waiting its turn.
 
 use async_trait::async_trait;
-use core_context::approval::{Decision, PendingCall};
+use core_context::approval::{Decision, PendingCall, WaitingFor};
+use core_context::budget::Exhausted;
 use core_context::{IdError, RunId, ThreadId, UserId};
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::approvals::{
-    ApprovalRecord, ApprovalStatus, ApprovalStore, CancelledRun, DecideOutcome, ExpiredCall,
-    PausedRun, ResolvedCall, Resumable, WaitingCall,
+    ApprovalRecord, ApprovalStatus, ApprovalStore, BudgetWait, CancelledRun, DecideOutcome,
+    ExpiredCall, PausedRun, ResolvedCall, Resumable, WaitingCall,
 };
-use crate::{HistoryError, SqlStore};
+use crate::{HistoryError, RunStatus, SqlStore};
 
 const RECORD_COLUMNS: &str = "run_id, thread_id, agent, tool_call_id, tool_name, arguments, \
      requested_ms, expires_ms, status, decision, decided_ms";
@@ -101,6 +102,22 @@ fn decision(row: &AnyRow) -> Result<Decision, sqlx::Error> {
     }
 }
 
+fn budget_text(exhausted: &Exhausted) -> String {
+    // Plain data: it always serializes.
+    serde_json::to_string(exhausted).unwrap_or_default()
+}
+
+fn budget(row: &AnyRow) -> Result<Option<Exhausted>, sqlx::Error> {
+    let text: Option<String> = row.try_get("budget")?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| decode("budget", e)))
+        .transpose()
+}
+
+fn waiting_for(row: &AnyRow) -> Result<WaitingFor, sqlx::Error> {
+    let name: String = row.try_get("waiting_for")?;
+    WaitingFor::parse(&name).ok_or_else(|| decode("waiting_for", format!("{name:?}")))
+}
+
 fn id<T>(
     what: &str,
     parse: impl FnOnce(&str) -> Result<T, IdError>,
@@ -117,7 +134,7 @@ impl ApprovalStore for SqlStore {
         // The pause's number: one past the last pause that requested a call of this run.
         let pause: i64 = sqlx::query(
             "INSERT INTO paused_runs (run_id, user_id, thread_id, agent, message, input, state, \
-             paused_ms, pause) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+             paused_ms, waiting_for, budget, pause) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
              (SELECT COALESCE(MAX(pause), 0) + 1 FROM approvals WHERE run_id = $1)) RETURNING pause",
         )
         .bind(run_id)
@@ -128,6 +145,8 @@ impl ApprovalStore for SqlStore {
         .bind(to_text(&run.input))
         .bind(to_text(&run.state))
         .bind(run.paused_ms)
+        .bind(run.waiting_for().as_str())
+        .bind(run.budget.as_ref().map(budget_text))
         .fetch_one(&mut *tx)
         .await?
         .try_get("pause")?;
@@ -159,12 +178,15 @@ impl ApprovalStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "UPDATE runs SET status = 'waiting_for_approval' WHERE id = $1 AND status = 'running'",
-        )
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
+        let waiting = match run.waiting_for() {
+            WaitingFor::Approval => RunStatus::WaitingForApproval,
+            WaitingFor::Budget => RunStatus::WaitingForBudget,
+        };
+        sqlx::query("UPDATE runs SET status = $2 WHERE id = $1 AND status = 'running'")
+            .bind(run_id)
+            .bind(waiting.as_str())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -281,7 +303,7 @@ impl ApprovalStore for SqlStore {
         let Some(paused) = sqlx::query(
             "DELETE FROM paused_runs WHERE run_id = $1 AND NOT EXISTS \
              (SELECT 1 FROM approvals WHERE run_id = $1 AND status = 'pending') \
-             RETURNING user_id, thread_id, agent, message, input, state, paused_ms, pause",
+             RETURNING user_id, thread_id, agent, message, input, state, paused_ms, pause, budget",
         )
         .bind(run.as_str())
         .fetch_optional(&mut *tx)
@@ -291,7 +313,7 @@ impl ApprovalStore for SqlStore {
         };
         sqlx::query(
             "UPDATE runs SET status = 'running', node = $2 \
-             WHERE id = $1 AND status = 'waiting_for_approval'",
+             WHERE id = $1 AND status IN ('waiting_for_approval', 'waiting_for_budget')",
         )
         .bind(run.as_str())
         .bind(node)
@@ -335,6 +357,7 @@ impl ApprovalStore for SqlStore {
                 state: json(&paused, "state")?,
                 paused_ms: paused.try_get("paused_ms")?,
                 calls,
+                budget: budget(&paused)?,
             },
             resolved,
         }))
@@ -387,7 +410,7 @@ impl ApprovalStore for SqlStore {
         .await?;
         sqlx::query(
             "UPDATE runs SET status = $3, finished_ms = $2 \
-             WHERE id = $1 AND status = 'waiting_for_approval'",
+             WHERE id = $1 AND status IN ('waiting_for_approval', 'waiting_for_budget')",
         )
         .bind(run.as_str())
         .bind(now_ms)
@@ -406,9 +429,10 @@ impl ApprovalStore for SqlStore {
         &self,
         user: &UserId,
         thread: &ThreadId,
-    ) -> Result<Option<RunId>, HistoryError> {
+    ) -> Result<Option<(RunId, WaitingFor)>, HistoryError> {
         let row = sqlx::query(
-            "SELECT run_id FROM paused_runs WHERE thread_id = $1 AND user_id = $2 LIMIT 1",
+            "SELECT run_id, waiting_for FROM paused_runs \
+             WHERE thread_id = $1 AND user_id = $2 LIMIT 1",
         )
         .bind(thread.as_str())
         .bind(user.as_str())
@@ -417,10 +441,48 @@ impl ApprovalStore for SqlStore {
         match row {
             Some(row) => {
                 let run: String = row.try_get("run_id")?;
-                Ok(Some(id("run id", RunId::parse, &run)?))
+                Ok(Some((
+                    id("run id", RunId::parse, &run)?,
+                    waiting_for(&row)?,
+                )))
             }
             None => Ok(None),
         }
+    }
+
+    async fn budget_waits(
+        &self,
+        (user, run): (&str, &str),
+        limit: usize,
+    ) -> Result<Vec<BudgetWait>, HistoryError> {
+        let rows = sqlx::query(
+            "SELECT user_id, run_id, budget FROM paused_runs WHERE waiting_for = 'budget' \
+             AND (user_id > $1 OR (user_id = $1 AND run_id > $2)) \
+             ORDER BY user_id, run_id LIMIT $3",
+        )
+        .bind(user)
+        .bind(run)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut waits = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let user: String = row.try_get("user_id")?;
+            let run: String = row.try_get("run_id")?;
+            let Some(exhausted) = budget(row)? else {
+                return Err(decode(
+                    "budget",
+                    format!("run {run:?} waits for a budget it does not name"),
+                )
+                .into());
+            };
+            waits.push(BudgetWait {
+                user: id("user id", UserId::parse, &user)?,
+                run_id: id("run id", RunId::parse, &run)?,
+                exhausted,
+            });
+        }
+        Ok(waits)
     }
 
     async fn expire_approvals(

@@ -34,8 +34,8 @@ mod usage_sql;
 mod writer;
 
 pub use approvals::{
-    ApprovalRecord, ApprovalStatus, ApprovalStore, CancelledRun, DecideOutcome, ExpiredCall,
-    PausedRun, ResolvedCall, Resumable, WaitingCall,
+    ApprovalRecord, ApprovalStatus, ApprovalStore, BudgetWait, CancelledRun, DecideOutcome,
+    ExpiredCall, PausedRun, ResolvedCall, Resumable, WaitingCall,
 };
 pub use model::{
     Ending, Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadSummary, Write,

@@ -23,6 +23,9 @@ pub enum RunStatus {
     Interrupted,
     /// Paused until a person decides on its tool calls (no task runs it meanwhile).
     WaitingForApproval,
+    /// Paused until its user's budget allows its next model call (no task runs it
+    /// meanwhile).
+    WaitingForBudget,
 }
 
 impl RunStatus {
@@ -35,6 +38,7 @@ impl RunStatus {
             RunStatus::Cancelled => "cancelled",
             RunStatus::Interrupted => "interrupted",
             RunStatus::WaitingForApproval => "waiting_for_approval",
+            RunStatus::WaitingForBudget => "waiting_for_budget",
         }
     }
 
@@ -47,6 +51,7 @@ impl RunStatus {
             RunStatus::Cancelled,
             RunStatus::Interrupted,
             RunStatus::WaitingForApproval,
+            RunStatus::WaitingForBudget,
         ]
         .into_iter()
         .find(|s| s.as_str() == name)
@@ -259,6 +264,7 @@ mod tests {
             "cancelled",
             "interrupted",
             "waiting_for_approval",
+            "waiting_for_budget",
         ] {
             let status = RunStatus::parse(name).unwrap();
             assert_eq!(status.as_str(), name);

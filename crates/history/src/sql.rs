@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "model usage",
         include_str!("../migrations/0006_model_usage.sql"),
     ),
+    (
+        7,
+        "budget waits",
+        include_str!("../migrations/0007_budget_waits.sql"),
+    ),
 ];
 
 #[derive(Debug)]

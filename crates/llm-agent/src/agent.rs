@@ -12,7 +12,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use agent_registry::{
-    Agent, AgentContext, AgentError, AgentInput, AgentOutput, CallUsage, ToolError, Turn,
+    Agent, AgentContext, AgentError, AgentInput, AgentOutput, CallEstimate, CallUsage, ToolError,
+    Turn,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -72,13 +73,7 @@ impl LlmAgent {
             if !talk.calls.is_empty() {
                 run_tools(ctx, &mut talk.calls).await;
                 if talk.calls.iter().any(|c| c.result.is_none()) {
-                    let state = serde_json::to_value(&talk).map_err(|e| {
-                        AgentError::new(
-                            "pause_failed",
-                            format!("cannot keep the conversation: {e}"),
-                        )
-                    })?;
-                    return Err(ctx.pause(state));
+                    return Err(ctx.pause(keep(&talk)?));
                 }
                 talk.messages.extend(
                     talk.calls.drain(..).map(
@@ -91,15 +86,31 @@ impl LlmAgent {
             }
             // The safe point: messages the user sent meanwhile join the conversation here.
             take_messages(ctx, &mut talk.messages);
+            // The call's worst case is reserved against the user's budget first; a budget
+            // used up pauses the run here, with the conversation so far.
+            let estimate = CallEstimate {
+                model: self.config().model.clone(),
+                prompt_tokens: prompt_tokens(&talk.messages, &tools),
+                max_answer_tokens: u64::from(self.config().max_tokens),
+            };
+            let reservation = match ctx.reserve_call(&estimate).await {
+                Ok(reservation) => reservation,
+                Err(stop) => return Err(ctx.wait_for_budget(keep(&talk)?, stop)),
+            };
             talk.turns += 1;
-            let turn = self.model.complete(ctx, &talk.messages, &tools).await?;
-            // Counted once per call, as soon as it answered (a later failure keeps it).
+            let answer_cap = reservation.max_answer_tokens();
+            let turn = self
+                .model
+                .complete(ctx, (&talk.messages, &tools), answer_cap)
+                .await?;
+            // Counted once per call, as soon as it answered (a later failure keeps it); a
+            // call that failed let its reservation go (dropped above).
             let counted = turn
                 .usage
                 .as_ref()
                 .and_then(|usage| CallUsage::from_openai(&self.config().model, usage));
             if let Some(usage) = counted {
-                ctx.record_usage(usage).await;
+                reservation.settle(usage).await;
             }
             add_usage(&mut talk.usage, turn.usage);
             if turn.tool_calls.is_empty() {
@@ -206,6 +217,19 @@ impl Agent for LlmAgent {
         })?;
         self.converse(ctx, talk).await
     }
+}
+
+/// The conversation as a paused run keeps it.
+fn keep(talk: &Conversation) -> Result<Value, AgentError> {
+    serde_json::to_value(talk)
+        .map_err(|e| AgentError::new("pause_failed", format!("cannot keep the conversation: {e}")))
+}
+
+/// The tokens of a request's messages and tools, estimated on the high side from their
+/// JSON text (what the reservation before a call counts).
+fn prompt_tokens(messages: &[Value], tools: &[Value]) -> u64 {
+    let bytes = |values: &[Value]| serde_json::to_string(values).map_or(0, |text| text.len());
+    agent_registry::estimate_tokens(bytes(messages) + bytes(tools))
 }
 
 /// The registry's tools as Chat Completions `function` tools.

@@ -54,6 +54,10 @@ pub struct LlmConfig {
     pub system_prompt: Option<String>,
     /// Turns (model calls) per run before the run fails with `max_turns`.
     pub max_turns: u32,
+    /// The longest answer of one model call, in tokens, when a budget bounds the user: the
+    /// call's reservation counts it, and the request's `max_tokens` is this or what remains
+    /// of the budget, whichever is less. Without a budget the request sets no `max_tokens`.
+    pub max_tokens: u32,
     /// Retries after a 429, a 5xx or a connection failure.
     pub max_retries: u32,
     /// The first retry's wait before its jitter; each retry doubles it, up to
@@ -82,6 +86,7 @@ impl LlmConfig {
             model: model.into(),
             system_prompt: None,
             max_turns: 10,
+            max_tokens: 4096,
             max_retries: 3,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(10),
@@ -117,6 +122,9 @@ impl LlmConfig {
         }
         if self.max_turns == 0 {
             return Err(LlmError::ZeroMaxTurns);
+        }
+        if self.max_tokens == 0 {
+            return Err(LlmError::ZeroMaxTokens);
         }
         Ok(())
     }

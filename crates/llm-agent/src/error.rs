@@ -30,6 +30,9 @@ pub enum LlmError {
     /// `max_turns` is 0, so no run could ever call the model.
     #[error("max_turns must be at least 1")]
     ZeroMaxTurns,
+    /// `max_tokens` is 0, so no answer could have a word.
+    #[error("max_tokens must be at least 1")]
+    ZeroMaxTokens,
     /// The HTTP client could not be built (for example, no TLS backend).
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),

@@ -69,15 +69,16 @@ impl ModelClient {
         &self.config
     }
 
-    /// One model call with the conversation so far, retried while nothing has reached the
-    /// user yet; its answer text and reasoning stream to the user through `ctx`.
+    /// One model call with the conversation so far (its messages and the tools), retried
+    /// while nothing has reached the user yet; its answer text and reasoning stream to the
+    /// user through `ctx`. `max_tokens` bounds the answer when a budget does.
     pub(crate) async fn complete(
         &self,
         ctx: &AgentContext,
-        messages: &[Value],
-        tools: &[Value],
+        (messages, tools): (&[Value], &[Value]),
+        max_tokens: Option<u64>,
     ) -> Result<Turn, RunFailure> {
-        let outcome = self.attempts(ctx, messages, tools).await;
+        let outcome = self.attempts(ctx, messages, tools, max_tokens).await;
         match &outcome {
             Ok(turn) => self.stats.answered(turn.usage.as_ref()),
             Err(failure) => self.stats.failed(failure.code()),
@@ -91,8 +92,12 @@ impl ModelClient {
         ctx: &AgentContext,
         messages: &[Value],
         tools: &[Value],
+        max_tokens: Option<u64>,
     ) -> Result<Turn, RunFailure> {
         let mut body = request_body(&self.config.model, messages, tools);
+        if let Some(max_tokens) = max_tokens {
+            body["max_tokens"] = max_tokens.into();
+        }
         // Whatever the conversation holds (a tool's result, an earlier answer, the user's
         // message), the model never receives one of the server's secrets.
         self.config.scrubber.scrub_json(Site::Model, &mut body);

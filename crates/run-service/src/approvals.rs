@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_registry::{AgentError, DecidedCall};
-use core_context::approval::Decision;
+use core_context::approval::{Decision, WaitingFor};
 use core_context::multitask::{self, Multitask};
 use core_context::{RunId, ThreadId, UserExecutionContext, UserId};
 use execution_engine::{Resume, RunOutcome, UserExecutionEngine};
@@ -207,7 +207,8 @@ impl RunService {
     /// A new message into `thread`: when the thread's run waits for approvals, `interrupt`
     /// and `rollback` end it first; any other strategy is refused with
     /// `thread_waiting_for_approval`, naming the run (the waiting run is never dropped
-    /// silently).
+    /// silently). A run waiting for its budget is ended the same way by `interrupt` and
+    /// `rollback`; other messages wait behind it, like behind a running run.
     pub(crate) async fn settle_waiting_run(
         &self,
         user: &UserId,
@@ -217,7 +218,7 @@ impl RunService {
         let Some(recorder) = self.recorder() else {
             return Ok(());
         };
-        let Some(run) = recorder
+        let Some((run, waiting_for)) = recorder
             .store()
             .paused_in_thread(user, thread)
             .await
@@ -229,6 +230,9 @@ impl RunService {
         let ending = match strategy {
             Multitask::Interrupt => Ending::Interrupted,
             Multitask::Rollback => Ending::RolledBack,
+            // A run waiting for its budget keeps its thread like a running one: the message
+            // is queued behind it (or refused, or steered) as its strategy says.
+            _ if waiting_for == WaitingFor::Budget => return Ok(()),
             _ => {
                 self.metrics().busy_thread(strategy, false);
                 return Err(Refusal::new(
@@ -248,7 +252,7 @@ impl RunService {
 
     /// Claims `run`'s resume (exactly one node does, once its calls are all decided) and
     /// resumes it on this node. Whether this node resumed it.
-    async fn resume(self: &Arc<Self>, user: &UserId, run: &RunId) -> bool {
+    pub(crate) async fn resume(self: &Arc<Self>, user: &UserId, run: &RunId) -> bool {
         let Some(recorder) = self.recorder().cloned() else {
             return false;
         };

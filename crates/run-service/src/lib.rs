@@ -16,8 +16,10 @@
 //!   and cancelling paused runs, expiring undecided calls.
 //! - [`paused_runs`]: the engine's paused runs, kept in the history store.
 //! - [`usage`]: what users' runs spend: each model call counted once in the history, priced,
-//!   and the per-user budgets; `spending`: a user's usage against their budget, and the check
-//!   a new run passes.
+//!   and the per-user budgets; [`budgets`]: the server's budget and users' plans; `ledger`:
+//!   the reservation of each model call's worst case before it; `spending`: a user's usage
+//!   against their budget, the check a new run passes, and resuming runs that waited for
+//!   their budget.
 //! - `threads`: one run per thread: what a new message into a busy thread does to its run
 //!   (`multitask`: reject, enqueue, interrupt, rollback), the run's admission into its
 //!   thread, and its earlier turns read when it starts.
@@ -29,9 +31,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod approvals;
+pub mod budgets;
 pub mod cluster;
 mod cluster_slots;
 pub mod counter;
+mod ledger;
 pub mod paused_runs;
 pub mod recorder;
 pub mod service;

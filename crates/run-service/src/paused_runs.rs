@@ -73,6 +73,7 @@ impl PausedRuns for HistoryPausedRuns {
                     expires_ms: unix_ms(*expires),
                 })
                 .collect(),
+            budget: run.budget.clone(),
         };
         self.recorder
             .store()

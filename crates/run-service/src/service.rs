@@ -22,6 +22,7 @@ use execution_engine::{
 use redis_broker::NodeRequest;
 use serde_json::{Map, Value, json};
 
+use crate::budgets::Budgets;
 use crate::cluster::Cluster;
 pub use crate::counter::RunCounter;
 use crate::paused_runs::Ending;
@@ -102,10 +103,9 @@ pub struct RunService {
     metrics: Arc<dyn RunCounter>,
     /// What a message into a busy thread does when it does not say (`--multitask-default`).
     multitask_default: Multitask,
-    /// What each user's runs may spend per period.
-    budget: Budget,
-    /// Users' own limits, from the claim of their latest token that carried one.
-    plans: parking_lot::Mutex<std::collections::HashMap<UserId, Plan>>,
+    /// What each user's runs may spend per period: the server's budget and users' own plans,
+    /// from the claim of their latest token that carried one.
+    budgets: Arc<Budgets>,
     /// Set by graceful shutdown: no new runs.
     draining: AtomicBool,
 }
@@ -134,8 +134,7 @@ impl RunService {
             recorder,
             metrics,
             multitask_default: Multitask::Enqueue,
-            budget: Budget::default(),
-            plans: parking_lot::Mutex::default(),
+            budgets: Arc::default(),
             draining: AtomicBool::new(false),
         }
     }
@@ -146,42 +145,40 @@ impl RunService {
     /// without a store at start).
     #[must_use]
     pub fn with_usage(mut self, prices: Prices, budget: Budget) -> Self {
+        self.budgets = Arc::new(Budgets::new(budget));
         if let Some(recorder) = &self.recorder {
-            let book = crate::usage::UsageBook::new(
+            let book = crate::ledger::UsageBook::new(
                 Arc::clone(recorder),
                 prices,
                 Arc::clone(&self.metrics),
+                Arc::clone(&self.budgets),
             );
             self.factory = self.factory.with_meter(Arc::new(book));
         }
-        self.budget = budget;
         self
     }
 
     /// What each user's runs may spend per period.
     pub fn budget(&self) -> Budget {
-        self.budget
+        self.budgets.server()
     }
 
     /// What `user`'s runs may spend per period: the server's budget, or the limits of their
     /// token's plan.
     pub fn budget_for(&self, user: &UserId) -> Budget {
-        self.budget.with_plan(self.plans.lock().get(user).copied())
+        self.budgets.of(user)
     }
 
     /// Takes `user`'s plan from the `claims` of the token of a request of theirs (a token
     /// without the claim gives them the server's budget again). Refused, naming the claim,
-    /// when the claim is malformed.
-    pub fn note_plan(&self, user: &UserId, claims: &Value) -> Result<(), Refusal> {
+    /// when the claim is malformed. When it changes their budget, their runs that wait for
+    /// it are looked at at once (those it now allows go on).
+    pub fn note_plan(self: &Arc<Self>, user: &UserId, claims: &Value) -> Result<(), Refusal> {
         let plan = Plan::from_claims(claims).map_err(|e| Refusal::new("unauthorized", e))?;
-        let mut plans = self.plans.lock();
-        match plan {
-            Some(plan) => {
-                plans.insert(user.clone(), plan);
-            }
-            None => {
-                plans.remove(user);
-            }
+        if self.budgets.note(user, plan) && self.recorder.is_some() {
+            let service = Arc::clone(self);
+            let user = user.clone();
+            tokio::spawn(async move { service.resume_budget_waits_of(&user).await });
         }
         Ok(())
     }
@@ -387,6 +384,7 @@ impl RunService {
                     service.metrics.approvals_requested(calls.len());
                     "paused for approval"
                 }
+                RunOutcome::WaitingForBudget(_) => "paused for its budget",
             };
             tracing::info!(user = %tag, run_id = %run, agent, how, code = outcome.error_code(), "run ended");
             service.sessions.finished(&user, &run);

@@ -1,10 +1,15 @@
 //! The run service's side of spending: a user's usage this period against their budget
-//! ([`RunService::usage_report`]), and the check that refuses a new run once the budget is
-//! used up (`budget_exceeded`). The counting itself is `usage`.
+//! ([`RunService::usage_report`]), the check that refuses a new run once the budget is used
+//! up (`budget_exceeded`), and the sweep that resumes runs that waited for their budget once
+//! it allows them again ([`RunService::resume_budget_waits`]). The counting itself is
+//! `ledger`.
+
+use std::sync::Arc;
 
 use core_context::UserId;
 use history::UsageTotals;
 
+use crate::budgets::allows_again;
 use crate::recorder::now_ms;
 use crate::service::{Refusal, RunService};
 use crate::usage::UsageReport;
@@ -73,5 +78,61 @@ impl RunService {
             }
         }
         Ok(())
+    }
+
+    /// Resumes the runs that wait for their budget and may go on now: a new period began,
+    /// or their user's limit was raised (a restart with a higher limit, or a token with a
+    /// higher plan). Each is resumed once across nodes (the history store's claim). Called
+    /// every few seconds.
+    pub async fn resume_budget_waits(self: &Arc<Self>) {
+        self.sweep_budget_waits(None).await;
+    }
+
+    /// [`resume_budget_waits`](Self::resume_budget_waits) for `user`'s runs only (their
+    /// budget just changed).
+    pub(crate) async fn resume_budget_waits_of(self: &Arc<Self>, user: &UserId) {
+        self.sweep_budget_waits(Some(user)).await;
+    }
+
+    async fn sweep_budget_waits(self: &Arc<Self>, only: Option<&UserId>) {
+        const PAGE: usize = 200;
+        let Some(recorder) = self.recorder().cloned() else {
+            return;
+        };
+        let mut after = (
+            only.map_or_else(String::new, |u| u.as_str().to_owned()),
+            String::new(),
+        );
+        loop {
+            let waits = match recorder
+                .store()
+                .budget_waits((&after.0, &after.1), PAGE)
+                .await
+            {
+                Ok(waits) => waits,
+                Err(error) => {
+                    tracing::warn!(%error, "budgets: cannot look for runs waiting for their budget now");
+                    return;
+                }
+            };
+            for wait in &waits {
+                if only.is_some_and(|user| *user != wait.user) {
+                    return;
+                }
+                let budget = self.budget_for(&wait.user);
+                if allows_again(&wait.exhausted, &budget, now_ms()) {
+                    self.resume(&wait.user, &wait.run_id).await;
+                }
+            }
+            match waits.last() {
+                Some(last) if waits.len() == PAGE => {
+                    after = (
+                        last.user.as_str().to_owned(),
+                        last.run_id.as_str().to_owned(),
+                    );
+                }
+                _ => return,
+            }
+        }
     }
 }

@@ -1,20 +1,13 @@
 //! What users' runs spend: each model call's usage counted once in the history
-//! (`UsageBook`, the engine's `UsageMeter`), priced by the configured price table
+//! (`ledger.rs`'s `UsageBook`, the engine's `UsageMeter`), priced by the configured price table
 //! ([`Prices`]), and the per-user budgets per calendar period ([`Budget`], [`Period`]) that a
 //! new run is checked against and `GET /v1/me/usage` reports ([`UsageReport`], from
 //! [`RunService::usage_report`](crate::RunService::usage_report)).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use agent_registry::{CallUsage, UsageMeter};
-use async_trait::async_trait;
-use core_context::{RunId, RunScope, UserId};
-use history::ModelUsage;
+use agent_registry::CallUsage;
 use serde::Serialize;
-
-use crate::counter::RunCounter;
-use crate::recorder::{Recorder, now_ms};
 
 /// A calendar period in UTC over which a budget counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -123,6 +116,12 @@ impl Prices {
         Some(cost.round().min(u64::MAX as f64) as u64)
     }
 
+    /// `model`'s price per million tokens (input, output), in dollars: as many millionths
+    /// of a dollar per token.
+    pub fn of(&self, model: &str) -> Option<(f64, f64)> {
+        self.0.get(model).copied()
+    }
+
     /// Whether no model has a price.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -207,57 +206,6 @@ impl Plan {
             tokens,
             cost_micro_usd,
         }))
-    }
-}
-
-/// The engine's usage meter: each model call counted once in the history, priced.
-pub(crate) struct UsageBook {
-    recorder: Arc<Recorder>,
-    prices: Prices,
-    metrics: Arc<dyn RunCounter>,
-}
-
-impl UsageBook {
-    pub(crate) fn new(
-        recorder: Arc<Recorder>,
-        prices: Prices,
-        metrics: Arc<dyn RunCounter>,
-    ) -> Self {
-        Self {
-            recorder,
-            prices,
-            metrics,
-        }
-    }
-}
-
-#[async_trait]
-impl UsageMeter for UsageBook {
-    async fn record(&self, user: &UserId, scope: &RunScope, usage: CallUsage) {
-        let record = ModelUsage {
-            // Unique per call: a retried write of the same call counts once.
-            call_id: format!("{}:{}", scope.run_id, RunId::generate().as_str()),
-            user: user.clone(),
-            run_id: scope.run_id.clone(),
-            model: usage.model.clone(),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cached_tokens: usage.cached_tokens,
-            cost_micro_usd: self.prices.cost_micro_usd(&usage),
-            at_ms: now_ms(),
-        };
-        self.metrics.model_usage(
-            &usage.model,
-            (
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage.cached_tokens,
-            ),
-            record.cost_micro_usd,
-        );
-        if let Err(error) = self.recorder.store().record_usage(&record).await {
-            tracing::warn!(run_id = %scope.run_id, %error, "history: a model call's usage could not be recorded; the user's totals miss it");
-        }
     }
 }
 

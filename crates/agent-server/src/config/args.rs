@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// Model calls per `llm` run before it fails with `max_turns`.
     #[arg(long, env = "LLM_MAX_TURNS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub llm_max_turns: u32,
+    /// The longest answer of one `llm` model call in tokens, when a budget bounds the user:
+    /// the call reserves it, and asks for it or what remains of the budget, whichever is less.
+    #[arg(long, env = "LLM_MAX_TOKENS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub llm_max_tokens: u32,
     /// Seconds runs may go on after a shutdown signal before they are cancelled.
     #[arg(long, env = "AGENT_SERVER_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub shutdown_grace_secs: u64,

@@ -38,6 +38,7 @@ pub(super) fn llm(args: &ServeArgs) -> Result<Option<llm_agent::LlmConfig>, Conf
             let mut llm = llm_agent::LlmConfig::new(url.clone(), model.clone());
             llm.api_key = args.llm_api_key.clone().map(llm_agent::Secret::new);
             llm.max_turns = args.llm_max_turns;
+            llm.max_tokens = args.llm_max_tokens;
             llm.validate()
                 .map_err(|e| ConfigError::Llm(e.to_string()))?;
             Ok(Some(llm))

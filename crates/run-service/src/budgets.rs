@@ -1,0 +1,173 @@
+//! [`Budgets`]: what each user's runs may spend per period: the server's budget, or the
+//! limits of the plan the user's latest token carried. Shared by the run service (the check
+//! before a run, the usage report, the sweep that resumes runs waiting for their budget) and
+//! the usage meter (the reservation before each model call).
+
+use std::collections::HashMap;
+
+use core_context::UserId;
+use core_context::budget::{Amount, BudgetKind, Exhausted};
+use parking_lot::Mutex;
+
+use crate::usage::{Budget, Plan};
+
+/// Users whose plans are kept at most; past it, the plans of users seen longest ago go (they
+/// get the server's budget until their next request brings their token's plan again).
+const MAX_PLANS: usize = 100_000;
+
+/// The server's budget and users' own plans.
+#[derive(Debug, Default)]
+pub struct Budgets {
+    budget: Budget,
+    plans: Mutex<Plans>,
+}
+
+#[derive(Debug, Default)]
+struct Plans {
+    by_user: HashMap<UserId, (Plan, u64)>,
+    /// Bumped on each note: a plan's age, for eviction.
+    clock: u64,
+}
+
+impl Budgets {
+    /// `budget` for every user whose token carries no plan.
+    pub fn new(budget: Budget) -> Self {
+        Self {
+            budget,
+            plans: Mutex::default(),
+        }
+    }
+
+    /// The server's budget.
+    pub fn server(&self) -> Budget {
+        self.budget
+    }
+
+    /// What `user`'s runs may spend per period.
+    pub fn of(&self, user: &UserId) -> Budget {
+        let plan = self.plans.lock().by_user.get(user).map(|(plan, _)| *plan);
+        self.budget.with_plan(plan)
+    }
+
+    /// Takes `user`'s plan from their latest token (`None`: the server's budget). True when
+    /// their budget changed.
+    pub fn note(&self, user: &UserId, plan: Option<Plan>) -> bool {
+        let before = self.of(user);
+        let mut plans = self.plans.lock();
+        plans.clock += 1;
+        let now = plans.clock;
+        match plan {
+            Some(plan) => {
+                plans.by_user.insert(user.clone(), (plan, now));
+                if plans.by_user.len() > MAX_PLANS {
+                    let oldest = plans
+                        .by_user
+                        .iter()
+                        .min_by_key(|(_, (_, seen))| *seen)
+                        .map(|(user, _)| user.clone());
+                    if let Some(oldest) = oldest {
+                        plans.by_user.remove(&oldest);
+                    }
+                }
+            }
+            None => {
+                plans.by_user.remove(user);
+            }
+        }
+        drop(plans);
+        self.of(user) != before
+    }
+}
+
+/// Whether a run that paused as `exhausted` says may go on under `budget` at `now_ms`: a new
+/// period began, or the limit in its way was raised (or removed).
+pub(crate) fn allows_again(exhausted: &Exhausted, budget: &Budget, now_ms: i64) -> bool {
+    let resets_ms = i64::try_from(
+        exhausted
+            .resets_at
+            .as_system_time()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(i64::MAX);
+    if now_ms >= resets_ms {
+        return true;
+    }
+    match (exhausted.budget, exhausted.limit) {
+        (BudgetKind::Tokens, Amount::Tokens(was)) => budget.tokens.is_none_or(|now| now > was),
+        (BudgetKind::CostUsd, Amount::Usd(was)) => budget
+            .cost_micro_usd
+            .is_none_or(|now| now as f64 / 1_000_000.0 > was + 1e-9),
+        // Not a pause this server wrote: let the reservation decide.
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use core_context::Timestamp;
+
+    use super::*;
+    use crate::usage::Period;
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).unwrap()
+    }
+
+    #[test]
+    fn a_plan_replaces_the_servers_limits_until_a_token_without_one() {
+        let budgets = Budgets::new(Budget {
+            tokens: Some(100),
+            cost_micro_usd: None,
+            period: Period::Day,
+        });
+        let alice = user("alice");
+        assert_eq!(budgets.of(&alice).tokens, Some(100));
+        let plan = Plan {
+            tokens: Some(500),
+            cost_micro_usd: None,
+        };
+        assert!(budgets.note(&alice, Some(plan)), "raised");
+        assert!(!budgets.note(&alice, Some(plan)), "the same again");
+        assert_eq!(budgets.of(&alice).tokens, Some(500));
+        assert_eq!(budgets.of(&user("bob")).tokens, Some(100));
+        assert!(budgets.note(&alice, None));
+        assert_eq!(budgets.of(&alice).tokens, Some(100));
+    }
+
+    #[test]
+    fn a_budget_wait_ends_with_its_period_or_a_higher_limit() {
+        let resets = UNIX_EPOCH + Duration::from_secs(1_000);
+        let exhausted = Exhausted {
+            budget: BudgetKind::Tokens,
+            used: Amount::Tokens(290),
+            limit: Amount::Tokens(300),
+            resets_at: Timestamp::from(resets),
+        };
+        let with = |tokens| Budget {
+            tokens,
+            cost_micro_usd: None,
+            period: Period::Day,
+        };
+        let before_reset = 999_000;
+        assert!(!allows_again(&exhausted, &with(Some(300)), before_reset));
+        assert!(!allows_again(&exhausted, &with(Some(200)), before_reset));
+        assert!(allows_again(&exhausted, &with(Some(301)), before_reset));
+        assert!(allows_again(&exhausted, &with(None), before_reset));
+        assert!(allows_again(&exhausted, &with(Some(300)), 1_000_000));
+        let cost = Exhausted {
+            budget: BudgetKind::CostUsd,
+            used: Amount::Usd(0.3),
+            limit: Amount::Usd(0.5),
+            ..exhausted
+        };
+        let dollars = |micro| Budget {
+            cost_micro_usd: micro,
+            ..with(None)
+        };
+        assert!(!allows_again(&cost, &dollars(Some(500_000)), before_reset));
+        assert!(allows_again(&cost, &dollars(Some(600_000)), before_reset));
+    }
+}

@@ -1,0 +1,236 @@
+//! `UsageBook`, the engine's usage meter: each model call's worst case reserved against its
+//! user's budget before the call, and its real usage counted once in the history after.
+//!
+//! **The reservation.** A call asks for its prompt's estimated tokens plus the longest answer
+//! it could get: the agent's own cap, or what remains of the budget after the prompt,
+//! whichever is less (that is the request's `max_tokens`). What remains is the budget less
+//! the period's usage in the history and the reservations of this node's calls under way, read
+//! and reserved under the user's own lock, so this node's concurrent calls never pass the
+//! budget together. A call that cannot get [`MIN_ANSWER_TOKENS`] waits for the budget
+//! (`budget_exhausted`); one whose prompt alone passes the whole budget fails. Settled, the
+//! reservation gives way to the call's real usage (written to the history first, so the call
+//! is never counted by neither); a call that failed gives it back.
+//!
+//! Across nodes, each node sees the others' calls once they are in the shared history, not
+//! while they run: nodes calling at once for one user can pass the budget by up to one call's
+//! reservation per node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use agent_registry::{AgentError, BUDGET_EXCEEDED, CallEstimate, CallUsage, Grant, UsageMeter};
+use async_trait::async_trait;
+use core_context::budget::{Amount, BudgetKind, Exhausted};
+use core_context::{RunId, RunScope, Timestamp, UserId};
+use history::ModelUsage;
+use parking_lot::Mutex;
+
+use crate::budgets::Budgets;
+use crate::counter::RunCounter;
+use crate::recorder::{Recorder, now_ms};
+use crate::usage::Prices;
+
+/// The shortest answer worth a model call: a call that could not get this many answer tokens
+/// waits for the budget instead.
+pub(crate) const MIN_ANSWER_TOKENS: u64 = 16;
+
+/// One user's calls under way on this node: the lock their reservations are made under, and
+/// what each holds (tokens, millionths of a dollar).
+#[derive(Default)]
+struct Held {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    calls: HashMap<u64, (u64, u64)>,
+}
+
+/// The engine's usage meter; see the module documentation.
+pub(crate) struct UsageBook {
+    recorder: Arc<Recorder>,
+    prices: Prices,
+    metrics: Arc<dyn RunCounter>,
+    budgets: Arc<Budgets>,
+    held: Mutex<HashMap<UserId, Held>>,
+    tickets: AtomicU64,
+}
+
+impl UsageBook {
+    pub(crate) fn new(
+        recorder: Arc<Recorder>,
+        prices: Prices,
+        metrics: Arc<dyn RunCounter>,
+        budgets: Arc<Budgets>,
+    ) -> Self {
+        Self {
+            recorder,
+            prices,
+            metrics,
+            budgets,
+            held: Mutex::default(),
+            tickets: AtomicU64::new(1),
+        }
+    }
+
+    /// `user`'s lock (their entry is kept while it is held).
+    fn lock_of(&self, user: &UserId) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(&self.held.lock().entry(user.clone()).or_default().lock)
+    }
+
+    /// What this node's calls under way hold for `user`: tokens, millionths of a dollar.
+    fn held_by(&self, user: &UserId) -> (u64, u64) {
+        self.held.lock().get(user).map_or((0, 0), |entry| {
+            entry.calls.values().fold((0u64, 0u64), |(t, m), (ct, cm)| {
+                (t.saturating_add(*ct), m.saturating_add(*cm))
+            })
+        })
+    }
+
+    /// Lets go of `ticket` (if given), and of `user`'s entry once nothing holds it.
+    fn let_go(&self, user: &UserId, ticket: Option<u64>) {
+        let mut held = self.held.lock();
+        let Some(entry) = held.get_mut(user) else {
+            return;
+        };
+        if let Some(ticket) = ticket {
+            entry.calls.remove(&ticket);
+        }
+        if entry.calls.is_empty() && Arc::strong_count(&entry.lock) == 1 {
+            held.remove(user);
+        }
+    }
+
+    /// The reservation itself, under `user`'s lock.
+    async fn reserve_locked(&self, user: &UserId, call: &CallEstimate) -> Grant {
+        let budget = self.budgets.of(user);
+        if !budget.is_set() {
+            return Grant::Unbounded;
+        }
+        let lock = self.lock_of(user);
+        let _turn = lock.lock().await;
+        let (held_tokens, held_micro) = self.held_by(user);
+        let (start, resets_ms) = budget.period.bounds(now_ms());
+        let totals = match self.recorder.store().usage_since(user, start).await {
+            Ok(totals) => totals,
+            Err(error) => {
+                // The budget cannot be read: the call goes on rather than the run failing
+                // on a store outage (the count catches up once it is back).
+                tracing::warn!(%error, "history: cannot read a user's usage; a model call goes on unreserved");
+                return Grant::Unbounded;
+            }
+        };
+        let resets_at = Timestamp::from(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(resets_ms).unwrap_or(0)),
+        );
+        let prompt = call.prompt_tokens;
+        let mut answer = call.max_answer_tokens;
+        if let Some(limit) = budget.tokens {
+            let used = totals.tokens.saturating_add(held_tokens);
+            if prompt.saturating_add(MIN_ANSWER_TOKENS) > limit {
+                return Grant::Refused(too_large(format!(
+                    "this model call's prompt is about {prompt} tokens, more than your whole budget of {limit} tokens per {}",
+                    budget.period.name()
+                )));
+            }
+            let remaining = limit.saturating_sub(used);
+            if remaining < prompt.saturating_add(MIN_ANSWER_TOKENS) {
+                return Grant::Exhausted(Exhausted {
+                    budget: BudgetKind::Tokens,
+                    used: Amount::Tokens(totals.tokens),
+                    limit: Amount::Tokens(limit),
+                    resets_at,
+                });
+            }
+            answer = answer.min(remaining - prompt);
+        }
+        let price = self.prices.of(&call.model);
+        if let (Some(limit), Some((input, output))) = (budget.cost_micro_usd, price) {
+            let prompt_cost = (prompt as f64 * input).ceil();
+            let least = prompt_cost + MIN_ANSWER_TOKENS as f64 * output;
+            if least > limit as f64 {
+                return Grant::Refused(too_large(format!(
+                    "this model call's prompt alone would cost about ${:.4}, more than your whole budget of ${:.2} per {}",
+                    prompt_cost / 1e6,
+                    limit as f64 / 1e6,
+                    budget.period.name()
+                )));
+            }
+            let remaining = limit.saturating_sub(totals.cost_micro_usd.saturating_add(held_micro));
+            if (remaining as f64) < least {
+                return Grant::Exhausted(Exhausted {
+                    budget: BudgetKind::CostUsd,
+                    used: Amount::Usd(totals.cost_micro_usd as f64 / 1e6),
+                    limit: Amount::Usd(limit as f64 / 1e6),
+                    resets_at,
+                });
+            }
+            if output > 0.0 {
+                let affordable = ((remaining as f64 - prompt_cost) / output).floor();
+                answer = answer.min(affordable.max(0.0) as u64);
+            }
+        }
+        let tokens = prompt.saturating_add(answer);
+        let micro = price.map_or(0, |(input, output)| {
+            (prompt as f64 * input + answer as f64 * output).ceil() as u64
+        });
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        if let Some(entry) = self.held.lock().get_mut(user) {
+            entry.calls.insert(ticket, (tokens, micro));
+        }
+        Grant::Reserved {
+            ticket,
+            max_answer_tokens: answer,
+        }
+    }
+}
+
+fn too_large(message: String) -> AgentError {
+    AgentError::new(BUDGET_EXCEEDED, message)
+}
+
+#[async_trait]
+impl UsageMeter for UsageBook {
+    async fn reserve(&self, user: &UserId, _scope: &RunScope, call: &CallEstimate) -> Grant {
+        let grant = self.reserve_locked(user, call).await;
+        if !matches!(grant, Grant::Reserved { .. }) {
+            self.let_go(user, None);
+        }
+        grant
+    }
+
+    async fn record(&self, user: &UserId, scope: &RunScope, usage: CallUsage) {
+        let record = ModelUsage {
+            // Unique per call: a retried write of the same call counts once.
+            call_id: format!("{}:{}", scope.run_id, RunId::generate().as_str()),
+            user: user.clone(),
+            run_id: scope.run_id.clone(),
+            model: usage.model.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            cost_micro_usd: self.prices.cost_micro_usd(&usage),
+            at_ms: now_ms(),
+        };
+        self.metrics.model_usage(
+            &usage.model,
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+            ),
+            record.cost_micro_usd,
+        );
+        if let Err(error) = self.recorder.store().record_usage(&record).await {
+            tracing::warn!(run_id = %scope.run_id, %error, "history: a model call's usage could not be recorded; the user's totals miss it");
+        }
+    }
+
+    async fn settle(&self, user: &UserId, scope: &RunScope, ticket: u64, usage: CallUsage) {
+        // Counted in the history before the reservation goes: never counted by neither.
+        self.record(user, scope, usage).await;
+        self.let_go(user, Some(ticket));
+    }
+
+    fn release(&self, user: &UserId, ticket: u64) {
+        self.let_go(user, Some(ticket));
+    }
+}
