@@ -73,6 +73,11 @@ async fn a_token_budget_refuses_the_run_after_it_is_used_up_and_outlives_a_resta
         "{message}"
     );
     assert!(message.contains("it resets at 20"), "{message}");
+    // The refusal says it in fields too: the budget, nothing remaining, when it resets.
+    assert_eq!(refused["budget"], "tokens", "{refused}");
+    assert_eq!(refused["remaining"], 0, "{refused}");
+    let resets_at = refused["resets_at"].as_str().unwrap();
+    assert!(resets_at.ends_with("-01T00:00:00.000000Z"), "{refused}");
 
     let (status, used) = http(addr, "GET", "/v1/me/usage", Some("alice")).await;
     assert_eq!(status, 200, "{used}");
@@ -112,6 +117,15 @@ async fn a_token_budget_refuses_the_run_after_it_is_used_up_and_outlives_a_resta
     assert_eq!(refused.status().as_u16(), 429);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "budget_exceeded", "{body}");
+    assert_eq!(
+        (
+            &body["budget"],
+            &body["remaining"],
+            body["resets_at"].as_str()
+        ),
+        (&json!("tokens"), &json!(0), Some(resets_at)),
+        "{body}"
+    );
     first.shutdown().await;
 
     // The count is in the history: a restarted server still refuses.

@@ -173,6 +173,7 @@ impl InFlight {
                 request_id,
                 code,
                 message,
+                ..
             } => {
                 let entry = match request_id.as_deref() {
                     Some(id) => self.take_by_id(id),

@@ -2,6 +2,7 @@
 //! a connection can receive ([`ServerMessage`]: a control frame or an event of the user's
 //! stream).
 
+use core_context::budget::Shortfall;
 use core_context::{ConnectionId, RunId, SequencedEvent, ThreadId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +61,10 @@ pub enum ServerFrame {
         code: ErrorCode,
         /// What was wrong, for a human.
         message: String,
+        /// For `budget_exceeded`: the budget in the way, what remains of it and when it
+        /// resets (`budget`, `remaining`, `resets_at`).
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        shortfall: Option<Shortfall>,
     },
     /// The answer to `ping`.
     Pong {
@@ -75,6 +80,7 @@ impl ServerFrame {
             request_id,
             code,
             message: message.into(),
+            shortfall: None,
         }
     }
 
@@ -91,6 +97,7 @@ impl From<ProtocolError> for ServerFrame {
             request_id: error.request_id,
             code: error.code,
             message: error.message,
+            shortfall: None,
         }
     }
 }

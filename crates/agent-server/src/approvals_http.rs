@@ -40,8 +40,7 @@ pub fn routes() -> [(&'static str, MethodRouter<RouterState>); 2] {
 
 /// A refusal of the run service as an HTTP answer.
 fn refused(refusal: Refusal) -> Response {
-    let code = ErrorCode::from_wire(refusal.code);
-    refuse(crate::wire::http_status(&code), code, refusal.message)
+    crate::wire::refused_http(refusal)
 }
 
 async fn list_approvals(

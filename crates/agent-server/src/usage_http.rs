@@ -51,9 +51,6 @@ async fn usage(
             }))
             .into_response()
         }
-        Err(refusal) => {
-            let code = ErrorCode::from_wire(refusal.code);
-            refuse(crate::wire::http_status(&code), code, refusal.message)
-        }
+        Err(refusal) => crate::wire::refused_http(refusal),
     }
 }

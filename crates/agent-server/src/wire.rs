@@ -81,8 +81,30 @@ pub fn refused(
     request_id: Option<String>,
     refusal: run_service::Refusal,
 ) -> agent_protocol::ServerFrame {
+    agent_protocol::ServerFrame::Error {
+        request_id,
+        code: agent_protocol::ErrorCode::from_wire(refusal.code),
+        message: refusal.message,
+        shortfall: refusal.shortfall,
+    }
+}
+
+/// The HTTP response of a refused request (AG-UI, the history API): the protocol's error
+/// body, with a `budget_exceeded`'s `budget`, `remaining` and `resets_at`.
+pub fn refused_http(refusal: run_service::Refusal) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let code = agent_protocol::ErrorCode::from_wire(refusal.code);
-    agent_protocol::ServerFrame::error(request_id, code, refusal.message)
+    let status = http_status(&code);
+    let Some(shortfall) = refusal.shortfall else {
+        return http_guard::bearer::refuse(status, code, refusal.message);
+    };
+    let mut body = serde_json::json!({"error": code, "message": refusal.message});
+    if let (Some(body), Ok(serde_json::Value::Object(extra))) =
+        (body.as_object_mut(), serde_json::to_value(&shortfall))
+    {
+        body.extend(extra);
+    }
+    (status, axum::Json(body)).into_response()
 }
 
 /// The close of a connection that could not join its user's stream: 1008 when the user's

@@ -1,6 +1,7 @@
 //! The vocabulary of spending budgets: which budget a run used up ([`BudgetKind`]), an
 //! amount of it ([`Amount`]), and what a run that paused for its user's budget reports
-//! ([`Exhausted`], the data of `budget_exhausted`).
+//! ([`Exhausted`], the data of `budget_exhausted`), and what a run refused for its budget is
+//! told ([`Shortfall`], on `budget_exceeded` errors).
 //!
 //! Plain data shared by the agent's context (where a model call is refused), the engine
 //! (which pauses the run), the history (which keeps it waiting) and the transports:
@@ -52,6 +53,18 @@ pub struct Exhausted {
     pub limit: Amount,
     /// When the next period begins (RFC 3339): the run goes on then, or once the limit is
     /// raised.
+    pub resets_at: Timestamp,
+}
+
+/// What a run refused for its user's budget (`budget_exceeded`) is told besides the message:
+/// the budget in the way, what remains of it (nothing), and when it resets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shortfall {
+    /// The budget in the way.
+    pub budget: BudgetKind,
+    /// What remains of it this period.
+    pub remaining: Amount,
+    /// When the next period begins (RFC 3339).
     pub resets_at: Timestamp,
 }
 

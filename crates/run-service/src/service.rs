@@ -22,6 +22,8 @@ use execution_engine::{
 use redis_broker::NodeRequest;
 use serde_json::{Map, Value, json};
 
+use core_context::budget::Shortfall;
+
 use crate::budgets::Budgets;
 use crate::cluster::Cluster;
 pub use crate::counter::RunCounter;
@@ -66,7 +68,7 @@ pub struct RunAccepted {
 
 /// Why a run was not started or not cancelled: a code every transport knows and a message
 /// that says what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct Refusal {
     /// The error code, in the vocabulary the engine's errors use (`too_many_runs`,
@@ -75,13 +77,17 @@ pub struct Refusal {
     pub code: &'static str,
     /// What happened and what to do.
     pub message: String,
+    /// For `budget_exceeded`: the budget in the way, what remains and when it resets.
+    pub shortfall: Option<Shortfall>,
 }
 
 impl Refusal {
-    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
+    /// A refusal with `code` and `message`.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
+            shortfall: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use core_context::UserId;
+use core_context::budget::{Amount, BudgetKind, Shortfall};
 use history::UsageTotals;
 
 use crate::budgets::allows_again;
@@ -45,18 +46,32 @@ impl RunService {
     }
 
     /// Refuses a new run of `user`'s with `budget_exceeded` when their budget for this period
-    /// is used up; the message says what is used, what is allowed and when it resets.
+    /// is used up; the message says what is used, what is allowed and when it resets, and the
+    /// refusal carries the budget, what remains (nothing) and when it resets.
     pub(crate) async fn check_budget(&self, user: &UserId) -> Result<(), Refusal> {
         if !self.budget_for(user).is_set() {
             return Ok(());
         }
         let report = self.usage_report(user).await?;
+        let resets_at = core_context::Timestamp::from(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(report.resets_at_ms).unwrap_or(0)),
+        );
         let resets = jiff::Timestamp::from_millisecond(report.resets_at_ms)
             .map_or_else(|_| report.resets_at_ms.to_string(), |t| t.to_string());
+        let refused = |budget, remaining, message: String| Refusal {
+            shortfall: Some(Shortfall {
+                budget,
+                remaining,
+                resets_at,
+            }),
+            ..Refusal::new("budget_exceeded", message)
+        };
         if let Some(limit) = report.tokens_limit {
             if report.tokens_used >= limit {
-                return Err(Refusal::new(
-                    "budget_exceeded",
+                return Err(refused(
+                    BudgetKind::Tokens,
+                    Amount::Tokens(0),
                     format!(
                         "your token budget for this {} is used up: {} of {limit} tokens used, 0 remaining; it resets at {resets}",
                         report.period.name(),
@@ -67,8 +82,9 @@ impl RunService {
         }
         if let Some(limit) = report.cost_usd_limit {
             if report.cost_usd_used >= limit {
-                return Err(Refusal::new(
-                    "budget_exceeded",
+                return Err(refused(
+                    BudgetKind::CostUsd,
+                    Amount::Usd(0.0),
                     format!(
                         "your cost budget for this {} is used up: ${:.4} of ${limit:.2} spent, $0 remaining; it resets at {resets}",
                         report.period.name(),

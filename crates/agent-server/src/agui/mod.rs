@@ -116,8 +116,7 @@ pub(crate) async fn run(
     let accepted = match accepted {
         Ok(accepted) => accepted,
         Err(refusal) => {
-            let code = ErrorCode::from_wire(refusal.code);
-            return refuse(crate::wire::http_status(&code), code, refusal.message);
+            return crate::wire::refused_http(refusal);
         }
     };
     let mapper = Mapper::new(input.ids, accepted.run_id.as_str());
@@ -155,12 +154,10 @@ async fn resume(
 ) -> Result<run_service::RunAccepted, run_service::Refusal> {
     let run = answers[0].run.clone();
     if answers.iter().any(|a| a.run != run) {
-        return Err(run_service::Refusal {
-            code: "invalid_field",
-            message:
-                "resume: the entries answer interrupts of different runs; resume one run at a time"
-                    .into(),
-        });
+        return Err(run_service::Refusal::new(
+            "invalid_field",
+            "resume: the entries answer interrupts of different runs; resume one run at a time",
+        ));
     }
     let waiting = runs.pending_approvals(user).await?;
     let Some(thread) = waiting
@@ -168,10 +165,10 @@ async fn resume(
         .find(|w| w.run_id == run.as_str())
         .and_then(|w| ThreadId::parse(&w.thread_id).ok())
     else {
-        return Err(run_service::Refusal {
-            code: "approval_not_found",
-            message: format!("no interrupt of run {run} waits for this user"),
-        });
+        return Err(run_service::Refusal::new(
+            "approval_not_found",
+            format!("no interrupt of run {run} waits for this user"),
+        ));
     };
     for answer in answers {
         runs.resolve_approval(user, &run, &answer.tool_call_id, answer.decision)

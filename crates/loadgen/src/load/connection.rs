@@ -236,6 +236,7 @@ impl Task {
                 request_id,
                 code,
                 message,
+                ..
             } => self.protocol(format!(
                 "the server refused request {}: {code}: {message} (raise the server's limit \
                  for this scenario)",
