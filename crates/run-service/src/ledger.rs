@@ -6,7 +6,8 @@
 //! whichever is less (that is the request's `max_tokens`). What remains is the budget less
 //! the period's usage in the history and the reservations of this node's calls under way, read
 //! and reserved under the user's own lock, so this node's concurrent calls never pass the
-//! budget together. A call that cannot get [`MIN_ANSWER_TOKENS`] waits for the budget
+//! budget together (`core_context::budget::plan_call` does the arithmetic). A call that
+//! cannot get `MIN_ANSWER_TOKENS` waits for the budget
 //! (`budget_exhausted`); one whose prompt alone passes the whole budget fails. Settled, the
 //! reservation gives way to the call's real usage (written to the history first, so the call
 //! is never counted by neither); a call that failed gives it back.
@@ -21,19 +22,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use agent_registry::{AgentError, BUDGET_EXCEEDED, CallEstimate, CallUsage, Grant, UsageMeter};
 use async_trait::async_trait;
-use core_context::budget::{Amount, BudgetKind, Exhausted};
+use core_context::budget::{
+    Amount, BudgetKind, CallAsk, CallPlan, Exhausted, Limits, Spent, plan_call,
+};
 use core_context::{RunId, RunScope, Timestamp, UserId};
-use history::ModelUsage;
+use history::{ModelUsage, UsageTotals};
 use parking_lot::Mutex;
 
 use crate::budgets::Budgets;
 use crate::counter::RunCounter;
 use crate::recorder::{Recorder, now_ms};
 use crate::usage::Prices;
-
-/// The shortest answer worth a model call: a call that could not get this many answer tokens
-/// waits for the budget instead.
-pub(crate) const MIN_ANSWER_TOKENS: u64 = 16;
 
 /// One user's calls under way on this node: the lock their reservations are made under, and
 /// what each holds (tokens, millionths of a dollar).
@@ -121,57 +120,32 @@ impl UsageBook {
             std::time::UNIX_EPOCH
                 + std::time::Duration::from_millis(u64::try_from(resets_ms).unwrap_or(0)),
         );
-        let prompt = call.prompt_tokens;
-        let mut answer = call.max_answer_tokens;
-        if let Some(limit) = budget.tokens {
-            let used = totals.tokens.saturating_add(held_tokens);
-            if prompt.saturating_add(MIN_ANSWER_TOKENS) > limit {
-                return Grant::Refused(too_large(format!(
-                    "this model call's prompt is about {prompt} tokens, more than your whole budget of {limit} tokens per {}",
-                    budget.period.name()
-                )));
+        let ask = CallAsk {
+            prompt_tokens: call.prompt_tokens,
+            answer_cap: call.max_answer_tokens,
+            price: self.prices.of(&call.model),
+        };
+        let limits = Limits {
+            tokens: budget.tokens,
+            cost_micro_usd: budget.cost_micro_usd,
+        };
+        let spent = Spent {
+            tokens: totals.tokens.saturating_add(held_tokens),
+            cost_micro_usd: totals.cost_micro_usd.saturating_add(held_micro),
+        };
+        let (answer, tokens, micro) = match plan_call(spent, &ask, limits) {
+            CallPlan::Reserve {
+                answer,
+                tokens,
+                cost_micro_usd,
+            } => (answer, tokens, cost_micro_usd),
+            CallPlan::Exhausted(kind) => {
+                return Grant::Exhausted(exhausted(kind, &totals, limits, resets_at));
             }
-            let remaining = limit.saturating_sub(used);
-            if remaining < prompt.saturating_add(MIN_ANSWER_TOKENS) {
-                return Grant::Exhausted(Exhausted {
-                    budget: BudgetKind::Tokens,
-                    used: Amount::Tokens(totals.tokens),
-                    limit: Amount::Tokens(limit),
-                    resets_at,
-                });
+            CallPlan::TooLarge(kind) => {
+                return Grant::Refused(too_large(kind, &ask, limits, budget.period.name()));
             }
-            answer = answer.min(remaining - prompt);
-        }
-        let price = self.prices.of(&call.model);
-        if let (Some(limit), Some((input, output))) = (budget.cost_micro_usd, price) {
-            let prompt_cost = (prompt as f64 * input).ceil();
-            let least = prompt_cost + MIN_ANSWER_TOKENS as f64 * output;
-            if least > limit as f64 {
-                return Grant::Refused(too_large(format!(
-                    "this model call's prompt alone would cost about ${:.4}, more than your whole budget of ${:.2} per {}",
-                    prompt_cost / 1e6,
-                    limit as f64 / 1e6,
-                    budget.period.name()
-                )));
-            }
-            let remaining = limit.saturating_sub(totals.cost_micro_usd.saturating_add(held_micro));
-            if (remaining as f64) < least {
-                return Grant::Exhausted(Exhausted {
-                    budget: BudgetKind::CostUsd,
-                    used: Amount::Usd(totals.cost_micro_usd as f64 / 1e6),
-                    limit: Amount::Usd(limit as f64 / 1e6),
-                    resets_at,
-                });
-            }
-            if output > 0.0 {
-                let affordable = ((remaining as f64 - prompt_cost) / output).floor();
-                answer = answer.min(affordable.max(0.0) as u64);
-            }
-        }
-        let tokens = prompt.saturating_add(answer);
-        let micro = price.map_or(0, |(input, output)| {
-            (prompt as f64 * input + answer as f64 * output).ceil() as u64
-        });
+        };
         let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
         if let Some(entry) = self.held.lock().get_mut(user) {
             entry.calls.insert(ticket, (tokens, micro));
@@ -183,7 +157,46 @@ impl UsageBook {
     }
 }
 
-fn too_large(message: String) -> AgentError {
+/// What `budget_exhausted` says: the period's usage of the budget in the way, and its limit.
+fn exhausted(
+    kind: BudgetKind,
+    used: &UsageTotals,
+    limits: Limits,
+    resets_at: Timestamp,
+) -> Exhausted {
+    let usd = |micro: u64| Amount::Usd(micro as f64 / 1e6);
+    let (used, limit) = match kind {
+        BudgetKind::Tokens => (
+            Amount::Tokens(used.tokens),
+            Amount::Tokens(limits.tokens.unwrap_or(0)),
+        ),
+        BudgetKind::CostUsd => (
+            usd(used.cost_micro_usd),
+            usd(limits.cost_micro_usd.unwrap_or(0)),
+        ),
+    };
+    Exhausted {
+        budget: kind,
+        used,
+        limit,
+        resets_at,
+    }
+}
+
+/// The failure of a call that could never fit in its user's budget.
+fn too_large(kind: BudgetKind, ask: &CallAsk, limits: Limits, period: &str) -> AgentError {
+    let prompt = ask.prompt_tokens;
+    let message = match kind {
+        BudgetKind::Tokens => format!(
+            "this model call's prompt is about {prompt} tokens, more than your whole budget of {} tokens per {period}",
+            limits.tokens.unwrap_or(0)
+        ),
+        BudgetKind::CostUsd => format!(
+            "this model call's prompt alone would cost about ${:.4}, more than your whole budget of ${:.2} per {period}",
+            ask.price.map_or(0.0, |(input, _)| prompt as f64 * input) / 1e6,
+            limits.cost_micro_usd.unwrap_or(0) as f64 / 1e6
+        ),
+    };
     AgentError::new(BUDGET_EXCEEDED, message)
 }
 
