@@ -33,6 +33,9 @@ pub(crate) enum Piece {
     Cut,
     /// Keeps the response open, sending SSE comments, until the client goes away.
     HangUntilDropped,
+    /// The usage chunk of a call that used this many prompt tokens and every answer token the
+    /// request allowed (its `max_tokens`, 0 without one): a model that spends all it may.
+    UsageOfAllowed(u64),
 }
 
 /// One scripted response.
@@ -88,6 +91,7 @@ async fn completions(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let allowed = body["max_tokens"].as_u64().unwrap_or(0);
     script.requests.lock().push((auth, body));
     let reply = script.replies.lock().pop_front();
     match reply {
@@ -106,6 +110,13 @@ async fn completions(
             response
         }
         Some(Reply::Stream(pieces)) => {
+            let pieces: Vec<Piece> = pieces
+                .into_iter()
+                .map(|piece| match piece {
+                    Piece::UsageOfAllowed(prompt) => usage(prompt, allowed),
+                    other => other,
+                })
+                .collect();
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
             let script = Arc::clone(&script);
             tokio::spawn(async move {
@@ -123,6 +134,7 @@ async fn completions(
                                 .await;
                             return;
                         }
+                        Piece::UsageOfAllowed(_) => unreachable!("replaced above"),
                         Piece::HangUntilDropped => loop {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             if tx.send(Ok(": still here\n\n".into())).await.is_err() {
