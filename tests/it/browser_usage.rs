@@ -30,6 +30,12 @@ fn answer(prompt: u64, completion: u64) -> Reply {
     Reply::Stream(vec![content("ok"), usage(prompt, completion), DONE])
 }
 
+/// `n` as the page writes a count: in the browser's locale, with its thousands separators.
+async fn grouped(client: &Client, n: u64) -> String {
+    let text = js(client, &format!("return ({n}).toLocaleString()")).await;
+    text.as_str().unwrap().to_owned()
+}
+
 /// Polls `script` until it returns `want`, for up to 15 s; panics with what it last returned.
 async fn wait_value(client: &Client, what: &str, script: &str, want: Value) {
     let mut last = Value::Null;
@@ -51,9 +57,16 @@ async fn ask(client: &Client, message: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_usage_line_counts_runs_warns_near_the_budget_and_a_spent_budget_keeps_the_message() {
-    // 150, then 250 (400 of 500: 80%, a warning), then 150 more (over: a run under the budget
-    // when it starts runs to its end).
-    let model = Model::start(vec![answer(100, 50), answer(200, 50), answer(100, 50)]).await;
+    // 1,500, then 2,500 (4,000 of 5,000: 80%, a warning), then 1,500 more (over: a run whose
+    // call fits when it starts runs to its end). Each call first reserves its prompt's
+    // estimate (some 660 tokens for the `llm` agent's tools and messages) and a short answer
+    // at least: the 1,000 tokens left before the third run hold that, so it does not wait.
+    let model = Model::start(vec![
+        answer(1_000, 500),
+        answer(2_000, 500),
+        answer(1_000, 500),
+    ])
+    .await;
     let base = format!("http://{}/v1", model.addr);
     let dir = store_dir();
     let store = sqlite(&dir);
@@ -62,7 +75,7 @@ async fn the_usage_line_counts_runs_warns_near_the_budget_and_a_spent_budget_kee
         c.store = Some(store);
         c.start_rate_per_minute = 1_000;
         c.llm = Some(LlmConfig::new(base, "test-model"));
-        c.budget.tokens = Some(500);
+        c.budget.tokens = Some(5_000);
     })
     .await;
     let b = browser().await;
@@ -91,16 +104,18 @@ async fn the_usage_line_counts_runs_warns_near_the_budget_and_a_spent_budget_kee
     )
     .await;
     let resets = resets.as_str().unwrap().to_owned();
+    let limit = grouped(&b.client, 5_000).await;
     assert_eq!(
         js(&b.client, LINE).await,
         json!([
             true,
-            format!("0 of 500 tokens this month · resets {resets}"),
+            format!("0 of {limit} tokens this month · resets {resets}"),
             null
         ])
     );
 
-    // A run that reports 150 tokens: the line says so once the run ended, fetched once for it.
+    // A run that reports 1,500 tokens: the line says so once the run ended, fetched once for
+    // it.
     ask(&b.client, "first question").await;
     wait_value(
         &b.client,
@@ -108,7 +123,10 @@ async fn the_usage_line_counts_runs_warns_near_the_budget_and_a_spent_budget_kee
         LINE,
         json!([
             true,
-            format!("150 of 500 tokens this month · resets {resets}"),
+            format!(
+                "{} of {limit} tokens this month · resets {resets}",
+                grouped(&b.client, 1_500).await
+            ),
             null
         ]),
     )
@@ -120,7 +138,7 @@ async fn the_usage_line_counts_runs_warns_near_the_budget_and_a_spent_budget_kee
     );
     artifact(&b.client, "usage-quiet.png").await;
 
-    // 400 of 500: a warning, in amber.
+    // 4,000 of 5,000: a warning, in amber.
     ask(&b.client, "second question").await;
     wait_value(
         &b.client,
@@ -128,7 +146,10 @@ async fn the_usage_line_counts_runs_warns_near_the_budget_and_a_spent_budget_kee
         LINE,
         json!([
             true,
-            format!("400 of 500 tokens this month · resets {resets}"),
+            format!(
+                "{} of {limit} tokens this month · resets {resets}",
+                grouped(&b.client, 4_000).await
+            ),
             "warn"
         ]),
     )
@@ -150,15 +171,31 @@ async fn the_usage_line_counts_runs_warns_near_the_budget_and_a_spent_budget_kee
     assert_eq!(js(&b.client, LINE).await[0], true);
     artifact(&b.client, "usage-warning-narrow.png").await;
 
-    // A run under the budget when it starts runs to its end and passes it.
+    // A run whose call fits in what remains (1,000 tokens: more than its prompt's estimate and
+    // a short answer) runs to its end, without waiting, and passes the budget (the scripted
+    // model answers longer than the `max_tokens` it was asked for).
     ask(&b.client, "third question").await;
+    assert_eq!(
+        js(
+            &b.client,
+            "return document.querySelectorAll('.budget-wait').length"
+        )
+        .await,
+        0,
+        "the third run did not wait for the budget"
+    );
+    let asked = model.requests()[2].1["max_tokens"].as_u64().unwrap();
+    assert!((16..1_000).contains(&asked), "{asked}");
     wait_value(
         &b.client,
         "the line says the budget is used up",
         LINE,
         json!([
             true,
-            format!("550 of 500 tokens this month: used up · resets {resets}"),
+            format!(
+                "{} of {limit} tokens this month: used up · resets {resets}",
+                grouped(&b.client, 5_500).await
+            ),
             "out"
         ]),
     )
@@ -188,7 +225,7 @@ async fn the_usage_line_counts_runs_warns_near_the_budget_and_a_spent_budget_kee
     assert_eq!(
         text,
         format!(
-            "Your token budget for this month is used up: 550 of 500 tokens used, 0 remaining. \
+            "Your token budget for this month is used up: 5500 of 5000 tokens used, 0 remaining. \
              It resets {}. Your message is still here: send it again once the budget resets, or \
              ask the server's operator for a larger budget.",
             resets_at.as_str().unwrap()

@@ -13,9 +13,11 @@ use crate::server_support::{start_server, url};
 
 const USER: &str = "budgeted";
 
-/// An answer that used 100 prompt and 50 answer tokens.
+/// An answer that used 1,000 prompt and 500 answer tokens. Each call first reserves its
+/// prompt's estimate (some 660 tokens for the `llm` agent's tools and message) and at least a
+/// short answer, so the budget below holds two calls and then refuses a third run.
 fn answer() -> Reply {
-    Reply::Stream(vec![content("ok"), usage(100, 50), DONE])
+    Reply::Stream(vec![content("ok"), usage(1_000, 500), DONE])
 }
 
 /// `2027-01-01T00:00:00Z` as the chat prints it: `2027-01-01 00:00 UTC`.
@@ -35,12 +37,12 @@ async fn usage_prints_what_is_used_and_a_spent_budget_refuses_plainly() {
         c.store = Some(store);
         c.start_rate_per_minute = 10_000;
         c.llm = Some(LlmConfig::new(model_url, "test-model"));
-        c.budget.tokens = Some(300);
+        c.budget.tokens = Some(3_000);
     })
     .await;
     let server_url = url(server.addr());
 
-    // The client's own reading of the endpoint: nothing used yet, 300 allowed, a monthly period.
+    // The client's own reading of the endpoint: nothing used yet, 3,000 allowed, a monthly period.
     let token = agent_client::get_dev_token(&server_url, USER)
         .await
         .unwrap()
@@ -49,7 +51,7 @@ async fn usage_prints_what_is_used_and_a_spent_budget_refuses_plainly() {
     assert_eq!(before.period, "month");
     assert_eq!(
         (before.tokens.used, before.tokens.limit, before.calls),
-        (0, Some(300), 0)
+        (0, Some(3_000), 0)
     );
     assert!(
         before.resets_at.ends_with("-01T00:00:00Z"),
@@ -64,13 +66,13 @@ async fn usage_prints_what_is_used_and_a_spent_budget_refuses_plainly() {
     term.expect("/usage              what your messages used this budget period");
 
     term.type_keys("/usage\r");
-    term.expect("Usage this month: 0 of 300 tokens used, 300 left.");
+    term.expect("Usage this month: 0 of 3,000 tokens used, 3,000 left.");
     term.expect(&format!("0 model calls; the budget resets at {resets}."));
 
     term.type_keys("first question\r");
     term.expect("completed");
     term.type_keys("/usage\r");
-    term.expect("Usage this month: 150 of 300 tokens used, 150 left.");
+    term.expect("Usage this month: 1,500 of 3,000 tokens used, 1,500 left.");
     term.expect(&format!("1 model call; the budget resets at {resets}."));
 
     term.type_keys("second question\r");
@@ -80,7 +82,7 @@ async fn usage_prints_what_is_used_and_a_spent_budget_refuses_plainly() {
     term.type_keys("third question\r");
     let refused = term.expect("/usage shows what you used.");
     assert!(
-        refused.contains("not sent: your token budget for this month is used up: 300 of 300"),
+        refused.contains("not sent: your token budget for this month is used up: 3000 of 3000"),
         "{refused:?}"
     );
     assert!(
@@ -91,7 +93,7 @@ async fn usage_prints_what_is_used_and_a_spent_budget_refuses_plainly() {
     );
     assert!(!refused.contains("(budget_exceeded)"), "{refused:?}");
     term.type_keys("/usage\r");
-    term.expect("Usage this month: 300 of 300 tokens used, 0 left.");
+    term.expect("Usage this month: 3,000 of 3,000 tokens used, 0 left.");
     term.expect(&format!(
         "The budget is used up: new messages are refused until it resets at {resets} (2 model \
          calls)."
@@ -113,7 +115,7 @@ async fn usage_prints_what_is_used_and_a_spent_budget_refuses_plainly() {
     let after = agent_client::usage(&server_url, &token).await.unwrap();
     assert_eq!(
         (after.tokens.used, after.tokens.remaining, after.calls),
-        (300, Some(0), 2)
+        (3_000, Some(0), 2)
     );
     assert!(after.used_up());
     server.shutdown().await;

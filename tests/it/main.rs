@@ -28,6 +28,7 @@ mod bridge;
 mod bridge_queues;
 mod browser;
 mod browser_approvals;
+mod browser_budget_wait;
 mod browser_chat;
 mod browser_multitask;
 mod browser_origin;

@@ -472,7 +472,7 @@ $("sidebar-toggle").addEventListener("click", () => {
 
 // Whether a run belongs in the view: with threads, only the open thread's runs show.
 const belongs = (threadId) => !state.history || !threadId || threadId === state.thread;
-// Whether a run shown has not ended (running, or waiting for an approval).
+// Whether a run shown has not ended (running, or waiting for an approval or the budget).
 const live = (run) => run.el.dataset.state === "running" || run.el.dataset.state === "waiting";
 // Empties the conversation (and the messages waiting their turn in it).
 function clearConversation() {
@@ -565,8 +565,9 @@ function onEvent(e) {
   if (e.seq !== state.lastSeq + 1) stats.gaps += 1;
   state.lastSeq = e.seq;
   stats.events += 1;
-  // A run of the user's ended (in any thread): what it used shows in the usage line.
-  if (!e.parent_run_id && TERMINAL.has(e.type)) usageHook("soon");
+  // A run of the user's ended (in any thread), or one waits for the budget: what it used
+  // shows in the usage line.
+  if ((!e.parent_run_id && TERMINAL.has(e.type)) || e.type === "budget_exhausted") usageHook("soon");
   if (state.parked) state.parked.push(e);
   else render(e, e.seq);
 }
@@ -601,6 +602,8 @@ function render(e, seq) {
   // A queued message's turn came (its agent_started; or any event, when a thread loaded from
   // the history showed a run as not started that had started): it joins the conversation.
   if (run.el.dataset.state === "queued") multitaskHook("start", run);
+  // A run that waited for the budget goes on (or ends): its next event says so (usage.js).
+  if (run.budgetWait && e.type !== "budget_exhausted") usageHook("wentOn", run, e, at);
   switch (e.type) {
     case "agent_started":
       if (run.title) run.title.textContent = `sub-run · ${e.agent_name}: ${d.message}`;
@@ -641,13 +644,16 @@ function render(e, seq) {
     // A message sent while the run ran (multitask "steer"), taken here: shown as the user's
     // message at this point of the answer (multitask.js), or else as a step.
     case "message_received": if (!multitaskHook("received", run, d.message, at)) row(run, seq, "you added", d.message); break;
+    // The run's next model call would pass the user's budget: it waits, holding nothing, and
+    // goes on by itself when the budget allows. A notice where it paused, with Cancel (usage.js).
+    case "budget_exhausted": if (!usageHook("paused", run, e)) row(run, seq, "paused", "Your budget is used up: this run goes on by itself when it resets."); break;
   }
   if (e.type === "tool_executing" || e.type === "tool_completed") approvalHook("followUp", run, e);
   if (!e.parent_run_id && LIFECYCLE.has(e.type)) multitaskHook("composer");
 }
 const TERMINAL = new Set(["agent_completed", "agent_error", "agent_cancelled"]);
 // The events after which a thread may have become busy or free (the composer says which).
-const LIFECYCLE = new Set(["agent_started", "agent_completed", "agent_error", "agent_cancelled", "approval_requested", "approval_resolved"]);
+const LIFECYCLE = new Set(["agent_started", "agent_completed", "agent_error", "agent_cancelled", "approval_requested", "approval_resolved", "budget_exhausted"]);
 // What a cancelled run's state says, by who ended it (and whether it had begun).
 function cancelledText(run, reason) {
   if (run.cancelledWhileQueued && run.steps === 0 && !run.text && !run.earlier) return "cancelled before it started";

@@ -148,7 +148,8 @@
     $("live-actions").hidden = !run && !inLine;
     $("send-steer").hidden = !steerable;
     let hint;
-    if (run && run.el.dataset.state === "waiting") hint = "The answer above waits for your decision on a tool call: decide it, or Send now to stop that answer.";
+    if (run && run.el.dataset.state === "waiting" && run.waitingFor === "budget") hint = "The answer above waits for your budget: it goes on by itself once the budget allows; Send now stops it.";
+    else if (run && run.el.dataset.state === "waiting") hint = "The answer above waits for your decision on a tool call: decide it, or Send now to stop that answer.";
     else if (run) hint = `An answer is running: ${state.defaultRejects ? "Send works again once it ends" : "Send queues your message after it"}; Send now stops it${steerable ? "; Add hands your message to it" : ""}.`;
     else hint = "Your earlier message waits its turn: Send puts this one in line too; Send now goes first.";
     $("live-hint").textContent = hint;

@@ -5,7 +5,9 @@
 // once after runs end (debounced: a burst of endings asks once), and stays hidden on a server
 // that counts no usage (no history store: the endpoint answers 404), with nothing said. A new
 // message refused with `budget_exceeded` gets a plain notice by the composer saying when the
-// budget resets; the message stays typed.
+// budget resets; the message stays typed. A run that waits for the budget (`budget_exhausted`)
+// shows a notice where it paused, in plain words with a Cancel button, until its next event
+// says it went on (the notice becomes a quiet line) or ended.
 // app.js calls in through window.usage, so a page without this script still works.
 "use strict";
 (() => {
@@ -15,6 +17,8 @@
   const WARN_AT = 0.8;
   const stats = { fetches: 0, shown: 0 };
   const usage = { off: false, timer: null, resetTimer: null, generation: 0, last: null };
+  // The notices of runs waiting for the budget now (said again once the line learns the period).
+  const waits = new Set();
 
   const count = (n) => Math.round(n).toLocaleString();
   // Dollars: cents, or four places below a cent (a few cheap calls are not "$0.00").
@@ -87,6 +91,9 @@
     if (!u || generation !== usage.generation) return;
     usage.last = u;
     paint(u);
+    for (const w of waits) {
+      if (w.el.isConnected) w.text.textContent = pausedText(w.data, u.period); else waits.delete(w);
+    }
     // A new period begins while the page is open: the line starts over by itself.
     clearTimeout(usage.resetTimer);
     const wait = Date.parse(u.resets_at) - Date.now();
@@ -102,6 +109,7 @@
     clearTimeout(usage.timer);
     clearTimeout(usage.resetTimer);
     Object.assign(usage, { off: false, timer: null, resetTimer: null, last: null });
+    waits.clear();
     usage.generation += 1;
     $("usage").hidden = true;
     $("usage").textContent = "";
@@ -120,6 +128,90 @@
     return `${said}.${when} Your message is still here: send it again once the budget resets, or ask the server's operator for a larger budget.`;
   }
 
+  // ---- A run waiting for the budget ---------------------------------------------------------
+
+  // What a `budget_exhausted` event's data says, in plain words; `period` is the budget's
+  // ("month"), when the line has learnt it.
+  function pausedText(d, period) {
+    const cost = d.budget === "cost_usd";
+    const used = Number(d.used) || 0, limit = Number(d.limit) || 0;
+    const amounts = cost ? `${dollars(used)} of ${dollars(limit)}` : `${count(used)} of ${count(limit)} tokens`;
+    const at = new Date(d.resets_at);
+    const when = Number.isNaN(at.getTime()) ? String(d.resets_at) : at.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    return `Paused: your ${cost ? "cost" : "token"} budget for ${period ? thisPeriod(period) : "this period"} is used up (${amounts}). This run goes on by itself when the budget resets on ${when}, or when your limit is raised.`;
+  }
+
+  // `budget_exhausted`: the run (or its sub-run) waits for the budget. The notice goes where
+  // it paused, with a Cancel button that stops the whole run; the run shows as waiting.
+  function paused(run, e) {
+    const root = rootOf(run);
+    let wait = run.budgetWait;
+    if (!wait) {
+      wait = { el: el("div", "budget-wait"), text: el("p", "budget-wait-text"), cancel: el("button", "secondary budget-cancel", "Cancel") };
+      wait.el.setAttribute("role", "status");
+      wait.cancel.type = "button";
+      wait.cancel.title = "Stop this run instead of waiting for the budget";
+      wait.cancel.addEventListener("click", () => {
+        if (!cancelRun(root.id)) return;
+        wait.cancel.disabled = true;
+        wait.cancel.textContent = "Cancelling…";
+      });
+      wait.el.append(wait.text, wait.cancel);
+      if (run.error) run.error.before(wait.el); else run.el.append(wait.el);
+      run.budgetWait = wait;
+      // Something to act on, or to know: it shows even below a long list of steps.
+      wait.el.scrollIntoView({ block: "nearest" });
+    }
+    wait.el.dataset.status = "waiting";
+    wait.data = e.data || {};
+    wait.text.textContent = pausedText(wait.data, usage.last && usage.last.period);
+    waits.add(wait);
+    root.waitingFor = "budget";
+    if (root.el.dataset.state === "running") {
+      root.el.dataset.state = "waiting";
+      root.status.textContent = "waiting for your budget";
+    }
+    scrollToEnd(false);
+    return true;
+  }
+
+  // The next event of a run that waited: it went on (a new period, a higher limit), or it
+  // ended (cancelled while it waited). The notice becomes a quiet line without its button.
+  function wentOn(run, e, at) {
+    const wait = run.budgetWait;
+    if (!wait) return;
+    run.budgetWait = null;
+    waits.delete(wait);
+    const root = rootOf(run);
+    wait.cancel.remove();
+    if (e.type === "agent_cancelled" || e.type === "agent_error") {
+      wait.el.dataset.status = "stopped";
+      wait.text.textContent = e.type === "agent_cancelled" ? "Cancelled while it waited for the budget." : "Ended while it waited for the budget.";
+    } else {
+      wait.el.dataset.status = "resumed";
+      wait.text.replaceChildren("Waited for the budget, then went on");
+      if (!Number.isNaN(at)) wait.text.append(" at ", timeEl(at, clock(at)));
+      wait.text.append(".");
+      // The line stays where the run paused: what it answered before stays above it, what
+      // it answers now goes below.
+      if (!run.text) run.answer.before(wait.el);
+      else if (run.error) {
+        if (pendingPaint.delete(run)) renderMarkdown(run.answer, run.text);
+        const next = el("div", run.answer.className);
+        wait.el.after(next);
+        run.earlier = (run.earlier || "") + run.text;
+        run.text = "";
+        run.answer = next;
+      }
+    }
+    if (root.waitingFor === "budget") root.waitingFor = null;
+    if (root.el.dataset.state === "waiting") {
+      root.el.dataset.state = "running";
+      root.status.textContent = "";
+    }
+    multitaskHook("composer");
+  }
+
   // The last answer and whether the server counts usage at all, for the browser tests.
-  window.usage = { refresh, soon, reset, refused, text, stats, get last() { return usage.last; }, get off() { return usage.off; } };
+  window.usage = { refresh, soon, reset, refused, text, pausedText, paused, wentOn, stats, get last() { return usage.last; }, get off() { return usage.off; } };
 })();
