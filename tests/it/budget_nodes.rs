@@ -21,7 +21,11 @@ const BUDGET: u64 = 20_000;
 /// Runs started at once on each node.
 const RUNS_PER_NODE: usize = 6;
 
-fn node(redis: &str, postgres: &str, model: &Model) -> impl FnOnce(&mut ServerConfig) + Send + use<> {
+fn node(
+    redis: &str,
+    postgres: &str,
+    model: &Model,
+) -> impl FnOnce(&mut ServerConfig) + Send + use<> {
     let (redis, postgres, url) = (
         redis.to_owned(),
         postgres.to_owned(),

@@ -131,20 +131,11 @@ impl Mapper {
             }
             // Mapped when the run's response ends (the interrupt outcome of `RUN_FINISHED`).
             EventKind::ApprovalRequested { .. } | EventKind::ApprovalResolved { .. } => {}
-            EventKind::MessageReceived { message } => out.push(
-                json!({"type": "CUSTOM", "name": "agent-engine.message_received", "value": {"message": message}}),
-            ),
-            // The run waits, and the response with it: the run's events go on in it once
-            // the budget allows (a response that ends first cancels the run, as always).
-            EventKind::BudgetExhausted {
-                budget,
-                used,
-                limit,
-                resets_at,
-            } => out.push(
-                json!({"type": "CUSTOM", "name": "agent-engine.budget_exhausted", "value": {
-                    "budget": budget, "used": used, "limit": limit, "resets_at": resets_at}}),
-            ),
+            // The run took a message (`steer`), or waits for its budget (the response stays
+            // open: the run's events go on in it once the budget allows).
+            EventKind::MessageReceived { .. } | EventKind::BudgetExhausted { .. } => {
+                out.extend(custom(&event.kind));
+            }
         }
         let at = unix_ms(event);
         for mapped in &mut out {
@@ -273,6 +264,16 @@ fn unix_ms(event: &AgentEvent) -> u64 {
         .as_system_time()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An engine event AG-UI has no type for, as a `CUSTOM` event named `agent-engine.<type>`
+/// whose value is the event's data.
+fn custom(kind: &EventKind) -> Option<Value> {
+    let mut event = serde_json::to_value(kind).ok()?;
+    Some(
+        json!({"type": "CUSTOM", "name": format!("agent-engine.{}", kind.type_name()),
+                "value": event["data"].take()}),
+    )
 }
 
 #[cfg(test)]

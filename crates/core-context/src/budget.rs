@@ -175,13 +175,16 @@ mod tests {
 
     #[test]
     fn amounts_read_back_as_what_they_are() {
-        let tokens: Amount = serde_json::from_value(json!(300)).unwrap();
+        let tokens: Amount = serde_json::from_value(json!(300)).expect("tokens");
         assert_eq!(tokens, Amount::Tokens(300));
-        let usd: Amount = serde_json::from_value(json!(0.15)).unwrap();
+        let usd: Amount = serde_json::from_value(json!(0.15)).expect("dollars");
         assert_eq!(usd, Amount::Usd(0.15));
-        assert_eq!(serde_json::to_value(Amount::Usd(2.0)).unwrap(), json!(2.0));
         assert_eq!(
-            serde_json::to_value(BudgetKind::CostUsd).unwrap(),
+            serde_json::to_value(Amount::Usd(2.0)).expect("encode"),
+            json!(2.0)
+        );
+        assert_eq!(
+            serde_json::to_value(BudgetKind::CostUsd).expect("encode"),
             json!(BudgetKind::CostUsd.name())
         );
     }

@@ -23,7 +23,7 @@ use crate::error::EngineError;
 use crate::execute::{RunRules, TimeLimit, Work, execute, finish};
 use crate::inner::{EngineInner, RunTable, now_ms};
 use crate::local_slots::LocalSlots;
-use crate::pause::{Waiting, pause};
+use crate::pause::pause_if_waiting;
 use crate::run::{RunControl, RunHandle, RunOutcome};
 use crate::slots::{Claim, RunSlots, ThreadRule};
 use crate::stats::{Counters, EngineStats};
@@ -533,31 +533,8 @@ impl RunTask {
                 execute(&engine, &scope, &*agent, work, run_context, &control, rules).await;
             // The agent's work is over: a message it did not take goes back to the caller.
             control.close_inbox();
-            match (outcome, state) {
-                (RunOutcome::Paused(calls), Some(state)) => {
-                    let run = (message, options, state);
-                    pause(
-                        &engine,
-                        &scope,
-                        run,
-                        Waiting::Approval(calls),
-                        permit.take(),
-                    )
-                    .await
-                }
-                (RunOutcome::WaitingForBudget(exhausted), Some(state)) => {
-                    let run = (message, options, state);
-                    pause(
-                        &engine,
-                        &scope,
-                        run,
-                        Waiting::Budget(exhausted),
-                        permit.take(),
-                    )
-                    .await
-                }
-                (outcome, _) => outcome,
-            }
+            let run = (message, options);
+            pause_if_waiting(&engine, &scope, run, (outcome, state), &mut permit).await
         };
         finish(&engine, &scope, &outcome, started.elapsed());
         if let Some(settle) = &engine.settle {

@@ -1,4 +1,4 @@
-//! [`pause`]: how the engine pauses a run: one whose agent holds tool calls for approval, or
+//! [`pause_if_waiting`]: how the engine pauses a run: one whose agent holds tool calls for approval, or
 //! one whose next model call would pass its user's budget. It saves the run through the
 //! [`PausedRuns`](crate::PausedRuns) seam, gives its slot back (its thread stays held),
 //! then announces why it waits: each held call's `approval_requested`, or `budget_exhausted`.
@@ -18,7 +18,7 @@ use crate::run::RunOutcome;
 use crate::slots::SlotPermit;
 
 /// What a pausing run waits for.
-pub(crate) enum Waiting {
+enum Waiting {
     /// People's decisions on these calls.
     Approval(Vec<PendingCall>),
     /// Its user's budget.
@@ -34,10 +34,36 @@ impl Waiting {
     }
 }
 
+/// Pauses the run when its `outcome` says it waits and its agent gave the state to resume
+/// from (the slot of `permit` goes back); any other outcome is the run's, as it is.
+pub(crate) async fn pause_if_waiting(
+    engine: &EngineInner,
+    scope: &RunScope,
+    (message, input): (String, Value),
+    (outcome, state): (RunOutcome, Option<Value>),
+    permit: &mut Option<SlotPermit>,
+) -> RunOutcome {
+    let (waiting, state) = match (outcome, state) {
+        (RunOutcome::Paused(calls), Some(state)) => (Waiting::Approval(calls), state),
+        (RunOutcome::WaitingForBudget(exhausted), Some(state)) => {
+            (Waiting::Budget(exhausted), state)
+        }
+        (outcome, _) => return outcome,
+    };
+    pause(
+        engine,
+        scope,
+        (message, input, state),
+        waiting,
+        permit.take(),
+    )
+    .await
+}
+
 /// Saves a run that paused, then announces why it waits (never before the save: a
 /// decision, or a budget that allows it again, must find the run). A run that cannot be
 /// saved fails with `pause_failed` instead.
-pub(crate) async fn pause(
+async fn pause(
     engine: &EngineInner,
     scope: &RunScope,
     (message, input, state): (String, Value, Value),

@@ -12,8 +12,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use agent_registry::{
-    Agent, AgentContext, AgentError, AgentInput, AgentOutput, CallEstimate, CallUsage, ToolError,
-    Turn,
+    Agent, AgentContext, AgentError, AgentInput, AgentOutput, CallEstimate, CallUsage, Reservation,
+    ToolError, Turn,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -86,17 +86,7 @@ impl LlmAgent {
             }
             // The safe point: messages the user sent meanwhile join the conversation here.
             take_messages(ctx, &mut talk.messages);
-            // The call's worst case is reserved against the user's budget first; a budget
-            // used up pauses the run here, with the conversation so far.
-            let estimate = CallEstimate {
-                model: self.config().model.clone(),
-                prompt_tokens: prompt_tokens(&talk.messages, &tools),
-                max_answer_tokens: u64::from(self.config().max_tokens),
-            };
-            let reservation = match ctx.reserve_call(&estimate).await {
-                Ok(reservation) => reservation,
-                Err(stop) => return Err(ctx.wait_for_budget(keep(&talk)?, stop)),
-            };
+            let reservation = self.reserve(ctx, &talk, &tools).await?;
             talk.turns += 1;
             let answer_cap = reservation.max_answer_tokens();
             let turn = self
@@ -151,6 +141,27 @@ impl LlmAgent {
                     result: None,
                 })
                 .collect();
+        }
+    }
+}
+
+impl LlmAgent {
+    /// Reserves the next call's worst case against the user's budget; a budget used up pauses
+    /// the run here (the error to return), with the conversation so far.
+    async fn reserve(
+        &self,
+        ctx: &AgentContext,
+        talk: &Conversation,
+        tools: &[Value],
+    ) -> Result<Reservation, AgentError> {
+        let estimate = CallEstimate {
+            model: self.config().model.clone(),
+            prompt_tokens: prompt_tokens(&talk.messages, tools),
+            max_answer_tokens: u64::from(self.config().max_tokens),
+        };
+        match ctx.reserve_call(&estimate).await {
+            Ok(reservation) => Ok(reservation),
+            Err(stop) => Err(ctx.wait_for_budget(keep(talk)?, stop)),
         }
     }
 }
