@@ -33,6 +33,7 @@ mod browser_chat;
 mod browser_multitask;
 mod browser_origin;
 mod browser_usage;
+mod budget_ledger;
 mod budget_nodes;
 mod budget_waits;
 mod budgets;

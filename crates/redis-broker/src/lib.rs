@@ -18,12 +18,16 @@
 //! the counters, the replay script's answer), `attached` (one followed user's delivery state),
 //! `publisher`, `subscriber` and `runs` (the tasks and [`ClusterRuns`]), `scripts` (the keys
 //! and Lua scripts of the streams), `run_scripts` (those of the runs: slots, queue, one run
-//! per thread, leases), `tls` (the Redis client). The modules import downwards only: `attached`
-//! knows `scripts`; `shared` knows those two; the tasks know `shared`; the subscriber also
-//! reads the publisher's retry policy and the runs' cancel messages. None imports this root's
-//! private items; `tls` and `runs` name its public types.
+//! per thread, leases), `budget_ledger` ([`BudgetLedger`]: users' budgets reserved across
+//! the nodes) and its `budget_scripts`, `tls` (the Redis client). The modules import
+//! downwards only: `attached` knows `scripts`; `shared` knows those two; the tasks and
+//! `budget_ledger` know `shared`; the subscriber also reads the publisher's retry policy and
+//! the runs' cancel messages. None imports this root's private items; `tls` and `runs` name
+//! its public types.
 
 mod attached;
+mod budget_ledger;
+mod budget_scripts;
 mod publisher;
 mod run_scripts;
 mod runs;
@@ -32,6 +36,7 @@ mod shared;
 mod subscriber;
 mod tls;
 
+pub use budget_ledger::{BudgetLedger, LEDGER_MAX, LedgerGrant, LedgerTicket};
 pub use runs::{ClaimState, ClusterRuns, Lease, LostRun, NODE_LOST, SlotLimits, USER_CANCELLED};
 pub use shared::{BrokerStats, CancelRequest, NodeRequest, SteerRequest};
 
@@ -237,6 +242,12 @@ impl RedisBroker {
             Arc::clone(&self.publish),
             lease_ttl,
         )
+    }
+
+    /// Users' budgets counted in Redis: model calls reserved against them atomically across
+    /// the nodes.
+    pub fn budget_ledger(&self) -> BudgetLedger {
+        BudgetLedger::new(Arc::clone(&self.shared))
     }
 
     /// The requests other nodes route to this node's runs (`cancel_run`, messages for them);
