@@ -47,6 +47,7 @@ mod agent;
 mod approval;
 mod bound;
 mod context;
+mod context_budget;
 mod context_parts;
 mod inbox;
 mod meter;

@@ -2,13 +2,13 @@
 //! server can count each call once, per run and per user, and bound what users spend.
 //!
 //! An agent backed by a model asks before each call
-//! ([`AgentContext::reserve_call`]): the meter reserves the call's worst case against the
+//! ([`AgentContext::reserve_call`](crate::AgentContext::reserve_call)): the meter reserves the call's worst case against the
 //! user's budget and says how long an answer it may ask for. The call's real usage settles
 //! the reservation ([`Reservation::settle`], as soon as the call answered); a call that never
 //! answered gives it back (the reservation's drop). When the call would pass the budget, the
-//! agent pauses its run with [`AgentContext::wait_for_budget`]: the engine keeps it waiting
+//! agent pauses its run with [`AgentContext::wait_for_budget`](crate::AgentContext::wait_for_budget): the engine keeps it waiting
 //! (`budget_exhausted`) until the budget allows, then resumes it. An agent that does not ask
-//! first reports usage with [`AgentContext::record_usage`]. The engine gives every run of a
+//! first reports usage with [`AgentContext::record_usage`](crate::AgentContext::record_usage). The engine gives every run of a
 //! server (sub-runs too) the server's meter; without one, usage is only what the agent puts in
 //! its `agent_completed`, and nothing is bounded.
 
@@ -20,7 +20,6 @@ use core_context::budget::Exhausted;
 use core_context::{RunScope, UserId};
 use serde_json::Value;
 
-use crate::context::AgentContext;
 use crate::run_types::AgentError;
 
 /// One model call's usage.
@@ -130,12 +129,12 @@ pub trait UsageMeter: Send + Sync {
     fn release(&self, _user: &UserId, _ticket: u64) {}
 }
 
-/// A model call's place in its user's budget ([`AgentContext::reserve_call`]): settle it
+/// A model call's place in its user's budget ([`AgentContext::reserve_call`](crate::AgentContext::reserve_call)): settle it
 /// with the call's usage once it answered; dropped unsettled, the reservation is let go.
 pub struct Reservation {
-    meter: Option<(Arc<dyn UsageMeter>, UserId, RunScope)>,
-    ticket: Option<u64>,
-    max_answer_tokens: Option<u64>,
+    pub(crate) meter: Option<(Arc<dyn UsageMeter>, UserId, RunScope)>,
+    pub(crate) ticket: Option<u64>,
+    pub(crate) max_answer_tokens: Option<u64>,
 }
 
 impl Reservation {
@@ -165,17 +164,17 @@ impl Drop for Reservation {
     }
 }
 
-/// Why a model call may not be made now ([`AgentContext::reserve_call`]).
+/// Why a model call may not be made now ([`AgentContext::reserve_call`](crate::AgentContext::reserve_call)).
 #[derive(Debug, Clone, PartialEq)]
 pub enum BudgetStop {
     /// The user's budget is used up for now: pause the run with
-    /// [`AgentContext::wait_for_budget`].
+    /// [`AgentContext::wait_for_budget`](crate::AgentContext::wait_for_budget).
     Exhausted(Exhausted),
     /// The call can never be made: fail the run with this error.
     Refused(AgentError),
 }
 
-/// A pause an agent asked for, as the engine takes it ([`AgentContext::take_pause`]).
+/// A pause an agent asked for, as the engine takes it ([`AgentContext::take_pause`](crate::AgentContext::take_pause)).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pause {
     /// Tool calls wait for a person's approval.
@@ -201,66 +200,6 @@ pub enum Pause {
 /// The error code a run fails with when its model call can never fit in the user's budget,
 /// and the one a new run of a user whose budget is used up is refused with.
 pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
-
-impl AgentContext {
-    /// Asks the user's budget for a model call's worst case (`call`'s prompt and its longest
-    /// answer) before making it. `Ok`: make the call, asking for at most
-    /// [`Reservation::max_answer_tokens`], then [`settle`](Reservation::settle) it with the
-    /// usage. [`BudgetStop::Exhausted`]: pause the run ([`wait_for_budget`](Self::wait_for_budget));
-    /// [`BudgetStop::Refused`]: fail it. A run without a meter is never stopped.
-    pub async fn reserve_call(&self, call: &CallEstimate) -> Result<Reservation, BudgetStop> {
-        let Some(meter) = self.meter() else {
-            return Ok(Reservation {
-                meter: None,
-                ticket: None,
-                max_answer_tokens: None,
-            });
-        };
-        let user = self.user_context().user_id();
-        let (ticket, max_answer_tokens) = match meter.reserve(user, self.scope(), call).await {
-            Grant::Unbounded => (None, None),
-            Grant::Reserved {
-                ticket,
-                max_answer_tokens,
-            } => (Some(ticket), Some(max_answer_tokens)),
-            Grant::Exhausted(exhausted) => return Err(BudgetStop::Exhausted(exhausted)),
-            Grant::Refused(error) => return Err(BudgetStop::Refused(error)),
-        };
-        Ok(Reservation {
-            meter: Some((Arc::clone(meter), user.clone(), self.scope().clone())),
-            ticket,
-            max_answer_tokens,
-        })
-    }
-
-    /// Pauses the run until the user's budget allows its next model call: `state` is what
-    /// [`Agent::resume`](crate::Agent::resume) gets to go on (with no decided calls). Return
-    /// the error it gives from `run` (or `resume`): the engine keeps the run waiting and emits
-    /// `budget_exhausted`. A [`BudgetStop::Refused`] is returned as it is (the run fails).
-    pub fn wait_for_budget(&self, state: Value, stop: BudgetStop) -> AgentError {
-        match stop {
-            BudgetStop::Refused(error) => error,
-            BudgetStop::Exhausted(exhausted) => {
-                self.pause_for_budget(state, exhausted);
-                AgentError::new(
-                    "waiting_for_budget",
-                    "the run waits until its user's budget allows its next model call",
-                )
-            }
-        }
-    }
-
-    /// Reports a model call's usage when it did not [`reserve_call`](Self::reserve_call)
-    /// first (an agent backed by a model calls it once per call, when the call answered): the
-    /// server counts it for the run and the user. Nothing without a meter (a bare engine).
-    pub async fn record_usage(&self, usage: CallUsage) {
-        if let Some(meter) = self.meter() {
-            meter
-                .record(self.user_context().user_id(), self.scope(), usage)
-                .await;
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

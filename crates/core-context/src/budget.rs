@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Timestamp;
+use crate::time::Timestamp;
 
 /// The budget a user's runs used up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@
 //! - [`approval`]: a tool call waiting for a person, and the person's decision.
 //! - [`budget`]: a budget a run used up, and what its pause reports.
 //! - [`multitask`]: what a new message into a thread does to the thread's live run.
+//! - [`time`]: the [`Timestamp`] events and frames carry.
 //! - [`lifecycle`]: the checker of the run lifecycle guarantees, shared by every test that
 //!   claims them (and usable by clients that want to verify a stream).
 
@@ -24,6 +25,7 @@ pub mod lifecycle;
 pub mod multitask;
 pub mod redact;
 pub mod sink;
+pub mod time;
 
 pub use context::{ContextError, UserExecutionContext, UserExecutionContextBuilder};
 pub use epoch::Epoch;
