@@ -48,6 +48,12 @@ impl Cluster {
         }
     }
 
+    /// Users' budgets across the cluster: the reservations of model calls under way on every
+    /// node.
+    pub fn budget_ledger(&self) -> redis_broker::BudgetLedger {
+        self.broker.budget_ledger()
+    }
+
     /// The engine's run slots across the cluster, with `limits` per user.
     pub fn slots(&self, limits: SlotLimits) -> ClusterSlots {
         ClusterSlots::new(

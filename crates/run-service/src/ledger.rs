@@ -12,9 +12,10 @@
 //! reservation gives way to the call's real usage (written to the history first, so the call
 //! is never counted by neither); a call that failed gives it back.
 //!
-//! Across nodes, each node sees the others' calls once they are in the shared history, not
-//! while they run: nodes calling at once for one user can pass the budget by up to one call's
-//! reservation per node.
+//! Across nodes (a Redis broker), the reservations are made in the cluster's ledger
+//! (`redis_broker::BudgetLedger`) with the same arithmetic, atomically: the calls under way on
+//! every node count, so nodes calling at once never pass a budget together. While Redis cannot
+//! be reached a node reserves against its own calls only (and says so in its log).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,11 +29,16 @@ use core_context::budget::{
 use core_context::{RunId, RunScope, Timestamp, UserId};
 use history::{ModelUsage, UsageTotals};
 use parking_lot::Mutex;
+use redis_broker::{BudgetLedger, LedgerGrant, LedgerTicket};
 
 use crate::budgets::Budgets;
 use crate::counter::RunCounter;
 use crate::recorder::{Recorder, now_ms};
-use crate::usage::Prices;
+use crate::usage::{Budget, Prices};
+
+/// How long a reservation in the cluster's ledger lasts unless settled: longer than any model
+/// call (a node that died while calling holds the user's budget this long at most).
+const RESERVATION_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// One user's calls under way on this node: the lock their reservations are made under, and
 /// what each holds (tokens, millionths of a dollar).
@@ -50,6 +56,10 @@ pub(crate) struct UsageBook {
     budgets: Arc<Budgets>,
     held: Mutex<HashMap<UserId, Held>>,
     tickets: AtomicU64,
+    /// The cluster's ledger, with a Redis broker: reservations are made there, across nodes.
+    shared: Option<BudgetLedger>,
+    /// This node's tickets of reservations held in the cluster's ledger.
+    remote: Mutex<HashMap<u64, LedgerTicket>>,
 }
 
 impl UsageBook {
@@ -58,6 +68,7 @@ impl UsageBook {
         prices: Prices,
         metrics: Arc<dyn RunCounter>,
         budgets: Arc<Budgets>,
+        shared: Option<BudgetLedger>,
     ) -> Self {
         Self {
             recorder,
@@ -66,6 +77,8 @@ impl UsageBook {
             budgets,
             held: Mutex::default(),
             tickets: AtomicU64::new(1),
+            shared,
+            remote: Mutex::default(),
         }
     }
 
@@ -94,6 +107,37 @@ impl UsageBook {
         }
         if entry.calls.is_empty() && Arc::strong_count(&entry.lock) == 1 {
             held.remove(user);
+        }
+    }
+
+    /// What the cluster's ledger granted, as the engine's grant.
+    fn shared_grant(
+        &self,
+        grant: LedgerGrant,
+        (ask, limits): (&CallAsk, Limits),
+        budget: &Budget,
+        resets_at: Timestamp,
+    ) -> Grant {
+        match grant {
+            LedgerGrant::Reserved { ticket, answer } => {
+                let id = self.tickets.fetch_add(1, Ordering::Relaxed);
+                self.remote.lock().insert(id, ticket);
+                Grant::Reserved {
+                    ticket: id,
+                    max_answer_tokens: answer,
+                }
+            }
+            LedgerGrant::Exhausted { kind, used } => {
+                let counted = UsageTotals {
+                    tokens: used,
+                    cost_micro_usd: used,
+                    ..UsageTotals::default()
+                };
+                Grant::Exhausted(exhausted(kind, &counted, limits, resets_at))
+            }
+            LedgerGrant::TooLarge(kind) => {
+                Grant::Refused(too_large(kind, ask, limits, budget.period.name()))
+            }
         }
     }
 
@@ -129,6 +173,23 @@ impl UsageBook {
             tokens: budget.tokens,
             cost_micro_usd: budget.cost_micro_usd,
         };
+        if let Some(ledger) = &self.shared {
+            let seen = Spent {
+                tokens: totals.tokens,
+                cost_micro_usd: totals.cost_micro_usd,
+            };
+            let period = (start, resets_ms);
+            match ledger
+                .reserve(user, period, seen, &ask, limits, RESERVATION_TTL)
+                .await
+            {
+                Ok(grant) => return self.shared_grant(grant, (&ask, limits), &budget, resets_at),
+                Err(error) => {
+                    // Redis cannot be reached: this node's own reservations bound the call.
+                    tracing::warn!(%error, "budgets: cannot reserve in Redis; reserving on this node only");
+                }
+            }
+        }
         let spent = Spent {
             tokens: totals.tokens.saturating_add(held_tokens),
             cost_micro_usd: totals.cost_micro_usd.saturating_add(held_micro),
@@ -238,12 +299,38 @@ impl UsageMeter for UsageBook {
     }
 
     async fn settle(&self, user: &UserId, scope: &RunScope, ticket: u64, usage: CallUsage) {
+        let used = Spent {
+            tokens: usage.tokens(),
+            cost_micro_usd: self.prices.cost_micro_usd(&usage).unwrap_or(0),
+        };
         // Counted in the history before the reservation goes: never counted by neither.
         self.record(user, scope, usage).await;
-        self.let_go(user, Some(ticket));
+        let remote = self.remote.lock().remove(&ticket);
+        match (remote, &self.shared) {
+            (Some(ticket), Some(ledger)) => {
+                if let Err(error) = ledger.settle(&ticket, used).await {
+                    tracing::warn!(%error, "budgets: a call's usage could not be counted in Redis; its reservation lapses and the history's count takes over");
+                }
+            }
+            _ => self.let_go(user, Some(ticket)),
+        }
     }
 
     fn release(&self, user: &UserId, ticket: u64) {
-        self.let_go(user, Some(ticket));
+        let remote = self.remote.lock().remove(&ticket);
+        match (remote, &self.shared) {
+            (Some(ticket), Some(ledger)) => {
+                let ledger = ledger.clone();
+                // Called where nothing can be awaited (a dropped reservation).
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let Err(error) = ledger.release(&ticket).await {
+                            tracing::warn!(%error, "budgets: a reservation could not be given back in Redis; it lapses by itself");
+                        }
+                    });
+                }
+            }
+            _ => self.let_go(user, Some(ticket)),
+        }
     }
 }

@@ -158,6 +158,7 @@ impl RunService {
                 prices,
                 Arc::clone(&self.metrics),
                 Arc::clone(&self.budgets),
+                self.cluster.as_ref().map(Cluster::budget_ledger),
             );
             self.factory = self.factory.with_meter(Arc::new(book));
         }
