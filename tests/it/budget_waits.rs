@@ -203,6 +203,13 @@ async fn a_run_waiting_for_its_budget_is_cancelled_cleanly() {
     assert_eq!(lifecycle(&seen).cancelled, 1);
     status_becomes(addr, "alice", &run, "cancelled").await;
     assert_eq!(model.requests().len(), 2, "no call after the pause");
+    let metrics = crate::support::metrics_text(addr).await;
+    for line in [
+        "agent_server_budget_waits_total{budget=\"tokens\"} 1",
+        "agent_server_budget_waits_total{budget=\"cost_usd\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
     // Another user has a budget of his own: his run makes its call at once.
     let mut bob = Client::user(addr, "bob").await;
     bob.send(ask("llm", "hello", json!({}), None, None)).await;

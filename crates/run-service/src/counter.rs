@@ -27,6 +27,11 @@ pub trait RunCounter: Send + Sync {
     fn busy_thread(&self, strategy: Multitask, accepted: bool) {
         let _ = (strategy, accepted);
     }
+    /// A run paused because its next model call would pass its user's `budget` (`tokens`,
+    /// `cost_usd`).
+    fn budget_wait(&self, budget: &'static str) {
+        let _ = budget;
+    }
     /// A model call of `model` used `prompt` and `completion` tokens (`cached` of the prompt
     /// from the provider's cache) and cost `cost_micro_usd` (`None`: the model has no price).
     fn model_usage(

@@ -391,7 +391,10 @@ impl RunService {
                     service.metrics.approvals_requested(calls.len());
                     "paused for approval"
                 }
-                RunOutcome::WaitingForBudget(_) => "paused for its budget",
+                RunOutcome::WaitingForBudget(exhausted) => {
+                    service.metrics.budget_wait(exhausted.budget.name());
+                    "paused for its budget"
+                }
             };
             tracing::info!(user = %tag, run_id = %run, agent, how, code = outcome.error_code(), "run ended");
             service.sessions.finished(&user, &run);

@@ -118,9 +118,16 @@ pub struct Metrics {
     approvals_resolved: Family<DecisionLabel, Counter>,
     approval_wait: Histogram,
     busy_threads: Family<BusyThread, Counter>,
+    budget_waits: Family<BudgetLabel, Counter>,
     usage_tokens: Family<ModelTokens, Counter>,
     usage_cost: Family<ModelLabel, Counter<f64, AtomicU64>>,
     runs: Mutex<HashMap<RunId, RunClock>>,
+}
+
+/// A budget (`tokens`, `cost_usd`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabel {
+    budget: &'static str,
 }
 
 /// A model's tokens of one kind (`prompt`, `completion`, `cached`).
@@ -217,6 +224,12 @@ impl RunCounter for Metrics {
         }
     }
 
+    fn budget_wait(&self, budget: &'static str) {
+        self.budget_waits
+            .get_or_create(&BudgetLabel { budget })
+            .inc();
+    }
+
     fn busy_thread(&self, strategy: Multitask, accepted: bool) {
         self.busy_threads
             .get_or_create(&BusyThread {
@@ -251,6 +264,7 @@ impl Metrics {
             approvals_resolved: Family::default(),
             approval_wait: human_seconds(),
             busy_threads: Family::default(),
+            budget_waits: Family::default(),
             usage_tokens: Family::default(),
             usage_cost: Family::default(),
             runs: Mutex::new(HashMap::new()),
@@ -262,6 +276,9 @@ impl Metrics {
                     outcome: "accepted",
                 });
             }
+        }
+        for budget in ["tokens", "cost_usd"] {
+            let _ = metrics.budget_waits.get_or_create(&BudgetLabel { budget });
         }
         for decision in ["approve", "edit", "reject", "respond", "expired"] {
             let _ = metrics.approvals_resolved.get_or_create(&DecisionLabel {
@@ -312,6 +329,11 @@ impl Metrics {
             "model_cost_usd",
             "US dollars of model calls counted toward users' usage, by model (models with a `--model-price`)",
             self.usage_cost.clone(),
+        );
+        r.register(
+            "budget_waits",
+            "Runs that paused because their next model call would pass their user's budget, by budget (`tokens`, `cost_usd`); each goes on when the period resets or the limit is raised",
+            self.budget_waits.clone(),
         );
         r.register(
             "busy_thread_messages",
