@@ -1,7 +1,7 @@
 //! A run whose next model call would pass its user's budget pauses instead of failing
 //! (`budget_exhausted`, status `waiting_for_budget`), keeping everything it streamed; it goes
 //! on by itself when the limit is raised (a token with a higher plan, or a restart with a
-//! higher limit), and a cancel while it waits ends it cleanly. Each model call asks for no
+//! higher limit, on the user's next request), and a cancel while it waits ends it cleanly. Each model call asks for no
 //! more than what remains (`max_tokens`).
 
 use core_context::lifecycle::check_lifecycle;
@@ -229,21 +229,29 @@ async fn a_restart_with_a_higher_limit_lets_a_waiting_run_go_on() {
     status_becomes(first.addr(), "alice", &run, "waiting_for_budget").await;
     first.shutdown().await;
 
-    // Still waiting after a restart with the same limit...
+    // Still waiting after a restart with the same limit, once she is back...
     let same = server(&dir, &model, BUDGET).await;
+    let (_, used) = http(same.addr(), "GET", "/v1/me/usage", Some("alice")).await;
+    assert_eq!(used["tokens"]["used"], 2 * PER_CALL, "{used}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let (_, stored) = http(
-        same.addr(),
-        "GET",
-        &format!("/v1/runs/{run}"),
-        Some("alice"),
-    )
-    .await;
+    let path = format!("/v1/runs/{run}");
+    let (_, stored) = http(same.addr(), "GET", &path, Some("alice")).await;
     assert_eq!(stored["status"], "waiting_for_budget", "{stored}");
     same.shutdown().await;
 
-    // ...and going on, to its end, after one with a higher limit.
+    // ...and going on, to its end, after one with a higher limit, on her next request (a
+    // node goes by the budget of a user it has seen since it started: another node may know
+    // a plan of hers that it does not).
     let raised = server(&dir, &model, 3 * BUDGET).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (_, stored) = http(raised.addr(), "GET", &path, Some("alice")).await;
+    assert_eq!(
+        stored["status"], "waiting_for_budget",
+        "not before she is back: {stored}"
+    );
+    // Her socket brings her token (the run may go on before the socket joins her stream:
+    // the history says how it ended).
+    let _back = Client::user(raised.addr(), "alice").await;
     status_becomes(raised.addr(), "alice", &run, "completed").await;
     assert_eq!(model.requests().len(), 3);
     let (_, stored) = http(

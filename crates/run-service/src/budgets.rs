@@ -24,7 +24,9 @@ pub struct Budgets {
 
 #[derive(Debug, Default)]
 struct Plans {
-    by_user: HashMap<UserId, (Plan, u64)>,
+    /// The plan of each user this node has seen a token of since it started (`None`: their
+    /// token carried none), with when it was last seen.
+    by_user: HashMap<UserId, (Option<Plan>, u64)>,
     /// Bumped on each note: a plan's age, for eviction.
     clock: u64,
 }
@@ -45,43 +47,54 @@ impl Budgets {
 
     /// What `user`'s runs may spend per period.
     pub fn of(&self, user: &UserId) -> Budget {
-        let plan = self.plans.lock().by_user.get(user).map(|(plan, _)| *plan);
+        let plan = self
+            .plans
+            .lock()
+            .by_user
+            .get(user)
+            .and_then(|(plan, _)| *plan);
         self.budget.with_plan(plan)
     }
 
+    /// Whether this node has seen a token of `user`'s since it started, so it knows their
+    /// plan (or that they have none): another node may know a plan this one does not.
+    pub fn knows(&self, user: &UserId) -> bool {
+        self.plans.lock().by_user.contains_key(user)
+    }
+
     /// Takes `user`'s plan from their latest token (`None`: the server's budget). True when
-    /// their budget changed.
+    /// their budget changed, or this node had not seen them yet.
     pub fn note(&self, user: &UserId, plan: Option<Plan>) -> bool {
+        let known = self.knows(user);
         let before = self.of(user);
         let mut plans = self.plans.lock();
         plans.clock += 1;
         let now = plans.clock;
-        match plan {
-            Some(plan) => {
-                plans.by_user.insert(user.clone(), (plan, now));
-                if plans.by_user.len() > MAX_PLANS {
-                    let oldest = plans
-                        .by_user
-                        .iter()
-                        .min_by_key(|(_, (_, seen))| *seen)
-                        .map(|(user, _)| user.clone());
-                    if let Some(oldest) = oldest {
-                        plans.by_user.remove(&oldest);
-                    }
-                }
-            }
-            None => {
-                plans.by_user.remove(user);
+        plans.by_user.insert(user.clone(), (plan, now));
+        if plans.by_user.len() > MAX_PLANS {
+            let oldest = plans
+                .by_user
+                .iter()
+                .min_by_key(|(_, (_, seen))| *seen)
+                .map(|(user, _)| user.clone());
+            if let Some(oldest) = oldest {
+                plans.by_user.remove(&oldest);
             }
         }
         drop(plans);
-        self.of(user) != before
+        !known || self.of(user) != before
     }
 }
 
 /// Whether a run that paused as `exhausted` says may go on under `budget` at `now_ms`: a new
-/// period began, or the limit in its way was raised (or removed).
-pub(crate) fn allows_again(exhausted: &Exhausted, budget: &Budget, now_ms: i64) -> bool {
+/// period began, or the limit in its way was raised (or removed). A raised limit counts only
+/// when `known`: this node has seen the user's token (their plan) since it started, since on
+/// several nodes one that has not may hold a lower plan's user to the server's budget.
+pub(crate) fn allows_again(
+    exhausted: &Exhausted,
+    (budget, known): (&Budget, bool),
+    now_ms: i64,
+) -> bool {
     let resets_ms = i64::try_from(
         exhausted
             .resets_at
@@ -92,6 +105,9 @@ pub(crate) fn allows_again(exhausted: &Exhausted, budget: &Budget, now_ms: i64) 
     .unwrap_or(i64::MAX);
     if now_ms >= resets_ms {
         return true;
+    }
+    if !known {
+        return false;
     }
     match (exhausted.budget, exhausted.limit) {
         (BudgetKind::Tokens, Amount::Tokens(was)) => budget.tokens.is_none_or(|now| now > was),
@@ -129,12 +145,25 @@ mod tests {
             tokens: Some(500),
             cost_micro_usd: None,
         };
+        assert!(!budgets.knows(&alice));
         assert!(budgets.note(&alice, Some(plan)), "raised");
         assert!(!budgets.note(&alice, Some(plan)), "the same again");
+        assert!(budgets.knows(&alice));
+        let bob = user("bob");
+        assert!(budgets.note(&bob, None), "seen for the first time");
+        assert!(!budgets.note(&bob, None));
         assert_eq!(budgets.of(&alice).tokens, Some(500));
         assert_eq!(budgets.of(&user("bob")).tokens, Some(100));
         assert!(budgets.note(&alice, None));
         assert_eq!(budgets.of(&alice).tokens, Some(100));
+    }
+
+    fn allows_again_owned(
+        exhausted: &Exhausted,
+        (budget, known): (Budget, bool),
+        now: i64,
+    ) -> bool {
+        allows_again(exhausted, (&budget, known), now)
     }
 
     #[test]
@@ -152,11 +181,43 @@ mod tests {
             period: Period::Day,
         };
         let before_reset = 999_000;
-        assert!(!allows_again(&exhausted, &with(Some(300)), before_reset));
-        assert!(!allows_again(&exhausted, &with(Some(200)), before_reset));
-        assert!(allows_again(&exhausted, &with(Some(301)), before_reset));
-        assert!(allows_again(&exhausted, &with(None), before_reset));
-        assert!(allows_again(&exhausted, &with(Some(300)), 1_000_000));
+        let known = |budget: &Budget| (*budget, true);
+        assert!(!allows_again_owned(
+            &exhausted,
+            known(&with(Some(300))),
+            before_reset
+        ));
+        assert!(!allows_again_owned(
+            &exhausted,
+            known(&with(Some(200))),
+            before_reset
+        ));
+        assert!(allows_again_owned(
+            &exhausted,
+            known(&with(Some(301))),
+            before_reset
+        ));
+        assert!(allows_again_owned(
+            &exhausted,
+            known(&with(None)),
+            before_reset
+        ));
+        assert!(allows_again_owned(
+            &exhausted,
+            known(&with(Some(300))),
+            1_000_000
+        ));
+        // A user this node has not seen: only a new period lets the run go on.
+        assert!(!allows_again_owned(
+            &exhausted,
+            (with(Some(301)), false),
+            before_reset
+        ));
+        assert!(allows_again_owned(
+            &exhausted,
+            (with(Some(300)), false),
+            1_000_000
+        ));
         let cost = Exhausted {
             budget: BudgetKind::CostUsd,
             used: Amount::Usd(0.3),
@@ -167,7 +228,15 @@ mod tests {
             cost_micro_usd: micro,
             ..with(None)
         };
-        assert!(!allows_again(&cost, &dollars(Some(500_000)), before_reset));
-        assert!(allows_again(&cost, &dollars(Some(600_000)), before_reset));
+        assert!(!allows_again_owned(
+            &cost,
+            known(&dollars(Some(500_000))),
+            before_reset
+        ));
+        assert!(allows_again_owned(
+            &cost,
+            known(&dollars(Some(600_000))),
+            before_reset
+        ));
     }
 }

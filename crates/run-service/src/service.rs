@@ -170,6 +170,11 @@ impl RunService {
         self.budgets.server()
     }
 
+    /// The server's budget and the plans of the users this node has seen.
+    pub(crate) fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
     /// What `user`'s runs may spend per period: the server's budget, or the limits of their
     /// token's plan.
     pub fn budget_for(&self, user: &UserId) -> Budget {

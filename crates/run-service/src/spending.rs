@@ -136,7 +136,8 @@ impl RunService {
                     return;
                 }
                 let budget = self.budget_for(&wait.user);
-                if allows_again(&wait.exhausted, &budget, now_ms()) {
+                let known = self.budgets().knows(&wait.user);
+                if allows_again(&wait.exhausted, (&budget, known), now_ms()) {
                     self.resume(&wait.user, &wait.run_id).await;
                 }
             }
