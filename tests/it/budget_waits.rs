@@ -16,13 +16,13 @@ use crate::multitask::{ask, until_ended};
 use crate::server_support::{Client, SECRET, now_secs, start_server, token_with};
 
 /// Each model call here uses 2,000 tokens.
-const PER_CALL: u64 = 2_000;
+pub(crate) const PER_CALL: u64 = 2_000;
 /// Two calls fit, and then fewer tokens remain than any call needs (16 answer tokens).
-const BUDGET: u64 = 2 * PER_CALL + 10;
+pub(crate) const BUDGET: u64 = 2 * PER_CALL + 10;
 
 /// A turn that calls the calculator, then one that calls it again, then the answer; each
 /// reports `PER_CALL` tokens.
-fn three_turns() -> Vec<Reply> {
+pub(crate) fn three_turns() -> Vec<Reply> {
     let tool_turn = |id: &str| {
         Reply::Stream(vec![
             tool_piece(0, Some(id), Some("calculator"), r#"{"expression": "2+2"}"#),
@@ -53,7 +53,7 @@ async fn server(dir: &TempDir, model: &Model, tokens: u64) -> agent_server::serv
 }
 
 /// A token for `user` whose plan allows `tokens` per period.
-fn plan(user: &str, tokens: u64) -> String {
+pub(crate) fn plan(user: &str, tokens: u64) -> String {
     token_with(
         json!({"sub": user, "exp": now_secs() + 600,
                "agent_engine_budget": {"tokens": tokens}}),
@@ -92,7 +92,12 @@ async fn until_it_waits(client: &mut Client) -> (String, Vec<Value>) {
 }
 
 /// The history's status of `user`'s run `run`, once it is `status`.
-async fn status_becomes(addr: std::net::SocketAddr, user: &str, run: &str, status: &str) {
+pub(crate) async fn status_becomes(
+    addr: std::net::SocketAddr,
+    user: &str,
+    run: &str,
+    status: &str,
+) {
     eventually(addr, &format!("/v1/runs/{run}"), user, |body| {
         body["status"] == status
     })

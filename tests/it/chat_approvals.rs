@@ -74,10 +74,10 @@ fn child(argv: &[&str]) -> (std::path::PathBuf, [&'static str; 5], String) {
 }
 
 /// How a piped child ended.
-struct Finished {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Finished {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl std::fmt::Debug for Finished {
@@ -91,7 +91,7 @@ impl std::fmt::Debug for Finished {
 }
 
 /// Runs `agent-server chat` with `argv`, `input` on its stdin (then the end of the input).
-async fn chat(argv: &[&str], input: &str) -> Finished {
+pub(crate) async fn chat(argv: &[&str], input: &str) -> Finished {
     let (exe, harness, argv) = child(argv);
     let input = input.to_owned();
     tokio::task::spawn_blocking(move || {

@@ -38,6 +38,7 @@ mod budget_nodes;
 mod budget_waits;
 mod budgets;
 mod chat_approvals;
+mod chat_budget;
 mod chat_cli;
 mod chat_multitask;
 mod chat_page;

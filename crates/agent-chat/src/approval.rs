@@ -1,6 +1,8 @@
 //! What the chat says and reads about tool calls that wait for approval, apart from IO: the
 //! question the conversation asks and the answers it takes ([`Choice`]), and, for the
-//! one-shot command, the waiting calls with the commands that decide them ([`Invocation`]).
+//! one-shot command, the waiting calls with the commands that decide them ([`Invocation`]);
+//! and the one-shot command's report of a run that waits for its user's budget
+//! ([`budget_wait_text`]).
 //!
 //! Agent text (a tool's name, its arguments) reaches the terminal only escaped, like the
 //! timeline's.
@@ -114,6 +116,20 @@ impl Invocation {
         words.join(" ")
     }
 
+    /// The server's HTTP URL of `path` (relative, like `v1/runs/run_1x`): its base URL with
+    /// `ws` made `http`, and without the WebSocket's `/ws`.
+    pub(crate) fn http(&self, path: &str) -> String {
+        let server = self.server.as_deref().unwrap_or(DEFAULT_SERVER);
+        let base = server.trim_end_matches('/');
+        let base = base.strip_suffix("/ws").unwrap_or(base);
+        let base = match base.split_once("://") {
+            Some(("ws", rest)) => format!("http://{rest}"),
+            Some(("wss", rest)) => format!("https://{rest}"),
+            _ => base.to_owned(),
+        };
+        format!("{base}/{path}")
+    }
+
     /// Said after commands when they lack the credentials.
     fn token_hint(&self) -> &'static str {
         if self.user.is_some() {
@@ -151,6 +167,22 @@ pub(crate) fn waiting_text(run: &RunId, calls: &[Waiting], how: &Invocation) -> 
             how.command(&["--edit", &id, "--arguments", &arguments]),
         );
     }
+    text.push_str(how.token_hint());
+    text
+}
+
+/// The one-shot command's report of a run that waits for its user's budget (which resets at
+/// `resets`, as the chat prints times): that it goes on by itself, where to see it later, and
+/// the command that cancels it.
+pub(crate) fn budget_wait_text(run: &RunId, resets: &str, how: &Invocation) -> String {
+    let mut text = format!(
+        "run {run} waits for your budget: it goes on by itself on the server when the budget \
+         resets at {resets} or your limit is raised\n  \
+         see it:    GET {} (its status and events)\n  \
+         cancel it: {}\n",
+        how.http(&format!("v1/runs/{run}")),
+        how.command(&["--cancel", run.as_str()]),
+    );
     text.push_str(how.token_hint());
     text
 }
@@ -279,6 +311,37 @@ mod tests {
             r"agent-server chat --server 'http://h:9/x y' --approve 'run_1x/it'\''s'"
         );
         assert!(waiting_text(&run, &[], &elsewhere).contains("--token JWT"));
+    }
+
+    #[test]
+    fn a_budget_wait_says_where_to_see_the_run_and_how_to_cancel_it() {
+        let how = Invocation {
+            server: None,
+            user: Some("alice".into()),
+        };
+        let run = RunId::parse("run_1x").unwrap();
+        assert_eq!(
+            budget_wait_text(&run, "2026-12-01 00:00 UTC", &how),
+            "run run_1x waits for your budget: it goes on by itself on the server when the \
+             budget resets at 2026-12-01 00:00 UTC or your limit is raised\n\
+             \x20 see it:    GET http://127.0.0.1:8080/v1/runs/run_1x (its status and events)\n\
+             \x20 cancel it: agent-server chat --user alice --cancel run_1x\n"
+        );
+        let table = [
+            ("ws://h:9/ws", "http://h:9/v1/runs/run_1x"),
+            ("wss://h/app/ws/", "https://h/app/v1/runs/run_1x"),
+            ("https://h:9/app", "https://h:9/app/v1/runs/run_1x"),
+        ];
+        for (server, url) in table {
+            let elsewhere = Invocation {
+                server: Some(server.into()),
+                user: None,
+            };
+            assert_eq!(elsewhere.http("v1/runs/run_1x"), url, "{server}");
+            let text = budget_wait_text(&run, "soon", &elsewhere);
+            assert!(text.contains("--cancel run_1x\n"), "{text}");
+            assert!(text.contains("--token JWT"), "{text}");
+        }
     }
 
     #[test]

@@ -14,6 +14,11 @@ pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// message, `--approve`, `--reject`, `--edit`): neither done (0) nor failed (1).
 pub const EXIT_WAITING_FOR_APPROVAL: u8 = 3;
 
+/// The exit code of a run that waits for its user's budget (`agent-server chat` with a
+/// message, or a decision that lets the run go on to its next model call): it goes on by
+/// itself on the server when the budget resets or the limit is raised; `--cancel` ends it.
+pub const EXIT_WAITING_FOR_BUDGET: u8 = 4;
+
 /// Arguments of `agent-server chat`.
 #[derive(Debug, clap::Args)]
 #[command(
@@ -22,15 +27,19 @@ message; one typed while an answer runs is sent at once and queued behind it; /i
 MESSAGE stops the running answer and answers MESSAGE instead, /steer MESSAGE adds MESSAGE to \
 the running answer (when its agent takes messages while it answers; otherwise it is queued). \
 Ctrl-C cancels a running answer, Ctrl-D quits, /help lists the commands (/interrupt, /steer, \
-/agent, /input, /new, /approvals, /quit); a tool call that needs approval is asked about \
-(y, n or e). On a terminal the answer is rendered from markdown and the steps are dimmed \
+/agent, /input, /new, /approvals, /usage, /cancel, /quit); a tool call that needs approval \
+is asked about (y, n or e). A run that waits for your budget lets you type on, goes on by \
+itself (and is shown) when the budget resets or your limit is raised, and /cancel ends it. \
+On a terminal the answer is rendered from markdown and the steps are dimmed \
 (NO_COLOR turns the colours off); from a pipe, lines are read plainly, each once the \
 answers before it have ended.
 
 With MESSAGE, a run that waits for approval prints its waiting calls and the commands that \
 decide them (--approve, --reject, --edit), then exits with code 3; those commands decide, \
-then follow the run like MESSAGE does. Exit codes: 0 the run completed, 1 it (or the \
-command) failed, 2 bad arguments, 3 the run waits for approval."
+then follow the run like MESSAGE does. A run that waits for your budget exits with code 4 \
+after saying when it goes on by itself; --cancel RUN_ID ends it. Exit codes: 0 the run \
+completed (or --cancel ended it), 1 it (or the command) failed, 2 bad arguments, 3 the run \
+waits for approval, 4 the run waits for your budget."
 )]
 pub struct ChatArgs {
     /// The server's base URL (http:// or ws://; the WebSocket is at /ws).
@@ -91,6 +100,11 @@ pub struct ChatArgs {
     /// List the tool calls that wait for your approval, across threads, and exit.
     #[arg(long, group = "decide", conflicts_with = "message")]
     pub approvals: bool,
+    /// Cancel one of your runs (a run waiting for your budget, say), then follow it to its
+    /// end.
+    #[arg(long, value_name = "RUN_ID", value_parser = parse_run,
+          group = "decide", conflicts_with = "message")]
+    pub cancel: Option<RunId>,
 }
 
 /// A tool call that waits for approval, as `RUN_ID/TOOL_CALL_ID` names it.
@@ -172,6 +186,11 @@ pub(crate) fn parse_input(raw: &str) -> Result<Map<String, Value>, String> {
         )),
         Err(e) => Err(format!("is not valid JSON: {e}")),
     }
+}
+
+/// Parses `--cancel`: a run id as the server prints it.
+fn parse_run(raw: &str) -> Result<RunId, String> {
+    RunId::parse(raw).map_err(|e| e.to_string())
 }
 
 /// Parses `--thread`: a thread id as the server prints it.
@@ -304,6 +323,9 @@ mod tests {
         );
         assert_eq!(decided(&["hello"]), None);
         assert!(parse(&["--approvals"]).unwrap().approvals);
+        let cancel = parse(&["--cancel", "run_1x"]).unwrap();
+        assert_eq!(cancel.cancel.as_ref().map(RunId::as_str), Some("run_1x"));
+        assert!(cancel.decision().is_none());
         let refused: &[(&[&str], &str)] = &[
             (&["--approve", "run_1x"], "there is no '/'"),
             (&["--edit", "run_1x/c1"], "--arguments <JSON>"),
@@ -323,6 +345,12 @@ mod tests {
             ),
             (&["--approve", "run_1x/c1", "hello"], "cannot be used with"),
             (&["--approvals", "hello"], "cannot be used with"),
+            (&["--cancel", "run_1x", "hello"], "cannot be used with"),
+            (
+                &["--cancel", "run_1x", "--approve", "run_1x/c1"],
+                "cannot be used with",
+            ),
+            (&["--cancel", "run 1"], "run id contains ' '"),
         ];
         for (argv, fragment) in refused {
             let err = parse(argv).map(|_| ()).unwrap_err();

@@ -20,11 +20,14 @@ sent at once and queued: it is answered after the answers before it. Commands:
   /approvals          list the tool calls that wait for your approval, in any thread
   /usage              what your messages used this budget period, what your budget allows,
                       and when it resets
+  /cancel             cancel the running answer, or, with none, the ones that wait for your
+                      budget
   /quit               end the conversation (as Ctrl-D does)
   //text              send \"/text\" as a message
-Ctrl-C cancels the running answer. A tool call that needs your approval is asked about: y runs
-it, n does not (you may say why), e runs it with other arguments (one JSON object); Ctrl-C
-there cancels the run.";
+Ctrl-C cancels the running answer. An answer that waits for your budget lets you type on: it
+goes on by itself (and is shown) when the budget resets or your limit is raised. A tool call
+that needs your approval is asked about: y runs it, n does not (you may say why), e runs it
+with other arguments (one JSON object); Ctrl-C there cancels the run.";
 
 /// One line of the conversation, read.
 #[derive(Debug, PartialEq)]
@@ -42,6 +45,8 @@ pub(crate) enum Command<'a> {
     NewThread,
     Approvals,
     Usage,
+    /// `/cancel`: the running answer, or the runs that wait for the budget.
+    Cancel,
     Quit,
     /// A command that is not one, or a command's bad argument: what to tell the user.
     Wrong(String),
@@ -79,8 +84,9 @@ impl<'a> Command<'a> {
             ("new", None) => Command::NewThread,
             ("approvals", None) => Command::Approvals,
             ("usage", None) => Command::Usage,
+            ("cancel", None) => Command::Cancel,
             ("quit", None) => Command::Quit,
-            ("help" | "new" | "approvals" | "usage" | "quit", Some(_)) => {
+            ("help" | "new" | "approvals" | "usage" | "cancel" | "quit", Some(_)) => {
                 Command::Wrong(format!("/{name} takes nothing after it"))
             }
             _ => Command::Wrong(format!(
@@ -115,6 +121,7 @@ mod tests {
             ("/new", Command::NewThread),
             ("/approvals", Command::Approvals),
             ("/usage", Command::Usage),
+            ("/cancel", Command::Cancel),
             ("/quit", Command::Quit),
             (
                 "/input [1]",
@@ -133,6 +140,10 @@ mod tests {
             (
                 "/usage today",
                 Command::Wrong("/usage takes nothing after it".into()),
+            ),
+            (
+                "/cancel run_1x",
+                Command::Wrong("/cancel takes nothing after it".into()),
             ),
             (
                 "/etc",
@@ -214,6 +225,7 @@ mod tests {
             "/new",
             "/approvals",
             "/usage",
+            "/cancel",
             "/quit",
             "//",
         ] {

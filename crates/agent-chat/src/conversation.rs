@@ -22,12 +22,18 @@
 //! decided. A few commands start with `/` (`command`): `/help` lists them; `/usage` prints what
 //! the user's runs spent this budget period (`usage`). A message refused because the budget is
 //! used up (`budget_exceeded`) is said plainly, with when it resets.
+//!
+//! A run that waits for the user's budget (`budget_exhausted`) may wait for weeks: its line is
+//! printed and the conversation reads on (in a pipe, the next line), keeping the run among
+//! those that wait (`runs`). It is shown again if it goes on while the session is open, and
+//! `/cancel` ends it (with no answer running; otherwise `/cancel` cancels that one, as Ctrl-C
+//! does). Leaving the session says how to see it later and how to cancel it.
 
 use agent_client::{Client, ClientError};
 use agent_protocol::{ErrorCode, StartAgent};
-use core_context::ThreadId;
 use core_context::approval::PendingCall;
 use core_context::multitask::Multitask;
+use core_context::{RunId, ThreadId};
 use serde_json::{Map, Value};
 use tokio::time::MissedTickBehavior;
 
@@ -105,6 +111,15 @@ pub(crate) async fn converse(
             ));
         }
     }
+    let how = Invocation::of(args);
+    for run in chat.runs.waiting() {
+        chat.out.note(&format!(
+            "run {run} still waits for your budget; it goes on by itself on the server. GET {} \
+             shows it, {} cancels it",
+            how.http(&format!("v1/runs/{run}")),
+            how.command(&["--cancel", run.as_str()])
+        ));
+    }
     if let Err(e) = &outcome {
         if lines.is_terminal() && lines.waiting().is_some() {
             // The editor holds the terminal in raw mode until it gives its line back: the
@@ -145,6 +160,7 @@ impl Conversation<'_> {
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(item)) => match self.runs.show(&item, &mut self.out)? {
                         Some(Shown::Paused(call)) => self.paused(client, lines, &call).await?,
+                        Some(Shown::WaitsForBudget(run)) => self.waits_for_budget(&run),
                         Some(Shown::Ended) | None => Flow::Next,
                     },
                 },
@@ -182,6 +198,7 @@ impl Conversation<'_> {
             }
             Command::Approvals => self.approvals().await,
             Command::Usage => self.usage().await,
+            Command::Cancel => self.cancel(client).await?,
             Command::Quit => return Ok(Flow::Quit),
             Command::NewThread if !self.runs.is_idle() => self.out.note(
                 "/new waits until no answer runs or is queued in this thread: wait for them, \
@@ -312,6 +329,72 @@ impl Conversation<'_> {
         Ok(Flow::Next)
     }
 
+    /// The run shown waits for the user's budget (its line was printed): the conversation
+    /// goes on.
+    fn waits_for_budget(&mut self, run: &RunId) -> Flow {
+        self.out.note(&format!(
+            "run {run} waits for your budget; type on meanwhile (messages in this thread wait \
+             behind it, /new starts another thread); /cancel cancels it"
+        ));
+        Flow::Next
+    }
+
+    /// `/cancel`: cancels the run shown, as Ctrl-C does; with none, the runs that wait for the
+    /// budget.
+    async fn cancel(&mut self, client: &Client) -> Result<(), ChatError> {
+        if let Some(current) = self.runs.current() {
+            if current.view.cancel_sent() {
+                self.out.note(&format!(
+                    "run {} is being cancelled; Ctrl-C stops waiting for it",
+                    current.run
+                ));
+                return Ok(());
+            }
+            return cancel(
+                client,
+                &current.run,
+                &mut current.view,
+                &mut self.out,
+                AGAIN,
+            )
+            .await;
+        }
+        let waiting = self.runs.waiting();
+        if waiting.is_empty() {
+            self.out
+                .note("no answer runs or waits for your budget: there is nothing to cancel");
+        }
+        for run in waiting {
+            match client.cancel_run(&run).await {
+                Ok(()) => {
+                    self.runs.cancel_sent(&run);
+                    self.out.note(&format!(
+                        "cancelling run {run}, which waits for your budget"
+                    ));
+                }
+                Err(ClientError::Server {
+                    code: ErrorCode::RunNotFound,
+                    message,
+                }) => {
+                    self.runs.let_go(&run);
+                    self.out.note(&format!(
+                        "run {run} no longer waits: {message} (run_not_found)"
+                    ));
+                }
+                Err(ClientError::Server { code, message }) => self.out.note(&format!(
+                    "the server refused to cancel run {run}: {message} ({code})"
+                )),
+                Err(
+                    e @ (ClientError::NotConnected
+                    | ClientError::ConnectionLost
+                    | ClientError::Timeout { .. }),
+                ) => self.out.note(&format!("not sent: {e}")),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// `/approvals`: the calls that wait for the user, in any thread.
     async fn approvals(&mut self) {
         let said = match agent_client::pending_approvals(&self.args.server, self.token).await {
@@ -357,6 +440,7 @@ impl Conversation<'_> {
             | Command::Say(..)
             | Command::Approvals
             | Command::Usage
+            | Command::Cancel
             | Command::Quit => return,
         };
         self.out.note(&said);

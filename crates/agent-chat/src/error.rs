@@ -4,7 +4,7 @@ use std::io;
 
 use agent_client::ClientError;
 
-use crate::args::EXIT_WAITING_FOR_APPROVAL;
+use crate::args::{EXIT_WAITING_FOR_APPROVAL, EXIT_WAITING_FOR_BUDGET};
 
 /// Why `agent-server chat` failed; every message says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,27 @@ pub enum ChatError {
         /// How many of its calls wait.
         calls: usize,
     },
+    /// The run waits for its user's budget; how to see it later and cancel it was printed.
+    #[error(
+        "run {run_id} waits for your budget; it goes on by itself on the server when the budget \
+         resets at {resets_at} or your limit is raised (exit code {EXIT_WAITING_FOR_BUDGET})"
+    )]
+    WaitingForBudget {
+        /// The waiting run.
+        run_id: String,
+        /// When the budget resets, as the chat prints times (`2026-12-01 00:00 UTC`).
+        resets_at: String,
+    },
+    /// The server refused `--cancel`.
+    #[error("the server refused to cancel run {run_id} ({code}): {message}")]
+    CancelRefused {
+        /// The run.
+        run_id: String,
+        /// The error code (`run_not_found` for a run that ended, or is not the user's).
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
     /// The server refused `--approve`, `--reject` or `--edit`.
     #[error("the server refused the decision about {call} ({code}): {message}")]
     DecisionRefused {
@@ -84,10 +105,12 @@ pub enum ChatError {
 
 impl ChatError {
     /// The process's exit code for this outcome: [`EXIT_WAITING_FOR_APPROVAL`] for a run that
-    /// waits for approval (a script can tell it apart), 1 for every failure.
+    /// waits for approval and [`EXIT_WAITING_FOR_BUDGET`] for one that waits for its budget (a
+    /// script can tell them apart), 1 for every failure.
     pub fn exit_code(&self) -> u8 {
         match self {
             ChatError::WaitingForApproval { .. } => EXIT_WAITING_FOR_APPROVAL,
+            ChatError::WaitingForBudget { .. } => EXIT_WAITING_FOR_BUDGET,
             _ => 1,
         }
     }

@@ -3,7 +3,10 @@
 //! the time. The one-shot command and each turn of the conversation use the same loop; they
 //! differ only in what they do with its outcome. A run that asks for approval (its own
 //! `approval_requested`, not a sub-run's) stops the loop too ([`Followed::Paused`]): the
-//! conversation asks the person and follows on; the one-shot command says how to decide.
+//! conversation asks the person and follows on; the one-shot command says how to decide. So
+//! does a run that waits for its user's budget (its own `budget_exhausted`,
+//! [`Followed::WaitingForBudget`]), which may wait for weeks: the one-shot command says how to
+//! see it later and exits, the conversation keeps it among the runs that wait and reads on.
 //!
 //! A dropped connection is resumed by the client, so the timeline has no gap. Ctrl-C sends
 //! `cancel_run` once and keeps printing until the run says it was cancelled; a second Ctrl-C
@@ -12,9 +15,10 @@
 use std::time::{Duration, Instant};
 
 use agent_client::{Client, Notice, RunAccepted, StreamItem};
-use agent_protocol::{EventKind, SequencedEvent, ServerFrame, UnknownFrame};
+use agent_protocol::{AgentEvent, EventKind, SequencedEvent, ServerFrame, UnknownFrame};
 use core_context::RunId;
 use core_context::approval::PendingCall;
+use core_context::budget::Exhausted;
 use tokio::time::MissedTickBehavior;
 
 use crate::error::ChatError;
@@ -32,6 +36,9 @@ pub(crate) enum Followed {
     /// The run asks for approval of this call (the first of its calls that wait, when
     /// several do: following again gives the next).
     Paused(PendingCall),
+    /// The run waits for its user's budget: it goes on by itself (more events of the same
+    /// run, no second `agent_started`) when a new period begins or the limit is raised.
+    WaitingForBudget(Exhausted),
 }
 
 /// Prints the run's events until its terminal event, or until it asks for approval; Ctrl-C
@@ -164,6 +171,19 @@ impl RunView {
         self.cancel_sent
     }
 
+    /// Notes that `cancel_run` was sent for the run some other way than [`cancel`].
+    pub(crate) fn set_cancel_sent(&mut self) {
+        self.cancel_sent = true;
+    }
+
+    /// Whether `event` is of the run's tree (the run itself, or one of its sub-runs).
+    pub(crate) fn owns(&mut self, event: &AgentEvent) -> bool {
+        let parent = event.parent_run_id.as_ref().map(|p| p.as_str());
+        self.filter
+            .depth_of(event.run_id.as_str(), parent)
+            .is_some()
+    }
+
     /// The status line's text now.
     pub(crate) fn status(&self) -> String {
         status_text(self.elapsed(), self.cancel_sent, self.look.ansi)
@@ -248,7 +268,8 @@ pub(crate) fn accepted_frame(accepted: &RunAccepted) -> String {
 }
 
 /// Where an event of the run itself stops following it: its end (the outcome for the
-/// command), its asking for approval, or `None` for an event the run goes on after.
+/// command), its asking for approval, its waiting for the budget, or `None` for an event the
+/// run goes on after.
 fn stop(kind: &EventKind) -> Option<Result<Followed, ChatError>> {
     match kind {
         EventKind::AgentCompleted { .. } => Some(Ok(Followed::Completed)),
@@ -261,6 +282,17 @@ fn stop(kind: &EventKind) -> Option<Result<Followed, ChatError>> {
             tool_call_id: tool_call_id.clone(),
             tool_name: tool_name.clone(),
             arguments: arguments.clone(),
+        }))),
+        EventKind::BudgetExhausted {
+            budget,
+            used,
+            limit,
+            resets_at,
+        } => Some(Ok(Followed::WaitingForBudget(Exhausted {
+            budget: *budget,
+            used: *used,
+            limit: *limit,
+            resets_at: *resets_at,
         }))),
         EventKind::AgentError { code, message } => Some(Err(ChatError::RunFailed {
             code: code.clone(),
@@ -275,22 +307,33 @@ fn stop(kind: &EventKind) -> Option<Result<Followed, ChatError>> {
 
 #[cfg(test)]
 mod tests {
+    use core_context::budget::{Amount, BudgetKind};
+
     use crate::timeline::tests::example;
 
     use super::*;
 
     #[test]
-    fn terminal_events_decide_the_exit_and_approvals_pause() {
+    fn terminal_events_decide_the_exit_and_approvals_and_budgets_pause() {
         let paused = Followed::Paused(PendingCall {
             tool_call_id: "call_01JD6QE0C1".into(),
             tool_name: "calculator".into(),
             arguments: serde_json::json!({"expression": "12*7"}),
+        });
+        // The example's run waits for its token budget until the next month.
+        let budget = Followed::WaitingForBudget(Exhausted {
+            budget: BudgetKind::Tokens,
+            used: Amount::Tokens(99_200),
+            limit: Amount::Tokens(100_000),
+            resets_at: serde_json::from_value(serde_json::json!("2026-12-01T00:00:00Z")).unwrap(),
         });
         let table: &[(&str, Option<Result<Followed, &str>>)] = &[
             ("agent_started", None),
             ("agent_response_chunk", None),
             ("approval_resolved", None),
             ("approval_requested", Some(Ok(paused))),
+            ("message_received", None),
+            ("budget_exhausted", Some(Ok(budget))),
             ("agent_completed", Some(Ok(Followed::Completed))),
             (
                 "agent_error",

@@ -22,6 +22,12 @@
 //! decide them (`--approve`, `--reject`, `--edit`, which then follow the run) and exits with
 //! [`EXIT_WAITING_FOR_APPROVAL`] (`oneshot`).
 //!
+//! A run that waits for its user's budget (`budget_exhausted`) goes on by itself when the
+//! budget resets or the limit is raised, which may be weeks away: the one-shot command says
+//! so, where to see the run later and how to cancel it (`--cancel RUN_ID`), and exits with
+//! [`EXIT_WAITING_FOR_BUDGET`]; a conversation reads on, keeps the run among those that wait
+//! (`runs`), shows it again if it goes on while the session is open, and `/cancel` ends it.
+//!
 //! How events are printed is the `timeline` module (and `markdown` for a conversation's answer
 //! on a terminal), kept apart from IO and tested without a server, like `approval`, what is
 //! said and read about waiting calls, `command`, what a line typed means, and `usage`, what
@@ -36,13 +42,13 @@
 //! uses them, and none uses the root:
 //! - `conversation` uses `approval`, `args`, `ask`, `command`, `error`, `follow`, `prompt`,
 //!   `runs`, `terminal`, `timeline`, `usage`;
-//! - `oneshot` uses `approval`, `args`, `error`, `follow`, `terminal`, `timeline`;
+//! - `oneshot` uses `approval`, `args`, `error`, `follow`, `terminal`, `timeline`, `usage`;
 //! - `ask` uses `approval`, `args`, `error`, `follow`, `prompt`, `terminal`;
 //! - `runs` uses `error`, `follow`, `terminal`, `timeline`;
 //! - `approval` uses `args`, `error` and `terminal`; `command` uses `args`;
 //! - `follow` uses `error`, `terminal`, `timeline`;
-//! - `timeline` uses `markdown` and `terminal`; `markdown` uses `terminal`, which makes agent
-//!   text safe to print;
+//! - `timeline` uses `markdown`, `terminal` and `usage` (for times); `markdown` uses
+//!   `terminal`, which makes agent text safe to print;
 //! - `prompt` uses `error` and `terminal`; `terminal` uses `error`, `error` uses `args`;
 //!   `args` and `usage` use nothing of the crate.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -64,7 +70,7 @@ mod usage;
 
 use agent_client::{Backoff, Client, ClientConfig};
 
-pub use crate::args::{CallRef, ChatArgs, EXIT_WAITING_FOR_APPROVAL};
+pub use crate::args::{CallRef, ChatArgs, EXIT_WAITING_FOR_APPROVAL, EXIT_WAITING_FOR_BUDGET};
 pub use crate::error::ChatError;
 use crate::oneshot::OneShot;
 use crate::terminal::Output;
@@ -73,8 +79,9 @@ use crate::terminal::Output;
 const RECONNECT_ATTEMPTS: u32 = 5;
 
 /// Runs `agent-server chat`: one run, printed until it ends; a decision about a waiting tool
-/// call, then its run; the list of waiting calls; or, without a message, a conversation until
-/// Ctrl-D. [`ChatError::exit_code`] is the process's exit code for a failure.
+/// call, then its run; a cancel, then the run's end; the list of waiting calls; or, without
+/// a message, a conversation until Ctrl-D. [`ChatError::exit_code`] is the process's exit
+/// code for a failure.
 pub async fn run(args: ChatArgs) -> Result<(), ChatError> {
     let token = match (&args.user, &args.token) {
         (Some(user), _) => agent_client::get_dev_token(&args.server, user).await?.token,
@@ -102,10 +109,11 @@ pub async fn run(args: ChatArgs) -> Result<(), ChatError> {
         args.server,
         client.user_id()
     ));
-    let outcome = match (args.decision(), &args.message) {
-        (Some((call, decision)), _) => one_shot.decide(&mut client, call, decision).await,
-        (None, Some(message)) => one_shot.run(&mut client, message).await,
-        (None, None) => conversation::converse(&mut client, &args, &token).await,
+    let outcome = match (&args.cancel, args.decision(), &args.message) {
+        (Some(run), _, _) => one_shot.cancel(&mut client, run).await,
+        (None, Some((call, decision)), _) => one_shot.decide(&mut client, call, decision).await,
+        (None, None, Some(message)) => one_shot.run(&mut client, message).await,
+        (None, None, None) => conversation::converse(&mut client, &args, &token).await,
     };
     client.close().await;
     outcome

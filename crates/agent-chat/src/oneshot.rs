@@ -1,22 +1,26 @@
 //! The commands that follow one run and end with it: `agent-server chat MESSAGE`, and
 //! `--approve`, `--reject`, `--edit`, which decide a waiting call and then follow its run;
-//! and `--approvals`, which lists the waiting calls.
+//! `--cancel`, which cancels a run and follows it to its end; and `--approvals`, which lists
+//! the waiting calls.
 //!
 //! A run that pauses for approval ends the command with
 //! [`ChatError::WaitingForApproval`] (exit code 3) after printing the calls that wait (as the
-//! server lists them) and the commands that decide them.
+//! server lists them) and the commands that decide them. A run that waits for its user's
+//! budget, which may take weeks, ends it with [`ChatError::WaitingForBudget`] (exit code 4)
+//! after saying when it goes on by itself, where to see it later and how to cancel it.
 
 use agent_client::{Client, ClientError, RunAccepted};
 use agent_protocol::StartAgent;
 use core_context::RunId;
 use core_context::approval::{Decision, PendingCall};
 
-use crate::approval::{Invocation, Waiting, listing, waiting_text};
+use crate::approval::{Invocation, Waiting, budget_wait_text, listing, waiting_text};
 use crate::args::{CallRef, ChatArgs};
 use crate::error::ChatError;
 use crate::follow::{Followed, RunView, accepted_frame, follow};
 use crate::terminal::Output;
 use crate::timeline::Look;
+use crate::usage::when;
 
 /// What a second Ctrl-C does.
 const AGAIN: &str = "quit without waiting";
@@ -82,6 +86,28 @@ impl OneShot<'_> {
         self.follow_to_end(client, &call.run_id).await
     }
 
+    /// `--cancel`: cancels `run` and follows it to its end; its `agent_cancelled` is success.
+    pub(crate) async fn cancel(
+        &mut self,
+        client: &mut Client,
+        run: &RunId,
+    ) -> Result<(), ChatError> {
+        client.cancel_run(run).await.map_err(|e| match e {
+            ClientError::Server { code, message } => ChatError::CancelRefused {
+                run_id: run.to_string(),
+                code: code.to_string(),
+                message,
+            },
+            other => ChatError::Client(other),
+        })?;
+        self.out
+            .note(&format!("cancelling run {run}; following it to its end"));
+        match self.follow_to_end(client, run).await {
+            Err(ChatError::RunCancelled { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
     /// `--approvals`: the user's waiting calls.
     pub(crate) async fn list(&mut self) -> Result<(), ChatError> {
         let all = agent_client::pending_approvals(&self.args.server, self.token).await?;
@@ -120,6 +146,19 @@ impl OneShot<'_> {
         match follow(client, run, &mut view, &mut self.out, AGAIN).await? {
             Followed::Completed => Ok(()),
             Followed::Paused(call) => Err(self.paused(run, call).await?),
+            Followed::WaitingForBudget(exhausted) => {
+                let resets_at = when(&exhausted.resets_at.to_string());
+                let text = budget_wait_text(run, &resets_at, &Invocation::of(self.args));
+                if self.out.json {
+                    self.out.note(text.trim_end());
+                } else {
+                    self.out.text(&text)?;
+                }
+                Err(ChatError::WaitingForBudget {
+                    run_id: run.to_string(),
+                    resets_at,
+                })
+            }
         }
     }
 

@@ -9,6 +9,13 @@
 //! ahead of the runs queued before it. A steered message the run ends without taking
 //! (no `message_received`) starts a run of its own in the thread, with that message, which is
 //! shown like a queued one.
+//!
+//! A run shown that waits for its user's budget (`budget_exhausted`) is no longer the run
+//! shown: it is kept among the runs that wait ([`Runs::waiting`]), which do not keep the
+//! conversation from reading on. It holds its thread on the server (messages sent into it are
+//! queued behind it). When it goes on (more events of the same run, no second
+//! `agent_started`) it is the run shown again if none is; if another thread's run is shown,
+//! only what becomes of it is said, and the history has its events.
 
 use agent_client::{RunAccepted, StreamItem};
 use agent_protocol::{AgentEvent, EventKind};
@@ -41,6 +48,15 @@ pub(crate) enum Shown {
     Ended,
     /// It asks for approval of this call.
     Paused(PendingCall),
+    /// It waits for its user's budget: it is one of the runs that wait now, no longer shown.
+    WaitsForBudget(RunId),
+}
+
+/// A run that waits for its user's budget.
+struct BudgetWait {
+    run: Current,
+    /// It went on while another run was shown, and that was said.
+    noted: bool,
 }
 
 /// The runs the conversation shows, and the ones it waits for.
@@ -50,6 +66,8 @@ pub(crate) struct Runs {
     /// Runs accepted behind the running one, not started yet, in the order they were accepted.
     queued: Vec<RunId>,
     steered: Vec<Steered>,
+    /// Runs that wait for their user's budget, in the order they began to.
+    waiting: Vec<BudgetWait>,
 }
 
 impl Runs {
@@ -59,13 +77,18 @@ impl Runs {
             current: None,
             queued: Vec::new(),
             steered: Vec::new(),
+            waiting: Vec::new(),
         }
     }
 
-    /// Nothing runs or waits: the thread is the user's to change, and in a pipe the next line
-    /// is read.
+    /// Nothing runs or is awaited: the thread is the user's to change, and in a pipe the next
+    /// line is read. A run that waits for the budget, which may wait for weeks, is not awaited
+    /// until it is being cancelled (so a script's next line comes after its end).
     pub(crate) fn is_idle(&self) -> bool {
-        self.current.is_none() && self.queued.is_empty() && self.steered.is_empty()
+        self.current.is_none()
+            && self.queued.is_empty()
+            && self.steered.is_empty()
+            && self.waiting.iter().all(|w| !w.run.view.cancel_sent())
     }
 
     /// The run shown, if one is.
@@ -76,6 +99,27 @@ impl Runs {
     /// Stops showing the run shown (the user stopped waiting for it); returns it.
     pub(crate) fn drop_current(&mut self) -> Option<RunId> {
         self.current.take().map(|current| current.run)
+    }
+
+    /// The runs that wait for their user's budget and are not being cancelled, oldest first.
+    pub(crate) fn waiting(&self) -> Vec<RunId> {
+        self.waiting
+            .iter()
+            .filter(|w| !w.run.view.cancel_sent())
+            .map(|w| w.run.run.clone())
+            .collect()
+    }
+
+    /// `cancel_run` was sent for `run`, which waits for its budget: its end is not news.
+    pub(crate) fn cancel_sent(&mut self, run: &RunId) {
+        if let Some(wait) = self.waiting.iter_mut().find(|w| &w.run.run == run) {
+            wait.run.view.set_cancel_sent();
+        }
+    }
+
+    /// Stops keeping `run` among the runs that wait (the server no longer knows it as active).
+    pub(crate) fn let_go(&mut self, run: &RunId) {
+        self.waiting.retain(|w| &w.run.run != run);
     }
 
     /// Stops waiting for the runs not started yet; returns how many there were.
@@ -135,6 +179,9 @@ impl Runs {
             if let Some(message) = self.track(&event.event) {
                 out.note(&format!("answering: {}", escape_controls(&message)));
             }
+            if self.went_on(&event.event, out) {
+                return Ok(None);
+            }
         }
         let Some(current) = &mut self.current else {
             return Ok(None);
@@ -146,6 +193,14 @@ impl Runs {
         out.clear_status();
         match outcome {
             Ok(Followed::Paused(call)) => Ok(Some(Shown::Paused(call))),
+            Ok(Followed::WaitingForBudget(_)) => {
+                let Some(run) = self.current.take() else {
+                    return Ok(None);
+                };
+                let id = run.run.clone();
+                self.waiting.push(BudgetWait { run, noted: false });
+                Ok(Some(Shown::WaitsForBudget(id)))
+            }
             Ok(Followed::Completed)
             | Err(ChatError::RunFailed { .. } | ChatError::RunCancelled { .. }) => {
                 self.current = None;
@@ -153,6 +208,45 @@ impl Runs {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// An event of a run that waits for its budget: it goes on (or ends). With no run shown it
+    /// is the run shown again (which is said, unless it ends because it was cancelled), and the
+    /// event is left to it; with another shown, only its going on and its end are said, and
+    /// the event is taken (returns true).
+    fn went_on(&mut self, event: &AgentEvent, out: &mut Output) -> bool {
+        let Some(at) = self.waiting.iter_mut().position(|w| w.run.view.owns(event)) else {
+            return false;
+        };
+        let run = self.waiting[at].run.run.clone();
+        if self.current.is_none() {
+            let wait = self.waiting.remove(at);
+            if !wait.run.view.cancel_sent() {
+                out.note(&format!("run {run} goes on: your budget allows it again"));
+            }
+            self.current = Some(wait.run);
+            return false;
+        }
+        let end = match &event.kind {
+            _ if event.run_id != run => None,
+            EventKind::AgentCompleted { .. } => Some("completed"),
+            EventKind::AgentError { .. } => Some("failed"),
+            EventKind::AgentCancelled { .. } => Some("was cancelled"),
+            _ => None,
+        };
+        if let Some(end) = end {
+            self.waiting.remove(at);
+            out.note(&format!(
+                "run {run}, which waited for your budget, {end}; GET /v1/runs/{run} has its events"
+            ));
+        } else if !self.waiting[at].noted {
+            self.waiting[at].noted = true;
+            out.note(&format!(
+                "run {run} goes on: your budget allows it again; its events are not shown while \
+                 another answer is (GET /v1/runs/{run} has them)"
+            ));
+        }
+        true
     }
 
     /// Keeps track of what `event` says about the runs awaited: a steered message taken, or
@@ -382,5 +476,95 @@ mod tests {
         let said = runs.accepted(&accepted("run_c", Some(1), false), "x", Multitask::Enqueue);
         assert_eq!(said.as_deref(), Some("queued (#1): x"));
         assert_eq!(shown(&mut runs), None);
+    }
+
+    fn waits(run: &str) -> StreamItem {
+        event(
+            run,
+            "budget_exhausted",
+            json!({"budget": "tokens", "used": 4_000, "limit": 4_010,
+                   "resets_at": "2026-12-01T00:00:00.000000Z"}),
+        )
+    }
+
+    fn tool(run: &str) -> StreamItem {
+        event(
+            run,
+            "tool_executing",
+            json!({"tool_call_id": "call_3", "tool_name": "calculator",
+                   "arguments": {"expression": "2+2"}}),
+        )
+    }
+
+    fn waiting(runs: &Runs) -> Vec<String> {
+        runs.waiting().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_run_that_waits_for_its_budget_lets_the_conversation_go_on_and_is_shown_when_it_does() {
+        let mut runs = Runs::new(Look::default());
+        runs.accepted(&accepted("run_a", None, false), "add", Multitask::Enqueue);
+        let waits_a = feed(&mut runs, &waits("run_a"));
+        assert_eq!(
+            waits_a,
+            Some(Shown::WaitsForBudget(RunId::parse("run_a").unwrap()))
+        );
+        // No longer shown, and nothing keeps the next line from being read.
+        assert_eq!(shown(&mut runs), None);
+        assert!(runs.is_idle());
+        assert_eq!(waiting(&runs), ["run_a"]);
+        // The thread is still its: a message sent into it is queued behind it.
+        let said = runs.accepted(
+            &accepted("run_b", Some(1), false),
+            "next",
+            Multitask::Enqueue,
+        );
+        assert_eq!(said.as_deref(), Some("queued (#1): next"));
+        // Another run's events do not wake it; its own do, and it is shown again.
+        assert_eq!(feed(&mut runs, &tool("run_x")), None);
+        assert_eq!(waiting(&runs), ["run_a"]);
+        assert_eq!(feed(&mut runs, &tool("run_a")), None);
+        assert_eq!(shown(&mut runs).as_deref(), Some("run_a"));
+        assert!(waiting(&runs).is_empty());
+        assert_eq!(feed(&mut runs, &completed("run_a")), Some(Shown::Ended));
+        feed(&mut runs, &started("run_b", "next"));
+        assert_eq!(shown(&mut runs).as_deref(), Some("run_b"));
+        assert_eq!(feed(&mut runs, &completed("run_b")), Some(Shown::Ended));
+        assert!(runs.is_idle());
+    }
+
+    #[test]
+    fn a_run_waiting_for_its_budget_goes_on_behind_another_thread_or_is_cancelled() {
+        let mut runs = Runs::new(Look::default());
+        runs.accepted(&accepted("run_a", None, false), "add", Multitask::Enqueue);
+        feed(&mut runs, &waits("run_a"));
+        // A message in another thread (/new) is shown at once.
+        runs.accepted(&accepted("run_b", None, false), "hi", Multitask::Enqueue);
+        assert_eq!(shown(&mut runs).as_deref(), Some("run_b"));
+        // The waiting run goes on meanwhile: said, not shown; its end lets it go.
+        assert_eq!(feed(&mut runs, &tool("run_a")), None);
+        assert_eq!(shown(&mut runs).as_deref(), Some("run_b"));
+        assert_eq!(waiting(&runs), ["run_a"]);
+        assert_eq!(feed(&mut runs, &completed("run_a")), None);
+        assert!(waiting(&runs).is_empty());
+        assert_eq!(shown(&mut runs).as_deref(), Some("run_b"));
+        assert_eq!(feed(&mut runs, &completed("run_b")), Some(Shown::Ended));
+
+        // Cancelled while it waits: its end is shown, and it is gone.
+        runs.accepted(&accepted("run_c", None, false), "add", Multitask::Enqueue);
+        feed(&mut runs, &waits("run_c"));
+        let run_c = RunId::parse("run_c").unwrap();
+        runs.cancel_sent(&run_c);
+        // Its end is awaited now, and it is not cancelled twice.
+        assert!(!runs.is_idle() && waiting(&runs).is_empty());
+        let end = feed(&mut runs, &cancelled("run_c", "cancelled by the user"));
+        assert_eq!(end, Some(Shown::Ended));
+        assert!(runs.is_idle());
+
+        // One the server no longer knows is let go.
+        runs.accepted(&accepted("run_d", None, false), "add", Multitask::Enqueue);
+        feed(&mut runs, &waits("run_d"));
+        runs.let_go(&RunId::parse("run_d").unwrap());
+        assert!(waiting(&runs).is_empty());
     }
 }

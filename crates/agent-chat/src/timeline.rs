@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::markdown::MarkdownLines;
 use crate::terminal::continued;
+use crate::usage::{grouped, when};
 
 /// Width of the event label column of the timeline (the longest label is `tool failed`).
 const LABEL_WIDTH: usize = 11;
@@ -379,7 +380,7 @@ fn prefix(elapsed: Duration, depth: usize, label: &str) -> String {
 pub(crate) mod tests;
 
 /// A run that waits for its user's budget, in words: what is used of what, and when it goes
-/// on by itself.
+/// on by itself. What ends it sooner is the caller's to say (`/cancel`, `--cancel`).
 pub(crate) fn budget_wait(
     budget: core_context::budget::BudgetKind,
     used: core_context::budget::Amount,
@@ -388,16 +389,22 @@ pub(crate) fn budget_wait(
 ) -> String {
     use core_context::budget::{Amount, BudgetKind};
     let amount = |a: Amount| match a {
-        Amount::Tokens(n) => format!("{n} tokens"),
+        Amount::Tokens(n) => format!("{} tokens", grouped(n)),
         Amount::Usd(usd) => format!("${usd:.2}"),
+    };
+    let spent = match (used, limit) {
+        (Amount::Tokens(used), Amount::Tokens(limit)) => {
+            format!("{} of {} tokens", grouped(used), grouped(limit))
+        }
+        (used, limit) => format!("{} of {}", amount(used), amount(limit)),
     };
     let what = match budget {
         BudgetKind::Tokens => "token",
         BudgetKind::CostUsd => "cost",
     };
     format!(
-        "your {what} budget is used up ({} of {}): the run waits and goes on by itself when it resets at {resets_at} or your limit is raised; /cancel stops it",
-        amount(used),
-        amount(limit)
+        "your {what} budget is used up ({spent}): the run waits, and goes on by itself when \
+         the budget resets at {}, or sooner if your limit is raised",
+        when(&resets_at.to_string())
     )
 }

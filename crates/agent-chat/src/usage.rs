@@ -81,7 +81,7 @@ fn this_period(period: &str) -> String {
 }
 
 /// An RFC 3339 UTC time as `2027-01-01 00:00 UTC`; anything else as it is.
-fn when(rfc3339: &str) -> String {
+pub(crate) fn when(rfc3339: &str) -> String {
     let readable = rfc3339
         .strip_suffix('Z')
         .and_then(|t| t.split_once('T'))
@@ -93,7 +93,7 @@ fn when(rfc3339: &str) -> String {
 }
 
 /// `1234567` as `1,234,567`.
-fn grouped(n: u64) -> String {
+pub(crate) fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

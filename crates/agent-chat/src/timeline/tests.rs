@@ -134,6 +134,13 @@ fn each_event_of_the_examples_renders_as_one_line() {
             900,
             "+0.900s  cancelled   cancelled by the user\n",
         ),
+        (
+            "budget_exhausted",
+            40,
+            "+0.040s  budget      your token budget is used up (99,200 of 100,000 tokens): the \
+             run waits, and goes on by itself when the budget resets at 2026-12-01 00:00 UTC, or \
+             sooner if your limit is raised\n",
+        ),
     ];
     for (kind, ms, expected) in table {
         check(&[(example(kind), *ms)], expected);
