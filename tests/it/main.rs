@@ -82,6 +82,7 @@ mod postgres_support;
 mod properties;
 mod redis_outage;
 mod redis_support;
+mod replay_memory;
 mod run_slots;
 mod secrets;
 mod server;

@@ -350,7 +350,7 @@ impl AppState {
             users_with_runs: load.users_with_runs,
             users_at_run_limit: load.users_at_limit,
             streams: self.bridge.user_count(),
-            replay_log_frames: self.bridge.replay_frames(),
+            replay: self.bridge.replay_memory(),
             broker_up: self.bridge.broker_healthy(),
             draining: self.runs.is_draining(),
             history: self.recorder.as_ref().map(|r| r.writer().stats()),

@@ -337,6 +337,19 @@ impl Default for ServerConfig {
     }
 }
 
+/// The bridge's bounds from `args` (the replay logs' byte bound derived from the machine's
+/// memory unless set).
+fn bridge(args: &ServeArgs) -> BridgeConfig {
+    BridgeConfig {
+        replay_max_events: args.replay_max_events as usize,
+        replay_max_age: Duration::from_secs(args.replay_max_age_secs),
+        replay_max_bytes: ws_bridge::replay_max_bytes(args.replay_max_bytes),
+        max_connections_per_user: args.max_connections_per_user as usize,
+        send_queue_events: args.send_queue_events as usize,
+        send_queue_bytes: args.send_queue_bytes as usize,
+    }
+}
+
 impl ServerConfig {
     /// Validates `args` into settings.
     pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
@@ -355,6 +368,7 @@ impl ServerConfig {
         let approve_tools = approve_tools(&args.approve_tools, store.as_deref())?;
         let (prices, budget) = spending(&args, store.as_deref())?;
         let defaults = ServerConfig::default();
+        let bridge = bridge(&args);
         Ok(Self {
             addr: args.addr,
             jwt_secret: args.jwt_secret.map(String::into_bytes),
@@ -375,13 +389,7 @@ impl ServerConfig {
                 approval_timeout: args.approval_timeout,
                 ..defaults.engine
             },
-            bridge: BridgeConfig {
-                replay_max_events: args.replay_max_events as usize,
-                replay_max_age: Duration::from_secs(args.replay_max_age_secs),
-                max_connections_per_user: args.max_connections_per_user as usize,
-                send_queue_events: args.send_queue_events as usize,
-                send_queue_bytes: args.send_queue_bytes as usize,
-            },
+            bridge,
             max_frame_bytes: args.max_frame_bytes as usize,
             start_rate_per_minute: args.start_rate_per_minute,
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),

@@ -27,8 +27,8 @@ pub struct Snapshot<'a> {
     pub users_at_run_limit: usize,
     /// Users whose stream this node holds.
     pub streams: usize,
-    /// Frames the replay logs hold, all users together, when the broker counts them.
-    pub replay_log_frames: Option<u64>,
+    /// What the replay logs hold, all users together, when they are in this node's memory.
+    pub replay: Option<ws_bridge::broker::ReplayMemory>,
     /// Whether the broker takes and delivers events.
     pub broker_up: bool,
     /// Whether the server is shutting down.
@@ -148,12 +148,24 @@ fn states(r: &mut Registry, runs_active: usize, state: &Snapshot<'_>) {
         "Users whose stream this node holds",
         count(state.streams),
     );
-    if let Some(frames) = state.replay_log_frames {
+    if let Some(replay) = state.replay {
         gauge(
             r,
             "replay_log_frames",
             "Frames the replay logs hold, all users together",
-            i64::try_from(frames).unwrap_or(i64::MAX),
+            i64::try_from(replay.frames).unwrap_or(i64::MAX),
+        );
+        gauge(
+            r,
+            "replay_log_bytes",
+            "Bytes the replay logs hold, all users together (frames' text and what keeping each costs), within --replay-max-bytes",
+            i64::try_from(replay.bytes).unwrap_or(i64::MAX),
+        );
+        counter(
+            r,
+            "replay_log_evicted_frames",
+            "Frames dropped from the replay logs, oldest first across users, to keep them within --replay-max-bytes (a resume past one gets too_old)",
+            replay.evicted,
         );
     }
     gauge(

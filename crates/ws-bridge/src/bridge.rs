@@ -10,10 +10,15 @@ use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
 use crate::broker::{
-    AttachmentId, Broker, BrokerError, Epoch, FrameListener, InProcessBroker, ReplayBounds,
+    AttachmentId, Broker, BrokerError, Epoch, FrameListener, ReplayBounds, ReplayMemory,
     ResumeOutcome, ResumeRequest,
 };
+use crate::in_process::InProcessBroker;
 use crate::queue::{CloseReason, ConnectionQueue, Frame};
+
+/// [`BridgeConfig::replay_max_bytes`] when nothing says otherwise: 512 MiB (the server
+/// derives its default from the machine's memory).
+pub const DEFAULT_REPLAY_MAX_BYTES: usize = 512 << 20;
 
 /// Bounds of the bridge; the defaults are those of `docs/ARCHITECTURE.md`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +27,8 @@ pub struct BridgeConfig {
     pub replay_max_events: usize,
     /// How long an event is kept for replay.
     pub replay_max_age: Duration,
+    /// Bytes all users' replay logs may hold together on this node (in-process broker).
+    pub replay_max_bytes: usize,
     /// Open connections per user.
     pub max_connections_per_user: usize,
     /// Frames a connection may have queued before it counts as a slow consumer.
@@ -35,6 +42,7 @@ impl Default for BridgeConfig {
         Self {
             replay_max_events: 1_000,
             replay_max_age: Duration::from_secs(600),
+            replay_max_bytes: DEFAULT_REPLAY_MAX_BYTES,
             max_connections_per_user: 10,
             send_queue_events: 1_024,
             send_queue_bytes: 1 << 20,
@@ -48,6 +56,7 @@ impl BridgeConfig {
         ReplayBounds {
             max_events: self.replay_max_events,
             max_age: self.replay_max_age,
+            max_bytes: self.replay_max_bytes,
         }
     }
 }
@@ -269,10 +278,10 @@ impl AgentWebSocketBridge {
         self.inner.broker.healthy()
     }
 
-    /// Frames the replay logs hold on this node (`None` when they live in a networked
+    /// What the replay logs hold on this node (`None` when they live in a networked
     /// broker).
-    pub fn replay_frames(&self) -> Option<u64> {
-        self.inner.broker.replay_frames()
+    pub fn replay_memory(&self) -> Option<ReplayMemory> {
+        self.inner.broker.replay_memory()
     }
 
     /// Closes every connection with [`CloseReason::Shutdown`]; queued frames are still

@@ -2,7 +2,8 @@
 //! reach the node that holds the users' connections.
 //!
 //! The bridge keeps a node's connections; a broker keeps the streams. On one machine the
-//! [`InProcessBroker`] (the embedded default) does both jobs in memory. A networked broker
+//! [`InProcessBroker`](crate::InProcessBroker) (the embedded default, `in_process.rs`) does
+//! both jobs in memory. A networked broker
 //! (Redis: a Stream per user as the replay log, pub/sub for live frames, seq from the stream)
 //! implements the same trait, so every node publishes each event once and receives only the
 //! users it holds connections of.
@@ -19,15 +20,12 @@
 //!   in the background; [`flush`](Broker::flush) waits until what was published is stored
 //!   and delivered on this node.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 pub use core_context::Epoch;
 use core_context::{EmitError, EncodedEvent, UserId};
-use parking_lot::{Mutex, RwLock};
 
 use crate::queue::{CloseReason, Frame};
 
@@ -149,9 +147,9 @@ pub trait Broker: Send + Sync + 'static {
     /// Users whose stream is held.
     fn stream_count(&self) -> usize;
 
-    /// Frames the replay logs hold on this node, all users together (`None` for a broker
-    /// whose logs live elsewhere).
-    fn replay_frames(&self) -> Option<u64> {
+    /// What the replay logs hold on this node, all users together (`None` for a broker whose
+    /// logs live elsewhere).
+    fn replay_memory(&self) -> Option<ReplayMemory> {
         None
     }
 
@@ -169,216 +167,28 @@ pub trait Broker: Send + Sync + 'static {
     }
 }
 
-/// Bounds of a replay log.
+/// What the replay logs hold on a node, all users together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayMemory {
+    /// Frames held.
+    pub frames: u64,
+    /// Bytes held: the frames' text and what keeping each costs.
+    pub bytes: u64,
+    /// Frames dropped before their user's own bounds because the logs were at
+    /// [`ReplayBounds::max_bytes`], since the broker started.
+    pub evicted: u64,
+}
+
+/// Bounds of the replay logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayBounds {
     /// Events kept per user.
     pub max_events: usize,
     /// How long an event is kept.
     pub max_age: Duration,
-}
-
-struct Stream {
-    epoch: Epoch,
-    next_seq: u64,
-    // Each frame with when it was published, side by side: trimming reads the times of the
-    // oldest frames on every publish, and these stay in the deque's own (warm) buffer.
-    log: VecDeque<(Instant, Arc<Frame>)>,
-    listener: Option<(AttachmentId, Arc<dyn FrameListener>)>,
-    last_activity: Instant,
-}
-
-impl Stream {
-    fn new() -> Self {
-        Self {
-            epoch: Epoch::generate(),
-            next_seq: 1,
-            log: VecDeque::new(),
-            listener: None,
-            last_activity: Instant::now(),
-        }
-    }
-
-    fn trim(&mut self, bounds: &ReplayBounds, now: Instant) {
-        while self.log.len() > bounds.max_events {
-            self.log.pop_front();
-        }
-        while let Some((at, _)) = self.log.front() {
-            if now.duration_since(*at) <= bounds.max_age {
-                break;
-            }
-            self.log.pop_front();
-        }
-    }
-
-    fn oldest_seq(&self) -> u64 {
-        self.log.front().map_or(self.next_seq, |(_, f)| f.seq)
-    }
-
-    fn position(&self) -> StreamPosition {
-        StreamPosition {
-            epoch: self.epoch.clone(),
-            last_seq: self.next_seq - 1,
-        }
-    }
-}
-
-/// The embedded broker: streams in this process's memory. Its history is lost on restart,
-/// which a resuming client learns as `epoch_changed`.
-pub struct InProcessBroker {
-    bounds: ReplayBounds,
-    // Read on every event, written when a user's first stream opens or idle ones go.
-    streams: RwLock<foldhash::HashMap<UserId, Arc<Mutex<Stream>>>>,
-    next_attachment: AtomicU64,
-}
-
-impl InProcessBroker {
-    /// A broker keeping each user's log within `bounds`.
-    pub fn new(bounds: ReplayBounds) -> Self {
-        Self {
-            bounds,
-            streams: RwLock::new(foldhash::HashMap::default()),
-            next_attachment: AtomicU64::new(1),
-        }
-    }
-
-    fn stream(&self, user: &UserId) -> Arc<Mutex<Stream>> {
-        // Looked up on every event: shared, and the user id is cloned only for a new stream.
-        if let Some(stream) = self.streams.read().get(user) {
-            return Arc::clone(stream);
-        }
-        Arc::clone(
-            self.streams
-                .write()
-                .entry(user.clone())
-                .or_insert_with(|| Arc::new(Mutex::new(Stream::new()))),
-        )
-    }
-
-    /// The frames `user`'s log holds now, oldest first.
-    pub fn replay_log(&self, user: &UserId) -> Vec<Arc<Frame>> {
-        let Some(stream) = self.streams.read().get(user).cloned() else {
-            return Vec::new();
-        };
-        let s = stream.lock();
-        s.log.iter().map(|(_, f)| Arc::clone(f)).collect()
-    }
-}
-
-impl std::fmt::Debug for InProcessBroker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InProcessBroker")
-            .field("bounds", &self.bounds)
-            .field("streams", &self.stream_count())
-            .finish()
-    }
-}
-
-#[async_trait]
-impl Broker for InProcessBroker {
-    fn publish(&self, user: &UserId, event: EncodedEvent) -> Result<(), EmitError> {
-        let stream = self.stream(user);
-        let mut s = stream.lock();
-        let seq = s.next_seq;
-        // Framing and delivering under the stream's lock keeps seq order, log order and
-        // delivery order one and the same; only this user's stream waits.
-        let text = event.frame(seq);
-        s.next_seq += 1;
-        let now = Instant::now();
-        let frame = Arc::new(Frame {
-            seq,
-            text: Arc::from(text),
-            published: now,
-        });
-        s.log.push_back((now, Arc::clone(&frame)));
-        s.trim(&self.bounds, now);
-        s.last_activity = now;
-        if let Some((_, listener)) = &s.listener {
-            listener.deliver(&frame);
-        }
-        Ok(())
-    }
-
-    async fn attach(
-        &self,
-        user: &UserId,
-        listener: Arc<dyn FrameListener>,
-    ) -> Result<(AttachmentId, StreamPosition), BrokerError> {
-        let id = AttachmentId(self.next_attachment.fetch_add(1, Ordering::Relaxed));
-        let stream = self.stream(user);
-        let mut s = stream.lock();
-        s.listener = Some((id, listener));
-        s.last_activity = Instant::now();
-        Ok((id, s.position()))
-    }
-
-    async fn position(&self, user: &UserId) -> Result<StreamPosition, BrokerError> {
-        Ok(self.stream(user).lock().position())
-    }
-
-    fn detach(&self, user: &UserId, id: AttachmentId) {
-        let Some(stream) = self.streams.read().get(user).cloned() else {
-            return;
-        };
-        let mut s = stream.lock();
-        if s.listener
-            .as_ref()
-            .is_some_and(|(current, _)| *current == id)
-        {
-            s.listener = None;
-            s.last_activity = Instant::now();
-        }
-    }
-
-    async fn replay(
-        &self,
-        user: &UserId,
-        epoch: &Epoch,
-        after_seq: u64,
-    ) -> Result<Result<Vec<Arc<Frame>>, ReplayRefused>, BrokerError> {
-        let stream = self.stream(user);
-        let mut s = stream.lock();
-        s.trim(&self.bounds, Instant::now());
-        let refused = |reason| {
-            Ok(Err(ReplayRefused {
-                reason,
-                oldest_seq: s.oldest_seq(),
-            }))
-        };
-        if *epoch != s.epoch {
-            return refused(ResumeFailure::EpochChanged);
-        }
-        if after_seq > s.next_seq - 1 {
-            return refused(ResumeFailure::SeqAhead);
-        }
-        if after_seq + 1 < s.oldest_seq() {
-            return refused(ResumeFailure::TooOld);
-        }
-        Ok(Ok(s
-            .log
-            .iter()
-            .filter(|(_, f)| f.seq > after_seq)
-            .map(|(_, f)| Arc::clone(f))
-            .collect()))
-    }
-
-    fn evict_idle(&self) -> usize {
-        let max_age = self.bounds.max_age;
-        let mut streams = self.streams.write();
-        let before = streams.len();
-        streams.retain(|_, stream| {
-            let s = stream.lock();
-            s.listener.is_some() || s.last_activity.elapsed() <= max_age
-        });
-        before - streams.len()
-    }
-
-    fn stream_count(&self) -> usize {
-        self.streams.read().len()
-    }
-
-    fn replay_frames(&self) -> Option<u64> {
-        let streams: Vec<_> = self.streams.read().values().cloned().collect();
-        Some(streams.iter().map(|s| s.lock().log.len() as u64).sum())
-    }
+    /// Bytes the logs of all users together may hold on this node (their frames' text and
+    /// what keeping each costs); past it the oldest frames, across users, go first. Only the
+    /// [`InProcessBroker`](crate::InProcessBroker) holds its logs in memory; a networked
+    /// broker's live elsewhere.
+    pub max_bytes: usize,
 }

@@ -4,7 +4,9 @@
 //! - a `seq` that increases by exactly 1 per event, within an `epoch` (one life of the stream;
 //!   a new epoch starts when the history is lost: restart or eviction);
 //! - a replay log bounded by count and age, so an event for a user with no open connection is
-//!   kept, not dropped, and a client that reconnects gets every event it missed;
+//!   kept, not dropped, and a client that reconnects gets every event it missed (all users'
+//!   logs together are bounded in bytes too: past it the oldest frames across users go, and a
+//!   resume past one is refused as `too_old`);
 //! - the user's open connections, each with a send queue bounded in events and bytes. A
 //!   connection whose queue is full is closed as a slow consumer (it can resume); it never
 //!   grows memory or delays anyone else.
@@ -29,8 +31,14 @@
 
 mod bridge;
 pub mod broker;
+mod in_process;
+mod machine;
 mod queue;
 
-pub use bridge::{AgentWebSocketBridge, BridgeConfig, BridgeError, Subscription};
-pub use broker::{Broker, Epoch, InProcessBroker, ResumeFailure, ResumeOutcome, ResumeRequest};
+pub use bridge::{
+    AgentWebSocketBridge, BridgeConfig, BridgeError, DEFAULT_REPLAY_MAX_BYTES, Subscription,
+};
+pub use broker::{Broker, Epoch, ResumeFailure, ResumeOutcome, ResumeRequest};
+pub use in_process::{FRAME_OVERHEAD, InProcessBroker};
+pub use machine::{replay_max_bytes, replay_max_bytes_for_machine};
 pub use queue::{CloseReason, Frame};

@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Seconds an event is kept for resume.
     #[arg(long, env = "AGENT_SERVER_REPLAY_MAX_AGE_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub replay_max_age_secs: u64,
+    /// Bytes all users' replay logs may hold together (in-process broker); past it the oldest
+    /// frames across users go first. Default: an eighth of the memory, 64 MiB to 16 GiB.
+    #[arg(long, env = "AGENT_SERVER_REPLAY_MAX_BYTES", value_parser = clap::value_parser!(u64).range(1_048_576..))]
+    pub replay_max_bytes: Option<u64>,
     /// Seconds without any frame from the client before the connection is closed.
     #[arg(long, env = "AGENT_SERVER_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=86_400))]
     pub idle_timeout_secs: u64,
