@@ -12,13 +12,18 @@ use crate::history_server::http_text;
 use crate::server_support::{Client, start_server, token};
 
 /// A `RunAgentInput` asking `message`, with the agent's options in `forwardedProps`.
-fn run_input(thread: &str, message: &str, options: Value) -> Value {
+pub(crate) fn run_input(thread: &str, message: &str, options: Value) -> Value {
     json!({"threadId": thread, "runId": "client-run-1", "state": {}, "tools": [], "context": [],
            "messages": [{"id": "m1", "role": "user", "content": message}],
            "forwardedProps": options})
 }
 
-async fn post(addr: SocketAddr, agent: &str, user: Option<&str>, body: &str) -> reqwest::Response {
+pub(crate) async fn post(
+    addr: SocketAddr,
+    agent: &str,
+    user: Option<&str>,
+    body: &str,
+) -> reqwest::Response {
     let mut request = crate::support::http_client()
         .post(format!("http://{addr}/agui/{agent}"))
         .header("content-type", "application/json")
@@ -30,7 +35,10 @@ async fn post(addr: SocketAddr, agent: &str, user: Option<&str>, body: &str) -> 
 }
 
 /// Reads server-sent events until the stream ends (or `until` says stop); their data as JSON.
-async fn events(response: &mut reqwest::Response, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) async fn events(
+    response: &mut reqwest::Response,
+    until: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let mut buffer = String::new();
     let mut out = Vec::new();
     while !until(&out) {

@@ -76,6 +76,8 @@ mod multinode_runs;
 mod multitask;
 mod multitask_nodes;
 mod multitask_steer;
+mod nginx;
+mod nginx_support;
 mod operations;
 mod otlp;
 mod postgres_support;

@@ -263,6 +263,23 @@ impl Client {
         }
     }
 
+    /// Reads until the connection ends, within 15 s: the close frame's code, or `None` when
+    /// it just ended (a peer that died, or a proxy in front of one, sends no close frame).
+    pub async fn ended(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), self.ws.next())
+                .await
+                .expect("the connection did not end within 15 s")
+            {
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(frame.map_or(1005, |f| f.code.into()));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
     /// Sends `start_agent` and returns the `run_accepted` (or `error`) reply; event frames
     /// that arrive first are kept for `next`.
     pub async fn start(&mut self, request_id: &str, agent: &str, input: Value) -> Value {
