@@ -14,11 +14,8 @@ use crate::broker::{
     ResumeOutcome, ResumeRequest,
 };
 use crate::in_process::InProcessBroker;
+use crate::machine::replay_max_bytes_for_machine;
 use crate::queue::{CloseReason, ConnectionQueue, Frame};
-
-/// [`BridgeConfig::replay_max_bytes`] when nothing says otherwise: 512 MiB (the server
-/// derives its default from the machine's memory).
-pub const DEFAULT_REPLAY_MAX_BYTES: usize = 512 << 20;
 
 /// Bounds of the bridge; the defaults are those of `docs/ARCHITECTURE.md`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +24,8 @@ pub struct BridgeConfig {
     pub replay_max_events: usize,
     /// How long an event is kept for replay.
     pub replay_max_age: Duration,
-    /// Bytes all users' replay logs may hold together on this node (in-process broker).
+    /// Bytes all users' replay logs may hold together on this node (in-process broker); by
+    /// default an eighth of the memory this process may use.
     pub replay_max_bytes: usize,
     /// Open connections per user.
     pub max_connections_per_user: usize,
@@ -42,7 +40,7 @@ impl Default for BridgeConfig {
         Self {
             replay_max_events: 1_000,
             replay_max_age: Duration::from_secs(600),
-            replay_max_bytes: DEFAULT_REPLAY_MAX_BYTES,
+            replay_max_bytes: replay_max_bytes_for_machine(),
             max_connections_per_user: 10,
             send_queue_events: 1_024,
             send_queue_bytes: 1 << 20,

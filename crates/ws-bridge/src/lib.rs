@@ -35,10 +35,8 @@ mod in_process;
 mod machine;
 mod queue;
 
-pub use bridge::{
-    AgentWebSocketBridge, BridgeConfig, BridgeError, DEFAULT_REPLAY_MAX_BYTES, Subscription,
-};
+pub use bridge::{AgentWebSocketBridge, BridgeConfig, BridgeError, Subscription};
 pub use broker::{Broker, Epoch, ResumeFailure, ResumeOutcome, ResumeRequest};
 pub use in_process::{FRAME_OVERHEAD, InProcessBroker};
-pub use machine::{replay_max_bytes, replay_max_bytes_for_machine};
+pub use machine::{DEFAULT_REPLAY_MAX_BYTES, replay_max_bytes, replay_max_bytes_for_machine};
 pub use queue::{CloseReason, Frame};

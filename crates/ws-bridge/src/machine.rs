@@ -1,7 +1,8 @@
 //! [`replay_max_bytes`]: the replay logs' byte bound a server takes: the one it is told, or
 //! an eighth of the memory this process may use ([`replay_max_bytes_for_machine`]).
 
-use crate::bridge::DEFAULT_REPLAY_MAX_BYTES;
+/// The bound where the memory cannot be read (not Linux): 512 MiB.
+pub const DEFAULT_REPLAY_MAX_BYTES: usize = 512 << 20;
 
 /// The least the derived bound is: below it a busy node keeps too little to resume from.
 const AT_LEAST: usize = 64 << 20;
