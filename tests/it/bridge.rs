@@ -443,3 +443,30 @@ async fn connections_opened_mid_stream_join_without_gap_or_repeat() {
         );
     }
 }
+
+/// Flushes from many tasks at once (as when many runs end together, each flushing before its
+/// slot goes back): each returns only once its own events are queued on its user's
+/// connection, on every broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_flushes_each_wait_for_their_own_events() {
+    let under_test = bridges(&BridgeConfig::default()).await;
+    for (broker, bridge) in under_test.each() {
+        let tasks: Vec<_> = (0..64)
+            .map(|n| {
+                let bridge = bridge.clone();
+                tokio::spawn(async move {
+                    let user = user_id(&format!("flusher{n}"));
+                    let sub = bridge.subscribe(&user, None).await.unwrap();
+                    for _ in 0..5 {
+                        bridge.emit(&user, sample_event()).unwrap();
+                    }
+                    bridge.flush().await.unwrap();
+                    sub.queued().0
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 5, "{broker}: a flush returned early");
+        }
+    }
+}

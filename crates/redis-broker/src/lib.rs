@@ -51,7 +51,7 @@ use async_trait::async_trait;
 use core_context::{EmitError, EncodedEvent, UserId};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use ws_bridge::Frame;
 use ws_bridge::broker::{
     AttachmentId, Broker, BrokerError, Epoch, FrameListener, ReplayBounds, ReplayRefused,
@@ -196,7 +196,8 @@ impl RedisBroker {
             queued: AtomicUsize::new(0),
             live_up: AtomicBool::new(false),
             publish_up: AtomicBool::new(true),
-            sent_through: watch::Sender::new(0),
+            sent_through: AtomicU64::new(0),
+            flushes: Mutex::default(),
             next_attachment: AtomicU64::new(1),
             stats: BrokerStats::default(),
         });
@@ -376,8 +377,8 @@ impl Broker for RedisBroker {
 
     async fn flush(&self) -> Result<(), BrokerError> {
         let target = self.publish.last_counter();
-        let mut sent = self.shared.sent_through.subscribe();
-        sent.wait_for(|through| *through >= target)
+        self.shared
+            .sent(target)
             .await
             .map_err(|_| BrokerError("the broker stopped".into()))?;
         let (reply, synced) = oneshot::channel();

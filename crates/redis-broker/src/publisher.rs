@@ -152,7 +152,7 @@ pub(crate) async fn run(
         }
         shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
         if let Some(last) = batch.last() {
-            shared.sent_through.send_replace(last.counter);
+            shared.sent_through(last.counter);
         }
         batch.clear();
     }

@@ -9,12 +9,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use core_context::{RunId, ThreadId, UserId};
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot};
 use ws_bridge::broker::{BrokerError, Epoch, ReplayBounds, ReplayRefused, StreamPosition};
 use ws_bridge::{Frame, ResumeFailure};
 
@@ -60,12 +60,45 @@ pub(crate) struct Shared {
     /// Whether the publisher's last attempt reached Redis.
     pub(crate) publish_up: AtomicBool,
     /// The publish counter of the last event the publisher is done with.
-    pub(crate) sent_through: watch::Sender<u64>,
+    pub(crate) sent_through: AtomicU64,
+    /// Flushes waiting for the publisher, by the counter each waits for: woken only once it
+    /// is through (not all of them on every batch).
+    pub(crate) flushes: Mutex<std::collections::BTreeMap<u64, Vec<oneshot::Sender<()>>>>,
     pub(crate) next_attachment: AtomicU64,
     pub(crate) stats: BrokerStats,
 }
 
 impl Shared {
+    /// The publisher is done with every event up to `counter`: the flushes waiting for those
+    /// go on.
+    pub(crate) fn sent_through(&self, counter: u64) {
+        self.sent_through.store(counter, Ordering::Release);
+        let done = {
+            let mut flushes = self.flushes.lock();
+            let later = flushes.split_off(&(counter + 1));
+            std::mem::replace(&mut *flushes, later)
+        };
+        for waiter in done.into_values().flatten() {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Waits until the publisher is done with every event up to `counter`; `Err` when it
+    /// stopped first.
+    pub(crate) async fn sent(&self, counter: u64) -> Result<(), oneshot::error::RecvError> {
+        let waiting = {
+            let mut flushes = self.flushes.lock();
+            // Read under the lock: a publisher that moves on after this wakes the waiter.
+            if self.sent_through.load(Ordering::Acquire) >= counter {
+                return Ok(());
+            }
+            let (done, waiting) = oneshot::channel();
+            flushes.entry(counter).or_default().push(done);
+            waiting
+        };
+        waiting.await
+    }
+
     /// How long a stream's keys live without a publish.
     pub(crate) fn ttl_ms(&self) -> u64 {
         u64::try_from(self.bounds.max_age.as_millis())
