@@ -11,53 +11,14 @@
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
-use llm_agent::LlmConfig;
 use serde_json::{Value, json};
 
-use crate::approvals::{sqlite, store_dir};
+use crate::approvals::store_dir;
 use crate::browser::{artifact, browser, js, sign_in_as, start, wait_js, wait_newest_run};
-use crate::history::TempDir;
+use crate::budget_waits::{BUDGET, PER_CALL, server, three_turns};
 use crate::history_server::eventually;
-use crate::llm::{DONE, Model, Reply, content, tool_piece, usage};
-use crate::server_support::{SECRET, now_secs, start_server, token, token_with};
-
-/// Each model call here uses 2,000 tokens.
-const PER_CALL: u64 = 2_000;
-/// Two calls fit, and then fewer tokens remain than any call needs.
-const BUDGET: u64 = 2 * PER_CALL + 10;
-
-/// A turn that calls the calculator, another one, then the answer; each reports `PER_CALL`.
-fn three_turns() -> Vec<Reply> {
-    let tool_turn = |id: &str| {
-        Reply::Stream(vec![
-            tool_piece(0, Some(id), Some("calculator"), r#"{"expression": "2+2"}"#),
-            usage(PER_CALL / 2, PER_CALL / 2),
-            DONE,
-        ])
-    };
-    vec![
-        tool_turn("call_1"),
-        tool_turn("call_2"),
-        Reply::Stream(vec![
-            content("four, twice"),
-            usage(PER_CALL / 2, PER_CALL / 2),
-            DONE,
-        ]),
-    ]
-}
-
-/// A server with a history store in `dir`, the `llm` agent on `model`, and a budget of
-/// `tokens`.
-async fn server(dir: &TempDir, model: &Model, tokens: u64) -> agent_server::server::RunningServer {
-    let store = sqlite(dir);
-    let base = format!("http://{}/v1", model.addr);
-    start_server(move |c| {
-        c.store = Some(store);
-        c.llm = Some(LlmConfig::new(base, "test-model"));
-        c.budget.tokens = Some(tokens);
-    })
-    .await
-}
+use crate::llm::Model;
+use crate::server_support::{SECRET, now_secs, token, token_with};
 
 /// The newest run's budget notice: its status, its words, its buttons, the run's state and
 /// the state it shows, and how many such notices the run has.

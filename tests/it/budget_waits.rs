@@ -41,7 +41,13 @@ pub(crate) fn three_turns() -> Vec<Reply> {
     ]
 }
 
-async fn server(dir: &TempDir, model: &Model, tokens: u64) -> agent_server::server::RunningServer {
+/// A server with a history store in `dir`, the `llm` agent on `model`, and a budget of
+/// `tokens`.
+pub(crate) async fn server(
+    dir: &TempDir,
+    model: &Model,
+    tokens: u64,
+) -> agent_server::server::RunningServer {
     let store = sqlite(dir);
     let url = format!("http://{}/v1", model.addr);
     start_server(move |config| {
