@@ -46,7 +46,7 @@ impl RunSettle for ServerSink {
     /// node, is sequenced after them) and, with a shared store, in the history (so that run
     /// reads this one's answer) before the run's slot goes back.
     async fn settle(&self, _user: &UserId, scope: &RunScope) {
-        if let Err(error) = self.live.flush().await {
+        if let Err(error) = self.live.stored().await {
             tracing::warn!(run_id = %scope.run_id, %error, "a run's events could not be flushed to the broker before its slot went back");
         }
         if let Some(history) = &self.history {

@@ -375,6 +375,14 @@ impl Broker for RedisBroker {
             && self.shared.publish_up.load(Ordering::Relaxed)
     }
 
+    async fn stored(&self) -> Result<(), BrokerError> {
+        let target = self.publish.last_counter();
+        self.shared
+            .sent(target)
+            .await
+            .map_err(|_| BrokerError("the broker stopped".into()))
+    }
+
     async fn flush(&self) -> Result<(), BrokerError> {
         let target = self.publish.last_counter();
         self.shared

@@ -271,6 +271,12 @@ impl AgentWebSocketBridge {
         self.inner.broker.flush().await
     }
 
+    /// Waits until every event emitted before the call is stored by the broker (see
+    /// [`Broker::stored`]), not necessarily delivered on this node.
+    pub async fn stored(&self) -> Result<(), BrokerError> {
+        self.inner.broker.stored().await
+    }
+
     /// Whether the broker can take and deliver events now (see [`Broker::healthy`]).
     pub fn broker_healthy(&self) -> bool {
         self.inner.broker.healthy()

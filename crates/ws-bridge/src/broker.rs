@@ -153,6 +153,14 @@ pub trait Broker: Send + Sync + 'static {
         None
     }
 
+    /// Waits until every event published before the call is stored, so every node sequences
+    /// what is published after it later (a networked broker sends in the background), without
+    /// waiting for this node's listeners to have them ([`flush`](Self::flush) does). A run's
+    /// end calls it before its slot goes back.
+    async fn stored(&self) -> Result<(), BrokerError> {
+        self.flush().await
+    }
+
     /// Waits until every event published before the call is stored and handed to this
     /// node's listeners (a networked broker sends in the background). Graceful shutdown
     /// calls it before closing connections, so they get everything emitted first.
