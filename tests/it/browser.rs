@@ -101,6 +101,23 @@ pub(crate) async fn wait_js(client: &Client, what: &str, script: &str) {
     panic!("timed out waiting until {what}; stats {stats}; notices {notices}");
 }
 
+/// Polls `script` until it returns `want`, for up to 15 s; panics with what it last returned.
+pub(crate) async fn wait_value(client: &Client, what: &str, script: &str, want: Value) {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        last = js(client, script).await;
+        if last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}: want {want}, last {last}");
+}
+
+/// How far the page scrolls sideways (0: it fits its width).
+pub(crate) const NO_SIDEWAYS_SCROLL: &str =
+    "return document.documentElement.scrollWidth - document.documentElement.clientWidth";
+
 /// Opens the page and signs in as `user` (the page fetches a dev token) with the keyboard.
 pub(crate) async fn sign_in(client: &Client, addr: SocketAddr, user: &str) {
     sign_in_as(client, addr, "user", user).await;

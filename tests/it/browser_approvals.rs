@@ -14,7 +14,9 @@ use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 
 use crate::approvals::{approving, sqlite, store_dir};
-use crate::browser::{artifact, browser, js, sign_in_as, start, wait_js, wait_newest_run};
+use crate::browser::{
+    NO_SIDEWAYS_SCROLL, artifact, browser, js, sign_in_as, start, wait_js, wait_newest_run,
+};
 use crate::server_support::{start_server, token};
 
 /// What the newest run's (last) approval card shows: its status, its badge, what it says the
@@ -84,9 +86,6 @@ async fn answer(client: &Client) -> String {
 /// The sidebar's marks: for each listed thread, its "needs approval" mark (or null).
 const MARKS: &str = "return [...document.querySelectorAll('#threads li')].map(li => { \
     const m = li.querySelector('.approval-mark'); return m && m.offsetParent !== null ? m.textContent : null })";
-
-const NO_SIDEWAYS_SCROLL: &str =
-    "return document.documentElement.scrollWidth - document.documentElement.clientWidth";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_edit_and_reject_from_the_card() {

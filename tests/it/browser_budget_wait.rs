@@ -11,10 +11,13 @@
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::approvals::store_dir;
-use crate::browser::{artifact, browser, js, sign_in_as, start, wait_js, wait_newest_run};
+use crate::browser::{
+    NO_SIDEWAYS_SCROLL, artifact, browser, js, sign_in_as, start, wait_js, wait_newest_run,
+    wait_value,
+};
 use crate::budget_waits::{BUDGET, PER_CALL, server, three_turns};
 use crate::history_server::eventually;
 use crate::llm::Model;
@@ -33,22 +36,6 @@ const WAIT: &str = "const runs = document.querySelectorAll('#conversation > .run
 /// The usage line: [shown, text, level].
 const LINE: &str = "const u = document.getElementById('usage'); \
     return [u.offsetParent !== null, u.textContent, u.dataset.level || null]";
-
-const NO_SIDEWAYS_SCROLL: &str =
-    "return document.documentElement.scrollWidth - document.documentElement.clientWidth";
-
-/// Polls `script` until it returns `want`, for up to 15 s; panics with what it last returned.
-async fn wait_value(client: &Client, what: &str, script: &str, want: &Value) {
-    let mut last = Value::Null;
-    for _ in 0..300 {
-        last = js(client, script).await;
-        if last == *want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}: want {want}, last {last}");
-}
 
 /// `n` as the page writes a count: in the browser's locale, with its thousands separators.
 async fn grouped(client: &Client, n: u64) -> String {
@@ -148,7 +135,7 @@ async fn a_run_waiting_for_its_budget_says_so_plainly_and_its_cancel_ends_it() {
         &b.client,
         "the usage line counts what the run used before it paused",
         LINE,
-        &json!([
+        json!([
             true,
             format!(
                 "{} of {} tokens this month · resets {}",
@@ -185,7 +172,7 @@ async fn a_run_waiting_for_its_budget_says_so_plainly_and_its_cancel_ends_it() {
         &b.client,
         "the reloaded page shows the run waiting",
         WAIT,
-        &waiting,
+        waiting.clone(),
     )
     .await;
     assert_eq!(newest_run_id(&b.client).await, run);

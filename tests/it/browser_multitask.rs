@@ -16,7 +16,9 @@ use llm_agent::LlmConfig;
 use serde_json::{Value, json};
 
 use crate::approvals::{approving, sqlite, store_dir};
-use crate::browser::{artifact, browser, js, sign_in, start, wait_js};
+use crate::browser::{
+    NO_SIDEWAYS_SCROLL, artifact, browser, js, sign_in, start, wait_js, wait_value,
+};
 use crate::llm::{DONE, Model, Piece, Reply, content};
 use crate::server_support::start_server;
 
@@ -31,22 +33,6 @@ const QUEUE: &str = "return [...document.querySelectorAll('#queue > .run')].map(
 
 /// Which of the composer's buttons for a busy thread show: [Send now, Add to the running answer].
 const LIVE_BUTTONS: &str = "return ['send-interrupt', 'send-steer'].map(id => document.getElementById(id).offsetParent !== null)";
-
-const NO_SIDEWAYS_SCROLL: &str =
-    "return document.documentElement.scrollWidth - document.documentElement.clientWidth";
-
-/// Polls `script` until it returns `want`, for up to 15 s; panics with what it last returned.
-async fn wait_value(client: &Client, what: &str, script: &str, want: Value) {
-    let mut last = Value::Null;
-    for _ in 0..300 {
-        last = js(client, script).await;
-        if last == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}: want {want}, last {last}");
-}
 
 /// Types `text` into the composer without sending it.
 async fn type_message(client: &Client, text: &str) {

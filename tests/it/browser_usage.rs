@@ -11,19 +11,18 @@ use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use llm_agent::LlmConfig;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::approvals::{sqlite, store_dir};
-use crate::browser::{artifact, browser, js, sign_in, start, wait_js, wait_newest_run};
+use crate::browser::{
+    NO_SIDEWAYS_SCROLL, artifact, browser, js, sign_in, start, wait_js, wait_newest_run, wait_value,
+};
 use crate::llm::{DONE, Model, Reply, content, usage};
 use crate::server_support::start_server;
 
 /// The usage line: [shown, text, level].
 const LINE: &str = "const u = document.getElementById('usage'); \
     return [u.offsetParent !== null, u.textContent, u.dataset.level || null]";
-
-const NO_SIDEWAYS_SCROLL: &str =
-    "return document.documentElement.scrollWidth - document.documentElement.clientWidth";
 
 /// An answer that used `prompt` and `completion` tokens.
 fn answer(prompt: u64, completion: u64) -> Reply {
@@ -34,19 +33,6 @@ fn answer(prompt: u64, completion: u64) -> Reply {
 async fn grouped(client: &Client, n: u64) -> String {
     let text = js(client, &format!("return ({n}).toLocaleString()")).await;
     text.as_str().unwrap().to_owned()
-}
-
-/// Polls `script` until it returns `want`, for up to 15 s; panics with what it last returned.
-async fn wait_value(client: &Client, what: &str, script: &str, want: Value) {
-    let mut last = Value::Null;
-    for _ in 0..300 {
-        last = js(client, script).await;
-        if last == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}: want {want}, last {last}");
 }
 
 /// Asks the `llm` agent `message` and waits until its run completed.
