@@ -95,15 +95,7 @@ pub(crate) fn allows_again(
     (budget, known): (&Budget, bool),
     now_ms: i64,
 ) -> bool {
-    let resets_ms = i64::try_from(
-        exhausted
-            .resets_at
-            .as_system_time()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis()),
-    )
-    .unwrap_or(i64::MAX);
-    if now_ms >= resets_ms {
+    if now_ms >= crate::recorder::unix_ms(exhausted.resets_at.as_system_time()) {
         return true;
     }
     if !known {

@@ -27,13 +27,13 @@ use core_context::budget::{
     Amount, BudgetKind, CallAsk, CallPlan, Exhausted, Limits, Spent, plan_call,
 };
 use core_context::{RunId, RunScope, Timestamp, UserId};
-use history::{ModelUsage, UsageTotals};
+use history::ModelUsage;
 use parking_lot::Mutex;
 use redis_broker::{BudgetLedger, LedgerGrant, LedgerTicket};
 
 use crate::budgets::Budgets;
 use crate::counter::RunCounter;
-use crate::recorder::{Recorder, now_ms};
+use crate::recorder::{Recorder, now_ms, timestamp};
 use crate::usage::{Budget, Prices};
 
 /// How long a reservation in the cluster's ledger lasts unless settled: longer than any model
@@ -128,12 +128,7 @@ impl UsageBook {
                 }
             }
             LedgerGrant::Exhausted { kind, used } => {
-                let counted = UsageTotals {
-                    tokens: used,
-                    cost_micro_usd: used,
-                    ..UsageTotals::default()
-                };
-                Grant::Exhausted(exhausted(kind, &counted, limits, resets_at))
+                Grant::Exhausted(exhausted(kind, used, limits, resets_at))
             }
             LedgerGrant::TooLarge(kind) => {
                 Grant::Refused(too_large(kind, ask, limits, budget.period.name()))
@@ -160,10 +155,7 @@ impl UsageBook {
                 return Grant::Unbounded;
             }
         };
-        let resets_at = Timestamp::from(
-            std::time::UNIX_EPOCH
-                + std::time::Duration::from_millis(u64::try_from(resets_ms).unwrap_or(0)),
-        );
+        let resets_at = timestamp(resets_ms);
         let ask = CallAsk {
             prompt_tokens: call.prompt_tokens,
             answer_cap: call.max_answer_tokens,
@@ -201,7 +193,11 @@ impl UsageBook {
                 cost_micro_usd,
             } => (answer, tokens, cost_micro_usd),
             CallPlan::Exhausted(kind) => {
-                return Grant::Exhausted(exhausted(kind, &totals, limits, resets_at));
+                let used = match kind {
+                    BudgetKind::Tokens => totals.tokens,
+                    BudgetKind::CostUsd => totals.cost_micro_usd,
+                };
+                return Grant::Exhausted(exhausted(kind, used, limits, resets_at));
             }
             CallPlan::TooLarge(kind) => {
                 return Grant::Refused(too_large(kind, &ask, limits, budget.period.name()));
@@ -218,23 +214,16 @@ impl UsageBook {
     }
 }
 
-/// What `budget_exhausted` says: the period's usage of the budget in the way, and its limit.
-fn exhausted(
-    kind: BudgetKind,
-    used: &UsageTotals,
-    limits: Limits,
-    resets_at: Timestamp,
-) -> Exhausted {
+/// What `budget_exhausted` says: the period's usage (`used`: tokens, or millionths of a dollar)
+/// of the budget in the way, and its limit.
+fn exhausted(kind: BudgetKind, used: u64, limits: Limits, resets_at: Timestamp) -> Exhausted {
     let usd = |micro: u64| Amount::Usd(micro as f64 / 1e6);
     let (used, limit) = match kind {
         BudgetKind::Tokens => (
-            Amount::Tokens(used.tokens),
+            Amount::Tokens(used),
             Amount::Tokens(limits.tokens.unwrap_or(0)),
         ),
-        BudgetKind::CostUsd => (
-            usd(used.cost_micro_usd),
-            usd(limits.cost_micro_usd.unwrap_or(0)),
-        ),
+        BudgetKind::CostUsd => (usd(used), usd(limits.cost_micro_usd.unwrap_or(0))),
     };
     Exhausted {
         budget: kind,

@@ -4,7 +4,6 @@
 //! approvals share.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use agent_registry::ResultLog;
 use async_trait::async_trait;
@@ -12,7 +11,7 @@ use core_context::RunId;
 use execution_engine::{PausedRun, PausedRuns};
 use history::WaitingCall;
 
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, unix_ms};
 
 /// The engine's paused runs, kept in the server's history store.
 pub struct HistoryPausedRuns {
@@ -24,11 +23,6 @@ impl HistoryPausedRuns {
     pub fn new(recorder: Arc<Recorder>) -> Self {
         Self { recorder }
     }
-}
-
-fn unix_ms(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[async_trait]

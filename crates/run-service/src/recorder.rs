@@ -31,9 +31,20 @@ pub const NODE_STALE: Duration = Duration::from_secs(30);
 
 /// Unix time in ms.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    unix_ms(SystemTime::now())
+}
+
+/// `at` in Unix ms.
+pub(crate) fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The point in time `ms` (Unix ms) names.
+pub(crate) fn timestamp(ms: i64) -> core_context::Timestamp {
+    core_context::Timestamp::from(
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+    )
 }
 
 /// The history of one server.

@@ -53,10 +53,7 @@ impl RunService {
             return Ok(());
         }
         let report = self.usage_report(user).await?;
-        let resets_at = core_context::Timestamp::from(
-            std::time::UNIX_EPOCH
-                + std::time::Duration::from_millis(u64::try_from(report.resets_at_ms).unwrap_or(0)),
-        );
+        let resets_at = crate::recorder::timestamp(report.resets_at_ms);
         let resets = jiff::Timestamp::from_millisecond(report.resets_at_ms)
             .map_or_else(|_| report.resets_at_ms.to_string(), |t| t.to_string());
         let refused = |budget, remaining, message: String| Refusal {
