@@ -1,5 +1,5 @@
 //! The command line: `loadgen burst|steady|idle` load a server, `loadgen baseline-server`
-//! serves the bare fan-out baseline.
+//! serves the bare fan-out baseline, `loadgen floor-server` the floor.
 //!
 //! clap checks types and ranges (so a bad number names its flag); [`LoadArgs::validate`]
 //! checks what spans flags (users ≤ connections, a shape the synthetic agent accepts, a
@@ -62,6 +62,9 @@ pub enum Command {
     /// Serve the bare baseline: the same WebSocket stack and frames as agent-server, with no
     /// engine and no bridge, to compare against.
     BaselineServer(crate::baseline::BaselineArgs),
+    /// Serve the floor: the same frames written straight to the sockets, with no framework,
+    /// the least a server on this box can do per event.
+    FloorServer(crate::floor::FloorArgs),
 }
 
 /// Flags every load scenario shares.
@@ -182,7 +185,7 @@ impl Command {
                     hold: Duration::from_secs(*hold),
                 }),
             ),
-            Command::BaselineServer(_) => return None,
+            Command::BaselineServer(_) | Command::FloorServer(_) => return None,
         };
         Some(scenario.and_then(|scenario| load.validate(scenario)))
     }

@@ -9,6 +9,7 @@
 //! - [`report`]: the table, the JSON, and the box-limit warnings;
 //! - [`shape`]: the synthetic run's shape;
 //! - [`baseline`]: `loadgen baseline-server`, the same stack and frames without the engine;
+//! - [`floor`]: `loadgen floor-server`, the least a server can do per event;
 //! - [`progress`]: the progress bar.
 //!
 //! **Architecture Invariant:** loadgen depends on `agent-protocol` and `core-context` only
@@ -19,6 +20,7 @@
 pub mod baseline;
 pub mod cli;
 pub mod connect;
+pub mod floor;
 pub mod load;
 pub mod measure;
 pub mod progress;

@@ -8,7 +8,8 @@
 //! and has the shape's event count. A violation fails the run (exit code 1) and says what and
 //! where; a load that could not be carried out (a refused connection, a bad flag) exits 2.
 //!
-//! `loadgen baseline-server` serves the bare fan-out baseline (`baseline`) to compare with.
+//! `loadgen baseline-server` serves the bare fan-out baseline (`baseline`) to compare with,
+//! `loadgen floor-server` the floor (`floor`): the least a server can do per event.
 //!
 //! Warnings say when the box, not the server, limited a figure: an open-file limit below the
 //! connection count, or loadgen's own thread(s) near 100% busy.
@@ -17,12 +18,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use loadgen::cli::{Cli, Command};
-use loadgen::{baseline, load, measure};
+use loadgen::{baseline, floor, load, measure};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::BaselineServer(args) = cli.command {
-        return finish(runtime(None).and_then(|rt| rt.block_on(baseline::serve(args))));
+    match cli.command {
+        Command::BaselineServer(args) => {
+            return finish(runtime(None).and_then(|rt| rt.block_on(baseline::serve(args))));
+        }
+        Command::FloorServer(args) => {
+            return finish(runtime(None).and_then(|rt| rt.block_on(floor::serve(args))));
+        }
+        _ => {}
     }
     let plan = match cli.command.plan() {
         Some(Ok(plan)) => plan,

@@ -44,6 +44,20 @@ pub struct Outcome {
     pub server: Run,
     /// Against the baseline.
     pub baseline: Run,
+    /// Against the floor (`loadgen floor-server`), for the scenarios that run there.
+    pub floor: Option<Run>,
+}
+
+impl Outcome {
+    /// The scenario's runs with their labels: the two of [`labels`], then the floor's.
+    fn runs(&self) -> Vec<(&'static str, &Run)> {
+        let (first, second) = labels(&self.scenario);
+        let mut runs = vec![(first, &self.server), (second, &self.baseline)];
+        if let Some(floor) = &self.floor {
+            runs.push(("floor", floor));
+        }
+        runs
+    }
 }
 
 /// A figure of the table: its label, where it is in the report, and how to print it.
@@ -183,6 +197,7 @@ pub fn render(outcomes: &[Outcome], machine: &str, date: &str, quick: bool) -> S
          every frame (its user's, `seq` contiguous, each run's lifecycle whole, 17 events a run).\n"
     );
     table(&mut out, outcomes);
+    floor(&mut out, outcomes);
     scaling(&mut out, outcomes);
     history(&mut out, outcomes);
     multi_node(&mut out, outcomes);
@@ -221,6 +236,59 @@ fn table(out: &mut String, outcomes: &[Outcome]) {
                 cell(a, f.decimals),
                 cell(b, f.decimals),
                 ratio(a, b)
+            );
+        }
+    }
+    let _ = writeln!(out);
+}
+
+/// The server and the baseline against the floor: what each costs per event above the least
+/// a server on this box can do.
+fn floor(out: &mut String, outcomes: &[Outcome]) {
+    let runs: Vec<(&Outcome, &Run)> = outcomes
+        .iter()
+        .filter_map(|o| Some((o, o.floor.as_ref()?)))
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## The floor\n");
+    let _ = writeln!(
+        out,
+        "The same loads on `loadgen floor-server`: the least a server on this box can do per \
+         event. It greets, authenticates and answers like the baseline and sends the same \
+         frames, but with no framework: the upgrade read and answered by hand, each event \
+         serialized once straight behind its WebSocket frame header and written to each \
+         connection of its user with one `write`, from the task that emitted it (no queue, no \
+         task switch, no copy). The target is agent-server at most 1.5× the floor's server CPU \
+         per event.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | figure | agent-server | baseline | floor | agent-server / floor | baseline / floor |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+    for (outcome, floor) in runs {
+        for (i, f) in [0, 1, 3, 6, 7].map(|i| &LOAD_FIGURES[i]).iter().enumerate() {
+            let name = if i == 0 {
+                format!("**{}**: {}", outcome.scenario.name, outcome.scenario.what)
+            } else {
+                String::new()
+            };
+            let (a, b, c) = (
+                value(&outcome.server, f),
+                value(&outcome.baseline, f),
+                value(floor, f),
+            );
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} | {} |",
+                f.label,
+                cell(a, f.decimals),
+                cell(b, f.decimals),
+                cell(c, f.decimals),
+                ratio(a, c),
+                ratio(b, c)
             );
         }
     }
@@ -357,8 +425,7 @@ fn notes(out: &mut String, outcomes: &[Outcome]) {
     let _ = writeln!(out, "## Where the box limited a figure\n");
     let mut any = false;
     for outcome in outcomes {
-        let (first, second) = labels(&outcome.scenario);
-        for (label, run) in [(first, &outcome.server), (second, &outcome.baseline)] {
+        for (label, run) in outcome.runs() {
             let warnings = run
                 .report
                 .as_ref()
@@ -381,8 +448,7 @@ fn notes(out: &mut String, outcomes: &[Outcome]) {
     let _ = writeln!(out, "\n## Verification\n");
     let mut failed = false;
     for outcome in outcomes {
-        let (first, second) = labels(&outcome.scenario);
-        for (label, run) in [(first, &outcome.server), (second, &outcome.baseline)] {
+        for (label, run) in outcome.runs() {
             if !run.ok {
                 failed = true;
                 let why = run.error.clone().unwrap_or_else(|| "see its report".into());
@@ -415,7 +481,7 @@ fn reproduce(out: &mut String, outcomes: &[Outcome], command: &str) {
     );
     let _ = writeln!(out, "```sh");
     for outcome in outcomes {
-        for run in [&outcome.server, &outcome.baseline] {
+        for (_, run) in outcome.runs() {
             let _ = writeln!(out, "{} &", run.server_command);
             let _ = writeln!(out, "{}", run.loadgen_command);
         }
@@ -457,6 +523,7 @@ mod tests {
                 scenario: s.clone(),
                 server: run(30_000.0, 600.0, &["the machine's cores were 97% busy"]),
                 baseline: run(60_000.0, 200.0, &[]),
+                floor: crate::bench::scenarios::has_floor(s).then(|| run(40_000.0, 100.0, &[])),
             })
             .collect();
         let doc = render(&outcomes, "AMD EPYC, 2 cores", "2026-11-25", false);
@@ -470,6 +537,19 @@ mod tests {
         assert!(doc.contains("- burst on agent-server: the machine's cores were 97% busy"));
         assert!(doc.contains("Every run verified"));
         assert!(doc.contains("**Machine:** AMD EPYC, 2 cores."));
+        assert!(doc.contains("## The floor"), "{doc}");
+        assert!(doc.contains("| **steady**: 10,000 connections, 1,000 runs in flight, started steadily for 20 s | events/s delivered | 30000 | 60000 | 40000 | 0.75× | 1.50× |"), "{doc}");
+        assert!(doc.contains("|  | latency p99 (ms) | 600.00 | 200.00 | 100.00 | 6.00× | 2.00× |"));
+        assert_eq!(
+            doc.matches("| **burst**:").count(),
+            2,
+            "the results table and the floor's"
+        );
+        assert_eq!(
+            doc.matches("| **light**:").count(),
+            1,
+            "light runs on no floor"
+        );
     }
 
     #[test]
@@ -482,6 +562,11 @@ mod tests {
             scenario: scenarios(true)[0].clone(),
             server: failed,
             baseline: run(2.0, 1.0, &[]),
+            floor: Some(Run {
+                ok: false,
+                error: Some("connection 1: closed".into()),
+                ..run(3.0, 1.0, &[])
+            }),
         };
         let doc = render(&[outcome], "m", "d", true);
         assert!(
@@ -489,5 +574,9 @@ mod tests {
         );
         assert!(doc.contains("| events/s delivered | – | 2 | – |"), "{doc}");
         assert!(doc.contains("cargo xtask bench --quick"));
+        assert!(
+            doc.contains("- **FAILED** burst on floor: connection 1: closed"),
+            "{doc}"
+        );
     }
 }

@@ -98,16 +98,22 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
         .into_iter()
         .filter(|s| options.only.is_empty() || options.only.iter().any(|n| n == s.name))
         .collect();
-    let total = chosen.len() * 2;
+    let total: usize = chosen
+        .iter()
+        .map(|s| 2 + usize::from(scenarios::has_floor(s)))
+        .sum();
+    let mut step = 0;
+    let mut next = || {
+        step += 1;
+        format!("bench [{step}/{total}]")
+    };
     let mut outcomes = Vec::new();
-    for (i, scenario) in chosen.into_iter().enumerate() {
+    for scenario in chosen {
         if scenario.group == scenarios::HISTORY {
+            let (first, second) = (next(), next());
             println!(
-                "bench [{}-{}/{total}] {}: store off and on, in turns: {}",
-                2 * i + 1,
-                2 * i + 2,
-                scenario.name,
-                scenario.what
+                "{first} and {second} {}: store off and on, in turns: {}",
+                scenario.name, scenario.what
             );
             let repeats = if options.quick { 1 } else { history::REPEATS };
             let (server, baseline) = history::paired(&binaries, &scenario, repeats, &log_dir);
@@ -115,34 +121,32 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
                 scenario,
                 server,
                 baseline,
+                floor: None,
             });
             continue;
         }
-        println!(
-            "bench [{}/{total}] {} on {}: {}",
-            2 * i + 1,
-            scenario.name,
-            markdown::labels(&scenario).0,
-            scenario.what
-        );
+        let (first, second) = markdown::labels(&scenario);
+        println!("{} {} on {first}: {}", next(), scenario.name, scenario.what);
         let server = run_one(&binaries, &scenario, Kind::AgentServer, &[], &log_dir, None);
         print_line(&server);
-        println!(
-            "bench [{}/{total}] {} on {}",
-            2 * i + 2,
-            scenario.name,
-            markdown::labels(&scenario).1
-        );
+        println!("{} {} on {second}", next(), scenario.name);
         let baseline = if scenario.group == scenarios::MULTI_NODE {
             cluster::run(&binaries, &scenario, &log_dir)
         } else {
             run_one(&binaries, &scenario, Kind::Baseline, &[], &log_dir, None)
         };
         print_line(&baseline);
+        let floor = scenarios::has_floor(&scenario).then(|| {
+            println!("{} {} on the floor", next(), scenario.name);
+            let floor = run_one(&binaries, &scenario, Kind::Floor, &[], &log_dir, None);
+            print_line(&floor);
+            floor
+        });
         outcomes.push(Outcome {
             scenario,
             server,
             baseline,
+            floor,
         });
     }
     let out = match &options.out {
@@ -156,7 +160,9 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
         source,
     })?;
     println!("bench: wrote {}", out.display());
-    Ok(outcomes.iter().all(|o| o.server.ok && o.baseline.ok))
+    Ok(outcomes
+        .iter()
+        .all(|o| o.server.ok && o.baseline.ok && o.floor.as_ref().is_none_or(|f| f.ok)))
 }
 
 pub(crate) fn print_line(run: &Run) {
@@ -234,6 +240,8 @@ fn target_dir(root: &Path) -> Result<PathBuf, Error> {
 pub(crate) enum Kind {
     AgentServer,
     Baseline,
+    /// `loadgen floor-server`: the least a server can do per event.
+    Floor,
 }
 
 impl Kind {
@@ -241,6 +249,7 @@ impl Kind {
         match self {
             Kind::AgentServer => "agent-server",
             Kind::Baseline => "baseline",
+            Kind::Floor => "floor",
         }
     }
 }
@@ -274,16 +283,14 @@ pub(crate) fn server_command(
             args.extend(extra.iter().cloned());
             binaries.server.clone()
         }
-        Kind::Baseline => {
+        Kind::Baseline | Kind::Floor => {
+            let command = if kind == Kind::Floor {
+                "floor-server"
+            } else {
+                "baseline-server"
+            };
             args.extend(
-                [
-                    "baseline-server",
-                    "--addr",
-                    "127.0.0.1:0",
-                    "--jwt-secret",
-                    SECRET,
-                ]
-                .map(String::from),
+                [command, "--addr", "127.0.0.1:0", "--jwt-secret", SECRET].map(String::from),
             );
             binaries.loadgen.clone()
         }

@@ -115,6 +115,13 @@ fn cross_node(name: &'static str, users: u64, mut base: Scenario) -> Scenario {
     }
 }
 
+/// Whether `scenario` also runs on the floor (`loadgen floor-server`): the single-node loads
+/// whose CPU per event is long enough to measure (not the light one, whose CPU is a few
+/// clock ticks).
+pub fn has_floor(scenario: &Scenario) -> bool {
+    scenario.group == "burst" || scenario.group == "steady"
+}
+
 /// The group of the history scenarios: each runs with no store (`--store none`, as every
 /// other agent-server run here) and with the SQLite store on.
 pub const HISTORY: &str = "history";

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::baseline::Baseline;
 use crate::baseline::script::{Step, run_script};
-use crate::baseline::streams::UserStream;
+use crate::baseline::streams::{Emit, UserStream};
 use crate::shape::{AGENT, Shape};
 
 /// The server's defaults: a ping every 20 s, closed after 60 s without a frame.
@@ -80,7 +80,34 @@ async fn on_message(socket: &mut WebSocket, stream: &Arc<UserStream>, message: M
             return send(socket, Message::Text(reply.to_text().into())).await;
         }
     };
-    let reply = match parse_client_frame(text.as_str(), AGENT) {
+    let (reply, run) = answer(stream, text.as_str());
+    let sent = send(socket, Message::Text(reply.to_text().into())).await;
+    // The run starts once its `run_accepted` is written, so that comes before its events.
+    if let Some(run) = run {
+        run.start();
+    }
+    sent
+}
+
+/// A synthetic run accepted and not yet started.
+pub struct Run<S> {
+    stream: Arc<S>,
+    scope: RunScope,
+    script: Vec<Step>,
+    pause: Duration,
+}
+
+impl<S: Emit> Run<S> {
+    /// Starts playing the run's script into its user's stream, on a task of its own.
+    pub fn start(self) {
+        tokio::spawn(play(self.stream, self.scope, self.script, self.pause));
+    }
+}
+
+/// The answer to one client text frame of a user whose events go to `stream`, and the run a
+/// `start_agent` accepted: the caller writes the answer, then starts the run.
+pub fn answer<S: Emit>(stream: &Arc<S>, text: &str) -> (ServerFrame, Option<Run<S>>) {
+    let reply = match parse_client_frame(text, AGENT) {
         Err(error) => ServerFrame::from(error),
         Ok(ClientFrame::Ping) => ServerFrame::Pong {
             server_time: Timestamp::now(),
@@ -98,29 +125,34 @@ async fn on_message(socket: &mut WebSocket, stream: &Arc<UserStream>, message: M
         Ok(ClientFrame::StartAgent {
             request_id,
             payload,
-        }) => start(stream, request_id, &payload),
+        }) => return start(stream, request_id, &payload),
     };
-    // The reply goes out before the run's first event can: this task writes both.
-    send(socket, Message::Text(reply.to_text().into())).await
+    (reply, None)
 }
 
-/// Accepts a synthetic run and starts playing it.
-fn start(
-    stream: &Arc<UserStream>,
+/// Accepts a synthetic run: its `run_accepted` and the run, or the error.
+fn start<S: Emit>(
+    stream: &Arc<S>,
     request_id: Option<String>,
     payload: &StartAgent,
-) -> ServerFrame {
+) -> (ServerFrame, Option<Run<S>>) {
     if payload.agent != AGENT {
-        return ServerFrame::error(
+        let refusal = ServerFrame::error(
             request_id,
             ErrorCode::UnknownAgent,
             format!("the baseline serves only the {AGENT} agent"),
         );
+        return (refusal, None);
     }
     let input = payload.input.clone().map_or(Value::Null, Value::Object);
     let shape = match Shape::parse(&input.to_string()) {
         Ok(shape) => shape,
-        Err(message) => return ServerFrame::error(request_id, ErrorCode::InvalidField, message),
+        Err(message) => {
+            return (
+                ServerFrame::error(request_id, ErrorCode::InvalidField, message),
+                None,
+            );
+        }
     };
     let run_id = RunId::generate();
     let thread_id = ThreadId::generate();
@@ -132,19 +164,25 @@ fn start(
     };
     let tag = run_id.as_str().trim_start_matches(RunId::PREFIX);
     let script = run_script(&shape, &payload.message, tag);
-    tokio::spawn(play(Arc::clone(stream), scope, script, shape.pause()));
-    ServerFrame::RunAccepted {
+    let accepted = ServerFrame::RunAccepted {
         request_id,
         run_id,
         thread_id,
         queued: false,
         position: None,
         steered: false,
-    }
+    };
+    let run = Run {
+        stream: Arc::clone(stream),
+        scope,
+        script,
+        pause: shape.pause(),
+    };
+    (accepted, Some(run))
 }
 
 /// Emits the script's events into the user's stream, pausing where it says.
-async fn play(stream: Arc<UserStream>, scope: RunScope, script: Vec<Step>, pause: Duration) {
+async fn play<S: Emit>(stream: Arc<S>, scope: RunScope, script: Vec<Step>, pause: Duration) {
     for step in script {
         match step {
             Step::Emit(kind) => stream.emit(scope.event(kind)),

@@ -54,22 +54,57 @@ pub struct BaselineArgs {
     pub jwt_secret: String,
 }
 
-/// The baseline's shared state.
-pub struct Baseline {
+/// Checks a connect request's token the way agent-server does: HS256 with `sub` and `exp`,
+/// from the `Authorization: Bearer` header or `?token=`. The floor server checks with it too.
+pub struct TokenCheck {
     key: DecodingKey,
     validation: Validation,
-    streams: Streams,
-    epoch: Epoch,
 }
 
-impl Baseline {
-    fn new(secret: &str) -> Self {
+impl TokenCheck {
+    /// A check of tokens signed with `secret`.
+    pub fn new(secret: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 5;
         Self {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+        }
+    }
+
+    /// The user a request speaks for, given its `Authorization` header's value and its
+    /// `token` query parameter, or why there is none.
+    pub fn user(&self, authorization: Option<&str>, query: Option<&str>) -> Result<UserId, String> {
+        let token = match authorization {
+            Some(value) => value
+                .strip_prefix("Bearer ")
+                .map(str::trim)
+                .ok_or("the Authorization header must be `Bearer <JWT>`")?,
+            None => query.ok_or("no token")?,
+        };
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)
+            .map_err(|e| format!("invalid token: {e}"))?;
+        let sub = data
+            .claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .ok_or("no sub")?;
+        UserId::parse(sub).map_err(|e| e.to_string())
+    }
+}
+
+/// The baseline's shared state.
+pub struct Baseline {
+    tokens: TokenCheck,
+    streams: Streams,
+    epoch: Epoch,
+}
+
+impl Baseline {
+    fn new(secret: &str) -> Self {
+        Self {
+            tokens: TokenCheck::new(secret),
             streams: Streams::default(),
             epoch: Epoch::new(&format!("ep_baseline_{}", std::process::id())),
         }
@@ -81,23 +116,16 @@ impl Baseline {
         headers: &HeaderMap,
         query: &HashMap<String, String>,
     ) -> Result<UserId, String> {
-        let token = match headers.get(header::AUTHORIZATION) {
-            Some(value) => value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim)
-                .ok_or("the Authorization header must be `Bearer <JWT>`")?,
-            None => query.get("token").map(String::as_str).ok_or("no token")?,
+        let authorization = match headers.get(header::AUTHORIZATION) {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| "the Authorization header must be `Bearer <JWT>`")?,
+            ),
+            None => None,
         };
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)
-            .map_err(|e| format!("invalid token: {e}"))?;
-        let sub = data
-            .claims
-            .get("sub")
-            .and_then(|s| s.as_str())
-            .ok_or("no sub")?;
-        UserId::parse(sub).map_err(|e| e.to_string())
+        self.tokens
+            .user(authorization, query.get("token").map(String::as_str))
     }
 }
 
@@ -157,7 +185,8 @@ pub async fn serve(args: BaselineArgs) -> Result<(), String> {
         .map_err(|e| format!("serving failed: {e}"))
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

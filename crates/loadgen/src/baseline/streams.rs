@@ -16,6 +16,13 @@ use tokio::sync::mpsc;
 /// Events a connection may have queued (the server's default `--send-queue-events`).
 pub const QUEUE_EVENTS: usize = 1_024;
 
+/// Where a synthetic run's events go: a user's stream, which numbers each event, encodes it
+/// once and sends it to every connection of the user.
+pub trait Emit: Send + Sync + 'static {
+    /// Numbers, encodes and sends `event`.
+    fn emit(&self, event: AgentEvent);
+}
+
 /// One user's stream.
 #[derive(Debug, Default)]
 pub struct UserStream {
@@ -46,9 +53,11 @@ impl UserStream {
         state.connections.retain(|(k, _)| *k != key);
         state.connections.is_empty()
     }
+}
 
+impl Emit for UserStream {
     /// Numbers `event`, encodes it once, and queues it on every connection of the user.
-    pub fn emit(&self, event: AgentEvent) {
+    fn emit(&self, event: AgentEvent) {
         let mut state = self.inner.lock();
         state.seq += 1;
         let frame = SequencedEvent {
