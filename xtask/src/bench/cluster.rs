@@ -11,9 +11,6 @@ use super::markdown::Run;
 use super::scenarios::Scenario;
 use super::{Binaries, Kind, load, server_command, shell_line, start_server};
 
-/// Nodes in a multi-node run.
-const NODES: usize = 2;
-
 /// Starts Redis and the nodes, runs loadgen against them, stops everything.
 pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> Run {
     let mut run = Run::default();
@@ -27,12 +24,13 @@ pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> R
     let broker = ["--broker".to_owned(), redis.url()];
     let (program, args) = server_command(binaries, scenario, Kind::AgentServer, &broker);
     run.server_command = format!(
-        "redis-server --port $REDIS_PORT --save '' --appendonly no & {} (× {NODES})",
-        shell_line(&program, &args).replace(&redis.url(), "redis://127.0.0.1:$REDIS_PORT")
+        "redis-server --port $REDIS_PORT --save '' --appendonly no & {} (× {})",
+        shell_line(&program, &args).replace(&redis.url(), "redis://127.0.0.1:$REDIS_PORT"),
+        scenario.nodes
     );
     let mut nodes: Vec<Child> = Vec::new();
     let mut addrs = Vec::new();
-    for n in 1..=NODES {
+    for n in 1..=scenario.nodes {
         let log = log_dir.join(format!("{}-node{n}.log", scenario.name));
         match start_server(&program, &args, &log) {
             Ok((child, addr)) => {
@@ -58,14 +56,15 @@ pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> R
 }
 
 /// A private Redis for one run.
-struct Redis {
+pub(crate) struct Redis {
     child: Option<Child>,
     port: u16,
     dir: std::path::PathBuf,
 }
 
 impl Redis {
-    fn start(log_dir: &Path) -> Result<Self, String> {
+    /// Starts one on a free port, keeping nothing on disk.
+    pub(crate) fn start(log_dir: &Path) -> Result<Self, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port for redis-server: {e}"))?
@@ -100,11 +99,13 @@ impl Redis {
         Ok(redis)
     }
 
-    fn url(&self) -> String {
+    /// Its URL.
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn stop(&mut self) {
+    /// Stops it and removes its directory.
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _killed = child.kill();
             let _reaped = child.wait();

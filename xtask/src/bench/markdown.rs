@@ -6,13 +6,15 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::scenarios::{HISTORY, MULTI_NODE, Scenario};
+use super::scenarios::{HISTORY, MULTI_NODE, Scenario, WIDE};
 
 /// The names of a scenario's two runs: agent-server and the baseline, or, for the
 /// multi-node scenarios, agent-server on one node and on two nodes sharing Redis.
 pub fn labels(scenario: &Scenario) -> (&'static str, &'static str) {
     if scenario.group == MULTI_NODE {
         ("1 node", "2 nodes + Redis")
+    } else if scenario.group == WIDE {
+        ("nodes + Redis", "")
     } else if scenario.group == HISTORY {
         ("store off", "store on (SQLite)")
     } else {
@@ -49,9 +51,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The scenario's runs with their labels: the two of [`labels`], then the floor's.
-    fn runs(&self) -> Vec<(&'static str, &Run)> {
+    /// The scenario's runs with their labels: the two of [`labels`], then the floor's (the
+    /// wide run has one).
+    pub(crate) fn runs(&self) -> Vec<(&'static str, &Run)> {
         let (first, second) = labels(&self.scenario);
+        if self.scenario.group == WIDE {
+            return vec![(first, &self.server)];
+        }
         let mut runs = vec![(first, &self.server), (second, &self.baseline)];
         if let Some(floor) = &self.floor {
             runs.push(("floor", floor));
@@ -201,6 +207,7 @@ pub fn render(outcomes: &[Outcome], machine: &str, date: &str, quick: bool) -> S
     scaling(&mut out, outcomes);
     history(&mut out, outcomes);
     multi_node(&mut out, outcomes);
+    super::wide::section(&mut out, outcomes);
     notes(&mut out, outcomes);
     reproduce(&mut out, outcomes, command);
     out
@@ -215,7 +222,7 @@ fn table(out: &mut String, outcomes: &[Outcome]) {
     let _ = writeln!(out, "|---|---|---:|---:|---:|");
     for outcome in outcomes
         .iter()
-        .filter(|o| o.scenario.group != MULTI_NODE && o.scenario.group != HISTORY)
+        .filter(|o| ![MULTI_NODE, HISTORY, WIDE].contains(&o.scenario.group))
     {
         let figures = if outcome.scenario.group == "idle" {
             IDLE_FIGURES

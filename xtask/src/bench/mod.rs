@@ -7,6 +7,7 @@
 //! - [`scenarios`]: what each scenario does;
 //! - `cluster`: the multi-node runs (a private Redis and two agent-server nodes);
 //! - `history`: the store-off / store-on runs, repeated, reported by their medians;
+//! - `wide`: the 100,000-connection run (several nodes, one loadgen each, at once);
 //! - [`markdown`]: the document.
 //!
 //! A run that fails verification is reported in the document and makes the command fail.
@@ -15,6 +16,7 @@ mod cluster;
 mod history;
 pub mod markdown;
 pub mod scenarios;
+mod wide;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -100,55 +102,20 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
         .collect();
     let total: usize = chosen
         .iter()
-        .map(|s| 2 + usize::from(scenarios::has_floor(s)))
+        .map(|s| match s.group {
+            scenarios::WIDE => 1,
+            _ => 2 + usize::from(scenarios::has_floor(s)),
+        })
         .sum();
     let mut step = 0;
     let mut next = || {
         step += 1;
         format!("bench [{step}/{total}]")
     };
-    let mut outcomes = Vec::new();
-    for scenario in chosen {
-        if scenario.group == scenarios::HISTORY {
-            let (first, second) = (next(), next());
-            println!(
-                "{first} and {second} {}: store off and on, in turns: {}",
-                scenario.name, scenario.what
-            );
-            let repeats = if options.quick { 1 } else { history::REPEATS };
-            let (server, baseline) = history::paired(&binaries, &scenario, repeats, &log_dir);
-            outcomes.push(Outcome {
-                scenario,
-                server,
-                baseline,
-                floor: None,
-            });
-            continue;
-        }
-        let (first, second) = markdown::labels(&scenario);
-        println!("{} {} on {first}: {}", next(), scenario.name, scenario.what);
-        let server = run_one(&binaries, &scenario, Kind::AgentServer, &[], &log_dir, None);
-        print_line(&server);
-        println!("{} {} on {second}", next(), scenario.name);
-        let baseline = if scenario.group == scenarios::MULTI_NODE {
-            cluster::run(&binaries, &scenario, &log_dir)
-        } else {
-            run_one(&binaries, &scenario, Kind::Baseline, &[], &log_dir, None)
-        };
-        print_line(&baseline);
-        let floor = scenarios::has_floor(&scenario).then(|| {
-            println!("{} {} on the floor", next(), scenario.name);
-            let floor = run_one(&binaries, &scenario, Kind::Floor, &[], &log_dir, None);
-            print_line(&floor);
-            floor
-        });
-        outcomes.push(Outcome {
-            scenario,
-            server,
-            baseline,
-            floor,
-        });
-    }
+    let outcomes: Vec<Outcome> = chosen
+        .into_iter()
+        .map(|scenario| run_scenario(&binaries, scenario, options, &log_dir, &mut next))
+        .collect();
     let out = match &options.out {
         Some(path) => path.clone(),
         None if options.quick => log_dir.join("benchmarks-quick.md"),
@@ -162,10 +129,92 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
     println!("bench: wrote {}", out.display());
     Ok(outcomes
         .iter()
-        .all(|o| o.server.ok && o.baseline.ok && o.floor.as_ref().is_none_or(|f| f.ok)))
+        .all(|o| o.runs().iter().all(|(_, run)| run.ok)))
+}
+
+/// Runs one scenario: on agent-server and its second side (the baseline, two nodes, or the
+/// store on), and on the floor where it has one; `next` numbers the progress lines.
+fn run_scenario(
+    binaries: &Binaries,
+    scenario: Scenario,
+    options: &Options,
+    log_dir: &Path,
+    next: &mut dyn FnMut() -> String,
+) -> Outcome {
+    if scenario.group == scenarios::HISTORY {
+        let (first, second) = (next(), next());
+        println!(
+            "{first} and {second} {}: store off and on, in turns: {}",
+            scenario.name, scenario.what
+        );
+        let repeats = if options.quick { 1 } else { history::REPEATS };
+        let (server, baseline) = history::paired(binaries, &scenario, repeats, log_dir);
+        return Outcome {
+            scenario,
+            server,
+            baseline,
+            floor: None,
+        };
+    }
+    if scenario.group == scenarios::WIDE {
+        println!("{} {}: {}", next(), scenario.name, scenario.what);
+        let server = wide::run(binaries, &scenario, log_dir);
+        print_line(&server);
+        return Outcome {
+            scenario,
+            server,
+            baseline: Run::default(),
+            floor: None,
+        };
+    }
+    let (first, second) = markdown::labels(&scenario);
+    println!("{} {} on {first}: {}", next(), scenario.name, scenario.what);
+    let server = run_one(binaries, &scenario, Kind::AgentServer, &[], log_dir, None);
+    print_line(&server);
+    println!("{} {} on {second}", next(), scenario.name);
+    let baseline = if scenario.group == scenarios::MULTI_NODE {
+        cluster::run(binaries, &scenario, log_dir)
+    } else {
+        run_one(binaries, &scenario, Kind::Baseline, &[], log_dir, None)
+    };
+    print_line(&baseline);
+    let floor = scenarios::has_floor(&scenario).then(|| {
+        println!("{} {} on the floor", next(), scenario.name);
+        let floor = run_one(binaries, &scenario, Kind::Floor, &[], log_dir, None);
+        print_line(&floor);
+        floor
+    });
+    Outcome {
+        scenario,
+        server,
+        baseline,
+        floor,
+    }
 }
 
 pub(crate) fn print_line(run: &Run) {
+    if let Some(total) = run.report.as_ref().and_then(|r| r.get("total")) {
+        let figure = |key: &str| {
+            total
+                .get(key)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+        };
+        println!(
+            "  {}: {:.0} connections on {:.0} nodes, {:.0} events/s, worst p99 {:.2} ms, {:.1} KiB/connection{}",
+            if run.ok { "verified" } else { "FAILED" },
+            figure("connections"),
+            figure("nodes"),
+            figure("events_per_second"),
+            figure("worst_p99_ms"),
+            figure("rss_per_connection_kib"),
+            run.error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+        return;
+    }
     let figure = |pointer: &str| {
         run.report
             .as_ref()

@@ -17,6 +17,9 @@ pub struct Scenario {
     pub loadgen: Vec<String>,
     /// agent-server's extra `serve` flags (the baseline has no limits to raise).
     pub server: Vec<&'static str>,
+    /// agent-server nodes the scenario runs on (the multi-node runs' second side, the wide
+    /// run's only side).
+    pub nodes: usize,
 }
 
 /// Limits raised for load scenarios: the start rate is a per-user abuse guard, and a steady
@@ -39,6 +42,7 @@ fn burst(name: &'static str, connections: u64, runs: u64) -> Scenario {
         ),
         loadgen: args(&["burst", "--connections", &c, "--runs", &r, "--shape", SHAPE]),
         server: LOAD_LIMITS.to_vec(),
+        nodes: 1,
     }
 }
 
@@ -74,6 +78,7 @@ fn steady(
             SHAPE,
         ]),
         server: LOAD_LIMITS.to_vec(),
+        nodes: 1,
     }
 }
 
@@ -85,6 +90,7 @@ fn idle(name: &'static str, connections: u64) -> Scenario {
         what: format!("{} idle connections", thousands(connections)),
         loadgen: args(&["idle", "--connections", &c]),
         server: Vec::new(),
+        nodes: 1,
     }
 }
 
@@ -111,8 +117,35 @@ fn cross_node(name: &'static str, users: u64, mut base: Scenario) -> Scenario {
     Scenario {
         name,
         group: MULTI_NODE,
+        nodes: 2,
         ..base
     }
+}
+
+/// The group of the wide run: more connections than one process may hold, over several
+/// nodes on one Redis, each node loaded by its own loadgen at once.
+pub const WIDE: &str = "wide";
+
+/// The replay logs' bound on each node of the wide run: small, so that the steady load
+/// reaches it within seconds and the run shows the memory flat from then on.
+const WIDE_REPLAY_BYTES: &str = "16777216";
+
+/// `nodes` nodes with `per_node` connections (one user each) and `in_flight` runs in flight
+/// on each, for `secs` seconds.
+fn wide(name: &'static str, nodes: usize, per_node: u64, in_flight: u64, secs: u64) -> Scenario {
+    let mut base = steady(name, WIDE, per_node, in_flight, secs);
+    let n = nodes as u64;
+    base.what = format!(
+        "{} connections ({nodes} nodes × {}, one user each) on one Redis, {} runs in flight, \
+         started steadily for {secs} s, replay logs bounded to 16 MiB per node",
+        thousands(n * per_node),
+        thousands(per_node),
+        thousands(n * in_flight)
+    );
+    base.server
+        .extend(["--replay-max-bytes", WIDE_REPLAY_BYTES]);
+    base.nodes = nodes;
+    base
 }
 
 /// Whether `scenario` also runs on the floor (`loadgen floor-server`): the single-node loads
@@ -148,11 +181,13 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
         vec![
             cross_node("cross-burst", 200, burst("", 0, 400)),
             cross_node("cross-steady", 500, steady("", "", 0, 100, 3)),
+            wide("c100k", 3, 500, 30, 3),
         ]
     } else {
         vec![
             cross_node("cross-burst", 2_000, burst("", 0, 4_000)),
             cross_node("cross-steady", 5_000, steady("", "", 0, 500, 20)),
+            wide("c100k", 6, 16_667, 167, 60),
         ]
     });
     all
@@ -210,7 +245,7 @@ mod tests {
         assert_eq!(
             groups(false),
             [
-                "burst", "steady", "light", "idle", "scaling", HISTORY, MULTI_NODE
+                "burst", "steady", "light", "idle", "scaling", HISTORY, MULTI_NODE, WIDE
             ]
         );
         assert_eq!(groups(true), groups(false));
@@ -239,6 +274,12 @@ mod tests {
             )
         );
         assert!(line("cross-steady").contains("steady --connections 10000 --in-flight 500"));
+        assert_eq!(
+            line("c100k"),
+            format!(
+                "100,002 connections (6 nodes × 16,667, one user each) on one Redis, 1,002 runs in flight, started steadily for 60 s, replay logs bounded to 16 MiB per node: steady --connections 16667 --in-flight 167 --duration 60 --shape {SHAPE}"
+            )
+        );
     }
 
     #[test]
