@@ -103,6 +103,13 @@ pub struct LoadArgs {
     /// Threads loadgen runs on (1: one core for the client, the rest for the server).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub threads: u64,
+    /// Reconnect a connection the server dropped (a node killed, restarted or drained) to the
+    /// next URL of --url and resume its stream after the last event it received; a failed
+    /// resume is then a violation. Runs ended with `agent_error` `node_lost` count apart
+    /// (their lifecycle is still checked), and so do requests lost unanswered with their
+    /// connection. Without it, a dropped connection is a violation.
+    #[arg(long)]
+    pub reconnect: bool,
     /// Seconds a run may take from its request to its terminal event before the load fails.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub run_timeout: u64,

@@ -11,7 +11,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agent_protocol::{ServerFrame, ServerMessage};
+use agent_protocol::{Epoch, ResumeParams, ResumeStatus, ServerFrame, ServerMessage};
 use futures::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
@@ -167,6 +167,10 @@ pub struct Opened {
     pub socket: Socket,
     /// `connection_established.last_seq`.
     pub last_seq: u64,
+    /// `connection_established.epoch`.
+    pub epoch: Epoch,
+    /// `connection_established.resume`: the outcome, when the connection asked to resume.
+    pub resume: Option<ResumeStatus>,
 }
 
 /// The client's WebSocket buffers: small, like the server's, so that 19,000 sockets do not
@@ -177,17 +181,25 @@ fn client_config() -> WebSocketConfig {
         .write_buffer_size(8 * 1024)
 }
 
-/// Opens connection `index` for `user` with `token`, within [`CONNECT_TIMEOUT`].
+/// Opens connection `index` for `user` with `token`, within [`CONNECT_TIMEOUT`]; with
+/// `resume`, asks to resume the user's stream after it.
 pub async fn open(
     target: &Target,
     index: usize,
     user: &str,
     token: &str,
+    resume: Option<&ResumeParams>,
 ) -> Result<Opened, ConnectError> {
+    let url = match resume {
+        Some(resume) => {
+            let join = if target.url.contains('?') { '&' } else { '?' };
+            format!("{}{join}{}", target.url, resume.to_query())
+        }
+        None => target.url.clone(),
+    };
     let attempt = async {
         let tcp = tcp_connect(target, index).await?;
-        let mut request = target
-            .url
+        let mut request = url
             .as_str()
             .into_client_request()
             .map_err(|e| ConnectError::WebSocket(e.to_string()))?;
@@ -270,8 +282,15 @@ async fn greeting(mut socket: Socket, user: &str) -> Result<Opened, ConnectError
             Ok(ServerMessage::Frame(ServerFrame::ConnectionEstablished {
                 user_id,
                 last_seq,
+                epoch,
+                resume,
                 ..
-            })) if user_id.as_str() == user => Ok(Opened { socket, last_seq }),
+            })) if user_id.as_str() == user => Ok(Opened {
+                socket,
+                last_seq,
+                epoch,
+                resume,
+            }),
             Ok(ServerMessage::Frame(ServerFrame::ConnectionEstablished { user_id, .. })) => {
                 Err(ConnectError::Greeting(format!(
                     "wrong-user greeting: connection_established names {user_id}, the token {user}"

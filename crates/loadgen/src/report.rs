@@ -36,6 +36,9 @@ pub struct Report {
     pub loadgen: LoadgenFigures,
     /// The machine.
     pub machine: MachineFigures,
+    /// What faults did to the load, with `--reconnect`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faults: Option<FaultFigures>,
     /// Where the box, not the server, limited a figure (empty when nothing did).
     pub warnings: Vec<String>,
     /// Whether every frame, seq and run checked out.
@@ -44,6 +47,46 @@ pub struct Report {
     pub violations: Vec<String>,
     /// How many violations there were in all.
     pub violation_count: u64,
+}
+
+/// What faults did to a load run with `--reconnect`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FaultFigures {
+    /// Connections dropped by the server and resumed on another (or the same) node.
+    pub reconnects: u64,
+    /// Events those resumes replayed.
+    pub replayed_events: u64,
+    /// Requests lost unanswered with their connection (the client would send them again).
+    pub lost_requests: u64,
+    /// Runs ended with `agent_error` `node_lost`, each delivered once to every connection
+    /// of its user.
+    pub node_lost_runs: u64,
+    /// Tool calls those runs left open (`tool_executing` with no `tool_completed` before
+    /// `node_lost`: the node died between them).
+    pub node_lost_open_calls: u64,
+    /// Deliveries of `node_lost` runs whose acceptance was lost with a connection.
+    pub orphan_deliveries: u64,
+    /// From a drop to the resumed connection: the median and the longest, milliseconds.
+    pub recovery_ms_p50: f64,
+    /// The longest.
+    pub recovery_ms_max: f64,
+}
+
+impl std::fmt::Display for FaultFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} reconnects resumed ({} events replayed, recovery p50 {:.0} ms, max {:.0} ms), \
+             {} requests lost with their connection, {} runs ended node_lost ({} tool calls left open)",
+            self.reconnects,
+            self.replayed_events,
+            self.recovery_ms_p50,
+            self.recovery_ms_max,
+            self.lost_requests,
+            self.node_lost_runs,
+            self.node_lost_open_calls
+        )
+    }
 }
 
 /// How fast connections opened.
@@ -166,6 +209,9 @@ impl Report {
         }
         if let Some(s) = &self.server {
             self.server_rows(&mut out, s);
+        }
+        if let Some(f) = &self.faults {
+            row(&mut out, "faults", f.to_string());
         }
         let g = &self.loadgen;
         row(

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use core_context::lifecycle::check_lifecycle;
-use core_context::{AgentEvent, RunId, SequencedEvent, UserId};
+use core_context::{AgentEvent, EventKind, RunId, SequencedEvent, UserId};
 
 /// Where a violation happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +122,18 @@ pub enum Violation {
         /// What happened.
         problem: String,
     },
+    /// A resume after a dropped connection failed: events were missed.
+    #[error(
+        "{place}: resume after seq {after_seq} failed ({reason}): the events after it were not replayed"
+    )]
+    ResumeFailed {
+        /// Where.
+        place: Place,
+        /// The last `seq` received before the drop.
+        after_seq: u64,
+        /// The server's reason.
+        reason: String,
+    },
     /// The load ended with runs unaccounted for and no other violation naming them.
     #[error("the load stalled: {0}")]
     Incomplete(String),
@@ -142,7 +154,16 @@ pub enum Violation {
 pub struct RunEnded {
     /// The run.
     pub run_id: RunId,
+    /// Whether it ended with `agent_error` `node_lost` (its node died), which a verifier
+    /// that tolerates node loss accepts.
+    pub node_lost: bool,
+    /// Tool calls such a run left open (a `tool_executing` with no `tool_completed`: the node
+    /// died between the two, and the node that ended the run does not close them).
+    pub open_calls: u64,
 }
+
+/// The code of the terminal error of a run whose node died.
+pub const NODE_LOST: &str = "node_lost";
 
 /// The verifier of one connection's stream.
 #[derive(Debug)]
@@ -156,6 +177,10 @@ pub struct StreamVerifier {
     unconfirmed: HashMap<RunId, u64>,
     completed: u64,
     events: u64,
+    /// Whether runs may end `node_lost` (`--reconnect`).
+    tolerate_node_lost: bool,
+    /// Runs that ended `node_lost` here.
+    node_lost: HashSet<RunId>,
 }
 
 impl StreamVerifier {
@@ -169,7 +194,22 @@ impl StreamVerifier {
             unconfirmed: HashMap::new(),
             completed: 0,
             events: 0,
+            tolerate_node_lost: false,
+            node_lost: HashSet::new(),
         }
+    }
+
+    /// Lets runs end with `agent_error` `node_lost` (their lifecycle still checked), for a
+    /// load that kills nodes; at [`finish`](Self::finish) such a run never confirmed as the
+    /// user's is excused when the user lost that many requests unanswered.
+    pub fn tolerating_node_loss(mut self) -> Self {
+        self.tolerate_node_lost = true;
+        self
+    }
+
+    /// The last `seq` received (where a resume continues from).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
     }
 
     /// Where this verifier is.
@@ -215,17 +255,43 @@ impl StreamVerifier {
         if !terminal {
             return Ok(None);
         }
-        let events = self.open.remove(&run_id).unwrap_or_default();
-        self.check_run(&run_id, &events)?;
+        let mut events = self.open.remove(&run_id).unwrap_or_default();
+        let lost = self.tolerate_node_lost
+            && events.last().is_some_and(
+                |e| matches!(&e.kind, EventKind::AgentError { code, .. } if code == NODE_LOST),
+            );
+        let open_calls = if lost {
+            close_open_calls(&mut events)
+        } else {
+            0
+        };
+        self.check_run(&run_id, &events, lost)?;
         self.completed += 1;
-        Ok(Some(RunEnded { run_id }))
+        if lost {
+            self.node_lost.insert(run_id.clone());
+        }
+        Ok(Some(RunEnded {
+            run_id,
+            node_lost: lost,
+            open_calls,
+        }))
     }
 
-    fn check_run(&self, run_id: &RunId, events: &[AgentEvent]) -> Result<(), Violation> {
+    /// Checks a run's events; a run that ended `node_lost` (`lost`, when tolerated) is
+    /// checked for its lifecycle only.
+    fn check_run(
+        &self,
+        run_id: &RunId,
+        events: &[AgentEvent],
+        lost: bool,
+    ) -> Result<(), Violation> {
         let summary = check_lifecycle(events).map_err(|v| Violation::Lifecycle {
             place: self.place.clone(),
             problem: v.to_string(),
         })?;
+        if lost {
+            return Ok(());
+        }
         if summary.completed != 1 {
             let ending = events
                 .last()
@@ -251,12 +317,20 @@ impl StreamVerifier {
 
     /// The final verdict, once every run of the load is over: runs still open, runs never
     /// confirmed as the user's (`user_runs` is the user's complete set), and whether every run
-    /// the user started reached this connection.
-    pub fn finish(&self, user_runs: &HashSet<RunId>) -> Result<(), Violation> {
+    /// the user started reached this connection. Up to `lost_requests` runs never confirmed
+    /// that ended `node_lost` are excused: requests lost unanswered with a connection to a
+    /// node that died may have started them.
+    pub fn finish(&self, user_runs: &HashSet<RunId>, lost_requests: u64) -> Result<(), Violation> {
+        let mut orphans = 0;
         let mut foreign: Vec<(&RunId, &u64)> = self
             .unconfirmed
             .iter()
             .filter(|(run, _)| !user_runs.contains(*run))
+            .filter(|(run, _)| {
+                let excused = orphans < lost_requests && self.node_lost.contains(*run);
+                orphans += u64::from(excused);
+                !excused
+            })
             .collect();
         foreign.sort_by_key(|(_, seq)| **seq);
         if let Some((run_id, seq)) = foreign.first() {
@@ -274,15 +348,53 @@ impl StreamVerifier {
             });
         }
         let started = user_runs.len() as u64;
-        if self.completed != started {
+        let seen = self.completed - orphans;
+        if seen != started {
             return Err(Violation::MissingRuns {
                 place: self.place.clone(),
-                seen: self.completed,
+                seen,
                 started,
             });
         }
         Ok(())
     }
+}
+
+/// Closes the tool calls a run ended `node_lost` left open, with a `tool_completed` (an error)
+/// just before its terminal event, so the rest of its lifecycle can be checked; returns how
+/// many there were.
+fn close_open_calls(events: &mut Vec<AgentEvent>) -> u64 {
+    let mut open: Vec<(String, String)> = Vec::new();
+    for event in events.iter() {
+        match &event.kind {
+            EventKind::ToolExecuting {
+                tool_call_id,
+                tool_name,
+                ..
+            } => open.push((tool_call_id.clone(), tool_name.clone())),
+            EventKind::ToolCompleted { tool_call_id, .. } => {
+                open.retain(|(id, _)| id != tool_call_id);
+            }
+            _ => {}
+        }
+    }
+    let Some(terminal) = events.pop() else {
+        return 0;
+    };
+    let count = open.len() as u64;
+    for (tool_call_id, tool_name) in open {
+        let mut closed = terminal.clone();
+        closed.kind = EventKind::ToolCompleted {
+            tool_call_id,
+            tool_name,
+            result: serde_json::Value::Null,
+            is_error: true,
+            duration_ms: 0,
+        };
+        events.push(closed);
+    }
+    events.push(terminal);
+    count
 }
 
 #[cfg(test)]

@@ -4,20 +4,27 @@
 //! The task owns the socket and its [`StreamVerifier`]; it hands the verifier back when told
 //! to close, so the final verdict (every run of the user arrived here) is given once all
 //! acceptances are in. At its first violation the task reports it and stops reading.
+//!
+//! With `--reconnect`, a socket the server dropped is reopened on the next URL with a resume
+//! after the last event received (with backoff, for up to [`RECONNECT_FOR`]); the verifier
+//! goes on as if nothing happened, so a replay that skipped or repeated an event is caught as
+//! any gap is. Requests unanswered when the socket dropped are lost with it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use agent_protocol::{ClientFrame, ServerFrame, ServerMessage, StartAgent};
+use agent_protocol::{
+    ClientFrame, Epoch, ResumeParams, ResumeStatus, ServerFrame, ServerMessage, StartAgent,
+};
 use core_context::RunId;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::connect::Socket;
+use crate::connect::{self, Opened, Socket, Target};
 use crate::load::shared::{Pending, Shared};
 use crate::shape::AGENT;
 use crate::verify::{Place, StreamVerifier, Violation};
@@ -42,6 +49,9 @@ pub struct Connection {
     pub user: usize,
 }
 
+/// How long a dropped connection keeps trying to reconnect (`--reconnect`).
+pub const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
 /// What every connection task needs besides its socket.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -49,15 +59,27 @@ pub struct Context {
     pub shared: Arc<Shared>,
     /// The `input` of every `start_agent`.
     pub input: Map<String, Value>,
+    /// Where and as whom to reconnect a dropped socket (`--reconnect`).
+    pub reconnect: Option<Arc<Reconnect>>,
 }
 
-/// Starts the task of connection `index` of user `user` on `socket`.
+/// What reconnecting needs: every server, and each user's token.
+#[derive(Debug)]
+pub struct Reconnect {
+    /// The servers (nodes) of --url.
+    pub targets: Vec<Target>,
+    /// Each user's token, by user index.
+    pub tokens: Vec<String>,
+}
+
+/// Starts the task of connection `index` of user `user` on `opened`, a socket to target
+/// `target`.
 pub fn spawn(
     context: &Context,
-    socket: Socket,
+    opened: Opened,
     index: usize,
     user: usize,
-    last_seq: u64,
+    target: usize,
 ) -> Connection {
     let (commands, receiver) = mpsc::unbounded_channel();
     let shared = Arc::clone(&context.shared);
@@ -65,10 +87,17 @@ pub fn spawn(
         connection: index,
         user: shared.users[user].id.clone(),
     };
-    let verifier = StreamVerifier::new(place, last_seq, shared.events_per_run);
+    let mut verifier = StreamVerifier::new(place, opened.last_seq, shared.events_per_run);
+    if context.reconnect.is_some() {
+        verifier = verifier.tolerating_node_loss();
+    }
     let task = Task {
         shared,
         input: context.input.clone(),
+        reconnect: context.reconnect.clone(),
+        index,
+        target,
+        epoch: opened.epoch,
         user,
         verifier,
         started: HashMap::new(),
@@ -76,7 +105,7 @@ pub fn spawn(
     };
     Connection {
         commands,
-        task: tokio::spawn(task.run(socket, receiver)),
+        task: tokio::spawn(task.run(opened.socket, receiver)),
         user,
     }
 }
@@ -84,6 +113,12 @@ pub fn spawn(
 struct Task {
     shared: Arc<Shared>,
     input: Map<String, Value>,
+    reconnect: Option<Arc<Reconnect>>,
+    /// The connection's index (its source address) and its current server.
+    index: usize,
+    target: usize,
+    /// The stream's epoch, for a resume.
+    epoch: Epoch,
     user: usize,
     verifier: StreamVerifier,
     /// Runs this connection started, with their request ids.
@@ -95,6 +130,8 @@ struct Task {
 /// How handling one message went.
 enum Flow {
     Continue,
+    /// The socket is gone, for this reason.
+    Dropped(String),
     Stop(Violation),
 }
 
@@ -112,25 +149,94 @@ impl Task {
                     Some(Command::Close) | None => break,
                 },
             };
-            if let Flow::Stop(violation) = flow {
-                self.shared.fail(violation);
-                // Keep the verifier for the final report, but stop loading this socket.
-                let _closed = commands.recv().await;
-                break;
-            }
+            let violation = match flow {
+                Flow::Continue => continue,
+                Flow::Dropped(why) => match self.reopen(why).await {
+                    Ok(reopened) => {
+                        socket = reopened;
+                        continue;
+                    }
+                    Err(violation) => violation,
+                },
+                Flow::Stop(violation) => violation,
+            };
+            self.shared.fail(violation);
+            // Keep the verifier for the final report, but stop loading this socket.
+            let _closed = commands.recv().await;
+            break;
         }
         self.verifier
+    }
+
+    /// Reopens a dropped socket on the next server with a resume (`--reconnect`); without
+    /// `--reconnect` the drop is a violation.
+    async fn reopen(&mut self, why: String) -> Result<Socket, Violation> {
+        let Some(reconnect) = self.reconnect.clone() else {
+            return Err(self.violation(why));
+        };
+        let dropped = Instant::now();
+        for request_id in std::mem::take(&mut self.requests) {
+            self.shared.request_lost(self.user, &request_id);
+        }
+        let resume = ResumeParams {
+            epoch: self.epoch.clone(),
+            after_seq: self.verifier.last_seq(),
+        };
+        let user = self.shared.users[self.user].id.clone();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            self.target = (self.target + 1) % reconnect.targets.len();
+            let target = &reconnect.targets[self.target];
+            let token = &reconnect.tokens[self.user];
+            let opened = connect::open(target, self.index, user.as_str(), token, Some(&resume));
+            let failure = match opened.await {
+                Ok(opened) => match opened.resume {
+                    Some(ResumeStatus::Ok { replayed }) => {
+                        let faults = &self.shared.faults;
+                        faults.reconnects.fetch_add(1, Ordering::Relaxed);
+                        faults
+                            .replayed
+                            .fetch_add(replayed as u64, Ordering::Relaxed);
+                        let took = dropped.elapsed().as_secs_f64() * 1e3;
+                        faults.recovery_ms.lock().push(took);
+                        self.epoch = opened.epoch;
+                        return Ok(opened.socket);
+                    }
+                    Some(ResumeStatus::Failed { reason, .. }) => {
+                        return Err(Violation::ResumeFailed {
+                            place: self.place(),
+                            after_seq: resume.after_seq,
+                            reason: format!("{reason:?}"),
+                        });
+                    }
+                    None => "the server answered a resume without its outcome".to_owned(),
+                },
+                Err(e) => e.to_string(),
+            };
+            if dropped.elapsed() > RECONNECT_FOR {
+                return Err(self.violation(format!(
+                    "{why}; reconnecting failed for {} s: {failure}",
+                    RECONNECT_FOR.as_secs()
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     fn place(&self) -> Place {
         self.verifier.place().clone()
     }
 
-    fn protocol(&self, problem: String) -> Flow {
-        Flow::Stop(Violation::Protocol {
+    fn violation(&self, problem: String) -> Violation {
+        Violation::Protocol {
             place: self.place(),
             problem,
-        })
+        }
+    }
+
+    fn protocol(&self, problem: String) -> Flow {
+        Flow::Stop(self.violation(problem))
     }
 
     async fn start(&mut self, socket: &mut Socket, request_id: String) -> Flow {
@@ -157,7 +263,7 @@ impl Task {
         self.shared.request_sent(now);
         match socket.send(Message::Text(frame.to_text().into())).await {
             Ok(()) => Flow::Continue,
-            Err(e) => self.protocol(format!("sending start_agent failed: {e}")),
+            Err(e) => Flow::Dropped(format!("sending start_agent failed: {e}")),
         }
     }
 
@@ -172,13 +278,13 @@ impl Task {
                 return Flow::Continue;
             }
             Some(Ok(Message::Close(frame))) => {
-                return self.protocol(format!("the server closed the connection: {frame:?}"));
+                return Flow::Dropped(format!("the server closed the connection: {frame:?}"));
             }
             Some(Ok(Message::Binary(_))) => {
                 return self.protocol("a binary frame; the protocol has text frames only".into());
             }
-            Some(Err(e)) => return self.protocol(format!("the connection failed: {e}")),
-            None => return self.protocol("the connection ended without a close frame".into()),
+            Some(Err(e)) => return Flow::Dropped(format!("the connection failed: {e}")),
+            None => return Flow::Dropped("the connection ended without a close frame".into()),
         };
         match ServerMessage::parse(&text) {
             Ok(ServerMessage::Event(event)) => {
@@ -202,7 +308,20 @@ impl Task {
             Err(violation) => Flow::Stop(violation),
             Ok(None) => Flow::Continue,
             Ok(Some(ended)) => {
-                self.shared.deliveries_done.fetch_add(1, Ordering::Relaxed);
+                let faults = &self.shared.faults;
+                if ended.node_lost && !known(&ended.run_id) {
+                    // Its acceptance was lost with a dropped connection (the verdict at the
+                    // end checks the user lost a request for it); no delivery was expected.
+                    faults.orphan_deliveries.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.shared.deliveries_done.fetch_add(1, Ordering::Relaxed);
+                }
+                if ended.node_lost && self.started.contains_key(&ended.run_id) {
+                    faults.node_lost_runs.fetch_add(1, Ordering::Relaxed);
+                    faults
+                        .node_lost_open_calls
+                        .fetch_add(ended.open_calls, Ordering::Relaxed);
+                }
                 if let Some(request_id) = self.started.remove(&ended.run_id) {
                     self.shared.pending.lock().remove(&request_id);
                     self.shared.finished.fetch_add(1, Ordering::Relaxed);

@@ -24,10 +24,10 @@ use crate::connect::{self, ConnectError, Minter, Target};
 use crate::measure::process::{self, FileLimit, ProcessProbe};
 use crate::progress::Progress;
 use crate::report::{
-    BoxReadings, ConnectFigures, LoadgenFigures, MachineFigures, Report, box_warnings,
+    BoxReadings, ConnectFigures, FaultFigures, LoadgenFigures, MachineFigures, Report, box_warnings,
 };
 use crate::verify::Violation;
-use connection::{Command, Connection, Context};
+use connection::{Command, Connection, Context, Reconnect};
 use plan::Layout;
 use scenario::{LoadWindow, Measured};
 use shared::{Shared, UserRuns};
@@ -89,11 +89,24 @@ pub async fn run(plan: &LoadPlan, limit: FileLimit) -> Result<Report, LoadError>
         None => None,
     };
     let shared = Arc::new(Shared::new(users(plan), plan.shape.events_per_run()));
+    let minter = Minter::new(&args.jwt_secret);
+    let tokens = shared
+        .users
+        .iter()
+        .map(|u| minter.token(u.id.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(LoadError::Target)?;
     let context = Context {
         shared: Arc::clone(&shared),
         input: plan.shape.to_input(),
+        reconnect: args.reconnect.then(|| {
+            Arc::new(Reconnect {
+                targets: targets.clone(),
+                tokens: tokens.clone(),
+            })
+        }),
     };
-    let (connections, connect) = open_all(plan, &targets, &context).await?;
+    let (connections, connect) = open_all(plan, &targets, &tokens, &context).await?;
     tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
     let rss_idle = server.as_ref().and_then(|(_, p)| p.rss_kib().ok());
     let server_probe = server.as_ref().map(|(_, p)| p.clone());
@@ -128,6 +141,7 @@ fn users(plan: &LoadPlan) -> Vec<UserRuns> {
                 .expect("--user-prefix was validated with the flags"),
             connections: layout.connections_of(u) as u64,
             runs: parking_lot::Mutex::new(HashSet::new()),
+            lost_requests: std::sync::atomic::AtomicU64::new(0),
         })
         .collect()
 }
@@ -139,17 +153,10 @@ fn users(plan: &LoadPlan) -> Vec<UserRuns> {
 async fn open_all(
     plan: &LoadPlan,
     targets: &[Target],
+    tokens: &[String],
     context: &Context,
 ) -> Result<(Vec<Connection>, ConnectFigures), LoadError> {
     let layout = plan.layout;
-    let minter = Minter::new(&plan.args.jwt_secret);
-    let tokens = context
-        .shared
-        .users
-        .iter()
-        .map(|u| minter.token(u.id.as_str()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(LoadError::Target)?;
     let progress = Progress::new("connect", layout.connections as u64, plan.args.no_progress);
     let overflows_before = process::listen_overflows();
     let started = Instant::now();
@@ -159,28 +166,22 @@ async fn open_all(
             let user = layout.user_of(index);
             let id = context.shared.users[user].id.as_str();
             let token = &tokens[user];
-            let target = &targets[(index / layout.users) % targets.len()];
+            let target = (index / layout.users) % targets.len();
             async move {
                 let began = Instant::now();
-                let result = connect::open(target, index, id, token).await;
-                (index, user, result, began.elapsed())
+                let result = connect::open(&targets[target], index, id, token, None).await;
+                (index, user, target, result, began.elapsed())
             }
         })
         .buffer_unordered(concurrency);
     let mut slots: Vec<Option<Connection>> = (0..layout.connections).map(|_| None).collect();
     let mut opened = 0;
     let mut slowest = Duration::ZERO;
-    while let Some((index, user, result, took)) = attempts.next().await {
+    while let Some((index, user, target, result, took)) = attempts.next().await {
         slowest = slowest.max(took);
         match result {
             Ok(open) => {
-                slots[index] = Some(connection::spawn(
-                    context,
-                    open.socket,
-                    index,
-                    user,
-                    open.last_seq,
-                ));
+                slots[index] = Some(connection::spawn(context, open, index, user, target));
                 opened += 1;
                 if opened % 64 == 0 {
                     progress.set(
@@ -228,8 +229,12 @@ async fn close_all(connections: Vec<Connection>, shared: &Shared) {
         if shared.has_failed() {
             continue;
         }
-        let runs = shared.users[connection.user].runs.lock().clone();
-        if let Err(violation) = verifier.finish(&runs) {
+        let user = &shared.users[connection.user];
+        let runs = user.runs.lock().clone();
+        let lost = user
+            .lost_requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if let Err(violation) = verifier.finish(&runs, lost) {
             shared.fail(violation);
         }
     }
@@ -289,9 +294,28 @@ fn report(
             cpu_steal: measured.machine_steal,
             other_cores: measured.other_cores,
         },
+        faults: plan.args.reconnect.then(|| fault_figures(shared)),
         warnings,
         verified: violation_count == 0,
         violations: violations.iter().map(ToString::to_string).collect(),
         violation_count,
+    }
+}
+
+/// What faults did, from the shared counters.
+fn fault_figures(shared: &Shared) -> FaultFigures {
+    let faults = &shared.faults;
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let mut recovery = faults.recovery_ms.lock().clone();
+    recovery.sort_by(f64::total_cmp);
+    FaultFigures {
+        reconnects: n(&faults.reconnects),
+        replayed_events: n(&faults.replayed),
+        lost_requests: n(&faults.lost_requests),
+        node_lost_runs: n(&faults.node_lost_runs),
+        node_lost_open_calls: n(&faults.node_lost_open_calls),
+        orphan_deliveries: n(&faults.orphan_deliveries),
+        recovery_ms_p50: recovery.get(recovery.len() / 2).copied().unwrap_or(0.0),
+        recovery_ms_max: recovery.last().copied().unwrap_or(0.0),
     }
 }

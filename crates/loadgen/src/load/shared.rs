@@ -28,6 +28,28 @@ pub struct UserRuns {
     pub connections: u64,
     /// Runs accepted for it (on any of its connections).
     pub runs: Mutex<HashSet<RunId>>,
+    /// Its requests lost unanswered with a dropped connection (`--reconnect`): each may have
+    /// started a run whose acceptance never arrived.
+    pub lost_requests: AtomicU64,
+}
+
+/// What faults did to the load (`--reconnect`).
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Connections that dropped and were reopened with a resume.
+    pub reconnects: AtomicU64,
+    /// Events replayed by those resumes.
+    pub replayed: AtomicU64,
+    /// Requests lost unanswered with their connection.
+    pub lost_requests: AtomicU64,
+    /// Runs started here that ended with `agent_error` `node_lost`.
+    pub node_lost_runs: AtomicU64,
+    /// Tool calls those runs left open.
+    pub node_lost_open_calls: AtomicU64,
+    /// (run, connection) deliveries of `node_lost` runs whose acceptance was lost.
+    pub orphan_deliveries: AtomicU64,
+    /// Milliseconds from each drop to its resumed connection.
+    pub recovery_ms: Mutex<Vec<f64>>,
 }
 
 /// A `start_agent` sent and not yet ended (its terminal event not seen by the connection that
@@ -72,6 +94,8 @@ pub struct Shared {
     last_request_micros: AtomicU64,
     /// Requests in flight, by request id.
     pub pending: Mutex<HashMap<String, Pending>>,
+    /// What faults did.
+    pub faults: Faults,
     violations: Mutex<(Vec<Violation>, u64)>,
     failed: AtomicBool,
     /// Woken when a run finishes or a violation is found.
@@ -96,6 +120,7 @@ impl Shared {
             last_event_micros: AtomicU64::new(0),
             last_request_micros: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
+            faults: Faults::default(),
             violations: Mutex::new((Vec::new(), 0)),
             failed: AtomicBool::new(false),
             progress: Notify::new(),
@@ -152,20 +177,33 @@ impl Shared {
         self.base + Duration::from_micros(self.last_request_micros.load(Ordering::Relaxed))
     }
 
-    /// Runs requested and not yet finished.
+    /// Runs requested and not yet finished (nor lost with their request).
     pub fn in_flight(&self) -> u64 {
-        self.requested
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.finished.load(Ordering::Relaxed))
+        self.requested.load(Ordering::Relaxed).saturating_sub(
+            self.finished.load(Ordering::Relaxed)
+                + self.faults.lost_requests.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Notes that request `request_id` of user `user` was lost unanswered with its
+    /// connection.
+    pub fn request_lost(&self, user: usize, request_id: &str) {
+        self.pending.lock().remove(request_id);
+        self.users[user]
+            .lost_requests
+            .fetch_add(1, Ordering::Relaxed);
+        self.faults.lost_requests.fetch_add(1, Ordering::Relaxed);
+        self.progress.notify_waiters();
     }
 
     /// Whether every run the scenario issued was requested, accepted, finished, and reached
     /// every connection of its user.
     pub fn all_delivered(&self) -> bool {
         let requested = self.requested.load(Ordering::Relaxed);
+        let lost = self.faults.lost_requests.load(Ordering::Relaxed);
         self.issued.load(Ordering::Relaxed) == requested
-            && self.accepted.load(Ordering::Relaxed) == requested
-            && self.finished.load(Ordering::Relaxed) == requested
+            && self.accepted.load(Ordering::Relaxed) + lost == requested
+            && self.finished.load(Ordering::Relaxed) + lost == requested
             && self.deliveries_done.load(Ordering::Relaxed)
                 == self.deliveries_expected.load(Ordering::Relaxed)
     }
@@ -174,11 +212,12 @@ impl Shared {
     pub fn counts(&self) -> String {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "{} runs issued, {} requested, {} accepted, {} finished; {} of {} whole-run deliveries",
+            "{} runs issued, {} requested, {} accepted, {} finished, {} lost unanswered with their connection; {} of {} whole-run deliveries",
             n(&self.issued),
             n(&self.requested),
             n(&self.accepted),
             n(&self.finished),
+            n(&self.faults.lost_requests),
             n(&self.deliveries_done),
             n(&self.deliveries_expected)
         )

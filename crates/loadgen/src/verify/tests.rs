@@ -88,7 +88,7 @@ fn check(
             .cloned()
             .chain(confirmed_late.iter().map(|t| run(t)))
             .collect();
-        verifier.finish(&all)?;
+        verifier.finish(&all, 0)?;
         Ok::<u64, Violation>(verifier.completed())
     })()
     .map_err(|v| v.to_string());
@@ -196,5 +196,105 @@ fn unfinished_and_missing_runs_fail_at_the_end() {
         &["a", "b"],
         &[],
         Err("1 complete runs arrived; the user started 2"),
+    );
+}
+
+/// A run `tag` whose node died after its first `kept` events: they, then `agent_error`
+/// `node_lost`.
+fn lost_run(tag: &str, kept: usize) -> Vec<AgentEvent> {
+    let mut events = events_of(tag);
+    events.truncate(kept);
+    let mut end = events_of(tag).pop().expect("a terminal event");
+    end.kind = EventKind::AgentError {
+        code: NODE_LOST.into(),
+        message: "the node running the run stopped".into(),
+    };
+    events.push(end);
+    events
+}
+
+/// Feeds `events` from seq 1 to a verifier that tolerates node loss, for a user that
+/// started `started` and lost `lost` requests; the verdict, or the runs ended `node_lost`.
+fn check_tolerant(events: Vec<AgentEvent>, started: &[&str], lost: u64) -> Result<u64, String> {
+    let place = Place {
+        connection: 3,
+        user: UserId::parse("lg-user-3").expect("valid id"),
+    };
+    let runs: HashSet<RunId> = started.iter().map(|t| run(t)).collect();
+    let mut verifier = StreamVerifier::new(place, 0, SHAPE.events_per_run()).tolerating_node_loss();
+    let mut node_lost = 0;
+    for text in frames(events, 1) {
+        let Ok(ServerMessage::Event(event)) = ServerMessage::parse(&text) else {
+            panic!("not an event: {text}")
+        };
+        let ended = verifier
+            .on_event(event, |r| runs.contains(r))
+            .map_err(|v| v.to_string())?;
+        node_lost += u64::from(ended.is_some_and(|e| e.node_lost));
+    }
+    verifier.finish(&runs, lost).map_err(|v| v.to_string())?;
+    Ok(node_lost)
+}
+
+#[test]
+fn runs_of_a_dead_node_end_node_lost_once_when_tolerated() {
+    let events = interleave(events_of("a"), lost_run("b", 3));
+    assert_eq!(check_tolerant(events.clone(), &["a", "b"], 0), Ok(1));
+    // Without tolerance, node_lost is a violation: the call it left open, or a run that
+    // did not complete.
+    check(
+        &frames(events, 1),
+        0,
+        &["a", "b"],
+        &[],
+        Err("run run_b: terminal event while tool call call_b_1 is still open"),
+    );
+    check(
+        &frames(lost_run("b", 2), 1),
+        0,
+        &["b"],
+        &[],
+        Err("instead of agent_completed"),
+    );
+    // Its lifecycle is still checked: a second agent_started, or a tool call completed that
+    // never began, is a violation (a call left open by the node's death is closed).
+    let mut twice = lost_run("b", 2);
+    twice.insert(1, events_of("b")[0].clone());
+    let verdict = check_tolerant(twice, &["b"], 0).expect_err("two agent_started");
+    assert!(verdict.contains("run run_b"), "{verdict}");
+    let mut unopened = lost_run("b", 5);
+    unopened.retain(|e| !matches!(e.kind, EventKind::ToolExecuting { .. }));
+    assert!(check_tolerant(unopened, &["b"], 0).is_err());
+    // Another error code is not excused.
+    let mut failed = lost_run("b", 2);
+    if let Some(last) = failed.last_mut() {
+        last.kind = EventKind::AgentError {
+            code: "timeout".into(),
+            message: "too slow".into(),
+        };
+    }
+    let verdict = check_tolerant(failed, &["b"], 0).expect_err("not node_lost");
+    assert!(verdict.contains("instead of agent_completed"), "{verdict}");
+}
+
+#[test]
+fn an_unconfirmed_node_lost_run_is_excused_only_by_a_lost_request() {
+    // Run c's acceptance was lost with a dropped connection: excused when the user lost a
+    // request, a wrong-user frame when not.
+    let events = interleave(events_of("a"), lost_run("c", 2));
+    assert_eq!(check_tolerant(events.clone(), &["a"], 1), Ok(1));
+    let verdict = check_tolerant(events, &["a"], 0).expect_err("not excused");
+    assert!(
+        verdict.contains("wrong-user frame: event of run run_c"),
+        "{verdict}"
+    );
+    // One lost request excuses one run, and never a run that completed.
+    let two = interleave(lost_run("c", 2), lost_run("d", 2));
+    let verdict = check_tolerant(two, &[], 1).expect_err("one excuse for two runs");
+    assert!(verdict.contains("wrong-user frame"), "{verdict}");
+    let verdict = check_tolerant(events_of("z"), &[], 1).expect_err("a completed stranger");
+    assert!(
+        verdict.contains("wrong-user frame: event of run run_z"),
+        "{verdict}"
     );
 }
