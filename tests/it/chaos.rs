@@ -1,0 +1,104 @@
+//! Faults under load: two real `agent-server` processes on one private Redis carry a
+//! cross-node steady load (every user has a connection on each node and starts runs on
+//! either), and one node is killed with SIGKILL halfway through. loadgen (`--reconnect`)
+//! verifies every frame as it goes: each dropped connection reopens on the other node and
+//! resumes after its last event, so a lost, repeated or reordered event fails the load; the
+//! killed node's runs must end with `agent_error` `node_lost` exactly once on every connection
+//! of their user. `cargo xtask chaos` runs the same at a larger scale and prints the table.
+
+use std::time::Duration;
+
+use clap::Parser as _;
+use loadgen::cli::Cli;
+use loadgen::{load, measure};
+
+use crate::process_support::ServerProcess;
+use crate::redis_support::RedisServer;
+use crate::server_support::SECRET;
+
+/// Runs of 12 pauses of 50 ms: with [`USERS`] runs in flight, the runs of a block of starts
+/// (runs k..k+100 go to one node's connections, the next 100 to the other's) last as long
+/// as the block takes to start, so both nodes have runs in flight at any moment.
+const SHAPE: &str = r#"{"thinking":4,"tools":3,"chunks":5,"sleep_ms":50}"#;
+const USERS: u64 = 100;
+
+fn node(redis: &RedisServer) -> ServerProcess {
+    let url = redis.url();
+    ServerProcess::start(&[
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        SECRET,
+        "--synthetic-agent",
+        "--store",
+        "none",
+        "--broker",
+        &url,
+        "--run-lease-secs",
+        "3",
+        "--start-rate-per-minute",
+        "100000",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_load_loses_no_event_and_its_runs_end_node_lost_once() {
+    let redis = RedisServer::start();
+    let survivor = node(&redis);
+    let doomed = node(&redis);
+    let urls = format!("ws://{}/ws,ws://{}/ws", survivor.addr, doomed.addr);
+    let (connections, users) = ((2 * USERS).to_string(), USERS.to_string());
+    let cli = Cli::try_parse_from([
+        "loadgen",
+        "steady",
+        "--connections",
+        &connections,
+        "--users",
+        &users,
+        "--in-flight",
+        &users,
+        "--duration",
+        "6",
+        "--shape",
+        SHAPE,
+        "--url",
+        &urls,
+        "--jwt-secret",
+        SECRET,
+        "--reconnect",
+        "--no-progress",
+        "--settle-ms",
+        "100",
+    ])
+    .unwrap();
+    let plan = cli.command.plan().expect("a load command").unwrap();
+    let (report, ()) = tokio::join!(
+        load::run(&plan, measure::process::raise_file_limit()),
+        async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            doomed.stop("KILL");
+        }
+    );
+    let report = report.unwrap();
+    assert!(
+        report.verified,
+        "{} violations: {:?}",
+        report.violation_count, report.violations
+    );
+    let faults = report.faults.expect("--reconnect reports its faults");
+    eprintln!("chaos: {} events delivered, {faults}", report.load.events);
+    // Each user had one connection on the killed node: every one of them came back.
+    assert_eq!(faults.reconnects, USERS, "{faults}");
+    assert!(
+        faults.node_lost_runs > 0,
+        "runs were in flight on the killed node: {faults}"
+    );
+    let load = report.load;
+    assert!(load.runs_finished > 100, "{load:?}");
+    assert_eq!(
+        load.runs_finished + faults.lost_requests,
+        load.runs_requested,
+        "every request ended, or was lost with its connection: {faults}"
+    );
+}
