@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use xtask::{Error, bench, ci, fuzz, ssot, workspace};
+use xtask::{Error, bench, chaos, ci, fuzz, ssot, workspace};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -21,6 +21,10 @@ commands:
                the bare baseline in every scenario, write docs/benchmarks.md
                [--quick] a one-minute version (written under the target directory)
                [--only NAME,...] some scenarios  [--out PATH] another file
+  chaos        build agent-server and loadgen in release mode; under a cross-node load
+               verified frame by frame, kill a node, restart Redis, restart PostgreSQL,
+               and print what each fault cost (events lost, resumes, recovery time)
+               [--quick] a small load  [--only NAME,...] some faults
   fuzz         run each fuzz target in fuzz/ (cargo-fuzz, libFuzzer, stable: no sanitizer)
                [SECONDS] per target (default 60)
   help         print this message";
@@ -34,7 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !rest.is_empty() && !matches!(command, "help" | "bench" | "fuzz") {
+    if !rest.is_empty() && !matches!(command, "help" | "bench" | "chaos" | "fuzz") {
         eprintln!(
             "error: `{command}` takes no arguments, got `{}`\n\n{USAGE}",
             rest.join(" ")
@@ -48,6 +52,13 @@ fn main() -> ExitCode {
             .map(|()| true),
         "bench" => match bench::Options::parse(rest) {
             Ok(options) => workspace::root().and_then(|root| bench::run(&root, &options)),
+            Err(message) => {
+                eprintln!("error: {message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+        "chaos" => match chaos::Options::parse(rest) {
+            Ok(options) => workspace::root().and_then(|root| chaos::run(&root, &options)),
             Err(message) => {
                 eprintln!("error: {message}\n\n{USAGE}");
                 return ExitCode::from(2);

@@ -60,11 +60,23 @@ pub(crate) struct Redis {
     child: Option<Child>,
     port: u16,
     dir: std::path::PathBuf,
+    /// Whether it keeps an append-only file, written before each reply (survives a crash).
+    persistent: bool,
 }
 
 impl Redis {
     /// Starts one on a free port, keeping nothing on disk.
     pub(crate) fn start(log_dir: &Path) -> Result<Self, String> {
+        Self::start_with(log_dir, false)
+    }
+
+    /// Starts one on a free port that keeps an append-only file, fsynced before each reply:
+    /// killed and started again, it has everything it acknowledged.
+    pub(crate) fn start_persistent(log_dir: &Path) -> Result<Self, String> {
+        Self::start_with(log_dir, true)
+    }
+
+    fn start_with(log_dir: &Path, persistent: bool) -> Result<Self, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port for redis-server: {e}"))?
@@ -72,31 +84,55 @@ impl Redis {
         let dir = log_dir.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut redis = Redis {
+            child: None,
+            port,
+            dir,
+            persistent,
+        };
+        redis.spawn()?;
+        Ok(redis)
+    }
+
+    /// Kills it (SIGKILL, a crash) and starts it again on the same port and directory.
+    pub(crate) fn crash_and_restart(&mut self, down_for: Duration) -> Result<(), String> {
+        if let Some(mut child) = self.child.take() {
+            let _killed = child.kill();
+            let _reaped = child.wait();
+        }
+        std::thread::sleep(down_for);
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let port = self.port;
+        let appendonly: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(appendonly)
             .arg("--dir")
-            .arg(&dir)
+            .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| {
                 format!("cannot start redis-server ({e}); install Debian's redis-server")
             })?;
-        let mut redis = Redis {
-            child: Some(child),
-            port,
-            dir,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
-                redis.stop();
+                self.stop();
                 return Err(format!("redis-server did not listen on {port} within 10 s"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(redis)
+        Ok(())
     }
 
     /// Its URL.

@@ -12,7 +12,7 @@
 //!
 //! A run that fails verification is reported in the document and makes the command fail.
 
-mod cluster;
+pub(crate) mod cluster;
 mod history;
 pub mod markdown;
 pub mod scenarios;
@@ -242,7 +242,7 @@ fn cargo() -> std::ffi::OsString {
 }
 
 /// `cargo build --release` of the two binaries, and where they are.
-fn build(root: &Path) -> Result<Binaries, Error> {
+pub(crate) fn build(root: &Path) -> Result<Binaries, Error> {
     let command = "cargo build --release -p agent-server -p loadgen";
     println!("bench: {command}");
     let status = Command::new(cargo())
@@ -265,7 +265,7 @@ fn build(root: &Path) -> Result<Binaries, Error> {
 }
 
 /// The target directory, as cargo reports it (it honours `CARGO_TARGET_DIR`).
-fn target_dir(root: &Path) -> Result<PathBuf, Error> {
+pub(crate) fn target_dir(root: &Path) -> Result<PathBuf, Error> {
     let command = "cargo metadata --format-version 1 --no-deps";
     let output = Command::new(cargo())
         .args(["metadata", "--format-version", "1", "--no-deps"])

@@ -1,0 +1,225 @@
+//! The faults: what each strikes, how long until the system is whole again, and what else
+//! must hold beyond loadgen's verdict.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Load;
+use super::services::{self, Postgres};
+use crate::bench::cluster::Redis;
+
+/// A fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// One node killed with SIGKILL.
+    NodeKill,
+    /// Redis killed with SIGKILL and started again a second later (its append-only file
+    /// keeps what it acknowledged).
+    RedisRestart,
+    /// The history's PostgreSQL stopped (fast shutdown) and started again.
+    PostgresRestart,
+}
+
+impl Fault {
+    /// Every fault, in the order they run.
+    pub(crate) const ALL: [Fault; 3] =
+        [Fault::NodeKill, Fault::RedisRestart, Fault::PostgresRestart];
+
+    /// Its name, for `--only` and the table.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Fault::NodeKill => "node-kill",
+            Fault::RedisRestart => "redis-restart",
+            Fault::PostgresRestart => "postgres-restart",
+        }
+    }
+
+    /// What it does, in words.
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            Fault::NodeKill => {
+                "kill -9 of one node: its connections resume on the other, its runs end node_lost once"
+            }
+            Fault::RedisRestart => {
+                "Redis killed and started again after 1 s: the nodes wait, reconnect and deliver everything"
+            }
+            Fault::PostgresRestart => {
+                "the history's PostgreSQL restarted: live delivery unaffected, the writer retries and catches up"
+            }
+        }
+    }
+
+    /// The services beside Redis this fault's nodes use.
+    pub(crate) fn services(self, log_dir: &Path) -> Result<Services, String> {
+        Ok(Services {
+            postgres: match self {
+                Fault::PostgresRestart => Some(Postgres::start(log_dir)?),
+                Fault::NodeKill | Fault::RedisRestart => None,
+            },
+        })
+    }
+
+    /// Strikes, and measures the recovery it can see from outside.
+    pub(crate) fn strike(
+        self,
+        nodes: &mut [(Child, String)],
+        redis: &mut Redis,
+        services: &mut Services,
+    ) -> Struck {
+        let mut struck = Struck::default();
+        let addrs: Vec<String> = nodes.iter().map(|(_, addr)| addr.clone()).collect();
+        match self {
+            Fault::NodeKill => {
+                if let Some((doomed, _)) = nodes.get_mut(1) {
+                    let _killed = doomed.kill();
+                    let _reaped = doomed.wait();
+                }
+            }
+            Fault::RedisRestart => {
+                let began = Instant::now();
+                match redis.crash_and_restart(Duration::from_secs(1)) {
+                    Ok(()) => struck.recovery = services::until_ready(&addrs, began),
+                    Err(e) => struck.problems.push(e),
+                }
+            }
+            Fault::PostgresRestart => {
+                let began = Instant::now();
+                match services.postgres.as_mut().map(Postgres::restart) {
+                    Some(Ok(())) => struck.recovery = services::until_ready(&addrs, began),
+                    Some(Err(e)) => struck.problems.push(e),
+                    None => struck.problems.push("no PostgreSQL to restart".into()),
+                }
+            }
+        }
+        if matches!(self, Fault::RedisRestart | Fault::PostgresRestart) && struck.recovery.is_none()
+        {
+            struck
+                .problems
+                .push("the nodes' /readyz did not answer 200 within 60 s".into());
+        }
+        struck
+    }
+
+    /// What must hold beyond loadgen's verdict, given its report: the problems found.
+    pub(crate) fn judge(self, report: Option<&Value>, load: Load, struck: &Struck) -> Vec<String> {
+        let figure = |pointer: &str| {
+            report
+                .and_then(|r| r.pointer(pointer)?.as_f64())
+                .unwrap_or(0.0)
+        };
+        let mut problems = Vec::new();
+        match self {
+            Fault::NodeKill => {
+                let reconnects = figure("/faults/reconnects");
+                if reconnects < load.users as f64 {
+                    problems.push(format!(
+                        "{reconnects:.0} connections resumed; the killed node held {}",
+                        load.users
+                    ));
+                }
+                if figure("/faults/node_lost_runs") == 0.0 {
+                    problems.push("no run ended node_lost: the kill found no run in flight".into());
+                }
+            }
+            Fault::RedisRestart => {
+                if struck.lost_by_redis > 0.0 {
+                    problems.push(format!(
+                        "the nodes counted {:.0} events Redis refused or lost",
+                        struck.lost_by_redis
+                    ));
+                }
+            }
+            Fault::PostgresRestart => {
+                if struck.dropped != Some(0) {
+                    problems.push(format!(
+                        "history writes dropped: {}",
+                        struck
+                            .dropped
+                            .map_or_else(|| "unknown".into(), |d| d.to_string())
+                    ));
+                }
+                if struck.failed_batches == 0.0 {
+                    problems.push(
+                        "no history batch failed: the restart did not reach the writer".into(),
+                    );
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// The services besides Redis.
+pub(crate) struct Services {
+    postgres: Option<Postgres>,
+}
+
+impl Services {
+    /// The nodes' `--store` flag.
+    pub(crate) fn store_args(&self) -> Vec<String> {
+        let store = self
+            .postgres
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), Postgres::url);
+        vec!["--store".into(), store]
+    }
+
+    /// Stops them.
+    pub(crate) fn stop(&mut self) {
+        if let Some(postgres) = &mut self.postgres {
+            postgres.stop();
+        }
+    }
+}
+
+/// What a fault measured.
+#[derive(Debug, Default)]
+pub(crate) struct Struck {
+    /// From the fault to the nodes ready again (`/readyz` 200 on both), when it applies.
+    pub(crate) recovery: Option<Duration>,
+    /// History writes the nodes dropped (`history_dropped_total`), with a store.
+    pub(crate) dropped: Option<u64>,
+    /// History batch attempts that failed (`history_failed_batches_total`).
+    pub(crate) failed_batches: f64,
+    /// Events the nodes counted as refused or lost by Redis.
+    pub(crate) lost_by_redis: f64,
+    /// What went wrong besides loadgen's verdict.
+    pub(crate) problems: Vec<String>,
+}
+
+impl Struck {
+    /// After the load: waits for the history to catch up (its writes stop changing) and
+    /// reads the nodes' counters.
+    pub(crate) fn after_load(&mut self, addrs: &[String], services: &Services) {
+        let live: Vec<String> = addrs
+            .iter()
+            .filter(|a| services::metrics(a).is_some())
+            .cloned()
+            .collect();
+        let sum = |name: &str| -> f64 {
+            live.iter()
+                .filter_map(|a| services::metrics(a))
+                .map(|body| services::metric_sum(&body, name))
+                .sum()
+        };
+        self.lost_by_redis = sum("agent_server_redis_events_rejected_total")
+            + sum("agent_server_redis_events_lost_total");
+        if services.postgres.is_some() {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut last = -1.0;
+            loop {
+                let writes = sum("agent_server_history_writes_total");
+                if writes == last || Instant::now() > deadline {
+                    break;
+                }
+                last = writes;
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            self.dropped = Some(sum("agent_server_history_dropped_total") as u64);
+            self.failed_batches = sum("agent_server_history_failed_batches_total");
+        }
+    }
+}

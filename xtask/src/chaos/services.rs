@@ -1,0 +1,241 @@
+//! What the faults need besides Redis: a private PostgreSQL that can be restarted in place
+//! (Debian's server binaries, `initdb` in a directory under the target directory, a free
+//! loopback port, trust auth, no fsync; as root it runs as the `postgres` account), and a
+//! node's `/readyz` and `/metrics` read over plain HTTP.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private PostgreSQL.
+pub(crate) struct Postgres {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+    user: Option<(u32, u32)>,
+}
+
+impl Postgres {
+    /// Initialises and starts one on a free port under `log_dir`.
+    pub(crate) fn start(log_dir: &Path) -> Result<Self, String> {
+        let bin = bin_dir()?;
+        let user = run_as();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port for postgres: {e}"))?
+            .port();
+        let dir = log_dir.join(format!("postgres-{port}"));
+        let _stale = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| format!("cannot give {} to postgres: {e}", dir.display()))?;
+        }
+        let initdb = command(&bin.join("initdb"), user)
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .output()
+            .map_err(|e| format!("cannot run initdb ({e}); install Debian's postgresql"))?;
+        if !initdb.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&initdb.stderr).trim()
+            ));
+        }
+        let mut postgres = Postgres {
+            child: None,
+            port,
+            dir,
+            bin,
+            user,
+        };
+        postgres.spawn()?;
+        Ok(postgres)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let child = command(&self.bin.join("postgres"), self.user)
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
+            .arg("-k")
+            .arg(&self.dir)
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .spawn()
+            .map_err(|e| format!("cannot run postgres: {e}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "postgres did not listen on {} within 30 s",
+                    self.port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops it with a fast shutdown (SIGINT: sessions are ended, nothing is lost) and starts
+    /// it again on the same port and data.
+    pub(crate) fn restart(&mut self) -> Result<(), String> {
+        self.shut_down();
+        self.spawn()
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _sent = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _killed = child.kill();
+            let _reaped = child.wait();
+        }
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops it and removes its directory.
+    pub(crate) fn stop(&mut self) {
+        self.shut_down();
+        let _removed = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The newest installed server's `bin` directory.
+fn bin_dir() -> Result<PathBuf, String> {
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| {
+            format!(
+                "no PostgreSQL server in {} ({e}); install Debian's postgresql",
+                root.display()
+            )
+        })?
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .ok_or_else(|| "no PostgreSQL server binaries; install Debian's postgresql".to_owned())
+}
+
+/// The `postgres` account's uid and gid when running as root (the server refuses root).
+fn run_as() -> Option<(u32, u32)> {
+    let me = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = me.lines().find(|l| l.starts_with("Uid:"))?;
+    if uid.split_whitespace().nth(1)? != "0" {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let fields: Vec<&str> = passwd
+        .lines()
+        .find(|l| l.starts_with("postgres:"))?
+        .split(':')
+        .collect();
+    Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?))
+}
+
+fn command(program: &Path, user: Option<(u32, u32)>) -> Command {
+    let mut command = Command::new(program);
+    if let Some((uid, gid)) = user {
+        command.uid(uid).gid(gid);
+    }
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    command
+}
+
+/// `GET path` on `addr` (`host:port`): the status and the body, or `None` when it does not
+/// answer within 2 s.
+pub(crate) fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// A node's `/metrics` text, when it answers.
+pub(crate) fn metrics(addr: &str) -> Option<String> {
+    match get(addr, "/metrics")? {
+        (200, body) => Some(body),
+        _ => None,
+    }
+}
+
+/// The sum of every sample of the metric `name` (all its label sets) in `text`.
+pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls every node's `/readyz` until all answer 200; the time since `since`, or `None`
+/// after 60 s.
+pub(crate) fn until_ready(addrs: &[String], since: Instant) -> Option<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Let the nodes notice first: right after the fault they may still say ready.
+    std::thread::sleep(Duration::from_millis(200));
+    while Instant::now() < deadline {
+        if addrs
+            .iter()
+            .all(|a| matches!(get(a, "/readyz"), Some((200, _))))
+        {
+            return Some(since.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_add_every_label_set_of_that_name_only() {
+        let text = "\
+# TYPE agent_server_history_dropped counter
+agent_server_history_dropped_total{why=\"queue_full\"} 2
+agent_server_history_dropped_total{why=\"store_failed\"} 3
+agent_server_history_dropped_totally 100
+agent_server_history_writes_total 17
+";
+        assert_eq!(metric_sum(text, "agent_server_history_dropped_total"), 5.0);
+        assert_eq!(metric_sum(text, "agent_server_history_writes_total"), 17.0);
+        assert_eq!(metric_sum(text, "agent_server_nothing_total"), 0.0);
+    }
+}
