@@ -107,7 +107,8 @@ pub struct LoadArgs {
     /// next URL of --url and resume its stream after the last event it received; a failed
     /// resume is then a violation. Runs ended with `agent_error` `node_lost` count apart
     /// (their lifecycle is still checked), and so do requests lost unanswered with their
-    /// connection. Without it, a dropped connection is a violation.
+    /// connection and requests the server refused with an error frame (an explicit answer,
+    /// as during a Redis outage). Without it, a dropped connection or a refusal is a violation.
     #[arg(long)]
     pub reconnect: bool,
     /// Seconds a run may take from its request to its terminal event before the load fails.

@@ -58,6 +58,8 @@ pub struct FaultFigures {
     pub replayed_events: u64,
     /// Requests lost unanswered with their connection (the client would send them again).
     pub lost_requests: u64,
+    /// Requests the server refused with an error frame (explicitly: no run started).
+    pub refused_requests: u64,
     /// Runs ended with `agent_error` `node_lost`, each delivered once to every connection
     /// of its user.
     pub node_lost_runs: u64,
@@ -77,12 +79,13 @@ impl std::fmt::Display for FaultFigures {
         write!(
             f,
             "{} reconnects resumed ({} events replayed, recovery p50 {:.0} ms, max {:.0} ms), \
-             {} requests lost with their connection, {} runs ended node_lost ({} tool calls left open)",
+             {} requests lost with their connection, {} refused, {} runs ended node_lost ({} tool calls left open)",
             self.reconnects,
             self.replayed_events,
             self.recovery_ms_p50,
             self.recovery_ms_max,
             self.lost_requests,
+            self.refused_requests,
             self.node_lost_runs,
             self.node_lost_open_calls
         )

@@ -287,10 +287,11 @@ impl Outcome {
         let mut why: Vec<String> = self.error.iter().cloned().collect();
         why.extend(self.struck.problems.iter().cloned());
         format!(
-            "{verdict}: {:.0} events delivered, {:.0} reconnects, {:.0} runs ended node_lost, recovery {}{}",
+            "{verdict}: {:.0} events delivered, {:.0} reconnects, {:.0} runs ended node_lost, {:.0} history batches failed, recovery {}{}",
             self.figure("/load/events").unwrap_or(0.0),
             self.figure("/faults/reconnects").unwrap_or(0.0),
             self.figure("/faults/node_lost_runs").unwrap_or(0.0),
+            self.struck.failed_batches,
             self.recovery(),
             if why.is_empty() {
                 String::new()
@@ -306,6 +307,9 @@ impl Outcome {
             Some(took) => format!("{:.2} s", took.as_secs_f64()),
             None => match self.figure("/faults/recovery_ms_max") {
                 Some(ms) if ms > 0.0 => format!("{:.2} s (longest resume)", ms / 1e3),
+                _ if self.fault == Fault::PostgresRestart => {
+                    "none needed (stayed ready)".to_owned()
+                }
                 _ => "–".to_owned(),
             },
         }
@@ -317,8 +321,8 @@ fn table(outcomes: &[Outcome], load: Load) -> String {
     let mut out = format!(
         "Faults under a cross-node steady load: {} users × 2 connections (one per node), {} runs in flight, \
          {} s of starts, every frame verified.\n\n\
-         | fault | passed | events delivered | events lost | connections resumed | runs ended node_lost | history writes dropped | recovery |\n\
-         |---|---|---:|---:|---:|---:|---:|---|\n",
+         | fault | passed | events delivered | events lost | connections resumed | requests refused | runs ended node_lost | history writes (dropped) | recovery |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---|\n",
         load.users, load.in_flight, load.seconds
     );
     for o in outcomes {
@@ -330,15 +334,17 @@ fn table(outcomes: &[Outcome], load: Load) -> String {
         // a failed resume.
         let lost = if o.verified { "0" } else { "see below" };
         out.push_str(&format!(
-            "| {} | {} | {} | {lost} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {lost} | {} | {} | {} | {} | {} |\n",
             o.fault.name(),
             if o.passed() { "yes" } else { "**no**" },
             n("/load/events"),
             n("/faults/reconnects"),
+            n("/faults/refused_requests"),
             n("/faults/node_lost_runs"),
-            o.struck
-                .dropped
-                .map_or_else(|| "–".to_owned(), |d| d.to_string()),
+            o.struck.dropped.map_or_else(
+                || "–".to_owned(),
+                |d| format!("{:.0} ({d} dropped)", o.struck.writes)
+            ),
             o.recovery(),
         ));
     }

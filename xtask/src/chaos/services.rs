@@ -88,10 +88,11 @@ impl Postgres {
         Ok(())
     }
 
-    /// Stops it with a fast shutdown (SIGINT: sessions are ended, nothing is lost) and starts
-    /// it again on the same port and data.
-    pub(crate) fn restart(&mut self) -> Result<(), String> {
+    /// Stops it with a fast shutdown (SIGINT: sessions are ended, nothing is lost), keeps it
+    /// down for `down_for`, and starts it again on the same port and data.
+    pub(crate) fn restart(&mut self, down_for: Duration) -> Result<(), String> {
         self.shut_down();
+        std::thread::sleep(down_for);
         self.spawn()
     }
 
@@ -203,22 +204,36 @@ pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Polls every node's `/readyz` until all answer 200; the time since `since`, or `None`
-/// after 60 s.
-pub(crate) fn until_ready(addrs: &[String], since: Instant) -> Option<Duration> {
+/// Readiness after a fault: how long until every node's `/readyz` answered 200 again, and
+/// whether one was seen not ready (the fault reached the nodes).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Readiness {
+    /// From the fault to all ready, or `None` when they were not within 60 s.
+    pub(crate) after: Option<Duration>,
+    /// Whether a node answered other than 200 meanwhile.
+    pub(crate) saw_unready: bool,
+}
+
+/// Polls every node's `/readyz` (from `since`, the fault) until all answer 200.
+pub(crate) fn until_ready(addrs: &[String], since: Instant) -> Readiness {
     let deadline = Instant::now() + Duration::from_secs(60);
-    // Let the nodes notice first: right after the fault they may still say ready.
-    std::thread::sleep(Duration::from_millis(200));
+    let mut readiness = Readiness::default();
     while Instant::now() < deadline {
-        if addrs
+        let ready = addrs
             .iter()
-            .all(|a| matches!(get(a, "/readyz"), Some((200, _))))
-        {
-            return Some(since.elapsed());
+            .filter(|a| matches!(get(a, "/readyz"), Some((200, _))))
+            .count();
+        // Right after the fault the nodes may still say ready: only a return to ready after
+        // a node said otherwise counts (or 10 s of ready, for a fault they never noticed).
+        let settled = readiness.saw_unready || since.elapsed() > Duration::from_secs(10);
+        if ready == addrs.len() && settled {
+            readiness.after = Some(since.elapsed());
+            return readiness;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        readiness.saw_unready |= ready < addrs.len();
+        std::thread::sleep(Duration::from_millis(20));
     }
-    None
+    readiness
 }
 
 #[cfg(test)]

@@ -352,6 +352,15 @@ impl Task {
                 "run_accepted for request {request_id:?}, which this connection did not send"
             )),
             ServerFrame::Error {
+                request_id: Some(request_id),
+                ..
+            } if self.reconnect.is_some() && self.requests.remove(&request_id) => {
+                // Under faults a start may be refused (Redis unreachable, say): the client is
+                // told, which is no loss; it is counted.
+                self.shared.request_refused(&request_id);
+                Flow::Continue
+            }
+            ServerFrame::Error {
                 request_id,
                 code,
                 message,

@@ -312,6 +312,7 @@ fn fault_figures(shared: &Shared) -> FaultFigures {
         reconnects: n(&faults.reconnects),
         replayed_events: n(&faults.replayed),
         lost_requests: n(&faults.lost_requests),
+        refused_requests: n(&faults.refused_requests),
         node_lost_runs: n(&faults.node_lost_runs),
         node_lost_open_calls: n(&faults.node_lost_open_calls),
         orphan_deliveries: n(&faults.orphan_deliveries),

@@ -42,6 +42,9 @@ pub struct Faults {
     pub replayed: AtomicU64,
     /// Requests lost unanswered with their connection.
     pub lost_requests: AtomicU64,
+    /// Requests the server refused with an error frame (during an outage, say: the client
+    /// was told and would send them again).
+    pub refused_requests: AtomicU64,
     /// Runs started here that ended with `agent_error` `node_lost`.
     pub node_lost_runs: AtomicU64,
     /// Tool calls those runs left open.
@@ -179,10 +182,9 @@ impl Shared {
 
     /// Runs requested and not yet finished (nor lost with their request).
     pub fn in_flight(&self) -> u64 {
-        self.requested.load(Ordering::Relaxed).saturating_sub(
-            self.finished.load(Ordering::Relaxed)
-                + self.faults.lost_requests.load(Ordering::Relaxed),
-        )
+        self.requested
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.finished.load(Ordering::Relaxed) + self.unanswered())
     }
 
     /// Notes that request `request_id` of user `user` was lost unanswered with its
@@ -196,11 +198,24 @@ impl Shared {
         self.progress.notify_waiters();
     }
 
+    /// Notes that request `request_id` was refused by the server (no run started).
+    pub fn request_refused(&self, request_id: &str) {
+        self.pending.lock().remove(request_id);
+        self.faults.refused_requests.fetch_add(1, Ordering::Relaxed);
+        self.progress.notify_waiters();
+    }
+
+    /// Requests that ended without a run: lost with their connection, or refused.
+    fn unanswered(&self) -> u64 {
+        self.faults.lost_requests.load(Ordering::Relaxed)
+            + self.faults.refused_requests.load(Ordering::Relaxed)
+    }
+
     /// Whether every run the scenario issued was requested, accepted, finished, and reached
     /// every connection of its user.
     pub fn all_delivered(&self) -> bool {
         let requested = self.requested.load(Ordering::Relaxed);
-        let lost = self.faults.lost_requests.load(Ordering::Relaxed);
+        let lost = self.unanswered();
         self.issued.load(Ordering::Relaxed) == requested
             && self.accepted.load(Ordering::Relaxed) + lost == requested
             && self.finished.load(Ordering::Relaxed) + lost == requested
@@ -212,12 +227,13 @@ impl Shared {
     pub fn counts(&self) -> String {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "{} runs issued, {} requested, {} accepted, {} finished, {} lost unanswered with their connection; {} of {} whole-run deliveries",
+            "{} runs issued, {} requested, {} accepted, {} finished, {} lost unanswered with their connection, {} refused; {} of {} whole-run deliveries",
             n(&self.issued),
             n(&self.requested),
             n(&self.accepted),
             n(&self.finished),
             n(&self.faults.lost_requests),
+            n(&self.faults.refused_requests),
             n(&self.deliveries_done),
             n(&self.deliveries_expected)
         )
