@@ -67,6 +67,7 @@ mod import_cycles;
 mod llm;
 mod loadgen;
 mod logs;
+mod lost_runs;
 mod mcp;
 mod mcp_env;
 mod mcp_https;

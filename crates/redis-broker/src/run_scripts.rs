@@ -200,9 +200,10 @@ local function take(prefix, leases, id)
   local f = redis.call('HMGET', lease, 'user', 'run', 'thread', 'agent', 'queued', 'message')
   redis.call('DEL', lease)
   if f[1] and f[2] then
+    local started = redis.call('HGET', prefix .. ':run:' .. f[2], 'started')
     redis.call('DEL', prefix .. ':run:' .. f[2])
     redis.call('SET', prefix .. ':ended:' .. f[2], 1, 'PX', 86400000)
-    return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or ''}
+    return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or '', started or '0'}
   end
   return nil
 end

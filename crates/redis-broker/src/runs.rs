@@ -15,7 +15,8 @@
 //! - `<prefix>:lease:<id>`, a hash: a held slot's user, node, run id, thread and agent (what a
 //!   terminal event for its run needs);
 //! - `<prefix>:run:<run id>`, a hash: the run's user, node and lease, from the moment its
-//!   claim holds a slot or a place (for `cancel_run`, queued runs too);
+//!   claim holds a slot or a place (for `cancel_run`, queued runs too), and `started` once
+//!   its `agent_started` is in its user's stream (the publish script marks it);
 //! - `<prefix>:ended:<run id>`: the run was ended by a reaper; its node's later events are
 //!   dropped, so the `node_lost` terminal event stays the run's last;
 //! - `<prefix>:node:<node id>`, a pub/sub channel: `cancel` commands for the node's runs.
@@ -450,14 +451,15 @@ fn parse_claim(answer: &[String]) -> Option<ClaimState> {
     })
 }
 
-/// A run whose lease a script took: `(user, run, thread, agent, queued, message)`.
-type TakenRun = (String, String, String, String, String, String);
+/// A run whose lease a script took: `(user, run, thread, agent, queued, message, started)`
+/// (`started`: `1` once the run's `agent_started` is in its user's stream).
+type TakenRun = (String, String, String, String, String, String, String);
 
 /// Emits the terminal `agent_error` `node_lost` of each taken run (past its run's ended
 /// mark, which drops every other late event of it).
 fn end_runs(publish: &PublishQueue, taken: Vec<TakenRun>) -> Vec<LostRun> {
     let mut lost = Vec::new();
-    for (user, run, thread, agent, queued, message) in taken {
+    for (user, run, thread, agent, _queued, message, started) in taken {
         let (Ok(user), Ok(run_id), Ok(thread_id)) = (
             UserId::parse(&user),
             RunId::parse(&run),
@@ -472,10 +474,11 @@ fn end_runs(publish: &PublishQueue, taken: Vec<TakenRun>) -> Vec<LostRun> {
             thread_id: thread_id.clone(),
             agent_name: Arc::from(agent.as_str()),
         };
-        // A queued run never started: it gets its start, then its end, as a queued run
-        // cancelled on its own node does.
+        // A run whose start never reached its user's stream (queued, or its node died before
+        // publishing it) gets its start, then its end, as a queued run cancelled on its own
+        // node does: every run's first event is its one agent_started.
         let mut events: Vec<AgentEvent> = Vec::with_capacity(2);
-        if queued == "1" {
+        if started != "1" {
             events.push(scope.event(EventKind::AgentStarted { message }));
         }
         events.push(scope.event(EventKind::AgentError {

@@ -64,7 +64,8 @@ end
 /// `1` for the terminal event of a run whose lease was taken (else `0`). Skipped: an event
 /// whose counter the stream already applied (a retried batch), and any other event of a run
 /// already ended that way (`<prefix>:ended:<run>`), so that terminal event stays the run's
-/// last. Returns how many were appended.
+/// last. A run's `agent_started` marks its record (`<prefix>:run:<run>`, field `started`).
+/// Returns how many were appended.
 ///
 /// One script per batch rather than per event halves Redis's work per event; its keys are
 /// many users', so it needs a single Redis (not a Redis Cluster).
@@ -87,6 +88,12 @@ for i = 0, #KEYS / 2 - 1 do
     redis.call('PEXPIRE', log, ARGV[2])
     redis.call('PUBLISH', channel, epoch .. '\n' .. frame)
     appended = appended + 1
+    -- A run's start is marked on its record (when it has one: a top-level run holding a
+    -- claim), so that the run's end, if its node dies, knows whether to emit the start too.
+    if string.sub(body, 1, 24) == '{"type":"agent_started",' then
+      local record = ARGV[5] .. ':run:' .. run
+      if redis.call('EXISTS', record) == 1 then redis.call('HSET', record, 'started', '1') end
+    end
   end
 end
 return appended
