@@ -7,8 +7,9 @@
 //!   docs) in order.
 //! - [`mod@bench`]: `cargo xtask bench`, which runs loadgen against agent-server and the bare
 //!   baseline in release mode and writes `docs/benchmarks.md`.
-//! - [`chaos`]: `cargo xtask chaos`, faults (a node killed, Redis and PostgreSQL restarted)
-//!   under a cross-node load verified frame by frame, and the table of what each cost.
+//! - [`chaos`]: `cargo xtask chaos`, faults (a node killed, Redis and PostgreSQL restarted,
+//!   the SQLite volume full) under a cross-node load verified frame by frame, and the table
+//!   of what each cost.
 //! - [`workspace`]: finding the workspace root that the commands work on.
 //!
 //! The binary (`src/main.rs`) only parses arguments and sets the exit code; everything it

@@ -23,7 +23,7 @@ commands:
                [--only NAME,...] some scenarios  [--out PATH] another file
   chaos        build agent-server and loadgen in release mode; under a cross-node load
                verified frame by frame, kill a node, restart Redis, restart PostgreSQL,
-               and print what each fault cost (events lost, resumes, recovery time)
+               fill the SQLite volume (root), and print what each fault cost
                [--quick] a small load  [--only NAME,...] some faults
   fuzz         run each fuzz target in fuzz/ (cargo-fuzz, libFuzzer, stable: no sanitizer)
                [SECONDS] per target (default 60)

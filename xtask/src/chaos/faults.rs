@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::Load;
-use super::services::{self, Postgres};
+use super::services::{self, Postgres, SmallVolume};
 use crate::bench::cluster::Redis;
 
 /// A fault.
@@ -22,12 +22,20 @@ pub(crate) enum Fault {
     /// The history's PostgreSQL stopped (fast shutdown) and started again 2 s later: within
     /// the history writer's retries (3 to 6 s), so it must catch up without dropping a write.
     PostgresRestart,
+    /// Each node's SQLite history on a small volume that fills up for 8 s (longer than the
+    /// writer's retries): writes fail and are dropped and counted, `/readyz` says so, live
+    /// delivery goes on; once space is freed the writer goes on.
+    SqliteFull,
 }
 
 impl Fault {
     /// Every fault, in the order they run.
-    pub(crate) const ALL: [Fault; 3] =
-        [Fault::NodeKill, Fault::RedisRestart, Fault::PostgresRestart];
+    pub(crate) const ALL: [Fault; 4] = [
+        Fault::NodeKill,
+        Fault::RedisRestart,
+        Fault::PostgresRestart,
+        Fault::SqliteFull,
+    ];
 
     /// Its name, for `--only` and the table.
     pub(crate) fn name(self) -> &'static str {
@@ -35,6 +43,7 @@ impl Fault {
             Fault::NodeKill => "node-kill",
             Fault::RedisRestart => "redis-restart",
             Fault::PostgresRestart => "postgres-restart",
+            Fault::SqliteFull => "sqlite-full",
         }
     }
 
@@ -50,6 +59,9 @@ impl Fault {
             Fault::PostgresRestart => {
                 "the history's PostgreSQL down for 2 s: live delivery unaffected, the writer retries and catches up"
             }
+            Fault::SqliteFull => {
+                "each node's SQLite volume full for 8 s: writes fail and are counted, /readyz says so, live delivery unaffected"
+            }
         }
     }
 
@@ -58,7 +70,11 @@ impl Fault {
         Ok(Services {
             postgres: match self {
                 Fault::PostgresRestart => Some(Postgres::start(log_dir)?),
-                Fault::NodeKill | Fault::RedisRestart => None,
+                _ => None,
+            },
+            volume: match self {
+                Fault::SqliteFull => Some(SmallVolume::mount(log_dir)?),
+                _ => None,
             },
         })
     }
@@ -82,7 +98,7 @@ impl Fault {
             Fault::RedisRestart => {
                 let began = Instant::now();
                 match redis.crash_and_restart(Duration::from_secs(1)) {
-                    Ok(()) => struck.readiness = services::until_ready(&addrs, began),
+                    Ok(()) => struck.readiness = services::until_ready(&addrs, began, false),
                     Err(e) => struck.problems.push(e),
                 }
             }
@@ -93,11 +109,15 @@ impl Fault {
                     .as_mut()
                     .map(|pg| pg.restart(Duration::from_secs(2)));
                 match restarted {
-                    Some(Ok(())) => struck.readiness = services::until_ready(&addrs, began),
+                    Some(Ok(())) => struck.readiness = services::until_ready(&addrs, began, false),
                     Some(Err(e)) => struck.problems.push(e),
                     None => struck.problems.push("no PostgreSQL to restart".into()),
                 }
             }
+            Fault::SqliteFull => match services.volume.as_mut() {
+                Some(volume) => fill_for_a_while(volume, &addrs, &mut struck),
+                None => struck.problems.push("no volume to fill".into()),
+            },
         }
         match self {
             Fault::NodeKill => {}
@@ -112,6 +132,19 @@ impl Fault {
                         "no node's /readyz said it was not ready: the fault did not reach them"
                             .into(),
                     );
+                }
+            }
+            Fault::SqliteFull => {
+                struck.recovery = struck.readiness.after;
+                if struck.recovery.is_none() {
+                    struck.problems.push(
+                        "the nodes' /readyz did not answer 200 again within 60 s of freeing space"
+                            .into(),
+                    );
+                } else if !struck.readiness.saw_unready {
+                    struck
+                        .problems
+                        .push("no node's /readyz said the store was failing".into());
                 }
             }
             // A writer that waits for a connection instead of failing its batch stays ready:
@@ -156,6 +189,7 @@ impl Fault {
                     ));
                 }
             }
+            Fault::SqliteFull => {}
             Fault::PostgresRestart => {
                 // One write per run start and per event (the terminal one included); each
                 // event reached both of its user's connections.
@@ -176,29 +210,79 @@ impl Fault {
                 }
             }
         }
+        if self == Fault::SqliteFull {
+            if struck.failed_batches == 0.0 {
+                problems.push("no history batch failed while the volume was full".into());
+            }
+            // Every write is stored or counted as dropped: none is lost unseen.
+            let expected = figure("/load/events") / 2.0 + figure("/load/runs_finished");
+            let accounted = struck.writes + struck.dropped.unwrap_or(0) as f64;
+            if (accounted - expected).abs() > 0.5 {
+                problems.push(format!(
+                    "the history holds {:.0} writes and dropped {}; the load made {expected:.0}",
+                    struck.writes,
+                    struck.dropped.unwrap_or(0)
+                ));
+            }
+        }
         problems
     }
+}
+
+/// Fills `volume`, keeps it full for 8 s (past the writer's retries, 3 to 6 s), frees it, and
+/// measures how long the nodes take to be ready again from then.
+fn fill_for_a_while(volume: &mut SmallVolume, addrs: &[String], struck: &mut Struck) {
+    if let Err(e) = volume.fill() {
+        struck.problems.push(e);
+        return;
+    }
+    let full = Instant::now();
+    let mut saw_unready = false;
+    while full.elapsed() < Duration::from_secs(8) {
+        // SQLite gives space back after a failed write (its journal): take it again, so the
+        // volume stays full.
+        if let Err(e) = volume.fill() {
+            struck.problems.push(e);
+        }
+        saw_unready |= addrs
+            .iter()
+            .any(|a| !matches!(services::get(a, "/readyz"), Some((200, _))));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    volume.free();
+    struck.readiness = services::until_ready(addrs, Instant::now(), saw_unready);
 }
 
 /// The services besides Redis.
 pub(crate) struct Services {
     postgres: Option<Postgres>,
+    volume: Option<SmallVolume>,
 }
 
 impl Services {
-    /// The nodes' `--store` flag.
-    pub(crate) fn store_args(&self) -> Vec<String> {
-        let store = self
-            .postgres
-            .as_ref()
-            .map_or_else(|| "none".to_owned(), Postgres::url);
+    /// Node `n`'s `--store` flag: the shared PostgreSQL, its own SQLite file on the small
+    /// volume, or none.
+    pub(crate) fn store_args(&self, n: usize) -> Vec<String> {
+        let store = match (&self.postgres, &self.volume) {
+            (Some(postgres), _) => postgres.url(),
+            (None, Some(volume)) => format!("sqlite://{}/node{n}.db", volume.path().display()),
+            (None, None) => "none".to_owned(),
+        };
         vec!["--store".into(), store]
+    }
+
+    /// Whether the nodes keep a history.
+    fn has_store(&self) -> bool {
+        self.postgres.is_some() || self.volume.is_some()
     }
 
     /// Stops them.
     pub(crate) fn stop(&mut self) {
         if let Some(postgres) = &mut self.postgres {
             postgres.stop();
+        }
+        if let Some(volume) = &mut self.volume {
+            volume.unmount();
         }
     }
 }
@@ -240,7 +324,7 @@ impl Struck {
         };
         self.lost_by_redis = sum("agent_server_redis_events_rejected_total")
             + sum("agent_server_redis_events_lost_total");
-        if services.postgres.is_some() {
+        if services.has_store() {
             let deadline = Instant::now() + Duration::from_secs(60);
             let mut last = -1.0;
             loop {

@@ -1,8 +1,8 @@
 //! `cargo xtask chaos`: faults under a cross-node load, and what they cost.
 //!
 //! For each fault: a private Redis (append-only file, fsynced before each reply), two
-//! release-built agent-server nodes on it (and, for the store's fault, a private PostgreSQL
-//! holding their history), and one `loadgen steady --reconnect` that gives every user a
+//! release-built agent-server nodes on it (and, for the store's faults, a private PostgreSQL
+//! holding their history or a small volume for their SQLite files), and one `loadgen steady --reconnect` that gives every user a
 //! connection on each node, starts runs on either, and verifies every frame. A third of the
 //! way into the load the fault strikes. loadgen's verdict is the first column that matters:
 //! an event lost, repeated or out of order, a failed resume, a run without its one terminal
@@ -11,7 +11,8 @@
 //! system was whole again.
 //!
 //! - [`faults`]: the faults and how each strikes and is measured;
-//! - `services`: the private PostgreSQL, and reading a node's `/readyz` and `/metrics`.
+//! - `services`: the private PostgreSQL, the small volume, and reading a node's `/readyz`
+//!   and `/metrics`.
 
 mod faults;
 mod services;
@@ -187,10 +188,10 @@ fn run_fault(binaries: &Binaries, fault: Fault, load: Load, log_dir: &Path) -> O
             return outcome;
         }
     };
-    let mut args = node_args(&redis);
-    args.extend(services.store_args());
     let mut nodes: Vec<(Child, String)> = Vec::new();
     for n in 1..=2 {
+        let mut args = node_args(&redis);
+        args.extend(services.store_args(n));
         let log = log_dir.join(format!("{}-node{n}.log", fault.name()));
         match bench::start_server(&binaries.server, &args, &log) {
             Ok(node) => nodes.push(node),

@@ -128,6 +128,82 @@ impl Drop for Postgres {
     }
 }
 
+/// A small volume (a 64 MiB tmpfs mounted under the target directory; mounting needs root)
+/// for SQLite files, which [`fill`](Self::fill) fills up to the last byte.
+pub(crate) struct SmallVolume {
+    dir: PathBuf,
+    mounted: bool,
+}
+
+impl SmallVolume {
+    /// Mounts one under `log_dir`.
+    pub(crate) fn mount(log_dir: &Path) -> Result<Self, String> {
+        let dir = log_dir.join(format!("small-volume-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !mounted.success() {
+            return Err(format!(
+                "cannot mount a 64 MiB tmpfs on {} ({mounted}): the sqlite-full fault needs root",
+                dir.display()
+            ));
+        }
+        Ok(SmallVolume { dir, mounted: true })
+    }
+
+    /// Where it is mounted.
+    pub(crate) fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.join("filler")
+    }
+
+    /// Writes a file (on from where it ends) until the volume has no byte left.
+    pub(crate) fn fill(&mut self) -> Result<(), String> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.filler())
+            .map_err(|e| format!("cannot open the filler: {e}"))?;
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                // ENOSPC: full.
+                Err(e) if e.raw_os_error() == Some(28) => return Ok(()),
+                Err(e) => return Err(format!("filling the volume failed: {e}")),
+            }
+        }
+    }
+
+    /// Removes the filler.
+    pub(crate) fn free(&mut self) {
+        let _removed = std::fs::remove_file(self.filler());
+    }
+
+    /// Unmounts it and removes its directory.
+    pub(crate) fn unmount(&mut self) {
+        if self.mounted {
+            let _unmounted = Command::new("umount").arg(&self.dir).status();
+            self.mounted = false;
+        }
+        let _removed = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
 /// The newest installed server's `bin` directory.
 fn bin_dir() -> Result<PathBuf, String> {
     let root = Path::new("/usr/lib/postgresql");
@@ -215,9 +291,14 @@ pub(crate) struct Readiness {
 }
 
 /// Polls every node's `/readyz` (from `since`, the fault) until all answer 200.
-pub(crate) fn until_ready(addrs: &[String], since: Instant) -> Readiness {
+/// `seen_unready`: a node was already seen not ready (the wait then ends at the first time
+/// all are ready).
+pub(crate) fn until_ready(addrs: &[String], since: Instant, seen_unready: bool) -> Readiness {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut readiness = Readiness::default();
+    let mut readiness = Readiness {
+        after: None,
+        saw_unready: seen_unready,
+    };
     while Instant::now() < deadline {
         let ready = addrs
             .iter()
