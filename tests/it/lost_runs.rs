@@ -1,16 +1,18 @@
 //! The end of a run whose node died, at the broker: a surviving node's reaper ends it with
-//! `agent_error` `node_lost`, and first with its `agent_started` when the start never reached
-//! the user's stream (the node died between accepting the run and publishing its start, as
-//! `cargo xtask chaos` found at 1,000 runs in flight), so every run's first event is its one
-//! `agent_started` and it is never sent twice.
+//! `agent_error` `node_lost`; first with its `agent_started` when the start never reached the
+//! user's stream (the node died between accepting the run and publishing its start, as
+//! `cargo xtask chaos` found at 1,000 runs in flight), and with a `tool_completed` (an error)
+//! for each tool call the run began and did not complete. So a lost run keeps the lifecycle
+//! rules: one `agent_started` first, every call closed, one terminal event last.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use core_context::lifecycle::check_lifecycle;
 use core_context::multitask::ThreadRule;
-use core_context::{EncodedEvent, EventKind, RunId, RunScope, ThreadId};
+use core_context::{AgentEvent, EncodedEvent, EventKind, RunId, RunScope, ThreadId, UserId};
 use redis_broker::{ClaimState, Lease, NODE_LOST, RedisBroker, RedisBrokerConfig, SlotLimits};
+use serde_json::json;
 use ws_bridge::{AgentWebSocketBridge, BridgeConfig, Broker};
 
 use crate::bridge::read;
@@ -32,7 +34,7 @@ fn scope() -> RunScope {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_run_gets_its_start_only_when_the_start_never_reached_the_stream() {
+async fn a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed() {
     let redis = RedisServer::start();
     let config = BridgeConfig::default();
     let connect =
@@ -43,11 +45,15 @@ async fn a_lost_run_gets_its_start_only_when_the_start_never_reached_the_stream(
     let alice = user_id("alice");
     let sub = bridge.subscribe(&alice, None).await.unwrap();
 
-    // Run 1 holds a slot on the dying node, which dies before publishing its start. Run 2
-    // holds one too, and its start was published.
+    // Three runs hold slots on the dying node: one dies before publishing its start, one
+    // after, and one in the middle of a tool call (another of its calls completed).
     let dying_runs = dying.runs(Duration::from_secs(1));
-    let (silent, started) = (scope(), scope());
-    for (run, message) in [(&silent, "never started"), (&started, "started")] {
+    let (silent, started, calling) = (scope(), scope(), scope());
+    for (run, message) in [
+        (&silent, "never started"),
+        (&started, "started"),
+        (&calling, "calling"),
+    ] {
         let lease = Lease::new(alice.clone(), run.run_id.clone());
         let state = dying_runs
             .claim(&lease, run, LIMITS, message, false, ThreadRule::Parallel)
@@ -55,21 +61,38 @@ async fn a_lost_run_gets_its_start_only_when_the_start_never_reached_the_stream(
             .unwrap();
         assert_eq!(state, ClaimState::Running);
     }
-    let start = started.event(EventKind::AgentStarted {
-        message: "started".into(),
-    });
-    dying
-        .publish(&alice, EncodedEvent::encode(&start).unwrap())
-        .unwrap();
-    dying.stored().await.unwrap();
-    let first = read(&sub, 1).await;
-    assert_eq!(first[0].event.run_id, started.run_id);
+    let call = |id: &str| EventKind::ToolExecuting {
+        tool_call_id: id.into(),
+        tool_name: "calculator".into(),
+        arguments: json!({"expression": "6*7"}),
+    };
+    let published = [
+        started.event(EventKind::AgentStarted {
+            message: "started".into(),
+        }),
+        calling.event(EventKind::AgentStarted {
+            message: "calling".into(),
+        }),
+        calling.event(call("call_done")),
+        calling.event(call("call_open")),
+        calling.event(EventKind::ToolCompleted {
+            tool_call_id: "call_done".into(),
+            tool_name: "calculator".into(),
+            result: json!(42),
+            is_error: false,
+            duration_ms: 1,
+        }),
+    ];
+    publish(&dying, &alice, &published).await;
+    let first = read(&sub, published.len()).await;
 
     // The dying node stops renewing; a survivor's reaper takes both leases.
     redis.expire_run_leases();
     let lost = survivor.runs(Duration::from_secs(1)).reap().await.unwrap();
-    assert_eq!(lost.len(), 2, "{lost:?}");
-    let rest = read(&sub, 3).await;
+    assert_eq!(lost.len(), 3, "{lost:?}");
+    // The silent run's start and end, the started run's end, the open call's close and the
+    // calling run's end.
+    let rest = read(&sub, 5).await;
     let of = |run: &RunId| -> Vec<&'static str> {
         first
             .iter()
@@ -80,9 +103,30 @@ async fn a_lost_run_gets_its_start_only_when_the_start_never_reached_the_stream(
     };
     assert_eq!(of(&silent.run_id), ["agent_started", "agent_error"]);
     assert_eq!(of(&started.run_id), ["agent_started", "agent_error"]);
+    assert_eq!(
+        of(&calling.run_id),
+        [
+            "agent_started",
+            "tool_executing",
+            "tool_executing",
+            "tool_completed",
+            "tool_completed",
+            "agent_error"
+        ]
+    );
+    let closed = rest
+        .iter()
+        .find(|e| matches!(e.event.kind, EventKind::ToolCompleted { .. }))
+        .unwrap();
+    assert!(
+        matches!(&closed.event.kind, EventKind::ToolCompleted { tool_call_id, tool_name, is_error: true, .. }
+            if tool_call_id == "call_open" && tool_name == "calculator"),
+        "{:?}",
+        closed.event.kind
+    );
     let all: Vec<_> = first.iter().chain(&rest).map(|e| e.event.clone()).collect();
     let summary = check_lifecycle(&all).unwrap();
-    assert_eq!(summary.errors.get(NODE_LOST), Some(&2), "{summary:?}");
+    assert_eq!(summary.errors.get(NODE_LOST), Some(&3), "{summary:?}");
     let silent_start = rest
         .iter()
         .find(|e| e.event.run_id == silent.run_id)
@@ -95,4 +139,14 @@ async fn a_lost_run_gets_its_start_only_when_the_start_never_reached_the_stream(
     // Nothing more comes: no second start of the run that had one.
     let more = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await;
     assert!(more.is_err(), "an extra frame: {more:?}");
+}
+
+/// Publishes `events` of `user` through `broker` and waits until they are stored.
+async fn publish(broker: &RedisBroker, user: &UserId, events: &[AgentEvent]) {
+    for event in events {
+        broker
+            .publish(user, EncodedEvent::encode(event).unwrap())
+            .unwrap();
+    }
+    broker.stored().await.unwrap();
 }

@@ -16,7 +16,9 @@
 //!   terminal event for its run needs);
 //! - `<prefix>:run:<run id>`, a hash: the run's user, node and lease, from the moment its
 //!   claim holds a slot or a place (for `cancel_run`, queued runs too), and `started` once
-//!   its `agent_started` is in its user's stream (the publish script marks it);
+//!   its `agent_started` is in its user's stream and `open:<tool_call_id>` (the tool's name)
+//!   for each of its tool calls begun and not completed there (the publish script keeps
+//!   them), so that a reaper emits the start if it never came and closes the open calls;
 //! - `<prefix>:ended:<run id>`: the run was ended by a reaper; its node's later events are
 //!   dropped, so the `node_lost` terminal event stays the run's last;
 //! - `<prefix>:node:<node id>`, a pub/sub channel: `cancel` commands for the node's runs.
@@ -451,15 +453,26 @@ fn parse_claim(answer: &[String]) -> Option<ClaimState> {
     })
 }
 
-/// A run whose lease a script took: `(user, run, thread, agent, queued, message, started)`
-/// (`started`: `1` once the run's `agent_started` is in its user's stream).
-type TakenRun = (String, String, String, String, String, String, String);
+/// A run whose lease a script took: `(user, run, thread, agent, queued, message, started,
+/// open calls)` (`started`: `1` once the run's `agent_started` is in its user's stream; the
+/// open calls: `tool_call_id`, tool name, ... of its `tool_executing` events that have no
+/// `tool_completed` in the stream).
+type TakenRun = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<String>,
+);
 
 /// Emits the terminal `agent_error` `node_lost` of each taken run (past its run's ended
 /// mark, which drops every other late event of it).
 fn end_runs(publish: &PublishQueue, taken: Vec<TakenRun>) -> Vec<LostRun> {
     let mut lost = Vec::new();
-    for (user, run, thread, agent, _queued, message, started) in taken {
+    for (user, run, thread, agent, _queued, message, started, open) in taken {
         let (Ok(user), Ok(run_id), Ok(thread_id)) = (
             UserId::parse(&user),
             RunId::parse(&run),
@@ -480,6 +493,18 @@ fn end_runs(publish: &PublishQueue, taken: Vec<TakenRun>) -> Vec<LostRun> {
         let mut events: Vec<AgentEvent> = Vec::with_capacity(2);
         if started != "1" {
             events.push(scope.event(EventKind::AgentStarted { message }));
+        }
+        // Its calls left open are closed first, as a cancelled run's are.
+        for call in open.chunks_exact(2) {
+            events.push(scope.event(EventKind::ToolCompleted {
+                tool_call_id: call[0].clone(),
+                tool_name: call[1].clone(),
+                result: serde_json::Value::String(
+                    "the server running this run stopped during the call".into(),
+                ),
+                is_error: true,
+                duration_ms: 0,
+            }));
         }
         events.push(scope.event(EventKind::AgentError {
             code: NODE_LOST.into(),

@@ -64,7 +64,9 @@ end
 /// `1` for the terminal event of a run whose lease was taken (else `0`). Skipped: an event
 /// whose counter the stream already applied (a retried batch), and any other event of a run
 /// already ended that way (`<prefix>:ended:<run>`), so that terminal event stays the run's
-/// last. A run's `agent_started` marks its record (`<prefix>:run:<run>`, field `started`).
+/// last. A run's `agent_started` marks its record (`<prefix>:run:<run>`, field `started`),
+/// and its `tool_executing` / `tool_completed` add and remove `open:<tool_call_id>` there
+/// (the tool's name).
 /// Returns how many were appended.
 ///
 /// One script per batch rather than per event halves Redis's work per event; its keys are
@@ -88,11 +90,24 @@ for i = 0, #KEYS / 2 - 1 do
     redis.call('PEXPIRE', log, ARGV[2])
     redis.call('PUBLISH', channel, epoch .. '\n' .. frame)
     appended = appended + 1
-    -- A run's start is marked on its record (when it has one: a top-level run holding a
-    -- claim), so that the run's end, if its node dies, knows whether to emit the start too.
-    if string.sub(body, 1, 24) == '{"type":"agent_started",' then
+    -- A run's start and its open tool calls are kept on its record (when it has one: a
+    -- top-level run holding a claim), so that the run's end, if its node dies, emits the
+    -- start if it never came and closes the calls left open.
+    local kind = string.match(string.sub(body, 1, 26), '^{"type":"([a-z_]+)",')
+    if kind == 'agent_started' or kind == 'tool_executing' or kind == 'tool_completed' then
       local record = ARGV[5] .. ':run:' .. run
-      if redis.call('EXISTS', record) == 1 then redis.call('HSET', record, 'started', '1') end
+      if redis.call('EXISTS', record) == 1 then
+        if kind == 'agent_started' then
+          redis.call('HSET', record, 'started', '1')
+        else
+          local data = cjson.decode(body)['data']
+          if kind == 'tool_executing' then
+            redis.call('HSET', record, 'open:' .. data['tool_call_id'], data['tool_name'])
+          else
+            redis.call('HDEL', record, 'open:' .. data['tool_call_id'])
+          end
+        end
+      end
     end
   end
 end

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::markdown::Run;
+use super::outcome::Run;
 use super::scenarios::Scenario;
 use super::{Binaries, Kind, load, server_command, shell_line, start_server};
 

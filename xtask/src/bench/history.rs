@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::markdown::Run;
+use super::outcome::Run;
 use super::scenarios::Scenario;
 use super::{Binaries, Kind};
 

@@ -6,65 +6,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::scenarios::{HISTORY, MULTI_NODE, Scenario, WIDE};
-
-/// The names of a scenario's two runs: agent-server and the baseline, or, for the
-/// multi-node scenarios, agent-server on one node and on two nodes sharing Redis.
-pub fn labels(scenario: &Scenario) -> (&'static str, &'static str) {
-    if scenario.group == MULTI_NODE {
-        ("1 node", "2 nodes + Redis")
-    } else if scenario.group == WIDE {
-        ("nodes + Redis", "")
-    } else if scenario.group == HISTORY {
-        ("store off", "store on (SQLite)")
-    } else {
-        ("agent-server", "baseline")
-    }
-}
-
-/// One run of loadgen against one server.
-#[derive(Debug, Clone, Default)]
-pub struct Run {
-    /// loadgen's `--json` report, when it printed one.
-    pub report: Option<Value>,
-    /// Whether loadgen exited 0 (everything verified).
-    pub ok: bool,
-    /// Why it did not, when it said (its stderr's last line, or a start failure).
-    pub error: Option<String>,
-    /// The server's command line.
-    pub server_command: String,
-    /// loadgen's command line.
-    pub loadgen_command: String,
-}
-
-/// A scenario's two runs.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The scenario.
-    pub scenario: Scenario,
-    /// Against agent-server.
-    pub server: Run,
-    /// Against the baseline.
-    pub baseline: Run,
-    /// Against the floor (`loadgen floor-server`), for the scenarios that run there.
-    pub floor: Option<Run>,
-}
-
-impl Outcome {
-    /// The scenario's runs with their labels: the two of [`labels`], then the floor's (the
-    /// wide run has one).
-    pub(crate) fn runs(&self) -> Vec<(&'static str, &Run)> {
-        let (first, second) = labels(&self.scenario);
-        if self.scenario.group == WIDE {
-            return vec![(first, &self.server)];
-        }
-        let mut runs = vec![(first, &self.server), (second, &self.baseline)];
-        if let Some(floor) = &self.floor {
-            runs.push(("floor", floor));
-        }
-        runs
-    }
-}
+use super::outcome::{Outcome, Run, labels};
+use super::scenarios::{HISTORY, MULTI_NODE, WIDE};
 
 /// A figure of the table: its label, where it is in the report, and how to print it.
 struct Figure {

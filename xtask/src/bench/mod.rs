@@ -8,6 +8,7 @@
 //! - `cluster`: the multi-node runs (a private Redis and two agent-server nodes);
 //! - `history`: the store-off / store-on runs, repeated, reported by their medians;
 //! - `wide`: the 100,000-connection run (several nodes, one loadgen each, at once);
+//! - [`outcome`]: a run's and a scenario's outcome, and the progress line;
 //! - [`markdown`]: the document.
 //!
 //! A run that fails verification is reported in the document and makes the command fail.
@@ -15,6 +16,7 @@
 pub(crate) mod cluster;
 mod history;
 pub mod markdown;
+pub mod outcome;
 pub mod scenarios;
 mod wide;
 
@@ -23,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use markdown::{Outcome, Run};
+use outcome::{Outcome, Run, print_line};
 use scenarios::Scenario;
 
 use crate::Error;
@@ -167,7 +169,7 @@ fn run_scenario(
             floor: None,
         };
     }
-    let (first, second) = markdown::labels(&scenario);
+    let (first, second) = outcome::labels(&scenario);
     println!("{} {} on {first}: {}", next(), scenario.name, scenario.what);
     let server = run_one(binaries, &scenario, Kind::AgentServer, &[], log_dir, None);
     print_line(&server);
@@ -190,51 +192,6 @@ fn run_scenario(
         baseline,
         floor,
     }
-}
-
-pub(crate) fn print_line(run: &Run) {
-    if let Some(total) = run.report.as_ref().and_then(|r| r.get("total")) {
-        let figure = |key: &str| {
-            total
-                .get(key)
-                .and_then(serde_json::Value::as_f64)
-                .unwrap_or(0.0)
-        };
-        println!(
-            "  {}: {:.0} connections on {:.0} nodes, {:.0} events/s, worst p99 {:.2} ms, {:.1} KiB/connection{}",
-            if run.ok { "verified" } else { "FAILED" },
-            figure("connections"),
-            figure("nodes"),
-            figure("events_per_second"),
-            figure("worst_p99_ms"),
-            figure("rss_per_connection_kib"),
-            run.error
-                .as_ref()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
-        );
-        return;
-    }
-    let figure = |pointer: &str| {
-        run.report
-            .as_ref()
-            .and_then(|r| r.pointer(pointer))
-            .and_then(serde_json::Value::as_f64)
-            .unwrap_or(0.0)
-    };
-    let verdict = if run.ok { "verified" } else { "FAILED" };
-    println!(
-        "  {verdict}: {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, server {:.1} µs/event, {:.1} KiB/connection{}",
-        figure("/load/events_per_second"),
-        figure("/latency_ms/p50_ms"),
-        figure("/latency_ms/p99_ms"),
-        figure("/server/cpu_us_per_event"),
-        figure("/server/rss_per_connection_kib"),
-        run.error
-            .as_ref()
-            .map(|e| format!(" ({e})"))
-            .unwrap_or_default()
-    );
 }
 
 fn cargo() -> std::ffi::OsString {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::cluster::Redis;
-use super::markdown::{Outcome, Run};
+use super::outcome::{Outcome, Run};
 use super::scenarios::{Scenario, WIDE};
 use super::{Binaries, Kind, SECRET, server_command, shell_line, start_server};
 
