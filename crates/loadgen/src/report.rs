@@ -63,9 +63,6 @@ pub struct FaultFigures {
     /// Runs ended with `agent_error` `node_lost`, each delivered once to every connection
     /// of its user.
     pub node_lost_runs: u64,
-    /// Tool calls those runs left open (`tool_executing` with no `tool_completed` before
-    /// `node_lost`: the node died between them).
-    pub node_lost_open_calls: u64,
     /// Deliveries of `node_lost` runs whose acceptance was lost with a connection.
     pub orphan_deliveries: u64,
     /// From a drop to the resumed connection: the median and the longest, milliseconds.
@@ -79,15 +76,14 @@ impl std::fmt::Display for FaultFigures {
         write!(
             f,
             "{} reconnects resumed ({} events replayed, recovery p50 {:.0} ms, max {:.0} ms), \
-             {} requests lost with their connection, {} refused, {} runs ended node_lost ({} tool calls left open)",
+             {} requests lost with their connection, {} refused, {} runs ended node_lost",
             self.reconnects,
             self.replayed_events,
             self.recovery_ms_p50,
             self.recovery_ms_max,
             self.lost_requests,
             self.refused_requests,
-            self.node_lost_runs,
-            self.node_lost_open_calls
+            self.node_lost_runs
         )
     }
 }

@@ -157,9 +157,6 @@ pub struct RunEnded {
     /// Whether it ended with `agent_error` `node_lost` (its node died), which a verifier
     /// that tolerates node loss accepts.
     pub node_lost: bool,
-    /// Tool calls such a run left open (a `tool_executing` with no `tool_completed`: the node
-    /// died between the two, and the node that ended the run does not close them).
-    pub open_calls: u64,
 }
 
 /// The code of the terminal error of a run whose node died.
@@ -255,16 +252,11 @@ impl StreamVerifier {
         if !terminal {
             return Ok(None);
         }
-        let mut events = self.open.remove(&run_id).unwrap_or_default();
+        let events = self.open.remove(&run_id).unwrap_or_default();
         let lost = self.tolerate_node_lost
             && events.last().is_some_and(
                 |e| matches!(&e.kind, EventKind::AgentError { code, .. } if code == NODE_LOST),
             );
-        let open_calls = if lost {
-            close_open_calls(&mut events)
-        } else {
-            0
-        };
         self.check_run(&run_id, &events, lost)?;
         self.completed += 1;
         if lost {
@@ -273,12 +265,12 @@ impl StreamVerifier {
         Ok(Some(RunEnded {
             run_id,
             node_lost: lost,
-            open_calls,
         }))
     }
 
     /// Checks a run's events; a run that ended `node_lost` (`lost`, when tolerated) is
-    /// checked for its lifecycle only.
+    /// checked for its lifecycle only: its start first, every tool call closed (the node
+    /// that ends it closes the calls left open), one terminal event last.
     fn check_run(
         &self,
         run_id: &RunId,
@@ -358,43 +350,6 @@ impl StreamVerifier {
         }
         Ok(())
     }
-}
-
-/// Closes the tool calls a run ended `node_lost` left open, with a `tool_completed` (an error)
-/// just before its terminal event, so the rest of its lifecycle can be checked; returns how
-/// many there were.
-fn close_open_calls(events: &mut Vec<AgentEvent>) -> u64 {
-    let mut open: Vec<(String, String)> = Vec::new();
-    for event in events.iter() {
-        match &event.kind {
-            EventKind::ToolExecuting {
-                tool_call_id,
-                tool_name,
-                ..
-            } => open.push((tool_call_id.clone(), tool_name.clone())),
-            EventKind::ToolCompleted { tool_call_id, .. } => {
-                open.retain(|(id, _)| id != tool_call_id);
-            }
-            _ => {}
-        }
-    }
-    let Some(terminal) = events.pop() else {
-        return 0;
-    };
-    let count = open.len() as u64;
-    for (tool_call_id, tool_name) in open {
-        let mut closed = terminal.clone();
-        closed.kind = EventKind::ToolCompleted {
-            tool_call_id,
-            tool_name,
-            result: serde_json::Value::Null,
-            is_error: true,
-            duration_ms: 0,
-        };
-        events.push(closed);
-    }
-    events.push(terminal);
-    count
 }
 
 #[cfg(test)]

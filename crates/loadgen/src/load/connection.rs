@@ -318,9 +318,6 @@ impl Task {
                 }
                 if ended.node_lost && self.started.contains_key(&ended.run_id) {
                     faults.node_lost_runs.fetch_add(1, Ordering::Relaxed);
-                    faults
-                        .node_lost_open_calls
-                        .fetch_add(ended.open_calls, Ordering::Relaxed);
                 }
                 if let Some(request_id) = self.started.remove(&ended.run_id) {
                     self.shared.pending.lock().remove(&request_id);

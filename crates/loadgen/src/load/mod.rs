@@ -314,7 +314,6 @@ fn fault_figures(shared: &Shared) -> FaultFigures {
         lost_requests: n(&faults.lost_requests),
         refused_requests: n(&faults.refused_requests),
         node_lost_runs: n(&faults.node_lost_runs),
-        node_lost_open_calls: n(&faults.node_lost_open_calls),
         orphan_deliveries: n(&faults.orphan_deliveries),
         recovery_ms_p50: recovery.get(recovery.len() / 2).copied().unwrap_or(0.0),
         recovery_ms_max: recovery.last().copied().unwrap_or(0.0),

@@ -47,8 +47,6 @@ pub struct Faults {
     pub refused_requests: AtomicU64,
     /// Runs started here that ended with `agent_error` `node_lost`.
     pub node_lost_runs: AtomicU64,
-    /// Tool calls those runs left open.
-    pub node_lost_open_calls: AtomicU64,
     /// (run, connection) deliveries of `node_lost` runs whose acceptance was lost.
     pub orphan_deliveries: AtomicU64,
     /// Milliseconds from each drop to its resumed connection.
