@@ -28,31 +28,68 @@ pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> R
         shell_line(&program, &args).replace(&redis.url(), "redis://127.0.0.1:$REDIS_PORT"),
         scenario.nodes
     );
-    let mut nodes: Vec<Child> = Vec::new();
-    let mut addrs = Vec::new();
-    for n in 1..=scenario.nodes {
-        let log = log_dir.join(format!("{}-node{n}.log", scenario.name));
-        match start_server(&program, &args, &log) {
-            Ok((child, addr)) => {
-                nodes.push(child);
-                addrs.push(addr);
-            }
-            Err(e) => {
-                run.error = Some(e);
-                break;
-            }
-        }
-    }
-    if run.error.is_none() {
-        load(binaries, scenario, &addrs, nodes[0].id(), &mut run);
-    }
-    for mut node in nodes {
-        let _killed = node.kill();
-        let _reaped = node.wait();
+    let log = |n: usize| log_dir.join(format!("{}-node{n}.log", scenario.name));
+    match Nodes::start(&program, scenario.nodes, |_| args.clone(), log) {
+        Ok(nodes) => load(
+            binaries,
+            scenario,
+            &nodes.addrs(),
+            nodes.pids()[0],
+            &mut run,
+        ),
+        Err(e) => run.error = Some(e),
     }
     redis.stop();
     std::thread::sleep(Duration::from_secs(1));
     run
+}
+
+/// agent-server nodes, each a child process with the address it printed; killed on drop.
+pub(crate) struct Nodes(Vec<(Child, String)>);
+
+impl Nodes {
+    /// Starts `count` nodes of `program`, node `n` (from 1) with `args_of(n)` and its stderr
+    /// in `log_of(n)`; on a failure the ones started are stopped.
+    pub(crate) fn start(
+        program: &Path,
+        count: usize,
+        args_of: impl Fn(usize) -> Vec<String>,
+        log_of: impl Fn(usize) -> std::path::PathBuf,
+    ) -> Result<Self, String> {
+        let mut nodes = Nodes(Vec::with_capacity(count));
+        for n in 1..=count {
+            nodes
+                .0
+                .push(start_server(program, &args_of(n), &log_of(n))?);
+        }
+        Ok(nodes)
+    }
+
+    /// Their addresses (`host:port`), in order.
+    pub(crate) fn addrs(&self) -> Vec<String> {
+        self.0.iter().map(|(_, addr)| addr.clone()).collect()
+    }
+
+    /// Their process ids, in order.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.0.iter().map(|(child, _)| child.id()).collect()
+    }
+
+    /// Kills node `i` (from 0) with SIGKILL and waits for it.
+    pub(crate) fn kill(&mut self, i: usize) {
+        if let Some((child, _)) = self.0.get_mut(i) {
+            let _killed = child.kill();
+            let _reaped = child.wait();
+        }
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for i in 0..self.0.len() {
+            self.kill(i);
+        }
+    }
 }
 
 /// A private Redis for one run.

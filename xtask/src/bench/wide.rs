@@ -9,17 +9,17 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::cluster::Redis;
+use super::cluster::{Nodes, Redis};
 use super::outcome::{Outcome, Run};
 use super::scenarios::{Scenario, WIDE};
-use super::{Binaries, Kind, SECRET, server_command, shell_line, start_server};
+use super::{Binaries, Kind, SECRET, server_command, shell_line};
 
 /// Starts Redis and the nodes, runs one loadgen per node at once, stops everything.
 pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> Run {
@@ -39,25 +39,10 @@ pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> R
         scenario.nodes,
         scenario.nodes
     );
-    let mut nodes: Vec<(Child, String)> = Vec::new();
-    for n in 1..=scenario.nodes {
-        let log = log_dir.join(format!("{}-node{n}.log", scenario.name));
-        match start_server(&program, &args, &log) {
-            Ok(started) => nodes.push(started),
-            Err(e) => {
-                run.error = Some(e);
-                break;
-            }
-        }
-    }
-    if run.error.is_none() {
-        let pids: Vec<u32> = nodes.iter().map(|(child, _)| child.id()).collect();
-        let addrs: Vec<String> = nodes.iter().map(|(_, addr)| addr.clone()).collect();
-        load_all(binaries, scenario, &addrs, &pids, &mut run);
-    }
-    for (mut node, _) in nodes {
-        let _killed = node.kill();
-        let _reaped = node.wait();
+    let log = |n: usize| log_dir.join(format!("{}-node{n}.log", scenario.name));
+    match Nodes::start(&program, scenario.nodes, |_| args.clone(), log) {
+        Ok(nodes) => load_all(binaries, scenario, &nodes.addrs(), &nodes.pids(), &mut run),
+        Err(e) => run.error = Some(e),
     }
     redis.stop();
     std::thread::sleep(Duration::from_secs(2));

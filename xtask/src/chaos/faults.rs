@@ -2,14 +2,13 @@
 //! must hold beyond loadgen's verdict.
 
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::Load;
 use super::services::{self, Postgres, SmallVolume};
-use crate::bench::cluster::Redis;
+use crate::bench::cluster::{Nodes, Redis};
 
 /// A fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,18 +81,15 @@ impl Fault {
     /// Strikes, and measures the recovery it can see from outside.
     pub(crate) fn strike(
         self,
-        nodes: &mut [(Child, String)],
+        nodes: &mut Nodes,
         redis: &mut Redis,
         services: &mut Services,
     ) -> Struck {
         let mut struck = Struck::default();
-        let addrs: Vec<String> = nodes.iter().map(|(_, addr)| addr.clone()).collect();
+        let addrs = nodes.addrs();
         match self {
             Fault::NodeKill => {
-                if let Some((doomed, _)) = nodes.get_mut(1) {
-                    let _killed = doomed.kill();
-                    let _reaped = doomed.wait();
-                }
+                nodes.kill(1);
             }
             Fault::RedisRestart => {
                 let began = Instant::now();

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::Error;
-use crate::bench::cluster::Redis;
+use crate::bench::cluster::{Nodes, Redis};
 use crate::bench::{self, Binaries, SECRET};
 use faults::{Fault, Struck};
 
@@ -188,36 +188,28 @@ fn run_fault(binaries: &Binaries, fault: Fault, load: Load, log_dir: &Path) -> O
             return outcome;
         }
     };
-    let mut nodes: Vec<(Child, String)> = Vec::new();
-    for n in 1..=2 {
+    let args_of = |n: usize| {
         let mut args = node_args(&redis);
         args.extend(services.store_args(n));
-        let log = log_dir.join(format!("{}-node{n}.log", fault.name()));
-        match bench::start_server(&binaries.server, &args, &log) {
-            Ok(node) => nodes.push(node),
-            Err(e) => {
-                outcome.error = Some(e);
-                break;
+        args
+    };
+    let log = |n: usize| log_dir.join(format!("{}-node{n}.log", fault.name()));
+    match Nodes::start(&binaries.server, 2, args_of, log) {
+        Ok(mut nodes) => {
+            let addrs = nodes.addrs();
+            match start_loadgen(binaries, load, &addrs, nodes.pids()[0]) {
+                Ok(loadgen) => {
+                    std::thread::sleep(load.strike_at());
+                    outcome.struck = fault.strike(&mut nodes, &mut redis, &mut services);
+                    finish_loadgen(loadgen, &mut outcome);
+                    outcome.struck.after_load(&addrs, &services);
+                    let problems = fault.judge(outcome.report.as_ref(), load, &outcome.struck);
+                    outcome.struck.problems.extend(problems);
+                }
+                Err(e) => outcome.error = Some(e),
             }
         }
-    }
-    if outcome.error.is_none() {
-        let addrs: Vec<String> = nodes.iter().map(|(_, addr)| addr.clone()).collect();
-        match start_loadgen(binaries, load, &addrs, nodes[0].0.id()) {
-            Ok(loadgen) => {
-                std::thread::sleep(load.strike_at());
-                outcome.struck = fault.strike(&mut nodes, &mut redis, &mut services);
-                finish_loadgen(loadgen, &mut outcome);
-                outcome.struck.after_load(&addrs, &services);
-                let problems = fault.judge(outcome.report.as_ref(), load, &outcome.struck);
-                outcome.struck.problems.extend(problems);
-            }
-            Err(e) => outcome.error = Some(e),
-        }
-    }
-    for (mut node, _) in nodes {
-        let _killed = node.kill();
-        let _reaped = node.wait();
+        Err(e) => outcome.error = Some(e),
     }
     services.stop();
     redis.stop();
