@@ -10,7 +10,7 @@
 //! that had to resume, runs ended `node_lost`, history writes dropped, and how long until the
 //! system was whole again.
 //!
-//! - [`faults`]: the faults and how each strikes and is measured;
+//! - `faults`: the faults and how each strikes and is measured;
 //! - `services`: the private PostgreSQL, the small volume, and reading a node's `/readyz`
 //!   and `/metrics`.
 
