@@ -1,7 +1,8 @@
 //! Redis goes away under a connected node, as a managed Redis does during a restart or a
 //! failover: the node waits with pauses (its CPU stays near idle), says it is not ready,
-//! reconnects by itself when Redis is back, and its connected tab gets every event of the
-//! run that streamed meanwhile, in order, on a connection that was never closed.
+//! refuses new runs with `unavailable` (retry shortly), reconnects by itself when Redis is
+//! back, and its connected tab gets every event of the run that streamed meanwhile, in order,
+//! on a connection that was never closed.
 //!
 //! The node runs on its own named runtime so that its threads' CPU time is measured apart
 //! from the test's.
@@ -92,6 +93,11 @@ async fn redis_down_for_ten_seconds_costs_no_cpu_and_loses_nothing() {
         spent < outage / 50,
         "the node used {spent:?} of CPU while Redis was down for {outage:?}"
     );
+    // A start while Redis is away is refused, saying to retry: no run starts.
+    let refused = tab.start("r-down", "synthetic", json!({})).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["request_id"], "r-down", "{refused}");
+    assert_eq!(refused["code"], "unavailable", "{refused}");
     redis.start_again();
 
     // Every event of the run arrives, in order, each once, on the same connection.

@@ -101,7 +101,9 @@ error_codes! {
     TooManyConnections = "too_many_connections",
     /// HTTP: this server does not serve that (the history API of a server with no store).
     NotFound = "not_found",
-    /// HTTP: the history store is unavailable for now; retry.
+    /// A store the request needs cannot be reached now; retry shortly: the history store
+    /// (HTTP 503), or a start while the run slots' store (the Redis broker) cannot be reached
+    /// (an `error` frame; HTTP 503 on the HTTP transports).
     Unavailable = "unavailable",
     /// HTTP: the request comes from a page of an origin the server does not allow (403).
     OriginNotAllowed = "origin_not_allowed",

@@ -131,7 +131,9 @@ pub fn http_status(code: &ErrorCode) -> StatusCode {
         | ErrorCode::TooManyRuns
         | ErrorCode::TooManyEngines
         | ErrorCode::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ShuttingDown | ErrorCode::EngineClosed => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ShuttingDown | ErrorCode::EngineClosed | ErrorCode::Unavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::ApprovalNotFound => StatusCode::NOT_FOUND,
         ErrorCode::ApprovalAlreadyDecided

@@ -26,6 +26,7 @@ const PLAIN = {
   thread_not_found: "This conversation no longer exists. Start a new conversation.",
   invalid_field: "The server could not accept this message.",
   missing_field: "The server could not accept this message.",
+  unavailable: "The server cannot reach a service it needs right now. Wait a moment, then send again.",
   internal_error: "The server failed to start the answer. Try again.",
   thread_busy: "This conversation is still answering, and this server does not queue messages. Send again when the answer ends, or press \u201cSend now (interrupt)\u201d to stop it and send this message.",
   thread_waiting_for_approval: "This conversation waits for your decision on a tool call. Decide it above, or press \u201cSend now (interrupt)\u201d to stop that answer and send this message.",

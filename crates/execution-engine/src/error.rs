@@ -39,9 +39,8 @@ impl EngineError {
             EngineError::Slots(SlotError::ThreadBusy { .. }) => "thread_busy",
             EngineError::TooManyEngines { .. } => "too_many_engines",
             EngineError::EngineClosed => "engine_closed",
-            EngineError::Slots(SlotError::Unavailable(_)) | EngineError::NoRuntime => {
-                "internal_error"
-            }
+            EngineError::Slots(SlotError::Unavailable(_)) => "unavailable",
+            EngineError::NoRuntime => "internal_error",
         }
     }
 }
