@@ -2,8 +2,10 @@
 //! `agent_error` `node_lost`; first with its `agent_started` when the start never reached the
 //! user's stream (the node died between accepting the run and publishing its start, as
 //! `cargo xtask chaos` found at 1,000 runs in flight), and with a `tool_completed` (an error)
-//! for each tool call the run began and did not complete. So a lost run keeps the lifecycle
-//! rules: one `agent_started` first, every call closed, one terminal event last.
+//! for each tool call the run began and did not complete; and not at all for a run that had
+//! ended, its node dying before it gave the slot back (`tests/it/chaos.rs` found a second
+//! terminal event that way). So a lost run keeps the lifecycle rules: one `agent_started`
+//! first, every call closed, one terminal event last.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,14 +47,16 @@ async fn a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed(
     let alice = user_id("alice");
     let sub = bridge.subscribe(&alice, None).await.unwrap();
 
-    // Three runs hold slots on the dying node: one dies before publishing its start, one
-    // after, and one in the middle of a tool call (another of its calls completed).
+    // Four runs hold slots on the dying node: one dies before publishing its start, one
+    // after, one in the middle of a tool call (another of its calls completed), and one that
+    // ended but had not given its slot back.
     let dying_runs = dying.runs(Duration::from_secs(1));
-    let (silent, started, calling) = (scope(), scope(), scope());
+    let (silent, started, calling, ended) = (scope(), scope(), scope(), scope());
     for (run, message) in [
         (&silent, "never started"),
         (&started, "started"),
         (&calling, "calling"),
+        (&ended, "ended"),
     ] {
         let lease = Lease::new(alice.clone(), run.run_id.clone());
         let state = dying_runs
@@ -82,6 +86,14 @@ async fn a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed(
             is_error: false,
             duration_ms: 1,
         }),
+        ended.event(EventKind::AgentStarted {
+            message: "ended".into(),
+        }),
+        ended.event(EventKind::AgentCompleted {
+            result: json!("done"),
+            duration_ms: 5,
+            usage: None,
+        }),
     ];
     publish(&dying, &alice, &published).await;
     let first = read(&sub, published.len()).await;
@@ -89,7 +101,9 @@ async fn a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed(
     // The dying node stops renewing; a survivor's reaper takes both leases.
     redis.expire_run_leases();
     let lost = survivor.runs(Duration::from_secs(1)).reap().await.unwrap();
+    // The ended run's slot is freed, and it is not among the runs ended here.
     assert_eq!(lost.len(), 3, "{lost:?}");
+    assert!(lost.iter().all(|l| l.run_id != ended.run_id), "{lost:?}");
     // The silent run's start and end, the started run's end, the open call's close and the
     // calling run's end.
     let rest = read(&sub, 5).await;
@@ -103,6 +117,7 @@ async fn a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed(
     };
     assert_eq!(of(&silent.run_id), ["agent_started", "agent_error"]);
     assert_eq!(of(&started.run_id), ["agent_started", "agent_error"]);
+    assert_eq!(of(&ended.run_id), ["agent_started", "agent_completed"]);
     assert_eq!(
         of(&calling.run_id),
         [

@@ -201,11 +201,13 @@ local function take(prefix, leases, id)
   redis.call('DEL', lease)
   if f[1] and f[2] then
     local record = prefix .. ':run:' .. f[2]
-    local started, open = '0', {}
+    local started, ended, open = '0', '0', {}
     local fields = redis.call('HGETALL', record)
     for i = 1, #fields, 2 do
       if fields[i] == 'started' then
         started = fields[i + 1]
+      elseif fields[i] == 'ended' then
+        ended = fields[i + 1]
       elseif string.sub(fields[i], 1, 5) == 'open:' then
         table.insert(open, string.sub(fields[i], 6))
         table.insert(open, fields[i + 1])
@@ -213,7 +215,7 @@ local function take(prefix, leases, id)
     end
     redis.call('DEL', record)
     redis.call('SET', prefix .. ':ended:' .. f[2], 1, 'PX', 86400000)
-    return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or '', started, open}
+    return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or '', started, open, ended}
   end
   return nil
 end

@@ -16,9 +16,10 @@
 //!   terminal event for its run needs);
 //! - `<prefix>:run:<run id>`, a hash: the run's user, node and lease, from the moment its
 //!   claim holds a slot or a place (for `cancel_run`, queued runs too), and `started` once
-//!   its `agent_started` is in its user's stream and `open:<tool_call_id>` (the tool's name)
-//!   for each of its tool calls begun and not completed there (the publish script keeps
-//!   them), so that a reaper emits the start if it never came and closes the open calls;
+//!   its `agent_started` is in its user's stream, `open:<tool_call_id>` (the tool's name)
+//!   for each of its tool calls begun and not completed there, and `ended` once its terminal
+//!   event is there (the publish script keeps them), so that a reaper emits the start if it
+//!   never came, closes the open calls, and says nothing of a run that had already ended;
 //! - `<prefix>:ended:<run id>`: the run was ended by a reaper; its node's later events are
 //!   dropped, so the `node_lost` terminal event stays the run's last;
 //! - `<prefix>:node:<node id>`, a pub/sub channel: `cancel` commands for the node's runs.
@@ -454,9 +455,9 @@ fn parse_claim(answer: &[String]) -> Option<ClaimState> {
 }
 
 /// A run whose lease a script took: `(user, run, thread, agent, queued, message, started,
-/// open calls)` (`started`: `1` once the run's `agent_started` is in its user's stream; the
-/// open calls: `tool_call_id`, tool name, ... of its `tool_executing` events that have no
-/// `tool_completed` in the stream).
+/// open calls, ended)` (`started`: `1` once the run's `agent_started` is in its user's
+/// stream; the open calls: `tool_call_id`, tool name, ... of its `tool_executing` events that
+/// have no `tool_completed` in the stream; `ended`: `1` once its terminal event is there).
 type TakenRun = (
     String,
     String,
@@ -466,13 +467,20 @@ type TakenRun = (
     String,
     String,
     Vec<String>,
+    String,
 );
 
 /// Emits the terminal `agent_error` `node_lost` of each taken run (past its run's ended
 /// mark, which drops every other late event of it).
 fn end_runs(publish: &PublishQueue, taken: Vec<TakenRun>) -> Vec<LostRun> {
     let mut lost = Vec::new();
-    for (user, run, thread, agent, _queued, message, started, open) in taken {
+    for (user, run, thread, agent, _queued, message, started, open, ended) in taken {
+        if ended == "1" {
+            // The run had ended (its terminal event is in the stream) and its node died
+            // before giving its slot back: the slot is freed, nothing more is said.
+            tracing::debug!(%run, "redis broker: a dead node's ended run gave its slot back");
+            continue;
+        }
         let (Ok(user), Ok(run_id), Ok(thread_id)) = (
             UserId::parse(&user),
             RunId::parse(&run),

@@ -65,8 +65,8 @@ end
 /// whose counter the stream already applied (a retried batch), and any other event of a run
 /// already ended that way (`<prefix>:ended:<run>`), so that terminal event stays the run's
 /// last. A run's `agent_started` marks its record (`<prefix>:run:<run>`, field `started`),
-/// and its `tool_executing` / `tool_completed` add and remove `open:<tool_call_id>` there
-/// (the tool's name).
+/// its `tool_executing` / `tool_completed` add and remove `open:<tool_call_id>` there (the
+/// tool's name), and its terminal event marks `ended`.
 /// Returns how many were appended.
 ///
 /// One script per batch rather than per event halves Redis's work per event; its keys are
@@ -90,22 +90,28 @@ for i = 0, #KEYS / 2 - 1 do
     redis.call('PEXPIRE', log, ARGV[2])
     redis.call('PUBLISH', channel, epoch .. '\n' .. frame)
     appended = appended + 1
-    -- A run's start and its open tool calls are kept on its record (when it has one: a
-    -- top-level run holding a claim), so that the run's end, if its node dies, emits the
-    -- start if it never came and closes the calls left open.
-    local kind = string.match(string.sub(body, 1, 26), '^{"type":"([a-z_]+)",')
-    if kind == 'agent_started' or kind == 'tool_executing' or kind == 'tool_completed' then
+    -- A run's start, its open tool calls and its end are kept on its record (when it has
+    -- one: a top-level run holding a claim), so that if its node dies, the run's end emits
+    -- the start if it never came, closes the calls left open, and is not emitted at all for
+    -- a run that had ended (its slot not yet given back).
+    local kind = string.match(string.sub(body, 1, 32), '^{"type":"([a-z_]+)",')
+    local tracked = kind == 'agent_started' or kind == 'tool_executing'
+      or kind == 'tool_completed' or kind == 'agent_completed' or kind == 'agent_error'
+      or kind == 'agent_cancelled'
+    if tracked then
       local record = ARGV[5] .. ':run:' .. run
       if redis.call('EXISTS', record) == 1 then
         if kind == 'agent_started' then
           redis.call('HSET', record, 'started', '1')
-        else
+        elseif kind == 'tool_executing' or kind == 'tool_completed' then
           local data = cjson.decode(body)['data']
           if kind == 'tool_executing' then
             redis.call('HSET', record, 'open:' .. data['tool_call_id'], data['tool_name'])
           else
             redis.call('HDEL', record, 'open:' .. data['tool_call_id'])
           end
+        else
+          redis.call('HSET', record, 'ended', '1')
         end
       end
     end
