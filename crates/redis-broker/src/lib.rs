@@ -18,16 +18,18 @@
 //! the counters, the replay script's answer), `attached` (one followed user's delivery state),
 //! `publisher`, `subscriber` and `runs` (the tasks and [`ClusterRuns`]), `scripts` (the keys
 //! and Lua scripts of the streams), `run_scripts` (those of the runs: slots, queue, one run
-//! per thread, leases), `budget_ledger` ([`BudgetLedger`]: users' budgets reserved across
+//! per thread, leases), `lost` (what a reaper emits to end a dead node's runs, [`LostRun`]),
+//! `budget_ledger` ([`BudgetLedger`]: users' budgets reserved across
 //! the nodes) and its `budget_scripts`, `tls` (the Redis client). The modules import
 //! downwards only: `attached` knows `scripts`; `shared` knows those two; the tasks and
-//! `budget_ledger` know `shared`; the subscriber also reads the publisher's retry policy and
-//! the runs' cancel messages. None imports this root's private items; `tls` and `runs` name
+//! `budget_ledger` know `shared`; `runs` uses `lost`, which knows the publisher; the subscriber
+//! also reads the publisher's retry policy and the runs' cancel messages. None imports this root's private items; `tls` and `runs` name
 //! its public types.
 
 mod attached;
 mod budget_ledger;
 mod budget_scripts;
+mod lost;
 mod publisher;
 mod run_scripts;
 mod runs;
@@ -37,7 +39,8 @@ mod subscriber;
 mod tls;
 
 pub use budget_ledger::{BudgetLedger, LEDGER_MAX, LedgerGrant, LedgerTicket};
-pub use runs::{ClaimState, ClusterRuns, Lease, LostRun, NODE_LOST, SlotLimits, USER_CANCELLED};
+pub use lost::{LostRun, NODE_LOST};
+pub use runs::{ClaimState, ClusterRuns, Lease, SlotLimits, USER_CANCELLED};
 pub use shared::{BrokerStats, CancelRequest, NodeRequest, SteerRequest};
 
 use std::collections::HashMap;

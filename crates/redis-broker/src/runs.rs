@@ -36,18 +36,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use core_context::multitask::ThreadRule;
-use core_context::{
-    AgentEvent, EmitError, EncodedEvent, EventKind, RunId, RunScope, ThreadId, UserId,
-};
+use core_context::{RunId, RunScope, ThreadId, UserId};
 use redis::Script;
 use ws_bridge::broker::BrokerError;
 
+use crate::lost::{LostRun, TakenRun, end_runs};
 use crate::publisher::PublishQueue;
 use crate::run_scripts::{CLAIM, HOLD, REAP, RELEASE, RENEW, RUNNER, TAKE, UNHOLD};
 use crate::shared::{CancelRequest, NodeRequest, Shared, SteerRequest, broker_error};
-
-/// The `agent_error` code of a run whose node stopped renewing its lease.
-pub const NODE_LOST: &str = "node_lost";
 
 /// A claim on one of a user's run slots in the cluster: a slot held, or a place in the
 /// user's queue. Give it back with [`ClusterRuns::release`].
@@ -96,19 +92,6 @@ pub struct SlotLimits {
     pub max_running: usize,
     /// Runs of one user waiting for a slot, all nodes together.
     pub max_queued: usize,
-}
-
-/// What the reaper found: a run whose node stopped renewing its lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LostRun {
-    /// Its user.
-    pub user: UserId,
-    /// The run.
-    pub run_id: RunId,
-    /// Its thread.
-    pub thread_id: ThreadId,
-    /// Its agent.
-    pub agent_name: String,
 }
 
 /// Users' runs across the nodes sharing one Redis; see the module documentation.
@@ -452,89 +435,6 @@ fn parse_claim(answer: &[String]) -> Option<ClaimState> {
         [code, busy] if code == "4" => ClaimState::ThreadBusy { run: run(busy)? },
         _ => return None,
     })
-}
-
-/// A run whose lease a script took: `(user, run, thread, agent, queued, message, started,
-/// open calls, ended)` (`started`: `1` once the run's `agent_started` is in its user's
-/// stream; the open calls: `tool_call_id`, tool name, ... of its `tool_executing` events that
-/// have no `tool_completed` in the stream; `ended`: `1` once its terminal event is there).
-type TakenRun = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Vec<String>,
-    String,
-);
-
-/// Emits the terminal `agent_error` `node_lost` of each taken run (past its run's ended
-/// mark, which drops every other late event of it).
-fn end_runs(publish: &PublishQueue, taken: Vec<TakenRun>) -> Vec<LostRun> {
-    let mut lost = Vec::new();
-    for (user, run, thread, agent, _queued, message, started, open, ended) in taken {
-        if ended == "1" {
-            // The run had ended (its terminal event is in the stream) and its node died
-            // before giving its slot back: the slot is freed, nothing more is said.
-            tracing::debug!(%run, "redis broker: a dead node's ended run gave its slot back");
-            continue;
-        }
-        let (Ok(user), Ok(run_id), Ok(thread_id)) = (
-            UserId::parse(&user),
-            RunId::parse(&run),
-            ThreadId::parse(&thread),
-        ) else {
-            tracing::error!(%run, "redis broker: an expired lease names invalid ids; skipped");
-            continue;
-        };
-        let scope = RunScope {
-            run_id: run_id.clone(),
-            parent_run_id: None,
-            thread_id: thread_id.clone(),
-            agent_name: Arc::from(agent.as_str()),
-        };
-        // A run whose start never reached its user's stream (queued, or its node died before
-        // publishing it) gets its start, then its end, as a queued run cancelled on its own
-        // node does: every run's first event is its one agent_started.
-        let mut events: Vec<AgentEvent> = Vec::with_capacity(2);
-        if started != "1" {
-            events.push(scope.event(EventKind::AgentStarted { message }));
-        }
-        // Its calls left open are closed first, as a cancelled run's are.
-        for call in open.chunks_exact(2) {
-            events.push(scope.event(EventKind::ToolCompleted {
-                tool_call_id: call[0].clone(),
-                tool_name: call[1].clone(),
-                result: serde_json::Value::String(
-                    "the server running this run stopped during the call".into(),
-                ),
-                is_error: true,
-                duration_ms: 0,
-            }));
-        }
-        events.push(scope.event(EventKind::AgentError {
-            code: NODE_LOST.into(),
-            message: "the server running this run stopped; start it again".into(),
-        }));
-        for event in events {
-            let sent = EncodedEvent::encode(&event)
-                .map_err(|e| EmitError::Rejected(format!("event could not be encoded: {e}")))
-                .and_then(|encoded| publish.enqueue(&user, encoded, true));
-            if let Err(error) = sent {
-                tracing::error!(%error, %run, "redis broker: cannot emit the end of a lost run");
-            }
-        }
-        tracing::warn!(%run, user = %user.as_str(), "redis broker: ended a run whose node stopped renewing its lease");
-        lost.push(LostRun {
-            user,
-            run_id,
-            thread_id,
-            agent_name: agent,
-        });
-    }
-    lost
 }
 
 /// Reads a node channel message: `cancel\n<user>\n<run>\n<reason>` (without the reason,
