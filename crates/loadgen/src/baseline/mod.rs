@@ -158,12 +158,7 @@ async fn ws_handler(
 /// `loadgen baseline-server`: listens, prints its address and pid, serves until Ctrl-C or
 /// SIGTERM.
 pub async fn serve(args: BaselineArgs) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listen address: {e}"))?;
+    let listener = listen(args.addr, "baseline-server").await?;
     let listener = listener.tap_io(|tcp| {
         // As in agent-server: small frames leave at once.
         let _nodelay = tcp.set_nodelay(true);
@@ -172,17 +167,32 @@ pub async fn serve(args: BaselineArgs) -> Result<(), String> {
         .route("/ws", get(ws_handler))
         .route("/health", get(|| async { "ok" }))
         .with_state(Arc::new(Baseline::new(&args.jwt_secret)));
-    let mut out = std::io::stdout();
-    let _ = writeln!(
-        out,
-        "loadgen baseline-server listening on ws://{addr}/ws (pid {})",
-        std::process::id()
-    );
-    let _ = out.flush();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("serving failed: {e}"))
+}
+
+/// Listens on `addr` and prints the first line the bench reads: `loadgen <name> listening on
+/// ws://ADDR/ws (pid N)` (the baseline's and the floor's).
+pub(crate) async fn listen(
+    addr: SocketAddr,
+    name: &str,
+) -> Result<tokio::net::TcpListener, String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listen address: {e}"))?;
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "loadgen {name} listening on ws://{local}/ws (pid {})",
+        std::process::id()
+    );
+    let _ = out.flush();
+    Ok(listener)
 }
 
 /// Ctrl-C or SIGTERM.

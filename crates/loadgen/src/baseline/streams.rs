@@ -46,13 +46,6 @@ impl UserStream {
         state.connections.push((key, sender));
         (key, receiver, state.seq)
     }
-
-    /// Removes connection `key`; says whether the stream has no connection left.
-    fn leave(&self, key: u64) -> bool {
-        let mut state = self.inner.lock();
-        state.connections.retain(|(k, _)| *k != key);
-        state.connections.is_empty()
-    }
 }
 
 impl Emit for UserStream {
@@ -72,15 +65,38 @@ impl Emit for UserStream {
     }
 }
 
-/// Every user's stream, created on the user's first connection.
-#[derive(Debug, Default)]
-pub struct Streams {
-    users: Mutex<HashMap<UserId, Arc<UserStream>>>,
+/// A user's stream that connections join and leave, each under a key.
+pub trait Joined: Default {
+    /// Removes connection `key`; says whether the stream has no connection left.
+    fn leave(&self, key: u64) -> bool;
 }
 
-impl Streams {
+impl Joined for UserStream {
+    fn leave(&self, key: u64) -> bool {
+        let mut state = self.inner.lock();
+        state.connections.retain(|(k, _)| *k != key);
+        state.connections.is_empty()
+    }
+}
+
+/// Every user's stream, created on the user's first connection (the baseline's, and the
+/// floor's with its own stream type).
+#[derive(Debug)]
+pub struct Streams<S = UserStream> {
+    users: Mutex<HashMap<UserId, Arc<S>>>,
+}
+
+impl<S> Default for Streams<S> {
+    fn default() -> Self {
+        Self {
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<S: Joined> Streams<S> {
     /// The stream of `user`, created if needed.
-    pub fn of(&self, user: &UserId) -> Arc<UserStream> {
+    pub fn of(&self, user: &UserId) -> Arc<S> {
         Arc::clone(self.users.lock().entry(user.clone()).or_default())
     }
 
@@ -88,10 +104,8 @@ impl Streams {
     /// (runs still going keep their own handle to it).
     pub fn leave(&self, user: &UserId, key: u64) {
         let mut users = self.users.lock();
-        if let Some(stream) = users.get(user) {
-            if stream.leave(key) {
-                users.remove(user);
-            }
+        if users.get(user).is_some_and(|stream| stream.leave(key)) {
+            users.remove(user);
         }
     }
 }
@@ -116,7 +130,7 @@ mod tests {
 
     #[test]
     fn every_connection_gets_the_same_bytes_in_seq_order_and_users_are_apart() {
-        let streams = Streams::default();
+        let streams = Streams::<UserStream>::default();
         let alice = UserId::parse("alice").expect("valid");
         let bob = UserId::parse("bob").expect("valid");
         let (_, mut a1, _) = streams.of(&alice).join();
@@ -141,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_that_connection_only() {
-        let streams = Streams::default();
+        let streams = Streams::<UserStream>::default();
         let user = UserId::parse("alice").expect("valid");
         let (_, mut reader, _) = streams.of(&user).join();
         let (_, stalled, _) = streams.of(&user).join();

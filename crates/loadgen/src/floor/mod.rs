@@ -19,7 +19,6 @@ pub mod handshake;
 pub mod socket;
 pub mod wire;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -54,24 +53,12 @@ struct Floor {
 /// `loadgen floor-server`: listens, prints its address and pid, serves until Ctrl-C or
 /// SIGTERM.
 pub async fn serve(args: FloorArgs) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listen address: {e}"))?;
     let floor = Arc::new(Floor {
         tokens: TokenCheck::new(&args.jwt_secret),
         users: Users::default(),
         epoch: Epoch::new(&format!("ep_floor_{}", std::process::id())),
     });
-    let mut out = std::io::stdout();
-    let _ = writeln!(
-        out,
-        "loadgen floor-server listening on ws://{addr}/ws (pid {})",
-        std::process::id()
-    );
-    let _ = out.flush();
+    let listener = crate::baseline::listen(args.addr, "floor-server").await?;
     let accept = async {
         loop {
             match listener.accept().await {

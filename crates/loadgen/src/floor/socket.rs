@@ -4,20 +4,19 @@
 //! emitted it (one `write` per connection, no queue, no task switch). Only when a socket's
 //! buffer is full do the bytes wait, in order, for the connection's task to write them.
 
-use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::sync::Arc;
 
 use agent_protocol::{CloseCode, ErrorCode, ServerFrame};
 use bytes::Bytes;
-use core_context::{AgentEvent, SequencedEvent, UserId};
+use core_context::{AgentEvent, SequencedEvent};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::wire::{self, HEADER_ROOM, Opcode};
 use crate::baseline::connection::answer;
-use crate::baseline::streams::Emit;
+use crate::baseline::streams::{Emit, Joined, Streams};
 
 /// Bytes a connection may have waiting for its socket before it is closed as a slow consumer
 /// (agent-server's default send queue, 1 MiB, plus its headroom).
@@ -149,7 +148,9 @@ impl FloorStream {
         state.conns.push((key, Arc::clone(conn)));
         key
     }
+}
 
+impl Joined for FloorStream {
     fn leave(&self, key: u64) -> bool {
         let mut state = self.inner.lock();
         state.conns.retain(|(k, _)| *k != key);
@@ -179,25 +180,7 @@ impl Emit for FloorStream {
 }
 
 /// Every user's stream, created on the user's first connection.
-#[derive(Debug, Default)]
-pub struct Users {
-    streams: Mutex<HashMap<UserId, Arc<FloorStream>>>,
-}
-
-impl Users {
-    /// The stream of `user`, created if needed.
-    pub fn of(&self, user: &UserId) -> Arc<FloorStream> {
-        Arc::clone(self.streams.lock().entry(user.clone()).or_default())
-    }
-
-    /// Removes connection `key` of `user`, and the user's stream once it has none.
-    pub fn leave(&self, user: &UserId, key: u64) {
-        let mut streams = self.streams.lock();
-        if streams.get(user).is_some_and(|stream| stream.leave(key)) {
-            streams.remove(user);
-        }
-    }
-}
+pub type Users = Streams<FloorStream>;
 
 /// What the connection's reader does with one client frame: `false` ends the connection. A
 /// run a `start_agent` accepted starts after its `run_accepted` is written, so that comes
