@@ -13,6 +13,19 @@ use super::{Binaries, Kind, load, server_command, shell_line, start_server};
 
 /// Starts Redis and the nodes, runs loadgen against them, stops everything.
 pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> Run {
+    with_nodes(binaries, scenario, log_dir, |nodes, run| {
+        load(binaries, scenario, &nodes.addrs(), nodes.pids()[0], run);
+    })
+}
+
+/// Starts a private Redis and `scenario.nodes` agent-server nodes on it (writing their
+/// command line to the run), lets `load` load them, and stops everything.
+pub(crate) fn with_nodes(
+    binaries: &Binaries,
+    scenario: &Scenario,
+    log_dir: &Path,
+    load: impl FnOnce(&Nodes, &mut Run),
+) -> Run {
     let mut run = Run::default();
     let mut redis = match Redis::start(log_dir) {
         Ok(redis) => redis,
@@ -24,23 +37,19 @@ pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> R
     let broker = ["--broker".to_owned(), redis.url()];
     let (program, args) = server_command(binaries, scenario, Kind::AgentServer, &broker);
     run.server_command = format!(
-        "redis-server --port $REDIS_PORT --save '' --appendonly no & {} (× {})",
+        "redis-server --port $REDIS_PORT --save '' --appendonly no & {} (× {}, $ADDR1 … $ADDR{})",
         shell_line(&program, &args).replace(&redis.url(), "redis://127.0.0.1:$REDIS_PORT"),
+        scenario.nodes,
         scenario.nodes
     );
     let log = |n: usize| log_dir.join(format!("{}-node{n}.log", scenario.name));
     match Nodes::start(&program, scenario.nodes, |_| args.clone(), log) {
-        Ok(nodes) => load(
-            binaries,
-            scenario,
-            &nodes.addrs(),
-            nodes.pids()[0],
-            &mut run,
-        ),
+        Ok(nodes) => load(&nodes, &mut run),
         Err(e) => run.error = Some(e),
     }
     redis.stop();
-    std::thread::sleep(Duration::from_secs(1));
+    // Let the closed sockets and the processes' memory go before the next run.
+    std::thread::sleep(Duration::from_secs(2));
     run
 }
 

@@ -16,37 +16,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::cluster::{Nodes, Redis};
+use super::cluster;
 use super::outcome::{Outcome, Run};
 use super::scenarios::{Scenario, WIDE};
-use super::{Binaries, Kind, SECRET, server_command, shell_line};
+use super::{Binaries, SECRET, shell_line};
 
 /// Starts Redis and the nodes, runs one loadgen per node at once, stops everything.
 pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> Run {
-    let mut run = Run::default();
-    let mut redis = match Redis::start(log_dir) {
-        Ok(redis) => redis,
-        Err(e) => {
-            run.error = Some(e);
-            return run;
-        }
-    };
-    let broker = ["--broker".to_owned(), redis.url()];
-    let (program, args) = server_command(binaries, scenario, Kind::AgentServer, &broker);
-    run.server_command = format!(
-        "redis-server --port $REDIS_PORT --save '' --appendonly no & {} (× {}, $ADDR1 … $ADDR{})",
-        shell_line(&program, &args).replace(&redis.url(), "redis://127.0.0.1:$REDIS_PORT"),
-        scenario.nodes,
-        scenario.nodes
-    );
-    let log = |n: usize| log_dir.join(format!("{}-node{n}.log", scenario.name));
-    match Nodes::start(&program, scenario.nodes, |_| args.clone(), log) {
-        Ok(nodes) => load_all(binaries, scenario, &nodes.addrs(), &nodes.pids(), &mut run),
-        Err(e) => run.error = Some(e),
-    }
-    redis.stop();
-    std::thread::sleep(Duration::from_secs(2));
-    run
+    cluster::with_nodes(binaries, scenario, log_dir, |nodes, run| {
+        load_all(binaries, scenario, &nodes.addrs(), &nodes.pids(), run);
+    })
 }
 
 /// loadgen's arguments for node `n` (from 1) at `addr` with pid `pid`.
