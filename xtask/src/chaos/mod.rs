@@ -352,3 +352,38 @@ fn table(outcomes: &[Outcome], load: Load) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_name_known_faults_only() {
+        let parse = |words: &[&str]| {
+            Options::parse(&words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(parse(&[]), Ok(Options::default()));
+        assert_eq!(
+            parse(&["--quick", "--only", "node-kill,sqlite-full"]),
+            Ok(Options {
+                quick: true,
+                only: vec!["node-kill".into(), "sqlite-full".into()],
+            })
+        );
+        let bad = parse(&["--only", "flood"]).expect_err("no such fault");
+        assert_eq!(
+            bad,
+            "chaos: no fault `flood`; the faults are node-kill, redis-restart, postgres-restart, sqlite-full"
+        );
+        assert!(
+            parse(&["--only"])
+                .expect_err("refused")
+                .contains("--only needs fault names")
+        );
+        assert!(
+            parse(&["--slow"])
+                .expect_err("refused")
+                .contains("unknown argument `--slow`")
+        );
+    }
+}
