@@ -141,3 +141,107 @@ fn bad_values_are_refused_naming_key_value_and_range() {
         "{message}"
     );
 }
+
+/// The URL flags (`--broker`, `--store`): each accepted, or refused naming the flag, the URL
+/// with its credentials hidden, and what is wrong with it (for a Redis Cluster, which node).
+#[test]
+fn url_flags_are_checked() {
+    let table: &[(&[&str], Result<(), &str>)] = &[
+        (&["--broker", "in-process"], Ok(())),
+        (&["--broker", "redis://127.0.0.1:6379"], Ok(())),
+        (&["--broker", "redis://:pw@10.0.0.5:6379/2"], Ok(())),
+        (
+            &["--broker", "redis://"],
+            Err("--broker (AGENT_SERVER_BROKER) \"redis://\" is neither"),
+        ),
+        (
+            &["--broker", "http://user:secret@cache:6379"],
+            Err("\"http://<credentials>@cache:6379\" is neither"),
+        ),
+        (&["--broker", "memory"], Err("is neither `in-process` nor")),
+        (&["--broker", "rediss://:pw@cache:6380/0"], Ok(())),
+        (
+            &["--broker", "rediss://h:1", "--broker-ca-file", "a.pem"],
+            Ok(()),
+        ),
+        (&["--broker", "rediss://"], Err("\"rediss://\" is neither")),
+        (&["--broker", "redis+unix:///run/redis.sock"], Ok(())),
+        (
+            &["--broker", "redis://:pw@cache:99999"],
+            Err(
+                "\"redis://<credentials>@cache:99999\" is neither `in-process` nor a Redis URL (its port is not a number in 1..=65535)",
+            ),
+        ),
+        (
+            &["--broker", "redis://:6379"],
+            Err("is neither `in-process` nor a Redis URL (it names no host)"),
+        ),
+        (&["--store", "postgres://db/agents?sslmode=require"], Ok(())),
+        (&["--store", "postgresql:///agents"], Ok(())),
+        (&["--store", "sqlite:data/history.db"], Ok(())),
+        (
+            &["--store", "postgres://u@db:5432x/agents?password=hunter2"],
+            Err(
+                "\"postgres://<credentials>@db:5432x/agents?password=<hidden>\" is not a store (its port is not a number in 1..=65535)",
+            ),
+        ),
+        (
+            &[
+                "--llm-base-url",
+                "ftp://u:pw@llm.example/v1",
+                "--llm-model",
+                "m",
+            ],
+            Err(
+                "--llm-base-url (LLM_BASE_URL) \"ftp://<credentials>@llm.example/v1\" is not a model API's root (its scheme is `ftp`, not http:// or https://)",
+            ),
+        ),
+        (
+            &["--llm-base-url", "http://:8080/v1", "--llm-model", "m"],
+            Err("is not a model API's root (it names no host)"),
+        ),
+        (&["--store", "none"], Ok(())),
+        (&["--store", "sqlite://data/history.db"], Ok(())),
+        (&["--store", "postgres://app:pw@db:5432/agents"], Ok(())),
+        (
+            &["--store", "mysql://root:secret@db/agents"],
+            Err("--store (AGENT_SERVER_STORE) \"mysql://<credentials>@db/agents\" is not a store"),
+        ),
+        (&["--store", "sqlite://"], Err("is not a store")),
+        (
+            &["--broker", "redis-cluster://10.0.0.1:7000,10.0.0.2:7000"],
+            Ok(()),
+        ),
+        (&["--broker", "rediss-cluster://:pw@a:7000,b:7000"], Ok(())),
+        (
+            &["--broker", "redis-cluster://:hunter2@a:7000,b"],
+            Err(
+                "\"redis-cluster://<credentials>@a:7000,b\" is not a Redis Cluster URL (\"b\" has no port",
+            ),
+        ),
+        (
+            &["--broker", "redis-cluster://a:7000,b:99999"],
+            Err("is not a Redis Cluster URL (its port is not a number in 1..=65535)"),
+        ),
+        (
+            &["--broker", "redis-cluster://a:7000/1"],
+            Err("is not a Redis Cluster URL (a cluster has one database"),
+        ),
+    ];
+    for (flags, expected) in table {
+        let argv: Vec<&str> = std::iter::once("serve")
+            .chain(flags.iter().copied())
+            .collect();
+        match (load(&argv).map(drop), expected) {
+            (Ok(()), Ok(())) => {}
+            (Err(message), Err(needle)) => {
+                assert!(
+                    message.contains(needle),
+                    "{flags:?}: {message:?} lacks {needle:?}"
+                );
+                assert!(!message.contains("hunter2"), "{flags:?}: {message:?}");
+            }
+            (got, _) => panic!("{flags:?}: expected {expected:?}, got {got:?}"),
+        }
+    }
+}

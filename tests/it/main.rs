@@ -85,6 +85,8 @@ mod otlp;
 mod postgres_support;
 mod process_support;
 mod properties;
+mod redis_cluster;
+mod redis_cluster_support;
 mod redis_outage;
 mod redis_support;
 mod replay_memory;

@@ -12,6 +12,7 @@ use agent_server::server::RunningServer;
 use core_context::SequencedEvent;
 use serde_json::{Value, json};
 
+use crate::redis_cluster_support::{SharedRedis, on_redis_and_cluster};
 use crate::redis_support::RedisServer;
 use crate::server_support::{Client, start_server};
 
@@ -65,9 +66,7 @@ fn resume_url_parts(client: &Client, after_seq: u64) -> (String, u64) {
 
 /// A user's tabs on three different nodes read one stream: the same frames, in the same
 /// order, seq contiguous, whichever node runs the agent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn tabs_on_different_nodes_read_one_stream() {
-    let redis = RedisServer::start();
+async fn tabs_on_different_nodes_read_one_stream(redis: &impl SharedRedis) {
     let nodes = nodes(&redis.url(), 3).await;
     let mut tabs = Vec::new();
     for node in &nodes {
@@ -103,9 +102,7 @@ async fn tabs_on_different_nodes_read_one_stream() {
 
 /// 120 users, each with one tab on node A and one on node B, each starting runs on both:
 /// every tab gets only its user's events, seq contiguous from 1, both tabs the same stream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_users_alternating_nodes_get_only_their_own_events() {
-    let redis = RedisServer::start();
+async fn many_users_alternating_nodes_get_only_their_own_events(redis: &impl SharedRedis) {
     let nodes = nodes(&redis.url(), 2).await;
     let users: Vec<String> = (0..120).map(|u| format!("multi{u:03}")).collect();
     let mut tasks = Vec::new();
@@ -163,9 +160,7 @@ async fn many_users_alternating_nodes_get_only_their_own_events() {
 
 /// A client that leaves node A mid-run and resumes on node B gets every event it missed,
 /// then the live ones, with no gap and no repeat.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn resume_on_another_node_loses_nothing() {
-    let redis = RedisServer::start();
+async fn resume_on_another_node_loses_nothing(redis: &impl SharedRedis) {
     let nodes = nodes(&redis.url(), 2).await;
     let mut seen: Vec<u64> = Vec::new();
     let mut on_a = Client::user(nodes[0].addr(), "bob").await;
@@ -205,9 +200,7 @@ async fn resume_on_another_node_loses_nothing() {
 /// The nodes' live (pub/sub) connections are cut again and again while a run streams to a
 /// tab on the other node; Redis keeps its data. The nodes reconnect and fetch what they missed
 /// from the log: the tab gets every event, in order, and is never closed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn cut_live_connections_lose_nothing() {
-    let redis = RedisServer::start();
+async fn cut_live_connections_lose_nothing(redis: &impl SharedRedis) {
     let nodes = nodes(&redis.url(), 2).await;
     let mut runner = Client::user(nodes[0].addr(), "erin").await;
     let mut watcher = Client::user(nodes[1].addr(), "erin").await;
@@ -232,8 +225,7 @@ async fn cut_live_connections_lose_nothing() {
             // meanwhile reach no node live.
             let started = std::time::Instant::now();
             while started.elapsed() < Duration::from_millis(100) {
-                let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
-                assert!(killed.starts_with(':'), "CLIENT KILL answered {killed}");
+                redis.kill_pubsub_clients();
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             cuts += 1;
@@ -331,3 +323,9 @@ async fn redis_restarted_mid_stream_ends_in_an_explicit_failed_resume() {
         node.shutdown().await;
     }
 }
+
+// Each test above, on one Redis and on a Redis Cluster.
+on_redis_and_cluster!(tabs_on_different_nodes_read_one_stream);
+on_redis_and_cluster!(many_users_alternating_nodes_get_only_their_own_events);
+on_redis_and_cluster!(resume_on_another_node_loses_nothing);
+on_redis_and_cluster!(cut_live_connections_lose_nothing);

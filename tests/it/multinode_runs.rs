@@ -11,7 +11,7 @@ use core_context::SequencedEvent;
 use core_context::lifecycle::check_lifecycle;
 use serde_json::{Value, json};
 
-use crate::redis_support::RedisServer;
+use crate::redis_cluster_support::{SharedRedis, on_redis_and_cluster};
 use crate::server_support::{Client, KillableServer, start_server};
 
 const LEASE: Duration = Duration::from_millis(900);
@@ -68,9 +68,7 @@ async fn reply(client: &mut Client) -> Value {
     client.reply().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn cancel_sent_to_one_node_stops_the_run_on_another() {
-    let redis = RedisServer::start();
+async fn cancel_sent_to_one_node_stops_the_run_on_another(redis: &impl SharedRedis) {
     let (a, b) = (node(&redis.url(), 3).await, node(&redis.url(), 3).await);
     let mut on_a = Client::user(a.addr(), "frank").await;
     let mut on_b = Client::user(b.addr(), "frank").await;
@@ -109,9 +107,7 @@ async fn cancel_sent_to_one_node_stops_the_run_on_another() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_run_limit_holds_across_nodes() {
-    let redis = RedisServer::start();
+async fn the_run_limit_holds_across_nodes(redis: &impl SharedRedis) {
     let (a, b) = (node(&redis.url(), 2).await, node(&redis.url(), 2).await);
     let mut on_a = Client::user(a.addr(), "helen").await;
     let mut on_b = Client::user(b.addr(), "helen").await;
@@ -156,9 +152,7 @@ async fn the_run_limit_holds_across_nodes() {
 /// A run past the limit queues across nodes exactly as on one node: accepted, started when
 /// a slot frees on any node, in order; past the queue bound refused; cancellable from any
 /// node while it waits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_run_past_the_limit_queues_across_nodes() {
-    let redis = RedisServer::start();
+async fn a_run_past_the_limit_queues_across_nodes(redis: &impl SharedRedis) {
     let queueing = |url: &str| {
         let tune = tune(url, 1);
         move |config: &mut agent_server::config::ServerConfig| {
@@ -202,9 +196,7 @@ async fn a_run_past_the_limit_queues_across_nodes() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_runs_of_a_killed_node_end_for_their_users() {
-    let redis = RedisServer::start();
+async fn the_runs_of_a_killed_node_end_for_their_users(redis: &impl SharedRedis) {
     let survivor = node(&redis.url(), 1).await;
     let mut doomed = KillableServer::start(tune(&redis.url(), 1));
     let mut watcher = Client::user(survivor.addr(), "judy").await;
@@ -238,9 +230,7 @@ async fn the_runs_of_a_killed_node_end_for_their_users() {
 /// A run queued on a node that dies (accepted, waiting for the user's slot held elsewhere)
 /// still ends for its user: once its place expires a surviving node emits its start and its
 /// `node_lost` end, and the queue is free again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_run_queued_on_a_killed_node_ends_for_its_user() {
-    let redis = RedisServer::start();
+async fn a_run_queued_on_a_killed_node_ends_for_its_user(redis: &impl SharedRedis) {
     let queueing = |url: &str| {
         let tune = tune(url, 1);
         move |config: &mut agent_server::config::ServerConfig| {
@@ -279,9 +269,7 @@ async fn a_run_queued_on_a_killed_node_ends_for_its_user() {
 /// A node that still runs a run whose lease expired (as when it could not reach Redis for a
 /// whole lease TTL): the run is ended once, with `node_lost`, and nothing of it follows; the
 /// node cancels it, and what the run emits meanwhile is dropped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_run_whose_lease_expired_ends_once() {
-    let redis = RedisServer::start();
+async fn a_run_whose_lease_expired_ends_once(redis: &impl SharedRedis) {
     let (a, b) = (node(&redis.url(), 3).await, node(&redis.url(), 3).await);
     let mut on_a = Client::user(a.addr(), "kate").await;
     let mut watcher = Client::user(b.addr(), "kate").await;
@@ -324,3 +312,11 @@ async fn a_run_whose_lease_expired_ends_once() {
         node.shutdown().await;
     }
 }
+
+// Each test above, on one Redis and on a Redis Cluster.
+on_redis_and_cluster!(cancel_sent_to_one_node_stops_the_run_on_another);
+on_redis_and_cluster!(the_run_limit_holds_across_nodes);
+on_redis_and_cluster!(a_run_past_the_limit_queues_across_nodes);
+on_redis_and_cluster!(the_runs_of_a_killed_node_end_for_their_users);
+on_redis_and_cluster!(a_run_queued_on_a_killed_node_ends_for_its_user);
+on_redis_and_cluster!(a_run_whose_lease_expired_ends_once);

@@ -10,6 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Expires every user's run leases and the reapers' index entries (see `redis_broker::runs`).
+pub const EXPIRE_RUN_LEASES: &str = "
+for _, key in ipairs(redis.call('KEYS', 'agentws:{*}:leases')) do
+  for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do redis.call('ZADD', key, 0, m) end
+end
+for _, u in ipairs(redis.call('ZRANGE', 'agentws:reap', 0, -1)) do
+  redis.call('ZADD', 'agentws:reap', 0, u)
+end
+return 1";
+
 /// A running private Redis.
 pub struct RedisServer {
     child: Option<Child>,
@@ -24,7 +34,7 @@ pub struct RedisServer {
     persistent: bool,
 }
 
-fn binary() -> &'static str {
+pub fn binary() -> &'static str {
     if std::path::Path::new("/usr/bin/redis-server").exists() {
         "/usr/bin/redis-server"
     } else {
@@ -32,7 +42,7 @@ fn binary() -> &'static str {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("no free port on loopback")
@@ -155,31 +165,13 @@ impl RedisServer {
     /// Expires every run lease (held slots and queue places) now, as if their nodes had
     /// stopped renewing them: the next reap takes them all.
     pub fn expire_run_leases(&self) {
-        let expired = self.command(&[
-            "EVAL",
-            "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('ZADD', KEYS[1], 0, m) end return 1",
-            "1",
-            "agentws:leases",
-        ]);
+        let expired = self.command(&["EVAL", EXPIRE_RUN_LEASES, "0"]);
         assert_eq!(expired, ":1", "expiring the run leases");
     }
 
     /// Sends one command (RESP array of `args`) and returns the raw reply's first line.
     pub fn command(&self, args: &[&str]) -> String {
-        use std::io::{BufRead, BufReader, Write};
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("redis is up");
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream
-            .write_all(request.as_bytes())
-            .expect("write to redis");
-        let mut line = String::new();
-        BufReader::new(stream)
-            .read_line(&mut line)
-            .expect("read from redis");
-        line.trim_end().to_owned()
+        query(self.port, args)
     }
 
     /// Stops it the way an operator does (SHUTDOWN: a persistent one keeps its data); its
@@ -223,6 +215,25 @@ impl RedisServer {
         self.stop();
         self.start_again();
     }
+}
+
+/// Sends one command (RESP array of `args`) to the Redis on `port` of loopback and returns
+/// the raw reply's first line.
+pub fn query(port: u16, args: &[&str]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("redis is up");
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream
+        .write_all(request.as_bytes())
+        .expect("write to redis");
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("read from redis");
+    line.trim_end().to_owned()
 }
 
 impl Drop for RedisServer {

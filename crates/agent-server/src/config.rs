@@ -81,6 +81,26 @@ impl BrokerChoice {
         if value == "in-process" {
             return Ok(Self::InProcess);
         }
+        match redis_broker::cluster_seeds(value) {
+            Ok(Some(seeds)) => {
+                for seed in &seeds {
+                    ::secrets::url::check(seed, read::BROKER_SCHEMES).map_err(|why| {
+                        ConfigError::BrokerCluster {
+                            url: ::secrets::url::redacted(value),
+                            why: why.to_string(),
+                        }
+                    })?;
+                }
+                return Ok(Self::Redis(value.to_owned()));
+            }
+            Ok(None) => {}
+            Err(why) => {
+                return Err(ConfigError::BrokerCluster {
+                    url: ::secrets::url::redacted(value),
+                    why,
+                });
+            }
+        }
         match ::secrets::url::check(value, read::BROKER_SCHEMES) {
             Ok(_) => Ok(Self::Redis(value.to_owned())),
             Err(why) => Err(ConfigError::Broker {
@@ -158,6 +178,16 @@ pub enum ConfigError {
         /// What is wrong with it.
         why: ::secrets::url::UrlError,
     },
+    /// A `redis-cluster://` broker URL that names no usable node.
+    #[error(
+        "--broker (AGENT_SERVER_BROKER) {url:?} is not a Redis Cluster URL ({why}): use redis-cluster://host:port,host:port,... (rediss-cluster:// for TLS)"
+    )]
+    BrokerCluster {
+        /// The value given, credentials hidden.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// An `--mcp-server`, `--mcp-env`, `--mcp-pass-env` or `--mcp-cwd` value cannot be used.
     #[error("{0}")]
     Mcp(String),
@@ -166,7 +196,7 @@ pub enum ConfigError {
     Otlp(String),
     /// The broker is neither `in-process` nor a Redis URL.
     #[error(
-        "--broker (AGENT_SERVER_BROKER) {url:?} is neither `in-process` nor a Redis URL ({why}): use redis://host:port, rediss://host:port (TLS) or redis+unix:///path/to/socket"
+        "--broker (AGENT_SERVER_BROKER) {url:?} is neither `in-process` nor a Redis URL ({why}): use redis://host:port, rediss://host:port (TLS), redis+unix:///path/to/socket or redis-cluster://host:port,host:port,..."
     )]
     Broker {
         /// The value given, credentials hidden.

@@ -20,16 +20,20 @@
 //! and Lua scripts of the streams), `run_scripts` (those of the runs: slots, queue, one run
 //! per thread, leases), `lost` (what a reaper emits to end a dead node's runs, [`LostRun`]),
 //! `budget_ledger` ([`BudgetLedger`]: users' budgets reserved across
-//! the nodes) and its `budget_scripts`, `tls` (the Redis client). The modules import
+//! the nodes) and its `budget_scripts`, `conn` (one Redis or a Redis Cluster behind one
+//! connection type, and the cluster URL's seeds) with `tls` (a client's certificates). The
+//! modules import
 //! downwards only: `attached` knows `scripts`; `shared` knows those two; the tasks and
 //! `budget_ledger` know `shared`; `runs` uses `lost`, which knows the publisher; the subscriber
-//! also reads the publisher's retry policy and the runs' cancel messages. None imports this root's private items; `tls` and `runs` name
+//! also reads the publisher's retry policy and `node_requests` (the node channel's messages). None imports this root's private items; `tls` and `runs` name
 //! its public types.
 
 mod attached;
 mod budget_ledger;
 mod budget_scripts;
+mod conn;
 mod lost;
+mod node_requests;
 mod publisher;
 mod run_scripts;
 mod runs;
@@ -39,8 +43,10 @@ mod subscriber;
 mod tls;
 
 pub use budget_ledger::{BudgetLedger, LEDGER_MAX, LedgerGrant, LedgerTicket};
+pub use conn::cluster_seeds;
 pub use lost::{LostRun, NODE_LOST};
-pub use runs::{ClaimState, ClusterRuns, Lease, SlotLimits, USER_CANCELLED};
+pub use node_requests::USER_CANCELLED;
+pub use runs::{ClaimState, ClusterRuns, Lease, SlotLimits};
 pub use shared::{BrokerStats, CancelRequest, NodeRequest, SteerRequest};
 
 use std::collections::HashMap;
@@ -53,7 +59,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use core_context::{EmitError, EncodedEvent, UserId};
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 use ws_bridge::Frame;
 use ws_bridge::broker::{
@@ -70,7 +75,8 @@ use crate::subscriber::Command;
 /// Settings of a [`RedisBroker`].
 #[derive(Debug, Clone)]
 pub struct RedisBrokerConfig {
-    /// `redis://host:port[/db]` (or `rediss://`, `redis+unix://`).
+    /// `redis://host:port[/db]` (or `rediss://`, `redis+unix://`), or a Redis Cluster's
+    /// `redis-cluster://host:port,host:port,...` (or `rediss-cluster://`).
     pub url: String,
     /// Bounds of each user's replay log.
     pub bounds: ReplayBounds,
@@ -119,6 +125,14 @@ pub enum RedisBrokerError {
         url: String,
         /// Why.
         source: redis::RedisError,
+    },
+    /// A `redis-cluster://` URL that names no usable node.
+    #[error("invalid Redis Cluster URL {url}: {why}; use redis-cluster://host:port,host:port,...")]
+    Cluster {
+        /// The URL, without its password.
+        url: String,
+        /// Why.
+        why: String,
     },
     /// A CA file or a client certificate for a URL without TLS.
     #[error(
@@ -174,18 +188,7 @@ impl RedisBroker {
     /// Connects to Redis and starts the node's publisher, subscriber and key renewal tasks.
     pub async fn connect(config: RedisBrokerConfig) -> Result<Self, RedisBrokerError> {
         let url = secrets::url::redacted(&config.url);
-        let client = tls::client(&config)?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client.clone(), manager)
-            .await
-            .map_err(|source| RedisBrokerError::Connect {
-                url: url.clone(),
-                source,
-            })?;
+        let conn::Endpoint { conn, live } = conn::connect(&config).await?;
         let node_id = ulid::Ulid::new().to_string();
         let shared = Arc::new(Shared {
             node_channel: format!("{}:node:{node_id}", config.key_prefix),
@@ -193,7 +196,7 @@ impl RedisBroker {
             prefix: config.key_prefix,
             node_id,
             bounds: config.bounds,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(conn.is_cluster()),
             conn: conn.clone(),
             attached: Mutex::new(HashMap::new()),
             queued: AtomicUsize::new(0),
@@ -209,7 +212,7 @@ impl RedisBroker {
         let (subscriber, commands) = mpsc::unbounded_channel();
         let tasks = vec![
             tokio::spawn(publisher::run(Arc::clone(&shared), conn, queue)),
-            tokio::spawn(subscriber::run(Arc::clone(&shared), client, commands)),
+            tokio::spawn(subscriber::run(Arc::clone(&shared), live, commands)),
             tokio::spawn(subscriber::renew_keys(Arc::downgrade(&shared))),
         ];
         tracing::info!(%url, node = %shared.node_id, "redis broker connected");

@@ -14,9 +14,9 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use core_context::{EmitError, EncodedEvent, RunId, UserId};
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
+use crate::conn::Conn;
 use crate::scripts::StreamKeys;
 use crate::shared::Shared;
 
@@ -110,11 +110,7 @@ pub(crate) const RETRY: ExponentialBuilder = ExponentialBuilder::new()
     .with_jitter();
 
 /// Runs until every sender is gone (the broker was dropped).
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    mut conn: ConnectionManager,
-    mut queue: mpsc::Receiver<Outgoing>,
-) {
+pub(crate) async fn run(shared: Arc<Shared>, mut conn: Conn, mut queue: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut batch, BATCH).await > 0 {
         let mut retries = RETRY.build();
@@ -164,10 +160,41 @@ fn retryable(error: &redis::RedisError) -> bool {
     !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
 }
 
-async fn send(
+/// Sends `batch`: in one script call on one Redis; on a Redis Cluster in one call per slot
+/// (each user's events stay in order within their slot's call), the calls at once.
+async fn send(shared: &Shared, conn: &mut Conn, batch: &[Outgoing]) -> redis::RedisResult<()> {
+    if conn.is_cluster() {
+        let mut slots: Vec<(redis::cluster_routing::Slot, Vec<&Outgoing>)> = Vec::new();
+        for event in batch {
+            let slot = redis::cluster_routing::Slot::for_key(
+                StreamKeys::new(&shared.prefix, &event.user).meta,
+            );
+            match slots.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, events)) => events.push(event),
+                None => slots.push((slot, vec![event])),
+            }
+        }
+        let calls = slots.iter().map(|(_, events)| {
+            let mut conn = conn.clone();
+            async move { send_one(shared, &mut conn, events).await }
+        });
+        futures::future::try_join_all(calls).await?;
+    } else {
+        let events: Vec<&Outgoing> = batch.iter().collect();
+        send_one(shared, conn, &events).await?;
+    }
+    shared
+        .stats
+        .events_published
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// One publish script call for `events`.
+async fn send_one(
     shared: &Shared,
-    conn: &mut ConnectionManager,
-    batch: &[Outgoing],
+    conn: &mut Conn,
+    events: &[&Outgoing],
 ) -> redis::RedisResult<()> {
     let script = &shared.scripts.publish;
     let mut invocation = script.prepare_invoke();
@@ -176,9 +203,8 @@ async fn send(
         .arg(ws_bridge::Epoch::generate().as_str())
         .arg(shared.ttl_ms())
         .arg(&shared.node_id)
-        .arg(shared.bounds.max_events)
-        .arg(&shared.prefix);
-    for event in batch {
+        .arg(shared.bounds.max_events);
+    for event in events {
         let keys = StreamKeys::new(&shared.prefix, &event.user);
         invocation
             .key(keys.meta)
@@ -193,10 +219,5 @@ async fn send(
     let mut pipe = redis::pipe();
     pipe.load_script(script).ignore();
     pipe.invoke_script(&invocation).ignore();
-    pipe.query_async::<()>(conn).await?;
-    shared
-        .stats
-        .events_published
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    Ok(())
+    pipe.query_async::<()>(conn).await
 }

@@ -4,7 +4,7 @@
 //! module's documentation.
 
 /// Claims a run slot or a place in the user's queue. `KEYS[1]` the user's slots (scored by
-/// expiry), `KEYS[2]` all leases (slots and places, scored by expiry, for the reaper),
+/// expiry), `KEYS[2]` the user's leases (slots and places, scored by expiry, for the reaper),
 /// `KEYS[3]` this claim's lease hash, `KEYS[4]` the user's queue (scored by arrival, strictly
 /// increasing), `KEYS[5]` the queue's expiries, `KEYS[6]` the run's hash, `KEYS[7]` the run's
 /// ended mark, `KEYS[8]` the user's serialized threads (thread → `<lease> <run>` of the run
@@ -100,6 +100,7 @@ end
 local thread_free = (not mine) or own or (not active and not blocked[mine])
 local function record(is_queued)
   redis.call('ZADD', KEYS[2], expiry, ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], 86400000)
   redis.call('HSET', KEYS[3], 'user', ARGV[5], 'node', ARGV[6], 'run', ARGV[7],
     'thread', ARGV[8], 'agent', ARGV[9], 'queued', is_queued, 'message', ARGV[10])
   redis.call('HSET', KEYS[6], 'user', ARGV[5], 'node', ARGV[6], 'lease', ARGV[1])
@@ -166,7 +167,7 @@ return {'2', tostring(position), active or ''}
 
 /// Gives a lease back: its slot or its place, its records, and its thread when it holds
 /// it. `KEYS[1]` the user's slots, `KEYS[2]` the queue, `KEYS[3]` the queue's expiries,
-/// `KEYS[4]` all leases, `KEYS[5]` the lease hash, `KEYS[6]` the run's hash, `KEYS[7]` the
+/// `KEYS[4]` the user's leases, `KEYS[5]` the lease hash, `KEYS[6]` the run's hash, `KEYS[7]` the
 /// user's serialized threads, `KEYS[8]` the user's queued claims; `ARGV[1]` the lease id.
 pub(crate) const RELEASE: &str = r"
 local thread = redis.call('HGET', KEYS[5], 'thread')
@@ -185,22 +186,23 @@ end
 return 1
 ";
 
-/// Takes a lease off the books and marks its run ended for a day (`<prefix>:ended:<run>`:
-/// the publish script drops the run's later events, so its `node_lost` stays its last).
-/// Returns `{user, run, thread, agent, queued, message}` for a lease that names its run, else
-/// nil (`queued`: '1' for a place in the queue, whose run never started).
+/// Takes a lease off the books and marks its run ended for a day
+/// (`<prefix>:{<user>}:ended:<run>`: the publish script drops the run's later events, so its
+/// `node_lost` stays its last). `base` is the user's `<prefix>:{<user>}`. Returns `{user,
+/// run, thread, agent, queued, message, started, open calls, ended}` for a lease that names
+/// its run, else nil (`queued`: '1' for a place in the queue, whose run never started).
 pub(crate) const TAKE: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function take(prefix, leases, id)
+local function take(base, leases, id)
   redis.call('ZREM', leases, id)
-  local lease = prefix .. ':lease:' .. id
+  local lease = base .. ':lease:' .. id
   local f = redis.call('HMGET', lease, 'user', 'run', 'thread', 'agent', 'queued', 'message')
   redis.call('DEL', lease)
   if f[1] and f[2] then
-    local record = prefix .. ':run:' .. f[2]
+    local record = base .. ':run:' .. f[2]
     local started, ended, open = '0', '0', {}
     local fields = redis.call('HGETALL', record)
     for i = 1, #fields, 2 do
@@ -214,23 +216,24 @@ local function take(prefix, leases, id)
       end
     end
     redis.call('DEL', record)
-    redis.call('SET', prefix .. ':ended:' .. f[2], 1, 'PX', 86400000)
+    redis.call('SET', base .. ':ended:' .. f[2], 1, 'PX', 86400000)
     return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or '', started, open, ended}
   end
   return nil
 end
 ";
 
-/// Renews leases: `KEYS[1]` all leases, `ARGV[1]` TTL ms, `ARGV[2]` the key prefix, then
-/// pairs of (user slots key, lease id). A lease already expired is not renewed (a reaper may
-/// be ending its run): it is taken here instead. Returns `{lost ids, taken runs}`: the ids no
-/// longer held, and the runs of those this call took (the caller ends them).
+/// Renews one user's leases: `KEYS[1]` the user's leases, `KEYS[2]` the user's slots;
+/// `ARGV[1]` TTL ms, `ARGV[2]` the user's `<prefix>:{<user>}`, then the lease ids. A lease
+/// already expired is not renewed (a reaper may be ending its run): it is taken here instead.
+/// Returns `{lost ids, taken runs}`: the ids no longer held, and the runs of those this call
+/// took (the caller ends them).
 pub(crate) const RENEW: &str = r"
 local now = now_ms()
 local expiry = now + tonumber(ARGV[1])
 local lost, taken = {}, {}
-for i = 3, #ARGV, 2 do
-  local slots, id = ARGV[i], ARGV[i + 1]
+for i = 3, #ARGV do
+  local id = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], id)
   if not score then
     table.insert(lost, id)
@@ -240,26 +243,44 @@ for i = 3, #ARGV, 2 do
     if run then table.insert(taken, run) end
   else
     redis.call('ZADD', KEYS[1], 'XX', expiry, id)
-    redis.call('ZADD', slots, 'XX', expiry, id)
-    redis.call('PEXPIRE', slots, ARGV[1])
+    redis.call('ZADD', KEYS[2], 'XX', expiry, id)
   end
 end
+redis.call('PEXPIRE', KEYS[1], 86400000)
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return {lost, taken}
 ";
 
-/// Takes up to 100 expired leases: `KEYS[1]` all leases, `ARGV[1]` the key prefix. Returns
-/// the runs of those that had started.
+/// Takes up to 100 of one user's expired leases: `KEYS[1]` the user's leases, `ARGV[1]` the
+/// user's `<prefix>:{<user>}`. Returns `{runs, next}`: the runs of those that named one, and
+/// the expiry (ms) of the user's earliest lease left ('' when none is left).
 pub(crate) const REAP: &str = r"
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, 100)) do
   local run = take(ARGV[1], KEYS[1], id)
   if run then table.insert(out, run) end
 end
-return out
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {out, first[2] or ''}
+";
+
+/// Settles a user's entry in the reapers' index after a reap: `KEYS[1]` the index (users
+/// scored by when a lease of theirs may expire next); `ARGV[1]` the user, `ARGV[2]` the
+/// score the reaper read, `ARGV[3]` the user's next expiry ('' when no lease is left). Only
+/// when the entry still has the score read: a claim since then set its own.
+pub(crate) const SETTLE_INDEX: &str = r"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+end
+return 1
 ";
 
 /// The run holding a thread's slot: `KEYS[1]` the user's serialized threads, `KEYS[2]` the
-/// user's slots; `ARGV[1]` the thread, `ARGV[2]` the key prefix. Returns `{run, agent}`, or nil
+/// user's slots; `ARGV[1]` the thread, `ARGV[2]` the user's `<prefix>:{<user>}`. Returns `{run, agent}`, or nil
 /// when no run holds it.
 pub(crate) const RUNNER: &str = r"
 local h = redis.call('HGET', KEYS[1], ARGV[1])

@@ -11,16 +11,20 @@
 //! - `<prefix>:{<user>}:queue`, a sorted set: the user's claims waiting for a slot, scored by
 //!   arrival (ms), and `<prefix>:{<user>}:queued`, the same claims scored by expiry (a
 //!   waiting claim renews its place each time it asks again);
-//! - `<prefix>:leases`, a sorted set: every held slot, scored by expiry, for the reaper;
-//! - `<prefix>:lease:<id>`, a hash: a held slot's user, node, run id, thread and agent (what a
-//!   terminal event for its run needs);
-//! - `<prefix>:run:<run id>`, a hash: the run's user, node and lease, from the moment its
+//! - `<prefix>:{<user>}:leases`, a sorted set: the user's held slots and queue places, scored
+//!   by expiry, for the reaper;
+//! - `<prefix>:{<user>}:lease:<id>`, a hash: a held slot's user, node, run id, thread and
+//!   agent (what a terminal event for its run needs);
+//! - `<prefix>:reap`, a sorted set, the reapers' index: users scored by when a lease of
+//!   theirs may expire next (set after each claim, lowered only; a reaper visits the users
+//!   whose time has come and sets their next one, or removes them);
+//! - `<prefix>:{<user>}:run:<run id>`, a hash: the run's user, node and lease, from the moment its
 //!   claim holds a slot or a place (for `cancel_run`, queued runs too), and `started` once
 //!   its `agent_started` is in its user's stream, `open:<tool_call_id>` (the tool's name)
 //!   for each of its tool calls begun and not completed there, and `ended` once its terminal
 //!   event is there (the publish script keeps them), so that a reaper emits the start if it
 //!   never came, closes the open calls, and says nothing of a run that had already ended;
-//! - `<prefix>:ended:<run id>`: the run was ended by a reaper; its node's later events are
+//! - `<prefix>:{<user>}:ended:<run id>`: the run was ended by a reaper; its node's later events are
 //!   dropped, so the `node_lost` terminal event stays the run's last;
 //! - `<prefix>:node:<node id>`, a pub/sub channel: `cancel` commands for the node's runs.
 //!
@@ -29,8 +33,11 @@
 //! emits the run's terminal `agent_error` (code [`NODE_LOST`]). A node that finds it lost a
 //! lease of a run it still executes cancels that run; what the run emits meanwhile is dropped.
 //!
-//! These scripts name keys they build themselves, so they need a single Redis (or a cluster
-//! where these keys share a slot); the streams' scripts work on a cluster too.
+//! Every script's keys are one user's (the user's hash tag, so one slot of a Redis Cluster);
+//! the reapers' index is a key of its own, changed by single commands and one small script.
+//! A node that dies between a claim and its index entry leaves a lease no reaper visits
+//! until that user claims again or another lease of theirs is renewed (renewals re-add a
+//! missing entry).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,9 +48,10 @@ use redis::Script;
 use ws_bridge::broker::BrokerError;
 
 use crate::lost::{LostRun, TakenRun, end_runs};
+use crate::node_requests::USER_CANCELLED;
 use crate::publisher::PublishQueue;
-use crate::run_scripts::{CLAIM, HOLD, REAP, RELEASE, RENEW, RUNNER, TAKE, UNHOLD};
-use crate::shared::{CancelRequest, NodeRequest, Shared, SteerRequest, broker_error};
+use crate::run_scripts::{CLAIM, HOLD, REAP, RELEASE, RENEW, RUNNER, SETTLE_INDEX, TAKE, UNHOLD};
+use crate::shared::{Shared, SteerRequest, broker_error};
 
 /// A claim on one of a user's run slots in the cluster: a slot held, or a place in the
 /// user's queue. Give it back with [`ClusterRuns::release`].
@@ -108,6 +116,7 @@ pub struct ClusterRuns {
     unhold: Arc<Script>,
     renew: Arc<Script>,
     reap: Arc<Script>,
+    settle_index: Arc<Script>,
 }
 
 impl Lease {
@@ -157,15 +166,27 @@ impl ClusterRuns {
             unhold: Arc::new(Script::new(UNHOLD)),
             renew: Arc::new(Script::new(&format!("{TAKE}{RENEW}"))),
             reap: Arc::new(Script::new(&format!("{TAKE}{REAP}"))),
+            settle_index: Arc::new(Script::new(SETTLE_INDEX)),
         }
     }
 
-    fn key(&self, rest: &str) -> String {
-        format!("{}:{rest}", self.shared.prefix)
+    /// `<prefix>:{<user>}`, the base of the user's keys.
+    fn base(&self, user: &UserId) -> String {
+        format!("{}:{{{}}}", self.shared.prefix, user.as_str())
+    }
+
+    /// `<prefix>:{<user>}:<rest>`.
+    fn user_key(&self, user: &UserId, rest: &str) -> String {
+        format!("{}:{rest}", self.base(user))
     }
 
     fn slots_key(&self, user: &UserId) -> String {
-        format!("{}:{{{}}}:slots", self.shared.prefix, user.as_str())
+        self.user_key(user, "slots")
+    }
+
+    /// The reapers' index.
+    fn index_key(&self) -> String {
+        format!("{}:reap", self.shared.prefix)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -218,12 +239,12 @@ impl ClusterRuns {
         let answer: Vec<String> = self
             .claim
             .key(self.slots_key(&lease.user))
-            .key(self.key("leases"))
-            .key(self.key(&format!("lease:{}", lease.id)))
+            .key(self.user_key(&lease.user, "leases"))
+            .key(self.user_key(&lease.user, &format!("lease:{}", lease.id)))
             .key(queue)
             .key(queued)
-            .key(self.key(&format!("run:{}", lease.run)))
-            .key(self.key(&format!("ended:{}", lease.run)))
+            .key(self.user_key(&lease.user, &format!("run:{}", lease.run)))
+            .key(self.user_key(&lease.user, &format!("ended:{}", lease.run)))
             .key(threads)
             .key(qthreads)
             .arg(&lease.id)
@@ -241,8 +262,20 @@ impl ClusterRuns {
             .invoke_async(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
-        parse_claim(&answer)
-            .ok_or_else(|| BrokerError(format!("Redis: the claim script answered {answer:?}")))
+        let state = parse_claim(&answer)
+            .ok_or_else(|| BrokerError(format!("Redis: the claim script answered {answer:?}")))?;
+        if matches!(state, ClaimState::Running | ClaimState::Queued { .. }) {
+            // Lowered only: the user's earliest lease decides when a reaper looks.
+            redis::cmd("ZADD")
+                .arg(self.index_key())
+                .arg("LT")
+                .arg(now_ms() + self.ttl_ms())
+                .arg(lease.user.as_str())
+                .exec_async(&mut self.shared.conn.clone())
+                .await
+                .map_err(|e| broker_error(&e))?;
+        }
+        Ok(state)
     }
 
     /// Gives `lease` back: its slot or its place in the queue (its run ended, was cancelled
@@ -254,9 +287,9 @@ impl ClusterRuns {
             .key(self.slots_key(&lease.user))
             .key(queue)
             .key(queued)
-            .key(self.key("leases"))
-            .key(self.key(&format!("lease:{}", lease.id)))
-            .key(self.key(&format!("run:{}", lease.run)))
+            .key(self.user_key(&lease.user, "leases"))
+            .key(self.user_key(&lease.user, &format!("lease:{}", lease.id)))
+            .key(self.user_key(&lease.user, &format!("run:{}", lease.run)))
             .key(threads)
             .key(qthreads)
             .arg(&lease.id)
@@ -266,21 +299,50 @@ impl ClusterRuns {
     }
 
     /// Renews `leases` (this node's runs); returns those this node no longer holds. Leases
-    /// found expired are taken and their runs ended here.
+    /// found expired are taken and their runs ended here. One script call per user, at once.
     pub async fn renew(&self, leases: &[Lease]) -> Result<Vec<Lease>, BrokerError> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.renew.key(self.key("leases"));
-        invocation.arg(self.ttl_ms()).arg(&self.shared.prefix);
+        let mut users: Vec<(&UserId, Vec<&str>)> = Vec::new();
         for lease in leases {
-            invocation.arg(self.slots_key(&lease.user)).arg(&lease.id);
+            match users.iter_mut().find(|(user, _)| **user == lease.user) {
+                Some((_, ids)) => ids.push(&lease.id),
+                None => users.push((&lease.user, vec![&lease.id])),
+            }
         }
-        let (lost, taken): (Vec<String>, Vec<TakenRun>) = invocation
-            .invoke_async(&mut self.shared.conn.clone())
+        let calls = users.iter().map(|(user, ids)| {
+            let mut invocation = self.renew.key(self.user_key(user, "leases"));
+            invocation
+                .key(self.slots_key(user))
+                .arg(self.ttl_ms())
+                .arg(self.base(user))
+                .arg(ids);
+            let mut conn = self.shared.conn.clone();
+            async move {
+                invocation
+                    .invoke_async::<(Vec<String>, Vec<TakenRun>)>(&mut conn)
+                    .await
+            }
+        });
+        let answers = futures::future::try_join_all(calls)
             .await
             .map_err(|e| broker_error(&e))?;
-        end_runs(&self.publish, taken);
+        // A user missing from the reapers' index (its entry lost) is put back.
+        let mut index = redis::cmd("ZADD");
+        index.arg(self.index_key()).arg("NX");
+        for (user, _) in &users {
+            index.arg(now_ms() + self.ttl_ms()).arg(user.as_str());
+        }
+        let mut lost = Vec::new();
+        for (gone, taken) in answers {
+            lost.extend(gone);
+            end_runs(&self.publish, taken);
+        }
+        index
+            .exec_async(&mut self.shared.conn.clone())
+            .await
+            .map_err(|e| broker_error(&e))?;
         Ok(leases
             .iter()
             .filter(|lease| lost.contains(&lease.id))
@@ -289,16 +351,51 @@ impl ClusterRuns {
     }
 
     /// Takes expired leases (of nodes that stopped renewing) and ends their runs: emits each
-    /// run's terminal `agent_error`. Returns the runs ended.
+    /// run's terminal `agent_error`. Visits the users the reapers' index says are due (up to
+    /// 100 per call). Returns the runs ended.
     pub async fn reap(&self) -> Result<Vec<LostRun>, BrokerError> {
-        let taken: Vec<TakenRun> = self
-            .reap
-            .key(self.key("leases"))
-            .arg(&self.shared.prefix)
-            .invoke_async(&mut self.shared.conn.clone())
+        let mut conn = self.shared.conn.clone();
+        let due: Vec<(String, String)> = redis::cmd("ZRANGE")
+            .arg(self.index_key())
+            .arg("-inf")
+            .arg(now_ms())
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(100)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
             .await
             .map_err(|e| broker_error(&e))?;
-        Ok(end_runs(&self.publish, taken))
+        let mut ended = Vec::new();
+        for (user, score) in due {
+            let Ok(id) = UserId::parse(&user) else {
+                tracing::error!(%user, "redis broker: the reapers' index names a user id that does not parse; dropped from it");
+                let _: Result<(), _> = redis::cmd("ZREM")
+                    .arg(self.index_key())
+                    .arg(&user)
+                    .exec_async(&mut conn)
+                    .await;
+                continue;
+            };
+            let (taken, next): (Vec<TakenRun>, String) = self
+                .reap
+                .key(self.user_key(&id, "leases"))
+                .arg(self.base(&id))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| broker_error(&e))?;
+            ended.extend(end_runs(&self.publish, taken));
+            self.settle_index
+                .key(self.index_key())
+                .arg(&user)
+                .arg(&score)
+                .arg(&next)
+                .invoke_async::<()>(&mut conn)
+                .await
+                .map_err(|e| broker_error(&e))?;
+        }
+        Ok(ended)
     }
 
     /// The run of `user`'s `thread` holding a slot now (kept one run per thread), with its
@@ -314,7 +411,7 @@ impl ClusterRuns {
             .key(threads)
             .key(self.slots_key(user))
             .arg(thread.as_str())
-            .arg(&self.shared.prefix)
+            .arg(self.base(user))
             .invoke_async(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
@@ -347,7 +444,7 @@ impl ClusterRuns {
     pub async fn steer(&self, request: &SteerRequest) -> Result<bool, BrokerError> {
         let mut conn = self.shared.conn.clone();
         let (owner, node): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.key(&format!("run:{}", request.run_id)))
+            .arg(self.user_key(&request.user, &format!("run:{}", request.run_id)))
             .arg("user")
             .arg("node")
             .query_async(&mut conn)
@@ -362,7 +459,7 @@ impl ClusterRuns {
         let payload = serde_json::to_string(request)
             .map_err(|e| BrokerError(format!("a steer request could not be encoded: {e}")))?;
         let receivers: u64 = redis::cmd("PUBLISH")
-            .arg(self.key(&format!("node:{node}")))
+            .arg(format!("{}:node:{node}", self.shared.prefix))
             .arg(format!("steer\n{payload}"))
             .query_async(&mut conn)
             .await
@@ -381,7 +478,7 @@ impl ClusterRuns {
     ) -> Result<bool, BrokerError> {
         let mut conn = self.shared.conn.clone();
         let (owner, node): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.key(&format!("run:{run}")))
+            .arg(self.user_key(user, &format!("run:{run}")))
             .arg("user")
             .arg("node")
             .query_async(&mut conn)
@@ -393,7 +490,7 @@ impl ClusterRuns {
         if owner != user.as_str() {
             return Ok(false);
         }
-        let channel = self.key(&format!("node:{node}"));
+        let channel = format!("{}:node:{node}", self.shared.prefix);
         let _receivers: u64 = redis::cmd("PUBLISH")
             .arg(channel)
             .arg(if reason == USER_CANCELLED {
@@ -411,6 +508,16 @@ impl ClusterRuns {
             .map_err(|e| broker_error(&e))?;
         Ok(true)
     }
+}
+
+/// Milliseconds since the Unix epoch, by this node's clock (the reapers' index: a node a
+/// little ahead or behind Redis only moves a reaper's visit by as much).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// Reads the claim script's answer (see `run_scripts::CLAIM`).
@@ -435,68 +542,4 @@ fn parse_claim(answer: &[String]) -> Option<ClaimState> {
         [code, busy] if code == "4" => ClaimState::ThreadBusy { run: run(busy)? },
         _ => return None,
     })
-}
-
-/// Reads a node channel message: `cancel\n<user>\n<run>\n<reason>` (without the reason,
-/// from a node of an earlier version: cancelled by the user), or `steer\n<json>`.
-pub(crate) fn parse_node_request(payload: &[u8]) -> Option<NodeRequest> {
-    let text = std::str::from_utf8(payload).ok()?;
-    if let Some(json) = text.strip_prefix("steer\n") {
-        return serde_json::from_str(json).ok().map(NodeRequest::Steer);
-    }
-    parse_cancel(text).map(NodeRequest::Cancel)
-}
-
-fn parse_cancel(text: &str) -> Option<CancelRequest> {
-    let mut parts = text.split('\n');
-    (parts.next()? == "cancel").then_some(())?;
-    let user = UserId::parse(parts.next()?).ok()?;
-    let run_id = RunId::parse(parts.next()?).ok()?;
-    let reason = parts.next().unwrap_or(USER_CANCELLED).to_owned();
-    parts.next().is_none().then_some(CancelRequest {
-        user,
-        run_id,
-        reason,
-    })
-}
-
-/// The `agent_cancelled` reason of a run its user cancelled.
-pub const USER_CANCELLED: &str = "cancelled by the user";
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_messages_are_cancels_with_a_reason_or_messages_for_a_run() {
-        let cancel = |text: &str| match parse_node_request(text.as_bytes()) {
-            Some(NodeRequest::Cancel(request)) => Some(request.reason),
-            _ => None,
-        };
-        // From a node of the previous version: cancelled by the user.
-        assert_eq!(
-            cancel("cancel\nalice\nrun_1").as_deref(),
-            Some(USER_CANCELLED)
-        );
-        assert_eq!(
-            cancel("cancel\nalice\nrun_1\ninterrupted").as_deref(),
-            Some("interrupted")
-        );
-        assert_eq!(cancel("cancel\nalice\nrun_1\na\nb"), None);
-        assert_eq!(cancel("stop\nalice\nrun_1"), None);
-        let steer = SteerRequest {
-            user: UserId::parse("alice").unwrap(),
-            run_id: RunId::parse("run_1").unwrap(),
-            thread_id: ThreadId::parse("thr_1").unwrap(),
-            agent: "llm".into(),
-            message: "two\nlines".into(),
-        };
-        let text = format!("steer\n{}", serde_json::to_string(&steer).unwrap());
-        assert_eq!(
-            parse_node_request(text.as_bytes()),
-            Some(NodeRequest::Steer(steer))
-        );
-        assert_eq!(parse_node_request(b"steer\n{not json"), None);
-    }
 }

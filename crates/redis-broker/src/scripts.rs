@@ -37,13 +37,27 @@ impl StreamKeys {
 
 /// Opens a stream whose meta is gone: a new epoch, seq 0, an empty log. Takes the meta and
 /// log keys, the epoch to use if a new one starts, and the TTL in ms.
+///
+/// On a Redis Cluster (`FENCED`) the meta also names the replication id of the master that
+/// wrote it (`writer`). A replica promoted after its master failed takes a new replication
+/// id, and may lack the master's last writes (replication is asynchronous): its seqs could
+/// repeat ones clients already saw, with other events. So a stream written by another master
+/// is opened anew (a new epoch): clients that saw the old one get `epoch_changed`, an explicit
+/// failed resume, never a seq that means two events.
 const OPEN: &str = r"
 local function open(meta, log, new_epoch, ttl)
   local epoch = redis.call('HGET', meta, 'epoch')
+  local writer = nil
+  if FENCED then
+    writer = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+    if epoch and redis.call('HGET', meta, 'writer') ~= writer then epoch = nil end
+  end
   if not epoch then
     epoch = new_epoch
     redis.call('DEL', log)
+    redis.call('DEL', meta)
     redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
+    if writer then redis.call('HSET', meta, 'writer', writer) end
     redis.call('PEXPIRE', meta, ttl)
   end
   return epoch
@@ -59,29 +73,31 @@ end
 
 /// Appends a batch of events, in order, each to its user's stream: `KEYS` are pairs of (meta,
 /// log) per event; `ARGV[1]` the epoch for a stream that starts, `ARGV[2]` the TTL in ms,
-/// `ARGV[3]` the node id, `ARGV[4]` the log's length cap, `ARGV[5]` the key prefix, then per
+/// `ARGV[3]` the node id, `ARGV[4]` the log's length cap, then per
 /// event its node publish counter, its JSON without the seq, its channel, its run id, and
 /// `1` for the terminal event of a run whose lease was taken (else `0`). Skipped: an event
 /// whose counter the stream already applied (a retried batch), and any other event of a run
-/// already ended that way (`<prefix>:ended:<run>`), so that terminal event stays the run's
-/// last. A run's `agent_started` marks its record (`<prefix>:run:<run>`, field `started`),
+/// already ended that way (`<prefix>:{<user>}:ended:<run>`), so that terminal event stays the
+/// run's last. A run's `agent_started` marks its record (`<prefix>:{<user>}:run:<run>`, field `started`),
 /// its `tool_executing` / `tool_completed` add and remove `open:<tool_call_id>` there (the
 /// tool's name), and its terminal event marks `ended`.
 /// Returns how many were appended.
 ///
 /// One script per batch rather than per event halves Redis's work per event; its keys are
-/// many users', so it needs a single Redis (not a Redis Cluster).
+/// many users', so on a Redis Cluster the publisher calls it once per slot.
 const PUBLISH: &str = r#"
 local now = now_ms()
 local appended = 0
 for i = 0, #KEYS / 2 - 1 do
   local meta, log = KEYS[2 * i + 1], KEYS[2 * i + 2]
-  local at = 6 + 5 * i
+  -- The user's keys' base, `<prefix>:{<user>}`: the meta key without `:meta`.
+  local base = string.sub(meta, 1, -6)
+  local at = 5 + 5 * i
   local counter, body, channel, run = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local epoch = open(meta, log, ARGV[1], ARGV[2])
   local applied = redis.call('HGET', meta, ARGV[3])
   if (not applied or tonumber(applied) < tonumber(counter))
-     and (ARGV[at + 4] == '1' or redis.call('EXISTS', ARGV[5] .. ':ended:' .. run) == 0) then
+     and (ARGV[at + 4] == '1' or redis.call('EXISTS', base .. ':ended:' .. run) == 0) then
     redis.call('HSET', meta, ARGV[3], counter)
     local seq = redis.call('HINCRBY', meta, 'seq', 1)
     local frame = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
@@ -99,7 +115,7 @@ for i = 0, #KEYS / 2 - 1 do
       or kind == 'tool_completed' or kind == 'agent_completed' or kind == 'agent_error'
       or kind == 'agent_cancelled'
     if tracked then
-      local record = ARGV[5] .. ':run:' .. run
+      local record = base .. ':run:' .. run
       if redis.call('EXISTS', record) == 1 then
         if kind == 'agent_started' then
           redis.call('HSET', record, 'started', '1')
@@ -169,11 +185,13 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
-    pub(crate) fn new() -> Self {
+    /// The scripts; `fenced` on a Redis Cluster (see [`OPEN`]).
+    pub(crate) fn new(fenced: bool) -> Self {
+        let open = format!("local FENCED = {fenced}\n{OPEN}");
         Self {
-            publish: Script::new(&format!("{OPEN}{PUBLISH}")),
-            position: Script::new(&format!("{OPEN}{POSITION}")),
-            replay: Script::new(&format!("{OPEN}{REPLAY}")),
+            publish: Script::new(&format!("{open}{PUBLISH}")),
+            position: Script::new(&format!("{open}{POSITION}")),
+            replay: Script::new(&format!("{open}{REPLAY}")),
         }
     }
 }

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use core_context::{RunId, ThreadId, UserId};
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use ws_bridge::broker::{BrokerError, Epoch, ReplayBounds, ReplayRefused, StreamPosition};
 use ws_bridge::{Frame, ResumeFailure};
 
 use crate::attached::Attached;
+use crate::conn::Conn;
 use crate::scripts::{Scripts, StreamKeys, frame_seq};
 
 /// What a [`RedisBroker`](crate::RedisBroker) has done since it started.
@@ -46,7 +46,7 @@ pub(crate) struct Shared {
     pub(crate) node_id: String,
     pub(crate) bounds: ReplayBounds,
     pub(crate) scripts: Scripts,
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: Conn,
     /// The users this node follows, by channel.
     pub(crate) attached: Mutex<HashMap<String, Arc<Attached>>>,
     /// This node's own channel (`cancel_run` for its runs, from other nodes).

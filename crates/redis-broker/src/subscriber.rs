@@ -83,7 +83,7 @@ fn reset(shared: &Shared, attached: &Attached, position: StreamPosition) {
 async fn on_message(shared: &Shared, message: &redis::Msg) {
     let channel = message.get_channel_name();
     if channel == shared.node_channel {
-        match crate::runs::parse_node_request(message.get_payload_bytes()) {
+        match crate::node_requests::parse_node_request(message.get_payload_bytes()) {
             Some(request) => {
                 if let Some(requests) = &*shared.cancels.lock() {
                     let _ = requests.send(request);
@@ -129,17 +129,23 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// reopened after the next pause.
 const STABLE: Duration = Duration::from_secs(5);
 
-/// Runs until the broker is dropped (its command sender closes).
+/// Runs until the broker is dropped (its command sender closes). `live` are the clients it
+/// may follow through (a cluster's seeds): the first, and the next one each time one fails.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    client: redis::Client,
+    live: Vec<redis::Client>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     // The pauses between failed attempts, from the first failure to the next success.
     let mut retries = RETRY.build();
     let mut connected_before = false;
+    let mut clients = live.iter().cycle();
     loop {
-        let (mut sink, mut stream) = match open(&shared, &client).await {
+        let Some(client) = clients.next() else {
+            tracing::error!("redis broker: no Redis to follow");
+            return;
+        };
+        let (mut sink, mut stream) = match open(&shared, client).await {
             Ok(opened) => opened,
             Err(error) => {
                 // A connection Redis refuses, or a SUBSCRIBE it refuses, is not tried again
@@ -202,7 +208,7 @@ async fn open(
     channels.push(shared.node_channel.clone());
     tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
         sink.subscribe(&channels).await?;
-        confirm_node_channel(shared).await
+        confirm_node_channel(shared, client).await
     })
     .await
     .unwrap_or_else(|_| Err(unconfirmed()))?;
@@ -242,9 +248,10 @@ async fn follow(
 /// Checks that the live connection really follows this node's channel. The client library
 /// reports a SUBSCRIBE that Redis refused (NOPERM: the node's Redis user lacks the channel
 /// in its ACL) as done, so the count of the channel's subscribers, which only this node's
-/// live connection subscribes, is asked on the command connection.
-async fn confirm_node_channel(shared: &Shared) -> redis::RedisResult<()> {
-    let mut conn = shared.conn.clone();
+/// live connection subscribes, is asked on another connection to the same Redis (a
+/// cluster's nodes count only their own subscribers).
+async fn confirm_node_channel(shared: &Shared, client: &redis::Client) -> redis::RedisResult<()> {
+    let mut conn = client.get_multiplexed_async_connection().await?;
     let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
         .arg("NUMSUB")
         .arg(&shared.node_channel)

@@ -16,24 +16,41 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::{ClientIdentity, RedisBrokerConfig, RedisBrokerError};
 
-/// A client for `config.url`, trusting `config.ca_file` if there is one and showing
-/// `config.client_identity` if there is one.
-pub(crate) fn client(config: &RedisBrokerConfig) -> Result<redis::Client, RedisBrokerError> {
-    let url = secrets::url::redacted(&config.url);
-    let info = config
-        .url
-        .as_str()
+/// A client for `url` (`config.url`, or one seed of a cluster's), trusting `config.ca_file`
+/// if there is one and showing `config.client_identity` if there is one.
+pub(crate) fn client(
+    config: &RedisBrokerConfig,
+    url: &str,
+) -> Result<redis::Client, RedisBrokerError> {
+    let shown = secrets::url::redacted(url);
+    let info = url
         .into_connection_info()
         .map_err(|source| RedisBrokerError::Url {
-            url: url.clone(),
+            url: shown.clone(),
             source,
         })?;
     let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    match certificates(config, tls, &shown)? {
+        None => {
+            redis::Client::open(info).map_err(|source| RedisBrokerError::Url { url: shown, source })
+        }
+        Some(certificates) => redis::Client::build_with_tls(info, certificates)
+            .map_err(|source| use_error(config, source)),
+    }
+}
+
+/// The CA and client certificate to use with a `tls` URL (`shown`), read and checked; `None`
+/// when neither was given (the machine's roots, no client certificate).
+pub(crate) fn certificates(
+    config: &RedisBrokerConfig,
+    tls: bool,
+    shown: &str,
+) -> Result<Option<redis::TlsCertificates>, RedisBrokerError> {
     if tls {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
     if config.ca_file.is_none() && config.client_identity.is_none() {
-        return redis::Client::open(info).map_err(|source| RedisBrokerError::Url { url, source });
+        return Ok(None);
     }
     if !tls {
         let what = if config.ca_file.is_some() {
@@ -41,7 +58,10 @@ pub(crate) fn client(config: &RedisBrokerConfig) -> Result<redis::Client, RedisB
         } else {
             "a Redis client certificate (--broker-client-cert)"
         };
-        return Err(RedisBrokerError::CaWithoutTls { what, url });
+        return Err(RedisBrokerError::CaWithoutTls {
+            what,
+            url: shown.to_owned(),
+        });
     }
     let root_cert = config.ca_file.as_deref().map(read_ca).transpose()?;
     let client_tls = config
@@ -49,28 +69,29 @@ pub(crate) fn client(config: &RedisBrokerConfig) -> Result<redis::Client, RedisB
         .as_ref()
         .map(read_identity)
         .transpose()?;
-    let certificates = redis::TlsCertificates {
+    Ok(Some(redis::TlsCertificates {
         client_tls,
         root_cert,
-    };
-    redis::Client::build_with_tls(info, certificates).map_err(|source| {
-        // Both files were read and parsed above; what is left is their use together.
-        match (&config.client_identity, &config.ca_file) {
-            (Some(identity), _) => RedisBrokerError::Identity {
-                what: "certificate",
-                flag: "--broker-client-cert",
-                path: identity.cert_file.display().to_string(),
-                reason: source.to_string(),
-            },
-            (None, ca_file) => RedisBrokerError::Ca {
-                path: ca_file
-                    .as_deref()
-                    .map(|path| path.display().to_string())
-                    .unwrap_or_default(),
-                reason: source.to_string(),
-            },
-        }
-    })
+    }))
+}
+
+/// Why the client refused certificates that were read and parsed: their use together.
+pub(crate) fn use_error(config: &RedisBrokerConfig, source: redis::RedisError) -> RedisBrokerError {
+    match (&config.client_identity, &config.ca_file) {
+        (Some(identity), _) => RedisBrokerError::Identity {
+            what: "certificate",
+            flag: "--broker-client-cert",
+            path: identity.cert_file.display().to_string(),
+            reason: source.to_string(),
+        },
+        (None, ca_file) => RedisBrokerError::Ca {
+            path: ca_file
+                .as_deref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+            reason: source.to_string(),
+        },
+    }
 }
 
 /// The PEM text of `path`, checked to hold at least one certificate, all readable.

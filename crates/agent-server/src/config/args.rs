@@ -127,7 +127,9 @@ pub struct ServeArgs {
     pub shutdown_grace_secs: u64,
     /// Where users' streams live: `in-process` (one node, the default) or
     /// `redis://[:password@]host:port[/db]` (several nodes share users through Redis;
-    /// `rediss://` for TLS, verifying Redis's certificate against the machine's roots).
+    /// `rediss://` for TLS, verifying Redis's certificate against the machine's roots), or
+    /// `redis-cluster://[:password@]host:port,host:port,...` (a Redis Cluster, users sharded
+    /// over its masters; `rediss-cluster://` for TLS).
     #[arg(
         long,
         env = "AGENT_SERVER_BROKER",

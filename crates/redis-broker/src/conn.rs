@@ -1,0 +1,208 @@
+//! The node's connections to Redis, one Redis or a Redis Cluster behind one [`Conn`]:
+//! - `redis://` (`rediss://`, `redis+unix://`): a reconnecting [`ConnectionManager`];
+//! - `redis-cluster://host:port,host:port,...` (`rediss-cluster://` for TLS): a
+//!   [`ClusterConnection`] that learns the cluster's slots from those seeds, sends each
+//!   command to the master of its keys' slot, and follows the cluster when a master fails
+//!   over to its replica.
+//!
+//! Every script's keys share one user's hash tag, so each runs on one slot; the publisher
+//! groups a batch by slot on a cluster ([`Conn::is_cluster`]). The live connection
+//! subscribes on one node at a time, taking the next seed when one is unreachable (a
+//! `PUBLISH` reaches every node of a cluster).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+
+use crate::{RedisBrokerConfig, RedisBrokerError, tls};
+
+/// The commands' connection: to one Redis, or to a Redis Cluster.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// One Redis.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Whether this is a Redis Cluster (a script's keys must then share one slot).
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// What the broker connects with: the commands' connection, and the clients the live
+/// connection may subscribe through (one Redis's, or each cluster seed's).
+pub(crate) struct Endpoint {
+    pub(crate) conn: Conn,
+    pub(crate) live: Vec<redis::Client>,
+}
+
+/// Connects to `config.url`: one Redis or a Redis Cluster.
+pub(crate) async fn connect(config: &RedisBrokerConfig) -> Result<Endpoint, RedisBrokerError> {
+    let shown = secrets::url::redacted(&config.url);
+    let connect_error = |source| RedisBrokerError::Connect {
+        url: shown.clone(),
+        source,
+    };
+    let Some(seeds) = cluster_seeds(&config.url).map_err(|why| RedisBrokerError::Cluster {
+        url: shown.clone(),
+        why,
+    })?
+    else {
+        let client = tls::client(config, &config.url)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client.clone(), manager)
+            .await
+            .map_err(connect_error)?;
+        return Ok(Endpoint {
+            conn: Conn::Single(conn),
+            live: vec![client],
+        });
+    };
+    let live = seeds
+        .iter()
+        .map(|seed| tls::client(config, seed))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut builder = redis::cluster::ClusterClientBuilder::new(
+        seeds
+            .iter()
+            .map(|seed| seed.as_str().into_connection_info())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| RedisBrokerError::Url {
+                url: shown.clone(),
+                source,
+            })?,
+    )
+    .connection_timeout(Duration::from_secs(2))
+    .response_timeout(Duration::from_secs(5))
+    .retries(5)
+    .min_retry_wait(50)
+    .max_retry_wait(1_000);
+    let tls = config.url.starts_with("rediss-cluster://");
+    if let Some(certificates) = tls::certificates(config, tls, &shown)? {
+        builder = builder.certs(certificates);
+    }
+    let client = builder.build().map_err(|source| {
+        if config.ca_file.is_some() || config.client_identity.is_some() {
+            tls::use_error(config, source)
+        } else {
+            RedisBrokerError::Url {
+                url: shown.clone(),
+                source,
+            }
+        }
+    })?;
+    let conn = client.get_async_connection().await.map_err(connect_error)?;
+    Ok(Endpoint {
+        conn: Conn::Cluster(conn),
+        live,
+    })
+}
+
+/// The seeds of a Redis Cluster URL, `redis-cluster://[user:password@]host:port,host:port,...`
+/// (or `rediss-cluster://` for TLS), each as a `redis://` (`rediss://`) URL with the same
+/// credentials; `Ok(None)` for a URL of one Redis; `Err` says what is wrong with a cluster URL.
+/// Each seed is a URL of its own to check (its host and port), as `--broker` does.
+pub fn cluster_seeds(url: &str) -> Result<Option<Vec<String>>, String> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis-cluster://") {
+        ("redis", rest)
+    } else if let Some(rest) = url.strip_prefix("rediss-cluster://") {
+        ("rediss", rest)
+    } else {
+        return Ok(None);
+    };
+    if rest.contains(['?', '#']) {
+        return Err("a cluster URL takes no query or fragment".into());
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') {
+        return Err("a cluster has one database: the URL takes no /db path".into());
+    }
+    let (credentials, hosts) = match rest.rfind('@') {
+        Some(at) => (&rest[..=at], &rest[at + 1..]),
+        None => ("", rest),
+    };
+    let mut seeds = Vec::new();
+    for host in hosts.split(',') {
+        if host.is_empty() {
+            return Err("it names no host (or an empty one between commas)".into());
+        }
+        if !host.contains(':') || host.ends_with(':') || host.ends_with(']') {
+            return Err(format!("{host:?} has no port (each node is host:port)"));
+        }
+        seeds.push(format!("{scheme}://{credentials}{host}"));
+    }
+    Ok(Some(seeds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_seeds;
+
+    #[test]
+    fn cluster_urls_name_their_seeds_or_say_what_is_wrong() {
+        let seeds = |url| cluster_seeds(url);
+        assert_eq!(seeds("redis://cache:6379"), Ok(None));
+        assert_eq!(
+            seeds("redis-cluster://10.0.0.1:7000,10.0.0.2:7001/"),
+            Ok(Some(vec![
+                "redis://10.0.0.1:7000".to_owned(),
+                "redis://10.0.0.2:7001".to_owned()
+            ]))
+        );
+        assert_eq!(
+            seeds("rediss-cluster://app:pw@a:1,[::1]:2"),
+            Ok(Some(vec![
+                "rediss://app:pw@a:1".to_owned(),
+                "rediss://app:pw@[::1]:2".to_owned()
+            ]))
+        );
+        let refused = [
+            ("redis-cluster://", "names no host"),
+            ("redis-cluster://a:1,,b:2", "empty one between commas"),
+            ("redis-cluster://a,b:2", "\"a\" has no port"),
+            ("redis-cluster://a:1/2", "no /db path"),
+            ("redis-cluster://a:1?protocol=3", "no query"),
+        ];
+        for (url, why) in refused {
+            let error = seeds(url).expect_err(url);
+            assert!(error.contains(why), "{url}: {error}");
+        }
+    }
+}

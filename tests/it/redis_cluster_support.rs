@@ -1,0 +1,312 @@
+//! A private Redis Cluster per test: three masters with a replica each, on free ports of
+//! loopback, in a temp dir, no persistence, a node timeout of one second (so a killed master
+//! fails over to its replica within a few seconds). Stopped on drop.
+//!
+//! [`SharedRedis`] is what the multi-node tests need of either a [`RedisServer`] or a
+//! [`RedisCluster`], and [`on_redis_and_cluster!`] runs one such test on each.
+//!
+//! The tests need Debian's `redis-server` and `redis-cli` (`.ci/run` installs them).
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::redis_support::{RedisServer, binary, free_port, query};
+
+/// What a multi-node test needs of the Redis its nodes share.
+pub trait SharedRedis {
+    /// The `--broker` URL.
+    fn url(&self) -> String;
+    /// Expires every run lease now (see [`RedisServer::expire_run_leases`]).
+    fn expire_run_leases(&self);
+    /// Closes every pub/sub connection (the nodes' live connections), on every node.
+    fn kill_pubsub_clients(&self);
+}
+
+impl SharedRedis for RedisServer {
+    fn url(&self) -> String {
+        RedisServer::url(self)
+    }
+
+    fn expire_run_leases(&self) {
+        RedisServer::expire_run_leases(self);
+    }
+
+    fn kill_pubsub_clients(&self) {
+        let killed = self.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert!(killed.starts_with(':'), "CLIENT KILL answered {killed}");
+    }
+}
+
+/// Runs the test body `$name` (an `async fn(&impl SharedRedis)`) as `$name::redis` on one
+/// Redis and as `$name::cluster` on a Redis Cluster.
+macro_rules! on_redis_and_cluster {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn redis() {
+                super::$name(&crate::redis_support::RedisServer::start()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn cluster() {
+                super::$name(&crate::redis_cluster_support::RedisCluster::start()).await;
+            }
+        }
+    };
+}
+pub(crate) use on_redis_and_cluster;
+
+/// One node of the cluster.
+struct Node {
+    port: u16,
+    child: Option<Child>,
+}
+
+/// A running private Redis Cluster.
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    dir: PathBuf,
+}
+
+/// Masters, each with one replica.
+const MASTERS: usize = 3;
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run redis-cli ({e}); install Debian's redis-tools (apt-get install redis-server)")
+        });
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl RedisCluster {
+    /// Starts six nodes and joins them into a cluster of three masters with a replica
+    /// each; returns once every node says the cluster is ok.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "agent-it-redis-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            dir,
+        };
+        for _ in 0..MASTERS * 2 {
+            let node = cluster.launch();
+            cluster.nodes.push(node);
+        }
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Spawns one cluster-enabled node on a free port.
+    fn launch(&self) -> Node {
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = self.dir.join(port.to_string());
+            std::fs::create_dir_all(&dir).expect("node dir");
+            let mut child = Command::new(binary())
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--save", "", "--appendonly", "no"])
+                // Replicas sync at once (the default waits 5 s for more replicas): a replica
+                // that never synced cannot take over.
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run redis-server ({e}); install Debian's redis-server")
+                });
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Node {
+                        port,
+                        child: Some(child),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start a cluster node on a free port");
+    }
+
+    /// Waits (up to 30 s) until every live node says `cluster_state:ok`, every slot is
+    /// served by a live master, and every replica is in sync with its master.
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let live: Vec<u16> = self.live_ports();
+            let ok = live.iter().all(|port| {
+                let info = cli(*port, &["CLUSTER", "INFO"]);
+                let replication = cli(*port, &["INFO", "replication"]);
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && (replication.contains("role:master")
+                        || replication.contains("master_link_status:up"))
+            });
+            if ok && self.masters().len() == MASTERS {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ok: {}",
+                cli(live[0], &["CLUSTER", "NODES"])
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|node| node.child.is_some())
+            .map(|node| node.port)
+            .collect()
+    }
+
+    /// The live masters: their ports, and the slot ranges each serves.
+    fn masters(&self) -> Vec<(u16, Vec<(u16, u16)>)> {
+        let live = self.live_ports();
+        let nodes = cli(live[0], &["CLUSTER", "NODES"]);
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let flags = fields.get(2)?;
+                if !flags.contains("master") || flags.contains("fail") {
+                    return None;
+                }
+                let port: u16 = fields[1].split(['@', ':']).nth(1)?.parse().ok()?;
+                if !live.contains(&port) {
+                    return None;
+                }
+                let ranges = fields[8..]
+                    .iter()
+                    .filter_map(|range| {
+                        let (from, to) = range.split_once('-').unwrap_or((range, range));
+                        Some((from.parse().ok()?, to.parse().ok()?))
+                    })
+                    .collect();
+                Some((port, ranges))
+            })
+            .collect()
+    }
+
+    /// The port of the master serving `key`'s slot.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let live = self.live_ports();
+        let slot: u16 = cli(live[0], &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number");
+        self.masters()
+            .into_iter()
+            .find(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .map(|(port, _)| port)
+            .unwrap_or_else(|| panic!("no live master serves slot {slot}"))
+    }
+
+    /// Kills (SIGKILL) the master serving `key`'s slot; its replica takes over once the
+    /// others have seen it fail. Returns the killed node's port.
+    pub fn kill_master_of(&mut self, key: &str) -> u16 {
+        let port = self.master_of(key);
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.port == port)
+            .expect("the master is one of ours");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        port
+    }
+
+    /// Waits until a replica took over every slot of the killed master.
+    pub fn wait_failed_over(&self) {
+        self.wait_ok();
+    }
+}
+
+impl SharedRedis for RedisCluster {
+    /// `redis-cluster://` naming every node, as an operator lists the seeds.
+    fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        format!("redis-cluster://{}", seeds.join(","))
+    }
+
+    fn expire_run_leases(&self) {
+        // A script may touch one slot's keys only: each user's leases, one at a time.
+        for (port, _) in self.masters() {
+            let keys = cli(port, &["KEYS", "agentws:{*}:leases"]);
+            for key in keys.lines().filter(|key| !key.is_empty()) {
+                let script = "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('ZADD', KEYS[1], 0, m) end return 1";
+                let done = cli(port, &["EVAL", script, "1", key]);
+                assert_eq!(done.trim(), "1", "expiring the leases of {key}: {done}");
+            }
+        }
+        let index = self.master_of("agentws:reap");
+        let users = cli(index, &["ZRANGE", "agentws:reap", "0", "-1"]);
+        for user in users.lines().filter(|user| !user.is_empty()) {
+            cli(index, &["ZADD", "agentws:reap", "0", user]);
+        }
+    }
+
+    fn kill_pubsub_clients(&self) {
+        for port in self.live_ports() {
+            let killed = query(port, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+            assert!(killed.starts_with(':'), "CLIENT KILL answered {killed}");
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
