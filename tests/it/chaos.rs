@@ -4,7 +4,10 @@
 //! verifies every frame as it goes: each dropped connection reopens on the other node and
 //! resumes after its last event, so a lost, repeated or reordered event fails the load; the
 //! killed node's runs must end with `agent_error` `node_lost` exactly once on every connection
-//! of their user. `cargo xtask chaos` runs the same at a larger scale and prints the table.
+//! of their user. Then Redis is restarted empty under the same load: every connection's
+//! resume fails explicitly (`epoch_changed`) and loadgen (`--tolerate-failed-resumes`) goes
+//! on from there, checking every run begun after whole. `cargo xtask chaos` runs the same at
+//! a larger scale and prints the table.
 
 use std::time::Duration;
 
@@ -42,14 +45,10 @@ fn node(redis: &RedisServer) -> ServerProcess {
     ])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_killed_mid_load_loses_no_event_and_its_runs_end_node_lost_once() {
-    let redis = RedisServer::start();
-    let survivor = node(&redis);
-    let doomed = node(&redis);
-    let urls = format!("ws://{}/ws,ws://{}/ws", survivor.addr, doomed.addr);
+/// `loadgen steady --reconnect` over both nodes (`urls`), with `more` flags.
+fn steady(urls: &str, more: &[&str]) -> Cli {
     let (connections, users) = ((2 * USERS).to_string(), USERS.to_string());
-    let cli = Cli::try_parse_from([
+    let mut argv = vec![
         "loadgen",
         "steady",
         "--connections",
@@ -63,21 +62,30 @@ async fn a_node_killed_mid_load_loses_no_event_and_its_runs_end_node_lost_once()
         "--shape",
         SHAPE,
         "--url",
-        &urls,
+        urls,
         "--jwt-secret",
         SECRET,
         "--reconnect",
         "--no-progress",
         "--settle-ms",
         "100",
-    ])
-    .unwrap();
+    ];
+    argv.extend_from_slice(more);
+    Cli::try_parse_from(argv).unwrap()
+}
+
+/// Runs `cli`'s load, strikes `fault` 3 s in, and returns loadgen's report and fault figures
+/// once it verified every frame.
+async fn load_with_fault(
+    cli: &Cli,
+    fault: impl FnOnce(),
+) -> (loadgen::report::Report, loadgen::report::FaultFigures) {
     let plan = cli.command.plan().expect("a load command").unwrap();
     let (report, ()) = tokio::join!(
         load::run(&plan, measure::process::raise_file_limit()),
         async {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            doomed.stop("KILL");
+            tokio::task::block_in_place(fault);
         }
     );
     let report = report.unwrap();
@@ -86,7 +94,21 @@ async fn a_node_killed_mid_load_loses_no_event_and_its_runs_end_node_lost_once()
         "{} violations: {:?}",
         report.violation_count, report.violations
     );
-    let faults = report.faults.expect("--reconnect reports its faults");
+    let faults = report
+        .faults
+        .clone()
+        .expect("--reconnect reports its faults");
+    (report, faults)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_load_loses_no_event_and_its_runs_end_node_lost_once() {
+    let redis = RedisServer::start();
+    let survivor = node(&redis);
+    let doomed = node(&redis);
+    let urls = format!("ws://{}/ws,ws://{}/ws", survivor.addr, doomed.addr);
+    let cli = steady(&urls, &[]);
+    let (report, faults) = load_with_fault(&cli, || doomed.stop("KILL")).await;
     eprintln!("chaos: {} events delivered, {faults}", report.load.events);
     // Each user had one connection on the killed node: every one of them came back.
     assert_eq!(faults.reconnects, USERS, "{faults}");
@@ -100,5 +122,29 @@ async fn a_node_killed_mid_load_loses_no_event_and_its_runs_end_node_lost_once()
         load.runs_finished + faults.lost_requests,
         load.runs_requested,
         "every request ended, or was lost with its connection: {faults}"
+    );
+}
+
+/// Redis killed and started again empty halfway through (no persistence: every stream,
+/// lease and queue is gone). Nothing can be replayed, and nothing is lost silently: each
+/// connection is closed, its resume answers `epoch_changed`, loadgen goes on from the new
+/// position, and every run begun after is checked whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_mid_load_ends_in_explicit_failed_resumes_only() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let urls = format!("ws://{}/ws,ws://{}/ws", a.addr, b.addr);
+    let cli = steady(&urls, &["--tolerate-failed-resumes"]);
+    let (report, faults) = load_with_fault(&cli, || redis.restart()).await;
+    eprintln!(
+        "redis restarted empty: {} events delivered, {faults}",
+        report.load.events
+    );
+    assert!(faults.failed_resumes > 0, "{faults}");
+    assert!(faults.runs_written_off > 0, "{faults}");
+    assert!(
+        report.load.runs_finished > faults.runs_written_off,
+        "runs went on being checked after the restart: {:?}, {faults}",
+        report.load
     );
 }

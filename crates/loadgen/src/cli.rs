@@ -111,6 +111,14 @@ pub struct LoadArgs {
     /// as during a Redis outage). Without it, a dropped connection or a refusal is a violation.
     #[arg(long)]
     pub reconnect: bool,
+    /// With --reconnect: a resume the server answers `failed` (`epoch_changed`, `too_old`:
+    /// events were not replayed, and the client was told) is accepted instead of being a
+    /// violation, as after Redis restarted without its data or a Redis Cluster master failed
+    /// over. The stream goes on from its new position; the runs the missed events may have
+    /// belonged to are written off on that connection (counted, not checked), and every run
+    /// begun after is checked whole.
+    #[arg(long, requires = "reconnect")]
+    pub tolerate_failed_resumes: bool,
     /// Seconds a run may take from its request to its terminal event before the load fails.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub run_timeout: u64,

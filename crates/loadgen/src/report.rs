@@ -65,6 +65,12 @@ pub struct FaultFigures {
     pub node_lost_runs: u64,
     /// Deliveries of `node_lost` runs whose acceptance was lost with a connection.
     pub orphan_deliveries: u64,
+    /// Resumes the server answered `failed` (explicitly: events not replayed), accepted
+    /// with `--tolerate-failed-resumes`; without it each is a violation.
+    pub failed_resumes: u64,
+    /// (run, connection) deliveries written off after those failed resumes: counted, not
+    /// checked.
+    pub runs_written_off: u64,
     /// From a drop to the resumed connection: the median and the longest, milliseconds.
     pub recovery_ms_p50: f64,
     /// The longest.
@@ -76,14 +82,17 @@ impl std::fmt::Display for FaultFigures {
         write!(
             f,
             "{} reconnects resumed ({} events replayed, recovery p50 {:.0} ms, max {:.0} ms), \
-             {} requests lost with their connection, {} refused, {} runs ended node_lost",
+             {} requests lost with their connection, {} refused, {} runs ended node_lost, \
+             {} failed resumes ({} run deliveries written off)",
             self.reconnects,
             self.replayed_events,
             self.recovery_ms_p50,
             self.recovery_ms_max,
             self.lost_requests,
             self.refused_requests,
-            self.node_lost_runs
+            self.node_lost_runs,
+            self.failed_resumes,
+            self.runs_written_off
         )
     }
 }

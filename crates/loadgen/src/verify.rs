@@ -13,6 +13,13 @@
 //!   paired, one terminal last), the run must have completed (not failed or been cancelled)
 //!   and delivered exactly the shape's number of events.
 //!
+//! After a failed resume (`epoch_changed`, `too_old`: the server said events were not
+//! replayed, which a load that tolerates it accepts), [`reset`](StreamVerifier::reset) goes on
+//! from the new position and writes off the runs the missed events may have belonged to:
+//! those begun or accepted here and not ended, and any run whose first event here is not its
+//! `agent_started`. Their later events are skipped, not checked; every run begun after is
+//! checked whole.
+//!
 //! Runs are checked one at a time as they end, not per user at the end, so memory stays
 //! bounded by the runs in flight however long a steady load goes on; the synthetic agent
 //! makes no sub-runs, so a run's own events are all the checker needs.
@@ -157,6 +164,9 @@ pub struct RunEnded {
     /// Whether it ended with `agent_error` `node_lost` (its node died), which a verifier
     /// that tolerates node loss accepts.
     pub node_lost: bool,
+    /// Whether it was written off here, unchecked: its first events were lost to a failed
+    /// resume (see [`StreamVerifier::reset`]).
+    pub cut: bool,
 }
 
 /// The code of the terminal error of a run whose node died.
@@ -178,6 +188,14 @@ pub struct StreamVerifier {
     tolerate_node_lost: bool,
     /// Runs that ended `node_lost` here.
     node_lost: HashSet<RunId>,
+    /// Runs checked whole here.
+    done: HashSet<RunId>,
+    /// Runs written off by a failed resume whose terminal event has not come (their events
+    /// are skipped), and how many were written off in all.
+    cut: HashSet<RunId>,
+    written_off: u64,
+    /// Failed resumes this stream went on after.
+    resets: u64,
 }
 
 impl StreamVerifier {
@@ -193,7 +211,32 @@ impl StreamVerifier {
             events: 0,
             tolerate_node_lost: false,
             node_lost: HashSet::new(),
+            done: HashSet::new(),
+            cut: HashSet::new(),
+            written_off: 0,
+            resets: 0,
         }
+    }
+
+    /// Goes on after a failed resume, from `last_seq` of the stream's new position: the runs
+    /// the missed events may have belonged to (begun here and not ended, or among `user_runs`,
+    /// the user's accepted runs, and not checked here) are written off and returned. Their
+    /// later events are skipped.
+    pub fn reset(&mut self, last_seq: u64, user_runs: &HashSet<RunId>) -> Vec<RunId> {
+        self.next_seq = last_seq + 1;
+        self.resets += 1;
+        let mut cut: Vec<RunId> = self.open.drain().map(|(run, _)| run).collect();
+        cut.extend(
+            user_runs
+                .iter()
+                .filter(|run| !self.done.contains(*run) && !self.cut.contains(*run))
+                .filter(|run| !cut.contains(run))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        self.written_off += cut.len() as u64;
+        self.cut.extend(cut.iter().cloned());
+        cut
     }
 
     /// Lets runs end with `agent_error` `node_lost` (their lifecycle still checked), for a
@@ -224,6 +267,11 @@ impl StreamVerifier {
         self.events
     }
 
+    /// Runs written off here by failed resumes (see [`reset`](Self::reset)).
+    pub fn written_off(&self) -> u64 {
+        self.written_off
+    }
+
     /// Checks one event; `known` says whether the user started a run (as far as known now).
     /// Returns the run when this event ended it.
     pub fn on_event(
@@ -244,9 +292,31 @@ impl StreamVerifier {
         let event = event.event;
         let run_id = event.run_id.clone();
         let terminal = event.kind.is_terminal();
+        if self.cut.contains(&run_id) {
+            if terminal {
+                self.cut.remove(&run_id);
+            }
+            return Ok(None);
+        }
         let buffer = self.open.entry(run_id.clone()).or_default();
         if buffer.is_empty() && !known(&run_id) {
             self.unconfirmed.entry(run_id.clone()).or_insert(seq);
+        }
+        if buffer.is_empty()
+            && self.resets > 0
+            && !matches!(event.kind, EventKind::AgentStarted { .. })
+        {
+            // Begun before a failed resume, its start among the events not replayed.
+            self.open.remove(&run_id);
+            self.written_off += 1;
+            if !terminal {
+                self.cut.insert(run_id.clone());
+            }
+            return Ok(Some(RunEnded {
+                run_id,
+                node_lost: false,
+                cut: true,
+            }));
         }
         buffer.push(event);
         if !terminal {
@@ -262,9 +332,11 @@ impl StreamVerifier {
         if lost {
             self.node_lost.insert(run_id.clone());
         }
+        self.done.insert(run_id.clone());
         Ok(Some(RunEnded {
             run_id,
             node_lost: lost,
+            cut: false,
         }))
     }
 
@@ -309,7 +381,8 @@ impl StreamVerifier {
 
     /// The final verdict, once every run of the load is over: runs still open, runs never
     /// confirmed as the user's (`user_runs` is the user's complete set), and whether every run
-    /// the user started reached this connection. Up to `lost_requests` runs never confirmed
+    /// the user started reached this connection (checked, or written off by a failed
+    /// resume). Up to `lost_requests` runs never confirmed
     /// that ended `node_lost` are excused: requests lost unanswered with a connection to a
     /// node that died may have started them.
     pub fn finish(&self, user_runs: &HashSet<RunId>, lost_requests: u64) -> Result<(), Violation> {
@@ -340,7 +413,7 @@ impl StreamVerifier {
             });
         }
         let started = user_runs.len() as u64;
-        let seen = self.completed - orphans;
+        let seen = self.completed + self.written_off - orphans;
         if seen != started {
             return Err(Violation::MissingRuns {
                 place: self.place.clone(),

@@ -108,6 +108,8 @@ pub(crate) struct Redis {
     dir: std::path::PathBuf,
     /// Whether it keeps an append-only file, written before each reply (survives a crash).
     persistent: bool,
+    /// Whether it is a node of a Redis Cluster (`--cluster-enabled`).
+    cluster: bool,
 }
 
 impl Redis {
@@ -122,7 +124,17 @@ impl Redis {
         Self::start_with(log_dir, true)
     }
 
+    /// Starts a Redis Cluster node on a free port (not yet in a cluster), keeping nothing
+    /// on disk, with a node timeout of one second, syncing its replicas at once.
+    pub(crate) fn start_cluster_node(log_dir: &Path) -> Result<Self, String> {
+        Self::start_as(log_dir, false, true)
+    }
+
     fn start_with(log_dir: &Path, persistent: bool) -> Result<Self, String> {
+        Self::start_as(log_dir, persistent, false)
+    }
+
+    fn start_as(log_dir: &Path, persistent: bool, cluster: bool) -> Result<Self, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port for redis-server: {e}"))?
@@ -135,6 +147,7 @@ impl Redis {
             port,
             dir,
             persistent,
+            cluster,
         };
         redis.spawn()?;
         Ok(redis)
@@ -142,10 +155,7 @@ impl Redis {
 
     /// Kills it (SIGKILL, a crash) and starts it again on the same port and directory.
     pub(crate) fn crash_and_restart(&mut self, down_for: Duration) -> Result<(), String> {
-        if let Some(mut child) = self.child.take() {
-            let _killed = child.kill();
-            let _reaped = child.wait();
-        }
+        self.kill();
         std::thread::sleep(down_for);
         self.spawn()
     }
@@ -157,10 +167,23 @@ impl Redis {
         } else {
             &["--appendonly", "no"]
         };
+        let cluster: &[&str] = if self.cluster {
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "1000",
+                "--repl-diskless-sync-delay",
+                "0",
+            ]
+        } else {
+            &[]
+        };
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(appendonly)
+            .args(cluster)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -186,12 +209,27 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Stops it and removes its directory.
-    pub(crate) fn stop(&mut self) {
+    /// Its port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether it runs (not killed).
+    pub(crate) fn alive(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills it (SIGKILL), leaving its directory.
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _killed = child.kill();
             let _reaped = child.wait();
         }
+    }
+
+    /// Stops it and removes its directory.
+    pub(crate) fn stop(&mut self) {
+        self.kill();
         let _removed = std::fs::remove_dir_all(&self.dir);
     }
 }

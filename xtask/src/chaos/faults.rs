@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::Load;
+use super::cluster::RedisCluster;
 use super::services::{self, Postgres, SmallVolume};
 use crate::bench::cluster::{Nodes, Redis};
 
@@ -18,6 +19,13 @@ pub(crate) enum Fault {
     /// Redis killed with SIGKILL and started again a second later (its append-only file
     /// keeps what it acknowledged).
     RedisRestart,
+    /// Redis without persistence killed and started again a second later, empty: nothing
+    /// can be replayed, so every connection's resume must fail explicitly (`epoch_changed`).
+    RedisRestartEmpty,
+    /// The nodes on a Redis Cluster (three masters, a replica each); one master killed with
+    /// SIGKILL: its replica takes over, the streams it held start a new epoch (their
+    /// connections' resumes fail explicitly), the others lose nothing.
+    ClusterFailover,
     /// The history's PostgreSQL stopped (fast shutdown) and started again 2 s later: within
     /// the history writer's retries (3 to 6 s), so it must catch up without dropping a write.
     PostgresRestart,
@@ -29,9 +37,11 @@ pub(crate) enum Fault {
 
 impl Fault {
     /// Every fault, in the order they run.
-    pub(crate) const ALL: [Fault; 4] = [
+    pub(crate) const ALL: [Fault; 6] = [
         Fault::NodeKill,
         Fault::RedisRestart,
+        Fault::RedisRestartEmpty,
+        Fault::ClusterFailover,
         Fault::PostgresRestart,
         Fault::SqliteFull,
     ];
@@ -41,6 +51,8 @@ impl Fault {
         match self {
             Fault::NodeKill => "node-kill",
             Fault::RedisRestart => "redis-restart",
+            Fault::RedisRestartEmpty => "redis-restart-empty",
+            Fault::ClusterFailover => "cluster-failover",
             Fault::PostgresRestart => "postgres-restart",
             Fault::SqliteFull => "sqlite-full",
         }
@@ -54,6 +66,12 @@ impl Fault {
             }
             Fault::RedisRestart => {
                 "Redis killed and started again after 1 s: the nodes wait, reconnect and deliver everything"
+            }
+            Fault::RedisRestartEmpty => {
+                "Redis without persistence killed and started again empty after 1 s: every resume fails explicitly, nothing is lost silently"
+            }
+            Fault::ClusterFailover => {
+                "a Redis Cluster master killed: its replica takes over; its users' resumes fail explicitly, the others lose nothing"
             }
             Fault::PostgresRestart => {
                 "the history's PostgreSQL down for 2 s: live delivery unaffected, the writer retries and catches up"
@@ -78,11 +96,17 @@ impl Fault {
         })
     }
 
+    /// Whether explicit failed resumes are what this fault must cause (loadgen
+    /// `--tolerate-failed-resumes`); for the others a failed resume fails the load.
+    pub(crate) fn fails_resumes(self) -> bool {
+        matches!(self, Fault::RedisRestartEmpty | Fault::ClusterFailover)
+    }
+
     /// Strikes, and measures the recovery it can see from outside.
     pub(crate) fn strike(
         self,
         nodes: &mut Nodes,
-        redis: &mut Redis,
+        broker: &mut Broker,
         services: &mut Services,
     ) -> Struck {
         let mut struck = Struck::default();
@@ -91,12 +115,8 @@ impl Fault {
             Fault::NodeKill => {
                 nodes.kill(1);
             }
-            Fault::RedisRestart => {
-                let began = Instant::now();
-                match redis.crash_and_restart(Duration::from_secs(1)) {
-                    Ok(()) => struck.readiness = services::until_ready(&addrs, began, false),
-                    Err(e) => struck.problems.push(e),
-                }
+            Fault::RedisRestart | Fault::RedisRestartEmpty | Fault::ClusterFailover => {
+                strike_broker(self, broker, &addrs, &mut struck);
             }
             Fault::PostgresRestart => {
                 let began = Instant::now();
@@ -117,7 +137,7 @@ impl Fault {
         }
         match self {
             Fault::NodeKill => {}
-            Fault::RedisRestart => {
+            Fault::RedisRestart | Fault::RedisRestartEmpty | Fault::ClusterFailover => {
                 struck.recovery = struck.readiness.after;
                 if struck.recovery.is_none() {
                     struck
@@ -177,6 +197,13 @@ impl Fault {
                     problems.push("no run ended node_lost: the kill found no run in flight".into());
                 }
             }
+            Fault::RedisRestartEmpty | Fault::ClusterFailover => {
+                if figure("/faults/failed_resumes") == 0.0 {
+                    problems.push(
+                        "no resume failed: the fault lost no stream, so it was not tested".into(),
+                    );
+                }
+            }
             Fault::RedisRestart => {
                 if struck.lost_by_redis > 0.0 {
                     problems.push(format!(
@@ -225,6 +252,28 @@ impl Fault {
     }
 }
 
+/// Strikes the broker (`fault` is one of Redis's): restarts the Redis, or fails a Redis
+/// Cluster master over; then watches the nodes' `/readyz`.
+fn strike_broker(fault: Fault, broker: &mut Broker, addrs: &[String], struck: &mut Struck) {
+    let began = Instant::now();
+    let struck_at = match (fault, broker) {
+        (Fault::ClusterFailover, Broker::Cluster(cluster)) => cluster.fail_over().map(|took| {
+            println!(
+                "  the cluster was whole again {:.2} s after the kill",
+                took.as_secs_f64()
+            );
+        }),
+        (Fault::RedisRestart | Fault::RedisRestartEmpty, Broker::One(redis)) => {
+            redis.crash_and_restart(Duration::from_secs(1))
+        }
+        (fault, _) => Err(format!("{} needs another broker", fault.name())),
+    };
+    match struck_at {
+        Ok(()) => struck.readiness = services::until_ready(addrs, began, false),
+        Err(e) => struck.problems.push(e),
+    }
+}
+
 /// Fills `volume`, keeps it full for 8 s (past the writer's retries, 3 to 6 s), frees it, and
 /// measures how long the nodes take to be ready again from then.
 fn fill_for_a_while(volume: &mut SmallVolume, addrs: &[String], struck: &mut Struck) {
@@ -247,6 +296,42 @@ fn fill_for_a_while(volume: &mut SmallVolume, addrs: &[String], struck: &mut Str
     }
     volume.free();
     struck.readiness = services::until_ready(addrs, Instant::now(), saw_unready);
+}
+
+/// Where the nodes' users' streams live: one Redis, or a Redis Cluster.
+pub(crate) enum Broker {
+    /// One Redis.
+    One(Redis),
+    /// A Redis Cluster.
+    Cluster(RedisCluster),
+}
+
+impl Broker {
+    /// The one this fault strikes: a Redis Cluster for `cluster-failover`, a Redis without
+    /// persistence for `redis-restart-empty`, else a Redis with an append-only file.
+    pub(crate) fn start(fault: Fault, log_dir: &Path) -> Result<Self, String> {
+        match fault {
+            Fault::ClusterFailover => RedisCluster::start(log_dir).map(Broker::Cluster),
+            Fault::RedisRestartEmpty => Redis::start(log_dir).map(Broker::One),
+            _ => Redis::start_persistent(log_dir).map(Broker::One),
+        }
+    }
+
+    /// The nodes' `--broker`.
+    pub(crate) fn url(&self) -> String {
+        match self {
+            Broker::One(redis) => redis.url(),
+            Broker::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// Stops it.
+    pub(crate) fn stop(&mut self) {
+        match self {
+            Broker::One(redis) => redis.stop(),
+            Broker::Cluster(cluster) => cluster.stop(),
+        }
+    }
 }
 
 /// The services besides Redis.

@@ -10,10 +10,12 @@
 //! that had to resume, runs ended `node_lost`, history writes dropped, and how long until the
 //! system was whole again.
 //!
-//! - `faults`: the faults and how each strikes and is measured;
+//! - `faults`: the faults and how each strikes and is measured, and the broker each uses;
+//! - `cluster`: the private Redis Cluster of `cluster-failover`;
 //! - `services`: the private PostgreSQL, the small volume, and reading a node's `/readyz`
 //!   and `/metrics`.
 
+mod cluster;
 mod faults;
 mod services;
 
@@ -24,9 +26,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::Error;
-use crate::bench::cluster::{Nodes, Redis};
+use crate::bench::cluster::Nodes;
 use crate::bench::{self, Binaries, SECRET};
-use faults::{Fault, Struck};
+use faults::{Broker, Fault, Struck};
 
 /// Flags of `cargo xtask chaos`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,7 +149,7 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
 }
 
 /// The nodes' flags besides the store.
-fn node_args(redis: &Redis) -> Vec<String> {
+fn node_args(broker: &Broker) -> Vec<String> {
     [
         "serve",
         "--addr",
@@ -156,7 +158,7 @@ fn node_args(redis: &Redis) -> Vec<String> {
         "--jwt-secret",
         SECRET,
         "--broker",
-        &redis.url(),
+        &broker.url(),
         "--run-lease-secs",
         LEASE_SECS,
         "--start-rate-per-minute",
@@ -174,8 +176,8 @@ fn run_fault(binaries: &Binaries, fault: Fault, load: Load, log_dir: &Path) -> O
         error: None,
         struck: Struck::default(),
     };
-    let mut redis = match Redis::start_persistent(log_dir) {
-        Ok(redis) => redis,
+    let mut broker = match Broker::start(fault, log_dir) {
+        Ok(broker) => broker,
         Err(e) => {
             outcome.error = Some(e);
             return outcome;
@@ -189,7 +191,7 @@ fn run_fault(binaries: &Binaries, fault: Fault, load: Load, log_dir: &Path) -> O
         }
     };
     let args_of = |n: usize| {
-        let mut args = node_args(&redis);
+        let mut args = node_args(&broker);
         args.extend(services.store_args(n));
         args
     };
@@ -197,10 +199,10 @@ fn run_fault(binaries: &Binaries, fault: Fault, load: Load, log_dir: &Path) -> O
     match Nodes::start(&binaries.server, 2, args_of, log) {
         Ok(mut nodes) => {
             let addrs = nodes.addrs();
-            match start_loadgen(binaries, load, &addrs, nodes.pids()[0]) {
+            match start_loadgen(binaries, load, &addrs, nodes.pids()[0], fault) {
                 Ok(loadgen) => {
                     std::thread::sleep(load.strike_at());
-                    outcome.struck = fault.strike(&mut nodes, &mut redis, &mut services);
+                    outcome.struck = fault.strike(&mut nodes, &mut broker, &mut services);
                     finish_loadgen(loadgen, &mut outcome);
                     outcome.struck.after_load(&addrs, &services);
                     let problems = fault.judge(outcome.report.as_ref(), load, &outcome.struck);
@@ -212,7 +214,7 @@ fn run_fault(binaries: &Binaries, fault: Fault, load: Load, log_dir: &Path) -> O
         Err(e) => outcome.error = Some(e),
     }
     services.stop();
-    redis.stop();
+    broker.stop();
     std::thread::sleep(Duration::from_secs(1));
     outcome
 }
@@ -222,6 +224,7 @@ fn start_loadgen(
     load: Load,
     addrs: &[String],
     pid: u32,
+    fault: Fault,
 ) -> Result<Child, String> {
     let urls: Vec<String> = addrs.iter().map(|a| format!("ws://{a}/ws")).collect();
     let (connections, users) = ((2 * load.users).to_string(), load.users.to_string());
@@ -238,6 +241,7 @@ fn start_loadgen(
             "--settle-ms",
             "200",
         ])
+        .args(fault.fails_resumes().then_some("--tolerate-failed-resumes"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -280,9 +284,10 @@ impl Outcome {
         let mut why: Vec<String> = self.error.iter().cloned().collect();
         why.extend(self.struck.problems.iter().cloned());
         format!(
-            "{verdict}: {:.0} events delivered, {:.0} reconnects, {:.0} runs ended node_lost, {:.0} history batches failed, recovery {}{}",
+            "{verdict}: {:.0} events delivered, {:.0} reconnects, {:.0} failed resumes, {:.0} runs ended node_lost, {:.0} history batches failed, recovery {}{}",
             self.figure("/load/events").unwrap_or(0.0),
             self.figure("/faults/reconnects").unwrap_or(0.0),
+            self.figure("/faults/failed_resumes").unwrap_or(0.0),
             self.figure("/faults/node_lost_runs").unwrap_or(0.0),
             self.struck.failed_batches,
             self.recovery(),
@@ -314,8 +319,8 @@ fn table(outcomes: &[Outcome], load: Load) -> String {
     let mut out = format!(
         "Faults under a cross-node steady load: {} users × 2 connections (one per node), {} runs in flight, \
          {} s of starts, every frame verified.\n\n\
-         | fault | passed | events delivered | events lost | connections resumed | requests refused | runs ended node_lost | history writes (dropped) | recovery |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---|\n",
+         | fault | passed | events delivered | events lost | connections resumed | resumes failed explicitly (run deliveries written off) | requests refused | runs ended node_lost | history writes (dropped) | recovery |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
         load.users, load.in_flight, load.seconds
     );
     for o in outcomes {
@@ -324,14 +329,16 @@ fn table(outcomes: &[Outcome], load: Load) -> String {
                 .map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"))
         };
         // loadgen fails the load at the first event lost, repeated or out of order, and at
-        // a failed resume.
+        // a failed resume unless the fault must cause them (then they are counted).
         let lost = if o.verified { "0" } else { "see below" };
         out.push_str(&format!(
-            "| {} | {} | {} | {lost} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {lost} | {} | {} ({}) | {} | {} | {} | {} |\n",
             o.fault.name(),
             if o.passed() { "yes" } else { "**no**" },
             n("/load/events"),
             n("/faults/reconnects"),
+            n("/faults/failed_resumes"),
+            n("/faults/runs_written_off"),
             n("/faults/refused_requests"),
             n("/faults/node_lost_runs"),
             o.struck.dropped.map_or_else(
@@ -373,7 +380,7 @@ mod tests {
         let bad = parse(&["--only", "flood"]).expect_err("no such fault");
         assert_eq!(
             bad,
-            "chaos: no fault `flood`; the faults are node-kill, redis-restart, postgres-restart, sqlite-full"
+            "chaos: no fault `flood`; the faults are node-kill, redis-restart, redis-restart-empty, cluster-failover, postgres-restart, sqlite-full"
         );
         assert!(
             parse(&["--only"])

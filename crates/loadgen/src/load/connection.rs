@@ -70,6 +70,8 @@ pub struct Reconnect {
     pub targets: Vec<Target>,
     /// Each user's token, by user index.
     pub tokens: Vec<String>,
+    /// Whether a failed resume is accepted (`--tolerate-failed-resumes`).
+    pub tolerate_failed_resumes: bool,
 }
 
 /// Starts the task of connection `index` of user `user` on `opened`, a socket to target
@@ -202,6 +204,18 @@ impl Task {
                         self.epoch = opened.epoch;
                         return Ok(opened.socket);
                     }
+                    Some(ResumeStatus::Failed { .. }) if reconnect.tolerate_failed_resumes => {
+                        let faults = &self.shared.faults;
+                        faults.failed_resumes.fetch_add(1, Ordering::Relaxed);
+                        let took = dropped.elapsed().as_secs_f64() * 1e3;
+                        faults.recovery_ms.lock().push(took);
+                        let user_runs = self.shared.users[self.user].runs.lock().clone();
+                        for run in self.verifier.reset(opened.last_seq, &user_runs) {
+                            self.write_off(&run);
+                        }
+                        self.epoch = opened.epoch;
+                        return Ok(opened.socket);
+                    }
                     Some(ResumeStatus::Failed { reason, .. }) => {
                         return Err(Violation::ResumeFailed {
                             place: self.place(),
@@ -221,6 +235,22 @@ impl Task {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Counts run `run` as delivered here without checking it: a failed resume lost some
+    /// of its events (see [`StreamVerifier::reset`]). A run this connection started is over
+    /// for the load.
+    fn write_off(&mut self, run: &RunId) {
+        self.shared
+            .faults
+            .runs_written_off
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.deliveries_done.fetch_add(1, Ordering::Relaxed);
+        if let Some(request_id) = self.started.remove(run) {
+            self.shared.pending.lock().remove(&request_id);
+            self.shared.finished.fetch_add(1, Ordering::Relaxed);
+            self.shared.progress.notify_waiters();
         }
     }
 
@@ -307,6 +337,10 @@ impl Task {
         match self.verifier.on_event(event, known) {
             Err(violation) => Flow::Stop(violation),
             Ok(None) => Flow::Continue,
+            Ok(Some(ended)) if ended.cut => {
+                self.write_off(&ended.run_id);
+                Flow::Continue
+            }
             Ok(Some(ended)) => {
                 let faults = &self.shared.faults;
                 if ended.node_lost && !known(&ended.run_id) {

@@ -103,6 +103,7 @@ pub async fn run(plan: &LoadPlan, limit: FileLimit) -> Result<Report, LoadError>
             Arc::new(Reconnect {
                 targets: targets.clone(),
                 tokens: tokens.clone(),
+                tolerate_failed_resumes: args.tolerate_failed_resumes,
             })
         }),
     };
@@ -315,6 +316,8 @@ fn fault_figures(shared: &Shared) -> FaultFigures {
         refused_requests: n(&faults.refused_requests),
         node_lost_runs: n(&faults.node_lost_runs),
         orphan_deliveries: n(&faults.orphan_deliveries),
+        failed_resumes: n(&faults.failed_resumes),
+        runs_written_off: n(&faults.runs_written_off),
         recovery_ms_p50: recovery.get(recovery.len() / 2).copied().unwrap_or(0.0),
         recovery_ms_max: recovery.last().copied().unwrap_or(0.0),
     }

@@ -49,6 +49,10 @@ pub struct Faults {
     pub node_lost_runs: AtomicU64,
     /// (run, connection) deliveries of `node_lost` runs whose acceptance was lost.
     pub orphan_deliveries: AtomicU64,
+    /// Resumes the server answered `failed`, accepted (`--tolerate-failed-resumes`).
+    pub failed_resumes: AtomicU64,
+    /// (run, connection) deliveries written off after those: counted, not checked.
+    pub runs_written_off: AtomicU64,
     /// Milliseconds from each drop to its resumed connection.
     pub recovery_ms: Mutex<Vec<f64>>,
 }

@@ -296,3 +296,111 @@ fn an_unconfirmed_node_lost_run_is_excused_only_by_a_lost_request() {
         "{verdict}"
     );
 }
+
+/// Feeds `before` (from seq 1), then a failed resume whose new position is `new_last_seq`,
+/// then `after` (numbered from it) to a verifier of a user who started `started` before the
+/// reset and `later` after it; returns the runs the reset wrote off and the verdict
+/// (`Ok((checked, written off))`).
+fn check_reset(
+    before: Vec<AgentEvent>,
+    new_last_seq: u64,
+    after: Vec<AgentEvent>,
+    started: &[&str],
+    later: &[&str],
+) -> (Vec<RunId>, Result<(u64, u64), String>) {
+    let place = Place {
+        connection: 1,
+        user: UserId::parse("lg-user-1").expect("valid id"),
+    };
+    let mut runs: HashSet<RunId> = started.iter().map(|t| run(t)).collect();
+    let mut verifier = StreamVerifier::new(place, 0, SHAPE.events_per_run());
+    let mut cut = Vec::new();
+    let verdict = (|| {
+        for text in frames(before, 1) {
+            let Ok(ServerMessage::Event(event)) = ServerMessage::parse(&text) else {
+                panic!("not an event: {text}")
+            };
+            verifier.on_event(event, |r| runs.contains(r))?;
+        }
+        cut = verifier.reset(new_last_seq, &runs);
+        runs.extend(later.iter().map(|t| run(t)));
+        for text in frames(after, new_last_seq + 1) {
+            let Ok(ServerMessage::Event(event)) = ServerMessage::parse(&text) else {
+                panic!("not an event: {text}")
+            };
+            verifier.on_event(event, |r| runs.contains(r))?;
+        }
+        verifier.finish(&runs, 0)?;
+        Ok::<_, Violation>((verifier.completed(), verifier.written_off()))
+    })()
+    .map_err(|v| v.to_string());
+    cut.sort_by_key(ToString::to_string);
+    (cut, verdict)
+}
+
+#[test]
+fn a_failed_resume_writes_off_the_runs_it_may_have_cut_and_checks_the_rest_whole() {
+    // Run a was done before; b was midway (its rest comes in the new epoch, skipped); c was
+    // accepted and had not begun (its events come whole after: written off all the same,
+    // its start may have been among the events not replayed); d begins after the reset and
+    // is checked whole.
+    let b = events_of("b");
+    let (b_before, b_after) = b.split_at(3);
+    let before: Vec<AgentEvent> = events_of("a")
+        .into_iter()
+        .chain(b_before.to_vec())
+        .collect();
+    let after: Vec<AgentEvent> = b_after
+        .iter()
+        .cloned()
+        .chain(interleave(events_of("c"), events_of("d")))
+        .collect();
+    let (cut, verdict) = check_reset(before.clone(), 40, after.clone(), &["a", "b", "c"], &["d"]);
+    assert_eq!(cut, vec![run("b"), run("c")]);
+    assert_eq!(verdict, Ok((2, 2)));
+    // A run of another user is still a wrong-user frame after a reset.
+    let (_, verdict) = check_reset(before, 40, after, &["a", "b", "c"], &[]);
+    assert!(
+        verdict
+            .as_ref()
+            .is_err_and(|m| m.contains("wrong-user frame: event of run run_d")),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn after_a_failed_resume_a_run_seen_without_its_start_is_written_off_and_seq_still_counts() {
+    // Run e began before the reset but was not yet known here (its acceptance on the way):
+    // it arrives without its start and is written off; f is checked whole.
+    let e = events_of("e");
+    let after: Vec<AgentEvent> = e[2..].iter().cloned().chain(events_of("f")).collect();
+    // Its acceptance came after the reset (on a sibling connection).
+    let (cut, verdict) = check_reset(events_of("a"), 7, after, &["a"], &["e", "f"]);
+    assert!(cut.is_empty(), "{cut:?}");
+    assert_eq!(verdict, Ok((2, 1)));
+    // A gap in the new epoch is still a gap.
+    let mut broken = frames(events_of("f"), 8);
+    broken.remove(1);
+    let place = Place {
+        connection: 1,
+        user: UserId::parse("lg-user-1").expect("valid id"),
+    };
+    let mut verifier = StreamVerifier::new(place, 0, SHAPE.events_per_run());
+    verifier.reset(7, &HashSet::new());
+    let mut failed = None;
+    for text in broken {
+        let Ok(ServerMessage::Event(event)) = ServerMessage::parse(&text) else {
+            panic!("not an event: {text}")
+        };
+        if let Err(v) = verifier.on_event(event, |_| true) {
+            failed = Some(v.to_string());
+            break;
+        }
+    }
+    assert!(
+        failed
+            .as_deref()
+            .is_some_and(|m| m.contains("seq 10 where 9 was due")),
+        "{failed:?}"
+    );
+}
