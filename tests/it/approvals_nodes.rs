@@ -15,7 +15,7 @@ use crate::approvals::{approving, decide, paused_run, rest_of_run};
 use crate::approvals_engine::Tally;
 use crate::llm::{DONE, Model, Reply, content, tool_piece};
 use crate::postgres_support::PostgresServer;
-use crate::redis_support::RedisServer;
+use crate::redis_cluster_support::{SharedRedis, on_redis_and_cluster};
 use crate::server_support::{Client, KillableServer, start_server};
 
 /// A node on `redis` and `postgres`, with the `llm` agent on `model`, `tally` needing approval.
@@ -48,9 +48,9 @@ fn tally_turns(id: &str, answer: &str) -> Vec<Reply> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_run_paused_on_a_killed_node_is_approved_and_completed_on_another() {
-    let redis = RedisServer::start();
+async fn a_run_paused_on_a_killed_node_is_approved_and_completed_on_another(
+    redis: &impl SharedRedis,
+) {
     let postgres = PostgresServer::start();
     let store = postgres.url();
     crate::history::connect_retrying(&store).await;
@@ -138,3 +138,6 @@ async fn a_run_paused_on_a_killed_node_is_approved_and_completed_on_another() {
     b.shutdown().await;
     c.shutdown().await;
 }
+
+// Each test above, on one Redis and on a Redis Cluster.
+on_redis_and_cluster!(a_run_paused_on_a_killed_node_is_approved_and_completed_on_another);

@@ -13,7 +13,7 @@ use crate::history_server::http;
 use crate::llm::{DONE, Model, Piece, Reply, content};
 use crate::multitask::ask;
 use crate::postgres_support::PostgresServer;
-use crate::redis_support::RedisServer;
+use crate::redis_cluster_support::{SharedRedis, on_redis_and_cluster};
 use crate::server_support::{Client, start_server};
 
 /// The user's budget.
@@ -69,9 +69,7 @@ async fn settled(client: &mut Client, runs: &[String]) -> usize {
     waited
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn runs_on_two_nodes_at_once_never_pass_the_users_budget_together() {
-    let redis = RedisServer::start();
+async fn runs_on_two_nodes_at_once_never_pass_the_users_budget_together(redis: &impl SharedRedis) {
     let postgres = PostgresServer::start();
     let store = postgres.url();
     crate::history::connect_retrying(&store).await;
@@ -119,3 +117,6 @@ async fn runs_on_two_nodes_at_once_never_pass_the_users_budget_together() {
     // Every call the model answered is counted, once.
     assert_eq!(used["calls"], calls, "{used}");
 }
+
+// Each test above, on one Redis and on a Redis Cluster.
+on_redis_and_cluster!(runs_on_two_nodes_at_once_never_pass_the_users_budget_together);

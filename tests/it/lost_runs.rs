@@ -18,7 +18,7 @@ use serde_json::json;
 use ws_bridge::{AgentWebSocketBridge, BridgeConfig, Broker};
 
 use crate::bridge::read;
-use crate::redis_support::RedisServer;
+use crate::redis_cluster_support::{SharedRedis, on_redis_and_cluster};
 use crate::support::user_id;
 
 const LIMITS: SlotLimits = SlotLimits {
@@ -35,9 +35,9 @@ fn scope() -> RunScope {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed() {
-    let redis = RedisServer::start();
+async fn a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed(
+    redis: &impl SharedRedis,
+) {
     let config = BridgeConfig::default();
     let connect =
         || RedisBroker::connect(RedisBrokerConfig::new(redis.url(), config.replay_bounds()));
@@ -165,3 +165,6 @@ async fn publish(broker: &RedisBroker, user: &UserId, events: &[AgentEvent]) {
     }
     broker.stored().await.unwrap();
 }
+
+// Each test above, on one Redis and on a Redis Cluster.
+on_redis_and_cluster!(a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed);

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::history_server::http;
 use crate::multitask::{ask, long, one_at_a_time, read_until_ended, until_ended};
-use crate::redis_support::RedisServer;
+use crate::redis_cluster_support::{SharedRedis, on_redis_and_cluster};
 use crate::server_support::{Client, start_server};
 
 async fn node(url: &str) -> RunningServer {
@@ -100,18 +100,18 @@ async fn double_text(first: &mut Client, second: &mut Client, user: &str) {
     assert_eq!(ends[2].0, "agent_completed", "{user}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_on_one_node_queues_behind_or_interrupts_the_run_on_another() {
-    let redis = RedisServer::start();
+async fn a_message_on_one_node_queues_behind_or_interrupts_the_run_on_another(
+    redis: &impl SharedRedis,
+) {
     let (one, two) = (node(&redis.url()).await, node(&redis.url()).await);
     let mut on_one = Client::user(one.addr(), "alice").await;
     let mut on_two = Client::user(two.addr(), "alice").await;
     double_text(&mut on_one, &mut on_two, "alice").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_users_double_texting_at_once_on_two_nodes_get_what_they_asked() {
-    let redis = RedisServer::start();
+async fn a_hundred_users_double_texting_at_once_on_two_nodes_get_what_they_asked(
+    redis: &impl SharedRedis,
+) {
     let (one, two) = (node(&redis.url()).await, node(&redis.url()).await);
     let (a, b) = (one.addr(), two.addr());
     let mut users = Vec::new();
@@ -137,9 +137,7 @@ async fn a_hundred_users_double_texting_at_once_on_two_nodes_get_what_they_asked
 /// run on node one (status `interrupted` in the shared history, its streamed chunks kept),
 /// and another rolls the next run back (erased: both nodes answer 404), each new run
 /// starting after the run it ended.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interrupt_and_rollback_across_nodes_sharing_the_history() {
-    let redis = RedisServer::start();
+async fn interrupt_and_rollback_across_nodes_sharing_the_history(redis: &impl SharedRedis) {
     let postgres = crate::postgres_support::PostgresServer::start();
     let shared = |redis: String, store: String| {
         move |config: &mut agent_server::config::ServerConfig| {
@@ -226,3 +224,8 @@ async fn interrupt_and_rollback_across_nodes_sharing_the_history() {
         );
     }
 }
+
+// Each test above, on one Redis and on a Redis Cluster.
+on_redis_and_cluster!(a_message_on_one_node_queues_behind_or_interrupts_the_run_on_another);
+on_redis_and_cluster!(a_hundred_users_double_texting_at_once_on_two_nodes_get_what_they_asked);
+on_redis_and_cluster!(interrupt_and_rollback_across_nodes_sharing_the_history);
