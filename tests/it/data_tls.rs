@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::history_server::{http, run_to_end};
 use crate::postgres_support::PostgresServer;
+use crate::redis_cluster_support::{RedisCluster, SharedRedis};
 use crate::redis_support::RedisServer;
 use crate::server_support::{Client, SECRET, start_server};
 
@@ -96,6 +97,24 @@ async fn nodes_share_a_stream_over_rediss_with_a_private_ca() {
     let redis = RedisServer::start_tls(certificates.dir());
     let url = redis.url();
     assert!(url.starts_with("rediss://"), "{url}");
+    share_a_stream_over(&url, &certificates).await;
+}
+
+/// The same on a Redis Cluster that speaks TLS only (`rediss-cluster://`): the client learns
+/// the slots and reaches every master over TLS, trusting the private CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_share_a_stream_over_a_tls_redis_cluster_with_a_private_ca() {
+    let certificates = Certificates::new();
+    let cluster = RedisCluster::start_tls(certificates.dir());
+    let url = cluster.url();
+    assert!(url.starts_with("rediss-cluster://"), "{url}");
+    share_a_stream_over(&url, &certificates).await;
+}
+
+/// Two nodes on the Redis at `url` (trusting `certificates`' CA): a run started on one reaches
+/// the same user's tab on the other, in the same frames.
+async fn share_a_stream_over(url: &str, certificates: &Certificates) {
+    let url = url.to_owned();
     let mut nodes = Vec::new();
     for _ in 0..2 {
         let (url, ca) = (url.clone(), certificates.ca());

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::redis_support::{RedisServer, binary, free_port, query};
+use crate::redis_support::{RedisServer, binary, free_port};
 
 /// What a multi-node test needs of the Redis its nodes share.
 pub trait SharedRedis {
@@ -68,14 +68,25 @@ struct Node {
 pub struct RedisCluster {
     nodes: Vec<Node>,
     dir: PathBuf,
+    /// The directory of `ca.pem`, `server.pem` and `server.key` when it speaks TLS only
+    /// (clients, the cluster bus and replication alike).
+    tls: Option<PathBuf>,
 }
 
 /// Masters, each with one replica.
 const MASTERS: usize = 3;
 
-fn cli(port: u16, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+/// `redis-cli` on `port` (over TLS, trusting `tls`'s `ca.pem`, when given).
+fn cli_at(tls: Option<&PathBuf>, port: u16, args: &[&str]) -> String {
+    let mut command = Command::new("redis-cli");
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(files) = tls {
+        command
+            .arg("--tls")
+            .arg("--cacert")
+            .arg(files.join("ca.pem"));
+    }
+    let output = command
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -89,6 +100,16 @@ impl RedisCluster {
     /// Starts six nodes and joins them into a cluster of three masters with a replica
     /// each; returns once every node says the cluster is ok.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Like [`RedisCluster::start`], speaking TLS only with `certificates`' `server.pem` and
+    /// `server.key` (made by `mcp_https::certificates`); clients need no certificate.
+    pub fn start_tls(certificates: &std::path::Path) -> Self {
+        Self::start_with(Some(certificates.to_owned()))
+    }
+
+    fn start_with(tls: Option<PathBuf>) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "agent-it-redis-cluster-{}-{}",
             std::process::id(),
@@ -98,6 +119,7 @@ impl RedisCluster {
         let mut cluster = Self {
             nodes: Vec::new(),
             dir,
+            tls,
         };
         for _ in 0..MASTERS * 2 {
             let node = cluster.launch();
@@ -108,7 +130,14 @@ impl RedisCluster {
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port))
             .collect();
-        let created = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some(files) = &cluster.tls {
+            create
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(files.join("ca.pem"));
+        }
+        let created = create
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -131,8 +160,28 @@ impl RedisCluster {
             let port = free_port();
             let dir = self.dir.join(port.to_string());
             std::fs::create_dir_all(&dir).expect("node dir");
-            let mut child = Command::new(binary())
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            let mut command = Command::new(binary());
+            match &self.tls {
+                None => command.args(["--port", &port.to_string()]),
+                Some(files) => command
+                    .args(["--port", "0", "--tls-port", &port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(files.join("server.pem"))
+                    .arg("--tls-key-file")
+                    .arg(files.join("server.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(files.join("ca.pem"))
+                    .args(["--tls-auth-clients", "no"])
+                    .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                    // What a node shows the others on the cluster bus and its master: the
+                    // server certificate is for servers only.
+                    .arg("--tls-client-cert-file")
+                    .arg(files.join("client.pem"))
+                    .arg("--tls-client-key-file")
+                    .arg(files.join("client.key")),
+            };
+            let mut child = command
+                .args(["--bind", "127.0.0.1"])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
                 .args(["--save", "", "--appendonly", "no"])
                 // Replicas sync at once (the default waits 5 s for more replicas): a replica
@@ -172,8 +221,8 @@ impl RedisCluster {
         loop {
             let live: Vec<u16> = self.live_ports();
             let ok = live.iter().all(|port| {
-                let info = cli(*port, &["CLUSTER", "INFO"]);
-                let replication = cli(*port, &["INFO", "replication"]);
+                let info = self.cli(*port, &["CLUSTER", "INFO"]);
+                let replication = self.cli(*port, &["INFO", "replication"]);
                 info.contains("cluster_state:ok")
                     && info.contains("cluster_slots_ok:16384")
                     && (replication.contains("role:master")
@@ -185,10 +234,14 @@ impl RedisCluster {
             assert!(
                 Instant::now() < deadline,
                 "the cluster did not become ok: {}",
-                cli(live[0], &["CLUSTER", "NODES"])
+                self.cli(live[0], &["CLUSTER", "NODES"])
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli_at(self.tls.as_ref(), port, args)
     }
 
     fn live_ports(&self) -> Vec<u16> {
@@ -202,7 +255,7 @@ impl RedisCluster {
     /// The live masters: their ports, and the slot ranges each serves.
     fn masters(&self) -> Vec<(u16, Vec<(u16, u16)>)> {
         let live = self.live_ports();
-        let nodes = cli(live[0], &["CLUSTER", "NODES"]);
+        let nodes = self.cli(live[0], &["CLUSTER", "NODES"]);
         nodes
             .lines()
             .filter_map(|line| {
@@ -230,7 +283,8 @@ impl RedisCluster {
     /// The port of the master serving `key`'s slot.
     pub fn master_of(&self, key: &str) -> u16 {
         let live = self.live_ports();
-        let slot: u16 = cli(live[0], &["CLUSTER", "KEYSLOT", key])
+        let slot: u16 = self
+            .cli(live[0], &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
             .expect("CLUSTER KEYSLOT answers a number");
@@ -271,30 +325,38 @@ impl SharedRedis for RedisCluster {
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port))
             .collect();
-        format!("redis-cluster://{}", seeds.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss-cluster"
+        } else {
+            "redis-cluster"
+        };
+        format!("{scheme}://{}", seeds.join(","))
     }
 
     fn expire_run_leases(&self) {
         // A script may touch one slot's keys only: each user's leases, one at a time.
         for (port, _) in self.masters() {
-            let keys = cli(port, &["KEYS", "agentws:{*}:leases"]);
+            let keys = self.cli(port, &["KEYS", "agentws:{*}:leases"]);
             for key in keys.lines().filter(|key| !key.is_empty()) {
                 let script = "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('ZADD', KEYS[1], 0, m) end return 1";
-                let done = cli(port, &["EVAL", script, "1", key]);
+                let done = self.cli(port, &["EVAL", script, "1", key]);
                 assert_eq!(done.trim(), "1", "expiring the leases of {key}: {done}");
             }
         }
         let index = self.master_of("agentws:reap");
-        let users = cli(index, &["ZRANGE", "agentws:reap", "0", "-1"]);
+        let users = self.cli(index, &["ZRANGE", "agentws:reap", "0", "-1"]);
         for user in users.lines().filter(|user| !user.is_empty()) {
-            cli(index, &["ZADD", "agentws:reap", "0", user]);
+            self.cli(index, &["ZADD", "agentws:reap", "0", user]);
         }
     }
 
     fn kill_pubsub_clients(&self) {
         for port in self.live_ports() {
-            let killed = query(port, &["CLIENT", "KILL", "TYPE", "pubsub"]);
-            assert!(killed.starts_with(':'), "CLIENT KILL answered {killed}");
+            let killed = self.cli(port, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+            assert!(
+                killed.trim().parse::<u64>().is_ok(),
+                "CLIENT KILL answered {killed}"
+            );
         }
     }
 }
