@@ -293,10 +293,10 @@ fn a_loop(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     }
     let mut state = BTreeMap::new();
     for node in edges.keys() {
-        if !state.contains_key(node) {
-            if let Some(cycle) = visit(node, edges, &mut state, &mut Vec::new()) {
-                return Some(cycle);
-            }
+        if !state.contains_key(node)
+            && let Some(cycle) = visit(node, edges, &mut state, &mut Vec::new())
+        {
+            return Some(cycle);
         }
     }
     None

@@ -19,10 +19,10 @@ pub fn root() -> Result<PathBuf, Error> {
         Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
     ];
     for manifest_dir in from_manifest_dirs.into_iter().flatten() {
-        if let Some(parent) = manifest_dir.parent() {
-            if is_root(parent) {
-                return Ok(parent.to_path_buf());
-            }
+        if let Some(parent) = manifest_dir.parent()
+            && is_root(parent)
+        {
+            return Ok(parent.to_path_buf());
         }
     }
     let start = std::env::current_dir().map_err(|source| Error::Io {

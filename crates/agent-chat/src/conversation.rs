@@ -104,12 +104,12 @@ pub(crate) async fn converse(
     chat.out.note(WELCOME);
     chat.out.set_above(lines.above());
     let outcome = chat.talk(client, &mut lines).await;
-    if !chat.runs.is_idle() {
-        if let Some(thread) = &chat.thread {
-            chat.out.note(&format!(
-                "the answers running or queued go on on the server, in thread {thread}"
-            ));
-        }
+    if !chat.runs.is_idle()
+        && let Some(thread) = &chat.thread
+    {
+        chat.out.note(&format!(
+            "the answers running or queued go on on the server, in thread {thread}"
+        ));
     }
     let how = Invocation::of(args);
     for run in chat.runs.waiting() {
@@ -120,14 +120,15 @@ pub(crate) async fn converse(
             how.command(&["--cancel", run.as_str()])
         ));
     }
-    if let Err(e) = &outcome {
-        if lines.is_terminal() && lines.waiting().is_some() {
-            // The editor holds the terminal in raw mode until it gives its line back: the
-            // process must not end and leave the terminal so.
-            chat.out.note(&format!("{e}; press Enter to quit"));
-            // Whatever comes (a line, Ctrl-C, Ctrl-D, a failure to read), the editor is done.
-            let _ = lines.next().await;
-        }
+    if let Err(e) = &outcome
+        && lines.is_terminal()
+        && lines.waiting().is_some()
+    {
+        // The editor holds the terminal in raw mode until it gives its line back: the
+        // process must not end and leave the terminal so.
+        chat.out.note(&format!("{e}; press Enter to quit"));
+        // Whatever comes (a line, Ctrl-C, Ctrl-D, a failure to read), the editor is done.
+        let _ = lines.next().await;
     }
     chat.out.settle();
     outcome

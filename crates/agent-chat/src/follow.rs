@@ -129,10 +129,10 @@ impl CtrlC {
     /// Cancel-safe.
     pub(crate) async fn pressed(&mut self) {
         #[cfg(unix)]
-        if let Some(signal) = &mut self.signal {
-            if signal.recv().await.is_some() {
-                return;
-            }
+        if let Some(signal) = &mut self.signal
+            && signal.recv().await.is_some()
+        {
+            return;
         }
         #[cfg(not(unix))]
         if self.listening && tokio::signal::ctrl_c().await.is_ok() {

@@ -88,10 +88,11 @@ impl Timeline {
     /// The text to print for `event`, seen `elapsed` after the run was accepted, for a run at
     /// `depth` in the run tree (sub-runs are indented).
     pub(crate) fn render(&mut self, event: &AgentEvent, elapsed: Duration, depth: usize) -> String {
-        if self.look.conversation && depth == 0 {
-            if let Some(text) = self.message_event(event, elapsed) {
-                return text;
-            }
+        if self.look.conversation
+            && depth == 0
+            && let Some(text) = self.message_event(event, elapsed)
+        {
+            return text;
         }
         let run_id = event.run_id.as_str();
         let steps = self.look.conversation;

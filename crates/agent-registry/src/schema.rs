@@ -168,10 +168,10 @@ impl SchemaCache {
     /// The compiled `schema` of tool `name`, compiled now if it is not cached yet (`None`
     /// when it does not compile).
     pub(crate) fn get(&self, name: &str, schema: Value) -> Option<Arc<ArgumentSchema>> {
-        if let Some(cached) = self.lock().get(name) {
-            if cached.schema == schema {
-                return cached.compiled.clone();
-            }
+        if let Some(cached) = self.lock().get(name)
+            && cached.schema == schema
+        {
+            return cached.compiled.clone();
         }
         // Compiled without the lock: two first calls at once both compile, and one result
         // is kept; a warning for a bad schema may then appear twice, which is harmless.

@@ -109,12 +109,12 @@ fn read_decision(
         Err(rejection) => return Err(format!("{SHAPE}: {}", rejection.body_text())),
     };
     for (field, path_value) in [("run_id", raw_run), ("tool_call_id", tool_call_id)] {
-        if let Some(given) = body.get(field) {
-            if given.as_str() != Some(path_value) {
-                return Err(format!(
-                    "{field} in the body ({given}) differs from the path's {path_value:?}"
-                ));
-            }
+        if let Some(given) = body.get(field)
+            && given.as_str() != Some(path_value)
+        {
+            return Err(format!(
+                "{field} in the body ({given}) differs from the path's {path_value:?}"
+            ));
         }
     }
     const FIELDS: [&str; 5] = ["decision", "arguments", "message", "run_id", "tool_call_id"];

@@ -501,10 +501,10 @@ fn spending(args: &ServeArgs, store: Option<&str>) -> Result<(Prices, Budget), C
 /// The identity provider's settings, after checking the secret's length and that dev tokens
 /// (no secret, no provider) stay on loopback unless allowed.
 fn who_signs(args: &ServeArgs) -> Result<crate::auth::Identity, ConfigError> {
-    if let Some(secret) = &args.jwt_secret {
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(ConfigError::SecretTooShort { len: secret.len() });
-        }
+    if let Some(secret) = &args.jwt_secret
+        && secret.len() < MIN_SECRET_LEN
+    {
+        return Err(ConfigError::SecretTooShort { len: secret.len() });
     }
     let identity = identity(args)?;
     if args.jwt_secret.is_none()

@@ -148,15 +148,12 @@ impl RunningServer {
             tracing::warn!(%error, "shutdown: some events may not reach their connections before the close");
         }
         state.bridge.close_all();
-        if let Some(recorder) = &state.recorder {
-            if tokio::time::timeout(Duration::from_secs(5), recorder.writer().flush())
+        if let Some(recorder) = &state.recorder
+            && tokio::time::timeout(Duration::from_secs(5), recorder.writer().flush())
                 .await
                 .is_err()
-            {
-                tracing::warn!(
-                    "shutdown: the history store did not take the last writes within 5 s"
-                );
-            }
+        {
+            tracing::warn!("shutdown: the history store did not take the last writes within 5 s");
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while state.open_connections() > 0 && Instant::now() < deadline {

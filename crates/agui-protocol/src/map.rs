@@ -139,13 +139,12 @@ impl Mapper {
         }
         let at = unix_ms(event);
         for mapped in &mut out {
-            if let Some(sub) = &sub {
-                if !mapped["type"]
+            if let Some(sub) = &sub
+                && !mapped["type"]
                     .as_str()
                     .is_some_and(|t| t.starts_with("SUBAGENT_"))
-                {
-                    mapped["subagentRunId"] = json!(sub);
-                }
+            {
+                mapped["subagentRunId"] = json!(sub);
             }
             mapped["timestamp"] = json!(at);
             mapped["rawEvent"] = raw.clone();

@@ -102,16 +102,16 @@ impl Decision {
         arguments: Option<Value>,
         message: Option<String>,
     ) -> Result<Self, DecisionError> {
-        if let Some(message) = &message {
-            if message.len() > MAX_DECISION_MESSAGE_BYTES {
-                return Err(DecisionError::new(
-                    "message",
-                    format!(
-                        "is {} bytes; at most {MAX_DECISION_MESSAGE_BYTES} are allowed",
-                        message.len()
-                    ),
-                ));
-            }
+        if let Some(message) = &message
+            && message.len() > MAX_DECISION_MESSAGE_BYTES
+        {
+            return Err(DecisionError::new(
+                "message",
+                format!(
+                    "is {} bytes; at most {MAX_DECISION_MESSAGE_BYTES} are allowed",
+                    message.len()
+                ),
+            ));
         }
         let decided = match decision {
             "approve" => Decision::Approve,

@@ -293,13 +293,13 @@ impl RunSlots for LocalSlots {
                 .find(|w| w.thread.as_ref() == Some(t))
                 .map(|w| w.run.clone())
         });
-        if rule == ThreadRule::Reject {
-            if let Some(run) = active.clone().or_else(|| first_waiting.clone()) {
-                if slots.is_empty() {
-                    state.users.remove(user);
-                }
-                return Err(SlotError::ThreadBusy { run });
+        if rule == ThreadRule::Reject
+            && let Some(run) = active.clone().or_else(|| first_waiting.clone())
+        {
+            if slots.is_empty() {
+                state.users.remove(user);
             }
+            return Err(SlotError::ThreadBusy { run });
         }
         // While a slot is free every waiter left waits for its thread (slots go to the first
         // waiters that may run), so a claim whose thread is free runs while a slot is.

@@ -125,6 +125,10 @@ async fn on_message(shared: &Shared, message: &redis::Msg) {
 /// the channels, answered with NOPERM) is otherwise never confirmed at all.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Followed users whose missed frames are fetched at once after the live connection comes
+/// back.
+const CATCH_UP_AT_ONCE: usize = 64;
+
 /// A live connection that lasted this long resets the reconnect pauses; one lost sooner is
 /// reopened after the next pause.
 const STABLE: Duration = Duration::from_secs(5);
@@ -165,9 +169,14 @@ pub(crate) async fn run(
                 users = followed.len(),
                 "redis broker: live connection back; fetching what was missed"
             );
-            for attached in followed {
-                catch_up(&shared, &attached).await;
-            }
+            // Users apart at once (each user's own frames stay in order within its catch-up):
+            // a Redis that answers slowly costs one timeout per batch, not one per user.
+            futures::stream::iter(followed)
+                .for_each_concurrent(CATCH_UP_AT_ONCE, |attached| {
+                    let shared = &shared;
+                    async move { catch_up(shared, &attached).await }
+                })
+                .await;
         }
         connected_before = true;
         shared.live_up.store(true, Ordering::Relaxed);
@@ -289,10 +298,10 @@ async fn handle(shared: &Shared, sink: &mut redis::aio::PubSubSink, command: Com
             let _ = reply.send(subscribed);
         }
         Command::Unsubscribe { channel } => {
-            if !shared.attached.lock().contains_key(&channel) {
-                if let Err(error) = sink.unsubscribe(&channel).await {
-                    tracing::debug!(%error, %channel, "redis broker: unsubscribe failed (the connection is going)");
-                }
+            if !shared.attached.lock().contains_key(&channel)
+                && let Err(error) = sink.unsubscribe(&channel).await
+            {
+                tracing::debug!(%error, %channel, "redis broker: unsubscribe failed (the connection is going)");
             }
         }
         Command::CatchUp { channel } => {

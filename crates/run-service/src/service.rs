@@ -266,10 +266,11 @@ impl RunService {
                 .await?;
         }
         let thread = self.sessions.admit(user, request.thread_id.clone())?;
-        if strategy == Multitask::Steer && request.thread_id.is_some() {
-            if let Some(steered) = self.steer(user, &thread, &request).await? {
-                return Ok(steered);
-            }
+        if strategy == Multitask::Steer
+            && request.thread_id.is_some()
+            && let Some(steered) = self.steer(user, &thread, &request).await?
+        {
+            return Ok(steered);
         }
         // The thread's earlier turns are read when the run starts (after the runs ahead).
         let admission = self.admission(user, request.thread_id.as_ref(), strategy);

@@ -64,31 +64,31 @@ impl RunService {
             }),
             ..Refusal::new("budget_exceeded", message)
         };
-        if let Some(limit) = report.tokens_limit {
-            if report.tokens_used >= limit {
-                return Err(refused(
-                    BudgetKind::Tokens,
-                    Amount::Tokens(0),
-                    format!(
-                        "your token budget for this {} is used up: {} of {limit} tokens used, 0 remaining; it resets at {resets}",
-                        report.period.name(),
-                        report.tokens_used
-                    ),
-                ));
-            }
+        if let Some(limit) = report.tokens_limit
+            && report.tokens_used >= limit
+        {
+            return Err(refused(
+                BudgetKind::Tokens,
+                Amount::Tokens(0),
+                format!(
+                    "your token budget for this {} is used up: {} of {limit} tokens used, 0 remaining; it resets at {resets}",
+                    report.period.name(),
+                    report.tokens_used
+                ),
+            ));
         }
-        if let Some(limit) = report.cost_usd_limit {
-            if report.cost_usd_used >= limit {
-                return Err(refused(
-                    BudgetKind::CostUsd,
-                    Amount::Usd(0.0),
-                    format!(
-                        "your cost budget for this {} is used up: ${:.4} of ${limit:.2} spent, $0 remaining; it resets at {resets}",
-                        report.period.name(),
-                        report.cost_usd_used
-                    ),
-                ));
-            }
+        if let Some(limit) = report.cost_usd_limit
+            && report.cost_usd_used >= limit
+        {
+            return Err(refused(
+                BudgetKind::CostUsd,
+                Amount::Usd(0.0),
+                format!(
+                    "your cost budget for this {} is used up: ${:.4} of ${limit:.2} spent, $0 remaining; it resets at {resets}",
+                    report.period.name(),
+                    report.cost_usd_used
+                ),
+            ));
         }
         Ok(())
     }

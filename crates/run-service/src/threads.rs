@@ -90,10 +90,10 @@ impl RunService {
         run: &RunId,
         reason: &str,
     ) -> Result<bool, Refusal> {
-        if let Some(engine) = self.sessions().active_run(user, run) {
-            if engine.cancel_run(run, reason) {
-                return Ok(true);
-            }
+        if let Some(engine) = self.sessions().active_run(user, run)
+            && engine.cancel_run(run, reason)
+        {
+            return Ok(true);
         }
         match self.cluster() {
             Some(cluster) => Ok(cluster

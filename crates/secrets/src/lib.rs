@@ -253,7 +253,7 @@ fn base64_core(engine: &impl base64::Engine, bytes: &[u8], offset: usize) -> Vec
     };
     // Characters after: an unfinished last group's final character holds the secret's
     // last bits and zero padding, which a following byte would change.
-    let cut = usize::from(padded.len() % 3 != 0);
+    let cut = usize::from(!padded.len().is_multiple_of(3));
     let end = encoded.len().saturating_sub(cut);
     encoded
         .get(skip..end)

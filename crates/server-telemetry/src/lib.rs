@@ -69,10 +69,10 @@ impl Telemetry {
     /// answered or the export timed out: call it off the async runtime.
     pub fn shutdown(self) {
         #[cfg(feature = "otlp")]
-        if let Some(provider) = self.provider {
-            if let Err(error) = provider.shutdown() {
-                tracing::warn!(%error, "telemetry: the last spans did not reach the collector");
-            }
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "telemetry: the last spans did not reach the collector");
         }
     }
 }
