@@ -5,16 +5,24 @@
 //!   command to the master of its keys' slot, and follows the cluster when a master fails
 //!   over to its replica.
 //!
+//! A cluster connection that stops answering altogether (every request timing out, seen
+//! under load after a master was killed) is replaced by a new one from the same client,
+//! which learns the cluster's slots afresh ([`ClusterHandle`]).
+//!
 //! Every script's keys share one user's hash tag, so each runs on one slot; the publisher
 //! groups a batch by slot on a cluster ([`Conn::is_cluster`]). The live connection
 //! subscribes on one node at a time, taking the next seed when one is unreachable (a
 //! `PUBLISH` reaches every node of a cluster).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::{RedisBrokerConfig, RedisBrokerError, tls};
 
@@ -24,7 +32,56 @@ pub(crate) enum Conn {
     /// One Redis.
     Single(ConnectionManager),
     /// A Redis Cluster.
-    Cluster(ClusterConnection),
+    Cluster(Arc<ClusterHandle>),
+}
+
+/// Requests timed out in a row (none answered between them) after which the cluster
+/// connection is replaced.
+const REPLACE_AFTER_TIMEOUTS: u32 = 4;
+
+/// The cluster connection in use, and what replaces it when it stops answering.
+pub(crate) struct ClusterHandle {
+    client: ClusterClient,
+    current: RwLock<ClusterConnection>,
+    /// Requests timed out since the last answer.
+    timeouts: AtomicU32,
+    /// Whether a new connection is being opened.
+    replacing: AtomicBool,
+}
+
+impl ClusterHandle {
+    /// Notes how a request went: an answer resets the count of timeouts; past
+    /// [`REPLACE_AFTER_TIMEOUTS`] of them in a row a new connection is opened and used.
+    fn observe<T>(self: &Arc<Self>, result: &RedisResult<T>) {
+        match result {
+            Err(error) if error.is_timeout() => {
+                let timeouts = self.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+                if timeouts >= REPLACE_AFTER_TIMEOUTS
+                    && !self.replacing.swap(true, Ordering::AcqRel)
+                {
+                    let handle = Arc::clone(self);
+                    tokio::spawn(async move {
+                        match handle.client.get_async_connection().await {
+                            Ok(fresh) => {
+                                *handle.current.write() = fresh;
+                                handle.timeouts.store(0, Ordering::Relaxed);
+                                tracing::warn!(
+                                    timeouts,
+                                    "redis broker: the cluster connection stopped answering; replaced it with a new one"
+                                );
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "redis broker: the cluster connection stopped answering and a new one cannot be opened yet");
+                            }
+                        }
+                        handle.replacing.store(false, Ordering::Release);
+                    });
+                }
+            }
+            Err(_) => {}
+            Ok(_) => self.timeouts.store(0, Ordering::Relaxed),
+        }
+    }
 }
 
 impl Conn {
@@ -38,7 +95,15 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(handle) => {
+                let handle = Arc::clone(handle);
+                Box::pin(async move {
+                    let mut conn = handle.current.read().clone();
+                    let result = conn.req_packed_command(cmd).await;
+                    handle.observe(&result);
+                    result
+                })
+            }
         }
     }
 
@@ -50,14 +115,22 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(conn) => conn.req_packed_commands(cmd, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+            Self::Cluster(handle) => {
+                let handle = Arc::clone(handle);
+                Box::pin(async move {
+                    let mut conn = handle.current.read().clone();
+                    let result = conn.req_packed_commands(cmd, offset, count).await;
+                    handle.observe(&result);
+                    result
+                })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
+            Self::Cluster(handle) => handle.current.read().get_db(),
         }
     }
 }
@@ -130,7 +203,12 @@ pub(crate) async fn connect(config: &RedisBrokerConfig) -> Result<Endpoint, Redi
     })?;
     let conn = client.get_async_connection().await.map_err(connect_error)?;
     Ok(Endpoint {
-        conn: Conn::Cluster(conn),
+        conn: Conn::Cluster(Arc::new(ClusterHandle {
+            client,
+            current: RwLock::new(conn),
+            timeouts: AtomicU32::new(0),
+            replacing: AtomicBool::new(false),
+        })),
         live,
     })
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use core_context::{EmitError, EncodedEvent, RunId, UserId};
+use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -98,6 +99,9 @@ impl PublishQueue {
     }
 }
 
+/// Script calls in flight at once on a Redis Cluster (one per slot of a batch).
+pub(crate) const CALLS_AT_ONCE: usize = 32;
+
 /// Events sent in one pipeline.
 const BATCH: usize = 256;
 /// How a batch is sent again while Redis is unreachable (the workspace's one retry policy:
@@ -174,11 +178,17 @@ async fn send(shared: &Shared, conn: &mut Conn, batch: &[Outgoing]) -> redis::Re
                 None => slots.push((slot, vec![event])),
             }
         }
-        let calls = slots.iter().map(|(_, events)| {
-            let mut conn = conn.clone();
-            async move { send_one(shared, &mut conn, events).await }
-        });
-        futures::future::try_join_all(calls).await?;
+        let calls: Vec<_> = slots
+            .iter()
+            .map(|(_, events)| {
+                let mut conn = conn.clone();
+                async move { send_one(shared, &mut conn, events).await }
+            })
+            .collect();
+        futures::stream::iter(calls)
+            .buffer_unordered(CALLS_AT_ONCE)
+            .try_collect::<Vec<()>>()
+            .await?;
     } else {
         let events: Vec<&Outgoing> = batch.iter().collect();
         send_one(shared, conn, &events).await?;

@@ -42,6 +42,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
+
 use core_context::multitask::ThreadRule;
 use core_context::{RunId, RunScope, ThreadId, UserId};
 use redis::Script;
@@ -311,21 +313,26 @@ impl ClusterRuns {
                 None => users.push((&lease.user, vec![&lease.id])),
             }
         }
-        let calls = users.iter().map(|(user, ids)| {
-            let mut invocation = self.renew.key(self.user_key(user, "leases"));
-            invocation
-                .key(self.slots_key(user))
-                .arg(self.ttl_ms())
-                .arg(self.base(user))
-                .arg(ids);
-            let mut conn = self.shared.conn.clone();
-            async move {
+        let calls: Vec<_> = users
+            .iter()
+            .map(|(user, ids)| {
+                let mut invocation = self.renew.key(self.user_key(user, "leases"));
                 invocation
-                    .invoke_async::<(Vec<String>, Vec<TakenRun>)>(&mut conn)
-                    .await
-            }
-        });
-        let answers = futures::future::try_join_all(calls)
+                    .key(self.slots_key(user))
+                    .arg(self.ttl_ms())
+                    .arg(self.base(user))
+                    .arg(ids);
+                let mut conn = self.shared.conn.clone();
+                async move {
+                    invocation
+                        .invoke_async::<(Vec<String>, Vec<TakenRun>)>(&mut conn)
+                        .await
+                }
+            })
+            .collect();
+        let answers: Vec<(Vec<String>, Vec<TakenRun>)> = futures::stream::iter(calls)
+            .buffer_unordered(crate::publisher::CALLS_AT_ONCE)
+            .try_collect()
             .await
             .map_err(|e| broker_error(&e))?;
         // A user missing from the reapers' index (its entry lost) is put back.
