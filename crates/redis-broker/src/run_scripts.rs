@@ -223,31 +223,33 @@ local function take(base, leases, id)
 end
 ";
 
-/// Renews one user's leases: `KEYS[1]` the user's leases, `KEYS[2]` the user's slots;
-/// `ARGV[1]` TTL ms, `ARGV[2]` the user's `<prefix>:{<user>}`, then the lease ids. A lease
-/// already expired is not renewed (a reaper may be ending its run): it is taken here instead.
-/// Returns `{lost ids, taken runs}`: the ids no longer held, and the runs of those this call
-/// took (the caller ends them).
+/// Renews leases, each with its user's keys: `KEYS` are pairs of (the user's leases, the
+/// user's slots) per lease; `ARGV[1]` TTL ms, then pairs of (the user's `<prefix>:{<user>}`,
+/// lease id). A lease already expired is not renewed (a reaper may be ending its run): it is
+/// taken here instead. Returns `{lost ids, taken runs}`: the ids no longer held, and the runs
+/// of those this call took (the caller ends them). On a Redis Cluster it is called once per
+/// slot, with that slot's leases.
 pub(crate) const RENEW: &str = r"
 local now = now_ms()
 local expiry = now + tonumber(ARGV[1])
 local lost, taken = {}, {}
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  local score = redis.call('ZSCORE', KEYS[1], id)
+for i = 0, #KEYS / 2 - 1 do
+  local leases, slots = KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local base, id = ARGV[2 * i + 2], ARGV[2 * i + 3]
+  local score = redis.call('ZSCORE', leases, id)
   if not score then
     table.insert(lost, id)
   elseif tonumber(score) <= now then
     table.insert(lost, id)
-    local run = take(ARGV[2], KEYS[1], id)
+    local run = take(base, leases, id)
     if run then table.insert(taken, run) end
   else
-    redis.call('ZADD', KEYS[1], 'XX', expiry, id)
-    redis.call('ZADD', KEYS[2], 'XX', expiry, id)
+    redis.call('ZADD', leases, 'XX', expiry, id)
+    redis.call('ZADD', slots, 'XX', expiry, id)
+    redis.call('PEXPIRE', leases, 86400000)
+    redis.call('PEXPIRE', slots, ARGV[1])
   end
 end
-redis.call('PEXPIRE', KEYS[1], 86400000)
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return {lost, taken}
 ";
 

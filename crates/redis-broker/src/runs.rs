@@ -301,27 +301,37 @@ impl ClusterRuns {
     }
 
     /// Renews `leases` (this node's runs); returns those this node no longer holds. Leases
-    /// found expired are taken and their runs ended here. One script call per user, at once.
+    /// found expired are taken and their runs ended here.
     pub async fn renew(&self, leases: &[Lease]) -> Result<Vec<Lease>, BrokerError> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let mut users: Vec<(&UserId, Vec<&str>)> = Vec::new();
+        // One call on one Redis; one per slot on a Redis Cluster (each with that slot's
+        // leases), up to 32 at once.
+        let mut groups: Vec<(Option<redis::cluster_routing::Slot>, Vec<&Lease>)> = Vec::new();
         for lease in leases {
-            match users.iter_mut().find(|(user, _)| **user == lease.user) {
-                Some((_, ids)) => ids.push(&lease.id),
-                None => users.push((&lease.user, vec![&lease.id])),
+            let slot = self
+                .shared
+                .conn
+                .is_cluster()
+                .then(|| redis::cluster_routing::Slot::for_key(self.slots_key(&lease.user)));
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, group)) => group.push(lease),
+                None => groups.push((slot, vec![lease])),
             }
         }
-        let calls: Vec<_> = users
+        let calls: Vec<_> = groups
             .iter()
-            .map(|(user, ids)| {
-                let mut invocation = self.renew.key(self.user_key(user, "leases"));
-                invocation
-                    .key(self.slots_key(user))
-                    .arg(self.ttl_ms())
-                    .arg(self.base(user))
-                    .arg(ids);
+            .map(|(_, group)| {
+                let mut invocation = self.renew.prepare_invoke();
+                invocation.arg(self.ttl_ms());
+                for lease in group {
+                    invocation
+                        .key(self.user_key(&lease.user, "leases"))
+                        .key(self.slots_key(&lease.user))
+                        .arg(self.base(&lease.user))
+                        .arg(&lease.id);
+                }
                 let mut conn = self.shared.conn.clone();
                 async move {
                     invocation
@@ -335,10 +345,13 @@ impl ClusterRuns {
             .try_collect()
             .await
             .map_err(|e| broker_error(&e))?;
+        let mut users: Vec<&UserId> = leases.iter().map(|lease| &lease.user).collect();
+        users.sort();
+        users.dedup();
         // A user missing from the reapers' index (its entry lost) is put back.
         let mut index = redis::cmd("ZADD");
         index.arg(self.index_key()).arg("NX");
-        for (user, _) in &users {
+        for user in &users {
             index.arg(now_ms() + self.ttl_ms()).arg(user.as_str());
         }
         let mut lost = Vec::new();
