@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::redis_support::{RedisServer, binary, free_port};
+use crate::redis_support::{RedisServer, binary, free_port, tls_only};
 
 /// What a multi-node test needs of the Redis its nodes share.
 pub trait SharedRedis {
@@ -147,8 +147,9 @@ impl RedisCluster {
             .expect("run redis-cli --cluster create");
         assert!(
             created.status.success(),
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&created.stdout)
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
         );
         cluster.wait_ok();
         cluster
@@ -156,21 +157,18 @@ impl RedisCluster {
 
     /// Spawns one cluster-enabled node on a free port.
     fn launch(&self) -> Node {
-        for _ in 0..5 {
+        for _ in 0..20 {
             let port = free_port();
+            // The node's cluster bus listens on port + 10000: both must be free.
+            if port > 55_535 || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+                continue;
+            }
             let dir = self.dir.join(port.to_string());
             std::fs::create_dir_all(&dir).expect("node dir");
             let mut command = Command::new(binary());
             match &self.tls {
                 None => command.args(["--port", &port.to_string()]),
-                Some(files) => command
-                    .args(["--port", "0", "--tls-port", &port.to_string()])
-                    .arg("--tls-cert-file")
-                    .arg(files.join("server.pem"))
-                    .arg("--tls-key-file")
-                    .arg(files.join("server.key"))
-                    .arg("--tls-ca-cert-file")
-                    .arg(files.join("ca.pem"))
+                Some(files) => tls_only(&mut command, files, &port.to_string())
                     .args(["--tls-auth-clients", "no"])
                     .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
                     // What a node shows the others on the cluster bus and its master: the

@@ -101,18 +101,10 @@ impl RedisServer {
         let mut command = Command::new(binary());
         match &self.tls {
             None => command.args(["--port", &port]),
-            Some(files) => command
-                .args(["--port", "0", "--tls-port", &port])
-                .arg("--tls-cert-file")
-                .arg(files.join("server.pem"))
-                .arg("--tls-key-file")
-                .arg(files.join("server.key"))
-                .arg("--tls-ca-cert-file")
-                .arg(files.join("ca.pem"))
-                .args([
-                    "--tls-auth-clients",
-                    if self.client_auth { "yes" } else { "no" },
-                ]),
+            Some(files) => tls_only(&mut command, files, &port).args([
+                "--tls-auth-clients",
+                if self.client_auth { "yes" } else { "no" },
+            ]),
         };
         let appendonly = if self.persistent { "yes" } else { "no" };
         let child = command
@@ -215,6 +207,19 @@ impl RedisServer {
         self.stop();
         self.start_again();
     }
+}
+
+/// Makes `command` a Redis that speaks TLS only on `port`, with `files`' `server.pem`,
+/// `server.key` and `ca.pem`.
+pub fn tls_only<'c>(command: &'c mut Command, files: &Path, port: &str) -> &'c mut Command {
+    command
+        .args(["--port", "0", "--tls-port", port])
+        .arg("--tls-cert-file")
+        .arg(files.join("server.pem"))
+        .arg("--tls-key-file")
+        .arg(files.join("server.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(files.join("ca.pem"))
 }
 
 /// Sends one command (RESP array of `args`) to the Redis on `port` of loopback and returns

@@ -135,6 +135,23 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// `items` in groups whose scripts can run as one call: one group on one Redis; on a Redis
+/// Cluster (`cluster`), one per slot of `key` (an item's first key), each in `items`' order.
+pub(crate) fn by_slot<T>(cluster: bool, items: &[T], key: impl Fn(&T) -> String) -> Vec<Vec<&T>> {
+    if !cluster {
+        return vec![items.iter().collect()];
+    }
+    let mut groups: Vec<(redis::cluster_routing::Slot, Vec<&T>)> = Vec::new();
+    for item in items {
+        let slot = redis::cluster_routing::Slot::for_key(key(item));
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((slot, vec![item])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
 /// What the broker connects with: the commands' connection, and the clients the live
 /// connection may subscribe through (one Redis's, or each cluster seed's).
 pub(crate) struct Endpoint {
@@ -251,7 +268,25 @@ pub fn cluster_seeds(url: &str) -> Result<Option<Vec<String>>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::cluster_seeds;
+    use super::{by_slot, cluster_seeds};
+
+    #[test]
+    fn a_batch_is_one_call_on_one_redis_and_one_per_slot_in_order_on_a_cluster() {
+        let users = ["ann", "bob", "ann", "cy", "bob", "ann"];
+        let key = |user: &&str| format!("agentws:{{{user}}}:meta");
+        assert_eq!(
+            by_slot(false, &users, key),
+            vec![users.iter().collect::<Vec<_>>()]
+        );
+        let groups: Vec<Vec<&str>> = by_slot(true, &users, key)
+            .into_iter()
+            .map(|group| group.into_iter().copied().collect())
+            .collect();
+        // Each user's keys share a slot (the hash tag); a user's items keep their order.
+        assert!(groups.contains(&vec!["ann", "ann", "ann"]), "{groups:?}");
+        assert!(groups.contains(&vec!["bob", "bob"]), "{groups:?}");
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), users.len());
+    }
 
     #[test]
     fn cluster_urls_name_their_seeds_or_say_what_is_wrong() {

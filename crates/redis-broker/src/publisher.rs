@@ -167,32 +167,20 @@ fn retryable(error: &redis::RedisError) -> bool {
 /// Sends `batch`: in one script call on one Redis; on a Redis Cluster in one call per slot
 /// (each user's events stay in order within their slot's call), the calls at once.
 async fn send(shared: &Shared, conn: &mut Conn, batch: &[Outgoing]) -> redis::RedisResult<()> {
-    if conn.is_cluster() {
-        let mut slots: Vec<(redis::cluster_routing::Slot, Vec<&Outgoing>)> = Vec::new();
-        for event in batch {
-            let slot = redis::cluster_routing::Slot::for_key(
-                StreamKeys::new(&shared.prefix, &event.user).meta,
-            );
-            match slots.iter_mut().find(|(s, _)| *s == slot) {
-                Some((_, events)) => events.push(event),
-                None => slots.push((slot, vec![event])),
-            }
-        }
-        let calls: Vec<_> = slots
-            .iter()
-            .map(|(_, events)| {
-                let mut conn = conn.clone();
-                async move { send_one(shared, &mut conn, events).await }
-            })
-            .collect();
-        futures::stream::iter(calls)
-            .buffer_unordered(CALLS_AT_ONCE)
-            .try_collect::<Vec<()>>()
-            .await?;
-    } else {
-        let events: Vec<&Outgoing> = batch.iter().collect();
-        send_one(shared, conn, &events).await?;
-    }
+    let groups = crate::conn::by_slot(conn.is_cluster(), batch, |event| {
+        StreamKeys::new(&shared.prefix, &event.user).meta
+    });
+    let calls: Vec<_> = groups
+        .iter()
+        .map(|events| {
+            let mut conn = conn.clone();
+            async move { send_one(shared, &mut conn, events).await }
+        })
+        .collect();
+    futures::stream::iter(calls)
+        .buffer_unordered(CALLS_AT_ONCE)
+        .try_collect::<Vec<()>>()
+        .await?;
     shared
         .stats
         .events_published

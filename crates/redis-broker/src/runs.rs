@@ -308,21 +308,12 @@ impl ClusterRuns {
         }
         // One call on one Redis; one per slot on a Redis Cluster (each with that slot's
         // leases), up to 32 at once.
-        let mut groups: Vec<(Option<redis::cluster_routing::Slot>, Vec<&Lease>)> = Vec::new();
-        for lease in leases {
-            let slot = self
-                .shared
-                .conn
-                .is_cluster()
-                .then(|| redis::cluster_routing::Slot::for_key(self.slots_key(&lease.user)));
-            match groups.iter_mut().find(|(s, _)| *s == slot) {
-                Some((_, group)) => group.push(lease),
-                None => groups.push((slot, vec![lease])),
-            }
-        }
+        let groups = crate::conn::by_slot(self.shared.conn.is_cluster(), leases, |lease| {
+            self.slots_key(&lease.user)
+        });
         let calls: Vec<_> = groups
             .iter()
-            .map(|(_, group)| {
+            .map(|group| {
                 let mut invocation = self.renew.prepare_invoke();
                 invocation.arg(self.ttl_ms());
                 for lease in group {

@@ -135,10 +135,18 @@ impl Redis {
     }
 
     fn start_as(log_dir: &Path, persistent: bool, cluster: bool) -> Result<Self, String> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port for redis-server: {e}"))?
-            .port();
+        let port = loop {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("no free port for redis-server: {e}"))?
+                .port();
+            // A cluster node's bus listens on port + 10000: both must be free.
+            if !cluster
+                || (port <= 55_535 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok())
+            {
+                break port;
+            }
+        };
         let dir = log_dir.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
