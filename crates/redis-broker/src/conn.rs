@@ -136,14 +136,16 @@ impl ConnectionLike for Conn {
 }
 
 /// `items` in groups whose scripts can run as one call: one group on one Redis; on a Redis
-/// Cluster (`cluster`), one per slot of `key` (an item's first key), each in `items`' order.
-pub(crate) fn by_slot<T>(cluster: bool, items: &[T], key: impl Fn(&T) -> String) -> Vec<Vec<&T>> {
+/// Cluster (`cluster`), one per slot of the item's user, each in `items`' order. Every key of
+/// a user has the user's id as its hash tag, and an id holds no braces, so the id alone names
+/// the slot: no key is built for it.
+pub(crate) fn by_slot<T>(cluster: bool, items: &[T], user: impl Fn(&T) -> &str) -> Vec<Vec<&T>> {
     if !cluster {
         return vec![items.iter().collect()];
     }
     let mut groups: Vec<(redis::cluster_routing::Slot, Vec<&T>)> = Vec::new();
     for item in items {
-        let slot = redis::cluster_routing::Slot::for_key(key(item));
+        let slot = redis::cluster_routing::Slot::for_key(user(item));
         match groups.iter_mut().find(|(s, _)| *s == slot) {
             Some((_, group)) => group.push(item),
             None => groups.push((slot, vec![item])),
@@ -273,12 +275,21 @@ mod tests {
     #[test]
     fn a_batch_is_one_call_on_one_redis_and_one_per_slot_in_order_on_a_cluster() {
         let users = ["ann", "bob", "ann", "cy", "bob", "ann"];
-        let key = |user: &&str| format!("agentws:{{{user}}}:meta");
+        fn user<'a>(id: &'a &str) -> &'a str {
+            id
+        }
         assert_eq!(
-            by_slot(false, &users, key),
+            by_slot(false, &users, user),
             vec![users.iter().collect::<Vec<_>>()]
         );
-        let groups: Vec<Vec<&str>> = by_slot(true, &users, key)
+        // An id's slot is that of every key tagged with it.
+        for id in ["ann", "lg-00042", "a.b@c+d|e_f"] {
+            assert_eq!(
+                redis::cluster_routing::Slot::for_key(id),
+                redis::cluster_routing::Slot::for_key(format!("agentws:{{{id}}}:meta"))
+            );
+        }
+        let groups: Vec<Vec<&str>> = by_slot(true, &users, user)
             .into_iter()
             .map(|group| group.into_iter().copied().collect())
             .collect();

@@ -25,8 +25,8 @@
 //! modules import
 //! downwards only: `attached` knows `scripts`; `shared` knows those two; the tasks and
 //! `budget_ledger` know `shared`; `runs` uses `lost`, which knows the publisher; the subscriber
-//! also reads the publisher's retry policy and `node_requests` (the node channel's messages). None imports this root's private items; `tls` and `runs` name
-//! its public types.
+//! also reads the publisher's retry policy and `node_requests` (the node channel's messages). None imports this root's private items; `conn`, `tls` and `runs`
+//! name its public types.
 
 mod attached;
 mod budget_ledger;

@@ -167,9 +167,7 @@ fn retryable(error: &redis::RedisError) -> bool {
 /// Sends `batch`: in one script call on one Redis; on a Redis Cluster in one call per slot
 /// (each user's events stay in order within their slot's call), the calls at once.
 async fn send(shared: &Shared, conn: &mut Conn, batch: &[Outgoing]) -> redis::RedisResult<()> {
-    let groups = crate::conn::by_slot(conn.is_cluster(), batch, |event| {
-        StreamKeys::new(&shared.prefix, &event.user).meta
-    });
+    let groups = crate::conn::by_slot(conn.is_cluster(), batch, |event| event.user.as_str());
     let calls: Vec<_> = groups
         .iter()
         .map(|events| {

@@ -42,6 +42,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::BackoffBuilder;
 use futures::{StreamExt, TryStreamExt};
 
 use core_context::multitask::ThreadRule;
@@ -281,8 +282,30 @@ impl ClusterRuns {
     }
 
     /// Gives `lease` back: its slot or its place in the queue (its run ended, was cancelled
-    /// while queued, or never started), and its run's record.
+    /// while queued, or never started), and its run's record. Tried again while Redis is out
+    /// of reach (the workspace's retry policy), for as long as the lease lives: a lease left
+    /// to expire is ended by a reaper, which would tell the user of a run that was refused (a
+    /// claim whose answer was lost), never started, or is paused. `Err` once it would
+    /// outlive the lease.
     pub async fn release(&self, lease: &Lease) -> Result<(), BrokerError> {
+        let deadline = std::time::Instant::now() + self.lease_ttl;
+        let mut pauses = crate::publisher::RETRY.build();
+        loop {
+            match self.release_once(lease).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    let pause = pauses.next().unwrap_or(Duration::from_secs(1));
+                    if std::time::Instant::now() + pause >= deadline {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`release`](Self::release).
+    async fn release_once(&self, lease: &Lease) -> Result<(), BrokerError> {
         let [queue, queued] = self.queue_keys(&lease.user);
         let [threads, qthreads] = self.thread_keys(&lease.user);
         self.release
@@ -309,7 +332,7 @@ impl ClusterRuns {
         // One call on one Redis; one per slot on a Redis Cluster (each with that slot's
         // leases), up to 32 at once.
         let groups = crate::conn::by_slot(self.shared.conn.is_cluster(), leases, |lease| {
-            self.slots_key(&lease.user)
+            lease.user.as_str()
         });
         let calls: Vec<_> = groups
             .iter()

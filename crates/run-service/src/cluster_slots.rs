@@ -98,7 +98,7 @@ impl Inner {
             }
             inner.held.lock().remove(lease.run());
             if let Err(error) = inner.runs.release(&lease).await {
-                tracing::warn!(%error, "cluster: cannot give a run slot back now; it expires with its lease");
+                tracing::warn!(%error, "cluster: cannot give a run slot back; it expires with its lease");
             }
             inner.freed.notify_waiters();
         })
@@ -115,24 +115,9 @@ impl Inner {
         };
         let inner = Arc::clone(self);
         runtime.spawn(async move {
-            // Tried again while Redis is out of reach, for as long as the lease lives: a
-            // lease left to expire is ended by a reaper, which would tell the user of a run
-            // that was refused (a claim whose answer was lost) or never started.
-            let lives = inner.runs.renew_every() * 3;
-            let began = std::time::Instant::now();
-            let mut pause = std::time::Duration::from_millis(100);
-            loop {
-                match inner.runs.release(&lease).await {
-                    Ok(()) => break,
-                    Err(error) if began.elapsed() + pause >= lives => {
-                        tracing::warn!(%error, "cluster: cannot give a run slot back; it expires with its lease");
-                        break;
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(std::time::Duration::from_secs(1));
-                    }
-                }
+            // `release` retries for as long as the lease lives.
+            if let Err(error) = inner.runs.release(&lease).await {
+                tracing::warn!(%error, "cluster: cannot give a run slot back; it expires with its lease");
             }
             inner.freed.notify_waiters();
         });
