@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use core_context::UserId;
 use parking_lot::Mutex;
 use ws_bridge::broker::{AttachmentId, Epoch, FrameListener, StreamPosition};
 use ws_bridge::{CloseReason, Frame};
@@ -34,6 +35,7 @@ pub(crate) enum Offer {
 
 /// One user this node follows.
 pub(crate) struct Attached {
+    pub(crate) user: UserId,
     pub(crate) keys: StreamKeys,
     pub(crate) id: AttachmentId,
     listener: Arc<dyn FrameListener>,
@@ -42,11 +44,13 @@ pub(crate) struct Attached {
 
 impl Attached {
     pub(crate) fn new(
+        user: UserId,
         keys: StreamKeys,
         id: AttachmentId,
         listener: Arc<dyn FrameListener>,
     ) -> Self {
         Self {
+            user,
             keys,
             id,
             listener,
@@ -118,7 +122,7 @@ impl Attached {
     /// Gives up on the frames the listener missed: closes its connections and goes on from
     /// where the stream stands. The caller counts it (`BrokerStats::stream_resets`).
     pub(crate) fn reset(&self, position: StreamPosition) {
-        tracing::warn!(channel = %self.keys.channel, epoch = %position.epoch, last_seq = position.last_seq, "redis broker: a user's stream was lost; closing their connections here so they resume");
+        tracing::warn!(user = %self.user, epoch = %position.epoch, last_seq = position.last_seq, "redis broker: a user's stream was lost; closing their connections here so they resume");
         self.listener.close(CloseReason::StreamReset);
         *self.delivery.lock() = Delivery::Live {
             epoch: position.epoch,

@@ -3,12 +3,13 @@
 //! Every node publishes each event once; the stream's `seq`, epoch and replay log live in
 //! Redis (`scripts` holds the keys and the atomic scripts), so a user's tabs on different
 //! nodes read one stream and a reconnect resumes on any node. A node receives a user's
-//! frames only while it holds a connection of that user: it subscribes to the user's
-//! channel on attach and unsubscribes on detach (`subscriber`).
+//! frames only while it holds a connection of that user: it follows the user on attach (an
+//! entry in the user's `:nodes`) and stops on detach; each published batch reaches each
+//! following node as one message on that node's events channel (`subscriber`).
 //!
 //! Faults: [`Broker::publish`] only queues (the `publisher` task sends, retrying while
 //! Redis is unreachable, bounded by [`RedisBrokerConfig::publish_queue`]); the subscriber
-//! reconnects with backoff, resubscribes, and fetches from the log what its users missed
+//! reconnects with backoff, follows its users again, and fetches from the log what its users missed
 //! while it was away. When that is not possible (Redis restarted without its data, or the
 //! missed frames left the log) the user's connections on the node are closed with
 //! [`CloseReason::StreamReset`](ws_bridge::CloseReason::StreamReset), and their resume reports `epoch_changed` or `too_old`:
@@ -192,6 +193,8 @@ impl RedisBroker {
         let node_id = ulid::Ulid::new().to_string();
         let shared = Arc::new(Shared {
             node_channel: format!("{}:node:{node_id}", config.key_prefix),
+            events_channel: scripts::events_channel(&config.key_prefix, &node_id),
+            opened_channel: scripts::opened_channel(&config.key_prefix),
             cancels: Mutex::new(None),
             prefix: config.key_prefix,
             node_id,
@@ -295,42 +298,33 @@ impl Broker for RedisBroker {
         user: &UserId,
         listener: Arc<dyn FrameListener>,
     ) -> Result<(AttachmentId, StreamPosition), BrokerError> {
+        // A connection that cannot be followed is refused, not left without events.
+        let (reply, live) = oneshot::channel();
+        self.subscriber
+            .send(Command::Live { reply })
+            .map_err(|_| BrokerError("the broker stopped".into()))?;
+        live.await
+            .map_err(|_| BrokerError("the broker stopped".into()))?
+            .map_err(|e| broker_error(&e))?;
         let keys = self.shared.keys(user);
         let id = AttachmentId::new(self.shared.next_attachment.fetch_add(1, Ordering::Relaxed));
-        let attached = Arc::new(Attached::new(keys.clone(), id, listener));
+        let attached = Arc::new(Attached::new(user.clone(), keys, id, listener));
         self.shared
             .attached
             .lock()
-            .insert(keys.channel.clone(), Arc::clone(&attached));
-        let (reply, subscribed) = oneshot::channel();
-        let joined = async {
-            self.subscriber
-                .send(Command::Subscribe {
-                    channel: keys.channel.clone(),
-                    reply,
-                })
-                .map_err(|_| BrokerError("the broker stopped".into()))?;
-            subscribed
-                .await
-                .map_err(|_| BrokerError("the broker stopped".into()))?
-                .map_err(|e| broker_error(&e))?;
-            self.shared
-                .position(&keys)
-                .await
-                .map_err(|e| broker_error(&e))
-        };
-        match joined.await {
+            .insert(user.as_str().to_owned(), Arc::clone(&attached));
+        match self.shared.follow(&attached).await {
             Ok(position) => {
                 if attached.go_live(&position) {
                     let _ = self.subscriber.send(Command::CatchUp {
-                        channel: keys.channel,
+                        user: user.as_str().to_owned(),
                     });
                 }
                 Ok((id, position))
             }
             Err(error) => {
                 self.detach(user, id);
-                Err(error)
+                Err(broker_error(&error))
             }
         }
     }
@@ -343,13 +337,23 @@ impl Broker for RedisBroker {
     }
 
     fn detach(&self, user: &UserId, id: AttachmentId) {
-        let channel = self.shared.keys(user).channel;
-        let mut attached = self.shared.attached.lock();
-        if attached.get(&channel).is_some_and(|a| a.id == id) {
-            attached.remove(&channel);
-            drop(attached);
-            let _ = self.subscriber.send(Command::Unsubscribe { channel });
-        }
+        let removed = {
+            let mut attached = self.shared.attached.lock();
+            match attached.get(user.as_str()) {
+                Some(current) if current.id == id => attached.remove(user.as_str()),
+                _ => None,
+            }
+        };
+        let (Some(removed), Ok(runtime)) = (removed, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        // Not awaited (detach must not wait on IO); an entry left behind only expires.
+        let shared = Arc::clone(&self.shared);
+        runtime.spawn(async move {
+            if let Err(error) = shared.unfollow(&removed.keys, id.get()).await {
+                tracing::debug!(%error, "redis broker: cannot stop following a user yet; their entry expires");
+            }
+        });
     }
 
     async fn replay(

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::conn::Conn;
-use crate::scripts::StreamKeys;
+use crate::scripts::meta_and_log;
 use crate::shared::Shared;
 
 /// One event waiting to be published.
@@ -199,15 +199,15 @@ async fn send_one(
         .arg(ws_bridge::Epoch::generate().as_str())
         .arg(shared.ttl_ms())
         .arg(&shared.node_id)
-        .arg(shared.bounds.max_events);
+        .arg(shared.bounds.max_events)
+        .arg(&shared.prefix);
     for event in events {
-        let keys = StreamKeys::new(&shared.prefix, &event.user);
+        let (meta, log) = meta_and_log(&shared.prefix, &event.user);
         invocation
-            .key(keys.meta)
-            .key(keys.log)
+            .key(meta)
+            .key(log)
             .arg(event.counter)
             .arg(&*event.body)
-            .arg(keys.channel)
             .arg(event.run.as_str())
             .arg(u8::from(event.ends_lost_run));
     }

@@ -1,38 +1,69 @@
-//! Where a user's stream lives in Redis (its keys and channel) and the Lua scripts that
-//! change or read it atomically.
+//! Where a user's stream lives in Redis (its keys) and the Lua scripts that change or read it
+//! atomically.
 //!
-//! A user's stream is two keys and a channel, all with the user's id as the hash tag (so a
-//! Redis Cluster keeps them on one slot):
+//! A user's stream is three keys, all with the user's id as the hash tag (so a Redis Cluster
+//! keeps them on one slot):
 //! - `<prefix>:{<user>}:meta`, a hash: `epoch`, `seq` (the last seq given), and per
 //!   publishing node the highest publish counter applied (so a publish retried after a lost
 //!   connection is applied once);
 //! - `<prefix>:{<user>}:log`, a Stream: entry `<seq>-0` holds the frame (`f`) and its publish
 //!   time in ms (`t`), capped at the replay log's length;
-//! - `<prefix>:{<user>}:live`, the pub/sub channel: `<epoch>\n<frame>` per event.
+//! - `<prefix>:{<user>}:nodes`, a hash: the nodes that follow the user (hold connections of
+//!   it), each with `<attachment id>:<expiry in ms>`; nodes renew their entries while they
+//!   follow, and an entry past its expiry is skipped and removed.
 //!
-//! Both keys expire after the replay age without a publish (nodes holding the user's
+//! Live delivery goes to nodes, not to users: a publish script sends each node that follows
+//! any of the batch's users one message on the node's events channel
+//! (`<prefix>:node:<node id>:events`) with all of their frames, `<user>\n<epoch>\n<frame>`
+//! records joined by `\n` (a frame is JSON, which has no raw newline). So a batch costs Redis
+//! one `PUBLISH` per node rather than one per event, and a node parses one message per batch.
+//! A stream that starts (a new epoch) is announced on `<prefix>:opened` as
+//! `<user>\n<epoch>`, so a node following a user whose stream was lost learns it even if
+//! its entry in `:nodes` was lost with it.
+//!
+//! The stream's keys expire after the replay age without a publish (nodes holding the user's
 //! connections renew them); a stream whose meta is gone starts a new epoch and an empty log.
 
 use core_context::UserId;
 use redis::Script;
 
-/// The keys and channel of one user's stream.
+/// The keys of one user's stream.
 #[derive(Debug, Clone)]
 pub(crate) struct StreamKeys {
     pub(crate) meta: String,
     pub(crate) log: String,
-    pub(crate) channel: String,
+    /// The nodes following the user.
+    pub(crate) nodes: String,
 }
 
 impl StreamKeys {
     pub(crate) fn new(prefix: &str, user: &UserId) -> Self {
-        let base = format!("{prefix}:{{{}}}", user.as_str());
+        let (meta, log) = meta_and_log(prefix, user);
         Self {
-            meta: format!("{base}:meta"),
-            log: format!("{base}:log"),
-            channel: format!("{base}:live"),
+            meta,
+            log,
+            nodes: format!("{prefix}:{{{}}}:nodes", user.as_str()),
         }
     }
+}
+
+/// The two keys a publish writes: the stream's meta and log.
+pub(crate) fn meta_and_log(prefix: &str, user: &UserId) -> (String, String) {
+    let user = user.as_str();
+    (
+        format!("{prefix}:{{{user}}}:meta"),
+        format!("{prefix}:{{{user}}}:log"),
+    )
+}
+
+/// A node's events channel (see the module documentation).
+pub(crate) fn events_channel(prefix: &str, node_id: &str) -> String {
+    format!("{prefix}:node:{node_id}:events")
+}
+
+/// The channel announcing streams that start (see the module documentation).
+pub(crate) fn opened_channel(prefix: &str) -> String {
+    format!("{prefix}:opened")
 }
 
 /// Opens a stream whose meta is gone: a new epoch, seq 0, an empty log. Takes the meta and
@@ -59,6 +90,9 @@ local function open(meta, log, new_epoch, ttl)
     redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
     if writer then redis.call('HSET', meta, 'writer', writer) end
     redis.call('PEXPIRE', meta, ttl)
+    -- `<prefix>:{<user>}:meta`: announced on `<prefix>:opened` as `<user>\n<epoch>`.
+    local prefix, user = string.match(meta, '^(.*):{([^}]*)}:meta$')
+    if prefix then redis.call('PUBLISH', prefix .. ':opened', user .. '\n' .. epoch) end
   end
   return epoch
 end
@@ -71,10 +105,11 @@ local function now_ms()
 end
 ";
 
-/// Appends a batch of events, in order, each to its user's stream: `KEYS` are pairs of (meta,
+/// Appends a batch of events, in order, each to its user's stream, and sends each node
+/// following any of their users one message with their frames: `KEYS` are pairs of (meta,
 /// log) per event; `ARGV[1]` the epoch for a stream that starts, `ARGV[2]` the TTL in ms,
-/// `ARGV[3]` the node id, `ARGV[4]` the log's length cap, then per
-/// event its node publish counter, its JSON without the seq, its channel, its run id, and
+/// `ARGV[3]` the node id, `ARGV[4]` the log's length cap, `ARGV[5]` the key prefix, then per
+/// event its node publish counter, its JSON without the seq, its run id, and
 /// `1` for the terminal event of a run whose lease was taken (else `0`). Skipped: an event
 /// whose counter the stream already applied (a retried batch), and any other event of a run
 /// already ended that way (`<prefix>:{<user>}:ended:<run>`), so that terminal event stays the
@@ -83,28 +118,58 @@ end
 /// tool's name), and its terminal event marks `ended`.
 /// Returns how many were appended.
 ///
-/// One script per batch rather than per event halves Redis's work per event; its keys are
-/// many users', so on a Redis Cluster the publisher calls it once per slot.
+/// One script per batch rather than per event halves Redis's work per event, and one
+/// `PUBLISH` per following node rather than per event halves it again; its keys are many
+/// users', so on a Redis Cluster the publisher calls it once per slot.
 const PUBLISH: &str = r#"
 local now = now_ms()
 local appended = 0
+-- Per user (their keys' base): the nodes following them; per node: its records.
+local followers, inbox, receivers = {}, {}, {}
+local prefix = ARGV[5]
+local function following(base)
+  local nodes = followers[base]
+  if nodes then return nodes end
+  nodes = {}
+  local key = base .. ':nodes'
+  local entries = redis.call('HGETALL', key)
+  for j = 1, #entries, 2 do
+    local expires = tonumber(string.match(entries[j + 1], ':(%d+)$'))
+    if expires and expires >= now then
+      nodes[#nodes + 1] = entries[j]
+    else
+      redis.call('HDEL', key, entries[j])
+    end
+  end
+  followers[base] = nodes
+  return nodes
+end
 for i = 0, #KEYS / 2 - 1 do
   local meta, log = KEYS[2 * i + 1], KEYS[2 * i + 2]
   -- The user's keys' base, `<prefix>:{<user>}`: the meta key without `:meta`.
   local base = string.sub(meta, 1, -6)
-  local at = 5 + 5 * i
-  local counter, body, channel, run = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local at = 6 + 4 * i
+  local counter, body, run = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local epoch = open(meta, log, ARGV[1], ARGV[2])
   local applied = redis.call('HGET', meta, ARGV[3])
   if (not applied or tonumber(applied) < tonumber(counter))
-     and (ARGV[at + 4] == '1' or redis.call('EXISTS', base .. ':ended:' .. run) == 0) then
+     and (ARGV[at + 3] == '1' or redis.call('EXISTS', base .. ':ended:' .. run) == 0) then
     redis.call('HSET', meta, ARGV[3], counter)
     local seq = redis.call('HINCRBY', meta, 'seq', 1)
     local frame = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
     redis.call('XADD', log, 'MAXLEN', ARGV[4], seq .. '-0', 'f', frame, 't', now)
     redis.call('PEXPIRE', meta, ARGV[2])
     redis.call('PEXPIRE', log, ARGV[2])
-    redis.call('PUBLISH', channel, epoch .. '\n' .. frame)
+    local record = string.sub(base, #prefix + 3, -2) .. '\n' .. epoch .. '\n' .. frame
+    for _, node in ipairs(following(base)) do
+      local records = inbox[node]
+      if not records then
+        records = {}
+        inbox[node] = records
+        receivers[#receivers + 1] = node
+      end
+      records[#records + 1] = record
+    end
     appended = appended + 1
     -- A run's start, its open tool calls and its end are kept on its record (when it has
     -- one: a top-level run holding a claim), so that if its node dies, the run's end emits
@@ -133,8 +198,53 @@ for i = 0, #KEYS / 2 - 1 do
     end
   end
 end
+for _, node in ipairs(receivers) do
+  redis.call('PUBLISH', prefix .. ':node:' .. node .. ':events', table.concat(inbox[node], '\n'))
+end
 return appended
 "#;
+
+/// Follows a user from this node and reads where their stream stands: `KEYS` meta, log and
+/// nodes; `ARGV[3]` the node id, `ARGV[4]` the attachment id. Sets the node's entry (expiring
+/// after the TTL) and returns `{epoch, last seq}` (opening the stream if needed): every event
+/// appended after this script reaches the node's events channel.
+const FOLLOW: &str = r"
+local epoch = open_stream()
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4] .. ':' .. (now_ms() + tonumber(ARGV[2])))
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return {epoch, redis.call('HGET', KEYS[1], 'seq')}
+";
+
+/// Stops following a user: `KEYS[1]` their nodes, `ARGV[1]` the node id, `ARGV[2]` the
+/// attachment id that follows them. Removes the node's entry only if it is that attachment's
+/// (a later attachment of the same user on this node may have set it again since).
+const UNFOLLOW: &str = r"
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if entry and string.match(entry, '^(%d+):') == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+";
+
+/// Keeps the streams a node follows from expiring, and its entries in their nodes: `KEYS`
+/// are triples of (meta, log, nodes) per user; `ARGV[1]` the TTL in ms, `ARGV[2]` the node id,
+/// then per user the attachment id. Returns the (0-based) indexes of the users whose entry was
+/// missing (their keys were lost or evicted): the node fetches what it missed of those.
+const RENEW: &str = r"
+local ttl = tonumber(ARGV[1])
+local expires = now_ms() + ttl
+local missing = {}
+for i = 0, #KEYS / 3 - 1 do
+  redis.call('PEXPIRE', KEYS[3 * i + 1], ttl)
+  redis.call('PEXPIRE', KEYS[3 * i + 2], ttl)
+  local nodes = KEYS[3 * i + 3]
+  if redis.call('HSET', nodes, ARGV[2], ARGV[3 + i] .. ':' .. expires) == 1 then
+    missing[#missing + 1] = i
+  end
+  redis.call('PEXPIRE', nodes, ttl)
+end
+return missing
+";
 
 /// Where the stream stands: `{epoch, last seq}` (opening it if needed).
 const POSITION: &str = r"
@@ -182,6 +292,9 @@ pub(crate) struct Scripts {
     pub(crate) publish: Script,
     pub(crate) position: Script,
     pub(crate) replay: Script,
+    pub(crate) follow: Script,
+    pub(crate) unfollow: Script,
+    pub(crate) renew: Script,
 }
 
 impl Scripts {
@@ -192,19 +305,51 @@ impl Scripts {
             publish: Script::new(&format!("{open}{PUBLISH}")),
             position: Script::new(&format!("{open}{POSITION}")),
             replay: Script::new(&format!("{open}{REPLAY}")),
+            follow: Script::new(&format!("{open}{FOLLOW}")),
+            unfollow: Script::new(UNFOLLOW),
+            renew: Script::new(&format!("{open}{RENEW}")),
         }
     }
 }
 
-/// Splits a live message (`<epoch>\n<frame>`) and reads the frame's seq, which the publish
-/// script wrote first: `{"seq":N,...`.
-pub(crate) fn parse_live(payload: &[u8]) -> Option<(&str, u64, &str)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let (epoch, frame) = text.split_once('\n')?;
-    Some((epoch, frame_seq(frame)?, frame))
+/// One frame of a node's events message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Record<'a> {
+    pub(crate) user: &'a str,
+    pub(crate) epoch: &'a str,
+    pub(crate) seq: u64,
+    pub(crate) frame: &'a str,
 }
 
-/// Reads a frame's seq (see [`parse_live`]).
+/// Reads a node's events message: `<user>\n<epoch>\n<frame>` records joined by `\n`, each
+/// frame's seq written first by the publish script (`{"seq":N,...`). `None` when any record
+/// is not one.
+pub(crate) fn parse_events(payload: &[u8]) -> Option<Vec<Record<'_>>> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut lines = text.split('\n');
+    let mut records = Vec::new();
+    while let Some(user) = lines.next() {
+        let epoch = lines.next()?;
+        let frame = lines.next()?;
+        let seq = frame_seq(frame)?;
+        records.push(Record {
+            user,
+            epoch,
+            seq,
+            frame,
+        });
+    }
+    Some(records)
+}
+
+/// Reads an announcement of a stream that started: `<user>\n<epoch>`.
+pub(crate) fn parse_opened(payload: &[u8]) -> Option<(&str, &str)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    text.split_once('\n')
+        .filter(|(user, epoch)| !user.is_empty() && !epoch.is_empty() && !epoch.contains('\n'))
+}
+
+/// Reads a frame's seq (see [`parse_events`]).
 pub(crate) fn frame_seq(frame: &str) -> Option<u64> {
     let digits = frame.strip_prefix("{\"seq\":")?;
     digits[..digits.find(',')?].parse().ok()
@@ -214,24 +359,43 @@ pub(crate) fn frame_seq(frame: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// A live message's bytes and what it parses to (epoch and seq), if anything.
-    type LiveCase = (&'static [u8], Option<(&'static str, u64)>);
+    #[test]
+    fn events_messages_parse_or_are_refused() {
+        let one = parse_events(b"alice\nep1\n{\"seq\":42,\"type\":\"x\"}").expect("one record");
+        assert_eq!(
+            one,
+            vec![Record {
+                user: "alice",
+                epoch: "ep1",
+                seq: 42,
+                frame: "{\"seq\":42,\"type\":\"x\"}",
+            }]
+        );
+        let two = parse_events(b"a\nep1\n{\"seq\":1,\"t\":1}\nb\nep2\n{\"seq\":7,\"t\":2}")
+            .expect("two records");
+        let seen: Vec<_> = two.iter().map(|r| (r.user, r.epoch, r.seq)).collect();
+        assert_eq!(seen, [("a", "ep1", 1), ("b", "ep2", 7)]);
+        let refused: &[&[u8]] = &[
+            b"",
+            b"alice\nep1",
+            b"alice\nep1\n{\"type\":\"x\",\"seq\":1}",
+            b"alice\nep1\n{\"seq\":x1,\"type\":\"x\"}",
+            b"alice\nep1\n{\"seq\":1}",
+            b"alice\nep1\n{\"seq\":1,\"t\":1}\nbob\nep1",
+            b"\xff\nep1\n{\"seq\":1,\"type\":\"x\"}",
+        ];
+        for payload in refused {
+            assert_eq!(parse_events(payload), None, "{:?}", String::from_utf8_lossy(payload));
+        }
+    }
 
     #[test]
-    fn live_messages_parse_or_are_refused() {
-        let table: &[LiveCase] = &[
-            (b"ep1\n{\"seq\":42,\"type\":\"x\"}", Some(("ep1", 42))),
-            (b"ep1\n{\"seq\":1,\"type\":\"x\"}", Some(("ep1", 1))),
-            (b"ep1{\"seq\":1,\"type\":\"x\"}", None),
-            (b"ep1\n{\"type\":\"x\",\"seq\":1}", None),
-            (b"ep1\n{\"seq\":x1,\"type\":\"x\"}", None),
-            (b"ep1\n{\"seq\":1}", None),
-            (b"\xff\n{\"seq\":1,\"type\":\"x\"}", None),
-        ];
-        for (payload, expected) in table {
-            let got = parse_live(payload).map(|(e, s, _)| (e, s));
-            assert_eq!(got, *expected, "{:?}", String::from_utf8_lossy(payload));
-        }
+    fn stream_announcements_name_a_user_and_an_epoch() {
+        assert_eq!(parse_opened(b"alice\nep1"), Some(("alice", "ep1")));
+        assert_eq!(parse_opened(b"alice\n"), None);
+        assert_eq!(parse_opened(b"\nep1"), None);
+        assert_eq!(parse_opened(b"alice"), None);
+        assert_eq!(parse_opened(b"alice\nep1\nmore"), None);
     }
 
     #[test]
@@ -240,6 +404,6 @@ mod tests {
         let keys = StreamKeys::new("agentws", &user);
         assert_eq!(keys.meta, "agentws:{alice}:meta");
         assert_eq!(keys.log, "agentws:{alice}:log");
-        assert_eq!(keys.channel, "agentws:{alice}:live");
+        assert_eq!(keys.nodes, "agentws:{alice}:nodes");
     }
 }

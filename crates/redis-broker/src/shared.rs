@@ -47,10 +47,14 @@ pub(crate) struct Shared {
     pub(crate) bounds: ReplayBounds,
     pub(crate) scripts: Scripts,
     pub(crate) conn: Conn,
-    /// The users this node follows, by channel.
+    /// The users this node follows, by user id.
     pub(crate) attached: Mutex<HashMap<String, Arc<Attached>>>,
     /// This node's own channel (`cancel_run` for its runs, from other nodes).
     pub(crate) node_channel: String,
+    /// This node's events channel: the frames of the users it follows.
+    pub(crate) events_channel: String,
+    /// Where streams that start are announced.
+    pub(crate) opened_channel: String,
     /// Where cancel requests from other nodes go, once someone asked for them.
     pub(crate) cancels: Mutex<Option<mpsc::UnboundedSender<NodeRequest>>>,
     /// Events waiting for the publisher.
@@ -124,6 +128,80 @@ impl Shared {
             epoch: Epoch::new(&epoch),
             last_seq,
         })
+    }
+
+    /// Follows `attached`'s user from this node (see the follow script) and reads where
+    /// their stream stands.
+    pub(crate) async fn follow(&self, attached: &Attached) -> redis::RedisResult<StreamPosition> {
+        let keys = &attached.keys;
+        let (epoch, last_seq): (String, u64) = self
+            .scripts
+            .follow
+            .key(&keys.meta)
+            .key(&keys.log)
+            .key(&keys.nodes)
+            .arg(Epoch::generate().as_str())
+            .arg(self.ttl_ms())
+            .arg(&self.node_id)
+            .arg(attached.id.get())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(StreamPosition {
+            epoch: Epoch::new(&epoch),
+            last_seq,
+        })
+    }
+
+    /// Stops following a user from this node, unless a later attachment follows them again.
+    pub(crate) async fn unfollow(&self, keys: &StreamKeys, id: u64) -> redis::RedisResult<()> {
+        self.scripts
+            .unfollow
+            .key(&keys.nodes)
+            .arg(&self.node_id)
+            .arg(id)
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await
+    }
+
+    /// Renews the keys of `followed` and this node's entries in their nodes (one call on one
+    /// Redis, one per slot on a Redis Cluster, up to 32 at once). Returns the users whose
+    /// entry was missing: their keys were lost, so they may have missed frames.
+    pub(crate) async fn renew(
+        &self,
+        followed: &[Arc<Attached>],
+    ) -> redis::RedisResult<Vec<Arc<Attached>>> {
+        use futures::{StreamExt, TryStreamExt};
+        let groups = crate::conn::by_slot(self.conn.is_cluster(), followed, |a| a.user.as_str());
+        let calls: Vec<_> = groups
+            .into_iter()
+            .filter(|group| !group.is_empty())
+            .map(|group| {
+                let mut invocation = self.scripts.renew.prepare_invoke();
+                invocation.arg(self.ttl_ms()).arg(&self.node_id);
+                for attached in &group {
+                    invocation
+                        .key(&attached.keys.meta)
+                        .key(&attached.keys.log)
+                        .key(&attached.keys.nodes)
+                        .arg(attached.id.get());
+                }
+                let mut conn = self.conn.clone();
+                async move {
+                    let missing: Vec<usize> = invocation.invoke_async(&mut conn).await?;
+                    Ok::<_, redis::RedisError>(
+                        missing
+                            .into_iter()
+                            .filter_map(|i| group.get(i).map(|a| Arc::clone(a)))
+                            .collect::<Vec<_>>(),
+                    )
+                }
+            })
+            .collect();
+        let missing: Vec<Vec<Arc<Attached>>> = futures::stream::iter(calls)
+            .buffer_unordered(crate::publisher::CALLS_AT_ONCE)
+            .try_collect()
+            .await?;
+        Ok(missing.into_iter().flatten().collect())
     }
 
     /// Runs the replay script; `Err` in the inner result says why not, with where the

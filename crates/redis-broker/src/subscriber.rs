@@ -1,8 +1,10 @@
-//! The node's live connection: subscribes to the channels of the users it holds
-//! connections of, hands their frames to the bridge's listeners in seq order, and after
-//! losing the connection reconnects with backoff, resubscribes, and fetches from the log
-//! what it missed.
+//! The node's live connection: subscribed to the node's own channels (its requests, its
+//! events, and the announcements of streams that start), it hands the frames of the users the
+//! node follows to the bridge's listeners in seq order, and after losing the connection
+//! reconnects with backoff, follows its users again, and fetches from the log what it missed.
 //!
+//! A node follows a user by its entry in the user's `:nodes` hash (see `scripts`), which the
+//! publish script reads: every batch reaches a node as one message on its events channel.
 //! Each followed user's [`Attached`] remembers the epoch and the last seq it delivered, so
 //! a frame seen twice (a live one the log fetch already gave) is dropped, a gap is filled
 //! from the log before the frame after it is delivered, and a new epoch or a gap the log can
@@ -21,20 +23,18 @@ use ws_bridge::broker::{Epoch, StreamPosition};
 
 use crate::attached::{Attached, Offer};
 use crate::publisher::RETRY;
-use crate::scripts::parse_live;
+use crate::scripts::{parse_events, parse_opened};
 use crate::shared::Shared;
 
 /// What the broker asks of the subscriber task.
 pub(crate) enum Command {
-    /// Subscribe to a user's channel; the reply says when Redis confirmed it.
-    Subscribe {
-        channel: String,
+    /// Reply once the live connection is up (at once while it is; an error while it is being
+    /// opened again after a failure): a user is followed only while frames can reach them.
+    Live {
         reply: oneshot::Sender<redis::RedisResult<()>>,
     },
-    /// Unsubscribe, unless the user was attached again since.
-    Unsubscribe { channel: String },
-    /// Fetch from the log what a user's listener missed.
-    CatchUp { channel: String },
+    /// Fetch from the log what a user's listener missed (by user id).
+    CatchUp { user: String },
     /// Reply once every message Redis sent before this command was handed to listeners.
     Sync {
         reply: oneshot::Sender<redis::RedisResult<()>>,
@@ -50,7 +50,7 @@ async fn catch_up(shared: &Shared, attached: &Attached) {
     let replay = match shared.replay(&attached.keys, &epoch, last_seq).await {
         Ok(replay) => replay,
         Err(error) => {
-            tracing::warn!(%error, channel = %attached.keys.channel, "redis broker: cannot fetch missed frames yet");
+            tracing::warn!(%error, user = %attached.user, "redis broker: cannot fetch missed frames yet");
             return;
         }
     };
@@ -79,11 +79,16 @@ fn reset(shared: &Shared, attached: &Attached, position: StreamPosition) {
     attached.reset(position);
 }
 
-/// A live message: hands its frame to the user's listener, filling a gap from the log first.
+/// A message on one of the node's channels.
 async fn on_message(shared: &Shared, message: &redis::Msg) {
     let channel = message.get_channel_name();
-    if channel == shared.node_channel {
-        match crate::node_requests::parse_node_request(message.get_payload_bytes()) {
+    let payload = message.get_payload_bytes();
+    if channel == shared.events_channel {
+        on_events(shared, payload).await;
+    } else if channel == shared.opened_channel {
+        on_opened(shared, payload).await;
+    } else if channel == shared.node_channel {
+        match crate::node_requests::parse_node_request(payload) {
             Some(request) => {
                 if let Some(requests) = &*shared.cancels.lock() {
                     let _ = requests.send(request);
@@ -93,31 +98,67 @@ async fn on_message(shared: &Shared, message: &redis::Msg) {
                 "redis broker: a node message is neither `cancel\\n<user>\\n<run>` nor `steer\\n<json>`; ignored"
             ),
         }
-        return;
     }
-    let Some(attached) = shared.attached.lock().get(channel).cloned() else {
+}
+
+/// A batch of frames for the users this node follows: hands each to its user's listener,
+/// filling a gap from the log first.
+async fn on_events(shared: &Shared, payload: &[u8]) {
+    let Some(records) = parse_events(payload) else {
+        // Its users' next frames find the gap and fetch these from the log.
+        tracing::error!(
+            "redis broker: an events message is not `<user>\\n<epoch>\\n<frame>` records; ignored"
+        );
         return;
     };
-    let Some((epoch, seq, text)) = parse_live(message.get_payload_bytes()) else {
-        tracing::error!(%channel, "redis broker: a live message is not `<epoch>\\n<frame>`; ignored");
-        return;
+    let followed: Vec<_> = {
+        let attached = shared.attached.lock();
+        records
+            .into_iter()
+            .filter_map(|record| Some((attached.get(record.user).cloned()?, record)))
+            .collect()
     };
-    let epoch = Epoch::new(epoch);
-    let frame = Arc::new(Frame {
-        seq,
-        text: Arc::from(text),
-        published: std::time::Instant::now(),
-    });
-    if attached.offer(&epoch, &frame) == Offer::Gap {
-        catch_up(shared, &attached).await;
+    for (attached, record) in followed {
+        let epoch = Epoch::new(record.epoch);
+        let frame = Arc::new(Frame {
+            seq: record.seq,
+            text: Arc::from(record.frame),
+            published: std::time::Instant::now(),
+        });
         if attached.offer(&epoch, &frame) == Offer::Gap {
-            let position = StreamPosition {
-                epoch,
-                last_seq: frame.seq,
-            };
-            reset(shared, &attached, position);
+            catch_up(shared, &attached).await;
+            if attached.offer(&epoch, &frame) == Offer::Gap {
+                let position = StreamPosition {
+                    epoch,
+                    last_seq: frame.seq,
+                };
+                reset(shared, &attached, position);
+            }
         }
     }
+}
+
+/// A stream started: if this node follows its user on another epoch, the old stream was lost
+/// (and this node's entry in the user's nodes may have been lost with it), so it follows the
+/// user again and catches up, which finds the new epoch.
+async fn on_opened(shared: &Shared, payload: &[u8]) {
+    let Some((user, epoch)) = parse_opened(payload) else {
+        tracing::error!("redis broker: a stream announcement is not `<user>\\n<epoch>`; ignored");
+        return;
+    };
+    let Some(attached) = shared.attached.lock().get(user).cloned() else {
+        return;
+    };
+    if attached
+        .live_position()
+        .is_none_or(|(current, _)| current.as_str() == epoch)
+    {
+        return;
+    }
+    if let Err(error) = shared.follow(&attached).await {
+        tracing::warn!(%error, %user, "redis broker: cannot follow a user's new stream yet");
+    }
+    catch_up(shared, &attached).await;
 }
 
 /// How long Redis has to confirm the live connection's subscriptions. Past it the connection
@@ -169,6 +210,18 @@ pub(crate) async fn run(
                 users = followed.len(),
                 "redis broker: live connection back; fetching what was missed"
             );
+            // Redis may have restarted without its data: the node's entries go back first,
+            // so every frame after the catch-up reaches it live. Until they are back the
+            // connection does not count as up.
+            if let Err(error) = refollow(&shared, &followed).await {
+                let pause = retries.next().unwrap_or(SUBSCRIBE_TIMEOUT);
+                tracing::warn!(%error, ?pause, "redis broker: cannot follow the node's users again; reopening the live connection");
+                drop((sink, stream));
+                if !wait_refusing(&mut commands, pause, &error.to_string()).await {
+                    return;
+                }
+                continue;
+            }
             // Users apart at once (each user's own frames stay in order within its catch-up):
             // a Redis that answers slowly costs one timeout per batch, not one per user.
             futures::stream::iter(followed)
@@ -207,14 +260,37 @@ pub(crate) async fn run(
     }
 }
 
-/// Opens a live connection subscribed to the node's channel and every followed user's.
+/// Sets this node's entries in its followed users' nodes again (see [`Shared::renew`]): a
+/// few tries, as the commands' connection may find Redis gone on its first try and reconnect.
+async fn refollow(shared: &Shared, followed: &[Arc<Attached>]) -> redis::RedisResult<()> {
+    let mut pauses = RETRY.build();
+    let mut tries = 1;
+    loop {
+        match shared.renew(followed).await {
+            Ok(_) => return Ok(()),
+            Err(error) if tries >= REFOLLOW_TRIES => return Err(error),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(pauses.next().unwrap_or(STABLE)).await;
+            }
+        }
+    }
+}
+
+/// How many times [`refollow`] tries.
+const REFOLLOW_TRIES: u32 = 5;
+
+/// Opens a live connection subscribed to the node's channels.
 async fn open(
     shared: &Shared,
     client: &redis::Client,
 ) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
     let (mut sink, stream) = client.get_async_pubsub().await?.split();
-    let mut channels: Vec<String> = shared.attached.lock().keys().cloned().collect();
-    channels.push(shared.node_channel.clone());
+    let channels = [
+        &shared.node_channel,
+        &shared.events_channel,
+        &shared.opened_channel,
+    ];
     tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
         sink.subscribe(&channels).await?;
         confirm_node_channel(shared, client).await
@@ -291,21 +367,11 @@ fn unconfirmed() -> redis::RedisError {
 
 async fn handle(shared: &Shared, sink: &mut redis::aio::PubSubSink, command: Command) {
     match command {
-        Command::Subscribe { channel, reply } => {
-            let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&channel))
-                .await
-                .unwrap_or_else(|_| Err(unconfirmed()));
-            let _ = reply.send(subscribed);
+        Command::Live { reply } => {
+            let _ = reply.send(Ok(()));
         }
-        Command::Unsubscribe { channel } => {
-            if !shared.attached.lock().contains_key(&channel)
-                && let Err(error) = sink.unsubscribe(&channel).await
-            {
-                tracing::debug!(%error, %channel, "redis broker: unsubscribe failed (the connection is going)");
-            }
-        }
-        Command::CatchUp { channel } => {
-            let attached = shared.attached.lock().get(&channel).cloned();
+        Command::CatchUp { user } => {
+            let attached = shared.attached.lock().get(&user).cloned();
             if let Some(attached) = attached {
                 catch_up(shared, &attached).await;
             }
@@ -330,22 +396,23 @@ async fn wait_refusing(
             () = &mut sleep => return true,
             command = commands.recv() => match command {
                 None => return false,
-                Some(Command::Subscribe { reply, .. } | Command::Sync { reply }) => {
+                Some(Command::Live { reply } | Command::Sync { reply }) => {
                     let _ = reply.send(Err(redis::RedisError::from((
                         redis::ErrorKind::Io,
                         "unavailable",
                         why.to_owned(),
                     ))));
                 }
-                // Resubscribing after the reconnect reads the attached set, and catches up.
-                Some(Command::Unsubscribe { .. } | Command::CatchUp { .. }) => {}
+                // The reconnect catches every followed user up.
+                Some(Command::CatchUp { .. }) => {}
             },
         }
     }
 }
 
 /// Keeps the streams of followed users from expiring while their connections are open and
-/// idle: renews their keys' TTL every third of the replay age (at most every minute).
+/// idle, and the node's entries in their nodes: renews them every third of the replay age (at
+/// most every minute). A user whose entry was gone (their keys lost or evicted) is caught up.
 pub(crate) async fn renew_keys(shared: Weak<Shared>) {
     let every = match shared.upgrade() {
         Some(shared) => {
@@ -359,17 +426,19 @@ pub(crate) async fn renew_keys(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let ttl = i64::try_from(shared.ttl_ms()).unwrap_or(i64::MAX);
-        let mut pipe = redis::pipe();
-        for attached in shared.attached.lock().values() {
-            pipe.pexpire(&attached.keys.meta, ttl).ignore();
-            pipe.pexpire(&attached.keys.log, ttl).ignore();
-        }
-        if pipe.is_empty() {
+        let followed: Vec<_> = shared.attached.lock().values().cloned().collect();
+        if followed.is_empty() {
             continue;
         }
-        if let Err(error) = pipe.query_async::<()>(&mut shared.conn.clone()).await {
-            tracing::debug!(%error, "redis broker: cannot renew followed streams yet");
+        match shared.renew(&followed).await {
+            Ok(missing) => {
+                for attached in missing {
+                    catch_up(&shared, &attached).await;
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "redis broker: cannot renew followed streams yet");
+            }
         }
     }
 }

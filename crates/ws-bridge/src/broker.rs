@@ -86,6 +86,11 @@ impl AttachmentId {
     pub fn new(n: u64) -> Self {
         Self(n)
     }
+
+    /// Its number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
 }
 
 /// Where a user's stream stands.
