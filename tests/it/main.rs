@@ -87,6 +87,7 @@ mod process_support;
 mod properties;
 mod redis_cluster;
 mod redis_cluster_support;
+mod redis_follow;
 mod redis_outage;
 mod redis_support;
 mod replay_memory;

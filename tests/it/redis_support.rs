@@ -241,6 +241,38 @@ pub fn query(port: u16, args: &[&str]) -> String {
     line.trim_end().to_owned()
 }
 
+/// Sends one command whose reply is an array of strings (`HKEYS`, `KEYS`) to `redis`, and
+/// returns them.
+pub fn query_all(redis: &RedisServer, args: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).expect("redis is up");
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream
+        .write_all(request.as_bytes())
+        .expect("write to redis");
+    let mut reader = BufReader::new(stream);
+    let mut line = || {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read from redis");
+        line.trim_end().to_owned()
+    };
+    let header = line();
+    let count: usize = header
+        .strip_prefix('*')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not an array reply: {header}"));
+    (0..count)
+        .map(|_| {
+            let length = line();
+            assert!(length.starts_with('$'), "not a string: {length}");
+            line()
+        })
+        .collect()
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();

@@ -4,7 +4,7 @@
 //! Redis (`scripts` holds the keys and the atomic scripts), so a user's tabs on different
 //! nodes read one stream and a reconnect resumes on any node. A node receives a user's
 //! frames only while it holds a connection of that user: it follows the user on attach (an
-//! entry in the user's `:nodes`) and stops on detach; each published batch reaches each
+//! entry `f:<node>` in the user's stream meta) and stops on detach; each published batch reaches each
 //! following node as one message on that node's events channel (`subscriber`).
 //!
 //! Faults: [`Broker::publish`] only queues (the `publisher` task sends, retrying while

@@ -207,7 +207,7 @@ async fn send_one(
             .key(meta)
             .key(log)
             .arg(event.counter)
-            .arg(&*event.body)
+            .arg(event.body.strip_prefix('{').unwrap_or(&event.body))
             .arg(event.run.as_str())
             .arg(u8::from(event.ends_lost_run));
     }

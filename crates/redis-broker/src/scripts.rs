@@ -1,25 +1,27 @@
 //! Where a user's stream lives in Redis (its keys) and the Lua scripts that change or read it
 //! atomically.
 //!
-//! A user's stream is three keys, all with the user's id as the hash tag (so a Redis Cluster
+//! A user's stream is two keys, both with the user's id as the hash tag (so a Redis Cluster
 //! keeps them on one slot):
-//! - `<prefix>:{<user>}:meta`, a hash: `epoch`, `seq` (the last seq given), and per
-//!   publishing node the highest publish counter applied (so a publish retried after a lost
-//!   connection is applied once);
-//! - `<prefix>:{<user>}:log`, a Stream: entry `<seq>-0` holds the frame (`f`) and its publish
-//!   time in ms (`t`), capped at the replay log's length;
-//! - `<prefix>:{<user>}:nodes`, a hash: the nodes that follow the user (hold connections of
-//!   it), each with `<attachment id>:<expiry in ms>`; nodes renew their entries while they
-//!   follow, and an entry past its expiry is skipped and removed.
+//! - `<prefix>:{<user>}:meta`, a hash: `epoch`, `seq` (the last seq given), `renewed` (when
+//!   the publish script last renewed the keys' TTL), per publishing node the highest publish
+//!   counter applied (so a publish retried after a lost connection is applied once), and per
+//!   node that follows the user (holds connections of it) `f:<node id>`, its
+//!   `<attachment id>:<expiry in ms>`: nodes renew their entries while they follow, and an
+//!   entry past its expiry is skipped and removed;
+//! - `<prefix>:{<user>}:log`, a Stream: entry `<seq>-0` holds the event's JSON without its
+//!   opening brace (`b`; the frame is `{"seq":<seq>,` and it) and its publish time in ms (`t`),
+//!   capped at the replay log's length (entries of earlier versions hold the whole frame, `f`).
 //!
 //! Live delivery goes to nodes, not to users: a publish script sends each node that follows
 //! any of the batch's users one message on the node's events channel
-//! (`<prefix>:node:<node id>:events`) with all of their frames, `<user>\n<epoch>\n<frame>`
-//! records joined by `\n` (a frame is JSON, which has no raw newline). So a batch costs Redis
-//! one `PUBLISH` per node rather than one per event, and a node parses one message per batch.
+//! (`<prefix>:node:<node id>:events`) with all of their frames, `<user>\n<epoch>\n<seq>\n<rest>`
+//! records joined by `\n`, where the frame is `{"seq":<seq>,<rest>` (JSON has no raw newline).
+//! Nodes that follow the same users share one message. So a batch costs Redis one `PUBLISH` per
+//! node rather than one per event, and a node parses one message per batch.
 //! A stream that starts (a new epoch) is announced on `<prefix>:opened` as
 //! `<user>\n<epoch>`, so a node following a user whose stream was lost learns it even if
-//! its entry in `:nodes` was lost with it.
+//! its entry was lost with it.
 //!
 //! The stream's keys expire after the replay age without a publish (nodes holding the user's
 //! connections renew them); a stream whose meta is gone starts a new epoch and an empty log.
@@ -32,18 +34,12 @@ use redis::Script;
 pub(crate) struct StreamKeys {
     pub(crate) meta: String,
     pub(crate) log: String,
-    /// The nodes following the user.
-    pub(crate) nodes: String,
 }
 
 impl StreamKeys {
     pub(crate) fn new(prefix: &str, user: &UserId) -> Self {
         let (meta, log) = meta_and_log(prefix, user);
-        Self {
-            meta,
-            log,
-            nodes: format!("{prefix}:{{{}}}:nodes", user.as_str()),
-        }
+        Self { meta, log }
     }
 }
 
@@ -85,9 +81,16 @@ local function open(meta, log, new_epoch, ttl)
   end
   if not epoch then
     epoch = new_epoch
+    -- The nodes following the user still follow it (`f:<node>`).
+    local fields = redis.call('HGETALL', meta)
     redis.call('DEL', log)
     redis.call('DEL', meta)
     redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
+    for j = 1, #fields, 2 do
+      if string.sub(fields[j], 1, 2) == 'f:' then
+        redis.call('HSET', meta, fields[j], fields[j + 1])
+      end
+    end
     if writer then redis.call('HSET', meta, 'writer', writer) end
     redis.call('PEXPIRE', meta, ttl)
     -- `<prefix>:{<user>}:meta`: announced on `<prefix>:opened` as `<user>\n<epoch>`.
@@ -109,7 +112,8 @@ end
 /// following any of their users one message with their frames: `KEYS` are pairs of (meta,
 /// log) per event; `ARGV[1]` the epoch for a stream that starts, `ARGV[2]` the TTL in ms,
 /// `ARGV[3]` the node id, `ARGV[4]` the log's length cap, `ARGV[5]` the key prefix, then per
-/// event its node publish counter, its JSON without the seq, its run id, and
+/// event its node publish counter, its JSON without the seq and without its opening brace
+/// (`"type":...}`), its run id, and
 /// `1` for the terminal event of a run whose lease was taken (else `0`). Skipped: an event
 /// whose counter the stream already applied (a retried batch), and any other event of a run
 /// already ended that way (`<prefix>:{<user>}:ended:<run>`), so that terminal event stays the
@@ -118,130 +122,197 @@ end
 /// tool's name), and its terminal event marks `ended`.
 /// Returns how many were appended.
 ///
-/// One script per batch rather than per event halves Redis's work per event, and one
-/// `PUBLISH` per following node rather than per event halves it again; its keys are many
-/// users', so on a Redis Cluster the publisher calls it once per slot.
+/// Redis spends most of a script's time on the calls it makes (each `redis.call` costs about
+/// as much again as its command), so the script makes few per event: the stream's meta is
+/// read once per user per batch (`HMGET`) and written once at its end, its keys' TTL renewed
+/// at most every quarter of the TTL (the meta's `renewed`), each run's ended mark and record
+/// checked once per batch, and each following node gets one `PUBLISH` per batch. Its keys are
+/// many users', so on a Redis Cluster the publisher calls it once per slot.
 const PUBLISH: &str = r#"
 local now = now_ms()
-local appended = 0
--- Per user (their keys' base): the nodes following them; per node: its records.
-local followers, inbox, receivers = {}, {}, {}
+local ttl = tonumber(ARGV[2])
+local node = ARGV[3]
 local prefix = ARGV[5]
-local function following(base)
-  local nodes = followers[base]
-  if nodes then return nodes end
-  nodes = {}
-  local key = base .. ':nodes'
-  local entries = redis.call('HGETALL', key)
-  for j = 1, #entries, 2 do
-    local expires = tonumber(string.match(entries[j + 1], ':(%d+)$'))
-    if expires and expires >= now then
-      nodes[#nodes + 1] = entries[j]
+local appended = 0
+-- Per user (their meta key): where their stream stands, read once per batch and written
+-- back once at its end (`touched`, in order); a stream's keys get a new TTL when their last
+-- renewal (`renewed` in the meta) is older than a quarter of it, not on every event.
+local streams, touched = {}, {}
+-- Per set of nodes following a user (their names joined): its records, in order, one
+-- message for all of them.
+local inbox, receivers = {}, {}
+-- Per run: whether it was ended by a reaper; whether it has a record.
+local ended, recorded = {}, {}
+local writer = nil
+-- Numbers are written as strings once (Lua formats a number with sprintf each time it is
+-- joined into a string), and no long string is made per event: Redis's Lua hashes every
+-- byte of every string it makes, so the log and the records keep the event's JSON as it
+-- came (`rest`, without its opening brace) and the frame is only built by its readers.
+local now_text = tostring(now)
+local function stream(meta, log)
+  local st = streams[meta]
+  if st then return st end
+  local fields = redis.call('HGETALL', meta)
+  local m, nodes = {}, {}
+  for j = 1, #fields, 2 do
+    local name = fields[j]
+    if string.sub(name, 1, 2) == 'f:' then
+      local expires = tonumber(string.match(fields[j + 1], ':(%d+)$'))
+      if expires and expires >= now then
+        nodes[#nodes + 1] = string.sub(name, 3)
+      else
+        redis.call('HDEL', meta, name)
+      end
     else
-      redis.call('HDEL', key, entries[j])
+      m[name] = fields[j + 1]
     end
   end
-  followers[base] = nodes
-  return nodes
+  local epoch = m['epoch']
+  if epoch and FENCED then
+    writer = writer or string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+    if m['writer'] ~= writer then epoch = nil end
+  end
+  if epoch then
+    st = {epoch = epoch, seq = tonumber(m['seq']), applied = tonumber(m[node]) or 0,
+          renewed = tonumber(m['renewed']) or 0}
+  else
+    -- Opened anew; the nodes that followed the old stream follow the new one.
+    st = {epoch = open(meta, log, ARGV[1], ARGV[2]), seq = 0, applied = 0, renewed = 0}
+  end
+  nodes.key = table.concat(nodes, ',')
+  st.meta, st.log, st.dirty, st.nodes = meta, log, false, nodes
+  streams[meta] = st
+  touched[#touched + 1] = st
+  return st
 end
 for i = 0, #KEYS / 2 - 1 do
   local meta, log = KEYS[2 * i + 1], KEYS[2 * i + 2]
   -- The user's keys' base, `<prefix>:{<user>}`: the meta key without `:meta`.
   local base = string.sub(meta, 1, -6)
   local at = 6 + 4 * i
-  local counter, body, run = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local epoch = open(meta, log, ARGV[1], ARGV[2])
-  local applied = redis.call('HGET', meta, ARGV[3])
-  if (not applied or tonumber(applied) < tonumber(counter))
-     and (ARGV[at + 3] == '1' or redis.call('EXISTS', base .. ':ended:' .. run) == 0) then
-    redis.call('HSET', meta, ARGV[3], counter)
-    local seq = redis.call('HINCRBY', meta, 'seq', 1)
-    local frame = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
-    redis.call('XADD', log, 'MAXLEN', ARGV[4], seq .. '-0', 'f', frame, 't', now)
-    redis.call('PEXPIRE', meta, ARGV[2])
-    redis.call('PEXPIRE', log, ARGV[2])
-    local record = string.sub(base, #prefix + 3, -2) .. '\n' .. epoch .. '\n' .. frame
-    for _, node in ipairs(following(base)) do
-      local records = inbox[node]
+  -- The event's JSON comes without its opening brace: the frame is `{"seq":N,` and it.
+  local counter, rest, run = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2]
+  local st = stream(meta, log)
+  local run_key = base .. ':' .. run
+  if ended[run_key] == nil then
+    ended[run_key] = redis.call('EXISTS', base .. ':ended:' .. run) == 1
+  end
+  if st.applied < counter and (ARGV[at + 3] == '1' or not ended[run_key]) then
+    st.applied = counter
+    st.seq = st.seq + 1
+    st.dirty = true
+    local seq = tostring(st.seq)
+    redis.call('XADD', log, 'MAXLEN', ARGV[4], seq .. '-0', 'b', rest, 't', now_text)
+    local nodes = st.nodes
+    if #nodes > 0 then
+      -- `<user>\n<epoch>\n<seq>\n`, then the rest: joined once per set of nodes.
+      local records = inbox[nodes.key]
       if not records then
         records = {}
-        inbox[node] = records
-        receivers[#receivers + 1] = node
+        inbox[nodes.key] = records
+        receivers[#receivers + 1] = nodes
+      else
+        records[#records + 1] = '\n'
       end
-      records[#records + 1] = record
+      records[#records + 1] = string.sub(base, #prefix + 3, -2) .. '\n' .. st.epoch .. '\n' .. seq .. '\n'
+      records[#records + 1] = rest
     end
     appended = appended + 1
     -- A run's start, its open tool calls and its end are kept on its record (when it has
     -- one: a top-level run holding a claim), so that if its node dies, the run's end emits
     -- the start if it never came, closes the calls left open, and is not emitted at all for
     -- a run that had ended (its slot not yet given back).
-    local kind = string.match(string.sub(body, 1, 32), '^{"type":"([a-z_]+)",')
+    local kind = string.match(string.sub(rest, 1, 31), '^"type":"([a-z_]+)",')
     local tracked = kind == 'agent_started' or kind == 'tool_executing'
       or kind == 'tool_completed' or kind == 'agent_completed' or kind == 'agent_error'
       or kind == 'agent_cancelled'
     if tracked then
-      local record = base .. ':run:' .. run
-      if redis.call('EXISTS', record) == 1 then
+      local record_key = base .. ':run:' .. run
+      if recorded[record_key] == nil then
+        recorded[record_key] = redis.call('EXISTS', record_key) == 1
+      end
+      if recorded[record_key] then
         if kind == 'agent_started' then
-          redis.call('HSET', record, 'started', '1')
+          redis.call('HSET', record_key, 'started', '1')
         elseif kind == 'tool_executing' or kind == 'tool_completed' then
-          local data = cjson.decode(body)['data']
+          -- The server writes a tool event as `"type":...,"data":{"tool_call_id":...,
+          -- "tool_name":...`; anything else (an escaped character) is read whole.
+          local call, tool = string.match(rest,
+            '^"type":"[a-z_]+","data":{"tool_call_id":"([^"\\]*)","tool_name":"([^"\\]*)"')
+          if not call then
+            local data = cjson.decode('{' .. rest)['data']
+            call, tool = data['tool_call_id'], data['tool_name']
+          end
           if kind == 'tool_executing' then
-            redis.call('HSET', record, 'open:' .. data['tool_call_id'], data['tool_name'])
+            redis.call('HSET', record_key, 'open:' .. call, tool)
           else
-            redis.call('HDEL', record, 'open:' .. data['tool_call_id'])
+            redis.call('HDEL', record_key, 'open:' .. call)
           end
         else
-          redis.call('HSET', record, 'ended', '1')
+          redis.call('HSET', record_key, 'ended', '1')
         end
       end
     end
   end
 end
-for _, node in ipairs(receivers) do
-  redis.call('PUBLISH', prefix .. ':node:' .. node .. ':events', table.concat(inbox[node], '\n'))
+for _, st in ipairs(touched) do
+  if st.dirty then
+    if now - st.renewed >= ttl / 4 then
+      redis.call('HSET', st.meta, node, st.applied, 'seq', st.seq, 'renewed', now)
+      redis.call('PEXPIRE', st.meta, ttl)
+      redis.call('PEXPIRE', st.log, ttl)
+    else
+      redis.call('HSET', st.meta, node, st.applied, 'seq', st.seq)
+    end
+  end
+end
+for _, nodes in ipairs(receivers) do
+  local message = table.concat(inbox[nodes.key])
+  for _, follower in ipairs(nodes) do
+    redis.call('PUBLISH', prefix .. ':node:' .. follower .. ':events', message)
+  end
 end
 return appended
 "#;
 
-/// Follows a user from this node and reads where their stream stands: `KEYS` meta, log and
-/// nodes; `ARGV[3]` the node id, `ARGV[4]` the attachment id. Sets the node's entry (expiring
-/// after the TTL) and returns `{epoch, last seq}` (opening the stream if needed): every event
+/// Follows a user from this node and reads where their stream stands: `KEYS` meta and log;
+/// `ARGV[3]` the node id, `ARGV[4]` the attachment id. Sets the node's entry (expiring after
+/// the TTL) and returns `{epoch, last seq}` (opening the stream if needed): every event
 /// appended after this script reaches the node's events channel.
 const FOLLOW: &str = r"
 local epoch = open_stream()
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4] .. ':' .. (now_ms() + tonumber(ARGV[2])))
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[1], 'f:' .. ARGV[3], ARGV[4] .. ':' .. (now_ms() + tonumber(ARGV[2])))
 return {epoch, redis.call('HGET', KEYS[1], 'seq')}
 ";
 
-/// Stops following a user: `KEYS[1]` their nodes, `ARGV[1]` the node id, `ARGV[2]` the
+/// Stops following a user: `KEYS[1]` their meta, `ARGV[1]` the node id, `ARGV[2]` the
 /// attachment id that follows them. Removes the node's entry only if it is that attachment's
 /// (a later attachment of the same user on this node may have set it again since).
 const UNFOLLOW: &str = r"
-local entry = redis.call('HGET', KEYS[1], ARGV[1])
+local field = 'f:' .. ARGV[1]
+local entry = redis.call('HGET', KEYS[1], field)
 if entry and string.match(entry, '^(%d+):') == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[1], field)
 end
 return 0
 ";
 
-/// Keeps the streams a node follows from expiring, and its entries in their nodes: `KEYS`
-/// are triples of (meta, log, nodes) per user; `ARGV[1]` the TTL in ms, `ARGV[2]` the node id,
-/// then per user the attachment id. Returns the (0-based) indexes of the users whose entry was
-/// missing (their keys were lost or evicted): the node fetches what it missed of those.
+/// Keeps the streams a node follows from expiring, and its entries in them: `KEYS` are pairs
+/// of (meta, log) per user; `ARGV[1]` the TTL in ms, `ARGV[2]` the node id, then per user the
+/// attachment id. Returns the (0-based) indexes of the users whose entry was missing (their
+/// keys were lost or evicted): the node fetches what it missed of those.
 const RENEW: &str = r"
 local ttl = tonumber(ARGV[1])
 local expires = now_ms() + ttl
+local field = 'f:' .. ARGV[2]
 local missing = {}
-for i = 0, #KEYS / 3 - 1 do
-  redis.call('PEXPIRE', KEYS[3 * i + 1], ttl)
-  redis.call('PEXPIRE', KEYS[3 * i + 2], ttl)
-  local nodes = KEYS[3 * i + 3]
-  if redis.call('HSET', nodes, ARGV[2], ARGV[3 + i] .. ':' .. expires) == 1 then
+for i = 0, #KEYS / 2 - 1 do
+  local meta = KEYS[2 * i + 1]
+  if redis.call('HSET', meta, field, ARGV[3 + i] .. ':' .. expires) == 1 then
     missing[#missing + 1] = i
   end
-  redis.call('PEXPIRE', nodes, ttl)
+  redis.call('PEXPIRE', meta, ttl)
+  redis.call('PEXPIRE', KEYS[2 * i + 2], ttl)
 end
 return missing
 ";
@@ -256,7 +327,7 @@ return {epoch, redis.call('HGET', KEYS[1], 'seq')}
 /// the replay age in ms. Returns `{status, oldest seq, epoch, last seq, frames...}` where
 /// status is `ok`, `epoch_changed`, `seq_ahead` or `too_old`, and oldest seq is the oldest
 /// seq the log still holds within the replay age (the next seq when none).
-const REPLAY: &str = r"
+const REPLAY: &str = r#"
 local epoch = open_stream()
 local last = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local after = tonumber(ARGV[4])
@@ -282,10 +353,15 @@ if not first or first[1] ~= (after + 1) .. '-0' or tonumber(first[2][4]) < oldes
   return refuse('too_old')
 end
 for i, entry in ipairs(entries) do
-  reply[4 + i] = entry[2][2]
+  local fields = entry[2]
+  if fields[1] == 'b' then
+    reply[4 + i] = '{"seq":' .. (string.gsub(entry[1], '-0$', '')) .. ',' .. fields[2]
+  else
+    reply[4 + i] = fields[2]
+  end
 end
 return reply
-";
+"#;
 
 /// The scripts, each with the stream-opening prelude.
 pub(crate) struct Scripts {
@@ -318,25 +394,41 @@ pub(crate) struct Record<'a> {
     pub(crate) user: &'a str,
     pub(crate) epoch: &'a str,
     pub(crate) seq: u64,
-    pub(crate) frame: &'a str,
+    /// The event's JSON without its opening brace.
+    pub(crate) rest: &'a str,
 }
 
-/// Reads a node's events message: `<user>\n<epoch>\n<frame>` records joined by `\n`, each
-/// frame's seq written first by the publish script (`{"seq":N,...`). `None` when any record
-/// is not one.
+impl Record<'_> {
+    /// The frame: `{"seq":<seq>,` and the rest of the event's JSON.
+    pub(crate) fn frame(&self) -> String {
+        let mut frame = String::with_capacity(self.rest.len() + 30);
+        frame.push_str("{\"seq\":");
+        // Writing to a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut frame, format_args!("{}", self.seq));
+        frame.push(',');
+        frame.push_str(self.rest);
+        frame
+    }
+}
+
+/// Reads a node's events message: `<user>\n<epoch>\n<seq>\n<rest>` records joined by `\n`
+/// (see the module documentation). `None` when any record is not one.
 pub(crate) fn parse_events(payload: &[u8]) -> Option<Vec<Record<'_>>> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut lines = text.split('\n');
     let mut records = Vec::new();
     while let Some(user) = lines.next() {
         let epoch = lines.next()?;
-        let frame = lines.next()?;
-        let seq = frame_seq(frame)?;
+        let seq = lines.next()?.parse().ok()?;
+        let rest = lines.next()?;
+        if user.is_empty() || epoch.is_empty() || !rest.starts_with('"') || !rest.ends_with('}') {
+            return None;
+        }
         records.push(Record {
             user,
             epoch,
             seq,
-            frame,
+            rest,
         });
     }
     Some(records)
@@ -361,28 +453,29 @@ mod tests {
 
     #[test]
     fn events_messages_parse_or_are_refused() {
-        let one = parse_events(b"alice\nep1\n{\"seq\":42,\"type\":\"x\"}").expect("one record");
+        let one = parse_events(b"alice\nep1\n42\n\"type\":\"x\"}").expect("one record");
         assert_eq!(
             one,
             vec![Record {
                 user: "alice",
                 epoch: "ep1",
                 seq: 42,
-                frame: "{\"seq\":42,\"type\":\"x\"}",
+                rest: "\"type\":\"x\"}",
             }]
         );
-        let two = parse_events(b"a\nep1\n{\"seq\":1,\"t\":1}\nb\nep2\n{\"seq\":7,\"t\":2}")
-            .expect("two records");
+        assert_eq!(one[0].frame(), "{\"seq\":42,\"type\":\"x\"}");
+        let two = parse_events(b"a\nep1\n1\n\"t\":1}\nb\nep2\n7\n\"t\":2}").expect("two records");
         let seen: Vec<_> = two.iter().map(|r| (r.user, r.epoch, r.seq)).collect();
         assert_eq!(seen, [("a", "ep1", 1), ("b", "ep2", 7)]);
         let refused: &[&[u8]] = &[
             b"",
-            b"alice\nep1",
-            b"alice\nep1\n{\"type\":\"x\",\"seq\":1}",
-            b"alice\nep1\n{\"seq\":x1,\"type\":\"x\"}",
-            b"alice\nep1\n{\"seq\":1}",
-            b"alice\nep1\n{\"seq\":1,\"t\":1}\nbob\nep1",
-            b"\xff\nep1\n{\"seq\":1,\"type\":\"x\"}",
+            b"alice\nep1\n1",
+            b"alice\nep1\nx1\n\"type\":\"x\"}",
+            b"alice\nep1\n1\n{\"type\":\"x\"}",
+            b"alice\nep1\n1\n\"type\":\"x\"",
+            b"\nep1\n1\n\"type\":\"x\"}",
+            b"alice\nep1\n1\n\"t\":1}\nbob\nep1\n2",
+            b"\xff\nep1\n1\n\"type\":\"x\"}",
         ];
         for payload in refused {
             assert_eq!(parse_events(payload), None, "{:?}", String::from_utf8_lossy(payload));
@@ -404,6 +497,5 @@ mod tests {
         let keys = StreamKeys::new("agentws", &user);
         assert_eq!(keys.meta, "agentws:{alice}:meta");
         assert_eq!(keys.log, "agentws:{alice}:log");
-        assert_eq!(keys.nodes, "agentws:{alice}:nodes");
     }
 }

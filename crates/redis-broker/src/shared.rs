@@ -139,7 +139,6 @@ impl Shared {
             .follow
             .key(&keys.meta)
             .key(&keys.log)
-            .key(&keys.nodes)
             .arg(Epoch::generate().as_str())
             .arg(self.ttl_ms())
             .arg(&self.node_id)
@@ -156,7 +155,7 @@ impl Shared {
     pub(crate) async fn unfollow(&self, keys: &StreamKeys, id: u64) -> redis::RedisResult<()> {
         self.scripts
             .unfollow
-            .key(&keys.nodes)
+            .key(&keys.meta)
             .arg(&self.node_id)
             .arg(id)
             .invoke_async::<()>(&mut self.conn.clone())
@@ -182,7 +181,6 @@ impl Shared {
                     invocation
                         .key(&attached.keys.meta)
                         .key(&attached.keys.log)
-                        .key(&attached.keys.nodes)
                         .arg(attached.id.get());
                 }
                 let mut conn = self.conn.clone();

@@ -3,7 +3,7 @@
 //! node follows to the bridge's listeners in seq order, and after losing the connection
 //! reconnects with backoff, follows its users again, and fetches from the log what it missed.
 //!
-//! A node follows a user by its entry in the user's `:nodes` hash (see `scripts`), which the
+//! A node follows a user by its entry in the user's stream meta (see `scripts`), which the
 //! publish script reads: every batch reaches a node as one message on its events channel.
 //! Each followed user's [`Attached`] remembers the epoch and the last seq it delivered, so
 //! a frame seen twice (a live one the log fetch already gave) is dropped, a gap is filled
@@ -107,7 +107,7 @@ async fn on_events(shared: &Shared, payload: &[u8]) {
     let Some(records) = parse_events(payload) else {
         // Its users' next frames find the gap and fetch these from the log.
         tracing::error!(
-            "redis broker: an events message is not `<user>\\n<epoch>\\n<frame>` records; ignored"
+            "redis broker: an events message is not `<user>\\n<epoch>\\n<seq>\\n<event>` records; ignored"
         );
         return;
     };
@@ -122,7 +122,7 @@ async fn on_events(shared: &Shared, payload: &[u8]) {
         let epoch = Epoch::new(record.epoch);
         let frame = Arc::new(Frame {
             seq: record.seq,
-            text: Arc::from(record.frame),
+            text: Arc::from(record.frame()),
             published: std::time::Instant::now(),
         });
         if attached.offer(&epoch, &frame) == Offer::Gap {

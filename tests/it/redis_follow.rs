@@ -1,0 +1,132 @@
+//! How a node follows a user through Redis: its entry in the user's stream meta
+//! (`f:<node id>`) routes each published batch to the node's events channel. These tests take
+//! that entry away the ways Redis can (a field gone, the whole stream evicted) while the
+//! user's connections stay open, and check that the connections still get every event, or
+//! an explicit failed resume: never a silent stop.
+
+use std::time::Duration;
+
+use agent_server::config::BrokerChoice;
+use agent_server::server::RunningServer;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::redis_support::RedisServer;
+use crate::server_support::{Client, start_server};
+
+/// Two nodes on `redis`, with a replay age of `replay_age` (nodes renew their entries every
+/// third of it).
+async fn two_nodes(redis: &RedisServer, replay_age: Duration) -> Vec<RunningServer> {
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let url = redis.url();
+        nodes.push(
+            start_server(move |config| {
+                config.broker = BrokerChoice::Redis(url);
+                config.start_rate_per_minute = 1_000;
+                config.bridge.replay_max_age = replay_age;
+            })
+            .await,
+        );
+    }
+    nodes
+}
+
+/// The `f:<node>` fields of `user`'s stream meta: the nodes following the user.
+fn followers(redis: &RedisServer, user: &str) -> Vec<String> {
+    let meta = format!("agentws:{{{user}}}:meta");
+    let fields = crate::redis_support::query_all(redis, &["HKEYS", &meta]);
+    fields.into_iter().filter(|f| f.starts_with("f:")).collect()
+}
+
+/// The seq of each event frame until the run's terminal event (replies are skipped).
+async fn seqs_until_terminal(client: &mut Client) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    loop {
+        let frame = client.next().await;
+        let Some(seq) = frame["seq"].as_u64() else {
+            continue;
+        };
+        seqs.push(seq);
+        let kind = frame["type"].as_str().unwrap_or_default();
+        if matches!(kind, "agent_completed" | "agent_error" | "agent_cancelled") {
+            return seqs;
+        }
+    }
+}
+
+/// Both nodes' entries vanish (as if a field were lost) while the user's tabs are idle, and a
+/// whole run is then published to nobody: each node's next renewal finds its entry gone, sets
+/// it again and fetches what its tabs missed from the log, so both tabs get the whole run in
+/// order, on connections that stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_entry_was_lost_catches_its_users_up_at_its_next_renewal() {
+    let redis = RedisServer::start();
+    let nodes = two_nodes(&redis, Duration::from_secs(3)).await;
+    let mut runner = Client::user(nodes[0].addr(), "erin").await;
+    let mut watcher = Client::user(nodes[1].addr(), "erin").await;
+    let entries = followers(&redis, "erin");
+    assert_eq!(entries.len(), 2, "each node follows erin: {entries:?}");
+    let meta = "agentws:{erin}:meta";
+    for field in &entries {
+        assert_eq!(redis.command(&["HDEL", meta, field]), ":1");
+    }
+    let last_before = runner.established["last_seq"].as_u64().unwrap_or(0);
+    let accepted = runner.start("r1", "synthetic", json!({})).await;
+    assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+    let watched = seqs_until_terminal(&mut watcher).await;
+    let expected: Vec<u64> = (last_before + 1..=last_before + watched.len() as u64).collect();
+    assert!(watched.len() >= 3, "a whole run: {watched:?}");
+    assert_eq!(watched, expected, "the watcher, from the first event on");
+    assert_eq!(seqs_until_terminal(&mut runner).await, expected, "the runner");
+    assert_eq!(followers(&redis, "erin").len(), 2, "both nodes follow erin again");
+}
+
+/// The user's whole stream is evicted while their tabs are open (the nodes' entries with it),
+/// and the node that runs the next run opens a new stream: the stream's start is announced,
+/// so the other node learns its tab's stream was lost and closes it with 4009, and the tab's
+/// resume says `epoch_changed`, with the new stream's events after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_lost_under_its_followers_is_announced_and_ends_in_a_failed_resume() {
+    let redis = RedisServer::start();
+    // The default replay age: renewals are a minute apart, so only the announcement can tell.
+    let nodes = two_nodes(&redis, Duration::from_secs(600)).await;
+    let mut runner = Client::user(nodes[0].addr(), "frank").await;
+    let mut watcher = Client::user(nodes[1].addr(), "frank").await;
+    let old_epoch = watcher.established["epoch"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        redis.command(&["DEL", "agentws:{frank}:meta", "agentws:{frank}:log"]),
+        ":1",
+        "frank's stream (only its meta exists before any event)"
+    );
+    let accepted = runner.start("r1", "synthetic", json!({})).await;
+    assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+    let close = loop {
+        match watcher.next_message().await {
+            Message::Close(close) => break close,
+            Message::Text(text) => {
+                let frame: Value = serde_json::from_str(&text).unwrap_or_default();
+                panic!("the watcher got a frame of a stream it never joined: {frame}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let code = close.map(|c| u16::from(c.code));
+    assert_eq!(code, Some(4009), "the watcher is told its stream was reset");
+    let mut again = Client::resuming(nodes[1].addr(), "frank", Some((&old_epoch, 0))).await;
+    assert_eq!(again.established["resume"]["status"], "failed");
+    assert_eq!(again.established["resume"]["reason"], "epoch_changed");
+    assert_ne!(again.established["epoch"].as_str(), Some(old_epoch.as_str()));
+    let fresh = again.start("r2", "synthetic", json!({})).await;
+    assert_eq!(fresh["type"], "run_accepted", "{fresh}");
+    let seqs = seqs_until_terminal(&mut again).await;
+    let first = seqs[0];
+    assert_eq!(
+        seqs,
+        (first..first + seqs.len() as u64).collect::<Vec<_>>(),
+        "the new stream's events in order"
+    );
+}
