@@ -78,8 +78,16 @@ async fn a_node_whose_entry_was_lost_catches_its_users_up_at_its_next_renewal() 
     let expected: Vec<u64> = (last_before + 1..=last_before + watched.len() as u64).collect();
     assert!(watched.len() >= 3, "a whole run: {watched:?}");
     assert_eq!(watched, expected, "the watcher, from the first event on");
-    assert_eq!(seqs_until_terminal(&mut runner).await, expected, "the runner");
-    assert_eq!(followers(&redis, "erin").len(), 2, "both nodes follow erin again");
+    assert_eq!(
+        seqs_until_terminal(&mut runner).await,
+        expected,
+        "the runner"
+    );
+    assert_eq!(
+        followers(&redis, "erin").len(),
+        2,
+        "both nodes follow erin again"
+    );
 }
 
 /// The user's whole stream is evicted while their tabs are open (the nodes' entries with it),
@@ -104,22 +112,23 @@ async fn a_stream_lost_under_its_followers_is_announced_and_ends_in_a_failed_res
     );
     let accepted = runner.start("r1", "synthetic", json!({})).await;
     assert_eq!(accepted["type"], "run_accepted", "{accepted}");
-    let close = loop {
-        match watcher.next_message().await {
-            Message::Close(close) => break close,
-            Message::Text(text) => {
-                let frame: Value = serde_json::from_str(&text).unwrap_or_default();
-                panic!("the watcher got a frame of a stream it never joined: {frame}");
-            }
-            other => panic!("unexpected {other:?}"),
+    let close = match watcher.next_message().await {
+        Message::Close(close) => close,
+        Message::Text(text) => {
+            let frame: Value = serde_json::from_str(&text).unwrap_or_default();
+            panic!("the watcher got a frame of a stream it never joined: {frame}");
         }
+        other => panic!("unexpected {other:?}"),
     };
     let code = close.map(|c| u16::from(c.code));
     assert_eq!(code, Some(4009), "the watcher is told its stream was reset");
     let mut again = Client::resuming(nodes[1].addr(), "frank", Some((&old_epoch, 0))).await;
     assert_eq!(again.established["resume"]["status"], "failed");
     assert_eq!(again.established["resume"]["reason"], "epoch_changed");
-    assert_ne!(again.established["epoch"].as_str(), Some(old_epoch.as_str()));
+    assert_ne!(
+        again.established["epoch"].as_str(),
+        Some(old_epoch.as_str())
+    );
     let fresh = again.start("r2", "synthetic", json!({})).await;
     assert_eq!(fresh["type"], "run_accepted", "{fresh}");
     let seqs = seqs_until_terminal(&mut again).await;

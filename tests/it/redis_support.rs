@@ -225,7 +225,18 @@ pub fn tls_only<'c>(command: &'c mut Command, files: &Path, port: &str) -> &'c m
 /// Sends one command (RESP array of `args`) to the Redis on `port` of loopback and returns
 /// the raw reply's first line.
 pub fn query(port: u16, args: &[&str]) -> String {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::BufRead;
+    let mut line = String::new();
+    send(port, args)
+        .read_line(&mut line)
+        .expect("read from redis");
+    line.trim_end().to_owned()
+}
+
+/// Sends one command (RESP array of `args`) to the Redis on `port` of loopback; its reply is
+/// to be read.
+fn send(port: u16, args: &[&str]) -> std::io::BufReader<TcpStream> {
+    use std::io::Write;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("redis is up");
     let mut request = format!("*{}\r\n", args.len());
     for arg in args {
@@ -234,26 +245,14 @@ pub fn query(port: u16, args: &[&str]) -> String {
     stream
         .write_all(request.as_bytes())
         .expect("write to redis");
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .expect("read from redis");
-    line.trim_end().to_owned()
+    std::io::BufReader::new(stream)
 }
 
 /// Sends one command whose reply is an array of strings (`HKEYS`, `KEYS`) to `redis`, and
 /// returns them.
 pub fn query_all(redis: &RedisServer, args: &[&str]) -> Vec<String> {
-    use std::io::{BufRead, BufReader, Write};
-    let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).expect("redis is up");
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream
-        .write_all(request.as_bytes())
-        .expect("write to redis");
-    let mut reader = BufReader::new(stream);
+    use std::io::BufRead;
+    let mut reader = send(redis.port, args);
     let mut line = || {
         let mut line = String::new();
         reader.read_line(&mut line).expect("read from redis");

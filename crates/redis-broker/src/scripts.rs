@@ -478,7 +478,12 @@ mod tests {
             b"\xff\nep1\n1\n\"type\":\"x\"}",
         ];
         for payload in refused {
-            assert_eq!(parse_events(payload), None, "{:?}", String::from_utf8_lossy(payload));
+            assert_eq!(
+                parse_events(payload),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(payload)
+            );
         }
     }
 
