@@ -135,6 +135,10 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Script calls in flight at once on a Redis Cluster (one per slot of a batch: the
+/// publisher's, the renewals').
+pub(crate) const CALLS_AT_ONCE: usize = 32;
+
 /// `items` in groups whose scripts can run as one call: one group on one Redis; on a Redis
 /// Cluster (`cluster`), one per slot of the item's user, each in `items`' order. Every key of
 /// a user has the user's id as its hash tag, and an id holds no braces, so the id alone names

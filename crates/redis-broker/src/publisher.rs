@@ -99,9 +99,6 @@ impl PublishQueue {
     }
 }
 
-/// Script calls in flight at once on a Redis Cluster (one per slot of a batch).
-pub(crate) const CALLS_AT_ONCE: usize = 32;
-
 /// Events sent in one pipeline.
 const BATCH: usize = 256;
 /// How a batch is sent again while Redis is unreachable (the workspace's one retry policy:
@@ -176,7 +173,7 @@ async fn send(shared: &Shared, conn: &mut Conn, batch: &[Outgoing]) -> redis::Re
         })
         .collect();
     futures::stream::iter(calls)
-        .buffer_unordered(CALLS_AT_ONCE)
+        .buffer_unordered(crate::conn::CALLS_AT_ONCE)
         .try_collect::<Vec<()>>()
         .await?;
     shared

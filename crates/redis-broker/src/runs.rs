@@ -355,7 +355,7 @@ impl ClusterRuns {
             })
             .collect();
         let answers: Vec<(Vec<String>, Vec<TakenRun>)> = futures::stream::iter(calls)
-            .buffer_unordered(crate::publisher::CALLS_AT_ONCE)
+            .buffer_unordered(crate::conn::CALLS_AT_ONCE)
             .try_collect()
             .await
             .map_err(|e| broker_error(&e))?;

@@ -23,8 +23,9 @@
 //! `<user>\n<epoch>`, so a node following a user whose stream was lost learns it even if
 //! its entry was lost with it.
 //!
-//! The stream's keys expire after the replay age without a publish (nodes holding the user's
-//! connections renew them); a stream whose meta is gone starts a new epoch and an empty log.
+//! The stream's keys expire between the replay age and a quarter more after the last publish
+//! (publishes renew them at most every quarter of it; nodes holding the user's connections
+//! renew them too); a stream whose meta is gone starts a new epoch and an empty log.
 
 use core_context::UserId;
 use redis::Script;
@@ -258,9 +259,12 @@ end
 for _, st in ipairs(touched) do
   if st.dirty then
     if now - st.renewed >= ttl / 4 then
+      -- A quarter longer than the replay age: a stream lives at least the replay age after
+      -- its last publish, renewed or not (its entries are still refused by their age).
+      local keep = ttl + math.floor(ttl / 4)
       redis.call('HSET', st.meta, node, st.applied, 'seq', st.seq, 'renewed', now)
-      redis.call('PEXPIRE', st.meta, ttl)
-      redis.call('PEXPIRE', st.log, ttl)
+      redis.call('PEXPIRE', st.meta, keep)
+      redis.call('PEXPIRE', st.log, keep)
     else
       redis.call('HSET', st.meta, node, st.applied, 'seq', st.seq)
     end
@@ -304,6 +308,8 @@ return 0
 const RENEW: &str = r"
 local ttl = tonumber(ARGV[1])
 local expires = now_ms() + ttl
+-- As long as the publish script keeps them (see there), so a renewal never shortens it.
+local keep = ttl + math.floor(ttl / 4)
 local field = 'f:' .. ARGV[2]
 local missing = {}
 for i = 0, #KEYS / 2 - 1 do
@@ -311,8 +317,8 @@ for i = 0, #KEYS / 2 - 1 do
   if redis.call('HSET', meta, field, ARGV[3 + i] .. ':' .. expires) == 1 then
     missing[#missing + 1] = i
   end
-  redis.call('PEXPIRE', meta, ttl)
-  redis.call('PEXPIRE', KEYS[2 * i + 2], ttl)
+  redis.call('PEXPIRE', meta, keep)
+  redis.call('PEXPIRE', KEYS[2 * i + 2], keep)
 end
 return missing
 ";

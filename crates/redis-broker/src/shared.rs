@@ -196,7 +196,7 @@ impl Shared {
             })
             .collect();
         let missing: Vec<Vec<Arc<Attached>>> = futures::stream::iter(calls)
-            .buffer_unordered(crate::publisher::CALLS_AT_ONCE)
+            .buffer_unordered(crate::conn::CALLS_AT_ONCE)
             .try_collect()
             .await?;
         Ok(missing.into_iter().flatten().collect())
