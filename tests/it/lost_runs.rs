@@ -156,6 +156,99 @@ async fn a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed(
     assert!(more.is_err(), "an extra frame: {more:?}");
 }
 
+/// A lost run's sub-runs that had not ended (a triage run's parts, and a part's own part)
+/// end before it, each with its open calls closed, and a sub-run that had ended is not ended
+/// again: the stream keeps every lifecycle rule, sub-runs inside their parents.
+async fn a_lost_runs_open_sub_runs_end_before_it(redis: &impl SharedRedis) {
+    let config = BridgeConfig::default();
+    let connect =
+        || RedisBroker::connect(RedisBrokerConfig::new(redis.url(), config.replay_bounds()));
+    let (dying, survivor) = (connect().await.unwrap(), Arc::new(connect().await.unwrap()));
+    let bridge =
+        AgentWebSocketBridge::with_broker(config.clone(), survivor.clone() as Arc<dyn Broker>);
+    let bob = user_id("bob");
+    let sub = bridge.subscribe(&bob, None).await.unwrap();
+    let top = scope();
+    let lease = Lease::new(bob.clone(), top.run_id.clone());
+    let state = dying
+        .runs(Duration::from_secs(1))
+        .claim(&lease, &top, LIMITS, "triage", false, ThreadRule::Parallel)
+        .await
+        .unwrap();
+    assert_eq!(state, ClaimState::Running);
+    let part = |parent: &RunScope, agent: &str| RunScope {
+        run_id: RunId::generate(),
+        parent_run_id: Some(parent.run_id.clone()),
+        thread_id: parent.thread_id.clone(),
+        agent_name: Arc::from(agent),
+    };
+    let (done, open, nested) = {
+        let open = part(&top, "assistant");
+        let nested = part(&open, "synthetic");
+        (part(&top, "assistant"), open, nested)
+    };
+    let started = |scope: &RunScope| {
+        scope.event(EventKind::AgentStarted {
+            message: "part".into(),
+        })
+    };
+    let published = [
+        started(&top),
+        started(&done),
+        started(&open),
+        done.event(EventKind::AgentCompleted {
+            result: json!("done"),
+            duration_ms: 1,
+            usage: None,
+        }),
+        open.event(EventKind::ToolExecuting {
+            tool_call_id: "call_part".into(),
+            tool_name: "calculator".into(),
+            arguments: json!({"expression": "1+1"}),
+        }),
+        started(&nested),
+    ];
+    publish(&dying, &bob, &published).await;
+    let first = read(&sub, published.len()).await;
+    redis.expire_run_leases();
+    let lost = survivor.runs(Duration::from_secs(1)).reap().await.unwrap();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    // The nested part's end, the open part's call closed and its end, then the top run's.
+    let rest = read(&sub, 4).await;
+    let ends: Vec<(RunId, &'static str)> = rest
+        .iter()
+        .map(|e| (e.event.run_id.clone(), e.event.kind.type_name()))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (nested.run_id.clone(), "agent_error"),
+            (open.run_id.clone(), "tool_completed"),
+            (open.run_id.clone(), "agent_error"),
+            (top.run_id.clone(), "agent_error"),
+        ]
+    );
+    assert_eq!(rest[0].event.parent_run_id, Some(open.run_id.clone()));
+    assert_eq!(&*rest[0].event.agent_name, "synthetic");
+    let all: Vec<_> = first.iter().chain(&rest).map(|e| e.event.clone()).collect();
+    let summary = check_lifecycle(&all).unwrap();
+    assert_eq!(summary.errors.get(NODE_LOST), Some(&3), "{summary:?}");
+    assert_eq!(summary.sub_runs, 3, "{summary:?}");
+    // A late event of a part, from the dead node, is dropped: its run ended.
+    publish(
+        &dying,
+        &bob,
+        &[open.event(EventKind::AgentCompleted {
+            result: json!("late"),
+            duration_ms: 1,
+            usage: None,
+        })],
+    )
+    .await;
+    let more = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await;
+    assert!(more.is_err(), "an extra frame: {more:?}");
+}
+
 /// Publishes `events` of `user` through `broker` and waits until they are stored.
 async fn publish(broker: &RedisBroker, user: &UserId, events: &[AgentEvent]) {
     for event in events {
@@ -168,3 +261,4 @@ async fn publish(broker: &RedisBroker, user: &UserId, events: &[AgentEvent]) {
 
 // Each test above, on one Redis and on a Redis Cluster.
 on_redis_and_cluster!(a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed);
+on_redis_and_cluster!(a_lost_runs_open_sub_runs_end_before_it);

@@ -186,11 +186,12 @@ end
 return 1
 ";
 
-/// Takes a lease off the books and marks its run ended for a day
-/// (`<prefix>:{<user>}:ended:<run>`: the publish script drops the run's later events, so its
-/// `node_lost` stays its last). `base` is the user's `<prefix>:{<user>}`. Returns `{user,
-/// run, thread, agent, queued, message, started, open calls, ended}` for a lease that names
-/// its run, else nil (`queued`: '1' for a place in the queue, whose run never started).
+/// Takes a lease off the books and marks its run, and its sub-runs still open, ended for a
+/// day (`<prefix>:{<user>}:ended:<run>`: the publish script drops the run's later events, so
+/// its `node_lost` stays its last). `base` is the user's `<prefix>:{<user>}`. Returns `{user,
+/// run, thread, agent, queued, message, started, open calls, ended, open sub-runs (run,
+/// parent, agent, ...), their open calls (call, run, tool, ...)}` for a lease that names its
+/// run, else nil (`queued`: '1' for a place in the queue, whose run never started).
 pub(crate) const TAKE: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
@@ -203,21 +204,37 @@ local function take(base, leases, id)
   redis.call('DEL', lease)
   if f[1] and f[2] then
     local record = base .. ':run:' .. f[2]
-    local started, ended, open = '0', '0', {}
+    local started, ended, open, subs, sub_open = '0', '0', {}, {}, {}
     local fields = redis.call('HGETALL', record)
     for i = 1, #fields, 2 do
-      if fields[i] == 'started' then
-        started = fields[i + 1]
-      elseif fields[i] == 'ended' then
-        ended = fields[i + 1]
-      elseif string.sub(fields[i], 1, 5) == 'open:' then
-        table.insert(open, string.sub(fields[i], 6))
-        table.insert(open, fields[i + 1])
+      local name, value = fields[i], fields[i + 1]
+      if name == 'started' then
+        started = value
+      elseif name == 'ended' then
+        ended = value
+      elseif string.sub(name, 1, 5) == 'open:' then
+        table.insert(open, string.sub(name, 6))
+        table.insert(open, value)
+      elseif string.sub(name, 1, 4) == 'sub:' then
+        -- A sub-run still open: `<parent>\n<agent>`; it is ended with its top-level run.
+        local run = string.sub(name, 5)
+        local parent, agent = string.match(value, '^([^\n]*)\n(.*)$')
+        table.insert(subs, run)
+        table.insert(subs, parent or '')
+        table.insert(subs, agent or '')
+        redis.call('SET', base .. ':ended:' .. run, 1, 'PX', 86400000)
+        redis.call('DEL', base .. ':root:' .. run)
+      elseif string.sub(name, 1, 6) == 'sopen:' then
+        local run, tool = string.match(value, '^([^\n]*)\n(.*)$')
+        table.insert(sub_open, string.sub(name, 7))
+        table.insert(sub_open, run or '')
+        table.insert(sub_open, tool or '')
       end
     end
     redis.call('DEL', record)
     redis.call('SET', base .. ':ended:' .. f[2], 1, 'PX', 86400000)
-    return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or '', started, open, ended}
+    return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or '', started, open, ended, subs,
+            sub_open}
   end
   return nil
 end

@@ -143,7 +143,41 @@ local streams, touched = {}, {}
 -- message for all of them.
 local inbox, receivers = {}, {}
 -- Per run: whether it was ended by a reaper; whether it has a record.
-local ended, recorded = {}, {}
+local ended, recorded, roots = {}, {}, {}
+-- The top-level run whose record keeps a sub-run (`<base>:root:<run>`, set at its start).
+local function root_of(base, run)
+  local key = base .. ':root:' .. run
+  if roots[key] == nil then roots[key] = redis.call('GET', key) or false end
+  return roots[key]
+end
+-- A sub-run's start, open calls and end are kept on its top-level run's record
+-- (`sub:<run>` = `<parent>\n<agent>`, `sopen:<call>` = `<run>\n<tool>`), so that if their
+-- node dies, the top-level run's end ends them too, each before its parent.
+local function track_sub(base, run, kind, rest, call, tool)
+  if kind == 'agent_started' then
+    -- The event's last fields: `"parent_run_id":...,"thread_id":...,"agent_name":...,"timestamp":...}`.
+    local parent, agent = string.match(rest,
+      '"parent_run_id":"([^"\\]*)","thread_id":"[^"\\]*","agent_name":"([^"\\]*)","timestamp":"[^"]*"}$')
+    if not parent then return end
+    local root = parent
+    if redis.call('EXISTS', base .. ':run:' .. parent) == 0 then root = root_of(base, parent) end
+    if not root then return end
+    redis.call('SET', base .. ':root:' .. run, root, 'PX', 86400000)
+    roots[base .. ':root:' .. run] = root
+    redis.call('HSET', base .. ':run:' .. root, 'sub:' .. run, parent .. '\n' .. agent)
+    return
+  end
+  local root = root_of(base, run)
+  if not root or redis.call('EXISTS', base .. ':run:' .. root) == 0 then return end
+  local record = base .. ':run:' .. root
+  if kind == 'tool_executing' then
+    redis.call('HSET', record, 'sopen:' .. call, run .. '\n' .. tool)
+  elseif kind == 'tool_completed' then
+    redis.call('HDEL', record, 'sopen:' .. call)
+  else
+    redis.call('HDEL', record, 'sub:' .. run)
+  end
+end
 local writer = nil
 -- Numbers are written as strings once (Lua formats a number with sprintf each time it is
 -- joined into a string), and no long string is made per event: Redis's Lua hashes every
@@ -232,26 +266,27 @@ for i = 0, #KEYS / 2 - 1 do
       if recorded[record_key] == nil then
         recorded[record_key] = redis.call('EXISTS', record_key) == 1
       end
-      if recorded[record_key] then
-        if kind == 'agent_started' then
-          redis.call('HSET', record_key, 'started', '1')
-        elseif kind == 'tool_executing' or kind == 'tool_completed' then
-          -- The server writes a tool event as `"type":...,"data":{"tool_call_id":...,
-          -- "tool_name":...`; anything else (an escaped character) is read whole.
-          local call, tool = string.match(rest,
-            '^"type":"[a-z_]+","data":{"tool_call_id":"([^"\\]*)","tool_name":"([^"\\]*)"')
-          if not call then
-            local data = cjson.decode('{' .. rest)['data']
-            call, tool = data['tool_call_id'], data['tool_name']
-          end
-          if kind == 'tool_executing' then
-            redis.call('HSET', record_key, 'open:' .. call, tool)
-          else
-            redis.call('HDEL', record_key, 'open:' .. call)
-          end
-        else
-          redis.call('HSET', record_key, 'ended', '1')
+      local call, tool = nil, nil
+      if kind == 'tool_executing' or kind == 'tool_completed' then
+        -- The server writes a tool event as `"type":...,"data":{"tool_call_id":...,
+        -- "tool_name":...`; anything else (an escaped character) is read whole.
+        call, tool = string.match(rest,
+          '^"type":"[a-z_]+","data":{"tool_call_id":"([^"\\]*)","tool_name":"([^"\\]*)"')
+        if not call then
+          local data = cjson.decode('{' .. rest)['data']
+          call, tool = data['tool_call_id'], data['tool_name']
         end
+      end
+      if not recorded[record_key] then
+        track_sub(base, run, kind, rest, call, tool)
+      elseif kind == 'agent_started' then
+        redis.call('HSET', record_key, 'started', '1')
+      elseif kind == 'tool_executing' then
+        redis.call('HSET', record_key, 'open:' .. call, tool)
+      elseif kind == 'tool_completed' then
+        redis.call('HDEL', record_key, 'open:' .. call)
+      else
+        redis.call('HSET', record_key, 'ended', '1')
       end
     end
   end
