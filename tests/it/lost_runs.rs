@@ -35,15 +35,21 @@ fn scope() -> RunScope {
     }
 }
 
-async fn a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed(
-    redis: &impl SharedRedis,
-) {
+/// A node that will die and a survivor on `redis`, with a bridge on the survivor.
+async fn nodes(redis: &impl SharedRedis) -> (RedisBroker, Arc<RedisBroker>, AgentWebSocketBridge) {
     let config = BridgeConfig::default();
     let connect =
         || RedisBroker::connect(RedisBrokerConfig::new(redis.url(), config.replay_bounds()));
     let (dying, survivor) = (connect().await.unwrap(), Arc::new(connect().await.unwrap()));
     let bridge =
         AgentWebSocketBridge::with_broker(config.clone(), survivor.clone() as Arc<dyn Broker>);
+    (dying, survivor, bridge)
+}
+
+async fn a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed(
+    redis: &impl SharedRedis,
+) {
+    let (dying, survivor, bridge) = nodes(redis).await;
     let alice = user_id("alice");
     let sub = bridge.subscribe(&alice, None).await.unwrap();
 
@@ -160,12 +166,7 @@ async fn a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed(
 /// end before it, each with its open calls closed, and a sub-run that had ended is not ended
 /// again: the stream keeps every lifecycle rule, sub-runs inside their parents.
 async fn a_lost_runs_open_sub_runs_end_before_it(redis: &impl SharedRedis) {
-    let config = BridgeConfig::default();
-    let connect =
-        || RedisBroker::connect(RedisBrokerConfig::new(redis.url(), config.replay_bounds()));
-    let (dying, survivor) = (connect().await.unwrap(), Arc::new(connect().await.unwrap()));
-    let bridge =
-        AgentWebSocketBridge::with_broker(config.clone(), survivor.clone() as Arc<dyn Broker>);
+    let (dying, survivor, bridge) = nodes(redis).await;
     let bob = user_id("bob");
     let sub = bridge.subscribe(&bob, None).await.unwrap();
     let top = scope();
