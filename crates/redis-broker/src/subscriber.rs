@@ -80,13 +80,13 @@ fn reset(shared: &Shared, attached: &Attached, position: StreamPosition) {
 }
 
 /// A message on one of the node's channels.
-async fn on_message(shared: &Shared, message: &redis::Msg) {
+async fn on_message(shared: &Arc<Shared>, message: &redis::Msg) {
     let channel = message.get_channel_name();
     let payload = message.get_payload_bytes();
     if channel == shared.events_channel {
         on_events(shared, payload).await;
     } else if channel == shared.opened_channel {
-        on_opened(shared, payload).await;
+        on_opened(shared, payload);
     } else if channel == shared.node_channel {
         match crate::node_requests::parse_node_request(payload) {
             Some(request) => {
@@ -139,9 +139,11 @@ async fn on_events(shared: &Shared, payload: &[u8]) {
 }
 
 /// A stream started: if this node follows its user on another epoch, the old stream was lost
-/// (and this node's entry in the user's nodes may have been lost with it), so it follows the
-/// user again and catches up, which finds the new epoch.
-async fn on_opened(shared: &Shared, payload: &[u8]) {
+/// (and this node's entry in the user's meta may have been lost with it), so it follows the
+/// user again and catches up, which finds the new epoch. That is done on a task of its own:
+/// a failover can reopen thousands of users' streams at once, and live frames keep flowing
+/// meanwhile (a user's own frames and catch-up meet under its delivery lock).
+fn on_opened(shared: &Arc<Shared>, payload: &[u8]) {
     let Some((user, epoch)) = parse_opened(payload) else {
         tracing::error!("redis broker: a stream announcement is not `<user>\\n<epoch>`; ignored");
         return;
@@ -155,10 +157,13 @@ async fn on_opened(shared: &Shared, payload: &[u8]) {
     {
         return;
     }
-    if let Err(error) = shared.follow(&attached).await {
-        tracing::warn!(%error, %user, "redis broker: cannot follow a user's new stream yet");
-    }
-    catch_up(shared, &attached).await;
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        if let Err(error) = shared.follow(&attached).await {
+            tracing::warn!(%error, user = %attached.user, "redis broker: cannot follow a user's new stream yet");
+        }
+        catch_up(&shared, &attached).await;
+    });
 }
 
 /// How long Redis has to confirm the live connection's subscriptions. Past it the connection
@@ -303,7 +308,7 @@ async fn open(
 /// Serves the broker's commands and Redis's messages on a live connection until it drops
 /// (true) or the broker is dropped (false).
 async fn follow(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     sink: &mut redis::aio::PubSubSink,
     stream: &mut redis::aio::PubSubStream,
     commands: &mut mpsc::UnboundedReceiver<Command>,
