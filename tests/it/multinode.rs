@@ -7,28 +7,17 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use agent_server::config::BrokerChoice;
 use agent_server::server::RunningServer;
 use core_context::SequencedEvent;
 use serde_json::{Value, json};
 
 use crate::redis_cluster_support::{SharedRedis, on_redis_and_cluster};
 use crate::redis_support::RedisServer;
-use crate::server_support::{Client, start_server};
+use crate::server_support::Client;
 
 /// `count` nodes on free ports, all on the Redis at `url`.
 async fn nodes(url: &str, count: usize) -> Vec<RunningServer> {
-    let mut nodes = Vec::new();
-    for _ in 0..count {
-        nodes.push(
-            start_server(|config| {
-                config.broker = BrokerChoice::Redis(url.to_owned());
-                config.start_rate_per_minute = 1_000;
-            })
-            .await,
-        );
-    }
-    nodes
+    crate::redis_support::nodes_on(url, count, |_| {}).await
 }
 
 fn event(frame: Value) -> SequencedEvent {

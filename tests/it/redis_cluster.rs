@@ -7,12 +7,11 @@
 
 use std::time::Duration;
 
-use agent_server::config::BrokerChoice;
 use agent_server::server::RunningServer;
 use serde_json::json;
 
 use crate::redis_cluster_support::{RedisCluster, SharedRedis};
-use crate::server_support::{Client, start_server, token};
+use crate::server_support::{Client, token};
 
 /// What one user's client saw.
 #[derive(Debug, Default)]
@@ -115,17 +114,7 @@ async fn reconnect(addr: std::net::SocketAddr, user: &str, resume: (&str, u64)) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_master_failing_over_mid_stream_loses_nothing_silently() {
     let mut cluster = RedisCluster::start();
-    let mut nodes: Vec<RunningServer> = Vec::new();
-    for _ in 0..2 {
-        let url = cluster.url();
-        nodes.push(
-            start_server(move |config| {
-                config.broker = BrokerChoice::Redis(url);
-                config.start_rate_per_minute = 1_000;
-            })
-            .await,
-        );
-    }
+    let nodes = crate::redis_support::nodes_on(&cluster.url(), 2, |_| {}).await;
     let addrs: Vec<_> = nodes.iter().map(RunningServer::addr).collect();
     let users: Vec<String> = (0..24).map(|u| format!("failover{u:02}")).collect();
     let doomed = cluster.master_of(&format!("agentws:{{{}}}:meta", users[0]));

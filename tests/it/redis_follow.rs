@@ -6,30 +6,20 @@
 
 use std::time::Duration;
 
-use agent_server::config::BrokerChoice;
 use agent_server::server::RunningServer;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::redis_support::RedisServer;
-use crate::server_support::{Client, start_server};
+use crate::server_support::Client;
 
 /// Two nodes on `redis`, with a replay age of `replay_age` (nodes renew their entries every
 /// third of it).
 async fn two_nodes(redis: &RedisServer, replay_age: Duration) -> Vec<RunningServer> {
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let url = redis.url();
-        nodes.push(
-            start_server(move |config| {
-                config.broker = BrokerChoice::Redis(url);
-                config.start_rate_per_minute = 1_000;
-                config.bridge.replay_max_age = replay_age;
-            })
-            .await,
-        );
-    }
-    nodes
+    crate::redis_support::nodes_on(&redis.url(), 2, |config| {
+        config.bridge.replay_max_age = replay_age;
+    })
+    .await
 }
 
 /// The `f:<node>` fields of `user`'s stream meta: the nodes following the user.

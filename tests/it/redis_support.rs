@@ -42,6 +42,27 @@ pub fn binary() -> &'static str {
     }
 }
 
+/// `count` nodes on free ports, all on the Redis (or Redis Cluster) at `url`, each with its
+/// settings then changed by `tune`.
+pub async fn nodes_on(
+    url: &str,
+    count: usize,
+    tune: impl Fn(&mut agent_server::config::ServerConfig),
+) -> Vec<agent_server::server::RunningServer> {
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        nodes.push(
+            crate::server_support::start_server(|config| {
+                config.broker = agent_server::config::BrokerChoice::Redis(url.to_owned());
+                config.start_rate_per_minute = 1_000;
+                tune(config);
+            })
+            .await,
+        );
+    }
+    nodes
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -125,7 +125,7 @@ end
 ///
 /// Redis spends most of a script's time on the calls it makes (each `redis.call` costs about
 /// as much again as its command), so the script makes few per event: the stream's meta is
-/// read once per user per batch (`HMGET`) and written once at its end, its keys' TTL renewed
+/// read once per user per batch (`HGETALL`, followers included) and written once at its end, its keys' TTL renewed
 /// at most every quarter of the TTL (the meta's `renewed`), each run's ended mark and record
 /// checked once per batch, and each following node gets one `PUBLISH` per batch. Its keys are
 /// many users', so on a Redis Cluster the publisher calls it once per slot.
@@ -440,15 +440,15 @@ pub(crate) struct Record<'a> {
 }
 
 impl Record<'_> {
-    /// The frame: `{"seq":<seq>,` and the rest of the event's JSON.
-    pub(crate) fn frame(&self) -> String {
-        let mut frame = String::with_capacity(self.rest.len() + 30);
+    /// Writes the frame, `{"seq":<seq>,` and the rest of the event's JSON, into `frame`
+    /// (emptied first: one buffer serves every record of a message).
+    pub(crate) fn write_frame(&self, frame: &mut String) {
+        frame.clear();
         frame.push_str("{\"seq\":");
         // Writing to a String cannot fail.
-        let _ = std::fmt::Write::write_fmt(&mut frame, format_args!("{}", self.seq));
+        let _ = std::fmt::Write::write_fmt(frame, format_args!("{}", self.seq));
         frame.push(',');
         frame.push_str(self.rest);
-        frame
     }
 }
 
@@ -504,7 +504,9 @@ mod tests {
                 rest: "\"type\":\"x\"}",
             }]
         );
-        assert_eq!(one[0].frame(), "{\"seq\":42,\"type\":\"x\"}");
+        let mut frame = String::from("left over");
+        one[0].write_frame(&mut frame);
+        assert_eq!(frame, "{\"seq\":42,\"type\":\"x\"}");
         let two = parse_events(b"a\nep1\n1\n\"t\":1}\nb\nep2\n7\n\"t\":2}").expect("two records");
         let seen: Vec<_> = two.iter().map(|r| (r.user, r.epoch, r.seq)).collect();
         assert_eq!(seen, [("a", "ep1", 1), ("b", "ep2", 7)]);

@@ -115,36 +115,36 @@ impl Shared {
     }
 
     pub(crate) async fn position(&self, keys: &StreamKeys) -> redis::RedisResult<StreamPosition> {
-        let (epoch, last_seq): (String, u64) = self
-            .scripts
-            .position
-            .key(&keys.meta)
-            .key(&keys.log)
-            .arg(Epoch::generate().as_str())
-            .arg(self.ttl_ms())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(StreamPosition {
-            epoch: Epoch::new(&epoch),
-            last_seq,
-        })
+        self.open_stream(&self.scripts.position, keys, |_| {}).await
     }
 
     /// Follows `attached`'s user from this node (see the follow script) and reads where
     /// their stream stands.
     pub(crate) async fn follow(&self, attached: &Attached) -> redis::RedisResult<StreamPosition> {
-        let keys = &attached.keys;
-        let (epoch, last_seq): (String, u64) = self
-            .scripts
-            .follow
+        self.open_stream(&self.scripts.follow, &attached.keys, |invocation| {
+            invocation.arg(&self.node_id).arg(attached.id.get());
+        })
+        .await
+    }
+
+    /// Runs `script`, one that opens the stream of `keys` if needed (its first arguments: the
+    /// epoch of a stream that starts, the TTL; `more` adds its own) and answers `{epoch, last
+    /// seq}`.
+    async fn open_stream(
+        &self,
+        script: &redis::Script,
+        keys: &StreamKeys,
+        more: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> redis::RedisResult<StreamPosition> {
+        let mut invocation = script.prepare_invoke();
+        invocation
             .key(&keys.meta)
             .key(&keys.log)
             .arg(Epoch::generate().as_str())
-            .arg(self.ttl_ms())
-            .arg(&self.node_id)
-            .arg(attached.id.get())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg(self.ttl_ms());
+        more(&mut invocation);
+        let (epoch, last_seq): (String, u64) =
+            invocation.invoke_async(&mut self.conn.clone()).await?;
         Ok(StreamPosition {
             epoch: Epoch::new(&epoch),
             last_seq,

@@ -118,11 +118,13 @@ async fn on_events(shared: &Shared, payload: &[u8]) {
             .filter_map(|record| Some((attached.get(record.user).cloned()?, record)))
             .collect()
     };
+    let mut text = String::new();
     for (attached, record) in followed {
         let epoch = Epoch::new(record.epoch);
+        record.write_frame(&mut text);
         let frame = Arc::new(Frame {
             seq: record.seq,
-            text: Arc::from(record.frame()),
+            text: Arc::from(text.as_str()),
             published: std::time::Instant::now(),
         });
         if attached.offer(&epoch, &frame) == Offer::Gap {
