@@ -292,6 +292,19 @@ impl Drop for HttpEverything {
 }
 
 pub(crate) fn http_everything() -> HttpEverything {
+    // It listens on every address of a port picked free a moment before; a process of
+    // another test may have taken that port on 127.0.0.1 meanwhile (a Redis answering HTTP
+    // with an error, seen in CI as the TLS front's 502), so the port is checked to be its.
+    for _ in 0..5 {
+        let server = http_everything_once();
+        if answers_http(&server.url) {
+            return server;
+        }
+    }
+    panic!("the HTTP server's port was taken by another process five times");
+}
+
+fn http_everything_once() -> HttpEverything {
     use std::io::{BufRead, BufReader};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -320,6 +333,29 @@ pub(crate) fn http_everything() -> HttpEverything {
         child,
         url: format!("http://127.0.0.1:{port}/mcp"),
     }
+}
+
+/// Whether what answers at `url` (`http://127.0.0.1:PORT/...`) speaks HTTP.
+fn answers_http(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let Some(port) = url
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.split('/').next())
+    else {
+        return false;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect(format!("127.0.0.1:{port}")) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0_u8; 5];
+    stream.read_exact(&mut head).is_ok() && &head == b"HTTP/"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
