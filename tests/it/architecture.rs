@@ -125,7 +125,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
 ];
 
 /// External crates `agent-protocol` may use: serialisation only.
-const PROTOCOL_EXTERNAL: &[&str] = &["serde", "serde_json", "thiserror"];
+/// (`ts-rs` describes the types in TypeScript for the TypeScript client; its derives read
+/// the types only, and these crates never call its file-writing `export`.)
+const PROTOCOL_EXTERNAL: &[&str] = &["serde", "serde_json", "thiserror", "ts-rs"];
 
 /// The longest `.rs` file allowed anywhere in the repository: past it, a file holds two ideas.
 const MAX_FILE_LINES: usize = 600;
@@ -143,6 +145,7 @@ const CORE_CONTEXT_EXTERNAL: &[&str] = &[
     "serde_json",
     "thiserror",
     "tokio-util",
+    "ts-rs",
     "ulid",
 ];
 

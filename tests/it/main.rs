@@ -99,3 +99,4 @@ mod subruns;
 mod support;
 mod thread_slots;
 mod tool_bounds;
+mod ts_client;

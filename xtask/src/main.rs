@@ -27,6 +27,8 @@ commands:
                [--quick] a small load  [--only NAME,...] some faults
   fuzz         run each fuzz target in fuzz/ (cargo-fuzz, libFuzzer, stable: no sanitizer)
                [SECONDS] per target (default 60)
+  ts-types     write clients/typescript/src/protocol.ts again from the protocol's Rust
+               types (agent-protocol's tests fail while the committed file differs)
   help         print this message";
 
 fn main() -> ExitCode {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        "ts-types" => workspace::root().and_then(|root| ts_types(&root)),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -100,6 +103,37 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Writes the TypeScript declarations of the protocol: agent-protocol's drift test, run
+/// with `AGENT_ENGINE_WRITE_TS=1`, writes the file instead of comparing it.
+fn ts_types(root: &std::path::Path) -> Result<bool, Error> {
+    let args = [
+        "test",
+        "-p",
+        "agent-protocol",
+        "--lib",
+        "--",
+        "--exact",
+        "typescript::tests::the_committed_typescript_types_are_what_the_rust_types_give",
+    ];
+    let command = format!("AGENT_ENGINE_WRITE_TS=1 cargo {}", args.join(" "));
+    println!("ts-types: {command}");
+    let status =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(args)
+            .env("AGENT_ENGINE_WRITE_TS", "1")
+            .current_dir(root)
+            .status()
+            .map_err(|source| Error::Spawn {
+                step: "ts-types",
+                command,
+                source,
+            })?;
+    if status.success() {
+        println!("ts-types: wrote clients/typescript/src/protocol.ts");
+    }
+    Ok(status.success())
 }
 
 /// Runs the ssot-check on the workspace and says whether it is clean; the check prints the

@@ -27,13 +27,14 @@ const KNOWN_TYPES: &str =
 pub const MAX_TOOL_CALL_ID_LEN: usize = 128;
 
 /// A valid client frame. Serialising it gives its wire form.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     /// Start an agent run (legacy `user_message` / `chat` frames parse to this too).
     StartAgent {
         /// Echoed in the reply.
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
         request_id: Option<String>,
         /// What to run.
         payload: StartAgent,
@@ -42,6 +43,7 @@ pub enum ClientFrame {
     CancelRun {
         /// Echoed in an error reply.
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
         request_id: Option<String>,
         /// Which run.
         payload: CancelRun,
@@ -50,6 +52,7 @@ pub enum ClientFrame {
     ResolveApproval {
         /// Echoed in an error reply.
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
         request_id: Option<String>,
         /// Which call, and the decision.
         payload: ResolveApproval,
@@ -59,7 +62,7 @@ pub enum ClientFrame {
 }
 
 /// The payload of `resolve_approval`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct ResolveApproval {
     /// The paused run.
     pub run_id: RunId,
@@ -71,7 +74,7 @@ pub struct ResolveApproval {
 }
 
 /// The payload of `start_agent`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct StartAgent {
     /// The agent's registered name.
     pub agent: String,
@@ -79,17 +82,20 @@ pub struct StartAgent {
     pub message: String,
     /// The thread to continue, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub thread_id: Option<ThreadId>,
     /// Agent-specific options, handed to the agent as they are.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub input: Option<Map<String, Value>>,
     /// What to do with the thread's live run, if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub multitask: Option<Multitask>,
 }
 
 /// The payload of `cancel_run`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct CancelRun {
     /// The run to cancel.
     pub run_id: RunId,

@@ -18,6 +18,29 @@ macro_rules! error_codes {
             Other(String),
         }
 
+        /// In TypeScript: the known codes, or any other string (from a newer server).
+        impl ts_rs::TS for ErrorCode {
+            type WithoutGenerics = Self;
+            type OptionInnerType = Self;
+
+            fn name(_: &ts_rs::Config) -> String {
+                "ErrorCode".to_owned()
+            }
+
+            fn inline(_: &ts_rs::Config) -> String {
+                let known: Vec<String> = Self::KNOWN.iter().map(|c| format!("\"{c}\"")).collect();
+                format!("{} | (string & {{}})", known.join(" | "))
+            }
+
+            fn decl(cfg: &ts_rs::Config) -> String {
+                format!("type ErrorCode = {};", Self::inline(cfg))
+            }
+
+            fn docs() -> Option<String> {
+                Some("/** The `code` of an `error` frame (and of HTTP refusals' `error`). */\n".to_owned())
+            }
+        }
+
         impl ErrorCode {
             /// The code as it is written on the wire.
             pub fn as_str(&self) -> &str {
@@ -139,6 +162,9 @@ macro_rules! close_codes {
         }
 
         impl CloseCode {
+            /// Every code this version names, by its variant's name.
+            pub const KNOWN: &'static [(&'static str, u16)] = &[$((stringify!($variant), $code)),*];
+
             /// The close frame's code.
             pub fn code(self) -> u16 {
                 match self {

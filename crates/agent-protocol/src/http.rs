@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::codes::ErrorCode;
 
 /// The body of every HTTP refusal: `{"error": code, "message": text}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 pub struct HttpError {
     /// What kind of refusal (`unauthorized`, `bad_request`, `too_many_connections`, ...).
     pub error: ErrorCode,
@@ -16,14 +16,14 @@ pub struct HttpError {
 }
 
 /// `POST /dev/token` request body (served only when the server generated its secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 pub struct DevTokenRequest {
     /// The user to sign a token for.
     pub user: String,
 }
 
 /// `POST /dev/token` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 pub struct DevTokenResponse {
     // Fields in the order the server has always written them (alphabetical), so the
     // answer stays the same bytes.

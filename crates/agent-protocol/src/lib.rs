@@ -9,6 +9,7 @@
 //!   ([`CloseCode`]), as enums whose wire strings and numbers never change.
 //! - [`resume`]: the resume parameters of the connect URL and the outcome the server reports.
 //! - [`http`]: the JSON bodies of the HTTP side (refusals, dev tokens).
+//! - [`typescript`]: all of these as TypeScript declarations, for the TypeScript client.
 //!
 //! Events themselves are [`core_context::SequencedEvent`]: the engine's vocabulary is the
 //! wire's, defined once in `core-context` and re-exported here.
@@ -22,6 +23,7 @@ pub mod codes;
 pub mod http;
 pub mod resume;
 pub mod server_frames;
+pub mod typescript;
 
 pub use client_frames::{
     CancelRun, ClientFrame, ProtocolError, ResolveApproval, StartAgent, parse_client_frame,

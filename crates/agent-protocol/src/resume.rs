@@ -62,7 +62,7 @@ impl ResumeParams {
 }
 
 /// Why a resume could not replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum ResumeFailure {
     /// Events after `after_seq` have already left the replay log.
@@ -96,7 +96,7 @@ impl fmt::Display for ResumeFailure {
 }
 
 /// The result of a resume, as `connection_established.resume` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ResumeStatus {
     /// Every event after `after_seq` is queued ahead of live ones.

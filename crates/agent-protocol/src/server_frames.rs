@@ -11,7 +11,7 @@ use crate::codes::ErrorCode;
 use crate::resume::{Epoch, ResumeStatus};
 
 /// A frame the server sends that is not part of the user's event stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// The first frame of every connection.
@@ -64,6 +64,8 @@ pub enum ServerFrame {
         /// For `budget_exceeded`: the budget in the way, what remains of it and when it
         /// resets (`budget`, `remaining`, `resets_at`).
         #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        // TypeScript cannot flatten an optional object: `ErrorFrame` there adds these fields.
+        #[ts(skip)]
         shortfall: Option<Shortfall>,
     },
     /// The answer to `ping`.

@@ -50,7 +50,7 @@ pub struct PendingCall {
 }
 
 /// What was decided about a waiting tool call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
     /// Run the tool with the arguments the agent asked for.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::time::Timestamp;
 
 /// The budget a user's runs used up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetKind {
     /// Prompt and answer tokens per period (`--token-budget-per-user`).
@@ -32,7 +32,7 @@ impl BudgetKind {
 }
 
 /// An amount of a budget: tokens, or US dollars.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(untagged)]
 pub enum Amount {
     /// Tokens.
@@ -58,7 +58,7 @@ pub struct Exhausted {
 
 /// What a run refused for its user's budget (`budget_exceeded`) is told besides the message:
 /// the budget in the way, what remains of it (nothing), and when it resets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 pub struct Shortfall {
     /// The budget in the way.
     pub budget: BudgetKind,

@@ -36,7 +36,7 @@ pub mod error_code {
 }
 
 /// The `type` and `data` of an event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum EventKind {
     /// The run began. Always the first event of a run.
@@ -188,7 +188,7 @@ impl EventKind {
 }
 
 /// One event of one run, as emitted (before the bridge gives it a `seq`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 pub struct AgentEvent {
     /// What happened.
     #[serde(flatten)]
@@ -207,7 +207,7 @@ pub struct AgentEvent {
 }
 
 /// An event with its per-user sequence number: exactly one server-to-client event frame.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 pub struct SequencedEvent {
     /// Position in the user's stream; increases by exactly 1 per event within an epoch.
     pub seq: u64,

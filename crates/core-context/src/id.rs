@@ -132,7 +132,7 @@ pub fn validate(kind: &'static str, value: &str) -> Result<(), IdError> {
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $prefix:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, ts_rs::TS)]
         pub struct $name(Arc<str>);
 
         impl $name {

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A strategy for a message sent into a thread whose run is still live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum Multitask {
     /// Refuse the new message (`thread_busy`).

@@ -7,8 +7,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A point in time that serialises as RFC 3339 UTC with microseconds
 /// (`2026-11-24T10:00:00.123456Z`), so clients can measure delivery latency.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(SystemTime);
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ts_rs::TS)]
+pub struct Timestamp(#[ts(type = "string")] SystemTime);
 
 impl Timestamp {
     /// The current time.

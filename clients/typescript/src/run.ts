@@ -1,0 +1,138 @@
+/**
+ * Runs as the client follows them: each run's handle, and the bookkeeping that delivers
+ * every event of a run exactly once and in order, across reconnects and failed resumes.
+ */
+import { AsyncQueue } from "./queue.js";
+import type { AgentEvent, RunId, ThreadId } from "./protocol.js";
+import { TERMINAL_TYPES } from "./protocol.js";
+
+/**
+ * An event as the client delivers it: the stream's frame, with its `seq`. Events recovered
+ * from the history after a failed resume have no `seq` (they were never on this stream) and
+ * carry `recovered: true`.
+ */
+export type StreamEvent = AgentEvent & { seq?: number; recovered?: true };
+
+/** The events that end a run. */
+export type TerminalEvent = Extract<StreamEvent, { type: (typeof TERMINAL_TYPES)[number] }>;
+
+/** An event of one type, e.g. `EventOf<"tool_executing">`. */
+export type EventOf<T extends StreamEvent["type"]> = Extract<StreamEvent, { type: T }>;
+
+/** Whether `event` ends its run. */
+export function isTerminal(event: StreamEvent): event is TerminalEvent {
+  return (TERMINAL_TYPES as readonly string[]).includes(event.type);
+}
+
+/**
+ * What names an event across the live stream and the history (which has no `seq`): its run,
+ * type, time and data. Two events of one run never share all four.
+ */
+export function eventKey(event: AgentEvent): string {
+  const data = canonical((event as { data?: unknown }).data ?? null);
+  return `${event.run_id}\u0000${event.type}\u0000${event.timestamp}\u0000${data}`;
+}
+
+/**
+ * JSON text with every object's keys sorted: the history may keep an event's data with its
+ * keys in another order than the live frame had them.
+ */
+export function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.keys(value as object)
+      .sort()
+      .map((key) => `${JSON.stringify(key)}:${canonical((value as Record<string, unknown>)[key])}`);
+    return `{${entries.join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+/** A run started by this client: its ids, its events and its end. */
+export interface RunHandle {
+  readonly runId: RunId;
+  readonly threadId: ThreadId;
+  /** Whether the run waits before it starts (behind its thread's run, or for a run slot). */
+  readonly queued: boolean;
+  /**
+   * The run's events (its sub-runs' too: they carry `parent_run_id`), each exactly once and
+   * in order, across reconnects; the iteration ends after the terminal event. One reader.
+   */
+  readonly events: AsyncIterableIterator<StreamEvent>;
+  /** The run's terminal event (`agent_completed`, `agent_error` or `agent_cancelled`). */
+  readonly result: Promise<TerminalEvent>;
+  /** Asks the server to cancel the run; it then ends with `agent_cancelled`. */
+  cancel(): Promise<void>;
+}
+
+/** The most events kept for a run nobody has claimed yet (another tab's run). */
+const EARLY_LIMIT = 10_000;
+
+/** One top-level run the client follows, with its sub-runs. */
+export class RunTracker {
+  /** Keys of the events delivered, to never deliver one twice. */
+  readonly delivered = new Set<string>();
+  /** Events that arrived before a handle claimed the run (run_accepted can come after them). */
+  private early: StreamEvent[] = [];
+  /** Live events held back while the history fills the gap of a failed resume. */
+  held: StreamEvent[] = [];
+  /** Whether a failed resume is being recovered from the history. */
+  recovering = false;
+  /** Whether the terminal event was delivered. */
+  ended = false;
+  private queue: AsyncQueue<StreamEvent> | undefined;
+  private settle: ((event: TerminalEvent) => void) | undefined;
+  private fail: ((error: Error) => void) | undefined;
+
+  constructor(
+    readonly runId: RunId,
+    public threadId: ThreadId | undefined,
+  ) {}
+
+  /** Makes the handle's queue and result; events that came first are queued at once. */
+  claim(): { events: AsyncQueue<StreamEvent>; result: Promise<TerminalEvent> } {
+    const events = new AsyncQueue<StreamEvent>();
+    const result = new Promise<TerminalEvent>((resolve, reject) => {
+      this.settle = resolve;
+      this.fail = reject;
+    });
+    // A caller that awaits only `events` must not see an unhandled rejection on close.
+    result.catch(() => undefined);
+    this.queue = events;
+    for (const event of this.early) this.push(event);
+    this.early = [];
+    return { events, result };
+  }
+
+  /**
+   * Delivers `event` unless it was delivered before; returns whether it was. Events are
+   * held back while recovering, unless `fromHistory`.
+   */
+  offer(event: StreamEvent, fromHistory = false): boolean {
+    if (this.recovering && !fromHistory) {
+      this.held.push(event);
+      return false;
+    }
+    const key = eventKey(event);
+    if (this.delivered.has(key) || this.ended) return false;
+    this.delivered.add(key);
+    if (this.queue) this.push(event);
+    else if (this.early.length < EARLY_LIMIT) this.early.push(event);
+    if (event.run_id === this.runId && isTerminal(event)) this.ended = true;
+    return true;
+  }
+
+  /** Ends a handle whose client closed before the run did. */
+  abandon(error: Error): void {
+    this.queue?.end();
+    this.fail?.(error);
+  }
+
+  private push(event: StreamEvent): void {
+    this.queue?.push(event);
+    if (event.run_id === this.runId && isTerminal(event)) {
+      this.queue?.end();
+      this.settle?.(event);
+    }
+  }
+}
