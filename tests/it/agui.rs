@@ -39,9 +39,22 @@ pub(crate) async fn events(
     response: &mut reqwest::Response,
     until: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
+    events_with_ids(response, until)
+        .await
+        .into_iter()
+        .map(|(_, event)| event)
+        .collect()
+}
+
+/// [`events`], each with its `id:` (if it has one).
+pub(crate) async fn events_with_ids(
+    response: &mut reqwest::Response,
+    until: impl Fn(&[Value]) -> bool,
+) -> Vec<(Option<String>, Value)> {
     let mut buffer = String::new();
-    let mut out = Vec::new();
-    while !until(&out) {
+    let mut out: Vec<(Option<String>, Value)> = Vec::new();
+    let mut seen: Vec<Value> = Vec::new();
+    while !until(&seen) {
         let chunk = tokio::time::timeout(Duration::from_secs(15), response.chunk())
             .await
             .expect("an event within 15 s")
@@ -50,9 +63,15 @@ pub(crate) async fn events(
         buffer.push_str(std::str::from_utf8(&chunk).unwrap());
         while let Some(end) = buffer.find("\n\n") {
             let block: String = buffer.drain(..end + 2).collect();
+            let id = block
+                .lines()
+                .find_map(|line| line.strip_prefix("id: "))
+                .map(str::to_owned);
             for line in block.lines() {
                 if let Some(data) = line.strip_prefix("data: ") {
-                    out.push(serde_json::from_str(data).unwrap());
+                    let event: Value = serde_json::from_str(data).unwrap();
+                    seen.push(event.clone());
+                    out.push((id.clone(), event));
                 }
             }
         }
@@ -152,7 +171,7 @@ async fn an_agui_run_streams_its_events_and_shows_on_the_users_socket_only() {
     let addr = server.addr();
     let mut alice = Client::user(addr, "alice").await;
     let mut bob = Client::user(addr, "bob").await;
-    let options = json!({"thinking": 1, "tools": 1, "chunks": 2});
+    let options = json!({"thinking": 1, "tools": 1, "chunks": 2, "rawEvent": true});
     let mut response = post(
         addr,
         "synthetic",

@@ -16,10 +16,11 @@
 //! | `approval_resolved` | nothing (a resumed run's response shows the decided calls' `TOOL_CALL_*`) |
 //! | `message_received` (the run took a message sent while it ran) | `CUSTOM` `agent-engine.message_received` (value: `{message}`) |
 //!
-//! A sub-run's events carry `subagentRunId` (its run id). Every mapped event carries the
-//! engine's frame as `rawEvent` (with its `seq`) and its time as `timestamp` (ms), so a
-//! client that knows this server can resume the user's stream or read the run from the
-//! history API. `docs/agui.md` gives the inverse.
+//! A sub-run's events carry `subagentRunId` (its run id). The first AG-UI event of each
+//! engine event carries the engine event's time as `timestamp` (ms; the others of the same
+//! engine event happened then too), and when the client asked for it
+//! ([`Mapper::with_raw_events`]) every mapped event carries the engine's frame as `rawEvent`
+//! (with its `seq`). `docs/agui.md` gives the inverse.
 
 use std::collections::{HashMap, HashSet};
 
@@ -46,8 +47,10 @@ pub struct Mapper {
     open_text: HashMap<String, String>,
     /// The runs that streamed answer text (their answer is not sent again at their end).
     streamed: HashSet<String>,
-    /// Message ids are the run's id and a counter: unique within the stream.
+    /// Message ids end with a counter: unique within the stream.
     next_id: u64,
+    /// Whether mapped events carry the engine's frame as `rawEvent`.
+    raw_events: bool,
 }
 
 impl Mapper {
@@ -59,7 +62,15 @@ impl Mapper {
             open_text: HashMap::new(),
             streamed: HashSet::new(),
             next_id: 0,
+            raw_events: false,
         }
+    }
+
+    /// Mapped events carry the engine's frame as `rawEvent` (`forwardedProps.rawEvent`).
+    #[must_use]
+    pub fn with_raw_events(mut self, on: bool) -> Self {
+        self.raw_events = on;
+        self
     }
 
     /// The events that open the stream once the run is accepted.
@@ -138,7 +149,7 @@ impl Mapper {
             }
         }
         let at = unix_ms(event);
-        for mapped in &mut out {
+        for (index, mapped) in out.iter_mut().enumerate() {
             if let Some(sub) = &sub
                 && !mapped["type"]
                     .as_str()
@@ -146,8 +157,13 @@ impl Mapper {
             {
                 mapped["subagentRunId"] = json!(sub);
             }
-            mapped["timestamp"] = json!(at);
-            mapped["rawEvent"] = raw.clone();
+            // The AG-UI events of one engine event happened at its time: the first says when.
+            if index == 0 {
+                mapped["timestamp"] = json!(at);
+            }
+            if self.raw_events {
+                mapped["rawEvent"] = raw.clone();
+            }
         }
         out
     }
@@ -166,9 +182,15 @@ impl Mapper {
         out
     }
 
+    /// A message id unique in the thread: the random part of the run id's ULID (80 bits; the
+    /// whole id for an id of another form) and a counter. Short, as it is in most events.
     fn message_id(&mut self, run: &str) -> String {
         self.next_id += 1;
-        format!("{run}.{}", self.next_id)
+        let ulid = run
+            .strip_prefix("run_")
+            .filter(|u| u.len() == 26 && u.is_ascii());
+        let unique = ulid.map_or(run, |u| &u[10..]);
+        format!("{unique}.{}", self.next_id)
     }
 
     fn chunk(&mut self, run: &str, delta: &str, out: &mut Vec<Value>) {

@@ -33,36 +33,19 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use core_context::multitask::Multitask;
 use core_context::{RunId, ThreadId, UserId};
 use run_service::{RunRequest, RunService};
 use serde::Deserialize as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use ws_bridge::Subscription;
 
 use crate::app::Live;
-use agui_protocol::{ClientIds, Mapper};
+use agui_protocol::{Mapper, Position, Positions};
 use http_guard::bearer::refuse;
 use server_metrics::Metrics;
 
 /// The largest request body: a `RunAgentInput` carries the conversation so far.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// An id of the client's (`threadId`, `runId`) at most, in bytes.
-const MAX_ID_BYTES: usize = 256;
-
-/// What the server takes from a valid `RunAgentInput`.
-#[derive(Debug)]
-struct Input {
-    ids: ClientIds,
-    message: String,
-    thread: Option<ThreadId>,
-    options: Option<Map<String, Value>>,
-    /// The answers to a paused run's interrupts, when this input resumes it.
-    resume: Option<Vec<agui_protocol::Answer>>,
-    /// `forwardedProps.multitask`: what to do with the thread's live run.
-    multitask: Option<Multitask>,
-}
 
 /// `POST /agui/{agent}`.
 pub(crate) async fn run(
@@ -82,7 +65,8 @@ pub(crate) async fn run(
             (e.status(), message)
         })
         .and_then(|Json(body)| {
-            input(&body, live.config.max_frame_bytes).map_err(|m| (StatusCode::BAD_REQUEST, m))
+            agui_protocol::input(&body, live.config.max_frame_bytes)
+                .map_err(|m| (StatusCode::BAD_REQUEST, m))
         }) {
         Ok(input) => input,
         Err((status, message)) => return refuse(status, ErrorCode::BadRequest, message),
@@ -119,17 +103,21 @@ pub(crate) async fn run(
             return crate::wire::refused_http(refusal);
         }
     };
-    let mapper = Mapper::new(input.ids, accepted.run_id.as_str());
+    let mapper = Mapper::new(input.ids, accepted.run_id.as_str()).with_raw_events(input.raw_events);
+    let start = subscription.last_seq();
     let opening = mapper.started(
         accepted.thread_id.as_str(),
         subscription.epoch().as_str(),
-        subscription.last_seq(),
+        start,
     );
+    let mut positions = Positions::new(start);
+    let pending = opening.into_iter().map(|e| (positions.next(start), e));
     let stream = RunStream {
         subscription,
         mapper,
         tree: HashSet::from([accepted.run_id.to_string()]),
-        pending: opening.into(),
+        pending: pending.collect(),
+        positions,
         done: false,
         paused: false,
         metrics: live.metrics,
@@ -182,117 +170,15 @@ async fn resume(
     })
 }
 
-/// Reads a `RunAgentInput`; the error names the field and what is allowed.
-fn input(body: &Value, max_message_bytes: usize) -> Result<Input, String> {
-    let id = |field: &str| -> Result<String, String> {
-        match body.get(field) {
-            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_ID_BYTES => Ok(id.clone()),
-            Some(Value::String(_)) => Err(format!("`{field}` must be 1 to {MAX_ID_BYTES} bytes")),
-            Some(_) => Err(format!("`{field}` must be a string")),
-            None => Err(format!(
-                "`{field}` is missing (RunAgentInput needs threadId, runId and messages)"
-            )),
-        }
-    };
-    if !body.is_object() {
-        return Err("the body must be a JSON object (a RunAgentInput)".into());
-    }
-    let ids = ClientIds {
-        thread_id: id("threadId")?,
-        run_id: id("runId")?,
-    };
-    let resume = match body.get("resume") {
-        None | Some(Value::Null) => None,
-        Some(resume) => Some(agui_protocol::answers(resume)?),
-    };
-    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
-        return Err("`messages` must be an array of messages, the user's last".into());
-    };
-    if resume.is_some() {
-        // The answers are the input: the messages are the conversation so far.
-        return Ok(Input {
-            ids,
-            message: String::new(),
-            thread: None,
-            options: None,
-            resume,
-            multitask: None,
-        });
-    }
-    let Some(last) = messages.last() else {
-        return Err("`messages` is empty: the last message must be the user's".into());
-    };
-    if last.get("role").and_then(Value::as_str) != Some("user") {
-        return Err(
-            "the last of `messages` must have role \"user\": it is what the agent answers".into(),
-        );
-    }
-    let message = text_of(last.get("content"))?;
-    if message.trim().is_empty() {
-        return Err("the user's message is empty: send some text for the agent".into());
-    }
-    if message.len() > max_message_bytes {
-        return Err(format!(
-            "the user's message is {} bytes; the limit is {max_message_bytes}",
-            message.len()
-        ));
-    }
-    let mut options = match body.get("forwardedProps") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(props)) => Some(props.clone()),
-        Some(_) => return Err("`forwardedProps` must be an object (the agent's options)".into()),
-    };
-    let multitask = match options.as_mut().and_then(|o| o.remove("multitask")) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(name)) => Some(Multitask::parse(&name).ok_or_else(|| {
-            format!(
-                "`forwardedProps.multitask` {name:?} is not a strategy; use one of {}",
-                Multitask::NAMES.join(", ")
-            )
-        })?),
-        Some(_) => return Err("`forwardedProps.multitask` must be a string".into()),
-    };
-    let thread = ThreadId::parse(&ids.thread_id).ok();
-    Ok(Input {
-        ids,
-        message,
-        thread,
-        options,
-        resume: None,
-        multitask,
-    })
-}
-
-/// A message's content as text: a string, or text parts joined.
-fn text_of(content: Option<&Value>) -> Result<String, String> {
-    match content {
-        Some(Value::String(text)) => Ok(text.clone()),
-        Some(Value::Array(parts)) => {
-            let mut text = String::new();
-            for part in parts {
-                match (part.get("type").and_then(Value::as_str), part.get("text")) {
-                    (Some("text"), Some(Value::String(piece))) => text.push_str(piece),
-                    (kind, _) => {
-                        return Err(format!(
-                            "the user's message has a {} part; this server takes text only",
-                            kind.unwrap_or("untyped")
-                        ));
-                    }
-                }
-            }
-            Ok(text)
-        }
-        _ => Err("the user's message has no `content` (a string or text parts)".into()),
-    }
-}
-
 /// The run's events, as AG-UI events, until the run ends.
 struct RunStream {
     subscription: Subscription,
     mapper: Mapper,
     /// The run and its sub-runs (a sub-run's events name their parent).
     tree: HashSet<String>,
-    pending: VecDeque<Value>,
+    /// Events to send, with their positions (their `id`).
+    pending: VecDeque<(Position, Value)>,
+    positions: Positions,
     done: bool,
     /// The run paused for approvals: the response ends with its interrupts.
     paused: bool,
@@ -304,8 +190,11 @@ impl RunStream {
     fn into_events(self) -> impl futures::Stream<Item = Result<Event, Infallible>> {
         futures::stream::unfold(self, |mut stream| async move {
             loop {
-                if let Some(event) = stream.pending.pop_front() {
-                    return Some((Ok(Event::default().data(event.to_string())), stream));
+                if let Some((position, event)) = stream.pending.pop_front() {
+                    let event = Event::default()
+                        .id(position.to_string())
+                        .data(event.to_string());
+                    return Some((Ok(event), stream));
                 }
                 if stream.done {
                     return None;
@@ -324,8 +213,9 @@ impl RunStream {
                             }
                             _ => "shutting_down",
                         };
-                        stream.pending.push_back(json!({"type": "RUN_ERROR", "code": code,
-                            "message": "the server stopped sending this run's events; the run is cancelled"}));
+                        let error = json!({"type": "RUN_ERROR", "code": code,
+                            "message": "the server stopped sending this run's events; the run is cancelled"});
+                        stream.push(None, [error]);
                         stream.done = true;
                     }
                 }
@@ -362,7 +252,8 @@ impl RunStream {
             }
         };
         let event = &sequenced.event;
-        self.pending.extend(self.mapper.map(event, &raw));
+        let mapped = self.mapper.map(event, &raw);
+        self.push(Some(sequenced.seq), mapped);
         if event.run_id == self.guard.run
             && matches!(
                 event.kind,
@@ -379,6 +270,14 @@ impl RunStream {
 }
 
 impl RunStream {
+    /// Queues AG-UI events mapped from the engine event `seq` (`None`: the server's own).
+    fn push(&mut self, seq: Option<u64>, events: impl IntoIterator<Item = Value>) {
+        let seq = seq.unwrap_or_else(|| self.positions.seq());
+        for event in events {
+            self.pending.push_back((self.positions.next(seq), event));
+        }
+    }
+
     /// Ends the response of a run that paused: `RUN_FINISHED` with one interrupt per call it
     /// waits on (all saved before the first `approval_requested`). The run is not cancelled
     /// when the response ends: it waits for its answers.
@@ -390,8 +289,9 @@ impl RunStream {
         let waiting = match runs.pending_approvals(&self.guard.user).await {
             Ok(waiting) => waiting,
             Err(refusal) => {
-                self.pending.push_back(json!({"type": "RUN_ERROR", "code": refusal.code,
-                    "message": format!("the run waits for approvals, which cannot be read now: {}", refusal.message)}));
+                let error = json!({"type": "RUN_ERROR", "code": refusal.code,
+                    "message": format!("the run waits for approvals, which cannot be read now: {}", refusal.message)});
+                self.push(None, [error]);
                 return;
             }
         };
@@ -414,7 +314,8 @@ impl RunStream {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        self.pending.extend(self.mapper.interrupted(interrupts, at));
+        let end = self.mapper.interrupted(interrupts, at);
+        self.push(None, end);
     }
 }
 

@@ -25,7 +25,7 @@ fn mapped(frames: &[Value]) -> Vec<Value> {
         thread_id: "client-thread".into(),
         run_id: "client-run".into(),
     };
-    let mut mapper = Mapper::new(ids, TOP);
+    let mut mapper = Mapper::new(ids, TOP).with_raw_events(true);
     let mut out = Vec::new();
     for raw in frames {
         let event: SequencedEvent = serde_json::from_value(raw.clone()).unwrap();
@@ -196,9 +196,14 @@ fn runs_map_to_agui_events_in_order() {
     for (what, frames, expected) in answer_cases().into_iter().chain(other_cases()) {
         let events = mapped(&frames);
         assert_eq!(types(&events), expected, "{what}");
+        let mut last_raw = None;
         for event in &events {
-            assert!(
+            // The first AG-UI event of each engine event says when it happened.
+            let first = last_raw != Some(&event["rawEvent"]);
+            last_raw = Some(&event["rawEvent"]);
+            assert_eq!(
                 event["timestamp"].as_u64().is_some_and(|t| t > 0),
+                first,
                 "{what}: {event}"
             );
             assert!(
@@ -255,4 +260,25 @@ fn fields_carry_the_clients_ids_and_the_engines_detail() {
         finished["usage"],
         json!([{"inputTokens": 10, "outputTokens": 2, "totalTokens": 12}])
     );
+}
+
+#[test]
+fn the_engines_frame_is_carried_only_on_request() {
+    let frames = [
+        frame(1, TOP, "agent_started", json!({"message": "hi"})),
+        frame(2, TOP, "agent_response_chunk", json!({"delta": "hello"})),
+    ];
+    let ids = ClientIds {
+        thread_id: "t".into(),
+        run_id: "r".into(),
+    };
+    let mut plain = Mapper::new(ids, TOP);
+    for raw in &frames {
+        let event: SequencedEvent = serde_json::from_value(raw.clone()).unwrap();
+        for mapped in plain.map(&event.event, raw) {
+            assert!(mapped.get("rawEvent").is_none(), "{mapped}");
+        }
+    }
+    let with_raw = mapped(&frames);
+    assert!(with_raw.iter().all(|e| e["rawEvent"]["seq"].is_u64()));
 }
