@@ -239,7 +239,8 @@ async fn an_agui_run_streams_its_events_and_shows_on_the_users_socket_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_request_cancels_the_run() {
-    let server = start_server(|c| c.synthetic_agent = true).await;
+    // After the grace a continuation of the response would have had (none comes).
+    let server = start_server(|c| c.agui_reattach = Duration::from_secs(1)).await;
     let addr = server.addr();
     let mut alice = Client::user(addr, "alice").await;
     let options = json!({"thinking": 1, "tools": 0, "chunks": 0, "hang": true});
@@ -324,6 +325,7 @@ async fn agui_runs_are_bounded_like_socket_runs() {
         c.engine.max_concurrent_runs = 1;
         c.engine.max_queued_runs = 0;
         c.bridge.send_queue_events = 16;
+        c.agui_reattach = Duration::from_secs(1);
     })
     .await;
     let addr = server.addr();

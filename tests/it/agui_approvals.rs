@@ -6,7 +6,6 @@
 //! answer. The decision shows on the user's socket too.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
@@ -29,11 +28,6 @@ impl Lines {
 }
 
 async fn approve_with_client(addr: SocketAddr, user: &str, message: &str, payload: Value) -> Lines {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agui-client");
-    assert!(
-        dir.join("node_modules/@ag-ui/client").exists(),
-        "the AG-UI client is not installed: npm ci --prefix tests/agui-client (.ci/run does)"
-    );
     let args = vec![
         "approve.mjs".to_owned(),
         format!("http://{addr}/agui/assistant"),
@@ -42,24 +36,14 @@ async fn approve_with_client(addr: SocketAddr, user: &str, message: &str, payloa
         message.to_owned(),
         payload.to_string(),
     ];
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .args(&args)
-            .current_dir(dir)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node runs");
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let (stdout, stderr) = crate::agui_client::node_script(args).await;
     let lines: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
         .collect();
     assert!(
         lines.iter().all(|l| l.get("failed").is_none()),
-        "the client failed: {lines:?}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
+        "the client failed: {lines:?}\nstderr: {stderr}"
     );
     Lines(lines)
 }

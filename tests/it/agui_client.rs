@@ -41,29 +41,14 @@ impl Seen {
     }
 }
 
-/// Runs the client: `agent` on `addr` as `user` (no token for `None`).
-pub(crate) async fn run(
-    addr: SocketAddr,
-    agent: &str,
-    user: Option<&str>,
-    message: &str,
-    props: Value,
-    abort_at: &str,
-) -> Seen {
+/// Runs `node` with `args` (a script of `tests/agui-client` and its arguments) to its end;
+/// what it printed on stdout and stderr.
+pub(crate) async fn node_script(args: Vec<String>) -> (String, String) {
     let dir = client_dir();
     assert!(
         dir.join("node_modules/@ag-ui/client").exists(),
         "the AG-UI client is not installed: npm ci --prefix tests/agui-client (.ci/run does)"
     );
-    let args = vec![
-        "run.mjs".to_owned(),
-        format!("http://{addr}/agui/{agent}"),
-        user.map(token).unwrap_or_default(),
-        format!("thread-{}", core_context::RunId::generate()),
-        message.to_owned(),
-        props.to_string(),
-        abort_at.to_owned(),
-    ];
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
             .args(&args)
@@ -73,8 +58,31 @@ pub(crate) async fn run(
     .await
     .unwrap()
     .expect("node runs (apt-get install nodejs)");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs the client: `agent` on `addr` as `user` (no token for `None`).
+pub(crate) async fn run(
+    addr: SocketAddr,
+    agent: &str,
+    user: Option<&str>,
+    message: &str,
+    props: Value,
+    abort_at: &str,
+) -> Seen {
+    let args = vec![
+        "run.mjs".to_owned(),
+        format!("http://{addr}/agui/{agent}"),
+        user.map(token).unwrap_or_default(),
+        format!("thread-{}", core_context::RunId::generate()),
+        message.to_owned(),
+        props.to_string(),
+        abort_at.to_owned(),
+    ];
+    let (stdout, stderr) = node_script(args).await;
     let mut events = Vec::new();
     let mut end = Value::Null;
     for line in stdout.lines() {
@@ -168,7 +176,8 @@ async fn the_reference_client_runs_tools_streams_answers_and_reports_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborting_cancels_and_two_users_at_once_get_only_their_own_runs() {
-    let server = start_server(|c| c.synthetic_agent = true).await;
+    // An aborted response cancels its run after the grace a continuation would have had.
+    let server = start_server(|c| c.agui_reattach = std::time::Duration::from_secs(1)).await;
     let addr = server.addr();
     let mut alice = Client::user(addr, "alice").await;
     let hang = json!({"thinking": 1, "tools": 0, "chunks": 0, "hang": true});

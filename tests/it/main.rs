@@ -15,6 +15,7 @@ mod agents;
 mod agui;
 mod agui_approvals;
 mod agui_client;
+mod agui_continue;
 mod agui_positions;
 mod approvals;
 mod approvals_durable;

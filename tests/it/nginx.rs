@@ -28,6 +28,8 @@ fn tune(url: &str, addr: Option<SocketAddr>) -> impl FnOnce(&mut ServerConfig) +
     move |config| {
         config.broker = BrokerChoice::Redis(url);
         config.start_rate_per_minute = 1_000;
+        // An AG-UI response that ends cancels its run after this grace.
+        config.agui_reattach = std::time::Duration::from_secs(1);
         if let Some(addr) = addr {
             config.addr = addr;
         }
@@ -329,7 +331,8 @@ async fn agui_events_come_through_nginx_as_the_run_makes_them() {
         ]
     );
     let run = got[1]["value"]["run_id"].as_str().unwrap().to_owned();
-    // On alice's stream, the run's chunk with no end before it; it ends when the client leaves.
+    // On alice's stream, the run's chunk with no end before it; it ends when the client leaves
+    // (after the grace a continuation would have had).
     let kinds = [
         "agent_response_chunk",
         "agent_completed",

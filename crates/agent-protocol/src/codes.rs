@@ -100,6 +100,9 @@ error_codes! {
     /// `--cost-budget-per-user`) is used up; the message says what is used and when it
     /// resets.
     BudgetExceeded = "budget_exceeded",
+    /// A cut AG-UI response cannot be continued: the run's events after the client's last
+    /// position are no longer in the replay log (HTTP 410); read the run from the history.
+    ResumeFailed = "resume_failed",
     /// The thread does not exist for this user (another user's thread looks the same).
     ThreadNotFound = "thread_not_found",
     /// The server is shutting down and takes no new runs.

@@ -276,6 +276,9 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// How long runs may go on after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How long a run whose AG-UI response was cut waits for a continuation
+    /// (`GET /agui/runs/{run_id}`) before it is cancelled.
+    pub agui_reattach: Duration,
     /// The `llm` agent's settings, when it is served.
     pub llm: Option<llm_agent::LlmConfig>,
     /// Where spans are exported (`--otlp-endpoint`), if anywhere.
@@ -342,6 +345,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(10),
+            agui_reattach: Duration::from_secs(10),
             llm: None,
             otlp: None,
             mcp_servers: Vec::new(),
@@ -425,6 +429,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             ping_interval: Duration::from_secs(args.ping_interval_secs),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            agui_reattach: Duration::from_secs(args.agui_reattach_secs),
             llm,
             broker: BrokerChoice::parse(&args.broker)?,
             broker_client_identity: client_identity(

@@ -117,6 +117,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/static/purify.js", get(|| async { script(PURIFY) }))
         .route("/v1/me", guarded(Guarded::History, get(me)))
         .route("/agui/{agent}", guarded(Guarded::Agui, agui))
+        .route(
+            "/agui/runs/{run_id}",
+            guarded(Guarded::Agui, get(crate::agui::continue_run)),
+        )
         .route("/ws", guarded(Guarded::Socket, get(ws_handler)))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -143,7 +147,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The routes a client can use, for the 404 of an unknown one.
-const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /tools, GET /static/app.js, GET /static/approvals.js, GET /static/multitask.js, GET /static/usage.js, GET /static/app.css, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, POST /agui/{agent}, GET /health, GET /healthz, GET /readyz, \
+const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /tools, GET /static/app.js, GET /static/approvals.js, GET /static/multitask.js, GET /static/usage.js, GET /static/app.css, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, POST /agui/{agent}, GET /agui/runs/{run_id}, GET /health, GET /healthz, GET /readyz, \
     GET /version, GET /metrics, GET /v1/threads, GET /v1/threads/{thread_id}, PATCH /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
     GET /v1/runs/{run_id}, GET /v1/approvals, GET /v1/me/usage, POST /v1/runs/{run_id}/approvals/{tool_call_id}, POST /dev/token (only without a configured secret)";
 

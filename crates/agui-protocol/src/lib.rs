@@ -10,6 +10,9 @@
 //!   `RunAgentInput`'s `resume` entries as the decisions they mean.
 //!
 //! - [`Position`]: an event's place in a run's response, its server-sent event `id`.
+//! - [`RunView`]: one run's AG-UI events among its user's stream's frames, with their
+//!   positions; [`reopen`]: what a cut response left open, opened again; [`Watchers`]: the
+//!   responses following each run.
 //!
 //! `docs/agui.md` is the contract.
 
@@ -19,8 +22,12 @@ mod input;
 mod interrupts;
 mod map;
 mod position;
+mod view;
+mod watchers;
 
 pub use input::{Input, input};
 pub use interrupts::{Answer, Waiting, answers, interrupt};
 pub use map::{ClientIds, Mapper};
 pub use position::{Position, Positions};
+pub use view::{Positioned, RunView, reopen};
+pub use watchers::Watchers;

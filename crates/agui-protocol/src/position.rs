@@ -55,6 +55,15 @@ impl FromStr for Position {
     }
 }
 
+impl Position {
+    /// The position a `Last-Event-ID` header's value names; the error says what is wrong.
+    pub fn from_last_event_id(value: Option<&[u8]>) -> Result<Self, String> {
+        let value = value.ok_or("Last-Event-ID is missing")?;
+        let text = std::str::from_utf8(value).map_err(|_| "Last-Event-ID is not text")?;
+        text.parse().map_err(|e| format!("Last-Event-ID: {e}"))
+    }
+}
+
 /// Gives the AG-UI events of one response their positions, in the order they are sent.
 #[derive(Debug, Clone)]
 pub struct Positions {

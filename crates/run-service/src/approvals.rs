@@ -111,6 +111,46 @@ impl RunService {
         Ok(Resolved { waiting, resumed })
     }
 
+    /// Decides several of one paused run's calls at once (an AG-UI `resume`): each as
+    /// [`RunService::resolve_approval`]; the run resumes with the last. Refused when the
+    /// decisions are not all of one waiting run of `user`'s.
+    pub async fn resolve_all(
+        self: &Arc<Self>,
+        user: &UserId,
+        decisions: Vec<(RunId, String, Decision)>,
+    ) -> Result<crate::service::RunAccepted, Refusal> {
+        let Some(run) = decisions.first().map(|(run, _, _)| run.clone()) else {
+            return Err(Refusal::new("invalid_field", "no decision to take"));
+        };
+        if decisions.iter().any(|(other, _, _)| *other != run) {
+            return Err(Refusal::new(
+                "invalid_field",
+                "resume: the entries answer interrupts of different runs; resume one run at a time",
+            ));
+        }
+        let waiting = self.pending_approvals(user).await?;
+        let Some(thread) = waiting
+            .iter()
+            .find(|w| w.run_id == run.as_str())
+            .and_then(|w| ThreadId::parse(&w.thread_id).ok())
+        else {
+            return Err(Refusal::new(
+                "approval_not_found",
+                format!("no interrupt of run {run} waits for this user"),
+            ));
+        };
+        for (_, tool_call_id, decision) in decisions {
+            self.resolve_approval(user, &run, &tool_call_id, decision)
+                .await?;
+        }
+        Ok(crate::service::RunAccepted {
+            run_id: run,
+            thread_id: thread,
+            steered: false,
+            queued: None,
+        })
+    }
+
     /// `user`'s calls waiting for a decision, across threads, oldest first, their arguments
     /// redacted and bounded as `approval_requested` shows them (the store keeps them whole:
     /// the tool runs with them).

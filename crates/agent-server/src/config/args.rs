@@ -125,6 +125,10 @@ pub struct ServeArgs {
     /// Seconds runs may go on after a shutdown signal before they are cancelled.
     #[arg(long, env = "AGENT_SERVER_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub shutdown_grace_secs: u64,
+    /// Seconds a run whose AG-UI response was cut (the client left, or lost its connection)
+    /// waits for `GET /agui/runs/{run_id}` to take it up before it is cancelled.
+    #[arg(long, env = "AGENT_SERVER_AGUI_REATTACH_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub agui_reattach_secs: u64,
     /// Where users' streams live: `in-process` (one node, the default) or
     /// `redis://[:password@]host:port[/db]` (several nodes share users through Redis;
     /// `rediss://` for TLS, verifying Redis's certificate against the machine's roots), or

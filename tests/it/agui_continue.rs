@@ -1,0 +1,181 @@
+//! `GET /agui/runs/{run_id}` with `Last-Event-ID`: an AG-UI response cut mid-run is continued
+//! (replay, then live) with what the cut left open opened again, so the reference client's
+//! stream checks accept it; a cut run waits a grace for its continuation before it is
+//! cancelled; refusals name what is wrong.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::agui::{events_with_ids, post, run_input};
+use crate::server_support::{Client, start_server, token};
+
+/// The answer's text: the `delta`s of the `TEXT_MESSAGE_CONTENT` events, in order.
+fn text(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["type"] == "TEXT_MESSAGE_CONTENT")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect()
+}
+
+fn answer(chunks: usize) -> String {
+    (1..=chunks).map(|k| format!("chunk {k} ")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_client_continues_a_cut_run_and_its_checks_accept_the_rest() {
+    let server = start_server(|_| {}).await;
+    let addr = server.addr();
+    let mut alice = Client::user(addr, "alice").await;
+    let props = json!({"thinking": 1, "tools": 1, "chunks": 30, "sleep_ms": 30});
+    let args = [
+        "continue.mjs".to_owned(),
+        format!("http://{addr}"),
+        token("alice"),
+        "thread-continued".to_owned(),
+        "go on".to_owned(),
+        props.to_string(),
+        "TEXT_MESSAGE_CONTENT".to_owned(),
+        "5".to_owned(),
+    ];
+    let (stdout, stderr) = crate::agui_client::node_script(args.to_vec()).await;
+    let line = |key: &str| -> Value {
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find_map(|l| l.get(key).cloned())
+            .unwrap_or_else(|| panic!("no {key} in {stdout}\n{stderr}"))
+    };
+    let (first, second, end) = (line("first"), line("second"), line("end"));
+    assert!(end.get("done").is_some(), "{end}\n{second}");
+    let (first, second) = (first.as_array().unwrap(), second.as_array().unwrap());
+    assert_eq!(second[0]["type"], "RUN_STARTED", "{second:?}");
+    assert_eq!(second[0]["runId"], "client-run");
+    // The message the cut left open is opened again, under its id, before its next chunk.
+    let open = first
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "TEXT_MESSAGE_START")
+        .unwrap();
+    assert_eq!(second[1]["type"], "TEXT_MESSAGE_START", "{second:?}");
+    assert_eq!(second[1]["messageId"], open["messageId"]);
+    let halves = format!("{}{}", text(first), text(&second[2..]));
+    assert_eq!(halves, answer(30), "every chunk once, in order");
+    assert_eq!(second.last().unwrap()["type"], "RUN_FINISHED");
+    // The run was not cancelled by the cut: it completed, on the user's socket too.
+    let ended = alice.events_until_terminals(1).await;
+    let last = &ended.last().unwrap().event;
+    assert_eq!(last.kind.type_name(), "agent_completed", "{last:?}");
+    server.shutdown().await;
+}
+
+/// Starts a long synthetic run for alice and reads it until `chunks` answer chunks came;
+/// the events read, each with its id. The response is dropped (cut) on return.
+async fn cut_after(addr: std::net::SocketAddr, chunks: usize) -> Vec<(Option<String>, Value)> {
+    let props = json!({"chunks": 40, "sleep_ms": 25});
+    let body = run_input("t-cut", "go", props).to_string();
+    let mut response = post(addr, "synthetic", Some("alice"), &body).await;
+    assert_eq!(response.status(), 200);
+    events_with_ids(&mut response, |e| {
+        e.iter()
+            .filter(|e| e["type"] == "TEXT_MESSAGE_CONTENT")
+            .count()
+            >= chunks
+    })
+    .await
+}
+
+async fn continuation(
+    addr: std::net::SocketAddr,
+    user: &str,
+    run: &str,
+    last_id: Option<&str>,
+) -> reqwest::Response {
+    let mut request = crate::support::http_client()
+        .get(format!("http://{addr}/agui/runs/{run}"))
+        .bearer_auth(token(user));
+    if let Some(id) = last_id {
+        request = request.header("last-event-id", id);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_run_waits_its_grace_for_a_continuation_and_refusals_name_the_problem() {
+    let server = start_server(|c| c.agui_reattach = Duration::from_secs(1)).await;
+    let addr = server.addr();
+    let mut alice = Client::user(addr, "alice").await;
+
+    // Cut, and nobody continues: cancelled once the grace is over.
+    let got = cut_after(addr, 2).await;
+    let run = got[1].1["value"]["run_id"].as_str().unwrap().to_owned();
+    let ended = alice.events_until_terminals(1).await;
+    let last = &ended.last().unwrap().event;
+    assert_eq!(
+        (last.run_id.as_str(), last.kind.type_name()),
+        (run.as_str(), "agent_cancelled")
+    );
+
+    // Cut, and continued at once: the rest of the run, then its end; not cancelled.
+    let got = cut_after(addr, 3).await;
+    let run = got[1].1["value"]["run_id"].as_str().unwrap().to_owned();
+    let last_id = got.last().unwrap().0.clone().unwrap();
+    for (user, id, status, says) in [
+        ("alice", None, 400, "Last-Event-ID is missing"),
+        ("alice", Some("7"), 400, "is not an event id"),
+        ("bob", Some(last_id.as_str()), 404, "run_not_found"),
+        ("alice", Some("0.0.0"), 404, "run_not_found"),
+    ] {
+        let run = if status == 404 && user == "alice" {
+            "run_01JD6QA0AAAAAAAAAAAAAAAAAA"
+        } else {
+            run.as_str()
+        };
+        let refused = continuation(addr, user, run, id).await;
+        assert_eq!(refused.status(), status, "{user} {id:?}");
+        let body = refused.text().await.unwrap();
+        assert!(body.contains(says), "{body} lacks {says}");
+    }
+    let mut response = continuation(addr, "alice", &run, Some(&last_id)).await;
+    assert_eq!(response.status(), 200);
+    let rest = events_with_ids(&mut response, |_| false).await;
+    let types: Vec<&str> = rest
+        .iter()
+        .map(|(_, e)| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types[..2],
+        ["RUN_STARTED", "TEXT_MESSAGE_START"],
+        "{types:?}"
+    );
+    assert_eq!(types.last(), Some(&"RUN_FINISHED"));
+    let before: Vec<Value> = got.into_iter().map(|(_, e)| e).collect();
+    let after: Vec<Value> = rest.iter().map(|(_, e)| e.clone()).collect();
+    assert_eq!(format!("{}{}", text(&before), text(&after)), answer(40));
+    // The continued response's ids go on from the cut one's: its opening events (and what
+    // it opens again) at the cut's position, the rest past it, in order.
+    let position = |id: &str| -> Vec<u64> { id.split('.').map(|n| n.parse().unwrap()).collect() };
+    let cut = position(&last_id);
+    let ids: Vec<Vec<u64>> = rest
+        .iter()
+        .map(|(id, _)| position(id.as_deref().unwrap()))
+        .collect();
+    assert_eq!(ids[..2], [cut.clone(), cut.clone()]);
+    assert!(
+        ids[2] > cut && ids[2..].windows(2).all(|w| w[0] < w[1]),
+        "{ids:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ended = alice.events_until_terminals(1).await;
+    let last = &ended.last().unwrap().event;
+    assert_eq!(
+        (last.run_id.as_str(), last.kind.type_name()),
+        (run.as_str(), "agent_completed")
+    );
+    // The run has ended and its last event was read: nothing is left to continue.
+    let last_id = rest.last().unwrap().0.clone().unwrap();
+    let done = continuation(addr, "alice", &run, Some(&last_id)).await;
+    assert_eq!(done.status(), 204);
+    server.shutdown().await;
+}
