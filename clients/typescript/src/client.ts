@@ -48,6 +48,12 @@ export type AgentClientOptions = Credentials & {
   fetch?: typeof fetch;
   /** The WebSocket constructor to use (default: the platform's, else the `ws` package). */
   WebSocket?: new (url: string) => WebSocket;
+  /**
+   * After this long (ms) without a frame the client sends `ping`; when nothing answers for as
+   * long again, it drops the connection and reconnects: a network that went silent is noticed
+   * (default 15,000; 0: never).
+   */
+  heartbeatMs?: number;
 };
 
 /** What `client.run` starts. */
@@ -409,30 +415,61 @@ export class AgentClient {
       url.searchParams.set("epoch", this.epoch);
       url.searchParams.set("after_seq", String(this.lastSeq));
     }
+    const heartbeat = this.options.heartbeatMs ?? 15_000;
     return new Promise((resolve) => {
       let opened = false;
-      const onAbort = () => this.socket?.close(1000, "client closed");
+      let finished = false;
+      let heard = Date.now();
+      let pinged = false;
+      let timer: ReturnType<typeof setInterval> | undefined;
+      let socket: Socket | undefined;
+      const onAbort = () => socket?.close(1000, "client closed");
+      const finish = (code: number, reason: string, status?: number) => {
+        if (finished) return;
+        finished = true;
+        clearInterval(timer);
+        this.stopped.signal.removeEventListener("abort", onAbort);
+        resolve({ code, reason, opened, ...(status === undefined ? {} : { status }) });
+      };
       this.stopped.signal.addEventListener("abort", onAbort, { once: true });
+      // Nothing heard for a heartbeat: ping; nothing for another: the connection is gone.
+      const check = () => {
+        const quiet = Date.now() - heard;
+        if (quiet < heartbeat) return;
+        if (!pinged) {
+          pinged = true;
+          socket?.send(JSON.stringify({ type: "ping" }));
+        } else if (quiet >= 2 * heartbeat) {
+          socket?.terminate();
+          finish(1006, `nothing from the server for ${quiet} ms`);
+        }
+      };
       openSocket(
         url,
         token,
         {
           open: () => {
             opened = true;
+            heard = Date.now();
+            if (heartbeat > 0) timer = setInterval(check, Math.max(10, heartbeat / 4));
           },
-          message: (text) => this.receive(text),
-          close: (code, reason, status) => {
-            this.stopped.signal.removeEventListener("abort", onAbort);
-            resolve({ code, reason, opened, ...(status === undefined ? {} : { status }) });
+          message: (text) => {
+            // A socket given up on says nothing more.
+            if (finished) return;
+            heard = Date.now();
+            pinged = false;
+            this.receive(text);
           },
+          close: (code, reason, status) => finish(code, reason, status),
         },
         this.options.WebSocket,
       ).then(
-        (socket) => {
-          this.socket = socket;
-          if (this.stopped.signal.aborted) socket.close(1000, "client closed");
+        (opening) => {
+          socket = opening;
+          this.socket = opening;
+          if (this.stopped.signal.aborted || finished) opening.close(1000, "client closed");
         },
-        (error: unknown) => resolve({ code: 1006, reason: String(error), opened: false }),
+        (error: unknown) => finish(1006, String(error)),
       );
     });
   }

@@ -20,6 +20,8 @@ export interface SocketEvents {
 export interface Socket {
   send(text: string): void;
   close(code?: number, reason?: string): void;
+  /** Drops the connection at once, without a closing handshake (a connection gone silent). */
+  terminate(): void;
 }
 
 /** The WebSocket constructor of browsers and of Node >= 22. */
@@ -74,6 +76,7 @@ export async function openSocket(
       if (socket.readyState === socket.CONNECTING) socket.terminate();
       else socket.close(code, reason);
     },
+    terminate: () => socket.terminate(),
   };
 }
 
@@ -92,5 +95,11 @@ function openPlatform(Ctor: PlatformWebSocket, url: URL, events: SocketEvents): 
   return {
     send: (text) => socket.send(text),
     close: (code, reason) => socket.close(code, reason),
+    // A browser has no way to drop a socket without the handshake: close it and stop
+    // listening (the client treats it as gone already).
+    terminate: () => {
+      closed = true;
+      socket.close();
+    },
   };
 }

@@ -162,6 +162,25 @@ describe("one server", () => {
     client.close();
   });
 
+  test("a token about to expire is renewed through getToken before it is used", async () => {
+    const name = user();
+    let calls = 0;
+    const client = new AgentClient({
+      url: suite.server.url,
+      // Valid, but within the client's renewal margin (30 s) of its end.
+      getToken: () => {
+        calls += 1;
+        return token(name, 20);
+      },
+    });
+    await client.connect();
+    assert.equal(calls, 1);
+    await client.listThreads();
+    await client.listThreads();
+    assert.equal(calls, 3, "each use found the token about to expire and asked for another");
+    client.close();
+  });
+
   test("the user's whole stream shows another tab's runs", async () => {
     const name = user();
     const watcher = new AgentClient({ url: suite.server.url, token: token(name) });
@@ -216,6 +235,30 @@ describe("connections that drop", () => {
       assert.equal(events.at(-1).type, "agent_completed");
       await assertExactlyTheHistory(client, runs[i], events);
     }
+    client.close();
+    await proxy.close();
+  });
+
+  test("a connection gone silent is noticed by the heartbeat, dropped and resumed", async () => {
+    const proxy = await startProxy(suite.server.port);
+    const client = new AgentClient({
+      url: proxy.url,
+      token: token(user()),
+      heartbeatMs: 150,
+      backoff: { initialMs: 5, maxMs: 20 },
+    });
+    const states = [];
+    client.onStateChange((s) => states.push(s));
+    await client.connect();
+    const run = await client.run({ agent: "synthetic", message: "long", input: { chunks: 80, sleep_ms: 15 } });
+    const reading = collect(run);
+    await new Promise((r) => setTimeout(r, 300));
+    proxy.stall();
+    const events = await reading;
+    assert.ok(states.includes("reconnecting"), `${states}`);
+    const deltas = events.filter((e) => e.type === "agent_response_chunk").map((e) => e.data.delta);
+    assert.deepEqual(deltas, Array.from({ length: 80 }, (_, k) => `chunk ${k + 1} `));
+    await assertExactlyTheHistory(client, run, events);
     client.close();
     await proxy.close();
   });
@@ -317,4 +360,36 @@ test("two nodes on one Redis: the client moves between them mid-run and misses n
   await proxy.close();
   await Promise.all(nodes.map((n) => n.stop()));
   await redis.stop();
+});
+
+test("a server restarted gracefully mid-run: the run ends once, the client carries on on the new epoch", async () => {
+  const store = tempDir();
+  const db = `sqlite://${join(store.dir, "history.db")}`;
+  let server = await startServer({ store: db });
+  const proxy = await startProxy(server.port);
+  const client = new AgentClient({ url: proxy.url, token: token(user()), backoff: { initialMs: 20, maxMs: 200 } });
+  const notices = [];
+  client.onNotice((n) => notices.push(n));
+  await client.connect();
+  const run = await client.run({ agent: "synthetic", message: "long", input: { chunks: 1000, sleep_ms: 10 } });
+  const reading = collect(run);
+  await new Promise((r) => setTimeout(r, 300));
+  // SIGTERM: the server drains, cancels what still runs after its grace (1 s), delivers it.
+  const stopping = server.stop("SIGTERM");
+  const events = await reading;
+  await stopping;
+  server = await startServer({ store: db });
+  proxy.retarget(server.port);
+  assert.equal(events.at(-1).type, "agent_cancelled");
+  assert.equal(events.filter(isTerminal).length, 1);
+  const deltas = events.filter((e) => e.type === "agent_response_chunk").map((e) => e.data.delta);
+  assert.deepEqual(deltas, Array.from({ length: deltas.length }, (_, k) => `chunk ${k + 1} `));
+  // The client finds the new server (a new epoch) and runs there.
+  const next = await client.run({ agent: "synthetic", message: "again", input: { chunks: 2 } });
+  assert.equal((await next.result).type, "agent_completed");
+  assert.deepEqual(notices.map((n) => [n.type, n.reason, n.runs]), [["resume_failed", "epoch_changed", []]]);
+  client.close();
+  await proxy.close();
+  await server.stop();
+  store.cleanup();
 });

@@ -132,6 +132,7 @@ export function user(prefix = "user") {
 export async function startProxy(targetPort) {
   let target = targetPort;
   const open = new Set();
+  const stalled = new Set();
   let cuts = 0;
   const server = net.createServer((client) => {
     const upstream = net.connect(target, "127.0.0.1");
@@ -161,6 +162,17 @@ export async function startProxy(targetPort) {
     retarget(port) {
       target = port;
     },
+    /** Every connection through the proxy goes silent (nothing passes, nothing closes). */
+    stall() {
+      for (const { client, upstream } of open) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+        stalled.add({ client, upstream });
+      }
+      open.clear();
+    },
     cut() {
       cuts += 1;
       for (const { client, upstream } of open) {
@@ -170,7 +182,7 @@ export async function startProxy(targetPort) {
       open.clear();
     },
     close() {
-      for (const { client, upstream } of open) {
+      for (const { client, upstream } of [...open, ...stalled]) {
         client.destroy();
         upstream.destroy();
       }
