@@ -11,7 +11,10 @@ import { build } from "esbuild";
 const here = dirname(fileURLToPath(import.meta.url));
 const STATIC = join(here, "..", "..", "crates", "agent-server", "static");
 /** Each page module and the static file it becomes. */
-const PAGES = [["page/usage.ts", "usage.js"]];
+const PAGES = [
+  ["page/usage.ts", "usage.js"],
+  ["page/approvals.ts", "approvals.js"],
+];
 
 async function bundle(entry, file) {
   const result = await build({

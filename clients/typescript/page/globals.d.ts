@@ -2,7 +2,22 @@
 // They are globals of the page, not imports: app.js is not bundled (yet).
 
 /** The page's state (app.js). */
-declare const state: { token: string | null };
+declare const state: {
+  token: string | null;
+  /** Whether the server keeps a history (false: it does not; null: not known yet). */
+  history: boolean | null;
+  /** The thread shown. */
+  thread: string | null;
+  ws: WebSocket | null;
+};
+/** A notice at the top of the page. */
+declare function notice(text: string, kind?: string): void;
+/** A `<pre>` showing `value` as JSON. */
+declare function json(value: unknown): HTMLElement;
+/** Sends a frame on the page's socket; false when it is not open. */
+declare function send(frame: unknown): boolean;
+/** A date and time, in the reader's locale. */
+declare function dayAndTime(ms: number): string;
 /** `document.getElementById`. */
 declare function $(id: string): HTMLElement;
 /** A new element with a class and text. */
@@ -31,6 +46,10 @@ declare function rootOf(run: PageRun): PageRun;
 /** A run as app.js shows it. */
 interface PageRun {
   id: string;
+  details?: HTMLElement;
+  /** The approval cards of the run (approvals.ts). */
+  approvals?: HTMLElement;
+  cards?: Map<string, ApprovalCard>;
   parent?: PageRun;
   el: HTMLElement;
   status: HTMLElement;
@@ -50,6 +69,32 @@ interface BudgetWait {
   data?: Record<string, unknown>;
 }
 
+/** A tool call waiting for a decision, as its card shows it (approvals.ts). */
+interface ApprovalCard {
+  run: PageRun;
+  runId: string;
+  callId: string;
+  tool: string;
+  args: unknown;
+  status: string;
+  expires?: number;
+  sent?: { decision: string; arguments?: unknown; message?: string };
+  reason?: string;
+  ran?: unknown;
+  answer?: string;
+  el: HTMLElement;
+  badge: HTMLElement;
+  when: HTMLElement;
+  what: HTMLElement;
+  argsEl: HTMLElement;
+  outcome: HTMLElement;
+  actions: HTMLElement;
+  form: HTMLElement;
+  error: HTMLElement;
+}
+
 interface Window {
   usage: unknown;
+  approvals: unknown;
+  chat?: { approvals?: unknown };
 }
