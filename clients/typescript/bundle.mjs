@@ -14,6 +14,7 @@ const STATIC = join(here, "..", "..", "crates", "agent-server", "static");
 const PAGES = [
   ["page/usage.ts", "usage.js"],
   ["page/approvals.ts", "approvals.js"],
+  ["page/multitask.ts", "multitask.js"],
 ];
 
 async function bundle(entry, file) {

@@ -9,7 +9,17 @@ declare const state: {
   /** The thread shown. */
   thread: string | null;
   ws: WebSocket | null;
+  /** The runs shown, by id. */
+  runs: Map<string, PageRun>;
+  /** The agents the server offers (`GET /agents`). */
+  agents: { name: string; steerable?: boolean }[];
+  /** The server refuses a message into a busy thread by default (`reject`). */
+  defaultRejects?: boolean;
 };
+/** Whether a run is live (running or waiting). */
+declare function live(run: PageRun): boolean;
+/** Sends the composer's message with a `multitask` strategy. */
+declare function sendMessage(multitask?: string): void;
 /** A notice at the top of the page. */
 declare function notice(text: string, kind?: string): void;
 /** A `<pre>` showing `value` as JSON. */
@@ -59,6 +69,25 @@ interface PageRun {
   earlier?: string;
   waitingFor?: string | null;
   budgetWait?: BudgetWait | null;
+  /** The run's thread and agent. */
+  threadId?: string;
+  agent?: string;
+  /** A queued run's place in line (multitask.ts). */
+  position?: number | null;
+  queueState?: HTMLElement;
+  queueBar?: HTMLElement;
+  cancelledWhileQueued?: boolean;
+  /** Messages added to the running run (multitask.ts). */
+  added?: AddedMessage[];
+}
+
+/** A message added to a running run (`multitask` `steer`). */
+interface AddedMessage {
+  text: string;
+  state: "sent" | "taken" | "missed";
+  mine: boolean;
+  el: HTMLElement;
+  note: HTMLElement;
 }
 
 /** The notice of a run that waits for its user's budget. */
@@ -96,5 +125,6 @@ interface ApprovalCard {
 interface Window {
   usage: unknown;
   approvals: unknown;
+  multitask: unknown;
   chat?: { approvals?: unknown };
 }
