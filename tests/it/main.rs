@@ -102,3 +102,4 @@ mod support;
 mod thread_slots;
 mod tool_bounds;
 mod ts_client;
+mod ts_types;

@@ -27,8 +27,8 @@ commands:
                [--quick] a small load  [--only NAME,...] some faults
   fuzz         run each fuzz target in fuzz/ (cargo-fuzz, libFuzzer, stable: no sanitizer)
                [SECONDS] per target (default 60)
-  ts-types     write clients/typescript/src/protocol.ts again from the protocol's Rust
-               types (agent-protocol's tests fail while the committed file differs)
+  ts-types     write clients/typescript/src/protocol.ts and history.ts again from the
+               Rust types (tests/it/ts_types.rs fails while they differ)
   help         print this message";
 
 fn main() -> ExitCode {
@@ -105,17 +105,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes the TypeScript declarations of the protocol: agent-protocol's drift test, run
-/// with `AGENT_ENGINE_WRITE_TS=1`, writes the file instead of comparing it.
+/// Writes the TypeScript declarations of the protocol and of the history API: the drift test
+/// (`tests/it/ts_types.rs`), run with `AGENT_ENGINE_WRITE_TS=1`, writes the files instead of
+/// comparing them.
 fn ts_types(root: &std::path::Path) -> Result<bool, Error> {
     let args = [
         "test",
         "-p",
-        "agent-protocol",
-        "--lib",
+        "tests-integration",
+        "--test",
+        "it",
         "--",
         "--exact",
-        "typescript::tests::the_committed_typescript_types_are_what_the_rust_types_give",
+        "ts_types::the_committed_typescript_types_are_what_the_rust_types_give",
     ];
     let command = format!("AGENT_ENGINE_WRITE_TS=1 cargo {}", args.join(" "));
     println!("ts-types: {command}");
@@ -131,7 +133,7 @@ fn ts_types(root: &std::path::Path) -> Result<bool, Error> {
                 source,
             })?;
     if status.success() {
-        println!("ts-types: wrote clients/typescript/src/protocol.ts");
+        println!("ts-types: wrote clients/typescript/src/protocol.ts and history.ts");
     }
     Ok(status.success())
 }

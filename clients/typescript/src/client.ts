@@ -195,6 +195,7 @@ export class AgentClient {
   close(): void {
     if (this.current === "closed") return;
     this.setState("closed");
+    this.open = false;
     this.stopped.abort();
     this.socket?.close(1000, "client closed");
     const closed = new AgentClientError("closed", "the client is closed");
@@ -292,7 +293,7 @@ export class AgentClient {
   }
 
   /** A thread with each of its runs' events, oldest run first. */
-  async openThread(threadId: ThreadId): Promise<ThreadWithRuns & { runs: RunWithEvents[] }> {
+  async openThread(threadId: ThreadId): Promise<Omit<ThreadWithRuns, "runs"> & { runs: RunWithEvents[] }> {
     const thread = await this.getThread(threadId);
     const runs = await Promise.all(thread.runs.map((run) => this.getRun(run.run_id)));
     return { ...thread, runs };
@@ -331,6 +332,9 @@ export class AgentClient {
   }
 
   private whenOpen(): Promise<void> {
+    if (this.current === "closed") {
+      return Promise.reject(new AgentClientError("closed", "the client is closed"));
+    }
     if (this.open) return Promise.resolve();
     return new Promise((resolve, reject) => this.openWaiters.push({ resolve, reject }));
   }

@@ -1,72 +1,37 @@
 /**
  * The server's HTTP API (`docs/protocol.md`): threads and runs from the history store,
- * approvals, usage. Bodies are typed as the protocol document gives them.
+ * approvals, usage. The history's bodies are generated from its Rust types (`history.ts`);
+ * the few wrappers the server writes itself (a page of threads, a decision's answer, usage)
+ * are typed here as the protocol document gives them.
  */
 import { AgentClientError } from "./errors.js";
-import type { AgentEvent, Decision, JsonValue, RunId, ThreadId } from "./protocol.js";
+import type * as history from "./history.js";
+import type { Decision, RunId } from "./protocol.js";
 
 /** A thread in a list (`GET /v1/threads`). Times are Unix milliseconds. */
-export interface ThreadSummary {
-  thread_id: ThreadId;
-  title: string;
-  created_ms: number;
-  updated_ms: number;
-}
+export type ThreadSummary = history.ThreadSummary;
 
 /** A page of threads, newest first; pass `next_cursor` back for the next page. */
 export interface ThreadPage {
   threads: ThreadSummary[];
-  next_cursor?: string;
+  /** Absent or null on the last page. */
+  next_cursor?: string | null;
 }
 
 /** A run's status in the history. */
-export type RunStatus =
-  | "running"
-  | "waiting_for_approval"
-  | "waiting_for_budget"
-  | "completed"
-  | "failed"
-  | "cancelled"
-  | "interrupted";
+export type RunStatus = history.RunStatus;
 
 /** A run as the history keeps it. */
-export interface RunRecord {
-  run_id: RunId;
-  thread_id: ThreadId;
-  agent: string;
-  message: string;
-  status: RunStatus;
-  outcome: JsonValue | null;
-  error_code: string | null;
-  usage: JsonValue | null;
-  started_ms: number;
-  finished_ms: number | null;
-}
+export type RunRecord = history.RunSummary;
 
 /** A run with its events and its sub-runs' events, in the order they were emitted. */
-export interface RunWithEvents extends RunRecord {
-  events: AgentEvent[];
-}
+export type RunWithEvents = history.RunDetail;
 
 /** A thread with its runs, oldest first. */
-export interface ThreadWithRuns extends ThreadSummary {
-  runs: RunRecord[];
-}
+export type ThreadWithRuns = history.ThreadDetail;
 
 /** A tool call waiting for a person's decision (`GET /v1/approvals`). */
-export interface PendingApproval {
-  run_id: RunId;
-  thread_id: ThreadId;
-  agent: string;
-  tool_call_id: string;
-  tool_name: string;
-  arguments: JsonValue;
-  requested_ms: number;
-  expires_ms: number;
-  status: string;
-  decision: string | null;
-  decided_ms: number | null;
-}
+export type PendingApproval = history.ApprovalRecord;
 
 /** The answer to a decision (`POST /v1/runs/{run_id}/approvals/{tool_call_id}`). */
 export interface ApprovalOutcome {

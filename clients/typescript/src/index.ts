@@ -30,6 +30,13 @@ export type {
   ThreadWithRuns,
   Usage,
 } from "./http.js";
+export type {
+  ApprovalRecord,
+  ApprovalStatus,
+  RunDetail,
+  RunSummary,
+  ThreadDetail,
+} from "./history.js";
 export { isTerminal } from "./run.js";
 export type { EventOf, RunHandle, StreamEvent, TerminalEvent } from "./run.js";
 export type { BackoffOptions } from "./backoff.js";

@@ -1,6 +1,6 @@
 // Wire protocol v1 (docs/protocol.md) as TypeScript types.
 // Generated from the Rust types of crates/agent-protocol and crates/core-context:
-// do not edit. `cargo xtask ts-types` writes it again; agent-protocol's tests fail
+// do not edit. `cargo xtask ts-types` writes it again; tests/it/ts_types.rs fails
 // when it differs from what the types give.
 
 /** Any JSON value. */

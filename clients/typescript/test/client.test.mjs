@@ -69,6 +69,11 @@ describe("one server", () => {
     await assertExactlyTheHistory(client, run, events);
     client.close();
     assert.deepEqual(states, ["connecting", "open", "closed"]);
+    // A closed client refuses at once, rather than wait for a connection that never comes.
+    await assert.rejects(
+      client.run({ agent: "synthetic", message: "late" }),
+      (e) => e instanceof AgentClientError && e.code === "closed",
+    );
   });
 
   test("runs in a thread: the thread is listed, renamed, opened with its runs' events, deleted", async () => {

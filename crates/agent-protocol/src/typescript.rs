@@ -3,9 +3,9 @@
 //!
 //! The declarations are made from these types ([`ts_rs`] reads the same serde attributes
 //! that make the wire form), together with the code tables ([`ErrorCode::KNOWN`],
-//! [`CloseCode::KNOWN`], [`EVENT_TYPES`]). A test compares them with the committed file and
-//! fails, naming the command that writes it again (`cargo xtask ts-types`), when they differ,
-//! so the client's types cannot drift from the server's.
+//! [`CloseCode::KNOWN`], [`EVENT_TYPES`]). `tests/it/ts_types.rs` compares them with the
+//! committed file and fails, naming the command that writes it again (`cargo xtask
+//! ts-types`), when they differ, so the client's types cannot drift from the server's.
 
 use std::fmt::Write;
 
@@ -53,7 +53,7 @@ pub fn declarations() -> String {
     let mut out = String::from(
         "// Wire protocol v1 (docs/protocol.md) as TypeScript types.\n\
          // Generated from the Rust types of crates/agent-protocol and crates/core-context:\n\
-         // do not edit. `cargo xtask ts-types` writes it again; agent-protocol's tests fail\n\
+         // do not edit. `cargo xtask ts-types` writes it again; tests/it/ts_types.rs fails\n\
          // when it differs from what the types give.\n\n\
          /** Any JSON value. */\n\
          export type JsonValue = number | string | boolean | null | JsonValue[] | { [key: string]: JsonValue };\n\n",
@@ -153,37 +153,7 @@ fn terminal_types() -> Vec<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-
-    /// `cargo xtask ts-types` runs this test with `AGENT_ENGINE_WRITE_TS=1`, which writes
-    /// the file instead of comparing.
-    #[test]
-    fn the_committed_typescript_types_are_what_the_rust_types_give() {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(TYPESCRIPT_PATH);
-        let generated = declarations();
-        if std::env::var_os("AGENT_ENGINE_WRITE_TS").is_some() {
-            std::fs::write(&path, &generated).unwrap();
-            return;
-        }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "{TYPESCRIPT_PATH} differs from the protocol's Rust types: run \
-             `cargo xtask ts-types` and commit the file (first difference at line {})",
-            committed
-                .lines()
-                .zip(generated.lines())
-                .position(|(a, b)| a != b)
-                .map_or_else(
-                    || committed.lines().count().min(generated.lines().count()) + 1,
-                    |i| i + 1
-                )
-        );
-    }
 
     #[test]
     fn every_event_type_is_in_the_event_union() {

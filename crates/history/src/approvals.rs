@@ -63,7 +63,7 @@ pub struct WaitingCall {
 }
 
 /// Where an approval stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalStatus {
     /// Waiting for a person.
@@ -101,7 +101,7 @@ impl ApprovalStatus {
 }
 
 /// An approval as a user lists it (`GET /v1/approvals`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct ApprovalRecord {
     /// The paused run.
     pub run_id: String,

@@ -17,6 +17,8 @@
 //! - [`HistoryWriter`] keeps writes off the live path: a bounded queue that a task drains in
 //!   batches, one transaction each. A full queue or a failing database is logged and counted
 //!   ([`WriterStats`]); the live stream never waits on it.
+//! - [`typescript`]: the history API's bodies as TypeScript declarations, for the TypeScript
+//!   client.
 //!
 //! **Architecture Invariant:** every read and every delete is keyed by the authenticated
 //! user: another user's thread or run reads exactly like a missing one.
@@ -29,6 +31,7 @@ mod approvals_sql;
 mod model;
 mod pack;
 mod sql;
+pub mod typescript;
 mod usage;
 mod usage_sql;
 mod writer;

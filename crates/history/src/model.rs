@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Where a run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Started, not ended.
@@ -59,7 +59,7 @@ impl RunStatus {
 }
 
 /// A thread, as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 pub struct ThreadSummary {
     /// The thread.
     pub thread_id: String,
@@ -72,7 +72,7 @@ pub struct ThreadSummary {
 }
 
 /// A run, as listed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct RunSummary {
     /// The run.
     pub run_id: String,
@@ -97,7 +97,7 @@ pub struct RunSummary {
 }
 
 /// A thread with its runs, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct ThreadDetail {
     /// The thread.
     #[serde(flatten)]
@@ -107,12 +107,13 @@ pub struct ThreadDetail {
 }
 
 /// A run with its events in order (each as its wire frame, without the stream's `seq`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct RunDetail {
     /// The run.
     #[serde(flatten)]
     pub run: RunSummary,
     /// Its events, and its sub-runs' events, in the order they were emitted.
+    #[ts(as = "Vec<AgentEvent>")]
     pub events: Vec<Value>,
 }
 
