@@ -179,3 +179,37 @@ async fn a_cut_run_waits_its_grace_for_a_continuation_and_refusals_name_the_prob
     assert_eq!(done.status(), 204);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_runs_response_continued_before_its_interrupt_gets_it_once() {
+    let dir = crate::approvals::store_dir();
+    let server = start_server(crate::approvals::approving(
+        &crate::approvals::sqlite(&dir),
+        &["calculator"],
+    ))
+    .await;
+    let addr = server.addr();
+    let body = run_input("t-paused", "What is 12*7?", json!({})).to_string();
+    let mut response = post(addr, "assistant", Some("alice"), &body).await;
+    let all = events_with_ids(&mut response, |_| false).await;
+    let end = &all.last().unwrap().1;
+    assert_eq!(end["outcome"]["type"], "interrupt", "{end}");
+    let run = all[1].1["value"]["run_id"].as_str().unwrap().to_owned();
+    // The client had everything, the interrupts included: nothing is left to send.
+    let last_id = all.last().unwrap().0.clone().unwrap();
+    let done = continuation(addr, "alice", &run, Some(&last_id)).await;
+    assert_eq!(done.status(), 204);
+    // Cut just before the interrupts: they come once, after the prologue.
+    let before = all[all.len() - 2].0.clone().unwrap();
+    let mut rest = continuation(addr, "alice", &run, Some(&before)).await;
+    assert_eq!(rest.status(), 200);
+    let rest = events_with_ids(&mut rest, |_| false).await;
+    let types: Vec<&str> = rest
+        .iter()
+        .map(|(_, e)| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["RUN_STARTED", "RUN_FINISHED"], "{rest:?}");
+    assert_eq!(rest[1].1["outcome"], end["outcome"]);
+    assert_eq!(rest[1].0, all.last().unwrap().0);
+    server.shutdown().await;
+}

@@ -99,6 +99,15 @@ impl Positions {
         position
     }
 
+    /// The position the next event of the server's own would get (after the last one given).
+    pub fn peek(&self) -> Position {
+        Position {
+            start: self.start,
+            seq: self.seq,
+            index: self.next,
+        }
+    }
+
     /// The last engine event's `seq` positions were given for.
     pub fn seq(&self) -> u64 {
         self.seq

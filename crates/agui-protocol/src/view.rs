@@ -104,10 +104,14 @@ impl RunView {
     /// What a continued response starts with, after [`RunView::catch_up`]: `RUN_STARTED`
     /// (with the client's ids; the run's thread when the client gave none), what the cut
     /// left open opened again (at the client's last position, `upto`), then the events the
-    /// cut response had not sent. Empty when nothing is left to send (the run had ended).
+    /// cut response had not sent. Empty when nothing is left to send (the run had ended, or
+    /// paused and the client has its interrupts).
     pub fn continuation(&mut self, upto: Position, ids: &ClientIds) -> Positioned {
         let unsent = std::mem::take(&mut self.unsent);
-        if self.done && unsent.is_empty() {
+        // Nothing left: the run ended, or it paused and the client has its interrupts (they
+        // come at the next position).
+        let interrupted = self.paused && self.positions.peek() <= upto;
+        if unsent.is_empty() && (self.done || interrupted) {
             return Vec::new();
         }
         let thread = match (&ids.thread_id[..], &self.thread) {

@@ -109,21 +109,18 @@ pub(crate) async fn continue_run(
     RunStream::new(&live, subscription, view, first, user, run).into_response()
 }
 
-/// Replays the user's stream up to `position` into `view` (nothing waits: the replay is
-/// queued already); false when the stream ends first.
+/// Replays the user's stream into `view`, up to where it stood when the continuation joined
+/// (nothing waits: the replay is queued already); false when the stream ends first.
 async fn catch_up(subscription: &Subscription, view: &mut RunView, position: Position) -> bool {
-    if position.seq == position.start {
-        return true;
-    }
-    loop {
+    let mut seen = position.start;
+    while seen < subscription.last_seq() {
         let Ok(frame) = subscription.recv().await else {
             return false;
         };
+        seen = frame.seq;
         let _ = view.catch_up(&frame.text, position);
-        if frame.seq >= position.seq {
-            return true;
-        }
     }
+    true
 }
 
 fn too_many(error: &ws_bridge::BridgeError) -> Response {
