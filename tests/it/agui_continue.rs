@@ -213,3 +213,41 @@ async fn a_paused_runs_response_continued_before_its_interrupt_gets_it_once() {
     assert_eq!(rest[1].0, all.last().unwrap().0);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_asked_to_continue_on_disconnect_outlives_its_cut_response() {
+    let server = start_server(|c| c.agui_reattach = Duration::from_millis(200)).await;
+    let addr = server.addr();
+    let mut alice = Client::user(addr, "alice").await;
+    let props = json!({"chunks": 20, "sleep_ms": 40, "onDisconnect": "continue"});
+    let body = run_input("t-keep", "go", props).to_string();
+    let mut response = post(addr, "synthetic", Some("alice"), &body).await;
+    let got = events_with_ids(&mut response, |e| {
+        e.iter().any(|e| e["type"] == "TEXT_MESSAGE_CONTENT")
+    })
+    .await;
+    let run = got[1].1["value"]["run_id"].as_str().unwrap().to_owned();
+    drop(response);
+    // Well past the grace, nobody continued: the run goes on to its end all the same.
+    let ended = alice.events_until_terminals(1).await;
+    let last = &ended.last().unwrap().event;
+    assert_eq!(
+        (last.run_id.as_str(), last.kind.type_name()),
+        (run.as_str(), "agent_completed")
+    );
+    let bad = post(
+        addr,
+        "synthetic",
+        Some("alice"),
+        &run_input("t-keep", "go", json!({"onDisconnect": "stay"})).to_string(),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .contains("forwardedProps.onDisconnect")
+    );
+    server.shutdown().await;
+}

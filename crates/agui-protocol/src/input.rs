@@ -29,6 +29,9 @@ pub struct Input {
     /// `forwardedProps.rawEvent: true`: every mapped event carries the engine's frame as
     /// `rawEvent` (off by default: it doubles a response's size).
     pub raw_events: bool,
+    /// `forwardedProps.onDisconnect: "continue"`: the run goes on when its response ends
+    /// first (by default, `"cancel"`, it is cancelled unless a continuation takes it up).
+    pub keep_running: bool,
 }
 
 /// Reads a `RunAgentInput`; the error names the field and what is allowed.
@@ -68,6 +71,7 @@ pub fn input(body: &Value, max_message_bytes: usize) -> Result<Input, String> {
             resume,
             multitask: None,
             raw_events: false,
+            keep_running: false,
         });
     }
     let Some(last) = messages.last() else {
@@ -93,9 +97,9 @@ pub fn input(body: &Value, max_message_bytes: usize) -> Result<Input, String> {
         Some(Value::Object(props)) => Some(props.clone()),
         Some(_) => return Err("`forwardedProps` must be an object (the agent's options)".into()),
     };
-    let (multitask, raw_events) = match options.as_mut() {
+    let own = match options.as_mut() {
         Some(props) => servers_props(props)?,
-        None => (None, false),
+        None => ServersProps::default(),
     };
     let thread = ThreadId::parse(&ids.thread_id).ok();
     Ok(Input {
@@ -104,14 +108,23 @@ pub fn input(body: &Value, max_message_bytes: usize) -> Result<Input, String> {
         thread,
         options,
         resume: None,
-        multitask,
-        raw_events,
+        multitask: own.multitask,
+        raw_events: own.raw_events,
+        keep_running: own.keep_running,
     })
 }
 
+/// This server's own keys of `forwardedProps`.
+#[derive(Debug, Default)]
+struct ServersProps {
+    multitask: Option<Multitask>,
+    raw_events: bool,
+    keep_running: bool,
+}
+
 /// Takes this server's own keys out of `forwardedProps` (the rest is the agent's options):
-/// `multitask` and `rawEvent`.
-fn servers_props(props: &mut Map<String, Value>) -> Result<(Option<Multitask>, bool), String> {
+/// `multitask`, `rawEvent` and `onDisconnect`.
+fn servers_props(props: &mut Map<String, Value>) -> Result<ServersProps, String> {
     let multitask = match props.remove("multitask") {
         None | Some(Value::Null) => None,
         Some(Value::String(name)) => Some(Multitask::parse(&name).ok_or_else(|| {
@@ -127,7 +140,19 @@ fn servers_props(props: &mut Map<String, Value>) -> Result<(Option<Multitask>, b
         Some(Value::Bool(true)) => true,
         Some(_) => return Err("`forwardedProps.rawEvent` must be true or false".into()),
     };
-    Ok((multitask, raw_events))
+    let keep_running = match props.remove("onDisconnect") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(what)) if what == "cancel" => false,
+        Some(Value::String(what)) if what == "continue" => true,
+        Some(_) => {
+            return Err("`forwardedProps.onDisconnect` must be \"cancel\" or \"continue\"".into());
+        }
+    };
+    Ok(ServersProps {
+        multitask,
+        raw_events,
+        keep_running,
+    })
 }
 
 /// A message's content as text: a string, or text parts joined.

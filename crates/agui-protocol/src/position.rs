@@ -58,9 +58,12 @@ impl FromStr for Position {
 impl Position {
     /// The position a `Last-Event-ID` header's value names; the error says what is wrong.
     pub fn from_last_event_id(value: Option<&[u8]>) -> Result<Self, String> {
-        let value = value.ok_or("Last-Event-ID is missing")?;
-        let text = std::str::from_utf8(value).map_err(|_| "Last-Event-ID is not text")?;
-        text.parse().map_err(|e| format!("Last-Event-ID: {e}"))
+        let hint = "send the id of the last event you received";
+        let value = value.ok_or_else(|| format!("Last-Event-ID is missing; {hint}"))?;
+        let text =
+            std::str::from_utf8(value).map_err(|_| format!("Last-Event-ID is not text; {hint}"))?;
+        text.parse()
+            .map_err(|e| format!("Last-Event-ID: {e}; {hint}"))
     }
 }
 

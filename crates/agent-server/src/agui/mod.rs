@@ -72,13 +72,7 @@ pub(crate) async fn run(
     };
     let subscription = match live.bridge.subscribe(&user, None).await {
         Ok(subscription) => subscription,
-        Err(e) => {
-            return refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::TooManyConnections,
-                e.to_string(),
-            );
-        }
+        Err(e) => return continuation::too_many(&e),
     };
     let accepted = match input.resume {
         // Subscribed first, so no event of the resumed run is missed.
@@ -109,5 +103,6 @@ pub(crate) async fn run(
     let mapper = Mapper::new(input.ids, accepted.run_id.as_str()).with_raw_events(input.raw_events);
     let mut view = RunView::new(mapper, accepted.run_id.as_str(), subscription.last_seq());
     let opening = view.opening(accepted.thread_id.as_str(), subscription.epoch().as_str());
-    RunStream::new(&live, subscription, view, opening, user, accepted.run_id).into_response()
+    let (ids, keep) = ((user, accepted.run_id), input.keep_running);
+    RunStream::new(&live, subscription, (view, opening), ids, keep).into_response()
 }

@@ -33,14 +33,14 @@ pub(crate) struct RunStream {
 }
 
 impl RunStream {
-    /// A response for `user`'s run `run` that starts with `first`, then follows the run.
+    /// A response for `user`'s run `run` that starts with `first`, then follows the run;
+    /// `keep_running`: the run goes on if the response ends first.
     pub(crate) fn new(
         live: &Live,
         subscription: Subscription,
-        view: RunView,
-        first: Positioned,
-        user: UserId,
-        run: RunId,
+        (view, first): (RunView, Positioned),
+        (user, run): (UserId, RunId),
+        keep_running: bool,
     ) -> Self {
         live.agui_watchers.join(&user, &run);
         Self {
@@ -54,14 +54,14 @@ impl RunStream {
                 grace: live.config.agui_reattach,
                 user,
                 run,
-                armed: true,
+                armed: !keep_running,
             },
         }
     }
 
     /// The response: server-sent events until the run ends.
     pub(crate) fn into_response(mut self) -> Response {
-        self.guard.armed = !self.view.done();
+        self.guard.armed &= !self.view.done();
         Sse::new(self.into_events())
             .keep_alive(KeepAlive::default())
             .into_response()
@@ -117,19 +117,13 @@ impl RunStream {
         }
     }
 
-    /// Ends the response with the server's own `events` (the run is cancelled).
+    /// Ends the response with the server's own `events` (the run is cancelled, unless its
+    /// client asked it to go on: `onDisconnect`).
     fn end(&mut self, events: Vec<Value>) {
         let events = self.view.own(events);
         self.pending.extend(events);
-        let (runs, user, run) = (
-            Arc::clone(&self.guard.runs),
-            self.guard.user.clone(),
-            self.guard.run.clone(),
-        );
-        self.guard.armed = false;
-        tokio::spawn(async move {
-            let _ = runs.cancel(&user, &run).await;
-        });
+        // Nobody can continue it: the run is cancelled as the response ends, without a grace.
+        self.guard.grace = Duration::ZERO;
         self.view.end();
     }
 
