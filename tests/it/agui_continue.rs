@@ -235,19 +235,7 @@ async fn a_run_asked_to_continue_on_disconnect_outlives_its_cut_response() {
         (last.run_id.as_str(), last.kind.type_name()),
         (run.as_str(), "agent_completed")
     );
-    let bad = post(
-        addr,
-        "synthetic",
-        Some("alice"),
-        &run_input("t-keep", "go", json!({"onDisconnect": "stay"})).to_string(),
-    )
-    .await;
-    assert_eq!(bad.status(), 400);
-    assert!(
-        bad.text()
-            .await
-            .unwrap()
-            .contains("forwardedProps.onDisconnect")
-    );
+    let stay = json!({"onDisconnect": "stay"});
+    crate::agui_positions::refused_props(addr, stay, "forwardedProps.onDisconnect").await;
     server.shutdown().await;
 }

@@ -65,19 +65,16 @@ async fn every_event_has_its_position_and_a_one_line_answer_stays_under_3_kb() {
     for (_, event) in &events[2..] {
         assert!(event["rawEvent"]["seq"].is_u64(), "{event}");
     }
-    let bad = post(
-        addr,
-        "assistant",
-        Some("alice"),
-        &run_input("t-size", "hi", json!({"rawEvent": "yes"})).to_string(),
-    )
-    .await;
-    assert_eq!(bad.status(), 400);
-    assert!(
-        bad.text()
-            .await
-            .unwrap()
-            .contains("forwardedProps.rawEvent")
-    );
+    refused_props(addr, json!({"rawEvent": "yes"}), "forwardedProps.rawEvent").await;
     server.shutdown().await;
+}
+
+/// A run whose `forwardedProps` holds a bad value of one of this server's keys is refused
+/// with 400 and a message that names the key.
+pub(crate) async fn refused_props(addr: std::net::SocketAddr, props: Value, names: &str) {
+    let body = run_input("t-props", "hi", props).to_string();
+    let bad = post(addr, "synthetic", Some("alice"), &body).await;
+    assert_eq!(bad.status(), 400);
+    let text = bad.text().await.unwrap();
+    assert!(text.contains(names), "{text}");
 }
