@@ -27,7 +27,7 @@ import type {
   UserId,
 } from "./protocol.js";
 import { AsyncQueue } from "./queue.js";
-import { type RunHandle, RunTracker, type StreamEvent, eventKey, isTerminal } from "./run.js";
+import { type RunHandle, RunTracker, type StreamEvent, eventKey } from "./run.js";
 import { type Socket, openSocket } from "./socket.js";
 
 /** Where the connection stands. */
@@ -609,6 +609,9 @@ export class AgentClient {
     tracker.recovering = true;
     const deadline = Date.now() + RECOVERY_DEADLINE_MS;
     let fetches = 0;
+    // The keys of the events the history had at the last fetch: held live events among them
+    // were delivered already (before the resume failed, or just now from the history).
+    let known = new Set<string>();
     try {
       for (;;) {
         let record: RunWithEvents;
@@ -629,25 +632,20 @@ export class AgentClient {
           continue;
         }
         fetches += 1;
-        for (const event of record.events) {
-          const recovered: StreamEvent = { ...event, recovered: true };
-          if (tracker.offer(recovered, true)) this.publish(recovered);
-        }
+        for (const event of tracker.recover(record.events)) this.publish(event);
+        known = new Set(record.events.map(eventKey));
         const live = record.status === "running" || record.status.startsWith("waiting_for");
         if (!live) {
           this.endFromRecord(tracker, record);
           return;
         }
         const first = tracker.held[0];
-        const reached = first !== undefined && tracker.delivered.has(eventKey(first));
+        const reached = first !== undefined && known.has(eventKey(first));
         if (reached || Date.now() > deadline || (first === undefined && fetches >= 2)) return;
         await sleep(first === undefined ? 300 : 100, this.stopped.signal);
       }
     } finally {
-      tracker.recovering = false;
-      const held = tracker.held;
-      tracker.held = [];
-      for (const event of held) if (tracker.offer(event)) this.publish(event);
+      for (const event of tracker.release(known)) this.publish(event);
       if (tracker.ended) this.retire(tracker);
     }
   }
@@ -668,7 +666,7 @@ export class AgentClient {
       timestamp: new Date(record.finished_ms ?? Date.now()).toISOString(),
       recovered: true,
     };
-    if (tracker.offer(ended, true) && isTerminal(ended)) this.publish(ended);
+    if (tracker.deliver(ended)) this.publish(ended);
   }
 
   // ---- requests ----

@@ -70,8 +70,12 @@ const EARLY_LIMIT = 10_000;
 
 /** One top-level run the client follows, with its sub-runs. */
 export class RunTracker {
-  /** Keys of the events delivered, to never deliver one twice. */
-  readonly delivered = new Set<string>();
+  /**
+   * How many of the run's events (its sub-runs' included) were delivered. The history keeps
+   * them in the order they were emitted, which is the order they were delivered in, so the
+   * history's events from this index on are the ones not delivered yet.
+   */
+  delivered = 0;
   /** Events that arrived before a handle claimed the run (run_accepted can come after them). */
   private early: StreamEvent[] = [];
   /** Live events held back while the history fills the gap of a failed resume. */
@@ -105,17 +109,41 @@ export class RunTracker {
   }
 
   /**
-   * Delivers `event` unless it was delivered before; returns whether it was. Events are
-   * held back while recovering, unless `fromHistory`.
+   * Delivers a live event (the stream's `seq` already keeps those from repeating); returns
+   * whether it was delivered. While recovering it is held back instead.
    */
-  offer(event: StreamEvent, fromHistory = false): boolean {
-    if (this.recovering && !fromHistory) {
+  offer(event: StreamEvent): boolean {
+    if (this.recovering) {
       this.held.push(event);
       return false;
     }
-    const key = eventKey(event);
-    if (this.delivered.has(key) || this.ended) return false;
-    this.delivered.add(key);
+    return this.deliver(event);
+  }
+
+  /**
+   * The history's events of the run (all of them, in order) after a failed resume: delivers
+   * those not delivered yet, marked `recovered`, and returns them.
+   */
+  recover(history: AgentEvent[]): StreamEvent[] {
+    const missed = history.slice(this.delivered).map((e): StreamEvent => ({ ...e, recovered: true }));
+    return missed.filter((event) => this.deliver(event));
+  }
+
+  /**
+   * Ends recovering: the held live events are delivered, but for those the history had
+   * (`known`: their keys); returns those delivered.
+   */
+  release(known: Set<string>): StreamEvent[] {
+    this.recovering = false;
+    const held = this.held;
+    this.held = [];
+    return held.filter((event) => !known.has(eventKey(event)) && this.deliver(event));
+  }
+
+  /** Delivers `event` at once, held events or not (the end the history reports). */
+  deliver(event: StreamEvent): boolean {
+    if (this.ended) return false;
+    this.delivered += 1;
     if (this.queue) this.push(event);
     else if (this.early.length < EARLY_LIMIT) this.early.push(event);
     if (event.run_id === this.runId && isTerminal(event)) this.ended = true;

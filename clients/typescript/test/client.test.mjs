@@ -302,7 +302,12 @@ describe("connections that drop", () => {
   });
 });
 
-test("a server killed mid-run: the client reconnects to its successor and ends the run from the history", async () => {
+/**
+ * A server on a store of its own behind a proxy, a client reading a long run through it, and
+ * `restart(signal)`: the server stopped with `signal` and a successor on the same store put
+ * behind the proxy. `done()` closes everything.
+ */
+async function longRunOnRestartableServer() {
   const store = tempDir();
   const db = `sqlite://${join(store.dir, "history.db")}`;
   let server = await startServer({ store: db });
@@ -312,20 +317,44 @@ test("a server killed mid-run: the client reconnects to its successor and ends t
   client.onNotice((n) => notices.push(n));
   await client.connect();
   const run = await client.run({ agent: "synthetic", message: "long", input: { chunks: 1000, sleep_ms: 10 } });
-  const reading = collect(run);
+  return {
+    client,
+    run,
+    notices,
+    reading: collect(run),
+    /** Stops the server with `signal`; resolves once a successor listens behind the proxy. */
+    async restart(signal) {
+      await server.stop(signal);
+      server = await startServer({ store: db });
+      proxy.retarget(server.port);
+    },
+    async done() {
+      client.close();
+      await proxy.close();
+      await server.stop();
+      store.cleanup();
+    },
+  };
+}
+
+/** The answer's chunks are 1, 2, 3, … each once, with no gap. */
+function assertChunksInOrder(events) {
+  const deltas = events.filter((e) => e.type === "agent_response_chunk").map((e) => e.data.delta);
+  assert.ok(deltas.length > 0);
+  assert.deepEqual(deltas, Array.from({ length: deltas.length }, (_, k) => `chunk ${k + 1} `));
+}
+
+test("a server killed mid-run: the client reconnects to its successor and ends the run from the history", async () => {
+  const { client, run, notices, reading, restart, done } = await longRunOnRestartableServer();
   await new Promise((r) => setTimeout(r, 400));
-  await server.stop("SIGKILL");
-  server = await startServer({ store: db });
-  proxy.retarget(server.port);
+  await restart("SIGKILL");
   const events = await reading;
   const end = await run.result;
   assert.equal(end.type, "agent_error");
   assert.equal(end.recovered, true);
   assert.equal(end.data.code, "interrupted");
   assert.deepEqual(notices.map((n) => [n.type, n.reason]), [["resume_failed", "epoch_changed"]]);
-  const deltas = events.filter((e) => e.type === "agent_response_chunk").map((e) => e.data.delta);
-  assert.ok(deltas.length > 0);
-  assert.deepEqual(deltas, Array.from({ length: deltas.length }, (_, k) => `chunk ${k + 1} `));
+  assertChunksInOrder(events);
   assert.equal(events.filter(isTerminal).length, 1);
   // A killed server's history keeps what its writer had flushed: a prefix of what the client
   // delivered.
@@ -333,10 +362,7 @@ test("a server killed mid-run: the client reconnects to its successor and ends t
   assert.equal(record.status, "interrupted");
   const delivered = shape(events.slice(0, -1));
   assert.deepEqual(shape(record.events), delivered.slice(0, record.events.length));
-  client.close();
-  await proxy.close();
-  await server.stop();
-  store.cleanup();
+  await done();
 });
 
 test("two nodes on one Redis: the client moves between them mid-run and misses nothing", async () => {
@@ -368,33 +394,18 @@ test("two nodes on one Redis: the client moves between them mid-run and misses n
 });
 
 test("a server restarted gracefully mid-run: the run ends once, the client carries on on the new epoch", async () => {
-  const store = tempDir();
-  const db = `sqlite://${join(store.dir, "history.db")}`;
-  let server = await startServer({ store: db });
-  const proxy = await startProxy(server.port);
-  const client = new AgentClient({ url: proxy.url, token: token(user()), backoff: { initialMs: 20, maxMs: 200 } });
-  const notices = [];
-  client.onNotice((n) => notices.push(n));
-  await client.connect();
-  const run = await client.run({ agent: "synthetic", message: "long", input: { chunks: 1000, sleep_ms: 10 } });
-  const reading = collect(run);
+  const { client, notices, reading, restart, done } = await longRunOnRestartableServer();
   await new Promise((r) => setTimeout(r, 300));
   // SIGTERM: the server drains, cancels what still runs after its grace (1 s), delivers it.
-  const stopping = server.stop("SIGTERM");
+  const restarted = restart("SIGTERM");
   const events = await reading;
-  await stopping;
-  server = await startServer({ store: db });
-  proxy.retarget(server.port);
+  await restarted;
   assert.equal(events.at(-1).type, "agent_cancelled");
   assert.equal(events.filter(isTerminal).length, 1);
-  const deltas = events.filter((e) => e.type === "agent_response_chunk").map((e) => e.data.delta);
-  assert.deepEqual(deltas, Array.from({ length: deltas.length }, (_, k) => `chunk ${k + 1} `));
+  assertChunksInOrder(events);
   // The client finds the new server (a new epoch) and runs there.
   const next = await client.run({ agent: "synthetic", message: "again", input: { chunks: 2 } });
   assert.equal((await next.result).type, "agent_completed");
   assert.deepEqual(notices.map((n) => [n.type, n.reason, n.runs]), [["resume_failed", "epoch_changed", []]]);
-  client.close();
-  await proxy.close();
-  await server.stop();
-  store.cleanup();
+  await done();
 });
