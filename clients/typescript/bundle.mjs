@@ -12,6 +12,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const STATIC = join(here, "..", "..", "crates", "agent-server", "static");
 /** Each page module and the static file it becomes. */
 const PAGES = [
+  ["page/app.ts", "app.js"],
   ["page/usage.ts", "usage.js"],
   ["page/approvals.ts", "approvals.js"],
   ["page/multitask.ts", "multitask.js"],
@@ -26,6 +27,9 @@ async function bundle(entry, file) {
     target: "es2020",
     charset: "utf8",
     legalComments: "none",
+    // The client imports `ws` only where the platform has no WebSocket (Node 20), never in a
+    // browser: left as an import that is never made.
+    external: ["ws"],
     write: false,
     banner: {
       js: `// Generated from clients/typescript/${entry} by \`npm run bundle\` there: do not edit.`,

@@ -403,11 +403,11 @@ async fn a_decision_in_one_window_shows_in_the_other() {
     wait_card(&two.client, "pending").await;
     js(
         &two.client,
-        "const m = window.chat.state.ws.onmessage; window.held = null; \
-         window.release = () => { const h = window.held; window.held = null; h.forEach((f) => m(f)); }; \
-         window.chat.state.ws.onmessage = (f) => { const frame = JSON.parse(f.data); \
-           if (frame.type === 'approval_resolved') window.held = []; \
-           if (window.held && typeof frame.seq === 'number') { window.held.push(f); return; } m(f); }; \
+        "window.held = null; \
+         window.release = () => { const h = window.held; window.held = null; h.forEach((e) => window.chat.deliver(e)); }; \
+         window.chat.tap = (e) => { \
+           if (e.type === 'approval_resolved') window.held = []; \
+           if (window.held) { window.held.push(e); return true; } return false; }; \
          return true",
     )
     .await;

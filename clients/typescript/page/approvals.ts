@@ -7,6 +7,7 @@
 // (GET /v1/approvals) and the live events. app.js calls in through window.approvals, so a page
 // without this script still works.
 import { HttpApi, type PendingApproval } from "../src/http.js";
+import type { JsonValue } from "../src/protocol.js";
 
 /** An event as app.js hands it over. */
 interface PageEvent {
@@ -285,7 +286,7 @@ function outcome(card: ApprovalCard): HTMLElement[] {
 
 function decide(card: ApprovalCard, payload: Payload): void {
   if (card.status !== "pending") return;
-  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
+  if (!connected()) {
     card.error.textContent = "Not connected right now: the page is reconnecting. Try again in a moment.";
     return;
   }
@@ -388,7 +389,7 @@ async function openEditor(card: ApprovalCard): Promise<void> {
       area.focus();
       return;
     }
-    decide(card, { decision: "edit", arguments: args });
+    decide(card, { decision: "edit", arguments: args as { [key: string]: JsonValue } });
   });
   showForm(card, form, area);
   const tool = (await toolList()).find((t) => t.name === card.tool);
@@ -429,9 +430,9 @@ function resolve(run: PageRun, e: PageEvent): void {
   for (const [id, c] of asked) if (c === card) asked.delete(id);
   card.status = String(d.decision);
   const sent = card.sent;
-  if (d.decision === "reject" && sent?.message) card.reason = sent.message;
-  if (d.decision === "edit" && sent?.arguments) card.ran = sent.arguments;
-  if (d.decision === "respond" && sent?.message) card.answer = sent.message;
+  if (sent?.decision === "reject" && d.decision === "reject" && sent.message) card.reason = sent.message;
+  if (sent?.decision === "edit" && d.decision === "edit") card.ran = sent.arguments;
+  if (sent?.decision === "respond" && d.decision === "respond") card.answer = sent.message;
   card.error.textContent = "";
   paint(card);
   if (run.el.dataset.state === "waiting" && !pendingIn(run)) {

@@ -1,5 +1,6 @@
-// What the chat page's app.js (a classic script, loaded first) offers the page's modules.
-// They are globals of the page, not imports: app.js is not bundled (yet).
+// What the chat page's app.js (page/app.ts, loaded first) offers the page's other modules.
+// They are globals of the page (app.ts puts them on `window`), not imports: each module is
+// its own bundle, and the page works without the optional ones.
 
 /** The page's state (app.js). */
 declare const state: {
@@ -8,7 +9,6 @@ declare const state: {
   history: boolean | null;
   /** The thread shown. */
   thread: string | null;
-  ws: WebSocket | null;
   /** The runs shown, by id. */
   runs: Map<string, PageRun>;
   /** The agents the server offers (`GET /agents`). */
@@ -24,8 +24,10 @@ declare function sendMessage(multitask?: string): void;
 declare function notice(text: string, kind?: string): void;
 /** A `<pre>` showing `value` as JSON. */
 declare function json(value: unknown): HTMLElement;
-/** Sends a frame on the page's socket; false when it is not open. */
-declare function send(frame: unknown): boolean;
+/** Sends a frame on the page's connection; false when it is not open. */
+declare function send(frame: import("../src/protocol.js").ClientFrame): boolean;
+/** Whether the page's connection is open. */
+declare function connected(): boolean;
 /** A date and time, in the reader's locale. */
 declare function dayAndTime(ms: number): string;
 /** `document.getElementById`. */
@@ -107,7 +109,7 @@ interface ApprovalCard {
   args: unknown;
   status: string;
   expires?: number;
-  sent?: { decision: string; arguments?: unknown; message?: string };
+  sent?: import("../src/http.js").ApprovalDecision;
   reason?: string;
   ran?: unknown;
   answer?: string;
@@ -127,4 +129,7 @@ interface Window {
   approvals: unknown;
   multitask: unknown;
   chat?: { approvals?: unknown };
+  /** Vendored scripts, when they loaded. */
+  marked?: unknown;
+  DOMPurify?: unknown;
 }

@@ -54,6 +54,13 @@ export type AgentClientOptions = Credentials & {
    * (default 15,000; 0: never).
    */
   heartbeatMs?: number;
+  /**
+   * A new view of the user's stream (a new tab, say) that shows what the server's log still
+   * holds (up to 1,000 events or 10 minutes): the first connection, and the first after a
+   * failed resume, start at the log's start instead of the live edge; a `replayed` notice
+   * says how many events came from the log (default false: the live edge).
+   */
+  replay?: boolean;
 };
 
 /** What `client.run` starts. */
@@ -76,8 +83,26 @@ export interface RunRequest {
  * events could not be recovered.
  */
 export type Notice =
+  /** The connection dropped; the client reconnects in `retryInMs`. */
+  | { type: "disconnected"; code: number; reason: string; retryInMs: number }
+  /** Reconnected and resumed: the `replayed` events missed meanwhile came first. */
+  | { type: "resumed"; replayed: number }
+  /** A new view's stream started at the server's log (option `replay`) with `replayed` events. */
+  | { type: "replayed"; replayed: number }
+  /** Reconnected, but the missed events could not be replayed; `runs` are being recovered. */
   | { type: "resume_failed"; reason: string; epoch: Epoch; runs: RunId[] }
-  | { type: "run_unrecoverable"; runId: RunId; message: string };
+  | { type: "run_unrecoverable"; runId: RunId; message: string }
+  /**
+   * A refusal that answers no pending `run()`: of a frame given to `send()` (with its
+   * `requestId`), of a `cancel()`, or of the connection itself (`rate_limited`, ...).
+   */
+  | {
+      type: "error";
+      code: AgentClientError["code"];
+      message: string;
+      requestId?: string;
+      details: Record<string, unknown>;
+    };
 
 /** A token's `exp`, read without checking it (the server checks). */
 function expiresAt(token: string): number | undefined {
@@ -125,6 +150,10 @@ export class AgentClient {
   private readonly stopped = new AbortController();
   private openWaiters: Waiter<void>[] = [];
   private readonly replies = new Map<string, Waiter<ServerFrame>>();
+  /** The epoch whose log was replayed (option `replay`): each epoch's once. */
+  private replayedEpoch: Epoch | undefined;
+  /** The socket is being replaced by one that starts at the log (option `replay`). */
+  private rejoining = false;
   private nextRequest = 1;
   private readonly trackers = new Map<RunId, RunTracker>();
   /** Sub-run → its top-level run. */
@@ -231,15 +260,47 @@ export class AgentClient {
       runId: reply.run_id,
       threadId: reply.thread_id,
       queued: reply.queued ?? false,
+      steered: reply.steered ?? false,
+      ...(typeof reply.position === "number" ? { position: reply.position } : {}),
       events,
       result,
       cancel: () => this.cancel(reply.run_id),
     };
   }
 
-  /** Asks the server to cancel `runId` (one of the user's runs, from any tab). */
+  /**
+   * Asks the server to cancel `runId` (one of the user's runs, from any tab): the run then
+   * ends with `agent_cancelled`. Resolves once asked; the server answers only a refusal
+   * (`run_not_found`: the run already ended, or is not the user's), as an `error` notice.
+   */
   async cancel(runId: RunId): Promise<void> {
-    await this.send({ type: "cancel_run", payload: { run_id: runId } });
+    await this.send({ type: "cancel_run", request_id: `c${this.nextRequest++}`, payload: { run_id: runId } });
+  }
+
+  /**
+   * Sends a frame as it is, once the connection is open (it waits while reconnecting). The
+   * server answers most frames only to refuse them: a refusal comes as an `error` notice with
+   * the frame's `request_id`.
+   */
+  async send(frame: ClientFrame): Promise<void> {
+    for (;;) {
+      await this.whenOpen();
+      const socket = this.socket;
+      if (socket && this.open) {
+        socket.send(JSON.stringify(frame));
+        return;
+      }
+    }
+  }
+
+  /**
+   * Drops the connection and opens a new one at once, resuming where the stream was (after
+   * the network changed, say). Nothing is missed: the resume replays what came meanwhile.
+   */
+  reconnect(): void {
+    if (this.current === "closed" || !this.socket) return;
+    this.open = false;
+    this.socket.close(4000, "reconnecting");
   }
 
   /**
@@ -358,7 +419,7 @@ export class AgentClient {
   private async keepConnected(): Promise<void> {
     let first = true;
     while (!this.stopped.signal.aborted) {
-      this.setState(first ? "connecting" : "reconnecting");
+      if (!this.rejoining) this.setState(first ? "connecting" : "reconnecting");
       first = false;
       let outcome: { code: number; reason: string; status?: number; opened: boolean };
       try {
@@ -389,8 +450,14 @@ export class AgentClient {
         }
         this.tokenRefused = true;
       }
+      if (this.rejoining) {
+        // Replaced on purpose by a connection that starts at the log: no wait, nothing to say.
+        continue;
+      }
       this.setState("reconnecting");
-      await sleep(this.backoff.next(), this.stopped.signal);
+      const wait = this.backoff.next();
+      this.notice({ type: "disconnected", code: outcome.code, reason: outcome.reason, retryInMs: wait });
+      await sleep(wait, this.stopped.signal);
     }
   }
 
@@ -495,22 +562,36 @@ export class AgentClient {
       case "connection_established":
         this.onEstablished(control);
         return;
-      case "run_accepted":
-      case "error": {
-        const id = control.request_id;
-        const waiter = id === undefined || id === null ? undefined : this.replies.get(id);
+      case "run_accepted": {
+        const waiter = this.replies.get(control.request_id ?? "");
         if (!waiter) return;
-        this.replies.delete(id as string);
-        if (control.type === "run_accepted") waiter.resolve(control);
-        else {
-          const { type: _type, request_id: _id, code, message, ...details } = control as {
-            type: string;
-            request_id?: string | null;
-            code: AgentClientError["code"];
-            message: string;
-          } & Record<string, unknown>;
+        this.replies.delete(control.request_id as string);
+        waiter.resolve(control);
+        return;
+      }
+      case "error": {
+        const { type: _type, request_id: id, code, message, ...details } = control as {
+          type: string;
+          request_id?: string | null;
+          code: AgentClientError["code"];
+          message: string;
+        } & Record<string, unknown>;
+        // A frame the server could not read (`frame_too_large`) is refused without its
+        // request_id; the server answers frames in order, so it is the oldest unanswered.
+        const key = typeof id === "string" ? id : this.replies.keys().next().value;
+        const waiter = key === undefined ? undefined : this.replies.get(key);
+        if (waiter && key !== undefined) {
+          this.replies.delete(key);
           waiter.reject(new AgentClientError(code, message, { details }));
+          return;
         }
+        this.notice({
+          type: "error",
+          code,
+          message,
+          ...(typeof id === "string" ? { requestId: id } : {}),
+          details,
+        });
         return;
       }
       default:
@@ -523,23 +604,40 @@ export class AgentClient {
     const resume: ResumeStatus | null | undefined = frame.resume;
     const resumed = resume?.status === "ok";
     const lostEpoch = this.epoch !== undefined && this.epoch !== frame.epoch;
+    const rejoined = this.rejoining;
+    this.rejoining = false;
     if (!resumed) {
       // A first connection, or a failed resume: live events go on from `last_seq`.
       this.lastSeq = frame.last_seq;
     }
     this.epoch = frame.epoch;
+    const failed = resume?.status === "failed" || (lostEpoch && !resumed);
+    if (failed) {
+      const reason = resume?.status === "failed" ? resume.reason : "epoch_changed";
+      void this.recover(reason, frame.epoch);
+    }
+    if (this.options.replay && !resumed && frame.last_seq > 0 && this.replayedEpoch !== frame.epoch) {
+      // A new view (or a new epoch): connect again from the start of the server's log. The
+      // events of this socket meanwhile are left to that replay.
+      this.replayedEpoch = frame.epoch;
+      this.rejoining = true;
+      this.lastSeq = 0;
+      this.socket?.close(4000, "replaying the stream's log");
+      return;
+    }
+    this.replayedEpoch ??= frame.epoch;
     this.open = true;
     this.backoff.reset();
     this.setState("open");
     for (const waiter of this.openWaiters) waiter.resolve();
     this.openWaiters = [];
-    if (resume?.status === "failed" || (lostEpoch && !resumed)) {
-      const reason = resume?.status === "failed" ? resume.reason : "epoch_changed";
-      void this.recover(reason, frame.epoch);
+    if (resume?.status === "ok") {
+      this.notice({ type: rejoined ? "replayed" : "resumed", replayed: resume.replayed });
     }
   }
 
   private onEvent(event: StreamEvent & { seq: number }): void {
+    if (this.rejoining) return;
     if (this.lastSeq !== undefined && event.seq <= this.lastSeq) return;
     if (this.lastSeq !== undefined && event.seq > this.lastSeq + 1) {
       // A hole in the stream (the protocol never makes one): resume from the last event
@@ -670,17 +768,6 @@ export class AgentClient {
   }
 
   // ---- requests ----
-
-  private async send(frame: ClientFrame): Promise<void> {
-    for (;;) {
-      await this.whenOpen();
-      const socket = this.socket;
-      if (socket && this.open) {
-        socket.send(JSON.stringify(frame));
-        return;
-      }
-    }
-  }
 
   private async request(
     frame: Extract<ClientFrame, { type: "start_agent" | "cancel_run" | "resolve_approval" }>,

@@ -54,6 +54,13 @@ export interface RunHandle {
   readonly threadId: ThreadId;
   /** Whether the run waits before it starts (behind its thread's run, or for a run slot). */
   readonly queued: boolean;
+  /** A queued run's place in line (1: next), when the server said it. */
+  readonly position?: number;
+  /**
+   * Whether the message joined the thread's running run instead (`multitask: "steer"`):
+   * `runId` is that run's, and `events` follows it from now on.
+   */
+  readonly steered: boolean;
   /**
    * The run's events (its sub-runs' too: they carry `parent_run_id`), each exactly once and
    * in order, across reconnects; the iteration ends after the terminal event. One reader.
@@ -84,27 +91,40 @@ export class RunTracker {
   recovering = false;
   /** Whether the terminal event was delivered. */
   ended = false;
-  private queue: AsyncQueue<StreamEvent> | undefined;
-  private settle: ((event: TerminalEvent) => void) | undefined;
-  private fail: ((error: Error) => void) | undefined;
+  /** The handles' queues and results (a steered message's handle joins the run's). */
+  private readonly handles: {
+    queue: AsyncQueue<StreamEvent>;
+    settle(event: TerminalEvent): void;
+    fail(error: Error): void;
+  }[] = [];
 
   constructor(
     readonly runId: RunId,
     public threadId: ThreadId | undefined,
   ) {}
 
-  /** Makes the handle's queue and result; events that came first are queued at once. */
+  /**
+   * Makes a handle's queue and result. The first handle gets the events that came before it
+   * at once; a later one (a message steered into the run) those from now on.
+   */
   claim(): { events: AsyncQueue<StreamEvent>; result: Promise<TerminalEvent> } {
     const events = new AsyncQueue<StreamEvent>();
+    let settle!: (event: TerminalEvent) => void;
+    let fail!: (error: Error) => void;
     const result = new Promise<TerminalEvent>((resolve, reject) => {
-      this.settle = resolve;
-      this.fail = reject;
+      settle = resolve;
+      fail = reject;
     });
     // A caller that awaits only `events` must not see an unhandled rejection on close.
     result.catch(() => undefined);
-    this.queue = events;
-    for (const event of this.early) this.push(event);
+    const handle = { queue: events, settle, fail };
+    this.handles.push(handle);
+    for (const event of this.early) this.push(handle, event);
     this.early = [];
+    if (this.ended && this.handles.length > 1) {
+      events.end();
+      fail(new Error("the run ended before this handle joined it"));
+    }
     return { events, result };
   }
 
@@ -144,7 +164,7 @@ export class RunTracker {
   deliver(event: StreamEvent): boolean {
     if (this.ended) return false;
     this.delivered += 1;
-    if (this.queue) this.push(event);
+    if (this.handles.length > 0) for (const handle of this.handles) this.push(handle, event);
     else if (this.early.length < EARLY_LIMIT) this.early.push(event);
     if (event.run_id === this.runId && isTerminal(event)) this.ended = true;
     return true;
@@ -152,15 +172,17 @@ export class RunTracker {
 
   /** Ends a handle whose client closed before the run did. */
   abandon(error: Error): void {
-    this.queue?.end();
-    this.fail?.(error);
+    for (const handle of this.handles) {
+      handle.queue.end();
+      handle.fail(error);
+    }
   }
 
-  private push(event: StreamEvent): void {
-    this.queue?.push(event);
+  private push(handle: RunTracker["handles"][number], event: StreamEvent): void {
+    handle.queue.push(event);
     if (event.run_id === this.runId && isTerminal(event)) {
-      this.queue?.end();
-      this.settle?.(event);
+      handle.queue.end();
+      handle.settle(event);
     }
   }
 }

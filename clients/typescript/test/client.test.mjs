@@ -9,6 +9,27 @@ import { AgentClient, AgentClientError, isTerminal } from "../dist/index.js";
 import { canonical } from "../dist/run.js";
 import { collect, startProxy, startRedis, startServer, tempDir, token, user } from "./support.mjs";
 
+/** The notices that say something went wrong (not the drops and resumes of every day). */
+const troubles = (notices) =>
+  notices.filter((n) => n.type === "resume_failed" || n.type === "run_unrecoverable" || n.type === "error");
+
+/** Reads `stream` (without ending it) up to the terminal event of `runId`. */
+async function readUntilEnd(stream, runId) {
+  const seen = [];
+  for (;;) {
+    const { value, done } = await stream.next();
+    assert.ok(!done, "the stream ended early");
+    seen.push(value);
+    if (value.run_id === runId && isTerminal(value)) return seen;
+  }
+}
+
+/** Waits until `check()` holds (5 s at most). */
+async function until(check) {
+  for (let i = 0; i < 250 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(check(), `timed out waiting for ${check}`);
+}
+
 /** The events of a run as the history keeps them, for comparing with what the client got. */
 function shape(events) {
   // The history keeps each event's data with its keys sorted: compare them sorted.
@@ -120,6 +141,59 @@ describe("one server", () => {
     assert.equal(seen.at(-1), "agent_cancelled");
     assert.equal((await run.result).type, "agent_cancelled");
     client.close();
+  });
+
+  test("refusals without a pending run(): a frame too large rejects its run(); a cancel's refusal is a notice", async () => {
+    const client = new AgentClient({ url: suite.server.url, token: token(user()) });
+    const notices = [];
+    client.onNotice((n) => notices.push(n));
+    await client.connect();
+    // Over the 64 KiB frame limit: the server cannot read the frame, so its refusal carries no
+    // request_id; it answers the oldest request still waiting, this one.
+    await assert.rejects(
+      client.run({ agent: "synthetic", message: "x".repeat(70 * 1024) }),
+      (e) => e instanceof AgentClientError && e.code === "frame_too_large",
+    );
+    const run = await client.run({ agent: "synthetic", message: "short", input: { chunks: 1 } });
+    assert.equal((await run.result).type, "agent_completed");
+    // The run has ended: cancelling it is refused, and nothing else waits for the answer.
+    await client.cancel(run.runId);
+    await until(() => notices.some((n) => n.type === "error"));
+    const refusal = notices.find((n) => n.type === "error");
+    assert.equal(refusal.code, "run_not_found");
+    assert.match(refusal.requestId, /^c\d+$/);
+    client.close();
+  });
+
+  test("a new view with replay: the server's log first, then live; reconnect() resumes", async () => {
+    const name = user();
+    const tab = new AgentClient({ url: suite.server.url, token: token(name) });
+    await tab.connect();
+    const earlier = await tab.run({ agent: "synthetic", message: "before", input: { chunks: 3 } });
+    const before = await collect(earlier);
+    const view = new AgentClient({ url: suite.server.url, token: token(name), replay: true });
+    const notices = [];
+    view.onNotice((n) => notices.push(n));
+    const states = [];
+    view.onStateChange((s) => states.push(s));
+    const stream = view.events();
+    await view.connect();
+    // One state change to open: the switch to the log is not a reconnect.
+    assert.deepEqual(states, ["connecting", "open"]);
+    const replayed = notices.find((n) => n.type === "replayed");
+    assert.ok(replayed && replayed.replayed >= before.length, JSON.stringify(notices));
+    assert.deepEqual(shape(await readUntilEnd(stream, earlier.runId)), shape(before));
+    // Dropped on purpose: reconnects at once and resumes, saying so; a run started meanwhile
+    // in the other tab comes whole.
+    view.reconnect();
+    const later = await tab.run({ agent: "synthetic", message: "after", input: { chunks: 2 } });
+    const after = await collect(later);
+    assert.deepEqual(shape(await readUntilEnd(stream, later.runId)), shape(after));
+    await until(() => notices.some((n) => n.type === "resumed"));
+    const dropped = notices.find((n) => n.type === "disconnected");
+    assert.ok(dropped && dropped.retryInMs >= 0, JSON.stringify(notices));
+    view.close();
+    tab.close();
   });
 
   test("approvals: the waiting call is listed, approved, and the run finishes", async () => {
@@ -288,9 +362,10 @@ describe("connections that drop", () => {
     proxy.retarget(suite.server.port);
     const events = await reading;
     assert.deepEqual(
-      notices.map((n) => [n.type, n.reason, n.runs]),
+      troubles(notices).map((n) => [n.type, n.reason, n.runs]),
       [["resume_failed", "too_old", [run.runId]]],
     );
+    assert.ok(notices.some((n) => n.type === "disconnected"));
     const recovered = events.filter((e) => e.recovered);
     assert.ok(recovered.length >= 20, `${recovered.length} events came from the history`);
     assert.ok(events.at(-1).seq !== undefined, "the run ended on the live stream");
@@ -353,7 +428,7 @@ test("a server killed mid-run: the client reconnects to its successor and ends t
   assert.equal(end.type, "agent_error");
   assert.equal(end.recovered, true);
   assert.equal(end.data.code, "interrupted");
-  assert.deepEqual(notices.map((n) => [n.type, n.reason]), [["resume_failed", "epoch_changed"]]);
+  assert.deepEqual(troubles(notices).map((n) => [n.type, n.reason]), [["resume_failed", "epoch_changed"]]);
   assertChunksInOrder(events);
   assert.equal(events.filter(isTerminal).length, 1);
   // A killed server's history keeps what its writer had flushed: a prefix of what the client
@@ -381,7 +456,8 @@ test("two nodes on one Redis: the client moves between them mid-run and misses n
     proxy.cut();
   }
   const events = await reading;
-  assert.deepEqual(notices, [], "every move resumed");
+  assert.deepEqual(troubles(notices), [], "every move resumed");
+  assert.ok(notices.some((n) => n.type === "resumed"), JSON.stringify(notices));
   assert.ok(events.every((e) => e.seq !== undefined));
   const deltas = events.filter((e) => e.type === "agent_response_chunk").map((e) => e.data.delta);
   assert.deepEqual(deltas, Array.from({ length: 200 }, (_, k) => `chunk ${k + 1} `));
@@ -406,6 +482,6 @@ test("a server restarted gracefully mid-run: the run ends once, the client carri
   // The client finds the new server (a new epoch) and runs there.
   const next = await client.run({ agent: "synthetic", message: "again", input: { chunks: 2 } });
   assert.equal((await next.result).type, "agent_completed");
-  assert.deepEqual(notices.map((n) => [n.type, n.reason, n.runs]), [["resume_failed", "epoch_changed", []]]);
+  assert.deepEqual(troubles(notices).map((n) => [n.type, n.reason, n.runs]), [["resume_failed", "epoch_changed", []]]);
   await done();
 });

@@ -281,7 +281,7 @@
   }
   function decide(card, payload) {
     if (card.status !== "pending") return;
-    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
+    if (!connected()) {
       card.error.textContent = "Not connected right now: the page is reconnecting. Try again in a moment.";
       return;
     }
@@ -405,9 +405,9 @@
     for (const [id, c] of asked) if (c === card) asked.delete(id);
     card.status = String(d.decision);
     const sent = card.sent;
-    if (d.decision === "reject" && sent?.message) card.reason = sent.message;
-    if (d.decision === "edit" && sent?.arguments) card.ran = sent.arguments;
-    if (d.decision === "respond" && sent?.message) card.answer = sent.message;
+    if (sent?.decision === "reject" && d.decision === "reject" && sent.message) card.reason = sent.message;
+    if (sent?.decision === "edit" && d.decision === "edit") card.ran = sent.arguments;
+    if (sent?.decision === "respond" && d.decision === "respond") card.answer = sent.message;
     card.error.textContent = "";
     paint(card);
     if (run.el.dataset.state === "waiting" && !pendingIn(run)) {
