@@ -31,6 +31,19 @@ created_ms: number,
 updated_ms: number, };
 
 /**
+ * A page of the user's threads (`GET /v1/threads`), newest first.
+ */
+export type ThreadPage = { 
+/**
+ * The threads.
+ */
+threads: Array<ThreadSummary>, 
+/**
+ * Pass it back as `cursor` for the next page; null on the last.
+ */
+next_cursor: string | null, };
+
+/**
  * A run, as listed.
  */
 export type RunSummary = { 

@@ -1,22 +1,19 @@
 /**
  * The server's HTTP API (`docs/protocol.md`): threads and runs from the history store,
- * approvals, usage. The history's bodies are generated from its Rust types (`history.ts`);
- * the few wrappers the server writes itself (a page of threads, a decision's answer, usage)
- * are typed here as the protocol document gives them.
+ * approvals, usage. Every body is generated from the server's Rust types: the history's in
+ * `history.ts`, a decision's answer and usage in `protocol.ts`; here they get the names the
+ * client's API uses.
  */
 import { AgentClientError } from "./errors.js";
 import type * as history from "./history.js";
-import type { Decision, RunId } from "./protocol.js";
+import type * as protocol from "./protocol.js";
+import type { Decision } from "./protocol.js";
 
 /** A thread in a list (`GET /v1/threads`). Times are Unix milliseconds. */
 export type ThreadSummary = history.ThreadSummary;
 
-/** A page of threads, newest first; pass `next_cursor` back for the next page. */
-export interface ThreadPage {
-  threads: ThreadSummary[];
-  /** Absent or null on the last page. */
-  next_cursor?: string | null;
-}
+/** A page of threads, newest first; pass `next_cursor` back as `cursor` for the next page. */
+export type ThreadPage = history.ThreadPage;
 
 /** A run's status in the history. */
 export type RunStatus = history.RunStatus;
@@ -34,36 +31,16 @@ export type ThreadWithRuns = history.ThreadDetail;
 export type PendingApproval = history.ApprovalRecord;
 
 /** The answer to a decision (`POST /v1/runs/{run_id}/approvals/{tool_call_id}`). */
-export interface ApprovalOutcome {
-  run_id: RunId;
-  tool_call_id: string;
-  decision: string;
-  /** The run's calls still waiting. */
-  waiting: number;
-  /** Whether this decision resumed the run. */
-  resumed: boolean;
-}
+export type ApprovalOutcome = protocol.ApprovalOutcome;
 
 /** A decision a person sends: `approve`, `edit` (with `arguments`), `reject`, `respond`. */
 export type ApprovalDecision = Exclude<Decision, { decision: "expired" }>;
 
-/** One budget's use this period. */
-export interface BudgetUse {
-  used: number;
-  limit: number | null;
-  remaining: number | null;
-}
+/** One budget's use this period: tokens or dollars. */
+export type BudgetUse = protocol.TokenUse | protocol.CostUse;
 
 /** What the user's runs spent this budget period (`GET /v1/me/usage`). */
-export interface Usage {
-  period: string;
-  period_start: string;
-  resets_at: string;
-  tokens: BudgetUse;
-  cost_usd: BudgetUse;
-  calls: number;
-  unpriced_calls: number;
-}
+export type Usage = protocol.Usage;
 
 /** Calls the HTTP API of `base` with a bearer token. */
 export class HttpApi {

@@ -486,6 +486,98 @@ token: string,
  */
 user_id: UserId, };
 
+/**
+ * `POST /v1/runs/{run_id}/approvals/{tool_call_id}` answer: the decision was taken.
+ */
+export type ApprovalOutcome = { 
+/**
+ * The run.
+ */
+run_id: RunId, 
+/**
+ * The call decided.
+ */
+tool_call_id: string, 
+/**
+ * The decision taken (`approve`, `edit`, `reject`, `respond`).
+ */
+decision: string, 
+/**
+ * The run's calls still waiting for a decision.
+ */
+waiting: number, 
+/**
+ * Whether this decision resumed the run.
+ */
+resumed: boolean, };
+
+/**
+ * Tokens used this period, against the budget (`null`s without one).
+ */
+export type TokenUse = { 
+/**
+ * Used.
+ */
+used: number, 
+/**
+ * The budget.
+ */
+limit: number | null, 
+/**
+ * What is left of it (0 when it is spent).
+ */
+remaining: number | null, };
+
+/**
+ * Dollars spent this period, against the budget (`null`s without one).
+ */
+export type CostUse = { 
+/**
+ * Spent.
+ */
+used: number, 
+/**
+ * The budget.
+ */
+limit: number | null, 
+/**
+ * What is left of it (0 when it is spent).
+ */
+remaining: number | null, };
+
+/**
+ * `GET /v1/me/usage` answer: what the user's runs spent in the budget's current period.
+ */
+export type Usage = { 
+/**
+ * The budget's period (`day`, `week`, `month`).
+ */
+period: string, 
+/**
+ * When the period began (RFC 3339).
+ */
+period_start: string, 
+/**
+ * When the next period begins and the budget resets (RFC 3339).
+ */
+resets_at: string, 
+/**
+ * Prompt and answer tokens.
+ */
+tokens: TokenUse, 
+/**
+ * US dollars (calls of priced models).
+ */
+cost_usd: CostUse, 
+/**
+ * Model calls counted.
+ */
+calls: number, 
+/**
+ * Of those, calls of models without a price (counted in tokens only).
+ */
+unpriced_calls: number, };
+
 /** An `error` frame; a `budget_exceeded` refusal also says which budget, what remains of it and when it resets. */
 export type ErrorFrame = Extract<ServerFrame, { "type": "error" }> & Partial<Shortfall>;
 

@@ -12,7 +12,9 @@ use std::fmt::Write;
 use ts_rs::{Config, TS};
 
 use crate::codes::{CloseCode, ErrorCode};
-use crate::http::{DevTokenRequest, DevTokenResponse, HttpError};
+use crate::http::{
+    ApprovalOutcome, CostUse, DevTokenRequest, DevTokenResponse, HttpError, TokenUse, Usage,
+};
 use crate::resume::{ResumeFailure, ResumeStatus};
 use crate::server_frames::{CONTROL_TYPES, EVENT_TYPES, ServerFrame};
 use crate::{CancelRun, ClientFrame, ResolveApproval, StartAgent};
@@ -87,6 +89,10 @@ pub fn declarations() -> String {
         HttpError,
         DevTokenRequest,
         DevTokenResponse,
+        ApprovalOutcome,
+        TokenUse,
+        CostUse,
+        Usage,
     );
     out.push_str(
         "/** An `error` frame; a `budget_exceeded` refusal also says which budget, what remains \

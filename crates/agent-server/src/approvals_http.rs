@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use agent_protocol::ErrorCode;
+use agent_protocol::http::ApprovalOutcome;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -82,13 +83,13 @@ async fn resolve_approval(
         .resolve_approval(&user, &run, &tool_call_id, decision)
         .await
     {
-        Ok(resolved) => Json(json!({
-            "run_id": run.as_str(),
-            "tool_call_id": tool_call_id,
-            "decision": name,
-            "waiting": resolved.waiting,
-            "resumed": resolved.resumed,
-        }))
+        Ok(resolved) => Json(ApprovalOutcome {
+            run_id: run,
+            tool_call_id,
+            decision: name.to_owned(),
+            waiting: resolved.waiting,
+            resumed: resolved.resumed,
+        })
         .into_response(),
         Err(refusal) => refused(refusal),
     }

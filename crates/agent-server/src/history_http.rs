@@ -126,9 +126,7 @@ async fn list_threads(
         .threads(&user, limit, query.get("cursor").map(String::as_str))
         .await
     {
-        Ok(page) => {
-            Json(json!({"threads": page.items, "next_cursor": page.next_cursor})).into_response()
-        }
+        Ok(page) => Json(history::ThreadPage::from(page)).into_response(),
         Err(error) => failed(&error),
     }
 }

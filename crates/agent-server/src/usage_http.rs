@@ -7,13 +7,13 @@
 use std::collections::HashMap;
 
 use agent_protocol::ErrorCode;
+use agent_protocol::http::{CostUse, TokenUse, Usage};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use http_guard::bearer::refuse;
-use serde_json::json;
 
 use crate::app::{Live, RouterState};
 use crate::history_http::Caller;
@@ -36,19 +36,17 @@ async fn usage(
         Ok(report) => {
             let at = |ms: i64| {
                 jiff::Timestamp::from_millisecond(ms)
-                    .map_or_else(|_| json!(null), |t| json!(t.to_string()))
+                    .map_or_else(|_| String::new(), |t| t.to_string())
             };
-            Json(json!({
-                "period": report.period,
-                "period_start": at(report.period_start_ms),
-                "resets_at": at(report.resets_at_ms),
-                "tokens": {"used": report.tokens_used, "limit": report.tokens_limit,
-                           "remaining": report.tokens_limit.map(|l| l.saturating_sub(report.tokens_used))},
-                "cost_usd": {"used": report.cost_usd_used, "limit": report.cost_usd_limit,
-                             "remaining": report.cost_usd_limit.map(|l| (l - report.cost_usd_used).max(0.0))},
-                "calls": report.calls,
-                "unpriced_calls": report.unpriced_calls,
-            }))
+            Json(Usage {
+                period: report.period.name().to_owned(),
+                period_start: at(report.period_start_ms),
+                resets_at: at(report.resets_at_ms),
+                tokens: TokenUse::new(report.tokens_used, report.tokens_limit),
+                cost_usd: CostUse::new(report.cost_usd_used, report.cost_usd_limit),
+                calls: report.calls,
+                unpriced_calls: report.unpriced_calls,
+            })
             .into_response()
         }
         Err(refusal) => crate::wire::refused_http(refusal),

@@ -41,7 +41,7 @@ pub use approvals::{
     ExpiredCall, PausedRun, ResolvedCall, Resumable, WaitingCall,
 };
 pub use model::{
-    Ending, Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadSummary, Write,
+    Ending, Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadPage, ThreadSummary, Write,
 };
 pub use sql::SqlStore;
 pub use usage::{ModelUsage, UsageStore, UsageTotals};

@@ -126,6 +126,24 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A page of the user's threads (`GET /v1/threads`), newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+pub struct ThreadPage {
+    /// The threads.
+    pub threads: Vec<ThreadSummary>,
+    /// Pass it back as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+impl From<Page<ThreadSummary>> for ThreadPage {
+    fn from(page: Page<ThreadSummary>) -> Self {
+        Self {
+            threads: page.items,
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
 /// One change to the history.
 #[derive(Debug, Clone)]
 pub enum Write {

@@ -6,7 +6,7 @@
 use ts_rs::{Config, TS};
 
 use crate::approvals::{ApprovalRecord, ApprovalStatus};
-use crate::model::{RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadSummary};
+use crate::model::{RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadPage, ThreadSummary};
 
 /// Where the declarations are committed, from the workspace root.
 pub const TYPESCRIPT_PATH: &str = "clients/typescript/src/history.ts";
@@ -34,6 +34,7 @@ pub fn declarations() -> String {
     declare_all!(
         RunStatus,
         ThreadSummary,
+        ThreadPage,
         RunSummary,
         ThreadDetail,
         RunDetail,
