@@ -1,13 +1,15 @@
 //! `GET /agui/runs/{run_id}` with `Last-Event-ID`: an AG-UI response cut mid-run is continued
 //! (replay, then live) with what the cut left open opened again, so the reference client's
 //! stream checks accept it; a cut run waits a grace for its continuation before it is
-//! cancelled; refusals name what is wrong.
+//! cancelled, whichever node of a cluster the continuation comes through; refusals name what
+//! is wrong.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::agui::{events_with_ids, post, run_input};
+use crate::redis_cluster_support::{SharedRedis, on_redis_and_cluster};
 use crate::server_support::{Client, start_server, token};
 
 /// The answer's text: the `delta`s of the `TEXT_MESSAGE_CONTENT` events, in order.
@@ -239,3 +241,40 @@ async fn a_run_asked_to_continue_on_disconnect_outlives_its_cut_response() {
     crate::agui_positions::refused_props(addr, stay, "forwardedProps.onDisconnect").await;
     server.shutdown().await;
 }
+
+/// Two nodes on Redis (or a Redis Cluster): a response cut on the node running the run and
+/// continued through the other keeps the run going past the first node's grace.
+async fn a_run_cut_on_one_node_and_continued_on_another_goes_on(redis: &impl SharedRedis) {
+    let nodes = crate::redis_support::nodes_on(&redis.url(), 2, |c| {
+        c.agui_reattach = Duration::from_millis(800);
+    })
+    .await;
+    let (first, second) = (nodes[0].addr(), nodes[1].addr());
+    // 100 chunks 25 ms apart: about 2.5 s, well past the grace.
+    let body = run_input("t-nodes", "go", json!({"chunks": 100, "sleep_ms": 25})).to_string();
+    let mut response = post(first, "synthetic", Some("alice"), &body).await;
+    assert_eq!(response.status(), 200);
+    let got = events_with_ids(&mut response, |e| {
+        e.iter()
+            .filter(|e| e["type"] == "TEXT_MESSAGE_CONTENT")
+            .count()
+            >= 3
+    })
+    .await;
+    drop(response);
+    let run = got[1].1["value"]["run_id"].as_str().unwrap().to_owned();
+    let last_id = got.last().unwrap().0.clone().unwrap();
+    let mut continued = continuation(second, "alice", &run, Some(&last_id)).await;
+    assert_eq!(continued.status(), 200);
+    let rest = events_with_ids(&mut continued, |_| false).await;
+    let end = &rest.last().unwrap().1;
+    assert_eq!(end["type"], "RUN_FINISHED", "the run was cancelled: {end}");
+    let before: Vec<Value> = got.into_iter().map(|(_, e)| e).collect();
+    let after: Vec<Value> = rest.into_iter().map(|(_, e)| e).collect();
+    assert_eq!(format!("{}{}", text(&before), text(&after)), answer(100));
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+on_redis_and_cluster!(a_run_cut_on_one_node_and_continued_on_another_goes_on);

@@ -82,7 +82,6 @@ pub struct AppState {
     /// The `llm` agent's model counts, when it is registered.
     pub(crate) model_stats: Option<Arc<llm_agent::ModelStats>>,
     pub(crate) open_connections: Arc<AtomicUsize>,
-    pub(crate) agui_watchers: agui_protocol::Watchers,
     pub(crate) stop_accepting: CancellationToken,
 }
 
@@ -136,8 +135,6 @@ pub(crate) struct Live {
     pub(crate) metrics: Arc<Metrics>,
     /// Open WebSocket connections (the drain waits for them to close).
     pub(crate) open_connections: Arc<AtomicUsize>,
-    /// The AG-UI responses following each run (a cut one's run waits for another).
-    pub(crate) agui_watchers: agui_protocol::Watchers,
 }
 
 impl Live {
@@ -169,7 +166,6 @@ impl FromRef<RouterState> for Live {
             runs: Arc::clone(&state.runs),
             metrics: Arc::clone(&state.metrics),
             open_connections: Arc::clone(&state.open_connections),
-            agui_watchers: state.agui_watchers.clone(),
         }
     }
 }
@@ -310,7 +306,6 @@ impl AppState {
             registry,
             bridge,
             open_connections: Arc::default(),
-            agui_watchers: agui_protocol::Watchers::default(),
             stop_accepting: CancellationToken::new(),
         }))
     }

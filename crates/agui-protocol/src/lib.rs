@@ -11,8 +11,7 @@
 //!
 //! - [`Position`]: an event's place in a run's response, its server-sent event `id`.
 //! - [`RunView`]: one run's AG-UI events among its user's stream's frames, with their
-//!   positions; [`reopen`]: what a cut response left open, opened again; [`Watchers`]: the
-//!   responses following each run.
+//!   positions; [`reopen`]: what a cut response left open, opened again.
 //!
 //! `docs/agui.md` is the contract.
 
@@ -23,11 +22,9 @@ mod interrupts;
 mod map;
 mod position;
 mod view;
-mod watchers;
 
 pub use input::{Input, input};
 pub use interrupts::{Answer, Waiting, answers, interrupt};
 pub use map::{ClientIds, Mapper};
 pub use position::{Position, Positions};
 pub use view::{Positioned, RunView, reopen};
-pub use watchers::Watchers;

@@ -33,6 +33,7 @@ mod attached;
 mod budget_ledger;
 mod budget_scripts;
 mod conn;
+mod followers;
 mod lost;
 mod node_requests;
 mod publisher;

@@ -501,6 +501,19 @@ impl ClusterRuns {
         Ok(receivers > 0)
     }
 
+    /// A client began (`true`) or stopped following `user`'s run `run` from this node (see
+    /// `followers`); nothing once the run has ended.
+    pub async fn follow(&self, user: &UserId, run: &RunId, began: bool) -> Result<(), BrokerError> {
+        let record = self.user_key(user, &format!("run:{run}"));
+        crate::followers::follow(&mut self.shared.conn.clone(), record, began).await
+    }
+
+    /// Whether a client follows `user`'s run `run` from any node now.
+    pub async fn followed(&self, user: &UserId, run: &RunId) -> Result<bool, BrokerError> {
+        let record = self.user_key(user, &format!("run:{run}"));
+        crate::followers::followed(&mut self.shared.conn.clone(), record).await
+    }
+
     /// Sends `cancel_run` to the node executing `user`'s run `run`, which cancels it with
     /// `reason` (one line; its `agent_cancelled` says it). False when no node runs it for this
     /// user (another user's run and a missing one alike).

@@ -86,6 +86,21 @@ impl Cluster {
         self.runs.steer(request).await
     }
 
+    /// Counts a client that began (or stopped) following `user`'s run from this node.
+    pub(crate) async fn follow(
+        &self,
+        user: &UserId,
+        run: &RunId,
+        began: bool,
+    ) -> Result<(), BrokerError> {
+        self.runs.follow(user, run, began).await
+    }
+
+    /// Whether a client follows `user`'s run from any node.
+    pub(crate) async fn followed(&self, user: &UserId, run: &RunId) -> Result<bool, BrokerError> {
+        self.runs.followed(user, run).await
+    }
+
     /// How often [`Cluster::tick`] must run to keep this node's leases.
     pub(crate) fn renew_every(&self) -> std::time::Duration {
         self.runs.renew_every()

@@ -35,6 +35,7 @@ pub mod budgets;
 pub mod cluster;
 mod cluster_slots;
 pub mod counter;
+mod followers;
 mod ledger;
 pub mod paused_runs;
 pub mod recorder;

@@ -114,6 +114,8 @@ pub struct RunService {
     budgets: Arc<Budgets>,
     /// Set by graceful shutdown: no new runs.
     draining: AtomicBool,
+    /// The runs this node's clients follow (AG-UI responses).
+    followers: crate::followers::Followers,
 }
 
 impl RunService {
@@ -142,6 +144,7 @@ impl RunService {
             multitask_default: Multitask::Enqueue,
             budgets: Arc::default(),
             draining: AtomicBool::new(false),
+            followers: crate::followers::Followers::default(),
         }
     }
 
@@ -429,6 +432,28 @@ impl RunService {
             "run_not_found",
             format!("no active run {run_id} for this user"),
         ))
+    }
+
+    /// A client (an AG-UI response) began to follow `user`'s run `run` from this node: until
+    /// it stops ([`unwatch`](Self::unwatch)), [`watched`](Self::watched) says so on every node.
+    pub async fn watch(&self, user: &UserId, run: &RunId) {
+        self.followers
+            .follow(self.cluster.as_ref(), user, run)
+            .await;
+    }
+
+    /// A client of this node stopped following `user`'s run `run`.
+    pub async fn unwatch(&self, user: &UserId, run: &RunId) {
+        self.followers
+            .unfollow(self.cluster.as_ref(), user, run)
+            .await;
+    }
+
+    /// Whether a client follows `user`'s run `run` now, from any node.
+    pub async fn watched(&self, user: &UserId, run: &RunId) -> bool {
+        self.followers
+            .followed(self.cluster.as_ref(), user, run)
+            .await
     }
 
     /// Drops idle engines and sessions with no runs that were idle for `idle`.

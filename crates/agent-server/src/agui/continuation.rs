@@ -75,6 +75,7 @@ pub(crate) async fn continue_run(
         (user, run),
         keep_running,
     )
+    .await
     .into_response()
 }
 

@@ -104,5 +104,7 @@ pub(crate) async fn run(
     let mut view = RunView::new(mapper, accepted.run_id.as_str(), subscription.last_seq());
     let opening = view.opening(accepted.thread_id.as_str(), subscription.epoch().as_str());
     let (ids, keep) = ((user, accepted.run_id), input.keep_running);
-    RunStream::new(&live, subscription, (view, opening), ids, keep).into_response()
+    RunStream::new(&live, subscription, (view, opening), ids, keep)
+        .await
+        .into_response()
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use ws_bridge::Subscription;
 
 use crate::app::Live;
-use agui_protocol::{Position, Positioned, RunView, Watchers};
+use agui_protocol::{Position, Positioned, RunView};
 use server_metrics::Metrics;
 
 /// The run's events, as AG-UI events, until the run ends.
@@ -35,14 +35,14 @@ pub(crate) struct RunStream {
 impl RunStream {
     /// A response for `user`'s run `run` that starts with `first`, then follows the run;
     /// `keep_running`: the run goes on if the response ends first.
-    pub(crate) fn new(
+    pub(crate) async fn new(
         live: &Live,
         subscription: Subscription,
         (view, first): (RunView, Positioned),
         (user, run): (UserId, RunId),
         keep_running: bool,
     ) -> Self {
-        live.agui_watchers.join(&user, &run);
+        live.runs.watch(&user, &run).await;
         Self {
             subscription,
             view,
@@ -50,7 +50,6 @@ impl RunStream {
             metrics: Arc::clone(&live.metrics),
             guard: CancelOnDrop {
                 runs: Arc::clone(&live.runs),
-                watchers: live.agui_watchers.clone(),
                 grace: live.config.agui_reattach,
                 user,
                 run,
@@ -168,11 +167,10 @@ impl RunStream {
     }
 }
 
-/// Cancels the run when its response ends before the run did, unless another response of
-/// this node follows it when the grace is over.
+/// Cancels the run when its response ends before the run did, unless another response
+/// follows it when the grace is over (of this node, or of any with a cluster).
 struct CancelOnDrop {
     runs: Arc<RunService>,
-    watchers: Watchers,
     grace: Duration,
     user: UserId,
     run: RunId,
@@ -181,21 +179,22 @@ struct CancelOnDrop {
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.watchers.leave(&self.user, &self.run);
-        if !self.armed {
-            return;
-        }
         let (runs, user, run) = (Arc::clone(&self.runs), self.user.clone(), self.run.clone());
-        let (watchers, grace) = (self.watchers.clone(), self.grace);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                tokio::time::sleep(grace).await;
-                if watchers.watched(&user, &run) {
-                    return;
-                }
-                tracing::info!(run_id = %run, "agui: the client left; cancelling the run");
-                let _ = runs.cancel(&user, &run).await;
-            });
-        }
+        let (armed, grace) = (self.armed, self.grace);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            runs.unwatch(&user, &run).await;
+            if !armed {
+                return;
+            }
+            tokio::time::sleep(grace).await;
+            if runs.watched(&user, &run).await {
+                return;
+            }
+            tracing::info!(run_id = %run, "agui: the client left; cancelling the run");
+            let _ = runs.cancel(&user, &run).await;
+        });
     }
 }
