@@ -162,6 +162,25 @@ async fn agui_runs_need_a_token_and_a_valid_input() {
         assert_eq!(got, status, "{body}: {text}");
         assert!(text.contains(says), "{body}: {text} lacks {says}");
     }
+    // A body that does not say it is JSON: 415, with its own code.
+    let response = crate::support::http_client()
+        .post(format!("http://{addr}/agui/synthetic"))
+        .bearer_auth(crate::server_support::token("alice"))
+        .header("content-type", "text/plain")
+        .body(good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    let refusal: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(refusal["error"], "unsupported_media_type", "{refusal}");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("application/json"),
+        "{refusal}"
+    );
     server.shutdown().await;
 }
 

@@ -566,9 +566,20 @@ async fn dev_tokens_exist_only_without_a_configured_secret() {
         .await
         .unwrap();
     assert_eq!(client.established["user_id"], "alice");
-    let (status, body) = post(embedded.addr(), r#"{"user":"default"}"#).await;
-    assert_eq!(status, 400);
-    assert!(body.contains("placeholder"), "{body}");
+    // A name as a person types it: its user id is derived, and said.
+    let (status, body) = post(embedded.addr(), r#"{"user":"Alice Smith"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let named: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(named["user_id"], "alice-smith");
+    // A placeholder is refused with the names that work.
+    for name in ["default", "test"] {
+        let (status, body) = post(embedded.addr(), &format!(r#"{{"user":"{name}"}}"#)).await;
+        assert_eq!(status, 400);
+        assert!(
+            body.contains("placeholder") && body.contains("any other name works"),
+            "{body}"
+        );
+    }
     let (status, _) = post(embedded.addr(), "not json").await;
     assert_eq!(status, 400);
     embedded.shutdown().await;

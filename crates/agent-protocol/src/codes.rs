@@ -133,6 +133,20 @@ error_codes! {
     Unavailable = "unavailable",
     /// HTTP: the request comes from a page of an origin the server does not allow (403).
     OriginNotAllowed = "origin_not_allowed",
+    /// HTTP: the body is not of a type the endpoint reads (415: a JSON body without
+    /// `content-type: application/json`).
+    UnsupportedMediaType = "unsupported_media_type",
+}
+
+impl ErrorCode {
+    /// The code of a refused request body, by the HTTP status its reader gave (415, else
+    /// `bad_request`).
+    pub fn for_body_status(status: u16) -> Self {
+        match status {
+            415 => Self::UnsupportedMediaType,
+            _ => Self::BadRequest,
+        }
+    }
 }
 
 impl fmt::Display for ErrorCode {

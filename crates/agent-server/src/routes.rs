@@ -17,7 +17,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use core_context::UserId;
 use serde_json::json;
 
 use agent_registry::AgentRegistry;
@@ -259,15 +258,10 @@ async fn dev_token(
             );
         }
     };
-    let user = match UserId::parse(&request.user) {
+    // A name as a person types it ("Alice Smith"): its user id is `alice-smith`.
+    let user = match agent_auth::user_for_name(&request.user) {
         Ok(user) => user,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BadRequest,
-                e.to_string(),
-            );
-        }
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, why),
     };
     match auth.issue(&user, DEV_TOKEN_TTL) {
         Ok(token) => Json(DevTokenResponse {

@@ -57,7 +57,7 @@ pub(crate) async fn run(
         Ok(user) => user,
         Err(reason) => return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, reason),
     };
-    // A body over the limit is 413, anything else wrong with it 400.
+    // A body over the limit is 413, one that is not JSON 415, anything else wrong 400.
     let input = match body
         .map_err(|e| {
             let message = format!("the body is not a RunAgentInput: {}", e.body_text());
@@ -68,7 +68,10 @@ pub(crate) async fn run(
                 .map_err(|m| (StatusCode::BAD_REQUEST, m))
         }) {
         Ok(input) => input,
-        Err((status, message)) => return refuse(status, ErrorCode::BadRequest, message),
+        Err((status, message)) => {
+            let code = ErrorCode::for_body_status(status.as_u16());
+            return refuse(status, code, message);
+        }
     };
     let subscription = match live.bridge.subscribe(&user, None).await {
         Ok(subscription) => subscription,
