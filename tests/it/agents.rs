@@ -246,3 +246,38 @@ async fn triage_hands_parts_to_sub_runs_that_end_before_it() {
     assert_eq!(result["parts"].as_array().unwrap().len(), 2);
     server.shutdown().await;
 }
+
+/// With a history, a follow-up the rules can follow is read with the thread's earlier turns:
+/// arithmetic on the previous result, the time in another place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_assistant_follows_up_on_the_threads_earlier_turns() {
+    let dir = crate::approvals::store_dir();
+    let store = crate::approvals::sqlite(&dir);
+    let server = start_server(move |c| c.store = Some(store)).await;
+    let mut client = Client::user(server.addr(), "alice").await;
+    let mut thread: Option<String> = None;
+    for (message, tool, said) in [
+        ("What is 12*7?", "calculator", "84"),
+        ("and times 2?", "calculator", "168"),
+        ("and plus 1?", "calculator", "169"),
+        ("What time is it in London?", "current_time", "London"),
+        ("and in Tokyo?", "current_time", "Asia/Tokyo"),
+    ] {
+        let mut payload = json!({"agent": "assistant", "message": message});
+        if let Some(thread) = &thread {
+            payload["thread_id"] = json!(thread);
+        }
+        client
+            .send(json!({"type": "start_agent", "request_id": "r", "payload": payload}))
+            .await;
+        let accepted = client.reply().await;
+        assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+        thread = accepted["thread_id"].as_str().map(str::to_owned);
+        let run = accepted["run_id"].as_str().unwrap().to_owned();
+        let got = events(&client.events_until_terminals(1).await);
+        assert_eq!(tools_called(&got), [tool], "{message}");
+        let text = answer(&got, &run).to_string();
+        assert!(text.contains(said), "{message}: {text}");
+    }
+    server.shutdown().await;
+}

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod follow_up;
 mod rules;
 
 pub use rules::{Help, Plan, Step, plan};
@@ -193,7 +194,16 @@ impl AssistantAgent {
 impl Agent for AssistantAgent {
     async fn run(&self, ctx: &AgentContext, input: AgentInput) -> Result<AgentOutput, AgentError> {
         ctx.think("I am a local rule-based agent (no language model). Reading your message.");
-        self.answer(ctx, &input.message, Progress::default()).await
+        let message = match follow_up::standalone(&input.message, &input.history) {
+            Some(rewritten) => {
+                ctx.think(format!(
+                    "This follows on from your earlier message; I read it as: {rewritten}"
+                ));
+                rewritten
+            }
+            None => input.message,
+        };
+        self.answer(ctx, &message, Progress::default()).await
     }
 
     fn can_pause(&self) -> bool {
@@ -212,7 +222,10 @@ impl Agent for AssistantAgent {
                 format!("the paused run's progress cannot be read: {e}"),
             )
         })?;
-        self.answer(ctx, &input.message, progress).await
+        // The same reading as when it began: the thread's earlier turns have not changed.
+        let message =
+            follow_up::standalone(&input.message, &input.history).unwrap_or(input.message);
+        self.answer(ctx, &message, progress).await
     }
 }
 
