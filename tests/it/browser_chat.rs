@@ -300,6 +300,7 @@ async fn the_sidebar_opens_an_old_conversation_after_a_restart_and_continues_it(
     );
 
     let again = restart_keeping_history(server, store, &b.client).await;
+    js(&b.client, "performance.clearResourceTimings(); return true").await;
     b.client
         .find(Locator::Css("#threads li:nth-child(2) .open"))
         .await
@@ -317,6 +318,20 @@ async fn the_sidebar_opens_an_old_conversation_after_a_restart_and_continues_it(
     assert_eq!(
         js(&b.client, "return window.chat.state.thread").await,
         first
+    );
+    // Opening it took one request for the thread with its runs' events, none per run.
+    let requests = js(
+        &b.client,
+        "return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname + new URL(e.name).search)         .filter(p => p.startsWith('/v1/threads/') || p.startsWith('/v1/runs/'))",
+    )
+    .await;
+    assert_eq!(
+        requests,
+        json!([format!(
+            "/v1/threads/{}?events=true&limit=30",
+            first.as_str().unwrap()
+        )]),
+        "{requests}"
     );
     artifact(&b.client, "chat-old-conversation.png").await;
     start(&b.client, "assistant", "What is 1+1?", None).await;
@@ -464,4 +479,102 @@ async fn a_conversation_survives_a_server_restart_in_the_page() {
     assert!(answer.as_str().unwrap().contains("16"), "{answer}");
     again.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_as_typed_signs_in_as_its_user_id_and_a_placeholder_says_what_works() {
+    let server = start_server(|c| c.jwt_secret = None).await;
+    let addr = server.addr();
+    let b = browser().await;
+    b.client.goto(&format!("http://{addr}/")).await.unwrap();
+    let field = b.client.find(Locator::Id("user")).await.unwrap();
+    field.send_keys("test").await.unwrap();
+    field.send_keys("\u{E007}").await.unwrap();
+    let reason = sign_in_reason(&b.client, "a placeholder name is refused").await;
+    assert!(
+        reason.contains("placeholder") && reason.contains("any other name works"),
+        "{reason}"
+    );
+    // Spaces and capitals: the user id derived from the name is who the page signs in as.
+    crate::browser::sign_in(&b.client, addr, "Alice Smith").await;
+    assert_eq!(
+        js(
+            &b.client,
+            "return document.getElementById('who').textContent"
+        )
+        .await,
+        "alice-smith"
+    );
+    let notices = js(
+        &b.client,
+        "return document.getElementById('notices').innerText",
+    )
+    .await;
+    assert!(
+        notices
+            .as_str()
+            .unwrap()
+            .contains("Signed in as alice-smith"),
+        "{notices}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_thread_opens_at_its_newest_runs_and_shows_earlier_ones_on_request() {
+    let dir = crate::approvals::store_dir();
+    let store = crate::approvals::sqlite(&dir);
+    let server = start_server(move |c| {
+        c.store = Some(store);
+        c.start_rate_per_minute = 1_000;
+    })
+    .await;
+    let addr = server.addr();
+    // A thread of 35 runs, made over the socket.
+    let mut alice = crate::server_support::Client::user(addr, "alice").await;
+    let mut thread: Option<String> = None;
+    for i in 0..35 {
+        let mut payload = json!({"agent": "assistant", "message": format!("What is {i}+1?")});
+        if let Some(thread) = &thread {
+            payload["thread_id"] = json!(thread);
+        }
+        alice
+            .send(json!({"type": "start_agent", "request_id": "r", "payload": payload}))
+            .await;
+        let accepted = alice.reply().await;
+        thread = accepted["thread_id"].as_str().map(str::to_owned);
+        alice.events_until_terminals(1).await;
+    }
+    let b = browser().await;
+    sign_in_as(&b.client, addr, "token", &token("alice")).await;
+    wait_js(
+        &b.client,
+        "the newest 30 runs show, with a button for the earlier ones",
+        "return window.chat.stats.stored === 30 && !!document.querySelector('#conversation > .earlier')",
+    )
+    .await;
+    let first_shown =
+        "return document.querySelector('#conversation > .run .bubble .text').textContent";
+    assert_eq!(js(&b.client, first_shown).await, "What is 5+1?");
+    b.client
+        .find(Locator::Css("#conversation > .earlier"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &b.client,
+        "the earlier runs show above, and the button goes",
+        "return window.chat.stats.stored === 35 && !document.querySelector('#conversation > .earlier')",
+    )
+    .await;
+    let order = js(
+        &b.client,
+        "return [...document.querySelectorAll('#conversation > .run .bubble .text')].map(t => t.textContent)",
+    )
+    .await;
+    let want: Vec<String> = (0..35).map(|i| format!("What is {i}+1?")).collect();
+    assert_eq!(order, json!(want));
+    server.shutdown().await;
 }

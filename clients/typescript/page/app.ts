@@ -247,6 +247,8 @@ async function signIn(token: string, devUser: string | null): Promise<boolean> {
   clearNotices();
   $("signin-reason").hidden = true;
   $("who").textContent = who.user;
+  // A name typed with spaces or capitals stands for a user id of its own: say which.
+  if (devUser && devUser !== who.user) notice(`Signed in as ${who.user} (the user id of \u201c${devUser}\u201d).`);
   $("signin").hidden = true;
   for (const id of ["composer", "signout", "sidebar-toggle"]) $(id).hidden = false;
   input("token").value = "";
@@ -519,23 +521,11 @@ async function openThread(id: string | null): Promise<boolean> {
     stats.stored = 0;
     markCurrent();
     if (!wanted) return true;
-    const client = api();
-    const thread = await client.getThread(wanted).catch(limited).catch(() => null);
-    if (!thread) return true;
-    for (const r of thread.runs) {
-      const run = await client.getRun(r.run_id).catch(limited).catch(() => null);
-      if (!run) continue;
-      // A run accepted but not started yet has no events: it waits in the thread's queue.
-      const waiting = r.status === "running" && run.events.length === 0;
-      const view = runView(r.run_id, null, r.agent, r.message, r.thread_id, waiting ? { position: null } : null);
-      for (const e of run.events) render(e, "stored");
-      // Interrupted without an ending of its own: its server stopped (a run a newer message
-      // interrupted ended with agent_cancelled, shown as such).
-      if (view && r.status === "interrupted" && live(view)) {
-        finish(view, "interrupted", "interrupted: the server stopped during this answer");
-      }
-    }
-    stats.stored = thread.runs.length;
+    // One request: the thread with its newest runs' events (older ones on request).
+    const page = await api().openThread(wanted, { limit: PAGE_RUNS }).catch(limited).catch(() => null);
+    if (!page) return true;
+    showStored(page.runs);
+    earlierButton(wanted, page.before);
     scrollToEnd(true);
     return true;
   } catch (err) {
@@ -547,6 +537,48 @@ async function openThread(id: string | null): Promise<boolean> {
     for (const e of parked) render(e, e.seq ?? "recovered");
     multitaskHook("composer");
   }
+}
+/** Runs shown at once when a thread opens; "Show earlier messages" loads as many again. */
+const PAGE_RUNS = 30;
+type StoredRun = Awaited<ReturnType<AgentClient["openThread"]>>["runs"][number];
+// Shows runs from the history (oldest first) in the conversation, after what it shows.
+function showStored(runs: StoredRun[]): void {
+  for (const r of runs) {
+    // A run accepted but not started yet has no events: it waits in the thread's queue.
+    const waiting = r.status === "running" && r.events.length === 0;
+    const view = runView(r.run_id, null, r.agent, r.message, r.thread_id, waiting ? { position: null } : null);
+    for (const e of r.events) render(e as StreamEvent, "stored");
+    // Interrupted without an ending of its own: its server stopped (a run a newer message
+    // interrupted ended with agent_cancelled, shown as such).
+    if (view && r.status === "interrupted" && live(view)) {
+      finish(view, "interrupted", "interrupted: the server stopped during this answer");
+    }
+  }
+  stats.stored += runs.length;
+}
+// The button above a thread's oldest shown run, when it has older ones (`before`).
+function earlierButton(threadId: string, before: string | null): void {
+  $("conversation").querySelector(".earlier")?.remove();
+  if (!before) return;
+  const button = el("button", "secondary earlier", "Show earlier messages");
+  button.type = "button";
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    const page = await api().openThread(threadId, { limit: PAGE_RUNS, before }).catch(limited).catch(() => null);
+    if (!page || state.thread !== threadId) {
+      button.disabled = false;
+      return;
+    }
+    const top = $("conversation").querySelector(":scope > article");
+    showStored(page.runs);
+    // Rendered at the end: moved above what was shown, in their order.
+    for (const r of page.runs) {
+      const view = state.runs.get(r.run_id)?.el;
+      if (view?.parentElement === $("conversation") && top) $("conversation").insertBefore(view, top);
+    }
+    earlierButton(threadId, page.before);
+  });
+  $("conversation").prepend(button);
 }
 // Turns a sidebar item into a title field: Enter (or leaving it) saves, Escape keeps the old
 // title. The list is not redrawn under the field meanwhile.

@@ -10,6 +10,7 @@ import {
   HttpApi,
   type PendingApproval,
   type RunWithEvents,
+  type ThreadConversation,
   type ThreadPage,
   type ThreadWithRuns,
   type Usage,
@@ -353,11 +354,18 @@ export class AgentClient {
     return this.http.request("GET", `/v1/threads/${encodeURIComponent(threadId)}`);
   }
 
-  /** A thread with each of its runs' events, oldest run first. */
-  async openThread(threadId: ThreadId): Promise<Omit<ThreadWithRuns, "runs"> & { runs: RunWithEvents[] }> {
-    const thread = await this.getThread(threadId);
-    const runs = await Promise.all(thread.runs.map((run) => this.getRun(run.run_id)));
-    return { ...thread, runs };
+  /**
+   * A thread with its runs' events, in one request: its `limit` newest runs (20 by default,
+   * 100 at most), oldest first; `before` (the answer's `before`) pages to older runs.
+   */
+  openThread(
+    threadId: ThreadId,
+    options: { limit?: number; before?: string } = {},
+  ): Promise<ThreadConversation> {
+    const query = new URLSearchParams({ events: "true" });
+    if (options.limit !== undefined) query.set("limit", String(options.limit));
+    if (options.before !== undefined) query.set("before", options.before);
+    return this.http.request("GET", `/v1/threads/${encodeURIComponent(threadId)}?${query}`);
   }
 
   /** Renames a thread. */

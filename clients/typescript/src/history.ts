@@ -163,6 +163,37 @@ started_ms: number,
 finished_ms: number | null, };
 
 /**
+ * A page of a thread's runs with their events.
+ */
+export type ThreadConversation = { 
+/**
+ * The thread's newest runs (before `before`, when asked), at most the page's `limit`,
+ * oldest first, each with its events and its sub-runs' events.
+ */
+runs: Array<RunDetail>, 
+/**
+ * The thread has older runs: pass this back as `before` for the page of them; null
+ * when these are its first.
+ */
+before: string | null, 
+/**
+ * The thread.
+ */
+thread_id: string, 
+/**
+ * Its first message, shortened.
+ */
+title: string, 
+/**
+ * When its first run started (Unix ms).
+ */
+created_ms: number, 
+/**
+ * When its latest run started (Unix ms).
+ */
+updated_ms: number, };
+
+/**
  * Where an approval stands.
  */
 export type ApprovalStatus = "pending" | "decided" | "expired" | "cancelled";

@@ -27,6 +27,9 @@ export type RunWithEvents = history.RunDetail;
 /** A thread with its runs, oldest first. */
 export type ThreadWithRuns = history.ThreadDetail;
 
+/** A thread with its newest runs' events (a page), oldest first; `before` pages back. */
+export type ThreadConversation = history.ThreadConversation;
+
 /** A tool call waiting for a person's decision (`GET /v1/approvals`). */
 export type PendingApproval = history.ApprovalRecord;
 

@@ -25,6 +25,7 @@ export type {
   RunRecord,
   RunStatus,
   RunWithEvents,
+  ThreadConversation,
   ThreadPage,
   ThreadSummary,
   ThreadWithRuns,

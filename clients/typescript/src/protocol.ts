@@ -351,7 +351,7 @@ request_id?: string,
 payload: ResolveApproval, } | { "type": "ping" };
 
 /** The `code` of an `error` frame (and of HTTP refusals' `error`). */
-export type ErrorCode = "invalid_json" | "invalid_frame" | "unknown_type" | "missing_field" | "invalid_field" | "frame_too_large" | "binary_not_supported" | "rate_limited" | "run_not_found" | "approval_not_found" | "approval_already_decided" | "approval_expired" | "thread_waiting_for_approval" | "thread_busy" | "budget_exceeded" | "resume_failed" | "thread_not_found" | "shutting_down" | "unknown_agent" | "invalid_agent" | "too_many_runs" | "too_many_engines" | "engine_closed" | "internal_error" | "unauthorized" | "bad_request" | "too_many_connections" | "not_found" | "unavailable" | "origin_not_allowed" | (string & {});
+export type ErrorCode = "invalid_json" | "invalid_frame" | "unknown_type" | "missing_field" | "invalid_field" | "frame_too_large" | "binary_not_supported" | "rate_limited" | "run_not_found" | "approval_not_found" | "approval_already_decided" | "approval_expired" | "thread_waiting_for_approval" | "thread_busy" | "budget_exceeded" | "resume_failed" | "thread_not_found" | "shutting_down" | "unknown_agent" | "invalid_agent" | "too_many_runs" | "too_many_engines" | "engine_closed" | "internal_error" | "unauthorized" | "bad_request" | "too_many_connections" | "not_found" | "unavailable" | "origin_not_allowed" | "unsupported_media_type" | (string & {});
 
 /**
  * Why a resume could not replay.
@@ -591,7 +591,7 @@ export const CONTROL_TYPES = ["connection_established", "run_accepted", "error",
 export const TERMINAL_TYPES = ["agent_completed", "agent_error", "agent_cancelled"] as const;
 
 /** The `code`s of `error` frames this version names. */
-export const ERROR_CODES = ["invalid_json", "invalid_frame", "unknown_type", "missing_field", "invalid_field", "frame_too_large", "binary_not_supported", "rate_limited", "run_not_found", "approval_not_found", "approval_already_decided", "approval_expired", "thread_waiting_for_approval", "thread_busy", "budget_exceeded", "resume_failed", "thread_not_found", "shutting_down", "unknown_agent", "invalid_agent", "too_many_runs", "too_many_engines", "engine_closed", "internal_error", "unauthorized", "bad_request", "too_many_connections", "not_found", "unavailable", "origin_not_allowed"] as const;
+export const ERROR_CODES = ["invalid_json", "invalid_frame", "unknown_type", "missing_field", "invalid_field", "frame_too_large", "binary_not_supported", "rate_limited", "run_not_found", "approval_not_found", "approval_already_decided", "approval_expired", "thread_waiting_for_approval", "thread_busy", "budget_exceeded", "resume_failed", "thread_not_found", "shutting_down", "unknown_agent", "invalid_agent", "too_many_runs", "too_many_engines", "engine_closed", "internal_error", "unauthorized", "bad_request", "too_many_connections", "not_found", "unavailable", "origin_not_allowed", "unsupported_media_type"] as const;
 
 /** The WebSocket close codes the server sends. */
 export const CloseCode = {

@@ -114,6 +114,18 @@ describe("one server", () => {
       [first.runId, "first", "agent_completed"],
       [second.runId, "second", "agent_completed"],
     ]);
+    assert.equal(opened.before, null);
+    // A page at a time, newest first: the page before the last names its first run.
+    const newest = await client.openThread(first.threadId, { limit: 1 });
+    assert.deepEqual(newest.runs.map((r) => r.run_id), [second.runId]);
+    assert.equal(newest.before, second.runId);
+    const older = await client.openThread(first.threadId, { limit: 1, before: newest.before });
+    assert.deepEqual(older.runs.map((r) => r.run_id), [first.runId]);
+    assert.equal(older.before, null);
+    await assert.rejects(
+      client.openThread(first.threadId, { before: "run_nope" }),
+      (e) => e instanceof AgentClientError && e.status === 400 && /invalid cursor/.test(e.message),
+    );
     await client.deleteThread(first.threadId);
     await assert.rejects(client.getThread(first.threadId), (e) => e instanceof AgentClientError && e.status === 404);
     client.close();

@@ -2,7 +2,8 @@
 //! `Authorization: Bearer`):
 //!
 //! - `GET /v1/threads?limit=&cursor=`: the user's threads, newest first, by cursor;
-//! - `GET /v1/threads/{thread_id}`: a thread with its runs;
+//! - `GET /v1/threads/{thread_id}`: a thread with its runs (`?events=true`: with their
+//!   events, the newest `limit` runs, `before` a run for older ones);
 //! - `GET /v1/runs/{run_id}`: a run with its events;
 //! - `PATCH /v1/threads/{thread_id}` with `{"title"}`: renames a thread;
 //! - `DELETE /v1/threads/{thread_id}`: erases a thread with its runs and events.
@@ -28,10 +29,6 @@ use serde_json::json;
 use crate::app::RouterState;
 use crate::auth::Auth;
 use http_guard::bearer::{authenticate, refuse};
-
-/// Threads per page by default, and at most.
-const DEFAULT_LIMIT: usize = 20;
-const MAX_LIMIT: usize = 100;
 
 /// The routes under `/v1`, by path (the router puts them behind the HTTP API's guard).
 pub fn routes() -> [(&'static str, MethodRouter<RouterState>); 3] {
@@ -111,16 +108,9 @@ async fn list_threads(
     Caller { user, store }: Caller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
-        None => DEFAULT_LIMIT,
-        Some(Ok(limit)) if (1..=MAX_LIMIT).contains(&limit) => limit,
-        Some(_) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BadRequest,
-                format!("limit must be a number from 1 to {MAX_LIMIT}"),
-            );
-        }
+    let limit = match history::page_limit(query.get("limit")) {
+        Ok(limit) => limit,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, why),
     };
     match store
         .threads(&user, limit, query.get("cursor").map(String::as_str))
@@ -147,10 +137,28 @@ fn run_not_found(raw: &str) -> Response {
     )
 }
 
-async fn get_thread(Caller { user, store }: Caller, Path(raw): Path<String>) -> Response {
+/// A thread with its runs; with `events=true`, with its newest runs' events too (a page of
+/// `limit` runs, `before` a run for older ones).
+async fn get_thread(
+    Caller { user, store }: Caller,
+    Path(raw): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     let Ok(thread) = ThreadId::parse(&raw) else {
         return thread_not_found(&raw);
     };
+    if query.get("events").is_some_and(|e| e == "true") {
+        let limit = match history::page_limit(query.get("limit")) {
+            Ok(limit) => limit,
+            Err(why) => return refuse(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, why),
+        };
+        let before = query.get("before").map(String::as_str);
+        return match history::conversation(&*store, &user, &thread, limit, before).await {
+            Ok(Some(conversation)) => Json(conversation).into_response(),
+            Ok(None) => thread_not_found(&raw),
+            Err(error) => failed(&error),
+        };
+    }
     match store.thread(&user, &thread).await {
         Ok(Some(detail)) => Json(detail).into_response(),
         Ok(None) => thread_not_found(&raw),

@@ -578,11 +578,15 @@
     getThread(threadId) {
       return this.http.request("GET", `/v1/threads/${encodeURIComponent(threadId)}`);
     }
-    /** A thread with each of its runs' events, oldest run first. */
-    async openThread(threadId) {
-      const thread = await this.getThread(threadId);
-      const runs = await Promise.all(thread.runs.map((run) => this.getRun(run.run_id)));
-      return { ...thread, runs };
+    /**
+     * A thread with its runs' events, in one request: its `limit` newest runs (20 by default,
+     * 100 at most), oldest first; `before` (the answer's `before`) pages to older runs.
+     */
+    openThread(threadId, options = {}) {
+      const query = new URLSearchParams({ events: "true" });
+      if (options.limit !== void 0) query.set("limit", String(options.limit));
+      if (options.before !== void 0) query.set("before", options.before);
+      return this.http.request("GET", `/v1/threads/${encodeURIComponent(threadId)}?${query}`);
     }
     /** Renames a thread. */
     renameThread(threadId, title) {
@@ -1126,6 +1130,7 @@
     clearNotices();
     $("signin-reason").hidden = true;
     $("who").textContent = who.user;
+    if (devUser && devUser !== who.user) notice(`Signed in as ${who.user} (the user id of “${devUser}”).`);
     $("signin").hidden = true;
     for (const id of ["composer", "signout", "sidebar-toggle"]) $(id).hidden = false;
     input("token").value = "";
@@ -1367,20 +1372,10 @@
       stats.stored = 0;
       markCurrent();
       if (!wanted) return true;
-      const client = api();
-      const thread = await client.getThread(wanted).catch(limited).catch(() => null);
-      if (!thread) return true;
-      for (const r of thread.runs) {
-        const run = await client.getRun(r.run_id).catch(limited).catch(() => null);
-        if (!run) continue;
-        const waiting = r.status === "running" && run.events.length === 0;
-        const view = runView(r.run_id, null, r.agent, r.message, r.thread_id, waiting ? { position: null } : null);
-        for (const e of run.events) render(e, "stored");
-        if (view && r.status === "interrupted" && live(view)) {
-          finish(view, "interrupted", "interrupted: the server stopped during this answer");
-        }
-      }
-      stats.stored = thread.runs.length;
+      const page = await api().openThread(wanted, { limit: PAGE_RUNS }).catch(limited).catch(() => null);
+      if (!page) return true;
+      showStored(page.runs);
+      earlierButton(wanted, page.before);
       scrollToEnd(true);
       return true;
     } catch (err) {
@@ -1392,6 +1387,40 @@
       for (const e of parked) render(e, e.seq ?? "recovered");
       multitaskHook("composer");
     }
+  }
+  var PAGE_RUNS = 30;
+  function showStored(runs) {
+    for (const r of runs) {
+      const waiting = r.status === "running" && r.events.length === 0;
+      const view = runView(r.run_id, null, r.agent, r.message, r.thread_id, waiting ? { position: null } : null);
+      for (const e of r.events) render(e, "stored");
+      if (view && r.status === "interrupted" && live(view)) {
+        finish(view, "interrupted", "interrupted: the server stopped during this answer");
+      }
+    }
+    stats.stored += runs.length;
+  }
+  function earlierButton(threadId, before) {
+    $("conversation").querySelector(".earlier")?.remove();
+    if (!before) return;
+    const button = el("button", "secondary earlier", "Show earlier messages");
+    button.type = "button";
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      const page = await api().openThread(threadId, { limit: PAGE_RUNS, before }).catch(limited).catch(() => null);
+      if (!page || state.thread !== threadId) {
+        button.disabled = false;
+        return;
+      }
+      const top = $("conversation").querySelector(":scope > article");
+      showStored(page.runs);
+      for (const r of page.runs) {
+        const view = state.runs.get(r.run_id)?.el;
+        if (view?.parentElement === $("conversation") && top) $("conversation").insertBefore(view, top);
+      }
+      earlierButton(threadId, page.before);
+    });
+    $("conversation").prepend(button);
   }
   function renameThread(t, li) {
     const field = el("input", "rename-input");

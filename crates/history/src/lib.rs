@@ -28,6 +28,7 @@
 mod apply;
 mod approvals;
 mod approvals_sql;
+mod conversation;
 mod model;
 mod pack;
 mod sql;
@@ -40,6 +41,7 @@ pub use approvals::{
     ApprovalRecord, ApprovalStatus, ApprovalStore, BudgetWait, CancelledRun, DecideOutcome,
     ExpiredCall, PausedRun, ResolvedCall, Resumable, WaitingCall,
 };
+pub use conversation::{DEFAULT_PAGE, MAX_PAGE, ThreadConversation, conversation, page_limit};
 pub use model::{
     Ending, Page, RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadPage, ThreadSummary, Write,
 };
@@ -65,7 +67,7 @@ pub enum HistoryError {
     #[error("history store migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A pagination cursor that this store did not hand out.
-    #[error("invalid cursor {0:?}: pass back the next_cursor of the previous page")]
+    #[error("invalid cursor {0:?}: pass back the cursor the previous page gave")]
     Cursor(String),
 }
 

@@ -6,6 +6,7 @@
 use ts_rs::{Config, TS};
 
 use crate::approvals::{ApprovalRecord, ApprovalStatus};
+use crate::conversation::ThreadConversation;
 use crate::model::{RunDetail, RunStatus, RunSummary, ThreadDetail, ThreadPage, ThreadSummary};
 
 /// Where the declarations are committed, from the workspace root.
@@ -38,6 +39,7 @@ pub fn declarations() -> String {
         RunSummary,
         ThreadDetail,
         RunDetail,
+        ThreadConversation,
         ApprovalStatus,
         ApprovalRecord,
     );
