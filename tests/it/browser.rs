@@ -542,12 +542,18 @@ async fn after_a_server_restart_the_page_says_the_resume_failed_and_reloads() {
         "return document.getElementById('notices').innerText",
     )
     .await;
-    assert!(
-        notices
-            .as_str()
-            .unwrap()
-            .contains("could not be replayed (epoch_changed)"),
-        "{notices}"
+    // One notice, in plain words: the restart's "connection lost" gave way to what it meant.
+    assert_eq!(
+        notices.as_str().unwrap(),
+        "The server restarted while you were disconnected: what happened meanwhile cannot be shown."
+    );
+    assert_eq!(
+        js(
+            &b.client,
+            "return [document.getElementById('notices').children.length, document.getElementById('composer-notice').hidden]"
+        )
+        .await,
+        json!([1, true])
     );
     // The old view is gone (the new server has no history of it), and the page works on.
     assert_eq!(

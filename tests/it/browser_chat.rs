@@ -578,3 +578,67 @@ async fn a_long_thread_opens_at_its_newest_runs_and_shows_earlier_ones_on_reques
     assert_eq!(order, json!(want));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_phone_the_conversation_list_closes_by_its_button_a_tap_beside_it_or_escape() {
+    let dir = crate::approvals::store_dir();
+    let store = crate::approvals::sqlite(&dir);
+    let server = start_server(move |c| c.store = Some(store)).await;
+    let b = browser().await;
+    b.client.set_window_size(420, 900).await.unwrap();
+    sign_in_as(&b.client, server.addr(), "token", &token("alice")).await;
+    // The drawer is fixed in place, so it has no offsetParent: its computed display says.
+    let open = "return getComputedStyle(document.getElementById('sidebar')).display !== 'none'";
+    let toggle = || async {
+        b.client
+            .find(Locator::Id("sidebar-toggle"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_js(&b.client, "the drawer opens", open).await;
+    };
+    // Open: its close button has the focus, and a backdrop covers the rest of the page.
+    toggle().await;
+    assert_eq!(
+        js(
+            &b.client,
+            "return [document.activeElement.id, document.elementFromPoint(400, 450).id]"
+        )
+        .await,
+        json!(["sidebar-close", "sidebar-backdrop"])
+    );
+    artifact(&b.client, "chat-sidebar-drawer-narrow.png").await;
+    let closed = "return getComputedStyle(document.getElementById('sidebar')).display === 'none' \
+                  && document.activeElement.id === 'sidebar-toggle' \
+                  && document.getElementById('sidebar-toggle').getAttribute('aria-expanded') === 'false'";
+    // Escape closes it.
+    b.client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E00C}")
+        .await
+        .unwrap();
+    wait_js(&b.client, "Escape closed the drawer", closed).await;
+    // A tap beside it closes it.
+    toggle().await;
+    js(
+        &b.client,
+        "document.elementFromPoint(400, 450).click(); return true",
+    )
+    .await;
+    wait_js(&b.client, "a tap beside the drawer closed it", closed).await;
+    // Its own button closes it.
+    toggle().await;
+    b.client
+        .find(Locator::Id("sidebar-close"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(&b.client, "the close button closed the drawer", closed).await;
+    server.shutdown().await;
+}

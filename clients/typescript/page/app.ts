@@ -121,13 +121,14 @@ const plain = (f: Refusal): string =>
     : (f.code === "budget_exceeded" && (usageHook("refused", f) as string | undefined)) ||
       `${PLAIN[f.code] || "The server refused this message."} (${f.message})`;
 
-// A notice at the top; all but errors go by themselves after a while.
+// One notice at a time, at the top: a newer one replaces it, and all but errors go by
+// themselves after a while (what a notice says is over goes sooner: see onOpen).
 function notice(text: string, kind?: string): void {
   const p = document.createElement("p");
   p.textContent = text;
   if (kind) p.className = kind;
-  $("notices").prepend(p);
-  while ($("notices").children.length > 3) $("notices").lastChild?.remove();
+  p.setAttribute("role", kind === "error" ? "alert" : "status");
+  $("notices").replaceChildren(p);
   if (kind !== "error") setTimeout(() => p.remove(), 10000);
 }
 function clearNotices(): void {
@@ -349,9 +350,14 @@ $("agent").addEventListener("change", describeAgent);
 // ---- The connection -----------------------------------------------------------------------
 
 const CLOSED_BECAUSE: Record<number, string> = {
-  1001: "the server restarted",
-  4008: "the connection fell behind",
-  4009: "the server lost the stream",
+  1001: "the server is restarting",
+  4008: "the connection was too slow to keep up",
+  4009: "the server lost track of your updates",
+};
+// Why missed updates could not be caught up after a reconnect, in plain words.
+const RESUME_FAILED_BECAUSE: Record<string, string> = {
+  epoch_changed: "The server restarted while you were disconnected",
+  too_old: "You were disconnected too long for the missed updates to be kept",
 };
 
 /** Opens the user's stream; `replay`: start at what the server's log still holds. */
@@ -408,14 +414,16 @@ function onOpen(): void {
 function onNotice(n: Notice): void {
   switch (n.type) {
     case "disconnected": {
-      const why = CLOSED_BECAUSE[n.code] ?? "the connection dropped";
+      const why = CLOSED_BECAUSE[n.code] ?? "the network connection dropped";
       setStatus("reconnecting", `reconnecting in ${(n.retryInMs / 1000).toFixed(1)} s`);
-      notice(`Disconnected (${why}); reconnecting…`, "warn disconnected");
+      notice(`Connection lost (${why}); reconnecting…`, "warn disconnected");
       return;
     }
     case "resumed":
       stats.resumed += n.replayed;
-      notice(`Reconnected and resumed: ${n.replayed} missed event(s) replayed.`);
+      notice(
+        `Reconnected and resumed: ${n.replayed === 0 ? "nothing was missed" : `${n.replayed} missed update(s) caught up`}.`,
+      );
       return;
     case "replayed":
       stats.history = n.replayed;
@@ -430,7 +438,14 @@ function onNotice(n: Notice): void {
         notice("Older activity is no longer available; showing new activity.");
         return;
       }
-      notice(`Reconnected, but missed events could not be replayed (${n.reason}); reloading.`, "warn");
+      notice(
+        `${RESUME_FAILED_BECAUSE[n.reason] ?? "The missed updates could not be caught up"}: ${
+          state.history
+            ? "your conversation was reloaded from what the server saved."
+            : "what happened meanwhile cannot be shown."
+        }`,
+        "warn",
+      );
       clearConversation();
       if (state.history) void openThread(state.thread);
       return;
@@ -665,6 +680,21 @@ function closeSidebar(): void {
 $("sidebar-toggle").addEventListener("click", () => {
   const open = $("sidebar").classList.toggle("open");
   $("sidebar-toggle").setAttribute("aria-expanded", String(open));
+  // On a narrow screen the list is a drawer over the page: its close button takes the focus.
+  if (open) $("sidebar-close").focus();
+});
+// The drawer closes by its button, a tap beside it, or Escape; the focus goes back to its toggle.
+function dismissSidebar(): void {
+  if (!$("sidebar").classList.contains("open")) return;
+  closeSidebar();
+  $("sidebar-toggle").focus();
+}
+$("sidebar-close").addEventListener("click", dismissSidebar);
+$("sidebar-backdrop").addEventListener("click", dismissSidebar);
+document.addEventListener("keydown", (e) => {
+  // Escape in a title being renamed only ends the renaming.
+  const renaming = (e.target as HTMLElement | null)?.classList?.contains("rename-input");
+  if (e.key === "Escape" && !renaming) dismissSidebar();
 });
 
 // ---- The conversation ---------------------------------------------------------------------

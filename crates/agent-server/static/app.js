@@ -1028,8 +1028,8 @@
     const p = document.createElement("p");
     p.textContent = text;
     if (kind) p.className = kind;
-    $("notices").prepend(p);
-    while ($("notices").children.length > 3) $("notices").lastChild?.remove();
+    p.setAttribute("role", kind === "error" ? "alert" : "status");
+    $("notices").replaceChildren(p);
     if (kind !== "error") setTimeout(() => p.remove(), 1e4);
   }
   function clearNotices() {
@@ -1221,9 +1221,13 @@
   }
   $("agent").addEventListener("change", describeAgent);
   var CLOSED_BECAUSE = {
-    1001: "the server restarted",
-    4008: "the connection fell behind",
-    4009: "the server lost the stream"
+    1001: "the server is restarting",
+    4008: "the connection was too slow to keep up",
+    4009: "the server lost track of your updates"
+  };
+  var RESUME_FAILED_BECAUSE = {
+    epoch_changed: "The server restarted while you were disconnected",
+    too_old: "You were disconnected too long for the missed updates to be kept"
   };
   function connect(replay) {
     let first = true;
@@ -1275,14 +1279,16 @@
   function onNotice(n) {
     switch (n.type) {
       case "disconnected": {
-        const why = CLOSED_BECAUSE[n.code] ?? "the connection dropped";
+        const why = CLOSED_BECAUSE[n.code] ?? "the network connection dropped";
         setStatus("reconnecting", `reconnecting in ${(n.retryInMs / 1e3).toFixed(1)} s`);
-        notice(`Disconnected (${why}); reconnecting…`, "warn disconnected");
+        notice(`Connection lost (${why}); reconnecting…`, "warn disconnected");
         return;
       }
       case "resumed":
         stats.resumed += n.replayed;
-        notice(`Reconnected and resumed: ${n.replayed} missed event(s) replayed.`);
+        notice(
+          `Reconnected and resumed: ${n.replayed === 0 ? "nothing was missed" : `${n.replayed} missed update(s) caught up`}.`
+        );
         return;
       case "replayed":
         stats.history = n.replayed;
@@ -1294,7 +1300,10 @@
           notice("Older activity is no longer available; showing new activity.");
           return;
         }
-        notice(`Reconnected, but missed events could not be replayed (${n.reason}); reloading.`, "warn");
+        notice(
+          `${RESUME_FAILED_BECAUSE[n.reason] ?? "The missed updates could not be caught up"}: ${state.history ? "your conversation was reloaded from what the server saved." : "what happened meanwhile cannot be shown."}`,
+          "warn"
+        );
         clearConversation();
         if (state.history) void openThread(state.thread);
         return;
@@ -1501,6 +1510,18 @@
   $("sidebar-toggle").addEventListener("click", () => {
     const open = $("sidebar").classList.toggle("open");
     $("sidebar-toggle").setAttribute("aria-expanded", String(open));
+    if (open) $("sidebar-close").focus();
+  });
+  function dismissSidebar() {
+    if (!$("sidebar").classList.contains("open")) return;
+    closeSidebar();
+    $("sidebar-toggle").focus();
+  }
+  $("sidebar-close").addEventListener("click", dismissSidebar);
+  $("sidebar-backdrop").addEventListener("click", dismissSidebar);
+  document.addEventListener("keydown", (e) => {
+    const renaming = e.target?.classList?.contains("rename-input");
+    if (e.key === "Escape" && !renaming) dismissSidebar();
   });
   var belongs = (threadId) => !state.history || !threadId || threadId === state.thread;
   var live = (run) => run.el.dataset.state === "running" || run.el.dataset.state === "waiting";
