@@ -245,3 +245,41 @@ fn url_flags_are_checked() {
         }
     }
 }
+
+/// `--llm-system-prompt` takes the prompt's text, or `@path` for a file's; a file that cannot
+/// be read is named in the refusal.
+#[test]
+fn the_llm_system_prompt_is_its_text_or_a_files() {
+    let dir = scratch("prompt");
+    let file = write(&dir, "prompt.txt", "You answer in French.\n");
+    let model = [
+        "serve",
+        "--llm-base-url",
+        "http://127.0.0.1:9/v1",
+        "--llm-model",
+        "m",
+    ];
+    let prompt_of = |given: &str| {
+        let mut argv = model.to_vec();
+        argv.extend(["--llm-system-prompt", given]);
+        load(&argv).map(|(config, _, _)| config.llm.unwrap().system_prompt)
+    };
+    assert_eq!(
+        prompt_of("Be brief.").unwrap().as_deref(),
+        Some("Be brief.")
+    );
+    let at_file = format!("@{file}");
+    assert_eq!(
+        prompt_of(&at_file).unwrap().as_deref(),
+        Some("You answer in French.\n")
+    );
+    let missing = format!("@{}/nope.txt", dir.display());
+    let refused = prompt_of(&missing).unwrap_err();
+    assert!(
+        refused.contains(&format!("{missing}: cannot read the file")),
+        "{refused}"
+    );
+    assert!(prompt_of("  ").unwrap_err().contains("is empty"));
+    assert_eq!(load(&model).unwrap().0.llm.unwrap().system_prompt, None);
+    let _ = std::fs::remove_dir_all(&dir);
+}

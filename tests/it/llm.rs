@@ -415,6 +415,15 @@ async fn failures_table() {
             1,
         ),
         (
+            "404 for a model the server lacks",
+            vec![Reply::Status(
+                404,
+                r#"{"error":"model \"test-model\" not found"}"#,
+            )],
+            "model_not_found",
+            1,
+        ),
+        (
             "cut mid-stream",
             vec![Reply::Stream(vec![
                 content("Hal"),
@@ -489,6 +498,9 @@ async fn unreachable_servers_are_retried_then_reported() {
     let RunOutcome::Failed(error) = outcome else {
         unreachable!()
     };
+    // The message names the server it could not reach.
+    let at = format!("cannot reach the model server at http://{closed}/v1 (");
+    assert!(error.message.starts_with(&at), "{}", error.message);
     assert!(
         error.message.contains("gave up after 2 retries"),
         "{}",
@@ -537,4 +549,26 @@ async fn a_model_slower_than_the_request_timeout_is_reported_as_a_timeout() {
     let outcome = run(&engine, "hi").await;
     assert_eq!(outcome.error_code(), Some("model_timeout"), "{outcome:?}");
     check_lifecycle(&h.events("alice")).unwrap();
+}
+
+/// The start banner names the model and where it is served from.
+#[test]
+fn the_start_banner_names_the_model_and_its_base_url() {
+    let argv = [
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--store",
+        "none",
+        "--llm-base-url",
+        "http://user:hunter2@127.0.0.1:9/v1/",
+        "--llm-model",
+        "llama3",
+    ];
+    let banner = crate::process_support::ServerProcess::banner(&argv, 3);
+    assert_eq!(
+        banner.get(2).map(String::as_str),
+        Some("model: llama3 at http://<credentials>@127.0.0.1:9/v1 (the llm agent)"),
+        "{banner:?}"
+    );
 }

@@ -67,6 +67,28 @@ impl ServerProcess {
         }
     }
 
+    /// The first `lines` lines the server prints when started with `argv` (where it listens,
+    /// its agents, its model): it is stopped once they are read.
+    pub fn banner(argv: &[&str], lines: usize) -> Vec<String> {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "process_support::child_server", "--nocapture"])
+            .env(CHILD_ARGV, argv.join("\n"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let said: Vec<String> = stdout
+            .lines()
+            .map(Result::unwrap)
+            .skip_while(|line| !line.contains("agent-server listening on"))
+            .take(lines)
+            .collect();
+        let _ = child.kill();
+        let _ = child.wait();
+        said
+    }
+
     /// Sends `signal` (`TERM`, `KILL`, ...) and waits (up to 15 s) for the process to end.
     pub fn stop(mut self, signal: &str) {
         let pid = self.child.id();

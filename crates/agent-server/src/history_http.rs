@@ -121,19 +121,17 @@ async fn list_threads(
     }
 }
 
-fn thread_not_found(raw: &str) -> Response {
+/// 404 for a thread (`run`: false) or a run the user has not.
+fn not_found(run: bool, raw: &str) -> Response {
+    let (code, what) = if run {
+        (ErrorCode::RunNotFound, "run")
+    } else {
+        (ErrorCode::ThreadNotFound, "thread")
+    };
     refuse(
         StatusCode::NOT_FOUND,
-        ErrorCode::ThreadNotFound,
-        format!("no thread {raw} for this user"),
-    )
-}
-
-fn run_not_found(raw: &str) -> Response {
-    refuse(
-        StatusCode::NOT_FOUND,
-        ErrorCode::RunNotFound,
-        format!("no run {raw} for this user"),
+        code,
+        format!("no {what} {raw} for this user"),
     )
 }
 
@@ -145,7 +143,7 @@ async fn get_thread(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let Ok(thread) = ThreadId::parse(&raw) else {
-        return thread_not_found(&raw);
+        return not_found(false, &raw);
     };
     if query.get("events").is_some_and(|e| e == "true") {
         let limit = match history::page_limit(query.get("limit")) {
@@ -155,13 +153,13 @@ async fn get_thread(
         let before = query.get("before").map(String::as_str);
         return match history::conversation(&*store, &user, &thread, limit, before).await {
             Ok(Some(conversation)) => Json(conversation).into_response(),
-            Ok(None) => thread_not_found(&raw),
+            Ok(None) => not_found(false, &raw),
             Err(error) => failed(&error),
         };
     }
     match store.thread(&user, &thread).await {
         Ok(Some(detail)) => Json(detail).into_response(),
-        Ok(None) => thread_not_found(&raw),
+        Ok(None) => not_found(false, &raw),
         Err(error) => failed(&error),
     }
 }
@@ -182,7 +180,7 @@ async fn rename_thread(
     body: Result<Json<Rename>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(thread) = ThreadId::parse(&raw) else {
-        return thread_not_found(&raw);
+        return not_found(false, &raw);
     };
     let title = match &body {
         Ok(Json(rename)) => rename.title.trim(),
@@ -209,29 +207,29 @@ async fn rename_thread(
     }
     match store.rename_thread(&user, &thread, title).await {
         Ok(true) => Json(json!({"thread_id": thread.as_str(), "title": title})).into_response(),
-        Ok(false) => thread_not_found(&raw),
+        Ok(false) => not_found(false, &raw),
         Err(error) => failed(&error),
     }
 }
 
 async fn delete_thread(Caller { user, store }: Caller, Path(raw): Path<String>) -> Response {
     let Ok(thread) = ThreadId::parse(&raw) else {
-        return thread_not_found(&raw);
+        return not_found(false, &raw);
     };
     match store.delete_thread(&user, &thread).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => thread_not_found(&raw),
+        Ok(false) => not_found(false, &raw),
         Err(error) => failed(&error),
     }
 }
 
 async fn get_run(Caller { user, store }: Caller, Path(raw): Path<String>) -> Response {
     let Ok(run) = RunId::parse(&raw) else {
-        return run_not_found(&raw);
+        return not_found(true, &raw);
     };
     match store.run(&user, &run).await {
         Ok(Some(detail)) => Json(detail).into_response(),
-        Ok(None) => run_not_found(&raw),
+        Ok(None) => not_found(true, &raw),
         Err(error) => failed(&error),
     }
 }

@@ -258,7 +258,6 @@ async fn dev_token(
             );
         }
     };
-    // A name as a person types it ("Alice Smith"): its user id is `alice-smith`.
     let user = match agent_auth::user_for_name(&request.user) {
         Ok(user) => user,
         Err(why) => return refuse(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, why),

@@ -224,6 +224,7 @@ pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
     }
     log_panics();
     let generated = config.jwt_secret.is_none() && !config.identity.is_configured();
+    let model = (config.llm.as_ref()).map(|l| (l.model.clone(), l.display_url()));
     let server = RunningServer::start(config)
         .await
         .map_err(|e| e.to_string())?;
@@ -250,6 +251,9 @@ pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
         "agent-server listening on http://{addr} (WebSocket at ws://{addr}/ws)"
     );
     let _ = writeln!(out, "agents: {}", server.state().agent_names().join(", "));
+    if let Some((model, url)) = model {
+        let _ = writeln!(out, "model: {model} at {url} (the llm agent)");
+    }
     let _ = out.flush();
     shutdown_signal().await;
     match format {

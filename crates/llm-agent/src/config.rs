@@ -129,10 +129,39 @@ impl LlmConfig {
         Ok(())
     }
 
+    /// The base URL as said in messages and logs: without trailing slashes, credentials
+    /// hidden.
+    pub fn display_url(&self) -> String {
+        secrets::url::redacted(self.base_url.trim_end_matches('/'))
+    }
+
     /// The Chat Completions endpoint under [`base_url`](Self::base_url).
     pub(crate) fn completions_url(&self) -> String {
         format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
     }
+}
+
+/// A system prompt as given (`--llm-system-prompt`), if one is: its text, or `@path` for a
+/// file's text. The error names the file and why it cannot be read, or says it is empty.
+pub fn read_system_prompt(given: Option<&str>) -> Result<Option<String>, String> {
+    let Some(given) = given else {
+        return Ok(None);
+    };
+    let text = match given.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|error| {
+            format!(
+                "--llm-system-prompt (LLM_SYSTEM_PROMPT) @{path}: cannot read the file ({error})"
+            )
+        })?,
+        None => given.to_owned(),
+    };
+    if text.trim().is_empty() {
+        return Err(
+            "--llm-system-prompt (LLM_SYSTEM_PROMPT) is empty: give the prompt's text, or @file"
+                .into(),
+        );
+    }
+    Ok(Some(text))
 }
 
 #[cfg(test)]

@@ -44,9 +44,10 @@ pub enum LlmError {
 /// Why a run failed. [`code`](Self::code) is what the user's `agent_error` event carries.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RunFailure {
-    /// The request did not get a response (connection refused, DNS, timeout).
-    #[error("cannot reach the model server: {}", with_causes(.0))]
-    Unreachable(reqwest::Error),
+    /// The request did not get a response (connection refused, DNS, timeout) from the
+    /// server at `url`.
+    #[error("cannot reach the model server at {url} ({})", with_causes(.error))]
+    Unreachable { url: String, error: reqwest::Error },
     /// HTTP 401 or 403.
     #[error("the model server refused the API key (HTTP {status})")]
     BadApiKey { status: u16 },
@@ -56,9 +57,27 @@ pub(crate) enum RunFailure {
     /// An HTTP 5xx status.
     #[error("the model server failed (HTTP {status})")]
     ServerStatus { status: u16 },
-    /// Any other non-2xx status; `body` is the start of the server's explanation.
-    #[error("the model server rejected the request (HTTP {status}): {body}")]
-    Rejected { status: u16, body: String },
+    /// Any other non-2xx status; `said` is the server's explanation (its error's message, or
+    /// the start of its body), `hint` what to do about it, when there is something to say.
+    #[error(
+        "the model server at {url} rejected the request for model {model:?} (HTTP {status}): {said}{hint}"
+    )]
+    Rejected {
+        status: u16,
+        url: String,
+        model: String,
+        said: String,
+        hint: String,
+    },
+    /// HTTP 404 for a model the server does not have.
+    #[error(
+        "the model server at {url} has no model {model:?} ({said}); name one it serves with --llm-model (GET {url}/models lists them)"
+    )]
+    ModelNotFound {
+        url: String,
+        model: String,
+        said: String,
+    },
     /// An `error` object inside the stream.
     #[error("the model server reported an error: {0}")]
     ServerReported(Value),
@@ -97,12 +116,13 @@ impl RunFailure {
     /// The machine-readable code of this failure.
     pub(crate) fn code(&self) -> &'static str {
         match self {
-            Self::Unreachable(error) if error.is_timeout() => "model_timeout",
-            Self::Unreachable(_) => "model_unreachable",
+            Self::Unreachable { error, .. } if error.is_timeout() => "model_timeout",
+            Self::Unreachable { .. } => "model_unreachable",
             Self::BadApiKey { .. } => "bad_api_key",
             Self::RateLimited => "rate_limited",
             Self::ServerStatus { .. } | Self::ServerReported(_) => "server_error",
             Self::Rejected { .. } => "model_request_rejected",
+            Self::ModelNotFound { .. } => "model_not_found",
             Self::StreamTimeout(_) => "model_timeout",
             Self::StreamBroke(_) | Self::StreamEnded => "stream_interrupted",
             Self::NotJson(_)

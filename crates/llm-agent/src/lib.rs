@@ -16,7 +16,8 @@
 //! the token usage summed over turns; it fails with `max_turns` when the model keeps calling
 //! tools. Failures end the run with a code a user understands: `bad_api_key`, `rate_limited`
 //! (after bounded retries with backoff), `server_error` (after retries), `model_unreachable`,
-//! `model_timeout`, `model_request_rejected`, `malformed_stream`, `stream_interrupted`.
+//! `model_timeout`, `model_request_rejected`, `model_not_found` (a 404 naming the model),
+//! `malformed_stream`, `stream_interrupted`.
 //! Retries happen only before any output reached the user. Cancelling the run drops the
 //! request at once: the connection closes and the server sees it.
 //!
@@ -44,7 +45,7 @@ use std::sync::Arc;
 use agent_registry::{AgentRegistry, AgentSpec};
 
 pub use crate::agent::LlmAgent;
-pub use crate::config::{LlmConfig, Secret};
+pub use crate::config::{LlmConfig, Secret, read_system_prompt};
 pub use crate::error::LlmError;
 pub use crate::stats::{ModelStats, ModelStatsSnapshot};
 

@@ -135,10 +135,13 @@ impl ModelClient {
         }
         match request.send().await {
             Err(error) => Attempt::Retryable {
-                failure: RunFailure::Unreachable(error.without_url()),
+                failure: RunFailure::Unreachable {
+                    url: self.config.display_url(),
+                    error: error.without_url(),
+                },
                 wait: None,
             },
-            Ok(response) => classify(response).await,
+            Ok(response) => classify(response, &self.config).await,
         }
     }
 }
@@ -159,7 +162,7 @@ fn request_body(model: &str, messages: &[Value], tools: &[Value]) -> Value {
 }
 
 /// Maps a response's status to what the caller does next.
-async fn classify(response: reqwest::Response) -> Attempt {
+async fn classify(response: reqwest::Response, config: &LlmConfig) -> Attempt {
     match response.status().as_u16() {
         200..=299 => Attempt::Accepted(response),
         status @ (401 | 403) => Attempt::Final(RunFailure::BadApiKey { status }),
@@ -173,9 +176,54 @@ async fn classify(response: reqwest::Response) -> Attempt {
         },
         status => {
             let text = response.text().await.unwrap_or_default();
-            let body = text.chars().take(REJECTION_BODY_CHARS).collect();
-            Attempt::Final(RunFailure::Rejected { status, body })
+            Attempt::Final(rejection(status, &text, config))
         }
+    }
+}
+
+/// A refusal the client does not retry, said as a sentence: a model the server does not
+/// have, or else what the server said, with a hint for a base URL without `/v1`.
+fn rejection(status: u16, text: &str, config: &LlmConfig) -> RunFailure {
+    let said = server_message(text);
+    let (url, model) = (config.display_url(), config.model.clone());
+    if status == 404 && said.to_lowercase().contains("model") {
+        return RunFailure::ModelNotFound { url, model, said };
+    }
+    let hint = if status == 404 && !url.ends_with("/v1") {
+        format!(
+            "; OpenAI-compatible servers serve their API under /v1: try --llm-base-url {url}/v1"
+        )
+    } else {
+        String::new()
+    };
+    RunFailure::Rejected {
+        status,
+        url,
+        model,
+        said,
+        hint,
+    }
+}
+
+/// The message of an error body (`{"error": {"message": …}}`, `{"error": "…"}`,
+/// `{"message": "…"}`), not the JSON around it; else the start of the body.
+fn server_message(text: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(text).ok();
+    let message = parsed.as_ref().and_then(|body| {
+        (body.pointer("/error/message"))
+            .or_else(|| body.get("error").filter(|e| e.is_string()))
+            .or_else(|| body.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    let said: String = (message.unwrap_or_else(|| text.trim().to_owned()))
+        .chars()
+        .take(REJECTION_BODY_CHARS)
+        .collect();
+    if said.is_empty() {
+        "it gave no reason".to_owned()
+    } else {
+        said
     }
 }
 
@@ -193,6 +241,43 @@ mod tests {
     use reqwest::header::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn refusals_are_sentences_that_name_the_server_and_the_model() {
+        let at = |url: &str| LlmConfig::new(url, "llama3");
+        let not_found = rejection(
+            404,
+            r#"{"error":"model \"llama3\" not found, try pulling it first"}"#,
+            &at("http://127.0.0.1:11434/v1/"),
+        );
+        assert_eq!(not_found.code(), "model_not_found");
+        assert_eq!(
+            not_found.to_string(),
+            "the model server at http://127.0.0.1:11434/v1 has no model \"llama3\" (model \"llama3\" not found, try pulling it first); name one it serves with --llm-model (GET http://127.0.0.1:11434/v1/models lists them)"
+        );
+        let no_v1 = rejection(404, "404 page not found", &at("http://127.0.0.1:11434"));
+        assert_eq!(no_v1.code(), "model_request_rejected");
+        assert!(
+            no_v1
+                .to_string()
+                .ends_with("(HTTP 404): 404 page not found; OpenAI-compatible servers serve their API under /v1: try --llm-base-url http://127.0.0.1:11434/v1"),
+            "{no_v1}"
+        );
+        let openai = rejection(
+            400,
+            r#"{"error":{"message":"max_tokens is too large","type":"invalid_request_error"}}"#,
+            &at("https://api.example.com/v1"),
+        );
+        assert_eq!(
+            openai.to_string(),
+            "the model server at https://api.example.com/v1 rejected the request for model \"llama3\" (HTTP 400): max_tokens is too large"
+        );
+        assert!(
+            rejection(400, "", &at("http://h/v1"))
+                .to_string()
+                .ends_with("it gave no reason")
+        );
+    }
 
     #[test]
     fn retry_after_reads_seconds_only() {

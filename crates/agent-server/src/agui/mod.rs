@@ -69,8 +69,7 @@ pub(crate) async fn run(
         }) {
         Ok(input) => input,
         Err((status, message)) => {
-            let code = ErrorCode::for_body_status(status.as_u16());
-            return refuse(status, code, message);
+            return refuse(status, ErrorCode::of_body(status.as_u16()), message);
         }
     };
     let subscription = match live.bridge.subscribe(&user, None).await {

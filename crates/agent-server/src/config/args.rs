@@ -115,6 +115,9 @@ pub struct ServeArgs {
     /// Model name for the `llm` agent.
     #[arg(long, env = "LLM_MODEL")]
     pub llm_model: Option<String>,
+    /// The `llm` agent's system prompt: its text, or `@path` to read it from a file.
+    #[arg(long, env = "LLM_SYSTEM_PROMPT")]
+    pub llm_system_prompt: Option<String>,
     /// Model calls per `llm` run before it fails with `max_turns`.
     #[arg(long, env = "LLM_MAX_TURNS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub llm_max_turns: u32,

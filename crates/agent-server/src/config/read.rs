@@ -39,6 +39,8 @@ pub(super) fn llm(args: &ServeArgs) -> Result<Option<llm_agent::LlmConfig>, Conf
             llm.api_key = args.llm_api_key.clone().map(llm_agent::Secret::new);
             llm.max_turns = args.llm_max_turns;
             llm.max_tokens = args.llm_max_tokens;
+            let prompt = llm_agent::read_system_prompt(args.llm_system_prompt.as_deref());
+            llm.system_prompt = prompt.map_err(ConfigError::Llm)?;
             llm.validate()
                 .map_err(|e| ConfigError::Llm(e.to_string()))?;
             Ok(Some(llm))
