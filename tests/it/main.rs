@@ -33,6 +33,7 @@ mod browser_approvals;
 mod browser_budget_wait;
 mod browser_chat;
 mod browser_multitask;
+mod browser_newcomer;
 mod browser_origin;
 mod browser_usage;
 mod budget_ledger;

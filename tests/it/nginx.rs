@@ -367,12 +367,13 @@ async fn agui_events_come_through_nginx_as_the_run_makes_them() {
         "the events came {spread:?} apart: nginx held them back"
     );
 
-    // A body over the node's limit (1 MiB) gets the node's refusal, with its reason.
+    // A body over the node's limit (1 MiB) is refused by nginx itself (the guide sets its
+    // limit to the node's), never half sent to a node that stops reading it.
     let huge = run_input("t-huge", &"x".repeat(1536 * 1024), json!({})).to_string();
     let response = post(nginx.addr, "synthetic", Some("alice"), &huge).await;
     assert_eq!(response.status(), 413);
     let text = response.text().await.unwrap();
-    assert!(text.contains("bad_request"), "{text}");
+    assert!(text.contains("413 Request Entity Too Large"), "{text}");
 }
 
 /// What a browser sends through nginx: its `Origin` is the site's (`http://` and nginx's host

@@ -141,7 +141,7 @@ error_codes! {
 impl ErrorCode {
     /// The code of a refused request body, by the HTTP status its reader gave (415, else
     /// `bad_request`).
-    pub fn for_body_status(status: u16) -> Self {
+    pub fn of_body(status: u16) -> Self {
         match status {
             415 => Self::UnsupportedMediaType,
             _ => Self::BadRequest,
