@@ -281,3 +281,42 @@ async fn the_assistant_follows_up_on_the_threads_earlier_turns() {
     }
     server.shutdown().await;
 }
+
+/// A follow-up whose tool call waits for a person's approval goes on, once approved, with
+/// the reading it began with (a resumed run is not given the earlier turns again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_that_waits_for_approval_resumes_with_the_same_reading() {
+    let dir = crate::approvals::store_dir();
+    let store = crate::approvals::sqlite(&dir);
+    let server = start_server(crate::approvals::approving(&store, &["calculator"])).await;
+    let addr = server.addr();
+    let mut client = Client::user(addr, "alice").await;
+    let mut thread: Option<String> = None;
+    for (message, want) in [("What is 12*7?", "= 84"), ("and times 2?", "= 168")] {
+        let mut payload = json!({"agent": "assistant", "message": message});
+        if let Some(thread) = &thread {
+            payload["thread_id"] = json!(thread);
+        }
+        client
+            .send(json!({"type": "start_agent", "request_id": "r", "payload": payload}))
+            .await;
+        let accepted = client.reply().await;
+        thread = accepted["thread_id"].as_str().map(str::to_owned);
+        let run = accepted["run_id"].as_str().unwrap().to_owned();
+        let call = loop {
+            let frame = client.next().await;
+            if frame["run_id"] == run.as_str() && frame["type"] == "approval_requested" {
+                break frame["data"]["tool_call_id"].as_str().unwrap().to_owned();
+            }
+        };
+        let decision = json!({"decision": "approve"});
+        let (status, body) = crate::approvals::decide(addr, "alice", &run, &call, decision).await;
+        assert_eq!(status, 200, "{body}");
+        let rest = crate::approvals::rest_of_run(&mut client, &run).await;
+        let end = rest.last().unwrap();
+        assert_eq!(end["type"], "agent_completed", "{end}");
+        let result = end["data"]["result"].to_string();
+        assert!(result.contains(want), "{message}: {result}");
+    }
+    server.shutdown().await;
+}

@@ -125,9 +125,13 @@ pub fn describe(step: &Step, result: &Result<Value, String>) -> String {
 pub struct AssistantAgent;
 
 /// How far the assistant got through its plan: what a paused run keeps. The plan itself is
-/// made again from the message (it depends on nothing else).
+/// made again from the message as read (it depends on nothing else).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Progress {
+    /// The message as the assistant read it, when a follow-up made it differ from the run's
+    /// (a resumed run gets no earlier turns to read it with again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    read_as: Option<String>,
     /// The answer's sentences for the steps done.
     sentences: Vec<String>,
     /// The step to do next.
@@ -194,16 +198,18 @@ impl AssistantAgent {
 impl Agent for AssistantAgent {
     async fn run(&self, ctx: &AgentContext, input: AgentInput) -> Result<AgentOutput, AgentError> {
         ctx.think("I am a local rule-based agent (no language model). Reading your message.");
-        let message = match follow_up::standalone(&input.message, &input.history) {
-            Some(rewritten) => {
-                ctx.think(format!(
-                    "This follows on from your earlier message; I read it as: {rewritten}"
-                ));
-                rewritten
-            }
-            None => input.message,
+        let read_as = follow_up::standalone(&input.message, &input.history);
+        if let Some(rewritten) = &read_as {
+            ctx.think(format!(
+                "This follows on from your earlier message; I read it as: {rewritten}"
+            ));
+        }
+        let message = read_as.clone().unwrap_or(input.message);
+        let progress = Progress {
+            read_as,
+            ..Progress::default()
         };
-        self.answer(ctx, &message, Progress::default()).await
+        self.answer(ctx, &message, progress).await
     }
 
     fn can_pause(&self) -> bool {
@@ -222,9 +228,8 @@ impl Agent for AssistantAgent {
                 format!("the paused run's progress cannot be read: {e}"),
             )
         })?;
-        // The same reading as when it began: the thread's earlier turns have not changed.
-        let message =
-            follow_up::standalone(&input.message, &input.history).unwrap_or(input.message);
+        // The same reading as when it began.
+        let message = progress.read_as.clone().unwrap_or(input.message);
         self.answer(ctx, &message, progress).await
     }
 }
