@@ -9,6 +9,7 @@
 import { AgentClient } from "../src/client.js";
 import type { Notice } from "../src/client.js";
 import { AgentClientError } from "../src/errors.js";
+import { HttpApi } from "../src/http.js";
 import type { ClientFrame, Multitask } from "../src/protocol.js";
 import { type StreamEvent, eventKey } from "../src/run.js";
 
@@ -1063,7 +1064,12 @@ $("message").addEventListener("keydown", (e) => {
 
 // What the other page modules (approvals, multitask, usage) use of this one: globals of the
 // page, as globals.d.ts declares them.
+// The HTTP API for the other modules, with the token of now (their bundles need no HTTP code).
+const pageHttp = new HttpApi(new URL(location.origin), async () => state.token ?? "", (input, init) =>
+  fetch(input, init),
+);
 Object.assign(window, {
+  pageHttp,
   state,
   live,
   sendMessage,

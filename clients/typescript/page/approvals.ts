@@ -6,7 +6,7 @@
 // sidebar marks each thread with a call waiting, from the client's `pendingApprovals` endpoint
 // (GET /v1/approvals) and the live events. app.js calls in through window.approvals, so a page
 // without this script still works.
-import { HttpApi, type PendingApproval } from "../src/http.js";
+import type { PendingApproval } from "../src/http.js";
 import type { JsonValue } from "../src/protocol.js";
 
 /** An event as app.js hands it over. */
@@ -41,11 +41,6 @@ const asked = new Map<string, ApprovalCard>();
 let during: PageEvent[] | null = null;
 let tools: Promise<ToolInfo[]> | null = null;
 let nextAsk = 1;
-const api = new HttpApi(
-  new URL(location.origin),
-  async () => state.token ?? "",
-  (input, init) => fetch(input, init),
-);
 
 // What a refusal of a decision means for the person deciding.
 const REFUSED: Record<string, string> = {
@@ -94,7 +89,7 @@ async function refresh(): Promise<void> {
   if (!state.token) return;
   const live: PageEvent[] = [];
   during = live;
-  const list = await api
+  const list = await pageHttp
     .request<{ approvals: PendingApproval[] }>("GET", "/v1/approvals")
     .catch(() => null);
   if (during !== live) return;

@@ -28,6 +28,8 @@ declare function json(value: unknown): HTMLElement;
 declare function send(frame: import("../src/protocol.js").ClientFrame): boolean;
 /** Whether the page's connection is open. */
 declare function connected(): boolean;
+/** The server's HTTP API with the signed-in user's token (one for the page's modules). */
+declare const pageHttp: import("../src/http.js").HttpApi;
 /** A date and time, in the reader's locale. */
 declare function dayAndTime(ms: number): string;
 /** `document.getElementById`. */

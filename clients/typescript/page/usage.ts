@@ -9,8 +9,7 @@
 // that waits for the budget (`budget_exhausted`) shows a notice where it paused, in plain words
 // with a Cancel button, until its next event says it went on (the notice becomes a quiet line)
 // or ended. app.js calls in through window.usage, so a page without this script still works.
-import { AgentClientError } from "../src/errors.js";
-import { HttpApi, type Usage } from "../src/http.js";
+import type { Usage } from "../src/http.js";
 
 // How long after a run ends the line is fetched again (more endings meanwhile wait with it).
 const SETTLE_MS = 700;
@@ -26,11 +25,6 @@ const usage: {
 } = { off: false, timer: undefined, resetTimer: undefined, generation: 0, last: null };
 // The notices of runs waiting for the budget now (said again once the line learns the period).
 const waits = new Set<BudgetWait>();
-const api = new HttpApi(
-  new URL(location.origin),
-  async () => state.token ?? "",
-  (input, init) => fetch(input, init),
-);
 
 const count = (n: number) => Math.round(n).toLocaleString();
 // Dollars: cents, or four places below a cent (a few cheap calls are not "$0.00").
@@ -111,10 +105,11 @@ async function refresh(): Promise<void> {
   stats.fetches += 1;
   let u: Usage;
   try {
-    u = await api.request<Usage>("GET", "/v1/me/usage");
+    u = await pageHttp.request<Usage>("GET", "/v1/me/usage");
   } catch (error) {
     if (generation !== usage.generation) return;
-    if (error instanceof AgentClientError && error.status === 404) {
+    // By its status, not `instanceof`: the error class is app.js's bundle's, not this one's.
+    if ((error as { status?: number } | null)?.status === 404) {
       usage.off = true;
       $("usage").hidden = true;
     }

@@ -1836,7 +1836,13 @@
       $("composer").requestSubmit();
     }
   });
+  var pageHttp = new HttpApi(
+    new URL(location.origin),
+    async () => state.token ?? "",
+    (input2, init) => fetch(input2, init)
+  );
   Object.assign(window, {
+    pageHttp,
     state,
     live,
     sendMessage,

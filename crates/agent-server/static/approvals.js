@@ -1,84 +1,12 @@
 // Generated from clients/typescript/page/approvals.ts by `npm run bundle` there: do not edit.
 "use strict";
 (() => {
-  var __defProp = Object.defineProperty;
-  var __defNormalProp = (obj, key, value) => key in obj ? __defProp(obj, key, { enumerable: true, configurable: true, writable: true, value }) : obj[key] = value;
-  var __publicField = (obj, key, value) => __defNormalProp(obj, typeof key !== "symbol" ? key + "" : key, value);
-
-  // src/errors.ts
-  var AgentClientError = class extends Error {
-    constructor(code, message, options = {}) {
-      super(message);
-      /** The server's code (`thread_busy`, `run_not_found`, ...) or the client's. */
-      __publicField(this, "code");
-      /** The HTTP status, for HTTP refusals. */
-      __publicField(this, "status");
-      /** Other fields of the refusal (a budget refusal's `budget`, `remaining`, `resets_at`). */
-      __publicField(this, "details");
-      this.name = "AgentClientError";
-      this.code = code;
-      this.status = options.status;
-      this.details = options.details ?? {};
-    }
-  };
-
-  // src/http.ts
-  var HttpApi = class {
-    constructor(base, token, fetchImpl) {
-      this.base = base;
-      this.token = token;
-      this.fetchImpl = fetchImpl;
-    }
-    /** `method path` with an optional JSON body; the parsed answer (undefined for 204). */
-    async request(method, path, body) {
-      const url = new URL(path, this.base);
-      const headers = { authorization: `Bearer ${await this.token()}` };
-      if (body !== void 0) headers["content-type"] = "application/json";
-      let response;
-      try {
-        response = await this.fetchImpl(url, {
-          method,
-          headers,
-          body: body === void 0 ? null : JSON.stringify(body)
-        });
-      } catch (error) {
-        throw new AgentClientError("network", `${method} ${url.pathname}: ${String(error)}`);
-      }
-      if (response.status === 204) return void 0;
-      const text = await response.text();
-      let parsed;
-      try {
-        parsed = text === "" ? void 0 : JSON.parse(text);
-      } catch {
-        throw new AgentClientError(
-          "protocol",
-          `${method} ${url.pathname}: HTTP ${response.status} with a body that is not JSON`,
-          { status: response.status }
-        );
-      }
-      if (!response.ok) {
-        const refusal = parsed ?? {};
-        throw new AgentClientError(
-          refusal.error ?? "network",
-          refusal.message ?? `${method} ${url.pathname}: HTTP ${response.status}`,
-          { status: response.status, details: parsed }
-        );
-      }
-      return parsed;
-    }
-  };
-
   // page/approvals.ts
   var waiting = /* @__PURE__ */ new Map();
   var asked = /* @__PURE__ */ new Map();
   var during = null;
   var tools = null;
   var nextAsk = 1;
-  var api = new HttpApi(
-    new URL(location.origin),
-    async () => state.token ?? "",
-    (input, init) => fetch(input, init)
-  );
   var REFUSED = {
     approval_not_found: "This call is no longer waiting: its run was stopped or is gone.",
     approval_already_decided: "This call was already decided (perhaps in another tab).",
@@ -117,7 +45,7 @@
     if (!state.token) return;
     const live = [];
     during = live;
-    const list = await api.request("GET", "/v1/approvals").catch(() => null);
+    const list = await pageHttp.request("GET", "/v1/approvals").catch(() => null);
     if (during !== live) return;
     during = null;
     if (!list || !Array.isArray(list.approvals)) return;

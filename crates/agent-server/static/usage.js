@@ -1,84 +1,12 @@
 // Generated from clients/typescript/page/usage.ts by `npm run bundle` there: do not edit.
 "use strict";
 (() => {
-  var __defProp = Object.defineProperty;
-  var __defNormalProp = (obj, key, value) => key in obj ? __defProp(obj, key, { enumerable: true, configurable: true, writable: true, value }) : obj[key] = value;
-  var __publicField = (obj, key, value) => __defNormalProp(obj, typeof key !== "symbol" ? key + "" : key, value);
-
-  // src/errors.ts
-  var AgentClientError = class extends Error {
-    constructor(code, message, options = {}) {
-      super(message);
-      /** The server's code (`thread_busy`, `run_not_found`, ...) or the client's. */
-      __publicField(this, "code");
-      /** The HTTP status, for HTTP refusals. */
-      __publicField(this, "status");
-      /** Other fields of the refusal (a budget refusal's `budget`, `remaining`, `resets_at`). */
-      __publicField(this, "details");
-      this.name = "AgentClientError";
-      this.code = code;
-      this.status = options.status;
-      this.details = options.details ?? {};
-    }
-  };
-
-  // src/http.ts
-  var HttpApi = class {
-    constructor(base, token, fetchImpl) {
-      this.base = base;
-      this.token = token;
-      this.fetchImpl = fetchImpl;
-    }
-    /** `method path` with an optional JSON body; the parsed answer (undefined for 204). */
-    async request(method, path, body) {
-      const url = new URL(path, this.base);
-      const headers = { authorization: `Bearer ${await this.token()}` };
-      if (body !== void 0) headers["content-type"] = "application/json";
-      let response;
-      try {
-        response = await this.fetchImpl(url, {
-          method,
-          headers,
-          body: body === void 0 ? null : JSON.stringify(body)
-        });
-      } catch (error) {
-        throw new AgentClientError("network", `${method} ${url.pathname}: ${String(error)}`);
-      }
-      if (response.status === 204) return void 0;
-      const text2 = await response.text();
-      let parsed;
-      try {
-        parsed = text2 === "" ? void 0 : JSON.parse(text2);
-      } catch {
-        throw new AgentClientError(
-          "protocol",
-          `${method} ${url.pathname}: HTTP ${response.status} with a body that is not JSON`,
-          { status: response.status }
-        );
-      }
-      if (!response.ok) {
-        const refusal = parsed ?? {};
-        throw new AgentClientError(
-          refusal.error ?? "network",
-          refusal.message ?? `${method} ${url.pathname}: HTTP ${response.status}`,
-          { status: response.status, details: parsed }
-        );
-      }
-      return parsed;
-    }
-  };
-
   // page/usage.ts
   var SETTLE_MS = 700;
   var WARN_AT = 0.8;
   var stats = { fetches: 0, shown: 0 };
   var usage = { off: false, timer: void 0, resetTimer: void 0, generation: 0, last: null };
   var waits = /* @__PURE__ */ new Set();
-  var api = new HttpApi(
-    new URL(location.origin),
-    async () => state.token ?? "",
-    (input, init) => fetch(input, init)
-  );
   var count = (n) => Math.round(n).toLocaleString();
   var dollars = (n) => n > 0 && n < 0.01 ? `$${n.toFixed(4)}` : `$${n.toFixed(2)}`;
   var THIS = { day: "today", week: "this week", month: "this month" };
@@ -140,10 +68,10 @@
     stats.fetches += 1;
     let u;
     try {
-      u = await api.request("GET", "/v1/me/usage");
+      u = await pageHttp.request("GET", "/v1/me/usage");
     } catch (error) {
       if (generation !== usage.generation) return;
-      if (error instanceof AgentClientError && error.status === 404) {
+      if (error?.status === 404) {
         usage.off = true;
         $("usage").hidden = true;
       }
