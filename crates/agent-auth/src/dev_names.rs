@@ -4,7 +4,7 @@
 //! placeholder such as `test`, is refused with a sentence that says which names work.
 
 use core_context::UserId;
-use core_context::id::{IdError, MAX_ID_LEN, PLACEHOLDER_VALUES};
+use core_context::id::{IdError, MAX_ID_LEN, PLACEHOLDER_VALUES, is_id_char};
 
 /// The user id a sign-in `name` stands for, or why it cannot stand for one.
 pub fn user_for_name(name: &str) -> Result<UserId, String> {
@@ -12,7 +12,7 @@ pub fn user_for_name(name: &str) -> Result<UserId, String> {
         .split_whitespace()
         .map(|word| {
             word.chars()
-                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '+'))
+                .filter(|&c| is_id_char(c))
                 .collect::<String>()
                 .to_ascii_lowercase()
         })

@@ -99,6 +99,11 @@ pub enum IdError {
     },
 }
 
+/// Whether an id may hold `c`: ASCII letters and digits, and `_ - . @ + |`.
+pub fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '+' | '|')
+}
+
 /// Checks `value` against the rules in the module documentation.
 pub fn validate(kind: &'static str, value: &str) -> Result<(), IdError> {
     if value.is_empty() {
@@ -111,9 +116,7 @@ pub fn validate(kind: &'static str, value: &str) -> Result<(), IdError> {
             max: MAX_ID_LEN,
         });
     }
-    if let Some((position, ch)) = value.char_indices().find(|&(_, c)| {
-        !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '+' | '|'))
-    }) {
+    if let Some((position, ch)) = value.char_indices().find(|&(_, c)| !is_id_char(c)) {
         return Err(IdError::InvalidChar { kind, ch, position });
     }
     let lower = value.to_ascii_lowercase();
