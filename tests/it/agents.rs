@@ -263,17 +263,9 @@ async fn the_assistant_follows_up_on_the_threads_earlier_turns() {
         ("What time is it in London?", "current_time", "London"),
         ("and in Tokyo?", "current_time", "Asia/Tokyo"),
     ] {
-        let mut payload = json!({"agent": "assistant", "message": message});
-        if let Some(thread) = &thread {
-            payload["thread_id"] = json!(thread);
-        }
-        client
-            .send(json!({"type": "start_agent", "request_id": "r", "payload": payload}))
+        let run = client
+            .start_in_thread("assistant", message, &mut thread)
             .await;
-        let accepted = client.reply().await;
-        assert_eq!(accepted["type"], "run_accepted", "{accepted}");
-        thread = accepted["thread_id"].as_str().map(str::to_owned);
-        let run = accepted["run_id"].as_str().unwrap().to_owned();
         let got = events(&client.events_until_terminals(1).await);
         assert_eq!(tools_called(&got), [tool], "{message}");
         let text = answer(&got, &run).to_string();
@@ -293,16 +285,9 @@ async fn a_follow_up_that_waits_for_approval_resumes_with_the_same_reading() {
     let mut client = Client::user(addr, "alice").await;
     let mut thread: Option<String> = None;
     for (message, want) in [("What is 12*7?", "= 84"), ("and times 2?", "= 168")] {
-        let mut payload = json!({"agent": "assistant", "message": message});
-        if let Some(thread) = &thread {
-            payload["thread_id"] = json!(thread);
-        }
-        client
-            .send(json!({"type": "start_agent", "request_id": "r", "payload": payload}))
+        let run = client
+            .start_in_thread("assistant", message, &mut thread)
             .await;
-        let accepted = client.reply().await;
-        thread = accepted["thread_id"].as_str().map(str::to_owned);
-        let run = accepted["run_id"].as_str().unwrap().to_owned();
         let call = loop {
             let frame = client.next().await;
             if frame["run_id"] == run.as_str() && frame["type"] == "approval_requested" {

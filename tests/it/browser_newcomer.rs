@@ -64,15 +64,10 @@ async fn a_long_thread_opens_at_its_newest_runs_and_shows_earlier_ones_on_reques
     let mut alice = crate::server_support::Client::user(addr, "alice").await;
     let mut thread: Option<String> = None;
     for i in 0..35 {
-        let mut payload = json!({"agent": "assistant", "message": format!("What is {i}+1?")});
-        if let Some(thread) = &thread {
-            payload["thread_id"] = json!(thread);
-        }
+        let message = format!("What is {i}+1?");
         alice
-            .send(json!({"type": "start_agent", "request_id": "r", "payload": payload}))
+            .start_in_thread("assistant", &message, &mut thread)
             .await;
-        let accepted = alice.reply().await;
-        thread = accepted["thread_id"].as_str().map(str::to_owned);
         alice.events_until_terminals(1).await;
     }
     let b = browser().await;

@@ -289,6 +289,26 @@ impl Client {
         self.reply().await
     }
 
+    /// Starts `agent` with `message` in `thread` (a new thread when `None`, which is then set
+    /// to it) and returns the run's id once it is accepted.
+    pub async fn start_in_thread(
+        &mut self,
+        agent: &str,
+        message: &str,
+        thread: &mut Option<String>,
+    ) -> String {
+        let mut payload = json!({"agent": agent, "message": message});
+        if let Some(thread) = thread.as_ref() {
+            payload["thread_id"] = json!(thread);
+        }
+        self.send(json!({"type": "start_agent", "request_id": "r", "payload": payload}))
+            .await;
+        let accepted = self.reply().await;
+        assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+        *thread = accepted["thread_id"].as_str().map(str::to_owned);
+        accepted["run_id"].as_str().unwrap().to_owned()
+    }
+
     /// Keeps reading for `duration` (so the WebSocket layer answers pings), keeping frames.
     pub async fn pump(&mut self, duration: Duration) {
         let until = tokio::time::Instant::now() + duration;
