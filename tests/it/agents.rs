@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::server_support::{Client, events, start_server};
 
 /// Starts `agent` on `message` and returns the run's events (sub-runs included).
-async fn run(
+pub(crate) async fn run(
     client: &mut Client,
     agent: &str,
     message: &str,
@@ -41,7 +41,7 @@ fn tool_results(events: &[core_context::AgentEvent]) -> Vec<(String, Value)> {
         .collect()
 }
 
-fn answer(events: &[core_context::AgentEvent], run_id: &str) -> Value {
+pub(crate) fn answer(events: &[core_context::AgentEvent], run_id: &str) -> Value {
     events
         .iter()
         .rev()
@@ -54,7 +54,7 @@ fn answer(events: &[core_context::AgentEvent], run_id: &str) -> Value {
         .expect("the run completed")
 }
 
-fn tools_called(events: &[core_context::AgentEvent]) -> Vec<String> {
+pub(crate) fn tools_called(events: &[core_context::AgentEvent]) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match &e.kind {

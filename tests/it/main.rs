@@ -12,6 +12,7 @@
 )]
 
 mod agents;
+mod agents_docs;
 mod agui;
 mod agui_approvals;
 mod agui_client;
@@ -46,6 +47,7 @@ mod chat_budget;
 mod chat_cli;
 mod chat_multitask;
 mod chat_page;
+mod chat_stream;
 mod chat_usage;
 mod client;
 mod code_map;
@@ -53,6 +55,8 @@ mod compat;
 mod config;
 mod config_approvals;
 mod config_checks;
+mod config_flags;
+mod config_mcp;
 mod conversation;
 mod data_tls;
 mod drain;

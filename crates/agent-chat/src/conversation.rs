@@ -89,6 +89,7 @@ pub(crate) async fn converse(
     let look = Look {
         conversation: true,
         ansi: caps.ansi && !args.json,
+        width: crate::terminal::columns().unwrap_or(0),
     };
     let mut chat = Conversation {
         args,
@@ -199,6 +200,7 @@ impl Conversation<'_> {
             }
             Command::Approvals => self.approvals().await,
             Command::Usage => self.usage().await,
+            Command::Agent(name) => self.agent(name).await,
             Command::Cancel => self.cancel(client).await?,
             Command::Quit => return Ok(Flow::Quit),
             Command::NewThread if !self.runs.is_idle() => self.out.note(
@@ -414,15 +416,51 @@ impl Conversation<'_> {
         self.out.note(&said);
     }
 
+    /// `/agent [NAME]`: with a name the server runs, talks to that agent from the next
+    /// message on; another name is refused at once with the names of the agents there are.
+    /// Without one, says which agent it talks to and which there are.
+    async fn agent(&mut self, name: Option<&str>) {
+        let listed = agent_client::agents(&self.args.server).await;
+        let names = |agents: &[agent_client::AgentListing]| {
+            agents
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let said = match (name, listed) {
+            (None, Ok(agents)) => {
+                format!(
+                    "talking to {}; the agents are {}",
+                    self.agent,
+                    names(&agents)
+                )
+            }
+            (None, Err(_)) => format!("talking to {}", self.agent),
+            (Some(name), Ok(agents)) if !agents.iter().any(|a| a.name == name) => format!(
+                "there is no agent named {name:?}; the agents are {} (still talking to {})",
+                names(&agents),
+                self.agent
+            ),
+            (Some(name), listed) => {
+                self.agent = name.to_owned();
+                match listed {
+                    Ok(_) => format!("talking to {name} from the next message on"),
+                    // The server is asked again when the message is sent.
+                    Err(e) => format!(
+                        "talking to {name} from the next message on (the server's agents could \
+                         not be listed: {e})"
+                    ),
+                }
+            }
+        };
+        self.out.note(&said);
+    }
+
     /// A command other than a message.
     fn command(&mut self, command: Command<'_>) {
         let said = match command {
             Command::Help => HELP.to_owned(),
-            Command::Agent(None) => format!("talking to {}", self.agent),
-            Command::Agent(Some(name)) => {
-                self.agent = name.to_owned();
-                format!("talking to {name} from the next message on")
-            }
             Command::Input(None) => {
                 self.input = None;
                 "no agent options".to_owned()
@@ -438,6 +476,7 @@ impl Conversation<'_> {
             }
             Command::Wrong(why) => why,
             Command::Empty
+            | Command::Agent(_)
             | Command::Say(..)
             | Command::Approvals
             | Command::Usage

@@ -21,8 +21,26 @@ use std::time::Duration;
 
 use crate::error::ChatError;
 
-/// Clears the terminal's current line and goes back to its start.
-const CLEAR_LINE: &str = "\r\x1b[2K";
+/// Clears the terminal's current line and goes back to its start. In text for stdout it means
+/// "what follows replaces the line being written" (a streamed answer's tail, see `markdown`).
+pub(crate) const CLEAR_LINE: &str = "\r\x1b[2K";
+
+/// Above the prompt, replaces the line printed last: up one line from the prompt's, cleared.
+const REPLACE_LINE_ABOVE: &str = "\x1b[1A\r\x1b[2K";
+
+/// The width assumed for a terminal whose size cannot be read.
+const DEFAULT_COLUMNS: usize = 80;
+
+/// The width of the terminal stdout is, in columns (at least 20); `None` when stdout is not a
+/// terminal.
+pub(crate) fn columns() -> Option<usize> {
+    if !io::stdout().is_terminal() {
+        return None;
+    }
+    let columns = terminal_size::terminal_size_of(io::stdout())
+        .map_or(DEFAULT_COLUMNS, |(width, _)| usize::from(width.0));
+    Some(columns.max(20))
+}
 
 /// How long [`Output::settle`] waits for the lines printed above the prompt to be on the
 /// screen.
@@ -97,6 +115,11 @@ pub(crate) struct Output {
     above: Option<Above>,
     /// Text for stdout above the prompt whose line is not complete yet.
     partial: String,
+    /// Above the prompt: `partial` is on the screen as the line above the prompt, which the
+    /// next text replaces.
+    tail_shown: bool,
+    /// The terminal's width, where `partial` is wrapped above the prompt (0: unknown).
+    width: usize,
 }
 
 impl Output {
@@ -113,6 +136,7 @@ impl Output {
         Self {
             json,
             caps,
+            width: columns().unwrap_or(0),
             ..Self::default()
         }
     }
@@ -137,48 +161,82 @@ impl Output {
     }
 
     /// Writes text and flushes it at once: answer chunks must appear as they stream. Above
-    /// the prompt, a line appears once it is complete.
+    /// the prompt, where only whole lines can be printed, the line being written is printed
+    /// as the line above the prompt and replaced as it grows (wrapped at the terminal's
+    /// width, so it stays one screen line).
     pub(crate) fn text(&mut self, text: &str) -> Result<(), ChatError> {
         if text.is_empty() {
             return Ok(());
         }
         if self.caps.stdout_tty && self.above.is_some() {
-            self.partial.push_str(text);
-            self.open_line = !self.partial.ends_with('\n');
-            let Some(end) = self.partial.rfind('\n') else {
-                return Ok(());
-            };
-            let rest = self.partial.split_off(end + 1);
-            let lines = std::mem::replace(&mut self.partial, rest);
-            return match self.print_above(lines) {
-                None => Ok(()),
-                Some(lines) => write_stdout(&lines),
-            };
+            return self.text_above(text);
         }
         self.clear_status();
         self.open_line = !text.ends_with('\n');
         write_stdout(text)
     }
 
+    /// [`text`](Self::text) above the prompt.
+    fn text_above(&mut self, text: &str) -> Result<(), ChatError> {
+        // A CLEAR_LINE starts the line being written again (a rendered tail replaced).
+        for (i, piece) in text.split(CLEAR_LINE).enumerate() {
+            if i > 0 {
+                let done = self.partial.rfind('\n').map_or(0, |end| end + 1);
+                self.partial.truncate(done);
+            }
+            self.partial.push_str(piece);
+        }
+        let done = self.partial.rfind('\n').map_or(0, |end| end + 1);
+        let mut tail = self.partial.split_off(done);
+        let mut lines = std::mem::take(&mut self.partial);
+        while let Some(at) = wrap_at(&tail, self.width) {
+            let rest = tail.split_off(at);
+            lines.push_str(tail.trim_end());
+            lines.push('\n');
+            tail = rest.trim_start().to_owned();
+        }
+        let mut print = String::new();
+        if std::mem::take(&mut self.tail_shown) {
+            print.push_str(REPLACE_LINE_ABOVE);
+        }
+        print.push_str(&lines);
+        if !tail.is_empty() {
+            print.push_str(&tail);
+            print.push('\n');
+            self.tail_shown = true;
+        }
+        self.open_line = !tail.is_empty();
+        self.partial = tail;
+        if print.is_empty() {
+            return Ok(());
+        }
+        match self.print_above(print) {
+            None => Ok(()),
+            Some(print) => write_stdout(&print),
+        }
+    }
+
     /// A line for the human, on stderr so that stdout holds only the timeline (or, with
     /// `--json`, only frames).
     pub(crate) fn note(&mut self, line: &str) {
         if self.caps.stderr_tty && self.above.is_some() {
-            if !self.partial.is_empty() {
-                // The open line ends here: the note cannot go in the middle of it.
-                let mut open = std::mem::take(&mut self.partial);
-                open.push('\n');
-                self.open_line = false;
-                if let Some(open) = self.print_above(open) {
-                    let _ = write_stdout(&open);
-                }
-            }
+            // The open line, already on the screen above the prompt, ends here: the note
+            // cannot go in the middle of it.
+            self.end_tail();
             if self.print_above(format!("{line}\n")).is_none() {
                 return;
             }
         }
         self.clear_status();
         eprintln!("{line}");
+    }
+
+    /// Leaves the line being written above the prompt as it is on the screen, as a line of
+    /// its own: what comes next goes under it.
+    fn end_tail(&mut self) {
+        self.partial.clear();
+        self.tail_shown = false;
+        self.open_line = false;
     }
 
     /// Hands `lines` to be printed above the prompt; gives them back when that is no longer
@@ -198,12 +256,7 @@ impl Output {
     /// Waits (briefly) until what was printed above the prompt is on the screen, so that what
     /// the process writes next, on its way out, comes after it.
     pub(crate) fn settle(&mut self) {
-        if !self.partial.is_empty() {
-            let open = format!("{}\n", std::mem::take(&mut self.partial));
-            if let Some(open) = self.print_above(open) {
-                let _ = write_stdout(&open);
-            }
-        }
+        self.end_tail();
         let Some(above) = &self.above else {
             return;
         };
@@ -233,6 +286,33 @@ impl Output {
             self.status_shown = false;
         }
     }
+}
+
+/// Where to wrap the line `text` so that it fits in `width` columns: at its last space that
+/// fits (ANSI styles take no room), or where it stops fitting when it has no such space.
+/// `None` when it fits, or the width is unknown (0).
+fn wrap_at(text: &str, width: usize) -> Option<usize> {
+    use unicode_width::UnicodeWidthChar as _;
+    if width == 0 {
+        return None;
+    }
+    let (mut used, mut space, mut in_escape) = (0, None, false);
+    for (at, c) in text.char_indices() {
+        match c {
+            '\x1b' => in_escape = true,
+            c if in_escape => in_escape = !c.is_ascii_alphabetic(),
+            c => {
+                used += c.width().unwrap_or(0);
+                if used >= width {
+                    return Some(space.unwrap_or(at));
+                }
+                if c == ' ' && at > 0 {
+                    space = Some(at);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Writes `text` to stdout and flushes it.
@@ -326,10 +406,14 @@ mod tests {
         }
     }
 
+    /// Above the prompt, where only whole lines can be printed, the open line shows at once
+    /// as the line above the prompt and replaces itself as it grows, wrapped at the width; a
+    /// note leaves it as it is; a [`CLEAR_LINE`] (a rendered tail) replaces it.
     #[test]
-    fn above_the_prompt_whole_lines_are_printed_and_notes_close_an_open_line() {
+    fn above_the_prompt_the_open_line_shows_and_replaces_itself() {
         let caps = Caps::from(true, true, None, Some(OsStr::new("xterm")));
         let mut out = Output::terminal(false, caps);
+        out.width = 20;
         assert!(out.has_status());
         let (above, printed) = std_mpsc::channel();
         out.set_above(Some(above));
@@ -338,21 +422,36 @@ mod tests {
             "the prompt takes the status line's place"
         );
         let next = || match printed.try_recv() {
-            Ok(Print::Lines(text)) => Some(text),
+            Ok(Print::Lines(text)) => Some(text.replace(REPLACE_LINE_ABOVE, "<replace>")),
             Ok(Print::Flushed(_)) => Some("flushed".into()),
             Err(_) => None,
         };
-        out.text("chunk 1 ").unwrap();
-        out.text("chunk 2").unwrap();
-        assert_eq!(next(), None, "a line appears once it is complete");
-        out.text("\nline 2\nline").unwrap();
-        assert_eq!(next().as_deref(), Some("chunk 1 chunk 2\nline 2\n"));
-        assert_eq!(next(), None);
+        let steps: &[(&str, &str)] = &[
+            ("chunk 1 ", "chunk 1 \n"),
+            ("chunk 2", "<replace>chunk 1 chunk 2\n"),
+            (
+                " and more words",
+                "<replace>chunk 1 chunk 2\nand more words\n",
+            ),
+            ("\nline 2\n", "<replace>and more words\nline 2\n"),
+            ("line", "line\n"),
+        ];
+        for (text, expected) in steps {
+            out.text(text).unwrap();
+            assert_eq!(next().as_deref(), Some(*expected), "{text:?}");
+        }
         out.note("queued (#1): hi");
-        assert_eq!(next().as_deref(), Some("line\n"));
-        assert_eq!(next().as_deref(), Some("queued (#1): hi\n"));
+        assert_eq!(
+            next().as_deref(),
+            Some("queued (#1): hi\n"),
+            "the open line stays"
+        );
         out.text(" 3\n").unwrap();
         assert_eq!(next().as_deref(), Some(" 3\n"));
+        out.text("draft").unwrap();
+        assert_eq!(next().as_deref(), Some("draft\n"));
+        out.text(&format!("{CLEAR_LINE}final\n")).unwrap();
+        assert_eq!(next().as_deref(), Some("<replace>final\n"));
         assert_eq!(next(), None);
     }
 

@@ -62,6 +62,9 @@ pub(crate) struct Look {
     /// ANSI styles: in the conversation, the steps dimmed and the answer rendered from
     /// markdown.
     pub(crate) ansi: bool,
+    /// With ANSI styles, the terminal's width: the answer is wrapped at it and shown as it
+    /// streams within a line (`markdown`); 0 for whole lines only.
+    pub(crate) width: usize,
 }
 
 /// Renders events as a readable timeline, one line per event, with the answer streamed onto
@@ -81,6 +84,7 @@ impl Timeline {
     pub(crate) fn new(look: Look) -> Self {
         Self {
             look,
+            message: MarkdownLines::live(look.width),
             ..Self::default()
         }
     }

@@ -13,8 +13,9 @@
 //! Requests in flight when the socket dropped fail with [`ClientError::ConnectionLost`] and
 //! are never sent twice. [`get_dev_token`] gets a development token from a server that serves
 //! them, [`pending_approvals`] lists the user's calls waiting for a decision, and [`usage()`]
-//! says what the user's runs spent this budget period and what their budget allows (all over
-//! HTTP, the `dev-token` feature).
+//! says what the user's runs spent this budget period and what their budget allows, and
+//! [`agents()`] lists the agents the server runs with their example prompts (all over HTTP,
+//! the `dev-token` feature).
 //!
 //! ```no_run
 //! use agent_client::{Client, StreamItem, get_dev_token};
@@ -51,6 +52,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 #[cfg(feature = "dev-token")]
+mod agents;
+#[cfg(feature = "dev-token")]
 mod approvals;
 mod backoff;
 mod client;
@@ -72,6 +75,8 @@ mod usage;
 #[cfg(test)]
 mod scripted_server_tests;
 
+#[cfg(feature = "dev-token")]
+pub use agents::{AgentListing, agents};
 #[cfg(feature = "dev-token")]
 pub use approvals::{PendingApproval, pending_approvals};
 pub use backoff::Backoff;

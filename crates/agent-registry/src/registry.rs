@@ -30,6 +30,7 @@ type AgentFactory = Arc<dyn Fn() -> Box<dyn Agent> + Send + Sync>;
 pub struct AgentSpec {
     name: String,
     description: String,
+    examples: Vec<String>,
     timeout: Option<Duration>,
     factory: AgentFactory,
 }
@@ -44,6 +45,7 @@ impl AgentSpec {
         Self {
             name: name.into(),
             description: String::new(),
+            examples: Vec::new(),
             timeout: None,
             factory: Arc::new(move || Box::new(factory())),
         }
@@ -53,6 +55,13 @@ impl AgentSpec {
     #[must_use]
     pub fn description(mut self, description: impl Into<String>) -> Self {
         self.description = description.into();
+        self
+    }
+
+    /// Messages the agent answers well, which a client offers on an empty conversation.
+    #[must_use]
+    pub fn examples<S: Into<String>>(mut self, examples: impl IntoIterator<Item = S>) -> Self {
+        self.examples = examples.into_iter().map(Into::into).collect();
         self
     }
 
@@ -85,6 +94,9 @@ pub struct AgentInfo {
     pub timeout_ms: Option<u64>,
     /// Whether a run of it takes messages sent while it runs (`multitask` `steer`).
     pub steerable: bool,
+    /// Messages it answers well, for a client to offer; none is left out of the JSON.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
 }
 
 /// Why a registration or lookup failed.
@@ -270,6 +282,7 @@ impl AgentRegistry {
                 description: e.spec.description.clone(),
                 timeout_ms: e.spec.timeout.map(|t| t.as_millis() as u64),
                 steerable: (e.spec.factory)().can_steer(),
+                examples: e.spec.examples.clone(),
             })
             .collect()
     }

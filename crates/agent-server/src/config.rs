@@ -24,10 +24,6 @@ mod read;
 mod secrets;
 mod settings;
 mod show;
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod tests_mcp;
 
 pub use args::ServeArgs;
 pub use file::{Parsed, with_file};

@@ -114,6 +114,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/static/marked.js", get(|| async { script(MARKED) }))
         .route("/static/purify.js", get(|| async { script(PURIFY) }))
+        .route("/docs/{file}", get(doc_page))
         .route("/v1/me", guarded(Guarded::History, get(me)))
         .route("/agui/{agent}", guarded(Guarded::Agui, agui))
         .route(
@@ -146,7 +147,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The routes a client can use, for the 404 of an unknown one.
-const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /tools, GET /static/app.js, GET /static/approvals.js, GET /static/multitask.js, GET /static/usage.js, GET /static/app.css, GET /static/marked.js, GET /static/purify.js, GET /ws, GET /v1/me, POST /agui/{agent}, GET /agui/runs/{run_id}, GET /health, GET /healthz, GET /readyz, \
+const KNOWN_ROUTES: &str = "GET /, GET /agents, GET /tools, GET /static/app.js, GET /static/approvals.js, GET /static/multitask.js, GET /static/usage.js, GET /static/app.css, GET /static/marked.js, GET /static/purify.js, GET /docs/{file}, GET /ws, GET /v1/me, POST /agui/{agent}, GET /agui/runs/{run_id}, GET /health, GET /healthz, GET /readyz, \
     GET /version, GET /metrics, GET /v1/threads, GET /v1/threads/{thread_id}, PATCH /v1/threads/{thread_id}, DELETE /v1/threads/{thread_id}, \
     GET /v1/runs/{run_id}, GET /v1/approvals, GET /v1/me/usage, POST /v1/runs/{run_id}/approvals/{tool_call_id}, POST /dev/token (only without a configured secret)";
 
@@ -221,6 +222,22 @@ async fn list_agents(
     State(registry): State<Arc<AgentRegistry>>,
 ) -> Json<Vec<agent_registry::AgentInfo>> {
     Json(registry.list_agents())
+}
+
+/// `GET /docs/{file}`: a bundled document as a page, where the assistant's documentation
+/// answers link (`agents::docs`); public, as the documents are.
+async fn doc_page(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    match agents::docs::page(&file) {
+        Some(page) => Html(page).into_response(),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!(
+                "no document {file:?}; the documents are {}",
+                agents::docs::files().join(", ")
+            ),
+        ),
+    }
 }
 
 /// `GET /v1/me`: whom the bearer token identifies (`{"user_id"}`), or 401 with the reason it

@@ -19,8 +19,9 @@ mod rules;
 
 pub use rules::{Help, Plan, Step, plan};
 
-/// What the assistant can do, as the help answer lists it: each example is answered by a tool.
-const EXAMPLES: &[(&str, &str)] = &[
+/// What the assistant can do, as the help answer lists it and `GET /agents` offers it: each
+/// example is answered by a tool.
+pub const EXAMPLES: &[(&str, &str)] = &[
     ("arithmetic", "What is (12 + 3) * 7?"),
     ("the time in a city", "What time is it in Tokyo?"),
     ("questions about this server", "How does resume work?"),
@@ -89,35 +90,67 @@ pub fn describe(step: &Step, result: &Result<Value, String>) -> String {
             r["weekday"].as_str().unwrap_or("?"),
             r["utc_offset"].as_str().unwrap_or("?"),
         ),
-        "search_docs" => {
-            let results = r["results"].as_array().cloned().unwrap_or_default();
-            if results.is_empty() {
-                return "I found nothing about that in the documentation.".into();
-            }
-            results
-                .iter()
-                .map(|hit| {
-                    format!(
-                        "{} ({}): {}…",
-                        hit["document"].as_str().unwrap_or("?"),
-                        hit["section"].as_str().unwrap_or("?"),
-                        hit["snippet"]
-                            .as_str()
-                            .unwrap_or("")
-                            .chars()
-                            .take(160)
-                            .collect::<String>()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        }
+        "search_docs" => docs_answer(r),
         "text_stats" => format!(
             "The text has {} words in {} sentence(s) and {} characters.",
             r["words"], r["sentences"], r["characters"]
         ),
         other => format!("{other} returned {r}."),
     }
+}
+
+/// The most of a section's prose a documentation answer quotes.
+const QUOTED_CHARS: usize = 700;
+
+/// The answer for a documentation search: the best section's prose, whole paragraphs and list
+/// items up to [`QUOTED_CHARS`], under its heading and a link to it; the next sections as
+/// links.
+fn docs_answer(r: &Value) -> String {
+    let results = r["results"].as_array().cloned().unwrap_or_default();
+    let field = |hit: &Value, name: &str| hit[name].as_str().unwrap_or_default().to_owned();
+    let Some(best) = results.iter().find(|hit| !field(hit, "text").is_empty()) else {
+        return "I found nothing about that in the documentation.".into();
+    };
+    let link = |hit: &Value| format!("[{}]({})", field(hit, "section"), field(hit, "link"));
+    let mut quoted = String::new();
+    let text = field(best, "text");
+    let blocks: Vec<&str> = text.split("\n\n").collect();
+    for block in &blocks {
+        if !quoted.is_empty() && quoted.len() + block.len() > QUOTED_CHARS {
+            break;
+        }
+        quoted.push_str(&crate::tools::shorten(block, QUOTED_CHARS));
+        quoted.push_str("\n\n");
+    }
+    let whole = quoted.trim_end().len() >= text.trim_end().len();
+    // A last block that introduces what is not quoted ("Guarantees:") is left out too.
+    while let Some(end) = quoted.trim_end().strip_suffix(':') {
+        let cut = end.rfind("\n\n").map_or(0, |i| i + 2);
+        if cut == 0 {
+            break;
+        }
+        quoted.truncate(cut);
+    }
+    let mut answer = format!(
+        "From **{}** in {}:\n\n{}",
+        field(best, "section"),
+        field(best, "document"),
+        quoted.trim_end()
+    );
+    answer.push_str(&if whole {
+        format!("\n\nSource: {}.", link(best))
+    } else {
+        format!("\n\nRead on in {}.", link(best))
+    });
+    let others: Vec<String> = results
+        .iter()
+        .filter(|hit| !std::ptr::eq(*hit, best))
+        .map(|hit| format!("{} in {}", link(hit), field(hit, "document")))
+        .collect();
+    if !others.is_empty() {
+        answer.push_str(&format!(" See also {}.", others.join("; ")));
+    }
+    answer
 }
 
 /// The local rule-based assistant.
@@ -296,6 +329,42 @@ mod tests {
                 "{tool} {result:?}"
             );
         }
+    }
+
+    /// A documentation answer is the best section's prose under its heading, with a link to
+    /// it: no code fence, table or JSON, no cut-off snippets run together.
+    #[test]
+    fn a_documentation_answer_is_prose_with_its_heading_and_a_link() {
+        let result =
+            crate::tools::search_docs("How does resume work?", 2).map_err(|e| e.to_string());
+        let answer = describe(&step("search_docs"), &result);
+        println!("{answer}");
+        assert!(
+            answer.starts_with("From **Resume** in docs/protocol.md:\n\nConnections drop:"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("[Resume](/docs/protocol.md#resume)"),
+            "{answer}"
+        );
+        assert!(answer.contains("1. Remember the `epoch`"), "{answer}");
+        assert!(
+            answer.contains("3. Read `resume` in the new `connection_established`.\n"),
+            "what introduced the left-out table ends as a sentence: {answer}"
+        );
+        assert!(!answer.contains(":\n\nRead on"), "{answer}");
+        for absent in ["```", "{\"status\"", "| `resume`", "…"] {
+            assert!(!answer.contains(absent), "{absent:?} in {answer}");
+        }
+        // A section longer than what is quoted says where to read on.
+        let long = json!({"results": [{"document": "d.md", "section": "Long", "link": "/docs/d.md#long",
+            "text": format!("{}\n\n{}", "word ".repeat(100).trim(), "more ".repeat(200).trim())}]});
+        let answer = describe(&step("search_docs"), &Ok(long));
+        assert!(
+            answer.ends_with("Read on in [Long](/docs/d.md#long)."),
+            "{answer}"
+        );
+        assert!(!answer.contains("more"), "{answer}");
     }
 
     /// Every help answer says what the assistant is, what it can do and how to connect a

@@ -19,6 +19,8 @@ use schemars::generate::SchemaSettings;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::docs;
+
 /// The JSON Schema of `T` as a tool's `parameters()`: draft 2020-12 (what the dispatcher and
 /// MCP read), without `$schema` and the Rust type's name, which a model does not need.
 fn schema_of<T: JsonSchema>() -> Value {
@@ -183,23 +185,6 @@ impl Tool for TextStatsTool {
     }
 }
 
-/// The project's documents, bundled at build time.
-pub const DOCS: &[(&str, &str)] = &[
-    ("README.md", include_str!("../../../README.md")),
-    (
-        "docs/ARCHITECTURE.md",
-        include_str!("../../../docs/ARCHITECTURE.md"),
-    ),
-    (
-        "docs/protocol.md",
-        include_str!("../../../docs/protocol.md"),
-    ),
-    (
-        "docs/migration.md",
-        include_str!("../../../docs/migration.md"),
-    ),
-];
-
 /// Searches the bundled documents.
 #[derive(Debug, Default)]
 pub struct SearchDocsTool;
@@ -220,67 +205,48 @@ fn default_limit() -> usize {
     3
 }
 
-fn terms(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric() && c != '_')
-        .filter(|w| w.len() >= 3)
-        .map(str::to_lowercase)
-        .collect()
-}
-
-/// The sections of the bundled documents that best match `query`, best first: a section
-/// scores one point per occurrence of each query term, and two per term in its heading.
+/// The sections of the bundled documents that best match `query`, best first
+/// ([`docs::search`]): each with its document, heading, link on the server, score and prose
+/// (paragraphs and list items, no code or tables: what an answer can quote), and a snippet of
+/// that prose.
 pub fn search_docs(query: &str, limit: usize) -> Result<Value, ToolError> {
     if !(1..=10).contains(&limit) {
         return Err(ToolError::InvalidArguments(format!(
             "limit is {limit}; use 1 to 10"
         )));
     }
-    let wanted = terms(query);
-    if wanted.is_empty() {
+    if docs::terms(query).is_empty() {
         return Err(ToolError::InvalidArguments(
             "query has no word of 3 or more letters to search for".into(),
         ));
     }
-    let mut hits = Vec::new();
-    for (doc, text) in DOCS {
-        let mut heading = String::new();
-        let mut body = String::new();
-        let mut flush = |heading: &str, body: &str| {
-            let words = terms(body);
-            let title = terms(heading);
-            let score: usize = wanted
-                .iter()
-                .map(|t| {
-                    words.iter().filter(|w| *w == t).count()
-                        + 2 * title.iter().filter(|w| *w == t).count()
-                })
-                .sum();
-            if score > 0 {
-                let snippet: String = body
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .chars()
-                    .take(240)
-                    .collect();
-                hits.push((score, json!({"document": doc, "section": heading, "score": score, "snippet": snippet})));
-            }
-        };
-        for line in text.lines() {
-            if line.starts_with('#') {
-                flush(&heading, &body);
-                heading = line.trim_start_matches('#').trim().to_owned();
-                body.clear();
-            } else {
-                body.push_str(line);
-                body.push('\n');
-            }
-        }
-        flush(&heading, &body);
-    }
-    hits.sort_by_key(|hit| std::cmp::Reverse(hit.0));
-    let results: Vec<Value> = hits.into_iter().take(limit).map(|(_, v)| v).collect();
+    let results: Vec<Value> = docs::search(query, limit)
+        .into_iter()
+        .map(|(section, score)| {
+            json!({
+                "document": section.document,
+                "section": section.heading,
+                "link": section.link(),
+                "score": (score * 100.0).round() / 100.0,
+                "text": shorten(&section.prose, MAX_TEXT_CHARS),
+                "snippet": shorten(&section.prose.split_whitespace().collect::<Vec<_>>().join(" "), 240),
+            })
+        })
+        .collect();
     Ok(json!({ "query": query, "results": results }))
+}
+
+/// The most prose a search result carries.
+const MAX_TEXT_CHARS: usize = 1_500;
+
+/// `text` cut to at most `max` characters at a word's end, with `…` when cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max).collect();
+    let end = cut.rfind(char::is_whitespace).unwrap_or(cut.len());
+    format!("{}…", cut[..end].trim_end())
 }
 
 #[async_trait]
@@ -289,7 +255,7 @@ impl Tool for SearchDocsTool {
         "search_docs"
     }
     fn description(&self) -> &str {
-        "Searches this project's documentation (README, architecture, protocol, migration) and returns the best sections."
+        "Searches this project's documentation (README, architecture, protocol, migration, operations, AG-UI, security) and returns the best sections, each with its prose and a link."
     }
     fn parameters(&self) -> Value {
         schema_of::<SearchDocsArgs>()

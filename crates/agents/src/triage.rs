@@ -11,6 +11,13 @@ use agent_registry::{Agent, AgentContext, AgentError, AgentInput, AgentOutput};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+/// Requests it splits well, each into parts the assistant answers with a tool, for `GET /agents`.
+pub const EXAMPLES: &[&str] = &[
+    "What is 12*7 and what time is it in Tokyo?",
+    "What time is it in London? What time is it in New York?",
+    "Count the words in: to be or not to be. What is 2^10?",
+];
+
 /// At most this many parts are handed out; the rest stay with the last part.
 pub const MAX_PARTS: usize = 5;
 
@@ -92,6 +99,25 @@ impl Agent for TriageAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each example splits into parts the assistant answers with a tool.
+    #[test]
+    fn every_example_splits_into_parts_the_assistant_answers() {
+        for example in EXAMPLES {
+            let parts = split(example);
+            assert!(parts.len() >= 2, "{example:?}: {parts:?}");
+            for part in parts {
+                assert!(
+                    matches!(
+                        crate::assistant::plan(&part),
+                        crate::assistant::Plan::Tools { .. }
+                    ),
+                    "{example:?}: {part:?} gets {:?}",
+                    crate::assistant::plan(&part)
+                );
+            }
+        }
+    }
 
     fn check(message: &str, expected: &[&str]) {
         assert_eq!(split(message), expected, "{message:?}");

@@ -52,6 +52,13 @@ pub use crate::stats::{ModelStats, ModelStatsSnapshot};
 /// The agent's registered name.
 pub const AGENT_NAME: &str = "llm";
 
+/// What `GET /agents` offers to ask the model: its own words, and its tools.
+pub const EXAMPLES: &[&str] = &[
+    "Explain what a WebSocket is in two sentences.",
+    "What is 17.5% of 2,340? Use the calculator.",
+    "What time is it in Tokyo, and how many hours is that ahead of London?",
+];
+
 /// Registers the `llm` agent with `config`; returns its model calls' counts.
 pub fn register(
     registry: &mut AgentRegistry,
@@ -65,7 +72,9 @@ pub fn register(
         agent.config().model
     );
     registry.register_agent(
-        AgentSpec::new(AGENT_NAME, move || agent.clone()).description(description),
+        AgentSpec::new(AGENT_NAME, move || agent.clone())
+            .description(description)
+            .examples(EXAMPLES.iter().copied()),
     )?;
     Ok(stats)
 }

@@ -241,10 +241,12 @@ type Frames = Vec<(Value, u64, usize)>;
 const PLAIN: Look = Look {
     conversation: true,
     ansi: false,
+    width: 0,
 };
 const ANSI: Look = Look {
     conversation: true,
     ansi: true,
+    width: 0,
 };
 
 fn chunk(delta: &str) -> Value {

@@ -1,9 +1,12 @@
 //! The MCP server settings (`--mcp-*`) and the secrets they and the other settings hand the
 //! scrubber, as `ServerConfig::from_args` checks them.
 
-use super::tests::{Cli, check};
-use super::*;
+use std::sync::Arc;
+
+use agent_server::config::*;
 use clap::Parser;
+
+use crate::config_flags::{Cli, check};
 
 #[test]
 fn mcp_servers_are_checked_at_start() {
