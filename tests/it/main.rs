@@ -78,6 +78,7 @@ mod lost_runs;
 mod mcp;
 mod mcp_env;
 mod mcp_https;
+mod mcp_logs;
 mod mcp_rust;
 mod model_https;
 mod multinode;

@@ -134,6 +134,16 @@ impl McpServer {
             server: self.me.clone(),
         };
         let session = connect(&self.spec, self.start_timeout, listener).await?;
+        if let Some(info) = session.peer_info() {
+            // The instructions are for a model, often long: kept out of the info lines.
+            tracing::debug!(
+                server = %self.spec.name,
+                implementation = info.server_info.as_ref().map_or("", |i| i.name.as_str()),
+                version = info.server_info.as_ref().map_or("", |i| i.version.as_str()),
+                instructions = info.instructions.as_deref().unwrap_or(""),
+                "mcp: the server's session started"
+            );
+        }
         let listed = list_tools(session.peer(), self.start_timeout).await?;
         self.set_tools(&listed);
         Ok(session)
@@ -145,8 +155,27 @@ impl McpServer {
             .iter()
             .map(|remote| Arc::new(McpTool::new(self.host(), self.name(), remote)))
             .collect();
-        tracing::info!(server = %self.spec.name, tools = tools.len(), "mcp: the server's tools are listed");
-        *self.tools.write() = tools;
+        let names = |tools: &[Arc<McpTool>]| -> Vec<String> {
+            tools.iter().map(|t| t.name().to_owned()).collect()
+        };
+        let now = names(&tools);
+        let before = names(&std::mem::replace(&mut *self.tools.write(), tools));
+        // "Listed" is said once: a change (a server that adds tools once it is initialized
+        // announces it at once) says what changed, and a listing that changed nothing (a
+        // restart) is not news.
+        let added = now.iter().filter(|n| !before.contains(n)).count();
+        let removed = before.iter().filter(|n| !now.contains(n)).count();
+        match (before.is_empty(), added + removed) {
+            (true, _) => {
+                tracing::info!(server = %self.spec.name, tools = now.len(), "mcp: the server's tools are listed")
+            }
+            (false, 0) => {
+                tracing::debug!(server = %self.spec.name, tools = now.len(), "mcp: the server's tools are listed again, unchanged")
+            }
+            (false, _) => {
+                tracing::info!(server = %self.spec.name, tools = now.len(), added, removed, "mcp: the server's tools changed")
+            }
+        }
     }
 
     /// Checks the session every [`WATCH_EVERY`] while the server exists: a session whose

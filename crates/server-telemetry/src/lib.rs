@@ -77,7 +77,13 @@ impl Telemetry {
     }
 }
 
-/// The process's subscriber: the `RUST_LOG` filter (`info` without it), lines in `format`
+/// What is logged without `RUST_LOG`: `info`, except the MCP client library's own info lines
+/// (`rmcp`), which hold an MCP server's whole initialize answer (its instructions, written for
+/// a model) and every notification; `mcp-tools` says what matters of them itself (the
+/// instructions at debug).
+pub const DEFAULT_FILTER: &str = "info,rmcp=warn";
+
+/// The process's subscriber: the `RUST_LOG` filter ([`DEFAULT_FILTER`] without it), lines in `format`
 /// to `writer` (colour codes only when `ansi`), and the OTLP export when `otlp` is set (its
 /// spans scrubbed of the server's secrets by `scrubber` before they are exported).
 /// Fails when `otlp` is set in a build without the `otlp` feature (the configuration
@@ -92,7 +98,8 @@ pub fn subscriber<W>(
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let lines = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi);
