@@ -18,6 +18,20 @@ use crate::markdown::MarkdownLines;
 use crate::terminal::continued;
 use crate::usage::{grouped, when};
 
+/// `text` on one line of at most `room` characters, cut with `…` when longer.
+fn one_line(text: &str, room: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c == '\n' { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= room {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(room.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// Width of the event label column of the timeline (the longest label is `tool failed`).
 const LABEL_WIDTH: usize = 11;
 
@@ -104,7 +118,16 @@ impl Timeline {
             let text = self.answer_chunk(run_id, delta, elapsed, depth);
             return self.dim(text, steps);
         }
-        let (label, body) = self.describe(event, depth);
+        let (label, mut body) = self.describe(event, depth);
+        if steps && self.look.width > 0 && label.starts_with("tool") {
+            // A tool's arguments and result can be pages of JSON: in the conversation their
+            // step is one screen line (`--json` has them whole).
+            let room = self
+                .look
+                .width
+                .saturating_sub(prefix(elapsed, depth, label).chars().count() + 1);
+            body = one_line(&body, room);
+        }
         self.line(elapsed, depth, label, &body, steps)
     }
 

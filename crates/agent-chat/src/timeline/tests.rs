@@ -345,3 +345,67 @@ fn a_conversation_says_how_each_run_ended() {
         check_look(look, &frames, expected);
     }
 }
+
+/// On a terminal of known width a tool's step is one screen line: its arguments and result
+/// cut with `…`; the answer and the other steps are not cut.
+#[test]
+fn a_conversations_tool_steps_fit_the_terminal() {
+    let look = Look { width: 60, ..ANSI };
+    let big = json!({"results": "x".repeat(500)});
+    let frames = vec![
+        own(
+            with_data(
+                "tool_executing",
+                json!({"tool_call_id": "c1", "tool_name": "search_docs", "arguments": {"query": "y".repeat(200)}}),
+            ),
+            1,
+        ),
+        own(
+            with_data(
+                "tool_completed",
+                json!({"tool_call_id": "c1", "tool_name": "search_docs", "result": big, "is_error": false, "duration_ms": 3}),
+            ),
+            2,
+        ),
+        own(chunk(&"word ".repeat(30)), 3),
+    ];
+    let mut timeline = Timeline::new(look);
+    let mut got = String::new();
+    for (frame, ms, depth) in &frames {
+        got.push_str(&render(
+            &mut timeline,
+            frame,
+            Duration::from_millis(*ms),
+            *depth,
+        ));
+    }
+    got.push_str(&timeline.flush());
+    let plain = got
+        .replace(DIM, "")
+        .replace(UNDIM, "")
+        .replace("\x1b[0m", "")
+        .replace("\r\x1b[2K", "\n");
+    let steps: Vec<&str> = plain.lines().filter(|l| l.contains("  tool")).collect();
+    assert_eq!(steps.len(), 2, "{plain}");
+    for step in steps {
+        assert_eq!(step.chars().count(), 59, "{step}");
+        assert!(step.ends_with('…'), "{step}");
+    }
+    assert!(
+        plain
+            .lines()
+            .filter(|l| l.starts_with("word"))
+            .all(|l| l.chars().count() < 60),
+        "{plain}"
+    );
+    // On the screen (each tail replaced by what follows it) the answer is whole: wrapped,
+    // not cut.
+    let mut screen = String::new();
+    for (i, piece) in got.split("\r\x1b[2K").enumerate() {
+        if i > 0 {
+            screen.truncate(screen.rfind('\n').map_or(0, |at| at + 1));
+        }
+        screen.push_str(piece);
+    }
+    assert_eq!(screen.matches("word").count(), 30, "{screen}");
+}
