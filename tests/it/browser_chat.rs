@@ -347,8 +347,13 @@ async fn the_sidebar_opens_an_old_conversation_after_a_restart_and_continues_it(
         first
     );
 
-    // Deleting the other conversation takes two clicks.
-    let delete = "document.querySelector('#threads li:first-child .delete').click(); return true";
+    // Deleting the other conversation takes two clicks in its row's menu.
+    js(
+        &b.client,
+        "document.querySelector('#threads li:first-child .actions').click(); return true",
+    )
+    .await;
+    let delete = "document.querySelector('#threads li:first-child [role=menu] .delete').click(); return true";
     js(&b.client, delete).await;
     wait_js(
         &b.client,
@@ -364,10 +369,11 @@ async fn the_sidebar_opens_an_old_conversation_after_a_restart_and_continues_it(
     )
     .await;
     assert_eq!(threads(&b.client).await, json!([["What is 2+3?", true]]));
-    // Renaming: the item becomes a field; Enter saves the new title.
+    // Renaming, from the row's menu: the item becomes a field; Enter saves the new title.
     js(
         &b.client,
-        "document.querySelector('#threads li .rename').click(); return true",
+        "document.querySelector('#threads li .actions').click(); \
+         document.querySelector('#threads li [role=menu] .rename').click(); return true",
     )
     .await;
     // (WebDriver's clear() would leave the field, which saves it: the value is set instead.)

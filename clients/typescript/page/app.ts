@@ -12,6 +12,8 @@ import { AgentClientError } from "../src/errors.js";
 import { HttpApi } from "../src/http.js";
 import type { ClientFrame, Multitask } from "../src/protocol.js";
 import { type StreamEvent, eventKey } from "../src/run.js";
+import { copies, copyButton, copyCodeButtons } from "./copy.js";
+import { closeMenu, menuButton, menuIsOpen } from "./menu.js";
 
 // An event's data, as the page reads it (each event type has its own).
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -61,10 +63,13 @@ const state = {
   thread: null as string | null,
   parked: null as StreamEvent[] | null,
   history: null as boolean | null,
-  agents: [] as { name: string; description: string; steerable?: boolean }[],
+  /** The agents the server offers, each with a few example prompts (optional). */
+  agents: [] as { name: string; description: string; steerable?: boolean; examples?: string[] }[],
   defaultRejects: false,
   renaming: false,
   refreshAfterRename: false,
+  /** The list was not redrawn while a row's menu was open: it is when the menu closes. */
+  refreshAfterMenu: false,
   armed: null as string | null,
 };
 // Events go through `tap` first when a test sets it (true: it took the event); `deliver`
@@ -76,9 +81,11 @@ const chat: {
   tap: ((e: StreamEvent) => boolean) | null;
   deliver(e: StreamEvent): void;
   approvals?: unknown;
+  copies: typeof copies;
 } = {
   stats,
   state,
+  copies,
   dropConnection: () => state.client?.reconnect(),
   tap: null,
   deliver: (e) => onEvent(e),
@@ -339,14 +346,45 @@ async function loadAgents(): Promise<void> {
     select.append(option);
   }
   if (kept && state.agents.some((a) => a.name === kept)) select.value = kept;
+  delete $("examples-list").dataset.agent;
   describeAgent();
   multitaskHook("composer");
 }
 function describeAgent(): void {
   const a = state.agents.find((x) => x.name === input("agent").value);
   $("agent-description").textContent = a ? a.description : "";
+  showExamples();
 }
 $("agent").addEventListener("change", describeAgent);
+
+// An empty conversation shows the chosen agent's example prompts (`examples` of `/agents`,
+// which an agent may not have): one press sends one. They go with the first message, and
+// come back with a new conversation or another agent.
+function showExamples(): void {
+  const agent = state.agents.find((a) => a.name === input("agent").value);
+  const examples = agent?.examples ?? [];
+  const empty = !$("conversation").querySelector(".run") && $("queue").childElementCount === 0;
+  const show = !!agent && !!state.user && state.parked === null && empty && examples.length > 0;
+  $("examples").hidden = !show;
+  const list = $("examples-list");
+  if (!show || !agent || list.dataset.agent === agent.name) return;
+  list.dataset.agent = agent.name;
+  $("examples-title").textContent = `Try asking ${agent.name}`;
+  list.replaceChildren(
+    ...examples.map((text) => {
+      const item = el("li");
+      const button = el("button", "secondary example", text);
+      button.type = "button";
+      button.addEventListener("click", () => {
+        // Once: they hide while it is sent (and come back if it is refused).
+        $("examples").hidden = true;
+        void sendMessage(null, text).finally(showExamples);
+      });
+      item.append(button);
+      return item;
+    }),
+  );
+}
 
 // ---- The connection -----------------------------------------------------------------------
 
@@ -483,6 +521,11 @@ async function refreshThreads(): Promise<boolean> {
     state.refreshAfterRename = true;
     return true;
   }
+  // Not under an open menu either: it is redrawn when the menu closes.
+  if (menuIsOpen()) {
+    state.refreshAfterMenu = true;
+    return true;
+  }
   const list = await api()
     .listThreads({ limit: 50 })
     .catch(limited)
@@ -501,21 +544,33 @@ async function refreshThreads(): Promise<boolean> {
     const open = el("button", "open");
     open.type = "button";
     const updated = Number(t.updated_ms);
-    open.append(el("span", "title", t.title || "(untitled)"), timeEl(updated, dayAndTime(updated)));
+    const title = t.title || "(untitled)";
+    open.append(el("span", "title", title), timeEl(updated, dayAndTime(updated)));
+    open.title = title;
     open.addEventListener("click", () => {
       closeSidebar();
       void openThread(t.thread_id);
     });
-    const del = el("button", "delete", state.armed === t.thread_id ? "Delete?" : "Delete");
-    if (state.armed === t.thread_id) del.dataset.armed = "1";
-    del.type = "button";
-    del.title = "Delete this conversation for good";
-    del.addEventListener("click", () => void deleteThread(t.thread_id, del));
-    const rename = el("button", "rename", "Rename");
-    rename.type = "button";
-    rename.title = "Rename this conversation";
-    rename.addEventListener("click", () => renameThread(t, li));
-    li.append(open, rename, del);
+    // Rename and Delete, in the row's menu: the title has the row's width.
+    const actions = menuButton(
+      title,
+      () => [
+        { label: "Rename", cls: "rename", title: "Rename this conversation", act: () => renameThread(t, li) },
+        {
+          label: state.armed === t.thread_id ? "Delete?" : "Delete",
+          cls: "delete",
+          title: "Delete this conversation for good (a second press confirms)",
+          keepOpen: true,
+          act: (item) => void deleteThread(t.thread_id, item),
+        },
+      ],
+      () => {
+        if (!state.refreshAfterMenu) return;
+        state.refreshAfterMenu = false;
+        void refreshThreads();
+      },
+    );
+    li.append(open, actions);
     return li;
   });
   $("threads").replaceChildren(...items);
@@ -525,7 +580,10 @@ async function refreshThreads(): Promise<boolean> {
 // Shows thread `id` (or the newest, for null) from the history, and makes it the one the next
 // message continues. False when the server keeps no history. Live events that come meanwhile
 // are parked, and shown after it (those the stored runs had are skipped).
-async function openThread(id: string | null): Promise<boolean> {
+function openThread(id: string | null): Promise<boolean> {
+  return quietly(() => loadThread(id));
+}
+async function loadThread(id: string | null): Promise<boolean> {
   state.parked = [];
   try {
     if (!(await refreshThreads())) return false;
@@ -552,6 +610,7 @@ async function openThread(id: string | null): Promise<boolean> {
     state.parked = null;
     for (const e of parked) render(e, e.seq ?? "recovered");
     multitaskHook("composer");
+    showExamples();
   }
 }
 /** Runs shown at once when a thread opens; "Show earlier messages" loads as many again. */
@@ -580,19 +639,25 @@ function earlierButton(threadId: string, before: string | null): void {
   button.type = "button";
   button.addEventListener("click", async () => {
     button.disabled = true;
-    const page = await api().openThread(threadId, { limit: PAGE_RUNS, before }).catch(limited).catch(() => null);
-    if (!page || state.thread !== threadId) {
-      button.disabled = false;
-      return;
-    }
-    const top = $("conversation").querySelector(":scope > article");
-    showStored(page.runs);
-    // Rendered at the end: moved above what was shown, in their order.
-    for (const r of page.runs) {
-      const view = state.runs.get(r.run_id)?.el;
-      if (view?.parentElement === $("conversation") && top) $("conversation").insertBefore(view, top);
-    }
-    earlierButton(threadId, page.before);
+    await quietly(async () => {
+      const page = await api().openThread(threadId, { limit: PAGE_RUNS, before }).catch(limited).catch(() => null);
+      if (!page || state.thread !== threadId) {
+        button.disabled = false;
+        return;
+      }
+      const top = $("conversation").querySelector(":scope > article");
+      showStored(page.runs);
+      // Rendered at the end: moved above what was shown, in their order.
+      for (const r of page.runs) {
+        const view = state.runs.get(r.run_id)?.el;
+        if (view?.parentElement === $("conversation") && top) $("conversation").insertBefore(view, top);
+      }
+      earlierButton(threadId, page.before);
+      // The focus was on the button, now gone: it goes to the next one, or the first message.
+      const next = $("conversation").querySelector<HTMLElement>(".earlier, :scope > article");
+      if (next && !next.matches("button")) next.tabIndex = -1;
+      next?.focus();
+    });
   });
   $("conversation").prepend(button);
 }
@@ -608,7 +673,7 @@ function renameThread(t: { thread_id: string; title: string }, li: HTMLElement):
   field.focus();
   field.select();
   let done = false;
-  const finishRename = async (save: boolean) => {
+  const finishRename = async (save: boolean, refocus = false) => {
     if (done) return;
     done = true;
     const title = field.value.trim();
@@ -622,24 +687,28 @@ function renameThread(t: { thread_id: string; title: string }, li: HTMLElement):
     }
     state.renaming = false;
     state.refreshAfterRename = false;
-    void refreshThreads();
+    await refreshThreads();
+    // By the keyboard, the focus goes back to where it was: the row's menu button.
+    if (refocus) rowOf(t.thread_id)?.querySelector<HTMLElement>(".actions")?.focus();
   };
   field.addEventListener("keydown", (e) => {
     if (e.key === "Enter") {
       e.preventDefault();
-      void finishRename(true);
-    } else if (e.key === "Escape") void finishRename(false);
+      void finishRename(true, true);
+    } else if (e.key === "Escape") void finishRename(false, true);
   });
   field.addEventListener("blur", () => void finishRename(true));
 }
+const rowOf = (id: string) =>
+  $("threads").querySelector<HTMLElement>(`li[data-thread-id="${CSS.escape(id)}"]`);
 function markCurrent(): void {
   for (const li of $("threads").children) {
     if ((li as HTMLElement).dataset.threadId === state.thread) li.setAttribute("aria-current", "true");
     else li.removeAttribute("aria-current");
   }
 }
-// The first click arms the button (for a few seconds, across re-renders of the list), the
-// second deletes.
+// The first press arms the menu's Delete (for a few seconds, across re-renders of the list),
+// the second deletes.
 async function deleteThread(id: string, button: HTMLElement): Promise<void> {
   if (state.armed !== id) {
     state.armed = id;
@@ -648,7 +717,7 @@ async function deleteThread(id: string, button: HTMLElement): Promise<void> {
     setTimeout(() => {
       if (state.armed !== id) return;
       state.armed = null;
-      const b = $("threads").querySelector(`li[data-thread-id="${CSS.escape(id)}"] .delete`) as HTMLElement | null;
+      const b = rowOf(id)?.querySelector<HTMLElement>(".delete");
       if (b) {
         delete b.dataset.armed;
         b.textContent = "Delete";
@@ -657,14 +726,20 @@ async function deleteThread(id: string, button: HTMLElement): Promise<void> {
     return;
   }
   state.armed = null;
+  closeMenu(false);
   try {
     await api().deleteThread(id);
   } catch {
     notice("Could not delete that conversation; try again.", "error");
+    rowOf(id)?.querySelector<HTMLElement>(".actions")?.focus();
     return;
   }
   if (state.thread === id) newConversation();
-  void refreshThreads();
+  await refreshThreads();
+  // The focus was in the deleted row's menu: it goes to the list's first row (or its button).
+  if (!document.activeElement || document.activeElement === document.body) {
+    ($("threads").querySelector<HTMLElement>("li .open") ?? $("new-thread")).focus();
+  }
 }
 function newConversation(): void {
   state.thread = null;
@@ -710,6 +785,24 @@ function clearConversation(): void {
   $("conversation").replaceChildren();
   $("queue").replaceChildren();
   multitaskHook("composer");
+  showExamples();
+}
+// The conversation is a live region (role="log") that announces what is added; what `load`
+// adds at once (a thread opened, earlier messages) is shown without being read out.
+let loading = 0;
+async function quietly<T>(load: () => Promise<T>): Promise<T> {
+  const log = $("conversation");
+  loading += 1;
+  log.setAttribute("aria-live", "off");
+  try {
+    return await load();
+  } finally {
+    // Once the browser has taken the additions in.
+    setTimeout(() => {
+      loading -= 1;
+      if (loading === 0) log.setAttribute("aria-live", "polite");
+    }, 300);
+  }
 }
 /** Asks the server to cancel a run; false (and says so) when not connected. */
 function cancelRun(runId: string): boolean {
@@ -772,8 +865,13 @@ function runView(
       view.toggled = true;
     });
     view.details.append(summary, timeline, subs);
+    // The conversation reads out a message and its answer once, whole: not each step, nor
+    // each piece of the answer as it comes.
+    view.details.setAttribute("aria-live", "off");
+    answer.setAttribute("aria-busy", "true");
     const typing = el("div", "typing");
-    typing.setAttribute("aria-label", "the agent is answering");
+    typing.setAttribute("role", "img");
+    typing.setAttribute("aria-label", "The agent is answering");
     typing.append(el("span"), el("span"), el("span"));
     view.error = el("p", "run-error");
     reply.append(head, view.details, typing, answer, view.error);
@@ -781,6 +879,7 @@ function runView(
   }
   state.runs.set(runId, run);
   if (!parentId && !(queued && multitaskHook("queue", run, queued.position))) $("conversation").append(root);
+  if (!parentId) showExamples();
   scrollToEnd(false);
   return run;
 }
@@ -810,6 +909,7 @@ function finish(run: Run, stateName: string, text: string): void {
   approvalHook("settle", run);
   if (run.parent) return;
   multitaskHook("settle", run);
+  for (const a of run.el.querySelectorAll(".answer[aria-busy]")) a.removeAttribute("aria-busy");
   run.el.querySelector(".reply-head .stop")?.remove();
   if (run.summary) run.summary.textContent = `Steps (${run.steps})`;
   if (run.details) {
@@ -910,6 +1010,7 @@ function render(e: StreamEvent, seq: number | string): void {
       pendingPaint.delete(run);
       renderMarkdown(run.answer, run.text);
       finish(run, "completed", `answered in ${(d.duration_ms / 1000).toFixed(1)} s`);
+      copyControls(run);
       if (run.agentTime) {
         const t = timeEl(at, clock(at));
         run.agentTime.replaceWith(t);
@@ -951,6 +1052,17 @@ function render(e: StreamEvent, seq: number | string): void {
   if (e.type === "tool_executing" || e.type === "tool_completed") approvalHook("followUp", run, e);
   if (!e.parent_run_id && LIFECYCLE.has(e.type)) multitaskHook("composer");
 }
+// A finished answer gets a Copy button (its markdown as written), and each of its code blocks one.
+function copyControls(run: Run): void {
+  if (run.parent) return;
+  copyCodeButtons(run.el);
+  const whole = () => (run.earlier || "") + run.text;
+  if (!whole().trim() || run.el.querySelector(".reply-actions")) return;
+  const bar = el("div", "reply-actions");
+  bar.append(copyButton("the answer", whole));
+  if (run.error) run.error.before(bar);
+  else run.answer.after(bar);
+}
 const TERMINAL = new Set(["agent_completed", "agent_error", "agent_cancelled"]);
 // The events after which a thread may have become busy or free (the composer says which).
 const LIFECYCLE = new Set([
@@ -986,10 +1098,11 @@ function send(frame: ClientFrame): boolean {
   void client.send(frame);
   return true;
 }
-// Sends the composer's message; `multitask` says what it does to a run still going in the
-// thread ("interrupt", "steer"), or null for the server's default (it waits its turn).
-async function sendMessage(multitask?: string | null): Promise<void> {
-  const message = input("message").value;
+// Sends the composer's message (or `example`, an example prompt pressed); `multitask` says
+// what it does to a run still going in the thread ("interrupt", "steer"), or null for the
+// server's default (it waits its turn).
+async function sendMessage(multitask?: string | null, example?: string): Promise<void> {
+  const message = example ?? input("message").value;
   if (!message.trim()) {
     composerNotice("Type a message first.");
     $("message").focus();
@@ -1007,6 +1120,7 @@ async function sendMessage(multitask?: string | null): Promise<void> {
   }
   const client = state.client;
   if (!client || !connected()) {
+    if (example !== undefined && !input("message").value) input("message").value = example;
     composerNotice(NOT_CONNECTED);
     return;
   }
@@ -1025,7 +1139,7 @@ async function sendMessage(multitask?: string | null): Promise<void> {
     void run.events.return?.();
     if (state.client !== client) return;
     state.thread = run.threadId;
-    if (input("message").value === message) input("message").value = "";
+    if (example === undefined && input("message").value === message) input("message").value = "";
     composerNotice("");
     // A steered message joined the running run (its id is that run's); a queued one waits for
     // its turn (its agent_started comes later).
@@ -1033,8 +1147,12 @@ async function sendMessage(multitask?: string | null): Promise<void> {
     else runView(run.runId, null, agent, message, run.threadId, run.queued ? { position: run.position ?? null } : null);
     multitaskHook("composer");
     void refreshThreads();
+    // The example pressed is gone with the others: the focus goes to the composer.
+    if (example !== undefined) $("message").focus();
   } catch (err) {
     if (state.client !== client) return;
+    // An example refused waits in the composer, like a message typed.
+    if (example !== undefined && !input("message").value) input("message").value = example;
     // A refusal of what was just sent shows next to the composer, where the text stays:
     // nothing typed is lost.
     const f: Refusal =

@@ -959,6 +959,186 @@
     }
   };
 
+  // page/copy.ts
+  var copies = { text: null, how: null };
+  async function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      try {
+        await navigator.clipboard.writeText(text);
+        Object.assign(copies, { text, how: "clipboard" });
+        return true;
+      } catch {
+      }
+    }
+    const focused = document.activeElement;
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.readOnly = true;
+    area.className = "copy-buffer";
+    area.setAttribute("aria-hidden", "true");
+    document.body.append(area);
+    area.select();
+    let ok = false;
+    try {
+      ok = document.execCommand("copy");
+    } catch {
+      ok = false;
+    }
+    area.remove();
+    focused?.focus();
+    if (ok) Object.assign(copies, { text, how: "execCommand" });
+    return ok;
+  }
+  function copyButton(what, text) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "secondary copy";
+    let timer;
+    const say = (shown, label) => {
+      b.textContent = shown;
+      b.setAttribute("aria-label", label);
+    };
+    say("Copy", `Copy ${what}`);
+    b.addEventListener("click", async () => {
+      const ok = await copyText(text());
+      if (ok) say("Copied", `Copied ${what}`);
+      else say("Not copied", `Not copied: the browser refused to copy ${what}`);
+      b.dataset.copied = String(ok);
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        say("Copy", `Copy ${what}`);
+        delete b.dataset.copied;
+      }, 2e3);
+    });
+    return b;
+  }
+  function copyCodeButtons(root) {
+    for (const pre of root.querySelectorAll(".answer pre")) {
+      if (pre.parentElement?.classList.contains("code-block")) continue;
+      const box = document.createElement("div");
+      box.className = "code-block";
+      const bar = document.createElement("div");
+      bar.className = "code-bar";
+      const language = /language-([\w+#.-]+)/.exec(pre.querySelector("code")?.className ?? "")?.[1];
+      const label = document.createElement("span");
+      label.textContent = language ?? "code";
+      bar.append(label, copyButton("the code", () => pre.textContent ?? ""));
+      pre.tabIndex = 0;
+      pre.setAttribute("role", "group");
+      pre.setAttribute("aria-label", language ? `Code (${language})` : "Code");
+      pre.replaceWith(box);
+      box.append(bar, pre);
+    }
+  }
+
+  // page/menu.ts
+  var open = null;
+  var ids = 0;
+  var menuIsOpen = () => open !== null;
+  function closeMenu(refocus) {
+    const was = open;
+    if (!was) return;
+    open = null;
+    was.menu.remove();
+    was.button.setAttribute("aria-expanded", "false");
+    if (refocus && was.button.isConnected) was.button.focus();
+    was.onClose?.();
+  }
+  function menuButton(name, items, onClose) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "actions";
+    button.setAttribute("aria-label", `Actions for ${name}`);
+    button.setAttribute("aria-haspopup", "menu");
+    button.setAttribute("aria-expanded", "false");
+    button.title = "Rename or delete";
+    const show = (focus) => {
+      closeMenu(false);
+      const menu = document.createElement("div");
+      menu.className = "row-menu";
+      menu.id = `row-menu-${++ids}`;
+      menu.setAttribute("role", "menu");
+      menu.setAttribute("aria-label", `Actions for ${name}`);
+      for (const it of items()) {
+        const item = document.createElement("button");
+        item.type = "button";
+        item.className = it.cls;
+        item.textContent = it.label;
+        item.tabIndex = -1;
+        item.setAttribute("role", "menuitem");
+        if (it.title) item.title = it.title;
+        item.addEventListener("click", () => {
+          if (!it.keepOpen) closeMenu(false);
+          it.act(item);
+        });
+        menu.append(item);
+      }
+      menu.addEventListener("keydown", (e) => onMenuKey(e, menu));
+      menu.addEventListener("focusout", (e) => {
+        const to = e.relatedTarget;
+        if (to && !menu.contains(to) && to !== button) closeMenu(false);
+      });
+      button.after(menu);
+      button.setAttribute("aria-controls", menu.id);
+      button.setAttribute("aria-expanded", "true");
+      open = onClose ? { button, menu, onClose } : { button, menu };
+      const all = itemsOf(menu);
+      all[focus === "first" ? 0 : all.length - 1]?.focus();
+      menu.scrollIntoView({ block: "nearest" });
+    };
+    button.addEventListener("click", () => {
+      if (open?.button === button) closeMenu(true);
+      else show("first");
+    });
+    button.addEventListener("keydown", (e) => {
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        show(e.key === "ArrowDown" ? "first" : "last");
+      }
+    });
+    return button;
+  }
+  var itemsOf = (menu) => [...menu.querySelectorAll('[role="menuitem"]')];
+  function onMenuKey(e, menu) {
+    const all = itemsOf(menu);
+    const at = all.indexOf(document.activeElement);
+    let next = null;
+    switch (e.key) {
+      case "ArrowDown":
+        next = (at + 1) % all.length;
+        break;
+      case "ArrowUp":
+        next = (at - 1 + all.length) % all.length;
+        break;
+      case "Home":
+        next = 0;
+        break;
+      case "End":
+        next = all.length - 1;
+        break;
+      case "Escape":
+        e.preventDefault();
+        e.stopPropagation();
+        closeMenu(true);
+        return;
+      case "Tab":
+        closeMenu(true);
+        return;
+      default:
+        return;
+    }
+    e.preventDefault();
+    all[next]?.focus();
+  }
+  document.addEventListener(
+    "pointerdown",
+    (e) => {
+      const target = e.target;
+      if (open && target && !open.menu.contains(target) && !open.button.contains(target)) closeMenu(false);
+    },
+    true
+  );
+
   // page/app.ts
   var $ = (id) => document.getElementById(id);
   var input = (id) => $(id);
@@ -987,15 +1167,19 @@
     thread: null,
     parked: null,
     history: null,
+    /** The agents the server offers, each with a few example prompts (optional). */
     agents: [],
     defaultRejects: false,
     renaming: false,
     refreshAfterRename: false,
+    /** The list was not redrawn while a row's menu was open: it is when the menu closes. */
+    refreshAfterMenu: false,
     armed: null
   };
   var chat = {
     stats,
     state,
+    copies,
     dropConnection: () => state.client?.reconnect(),
     tap: null,
     deliver: (e) => onEvent(e)
@@ -1212,14 +1396,40 @@
       select.append(option);
     }
     if (kept && state.agents.some((a) => a.name === kept)) select.value = kept;
+    delete $("examples-list").dataset.agent;
     describeAgent();
     multitaskHook("composer");
   }
   function describeAgent() {
     const a = state.agents.find((x) => x.name === input("agent").value);
     $("agent-description").textContent = a ? a.description : "";
+    showExamples();
   }
   $("agent").addEventListener("change", describeAgent);
+  function showExamples() {
+    const agent = state.agents.find((a) => a.name === input("agent").value);
+    const examples = agent?.examples ?? [];
+    const empty = !$("conversation").querySelector(".run") && $("queue").childElementCount === 0;
+    const show = !!agent && !!state.user && state.parked === null && empty && examples.length > 0;
+    $("examples").hidden = !show;
+    const list = $("examples-list");
+    if (!show || !agent || list.dataset.agent === agent.name) return;
+    list.dataset.agent = agent.name;
+    $("examples-title").textContent = `Try asking ${agent.name}`;
+    list.replaceChildren(
+      ...examples.map((text) => {
+        const item = el("li");
+        const button = el("button", "secondary example", text);
+        button.type = "button";
+        button.addEventListener("click", () => {
+          $("examples").hidden = true;
+          void sendMessage(null, text).finally(showExamples);
+        });
+        item.append(button);
+        return item;
+      })
+    );
+  }
   var CLOSED_BECAUSE = {
     1001: "the server is restarting",
     4008: "the connection was too slow to keep up",
@@ -1334,6 +1544,10 @@
       state.refreshAfterRename = true;
       return true;
     }
+    if (menuIsOpen()) {
+      state.refreshAfterMenu = true;
+      return true;
+    }
     const list = await api().listThreads({ limit: 50 }).catch(limited).catch(() => null);
     if (!list) {
       if (state.history === null) state.history = false;
@@ -1346,31 +1560,45 @@
       const li = el("li");
       li.dataset.threadId = t.thread_id;
       if (t.thread_id === state.thread) li.setAttribute("aria-current", "true");
-      const open = el("button", "open");
-      open.type = "button";
+      const open2 = el("button", "open");
+      open2.type = "button";
       const updated = Number(t.updated_ms);
-      open.append(el("span", "title", t.title || "(untitled)"), timeEl(updated, dayAndTime(updated)));
-      open.addEventListener("click", () => {
+      const title = t.title || "(untitled)";
+      open2.append(el("span", "title", title), timeEl(updated, dayAndTime(updated)));
+      open2.title = title;
+      open2.addEventListener("click", () => {
         closeSidebar();
         void openThread(t.thread_id);
       });
-      const del = el("button", "delete", state.armed === t.thread_id ? "Delete?" : "Delete");
-      if (state.armed === t.thread_id) del.dataset.armed = "1";
-      del.type = "button";
-      del.title = "Delete this conversation for good";
-      del.addEventListener("click", () => void deleteThread(t.thread_id, del));
-      const rename = el("button", "rename", "Rename");
-      rename.type = "button";
-      rename.title = "Rename this conversation";
-      rename.addEventListener("click", () => renameThread(t, li));
-      li.append(open, rename, del);
+      const actions = menuButton(
+        title,
+        () => [
+          { label: "Rename", cls: "rename", title: "Rename this conversation", act: () => renameThread(t, li) },
+          {
+            label: state.armed === t.thread_id ? "Delete?" : "Delete",
+            cls: "delete",
+            title: "Delete this conversation for good (a second press confirms)",
+            keepOpen: true,
+            act: (item) => void deleteThread(t.thread_id, item)
+          }
+        ],
+        () => {
+          if (!state.refreshAfterMenu) return;
+          state.refreshAfterMenu = false;
+          void refreshThreads();
+        }
+      );
+      li.append(open2, actions);
       return li;
     });
     $("threads").replaceChildren(...items);
     approvalHook("mark");
     return true;
   }
-  async function openThread(id) {
+  function openThread(id) {
+    return quietly(() => loadThread(id));
+  }
+  async function loadThread(id) {
     state.parked = [];
     try {
       if (!await refreshThreads()) return false;
@@ -1395,6 +1623,7 @@
       state.parked = null;
       for (const e of parked) render(e, e.seq ?? "recovered");
       multitaskHook("composer");
+      showExamples();
     }
   }
   var PAGE_RUNS = 30;
@@ -1416,18 +1645,23 @@
     button.type = "button";
     button.addEventListener("click", async () => {
       button.disabled = true;
-      const page = await api().openThread(threadId, { limit: PAGE_RUNS, before }).catch(limited).catch(() => null);
-      if (!page || state.thread !== threadId) {
-        button.disabled = false;
-        return;
-      }
-      const top = $("conversation").querySelector(":scope > article");
-      showStored(page.runs);
-      for (const r of page.runs) {
-        const view = state.runs.get(r.run_id)?.el;
-        if (view?.parentElement === $("conversation") && top) $("conversation").insertBefore(view, top);
-      }
-      earlierButton(threadId, page.before);
+      await quietly(async () => {
+        const page = await api().openThread(threadId, { limit: PAGE_RUNS, before }).catch(limited).catch(() => null);
+        if (!page || state.thread !== threadId) {
+          button.disabled = false;
+          return;
+        }
+        const top = $("conversation").querySelector(":scope > article");
+        showStored(page.runs);
+        for (const r of page.runs) {
+          const view = state.runs.get(r.run_id)?.el;
+          if (view?.parentElement === $("conversation") && top) $("conversation").insertBefore(view, top);
+        }
+        earlierButton(threadId, page.before);
+        const next = $("conversation").querySelector(".earlier, :scope > article");
+        if (next && !next.matches("button")) next.tabIndex = -1;
+        next?.focus();
+      });
     });
     $("conversation").prepend(button);
   }
@@ -1441,7 +1675,7 @@
     field.focus();
     field.select();
     let done = false;
-    const finishRename = async (save) => {
+    const finishRename = async (save, refocus = false) => {
       if (done) return;
       done = true;
       const title = field.value.trim();
@@ -1453,16 +1687,18 @@
       }
       state.renaming = false;
       state.refreshAfterRename = false;
-      void refreshThreads();
+      await refreshThreads();
+      if (refocus) rowOf(t.thread_id)?.querySelector(".actions")?.focus();
     };
     field.addEventListener("keydown", (e) => {
       if (e.key === "Enter") {
         e.preventDefault();
-        void finishRename(true);
-      } else if (e.key === "Escape") void finishRename(false);
+        void finishRename(true, true);
+      } else if (e.key === "Escape") void finishRename(false, true);
     });
     field.addEventListener("blur", () => void finishRename(true));
   }
+  var rowOf = (id) => $("threads").querySelector(`li[data-thread-id="${CSS.escape(id)}"]`);
   function markCurrent() {
     for (const li of $("threads").children) {
       if (li.dataset.threadId === state.thread) li.setAttribute("aria-current", "true");
@@ -1477,7 +1713,7 @@
       setTimeout(() => {
         if (state.armed !== id) return;
         state.armed = null;
-        const b = $("threads").querySelector(`li[data-thread-id="${CSS.escape(id)}"] .delete`);
+        const b = rowOf(id)?.querySelector(".delete");
         if (b) {
           delete b.dataset.armed;
           b.textContent = "Delete";
@@ -1486,14 +1722,19 @@
       return;
     }
     state.armed = null;
+    closeMenu(false);
     try {
       await api().deleteThread(id);
     } catch {
       notice("Could not delete that conversation; try again.", "error");
+      rowOf(id)?.querySelector(".actions")?.focus();
       return;
     }
     if (state.thread === id) newConversation();
-    void refreshThreads();
+    await refreshThreads();
+    if (!document.activeElement || document.activeElement === document.body) {
+      ($("threads").querySelector("li .open") ?? $("new-thread")).focus();
+    }
   }
   function newConversation() {
     state.thread = null;
@@ -1508,9 +1749,9 @@
     $("sidebar-toggle").setAttribute("aria-expanded", "false");
   }
   $("sidebar-toggle").addEventListener("click", () => {
-    const open = $("sidebar").classList.toggle("open");
-    $("sidebar-toggle").setAttribute("aria-expanded", String(open));
-    if (open) $("sidebar-close").focus();
+    const open2 = $("sidebar").classList.toggle("open");
+    $("sidebar-toggle").setAttribute("aria-expanded", String(open2));
+    if (open2) $("sidebar-close").focus();
   });
   function dismissSidebar() {
     if (!$("sidebar").classList.contains("open")) return;
@@ -1530,6 +1771,21 @@
     $("conversation").replaceChildren();
     $("queue").replaceChildren();
     multitaskHook("composer");
+    showExamples();
+  }
+  var loading = 0;
+  async function quietly(load) {
+    const log = $("conversation");
+    loading += 1;
+    log.setAttribute("aria-live", "off");
+    try {
+      return await load();
+    } finally {
+      setTimeout(() => {
+        loading -= 1;
+        if (loading === 0) log.setAttribute("aria-live", "polite");
+      }, 300);
+    }
   }
   function cancelRun(runId) {
     const client = state.client;
@@ -1581,8 +1837,11 @@
         view.toggled = true;
       });
       view.details.append(summary, timeline, subs);
+      view.details.setAttribute("aria-live", "off");
+      answer.setAttribute("aria-busy", "true");
       const typing = el("div", "typing");
-      typing.setAttribute("aria-label", "the agent is answering");
+      typing.setAttribute("role", "img");
+      typing.setAttribute("aria-label", "The agent is answering");
       typing.append(el("span"), el("span"), el("span"));
       view.error = el("p", "run-error");
       reply.append(head, view.details, typing, answer, view.error);
@@ -1590,6 +1849,7 @@
     }
     state.runs.set(runId, run);
     if (!parentId && !(queued && multitaskHook("queue", run, queued.position))) $("conversation").append(root);
+    if (!parentId) showExamples();
     scrollToEnd(false);
     return run;
   }
@@ -1617,6 +1877,7 @@
     approvalHook("settle", run);
     if (run.parent) return;
     multitaskHook("settle", run);
+    for (const a of run.el.querySelectorAll(".answer[aria-busy]")) a.removeAttribute("aria-busy");
     run.el.querySelector(".reply-head .stop")?.remove();
     if (run.summary) run.summary.textContent = `Steps (${run.steps})`;
     if (run.details) {
@@ -1704,6 +1965,7 @@
         pendingPaint.delete(run);
         renderMarkdown(run.answer, run.text);
         finish(run, "completed", `answered in ${(d.duration_ms / 1e3).toFixed(1)} s`);
+        copyControls(run);
         if (run.agentTime) {
           const t = timeEl(at, clock(at));
           run.agentTime.replaceWith(t);
@@ -1745,6 +2007,16 @@
     if (e.type === "tool_executing" || e.type === "tool_completed") approvalHook("followUp", run, e);
     if (!e.parent_run_id && LIFECYCLE.has(e.type)) multitaskHook("composer");
   }
+  function copyControls(run) {
+    if (run.parent) return;
+    copyCodeButtons(run.el);
+    const whole = () => (run.earlier || "") + run.text;
+    if (!whole().trim() || run.el.querySelector(".reply-actions")) return;
+    const bar = el("div", "reply-actions");
+    bar.append(copyButton("the answer", whole));
+    if (run.error) run.error.before(bar);
+    else run.answer.after(bar);
+  }
   var TERMINAL = /* @__PURE__ */ new Set(["agent_completed", "agent_error", "agent_cancelled"]);
   var LIFECYCLE = /* @__PURE__ */ new Set([
     "agent_started",
@@ -1772,8 +2044,8 @@
     void client.send(frame);
     return true;
   }
-  async function sendMessage(multitask) {
-    const message = input("message").value;
+  async function sendMessage(multitask, example) {
+    const message = example ?? input("message").value;
     if (!message.trim()) {
       composerNotice("Type a message first.");
       $("message").focus();
@@ -1791,6 +2063,7 @@
     }
     const client = state.client;
     if (!client || !connected()) {
+      if (example !== void 0 && !input("message").value) input("message").value = example;
       composerNotice(NOT_CONNECTED);
       return;
     }
@@ -1808,14 +2081,16 @@
       void run.events.return?.();
       if (state.client !== client) return;
       state.thread = run.threadId;
-      if (input("message").value === message) input("message").value = "";
+      if (example === void 0 && input("message").value === message) input("message").value = "";
       composerNotice("");
       if (run.steered) multitaskHook("steered", run.runId, message);
       else runView(run.runId, null, agent, message, run.threadId, run.queued ? { position: run.position ?? null } : null);
       multitaskHook("composer");
       void refreshThreads();
+      if (example !== void 0) $("message").focus();
     } catch (err) {
       if (state.client !== client) return;
+      if (example !== void 0 && !input("message").value) input("message").value = example;
       const f = err instanceof AgentClientError ? { type: "error", ...err.details, code: err.code, message: err.message } : { type: "error", code: "internal_error", message: String(err) };
       if (f.code === "connection_lost") composerNotice(`${NOT_CONNECTED} (${f.message})`);
       else composerNotice(plain(f), BUSY.has(f.code) ? "busy" : f.code === "budget_exceeded" ? "budget" : null);

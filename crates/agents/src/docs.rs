@@ -362,6 +362,11 @@ pub fn page(file: &str) -> Option<String> {
     }
     let mut body = String::new();
     pulldown_cmark::html::push_html(&mut body, events.into_iter());
+    // Code and tables scroll sideways on a narrow screen: they take keyboard focus so that
+    // they can be scrolled without a mouse.
+    let body = body
+        .replace("<pre>", "<pre tabindex=\"0\">")
+        .replace("<table>", "<table tabindex=\"0\">");
     let title = escape(&title.unwrap_or_else(|| (*document).to_owned()));
     Some(format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\

@@ -118,7 +118,10 @@ fn pages_carry_the_anchors_links_lead_to() {
         "resume heading"
     );
     assert!(protocol.contains("<title>Wire protocol v1 · agent-server</title>"));
-    assert!(protocol.contains("<table>"), "tables are rendered");
+    assert!(
+        protocol.contains("<table tabindex=\"0\">") && protocol.contains("<pre tabindex=\"0\">"),
+        "tables and code are rendered, and reachable by keyboard to scroll"
+    );
     let readme = page("README.md").unwrap();
     assert!(
         readme.contains("href=\"/docs/operations.md#browsers-origins-and-proxies\""),
