@@ -35,6 +35,7 @@ mod browser_approvals;
 mod browser_budget_wait;
 mod browser_chat;
 mod browser_comfort;
+mod browser_live_threads;
 mod browser_multitask;
 mod browser_newcomer;
 mod browser_origin;

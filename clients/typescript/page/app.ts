@@ -515,6 +515,31 @@ function api(): AgentClient {
   return state.client ?? new AgentClient({ url: location.origin, token: state.token as string });
 }
 // Lists the user's threads in the sidebar; false when the server keeps no history.
+// The list of conversations follows the user's runs wherever they run (another tab, another
+// node: the user's stream carries them all): an event of a conversation the list does not
+// have (a new one) refreshes it. The history can lag the stream (the run's node writes it in
+// batches), so a conversation still missing is looked for again, a few times, each wait
+// twice the last.
+let threadsTimer: ReturnType<typeof setTimeout> | null = null;
+const awaited = new Map<string, number>(); // thread id -> refreshes that did not list it
+const listed = (id: string) => !!document.querySelector(`#threads li[data-thread-id="${CSS.escape(id)}"]`);
+function awaitThread(threadId: string): void {
+  if (state.history !== true || listed(threadId) || awaited.has(threadId)) return;
+  awaited.set(threadId, 0);
+  lookForAwaited(0);
+}
+function lookForAwaited(delay: number): void {
+  if (threadsTimer !== null) return;
+  threadsTimer = setTimeout(async () => {
+    await refreshThreads();
+    threadsTimer = null;
+    for (const [id, misses] of awaited) {
+      if (listed(id) || misses >= 5) awaited.delete(id);
+      else awaited.set(id, misses + 1);
+    }
+    if (awaited.size) lookForAwaited(250 * 2 ** Math.min(...awaited.values()));
+  }, delay);
+}
 async function refreshThreads(): Promise<boolean> {
   if (state.history === false) return false;
   if (state.renaming) {
@@ -573,7 +598,15 @@ async function refreshThreads(): Promise<boolean> {
     li.append(open, actions);
     return li;
   });
+  // A redraw keeps the keyboard where it was: on the same control of the same conversation.
+  const focused = document.activeElement as HTMLElement | null;
+  const row = focused?.closest("#threads li") as HTMLElement | null;
+  const control = focused?.classList.contains("actions") ? "actions" : "open";
   $("threads").replaceChildren(...items);
+  if (row?.dataset.threadId) {
+    const again = $("threads").querySelector(`li[data-thread-id="${CSS.escape(row.dataset.threadId)}"] .${control}`);
+    (again as HTMLElement | null)?.focus();
+  }
   approvalHook("mark");
   return true;
 }
@@ -957,10 +990,8 @@ function scrollToEnd(always: boolean): void {
 function render(e: StreamEvent, seq: number | string): void {
   const d = (e.data ?? {}) as Data;
   approvalHook("track", e, seq);
-  if (!e.parent_run_id && !belongs(e.thread_id)) {
-    if (e.type === "agent_started") void refreshThreads();
-    return;
-  }
+  if (!e.parent_run_id && e.thread_id) awaitThread(e.thread_id);
+  if (!e.parent_run_id && !belongs(e.thread_id)) return;
   const run = runView(e.run_id, e.parent_run_id, e.agent_name, d.message || "", e.thread_id);
   if (!run) return;
   const key = eventKey(e);

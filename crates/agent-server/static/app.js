@@ -1538,6 +1538,26 @@
   function api() {
     return state.client ?? new AgentClient({ url: location.origin, token: state.token });
   }
+  var threadsTimer = null;
+  var awaited = /* @__PURE__ */ new Map();
+  var listed = (id) => !!document.querySelector(`#threads li[data-thread-id="${CSS.escape(id)}"]`);
+  function awaitThread(threadId) {
+    if (state.history !== true || listed(threadId) || awaited.has(threadId)) return;
+    awaited.set(threadId, 0);
+    lookForAwaited(0);
+  }
+  function lookForAwaited(delay) {
+    if (threadsTimer !== null) return;
+    threadsTimer = setTimeout(async () => {
+      await refreshThreads();
+      threadsTimer = null;
+      for (const [id, misses] of awaited) {
+        if (listed(id) || misses >= 5) awaited.delete(id);
+        else awaited.set(id, misses + 1);
+      }
+      if (awaited.size) lookForAwaited(250 * 2 ** Math.min(...awaited.values()));
+    }, delay);
+  }
   async function refreshThreads() {
     if (state.history === false) return false;
     if (state.renaming) {
@@ -1591,7 +1611,14 @@
       li.append(open2, actions);
       return li;
     });
+    const focused = document.activeElement;
+    const row2 = focused?.closest("#threads li");
+    const control = focused?.classList.contains("actions") ? "actions" : "open";
     $("threads").replaceChildren(...items);
+    if (row2?.dataset.threadId) {
+      const again = $("threads").querySelector(`li[data-thread-id="${CSS.escape(row2.dataset.threadId)}"] .${control}`);
+      again?.focus();
+    }
     approvalHook("mark");
     return true;
   }
@@ -1916,10 +1943,8 @@
   function render(e, seq) {
     const d = e.data ?? {};
     approvalHook("track", e, seq);
-    if (!e.parent_run_id && !belongs(e.thread_id)) {
-      if (e.type === "agent_started") void refreshThreads();
-      return;
-    }
+    if (!e.parent_run_id && e.thread_id) awaitThread(e.thread_id);
+    if (!e.parent_run_id && !belongs(e.thread_id)) return;
     const run = runView(e.run_id, e.parent_run_id, e.agent_name, d.message || "", e.thread_id);
     if (!run) return;
     const key = eventKey(e);
