@@ -5,18 +5,18 @@
 //! third client). The user's stream carries them all: each list follows the user's runs,
 //! wherever they run, and looks again while the history lags the stream across nodes.
 //!
-//! Not covered, because not built: a rename or a delete in one window is seen by the other
-//! only at its next refresh of the list (a run starting or ending, or a reload).
+//! A rename or a deletion made elsewhere (`thread_renamed`, `thread_deleted` on the stream)
+//! shows in both lists; a window showing a conversation deleted elsewhere says so.
 
 use std::net::SocketAddr;
 
-use agent_server::config::BrokerChoice;
 use fantoccini::Client;
+use serde_json::json;
 
 use crate::browser::{browser, js, sign_in_as, start, wait_js, wait_newest_run};
-use crate::postgres_support::PostgresServer;
-use crate::redis_support::RedisServer;
+use crate::history_server::http_sending;
 use crate::server_support::{Client as SocketClient, start_server, token};
+use crate::thread_changes::TwoNodes;
 
 /// The titles of the window's list of conversations, newest first, as a JS array literal.
 fn titles_are(titles: &[&str]) -> String {
@@ -108,6 +108,40 @@ async fn two_windows_follow_each_other(one: SocketAddr, two: SocketAddr) {
          return runs.length === 3 && runs[2].textContent.includes('8')",
     )
     .await;
+
+    // Renamed elsewhere: both lists show the new title. Deleted elsewhere: both lists drop
+    // it, and window two, which showed it, says so and starts afresh.
+    let path = format!("/v1/threads/{}", sums.as_deref().unwrap());
+    let (status, _) = http_sending(one, "PATCH", &path, Some("alice"), r#"{"title":"Sums"}"#).await;
+    assert_eq!(status, 200);
+    for window in [&first.client, &second.client] {
+        wait_titles(
+            window,
+            "both lists show the new title",
+            &["What time is it in Tokyo?", "Sums"],
+        )
+        .await;
+    }
+    let (status, _) = http_sending(one, "DELETE", &path, Some("alice"), "").await;
+    assert_eq!(status, 204);
+    for window in [&first.client, &second.client] {
+        wait_titles(window, "both lists drop it", &["What time is it in Tokyo?"]).await;
+    }
+    wait_js(
+        &second.client,
+        "window two says the conversation it showed was deleted, and shows none",
+        "return document.getElementById('notices').innerText.includes('deleted in another window') \
+         && document.querySelectorAll('#conversation > .run').length === 0",
+    )
+    .await;
+    for window in [&first.client, &second.client] {
+        let stats = js(window, "return window.chat.stats").await;
+        assert_eq!(
+            (&stats["gaps"], &stats["duplicates"]),
+            (&json!(0), &json!(0)),
+            "{stats}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,20 +155,7 @@ async fn on_one_node_two_windows_follow_each_others_conversations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn across_two_nodes_two_windows_follow_each_others_conversations() {
-    let redis = RedisServer::start();
-    let postgres = PostgresServer::start();
-    let store = postgres.url();
-    crate::history::connect_retrying(&store).await;
-    let node = || {
-        let (redis, store) = (redis.url(), store.clone());
-        move |c: &mut agent_server::config::ServerConfig| {
-            c.broker = BrokerChoice::Redis(redis);
-            c.store = Some(store);
-        }
-    };
-    let a = start_server(node()).await;
-    let b = start_server(node()).await;
-    two_windows_follow_each_other(a.addr(), b.addr()).await;
-    a.shutdown().await;
-    b.shutdown().await;
+    let nodes = TwoNodes::start().await;
+    two_windows_follow_each_other(nodes.a.addr(), nodes.b.addr()).await;
+    nodes.shutdown().await;
 }

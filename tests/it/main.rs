@@ -108,6 +108,7 @@ mod server;
 mod server_support;
 mod subruns;
 mod support;
+mod thread_changes;
 mod thread_slots;
 mod tool_bounds;
 mod ts_client;

@@ -10,7 +10,7 @@ import { AgentClient } from "../src/client.js";
 import type { Notice } from "../src/client.js";
 import { AgentClientError } from "../src/errors.js";
 import { HttpApi } from "../src/http.js";
-import type { ClientFrame, Multitask } from "../src/protocol.js";
+import type { ClientFrame, Multitask, SequencedThreadEvent } from "../src/protocol.js";
 import { type StreamEvent, eventKey } from "../src/run.js";
 import { copies, copyButton, copyCodeButtons } from "./copy.js";
 import { closeMenu, menuButton, menuIsOpen } from "./menu.js";
@@ -491,6 +491,9 @@ function onNotice(n: Notice): void {
     case "run_unrecoverable":
       if (state.history) notice(`Part of an answer could not be fetched again: ${n.message}`, "warn");
       return;
+    case "thread_changed":
+      threadChanged(n.change);
+      return;
     case "error": {
       const f: Refusal = { type: "error", code: n.code, message: n.message, ...n.details };
       if (n.requestId) f.request_id = n.requestId;
@@ -742,6 +745,24 @@ function markCurrent(): void {
 }
 // The first press arms the menu's Delete (for a few seconds, across re-renders of the list),
 // the second deletes.
+// Conversations this window is deleting: their `thread_deleted` comes back to it too.
+const deletingHere = new Set<string>();
+// A conversation was renamed or deleted (in this window, another, or another client): the
+// list shows it; a window showing a conversation deleted elsewhere says so and starts a new one.
+function threadChanged(change: SequencedThreadEvent): void {
+  // A frame of the stream like an event: counted in the same order (window.chat.stats).
+  if (state.lastSeq !== null && change.seq !== state.lastSeq + 1) stats.gaps += 1;
+  state.lastSeq = change.seq;
+  stats.events += 1;
+  const id = change.thread_id;
+  if (change.type === "thread_deleted" && !deletingHere.has(id) && state.thread === id) {
+    state.thread = null;
+    clearConversation();
+    markCurrent();
+    notice("This conversation was deleted in another window; a message now starts a new one.", "warn");
+  }
+  void refreshThreads();
+}
 async function deleteThread(id: string, button: HTMLElement): Promise<void> {
   if (state.armed !== id) {
     state.armed = id;
@@ -760,12 +781,15 @@ async function deleteThread(id: string, button: HTMLElement): Promise<void> {
   }
   state.armed = null;
   closeMenu(false);
+  deletingHere.add(id);
   try {
     await api().deleteThread(id);
   } catch {
     notice("Could not delete that conversation; try again.", "error");
     rowOf(id)?.querySelector<HTMLElement>(".actions")?.focus();
     return;
+  } finally {
+    setTimeout(() => deletingHere.delete(id), 10_000);
   }
   if (state.thread === id) newConversation();
   await refreshThreads();

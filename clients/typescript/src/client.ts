@@ -22,11 +22,13 @@ import type {
   Multitask,
   ResumeStatus,
   RunId,
+  SequencedThreadEvent,
   ServerFrame,
   StartAgent,
   ThreadId,
   UserId,
 } from "./protocol.js";
+import { THREAD_TYPES } from "./protocol.js";
 import { AsyncQueue } from "./queue.js";
 import { type RunHandle, RunTracker, type StreamEvent, eventKey } from "./run.js";
 import { type Socket, openSocket } from "./socket.js";
@@ -93,6 +95,11 @@ export type Notice =
   /** Reconnected, but the missed events could not be replayed; `runs` are being recovered. */
   | { type: "resume_failed"; reason: string; epoch: Epoch; runs: RunId[] }
   | { type: "run_unrecoverable"; runId: RunId; message: string }
+  /**
+   * One of the user's threads was renamed or deleted, by any tab or client of the user, on
+   * any node: a frame of the stream (with its `seq`) that belongs to no run.
+   */
+  | { type: "thread_changed"; change: SequencedThreadEvent }
   /**
    * A refusal that answers no pending `run()`: of a frame given to `send()` (with its
    * `requestId`), of a `cancel()`, or of the connection itself (`rate_limited`, ...).
@@ -655,6 +662,10 @@ export class AgentClient {
       return;
     }
     this.lastSeq = event.seq;
+    if ((THREAD_TYPES as readonly string[]).includes(event.type)) {
+      this.notice({ type: "thread_changed", change: event as unknown as SequencedThreadEvent });
+      return;
+    }
     if (typeof event.run_id !== "string") {
       this.publish(event);
       return;

@@ -213,6 +213,53 @@ agent_name: string,
 timestamp: Timestamp, } & EventKind;
 
 /**
+ * The `type` and `data` of a thread's change.
+ */
+export type ThreadChange = { "type": "thread_renamed", "data": { 
+/**
+ * The title.
+ */
+title: string, } } | { "type": "thread_deleted", "data": Record<symbol, never> };
+
+/**
+ * A change to one of the user's threads.
+ */
+export type ThreadEvent = { 
+/**
+ * The thread.
+ */
+thread_id: ThreadId, 
+/**
+ * When.
+ */
+timestamp: Timestamp, } & ({ "type": "thread_renamed", "data": { 
+/**
+ * The title.
+ */
+title: string, } } | { "type": "thread_deleted", "data": Record<symbol, never> });
+
+/**
+ * A thread's change with its place in the user's stream: one server-to-client frame.
+ */
+export type SequencedThreadEvent = { 
+/**
+ * Position in the user's stream (shared with the runs' events).
+ */
+seq: number, 
+/**
+ * The thread.
+ */
+thread_id: ThreadId, 
+/**
+ * When.
+ */
+timestamp: Timestamp, } & ({ "type": "thread_renamed", "data": { 
+/**
+ * The title.
+ */
+title: string, } } | { "type": "thread_deleted", "data": Record<symbol, never> });
+
+/**
  * The budget a user's runs used up.
  */
 export type BudgetKind = "tokens" | "cost_usd";
@@ -583,6 +630,9 @@ export type ErrorFrame = Extract<ServerFrame, { "type": "error" }> & Partial<Sho
 
 /** The `type`s of the events of a user's stream. */
 export const EVENT_TYPES = ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_response_chunk", "agent_completed", "agent_error", "agent_cancelled", "approval_requested", "approval_resolved", "message_received", "budget_exhausted"] as const;
+
+/** The `type`s of a user's stream's changes to threads (frames without a run). */
+export const THREAD_TYPES = ["thread_renamed", "thread_deleted"] as const;
 
 /** The `type`s of the server's control frames. */
 export const CONTROL_TYPES = ["connection_established", "run_accepted", "error", "pong"] as const;

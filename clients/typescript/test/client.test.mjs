@@ -98,8 +98,16 @@ describe("one server", () => {
   });
 
   test("runs in a thread: the thread is listed, renamed, opened with its runs' events, deleted", async () => {
-    const client = new AgentClient({ url: suite.server.url, token: token(user()) });
+    const name = user();
+    const client = new AgentClient({ url: suite.server.url, token: token(name) });
     await client.connect();
+    // Another tab of the user hears of the rename and the deletion, as notices.
+    const tab = new AgentClient({ url: suite.server.url, token: token(name) });
+    const changes = [];
+    tab.onNotice((n) => {
+      if (n.type === "thread_changed") changes.push([n.change.type, n.change.thread_id, n.change.data]);
+    });
+    await tab.connect();
     const first = await client.run({ agent: "synthetic", message: "first", input: { chunks: 2 } });
     assert.equal((await first.result).type, "agent_completed");
     const second = await client.run({ agent: "synthetic", message: "second", threadId: first.threadId });
@@ -128,7 +136,13 @@ describe("one server", () => {
     );
     await client.deleteThread(first.threadId);
     await assert.rejects(client.getThread(first.threadId), (e) => e instanceof AgentClientError && e.status === 404);
+    for (let waited = 0; changes.length < 2 && waited < 5000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(changes, [
+      ["thread_renamed", first.threadId, { title: "Sums" }],
+      ["thread_deleted", first.threadId, {}],
+    ]);
     client.close();
+    tab.close();
   });
 
   test("a refused start names the server's code", async () => {

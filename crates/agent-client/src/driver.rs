@@ -214,6 +214,9 @@ impl Driver {
             Ok(ServerMessage::Event(event)) => {
                 self.deliver_in_order(Some(event.seq), StreamItem::Event(event))
             }
+            Ok(ServerMessage::Thread(change)) => {
+                self.deliver_in_order(Some(change.seq), StreamItem::Notice(Notice::Thread(change)))
+            }
             Ok(ServerMessage::Frame(frame)) => {
                 if let Some(notice) = self.in_flight.answer(frame) {
                     self.deliver(Delivery::Item(StreamItem::Notice(notice)));

@@ -84,6 +84,9 @@ pub enum Notice {
         /// The server's explanation.
         message: String,
     },
+    /// One of the user's threads was renamed or deleted (by any tab or client of the user, on
+    /// any node): a frame of the stream with its `seq`, which belongs to no run.
+    Thread(agent_protocol::SequencedThreadEvent),
     /// The server sent a frame of a `type` newer than this client (a newer server), kept raw
     /// so the application can still show it. When it has a `seq`, that `seq` is consumed, so
     /// the stream stays contiguous.
@@ -160,6 +163,14 @@ impl fmt::Display for Notice {
                 write!(f, "event {seq} is not one this client understands: {error}")
             }
             Notice::UnknownFrame { seq: None, error } => write!(f, "{error}"),
+            Notice::Thread(change) => match &change.event.change {
+                agent_protocol::ThreadChange::ThreadRenamed { title } => {
+                    write!(f, "thread {} was renamed {title:?}", change.event.thread_id)
+                }
+                agent_protocol::ThreadChange::ThreadDeleted {} => {
+                    write!(f, "thread {} was deleted", change.event.thread_id)
+                }
+            },
             Notice::NewerFrame(frame) => write!(
                 f,
                 "a frame of type {:?} this client does not know (from a newer server)",

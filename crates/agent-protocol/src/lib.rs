@@ -29,10 +29,14 @@ pub use client_frames::{
     CancelRun, ClientFrame, ProtocolError, ResolveApproval, StartAgent, parse_client_frame,
 };
 pub use codes::{CloseCode, ErrorCode};
-pub use core_context::{AgentEvent, EventKind, SequencedEvent, Timestamp};
+pub use core_context::{
+    AgentEvent, EventKind, SequencedEvent, SequencedThreadEvent, ThreadChange, ThreadEvent,
+    Timestamp,
+};
 pub use resume::{Epoch, ResumeFailure, ResumeParams, ResumeStatus};
 pub use server_frames::{
-    CONTROL_TYPES, EVENT_TYPES, ServerFrame, ServerMessage, UnexpectedFrame, UnknownFrame,
+    CONTROL_TYPES, EVENT_TYPES, ServerFrame, ServerMessage, THREAD_TYPES, UnexpectedFrame,
+    UnknownFrame,
 };
 
 /// How a JSON value's type is named in error messages ("a number", "an array", ...).

@@ -3,7 +3,9 @@
 //! stream).
 
 use core_context::budget::Shortfall;
-use core_context::{ConnectionId, RunId, SequencedEvent, ThreadId, Timestamp, UserId};
+use core_context::{
+    ConnectionId, RunId, SequencedEvent, SequencedThreadEvent, ThreadId, Timestamp, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::client_frames::ProtocolError;
@@ -111,6 +113,9 @@ pub enum ServerMessage {
     Frame(ServerFrame),
     /// An event of the user's stream (it has a `seq`).
     Event(SequencedEvent),
+    /// A change to one of the user's threads, on the user's stream (it has a `seq`, and no
+    /// run): renamed or deleted, from any tab, client or node.
+    Thread(SequencedThreadEvent),
     /// A frame whose `type` this version does not know, from a newer server. A client keeps
     /// its `seq` (an event of the stream all the same) and may show it raw, not drop it.
     Unknown(UnknownFrame),
@@ -126,6 +131,9 @@ pub struct UnknownFrame {
     /// The whole frame.
     pub value: serde_json::Value,
 }
+
+/// The `type`s of the user's stream's changes to threads (`core_context::ThreadChange`).
+pub const THREAD_TYPES: &[&str] = core_context::ThreadChange::TYPE_NAMES;
 
 /// The `type`s of the server's control frames.
 pub const CONTROL_TYPES: &[&str] = &["connection_established", "run_accepted", "error", "pong"];
@@ -161,6 +169,11 @@ impl ServerMessage {
         };
         let probe: Probe = serde_json::from_str(text).map_err(unexpected)?;
         let kind = probe.kind.as_str();
+        if THREAD_TYPES.contains(&kind) {
+            return serde_json::from_str(text)
+                .map(ServerMessage::Thread)
+                .map_err(unexpected);
+        }
         if !CONTROL_TYPES.contains(&kind) && !EVENT_TYPES.contains(&kind) {
             let value = serde_json::from_str(text).map_err(unexpected)?;
             return Ok(ServerMessage::Unknown(UnknownFrame {
@@ -185,6 +198,7 @@ impl ServerMessage {
         match self {
             ServerMessage::Frame(frame) => frame.to_text(),
             ServerMessage::Event(event) => serde_json::to_string(event).unwrap_or_default(),
+            ServerMessage::Thread(event) => serde_json::to_string(event).unwrap_or_default(),
             ServerMessage::Unknown(frame) => frame.value.to_string(),
         }
     }
@@ -194,6 +208,7 @@ impl ServerMessage {
         match self {
             ServerMessage::Frame(_) => None,
             ServerMessage::Event(event) => Some(event.seq),
+            ServerMessage::Thread(event) => Some(event.seq),
             ServerMessage::Unknown(frame) => frame.seq,
         }
     }
@@ -210,17 +225,18 @@ mod tests {
         let examples: Value =
             serde_json::from_str(include_str!("../../../docs/protocol-examples.json")).unwrap();
         let frames = examples["server_to_client"].as_array().unwrap();
-        let mut events = 0;
+        let (mut events, mut threads) = (0, 0);
         for frame in frames {
             let message =
                 ServerMessage::parse(&frame.to_string()).unwrap_or_else(|e| panic!("{frame}: {e}"));
             events += usize::from(matches!(message, ServerMessage::Event(_)));
+            threads += usize::from(matches!(message, ServerMessage::Thread(_)));
             let encoded: Value = serde_json::from_str(&message.to_text()).unwrap();
             assert_eq!(&encoded, frame, "re-encoded differently");
         }
         assert!(
-            events > 0 && events < frames.len(),
-            "both kinds are covered"
+            events > 0 && threads > 0 && events + threads < frames.len(),
+            "every kind is covered"
         );
     }
 

@@ -16,13 +16,14 @@ use crate::http::{
     ApprovalOutcome, CostUse, DevTokenRequest, DevTokenResponse, HttpError, TokenUse, Usage,
 };
 use crate::resume::{ResumeFailure, ResumeStatus};
-use crate::server_frames::{CONTROL_TYPES, EVENT_TYPES, ServerFrame};
+use crate::server_frames::{CONTROL_TYPES, EVENT_TYPES, ServerFrame, THREAD_TYPES};
 use crate::{CancelRun, ClientFrame, ResolveApproval, StartAgent};
 use core_context::approval::Decision;
 use core_context::budget::{Amount, BudgetKind, Shortfall};
 use core_context::multitask::Multitask;
 use core_context::{
-    AgentEvent, ConnectionId, Epoch, EventKind, RunId, SequencedEvent, ThreadId, Timestamp, UserId,
+    AgentEvent, ConnectionId, Epoch, EventKind, RunId, SequencedEvent, SequencedThreadEvent,
+    ThreadChange, ThreadEvent, ThreadId, Timestamp, UserId,
 };
 
 /// Where the declarations are committed, from the workspace root.
@@ -73,6 +74,9 @@ pub fn declarations() -> String {
         EventKind,
         AgentEvent,
         SequencedEvent,
+        ThreadChange,
+        ThreadEvent,
+        SequencedThreadEvent,
         BudgetKind,
         Amount,
         Shortfall,
@@ -104,6 +108,8 @@ pub fn declarations() -> String {
         out,
         "/** The `type`s of the events of a user's stream. */\n\
          export const EVENT_TYPES = {} as const;\n\n\
+         /** The `type`s of a user's stream's changes to threads (frames without a run). */\n\
+         export const THREAD_TYPES = {} as const;\n\n\
          /** The `type`s of the server's control frames. */\n\
          export const CONTROL_TYPES = {} as const;\n\n\
          /** The `type`s of the events that end a run. */\n\
@@ -111,10 +117,17 @@ pub fn declarations() -> String {
          /** The `code`s of `error` frames this version names. */\n\
          export const ERROR_CODES = {} as const;\n",
         string_array(EVENT_TYPES),
+        string_array(THREAD_TYPES),
         string_array(CONTROL_TYPES),
         string_array(&terminal_types()),
         string_array(ErrorCode::KNOWN),
     );
+    close_codes(&mut out);
+    out
+}
+
+/// The close codes, and those after which a client resumes, as TypeScript constants.
+fn close_codes(out: &mut String) {
     out.push_str(
         "/** The WebSocket close codes the server sends. */\nexport const CloseCode = {\n",
     );
@@ -133,7 +146,6 @@ pub fn declarations() -> String {
          export const RESUMABLE_CLOSE_CODES: readonly number[] = [{}];",
         resumable.join(", ")
     );
-    out
 }
 
 /// The event types that end a run, from [`EventKind::is_terminal`].

@@ -116,6 +116,13 @@ impl FromRef<RouterState> for Option<Arc<Recorder>> {
     }
 }
 
+/// The users' streams, where the history's handlers announce a thread's change.
+impl FromRef<RouterState> for AgentWebSocketBridge {
+    fn from_ref(state: &RouterState) -> Self {
+        state.0.bridge.clone()
+    }
+}
+
 /// The whole state, for `/metrics` only: a scrape reads the state of every part at once.
 impl FromRef<RouterState> for Arc<AppState> {
     fn from_ref(state: &RouterState) -> Self {

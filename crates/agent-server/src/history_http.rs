@@ -8,6 +8,9 @@
 //! - `PATCH /v1/threads/{thread_id}` with `{"title"}`: renames a thread;
 //! - `DELETE /v1/threads/{thread_id}`: erases a thread with its runs and events.
 //!
+//! A rename or a deletion is announced on the user's stream (`thread_renamed`,
+//! `thread_deleted`), so every tab and client of the user, on any node, hears of it.
+//!
 //! Another user's thread or run answers 404 exactly like a missing one. Without a store
 //! (`--store none`) the routes answer 404 `not_found` naming the flag.
 
@@ -16,15 +19,16 @@ use std::sync::Arc;
 
 use agent_protocol::ErrorCode;
 use axum::Json;
-use axum::extract::{FromRef, FromRequestParts, Path, Query};
+use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
-use core_context::{RunId, ThreadId, UserId};
+use core_context::{EncodedEvent, RunId, ThreadChange, ThreadEvent, ThreadId, UserId};
 use history::{HistoryError, HistoryStore};
 use run_service::recorder::Recorder;
 use serde_json::json;
+use ws_bridge::AgentWebSocketBridge;
 
 use crate::app::RouterState;
 use crate::auth::Auth;
@@ -176,6 +180,7 @@ struct Rename {
 
 async fn rename_thread(
     Caller { user, store }: Caller,
+    State(stream): State<AgentWebSocketBridge>,
     Path(raw): Path<String>,
     body: Result<Json<Rename>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -206,20 +211,46 @@ async fn rename_thread(
         );
     }
     match store.rename_thread(&user, &thread, title).await {
-        Ok(true) => Json(json!({"thread_id": thread.as_str(), "title": title})).into_response(),
+        Ok(true) => {
+            let renamed = ThreadChange::ThreadRenamed {
+                title: title.to_owned(),
+            };
+            announce(&stream, &user, ThreadEvent::now(thread.clone(), renamed));
+            Json(json!({"thread_id": thread.as_str(), "title": title})).into_response()
+        }
         Ok(false) => not_found(false, &raw),
         Err(error) => failed(&error),
     }
 }
 
-async fn delete_thread(Caller { user, store }: Caller, Path(raw): Path<String>) -> Response {
+async fn delete_thread(
+    Caller { user, store }: Caller,
+    State(stream): State<AgentWebSocketBridge>,
+    Path(raw): Path<String>,
+) -> Response {
     let Ok(thread) = ThreadId::parse(&raw) else {
         return not_found(false, &raw);
     };
     match store.delete_thread(&user, &thread).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(true) => {
+            let deleted = ThreadEvent::now(thread, ThreadChange::ThreadDeleted {});
+            announce(&stream, &user, deleted);
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(false) => not_found(false, &raw),
         Err(error) => failed(&error),
+    }
+}
+
+/// Tells every tab and client of `user`, on any node, of a change to one of their threads,
+/// through the user's stream. The change is made: a stream that cannot take the news is
+/// logged, not made the request's failure (a client refetches the list on reconnect).
+fn announce(stream: &AgentWebSocketBridge, user: &UserId, change: ThreadEvent) {
+    let published = EncodedEvent::thread(&change)
+        .map_err(|e| e.to_string())
+        .and_then(|encoded| stream.publish(user, encoded).map_err(|e| e.to_string()));
+    if let Err(error) = published {
+        tracing::warn!(%error, thread_id = %change.thread_id, "history: a thread's change is not on the user's stream");
     }
 }
 

@@ -129,6 +129,10 @@
     }
   };
 
+  // src/protocol.ts
+  var THREAD_TYPES = ["thread_renamed", "thread_deleted"];
+  var TERMINAL_TYPES = ["agent_completed", "agent_error", "agent_cancelled"];
+
   // src/queue.ts
   var AsyncQueue = class {
     constructor() {
@@ -178,9 +182,6 @@
       return this;
     }
   };
-
-  // src/protocol.ts
-  var TERMINAL_TYPES = ["agent_completed", "agent_error", "agent_cancelled"];
 
   // src/run.ts
   function isTerminal(event) {
@@ -837,6 +838,10 @@
         return;
       }
       this.lastSeq = event.seq;
+      if (THREAD_TYPES.includes(event.type)) {
+        this.notice({ type: "thread_changed", change: event });
+        return;
+      }
       if (typeof event.run_id !== "string") {
         this.publish(event);
         return;
@@ -1520,6 +1525,9 @@
       case "run_unrecoverable":
         if (state.history) notice(`Part of an answer could not be fetched again: ${n.message}`, "warn");
         return;
+      case "thread_changed":
+        threadChanged(n.change);
+        return;
       case "error": {
         const f = { type: "error", code: n.code, message: n.message, ...n.details };
         if (n.requestId) f.request_id = n.requestId;
@@ -1732,6 +1740,20 @@
       else li.removeAttribute("aria-current");
     }
   }
+  var deletingHere = /* @__PURE__ */ new Set();
+  function threadChanged(change) {
+    if (state.lastSeq !== null && change.seq !== state.lastSeq + 1) stats.gaps += 1;
+    state.lastSeq = change.seq;
+    stats.events += 1;
+    const id = change.thread_id;
+    if (change.type === "thread_deleted" && !deletingHere.has(id) && state.thread === id) {
+      state.thread = null;
+      clearConversation();
+      markCurrent();
+      notice("This conversation was deleted in another window; a message now starts a new one.", "warn");
+    }
+    void refreshThreads();
+  }
   async function deleteThread(id, button) {
     if (state.armed !== id) {
       state.armed = id;
@@ -1750,12 +1772,15 @@
     }
     state.armed = null;
     closeMenu(false);
+    deletingHere.add(id);
     try {
       await api().deleteThread(id);
     } catch {
       notice("Could not delete that conversation; try again.", "error");
       rowOf(id)?.querySelector(".actions")?.focus();
       return;
+    } finally {
+      setTimeout(() => deletingHere.delete(id), 1e4);
     }
     if (state.thread === id) newConversation();
     await refreshThreads();

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::budget::{Amount, BudgetKind};
 use crate::id::{RunId, ThreadId};
+use crate::thread_event::ThreadEvent;
 pub use crate::time::Timestamp;
 
 /// Codes of `agent_error` events that the engine itself produces. Agents may use others.
@@ -221,8 +222,9 @@ pub struct SequencedEvent {
 /// belongs to for routing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedEvent {
-    /// The run the event belongs to.
-    pub run_id: RunId,
+    /// The run the event belongs to; `None` for a change to a thread ([`ThreadEvent`]),
+    /// which belongs to none.
+    pub run_id: Option<RunId>,
     /// The event as a JSON object, exactly as [`AgentEvent`] serialises.
     pub json: Arc<str>,
 }
@@ -231,7 +233,15 @@ impl EncodedEvent {
     /// Encodes `event`.
     pub fn encode(event: &AgentEvent) -> Result<Self, serde_json::Error> {
         Ok(Self {
-            run_id: event.run_id.clone(),
+            run_id: Some(event.run_id.clone()),
+            json: Arc::from(serde_json::to_string(event)?),
+        })
+    }
+
+    /// Encodes a change to one of the user's threads, which belongs to no run.
+    pub fn thread(event: &ThreadEvent) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            run_id: None,
             json: Arc::from(serde_json::to_string(event)?),
         })
     }
@@ -300,10 +310,22 @@ mod tests {
         let frames = examples["server_to_client"].as_array().expect("array");
         let mut seen = std::collections::BTreeSet::new();
         for frame in frames.iter().filter(|f| f.get("seq").is_some()) {
-            check_round_trip(frame);
-            seen.insert(frame["type"].as_str().expect("type").to_owned());
+            let kind = frame["type"].as_str().expect("type").to_owned();
+            if crate::thread_event::ThreadChange::TYPE_NAMES.contains(&kind.as_str()) {
+                // A thread's change: a frame of the stream, but no run's event.
+                let change: crate::thread_event::SequencedThreadEvent =
+                    serde_json::from_value(frame.clone())
+                        .unwrap_or_else(|e| panic!("{frame} does not decode: {e}"));
+                assert_eq!(&serde_json::to_value(&change).expect("encode"), frame);
+            } else {
+                check_round_trip(frame);
+            }
+            seen.insert(kind);
         }
-        for &needed in EventKind::TYPE_NAMES {
+        for &needed in EventKind::TYPE_NAMES
+            .iter()
+            .chain(crate::thread_event::ThreadChange::TYPE_NAMES)
+        {
             assert!(seen.contains(needed), "no example of {needed}");
         }
     }
@@ -312,11 +334,14 @@ mod tests {
     fn an_encoded_event_frames_byte_for_byte_as_the_sequenced_event() {
         let examples: Value = serde_json::from_str(EXAMPLES).expect("examples are JSON");
         let frames = examples["server_to_client"].as_array().expect("array");
-        for frame in frames.iter().filter(|f| f.get("seq").is_some()) {
+        for frame in frames
+            .iter()
+            .filter(|f| f.get("seq").is_some() && f.get("run_id").is_some())
+        {
             let sequenced: SequencedEvent = serde_json::from_value(frame.clone()).expect("decodes");
             for seq in [0, 1, 42, u64::MAX] {
                 let encoded = EncodedEvent::encode(&sequenced.event).expect("encodes");
-                assert_eq!(encoded.run_id, sequenced.event.run_id);
+                assert_eq!(encoded.run_id.as_ref(), Some(&sequenced.event.run_id));
                 let expected = serde_json::to_string(&SequencedEvent {
                     seq,
                     event: sequenced.event.clone(),
@@ -381,5 +406,41 @@ mod tests {
         .map(EventKind::is_terminal)
         .collect();
         assert_eq!(terminal, [false, true, true, true]);
+    }
+
+    #[test]
+    fn a_thread_change_frames_as_the_protocol_says() {
+        let thread = crate::ThreadId::parse("thr_trip").expect("an id");
+        let renamed = crate::ThreadEvent::now(
+            thread.clone(),
+            crate::ThreadChange::ThreadRenamed {
+                title: "Trip".into(),
+            },
+        );
+        let frame: serde_json::Value =
+            serde_json::from_str(&EncodedEvent::thread(&renamed).expect("encodes").frame(44))
+                .expect("JSON");
+        assert_eq!(frame["seq"], 44);
+        assert_eq!(frame["type"], "thread_renamed");
+        assert_eq!(frame["thread_id"], "thr_trip");
+        assert_eq!(frame["data"], json!({"title": "Trip"}));
+        assert!(frame.get("run_id").is_none());
+        let back: crate::SequencedThreadEvent = serde_json::from_value(frame).expect("JSON");
+        assert_eq!(
+            (back.event.change, back.event.thread_id),
+            (renamed.change, renamed.thread_id)
+        );
+        let deleted = crate::ThreadEvent::now(thread, crate::ThreadChange::ThreadDeleted {});
+        let frame: serde_json::Value =
+            serde_json::from_str(&EncodedEvent::thread(&deleted).expect("encodes").frame(45))
+                .expect("JSON");
+        assert_eq!(frame["type"], "thread_deleted");
+        assert_eq!(frame["data"], json!({}));
+        assert!(
+            EncodedEvent::thread(&deleted)
+                .expect("encodes")
+                .run_id
+                .is_none()
+        );
     }
 }

@@ -25,6 +25,7 @@ pub mod lifecycle;
 pub mod multitask;
 pub mod redact;
 pub mod sink;
+pub mod thread_event;
 pub mod time;
 
 pub use context::{ContextError, UserExecutionContext, UserExecutionContextBuilder};
@@ -32,4 +33,5 @@ pub use epoch::Epoch;
 pub use event::{AgentEvent, EncodedEvent, EventKind, RunScope, SequencedEvent, Timestamp};
 pub use id::{ConnectionId, IdError, RequestId, RunId, ThreadId, UserId};
 pub use sink::{EmitError, EventSink, RecordingSink};
+pub use thread_event::{SequencedThreadEvent, ThreadChange, ThreadEvent};
 pub use tokio_util::sync::CancellationToken;

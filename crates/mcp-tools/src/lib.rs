@@ -25,6 +25,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod causes;
 mod env;
 mod spec;
 mod stderr;

@@ -28,8 +28,9 @@ pub(crate) struct Outgoing {
     pub(crate) body: Arc<str>,
     /// This node's publish counter for it.
     pub(crate) counter: u64,
-    /// Its run (an ended run's late events are dropped by the script).
-    pub(crate) run: RunId,
+    /// Its run (an ended run's late events are dropped by the script); `None` (sent as `""`)
+    /// for a change to a thread, which belongs to no run.
+    pub(crate) run: Option<RunId>,
     /// The terminal event of a run whose lease was taken: passes the run's ended mark.
     pub(crate) ends_lost_run: bool,
 }
@@ -205,7 +206,7 @@ async fn send_one(
             .key(log)
             .arg(event.counter)
             .arg(event.body.strip_prefix('{').unwrap_or(&event.body))
-            .arg(event.run.as_str())
+            .arg(event.run.as_ref().map_or("", RunId::as_str))
             .arg(u8::from(event.ends_lost_run));
     }
     // Loading first makes the pipeline work on a Redis that restarted without its scripts.

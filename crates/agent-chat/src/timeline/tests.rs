@@ -33,6 +33,7 @@ fn render(timeline: &mut Timeline, frame: &Value, elapsed: Duration, depth: usiz
             timeline.render_unknown(&frame.kind, &frame.value["data"], elapsed, depth)
         }
         ServerMessage::Frame(other) => panic!("not an event: {other:?}"),
+        ServerMessage::Thread(other) => panic!("not a run's event: {other:?}"),
     }
 }
 

@@ -324,6 +324,11 @@ impl Task {
                 self.on_event(event)
             }
             Ok(ServerMessage::Frame(frame)) => self.on_frame(frame),
+            // No load renames or deletes threads: such a frame is not the load's.
+            Ok(ServerMessage::Thread(change)) => self.protocol(format!(
+                "a change to thread {} that no load makes",
+                change.event.thread_id
+            )),
             Ok(ServerMessage::Unknown(frame)) => {
                 self.protocol(format!("a frame of unknown type {:?}", frame.kind))
             }
