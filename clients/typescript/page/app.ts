@@ -525,7 +525,9 @@ function api(): AgentClient {
 // twice the last.
 let threadsTimer: ReturnType<typeof setTimeout> | null = null;
 const awaited = new Map<string, number>(); // thread id -> refreshes that did not list it
-const listed = (id: string) => !!document.querySelector(`#threads li[data-thread-id="${CSS.escape(id)}"]`);
+// The conversations the list shows now (set as it is drawn): asked on every event.
+let listedThreads = new Set<string>();
+const listed = (id: string) => listedThreads.has(id);
 function awaitThread(threadId: string): void {
   if (state.history !== true || listed(threadId) || awaited.has(threadId)) return;
   awaited.set(threadId, 0);
@@ -565,6 +567,7 @@ async function refreshThreads(): Promise<boolean> {
   state.history = true;
   $("sidebar").hidden = false;
   $("threads-empty").hidden = list.threads.length > 0;
+  listedThreads = new Set(list.threads.map((t) => t.thread_id));
   const items = list.threads.map((t) => {
     const li = el("li");
     li.dataset.threadId = t.thread_id;

@@ -1548,7 +1548,8 @@
   }
   var threadsTimer = null;
   var awaited = /* @__PURE__ */ new Map();
-  var listed = (id) => !!document.querySelector(`#threads li[data-thread-id="${CSS.escape(id)}"]`);
+  var listedThreads = /* @__PURE__ */ new Set();
+  var listed = (id) => listedThreads.has(id);
   function awaitThread(threadId) {
     if (state.history !== true || listed(threadId) || awaited.has(threadId)) return;
     awaited.set(threadId, 0);
@@ -1584,6 +1585,7 @@
     state.history = true;
     $("sidebar").hidden = false;
     $("threads-empty").hidden = list.threads.length > 0;
+    listedThreads = new Set(list.threads.map((t) => t.thread_id));
     const items = list.threads.map((t) => {
       const li = el("li");
       li.dataset.threadId = t.thread_id;

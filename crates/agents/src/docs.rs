@@ -328,9 +328,22 @@ pub fn search(query: &str, limit: usize) -> Vec<(&'static Section, f64)> {
 
 /// The bundled document whose file name is `file` (`protocol.md`) as an HTML page: its
 /// headings carry their anchors, and links between the documents lead to their pages. `None`
-/// for any other name.
-pub fn page(file: &str) -> Option<String> {
-    let (document, text) = DOCS.iter().find(|(doc, _)| file_name(doc) == file)?;
+/// for any other name. The pages are rendered once, on the first request.
+pub fn page(file: &str) -> Option<&'static str> {
+    static PAGES: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
+    PAGES
+        .get_or_init(|| {
+            DOCS.iter()
+                .map(|(document, text)| (file_name(document), render(document, text)))
+                .collect()
+        })
+        .iter()
+        .find(|(name, _)| *name == file)
+        .map(|(_, page)| page.as_str())
+}
+
+/// `document`'s `text` as its page.
+fn render(document: &str, text: &str) -> String {
     let mut events: Vec<Event<'_>> = Parser::new_ext(text, options()).collect();
     let mut taken = Vec::new();
     let mut title = None;
@@ -367,14 +380,14 @@ pub fn page(file: &str) -> Option<String> {
     let body = body
         .replace("<pre>", "<pre tabindex=\"0\">")
         .replace("<table>", "<table tabindex=\"0\">");
-    let title = escape(&title.unwrap_or_else(|| (*document).to_owned()));
-    Some(format!(
+    let title = escape(&title.unwrap_or_else(|| document.to_owned()));
+    format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title} · agent-server</title><link rel=\"stylesheet\" href=\"/static/app.css\">\
          </head><body class=\"doc-page\"><nav><a href=\"/\">Chat</a> · {document}</nav>\
          <main>{body}</main></body></html>\n"
-    ))
+    )
 }
 
 /// A link inside a document, as its page should have it: a link to another bundled document
