@@ -22,7 +22,8 @@
 //! per thread, leases), `lost` (what a reaper emits to end a dead node's runs, [`LostRun`]),
 //! `budget_ledger` ([`BudgetLedger`]: users' budgets reserved across
 //! the nodes) and its `budget_scripts`, `conn` (one Redis or a Redis Cluster behind one
-//! connection type, and the cluster URL's seeds) with `tls` (a client's certificates). The
+//! connection type, and the cluster URL's seeds) with `tls` (a client's certificates), and
+//! `runtime` (the broker's own thread, where its connections and tasks run). The
 //! modules import
 //! downwards only: `attached` knows `scripts`; `shared` knows those two; the tasks and
 //! `budget_ledger` know `shared`; `runs` uses `lost`, which knows the publisher; the subscriber
@@ -39,6 +40,7 @@ mod node_requests;
 mod publisher;
 mod run_scripts;
 mod runs;
+mod runtime;
 mod scripts;
 mod shared;
 mod subscriber;
@@ -166,6 +168,9 @@ pub enum RedisBrokerError {
         /// Why.
         reason: String,
     },
+    /// The broker's thread could not be started (or stopped while connecting).
+    #[error("cannot start the Redis broker's thread: {0}")]
+    Thread(String),
     /// Redis did not answer, or its certificate was refused.
     #[error("cannot reach Redis at {url}: {source}")]
     Connect {
@@ -190,7 +195,15 @@ impl RedisBroker {
     /// Connects to Redis and starts the node's publisher, subscriber and key renewal tasks.
     pub async fn connect(config: RedisBrokerConfig) -> Result<Self, RedisBrokerError> {
         let url = secrets::url::redacted(&config.url);
-        let conn::Endpoint { conn, live } = conn::connect(&config).await?;
+        let runtime =
+            runtime::BrokerRuntime::start().map_err(|e| RedisBrokerError::Thread(e.to_string()))?;
+        // Connected from the broker's thread, so that the connections' own tasks run there.
+        let connecting = config.clone();
+        let conn::Endpoint { conn, live } = runtime
+            .handle()
+            .spawn(async move { conn::connect(&connecting).await })
+            .await
+            .map_err(|e| RedisBrokerError::Thread(e.to_string()))??;
         let node_id = ulid::Ulid::new().to_string();
         let shared = Arc::new(Shared {
             node_channel: format!("{}:node:{node_id}", config.key_prefix),
@@ -210,14 +223,16 @@ impl RedisBroker {
             flushes: Mutex::default(),
             next_attachment: AtomicU64::new(1),
             stats: BrokerStats::default(),
+            runtime: Arc::clone(&runtime),
         });
         let (sender, queue) = mpsc::channel(config.publish_queue.max(1));
         let publish = Arc::new(PublishQueue::new(Arc::clone(&shared), sender));
         let (subscriber, commands) = mpsc::unbounded_channel();
+        let on = runtime.handle();
         let tasks = vec![
-            tokio::spawn(publisher::run(Arc::clone(&shared), conn, queue)),
-            tokio::spawn(subscriber::run(Arc::clone(&shared), live, commands)),
-            tokio::spawn(subscriber::renew_keys(Arc::downgrade(&shared))),
+            on.spawn(publisher::run(Arc::clone(&shared), conn, queue)),
+            on.spawn(subscriber::run(Arc::clone(&shared), live, commands)),
+            on.spawn(subscriber::renew_keys(Arc::downgrade(&shared))),
         ];
         tracing::info!(%url, node = %shared.node_id, "redis broker connected");
         Ok(Self {
@@ -345,12 +360,12 @@ impl Broker for RedisBroker {
                 _ => None,
             }
         };
-        let (Some(removed), Ok(runtime)) = (removed, tokio::runtime::Handle::try_current()) else {
+        let Some(removed) = removed else {
             return;
         };
         // Not awaited (detach must not wait on IO); an entry left behind only expires.
         let shared = Arc::clone(&self.shared);
-        runtime.spawn(async move {
+        self.shared.runtime.handle().spawn(async move {
             if let Err(error) = shared.unfollow(&removed.keys, id.get()).await {
                 tracing::debug!(%error, "redis broker: cannot stop following a user yet; their entry expires");
             }

@@ -209,9 +209,7 @@ async fn send_one(
             .arg(event.run.as_ref().map_or("", RunId::as_str))
             .arg(u8::from(event.ends_lost_run));
     }
-    // Loading first makes the pipeline work on a Redis that restarted without its scripts.
-    let mut pipe = redis::pipe();
-    pipe.load_script(script).ignore();
-    pipe.invoke_script(&invocation).ignore();
-    pipe.query_async::<()>(conn).await
+    // `EVALSHA`, loading the script only where Redis lacks it (it restarted): the script's
+    // text is not sent, nor hashed by Redis, with every batch.
+    invocation.invoke_async::<()>(conn).await
 }

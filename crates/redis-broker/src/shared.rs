@@ -19,6 +19,7 @@ use ws_bridge::{Frame, ResumeFailure};
 
 use crate::attached::Attached;
 use crate::conn::Conn;
+use crate::runtime::BrokerRuntime;
 use crate::scripts::{Scripts, StreamKeys, frame_seq};
 
 /// What a [`RedisBroker`](crate::RedisBroker) has done since it started.
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) flushes: Mutex<std::collections::BTreeMap<u64, Vec<oneshot::Sender<()>>>>,
     pub(crate) next_attachment: AtomicU64,
     pub(crate) stats: BrokerStats,
+    /// The thread the broker's tasks and connections run on; it stops with the last `Shared`.
+    pub(crate) runtime: Arc<BrokerRuntime>,
 }
 
 impl Shared {
