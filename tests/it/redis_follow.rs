@@ -129,3 +129,51 @@ async fn a_stream_lost_under_its_followers_is_announced_and_ends_in_a_failed_res
         "the new stream's events in order"
     );
 }
+
+/// A node following more users than one renewal call holds (they are renewed in calls of at
+/// most 256, so that no call holds Redis long) still renews, and catches up, every one of
+/// them: all 520 users' entries vanish, runs of 12 of them are published to nobody, and the
+/// next renewal sets every entry again and brings those 12 their whole runs, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_followed_user_is_renewed_when_there_are_more_than_one_call_holds() {
+    const USERS: usize = 520;
+    let redis = RedisServer::start();
+    let node = crate::redis_support::nodes_on(&redis.url(), 1, |config| {
+        config.bridge.replay_max_age = Duration::from_secs(3);
+    })
+    .await
+    .remove(0);
+    let mut clients = Vec::with_capacity(USERS);
+    for i in 0..USERS {
+        clients.push(Client::user(node.addr(), &format!("many-{i:03}")).await);
+    }
+    for i in 0..USERS {
+        let user = format!("many-{i:03}");
+        for field in followers(&redis, &user) {
+            let meta = format!("agentws:{{{user}}}:meta");
+            assert_eq!(redis.command(&["HDEL", &meta, &field]), ":1");
+        }
+    }
+    let runners: Vec<usize> = (0..12).map(|k| k * 43).collect();
+    let mut firsts = Vec::new();
+    for &i in &runners {
+        let client = &mut clients[i];
+        firsts.push(client.established["last_seq"].as_u64().unwrap_or(0));
+        let accepted = client.start(&format!("r{i}"), "synthetic", json!({})).await;
+        assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+    }
+    for (&i, first) in runners.iter().zip(firsts) {
+        let seqs = seqs_until_terminal(&mut clients[i]).await;
+        let expected: Vec<u64> = (first + 1..=first + seqs.len() as u64).collect();
+        assert!(seqs.len() >= 3, "a whole run for many-{i:03}: {seqs:?}");
+        assert_eq!(seqs, expected, "many-{i:03}");
+    }
+    for i in 0..USERS {
+        let user = format!("many-{i:03}");
+        assert_eq!(
+            followers(&redis, &user).len(),
+            1,
+            "{user} is followed again"
+        );
+    }
+}

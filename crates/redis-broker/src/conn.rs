@@ -158,6 +158,31 @@ pub(crate) fn by_slot<T>(cluster: bool, items: &[T], user: impl Fn(&T) -> &str) 
     groups.into_iter().map(|(_, group)| group).collect()
 }
 
+/// Items renewed in one script call at most (followed users' keys, run leases).
+pub(crate) const RENEWED_PER_CALL: usize = 256;
+
+/// `items` in calls of at most `max` items: grouped by slot as [`by_slot`], each group cut in
+/// turn. For work whose calls need no order between them (renewals): Redis runs one script at
+/// a time, and one call renewing a node's 20,000 followed users held it for 93 to 97 ms
+/// (measured on the 2-core box; in calls of 256 the longest took 2 ms), every other node's
+/// publishes waiting behind it.
+pub(crate) fn in_calls<T>(
+    cluster: bool,
+    items: &[T],
+    user: impl Fn(&T) -> &str,
+    max: usize,
+) -> Vec<Vec<&T>> {
+    by_slot(cluster, items, user)
+        .into_iter()
+        .flat_map(|group| {
+            group
+                .chunks(max.max(1))
+                .map(<[&T]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// What the broker connects with: the commands' connection, and the clients the live
 /// connection may subscribe through (one Redis's, or each cluster seed's).
 pub(crate) struct Endpoint {
@@ -274,7 +299,7 @@ pub fn cluster_seeds(url: &str) -> Result<Option<Vec<String>>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{by_slot, cluster_seeds};
+    use super::{by_slot, cluster_seeds, in_calls};
 
     #[test]
     fn a_batch_is_one_call_on_one_redis_and_one_per_slot_in_order_on_a_cluster() {
@@ -301,6 +326,31 @@ mod tests {
         assert!(groups.contains(&vec!["ann", "ann", "ann"]), "{groups:?}");
         assert!(groups.contains(&vec!["bob", "bob"]), "{groups:?}");
         assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), users.len());
+    }
+
+    #[test]
+    fn renewals_are_cut_in_calls_of_at_most_the_maximum_each_of_one_slot() {
+        let users: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+        fn user(id: &String) -> &str {
+            id
+        }
+        let single = in_calls(false, &users, user, 256);
+        assert_eq!(
+            single.iter().map(Vec::len).collect::<Vec<_>>(),
+            [256, 256, 256, 232]
+        );
+        let flat: Vec<&String> = single.into_iter().flatten().collect();
+        assert_eq!(flat, users.iter().collect::<Vec<_>>());
+        let calls = in_calls(true, &users, user, 3);
+        assert!(calls.iter().all(|call| (1..=3).contains(&call.len())));
+        assert_eq!(calls.iter().map(Vec::len).sum::<usize>(), users.len());
+        for call in &calls {
+            let slot = redis::cluster_routing::Slot::for_key(call[0].as_str());
+            assert!(
+                call.iter()
+                    .all(|u| redis::cluster_routing::Slot::for_key(u.as_str()) == slot)
+            );
+        }
     }
 
     #[test]

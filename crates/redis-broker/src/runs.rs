@@ -329,11 +329,14 @@ impl ClusterRuns {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        // One call on one Redis; one per slot on a Redis Cluster (each with that slot's
-        // leases), up to 32 at once.
-        let groups = crate::conn::by_slot(self.shared.conn.is_cluster(), leases, |lease| {
-            lease.user.as_str()
-        });
+        // Calls of at most `RENEWED_PER_CALL` leases (each of one slot on a Redis Cluster),
+        // up to 32 at once.
+        let groups = crate::conn::in_calls(
+            self.shared.conn.is_cluster(),
+            leases,
+            |lease| lease.user.as_str(),
+            crate::conn::RENEWED_PER_CALL,
+        );
         let calls: Vec<_> = groups
             .iter()
             .map(|group| {

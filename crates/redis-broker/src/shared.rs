@@ -165,15 +165,21 @@ impl Shared {
             .await
     }
 
-    /// Renews the keys of `followed` and this node's entries in their nodes (one call on one
-    /// Redis, one per slot on a Redis Cluster, up to 32 at once). Returns the users whose
+    /// Renews the keys of `followed` and this node's entries in their nodes (in calls of at
+    /// most [`RENEWED_PER_CALL`](crate::conn::RENEWED_PER_CALL) users, each of one slot on a
+    /// Redis Cluster, up to 32 at once). Returns the users whose
     /// entry was missing: their keys were lost, so they may have missed frames.
     pub(crate) async fn renew(
         &self,
         followed: &[Arc<Attached>],
     ) -> redis::RedisResult<Vec<Arc<Attached>>> {
         use futures::{StreamExt, TryStreamExt};
-        let groups = crate::conn::by_slot(self.conn.is_cluster(), followed, |a| a.user.as_str());
+        let groups = crate::conn::in_calls(
+            self.conn.is_cluster(),
+            followed,
+            |a| a.user.as_str(),
+            crate::conn::RENEWED_PER_CALL,
+        );
         let calls: Vec<_> = groups
             .into_iter()
             .filter(|group| !group.is_empty())
