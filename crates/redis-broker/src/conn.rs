@@ -172,14 +172,10 @@ pub(crate) fn in_calls<T>(
     user: impl Fn(&T) -> &str,
     max: usize,
 ) -> Vec<Vec<&T>> {
-    by_slot(cluster, items, user)
-        .into_iter()
-        .flat_map(|group| {
-            group
-                .chunks(max.max(1))
-                .map(<[&T]>::to_vec)
-                .collect::<Vec<_>>()
-        })
+    let groups = by_slot(cluster, items, user);
+    groups
+        .iter()
+        .flat_map(|group| group.chunks(max.max(1)).map(<[&T]>::to_vec))
         .collect()
 }
 

@@ -20,7 +20,9 @@ use tokio::sync::oneshot;
 /// A thread running a single-threaded runtime until this is dropped.
 pub(crate) struct BrokerRuntime {
     handle: Handle,
-    stop: Option<oneshot::Sender<()>>,
+    /// Dropped with this: the thread's `block_on` then returns. Never sent; not joined, as
+    /// the last handle may be dropped on the broker's own thread.
+    _stop: oneshot::Sender<()>,
 }
 
 impl BrokerRuntime {
@@ -34,29 +36,20 @@ impl BrokerRuntime {
         std::thread::Builder::new()
             .name("redis-broker".into())
             .spawn(move || {
-                // Either the stop signal or its sender dropped: both mean stop.
+                // Returns once the sender is dropped.
                 let _ = runtime.block_on(stopped);
                 // Dropping the runtime here, on its own thread, drops its remaining tasks.
                 drop(runtime);
             })?;
         Ok(Arc::new(Self {
             handle,
-            stop: Some(stop),
+            _stop: stop,
         }))
     }
 
     /// Where to spawn the broker's tasks.
     pub(crate) fn handle(&self) -> &Handle {
         &self.handle
-    }
-}
-
-impl Drop for BrokerRuntime {
-    fn drop(&mut self) {
-        // Not joined: the last handle may be dropped on the broker's own thread.
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
