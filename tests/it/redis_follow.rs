@@ -1,5 +1,6 @@
 //! How a node follows a user through Redis: its entry in the user's stream meta
-//! (`f:<node id>`) routes each published batch to the node's events channel. These tests take
+//! (`f:<node id>`, listed in the meta's `fl`) routes each published batch to the node's
+//! events channel. These tests take
 //! that entry away the ways Redis can (a field gone, the whole stream evicted) while the
 //! user's connections stay open, and check that the connections still get every event, or
 //! an explicit failed resume: never a silent stop.
@@ -27,6 +28,20 @@ fn followers(redis: &RedisServer, user: &str) -> Vec<String> {
     let meta = format!("agentws:{{{user}}}:meta");
     let fields = crate::redis_support::query_all(redis, &["HKEYS", &meta]);
     fields.into_iter().filter(|f| f.starts_with("f:")).collect()
+}
+
+/// Takes `entries` (`f:<node>` fields) out of `user`'s stream meta, and with them their
+/// listing (`fl`, which the publish script reads), as if they were lost.
+fn lose_entries(redis: &RedisServer, user: &str, entries: &[String]) {
+    let meta = format!("agentws:{{{user}}}:meta");
+    for field in entries {
+        assert_eq!(redis.command(&["HDEL", &meta, field]), ":1");
+    }
+    assert_eq!(
+        redis.command(&["HDEL", &meta, "fl"]),
+        ":1",
+        "{user}'s listing"
+    );
 }
 
 /// The seq of each event frame until the run's terminal event (replies are skipped).
@@ -57,10 +72,7 @@ async fn a_node_whose_entry_was_lost_catches_its_users_up_at_its_next_renewal() 
     let mut watcher = Client::user(nodes[1].addr(), "erin").await;
     let entries = followers(&redis, "erin");
     assert_eq!(entries.len(), 2, "each node follows erin: {entries:?}");
-    let meta = "agentws:{erin}:meta";
-    for field in &entries {
-        assert_eq!(redis.command(&["HDEL", meta, field]), ":1");
-    }
+    lose_entries(&redis, "erin", &entries);
     let last_before = runner.established["last_seq"].as_u64().unwrap_or(0);
     let accepted = runner.start("r1", "synthetic", json!({})).await;
     assert_eq!(accepted["type"], "run_accepted", "{accepted}");
@@ -149,10 +161,7 @@ async fn every_followed_user_is_renewed_when_there_are_more_than_one_call_holds(
     }
     for i in 0..USERS {
         let user = format!("many-{i:03}");
-        for field in followers(&redis, &user) {
-            let meta = format!("agentws:{{{user}}}:meta");
-            assert_eq!(redis.command(&["HDEL", &meta, &field]), ":1");
-        }
+        lose_entries(&redis, &user, &followers(&redis, &user));
     }
     let runners: Vec<usize> = (0..12).map(|k| k * 43).collect();
     let mut firsts = Vec::new();
@@ -176,4 +185,94 @@ async fn every_followed_user_is_renewed_when_there_are_more_than_one_call_holds(
             "{user} is followed again"
         );
     }
+}
+
+/// A batch holding more frames for a set of nodes than one message carries (about 7,000
+/// bytes: the publish script keeps each message under Lua's buffer) reaches the following
+/// node in several messages: 40 users' events of about 1 KB each, emitted on one node while
+/// Redis holds writes back (so they are published in full batches), arrive at the other node
+/// whole and in order, all of them live (none fetched from the log to fill a gap), in more
+/// messages than batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_longer_than_one_message_arrive_whole_and_in_order() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use core_context::{EventKind, EventSink, RunId, RunScope, SequencedEvent, ThreadId};
+    use redis_broker::{RedisBroker, RedisBrokerConfig};
+    use ws_bridge::{AgentWebSocketBridge, BridgeConfig};
+
+    const USERS: usize = 40;
+    const EVENTS: u64 = 12;
+    let redis = RedisServer::start();
+    let config = BridgeConfig::default();
+    let connect = || async {
+        Arc::new(
+            RedisBroker::connect(RedisBrokerConfig::new(redis.url(), config.replay_bounds()))
+                .await
+                .unwrap(),
+        )
+    };
+    let (publisher, follower) = (connect().await, connect().await);
+    let emitting = AgentWebSocketBridge::with_broker(config.clone(), publisher.clone());
+    let following = AgentWebSocketBridge::with_broker(config.clone(), follower.clone());
+    let users: Vec<_> = (0..USERS)
+        .map(|u| crate::support::user_id(&format!("long-{u:02}")))
+        .collect();
+    let mut subscriptions = Vec::new();
+    for user in &users {
+        subscriptions.push(following.subscribe(user, None).await.unwrap());
+    }
+    let (publishes_before, scripts_before) = (calls(&redis, "publish"), calls(&redis, "evalsha"));
+    assert_eq!(redis.command(&["CLIENT", "PAUSE", "1000", "WRITE"]), "+OK");
+    for step in 1..=EVENTS {
+        for (u, user) in users.iter().enumerate() {
+            let run = RunScope {
+                run_id: RunId::parse(&format!("run_long{u:02}")).unwrap(),
+                parent_run_id: None,
+                thread_id: ThreadId::parse(&format!("thr_long{u:02}")).unwrap(),
+                agent_name: Arc::from("synthetic"),
+            };
+            let delta = format!("{u}:{step}:{}", "x".repeat(1000));
+            emitting
+                .emit(user, run.event(EventKind::AgentResponseChunk { delta }))
+                .unwrap();
+        }
+    }
+    for (u, subscription) in subscriptions.iter().enumerate() {
+        for step in 1..=EVENTS {
+            let frame = tokio::time::timeout(Duration::from_secs(10), subscription.recv())
+                .await
+                .expect("frames stopped coming")
+                .expect("the subscription closed");
+            let event: SequencedEvent = serde_json::from_str(&frame.text).unwrap();
+            assert_eq!(event.seq, step, "long-{u:02}'s frames in order");
+            let EventKind::AgentResponseChunk { delta } = event.event.kind else {
+                panic!("long-{u:02} got another kind of event: {}", frame.text);
+            };
+            assert!(
+                delta.starts_with(&format!("{u}:{step}:")) && delta.len() > 1000,
+                "long-{u:02}'s event {step} whole"
+            );
+        }
+    }
+    let recovered = follower.stats().frames_recovered.load(Ordering::Relaxed);
+    assert_eq!(recovered, 0, "every frame came live");
+    let publishes = calls(&redis, "publish") - publishes_before;
+    let batches = calls(&redis, "evalsha") - scripts_before;
+    assert!(
+        publishes > 4 * batches,
+        "{publishes} messages for about 500 KB of frames in {batches} script calls"
+    );
+}
+
+/// How many times Redis has run `command` (scripts' calls included).
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let count = "local s = redis.call('INFO', 'commandstats') \
+        return tonumber(string.match(s, 'cmdstat_' .. ARGV[1] .. ':calls=(%d+)')) or 0";
+    let reply = redis.command(&["EVAL", count, "0", command]);
+    reply
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a count: {reply}"))
 }

@@ -5,7 +5,7 @@
 //! nodes read one stream and a reconnect resumes on any node. A node receives a user's
 //! frames only while it holds a connection of that user: it follows the user on attach (an
 //! entry `f:<node>` in the user's stream meta) and stops on detach; each published batch reaches each
-//! following node as one message on that node's events channel (`subscriber`).
+//! following node in messages of about 7,000 bytes on that node's events channel (`subscriber`).
 //!
 //! Faults: [`Broker::publish`] only queues (the `publisher` task sends, retrying while
 //! Redis is unreachable, bounded by [`RedisBrokerConfig::publish_queue`]); the subscriber
@@ -36,6 +36,7 @@ mod budget_scripts;
 mod conn;
 mod followers;
 mod lost;
+mod messages;
 mod node_requests;
 mod publisher;
 mod run_scripts;

@@ -7,18 +7,20 @@
 //!   the publish script last renewed the keys' TTL), per publishing node the highest publish
 //!   counter applied (so a publish retried after a lost connection is applied once), and per
 //!   node that follows the user (holds connections of it) `f:<node id>`, its
-//!   `<attachment id>:<expiry in ms>`: nodes renew their entries while they follow, and an
-//!   entry past its expiry is skipped and removed;
+//!   `<attachment id>:<expiry in ms>`, listed in `fl` (the ids sorted, joined by `,`: what
+//!   the publish script reads): nodes renew their entries while they follow, and an entry
+//!   past its expiry is removed when the publish script next renews the keys;
 //! - `<prefix>:{<user>}:log`, a Stream: entry `<seq>-0` holds the event's JSON without its
 //!   opening brace (`b`; the frame is `{"seq":<seq>,` and it) and its publish time in ms (`t`),
 //!   capped at the replay log's length (entries of earlier versions hold the whole frame, `f`).
 //!
 //! Live delivery goes to nodes, not to users: a publish script sends each node that follows
-//! any of the batch's users one message on the node's events channel
-//! (`<prefix>:node:<node id>:events`) with all of their frames, `<user>\n<epoch>\n<seq>\n<rest>`
-//! records joined by `\n`, where the frame is `{"seq":<seq>,<rest>` (JSON has no raw newline).
-//! Nodes that follow the same users share one message. So a batch costs Redis one `PUBLISH` per
-//! node rather than one per event, and a node parses one message per batch.
+//! any of the batch's users their frames on the node's events channel
+//! (`<prefix>:node:<node id>:events`), `<user>\n<epoch>\n<seq>\n<rest>` records joined by
+//! `\n`, where the frame is `{"seq":<seq>,<rest>` (JSON has no raw newline), in messages of
+//! about 7,000 bytes at most (one record may be longer), in order. Nodes that follow the same
+//! users share the same messages. So a batch costs Redis one `PUBLISH` per node and 7,000
+//! bytes rather than one per event, and a node parses as many messages.
 //! A stream that starts (a new epoch) is announced on `<prefix>:opened` as
 //! `<user>\n<epoch>`, so a node following a user whose stream was lost learns it even if
 //! its entry was lost with it.
@@ -88,7 +90,7 @@ local function open(meta, log, new_epoch, ttl)
     redis.call('DEL', meta)
     redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
     for j = 1, #fields, 2 do
-      if string.sub(fields[j], 1, 2) == 'f:' then
+      if string.sub(fields[j], 1, 2) == 'f:' or fields[j] == 'fl' then
         redis.call('HSET', meta, fields[j], fields[j + 1])
       end
     end
@@ -107,6 +109,21 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- Writes the meta's `fl` anew from its `f:<node>` entries: the following nodes' ids, sorted,
+-- joined by `,` (none: no `fl`). The publish script reads only it, so a batch reads a
+-- user's followers with one field, not their entries.
+local function list_followers(meta)
+  local names = {}
+  for _, name in ipairs(redis.call('HKEYS', meta)) do
+    if string.sub(name, 1, 2) == 'f:' then names[#names + 1] = string.sub(name, 3) end
+  end
+  if #names == 0 then
+    redis.call('HDEL', meta, 'fl')
+  else
+    table.sort(names)
+    redis.call('HSET', meta, 'fl', table.concat(names, ','))
+  end
+end
 ";
 
 /// Appends a batch of events, in order, each to its user's stream, and sends each node
@@ -123,27 +140,40 @@ end
 /// tool's name), and its terminal event marks `ended`.
 /// Returns how many were appended.
 ///
-/// Redis spends most of a script's time on the calls it makes (each `redis.call` costs about
-/// as much again as its command), so the script makes few per event: the stream's meta is
-/// read once per user per batch (`HGETALL`, followers included) and written once at its end, its keys' TTL renewed
-/// at most every quarter of the TTL (the meta's `renewed`), each run's ended mark and record
-/// checked once per batch, and each following node gets one `PUBLISH` per batch. Its keys are
-/// many users', so on a Redis Cluster the publisher calls it once per slot.
+/// Redis spends most of a script's time on the calls it makes and on the strings and tables
+/// it makes (each is hashed and later collected), so the script does little per event (its
+/// instructions in Redis per event are measured in `docs/benchmarks.md`):
+/// - the stream's meta is read once per user per batch, and only the fields it needs
+///   (`HMGET`; the followers as one field, `fl`), and written once at its end;
+/// - its keys' TTL is renewed at most every quarter of the TTL (the meta's `renewed`), and
+///   so are expired follower entries removed (a node that stopped without removing its
+///   entry gets at most that much longer of messages nobody reads);
+/// - each run's record is checked once per batch (a run with one was not ended by a reaper),
+///   its ended mark only when it has none;
+/// - a frame is not built as one string but as its parts, joined once per message;
+/// - each following node gets one `PUBLISH` per batch and about 7,000 bytes of frames.
+///
+/// Its keys are many users', so on a Redis Cluster the publisher calls it once per slot.
 const PUBLISH: &str = r#"
 local now = now_ms()
 local ttl = tonumber(ARGV[2])
 local node = ARGV[3]
+local cap = ARGV[4]
 local prefix = ARGV[5]
+-- Lua formats a number with sprintf each time it becomes a string: once.
+local now_text = tostring(now)
 local appended = 0
 -- Per user (their meta key): where their stream stands, read once per batch and written
--- back once at its end (`touched`, in order); a stream's keys get a new TTL when their last
--- renewal (`renewed` in the meta) is older than a quarter of it, not on every event.
+-- back once at its end (`touched`, in order).
 local streams, touched = {}, {}
--- Per set of nodes following a user (their names joined): its records, in order, one
--- message for all of them.
+-- Per set of nodes following a user (their `fl`): its messages, in order, each the parts of
+-- its records and their count (`n`) and size. A message is kept under Lua's buffer (8 KiB):
+-- a longer string is joined of joined pieces, and Redis's Lua hashes every byte of each.
+-- `receivers` the sets in the order they came, each as its ids.
+local MESSAGE_BYTES = 7000
 local inbox, receivers = {}, {}
--- Per run: whether it was ended by a reaper; whether it has a record.
-local ended, recorded, roots = {}, {}, {}
+-- Per sub-run key, its top-level run.
+local roots = {}
 -- The top-level run whose record keeps a sub-run (`<base>:root:<run>`, set at its start).
 local function root_of(base, run)
   local key = base .. ':root:' .. run
@@ -178,94 +208,121 @@ local function track_sub(base, run, kind, rest, call, tool)
     redis.call('HDEL', record, 'sub:' .. run)
   end
 end
-local writer = nil
--- Numbers are written as strings once (Lua formats a number with sprintf each time it is
--- joined into a string), and no long string is made per event: Redis's Lua hashes every
--- byte of every string it makes, so the log and the records keep the event's JSON as it
--- came (`rest`, without its opening brace) and the frame is only built by its readers.
-local now_text = tostring(now)
-local function stream(meta, log)
-  local st = streams[meta]
-  if st then return st end
+-- Removes `meta`'s follower entries past their expiry (and writes its `fl` anew if any was).
+local function prune_followers(meta)
   local fields = redis.call('HGETALL', meta)
-  local m, nodes = {}, {}
+  local pruned = false
   for j = 1, #fields, 2 do
     local name = fields[j]
     if string.sub(name, 1, 2) == 'f:' then
       local expires = tonumber(string.match(fields[j + 1], ':(%d+)$'))
-      if expires and expires >= now then
-        nodes[#nodes + 1] = string.sub(name, 3)
-      else
+      if not expires or expires < now then
         redis.call('HDEL', meta, name)
+        pruned = true
       end
-    else
-      m[name] = fields[j + 1]
     end
   end
-  local epoch = m['epoch']
+  if pruned then list_followers(meta) end
+end
+local writer = nil
+local function stream(meta, log)
+  local st = streams[meta]
+  if st then return st end
+  local m = redis.call('HMGET', meta, 'epoch', 'seq', node, 'renewed', 'fl', 'writer')
+  local epoch = m[1]
   if epoch and FENCED then
     writer = writer or string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
-    if m['writer'] ~= writer then epoch = nil end
+    if m[6] ~= writer then epoch = nil end
   end
+  local followers = m[5]
   if epoch then
-    st = {epoch = epoch, seq = tonumber(m['seq']), applied = tonumber(m[node]) or 0,
-          renewed = tonumber(m['renewed']) or 0}
+    st = {epoch = epoch, seq = tonumber(m[2]), applied = tonumber(m[3]) or 0,
+          renewed = tonumber(m[4]) or 0}
   else
     -- Opened anew; the nodes that followed the old stream follow the new one.
     st = {epoch = open(meta, log, ARGV[1], ARGV[2]), seq = 0, applied = 0, renewed = 0}
+    followers = redis.call('HGET', meta, 'fl')
   end
-  nodes.key = table.concat(nodes, ',')
-  st.meta, st.log, st.dirty, st.nodes = meta, log, false, nodes
+  -- `<prefix>:{<user>}:meta`: the user's keys' base (without `:meta`), and the head of each
+  -- of their records, `<user>\n<epoch>\n`.
+  st.base = string.sub(meta, 1, -6)
+  st.head = string.sub(meta, #prefix + 3, -7) .. '\n' .. st.epoch .. '\n'
+  st.followers = followers or false
+  st.meta, st.log, st.dirty, st.runs = meta, log, false, {}
   streams[meta] = st
   touched[#touched + 1] = st
   return st
 end
 for i = 0, #KEYS / 2 - 1 do
-  local meta, log = KEYS[2 * i + 1], KEYS[2 * i + 2]
-  -- The user's keys' base, `<prefix>:{<user>}`: the meta key without `:meta`.
-  local base = string.sub(meta, 1, -6)
   local at = 6 + 4 * i
   -- The event's JSON comes without its opening brace: the frame is `{"seq":N,` and it.
   local counter, rest, run = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2]
-  local st = stream(meta, log)
-  local run_key = base .. ':' .. run
-  if ended[run_key] == nil then
-    ended[run_key] = redis.call('EXISTS', base .. ':ended:' .. run) == 1
+  local st = stream(KEYS[2 * i + 1], KEYS[2 * i + 2])
+  local base = st.base
+  -- Whether the run has a record (then no reaper ended it: a reaper deletes the record as
+  -- it marks the run ended), or else was ended by a reaper; a change to a thread (no run)
+  -- has neither.
+  local state = st.runs[run]
+  if state == nil then
+    if run == '' then
+      state = 'none'
+    elseif redis.call('EXISTS', base .. ':run:' .. run) == 1 then
+      state = 'recorded'
+    elseif redis.call('EXISTS', base .. ':ended:' .. run) == 1 then
+      state = 'ended'
+    else
+      state = 'none'
+    end
+    st.runs[run] = state
   end
-  if st.applied < counter and (ARGV[at + 3] == '1' or not ended[run_key]) then
+  if st.applied < counter and (state ~= 'ended' or ARGV[at + 3] == '1') then
     st.applied = counter
     st.seq = st.seq + 1
-    st.dirty = true
     local seq = tostring(st.seq)
-    redis.call('XADD', log, 'MAXLEN', ARGV[4], seq .. '-0', 'b', rest, 't', now_text)
-    local nodes = st.nodes
-    if #nodes > 0 then
-      -- `<user>\n<epoch>\n<seq>\n`, then the rest: joined once per set of nodes.
-      local records = inbox[nodes.key]
-      if not records then
-        records = {}
-        inbox[nodes.key] = records
-        receivers[#receivers + 1] = nodes
-      else
-        records[#records + 1] = '\n'
+    -- Written back as they came or were made: Lua formats a number again for each call.
+    st.dirty, st.applied_text, st.seq_text = true, ARGV[at], seq
+    redis.call('XADD', st.log, 'MAXLEN', cap, seq, 'b', rest, 't', now_text)
+    local followers = st.followers
+    if followers then
+      local messages = inbox[followers]
+      if not messages then
+        messages = {}
+        inbox[followers] = messages
+        receivers[#receivers + 1] = followers
       end
-      records[#records + 1] = string.sub(base, #prefix + 3, -2) .. '\n' .. st.epoch .. '\n' .. seq .. '\n'
-      records[#records + 1] = rest
+      local message = messages[#messages]
+      local size = #st.head + #seq + #rest + 2
+      if not message or message.size + size > MESSAGE_BYTES then
+        message = {n = 0, size = 0}
+        messages[#messages + 1] = message
+      end
+      local n = message.n
+      if n > 0 then
+        n = n + 1
+        message[n] = '\n'
+      end
+      -- `<user>\n<epoch>\n<seq>\n<rest>`.
+      message[n + 1] = st.head
+      message[n + 2] = seq
+      message[n + 3] = '\n'
+      message[n + 4] = rest
+      message.n, message.size = n + 4, message.size + size
     end
     appended = appended + 1
     -- A run's start, its open tool calls and its end are kept on its record (when it has
     -- one: a top-level run holding a claim), so that if its node dies, the run's end emits
     -- the start if it never came, closes the calls left open, and is not emitted at all for
-    -- a run that had ended (its slot not yet given back).
-    local kind = string.match(string.sub(rest, 1, 31), '^"type":"([a-z_]+)",')
-    local tracked = kind == 'agent_started' or kind == 'tool_executing'
-      or kind == 'tool_completed' or kind == 'agent_completed' or kind == 'agent_error'
-      or kind == 'agent_cancelled'
-    if tracked then
-      local record_key = base .. ':run:' .. run
-      if recorded[record_key] == nil then
-        recorded[record_key] = redis.call('EXISTS', record_key) == 1
-      end
+    -- a run that had ended (its slot not yet given back). `"type":"` is 8 bytes.
+    local kind = nil
+    if string.byte(rest, 9) == 116 then
+      kind = string.match(rest, '^"type":"(tool_[a-z]+)",')
+      if kind ~= 'tool_executing' and kind ~= 'tool_completed' then kind = nil end
+    else
+      kind = string.match(rest, '^"type":"(agent_[a-z]+)",')
+      if kind ~= 'agent_started' and kind ~= 'agent_completed' and kind ~= 'agent_error'
+        and kind ~= 'agent_cancelled' then kind = nil end
+    end
+    if kind then
       local call, tool = nil, nil
       if kind == 'tool_executing' or kind == 'tool_completed' then
         -- The server writes a tool event as `"type":...,"data":{"tool_call_id":...,
@@ -277,7 +334,8 @@ for i = 0, #KEYS / 2 - 1 do
           call, tool = data['tool_call_id'], data['tool_name']
         end
       end
-      if not recorded[record_key] then
+      local record_key = base .. ':run:' .. run
+      if state ~= 'recorded' then
         track_sub(base, run, kind, rest, call, tool)
       elseif kind == 'agent_started' then
         redis.call('HSET', record_key, 'started', '1')
@@ -297,18 +355,23 @@ for _, st in ipairs(touched) do
       -- A quarter longer than the replay age: a stream lives at least the replay age after
       -- its last publish, renewed or not (its entries are still refused by their age).
       local keep = ttl + math.floor(ttl / 4)
-      redis.call('HSET', st.meta, node, st.applied, 'seq', st.seq, 'renewed', now)
+      redis.call('HSET', st.meta, node, st.applied_text, 'seq', st.seq_text, 'renewed', now_text)
       redis.call('PEXPIRE', st.meta, keep)
       redis.call('PEXPIRE', st.log, keep)
+      prune_followers(st.meta)
     else
-      redis.call('HSET', st.meta, node, st.applied, 'seq', st.seq)
+      redis.call('HSET', st.meta, node, st.applied_text, 'seq', st.seq_text)
     end
   end
 end
-for _, nodes in ipairs(receivers) do
-  local message = table.concat(inbox[nodes.key])
-  for _, follower in ipairs(nodes) do
-    redis.call('PUBLISH', prefix .. ':node:' .. follower .. ':events', message)
+for _, followers in ipairs(receivers) do
+  local channels = {}
+  for follower in string.gmatch(followers, '[^,]+') do
+    channels[#channels + 1] = prefix .. ':node:' .. follower .. ':events'
+  end
+  for _, message in ipairs(inbox[followers]) do
+    local text = table.concat(message, '', 1, message.n)
+    for _, channel in ipairs(channels) do redis.call('PUBLISH', channel, text) end
   end
 end
 return appended
@@ -316,11 +379,12 @@ return appended
 
 /// Follows a user from this node and reads where their stream stands: `KEYS` meta and log;
 /// `ARGV[3]` the node id, `ARGV[4]` the attachment id. Sets the node's entry (expiring after
-/// the TTL) and returns `{epoch, last seq}` (opening the stream if needed): every event
-/// appended after this script reaches the node's events channel.
+/// the TTL, listed in the meta's `fl`) and returns `{epoch, last seq}` (opening the stream if
+/// needed): every event appended after this script reaches the node's events channel.
 const FOLLOW: &str = r"
 local epoch = open_stream()
 redis.call('HSET', KEYS[1], 'f:' .. ARGV[3], ARGV[4] .. ':' .. (now_ms() + tonumber(ARGV[2])))
+list_followers(KEYS[1])
 return {epoch, redis.call('HGET', KEYS[1], 'seq')}
 ";
 
@@ -332,6 +396,7 @@ local field = 'f:' .. ARGV[1]
 local entry = redis.call('HGET', KEYS[1], field)
 if entry and string.match(entry, '^(%d+):') == ARGV[2] then
   redis.call('HDEL', KEYS[1], field)
+  list_followers(KEYS[1])
 end
 return 0
 ";
@@ -351,6 +416,7 @@ for i = 0, #KEYS / 2 - 1 do
   local meta = KEYS[2 * i + 1]
   if redis.call('HSET', meta, field, ARGV[3 + i] .. ':' .. expires) == 1 then
     missing[#missing + 1] = i
+    list_followers(meta)
   end
   redis.call('PEXPIRE', meta, keep)
   redis.call('PEXPIRE', KEYS[2 * i + 2], keep)
@@ -423,121 +489,15 @@ impl Scripts {
             position: Script::new(&format!("{open}{POSITION}")),
             replay: Script::new(&format!("{open}{REPLAY}")),
             follow: Script::new(&format!("{open}{FOLLOW}")),
-            unfollow: Script::new(UNFOLLOW),
+            unfollow: Script::new(&format!("{open}{UNFOLLOW}")),
             renew: Script::new(&format!("{open}{RENEW}")),
         }
     }
 }
 
-/// One frame of a node's events message.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Record<'a> {
-    pub(crate) user: &'a str,
-    pub(crate) epoch: &'a str,
-    pub(crate) seq: u64,
-    /// The event's JSON without its opening brace.
-    pub(crate) rest: &'a str,
-}
-
-impl Record<'_> {
-    /// Writes the frame, `{"seq":<seq>,` and the rest of the event's JSON, into `frame`
-    /// (emptied first: one buffer serves every record of a message).
-    pub(crate) fn write_frame(&self, frame: &mut String) {
-        frame.clear();
-        frame.push_str("{\"seq\":");
-        // Writing to a String cannot fail.
-        let _ = std::fmt::Write::write_fmt(frame, format_args!("{}", self.seq));
-        frame.push(',');
-        frame.push_str(self.rest);
-    }
-}
-
-/// Reads a node's events message: `<user>\n<epoch>\n<seq>\n<rest>` records joined by `\n`
-/// (see the module documentation). `None` when any record is not one.
-pub(crate) fn parse_events(payload: &[u8]) -> Option<Vec<Record<'_>>> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let mut lines = text.split('\n');
-    let mut records = Vec::new();
-    while let Some(user) = lines.next() {
-        let epoch = lines.next()?;
-        let seq = lines.next()?.parse().ok()?;
-        let rest = lines.next()?;
-        if user.is_empty() || epoch.is_empty() || !rest.starts_with('"') || !rest.ends_with('}') {
-            return None;
-        }
-        records.push(Record {
-            user,
-            epoch,
-            seq,
-            rest,
-        });
-    }
-    Some(records)
-}
-
-/// Reads an announcement of a stream that started: `<user>\n<epoch>`.
-pub(crate) fn parse_opened(payload: &[u8]) -> Option<(&str, &str)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    text.split_once('\n')
-        .filter(|(user, epoch)| !user.is_empty() && !epoch.is_empty() && !epoch.contains('\n'))
-}
-
-/// Reads a frame's seq (see [`parse_events`]).
-pub(crate) fn frame_seq(frame: &str) -> Option<u64> {
-    let digits = frame.strip_prefix("{\"seq\":")?;
-    digits[..digits.find(',')?].parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn events_messages_parse_or_are_refused() {
-        let one = parse_events(b"alice\nep1\n42\n\"type\":\"x\"}").expect("one record");
-        assert_eq!(
-            one,
-            vec![Record {
-                user: "alice",
-                epoch: "ep1",
-                seq: 42,
-                rest: "\"type\":\"x\"}",
-            }]
-        );
-        let mut frame = String::from("left over");
-        one[0].write_frame(&mut frame);
-        assert_eq!(frame, "{\"seq\":42,\"type\":\"x\"}");
-        let two = parse_events(b"a\nep1\n1\n\"t\":1}\nb\nep2\n7\n\"t\":2}").expect("two records");
-        let seen: Vec<_> = two.iter().map(|r| (r.user, r.epoch, r.seq)).collect();
-        assert_eq!(seen, [("a", "ep1", 1), ("b", "ep2", 7)]);
-        let refused: &[&[u8]] = &[
-            b"",
-            b"alice\nep1\n1",
-            b"alice\nep1\nx1\n\"type\":\"x\"}",
-            b"alice\nep1\n1\n{\"type\":\"x\"}",
-            b"alice\nep1\n1\n\"type\":\"x\"",
-            b"\nep1\n1\n\"type\":\"x\"}",
-            b"alice\nep1\n1\n\"t\":1}\nbob\nep1\n2",
-            b"\xff\nep1\n1\n\"type\":\"x\"}",
-        ];
-        for payload in refused {
-            assert_eq!(
-                parse_events(payload),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(payload)
-            );
-        }
-    }
-
-    #[test]
-    fn stream_announcements_name_a_user_and_an_epoch() {
-        assert_eq!(parse_opened(b"alice\nep1"), Some(("alice", "ep1")));
-        assert_eq!(parse_opened(b"alice\n"), None);
-        assert_eq!(parse_opened(b"\nep1"), None);
-        assert_eq!(parse_opened(b"alice"), None);
-        assert_eq!(parse_opened(b"alice\nep1\nmore"), None);
-    }
 
     #[test]
     fn keys_share_the_users_hash_tag() {

@@ -19,8 +19,9 @@ use ws_bridge::{Frame, ResumeFailure};
 
 use crate::attached::Attached;
 use crate::conn::Conn;
+use crate::messages::frame_seq;
 use crate::runtime::BrokerRuntime;
-use crate::scripts::{Scripts, StreamKeys, frame_seq};
+use crate::scripts::{Scripts, StreamKeys};
 
 /// What a [`RedisBroker`](crate::RedisBroker) has done since it started.
 #[derive(Debug, Default)]

@@ -22,8 +22,8 @@ use ws_bridge::Frame;
 use ws_bridge::broker::{Epoch, StreamPosition};
 
 use crate::attached::{Attached, Offer};
+use crate::messages::{parse_events, parse_opened};
 use crate::publisher::RETRY;
-use crate::scripts::{parse_events, parse_opened};
 use crate::shared::Shared;
 
 /// What the broker asks of the subscriber task.
