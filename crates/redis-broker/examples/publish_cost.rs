@@ -1,0 +1,289 @@
+//! What Redis spends on the publish path, counted in instructions (`valgrind --tool=callgrind`
+//! counts them, so the figure is the same on a busy or an idle box, unlike CPU time):
+//!
+//! ```text
+//! cargo run --release -p redis-broker --example publish_cost [users] [runs]
+//! ```
+//!
+//! It starts `redis-server` under callgrind on a free port, and two brokers on it, as two
+//! nodes, both following every user (as in the bench's cross-node burst, where each user has a
+//! connection on each node). One publishes 4,000 runs of 2,000 users (by default) at once, 17
+//! events each, in the order a burst interleaves them, each run with the record its claim
+//! leaves. Redis runs about 50 times slower under callgrind, so the publisher sends full
+//! batches. It counts from the first event to the last frame both nodes received, and prints
+//! Redis's instructions per published event. Needs `valgrind` (with `callgrind_control`) and
+//! `redis-server` on the PATH.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use core_context::{AgentEvent, EventKind, EventSink, RunId, RunScope, ThreadId, UserId};
+use redis_broker::{RedisBroker, RedisBrokerConfig};
+use serde_json::json;
+use ws_bridge::{AgentWebSocketBridge, BridgeConfig};
+
+type Error = Box<dyn std::error::Error>;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    let mut args = std::env::args().skip(1);
+    let users: usize = args.next().map_or(Ok(2_000), |a| a.parse())?;
+    let runs: usize = args.next().map_or(Ok(4_000), |a| a.parse())?;
+    let dir = std::env::temp_dir().join(format!("publish-cost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let redis = Redis::start(&dir)?;
+    let outcome = measure(&redis, users, runs).await;
+    let instructions = redis.stop_and_count();
+    std::fs::remove_dir_all(&dir)?;
+    let events = outcome?;
+    let instructions = instructions?;
+    println!(
+        "publish path in Redis: {} instructions per published event ({events} events of {runs} runs of {users} users, both nodes following each user; callgrind, {})",
+        instructions / events,
+        redis_version()
+    );
+    Ok(())
+}
+
+/// Publishes the runs through one broker while both follow their users; returns how many
+/// events were published. Callgrind counts from the first event on.
+async fn measure(redis: &Redis, users: usize, runs: usize) -> Result<u64, Error> {
+    let config = BridgeConfig::default();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let publisher =
+        RedisBroker::connect(RedisBrokerConfig::new(&url, config.replay_bounds())).await?;
+    let follower =
+        RedisBroker::connect(RedisBrokerConfig::new(&url, config.replay_bounds())).await?;
+    let emitting = AgentWebSocketBridge::with_broker(config.clone(), Arc::new(publisher));
+    let following = AgentWebSocketBridge::with_broker(config, Arc::new(follower));
+    let ids: Vec<UserId> = (0..users)
+        .map(|u| UserId::parse(&format!("cost-{u:05}")))
+        .collect::<Result<_, _>>()?;
+    let mut subscriptions = Vec::with_capacity(2 * users);
+    for (user, id) in ids.iter().enumerate() {
+        for bridge in [&emitting, &following] {
+            subscriptions.push((user, bridge.subscribe(id, None).await?));
+        }
+    }
+    let runs: Vec<Run> = (0..runs).map(|r| Run::new(r % users)).collect();
+    let mut records = redis::Client::open(url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    for run in &runs {
+        let key = format!("agentws:{{{}}}:run:{}", ids[run.user], run.scope.run_id);
+        redis::cmd("HSET")
+            .arg(&key)
+            .arg(&[
+                "user",
+                ids[run.user].as_str(),
+                "node",
+                "cost",
+                "lease",
+                "cost",
+            ])
+            .query_async::<()>(&mut records)
+            .await?;
+    }
+    let order = burst_order(&runs);
+    redis.count_from_here()?;
+    for &r in &order {
+        let run = &runs[r];
+        emitting.emit(&ids[run.user], run.next_event())?;
+    }
+    // Each user's frames, all of them (Redis is slow under callgrind: minutes, not seconds).
+    for (user, subscription) in &subscriptions {
+        let user = *user;
+        let expected = runs.iter().filter(|run| run.user == user).count() * EVENTS_PER_RUN;
+        for _ in 0..expected {
+            tokio::time::timeout(Duration::from_secs(600), subscription.recv())
+                .await
+                .map_err(|_| format!("cost-{user:05}'s frames stopped coming"))?
+                .map_err(|e| format!("cost-{user:05}'s subscription closed: {e:?}"))?;
+        }
+    }
+    Ok(u64::try_from(order.len())?)
+}
+
+/// One run's events, emitted in order: the bench's shape (4 thinking steps, 3 tool calls,
+/// 5 chunks), 17 events.
+struct Run {
+    scope: RunScope,
+    user: usize,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+const EVENTS_PER_RUN: usize = 17;
+
+impl Run {
+    fn new(user: usize) -> Self {
+        let scope = RunScope {
+            run_id: RunId::generate(),
+            parent_run_id: None,
+            thread_id: ThreadId::generate(),
+            agent_name: Arc::from("synthetic"),
+        };
+        Self {
+            scope,
+            user,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn next_event(&self) -> AgentEvent {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kind = match i {
+            0 => EventKind::AgentStarted {
+                message: "load".into(),
+            },
+            1..=4 => EventKind::AgentThinking {
+                reasoning: format!("synthetic thinking step {i} of 4"),
+                step: u32::try_from(i).unwrap_or(0),
+            },
+            5..=10 => {
+                let call = format!("call_{}", (i - 5) / 2 + 1);
+                if i % 2 == 1 {
+                    EventKind::ToolExecuting {
+                        tool_call_id: call,
+                        tool_name: "calculator".into(),
+                        arguments: json!({"expression": "12*7"}),
+                    }
+                } else {
+                    EventKind::ToolCompleted {
+                        tool_call_id: call,
+                        tool_name: "calculator".into(),
+                        result: json!({"value": 84}),
+                        is_error: false,
+                        duration_ms: 1,
+                    }
+                }
+            }
+            11..=15 => EventKind::AgentResponseChunk {
+                delta: format!("chunk {} of the synthetic answer ", i - 10),
+            },
+            _ => EventKind::AgentCompleted {
+                result: json!({"text": "done"}),
+                duration_ms: 50,
+                usage: None,
+            },
+        };
+        self.scope.event(kind)
+    }
+}
+
+/// The runs' events interleaved as a burst does: at each step a run picked at random (a
+/// fixed generator, so every measurement sends the same order) emits its next event.
+fn burst_order(runs: &[Run]) -> Vec<usize> {
+    let mut left: Vec<(usize, usize)> = (0..runs.len()).map(|r| (r, EVENTS_PER_RUN)).collect();
+    let mut order = Vec::with_capacity(runs.len() * EVENTS_PER_RUN);
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    while !left.is_empty() {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let pick = usize::try_from(state % left.len() as u64).unwrap_or(0);
+        let (run, remaining) = &mut left[pick];
+        order.push(*run);
+        *remaining -= 1;
+        if *remaining == 0 {
+            left.swap_remove(pick);
+        }
+    }
+    order
+}
+
+/// `redis-server` under callgrind, counting only between [`Redis::count_from_here`] and
+/// [`Redis::stop_and_count`].
+struct Redis {
+    child: Child,
+    port: u16,
+    out: PathBuf,
+}
+
+impl Redis {
+    fn start(dir: &Path) -> Result<Self, Error> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let out = dir.join("callgrind.out");
+        let child = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .args([
+                "redis-server",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start valgrind (is it installed?): {e}"))?;
+        let redis = Self { child, port, out };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("redis-server under callgrind did not open its port in 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(redis)
+    }
+
+    /// Sets callgrind's counters to zero.
+    fn count_from_here(&self) -> Result<(), Error> {
+        control(&["--zero", &self.child.id().to_string()])
+    }
+
+    /// Dumps the counters since [`Redis::count_from_here`], stops Redis and returns them.
+    fn stop_and_count(mut self) -> Result<u64, Error> {
+        let dumped = control(&["--dump", &self.child.id().to_string()]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        dumped?;
+        let dump = PathBuf::from(format!("{}.1", self.out.display()));
+        let text = std::fs::read_to_string(&dump)
+            .map_err(|e| format!("no callgrind dump at {}: {e}", dump.display()))?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("summary: "))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| format!("no `summary:` line in {}", dump.display()).into())
+    }
+}
+
+fn control(args: &[&str]) -> Result<(), Error> {
+    let status = Command::new("callgrind_control")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run callgrind_control: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("callgrind_control {args:?} failed: {status}").into())
+    }
+}
+
+fn redis_version() -> String {
+    Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|v| {
+            v.split_whitespace()
+                .find(|w| w.starts_with("v="))
+                .map(str::to_owned)
+        })
+        .map_or_else(
+            || "redis-server".to_owned(),
+            |v| format!("redis-server {}", &v[2..]),
+        )
+}
