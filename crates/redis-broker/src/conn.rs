@@ -226,6 +226,7 @@ pub(crate) async fn connect(config: &RedisBrokerConfig) -> Result<Endpoint, Redi
                 source,
             })?,
     )
+    .tcp_settings(tls::tcp_settings())
     .connection_timeout(Duration::from_secs(2))
     .response_timeout(Duration::from_secs(5))
     .retries(5)
