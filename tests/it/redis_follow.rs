@@ -195,68 +195,34 @@ async fn every_followed_user_is_renewed_when_there_are_more_than_one_call_holds(
 /// messages than batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_longer_than_one_message_arrive_whole_and_in_order() {
-    use std::sync::Arc;
     use std::sync::atomic::Ordering;
-
-    use core_context::{EventKind, EventSink, RunId, RunScope, SequencedEvent, ThreadId};
-    use redis_broker::{RedisBroker, RedisBrokerConfig};
-    use ws_bridge::{AgentWebSocketBridge, BridgeConfig};
 
     const USERS: usize = 40;
     const EVENTS: u64 = 12;
     let redis = RedisServer::start();
-    let config = BridgeConfig::default();
-    let connect = || async {
-        Arc::new(
-            RedisBroker::connect(RedisBrokerConfig::new(redis.url(), config.replay_bounds()))
-                .await
-                .unwrap(),
-        )
-    };
-    let (publisher, follower) = (connect().await, connect().await);
-    let emitting = AgentWebSocketBridge::with_broker(config.clone(), publisher.clone());
-    let following = AgentWebSocketBridge::with_broker(config.clone(), follower.clone());
-    let users: Vec<_> = (0..USERS)
-        .map(|u| crate::support::user_id(&format!("long-{u:02}")))
-        .collect();
-    let mut subscriptions = Vec::new();
-    for user in &users {
-        subscriptions.push(following.subscribe(user, None).await.unwrap());
-    }
+    let pair = crate::broker_pair::BrokerPair::start(&redis, "long", USERS).await;
     let (publishes_before, scripts_before) = (calls(&redis, "publish"), calls(&redis, "evalsha"));
     assert_eq!(redis.command(&["CLIENT", "PAUSE", "1000", "WRITE"]), "+OK");
     for step in 1..=EVENTS {
-        for (u, user) in users.iter().enumerate() {
-            let run = RunScope {
-                run_id: RunId::parse(&format!("run_long{u:02}")).unwrap(),
-                parent_run_id: None,
-                thread_id: ThreadId::parse(&format!("thr_long{u:02}")).unwrap(),
-                agent_name: Arc::from("synthetic"),
-            };
-            let delta = format!("{u}:{step}:{}", "x".repeat(1000));
-            emitting
-                .emit(user, run.event(EventKind::AgentResponseChunk { delta }))
-                .unwrap();
+        for u in 0..USERS {
+            pair.emit(u, format!("{u}:{step}:{}", "x".repeat(1000)));
         }
     }
-    for (u, subscription) in subscriptions.iter().enumerate() {
+    for u in 0..USERS {
         for step in 1..=EVENTS {
-            let frame = tokio::time::timeout(Duration::from_secs(10), subscription.recv())
-                .await
-                .expect("frames stopped coming")
-                .expect("the subscription closed");
-            let event: SequencedEvent = serde_json::from_str(&frame.text).unwrap();
-            assert_eq!(event.seq, step, "long-{u:02}'s frames in order");
-            let EventKind::AgentResponseChunk { delta } = event.event.kind else {
-                panic!("long-{u:02} got another kind of event: {}", frame.text);
-            };
+            let (seq, delta) = pair.next_chunk(u).await;
+            assert_eq!(seq, step, "long-{u:02}'s frames in order");
             assert!(
                 delta.starts_with(&format!("{u}:{step}:")) && delta.len() > 1000,
                 "long-{u:02}'s event {step} whole"
             );
         }
     }
-    let recovered = follower.stats().frames_recovered.load(Ordering::Relaxed);
+    let recovered = pair
+        .follower
+        .stats()
+        .frames_recovered
+        .load(Ordering::Relaxed);
     assert_eq!(recovered, 0, "every frame came live");
     let publishes = calls(&redis, "publish") - publishes_before;
     let batches = calls(&redis, "evalsha") - scripts_before;

@@ -182,6 +182,11 @@ impl RedisServer {
         assert_eq!(expired, ":1", "expiring the run leases");
     }
 
+    /// Its port on loopback.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Sends one command (RESP array of `args`) and returns the raw reply's first line.
     pub fn command(&self, args: &[&str]) -> String {
         query(self.port, args)

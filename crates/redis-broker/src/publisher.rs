@@ -3,7 +3,8 @@
 //!
 //! [`Broker::publish`](ws_bridge::Broker::publish) must not wait on IO, so it only queues.
 //! A batch goes in one script call. A batch whose call failed with the connection (applied
-//! or not, nobody knows) is sent again whole: each event carries this node's publish
+//! or not, nobody knows) or for a passing state of Redis (loading, `BUSY` with another's long
+//! script) is sent again whole: each event carries this node's publish
 //! counter, and the script applies a counter at most once per user, so a retry never
 //! duplicates an event and never reorders one node's events for a user.
 
@@ -157,9 +158,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut conn: Conn, mut queue: mpsc::Re
 }
 
 /// Whether `error` is the connection's or a passing state of the server (worth a retry)
-/// rather than the command's: the client library's own classification.
+/// rather than the command's: the client library's own classification, and `BUSY` (Redis
+/// running a script past its time limit answers every other script so until it ends), which
+/// it does not know.
 fn retryable(error: &redis::RedisError) -> bool {
-    !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
+    error.code() == Some("BUSY") || !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
 }
 
 /// Sends `batch`: in one script call on one Redis; on a Redis Cluster in one call per slot
