@@ -89,15 +89,20 @@ async fn measure(redis: &Redis, users: usize, runs: usize) -> Result<u64, Error>
     }
     let order = burst_order(&runs);
     redis.count_from_here()?;
+    let mut emitted = vec![0; runs.len()];
     for &r in &order {
         let run = &runs[r];
-        emitting.emit(&ids[run.user], run.next_event())?;
+        emitting.emit(&ids[run.user], run.event(emitted[r]))?;
+        emitted[r] += 1;
     }
     // Each user's frames, all of them (Redis is slow under callgrind: minutes, not seconds).
+    let mut frames = vec![0; users];
+    for run in &runs {
+        frames[run.user] += EVENTS_PER_RUN;
+    }
     for (user, subscription) in &subscriptions {
         let user = *user;
-        let expected = runs.iter().filter(|run| run.user == user).count() * EVENTS_PER_RUN;
-        for _ in 0..expected {
+        for _ in 0..frames[user] {
             tokio::time::timeout(Duration::from_secs(600), subscription.recv())
                 .await
                 .map_err(|_| format!("cost-{user:05}'s frames stopped coming"))?
@@ -112,7 +117,6 @@ async fn measure(redis: &Redis, users: usize, runs: usize) -> Result<u64, Error>
 struct Run {
     scope: RunScope,
     user: usize,
-    next: std::sync::atomic::AtomicUsize,
 }
 
 const EVENTS_PER_RUN: usize = 17;
@@ -125,15 +129,11 @@ impl Run {
             thread_id: ThreadId::generate(),
             agent_name: Arc::from("synthetic"),
         };
-        Self {
-            scope,
-            user,
-            next: std::sync::atomic::AtomicUsize::new(0),
-        }
+        Self { scope, user }
     }
 
-    fn next_event(&self) -> AgentEvent {
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// Its `i`-th event (from 0).
+    fn event(&self, i: usize) -> AgentEvent {
         let kind = match i {
             0 => EventKind::AgentStarted {
                 message: "load".into(),

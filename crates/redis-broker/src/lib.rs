@@ -22,10 +22,12 @@
 //! per thread, leases), `lost` (what a reaper emits to end a dead node's runs, [`LostRun`]),
 //! `budget_ledger` ([`BudgetLedger`]: users' budgets reserved across
 //! the nodes) and its `budget_scripts`, `conn` (one Redis or a Redis Cluster behind one
-//! connection type, and the cluster URL's seeds) with `tls` (a client's certificates), and
+//! connection type, and the cluster URL's seeds) with `tls` (a client's certificates),
+//! `messages` (what arrives on a node's channels: batches of frames, stream starts), and
 //! `runtime` (the broker's own thread, where its connections and tasks run). The
 //! modules import
-//! downwards only: `attached` knows `scripts`; `shared` knows those two; the tasks and
+//! downwards only: `attached` knows `scripts`; `shared` knows those two and `messages`
+//! (which knows nothing of the crate), as does the subscriber; the tasks and
 //! `budget_ledger` know `shared`; `runs` uses `lost`, which knows the publisher; the subscriber
 //! also reads the publisher's retry policy and `node_requests` (the node channel's messages). None imports this root's private items; `conn`, `tls` and `runs`
 //! name its public types.

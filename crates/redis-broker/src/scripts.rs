@@ -19,8 +19,8 @@
 //! (`<prefix>:node:<node id>:events`), `<user>\n<epoch>\n<seq>\n<rest>` records joined by
 //! `\n`, where the frame is `{"seq":<seq>,<rest>` (JSON has no raw newline), in messages of
 //! about 7,000 bytes at most (one record may be longer), in order. Nodes that follow the same
-//! users share the same messages. So a batch costs Redis one `PUBLISH` per node and 7,000
-//! bytes rather than one per event, and a node parses as many messages.
+//! users share the same messages. So a batch costs Redis one `PUBLISH` per following node
+//! and 7,000 bytes of frames, not one per event, and a node parses as many messages.
 //! A stream that starts (a new epoch) is announced on `<prefix>:opened` as
 //! `<user>\n<epoch>`, so a node following a user whose stream was lost learns it even if
 //! its entry was lost with it.
