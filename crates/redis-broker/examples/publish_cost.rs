@@ -2,7 +2,7 @@
 //! counts them, so the figure is the same on a busy or an idle box, unlike CPU time):
 //!
 //! ```text
-//! cargo run --release -p redis-broker --example publish_cost [users] [runs]
+//! cargo run --release -p redis-broker --example publish_cost [--plain] [users] [runs]
 //! ```
 //!
 //! It starts `redis-server` under callgrind on a free port, and two brokers on it, as two
@@ -13,6 +13,17 @@
 //! batches. It counts from the first event to the last frame both nodes received, and prints
 //! Redis's instructions per published event. Needs `valgrind` (with `callgrind_control`) and
 //! `redis-server` on the PATH.
+//!
+//! With `--plain` it measures instead what Redis would spend on the same events if nodes gave
+//! the seqs themselves (a design weighed in `docs/performance.md`, not built): no script, the
+//! same bytes sent as plain commands, pipelined 256 events at a time: per event an `XADD` of
+//! its entry (`<seq>-0`, `b` and `t`, capped at the log's length, as the publish script
+//! writes it) to its user's log; per batch the other node's frames in `PUBLISH`es of at most
+//! 7,000 bytes (the records the publish script sends); and the events of the runs started on
+//! the other node (every second run, as the bench starts a user's runs on either node in
+//! turn) `PUBLISH`ed once more before, as that node forwards them to the one giving the seqs.
+//! A subscriber reads each of the two channels. It counts from the first command to the last
+//! message read.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -21,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use core_context::{AgentEvent, EventKind, EventSink, RunId, RunScope, ThreadId, UserId};
+use futures::StreamExt;
 use redis_broker::{RedisBroker, RedisBrokerConfig};
 use serde_json::json;
 use ws_bridge::{AgentWebSocketBridge, BridgeConfig};
@@ -29,19 +41,29 @@ type Error = Box<dyn std::error::Error>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let plain = args.next_if(|a| a == "--plain").is_some();
     let users: usize = args.next().map_or(Ok(2_000), |a| a.parse())?;
     let runs: usize = args.next().map_or(Ok(4_000), |a| a.parse())?;
     let dir = std::env::temp_dir().join(format!("publish-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let redis = Redis::start(&dir)?;
-    let outcome = measure(&redis, users, runs).await;
+    let outcome = if plain {
+        measure_plain(&redis, users, runs).await
+    } else {
+        measure(&redis, users, runs).await
+    };
     let instructions = redis.stop_and_count();
     std::fs::remove_dir_all(&dir)?;
     let events = outcome?;
     let instructions = instructions?;
+    let path = if plain {
+        "plain XADD and PUBLISH, pipelined, no script"
+    } else {
+        "publish path"
+    };
     println!(
-        "publish path in Redis: {} instructions per published event ({events} events of {runs} runs of {users} users, both nodes following each user; callgrind, {})",
+        "{path} in Redis: {} instructions per published event ({events} events of {runs} runs of {users} users, both nodes following each user; callgrind, {})",
         instructions / events,
         redis_version()
     );
@@ -110,6 +132,108 @@ async fn measure(redis: &Redis, users: usize, runs: usize) -> Result<u64, Error>
         }
     }
     Ok(u64::try_from(order.len())?)
+}
+
+/// Events sent at once in `--plain` (the publisher's batch), and the most bytes of records in
+/// one message (the publish script's).
+const PLAIN_BATCH: usize = 256;
+const MESSAGE_BYTES: usize = 7_000;
+
+/// `--plain`: the same events as [`measure`], in the same order, as plain pipelined commands
+/// (see the module documentation); returns how many events were sent.
+async fn measure_plain(redis: &Redis, users: usize, runs: usize) -> Result<u64, Error> {
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let client = redis::Client::open(url.as_str())?;
+    let mut subscriber = client.get_async_pubsub().await?;
+    subscriber.subscribe(&[FRAMES, FORWARDED]).await?;
+    let mut messages = subscriber.into_on_message();
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let ids: Vec<String> = (0..users).map(|u| format!("cost-{u:05}")).collect();
+    let runs: Vec<Run> = (0..runs).map(|r| Run::new(r % users)).collect();
+    let order = burst_order(&runs);
+    let mut seqs = vec![0_u64; users];
+    let mut emitted = vec![0; runs.len()];
+    let mut sent_messages = 0_usize;
+    redis.count_from_here()?;
+    for chunk in order.chunks(PLAIN_BATCH) {
+        let mut pipe = redis::pipe();
+        let mut frames = Messages::default();
+        let mut forwards = Messages::default();
+        for &r in chunk {
+            let run = &runs[r];
+            let encoded = core_context::EncodedEvent::encode(&run.event(emitted[r]))?;
+            emitted[r] += 1;
+            seqs[run.user] += 1;
+            let seq = seqs[run.user];
+            let rest = encoded.json.strip_prefix('{').unwrap_or(&encoded.json);
+            let user = &ids[run.user];
+            if r % 2 == 1 {
+                // `<user>\n<run>\n<event>`: what a forward would carry at least.
+                forwards.push(&format!("{user}\n{}\n{rest}", run.scope.run_id));
+            }
+            pipe.cmd("XADD")
+                .arg(format!("agentws:{{{user}}}:log"))
+                .arg("MAXLEN")
+                .arg(1_000)
+                .arg(format!("{seq}-0"))
+                .arg("b")
+                .arg(rest)
+                .arg("t")
+                .arg(1_765_000_000_000_u64)
+                .ignore();
+            frames.push(&format!("{user}\n{EPOCH}\n{seq}\n{rest}"));
+        }
+        // The forwards reach Redis before the frames made of them.
+        for (channel, messages) in [(FORWARDED, forwards), (FRAMES, frames)] {
+            for message in messages.done() {
+                pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+                sent_messages += 1;
+            }
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+    }
+    for read in 0..sent_messages {
+        tokio::time::timeout(Duration::from_secs(600), messages.next())
+            .await
+            .map_err(|_| format!("the subscriber read {read} of {sent_messages} messages"))?
+            .ok_or("the subscriber's connection closed")?;
+    }
+    Ok(u64::try_from(order.len())?)
+}
+
+/// `--plain`'s channels: the other node's frames, and the events forwarded to the node giving
+/// the seqs.
+const FRAMES: &str = "agentws:node:cost:events";
+const FORWARDED: &str = "agentws:node:cost:forwarded";
+/// `--plain`'s epoch in every frame record.
+const EPOCH: &str = "cost-epoch";
+
+/// Records joined by `\n` into messages of at most [`MESSAGE_BYTES`] (one record may be
+/// longer), as the publish script sends them.
+#[derive(Default)]
+struct Messages {
+    done: Vec<String>,
+    current: String,
+}
+
+impl Messages {
+    fn push(&mut self, record: &str) {
+        if !self.current.is_empty() && self.current.len() + record.len() + 1 > MESSAGE_BYTES {
+            self.done.push(std::mem::take(&mut self.current));
+        }
+        if !self.current.is_empty() {
+            self.current.push('\n');
+        }
+        self.current.push_str(record);
+    }
+
+    /// The messages, in order.
+    fn done(mut self) -> Vec<String> {
+        if !self.current.is_empty() {
+            self.done.push(self.current);
+        }
+        self.done
+    }
 }
 
 /// One run's events, emitted in order: the bench's shape (4 thinking steps, 3 tool calls,
