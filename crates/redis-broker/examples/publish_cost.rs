@@ -2,7 +2,7 @@
 //! counts them, so the figure is the same on a busy or an idle box, unlike CPU time):
 //!
 //! ```text
-//! cargo run --release -p redis-broker --example publish_cost [--plain] [users] [runs]
+//! cargo run --release -p redis-broker --example publish_cost [--plain | --fenced] [users] [runs]
 //! ```
 //!
 //! It starts `redis-server` under callgrind on a free port, and two brokers on it, as two
@@ -15,15 +15,19 @@
 //! `redis-server` on the PATH.
 //!
 //! With `--plain` it measures instead what Redis would spend on the same events if nodes gave
-//! the seqs themselves (a design weighed in `docs/performance.md`, not built): no script, the
-//! same bytes sent as plain commands, pipelined 256 events at a time: per event an `XADD` of
-//! its entry (`<seq>-0`, `b` and `t`, capped at the log's length, as the publish script
-//! writes it) to its user's log; per batch the other node's frames in `PUBLISH`es of at most
-//! 7,000 bytes (the records the publish script sends); and the events of the runs started on
-//! the other node (every second run, as the bench starts a user's runs on either node in
-//! turn) `PUBLISH`ed once more before, as that node forwards them to the one giving the seqs.
-//! A subscriber reads each of the two channels. It counts from the first command to the last
-//! message read.
+//! the seqs themselves (`docs/sequencer.md`, not built): no script, the same bytes sent as
+//! plain commands, pipelined 256 events at a time: per event an `XADD` of its entry (`<seq>-0`,
+//! `b` and `t`, capped at the log's length, as the publish script writes it) to its user's log;
+//! per user of the batch the meta's `seq`; per batch the other node's frames in `PUBLISH`es of
+//! at most 7,000 bytes (the records the publish script sends); and, before them, the events of
+//! the runs started on the other node (every second run, as the bench starts a user's runs on
+//! either node in turn) `PUBLISH`ed once more, as that node forwards them to the one giving the
+//! seqs. A subscriber reads each of the two channels. It counts from the first command to the
+//! last message read.
+//!
+//! `--fenced` sends the same, but the sequencer's writes of a batch in one script call that
+//! first checks each user's lease (`sq` in the meta) and refuses the whole batch if one is not
+//! the caller's: the safe way out of the trap `docs/sequencer.md` describes.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -39,28 +43,41 @@ use ws_bridge::{AgentWebSocketBridge, BridgeConfig};
 
 type Error = Box<dyn std::error::Error>;
 
+/// What is measured: today's publish script through two brokers, or what a node giving the
+/// seqs would send (see the module documentation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Script,
+    Plain,
+    Fenced,
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1).peekable();
-    let plain = args.next_if(|a| a == "--plain").is_some();
+    let mode = match args.next_if(|a| a.starts_with("--")).as_deref() {
+        None => Mode::Script,
+        Some("--plain") => Mode::Plain,
+        Some("--fenced") => Mode::Fenced,
+        Some(other) => return Err(format!("unknown option {other}: --plain or --fenced").into()),
+    };
     let users: usize = args.next().map_or(Ok(2_000), |a| a.parse())?;
     let runs: usize = args.next().map_or(Ok(4_000), |a| a.parse())?;
     let dir = std::env::temp_dir().join(format!("publish-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let redis = Redis::start(&dir)?;
-    let outcome = if plain {
-        measure_plain(&redis, users, runs).await
-    } else {
-        measure(&redis, users, runs).await
+    let outcome = match mode {
+        Mode::Script => measure(&redis, users, runs).await,
+        Mode::Plain | Mode::Fenced => measure_sequenced(&redis, users, runs, mode).await,
     };
     let instructions = redis.stop_and_count();
     std::fs::remove_dir_all(&dir)?;
     let events = outcome?;
     let instructions = instructions?;
-    let path = if plain {
-        "plain XADD and PUBLISH, pipelined, no script"
-    } else {
-        "publish path"
+    let path = match mode {
+        Mode::Script => "publish path",
+        Mode::Plain => "plain XADD, HSET and PUBLISH, pipelined, no script",
+        Mode::Fenced => "one fenced script per batch (HGET, XADD, HSET, PUBLISH)",
     };
     println!(
         "{path} in Redis: {} instructions per published event ({events} events of {runs} runs of {users} users, both nodes following each user; callgrind, {})",
@@ -139,9 +156,15 @@ async fn measure(redis: &Redis, users: usize, runs: usize) -> Result<u64, Error>
 const PLAIN_BATCH: usize = 256;
 const MESSAGE_BYTES: usize = 7_000;
 
-/// `--plain`: the same events as [`measure`], in the same order, as plain pipelined commands
-/// (see the module documentation); returns how many events were sent.
-async fn measure_plain(redis: &Redis, users: usize, runs: usize) -> Result<u64, Error> {
+/// `--plain` and `--fenced`: the same events as [`measure`], in the same order, as a node
+/// giving the seqs would send them (see the module documentation); returns how many events were
+/// sent.
+async fn measure_sequenced(
+    redis: &Redis,
+    users: usize,
+    runs: usize,
+    mode: Mode,
+) -> Result<u64, Error> {
     let url = format!("redis://127.0.0.1:{}", redis.port);
     let client = redis::Client::open(url.as_str())?;
     let mut subscriber = client.get_async_pubsub().await?;
@@ -149,6 +172,14 @@ async fn measure_plain(redis: &Redis, users: usize, runs: usize) -> Result<u64, 
     let mut messages = subscriber.into_on_message();
     let mut conn = client.get_multiplexed_async_connection().await?;
     let ids: Vec<String> = (0..users).map(|u| format!("cost-{u:05}")).collect();
+    for user in &ids {
+        redis::cmd("HSET")
+            .arg(format!("agentws:{{{user}}}:meta"))
+            .arg(&["epoch", EPOCH, "sq", SEQUENCER])
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let fenced = redis::Script::new(FENCED);
     let runs: Vec<Run> = (0..runs).map(|r| Run::new(r % users)).collect();
     let order = burst_order(&runs);
     let mut seqs = vec![0_u64; users];
@@ -156,7 +187,7 @@ async fn measure_plain(redis: &Redis, users: usize, runs: usize) -> Result<u64, 
     let mut sent_messages = 0_usize;
     redis.count_from_here()?;
     for chunk in order.chunks(PLAIN_BATCH) {
-        let mut pipe = redis::pipe();
+        let mut events = Vec::with_capacity(chunk.len());
         let mut frames = Messages::default();
         let mut forwards = Messages::default();
         for &r in chunk {
@@ -171,26 +202,32 @@ async fn measure_plain(redis: &Redis, users: usize, runs: usize) -> Result<u64, 
                 // `<user>\n<run>\n<event>`: what a forward would carry at least.
                 forwards.push(&format!("{user}\n{}\n{rest}", run.scope.run_id));
             }
-            pipe.cmd("XADD")
-                .arg(format!("agentws:{{{user}}}:log"))
-                .arg("MAXLEN")
-                .arg(1_000)
-                .arg(format!("{seq}-0"))
-                .arg("b")
-                .arg(rest)
-                .arg("t")
-                .arg(1_765_000_000_000_u64)
-                .ignore();
             frames.push(&format!("{user}\n{EPOCH}\n{seq}\n{rest}"));
+            events.push((user.as_str(), seq, rest.to_owned()));
         }
-        // The forwards reach Redis before the frames made of them.
-        for (channel, messages) in [(FORWARDED, forwards), (FRAMES, frames)] {
-            for message in messages.done() {
-                pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
-                sent_messages += 1;
-            }
+        // The forwards reach Redis (from the nodes that ran those runs) before the frames
+        // made of them.
+        let mut forwarded = redis::pipe();
+        for message in forwards.done() {
+            forwarded
+                .cmd("PUBLISH")
+                .arg(FORWARDED)
+                .arg(message)
+                .ignore();
+            sent_messages += 1;
         }
-        pipe.query_async::<()>(&mut conn).await?;
+        let frames = frames.done();
+        sent_messages += frames.len();
+        forwarded.query_async::<()>(&mut conn).await?;
+        if mode == Mode::Fenced {
+            fenced_call(&fenced, &events, &frames)
+                .invoke_async::<()>(&mut conn)
+                .await?;
+        } else {
+            plain_pipeline(&events, &frames)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
     }
     for read in 0..sent_messages {
         tokio::time::timeout(Duration::from_secs(600), messages.next())
@@ -200,6 +237,104 @@ async fn measure_plain(redis: &Redis, users: usize, runs: usize) -> Result<u64, 
     }
     Ok(u64::try_from(order.len())?)
 }
+
+/// A batch's events as (user, seq, event JSON without its opening brace).
+type Sequenced<'a> = [(&'a str, u64, String)];
+
+/// `--plain`: per event an `XADD`, per user the meta's `seq`, then the frames.
+fn plain_pipeline(events: &Sequenced<'_>, frames: &[String]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for (user, seq, rest) in events {
+        pipe.cmd("XADD")
+            .arg(format!("agentws:{{{user}}}:log"))
+            .arg("MAXLEN")
+            .arg(1_000)
+            .arg(format!("{seq}-0"))
+            .arg("b")
+            .arg(rest)
+            .arg("t")
+            .arg(1_765_000_000_000_u64)
+            .ignore();
+    }
+    for (user, seq) in last_seqs(events) {
+        pipe.cmd("HSET")
+            .arg(format!("agentws:{{{user}}}:meta"))
+            .arg("seq")
+            .arg(seq)
+            .ignore();
+    }
+    for message in frames {
+        pipe.cmd("PUBLISH").arg(FRAMES).arg(message).ignore();
+    }
+    pipe
+}
+
+/// `--fenced`: the same writes in one call of [`FENCED`].
+fn fenced_call<'a>(
+    script: &'a redis::Script,
+    events: &Sequenced<'_>,
+    frames: &[String],
+) -> redis::ScriptInvocation<'a> {
+    let mut call = script.prepare_invoke();
+    call.arg(SEQUENCER)
+        .arg(1_000)
+        .arg(1_765_000_000_000_u64)
+        .arg(events.len());
+    for (user, seq, rest) in events {
+        call.key(format!("agentws:{{{user}}}:meta"))
+            .key(format!("agentws:{{{user}}}:log"))
+            .arg(format!("{seq}-0"))
+            .arg(rest);
+    }
+    for message in frames {
+        call.arg(FRAMES).arg(message);
+    }
+    call
+}
+
+/// Each user's last seq in `events`, in the order the users came.
+fn last_seqs<'a>(events: &Sequenced<'a>) -> Vec<(&'a str, u64)> {
+    let mut last: Vec<(&str, u64)> = Vec::new();
+    for (user, seq, _) in events {
+        match last.iter_mut().find(|(seen, _)| seen == user) {
+            Some(entry) => entry.1 = *seq,
+            None => last.push((user, *seq)),
+        }
+    }
+    last
+}
+
+/// `--fenced`: `KEYS` a (meta, log) pair per event; `ARGV[1]` the caller's lease (`sq`),
+/// `ARGV[2]` the log's cap, `ARGV[3]` the time, `ARGV[4]` the number of events `n`, then per
+/// event its entry id and JSON, then (channel, message) pairs. Refuses the whole batch if any
+/// user's lease is not the caller's (before writing anything); else appends, writes each
+/// user's `seq` once, and publishes.
+const FENCED: &str = r"
+local n = tonumber(ARGV[4])
+local last = {}
+local order = {}
+for i = 1, n do
+  local meta = KEYS[2 * i - 1]
+  if not last[meta] then
+    if redis.call('HGET', meta, 'sq') ~= ARGV[1] then return redis.error_reply('FENCED') end
+    order[#order + 1] = meta
+    last[meta] = true
+  end
+end
+for i = 1, n do
+  local id = ARGV[3 + 2 * i]
+  redis.call('XADD', KEYS[2 * i], 'MAXLEN', ARGV[2], id, 'b', ARGV[4 + 2 * i], 't', ARGV[3])
+  last[KEYS[2 * i - 1]] = id
+end
+for _, meta in ipairs(order) do
+  redis.call('HSET', meta, 'seq', string.sub(last[meta], 1, -3))
+end
+for j = 5 + 2 * n, #ARGV, 2 do redis.call('PUBLISH', ARGV[j], ARGV[j + 1]) end
+return n
+";
+
+/// The lease `--plain` and `--fenced` write with (the fenced script checks it).
+const SEQUENCER: &str = "cost-node:1";
 
 /// `--plain`'s channels: the other node's frames, and the events forwarded to the node giving
 /// the seqs.
