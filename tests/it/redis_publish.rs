@@ -2,7 +2,7 @@
 //! connection dropped, Redis busy with a long script): without a lost, repeated or
 //! reordered event.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::broker_pair::BrokerPair;
@@ -74,5 +74,51 @@ async fn publishes_failed_by_a_dropped_connection_or_a_busy_redis_are_sent_again
     assert!(
         stats.publish_retries.load(Ordering::Relaxed) > 0,
         "the killed connections and the busy Redis failed calls that were sent again"
+    );
+}
+
+/// The publisher's timing counts: while Redis holds every write (`CLIENT PAUSE ... WRITE`, 300
+/// ms), a batch sent at the start of the pause counts the pause in its round trip, and the
+/// events queued behind it 50 ms later count their wait until it was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_held_by_redis_counts_its_round_trip_and_the_events_behind_it_their_wait() {
+    let redis = RedisServer::start();
+    let pair = BrokerPair::start(&redis, "timing", 1).await;
+    // The script loaded and the connection in use before the counts are read.
+    pair.emit(0, "warm".into());
+    assert_eq!(pair.next_chunk(0).await, (1, "warm".to_owned()));
+    let stats = pair.publisher.stats();
+    let counts = || {
+        let read = |count: &AtomicU64| count.load(Ordering::Relaxed);
+        (
+            read(&stats.publish_batches),
+            read(&stats.publish_batch_micros),
+            read(&stats.publish_queue_micros),
+        )
+    };
+    let before = counts();
+    assert_eq!(redis.command(&["CLIENT", "PAUSE", "300", "WRITE"]), "+OK");
+    pair.emit(0, "first".into());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pair.emit(0, "second".into());
+    pair.emit(0, "third".into());
+    for (seq, delta) in [(2, "first"), (3, "second"), (4, "third")] {
+        assert_eq!(pair.next_chunk(0).await, (seq, delta.to_owned()));
+    }
+    let after = counts();
+    let batches = after.0 - before.0;
+    assert!(
+        (2..=3).contains(&batches),
+        "the held batch, then the one or two behind it: {batches} batches"
+    );
+    let round_trips = after.1 - before.1;
+    assert!(
+        round_trips >= 100_000,
+        "the held batch's round trip spans most of the 300 ms pause: {round_trips} µs in all"
+    );
+    let waited = after.2 - before.2;
+    assert!(
+        waited >= 2 * 100_000,
+        "the two events queued 50 ms into the pause waited for its end: {waited} µs in all"
     );
 }

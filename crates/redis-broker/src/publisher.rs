@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use core_context::{EmitError, EncodedEvent, RunId, UserId};
@@ -34,6 +34,8 @@ pub(crate) struct Outgoing {
     pub(crate) run: Option<RunId>,
     /// The terminal event of a run whose lease was taken: passes the run's ended mark.
     pub(crate) ends_lost_run: bool,
+    /// When it was queued.
+    pub(crate) queued_at: Instant,
 }
 
 /// The node's publish queue with its next publish counter: numbering and queueing under one
@@ -72,6 +74,7 @@ impl PublishQueue {
             counter: *next_counter,
             run,
             ends_lost_run,
+            queued_at: Instant::now(),
         };
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let queued = queue.try_send(outgoing);
@@ -118,9 +121,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut conn: Conn, mut queue: mpsc::Re
     while queue.recv_many(&mut batch, BATCH).await > 0 {
         let mut retries = RETRY.build();
         let mut failed_before = false;
+        let first_sent = Instant::now();
         loop {
+            let sent = Instant::now();
             match send(&shared, &mut conn, &batch).await {
                 Ok(()) => {
+                    count_accepted(&shared, &batch, first_sent, sent.elapsed());
                     shared.publish_up.store(true, Ordering::Relaxed);
                     if failed_before {
                         tracing::info!(events = batch.len(), "redis broker: publishing again");
@@ -155,6 +161,31 @@ pub(crate) async fn run(shared: Arc<Shared>, mut conn: Conn, mut queue: mpsc::Re
         }
         batch.clear();
     }
+}
+
+/// Counts an accepted batch in the broker's stats: `first_sent` when it was first sent, `took`
+/// the accepted attempt's round trip.
+fn count_accepted(shared: &Shared, batch: &[Outgoing], first_sent: Instant, took: Duration) {
+    let waited: u128 = batch
+        .iter()
+        .map(|event| {
+            first_sent
+                .saturating_duration_since(event.queued_at)
+                .as_micros()
+        })
+        .sum();
+    let stats = &shared.stats;
+    stats.publish_batches.fetch_add(1, Ordering::Relaxed);
+    stats
+        .publish_batch_micros
+        .fetch_add(micros(took.as_micros()), Ordering::Relaxed);
+    stats
+        .publish_queue_micros
+        .fetch_add(micros(waited), Ordering::Relaxed);
+}
+
+fn micros(n: u128) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// Whether `error` is the connection's or a passing state of the server (worth a retry)

@@ -28,6 +28,15 @@ use crate::scripts::{Scripts, StreamKeys};
 pub struct BrokerStats {
     /// Events Redis accepted.
     pub events_published: AtomicU64,
+    /// Batches Redis accepted (one script call each; on a Redis Cluster one per slot, sent
+    /// together, count as one).
+    pub publish_batches: AtomicU64,
+    /// Microseconds from sending each accepted batch to Redis's answer, summed (the attempt
+    /// Redis accepted; failed attempts and the pauses between them are not counted).
+    pub publish_batch_micros: AtomicU64,
+    /// Microseconds each accepted event waited in the publish queue before its batch was first
+    /// sent, summed over the events.
+    pub publish_queue_micros: AtomicU64,
     /// Pipelines sent again after a connection error.
     pub publish_retries: AtomicU64,
     /// Events refused at `publish` because the queue was full (Redis unreachable too long).

@@ -6,6 +6,9 @@
 //! It reads a [`Snapshot`] that the state's owner fills (the server's `AppState::snapshot`), not
 //! the state itself, so this crate depends on the parts it reads and not on the server.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
@@ -274,7 +277,6 @@ fn tools(r: &mut Registry, state: &Snapshot<'_>) {
 }
 
 fn history(r: &mut Registry, state: &Snapshot<'_>) {
-    use std::sync::atomic::Ordering::Relaxed;
     let Some(stats) = state.history else {
         return;
     };
@@ -354,13 +356,33 @@ fn broker(r: &mut Registry, state: &Snapshot<'_>) {
         ),
     ];
     for (name, help, value) in table {
-        counter(
-            r,
-            name,
-            help,
-            value.load(std::sync::atomic::Ordering::Relaxed),
-        );
+        counter(r, name, help, value.load(Relaxed));
     }
+    counter(
+        r,
+        "redis_publish_batches",
+        "Batches of events Redis accepted from this node (one script call each; on a Redis Cluster, one per slot sent together count as one)",
+        stats.publish_batches.load(Relaxed),
+    );
+    seconds(
+        r,
+        "redis_publish_batch_seconds",
+        "Time from sending each accepted batch to Redis's answer, summed",
+        stats.publish_batch_micros.load(Relaxed),
+    );
+    seconds(
+        r,
+        "redis_publish_queue_seconds",
+        "Time each accepted event waited in the publish queue before its batch was sent, summed over the events",
+        stats.publish_queue_micros.load(Relaxed),
+    );
+}
+
+/// A counter of seconds, from microseconds.
+fn seconds(registry: &mut Registry, name: &str, help: &str, micros: u64) {
+    let counter: Counter<f64, AtomicU64> = Counter::default();
+    counter.inc_by(micros as f64 / 1_000_000.0);
+    registry.register(name, help, counter);
 }
 
 fn model(r: &mut Registry, state: &Snapshot<'_>) {
