@@ -248,12 +248,12 @@ fn plain_pipeline(events: &Sequenced<'_>, frames: &[String]) -> redis::Pipeline 
         pipe.cmd("XADD")
             .arg(format!("agentws:{{{user}}}:log"))
             .arg("MAXLEN")
-            .arg(1_000)
+            .arg(LOG_CAP)
             .arg(format!("{seq}-0"))
             .arg("b")
             .arg(rest)
             .arg("t")
-            .arg(1_765_000_000_000_u64)
+            .arg(NOW_MS)
             .ignore();
     }
     for (user, seq) in last_seqs(events) {
@@ -277,8 +277,8 @@ fn fenced_call<'a>(
 ) -> redis::ScriptInvocation<'a> {
     let mut call = script.prepare_invoke();
     call.arg(SEQUENCER)
-        .arg(1_000)
-        .arg(1_765_000_000_000_u64)
+        .arg(LOG_CAP)
+        .arg(NOW_MS)
         .arg(events.len());
     for (user, seq, rest) in events {
         call.key(format!("agentws:{{{user}}}:meta"))
@@ -342,6 +342,9 @@ const FRAMES: &str = "agentws:node:cost:events";
 const FORWARDED: &str = "agentws:node:cost:forwarded";
 /// `--plain`'s epoch in every frame record.
 const EPOCH: &str = "cost-epoch";
+/// `--plain`'s and `--fenced`'s log cap (the replay log's default length) and entry time.
+const LOG_CAP: usize = 1_000;
+const NOW_MS: u64 = 1_765_000_000_000;
 
 /// Records joined by `\n` into messages of at most [`MESSAGE_BYTES`] (one record may be
 /// longer), as the publish script sends them.

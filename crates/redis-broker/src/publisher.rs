@@ -66,6 +66,8 @@ impl PublishQueue {
             run_id: run,
             json: body,
         } = event;
+        // Read before the lock: every node's publishing task takes it.
+        let queued_at = Instant::now();
         let mut state = self.state.lock();
         let (next_counter, queue) = &mut *state;
         let outgoing = Outgoing {
@@ -74,7 +76,7 @@ impl PublishQueue {
             counter: *next_counter,
             run,
             ends_lost_run,
-            queued_at: Instant::now(),
+            queued_at,
         };
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let queued = queue.try_send(outgoing);

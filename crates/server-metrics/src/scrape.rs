@@ -325,6 +325,11 @@ fn broker(r: &mut Registry, state: &Snapshot<'_>) {
             &stats.events_published,
         ),
         (
+            "redis_publish_batches",
+            "Batches of events Redis accepted from this node (one script call each; on a Redis Cluster, one per slot sent together count as one)",
+            &stats.publish_batches,
+        ),
+        (
             "redis_publish_retries",
             "Batches sent to Redis again after a connection error",
             &stats.publish_retries,
@@ -358,12 +363,6 @@ fn broker(r: &mut Registry, state: &Snapshot<'_>) {
     for (name, help, value) in table {
         counter(r, name, help, value.load(Relaxed));
     }
-    counter(
-        r,
-        "redis_publish_batches",
-        "Batches of events Redis accepted from this node (one script call each; on a Redis Cluster, one per slot sent together count as one)",
-        stats.publish_batches.load(Relaxed),
-    );
     seconds(
         r,
         "redis_publish_batch_seconds",
