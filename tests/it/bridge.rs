@@ -3,7 +3,7 @@
 //!
 //! These are the broker conformance tests: each runs against every [`Broker`]
 //! implementation listed in `bridges` (the in-process one, and Redis on a private
-//! `redis-server`), because the guarantees belong to the bridge whatever broker is behind it.
+//! `redis-server` in both of its modes: the publish script's and the sequencer's), because the guarantees belong to the bridge whatever broker is behind it.
 //! A networked broker publishes in the background, so where a test asserts what is stored
 //! or queued right after emitting, it first waits with `flush` (as graceful shutdown does).
 //!
@@ -49,6 +49,16 @@ pub async fn bridges(config: &BridgeConfig) -> Bridges {
             .await
             .unwrap(),
     );
+    // The same Redis, its own keys.
+    let sequenced: Arc<dyn Broker> = Arc::new(
+        RedisBroker::connect(RedisBrokerConfig {
+            key_prefix: "sequenced".into(),
+            sequencer: true,
+            ..RedisBrokerConfig::new(redis.url(), bounds)
+        })
+        .await
+        .unwrap(),
+    );
     Bridges {
         list: vec![
             (
@@ -58,6 +68,10 @@ pub async fn bridges(config: &BridgeConfig) -> Bridges {
             (
                 "redis",
                 AgentWebSocketBridge::with_broker(config.clone(), networked),
+            ),
+            (
+                "redis-sequencer",
+                AgentWebSocketBridge::with_broker(config.clone(), sequenced),
             ),
         ],
         _redis: redis,

@@ -22,12 +22,25 @@ pub struct BrokerPair {
 
 impl BrokerPair {
     pub async fn start(redis: &RedisServer, name: &'static str, users: usize) -> Self {
+        Self::start_in(redis, name, users, false).await
+    }
+
+    /// [`BrokerPair::start`], both nodes in the sequencer mode when `sequencer`.
+    pub async fn start_in(
+        redis: &RedisServer,
+        name: &'static str,
+        users: usize,
+        sequencer: bool,
+    ) -> Self {
         let config = BridgeConfig::default();
         let connect = || async {
             Arc::new(
-                RedisBroker::connect(RedisBrokerConfig::new(redis.url(), config.replay_bounds()))
-                    .await
-                    .unwrap(),
+                RedisBroker::connect(RedisBrokerConfig {
+                    sequencer,
+                    ..RedisBrokerConfig::new(redis.url(), config.replay_bounds())
+                })
+                .await
+                .unwrap(),
             )
         };
         let (publisher, follower) = (connect().await, connect().await);

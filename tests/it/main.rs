@@ -102,6 +102,7 @@ mod redis_cluster_support;
 mod redis_follow;
 mod redis_outage;
 mod redis_publish;
+mod redis_sequencer;
 mod redis_support;
 mod replay_memory;
 mod run_slots;

@@ -11,7 +11,7 @@ use agent_server::server::RunningServer;
 use core_context::SequencedEvent;
 use serde_json::{Value, json};
 
-use crate::redis_cluster_support::{SharedRedis, on_redis_and_cluster};
+use crate::redis_cluster_support::{SharedRedis, in_every_mode};
 use crate::redis_support::RedisServer;
 use crate::server_support::Client;
 
@@ -237,8 +237,23 @@ async fn cut_live_connections_lose_nothing(redis: &impl SharedRedis) {
 /// run's end. Nothing is lost without the client being told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_restarted_mid_stream_ends_in_an_explicit_failed_resume() {
+    redis_restarted_mid_stream(false).await;
+}
+
+/// The same with the nodes in the sequencer mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_the_sequencer_mode_redis_restarted_mid_stream_ends_in_an_explicit_failed_resume() {
+    redis_restarted_mid_stream(true).await;
+}
+
+async fn redis_restarted_mid_stream(sequencer: bool) {
     let mut redis = RedisServer::start();
-    let nodes = nodes(&redis.url(), 2).await;
+    let url = if sequencer {
+        format!("{}{}", redis.url(), crate::server_support::SEQUENCER)
+    } else {
+        redis.url()
+    };
+    let nodes = nodes(&url, 2).await;
     let mut runner = Client::user(nodes[0].addr(), "carol").await;
     let mut watcher = Client::user(nodes[1].addr(), "carol").await;
     let accepted = runner
@@ -313,8 +328,8 @@ async fn redis_restarted_mid_stream_ends_in_an_explicit_failed_resume() {
     }
 }
 
-// Each test above, on one Redis and on a Redis Cluster.
-on_redis_and_cluster!(tabs_on_different_nodes_read_one_stream);
-on_redis_and_cluster!(many_users_alternating_nodes_get_only_their_own_events);
-on_redis_and_cluster!(resume_on_another_node_loses_nothing);
-on_redis_and_cluster!(cut_live_connections_lose_nothing);
+// Each test above, on one Redis, on a Redis Cluster, and on one Redis in the sequencer mode.
+in_every_mode!(tabs_on_different_nodes_read_one_stream);
+in_every_mode!(many_users_alternating_nodes_get_only_their_own_events);
+in_every_mode!(resume_on_another_node_loses_nothing);
+in_every_mode!(cut_live_connections_lose_nothing);

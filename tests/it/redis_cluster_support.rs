@@ -39,24 +39,62 @@ impl SharedRedis for RedisServer {
     }
 }
 
+/// One Redis whose nodes run in the sequencer mode (`--broker-sequencer`): its URL carries
+/// `server_support::SEQUENCER`, which the test servers turn into the flag.
+pub struct Sequenced(pub RedisServer);
+
+impl SharedRedis for Sequenced {
+    fn url(&self) -> String {
+        format!("{}{}", self.0.url(), crate::server_support::SEQUENCER)
+    }
+
+    fn expire_run_leases(&self) {
+        self.0.expire_run_leases();
+    }
+
+    fn kill_pubsub_clients(&self) {
+        self.0.kill_pubsub_clients();
+    }
+}
+
 /// Runs the test body `$name` (an `async fn(&impl SharedRedis)`) as `$name::redis` on one
 /// Redis and as `$name::cluster` on a Redis Cluster.
 macro_rules! on_redis_and_cluster {
     ($name:ident) => {
         mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn redis() {
-                super::$name(&crate::redis_support::RedisServer::start()).await;
-            }
+            crate::redis_cluster_support::on_redis_and_cluster!(@each $name);
+        }
+    };
+    (@each $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn redis() {
+            super::$name(&crate::redis_support::RedisServer::start()).await;
+        }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn cluster() {
-                super::$name(&crate::redis_cluster_support::RedisCluster::start()).await;
-            }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn cluster() {
+            super::$name(&crate::redis_cluster_support::RedisCluster::start()).await;
         }
     };
 }
 pub(crate) use on_redis_and_cluster;
+
+/// [`on_redis_and_cluster!`], and as `$name::sequencer` on one Redis in the sequencer mode
+/// ([`Sequenced`]).
+macro_rules! in_every_mode {
+    ($name:ident) => {
+        mod $name {
+            crate::redis_cluster_support::on_redis_and_cluster!(@each $name);
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sequencer() {
+                let redis = crate::redis_support::RedisServer::start();
+                super::$name(&crate::redis_cluster_support::Sequenced(redis)).await;
+            }
+        }
+    };
+}
+pub(crate) use in_every_mode;
 
 /// One node of the cluster.
 struct Node {

@@ -28,10 +28,22 @@ const BUSY_ANSWERS: &str = "return tonumber(string.match(redis.call('INFO', 'err
 /// its events were missing from the stream, their seqs given to the next ones.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn publishes_failed_by_a_dropped_connection_or_a_busy_redis_are_sent_again_in_order() {
+    failed_publishes_are_sent_again_in_order(false).await;
+}
+
+/// The same in the sequencer mode: an append answered `BUSY` (or whose pipeline's connection
+/// dropped) is written again after the node takes its user's lease anew, and no frame goes
+/// out for an append that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_the_sequencer_mode_failed_appends_are_written_again_in_order() {
+    failed_publishes_are_sent_again_in_order(true).await;
+}
+
+async fn failed_publishes_are_sent_again_in_order(sequencer: bool) {
     const USERS: usize = 20;
     const EVENTS: u64 = 150;
     let redis = RedisServer::start();
-    let pair = BrokerPair::start(&redis, "order", USERS).await;
+    let pair = BrokerPair::start_in(&redis, "order", USERS, sequencer).await;
     let port = redis.port();
     // Past 5 ms, a script that holds Redis has it answer other scripts BUSY until it ends.
     assert_eq!(

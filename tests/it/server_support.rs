@@ -24,8 +24,23 @@ pub async fn start_server(tune: impl FnOnce(&mut ServerConfig)) -> RunningServer
         ..ServerConfig::default()
     };
     tune(&mut config);
+    sequencer_from_url(&mut config);
     RunningServer::start(config).await.expect("server starts")
 }
+
+/// A Redis broker URL ending in [`SEQUENCER`] (see `redis_cluster_support::Sequenced`) stands
+/// for that URL with `--broker-sequencer`.
+fn sequencer_from_url(config: &mut ServerConfig) {
+    if let agent_server::config::BrokerChoice::Redis(url) = &mut config.broker
+        && let Some(plain) = url.strip_suffix(SEQUENCER)
+    {
+        *url = plain.to_owned();
+        config.broker_sequencer = true;
+    }
+}
+
+/// See [`sequencer_from_url`].
+pub const SEQUENCER: &str = "#sequencer";
 
 /// A server on its own runtime, so a test can kill it the way a crash does: every task (its
 /// runs, its sockets, its broker and store tasks) stops at once and nothing is flushed.

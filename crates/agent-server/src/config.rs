@@ -293,6 +293,8 @@ pub struct ServerConfig {
     /// The certificate and key a `rediss://` broker that asks for one is shown
     /// (`--broker-client-cert`, `--broker-client-key`).
     pub broker_client_identity: Option<redis_broker::ClientIdentity>,
+    /// The Redis broker's sequencer mode (`--broker-sequencer`).
+    pub broker_sequencer: bool,
     /// How long a node's claim on a run lasts unrenewed (with a Redis broker).
     pub run_lease_ttl: Duration,
     /// The history store's URL; `None` keeps no history.
@@ -348,6 +350,7 @@ impl Default for ServerConfig {
             tools: ExtraTools::default(),
             broker: BrokerChoice::InProcess,
             broker_ca_file: None,
+            broker_sequencer: false,
             broker_client_identity: None,
             run_lease_ttl: Duration::from_secs(15),
             store: None,
@@ -433,6 +436,7 @@ impl ServerConfig {
                 args.broker_client_key,
             )?,
             broker_ca_file: args.broker_ca_file,
+            broker_sequencer: args.broker_sequencer,
             run_lease_ttl: Duration::from_secs(args.run_lease_secs),
             store,
             multitask_default: args.multitask_default,

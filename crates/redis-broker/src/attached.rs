@@ -17,10 +17,19 @@ use crate::scripts::StreamKeys;
 
 /// Where a followed user's delivery stands.
 enum Delivery {
-    /// Subscribed, position not read yet: frames wait here.
-    Joining(Vec<(Epoch, Arc<Frame>)>),
-    /// Delivering: the epoch and the last seq handed to the listener.
-    Live { epoch: Epoch, last_seq: u64 },
+    /// Subscribed, position not read yet: frames wait here (with the lease each was written
+    /// under, `None` for frames read from the log), and the latest lease announced.
+    Joining {
+        waiting: Vec<(Epoch, Option<u64>, Arc<Frame>)>,
+        announced: Option<(Epoch, u64, u64)>,
+    },
+    /// Delivering: the epoch, the last seq handed to the listener, and (sequencer mode) the
+    /// latest lease of the stream seen: a live frame of an older one is a stale holder's.
+    Live {
+        epoch: Epoch,
+        last_seq: u64,
+        lease: u64,
+    },
 }
 
 /// What to do with one frame.
@@ -31,6 +40,9 @@ pub(crate) enum Offer {
     /// Frames between the last delivered and this one are missing.
     Gap,
     Waiting,
+    /// Written under a lease the stream has left (sequencer mode): dropped; what the log
+    /// holds of it comes with a catch-up.
+    Stale,
 }
 
 /// One user this node follows.
@@ -54,57 +66,113 @@ impl Attached {
             keys,
             id,
             listener,
-            delivery: Mutex::new(Delivery::Joining(Vec::new())),
+            delivery: Mutex::new(Delivery::Joining {
+                waiting: Vec::new(),
+                announced: None,
+            }),
         }
     }
 
-    /// Starts delivering after `position`, with the frames that came while joining. Returns
-    /// whether frames are missing (the caller asks for a catch-up).
-    pub(crate) fn go_live(&self, position: &StreamPosition) -> bool {
+    /// Starts delivering after `position` (`lease`: the stream's lease then, 0 outside the
+    /// sequencer mode), with the frames that came while joining. Returns whether frames are
+    /// missing (the caller asks for a catch-up).
+    pub(crate) fn go_live(&self, position: &StreamPosition, lease: u64) -> bool {
         let mut delivery = self.delivery.lock();
-        let waiting = match std::mem::replace(
-            &mut *delivery,
-            Delivery::Live {
-                epoch: position.epoch.clone(),
-                last_seq: position.last_seq,
-            },
-        ) {
-            Delivery::Joining(waiting) => waiting,
+        let live = Delivery::Live {
+            epoch: position.epoch.clone(),
+            last_seq: position.last_seq,
+            lease,
+        };
+        let (waiting, announced) = match std::mem::replace(&mut *delivery, live) {
+            Delivery::Joining { waiting, announced } => (waiting, announced),
             live @ Delivery::Live { .. } => {
                 *delivery = live;
                 return false;
             }
         };
         let mut gap = false;
-        for (epoch, frame) in waiting {
-            gap |= self.offer_locked(&mut delivery, &epoch, &frame) == Offer::Gap;
+        if let Some((epoch, lease, last_seq)) = announced {
+            gap |= Self::announce_locked(&mut delivery, &epoch, lease, last_seq);
+        }
+        for (epoch, lease, frame) in waiting {
+            gap |= matches!(
+                self.offer_locked(&mut delivery, &epoch, lease, &frame),
+                Offer::Gap | Offer::Stale
+            );
         }
         gap
     }
 
-    pub(crate) fn offer(&self, epoch: &Epoch, frame: &Arc<Frame>) -> Offer {
-        self.offer_locked(&mut self.delivery.lock(), epoch, frame)
+    /// Offers a frame: `lease` the one it was written under (a live frame), `None` for one
+    /// read from the log.
+    pub(crate) fn offer(&self, epoch: &Epoch, lease: Option<u64>, frame: &Arc<Frame>) -> Offer {
+        self.offer_locked(&mut self.delivery.lock(), epoch, lease, frame)
+    }
+
+    /// A lease of the stream was taken after `last_seq` (sequencer mode): live frames of
+    /// older leases are stale from now on. Returns whether frames before it are missing
+    /// here (the caller asks for a catch-up).
+    pub(crate) fn announce(&self, epoch: &Epoch, lease: u64, last_seq: u64) -> bool {
+        let mut delivery = self.delivery.lock();
+        if let Delivery::Joining { announced, .. } = &mut *delivery {
+            if announced
+                .as_ref()
+                .is_none_or(|(_, known, _)| *known < lease)
+            {
+                *announced = Some((epoch.clone(), lease, last_seq));
+            }
+            return false;
+        }
+        Self::announce_locked(&mut delivery, epoch, lease, last_seq)
+    }
+
+    fn announce_locked(delivery: &mut Delivery, epoch: &Epoch, lease: u64, last: u64) -> bool {
+        match delivery {
+            Delivery::Live {
+                epoch: current,
+                last_seq,
+                lease: known,
+            } if current == epoch => {
+                *known = (*known).max(lease);
+                *last_seq < last
+            }
+            _ => false,
+        }
     }
 
     /// Delivers `frame` if it is the next one; the lock is held while the listener takes it,
     /// which keeps one user's frames in order and never concurrent.
-    fn offer_locked(&self, delivery: &mut Delivery, epoch: &Epoch, frame: &Arc<Frame>) -> Offer {
+    fn offer_locked(
+        &self,
+        delivery: &mut Delivery,
+        epoch: &Epoch,
+        lease: Option<u64>,
+        frame: &Arc<Frame>,
+    ) -> Offer {
         match delivery {
-            Delivery::Joining(waiting) => {
-                waiting.push((epoch.clone(), Arc::clone(frame)));
+            Delivery::Joining { waiting, .. } => {
+                waiting.push((epoch.clone(), lease, Arc::clone(frame)));
                 Offer::Waiting
             }
             Delivery::Live {
                 epoch: current,
                 last_seq,
+                lease: known,
             } => {
                 if epoch != current {
                     // The stream started again: this node's connections read a lost one.
                     self.listener.close(CloseReason::StreamReset);
                     *current = epoch.clone();
                     *last_seq = frame.seq;
+                    *known = lease.unwrap_or(0);
                     self.listener.deliver(frame);
                     return Offer::Delivered;
+                }
+                if let Some(lease) = lease {
+                    if lease < *known {
+                        return Offer::Stale;
+                    }
+                    *known = lease;
                 }
                 if frame.seq <= *last_seq {
                     Offer::Duplicate
@@ -124,16 +192,24 @@ impl Attached {
     pub(crate) fn reset(&self, position: StreamPosition) {
         tracing::warn!(user = %self.user, epoch = %position.epoch, last_seq = position.last_seq, "redis broker: a user's stream was lost; closing their connections here so they resume");
         self.listener.close(CloseReason::StreamReset);
-        *self.delivery.lock() = Delivery::Live {
+        let mut delivery = self.delivery.lock();
+        let lease = match &*delivery {
+            Delivery::Live { epoch, lease, .. } if *epoch == position.epoch => *lease,
+            _ => 0,
+        };
+        *delivery = Delivery::Live {
             epoch: position.epoch,
             last_seq: position.last_seq,
+            lease,
         };
     }
 
     pub(crate) fn live_position(&self) -> Option<(Epoch, u64)> {
         match &*self.delivery.lock() {
-            Delivery::Live { epoch, last_seq } => Some((epoch.clone(), *last_seq)),
-            Delivery::Joining(_) => None,
+            Delivery::Live {
+                epoch, last_seq, ..
+            } => Some((epoch.clone(), *last_seq)),
+            Delivery::Joining { .. } => None,
         }
     }
 }

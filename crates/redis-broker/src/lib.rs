@@ -37,14 +37,19 @@ mod budget_ledger;
 mod budget_scripts;
 mod conn;
 mod followers;
+mod forwarded;
 mod lost;
 mod messages;
 mod node_requests;
 mod publisher;
+mod routes;
 mod run_scripts;
 mod runs;
 mod runtime;
 mod scripts;
+mod seq_scripts;
+mod seq_write;
+mod sequencer;
 mod shared;
 mod subscriber;
 mod tls;
@@ -97,6 +102,11 @@ pub struct RedisBrokerConfig {
     /// With `rediss://`: the certificate and key this node shows Redis, for a Redis that asks
     /// its clients for one (`tls-auth-clients yes`).
     pub client_identity: Option<ClientIdentity>,
+    /// The sequencer mode (`docs/sequencer.md`; not yet the default, and not on a Redis
+    /// Cluster): for each user one node at a time holds a lease and gives their seqs, writing
+    /// the log with plain pipelined commands; the others forward their events to it. Every
+    /// node on one Redis must be in the same mode.
+    pub sequencer: bool,
 }
 
 /// A client certificate and its private key, both PEM files.
@@ -118,6 +128,7 @@ impl RedisBrokerConfig {
             publish_queue: 100_000,
             ca_file: None,
             client_identity: None,
+            sequencer: false,
         }
     }
 }
@@ -171,6 +182,14 @@ pub enum RedisBrokerError {
         /// Why.
         reason: String,
     },
+    /// The sequencer mode on a Redis Cluster, which it does not support yet.
+    #[error(
+        "the sequencer mode (--broker-sequencer) does not support a Redis Cluster yet ({url}): use one Redis, or leave the mode off"
+    )]
+    SequencerOnCluster {
+        /// The URL, without its password.
+        url: String,
+    },
     /// The broker's thread could not be started (or stopped while connecting).
     #[error("cannot start the Redis broker's thread: {0}")]
     Thread(String),
@@ -198,6 +217,9 @@ impl RedisBroker {
     /// Connects to Redis and starts the node's publisher, subscriber and key renewal tasks.
     pub async fn connect(config: RedisBrokerConfig) -> Result<Self, RedisBrokerError> {
         let url = secrets::url::redacted(&config.url);
+        if config.sequencer && matches!(conn::cluster_seeds(&config.url), Ok(Some(_))) {
+            return Err(RedisBrokerError::SequencerOnCluster { url });
+        }
         let runtime =
             runtime::BrokerRuntime::start().map_err(|e| RedisBrokerError::Thread(e.to_string()))?;
         // Connected from the broker's thread, so that the connections' own tasks run there.
@@ -208,15 +230,24 @@ impl RedisBroker {
             .await
             .map_err(|e| RedisBrokerError::Thread(e.to_string()))??;
         let node_id = ulid::Ulid::new().to_string();
+        let (inbound, inbound_queue) = mpsc::unbounded_channel();
+        let sequencer_channels = config.sequencer.then(|| {
+            (
+                format!("{}:frames", config.key_prefix),
+                format!("{}:leases", config.key_prefix),
+            )
+        });
         let shared = Arc::new(Shared {
             node_channel: format!("{}:node:{node_id}", config.key_prefix),
             events_channel: scripts::events_channel(&config.key_prefix, &node_id),
             opened_channel: scripts::opened_channel(&config.key_prefix),
+            sequencer_channels,
+            inbound: config.sequencer.then_some(inbound),
             cancels: Mutex::new(None),
             prefix: config.key_prefix,
             node_id,
             bounds: config.bounds,
-            scripts: Scripts::new(conn.is_cluster()),
+            scripts: Scripts::new(conn.is_cluster(), config.sequencer),
             conn: conn.clone(),
             attached: Mutex::new(HashMap::new()),
             queued: AtomicUsize::new(0),
@@ -232,8 +263,18 @@ impl RedisBroker {
         let publish = Arc::new(PublishQueue::new(Arc::clone(&shared), sender));
         let (subscriber, commands) = mpsc::unbounded_channel();
         let on = runtime.handle();
+        let publishing = if config.sequencer {
+            on.spawn(sequencer::run(
+                Arc::clone(&shared),
+                conn,
+                queue,
+                inbound_queue,
+            ))
+        } else {
+            on.spawn(publisher::run(Arc::clone(&shared), conn, queue))
+        };
         let tasks = vec![
-            on.spawn(publisher::run(Arc::clone(&shared), conn, queue)),
+            publishing,
             on.spawn(subscriber::run(Arc::clone(&shared), live, commands)),
             on.spawn(subscriber::renew_keys(Arc::downgrade(&shared))),
         ];
@@ -333,8 +374,8 @@ impl Broker for RedisBroker {
             .lock()
             .insert(user.as_str().to_owned(), Arc::clone(&attached));
         match self.shared.follow(&attached).await {
-            Ok(position) => {
-                if attached.go_live(&position) {
+            Ok((position, lease)) => {
+                if attached.go_live(&position, lease) {
                     let _ = self.subscriber.send(Command::CatchUp {
                         user: user.as_str().to_owned(),
                     });

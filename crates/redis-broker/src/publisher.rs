@@ -176,6 +176,12 @@ fn count_accepted(shared: &Shared, batch: &[Outgoing], first_sent: Instant, took
                 .as_micros()
         })
         .sum();
+    count_batch(shared, took, waited);
+}
+
+/// Counts one batch Redis accepted: `took` its round trip, `waited` its events' time in the
+/// queue before it was first sent (µs, summed).
+pub(crate) fn count_batch(shared: &Shared, took: Duration, waited: u128) {
     let stats = &shared.stats;
     stats.publish_batches.fetch_add(1, Ordering::Relaxed);
     stats
@@ -194,7 +200,7 @@ fn micros(n: u128) -> u64 {
 /// rather than the command's: the client library's own classification, and `BUSY` (Redis
 /// running a script past its time limit answers every other script so until it ends), which
 /// it does not know.
-fn retryable(error: &redis::RedisError) -> bool {
+pub(crate) fn retryable(error: &redis::RedisError) -> bool {
     error.code() == Some("BUSY") || !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
 }
 

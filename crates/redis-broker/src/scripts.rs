@@ -379,13 +379,13 @@ return appended
 
 /// Follows a user from this node and reads where their stream stands: `KEYS` meta and log;
 /// `ARGV[3]` the node id, `ARGV[4]` the attachment id. Sets the node's entry (expiring after
-/// the TTL, listed in the meta's `fl`) and returns `{epoch, last seq}` (opening the stream if
+/// the TTL, listed in the meta's `fl`) and returns `{epoch, last seq, 0}` (opening the stream if
 /// needed): every event appended after this script reaches the node's events channel.
 const FOLLOW: &str = r"
 local epoch = open_stream()
 redis.call('HSET', KEYS[1], 'f:' .. ARGV[3], ARGV[4] .. ':' .. (now_ms() + tonumber(ARGV[2])))
 list_followers(KEYS[1])
-return {epoch, redis.call('HGET', KEYS[1], 'seq')}
+return {epoch, redis.call('HGET', KEYS[1], 'seq'), 0}
 ";
 
 /// Stops following a user: `KEYS[1]` their meta, `ARGV[1]` the node id, `ARGV[2]` the
@@ -424,17 +424,18 @@ end
 return missing
 ";
 
-/// Where the stream stands: `{epoch, last seq}` (opening it if needed).
+/// Where the stream stands: `{epoch, last seq, 0}` (opening it if needed; the 0 is the
+/// sequencer mode's lease number, which this mode has not).
 const POSITION: &str = r"
 local epoch = open_stream()
-return {epoch, redis.call('HGET', KEYS[1], 'seq')}
+return {epoch, redis.call('HGET', KEYS[1], 'seq'), 0}
 ";
 
 /// The frames after a seq: `ARGV[3]` the client's epoch, `ARGV[4]` its last seq, `ARGV[5]`
 /// the replay age in ms. Returns `{status, oldest seq, epoch, last seq, frames...}` where
 /// status is `ok`, `epoch_changed`, `seq_ahead` or `too_old`, and oldest seq is the oldest
 /// seq the log still holds within the replay age (the next seq when none).
-const REPLAY: &str = r#"
+const REPLAY_HEAD: &str = r#"
 local epoch = open_stream()
 local last = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local after = tonumber(ARGV[4])
@@ -447,13 +448,11 @@ local function oldest_kept()
   end
   return last + 1
 end
-local function refuse(status)
-  return {status, oldest_kept(), epoch, last}
-end
-if epoch ~= ARGV[3] then return refuse('epoch_changed') end
-if after > last then return refuse('seq_ahead') end
-local reply = {'ok', 0, epoch, last}
-if after == last then return reply end
+"#;
+
+/// The rest of [`REPLAY_HEAD`] (after `seq_scripts`' `REPLAY_CHECKS`): the frames, read
+/// forwards from `<after + 1>-0`.
+const REPLAY_TAIL: &str = r#"
 local entries = redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+')
 local first = entries[1]
 if not first or first[1] ~= (after + 1) .. '-0' or tonumber(first[2][4]) < oldest_age then
@@ -478,20 +477,36 @@ pub(crate) struct Scripts {
     pub(crate) follow: Script,
     pub(crate) unfollow: Script,
     pub(crate) renew: Script,
+    /// The sequencer mode's lease scripts (`seq_scripts`); `None` in the publish script's
+    /// mode.
+    pub(crate) leases: Option<crate::seq_scripts::LeaseScripts>,
 }
 
 impl Scripts {
-    /// The scripts; `fenced` on a Redis Cluster (see [`OPEN`]).
-    pub(crate) fn new(fenced: bool) -> Self {
+    /// The scripts; `fenced` on a Redis Cluster (see [`OPEN`]); `sequencer` for the
+    /// sequencer mode, whose streams' position, replay and follow read lease-numbered logs.
+    pub(crate) fn new(fenced: bool, sequencer: bool) -> Self {
         let open = format!("local FENCED = {fenced}\n{OPEN}");
-        Self {
+        let mut scripts = Self {
             publish: Script::new(&format!("{open}{PUBLISH}")),
             position: Script::new(&format!("{open}{POSITION}")),
-            replay: Script::new(&format!("{open}{REPLAY}")),
+            replay: Script::new(&format!(
+                "{open}{REPLAY_HEAD}{}{REPLAY_TAIL}",
+                crate::seq_scripts::REPLAY_CHECKS
+            )),
             follow: Script::new(&format!("{open}{FOLLOW}")),
             unfollow: Script::new(&format!("{open}{UNFOLLOW}")),
             renew: Script::new(&format!("{open}{RENEW}")),
+            leases: None,
+        };
+        if sequencer {
+            let [position, follow, replay] = crate::seq_scripts::reads(&open);
+            scripts.position = position;
+            scripts.follow = follow;
+            scripts.replay = replay;
+            scripts.leases = Some(crate::seq_scripts::leases(&open));
         }
+        scripts
     }
 }
 

@@ -49,6 +49,10 @@ pub struct BrokerStats {
     pub frames_recovered: AtomicU64,
     /// Times a user's connections on this node were closed because their stream was lost.
     pub stream_resets: AtomicU64,
+    /// Sequencer mode: events sent to the node holding their user's lease (resends counted).
+    pub events_forwarded: AtomicU64,
+    /// Sequencer mode: users' leases this node took.
+    pub leases_taken: AtomicU64,
 }
 
 /// State shared by the broker and its tasks.
@@ -66,6 +70,11 @@ pub(crate) struct Shared {
     pub(crate) events_channel: String,
     /// Where streams that start are announced.
     pub(crate) opened_channel: String,
+    /// Sequencer mode: where every stream's frames go (`<prefix>:frames`, read by every
+    /// node) and where leases taken are announced (`<prefix>:leases`); `None` otherwise.
+    pub(crate) sequencer_channels: Option<(String, String)>,
+    /// Sequencer mode: where the subscriber hands the publisher what other nodes sent it.
+    pub(crate) inbound: Option<mpsc::UnboundedSender<crate::forwarded::Inbound>>,
     /// Where cancel requests from other nodes go, once someone asked for them.
     pub(crate) cancels: Mutex<Option<mpsc::UnboundedSender<NodeRequest>>>,
     /// Events waiting for the publisher.
@@ -128,12 +137,18 @@ impl Shared {
     }
 
     pub(crate) async fn position(&self, keys: &StreamKeys) -> redis::RedisResult<StreamPosition> {
-        self.open_stream(&self.scripts.position, keys, |_| {}).await
+        let (position, _lease) = self
+            .open_stream(&self.scripts.position, keys, |_| {})
+            .await?;
+        Ok(position)
     }
 
     /// Follows `attached`'s user from this node (see the follow script) and reads where
-    /// their stream stands.
-    pub(crate) async fn follow(&self, attached: &Attached) -> redis::RedisResult<StreamPosition> {
+    /// their stream stands, with its lease number (sequencer mode; 0 otherwise).
+    pub(crate) async fn follow(
+        &self,
+        attached: &Attached,
+    ) -> redis::RedisResult<(StreamPosition, u64)> {
         self.open_stream(&self.scripts.follow, &attached.keys, |invocation| {
             invocation.arg(&self.node_id).arg(attached.id.get());
         })
@@ -142,13 +157,13 @@ impl Shared {
 
     /// Runs `script`, one that opens the stream of `keys` if needed (its first arguments: the
     /// epoch of a stream that starts, the TTL; `more` adds its own) and answers `{epoch, last
-    /// seq}`.
+    /// seq, lease}`.
     async fn open_stream(
         &self,
         script: &redis::Script,
         keys: &StreamKeys,
         more: impl FnOnce(&mut redis::ScriptInvocation<'_>),
-    ) -> redis::RedisResult<StreamPosition> {
+    ) -> redis::RedisResult<(StreamPosition, u64)> {
         let mut invocation = script.prepare_invoke();
         invocation
             .key(&keys.meta)
@@ -156,12 +171,13 @@ impl Shared {
             .arg(Epoch::generate().as_str())
             .arg(self.ttl_ms());
         more(&mut invocation);
-        let (epoch, last_seq): (String, u64) =
+        let (epoch, last_seq, lease): (String, u64, u64) =
             invocation.invoke_async(&mut self.conn.clone()).await?;
-        Ok(StreamPosition {
+        let position = StreamPosition {
             epoch: Epoch::new(&epoch),
             last_seq,
-        })
+        };
+        Ok((position, lease))
     }
 
     /// Stops following a user from this node, unless a later attachment follows them again.

@@ -22,7 +22,7 @@ use ws_bridge::Frame;
 use ws_bridge::broker::{Epoch, StreamPosition};
 
 use crate::attached::{Attached, Offer};
-use crate::messages::{parse_events, parse_opened};
+use crate::messages::{parse_events, parse_lease, parse_opened};
 use crate::publisher::RETRY;
 use crate::shared::Shared;
 
@@ -57,7 +57,7 @@ async fn catch_up(shared: &Shared, attached: &Attached) {
     match replay.outcome {
         Ok(frames) => {
             for frame in &frames {
-                if attached.offer(&epoch, frame) == Offer::Delivered {
+                if attached.offer(&epoch, None, frame) == Offer::Delivered {
                     shared
                         .stats
                         .frames_recovered
@@ -83,11 +83,28 @@ fn reset(shared: &Shared, attached: &Attached, position: StreamPosition) {
 async fn on_message(shared: &Arc<Shared>, message: &redis::Msg) {
     let channel = message.get_channel_name();
     let payload = message.get_payload_bytes();
-    if channel == shared.events_channel {
+    let sequencer = shared.sequencer_channels.as_ref();
+    if channel == shared.events_channel || sequencer.is_some_and(|(frames, _)| channel == *frames) {
         on_events(shared, payload).await;
+    } else if sequencer.is_some_and(|(_, leases)| channel == *leases) {
+        on_lease(shared, payload).await;
     } else if channel == shared.opened_channel {
         on_opened(shared, payload);
     } else if channel == shared.node_channel {
+        if let Some(inbound) = crate::forwarded::parse(payload) {
+            match (inbound, &shared.inbound) {
+                (Ok(inbound), Some(publisher)) => {
+                    let _ = publisher.send(inbound);
+                }
+                (Ok(_), None) => tracing::error!(
+                    "redis broker: another node forwarded events here, but this node is not in the sequencer mode (every node must be); ignored"
+                ),
+                (Err(why), _) => {
+                    tracing::error!(why, "redis broker: a node message is malformed; ignored");
+                }
+            }
+            return;
+        }
         match crate::node_requests::parse_node_request(payload) {
             Some(request) => {
                 if let Some(requests) = &*shared.cancels.lock() {
@@ -127,16 +144,39 @@ async fn on_events(shared: &Shared, payload: &[u8]) {
             text: Arc::from(text.as_str()),
             published: std::time::Instant::now(),
         });
-        if attached.offer(&epoch, &frame) == Offer::Gap {
-            catch_up(shared, &attached).await;
-            if attached.offer(&epoch, &frame) == Offer::Gap {
-                let position = StreamPosition {
-                    epoch,
-                    last_seq: frame.seq,
-                };
-                reset(shared, &attached, position);
+        match attached.offer(&epoch, Some(record.lease), &frame) {
+            Offer::Gap => {
+                catch_up(shared, &attached).await;
+                if attached.offer(&epoch, Some(record.lease), &frame) == Offer::Gap {
+                    let position = StreamPosition {
+                        epoch,
+                        last_seq: frame.seq,
+                    };
+                    reset(shared, &attached, position);
+                }
             }
+            // A stale holder's frame: the log has it if its write went through.
+            Offer::Stale => catch_up(shared, &attached).await,
+            Offer::Delivered | Offer::Duplicate | Offer::Waiting => {}
         }
+    }
+}
+
+/// A lease of a stream was taken (sequencer mode): a follower of its user learns it (later
+/// frames of older leases are stale), and fetches from the log what the old holder wrote
+/// but did not send (it died, or its frames were dropped as stale).
+async fn on_lease(shared: &Shared, payload: &[u8]) {
+    let Some(taken) = parse_lease(payload) else {
+        tracing::error!(
+            "redis broker: a lease announcement is not `<user>\\n<epoch>\\n<lease>\\n<seq>`; ignored"
+        );
+        return;
+    };
+    let Some(attached) = shared.attached.lock().get(taken.user).cloned() else {
+        return;
+    };
+    if attached.announce(&Epoch::new(taken.epoch), taken.lease, taken.last_seq) {
+        catch_up(shared, &attached).await;
     }
 }
 
@@ -293,11 +333,14 @@ async fn open(
     client: &redis::Client,
 ) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
     let (mut sink, stream) = client.get_async_pubsub().await?.split();
-    let channels = [
+    let mut channels = vec![
         &shared.node_channel,
         &shared.events_channel,
         &shared.opened_channel,
     ];
+    if let Some((frames, leases)) = &shared.sequencer_channels {
+        channels.extend([frames, leases]);
+    }
     tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
         sink.subscribe(&channels).await?;
         confirm_node_channel(shared, client).await

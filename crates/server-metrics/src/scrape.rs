@@ -359,6 +359,16 @@ fn broker(r: &mut Registry, state: &Snapshot<'_>) {
             "Times a user's connections here were closed because Redis lost their stream (4009)",
             &stats.stream_resets,
         ),
+        (
+            "redis_events_forwarded",
+            "Sequencer mode: events sent to the node holding their user's lease (resends count)",
+            &stats.events_forwarded,
+        ),
+        (
+            "redis_leases_taken",
+            "Sequencer mode: users' leases this node took",
+            &stats.leases_taken,
+        ),
     ];
     for (name, help, value) in table {
         counter(r, name, help, value.load(Relaxed));

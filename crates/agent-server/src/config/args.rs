@@ -155,6 +155,11 @@ pub struct ServeArgs {
     /// The private key (PEM) of `--broker-client-cert`.
     #[arg(long, env = "AGENT_SERVER_BROKER_CLIENT_KEY", value_name = "PATH")]
     pub broker_client_key: Option<PathBuf>,
+    /// With a Redis broker: the sequencer mode, in trial (docs/sequencer.md): one node per
+    /// user gives the seqs and the others forward to it. Every node on the Redis must use it
+    /// or none; not on a Redis Cluster.
+    #[arg(long, env = "AGENT_SERVER_BROKER_SEQUENCER")]
+    pub broker_sequencer: bool,
     /// With a Redis broker: seconds a node's claim on a running run lasts unrenewed; a node
     /// that dies has its runs ended (`agent_error` `node_lost`) this long after, and a node
     /// that cannot reach Redis for longer than two thirds of it loses its runs the same way.

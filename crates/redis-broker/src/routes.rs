@@ -1,0 +1,108 @@
+//! Who gives each user's seqs, as far as this node's sequencer knows (sequencer mode,
+//! `sequencer`): this node, holding the user's lease ([`Held`]), another node until a given
+//! time, or nobody known; and per user the events this node forwarded and awaits
+//! confirmations of ([`UserState`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::forwarded::Item;
+
+/// How long a lease lasts unrenewed (a dead holder's users wait this long for a new one).
+pub(crate) const LEASE: Duration = Duration::from_secs(5);
+/// A holder stops writing this long before its lease ends by its own clock.
+pub(crate) const MARGIN: Duration = Duration::from_secs(1);
+/// A user's lease, held by this node.
+pub(crate) struct Held {
+    pub(crate) lease: u64,
+    pub(crate) epoch: Arc<str>,
+    pub(crate) last_seq: u64,
+    /// Per origin node, the highest publish counter appended.
+    pub(crate) applied: HashMap<Arc<str>, u64>,
+    /// By this node's clock, when it stops writing unless renewed.
+    pub(crate) valid_until: Instant,
+    pub(crate) written_at: Instant,
+    /// When the stream's keys were last given the replay age and a quarter more to live
+    /// (as the lease was taken, then by a write at most every quarter of the replay age).
+    pub(crate) kept_at: Instant,
+}
+
+/// Who gives a user's seqs, as far as this node knows.
+#[derive(Default)]
+pub(crate) enum Route {
+    #[default]
+    Unknown,
+    Mine(Held),
+    Other {
+        node: Arc<str>,
+        until: Instant,
+    },
+}
+
+#[derive(Default)]
+pub(crate) struct UserState {
+    pub(crate) route: Route,
+    /// This node's events forwarded and not yet confirmed, in publish order.
+    pub(crate) pending: VecDeque<Item>,
+    /// When the oldest of them was sent.
+    pub(crate) forwarded_at: Option<Instant>,
+    /// Origin nodes whose events of this user were refused here: their later ones are
+    /// refused too, until one comes flagged `anew` (`forwarded`), so they stay in order.
+    pub(crate) blocked: HashSet<Arc<str>>,
+    /// The holder was found anew: the next event forwarded to it says so.
+    pub(crate) fresh: bool,
+}
+
+impl UserState {
+    pub(crate) fn needs_route(&self, now: Instant) -> bool {
+        match &self.route {
+            Route::Unknown => true,
+            Route::Mine(held) => now >= held.valid_until,
+            Route::Other { until, .. } => now >= *until,
+        }
+    }
+}
+
+/// Reads the lease script's answer (see `seq_scripts`' `TAKE`); `sent` when it was asked.
+pub(crate) fn read_take(answer: redis::Value, sent: Instant) -> Option<Route> {
+    use redis::FromRedisValue;
+    let redis::Value::Array(items) = answer else {
+        return None;
+    };
+    let mut items = items.into_iter();
+    let kind = String::from_redis_value(items.next()?).ok()?;
+    match kind.as_str() {
+        "held" => {
+            let node = String::from_redis_value(items.next()?).ok()?;
+            let left = u64::from_redis_value(items.next()?).ok()?;
+            let left = Duration::from_millis(left).min(LEASE);
+            Some(Route::Other {
+                node: Arc::from(node),
+                until: sent + left,
+            })
+        }
+        "taken" => {
+            let epoch = String::from_redis_value(items.next()?).ok()?;
+            let lease = u64::from_redis_value(items.next()?).ok()?;
+            let last_seq = u64::from_redis_value(items.next()?).ok()?;
+            let pairs: Vec<redis::Value> = Vec::from_redis_value(items.next()?).ok()?;
+            let mut applied = HashMap::new();
+            let mut pairs = pairs.into_iter();
+            while let (Some(node), Some(counter)) = (pairs.next(), pairs.next()) {
+                let node = String::from_redis_value(node).ok()?;
+                applied.insert(Arc::from(node), u64::from_redis_value(counter).ok()?);
+            }
+            Some(Route::Mine(Held {
+                lease,
+                epoch: Arc::from(epoch),
+                last_seq,
+                applied,
+                valid_until: sent + LEASE - MARGIN,
+                written_at: sent,
+                kept_at: sent,
+            }))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,231 @@
+//! The scripts of the sequencer mode ([`RedisBrokerConfig::sequencer`](crate::RedisBrokerConfig::sequencer),
+//! `docs/sequencer.md`): a node holds a user's lease and gives their seqs itself, writing
+//! the log with plain pipelined commands (`sequencer`); these scripts are the few steps that
+//! must be atomic.
+//!
+//! The keys are those of `scripts`, with:
+//! - in the meta, `lease` (the last lease number given in this epoch), `sq`
+//!   (`<node id>:<lease number>`, the holder) and `sqx` (its expiry, ms); the meta's `seq`
+//!   is not kept (a stale holder's plain write could move it back);
+//! - in the log, entries `<lease number>-<seq>` holding `b` (the event without its opening
+//!   brace), `t` (ms) and `c` (`<origin node>:<publish counter>`, so a successor skips an
+//!   event already appended), and a barrier `<lease number>-0` per lease, written as it is
+//!   taken, holding `p` (the last seq before it) and `t`. Every `XADD` of an older lease is
+//!   then below the barrier and refused: a stale holder can never append again, nor out of
+//!   order. A stream's last seq is its log's last entry's (a barrier's `p`).
+//!
+//! A stream of the other mode (a meta with a `seq` above 0 and no `lease`) is opened anew,
+//! as is one whose log was lost under its meta: clients resuming it get `epoch_changed`.
+//! A lease taken is announced on `<prefix>:leases` as `<user>\n<epoch>\n<lease>\n<last seq>`.
+
+use redis::Script;
+
+/// Helpers on top of `scripts`' `OPEN`: `sq_open` (opens the stream as `open` does, and
+/// anew when it is of the other mode or lost its log) and `last_seq`.
+const PRELUDE: &str = r"
+local function sq_open(meta, log, new_epoch, ttl)
+  local m = redis.call('HMGET', meta, 'epoch', 'lease', 'seq')
+  if m[1] and ((m[2] and redis.call('EXISTS', log) == 0) or (not m[2] and tonumber(m[3] or '0') > 0)) then
+    redis.call('HDEL', meta, 'epoch')
+  end
+  return open(meta, log, new_epoch, ttl)
+end
+local function seq_of(id)
+  return tonumber(string.match(id, '%-(%d+)$'))
+end
+local function field(fields, name)
+  for j = 1, #fields, 2 do
+    if fields[j] == name then return fields[j + 1] end
+  end
+  return nil
+end
+local function last_seq(log)
+  local entry = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+  if not entry then return 0 end
+  local seq = seq_of(entry[1])
+  if seq > 0 then return seq end
+  return tonumber(field(entry[2], 'p') or '0')
+end
+local function lease_of(meta)
+  return tonumber(redis.call('HGET', meta, 'lease') or '0')
+end
+";
+
+/// Takes a user's lease if it is free, expired or this node's: `KEYS` meta and log;
+/// `ARGV[1]` the epoch of a stream that starts, `ARGV[2]` the stream's TTL (ms), `ARGV[3]`
+/// the node id, `ARGV[4]` the lease's length (ms), `ARGV[5]` the log's cap, `ARGV[6]` the
+/// key prefix. Answers `{'held', <holder node>, <ms left>}`, or `{'taken', epoch, lease
+/// number, last seq, {origin, counter, ...}}` with the highest counter of each origin node
+/// the log holds.
+const TAKE: &str = r"
+local meta, log = KEYS[1], KEYS[2]
+local epoch = sq_open(meta, log, ARGV[1], ARGV[2])
+local now = now_ms()
+local held = redis.call('HMGET', meta, 'sq', 'sqx')
+if held[1] then
+  local holder = string.match(held[1], '^(.*):%d+$')
+  local left = tonumber(held[2] or '0') - now
+  if holder ~= ARGV[3] and left > 0 then return {'held', holder, left} end
+end
+local last = last_seq(log)
+local lease = redis.call('HINCRBY', meta, 'lease', 1)
+local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+if top then
+  local above = tonumber(string.match(top[1], '^(%d+)%-')) + 1
+  if above > lease then
+    lease = above
+    redis.call('HSET', meta, 'lease', lease)
+  end
+end
+redis.call('XADD', log, 'MAXLEN', ARGV[5], lease .. '-0', 'p', last, 't', now)
+redis.call('HSET', meta, 'sq', ARGV[3] .. ':' .. lease, 'sqx', now + tonumber(ARGV[4]))
+local ttl = tonumber(ARGV[2])
+local keep = ttl + math.floor(ttl / 4)
+redis.call('PEXPIRE', meta, keep)
+redis.call('PEXPIRE', log, keep)
+local user = string.match(meta, '{([^}]*)}:meta$')
+redis.call('PUBLISH', ARGV[6] .. ':leases', user .. '\n' .. epoch .. '\n' .. lease .. '\n' .. last)
+local applied, list = {}, {}
+for _, entry in ipairs(redis.call('XRANGE', log, '-', '+')) do
+  local origin = field(entry[2], 'c')
+  if origin then
+    local node, counter = string.match(origin, '^(.*):(%d+)$')
+    counter = tonumber(counter)
+    if node and (applied[node] or 0) < counter then applied[node] = counter end
+  end
+end
+for node, counter in pairs(applied) do
+  list[#list + 1] = node
+  list[#list + 1] = counter
+end
+return {'taken', epoch, lease, last, list}
+";
+
+/// Renews or gives back this node's leases: `KEYS` the users' metas; `ARGV[1]` the node id,
+/// `ARGV[2]` the lease's length (ms), then per user the lease number and `1` (renew) or `0`
+/// (give back). Answers the (0-based) indexes of the users whose lease this node no longer
+/// holds. (The keys' own expiry is the writes', as after the last write they live the replay
+/// age and a quarter more.)
+const RENEW_LEASES: &str = r"
+local now = now_ms()
+local lost = {}
+for i = 1, #KEYS do
+  local meta = KEYS[i]
+  if redis.call('HGET', meta, 'sq') == ARGV[1] .. ':' .. ARGV[1 + 2 * i] then
+    if ARGV[2 + 2 * i] == '1' then
+      redis.call('HSET', meta, 'sqx', now + tonumber(ARGV[2]))
+    else
+      redis.call('HDEL', meta, 'sq', 'sqx')
+    end
+  else
+    lost[#lost + 1] = i - 1
+  end
+end
+return lost
+";
+
+/// `scripts`' `FOLLOW`, reading the last seq from the log: `{epoch, last seq, lease}`.
+const FOLLOW: &str = r"
+local epoch = sq_open(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'f:' .. ARGV[3], ARGV[4] .. ':' .. (now_ms() + tonumber(ARGV[2])))
+list_followers(KEYS[1])
+return {epoch, last_seq(KEYS[2]), lease_of(KEYS[1])}
+";
+
+/// `scripts`' `POSITION`, reading the last seq from the log: `{epoch, last seq, lease}`.
+const POSITION: &str = r"
+local epoch = sq_open(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return {epoch, last_seq(KEYS[2]), lease_of(KEYS[1])}
+";
+
+/// The checks both replay scripts make once they know `epoch`, `last`, `after` and
+/// `oldest_kept`: the refusals, and the answer's head (all of it when nothing is missed).
+pub(crate) const REPLAY_CHECKS: &str = r"
+local function refuse(status)
+  return {status, oldest_kept(), epoch, last}
+end
+if epoch ~= ARGV[3] then return refuse('epoch_changed') end
+if after > last then return refuse('seq_ahead') end
+local reply = {'ok', 0, epoch, last}
+if after == last then return reply end
+";
+
+/// `scripts`' replay over lease-numbered entries: the same arguments and answer. The
+/// entries after the client's seq are read from the log's end backwards, barriers skipped.
+/// In two parts, around [`REPLAY_CHECKS`].
+const REPLAY_HEAD: &str = r#"
+local epoch = sq_open(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+local log = KEYS[2]
+local last = last_seq(log)
+local after = tonumber(ARGV[4])
+local oldest_age = now_ms() - tonumber(ARGV[5])
+local function oldest_kept()
+  for _, entry in ipairs(redis.call('XRANGE', log, '-', '+')) do
+    if seq_of(entry[1]) > 0 and tonumber(field(entry[2], 't')) >= oldest_age then
+      return seq_of(entry[1])
+    end
+  end
+  return last + 1
+end
+"#;
+
+/// See [`REPLAY_HEAD`].
+const REPLAY_TAIL: &str = r#"
+local newest_first = {}
+local cursor = '+'
+local done = false
+while not done do
+  local chunk = redis.call('XREVRANGE', log, cursor, '-', 'COUNT', 256)
+  if #chunk == 0 then break end
+  for _, entry in ipairs(chunk) do
+    local seq = seq_of(entry[1])
+    if seq == 0 then
+      if tonumber(field(entry[2], 'p') or '0') <= after then done = true break end
+    elseif seq <= after then
+      done = true
+      break
+    else
+      newest_first[#newest_first + 1] = entry
+    end
+  end
+  cursor = '(' .. chunk[#chunk][1]
+end
+local first = newest_first[#newest_first]
+if not first or seq_of(first[1]) ~= after + 1 or tonumber(field(first[2], 't')) < oldest_age then
+  return refuse('too_old')
+end
+for i = #newest_first, 1, -1 do
+  local entry = newest_first[i]
+  reply[#reply + 1] = '{"seq":' .. seq_of(entry[1]) .. ',' .. field(entry[2], 'b')
+end
+return reply
+"#;
+
+/// The scripts of a user's lease in the sequencer mode.
+pub(crate) struct LeaseScripts {
+    pub(crate) take: Script,
+    pub(crate) renew: Script,
+}
+
+/// A script of this module after `open` (the `OPEN` of `scripts`, with its `FENCED` line)
+/// and this module's prelude.
+fn with(open: &str, body: &str) -> Script {
+    Script::new(&format!("{open}{PRELUDE}{body}"))
+}
+
+/// The lease scripts.
+pub(crate) fn leases(open: &str) -> LeaseScripts {
+    LeaseScripts {
+        take: with(open, TAKE),
+        renew: with(open, RENEW_LEASES),
+    }
+}
+
+/// The position, follow and replay scripts of lease-numbered logs, in that order.
+pub(crate) fn reads(open: &str) -> [Script; 3] {
+    [
+        with(open, POSITION),
+        with(open, FOLLOW),
+        with(open, &format!("{REPLAY_HEAD}{REPLAY_CHECKS}{REPLAY_TAIL}")),
+    ]
+}

@@ -1,0 +1,291 @@
+//! The sequencer's writes (`sequencer`): one batch's pipeline of appends and forwards, then,
+//! once Redis answered, the frames of what was appended and the replies other nodes are owed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use backon::BackoffBuilder;
+use core_context::UserId;
+
+use crate::forwarded::{Frames, Item, Replies, forward_message};
+use crate::publisher::{RETRY, retryable};
+use crate::routes::Route;
+use crate::scripts::meta_and_log;
+use crate::sequencer::{Sequencer, Written};
+
+impl Sequencer {
+    /// One pipeline for `work` (every user routed): the appends and the forwards; then one
+    /// with the frames of what was appended, and the confirmations and refusals for other
+    /// nodes.
+    pub(crate) async fn write(&mut self, work: &[Item]) -> redis::RedisResult<Written> {
+        let mut plan = self.plan(work);
+        let first_sent = Instant::now();
+        let results: Vec<redis::RedisResult<redis::Value>> = if plan.pipe.is_empty() {
+            Vec::new()
+        } else {
+            plan.pipe.query_async(&mut self.conn).await?
+        };
+        let took = first_sent.elapsed();
+        let mut moved: HashSet<&UserId> = HashSet::new();
+        let (mut appended, mut waited) = (0u64, 0u128);
+        let mut frames = Frames::default();
+        // Entries appended after one of their user's failed: taken out again, as their
+        // events go again after it (no frame of them was sent).
+        let mut undo: Vec<(&UserId, String)> = Vec::new();
+        for (k, append) in plan.appends.iter().enumerate() {
+            let item = &work[append.item];
+            let result = results.get(k);
+            if moved.contains(&item.user) {
+                if let Some(Ok(value)) = result
+                    && *value != redis::Value::Nil
+                {
+                    undo.push((&item.user, format!("{}-{}", append.lease, append.seq)));
+                }
+                plan.again.push(item.clone());
+                continue;
+            }
+            match result {
+                Some(Ok(redis::Value::Nil)) | None => {
+                    moved.insert(&item.user);
+                    plan.again.push(item.clone());
+                }
+                Some(Ok(_)) => {
+                    appended += 1;
+                    let Append {
+                        epoch, lease, seq, ..
+                    } = append;
+                    frames.add(&item.user, epoch, *lease, *seq, item.rest());
+                    match &item.origin {
+                        Some(origin) => plan.replies.confirm(origin, &item.user, item.counter),
+                        None => {
+                            waited += first_sent
+                                .saturating_duration_since(item.queued_at)
+                                .as_micros();
+                        }
+                    }
+                }
+                // Another node took the lease, or Redis was busy or loading: the event goes
+                // again, once its user's lease is found anew.
+                Some(Err(error)) if is_refused_append(error) || retryable(error) => {
+                    moved.insert(&item.user);
+                    plan.again.push(item.clone());
+                }
+                Some(Err(error)) => {
+                    tracing::error!(%error, user = %item.user, "redis broker: Redis refused an append; the event is lost (clients resuming past it get too_old)");
+                    self.shared
+                        .stats
+                        .events_lost
+                        .fetch_add(1, Ordering::Relaxed);
+                    moved.insert(&item.user);
+                    if let Some(origin) = &item.origin {
+                        plan.replies.confirm(origin, &item.user, item.counter);
+                    }
+                }
+            }
+        }
+        for (user, id) in undo {
+            let (_, log) = meta_and_log(&self.shared.prefix, user);
+            frames.undo.push((log, id));
+        }
+        for user in moved {
+            // Taken by another node (or the log lost): found again before the next append.
+            self.user(user).route = Route::Unknown;
+        }
+        self.keep_forwarded(plan.forwards);
+        self.count(appended, took, waited);
+        self.send_frames(frames, &plan.replies).await;
+        Ok(Written { again: plan.again })
+    }
+
+    /// Counts a pipeline's appends in the broker's stats: `took` its round trip, `waited` its
+    /// own events' time in the queue (µs).
+    fn count(&self, appended: u64, took: Duration, waited: u128) {
+        if appended == 0 {
+            return;
+        }
+        self.shared
+            .stats
+            .events_published
+            .fetch_add(appended, Ordering::Relaxed);
+        crate::publisher::count_batch(&self.shared, took, waited);
+    }
+
+    /// Builds `work`'s pipeline: each event appended (its user's lease held here), forwarded
+    /// (held elsewhere; this node's events) or refused (another node's events).
+    fn plan(&mut self, work: &[Item]) -> Plan {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut plan = Plan::default();
+        plan.pipe.ignore_errors();
+        let cap = self.shared.bounds.max_events;
+        let keep_every = Duration::from_millis(self.shared.ttl_ms() / 4);
+        let prefix = self.shared.prefix.clone();
+        let me = Arc::clone(&self.me);
+        let now = Instant::now();
+        for (i, item) in work.iter().enumerate() {
+            let state = self.user(&item.user);
+            match &mut state.route {
+                Route::Mine(held) => {
+                    if let Some(origin) = &item.origin {
+                        if item.anew {
+                            state.blocked.remove(origin);
+                        } else if state.blocked.contains(origin) {
+                            plan.replies.refuse(origin, &item.user, item.counter);
+                            continue;
+                        }
+                    }
+                    let origin = item.origin.clone().unwrap_or_else(|| Arc::clone(&me));
+                    let applied = held.applied.entry(Arc::clone(&origin)).or_insert(0);
+                    if item.counter <= *applied {
+                        if item.origin.is_some() {
+                            plan.replies.confirm(&origin, &item.user, item.counter);
+                        }
+                        continue;
+                    }
+                    *applied = item.counter;
+                    held.last_seq += 1;
+                    held.written_at = now;
+                    if now - held.kept_at >= keep_every {
+                        held.kept_at = now;
+                        plan.keep.push(item.user.clone());
+                    }
+                    let (_, log) = meta_and_log(&prefix, &item.user);
+                    plan.pipe
+                        .cmd("XADD")
+                        .arg(log)
+                        .arg("NOMKSTREAM")
+                        .arg("MAXLEN")
+                        .arg(cap)
+                        .arg(format!("{}-{}", held.lease, held.last_seq))
+                        .arg("b")
+                        .arg(item.rest())
+                        .arg("t")
+                        .arg(now_ms)
+                        .arg("c")
+                        .arg(format!("{origin}:{}", item.counter));
+                    plan.appends.push(Append {
+                        item: i,
+                        epoch: Arc::clone(&held.epoch),
+                        lease: held.lease,
+                        seq: held.last_seq,
+                    });
+                }
+                Route::Other { node, .. } => match &item.origin {
+                    None => {
+                        let mut item = item.clone();
+                        item.anew = std::mem::take(&mut state.fresh);
+                        plan.forwards
+                            .entry(Arc::clone(node))
+                            .or_default()
+                            .push(item);
+                    }
+                    Some(origin) => {
+                        state.blocked.insert(Arc::clone(origin));
+                        plan.replies.refuse(origin, &item.user, item.counter);
+                    }
+                },
+                // Routed just before; should its route be lost meanwhile, it is routed again.
+                Route::Unknown => plan.again.push(item.clone()),
+            }
+        }
+        self.finish(&mut plan);
+        plan
+    }
+
+    /// Adds to `plan`'s pipeline, after its appends, the keys' renewals and the forwards.
+    fn finish(&self, plan: &mut Plan) {
+        let prefix = &self.shared.prefix;
+        let keep = self.shared.ttl_ms() + self.shared.ttl_ms() / 4;
+        for user in &plan.keep {
+            let (meta, log) = meta_and_log(prefix, user);
+            plan.pipe.cmd("PEXPIRE").arg(meta).arg(keep).ignore();
+            plan.pipe.cmd("PEXPIRE").arg(log).arg(keep).ignore();
+        }
+        for (node, items) in &plan.forwards {
+            plan.pipe
+                .cmd("PUBLISH")
+                .arg(format!("{}:node:{node}", self.shared.prefix))
+                .arg(forward_message(&self.me, items))
+                .ignore();
+        }
+    }
+
+    /// Sends the frames of the events just appended, and the replies other nodes are owed,
+    /// retrying while the connection fails (a frame never sent would leave its followers
+    /// waiting for their next frame to find the gap).
+    async fn send_frames(&mut self, frames: Frames, replies: &Replies) {
+        let mut pipe = redis::pipe();
+        for (log, id) in &frames.undo {
+            pipe.cmd("XDEL").arg(log).arg(id).ignore();
+        }
+        if let Some((channel, _)) = &self.shared.sequencer_channels {
+            for message in frames.messages {
+                pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+            }
+        }
+        replies.add_to(&mut pipe, &self.shared.prefix);
+        if pipe.is_empty() {
+            return;
+        }
+        let mut pauses = RETRY.build();
+        while let Err(error) = pipe.query_async::<()>(&mut self.conn).await {
+            if !retryable(&error) {
+                tracing::error!(%error, "redis broker: Redis refused to send frames; their followers fetch them from the log at the next frame");
+                return;
+            }
+            tracing::warn!(%error, "redis broker: cannot send frames yet; retrying");
+            tokio::time::sleep(pauses.next().unwrap_or(Duration::from_secs(2))).await;
+        }
+    }
+
+    /// Keeps the events just forwarded until they are confirmed.
+    fn keep_forwarded(&mut self, forwards: HashMap<Arc<str>, Vec<Item>>) {
+        let now = Instant::now();
+        for mut item in forwards.into_values().flatten() {
+            item.anew = false;
+            self.shared
+                .stats
+                .events_forwarded
+                .fetch_add(1, Ordering::Relaxed);
+            self.unconfirmed.insert(item.counter);
+            let state = self.user(&item.user);
+            state.forwarded_at.get_or_insert(now);
+            state.pending.push_back(item);
+        }
+    }
+}
+
+/// One event appended in a pipeline.
+struct Append {
+    /// Its index in the batch.
+    item: usize,
+    epoch: Arc<str>,
+    lease: u64,
+    seq: u64,
+}
+
+/// One batch's pipeline and what it stands for.
+#[derive(Default)]
+struct Plan {
+    pipe: redis::Pipeline,
+    /// The appends, in the pipeline's order (its first commands).
+    appends: Vec<Append>,
+    /// This node's events for other holders.
+    forwards: HashMap<Arc<str>, Vec<Item>>,
+    /// Users whose keys the pipeline gives the replay age and a quarter more to live.
+    keep: Vec<UserId>,
+    replies: Replies,
+    /// Items to route again.
+    again: Vec<Item>,
+}
+
+/// Whether an append was refused for its id: another node took the lease (its barrier is
+/// above the id), or this node's own earlier attempt appended it.
+fn is_refused_append(error: &redis::RedisError) -> bool {
+    error
+        .to_string()
+        .contains("equal or smaller than the target stream top item")
+}

@@ -1,0 +1,393 @@
+//! The publisher of the sequencer mode (`docs/sequencer.md`): for each user one node at a
+//! time holds a lease (`seq_scripts`) and gives the seqs itself, so a batch costs Redis plain
+//! pipelined commands, not a script.
+//!
+//! Per batch of events (this node's own, and those other nodes forwarded to it):
+//! - a user whose lease this node holds gets the next seqs; one pipeline appends each event to
+//!   the log as `<lease>-<seq>` (`XADD ... NOMKSTREAM`, refused once another node took the
+//!   lease: its barrier is above every id of an older lease); once Redis answered, a second
+//!   one sends the frames of the events appended on `<prefix>:frames`, which every node reads
+//!   (so no frame is seen that the log lacks: an append can fail alone, refused for its
+//!   lease, or for memory, or answered `BUSY`, while a `PUBLISH` after it in the same
+//!   pipeline goes through); a follower fills from the log what it missed;
+//! - a user whose lease is free, expired, or this node's is taken first (one script call);
+//! - a user whose lease another node holds gets this node's events forwarded to that node
+//!   (its node channel, in publish order), kept until it confirms them (`forwarded`), and sent
+//!   again, to whoever holds the lease by then, when it refuses them or does not confirm them
+//!   within [`CONFIRM_WITHIN`]. Each log entry names its origin's publish counter, so a
+//!   sequencer (or its successor, reading the log as it takes the lease) appends an event once.
+//!
+//! A refused append makes the node take the user's lease again or forward to the new holder;
+//! a failed pipeline (the connection: applied or not, nobody knows) is sent again after the
+//! node took its users' leases anew (new numbers fence what may still be in flight, and the
+//! log says what was applied). Leases last [`LEASE`], renewed every [`RENEW_EVERY`] while
+//! written, given back when not.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use core_context::UserId;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::conn::Conn;
+use crate::forwarded::{Inbound, Item};
+use crate::publisher::{Outgoing, RETRY, retryable};
+use crate::routes::{LEASE, MARGIN, Route, UserState, read_take};
+use crate::scripts::meta_and_log;
+use crate::shared::Shared;
+
+/// How often held leases are renewed.
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// How long forwarded events wait for their confirmation before they are sent again.
+pub(crate) const CONFIRM_WITHIN: Duration = Duration::from_secs(1);
+/// How often timeouts and renewals are looked at.
+const TICK: Duration = Duration::from_millis(200);
+/// Events taken off the queue at once.
+const BATCH: usize = 256;
+
+pub(crate) struct Sequencer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) conn: Conn,
+    pub(crate) me: Arc<str>,
+    pub(crate) users: HashMap<UserId, UserState>,
+    /// Counters of this node's forwarded events not yet confirmed.
+    pub(crate) unconfirmed: BTreeSet<u64>,
+    /// The highest counter of this node's events taken off the queue.
+    pub(crate) taken_through: u64,
+    pub(crate) renewed_at: Instant,
+}
+
+/// Runs until the broker is dropped.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    conn: Conn,
+    mut queue: mpsc::Receiver<Outgoing>,
+    mut inbound: mpsc::UnboundedReceiver<Inbound>,
+) {
+    let mut sequencer = Sequencer {
+        me: Arc::from(shared.node_id.as_str()),
+        shared,
+        conn,
+        users: HashMap::new(),
+        unconfirmed: BTreeSet::new(),
+        taken_through: 0,
+        renewed_at: Instant::now(),
+    };
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut local = Vec::with_capacity(BATCH);
+    loop {
+        let mut work = Vec::new();
+        tokio::select! {
+            biased;
+            message = inbound.recv() => match message {
+                Some(message) => sequencer.take_inbound(message, &mut work),
+                None => return,
+            },
+            taken = queue.recv_many(&mut local, BATCH) => {
+                if taken == 0 {
+                    return;
+                }
+            }
+            _ = ticks.tick() => sequencer.maintain(&mut work).await,
+        }
+        while let Ok(message) = inbound.try_recv() {
+            sequencer.take_inbound(message, &mut work);
+        }
+        while local.len() < BATCH {
+            match queue.try_recv() {
+                Ok(outgoing) => local.push(outgoing),
+                Err(_) => break,
+            }
+        }
+        let taken = local.len();
+        for outgoing in local.drain(..) {
+            sequencer.taken_through = sequencer.taken_through.max(outgoing.counter);
+            work.push(Item {
+                origin: None,
+                user: outgoing.user,
+                body: outgoing.body,
+                counter: outgoing.counter,
+                run: outgoing.run,
+                ends_lost_run: outgoing.ends_lost_run,
+                anew: false,
+                queued_at: outgoing.queued_at,
+            });
+        }
+        if !work.is_empty() {
+            sequencer.process(work).await;
+        }
+        sequencer.shared.queued.fetch_sub(taken, Ordering::Relaxed);
+        sequencer.report_through();
+    }
+}
+
+/// What one pipeline did with a batch.
+pub(crate) struct Written {
+    /// Items to route again (their user's lease moved), in order.
+    pub(crate) again: Vec<Item>,
+}
+
+impl Sequencer {
+    pub(crate) fn user(&mut self, user: &UserId) -> &mut UserState {
+        self.users.entry(user.clone()).or_default()
+    }
+
+    /// Tells `flush` and `stored` how far this node's events are through: taken off the
+    /// queue and, when forwarded, confirmed.
+    fn report_through(&self) {
+        let through = match self.unconfirmed.first() {
+            Some(first) => (first - 1).min(self.taken_through),
+            None => self.taken_through,
+        };
+        if through > self.shared.sent_through.load(Ordering::Acquire) {
+            self.shared.sent_through(through);
+        }
+    }
+
+    /// Another node's message: forwarded events join `work`; a confirmation lets go of the
+    /// events it covers; a refusal sends the user's unconfirmed events again.
+    fn take_inbound(&mut self, message: Inbound, work: &mut Vec<Item>) {
+        match message {
+            Inbound::Forwarded(items) => work.extend(items),
+            Inbound::Confirmed(pairs) => {
+                for (user, counter) in pairs {
+                    let Some(state) = self.users.get_mut(&user) else {
+                        continue;
+                    };
+                    while state.pending.front().is_some_and(|i| i.counter <= counter) {
+                        if let Some(item) = state.pending.pop_front() {
+                            self.unconfirmed.remove(&item.counter);
+                        }
+                    }
+                    if state.pending.is_empty() {
+                        state.forwarded_at = None;
+                    }
+                }
+            }
+            Inbound::Refused(users) => {
+                for user in users {
+                    self.resend(&user, work);
+                }
+            }
+        }
+    }
+
+    /// Sends `user`'s unconfirmed events again, after finding who holds their lease now.
+    fn resend(&mut self, user: &UserId, work: &mut Vec<Item>) {
+        let Some(state) = self.users.get_mut(user) else {
+            return;
+        };
+        if !matches!(state.route, Route::Mine(_)) {
+            state.route = Route::Unknown;
+        }
+        state.forwarded_at = None;
+        for item in state.pending.drain(..) {
+            self.unconfirmed.remove(&item.counter);
+            work.push(item);
+        }
+    }
+
+    /// Sends again what waited too long for a confirmation, and renews or gives back leases.
+    async fn maintain(&mut self, work: &mut Vec<Item>) {
+        let now = Instant::now();
+        let late: Vec<UserId> = self
+            .users
+            .iter()
+            .filter(|(_, s)| s.forwarded_at.is_some_and(|at| now - at >= CONFIRM_WITHIN))
+            .map(|(user, _)| user.clone())
+            .collect();
+        for user in late {
+            tracing::debug!(%user, "redis broker: forwarded events unconfirmed; routing them again");
+            self.resend(&user, work);
+        }
+        if now - self.renewed_at >= RENEW_EVERY {
+            self.renewed_at = now;
+            self.renew(now).await;
+            self.users.retain(|_, state| {
+                !state.pending.is_empty()
+                    || !state.blocked.is_empty()
+                    || match &state.route {
+                        Route::Unknown => false,
+                        Route::Mine(_) => true,
+                        Route::Other { until, .. } => *until > now,
+                    }
+            });
+        }
+    }
+
+    /// Renews the leases written within a lease's length, gives back the others.
+    async fn renew(&mut self, now: Instant) {
+        let shared = Arc::clone(&self.shared);
+        let Some(scripts) = &shared.scripts.leases else {
+            return;
+        };
+        let held: Vec<(UserId, u64, bool)> = self
+            .users
+            .iter()
+            .filter_map(|(user, state)| match &state.route {
+                Route::Mine(held) => {
+                    Some((user.clone(), held.lease, now - held.written_at < LEASE))
+                }
+                _ => None,
+            })
+            .collect();
+        for call in held.chunks(crate::conn::RENEWED_PER_CALL) {
+            let mut invocation = scripts.renew.prepare_invoke();
+            invocation
+                .arg(self.me.as_ref())
+                .arg(LEASE.as_millis() as u64);
+            for (user, lease, renew) in call {
+                let (meta, _) = meta_and_log(&self.shared.prefix, user);
+                invocation.key(meta).arg(*lease).arg(u8::from(*renew));
+            }
+            let sent = Instant::now();
+            let lost: Vec<usize> = match invocation.invoke_async(&mut self.conn.clone()).await {
+                Ok(lost) => lost,
+                Err(error) => {
+                    tracing::debug!(%error, "redis broker: cannot renew leases yet");
+                    continue;
+                }
+            };
+            for (i, (user, _, renew)) in call.iter().enumerate() {
+                let state = self.user(user);
+                if lost.contains(&i) || !renew {
+                    state.route = Route::Unknown;
+                } else if let Route::Mine(held) = &mut state.route {
+                    held.valid_until = sent + LEASE - MARGIN;
+                }
+            }
+        }
+    }
+
+    /// Appends, forwards or refuses each of `work`'s events, in order per user; retries what
+    /// the connection failed, with backoff, until it is through.
+    async fn process(&mut self, mut work: Vec<Item>) {
+        let mut pauses = RETRY.build();
+        let mut failed_before = false;
+        while !work.is_empty() {
+            let outcome = match self.route(&mut work).await {
+                Ok(()) => self.write(&work).await,
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(written) => {
+                    if failed_before {
+                        tracing::info!("redis broker: publishing again");
+                    }
+                    self.shared.publish_up.store(true, Ordering::Relaxed);
+                    failed_before = false;
+                    work = written.again;
+                }
+                Err(error) if retryable(&error) => {
+                    self.shared.publish_up.store(false, Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .publish_retries
+                        .fetch_add(1, Ordering::Relaxed);
+                    if !failed_before {
+                        tracing::warn!(%error, events = work.len(), "redis broker: publish failed; retrying with backoff");
+                    }
+                    failed_before = true;
+                    // What the failed pipeline did is unknown: its users' leases are taken
+                    // anew, which fences what may still be in flight and reads what went in.
+                    for item in &work {
+                        self.user(&item.user).route = Route::Unknown;
+                    }
+                    tokio::time::sleep(pauses.next().unwrap_or(Duration::from_secs(2))).await;
+                }
+                Err(error) => {
+                    self.shared
+                        .stats
+                        .events_lost
+                        .fetch_add(work.len() as u64, Ordering::Relaxed);
+                    tracing::error!(%error, events = work.len(), "redis broker: Redis refused a publish; these events are lost (clients resuming past them get too_old)");
+                    for item in &work {
+                        self.user(&item.user).route = Route::Unknown;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Finds who gives the seqs of each user of `work` whose route is not known (taking the
+    /// lease where it is free); their unconfirmed forwarded events go first, as they may now
+    /// go elsewhere.
+    async fn route(&mut self, work: &mut Vec<Item>) -> redis::RedisResult<()> {
+        let now = Instant::now();
+        let mut seen = HashSet::new();
+        let mut unknown = Vec::new();
+        for item in work.iter() {
+            if seen.insert(&item.user)
+                && self
+                    .users
+                    .get(&item.user)
+                    .is_none_or(|s| s.needs_route(now))
+            {
+                unknown.push(item.user.clone());
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mut first = Vec::new();
+        for user in &unknown {
+            self.resend(user, &mut first);
+        }
+        if !first.is_empty() {
+            first.append(work);
+            *work = first;
+        }
+        let Some(scripts) = &self.shared.scripts.leases else {
+            return Ok(());
+        };
+        let shared = &self.shared;
+        let calls = unknown.into_iter().map(|user| {
+            let mut conn = self.conn.clone();
+            let (meta, log) = meta_and_log(&shared.prefix, &user);
+            let mut invocation = scripts.take.prepare_invoke();
+            invocation
+                .key(meta)
+                .key(log)
+                .arg(ws_bridge::Epoch::generate().as_str())
+                .arg(shared.ttl_ms())
+                .arg(shared.node_id.as_str())
+                .arg(LEASE.as_millis() as u64)
+                .arg(shared.bounds.max_events)
+                .arg(&shared.prefix);
+            async move {
+                let sent = Instant::now();
+                let answer: redis::Value = invocation.invoke_async(&mut conn).await?;
+                Ok::<_, redis::RedisError>((user, sent, answer))
+            }
+        });
+        let answers: Vec<_> = futures::stream::iter(calls)
+            .buffer_unordered(crate::conn::CALLS_AT_ONCE)
+            .collect()
+            .await;
+        for answer in answers {
+            let (user, sent, answer) = answer?;
+            let route = read_take(answer, sent).ok_or_else(|| {
+                redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "the lease script answered something else",
+                ))
+            })?;
+            if matches!(route, Route::Mine(_)) {
+                self.shared
+                    .stats
+                    .leases_taken
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let state = self.user(&user);
+            state.fresh = matches!(route, Route::Other { .. });
+            state.route = route;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! The Redis broker's sequencer mode (`docs/sequencer.md`), node against node on a private
+//! Redis: one node per user gives the seqs and the others forward to it; a holder whose lease
+//! was taken is fenced by the log; a dead holder's users get a new one without a lost event.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use core_context::{EventKind, EventSink, RunId, RunScope, SequencedEvent, ThreadId, UserId};
+use redis_broker::{RedisBroker, RedisBrokerConfig};
+use ws_bridge::{AgentWebSocketBridge, BridgeConfig, Broker, Subscription};
+
+use crate::redis_support::RedisServer;
+use crate::support::user_id;
+
+/// One node: its broker (sequencer mode) and a bridge over it.
+struct Node {
+    broker: Arc<RedisBroker>,
+    bridge: AgentWebSocketBridge,
+    name: &'static str,
+}
+
+impl Node {
+    async fn start(redis: &RedisServer, name: &'static str) -> Self {
+        let config = BridgeConfig::default();
+        let broker = Arc::new(
+            RedisBroker::connect(RedisBrokerConfig {
+                sequencer: true,
+                ..RedisBrokerConfig::new(redis.url(), config.replay_bounds())
+            })
+            .await
+            .unwrap(),
+        );
+        let bridge = AgentWebSocketBridge::with_broker(config, broker.clone());
+        Self {
+            broker,
+            bridge,
+            name,
+        }
+    }
+
+    /// Emits a chunk `<node>:<step>` of this node's run for `user`.
+    fn emit(&self, user: &UserId, step: u64) {
+        let run = RunScope {
+            run_id: RunId::parse(&format!("run_{}{}", self.name, user.as_str())).unwrap(),
+            parent_run_id: None,
+            thread_id: ThreadId::parse(&format!("thr_{}", user.as_str())).unwrap(),
+            agent_name: Arc::from("synthetic"),
+        };
+        let delta = format!("{}:{step}", self.name);
+        let event = run.event(EventKind::AgentResponseChunk { delta });
+        self.bridge.emit(user, event).unwrap();
+    }
+}
+
+/// The next `n` frames of `sub`: their seqs and chunks.
+async fn chunks(sub: &Subscription, n: usize) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(20), sub.recv())
+            .await
+            .unwrap_or_else(|_| panic!("frames stopped coming after {out:?}"))
+            .expect("the subscription closed");
+        let event: SequencedEvent = serde_json::from_str(&frame.text).unwrap();
+        let EventKind::AgentResponseChunk { delta } = event.event.kind else {
+            panic!("another kind of event: {}", frame.text);
+        };
+        out.push((event.seq, delta));
+    }
+    out
+}
+
+/// Nothing more arrives on `sub` within 300 ms.
+async fn nothing_more(sub: &Subscription) {
+    if let Ok(frame) = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await {
+        panic!("an unexpected frame: {:?}", frame.map(|f| f.text.clone()));
+    }
+}
+
+/// Commands Redis refused with a plain `ERR` (an append below the stream's last id is one).
+fn refused_appends(redis: &RedisServer) -> u64 {
+    let count = redis.command(&[
+        "EVAL",
+        "return tonumber(string.match(redis.call('INFO', 'errorstats'), 'errorstat_ERR:count=(%d+)')) or 0",
+        "0",
+    ]);
+    count
+        .trim_start_matches(':')
+        .parse()
+        .unwrap_or_else(|_| panic!("{count}"))
+}
+
+fn stat(
+    node: &Node,
+    read: impl Fn(&redis_broker::BrokerStats) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    read(node.broker.stats()).load(Ordering::Relaxed)
+}
+
+/// 30 users, each with a tab on both of two nodes, and a run on each node emitting 40 chunks
+/// at once: each user's lease is taken by one node and the other forwards to it. Both tabs of
+/// each user get one stream, seqs 1 to 80 without a gap, each node's chunks once each and in
+/// the order they were emitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_publishing_for_the_same_users_give_each_one_gapless_stream() {
+    const USERS: usize = 30;
+    const STEPS: u64 = 40;
+    let redis = RedisServer::start();
+    let a = Node::start(&redis, "a").await;
+    let b = Node::start(&redis, "b").await;
+    let users: Vec<UserId> = (0..USERS)
+        .map(|u| user_id(&format!("both-{u:02}")))
+        .collect();
+    let mut tabs = Vec::new();
+    for user in &users {
+        tabs.push((
+            a.bridge.subscribe(user, None).await.unwrap(),
+            b.bridge.subscribe(user, None).await.unwrap(),
+        ));
+    }
+    for step in 1..=STEPS {
+        for user in &users {
+            a.emit(user, step);
+            b.emit(user, step);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for (user, (on_a, on_b)) in users.iter().zip(&tabs) {
+        let seen = chunks(on_a, 2 * STEPS as usize).await;
+        assert_eq!(
+            seen,
+            chunks(on_b, 2 * STEPS as usize).await,
+            "{user}: two tabs differ"
+        );
+        let seqs: Vec<u64> = seen.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=2 * STEPS).collect::<Vec<_>>(), "{user}");
+        let mut per_node: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for (_, chunk) in &seen {
+            let (node, step) = chunk.split_once(':').unwrap();
+            per_node
+                .entry(node)
+                .or_default()
+                .push(step.parse().unwrap());
+        }
+        for node in ["a", "b"] {
+            assert_eq!(
+                per_node[node],
+                (1..=STEPS).collect::<Vec<_>>(),
+                "{user}: node {node}'s chunks once each, in order"
+            );
+        }
+    }
+    let taken = stat(&a, |s| &s.leases_taken) + stat(&b, |s| &s.leases_taken);
+    assert!(
+        taken >= USERS as u64,
+        "every user's lease was taken: {taken}"
+    );
+    let forwarded = stat(&a, |s| &s.events_forwarded) + stat(&b, |s| &s.events_forwarded);
+    assert!(
+        forwarded > 0,
+        "a user's events on the node without the lease were forwarded"
+    );
+    for node in [&a, &b] {
+        assert_eq!(stat(node, |s| &s.events_lost), 0);
+    }
+}
+
+/// A holder whose lease another node took while it did not know (its expiry set back in Redis,
+/// as a pause past the lease would) writes again: Redis refuses its appends (the new holder's
+/// barrier is above them), no frame of them goes out, and its events reach the new holder,
+/// which appends them after its own. A third node's tab sees each event once, in order; the
+/// log replays the same stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_whose_lease_was_taken_is_fenced_and_its_events_go_to_the_new_one() {
+    let redis = RedisServer::start();
+    let (a, b, c) = (
+        Node::start(&redis, "a").await,
+        Node::start(&redis, "b").await,
+        Node::start(&redis, "c").await,
+    );
+    let user = user_id("fenced");
+    let tab = c.bridge.subscribe(&user, None).await.unwrap();
+    a.emit(&user, 1);
+    assert_eq!(chunks(&tab, 1).await, [(1, "a:1".to_owned())]);
+    // The lease expires in Redis; `a` still holds it by its own clock (4 s) until its next
+    // renewal (within a second) finds it gone: it writes before that, or learns it there;
+    // either way its events must end up after `b`'s, once each.
+    let meta = format!("agentws:{{{}}}:meta", user.as_str());
+    assert_eq!(redis.command(&["HSET", &meta, "sqx", "0"]), ":0");
+    let refusals_before = refused_appends(&redis);
+    b.emit(&user, 1);
+    assert_eq!(chunks(&tab, 1).await, [(2, "b:1".to_owned())]);
+    a.emit(&user, 2);
+    a.emit(&user, 3);
+    assert_eq!(
+        chunks(&tab, 2).await,
+        [(3, "a:2".to_owned()), (4, "a:3".to_owned())]
+    );
+    nothing_more(&tab).await;
+    eprintln!(
+        "appends Redis refused: {} (0 when a's renewal found the lease gone first)",
+        refused_appends(&redis) - refusals_before
+    );
+    assert_eq!(stat(&a, |s| &s.leases_taken), 1, "a took it once");
+    assert!(
+        stat(&a, |s| &s.events_forwarded) >= 2,
+        "a's refused events went to b"
+    );
+    assert_eq!(stat(&b, |s| &s.leases_taken), 1);
+    // The log holds the same four, after the barriers.
+    let replayed = c
+        .broker
+        .replay(&user, tab.epoch(), 0)
+        .await
+        .unwrap()
+        .expect("the log replays from the start");
+    let texts: Vec<(u64, String)> = replayed
+        .iter()
+        .map(|frame| {
+            let event: SequencedEvent = serde_json::from_str(&frame.text).unwrap();
+            let EventKind::AgentResponseChunk { delta } = event.event.kind else {
+                panic!("{}", frame.text);
+            };
+            (frame.seq, delta)
+        })
+        .collect();
+    let expected: Vec<(u64, String)> = [(1, "a:1"), (2, "b:1"), (3, "a:2"), (4, "a:3")]
+        .into_iter()
+        .map(|(seq, chunk)| (seq, chunk.to_owned()))
+        .collect();
+    assert_eq!(texts, expected);
+}
+
+/// The node holding a user's lease dies (its tasks stop at once; its lease is not given
+/// back). The other node's events for that user wait unconfirmed until the lease expires,
+/// then that node takes it: its tab gets every event once, in order, seqs without a gap after
+/// the dead node's, and `flush` returns once they are in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_holders_users_get_a_new_one_and_lose_nothing() {
+    const STEPS: u64 = 30;
+    let redis = RedisServer::start();
+    let a = Node::start(&redis, "a").await;
+    let b = Node::start(&redis, "b").await;
+    let user = user_id("orphan");
+    let tab = b.bridge.subscribe(&user, None).await.unwrap();
+    a.emit(&user, 1);
+    assert_eq!(chunks(&tab, 1).await, [(1, "a:1".to_owned())]);
+    drop(a);
+    for step in 1..=STEPS {
+        b.emit(&user, step);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = chunks(&tab, STEPS as usize).await;
+    let expected: Vec<(u64, String)> = (1..=STEPS)
+        .map(|step| (step + 1, format!("b:{step}")))
+        .collect();
+    assert_eq!(seen, expected);
+    tokio::time::timeout(Duration::from_secs(10), b.broker.flush())
+        .await
+        .expect("flush returns once the events are in")
+        .unwrap();
+    nothing_more(&tab).await;
+    assert_eq!(
+        stat(&b, |s| &s.leases_taken),
+        1,
+        "b took the lease once it expired"
+    );
+    assert!(
+        stat(&b, |s| &s.events_forwarded) >= 1,
+        "b first sent to the dead holder"
+    );
+}
