@@ -271,3 +271,129 @@ async fn a_dead_holders_users_get_a_new_one_and_lose_nothing() {
         "b first sent to the dead holder"
     );
 }
+
+/// Redis runs a node's pipeline of appends but its answer never reaches the node (a proxy
+/// drops the connection as the answer comes): the node takes the user's lease anew, finds in
+/// the log that the event went in, and does not append it again; the follower gets it from
+/// the log (the new lease's announcement says what it missed). Each event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_whose_answer_was_lost_are_not_appended_twice() {
+    let redis = RedisServer::start();
+    let proxy = LosingProxy::start(redis.port()).await;
+    let config = BridgeConfig::default();
+    let behind_proxy = Arc::new(
+        RedisBroker::connect(RedisBrokerConfig {
+            sequencer: true,
+            ..RedisBrokerConfig::new(proxy.url(), config.replay_bounds())
+        })
+        .await
+        .unwrap(),
+    );
+    let a = Node {
+        bridge: AgentWebSocketBridge::with_broker(config, behind_proxy.clone()),
+        broker: behind_proxy,
+        name: "a",
+    };
+    let b = Node::start(&redis, "b").await;
+    let user = user_id("unanswered");
+    let tab = b.bridge.subscribe(&user, None).await.unwrap();
+    a.emit(&user, 1);
+    assert_eq!(chunks(&tab, 1).await, [(1, "a:1".to_owned())]);
+    proxy.lose_next_answer_to(b"XADD");
+    a.emit(&user, 2);
+    assert_eq!(chunks(&tab, 1).await, [(2, "a:2".to_owned())]);
+    assert!(proxy.lost(), "the proxy dropped an answer");
+    a.emit(&user, 3);
+    assert_eq!(chunks(&tab, 1).await, [(3, "a:3".to_owned())]);
+    nothing_more(&tab).await;
+    assert!(
+        stat(&a, |s| &s.publish_retries) >= 1,
+        "the batch was sent again"
+    );
+    assert_eq!(
+        stat(&a, |s| &s.leases_taken),
+        2,
+        "taken, then taken anew after the failure"
+    );
+}
+
+/// A TCP proxy in front of Redis that, once armed, drops the connection that sent a request
+/// containing given bytes as soon as Redis answers it, without passing the answer on.
+struct LosingProxy {
+    port: u16,
+    armed: Arc<parking_lot::Mutex<Option<&'static [u8]>>>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LosingProxy {
+    async fn start(redis_port: u16) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed: Arc<parking_lot::Mutex<Option<&'static [u8]>>> = Arc::default();
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (armed_in, lost_in) = (Arc::clone(&armed), Arc::clone(&lost));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", redis_port))
+                    .await
+                    .unwrap();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let doomed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (armed, doomed_up) = (Arc::clone(&armed_in), Arc::clone(&doomed));
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 65_536];
+                    while let Ok(n) = client_read.read(&mut buffer).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let request = &buffer[..n];
+                        {
+                            let mut armed = armed.lock();
+                            if armed.is_some_and(|needle| {
+                                request.windows(needle.len()).any(|w| w == needle)
+                            }) {
+                                *armed = None;
+                                doomed_up.store(true, Ordering::SeqCst);
+                            }
+                        }
+                        if server_write.write_all(request).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let lost = Arc::clone(&lost_in);
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 65_536];
+                    while let Ok(n) = server_read.read(&mut buffer).await {
+                        if n == 0 {
+                            return;
+                        }
+                        if doomed.load(Ordering::SeqCst) {
+                            lost.store(true, Ordering::SeqCst);
+                            // Dropping both halves closes the client's connection.
+                            return;
+                        }
+                        if client_write.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, armed, lost }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn lose_next_answer_to(&self, request: &'static [u8]) {
+        *self.armed.lock() = Some(request);
+    }
+
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
