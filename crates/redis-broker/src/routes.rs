@@ -13,6 +13,11 @@ use crate::forwarded::Item;
 pub(crate) const LEASE: Duration = Duration::from_secs(5);
 /// A holder stops writing this long before its lease ends by its own clock.
 pub(crate) const MARGIN: Duration = Duration::from_secs(1);
+/// A lease not written for this long is given back at its next renewal.
+pub(crate) const IDLE: Duration = Duration::from_secs(30);
+/// How far back a new holder reads the log for the events already appended.
+pub(crate) const APPLIED_WITHIN: Duration = Duration::from_secs(60);
+
 /// A user's lease, held by this node.
 pub(crate) struct Held {
     pub(crate) lease: u64,

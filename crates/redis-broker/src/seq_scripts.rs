@@ -54,9 +54,11 @@ end
 /// Takes a user's lease if it is free, expired or this node's: `KEYS` meta and log;
 /// `ARGV[1]` the epoch of a stream that starts, `ARGV[2]` the stream's TTL (ms), `ARGV[3]`
 /// the node id, `ARGV[4]` the lease's length (ms), `ARGV[5]` the log's cap, `ARGV[6]` the
-/// key prefix. Answers `{'held', <holder node>, <ms left>}`, or `{'taken', epoch, lease
-/// number, last seq, {origin, counter, ...}}` with the highest counter of each origin node
-/// the log holds.
+/// key prefix, `ARGV[7]` how far back (ms) the log is read for what was applied. Answers
+/// `{'held', <holder node>, <ms left>}`, or `{'taken', epoch, lease number, last seq,
+/// {origin, counter, ...}}` with the highest counter of each origin node among the entries
+/// written within that time (an event is sent again only while its origin awaits a
+/// confirmation, which is far shorter).
 const TAKE: &str = r"
 local meta, log = KEYS[1], KEYS[2]
 local epoch = sq_open(meta, log, ARGV[1], ARGV[2])
@@ -86,13 +88,22 @@ redis.call('PEXPIRE', log, keep)
 local user = string.match(meta, '{([^}]*)}:meta$')
 redis.call('PUBLISH', ARGV[6] .. ':leases', user .. '\n' .. epoch .. '\n' .. lease .. '\n' .. last)
 local applied, list = {}, {}
-for _, entry in ipairs(redis.call('XRANGE', log, '-', '+')) do
-  local origin = field(entry[2], 'c')
-  if origin then
-    local node, counter = string.match(origin, '^(.*):(%d+)$')
-    counter = tonumber(counter)
-    if node and (applied[node] or 0) < counter then applied[node] = counter end
+local since = now - tonumber(ARGV[7])
+local cursor = '+'
+local done = false
+while not done do
+  local chunk = redis.call('XREVRANGE', log, cursor, '-', 'COUNT', 100)
+  if #chunk == 0 then break end
+  for _, entry in ipairs(chunk) do
+    if tonumber(field(entry[2], 't') or '0') < since then done = true break end
+    local origin = field(entry[2], 'c')
+    if origin then
+      local node, counter = string.match(origin, '^(.*):(%d+)$')
+      counter = tonumber(counter)
+      if node and (applied[node] or 0) < counter then applied[node] = counter end
+    end
   end
+  cursor = '(' .. chunk[#chunk][1]
 end
 for node, counter in pairs(applied) do
   list[#list + 1] = node

@@ -21,7 +21,7 @@
 //! a failed pipeline (the connection: applied or not, nobody knows) is sent again after the
 //! node took its users' leases anew (new numbers fence what may still be in flight, and the
 //! log says what was applied). Leases last [`LEASE`], renewed every [`RENEW_EVERY`] while
-//! written, given back when not.
+//! written within [`IDLE`], given back when not.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use crate::conn::Conn;
 use crate::forwarded::{Inbound, Item};
 use crate::publisher::{Outgoing, RETRY, retryable};
-use crate::routes::{LEASE, MARGIN, Route, UserState, read_take};
+use crate::routes::{APPLIED_WITHIN, IDLE, LEASE, MARGIN, Route, UserState, read_take};
 use crate::scripts::meta_and_log;
 use crate::shared::Shared;
 
@@ -230,9 +230,7 @@ impl Sequencer {
             .users
             .iter()
             .filter_map(|(user, state)| match &state.route {
-                Route::Mine(held) => {
-                    Some((user.clone(), held.lease, now - held.written_at < LEASE))
-                }
+                Route::Mine(held) => Some((user.clone(), held.lease, now - held.written_at < IDLE)),
                 _ => None,
             })
             .collect();
@@ -359,7 +357,8 @@ impl Sequencer {
                 .arg(shared.node_id.as_str())
                 .arg(LEASE.as_millis() as u64)
                 .arg(shared.bounds.max_events)
-                .arg(&shared.prefix);
+                .arg(&shared.prefix)
+                .arg(APPLIED_WITHIN.as_millis() as u64);
             async move {
                 let sent = Instant::now();
                 let answer: redis::Value = invocation.invoke_async(&mut conn).await?;
