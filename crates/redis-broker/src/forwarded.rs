@@ -55,6 +55,13 @@ pub(crate) enum Inbound {
     Confirmed(Vec<(UserId, u64)>),
     /// Users whose events a node refused: it does not hold their leases.
     Refused(Vec<UserId>),
+    /// The answer of this node's lease renewal sent at `sent`: the (user, lease number) pairs
+    /// it still holds, and those it no longer does.
+    Renewed {
+        sent: Instant,
+        kept: Vec<(UserId, u64)>,
+        lost: Vec<(UserId, u64)>,
+    },
 }
 
 /// Writes `items` (of one user or many, in publish order) as a `fwd` message from `origin`.

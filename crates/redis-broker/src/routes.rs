@@ -18,6 +18,9 @@ pub(crate) const IDLE: Duration = Duration::from_secs(30);
 /// How far back a new holder reads the log for the events already appended.
 pub(crate) const APPLIED_WITHIN: Duration = Duration::from_secs(60);
 
+/// How long another node is taken for a user's holder without asking Redis again.
+pub(crate) const ROUTE_KEPT: Duration = Duration::from_secs(30);
+
 /// A user's lease, held by this node.
 pub(crate) struct Held {
     pub(crate) lease: u64,
@@ -80,11 +83,12 @@ pub(crate) fn read_take(answer: redis::Value, sent: Instant) -> Option<Route> {
     match kind.as_str() {
         "held" => {
             let node = String::from_redis_value(items.next()?).ok()?;
-            let left = u64::from_redis_value(items.next()?).ok()?;
-            let left = Duration::from_millis(left).min(LEASE);
+            // How long the holder's lease has left is not how long it holds: it renews. A
+            // holder that stops confirming, or refuses, is found anew sooner.
+            let _left: u64 = u64::from_redis_value(items.next()?).ok()?;
             Some(Route::Other {
                 node: Arc::from(node),
-                until: sent + left,
+                until: sent + ROUTE_KEPT,
             })
         }
         "taken" => {

@@ -93,7 +93,7 @@ pub(crate) async fn run(
                     return;
                 }
             }
-            _ = ticks.tick() => sequencer.maintain(&mut work).await,
+            _ = ticks.tick() => sequencer.maintain(&mut work),
         }
         while let Ok(message) = inbound.try_recv() {
             sequencer.take_inbound(message, &mut work);
@@ -174,6 +174,25 @@ impl Sequencer {
                     self.resend(&user, work);
                 }
             }
+            Inbound::Renewed { sent, kept, lost } => {
+                for (user, lease) in kept {
+                    if let Some(UserState {
+                        route: Route::Mine(held),
+                        ..
+                    }) = self.users.get_mut(&user)
+                        && held.lease == lease
+                    {
+                        held.valid_until = held.valid_until.max(sent + LEASE - MARGIN);
+                    }
+                }
+                for (user, lease) in lost {
+                    if let Some(state) = self.users.get_mut(&user)
+                        && matches!(&state.route, Route::Mine(held) if held.lease == lease)
+                    {
+                        state.route = Route::Unknown;
+                    }
+                }
+            }
         }
     }
 
@@ -193,7 +212,7 @@ impl Sequencer {
     }
 
     /// Sends again what waited too long for a confirmation, and renews or gives back leases.
-    async fn maintain(&mut self, work: &mut Vec<Item>) {
+    fn maintain(&mut self, work: &mut Vec<Item>) {
         let now = Instant::now();
         let late: Vec<UserId> = self
             .users
@@ -207,7 +226,7 @@ impl Sequencer {
         }
         if now - self.renewed_at >= RENEW_EVERY {
             self.renewed_at = now;
-            self.renew(now).await;
+            self.renew(now);
             self.users.retain(|_, state| {
                 !state.pending.is_empty()
                     || !state.blocked.is_empty()
@@ -220,46 +239,25 @@ impl Sequencer {
         }
     }
 
-    /// Renews the leases written within a lease's length, gives back the others.
-    async fn renew(&mut self, now: Instant) {
-        let shared = Arc::clone(&self.shared);
-        let Some(scripts) = &shared.scripts.leases else {
-            return;
-        };
-        let held: Vec<(UserId, u64, bool)> = self
-            .users
-            .iter()
-            .filter_map(|(user, state)| match &state.route {
-                Route::Mine(held) => Some((user.clone(), held.lease, now - held.written_at < IDLE)),
-                _ => None,
-            })
-            .collect();
-        for call in held.chunks(crate::conn::RENEWED_PER_CALL) {
-            let mut invocation = scripts.renew.prepare_invoke();
-            invocation
-                .arg(self.me.as_ref())
-                .arg(LEASE.as_millis() as u64);
-            for (user, lease, renew) in call {
-                let (meta, _) = meta_and_log(&self.shared.prefix, user);
-                invocation.key(meta).arg(*lease).arg(u8::from(*renew));
-            }
-            let sent = Instant::now();
-            let lost: Vec<usize> = match invocation.invoke_async(&mut self.conn.clone()).await {
-                Ok(lost) => lost,
-                Err(error) => {
-                    tracing::debug!(%error, "redis broker: cannot renew leases yet");
-                    continue;
-                }
-            };
-            for (i, (user, _, renew)) in call.iter().enumerate() {
-                let state = self.user(user);
-                if lost.contains(&i) || !renew {
+    /// Renews the leases written within [`IDLE`] and gives back the others, on a task of
+    /// its own (the answer comes back as [`Inbound::Renewed`]): the batches go on meanwhile.
+    fn renew(&mut self, now: Instant) {
+        let mut held: Vec<(UserId, u64, bool)> = Vec::new();
+        for (user, state) in &mut self.users {
+            if let Route::Mine(lease) = &state.route {
+                let renew = now - lease.written_at < IDLE;
+                held.push((user.clone(), lease.lease, renew));
+                if !renew {
                     state.route = Route::Unknown;
-                } else if let Route::Mine(held) = &mut state.route {
-                    held.valid_until = sent + LEASE - MARGIN;
                 }
             }
         }
+        if held.is_empty() {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let conn = self.conn.clone();
+        tokio::spawn(async move { renew_leases(&shared, conn, held).await });
     }
 
     /// Appends, forwards or refuses each of `work`'s events, in order per user; retries what
@@ -388,5 +386,58 @@ impl Sequencer {
             state.route = route;
         }
         Ok(())
+    }
+}
+
+/// Renews (or gives back) `held` leases (user, lease number, whether to renew), in calls of
+/// at most [`RENEWED_PER_CALL`](crate::conn::RENEWED_PER_CALL) users, and tells the publisher
+/// which it still holds and which it lost.
+async fn renew_leases(shared: &Shared, conn: Conn, held: Vec<(UserId, u64, bool)>) {
+    let (Some(scripts), Some(publisher)) = (&shared.scripts.leases, &shared.inbound) else {
+        return;
+    };
+    let calls: Vec<Vec<(UserId, u64, bool)>> = held
+        .chunks(crate::conn::RENEWED_PER_CALL)
+        .map(<[_]>::to_vec)
+        .collect();
+    let calls = calls.into_iter().map(|call| {
+        let mut conn = conn.clone();
+        async move {
+            let mut invocation = scripts.renew.prepare_invoke();
+            invocation
+                .arg(shared.node_id.as_str())
+                .arg(LEASE.as_millis() as u64);
+            for (user, lease, renew) in &call {
+                let (meta, _) = meta_and_log(&shared.prefix, user);
+                invocation.key(meta).arg(*lease).arg(u8::from(*renew));
+            }
+            let sent = Instant::now();
+            match invocation.invoke_async::<Vec<usize>>(&mut conn).await {
+                Ok(lost) => Some((sent, call, lost)),
+                Err(error) => {
+                    tracing::debug!(%error, "redis broker: cannot renew leases yet");
+                    None
+                }
+            }
+        }
+    });
+    let answers: Vec<_> = futures::stream::iter(calls)
+        .buffer_unordered(crate::conn::CALLS_AT_ONCE)
+        .collect()
+        .await;
+    for (sent, call, lost) in answers.into_iter().flatten() {
+        let (mut kept, mut gone) = (Vec::new(), Vec::new());
+        for (i, (user, lease, renew)) in call.iter().enumerate() {
+            if lost.contains(&i) {
+                gone.push((user.clone(), *lease));
+            } else if *renew {
+                kept.push((user.clone(), *lease));
+            }
+        }
+        let _ = publisher.send(Inbound::Renewed {
+            sent,
+            kept,
+            lost: gone,
+        });
     }
 }
