@@ -272,6 +272,53 @@ async fn a_dead_holders_users_get_a_new_one_and_lose_nothing() {
     );
 }
 
+/// A user's stream is lost under its holder (its keys evicted, say) and opened anew by
+/// another node, which takes the lease of the new stream: the old holder's next append is
+/// refused (the new lease numbers start above every lease of the old stream), so the new log
+/// holds the new holder's event and then the old holder's, forwarded, and nothing of the old
+/// stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_of_a_stream_opened_anew_cannot_append_to_the_new_one() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis, "a").await;
+    let b = Node::start(&redis, "b").await;
+    let user = user_id("reopened");
+    for step in 1..=3 {
+        a.emit(&user, step);
+    }
+    a.broker.flush().await.unwrap();
+    let (meta, log) = (
+        format!("agentws:{{{}}}:meta", user.as_str()),
+        format!("agentws:{{{}}}:log", user.as_str()),
+    );
+    assert_eq!(redis.command(&["DEL", &meta, &log]), ":2");
+    b.emit(&user, 1);
+    b.broker.flush().await.unwrap();
+    a.emit(&user, 4);
+    a.broker.flush().await.unwrap();
+    let entries = crate::redis_support::query_all(
+        &redis,
+        &[
+            "EVAL",
+            "local out = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do \
+             local f = e[2] for j = 1, #f, 2 do if f[j] == 'b' then \
+             out[#out + 1] = string.match(e[1], '-(%d+)$') .. ' ' .. f[j + 1] end end end \
+             return out",
+            "1",
+            &log,
+        ],
+    );
+    let chunks: Vec<String> = entries
+        .iter()
+        .map(|entry| {
+            let (seq, body) = entry.split_once(' ').unwrap();
+            let event: serde_json::Value = serde_json::from_str(&format!("{{{body}")).unwrap();
+            format!("{seq} {}", event["data"]["delta"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(chunks, ["1 b:1", "2 a:4"]);
+}
+
 /// Redis runs a node's pipeline of appends but its answer never reaches the node (a proxy
 /// drops the connection as the answer comes): the node takes the user's lease anew, finds in
 /// the log that the event went in, and does not append it again; the follower gets it from

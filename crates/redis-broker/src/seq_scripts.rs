@@ -4,7 +4,7 @@
 //! must be atomic.
 //!
 //! The keys are those of `scripts`, with:
-//! - in the meta, `lease` (the last lease number given in this epoch), `sq`
+//! - in the meta, `lease` (the last lease number given, at least the ms it was taken at), `sq`
 //!   (`<node id>:<lease number>`, the holder) and `sqx` (its expiry, ms); the meta's `seq`
 //!   is not kept (a stale holder's plain write could move it back);
 //! - in the log, entries `<lease number>-<seq>` holding `b` (the event without its opening
@@ -70,15 +70,12 @@ if held[1] then
   if holder ~= ARGV[3] and left > 0 then return {'held', holder, left} end
 end
 local last = last_seq(log)
-local lease = redis.call('HINCRBY', meta, 'lease', 1)
+-- Above the last given, and at least Redis's time in ms: a stream opened anew (its meta
+-- lost) starts above every lease a stale holder of the old one could still append under.
+local lease = math.max(redis.call('HINCRBY', meta, 'lease', 1), now)
 local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
-if top then
-  local above = tonumber(string.match(top[1], '^(%d+)%-')) + 1
-  if above > lease then
-    lease = above
-    redis.call('HSET', meta, 'lease', lease)
-  end
-end
+if top then lease = math.max(lease, tonumber(string.match(top[1], '^(%d+)%-')) + 1) end
+redis.call('HSET', meta, 'lease', lease)
 redis.call('XADD', log, 'MAXLEN', ARGV[5], lease .. '-0', 'p', last, 't', now)
 redis.call('HSET', meta, 'sq', ARGV[3] .. ':' .. lease, 'sqx', now + tonumber(ARGV[4]))
 local ttl = tonumber(ARGV[2])

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::BackoffBuilder;
 use core_context::UserId;
+use ws_bridge::Frame;
+use ws_bridge::broker::Epoch;
 
 use crate::forwarded::{Frames, Item, Replies, forward_message};
 use crate::publisher::{RETRY, retryable};
@@ -34,6 +36,7 @@ impl Sequencer {
         // Entries appended after one of their user's failed: taken out again, as their
         // events go again after it (no frame of them was sent).
         let mut undo: Vec<(&UserId, String)> = Vec::new();
+        let mut here: Vec<(&Item, &Append)> = Vec::new();
         for (k, append) in plan.appends.iter().enumerate() {
             let item = &work[append.item];
             let result = results.get(k);
@@ -57,6 +60,7 @@ impl Sequencer {
                         epoch, lease, seq, ..
                     } = append;
                     frames.add(&item.user, epoch, *lease, *seq, item.rest());
+                    here.push((item, append));
                     match &item.origin {
                         Some(origin) => plan.replies.confirm(origin, &item.user, item.counter),
                         None => {
@@ -95,8 +99,37 @@ impl Sequencer {
         }
         self.keep_forwarded(plan.forwards);
         self.count(appended, took, waited);
+        self.deliver_here(&here);
         self.send_frames(frames, &plan.replies).await;
         Ok(Written { again: plan.again })
+    }
+
+    /// Hands the events just appended to this node's own listeners of their users, before
+    /// their frames go through Redis (which brings them here again, then dropped as repeats).
+    /// A frame that is not its listener's next one is left to that copy: the subscriber fills
+    /// the gap before it.
+    fn deliver_here(&self, appended: &[(&Item, &Append)]) {
+        let followed: Vec<_> = {
+            let attached = self.shared.attached.lock();
+            appended
+                .iter()
+                .filter_map(|(item, append)| {
+                    Some((
+                        Arc::clone(attached.get(item.user.as_str())?),
+                        *item,
+                        *append,
+                    ))
+                })
+                .collect()
+        };
+        for (attached, item, append) in followed {
+            let frame = Arc::new(Frame {
+                seq: append.seq,
+                text: Arc::from(format!("{{\"seq\":{},{}", append.seq, item.rest())),
+                published: Instant::now(),
+            });
+            attached.offer(&Epoch::new(&append.epoch), Some(append.lease), &frame);
+        }
     }
 
     /// Counts a pipeline's appends in the broker's stats: `took` its round trip, `waited` its
