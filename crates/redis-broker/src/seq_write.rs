@@ -250,10 +250,15 @@ impl Sequencer {
     /// retrying while the connection fails (a frame never sent would leave its followers
     /// waiting for their next frame to find the gap).
     async fn send_frames(&mut self, frames: Frames, replies: &Replies) {
-        let mut pipe = redis::pipe();
-        for (log, id) in &frames.undo {
-            pipe.cmd("XDEL").arg(log).arg(id).ignore();
+        if !frames.undo.is_empty() {
+            // Before anything reads the log again (a new lease reads what was applied).
+            let mut undo = redis::pipe();
+            for (log, id) in &frames.undo {
+                undo.cmd("XDEL").arg(log).arg(id).ignore();
+            }
+            send_until_through(&mut self.conn, &undo).await;
         }
+        let mut pipe = redis::pipe();
         if let Some((channel, _)) = &self.shared.sequencer_channels {
             for message in frames.messages {
                 pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
@@ -263,15 +268,11 @@ impl Sequencer {
         if pipe.is_empty() {
             return;
         }
-        let mut pauses = RETRY.build();
-        while let Err(error) = pipe.query_async::<()>(&mut self.conn).await {
-            if !retryable(&error) {
-                tracing::error!(%error, "redis broker: Redis refused to send frames; their followers fetch them from the log at the next frame");
-                return;
-            }
-            tracing::warn!(%error, "redis broker: cannot send frames yet; retrying");
-            tokio::time::sleep(pauses.next().unwrap_or(Duration::from_secs(2))).await;
-        }
+        // On a task of its own: the next batch's appends need not wait for this answer (the
+        // connection keeps the order in which they are sent; a follower that gets a later
+        // frame first fills the gap from the log).
+        let mut conn = self.conn.clone();
+        tokio::spawn(async move { send_until_through(&mut conn, &pipe).await });
     }
 
     /// Keeps the events just forwarded until they are confirmed.
@@ -321,4 +322,17 @@ fn is_refused_append(error: &redis::RedisError) -> bool {
     error
         .to_string()
         .contains("equal or smaller than the target stream top item")
+}
+
+/// Sends `pipe`, again after a pause while the connection fails.
+async fn send_until_through(conn: &mut crate::conn::Conn, pipe: &redis::Pipeline) {
+    let mut pauses = RETRY.build();
+    while let Err(error) = pipe.query_async::<()>(conn).await {
+        if !retryable(&error) {
+            tracing::error!(%error, "redis broker: Redis refused frames or log trims; followers fetch what they miss from the log at the next frame");
+            return;
+        }
+        tracing::warn!(%error, "redis broker: cannot send frames yet; retrying");
+        tokio::time::sleep(pauses.next().unwrap_or(Duration::from_secs(2))).await;
+    }
 }
