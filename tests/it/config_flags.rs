@@ -102,6 +102,17 @@ fn broker_client_certificate_flags_go_together() {
 }
 
 #[test]
+fn the_sequencer_mode_needs_a_redis_broker() {
+    check(&["--broker", "redis://h:1", "--broker-sequencer"], Ok(()));
+    check(
+        &["--broker-sequencer"],
+        Err(
+            "--broker-sequencer (AGENT_SERVER_BROKER_SEQUENCER, broker_sequencer in --config) is a mode of the Redis broker, and --broker is in-process",
+        ),
+    );
+}
+
+#[test]
 fn limit_and_log_flag_table() {
     let table: &[(&[&str], Result<(), &str>)] = &[
         (&["--max-threads-per-user", "1"], Ok(())),

@@ -119,6 +119,11 @@ impl std::fmt::Debug for BrokerChoice {
 /// Why the settings are unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// The sequencer mode without a Redis broker.
+    #[error(
+        "--broker-sequencer (AGENT_SERVER_BROKER_SEQUENCER, broker_sequencer in --config) is a mode of the Redis broker, and --broker is in-process: use --broker redis://host:port, or leave the mode off"
+    )]
+    SequencerWithoutRedis,
     /// Half of a client certificate.
     #[error(
         "--broker-client-cert and --broker-client-key go together (AGENT_SERVER_BROKER_CLIENT_CERT/KEY, broker_client_cert/key in --config): {0} is missing"
@@ -398,6 +403,10 @@ impl ServerConfig {
         });
         let allowed_origins = AllowedOrigins::parse(&args.allowed_origins)?;
         let store = store_url(&args.store)?;
+        let broker = BrokerChoice::parse(&args.broker)?;
+        if args.broker_sequencer && !matches!(broker, BrokerChoice::Redis(_)) {
+            return Err(ConfigError::SequencerWithoutRedis);
+        }
         let approve_tools = approve_tools(&args.approve_tools, store.as_deref())?;
         let (prices, budget) = spending(&args, store.as_deref())?;
         let defaults = ServerConfig::default();
@@ -430,7 +439,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             agui_reattach: Duration::from_secs(args.agui_reattach_secs),
             llm,
-            broker: BrokerChoice::parse(&args.broker)?,
+            broker,
             broker_client_identity: client_identity(
                 args.broker_client_cert,
                 args.broker_client_key,

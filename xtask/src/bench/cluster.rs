@@ -34,7 +34,8 @@ pub(crate) fn with_nodes(
             return run;
         }
     };
-    let broker = ["--broker".to_owned(), redis.url()];
+    let mut broker = vec!["--broker".to_owned(), redis.url()];
+    broker.extend(scenario.broker.iter().map(|flag| (*flag).to_owned()));
     let (program, args) = server_command(binaries, scenario, Kind::AgentServer, &broker);
     run.server_command = format!(
         "redis-server --port $REDIS_PORT --save '' --appendonly no & {} (× {}, $ADDR1 … $ADDR{})",

@@ -20,6 +20,8 @@ pub struct Scenario {
     /// agent-server nodes the scenario runs on (the multi-node runs' second side, the wide
     /// run's only side).
     pub nodes: usize,
+    /// Flags of the Redis broker on those nodes (beside `--broker`).
+    pub broker: Vec<&'static str>,
 }
 
 /// Limits raised for load scenarios: the start rate is a per-user abuse guard, and a steady
@@ -43,6 +45,7 @@ fn burst(name: &'static str, connections: u64, runs: u64) -> Scenario {
         loadgen: args(&["burst", "--connections", &c, "--runs", &r, "--shape", SHAPE]),
         server: LOAD_LIMITS.to_vec(),
         nodes: 1,
+        broker: Vec::new(),
     }
 }
 
@@ -79,6 +82,7 @@ fn steady(
         ]),
         server: LOAD_LIMITS.to_vec(),
         nodes: 1,
+        broker: Vec::new(),
     }
 }
 
@@ -91,6 +95,7 @@ fn idle(name: &'static str, connections: u64) -> Scenario {
         loadgen: args(&["idle", "--connections", &c]),
         server: Vec::new(),
         nodes: 1,
+        broker: Vec::new(),
     }
 }
 
@@ -120,6 +125,14 @@ fn cross_node(name: &'static str, users: u64, mut base: Scenario) -> Scenario {
         nodes: 2,
         ..base
     }
+}
+
+/// [`cross_node`] with the nodes in the Redis broker's sequencer mode (`--broker-sequencer`).
+fn sequenced(name: &'static str, mut base: Scenario) -> Scenario {
+    base.name = name;
+    base.what = format!("{}, sequencer mode", base.what);
+    base.broker = vec!["--broker-sequencer"];
+    base
 }
 
 /// The group of the wide run: more connections than one process may hold, over several
@@ -181,13 +194,26 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
     all.extend(if quick {
         vec![
             cross_node("cross-burst", 200, burst("", 0, 400)),
+            sequenced("cross-burst-seq", cross_node("", 200, burst("", 0, 400))),
             cross_node("cross-steady", 500, steady("", "", 0, 100, 3)),
+            sequenced(
+                "cross-steady-seq",
+                cross_node("", 500, steady("", "", 0, 100, 3)),
+            ),
             wide("c100k", 3, 500, 30, 3),
         ]
     } else {
         vec![
             cross_node("cross-burst", 2_000, burst("", 0, 4_000)),
+            sequenced(
+                "cross-burst-seq",
+                cross_node("", 2_000, burst("", 0, 4_000)),
+            ),
             cross_node("cross-steady", 5_000, steady("", "", 0, 500, 20)),
+            sequenced(
+                "cross-steady-seq",
+                cross_node("", 5_000, steady("", "", 0, 500, 20)),
+            ),
             wide("c100k", 6, 16_667, 167, 180),
         ]
     });
