@@ -269,6 +269,7 @@ impl RedisBroker {
                 conn,
                 queue,
                 inbound_queue,
+                config.publish_queue.max(1),
             ))
         } else {
             on.spawn(publisher::run(Arc::clone(&shared), conn, queue))

@@ -59,14 +59,19 @@ pub(crate) struct Sequencer {
     /// The highest counter of this node's events taken off the queue.
     pub(crate) taken_through: u64,
     pub(crate) renewed_at: Instant,
+    /// When [`Sequencer::maintain`] last ran.
+    pub(crate) maintained_at: Instant,
 }
 
-/// Runs until the broker is dropped.
+/// Runs until the broker is dropped. `most_unconfirmed`: past this many forwarded events
+/// awaiting their confirmations, the queue is not read (so it fills, and `publish` refuses
+/// events, as when Redis is unreachable).
 pub(crate) async fn run(
     shared: Arc<Shared>,
     conn: Conn,
     mut queue: mpsc::Receiver<Outgoing>,
     mut inbound: mpsc::UnboundedReceiver<Inbound>,
+    most_unconfirmed: usize,
 ) {
     let mut sequencer = Sequencer {
         me: Arc::from(shared.node_id.as_str()),
@@ -76,6 +81,7 @@ pub(crate) async fn run(
         unconfirmed: BTreeSet::new(),
         taken_through: 0,
         renewed_at: Instant::now(),
+        maintained_at: Instant::now(),
     };
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -83,22 +89,26 @@ pub(crate) async fn run(
     loop {
         let mut work = Vec::new();
         tokio::select! {
-            biased;
             message = inbound.recv() => match message {
                 Some(message) => sequencer.take_inbound(message, &mut work),
                 None => return,
             },
-            taken = queue.recv_many(&mut local, BATCH) => {
+            taken = queue.recv_many(&mut local, BATCH),
+                if sequencer.unconfirmed.len() < most_unconfirmed => {
                 if taken == 0 {
                     return;
                 }
             }
-            _ = ticks.tick() => sequencer.maintain(&mut work),
+            _ = ticks.tick() => {}
+        }
+        // Also under a load that never leaves the select to its tick.
+        if sequencer.maintained_at.elapsed() >= TICK {
+            sequencer.maintain(&mut work);
         }
         while let Ok(message) = inbound.try_recv() {
             sequencer.take_inbound(message, &mut work);
         }
-        while local.len() < BATCH {
+        while local.len() < BATCH && sequencer.unconfirmed.len() < most_unconfirmed {
             match queue.try_recv() {
                 Ok(outgoing) => local.push(outgoing),
                 Err(_) => break,
@@ -214,6 +224,7 @@ impl Sequencer {
     /// Sends again what waited too long for a confirmation, and renews or gives back leases.
     fn maintain(&mut self, work: &mut Vec<Item>) {
         let now = Instant::now();
+        self.maintained_at = now;
         let late: Vec<UserId> = self
             .users
             .iter()

@@ -42,16 +42,17 @@ pub(crate) enum Command {
 }
 
 /// Fetches from the log what `attached`'s listener missed and delivers it; closes its
-/// connections if the log cannot fill the gap. A Redis error leaves it for the next try.
-async fn catch_up(shared: &Shared, attached: &Attached) {
+/// connections if the log cannot fill the gap. A Redis error leaves it for the next try, and
+/// answers false.
+async fn catch_up(shared: &Shared, attached: &Attached) -> bool {
     let Some((epoch, last_seq)) = attached.live_position() else {
-        return;
+        return true;
     };
     let replay = match shared.replay(&attached.keys, &epoch, last_seq).await {
         Ok(replay) => replay,
         Err(error) => {
             tracing::warn!(%error, user = %attached.user, "redis broker: cannot fetch missed frames yet");
-            return;
+            return false;
         }
     };
     match replay.outcome {
@@ -67,7 +68,27 @@ async fn catch_up(shared: &Shared, attached: &Attached) {
         }
         Err(_) => reset(shared, attached, replay.position),
     }
+    true
 }
+
+/// Fetches what `attached`'s listener missed again a few times, with pauses, after Redis
+/// failed the first try: a gap is filled once Redis answers, not closed for a passing error.
+fn catch_up_later(shared: &Arc<Shared>, attached: Arc<Attached>) {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let mut pauses = RETRY.build();
+        for _ in 0..CATCH_UP_TRIES {
+            tokio::time::sleep(pauses.next().unwrap_or(STABLE)).await;
+            if catch_up(&shared, &attached).await {
+                return;
+            }
+        }
+    });
+}
+
+/// How many times [`catch_up_later`] tries (the pauses grow to a second; the live
+/// connection's own reconnect catches every user up after that).
+const CATCH_UP_TRIES: u32 = 10;
 
 /// Closes `attached`'s connections on this node and goes on from `position`, counted in
 /// [`BrokerStats::stream_resets`](crate::shared::BrokerStats::stream_resets).
@@ -120,7 +141,7 @@ async fn on_message(shared: &Arc<Shared>, message: &redis::Msg) {
 
 /// A batch of frames for the users this node follows: hands each to its user's listener,
 /// filling a gap from the log first.
-async fn on_events(shared: &Shared, payload: &[u8]) {
+async fn on_events(shared: &Arc<Shared>, payload: &[u8]) {
     let Some(records) = parse_events(payload) else {
         // Its users' next frames find the gap and fetch these from the log.
         tracing::error!(
@@ -146,7 +167,12 @@ async fn on_events(shared: &Shared, payload: &[u8]) {
         });
         match attached.offer(&epoch, Some(record.lease), &frame) {
             Offer::Gap => {
-                catch_up(shared, &attached).await;
+                if !catch_up(shared, &attached).await {
+                    // The frame is in the log (frames are sent once appended): it comes with
+                    // the catch-up.
+                    catch_up_later(shared, attached);
+                    continue;
+                }
                 if attached.offer(&epoch, Some(record.lease), &frame) == Offer::Gap {
                     let position = StreamPosition {
                         epoch,
@@ -156,7 +182,11 @@ async fn on_events(shared: &Shared, payload: &[u8]) {
                 }
             }
             // A stale holder's frame: the log has it if its write went through.
-            Offer::Stale => catch_up(shared, &attached).await,
+            Offer::Stale => {
+                if !catch_up(shared, &attached).await {
+                    catch_up_later(shared, attached);
+                }
+            }
             Offer::Delivered | Offer::Duplicate | Offer::Waiting => {}
         }
     }
@@ -274,7 +304,9 @@ pub(crate) async fn run(
             futures::stream::iter(followed)
                 .for_each_concurrent(CATCH_UP_AT_ONCE, |attached| {
                     let shared = &shared;
-                    async move { catch_up(shared, &attached).await }
+                    async move {
+                        catch_up(shared, &attached).await;
+                    }
                 })
                 .await;
         }
