@@ -24,7 +24,10 @@
 //! the nodes) and its `budget_scripts`, `conn` (one Redis or a Redis Cluster behind one
 //! connection type, and the cluster URL's seeds) with `tls` (a client's certificates),
 //! `messages` (what arrives on a node's channels: batches of frames, stream starts), and
-//! `runtime` (the broker's own thread, where its connections and tasks run). The
+//! `runtime` (the broker's own thread, where its connections and tasks run). The sequencer
+//! mode ([`RedisBrokerConfig::sequencer`]) has its own: `sequencer` and `seq_write` (its
+//! publisher), `routes`, `forwarded` (the messages between nodes) and `seq_scripts`; `modes`
+//! keeps nodes of both modes off one Redis. The
 //! modules import
 //! downwards only: `attached` knows `scripts`; `shared` knows those two and `messages`
 //! (which knows nothing of the crate), as does the subscriber; the tasks and
@@ -40,6 +43,7 @@ mod followers;
 mod forwarded;
 mod lost;
 mod messages;
+mod modes;
 mod node_requests;
 mod publisher;
 mod routes;
@@ -190,6 +194,16 @@ pub enum RedisBrokerError {
         /// The URL, without its password.
         url: String,
     },
+    /// Nodes of the other mode run on this Redis.
+    #[error(
+        "nodes in the {other} mode run on this Redis ({url}), and every node on one Redis must run in the same mode: stop them all before switching (--broker-sequencer), or use that mode"
+    )]
+    ModeConflict {
+        /// The URL, without its password.
+        url: String,
+        /// The other mode: `script` (the publish script's) or `sequencer`.
+        other: &'static str,
+    },
     /// The broker's thread could not be started (or stopped while connecting).
     #[error("cannot start the Redis broker's thread: {0}")]
     Thread(String),
@@ -229,6 +243,7 @@ impl RedisBroker {
             .spawn(async move { conn::connect(&connecting).await })
             .await
             .map_err(|e| RedisBrokerError::Thread(e.to_string()))??;
+        claim_mode(&runtime, &conn, &config, &url).await?;
         let node_id = ulid::Ulid::new().to_string();
         let (inbound, inbound_queue) = mpsc::unbounded_channel();
         let sequencer_channels = config.sequencer.then(|| {
@@ -278,6 +293,7 @@ impl RedisBroker {
             publishing,
             on.spawn(subscriber::run(Arc::clone(&shared), live, commands)),
             on.spawn(subscriber::renew_keys(Arc::downgrade(&shared))),
+            on.spawn(modes::keep(Arc::downgrade(&shared), config.sequencer)),
         ];
         tracing::info!(%url, node = %shared.node_id, "redis broker connected");
         Ok(Self {
@@ -328,6 +344,31 @@ impl RedisBroker {
         *self.shared.cancels.lock() = Some(sender);
         receiver
     }
+}
+
+/// Announces `config`'s mode in Redis (see `modes`), from the broker's thread: refused while
+/// nodes of the other mode run.
+async fn claim_mode(
+    runtime: &runtime::BrokerRuntime,
+    conn: &conn::Conn,
+    config: &RedisBrokerConfig,
+    url: &str,
+) -> Result<(), RedisBrokerError> {
+    let mut claiming = conn.clone();
+    let (prefix, sequencer) = (config.key_prefix.clone(), config.sequencer);
+    let claimed = runtime
+        .handle()
+        .spawn(async move { modes::claim(&mut claiming, &prefix, sequencer).await })
+        .await
+        .map_err(|e| RedisBrokerError::Thread(e.to_string()))?
+        .map_err(|source| RedisBrokerError::Connect {
+            url: url.to_owned(),
+            source,
+        })?;
+    claimed.map_err(|other| RedisBrokerError::ModeConflict {
+        url: url.to_owned(),
+        other,
+    })
 }
 
 impl Drop for RedisBroker {
