@@ -48,11 +48,15 @@ impl StreamKeys {
 
 /// The two keys a publish writes: the stream's meta and log.
 pub(crate) fn meta_and_log(prefix: &str, user: &UserId) -> (String, String) {
-    let user = user.as_str();
     (
-        format!("{prefix}:{{{user}}}:meta"),
-        format!("{prefix}:{{{user}}}:log"),
+        format!("{prefix}:{{{}}}:meta", user.as_str()),
+        log_key(prefix, user),
     )
+}
+
+/// The stream's log alone (what the sequencer's appends write).
+pub(crate) fn log_key(prefix: &str, user: &UserId) -> String {
+    format!("{prefix}:{{{}}}:log", user.as_str())
 }
 
 /// A node's events channel (see the module documentation).

@@ -14,7 +14,7 @@ use ws_bridge::broker::Epoch;
 use crate::forwarded::{Frames, Item, Replies, forward_message};
 use crate::publisher::{RETRY, retryable};
 use crate::routes::Route;
-use crate::scripts::meta_and_log;
+use crate::scripts::{log_key, meta_and_log};
 use crate::sequencer::{Sequencer, Written};
 
 impl Sequencer {
@@ -185,7 +185,7 @@ impl Sequencer {
                         held.kept_at = now;
                         plan.keep.push(item.user.clone());
                     }
-                    let (_, log) = meta_and_log(&prefix, &item.user);
+                    let log = log_key(&prefix, &item.user);
                     plan.pipe
                         .cmd("XADD")
                         .arg(log)

@@ -143,8 +143,12 @@ pub(crate) struct Written {
 }
 
 impl Sequencer {
+    /// `user`'s state (made on first use: the id is cloned only then).
     pub(crate) fn user(&mut self, user: &UserId) -> &mut UserState {
-        self.users.entry(user.clone()).or_default()
+        if !self.users.contains_key(user) {
+            self.users.insert(user.clone(), UserState::default());
+        }
+        self.users.get_mut(user).expect("inserted above")
     }
 
     /// Tells `flush` and `stored` how far this node's events are through: taken off the
