@@ -62,13 +62,40 @@ async fn chunks(sub: &Subscription, n: usize) -> Vec<(u64, String)> {
             .await
             .unwrap_or_else(|_| panic!("frames stopped coming after {out:?}"))
             .expect("the subscription closed");
-        let event: SequencedEvent = serde_json::from_str(&frame.text).unwrap();
-        let EventKind::AgentResponseChunk { delta } = event.event.kind else {
-            panic!("another kind of event: {}", frame.text);
-        };
-        out.push((event.seq, delta));
+        out.push(chunk_of(&frame.text));
     }
     out
+}
+
+/// A chunk frame's seq and chunk.
+fn chunk_of(text: &str) -> (u64, String) {
+    let event: SequencedEvent = serde_json::from_str(text).unwrap();
+    let EventKind::AgentResponseChunk { delta } = event.event.kind else {
+        panic!("another kind of event: {text}");
+    };
+    (event.seq, delta)
+}
+
+/// `seen` (a user's frames) holds each of nodes `a` and `b`'s chunks 1 to `steps` once, in
+/// the order each node emitted them, with seqs 1 to `2 × steps`.
+fn both_nodes_in_order(user: &UserId, seen: &[(u64, String)], steps: u64) {
+    let seqs: Vec<u64> = seen.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=2 * steps).collect::<Vec<_>>(), "{user}");
+    let mut per_node: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (_, chunk) in seen {
+        let (node, step) = chunk.split_once(':').unwrap();
+        per_node
+            .entry(node)
+            .or_default()
+            .push(step.parse().unwrap());
+    }
+    for node in ["a", "b"] {
+        assert_eq!(
+            per_node[node],
+            (1..=steps).collect::<Vec<_>>(),
+            "{user}: node {node}'s chunks once each, in order"
+        );
+    }
 }
 
 /// Nothing more arrives on `sub` within 300 ms.
@@ -133,23 +160,7 @@ async fn two_nodes_publishing_for_the_same_users_give_each_one_gapless_stream() 
             chunks(on_b, 2 * STEPS as usize).await,
             "{user}: two tabs differ"
         );
-        let seqs: Vec<u64> = seen.iter().map(|(seq, _)| *seq).collect();
-        assert_eq!(seqs, (1..=2 * STEPS).collect::<Vec<_>>(), "{user}");
-        let mut per_node: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-        for (_, chunk) in &seen {
-            let (node, step) = chunk.split_once(':').unwrap();
-            per_node
-                .entry(node)
-                .or_default()
-                .push(step.parse().unwrap());
-        }
-        for node in ["a", "b"] {
-            assert_eq!(
-                per_node[node],
-                (1..=STEPS).collect::<Vec<_>>(),
-                "{user}: node {node}'s chunks once each, in order"
-            );
-        }
+        both_nodes_in_order(user, &seen, STEPS);
     }
     let taken = stat(&a, |s| &s.leases_taken) + stat(&b, |s| &s.leases_taken);
     assert!(
@@ -215,16 +226,7 @@ async fn a_holder_whose_lease_was_taken_is_fenced_and_its_events_go_to_the_new_o
         .await
         .unwrap()
         .expect("the log replays from the start");
-    let texts: Vec<(u64, String)> = replayed
-        .iter()
-        .map(|frame| {
-            let event: SequencedEvent = serde_json::from_str(&frame.text).unwrap();
-            let EventKind::AgentResponseChunk { delta } = event.event.kind else {
-                panic!("{}", frame.text);
-            };
-            (frame.seq, delta)
-        })
-        .collect();
+    let texts: Vec<(u64, String)> = replayed.iter().map(|frame| chunk_of(&frame.text)).collect();
     let expected: Vec<(u64, String)> = [(1, "a:1"), (2, "b:1"), (3, "a:2"), (4, "a:3")]
         .into_iter()
         .map(|(seq, chunk)| (seq, chunk.to_owned()))
@@ -324,23 +326,7 @@ async fn leases_changing_hands_under_load_lose_repeat_and_reorder_nothing() {
     chaos.await.unwrap();
     for (user, tab) in users.iter().zip(&tabs) {
         let seen = chunks(tab, 2 * STEPS as usize).await;
-        let seqs: Vec<u64> = seen.iter().map(|(seq, _)| *seq).collect();
-        assert_eq!(seqs, (1..=2 * STEPS).collect::<Vec<_>>(), "{user}");
-        let mut per_node: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-        for (_, chunk) in &seen {
-            let (node, step) = chunk.split_once(':').unwrap();
-            per_node
-                .entry(node)
-                .or_default()
-                .push(step.parse().unwrap());
-        }
-        for node in ["a", "b"] {
-            assert_eq!(
-                per_node[node],
-                (1..=STEPS).collect::<Vec<_>>(),
-                "{user}: node {node}'s chunks once each, in order"
-            );
-        }
+        both_nodes_in_order(user, &seen, STEPS);
         nothing_more(tab).await;
     }
     let taken = stat(&a, |s| &s.leases_taken) + stat(&b, |s| &s.leases_taken);

@@ -46,6 +46,18 @@ local function last_seq(log)
   if seq > 0 then return seq end
   return tonumber(field(entry[2], 'p') or '0')
 end
+-- Visits `log`'s entries from the newest back, in chunks, until `visit` answers true.
+local function each_back(log, visit)
+  local cursor = '+'
+  while true do
+    local chunk = redis.call('XREVRANGE', log, cursor, '-', 'COUNT', 256)
+    if #chunk == 0 then return end
+    for _, entry in ipairs(chunk) do
+      if visit(entry) then return end
+    end
+    cursor = '(' .. chunk[#chunk][1]
+  end
+end
 local function lease_of(meta)
   return tonumber(redis.call('HGET', meta, 'lease') or '0')
 end
@@ -86,22 +98,16 @@ local user = string.match(meta, '{([^}]*)}:meta$')
 redis.call('PUBLISH', ARGV[6] .. ':leases', user .. '\n' .. epoch .. '\n' .. lease .. '\n' .. last)
 local applied, list = {}, {}
 local since = now - tonumber(ARGV[7])
-local cursor = '+'
-local done = false
-while not done do
-  local chunk = redis.call('XREVRANGE', log, cursor, '-', 'COUNT', 100)
-  if #chunk == 0 then break end
-  for _, entry in ipairs(chunk) do
-    if tonumber(field(entry[2], 't') or '0') < since then done = true break end
-    local origin = field(entry[2], 'c')
-    if origin then
-      local node, counter = string.match(origin, '^(.*):(%d+)$')
-      counter = tonumber(counter)
-      if node and (applied[node] or 0) < counter then applied[node] = counter end
-    end
+each_back(log, function(entry)
+  if tonumber(field(entry[2], 't') or '0') < since then return true end
+  local origin = field(entry[2], 'c')
+  if origin then
+    local node, counter = string.match(origin, '^(.*):(%d+)$')
+    counter = tonumber(counter)
+    if node and (applied[node] or 0) < counter then applied[node] = counter end
   end
-  cursor = '(' .. chunk[#chunk][1]
-end
+  return false
+end)
 for node, counter in pairs(applied) do
   list[#list + 1] = node
   list[#list + 1] = counter
@@ -180,24 +186,13 @@ end
 /// See [`REPLAY_HEAD`].
 const REPLAY_TAIL: &str = r#"
 local newest_first = {}
-local cursor = '+'
-local done = false
-while not done do
-  local chunk = redis.call('XREVRANGE', log, cursor, '-', 'COUNT', 256)
-  if #chunk == 0 then break end
-  for _, entry in ipairs(chunk) do
-    local seq = seq_of(entry[1])
-    if seq == 0 then
-      if tonumber(field(entry[2], 'p') or '0') <= after then done = true break end
-    elseif seq <= after then
-      done = true
-      break
-    else
-      newest_first[#newest_first + 1] = entry
-    end
-  end
-  cursor = '(' .. chunk[#chunk][1]
-end
+each_back(log, function(entry)
+  local seq = seq_of(entry[1])
+  if seq == 0 then return tonumber(field(entry[2], 'p') or '0') <= after end
+  if seq <= after then return true end
+  newest_first[#newest_first + 1] = entry
+  return false
+end)
 local first = newest_first[#newest_first]
 if not first or seq_of(first[1]) ~= after + 1 or tonumber(field(first[2], 't')) < oldest_age then
   return refuse('too_old')
