@@ -24,7 +24,7 @@ pub(crate) const ROUTE_KEPT: Duration = Duration::from_secs(30);
 /// A user's lease, held by this node.
 pub(crate) struct Held {
     pub(crate) lease: u64,
-    pub(crate) epoch: Arc<str>,
+    pub(crate) epoch: ws_bridge::broker::Epoch,
     pub(crate) last_seq: u64,
     /// Per origin node, the highest publish counter appended.
     pub(crate) applied: HashMap<Arc<str>, u64>,
@@ -104,7 +104,7 @@ pub(crate) fn read_take(answer: redis::Value, sent: Instant) -> Option<Route> {
             }
             Some(Route::Mine(Held {
                 lease,
-                epoch: Arc::from(epoch),
+                epoch: ws_bridge::broker::Epoch::new(&epoch),
                 last_seq,
                 applied,
                 valid_until: sent + LEASE - MARGIN,

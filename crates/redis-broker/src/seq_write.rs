@@ -59,7 +59,7 @@ impl Sequencer {
                     let Append {
                         epoch, lease, seq, ..
                     } = append;
-                    frames.add(&item.user, epoch, *lease, *seq, item.rest());
+                    frames.add(&item.user, epoch.as_str(), *lease, *seq, item.rest());
                     here.push((item, append));
                     match &item.origin {
                         Some(origin) => plan.replies.confirm(origin, &item.user, item.counter),
@@ -128,7 +128,7 @@ impl Sequencer {
                 text: Arc::from(format!("{{\"seq\":{},{}", append.seq, item.rest())),
                 published: Instant::now(),
             });
-            attached.offer(&Epoch::new(&append.epoch), Some(append.lease), &frame);
+            attached.offer(&append.epoch, Some(append.lease), &frame);
         }
     }
 
@@ -201,7 +201,7 @@ impl Sequencer {
                         .arg(format!("{origin}:{}", item.counter));
                     plan.appends.push(Append {
                         item: i,
-                        epoch: Arc::clone(&held.epoch),
+                        epoch: held.epoch.clone(),
                         lease: held.lease,
                         seq: held.last_seq,
                     });
@@ -296,7 +296,7 @@ impl Sequencer {
 struct Append {
     /// Its index in the batch.
     item: usize,
-    epoch: Arc<str>,
+    epoch: Epoch,
     lease: u64,
     seq: u64,
 }
