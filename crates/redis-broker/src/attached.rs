@@ -160,11 +160,16 @@ impl Attached {
                 lease: known,
             } => {
                 if epoch != current {
+                    let Some(lease) = lease else {
+                        // Read from the log of an epoch the delivery has left (a catch-up
+                        // that began before a live frame of the new stream came): stale.
+                        return Offer::Duplicate;
+                    };
                     // The stream started again: this node's connections read a lost one.
                     self.listener.close(CloseReason::StreamReset);
                     *current = epoch.clone();
                     *last_seq = frame.seq;
-                    *known = lease.unwrap_or(0);
+                    *known = lease;
                     self.listener.deliver(frame);
                     return Offer::Delivered;
                 }
@@ -187,21 +192,29 @@ impl Attached {
         }
     }
 
-    /// Gives up on the frames the listener missed: closes its connections and goes on from
-    /// where the stream stands. The caller counts it (`BrokerStats::stream_resets`).
-    pub(crate) fn reset(&self, position: StreamPosition) {
+    /// Gives up on the frames the listener missed since `from` (the epoch it was delivering
+    /// when the caller read the log): closes its connections and goes on from where the
+    /// stream stands. Answers false, and does nothing, when the delivery has left `from`
+    /// meanwhile: whoever moved it to another epoch closed those connections then, and the
+    /// connections opened since are on the stream as it is. The caller counts a reset
+    /// (`BrokerStats::stream_resets`).
+    pub(crate) fn reset(&self, from: &Epoch, position: StreamPosition) -> bool {
+        let mut delivery = self.delivery.lock();
+        let Delivery::Live { epoch, lease, .. } = &*delivery else {
+            return false;
+        };
+        if epoch != from {
+            return false;
+        }
         tracing::warn!(user = %self.user, epoch = %position.epoch, last_seq = position.last_seq, "redis broker: a user's stream was lost; closing their connections here so they resume");
         self.listener.close(CloseReason::StreamReset);
-        let mut delivery = self.delivery.lock();
-        let lease = match &*delivery {
-            Delivery::Live { epoch, lease, .. } if *epoch == position.epoch => *lease,
-            _ => 0,
-        };
+        let lease = if *epoch == position.epoch { *lease } else { 0 };
         *delivery = Delivery::Live {
             epoch: position.epoch,
             last_seq: position.last_seq,
             lease,
         };
+        true
     }
 
     pub(crate) fn live_position(&self) -> Option<(Epoch, u64)> {
@@ -211,5 +224,83 @@ impl Attached {
             } => Some((epoch.clone(), *last_seq)),
             Delivery::Joining { .. } => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// What a listener was handed: delivered seqs and closes.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+
+    impl FrameListener for Seen {
+        fn deliver(&self, frame: &Arc<Frame>) {
+            self.0.lock().push(format!("{}", frame.seq));
+        }
+
+        fn close(&self, reason: CloseReason) {
+            self.0.lock().push(format!("close {reason:?}"));
+        }
+    }
+
+    fn frame(seq: u64) -> Arc<Frame> {
+        Arc::new(Frame {
+            seq,
+            text: Arc::from("{}"),
+            published: Instant::now(),
+        })
+    }
+
+    /// Followed on `old` after seq 3.
+    fn live_on(old: &Epoch) -> (Attached, Arc<Seen>) {
+        let user = UserId::parse("frank").expect("valid");
+        let seen = Arc::new(Seen::default());
+        let listener: Arc<dyn FrameListener> = Arc::clone(&seen) as _;
+        let keys = StreamKeys::new("agentws", &user);
+        let attached = Attached::new(user, keys, AttachmentId::new(1), listener);
+        let position = StreamPosition {
+            epoch: old.clone(),
+            last_seq: 3,
+        };
+        assert!(!attached.go_live(&position, 0));
+        (attached, seen)
+    }
+
+    /// A catch-up that read the log of the old epoch answers after a live frame of the new
+    /// stream moved the delivery on (and closed the connections then): the connections
+    /// opened since on the new stream are neither closed again nor handed the old log.
+    #[test]
+    fn a_catch_up_of_an_epoch_the_delivery_left_neither_resets_nor_delivers() {
+        let (old, new) = (Epoch::new("old"), Epoch::new("new"));
+        let (attached, seen) = live_on(&old);
+        assert_eq!(attached.offer(&new, Some(0), &frame(1)), Offer::Delivered);
+        let lost = StreamPosition {
+            epoch: new.clone(),
+            last_seq: 1,
+        };
+        assert!(!attached.reset(&old, lost), "the old epoch's catch-up");
+        assert_eq!(attached.offer(&old, None, &frame(4)), Offer::Duplicate);
+        assert_eq!(attached.offer(&new, Some(0), &frame(2)), Offer::Delivered);
+        assert_eq!(*seen.0.lock(), ["close StreamReset", "1", "2"]);
+        assert_eq!(attached.live_position(), Some((new, 2)));
+    }
+
+    /// A catch-up that finds its own epoch lost closes the connections once and goes on
+    /// from the new stream's position.
+    #[test]
+    fn a_catch_up_of_the_epoch_delivered_resets_it() {
+        let (old, new) = (Epoch::new("old"), Epoch::new("new"));
+        let (attached, seen) = live_on(&old);
+        let lost = StreamPosition {
+            epoch: new.clone(),
+            last_seq: 5,
+        };
+        assert!(attached.reset(&old, lost));
+        assert_eq!(attached.offer(&new, Some(0), &frame(6)), Offer::Delivered);
+        assert_eq!(*seen.0.lock(), ["close StreamReset", "6"]);
     }
 }

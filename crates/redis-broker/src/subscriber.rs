@@ -66,7 +66,7 @@ async fn catch_up(shared: &Shared, attached: &Attached) -> bool {
                 }
             }
         }
-        Err(_) => reset(shared, attached, replay.position),
+        Err(_) => reset(shared, attached, &epoch, replay.position),
     }
     true
 }
@@ -91,13 +91,15 @@ fn catch_up_later(shared: &Arc<Shared>, attached: Arc<Attached>) {
 const CATCH_UP_TRIES: u32 = 10;
 
 /// Closes `attached`'s connections on this node and goes on from `position`, counted in
-/// [`BrokerStats::stream_resets`](crate::shared::BrokerStats::stream_resets).
-fn reset(shared: &Shared, attached: &Attached, position: StreamPosition) {
-    shared
-        .stats
-        .stream_resets
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    attached.reset(position);
+/// [`BrokerStats::stream_resets`](crate::shared::BrokerStats::stream_resets), unless its
+/// delivery has left `from` (see [`Attached::reset`]).
+fn reset(shared: &Shared, attached: &Attached, from: &Epoch, position: StreamPosition) {
+    if attached.reset(from, position) {
+        shared
+            .stats
+            .stream_resets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A message on one of the node's channels.
@@ -175,10 +177,10 @@ async fn on_events(shared: &Arc<Shared>, payload: &[u8]) {
                 }
                 if attached.offer(&epoch, Some(record.lease), &frame) == Offer::Gap {
                     let position = StreamPosition {
-                        epoch,
+                        epoch: epoch.clone(),
                         last_seq: frame.seq,
                     };
-                    reset(shared, &attached, position);
+                    reset(shared, &attached, &epoch, position);
                 }
             }
             // A stale holder's frame: the log has it if its write went through.
