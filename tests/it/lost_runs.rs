@@ -12,13 +12,16 @@ use std::time::Duration;
 
 use core_context::lifecycle::check_lifecycle;
 use core_context::multitask::ThreadRule;
-use core_context::{AgentEvent, EncodedEvent, EventKind, RunId, RunScope, ThreadId, UserId};
-use redis_broker::{ClaimState, Lease, NODE_LOST, RedisBroker, RedisBrokerConfig, SlotLimits};
+use core_context::{
+    AgentEvent, EncodedEvent, EventKind, RunId, RunScope, SequencedEvent, ThreadId, UserId,
+};
+use redis_broker::{ClaimState, Lease, NODE_LOST, RedisBroker, SlotLimits};
 use serde_json::json;
-use ws_bridge::{AgentWebSocketBridge, BridgeConfig, Broker};
+use ws_bridge::{AgentWebSocketBridge, BridgeConfig, Broker, Subscription};
 
 use crate::bridge::read;
-use crate::redis_cluster_support::{SharedRedis, on_redis_and_cluster};
+use crate::redis_cluster_support::{Sequenced, SharedRedis, broker_config, in_every_mode};
+use crate::redis_support::RedisServer;
 use crate::support::user_id;
 
 const LIMITS: SlotLimits = SlotLimits {
@@ -38,8 +41,8 @@ fn scope() -> RunScope {
 /// A node that will die and a survivor on `redis`, with a bridge on the survivor.
 async fn nodes(redis: &impl SharedRedis) -> (RedisBroker, Arc<RedisBroker>, AgentWebSocketBridge) {
     let config = BridgeConfig::default();
-    let connect =
-        || RedisBroker::connect(RedisBrokerConfig::new(redis.url(), config.replay_bounds()));
+    let url = redis.url();
+    let connect = || RedisBroker::connect(broker_config(&url, config.replay_bounds()));
     let (dying, survivor) = (connect().await.unwrap(), Arc::new(connect().await.unwrap()));
     let bridge =
         AgentWebSocketBridge::with_broker(config.clone(), survivor.clone() as Arc<dyn Broker>);
@@ -211,17 +214,10 @@ async fn a_lost_runs_open_sub_runs_end_before_it(redis: &impl SharedRedis) {
     ];
     publish(&dying, &bob, &published).await;
     let first = read(&sub, published.len()).await;
-    redis.expire_run_leases();
-    let lost = survivor.runs(Duration::from_secs(1)).reap().await.unwrap();
-    assert_eq!(lost.len(), 1, "{lost:?}");
     // The nested part's end, the open part's call closed and its end, then the top run's.
-    let rest = read(&sub, 4).await;
-    let ends: Vec<(RunId, &'static str)> = rest
-        .iter()
-        .map(|e| (e.event.run_id.clone(), e.event.kind.type_name()))
-        .collect();
+    let rest = reap_one(redis, &survivor, &sub, 4).await;
     assert_eq!(
-        ends,
+        kinds(&rest),
         [
             (nested.run_id.clone(), "agent_error"),
             (open.run_id.clone(), "tool_completed"),
@@ -250,6 +246,28 @@ async fn a_lost_runs_open_sub_runs_end_before_it(redis: &impl SharedRedis) {
     assert!(more.is_err(), "an extra frame: {more:?}");
 }
 
+/// Expires the run leases, has `survivor` reap them (one run lost), and reads the `n` events
+/// that end it.
+async fn reap_one(
+    redis: &impl SharedRedis,
+    survivor: &RedisBroker,
+    sub: &Subscription,
+    n: usize,
+) -> Vec<SequencedEvent> {
+    redis.expire_run_leases();
+    let lost = survivor.runs(Duration::from_secs(1)).reap().await.unwrap();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    read(sub, n).await
+}
+
+/// Each event's run and type.
+fn kinds(events: &[SequencedEvent]) -> Vec<(RunId, &'static str)> {
+    events
+        .iter()
+        .map(|e| (e.event.run_id.clone(), e.event.kind.type_name()))
+        .collect()
+}
+
 /// Publishes `events` of `user` through `broker` and waits until they are stored.
 async fn publish(broker: &RedisBroker, user: &UserId, events: &[AgentEvent]) {
     for event in events {
@@ -260,6 +278,197 @@ async fn publish(broker: &RedisBroker, user: &UserId, events: &[AgentEvent]) {
     broker.stored().await.unwrap();
 }
 
-// Each test above, on one Redis and on a Redis Cluster.
-on_redis_and_cluster!(a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed);
-on_redis_and_cluster!(a_lost_runs_open_sub_runs_end_before_it);
+// Each test above, on one Redis, on a Redis Cluster, and in the sequencer mode.
+in_every_mode!(a_lost_run_gets_its_start_when_it_never_came_and_its_open_calls_closed);
+in_every_mode!(a_lost_runs_open_sub_runs_end_before_it);
+
+/// A sub-run of `parent`, run by `agent`.
+fn part(parent: &RunScope, agent: &str) -> RunScope {
+    RunScope {
+        run_id: RunId::generate(),
+        parent_run_id: Some(parent.run_id.clone()),
+        thread_id: parent.thread_id.clone(),
+        agent_name: Arc::from(agent),
+    }
+}
+
+fn started(scope: &RunScope) -> AgentEvent {
+    scope.event(EventKind::AgentStarted {
+        message: "go".into(),
+    })
+}
+
+fn completed(scope: &RunScope) -> AgentEvent {
+    scope.event(EventKind::AgentCompleted {
+        result: json!("done"),
+        duration_ms: 1,
+        usage: None,
+    })
+}
+
+fn executing(scope: &RunScope, call: &str) -> AgentEvent {
+    scope.event(EventKind::ToolExecuting {
+        tool_call_id: call.into(),
+        tool_name: "calculator".into(),
+        arguments: json!({"expression": "6*7"}),
+    })
+}
+
+fn call_completed(scope: &RunScope, call: &str) -> AgentEvent {
+    scope.event(EventKind::ToolCompleted {
+        tool_call_id: call.into(),
+        tool_name: "calculator".into(),
+        result: json!(42),
+        is_error: false,
+        duration_ms: 1,
+    })
+}
+
+/// `user`'s run `scope`, claimed on `node`.
+async fn claimed(node: &RedisBroker, user: &UserId, scope: &RunScope) {
+    let lease = Lease::new(user.clone(), scope.run_id.clone());
+    let state = node
+        .runs(Duration::from_secs(1))
+        .claim(&lease, scope, LIMITS, "go", false, ThreadRule::Parallel)
+        .await
+        .unwrap();
+    assert_eq!(state, ClaimState::Running);
+}
+
+/// In the sequencer mode a run's record takes its events' changes once Redis confirmed
+/// their appends, so it lags the log, for good when the holder dies between the two. A
+/// reaper reads the run's entries in the log on top of the record: with every change taken
+/// off the record (as if none had been applied), the lost run gets no second start, its
+/// completed call is not closed again, its open calls (its own and its open sub-run's) are
+/// closed, and its sub-run that had ended is not ended again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reaper_reads_the_log_on_top_of_a_record_that_lags_it() {
+    let redis = Sequenced(RedisServer::start());
+    let (dying, survivor, bridge) = nodes(&redis).await;
+    let carol = user_id("carol");
+    let sub = bridge.subscribe(&carol, None).await.unwrap();
+    let top = scope();
+    claimed(&dying, &carol, &top).await;
+    let (done, open) = (part(&top, "assistant"), part(&top, "synthetic"));
+    let published = [
+        started(&top),
+        executing(&top, "call_done"),
+        executing(&top, "call_open"),
+        call_completed(&top, "call_done"),
+        started(&done),
+        completed(&done),
+        started(&open),
+        executing(&open, "call_part"),
+    ];
+    publish(&dying, &carol, &published).await;
+    let first = read(&sub, published.len()).await;
+    // Once the holder applied the changes, they are taken off again.
+    let record = format!("agentws:{{carol}}:run:{}", top.run_id.as_str());
+    let tracked = |field: &str| {
+        field == "started"
+            || ["open:", "sub:", "sopen:"]
+                .iter()
+                .any(|p| field.starts_with(p))
+    };
+    let mut fields = Vec::new();
+    for _ in 0..100 {
+        fields = crate::redis_support::query_all(&redis.0, &["HKEYS", &record]);
+        if fields.iter().any(|f| f == "sopen:call_part") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let taken: Vec<&String> = fields.iter().filter(|f| tracked(f)).collect();
+    assert_eq!(
+        taken.len(),
+        4,
+        "started, one open call, one sub-run, its call: {fields:?}"
+    );
+    for field in taken {
+        assert_eq!(redis.0.command(&["HDEL", &record, field]), ":1");
+    }
+    let rest = reap_one(&redis, &survivor, &sub, 4).await;
+    assert_eq!(
+        kinds(&rest),
+        [
+            (top.run_id.clone(), "tool_completed"),
+            (open.run_id.clone(), "tool_completed"),
+            (open.run_id.clone(), "agent_error"),
+            (top.run_id.clone(), "agent_error"),
+        ]
+    );
+    let closed: Vec<&str> = rest
+        .iter()
+        .filter_map(|e| match &e.event.kind {
+            EventKind::ToolCompleted { tool_call_id, .. } => Some(tool_call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, ["call_open", "call_part"]);
+    let all: Vec<_> = first.iter().chain(&rest).map(|e| e.event.clone()).collect();
+    let summary = check_lifecycle(&all).unwrap();
+    assert_eq!(summary.errors.get(NODE_LOST), Some(&2), "{summary:?}");
+    let more = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await;
+    assert!(more.is_err(), "an extra frame: {more:?}");
+}
+
+/// In the sequencer mode a reaper fences the user's stream as it ends a run, so whatever the
+/// run's node still sends of it (it was late, not dead) is refused, and dropped by whichever
+/// node holds the lease next (it learns the reaped runs as it takes the lease): the run's
+/// `node_lost` stays its last. The user's other events still come, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reaped_runs_late_events_are_dropped_and_the_users_others_come() {
+    let redis = Sequenced(RedisServer::start());
+    let (late, survivor, bridge) = nodes(&redis).await;
+    let dave = user_id("dave");
+    let sub = bridge.subscribe(&dave, None).await.unwrap();
+    let top = scope();
+    claimed(&late, &dave, &top).await;
+    publish(&late, &dave, &[started(&top), executing(&top, "call_1")]).await;
+    let first = read(&sub, 2).await;
+    let ends = reap_one(&redis, &survivor, &sub, 2).await;
+    // The late node goes on with the run, and starts another (with no claim).
+    let other = scope();
+    let thinking = top.event(EventKind::AgentThinking {
+        reasoning: "still here".into(),
+        step: 2,
+    });
+    publish(
+        &late,
+        &dave,
+        &[
+            thinking,
+            call_completed(&top, "call_1"),
+            started(&other),
+            completed(&top),
+            completed(&other),
+        ],
+    )
+    .await;
+    let after = read(&sub, 2).await;
+    assert_eq!(
+        kinds(&[ends.as_slice(), after.as_slice()].concat()),
+        [
+            (top.run_id.clone(), "tool_completed"),
+            (top.run_id.clone(), "agent_error"),
+            (other.run_id.clone(), "agent_started"),
+            (other.run_id.clone(), "agent_completed"),
+        ]
+    );
+    let seqs: Vec<u64> = first
+        .iter()
+        .chain(&ends)
+        .chain(&after)
+        .map(|e| e.seq)
+        .collect();
+    let from = seqs[0];
+    assert_eq!(
+        seqs,
+        (from..from + 6).collect::<Vec<_>>(),
+        "no gap, no repeat"
+    );
+    let more = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await;
+    assert!(more.is_err(), "an extra frame: {more:?}");
+    let record = format!("agentws:{{dave}}:run:{}", top.run_id.as_str());
+    assert_eq!(redis.0.command(&["EXISTS", &record]), ":0");
+}

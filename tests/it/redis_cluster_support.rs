@@ -57,6 +57,21 @@ impl SharedRedis for Sequenced {
     }
 }
 
+/// The broker configuration for `url`, a [`SharedRedis::url`]: in the sequencer mode when it
+/// ends in `server_support::SEQUENCER` (see [`Sequenced`]).
+pub fn broker_config(
+    url: &str,
+    bounds: ws_bridge::broker::ReplayBounds,
+) -> redis_broker::RedisBrokerConfig {
+    match url.strip_suffix(crate::server_support::SEQUENCER) {
+        Some(plain) => redis_broker::RedisBrokerConfig {
+            sequencer: true,
+            ..redis_broker::RedisBrokerConfig::new(plain.to_owned(), bounds)
+        },
+        None => redis_broker::RedisBrokerConfig::new(url.to_owned(), bounds),
+    }
+}
+
 /// Runs the test body `$name` (an `async fn(&impl SharedRedis)`) as `$name::redis` on one
 /// Redis and as `$name::cluster` on a Redis Cluster.
 macro_rules! on_redis_and_cluster {

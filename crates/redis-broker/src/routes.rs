@@ -28,6 +28,9 @@ pub(crate) struct Held {
     pub(crate) last_seq: u64,
     /// Per origin node, the highest publish counter appended.
     pub(crate) applied: HashMap<Arc<str>, u64>,
+    /// The user's runs a reaper ended (their node died): their later events are dropped,
+    /// but for those ending them, so the `node_lost` stays each one's last.
+    pub(crate) reaped: HashSet<Arc<str>>,
     /// By this node's clock, when it stops writing unless renewed.
     pub(crate) valid_until: Instant,
     pub(crate) written_at: Instant,
@@ -96,6 +99,7 @@ pub(crate) fn read_take(answer: redis::Value, sent: Instant) -> Option<Route> {
             let lease = u64::from_redis_value(items.next()?).ok()?;
             let last_seq = u64::from_redis_value(items.next()?).ok()?;
             let pairs: Vec<redis::Value> = Vec::from_redis_value(items.next()?).ok()?;
+            let reaped: Vec<String> = Vec::from_redis_value(items.next()?).ok()?;
             let mut applied = HashMap::new();
             let mut pairs = pairs.into_iter();
             while let (Some(node), Some(counter)) = (pairs.next(), pairs.next()) {
@@ -107,6 +111,7 @@ pub(crate) fn read_take(answer: redis::Value, sent: Instant) -> Option<Route> {
                 epoch: ws_bridge::broker::Epoch::new(&epoch),
                 last_seq,
                 applied,
+                reaped: reaped.into_iter().map(Arc::from).collect(),
                 valid_until: sent + LEASE - MARGIN,
                 written_at: sent,
                 kept_at: sent,

@@ -191,12 +191,10 @@ return 1
 /// its `node_lost` stays its last). `base` is the user's `<prefix>:{<user>}`. Returns `{user,
 /// run, thread, agent, queued, message, started, open calls, ended, open sub-runs (run,
 /// parent, agent, ...), their open calls (call, run, tool, ...)}` for a lease that names its
-/// run, else nil (`queued`: '1' for a place in the queue, whose run never started).
-pub(crate) const TAKE: &str = r"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+/// run, else nil (`queued`: '1' for a place in the queue, whose run never started). After
+/// [`NOW_MS`] and the hooks of `record_scripts` (`from_log` and `fence`, which do nothing
+/// outside the sequencer mode).
+const TAKE: &str = r"
 local function take(base, leases, id)
   redis.call('ZREM', leases, id)
   local lease = base .. ':lease:' .. id
@@ -204,39 +202,70 @@ local function take(base, leases, id)
   redis.call('DEL', lease)
   if f[1] and f[2] then
     local record = base .. ':run:' .. f[2]
-    local started, ended, open, subs, sub_open = '0', '0', {}, {}, {}
+    local st = {started = '0', ended = '0', open = {}, subs = {}, sub_open = {}}
     local fields = redis.call('HGETALL', record)
     for i = 1, #fields, 2 do
       local name, value = fields[i], fields[i + 1]
       if name == 'started' then
-        started = value
+        st.started = value
       elseif name == 'ended' then
-        ended = value
+        st.ended = value
       elseif string.sub(name, 1, 5) == 'open:' then
-        table.insert(open, string.sub(name, 6))
-        table.insert(open, value)
+        st.open[#st.open + 1] = {string.sub(name, 6), value}
       elseif string.sub(name, 1, 4) == 'sub:' then
         -- A sub-run still open: `<parent>\n<agent>`; it is ended with its top-level run.
-        local run = string.sub(name, 5)
         local parent, agent = string.match(value, '^([^\n]*)\n(.*)$')
-        table.insert(subs, run)
-        table.insert(subs, parent or '')
-        table.insert(subs, agent or '')
-        redis.call('SET', base .. ':ended:' .. run, 1, 'PX', 86400000)
-        redis.call('DEL', base .. ':root:' .. run)
+        st.subs[#st.subs + 1] = {string.sub(name, 5), parent or '', agent or ''}
       elseif string.sub(name, 1, 6) == 'sopen:' then
         local run, tool = string.match(value, '^([^\n]*)\n(.*)$')
-        table.insert(sub_open, string.sub(name, 7))
-        table.insert(sub_open, run or '')
-        table.insert(sub_open, tool or '')
+        st.sub_open[#st.sub_open + 1] = {string.sub(name, 7), run or '', tool or ''}
       end
+    end
+    from_log(base, f[2], st)
+    local ended, open, subs, sub_open = {f[2]}, {}, {}, {}
+    for _, call in ipairs(st.open) do
+      open[#open + 1] = call[1]
+      open[#open + 1] = call[2]
+    end
+    for _, sub in ipairs(st.subs) do
+      for _, part in ipairs(sub) do subs[#subs + 1] = part end
+      ended[#ended + 1] = sub[1]
+      redis.call('SET', base .. ':ended:' .. sub[1], 1, 'PX', 86400000)
+      redis.call('DEL', base .. ':root:' .. sub[1])
+    end
+    for _, call in ipairs(st.sub_open) do
+      for _, part in ipairs(call) do sub_open[#sub_open + 1] = part end
     end
     redis.call('DEL', record)
     redis.call('SET', base .. ':ended:' .. f[2], 1, 'PX', 86400000)
-    return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or '', started, open, ended, subs,
+    fence(base, ended)
+    return {f[1], f[2], f[3], f[4], f[5] or '0', f[6] or '', st.started, open, st.ended, subs,
             sub_open}
   end
   return nil
+end
+";
+
+/// What the renewal and reaper scripts start with: [`NOW_MS`], the hooks of the mode
+/// (`sequencer`: `record_scripts`' `SEQ_HOOKS`, with what they need), and [`TAKE`].
+pub(crate) fn take_prelude(sequencer: bool) -> String {
+    if sequencer {
+        format!(
+            "{NOW_MS}{}{}{}{TAKE}",
+            crate::seq_scripts::LOG_HELPERS,
+            crate::record_scripts::TRACK,
+            crate::record_scripts::SEQ_HOOKS
+        )
+    } else {
+        format!("{NOW_MS}{}{TAKE}", crate::record_scripts::NO_HOOKS)
+    }
+}
+
+/// The clock of [`TAKE`] and the scripts after it.
+const NOW_MS: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 ";
 

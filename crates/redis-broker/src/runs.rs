@@ -53,7 +53,9 @@ use ws_bridge::broker::BrokerError;
 use crate::lost::{LostRun, TakenRun, end_runs};
 use crate::node_requests::USER_CANCELLED;
 use crate::publisher::PublishQueue;
-use crate::run_scripts::{CLAIM, HOLD, REAP, RELEASE, RENEW, RUNNER, SETTLE_INDEX, TAKE, UNHOLD};
+use crate::run_scripts::{
+    CLAIM, HOLD, REAP, RELEASE, RENEW, RUNNER, SETTLE_INDEX, UNHOLD, take_prelude,
+};
 use crate::shared::{Shared, SteerRequest, broker_error};
 
 /// A claim on one of a user's run slots in the cluster: a slot held, or a place in the
@@ -158,6 +160,7 @@ impl ClusterRuns {
         publish: Arc<PublishQueue>,
         lease_ttl: Duration,
     ) -> Self {
+        let take = take_prelude(shared.sequencer_channels.is_some());
         Self {
             shared,
             publish,
@@ -167,8 +170,8 @@ impl ClusterRuns {
             runner: Arc::new(Script::new(RUNNER)),
             hold: Arc::new(Script::new(HOLD)),
             unhold: Arc::new(Script::new(UNHOLD)),
-            renew: Arc::new(Script::new(&format!("{TAKE}{RENEW}"))),
-            reap: Arc::new(Script::new(&format!("{TAKE}{REAP}"))),
+            renew: Arc::new(Script::new(&format!("{take}{RENEW}"))),
+            reap: Arc::new(Script::new(&format!("{take}{REAP}"))),
             settle_index: Arc::new(Script::new(SETTLE_INDEX)),
         }
     }

@@ -176,42 +176,6 @@ local streams, touched = {}, {}
 -- `receivers` the sets in the order they came, each as its ids.
 local MESSAGE_BYTES = 7000
 local inbox, receivers = {}, {}
--- Per sub-run key, its top-level run.
-local roots = {}
--- The top-level run whose record keeps a sub-run (`<base>:root:<run>`, set at its start).
-local function root_of(base, run)
-  local key = base .. ':root:' .. run
-  if roots[key] == nil then roots[key] = redis.call('GET', key) or false end
-  return roots[key]
-end
--- A sub-run's start, open calls and end are kept on its top-level run's record
--- (`sub:<run>` = `<parent>\n<agent>`, `sopen:<call>` = `<run>\n<tool>`), so that if their
--- node dies, the top-level run's end ends them too, each before its parent.
-local function track_sub(base, run, kind, rest, call, tool)
-  if kind == 'agent_started' then
-    -- The event's last fields: `"parent_run_id":...,"thread_id":...,"agent_name":...,"timestamp":...}`.
-    local parent, agent = string.match(rest,
-      '"parent_run_id":"([^"\\]*)","thread_id":"[^"\\]*","agent_name":"([^"\\]*)","timestamp":"[^"]*"}$')
-    if not parent then return end
-    local root = parent
-    if redis.call('EXISTS', base .. ':run:' .. parent) == 0 then root = root_of(base, parent) end
-    if not root then return end
-    redis.call('SET', base .. ':root:' .. run, root, 'PX', 86400000)
-    roots[base .. ':root:' .. run] = root
-    redis.call('HSET', base .. ':run:' .. root, 'sub:' .. run, parent .. '\n' .. agent)
-    return
-  end
-  local root = root_of(base, run)
-  if not root or redis.call('EXISTS', base .. ':run:' .. root) == 0 then return end
-  local record = base .. ':run:' .. root
-  if kind == 'tool_executing' then
-    redis.call('HSET', record, 'sopen:' .. call, run .. '\n' .. tool)
-  elseif kind == 'tool_completed' then
-    redis.call('HDEL', record, 'sopen:' .. call)
-  else
-    redis.call('HDEL', record, 'sub:' .. run)
-  end
-end
 -- Removes `meta`'s follower entries past their expiry (and writes its `fl` anew if any was).
 local function prune_followers(meta)
   local fields = redis.call('HGETALL', meta)
@@ -316,41 +280,8 @@ for i = 0, #KEYS / 2 - 1 do
     -- A run's start, its open tool calls and its end are kept on its record (when it has
     -- one: a top-level run holding a claim), so that if its node dies, the run's end emits
     -- the start if it never came, closes the calls left open, and is not emitted at all for
-    -- a run that had ended (its slot not yet given back). `"type":"` is 8 bytes.
-    local kind = nil
-    if string.byte(rest, 9) == 116 then
-      kind = string.match(rest, '^"type":"(tool_[a-z]+)",')
-      if kind ~= 'tool_executing' and kind ~= 'tool_completed' then kind = nil end
-    else
-      kind = string.match(rest, '^"type":"(agent_[a-z]+)",')
-      if kind ~= 'agent_started' and kind ~= 'agent_completed' and kind ~= 'agent_error'
-        and kind ~= 'agent_cancelled' then kind = nil end
-    end
-    if kind then
-      local call, tool = nil, nil
-      if kind == 'tool_executing' or kind == 'tool_completed' then
-        -- The server writes a tool event as `"type":...,"data":{"tool_call_id":...,
-        -- "tool_name":...`; anything else (an escaped character) is read whole.
-        call, tool = string.match(rest,
-          '^"type":"[a-z_]+","data":{"tool_call_id":"([^"\\]*)","tool_name":"([^"\\]*)"')
-        if not call then
-          local data = cjson.decode('{' .. rest)['data']
-          call, tool = data['tool_call_id'], data['tool_name']
-        end
-      end
-      local record_key = base .. ':run:' .. run
-      if state ~= 'recorded' then
-        track_sub(base, run, kind, rest, call, tool)
-      elseif kind == 'agent_started' then
-        redis.call('HSET', record_key, 'started', '1')
-      elseif kind == 'tool_executing' then
-        redis.call('HSET', record_key, 'open:' .. call, tool)
-      elseif kind == 'tool_completed' then
-        redis.call('HDEL', record_key, 'open:' .. call)
-      else
-        redis.call('HSET', record_key, 'ended', '1')
-      end
-    end
+    -- a run that had ended (its slot not yet given back).
+    track(base, run, state == 'recorded', rest)
   end
 end
 for _, st in ipairs(touched) do
@@ -492,7 +423,7 @@ impl Scripts {
     pub(crate) fn new(fenced: bool, sequencer: bool) -> Self {
         let open = format!("local FENCED = {fenced}\n{OPEN}");
         let mut scripts = Self {
-            publish: Script::new(&format!("{open}{PUBLISH}")),
+            publish: Script::new(&format!("{open}{}{PUBLISH}", crate::record_scripts::TRACK)),
             position: Script::new(&format!("{open}{POSITION}")),
             replay: Script::new(&format!(
                 "{open}{REPLAY_HEAD}{}{REPLAY_TAIL}",

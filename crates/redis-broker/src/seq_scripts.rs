@@ -8,9 +8,10 @@
 //!   (`<node id>:<lease number>`, the holder) and `sqx` (its expiry, ms); the meta's `seq`
 //!   is not kept (a stale holder's plain write could move it back);
 //! - in the log, entries `<lease number>-<seq>` holding `b` (the event without its opening
-//!   brace), `t` (ms) and `c` (`<origin node>:<publish counter>`, so a successor skips an
-//!   event already appended), and a barrier `<lease number>-0` per lease, written as it is
-//!   taken, holding `p` (the last seq before it) and `t`. Every `XADD` of an older lease is
+//!   brace), `t` (ms), `c` (`<origin node>:<publish counter>`, so a successor skips an
+//!   event already appended) and `r` (its run, for a reaper: `record_scripts`), and a
+//!   barrier `<lease number>-0` per lease, written as it is taken (or as a reaper fences the
+//!   stream), holding `p` (the last seq before it) and `t`. Every `XADD` of an older lease is
 //!   then below the barrier and refused: a stale holder can never append again, nor out of
 //!   order. A stream's last seq is its log's last entry's (a barrier's `p`).
 //!
@@ -20,16 +21,10 @@
 
 use redis::Script;
 
-/// Helpers on top of `scripts`' `OPEN`: `sq_open` (opens the stream as `open` does, and
-/// anew when it is of the other mode or lost its log) and `last_seq`.
-const PRELUDE: &str = r"
-local function sq_open(meta, log, new_epoch, ttl)
-  local m = redis.call('HMGET', meta, 'epoch', 'lease', 'seq')
-  if m[1] and ((m[2] and redis.call('EXISTS', log) == 0) or (not m[2] and tonumber(m[3] or '0') > 0)) then
-    redis.call('HDEL', meta, 'epoch')
-  end
-  return open(meta, log, new_epoch, ttl)
-end
+/// Helpers reading and fencing a lease-numbered log (no other script needed): `seq_of`,
+/// `field`, `last_seq`, `each_back`, `lease_of`, and `barrier` (takes a new lease number and
+/// appends its barrier).
+pub(crate) const LOG_HELPERS: &str = r"
 local function seq_of(id)
   return tonumber(string.match(id, '%-(%d+)$'))
 end
@@ -61,6 +56,36 @@ end
 local function lease_of(meta)
   return tonumber(redis.call('HGET', meta, 'lease') or '0')
 end
+-- A new lease number, above the last given and the log's last entry, and at least Redis's
+-- time in ms (`now`): a stream opened anew (its meta lost) starts above every lease a stale
+-- holder of the old one could still append under. Appends its barrier `<lease>-0` (holding
+-- the last seq; trimmed to `cap` when given), so every append of an older lease is refused.
+-- Returns the lease and the last seq.
+local function barrier(meta, log, now, cap)
+  local last = last_seq(log)
+  local lease = math.max(redis.call('HINCRBY', meta, 'lease', 1), now)
+  local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+  if top then lease = math.max(lease, tonumber(string.match(top[1], '^(%d+)%-')) + 1) end
+  redis.call('HSET', meta, 'lease', lease)
+  if cap then
+    redis.call('XADD', log, 'MAXLEN', cap, lease .. '-0', 'p', last, 't', now)
+  else
+    redis.call('XADD', log, lease .. '-0', 'p', last, 't', now)
+  end
+  return lease, last
+end
+";
+
+/// On top of `scripts`' `OPEN`: `sq_open` (opens the stream as `open` does, and anew when it
+/// is of the other mode or lost its log).
+const PRELUDE: &str = r"
+local function sq_open(meta, log, new_epoch, ttl)
+  local m = redis.call('HMGET', meta, 'epoch', 'lease', 'seq')
+  if m[1] and ((m[2] and redis.call('EXISTS', log) == 0) or (not m[2] and tonumber(m[3] or '0') > 0)) then
+    redis.call('HDEL', meta, 'epoch')
+  end
+  return open(meta, log, new_epoch, ttl)
+end
 ";
 
 /// Takes a user's lease if it is free, expired or this node's: `KEYS` meta and log;
@@ -68,9 +93,10 @@ end
 /// the node id, `ARGV[4]` the lease's length (ms), `ARGV[5]` the log's cap, `ARGV[6]` the
 /// key prefix, `ARGV[7]` how far back (ms) the log is read for what was applied. Answers
 /// `{'held', <holder node>, <ms left>}`, or `{'taken', epoch, lease number, last seq,
-/// {origin, counter, ...}}` with the highest counter of each origin node among the entries
-/// written within that time (an event is sent again only while its origin awaits a
-/// confirmation, which is far shorter).
+/// {origin, counter, ...}, {run, ...}}` with the highest counter of each origin node among
+/// the entries written within that time (an event is sent again only while its origin
+/// awaits a confirmation, which is far shorter), and the user's runs reaped within a day
+/// (`record_scripts`' `fence`: their later events are dropped, but for those ending them).
 const TAKE: &str = r"
 local meta, log = KEYS[1], KEYS[2]
 local epoch = sq_open(meta, log, ARGV[1], ARGV[2])
@@ -81,14 +107,7 @@ if held[1] then
   local left = tonumber(held[2] or '0') - now
   if holder ~= ARGV[3] and left > 0 then return {'held', holder, left} end
 end
-local last = last_seq(log)
--- Above the last given, and at least Redis's time in ms: a stream opened anew (its meta
--- lost) starts above every lease a stale holder of the old one could still append under.
-local lease = math.max(redis.call('HINCRBY', meta, 'lease', 1), now)
-local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
-if top then lease = math.max(lease, tonumber(string.match(top[1], '^(%d+)%-')) + 1) end
-redis.call('HSET', meta, 'lease', lease)
-redis.call('XADD', log, 'MAXLEN', ARGV[5], lease .. '-0', 'p', last, 't', now)
+local lease, last = barrier(meta, log, now, ARGV[5])
 redis.call('HSET', meta, 'sq', ARGV[3] .. ':' .. lease, 'sqx', now + tonumber(ARGV[4]))
 local ttl = tonumber(ARGV[2])
 local keep = ttl + math.floor(ttl / 4)
@@ -112,7 +131,8 @@ for node, counter in pairs(applied) do
   list[#list + 1] = node
   list[#list + 1] = counter
 end
-return {'taken', epoch, lease, last, list}
+local reaped = string.sub(meta, 1, -6) .. ':reaped'
+return {'taken', epoch, lease, last, list, redis.call('ZRANGE', reaped, now - 86400000, '+inf', 'BYSCORE')}
 ";
 
 /// Renews or gives back this node's leases: `KEYS` the users' metas; `ARGV[1]` the node id,
@@ -211,9 +231,9 @@ pub(crate) struct LeaseScripts {
 }
 
 /// A script of this module after `open` (the `OPEN` of `scripts`, with its `FENCED` line)
-/// and this module's prelude.
+/// and this module's preludes.
 fn with(open: &str, body: &str) -> Script {
-    Script::new(&format!("{open}{PRELUDE}{body}"))
+    Script::new(&format!("{open}{LOG_HELPERS}{PRELUDE}{body}"))
 }
 
 /// The lease scripts.

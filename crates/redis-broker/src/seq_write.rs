@@ -15,6 +15,7 @@ use crate::forwarded::{Frames, Item, Replies, forward_message};
 use crate::publisher::{RETRY, retryable};
 use crate::routes::Route;
 use crate::scripts::{log_key, meta_and_log};
+use crate::seq_records::RecordChange;
 use crate::sequencer::{Sequencer, Written};
 
 impl Sequencer {
@@ -100,6 +101,7 @@ impl Sequencer {
         self.keep_forwarded(plan.forwards);
         self.count(appended, took, waited);
         self.deliver_here(&here);
+        self.send_records(&here);
         self.send_frames(frames, &plan.replies).await;
         Ok(Written { again: plan.again })
     }
@@ -129,6 +131,19 @@ impl Sequencer {
                 published: Instant::now(),
             });
             attached.offer(&append.epoch, Some(append.lease), &frame);
+        }
+    }
+
+    /// Hands the changes the events just appended make to their runs' records to the task
+    /// applying them (`seq_records`).
+    fn send_records(&self, appended: &[(&Item, &Append)]) {
+        let changes: Vec<RecordChange> = appended
+            .iter()
+            .filter_map(|(item, _)| RecordChange::of(item))
+            .collect();
+        if !changes.is_empty() {
+            // The task ends only with the sequencer.
+            let _ = self.records.send(changes);
         }
     }
 
@@ -170,6 +185,12 @@ impl Sequencer {
                             continue;
                         }
                     }
+                    if of_reaped_run(held, item) {
+                        if let Some(origin) = &item.origin {
+                            plan.replies.confirm(origin, &item.user, item.counter);
+                        }
+                        continue;
+                    }
                     let origin = item.origin.clone().unwrap_or_else(|| Arc::clone(&me));
                     let applied = held.applied.entry(Arc::clone(&origin)).or_insert(0);
                     if item.counter <= *applied {
@@ -185,20 +206,14 @@ impl Sequencer {
                         held.kept_at = now;
                         plan.keep.push(item.user.clone());
                     }
-                    let log = log_key(&prefix, &item.user);
-                    plan.pipe
-                        .cmd("XADD")
-                        .arg(log)
+                    let append = plan.pipe.cmd("XADD");
+                    append
+                        .arg(log_key(&prefix, &item.user))
                         .arg("NOMKSTREAM")
                         .arg("MAXLEN")
                         .arg(cap)
-                        .arg(format!("{}-{}", held.lease, held.last_seq))
-                        .arg("b")
-                        .arg(item.rest())
-                        .arg("t")
-                        .arg(now_ms)
-                        .arg("c")
-                        .arg(format!("{origin}:{}", item.counter));
+                        .arg(format!("{}-{}", held.lease, held.last_seq));
+                    entry_fields(append, item, now_ms, &origin);
                     plan.appends.push(Append {
                         item: i,
                         epoch: held.epoch.clone(),
@@ -314,6 +329,37 @@ struct Plan {
     replies: Replies,
     /// Items to route again.
     again: Vec<Item>,
+}
+
+/// Whether `item`, an event of a user whose lease `held` is, is a late one of a run a reaper
+/// ended: dropped (as the publish script drops it), so the run's `node_lost` stays its last.
+/// The events ending such a run pass.
+fn of_reaped_run(held: &crate::routes::Held, item: &Item) -> bool {
+    let late = !item.ends_lost_run
+        && item
+            .run
+            .as_ref()
+            .is_some_and(|run| held.reaped.contains(run.as_str()));
+    if late {
+        tracing::debug!(user = %item.user, "redis broker: a late event of a run ended by a reaper; dropped");
+    }
+    late
+}
+
+/// A log entry's fields: the event without its opening brace (`b`), the time (`t`), its
+/// origin's counter (`c`) and its run (`r`, for a reaper; none for a change to a thread),
+/// added to `append`'s last command.
+fn entry_fields(append: &mut redis::Pipeline, item: &Item, now_ms: u64, origin: &str) {
+    append
+        .arg("b")
+        .arg(item.rest())
+        .arg("t")
+        .arg(now_ms)
+        .arg("c")
+        .arg(format!("{origin}:{}", item.counter));
+    if let Some(run) = &item.run {
+        append.arg("r").arg(run.as_str());
+    }
 }
 
 /// Whether an append was refused for its id: another node took the lease (its barrier is

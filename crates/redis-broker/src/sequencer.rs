@@ -61,6 +61,8 @@ pub(crate) struct Sequencer {
     pub(crate) renewed_at: Instant,
     /// When [`Sequencer::maintain`] last ran.
     pub(crate) maintained_at: Instant,
+    /// Where the changes appended events make to their runs' records go (`seq_records`).
+    pub(crate) records: mpsc::UnboundedSender<Vec<crate::seq_records::RecordChange>>,
 }
 
 /// Runs until the broker is dropped. `most_unconfirmed`: past this many forwarded events
@@ -75,6 +77,7 @@ pub(crate) async fn run(
 ) {
     let mut sequencer = Sequencer {
         me: Arc::from(shared.node_id.as_str()),
+        records: crate::seq_records::spawn(shared.prefix.clone(), conn.clone()),
         shared,
         conn,
         users: HashMap::new(),
