@@ -234,6 +234,43 @@ async fn a_holder_whose_lease_was_taken_is_fenced_and_its_events_go_to_the_new_o
     assert_eq!(texts, expected);
 }
 
+/// A lease idle for 2 s is given back, and the next node to publish for the user takes it
+/// (the old holder refuses events forwarded for a user whose lease it no longer holds,
+/// rather than take it for them): a user's next run, on another node, is appended there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_lease_goes_to_the_node_where_the_users_next_events_start() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        Node::start(&redis, "a").await,
+        Node::start(&redis, "b").await,
+    );
+    let user = user_id("moving");
+    let tab = b.bridge.subscribe(&user, None).await.unwrap();
+    a.emit(&user, 1);
+    assert_eq!(chunks(&tab, 1).await, [(1, "a:1".to_owned())]);
+    b.emit(&user, 1);
+    assert_eq!(chunks(&tab, 1).await, [(2, "b:1".to_owned())]);
+    assert_eq!(stat(&b, |s| &s.leases_taken), 0, "b forwarded to a");
+    let meta = format!("agentws:{{{}}}:meta", user.as_str());
+    let held = || redis.command(&["HEXISTS", &meta, "sq"]) == ":1";
+    for _ in 0..80 {
+        if !held() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!held(), "a gave it back within 8 s");
+    b.emit(&user, 2);
+    b.emit(&user, 3);
+    let next = chunks(&tab, 2).await;
+    assert_eq!(next, [(3, "b:2".to_owned()), (4, "b:3".to_owned())]);
+    a.emit(&user, 2);
+    assert_eq!(chunks(&tab, 1).await, [(5, "a:2".to_owned())]);
+    assert_eq!(stat(&b, |s| &s.leases_taken), 1, "b took it");
+    assert_eq!(stat(&a, |s| &s.leases_taken), 1, "a did not take it again");
+    nothing_more(&tab).await;
+}
+
 /// The node holding a user's lease dies (its tasks stop at once; its lease is not given
 /// back). The other node's events for that user wait unconfirmed until the lease expires,
 /// then that node takes it: its tab gets every event once, in order, seqs without a gap after

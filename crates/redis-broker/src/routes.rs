@@ -13,8 +13,10 @@ use crate::forwarded::Item;
 pub(crate) const LEASE: Duration = Duration::from_secs(5);
 /// A holder stops writing this long before its lease ends by its own clock.
 pub(crate) const MARGIN: Duration = Duration::from_secs(1);
-/// A lease not written for this long is given back at its next renewal.
-pub(crate) const IDLE: Duration = Duration::from_secs(30);
+/// A lease its holder wrote none of its own events under for this long is given back at its
+/// next renewal: the next node to publish for the user takes it (a user's next run, seconds
+/// later, may start on another node, and its events are then not forwarded).
+pub(crate) const IDLE: Duration = Duration::from_secs(2);
 /// How far back a new holder reads the log for the events already appended.
 pub(crate) const APPLIED_WITHIN: Duration = Duration::from_secs(60);
 
@@ -33,6 +35,8 @@ pub(crate) struct Held {
     pub(crate) reaped: HashSet<Arc<str>>,
     /// By this node's clock, when it stops writing unless renewed.
     pub(crate) valid_until: Instant,
+    /// When this node last appended an event of its own for the user: a lease that only
+    /// other nodes' events use for [`IDLE`] is given back, and goes to one of them.
     pub(crate) written_at: Instant,
     /// When the stream's keys were last given the replay age and a quarter more to live
     /// (as the lease was taken, then by a write at most every quarter of the replay age).
@@ -47,6 +51,12 @@ pub(crate) enum Route {
     Mine(Held),
     Other {
         node: Arc<str>,
+        until: Instant,
+    },
+    /// Nobody held it when this node, with only other nodes' events of the user, looked (until
+    /// `until`): it refuses those, so their origin takes the lease. Events of its own are
+    /// looked up again at once.
+    Free {
         until: Instant,
     },
 }
@@ -66,14 +76,21 @@ pub(crate) struct UserState {
 }
 
 impl UserState {
-    pub(crate) fn needs_route(&self, now: Instant) -> bool {
+    /// Whether the user's route must be looked up before events are written: `own`, this
+    /// node has events of its own for them.
+    pub(crate) fn needs_route(&self, now: Instant, own: bool) -> bool {
         match &self.route {
             Route::Unknown => true,
             Route::Mine(held) => now >= held.valid_until,
             Route::Other { until, .. } => now >= *until,
+            Route::Free { until } => own || now >= *until,
         }
     }
 }
+
+/// How long a lease found free is taken for free by a node with only other nodes' events of
+/// the user (refusing them meanwhile).
+pub(crate) const FREE_KEPT: Duration = Duration::from_millis(500);
 
 /// Reads the lease script's answer (see `seq_scripts`' `TAKE`); `sent` when it was asked.
 pub(crate) fn read_take(answer: redis::Value, sent: Instant) -> Option<Route> {
@@ -94,6 +111,9 @@ pub(crate) fn read_take(answer: redis::Value, sent: Instant) -> Option<Route> {
                 until: sent + ROUTE_KEPT,
             })
         }
+        "free" => Some(Route::Free {
+            until: sent + FREE_KEPT,
+        }),
         "taken" => {
             let epoch = String::from_redis_value(items.next()?).ok()?;
             let lease = u64::from_redis_value(items.next()?).ok()?;

@@ -91,22 +91,27 @@ end
 /// Takes a user's lease if it is free, expired or this node's: `KEYS` meta and log;
 /// `ARGV[1]` the epoch of a stream that starts, `ARGV[2]` the stream's TTL (ms), `ARGV[3]`
 /// the node id, `ARGV[4]` the lease's length (ms), `ARGV[5]` the log's cap, `ARGV[6]` the
-/// key prefix, `ARGV[7]` how far back (ms) the log is read for what was applied. Answers
-/// `{'held', <holder node>, <ms left>}`, or `{'taken', epoch, lease number, last seq,
+/// key prefix, `ARGV[7]` how far back (ms) the log is read for what was applied, `ARGV[8]`
+/// `1` to take it only if this node holds it already (it has only other nodes' events of the
+/// user: the lease goes to where the user's events start). Answers `{'held', <holder node>,
+/// <ms left>}`, `{'free'}` (nobody holds it, and `ARGV[8]` said not to take it), or `{'taken', epoch, lease number, last seq,
 /// {origin, counter, ...}, {run, ...}}` with the highest counter of each origin node among
 /// the entries written within that time (an event is sent again only while its origin
 /// awaits a confirmation, which is far shorter), and the user's runs reaped within a day
 /// (`record_scripts`' `fence`: their later events are dropped, but for those ending them).
 const TAKE: &str = r"
 local meta, log = KEYS[1], KEYS[2]
-local epoch = sq_open(meta, log, ARGV[1], ARGV[2])
 local now = now_ms()
 local held = redis.call('HMGET', meta, 'sq', 'sqx')
+local mine = false
 if held[1] then
   local holder = string.match(held[1], '^(.*):%d+$')
   local left = tonumber(held[2] or '0') - now
   if holder ~= ARGV[3] and left > 0 then return {'held', holder, left} end
+  mine = left > 0
 end
+if ARGV[8] == '1' and not mine then return {'free'} end
+local epoch = sq_open(meta, log, ARGV[1], ARGV[2])
 local lease, last = barrier(meta, log, now, ARGV[5])
 redis.call('HSET', meta, 'sq', ARGV[3] .. ':' .. lease, 'sqx', now + tonumber(ARGV[4]))
 local ttl = tonumber(ARGV[2])

@@ -201,7 +201,9 @@ impl Sequencer {
                     }
                     *applied = item.counter;
                     held.last_seq += 1;
-                    held.written_at = now;
+                    if item.origin.is_none() {
+                        held.written_at = now;
+                    }
                     if now - held.kept_at >= keep_every {
                         held.kept_at = now;
                         plan.keep.push(item.user.clone());
@@ -221,19 +223,22 @@ impl Sequencer {
                         seq: held.last_seq,
                     });
                 }
-                Route::Other { node, .. } => match &item.origin {
-                    None => {
-                        let mut item = item.clone();
-                        item.anew = std::mem::take(&mut state.fresh);
-                        plan.forwards
-                            .entry(Arc::clone(node))
-                            .or_default()
-                            .push(item);
-                    }
+                Route::Other { node, .. } if item.origin.is_none() => {
+                    let mut item = item.clone();
+                    item.anew = std::mem::take(&mut state.fresh);
+                    plan.forwards
+                        .entry(Arc::clone(node))
+                        .or_default()
+                        .push(item);
+                }
+                Route::Other { .. } | Route::Free { .. } => match &item.origin {
                     Some(origin) => {
                         state.blocked.insert(Arc::clone(origin));
                         plan.replies.refuse(origin, &item.user, item.counter);
                     }
+                    // Found free for other nodes' events only; should its own come in the same
+                    // batch, it is found again for them.
+                    None => plan.again.push(item.clone()),
                 },
                 // Routed just before; should its route be lost meanwhile, it is routed again.
                 Route::Unknown => plan.again.push(item.clone()),

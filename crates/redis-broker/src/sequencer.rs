@@ -21,7 +21,9 @@
 //! a failed pipeline (the connection: applied or not, nobody knows) is sent again after the
 //! node took its users' leases anew (new numbers fence what may still be in flight, and the
 //! log says what was applied). Leases last [`LEASE`], renewed every [`RENEW_EVERY`] while
-//! written within [`IDLE`], given back when not.
+//! the holder wrote its own events under them within [`IDLE`], given back when not (and
+//! taken by the next node to publish for the user: a node with only other nodes' events of a
+//! user does not take the lease for them, it refuses them).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -250,15 +252,16 @@ impl Sequencer {
                     || !state.blocked.is_empty()
                     || match &state.route {
                         Route::Unknown => false,
+                        Route::Other { until, .. } | Route::Free { until } => *until > now,
                         Route::Mine(_) => true,
-                        Route::Other { until, .. } => *until > now,
                     }
             });
         }
     }
 
-    /// Renews the leases written within [`IDLE`] and gives back the others, on a task of
-    /// its own (the answer comes back as [`Inbound::Renewed`]): the batches go on meanwhile.
+    /// Renews the leases this node wrote its own events under within [`IDLE`] and gives back
+    /// the others, on a task of its own (the answer comes back as [`Inbound::Renewed`]): the
+    /// batches go on meanwhile.
     fn renew(&mut self, now: Instant) {
         let mut held: Vec<(UserId, u64, bool)> = Vec::new();
         for (user, state) in &mut self.users {
@@ -284,18 +287,15 @@ impl Sequencer {
         let mut pauses = RETRY.build();
         let mut failed_before = false;
         while !work.is_empty() {
-            let outcome = match self.route(&mut work).await {
-                Ok(()) => self.write(&work).await,
-                Err(error) => Err(error),
-            };
+            let (left, outcome) = self.step(work).await;
+            work = left;
             match outcome {
-                Ok(written) => {
+                Ok(()) => {
                     if failed_before {
                         tracing::info!("redis broker: publishing again");
                     }
                     self.shared.publish_up.store(true, Ordering::Relaxed);
                     failed_before = false;
-                    work = written.again;
                 }
                 Err(error) if retryable(&error) => {
                     self.shared.publish_up.store(false, Ordering::Relaxed);
@@ -329,26 +329,64 @@ impl Sequencer {
         }
     }
 
-    /// Finds who gives the seqs of each user of `work` whose route is not known (taking the
-    /// lease where it is free); their unconfirmed forwarded events go first, as they may now
-    /// go elsewhere.
-    async fn route(&mut self, work: &mut Vec<Item>) -> redis::RedisResult<()> {
+    /// One round of `work`: the events of users whose route is known are written while the
+    /// others' leases are looked up, so a lookup holds up its own user's events only.
+    /// Returns what is left (events to route again, those of the users looked up) and the
+    /// round's error, if any (then what is left holds everything not known to be through).
+    async fn step(&mut self, mut work: Vec<Item>) -> (Vec<Item>, redis::RedisResult<()>) {
+        let unknown = self.unknown_routes(&mut work);
+        if unknown.is_empty() {
+            return match self.write(&work).await {
+                Ok(written) => (written.again, Ok(())),
+                Err(error) => (work, Err(error)),
+            };
+        }
+        let looked_up: HashSet<UserId> = unknown.iter().map(|(user, _)| user.clone()).collect();
+        let (waiting, ready): (Vec<Item>, Vec<Item>) = work
+            .into_iter()
+            .partition(|item| looked_up.contains(&item.user));
+        let lookups = look_up(Arc::clone(&self.shared), self.conn.clone(), unknown);
+        let (answers, written) = tokio::join!(lookups, async {
+            if ready.is_empty() {
+                Ok(Written { again: Vec::new() })
+            } else {
+                self.write(&ready).await
+            }
+        });
+        let routed = self.take_routes(answers);
+        match written {
+            Ok(mut written) => {
+                written.again.extend(waiting);
+                (written.again, routed)
+            }
+            Err(error) => {
+                let mut left = ready;
+                left.extend(waiting);
+                (left, Err(error))
+            }
+        }
+    }
+
+    /// The users of `work` whose route is not known, each with whether `work` holds events of
+    /// this node's own for them (else their leases are taken only if this node holds them
+    /// already); their unconfirmed forwarded events go first in `work`, as they may now go
+    /// elsewhere.
+    fn unknown_routes(&mut self, work: &mut Vec<Item>) -> Vec<(UserId, bool)> {
         let now = Instant::now();
         let mut seen = HashSet::new();
         let mut unknown = Vec::new();
+        let own = own_users(work);
         for item in work.iter() {
             if seen.insert(&item.user)
                 && self
                     .users
                     .get(&item.user)
-                    .is_none_or(|s| s.needs_route(now))
+                    .is_none_or(|s| s.needs_route(now, own.contains(&item.user)))
             {
                 unknown.push(item.user.clone());
             }
         }
-        if unknown.is_empty() {
-            return Ok(());
-        }
+        drop(own);
         let mut first = Vec::new();
         for user in &unknown {
             self.resend(user, &mut first);
@@ -357,42 +395,34 @@ impl Sequencer {
             first.append(work);
             *work = first;
         }
-        let Some(scripts) = &self.shared.scripts.leases else {
-            return Ok(());
-        };
-        let shared = &self.shared;
-        let calls = unknown.into_iter().map(|user| {
-            let mut conn = self.conn.clone();
-            let (meta, log) = meta_and_log(&shared.prefix, &user);
-            let mut invocation = scripts.take.prepare_invoke();
-            invocation
-                .key(meta)
-                .key(log)
-                .arg(ws_bridge::Epoch::generate().as_str())
-                .arg(shared.ttl_ms())
-                .arg(shared.node_id.as_str())
-                .arg(LEASE.as_millis() as u64)
-                .arg(shared.bounds.max_events)
-                .arg(&shared.prefix)
-                .arg(APPLIED_WITHIN.as_millis() as u64);
-            async move {
-                let sent = Instant::now();
-                let answer: redis::Value = invocation.invoke_async(&mut conn).await?;
-                Ok::<_, redis::RedisError>((user, sent, answer))
-            }
-        });
-        let answers: Vec<_> = futures::stream::iter(calls)
-            .buffer_unordered(crate::conn::CALLS_AT_ONCE)
+        let own = own_users(work);
+        unknown
+            .into_iter()
+            .map(|user| {
+                let mine = own.contains(&user);
+                (user, mine)
+            })
             .collect()
-            .await;
+    }
+
+    /// Takes in the lease lookups' answers (see [`look_up`]): each user's route.
+    fn take_routes(&mut self, answers: Vec<redis::RedisResult<Lookup>>) -> redis::RedisResult<()> {
+        let mut outcome = Ok(());
         for answer in answers {
-            let (user, sent, answer) = answer?;
-            let route = read_take(answer, sent).ok_or_else(|| {
-                redis::RedisError::from((
+            let (user, sent, answer) = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    outcome = Err(error);
+                    continue;
+                }
+            };
+            let Some(route) = read_take(answer, sent) else {
+                outcome = Err(redis::RedisError::from((
                     redis::ErrorKind::UnexpectedReturnType,
                     "the lease script answered something else",
-                ))
-            })?;
+                )));
+                continue;
+            };
             if matches!(route, Route::Mine(_)) {
                 self.shared
                     .stats
@@ -403,8 +433,57 @@ impl Sequencer {
             state.fresh = matches!(route, Route::Other { .. });
             state.route = route;
         }
-        Ok(())
+        outcome
     }
+}
+
+/// The users of `work` with events of this node's own.
+fn own_users(work: &[Item]) -> HashSet<&UserId> {
+    work.iter()
+        .filter(|item| item.origin.is_none())
+        .map(|item| &item.user)
+        .collect()
+}
+
+/// A lease lookup's answer: the user, when it was asked, and the lease script's answer.
+type Lookup = (UserId, Instant, redis::Value);
+
+/// Looks up (or takes) the leases of `users` (each with whether this node has events of its
+/// own for them: else the lease is taken only if this node holds it already), the calls at
+/// once.
+async fn look_up(
+    shared: Arc<Shared>,
+    conn: Conn,
+    users: Vec<(UserId, bool)>,
+) -> Vec<redis::RedisResult<Lookup>> {
+    let Some(scripts) = &shared.scripts.leases else {
+        return Vec::new();
+    };
+    let calls = users.into_iter().map(|(user, own)| {
+        let mut conn = conn.clone();
+        let (meta, log) = meta_and_log(&shared.prefix, &user);
+        let mut invocation = scripts.take.prepare_invoke();
+        invocation
+            .key(meta)
+            .key(log)
+            .arg(ws_bridge::Epoch::generate().as_str())
+            .arg(shared.ttl_ms())
+            .arg(shared.node_id.as_str())
+            .arg(LEASE.as_millis() as u64)
+            .arg(shared.bounds.max_events)
+            .arg(&shared.prefix)
+            .arg(APPLIED_WITHIN.as_millis() as u64)
+            .arg(if own { "0" } else { "1" });
+        async move {
+            let sent = Instant::now();
+            let answer: redis::Value = invocation.invoke_async(&mut conn).await?;
+            Ok((user, sent, answer))
+        }
+    });
+    futures::stream::iter(calls)
+        .buffer_unordered(crate::conn::CALLS_AT_ONCE)
+        .collect()
+        .await
 }
 
 /// Renews (or gives back) `held` leases (user, lease number, whether to renew), in calls of

@@ -130,18 +130,26 @@ impl Cluster {
         let leases: Vec<Lease> = held.iter().map(|(_, lease)| lease.clone()).collect();
         let mut orphans = Vec::new();
         match self.runs.renew(&leases).await {
-            Ok(lost) if !lost.is_empty() => {
-                tracing::error!(
-                    leases = lost.len(),
-                    "cluster: this node lost leases of runs still executing (it could not reach Redis for a whole lease TTL); another node ended those runs for their users, so they are cancelled here"
-                );
-                for (run, lease) in held {
-                    if lost.contains(&lease) {
-                        orphans.push((lease.user().clone(), run));
-                    }
+            Ok(lost) => {
+                // A run that ended during the call gave its lease back (out of `held` before
+                // Redis heard of it): not lost.
+                let lost: Vec<(UserId, RunId)> = {
+                    let now_held = self.held.lock();
+                    held.into_iter()
+                        .filter(|(run, lease)| {
+                            lost.contains(lease) && now_held.get(run) == Some(lease)
+                        })
+                        .map(|(run, lease)| (lease.user().clone(), run))
+                        .collect()
+                };
+                if !lost.is_empty() {
+                    tracing::error!(
+                        leases = lost.len(),
+                        "cluster: this node lost leases of runs still executing (it could not reach Redis for a whole lease TTL); another node ended those runs for their users, so they are cancelled here"
+                    );
                 }
+                orphans = lost;
             }
-            Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cluster: cannot renew run leases now"),
         }
         match self.runs.reap().await {
