@@ -164,8 +164,6 @@ const MESSAGE_BYTES: usize = 7000;
 #[derive(Default)]
 pub(crate) struct Frames {
     pub(crate) messages: Vec<String>,
-    /// Entries to take out of logs before the frames go (`(log key, entry id)`).
-    pub(crate) undo: Vec<(String, String)>,
 }
 
 impl Frames {

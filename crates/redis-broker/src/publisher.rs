@@ -201,6 +201,14 @@ fn micros(n: u128) -> u64 {
 /// running a script past its time limit answers every other script so until it ends), which
 /// it does not know.
 pub(crate) fn retryable(error: &redis::RedisError) -> bool {
+    if error.code() == Some("EXECABORT") {
+        // A transaction Redis refused as it was queued: retryable when what refused it is.
+        return error.clone().into_server_errors().is_some_and(|errors| {
+            errors
+                .iter()
+                .any(|(_, error)| matches!(error.code(), "BUSY" | "LOADING" | "TRYAGAIN"))
+        });
+    }
     error.code() == Some("BUSY") || !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
 }
 

@@ -200,8 +200,14 @@ local function fence(base, runs)
   redis.call('PEXPIRE', reaped, 86400000)
   local meta, log = base .. ':meta', base .. ':log'
   if not redis.call('HGET', meta, 'lease') or redis.call('EXISTS', log) == 0 then return end
-  barrier(meta, log, now, nil)
+  local lease, last = barrier(meta, log, now, nil)
   redis.call('HDEL', meta, 'sq', 'sqx')
+  -- Announced as a lease taken: followers drop a stale holder's frames from now on.
+  local prefix, user = string.match(base, '^(.*):{([^}]*)}$')
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if prefix and epoch then
+    redis.call('PUBLISH', prefix .. ':leases', user .. '\n' .. epoch .. '\n' .. lease .. '\n' .. last)
+  end
 end
 "#;
 

@@ -33,10 +33,10 @@ impl Sequencer {
         let took = first_sent.elapsed();
         let mut moved: HashSet<&UserId> = HashSet::new();
         let (mut appended, mut waited) = (0u64, 0u128);
-        let mut frames = Frames::default();
         // Entries appended after one of their user's failed: taken out again, as their
-        // events go again after it (no frame of them was sent).
-        let mut undo: Vec<(&UserId, String)> = Vec::new();
+        // events go again after it. (In one transaction an append fails at run time only for
+        // its lease, or for a lost log, and then so do the user's later ones: not seen.)
+        let mut undo: Vec<(String, String)> = Vec::new();
         let mut here: Vec<(&Item, &Append)> = Vec::new();
         for (k, append) in plan.appends.iter().enumerate() {
             let item = &work[append.item];
@@ -45,7 +45,8 @@ impl Sequencer {
                 if let Some(Ok(value)) = result
                     && *value != redis::Value::Nil
                 {
-                    undo.push((&item.user, format!("{}-{}", append.lease, append.seq)));
+                    let log = log_key(&self.shared.prefix, &item.user);
+                    undo.push((log, format!("{}-{}", append.lease, append.seq)));
                 }
                 plan.again.push(item.clone());
                 continue;
@@ -57,10 +58,6 @@ impl Sequencer {
                 }
                 Some(Ok(_)) => {
                     appended += 1;
-                    let Append {
-                        epoch, lease, seq, ..
-                    } = append;
-                    frames.add(&item.user, epoch.as_str(), *lease, *seq, item.rest());
                     here.push((item, append));
                     match &item.origin {
                         Some(origin) => plan.replies.confirm(origin, &item.user, item.counter),
@@ -90,10 +87,6 @@ impl Sequencer {
                 }
             }
         }
-        for (user, id) in undo {
-            let (_, log) = meta_and_log(&self.shared.prefix, user);
-            frames.undo.push((log, id));
-        }
         for user in moved {
             // Taken by another node (or the log lost): found again before the next append.
             self.user(user).route = Route::Unknown;
@@ -102,7 +95,7 @@ impl Sequencer {
         self.count(appended, took, waited);
         self.deliver_here(&here);
         self.send_records(&here);
-        self.send_frames(frames, &plan.replies).await;
+        self.send_replies(undo, &plan.replies).await;
         Ok(Written { again: plan.again })
     }
 
@@ -208,20 +201,19 @@ impl Sequencer {
                         held.kept_at = now;
                         plan.keep.push(item.user.clone());
                     }
-                    let append = plan.pipe.cmd("XADD");
-                    append
-                        .arg(log_key(&prefix, &item.user))
-                        .arg("NOMKSTREAM")
-                        .arg("MAXLEN")
-                        .arg(cap)
-                        .arg(format!("{}-{}", held.lease, held.last_seq));
-                    entry_fields(append, item, now_ms, &origin);
-                    plan.appends.push(Append {
+                    let append = Append {
                         item: i,
                         epoch: held.epoch.clone(),
                         lease: held.lease,
                         seq: held.last_seq,
-                    });
+                    };
+                    let entry = Entry {
+                        log: log_key(&prefix, &item.user),
+                        cap,
+                        now_ms,
+                        origin: &origin,
+                    };
+                    plan.append(item, append, &entry);
                 }
                 Route::Other { node, .. } if item.origin.is_none() => {
                     let mut item = item.clone();
@@ -264,26 +256,37 @@ impl Sequencer {
                 .arg(forward_message(&self.me, items))
                 .ignore();
         }
+        if plan.appends.is_empty() {
+            return;
+        }
+        if let Some((channel, _)) = &self.shared.sequencer_channels {
+            for message in plan.frames.messages.drain(..) {
+                plan.pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+            }
+        }
+        // One transaction: an append refused as it is queued (out of memory, a script
+        // running long) aborts it all, so no frame goes out without its entry. At run time
+        // an append fails only for its lease (then a newer one was announced before, and its
+        // frames are dropped as stale) or for a lost log (whose epoch ends).
+        plan.pipe.atomic();
     }
 
-    /// Sends the frames of the events just appended, and the replies other nodes are owed,
-    /// retrying while the connection fails (a frame never sent would leave its followers
-    /// waiting for their next frame to find the gap).
-    async fn send_frames(&mut self, frames: Frames, replies: &Replies) {
-        if !frames.undo.is_empty() {
+    /// Takes `undo`'s entries out of their logs, and sends the replies other nodes are owed,
+    /// retrying while the connection fails.
+    async fn send_replies(&mut self, undo: Vec<(String, String)>, replies: &Replies) {
+        if !undo.is_empty() {
+            tracing::error!(
+                entries = undo.len(),
+                "redis broker: appends went through after their user's earlier one failed; taken out of the log again (their frames were sent)"
+            );
             // Before anything reads the log again (a new lease reads what was applied).
-            let mut undo = redis::pipe();
-            for (log, id) in &frames.undo {
-                undo.cmd("XDEL").arg(log).arg(id).ignore();
+            let mut pipe = redis::pipe();
+            for (log, id) in &undo {
+                pipe.cmd("XDEL").arg(log).arg(id).ignore();
             }
-            send_until_through(&mut self.conn, &undo).await;
+            send_until_through(&mut self.conn, &pipe).await;
         }
         let mut pipe = redis::pipe();
-        if let Some((channel, _)) = &self.shared.sequencer_channels {
-            for message in frames.messages {
-                pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
-            }
-        }
         replies.add_to(&mut pipe, &self.shared.prefix);
         if pipe.is_empty() {
             return;
@@ -321,6 +324,38 @@ struct Append {
     seq: u64,
 }
 
+/// Where and how an event is appended.
+struct Entry<'a> {
+    log: String,
+    /// The log's length cap.
+    cap: usize,
+    now_ms: u64,
+    /// Its origin node.
+    origin: &'a str,
+}
+
+impl Plan {
+    /// Appends `item` as `append` says (its `XADD`, and its frame for the transaction).
+    fn append(&mut self, item: &Item, append: Append, entry: &Entry<'_>) {
+        let command = self.pipe.cmd("XADD");
+        command
+            .arg(&entry.log)
+            .arg("NOMKSTREAM")
+            .arg("MAXLEN")
+            .arg(entry.cap)
+            .arg(format!("{}-{}", append.lease, append.seq));
+        entry_fields(command, item, entry.now_ms, entry.origin);
+        self.frames.add(
+            &item.user,
+            append.epoch.as_str(),
+            append.lease,
+            append.seq,
+            item.rest(),
+        );
+        self.appends.push(append);
+    }
+}
+
 /// One batch's pipeline and what it stands for.
 #[derive(Default)]
 struct Plan {
@@ -331,6 +366,8 @@ struct Plan {
     forwards: HashMap<Arc<str>, Vec<Item>>,
     /// Users whose keys the pipeline gives the replay age and a quarter more to live.
     keep: Vec<UserId>,
+    /// The frames of the appends, sent in the same transaction.
+    frames: Frames,
     replies: Replies,
     /// Items to route again.
     again: Vec<Item>,
