@@ -1,5 +1,5 @@
-//! The sequencer's writes (`sequencer`): one batch's pipeline of appends and forwards, then,
-//! once Redis answered, the frames of what was appended and the replies other nodes are owed.
+//! The sequencer's writes (`sequencer`): one batch's transaction of appends, forwards and the
+//! frames of the appends, then, once Redis answered, the replies other nodes are owed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,9 +19,8 @@ use crate::seq_records::RecordChange;
 use crate::sequencer::{Sequencer, Written};
 
 impl Sequencer {
-    /// One pipeline for `work` (every user routed): the appends and the forwards; then one
-    /// with the frames of what was appended, and the confirmations and refusals for other
-    /// nodes.
+    /// One transaction for `work` (every user routed): the appends, the forwards and the
+    /// appends' frames; then one pipeline with the confirmations and refusals for other nodes.
     pub(crate) async fn write(&mut self, work: &[Item]) -> redis::RedisResult<Written> {
         let mut plan = self.plan(work);
         let first_sent = Instant::now();

@@ -3,13 +3,14 @@
 //! pipelined commands, not a script.
 //!
 //! Per batch of events (this node's own, and those other nodes forwarded to it):
-//! - a user whose lease this node holds gets the next seqs; one pipeline appends each event to
-//!   the log as `<lease>-<seq>` (`XADD ... NOMKSTREAM`, refused once another node took the
-//!   lease: its barrier is above every id of an older lease); once Redis answered, a second
-//!   one sends the frames of the events appended on `<prefix>:frames`, which every node reads
-//!   (so no frame is seen that the log lacks: an append can fail alone, refused for its
-//!   lease, or for memory, or answered `BUSY`, while a `PUBLISH` after it in the same
-//!   pipeline goes through); a follower fills from the log what it missed;
+//! - a user whose lease this node holds gets the next seqs; one transaction (`MULTI`/`EXEC`)
+//!   appends each event to the log as `<lease>-<seq>` (`XADD ... NOMKSTREAM`, refused once
+//!   another node took the lease: its barrier is above every id of an older lease) and sends
+//!   their frames on `<prefix>:frames`, which every node reads. An append refused as it is
+//!   queued (for memory, or `BUSY`) aborts the whole transaction, so no frame goes out
+//!   without its entry; one refused at run time is a stale lease's, whose frames followers
+//!   drop (the lease taken was announced before); a follower fills from the log what it
+//!   missed;
 //! - a user whose lease is free, expired, or this node's is taken first (one script call);
 //! - a user whose lease another node holds gets this node's events forwarded to that node
 //!   (its node channel, in publish order), kept until it confirms them (`forwarded`), and sent
