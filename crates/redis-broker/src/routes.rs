@@ -17,7 +17,8 @@ pub(crate) const MARGIN: Duration = Duration::from_secs(1);
 /// next renewal: the next node to publish for the user takes it (a user's next run, seconds
 /// later, may start on another node, and its events are then not forwarded).
 pub(crate) const IDLE: Duration = Duration::from_secs(2);
-/// How far back a new holder reads the log for the events already appended.
+/// How long a new holder is told an origin node's highest publish counter in the log after it
+/// last changed (what it appended is not appended again).
 pub(crate) const APPLIED_WITHIN: Duration = Duration::from_secs(60);
 
 /// How long another node is taken for a user's holder without asking Redis again.

@@ -5,8 +5,9 @@
 //!
 //! The keys are those of `scripts`, with:
 //! - in the meta, `lease` (the last lease number given, at least the ms it was taken at), `sq`
-//!   (`<node id>:<lease number>`, the holder) and `sqx` (its expiry, ms); the meta's `seq`
-//!   is not kept (a stale holder's plain write could move it back);
+//!   (`<node id>:<lease number>`, the holder), `sqx` (its expiry, ms) and `a:<origin node>`
+//!   (`<publish counter>:<ms>`, the origin's highest counter the log held at the last
+//!   barrier); the meta's `seq` is not kept (a stale holder's plain write could move it back);
 //! - in the log, entries `<lease number>-<seq>` holding `b` (the event without its opening
 //!   brace), `t` (ms), `c` (`<origin node>:<publish counter>`, so a successor skips an
 //!   event already appended) and `r` (its run, for a reaper: `record_scripts`), and a
@@ -60,8 +61,25 @@ end
 -- time in ms (`now`): a stream opened anew (its meta lost) starts above every lease a stale
 -- holder of the old one could still append under. Appends its barrier `<lease>-0` (holding
 -- the last seq; trimmed to `cap` when given), so every append of an older lease is refused.
+-- Before it, what the lease ending appended joins what the meta keeps as applied: per origin
+-- node the highest publish counter in the log (`a:<origin>` = `<counter>:<ms merged>`), so a
+-- lease reads the log back to the last barrier only.
 -- Returns the lease and the last seq.
 local function barrier(meta, log, now, cap)
+  local applied = {}
+  each_back(log, function(entry)
+    if seq_of(entry[1]) == 0 then return true end
+    local node, counter = string.match(field(entry[2], 'c') or '', '^(.*):(%d+)$')
+    counter = tonumber(counter)
+    if node and (applied[node] or 0) < counter then applied[node] = counter end
+    return false
+  end)
+  for node, counter in pairs(applied) do
+    local known = tonumber(string.match(redis.call('HGET', meta, 'a:' .. node) or '', '^(%d+):'))
+    if not known or known < counter then
+      redis.call('HSET', meta, 'a:' .. node, counter .. ':' .. now)
+    end
+  end
   local last = last_seq(log)
   local lease = math.max(redis.call('HINCRBY', meta, 'lease', 1), now)
   local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
@@ -91,14 +109,16 @@ end
 /// Takes a user's lease if it is free, expired or this node's: `KEYS` meta and log;
 /// `ARGV[1]` the epoch of a stream that starts, `ARGV[2]` the stream's TTL (ms), `ARGV[3]`
 /// the node id, `ARGV[4]` the lease's length (ms), `ARGV[5]` the log's cap, `ARGV[6]` the
-/// key prefix, `ARGV[7]` how far back (ms) the log is read for what was applied, `ARGV[8]`
-/// `1` to take it only if this node holds it already (it has only other nodes' events of the
-/// user: the lease goes to where the user's events start). Answers `{'held', <holder node>,
-/// <ms left>}`, `{'free'}` (nobody holds it, and `ARGV[8]` said not to take it), or `{'taken', epoch, lease number, last seq,
-/// {origin, counter, ...}, {run, ...}}` with the highest counter of each origin node among
-/// the entries written within that time (an event is sent again only while its origin
-/// awaits a confirmation, which is far shorter), and the user's runs reaped within a day
-/// (`record_scripts`' `fence`: their later events are dropped, but for those ending them).
+/// key prefix, `ARGV[7]` how long (ms) an origin node's applied counter is kept unchanged,
+/// `ARGV[8]` `1` to take it only if this node holds it already (it has only other nodes'
+/// events of the user: the lease goes to where the user's events start). Answers `{'held',
+/// <holder node>, <ms left>}`, `{'free'}` (nobody holds it, and `ARGV[8]` said not to take
+/// it), or `{'taken', epoch, lease number, last seq, {origin, counter, ...}, {run, ...}}`
+/// with the highest counter of each origin node in the log (merged into the meta at each
+/// barrier; an origin's is dropped once unchanged for `ARGV[7]`: an event is sent again only
+/// while its origin awaits a confirmation, which is far shorter), and the user's runs reaped
+/// within a day (`record_scripts`' `fence`: their later events are dropped, but for those
+/// ending them).
 const TAKE: &str = r"
 local meta, log = KEYS[1], KEYS[2]
 local now = now_ms()
@@ -120,21 +140,19 @@ redis.call('PEXPIRE', meta, keep)
 redis.call('PEXPIRE', log, keep)
 local user = string.match(meta, '{([^}]*)}:meta$')
 redis.call('PUBLISH', ARGV[6] .. ':leases', user .. '\n' .. epoch .. '\n' .. lease .. '\n' .. last)
-local applied, list = {}, {}
+local list = {}
 local since = now - tonumber(ARGV[7])
-each_back(log, function(entry)
-  if tonumber(field(entry[2], 't') or '0') < since then return true end
-  local origin = field(entry[2], 'c')
-  if origin then
-    local node, counter = string.match(origin, '^(.*):(%d+)$')
-    counter = tonumber(counter)
-    if node and (applied[node] or 0) < counter then applied[node] = counter end
+local fields = redis.call('HGETALL', meta)
+for j = 1, #fields, 2 do
+  if string.sub(fields[j], 1, 2) == 'a:' then
+    local counter, at = string.match(fields[j + 1], '^(%d+):(%d+)$')
+    if counter and tonumber(at) >= since then
+      list[#list + 1] = string.sub(fields[j], 3)
+      list[#list + 1] = counter
+    else
+      redis.call('HDEL', meta, fields[j])
+    end
   end
-  return false
-end)
-for node, counter in pairs(applied) do
-  list[#list + 1] = node
-  list[#list + 1] = counter
 end
 local reaped = string.sub(meta, 1, -6) .. ':reaped'
 return {'taken', epoch, lease, last, list, redis.call('ZRANGE', reaped, now - 86400000, '+inf', 'BYSCORE')}
