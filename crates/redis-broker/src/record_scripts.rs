@@ -113,24 +113,6 @@ pub(crate) fn record() -> redis::Script {
     redis::Script::new(&format!("{TRACK}{RECORD}"))
 }
 
-/// Whether an event (its JSON without the opening brace) changes its run's record: what
-/// `event_kind` of [`TRACK`] reads, by the event's type alone.
-pub(crate) fn changes_record(rest: &str) -> bool {
-    let Some(after) = rest.strip_prefix("\"type\":\"") else {
-        return false;
-    };
-    [
-        "agent_started\"",
-        "agent_completed\"",
-        "agent_error\"",
-        "agent_cancelled\"",
-        "tool_executing\"",
-        "tool_completed\"",
-    ]
-    .iter()
-    .any(|kind| after.starts_with(kind))
-}
-
 /// The reapers' `take` hooks of the sequencer mode (see `run_scripts`' `TAKE`), after
 /// [`TRACK`] and `seq_scripts`' log helpers:
 /// - `from_log(base, run, st)` reads the run's entries (and its sub-runs') in the user's log
