@@ -131,17 +131,7 @@ impl Cluster {
         let mut orphans = Vec::new();
         match self.runs.renew(&leases).await {
             Ok(lost) => {
-                // A run that ended during the call gave its lease back (out of `held` before
-                // Redis heard of it): not lost.
-                let lost: Vec<(UserId, RunId)> = {
-                    let now_held = self.held.lock();
-                    held.into_iter()
-                        .filter(|(run, lease)| {
-                            lost.contains(lease) && now_held.get(run) == Some(lease)
-                        })
-                        .map(|(run, lease)| (lease.user().clone(), run))
-                        .collect()
-                };
+                let lost = still_held(held, &lost, &self.held.lock());
                 if !lost.is_empty() {
                     tracing::error!(
                         leases = lost.len(),
@@ -163,5 +153,51 @@ impl Cluster {
             Err(error) => tracing::warn!(%error, "cluster: cannot reap expired run leases now"),
         }
         orphans
+    }
+}
+
+/// Of the leases `held` when a renewal was sent, those it found `lost` that this node still
+/// holds (`now_held`), as (user, run): a run that ended during the call gave its lease back
+/// (out of `held` before Redis heard of it), so it was not lost.
+fn still_held(
+    held: Vec<(RunId, Lease)>,
+    lost: &[Lease],
+    now_held: &std::collections::HashMap<RunId, Lease>,
+) -> Vec<(UserId, RunId)> {
+    held.into_iter()
+        .filter(|(run, lease)| lost.contains(lease) && now_held.get(run) == Some(lease))
+        .map(|(run, lease)| (lease.user().clone(), run))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A lease the renewal found gone is lost only while its run still holds it here: one
+    /// given back during the call (its run ended) is not, nor is one its run holds anew.
+    #[test]
+    fn only_leases_still_held_after_the_renewal_are_lost() {
+        let user = UserId::parse("alice").expect("valid");
+        let run = |n: usize| RunId::parse(&format!("run_{n}")).expect("valid");
+        // Each lease has an id of its own: `leases[5]` is run 3's new one.
+        let leases: Vec<Lease> = [0, 1, 2, 3, 4, 3]
+            .into_iter()
+            .map(|n| Lease::new(user.clone(), run(n)))
+            .collect();
+        let lease = |n: usize| leases[n].clone();
+        let held: Vec<(RunId, Lease)> = (1..=4).map(|n| (run(n), lease(n))).collect();
+        let lost = [lease(1), lease(2), lease(3)];
+        let mut now_held: HashMap<RunId, Lease> = HashMap::new();
+        now_held.insert(run(1), lease(1));
+        now_held.insert(run(3), lease(5));
+        now_held.insert(run(4), lease(4));
+        assert_eq!(
+            still_held(held, &lost, &now_held),
+            [(user.clone(), run(1))],
+            "run 2 gave its lease back during the call; run 3 holds another one now; run 4's was renewed"
+        );
     }
 }
