@@ -77,14 +77,14 @@ pub(crate) struct UserState {
 }
 
 impl UserState {
-    /// Whether the user's route must be looked up before events are written: `own`, this
-    /// node has events of its own for them.
-    pub(crate) fn needs_route(&self, now: Instant, own: bool) -> bool {
+    /// Whether the user's route must be looked up before events are written: `own` says
+    /// whether this node has events of its own for them (asked only of a lease found free).
+    pub(crate) fn needs_route(&self, now: Instant, own: impl FnOnce() -> bool) -> bool {
         match &self.route {
             Route::Unknown => true,
             Route::Mine(held) => now >= held.valid_until,
             Route::Other { until, .. } => now >= *until,
-            Route::Free { until } => own || now >= *until,
+            Route::Free { until } => now >= *until || own(),
         }
     }
 }

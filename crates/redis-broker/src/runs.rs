@@ -178,7 +178,7 @@ impl ClusterRuns {
 
     /// `<prefix>:{<user>}`, the base of the user's keys.
     fn base(&self, user: &UserId) -> String {
-        format!("{}:{{{}}}", self.shared.prefix, user.as_str())
+        crate::scripts::user_base(&self.shared.prefix, user)
     }
 
     /// `<prefix>:{<user>}:<rest>`.

@@ -54,6 +54,11 @@ pub(crate) fn meta_and_log(prefix: &str, user: &UserId) -> (String, String) {
     )
 }
 
+/// `<prefix>:{<user>}`, the base of every key of the user (the hash tag keeps them on one slot).
+pub(crate) fn user_base(prefix: &str, user: &UserId) -> String {
+    format!("{prefix}:{{{}}}", user.as_str())
+}
+
 /// The stream's log alone (what the sequencer's appends write).
 pub(crate) fn log_key(prefix: &str, user: &UserId) -> String {
     format!("{prefix}:{{{}}}:log", user.as_str())

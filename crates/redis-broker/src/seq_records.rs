@@ -147,7 +147,7 @@ async fn apply(
             for change in call {
                 let rest = change.body.strip_prefix('{').unwrap_or(&change.body);
                 invocation
-                    .arg(format!("{prefix}:{{{}}}", change.user.as_str()))
+                    .arg(crate::scripts::user_base(&prefix, &change.user))
                     .arg(change.run.as_str())
                     .arg(rest);
             }

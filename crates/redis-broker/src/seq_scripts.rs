@@ -23,7 +23,7 @@
 use redis::Script;
 
 /// Helpers reading and fencing a lease-numbered log (no other script needed): `seq_of`,
-/// `field`, `last_seq`, `each_back`, `lease_of`, and `barrier` (takes a new lease number and
+/// `field`, `seq_at`, `last_seq`, `each_back`, `lease_of`, and `barrier` (takes a new lease number and
 /// appends its barrier).
 pub(crate) const LOG_HELPERS: &str = r"
 local function seq_of(id)
@@ -35,12 +35,15 @@ local function field(fields, name)
   end
   return nil
 end
-local function last_seq(log)
-  local entry = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+-- The last seq as of `entry`, a log's last entry (nil: an empty log).
+local function seq_at(entry)
   if not entry then return 0 end
   local seq = seq_of(entry[1])
   if seq > 0 then return seq end
   return tonumber(field(entry[2], 'p') or '0')
+end
+local function last_seq(log)
+  return seq_at(redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1])
 end
 -- Visits `log`'s entries from the newest back, in chunks, until `visit` answers true.
 local function each_back(log, visit)
@@ -80,9 +83,9 @@ local function barrier(meta, log, now, cap)
       redis.call('HSET', meta, 'a:' .. node, counter .. ':' .. now)
     end
   end
-  local last = last_seq(log)
-  local lease = math.max(redis.call('HINCRBY', meta, 'lease', 1), now)
   local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+  local last = seq_at(top)
+  local lease = math.max(redis.call('HINCRBY', meta, 'lease', 1), now)
   if top then lease = math.max(lease, tonumber(string.match(top[1], '^(%d+)%-')) + 1) end
   redis.call('HSET', meta, 'lease', lease)
   if cap then

@@ -376,18 +376,25 @@ impl Sequencer {
         let now = Instant::now();
         let mut seen = HashSet::new();
         let mut unknown = Vec::new();
-        let own = own_users(work);
+        // Whether `work` holds events of this node's own for `user`: asked only of users whose
+        // lease was found free, so a batch builds no set of them.
+        let has_own = |user: &UserId| {
+            work.iter()
+                .any(|item| item.origin.is_none() && item.user == *user)
+        };
         for item in work.iter() {
             if seen.insert(&item.user)
                 && self
                     .users
                     .get(&item.user)
-                    .is_none_or(|s| s.needs_route(now, own.contains(&item.user)))
+                    .is_none_or(|s| s.needs_route(now, || has_own(&item.user)))
             {
                 unknown.push(item.user.clone());
             }
         }
-        drop(own);
+        if unknown.is_empty() {
+            return Vec::new();
+        }
         let mut first = Vec::new();
         for user in &unknown {
             self.resend(user, &mut first);

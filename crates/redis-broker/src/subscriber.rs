@@ -86,6 +86,15 @@ fn catch_up_later(shared: &Arc<Shared>, attached: Arc<Attached>) {
     });
 }
 
+/// [`catch_up`], and when Redis failed it, [`catch_up_later`]; answers whether it went through.
+async fn catch_up_or_later(shared: &Arc<Shared>, attached: Arc<Attached>) -> bool {
+    if catch_up(shared, &attached).await {
+        return true;
+    }
+    catch_up_later(shared, attached);
+    false
+}
+
 /// How many times [`catch_up_later`] tries (the pauses grow to a second; the live
 /// connection's own reconnect catches every user up after that).
 const CATCH_UP_TRIES: u32 = 10;
@@ -169,10 +178,9 @@ async fn on_events(shared: &Arc<Shared>, payload: &[u8]) {
         });
         match attached.offer(&epoch, Some(record.lease), &frame) {
             Offer::Gap => {
-                if !catch_up(shared, &attached).await {
+                if !catch_up_or_later(shared, Arc::clone(&attached)).await {
                     // The frame is in the log (frames are sent once appended): it comes with
                     // the catch-up.
-                    catch_up_later(shared, attached);
                     continue;
                 }
                 if attached.offer(&epoch, Some(record.lease), &frame) == Offer::Gap {
@@ -185,9 +193,7 @@ async fn on_events(shared: &Arc<Shared>, payload: &[u8]) {
             }
             // A stale holder's frame: the log has it if its write went through.
             Offer::Stale => {
-                if !catch_up(shared, &attached).await {
-                    catch_up_later(shared, attached);
-                }
+                catch_up_or_later(shared, attached).await;
             }
             Offer::Delivered | Offer::Duplicate | Offer::Waiting => {}
         }

@@ -128,8 +128,7 @@ impl Cluster {
             .map(|(run, lease)| (run.clone(), lease.clone()))
             .collect();
         let leases: Vec<Lease> = held.iter().map(|(_, lease)| lease.clone()).collect();
-        let mut orphans = Vec::new();
-        match self.runs.renew(&leases).await {
+        let orphans = match self.runs.renew(&leases).await {
             Ok(lost) => {
                 let lost = still_held(held, &lost, &self.held.lock());
                 if !lost.is_empty() {
@@ -138,10 +137,13 @@ impl Cluster {
                         "cluster: this node lost leases of runs still executing (it could not reach Redis for a whole lease TTL); another node ended those runs for their users, so they are cancelled here"
                     );
                 }
-                orphans = lost;
+                lost
             }
-            Err(error) => tracing::warn!(%error, "cluster: cannot renew run leases now"),
-        }
+            Err(error) => {
+                tracing::warn!(%error, "cluster: cannot renew run leases now");
+                Vec::new()
+            }
+        };
         match self.runs.reap().await {
             Ok(lost) if !lost.is_empty() => {
                 tracing::warn!(
