@@ -40,6 +40,8 @@
 //! - `bound`, `schema`: size bounds and argument checks; import `tool`.
 //! - `tool`, `run_types`: the [`Tool`] traits, and an agent's input, output and error; import
 //!   nothing of this crate.
+//! - `wake_gate`: [`wake_gated`], a run's guards (cancellation, deadline) polled only when
+//!   they woke it; imports nothing of this crate.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -56,6 +58,7 @@ mod run_types;
 mod schema;
 mod tool;
 mod tool_table;
+mod wake_gate;
 
 pub use agent::Agent;
 pub use approval::{ApprovalGate, ApprovalPolicy, DecidedCall, PolicyError, ResultLog};
@@ -71,3 +74,4 @@ pub use run_types::{AgentError, AgentInput, AgentOutput, Turn, panic_message};
 pub use schema::check_args;
 pub use tool::{Tool, ToolError, ToolSet, parse_args};
 pub use tool_table::{ToolCounts, ToolInfo};
+pub use wake_gate::{WakeGated, wake_gated};

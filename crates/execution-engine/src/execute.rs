@@ -121,13 +121,10 @@ pub(crate) async fn execute(
     // cancelled it ends cancelled, and once its time is up it timed out, even if the agent
     // returns in the same instant (for example with the error of a sub-run that hit the same
     // deadline).
+    let guards = guards(control, deadline, limit);
     let outcome = tokio::select! {
         biased;
-        () = control.token.cancelled() => RunOutcome::Cancelled(control.reason()),
-        () = tokio::time::sleep_until(deadline.into()) => RunOutcome::Failed(AgentError::new(
-            error_code::TIMEOUT,
-            format!("the run took longer than its {} limit", crate::run::describe_limit(limit)),
-        )),
+        guarded = guards => guarded,
         finished = &mut work => match finished {
             Ok(Ok(output)) => RunOutcome::Completed { output, duration: started.elapsed() },
             Ok(Err(error)) => match ctx.take_pause() {
@@ -171,6 +168,26 @@ pub(crate) async fn execute(
     drop(ctx);
     counters.running.fetch_sub(1, Ordering::Relaxed);
     (outcome, paused)
+}
+
+/// What ends a run before its agent does: a cancel, or its deadline (`limit` after its start),
+/// polled only when one of them woke the run's task, not at each of its agent's steps
+/// ([`agent_registry::wake_gated`]).
+fn guards<'a>(
+    control: &'a RunControl,
+    deadline: Instant,
+    limit: Duration,
+) -> impl Future<Output = RunOutcome> + 'a {
+    agent_registry::wake_gated(async move {
+        tokio::select! {
+            biased;
+            () = control.token.cancelled() => RunOutcome::Cancelled(control.reason()),
+            () = tokio::time::sleep_until(deadline.into()) => RunOutcome::Failed(AgentError::new(
+                error_code::TIMEOUT,
+                format!("the run took longer than its {} limit", crate::run::describe_limit(limit)),
+            )),
+        }
+    })
 }
 
 /// Counts the run's outcome and emits its one terminal event.
