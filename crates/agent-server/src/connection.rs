@@ -337,10 +337,20 @@ impl ClientSide<'_> {
 }
 
 async fn send(socket: &mut WebSocket, message: Message) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await,
-        Ok(Ok(()))
-    )
+    within_write_timeout(socket.send(message)).await
+}
+
+/// Whether `write` succeeded within [`WRITE_TIMEOUT`]. The timer is armed only when the
+/// first poll did not finish the write (a socket with room for it finishes it at once), so
+/// the usual write registers no timer.
+async fn within_write_timeout<E>(write: impl Future<Output = Result<(), E>>) -> bool {
+    let mut write = std::pin::pin!(write);
+    match futures::poll!(write.as_mut()) {
+        std::task::Poll::Ready(written) => written.is_ok(),
+        std::task::Poll::Pending => {
+            matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+        }
+    }
 }
 
 /// Writes `batch` (emptying it) with one flush at the end, all within [`WRITE_TIMEOUT`],
@@ -359,7 +369,7 @@ async fn send_batch(
         }
         socket.flush().await
     };
-    let written = matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())));
+    let written = within_write_timeout(write).await;
     if written {
         let live = batch.iter().filter(|f| f.seq > live_after);
         metrics.delivered(batch.len(), live.map(|f| f.published));
