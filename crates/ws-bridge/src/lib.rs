@@ -29,6 +29,8 @@
 //! a [`ResumeOutcome`] to the protocol's close codes and `resume` status. No lock is held
 //! across an await.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod bridge;
 pub mod broker;
 mod in_process;
