@@ -146,9 +146,14 @@ pub(crate) async fn execute(
     };
     // A cancel can land between the select's look at the token and the agent's next step
     // (on another worker thread), so the agent may return the cancellation as an error of
-    // its own (a tool call saying "cancelled"). A run whose token is cancelled when its agent
-    // fails was cancelled.
+    // its own (a tool call saying "cancelled"), or as a result (a parent whose sub-runs
+    // ended cancelled). The guards look at the token only once its wake came, and a
+    // parent's cancel wakes its sub-runs first. So a run whose token is cancelled when its
+    // agent returns was cancelled, whatever the agent returned.
     let outcome = match outcome {
+        RunOutcome::Completed { .. } if control.token.is_cancelled() => {
+            RunOutcome::Cancelled(control.reason())
+        }
         RunOutcome::Failed(error)
             if control.token.is_cancelled() && error.code != error_code::TIMEOUT =>
         {
