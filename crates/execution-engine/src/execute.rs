@@ -117,10 +117,10 @@ pub(crate) async fn execute(
         Work::Resume { input, state } => agent.resume(&ctx, input, state),
     };
     let mut work = AssertUnwindSafe(run).catch_unwind();
-    // Cancellation is polled first, then the deadline, then the work: once a run is
-    // cancelled it ends cancelled, and once its time is up it timed out, even if the agent
-    // returns in the same instant (for example with the error of a sub-run that hit the same
-    // deadline).
+    // The guards (cancellation, then the deadline) are polled before the work whenever one
+    // of them woke the task: once its time is up a run timed out, even if the agent returns
+    // in the same instant (for example with the error of a sub-run that hit the same
+    // deadline). A cancel whose wake has not come yet is caught after the select.
     let guards = guards(control, deadline, limit);
     let outcome = tokio::select! {
         biased;

@@ -47,7 +47,7 @@ struct State {
 
 impl State {
     /// The reader to wake once the lock is let go.
-    fn reader(&mut self) -> Option<Waker> {
+    fn take_reader(&mut self) -> Option<Waker> {
         self.reader.take()
     }
 
@@ -101,7 +101,7 @@ impl ConnectionQueue {
                 state.bytes = bytes;
                 true
             };
-            (open, state.reader())
+            (open, state.take_reader())
         };
         if let Some(reader) = reader {
             reader.wake();
@@ -130,7 +130,7 @@ impl ConnectionQueue {
         let reader = {
             let mut state = self.state.lock();
             state.closed.get_or_insert(reason);
-            state.reader()
+            state.take_reader()
         };
         if let Some(reader) = reader {
             reader.wake();
