@@ -161,19 +161,25 @@ impl EventKind {
 
     /// The wire `type` of this event.
     pub fn type_name(&self) -> &'static str {
+        Self::TYPE_NAMES[self.type_index()]
+    }
+
+    /// Where this event's `type` is in [`TYPE_NAMES`](Self::TYPE_NAMES) (the variant's
+    /// place): a key for per-type tables that needs no hashing.
+    pub fn type_index(&self) -> usize {
         match self {
-            EventKind::AgentStarted { .. } => "agent_started",
-            EventKind::AgentThinking { .. } => "agent_thinking",
-            EventKind::ToolExecuting { .. } => "tool_executing",
-            EventKind::ToolCompleted { .. } => "tool_completed",
-            EventKind::AgentResponseChunk { .. } => "agent_response_chunk",
-            EventKind::AgentCompleted { .. } => "agent_completed",
-            EventKind::AgentError { .. } => "agent_error",
-            EventKind::AgentCancelled { .. } => "agent_cancelled",
-            EventKind::ApprovalRequested { .. } => "approval_requested",
-            EventKind::ApprovalResolved { .. } => "approval_resolved",
-            EventKind::MessageReceived { .. } => "message_received",
-            EventKind::BudgetExhausted { .. } => "budget_exhausted",
+            EventKind::AgentStarted { .. } => 0,
+            EventKind::AgentThinking { .. } => 1,
+            EventKind::ToolExecuting { .. } => 2,
+            EventKind::ToolCompleted { .. } => 3,
+            EventKind::AgentResponseChunk { .. } => 4,
+            EventKind::AgentCompleted { .. } => 5,
+            EventKind::AgentError { .. } => 6,
+            EventKind::AgentCancelled { .. } => 7,
+            EventKind::ApprovalRequested { .. } => 8,
+            EventKind::ApprovalResolved { .. } => 9,
+            EventKind::MessageReceived { .. } => 10,
+            EventKind::BudgetExhausted { .. } => 11,
         }
     }
 
@@ -319,6 +325,8 @@ mod tests {
                 assert_eq!(&serde_json::to_value(&change).expect("encode"), frame);
             } else {
                 check_round_trip(frame);
+                let event: SequencedEvent = serde_json::from_value(frame.clone()).expect("decodes");
+                assert_eq!(event.event.kind.type_name(), kind, "type_name of {frame}");
             }
             seen.insert(kind);
         }
