@@ -92,7 +92,13 @@ pub(crate) async fn wait_js(client: &Client, what: &str, script: &str) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let stats = js(client, "return window.chat && window.chat.stats").await;
+    // The page's counters, and how many live events wait parked behind a history load
+    // (`null`: none is loading), so that a timeout says where the events stopped.
+    let stats = js(
+        client,
+        "return window.chat && { ...window.chat.stats, parked: window.chat.state.parked && window.chat.state.parked.length }",
+    )
+    .await;
     let notices = js(
         client,
         "return document.getElementById('notices').innerText",
