@@ -132,6 +132,13 @@ fn limit_and_log_flag_table() {
         ),
         (&["--max-engines-per-user", "40"], Ok(())),
         (&["--tool-timeout-secs", "5"], Ok(())),
+        (&["--worker-threads", "1"], Ok(())),
+        (&["--worker-threads", "0"], Err("0 is not in 1..=1024")),
+        (
+            &["--worker-threads", "2000"],
+            Err("2000 is not in 1..=1024"),
+        ),
+        (&["--worker-threads", "some"], Err("--worker-threads")),
     ];
     for (argv, expected) in table {
         check(argv, *expected);

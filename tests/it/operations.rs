@@ -144,7 +144,7 @@ async fn metrics_count_what_happened_and_name_no_user() {
             .await;
         assert_eq!(accepted["type"], "run_accepted", "{accepted}");
     }
-    let mut seen = client.events_until_terminals(2).await.len();
+    let mut events = client.events_until_terminals(2).await;
     let hanging = client
         .start("r2", "synthetic", json!({"tools": 0, "hang": true}))
         .await;
@@ -152,7 +152,8 @@ async fn metrics_count_what_happened_and_name_no_user() {
     client
         .send(json!({"type": "cancel_run", "payload": {"run_id": run_id}}))
         .await;
-    seen += client.events_until_terminals(1).await.len();
+    events.extend(client.events_until_terminals(1).await);
+    let seen = events.len();
     client.send(json!({"type": "no_such_frame"})).await;
     assert_eq!(client.reply().await["type"], "error");
     drop(client);
@@ -162,9 +163,23 @@ async fn metrics_count_what_happened_and_name_no_user() {
     assert_eq!(resumed.established["resume"]["status"], "ok");
     assert_eq!(resumed.events_until_terminals(3).await.len(), seen);
 
+    // Every event the runs emitted, by type, as the client saw them.
+    let mut by_type: std::collections::BTreeMap<String, f64> = Default::default();
+    for event in &events {
+        let frame = serde_json::to_value(event).expect("encodes");
+        let kind = frame["type"].as_str().expect("a type").to_owned();
+        *by_type
+            .entry(format!(
+                "agent_server_events_emitted_total{{type=\"{kind}\"}}"
+            ))
+            .or_default() += 1.0;
+    }
+    assert!(by_type.len() >= 5, "{by_type:?}");
     let expected = [
         ("agent_server_connections_opened_total", 2.0),
         ("agent_server_connections_open", 1.0),
+        // The test's runtime: 2 workers.
+        ("agent_server_runtime_worker_threads", 2.0),
         (
             "agent_server_connections_closed_total{code=\"client\"}",
             1.0,
@@ -201,6 +216,10 @@ async fn metrics_count_what_happened_and_name_no_user() {
         ("agent_server_emit_to_send_seconds_count", seen as f64),
     ];
     // A frame's count follows its write: the client may read it a moment before.
+    let expected: Vec<(&str, f64)> = expected
+        .into_iter()
+        .chain(by_type.iter().map(|(name, v)| (name.as_str(), *v)))
+        .collect();
     let mut scraped = String::new();
     for _ in 0..100 {
         let (status, text) = http_text(addr, "GET", "/metrics", None).await;
@@ -222,6 +241,12 @@ async fn metrics_count_what_happened_and_name_no_user() {
     for (name, value) in expected {
         assert_eq!(got.get(name), Some(&value), "{name} in\n{text}");
     }
+    let emitted: f64 = got
+        .iter()
+        .filter(|(name, _)| name.starts_with("agent_server_events_emitted_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(emitted, seen as f64, "every event counted once:\n{text}");
     let error_frames: f64 = got
         .iter()
         .filter(|(name, _)| {
@@ -450,4 +475,30 @@ async fn tools_are_listed_with_their_schema_and_source() {
         "{schema}"
     );
     server.shutdown().await;
+}
+
+/// `--worker-threads` sizes the runtime a real `serve` process runs on, as `/metrics` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_threads_flag_sizes_the_runtime() {
+    for workers in ["1", "3"] {
+        let server = crate::process_support::ServerProcess::start(&[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            crate::server_support::SECRET,
+            "--store",
+            "none",
+            "--worker-threads",
+            workers,
+        ]);
+        let (status, text) = http_text(server.addr, "GET", "/metrics", None).await;
+        assert_eq!(status, 200);
+        let got = samples(&text);
+        assert_eq!(
+            got.get("agent_server_runtime_worker_threads"),
+            Some(&workers.parse::<f64>().unwrap()),
+            "{text}"
+        );
+    }
 }

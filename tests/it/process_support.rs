@@ -19,7 +19,7 @@ fn child_server() {
     };
     let argv: Vec<&str> = argv.lines().collect();
     let (_, args, _) = crate::config::load(&argv).unwrap();
-    let served = tokio::runtime::Runtime::new()
+    let served = agent_server::server::runtime(args.worker_threads)
         .unwrap()
         .block_on(agent_server::server::serve_from_args(args));
     served.unwrap();

@@ -353,6 +353,9 @@ impl AppState {
         let load = self.runs.sessions().run_load(limit);
         Snapshot {
             connections_open: self.open_connections(),
+            // Scraped on the server's runtime (a metrics request's task).
+            runtime_workers: tokio::runtime::Handle::try_current()
+                .map_or(0, |runtime| runtime.metrics().num_workers()),
             run_limit_per_user: limit,
             users_with_runs: load.users_with_runs,
             users_at_run_limit: load.users_at_limit,

@@ -77,11 +77,10 @@ fn main() -> ExitCode {
                     }
                 };
             }
-            Command::Serve(args) => {
-                runtime().and_then(|rt| rt.block_on(server::serve_from_args(args)))
-            }
+            Command::Serve(args) => server::runtime(args.worker_threads)
+                .and_then(|rt| rt.block_on(server::serve_from_args(args))),
             Command::Chat(args) => {
-                let chatted = runtime().map(|rt| rt.block_on(agent_chat::run(args)));
+                let chatted = server::runtime(None).map(|rt| rt.block_on(agent_chat::run(args)));
                 return match chatted {
                     Ok(Ok(())) => ExitCode::SUCCESS,
                     // A distinct code for a run that waits for approval, so a script can tell.
@@ -104,11 +103,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }

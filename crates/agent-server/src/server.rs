@@ -212,6 +212,19 @@ pub fn init_logging(format: LogFormat) {
     let _inert = server_telemetry::init(format, None, Arc::default());
 }
 
+/// The multi-threaded runtime `serve` runs on, with `workers` worker threads (`None`: one per
+/// CPU the process may use, tokio's default).
+pub fn runtime(workers: Option<u16>) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(usize::from(workers));
+    }
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
 /// `agent-server serve`: starts, prints where it listens, runs until SIGTERM or Ctrl-C.
 pub async fn serve_from_args(args: ServeArgs) -> Result<(), String> {
     let format = args.log_format;

@@ -22,6 +22,8 @@ use prometheus_client::registry::Registry;
 pub struct Snapshot<'a> {
     /// WebSocket connections open.
     pub connections_open: usize,
+    /// The async runtime's worker threads (`--worker-threads`).
+    pub runtime_workers: usize,
     /// The per-user limit of concurrent runs.
     pub run_limit_per_user: usize,
     /// Users with at least one run going on this node.
@@ -120,6 +122,12 @@ fn states(r: &mut Registry, runs_active: usize, state: &Snapshot<'_>) {
         "connections_open",
         "WebSocket connections open now",
         count(state.connections_open),
+    );
+    gauge(
+        r,
+        "runtime_worker_threads",
+        "Threads of the async runtime running the server's work (--worker-threads)",
+        count(state.runtime_workers),
     );
     gauge(
         r,

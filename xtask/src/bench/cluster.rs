@@ -36,6 +36,13 @@ pub(crate) fn with_nodes(
     };
     let mut broker = vec!["--broker".to_owned(), redis.url()];
     broker.extend(scenario.broker.iter().map(|flag| (*flag).to_owned()));
+    // The nodes share this machine: each runs on its share of the CPUs, as an operator
+    // sizes nodes put on one machine (docs/operations.md, "Running several nodes").
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    broker.extend([
+        "--worker-threads".to_owned(),
+        worker_share(cpus, scenario.nodes).to_string(),
+    ]);
     let (program, args) = server_command(binaries, scenario, Kind::AgentServer, &broker);
     run.server_command = format!(
         "redis-server --port $REDIS_PORT --save '' --appendonly no & {} (× {}, $ADDR1 … $ADDR{})",
@@ -52,6 +59,12 @@ pub(crate) fn with_nodes(
     // Let the closed sockets and the processes' memory go before the next run.
     std::thread::sleep(Duration::from_secs(2));
     run
+}
+
+/// The worker threads of each of `nodes` nodes on a machine of `cpus` CPUs: an equal share,
+/// at least one.
+pub(crate) fn worker_share(cpus: usize, nodes: usize) -> usize {
+    (cpus / nodes.max(1)).max(1)
 }
 
 /// agent-server nodes, each a child process with the address it printed; killed on drop.
@@ -246,5 +259,28 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_share;
+
+    #[test]
+    fn nodes_on_one_machine_share_its_cpus() {
+        for (cpus, nodes, each) in [
+            (2, 2, 1),
+            (2, 6, 1),
+            (8, 2, 4),
+            (8, 3, 2),
+            (4, 1, 4),
+            (1, 0, 1),
+        ] {
+            assert_eq!(
+                worker_share(cpus, nodes),
+                each,
+                "{cpus} CPUs, {nodes} nodes"
+            );
+        }
     }
 }

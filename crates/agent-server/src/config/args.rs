@@ -99,6 +99,12 @@ pub struct ServeArgs {
     /// frames across users go first. Default: an eighth of the memory, 64 MiB to 16 GiB.
     #[arg(long, env = "AGENT_SERVER_REPLAY_MAX_BYTES", value_parser = clap::value_parser!(u64).range(1_048_576..))]
     pub replay_max_bytes: Option<u64>,
+    /// Threads running the server's work (its async runtime's workers). Default: one per CPU
+    /// the process may use. Nodes sharing a machine should each get their share of its CPUs:
+    /// two nodes on 2 CPUs with one thread each deliver more than with two each, which only
+    /// switch between each other (docs/operations.md, "Several nodes on one machine").
+    #[arg(long, env = "AGENT_SERVER_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Seconds without any frame from the client before the connection is closed.
     #[arg(long, env = "AGENT_SERVER_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=86_400))]
     pub idle_timeout_secs: u64,
