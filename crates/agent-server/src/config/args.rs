@@ -102,7 +102,7 @@ pub struct ServeArgs {
     /// Threads running the server's work (its async runtime's workers). Default: one per CPU
     /// the process may use. Nodes sharing a machine should each get their share of its CPUs:
     /// two nodes on 2 CPUs with one thread each deliver more than with two each, which only
-    /// switch between each other (docs/operations.md, "Several nodes on one machine").
+    /// switch between each other (docs/operations.md, "Running several nodes").
     #[arg(long, env = "AGENT_SERVER_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
     /// Seconds without any frame from the client before the connection is closed.
