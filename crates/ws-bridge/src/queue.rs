@@ -140,16 +140,10 @@ impl ConnectionQueue {
     /// The next frame, or why the queue closed. Frames queued before a shutdown are still
     /// delivered; a slow consumer's are dropped (it resumes from its last `seq`).
     pub(crate) async fn recv(&self) -> Result<Arc<Frame>, CloseReason> {
-        poll_fn(|cx| {
-            let mut state = self.state.lock();
-            if let Some(frame) = state.frames.pop_front() {
-                state.bytes -= frame.text.len();
-                return Poll::Ready(Ok(frame));
-            }
-            if let Some(reason) = state.closed {
-                return Poll::Ready(Err(reason));
-            }
-            Self::pending(state, cx)
+        self.next(|state| {
+            let frame = state.frames.pop_front()?;
+            state.bytes -= frame.text.len();
+            Some(frame)
         })
         .await
     }
@@ -162,10 +156,20 @@ impl ConnectionQueue {
         out: &mut Vec<Arc<Frame>>,
         max: usize,
     ) -> Result<(), CloseReason> {
+        self.next(|state| (Self::take(state, out, max.max(1)) > 0).then_some(()))
+            .await
+    }
+
+    /// Waits until `take` takes something from the queue (frames come before the close), or
+    /// the queue is closed and empty.
+    async fn next<T>(
+        &self,
+        mut take: impl FnMut(&mut State) -> Option<T>,
+    ) -> Result<T, CloseReason> {
         poll_fn(|cx| {
             let mut state = self.state.lock();
-            if Self::take(&mut state, out, max.max(1)) > 0 {
-                return Poll::Ready(Ok(()));
+            if let Some(taken) = take(&mut state) {
+                return Poll::Ready(Ok(taken));
             }
             if let Some(reason) = state.closed {
                 return Poll::Ready(Err(reason));
