@@ -150,21 +150,17 @@ pub(crate) async fn execute(
     // ended cancelled). The guards look at the token only once its wake came, and a
     // parent's cancel wakes its sub-runs first. So a run whose token is cancelled when its
     // agent returns was cancelled, whatever the agent returned.
-    let outcome = match outcome {
-        RunOutcome::Completed { .. } if control.token.is_cancelled() => {
-            RunOutcome::Cancelled(control.reason())
-        }
-        RunOutcome::Failed(error)
-            if control.token.is_cancelled() && error.code != error_code::TIMEOUT =>
-        {
-            RunOutcome::Cancelled(control.reason())
-        }
-        // Cancelled as it paused: the cancel wins (its held calls never ran).
-        RunOutcome::Paused(_) | RunOutcome::WaitingForBudget(_) if control.token.is_cancelled() => {
-            paused = None;
-            RunOutcome::Cancelled(control.reason())
-        }
-        other => other,
+    // A run whose time was up timed out, even if a cancel came in the same instant.
+    let timed_out = matches!(&outcome, RunOutcome::Failed(e) if e.code == error_code::TIMEOUT);
+    let outcome = if control.token.is_cancelled()
+        && !timed_out
+        && !matches!(outcome, RunOutcome::Cancelled(_))
+    {
+        // Cancelled as it paused, too: the cancel wins (its held calls never ran).
+        paused = None;
+        RunOutcome::Cancelled(control.reason())
+    } else {
+        outcome
     };
     // Stop whatever the agent left running (sub-runs, tools) and drop its work now, before
     // the terminal event: dropping closes any open tool call and ends any open sub-run.
