@@ -55,6 +55,12 @@ pub(crate) enum Inbound {
     Confirmed(Vec<(UserId, u64)>),
     /// Users whose events a node refused: it does not hold their leases.
     Refused(Vec<UserId>),
+    /// The answer of this node's lookup of `user`'s lease, asked at `sent` (`seq_lookup`).
+    Routed {
+        user: UserId,
+        sent: Instant,
+        answer: redis::RedisResult<redis::Value>,
+    },
     /// The answer of this node's lease renewal sent at `sent`: the (user, lease number) pairs
     /// it still holds, and those it no longer does.
     Renewed {

@@ -25,7 +25,7 @@
 //! connection type, and the cluster URL's seeds) with `tls` (a client's certificates),
 //! `messages` (what arrives on a node's channels: batches of frames, stream starts), and
 //! `runtime` (the broker's own thread, where its connections and tasks run). The sequencer
-//! mode ([`RedisBrokerConfig::sequencer`]) has its own: `sequencer` and `seq_write` (its
+//! mode ([`RedisBrokerConfig::sequencer`]) has its own: `sequencer`, `seq_write` and `seq_lookup` (its
 //! publisher), `routes`, `forwarded` (the messages between nodes) and `seq_scripts`; `modes`
 //! keeps nodes of both modes off one Redis. The
 //! modules import
@@ -52,6 +52,7 @@ mod run_scripts;
 mod runs;
 mod runtime;
 mod scripts;
+mod seq_lookup;
 mod seq_records;
 mod seq_scripts;
 mod seq_write;

@@ -74,6 +74,10 @@ pub(crate) struct UserState {
     pub(crate) blocked: HashSet<Arc<str>>,
     /// The holder was found anew: the next event forwarded to it says so.
     pub(crate) fresh: bool,
+    /// A lookup of the user's lease is out (`seq_lookup`).
+    pub(crate) looking: bool,
+    /// The user's events that came while it is out, in order.
+    pub(crate) parked: VecDeque<Item>,
 }
 
 impl UserState {

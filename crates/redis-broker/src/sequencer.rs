@@ -26,7 +26,7 @@
 //! taken by the next node to publish for the user: a node with only other nodes' events of a
 //! user does not take the lease for them, it refuses them).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use crate::conn::Conn;
 use crate::forwarded::{Inbound, Item};
 use crate::publisher::{Outgoing, RETRY, retryable};
-use crate::routes::{APPLIED_WITHIN, IDLE, LEASE, MARGIN, Route, UserState, read_take};
+use crate::routes::{IDLE, LEASE, MARGIN, Route, UserState};
 use crate::scripts::meta_and_log;
 use crate::shared::Shared;
 
@@ -59,6 +59,8 @@ pub(crate) struct Sequencer {
     pub(crate) users: HashMap<UserId, UserState>,
     /// Counters of this node's forwarded events not yet confirmed.
     pub(crate) unconfirmed: BTreeSet<u64>,
+    /// Counters of this node's events parked while their user's lease is looked up.
+    pub(crate) parked: BTreeSet<u64>,
     /// The highest counter of this node's events taken off the queue.
     pub(crate) taken_through: u64,
     pub(crate) renewed_at: Instant,
@@ -68,8 +70,9 @@ pub(crate) struct Sequencer {
     pub(crate) records: mpsc::UnboundedSender<Vec<crate::seq_records::RecordChange>>,
 }
 
-/// Runs until the broker is dropped. `most_unconfirmed`: past this many forwarded events
-/// awaiting their confirmations, the queue is not read (so it fills, and `publish` refuses
+/// Runs until the broker is dropped. `most_unconfirmed`: past this many events held (forwarded
+/// and awaiting their confirmations, or parked while their user's lease is looked up), the
+/// queue is not read (so it fills, and `publish` refuses
 /// events, as when Redis is unreachable).
 pub(crate) async fn run(
     shared: Arc<Shared>,
@@ -85,6 +88,7 @@ pub(crate) async fn run(
         conn,
         users: HashMap::new(),
         unconfirmed: BTreeSet::new(),
+        parked: BTreeSet::new(),
         taken_through: 0,
         renewed_at: Instant::now(),
         maintained_at: Instant::now(),
@@ -100,7 +104,7 @@ pub(crate) async fn run(
                 None => return,
             },
             taken = queue.recv_many(&mut local, BATCH),
-                if sequencer.unconfirmed.len() < most_unconfirmed => {
+                if sequencer.held() < most_unconfirmed => {
                 if taken == 0 {
                     return;
                 }
@@ -114,7 +118,7 @@ pub(crate) async fn run(
         while let Ok(message) = inbound.try_recv() {
             sequencer.take_inbound(message, &mut work);
         }
-        while local.len() < BATCH && sequencer.unconfirmed.len() < most_unconfirmed {
+        while local.len() < BATCH && sequencer.held() < most_unconfirmed {
             match queue.try_recv() {
                 Ok(outgoing) => local.push(outgoing),
                 Err(_) => break,
@@ -157,10 +161,20 @@ impl Sequencer {
         self.users.get_mut(user).expect("inserted above")
     }
 
+    /// This node's events taken off the queue and not yet through: forwarded and not yet
+    /// confirmed, or parked.
+    fn held(&self) -> usize {
+        self.unconfirmed.len() + self.parked.len()
+    }
+
     /// Tells `flush` and `stored` how far this node's events are through: taken off the
-    /// queue and, when forwarded, confirmed.
+    /// queue, not parked and, when forwarded, confirmed.
     fn report_through(&self) {
-        let through = match self.unconfirmed.first() {
+        let first_held = [self.unconfirmed.first(), self.parked.first()]
+            .into_iter()
+            .flatten()
+            .min();
+        let through = match first_held {
             Some(first) => (first - 1).min(self.taken_through),
             None => self.taken_through,
         };
@@ -189,6 +203,7 @@ impl Sequencer {
                     }
                 }
             }
+            Inbound::Routed { user, sent, answer } => self.take_route(&user, sent, answer, work),
             Inbound::Refused(users) => {
                 for user in users {
                     self.resend(&user, work);
@@ -251,6 +266,7 @@ impl Sequencer {
             self.users.retain(|_, state| {
                 !state.pending.is_empty()
                     || !state.blocked.is_empty()
+                    || state.looking
                     || match &state.route {
                         Route::Unknown => false,
                         Route::Other { until, .. } | Route::Free { until } => *until > now,
@@ -282,21 +298,22 @@ impl Sequencer {
         tokio::spawn(async move { renew_leases(&shared, conn, held).await });
     }
 
-    /// Appends, forwards or refuses each of `work`'s events, in order per user; retries what
-    /// the connection failed, with backoff, until it is through.
-    async fn process(&mut self, mut work: Vec<Item>) {
+    /// Appends, forwards or refuses each of `work`'s events, in order per user (parking those
+    /// of users whose lease is being looked up: `seq_lookup`); retries what the connection
+    /// failed, with backoff, until it is through or parked.
+    async fn process(&mut self, work: Vec<Item>) {
         let mut pauses = RETRY.build();
         let mut failed_before = false;
+        let mut work = self.route_or_park(work);
         while !work.is_empty() {
-            let (left, outcome) = self.step(work).await;
-            work = left;
-            match outcome {
-                Ok(()) => {
+            match self.write(&work).await {
+                Ok(written) => {
                     if failed_before {
                         tracing::info!("redis broker: publishing again");
                     }
                     self.shared.publish_up.store(true, Ordering::Relaxed);
                     failed_before = false;
+                    work = self.route_or_park(written.again);
                 }
                 Err(error) if retryable(&error) => {
                     self.shared.publish_up.store(false, Ordering::Relaxed);
@@ -314,6 +331,7 @@ impl Sequencer {
                         self.user(&item.user).route = Route::Unknown;
                     }
                     tokio::time::sleep(pauses.next().unwrap_or(Duration::from_secs(2))).await;
+                    work = self.route_or_park(work);
                 }
                 Err(error) => {
                     self.shared
@@ -329,169 +347,6 @@ impl Sequencer {
             }
         }
     }
-
-    /// One round of `work`: the events of users whose route is known are written while the
-    /// others' leases are looked up, so a lookup holds up its own user's events only.
-    /// Returns what is left (events to route again, those of the users looked up) and the
-    /// round's error, if any (then what is left holds everything not known to be through).
-    async fn step(&mut self, mut work: Vec<Item>) -> (Vec<Item>, redis::RedisResult<()>) {
-        let unknown = self.unknown_routes(&mut work);
-        if unknown.is_empty() {
-            return match self.write(&work).await {
-                Ok(written) => (written.again, Ok(())),
-                Err(error) => (work, Err(error)),
-            };
-        }
-        let looked_up: HashSet<UserId> = unknown.iter().map(|(user, _)| user.clone()).collect();
-        let (waiting, ready): (Vec<Item>, Vec<Item>) = work
-            .into_iter()
-            .partition(|item| looked_up.contains(&item.user));
-        let lookups = look_up(Arc::clone(&self.shared), self.conn.clone(), unknown);
-        let (answers, written) = tokio::join!(lookups, async {
-            if ready.is_empty() {
-                Ok(Written { again: Vec::new() })
-            } else {
-                self.write(&ready).await
-            }
-        });
-        let routed = self.take_routes(answers);
-        match written {
-            Ok(mut written) => {
-                written.again.extend(waiting);
-                (written.again, routed)
-            }
-            Err(error) => {
-                let mut left = ready;
-                left.extend(waiting);
-                (left, Err(error))
-            }
-        }
-    }
-
-    /// The users of `work` whose route is not known, each with whether `work` holds events of
-    /// this node's own for them (else their leases are taken only if this node holds them
-    /// already); their unconfirmed forwarded events go first in `work`, as they may now go
-    /// elsewhere.
-    fn unknown_routes(&mut self, work: &mut Vec<Item>) -> Vec<(UserId, bool)> {
-        let now = Instant::now();
-        let mut seen = HashSet::new();
-        let mut unknown = Vec::new();
-        // Whether `work` holds events of this node's own for `user`: asked only of users whose
-        // lease was found free, so a batch builds no set of them.
-        let has_own = |user: &UserId| {
-            work.iter()
-                .any(|item| item.origin.is_none() && item.user == *user)
-        };
-        for item in work.iter() {
-            if seen.insert(&item.user)
-                && self
-                    .users
-                    .get(&item.user)
-                    .is_none_or(|s| s.needs_route(now, || has_own(&item.user)))
-            {
-                unknown.push(item.user.clone());
-            }
-        }
-        if unknown.is_empty() {
-            return Vec::new();
-        }
-        let mut first = Vec::new();
-        for user in &unknown {
-            self.resend(user, &mut first);
-        }
-        if !first.is_empty() {
-            first.append(work);
-            *work = first;
-        }
-        let own = own_users(work);
-        unknown
-            .into_iter()
-            .map(|user| {
-                let mine = own.contains(&user);
-                (user, mine)
-            })
-            .collect()
-    }
-
-    /// Takes in the lease lookups' answers (see [`look_up`]): each user's route.
-    fn take_routes(&mut self, answers: Vec<redis::RedisResult<Lookup>>) -> redis::RedisResult<()> {
-        let mut outcome = Ok(());
-        for answer in answers {
-            let (user, sent, answer) = match answer {
-                Ok(answer) => answer,
-                Err(error) => {
-                    outcome = Err(error);
-                    continue;
-                }
-            };
-            let Some(route) = read_take(answer, sent) else {
-                outcome = Err(redis::RedisError::from((
-                    redis::ErrorKind::UnexpectedReturnType,
-                    "the lease script answered something else",
-                )));
-                continue;
-            };
-            if matches!(route, Route::Mine(_)) {
-                self.shared
-                    .stats
-                    .leases_taken
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            let state = self.user(&user);
-            state.fresh = matches!(route, Route::Other { .. });
-            state.route = route;
-        }
-        outcome
-    }
-}
-
-/// The users of `work` with events of this node's own.
-fn own_users(work: &[Item]) -> HashSet<&UserId> {
-    work.iter()
-        .filter(|item| item.origin.is_none())
-        .map(|item| &item.user)
-        .collect()
-}
-
-/// A lease lookup's answer: the user, when it was asked, and the lease script's answer.
-type Lookup = (UserId, Instant, redis::Value);
-
-/// Looks up (or takes) the leases of `users` (each with whether this node has events of its
-/// own for them: else the lease is taken only if this node holds it already), the calls at
-/// once.
-async fn look_up(
-    shared: Arc<Shared>,
-    conn: Conn,
-    users: Vec<(UserId, bool)>,
-) -> Vec<redis::RedisResult<Lookup>> {
-    let Some(scripts) = &shared.scripts.leases else {
-        return Vec::new();
-    };
-    let calls = users.into_iter().map(|(user, own)| {
-        let mut conn = conn.clone();
-        let (meta, log) = meta_and_log(&shared.prefix, &user);
-        let mut invocation = scripts.take.prepare_invoke();
-        invocation
-            .key(meta)
-            .key(log)
-            .arg(ws_bridge::Epoch::generate().as_str())
-            .arg(shared.ttl_ms())
-            .arg(shared.node_id.as_str())
-            .arg(LEASE.as_millis() as u64)
-            .arg(shared.bounds.max_events)
-            .arg(&shared.prefix)
-            .arg(APPLIED_WITHIN.as_millis() as u64)
-            .arg(if own { "0" } else { "1" });
-        async move {
-            let sent = Instant::now();
-            let answer: redis::Value = invocation.invoke_async(&mut conn).await?;
-            Ok((user, sent, answer))
-        }
-    });
-    futures::stream::iter(calls)
-        .buffer_unordered(crate::conn::CALLS_AT_ONCE)
-        .collect()
-        .await
 }
 
 /// Renews (or gives back) `held` leases (user, lease number, whether to renew), in calls of
