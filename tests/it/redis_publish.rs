@@ -20,9 +20,9 @@ const HOLD_REDIS: &str = "local t = redis.call('TIME') \
 const BUSY_ANSWERS: &str = "return tonumber(string.match(redis.call('INFO', 'errorstats'), \
     'errorstat_BUSY:count=(%d+)')) or 0";
 
-/// 20 users' 150 events each, emitted 20 at a time on one node while Redis is held 30 ms by
-/// a script every 20 ms (answering `BUSY` past 5 ms), then drops every plain connection every
-/// 20 ms (the publisher's with its call in flight; not the other node's subscription): the
+/// 20 users' events (150 each at least), emitted 20 at a time on one node while Redis is held
+/// 30 ms by a script every 20 ms (answering `BUSY` past 5 ms; ten times, and more until some
+/// call was answered `BUSY`), then drops every plain connection every 20 ms (the publisher's with its call in flight; not the other node's subscription): the
 /// other node gets every user's events, each once, in the order they were emitted, all of
 /// them live, and nothing is counted lost. (A batch answered `BUSY` used to be counted lost:
 /// its events were missing from the stream, their seqs given to the next ones.)
@@ -51,29 +51,40 @@ async fn failed_publishes_are_sent_again_in_order(sequencer: bool) {
         "+OK"
     );
     let chaos = tokio::spawn(async move {
-        for round in 0..200 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            tokio::task::spawn_blocking(move || {
-                let query = |args: &[&str]| crate::redis_support::query(port, args);
-                match (round < 100, round % 10) {
-                    (true, 5) => query(&["EVAL", HOLD_REDIS, "0"]),
-                    (false, 0) => query(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]),
-                    _ => String::new(),
-                }
-            })
-            .await
-            .unwrap();
+        let query = move |args: &'static [&'static str]| {
+            tokio::task::spawn_blocking(move || crate::redis_support::query(port, args))
+        };
+        // At least ten holds, and more until one of them answered a call BUSY (on a loaded
+        // machine the publisher may have had nothing in flight during the first ones).
+        let mut holds = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            query(&["EVAL", HOLD_REDIS, "0"]).await.unwrap();
+            holds += 1;
+            let busy = query(&["EVAL", BUSY_ANSWERS, "0"]).await.unwrap();
+            if holds >= 10 && busy != ":0" || holds >= 60 {
+                break;
+            }
+        }
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            query(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+                .await
+                .unwrap();
         }
     });
-    for step in 1..=EVENTS {
+    // Events flow for as long as the chaos goes on, and at least `EVENTS` steps.
+    let mut steps = 0;
+    while steps < EVENTS || !chaos.is_finished() {
+        steps += 1;
         for u in 0..USERS {
-            pair.emit(u, format!("{u}:{step}"));
+            pair.emit(u, format!("{u}:{steps}"));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     chaos.await.unwrap();
     for u in 0..USERS {
-        for step in 1..=EVENTS {
+        for step in 1..=steps {
             assert_eq!(
                 pair.next_chunk(u).await,
                 (step, format!("{u}:{step}")),
