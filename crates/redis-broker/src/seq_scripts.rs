@@ -46,15 +46,18 @@ local function last_seq(log)
   return seq_at(redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1])
 end
 -- Visits `log`'s entries from the newest back, in chunks, until `visit` answers true.
+-- The chunks start small and double (to 256): Redis builds a chunk whole, and a resume
+-- usually needs the last few entries of a long log.
 local function each_back(log, visit)
-  local cursor = '+'
+  local cursor, count = '+', 16
   while true do
-    local chunk = redis.call('XREVRANGE', log, cursor, '-', 'COUNT', 256)
-    if #chunk == 0 then return end
+    local chunk = redis.call('XREVRANGE', log, cursor, '-', 'COUNT', count)
     for _, entry in ipairs(chunk) do
       if visit(entry) then return end
     end
+    if #chunk < count then return end
     cursor = '(' .. chunk[#chunk][1]
+    count = math.min(count * 2, 256)
   end
 end
 local function lease_of(meta)
@@ -66,17 +69,22 @@ end
 -- the last seq; trimmed to `cap` when given), so every append of an older lease is refused.
 -- Before it, what the lease ending appended joins what the meta keeps as applied: per origin
 -- node the highest publish counter in the log (`a:<origin>` = `<counter>:<ms merged>`), so a
--- lease reads the log back to the last barrier only.
+-- lease reads only the entries of the lease before it: those after its barrier
+-- `<lease>-0`, whose number the meta holds (every older entry is below that barrier; the
+-- whole log when the meta has no number). Read from the barrier forwards, not from the log's
+-- end back, so a take costs the last lease's entries, not as many of a long log as a chunk
+-- holds.
 -- Returns the lease and the last seq.
 local function barrier(meta, log, now, cap)
   local applied = {}
-  each_back(log, function(entry)
-    if seq_of(entry[1]) == 0 then return true end
+  local since = (redis.call('HGET', meta, 'lease') or '0') .. '-0'
+  for _, entry in ipairs(redis.call('XRANGE', log, since, '+')) do
     local node, counter = string.match(field(entry[2], 'c') or '', '^(.*):(%d+)$')
     counter = tonumber(counter)
-    if node and (applied[node] or 0) < counter then applied[node] = counter end
-    return false
-  end)
+    if node and seq_of(entry[1]) > 0 and (applied[node] or 0) < counter then
+      applied[node] = counter
+    end
+  end
   for node, counter in pairs(applied) do
     local known = tonumber(string.match(redis.call('HGET', meta, 'a:' .. node) or '', '^(%d+):'))
     if not known or known < counter then
