@@ -384,7 +384,8 @@ impl StreamVerifier {
     /// the user started reached this connection (checked, or written off by a failed
     /// resume). Up to `lost_requests` runs never confirmed
     /// that ended `node_lost` are excused: requests lost unanswered with a connection to a
-    /// node that died may have started them.
+    /// node that died, or refused as `unavailable` after their claim's answer was lost, may
+    /// have started them.
     pub fn finish(&self, user_runs: &HashSet<RunId>, lost_requests: u64) -> Result<(), Violation> {
         let mut orphans = 0;
         let mut foreign: Vec<(&RunId, &u64)> = self

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::Error;
-use crate::bench::cluster::{Nodes, worker_share};
+use crate::bench::cluster::Nodes;
 use crate::bench::{self, Binaries, SECRET};
 use faults::{Broker, Fault, Struck};
 
@@ -148,15 +148,10 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
     Ok(outcomes.iter().all(Outcome::passed))
 }
 
-/// The nodes' flags besides the store. Each node runs on its share of the CPUs, as in the
-/// bench's multi-node runs (`docs/operations.md`, "Running several nodes").
+/// The nodes' flags besides the store.
 fn node_args(broker: &Broker) -> Vec<String> {
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let workers = worker_share(cpus, 2).to_string();
     [
         "serve",
-        "--worker-threads",
-        &workers,
         "--addr",
         "127.0.0.1:0",
         "--synthetic-agent",

@@ -389,11 +389,16 @@ impl Task {
             )),
             ServerFrame::Error {
                 request_id: Some(request_id),
+                code,
                 ..
             } if self.reconnect.is_some() && self.requests.remove(&request_id) => {
                 // Under faults a start may be refused (Redis unreachable, say): the client is
-                // told, which is no loss; it is counted.
-                self.shared.request_refused(&request_id);
+                // told, which is no loss; it is counted. Refused as `unavailable`, its claim
+                // may have reached Redis with the answer lost: a reaper then ends that run
+                // `node_lost`, which the user may see without having had it accepted.
+                let maybe_started = code == agent_protocol::ErrorCode::Unavailable;
+                self.shared
+                    .request_refused(self.user, &request_id, maybe_started);
                 Flow::Continue
             }
             ServerFrame::Error {

@@ -28,8 +28,8 @@ pub struct UserRuns {
     pub connections: u64,
     /// Runs accepted for it (on any of its connections).
     pub runs: Mutex<HashSet<RunId>>,
-    /// Its requests lost unanswered with a dropped connection (`--reconnect`): each may have
-    /// started a run whose acceptance never arrived.
+    /// Its requests lost unanswered with a dropped connection, or refused as `unavailable`
+    /// (`--reconnect`): each may have started a run whose acceptance never arrived.
     pub lost_requests: AtomicU64,
 }
 
@@ -200,9 +200,17 @@ impl Shared {
         self.progress.notify_waiters();
     }
 
-    /// Notes that request `request_id` was refused by the server (no run started).
-    pub fn request_refused(&self, request_id: &str) {
+    /// Notes that request `request_id` of user `user` was refused by the server (no run
+    /// started, or, `maybe_started`, one whose claim's answer the server lost may still be
+    /// ended `node_lost` by a reaper: counted with the user's lost requests, which excuse
+    /// such runs, see [`StreamVerifier::finish`](crate::verify::StreamVerifier::finish)).
+    pub fn request_refused(&self, user: usize, request_id: &str, maybe_started: bool) {
         self.pending.lock().remove(request_id);
+        if maybe_started {
+            self.users[user]
+                .lost_requests
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.faults.refused_requests.fetch_add(1, Ordering::Relaxed);
         self.progress.notify_waiters();
     }
