@@ -188,7 +188,8 @@ pub struct StreamVerifier {
     tolerate_node_lost: bool,
     /// Runs that ended `node_lost` here.
     node_lost: HashSet<RunId>,
-    /// Runs checked whole here.
+    /// Runs accounted for here: checked whole, or written off and ended (a later failed
+    /// resume must not write them off again).
     done: HashSet<RunId>,
     /// Runs written off by a failed resume whose terminal event has not come (their events
     /// are skipped), and how many were written off in all.
@@ -295,6 +296,7 @@ impl StreamVerifier {
         if self.cut.contains(&run_id) {
             if terminal {
                 self.cut.remove(&run_id);
+                self.done.insert(run_id);
             }
             return Ok(None);
         }
@@ -309,7 +311,9 @@ impl StreamVerifier {
             // Begun before a failed resume, its start among the events not replayed.
             self.open.remove(&run_id);
             self.written_off += 1;
-            if !terminal {
+            if terminal {
+                self.done.insert(run_id.clone());
+            } else {
                 self.cut.insert(run_id.clone());
             }
             return Ok(Some(RunEnded {

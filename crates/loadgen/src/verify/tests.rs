@@ -404,3 +404,34 @@ fn after_a_failed_resume_a_run_seen_without_its_start_is_written_off_and_seq_sti
         "{failed:?}"
     );
 }
+
+#[test]
+fn a_run_written_off_by_one_failed_resume_is_not_written_off_again_by_the_next() {
+    // Run b is midway at the first failed resume (written off); its rest comes and ends it;
+    // a second failed resume must not write it off again, or the connection counts more
+    // runs than its user started.
+    let place = Place {
+        connection: 1,
+        user: UserId::parse("lg-user-1").expect("valid id"),
+    };
+    let runs: HashSet<RunId> = [run("a"), run("b")].into_iter().collect();
+    let mut verifier = StreamVerifier::new(place, 0, SHAPE.events_per_run());
+    let b = events_of("b");
+    let before: Vec<AgentEvent> = events_of("a").into_iter().chain(b[..3].to_vec()).collect();
+    let feed = |verifier: &mut StreamVerifier, events: Vec<AgentEvent>, first: u64| {
+        for text in frames(events, first) {
+            let Ok(ServerMessage::Event(event)) = ServerMessage::parse(&text) else {
+                panic!("not an event: {text}")
+            };
+            verifier.on_event(event, |r| runs.contains(r)).unwrap();
+        }
+    };
+    feed(&mut verifier, before, 1);
+    assert_eq!(verifier.reset(40, &runs), vec![run("b")]);
+    let rest = b[3..].to_vec();
+    let count = rest.len() as u64;
+    feed(&mut verifier, rest, 41);
+    assert!(verifier.reset(40 + count + 5, &runs).is_empty());
+    assert_eq!((verifier.completed(), verifier.written_off()), (1, 1));
+    assert_eq!(verifier.finish(&runs, 0).map_err(|v| v.to_string()), Ok(()));
+}
