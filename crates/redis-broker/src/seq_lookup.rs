@@ -111,6 +111,12 @@ impl Sequencer {
         };
         state.looking = false;
         let parked = std::mem::take(&mut state.parked);
+        // This node's own events among them are no longer parked, whatever the answer.
+        let mut own = 0u64;
+        for item in parked.iter().filter(|item| item.origin.is_none()) {
+            self.parked.remove(&item.counter);
+            own += 1;
+        }
         let route = answer.and_then(|answer| {
             read_take(answer, sent).ok_or_else(|| {
                 redis::RedisError::from((
@@ -134,25 +140,12 @@ impl Sequencer {
                 // Other nodes' events among them are theirs to send again: unconfirmed, they
                 // go to whoever holds the lease within `CONFIRM_WITHIN`.
                 state.route = Route::Unknown;
-                let own: Vec<u64> = parked
-                    .iter()
-                    .filter(|item| item.origin.is_none())
-                    .map(|item| item.counter)
-                    .collect();
-                for counter in &own {
-                    self.parked.remove(counter);
-                }
                 self.shared
                     .stats
                     .events_lost
-                    .fetch_add(own.len() as u64, Ordering::Relaxed);
-                tracing::error!(%error, events = own.len(), "redis broker: Redis refused a lease lookup; these events are lost (clients resuming past them get too_old)");
+                    .fetch_add(own, Ordering::Relaxed);
+                tracing::error!(%error, events = own, "redis broker: Redis refused a lease lookup; these events are lost (clients resuming past them get too_old)");
                 return;
-            }
-        }
-        for item in &parked {
-            if item.origin.is_none() {
-                self.parked.remove(&item.counter);
             }
         }
         unpark(parked, user, work);

@@ -77,8 +77,7 @@ end
 -- Returns the lease and the last seq.
 local function barrier(meta, log, now, cap)
   local applied = {}
-  local since = (redis.call('HGET', meta, 'lease') or '0') .. '-0'
-  for _, entry in ipairs(redis.call('XRANGE', log, since, '+')) do
+  for _, entry in ipairs(redis.call('XRANGE', log, lease_of(meta) .. '-0', '+')) do
     local node, counter = string.match(field(entry[2], 'c') or '', '^(.*):(%d+)$')
     counter = tonumber(counter)
     if node and seq_of(entry[1]) > 0 and (applied[node] or 0) < counter then
