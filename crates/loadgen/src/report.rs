@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::measure::LatencySummary;
+use crate::measure::{LatencySummary, LatencyWindow};
 use crate::shape::Shape;
 
 /// Every figure of a load run.
@@ -30,6 +30,9 @@ pub struct Report {
     pub load: LoadFigures,
     /// Emit-to-client latency of every event delivered.
     pub latency_ms: LatencySummary,
+    /// The same by windows of receive time (5 s each, from the first event received), so
+    /// that a latency growing through the load shows.
+    pub latency_windows: Vec<LatencyWindow>,
     /// The server, when `--server-pid` was given.
     pub server: Option<ServerFigures>,
     /// loadgen itself.
@@ -295,6 +298,14 @@ impl Report {
                 t.p50_ms, t.p90_ms, t.p99_ms, t.p999_ms, t.max_ms
             ),
         );
+        if self.latency_windows.len() > 1 {
+            let by_window: Vec<String> = self
+                .latency_windows
+                .iter()
+                .map(|w| format!("{}s {:.2}/{:.2}", w.from_s, w.p50_ms, w.p99_ms))
+                .collect();
+            row(out, "latency p50/p99 (ms) by 5 s", by_window.join(" · "));
+        }
     }
 
     fn server_rows(&self, out: &mut String, s: &ServerFigures) {

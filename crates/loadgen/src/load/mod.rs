@@ -270,6 +270,10 @@ fn report(
         ));
     }
     let (violations, violation_count) = shared.violations();
+    let (latency_ms, latency_windows) = {
+        let latencies = shared.latencies.lock();
+        (latencies.summary(), latencies.windows())
+    };
     Report {
         scenario: plan.scenario.name().to_owned(),
         url: plan.args.url.clone(),
@@ -279,7 +283,8 @@ fn report(
         events_per_run: plan.shape.events_per_run(),
         connect,
         load: measured.load,
-        latency_ms: shared.latencies.lock().summary(),
+        latency_ms,
+        latency_windows,
         server,
         loadgen: LoadgenFigures {
             threads,

@@ -4,5 +4,5 @@
 pub mod latency;
 pub mod process;
 
-pub use latency::{Latencies, LatencySummary};
+pub use latency::{Latencies, LatencySummary, LatencyWindow};
 pub use process::{FileLimit, MachineTicks, ProcessProbe};
