@@ -2,6 +2,7 @@
 //! connection dropped, Redis busy with a long script): without a lost, repeated or
 //! reordered event. And it counts its batches, their round trips and its events' waits.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -149,5 +150,62 @@ async fn a_batch_held_by_redis_counts_its_round_trip_and_the_events_behind_it_th
     assert!(
         waited >= 2 * 200_000,
         "the two events queued 100 ms into the pause waited for its end: {waited} µs in all"
+    );
+}
+
+/// The node's calls from outside the broker's own thread (the server's runtime asks for a
+/// position, claims a run's slot) do not move its Redis connection there: when one of them
+/// finds the connection dropped and reconnects it, the new connection runs on the broker's
+/// thread still. Here the call comes from a runtime of its own, dropped once it is answered,
+/// and with it whatever was left on it: the publisher's next batch then goes through without
+/// a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_from_another_runtime_leaves_the_connection_on_the_brokers_thread() {
+    let redis = RedisServer::start();
+    let pair = BrokerPair::start(&redis, "home", 1).await;
+    pair.emit(0, "before".into());
+    assert_eq!(pair.next_chunk(0).await, (1, "before".to_owned()));
+    pair.publisher.stored().await.unwrap();
+    let retries = || {
+        pair.publisher
+            .stats()
+            .publish_retries
+            .load(Ordering::Relaxed)
+    };
+    let before = retries();
+    // Every plain connection (both nodes' commands, not their subscriptions).
+    assert!(
+        redis
+            .command(&["CLIENT", "KILL", "TYPE", "normal"])
+            .starts_with(':')
+    );
+    let publisher = Arc::clone(&pair.publisher);
+    let user = crate::support::user_id("home-00");
+    let asked = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for _ in 0..200 {
+                if publisher.position(&user).await.is_ok() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        })
+        // The runtime is dropped here, with any task still on it.
+    });
+    assert!(
+        asked.join().unwrap(),
+        "the position was answered after the reconnect"
+    );
+    pair.emit(0, "after".into());
+    assert_eq!(pair.next_chunk(0).await, (2, "after".to_owned()));
+    assert_eq!(
+        retries(),
+        before,
+        "the publisher's batch went through at once: its connection did not die with the other runtime"
     );
 }

@@ -24,11 +24,23 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 
+use tokio::runtime::Handle;
+
+use crate::runtime::Home;
 use crate::{RedisBrokerConfig, RedisBrokerError, tls};
 
-/// The commands' connection: to one Redis, or to a Redis Cluster.
+/// The commands' connection: to one Redis, or to a Redis Cluster; its calls are made on the
+/// broker's thread, those made off it sent there (`runtime`: what reconnects a dropped
+/// connection must run there).
 #[derive(Clone)]
-pub(crate) enum Conn {
+pub(crate) struct Conn {
+    link: Link,
+    /// The broker's thread (`None` for a connection opened off any, as in unit tests).
+    home: Option<Home>,
+}
+
+#[derive(Clone)]
+enum Link {
     /// One Redis.
     Single(ConnectionManager),
     /// A Redis Cluster.
@@ -87,15 +99,41 @@ impl ClusterHandle {
 impl Conn {
     /// Whether this is a Redis Cluster (a script's keys must then share one slot).
     pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self, Self::Cluster(_))
+        matches!(self.link, Link::Cluster(_))
     }
+
+    /// Where a call made here must go: the broker's thread, when this is not it.
+    fn away(&self) -> Option<Handle> {
+        self.home.as_ref()?.away().cloned()
+    }
+}
+
+/// Runs `call` on the broker's thread (`home`) and answers what it answers.
+async fn at_home<T: Send + 'static>(
+    home: Handle,
+    call: impl Future<Output = RedisResult<T>> + Send + 'static,
+) -> RedisResult<T> {
+    home.spawn(call).await.unwrap_or_else(|_| {
+        Err((
+            redis::ErrorKind::Client,
+            "the Redis broker's thread has stopped",
+        )
+            .into())
+    })
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(handle) => {
+        if let Some(home) = self.away() {
+            let (mut conn, cmd) = (self.clone(), cmd.clone());
+            return Box::pin(at_home(
+                home,
+                async move { conn.req_packed_command(&cmd).await },
+            ));
+        }
+        match &mut self.link {
+            Link::Single(conn) => conn.req_packed_command(cmd),
+            Link::Cluster(handle) => {
                 let handle = Arc::clone(handle);
                 Box::pin(async move {
                     let mut conn = handle.current.read().clone();
@@ -113,9 +151,15 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(conn) => conn.req_packed_commands(cmd, offset, count),
-            Self::Cluster(handle) => {
+        if let Some(home) = self.away() {
+            let (mut conn, cmd) = (self.clone(), cmd.clone());
+            return Box::pin(at_home(home, async move {
+                conn.req_packed_commands(&cmd, offset, count).await
+            }));
+        }
+        match &mut self.link {
+            Link::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            Link::Cluster(handle) => {
                 let handle = Arc::clone(handle);
                 Box::pin(async move {
                     let mut conn = handle.current.read().clone();
@@ -128,9 +172,9 @@ impl ConnectionLike for Conn {
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(conn) => conn.get_db(),
-            Self::Cluster(handle) => handle.current.read().get_db(),
+        match &self.link {
+            Link::Single(conn) => conn.get_db(),
+            Link::Cluster(handle) => handle.current.read().get_db(),
         }
     }
 }
@@ -208,7 +252,10 @@ pub(crate) async fn connect(config: &RedisBrokerConfig) -> Result<Endpoint, Redi
             .await
             .map_err(connect_error)?;
         return Ok(Endpoint {
-            conn: Conn::Single(conn),
+            conn: Conn {
+                link: Link::Single(conn),
+                home: Home::current(),
+            },
             live: vec![client],
         });
     };
@@ -248,12 +295,15 @@ pub(crate) async fn connect(config: &RedisBrokerConfig) -> Result<Endpoint, Redi
     })?;
     let conn = client.get_async_connection().await.map_err(connect_error)?;
     Ok(Endpoint {
-        conn: Conn::Cluster(Arc::new(ClusterHandle {
-            client,
-            current: RwLock::new(conn),
-            timeouts: AtomicU32::new(0),
-            replacing: AtomicBool::new(false),
-        })),
+        conn: Conn {
+            link: Link::Cluster(Arc::new(ClusterHandle {
+                client,
+                current: RwLock::new(conn),
+                timeouts: AtomicU32::new(0),
+                replacing: AtomicBool::new(false),
+            })),
+            home: Home::current(),
+        },
         live,
     })
 }

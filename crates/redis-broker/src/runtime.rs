@@ -11,11 +11,48 @@
 //!
 //! The thread lives as long as the [`BrokerRuntime`]: dropping the last handle stops it, and
 //! the tasks still on it are dropped with it.
+//!
+//! A connection stays on the thread only if nothing off it reconnects it: the client library
+//! opens a connection anew on the runtime of the call that found it dropped, and the new
+//! connection's task lives there (on the server's runtime, among its tasks, or on a runtime
+//! that is then dropped, the connection with it). So calls made off the thread go to it to be
+//! made ([`Home`], used by `conn`).
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+thread_local! {
+    /// On a broker's thread, its [`Home`]'s number (0 elsewhere).
+    static HOME: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The next broker thread's number.
+static NEXT_HOME: AtomicU64 = AtomicU64::new(1);
+
+/// A broker's thread, as its connections know it: where to run calls made off it.
+#[derive(Clone, Debug)]
+pub(crate) struct Home {
+    handle: Handle,
+    id: u64,
+}
+
+impl Home {
+    /// The broker thread this is called on, if it is one.
+    pub(crate) fn current() -> Option<Self> {
+        let id = HOME.with(Cell::get);
+        let handle = Handle::try_current().ok()?;
+        (id != 0).then_some(Self { handle, id })
+    }
+
+    /// Where to run a call made off the thread: `None` on the thread itself.
+    pub(crate) fn away(&self) -> Option<&Handle> {
+        (HOME.with(Cell::get) != self.id).then_some(&self.handle)
+    }
+}
 
 /// A thread running a single-threaded runtime until this is dropped.
 pub(crate) struct BrokerRuntime {
@@ -33,9 +70,11 @@ impl BrokerRuntime {
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
+        let home = NEXT_HOME.fetch_add(1, Ordering::Relaxed);
         std::thread::Builder::new()
             .name("redis-broker".into())
             .spawn(move || {
+                HOME.with(|id| id.set(home));
                 // Returns once the sender is dropped.
                 let _ = runtime.block_on(stopped);
                 // Dropping the runtime here, on its own thread, drops its remaining tasks.
@@ -78,6 +117,45 @@ mod tests {
         assert_eq!(
             gone.recv_timeout(std::time::Duration::from_secs(5)),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn a_home_sends_calls_made_off_its_thread_to_it() {
+        let (one, two) = (
+            BrokerRuntime::start().expect("a thread starts"),
+            BrokerRuntime::start().expect("a thread starts"),
+        );
+        let home_of = |runtime: &BrokerRuntime| {
+            let (sent, got) = std::sync::mpsc::channel();
+            runtime.handle().spawn(async move {
+                let home = Home::current();
+                let at_home = home.as_ref().map(|home| home.away().is_none());
+                let _ = sent.send((home, at_home));
+            });
+            got.recv_timeout(std::time::Duration::from_secs(5))
+                .expect("the task ran")
+        };
+        let (home, at_home) = home_of(&one);
+        let home = home.expect("a broker's thread is a home");
+        assert_eq!(
+            at_home,
+            Some(true),
+            "on its own thread a call is made there"
+        );
+        assert!(home.away().is_some(), "off it, a call goes to it");
+        let (other, _) = home_of(&two);
+        assert_ne!(
+            other.expect("a home").id,
+            home.id,
+            "each thread is a home of its own"
+        );
+        let outside = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        assert!(
+            outside.block_on(async { Home::current() }).is_none(),
+            "another runtime's thread is no broker's home"
         );
     }
 }
