@@ -209,3 +209,35 @@ async fn a_reconnect_from_another_runtime_leaves_the_connection_on_the_brokers_t
         "the publisher's batch went through at once: its connection did not die with the other runtime"
     );
 }
+
+/// In the sequencer mode, a lease lookup that Redis refuses (here the user's stream meta is
+/// made a string, so every script on it fails with `WRONGTYPE`: a fault of Redis's data, not a
+/// passing one) loses that user's events parked behind it, counted as lost, and nothing else:
+/// another user's events emitted between them arrive whole and in order, and `stored` returns
+/// (the lost events are no longer held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lookup_redis_refuses_loses_only_its_users_events() {
+    const STEPS: u64 = 5;
+    let redis = RedisServer::start();
+    let pair = BrokerPair::start_in(&redis, "refused", 2, true).await;
+    let meta = "agentws:{refused-00}:meta";
+    assert_eq!(redis.command(&["DEL", meta]), ":1", "the follower made it");
+    assert_eq!(redis.command(&["SET", meta, "not a hash"]), "+OK");
+    for step in 1..=STEPS {
+        pair.emit(0, format!("refused {step}"));
+        pair.emit(1, format!("kept {step}"));
+    }
+    for step in 1..=STEPS {
+        assert_eq!(pair.next_chunk(1).await, (step, format!("kept {step}")));
+    }
+    tokio::time::timeout(Duration::from_secs(10), pair.publisher.stored())
+        .await
+        .expect("stored returns: lost events are not held")
+        .unwrap();
+    let stats = pair.publisher.stats();
+    assert_eq!(
+        stats.events_lost.load(Ordering::Relaxed),
+        STEPS,
+        "each of the refused user's events is counted lost, once"
+    );
+}
