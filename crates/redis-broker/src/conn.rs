@@ -35,8 +35,8 @@ use crate::{RedisBrokerConfig, RedisBrokerError, tls};
 #[derive(Clone)]
 pub(crate) struct Conn {
     link: Link,
-    /// The broker's thread (`None` for a connection opened off any, as in unit tests).
-    home: Option<Home>,
+    /// The broker's thread.
+    home: Home,
 }
 
 #[derive(Clone)]
@@ -104,7 +104,7 @@ impl Conn {
 
     /// Where a call made here must go: the broker's thread, when this is not it.
     fn away(&self) -> Option<Handle> {
-        self.home.as_ref()?.away().cloned()
+        self.home.away().cloned()
     }
 }
 
@@ -230,8 +230,12 @@ pub(crate) struct Endpoint {
     pub(crate) live: Vec<redis::Client>,
 }
 
-/// Connects to `config.url`: one Redis or a Redis Cluster.
-pub(crate) async fn connect(config: &RedisBrokerConfig) -> Result<Endpoint, RedisBrokerError> {
+/// Connects to `config.url`: one Redis or a Redis Cluster. Called on `home`, the broker's
+/// thread, so that the connections' own tasks run there.
+pub(crate) async fn connect(
+    config: &RedisBrokerConfig,
+    home: Home,
+) -> Result<Endpoint, RedisBrokerError> {
     let shown = secrets::url::redacted(&config.url);
     let connect_error = |source| RedisBrokerError::Connect {
         url: shown.clone(),
@@ -254,7 +258,7 @@ pub(crate) async fn connect(config: &RedisBrokerConfig) -> Result<Endpoint, Redi
         return Ok(Endpoint {
             conn: Conn {
                 link: Link::Single(conn),
-                home: Home::current(),
+                home,
             },
             live: vec![client],
         });
@@ -302,7 +306,7 @@ pub(crate) async fn connect(config: &RedisBrokerConfig) -> Result<Endpoint, Redi
                 timeouts: AtomicU32::new(0),
                 replacing: AtomicBool::new(false),
             })),
-            home: Home::current(),
+            home,
         },
         live,
     })

@@ -240,10 +240,10 @@ impl RedisBroker {
         let runtime =
             runtime::BrokerRuntime::start().map_err(|e| RedisBrokerError::Thread(e.to_string()))?;
         // Connected from the broker's thread, so that the connections' own tasks run there.
-        let connecting = config.clone();
+        let (connecting, home) = (config.clone(), runtime.home());
         let conn::Endpoint { conn, live } = runtime
             .handle()
-            .spawn(async move { conn::connect(&connecting).await })
+            .spawn(async move { conn::connect(&connecting, home).await })
             .await
             .map_err(|e| RedisBrokerError::Thread(e.to_string()))??;
         claim_mode(&runtime, &conn, &config, &url).await?;

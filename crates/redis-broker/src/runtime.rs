@@ -41,13 +41,6 @@ pub(crate) struct Home {
 }
 
 impl Home {
-    /// The broker thread this is called on, if it is one.
-    pub(crate) fn current() -> Option<Self> {
-        let id = HOME.with(Cell::get);
-        let handle = Handle::try_current().ok()?;
-        (id != 0).then_some(Self { handle, id })
-    }
-
     /// Where to run a call made off the thread: `None` on the thread itself.
     pub(crate) fn away(&self) -> Option<&Handle> {
         (HOME.with(Cell::get) != self.id).then_some(&self.handle)
@@ -57,6 +50,7 @@ impl Home {
 /// A thread running a single-threaded runtime until this is dropped.
 pub(crate) struct BrokerRuntime {
     handle: Handle,
+    home: Home,
     /// Dropped with this: the thread's `block_on` then returns. Never sent; not joined, as
     /// the last handle may be dropped on the broker's own thread.
     _stop: oneshot::Sender<()>,
@@ -81,9 +75,18 @@ impl BrokerRuntime {
                 drop(runtime);
             })?;
         Ok(Arc::new(Self {
+            home: Home {
+                handle: handle.clone(),
+                id: home,
+            },
             handle,
             _stop: stop,
         }))
+    }
+
+    /// The thread as its connections know it ([`Home`]).
+    pub(crate) fn home(&self) -> Home {
+        self.home.clone()
     }
 
     /// Where to spawn the broker's tasks.
@@ -126,36 +129,24 @@ mod tests {
             BrokerRuntime::start().expect("a thread starts"),
             BrokerRuntime::start().expect("a thread starts"),
         );
-        let home_of = |runtime: &BrokerRuntime| {
+        let home = one.home();
+        let on_its_thread = |runtime: &BrokerRuntime, home: Home| {
             let (sent, got) = std::sync::mpsc::channel();
             runtime.handle().spawn(async move {
-                let home = Home::current();
-                let at_home = home.as_ref().map(|home| home.away().is_none());
-                let _ = sent.send((home, at_home));
+                let _ = sent.send(home.away().is_none());
             });
             got.recv_timeout(std::time::Duration::from_secs(5))
                 .expect("the task ran")
         };
-        let (home, at_home) = home_of(&one);
-        let home = home.expect("a broker's thread is a home");
-        assert_eq!(
-            at_home,
-            Some(true),
+        assert!(
+            on_its_thread(&one, home.clone()),
             "on its own thread a call is made there"
         );
         assert!(home.away().is_some(), "off it, a call goes to it");
-        let (other, _) = home_of(&two);
-        assert_ne!(
-            other.expect("a home").id,
-            home.id,
-            "each thread is a home of its own"
-        );
-        let outside = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a runtime");
         assert!(
-            outside.block_on(async { Home::current() }).is_none(),
-            "another runtime's thread is no broker's home"
+            !on_its_thread(&two, home.clone()),
+            "another broker's thread sends it there too"
         );
+        assert_ne!(two.home().id, home.id, "each thread is a home of its own");
     }
 }
