@@ -2,8 +2,11 @@
 //! its replica takes over, and every client either goes on with nothing missing or is told
 //! its resume failed. Never a silent gap, never another user's event.
 //!
+//! In both modes: the publish script's and the sequencer's (`--broker-sequencer`).
+//!
 //! The rest of the multi-node suite runs on a cluster too (`multinode`, `multinode_runs`:
-//! each test's `cluster` case).
+//! each test's `cluster` case; `multinode` and `lost_runs` also in the sequencer mode,
+//! `sequencer_cluster`).
 
 use std::time::Duration;
 
@@ -113,8 +116,25 @@ async fn reconnect(addr: std::net::SocketAddr, user: &str, resume: (&str, u64)) 
 /// on a connection that may have been moved but lost nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_master_failing_over_mid_stream_loses_nothing_silently() {
+    failing_over_mid_stream(false).await;
+}
+
+/// The same in the sequencer mode (`--broker-sequencer`): the node holding a user's lease
+/// writes their log in one transaction per slot, and takes the lease anew on the promoted
+/// replica, whose stream then starts a new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_failing_over_mid_stream_loses_nothing_silently_in_the_sequencer_mode() {
+    failing_over_mid_stream(true).await;
+}
+
+async fn failing_over_mid_stream(sequencer: bool) {
     let mut cluster = RedisCluster::start();
-    let nodes = crate::redis_support::nodes_on(&cluster.url(), 2, |_| {}).await;
+    let url = if sequencer {
+        format!("{}{}", cluster.url(), crate::server_support::SEQUENCER)
+    } else {
+        cluster.url()
+    };
+    let nodes = crate::redis_support::nodes_on(&url, 2, |_| {}).await;
     let addrs: Vec<_> = nodes.iter().map(RunningServer::addr).collect();
     let users: Vec<String> = (0..24).map(|u| format!("failover{u:02}")).collect();
     let doomed = cluster.master_of(&format!("agentws:{{{}}}:meta", users[0]));

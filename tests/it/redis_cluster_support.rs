@@ -39,11 +39,12 @@ impl SharedRedis for RedisServer {
     }
 }
 
-/// One Redis whose nodes run in the sequencer mode (`--broker-sequencer`): its URL carries
-/// `server_support::SEQUENCER`, which the test servers turn into the flag.
-pub struct Sequenced(pub RedisServer);
+/// A Redis (one, or a [`RedisCluster`]) whose nodes run in the sequencer mode
+/// (`--broker-sequencer`): its URL carries `server_support::SEQUENCER`, which the test
+/// servers turn into the flag.
+pub struct Sequenced<R = RedisServer>(pub R);
 
-impl SharedRedis for Sequenced {
+impl<R: SharedRedis> SharedRedis for Sequenced<R> {
     fn url(&self) -> String {
         format!("{}{}", self.0.url(), crate::server_support::SEQUENCER)
     }
@@ -94,8 +95,8 @@ macro_rules! on_redis_and_cluster {
 }
 pub(crate) use on_redis_and_cluster;
 
-/// [`on_redis_and_cluster!`], and as `$name::sequencer` on one Redis in the sequencer mode
-/// ([`Sequenced`]).
+/// [`on_redis_and_cluster!`], and in the sequencer mode ([`Sequenced`]) as
+/// `$name::sequencer` on one Redis and `$name::sequencer_cluster` on a Redis Cluster.
 macro_rules! in_every_mode {
     ($name:ident) => {
         mod $name {
@@ -105,6 +106,12 @@ macro_rules! in_every_mode {
             async fn sequencer() {
                 let redis = crate::redis_support::RedisServer::start();
                 super::$name(&crate::redis_cluster_support::Sequenced(redis)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sequencer_cluster() {
+                let cluster = crate::redis_cluster_support::RedisCluster::start();
+                super::$name(&crate::redis_cluster_support::Sequenced(cluster)).await;
             }
         }
     };

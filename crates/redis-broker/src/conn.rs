@@ -22,6 +22,7 @@ use parking_lot::RwLock;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 
 use tokio::runtime::Handle;
@@ -37,6 +38,9 @@ pub(crate) struct Conn {
     link: Link,
     /// The broker's thread.
     home: Home,
+    /// On a Redis Cluster, the slot its pipelines go to ([`Conn::on_slot_of`]); `None`: the
+    /// slot of their first key.
+    slot: Option<Slot>,
 }
 
 #[derive(Clone)]
@@ -102,6 +106,18 @@ impl Conn {
         matches!(self.link, Link::Cluster(_))
     }
 
+    /// This connection with its pipelines sent to the master of `user`'s slot on a Redis
+    /// Cluster, whatever their commands' first arguments. The client routes a pipeline by
+    /// each command's first argument, a `PUBLISH`'s channel included, and refuses one whose
+    /// commands name two slots; Redis itself takes a `PUBLISH` on any node (a channel is no
+    /// key), so a user's appends and their frames can go in one transaction.
+    pub(crate) fn on_slot_of(&self, user: &str) -> Conn {
+        Conn {
+            slot: self.is_cluster().then(|| Slot::for_key(user)),
+            ..self.clone()
+        }
+    }
+
     /// Where a call made here must go: the broker's thread, when this is not it.
     fn away(&self) -> Option<Handle> {
         self.home.away().cloned()
@@ -161,9 +177,20 @@ impl ConnectionLike for Conn {
             Link::Single(conn) => conn.req_packed_commands(cmd, offset, count),
             Link::Cluster(handle) => {
                 let handle = Arc::clone(handle);
+                let slot = self.slot;
                 Box::pin(async move {
                     let mut conn = handle.current.read().clone();
-                    let result = conn.req_packed_commands(cmd, offset, count).await;
+                    let result = match slot {
+                        Some(slot) => {
+                            let master = SingleNodeRoutingInfo::SpecificNode(Route::with_slot(
+                                slot,
+                                SlotAddr::Master,
+                            ));
+                            conn.route_pipeline(cmd.clone(), offset, count, master)
+                                .await
+                        }
+                        None => conn.req_packed_commands(cmd, offset, count).await,
+                    };
                     handle.observe(&result);
                     result
                 })
@@ -259,6 +286,7 @@ pub(crate) async fn connect(
             conn: Conn {
                 link: Link::Single(conn),
                 home,
+                slot: None,
             },
             live: vec![client],
         });
@@ -307,6 +335,7 @@ pub(crate) async fn connect(
                 replacing: AtomicBool::new(false),
             })),
             home,
+            slot: None,
         },
         live,
     })

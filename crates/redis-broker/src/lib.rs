@@ -109,8 +109,7 @@ pub struct RedisBrokerConfig {
     /// With `rediss://`: the certificate and key this node shows Redis, for a Redis that asks
     /// its clients for one (`tls-auth-clients yes`).
     pub client_identity: Option<ClientIdentity>,
-    /// The sequencer mode (`docs/sequencer.md`; not yet the default, and not on a Redis
-    /// Cluster): for each user one node at a time holds a lease and gives their seqs, writing
+    /// The sequencer mode (`docs/sequencer.md`; not yet the default): for each user one node at a time holds a lease and gives their seqs, writing
     /// the log with plain pipelined commands; the others forward their events to it. Every
     /// node on one Redis must be in the same mode.
     pub sequencer: bool,
@@ -189,14 +188,6 @@ pub enum RedisBrokerError {
         /// Why.
         reason: String,
     },
-    /// The sequencer mode on a Redis Cluster, which it does not support yet.
-    #[error(
-        "the sequencer mode (--broker-sequencer) does not support a Redis Cluster yet ({url}): use one Redis, or leave the mode off"
-    )]
-    SequencerOnCluster {
-        /// The URL, without its password.
-        url: String,
-    },
     /// Nodes of the other mode run on this Redis.
     #[error(
         "nodes in the {other} mode run on this Redis ({url}), and every node on one Redis must run in the same mode: stop them all before switching (--broker-sequencer), or use that mode"
@@ -234,9 +225,6 @@ impl RedisBroker {
     /// Connects to Redis and starts the node's publisher, subscriber and key renewal tasks.
     pub async fn connect(config: RedisBrokerConfig) -> Result<Self, RedisBrokerError> {
         let url = secrets::url::redacted(&config.url);
-        if config.sequencer && matches!(conn::cluster_seeds(&config.url), Ok(Some(_))) {
-            return Err(RedisBrokerError::SequencerOnCluster { url });
-        }
         let runtime =
             runtime::BrokerRuntime::start().map_err(|e| RedisBrokerError::Thread(e.to_string()))?;
         // Connected from the broker's thread, so that the connections' own tasks run there.

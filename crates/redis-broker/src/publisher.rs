@@ -203,10 +203,22 @@ fn micros(n: u128) -> u64 {
 pub(crate) fn retryable(error: &redis::RedisError) -> bool {
     if error.code() == Some("EXECABORT") {
         // A transaction Redis refused as it was queued: retryable when what refused it is.
+        // On a Redis Cluster that is also a slot that moved (its master failed over, and the
+        // client sent the transaction where the slot was), or a cluster without a master
+        // for a slot yet: the client follows neither inside a transaction.
         return error.clone().into_server_errors().is_some_and(|errors| {
-            errors
-                .iter()
-                .any(|(_, error)| matches!(error.code(), "BUSY" | "LOADING" | "TRYAGAIN"))
+            errors.iter().any(|(_, error)| {
+                matches!(
+                    error.code(),
+                    "BUSY"
+                        | "LOADING"
+                        | "TRYAGAIN"
+                        | "MOVED"
+                        | "ASK"
+                        | "CLUSTERDOWN"
+                        | "MASTERDOWN"
+                )
+            })
         });
     }
     error.code() == Some("BUSY") || !matches!(error.retry_method(), redis::RetryMethod::NoRetry)

@@ -96,7 +96,9 @@ end
 
 /// Applies appended events to their runs' records (sequencer mode), in log order: `ARGV`
 /// holds per event the user's `<prefix>:{<user>}`, the run id and the event's JSON without
-/// its opening brace. Returns how many events it read.
+/// its opening brace; `KEYS[1]` one of their users' meta, unread, routes the call to their
+/// slot on a Redis Cluster (the caller groups a call's users by slot). Returns how many
+/// events it read.
 const RECORD: &str = r"
 local recorded = {}
 for i = 1, #ARGV, 3 do

@@ -142,9 +142,20 @@ async fn apply(
         }
         applied_at = Instant::now();
         let gathered = compact(std::mem::take(&mut waiting));
-        for call in gathered.chunks(PER_CALL) {
+        // On a Redis Cluster a call's keys share one slot: calls per slot, each routed by one
+        // of its users' keys.
+        let calls = crate::conn::in_calls(
+            conn.is_cluster(),
+            &gathered,
+            |change| change.user.as_str(),
+            PER_CALL,
+        );
+        for call in calls {
             let mut invocation = script.prepare_invoke();
-            for change in call {
+            if let Some(first) = call.first() {
+                invocation.key(crate::scripts::StreamKeys::new(&prefix, &first.user).meta);
+            }
+            for change in &call {
                 let rest = change.body.strip_prefix('{').unwrap_or(&change.body);
                 invocation
                     .arg(crate::scripts::user_base(&prefix, &change.user))

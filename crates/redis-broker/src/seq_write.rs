@@ -8,9 +8,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::BackoffBuilder;
 use core_context::UserId;
+use futures::StreamExt;
 use ws_bridge::Frame;
 use ws_bridge::broker::Epoch;
 
+use crate::conn::Conn;
 use crate::forwarded::{Frames, Item, Replies, forward_message};
 use crate::publisher::{RETRY, retryable};
 use crate::routes::Route;
@@ -21,15 +23,110 @@ use crate::sequencer::{Sequencer, Written};
 impl Sequencer {
     /// One transaction for `work` (every user routed): the appends, the forwards and the
     /// appends' frames; then one pipeline with the confirmations and refusals for other nodes.
+    ///
+    /// On a Redis Cluster a transaction's keys must share one slot, so `work` goes in one
+    /// transaction per slot (each user's keys share one), sent at once. A slot whose
+    /// transaction failed with the connection (its master failing over, say) has its users'
+    /// leases taken anew and its events routed again, as a whole batch's are on one Redis,
+    /// while the other slots' go through ([`Written::failed`]); only when every slot failed is
+    /// the error returned.
     pub(crate) async fn write(&mut self, work: &[Item]) -> redis::RedisResult<Written> {
-        let mut plan = self.plan(work);
+        if !self.conn.is_cluster() {
+            let plan = self.plan(work);
+            let first_sent = Instant::now();
+            let conn = self.conn.clone();
+            let results = send(conn.clone(), &plan.pipe).await?;
+            let took = first_sent.elapsed();
+            let sent = Sent {
+                conn,
+                first_sent,
+                took,
+            };
+            return Ok(self.settle(work, plan, results, sent).await);
+        }
+        let groups: Vec<Vec<Item>> = crate::conn::by_slot(true, work, |item| item.user.as_str())
+            .into_iter()
+            .map(|group| group.into_iter().cloned().collect())
+            .collect();
+        let plans: Vec<Plan> = groups.iter().map(|group| self.plan(group)).collect();
+        // Each slot's pipeline to its master (its frames' `PUBLISH`es would route it
+        // elsewhere).
+        let conns: Vec<Conn> = groups
+            .iter()
+            .map(|group| self.conn.on_slot_of(group[0].user.as_str()))
+            .collect();
         let first_sent = Instant::now();
-        let results: Vec<redis::RedisResult<redis::Value>> = if plan.pipe.is_empty() {
-            Vec::new()
-        } else {
-            plan.pipe.query_async(&mut self.conn).await?
-        };
+        let sends: Vec<_> = plans
+            .iter()
+            .zip(&conns)
+            .map(|(plan, conn)| send(conn.clone(), &plan.pipe))
+            .collect();
+        let answers: Vec<_> = futures::stream::iter(sends)
+            .buffered(crate::conn::CALLS_AT_ONCE)
+            .collect()
+            .await;
         let took = first_sent.elapsed();
+        let slots = groups.len();
+        let mut written = Written::default();
+        let mut failures = Vec::new();
+        for (((group, plan), conn), answer) in groups.iter().zip(plans).zip(conns).zip(answers) {
+            match answer {
+                Ok(results) => {
+                    let sent = Sent {
+                        conn,
+                        first_sent,
+                        took,
+                    };
+                    let settled = self.settle(group, plan, results, sent).await;
+                    written.again.extend(settled.again);
+                }
+                Err(error) => {
+                    self.failed_slot(group, &error, &mut written.again);
+                    failures.push(error);
+                }
+            }
+        }
+        if failures.len() == slots && failures.iter().all(retryable) {
+            // Nothing went through: retried whole, with backoff, as on one Redis.
+            return Err(failures.swap_remove(0));
+        }
+        written.failed = failures.into_iter().next();
+        Ok(written)
+    }
+
+    /// A slot's transaction failed with `error`: its users' leases are taken anew (which
+    /// fences what may still be in flight and reads what went in) and its events routed
+    /// again (into `again`); or, when Redis refused the commands themselves, its events are
+    /// lost, counted as a refused publish's are.
+    fn failed_slot(&mut self, group: &[Item], error: &redis::RedisError, again: &mut Vec<Item>) {
+        for item in group {
+            self.user(&item.user).route = Route::Unknown;
+        }
+        if retryable(error) {
+            again.extend(group.iter().cloned());
+        } else {
+            self.shared
+                .stats
+                .events_lost
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+            tracing::error!(%error, events = group.len(), "redis broker: Redis refused a publish; these events are lost (clients resuming past them get too_old)");
+        }
+    }
+
+    /// What Redis answered to `plan`'s transaction for `work`: the events appended are
+    /// handed to this node's listeners and their records, the others routed again.
+    async fn settle(
+        &mut self,
+        work: &[Item],
+        mut plan: Plan,
+        results: Vec<redis::RedisResult<redis::Value>>,
+        sent: Sent,
+    ) -> Written {
+        let Sent {
+            mut conn,
+            first_sent,
+            took,
+        } = sent;
         let mut moved: HashSet<&UserId> = HashSet::new();
         let (mut appended, mut waited) = (0u64, 0u128);
         // Entries appended after one of their user's failed: taken out again, as their
@@ -94,8 +191,11 @@ impl Sequencer {
         self.count(appended, took, waited);
         self.deliver_here(&here);
         self.send_records(&here);
-        self.send_replies(undo, &plan.replies).await;
-        Ok(Written { again: plan.again })
+        self.send_replies(&mut conn, undo, &plan.replies).await;
+        Written {
+            again: plan.again,
+            failed: None,
+        }
     }
 
     /// Hands the events just appended to this node's own listeners of their users, before
@@ -272,7 +372,8 @@ impl Sequencer {
 
     /// Takes `undo`'s entries out of their logs, and sends the replies other nodes are owed,
     /// retrying while the connection fails.
-    async fn send_replies(&mut self, undo: Vec<(String, String)>, replies: &Replies) {
+    /// `conn` goes to the slot of the entries' users on a Redis Cluster (`Conn::on_slot_of`).
+    async fn send_replies(&self, conn: &mut Conn, undo: Vec<(String, String)>, replies: &Replies) {
         if !undo.is_empty() {
             tracing::error!(
                 entries = undo.len(),
@@ -283,7 +384,7 @@ impl Sequencer {
             for (log, id) in &undo {
                 pipe.cmd("XDEL").arg(log).arg(id).ignore();
             }
-            send_until_through(&mut self.conn, &pipe).await;
+            send_until_through(conn, &pipe).await;
         }
         let mut pipe = redis::pipe();
         replies.add_to(&mut pipe, &self.shared.prefix);
@@ -293,7 +394,7 @@ impl Sequencer {
         // On a task of its own: the next batch's appends need not wait for this answer (the
         // connection keeps the order in which they are sent; a follower that gets a later
         // frame first fills the gap from the log).
-        let mut conn = self.conn.clone();
+        let mut conn = conn.clone();
         tokio::spawn(async move { send_until_through(&mut conn, &pipe).await });
     }
 
@@ -312,6 +413,14 @@ impl Sequencer {
             state.pending.push_back(item);
         }
     }
+}
+
+/// How a plan's transaction was sent: on which connection (its slot's on a Redis Cluster),
+/// when, and how long Redis took to answer.
+struct Sent {
+    conn: Conn,
+    first_sent: Instant,
+    took: Duration,
 }
 
 /// One event appended in a pipeline.
@@ -411,8 +520,19 @@ fn is_refused_append(error: &redis::RedisError) -> bool {
         .contains("equal or smaller than the target stream top item")
 }
 
+/// Sends a plan's transaction, `pipe` (nothing when it has no commands).
+async fn send(
+    mut conn: Conn,
+    pipe: &redis::Pipeline,
+) -> redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> {
+    if pipe.is_empty() {
+        return Ok(Vec::new());
+    }
+    pipe.query_async(&mut conn).await
+}
+
 /// Sends `pipe`, again after a pause while the connection fails.
-async fn send_until_through(conn: &mut crate::conn::Conn, pipe: &redis::Pipeline) {
+async fn send_until_through(conn: &mut Conn, pipe: &redis::Pipeline) {
     let mut pauses = RETRY.build();
     while let Err(error) = pipe.query_async::<()>(conn).await {
         if !retryable(&error) {

@@ -147,9 +147,13 @@ pub(crate) async fn run(
 }
 
 /// What one pipeline did with a batch.
+#[derive(Default)]
 pub(crate) struct Written {
     /// Items to route again (their user's lease moved), in order.
     pub(crate) again: Vec<Item>,
+    /// On a Redis Cluster, why some slots' transactions failed while others went through
+    /// (their events are in `again`).
+    pub(crate) failed: Option<redis::RedisError>,
 }
 
 impl Sequencer {
@@ -298,6 +302,26 @@ impl Sequencer {
         tokio::spawn(async move { renew_leases(&shared, conn, held).await });
     }
 
+    /// Notes a publish of `events` that the connection failed: the broker is not up, the
+    /// retry counted, and `what` logged once per outage (`failed_before`).
+    fn publish_failed(
+        &self,
+        error: &redis::RedisError,
+        events: usize,
+        failed_before: &mut bool,
+        what: &str,
+    ) {
+        self.shared.publish_up.store(false, Ordering::Relaxed);
+        self.shared
+            .stats
+            .publish_retries
+            .fetch_add(1, Ordering::Relaxed);
+        if !*failed_before {
+            tracing::warn!(%error, events, "{what}");
+        }
+        *failed_before = true;
+    }
+
     /// Appends, forwards or refuses each of `work`'s events, in order per user (parking those
     /// of users whose lease is being looked up: `seq_lookup`); retries what the connection
     /// failed, with backoff, until it is through or parked.
@@ -307,24 +331,30 @@ impl Sequencer {
         let mut work = self.route_or_park(work);
         while !work.is_empty() {
             match self.write(&work).await {
-                Ok(written) => {
+                Ok(Written {
+                    again,
+                    failed: Some(error),
+                }) => {
+                    // Some slots failed, others went through: the failed ones' users are
+                    // looked up anew (their lookups retry with backoff).
+                    let what = "redis broker: publish failed on part of the cluster; retrying";
+                    self.publish_failed(&error, again.len(), &mut failed_before, what);
+                    work = self.route_or_park(again);
+                }
+                Ok(Written {
+                    again,
+                    failed: None,
+                }) => {
                     if failed_before {
                         tracing::info!("redis broker: publishing again");
                     }
                     self.shared.publish_up.store(true, Ordering::Relaxed);
                     failed_before = false;
-                    work = self.route_or_park(written.again);
+                    work = self.route_or_park(again);
                 }
                 Err(error) if retryable(&error) => {
-                    self.shared.publish_up.store(false, Ordering::Relaxed);
-                    self.shared
-                        .stats
-                        .publish_retries
-                        .fetch_add(1, Ordering::Relaxed);
-                    if !failed_before {
-                        tracing::warn!(%error, events = work.len(), "redis broker: publish failed; retrying with backoff");
-                    }
-                    failed_before = true;
+                    let what = "redis broker: publish failed; retrying with backoff";
+                    self.publish_failed(&error, work.len(), &mut failed_before, what);
                     // What the failed pipeline did is unknown: its users' leases are taken
                     // anew, which fences what may still be in flight and reads what went in.
                     for item in &work {
@@ -356,10 +386,15 @@ async fn renew_leases(shared: &Shared, conn: Conn, held: Vec<(UserId, u64, bool)
     let (Some(scripts), Some(publisher)) = (&shared.scripts.leases, &shared.inbound) else {
         return;
     };
-    let calls: Vec<Vec<(UserId, u64, bool)>> = held
-        .chunks(crate::conn::RENEWED_PER_CALL)
-        .map(<[_]>::to_vec)
-        .collect();
+    let calls: Vec<Vec<(UserId, u64, bool)>> = crate::conn::in_calls(
+        conn.is_cluster(),
+        &held,
+        |(user, ..)| user.as_str(),
+        crate::conn::RENEWED_PER_CALL,
+    )
+    .into_iter()
+    .map(|call| call.into_iter().cloned().collect())
+    .collect();
     let calls = calls.into_iter().map(|call| {
         let mut conn = conn.clone();
         async move {

@@ -162,8 +162,8 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENT_SERVER_BROKER_CLIENT_KEY", value_name = "PATH")]
     pub broker_client_key: Option<PathBuf>,
     /// With a Redis broker: the sequencer mode, in trial (docs/sequencer.md): one node per
-    /// user gives the seqs and the others forward to it. Every node on the Redis must use it
-    /// or none; not on a Redis Cluster.
+    /// user gives the seqs and the others forward to it. Every node on the Redis (or Redis
+    /// Cluster) must use it or none.
     #[arg(long, env = "AGENT_SERVER_BROKER_SEQUENCER")]
     pub broker_sequencer: bool,
     /// With a Redis broker: seconds a node's claim on a running run lasts unrenewed; a node
