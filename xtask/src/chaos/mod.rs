@@ -37,6 +37,8 @@ pub struct Options {
     pub quick: bool,
     /// Only these faults (by name); all when empty.
     pub only: Vec<String>,
+    /// The nodes in the Redis broker's sequencer mode (`--broker-sequencer`).
+    pub sequencer: bool,
 }
 
 impl Options {
@@ -47,13 +49,14 @@ impl Options {
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => options.quick = true,
+                "--sequencer" => options.sequencer = true,
                 "--only" => {
                     let names = args.next().ok_or("--only needs fault names")?;
                     options.only = names.split(',').map(str::to_owned).collect();
                 }
                 other => {
                     return Err(format!(
-                        "chaos: unknown argument `{other}` (expected --quick, --only NAMES)"
+                        "chaos: unknown argument `{other}` (expected --quick, --sequencer, --only NAMES)"
                     ));
                 }
             }
@@ -135,12 +138,17 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
             continue;
         }
         println!(
-            "chaos: {} under {} users × 2 nodes: {}",
+            "chaos: {} under {} users × 2 nodes{}: {}",
             fault.name(),
             load.users,
+            if options.sequencer {
+                " in the sequencer mode"
+            } else {
+                ""
+            },
             fault.what()
         );
-        let outcome = run_fault(&binaries, fault, load, &log_dir);
+        let outcome = run_fault(&binaries, fault, load, &log_dir, options.sequencer);
         println!("  {}", outcome.summary());
         outcomes.push(outcome);
     }
@@ -148,9 +156,9 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
     Ok(outcomes.iter().all(Outcome::passed))
 }
 
-/// The nodes' flags besides the store.
-fn node_args(broker: &Broker) -> Vec<String> {
-    [
+/// The nodes' flags besides the store; `sequencer`: in the Redis broker's sequencer mode.
+fn node_args(broker: &Broker, sequencer: bool) -> Vec<String> {
+    let mut args = [
         "serve",
         "--addr",
         "127.0.0.1:0",
@@ -165,10 +173,20 @@ fn node_args(broker: &Broker) -> Vec<String> {
         "100000",
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    if sequencer {
+        args.push("--broker-sequencer".into());
+    }
+    args
 }
 
-fn run_fault(binaries: &Binaries, fault: Fault, load: Load, log_dir: &Path) -> Outcome {
+fn run_fault(
+    binaries: &Binaries,
+    fault: Fault,
+    load: Load,
+    log_dir: &Path,
+    sequencer: bool,
+) -> Outcome {
     let mut outcome = Outcome {
         fault,
         report: None,
@@ -191,7 +209,7 @@ fn run_fault(binaries: &Binaries, fault: Fault, load: Load, log_dir: &Path) -> O
         }
     };
     let args_of = |n: usize| {
-        let mut args = node_args(&broker);
+        let mut args = node_args(&broker, sequencer);
         args.extend(services.store_args(n));
         args
     };
@@ -375,6 +393,14 @@ mod tests {
             Ok(Options {
                 quick: true,
                 only: vec!["node-kill".into(), "sqlite-full".into()],
+                sequencer: false,
+            })
+        );
+        assert_eq!(
+            parse(&["--sequencer"]),
+            Ok(Options {
+                sequencer: true,
+                ..Options::default()
             })
         );
         let bad = parse(&["--only", "flood"]).expect_err("no such fault");
