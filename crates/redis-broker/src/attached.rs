@@ -43,6 +43,12 @@ pub(crate) enum Offer {
     /// Written under a lease the stream has left (sequencer mode): dropped; what the log
     /// holds of it comes with a catch-up.
     Stale,
+    /// A live frame of another epoch than the one delivered: not delivered. Either the stream
+    /// started again, or the frame is a stale holder's of an epoch that ended (sequencer
+    /// mode: its transaction's append was refused, its frames went out). Epochs have no
+    /// order, so only Redis can tell: the caller catches up, whose replay either finds the
+    /// delivered epoch current (the frame was stale) or resets to the stream as it stands.
+    OtherEpoch,
 }
 
 /// One user this node follows.
@@ -97,7 +103,7 @@ impl Attached {
         for (epoch, lease, frame) in waiting {
             gap |= matches!(
                 self.offer_locked(&mut delivery, &epoch, lease, &frame),
-                Offer::Gap | Offer::Stale
+                Offer::Gap | Offer::Stale | Offer::OtherEpoch
             );
         }
         gap
@@ -160,18 +166,12 @@ impl Attached {
                 lease: known,
             } => {
                 if epoch != current {
-                    let Some(lease) = lease else {
+                    return match lease {
                         // Read from the log of an epoch the delivery has left (a catch-up
-                        // that began before a live frame of the new stream came): stale.
-                        return Offer::Duplicate;
+                        // that began before the delivery was reset to the new stream): stale.
+                        None => Offer::Duplicate,
+                        Some(_) => Offer::OtherEpoch,
                     };
-                    // The stream started again: this node's connections read a lost one.
-                    self.listener.close(CloseReason::StreamReset);
-                    *current = epoch.clone();
-                    *last_seq = frame.seq;
-                    *known = lease;
-                    self.listener.deliver(frame);
-                    return Offer::Delivered;
                 }
                 if let Some(lease) = lease {
                     if lease < *known {
@@ -270,23 +270,42 @@ mod tests {
         (attached, seen)
     }
 
-    /// A catch-up that read the log of the old epoch answers after a live frame of the new
-    /// stream moved the delivery on (and closed the connections then): the connections
+    /// A catch-up that read the log of the old epoch answers after another catch-up moved
+    /// the delivery on to the new stream (and closed the connections then): the connections
     /// opened since on the new stream are neither closed again nor handed the old log.
     #[test]
     fn a_catch_up_of_an_epoch_the_delivery_left_neither_resets_nor_delivers() {
         let (old, new) = (Epoch::new("old"), Epoch::new("new"));
         let (attached, seen) = live_on(&old);
-        assert_eq!(attached.offer(&new, Some(0), &frame(1)), Offer::Delivered);
         let lost = StreamPosition {
             epoch: new.clone(),
             last_seq: 1,
         };
-        assert!(!attached.reset(&old, lost), "the old epoch's catch-up");
+        assert!(attached.reset(&old, lost.clone()), "the first catch-up");
+        assert!(
+            !attached.reset(&old, lost),
+            "the old epoch's other catch-up"
+        );
         assert_eq!(attached.offer(&old, None, &frame(4)), Offer::Duplicate);
         assert_eq!(attached.offer(&new, Some(0), &frame(2)), Offer::Delivered);
-        assert_eq!(*seen.0.lock(), ["close StreamReset", "1", "2"]);
+        assert_eq!(*seen.0.lock(), ["close StreamReset", "2"]);
         assert_eq!(attached.live_position(), Some((new, 2)));
+    }
+
+    /// A live frame of another epoch is not delivered, whichever epoch is the newer: a
+    /// stale holder's frames of an epoch that ended (its append refused, its frames sent in
+    /// the same transaction) must not take the delivery back to it. The caller catches up.
+    #[test]
+    fn a_live_frame_of_another_epoch_is_left_to_a_catch_up() {
+        let (old, new) = (Epoch::new("old"), Epoch::new("new"));
+        let (attached, seen) = live_on(&new);
+        assert_eq!(
+            attached.offer(&old, Some(7), &frame(105)),
+            Offer::OtherEpoch
+        );
+        assert_eq!(attached.offer(&new, Some(0), &frame(4)), Offer::Delivered);
+        assert_eq!(*seen.0.lock(), ["4"]);
+        assert_eq!(attached.live_position(), Some((new, 4)));
     }
 
     /// A catch-up that finds its own epoch lost closes the connections once and goes on

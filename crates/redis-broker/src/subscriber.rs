@@ -191,8 +191,11 @@ async fn on_events(shared: &Arc<Shared>, payload: &[u8]) {
                     reset(shared, &attached, &epoch, position);
                 }
             }
-            // A stale holder's frame: the log has it if its write went through.
-            Offer::Stale => {
+            // A stale holder's frame: the log has it if its write went through. Or a frame
+            // of another epoch: the catch-up's replay finds the delivered one current (the
+            // frame is a stale holder's, dropped) or resets to the stream as it stands (which
+            // holds the frame).
+            Offer::Stale | Offer::OtherEpoch => {
                 catch_up_or_later(shared, attached).await;
             }
             Offer::Delivered | Offer::Duplicate | Offer::Waiting => {}
