@@ -403,32 +403,7 @@ pub fn cluster_seeds(url: &str) -> Result<Option<Vec<String>>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{by_slot, cluster_seeds, each_call, in_calls};
-
-    /// Renewals stand call by call: one that failed (its master does not answer) leaves the
-    /// others' answers; only when none went through is it an error.
-    #[test]
-    fn each_call_answers_the_calls_that_went_through() {
-        let down = || redis::RedisError::from((redis::ErrorKind::Io, "timed out"));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a runtime");
-        let calls = vec![
-            futures::future::ready(Ok(vec![1])),
-            futures::future::ready(Err(down())),
-            futures::future::ready(Ok(vec![2, 3])),
-        ];
-        let mut answers = runtime
-            .block_on(each_call(calls, "tests"))
-            .expect("two calls went through");
-        answers.sort_unstable();
-        assert_eq!(answers, [vec![1], vec![2, 3]]);
-        let none: Vec<futures::future::Ready<redis::RedisResult<Vec<u8>>>> = vec![
-            futures::future::ready(Err(down())),
-            futures::future::ready(Err(down())),
-        ];
-        assert!(runtime.block_on(each_call(none, "tests")).is_err());
-    }
+    use super::{by_slot, cluster_seeds, in_calls};
 
     #[test]
     fn a_batch_is_one_call_on_one_redis_and_one_per_slot_in_order_on_a_cluster() {
