@@ -210,30 +210,6 @@ impl ConnectionLike for Conn {
 /// publisher's, the renewals').
 pub(crate) const CALLS_AT_ONCE: usize = 32;
 
-/// Makes `calls` (up to [`CALLS_AT_ONCE`] at a time) and answers those that went through, the
-/// others logged as `what` that cannot be renewed now; `Err` only when none went through. For
-/// calls that stand alone (renewals, one per slot on a Redis Cluster): a master that does
-/// not answer holds up only its own slots.
-pub(crate) async fn each_call<T>(
-    calls: Vec<impl Future<Output = RedisResult<T>>>,
-    what: &str,
-) -> RedisResult<Vec<T>> {
-    use futures::StreamExt;
-    let results: Vec<RedisResult<T>> = futures::stream::iter(calls)
-        .buffer_unordered(CALLS_AT_ONCE)
-        .collect()
-        .await;
-    let calls = results.len();
-    let (answers, failures): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
-    if let Some(Err(error)) = failures.into_iter().next_back() {
-        if answers.is_empty() {
-            return Err(error);
-        }
-        tracing::warn!(%error, calls, went_through = answers.len(), "redis broker: some {what} cannot be renewed now (part of the cluster does not answer); the others were");
-    }
-    Ok(answers.into_iter().flatten().collect())
-}
-
 /// `items` in groups whose scripts can run as one call: one group on one Redis; on a Redis
 /// Cluster (`cluster`), one per slot of the item's user, each in `items`' order. Every key of
 /// a user has the user's id as its hash tag, and an id holds no braces, so the id alone names

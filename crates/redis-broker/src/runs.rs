@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use futures::{StreamExt, TryStreamExt};
 
 use core_context::multitask::ThreadRule;
 use core_context::{RunId, RunScope, ThreadId, UserId};
@@ -359,9 +360,9 @@ impl ClusterRuns {
                 }
             })
             .collect();
-        // Each call stands alone: on a Redis Cluster whose master is down, the leases on the
-        // other masters are renewed all the same (else other nodes' reapers end running runs).
-        let answers = crate::conn::each_call(calls, "run leases")
+        let answers: Vec<(Vec<String>, Vec<TakenRun>)> = futures::stream::iter(calls)
+            .buffer_unordered(crate::conn::CALLS_AT_ONCE)
+            .try_collect()
             .await
             .map_err(|e| broker_error(&e))?;
         let mut users: Vec<&UserId> = leases.iter().map(|lease| &lease.user).collect();

@@ -199,6 +199,7 @@ impl Shared {
         &self,
         followed: &[Arc<Attached>],
     ) -> redis::RedisResult<Vec<Arc<Attached>>> {
+        use futures::{StreamExt, TryStreamExt};
         let groups = crate::conn::in_calls(
             self.conn.is_cluster(),
             followed,
@@ -229,8 +230,10 @@ impl Shared {
                 }
             })
             .collect();
-        // Each call stands alone: a master that does not answer holds up only its users.
-        let missing = crate::conn::each_call(calls, "followed users").await?;
+        let missing: Vec<Vec<Arc<Attached>>> = futures::stream::iter(calls)
+            .buffer_unordered(crate::conn::CALLS_AT_ONCE)
+            .try_collect()
+            .await?;
         Ok(missing.into_iter().flatten().collect())
     }
 
