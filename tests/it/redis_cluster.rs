@@ -2,6 +2,9 @@
 //! its replica takes over, and every client either goes on with nothing missing or is told
 //! its resume failed. Never a silent gap, never another user's event.
 //!
+//! And when a master stalls (its replica with it, so none takes over): the runs whose users'
+//! slots are on the other masters keep their leases.
+//!
 //! In both modes: the publish script's and the sequencer's (`--broker-sequencer`).
 //!
 //! The rest of the multi-node suite runs on a cluster too (`multinode`, `multinode_runs`:
@@ -198,6 +201,94 @@ async fn failing_over_mid_stream(sequencer: bool) {
     assert_eq!(accepted["type"], "run_accepted", "{accepted}");
     let frames = fresh.events_until_terminals(1).await;
     assert!(frames.len() >= 2, "{frames:?}");
+    drop(cluster);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A master that stops answering altogether for several lease TTLs (its machine stalls, its
+/// replica with it, so none takes over): each node's lease renewals go to every master at
+/// once and wait for none past half their interval, so the runs whose users' slots are on
+/// the other masters keep their leases and run on, and end only when cancelled: never
+/// `node_lost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_master_holds_up_no_other_masters_run_leases() {
+    stalled_master(false).await;
+}
+
+/// The same in the sequencer mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_master_holds_up_no_other_masters_run_leases_in_the_sequencer_mode() {
+    stalled_master(true).await;
+}
+
+async fn stalled_master(sequencer: bool) {
+    const LEASE: Duration = Duration::from_millis(1500);
+    let cluster = RedisCluster::start();
+    let url = if sequencer {
+        format!("{}{}", cluster.url(), crate::server_support::SEQUENCER)
+    } else {
+        cluster.url()
+    };
+    let nodes = crate::redis_support::nodes_on(&url, 2, |config| {
+        config.run_lease_ttl = LEASE;
+        config.start_rate_per_minute = 100_000;
+        config.shutdown_grace = Duration::from_millis(50);
+    })
+    .await;
+    // Enough users that the renewal calls for the stalled master's slots outnumber those a
+    // node made at once before (32), and a master that does not hold the reapers' index.
+    let users: Vec<String> = (0..150).map(|u| format!("stall{u:03}")).collect();
+    let masters: Vec<u16> = users
+        .iter()
+        .map(|user| cluster.master_of(&format!("agentws:{{{user}}}:meta")))
+        .collect();
+    let index = cluster.master_of("agentws:reap");
+    let doomed = users
+        .iter()
+        .zip(&masters)
+        .find(|(_, master)| **master != index)
+        .map(|(user, master)| (user.clone(), *master))
+        .expect("a master without the reapers' index");
+    // Each user's run, on the first node, hangs until cancelled.
+    let mut clients = Vec::new();
+    for user in &users {
+        let mut client = Client::user(nodes[0].addr(), user).await;
+        let hang = json!({"thinking": 1, "tools": 0, "chunks": 0, "hang": true});
+        let accepted = client.start("r1", "synthetic", hang).await;
+        assert_eq!(accepted["type"], "run_accepted", "{accepted}");
+        let run = accepted["run_id"].as_str().unwrap().to_owned();
+        clients.push((client, run));
+    }
+    let stalled = cluster.stall_master_of(&format!("agentws:{{{}}}:meta", doomed.0));
+    tokio::time::sleep(LEASE * 4).await;
+    cluster.resume(&stalled);
+    let mut kept = 0;
+    for ((mut client, run), (user, master)) in clients.into_iter().zip(users.iter().zip(&masters)) {
+        if *master == doomed.1 {
+            continue;
+        }
+        client
+            .send(json!({"type": "cancel_run", "request_id": "c1", "payload": {"run_id": run}}))
+            .await;
+        let end = loop {
+            let frame = client.next().await;
+            let ends = ["agent_completed", "agent_error", "agent_cancelled"];
+            if frame["run_id"] == run.as_str() && ends.iter().any(|t| frame["type"] == *t) {
+                break frame;
+            }
+        };
+        assert_eq!(
+            end["type"], "agent_cancelled",
+            "{user}'s run, its slot on a master that answered, was ended: {end}"
+        );
+        kept += 1;
+    }
+    assert!(
+        kept > 0 && kept < users.len(),
+        "{kept} runs on live masters"
+    );
     drop(cluster);
     for node in nodes {
         node.shutdown().await;

@@ -373,6 +373,67 @@ impl RedisCluster {
     pub fn wait_failed_over(&self) {
         self.wait_ok();
     }
+
+    /// Stops (SIGSTOP) the master serving `key`'s slot and its replica: both hold their
+    /// connections open and answer nothing, and no replica takes over, as a master whose
+    /// machine stalls. The other masters first learn to serve their slots while some are not
+    /// (`cluster-require-full-coverage no`). Returns the stopped nodes' ports, for
+    /// [`RedisCluster::resume`].
+    pub fn stall_master_of(&self, key: &str) -> Vec<u16> {
+        for port in self.live_ports() {
+            let set = self.cli(
+                port,
+                &["CONFIG", "SET", "cluster-require-full-coverage", "no"],
+            );
+            assert_eq!(set.trim(), "OK", "CONFIG SET on {port}");
+        }
+        let master = self.master_of(key);
+        let nodes = self.cli(master, &["CLUSTER", "NODES"]);
+        let lines: Vec<Vec<&str>> = nodes
+            .lines()
+            .map(|line| line.split_whitespace().collect())
+            .collect();
+        let port_of = |fields: &[&str]| -> Option<u16> {
+            fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()
+        };
+        let id = lines
+            .iter()
+            .find(|fields| port_of(fields) == Some(master))
+            .map(|fields| fields[0])
+            .expect("the master is in CLUSTER NODES");
+        let mut ports = vec![master];
+        ports.extend(
+            lines
+                .iter()
+                .filter(|fields| fields.get(3) == Some(&id))
+                .filter_map(|fields| port_of(fields)),
+        );
+        assert_eq!(ports.len(), 2, "a master and its replica: {nodes}");
+        self.signal(&ports, "-STOP");
+        ports
+    }
+
+    /// Lets nodes stopped by [`RedisCluster::stall_master_of`] go on.
+    pub fn resume(&self, ports: &[u16]) {
+        self.signal(ports, "-CONT");
+    }
+
+    fn signal(&self, ports: &[u16], signal: &str) {
+        for port in ports {
+            let pid = self
+                .nodes
+                .iter()
+                .find(|node| node.port == *port)
+                .and_then(|node| node.child.as_ref())
+                .map(Child::id)
+                .expect("a live node of ours");
+            let status = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {signal} {pid}");
+        }
+    }
 }
 
 impl SharedRedis for RedisCluster {

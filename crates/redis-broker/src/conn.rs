@@ -207,8 +207,91 @@ impl ConnectionLike for Conn {
 }
 
 /// Script calls in flight at once on a Redis Cluster (one per slot of a batch: the
-/// publisher's, the renewals').
+/// publisher's, the followed users' renewals). Run-lease renewals go all at once instead
+/// ([`answers_by`]).
 pub(crate) const CALLS_AT_ONCE: usize = 32;
+
+/// What [`answers_by`] heard by its deadline.
+#[derive(Debug)]
+pub(crate) struct Heard<T> {
+    /// The answers of the calls that went through, in the order they came.
+    pub(crate) answers: Vec<T>,
+    /// How many calls failed, and the last error.
+    pub(crate) failed: usize,
+    pub(crate) error: Option<redis::RedisError>,
+    /// How many calls were still out at the deadline: they go on, each on its task.
+    pub(crate) late: usize,
+}
+
+impl<T> Heard<T> {
+    /// The answers, `Err` only when none came: the last error, or a timeout when every call
+    /// was late. Calls that failed or were late beside answers are logged as `what`.
+    pub(crate) fn answers(self, what: &str) -> RedisResult<Vec<T>> {
+        let (failed, late) = (self.failed, self.late);
+        if failed + late == 0 {
+            return Ok(self.answers);
+        }
+        if self.answers.is_empty() {
+            return Err(self.error.unwrap_or_else(|| {
+                redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "no answer by the deadline",
+                    format!("{late} calls"),
+                ))
+            }));
+        }
+        let through = self.answers.len();
+        let error = self.error.map(|e| e.to_string()).unwrap_or_default();
+        tracing::warn!(through, failed, late, %error, "redis broker: part of the {what} did not go through by its deadline (part of the cluster does not answer); the others did");
+        Ok(self.answers)
+    }
+}
+
+/// Makes `calls` all at once, each on a task of its own, and returns what was heard by
+/// `deadline`. For calls that stand alone (renewals, one per slot on a Redis Cluster): a
+/// master that does not answer holds up neither the other masters' calls nor the caller past
+/// its deadline, and a call is never dropped once sent (a late answer is still handled by
+/// its call: a renewal's taken runs are ended all the same).
+pub(crate) async fn answers_by<T, F>(
+    calls: impl IntoIterator<Item = F>,
+    deadline: tokio::time::Instant,
+) -> Heard<T>
+where
+    T: Send + 'static,
+    F: Future<Output = RedisResult<T>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let mut out: futures::stream::FuturesUnordered<_> =
+        calls.into_iter().map(tokio::spawn).collect();
+    let mut heard = Heard {
+        answers: Vec::with_capacity(out.len()),
+        failed: 0,
+        error: None,
+        late: 0,
+    };
+    loop {
+        match tokio::time::timeout_at(deadline, out.next()).await {
+            Ok(None) => return heard,
+            Err(_) => {
+                heard.late = out.len();
+                return heard;
+            }
+            Ok(Some(Ok(Ok(answer)))) => heard.answers.push(answer),
+            Ok(Some(Ok(Err(error)))) => {
+                heard.failed += 1;
+                heard.error = Some(error);
+            }
+            Ok(Some(Err(panicked))) => {
+                heard.failed += 1;
+                heard.error = Some(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "a call's task failed",
+                    panicked.to_string(),
+                )));
+            }
+        }
+    }
+}
 
 /// `items` in groups whose scripts can run as one call: one group on one Redis; on a Redis
 /// Cluster (`cluster`), one per slot of the item's user, each in `items`' order. Every key of
@@ -379,7 +462,7 @@ pub fn cluster_seeds(url: &str) -> Result<Option<Vec<String>>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{by_slot, cluster_seeds, in_calls};
+    use super::{answers_by, by_slot, cluster_seeds, in_calls};
 
     #[test]
     fn a_batch_is_one_call_on_one_redis_and_one_per_slot_in_order_on_a_cluster() {
@@ -462,5 +545,67 @@ mod tests {
             let error = seeds(url).expect_err(url);
             assert!(error.contains(why), "{url}: {error}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_by_a_deadline_leave_the_late_calls_running_and_fail_only_when_none_came() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::Duration;
+        let deadline = || tokio::time::Instant::now() + Duration::from_secs(1);
+        let handled = Arc::new(AtomicUsize::new(0));
+        // A call that answers in 5 s (a master that does not answer), one that fails, two
+        // that answer at once.
+        let call = |answer: redis::RedisResult<u32>, after: u64| {
+            let handled = Arc::clone(&handled);
+            async move {
+                tokio::time::sleep(Duration::from_secs(after)).await;
+                handled.fetch_add(1, Ordering::SeqCst);
+                answer
+            }
+        };
+        let failure = || Err(redis::RedisError::from((redis::ErrorKind::Io, "gone")));
+        let heard = answers_by(
+            [
+                call(Ok(1), 5),
+                call(failure(), 0),
+                call(Ok(2), 0),
+                call(Ok(3), 0),
+            ],
+            deadline(),
+        )
+        .await;
+        assert_eq!((heard.failed, heard.late), (1, 1));
+        let mut answers = heard.answers("leases").expect("answers");
+        answers.sort_unstable();
+        assert_eq!(answers, [2, 3]);
+        // The late call was not dropped: it goes on and is handled when its answer comes.
+        assert_eq!(handled.load(Ordering::SeqCst), 3);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(handled.load(Ordering::SeqCst), 4);
+        // None through: the last error, or a timeout when every call was late.
+        let error = answers_by([call(failure(), 0), call(Ok(4), 9)], deadline())
+            .await
+            .answers("leases")
+            .expect_err("none through");
+        assert!(error.to_string().contains("gone"), "{error}");
+        let error = answers_by([call(Ok(5), 9)], deadline())
+            .await
+            .answers("leases")
+            .expect_err("none through");
+        assert!(
+            error.to_string().contains("no answer by the deadline"),
+            "{error}"
+        );
+        assert_eq!(
+            answers_by(
+                Vec::<std::future::Ready<redis::RedisResult<u32>>>::new(),
+                deadline()
+            )
+            .await
+            .answers("leases")
+            .expect("no calls, no error"),
+            Vec::<u32>::new()
+        );
     }
 }

@@ -43,20 +43,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use futures::{StreamExt, TryStreamExt};
 
 use core_context::multitask::ThreadRule;
 use core_context::{RunId, RunScope, ThreadId, UserId};
 use redis::Script;
 use ws_bridge::broker::BrokerError;
 
-use crate::lost::{LostRun, TakenRun, end_runs};
 use crate::node_requests::USER_CANCELLED;
 use crate::publisher::PublishQueue;
 use crate::run_scripts::{
     CLAIM, HOLD, REAP, RELEASE, RENEW, RUNNER, SETTLE_INDEX, UNHOLD, take_prelude,
 };
 use crate::shared::{Shared, SteerRequest, broker_error};
+
+mod leases;
 
 /// A claim on one of a user's run slots in the cluster: a slot held, or a place in the
 /// user's queue. Give it back with [`ClusterRuns::release`].
@@ -324,118 +324,6 @@ impl ClusterRuns {
             .invoke_async::<()>(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))
-    }
-
-    /// Renews `leases` (this node's runs); returns those this node no longer holds. Leases
-    /// found expired are taken and their runs ended here.
-    pub async fn renew(&self, leases: &[Lease]) -> Result<Vec<Lease>, BrokerError> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Calls of at most `RENEWED_PER_CALL` leases (each of one slot on a Redis Cluster),
-        // up to 32 at once.
-        let groups = crate::conn::in_calls(
-            self.shared.conn.is_cluster(),
-            leases,
-            |lease| lease.user.as_str(),
-            crate::conn::RENEWED_PER_CALL,
-        );
-        let calls: Vec<_> = groups
-            .iter()
-            .map(|group| {
-                let mut invocation = self.renew.prepare_invoke();
-                invocation.arg(self.ttl_ms());
-                for lease in group {
-                    invocation
-                        .key(self.user_key(&lease.user, "leases"))
-                        .key(self.slots_key(&lease.user))
-                        .arg(self.base(&lease.user))
-                        .arg(&lease.id);
-                }
-                let mut conn = self.shared.conn.clone();
-                async move {
-                    invocation
-                        .invoke_async::<(Vec<String>, Vec<TakenRun>)>(&mut conn)
-                        .await
-                }
-            })
-            .collect();
-        let answers: Vec<(Vec<String>, Vec<TakenRun>)> = futures::stream::iter(calls)
-            .buffer_unordered(crate::conn::CALLS_AT_ONCE)
-            .try_collect()
-            .await
-            .map_err(|e| broker_error(&e))?;
-        let mut users: Vec<&UserId> = leases.iter().map(|lease| &lease.user).collect();
-        users.sort();
-        users.dedup();
-        // A user missing from the reapers' index (its entry lost) is put back.
-        let mut index = redis::cmd("ZADD");
-        index.arg(self.index_key()).arg("NX");
-        for user in &users {
-            index.arg(now_ms() + self.ttl_ms()).arg(user.as_str());
-        }
-        let mut lost = Vec::new();
-        for (gone, taken) in answers {
-            lost.extend(gone);
-            end_runs(&self.publish, taken);
-        }
-        index
-            .exec_async(&mut self.shared.conn.clone())
-            .await
-            .map_err(|e| broker_error(&e))?;
-        Ok(leases
-            .iter()
-            .filter(|lease| lost.contains(&lease.id))
-            .cloned()
-            .collect())
-    }
-
-    /// Takes expired leases (of nodes that stopped renewing) and ends their runs: emits each
-    /// run's terminal `agent_error`. Visits the users the reapers' index says are due (up to
-    /// 100 per call). Returns the runs ended.
-    pub async fn reap(&self) -> Result<Vec<LostRun>, BrokerError> {
-        let mut conn = self.shared.conn.clone();
-        let due: Vec<(String, String)> = redis::cmd("ZRANGE")
-            .arg(self.index_key())
-            .arg("-inf")
-            .arg(now_ms())
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(100)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| broker_error(&e))?;
-        let mut ended = Vec::new();
-        for (user, score) in due {
-            let Ok(id) = UserId::parse(&user) else {
-                tracing::error!(%user, "redis broker: the reapers' index names a user id that does not parse; dropped from it");
-                let _: Result<(), _> = redis::cmd("ZREM")
-                    .arg(self.index_key())
-                    .arg(&user)
-                    .exec_async(&mut conn)
-                    .await;
-                continue;
-            };
-            let (taken, next): (Vec<TakenRun>, String) = self
-                .reap
-                .key(self.user_key(&id, "leases"))
-                .arg(self.base(&id))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| broker_error(&e))?;
-            ended.extend(end_runs(&self.publish, taken));
-            self.settle_index
-                .key(self.index_key())
-                .arg(&user)
-                .arg(&score)
-                .arg(&next)
-                .invoke_async::<()>(&mut conn)
-                .await
-                .map_err(|e| broker_error(&e))?;
-        }
-        Ok(ended)
     }
 
     /// The run of `user`'s `thread` holding a slot now (kept one run per thread), with its

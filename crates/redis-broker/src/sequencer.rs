@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 use core_context::UserId;
-use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::conn::Conn;
@@ -407,32 +406,29 @@ async fn renew_leases(shared: &Shared, conn: Conn, held: Vec<(UserId, u64, bool)
                 invocation.key(meta).arg(*lease).arg(u8::from(*renew));
             }
             let sent = Instant::now();
-            match invocation.invoke_async::<Vec<usize>>(&mut conn).await {
-                Ok(lost) => Some((sent, call, lost)),
+            let lost = match invocation.invoke_async::<Vec<usize>>(&mut conn).await {
+                Ok(lost) => lost,
                 Err(error) => {
                     tracing::debug!(%error, "redis broker: cannot renew leases yet");
-                    None
+                    return;
+                }
+            };
+            let (mut kept, mut gone) = (Vec::new(), Vec::new());
+            for (i, (user, lease, renew)) in call.iter().enumerate() {
+                if lost.contains(&i) {
+                    gone.push((user.clone(), *lease));
+                } else if *renew {
+                    kept.push((user.clone(), *lease));
                 }
             }
+            let _ = publisher.send(Inbound::Renewed {
+                sent,
+                kept,
+                lost: gone,
+            });
         }
     });
-    let answers: Vec<_> = futures::stream::iter(calls)
-        .buffer_unordered(crate::conn::CALLS_AT_ONCE)
-        .collect()
-        .await;
-    for (sent, call, lost) in answers.into_iter().flatten() {
-        let (mut kept, mut gone) = (Vec::new(), Vec::new());
-        for (i, (user, lease, renew)) in call.iter().enumerate() {
-            if lost.contains(&i) {
-                gone.push((user.clone(), *lease));
-            } else if *renew {
-                kept.push((user.clone(), *lease));
-            }
-        }
-        let _ = publisher.send(Inbound::Renewed {
-            sent,
-            kept,
-            lost: gone,
-        });
-    }
+    // All at once, each answer told as it comes: a master that does not answer (a Redis
+    // Cluster's, down until its replica takes over) holds up none of the others' leases.
+    futures::future::join_all(calls).await;
 }

@@ -4,8 +4,9 @@
 //! side is `redis_broker::ClusterRuns`.
 //!
 //! A node holds a lease per run it executes and renews them all every third of the lease
-//! TTL; the same tick reaps leases other nodes stopped renewing (each taken by one node,
-//! which emits the run's terminal `agent_error` with code `node_lost`).
+//! TTL, waiting half of that at most for the answers; a task of its own, as often, reaps
+//! leases other nodes stopped renewing (each taken by one node, which emits the run's
+//! terminal `agent_error` with code `node_lost`).
 
 use std::sync::Arc;
 
@@ -101,7 +102,7 @@ impl Cluster {
         self.runs.followed(user, run).await
     }
 
-    /// How often [`Cluster::tick`] must run to keep this node's leases.
+    /// How often [`Cluster::renew`] must run to keep this node's leases.
     pub(crate) fn renew_every(&self) -> std::time::Duration {
         self.runs.renew_every()
     }
@@ -117,10 +118,10 @@ impl Cluster {
         self.runs.cancel(user, run, reason).await
     }
 
-    /// Renews this node's leases and ends the runs of nodes that stopped renewing theirs.
-    /// Returns the runs this node executes whose leases it lost (another node ended them for
-    /// their users): the caller cancels them.
-    pub(crate) async fn tick(&self) -> Vec<(UserId, RunId)> {
+    /// Renews this node's leases. Returns the runs this node executes whose leases it lost
+    /// (another node ended them for their users): the caller cancels them. Takes half of
+    /// [`renew_every`](Self::renew_every) at most, so that the next renewal comes on time.
+    pub(crate) async fn renew(&self) -> Vec<(UserId, RunId)> {
         let held: Vec<(RunId, Lease)> = self
             .held
             .lock()
@@ -128,7 +129,7 @@ impl Cluster {
             .map(|(run, lease)| (run.clone(), lease.clone()))
             .collect();
         let leases: Vec<Lease> = held.iter().map(|(_, lease)| lease.clone()).collect();
-        let orphans = match self.runs.renew(&leases).await {
+        match self.runs.renew(&leases).await {
             Ok(lost) => {
                 let lost = still_held(held, &lost, &self.held.lock());
                 if !lost.is_empty() {
@@ -143,7 +144,13 @@ impl Cluster {
                 tracing::warn!(%error, "cluster: cannot renew run leases now");
                 Vec::new()
             }
-        };
+        }
+    }
+
+    /// Ends the runs of nodes that stopped renewing their leases. Apart from
+    /// [`renew`](Self::renew), which it never holds up: a reap waits on one call after
+    /// another, each for as long as its master takes to answer.
+    pub(crate) async fn reap(&self) {
         match self.runs.reap().await {
             Ok(lost) if !lost.is_empty() => {
                 tracing::warn!(
@@ -154,7 +161,6 @@ impl Cluster {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cluster: cannot reap expired run leases now"),
         }
-        orphans
     }
 }
 

@@ -471,20 +471,36 @@ impl RunService {
         let mut requests = cluster.node_requests();
         let every = cluster.renew_every();
         let weak: Weak<RunService> = Arc::downgrade(self);
-        let ticking = weak.clone();
-        let tick = tokio::spawn(async move {
+        let renewing = weak.clone();
+        let renew = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             loop {
                 ticks.tick().await;
-                let Some(service) = ticking.upgrade() else {
+                let Some(service) = renewing.upgrade() else {
                     return;
                 };
                 if let Some(cluster) = &service.cluster {
-                    for (user, run) in cluster.tick().await {
+                    for (user, run) in cluster.renew().await {
                         if let Some(engine) = service.sessions.active_run(&user, &run) {
                             engine.cancel_run(&run, "this server lost the run's lease");
                         }
                     }
+                }
+            }
+        });
+        // Reaping on a task of its own: a reap that waits on a master that does not answer
+        // never delays a renewal.
+        let reaping = weak.clone();
+        let reap = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(service) = reaping.upgrade() else {
+                    return;
+                };
+                if let Some(cluster) = &service.cluster {
+                    cluster.reap().await;
                 }
             }
         });
@@ -505,6 +521,6 @@ impl RunService {
                 }
             }
         });
-        vec![tick, cancel]
+        vec![renew, reap, cancel]
     }
 }
