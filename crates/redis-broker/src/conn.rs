@@ -333,10 +333,17 @@ pub(crate) fn in_calls<T>(
         .collect()
 }
 
-/// What the broker connects with: the commands' connection, and the clients the live
-/// connection may subscribe through (one Redis's, or each cluster seed's).
+/// What the broker connects with: the commands' connection, the run leases' connection,
+/// and the clients the live connection may subscribe through (one Redis's, or each cluster
+/// seed's).
 pub(crate) struct Endpoint {
     pub(crate) conn: Conn,
+    /// For the renewal and the reaping of run leases only (`runs::leases`): a connection of
+    /// their own, so that neither a burst of publishes queued ahead of them nor the
+    /// recoveries of a cluster connection that publishes to a master gone down (during which
+    /// the client sends none of its requests: measured, every renewal of a node went
+    /// unanswered for 4 s in a failover) delays them past their leases.
+    pub(crate) leases: Conn,
     pub(crate) live: Vec<redis::Client>,
 }
 
@@ -356,23 +363,7 @@ pub(crate) async fn connect(
         why,
     })?
     else {
-        let client = tls::client(config, &config.url)?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client.clone(), manager)
-            .await
-            .map_err(connect_error)?;
-        return Ok(Endpoint {
-            conn: Conn {
-                link: Link::Single(conn),
-                home,
-                slot: None,
-            },
-            live: vec![client],
-        });
+        return connect_single(config, home).await;
     };
     let live = seeds
         .iter()
@@ -409,18 +400,54 @@ pub(crate) async fn connect(
         }
     })?;
     let conn = client.get_async_connection().await.map_err(connect_error)?;
+    let leases = client.get_async_connection().await.map_err(connect_error)?;
+    let cluster = |conn: ClusterConnection| Conn {
+        link: Link::Cluster(Arc::new(ClusterHandle {
+            client: client.clone(),
+            current: RwLock::new(conn),
+            timeouts: AtomicU32::new(0),
+            replacing: AtomicBool::new(false),
+        })),
+        home: home.clone(),
+        slot: None,
+    };
     Ok(Endpoint {
-        conn: Conn {
-            link: Link::Cluster(Arc::new(ClusterHandle {
-                client,
-                current: RwLock::new(conn),
-                timeouts: AtomicU32::new(0),
-                replacing: AtomicBool::new(false),
-            })),
-            home,
-            slot: None,
-        },
+        conn: cluster(conn),
+        leases: cluster(leases),
         live,
+    })
+}
+
+/// [`connect`] to one Redis.
+async fn connect_single(
+    config: &RedisBrokerConfig,
+    home: Home,
+) -> Result<Endpoint, RedisBrokerError> {
+    let connect_error = |source| RedisBrokerError::Connect {
+        url: secrets::url::redacted(&config.url),
+        source,
+    };
+    let client = tls::client(config, &config.url)?;
+    let manager = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1));
+    let single = |manager: ConnectionManager| Conn {
+        link: Link::Single(manager),
+        home: home.clone(),
+        slot: None,
+    };
+    let conn = ConnectionManager::new_with_config(client.clone(), manager.clone())
+        .await
+        .map_err(connect_error)?;
+    let leases = ConnectionManager::new_with_config(client.clone(), manager)
+        .await
+        .map_err(connect_error)?;
+    Ok(Endpoint {
+        conn: single(conn),
+        leases: single(leases),
+        live: vec![client],
     })
 }
 

@@ -229,7 +229,7 @@ impl RedisBroker {
             runtime::BrokerRuntime::start().map_err(|e| RedisBrokerError::Thread(e.to_string()))?;
         // Connected from the broker's thread, so that the connections' own tasks run there.
         let (connecting, home) = (config.clone(), runtime.home());
-        let conn::Endpoint { conn, live } = runtime
+        let conn::Endpoint { conn, leases, live } = runtime
             .handle()
             .spawn(async move { conn::connect(&connecting, home).await })
             .await
@@ -255,6 +255,7 @@ impl RedisBroker {
             bounds: config.bounds,
             scripts: Scripts::new(conn.is_cluster(), config.sequencer),
             conn: conn.clone(),
+            leases_conn: leases,
             attached: Mutex::new(HashMap::new()),
             queued: AtomicUsize::new(0),
             live_up: AtomicBool::new(false),

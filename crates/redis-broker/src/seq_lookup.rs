@@ -151,8 +151,10 @@ impl Sequencer {
         unpark(parked, user, work);
     }
 
-    /// Looks up (or takes) the leases of `users` on a task of its own, the calls at once;
-    /// each answer comes back as [`Inbound::Routed`] when it arrives.
+    /// Looks up (or takes) the leases of `users` on a task of its own, the calls all at once
+    /// (a lookup retries until it is through: on a Redis Cluster whose master is down, a
+    /// bound on those in flight would hold the other masters' users behind its own); each
+    /// answer comes back as [`Inbound::Routed`] when it arrives.
     fn look_up(&self, users: Vec<(UserId, bool)>) {
         let shared = Arc::clone(&self.shared);
         let conn = self.conn.clone();
@@ -161,7 +163,7 @@ impl Sequencer {
                 return;
             };
             futures::stream::iter(users)
-                .for_each_concurrent(crate::conn::CALLS_AT_ONCE, |(user, own)| {
+                .for_each_concurrent(None, |(user, own)| {
                     let (shared, back, conn) = (&shared, &back, conn.clone());
                     async move {
                         let (sent, answer) = take_lease(shared, conn, &user, own).await;

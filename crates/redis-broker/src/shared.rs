@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) bounds: ReplayBounds,
     pub(crate) scripts: Scripts,
     pub(crate) conn: Conn,
+    /// The run leases' own connection ([`Endpoint::leases`](crate::conn::Endpoint::leases)).
+    pub(crate) leases_conn: Conn,
     /// The users this node follows, by user id.
     pub(crate) attached: Mutex<HashMap<String, Arc<Attached>>>,
     /// This node's own channel (`cancel_run` for its runs, from other nodes).

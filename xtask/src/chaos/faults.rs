@@ -253,10 +253,35 @@ impl Fault {
 }
 
 /// Strikes the broker (`fault` is one of Redis's): restarts the Redis, or fails a Redis
-/// Cluster master over; then watches the nodes' `/readyz`.
+/// Cluster master over; watches the nodes' `/readyz` meanwhile (a node may be ready again
+/// before the cluster is whole) and then until they are ready again.
 fn strike_broker(fault: Fault, broker: &mut Broker, addrs: &[String], struck: &mut Struck) {
     let began = Instant::now();
-    let struck_at = match (fault, broker) {
+    let striking = std::sync::atomic::AtomicBool::new(true);
+    let (struck_at, saw_unready) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut saw_unready = false;
+            while striking.load(std::sync::atomic::Ordering::Relaxed) {
+                saw_unready |= addrs
+                    .iter()
+                    .any(|a| !matches!(services::get(a, "/readyz"), Some((200, _))));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            saw_unready
+        });
+        let struck_at = strike(fault, broker);
+        striking.store(false, std::sync::atomic::Ordering::Relaxed);
+        (struck_at, watcher.join().unwrap_or(false))
+    });
+    match struck_at {
+        Ok(()) => struck.readiness = services::until_ready(addrs, began, saw_unready),
+        Err(e) => struck.problems.push(e),
+    }
+}
+
+/// Kills and restarts Redis, or fails a Redis Cluster master over.
+fn strike(fault: Fault, broker: &mut Broker) -> Result<(), String> {
+    match (fault, broker) {
         (Fault::ClusterFailover, Broker::Cluster(cluster)) => cluster.fail_over().map(|took| {
             println!(
                 "  the cluster was whole again {:.2} s after the kill",
@@ -267,10 +292,6 @@ fn strike_broker(fault: Fault, broker: &mut Broker, addrs: &[String], struck: &m
             redis.crash_and_restart(Duration::from_secs(1))
         }
         (fault, _) => Err(format!("{} needs another broker", fault.name())),
-    };
-    match struck_at {
-        Ok(()) => struck.readiness = services::until_ready(addrs, began, false),
-        Err(e) => struck.problems.push(e),
     }
 }
 

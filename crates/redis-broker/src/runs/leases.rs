@@ -26,7 +26,7 @@ impl ClusterRuns {
         }
         let deadline = tokio::time::Instant::now() + self.renew_every() / 2;
         let groups = crate::conn::in_calls(
-            self.shared.conn.is_cluster(),
+            self.shared.leases_conn.is_cluster(),
             leases,
             |lease| lease.user.as_str(),
             crate::conn::RENEWED_PER_CALL,
@@ -48,7 +48,7 @@ impl ClusterRuns {
                     })
                     .collect();
                 let (script, publish) = (Arc::clone(&self.renew), Arc::clone(&self.publish));
-                let (ttl, mut conn) = (self.ttl_ms(), self.shared.conn.clone());
+                let (ttl, mut conn) = (self.ttl_ms(), self.shared.leases_conn.clone());
                 async move {
                     let mut invocation = script.prepare_invoke();
                     invocation.arg(ttl);
@@ -89,7 +89,7 @@ impl ClusterRuns {
         for user in &users {
             index.arg(now_ms() + self.ttl_ms()).arg(user.as_str());
         }
-        let mut conn = self.shared.conn.clone();
+        let mut conn = self.shared.leases_conn.clone();
         tokio::spawn(async move {
             if let Err(error) = index.exec_async(&mut conn).await {
                 tracing::warn!(%error, "redis broker: cannot put users back in the reapers' index now");
@@ -101,7 +101,7 @@ impl ClusterRuns {
     /// run's terminal `agent_error`. Visits the users the reapers' index says are due (up to
     /// 100 per call). Returns the runs ended.
     pub async fn reap(&self) -> Result<Vec<LostRun>, BrokerError> {
-        let mut conn = self.shared.conn.clone();
+        let mut conn = self.shared.leases_conn.clone();
         let due: Vec<(String, String)> = redis::cmd("ZRANGE")
             .arg(self.index_key())
             .arg("-inf")
