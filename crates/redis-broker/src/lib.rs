@@ -38,6 +38,7 @@
 mod attached;
 mod budget_ledger;
 mod budget_scripts;
+mod calls;
 mod conn;
 mod followers;
 mod forwarded;

@@ -227,7 +227,7 @@ pub(crate) fn retryable(error: &redis::RedisError) -> bool {
 /// Sends `batch`: in one script call on one Redis; on a Redis Cluster in one call per slot
 /// (each user's events stay in order within their slot's call), the calls at once.
 async fn send(shared: &Shared, conn: &mut Conn, batch: &[Outgoing]) -> redis::RedisResult<()> {
-    let groups = crate::conn::by_slot(conn.is_cluster(), batch, |event| event.user.as_str());
+    let groups = crate::calls::by_slot(conn.is_cluster(), batch, |event| event.user.as_str());
     let calls: Vec<_> = groups
         .iter()
         .map(|events| {
@@ -236,7 +236,7 @@ async fn send(shared: &Shared, conn: &mut Conn, batch: &[Outgoing]) -> redis::Re
         })
         .collect();
     futures::stream::iter(calls)
-        .buffer_unordered(crate::conn::CALLS_AT_ONCE)
+        .buffer_unordered(crate::calls::CALLS_AT_ONCE)
         .try_collect::<Vec<()>>()
         .await?;
     shared

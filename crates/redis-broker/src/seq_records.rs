@@ -144,7 +144,7 @@ async fn apply(
         let gathered = compact(std::mem::take(&mut waiting));
         // On a Redis Cluster a call's keys share one slot: calls per slot, each routed by one
         // of its users' keys.
-        let calls = crate::conn::in_calls(
+        let calls = crate::calls::in_calls(
             conn.is_cluster(),
             &gathered,
             |change| change.user.as_str(),

@@ -44,7 +44,7 @@ impl Sequencer {
             };
             return Ok(self.settle(work, plan, results, sent).await);
         }
-        let groups: Vec<Vec<Item>> = crate::conn::by_slot(true, work, |item| item.user.as_str())
+        let groups: Vec<Vec<Item>> = crate::calls::by_slot(true, work, |item| item.user.as_str())
             .into_iter()
             .map(|group| group.into_iter().cloned().collect())
             .collect();
@@ -62,7 +62,7 @@ impl Sequencer {
             .map(|(plan, conn)| send(conn.clone(), &plan.pipe))
             .collect();
         let answers: Vec<_> = futures::stream::iter(sends)
-            .buffered(crate::conn::CALLS_AT_ONCE)
+            .buffered(crate::calls::CALLS_AT_ONCE)
             .collect()
             .await;
         let took = first_sent.elapsed();

@@ -379,17 +379,17 @@ impl Sequencer {
 }
 
 /// Renews (or gives back) `held` leases (user, lease number, whether to renew), in calls of
-/// at most [`RENEWED_PER_CALL`](crate::conn::RENEWED_PER_CALL) users, and tells the publisher
+/// at most [`RENEWED_PER_CALL`](crate::calls::RENEWED_PER_CALL) users, and tells the publisher
 /// which it still holds and which it lost.
 async fn renew_leases(shared: &Shared, conn: Conn, held: Vec<(UserId, u64, bool)>) {
     let (Some(scripts), Some(publisher)) = (&shared.scripts.leases, &shared.inbound) else {
         return;
     };
-    let calls: Vec<Vec<(UserId, u64, bool)>> = crate::conn::in_calls(
+    let calls: Vec<Vec<(UserId, u64, bool)>> = crate::calls::in_calls(
         conn.is_cluster(),
         &held,
         |(user, ..)| user.as_str(),
-        crate::conn::RENEWED_PER_CALL,
+        crate::calls::RENEWED_PER_CALL,
     )
     .into_iter()
     .map(|call| call.into_iter().cloned().collect())

@@ -194,7 +194,7 @@ impl Shared {
     }
 
     /// Renews the keys of `followed` and this node's entries in their nodes (in calls of at
-    /// most [`RENEWED_PER_CALL`](crate::conn::RENEWED_PER_CALL) users, each of one slot on a
+    /// most [`RENEWED_PER_CALL`](crate::calls::RENEWED_PER_CALL) users, each of one slot on a
     /// Redis Cluster, up to 32 at once). Returns the users whose
     /// entry was missing: their keys were lost, so they may have missed frames.
     pub(crate) async fn renew(
@@ -202,11 +202,11 @@ impl Shared {
         followed: &[Arc<Attached>],
     ) -> redis::RedisResult<Vec<Arc<Attached>>> {
         use futures::{StreamExt, TryStreamExt};
-        let groups = crate::conn::in_calls(
+        let groups = crate::calls::in_calls(
             self.conn.is_cluster(),
             followed,
             |a| a.user.as_str(),
-            crate::conn::RENEWED_PER_CALL,
+            crate::calls::RENEWED_PER_CALL,
         );
         let calls: Vec<_> = groups
             .into_iter()
@@ -233,7 +233,7 @@ impl Shared {
             })
             .collect();
         let missing: Vec<Vec<Arc<Attached>>> = futures::stream::iter(calls)
-            .buffer_unordered(crate::conn::CALLS_AT_ONCE)
+            .buffer_unordered(crate::calls::CALLS_AT_ONCE)
             .try_collect()
             .await?;
         Ok(missing.into_iter().flatten().collect())

@@ -25,11 +25,11 @@ impl ClusterRuns {
             return Ok(Vec::new());
         }
         let deadline = tokio::time::Instant::now() + self.renew_every() / 2;
-        let groups = crate::conn::in_calls(
+        let groups = crate::calls::in_calls(
             self.shared.leases_conn.is_cluster(),
             leases,
             |lease| lease.user.as_str(),
-            crate::conn::RENEWED_PER_CALL,
+            crate::calls::RENEWED_PER_CALL,
         );
         let calls: Vec<_> = groups
             .iter()
@@ -63,7 +63,7 @@ impl ClusterRuns {
                 }
             })
             .collect();
-        let lost: Vec<String> = crate::conn::answers_by(calls, deadline)
+        let lost: Vec<String> = crate::calls::answers_by(calls, deadline)
             .await
             .answers("run-lease renewals")
             .map_err(|e| broker_error(&e))?
