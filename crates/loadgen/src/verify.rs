@@ -60,13 +60,17 @@ pub enum Violation {
     },
     /// An event of a run its user never started.
     #[error(
-        "{place}: wrong-user frame: event of run {run_id} (seq {seq}), which this user never started"
+        "{place}: wrong-user frame: event of run {run_id} (seq {seq}), which this user never started ({how}; the user lost {lost_requests} requests unanswered)"
     )]
     WrongUser {
         /// Where.
         place: Place,
         /// The foreign run.
         run_id: String,
+        /// How the run ended here: `node_lost`, otherwise, or not at all.
+        how: &'static str,
+        /// The user's requests that ended without an answer (each may have started a run).
+        lost_requests: u64,
         /// The first such event's `seq`.
         seq: u64,
     },
@@ -404,9 +408,18 @@ impl StreamVerifier {
             .collect();
         foreign.sort_by_key(|(_, seq)| **seq);
         if let Some((run_id, seq)) = foreign.first() {
+            let how = if self.node_lost.contains(*run_id) {
+                "it ended node_lost"
+            } else if self.done.contains(*run_id) {
+                "it ended otherwise"
+            } else {
+                "it did not end here"
+            };
             return Err(Violation::WrongUser {
                 place: self.place.clone(),
                 run_id: run_id.to_string(),
+                how,
+                lost_requests,
                 seq: **seq,
             });
         }

@@ -286,6 +286,12 @@ fn an_unconfirmed_node_lost_run_is_excused_only_by_a_lost_request() {
         verdict.contains("wrong-user frame: event of run run_c"),
         "{verdict}"
     );
+    // The verdict says how the run ended and what the user lost, to tell a stranger's run
+    // from one a lost request started.
+    assert!(
+        verdict.contains("(it ended node_lost; the user lost 0 requests unanswered)"),
+        "{verdict}"
+    );
     // One lost request excuses one run, and never a run that completed.
     let two = interleave(lost_run("c", 2), lost_run("d", 2));
     let verdict = check_tolerant(two, &[], 1).expect_err("one excuse for two runs");
@@ -293,6 +299,10 @@ fn an_unconfirmed_node_lost_run_is_excused_only_by_a_lost_request() {
     let verdict = check_tolerant(events_of("z"), &[], 1).expect_err("a completed stranger");
     assert!(
         verdict.contains("wrong-user frame: event of run run_z"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("(it ended otherwise; the user lost 1"),
         "{verdict}"
     );
 }
