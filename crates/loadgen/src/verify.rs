@@ -272,6 +272,11 @@ impl StreamVerifier {
         self.events
     }
 
+    /// Runs open here (begun, not ended) that `known` does not know as the user's.
+    pub fn open_unconfirmed(&self, known: impl Fn(&RunId) -> bool) -> usize {
+        self.open.keys().filter(|run| !known(run)).count()
+    }
+
     /// Runs written off here by failed resumes (see [`reset`](Self::reset)).
     pub fn written_off(&self) -> u64 {
         self.written_off

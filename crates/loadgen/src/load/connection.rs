@@ -34,6 +34,9 @@ use crate::verify::{Place, StreamVerifier, Violation};
 pub enum Command {
     /// Send a `start_agent` with this request id.
     Start(String),
+    /// Answer how many runs are open here that the user is not known to have started (their
+    /// acceptance may have been lost with a connection: see [`crate::load`]'s end).
+    OpenUnconfirmed(tokio::sync::oneshot::Sender<usize>),
     /// Stop and hand back the verifier.
     Close,
 }
@@ -148,6 +151,14 @@ impl Task {
                 message = socket.next() => self.on_message(message),
                 command = commands.recv() => match command {
                     Some(Command::Start(request_id)) => self.start(&mut socket, request_id).await,
+                    Some(Command::OpenUnconfirmed(reply)) => {
+                        let user = &self.shared.users[self.user];
+                        let open = self
+                            .verifier
+                            .open_unconfirmed(|run| user.runs.lock().contains(run));
+                        let _asker_gone = reply.send(open);
+                        Flow::Continue
+                    }
                     Some(Command::Close) | None => break,
                 },
             };

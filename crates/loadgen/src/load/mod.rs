@@ -114,6 +114,7 @@ pub async fn run(plan: &LoadPlan, limit: FileLimit) -> Result<Report, LoadError>
     let window = LoadWindow::open(server_probe.as_ref());
     scenario::drive(plan, &shared, &connections).await;
     let measured = window.close(&shared);
+    await_orphans(&connections, &shared).await;
     close_all(connections, &shared).await;
     if !shared.has_failed() && !shared.all_delivered() {
         shared.fail(Violation::Incomplete(shared.counts()));
@@ -214,6 +215,43 @@ async fn open_all(
             .map_or(0, |(after, before)| after.saturating_sub(before)),
     };
     Ok((slots.into_iter().flatten().collect(), figures))
+}
+
+/// How long the end of a load waits for runs that lost requests may have started.
+const ORPHANS_WAIT: Duration = Duration::from_secs(20);
+
+/// When a user lost requests unanswered (with a connection to a node that died, or refused
+/// after their claim's answer was lost), waits (up to [`ORPHANS_WAIT`]) until no connection
+/// has a run open that is not known as its user's: such a run was started by a lost request
+/// and ends `node_lost` once its lease expires, which may be after every run the load knows
+/// of has ended. Closed before that, it would be judged a stranger's run.
+async fn await_orphans(connections: &[Connection], shared: &Shared) {
+    let lost = |user: &shared::UserRuns| {
+        user.lost_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    };
+    if !shared.users.iter().any(lost) {
+        return;
+    }
+    let deadline = Instant::now() + ORPHANS_WAIT;
+    while Instant::now() < deadline {
+        let mut open = 0;
+        for connection in connections {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if connection
+                .commands
+                .send(Command::OpenUnconfirmed(reply))
+                .is_ok()
+            {
+                open += answer.await.unwrap_or(0);
+            }
+        }
+        if open == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Tells every connection to close, then gives each one's final verdict.

@@ -276,6 +276,38 @@ fn runs_of_a_dead_node_end_node_lost_once_when_tolerated() {
 }
 
 #[test]
+fn open_runs_not_known_as_the_users_are_counted_until_they_end() {
+    // What the end of a load waits on when a user lost requests: a run begun here whose
+    // acceptance never came (run c), open until its `node_lost` comes.
+    let place = Place {
+        connection: 1,
+        user: UserId::parse("lg-user-1").expect("valid id"),
+    };
+    let mut verifier = StreamVerifier::new(place, 0, SHAPE.events_per_run()).tolerating_node_loss();
+    let known = |r: &RunId| *r == run("a");
+    let lost = lost_run("c", 2);
+    let (begun, end) = lost.split_at(lost.len() - 1);
+    let events: Vec<AgentEvent> = interleave(events_of("a")[..2].to_vec(), begun.to_vec());
+    let count = events.len() as u64;
+    for text in frames(events, 1) {
+        let Ok(ServerMessage::Event(event)) = ServerMessage::parse(&text) else {
+            panic!("not an event: {text}")
+        };
+        verifier.on_event(event, known).expect("no violation");
+    }
+    // Runs a (known) and c (not) are open: c alone counts.
+    assert_eq!(verifier.open_unconfirmed(known), 1);
+    assert_eq!(verifier.open_unconfirmed(|_| true), 0);
+    for text in frames(end.to_vec(), count + 1) {
+        let Ok(ServerMessage::Event(event)) = ServerMessage::parse(&text) else {
+            panic!("not an event: {text}")
+        };
+        verifier.on_event(event, known).expect("no violation");
+    }
+    assert_eq!(verifier.open_unconfirmed(known), 0);
+}
+
+#[test]
 fn an_unconfirmed_node_lost_run_is_excused_only_by_a_lost_request() {
     // Run c's acceptance was lost with a dropped connection: excused when the user lost a
     // request, a wrong-user frame when not.
