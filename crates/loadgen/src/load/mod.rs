@@ -231,11 +231,12 @@ async fn await_orphans(connections: &[Connection], shared: &Shared) {
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
     };
-    if !shared.users.iter().any(lost) {
+    // After a violation the load stopped early: its verdict is made.
+    if shared.has_failed() || !shared.users.iter().any(lost) {
         return;
     }
-    let deadline = Instant::now() + ORPHANS_WAIT;
-    while Instant::now() < deadline {
+    let deadline = tokio::time::Instant::now() + ORPHANS_WAIT;
+    while tokio::time::Instant::now() < deadline {
         let mut open = 0;
         for connection in connections {
             let (reply, answer) = tokio::sync::oneshot::channel();
@@ -244,7 +245,11 @@ async fn await_orphans(connections: &[Connection], shared: &Shared) {
                 .send(Command::OpenUnconfirmed(reply))
                 .is_ok()
             {
-                open += answer.await.unwrap_or(0);
+                // A connection reopening answers once it is back: never past the deadline.
+                match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(answered) => open += answered.unwrap_or(0),
+                    Err(_) => return,
+                }
             }
         }
         if open == 0 {
