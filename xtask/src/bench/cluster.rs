@@ -13,8 +13,16 @@ use super::{Binaries, Kind, load, server_command, shell_line, start_server};
 
 /// Starts Redis and the nodes, runs loadgen against them, stops everything.
 pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> Run {
-    with_nodes(binaries, scenario, log_dir, |nodes, run| {
+    with_nodes(binaries, scenario, log_dir, |nodes, redis, run| {
         load(binaries, scenario, &nodes.addrs(), nodes.pids()[0], run);
+        let metrics: Vec<String> = nodes
+            .addrs()
+            .iter()
+            .filter_map(|addr| crate::chaos::services::metrics(addr))
+            .collect();
+        let pids = nodes.pids().into_iter().chain(redis.pid());
+        let ticks = pids.filter_map(super::cross_path::ticks).sum();
+        super::cross_path::add(run, &metrics, ticks);
     })
 }
 
@@ -24,7 +32,7 @@ pub(crate) fn with_nodes(
     binaries: &Binaries,
     scenario: &Scenario,
     log_dir: &Path,
-    load: impl FnOnce(&Nodes, &mut Run),
+    load: impl FnOnce(&Nodes, &Redis, &mut Run),
 ) -> Run {
     let mut run = Run::default();
     let mut redis = match Redis::start(log_dir) {
@@ -52,7 +60,7 @@ pub(crate) fn with_nodes(
     );
     let log = |n: usize| log_dir.join(format!("{}-node{n}.log", scenario.name));
     match Nodes::start(&program, scenario.nodes, |_| args.clone(), log) {
-        Ok(nodes) => load(&nodes, &mut run),
+        Ok(nodes) => load(&nodes, &redis, &mut run),
         Err(e) => run.error = Some(e),
     }
     redis.stop();
@@ -234,6 +242,11 @@ impl Redis {
     /// Its port.
     pub(crate) fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Its process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether it runs (not killed).

@@ -90,7 +90,7 @@ fn run_one(binaries: &Binaries, scenario: &Scenario, store: Option<&Path>, log_d
 
 /// Waits until the store's threads of server `pid` are idle, then adds the history figures
 /// to `run`'s report and fails it if the server's log says writes were dropped.
-fn settle(pid: u32, log: &Path, run: &mut Run) {
+fn settle(pid: u32, _addr: &str, log: &Path, run: &mut Run) {
     let load_end = Instant::now();
     let mut last = store_ticks(pid);
     let mut changed = load_end;

@@ -78,6 +78,35 @@ const STORE_FIGURES: &[Figure] = &[
     ),
 ];
 
+/// Where a multi-node run's events spend their time and CPU (see `bench/cross_path.rs`).
+const PATH_FIGURES: &[Figure] = &[
+    figure(
+        "CPU of the nodes and Redis per event, connects included (µs)",
+        "/path/cpu_us_per_event",
+        1.0,
+        1,
+    ),
+    figure(
+        "an event's wait in its node's publish queue (ms)",
+        "/path/queue_ms",
+        1.0,
+        2,
+    ),
+    figure(
+        "a publish call's round trip to Redis (ms)",
+        "/path/round_trip_ms",
+        1.0,
+        2,
+    ),
+    figure("events per publish call", "/path/events_per_batch", 1.0, 1),
+    figure(
+        "a frame's wait from its arrival to its socket write (ms)",
+        "/path/to_write_ms",
+        1.0,
+        2,
+    ),
+];
+
 /// The figures of an idle scenario.
 const IDLE_FIGURES: &[Figure] = &[
     figure(
@@ -321,8 +350,17 @@ fn multi_node(out: &mut String, outcomes: &[Outcome]) {
          share them). Every user has two connections; on two nodes they sit on different nodes, \
          and a user's runs start on either in turn, so every event is published once to Redis \
          and reaches one connection on the node that ran it and one on the other node. Latency \
-         is emit-to-client as above, so on two nodes it includes the trip through Redis.",
-        &LOAD_FIGURES[..6].iter().collect::<Vec<_>>(),
+         is emit-to-client as above, so on two nodes it includes the trip through Redis. The \
+         last rows are read from the nodes' own metrics and `/proc` after the load: the CPU of \
+         every server-side process (the nodes, and Redis) over its life per event delivered; on \
+         two nodes an event's wait in its node's publish queue, the round trip of the call (a \
+         publish script call, or a sequencer transaction) that takes it to Redis, and the events \
+         per call; and a frame's wait from its arrival at the node that writes it (from Redis, \
+         or on one node from the run's emit) to its socket write.",
+        &LOAD_FIGURES[..6]
+            .iter()
+            .chain(PATH_FIGURES)
+            .collect::<Vec<_>>(),
     );
 }
 

@@ -14,6 +14,7 @@
 //! A run that fails verification is reported in the document and makes the command fail.
 
 pub(crate) mod cluster;
+mod cross_path;
 mod history;
 pub mod markdown;
 pub mod outcome;
@@ -171,10 +172,19 @@ fn run_scenario(
     }
     let (first, second) = outcome::labels(&scenario);
     println!("{} {} on {first}: {}", next(), scenario.name, scenario.what);
-    let server = run_one(binaries, &scenario, Kind::AgentServer, &[], log_dir, None);
+    let multi_node = scenario.group == scenarios::MULTI_NODE;
+    let after_load: Option<AfterLoad<'_>> = multi_node.then_some(&cross_path::one_node);
+    let server = run_one(
+        binaries,
+        &scenario,
+        Kind::AgentServer,
+        &[],
+        log_dir,
+        after_load,
+    );
     print_line(&server);
     println!("{} {} on {second}", next(), scenario.name);
-    let baseline = if scenario.group == scenarios::MULTI_NODE {
+    let baseline = if multi_node {
         cluster::run(binaries, &scenario, log_dir)
     } else {
         run_one(binaries, &scenario, Kind::Baseline, &[], log_dir, None)
@@ -348,8 +358,8 @@ mod shell_line_tests {
 }
 
 /// What a run does after the load, before its server stops: given the server's pid, its
-/// log, and the run so far.
-pub(crate) type AfterLoad<'a> = &'a dyn Fn(u32, &Path, &mut Run);
+/// address, its log, and the run so far.
+pub(crate) type AfterLoad<'a> = &'a dyn Fn(u32, &str, &Path, &mut Run);
 
 /// Starts the server (with `extra` flags), runs loadgen against it, calls `after_load`,
 /// stops the server.
@@ -379,9 +389,15 @@ pub(crate) fn run_one(
             return run;
         }
     };
-    load(binaries, scenario, &[addr], child.id(), &mut run);
+    load(
+        binaries,
+        scenario,
+        std::slice::from_ref(&addr),
+        child.id(),
+        &mut run,
+    );
     if let Some(after_load) = after_load {
-        after_load(child.id(), &log, &mut run);
+        after_load(child.id(), &addr, &log, &mut run);
     }
     let _killed = child.kill();
     let _reaped = child.wait();

@@ -23,7 +23,7 @@ use super::{Binaries, SECRET, shell_line};
 
 /// Starts Redis and the nodes, runs one loadgen per node at once, stops everything.
 pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> Run {
-    cluster::with_nodes(binaries, scenario, log_dir, |nodes, run| {
+    cluster::with_nodes(binaries, scenario, log_dir, |nodes, _, run| {
         load_all(binaries, scenario, &nodes.addrs(), &nodes.pids(), run);
     })
 }

@@ -17,7 +17,7 @@
 
 mod cluster;
 mod faults;
-mod services;
+pub(crate) mod services;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
