@@ -4,7 +4,13 @@
 //! Connection `c` belongs to user `c mod U`, so a user's connections are spread over the
 //! whole connect phase (and over the source addresses). Run `k` goes to user `k mod U`
 //! first, so runs spread over users before any user gets a second one, and then round-robin
-//! over that user's connections.
+//! over that user's connections, each user starting the round at its own place (its index):
+//! so at any moment the runs being started are spread over the connections' places too.
+//! With each user's connections on different nodes (its `n`-th connection on the `n`-th
+//! URL), every node starts its share of the runs all the time, and each user's runs still
+//! go to its nodes in turn. (Had every user started at its first connection, all the runs of
+//! one round of the users went to one node and the next round's to the other: each node
+//! took the whole load for one round, then none.)
 
 /// The users and connections of a load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +35,7 @@ impl Layout {
     /// The connection that starts run `k`.
     pub fn starter(&self, k: usize) -> usize {
         let user = k % self.users;
-        let nth = (k / self.users) % self.connections_of(user);
+        let nth = (k / self.users + user) % self.connections_of(user);
         user + nth * self.users
     }
 
@@ -76,15 +82,46 @@ mod tests {
             8,
             &[
                 (0, 0),
-                (1, 1),
+                (3, 1),
                 (2, 0),
-                (3, 1),
-                (4, 0),
                 (1, 1),
-                (0, 0),
+                (4, 0),
                 (3, 1),
+                (0, 0),
+                (1, 1),
             ],
         );
+    }
+
+    #[test]
+    fn two_nodes_start_half_the_runs_each_at_any_time_and_a_user_alternates() {
+        // Each user's two connections on two nodes: its n-th on node n (as `connect` places
+        // them: connection c on URL (c / users) mod URLs).
+        for users in [2, 7, 10, 5_000] {
+            let layout = Layout {
+                connections: 2 * users,
+                users,
+            };
+            let node = |k: usize| layout.starter(k) / users % 2;
+            // Any `users` runs in a row, wherever they begin: within two of even (a round of
+            // the users is as even as it can be; where two rounds meet, one node may start
+            // two runs in a row).
+            for start in [0, 1, users / 2, users, 3 * users + 1] {
+                let on_first = (start..start + users).filter(|&k| node(k) == 0).count();
+                let most = if start % users == 0 { 1 } else { 2 };
+                assert!(
+                    on_first.abs_diff(users - on_first) <= most,
+                    "{users} users, runs {start}..: {on_first} on the first node"
+                );
+            }
+            for user in 0..users {
+                let nodes: Vec<usize> = (0..6).map(|round| node(round * users + user)).collect();
+                assert!(
+                    nodes.windows(2).all(|pair| pair[0] != pair[1]),
+                    "user {user}'s runs go to {nodes:?}"
+                );
+            }
+        }
     }
 
     #[test]
