@@ -18,10 +18,10 @@ pub(crate) fn run(binaries: &Binaries, scenario: &Scenario, log_dir: &Path) -> R
         let metrics: Vec<String> = nodes
             .addrs()
             .iter()
-            .filter_map(|addr| crate::chaos::services::metrics(addr))
+            .filter_map(|addr| super::probe::metrics(addr))
             .collect();
         let pids = nodes.pids().into_iter().chain(redis.pid());
-        let ticks = pids.filter_map(super::cross_path::ticks).sum();
+        let ticks = pids.filter_map(super::probe::ticks).sum();
         super::cross_path::add(run, &metrics, ticks);
     })
 }

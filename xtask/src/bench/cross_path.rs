@@ -17,19 +17,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::outcome::Run;
-use crate::chaos::services::{metric_sum, metrics};
-
-/// Clock ticks per second in `/proc/<pid>/stat` (Linux's USER_HZ).
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// CPU ticks (user + system) process `pid` has used so far.
-pub(crate) fn ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the name: state is field 3, utime field 14, stime field 15.
-    let (_, rest) = stat.rsplit_once(") ")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
+use super::probe::{TICKS_PER_SECOND, metric_sum, metrics, ticks};
 
 /// After a multi-node scenario's load on one node (an `AfterLoad`): adds the `path` figures
 /// of node `pid` at `addr`.
@@ -150,11 +138,5 @@ mod tests {
         let mut failed = Run::default();
         add(&mut failed, &[], 10);
         assert!(failed.report.is_none(), "no report, nothing added");
-    }
-
-    #[test]
-    fn this_process_has_cpu_ticks() {
-        assert!(ticks(std::process::id()).is_some());
-        assert!(ticks(u32::MAX).is_none());
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::outcome::Run;
+use super::probe::{TICKS_PER_SECOND, stat_ticks};
 use super::scenarios::Scenario;
 use super::{Binaries, Kind};
 
@@ -25,9 +26,6 @@ const IDLE: Duration = Duration::from_millis(500);
 
 /// How long a catch-up may take at most before the run gives up waiting.
 const MAX_CATCH_UP: Duration = Duration::from_secs(180);
-
-/// Clock ticks per second of `/proc/<pid>/task/<tid>/stat` (Linux's USER_HZ).
-const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Runs `scenario` with the store off and on, `repeats` times each in turns, and returns
 /// the median run of each side (a failed run, if any, so a failure is never hidden).
@@ -137,12 +135,8 @@ fn store_ticks(pid: u32) -> u64 {
         .flatten()
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
         .filter_map(|stat| {
-            let (head, rest) = stat.rsplit_once(") ")?;
-            let store = head.ends_with("(history-writer") || head.contains("(sqlx-sqlite");
-            // After the name: state is field 3, utime field 14, stime field 15.
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let ticks =
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            let (name, ticks) = stat_ticks(&stat)?;
+            let store = name == "history-writer" || name.starts_with("sqlx-sqlite");
             store.then_some(ticks)
         })
         .sum()

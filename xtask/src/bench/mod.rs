@@ -18,6 +18,7 @@ mod cross_path;
 mod history;
 pub mod markdown;
 pub mod outcome;
+pub(crate) mod probe;
 pub mod scenarios;
 mod wide;
 

@@ -10,6 +10,7 @@ use super::Load;
 use super::cluster::RedisCluster;
 use super::services::{self, Postgres, SmallVolume};
 use crate::bench::cluster::{Nodes, Redis};
+use crate::bench::probe::{get, metric_sum, metrics};
 
 /// A fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +265,7 @@ fn strike_broker(fault: Fault, broker: &mut Broker, addrs: &[String], struck: &m
             while striking.load(std::sync::atomic::Ordering::Relaxed) {
                 saw_unready |= addrs
                     .iter()
-                    .any(|a| !matches!(services::get(a, "/readyz"), Some((200, _))));
+                    .any(|a| !matches!(get(a, "/readyz"), Some((200, _))));
                 std::thread::sleep(Duration::from_millis(20));
             }
             saw_unready
@@ -312,7 +313,7 @@ fn fill_for_a_while(volume: &mut SmallVolume, addrs: &[String], struck: &mut Str
         }
         saw_unready |= addrs
             .iter()
-            .any(|a| !matches!(services::get(a, "/readyz"), Some((200, _))));
+            .any(|a| !matches!(get(a, "/readyz"), Some((200, _))));
         std::thread::sleep(Duration::from_millis(100));
     }
     volume.free();
@@ -415,13 +416,13 @@ impl Struck {
     pub(crate) fn after_load(&mut self, addrs: &[String], services: &Services) {
         let live: Vec<String> = addrs
             .iter()
-            .filter(|a| services::metrics(a).is_some())
+            .filter(|a| metrics(a).is_some())
             .cloned()
             .collect();
         let sum = |name: &str| -> f64 {
             live.iter()
-                .filter_map(|a| services::metrics(a))
-                .map(|body| services::metric_sum(&body, name))
+                .filter_map(|a| metrics(a))
+                .map(|body| metric_sum(&body, name))
                 .sum()
         };
         self.lost_by_redis = sum("agent_server_redis_events_rejected_total")

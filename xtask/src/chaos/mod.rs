@@ -17,7 +17,7 @@
 
 mod cluster;
 mod faults;
-pub(crate) mod services;
+mod services;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

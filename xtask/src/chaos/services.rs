@@ -1,14 +1,16 @@
 //! What the faults need besides Redis: a private PostgreSQL that can be restarted in place
 //! (Debian's server binaries, `initdb` in a directory under the target directory, a free
-//! loopback port, trust auth, no fsync; as root it runs as the `postgres` account), and a
-//! node's `/readyz` and `/metrics` read over plain HTTP.
+//! loopback port, trust auth, no fsync; as root it runs as the `postgres` account), and the
+//! wait for every node's `/readyz` to answer 200 again (read with `bench::probe`).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::bench::probe::get;
 
 /// A private PostgreSQL.
 pub(crate) struct Postgres {
@@ -248,38 +250,6 @@ fn command(program: &Path, user: Option<(u32, u32)>) -> Command {
     command
 }
 
-/// `GET path` on `addr` (`host:port`): the status and the body, or `None` when it does not
-/// answer within 2 s.
-pub(crate) fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
-/// A node's `/metrics` text, when it answers.
-pub(crate) fn metrics(addr: &str) -> Option<String> {
-    match get(addr, "/metrics")? {
-        (200, body) => Some(body),
-        _ => None,
-    }
-}
-
-/// The sum of every sample of the metric `name` (all its label sets) in `text`.
-pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Readiness after a fault: how long until every node's `/readyz` answered 200 again, and
 /// whether one was seen not ready (the fault reached the nodes).
 #[derive(Debug, Clone, Copy, Default)]
@@ -315,23 +285,4 @@ pub(crate) fn until_ready(addrs: &[String], since: Instant, seen_unready: bool) 
         std::thread::sleep(Duration::from_millis(20));
     }
     readiness
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metric_sums_add_every_label_set_of_that_name_only() {
-        let text = "\
-# TYPE agent_server_history_dropped counter
-agent_server_history_dropped_total{why=\"queue_full\"} 2
-agent_server_history_dropped_total{why=\"store_failed\"} 3
-agent_server_history_dropped_totally 100
-agent_server_history_writes_total 17
-";
-        assert_eq!(metric_sum(text, "agent_server_history_dropped_total"), 5.0);
-        assert_eq!(metric_sum(text, "agent_server_history_writes_total"), 17.0);
-        assert_eq!(metric_sum(text, "agent_server_nothing_total"), 0.0);
-    }
 }
