@@ -17,7 +17,7 @@ use std::time::Duration;
 use core_context::lifecycle::check_lifecycle;
 use core_context::{AgentEvent, EventSink, SequencedEvent};
 use execution_engine::{EngineConfig, ExecutionEngineFactory};
-use redis_broker::{RedisBroker, RedisBrokerConfig};
+use redis_broker::{PublishMode, RedisBroker, RedisBrokerConfig};
 use serde_json::json;
 use ws_bridge::{
     AgentWebSocketBridge, BridgeConfig, Broker, Epoch, InProcessBroker, ResumeFailure,
@@ -45,15 +45,18 @@ pub async fn bridges(config: &BridgeConfig) -> Bridges {
     let in_process: Arc<dyn Broker> = Arc::new(InProcessBroker::new(bounds));
     let redis = RedisServer::start();
     let networked: Arc<dyn Broker> = Arc::new(
-        RedisBroker::connect(RedisBrokerConfig::new(redis.url(), bounds))
-            .await
-            .unwrap(),
+        RedisBroker::connect(RedisBrokerConfig {
+            mode: PublishMode::Script,
+            ..RedisBrokerConfig::new(redis.url(), bounds)
+        })
+        .await
+        .unwrap(),
     );
     // The same Redis, its own keys.
     let sequenced: Arc<dyn Broker> = Arc::new(
         RedisBroker::connect(RedisBrokerConfig {
             key_prefix: "sequenced".into(),
-            sequencer: true,
+            mode: PublishMode::Sequencer,
             ..RedisBrokerConfig::new(redis.url(), bounds)
         })
         .await

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use core_context::{EventKind, EventSink, RunId, RunScope, SequencedEvent, ThreadId, UserId};
-use redis_broker::{RedisBroker, RedisBrokerConfig};
+use redis_broker::{PublishMode, RedisBroker, RedisBrokerConfig};
 use ws_bridge::{AgentWebSocketBridge, BridgeConfig, Subscription};
 
 use crate::redis_support::RedisServer;
@@ -36,7 +36,11 @@ impl BrokerPair {
         let connect = || async {
             Arc::new(
                 RedisBroker::connect(RedisBrokerConfig {
-                    sequencer,
+                    mode: if sequencer {
+                        PublishMode::Sequencer
+                    } else {
+                        PublishMode::Script
+                    },
                     ..RedisBrokerConfig::new(redis.url(), config.replay_bounds())
                 })
                 .await

@@ -110,14 +110,14 @@ async fn load_with_fault(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_load_loses_no_event_and_its_runs_end_node_lost_once() {
-    killed_mid_load(&[]).await;
+    killed_mid_load(&["--broker-mode", "script"]).await;
 }
 
 /// The same in the sequencer mode, where the killed node held leases of users' streams (the
 /// other node takes them after 5 s) and the runs' records lag their logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_the_sequencer_mode_a_node_killed_mid_load_loses_no_event_and_its_runs_end_once() {
-    killed_mid_load(&["--broker-sequencer"]).await;
+    killed_mid_load(&["--broker-mode", "sequencer"]).await;
 }
 
 /// Two nodes with `flags` under the steady load; one killed 3 s in.

@@ -102,14 +102,65 @@ fn broker_client_certificate_flags_go_together() {
 }
 
 #[test]
-fn the_sequencer_mode_needs_a_redis_broker() {
-    check(&["--broker", "redis://h:1", "--broker-sequencer"], Ok(()));
+fn a_publish_mode_needs_a_redis_broker() {
+    let redis = ["--broker", "redis://h:1"];
+    for mode in ["auto", "script", "sequencer"] {
+        check(&[&redis[..], &["--broker-mode", mode]].concat(), Ok(()));
+    }
+    check(&[&redis[..], &["--broker-sequencer"]].concat(), Ok(()));
+    check(
+        &[
+            &redis[..],
+            &["--broker-sequencer", "--broker-mode", "sequencer"],
+        ]
+        .concat(),
+        Ok(()),
+    );
     check(
         &["--broker-sequencer"],
         Err(
             "--broker-sequencer (AGENT_SERVER_BROKER_SEQUENCER, broker_sequencer in --config) is a mode of the Redis broker, and --broker is in-process",
         ),
     );
+    check(
+        &["--broker-mode", "script"],
+        Err(
+            "--broker-mode (AGENT_SERVER_BROKER_MODE, broker_mode in --config) is a mode of the Redis broker, and --broker is in-process",
+        ),
+    );
+    // The default is harmless without Redis.
+    check(&["--broker-mode", "auto"], Ok(()));
+    check(
+        &[
+            &redis[..],
+            &["--broker-sequencer", "--broker-mode", "script"],
+        ]
+        .concat(),
+        Err(
+            "--broker-sequencer (AGENT_SERVER_BROKER_SEQUENCER, broker_sequencer in --config) is --broker-mode sequencer, and --broker-mode is script: give one of them",
+        ),
+    );
+    check(
+        &[&redis[..], &["--broker-mode", "fast"]].concat(),
+        Err("\"fast\" is not a publish mode: use auto"),
+    );
+}
+
+/// What a node runs with no flag: `auto`, and with `--broker-sequencer` the sequencer's.
+#[test]
+fn the_publish_mode_defaults_to_auto() {
+    use redis_broker::PublishMode;
+    let mode = |words: &[&str]| {
+        let mut line = vec!["serve", "--broker", "redis://h:1"];
+        line.extend_from_slice(words);
+        let cli = Cli::try_parse_from(line).expect("valid flags");
+        ServerConfig::from_args(cli.args)
+            .expect("valid")
+            .broker_mode
+    };
+    assert_eq!(mode(&[]), PublishMode::Auto);
+    assert_eq!(mode(&["--broker-sequencer"]), PublishMode::Sequencer);
+    assert_eq!(mode(&["--broker-mode", "script"]), PublishMode::Script);
 }
 
 #[test]

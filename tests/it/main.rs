@@ -97,6 +97,7 @@ mod otlp;
 mod postgres_support;
 mod process_support;
 mod properties;
+mod publish_modes;
 mod redis_cluster;
 mod redis_cluster_support;
 mod redis_follow;

@@ -59,17 +59,20 @@ impl<R: SharedRedis> SharedRedis for Sequenced<R> {
 }
 
 /// The broker configuration for `url`, a [`SharedRedis::url`]: in the sequencer mode when it
-/// ends in `server_support::SEQUENCER` (see [`Sequenced`]).
+/// ends in `server_support::SEQUENCER` (see [`Sequenced`]), else in the publish script's.
 pub fn broker_config(
     url: &str,
     bounds: ws_bridge::broker::ReplayBounds,
 ) -> redis_broker::RedisBrokerConfig {
     match url.strip_suffix(crate::server_support::SEQUENCER) {
         Some(plain) => redis_broker::RedisBrokerConfig {
-            sequencer: true,
+            mode: redis_broker::PublishMode::Sequencer,
             ..redis_broker::RedisBrokerConfig::new(plain.to_owned(), bounds)
         },
-        None => redis_broker::RedisBrokerConfig::new(url.to_owned(), bounds),
+        None => redis_broker::RedisBrokerConfig {
+            mode: redis_broker::PublishMode::Script,
+            ..redis_broker::RedisBrokerConfig::new(url.to_owned(), bounds)
+        },
     }
 }
 

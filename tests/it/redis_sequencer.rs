@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use core_context::{EventKind, EventSink, RunId, RunScope, SequencedEvent, ThreadId, UserId};
-use redis_broker::{RedisBroker, RedisBrokerConfig};
+use redis_broker::{PublishMode, RedisBroker, RedisBrokerConfig};
 use ws_bridge::{AgentWebSocketBridge, BridgeConfig, Broker, Subscription};
 
 use crate::redis_support::RedisServer;
@@ -26,7 +26,7 @@ impl Node {
         let config = BridgeConfig::default();
         let broker = Arc::new(
             RedisBroker::connect(RedisBrokerConfig {
-                sequencer: true,
+                mode: PublishMode::Sequencer,
                 ..RedisBrokerConfig::new(redis.url(), config.replay_bounds())
             })
             .await
@@ -439,7 +439,7 @@ async fn appends_whose_answer_was_lost_are_not_appended_twice() {
     let config = BridgeConfig::default();
     let behind_proxy = Arc::new(
         RedisBroker::connect(RedisBrokerConfig {
-            sequencer: true,
+            mode: PublishMode::Sequencer,
             ..RedisBrokerConfig::new(proxy.url(), config.replay_bounds())
         })
         .await
@@ -554,37 +554,4 @@ impl LosingProxy {
     fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
     }
-}
-
-/// Nodes of both modes on one Redis would write the same streams two ways: the second mode's
-/// node is refused at start, naming the mode running; once that mode's nodes are gone (their
-/// announcement expired, as it does 30 s after the last one stopped), the other mode starts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_of_the_other_mode_is_refused_while_nodes_of_one_run() {
-    let redis = RedisServer::start();
-    let bounds = BridgeConfig::default().replay_bounds();
-    let connect = |sequencer: bool| {
-        RedisBroker::connect(RedisBrokerConfig {
-            sequencer,
-            ..RedisBrokerConfig::new(redis.url(), bounds)
-        })
-    };
-    let script = connect(false).await.unwrap();
-    let refused = connect(true).await.unwrap_err().to_string();
-    assert!(
-        refused.contains("nodes in the script mode run on this Redis"),
-        "{refused}"
-    );
-    let another = connect(false).await.expect("the same mode starts");
-    drop((script, another));
-    assert_eq!(redis.command(&["DEL", "agentws:{mode}:script"]), ":1");
-    let sequenced = connect(true)
-        .await
-        .expect("the other mode, once none of the first runs");
-    let refused = connect(false).await.unwrap_err().to_string();
-    assert!(
-        refused.contains("nodes in the sequencer mode run on this Redis"),
-        "{refused}"
-    );
-    drop(sequenced);
 }

@@ -29,13 +29,18 @@ pub async fn start_server(tune: impl FnOnce(&mut ServerConfig)) -> RunningServer
 }
 
 /// A Redis broker URL ending in [`SEQUENCER`] (see `redis_cluster_support::Sequenced`) stands
-/// for that URL with `--broker-sequencer`.
+/// for that URL with `--broker-mode sequencer`; any other runs `--broker-mode script`, unless
+/// the test chose a mode (the default, `auto`, would pick the sequencer's on a fresh Redis,
+/// and these tests run in each mode by the URL they are given).
 fn sequencer_from_url(config: &mut ServerConfig) {
-    if let agent_server::config::BrokerChoice::Redis(url) = &mut config.broker
-        && let Some(plain) = url.strip_suffix(SEQUENCER)
-    {
-        *url = plain.to_owned();
-        config.broker_sequencer = true;
+    use redis_broker::PublishMode;
+    if let agent_server::config::BrokerChoice::Redis(url) = &mut config.broker {
+        if let Some(plain) = url.strip_suffix(SEQUENCER) {
+            *url = plain.to_owned();
+            config.broker_mode = PublishMode::Sequencer;
+        } else if config.broker_mode == PublishMode::Auto {
+            config.broker_mode = PublishMode::Script;
+        }
     }
 }
 

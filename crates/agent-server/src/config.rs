@@ -119,11 +119,16 @@ impl std::fmt::Debug for BrokerChoice {
 /// Why the settings are unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// The sequencer mode without a Redis broker.
+    /// A publish mode without a Redis broker.
     #[error(
-        "--broker-sequencer (AGENT_SERVER_BROKER_SEQUENCER, broker_sequencer in --config) is a mode of the Redis broker, and --broker is in-process: use --broker redis://host:port, or leave the mode off"
+        "{0} is a mode of the Redis broker, and --broker is in-process: use --broker redis://host:port, or leave the mode out"
     )]
-    SequencerWithoutRedis,
+    ModeWithoutRedis(&'static str),
+    /// `--broker-sequencer` with `--broker-mode script`.
+    #[error(
+        "--broker-sequencer (AGENT_SERVER_BROKER_SEQUENCER, broker_sequencer in --config) is --broker-mode sequencer, and --broker-mode is script: give one of them"
+    )]
+    ModesDisagree,
     /// Half of a client certificate.
     #[error(
         "--broker-client-cert and --broker-client-key go together (AGENT_SERVER_BROKER_CLIENT_CERT/KEY, broker_client_cert/key in --config): {0} is missing"
@@ -298,8 +303,8 @@ pub struct ServerConfig {
     /// The certificate and key a `rediss://` broker that asks for one is shown
     /// (`--broker-client-cert`, `--broker-client-key`).
     pub broker_client_identity: Option<redis_broker::ClientIdentity>,
-    /// The Redis broker's sequencer mode (`--broker-sequencer`).
-    pub broker_sequencer: bool,
+    /// How the Redis broker publishes (`--broker-mode`).
+    pub broker_mode: redis_broker::PublishMode,
     /// How long a node's claim on a run lasts unrenewed (with a Redis broker).
     pub run_lease_ttl: Duration,
     /// The history store's URL; `None` keeps no history.
@@ -355,7 +360,7 @@ impl Default for ServerConfig {
             tools: ExtraTools::default(),
             broker: BrokerChoice::InProcess,
             broker_ca_file: None,
-            broker_sequencer: false,
+            broker_mode: redis_broker::PublishMode::Auto,
             broker_client_identity: None,
             run_lease_ttl: Duration::from_secs(15),
             store: None,
@@ -404,9 +409,7 @@ impl ServerConfig {
         let allowed_origins = AllowedOrigins::parse(&args.allowed_origins)?;
         let store = store_url(&args.store)?;
         let broker = BrokerChoice::parse(&args.broker)?;
-        if args.broker_sequencer && !matches!(broker, BrokerChoice::Redis(_)) {
-            return Err(ConfigError::SequencerWithoutRedis);
-        }
+        let broker_mode = broker_mode(&args, &broker)?;
         let approve_tools = approve_tools(&args.approve_tools, store.as_deref())?;
         let (prices, budget) = spending(&args, store.as_deref())?;
         let defaults = ServerConfig::default();
@@ -445,7 +448,7 @@ impl ServerConfig {
                 args.broker_client_key,
             )?,
             broker_ca_file: args.broker_ca_file,
-            broker_sequencer: args.broker_sequencer,
+            broker_mode,
             run_lease_ttl: Duration::from_secs(args.run_lease_secs),
             store,
             multitask_default: args.multitask_default,
@@ -469,6 +472,28 @@ impl ServerConfig {
             unscrubbed: gathered.too_short,
         })
     }
+}
+
+/// The Redis broker's publish mode: `--broker-mode`, or `--broker-sequencer` (its older
+/// spelling of `sequencer`). Refused with the in-process broker unless left to `auto`.
+fn broker_mode(
+    args: &ServeArgs,
+    broker: &BrokerChoice,
+) -> Result<redis_broker::PublishMode, ConfigError> {
+    use redis_broker::PublishMode;
+    let mode = match (args.broker_sequencer, args.broker_mode) {
+        (true, PublishMode::Script) => return Err(ConfigError::ModesDisagree),
+        (true, _) => PublishMode::Sequencer,
+        (false, mode) => mode,
+    };
+    if mode != PublishMode::Auto && !matches!(broker, BrokerChoice::Redis(_)) {
+        return Err(ConfigError::ModeWithoutRedis(if args.broker_sequencer {
+            "--broker-sequencer (AGENT_SERVER_BROKER_SEQUENCER, broker_sequencer in --config)"
+        } else {
+            "--broker-mode (AGENT_SERVER_BROKER_MODE, broker_mode in --config)"
+        }));
+    }
+    Ok(mode)
 }
 
 /// The `--approve-tools` policy; approvals need a store to keep paused runs in.

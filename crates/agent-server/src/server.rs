@@ -62,7 +62,7 @@ impl RunningServer {
                 let redis_config = RedisBrokerConfig {
                     ca_file: config.broker_ca_file.clone(),
                     client_identity: config.broker_client_identity.clone(),
-                    sequencer: config.broker_sequencer,
+                    mode: config.broker_mode,
                     ..RedisBrokerConfig::new(url.clone(), bounds)
                 };
                 let redis = Arc::new(RedisBroker::connect(redis_config).await?);

@@ -25,7 +25,7 @@
 //! connection type, and the cluster URL's seeds) with `tls` (a client's certificates),
 //! `messages` (what arrives on a node's channels: batches of frames, stream starts), and
 //! `runtime` (the broker's own thread, where its connections and tasks run). The sequencer
-//! mode ([`RedisBrokerConfig::sequencer`]) has its own: `sequencer`, `seq_write` and `seq_lookup` (its
+//! mode ([`PublishMode::Sequencer`]) has its own: `sequencer`, `seq_write` and `seq_lookup` (its
 //! publisher), `routes`, `forwarded` (the messages between nodes) and `seq_scripts`; `modes`
 //! keeps nodes of both modes off one Redis. The
 //! modules import
@@ -110,10 +110,51 @@ pub struct RedisBrokerConfig {
     /// With `rediss://`: the certificate and key this node shows Redis, for a Redis that asks
     /// its clients for one (`tls-auth-clients yes`).
     pub client_identity: Option<ClientIdentity>,
-    /// The sequencer mode (`docs/sequencer.md`; not yet the default): for each user one node at a time holds a lease and gives their seqs, writing
-    /// the log with plain pipelined commands; the others forward their events to it. Every
-    /// node on one Redis must be in the same mode.
-    pub sequencer: bool,
+    /// How the node publishes ([`PublishMode`]): by default the mode the nodes already on
+    /// this Redis run, the sequencer's on a Redis where none runs.
+    pub mode: PublishMode,
+}
+
+/// How a node publishes its events. Every node on one Redis (or Redis Cluster) runs the same
+/// mode: they would write the streams two ways (`modes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublishMode {
+    /// The mode of the nodes already on this Redis, so that a node of a new version joins a
+    /// running deployment whichever mode it runs; the sequencer's where no node runs.
+    #[default]
+    Auto,
+    /// Each batch goes in one call of the publish script, which gives the seqs in Redis.
+    Script,
+    /// `docs/sequencer.md`: for each user one node at a time holds a lease and gives their
+    /// seqs, writing the log with plain pipelined commands; the others forward their events
+    /// to it.
+    Sequencer,
+}
+
+impl PublishMode {
+    /// `auto`, `script` or `sequencer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Script => "script",
+            Self::Sequencer => "sequencer",
+        }
+    }
+}
+
+impl std::str::FromStr for PublishMode {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "auto" => Ok(Self::Auto),
+            "script" => Ok(Self::Script),
+            "sequencer" => Ok(Self::Sequencer),
+            other => Err(format!(
+                "{other:?} is not a publish mode: use auto (the mode the nodes on this Redis run, the sequencer where none runs), script or sequencer"
+            )),
+        }
+    }
 }
 
 /// A client certificate and its private key, both PEM files.
@@ -135,7 +176,7 @@ impl RedisBrokerConfig {
             publish_queue: 100_000,
             ca_file: None,
             client_identity: None,
-            sequencer: false,
+            mode: PublishMode::Auto,
         }
     }
 }
@@ -191,7 +232,7 @@ pub enum RedisBrokerError {
     },
     /// Nodes of the other mode run on this Redis.
     #[error(
-        "nodes in the {other} mode run on this Redis ({url}), and every node on one Redis must run in the same mode: stop them all before switching (--broker-sequencer), or use that mode"
+        "nodes in the {other} mode run on this Redis ({url}), and every node on one Redis must run in the same mode: stop them all before switching (--broker-mode), or use that mode (or auto, which joins it)"
     )]
     ModeConflict {
         /// The URL, without its password.
@@ -220,6 +261,7 @@ pub struct RedisBroker {
     subscriber: mpsc::UnboundedSender<Command>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     url: String,
+    mode: PublishMode,
 }
 
 impl RedisBroker {
@@ -235,10 +277,11 @@ impl RedisBroker {
             .spawn(async move { conn::connect(&connecting, home).await })
             .await
             .map_err(|e| RedisBrokerError::Thread(e.to_string()))??;
-        claim_mode(&runtime, &conn, &config, &url).await?;
+        let mode = claim_mode(&runtime, &conn, &config, &url).await?;
+        let sequencer = mode == PublishMode::Sequencer;
         let node_id = ulid::Ulid::new().to_string();
         let (inbound, inbound_queue) = mpsc::unbounded_channel();
-        let sequencer_channels = config.sequencer.then(|| {
+        let sequencer_channels = sequencer.then(|| {
             (
                 format!("{}:frames", config.key_prefix),
                 format!("{}:leases", config.key_prefix),
@@ -249,12 +292,12 @@ impl RedisBroker {
             events_channel: scripts::events_channel(&config.key_prefix, &node_id),
             opened_channel: scripts::opened_channel(&config.key_prefix),
             sequencer_channels,
-            inbound: config.sequencer.then_some(inbound),
+            inbound: sequencer.then_some(inbound),
             cancels: Mutex::new(None),
             prefix: config.key_prefix,
             node_id,
             bounds: config.bounds,
-            scripts: Scripts::new(conn.is_cluster(), config.sequencer),
+            scripts: Scripts::new(conn.is_cluster(), sequencer),
             conn: conn.clone(),
             leases_conn: leases,
             attached: Mutex::new(HashMap::new()),
@@ -267,11 +310,15 @@ impl RedisBroker {
             stats: BrokerStats::default(),
             runtime: Arc::clone(&runtime),
         });
+        shared
+            .stats
+            .sequencer_mode
+            .store(sequencer, Ordering::Relaxed);
         let (sender, queue) = mpsc::channel(config.publish_queue.max(1));
         let publish = Arc::new(PublishQueue::new(Arc::clone(&shared), sender));
         let (subscriber, commands) = mpsc::unbounded_channel();
         let on = runtime.handle();
-        let publishing = if config.sequencer {
+        let publishing = if sequencer {
             on.spawn(sequencer::run(
                 Arc::clone(&shared),
                 conn,
@@ -286,16 +333,23 @@ impl RedisBroker {
             publishing,
             on.spawn(subscriber::run(Arc::clone(&shared), live, commands)),
             on.spawn(subscriber::renew_keys(Arc::downgrade(&shared))),
-            on.spawn(modes::keep(Arc::downgrade(&shared), config.sequencer)),
+            on.spawn(modes::keep(Arc::downgrade(&shared), sequencer)),
         ];
-        tracing::info!(%url, node = %shared.node_id, "redis broker connected");
+        tracing::info!(%url, node = %shared.node_id, mode = mode.as_str(), "redis broker connected");
         Ok(Self {
             shared,
             publish,
             subscriber,
             tasks,
             url,
+            mode,
         })
+    }
+
+    /// The mode this node runs: [`PublishMode::Script`] or [`PublishMode::Sequencer`], never
+    /// `Auto` (which it resolved as it connected).
+    pub fn mode(&self) -> PublishMode {
+        self.mode
     }
 
     /// What the broker has done since it started.
@@ -340,28 +394,33 @@ impl RedisBroker {
 }
 
 /// Announces `config`'s mode in Redis (see `modes`), from the broker's thread: refused while
-/// nodes of the other mode run.
+/// nodes of the other mode run, unless the mode is `Auto`, which joins them. Answers the
+/// mode the node runs (never `Auto`).
 async fn claim_mode(
     runtime: &runtime::BrokerRuntime,
     conn: &conn::Conn,
     config: &RedisBrokerConfig,
     url: &str,
-) -> Result<(), RedisBrokerError> {
+) -> Result<PublishMode, RedisBrokerError> {
     let mut claiming = conn.clone();
-    let (prefix, sequencer) = (config.key_prefix.clone(), config.sequencer);
+    let (prefix, mode) = (config.key_prefix.clone(), config.mode);
     let claimed = runtime
         .handle()
-        .spawn(async move { modes::claim(&mut claiming, &prefix, sequencer).await })
+        .spawn(async move { modes::claim(&mut claiming, &prefix, mode).await })
         .await
         .map_err(|e| RedisBrokerError::Thread(e.to_string()))?
         .map_err(|source| RedisBrokerError::Connect {
             url: url.to_owned(),
             source,
         })?;
-    claimed.map_err(|other| RedisBrokerError::ModeConflict {
-        url: url.to_owned(),
-        other,
-    })
+    match claimed {
+        Ok(true) => Ok(PublishMode::Sequencer),
+        Ok(false) => Ok(PublishMode::Script),
+        Err(other) => Err(RedisBrokerError::ModeConflict {
+            url: url.to_owned(),
+            other,
+        }),
+    }
 }
 
 impl Drop for RedisBroker {

@@ -1,13 +1,17 @@
 //! Which publish mode the nodes on one Redis run: the publish script's or the sequencer's
 //! (`sequencer`). Nodes of both would write the same streams two ways, so a node announces its
 //! mode under `<prefix>:{mode}:<mode>` (expiring 30 s after its last renewal, renewed every 10 s)
-//! and does not start while the other mode's key lives: switching modes is a full restart.
+//! and does not start while the other mode's key lives: switching modes is a full restart. A
+//! node in [`PublishMode::Auto`] runs the mode whose key lives, and the sequencer's where
+//! none does, so nodes of a new version join a running deployment in its mode (a rolling
+//! upgrade) and a new deployment starts in the sequencer's.
 
 use std::sync::Weak;
 use std::time::Duration;
 
 use redis::Script;
 
+use crate::PublishMode;
 use crate::conn::Conn;
 use crate::shared::Shared;
 
@@ -16,10 +20,15 @@ const KEPT: Duration = Duration::from_secs(30);
 /// How often a node renews it.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 
-/// `KEYS[1]` this mode's key, `KEYS[2]` the other's, `ARGV[1]` how long it lives (ms): sets
-/// this one unless the other lives; answers 1 when set.
+/// `KEYS[1]` the wanted mode's key, `KEYS[2]` the other's, `ARGV[1]` how long it lives (ms),
+/// `ARGV[2]` `1` when the node may run the other mode instead: while the other's key lives,
+/// renews it and answers 2 if so, else answers 0; otherwise sets the wanted one and answers 1.
 const CLAIM: &str = r"
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  if ARGV[2] ~= '1' then return 0 end
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+  return 2
+end
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return 1
 ";
@@ -37,20 +46,28 @@ fn key(prefix: &str, mode: &str) -> String {
     format!("{prefix}:{{mode}}:{mode}")
 }
 
-/// Announces this node's mode; `Ok(Err(other))` names the other mode when nodes of it run.
+/// Announces the mode this node runs for `mode`: `Ok(Ok(sequencer))` whether it is the
+/// sequencer's, `Ok(Err(other))` names the other mode when nodes of it run and `mode` is not
+/// `Auto`.
 pub(crate) async fn claim(
     conn: &mut Conn,
     prefix: &str,
-    sequencer: bool,
-) -> redis::RedisResult<Result<(), &'static str>> {
-    let (mine, other) = names(sequencer);
-    let set: u8 = Script::new(CLAIM)
+    mode: PublishMode,
+) -> redis::RedisResult<Result<bool, &'static str>> {
+    let wanted = mode != PublishMode::Script;
+    let (mine, other) = names(wanted);
+    let answer: u8 = Script::new(CLAIM)
         .key(key(prefix, mine))
         .key(key(prefix, other))
         .arg(u64::try_from(KEPT.as_millis()).unwrap_or(u64::MAX))
+        .arg(u8::from(mode == PublishMode::Auto))
         .invoke_async(conn)
         .await?;
-    Ok(if set == 1 { Ok(()) } else { Err(other) })
+    Ok(match answer {
+        1 => Ok(wanted),
+        2 => Ok(!wanted),
+        _ => Err(other),
+    })
 }
 
 /// Keeps this node's mode announced while the broker lives.

@@ -53,6 +53,9 @@ pub struct BrokerStats {
     pub events_forwarded: AtomicU64,
     /// Sequencer mode: users' leases this node took.
     pub leases_taken: AtomicU64,
+    /// Whether the node runs the sequencer mode (set as it connects; see
+    /// [`PublishMode`](crate::PublishMode)).
+    pub sequencer_mode: std::sync::atomic::AtomicBool,
 }
 
 /// State shared by the broker and its tasks.

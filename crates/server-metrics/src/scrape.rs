@@ -381,6 +381,12 @@ fn broker(r: &mut Registry, state: &Snapshot<'_>) {
     for (name, help, value) in table {
         counter(r, name, help, value.load(Relaxed));
     }
+    gauge(
+        r,
+        "redis_sequencer_mode",
+        "1 when this node runs the Redis broker's sequencer mode, 0 for the publish script's (--broker-mode)",
+        i64::from(stats.sequencer_mode.load(Relaxed)),
+    );
     seconds(
         r,
         "redis_publish_batch_seconds",

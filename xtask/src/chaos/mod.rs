@@ -37,8 +37,9 @@ pub struct Options {
     pub quick: bool,
     /// Only these faults (by name); all when empty.
     pub only: Vec<String>,
-    /// The nodes in the Redis broker's sequencer mode (`--broker-sequencer`).
-    pub sequencer: bool,
+    /// The nodes in the Redis broker's publish script mode (`--script`: `--broker-mode
+    /// script`) instead of the default's, the sequencer's (`--broker-mode sequencer`).
+    pub script: bool,
 }
 
 impl Options {
@@ -49,14 +50,17 @@ impl Options {
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => options.quick = true,
-                "--sequencer" => options.sequencer = true,
+                "--script" => options.script = true,
+                // The default since the sequencer mode became the nodes' (kept for the
+                // command lines written before).
+                "--sequencer" => options.script = false,
                 "--only" => {
                     let names = args.next().ok_or("--only needs fault names")?;
                     options.only = names.split(',').map(str::to_owned).collect();
                 }
                 other => {
                     return Err(format!(
-                        "chaos: unknown argument `{other}` (expected --quick, --sequencer, --only NAMES)"
+                        "chaos: unknown argument `{other}` (expected --quick, --script, --only NAMES)"
                     ));
                 }
             }
@@ -141,14 +145,14 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
             "chaos: {} under {} users × 2 nodes{}: {}",
             fault.name(),
             load.users,
-            if options.sequencer {
-                " in the sequencer mode"
+            if options.script {
+                " in the publish script mode"
             } else {
-                ""
+                " in the sequencer mode"
             },
             fault.what()
         );
-        let outcome = run_fault(&binaries, fault, load, &log_dir, options.sequencer);
+        let outcome = run_fault(&binaries, fault, load, &log_dir, !options.script);
         println!("  {}", outcome.summary());
         outcomes.push(outcome);
     }
@@ -174,9 +178,11 @@ fn node_args(broker: &Broker, sequencer: bool) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
-    if sequencer {
-        args.push("--broker-sequencer".into());
-    }
+    // Each mode named, not left to `auto`: the table says which one it measured.
+    args.extend([
+        "--broker-mode".into(),
+        if sequencer { "sequencer" } else { "script" }.into(),
+    ]);
     args
 }
 
@@ -393,16 +399,17 @@ mod tests {
             Ok(Options {
                 quick: true,
                 only: vec!["node-kill".into(), "sqlite-full".into()],
-                sequencer: false,
+                script: false,
             })
         );
         assert_eq!(
-            parse(&["--sequencer"]),
+            parse(&["--script"]),
             Ok(Options {
-                sequencer: true,
+                script: true,
                 ..Options::default()
             })
         );
+        assert_eq!(parse(&["--sequencer"]), Ok(Options::default()));
         let bad = parse(&["--only", "flood"]).expect_err("no such fault");
         assert_eq!(
             bad,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use core_context::multitask::Multitask;
+use redis_broker::PublishMode;
 use run_service::usage::Period;
 
 use super::{LogFormat, OtlpProtocol};
@@ -161,9 +162,21 @@ pub struct ServeArgs {
     /// The private key (PEM) of `--broker-client-cert`.
     #[arg(long, env = "AGENT_SERVER_BROKER_CLIENT_KEY", value_name = "PATH")]
     pub broker_client_key: Option<PathBuf>,
-    /// With a Redis broker: the sequencer mode, in trial (docs/sequencer.md): one node per
-    /// user gives the seqs and the others forward to it. Every node on the Redis (or Redis
-    /// Cluster) must use it or none.
+    /// With a Redis broker: how this node publishes. `sequencer` (docs/sequencer.md): one
+    /// node per user gives the seqs and the others forward to it; `script`: every batch
+    /// through the publish script, which gives them in Redis; `auto`: the mode the nodes
+    /// already on the Redis run (so a new version joins a running deployment), the
+    /// sequencer's where none runs. Every node on one Redis (or Redis Cluster) runs the same
+    /// mode: a node set to the other one's refuses to start.
+    #[arg(
+        long,
+        env = "AGENT_SERVER_BROKER_MODE",
+        default_value = "auto",
+        value_name = "auto|script|sequencer"
+    )]
+    pub broker_mode: PublishMode,
+    /// The same as `--broker-mode sequencer`, from before that flag (kept for the command
+    /// lines and files that use it).
     #[arg(long, env = "AGENT_SERVER_BROKER_SEQUENCER")]
     pub broker_sequencer: bool,
     /// With a Redis broker: seconds a node's claim on a running run lasts unrenewed; a node
