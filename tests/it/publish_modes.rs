@@ -1,7 +1,8 @@
 //! Which publish mode a Redis broker runs (`--broker-mode`): every node on one Redis runs the
-//! same one. `auto`, the default, joins the mode of the nodes already there (so a node of a new
-//! version joins a running deployment, a rolling upgrade) and starts a new deployment in the
-//! sequencer's; a node set to one mode is refused beside nodes of the other.
+//! same one. `auto`, the default, joins the mode of the nodes already there (so a node joins a
+//! running deployment, in a rolling upgrade or when added, without being told which mode it
+//! runs) and starts a new deployment in the publish script's; a node set to one mode is
+//! refused beside nodes of the other.
 
 use agent_server::config::{BrokerChoice, ServerConfig};
 use redis_broker::{PublishMode, RedisBroker, RedisBrokerConfig, RedisBrokerError};
@@ -40,63 +41,54 @@ async fn refused(redis: &RedisServer, prefix: &str, mode: PublishMode, running: 
     refused
 }
 
-/// The default, on a Redis where no node runs: the sequencer's, announced for the next nodes.
+/// The default, on a Redis where no node runs: the publish script's, announced for the next
+/// nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_default_starts_a_new_deployment_in_the_sequencer_mode() {
+async fn the_default_starts_a_new_deployment_in_the_publish_script_mode() {
     let redis = RedisServer::start();
+    let bounds = BridgeConfig::default().replay_bounds();
     assert_eq!(
-        RedisBrokerConfig::new(redis.url(), BridgeConfig::default().replay_bounds()).mode,
+        RedisBrokerConfig::new(redis.url(), bounds).mode,
         PublishMode::Auto
     );
     let first = connect(&redis, "agentws", PublishMode::Auto).await.unwrap();
-    assert_eq!(first.mode(), PublishMode::Sequencer);
-    assert_eq!(redis.command(&["EXISTS", "agentws:{mode}:sequencer"]), ":1");
-    assert_eq!(redis.command(&["EXISTS", "agentws:{mode}:script"]), ":0");
-    refused(&redis, "agentws", PublishMode::Script, "sequencer").await;
+    assert_eq!(first.mode(), PublishMode::Script);
+    assert_eq!(redis.command(&["EXISTS", "agentws:{mode}:script"]), ":1");
+    assert_eq!(redis.command(&["EXISTS", "agentws:{mode}:sequencer"]), ":0");
+    refused(&redis, "agentws", PublishMode::Sequencer, "script").await;
     let second = connect(&redis, "agentws", PublishMode::Auto).await.unwrap();
-    assert_eq!(second.mode(), PublishMode::Sequencer);
+    assert_eq!(second.mode(), PublishMode::Script);
 }
 
-/// A deployment in the publish script's mode, upgraded node by node to a version whose
-/// default is `auto`: each new node joins it in the script's mode, and a node set to the
-/// sequencer's is refused until no node of the script's runs (its announcement expired, as it
-/// does 30 s after the last one stopped).
+/// A deployment started in the sequencer mode: a node left to the default joins it in that
+/// mode (added, or of a new version in a rolling upgrade), a node set to the publish script's
+/// is refused until no node of the sequencer's runs (its announcement expired, as it does
+/// 30 s after the last one stopped); then the default starts the script's again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_joins_the_mode_of_the_nodes_already_running() {
     let redis = RedisServer::start();
-    let old = connect(&redis, "upgrading", PublishMode::Script)
+    let first = connect(&redis, "joining", PublishMode::Sequencer)
         .await
         .unwrap();
-    let new = connect(&redis, "upgrading", PublishMode::Auto)
-        .await
-        .unwrap();
-    assert_eq!(new.mode(), PublishMode::Script);
-    assert_eq!(
-        redis.command(&["EXISTS", "upgrading:{mode}:sequencer"]),
-        ":0"
-    );
-    let refusal = refused(&redis, "upgrading", PublishMode::Sequencer, "script").await;
+    let added = connect(&redis, "joining", PublishMode::Auto).await.unwrap();
+    assert_eq!(added.mode(), PublishMode::Sequencer);
+    assert_eq!(redis.command(&["EXISTS", "joining:{mode}:script"]), ":0");
+    let refusal = refused(&redis, "joining", PublishMode::Script, "sequencer").await;
     assert!(
         refusal.contains("or use that mode (or auto, which joins it)"),
         "{refusal}"
     );
-    // The old node stops; the new one keeps the mode announced.
-    drop(old);
-    let another = connect(&redis, "upgrading", PublishMode::Auto)
+    // The first node stops; the added one keeps the mode announced.
+    drop(first);
+    let another = connect(&redis, "joining", PublishMode::Auto).await.unwrap();
+    assert_eq!(another.mode(), PublishMode::Sequencer);
+    drop((added, another));
+    assert_eq!(redis.command(&["DEL", "joining:{mode}:sequencer"]), ":1");
+    let switched = connect(&redis, "joining", PublishMode::Auto)
         .await
-        .unwrap();
-    assert_eq!(another.mode(), PublishMode::Script);
-    drop((new, another));
-    assert_eq!(redis.command(&["DEL", "upgrading:{mode}:script"]), ":1");
-    let switched = connect(&redis, "upgrading", PublishMode::Sequencer)
-        .await
-        .expect("the other mode, once none of the first runs");
-    assert_eq!(switched.mode(), PublishMode::Sequencer);
-    refused(&redis, "upgrading", PublishMode::Script, "sequencer").await;
-    let joined = connect(&redis, "upgrading", PublishMode::Auto)
-        .await
-        .unwrap();
-    assert_eq!(joined.mode(), PublishMode::Sequencer);
+        .expect("the default's mode, once none of the other runs");
+    assert_eq!(switched.mode(), PublishMode::Script);
+    refused(&redis, "joining", PublishMode::Sequencer, "script").await;
 }
 
 /// The modes' names, as `--broker-mode` takes them.
@@ -111,12 +103,12 @@ fn modes_parse_from_their_names_only() {
     }
     assert_eq!(
         "fast".parse::<PublishMode>(),
-        Err("\"fast\" is not a publish mode: use auto (the mode the nodes on this Redis run, the sequencer where none runs), script or sequencer".to_owned())
+        Err("\"fast\" is not a publish mode: use auto (the mode the nodes on this Redis run, the publish script where none runs), script or sequencer".to_owned())
     );
 }
 
-/// A server left to the default on a fresh Redis, and one joining nodes of the publish
-/// script's mode: `/metrics` says which mode each runs.
+/// A server left to the default on a fresh Redis, and one joining nodes of the sequencer
+/// mode: `/metrics` says which mode each runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_says_which_mode_it_resolved() {
     let mode_of = |redis: &RedisServer| {
@@ -138,10 +130,10 @@ async fn a_server_says_which_mode_it_resolved() {
         }
     };
     let fresh = RedisServer::start();
-    assert_eq!(mode_of(&fresh).await.as_deref(), Some("1"));
-    let upgrading = RedisServer::start();
-    let _old = connect(&upgrading, "agentws", PublishMode::Script)
+    assert_eq!(mode_of(&fresh).await.as_deref(), Some("0"));
+    let sequenced = RedisServer::start();
+    let _running = connect(&sequenced, "agentws", PublishMode::Sequencer)
         .await
         .unwrap();
-    assert_eq!(mode_of(&upgrading).await.as_deref(), Some("0"));
+    assert_eq!(mode_of(&sequenced).await.as_deref(), Some("1"));
 }

@@ -29,9 +29,9 @@ pub async fn start_server(tune: impl FnOnce(&mut ServerConfig)) -> RunningServer
 }
 
 /// A Redis broker URL ending in [`SEQUENCER`] (see `redis_cluster_support::Sequenced`) stands
-/// for that URL with `--broker-mode sequencer`; any other runs `--broker-mode script`, unless
-/// the test chose a mode (the default, `auto`, would pick the sequencer's on a fresh Redis,
-/// and these tests run in each mode by the URL they are given).
+/// for that URL with `--broker-mode sequencer`; any other runs `--broker-mode script` (what
+/// the default, `auto`, runs on a fresh Redis, named so the tests say which mode they run),
+/// unless the test chose a mode.
 fn sequencer_from_url(config: &mut ServerConfig) {
     use redis_broker::PublishMode;
     if let agent_server::config::BrokerChoice::Redis(url) = &mut config.broker {

@@ -25,8 +25,7 @@ commands:
                verified frame by frame, kill a node, restart Redis, restart PostgreSQL,
                fill the SQLite volume (root), and print what each fault cost
                [--quick] a small load  [--only NAME,...] some faults
-               [--script] the nodes in the Redis broker's publish script mode (the
-               default: its sequencer mode)
+               [--sequencer] the nodes in the Redis broker's sequencer mode
   fuzz         run each fuzz target in fuzz/ (cargo-fuzz, libFuzzer, stable: no sanitizer)
                [SECONDS] per target (default 60)
   ts-types     write clients/typescript/src/protocol.ts and history.ts again from the

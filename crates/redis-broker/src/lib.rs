@@ -111,7 +111,7 @@ pub struct RedisBrokerConfig {
     /// its clients for one (`tls-auth-clients yes`).
     pub client_identity: Option<ClientIdentity>,
     /// How the node publishes ([`PublishMode`]): by default the mode the nodes already on
-    /// this Redis run, the sequencer's on a Redis where none runs.
+    /// this Redis run, the publish script's on a Redis where none runs.
     pub mode: PublishMode,
 }
 
@@ -119,8 +119,8 @@ pub struct RedisBrokerConfig {
 /// mode: they would write the streams two ways (`modes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PublishMode {
-    /// The mode of the nodes already on this Redis, so that a node of a new version joins a
-    /// running deployment whichever mode it runs; the sequencer's where no node runs.
+    /// The mode of the nodes already on this Redis, so that a node joins a running
+    /// deployment whichever mode it runs; the publish script's where no node runs.
     #[default]
     Auto,
     /// Each batch goes in one call of the publish script, which gives the seqs in Redis.
@@ -151,7 +151,7 @@ impl std::str::FromStr for PublishMode {
             "script" => Ok(Self::Script),
             "sequencer" => Ok(Self::Sequencer),
             other => Err(format!(
-                "{other:?} is not a publish mode: use auto (the mode the nodes on this Redis run, the sequencer where none runs), script or sequencer"
+                "{other:?} is not a publish mode: use auto (the mode the nodes on this Redis run, the publish script where none runs), script or sequencer"
             )),
         }
     }

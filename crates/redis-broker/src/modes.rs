@@ -2,9 +2,9 @@
 //! (`sequencer`). Nodes of both would write the same streams two ways, so a node announces its
 //! mode under `<prefix>:{mode}:<mode>` (expiring 30 s after its last renewal, renewed every 10 s)
 //! and does not start while the other mode's key lives: switching modes is a full restart. A
-//! node in [`PublishMode::Auto`] runs the mode whose key lives, and the sequencer's where
-//! none does, so nodes of a new version join a running deployment in its mode (a rolling
-//! upgrade) and a new deployment starts in the sequencer's.
+//! node in [`PublishMode::Auto`] (the default) runs the mode whose key lives, and the publish
+//! script's where none does, so a node joins a running deployment in its mode without being
+//! told which (a rolling upgrade, a node added).
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -54,7 +54,7 @@ pub(crate) async fn claim(
     prefix: &str,
     mode: PublishMode,
 ) -> redis::RedisResult<Result<bool, &'static str>> {
-    let wanted = mode != PublishMode::Script;
+    let wanted = mode == PublishMode::Sequencer;
     let (mine, other) = names(wanted);
     let answer: u8 = Script::new(CLAIM)
         .key(key(prefix, mine))

@@ -347,8 +347,7 @@ fn multi_node(out: &mut String, outcomes: &[Outcome]) {
         "Many nodes (Redis)",
         "The same loads on one agent-server node (in-process broker) and on two nodes sharing a \
          private Redis (`--broker redis://…`), on the same 2 cores (Redis, both nodes and loadgen \
-         share them): in the default publish mode (`auto`, on a fresh Redis the sequencer's), \
-         and in the publish script's for the `-script` scenarios. Every user has two connections; on two nodes they sit on different nodes, \
+         share them). Every user has two connections; on two nodes they sit on different nodes, \
          and a user's runs start on either in turn, so every event is published once to Redis \
          and reaches one connection on the node that ran it and one on the other node. Latency \
          is emit-to-client as above, so on two nodes it includes the trip through Redis. The \

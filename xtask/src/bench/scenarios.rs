@@ -127,13 +127,11 @@ fn cross_node(name: &'static str, users: u64, mut base: Scenario) -> Scenario {
     }
 }
 
-/// [`cross_node`] with the nodes in the Redis broker's publish script mode (`--broker-mode
-/// script`); without it they run the default, `auto`, which on the bench's fresh Redis is the
-/// sequencer mode.
-fn scripted(name: &'static str, mut base: Scenario) -> Scenario {
+/// [`cross_node`] with the nodes in the Redis broker's sequencer mode (`--broker-sequencer`).
+fn sequenced(name: &'static str, mut base: Scenario) -> Scenario {
     base.name = name;
-    base.what = format!("{}, publish script mode", base.what);
-    base.broker = vec!["--broker-mode", "script"];
+    base.what = format!("{}, sequencer mode", base.what);
+    base.broker = vec!["--broker-sequencer"];
     base
 }
 
@@ -196,10 +194,10 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
     all.extend(if quick {
         vec![
             cross_node("cross-burst", 200, burst("", 0, 400)),
-            scripted("cross-burst-script", cross_node("", 200, burst("", 0, 400))),
+            sequenced("cross-burst-seq", cross_node("", 200, burst("", 0, 400))),
             cross_node("cross-steady", 500, steady("", "", 0, 100, 3)),
-            scripted(
-                "cross-steady-script",
+            sequenced(
+                "cross-steady-seq",
                 cross_node("", 500, steady("", "", 0, 100, 3)),
             ),
             wide("c100k", 3, 500, 30, 3),
@@ -207,13 +205,13 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
     } else {
         vec![
             cross_node("cross-burst", 2_000, burst("", 0, 4_000)),
-            scripted(
-                "cross-burst-script",
+            sequenced(
+                "cross-burst-seq",
                 cross_node("", 2_000, burst("", 0, 4_000)),
             ),
             cross_node("cross-steady", 5_000, steady("", "", 0, 500, 20)),
-            scripted(
-                "cross-steady-script",
+            sequenced(
+                "cross-steady-seq",
                 cross_node("", 5_000, steady("", "", 0, 500, 20)),
             ),
             wide("c100k", 6, 16_667, 167, 180),

@@ -37,9 +37,8 @@ pub struct Options {
     pub quick: bool,
     /// Only these faults (by name); all when empty.
     pub only: Vec<String>,
-    /// The nodes in the Redis broker's publish script mode (`--script`: `--broker-mode
-    /// script`) instead of the default's, the sequencer's (`--broker-mode sequencer`).
-    pub script: bool,
+    /// The nodes in the Redis broker's sequencer mode (`--broker-sequencer`).
+    pub sequencer: bool,
 }
 
 impl Options {
@@ -50,17 +49,14 @@ impl Options {
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => options.quick = true,
-                "--script" => options.script = true,
-                // The default since the sequencer mode became the nodes' (kept for the
-                // command lines written before).
-                "--sequencer" => options.script = false,
+                "--sequencer" => options.sequencer = true,
                 "--only" => {
                     let names = args.next().ok_or("--only needs fault names")?;
                     options.only = names.split(',').map(str::to_owned).collect();
                 }
                 other => {
                     return Err(format!(
-                        "chaos: unknown argument `{other}` (expected --quick, --script, --only NAMES)"
+                        "chaos: unknown argument `{other}` (expected --quick, --sequencer, --only NAMES)"
                     ));
                 }
             }
@@ -145,14 +141,14 @@ pub fn run(root: &Path, options: &Options) -> Result<bool, Error> {
             "chaos: {} under {} users × 2 nodes{}: {}",
             fault.name(),
             load.users,
-            if options.script {
-                " in the publish script mode"
-            } else {
+            if options.sequencer {
                 " in the sequencer mode"
+            } else {
+                ""
             },
             fault.what()
         );
-        let outcome = run_fault(&binaries, fault, load, &log_dir, !options.script);
+        let outcome = run_fault(&binaries, fault, load, &log_dir, options.sequencer);
         println!("  {}", outcome.summary());
         outcomes.push(outcome);
     }
@@ -178,11 +174,9 @@ fn node_args(broker: &Broker, sequencer: bool) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
-    // Each mode named, not left to `auto`: the table says which one it measured.
-    args.extend([
-        "--broker-mode".into(),
-        if sequencer { "sequencer" } else { "script" }.into(),
-    ]);
+    if sequencer {
+        args.push("--broker-sequencer".into());
+    }
     args
 }
 
@@ -399,17 +393,16 @@ mod tests {
             Ok(Options {
                 quick: true,
                 only: vec!["node-kill".into(), "sqlite-full".into()],
-                script: false,
+                sequencer: false,
             })
         );
         assert_eq!(
-            parse(&["--script"]),
+            parse(&["--sequencer"]),
             Ok(Options {
-                script: true,
+                sequencer: true,
                 ..Options::default()
             })
         );
-        assert_eq!(parse(&["--sequencer"]), Ok(Options::default()));
         let bad = parse(&["--only", "flood"]).expect_err("no such fault");
         assert_eq!(
             bad,

@@ -165,8 +165,8 @@ pub struct ServeArgs {
     /// With a Redis broker: how this node publishes. `sequencer` (docs/sequencer.md): one
     /// node per user gives the seqs and the others forward to it; `script`: every batch
     /// through the publish script, which gives them in Redis; `auto`: the mode the nodes
-    /// already on the Redis run (so a new version joins a running deployment), the
-    /// sequencer's where none runs. Every node on one Redis (or Redis Cluster) runs the same
+    /// already on the Redis run (so a node joins a running deployment without being told
+    /// which), the publish script's where none runs. Every node on one Redis (or Redis Cluster) runs the same
     /// mode: a node set to the other one's refuses to start.
     #[arg(
         long,
