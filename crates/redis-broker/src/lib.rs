@@ -261,7 +261,6 @@ pub struct RedisBroker {
     subscriber: mpsc::UnboundedSender<Command>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     url: String,
-    mode: PublishMode,
 }
 
 impl RedisBroker {
@@ -342,14 +341,13 @@ impl RedisBroker {
             subscriber,
             tasks,
             url,
-            mode,
         })
     }
 
     /// The mode this node runs: [`PublishMode::Script`] or [`PublishMode::Sequencer`], never
     /// `Auto` (which it resolved as it connected).
     pub fn mode(&self) -> PublishMode {
-        self.mode
+        modes::running(self.shared.sequencer_channels.is_some())
     }
 
     /// What the broker has done since it started.
@@ -413,14 +411,10 @@ async fn claim_mode(
             url: url.to_owned(),
             source,
         })?;
-    match claimed {
-        Ok(true) => Ok(PublishMode::Sequencer),
-        Ok(false) => Ok(PublishMode::Script),
-        Err(other) => Err(RedisBrokerError::ModeConflict {
-            url: url.to_owned(),
-            other,
-        }),
-    }
+    claimed.map_err(|other| RedisBrokerError::ModeConflict {
+        url: url.to_owned(),
+        other,
+    })
 }
 
 impl Drop for RedisBroker {

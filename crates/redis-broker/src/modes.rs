@@ -42,18 +42,27 @@ fn names(sequencer: bool) -> (&'static str, &'static str) {
     }
 }
 
+/// The mode a node runs: the sequencer's or the publish script's.
+pub(crate) fn running(sequencer: bool) -> PublishMode {
+    if sequencer {
+        PublishMode::Sequencer
+    } else {
+        PublishMode::Script
+    }
+}
+
 fn key(prefix: &str, mode: &str) -> String {
     format!("{prefix}:{{mode}}:{mode}")
 }
 
-/// Announces the mode this node runs for `mode`: `Ok(Ok(sequencer))` whether it is the
-/// sequencer's, `Ok(Err(other))` names the other mode when nodes of it run and `mode` is not
-/// `Auto`.
+/// Announces the mode this node runs for `mode`: `Ok(Ok(_))` that mode (`Script` or
+/// `Sequencer`, never `Auto`), `Ok(Err(other))` names the other mode when nodes of it run and
+/// `mode` is not `Auto`.
 pub(crate) async fn claim(
     conn: &mut Conn,
     prefix: &str,
     mode: PublishMode,
-) -> redis::RedisResult<Result<bool, &'static str>> {
+) -> redis::RedisResult<Result<PublishMode, &'static str>> {
     let wanted = mode == PublishMode::Sequencer;
     let (mine, other) = names(wanted);
     let answer: u8 = Script::new(CLAIM)
@@ -64,8 +73,8 @@ pub(crate) async fn claim(
         .invoke_async(conn)
         .await?;
     Ok(match answer {
-        1 => Ok(wanted),
-        2 => Ok(!wanted),
+        1 => Ok(running(wanted)),
+        2 => Ok(running(!wanted)),
         _ => Err(other),
     })
 }
