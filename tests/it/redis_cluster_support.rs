@@ -256,12 +256,20 @@ impl RedisCluster {
                 .unwrap_or_else(|e| {
                     panic!("cannot run redis-server ({e}); install Debian's redis-server")
                 });
+            // Up once this very process answers on the port: a node answers only after it
+            // has bound its cluster bus too (it exits when the bus port was taken after the
+            // check above), and a port answering for another test's Redis is not this one.
+            let mine = format!("process_id:{}", child.id());
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && cli_at(self.tls.as_ref(), port, &["INFO", "server"])
+                        .lines()
+                        .any(|line| line.trim_end() == mine)
+                {
                     return Node {
                         port,
                         child: Some(child),
