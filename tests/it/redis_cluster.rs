@@ -223,7 +223,16 @@ async fn a_stalled_master_holds_up_no_other_masters_run_leases_in_the_sequencer_
     stalled_master(true).await;
 }
 
+/// [`stalled_master_steps`], failed when it has not ended within four minutes (it takes
+/// about twenty seconds): each step it reached is printed, so a hang names its place.
 async fn stalled_master(sequencer: bool) {
+    let limit = Duration::from_secs(240);
+    tokio::time::timeout(limit, stalled_master_steps(sequencer))
+        .await
+        .unwrap_or_else(|_| panic!("not done within {limit:?}: the last step printed hung"));
+}
+
+async fn stalled_master_steps(sequencer: bool) {
     const LEASE: Duration = Duration::from_millis(1500);
     let cluster = RedisCluster::start();
     let url = if sequencer {
@@ -239,6 +248,7 @@ async fn stalled_master(sequencer: bool) {
     .await;
     // Enough users that the renewal calls for the stalled master's slots outnumber those a
     // node made at once before (32), and a master that does not hold the reapers' index.
+    eprintln!("step: two nodes up on the cluster");
     let users: Vec<String> = (0..150).map(|u| format!("stall{u:03}")).collect();
     let masters: Vec<u16> = users
         .iter()
@@ -261,9 +271,12 @@ async fn stalled_master(sequencer: bool) {
         let run = accepted["run_id"].as_str().unwrap().to_owned();
         clients.push((client, run));
     }
+    eprintln!("step: {} runs hang", clients.len());
     let stalled = cluster.stall_master_of(&format!("agentws:{{{}}}:meta", doomed.0));
+    eprintln!("step: master {stalled:?} stalled");
     tokio::time::sleep(LEASE * 4).await;
     cluster.resume(&stalled);
+    eprintln!("step: resumed; cancelling the runs on the other masters");
     let mut kept = 0;
     for ((mut client, run), (user, master)) in clients.into_iter().zip(users.iter().zip(&masters)) {
         if *master == doomed.1 {
@@ -289,8 +302,10 @@ async fn stalled_master(sequencer: bool) {
         kept > 0 && kept < users.len(),
         "{kept} runs on live masters"
     );
+    eprintln!("step: {kept} runs cancelled; stopping the cluster and the nodes");
     drop(cluster);
     for node in nodes {
         node.shutdown().await;
     }
+    eprintln!("step: done");
 }

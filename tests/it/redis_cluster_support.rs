@@ -149,14 +149,51 @@ fn cli_at(tls: Option<&PathBuf>, port: u16, args: &[&str]) -> String {
             .arg("--cacert")
             .arg(files.join("ca.pem"));
     }
-    let output = command
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run redis-cli ({e}); install Debian's redis-tools (apt-get install redis-server)")
-        });
+    command.args(args);
+    let output = output_within(&mut command, Duration::from_secs(30));
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `command`'s output, once it ended; panics, naming it, when it runs past `limit` (a
+/// `redis-cli` whose port another process took after the free-port check waits for an
+/// answer forever, and `--cluster create` waits for the nodes to agree as long as it takes).
+pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {command:?} ({e}); install Debian's redis-server and redis-tools")
+        });
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("piped")));
+    let stderr = read(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for a child") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let said = String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned();
+            panic!("{command:?} did not end within {limit:?}; it said: {said}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
 }
 
 impl RedisCluster {
@@ -200,14 +237,12 @@ impl RedisCluster {
                 .arg("--cacert")
                 .arg(files.join("ca.pem"));
         }
-        let created = create
+        create
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-cli --cluster create");
+            .args(["--cluster-replicas", "1", "--cluster-yes"]);
+        let created = output_within(&mut create, Duration::from_secs(60));
         assert!(
             created.status.success(),
             "redis-cli --cluster create failed: {}{}",

@@ -15,8 +15,8 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 use crate::{Error, StepOutcome, ssot};
 
@@ -32,7 +32,14 @@ pub struct Step {
     pub action: Action,
     /// A cargo subcommand the step needs that does not come with cargo.
     pub requires: Option<Tool>,
+    /// How long the step may run before it is killed and fails: a test that hangs fails the
+    /// gate, naming itself, instead of holding CI until the runner's own limit.
+    pub limit: Option<Duration>,
 }
+
+/// The test step's limit: builds and runs every test; about 25 minutes on a cold two-core
+/// machine, under 10 warm.
+pub const TEST_LIMIT: Duration = Duration::from_secs(45 * 60);
 
 /// A cargo subcommand installed separately (`cargo-NAME` on `PATH`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +99,7 @@ pub fn steps() -> Vec<Step> {
         name,
         action: Action::Cargo { args, env },
         requires: None,
+        limit: None,
     };
     vec![
         cargo("fmt", &["fmt", "--all", "--", "--check"], &[]),
@@ -116,11 +124,15 @@ pub fn steps() -> Vec<Step> {
             ],
             &[],
         ),
-        cargo("test", &["test", "--workspace"], &[]),
+        Step {
+            limit: Some(TEST_LIMIT),
+            ..cargo("test", &["test", "--workspace"], &[])
+        },
         Step {
             name: "ssot-check",
             action: Action::SsotCheck,
             requires: None,
+            limit: None,
         },
         cargo(
             "doc",
@@ -143,17 +155,19 @@ pub fn run(root: &Path) -> Result<(), Error> {
         let step_started = Instant::now();
         let outcome = match &step.action {
             Action::Cargo { args, env } => {
-                let status = Command::new(&cargo)
+                let mut child = Command::new(&cargo);
+                child
                     .args(*args)
                     .envs(env.iter().copied())
-                    .current_dir(root)
-                    .status()
-                    .map_err(|source| Error::Spawn {
-                        step: step.name,
-                        command: command.clone(),
-                        source,
-                    })?;
-                (!status.success()).then_some(StepOutcome::Exit(status))
+                    .current_dir(root);
+                match run_within(child, step.limit).map_err(|source| Error::Spawn {
+                    step: step.name,
+                    command: command.clone(),
+                    source,
+                })? {
+                    Some(status) => (!status.success()).then_some(StepOutcome::Exit(status)),
+                    None => step.limit.map(StepOutcome::TimedOut),
+                }
             }
             Action::SsotCheck => {
                 let report = ssot::run(root)?;
@@ -181,6 +195,42 @@ pub fn run(root: &Path) -> Result<(), Error> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs `command` to its end, or until `limit` has passed: then it and every process it
+/// started (its process group: cargo's test binaries, the servers they start) are killed, and
+/// the answer is `None`.
+pub fn run_within(
+    mut command: Command,
+    limit: Option<Duration>,
+) -> std::io::Result<Option<ExitStatus>> {
+    let Some(limit) = limit else {
+        return command.status().map(Some);
+    };
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn()?;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            kill_group(&mut child);
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(100).min(limit));
+    }
+}
+
+/// Kills `child`'s process group (`child` leads it), then reaps `child`.
+fn kill_group(child: &mut Child) {
+    #[cfg(unix)]
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Makes sure every tool the steps need answers `cargo SUBCOMMAND --version`, before the first
@@ -250,6 +300,70 @@ mod tests {
             "doc: RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps",
         ];
         assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn only_the_test_step_has_a_time_limit() {
+        let limited: Vec<(&str, Option<Duration>)> = steps()
+            .into_iter()
+            .filter(|s| s.limit.is_some())
+            .map(|s| (s.name, s.limit))
+            .collect();
+        assert_eq!(limited, [("test", Some(TEST_LIMIT))]);
+    }
+
+    /// Whether process `pid` has gone (or is only waiting to be reaped by whoever adopted it).
+    #[cfg(unix)]
+    fn gone(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    /// A step past its limit is stopped with every process it started, not only the first.
+    #[cfg(unix)]
+    #[test]
+    fn a_step_past_its_limit_is_killed_with_the_processes_it_started() {
+        let dir = std::env::temp_dir().join(format!("xtask-limit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let pid_file = dir.join("grandchild");
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(format!(
+            "sleep 300 & echo $! > {}; wait",
+            pid_file.display()
+        ));
+        let started = Instant::now();
+        let status = run_within(command, Some(Duration::from_millis(500))).expect("sh runs");
+        assert_eq!(
+            status, None,
+            "a shell waiting for 300 s ended within its limit"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+        let pid = std::fs::read_to_string(&pid_file).expect("the shell wrote its child's pid");
+        let pid = pid.trim();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(pid), "the step's own child {pid} outlived the step");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_step_within_its_limit_gives_its_exit_status() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "exit 3"]);
+        let status = run_within(command, Some(Duration::from_secs(60)))
+            .expect("sh runs")
+            .expect("ended within its limit");
+        assert_eq!(status.code(), Some(3));
+        let status = run_within(Command::new("true"), None).expect("true runs");
+        assert!(status.is_some_and(|s| s.success()));
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub enum StepOutcome {
     Exit(ExitStatus),
     /// The in-process ssot-check reported this many findings.
     Findings(usize),
+    /// The step ran past its time limit, and its processes were killed.
+    TimedOut(Duration),
 }
 
 impl fmt::Display for Error {
@@ -141,6 +143,11 @@ impl fmt::Display for Error {
                 let how = match outcome {
                     StepOutcome::Exit(status) => format!("{status}"),
                     StepOutcome::Findings(n) => format!("{n} finding(s)"),
+                    StepOutcome::TimedOut(limit) => format!(
+                        "still running at its limit of {} min, so it was killed: a test \
+                         that hangs is named above as running for over 60 seconds",
+                        limit.as_secs() / 60
+                    ),
                 };
                 write!(
                     f,

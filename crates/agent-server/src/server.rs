@@ -28,6 +28,9 @@ pub struct RunningServer {
     cluster_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// How long a shutdown waits for the runs it cancelled to end.
+const CANCELLED_RUNS_END: Duration = Duration::from_secs(10);
+
 impl RunningServer {
     /// Binds `config.addr` and starts serving.
     pub async fn start(mut config: ServerConfig) -> Result<Self, ServeError> {
@@ -136,7 +139,19 @@ impl RunningServer {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        state.runs.factory().shutdown().await;
+        // Cancelled runs end at once; one held up (say, by a Redis that went away) does not
+        // hold the process: it is said, and the shutdown goes on.
+        if tokio::time::timeout(CANCELLED_RUNS_END, state.runs.factory().shutdown())
+            .await
+            .is_err()
+        {
+            let stats = state.runs.factory().stats();
+            tracing::warn!(
+                running = stats.running,
+                "shutdown: runs had not ended {} s after they were cancelled; going on without them",
+                CANCELLED_RUNS_END.as_secs()
+            );
+        }
         // A networked broker may still be sending the last events: they go out first.
         if let Err(error) = tokio::time::timeout(Duration::from_secs(5), state.bridge.flush())
             .await
