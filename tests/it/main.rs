@@ -108,6 +108,7 @@ mod redis_support;
 mod replay_memory;
 mod run_slots;
 mod secrets;
+mod sequencer_fanout;
 mod server;
 mod server_support;
 mod subruns;

@@ -17,7 +17,20 @@ use crate::server_support::Client;
 /// Two nodes on `redis`, with a replay age of `replay_age` (nodes renew their entries every
 /// third of it).
 async fn two_nodes(redis: &RedisServer, replay_age: Duration) -> Vec<RunningServer> {
-    crate::redis_support::nodes_on(&redis.url(), 2, |config| {
+    nodes_in_mode(redis, replay_age, false).await
+}
+
+/// [`two_nodes`], in the sequencer mode when `sequencer`.
+async fn nodes_in_mode(
+    redis: &RedisServer,
+    replay_age: Duration,
+    sequencer: bool,
+) -> Vec<RunningServer> {
+    let mut url = redis.url();
+    if sequencer {
+        url.push_str(crate::server_support::SEQUENCER);
+    }
+    crate::redis_support::nodes_on(&url, 2, |config| {
         config.bridge.replay_max_age = replay_age;
     })
     .await
@@ -80,8 +93,18 @@ async fn seqs_until_terminal(client: &mut Client) -> Vec<u64> {
 /// order, on connections that stay open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_whose_entry_was_lost_catches_its_users_up_at_its_next_renewal() {
+    entry_lost(false).await;
+}
+
+/// The same in the sequencer mode, whose holder sends frames to the nodes the meta lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_the_sequencer_mode_a_node_whose_entry_was_lost_catches_its_users_up() {
+    entry_lost(true).await;
+}
+
+async fn entry_lost(sequencer: bool) {
     let redis = RedisServer::start();
-    let nodes = two_nodes(&redis, Duration::from_secs(3)).await;
+    let nodes = nodes_in_mode(&redis, Duration::from_secs(3), sequencer).await;
     let mut runner = Client::user(nodes[0].addr(), "erin").await;
     let mut watcher = Client::user(nodes[1].addr(), "erin").await;
     let entries = followers(&redis, "erin");

@@ -162,31 +162,31 @@ fn pairs<'a>(mut lines: impl Iterator<Item = &'a str>) -> Option<Vec<(UserId, u6
     (!pairs.is_empty()).then_some(pairs)
 }
 
-/// A frames message is closed past this many bytes (one record may be longer).
-const MESSAGE_BYTES: usize = 7000;
-
-/// The frames of a batch as `<prefix>:frames` messages: `<user>\n<epoch>\n<lease>:<seq>\n<rest>`
-/// records joined by `\n` (`messages`), about [`MESSAGE_BYTES`] each.
+/// The frames of a batch, per user in the order their first came: each user's records
+/// (`<user>\n<epoch>\n<lease>:<seq>\n<rest>`) joined by `\n`, in order. The fan-out script
+/// (`seq_scripts`) sends them to the nodes following each user.
 #[derive(Default)]
 pub(crate) struct Frames {
-    pub(crate) messages: Vec<String>,
+    pub(crate) users: Vec<(UserId, String)>,
+    index: HashMap<UserId, usize>,
 }
 
 impl Frames {
     pub(crate) fn add(&mut self, user: &UserId, epoch: &str, lease: u64, seq: u64, rest: &str) {
         use std::fmt::Write as _;
-        let message = match self.messages.last_mut() {
-            Some(message) if message.len() < MESSAGE_BYTES => {
-                message.push('\n');
-                message
-            }
-            _ => {
-                self.messages
-                    .push(String::with_capacity(MESSAGE_BYTES + 512));
-                self.messages.last_mut().expect("just pushed")
-            }
-        };
-        let _ = write!(message, "{}\n{epoch}\n{lease}:{seq}\n{rest}", user.as_str());
+        let at = *self.index.entry(user.clone()).or_insert_with(|| {
+            self.users.push((user.clone(), String::new()));
+            self.users.len() - 1
+        });
+        let records = &mut self.users[at].1;
+        if !records.is_empty() {
+            records.push('\n');
+        }
+        let _ = write!(records, "{}\n{epoch}\n{lease}:{seq}\n{rest}", user.as_str());
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.users.is_empty()
     }
 }
 

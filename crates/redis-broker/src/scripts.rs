@@ -114,6 +114,11 @@ end
 local function open_stream()
   return open(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 end
+";
+
+/// The helpers every script that reads or writes a stream's followers uses: `now_ms`,
+/// `list_followers` (the meta's `fl`) and `prune_followers`.
+pub(crate) const FOLLOWERS: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -132,6 +137,23 @@ local function list_followers(meta)
     table.sort(names)
     redis.call('HSET', meta, 'fl', table.concat(names, ','))
   end
+end
+-- Removes `meta`'s follower entries past their expiry at `now` (and writes its `fl` anew if
+-- any was): a node that stopped without removing its entry is sent nothing after that.
+local function prune_followers(meta, now)
+  local fields = redis.call('HGETALL', meta)
+  local pruned = false
+  for j = 1, #fields, 2 do
+    local name = fields[j]
+    if string.sub(name, 1, 2) == 'f:' then
+      local expires = tonumber(string.match(fields[j + 1], ':(%d+)$'))
+      if not expires or expires < now then
+        redis.call('HDEL', meta, name)
+        pruned = true
+      end
+    end
+  end
+  if pruned then list_followers(meta) end
 end
 ";
 
@@ -181,22 +203,6 @@ local streams, touched = {}, {}
 -- `receivers` the sets in the order they came, each as its ids.
 local MESSAGE_BYTES = 7000
 local inbox, receivers = {}, {}
--- Removes `meta`'s follower entries past their expiry (and writes its `fl` anew if any was).
-local function prune_followers(meta)
-  local fields = redis.call('HGETALL', meta)
-  local pruned = false
-  for j = 1, #fields, 2 do
-    local name = fields[j]
-    if string.sub(name, 1, 2) == 'f:' then
-      local expires = tonumber(string.match(fields[j + 1], ':(%d+)$'))
-      if not expires or expires < now then
-        redis.call('HDEL', meta, name)
-        pruned = true
-      end
-    end
-  end
-  if pruned then list_followers(meta) end
-end
 local writer = nil
 local function stream(meta, log)
   local st = streams[meta]
@@ -298,7 +304,7 @@ for _, st in ipairs(touched) do
       redis.call('HSET', st.meta, node, st.applied_text, 'seq', st.seq_text, 'renewed', now_text)
       redis.call('PEXPIRE', st.meta, keep)
       redis.call('PEXPIRE', st.log, keep)
-      prune_followers(st.meta)
+      prune_followers(st.meta, now)
     else
       redis.call('HSET', st.meta, node, st.applied_text, 'seq', st.seq_text)
     end
@@ -426,7 +432,7 @@ impl Scripts {
     /// The scripts; `fenced` on a Redis Cluster (see [`OPEN`]); `sequencer` for the
     /// sequencer mode, whose streams' position, replay and follow read lease-numbered logs.
     pub(crate) fn new(fenced: bool, sequencer: bool) -> Self {
-        let open = format!("local FENCED = {fenced}\n{OPEN}");
+        let open = format!("local FENCED = {fenced}\n{OPEN}{FOLLOWERS}");
         let mut scripts = Self {
             publish: Script::new(&format!("{open}{}{PUBLISH}", crate::record_scripts::TRACK)),
             position: Script::new(&format!("{open}{POSITION}")),

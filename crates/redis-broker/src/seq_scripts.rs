@@ -285,3 +285,61 @@ pub(crate) fn reads(open: &str) -> [Script; 3] {
         with(open, &format!("{REPLAY_HEAD}{REPLAY_CHECKS}{REPLAY_TAIL}")),
     ]
 }
+
+/// Sends a transaction's frames to the nodes following their users, after its appends (in the
+/// same `MULTI`, so as atomically as the publish script's): `KEYS` the users' metas; `ARGV[1]`
+/// the key prefix, then per user their records (`<user>\n<epoch>\n<lease>:<seq>\n<rest>`,
+/// joined by `\n`, in order) and `1` to remove their expired follower entries first (when the
+/// holder renews their keys). Each following node gets one message per about 7,000 bytes on
+/// its events channel, with the records of every user of the batch it follows, as the publish
+/// script sends them. A node that follows the user before the transaction gets the frames; one
+/// that follows after it reads the entries from the log.
+const FANOUT: &str = r"
+local prefix = ARGV[1]
+local MESSAGE_BYTES = 7000
+local now = nil
+-- Per set of nodes following a user (their `fl`): its messages, each the users' records and
+-- their count (`n`) and size; `receivers` the sets in the order they came.
+local inbox, receivers = {}, {}
+for i = 1, #KEYS do
+  local meta = KEYS[i]
+  if ARGV[2 * i + 1] == '1' then
+    now = now or now_ms()
+    prune_followers(meta, now)
+  end
+  local followers = redis.call('HGET', meta, 'fl')
+  if followers then
+    local records = ARGV[2 * i]
+    local messages = inbox[followers]
+    if not messages then
+      messages = {}
+      inbox[followers] = messages
+      receivers[#receivers + 1] = followers
+    end
+    local message = messages[#messages]
+    if not message or message.size + #records > MESSAGE_BYTES then
+      message = {n = 0, size = 0}
+      messages[#messages + 1] = message
+    end
+    message.n = message.n + 1
+    message[message.n] = records
+    message.size = message.size + #records + 1
+  end
+end
+for _, followers in ipairs(receivers) do
+  local channels = {}
+  for follower in string.gmatch(followers, '[^,]+') do
+    channels[#channels + 1] = prefix .. ':node:' .. follower .. ':events'
+  end
+  for _, message in ipairs(inbox[followers]) do
+    local text = table.concat(message, '\n', 1, message.n)
+    for _, channel in ipairs(channels) do redis.call('PUBLISH', channel, text) end
+  end
+end
+return 0
+";
+
+/// [`FANOUT`] with its helpers, sent whole (`EVAL`): in a transaction, a script Redis no
+/// longer has (restarted) would fail alone after the appends went through.
+pub(crate) static FANOUT_SCRIPT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{}{FANOUT}", crate::scripts::FOLLOWERS));

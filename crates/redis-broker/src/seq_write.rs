@@ -187,6 +187,11 @@ impl Sequencer {
             // Taken by another node (or the log lost): found again before the next append.
             self.user(user).route = Route::Unknown;
         }
+        if plan.fanout
+            && let Some(Err(error)) = results.get(plan.appends.len())
+        {
+            tracing::error!(%error, "redis broker: a batch's frames were not sent to the nodes following its users; they fetch them from the log at their users' next frame");
+        }
         self.keep_forwarded(plan.forwards);
         self.count(appended, took, waited);
         self.deliver_here(&here);
@@ -358,10 +363,24 @@ impl Sequencer {
         if plan.appends.is_empty() {
             return;
         }
-        if let Some((channel, _)) = &self.shared.sequencer_channels {
-            for message in plan.frames.messages.drain(..) {
-                plan.pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        if !plan.frames.is_empty() {
+            // To the nodes following each user (their `fl`), read in the transaction.
+            let frames = std::mem::take(&mut plan.frames);
+            let fanout = plan.pipe.cmd("EVAL");
+            fanout
+                .arg(crate::seq_scripts::FANOUT_SCRIPT.as_str())
+                .arg(frames.users.len());
+            for (user, _) in &frames.users {
+                fanout.arg(meta_and_log(prefix, user).0);
             }
+            fanout.arg(prefix);
+            let renewed: HashSet<&UserId> = plan.keep.iter().collect();
+            for (user, records) in frames.users {
+                let prune = if renewed.contains(&user) { "1" } else { "0" };
+                fanout.arg(records).arg(prune);
+            }
+            // Its answer follows the appends' (the commands between are ignored).
+            plan.fanout = true;
         }
         // One transaction: an append refused as it is queued (out of memory, a script
         // running long) aborts it all, so no frame goes out without its entry. At run time
@@ -476,6 +495,8 @@ struct Plan {
     keep: Vec<UserId>,
     /// The frames of the appends, sent in the same transaction.
     frames: Frames,
+    /// Whether the transaction sends them (the fan-out script, answering after the appends).
+    fanout: bool,
     replies: Replies,
     /// Items to route again.
     again: Vec<Item>,

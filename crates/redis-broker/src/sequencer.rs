@@ -6,7 +6,8 @@
 //! - a user whose lease this node holds gets the next seqs; one transaction (`MULTI`/`EXEC`)
 //!   appends each event to the log as `<lease>-<seq>` (`XADD ... NOMKSTREAM`, refused once
 //!   another node took the lease: its barrier is above every id of an older lease) and sends
-//!   their frames on `<prefix>:frames`, which every node reads. An append refused as it is
+//!   their frames to the nodes following their users (the fan-out script, `seq_scripts`, reads
+//!   each user's followers in the transaction). An append refused as it is
 //!   queued (for memory, or `BUSY`) aborts the whole transaction, so no frame goes out
 //!   without its entry; one refused at run time is a stale lease's, whose frames followers
 //!   drop (the lease taken was announced before); a follower fills from the log what it

@@ -75,8 +75,9 @@ pub(crate) struct Shared {
     pub(crate) events_channel: String,
     /// Where streams that start are announced.
     pub(crate) opened_channel: String,
-    /// Sequencer mode: where every stream's frames go (`<prefix>:frames`, read by every
-    /// node) and where leases taken are announced (`<prefix>:leases`); `None` otherwise.
+    /// Sequencer mode: where every stream's frames went before they went to each user's
+    /// following nodes (`<prefix>:frames`, still read for nodes of an earlier version during
+    /// an upgrade) and where leases taken are announced (`<prefix>:leases`); `None` otherwise.
     pub(crate) sequencer_channels: Option<(String, String)>,
     /// Sequencer mode: where the subscriber hands the publisher what other nodes sent it.
     pub(crate) inbound: Option<mpsc::UnboundedSender<crate::forwarded::Inbound>>,
