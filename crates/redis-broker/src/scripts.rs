@@ -117,7 +117,7 @@ end
 ";
 
 /// The helpers every script that reads or writes a stream's followers uses: `now_ms`,
-/// `list_followers` (the meta's `fl`) and `prune_followers`.
+/// `list_followers` (the meta's `fl`), `prune_followers` and `send_messages`.
 pub(crate) const FOLLOWERS: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
@@ -154,6 +154,20 @@ local function prune_followers(meta, now)
     end
   end
   if pruned then list_followers(meta) end
+end
+-- Sends each set of following nodes in `receivers` (their `fl`, in order) its messages in
+-- `inbox` (each its parts, `n` of them, joined by `separator`) on each node's events channel.
+local function send_messages(prefix, inbox, receivers, separator)
+  for _, followers in ipairs(receivers) do
+    local channels = {}
+    for follower in string.gmatch(followers, '[^,]+') do
+      channels[#channels + 1] = prefix .. ':node:' .. follower .. ':events'
+    end
+    for _, message in ipairs(inbox[followers]) do
+      local text = table.concat(message, separator, 1, message.n)
+      for _, channel in ipairs(channels) do redis.call('PUBLISH', channel, text) end
+    end
+  end
 end
 ";
 
@@ -310,16 +324,7 @@ for _, st in ipairs(touched) do
     end
   end
 end
-for _, followers in ipairs(receivers) do
-  local channels = {}
-  for follower in string.gmatch(followers, '[^,]+') do
-    channels[#channels + 1] = prefix .. ':node:' .. follower .. ':events'
-  end
-  for _, message in ipairs(inbox[followers]) do
-    local text = table.concat(message, '', 1, message.n)
-    for _, channel in ipairs(channels) do redis.call('PUBLISH', channel, text) end
-  end
-end
+send_messages(prefix, inbox, receivers, '')
 return appended
 "#;
 

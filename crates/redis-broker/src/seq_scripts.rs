@@ -326,16 +326,7 @@ for i = 1, #KEYS do
     message.size = message.size + #records + 1
   end
 end
-for _, followers in ipairs(receivers) do
-  local channels = {}
-  for follower in string.gmatch(followers, '[^,]+') do
-    channels[#channels + 1] = prefix .. ':node:' .. follower .. ':events'
-  end
-  for _, message in ipairs(inbox[followers]) do
-    local text = table.concat(message, '\n', 1, message.n)
-    for _, channel in ipairs(channels) do redis.call('PUBLISH', channel, text) end
-  end
-end
+send_messages(prefix, inbox, receivers, '\n')
 return 0
 ";
 
