@@ -453,17 +453,24 @@ async fn appends_whose_answer_was_lost_are_not_appended_twice() {
     let b = Node::start(&redis, "b").await;
     let user = user_id("unanswered");
     let tab = b.bridge.subscribe(&user, None).await.unwrap();
+    // A tab on the holder's node: the holder hands it its frames itself, and Redis sends it
+    // none, so the one whose answer was lost it must fetch from the log.
+    let own = a.bridge.subscribe(&user, None).await.unwrap();
     a.emit(&user, 1);
     assert_eq!(chunks(&tab, 1).await, [(1, "a:1".to_owned())]);
+    assert_eq!(chunks(&own, 1).await, [(1, "a:1".to_owned())]);
     proxy.lose_next_answer_to(b"XADD");
     a.emit(&user, 2);
     assert_eq!(chunks(&tab, 1).await, [(2, "a:2".to_owned())]);
+    assert_eq!(chunks(&own, 1).await, [(2, "a:2".to_owned())]);
     // Redis sends the frame to the follower as it runs the transaction, which can be before
     // the proxy reads (and drops) the answer: wait for the drop rather than look once.
     wait_until("the proxy dropped an answer", || proxy.lost()).await;
     a.emit(&user, 3);
-    assert_eq!(chunks(&tab, 1).await, [(3, "a:3".to_owned())]);
-    nothing_more(&tab).await;
+    for tab in [&tab, &own] {
+        assert_eq!(chunks(tab, 1).await, [(3, "a:3".to_owned())]);
+        nothing_more(tab).await;
+    }
     assert!(
         stat(&a, |s| &s.publish_retries) >= 1,
         "the batch was sent again"

@@ -324,6 +324,7 @@ impl RedisBroker {
                 queue,
                 inbound_queue,
                 config.publish_queue.max(1),
+                subscriber.clone(),
             ))
         } else {
             on.spawn(publisher::run(Arc::clone(&shared), conn, queue))

@@ -156,12 +156,15 @@ local function prune_followers(meta, now)
   if pruned then list_followers(meta) end
 end
 -- Sends each set of following nodes in `receivers` (their `fl`, in order) its messages in
--- `inbox` (each its parts, `n` of them, joined by `separator`) on each node's events channel.
-local function send_messages(prefix, inbox, receivers, separator)
+-- `inbox` (each its parts, `n` of them, joined by `separator`) on each node's events channel,
+-- but node `skip`'s (when given).
+local function send_messages(prefix, inbox, receivers, separator, skip)
   for _, followers in ipairs(receivers) do
     local channels = {}
     for follower in string.gmatch(followers, '[^,]+') do
-      channels[#channels + 1] = prefix .. ':node:' .. follower .. ':events'
+      if follower ~= skip then
+        channels[#channels + 1] = prefix .. ':node:' .. follower .. ':events'
+      end
     end
     for _, message in ipairs(inbox[followers]) do
       local text = table.concat(message, separator, 1, message.n)
@@ -324,7 +327,7 @@ for _, st in ipairs(touched) do
     end
   end
 end
-send_messages(prefix, inbox, receivers, '')
+send_messages(prefix, inbox, receivers, '', nil)
 return appended
 "#;
 

@@ -288,14 +288,15 @@ pub(crate) fn reads(open: &str) -> [Script; 3] {
 
 /// Sends a transaction's frames to the nodes following their users, after its appends (in the
 /// same `MULTI`, so as atomically as the publish script's): `KEYS` the users' metas; `ARGV[1]`
-/// the key prefix, then per user their records (`<user>\n<epoch>\n<lease>:<seq>\n<rest>`,
+/// the key prefix, `ARGV[2]` the holder's node id (which hands its own listeners the frames
+/// itself, so they are not sent back to it), then per user their records (`<user>\n<epoch>\n<lease>:<seq>\n<rest>`,
 /// joined by `\n`, in order) and `1` to remove their expired follower entries first (when the
 /// holder renews their keys). Each following node gets one message per about 7,000 bytes on
 /// its events channel, with the records of every user of the batch it follows, as the publish
 /// script sends them. A node that follows the user before the transaction gets the frames; one
 /// that follows after it reads the entries from the log.
 const FANOUT: &str = r"
-local prefix = ARGV[1]
+local prefix, holder = ARGV[1], ARGV[2]
 local MESSAGE_BYTES = 7000
 local now = nil
 -- Per set of nodes following a user (their `fl`): its messages, each the users' records and
@@ -303,13 +304,13 @@ local now = nil
 local inbox, receivers = {}, {}
 for i = 1, #KEYS do
   local meta = KEYS[i]
-  if ARGV[2 * i + 1] == '1' then
+  if ARGV[2 * i + 2] == '1' then
     now = now or now_ms()
     prune_followers(meta, now)
   end
   local followers = redis.call('HGET', meta, 'fl')
   if followers then
-    local records = ARGV[2 * i]
+    local records = ARGV[2 * i + 1]
     local messages = inbox[followers]
     if not messages then
       messages = {}
@@ -326,7 +327,7 @@ for i = 1, #KEYS do
     message.size = message.size + #records + 1
   end
 end
-send_messages(prefix, inbox, receivers, '\n')
+send_messages(prefix, inbox, receivers, '\n', holder)
 return 0
 ";
 

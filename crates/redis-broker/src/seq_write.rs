@@ -12,6 +12,7 @@ use futures::StreamExt;
 use ws_bridge::Frame;
 use ws_bridge::broker::Epoch;
 
+use crate::attached::Offer;
 use crate::conn::Conn;
 use crate::forwarded::{Frames, Item, Replies, forward_message};
 use crate::publisher::{RETRY, retryable};
@@ -227,7 +228,12 @@ impl Sequencer {
                 text: Arc::from(format!("{{\"seq\":{},{}", append.seq, item.rest())),
                 published: Instant::now(),
             });
-            attached.offer(&append.epoch, Some(append.lease), &frame);
+            match attached.offer(&append.epoch, Some(append.lease), &frame) {
+                Offer::Delivered | Offer::Duplicate | Offer::Waiting => {}
+                // Behind what it was sent through Redis before this node held the lease, or
+                // of another lease or epoch than it knows: the log sorts it out.
+                Offer::Gap | Offer::Stale | Offer::OtherEpoch => self.catch_up(&item.user),
+            }
         }
     }
 
@@ -291,6 +297,9 @@ impl Sequencer {
                     let origin = item.origin.clone().unwrap_or_else(|| Arc::clone(&me));
                     let applied = held.applied.entry(Arc::clone(&origin)).or_insert(0);
                     if item.counter <= *applied {
+                        // This node's own, appended by an attempt whose answer was lost: its
+                        // listeners here fetch it from the log when the lease taken anew is
+                        // announced, as other nodes' do.
                         if item.origin.is_some() {
                             plan.replies.confirm(&origin, &item.user, item.counter);
                         }
@@ -373,7 +382,7 @@ impl Sequencer {
             for (user, _) in &frames.users {
                 fanout.arg(meta_and_log(prefix, user).0);
             }
-            fanout.arg(prefix);
+            fanout.arg(prefix).arg(self.me.as_ref());
             let renewed: HashSet<&UserId> = plan.keep.iter().collect();
             for (user, records) in frames.users {
                 let prune = if renewed.contains(&user) { "1" } else { "0" };

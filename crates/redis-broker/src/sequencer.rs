@@ -57,6 +57,9 @@ pub(crate) struct Sequencer {
     pub(crate) conn: Conn,
     pub(crate) me: Arc<str>,
     pub(crate) users: HashMap<UserId, UserState>,
+    /// The subscriber, asked to catch a user's listeners here up from the log: the holder's
+    /// frames do not come back to its own node through Redis (see [`Sequencer::catch_up`]).
+    pub(crate) subscriber: mpsc::UnboundedSender<crate::subscriber::Command>,
     /// Counters of this node's forwarded events not yet confirmed.
     pub(crate) unconfirmed: BTreeSet<u64>,
     /// Counters of this node's events parked while their user's lease is looked up.
@@ -80,9 +83,11 @@ pub(crate) async fn run(
     mut queue: mpsc::Receiver<Outgoing>,
     mut inbound: mpsc::UnboundedReceiver<Inbound>,
     most_unconfirmed: usize,
+    subscriber: mpsc::UnboundedSender<crate::subscriber::Command>,
 ) {
     let mut sequencer = Sequencer {
         me: Arc::from(shared.node_id.as_str()),
+        subscriber,
         records: crate::seq_records::spawn(shared.prefix.clone(), conn.clone()),
         shared,
         conn,
@@ -157,6 +162,16 @@ pub(crate) struct Written {
 }
 
 impl Sequencer {
+    /// Has the subscriber fetch from the log what `user`'s listeners on this node missed: the
+    /// holder hands them its frames itself (on the transaction's answer), and the fan-out
+    /// does not send them back to it, so a frame they could not take in order, or one
+    /// appended by an attempt whose answer was lost, comes from the log.
+    pub(crate) fn catch_up(&self, user: &UserId) {
+        let _ = self.subscriber.send(crate::subscriber::Command::CatchUp {
+            user: user.as_str().to_owned(),
+        });
+    }
+
     /// `user`'s state (made on first use: the id is cloned only then).
     pub(crate) fn user(&mut self, user: &UserId) -> &mut UserState {
         if !self.users.contains_key(user) {

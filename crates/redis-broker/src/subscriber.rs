@@ -458,7 +458,7 @@ fn unconfirmed() -> redis::RedisError {
     ))
 }
 
-async fn handle(shared: &Shared, sink: &mut redis::aio::PubSubSink, command: Command) {
+async fn handle(shared: &Arc<Shared>, sink: &mut redis::aio::PubSubSink, command: Command) {
     match command {
         Command::Live { reply } => {
             let _ = reply.send(Ok(()));
@@ -466,7 +466,7 @@ async fn handle(shared: &Shared, sink: &mut redis::aio::PubSubSink, command: Com
         Command::CatchUp { user } => {
             let attached = shared.attached.lock().get(&user).cloned();
             if let Some(attached) = attached {
-                catch_up(shared, &attached).await;
+                catch_up_or_later(shared, attached).await;
             }
         }
         Command::Sync { reply } => {
