@@ -198,8 +198,9 @@ pub fn run(root: &Path) -> Result<(), Error> {
 }
 
 /// Runs `command` to its end, or until `limit` has passed: then it and every process it
-/// started (its process group: cargo's test binaries, the servers they start) are killed, and
-/// the answer is `None`.
+/// started (its descendants: cargo's test binaries, the servers they start) are killed, and
+/// the answer is `None`. The command stays in the caller's process group, so a Ctrl-C in a
+/// terminal still reaches it.
 pub fn run_within(
     mut command: Command,
     limit: Option<Duration>,
@@ -207,8 +208,6 @@ pub fn run_within(
     let Some(limit) = limit else {
         return command.status().map(Some);
     };
-    #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command.spawn()?;
     let deadline = Instant::now() + limit;
     loop {
@@ -216,21 +215,62 @@ pub fn run_within(
             return Ok(Some(status));
         }
         if Instant::now() >= deadline {
-            kill_group(&mut child);
+            kill_tree(&mut child);
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(100).min(limit));
     }
 }
 
-/// Kills `child`'s process group (`child` leads it), then reaps `child`.
-fn kill_group(child: &mut Child) {
-    #[cfg(unix)]
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .status();
+/// Kills `child` and every process below it (found by their parents in `/proc`), then reaps
+/// `child`.
+fn kill_tree(child: &mut Child) {
+    let mut doomed = descendants(child.id());
+    // The deepest first, so none is left to start another.
+    doomed.reverse();
+    for pid in doomed {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The processes below `root`, parents before their children (none where `/proc` is not).
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (name) state ppid ...`: the name may hold spaces and parentheses.
+            let parent = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, parent))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut at = 0;
+    while at < found.len() {
+        let parent = found[at];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(pid, _)| *pid),
+        );
+        at += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// Makes sure every tool the steps need answers `cargo SUBCOMMAND --version`, before the first
