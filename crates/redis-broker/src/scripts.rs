@@ -174,6 +174,12 @@ local function send_messages(prefix, inbox, receivers, separator, skip)
 end
 ";
 
+/// The sequencer's fan-out (`seq_scripts`' `FANOUT`) with its helpers, sent whole (`EVAL`):
+/// in a transaction, a script Redis no longer has (restarted) would fail alone after the
+/// appends went through.
+pub(crate) static FANOUT_SCRIPT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{FOLLOWERS}{}", crate::seq_scripts::FANOUT));
+
 /// Appends a batch of events, in order, each to its user's stream, and sends each node
 /// following any of their users one message with their frames: `KEYS` are pairs of (meta,
 /// log) per event; `ARGV[1]` the epoch for a stream that starts, `ARGV[2]` the TTL in ms,

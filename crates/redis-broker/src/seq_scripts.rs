@@ -295,7 +295,7 @@ pub(crate) fn reads(open: &str) -> [Script; 3] {
 /// its events channel, with the records of every user of the batch it follows, as the publish
 /// script sends them. A node that follows the user before the transaction gets the frames; one
 /// that follows after it reads the entries from the log.
-const FANOUT: &str = r"
+pub(crate) const FANOUT: &str = r"
 local prefix, holder = ARGV[1], ARGV[2]
 local MESSAGE_BYTES = 7000
 local now = nil
@@ -330,8 +330,3 @@ end
 send_messages(prefix, inbox, receivers, '\n', holder)
 return 0
 ";
-
-/// [`FANOUT`] with its helpers, sent whole (`EVAL`): in a transaction, a script Redis no
-/// longer has (restarted) would fail alone after the appends went through.
-pub(crate) static FANOUT_SCRIPT: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("{}{FANOUT}", crate::scripts::FOLLOWERS));

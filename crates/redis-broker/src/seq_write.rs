@@ -377,7 +377,7 @@ impl Sequencer {
             let frames = std::mem::take(&mut plan.frames);
             let fanout = plan.pipe.cmd("EVAL");
             fanout
-                .arg(crate::seq_scripts::FANOUT_SCRIPT.as_str())
+                .arg(crate::scripts::FANOUT_SCRIPT.as_str())
                 .arg(frames.users.len());
             for (user, _) in &frames.users {
                 fanout.arg(meta_and_log(prefix, user).0);
