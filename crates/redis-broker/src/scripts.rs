@@ -117,7 +117,8 @@ end
 ";
 
 /// The helpers every script that reads or writes a stream's followers uses: `now_ms`,
-/// `list_followers` (the meta's `fl`), `prune_followers` and `send_messages`.
+/// `list_followers` (the meta's `fl`), `prune_followers`, and `message_for` and
+/// `send_messages`, which gather frames per set of following nodes and send them.
 pub(crate) const FOLLOWERS: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
@@ -154,6 +155,27 @@ local function prune_followers(meta, now)
     end
   end
   if pruned then list_followers(meta) end
+end
+-- A message is kept under Lua's buffer (8 KiB): a longer string is joined of joined pieces,
+-- and Redis's Lua hashes every byte of each.
+local MESSAGE_BYTES = 7000
+-- The message of `inbox` that `size` more bytes go in for the nodes `followers` (their
+-- `fl`): its messages' last, or a new one past MESSAGE_BYTES (one part may be longer); a
+-- message holds its parts, their count (`n`) and size. `receivers` lists the sets of nodes
+-- in the order they came.
+local function message_for(inbox, receivers, followers, size)
+  local messages = inbox[followers]
+  if not messages then
+    messages = {}
+    inbox[followers] = messages
+    receivers[#receivers + 1] = followers
+  end
+  local message = messages[#messages]
+  if not message or message.size + size > MESSAGE_BYTES then
+    message = {n = 0, size = 0}
+    messages[#messages + 1] = message
+  end
+  return message
 end
 -- Sends each set of following nodes in `receivers` (their `fl`, in order) its messages in
 -- `inbox` (each its parts, `n` of them, joined by `separator`) on each node's events channel,
@@ -221,10 +243,7 @@ local appended = 0
 -- back once at its end (`touched`, in order).
 local streams, touched = {}, {}
 -- Per set of nodes following a user (their `fl`): its messages, in order, each the parts of
--- its records and their count (`n`) and size. A message is kept under Lua's buffer (8 KiB):
--- a longer string is joined of joined pieces, and Redis's Lua hashes every byte of each.
--- `receivers` the sets in the order they came, each as its ids.
-local MESSAGE_BYTES = 7000
+-- its records (`message_for`); `receivers` the sets in the order they came.
 local inbox, receivers = {}, {}
 local writer = nil
 local function stream(meta, log)
@@ -286,18 +305,8 @@ for i = 0, #KEYS / 2 - 1 do
     redis.call('XADD', st.log, 'MAXLEN', cap, seq, 'b', rest, 't', now_text)
     local followers = st.followers
     if followers then
-      local messages = inbox[followers]
-      if not messages then
-        messages = {}
-        inbox[followers] = messages
-        receivers[#receivers + 1] = followers
-      end
-      local message = messages[#messages]
       local size = #st.head + #seq + #rest + 2
-      if not message or message.size + size > MESSAGE_BYTES then
-        message = {n = 0, size = 0}
-        messages[#messages + 1] = message
-      end
+      local message = message_for(inbox, receivers, followers, size)
       local n = message.n
       if n > 0 then
         n = n + 1

@@ -297,10 +297,9 @@ pub(crate) fn reads(open: &str) -> [Script; 3] {
 /// that follows after it reads the entries from the log.
 pub(crate) const FANOUT: &str = r"
 local prefix, holder = ARGV[1], ARGV[2]
-local MESSAGE_BYTES = 7000
 local now = nil
--- Per set of nodes following a user (their `fl`): its messages, each the users' records and
--- their count (`n`) and size; `receivers` the sets in the order they came.
+-- Per set of nodes following a user (their `fl`): its messages, each the users' records
+-- (`message_for`); `receivers` the sets in the order they came.
 local inbox, receivers = {}, {}
 for i = 1, #KEYS do
   local meta = KEYS[i]
@@ -311,17 +310,7 @@ for i = 1, #KEYS do
   local followers = redis.call('HGET', meta, 'fl')
   if followers then
     local records = ARGV[2 * i + 1]
-    local messages = inbox[followers]
-    if not messages then
-      messages = {}
-      inbox[followers] = messages
-      receivers[#receivers + 1] = followers
-    end
-    local message = messages[#messages]
-    if not message or message.size + #records > MESSAGE_BYTES then
-      message = {n = 0, size = 0}
-      messages[#messages + 1] = message
-    end
+    local message = message_for(inbox, receivers, followers, #records + 1)
     message.n = message.n + 1
     message[message.n] = records
     message.size = message.size + #records + 1
