@@ -345,3 +345,45 @@ async fn a_place_a_reaper_took_is_lost() {
     assert!(answer.is_err(), "a reaped place still got a slot");
     drop(holder);
 }
+
+/// Across nodes only: a slot given back on one node wakes, on the other node, the queued
+/// claims of that slot's user and of nobody else (the release script tells the nodes holding
+/// the queue's first places, `slot\n<user>` on their node channels). Before, the other node
+/// heard of it only at its next poll, and a release on a node woke every queued claim there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_given_back_wakes_its_users_claims_queued_on_another_node() {
+    let redis = RedisServer::start();
+    let limits = SlotLimits {
+        max_running: 1,
+        max_queued: 2,
+    };
+    let (_a, cluster_a) = node(&redis).await;
+    let (broker_b, cluster_b) = node(&redis).await;
+    let (a, b): (Arc<dyn RunSlots>, Arc<dyn RunSlots>) = (
+        Arc::new(cluster_a.slots(limits)),
+        Arc::new(cluster_b.slots(limits)),
+    );
+    let (gus, hal) = (user_id("gus"), user_id("hal"));
+    let gus_holder = running(claim(&a, &gus).await, "redis");
+    let gus_place = queued(claim(&b, &gus).await, "redis");
+    let _hal_holder = running(claim(&a, &hal).await, "redis");
+    let _hal_place = queued(claim(&b, &hal).await, "redis");
+
+    // Node b's wake-ups, seen as its queued claims see them (not through their polls).
+    let runs_b = broker_b.runs(Duration::from_secs(5));
+    let (gus_waits, hal_waits) = (runs_b.slot_waiting(&gus), runs_b.slot_waiting(&hal));
+    let (mut gus_freed, mut hal_freed) = (Box::pin(gus_waits.freed()), Box::pin(hal_waits.freed()));
+    gus_freed.as_mut().enable();
+    hal_freed.as_mut().enable();
+
+    drop(gus_holder);
+    tokio::time::timeout(Duration::from_secs(10), gus_freed)
+        .await
+        .expect("node b never heard that gus's slot was given back on node a");
+    assert!(
+        futures::FutureExt::now_or_never(hal_freed.as_mut()).is_none(),
+        "gus's slot woke hal's claim"
+    );
+    let permit = slot_of(gus_place, "redis").await;
+    drop(permit);
+}

@@ -59,6 +59,7 @@ mod seq_scripts;
 mod seq_write;
 mod sequencer;
 mod shared;
+mod slot_waiters;
 mod subscriber;
 mod tls;
 
@@ -68,6 +69,7 @@ pub use lost::{LostRun, NODE_LOST};
 pub use node_requests::USER_CANCELLED;
 pub use runs::{ClaimState, ClusterRuns, Lease, SlotLimits};
 pub use shared::{BrokerStats, CancelRequest, NodeRequest, SteerRequest};
+pub use slot_waiters::SlotWaiting;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -293,6 +295,7 @@ impl RedisBroker {
             sequencer_channels,
             inbound: sequencer.then_some(inbound),
             cancels: Mutex::new(None),
+            slot_waiters: Arc::default(),
             prefix: config.key_prefix,
             node_id,
             bounds: config.bounds,

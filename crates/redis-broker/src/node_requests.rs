@@ -1,13 +1,33 @@
 //! The messages of a node's own channel (`<prefix>:node:<node id>`): `cancel_run` and
-//! `steer` requests other nodes route to the runs this node executes.
+//! `steer` requests other nodes route to the runs this node executes, and `slot\n<user>`,
+//! which a run slot's release script sends the nodes holding the user's first places in
+//! the queue.
 
 use core_context::{RunId, UserId};
 
 use crate::shared::{CancelRequest, NodeRequest};
 
-/// Reads a node channel message: `cancel\n<user>\n<run>\n<reason>` (without the reason,
-/// from a node of an earlier version: cancelled by the user), or `steer\n<json>`.
-pub(crate) fn parse_node_request(payload: &[u8]) -> Option<NodeRequest> {
+/// A message of the node channel other than forwarded events.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NodeMessage {
+    /// A request for a run this node executes.
+    Request(NodeRequest),
+    /// A slot of this user's was given back: their claims queued here ask again.
+    SlotFreed(UserId),
+}
+
+/// Reads a node channel message: `slot\n<user>`, or a request (see [`parse_node_request`]).
+pub(crate) fn parse_node_message(payload: &[u8]) -> Option<NodeMessage> {
+    if let Some(user) = payload.strip_prefix(b"slot\n") {
+        let user = std::str::from_utf8(user).ok()?;
+        return UserId::parse(user).ok().map(NodeMessage::SlotFreed);
+    }
+    parse_node_request(payload).map(NodeMessage::Request)
+}
+
+/// Reads a request: `cancel\n<user>\n<run>\n<reason>` (without the reason, from a node of
+/// an earlier version: cancelled by the user), or `steer\n<json>`.
+fn parse_node_request(payload: &[u8]) -> Option<NodeRequest> {
     let text = std::str::from_utf8(payload).ok()?;
     if let Some(json) = text.strip_prefix("steer\n") {
         return serde_json::from_str(json).ok().map(NodeRequest::Steer);
@@ -68,5 +88,19 @@ mod tests {
             Some(NodeRequest::Steer(steer))
         );
         assert_eq!(parse_node_request(b"steer\n{not json"), None);
+    }
+
+    #[test]
+    fn a_freed_slot_names_its_user() {
+        assert_eq!(
+            parse_node_message(b"slot\nalice"),
+            Some(NodeMessage::SlotFreed(UserId::parse("alice").unwrap()))
+        );
+        assert_eq!(parse_node_message(b"slot\n"), None);
+        assert_eq!(parse_node_message(b"slot\nal ice"), None);
+        assert!(matches!(
+            parse_node_message(b"cancel\nalice\nrun_1"),
+            Some(NodeMessage::Request(NodeRequest::Cancel(_)))
+        ));
     }
 }

@@ -167,8 +167,14 @@ return {'2', tostring(position), active or ''}
 
 /// Gives a lease back: its slot or its place, its records, and its thread when it holds
 /// it. `KEYS[1]` the user's slots, `KEYS[2]` the queue, `KEYS[3]` the queue's expiries,
-/// `KEYS[4]` the user's leases, `KEYS[5]` the lease hash, `KEYS[6]` the run's hash, `KEYS[7]` the
-/// user's serialized threads, `KEYS[8]` the user's queued claims; `ARGV[1]` the lease id.
+/// `KEYS[4]` the user's leases, `KEYS[5]` the lease hash (`<base>:lease:<id>`), `KEYS[6]` the
+/// run's hash, `KEYS[7]` the user's serialized threads, `KEYS[8]` the user's queued claims;
+/// `ARGV[1]` the lease id, `ARGV[2]` this node, `ARGV[3]` the node channels' prefix
+/// (`<prefix>:node:`), `ARGV[4]` the user.
+///
+/// Then tells the other nodes holding the queue's first eight places (`slot\n<user>` on their
+/// node channels) that a slot may be theirs, so their claims ask again now rather than at
+/// their next poll; the releasing node wakes its own.
 pub(crate) const RELEASE: &str = r"
 local thread = redis.call('HGET', KEYS[5], 'thread')
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -181,6 +187,15 @@ if thread then
   local h = redis.call('HGET', KEYS[7], thread)
   if h and string.sub(h, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
     redis.call('HDEL', KEYS[7], thread)
+  end
+end
+local leases = string.sub(KEYS[5], 1, #KEYS[5] - #ARGV[1])
+local told = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, 7)) do
+  local node = redis.call('HGET', leases .. id, 'node')
+  if node and node ~= ARGV[2] and not told[node] then
+    told[node] = true
+    redis.call('PUBLISH', ARGV[3] .. node, 'slot\n' .. ARGV[4])
   end
 end
 return 1

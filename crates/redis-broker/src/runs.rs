@@ -26,7 +26,9 @@
 //!   never came, closes the open calls, and says nothing of a run that had already ended;
 //! - `<prefix>:{<user>}:ended:<run id>`: the run was ended by a reaper; its node's later events are
 //!   dropped, so the `node_lost` terminal event stays the run's last;
-//! - `<prefix>:node:<node id>`, a pub/sub channel: `cancel` commands for the node's runs.
+//! - `<prefix>:node:<node id>`, a pub/sub channel: `cancel` commands for the node's runs,
+//!   and `slot\n<user>` when a slot of the user's was given back and the node holds one of
+//!   the first places in their queue (its claims of that user then ask again at once).
 //!
 //! A node renews its leases every third of their TTL. A lease not renewed in time (its node
 //! died or lost Redis for that long) is taken by exactly one surviving node's reaper, which
@@ -55,6 +57,7 @@ use crate::run_scripts::{
     CLAIM, HOLD, REAP, RELEASE, RENEW, RUNNER, SETTLE_INDEX, UNHOLD, take_prelude,
 };
 use crate::shared::{Shared, SteerRequest, broker_error};
+use crate::slot_waiters::SlotWaiting;
 
 mod leases;
 
@@ -321,9 +324,26 @@ impl ClusterRuns {
             .key(threads)
             .key(qthreads)
             .arg(&lease.id)
+            .arg(&self.shared.node_id)
+            .arg(format!("{}:node:", self.shared.prefix))
+            .arg(lease.user.as_str())
             .invoke_async::<()>(&mut self.shared.conn.clone())
             .await
-            .map_err(|e| broker_error(&e))
+            .map_err(|e| broker_error(&e))?;
+        self.slot_freed(&lease.user);
+        Ok(())
+    }
+
+    /// Registers a claim of `user`'s queued on this node, woken when a slot of theirs is
+    /// given back here or on another node (see [`release`](Self::release)) until the guard
+    /// is dropped. Only that user's claims are woken.
+    pub fn slot_waiting(&self, user: &UserId) -> SlotWaiting {
+        self.shared.slot_waiters.waiting(user)
+    }
+
+    /// Wakes `user`'s claims queued on this node (a slot or their thread was freed here).
+    pub fn slot_freed(&self, user: &UserId) {
+        self.shared.slot_waiters.wake(user);
     }
 
     /// The run of `user`'s `thread` holding a slot now (kept one run per thread), with its

@@ -83,6 +83,9 @@ pub(crate) struct Shared {
     pub(crate) inbound: Option<mpsc::UnboundedSender<crate::forwarded::Inbound>>,
     /// Where cancel requests from other nodes go, once someone asked for them.
     pub(crate) cancels: Mutex<Option<mpsc::UnboundedSender<NodeRequest>>>,
+    /// This node's run claims queued for a slot, by user (woken by `slot\n<user>` on the
+    /// node channel and by this node's own releases).
+    pub(crate) slot_waiters: Arc<crate::slot_waiters::SlotWaiters>,
     /// Events waiting for the publisher.
     pub(crate) queued: AtomicUsize,
     /// Whether the live (pub/sub) connection is up.

@@ -23,6 +23,7 @@ use ws_bridge::broker::{Epoch, StreamPosition};
 
 use crate::attached::{Attached, Offer};
 use crate::messages::{parse_events, parse_lease, parse_opened};
+use crate::node_requests::NodeMessage;
 use crate::publisher::RETRY;
 use crate::shared::Shared;
 
@@ -137,14 +138,15 @@ async fn on_message(shared: &Arc<Shared>, message: &redis::Msg) {
             }
             return;
         }
-        match crate::node_requests::parse_node_request(payload) {
-            Some(request) => {
+        match crate::node_requests::parse_node_message(payload) {
+            Some(NodeMessage::Request(request)) => {
                 if let Some(requests) = &*shared.cancels.lock() {
                     let _ = requests.send(request);
                 }
             }
+            Some(NodeMessage::SlotFreed(user)) => shared.slot_waiters.wake(&user),
             None => tracing::error!(
-                "redis broker: a node message is neither `cancel\\n<user>\\n<run>` nor `steer\\n<json>`; ignored"
+                "redis broker: a node message is neither `cancel\\n<user>\\n<run>`, `steer\\n<json>` nor `slot\\n<user>`; ignored"
             ),
         }
     }

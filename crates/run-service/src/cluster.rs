@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use core_context::{RunId, UserId};
 use redis_broker::{ClusterRuns, Lease, RedisBroker, SlotLimits};
-use tokio::sync::Notify;
 use ws_bridge::broker::BrokerError;
 
 pub use crate::cluster_slots::ClusterSlots;
@@ -24,8 +23,6 @@ pub struct Cluster {
     runs: ClusterRuns,
     /// The leases of the runs this node executes (shared with its [`ClusterSlots`]).
     held: Held,
-    /// Told when this node gives a slot back, so its queued runs ask again at once.
-    freed: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -45,7 +42,6 @@ impl Cluster {
             broker,
             runs,
             held: Held::default(),
-            freed: Arc::new(Notify::new()),
         }
     }
 
@@ -57,12 +53,7 @@ impl Cluster {
 
     /// The engine's run slots across the cluster, with `limits` per user.
     pub fn slots(&self, limits: SlotLimits) -> ClusterSlots {
-        ClusterSlots::new(
-            self.runs.clone(),
-            Arc::clone(&self.held),
-            Arc::clone(&self.freed),
-            limits,
-        )
+        ClusterSlots::new(self.runs.clone(), Arc::clone(&self.held), limits)
     }
 
     /// The Redis broker's counts.

@@ -3,9 +3,12 @@
 //! queues (first come, first served, whichever node it came to) up to the queue bound, and
 //! is refused beyond it. The conformance tests in `tests/it/run_slots.rs` run against both.
 //!
-//! A queued claim asks Redis again whenever this node gives a slot back, and at least every
-//! [`POLL`] otherwise (a slot given back on another node), which also renews its place; a
-//! place not renewed within the lease TTL (its node died) is dropped.
+//! A queued claim asks Redis again when a slot of its user's is given back, on this node or
+//! on another (whose release tells the nodes holding the queue's first places:
+//! `ClusterRuns::slot_waiting`), and at least every [`POLL`] otherwise (a slot a reaper took
+//! back, a thread freed on another node, a notice lost with the live connection), which also
+//! renews its place; a place not renewed within the lease TTL (its node died) is dropped.
+//! Only the user's claims ask again: a release does not wake every queued run of the node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,15 +22,14 @@ use execution_engine::slots::{
 };
 use parking_lot::Mutex;
 use redis_broker::{ClaimState, ClusterRuns, Lease, SlotLimits};
-use tokio::sync::Notify;
 
 /// The leases of the runs this node executes, by run (shared with its `Cluster`, which renews
 /// them).
 pub(crate) type Held = Arc<Mutex<HashMap<RunId, Lease>>>;
 
-/// How often a queued claim asks again at most (and so how late it may notice a slot freed
-/// on another node).
-pub(crate) const POLL: Duration = Duration::from_millis(100);
+/// How often a queued claim asks again at least when nothing woke it (and so how late it may
+/// notice a slot whose release told it nothing: see the module documentation).
+pub(crate) const POLL: Duration = Duration::from_secs(1);
 
 /// Per-user run slots across the cluster; see the module documentation.
 #[derive(Clone)]
@@ -38,7 +40,6 @@ pub struct ClusterSlots {
 struct Inner {
     runs: ClusterRuns,
     held: Held,
-    freed: Arc<Notify>,
     limits: SlotLimits,
     /// How often a queued claim asks again: [`POLL`], or less than the lease TTL allows.
     poll: Duration,
@@ -56,19 +57,13 @@ impl std::fmt::Debug for ClusterSlots {
 }
 
 impl ClusterSlots {
-    pub(crate) fn new(
-        runs: ClusterRuns,
-        held: Held,
-        freed: Arc<Notify>,
-        limits: SlotLimits,
-    ) -> Self {
+    pub(crate) fn new(runs: ClusterRuns, held: Held, limits: SlotLimits) -> Self {
         // A place is renewed each time it asks: several times per TTL.
         let poll = POLL.min(runs.renew_every() / 2);
         Self {
             inner: Arc::new(Inner {
                 runs,
                 held,
-                freed,
                 limits,
                 poll,
                 running: AtomicUsize::new(0),
@@ -97,14 +92,14 @@ impl Inner {
                 return;
             }
             inner.held.lock().remove(lease.run());
+            // A release that went through has woken the user's queued claims.
             if let Err(error) = inner.runs.release(&lease).await {
                 tracing::warn!(%error, "cluster: cannot give a run slot back; it expires with its lease");
             }
-            inner.freed.notify_waiters();
         })
     }
 
-    /// Gives `lease` back in the background (from a drop), then wakes this node's queued
+    /// Gives `lease` back in the background (from a drop), which wakes the user's queued
     /// claims. Without a runtime (the process is ending) the lease expires with its TTL.
     fn give_back(self: &Arc<Self>, lease: Lease) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -115,11 +110,11 @@ impl Inner {
         };
         let inner = Arc::clone(self);
         runtime.spawn(async move {
-            // `release` retries for as long as the lease lives.
+            // `release` retries for as long as the lease lives; once through, it has woken
+            // the user's queued claims.
             if let Err(error) = inner.runs.release(&lease).await {
                 tracing::warn!(%error, "cluster: cannot give a run slot back; it expires with its lease");
             }
-            inner.freed.notify_waiters();
         });
     }
 }
@@ -158,9 +153,10 @@ struct Place {
 impl Place {
     async fn wait(mut self) -> Result<SlotPermit, SlotLost> {
         let inner = Arc::clone(&self.inner);
+        let waiting = inner.runs.slot_waiting(self.lease.user());
         let mut failing = false;
         loop {
-            let freed = inner.freed.notified();
+            let freed = waiting.freed();
             tokio::pin!(freed);
             freed.as_mut().enable();
             let answer = inner
@@ -328,7 +324,7 @@ impl RunSlots for ClusterSlots {
             .hold_thread(user, thread, run, false)
             .await
             .map_err(|e| SlotError::Unavailable(e.to_string()))?;
-        self.inner.freed.notify_waiters();
+        self.inner.runs.slot_freed(user);
         Ok(())
     }
 

@@ -135,6 +135,13 @@ fn sequenced(name: &'static str, mut base: Scenario) -> Scenario {
     base
 }
 
+/// A cross-node burst of 8 runs a user, past the per-user limit (3 at once by default): most
+/// runs wait in their user's queue, which spans the nodes, for a slot another run gives back.
+fn queued(mut base: Scenario) -> Scenario {
+    base.what = format!("{}, 8 a user: 3 run at once, 5 queue", base.what);
+    base
+}
+
 /// The group of the wide run: more connections than one process may hold, over several
 /// nodes on one Redis, each node loaded by its own loadgen at once.
 pub const WIDE: &str = "wide";
@@ -195,6 +202,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
         vec![
             cross_node("cross-burst", 200, burst("", 0, 400)),
             sequenced("cross-burst-seq", cross_node("", 200, burst("", 0, 400))),
+            queued(cross_node("cross-burst-queued", 200, burst("", 0, 1_600))),
             cross_node("cross-steady", 500, steady("", "", 0, 100, 3)),
             sequenced(
                 "cross-steady-seq",
@@ -209,6 +217,11 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
                 "cross-burst-seq",
                 cross_node("", 2_000, burst("", 0, 4_000)),
             ),
+            queued(cross_node(
+                "cross-burst-queued",
+                2_000,
+                burst("", 0, 16_000),
+            )),
             cross_node("cross-steady", 5_000, steady("", "", 0, 500, 20)),
             sequenced(
                 "cross-steady-seq",
