@@ -15,7 +15,7 @@ use core_context::{RunId, RunScope, ThreadId, UserId};
 use execution_engine::LocalSlots;
 use execution_engine::slots::{Claim, QueuedSlot, RunSlots, SlotError, SlotPermit, ThreadRule};
 use parking_lot::Mutex;
-use redis_broker::{RedisBroker, RedisBrokerConfig, SlotLimits};
+use redis_broker::{ClaimState, Lease, RedisBroker, RedisBrokerConfig, SlotLimits};
 use run_service::cluster::Cluster;
 use ws_bridge::BridgeConfig;
 
@@ -346,44 +346,63 @@ async fn a_place_a_reaper_took_is_lost() {
     drop(holder);
 }
 
-/// Across nodes only: a slot given back on one node wakes, on the other node, the queued
-/// claims of that slot's user and of nobody else (the release script tells the nodes holding
-/// the queue's first places, `slot\n<user>` on their node channels). Before, the other node
-/// heard of it only at its next poll, and a release on a node woke every queued claim there.
+/// Across nodes only: a slot given back wakes the queued claims that may take it, on its
+/// node and on the others, and nobody else's: the release script names the queue's first
+/// places (as many as the user has slots free, and two more), sends the other nodes holding
+/// them `slot\n<user>\n<lease>…` on their node channels and wakes the releasing node's
+/// itself. Before, a release woke every queued claim of its node and other nodes heard of it
+/// only at their next poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_given_back_wakes_its_users_claims_queued_on_another_node() {
+async fn a_slot_given_back_wakes_the_claims_that_may_take_it_on_every_node() {
     let redis = RedisServer::start();
     let limits = SlotLimits {
         max_running: 1,
-        max_queued: 2,
+        max_queued: 4,
     };
-    let (_a, cluster_a) = node(&redis).await;
-    let (broker_b, cluster_b) = node(&redis).await;
-    let (a, b): (Arc<dyn RunSlots>, Arc<dyn RunSlots>) = (
-        Arc::new(cluster_a.slots(limits)),
-        Arc::new(cluster_b.slots(limits)),
-    );
+    let ttl = Duration::from_secs(5);
+    // The brokers stay: their subscribers hear the node channels.
+    let (node_a, node_b) = (node(&redis).await, node(&redis).await);
+    let (a, b) = (node_a.0.runs(ttl), node_b.0.runs(ttl));
     let (gus, hal) = (user_id("gus"), user_id("hal"));
-    let gus_holder = running(claim(&a, &gus).await, "redis");
-    let gus_place = queued(claim(&b, &gus).await, "redis");
-    let _hal_holder = running(claim(&a, &hal).await, "redis");
-    let _hal_place = queued(claim(&b, &hal).await, "redis");
+    let claim_on = |runs: &redis_broker::ClusterRuns, user: &UserId| {
+        let (runs, lease) = (runs.clone(), Lease::new(user.clone(), RunId::generate()));
+        async move {
+            let state = runs
+                .claim(&lease, &scope(), limits, "go", false, ThreadRule::Parallel)
+                .await
+                .expect("Redis answers");
+            (lease, state)
+        }
+    };
+    let (gus_holder, state) = claim_on(&a, &gus).await;
+    assert_eq!(state, ClaimState::Running);
+    // Gus's queue, in order: one place on node a, three on node b.
+    let mut places = Vec::new();
+    for runs in [&a, &b, &b, &b] {
+        let (lease, state) = claim_on(runs, &gus).await;
+        assert!(matches!(state, ClaimState::Queued { .. }), "{state:?}");
+        places.push((runs.slot_waiting(&lease), lease));
+    }
+    let (hal_holder, _) = claim_on(&b, &hal).await;
+    let (hal_place, state) = claim_on(&b, &hal).await;
+    assert!(matches!(state, ClaimState::Queued { .. }), "{state:?}");
+    let hal_waits = b.slot_waiting(&hal_place);
 
-    // Node b's wake-ups, seen as its queued claims see them (not through their polls).
-    let runs_b = broker_b.runs(Duration::from_secs(5));
-    let (gus_waits, hal_waits) = (runs_b.slot_waiting(&gus), runs_b.slot_waiting(&hal));
-    let (mut gus_freed, mut hal_freed) = (Box::pin(gus_waits.freed()), Box::pin(hal_waits.freed()));
-    gus_freed.as_mut().enable();
-    hal_freed.as_mut().enable();
-
-    drop(gus_holder);
-    tokio::time::timeout(Duration::from_secs(10), gus_freed)
+    a.release(&gus_holder, limits.max_running).await.unwrap();
+    // One slot free: the first three places may take it (the first, or the next ones if a
+    // thread held it up); the fourth is not told, nor is hal.
+    for (i, (waiting, _)) in places.iter().take(3).enumerate() {
+        tokio::time::timeout(Duration::from_secs(10), waiting.freed())
+            .await
+            .unwrap_or_else(|_| panic!("gus's place {i} never heard that a slot was free"));
+    }
+    let not_woken = |waiting: &redis_broker::SlotWaiting| {
+        futures::FutureExt::now_or_never(waiting.freed()).is_none()
+    };
+    assert!(not_woken(&places[3].0), "the fourth place was woken too");
+    assert!(not_woken(&hal_waits), "gus's slot woke hal's claim");
+    b.release(&hal_holder, limits.max_running).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), hal_waits.freed())
         .await
-        .expect("node b never heard that gus's slot was given back on node a");
-    assert!(
-        futures::FutureExt::now_or_never(hal_freed.as_mut()).is_none(),
-        "gus's slot woke hal's claim"
-    );
-    let permit = slot_of(gus_place, "redis").await;
-    drop(permit);
+        .expect("hal's own slot wakes him");
 }

@@ -1,7 +1,7 @@
 //! The messages of a node's own channel (`<prefix>:node:<node id>`): `cancel_run` and
-//! `steer` requests other nodes route to the runs this node executes, and `slot\n<user>`,
-//! which a run slot's release script sends the nodes holding the user's first places in
-//! the queue.
+//! `steer` requests other nodes route to the runs this node executes, and
+//! `slot\n<user>\n<lease>…`, which a run slot's release script sends the nodes holding the
+//! user's first places in the queue (the leases of their places that may take the slot).
 
 use core_context::{RunId, UserId};
 
@@ -12,15 +12,22 @@ use crate::shared::{CancelRequest, NodeRequest};
 pub(crate) enum NodeMessage {
     /// A request for a run this node executes.
     Request(NodeRequest),
-    /// A slot of this user's was given back: their claims queued here ask again.
-    SlotFreed(UserId),
+    /// A slot of this user's was given back: their claims queued here with these leases
+    /// ask again (all of them when none is named, as a node of 29d51a1 sends).
+    SlotFreed(UserId, Vec<String>),
 }
 
-/// Reads a node channel message: `slot\n<user>`, or a request (see [`parse_node_request`]).
+/// Reads a node channel message: `slot\n<user>\n<lease>…`, or a request (see
+/// [`parse_node_request`]).
 pub(crate) fn parse_node_message(payload: &[u8]) -> Option<NodeMessage> {
-    if let Some(user) = payload.strip_prefix(b"slot\n") {
-        let user = std::str::from_utf8(user).ok()?;
-        return UserId::parse(user).ok().map(NodeMessage::SlotFreed);
+    if let Some(rest) = payload.strip_prefix(b"slot\n") {
+        let mut lines = std::str::from_utf8(rest).ok()?.split('\n');
+        let user = UserId::parse(lines.next()?).ok()?;
+        let leases: Vec<String> = lines.map(str::to_owned).collect();
+        if leases.iter().any(String::is_empty) {
+            return None;
+        }
+        return Some(NodeMessage::SlotFreed(user, leases));
     }
     parse_node_request(payload).map(NodeMessage::Request)
 }
@@ -92,11 +99,20 @@ mod tests {
 
     #[test]
     fn a_freed_slot_names_its_user() {
+        let alice = UserId::parse("alice").unwrap();
         assert_eq!(
             parse_node_message(b"slot\nalice"),
-            Some(NodeMessage::SlotFreed(UserId::parse("alice").unwrap()))
+            Some(NodeMessage::SlotFreed(alice.clone(), Vec::new()))
+        );
+        assert_eq!(
+            parse_node_message(b"slot\nalice\nL1\nL2"),
+            Some(NodeMessage::SlotFreed(
+                alice,
+                vec!["L1".into(), "L2".into()]
+            ))
         );
         assert_eq!(parse_node_message(b"slot\n"), None);
+        assert_eq!(parse_node_message(b"slot\nalice\n"), None);
         assert_eq!(parse_node_message(b"slot\nal ice"), None);
         assert!(matches!(
             parse_node_message(b"cancel\nalice\nrun_1"),

@@ -170,11 +170,13 @@ return {'2', tostring(position), active or ''}
 /// `KEYS[4]` the user's leases, `KEYS[5]` the lease hash (`<base>:lease:<id>`), `KEYS[6]` the
 /// run's hash, `KEYS[7]` the user's serialized threads, `KEYS[8]` the user's queued claims;
 /// `ARGV[1]` the lease id, `ARGV[2]` this node, `ARGV[3]` the node channels' prefix
-/// (`<prefix>:node:`), `ARGV[4]` the user.
+/// (`<prefix>:node:`), `ARGV[4]` the user, `ARGV[5]` the user's limit of runs at once.
 ///
-/// Then tells the other nodes holding the queue's first eight places (`slot\n<user>` on their
-/// node channels) that a slot may be theirs, so their claims ask again now rather than at
-/// their next poll; the releasing node wakes its own.
+/// Then names the places that may take a slot now: the queue's first ones, as many as the
+/// user has slots free and two more (a place held up by its thread lets the next one run),
+/// at most 16. It sends each other node holding one of them `slot\n<user>\n<lease>…` on its
+/// node channel, and returns this node's (which it wakes itself). A place it does not name
+/// asks again at its poll.
 pub(crate) const RELEASE: &str = r"
 local thread = redis.call('HGET', KEYS[5], 'thread')
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -190,15 +192,28 @@ if thread then
   end
 end
 local leases = string.sub(KEYS[5], 1, #KEYS[5] - #ARGV[1])
-local told = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, 7)) do
-  local node = redis.call('HGET', leases .. id, 'node')
-  if node and node ~= ARGV[2] and not told[node] then
-    told[node] = true
-    redis.call('PUBLISH', ARGV[3] .. node, 'slot\n' .. ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local free = tonumber(ARGV[5]) - redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+local mine, others, nodes = {}, {}, {}
+if free > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, math.min(free + 1, 15))) do
+    local node = redis.call('HGET', leases .. id, 'node')
+    if node == ARGV[2] then
+      table.insert(mine, id)
+    elseif node then
+      if not others[node] then
+        others[node] = {}
+        table.insert(nodes, node)
+      end
+      table.insert(others[node], id)
+    end
   end
 end
-return 1
+for _, node in ipairs(nodes) do
+  redis.call('PUBLISH', ARGV[3] .. node, 'slot\n' .. ARGV[4] .. '\n' .. table.concat(others[node], '\n'))
+end
+return mine
 ";
 
 /// Takes a lease off the books and marks its run, and its sub-runs still open, ended for a

@@ -293,11 +293,14 @@ impl ClusterRuns {
     /// to expire is ended by a reaper, which would tell the user of a run that was refused (a
     /// claim whose answer was lost), never started, or is paused. `Err` once it would
     /// outlive the lease.
-    pub async fn release(&self, lease: &Lease) -> Result<(), BrokerError> {
+    ///
+    /// Once through, the user's queued claims that may take a slot now (with `max_running`
+    /// the user's limit) are woken, on this node and on the others holding them.
+    pub async fn release(&self, lease: &Lease, max_running: usize) -> Result<(), BrokerError> {
         let deadline = std::time::Instant::now() + self.lease_ttl;
         let mut pauses = crate::publisher::RETRY.build();
         loop {
-            match self.release_once(lease).await {
+            match self.release_once(lease, max_running).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     let pause = pauses.next().unwrap_or(Duration::from_secs(1));
@@ -311,10 +314,11 @@ impl ClusterRuns {
     }
 
     /// One attempt of [`release`](Self::release).
-    async fn release_once(&self, lease: &Lease) -> Result<(), BrokerError> {
+    async fn release_once(&self, lease: &Lease, max_running: usize) -> Result<(), BrokerError> {
         let [queue, queued] = self.queue_keys(&lease.user);
         let [threads, qthreads] = self.thread_keys(&lease.user);
-        self.release
+        let mine: Vec<String> = self
+            .release
             .key(self.slots_key(&lease.user))
             .key(queue)
             .key(queued)
@@ -327,23 +331,24 @@ impl ClusterRuns {
             .arg(&self.shared.node_id)
             .arg(format!("{}:node:", self.shared.prefix))
             .arg(lease.user.as_str())
-            .invoke_async::<()>(&mut self.shared.conn.clone())
+            .arg(max_running)
+            .invoke_async::<Vec<String>>(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
-        self.slot_freed(&lease.user);
+        self.shared.slot_waiters.wake(&lease.user, &mine);
         Ok(())
     }
 
-    /// Registers a claim of `user`'s queued on this node, woken when a slot of theirs is
-    /// given back here or on another node (see [`release`](Self::release)) until the guard
-    /// is dropped. Only that user's claims are woken.
-    pub fn slot_waiting(&self, user: &UserId) -> SlotWaiting {
-        self.shared.slot_waiters.waiting(user)
+    /// Registers `lease`'s claim, queued on this node, until the guard is dropped: woken when
+    /// a slot given back here or on another node may be its (see [`release`](Self::release)),
+    /// or its user's thread is freed here ([`thread_freed`](Self::thread_freed)).
+    pub fn slot_waiting(&self, lease: &Lease) -> SlotWaiting {
+        self.shared.slot_waiters.waiting(&lease.user, &lease.id)
     }
 
-    /// Wakes `user`'s claims queued on this node (a slot or their thread was freed here).
-    pub fn slot_freed(&self, user: &UserId) {
-        self.shared.slot_waiters.wake(user);
+    /// Wakes all of `user`'s claims queued on this node (a thread of theirs was freed here).
+    pub fn thread_freed(&self, user: &UserId) {
+        self.shared.slot_waiters.wake_all(user);
     }
 
     /// The run of `user`'s `thread` holding a slot now (kept one run per thread), with its

@@ -1,6 +1,8 @@
-//! The run claims of this node queued for a slot, by user: a slot the user's run gives back
-//! wakes that user's queued claims only, on this node and (through the release script's
-//! `slot\n<user>` on their node channels) on the nodes holding the queue's first places.
+//! The run claims of this node queued for a slot, by user and lease: a slot given back wakes
+//! the claims that may take it and nobody else's. The release script names them (the
+//! queue's first places, as many as the user has slots free and two more), hands the
+//! releasing node its own and sends each other node holding one `slot\n<user>\n<lease>…` on
+//! its node channel; a thread freed wakes all of its user's claims.
 //!
 //! Before, one signal woke every queued claim of the node on every slot given back, so each
 //! release cost one claim script per queued run of any user: with 8,000 runs queued over two
@@ -14,24 +16,26 @@ use core_context::UserId;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, futures::Notified};
 
-/// Queued claims by user, each user's woken together; see the module documentation.
+/// One user's claims waiting on this node: each one's lease id and signal.
+type Claims = Vec<(String, Arc<Notify>)>;
+
+/// Queued claims by user and lease; see the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct SlotWaiters {
-    /// Each user with a claim waiting on this node: the signal, and how many wait on it.
-    users: Mutex<HashMap<UserId, (Arc<Notify>, usize)>>,
+    /// Each user with a claim waiting on this node.
+    users: Mutex<HashMap<UserId, Claims>>,
 }
 
 impl SlotWaiters {
-    /// Registers a queued claim of `user`'s, until the returned guard is dropped.
-    pub(crate) fn waiting(self: &Arc<Self>, user: &UserId) -> SlotWaiting {
-        let notify = {
-            let mut users = self.users.lock();
-            let entry = users
-                .entry(user.clone())
-                .or_insert_with(|| (Arc::new(Notify::new()), 0));
-            entry.1 += 1;
-            Arc::clone(&entry.0)
-        };
+    /// Registers the queued claim of `user`'s lease `lease`, until the returned guard is
+    /// dropped.
+    pub(crate) fn waiting(self: &Arc<Self>, user: &UserId, lease: &str) -> SlotWaiting {
+        let notify = Arc::new(Notify::new());
+        self.users
+            .lock()
+            .entry(user.clone())
+            .or_default()
+            .push((lease.to_owned(), Arc::clone(&notify)));
         SlotWaiting {
             waiters: Arc::clone(self),
             user: user.clone(),
@@ -39,11 +43,24 @@ impl SlotWaiters {
         }
     }
 
-    /// Wakes `user`'s queued claims on this node (those waiting in
-    /// [`SlotWaiting::freed`] now); nothing when none waits.
-    pub(crate) fn wake(&self, user: &UserId) {
-        if let Some((notify, _)) = self.users.lock().get(user) {
-            notify.notify_waiters();
+    /// Wakes `user`'s queued claims on this node whose leases are in `leases`; a claim not
+    /// waiting now takes the wake-up at its next wait.
+    pub(crate) fn wake(&self, user: &UserId, leases: &[String]) {
+        self.wake_where(user, |lease| leases.iter().any(|l| l == lease));
+    }
+
+    /// Wakes all of `user`'s queued claims on this node (their thread was freed).
+    pub(crate) fn wake_all(&self, user: &UserId) {
+        self.wake_where(user, |_| true);
+    }
+
+    fn wake_where(&self, user: &UserId, named: impl Fn(&str) -> bool) {
+        if let Some(claims) = self.users.lock().get(user) {
+            for (lease, notify) in claims {
+                if named(lease) {
+                    notify.notify_one();
+                }
+            }
         }
     }
 
@@ -54,7 +71,7 @@ impl SlotWaiters {
     }
 }
 
-/// One queued claim's registration (see [`SlotWaiters::waiting`]).
+/// One queued claim's registration (see [`ClusterRuns::slot_waiting`](crate::ClusterRuns::slot_waiting)).
 #[derive(Debug)]
 pub struct SlotWaiting {
     waiters: Arc<SlotWaiters>,
@@ -63,9 +80,7 @@ pub struct SlotWaiting {
 }
 
 impl SlotWaiting {
-    /// Completes when a slot of this user's is given back after it was enabled (with
-    /// [`Notified::enable`], before asking Redis, so that a release between the answer and
-    /// the wait is not missed).
+    /// Completes when a slot may be this claim's: woken since the last call completed.
     pub fn freed(&self) -> Notified<'_> {
         self.notify.notified()
     }
@@ -74,9 +89,9 @@ impl SlotWaiting {
 impl Drop for SlotWaiting {
     fn drop(&mut self) {
         let mut users = self.waiters.users.lock();
-        if let Some(entry) = users.get_mut(&self.user) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
+        if let Some(claims) = users.get_mut(&self.user) {
+            claims.retain(|(_, notify)| !Arc::ptr_eq(notify, &self.notify));
+            if claims.is_empty() {
                 users.remove(&self.user);
             }
         }
@@ -90,50 +105,54 @@ mod tests {
     use futures::FutureExt;
 
     #[tokio::test]
-    async fn a_slot_given_back_wakes_only_its_users_claims() {
+    async fn a_release_wakes_the_claims_it_names_or_all_of_its_users() {
         let waiters = Arc::new(SlotWaiters::default());
         let (alice, bob) = (
             UserId::parse("alice").unwrap(),
             UserId::parse("bob").unwrap(),
         );
         let (a1, a2, b) = (
-            waiters.waiting(&alice),
-            waiters.waiting(&alice),
-            waiters.waiting(&bob),
+            waiters.waiting(&alice, "l1"),
+            waiters.waiting(&alice, "l2"),
+            waiters.waiting(&bob, "l3"),
         );
-        let (mut fa1, mut fa2, mut fb) = (
-            Box::pin(a1.freed()),
-            Box::pin(a2.freed()),
-            Box::pin(b.freed()),
-        );
-        fa1.as_mut().enable();
-        fa2.as_mut().enable();
-        fb.as_mut().enable();
-        waiters.wake(&alice);
-        assert!(fa1.now_or_never().is_some(), "alice's first claim is woken");
+        waiters.wake(&alice, &["l2".to_owned()]);
+        assert!(a1.freed().now_or_never().is_none(), "l1 was not named");
+        assert!(a2.freed().now_or_never().is_some(), "l2 was named");
+        assert!(b.freed().now_or_never().is_none(), "bob's claim sleeps on");
+        // A freed thread: all of the user's claims, and still nobody else's.
+        waiters.wake(&alice, &[]);
         assert!(
-            fa2.now_or_never().is_some(),
-            "alice's second claim is woken"
+            a1.freed().now_or_never().is_none(),
+            "nothing named, nothing woken"
         );
+        waiters.wake_all(&alice);
+        assert!(a1.freed().now_or_never().is_some());
+        assert!(a2.freed().now_or_never().is_some());
+        assert!(b.freed().now_or_never().is_none(), "bob's claim sleeps on");
+        // Bob's lease named under alice wakes nothing.
+        waiters.wake(&alice, &["l3".to_owned()]);
+        assert!(b.freed().now_or_never().is_none());
+        waiters.wake(&bob, &["l3".to_owned()]);
         assert!(
-            fb.as_mut().now_or_never().is_none(),
-            "bob's claim must sleep on"
+            b.freed().now_or_never().is_some(),
+            "bob's own slot wakes him"
         );
-        waiters.wake(&bob);
-        assert!(fb.now_or_never().is_some(), "bob's own slot wakes him");
     }
 
     #[test]
     fn a_user_is_forgotten_with_their_last_claim() {
         let waiters = Arc::new(SlotWaiters::default());
         let alice = UserId::parse("alice").unwrap();
-        let first = waiters.waiting(&alice);
-        let second = waiters.waiting(&alice);
+        let first = waiters.waiting(&alice, "l1");
+        let second = waiters.waiting(&alice, "l2");
         drop(first);
         assert_eq!(waiters.users(), 1);
+        waiters.wake_all(&alice);
+        assert!(second.freed().now_or_never().is_some());
         drop(second);
         assert_eq!(waiters.users(), 0);
         // Nobody to wake: nothing happens.
-        waiters.wake(&alice);
+        waiters.wake_all(&alice);
     }
 }

@@ -144,7 +144,10 @@ async fn on_message(shared: &Arc<Shared>, message: &redis::Msg) {
                     let _ = requests.send(request);
                 }
             }
-            Some(NodeMessage::SlotFreed(user)) => shared.slot_waiters.wake(&user),
+            Some(NodeMessage::SlotFreed(user, leases)) if leases.is_empty() => {
+                shared.slot_waiters.wake_all(&user);
+            }
+            Some(NodeMessage::SlotFreed(user, leases)) => shared.slot_waiters.wake(&user, &leases),
             None => tracing::error!(
                 "redis broker: a node message is neither `cancel\\n<user>\\n<run>`, `steer\\n<json>` nor `slot\\n<user>`; ignored"
             ),

@@ -3,12 +3,13 @@
 //! queues (first come, first served, whichever node it came to) up to the queue bound, and
 //! is refused beyond it. The conformance tests in `tests/it/run_slots.rs` run against both.
 //!
-//! A queued claim asks Redis again when a slot of its user's is given back, on this node or
-//! on another (whose release tells the nodes holding the queue's first places:
-//! `ClusterRuns::slot_waiting`), and at least every [`POLL`] otherwise (a slot a reaper took
-//! back, a thread freed on another node, a notice lost with the live connection), which also
-//! renews its place; a place not renewed within the lease TTL (its node died) is dropped.
-//! Only the user's claims ask again: a release does not wake every queued run of the node.
+//! A queued claim asks Redis again when a slot given back may be its, on this node or on
+//! another (the release script names the queue's first places and tells the nodes holding
+//! them: `ClusterRuns::slot_waiting`), when its user's thread is freed on this node, and at
+//! least every [`POLL`] otherwise (a slot a reaper took back, a thread freed on another
+//! node, a notice lost with the live connection), which also renews its place; a place not
+//! renewed within the lease TTL (its node died) is dropped. Only those claims ask again: a
+//! release does not wake every queued run of the node, nor every one of its user's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ pub(crate) type Held = Arc<Mutex<HashMap<RunId, Lease>>>;
 
 /// How often a queued claim asks again at least when nothing woke it (and so how late it may
 /// notice a slot whose release told it nothing: see the module documentation).
-pub(crate) const POLL: Duration = Duration::from_secs(1);
+pub(crate) const POLL: Duration = Duration::from_secs(2);
 
 /// Per-user run slots across the cluster; see the module documentation.
 #[derive(Clone)]
@@ -93,7 +94,7 @@ impl Inner {
             }
             inner.held.lock().remove(lease.run());
             // A release that went through has woken the user's queued claims.
-            if let Err(error) = inner.runs.release(&lease).await {
+            if let Err(error) = inner.runs.release(&lease, inner.limits.max_running).await {
                 tracing::warn!(%error, "cluster: cannot give a run slot back; it expires with its lease");
             }
         })
@@ -112,7 +113,7 @@ impl Inner {
         runtime.spawn(async move {
             // `release` retries for as long as the lease lives; once through, it has woken
             // the user's queued claims.
-            if let Err(error) = inner.runs.release(&lease).await {
+            if let Err(error) = inner.runs.release(&lease, inner.limits.max_running).await {
                 tracing::warn!(%error, "cluster: cannot give a run slot back; it expires with its lease");
             }
         });
@@ -153,7 +154,7 @@ struct Place {
 impl Place {
     async fn wait(mut self) -> Result<SlotPermit, SlotLost> {
         let inner = Arc::clone(&self.inner);
-        let waiting = inner.runs.slot_waiting(self.lease.user());
+        let waiting = inner.runs.slot_waiting(&self.lease);
         let mut failing = false;
         loop {
             let freed = waiting.freed();
@@ -324,7 +325,7 @@ impl RunSlots for ClusterSlots {
             .hold_thread(user, thread, run, false)
             .await
             .map_err(|e| SlotError::Unavailable(e.to_string()))?;
-        self.inner.runs.slot_freed(user);
+        self.inner.runs.thread_freed(user);
         Ok(())
     }
 
