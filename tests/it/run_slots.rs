@@ -406,3 +406,60 @@ async fn a_slot_given_back_wakes_the_claims_that_may_take_it_on_every_node() {
         .await
         .expect("hal's own slot wakes him");
 }
+
+/// Across nodes only: a thread freed from its paused run on one node wakes the user's claims
+/// queued on another node, the thread's next run among them (the unhold script tells the
+/// nodes holding the queue's first places, `slot\n<user>`), rather than at their next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_freed_on_one_node_wakes_its_claim_queued_on_another() {
+    let redis = RedisServer::start();
+    let limits = SlotLimits {
+        max_running: 2,
+        max_queued: 2,
+    };
+    let ttl = Duration::from_secs(5);
+    // The brokers stay: their subscribers hear the node channels.
+    let (node_a, node_b) = (node(&redis).await, node(&redis).await);
+    let (a, b) = (node_a.0.runs(ttl), node_b.0.runs(ttl));
+    let ivy = user_id("ivy");
+    let thread = ThreadId::generate();
+    let in_thread = || RunScope {
+        run_id: RunId::generate(),
+        parent_run_id: None,
+        thread_id: thread.clone(),
+        agent_name: Arc::from("synthetic"),
+    };
+    let claim_in = |runs: &redis_broker::ClusterRuns, scope: &RunScope, again: bool, lease| {
+        let (runs, scope) = (runs.clone(), scope.clone());
+        async move {
+            runs.claim(&lease, &scope, limits, "go", again, ThreadRule::Queue)
+                .await
+                .expect("Redis answers")
+        }
+    };
+    // The thread's first run, on node a, pauses for approvals: its slot goes back, and the
+    // thread stays its own.
+    let first = in_thread();
+    let first_lease = Lease::new(ivy.clone(), first.run_id.clone());
+    let state = claim_in(&a, &first, false, first_lease.clone()).await;
+    assert_eq!(state, ClaimState::Running);
+    a.hold_thread(&ivy, &thread, &first.run_id, true)
+        .await
+        .unwrap();
+    a.release(&first_lease, limits.max_running).await.unwrap();
+    // The thread's next run, on node b, waits for the thread though slots are free.
+    let next = in_thread();
+    let next_lease = Lease::new(ivy.clone(), next.run_id.clone());
+    let state = claim_in(&b, &next, false, next_lease.clone()).await;
+    assert!(matches!(state, ClaimState::Queued { .. }), "{state:?}");
+    let waiting = b.slot_waiting(&next_lease);
+
+    a.hold_thread(&ivy, &thread, &first.run_id, false)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), waiting.freed())
+        .await
+        .expect("node b never heard that ivy's thread was freed on node a");
+    let state = claim_in(&b, &next, true, next_lease).await;
+    assert_eq!(state, ClaimState::Running, "the thread is free now");
+}

@@ -380,11 +380,22 @@ end
 return 1
 ";
 
-/// Frees a thread from its paused run: `KEYS[1]` the user's serialized threads; `ARGV[1]`
-/// the thread, `ARGV[2]` the run.
+/// Frees a thread from its paused run: `KEYS[1]` the user's serialized threads, `KEYS[2]`
+/// the user's queue; `ARGV[1]` the thread, `ARGV[2]` the run, `ARGV[3]` this node, `ARGV[4]`
+/// the node channels' prefix (`<prefix>:node:`), `ARGV[5]` the user, `ARGV[6]` the prefix of
+/// the user's lease hashes (`<base>:lease:`). Once freed, tells the other nodes holding the
+/// queue's first 16 places (`slot\n<user>` on their node channels: all of the user's claims
+/// there ask again, the thread's among them); the node freeing it wakes its own.
 pub(crate) const UNHOLD: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) == 'paused ' .. ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'paused ' .. ARGV[2] then return 1 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local told = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, 15)) do
+  local node = redis.call('HGET', ARGV[6] .. id, 'node')
+  if node and node ~= ARGV[3] and not told[node] then
+    told[node] = true
+    redis.call('PUBLISH', ARGV[4] .. node, 'slot\n' .. ARGV[5])
+  end
 end
 return 1
 ";

@@ -341,13 +341,14 @@ impl ClusterRuns {
 
     /// Registers `lease`'s claim, queued on this node, until the guard is dropped: woken when
     /// a slot given back here or on another node may be its (see [`release`](Self::release)),
-    /// or its user's thread is freed here ([`thread_freed`](Self::thread_freed)).
+    /// or a thread of its user's is freed from a paused run on any node
+    /// ([`hold_thread`](Self::hold_thread)).
     pub fn slot_waiting(&self, lease: &Lease) -> SlotWaiting {
         self.shared.slot_waiters.waiting(&lease.user, &lease.id)
     }
 
     /// Wakes all of `user`'s claims queued on this node (a thread of theirs was freed here).
-    pub fn thread_freed(&self, user: &UserId) {
+    fn thread_freed(&self, user: &UserId) {
         self.shared.slot_waiters.wake_all(user);
     }
 
@@ -372,7 +373,9 @@ impl ClusterRuns {
     }
 
     /// Keeps `thread` for `run` while the run is paused for approvals (see
-    /// `RunSlots::hold_thread`), or (`hold` false) frees it from the paused run.
+    /// `RunSlots::hold_thread`), or (`hold` false) frees it from the paused run, which wakes
+    /// the user's queued claims on this node and on the others holding the queue's first
+    /// places.
     pub async fn hold_thread(
         &self,
         user: &UserId,
@@ -381,14 +384,31 @@ impl ClusterRuns {
         hold: bool,
     ) -> Result<(), BrokerError> {
         let [threads, _] = self.thread_keys(user);
-        let script = if hold { &self.hold } else { &self.unhold };
-        script
+        if hold {
+            return self
+                .hold
+                .key(threads)
+                .arg(thread.as_str())
+                .arg(run.as_str())
+                .invoke_async::<()>(&mut self.shared.conn.clone())
+                .await
+                .map_err(|e| broker_error(&e));
+        }
+        let [queue, _] = self.queue_keys(user);
+        self.unhold
             .key(threads)
+            .key(queue)
             .arg(thread.as_str())
             .arg(run.as_str())
+            .arg(&self.shared.node_id)
+            .arg(format!("{}:node:", self.shared.prefix))
+            .arg(user.as_str())
+            .arg(self.user_key(user, "lease:"))
             .invoke_async::<()>(&mut self.shared.conn.clone())
             .await
-            .map_err(|e| broker_error(&e))
+            .map_err(|e| broker_error(&e))?;
+        self.thread_freed(user);
+        Ok(())
     }
 
     /// Sends `steer` to the node executing the run `request` names (the node hands the

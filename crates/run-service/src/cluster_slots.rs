@@ -5,10 +5,10 @@
 //!
 //! A queued claim asks Redis again when a slot given back may be its, on this node or on
 //! another (the release script names the queue's first places and tells the nodes holding
-//! them: `ClusterRuns::slot_waiting`), when its user's thread is freed on this node, and at
-//! least every [`POLL`] otherwise (a slot a reaper took back, a thread freed on another
-//! node, a notice lost with the live connection), which also renews its place; a place not
-//! renewed within the lease TTL (its node died) is dropped. Only those claims ask again: a
+//! them: `ClusterRuns::slot_waiting`), when a thread of its user's is freed from a paused
+//! run on any node, and at least every [`POLL`] otherwise (a slot a reaper took back, a place
+//! held up past the ones named, a notice lost with the live connection), which also renews
+//! its place; a place not renewed within the lease TTL (its node died) is dropped. Only those claims ask again: a
 //! release does not wake every queued run of the node, nor every one of its user's.
 
 use std::collections::HashMap;
@@ -324,9 +324,7 @@ impl RunSlots for ClusterSlots {
             .runs
             .hold_thread(user, thread, run, false)
             .await
-            .map_err(|e| SlotError::Unavailable(e.to_string()))?;
-        self.inner.runs.thread_freed(user);
-        Ok(())
+            .map_err(|e| SlotError::Unavailable(e.to_string()))
     }
 
     fn load(&self) -> SlotLoad {
