@@ -15,7 +15,7 @@ use core_context::{RunId, RunScope, ThreadId, UserId};
 use execution_engine::LocalSlots;
 use execution_engine::slots::{Claim, QueuedSlot, RunSlots, SlotError, SlotPermit, ThreadRule};
 use parking_lot::Mutex;
-use redis_broker::{ClaimState, Lease, RedisBroker, RedisBrokerConfig, SlotLimits};
+use redis_broker::{ClaimState, ClusterRuns, Lease, RedisBroker, RedisBrokerConfig, SlotLimits};
 use run_service::cluster::Cluster;
 use ws_bridge::BridgeConfig;
 
@@ -346,6 +346,15 @@ async fn a_place_a_reaper_took_is_lost() {
     drop(holder);
 }
 
+/// Two nodes' runs on `redis` (5 s leases), with the brokers to keep while they are used:
+/// their subscribers hear the node channels.
+async fn two_nodes_runs(redis: &RedisServer) -> (Vec<Arc<RedisBroker>>, ClusterRuns, ClusterRuns) {
+    let ttl = Duration::from_secs(5);
+    let (a, b) = (node(redis).await.0, node(redis).await.0);
+    let runs = (a.runs(ttl), b.runs(ttl));
+    (vec![a, b], runs.0, runs.1)
+}
+
 /// Across nodes only: a slot given back wakes the queued claims that may take it, on its
 /// node and on the others, and nobody else's: the release script names the queue's first
 /// places (as many as the user has slots free, and two more), sends the other nodes holding
@@ -359,12 +368,9 @@ async fn a_slot_given_back_wakes_the_claims_that_may_take_it_on_every_node() {
         max_running: 1,
         max_queued: 4,
     };
-    let ttl = Duration::from_secs(5);
-    // The brokers stay: their subscribers hear the node channels.
-    let (node_a, node_b) = (node(&redis).await, node(&redis).await);
-    let (a, b) = (node_a.0.runs(ttl), node_b.0.runs(ttl));
+    let (_brokers, a, b) = two_nodes_runs(&redis).await;
     let (gus, hal) = (user_id("gus"), user_id("hal"));
-    let claim_on = |runs: &redis_broker::ClusterRuns, user: &UserId| {
+    let claim_on = |runs: &ClusterRuns, user: &UserId| {
         let (runs, lease) = (runs.clone(), Lease::new(user.clone(), RunId::generate()));
         async move {
             let state = runs
@@ -408,8 +414,9 @@ async fn a_slot_given_back_wakes_the_claims_that_may_take_it_on_every_node() {
 }
 
 /// Across nodes only: a thread freed from its paused run on one node wakes the user's claims
-/// queued on another node, the thread's next run among them (the unhold script tells the
-/// nodes holding the queue's first places, `slot\n<user>`), rather than at their next poll.
+/// queued on another node, the thread's next run among them (the unhold script names the
+/// queue's first places to the nodes holding them, `slot\n<user>\n<lease>…`), rather than
+/// at their next poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thread_freed_on_one_node_wakes_its_claim_queued_on_another() {
     let redis = RedisServer::start();
@@ -417,10 +424,7 @@ async fn a_thread_freed_on_one_node_wakes_its_claim_queued_on_another() {
         max_running: 2,
         max_queued: 2,
     };
-    let ttl = Duration::from_secs(5);
-    // The brokers stay: their subscribers hear the node channels.
-    let (node_a, node_b) = (node(&redis).await, node(&redis).await);
-    let (a, b) = (node_a.0.runs(ttl), node_b.0.runs(ttl));
+    let (_brokers, a, b) = two_nodes_runs(&redis).await;
     let ivy = user_id("ivy");
     let thread = ThreadId::generate();
     let in_thread = || RunScope {
@@ -429,7 +433,7 @@ async fn a_thread_freed_on_one_node_wakes_its_claim_queued_on_another() {
         thread_id: thread.clone(),
         agent_name: Arc::from("synthetic"),
     };
-    let claim_in = |runs: &redis_broker::ClusterRuns, scope: &RunScope, again: bool, lease| {
+    let claim_in = |runs: &ClusterRuns, scope: &RunScope, again: bool, lease| {
         let (runs, scope) = (runs.clone(), scope.clone());
         async move {
             runs.claim(&lease, &scope, limits, "go", again, ThreadRule::Queue)

@@ -12,8 +12,8 @@ use crate::shared::{CancelRequest, NodeRequest};
 pub(crate) enum NodeMessage {
     /// A request for a run this node executes.
     Request(NodeRequest),
-    /// A slot of this user's was given back: their claims queued here with these leases
-    /// ask again (all of them when none is named, as a node of 29d51a1 sends).
+    /// A slot or a thread of this user's was given back: their claims queued here with these
+    /// leases (at least one) ask again.
     SlotFreed(UserId, Vec<String>),
 }
 
@@ -24,7 +24,7 @@ pub(crate) fn parse_node_message(payload: &[u8]) -> Option<NodeMessage> {
         let mut lines = std::str::from_utf8(rest).ok()?.split('\n');
         let user = UserId::parse(lines.next()?).ok()?;
         let leases: Vec<String> = lines.map(str::to_owned).collect();
-        if leases.iter().any(String::is_empty) {
+        if leases.is_empty() || leases.iter().any(String::is_empty) {
             return None;
         }
         return Some(NodeMessage::SlotFreed(user, leases));
@@ -101,16 +101,13 @@ mod tests {
     fn a_freed_slot_names_its_user() {
         let alice = UserId::parse("alice").unwrap();
         assert_eq!(
-            parse_node_message(b"slot\nalice"),
-            Some(NodeMessage::SlotFreed(alice.clone(), Vec::new()))
-        );
-        assert_eq!(
             parse_node_message(b"slot\nalice\nL1\nL2"),
             Some(NodeMessage::SlotFreed(
-                alice,
+                alice.clone(),
                 vec!["L1".into(), "L2".into()]
             ))
         );
+        assert_eq!(parse_node_message(b"slot\nalice"), None);
         assert_eq!(parse_node_message(b"slot\n"), None);
         assert_eq!(parse_node_message(b"slot\nalice\n"), None);
         assert_eq!(parse_node_message(b"slot\nal ice"), None);

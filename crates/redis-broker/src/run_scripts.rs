@@ -165,18 +165,45 @@ record('1')
 return {'2', tostring(position), active or ''}
 ";
 
+/// The Lua helper of [`RELEASE`] and [`UNHOLD`]: `name_places(queue, leases, count, node,
+/// channels, user)` names the first `count` places of the user's `queue` (each place's node
+/// read from its lease hash, `<leases><id>`), sends each other node holding one
+/// `slot\n<user>\n<lease>…` on its node channel (`<channels><node>`), and returns the leases
+/// of `node`'s own, which that node wakes itself.
+pub(crate) const NAME_PLACES: &str = r"
+local function name_places(queue, leases, count, node, channels, user)
+  local mine, others, nodes = {}, {}, {}
+  for _, id in ipairs(redis.call('ZRANGE', queue, 0, count - 1)) do
+    local holder = redis.call('HGET', leases .. id, 'node')
+    if holder == node then
+      table.insert(mine, id)
+    elseif holder then
+      if not others[holder] then
+        others[holder] = {}
+        table.insert(nodes, holder)
+      end
+      table.insert(others[holder], id)
+    end
+  end
+  for _, other in ipairs(nodes) do
+    redis.call('PUBLISH', channels .. other, 'slot\n' .. user .. '\n' .. table.concat(others[other], '\n'))
+  end
+  return mine
+end
+";
+
 /// Gives a lease back: its slot or its place, its records, and its thread when it holds
 /// it. `KEYS[1]` the user's slots, `KEYS[2]` the queue, `KEYS[3]` the queue's expiries,
-/// `KEYS[4]` the user's leases, `KEYS[5]` the lease hash (`<base>:lease:<id>`), `KEYS[6]` the
-/// run's hash, `KEYS[7]` the user's serialized threads, `KEYS[8]` the user's queued claims;
-/// `ARGV[1]` the lease id, `ARGV[2]` this node, `ARGV[3]` the node channels' prefix
-/// (`<prefix>:node:`), `ARGV[4]` the user, `ARGV[5]` the user's limit of runs at once.
+/// `KEYS[4]` the user's leases, `KEYS[5]` the lease hash, `KEYS[6]` the run's hash, `KEYS[7]`
+/// the user's serialized threads, `KEYS[8]` the user's queued claims; `ARGV[1]` the lease
+/// id, `ARGV[2]` this node, `ARGV[3]` the node channels' prefix (`<prefix>:node:`),
+/// `ARGV[4]` the user, `ARGV[5]` the user's limit of runs at once, `ARGV[6]` the prefix of
+/// the user's lease hashes (`<base>:lease:`). After [`NAME_PLACES`].
 ///
-/// Then names the places that may take a slot now: the queue's first ones, as many as the
-/// user has slots free and two more (a place held up by its thread lets the next one run),
-/// at most 16. It sends each other node holding one of them `slot\n<user>\n<lease>…` on its
-/// node channel, and returns this node's (which it wakes itself). A place it does not name
-/// asks again at its poll.
+/// Then names the places that may take a slot now (`name_places`): the queue's first ones,
+/// as many as the user has slots free and two more (a place held up by its thread lets the
+/// next one run), at most 16; returns this node's. A place it does not name asks again at
+/// its poll.
 pub(crate) const RELEASE: &str = r"
 local thread = redis.call('HGET', KEYS[5], 'thread')
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -191,29 +218,11 @@ if thread then
     redis.call('HDEL', KEYS[7], thread)
   end
 end
-local leases = string.sub(KEYS[5], 1, #KEYS[5] - #ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local free = tonumber(ARGV[5]) - redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
-local mine, others, nodes = {}, {}, {}
-if free > 0 then
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, math.min(free + 1, 15))) do
-    local node = redis.call('HGET', leases .. id, 'node')
-    if node == ARGV[2] then
-      table.insert(mine, id)
-    elseif node then
-      if not others[node] then
-        others[node] = {}
-        table.insert(nodes, node)
-      end
-      table.insert(others[node], id)
-    end
-  end
-end
-for _, node in ipairs(nodes) do
-  redis.call('PUBLISH', ARGV[3] .. node, 'slot\n' .. ARGV[4] .. '\n' .. table.concat(others[node], '\n'))
-end
-return mine
+if free <= 0 then return {} end
+return name_places(KEYS[2], ARGV[6], math.min(free + 2, 16), ARGV[2], ARGV[3], ARGV[4])
 ";
 
 /// Takes a lease off the books and marks its run, and its sub-runs still open, ended for a
@@ -381,21 +390,13 @@ return 1
 ";
 
 /// Frees a thread from its paused run: `KEYS[1]` the user's serialized threads, `KEYS[2]`
-/// the user's queue; `ARGV[1]` the thread, `ARGV[2]` the run, `ARGV[3]` this node, `ARGV[4]`
-/// the node channels' prefix (`<prefix>:node:`), `ARGV[5]` the user, `ARGV[6]` the prefix of
-/// the user's lease hashes (`<base>:lease:`). Once freed, tells the other nodes holding the
-/// queue's first 16 places (`slot\n<user>` on their node channels: all of the user's claims
-/// there ask again, the thread's among them); the node freeing it wakes its own.
+/// the user's queue; `ARGV[1]` the thread, `ARGV[2]` the run, then as [`RELEASE`]'s
+/// `ARGV[2]` to `ARGV[4]` and `ARGV[6]` (this node, the node channels' prefix, the user, the
+/// lease hashes' prefix). After [`NAME_PLACES`]. Once freed, names the queue's first 16
+/// places (the thread's next run among them, unless 16 of other threads wait ahead of it)
+/// and returns this node's; nothing when the run did not hold the thread.
 pub(crate) const UNHOLD: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'paused ' .. ARGV[2] then return 1 end
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'paused ' .. ARGV[2] then return {} end
 redis.call('HDEL', KEYS[1], ARGV[1])
-local told = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, 15)) do
-  local node = redis.call('HGET', ARGV[6] .. id, 'node')
-  if node and node ~= ARGV[3] and not told[node] then
-    told[node] = true
-    redis.call('PUBLISH', ARGV[4] .. node, 'slot\n' .. ARGV[5])
-  end
-end
-return 1
+return name_places(KEYS[2], ARGV[6], 16, ARGV[3], ARGV[4], ARGV[5])
 ";

@@ -27,8 +27,9 @@
 //! - `<prefix>:{<user>}:ended:<run id>`: the run was ended by a reaper; its node's later events are
 //!   dropped, so the `node_lost` terminal event stays the run's last;
 //! - `<prefix>:node:<node id>`, a pub/sub channel: `cancel` commands for the node's runs,
-//!   and `slot\n<user>` when a slot of the user's was given back and the node holds one of
-//!   the first places in their queue (its claims of that user then ask again at once).
+//!   and `slot\n<user>\n<lease>…` when a slot or a thread of the user's was given back and
+//!   the node holds one of the first places in their queue (those claims then ask again at
+//!   once).
 //!
 //! A node renews its leases every third of their TTL. A lease not renewed in time (its node
 //! died or lost Redis for that long) is taken by exactly one surviving node's reaper, which
@@ -54,7 +55,7 @@ use ws_bridge::broker::BrokerError;
 use crate::node_requests::USER_CANCELLED;
 use crate::publisher::PublishQueue;
 use crate::run_scripts::{
-    CLAIM, HOLD, REAP, RELEASE, RENEW, RUNNER, SETTLE_INDEX, UNHOLD, take_prelude,
+    CLAIM, HOLD, NAME_PLACES, REAP, RELEASE, RENEW, RUNNER, SETTLE_INDEX, UNHOLD, take_prelude,
 };
 use crate::shared::{Shared, SteerRequest, broker_error};
 use crate::slot_waiters::SlotWaiting;
@@ -169,10 +170,10 @@ impl ClusterRuns {
             publish,
             lease_ttl,
             claim: Arc::new(Script::new(CLAIM)),
-            release: Arc::new(Script::new(RELEASE)),
+            release: Arc::new(Script::new(&format!("{NAME_PLACES}{RELEASE}"))),
             runner: Arc::new(Script::new(RUNNER)),
             hold: Arc::new(Script::new(HOLD)),
-            unhold: Arc::new(Script::new(UNHOLD)),
+            unhold: Arc::new(Script::new(&format!("{NAME_PLACES}{UNHOLD}"))),
             renew: Arc::new(Script::new(&format!("{take}{RENEW}"))),
             reap: Arc::new(Script::new(&format!("{take}{REAP}"))),
             settle_index: Arc::new(Script::new(SETTLE_INDEX)),
@@ -332,6 +333,7 @@ impl ClusterRuns {
             .arg(format!("{}:node:", self.shared.prefix))
             .arg(lease.user.as_str())
             .arg(max_running)
+            .arg(self.user_key(&lease.user, "lease:"))
             .invoke_async::<Vec<String>>(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
@@ -345,11 +347,6 @@ impl ClusterRuns {
     /// ([`hold_thread`](Self::hold_thread)).
     pub fn slot_waiting(&self, lease: &Lease) -> SlotWaiting {
         self.shared.slot_waiters.waiting(&lease.user, &lease.id)
-    }
-
-    /// Wakes all of `user`'s claims queued on this node (a thread of theirs was freed here).
-    fn thread_freed(&self, user: &UserId) {
-        self.shared.slot_waiters.wake_all(user);
     }
 
     /// The run of `user`'s `thread` holding a slot now (kept one run per thread), with its
@@ -374,8 +371,8 @@ impl ClusterRuns {
 
     /// Keeps `thread` for `run` while the run is paused for approvals (see
     /// `RunSlots::hold_thread`), or (`hold` false) frees it from the paused run, which wakes
-    /// the user's queued claims on this node and on the others holding the queue's first
-    /// places.
+    /// the claims holding the user's first 16 places in the queue, on this node and on the
+    /// others.
     pub async fn hold_thread(
         &self,
         user: &UserId,
@@ -395,7 +392,8 @@ impl ClusterRuns {
                 .map_err(|e| broker_error(&e));
         }
         let [queue, _] = self.queue_keys(user);
-        self.unhold
+        let mine: Vec<String> = self
+            .unhold
             .key(threads)
             .key(queue)
             .arg(thread.as_str())
@@ -404,10 +402,10 @@ impl ClusterRuns {
             .arg(format!("{}:node:", self.shared.prefix))
             .arg(user.as_str())
             .arg(self.user_key(user, "lease:"))
-            .invoke_async::<()>(&mut self.shared.conn.clone())
+            .invoke_async::<Vec<String>>(&mut self.shared.conn.clone())
             .await
             .map_err(|e| broker_error(&e))?;
-        self.thread_freed(user);
+        self.shared.slot_waiters.wake(user, &mine);
         Ok(())
     }
 

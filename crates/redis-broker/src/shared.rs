@@ -83,8 +83,8 @@ pub(crate) struct Shared {
     pub(crate) inbound: Option<mpsc::UnboundedSender<crate::forwarded::Inbound>>,
     /// Where cancel requests from other nodes go, once someone asked for them.
     pub(crate) cancels: Mutex<Option<mpsc::UnboundedSender<NodeRequest>>>,
-    /// This node's run claims queued for a slot, by user (woken by `slot\n<user>` on the
-    /// node channel and by this node's own releases).
+    /// This node's run claims queued for a slot, by user and lease (woken by
+    /// `slot\n<user>\n<lease>…` on the node channel and by this node's own releases).
     pub(crate) slot_waiters: Arc<crate::slot_waiters::SlotWaiters>,
     /// Events waiting for the publisher.
     pub(crate) queued: AtomicUsize,

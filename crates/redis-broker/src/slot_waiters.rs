@@ -2,7 +2,8 @@
 //! the claims that may take it and nobody else's. The release script names them (the
 //! queue's first places, as many as the user has slots free and two more), hands the
 //! releasing node its own and sends each other node holding one `slot\n<user>\n<lease>…` on
-//! its node channel; a thread freed wakes all of its user's claims.
+//! its node channel; a thread freed from its paused run names the queue's first 16 places
+//! the same way.
 //!
 //! Before, one signal woke every queued claim of the node on every slot given back, so each
 //! release cost one claim script per queued run of any user: with 8,000 runs queued over two
@@ -46,18 +47,12 @@ impl SlotWaiters {
     /// Wakes `user`'s queued claims on this node whose leases are in `leases`; a claim not
     /// waiting now takes the wake-up at its next wait.
     pub(crate) fn wake(&self, user: &UserId, leases: &[String]) {
-        self.wake_where(user, |lease| leases.iter().any(|l| l == lease));
-    }
-
-    /// Wakes all of `user`'s queued claims on this node (their thread was freed).
-    pub(crate) fn wake_all(&self, user: &UserId) {
-        self.wake_where(user, |_| true);
-    }
-
-    fn wake_where(&self, user: &UserId, named: impl Fn(&str) -> bool) {
+        if leases.is_empty() {
+            return;
+        }
         if let Some(claims) = self.users.lock().get(user) {
             for (lease, notify) in claims {
-                if named(lease) {
+                if leases.contains(lease) {
                     notify.notify_one();
                 }
             }
@@ -105,7 +100,7 @@ mod tests {
     use futures::FutureExt;
 
     #[tokio::test]
-    async fn a_release_wakes_the_claims_it_names_or_all_of_its_users() {
+    async fn a_release_wakes_the_claims_it_names_and_no_others() {
         let waiters = Arc::new(SlotWaiters::default());
         let (alice, bob) = (
             UserId::parse("alice").unwrap(),
@@ -120,13 +115,13 @@ mod tests {
         assert!(a1.freed().now_or_never().is_none(), "l1 was not named");
         assert!(a2.freed().now_or_never().is_some(), "l2 was named");
         assert!(b.freed().now_or_never().is_none(), "bob's claim sleeps on");
-        // A freed thread: all of the user's claims, and still nobody else's.
         waiters.wake(&alice, &[]);
         assert!(
             a1.freed().now_or_never().is_none(),
             "nothing named, nothing woken"
         );
-        waiters.wake_all(&alice);
+        // Both of alice's named: both woken, and still nobody else's.
+        waiters.wake(&alice, &["l1".to_owned(), "l2".to_owned()]);
         assert!(a1.freed().now_or_never().is_some());
         assert!(a2.freed().now_or_never().is_some());
         assert!(b.freed().now_or_never().is_none(), "bob's claim sleeps on");
@@ -148,11 +143,11 @@ mod tests {
         let second = waiters.waiting(&alice, "l2");
         drop(first);
         assert_eq!(waiters.users(), 1);
-        waiters.wake_all(&alice);
+        waiters.wake(&alice, &["l1".to_owned(), "l2".to_owned()]);
         assert!(second.freed().now_or_never().is_some());
         drop(second);
         assert_eq!(waiters.users(), 0);
         // Nobody to wake: nothing happens.
-        waiters.wake_all(&alice);
+        waiters.wake(&alice, &["l2".to_owned()]);
     }
 }

@@ -144,12 +144,9 @@ async fn on_message(shared: &Arc<Shared>, message: &redis::Msg) {
                     let _ = requests.send(request);
                 }
             }
-            Some(NodeMessage::SlotFreed(user, leases)) if leases.is_empty() => {
-                shared.slot_waiters.wake_all(&user);
-            }
             Some(NodeMessage::SlotFreed(user, leases)) => shared.slot_waiters.wake(&user, &leases),
             None => tracing::error!(
-                "redis broker: a node message is neither `cancel\\n<user>\\n<run>`, `steer\\n<json>` nor `slot\\n<user>`; ignored"
+                "redis broker: a node message is neither `cancel\\n<user>\\n<run>`, `steer\\n<json>` nor `slot\\n<user>\\n<lease>…`; ignored"
             ),
         }
     }
