@@ -3,6 +3,7 @@
 //! its title has the row's width; a finished answer and each of its code blocks have a Copy
 //! button; an empty conversation offers the agent's example prompts, one press sending one.
 
+use fantoccini::error::{CmdError, ErrorStatus, WebDriver};
 use fantoccini::{Client, Locator};
 use llm_agent::LlmConfig;
 use serde_json::{Value, json};
@@ -17,15 +18,20 @@ const ESCAPE: &str = "\u{E00C}";
 const ARROW_UP: &str = "\u{E013}";
 const ARROW_DOWN: &str = "\u{E015}";
 
-/// Presses `keys` on the element that has the focus.
+/// Presses `keys` on the element that has the focus. The page may render the focused
+/// element anew between finding it and pressing (WebDriver's "stale element reference",
+/// seen once in CI); the keys did not reach it then, so it presses on the new one.
 async fn press(client: &Client, keys: &str) {
-    client
-        .active_element()
-        .await
-        .unwrap()
-        .send_keys(keys)
-        .await
-        .unwrap();
+    for _ in 0..5 {
+        match client.active_element().await.unwrap().send_keys(keys).await {
+            Err(CmdError::Standard(WebDriver {
+                error: ErrorStatus::StaleElementReference,
+                ..
+            })) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            answer => return answer.unwrap(),
+        }
+    }
+    panic!("the focused element kept being rendered anew; {keys:?} never reached it");
 }
 
 /// Where the focus is: the focused element's role (or tag), class and text, and the menu's
