@@ -166,7 +166,8 @@ impl AgentContext {
         self.parts.cancellation.is_cancelled()
     }
 
-    /// Events this context failed to hand to its sink (each one was also logged).
+    /// Events this context failed to hand to its sink (each one was also logged, and the
+    /// first stopped the run).
     pub fn emit_failures(&self) -> u64 {
         self.emit_failures.load(Ordering::Relaxed)
     }
@@ -479,6 +480,10 @@ impl AgentContext {
         outcome
     }
 
+    /// Emits `kind` for the run. An event the sink refused is counted
+    /// ([`emit_failures`](Self::emit_failures)) and stops the run (its token is cancelled): a
+    /// run must not go on with a hole in its stream that its client cannot see. The engine
+    /// ends such a run `events_lost`.
     fn emit(&self, kind: EventKind) {
         let user = self.parts.user_context.user_id();
         if let Err(error) = self.parts.sink.emit(user, self.parts.scope.event(kind)) {
@@ -486,8 +491,9 @@ impl AgentContext {
             tracing::warn!(
                 run_id = %self.parts.scope.run_id,
                 %error,
-                "an agent event could not be emitted"
+                "an agent event could not be emitted; the run is stopped"
             );
+            self.parts.cancellation.cancel();
         }
     }
 }

@@ -34,6 +34,10 @@ pub mod error_code {
     pub const START_FAILED: &str = "start_failed";
     /// The run reached a tool call that waits for approval but its state could not be saved.
     pub const PAUSE_FAILED: &str = "pause_failed";
+    /// Some of the run's events could not be handed on (a node's publish queue was full
+    /// because Redis had been out of reach): the run was stopped, so that it does not go on
+    /// with a hole its client cannot see.
+    pub const EVENTS_LOST: &str = "events_lost";
 }
 
 /// The `type` and `data` of an event.
@@ -183,6 +187,20 @@ impl EventKind {
         }
     }
 
+    /// Whether this event opens, pauses or ends its run (`agent_started`,
+    /// `approval_requested`, `budget_exhausted` or a terminal event): the events a client
+    /// must see to know where a run stands. A sink short of room keeps a reserve for them
+    /// ([`EncodedEvent::bookend`]).
+    pub fn is_bookend(&self) -> bool {
+        self.is_terminal()
+            || matches!(
+                self,
+                EventKind::AgentStarted { .. }
+                    | EventKind::ApprovalRequested { .. }
+                    | EventKind::BudgetExhausted { .. }
+            )
+    }
+
     /// Whether this event ends its run.
     pub fn is_terminal(&self) -> bool {
         matches!(
@@ -233,6 +251,10 @@ pub struct EncodedEvent {
     pub run_id: Option<RunId>,
     /// The event as a JSON object, exactly as [`AgentEvent`] serialises.
     pub json: Arc<str>,
+    /// Whether the event opens, pauses or ends its run ([`EventKind::is_bookend`]). A sink
+    /// that refuses events when it is short of room keeps room for these a while longer, so
+    /// that a run whose other events it refused still shows its client its start and its end.
+    pub bookend: bool,
 }
 
 impl EncodedEvent {
@@ -241,6 +263,7 @@ impl EncodedEvent {
         Ok(Self {
             run_id: Some(event.run_id.clone()),
             json: Arc::from(serde_json::to_string(event)?),
+            bookend: event.kind.is_bookend(),
         })
     }
 
@@ -249,6 +272,7 @@ impl EncodedEvent {
         Ok(Self {
             run_id: None,
             json: Arc::from(serde_json::to_string(event)?),
+            bookend: false,
         })
     }
 

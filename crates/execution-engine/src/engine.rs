@@ -514,7 +514,8 @@ impl RunTask {
         let (message, options) = (work.input().message.clone(), work.input().input.clone());
         // A resumed run started before it paused.
         if resumed.is_none() {
-            engine.emit(
+            engine.emit_in_run(
+                &control,
                 &scope,
                 EventKind::AgentStarted {
                     message: message.clone(),
@@ -525,7 +526,7 @@ impl RunTask {
         let outcome = if permit.is_none() {
             // Cancelled while queued: the run still gets its start and its end, so a client
             // that saw `run_accepted` sees the run close.
-            RunOutcome::Cancelled(control.reason())
+            crate::run::lost_events(control.refused(), RunOutcome::Cancelled(control.reason()))
         } else {
             counters.record_queue_wait(started - queued_at);
             let rules = rules(&engine, &*agent, resumed, timeout);

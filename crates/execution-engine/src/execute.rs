@@ -162,6 +162,13 @@ pub(crate) async fn execute(
     } else {
         outcome
     };
+    // A run one of whose events the sink refused was stopped at once (its token cancelled):
+    // it ends `events_lost`, and does not pause.
+    let refused = ctx.emit_failures() + control.refused();
+    if refused > 0 {
+        paused = None;
+    }
+    let outcome = crate::run::lost_events(refused, outcome);
     // Stop whatever the agent left running (sub-runs, tools) and drop its work now, before
     // the terminal event: dropping closes any open tool call and ends any open sub-run.
     control.token.cancel();
@@ -289,7 +296,8 @@ impl SubRunner for SubRuns {
             agent_name: created.name,
         };
         engine.counters.total.fetch_add(1, Ordering::Relaxed);
-        engine.emit(
+        engine.emit_in_run(
+            &control,
             &scope,
             EventKind::AgentStarted {
                 message: input.message.clone(),

@@ -87,11 +87,23 @@ impl EngineInner {
         self.last_active_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    pub(crate) fn emit(&self, scope: &RunScope, kind: EventKind) {
+    /// Emits `kind` for the run `scope`; whether the sink took it (a refusal is logged and
+    /// counted).
+    pub(crate) fn emit(&self, scope: &RunScope, kind: EventKind) -> bool {
         let user = self.context.user_id();
         if let Err(error) = self.sink.emit(user, scope.event(kind)) {
             self.counters.emit_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(run_id = %scope.run_id, %error, "a run event could not be emitted");
+            return false;
+        }
+        true
+    }
+
+    /// [`emit`](Self::emit) for a run that is going on: a refused event stops it
+    /// ([`RunControl::refused_event`]).
+    pub(crate) fn emit_in_run(&self, control: &RunControl, scope: &RunScope, kind: EventKind) {
+        if !self.emit(scope, kind) {
+            control.refused_event();
         }
     }
 }

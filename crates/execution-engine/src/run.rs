@@ -1,11 +1,13 @@
 //! A handle to one run: its ids, its outcome, and a way to cancel it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agent_registry::{AgentError, AgentOutput, Inbox};
 use core_context::approval::PendingCall;
 use core_context::budget::Exhausted;
+use core_context::event::error_code;
 use core_context::{CancellationToken, RunId, ThreadId};
 use tokio::sync::oneshot;
 
@@ -58,6 +60,9 @@ pub(crate) struct RunControl {
     reason: OnceLock<String>,
     pub(crate) inbox: Option<Inbox>,
     untaken: OnceLock<Vec<String>>,
+    /// Events of the run the engine itself emitted (its start, its pause) that the sink
+    /// refused.
+    refused: AtomicU64,
 }
 
 impl RunControl {
@@ -67,7 +72,20 @@ impl RunControl {
             reason: OnceLock::new(),
             inbox,
             untaken: OnceLock::new(),
+            refused: AtomicU64::new(0),
         })
+    }
+
+    /// Counts an event of the run the sink refused, and stops the run: it ends
+    /// `events_lost` ([`lost_events`]).
+    pub(crate) fn refused_event(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.token.cancel();
+    }
+
+    /// Events of the run the engine emitted that the sink refused.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Closes the run's inbox once its agent's work ended, keeping what it never took.
@@ -142,6 +160,26 @@ impl RunHandle {
         let untaken = self.control.untaken.get().cloned().unwrap_or_default();
         (outcome, untaken)
     }
+}
+
+/// How a run ends when `refused` of its events could not be handed to the sink: `events_lost`,
+/// whatever else it came to (the engine stopped it at the first, so that it does not go on
+/// with a hole its client cannot see); otherwise `outcome`.
+pub(crate) fn lost_events(refused: u64, outcome: RunOutcome) -> RunOutcome {
+    if refused == 0 {
+        return outcome;
+    }
+    let what = if refused == 1 {
+        "one of its events".to_owned()
+    } else {
+        format!("{refused} of its events")
+    };
+    RunOutcome::Failed(AgentError::new(
+        error_code::EVENTS_LOST,
+        format!(
+            "the run was stopped because {what} could not be delivered (the server could not pass them on, for example while its broker was out of reach); start it again"
+        ),
+    ))
 }
 
 /// A time limit as people read it: `250 ms`, `25 s`.

@@ -104,7 +104,10 @@ pub struct RedisBrokerConfig {
     pub bounds: ReplayBounds,
     /// Prefix of every key and channel, so several deployments can share one Redis.
     pub key_prefix: String,
-    /// Events a node may hold while Redis is unreachable; past it `publish` fails.
+    /// Events a node may hold while Redis is unreachable; past it `publish` fails, except for
+    /// the events that open, pause or end a run ([`EncodedEvent::bookend`]), which may pass
+    /// it by a quarter (at least 16), so that a run stopped because one of its events was
+    /// refused still shows its client its end.
     pub publish_queue: usize,
     /// With `rediss://`: a PEM file of the CA certificates that Redis's certificate must chain
     /// to, instead of the machine's roots (`SSL_CERT_FILE`); `None` trusts the machine's.
@@ -316,8 +319,8 @@ impl RedisBroker {
             .stats
             .sequencer_mode
             .store(sequencer, Ordering::Relaxed);
-        let (sender, queue) = mpsc::channel(config.publish_queue.max(1));
-        let publish = Arc::new(PublishQueue::new(Arc::clone(&shared), sender));
+        let (publish, queue) = PublishQueue::new(Arc::clone(&shared), config.publish_queue);
+        let publish = Arc::new(publish);
         let (subscriber, commands) = mpsc::unbounded_channel();
         let on = runtime.handle();
         let publishing = if sequencer {

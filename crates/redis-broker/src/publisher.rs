@@ -40,22 +40,41 @@ pub(crate) struct Outgoing {
 
 /// The node's publish queue with its next publish counter: numbering and queueing under one
 /// lock keeps the queue in counter order, which the publish script's retry check needs.
+///
+/// It holds up to `bound` events ([`RedisBrokerConfig::publish_queue`](crate::RedisBrokerConfig::publish_queue));
+/// past that it refuses an event, unless the event opens, pauses or ends its run
+/// ([`EncodedEvent::bookend`]), which may use a reserve of a quarter more
+/// ([`reserve_for`]). The engine stops a run one of whose events was refused
+/// (`events_lost`); the reserve lets that run's end, and the start of a run whose slot came
+/// meanwhile, still reach its client once Redis is back.
 pub(crate) struct PublishQueue {
     shared: Arc<Shared>,
+    bound: usize,
     state: Mutex<(u64, mpsc::Sender<Outgoing>)>,
 }
 
+/// The room kept past a queue of `bound` events for the events that open, pause or end runs.
+pub(crate) fn reserve_for(bound: usize) -> usize {
+    (bound / 4).max(16)
+}
+
 impl PublishQueue {
-    /// A queue into `sender`, numbering from 1.
-    pub(crate) fn new(shared: Arc<Shared>, sender: mpsc::Sender<Outgoing>) -> Self {
-        Self {
+    /// A queue of `bound` events (and [`reserve_for`] it) for the publisher, numbering from 1;
+    /// the publisher's end of it.
+    pub(crate) fn new(shared: Arc<Shared>, bound: usize) -> (Self, mpsc::Receiver<Outgoing>) {
+        let bound = bound.max(1);
+        let (sender, queue) = mpsc::channel(bound + reserve_for(bound));
+        let this = Self {
             shared,
+            bound,
             state: Mutex::new((1, sender)),
-        }
+        };
+        (this, queue)
     }
 
     /// Queues `event` for the publisher; see [`Broker::publish`](ws_bridge::Broker::publish).
-    /// `ends_lost_run`: the terminal event of a run whose lease was taken.
+    /// `ends_lost_run`: an event of the end a reaper writes for a run whose lease it took
+    /// (which, like a run's start and end, may use the queue's reserve).
     pub(crate) fn enqueue(
         &self,
         user: &UserId,
@@ -65,6 +84,7 @@ impl PublishQueue {
         let EncodedEvent {
             run_id: run,
             json: body,
+            bookend,
         } = event;
         // Read before the lock: every node's publishing task takes it.
         let queued_at = Instant::now();
@@ -78,24 +98,32 @@ impl PublishQueue {
             ends_lost_run,
             queued_at,
         };
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        let queued = queue.try_send(outgoing);
+        // Only the publisher takes events out meanwhile, so the count can only be lower by
+        // the time the event is in.
+        // The end a reaper writes for a lost run closes it as a terminal event does.
+        let reserved = bookend || ends_lost_run;
+        let full = !reserved && self.shared.queued.load(Ordering::Relaxed) >= self.bound;
+        let queued = if full {
+            Err(FULL)
+        } else {
+            self.shared.queued.fetch_add(1, Ordering::Relaxed);
+            queue.try_send(outgoing).map_err(|error| {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                match error {
+                    mpsc::error::TrySendError::Full(_) => FULL,
+                    mpsc::error::TrySendError::Closed(_) => "the broker stopped",
+                }
+            })
+        };
         if queued.is_ok() {
             *next_counter += 1;
         }
         drop(state);
-        queued.map_err(|error| {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        queued.map_err(|why| {
             self.shared
                 .stats
                 .events_rejected
                 .fetch_add(1, Ordering::Relaxed);
-            let why = match error {
-                mpsc::error::TrySendError::Full(_) => {
-                    "Redis has been unreachable long enough to fill the publish queue"
-                }
-                mpsc::error::TrySendError::Closed(_) => "the broker stopped",
-            };
             EmitError::Rejected(format!("broker unavailable: {why}"))
         })
     }
@@ -105,6 +133,9 @@ impl PublishQueue {
         self.state.lock().0 - 1
     }
 }
+
+/// Why an event was refused when the queue had no room for it.
+const FULL: &str = "Redis has been unreachable long enough to fill the publish queue";
 
 /// Events sent in one pipeline.
 const BATCH: usize = 256;
