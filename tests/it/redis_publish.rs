@@ -241,3 +241,54 @@ async fn a_lease_lookup_redis_refuses_loses_only_its_users_events() {
         "each of the refused user's events is counted lost, once"
     );
 }
+
+/// While Redis is at its `maxmemory` with nothing it may evict (`OOM`), every publish is
+/// refused whole; the events wait, in order, and go out once Redis has room again, none lost
+/// (they used to be counted lost at once, their runs going on without them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_refused_for_memory_are_sent_again_once_redis_has_room() {
+    events_refused_for_memory_wait(false).await;
+}
+
+/// The same in the sequencer mode: its appends refused for memory are written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_sequencer_mode_appends_refused_for_memory_are_written_again() {
+    events_refused_for_memory_wait(true).await;
+}
+
+async fn events_refused_for_memory_wait(sequencer: bool) {
+    const USERS: usize = 3;
+    const STEPS: u64 = 20;
+    let redis = RedisServer::start();
+    let pair = BrokerPair::start_in(&redis, "memory", USERS, sequencer).await;
+    pair.emit(0, "before".into());
+    assert_eq!(pair.next_chunk(0).await, (1, "before".into()));
+    // Any memory in use is past a limit of one byte.
+    assert_eq!(
+        redis.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
+        "+OK"
+    );
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "1"]), "+OK");
+    for step in 1..=STEPS {
+        for u in 0..USERS {
+            pair.emit(u, format!("{u}:{step}"));
+        }
+    }
+    let stats = pair.publisher.stats();
+    crate::support::wait_until("a publish was refused for memory and retried", || {
+        stats.publish_retries.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "0"]), "+OK");
+    for u in 0..USERS {
+        let first = if u == 0 { 2 } else { 1 };
+        for step in 1..=STEPS {
+            assert_eq!(
+                pair.next_chunk(u).await,
+                (first + step - 1, format!("{u}:{step}")),
+                "memory-{u:02}'s events once each, in order, after the refusals"
+            );
+        }
+    }
+    assert_eq!(stats.events_lost.load(Ordering::Relaxed), 0, "nothing lost");
+}

@@ -177,8 +177,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut conn: Conn, mut queue: mpsc::Re
                     tokio::time::sleep(pause).await;
                 }
                 Err(error) => {
-                    // Redis refused the commands themselves (out of memory, a key of the
-                    // wrong type): sending them again would fail again.
+                    // Redis refused the commands themselves (a key of the wrong type, say):
+                    // sending them again would fail again.
                     shared
                         .stats
                         .events_lost
@@ -228,9 +228,12 @@ fn micros(n: u128) -> u64 {
 }
 
 /// Whether `error` is the connection's or a passing state of the server (worth a retry)
-/// rather than the command's: the client library's own classification, and `BUSY` (Redis
+/// rather than the command's: the client library's own classification, `BUSY` (Redis
 /// running a script past its time limit answers every other script so until it ends), which
-/// it does not know.
+/// it does not know, and `OOM` (Redis at its `maxmemory` with no key it may evict): a write
+/// refused for memory is refused whole (a script is refused at its first write, never half
+/// way), and memory comes back as the streams' keys expire or an operator raises the limit,
+/// so the events wait, in order, as they do while Redis is unreachable, instead of being lost.
 pub(crate) fn retryable(error: &redis::RedisError) -> bool {
     if error.code() == Some("EXECABORT") {
         // A transaction Redis refused as it was queued: retryable when what refused it is.
@@ -242,6 +245,7 @@ pub(crate) fn retryable(error: &redis::RedisError) -> bool {
                 matches!(
                     error.code(),
                     "BUSY"
+                        | "OOM"
                         | "LOADING"
                         | "TRYAGAIN"
                         | "MOVED"
@@ -252,7 +256,8 @@ pub(crate) fn retryable(error: &redis::RedisError) -> bool {
             })
         });
     }
-    error.code() == Some("BUSY") || !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
+    matches!(error.code(), Some("BUSY" | "OOM"))
+        || !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
 }
 
 /// Sends `batch`: in one script call on one Redis; on a Redis Cluster in one call per slot
