@@ -242,51 +242,82 @@ async fn a_lease_lookup_redis_refuses_loses_only_its_users_events() {
     );
 }
 
-/// While Redis is at its `maxmemory` with nothing it may evict (`OOM`), every publish is
-/// refused whole; the events wait, in order, and go out once Redis has room again, none lost
-/// (they used to be counted lost at once, their runs going on without them).
+/// While Redis refuses writes for a while (at its `maxmemory` with nothing it may evict:
+/// `OOM`; fewer replicas than `min-replicas-to-write`: `NOREPLICAS`), every publish is
+/// refused whole; the events wait, in order, and go out once Redis takes writes again, none
+/// lost (they used to be counted lost at once, their runs going on without them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_refused_for_memory_are_sent_again_once_redis_has_room() {
-    events_refused_for_memory_wait(false).await;
+    refused_writes_wait(false, Refusal::Memory).await;
 }
 
 /// The same in the sequencer mode: its appends refused for memory are written again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_the_sequencer_mode_appends_refused_for_memory_are_written_again() {
-    events_refused_for_memory_wait(true).await;
+    refused_writes_wait(true, Refusal::Memory).await;
 }
 
-async fn events_refused_for_memory_wait(sequencer: bool) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_refused_for_want_of_replicas_are_sent_again_once_they_are_back() {
+    refused_writes_wait(false, Refusal::Replicas).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_sequencer_mode_appends_refused_for_want_of_replicas_are_written_again() {
+    refused_writes_wait(true, Refusal::Replicas).await;
+}
+
+/// Why Redis refuses writes for a while, and the settings that make it and end it.
+#[derive(Clone, Copy)]
+enum Refusal {
+    Memory,
+    Replicas,
+}
+
+impl Refusal {
+    fn set(self, redis: &RedisServer, on: bool) {
+        let (name, value) = match (self, on) {
+            // Any memory in use is past a limit of one byte.
+            (Refusal::Memory, true) => ("maxmemory", "1"),
+            (Refusal::Memory, false) => ("maxmemory", "0"),
+            // This Redis has no replica.
+            (Refusal::Replicas, true) => ("min-replicas-to-write", "1"),
+            (Refusal::Replicas, false) => ("min-replicas-to-write", "0"),
+        };
+        assert_eq!(redis.command(&["CONFIG", "SET", name, value]), "+OK");
+    }
+}
+
+async fn refused_writes_wait(sequencer: bool, refusal: Refusal) {
     const USERS: usize = 3;
     const STEPS: u64 = 20;
     let redis = RedisServer::start();
-    let pair = BrokerPair::start_in(&redis, "memory", USERS, sequencer).await;
+    let pair = BrokerPair::start_in(&redis, "refusal", USERS, sequencer).await;
     pair.emit(0, "before".into());
     assert_eq!(pair.next_chunk(0).await, (1, "before".into()));
-    // Any memory in use is past a limit of one byte.
     assert_eq!(
         redis.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
         "+OK"
     );
-    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "1"]), "+OK");
+    refusal.set(&redis, true);
     for step in 1..=STEPS {
         for u in 0..USERS {
             pair.emit(u, format!("{u}:{step}"));
         }
     }
     let stats = pair.publisher.stats();
-    crate::support::wait_until("a publish was refused for memory and retried", || {
+    crate::support::wait_until("a refused publish was retried", || {
         stats.publish_retries.load(Ordering::Relaxed) > 0
     })
     .await;
-    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "0"]), "+OK");
+    refusal.set(&redis, false);
     for u in 0..USERS {
         let first = if u == 0 { 2 } else { 1 };
         for step in 1..=STEPS {
             assert_eq!(
                 pair.next_chunk(u).await,
                 (first + step - 1, format!("{u}:{step}")),
-                "memory-{u:02}'s events once each, in order, after the refusals"
+                "refusal-{u:02}'s events once each, in order, after the refusals"
             );
         }
     }

@@ -230,10 +230,12 @@ fn micros(n: u128) -> u64 {
 /// Whether `error` is the connection's or a passing state of the server (worth a retry)
 /// rather than the command's: the client library's own classification, `BUSY` (Redis
 /// running a script past its time limit answers every other script so until it ends), which
-/// it does not know, and `OOM` (Redis at its `maxmemory` with no key it may evict): a write
-/// refused for memory is refused whole (a script is refused at its first write, never half
-/// way), and memory comes back as the streams' keys expire or an operator raises the limit,
-/// so the events wait, in order, as they do while Redis is unreachable, instead of being lost.
+/// it does not know, and the writes Redis refuses for a while: `OOM` (at its `maxmemory`
+/// with no key it may evict; memory comes back as the streams' keys expire or an operator
+/// raises the limit), `NOREPLICAS` (fewer replicas in reach than `min-replicas-to-write`)
+/// and `READONLY` (a master demoted to replica by a failover). Redis refuses those whole (a
+/// script at its first write, never half way), so the events wait, in order, as they do
+/// while Redis is unreachable, instead of being lost.
 pub(crate) fn retryable(error: &redis::RedisError) -> bool {
     if error.code() == Some("EXECABORT") {
         // A transaction Redis refused as it was queued: retryable when what refused it is.
@@ -246,6 +248,8 @@ pub(crate) fn retryable(error: &redis::RedisError) -> bool {
                     error.code(),
                     "BUSY"
                         | "OOM"
+                        | "NOREPLICAS"
+                        | "READONLY"
                         | "LOADING"
                         | "TRYAGAIN"
                         | "MOVED"
@@ -256,7 +260,7 @@ pub(crate) fn retryable(error: &redis::RedisError) -> bool {
             })
         });
     }
-    matches!(error.code(), Some("BUSY" | "OOM"))
+    matches!(error.code(), Some("BUSY" | "OOM" | "NOREPLICAS"))
         || !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
 }
 
