@@ -242,6 +242,44 @@ async fn a_lease_lookup_redis_refuses_loses_only_its_users_events() {
     );
 }
 
+/// With the publish script, a user whose keys Redis refuses (their meta, or their log, holds
+/// another type) loses their own events, counted as lost, and nothing else: the other users
+/// of the same batches get every event, in order. (The batch used to be lost whole.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_whose_keys_redis_refuses_loses_only_their_events() {
+    const STEPS: u64 = 20;
+    let redis = RedisServer::start();
+    let pair = BrokerPair::start(&redis, "broken", 3).await;
+    let meta = "agentws:{broken-00}:meta";
+    assert_eq!(redis.command(&["DEL", meta]), ":1", "the follower made it");
+    assert_eq!(redis.command(&["SET", meta, "not a hash"]), "+OK");
+    let log = "agentws:{broken-01}:log";
+    assert_eq!(redis.command(&["SET", log, "not a stream"]), "+OK");
+    for step in 1..=STEPS {
+        for u in 0..3 {
+            pair.emit(u, format!("{u}:{step}"));
+        }
+    }
+    for step in 1..=STEPS {
+        assert_eq!(pair.next_chunk(2).await, (step, format!("2:{step}")));
+    }
+    tokio::time::timeout(Duration::from_secs(10), pair.publisher.stored())
+        .await
+        .expect("stored returns")
+        .unwrap();
+    let stats = pair.publisher.stats();
+    assert_eq!(
+        stats.events_lost.load(Ordering::Relaxed),
+        2 * STEPS,
+        "each of the two broken users' events is counted lost, once"
+    );
+    assert_eq!(
+        stats.events_published.load(Ordering::Relaxed),
+        STEPS,
+        "only the healthy user's events count as published"
+    );
+}
+
 /// While Redis refuses writes for a while (at its `maxmemory` with nothing it may evict:
 /// `OOM`; fewer replicas than `min-replicas-to-write`: `NOREPLICAS`), every publish is
 /// refused whole; the events wait, in order, and go out once Redis takes writes again, none

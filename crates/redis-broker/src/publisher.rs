@@ -275,23 +275,25 @@ async fn send(shared: &Shared, conn: &mut Conn, batch: &[Outgoing]) -> redis::Re
             async move { send_one(shared, &mut conn, events).await }
         })
         .collect();
-    futures::stream::iter(calls)
+    let refused = futures::stream::iter(calls)
         .buffer_unordered(crate::calls::CALLS_AT_ONCE)
-        .try_collect::<Vec<()>>()
+        .try_collect::<Vec<usize>>()
         .await?;
+    let refused: usize = refused.iter().sum();
     shared
         .stats
         .events_published
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        .fetch_add((batch.len() - refused) as u64, Ordering::Relaxed);
     Ok(())
 }
 
-/// One publish script call for `events`.
+/// One publish script call for `events`; how many of them Redis refused (the events of a
+/// user whose keys are of another type: lost, counted and logged).
 async fn send_one(
     shared: &Shared,
     conn: &mut Conn,
     events: &[&Outgoing],
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<usize> {
     let script = &shared.scripts.publish;
     let mut invocation = script.prepare_invoke();
     // A new candidate per attempt: a stream lost between attempts starts a new epoch.
@@ -313,5 +315,15 @@ async fn send_one(
     }
     // `EVALSHA`, loading the script only where Redis lacks it (it restarted): the script's
     // text is not sent, nor hashed by Redis, with every batch.
-    invocation.invoke_async::<()>(conn).await
+    let (_appended, refused, why): (usize, usize, String) = invocation.invoke_async(conn).await?;
+    if refused > 0 {
+        shared
+            .stats
+            .events_lost
+            .fetch_add(refused as u64, Ordering::Relaxed);
+        tracing::error!(events = refused, error = %why, "redis broker: Redis refused some users' events (their keys hold another type); those events are lost, the batch's other users' went through");
+    } else if !why.is_empty() {
+        tracing::warn!(error = %why, "redis broker: a run's record could not be kept (its key holds another type); its events went through");
+    }
+    Ok(refused)
 }

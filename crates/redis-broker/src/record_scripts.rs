@@ -13,9 +13,10 @@
 //! claim, or ended by a reaper, which deletes it) is left without.
 
 /// Lua functions: `event_kind(rest)` (the kind of an event that changes a record, with its
-/// call and tool, else nil) and `track(base, run, recorded, rest)` (applies one appended
-/// event, `recorded`: whether the run has a record of its own). `rest` is the event's JSON
-/// without its opening brace; `base` the user's `<prefix>:{<user>}`.
+/// call and tool, else nil), `track(base, run, recorded, rest)` (applies one appended
+/// event, `recorded`: whether the run has a record of its own) and `track_kind(base, run,
+/// recorded, rest, kind, call, tool)` (the same, its kind read already). `rest` is the
+/// event's JSON without its opening brace; `base` the user's `<prefix>:{<user>}`.
 pub(crate) const TRACK: &str = r#"
 -- Per sub-run key, its top-level run.
 local roots = {}
@@ -76,9 +77,8 @@ local function event_kind(rest)
     and kind ~= 'agent_cancelled' then return nil end
   return kind
 end
-local function track(base, run, recorded, rest)
-  local kind, call, tool = event_kind(rest)
-  if not kind then return end
+-- `track` for an event whose kind (with its call and tool) `event_kind` read already.
+local function track_kind(base, run, recorded, rest, kind, call, tool)
   local record_key = base .. ':run:' .. run
   if not recorded then
     track_sub(base, run, kind, rest, call, tool)
@@ -91,6 +91,10 @@ local function track(base, run, recorded, rest)
   else
     redis.call('HSET', record_key, 'ended', '1')
   end
+end
+local function track(base, run, recorded, rest)
+  local kind, call, tool = event_kind(rest)
+  if kind then track_kind(base, run, recorded, rest, kind, call, tool) end
 end
 "#;
 

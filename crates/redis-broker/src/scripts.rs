@@ -208,13 +208,15 @@ pub(crate) static FANOUT_SCRIPT: std::sync::LazyLock<String> =
 /// `ARGV[3]` the node id, `ARGV[4]` the log's length cap, `ARGV[5]` the key prefix, then per
 /// event its node publish counter, its JSON without the seq and without its opening brace
 /// (`"type":...}`), its run id, and
-/// `1` for the terminal event of a run whose lease was taken (else `0`). Skipped: an event
+/// `1` for the terminal event of a run whose lease was taken (else `0`). Refused: the events
+/// of a user whose meta or log Redis refuses (a key of another type), from the first one
+/// refused, so that one user's broken keys cost no other user's events. Skipped: an event
 /// whose counter the stream already applied (a retried batch), and any other event of a run
 /// already ended that way (`<prefix>:{<user>}:ended:<run>`), so that terminal event stays the
 /// run's last. A run's `agent_started` marks its record (`<prefix>:{<user>}:run:<run>`, field `started`),
 /// its `tool_executing` / `tool_completed` add and remove `open:<tool_call_id>` there (the
 /// tool's name), and its terminal event marks `ended`.
-/// Returns how many were appended.
+/// Returns `{appended, refused, the first refusal's error or ''}`.
 ///
 /// Redis spends most of a script's time on the calls it makes and on the strings and tables
 /// it makes (each is hashed and later collected), so the script does little per event (its
@@ -246,10 +248,26 @@ local streams, touched = {}, {}
 -- its records (`message_for`); `receivers` the sets in the order they came.
 local inbox, receivers = {}, {}
 local writer = nil
+-- Events of users whose keys Redis refuses (a key of another type), skipped, and the first
+-- refusal: one user's broken keys cost only that user's events, never the batch's.
+local refused, why = 0, ''
+-- Whether Redis refused a call for its key (`WRONGTYPE`; `ERR`, such as an `XADD` id at or
+-- below the log's last after a half-applied script) rather than for a while (`OOM`,
+-- `NOREPLICAS`, ...: the script fails whole, at its first write, and is sent again).
+local function of_key(err)
+  return string.sub(err, 1, 10) == 'WRONGTYPE ' or string.sub(err, 1, 4) == 'ERR '
+end
 local function stream(meta, log)
   local st = streams[meta]
   if st then return st end
-  local m = redis.call('HMGET', meta, 'epoch', 'seq', node, 'renewed', 'fl', 'writer')
+  local m = redis.pcall('HMGET', meta, 'epoch', 'seq', node, 'renewed', 'fl', 'writer')
+  if m.err then
+    if not of_key(m.err) then error(m) end
+    if why == '' then why = m.err end
+    st = {failed = true, dirty = false}
+    streams[meta] = st
+    return st
+  end
   local epoch = m[1]
   if epoch and FENCED then
     writer = writer or string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
@@ -279,52 +297,75 @@ for i = 0, #KEYS / 2 - 1 do
   -- The event's JSON comes without its opening brace: the frame is `{"seq":N,` and it.
   local counter, rest, run = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2]
   local st = stream(KEYS[2 * i + 1], KEYS[2 * i + 2])
-  local base = st.base
-  -- Whether the run has a record (then no reaper ended it: a reaper deletes the record as
-  -- it marks the run ended), or else was ended by a reaper; a change to a thread (no run)
-  -- has neither.
-  local state = st.runs[run]
-  if state == nil then
-    if run == '' then
-      state = 'none'
-    elseif redis.call('EXISTS', base .. ':run:' .. run) == 1 then
-      state = 'recorded'
-    elseif redis.call('EXISTS', base .. ':ended:' .. run) == 1 then
-      state = 'ended'
-    else
-      state = 'none'
-    end
-    st.runs[run] = state
-  end
-  if st.applied < counter and (state ~= 'ended' or ARGV[at + 3] == '1') then
-    st.applied = counter
-    st.seq = st.seq + 1
-    local seq = tostring(st.seq)
-    -- Written back as they came or were made: Lua formats a number again for each call.
-    st.dirty, st.applied_text, st.seq_text = true, ARGV[at], seq
-    redis.call('XADD', st.log, 'MAXLEN', cap, seq, 'b', rest, 't', now_text)
-    local followers = st.followers
-    if followers then
-      local size = #st.head + #seq + #rest + 2
-      local message = message_for(inbox, receivers, followers, size)
-      local n = message.n
-      if n > 0 then
-        n = n + 1
-        message[n] = '\n'
+  if st.failed then
+    refused = refused + 1
+  else
+    local base = st.base
+    -- Whether the run has a record (then no reaper ended it: a reaper deletes the record as
+    -- it marks the run ended), or else was ended by a reaper; a change to a thread (no run)
+    -- has neither.
+    local state = st.runs[run]
+    if state == nil then
+      if run == '' then
+        state = 'none'
+      elseif redis.call('EXISTS', base .. ':run:' .. run) == 1 then
+        state = 'recorded'
+      elseif redis.call('EXISTS', base .. ':ended:' .. run) == 1 then
+        state = 'ended'
+      else
+        state = 'none'
       end
-      -- `<user>\n<epoch>\n<seq>\n<rest>`.
-      message[n + 1] = st.head
-      message[n + 2] = seq
-      message[n + 3] = '\n'
-      message[n + 4] = rest
-      message.n, message.size = n + 4, message.size + size
+      st.runs[run] = state
     end
-    appended = appended + 1
-    -- A run's start, its open tool calls and its end are kept on its record (when it has
-    -- one: a top-level run holding a claim), so that if its node dies, the run's end emits
-    -- the start if it never came, closes the calls left open, and is not emitted at all for
-    -- a run that had ended (its slot not yet given back).
-    track(base, run, state == 'recorded', rest)
+    local seq = tostring(st.seq + 1)
+    local added = nil
+    if st.applied < counter and (state ~= 'ended' or ARGV[at + 3] == '1') then
+      added = redis.pcall('XADD', st.log, 'MAXLEN', cap, seq, 'b', rest, 't', now_text)
+      if type(added) == 'table' then
+        if not of_key(added.err) then error(added) end
+        -- The log is not a stream: this user's events go no further in this batch.
+        if why == '' then why = added.err end
+        st.failed = true
+        refused = refused + 1
+        added = nil
+      end
+    end
+    if added then
+      st.applied = counter
+      st.seq = st.seq + 1
+      -- Written back as they came or were made: Lua formats a number again for each call.
+      st.dirty, st.applied_text, st.seq_text = true, ARGV[at], seq
+      local followers = st.followers
+      if followers then
+        local size = #st.head + #seq + #rest + 2
+        local message = message_for(inbox, receivers, followers, size)
+        local n = message.n
+        if n > 0 then
+          n = n + 1
+          message[n] = '\n'
+        end
+        -- `<user>\n<epoch>\n<seq>\n<rest>`.
+        message[n + 1] = st.head
+        message[n + 2] = seq
+        message[n + 3] = '\n'
+        message[n + 4] = rest
+        message.n, message.size = n + 4, message.size + size
+      end
+      appended = appended + 1
+      -- A run's start, its open tool calls and its end are kept on its record (when it has
+      -- one: a top-level run holding a claim), so that if its node dies, the run's end emits
+      -- the start if it never came, closes the calls left open, and is not emitted at all for
+      -- a run that had ended (its slot not yet given back). A record Redis refuses (a key of
+      -- another type) is left as it is: the event is in the log.
+      local kind, call, tool = event_kind(rest)
+      if kind then
+        local tracked, failure =
+          pcall(track_kind, base, run, state == 'recorded', rest, kind, call, tool)
+        if not tracked and why == '' then
+          why = type(failure) == 'table' and failure.err or tostring(failure)
+        end
+      end
+    end
   end
 end
 for _, st in ipairs(touched) do
@@ -343,7 +384,7 @@ for _, st in ipairs(touched) do
   end
 end
 send_messages(prefix, inbox, receivers, '', nil)
-return appended
+return {appended, refused, why}
 "#;
 
 /// Follows a user from this node and reads where their stream stands: `KEYS` meta and log;
