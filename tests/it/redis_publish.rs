@@ -220,9 +220,7 @@ async fn a_lease_lookup_redis_refuses_loses_only_its_users_events() {
     const STEPS: u64 = 5;
     let redis = RedisServer::start();
     let pair = BrokerPair::start_in(&redis, "refused", 2, true).await;
-    let meta = "agentws:{refused-00}:meta";
-    assert_eq!(redis.command(&["DEL", meta]), ":1", "the follower made it");
-    assert_eq!(redis.command(&["SET", meta, "not a hash"]), "+OK");
+    break_meta(&redis, "refused-00");
     for step in 1..=STEPS {
         pair.emit(0, format!("refused {step}"));
         pair.emit(1, format!("kept {step}"));
@@ -230,16 +228,29 @@ async fn a_lease_lookup_redis_refuses_loses_only_its_users_events() {
     for step in 1..=STEPS {
         assert_eq!(pair.next_chunk(1).await, (step, format!("kept {step}")));
     }
+    stored_with_lost(
+        &pair,
+        STEPS,
+        "each of the refused user's events is counted lost, once",
+    )
+    .await;
+}
+
+/// Makes `user`'s stream meta (which the following node made) a string instead of a hash.
+fn break_meta(redis: &RedisServer, user: &str) {
+    let meta = format!("agentws:{{{user}}}:meta");
+    assert_eq!(redis.command(&["DEL", &meta]), ":1", "the follower made it");
+    assert_eq!(redis.command(&["SET", &meta, "not a hash"]), "+OK");
+}
+
+/// Waits for `stored` to return (lost events are not held), then checks `lost` were counted.
+async fn stored_with_lost(pair: &BrokerPair, lost: u64, why: &str) {
     tokio::time::timeout(Duration::from_secs(10), pair.publisher.stored())
         .await
         .expect("stored returns: lost events are not held")
         .unwrap();
     let stats = pair.publisher.stats();
-    assert_eq!(
-        stats.events_lost.load(Ordering::Relaxed),
-        STEPS,
-        "each of the refused user's events is counted lost, once"
-    );
+    assert_eq!(stats.events_lost.load(Ordering::Relaxed), lost, "{why}");
 }
 
 /// With the publish script, a user whose keys Redis refuses (their meta, or their log, holds
@@ -250,9 +261,7 @@ async fn a_user_whose_keys_redis_refuses_loses_only_their_events() {
     const STEPS: u64 = 20;
     let redis = RedisServer::start();
     let pair = BrokerPair::start(&redis, "broken", 3).await;
-    let meta = "agentws:{broken-00}:meta";
-    assert_eq!(redis.command(&["DEL", meta]), ":1", "the follower made it");
-    assert_eq!(redis.command(&["SET", meta, "not a hash"]), "+OK");
+    break_meta(&redis, "broken-00");
     let log = "agentws:{broken-01}:log";
     assert_eq!(redis.command(&["SET", log, "not a stream"]), "+OK");
     for step in 1..=STEPS {
@@ -263,16 +272,13 @@ async fn a_user_whose_keys_redis_refuses_loses_only_their_events() {
     for step in 1..=STEPS {
         assert_eq!(pair.next_chunk(2).await, (step, format!("2:{step}")));
     }
-    tokio::time::timeout(Duration::from_secs(10), pair.publisher.stored())
-        .await
-        .expect("stored returns")
-        .unwrap();
-    let stats = pair.publisher.stats();
-    assert_eq!(
-        stats.events_lost.load(Ordering::Relaxed),
+    stored_with_lost(
+        &pair,
         2 * STEPS,
-        "each of the two broken users' events is counted lost, once"
-    );
+        "each of the two broken users' events is counted lost, once",
+    )
+    .await;
+    let stats = pair.publisher.stats();
     assert_eq!(
         stats.events_published.load(Ordering::Relaxed),
         STEPS,

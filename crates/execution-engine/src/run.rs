@@ -60,8 +60,8 @@ pub(crate) struct RunControl {
     reason: OnceLock<String>,
     pub(crate) inbox: Option<Inbox>,
     untaken: OnceLock<Vec<String>>,
-    /// Events of the run the engine itself emitted (its start, its pause) that the sink
-    /// refused.
+    /// Events of the run the engine itself emitted (its start) that the sink refused; the
+    /// agent's own are counted by its context.
     refused: AtomicU64,
 }
 

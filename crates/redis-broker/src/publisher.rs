@@ -98,9 +98,9 @@ impl PublishQueue {
             ends_lost_run,
             queued_at,
         };
-        // Only the publisher takes events out meanwhile, so the count can only be lower by
-        // the time the event is in.
-        // The end a reaper writes for a lost run closes it as a terminal event does.
+        // The end a reaper writes for a lost run closes it as a terminal event does. Only the
+        // publisher takes events out meanwhile, so the count can only be lower by the time
+        // the event is in.
         let reserved = bookend || ends_lost_run;
         let full = !reserved && self.shared.queued.load(Ordering::Relaxed) >= self.bound;
         let queued = if full {
@@ -321,7 +321,7 @@ async fn send_one(
             .stats
             .events_lost
             .fetch_add(refused as u64, Ordering::Relaxed);
-        tracing::error!(events = refused, error = %why, "redis broker: Redis refused some users' events (their keys hold another type); those events are lost, the batch's other users' went through");
+        tracing::error!(events = refused, error = %why, "redis broker: Redis refused some users' events for their keys; those events are lost, the batch's other users' went through");
     } else if !why.is_empty() {
         tracing::warn!(error = %why, "redis broker: a run's record could not be kept (its key holds another type); its events went through");
     }

@@ -8,8 +8,9 @@
 //! them: `ClusterRuns::slot_waiting`), when a thread of its user's is freed from a paused
 //! run on any node, and at least every [`POLL`] otherwise (a slot a reaper took back, a place
 //! held up past the ones named, a notice lost with the live connection), which also renews
-//! its place; a place not renewed within the lease TTL (its node died) is dropped. Only those claims ask again: a
-//! release does not wake every queued run of the node, nor every one of its user's.
+//! its place; a place not renewed within the lease TTL (its node died) is dropped. Only
+//! those claims ask again: a release does not wake every queued run of the node, nor every
+//! one of its user's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
